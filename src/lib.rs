@@ -1,0 +1,13 @@
+//! cf-bridge: keeps Coolify in step with the PocketBase system of record.
+
+pub mod app;
+pub mod config;
+pub mod coolify;
+pub mod http;
+pub mod journal;
+pub mod pocketbase;
+pub mod reconcile;
+pub mod secrets;
+pub mod sim;
+pub mod telemetry;
+pub mod templates;

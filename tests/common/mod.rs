@@ -1,0 +1,5 @@
+//! Shared test harness: real PocketBase, coolify-sim and the bridge, each on a free port.
+#![allow(dead_code)]
+
+pub mod pocketbase;
+pub mod sim;

@@ -1,0 +1,1 @@
+//! Spawns a fresh PocketBase per test suite.

@@ -1,0 +1,1 @@
+//! Spawns coolify-sim for tests.
