@@ -1,0 +1,122 @@
+//! Prometheus metrics, registered once per process.
+//!
+//! A process-wide registry keeps call sites free of plumbing; tests that need isolation run the bridge
+//! as a separate process and read `/metrics`.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    /// Events received, by source (realtime, webhook, resync, replay).
+    pub events_received: IntCounterVec,
+    /// Events dropped as duplicates, by source.
+    pub events_deduplicated: IntCounterVec,
+    /// Jobs by state, refreshed from the journal.
+    pub jobs: prometheus::IntGaugeVec,
+    /// Reconcile duration in seconds, by collection and outcome.
+    pub reconcile_seconds: HistogramVec,
+    /// Time from an event's arrival to the first Coolify call made for it.
+    pub event_to_first_action_seconds: HistogramVec,
+    /// Coolify requests by endpoint template and HTTP status ("error" for transport errors).
+    pub coolify_requests: IntCounterVec,
+    /// Tokens left in the Coolify request budget.
+    pub coolify_budget_remaining: Gauge,
+    pub realtime_reconnects: IntCounter,
+    pub realtime_connected: IntGauge,
+    /// Unix time of the last completed resync.
+    pub last_resync_timestamp: Gauge,
+    /// Coolify resources named cf-* with no live record, by kind.
+    pub orphans: GaugeVec,
+}
+
+
+fn build() -> Result<Metrics, prometheus::Error> {
+    let registry = Registry::new_custom(Some("cf_bridge".into()), None)?;
+    let events_received = IntCounterVec::new(
+        Opts::new("events_received_total", "Events received, by source"),
+        &["source"],
+    )?;
+    let events_deduplicated = IntCounterVec::new(
+        Opts::new("events_deduplicated_total", "Events dropped as duplicates, by source"),
+        &["source"],
+    )?;
+    let jobs = prometheus::IntGaugeVec::new(Opts::new("jobs", "Jobs in the journal, by state"), &["state"])?;
+    let reconcile_seconds = HistogramVec::new(
+        HistogramOpts::new("reconcile_duration_seconds", "Reconcile duration, by collection and outcome")
+            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+        &["collection", "outcome"],
+    )?;
+    let event_to_first_action_seconds = HistogramVec::new(
+        HistogramOpts::new(
+            "event_to_first_action_seconds",
+            "Time from an event's arrival to the first Coolify request for it",
+        )
+        .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+        &["collection"],
+    )?;
+    let coolify_requests = IntCounterVec::new(
+        Opts::new("coolify_requests_total", "Coolify API requests, by endpoint and status"),
+        &["endpoint", "status"],
+    )?;
+    let coolify_budget_remaining =
+        Gauge::new("coolify_budget_remaining", "Requests left in the Coolify request budget")?;
+    let realtime_reconnects =
+        IntCounter::new("realtime_reconnects_total", "PocketBase realtime (re)connections")?;
+    let realtime_connected =
+        IntGauge::new("realtime_connected", "1 while the PocketBase realtime stream is subscribed")?;
+    let last_resync_timestamp =
+        Gauge::new("last_resync_timestamp_seconds", "Unix time of the last completed resync")?;
+    let orphans = GaugeVec::new(
+        Opts::new("coolify_orphans", "Coolify resources named cf-* with no live record"),
+        &["kind"],
+    )?;
+
+    registry.register(Box::new(events_received.clone()))?;
+    registry.register(Box::new(events_deduplicated.clone()))?;
+    registry.register(Box::new(jobs.clone()))?;
+    registry.register(Box::new(reconcile_seconds.clone()))?;
+    registry.register(Box::new(event_to_first_action_seconds.clone()))?;
+    registry.register(Box::new(coolify_requests.clone()))?;
+    registry.register(Box::new(coolify_budget_remaining.clone()))?;
+    registry.register(Box::new(realtime_reconnects.clone()))?;
+    registry.register(Box::new(realtime_connected.clone()))?;
+    registry.register(Box::new(last_resync_timestamp.clone()))?;
+    registry.register(Box::new(orphans.clone()))?;
+
+    Ok(Metrics {
+        registry,
+        events_received,
+        events_deduplicated,
+        jobs,
+        reconcile_seconds,
+        event_to_first_action_seconds,
+        coolify_requests,
+        coolify_budget_remaining,
+        realtime_reconnects,
+        realtime_connected,
+        last_resync_timestamp,
+        orphans,
+    })
+}
+
+static METRICS: LazyLock<Metrics> =
+    LazyLock::new(|| build().expect("metric definitions are static and valid"));
+
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+/// Renders every metric in the Prometheus text format.
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    let families = METRICS.registry.gather();
+    if TextEncoder::new().encode(&families, &mut buf).is_err() {
+        return String::new();
+    }
+    String::from_utf8(buf).unwrap_or_default()
+}
