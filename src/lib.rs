@@ -3,6 +3,7 @@
 pub mod app;
 pub mod config;
 pub mod coolify;
+pub mod events;
 pub mod http;
 pub mod journal;
 pub mod metrics;

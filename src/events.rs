@@ -1,0 +1,134 @@
+//! What every event source hands to the journal: a normalized change hint.
+//!
+//! Events are hints, state is truth: a source only says "this record may have changed"; the reconciler
+//! re-reads the record before acting.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+
+/// Where an event came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Realtime,
+    Webhook,
+    Resync,
+    Replay,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Realtime => "realtime",
+            Source::Webhook => "webhook",
+            Source::Resync => "resync",
+            Source::Replay => "replay",
+        }
+    }
+}
+
+/// The record change an event announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Delete => "delete",
+        }
+    }
+}
+
+/// The collections the bridge watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Collection {
+    #[serde(rename = "tenants")]
+    Tenants,
+    #[serde(rename = "bot_instances")]
+    BotInstances,
+}
+
+impl Collection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Collection::Tenants => "tenants",
+            Collection::BotInstances => "bot_instances",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Collection> {
+        match s {
+            "tenants" => Some(Collection::Tenants),
+            "bot_instances" => Some(Collection::BotInstances),
+            _ => None,
+        }
+    }
+}
+
+/// A normalized event, ready to be journaled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewEvent {
+    pub source: Source,
+    pub collection: Collection,
+    pub record_id: String,
+    pub action: Action,
+    /// The record's `updated` value as PocketBase sent it, if known.
+    pub record_updated: Option<String>,
+    /// Unique per change: the same change seen through two sources has the same key
+    /// (`collection:record_id:action:updated`), so it is journaled once.
+    pub dedupe_key: String,
+    /// The webhook delivery id, for webhook events (deduplicated on its own as well).
+    pub delivery_id: Option<String>,
+    /// The record as received, with no secret in it.
+    pub payload: serde_json::Value,
+}
+
+impl NewEvent {
+    /// The cross-source dedupe key for a change.
+    pub fn change_key(
+        collection: Collection,
+        record_id: &str,
+        action: Action,
+        record_updated: Option<&str>,
+    ) -> String {
+        format!(
+            "{}:{}:{}:{}",
+            collection.as_str(),
+            record_id,
+            action.as_str(),
+            record_updated.unwrap_or("")
+        )
+    }
+}
+
+/// The journal's answer to an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingested {
+    /// Stored durably; `job_id` is the record's job, which may already have been queued (coalesced).
+    New { event_id: i64, job_id: i64, coalesced: bool },
+    /// Already journaled (same change key or same webhook delivery id).
+    Duplicate,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The event could not be stored durably; the sender must not be told it was accepted.
+    #[error("journal unavailable: {0}")]
+    Unavailable(String),
+}
+
+pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<Ingested, SinkError>> + Send + 'a>>;
+
+/// Where sources put events. The journal implements it; tests may use a simple in-memory sink.
+pub trait EventSink: Send + Sync {
+    fn ingest(&self, event: NewEvent) -> SinkFuture<'_>;
+}
