@@ -1,1 +1,3 @@
-//! reconcile
+//! Reconciliation: pure planning (`plan`) and the executors that carry plans out.
+
+pub mod plan;

@@ -1,0 +1,468 @@
+//! Pure planning: from what the record asks for, what was last applied and what Coolify shows, the list
+//! of actions that makes Coolify match. No I/O here; the executor performs the actions.
+//!
+//! The applied state is carried by the record itself in `applied_hash`, a compact fingerprint of each
+//! part of the spec (`s=<state>;c=<compose>;e=<env>;r=<restart>`), so the planner can tell *what*
+//! changed without another store, and an unchanged record is recognised without any Coolify call.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+/// What the instance should run as, once the tenant's status is taken into account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EffectiveState {
+    Running,
+    Stopped,
+}
+
+impl EffectiveState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EffectiveState::Running => "running",
+            EffectiveState::Stopped => "stopped",
+        }
+    }
+}
+
+/// The desired spec of an instance, reduced to fingerprints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    pub state: EffectiveState,
+    /// Fingerprint of the rendered compose and the domain.
+    pub compose: String,
+    /// Fingerprint of the env vars the bridge sets (secrets hash, router URL).
+    pub env: String,
+    /// Fingerprint of `restart_requested_at` (empty when never requested).
+    pub restart: String,
+}
+
+fn short(input: &str) -> String {
+    let digest = Sha256::digest(input.as_bytes());
+    hex::encode(&digest[..6])
+}
+
+impl Spec {
+    pub fn new(state: EffectiveState, compose_and_domain: &str, env: &str, restart_requested_at: &str) -> Spec {
+        Spec {
+            state,
+            compose: short(compose_and_domain),
+            env: short(env),
+            restart: if restart_requested_at.is_empty() {
+                String::new()
+            } else {
+                short(restart_requested_at)
+            },
+        }
+    }
+
+    /// Parses an `applied_hash` written by [`Spec::fingerprint`]; anything else is treated as unknown.
+    pub fn parse(applied: &str) -> Option<Spec> {
+        let mut state = None;
+        let mut compose = None;
+        let mut env = None;
+        let mut restart = None;
+        for part in applied.split(';') {
+            let (k, v) = part.split_once('=')?;
+            match k {
+                "s" => {
+                    state = Some(match v {
+                        "running" => EffectiveState::Running,
+                        "stopped" => EffectiveState::Stopped,
+                        _ => return None,
+                    })
+                }
+                "c" => compose = Some(v.to_string()),
+                "e" => env = Some(v.to_string()),
+                "r" => restart = Some(v.to_string()),
+                _ => return None,
+            }
+        }
+        Some(Spec {
+            state: state?,
+            compose: compose?,
+            env: env?,
+            restart: restart?,
+        })
+    }
+
+    /// The value written to the record's `applied_hash`.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "s={};c={};e={};r={}",
+            self.state.as_str(),
+            self.compose,
+            self.env,
+            self.restart
+        )
+    }
+}
+
+impl fmt::Display for Spec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.fingerprint())
+    }
+}
+
+/// Why an instance may not be provisioned yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocked {
+    /// Over the plan's stack count or resource ceiling; waits for a plan change.
+    Quota(String),
+    /// Required secrets not set; waits in `pending` until they arrive.
+    MissingSecrets(Vec<String>),
+    /// The record or its template cannot be rendered; waits for the record to change.
+    Invalid(String),
+    /// The tenant has no Coolify project yet; the tenant's job will wake this one.
+    TenantNotReady,
+}
+
+/// What Coolify shows for the instance's service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observed {
+    Absent,
+    Present { uuid: String, running: bool },
+}
+
+/// Everything the planner needs about one live instance.
+#[derive(Debug, Clone)]
+pub struct InstanceInput {
+    pub desired: Result<Spec, Blocked>,
+    pub applied: Option<Spec>,
+    pub observed: Observed,
+}
+
+/// One step for the executor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Mark the record `deploying` before side effects.
+    MarkDeploying,
+    /// Create the service (intent journaled first), `instant_deploy` false, with the domain.
+    CreateService,
+    /// Send the new compose and domain.
+    UpdateService,
+    /// Upsert the env vars in one bulk call.
+    SetEnv,
+    Start,
+    Stop,
+    Restart,
+    /// Poll until Coolify reports `running:*` (or the timeout).
+    WaitRunning,
+    /// Write back `status`, ids, domain and `applied_hash`.
+    WriteBack(EffectiveState),
+    /// Record why nothing can be done yet (status and `error_message`).
+    Block(Blocked),
+    /// Destroy the service and verify it is gone.
+    DeleteService,
+}
+
+/// Plans a live instance.
+pub fn plan_instance(input: &InstanceInput) -> Vec<Action> {
+    let desired = match &input.desired {
+        Ok(spec) => spec,
+        Err(blocked) => {
+            // A blocked instance that is running keeps running only if it was admitted before; quota and
+            // validation problems stop nothing that already works, they only refuse new work.
+            return vec![Action::Block(blocked.clone())];
+        }
+    };
+    if input.applied.as_ref() == Some(desired) {
+        if let Observed::Present { running, .. } = input.observed {
+            if running == (desired.state == EffectiveState::Running) {
+                return Vec::new();
+            }
+        }
+    }
+    let mut actions = Vec::new();
+    match &input.observed {
+        Observed::Absent => {
+            actions.push(Action::MarkDeploying);
+            actions.push(Action::CreateService);
+            actions.push(Action::SetEnv);
+            if desired.state == EffectiveState::Running {
+                actions.push(Action::Start);
+                actions.push(Action::WaitRunning);
+            }
+        }
+        Observed::Present { running, .. } => {
+            let applied = input.applied.as_ref();
+            let compose_changed = applied.is_none_or(|a| a.compose != desired.compose);
+            let env_changed = applied.is_none_or(|a| a.env != desired.env);
+            let restart_asked = !desired.restart.is_empty()
+                && applied.is_some_and(|a| a.restart != desired.restart);
+            let needs_redeploy = compose_changed || env_changed || restart_asked;
+            if desired.state == EffectiveState::Running && (needs_redeploy || !running) {
+                actions.push(Action::MarkDeploying);
+            }
+            if compose_changed {
+                actions.push(Action::UpdateService);
+            }
+            if env_changed {
+                actions.push(Action::SetEnv);
+            }
+            match desired.state {
+                EffectiveState::Running => {
+                    if *running && needs_redeploy {
+                        actions.push(Action::Restart);
+                        actions.push(Action::WaitRunning);
+                    } else if !running {
+                        actions.push(Action::Start);
+                        actions.push(Action::WaitRunning);
+                    }
+                }
+                EffectiveState::Stopped => {
+                    if *running {
+                        actions.push(Action::Stop);
+                    }
+                }
+            }
+        }
+    }
+    actions.push(Action::WriteBack(desired.state));
+    actions
+}
+
+/// Plans an instance whose record is gone.
+pub fn plan_deleted_instance(observed: &Observed) -> Vec<Action> {
+    match observed {
+        Observed::Absent => Vec::new(),
+        Observed::Present { .. } => vec![Action::DeleteService],
+    }
+}
+
+/// Tenant steps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantAction {
+    /// Create the project `cf-<slug>` (intent journaled first; an existing one is adopted).
+    CreateProject,
+    /// Write the project uuid back to the record.
+    WriteProjectUuid(String),
+    /// Wake every instance of the tenant (status or plan changes affect them all).
+    FanOutInstances,
+    /// Destroy the tenant's remaining services, wait until they are gone.
+    DeleteServices,
+    /// Delete the project, retrying while Coolify still reports resources.
+    DeleteProject(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantInput {
+    /// The uuid stored on the record, if any.
+    pub recorded_project: Option<String>,
+    /// The project found in Coolify (by stored uuid, else by name), if any.
+    pub observed_project: Option<String>,
+}
+
+/// Plans a live tenant: ensure the project, write its uuid, wake the instances.
+pub fn plan_tenant(input: &TenantInput) -> Vec<TenantAction> {
+    let mut actions = Vec::new();
+    match &input.observed_project {
+        None => actions.push(TenantAction::CreateProject),
+        Some(uuid) if input.recorded_project.as_deref() != Some(uuid) => {
+            actions.push(TenantAction::WriteProjectUuid(uuid.clone()))
+        }
+        Some(_) => {}
+    }
+    actions.push(TenantAction::FanOutInstances);
+    actions
+}
+
+/// Plans a deleted tenant: services first, then the project.
+pub fn plan_deleted_tenant(observed_project: Option<&str>, services_left: usize) -> Vec<TenantAction> {
+    let Some(uuid) = observed_project else {
+        return Vec::new();
+    };
+    let mut actions = Vec::new();
+    if services_left > 0 {
+        actions.push(TenantAction::DeleteServices);
+    }
+    actions.push(TenantAction::DeleteProject(uuid.to_string()));
+    actions
+}
+
+/// The effective state: a suspended tenant runs nothing.
+pub fn effective_state(desired_running: bool, tenant_active: bool) -> EffectiveState {
+    if desired_running && tenant_active {
+        EffectiveState::Running
+    } else {
+        EffectiveState::Stopped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Action::*;
+
+    fn spec(state: EffectiveState, compose: &str, env: &str, restart: &str) -> Spec {
+        Spec::new(state, compose, env, restart)
+    }
+
+    const R: EffectiveState = EffectiveState::Running;
+    const S: EffectiveState = EffectiveState::Stopped;
+
+    fn present(running: bool) -> Observed {
+        Observed::Present {
+            uuid: "svc1".into(),
+            running,
+        }
+    }
+
+    #[test]
+    fn fingerprint_round_trips_and_rejects_garbage() {
+        let s = spec(R, "compose", "env", "2026-01-01 00:00:00.000Z");
+        assert_eq!(Spec::parse(&s.fingerprint()), Some(s.clone()));
+        let never = spec(S, "c", "e", "");
+        assert_eq!(Spec::parse(&never.fingerprint()), Some(never));
+        for bad in ["", "garbage", "s=flying;c=1;e=2;r=", "s=running;c=1", "s=running;c=1;e=2;r=;x=1"] {
+            assert_eq!(Spec::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn transitions() {
+        let base = spec(R, "c1", "e1", "");
+        let cases: Vec<(&str, InstanceInput, Vec<Action>)> = vec![
+            (
+                "pending -> deploying -> running: new instance",
+                InstanceInput { desired: Ok(base.clone()), applied: None, observed: Observed::Absent },
+                vec![MarkDeploying, CreateService, SetEnv, Start, WaitRunning, WriteBack(R)],
+            ),
+            (
+                "new instance that should stay stopped is created but not started",
+                InstanceInput { desired: Ok(spec(S, "c1", "e1", "")), applied: None, observed: Observed::Absent },
+                vec![MarkDeploying, CreateService, SetEnv, WriteBack(S)],
+            ),
+            (
+                "own write-back: nothing to do",
+                InstanceInput { desired: Ok(base.clone()), applied: Some(base.clone()), observed: present(true) },
+                vec![],
+            ),
+            (
+                "running -> stopped",
+                InstanceInput { desired: Ok(spec(S, "c1", "e1", "")), applied: Some(base.clone()), observed: present(true) },
+                vec![Stop, WriteBack(S)],
+            ),
+            (
+                "stopped -> running",
+                InstanceInput {
+                    desired: Ok(base.clone()),
+                    applied: Some(spec(S, "c1", "e1", "")),
+                    observed: present(false),
+                },
+                vec![MarkDeploying, Start, WaitRunning, WriteBack(R)],
+            ),
+            (
+                "restart requested",
+                InstanceInput {
+                    desired: Ok(spec(R, "c1", "e1", "2026-11-23 10:00:00.000Z")),
+                    applied: Some(base.clone()),
+                    observed: present(true),
+                },
+                vec![MarkDeploying, Restart, WaitRunning, WriteBack(R)],
+            ),
+            (
+                "config, limits or template change: update and restart",
+                InstanceInput { desired: Ok(spec(R, "c2", "e1", "")), applied: Some(base.clone()), observed: present(true) },
+                vec![MarkDeploying, UpdateService, Restart, WaitRunning, WriteBack(R)],
+            ),
+            (
+                "secrets change: env and restart",
+                InstanceInput { desired: Ok(spec(R, "c1", "e2", "")), applied: Some(base.clone()), observed: present(true) },
+                vec![MarkDeploying, SetEnv, Restart, WaitRunning, WriteBack(R)],
+            ),
+            (
+                "config change while stopped: update, stay stopped",
+                InstanceInput {
+                    desired: Ok(spec(S, "c2", "e1", "")),
+                    applied: Some(spec(S, "c1", "e1", "")),
+                    observed: present(false),
+                },
+                vec![UpdateService, WriteBack(S)],
+            ),
+            (
+                "applied matches but the service crashed: start it again",
+                InstanceInput { desired: Ok(base.clone()), applied: Some(base.clone()), observed: present(false) },
+                vec![MarkDeploying, Start, WaitRunning, WriteBack(R)],
+            ),
+            (
+                "service vanished from Coolify: create again",
+                InstanceInput { desired: Ok(base.clone()), applied: Some(base.clone()), observed: Observed::Absent },
+                vec![MarkDeploying, CreateService, SetEnv, Start, WaitRunning, WriteBack(R)],
+            ),
+            (
+                "adopted service after a crash between create and write-back",
+                InstanceInput { desired: Ok(base.clone()), applied: None, observed: present(false) },
+                vec![MarkDeploying, UpdateService, SetEnv, Start, WaitRunning, WriteBack(R)],
+            ),
+            (
+                "quota exceeded",
+                InstanceInput {
+                    desired: Err(Blocked::Quota("quota exceeded: plan starter allows 2 stacks".into())),
+                    applied: None,
+                    observed: Observed::Absent,
+                },
+                vec![Block(Blocked::Quota("quota exceeded: plan starter allows 2 stacks".into()))],
+            ),
+            (
+                "missing secrets wait in pending",
+                InstanceInput {
+                    desired: Err(Blocked::MissingSecrets(vec!["TELEGRAM_BOT_TOKEN".into()])),
+                    applied: None,
+                    observed: Observed::Absent,
+                },
+                vec![Block(Blocked::MissingSecrets(vec!["TELEGRAM_BOT_TOKEN".into()]))],
+            ),
+            (
+                "tenant without project waits",
+                InstanceInput { desired: Err(Blocked::TenantNotReady), applied: None, observed: Observed::Absent },
+                vec![Block(Blocked::TenantNotReady)],
+            ),
+        ];
+        for (name, input, expected) in cases {
+            assert_eq!(plan_instance(&input), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn suspension_stops_and_reactivation_starts() {
+        let running = spec(R, "c", "e", "");
+        let suspended = spec(effective_state(true, false), "c", "e", "");
+        assert_eq!(
+            plan_instance(&InstanceInput { desired: Ok(suspended.clone()), applied: Some(running.clone()), observed: present(true) }),
+            vec![Stop, WriteBack(S)]
+        );
+        let active = spec(effective_state(true, true), "c", "e", "");
+        assert_eq!(
+            plan_instance(&InstanceInput { desired: Ok(active), applied: Some(suspended), observed: present(false) }),
+            vec![MarkDeploying, Start, WaitRunning, WriteBack(R)]
+        );
+        assert_eq!(effective_state(false, true), S);
+    }
+
+    #[test]
+    fn deleted_instance() {
+        assert_eq!(plan_deleted_instance(&Observed::Absent), vec![]);
+        assert_eq!(plan_deleted_instance(&present(true)), vec![DeleteService]);
+    }
+
+    #[test]
+    fn tenant_transitions() {
+        use TenantAction::*;
+        assert_eq!(
+            plan_tenant(&TenantInput { recorded_project: None, observed_project: None }),
+            vec![CreateProject, FanOutInstances]
+        );
+        assert_eq!(
+            plan_tenant(&TenantInput { recorded_project: None, observed_project: Some("p1".into()) }),
+            vec![WriteProjectUuid("p1".into()), FanOutInstances]
+        );
+        assert_eq!(
+            plan_tenant(&TenantInput { recorded_project: Some("p1".into()), observed_project: Some("p1".into()) }),
+            vec![FanOutInstances]
+        );
+        assert_eq!(plan_deleted_tenant(None, 0), vec![]);
+        assert_eq!(plan_deleted_tenant(Some("p1"), 0), vec![DeleteProject("p1".into())]);
+        assert_eq!(plan_deleted_tenant(Some("p1"), 2), vec![DeleteServices, DeleteProject("p1".into())]);
+    }
+}
