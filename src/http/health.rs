@@ -1,0 +1,87 @@
+//! Liveness, readiness and Prometheus metrics.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use actix_web::{HttpResponse, get, web};
+use serde_json::json;
+
+/// What `/readyz` reports; each part is updated by the component that owns it.
+pub struct Readiness {
+    pub pocketbase_auth: AtomicBool,
+    pub coolify_reachable: AtomicBool,
+    pub realtime_connected: AtomicBool,
+    /// Unix ms of the last completed resync, 0 if none yet.
+    pub last_resync_ms: AtomicI64,
+    /// How recent a resync must be to stand in for a connected realtime stream.
+    pub resync_freshness: Duration,
+    pub journal_check: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+}
+
+impl Readiness {
+    pub fn new(
+        resync_freshness: Duration,
+        journal_check: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+    ) -> Arc<Self> {
+        Arc::new(Readiness {
+            pocketbase_auth: AtomicBool::new(false),
+            coolify_reachable: AtomicBool::new(false),
+            realtime_connected: AtomicBool::new(false),
+            last_resync_ms: AtomicI64::new(0),
+            resync_freshness,
+            journal_check,
+        })
+    }
+
+    /// The parts that are not ready, with the reason for each.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Err(e) = (self.journal_check)() {
+            out.push(("journal", format!("not writable: {e}")));
+        }
+        if !self.pocketbase_auth.load(Ordering::Relaxed) {
+            out.push(("pocketbase", "superuser authentication not valid".to_string()));
+        }
+        let last = self.last_resync_ms.load(Ordering::Relaxed);
+        let now = chrono::Utc::now().timestamp_millis();
+        let fresh = last > 0 && now - last <= self.resync_freshness.as_millis() as i64;
+        if !self.realtime_connected.load(Ordering::Relaxed) && !fresh {
+            out.push(("realtime", "stream not connected and no recent resync".to_string()));
+        }
+        if !self.coolify_reachable.load(Ordering::Relaxed) {
+            out.push(("coolify", "not reachable".to_string()));
+        }
+        out
+    }
+}
+
+#[get("/healthz")]
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+#[get("/readyz")]
+async fn readyz(readiness: web::Data<Arc<Readiness>>) -> HttpResponse {
+    let problems = readiness.problems();
+    if problems.is_empty() {
+        HttpResponse::Ok().json(json!({"status": "ready"}))
+    } else {
+        let parts: serde_json::Map<String, serde_json::Value> = problems
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v)))
+            .collect();
+        HttpResponse::ServiceUnavailable().json(json!({"status": "not ready", "not_ready": parts}))
+    }
+}
+
+#[get("/metrics")]
+async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::metrics::render())
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(healthz).service(readyz).service(metrics);
+}
