@@ -1,0 +1,204 @@
+//! Tenant executor: one Coolify project per tenant; status and plan changes wake the tenant's instances.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::context::{ActionLog, Context, project_intent_key, project_name};
+use super::error::ReconcileError;
+use super::plan::{self, TenantAction, TenantInput};
+use crate::coolify::CoolifyError;
+use crate::events::{Action as EventAction, Collection, EventSink, NewEvent, Source};
+use crate::pocketbase::records::{DeployAction, DeployStatus, Tenant};
+
+/// How long a deleted tenant's project delete keeps retrying "has resources" within one attempt.
+const PROJECT_DELETE_PATIENCE: Duration = Duration::from_secs(120);
+
+pub async fn reconcile(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
+    let Some(tenant) = ctx.pb.get_tenant(id).await? else {
+        return destroy(ctx, id).await;
+    };
+    let observed = observe_project(ctx, &tenant).await?;
+    let actions = plan::plan_tenant(&TenantInput {
+        recorded_project: (!tenant.coolify_project_uuid.is_empty()).then(|| tenant.coolify_project_uuid.clone()),
+        observed_project: observed,
+    });
+    for action in actions {
+        match action {
+            TenantAction::CreateProject => {
+                let uuid = create_project(ctx, &tenant).await?;
+                ctx.pb
+                    .patch_tenant_json(&tenant.id, &json!({"coolify_project_uuid": uuid, "bridge_error": ""}))
+                    .await?;
+            }
+            TenantAction::WriteProjectUuid(uuid) => {
+                ctx.pb
+                    .patch_tenant_json(&tenant.id, &json!({"coolify_project_uuid": uuid, "bridge_error": ""}))
+                    .await?;
+            }
+            TenantAction::FanOutInstances => fan_out(ctx, &tenant).await?,
+            TenantAction::DeleteServices | TenantAction::DeleteProject(_) => {
+                return Err(ReconcileError::Transient(format!("internal: unexpected action {action:?}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn observe_project(ctx: &Context, tenant: &Tenant) -> Result<Option<String>, ReconcileError> {
+    if let Some(uuid) = (!tenant.coolify_project_uuid.is_empty()).then_some(&tenant.coolify_project_uuid) {
+        match ctx.coolify.get_project(uuid).await {
+            Ok(p) => return Ok(Some(p.project.uuid)),
+            Err(CoolifyError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if let Some(intent) = ctx.journal.get_intent(&project_intent_key(&tenant.id)).await? {
+        if let Some(uuid) = intent.coolify_uuid {
+            match ctx.coolify.get_project(&uuid).await {
+                Ok(p) => return Ok(Some(p.project.uuid)),
+                Err(CoolifyError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let found = ctx.coolify.find_projects_by_name(&project_name(&tenant.slug)).await?;
+    match found.into_iter().min_by_key(|p| p.id) {
+        Some(p) => {
+            let key = project_intent_key(&tenant.id);
+            ctx.journal.put_intent(&key, "project", &project_name(&tenant.slug)).await?;
+            ctx.journal.resolve_intent(&key, &p.uuid).await?;
+            info!(record_id = %tenant.id, coolify_uuid = %p.uuid, "adopted existing project");
+            Ok(Some(p.uuid))
+        }
+        None => Ok(None),
+    }
+}
+
+async fn create_project(ctx: &Context, tenant: &Tenant) -> Result<String, ReconcileError> {
+    let key = project_intent_key(&tenant.id);
+    let name = project_name(&tenant.slug);
+    ctx.journal.put_intent(&key, "project", &name).await?;
+    let log = ActionLog::tenant(ctx, &tenant.id, true, DeployAction::ProjectCreate);
+    let description = format!("CloudFreedom tenant {}", tenant.id);
+    let result = match ctx.coolify.create_project(&name, Some(&description)).await {
+        Ok(uuid) => Ok(uuid),
+        Err(e) if e.is_ambiguous() => {
+            // Never POST twice: the lost response may have created it.
+            match ctx.coolify.find_projects_by_name(&name).await {
+                Ok(found) => match found.into_iter().min_by_key(|p| p.id) {
+                    Some(p) => Ok(p.uuid),
+                    None => Err(ReconcileError::from(e)),
+                },
+                Err(lookup) => Err(ReconcileError::from(lookup)),
+            }
+        }
+        Err(e) => Err(ReconcileError::from(e)),
+    };
+    match result {
+        Ok(uuid) => {
+            ctx.journal.resolve_intent(&key, &uuid).await?;
+            log.finish(DeployStatus::Success, format!("project {name} ({uuid}) ready")).await;
+            info!(record_id = %tenant.id, coolify_uuid = %uuid, "project created");
+            Ok(uuid)
+        }
+        Err(e) => {
+            let message = format!("could not create Coolify project {name}: {e}");
+            log.finish(DeployStatus::Failed, message.clone()).await;
+            if let Err(pe) = ctx.pb.patch_tenant_json(&tenant.id, &json!({"bridge_error": message})).await {
+                warn!(record_id = %tenant.id, error = %pe, "could not record the failure on the tenant");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Status, plan and project changes affect every instance of the tenant: wake them all.
+async fn fan_out(ctx: &Context, tenant: &Tenant) -> Result<(), ReconcileError> {
+    let instances = ctx
+        .pb
+        .list_instances(Some(&format!("tenant = '{}'", tenant.id)))
+        .await?;
+    for inst in instances {
+        let event = NewEvent {
+            source: Source::Resync,
+            collection: Collection::BotInstances,
+            record_id: inst.id.clone(),
+            action: EventAction::Update,
+            record_updated: Some(inst.updated.clone()),
+            // One wake-up per tenant version and instance version.
+            dedupe_key: format!("tenant-fanout:{}:{}:{}:{}", tenant.id, tenant.updated, inst.id, inst.updated),
+            delivery_id: None,
+            payload: json!({"reason": "tenant changed", "tenant": tenant.id}),
+        };
+        ctx.journal
+            .ingest(event)
+            .await
+            .map_err(|e| ReconcileError::Transient(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The tenant is gone: destroy its remaining services, then its project.
+async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
+    let key = project_intent_key(id);
+    let Some(intent) = ctx.journal.get_intent(&key).await? else {
+        return Ok(());
+    };
+    let Some(uuid) = intent.coolify_uuid else {
+        ctx.journal.clear_intent(&key).await?;
+        return Ok(());
+    };
+    let env = match ctx.coolify.get_environment(&uuid, &ctx.settings.environment).await {
+        Ok(env) => env,
+        Err(CoolifyError::NotFound { .. }) => {
+            ctx.journal.clear_intent(&key).await?;
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let actions = plan::plan_deleted_tenant(Some(&uuid), env.services.len());
+    for action in actions {
+        match action {
+            TenantAction::DeleteServices => {
+                for svc in &env.services {
+                    match ctx.coolify.delete_service_and_wait(&svc.uuid, Duration::from_secs(120)).await {
+                        Ok(()) | Err(CoolifyError::NotFound { .. }) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            TenantAction::DeleteProject(project) => {
+                let log = ActionLog::tenant(ctx, id, false, DeployAction::ProjectDelete);
+                match delete_project_patiently(ctx, &project).await {
+                    Ok(()) => log.finish(DeployStatus::Success, format!("project {project} deleted")).await,
+                    Err(e) => {
+                        log.finish(DeployStatus::Failed, format!("could not delete project {project}: {e}")).await;
+                        return Err(e);
+                    }
+                }
+            }
+            other => return Err(ReconcileError::Transient(format!("internal: unexpected action {other:?}"))),
+        }
+    }
+    ctx.journal.clear_intent(&key).await?;
+    info!(record_id = %id, coolify_uuid = %uuid, "tenant destroyed");
+    Ok(())
+}
+
+/// Coolify deletes services asynchronously and refuses to delete a project that still has any.
+async fn delete_project_patiently(ctx: &Context, uuid: &str) -> Result<(), ReconcileError> {
+    let deadline = tokio::time::Instant::now() + PROJECT_DELETE_PATIENCE;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match ctx.coolify.delete_project(uuid).await {
+            Ok(()) | Err(CoolifyError::NotFound { .. }) => return Ok(()),
+            Err(CoolifyError::HasResources) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
