@@ -1,1 +1,268 @@
-//! app
+//! Wiring: start the sources, the workers and the HTTP server; one cancellation token for shutdown.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, web};
+use anyhow::Context as _;
+use secrecy::ExposeSecret;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::{PocketBaseAuth, Settings};
+use crate::coolify::{CoolifyClient, CoolifyConfig};
+use crate::events::EventSink;
+use crate::http;
+use crate::http::auth::AdminToken;
+use crate::http::health::Readiness;
+use crate::journal::Journal;
+use crate::pocketbase::realtime::{self, RealtimeConfig};
+use crate::pocketbase::{PbAuth, PbClient};
+use crate::queue::{Dispatcher, QueueConfig};
+use crate::quota::Ceiling;
+use crate::reconcile::context::{Context, ReconcileSettings};
+use crate::reconcile::health::HealthPoller;
+use crate::reconcile::orphans::OrphanScanner;
+use crate::reconcile::Reconciler;
+use crate::resync;
+use crate::secrets::SecretStore;
+use crate::templates::TemplateSet;
+use crate::webhook::WebhookSecret;
+
+/// How long in-flight jobs get to finish after SIGTERM before the process exits anyway.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn pb_client(settings: &Settings) -> anyhow::Result<PbClient> {
+    let auth = match &settings.pocketbase.auth {
+        PocketBaseAuth::Password { email, password } => PbAuth::Password {
+            email: email.clone(),
+            password: password.clone(),
+        },
+        PocketBaseAuth::Token(t) => PbAuth::Token(t.clone()),
+    };
+    Ok(PbClient::new(settings.pocketbase.url.clone(), auth)?)
+}
+
+pub fn coolify_client(settings: &Settings) -> anyhow::Result<CoolifyClient> {
+    Ok(CoolifyClient::new(CoolifyConfig {
+        base_url: settings.coolify.url.clone(),
+        token: settings.coolify.token.clone(),
+        requests_per_minute: settings.coolify.requests_per_minute,
+        request_timeout: settings.coolify.request_timeout,
+        connect_timeout: Duration::from_secs(5),
+        max_retries: 4,
+    })?)
+}
+
+/// Picks the configured server, or the first usable and reachable one.
+async fn server_uuid(coolify: &CoolifyClient, configured: Option<&str>) -> anyhow::Result<String> {
+    let servers = coolify.servers().await.context("listing Coolify servers")?;
+    if let Some(uuid) = configured {
+        anyhow::ensure!(
+            servers.iter().any(|s| s.uuid == uuid),
+            "coolify.server_uuid {uuid} is not a server this token can see"
+        );
+        return Ok(uuid.to_string());
+    }
+    servers
+        .into_iter()
+        .find(|s| s.is_usable && s.is_reachable)
+        .map(|s| s.uuid)
+        .context("Coolify has no usable, reachable server; set coolify.server_uuid")
+}
+
+/// Runs the bridge until SIGTERM or SIGINT.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cancel = CancellationToken::new();
+
+    let journal = Journal::open(&settings.journal_path)
+        .with_context(|| format!("opening the journal at {}", settings.journal_path.display()))?;
+    let resumed = journal.resume_on_start().await.context("resuming unfinished jobs")?;
+    if resumed > 0 {
+        info!(jobs = resumed, "resumed jobs left unfinished by the last run");
+    }
+
+    let pb = pb_client(&settings)?;
+    pb.authenticate().await.context("PocketBase authentication failed")?;
+    let coolify = coolify_client(&settings)?;
+    coolify.team().await.context("Coolify token check (GET /team) failed")?;
+    let server = server_uuid(&coolify, settings.coolify.server_uuid.as_deref()).await?;
+
+    let templates = Arc::new(
+        TemplateSet::load_dir(&settings.reconcile.templates_dir)
+            .with_context(|| format!("loading templates from {}", settings.reconcile.templates_dir.display()))?,
+    );
+    let secrets = Arc::new(
+        SecretStore::open(&settings.secrets.store_path, &settings.secrets.key)
+            .with_context(|| format!("opening the secret store {}", settings.secrets.store_path.display()))?,
+    );
+    let webhook_secret = WebhookSecret::parse(settings.webhook.secret.expose_secret())
+        .context("webhook.secret")?;
+
+    let ctx = Context {
+        pb: pb.clone(),
+        coolify: coolify.clone(),
+        journal: journal.clone(),
+        templates,
+        secrets,
+        settings: Arc::new(ReconcileSettings {
+            base_domain: settings.base_domain.clone(),
+            router_base_url: settings.router_base_url.as_str().trim_end_matches('/').to_string(),
+            environment: settings.coolify.environment.clone(),
+            server_uuid: server,
+            running_timeout: settings.reconcile.running_timeout,
+            sovereign: Ceiling {
+                max_stacks: None,
+                cpu: settings.reconcile.sovereign_cpu,
+                mem_mb: settings.reconcile.sovereign_mem_mb,
+            },
+            secrets_key: settings.secrets.key.clone(),
+        }),
+    };
+
+    let journal_for_ready = journal.clone();
+    let readiness = Readiness::new(
+        settings.pocketbase.resync_interval * 2,
+        Box::new(move || journal_for_ready.check_writable_blocking().map_err(|e| e.to_string())),
+    );
+    readiness.pocketbase_auth.store(true, Ordering::Relaxed);
+    readiness.coolify_reachable.store(true, Ordering::Relaxed);
+
+    let dispatcher = Dispatcher::new(
+        journal.clone(),
+        Arc::new(Reconciler::new(ctx.clone())),
+        QueueConfig {
+            concurrency: settings.queue.concurrency,
+            base_backoff: settings.queue.base_backoff,
+            max_backoff: settings.queue.max_backoff,
+            max_attempts: settings.queue.max_attempts,
+            poll_interval: Duration::from_millis(500),
+        },
+    );
+    let notify = dispatcher.notifier();
+    let sink: Arc<dyn EventSink> = Arc::new(journal.clone());
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let (connected_tx, connected_rx) = watch::channel(0u64);
+    tasks.spawn(realtime::run(
+        RealtimeConfig {
+            base_url: settings.pocketbase.url.clone(),
+            idle_timeout: settings.pocketbase.realtime_idle_timeout,
+            connect_timeout: Duration::from_secs(5),
+        },
+        Arc::new(pb.clone()),
+        sink.clone(),
+        notify.clone(),
+        connected_tx,
+        cancel.clone(),
+    ));
+    tasks.spawn(resync::run_periodic(
+        settings.pocketbase.resync_interval,
+        connected_rx,
+        Arc::new(pb.clone()),
+        Arc::new(journal.clone()),
+        sink.clone(),
+        notify.clone(),
+        readiness.clone(),
+        cancel.clone(),
+    ));
+    tasks.spawn(dispatcher.run(cancel.clone(), DRAIN_DEADLINE));
+    tasks.spawn(
+        HealthPoller::new(
+            ctx.clone(),
+            settings.reconcile.health_poll_interval,
+            settings.reconcile.bad_readings_before_error,
+        )
+        .run(cancel.clone()),
+    );
+    tasks.spawn(
+        OrphanScanner::new(ctx.clone(), settings.reconcile.orphans, settings.pocketbase.resync_interval)
+            .run(cancel.clone()),
+    );
+    tasks.spawn(watch_readiness(ctx.clone(), readiness.clone(), cancel.clone()));
+
+    let ingest_state = web::Data::new(http::ingest::IngestState {
+        sink: sink.clone(),
+        secret: webhook_secret,
+        notify: notify.clone(),
+    });
+    let admin_state = web::Data::new(http::admin::AdminState {
+        journal: journal.clone(),
+        ctx: ctx.clone(),
+        notify: notify.clone(),
+        resync: resync::Trigger::new(),
+    });
+    let admin_token = web::Data::new(AdminToken::new(settings.admin.token.clone()));
+    let readiness_data = web::Data::new(readiness.clone());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(ingest_state.clone())
+            .app_data(admin_state.clone())
+            .app_data(admin_token.clone())
+            .app_data(readiness_data.clone())
+            .configure(http::health::configure)
+            .configure(http::ingest::configure)
+            .configure(http::admin::configure)
+    })
+    .workers(2)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind(settings.admin.bind)
+    .with_context(|| format!("binding admin.bind {}", settings.admin.bind))?;
+    let addrs = server.addrs();
+    let server = server.run();
+    let handle = server.handle();
+    info!(addresses = ?addrs, "cf-bridge listening");
+    let server_task = tokio::spawn(server);
+
+    wait_for_signal(cancel.clone()).await;
+    info!("shutting down: no new events; finishing in-flight jobs");
+    cancel.cancel();
+    // Stop taking webhooks first so nothing is acknowledged that will not be processed.
+    handle.stop(true).await;
+    let _ = server_task.await;
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN_DEADLINE + Duration::from_secs(5), drain).await.is_err() {
+        warn!("some tasks did not stop within the deadline");
+    }
+    journal.close().await.context("closing the journal")?;
+    info!("stopped cleanly");
+    Ok(())
+}
+
+async fn wait_for_signal(cancel: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+        _ = cancel.cancelled() => {}
+    }
+}
+
+/// Keeps the PocketBase and Coolify parts of `/readyz` current.
+async fn watch_readiness(ctx: Context, readiness: Arc<Readiness>, cancel: CancellationToken) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(15));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let pb_ok = ctx.pb.token().await.is_ok();
+        readiness.pocketbase_auth.store(pb_ok, Ordering::Relaxed);
+        let coolify_ok = ctx.coolify.health().await.is_ok();
+        readiness.coolify_reachable.store(coolify_ok, Ordering::Relaxed);
+        readiness
+            .realtime_connected
+            .store(crate::metrics::metrics().realtime_connected.get() == 1, Ordering::Relaxed);
+    }
+}

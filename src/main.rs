@@ -3,7 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use secrecy::ExposeSecret;
+
+use cf_bridge::config::{self, Settings};
 
 #[derive(Parser)]
 #[command(name = "cf-bridge", version, about = "Keeps Coolify in step with PocketBase")]
@@ -17,23 +21,200 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the bridge: event sources, reconciler, webhook ingest, admin API.
+    Serve,
     /// Validate the configuration and print it with every secret redacted.
     CheckConfig,
+    /// Print a new webhook secret (whsec_...) whose key bytes are printable ASCII.
+    Secret,
+    /// Render or publish the bot templates.
+    #[command(subcommand)]
+    Templates(TemplatesCommand),
+    /// List journal events (through the admin API of a running bridge).
+    #[command(subcommand)]
+    Events(EventsCommand),
+    /// Replay events or records (through the admin API of a running bridge).
+    Replay(ReplayArgs),
+    /// Ask a running bridge for a full resync.
+    Resync,
+}
+
+#[derive(Subcommand)]
+enum TemplatesCommand {
+    /// Print the compose a template renders for an instance record (JSON file).
+    Render {
+        name: String,
+        #[arg(long)]
+        instance: PathBuf,
+        /// Plan tier whose ceiling applies.
+        #[arg(long, default_value = "business")]
+        plan: String,
+    },
+    /// Upsert bot_templates in PocketBase from the templates directory; mark removed ones inactive.
+    Sync,
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        record: Option<String>,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct ReplayArgs {
+    /// A record, as bot_instances/ID or tenants/ID.
+    #[arg(long)]
+    record: Option<String>,
+    /// Every failed or dead job.
+    #[arg(long)]
+    failed: bool,
+    /// Every event received since this time (RFC 3339 or unix ms).
+    #[arg(long)]
+    since: Option<String>,
+    /// Event ids, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    event: Option<Vec<i64>>,
+}
+
+fn load(cli: &Cli) -> Result<Settings, config::ConfigError> {
+    let explicit = cli.config != PathBuf::from("cf-bridge.toml");
+    config::load(&cli.config, explicit)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let explicit = cli.config != PathBuf::from("cf-bridge.toml");
-    match cli.command {
-        Command::CheckConfig => match cf_bridge::config::load(&cli.config, explicit) {
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match &cli.command {
+        Command::CheckConfig => match load(&cli) {
             Ok(settings) => {
                 println!("# configuration is valid\n{settings}");
-                ExitCode::SUCCESS
+                Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
                 eprintln!("error: {e}");
-                ExitCode::from(2)
+                Ok(ExitCode::from(2))
             }
         },
+        Command::Secret => {
+            println!("{}", cf_bridge::webhook::generate_secret());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve => {
+            let settings = match load(&cli) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            cf_bridge::telemetry::init(settings.log.format, &settings.log.level);
+            runtime()?.block_on(cf_bridge::app::serve(settings))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Templates(TemplatesCommand::Render { name, instance, plan }) => {
+            let settings = load(&cli).ok();
+            let dir = settings
+                .as_ref()
+                .map(|s| s.reconcile.templates_dir.clone())
+                .unwrap_or_else(|| PathBuf::from("templates"));
+            print!("{}", cf_bridge::cli::render_template(&dir, name, instance, plan, settings.as_ref())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Templates(TemplatesCommand::Sync) => {
+            let settings = load(&cli)?;
+            let report = runtime()?.block_on(cf_bridge::cli::sync_templates(&settings))?;
+            println!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Events(EventsCommand::List { status, source, record, since, limit }) => {
+            let settings = load(&cli)?;
+            let mut query = vec![("limit", limit.to_string())];
+            for (k, v) in [("status", status), ("source", source), ("record", record), ("since", since)] {
+                if let Some(v) = v {
+                    query.push((k, v.clone()));
+                }
+            }
+            let body = runtime()?.block_on(admin_call(&settings, reqwest::Method::GET, "/admin/events", &query, None))?;
+            println!("{}", serde_json::to_string_pretty(&body)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay(args) => {
+            let settings = load(&cli)?;
+            let body = if let Some(r) = &args.record {
+                serde_json::json!({"record": r})
+            } else if let Some(s) = &args.since {
+                serde_json::json!({"since": s})
+            } else if let Some(ids) = &args.event {
+                serde_json::json!({"event_ids": ids})
+            } else {
+                serde_json::json!({"failed": args.failed})
+            };
+            let out = runtime()?.block_on(admin_call(&settings, reqwest::Method::POST, "/admin/replay", &[], Some(body)))?;
+            println!("enqueued {} job(s)", out["enqueued"]);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resync => {
+            let settings = load(&cli)?;
+            let out = runtime()?.block_on(admin_call(&settings, reqwest::Method::POST, "/admin/resync", &[], None))?;
+            println!("{}", out["status"].as_str().unwrap_or("requested"));
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Calls the admin API of the bridge configured in `settings`.
+async fn admin_call(
+    settings: &Settings,
+    method: reqwest::Method,
+    path: &str,
+    query: &[(&str, String)],
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let url = format!("http://{}{}", settings.admin.bind, path);
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
+    let mut req = client
+        .request(method, &url)
+        .bearer_auth(settings.admin.token.expose_secret())
+        .query(query);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.with_context(|| format!("calling {url}: is the bridge running?"))?;
+    let status = resp.status();
+    let value: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+    if !status.is_success() {
+        let msg = value["error"].as_str().unwrap_or("no detail");
+        anyhow::bail!("{path} answered {status}: {msg}");
+    }
+    Ok(value)
 }

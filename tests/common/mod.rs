@@ -3,3 +3,4 @@
 
 pub mod pocketbase;
 pub mod sim;
+pub mod bridge;

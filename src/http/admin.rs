@@ -1,0 +1,384 @@
+//! Admin API under `/admin`: journal events, jobs, replay, resync, instance view and secrets.
+//! Every route requires the admin credential ([`Admin`]); errors are JSON.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use actix_web::{HttpResponse, delete, get, post, put, web};
+use secrecy::SecretString;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::Notify;
+use tracing::info;
+
+use super::auth::Admin;
+use crate::events::Collection;
+use crate::journal::{EventFilter, EventStatus, Journal, JobState};
+use crate::reconcile::context::Context;
+use crate::reconcile::plan::Spec;
+use crate::resync::Trigger;
+use crate::secrets;
+
+pub struct AdminState {
+    pub journal: Journal,
+    pub ctx: Context,
+    pub notify: Arc<Notify>,
+    pub resync: Trigger,
+}
+
+/// A JSON error with a status; the only error shape the admin API returns.
+#[derive(Debug)]
+pub struct ApiError {
+    status: actix_web::http::StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError { status: actix_web::http::StatusCode::BAD_REQUEST, message: message.into() }
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError { status: actix_web::http::StatusCode::NOT_FOUND, message: message.into() }
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiError { status: actix_web::http::StatusCode::SERVICE_UNAVAILABLE, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl actix_web::ResponseError for ApiError {
+    fn status_code(&self) -> actix_web::http::StatusCode {
+        self.status
+    }
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).json(json!({"error": self.message}))
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::unavailable(e.to_string())
+}
+
+pub fn valid_record_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 50 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// Parses `collection/id` as used by `--record` and the replay body.
+pub fn parse_record_ref(s: &str) -> Result<(Collection, String), ApiError> {
+    let (c, id) = s
+        .split_once('/')
+        .ok_or_else(|| ApiError::bad_request(format!("record {s:?} must look like bot_instances/<id> or tenants/<id>")))?;
+    let collection = Collection::parse(c)
+        .ok_or_else(|| ApiError::bad_request(format!("unknown collection {c:?}: use tenants or bot_instances")))?;
+    if !valid_record_id(id) {
+        return Err(ApiError::bad_request(format!("record id {id:?} is not a PocketBase id (lowercase letters and digits)")));
+    }
+    Ok((collection, id.to_string()))
+}
+
+/// Accepts RFC 3339 (`2026-11-23T10:00:00Z`) or unix milliseconds.
+pub fn parse_time_ms(s: &str) -> Result<i64, ApiError> {
+    if let Ok(ms) = s.parse::<i64>() {
+        if ms >= 0 {
+            return Ok(ms);
+        }
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| ApiError::bad_request(format!("time {s:?} is not RFC 3339 (e.g. 2026-11-23T10:00:00Z) or unix milliseconds")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    status: Option<String>,
+    source: Option<String>,
+    collection: Option<String>,
+    record: Option<String>,
+    since: Option<String>,
+    cursor: Option<i64>,
+    limit: Option<usize>,
+}
+
+#[get("/admin/events")]
+async fn list_events(_: Admin, state: web::Data<AdminState>, q: web::Query<EventsQuery>) -> Result<HttpResponse, ApiError> {
+    let q = q.into_inner();
+    let mut filter = EventFilter::default();
+    if let Some(s) = &q.status {
+        filter.status = Some(EventStatus::parse(s).ok_or_else(|| ApiError::bad_request(format!("unknown status {s:?}: use queued, done or failed")))?);
+    }
+    if let Some(s) = &q.source {
+        filter.source = Some(match s.as_str() {
+            "realtime" => crate::events::Source::Realtime,
+            "webhook" => crate::events::Source::Webhook,
+            "resync" => crate::events::Source::Resync,
+            "replay" => crate::events::Source::Replay,
+            _ => return Err(ApiError::bad_request(format!("unknown source {s:?}: use realtime, webhook, resync or replay"))),
+        });
+    }
+    if let Some(c) = &q.collection {
+        filter.collection = Some(Collection::parse(c).ok_or_else(|| ApiError::bad_request(format!("unknown collection {c:?}")))?);
+    }
+    if let Some(r) = &q.record {
+        if r.contains('/') {
+            let (c, id) = parse_record_ref(r)?;
+            filter.collection = Some(c);
+            filter.record_id = Some(id);
+        } else if valid_record_id(r) {
+            filter.record_id = Some(r.clone());
+        } else {
+            return Err(ApiError::bad_request(format!("record {r:?} is not a record id")));
+        }
+    }
+    if let Some(s) = &q.since {
+        filter.since_ms = Some(parse_time_ms(s)?);
+    }
+    let limit = q.limit.unwrap_or(50);
+    if limit == 0 || limit > 500 {
+        return Err(ApiError::bad_request("limit must be between 1 and 500"));
+    }
+    let (events, next) = state.journal.list_events(filter, q.cursor, limit).await.map_err(internal)?;
+    Ok(HttpResponse::Ok().json(json!({"events": events, "next_cursor": next})))
+}
+
+#[get("/admin/events/{id}")]
+async fn get_event(_: Admin, state: web::Data<AdminState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("event id {:?} is not a number", id.as_str())))?;
+    match state.journal.get_event(id).await.map_err(internal)? {
+        Some((event, job, attempts)) => Ok(HttpResponse::Ok().json(json!({"event": event, "job": job, "attempts": attempts}))),
+        None => Err(ApiError::not_found(format!("no event {id}"))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobsQuery {
+    state: Option<String>,
+    limit: Option<usize>,
+}
+
+#[get("/admin/jobs")]
+async fn list_jobs(_: Admin, state: web::Data<AdminState>, q: web::Query<JobsQuery>) -> Result<HttpResponse, ApiError> {
+    let states: Vec<JobState> = match &q.state {
+        None => vec![JobState::Failed, JobState::Waiting, JobState::Dead],
+        Some(s) => s
+            .split(',')
+            .map(|p| JobState::parse(p.trim()).ok_or_else(|| ApiError::bad_request(format!("unknown job state {p:?}"))))
+            .collect::<Result<_, _>>()?,
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let jobs = state.journal.list_jobs(&states, limit).await.map_err(internal)?;
+    let counts = state.journal.job_counts().await.map_err(internal)?;
+    Ok(HttpResponse::Ok().json(json!({"jobs": jobs, "counts": counts})))
+}
+
+/// Exactly one way of choosing what to replay.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    pub event_ids: Option<Vec<i64>>,
+    pub record: Option<String>,
+    pub since: Option<String>,
+    pub failed: Option<bool>,
+}
+
+pub async fn replay(state: &AdminState, req: ReplayRequest) -> Result<usize, ApiError> {
+    let chosen = [req.event_ids.is_some(), req.record.is_some(), req.since.is_some(), req.failed == Some(true)]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if chosen != 1 {
+        return Err(ApiError::bad_request(
+            "give exactly one of event_ids, record, since or failed: true",
+        ));
+    }
+    let n = if let Some(ids) = req.event_ids {
+        if ids.is_empty() || ids.len() > 1000 || ids.iter().any(|i| *i <= 0) {
+            return Err(ApiError::bad_request("event_ids must hold 1 to 1000 positive event ids"));
+        }
+        state.journal.replay_events(&ids).await.map_err(internal)?
+    } else if let Some(r) = req.record {
+        let (c, id) = parse_record_ref(&r)?;
+        state.journal.replay_record(c, &id).await.map_err(internal)?
+    } else if let Some(s) = req.since {
+        state.journal.replay_since(parse_time_ms(&s)?).await.map_err(internal)?
+    } else {
+        state.journal.replay_failed().await.map_err(internal)?
+    };
+    state.notify.notify_one();
+    info!(enqueued = n, "replay requested");
+    Ok(n)
+}
+
+#[post("/admin/replay")]
+async fn replay_route(_: Admin, state: web::Data<AdminState>, body: web::Json<ReplayRequest>) -> Result<HttpResponse, ApiError> {
+    let n = replay(&state, body.into_inner()).await?;
+    Ok(HttpResponse::Ok().json(json!({"enqueued": n})))
+}
+
+#[post("/admin/resync")]
+async fn resync_route(_: Admin, state: web::Data<AdminState>) -> HttpResponse {
+    state.resync.fire();
+    HttpResponse::Accepted().json(json!({"status": "resync requested"}))
+}
+
+#[get("/admin/instances/{id}")]
+async fn instance_view(_: Admin, state: web::Data<AdminState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    if !valid_record_id(&id) {
+        return Err(ApiError::bad_request(format!("{id:?} is not a record id")));
+    }
+    let ctx = &state.ctx;
+    let inst = ctx
+        .pb
+        .get_instance(&id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::not_found(format!("no bot instance {id}")))?;
+    let coolify = if inst.coolify_service_id.is_empty() {
+        json!(null)
+    } else {
+        match ctx.coolify.get_service(&inst.coolify_service_id).await {
+            Ok(svc) => json!({"uuid": svc.uuid, "name": svc.name, "status": svc.status.to_string()}),
+            Err(e) => json!({"error": e.to_string()}),
+        }
+    };
+    let applied = Spec::parse(&inst.applied_hash).map(|s| {
+        json!({"state": s.state.as_str(), "compose": s.compose, "env": s.env, "restart": s.restart})
+    });
+    let logs = ctx.pb.recent_deploy_logs(&id, 20).await.map_err(internal)?;
+    let secret_keys: Vec<String> = ctx
+        .secrets
+        .get(&id)
+        .map_err(internal)?
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let (events, _) = state
+        .journal
+        .list_events(EventFilter { record_id: Some(id.clone()), ..Default::default() }, None, 20)
+        .await
+        .map_err(internal)?;
+    Ok(HttpResponse::Ok().json(json!({
+        "id": inst.id,
+        "desired": {
+            "desired_state": inst.desired_state,
+            "config": inst.config,
+            "cpu_limit": inst.cpu_limit,
+            "mem_limit": inst.mem_limit,
+            "restart_requested_at": inst.restart_requested_at,
+            "subdomain": inst.subdomain,
+            "template": inst.template,
+        },
+        "applied": applied,
+        "applied_hash": inst.applied_hash,
+        "status": inst.status,
+        "error_message": inst.error_message,
+        "domain": inst.domain,
+        "last_healthy_at": inst.last_healthy_at,
+        "secrets": {"keys": secret_keys, "hash": inst.secrets_hash},
+        "coolify": coolify,
+        "recent_actions": logs,
+        "recent_events": events,
+    })))
+}
+
+#[put("/admin/instances/{id}/secrets")]
+async fn put_secrets(
+    _: Admin,
+    state: web::Data<AdminState>,
+    id: web::Path<String>,
+    body: web::Json<BTreeMap<String, serde_json::Value>>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    if !valid_record_id(&id) {
+        return Err(ApiError::bad_request(format!("{id:?} is not a record id")));
+    }
+    let mut map: BTreeMap<String, SecretString> = BTreeMap::new();
+    for (k, v) in body.into_inner() {
+        match v {
+            serde_json::Value::String(s) => {
+                map.insert(k, SecretString::from(s));
+            }
+            // Never echo the value: it may be a secret sent with the wrong type.
+            _ => return Err(ApiError::bad_request(format!("secret {k}: value must be a string"))),
+        }
+    }
+    secrets::validate_map(&map).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let ctx = &state.ctx;
+    let inst = ctx
+        .pb
+        .get_instance(&id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::not_found(format!("no bot instance {id}")))?;
+    ctx.secrets.put(&inst.id, &map).map_err(internal)?;
+    let hash = secrets::secrets_hash(&ctx.settings.secrets_key, &map);
+    // The reconciler pushes the env vars in one bulk call, restarts a running service and writes
+    // secrets_hash back; a replay event wakes it.
+    let n = state.journal.replay_record(Collection::BotInstances, &inst.id).await.map_err(internal)?;
+    state.notify.notify_one();
+    info!(record_id = %inst.id, keys = map.len(), "secrets updated");
+    Ok(HttpResponse::Accepted().json(json!({
+        "status": "accepted",
+        "keys": map.keys().collect::<Vec<_>>(),
+        "secrets_hash": hash,
+        "enqueued": n,
+    })))
+}
+
+#[delete("/admin/instances/{id}/secrets")]
+async fn delete_secrets(_: Admin, state: web::Data<AdminState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    if !valid_record_id(&id) {
+        return Err(ApiError::bad_request(format!("{id:?} is not a record id")));
+    }
+    state.ctx.secrets.delete(&id).map_err(internal)?;
+    let n = state.journal.replay_record(Collection::BotInstances, &id).await.map_err(internal)?;
+    state.notify.notify_one();
+    Ok(HttpResponse::Ok().json(json!({"status": "deleted", "enqueued": n})))
+}
+
+/// Every admin route, for tests that check each one refuses unauthenticated calls.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/admin/events"),
+    ("GET", "/admin/events/1"),
+    ("GET", "/admin/jobs"),
+    ("POST", "/admin/replay"),
+    ("POST", "/admin/resync"),
+    ("GET", "/admin/instances/abc"),
+    ("PUT", "/admin/instances/abc/secrets"),
+    ("DELETE", "/admin/instances/abc/secrets"),
+    ("GET", "/admin/ui"),
+    ("POST", "/admin/ui/replay"),
+];
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let json_cfg = web::JsonConfig::default()
+        .limit(64 * 1024)
+        .error_handler(|err, _| {
+            let message = format!("invalid JSON body: {err}");
+            actix_web::error::InternalError::from_response(err, HttpResponse::BadRequest().json(json!({"error": message}))).into()
+        });
+    let query_cfg = web::QueryConfig::default().error_handler(|err, _| {
+        let message = format!("invalid query: {err}");
+        actix_web::error::InternalError::from_response(err, HttpResponse::BadRequest().json(json!({"error": message}))).into()
+    });
+    cfg.app_data(json_cfg)
+        .app_data(query_cfg)
+        .service(list_events)
+        .service(get_event)
+        .service(list_jobs)
+        .service(replay_route)
+        .service(resync_route)
+        .service(instance_view)
+        .service(put_secrets)
+        .service(delete_secrets);
+    super::ui::configure(cfg);
+}

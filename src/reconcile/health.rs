@@ -1,0 +1,206 @@
+//! Health poller: one Coolify list call per interval for all services. Coolify's status is cached and
+//! sometimes wrong, so a running instance turns `error` only after several consecutive bad readings.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::context::{ActionLog, Context};
+use crate::coolify::ServiceStatus;
+use crate::events::{Action as EventAction, Collection, EventSink, NewEvent, Source};
+use crate::pocketbase::records::{BotInstance, DeployAction, DeployStatus, pb_now};
+
+/// Marks an `error_message` the poller wrote, so it only clears its own errors.
+pub const HEALTH_PREFIX: &str = "health check: ";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Healthy,
+    /// Bad, but not yet for long enough.
+    Suspect,
+    /// Bad for `threshold` consecutive readings.
+    Unhealthy,
+    /// Not in Coolify's list at all.
+    Missing,
+}
+
+/// Pure step: the new streak of bad readings and the verdict for one reading.
+pub fn judge(status: Option<&ServiceStatus>, bad_streak: u32, threshold: u32) -> (u32, Verdict) {
+    match status {
+        None => (0, Verdict::Missing),
+        Some(s) if s.is_running() && !s.is_bad() => (0, Verdict::Healthy),
+        Some(_) => {
+            let streak = bad_streak + 1;
+            if streak >= threshold {
+                (streak, Verdict::Unhealthy)
+            } else {
+                (streak, Verdict::Suspect)
+            }
+        }
+    }
+}
+
+pub struct HealthPoller {
+    ctx: Context,
+    interval: Duration,
+    threshold: u32,
+    streaks: HashMap<String, u32>,
+    last_healthy_write: HashMap<String, Instant>,
+}
+
+impl HealthPoller {
+    pub fn new(ctx: Context, interval: Duration, threshold: u32) -> Self {
+        HealthPoller {
+            ctx,
+            interval,
+            threshold: threshold.max(1),
+            streaks: HashMap::new(),
+            last_healthy_write: HashMap::new(),
+        }
+    }
+
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            if let Err(e) = self.poll_once().await {
+                warn!(error = %e, "health poll failed");
+            }
+        }
+    }
+
+    pub async fn poll_once(&mut self) -> Result<(), String> {
+        let services = self.ctx.coolify.list_services().await.map_err(|e| e.to_string())?;
+        let by_uuid: HashMap<String, ServiceStatus> =
+            services.into_iter().map(|s| (s.uuid, s.status)).collect();
+        let instances = self
+            .ctx
+            .pb
+            .list_instances(Some("coolify_service_id != '' && (status = 'running' || status = 'error')"))
+            .await
+            .map_err(|e| e.to_string())?;
+        for inst in instances {
+            // Only instances the bridge brought up, or that the poller itself marked, are judged here.
+            let health_error = inst.status == "error" && inst.error_message.starts_with(HEALTH_PREFIX);
+            if inst.status != "running" && !health_error {
+                continue;
+            }
+            let streak = self.streaks.get(&inst.id).copied().unwrap_or(0);
+            let status = by_uuid.get(&inst.coolify_service_id);
+            let (streak, verdict) = judge(status, streak, self.threshold);
+            self.streaks.insert(inst.id.clone(), streak);
+            if let Err(e) = self.act(&inst, status, verdict, health_error).await {
+                warn!(record_id = %inst.id, error = %e, "health update failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn act(
+        &mut self,
+        inst: &BotInstance,
+        status: Option<&ServiceStatus>,
+        verdict: Verdict,
+        health_error: bool,
+    ) -> Result<(), String> {
+        let pb = &self.ctx.pb;
+        match verdict {
+            Verdict::Healthy => {
+                if health_error {
+                    pb.patch_instance_json(&inst.id, &json!({"status": "running", "error_message": "", "last_healthy_at": pb_now()}))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    info!(record_id = %inst.id, "instance recovered");
+                    ActionLog::instance(&self.ctx, &inst.id, Some(&inst.tenant), true, DeployAction::Start)
+                        .finish(DeployStatus::Success, "health check: service is running again")
+                        .await;
+                    self.last_healthy_write.insert(inst.id.clone(), Instant::now());
+                } else {
+                    // Keep write traffic low: refresh last_healthy_at at most once a minute per instance.
+                    let due = self
+                        .last_healthy_write
+                        .get(&inst.id)
+                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+                    if due {
+                        pb.patch_instance_json(&inst.id, &json!({"last_healthy_at": pb_now()}))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        self.last_healthy_write.insert(inst.id.clone(), Instant::now());
+                    }
+                }
+            }
+            Verdict::Suspect => {}
+            Verdict::Unhealthy => {
+                if !health_error {
+                    let shown = status.map(ToString::to_string).unwrap_or_default();
+                    let message = format!(
+                        "{HEALTH_PREFIX}service {} reads {shown} for {} consecutive checks",
+                        inst.coolify_service_id, self.threshold
+                    );
+                    pb.patch_instance_json(&inst.id, &json!({"status": "error", "error_message": message}))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    warn!(record_id = %inst.id, coolify_uuid = %inst.coolify_service_id, status = %shown, "instance unhealthy");
+                    ActionLog::instance(&self.ctx, &inst.id, Some(&inst.tenant), true, DeployAction::Error)
+                        .finish(DeployStatus::Failed, message)
+                        .await;
+                }
+            }
+            Verdict::Missing => {
+                // The service vanished from Coolify: let the reconciler recreate it.
+                let event = NewEvent {
+                    source: Source::Resync,
+                    collection: Collection::BotInstances,
+                    record_id: inst.id.clone(),
+                    action: EventAction::Update,
+                    record_updated: Some(inst.updated.clone()),
+                    dedupe_key: format!("health-missing:{}:{}", inst.id, inst.coolify_service_id),
+                    delivery_id: None,
+                    payload: json!({"reason": "service missing from Coolify"}),
+                };
+                pb.patch_instance_json(&inst.id, &json!({"applied_hash": ""}))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.ctx.journal.ingest(event).await.map_err(|e| e.to_string())?;
+                warn!(record_id = %inst.id, coolify_uuid = %inst.coolify_service_id, "service missing from Coolify; scheduled a redeploy");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_only_after_consecutive_bad_readings() {
+        let bad = ServiceStatus::parse("exited");
+        let good = ServiceStatus::parse("running:healthy");
+        let degraded = ServiceStatus::parse("degraded:unhealthy");
+        let (s, v) = judge(Some(&bad), 0, 3);
+        assert_eq!((s, v), (1, Verdict::Suspect));
+        let (s, v) = judge(Some(&degraded), s, 3);
+        assert_eq!((s, v), (2, Verdict::Suspect));
+        let (s, v) = judge(Some(&good), s, 3);
+        assert_eq!((s, v), (0, Verdict::Healthy), "one good reading resets the streak");
+        let mut streak = 0;
+        let mut verdict = Verdict::Healthy;
+        for _ in 0..3 {
+            (streak, verdict) = judge(Some(&bad), streak, 3);
+        }
+        assert_eq!(verdict, Verdict::Unhealthy);
+        assert_eq!(judge(None, 5, 3), (0, Verdict::Missing));
+        let unhealthy = ServiceStatus::parse("running:unhealthy");
+        assert_eq!(judge(Some(&unhealthy), 0, 1).1, Verdict::Unhealthy);
+        let unknown = ServiceStatus::parse("running:unknown");
+        assert_eq!(judge(Some(&unknown), 0, 1).1, Verdict::Healthy, "no healthcheck is normal for bots");
+    }
+}
