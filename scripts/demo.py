@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""cf-bridge demo: a real PocketBase (schema + hooks), coolify-sim and the bridge, end to end.
+
+Creates a user, a tenant and two bot instances, and shows them go from pending to running with their
+Coolify ids and deploy logs. Ctrl-C stops everything.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORK = os.path.join(ROOT, ".local", "demo")
+EMAIL, PASSWORD = "bridge@demo.local", "demo-superuser-password"
+SIM_TOKEN = "1|demo-coolify-token"
+ADMIN_TOKEN = "demo-admin-token-0123456789"
+procs = []
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(method, url, body=None, token=None, timeout=10):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    req.add_header("Accept", "application/json")
+    if token:
+        req.add_header("Authorization", token)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            raw = r.read()
+            return r.status, (json.loads(raw) if raw else None)
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw)
+        except ValueError:
+            return e.code, raw.decode(errors="replace")
+
+
+def wait_http(url, what, proc, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"{what} exited during start-up; see {WORK}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except Exception:
+            time.sleep(0.2)
+    sys.exit(f"{what} did not start within {timeout}s; see {WORK}")
+
+
+def start(cmd, log, env=None, stdout_pipe=False):
+    f = open(os.path.join(WORK, log), "w")
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE if stdout_pipe else f, stderr=f,
+                         env={**os.environ, **(env or {})}, cwd=ROOT, start_new_session=True)
+    procs.append(p)
+    return p
+
+
+def stop_all(*_):
+    print("\nstopping everything ...")
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in reversed(procs):
+        try:
+            p.wait(timeout=25)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    print("stopped.")
+    sys.exit(0)
+
+
+def main():
+    pb_bin = sys.argv[1]
+    target = sys.argv[2]
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(WORK)
+    signal.signal(signal.SIGINT, stop_all)
+    signal.signal(signal.SIGTERM, stop_all)
+
+    pb_port, sim_port, bridge_port = free_port(), free_port(), free_port()
+    pb_url, bridge_url = f"http://127.0.0.1:{pb_port}", f"http://127.0.0.1:{bridge_port}"
+    secret = subprocess.check_output([f"{target}/cf-bridge", "secret"], text=True).strip()
+
+    data = os.path.join(WORK, "pb_data")
+    subprocess.run([pb_bin, "superuser", "upsert", EMAIL, PASSWORD, "--dir", data],
+                   check=True, stdout=subprocess.DEVNULL)
+    pb = start([pb_bin, "serve", "--http", f"127.0.0.1:{pb_port}", "--dir", data,
+                "--migrationsDir", os.path.join(ROOT, "hooks", "pb_migrations"),
+                "--hooksDir", os.path.join(ROOT, "hooks", "pb_hooks"), "--automigrate=false"],
+               "pocketbase.log",
+               env={"CF_BRIDGE_WEBHOOK_URL": f"{bridge_url}/hooks/pocketbase",
+                    "CF_BRIDGE_WEBHOOK_SECRET": secret})
+    wait_http(f"{pb_url}/api/health", "PocketBase", pb)
+    print(f"PocketBase 0.40.6     {pb_url}/_/   (superuser {EMAIL} / {PASSWORD})")
+
+    sim = start([f"{target}/coolify-sim", "--bind", f"127.0.0.1:{sim_port}", "--token", SIM_TOKEN,
+                 "--start-delay-ms", "1500", "--running-delay-ms", "1500", "--delete-delay-ms", "1000"],
+                "coolify-sim.log")
+    sim_url = f"http://127.0.0.1:{sim_port}"
+    wait_http(f"{sim_url}/api/health", "coolify-sim", sim)
+    print(f"coolify-sim           {sim_url}/_sim/state")
+
+    env = {
+        "CF_BRIDGE__POCKETBASE__URL": pb_url,
+        "CF_BRIDGE__POCKETBASE__SUPERUSER_EMAIL": EMAIL,
+        "CF_BRIDGE__POCKETBASE__SUPERUSER_PASSWORD": PASSWORD,
+        "CF_BRIDGE__COOLIFY__URL": sim_url,
+        "CF_BRIDGE__COOLIFY__TOKEN": SIM_TOKEN,
+        "CF_BRIDGE__WEBHOOK__SECRET": secret,
+        "CF_BRIDGE__ADMIN__TOKEN": ADMIN_TOKEN,
+        "CF_BRIDGE__ADMIN__BIND": f"127.0.0.1:{bridge_port}",
+        "CF_BRIDGE__JOURNAL__PATH": os.path.join(WORK, "journal.db"),
+        "CF_BRIDGE__DOMAINS__BASE_DOMAIN": "bots.demo.local",
+        "CF_BRIDGE__ROUTER__BASE_URL": "https://router.demo.local",
+        "CF_BRIDGE__LOG__FORMAT": "pretty",
+        "CF_BRIDGE__SECRETS__KEY": "demo-secrets-key-0123456789abcdef012345",
+        "CF_BRIDGE__SECRETS__STORE_PATH": os.path.join(WORK, "secrets.bin"),
+        "CF_BRIDGE__RECONCILE__HEALTH_POLL_INTERVAL_SECS": "5",
+    }
+    cfg = ["--config", os.path.join(WORK, "none.toml")]
+    subprocess.run([f"{target}/cf-bridge", *cfg, "check-config"], env={**os.environ, **env},
+                   check=True, stdout=subprocess.DEVNULL)
+    print("cf-bridge check-config: ok")
+    subprocess.run([f"{target}/cf-bridge", *cfg, "templates", "sync"], env={**os.environ, **env}, check=True)
+    bridge = start([f"{target}/cf-bridge", *cfg, "serve"], "cf-bridge.log", env=env)
+    wait_http(f"{bridge_url}/healthz", "cf-bridge", bridge)
+    print(f"cf-bridge             {bridge_url}/admin/ui   (admin token {ADMIN_TOKEN})")
+    print(f"logs                  {WORK}/*.log\n")
+
+    _, auth = call("POST", f"{pb_url}/api/collections/_superusers/auth-with-password",
+                   {"identity": EMAIL, "password": PASSWORD})
+    su = auth["token"]
+    _, user = call("POST", f"{pb_url}/api/collections/users/records",
+                   {"email": "ada@demo.local", "password": "ada-password-123",
+                    "passwordConfirm": "ada-password-123"}, su)
+    _, tenant = call("POST", f"{pb_url}/api/collections/tenants/records",
+                     {"name": "Acme Robotics", "slug": "acme", "user": user["id"], "status": "active",
+                      "plan_tier": "team"}, su)
+    print(f"created tenant acme ({tenant['id']}) for user ada@demo.local")
+    _, templates = call("GET", f"{pb_url}/api/collections/bot_templates/records?perPage=50", token=su)
+    by_name = {t["name"]: t for t in templates["items"]}
+    wanted = [("support-bot", "telegram-bot"), ("research-agent", "openclaw-agent")]
+    ids = []
+    for sub, tname in wanted:
+        t = by_name[tname]
+        code, inst = call("POST", f"{pb_url}/api/collections/bot_instances/records",
+                          {"tenant": tenant["id"], "template": t["id"], "name": sub, "subdomain": sub,
+                           "desired_state": "running", "config": {}}, su)
+        if code != 200:
+            sys.exit(f"creating instance {sub} failed: {inst}")
+        ids.append(inst["id"])
+        print(f"created instance {sub} ({inst['id']}) from template {tname}")
+        required = t.get("required_secrets") or []
+        if required:
+            values = {k: f"demo-{k.lower()}-value" for k in required}
+            call("PUT", f"{bridge_url}/admin/instances/{inst['id']}/secrets", values, f"Bearer {ADMIN_TOKEN}")
+            print(f"  set secrets {', '.join(required)} through the admin API (values never stored in PocketBase)")
+
+    print("\nwatching the instances (Ctrl-C stops everything):")
+    last = {}
+    deadline = time.time() + 90
+    while True:
+        rows = []
+        for i in ids:
+            _, r = call("GET", f"{pb_url}/api/collections/bot_instances/records/{i}", token=su)
+            rows.append(r)
+            line = (r["status"], r.get("coolify_service_id"), r.get("domain"), r.get("error_message"))
+            if last.get(i) != line:
+                last[i] = line
+                print(f"  {r['name']:<15} status={r['status'] or '-':<10} coolify_service_id={r.get('coolify_service_id') or '-':<26}"
+                      f" domain={r.get('domain') or '-'} {('error: ' + r['error_message']) if r.get('error_message') else ''}")
+        if all(r["status"] == "running" for r in rows):
+            break
+        if time.time() > deadline:
+            print("not all instances reached running within 90 s; see the logs above and in", WORK)
+            break
+        time.sleep(0.5)
+
+    _, t = call("GET", f"{pb_url}/api/collections/tenants/records/{tenant['id']}", token=su)
+    print(f"\ntenant acme -> Coolify project {t['coolify_project_uuid']}")
+    _, logs = call("GET", f"{pb_url}/api/collections/deploy_logs/records?perPage=50&sort=created", token=su)
+    print("deploy_logs:")
+    for row in logs["items"]:
+        print(f"  {row['created']}  {row['action']:<15} {row['status']:<8} {row['duration_ms']:>6} ms  {row['message']}")
+    _, state = call("GET", f"{sim_url}/_sim/state")
+    services = state.get("services", []) if isinstance(state, dict) else []
+    print(f"coolify-sim holds {len(services)} service(s): "
+          + ", ".join(f"{s.get('name')}={s.get('status')}" for s in services))
+    print("\nWhere to look:")
+    print(f"  PocketBase admin UI   {pb_url}/_/   ({EMAIL} / {PASSWORD})")
+    print(f"  simulator state       {sim_url}/_sim/state")
+    print(f"  operator page         {bridge_url}/admin/ui   (token {ADMIN_TOKEN})")
+    print(f"  metrics               {bridge_url}/metrics")
+    print("Edit an instance in the PocketBase UI (desired_state, config) and watch the bridge follow. Ctrl-C to stop.")
+    if os.environ.get("CF_DEMO_EXIT"):
+        stop_all()
+    while True:
+        time.sleep(1)
+
+
+if __name__ == "__main__":
+    main()
