@@ -223,6 +223,15 @@ impl Pb {
             .await
     }
 
+    /// Entries of PocketBase's log store matching a filter.
+    pub async fn logs(&self, filter: &str) -> Vec<Value> {
+        let mut url = url::Url::parse(&format!("{}/api/logs", self.base)).expect("logs url");
+        url.query_pairs_mut().append_pair("filter", filter);
+        let req = self.http.get(url);
+        let page = self.send(req).await;
+        page["items"].as_array().cloned().unwrap_or_default()
+    }
+
     pub async fn delete(&self, collection: &str, id: &str) {
         self.send(self.http.delete(format!("{}/api/collections/{collection}/records/{id}", self.base))).await;
     }
