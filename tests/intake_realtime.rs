@@ -137,6 +137,20 @@ async fn silent_stream_trips_the_watchdog() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_cron_feeds_the_watchdog() {
+    let pb = Pb::start(PbOptions::default()).await;
+    let mut rt = Running::start(&pb, &pb.token, Duration::from_millis(1500));
+    rt.connections(1, 5 * SECOND).await;
+    // Run the once-a-minute keepalive job by hand, faster than the watchdog's limit.
+    for _ in 0..8 {
+        pb.run_cron("bridge_keepalive").await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert_eq!(*rt.connected.borrow(), 1, "keepalives must keep the connection up");
+    rt.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_token_is_a_clear_auth_error() {
     let pb = Pb::start(PbOptions::default()).await;
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -223,6 +223,11 @@ impl Pb {
             .await
     }
 
+    /// Runs a registered cron job now.
+    pub async fn run_cron(&self, id: &str) {
+        self.send(self.http.post(format!("{}/api/crons/{id}", self.base))).await;
+    }
+
     /// Entries of PocketBase's log store matching a filter.
     pub async fn logs(&self, filter: &str) -> Vec<Value> {
         let mut url = url::Url::parse(&format!("{}/api/logs", self.base)).expect("logs url");
