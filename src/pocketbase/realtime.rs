@@ -104,6 +104,7 @@ pub struct SseParser {
     buf: Vec<u8>,
     frame: Frame,
     started: bool,
+    has_data: bool,
 }
 
 impl SseParser {
@@ -131,6 +132,7 @@ impl SseParser {
         if line.is_empty() {
             return self.started.then(|| {
                 self.started = false;
+                self.has_data = false;
                 std::mem::take(&mut self.frame)
             });
         }
@@ -143,10 +145,11 @@ impl SseParser {
             "id" => self.frame.id = Some(value.to_owned()),
             "event" => self.frame.event = value.to_owned(),
             "data" => {
-                if self.started && !self.frame.data.is_empty() {
+                if self.has_data {
                     self.frame.data.push('\n');
                 }
                 self.frame.data.push_str(value);
+                self.has_data = true;
             }
             _ => return None,
         }
@@ -427,8 +430,11 @@ mod tests {
 
     #[test]
     fn tolerates_spaces_crlf_comments_and_multiline_data() {
-        let got = frames(&[b": hello\r\nevent: x\r\ndata: a\r\ndata:b\r\nretry: 5\r\n\r\n\n\n"]);
-        assert_eq!(got, vec![Frame { id: None, event: "x".into(), data: "a\nb".into() }]);
+        let got = frames(&[b": hello\r\nevent: x\r\ndata: a\r\ndata:b\r\nretry: 5\r\n\r\n\n\ndata:\ndata:c\n\n"]);
+        assert_eq!(got, vec![
+            Frame { id: None, event: "x".into(), data: "a\nb".into() },
+            Frame { id: None, event: String::new(), data: "\nc".into() },
+        ]);
     }
 
     #[test]
