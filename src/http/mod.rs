@@ -1,4 +1,7 @@
 //! HTTP interfaces: webhook ingest, admin API and operator page, health and metrics.
 
+pub mod admin;
 pub mod auth;
 pub mod health;
+pub mod ingest;
+pub mod ui;

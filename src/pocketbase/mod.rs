@@ -1,1 +1,3 @@
 //! pocketbase
+
+pub mod realtime;

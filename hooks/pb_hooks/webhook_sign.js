@@ -1,0 +1,89 @@
+// Shared by webhook.pb.js (deliberately not *.pb.js, so PocketBase does not load it as a hook file).
+// Hook handlers run in isolated runtimes and cannot see a file's top-level code: require() this
+// module inside each handler.
+//
+// Standard Webhooks signing: webhook-signature = "v1," + base64(HMAC-SHA256(key, id + "." + ts + "." + body)).
+// $security.hs256 takes the key as a string and returns hex, so the whsec_ key is decoded to a string
+// (cf-bridge generates keys of printable ASCII, which survive that) and the hex is re-encoded as base64.
+const B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+// "whsec_<base64>" -> key string, or null if malformed or not printable ASCII.
+function decodeKey(secret) {
+  if (typeof secret !== "string" || secret.indexOf("whsec_") !== 0) return null;
+  const s = secret.slice(6).replace(/=+$/, "");
+  let bits = 0, acc = 0, out = "";
+  for (let i = 0; i < s.length; i++) {
+    const v = B64.indexOf(s.charAt(i));
+    if (v < 0) return null;
+    acc = (acc << 6) | v;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      const byte = (acc >> bits) & 0xff;
+      if (byte < 0x21 || byte > 0x7e) return null;
+      out += String.fromCharCode(byte);
+    }
+  }
+  return out.length >= 24 ? out : null;
+}
+
+function hexToBase64(hex) {
+  const bytes = [];
+  for (let i = 0; i + 1 < hex.length; i += 2) bytes.push(parseInt(hex.substr(i, 2), 16));
+  let out = "";
+  for (let i = 0; i < bytes.length; i += 3) {
+    const n = (bytes[i] << 16) | ((bytes[i + 1] || 0) << 8) | (bytes[i + 2] || 0);
+    out += B64.charAt((n >> 18) & 63) + B64.charAt((n >> 12) & 63);
+    out += i + 1 < bytes.length ? B64.charAt((n >> 6) & 63) : "=";
+    out += i + 2 < bytes.length ? B64.charAt(n & 63) : "=";
+  }
+  return out;
+}
+
+module.exports = {
+  // Posts one change to cf-bridge. Never throws for delivery problems: a throwing After*Success
+  // hook would turn a committed write into a 400 and suppress the realtime event.
+  deliver: (e, action) => {
+    const log = e.app.logger();
+    const url = $os.getenv("CF_BRIDGE_WEBHOOK_URL");
+    const secret = $os.getenv("CF_BRIDGE_WEBHOOK_SECRET");
+    if (!url || !secret) {
+      log.info("cf-bridge webhook skipped: CF_BRIDGE_WEBHOOK_URL or CF_BRIDGE_WEBHOOK_SECRET is unset");
+      return;
+    }
+    const key = decodeKey(secret);
+    if (key === null) {
+      log.error("cf-bridge webhook skipped: CF_BRIDGE_WEBHOOK_SECRET is not a whsec_ secret of printable ASCII (use `cf-bridge secret`)");
+      return;
+    }
+    const collection = e.record.collection().name;
+    const body = JSON.stringify({
+      event: action,
+      collection: collection,
+      record: e.record,
+      sent_at: new Date().toISOString(),
+    });
+    const id = "msg_" + $security.randomString(24);
+    const ts = String(Math.floor(Date.now() / 1000));
+    const signature = "v1," + hexToBase64($security.hs256(id + "." + ts + "." + body, key));
+    try {
+      const res = $http.send({
+        url: url,
+        method: "POST",
+        body: body,
+        timeout: 3, // seconds; the default (120) would stall the API response and the realtime event
+        headers: {
+          "content-type": "application/json",
+          "webhook-id": id,
+          "webhook-timestamp": ts,
+          "webhook-signature": signature,
+        },
+      });
+      if (res.statusCode < 200 || res.statusCode >= 300) {
+        log.warn("cf-bridge webhook refused", "status", res.statusCode, "collection", collection, "recordId", e.record.id, "webhookId", id);
+      }
+    } catch (err) {
+      log.error("cf-bridge webhook failed", "error", String(err), "collection", collection, "recordId", e.record.id, "webhookId", id);
+    }
+  },
+};

@@ -1,0 +1,128 @@
+//! `POST /hooks/pocketbase`: signed change notifications from the PocketBase hooks.
+//!
+//! Nothing is acknowledged before the journal holds it: a sink failure answers 503 so the sender
+//! (or the next resync) tries again. Rejected deliveries write nothing.
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CONTENT_LENGTH, HeaderMap};
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokio::sync::Notify;
+
+use crate::events::{Action, Collection, EventSink, Ingested, Source};
+use crate::intake::{deliver, record_event};
+use crate::webhook::{Delivery, WebhookSecret};
+
+pub const PATH: &str = "/hooks/pocketbase";
+/// PocketBase records are small; anything bigger is not ours.
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+pub struct IngestState {
+    pub sink: Arc<dyn EventSink>,
+    pub secret: WebhookSecret,
+    pub notify: Arc<Notify>,
+}
+
+/// Registers the route; the app provides `web::Data<IngestState>`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route(PATH, web::post().to(receive));
+}
+
+/// The body the hook sends (hooks/pb_hooks/webhook_sign.js).
+#[derive(Deserialize)]
+struct Body {
+    event: String,
+    collection: String,
+    record: Map<String, Value>,
+}
+
+fn error(status: StatusCode, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "error": message }))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<Vec<u8>, HttpResponse> {
+    let declared = header(req.headers(), CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "body larger than 256 KiB"));
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(0));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| error(StatusCode::BAD_REQUEST, "could not read request body"))?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "body larger than 256 KiB"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn parse_body(body: &[u8]) -> Result<(Action, Collection, Map<String, Value>), String> {
+    let parsed: Body = serde_json::from_slice(body).map_err(|e| format!("malformed body: {e}"))?;
+    let action = match parsed.event.as_str() {
+        "create" => Action::Create,
+        "update" => Action::Update,
+        "delete" => Action::Delete,
+        other => return Err(format!("unknown event {other:?}; expected create, update or delete")),
+    };
+    let collection = Collection::parse(&parsed.collection)
+        .ok_or_else(|| format!("unknown collection {:?}", parsed.collection))?;
+    Ok((action, collection, parsed.record))
+}
+
+async fn receive(req: HttpRequest, payload: web::Payload, state: web::Data<IngestState>) -> HttpResponse {
+    let body = match read_body(&req, payload).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let headers = req.headers();
+    let delivery = Delivery {
+        id: header(headers, "webhook-id"),
+        timestamp: header(headers, "webhook-timestamp"),
+        signature: header(headers, "webhook-signature"),
+    };
+    if let Err(e) = state.secret.verify(&delivery, &body, chrono::Utc::now().timestamp()) {
+        tracing::warn!(reason = %e, "webhook rejected");
+        return error(StatusCode::UNAUTHORIZED, &e.to_string());
+    }
+    // verify() succeeded, so the id is present.
+    let delivery_id = delivery.id.unwrap_or_default().to_owned();
+    let (action, collection, record) = match parse_body(&body) {
+        Ok(parts) => parts,
+        Err(message) => {
+            tracing::warn!(delivery_id = %delivery_id, %message, "webhook body rejected");
+            return error(StatusCode::BAD_REQUEST, &message);
+        }
+    };
+    let event = match record_event(Source::Webhook, collection, action, record, Some(delivery_id.clone())) {
+        Ok(event) => event,
+        Err(e) => {
+            tracing::warn!(delivery_id = %delivery_id, reason = %e, "webhook record rejected");
+            return error(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+    };
+    let record_id = event.record_id.clone();
+    match deliver(state.sink.as_ref(), event).await {
+        Ok(Ingested::New { event_id, job_id, coalesced }) => {
+            tracing::info!(delivery_id = %delivery_id, record_id = %record_id, collection = collection.as_str(),
+                           action = action.as_str(), event_id, job_id, coalesced, "webhook accepted");
+            state.notify.notify_one();
+            HttpResponse::Accepted().json(json!({ "status": "accepted" }))
+        }
+        Ok(Ingested::Duplicate) => {
+            tracing::debug!(delivery_id = %delivery_id, record_id = %record_id, "webhook duplicate");
+            HttpResponse::Ok().json(json!({ "status": "duplicate" }))
+        }
+        Err(e) => {
+            tracing::error!(delivery_id = %delivery_id, record_id = %record_id, error = %e, "webhook not journaled");
+            error(StatusCode::SERVICE_UNAVAILABLE, "journal unavailable, retry later")
+        }
+    }
+}

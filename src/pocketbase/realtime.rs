@@ -1,0 +1,471 @@
+//! PocketBase realtime (SSE) consumer: record changes as hints for the journal.
+//!
+//! SSE is hand-rolled on reqwest's `bytes_stream()` instead of using eventsource-client because:
+//! - reqwest is already our one HTTP/TLS stack;
+//! - the reconnect moment must be ours: every `PB_CONNECT` needs a fresh subscribe POST, and every
+//!   reconnect must trigger a resync (PocketBase has no replay), which a self-reconnecting client hides;
+//! - the idle watchdog is tied to our `bridge_keepalive` topic (hooks/pb_hooks/keepalive.pb.js);
+//! - eventsource-client 0.18.1 needs rustc 1.97, and 0.18.0 drags in a second hyper-1 transport.
+//!
+//! PocketBase accepts an invalid token silently (guest: subscribe succeeds, no events ever arrive),
+//! so each connection first proves the token is a superuser's with a superuser-only request.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use rand::Rng;
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::events::{Action, Collection, EventSink, Ingested, NewEvent, SinkError, Source};
+use crate::intake::{deliver, record_event};
+use crate::metrics::metrics;
+
+/// Topics the bridge subscribes to; plain topics need no URL encoding (reference §0.7).
+pub const TOPICS: [&str; 3] = ["tenants/*", "bot_instances/*", KEEPALIVE_TOPIC];
+pub const KEEPALIVE_TOPIC: &str = "bridge_keepalive";
+
+const MIN_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A connection that stayed up this long resets the backoff.
+const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+/// Timeout for the short requests (auth check, subscribe); the stream itself has none.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// PocketBase sends one line per frame; anything longer than this is not a sane frame.
+const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
+
+pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<SecretString, String>> + Send + 'a>>;
+
+/// Supplies a current superuser token (refreshing it as needed).
+pub trait TokenSource: Send + Sync {
+    fn token(&self) -> TokenFuture<'_>;
+}
+
+#[derive(Debug, Clone)]
+pub struct RealtimeConfig {
+    pub base_url: url::Url,
+    /// Reconnect when no byte arrived for this long. The keepalive cron sends one frame a minute.
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl RealtimeConfig {
+    pub fn new(base_url: url::Url) -> Self {
+        RealtimeConfig { base_url, idle_timeout: Duration::from_secs(90), connect_timeout: Duration::from_secs(10) }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RealtimeError {
+    #[error("PocketBase realtime auth failed: {0}")]
+    Auth(String),
+    #[error("PocketBase realtime request failed: {0}")]
+    Transport(String),
+    #[error("PocketBase realtime protocol error: {0}")]
+    Protocol(String),
+    #[error("no data from PocketBase realtime for {0:?}; connection presumed dead")]
+    Idle(Duration),
+    #[error("PocketBase forgot the realtime client id before the subscription")]
+    ClientGone,
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// How a session ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The server ended the stream (idle/max lifetime, restart, hooks reload).
+    Closed,
+    Cancelled,
+}
+
+/// One SSE frame.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frame {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("SSE line longer than {MAX_LINE_BYTES} bytes")]
+pub struct LineTooLong;
+
+/// Incremental SSE parser: feed it chunks as they arrive, get whole frames back.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    buf: Vec<u8>,
+    frame: Frame,
+    started: bool,
+    has_data: bool,
+}
+
+impl SseParser {
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Frame>, LineTooLong> {
+        self.buf.extend_from_slice(chunk);
+        let mut frames = Vec::new();
+        let mut start = 0;
+        while let Some(pos) = self.buf[start..].iter().position(|&b| b == b'\n') {
+            let end = start + pos;
+            let line = self.buf[start..end].strip_suffix(b"\r").unwrap_or(&self.buf[start..end]);
+            let line = String::from_utf8_lossy(line).into_owned();
+            start = end + 1;
+            if let Some(frame) = self.line(&line) {
+                frames.push(frame);
+            }
+        }
+        self.buf.drain(..start);
+        if self.buf.len() > MAX_LINE_BYTES {
+            return Err(LineTooLong);
+        }
+        Ok(frames)
+    }
+
+    fn line(&mut self, line: &str) -> Option<Frame> {
+        if line.is_empty() {
+            return self.started.then(|| {
+                self.started = false;
+                self.has_data = false;
+                std::mem::take(&mut self.frame)
+            });
+        }
+        if line.starts_with(':') {
+            return None;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "id" => self.frame.id = Some(value.to_owned()),
+            "event" => self.frame.event = value.to_owned(),
+            "data" => {
+                if self.has_data {
+                    self.frame.data.push('\n');
+                }
+                self.frame.data.push_str(value);
+                self.has_data = true;
+            }
+            _ => return None,
+        }
+        self.started = true;
+        None
+    }
+}
+
+#[derive(Deserialize)]
+struct RecordMessage {
+    action: String,
+    record: Map<String, Value>,
+}
+
+/// Turns a record frame into an event; `Ok(None)` for frames that carry no record change.
+pub fn frame_event(frame: &Frame) -> Result<Option<NewEvent>, String> {
+    let topic_collection = frame.event.split(['/', '?']).next().unwrap_or_default();
+    let Some(collection) = Collection::parse(topic_collection) else {
+        return Ok(None);
+    };
+    let msg: RecordMessage =
+        serde_json::from_str(&frame.data).map_err(|e| format!("record frame is not valid JSON: {e}"))?;
+    let action = match msg.action.as_str() {
+        "create" => Action::Create,
+        "update" => Action::Update,
+        "delete" => Action::Delete,
+        other => return Err(format!("unknown action {other:?}")),
+    };
+    record_event(Source::Realtime, collection, action, msg.record, None)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// Jittered exponential backoff between [`MIN_BACKOFF`] and [`MAX_BACKOFF`].
+struct Backoff {
+    current: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff { current: MIN_BACKOFF }
+    }
+
+    fn reset(&mut self) {
+        self.current = MIN_BACKOFF;
+    }
+
+    fn saturate(&mut self) {
+        self.current = MAX_BACKOFF;
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.current.mul_f64(rand::rng().random_range(0.5..=1.0)).max(MIN_BACKOFF);
+        self.current = (self.current * 2).min(MAX_BACKOFF);
+        delay
+    }
+}
+
+fn endpoint(base: &url::Url, path: &str) -> Result<url::Url, RealtimeError> {
+    base.join(path).map_err(|e| RealtimeError::Transport(format!("bad PocketBase URL {base}: {e}")))
+}
+
+fn transport(what: &str, e: reqwest::Error) -> RealtimeError {
+    RealtimeError::Transport(format!("{what}: {e}"))
+}
+
+/// Fails with [`RealtimeError::Auth`] unless the token is a valid superuser token.
+async fn check_superuser(client: &reqwest::Client, base: &url::Url, token: &SecretString) -> Result<(), RealtimeError> {
+    let url = endpoint(base, "api/collections?perPage=1&skipTotal=1&fields=id")?;
+    let resp = client
+        .get(url)
+        .header("Authorization", token.expose_secret())
+        .timeout(REQUEST_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| transport("superuser check", e))?;
+    match resp.status() {
+        s if s.is_success() => Ok(()),
+        s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => Err(RealtimeError::Auth(format!(
+            "PocketBase answered {s} to a superuser-only request: the token is invalid, expired or not a superuser's"
+        ))),
+        s => Err(RealtimeError::Transport(format!("superuser check answered {s}"))),
+    }
+}
+
+async fn subscribe(
+    client: &reqwest::Client,
+    base: &url::Url,
+    token: &SecretString,
+    client_id: &str,
+) -> Result<(), RealtimeError> {
+    let resp = client
+        .post(endpoint(base, "api/realtime")?)
+        .header("Authorization", token.expose_secret())
+        .json(&json!({ "clientId": client_id, "subscriptions": TOPICS }))
+        .timeout(REQUEST_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| transport("subscribe", e))?;
+    match resp.status() {
+        s if s.is_success() => Ok(()),
+        StatusCode::NOT_FOUND => Err(RealtimeError::ClientGone),
+        s @ (StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) => {
+            Err(RealtimeError::Auth(format!("subscribe answered {s}")))
+        }
+        s => Err(RealtimeError::Transport(format!("subscribe answered {s}"))),
+    }
+}
+
+/// Everything a session needs besides the HTTP client.
+pub struct Consumer {
+    pub cfg: RealtimeConfig,
+    pub tokens: Arc<dyn TokenSource>,
+    pub sink: Arc<dyn EventSink>,
+    pub notify: Arc<Notify>,
+    pub on_connect: watch::Sender<u64>,
+}
+
+impl Consumer {
+    /// One connection, from the auth check to the end of the stream. `connected_at` is set once the
+    /// subscription is in place.
+    pub async fn session(
+        &self,
+        client: &reqwest::Client,
+        cancel: &CancellationToken,
+        connected_at: &mut Option<Instant>,
+    ) -> Result<SessionEnd, RealtimeError> {
+        let base = &self.cfg.base_url;
+        let token = self.tokens.token().await.map_err(|e| RealtimeError::Auth(format!("no token: {e}")))?;
+        check_superuser(client, base, &token).await?;
+        // The token on the GET lets hooks/pb_hooks/rt_timeouts.pb.js lengthen our connection's timeouts.
+        let resp = client
+            .get(endpoint(base, "api/realtime")?)
+            .header("Authorization", token.expose_secret())
+            .header("Accept", "text/event-stream")
+            .send()
+            .await
+            .map_err(|e| transport("connect", e))?;
+        if !resp.status().is_success() {
+            return Err(RealtimeError::Transport(format!("GET /api/realtime answered {}", resp.status())));
+        }
+        let mut stream = resp.bytes_stream();
+        let mut parser = SseParser::default();
+        loop {
+            let chunk = tokio::select! {
+                _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
+                next = tokio::time::timeout(self.cfg.idle_timeout, stream.next()) => match next {
+                    Err(_) => return Err(RealtimeError::Idle(self.cfg.idle_timeout)),
+                    Ok(None) => return Ok(SessionEnd::Closed),
+                    Ok(Some(Err(e))) => return Err(transport("stream", e)),
+                    Ok(Some(Ok(chunk))) => chunk,
+                },
+            };
+            let frames = parser.push(&chunk).map_err(|e| RealtimeError::Protocol(e.to_string()))?;
+            for frame in frames {
+                if frame.event == "PB_CONNECT" {
+                    self.connected(client, &token, &frame, connected_at).await?;
+                } else {
+                    self.record_frame(&frame).await?;
+                }
+            }
+        }
+    }
+
+    async fn connected(
+        &self,
+        client: &reqwest::Client,
+        token: &SecretString,
+        frame: &Frame,
+        connected_at: &mut Option<Instant>,
+    ) -> Result<(), RealtimeError> {
+        #[derive(Deserialize)]
+        struct Connect {
+            #[serde(rename = "clientId")]
+            client_id: String,
+        }
+        let connect: Connect = serde_json::from_str(&frame.data)
+            .map_err(|e| RealtimeError::Protocol(format!("PB_CONNECT without clientId: {e}")))?;
+        subscribe(client, &self.cfg.base_url, token, &connect.client_id).await?;
+        *connected_at = Some(Instant::now());
+        metrics().realtime_connected.set(1);
+        metrics().realtime_reconnects.inc();
+        self.on_connect.send_modify(|n| *n += 1);
+        tracing::info!(topics = ?TOPICS, "PocketBase realtime subscribed");
+        Ok(())
+    }
+
+    async fn record_frame(&self, frame: &Frame) -> Result<(), RealtimeError> {
+        if frame.event == KEEPALIVE_TOPIC {
+            return Ok(());
+        }
+        let event = match frame_event(frame) {
+            Ok(Some(event)) => event,
+            Ok(None) => {
+                tracing::debug!(event = %frame.event, "realtime frame ignored");
+                return Ok(());
+            }
+            Err(reason) => {
+                tracing::warn!(event = %frame.event, %reason, "realtime frame skipped");
+                return Ok(());
+            }
+        };
+        let (record_id, action) = (event.record_id.clone(), event.action);
+        // A sink failure ends the session: the reconnect triggers a resync, which recovers the change.
+        if let Ingested::New { event_id, job_id, .. } = deliver(self.sink.as_ref(), event).await? {
+            tracing::debug!(record_id = %record_id, action = action.as_str(), event_id, job_id, "realtime event journaled");
+            self.notify.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Reconnects until cancelled.
+    pub async fn run(self, cancel: CancellationToken) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = match reqwest::Client::builder().connect_timeout(self.cfg.connect_timeout).build() {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the HTTP client; realtime consumer not started");
+                return;
+            }
+        };
+        let mut backoff = Backoff::new();
+        loop {
+            let mut connected_at = None;
+            let outcome = self.session(&client, &cancel, &mut connected_at).await;
+            metrics().realtime_connected.set(0);
+            if connected_at.is_some_and(|t| t.elapsed() >= HEALTHY_AFTER) {
+                backoff.reset();
+            }
+            match outcome {
+                Ok(SessionEnd::Cancelled) => return,
+                Ok(SessionEnd::Closed) => tracing::info!("PocketBase realtime stream ended; reconnecting"),
+                Err(e @ RealtimeError::Auth(_)) => {
+                    tracing::error!(error = %e, "PocketBase realtime cannot authenticate; retrying");
+                    backoff.saturate();
+                }
+                Err(e) => tracing::warn!(error = %e, "PocketBase realtime connection lost; reconnecting"),
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+    }
+}
+
+/// Runs the realtime consumer until `cancel`; `on_connect` counts successful subscriptions.
+pub async fn run(
+    cfg: RealtimeConfig,
+    tokens: Arc<dyn TokenSource>,
+    sink: Arc<dyn EventSink>,
+    notify: Arc<Notify>,
+    on_connect: watch::Sender<u64>,
+    cancel: CancellationToken,
+) {
+    Consumer { cfg, tokens, sink, notify, on_connect }.run(cancel).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(chunks: &[&[u8]]) -> Vec<Frame> {
+        let mut p = SseParser::default();
+        chunks.iter().flat_map(|c| p.push(c).unwrap()).collect()
+    }
+
+    #[test]
+    fn parses_pocketbase_frames_split_anywhere() {
+        let raw = b"id:abc\nevent:PB_CONNECT\ndata:{\"clientId\":\"abc\"}\n\nid:abc\nevent:tenants/*\ndata:{}\n\n";
+        let whole = frames(&[raw]);
+        assert_eq!(whole.len(), 2);
+        assert_eq!(whole[0], Frame { id: Some("abc".into()), event: "PB_CONNECT".into(), data: "{\"clientId\":\"abc\"}".into() });
+        for split in 0..raw.len() {
+            assert_eq!(frames(&[&raw[..split], &raw[split..]]), whole, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn tolerates_spaces_crlf_comments_and_multiline_data() {
+        let got = frames(&[b": hello\r\nevent: x\r\ndata: a\r\ndata:b\r\nretry: 5\r\n\r\n\n\ndata:\ndata:c\n\n"]);
+        assert_eq!(got, vec![
+            Frame { id: None, event: "x".into(), data: "a\nb".into() },
+            Frame { id: None, event: String::new(), data: "\nc".into() },
+        ]);
+    }
+
+    #[test]
+    fn unterminated_line_is_bounded() {
+        let mut p = SseParser::default();
+        assert!(p.push(&vec![b'x'; MAX_LINE_BYTES + 1]).is_err());
+    }
+
+    #[test]
+    fn record_frames_become_events() {
+        let frame = Frame {
+            id: None,
+            event: "bot_instances/*".into(),
+            data: r#"{"record":{"id":"r1","updated":"2026-01-01 00:00:00.000Z","api_token":"x"},"action":"delete"}"#.into(),
+        };
+        let ev = frame_event(&frame).unwrap().unwrap();
+        assert_eq!(ev.source, Source::Realtime);
+        assert_eq!(ev.dedupe_key, "bot_instances:r1:delete:2026-01-01 00:00:00.000Z");
+        assert!(ev.payload.get("api_token").is_none());
+        assert!(matches!(frame_event(&Frame { event: "other/*".into(), ..frame.clone() }), Ok(None)));
+        assert!(frame_event(&Frame { data: "{".into(), ..frame.clone() }).is_err());
+        assert!(frame_event(&Frame { data: r#"{"record":{"id":"r1"},"action":"x"}"#.into(), ..frame }).is_err());
+    }
+
+    #[test]
+    fn backoff_stays_in_bounds_and_resets() {
+        let mut b = Backoff::new();
+        let delays: Vec<_> = (0..10).map(|_| b.next_delay()).collect();
+        assert!(delays.iter().all(|d| *d >= MIN_BACKOFF && *d <= MAX_BACKOFF), "{delays:?}");
+        assert!(delays[9] >= MAX_BACKOFF / 2);
+        b.reset();
+        assert!(b.next_delay() <= MIN_BACKOFF);
+    }
+}

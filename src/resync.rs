@@ -1,0 +1,326 @@
+//! Resync: a REST pass that closes the gaps events leave (SSE drops changes while disconnected).
+//!
+//! Every listed record whose `updated` differs from what the journal last applied is enqueued, and
+//! every known record that is gone gets a Delete. The dedupe key is the same change key the live
+//! sources use, so a change already journaled comes back as a Duplicate and costs nothing.
+//!
+//! A lister must never answer an empty list for a token it cannot verify: PocketBase answers a bad
+//! token with an empty list, which would read as "everything was deleted".
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::events::{Action, Collection, EventSink, Ingested, NewEvent, SinkError, Source};
+use crate::intake::{deliver, valid_record_id};
+use crate::metrics::metrics;
+
+pub const COLLECTIONS: [Collection; 2] = [Collection::Tenants, Collection::BotInstances];
+
+/// What the lister reports for one live record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordStamp {
+    pub id: String,
+    pub updated: String,
+    pub applied_hash: Option<String>,
+    pub desired_hash: Option<String>,
+}
+
+pub type ListFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
+
+/// Lists every live record of a collection (the PocketBase client implements it).
+pub trait RecordLister: Send + Sync {
+    fn list(&self, c: Collection) -> ListFuture<'_, Vec<RecordStamp>>;
+}
+
+/// What the journal last applied: record id -> the `updated` it was applied at.
+pub trait KnownRecords: Send + Sync {
+    fn known(&self, c: Collection) -> ListFuture<'_, HashMap<String, String>>;
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResyncReport {
+    pub listed: usize,
+    /// Events the sink stored as new (changed or created records, deletions).
+    pub enqueued: usize,
+    /// Known records no longer listed.
+    pub disappeared: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResyncError {
+    #[error("listing {collection} failed: {message}")]
+    List { collection: &'static str, message: String },
+    #[error("reading applied state of {collection} failed: {message}")]
+    Known { collection: &'static str, message: String },
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// Whether a listed record needs a look from the reconciler.
+fn differs(stamp: &RecordStamp, known_updated: Option<&String>) -> bool {
+    let hashes_differ = stamp.desired_hash.is_some() && stamp.applied_hash != stamp.desired_hash;
+    known_updated != Some(&stamp.updated) || hashes_differ
+}
+
+fn event(collection: Collection, id: &str, action: Action, updated: &str) -> NewEvent {
+    let updated = (!updated.is_empty()).then_some(updated);
+    NewEvent {
+        source: Source::Resync,
+        collection,
+        record_id: id.to_owned(),
+        action,
+        record_updated: updated.map(str::to_owned),
+        dedupe_key: NewEvent::change_key(collection, id, action, updated),
+        delivery_id: None,
+        payload: json!({ "id": id, "updated": updated }),
+    }
+}
+
+async fn resync_collection(
+    collection: Collection,
+    lister: &dyn RecordLister,
+    known: &dyn KnownRecords,
+    sink: &dyn EventSink,
+    report: &mut ResyncReport,
+) -> Result<(), ResyncError> {
+    let name = collection.as_str();
+    let listed = lister.list(collection).await.map_err(|message| ResyncError::List { collection: name, message })?;
+    let known = known.known(collection).await.map_err(|message| ResyncError::Known { collection: name, message })?;
+    report.listed += listed.len();
+    let mut live = HashSet::with_capacity(listed.len());
+    let mut events = Vec::new();
+    for stamp in &listed {
+        if !valid_record_id(&stamp.id) {
+            tracing::warn!(collection = name, record_id = %stamp.id, "resync skipped a record with an invalid id");
+            continue;
+        }
+        live.insert(stamp.id.as_str());
+        let last = known.get(&stamp.id);
+        if differs(stamp, last) {
+            let action = if last.is_some() { Action::Update } else { Action::Create };
+            events.push(event(collection, &stamp.id, action, &stamp.updated));
+        }
+    }
+    for (id, updated) in &known {
+        if !live.contains(id.as_str()) {
+            report.disappeared += 1;
+            events.push(event(collection, id, Action::Delete, updated));
+        }
+    }
+    for ev in events {
+        let record_id = ev.record_id.clone();
+        if let Ingested::New { event_id, .. } = deliver(sink, ev).await? {
+            tracing::debug!(collection = name, record_id = %record_id, event_id, "resync enqueued");
+            report.enqueued += 1;
+        }
+    }
+    Ok(())
+}
+
+/// One pass over both collections.
+pub async fn resync_once(
+    lister: &dyn RecordLister,
+    known: &dyn KnownRecords,
+    sink: &dyn EventSink,
+) -> Result<ResyncReport, ResyncError> {
+    let mut report = ResyncReport::default();
+    for collection in COLLECTIONS {
+        resync_collection(collection, lister, known, sink, &mut report).await?;
+    }
+    metrics().last_resync_timestamp.set(chrono::Utc::now().timestamp() as f64);
+    Ok(report)
+}
+
+/// What a periodic resync works with.
+pub struct Resyncer {
+    pub lister: Arc<dyn RecordLister>,
+    pub known: Arc<dyn KnownRecords>,
+    pub sink: Arc<dyn EventSink>,
+    pub notify: Arc<Notify>,
+}
+
+impl Resyncer {
+    async fn pass(&self, reason: &'static str) {
+        match resync_once(self.lister.as_ref(), self.known.as_ref(), self.sink.as_ref()).await {
+            Ok(r) => {
+                tracing::info!(reason, listed = r.listed, enqueued = r.enqueued, disappeared = r.disappeared, "resync done");
+                if r.enqueued > 0 {
+                    self.notify.notify_one();
+                }
+            }
+            Err(e) => tracing::warn!(reason, error = %e, "resync failed"),
+        }
+    }
+}
+
+/// Resyncs after every (re)connect reported on `on_connect` and every `interval`, until `cancel`.
+pub async fn run_periodic(
+    interval: Duration,
+    mut on_connect: watch::Receiver<u64>,
+    resyncer: Resyncer,
+    cancel: CancellationToken,
+) {
+    let mut connections_open = true;
+    loop {
+        let reason = tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = on_connect.changed(), if connections_open => match changed {
+                Ok(()) => "connect",
+                Err(_) => {
+                    // The realtime consumer is gone; the interval still runs.
+                    connections_open = false;
+                    continue;
+                }
+            },
+            _ = tokio::time::sleep(interval) => "interval",
+        };
+        // Connects that happened during the pass are covered by it.
+        on_connect.borrow_and_update();
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = resyncer.pass(reason) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    struct Fixed(HashMap<Collection, Vec<RecordStamp>>, HashMap<Collection, HashMap<String, String>>);
+
+    impl RecordLister for Fixed {
+        fn list(&self, c: Collection) -> ListFuture<'_, Vec<RecordStamp>> {
+            let v = self.0.get(&c).cloned().unwrap_or_default();
+            Box::pin(async move { Ok(v) })
+        }
+    }
+
+    impl KnownRecords for Fixed {
+        fn known(&self, c: Collection) -> ListFuture<'_, HashMap<String, String>> {
+            let v = self.1.get(&c).cloned().unwrap_or_default();
+            Box::pin(async move { Ok(v) })
+        }
+    }
+
+    #[derive(Default)]
+    struct Sink(Mutex<Vec<NewEvent>>);
+
+    impl EventSink for Sink {
+        fn ingest(&self, event: NewEvent) -> crate::events::SinkFuture<'_> {
+            Box::pin(async move {
+                let mut v = self.0.lock().map_err(|_| SinkError::Unavailable("poisoned".into()))?;
+                if v.iter().any(|e| e.dedupe_key == event.dedupe_key) {
+                    return Ok(Ingested::Duplicate);
+                }
+                v.push(event);
+                Ok(Ingested::New { event_id: v.len() as i64, job_id: 1, coalesced: false })
+            })
+        }
+    }
+
+    fn stamp(id: &str, updated: &str) -> RecordStamp {
+        RecordStamp { id: id.into(), updated: updated.into(), applied_hash: None, desired_hash: None }
+    }
+
+    fn known(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[tokio::test]
+    async fn enqueues_changed_new_and_gone_but_not_equal() {
+        let mut hashed = stamp("hashdiff", "u1");
+        hashed.applied_hash = Some("a".into());
+        hashed.desired_hash = Some("b".into());
+        let mut hashed_same = stamp("hashsame", "u1");
+        hashed_same.applied_hash = Some("a".into());
+        hashed_same.desired_hash = Some("a".into());
+        let fixed = Fixed(
+            HashMap::from([
+                (Collection::Tenants, vec![stamp("same", "u1"), stamp("changed", "u2"), stamp("fresh", "u1")]),
+                (Collection::BotInstances, vec![hashed, hashed_same]),
+            ]),
+            HashMap::from([
+                (Collection::Tenants, known(&[("same", "u1"), ("changed", "u1"), ("gone", "u0")])),
+                (Collection::BotInstances, known(&[("hashdiff", "u1"), ("hashsame", "u1")])),
+            ]),
+        );
+        let sink = Sink::default();
+        let report = resync_once(&fixed, &fixed, &sink).await.unwrap();
+        assert_eq!(report, ResyncReport { listed: 5, enqueued: 4, disappeared: 1 });
+        let mut keys: Vec<_> = sink.0.lock().unwrap().iter().map(|e| e.dedupe_key.clone()).collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "bot_instances:hashdiff:update:u1",
+                "tenants:changed:update:u2",
+                "tenants:fresh:create:u1",
+                "tenants:gone:delete:u0",
+            ]
+        );
+        assert!(sink.0.lock().unwrap().iter().all(|e| e.source == Source::Resync));
+        // A second pass finds the same changes already journaled.
+        let again = resync_once(&fixed, &fixed, &sink).await.unwrap();
+        assert_eq!(again, ResyncReport { listed: 5, enqueued: 0, disappeared: 1 });
+        assert!(metrics().last_resync_timestamp.get() > 0.0);
+    }
+
+    #[tokio::test]
+    async fn list_failure_enqueues_nothing_for_that_collection() {
+        struct Failing;
+        impl RecordLister for Failing {
+            fn list(&self, _: Collection) -> ListFuture<'_, Vec<RecordStamp>> {
+                Box::pin(async { Err("PocketBase down".to_string()) })
+            }
+        }
+        let fixed = Fixed(HashMap::new(), HashMap::from([(Collection::Tenants, known(&[("a", "u")]))]));
+        let sink = Sink::default();
+        let err = resync_once(&Failing, &fixed, &sink).await.unwrap_err();
+        assert_eq!(err.to_string(), "listing tenants failed: PocketBase down");
+        assert!(sink.0.lock().unwrap().is_empty());
+    }
+
+    /// Starts run_periodic; returns what observes it.
+    fn periodic(
+        interval: Duration,
+    ) -> (Arc<Sink>, Arc<Notify>, watch::Sender<u64>, CancellationToken, tokio::task::JoinHandle<()>) {
+        let fixed = Arc::new(Fixed(HashMap::from([(Collection::Tenants, vec![stamp("a", "u1")])]), HashMap::new()));
+        let sink = Arc::new(Sink::default());
+        let notify = Arc::new(Notify::new());
+        let (tx, rx) = watch::channel(0u64);
+        let cancel = CancellationToken::new();
+        let resyncer = Resyncer { lister: fixed.clone(), known: fixed, sink: sink.clone(), notify: notify.clone() };
+        let task = tokio::spawn(run_periodic(interval, rx, resyncer, cancel.clone()));
+        (sink, notify, tx, cancel, task)
+    }
+
+    #[tokio::test]
+    async fn periodic_runs_after_connect() {
+        let (sink, notify, tx, cancel, task) = periodic(Duration::from_secs(3600));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(sink.0.lock().unwrap().is_empty(), "no pass before a connect or the interval");
+        tx.send_modify(|n| *n += 1);
+        tokio::time::timeout(Duration::from_secs(2), notify.notified()).await.expect("resync after connect");
+        assert_eq!(sink.0.lock().unwrap().len(), 1);
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(2), task).await.expect("stops on cancel").unwrap();
+    }
+
+    #[tokio::test]
+    async fn periodic_runs_every_interval_without_connects() {
+        let (sink, notify, _tx, cancel, task) = periodic(Duration::from_millis(50));
+        tokio::time::timeout(Duration::from_secs(2), notify.notified()).await.expect("resync after interval");
+        assert_eq!(sink.0.lock().unwrap().len(), 1);
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(2), task).await.expect("stops on cancel").unwrap();
+    }
+}
