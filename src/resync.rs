@@ -160,10 +160,26 @@ impl Resyncer {
     }
 }
 
-/// Resyncs after every (re)connect reported on `on_connect` and every `interval`, until `cancel`.
+/// Lets an operator ask for a resync now (admin API, `cf-bridge resync`).
+#[derive(Clone, Default)]
+pub struct Trigger(Arc<Notify>);
+
+impl Trigger {
+    pub fn new() -> Self {
+        Trigger::default()
+    }
+
+    pub fn fire(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// Resyncs after every (re)connect reported on `on_connect`, every `interval` and on every `trigger`,
+/// until `cancel`.
 pub async fn run_periodic(
     interval: Duration,
     mut on_connect: watch::Receiver<u64>,
+    trigger: Trigger,
     resyncer: Resyncer,
     cancel: CancellationToken,
 ) {
@@ -180,6 +196,7 @@ pub async fn run_periodic(
                 }
             },
             _ = tokio::time::sleep(interval) => "interval",
+            _ = trigger.0.notified() => "operator",
         };
         // Connects that happened during the pass are covered by it.
         on_connect.borrow_and_update();
@@ -299,7 +316,7 @@ mod tests {
         let (tx, rx) = watch::channel(0u64);
         let cancel = CancellationToken::new();
         let resyncer = Resyncer { lister: fixed.clone(), known: fixed, sink: sink.clone(), notify: notify.clone() };
-        let task = tokio::spawn(run_periodic(interval, rx, resyncer, cancel.clone()));
+        let task = tokio::spawn(run_periodic(interval, rx, Trigger::new(), resyncer, cancel.clone()));
         (sink, notify, tx, cancel, task)
     }
 

@@ -1,7 +1,7 @@
 //! Liveness, readiness and Prometheus metrics.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_web::{HttpResponse, get, web};
@@ -12,8 +12,6 @@ pub struct Readiness {
     pub pocketbase_auth: AtomicBool,
     pub coolify_reachable: AtomicBool,
     pub realtime_connected: AtomicBool,
-    /// Unix ms of the last completed resync, 0 if none yet.
-    pub last_resync_ms: AtomicI64,
     /// How recent a resync must be to stand in for a connected realtime stream.
     pub resync_freshness: Duration,
     pub journal_check: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
@@ -28,7 +26,6 @@ impl Readiness {
             pocketbase_auth: AtomicBool::new(false),
             coolify_reachable: AtomicBool::new(false),
             realtime_connected: AtomicBool::new(false),
-            last_resync_ms: AtomicI64::new(0),
             resync_freshness,
             journal_check,
         })
@@ -43,9 +40,9 @@ impl Readiness {
         if !self.pocketbase_auth.load(Ordering::Relaxed) {
             out.push(("pocketbase", "superuser authentication not valid".to_string()));
         }
-        let last = self.last_resync_ms.load(Ordering::Relaxed);
-        let now = chrono::Utc::now().timestamp_millis();
-        let fresh = last > 0 && now - last <= self.resync_freshness.as_millis() as i64;
+        let last = crate::metrics::metrics().last_resync_timestamp.get();
+        let now = chrono::Utc::now().timestamp() as f64;
+        let fresh = last > 0.0 && now - last <= self.resync_freshness.as_secs_f64();
         if !self.realtime_connected.load(Ordering::Relaxed) && !fresh {
             out.push(("realtime", "stream not connected and no recent resync".to_string()));
         }
