@@ -1,1 +1,13 @@
-//! pocketbase
+//! PocketBase: REST client with superuser auth, record types and typed errors.
+
+pub mod client;
+pub mod error;
+pub mod records;
+mod token;
+
+pub use client::{PbAuth, PbClient};
+pub use error::{FieldError, FieldErrors, PbError};
+pub use records::{
+    BotInstance, BotTemplate, DeployAction, DeployLog, DeployStatus, DesiredState, InstancePatch, InstanceStatus,
+    NewDeployLog, PlanTier, Tenant, TenantPatch, TenantStatus,
+};
