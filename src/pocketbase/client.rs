@@ -17,9 +17,9 @@ use url::Url;
 
 use super::error::PbError;
 use super::records::{
-    BOT_INSTANCES, BOT_TEMPLATES, BotInstance, BotTemplate, DEPLOY_LOGS, DeployLog, ERROR_MESSAGE_MAX,
-    InstancePatch, LOG_MESSAGE_MAX, NewDeployLog, TENANTS, Tenant, TenantPatch, BRIDGE_ERROR_MAX,
-    filter_quote, truncate_chars,
+    BOT_INSTANCES, BOT_TEMPLATES, BRIDGE_ERROR_MAX, BotInstance, BotTemplate, DEPLOY_LOGS, DeployLog,
+    ERROR_MESSAGE_MAX, InstancePatch, LOG_MESSAGE_MAX, NewDeployLog, TENANTS, Tenant, TenantPatch, filter_quote,
+    truncate_chars,
 };
 use super::token::CachedToken;
 
@@ -31,7 +31,10 @@ const MAX_PER_PAGE: u32 = 1000;
 
 /// How the bridge proves it is a superuser.
 pub enum PbAuth {
-    Password { email: String, password: SecretString },
+    Password {
+        email: String,
+        password: SecretString,
+    },
     /// A superuser token, e.g. a long-lived one from `impersonate`.
     Token(SecretString),
 }
@@ -88,7 +91,9 @@ struct ListAnswer {
 impl PbClient {
     pub fn new(base_url: Url, auth: PbAuth) -> Result<Self, PbError> {
         if base_url.cannot_be_a_base() || !matches!(base_url.scheme(), "http" | "https") {
-            return Err(PbError::Config(format!("PocketBase URL {base_url} is not an http(s) base URL")));
+            return Err(PbError::Config(format!(
+                "PocketBase URL {base_url} is not an http(s) base URL"
+            )));
         }
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
@@ -96,7 +101,14 @@ impl PbClient {
             .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|e| PbError::Config(format!("cannot build the HTTP client: {e}")))?;
-        Ok(PbClient { inner: Arc::new(Inner { http, base_url, auth, token: Mutex::new(None) }) })
+        Ok(PbClient {
+            inner: Arc::new(Inner {
+                http,
+                base_url,
+                auth,
+                token: Mutex::new(None),
+            }),
+        })
     }
 
     pub fn base_url(&self) -> &Url {
@@ -182,12 +194,15 @@ impl PbClient {
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
-            let page = self.list_page_raw(collection, after.as_deref(), filter, LIST_ALL_PAGE).await?;
+            let page = self
+                .list_page_raw(collection, after.as_deref(), filter, LIST_ALL_PAGE)
+                .await?;
             let full = page.len() == LIST_ALL_PAGE as usize;
             if let Some(last) = page.last() {
-                let id = last.get("id").and_then(|v| v.as_str()).ok_or_else(|| {
-                    PbError::Decode(format!("a {collection} record in a list has no id"))
-                })?;
+                let id = last
+                    .get("id")
+                    .and_then(|v| v.as_str())
+                    .ok_or_else(|| PbError::Decode(format!("a {collection} record in a list has no id")))?;
                 if after.as_deref().is_some_and(|prev| id <= prev) {
                     return Err(PbError::Decode(format!("{collection} list is not sorted by id")));
                 }
@@ -297,7 +312,12 @@ impl PbClient {
             (None, Some(f)) => Some(f.to_string()),
             (None, None) => None,
         };
-        let mut query = vec![("page", "1"), ("perPage", per_page.as_str()), ("sort", "id"), ("skipTotal", "1")];
+        let mut query = vec![
+            ("page", "1"),
+            ("perPage", per_page.as_str()),
+            ("sort", "id"),
+            ("skipTotal", "1"),
+        ];
         if let Some(f) = &filter {
             query.push(("filter", f.as_str()));
         }
@@ -305,8 +325,7 @@ impl PbClient {
         // An empty page is also what a guest sees, so it must be confirmed with a live token.
         let reply = self
             .send(Method::GET, &url, None, |r| {
-                r.status.is_success()
-                    && serde_json::from_slice::<ListAnswer>(&r.body).is_ok_and(|l| l.items.is_empty())
+                r.status.is_success() && serde_json::from_slice::<ListAnswer>(&r.body).is_ok_and(|l| l.items.is_empty())
             })
             .await?;
         let list: ListAnswer = decode(reply, collection)?;
@@ -338,7 +357,11 @@ impl PbClient {
             let resp = req.send().await?;
             let status = resp.status();
             let bytes = resp.bytes().await?;
-            let reply = Reply { status, body: bytes.to_vec(), token };
+            let reply = Reply {
+                status,
+                body: bytes.to_vec(),
+                token,
+            };
             let guest_like = matches!(
                 status,
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
@@ -357,7 +380,10 @@ impl PbClient {
                     ),
                 });
             }
-            tracing::warn!(path = url.path(), "PocketBase rejected the superuser token; logging in again");
+            tracing::warn!(
+                path = url.path(),
+                "PocketBase rejected the superuser token; logging in again"
+            );
         }
     }
 
@@ -388,7 +414,9 @@ impl PbClient {
             PbAuth::Token(token) => {
                 let cached = CachedToken::new(token.clone(), now())?;
                 if cached.expired(now()) {
-                    return Err(PbError::Auth { message: "the configured PocketBase token has expired".into() });
+                    return Err(PbError::Auth {
+                        message: "the configured PocketBase token has expired".into(),
+                    });
                 }
                 self.refresh(token).await
             }
@@ -397,7 +425,9 @@ impl PbClient {
 
     async fn login(&self) -> Result<CachedToken, PbError> {
         let PbAuth::Password { email, password } = &self.inner.auth else {
-            return Err(PbError::Auth { message: "no superuser password configured to log in with".into() });
+            return Err(PbError::Auth {
+                message: "no superuser password configured to log in with".into(),
+            });
         };
         let url = self.url(&["api", "collections", "_superusers", "auth-with-password"], &[])?;
         let body = json!({ "identity": email, "password": password.expose_secret() });
@@ -484,7 +514,12 @@ mod tests {
             PbAuth::Token(SecretString::from("t".to_string())),
         )
         .unwrap();
-        let u = c.url(&["api", "collections", "tenants", "records", "a/b"], &[("filter", "id > 'x' && y")]).unwrap();
+        let u = c
+            .url(
+                &["api", "collections", "tenants", "records", "a/b"],
+                &[("filter", "id > 'x' && y")],
+            )
+            .unwrap();
         assert_eq!(u.path(), "/pb/api/collections/tenants/records/a%2Fb");
         assert_eq!(u.query(), Some("filter=id+%3E+%27x%27+%26%26+y"));
     }
@@ -493,11 +528,23 @@ mod tests {
     fn debug_hides_credentials() {
         let c = PbClient::new(
             Url::parse("http://127.0.0.1:8090").unwrap(),
-            PbAuth::Password { email: "bridge@example.com".into(), password: SecretString::from("hunter2".to_string()) },
+            PbAuth::Password {
+                email: "bridge@example.com".into(),
+                password: SecretString::from("hunter2".to_string()),
+            },
         )
         .unwrap();
         let shown = format!("{c:?}");
-        assert!(shown.contains("bridge@example.com") && !shown.contains("hunter2"), "{shown}");
-        assert!(PbClient::new(Url::parse("mailto:x@y").unwrap(), PbAuth::Token(SecretString::from("t".to_string()))).is_err());
+        assert!(
+            shown.contains("bridge@example.com") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(
+            PbClient::new(
+                Url::parse("mailto:x@y").unwrap(),
+                PbAuth::Token(SecretString::from("t".to_string()))
+            )
+            .is_err()
+        );
     }
 }

@@ -19,7 +19,11 @@ impl CachedToken {
     /// Reads `exp` from the JWT payload (no signature check: PocketBase checks it on every call).
     pub fn new(token: SecretString, now: i64) -> Result<Self, PbError> {
         let exp = jwt_exp(token.expose_secret())?;
-        Ok(CachedToken { token, obtained: now, exp })
+        Ok(CachedToken {
+            token,
+            obtained: now,
+            exp,
+        })
     }
 
     /// Half of the lifetime has passed: time to refresh.
@@ -42,10 +46,14 @@ struct Claims {
 }
 
 fn jwt_exp(token: &str) -> Result<i64, PbError> {
-    let not_jwt = || PbError::Auth { message: "the PocketBase token is not a well-formed JWT".into() };
+    let not_jwt = || PbError::Auth {
+        message: "the PocketBase token is not a well-formed JWT".into(),
+    };
     let token = token.strip_prefix("Bearer ").unwrap_or(token);
     let payload = token.split('.').nth(1).ok_or_else(not_jwt)?;
-    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).map_err(|_| not_jwt())?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| not_jwt())?;
     let claims: Claims = serde_json::from_slice(&bytes).map_err(|_| not_jwt())?;
     Ok(claims.exp)
 }

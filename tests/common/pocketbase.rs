@@ -34,8 +34,17 @@ pub fn pocketbase_bin() -> &'static Path {
         let out = std::process::Command::new(repo_root().join("scripts/install-pocketbase.sh"))
             .output()
             .expect("run scripts/install-pocketbase.sh");
-        assert!(out.status.success(), "install-pocketbase.sh failed: {}", String::from_utf8_lossy(&out.stderr));
-        let path = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string();
+        assert!(
+            out.status.success(),
+            "install-pocketbase.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         PathBuf::from(path)
     })
 }
@@ -45,7 +54,11 @@ pub fn repo_root() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().expect("local addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("local addr")
+        .port()
 }
 
 impl TestPb {
@@ -56,7 +69,10 @@ impl TestPb {
     /// Starts with extra environment variables for the hooks (e.g. BRIDGE_WEBHOOK_URL / _SECRET).
     pub async fn start_with_env(env: &[(&str, &str)]) -> TestPb {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let tmp = tempfile::Builder::new().prefix("cf-bridge-pb-").tempdir().expect("temp dir");
+        let tmp = tempfile::Builder::new()
+            .prefix("cf-bridge-pb-")
+            .tempdir()
+            .expect("temp dir");
         let data_dir = tmp.path().join("pb_data");
         let port = free_port();
         let mut pb = TestPb {
@@ -67,12 +83,21 @@ impl TestPb {
             data_dir,
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             child: None,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
             cached_token: std::sync::Mutex::new(None),
             _tmp: tmp,
         };
-        let out = pb.cli(&["superuser", "upsert", &pb.email.clone(), &pb.password.clone()]).await;
-        assert!(out.status.success(), "superuser upsert failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = pb
+            .cli(&["superuser", "upsert", &pb.email.clone(), &pb.password.clone()])
+            .await;
+        assert!(
+            out.status.success(),
+            "superuser upsert failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         pb.spawn().await;
         pb
     }
@@ -104,7 +129,11 @@ impl TestPb {
     async fn spawn(&mut self) {
         let log_path = self.data_dir.join("pocketbase.log");
         std::fs::create_dir_all(&self.data_dir).expect("data dir");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("log file");
         let log_err = log.try_clone().expect("log file clone");
         let root = repo_root();
         let child = Command::new(pocketbase_bin())
@@ -140,7 +169,11 @@ impl TestPb {
             {
                 panic!("pocketbase exited with {status}; log:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "pocketbase not healthy after {STARTUP_TIMEOUT:?}; log:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "pocketbase not healthy after {STARTUP_TIMEOUT:?}; log:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -174,14 +207,19 @@ impl TestPb {
     pub fn client(&self) -> PbClient {
         PbClient::new(
             url::Url::parse(&self.url).expect("pocketbase url"),
-            PbAuth::Password { email: self.email.clone(), password: SecretString::from(self.password.clone()) },
+            PbAuth::Password {
+                email: self.email.clone(),
+                password: SecretString::from(self.password.clone()),
+            },
         )
         .expect("pocketbase client")
     }
 
     pub async fn create_user(&self, email: &str, password: &str) -> String {
         let body = json!({"email": email, "password": password, "passwordConfirm": password});
-        let user = self.superuser_request("POST", "/api/collections/users/records", Some(&body)).await;
+        let user = self
+            .superuser_request("POST", "/api/collections/users/records", Some(&body))
+            .await;
         user["id"].as_str().expect("user id").to_string()
     }
 
@@ -190,23 +228,32 @@ impl TestPb {
     }
 
     pub async fn create_tenant(&self, json: Value) -> Value {
-        self.superuser_request("POST", "/api/collections/tenants/records", Some(&json)).await
+        self.superuser_request("POST", "/api/collections/tenants/records", Some(&json))
+            .await
     }
 
     pub async fn create_template(&self, json: Value) -> Value {
-        self.superuser_request("POST", "/api/collections/bot_templates/records", Some(&json)).await
+        self.superuser_request("POST", "/api/collections/bot_templates/records", Some(&json))
+            .await
     }
 
     pub async fn create_instance(&self, json: Value) -> Value {
-        self.superuser_request("POST", "/api/collections/bot_instances/records", Some(&json)).await
+        self.superuser_request("POST", "/api/collections/bot_instances/records", Some(&json))
+            .await
     }
 
     pub async fn patch(&self, collection: &str, id: &str, json: Value) -> Value {
-        self.superuser_request("PATCH", &format!("/api/collections/{collection}/records/{id}"), Some(&json)).await
+        self.superuser_request(
+            "PATCH",
+            &format!("/api/collections/{collection}/records/{id}"),
+            Some(&json),
+        )
+        .await
     }
 
     pub async fn delete(&self, collection: &str, id: &str) {
-        self.superuser_request("DELETE", &format!("/api/collections/{collection}/records/{id}"), None).await;
+        self.superuser_request("DELETE", &format!("/api/collections/{collection}/records/{id}"), None)
+            .await;
     }
 
     /// Creates records through `/api/batch`, 50 per transaction; returns their ids in order.
@@ -217,7 +264,9 @@ impl TestPb {
                 .iter()
                 .map(|body| json!({"method": "POST", "url": format!("/api/collections/{collection}/records"), "body": body}))
                 .collect();
-            let answers = self.superuser_request("POST", "/api/batch", Some(&json!({"requests": requests}))).await;
+            let answers = self
+                .superuser_request("POST", "/api/batch", Some(&json!({"requests": requests})))
+                .await;
             for a in answers.as_array().expect("batch answer list") {
                 assert_eq!(a["status"], 200, "batch item failed: {a}");
                 ids.push(a["body"]["id"].as_str().expect("batch record id").to_string());
@@ -255,14 +304,24 @@ impl TestPb {
         let resp = req.send().await.expect("pocketbase request");
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await.expect("pocketbase body");
-        let value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
         (status, value)
     }
 
     async fn auth_token(&self, collection: &str, email: &str, password: &str) -> String {
         let body = json!({"identity": email, "password": password});
-        let (status, v) =
-            self.request_as("", "POST", &format!("/api/collections/{collection}/auth-with-password"), Some(&body)).await;
+        let (status, v) = self
+            .request_as(
+                "",
+                "POST",
+                &format!("/api/collections/{collection}/auth-with-password"),
+                Some(&body),
+            )
+            .await;
         assert_eq!(status, 200, "login as {email} failed: {v}");
         v["token"].as_str().expect("token").to_string()
     }
