@@ -1,0 +1,550 @@
+//! REST client for PocketBase as a superuser.
+//!
+//! PocketBase answers a dead token as if the caller were a guest (an empty list, a 404 or a 403), so every
+//! such answer is double-checked with `auth-refresh` before it is believed (reference §0.6).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tokio::sync::Mutex;
+use url::Url;
+
+use super::error::PbError;
+use super::records::{
+    BOT_INSTANCES, BOT_TEMPLATES, BRIDGE_ERROR_MAX, BotInstance, BotTemplate, DEPLOY_LOGS, DeployLog,
+    ERROR_MESSAGE_MAX, InstancePatch, LOG_MESSAGE_MAX, NewDeployLog, TENANTS, Tenant, TenantPatch, filter_quote,
+    truncate_chars,
+};
+use super::token::CachedToken;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Page size of `list_all`; PocketBase caps `perPage` at 1000.
+const LIST_ALL_PAGE: u32 = 500;
+const MAX_PER_PAGE: u32 = 1000;
+
+/// How the bridge proves it is a superuser.
+pub enum PbAuth {
+    Password {
+        email: String,
+        password: SecretString,
+    },
+    /// A superuser token, e.g. a long-lived one from `impersonate`.
+    Token(SecretString),
+}
+
+impl fmt::Debug for PbAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PbAuth::Password { email, .. } => write!(f, "Password {{ email: {email:?} }}"),
+            PbAuth::Token(_) => f.write_str("Token(..)"),
+        }
+    }
+}
+
+/// Cheap to clone; clones share the HTTP pool and the token.
+#[derive(Clone)]
+pub struct PbClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base_url: Url,
+    auth: PbAuth,
+    /// Held across login/refresh so concurrent callers wait for one renewal instead of racing.
+    token: Mutex<Option<CachedToken>>,
+}
+
+impl fmt::Debug for PbClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PbClient")
+            .field("base_url", &self.inner.base_url.as_str())
+            .field("auth", &self.inner.auth)
+            .finish()
+    }
+}
+
+/// A raw answer plus the token it was sent with (needed to double-check guest-looking answers).
+struct Reply {
+    status: StatusCode,
+    body: Vec<u8>,
+    token: SecretString,
+}
+
+#[derive(Deserialize)]
+struct AuthAnswer {
+    token: SecretString,
+}
+
+#[derive(Deserialize)]
+struct ListAnswer {
+    items: Vec<serde_json::Value>,
+}
+
+impl PbClient {
+    pub fn new(base_url: Url, auth: PbAuth) -> Result<Self, PbError> {
+        if base_url.cannot_be_a_base() || !matches!(base_url.scheme(), "http" | "https") {
+            return Err(PbError::Config(format!(
+                "PocketBase URL {base_url} is not an http(s) base URL"
+            )));
+        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| PbError::Config(format!("cannot build the HTTP client: {e}")))?;
+        Ok(PbClient {
+            inner: Arc::new(Inner {
+                http,
+                base_url,
+                auth,
+                token: Mutex::new(None),
+            }),
+        })
+    }
+
+    pub fn base_url(&self) -> &Url {
+        &self.inner.base_url
+    }
+
+    /// Logs in (password) or checks the static token via `auth-refresh`. Called at start-up so a wrong
+    /// credential stops the bridge with a clear message.
+    pub async fn authenticate(&self) -> Result<(), PbError> {
+        let mut guard = self.inner.token.lock().await;
+        *guard = Some(self.acquire().await?);
+        Ok(())
+    }
+
+    /// A valid superuser token; refreshed once half its lifetime has passed, re-acquired if that fails.
+    pub async fn token(&self) -> Result<SecretString, PbError> {
+        let now = now();
+        let mut guard = self.inner.token.lock().await;
+        let Some(current) = guard.clone() else {
+            let fresh = self.acquire().await?;
+            let token = fresh.token.clone();
+            *guard = Some(fresh);
+            return Ok(token);
+        };
+        if !current.needs_refresh(now) {
+            return Ok(current.token);
+        }
+        let renewed = match self.refresh(&current.token).await {
+            Ok(t) => t,
+            Err(PbError::Auth { message }) => match &self.inner.auth {
+                PbAuth::Password { .. } => {
+                    tracing::info!(reason = %message, "PocketBase token refresh refused; logging in again");
+                    self.login().await?
+                }
+                PbAuth::Token(_) => {
+                    *guard = None;
+                    return Err(PbError::Auth { message });
+                }
+            },
+            // Network trouble: keep using the current token while it lasts.
+            Err(e) if !current.expired(now) => {
+                tracing::warn!(error = %e, "PocketBase token refresh failed; using the current token");
+                return Ok(current.token);
+            }
+            Err(e) => return Err(e),
+        };
+        let token = renewed.token.clone();
+        *guard = Some(renewed);
+        Ok(token)
+    }
+
+    /// One record; `None` when it does not exist (after making sure the token is alive).
+    pub async fn get<T: DeserializeOwned>(&self, collection: &str, id: &str) -> Result<Option<T>, PbError> {
+        let url = self.url(&["api", "collections", collection, "records", id], &[])?;
+        let reply = self.send(Method::GET, &url, None, |_| false).await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        decode(reply, collection).map(Some)
+    }
+
+    /// One keyset page, sorted by id: the records with `id > after_id` that match `filter`.
+    pub async fn list_page<T: DeserializeOwned>(
+        &self,
+        collection: &str,
+        after_id: Option<&str>,
+        filter: Option<&str>,
+        per_page: u32,
+    ) -> Result<Vec<T>, PbError> {
+        self.list_page_raw(collection, after_id, filter, per_page)
+            .await?
+            .into_iter()
+            .map(|v| from_value(v, collection))
+            .collect()
+    }
+
+    /// Every record matching `filter`, by keyset pagination (stable while records change).
+    pub async fn list_all<T: DeserializeOwned>(
+        &self,
+        collection: &str,
+        filter: Option<&str>,
+    ) -> Result<Vec<T>, PbError> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .list_page_raw(collection, after.as_deref(), filter, LIST_ALL_PAGE)
+                .await?;
+            let full = page.len() == LIST_ALL_PAGE as usize;
+            if let Some(last) = page.last() {
+                let id = last
+                    .get("id")
+                    .and_then(|v| v.as_str())
+                    .ok_or_else(|| PbError::Decode(format!("a {collection} record in a list has no id")))?;
+                if after.as_deref().is_some_and(|prev| id <= prev) {
+                    return Err(PbError::Decode(format!("{collection} list is not sorted by id")));
+                }
+                after = Some(id.to_string());
+            }
+            for v in page {
+                out.push(from_value(v, collection)?);
+            }
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+
+    pub async fn patch<T: DeserializeOwned>(
+        &self,
+        collection: &str,
+        id: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, PbError> {
+        let url = self.url(&["api", "collections", collection, "records", id], &[])?;
+        let reply = self.send(Method::PATCH, &url, Some(body), |_| false).await?;
+        decode(reply, collection)
+    }
+
+    pub async fn create<T: DeserializeOwned>(&self, collection: &str, body: &serde_json::Value) -> Result<T, PbError> {
+        let url = self.url(&["api", "collections", collection, "records"], &[])?;
+        let reply = self.send(Method::POST, &url, Some(body), |_| false).await?;
+        decode(reply, collection)
+    }
+
+    /// Deletes a record; a missing one is `PbError::NotFound`.
+    pub async fn delete(&self, collection: &str, id: &str) -> Result<(), PbError> {
+        let url = self.url(&["api", "collections", collection, "records", id], &[])?;
+        let reply = self.send(Method::DELETE, &url, None, |_| false).await?;
+        if reply.status.is_success() {
+            Ok(())
+        } else {
+            Err(PbError::from_response(reply.status.as_u16(), &reply.body))
+        }
+    }
+
+    pub async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>, PbError> {
+        self.get(TENANTS, id).await
+    }
+
+    pub async fn get_instance(&self, id: &str) -> Result<Option<BotInstance>, PbError> {
+        self.get(BOT_INSTANCES, id).await
+    }
+
+    pub async fn get_template(&self, id: &str) -> Result<Option<BotTemplate>, PbError> {
+        self.get(BOT_TEMPLATES, id).await
+    }
+
+    pub async fn find_template_by_name(&self, name: &str) -> Result<Option<BotTemplate>, PbError> {
+        let filter = format!("name = {}", filter_quote(name));
+        let mut found: Vec<BotTemplate> = self.list_page(BOT_TEMPLATES, None, Some(&filter), 1).await?;
+        Ok(found.pop())
+    }
+
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>, PbError> {
+        self.list_all(TENANTS, None).await
+    }
+
+    pub async fn list_templates(&self) -> Result<Vec<BotTemplate>, PbError> {
+        self.list_all(BOT_TEMPLATES, None).await
+    }
+
+    pub async fn list_instances(&self, filter: Option<&str>) -> Result<Vec<BotInstance>, PbError> {
+        self.list_all(BOT_INSTANCES, filter).await
+    }
+
+    /// Writes bridge-owned instance fields; over-long error messages are cut to the schema's limit.
+    pub async fn patch_instance(&self, id: &str, patch: &InstancePatch) -> Result<BotInstance, PbError> {
+        let mut patch = patch.clone();
+        if let Some(msg) = &patch.error_message {
+            patch.error_message = Some(truncate_chars(msg, ERROR_MESSAGE_MAX));
+        }
+        self.patch(BOT_INSTANCES, id, &to_body(&patch)?).await
+    }
+
+    pub async fn patch_tenant(&self, id: &str, patch: &TenantPatch) -> Result<Tenant, PbError> {
+        let mut patch = patch.clone();
+        if let Some(msg) = &patch.bridge_error {
+            patch.bridge_error = Some(truncate_chars(msg, BRIDGE_ERROR_MAX));
+        }
+        self.patch(TENANTS, id, &to_body(&patch)?).await
+    }
+
+    pub async fn create_deploy_log(&self, log: &NewDeployLog) -> Result<DeployLog, PbError> {
+        let mut log = log.clone();
+        log.message = truncate_chars(&log.message, LOG_MESSAGE_MAX);
+        self.create(DEPLOY_LOGS, &to_body(&log)?).await
+    }
+
+    async fn list_page_raw(
+        &self,
+        collection: &str,
+        after_id: Option<&str>,
+        filter: Option<&str>,
+        per_page: u32,
+    ) -> Result<Vec<serde_json::Value>, PbError> {
+        let per_page = per_page.clamp(1, MAX_PER_PAGE).to_string();
+        let filter = match (after_id, filter) {
+            (Some(after), Some(f)) => Some(format!("id > {} && ({f})", filter_quote(after))),
+            (Some(after), None) => Some(format!("id > {}", filter_quote(after))),
+            (None, Some(f)) => Some(f.to_string()),
+            (None, None) => None,
+        };
+        let mut query = vec![
+            ("page", "1"),
+            ("perPage", per_page.as_str()),
+            ("sort", "id"),
+            ("skipTotal", "1"),
+        ];
+        if let Some(f) = &filter {
+            query.push(("filter", f.as_str()));
+        }
+        let url = self.url(&["api", "collections", collection, "records"], &query)?;
+        // An empty page is also what a guest sees, so it must be confirmed with a live token.
+        let reply = self
+            .send(Method::GET, &url, None, |r| {
+                r.status.is_success() && serde_json::from_slice::<ListAnswer>(&r.body).is_ok_and(|l| l.items.is_empty())
+            })
+            .await?;
+        let list: ListAnswer = decode(reply, collection)?;
+        Ok(list.items)
+    }
+
+    /// Sends a request with the superuser token. Answers a live superuser token would not get (401, 403,
+    /// 404, or whatever `suspicious` flags) are double-checked: a dead token becomes `PbError::Auth`; with
+    /// password auth the request is retried once after logging in again.
+    async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<&serde_json::Value>,
+        suspicious: impl Fn(&Reply) -> bool,
+    ) -> Result<Reply, PbError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let token = self.token().await?;
+            let mut req = self
+                .inner
+                .http
+                .request(method.clone(), url.clone())
+                .header(reqwest::header::AUTHORIZATION, token.expose_secret());
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = req.send().await?;
+            let status = resp.status();
+            let bytes = resp.bytes().await?;
+            let reply = Reply {
+                status,
+                body: bytes.to_vec(),
+                token,
+            };
+            let guest_like = matches!(
+                status,
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
+            ) || suspicious(&reply);
+            if !guest_like || self.token_accepted(&reply.token).await? {
+                return Ok(reply);
+            }
+            let can_relogin = matches!(self.inner.auth, PbAuth::Password { .. });
+            if !can_relogin || attempt >= 2 {
+                return Err(PbError::Auth {
+                    message: format!(
+                        "PocketBase no longer accepts the superuser token (answered {} to {} {})",
+                        status.as_u16(),
+                        method,
+                        url.path()
+                    ),
+                });
+            }
+            tracing::warn!(
+                path = url.path(),
+                "PocketBase rejected the superuser token; logging in again"
+            );
+        }
+    }
+
+    /// Checks `used` with `auth-refresh`. A live token is replaced by the refreshed one; a dead one is
+    /// dropped from the cache so the next `token()` acquires a new one.
+    async fn token_accepted(&self, used: &SecretString) -> Result<bool, PbError> {
+        let mut guard = self.inner.token.lock().await;
+        match self.refresh(used).await {
+            Ok(renewed) => {
+                if guard.as_ref().is_some_and(|c| c.is(used)) {
+                    *guard = Some(renewed);
+                }
+                Ok(true)
+            }
+            Err(PbError::Auth { .. }) => {
+                if guard.as_ref().is_some_and(|c| c.is(used)) {
+                    *guard = None;
+                }
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn acquire(&self) -> Result<CachedToken, PbError> {
+        match &self.inner.auth {
+            PbAuth::Password { .. } => self.login().await,
+            PbAuth::Token(token) => {
+                let cached = CachedToken::new(token.clone(), now())?;
+                if cached.expired(now()) {
+                    return Err(PbError::Auth {
+                        message: "the configured PocketBase token has expired".into(),
+                    });
+                }
+                self.refresh(token).await
+            }
+        }
+    }
+
+    async fn login(&self) -> Result<CachedToken, PbError> {
+        let PbAuth::Password { email, password } = &self.inner.auth else {
+            return Err(PbError::Auth {
+                message: "no superuser password configured to log in with".into(),
+            });
+        };
+        let url = self.url(&["api", "collections", "_superusers", "auth-with-password"], &[])?;
+        let body = json!({ "identity": email, "password": password.expose_secret() });
+        let resp = self.inner.http.post(url).json(&body).send().await?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        if matches!(status.as_u16(), 400 | 401 | 403) {
+            return Err(PbError::Auth {
+                message: format!("superuser login as {email} refused (wrong email or password?)"),
+            });
+        }
+        let answer: AuthAnswer = decode_bytes(status, &bytes, "superuser login")?;
+        tracing::debug!(email = %email, "logged in to PocketBase");
+        CachedToken::new(answer.token, now())
+    }
+
+    /// `auth-refresh`: a new token for a refreshable one, the same token for a static one.
+    async fn refresh(&self, token: &SecretString) -> Result<CachedToken, PbError> {
+        let url = self.url(&["api", "collections", "_superusers", "auth-refresh"], &[])?;
+        let resp = self
+            .inner
+            .http
+            .post(url)
+            .header(reqwest::header::AUTHORIZATION, token.expose_secret())
+            .send()
+            .await?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        if matches!(status.as_u16(), 401 | 403 | 404) {
+            return Err(PbError::Auth {
+                message: "PocketBase rejected the superuser token (invalid, expired, revoked, or not a superuser's)"
+                    .into(),
+            });
+        }
+        let answer: AuthAnswer = decode_bytes(status, &bytes, "token refresh")?;
+        CachedToken::new(answer.token, now())
+    }
+
+    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Url, PbError> {
+        let mut url = self.inner.base_url.clone();
+        url.path_segments_mut()
+            .map_err(|_| PbError::Config(format!("PocketBase URL {} cannot hold a path", self.inner.base_url)))?
+            .pop_if_empty()
+            .extend(segments);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        Ok(url)
+    }
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn to_body<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, PbError> {
+    serde_json::to_value(v).map_err(|e| PbError::Decode(format!("cannot encode request body: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(reply: Reply, what: &str) -> Result<T, PbError> {
+    decode_bytes(reply.status, &reply.body, what)
+}
+
+fn decode_bytes<T: DeserializeOwned>(status: StatusCode, body: &[u8], what: &str) -> Result<T, PbError> {
+    if !status.is_success() {
+        return Err(PbError::from_response(status.as_u16(), body));
+    }
+    serde_json::from_slice(body).map_err(|e| PbError::Decode(format!("{what}: {e}")))
+}
+
+fn from_value<T: DeserializeOwned>(v: serde_json::Value, collection: &str) -> Result<T, PbError> {
+    let id = v.get("id").and_then(|i| i.as_str()).unwrap_or("?").to_string();
+    serde_json::from_value(v).map_err(|e| PbError::Decode(format!("{collection} record {id}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_keep_a_base_path_and_encode_segments() {
+        let c = PbClient::new(
+            Url::parse("http://127.0.0.1:8090/pb/").unwrap(),
+            PbAuth::Token(SecretString::from("t".to_string())),
+        )
+        .unwrap();
+        let u = c
+            .url(
+                &["api", "collections", "tenants", "records", "a/b"],
+                &[("filter", "id > 'x' && y")],
+            )
+            .unwrap();
+        assert_eq!(u.path(), "/pb/api/collections/tenants/records/a%2Fb");
+        assert_eq!(u.query(), Some("filter=id+%3E+%27x%27+%26%26+y"));
+    }
+
+    #[test]
+    fn debug_hides_credentials() {
+        let c = PbClient::new(
+            Url::parse("http://127.0.0.1:8090").unwrap(),
+            PbAuth::Password {
+                email: "bridge@example.com".into(),
+                password: SecretString::from("hunter2".to_string()),
+            },
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("bridge@example.com") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(
+            PbClient::new(
+                Url::parse("mailto:x@y").unwrap(),
+                PbAuth::Token(SecretString::from("t".to_string()))
+            )
+            .is_err()
+        );
+    }
+}

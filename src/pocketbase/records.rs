@@ -1,0 +1,412 @@
+//! Record types of the cf-bridge collections, and the patches the bridge is allowed to write.
+//!
+//! PocketBase sends empty text, select and date fields as `""` and unset json as `null`; those become `None`.
+
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub const TENANTS: &str = "tenants";
+pub const BOT_TEMPLATES: &str = "bot_templates";
+pub const BOT_INSTANCES: &str = "bot_instances";
+pub const DEPLOY_LOGS: &str = "deploy_logs";
+
+/// Longest `error_message` the schema accepts (characters).
+pub const ERROR_MESSAGE_MAX: usize = 2000;
+/// Longest `bridge_error` the schema accepts (characters).
+pub const BRIDGE_ERROR_MAX: usize = 2000;
+/// Longest deploy log `message` the schema accepts (characters).
+pub const LOG_MESSAGE_MAX: usize = 5000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantStatus {
+    Active,
+    Suspended,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanTier {
+    Starter,
+    Team,
+    Business,
+    Sovereign,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredState {
+    Running,
+    Stopped,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceStatus {
+    Pending,
+    Deploying,
+    Running,
+    Stopped,
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployAction {
+    Deploy,
+    Update,
+    Start,
+    Stop,
+    Restart,
+    Destroy,
+    Secrets,
+    ProjectCreate,
+    ProjectDelete,
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeployStatus {
+    Success,
+    Failed,
+    Pending,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub slug: String,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub user: Option<String>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub status: Option<TenantStatus>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub plan_tier: Option<PlanTier>,
+    /// 0 = use the plan's stack count.
+    #[serde(default)]
+    pub max_stacks: u32,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub coolify_project_uuid: Option<String>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub bridge_error: Option<String>,
+    #[serde(default, with = "pb_date")]
+    pub created: Option<DateTime<Utc>>,
+    #[serde(default, with = "pb_date")]
+    pub updated: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BotTemplate {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub compose_template: String,
+    #[serde(default)]
+    pub required_secrets: serde_json::Value,
+    #[serde(default)]
+    pub default_config: serde_json::Value,
+    #[serde(default)]
+    pub icon: String,
+    /// Cores, e.g. 0.25.
+    #[serde(default)]
+    pub cpu_default: f64,
+    /// MB.
+    #[serde(default)]
+    pub mem_default: u32,
+    #[serde(default)]
+    pub public_service: String,
+    #[serde(default)]
+    pub public_port: u16,
+    #[serde(default)]
+    pub active: bool,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default, with = "pb_date")]
+    pub created: Option<DateTime<Utc>>,
+    #[serde(default, with = "pb_date")]
+    pub updated: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BotInstance {
+    pub id: String,
+    #[serde(default)]
+    pub tenant: String,
+    #[serde(default)]
+    pub template: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub subdomain: String,
+    #[serde(default)]
+    pub config: serde_json::Value,
+    /// Cores; 0 = the template's default.
+    #[serde(default)]
+    pub cpu_limit: f64,
+    /// MB; 0 = the template's default.
+    #[serde(default)]
+    pub mem_limit: u32,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub desired_state: Option<DesiredState>,
+    #[serde(default, with = "pb_date")]
+    pub restart_requested_at: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub status: Option<InstanceStatus>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub coolify_service_id: Option<String>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub coolify_project_id: Option<String>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub error_message: Option<String>,
+    #[serde(default, with = "pb_date")]
+    pub last_healthy_at: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub secrets_hash: Option<String>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub applied_hash: Option<String>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub domain: Option<String>,
+    #[serde(default, with = "pb_date")]
+    pub created: Option<DateTime<Utc>>,
+    #[serde(default, with = "pb_date")]
+    pub updated: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployLog {
+    pub id: String,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub instance: Option<String>,
+    /// The instance or tenant id; kept as text because the record may be gone.
+    #[serde(default)]
+    pub record_id: String,
+    #[serde(default)]
+    pub collection: String,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub tenant: Option<String>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub action: Option<DeployAction>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub status: Option<DeployStatus>,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub triggered_by: String,
+    #[serde(default)]
+    pub duration_ms: u64,
+    #[serde(default, with = "pb_date")]
+    pub created: Option<DateTime<Utc>>,
+    #[serde(default, with = "pb_date")]
+    pub updated: Option<DateTime<Utc>>,
+}
+
+/// The bridge-owned fields of a `bot_instances` record; `None` leaves a field as it is,
+/// `Some(String::new())` clears a text field.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct InstancePatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<InstanceStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coolify_service_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coolify_project_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "pb_date::serialize")]
+    pub last_healthy_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secrets_hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied_hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+}
+
+impl InstancePatch {
+    pub fn is_empty(&self) -> bool {
+        *self == InstancePatch::default()
+    }
+}
+
+/// The bridge-owned fields of a `tenants` record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TenantPatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coolify_project_uuid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bridge_error: Option<String>,
+}
+
+impl TenantPatch {
+    pub fn is_empty(&self) -> bool {
+        *self == TenantPatch::default()
+    }
+}
+
+/// A `deploy_logs` row to create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NewDeployLog {
+    /// Set while the instance exists; `None` for tenant actions and for logs written after a destroy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    pub record_id: String,
+    pub collection: String,
+    /// Lets the tenant's user read the row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    pub action: DeployAction,
+    pub status: DeployStatus,
+    pub message: String,
+    pub triggered_by: String,
+    pub duration_ms: u64,
+}
+
+/// Parses a PocketBase date (`2026-11-22 15:21:17.216Z`, RFC 3339 also accepted); `""` is `None`.
+pub fn parse_pb_date(s: &str) -> Result<Option<DateTime<Utc>>, chrono::ParseError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    match NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.fZ") {
+        Ok(naive) => Ok(Some(naive.and_utc())),
+        Err(_) => DateTime::parse_from_rfc3339(s).map(|d| Some(d.with_timezone(&Utc))),
+    }
+}
+
+/// Formats a date the way PocketBase stores it, for writes and for filters such as `updated >= '…'`.
+pub fn format_pb_date(d: &DateTime<Utc>) -> String {
+    d.to_rfc3339_opts(SecondsFormat::Millis, true).replacen('T', " ", 1)
+}
+
+/// Quotes a value for a PocketBase filter expression, e.g. `name = {quoted}`.
+pub fn filter_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Cuts `s` to at most `max` characters (PocketBase counts characters, not bytes).
+pub fn truncate_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => s[..cut].to_string(),
+        None => s.to_string(),
+    }
+}
+
+/// `null` and `""` become `None`; anything else must parse as `T`.
+fn empty_as_none<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) if s.is_empty() => Ok(None),
+        Some(v) => T::deserialize(v).map(Some).map_err(D::Error::custom),
+    }
+}
+
+mod pb_date {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(s) => parse_pb_date(&s).map_err(|e| D::Error::custom(format!("bad date {s:?}: {e}"))),
+        }
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => s.serialize_str(&format_pb_date(d)),
+            None => s.serialize_str(""),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Datelike, Timelike};
+    use serde_json::json;
+
+    #[test]
+    fn dates_round_trip_in_pocketbase_format() {
+        let d = parse_pb_date("2026-11-22 15:21:17.216Z").unwrap().unwrap();
+        assert_eq!((d.year(), d.hour(), d.timestamp_subsec_millis()), (2026, 15, 216));
+        assert_eq!(format_pb_date(&d), "2026-11-22 15:21:17.216Z");
+        assert_eq!(parse_pb_date("").unwrap(), None);
+        assert_eq!(parse_pb_date("2026-11-22T15:21:17.216Z").unwrap(), Some(d));
+        assert!(parse_pb_date("yesterday").is_err());
+    }
+
+    #[test]
+    fn instance_from_fresh_record_has_empty_fields_as_none() {
+        let raw = json!({"applied_hash":"","collectionId":"pbc_1222840300","collectionName":"bot_instances",
+            "config":null,"coolify_project_id":"","coolify_service_id":"","cpu_limit":0,
+            "created":"2026-11-23 13:14:28.226Z","desired_state":"running","domain":"","error_message":"",
+            "id":"lvhcb1xq2a2017k","last_healthy_at":"","mem_limit":0,"name":"b","restart_requested_at":"",
+            "secrets_hash":"","status":"","subdomain":"b1","template":"gy3jejlmff82383",
+            "tenant":"khncxt6jwt9zg1p","updated":"2026-11-23 13:14:28.226Z"});
+        let i: BotInstance = serde_json::from_value(raw).unwrap();
+        assert_eq!(i.desired_state, Some(DesiredState::Running));
+        assert_eq!(i.status, None);
+        assert_eq!(i.coolify_service_id, None);
+        assert_eq!(i.last_healthy_at, None);
+        assert!(i.config.is_null());
+        assert!(i.updated.is_some());
+    }
+
+    #[test]
+    fn unknown_select_value_is_an_error_naming_it() {
+        let err = serde_json::from_value::<BotInstance>(json!({"id":"x","status":"exploded"})).unwrap_err();
+        assert!(err.to_string().contains("exploded"), "{err}");
+    }
+
+    #[test]
+    fn patches_serialize_only_set_fields() {
+        let p = InstancePatch {
+            status: Some(InstanceStatus::Error),
+            error_message: Some(String::new()),
+            last_healthy_at: parse_pb_date("2026-01-02 03:04:05.006Z").unwrap(),
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&p).unwrap(),
+            json!({"status":"error","error_message":"","last_healthy_at":"2026-01-02 03:04:05.006Z"})
+        );
+        assert!(InstancePatch::default().is_empty());
+        assert_eq!(serde_json::to_value(TenantPatch::default()).unwrap(), json!({}));
+    }
+
+    #[test]
+    fn deploy_log_actions_use_snake_case() {
+        let log = NewDeployLog {
+            instance: None,
+            record_id: "abc".into(),
+            collection: TENANTS.into(),
+            tenant: Some("abc".into()),
+            action: DeployAction::ProjectCreate,
+            status: DeployStatus::Success,
+            message: "ok".into(),
+            triggered_by: "reconcile".into(),
+            duration_ms: 12,
+        };
+        let v = serde_json::to_value(&log).unwrap();
+        assert_eq!(v["action"], "project_create");
+        assert!(v.get("instance").is_none());
+    }
+
+    #[test]
+    fn quoting_and_truncation() {
+        assert_eq!(filter_quote("o'brien"), r"'o\'brien'");
+        assert_eq!(truncate_chars("äöü", 2), "äö");
+        assert_eq!(truncate_chars("ab", 5), "ab");
+    }
+}

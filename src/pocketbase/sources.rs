@@ -1,0 +1,42 @@
+//! The PocketBase client as the token source of the realtime consumer and the lister of the resync.
+
+use secrecy::SecretString;
+
+use super::client::PbClient;
+use super::realtime::TokenSource;
+use super::records::{BotInstance, Tenant, format_pb_date};
+use crate::events::Collection;
+use crate::resync::{ListFuture, RecordLister, RecordStamp};
+
+impl TokenSource for PbClient {
+    fn token(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<SecretString, String>> + Send + '_>> {
+        Box::pin(async move { PbClient::token(self).await.map_err(|e| e.to_string()) })
+    }
+}
+
+fn stamp(id: String, updated: Option<chrono::DateTime<chrono::Utc>>) -> RecordStamp {
+    RecordStamp {
+        id,
+        updated: updated.as_ref().map(format_pb_date).unwrap_or_default(),
+        applied_hash: None,
+        desired_hash: None,
+    }
+}
+
+impl RecordLister for PbClient {
+    // list_all verifies the token before it believes an empty page, so "empty" never hides a dead token.
+    fn list(&self, c: Collection) -> ListFuture<'_, Vec<RecordStamp>> {
+        Box::pin(async move {
+            match c {
+                Collection::Tenants => {
+                    let v: Vec<Tenant> = self.list_tenants().await.map_err(|e| e.to_string())?;
+                    Ok(v.into_iter().map(|t| stamp(t.id, t.updated)).collect())
+                }
+                Collection::BotInstances => {
+                    let v: Vec<BotInstance> = self.list_instances(None).await.map_err(|e| e.to_string())?;
+                    Ok(v.into_iter().map(|i| stamp(i.id, i.updated)).collect())
+                }
+            }
+        })
+    }
+}
