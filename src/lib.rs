@@ -8,6 +8,7 @@ pub mod http;
 pub mod journal;
 pub mod metrics;
 pub mod pocketbase;
+pub mod queue;
 pub mod quota;
 pub mod reconcile;
 pub mod secrets;
