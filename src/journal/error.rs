@@ -33,6 +33,10 @@ pub enum JournalError {
     NotRunning { job_id: i64, state: String },
     #[error("journal payload is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("journal commit failed: {0}")]
+    Commit(String),
+    #[error("journal writer thread is gone")]
+    WriterGone,
     #[error("journal worker task failed: {0}")]
     Task(String),
 }

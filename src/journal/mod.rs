@@ -4,9 +4,10 @@
 //! One SQLite file in WAL mode with `synchronous=NORMAL`: a commit reaches the OS (the WAL file) before
 //! `ingest` returns, so it survives the process being killed; only a power loss can drop the last
 //! transactions, which is acceptable for hints that the periodic resync re-derives anyway. All writes go
-//! through one connection behind a mutex, used from `spawn_blocking`: SQLite serialises writers anyway,
-//! and a single writer makes every read-modify-write (dedupe, job upsert, claim) atomic without retries.
-//! Reads for the admin API use a second connection so they never wait on the writer.
+//! through one connection owned by a dedicated thread (see `writer`): SQLite serialises writers anyway,
+//! a single writer makes every read-modify-write (dedupe, job upsert, claim) atomic without retries, and
+//! it lets concurrent ingests share one commit. Reads for the admin API use a second connection, behind
+//! a mutex and `spawn_blocking`, so they never wait on the writer.
 
 mod admin;
 mod error;
@@ -16,12 +17,14 @@ mod sanitize;
 mod schema;
 mod state;
 mod types;
+mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::events::{EventSink, NewEvent, SinkError, SinkFuture};
 use crate::metrics::metrics;
@@ -62,7 +65,7 @@ pub struct Journal {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    writer: mpsc::Sender<writer::Request>,
     reader: Mutex<Connection>,
 }
 
@@ -111,10 +114,11 @@ impl Journal {
         let mut writer = connect(path, &opts, opts.read_only)?;
         schema::migrate(&mut writer)?;
         let reader = connect(path, &opts, true)?;
+        let writer = writer::spawn(writer).map_err(|e| JournalError::Task(format!("cannot start the writer thread: {e}")))?;
         Ok(Journal {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
-                writer: Mutex::new(writer),
+                writer,
                 reader: Mutex::new(reader),
             }),
         })
@@ -124,20 +128,22 @@ impl Journal {
         &self.inner.path
     }
 
-    /// Runs `f` on the writer connection off the async runtime.
+    /// Runs `f` on the writer thread, after every request sent before it.
     async fn write<T, F>(&self, f: F) -> Result<T, JournalError>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, JournalError> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            // A panic inside a transaction rolled it back while unwinding: the connection is sound.
-            let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| JournalError::Task(e.to_string()))?
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(move |conn: &mut Connection| {
+            let _ = reply.send(f(conn));
+        });
+        self.submit(writer::Request::Run(job)).await?;
+        answer.await.map_err(|_| JournalError::Task("the journal writer dropped a request".into()))?
+    }
+
+    async fn submit(&self, request: writer::Request) -> Result<(), JournalError> {
+        self.inner.writer.send(request).await.map_err(|_| JournalError::WriterGone)
     }
 
     /// Runs `f` on the reader connection off the async runtime.
@@ -178,9 +184,13 @@ impl EventSink for Journal {
             metrics().events_received.with_label_values(&[source]).inc();
             strip_secrets(&mut event.payload);
             let payload = serde_json::to_string(&event.payload).map_err(JournalError::from)?;
-            let outcome = self
-                .write(move |conn| write_tx(conn, |tx| ingest::ingest(tx, &event, &payload, now_ms())))
-                .await;
+            let (reply, answer) = oneshot::channel();
+            let outcome = match self.submit(writer::Request::Ingest { event, payload, reply }).await {
+                Ok(()) => answer.await.unwrap_or_else(|_| {
+                    Err(JournalError::Task("the journal writer dropped an event".into()))
+                }),
+                Err(e) => Err(e),
+            };
             match outcome {
                 Ok(crate::events::Ingested::Duplicate) => {
                     metrics().events_deduplicated.with_label_values(&[source]).inc();
