@@ -10,6 +10,7 @@ use rand::Rng;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::journal::{ClaimedJob, Journal, JournalError, now_ms};
 use crate::metrics::metrics;
@@ -175,27 +176,25 @@ async fn run_job(
         .with_label_values(&[job.collection.as_str(), outcome.label()])
         .observe(started.elapsed().as_secs_f64());
     match &outcome {
-        Outcome::Succeeded => tracing::debug!(job_id = job.job_id, record_id = %job.record_id, "job succeeded"),
+        Outcome::Succeeded => tracing::debug!("job succeeded"),
         Outcome::Retry { error, at } => {
-            tracing::warn!(job_id = job.job_id, record_id = %job.record_id, attempt = job.attempts, retry_at = at, error = %error, "job failed; will retry")
+            tracing::warn!(retry_at = at, error = %error, "job failed; will retry")
         }
-        Outcome::Dead { error } => {
-            tracing::error!(job_id = job.job_id, record_id = %job.record_id, attempt = job.attempts, error = %error, "job failed for the last time")
-        }
+        Outcome::Dead { error } => tracing::error!(error = %error, "job failed for the last time"),
         Outcome::Deferred { error } => {
-            tracing::warn!(job_id = job.job_id, record_id = %job.record_id, error = %error, "job failed; waiting for the record to change")
+            tracing::warn!(error = %error, "job failed; waiting for the record to change")
         }
     }
     for attempt in 1..=RECORD_TRIES {
         match outcome.record(&journal, job.job_id).await {
             Ok(()) => return,
             Err(e) => {
-                tracing::error!(job_id = job.job_id, attempt, error = %e, "cannot record a job's outcome");
+                tracing::error!(try_no = attempt, error = %e, "cannot record a job's outcome");
                 tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
             }
         }
     }
-    tracing::error!(job_id = job.job_id, "job outcome not recorded; it will run again after a restart");
+    tracing::error!("job outcome not recorded; it will run again after a restart");
 }
 
 impl Dispatcher {
@@ -246,15 +245,23 @@ impl Dispatcher {
                     Ok(jobs) => {
                         let more = jobs.len() == free;
                         for job in jobs {
-                            tracing::debug!(job_id = job.job_id, collection = job.collection.as_str(), record_id = %job.record_id, attempt = job.attempts, "job claimed");
+                            let span = tracing::info_span!(
+                                "job",
+                                job_id = job.job_id,
+                                collection = job.collection.as_str(),
+                                record_id = %job.record_id,
+                                attempt = job.attempts,
+                            );
+                            span.in_scope(|| tracing::debug!("job claimed"));
                             let permit = Arc::clone(&sem).acquire_owned().await.ok();
-                            workers.spawn(run_job(
+                            let worker = run_job(
                                 self.journal.clone(),
                                 Arc::clone(&self.handler),
                                 Arc::clone(&cfg),
                                 job,
                                 permit,
-                            ));
+                            );
+                            workers.spawn(worker.instrument(span));
                         }
                         // With every worker busy, only a finishing worker (or cancel) matters.
                         if !more {

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use cf_bridge::events::{Action, Collection, EventSink, Ingested, NewEvent, SinkError, Source};
 use cf_bridge::journal::{
-    AttemptOutcome, EventFilter, EventStatus, JobState, Journal, JournalError, JournalOptions, SCHEMA_VERSION,
-    now_ms,
+    AttemptOutcome, EventFilter, EventStatus, JobState, Journal, JournalError, JournalOptions,
+    SCHEMA_VERSION, now_ms,
 };
 use serde_json::json;
 
@@ -67,7 +67,11 @@ async fn duplicate_change_key_and_delivery_id_store_nothing() {
 async fn payload_secrets_are_dropped_before_storage() {
     let (_dir, j) = open_temp();
     let mut e = event(Source::Webhook, "r1", "t1");
-    e.payload = json!({"id": "r1", "secrets_hash": "h", "config": {"OPENAI_API_KEY": "sk", "bot_token": "x", "n": 1}});
+    e.payload = json!({
+        "id": "r1",
+        "secrets_hash": "h",
+        "config": {"OPENAI_API_KEY": "sk", "bot_token": "x", "n": 1}
+    });
     let (event_id, _, _) = new_ids(j.ingest(e).await.expect("ingest"));
     let (row, _, _) = j.get_event(event_id).await.expect("get").expect("event exists");
     assert_eq!(row.payload, json!({"id": "r1", "secrets_hash": "h", "config": {"n": 1}}));
@@ -78,7 +82,8 @@ async fn ten_events_for_one_record_make_one_job() {
     let (_dir, j) = open_temp();
     let mut job_ids = Vec::new();
     for i in 0..10 {
-        let (_, job_id, coalesced) = new_ids(j.ingest(event(Source::Realtime, "r1", &format!("t{i}"))).await.expect("ingest"));
+        let (_, job_id, coalesced) =
+            new_ids(j.ingest(event(Source::Realtime, "r1", &format!("t{i}"))).await.expect("ingest"));
         assert_eq!(coalesced, i > 0);
         job_ids.push(job_id);
     }
@@ -92,7 +97,10 @@ async fn ten_events_for_one_record_make_one_job() {
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].attempts, 1);
     assert_eq!(claimed[0].last_event_id, all_events(&j).await[0].id);
-    assert!(j.claim_due(now_ms(), 10).await.expect("claim").is_empty(), "a running job is never claimed twice");
+    assert!(
+        j.claim_due(now_ms(), 10).await.expect("claim").is_empty(),
+        "a running job is never claimed twice"
+    );
 
     j.complete(claimed[0].job_id).await.expect("complete");
     let events = all_events(&j).await;
@@ -113,7 +121,11 @@ async fn an_event_while_running_makes_the_job_run_again() {
     let events = all_events(&j).await;
     let status = |id| events.iter().find(|e| e.id == id).map(|e| e.status);
     assert_eq!(status(first.last_event_id), Some(EventStatus::Done));
-    assert_eq!(status(late_event), Some(EventStatus::Queued), "the late event is not covered by the first run");
+    assert_eq!(
+        status(late_event),
+        Some(EventStatus::Queued),
+        "the late event is not covered by the first run"
+    );
 
     let second = j.claim_due(now_ms(), 10).await.expect("claim");
     assert_eq!(second.len(), 1, "the dirty job is queued again");
@@ -208,7 +220,8 @@ async fn list_events_filters_and_pages() {
     assert_eq!(cursor2, None);
     assert!(page1.iter().chain(&page2).all(|e| e.record_id == "r2" && e.source == Source::Webhook));
 
-    let by_record = EventFilter { record_id: Some("r1".into()), status: Some(EventStatus::Queued), ..Default::default() };
+    let by_record =
+        EventFilter { record_id: Some("r1".into()), status: Some(EventStatus::Queued), ..Default::default() };
     assert_eq!(j.list_events(by_record, None, 100).await.expect("list").0.len(), 5);
     let future = EventFilter { since_ms: Some(now_ms() + 60_000), ..Default::default() };
     assert!(j.list_events(future, None, 100).await.expect("list").0.is_empty());
@@ -293,7 +306,8 @@ async fn a_read_only_journal_refuses_events_cleanly() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("journal.db");
     drop(Journal::open(&path).expect("create"));
-    let ro = Journal::open_with(&path, JournalOptions { read_only: true, ..Default::default() }).expect("open ro");
+    let ro =
+        Journal::open_with(&path, JournalOptions { read_only: true, ..Default::default() }).expect("open ro");
     match ro.ingest(event(Source::Webhook, "r1", "t1")).await {
         Err(SinkError::Unavailable(msg)) => assert!(msg.contains("journal"), "{msg}"),
         other => panic!("expected Unavailable, got {other:?}"),

@@ -14,7 +14,12 @@ fn event(i: usize) -> NewEvent {
     NewEvent {
         source: Source::Webhook,
         collection: Collection::BotInstances,
-        dedupe_key: NewEvent::change_key(Collection::BotInstances, &record_id, Action::Update, Some(&updated)),
+        dedupe_key: NewEvent::change_key(
+            Collection::BotInstances,
+            &record_id,
+            Action::Update,
+            Some(&updated),
+        ),
         record_id,
         action: Action::Update,
         record_updated: Some(updated),

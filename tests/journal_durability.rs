@@ -24,7 +24,12 @@ fn event(task: usize, i: usize) -> NewEvent {
     NewEvent {
         source: Source::Realtime,
         collection: Collection::BotInstances,
-        dedupe_key: NewEvent::change_key(Collection::BotInstances, &record_id, Action::Update, Some(&updated)),
+        dedupe_key: NewEvent::change_key(
+            Collection::BotInstances,
+            &record_id,
+            Action::Update,
+            Some(&updated),
+        ),
         record_id,
         action: Action::Update,
         record_updated: Some(updated),
@@ -37,7 +42,8 @@ fn event(task: usize, i: usize) -> NewEvent {
 #[ignore = "helper process for kill_9_loses_no_acknowledged_event"]
 fn child_ingest_loop() {
     let Ok(path) = std::env::var(CHILD_ENV) else { return };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async move {
         let journal = Journal::open(std::path::Path::new(&path)).expect("child opens the journal");
         let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));

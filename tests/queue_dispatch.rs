@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use cf_bridge::events::{Action, Collection, EventSink, NewEvent, Source};
 use cf_bridge::journal::{AttemptOutcome, ClaimedJob, EventFilter, EventStatus, JobState, Journal};
-use cf_bridge::queue::{Dispatcher, JobError, JobFuture, JobHandler, QueueConfig, backoff_cap, backoff_delay};
+use cf_bridge::queue::{
+    Dispatcher, JobError, JobFuture, JobHandler, QueueConfig, backoff_cap, backoff_delay,
+};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -63,7 +65,10 @@ impl Harness {
 
     async fn stop(self) -> Journal {
         self.cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(10), self.run).await.expect("dispatcher stops").expect("join");
+        tokio::time::timeout(Duration::from_secs(10), self.run)
+            .await
+            .expect("dispatcher stops")
+            .expect("join");
         self.journal
     }
 }
@@ -135,7 +140,7 @@ async fn records_run_in_parallel_but_never_twice_at_once() {
     assert!(!tracker.overlap.load(Ordering::SeqCst), "a record was handled by two workers at once");
     let parallel = tracker.max_parallel.load(Ordering::SeqCst);
     assert!(parallel > 1 && parallel <= 8, "max parallel handlers {parallel}");
-    let handled = tracker.handled.lock().expect("lock");
+    let handled = tracker.handled.lock().expect("lock").clone();
     assert_eq!(handled.len(), 50);
     let total: usize = handled.values().sum();
     assert!(total < 250, "events for a queued record coalesce ({total} runs for 250 events)");
@@ -165,7 +170,11 @@ impl JobHandler for Flaky {
 
 #[test]
 fn backoff_grows_exponentially_up_to_the_cap_with_full_jitter() {
-    let cfg = QueueConfig { base_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(1), ..cfg(1) };
+    let cfg = QueueConfig {
+        base_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(1),
+        ..cfg(1)
+    };
     let caps: Vec<u128> = (1..=6).map(|a| backoff_cap(&cfg, a).as_millis()).collect();
     assert_eq!(caps, vec![100, 200, 400, 800, 1000, 1000]);
     assert_eq!(backoff_cap(&cfg, u32::MAX), Duration::from_secs(1));
@@ -177,7 +186,8 @@ fn backoff_grows_exponentially_up_to_the_cap_with_full_jitter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retryable_failures_back_off_then_die_and_an_event_revives() {
-    let flaky = Arc::new(Flaky { failing: AtomicBool::new(true), permanent: false, calls: AtomicUsize::new(0) });
+    let flaky =
+        Arc::new(Flaky { failing: AtomicBool::new(true), permanent: false, calls: AtomicUsize::new(0) });
     let h = start(flaky.clone(), cfg(2), Duration::from_secs(5));
     h.ingest("r1", 0).await;
     let j = h.journal.clone();
@@ -196,7 +206,11 @@ async fn retryable_failures_back_off_then_die_and_an_event_revives() {
     let outcomes: Vec<_> = oldest_first.iter().filter_map(|a| a.outcome).collect();
     use AttemptOutcome::{Dead, Retry};
     assert_eq!(outcomes, vec![Retry, Retry, Retry, Dead]);
-    assert!(oldest_first.windows(2).all(|w| w[0].started_at <= w[1].started_at && w[0].finished_at <= Some(w[1].started_at)));
+    assert!(
+        oldest_first
+            .windows(2)
+            .all(|w| w[0].started_at <= w[1].started_at && w[0].finished_at <= Some(w[1].started_at))
+    );
 
     flaky.failing.store(false, Ordering::SeqCst);
     h.ingest("r1", 1).await;
@@ -211,7 +225,8 @@ async fn retryable_failures_back_off_then_die_and_an_event_revives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_errors_wait_for_a_new_event() {
-    let flaky = Arc::new(Flaky { failing: AtomicBool::new(true), permanent: true, calls: AtomicUsize::new(0) });
+    let flaky =
+        Arc::new(Flaky { failing: AtomicBool::new(true), permanent: true, calls: AtomicUsize::new(0) });
     let h = start(flaky.clone(), cfg(2), Duration::from_secs(5));
     h.ingest("r1", 0).await;
     let j = h.journal.clone();
@@ -299,9 +314,15 @@ fn gate(slow: Duration) -> Arc<Gate> {
 async fn an_event_during_a_run_triggers_another_run() {
     let g = gate(Duration::ZERO);
     // A long poll interval: only the notifier and finishing workers wake the dispatcher.
-    let h = start(g.clone(), QueueConfig { poll_interval: Duration::from_secs(30), ..cfg(2) }, Duration::from_secs(5));
+    let h = start(
+        g.clone(),
+        QueueConfig { poll_interval: Duration::from_secs(30), ..cfg(2) },
+        Duration::from_secs(5),
+    );
     h.ingest("r1", 0).await;
-    tokio::time::timeout(Duration::from_secs(5), g.entered.notified()).await.expect("handler started promptly");
+    tokio::time::timeout(Duration::from_secs(5), g.entered.notified())
+        .await
+        .expect("handler started promptly");
     h.ingest("r1", 1).await;
     g.release.notify_one();
     let j = h.journal.clone();
@@ -324,7 +345,11 @@ async fn shutdown_drains_in_flight_jobs() {
     tokio::time::timeout(Duration::from_secs(5), g.entered.notified()).await.expect("handler started");
     g.release.notify_one();
     let journal = h.stop().await;
-    assert_eq!(count(&journal, JobState::Succeeded).await, 1, "the in-flight job finished before run returned");
+    assert_eq!(
+        count(&journal, JobState::Succeeded).await,
+        1,
+        "the in-flight job finished before run returned"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

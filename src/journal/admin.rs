@@ -111,7 +111,11 @@ fn replay_records(
     Ok(records.len())
 }
 
-fn record_keys(tx: &Transaction<'_>, sql: &str, args: &[Value]) -> Result<BTreeSet<(String, String)>, JournalError> {
+fn record_keys(
+    tx: &Transaction<'_>,
+    sql: &str,
+    args: &[Value],
+) -> Result<BTreeSet<(String, String)>, JournalError> {
     let mut stmt = tx.prepare(sql)?;
     let rows = stmt.query_map(params_from_iter(args.iter()), |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -153,8 +157,12 @@ impl Journal {
                 push("id <", Value::Integer(c));
             }
             args.push(Value::Integer(limit));
-            let where_sql = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
-            let sql = format!("SELECT {EVENT_COLUMNS} FROM events {where_sql} ORDER BY id DESC LIMIT ?{}", args.len());
+            let where_sql =
+                if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events {where_sql} ORDER BY id DESC LIMIT ?{}",
+                args.len()
+            );
             let mut stmt = conn.prepare(&sql)?;
             let mut rows = stmt.query(params_from_iter(args.iter()))?;
             let mut out = Vec::new();
@@ -168,13 +176,19 @@ impl Journal {
     }
 
     /// One event with its record's job and that job's attempts (newest first).
-    pub async fn get_event(&self, id: i64) -> Result<Option<(EventRow, JobRow, Vec<AttemptRow>)>, JournalError> {
+    pub async fn get_event(
+        &self,
+        id: i64,
+    ) -> Result<Option<(EventRow, JobRow, Vec<AttemptRow>)>, JournalError> {
         self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))?;
+            let mut stmt =
+                conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))?;
             let mut rows = stmt.query([id])?;
             let Some(r) = rows.next()? else { return Ok(None) };
             let event = event_row(r)?;
-            let job_id = event.job_id.ok_or(JournalError::Corrupt { column: "events.job_id", value: "NULL".into() })?;
+            let job_id = event
+                .job_id
+                .ok_or(JournalError::Corrupt { column: "events.job_id", value: "NULL".into() })?;
             let mut stmt = conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?;
             let mut rows = stmt.query([job_id])?;
             let job = match rows.next()? {
@@ -236,7 +250,9 @@ impl Journal {
 
     async fn replay(&self, sql: &'static str, args: Vec<Value>) -> Result<usize, JournalError> {
         let n = self
-            .write(move |conn| write_tx(conn, |tx| replay_records(tx, record_keys(tx, sql, &args)?, now_ms())))
+            .write(move |conn| {
+                write_tx(conn, |tx| replay_records(tx, record_keys(tx, sql, &args)?, now_ms()))
+            })
             .await?;
         metrics().events_received.with_label_values(&[Source::Replay.as_str()]).inc_by(n as u64);
         Ok(n)
@@ -254,7 +270,11 @@ impl Journal {
     }
 
     /// Requeues one record, whether or not it was seen before.
-    pub async fn replay_record(&self, collection: Collection, record_id: &str) -> Result<usize, JournalError> {
+    pub async fn replay_record(
+        &self,
+        collection: Collection,
+        record_id: &str,
+    ) -> Result<usize, JournalError> {
         self.replay(
             "SELECT ?1, ?2",
             vec![Value::Text(collection.as_str().into()), Value::Text(record_id.to_owned())],
@@ -273,7 +293,10 @@ impl Journal {
 
     /// Requeues every job that is failed, parked or dead.
     pub async fn replay_failed(&self) -> Result<usize, JournalError> {
-        self.replay("SELECT collection, record_id FROM jobs WHERE state IN ('failed', 'waiting', 'dead')", vec![])
-            .await
+        self.replay(
+            "SELECT collection, record_id FROM jobs WHERE state IN ('failed', 'waiting', 'dead')",
+            vec![],
+        )
+        .await
     }
 }

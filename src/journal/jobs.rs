@@ -14,17 +14,27 @@ struct RunningJob {
 }
 
 fn running_job(tx: &Transaction<'_>, job_id: i64) -> Result<RunningJob, JournalError> {
-    let row: Option<(String, bool, Option<i64>, Option<i64>, Option<i64>)> = tx
+    let row = tx
         .prepare_cached(
             "SELECT state, dirty, dirty_since, claimed_event_id, attempt_id FROM jobs WHERE id = ?1",
         )?
-        .query_row([job_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .query_row([job_id], |r| {
+            let state: String = r.get(0)?;
+            let claimed: Option<i64> = r.get(3)?;
+            let run = RunningJob {
+                dirty: r.get(1)?,
+                dirty_since: r.get(2)?,
+                claimed_event_id: claimed.unwrap_or(i64::MAX),
+                attempt_id: r.get(4)?,
+            };
+            Ok((state, run))
+        })
         .optional()?;
-    let (state, dirty, dirty_since, claimed, attempt_id) = row.ok_or(JournalError::JobNotFound(job_id))?;
+    let (state, run) = row.ok_or(JournalError::JobNotFound(job_id))?;
     if JobState::from_column(state.clone())? != JobState::Running {
         return Err(JournalError::NotRunning { job_id, state });
     }
-    Ok(RunningJob { dirty, dirty_since, claimed_event_id: claimed.unwrap_or(i64::MAX), attempt_id })
+    Ok(run)
 }
 
 fn finish_attempt(
@@ -47,10 +57,8 @@ fn finish_attempt(
 
 /// Settles the events this run covered (`done` or `failed`).
 fn settle_events(tx: &Transaction<'_>, job_id: i64, up_to: i64, status: &str) -> Result<(), JournalError> {
-    tx.prepare_cached(
-        "UPDATE events SET status = ?3 WHERE job_id = ?1 AND id <= ?2 AND status = 'queued'",
-    )?
-    .execute(params![job_id, up_to, status])?;
+    tx.prepare_cached("UPDATE events SET status = ?3 WHERE job_id = ?1 AND id <= ?2 AND status = 'queued'")?
+        .execute(params![job_id, up_to, status])?;
     Ok(())
 }
 
@@ -66,19 +74,34 @@ fn requeue_dirty(tx: &Transaction<'_>, job_id: i64, run: &RunningJob, now: i64) 
 }
 
 fn claim(tx: &Transaction<'_>, now: i64, limit: usize) -> Result<Vec<ClaimedJob>, JournalError> {
-    let due: Vec<(i64, String, String, i64, Option<i64>, Option<i64>)> = tx
+    struct Due {
+        job_id: i64,
+        collection: String,
+        record_id: String,
+        attempts: i64,
+        first_pending_at: Option<i64>,
+        last_event_id: Option<i64>,
+    }
+    let due: Vec<Due> = tx
         .prepare_cached(
             "SELECT id, collection, record_id, attempts, first_pending_at, last_event_id FROM jobs
              WHERE state IN ('queued', 'failed') AND next_attempt_at <= ?1
              ORDER BY next_attempt_at, id LIMIT ?2",
         )?
         .query_map(params![now, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            Ok(Due {
+                job_id: r.get(0)?,
+                collection: r.get(1)?,
+                record_id: r.get(2)?,
+                attempts: r.get(3)?,
+                first_pending_at: r.get(4)?,
+                last_event_id: r.get(5)?,
+            })
         })?
         .collect::<Result<_, _>>()?;
     let started = now_ms();
     let mut claimed = Vec::with_capacity(due.len());
-    for (job_id, collection, record_id, attempts, first_pending_at, last_event_id) in due {
+    for Due { job_id, collection, record_id, attempts, first_pending_at, last_event_id } in due {
         tx.prepare_cached("INSERT INTO job_attempts (job_id, started_at) VALUES (?1, ?2)")?
             .execute(params![job_id, started])?;
         let attempt_id = tx.last_insert_rowid();
@@ -226,7 +249,8 @@ fn park(
     now: i64,
 ) -> Result<(), JournalError> {
     if run.dirty {
-        tx.prepare_cached("UPDATE jobs SET last_error = ?2 WHERE id = ?1")?.execute(params![job_id, error])?;
+        tx.prepare_cached("UPDATE jobs SET last_error = ?2 WHERE id = ?1")?
+            .execute(params![job_id, error])?;
         return requeue_dirty(tx, job_id, run, now);
     }
     tx.prepare_cached(

@@ -84,8 +84,7 @@ fn connect(path: &Path, opts: &JournalOptions, read_only: bool) -> Result<Connec
     };
     let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
     conn.busy_timeout(opts.busy_timeout).map_err(open_err)?;
-    let mode: String =
-        conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(open_err)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(open_err)?;
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(path = %path.display(), mode, "journal is not in WAL mode");
     }
@@ -114,13 +113,10 @@ impl Journal {
         let mut writer = connect(path, &opts, opts.read_only)?;
         schema::migrate(&mut writer)?;
         let reader = connect(path, &opts, true)?;
-        let writer = writer::spawn(writer).map_err(|e| JournalError::Task(format!("cannot start the writer thread: {e}")))?;
+        let writer = writer::spawn(writer)
+            .map_err(|e| JournalError::Task(format!("cannot start the writer thread: {e}")))?;
         Ok(Journal {
-            inner: Arc::new(Inner {
-                path: path.to_path_buf(),
-                writer,
-                reader: Mutex::new(reader),
-            }),
+            inner: Arc::new(Inner { path: path.to_path_buf(), writer, reader: Mutex::new(reader) }),
         })
     }
 

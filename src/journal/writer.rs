@@ -63,7 +63,11 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Pending>) {
             for (event, payload, _) in &batch {
                 tx.execute_batch("SAVEPOINT ingest")?;
                 let result = ingest::ingest(tx, event, payload, now);
-                tx.execute_batch(if result.is_ok() { "RELEASE ingest" } else { "ROLLBACK TO ingest; RELEASE ingest" })?;
+                tx.execute_batch(if result.is_ok() {
+                    "RELEASE ingest"
+                } else {
+                    "ROLLBACK TO ingest; RELEASE ingest"
+                })?;
                 results.push(result);
             }
             Ok(results)
@@ -77,7 +81,7 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Pending>) {
         }
         Ok(Err(e)) => {
             let message = e.to_string();
-            tracing::error!(error = %message, events = batch.len(), "journal could not commit a batch of events");
+            tracing::error!(error = %message, events = batch.len(), "journal could not commit events");
             for (_, _, reply) in batch {
                 let _ = reply.send(Err(JournalError::Commit(message.clone())));
             }
