@@ -9,6 +9,7 @@ pub mod intake;
 pub mod journal;
 pub mod metrics;
 pub mod pocketbase;
+pub mod queue;
 pub mod quota;
 pub mod reconcile;
 pub mod resync;

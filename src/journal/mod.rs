@@ -1,1 +1,203 @@
-//! journal
+//! The durable journal: every event is written here before it is acknowledged or processed, and the
+//! per-record jobs that the dispatcher works through live here too.
+//!
+//! One SQLite file in WAL mode with `synchronous=NORMAL`: a commit reaches the OS (the WAL file) before
+//! `ingest` returns, so it survives the process being killed; only a power loss can drop the last
+//! transactions, which is acceptable for hints that the periodic resync re-derives anyway. All writes go
+//! through one connection owned by a dedicated thread (see `writer`): SQLite serialises writers anyway,
+//! a single writer makes every read-modify-write (dedupe, job upsert, claim) atomic without retries, and
+//! it lets concurrent ingests share one commit. Reads for the admin API use a second connection, behind
+//! a mutex and `spawn_blocking`, so they never wait on the writer.
+
+mod admin;
+mod error;
+mod ingest;
+mod jobs;
+mod sanitize;
+mod schema;
+mod state;
+mod types;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::events::{EventSink, NewEvent, SinkError, SinkFuture};
+use crate::metrics::metrics;
+
+pub use error::JournalError;
+pub use sanitize::strip_secrets;
+pub use schema::SCHEMA_VERSION;
+pub use types::{
+    AttemptOutcome, AttemptRow, ClaimedJob, EventFilter, EventRow, EventStatus, Intent, JobRow, JobState,
+    RecordState,
+};
+
+/// Milliseconds since the Unix epoch, UTC: the journal's clock.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// How the journal opens its file.
+#[derive(Debug, Clone)]
+pub struct JournalOptions {
+    /// How long a statement waits for a lock held by another process before failing.
+    pub busy_timeout: Duration,
+    /// Open without write access (inspection tools); every write then fails cleanly.
+    pub read_only: bool,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        JournalOptions { busy_timeout: Duration::from_secs(5), read_only: false }
+    }
+}
+
+/// Handle to the journal; cheap to clone.
+#[derive(Clone)]
+pub struct Journal {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: mpsc::Sender<writer::Request>,
+    reader: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("path", &self.inner.path).finish()
+    }
+}
+
+fn connect(path: &Path, opts: &JournalOptions, read_only: bool) -> Result<Connection, JournalError> {
+    let open_err = |source| JournalError::Open { path: path.to_path_buf(), source };
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI
+    } else {
+        OpenFlags::default()
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+    conn.busy_timeout(opts.busy_timeout).map_err(open_err)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(open_err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(path = %path.display(), mode, "journal is not in WAL mode");
+    }
+    conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;").map_err(open_err)?;
+    Ok(conn)
+}
+
+/// Runs `f` in an immediate (write-locked) transaction and commits; any error rolls everything back.
+pub(crate) fn write_tx<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Transaction<'_>) -> Result<T, JournalError>,
+) -> Result<T, JournalError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let out = f(&tx)?;
+    tx.commit()?;
+    Ok(out)
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        Journal::open_with(path, JournalOptions::default())
+    }
+
+    pub fn open_with(path: &Path, opts: JournalOptions) -> Result<Journal, JournalError> {
+        let mut writer = connect(path, &opts, opts.read_only)?;
+        schema::migrate(&mut writer)?;
+        let reader = connect(path, &opts, true)?;
+        let writer = writer::spawn(writer)
+            .map_err(|e| JournalError::Task(format!("cannot start the writer thread: {e}")))?;
+        Ok(Journal {
+            inner: Arc::new(Inner { path: path.to_path_buf(), writer, reader: Mutex::new(reader) }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` on the writer thread, after every request sent before it.
+    async fn write<T, F>(&self, f: F) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, JournalError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(move |conn: &mut Connection| {
+            let _ = reply.send(f(conn));
+        });
+        self.submit(writer::Request::Run(job)).await?;
+        answer.await.map_err(|_| JournalError::Task("the journal writer dropped a request".into()))?
+    }
+
+    async fn submit(&self, request: writer::Request) -> Result<(), JournalError> {
+        self.inner.writer.send(request).await.map_err(|_| JournalError::WriterGone)
+    }
+
+    /// Runs `f` on the reader connection off the async runtime.
+    async fn read<T, F>(&self, f: F) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, JournalError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let conn = inner.reader.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&conn)
+        })
+        .await
+        .map_err(|e| JournalError::Task(e.to_string()))?
+    }
+
+    /// Proves the journal accepts writes right now (for `/readyz`).
+    pub async fn check_writable(&self) -> Result<(), JournalError> {
+        self.write(|conn| {
+            write_tx(conn, |tx| {
+                tx.execute(
+                    "INSERT INTO health (id, checked_at) VALUES (1, ?1)
+                     ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+                    [now_ms()],
+                )?;
+                Ok(())
+            })
+        })
+        .await
+    }
+}
+
+impl EventSink for Journal {
+    fn ingest(&self, mut event: NewEvent) -> SinkFuture<'_> {
+        Box::pin(async move {
+            let source = event.source.as_str();
+            metrics().events_received.with_label_values(&[source]).inc();
+            strip_secrets(&mut event.payload);
+            let payload = serde_json::to_string(&event.payload).map_err(JournalError::from)?;
+            let (reply, answer) = oneshot::channel();
+            let outcome = match self.submit(writer::Request::Ingest { event, payload, reply }).await {
+                Ok(()) => answer.await.unwrap_or_else(|_| {
+                    Err(JournalError::Task("the journal writer dropped an event".into()))
+                }),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(crate::events::Ingested::Duplicate) => {
+                    metrics().events_deduplicated.with_label_values(&[source]).inc();
+                    Ok(crate::events::Ingested::Duplicate)
+                }
+                Ok(new) => Ok(new),
+                Err(e) => {
+                    tracing::error!(error = %e, source, "journal refused an event");
+                    Err(SinkError::from(e))
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,302 @@
+//! Queries and replays for the admin API.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rusqlite::types::Value;
+use rusqlite::{OptionalExtension, Row, Transaction, params, params_from_iter};
+
+use super::ingest::enqueue;
+use super::types::{parse_action, parse_collection, parse_source};
+use super::{
+    AttemptOutcome, AttemptRow, EventFilter, EventRow, EventStatus, JobRow, JobState, Journal, JournalError,
+    now_ms, write_tx,
+};
+use crate::events::{Action, Collection, Source};
+use crate::metrics::metrics;
+
+/// Most rows one admin query returns.
+pub const MAX_PAGE: usize = 1000;
+
+const EVENT_COLUMNS: &str = "id, source, collection, record_id, action, record_updated, received_at, \
+                             dedupe_key, delivery_id, payload, status, job_id";
+const JOB_COLUMNS: &str = "id, collection, record_id, state, attempts, next_attempt_at, last_error, \
+                           coalesced, first_pending_at, dirty, created_at, updated_at, last_event_id";
+
+fn event_row(r: &Row<'_>) -> Result<EventRow, JournalError> {
+    let payload: String = r.get(9)?;
+    Ok(EventRow {
+        id: r.get(0)?,
+        source: parse_source(r.get(1)?)?,
+        collection: parse_collection(r.get(2)?)?,
+        record_id: r.get(3)?,
+        action: parse_action(r.get(4)?)?,
+        record_updated: r.get(5)?,
+        received_at: r.get(6)?,
+        dedupe_key: r.get(7)?,
+        delivery_id: r.get(8)?,
+        payload: serde_json::from_str(&payload)?,
+        status: EventStatus::from_column(r.get(10)?)?,
+        job_id: r.get(11)?,
+    })
+}
+
+fn job_row(r: &Row<'_>) -> Result<JobRow, JournalError> {
+    let attempts: i64 = r.get(4)?;
+    Ok(JobRow {
+        id: r.get(0)?,
+        collection: parse_collection(r.get(1)?)?,
+        record_id: r.get(2)?,
+        state: JobState::from_column(r.get(3)?)?,
+        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+        next_attempt_at: r.get(5)?,
+        last_error: r.get(6)?,
+        coalesced: r.get(7)?,
+        first_pending_at: r.get(8)?,
+        dirty: r.get(9)?,
+        created_at: r.get(10)?,
+        updated_at: r.get(11)?,
+        last_event_id: r.get(12)?,
+    })
+}
+
+fn attempt_row(r: &Row<'_>) -> Result<AttemptRow, JournalError> {
+    let outcome: Option<String> = r.get(4)?;
+    Ok(AttemptRow {
+        id: r.get(0)?,
+        job_id: r.get(1)?,
+        started_at: r.get(2)?,
+        finished_at: r.get(3)?,
+        outcome: outcome.map(AttemptOutcome::from_column).transpose()?,
+        error: r.get(5)?,
+        duration_ms: r.get(6)?,
+    })
+}
+
+fn page_limit(limit: usize) -> i64 {
+    limit.clamp(1, MAX_PAGE) as i64
+}
+
+/// Requeues each record's job with attempts reset, recording a `replay` event so the journal shows why.
+fn replay_records(
+    tx: &Transaction<'_>,
+    records: BTreeSet<(String, String)>,
+    now: i64,
+) -> Result<usize, JournalError> {
+    for (collection, record_id) in &records {
+        let collection = parse_collection(collection.clone())?;
+        let last_action: Option<String> = tx
+            .prepare_cached(
+                "SELECT action FROM events WHERE collection = ?1 AND record_id = ?2 ORDER BY id DESC LIMIT 1",
+            )?
+            .query_row(params![collection.as_str(), record_id], |r| r.get(0))
+            .optional()?;
+        let action = last_action.map(parse_action).transpose()?.unwrap_or(Action::Update);
+        let dedupe_key =
+            format!("replay:{}:{}:{}:{:016x}", collection.as_str(), record_id, now, rand::random::<u64>());
+        tx.prepare_cached(
+            "INSERT INTO events (source, collection, record_id, action, received_at, dedupe_key, payload, status)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, '{\"replay\":true}', 'queued')",
+        )?
+        .execute(params![
+            Source::Replay.as_str(),
+            collection.as_str(),
+            record_id,
+            action.as_str(),
+            now,
+            dedupe_key
+        ])?;
+        let event_id = tx.last_insert_rowid();
+        enqueue(tx, collection, record_id, event_id, now, true)?;
+    }
+    Ok(records.len())
+}
+
+fn record_keys(
+    tx: &Transaction<'_>,
+    sql: &str,
+    args: &[Value],
+) -> Result<BTreeSet<(String, String)>, JournalError> {
+    let mut stmt = tx.prepare(sql)?;
+    let rows = stmt.query_map(params_from_iter(args.iter()), |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+impl Journal {
+    /// Events matching `filter`, newest first, starting below event id `cursor`; the second value is the
+    /// cursor for the next page (None when this page is the last).
+    pub async fn list_events(
+        &self,
+        filter: EventFilter,
+        cursor: Option<i64>,
+        limit: usize,
+    ) -> Result<(Vec<EventRow>, Option<i64>), JournalError> {
+        let limit = page_limit(limit);
+        self.read(move |conn| {
+            let mut clauses = Vec::new();
+            let mut args: Vec<Value> = Vec::new();
+            let mut push = |clause: &str, v: Value| {
+                args.push(v);
+                clauses.push(format!("{clause} ?{}", args.len()));
+            };
+            if let Some(s) = filter.status {
+                push("status =", Value::Text(s.as_str().into()));
+            }
+            if let Some(s) = filter.source {
+                push("source =", Value::Text(s.as_str().into()));
+            }
+            if let Some(c) = filter.collection {
+                push("collection =", Value::Text(c.as_str().into()));
+            }
+            if let Some(id) = filter.record_id {
+                push("record_id =", Value::Text(id));
+            }
+            if let Some(ms) = filter.since_ms {
+                push("received_at >=", Value::Integer(ms));
+            }
+            if let Some(c) = cursor {
+                push("id <", Value::Integer(c));
+            }
+            args.push(Value::Integer(limit));
+            let where_sql =
+                if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM events {where_sql} ORDER BY id DESC LIMIT ?{}",
+                args.len()
+            );
+            let mut stmt = conn.prepare(&sql)?;
+            let mut rows = stmt.query(params_from_iter(args.iter()))?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(event_row(r)?);
+            }
+            let next = if out.len() as i64 == limit { out.last().map(|e| e.id) } else { None };
+            Ok((out, next))
+        })
+        .await
+    }
+
+    /// One event with its record's job and that job's attempts (newest first).
+    pub async fn get_event(
+        &self,
+        id: i64,
+    ) -> Result<Option<(EventRow, JobRow, Vec<AttemptRow>)>, JournalError> {
+        self.read(move |conn| {
+            let mut stmt =
+                conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))?;
+            let mut rows = stmt.query([id])?;
+            let Some(r) = rows.next()? else { return Ok(None) };
+            let event = event_row(r)?;
+            let job_id = event
+                .job_id
+                .ok_or(JournalError::Corrupt { column: "events.job_id", value: "NULL".into() })?;
+            let mut stmt = conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?;
+            let mut rows = stmt.query([job_id])?;
+            let job = match rows.next()? {
+                Some(r) => job_row(r)?,
+                None => return Err(JournalError::JobNotFound(job_id)),
+            };
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, job_id, started_at, finished_at, outcome, error, duration_ms
+                 FROM job_attempts WHERE job_id = ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let mut rows = stmt.query(params![job_id, MAX_PAGE as i64])?;
+            let mut attempts = Vec::new();
+            while let Some(r) = rows.next()? {
+                attempts.push(attempt_row(r)?);
+            }
+            Ok(Some((event, job, attempts)))
+        })
+        .await
+    }
+
+    /// Jobs in any of `states` (all jobs when empty), most recently changed first.
+    pub async fn list_jobs(&self, states: &[JobState], limit: usize) -> Result<Vec<JobRow>, JournalError> {
+        let states: Vec<Value> = states.iter().map(|s| Value::Text(s.as_str().into())).collect();
+        let limit = page_limit(limit);
+        self.read(move |conn| {
+            let where_sql = if states.is_empty() {
+                String::new()
+            } else {
+                let marks: Vec<String> = (1..=states.len()).map(|i| format!("?{i}")).collect();
+                format!("WHERE state IN ({})", marks.join(", "))
+            };
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM jobs {where_sql} ORDER BY updated_at DESC, id DESC LIMIT {limit}"
+            );
+            let mut stmt = conn.prepare(&sql)?;
+            let mut rows = stmt.query(params_from_iter(states.iter()))?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(job_row(r)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Number of jobs in every state (zero included).
+    pub async fn job_counts(&self) -> Result<BTreeMap<JobState, i64>, JournalError> {
+        self.read(|conn| {
+            let mut counts: BTreeMap<JobState, i64> = JobState::ALL.iter().map(|s| (*s, 0)).collect();
+            let mut stmt = conn.prepare_cached("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                counts.insert(JobState::from_column(r.get(0)?)?, r.get(1)?);
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    async fn replay(&self, sql: &'static str, args: Vec<Value>) -> Result<usize, JournalError> {
+        let n = self
+            .write(move |conn| {
+                write_tx(conn, |tx| replay_records(tx, record_keys(tx, sql, &args)?, now_ms()))
+            })
+            .await?;
+        metrics().events_received.with_label_values(&[Source::Replay.as_str()]).inc_by(n as u64);
+        Ok(n)
+    }
+
+    /// Requeues the records of the given events; returns the number of jobs enqueued.
+    pub async fn replay_events(&self, ids: &[i64]) -> Result<usize, JournalError> {
+        let ids: Vec<i64> = ids.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
+        let ids_json = serde_json::to_string(&ids)?;
+        self.replay(
+            "SELECT DISTINCT collection, record_id FROM events WHERE id IN (SELECT value FROM json_each(?1))",
+            vec![Value::Text(ids_json)],
+        )
+        .await
+    }
+
+    /// Requeues one record, whether or not it was seen before.
+    pub async fn replay_record(
+        &self,
+        collection: Collection,
+        record_id: &str,
+    ) -> Result<usize, JournalError> {
+        self.replay(
+            "SELECT ?1, ?2",
+            vec![Value::Text(collection.as_str().into()), Value::Text(record_id.to_owned())],
+        )
+        .await
+    }
+
+    /// Requeues every record with an event received at or after `since_ms`.
+    pub async fn replay_since(&self, since_ms: i64) -> Result<usize, JournalError> {
+        self.replay(
+            "SELECT DISTINCT collection, record_id FROM events WHERE received_at >= ?1",
+            vec![Value::Integer(since_ms)],
+        )
+        .await
+    }
+
+    /// Requeues every job that is failed, parked or dead.
+    pub async fn replay_failed(&self) -> Result<usize, JournalError> {
+        self.replay(
+            "SELECT collection, record_id FROM jobs WHERE state IN ('failed', 'waiting', 'dead')",
+            vec![],
+        )
+        .await
+    }
+}

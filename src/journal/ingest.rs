@@ -1,0 +1,103 @@
+//! Storing an event and folding it into its record's job, inside the caller's transaction.
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::{JobState, JournalError};
+use crate::events::{Collection, Ingested, NewEvent};
+
+/// Inserts the event unless its change key or delivery id is known, then queues the record's job.
+pub(crate) fn ingest(
+    tx: &Transaction<'_>,
+    event: &NewEvent,
+    payload: &str,
+    now: i64,
+) -> Result<Ingested, JournalError> {
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO events (source, collection, record_id, action, record_updated, received_at,
+                                 dedupe_key, delivery_id, payload, status)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued')
+             ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![
+            event.source.as_str(),
+            event.collection.as_str(),
+            event.record_id,
+            event.action.as_str(),
+            event.record_updated,
+            now,
+            event.dedupe_key,
+            event.delivery_id,
+            payload,
+        ])?;
+    if inserted == 0 {
+        return Ok(Ingested::Duplicate);
+    }
+    let event_id = tx.last_insert_rowid();
+    let (job_id, coalesced) = enqueue(tx, event.collection, &event.record_id, event_id, now, false)?;
+    Ok(Ingested::New { event_id, job_id, coalesced })
+}
+
+/// Makes sure the record's job will run for `event_id`, and links the event to it.
+///
+/// Idle, succeeded, failed, parked and dead jobs are revived (attempts reset, due now); a queued job
+/// absorbs the event; a running job is marked dirty so it runs again once the current run ends.
+/// `reset` (replays) also resets the attempts of an already queued job. Returns (job id, coalesced).
+pub(crate) fn enqueue(
+    tx: &Transaction<'_>,
+    collection: Collection,
+    record_id: &str,
+    event_id: i64,
+    now: i64,
+    reset: bool,
+) -> Result<(i64, bool), JournalError> {
+    let existing: Option<(i64, String, bool)> = tx
+        .prepare_cached("SELECT id, state, dirty FROM jobs WHERE collection = ?1 AND record_id = ?2")?
+        .query_row(params![collection.as_str(), record_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let (job_id, coalesced) = match existing {
+        None => {
+            tx.prepare_cached(
+                "INSERT INTO jobs (collection, record_id, state, attempts, next_attempt_at, coalesced,
+                                   first_pending_at, dirty, created_at, updated_at, last_event_id)
+                 VALUES (?1, ?2, 'queued', 0, ?3, 0, ?3, 0, ?3, ?3, ?4)",
+            )?
+            .execute(params![collection.as_str(), record_id, now, event_id])?;
+            (tx.last_insert_rowid(), false)
+        }
+        Some((job_id, state, dirty)) => match JobState::from_column(state)? {
+            JobState::Queued => {
+                tx.prepare_cached(
+                    "UPDATE jobs SET coalesced = coalesced + 1, last_event_id = ?2, updated_at = ?3,
+                            attempts = CASE WHEN ?4 THEN 0 ELSE attempts END,
+                            next_attempt_at = MIN(next_attempt_at, ?3)
+                     WHERE id = ?1",
+                )?
+                .execute(params![job_id, event_id, now, reset])?;
+                (job_id, true)
+            }
+            JobState::Running => {
+                tx.prepare_cached(
+                    "UPDATE jobs SET dirty = 1, dirty_since = COALESCE(dirty_since, ?3),
+                            coalesced = coalesced + dirty, last_event_id = ?2, updated_at = ?3
+                     WHERE id = ?1",
+                )?
+                .execute(params![job_id, event_id, now])?;
+                (job_id, dirty)
+            }
+            JobState::Succeeded | JobState::Failed | JobState::Waiting | JobState::Dead => {
+                // A failed job still owes its earlier events, so it keeps their arrival time.
+                tx.prepare_cached(
+                    "UPDATE jobs SET state = 'queued', attempts = 0, next_attempt_at = ?3, coalesced = 0,
+                            first_pending_at = COALESCE(first_pending_at, ?3), last_event_id = ?2,
+                            updated_at = ?3
+                     WHERE id = ?1",
+                )?
+                .execute(params![job_id, event_id, now])?;
+                (job_id, false)
+            }
+        },
+    };
+    tx.prepare_cached("UPDATE events SET job_id = ?1 WHERE id = ?2")?.execute(params![job_id, event_id])?;
+    Ok((job_id, coalesced))
+}

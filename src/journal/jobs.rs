@@ -1,0 +1,263 @@
+//! The job lifecycle: claim, outcome, crash recovery.
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::types::parse_collection;
+use super::{AttemptOutcome, ClaimedJob, JobState, Journal, JournalError, now_ms, write_tx};
+
+/// What the current run of a job needs to record its outcome.
+struct RunningJob {
+    dirty: bool,
+    dirty_since: Option<i64>,
+    claimed_event_id: i64,
+    attempt_id: Option<i64>,
+}
+
+fn running_job(tx: &Transaction<'_>, job_id: i64) -> Result<RunningJob, JournalError> {
+    let row = tx
+        .prepare_cached(
+            "SELECT state, dirty, dirty_since, claimed_event_id, attempt_id FROM jobs WHERE id = ?1",
+        )?
+        .query_row([job_id], |r| {
+            let state: String = r.get(0)?;
+            let claimed: Option<i64> = r.get(3)?;
+            let run = RunningJob {
+                dirty: r.get(1)?,
+                dirty_since: r.get(2)?,
+                claimed_event_id: claimed.unwrap_or(i64::MAX),
+                attempt_id: r.get(4)?,
+            };
+            Ok((state, run))
+        })
+        .optional()?;
+    let (state, run) = row.ok_or(JournalError::JobNotFound(job_id))?;
+    if JobState::from_column(state.clone())? != JobState::Running {
+        return Err(JournalError::NotRunning { job_id, state });
+    }
+    Ok(run)
+}
+
+fn finish_attempt(
+    tx: &Transaction<'_>,
+    attempt_id: Option<i64>,
+    outcome: AttemptOutcome,
+    error: Option<&str>,
+    now: i64,
+) -> Result<(), JournalError> {
+    if let Some(id) = attempt_id {
+        tx.prepare_cached(
+            "UPDATE job_attempts SET finished_at = ?2, outcome = ?3, error = ?4,
+                    duration_ms = MAX(?2 - started_at, 0)
+             WHERE id = ?1",
+        )?
+        .execute(params![id, now, outcome.as_str(), error])?;
+    }
+    Ok(())
+}
+
+/// Settles the events this run covered (`done` or `failed`).
+fn settle_events(tx: &Transaction<'_>, job_id: i64, up_to: i64, status: &str) -> Result<(), JournalError> {
+    tx.prepare_cached("UPDATE events SET status = ?3 WHERE job_id = ?1 AND id <= ?2 AND status = 'queued'")?
+        .execute(params![job_id, up_to, status])?;
+    Ok(())
+}
+
+/// The record changed while the job ran: run it again now, as a fresh job.
+fn requeue_dirty(tx: &Transaction<'_>, job_id: i64, run: &RunningJob, now: i64) -> Result<(), JournalError> {
+    tx.prepare_cached(
+        "UPDATE jobs SET state = 'queued', attempts = 0, next_attempt_at = ?2, first_pending_at = ?3,
+                dirty = 0, dirty_since = NULL, claimed_event_id = NULL, attempt_id = NULL, updated_at = ?2
+         WHERE id = ?1",
+    )?
+    .execute(params![job_id, now, run.dirty_since.unwrap_or(now)])?;
+    Ok(())
+}
+
+fn claim(tx: &Transaction<'_>, now: i64, limit: usize) -> Result<Vec<ClaimedJob>, JournalError> {
+    struct Due {
+        job_id: i64,
+        collection: String,
+        record_id: String,
+        attempts: i64,
+        first_pending_at: Option<i64>,
+        last_event_id: Option<i64>,
+    }
+    let due: Vec<Due> = tx
+        .prepare_cached(
+            "SELECT id, collection, record_id, attempts, first_pending_at, last_event_id FROM jobs
+             WHERE state IN ('queued', 'failed') AND next_attempt_at <= ?1
+             ORDER BY next_attempt_at, id LIMIT ?2",
+        )?
+        .query_map(params![now, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            Ok(Due {
+                job_id: r.get(0)?,
+                collection: r.get(1)?,
+                record_id: r.get(2)?,
+                attempts: r.get(3)?,
+                first_pending_at: r.get(4)?,
+                last_event_id: r.get(5)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let started = now_ms();
+    let mut claimed = Vec::with_capacity(due.len());
+    for Due { job_id, collection, record_id, attempts, first_pending_at, last_event_id } in due {
+        tx.prepare_cached("INSERT INTO job_attempts (job_id, started_at) VALUES (?1, ?2)")?
+            .execute(params![job_id, started])?;
+        let attempt_id = tx.last_insert_rowid();
+        let attempts = attempts.saturating_add(1);
+        tx.prepare_cached(
+            "UPDATE jobs SET state = 'running', attempts = ?2, claimed_event_id = last_event_id,
+                    attempt_id = ?3, dirty = 0, dirty_since = NULL, updated_at = ?4
+             WHERE id = ?1",
+        )?
+        .execute(params![job_id, attempts, attempt_id, started])?;
+        claimed.push(ClaimedJob {
+            job_id,
+            collection: parse_collection(collection)?,
+            record_id,
+            attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+            first_pending_at,
+            last_event_id: last_event_id.unwrap_or(0),
+        });
+    }
+    Ok(claimed)
+}
+
+impl Journal {
+    /// Marks up to `limit` due jobs (queued, or failed with `next_attempt_at <= now`) running and
+    /// returns them. Claims are serialised by the writer, so a job is never handed out twice.
+    pub async fn claim_due(&self, now: i64, limit: usize) -> Result<Vec<ClaimedJob>, JournalError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.write(move |conn| write_tx(conn, |tx| claim(tx, now, limit))).await
+    }
+
+    /// The run succeeded: its events are done; the job runs again at once if the record changed meanwhile.
+    pub async fn complete(&self, job_id: i64) -> Result<(), JournalError> {
+        self.write(move |conn| {
+            write_tx(conn, |tx| {
+                let now = now_ms();
+                let run = running_job(tx, job_id)?;
+                finish_attempt(tx, run.attempt_id, AttemptOutcome::Succeeded, None, now)?;
+                settle_events(tx, job_id, run.claimed_event_id, "done")?;
+                if run.dirty {
+                    return requeue_dirty(tx, job_id, &run, now);
+                }
+                tx.prepare_cached(
+                    "UPDATE jobs SET state = 'succeeded', first_pending_at = NULL, last_error = NULL,
+                            claimed_event_id = NULL, attempt_id = NULL, updated_at = ?2
+                     WHERE id = ?1",
+                )?
+                .execute(params![job_id, now])?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// The run failed. With `retry_at` the job is retried then (its events stay queued); without, it is
+    /// dead and its events failed, unless the record changed meanwhile, which revives it at once.
+    pub async fn fail(&self, job_id: i64, error: &str, retry_at: Option<i64>) -> Result<(), JournalError> {
+        let error = error.to_owned();
+        self.write(move |conn| {
+            write_tx(conn, |tx| {
+                let now = now_ms();
+                let run = running_job(tx, job_id)?;
+                if let Some(at) = retry_at {
+                    // An event that arrived meanwhile is covered by the retry; keep the backoff.
+                    finish_attempt(tx, run.attempt_id, AttemptOutcome::Retry, Some(&error), now)?;
+                    tx.prepare_cached(
+                        "UPDATE jobs SET state = 'failed', next_attempt_at = ?2, last_error = ?3,
+                                first_pending_at = COALESCE(first_pending_at, dirty_since),
+                                dirty = 0, dirty_since = NULL, claimed_event_id = NULL,
+                                attempt_id = NULL, updated_at = ?4
+                         WHERE id = ?1",
+                    )?
+                    .execute(params![job_id, at, error, now])?;
+                    return Ok(());
+                }
+                finish_attempt(tx, run.attempt_id, AttemptOutcome::Dead, Some(&error), now)?;
+                settle_events(tx, job_id, run.claimed_event_id, "failed")?;
+                park(tx, job_id, &run, JobState::Dead, &error, now)
+            })
+        })
+        .await
+    }
+
+    /// The run failed in a way retrying cannot fix: park the job until a new event for the record.
+    pub async fn defer(&self, job_id: i64, error: &str) -> Result<(), JournalError> {
+        let error = error.to_owned();
+        self.write(move |conn| {
+            write_tx(conn, |tx| {
+                let now = now_ms();
+                let run = running_job(tx, job_id)?;
+                finish_attempt(tx, run.attempt_id, AttemptOutcome::Failed, Some(&error), now)?;
+                settle_events(tx, job_id, run.claimed_event_id, "failed")?;
+                park(tx, job_id, &run, JobState::Waiting, &error, now)
+            })
+        })
+        .await
+    }
+
+    /// Jobs left running by a crash or an abandoned shutdown go back to the queue.
+    pub async fn resume_on_start(&self) -> Result<usize, JournalError> {
+        self.write(|conn| {
+            write_tx(conn, |tx| {
+                let now = now_ms();
+                tx.execute(
+                    "UPDATE job_attempts SET outcome = 'interrupted', finished_at = ?1,
+                            error = 'the process stopped while this attempt ran',
+                            duration_ms = MAX(?1 - started_at, 0)
+                     WHERE outcome IS NULL
+                       AND id IN (SELECT attempt_id FROM jobs WHERE state = 'running')",
+                    [now],
+                )?;
+                let n = tx.execute(
+                    "UPDATE jobs SET state = 'queued', next_attempt_at = ?1,
+                            first_pending_at = COALESCE(first_pending_at, dirty_since),
+                            dirty = 0, dirty_since = NULL, claimed_event_id = NULL, attempt_id = NULL,
+                            updated_at = ?1
+                     WHERE state = 'running'",
+                    [now],
+                )?;
+                Ok(n)
+            })
+        })
+        .await
+    }
+
+    /// When the next queued or retrying job falls due, if any (lets the dispatcher sleep exactly).
+    pub async fn next_due_at(&self) -> Result<Option<i64>, JournalError> {
+        self.read(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT MIN(next_attempt_at) FROM jobs WHERE state IN ('queued', 'failed')")?
+                .query_row([], |r| r.get(0))?)
+        })
+        .await
+    }
+}
+
+/// Ends a job as `dead` or `waiting`, or revives it at once if the record changed during the run.
+fn park(
+    tx: &Transaction<'_>,
+    job_id: i64,
+    run: &RunningJob,
+    state: JobState,
+    error: &str,
+    now: i64,
+) -> Result<(), JournalError> {
+    if run.dirty {
+        tx.prepare_cached("UPDATE jobs SET last_error = ?2 WHERE id = ?1")?
+            .execute(params![job_id, error])?;
+        return requeue_dirty(tx, job_id, run, now);
+    }
+    tx.prepare_cached(
+        "UPDATE jobs SET state = ?2, last_error = ?3, first_pending_at = NULL, claimed_event_id = NULL,
+                attempt_id = NULL, updated_at = ?4
+         WHERE id = ?1",
+    )?
+    .execute(params![job_id, state.as_str(), error, now])?;
+    Ok(())
+}

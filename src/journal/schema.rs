@@ -1,0 +1,121 @@
+//! Versioned schema, tracked in `PRAGMA user_version` and applied in order at open.
+
+use rusqlite::Connection;
+
+use super::JournalError;
+
+/// Migration `i` brings the schema from version `i` to `i + 1`. Append only; never edit a shipped one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE events (
+    id             INTEGER PRIMARY KEY,
+    source         TEXT    NOT NULL,
+    collection     TEXT    NOT NULL,
+    record_id      TEXT    NOT NULL,
+    action         TEXT    NOT NULL,
+    record_updated TEXT,
+    received_at    INTEGER NOT NULL,
+    dedupe_key     TEXT    NOT NULL UNIQUE,
+    delivery_id    TEXT    UNIQUE,
+    payload        TEXT    NOT NULL,
+    status         TEXT    NOT NULL CHECK (status IN ('queued', 'done', 'failed')),
+    job_id         INTEGER REFERENCES jobs(id)
+);
+CREATE INDEX events_job ON events(job_id, id);
+CREATE INDEX events_record ON events(collection, record_id, id);
+CREATE INDEX events_status ON events(status, id);
+CREATE INDEX events_received ON events(received_at);
+
+CREATE TABLE jobs (
+    id               INTEGER PRIMARY KEY,
+    collection       TEXT    NOT NULL,
+    record_id        TEXT    NOT NULL,
+    state            TEXT    NOT NULL
+                     CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'waiting', 'dead')),
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  INTEGER NOT NULL,
+    last_error       TEXT,
+    coalesced        INTEGER NOT NULL DEFAULT 0,
+    first_pending_at INTEGER,
+    dirty            INTEGER NOT NULL DEFAULT 0,
+    dirty_since      INTEGER,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    last_event_id    INTEGER,
+    claimed_event_id INTEGER,
+    attempt_id       INTEGER,
+    UNIQUE (collection, record_id)
+);
+CREATE INDEX jobs_due ON jobs(state, next_attempt_at);
+
+CREATE TABLE job_attempts (
+    id          INTEGER PRIMARY KEY,
+    job_id      INTEGER NOT NULL REFERENCES jobs(id),
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    outcome     TEXT CHECK (outcome IN ('succeeded', 'failed', 'retry', 'dead', 'interrupted')),
+    error       TEXT,
+    duration_ms INTEGER
+);
+CREATE INDEX job_attempts_job ON job_attempts(job_id, id);
+
+CREATE TABLE intents (
+    key          TEXT PRIMARY KEY,
+    kind         TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    coolify_uuid TEXT,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL
+);
+
+CREATE TABLE record_state (
+    collection   TEXT    NOT NULL,
+    record_id    TEXT    NOT NULL,
+    last_updated TEXT,
+    applied_hash TEXT,
+    deleted      INTEGER NOT NULL DEFAULT 0,
+    seen_at      INTEGER NOT NULL,
+    PRIMARY KEY (collection, record_id)
+);
+
+CREATE TABLE health (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    checked_at INTEGER NOT NULL
+);
+"#];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the schema up to [`SCHEMA_VERSION`], refusing a journal written by a newer build.
+pub fn migrate(conn: &mut Connection) -> Result<(), JournalError> {
+    let version = |conn: &Connection| -> rusqlite::Result<i64> {
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+    };
+    let found = version(conn)?;
+    if found > SCHEMA_VERSION {
+        return Err(JournalError::NewerSchema { found, supported: SCHEMA_VERSION });
+    }
+    if found == SCHEMA_VERSION {
+        // Up to date: no write lock needed, so a read-only journal still opens.
+        return Ok(());
+    }
+    loop {
+        // Re-read under the write lock: another process may have migrated meanwhile.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let found = version(&tx)?;
+        if found > SCHEMA_VERSION {
+            return Err(JournalError::NewerSchema { found, supported: SCHEMA_VERSION });
+        }
+        let Some(sql) = MIGRATIONS.get(found as usize) else {
+            return Ok(());
+        };
+        let next = found + 1;
+        let step = || -> rusqlite::Result<()> {
+            tx.execute_batch(sql)?;
+            // user_version lives in the database header, so it commits with the migration.
+            tx.pragma_update(None, "user_version", next)?;
+            tx.commit()
+        };
+        step().map_err(|source| JournalError::Migration { version: next, source })?;
+    }
+}

@@ -1,0 +1,143 @@
+//! What was last applied per record, and the reconciler's intents ("about to create X named Y").
+
+use rusqlite::{OptionalExtension, params};
+
+use super::types::parse_collection;
+use super::{Intent, Journal, JournalError, RecordState, now_ms, write_tx};
+use crate::events::Collection;
+
+impl Journal {
+    /// Records that the record at `updated` was applied with `applied_hash` (and is not deleted).
+    pub async fn set_applied(
+        &self,
+        collection: Collection,
+        record_id: &str,
+        updated: &str,
+        applied_hash: &str,
+    ) -> Result<(), JournalError> {
+        let (record_id, updated, hash) = (record_id.to_owned(), updated.to_owned(), applied_hash.to_owned());
+        self.write(move |conn| {
+            write_tx(conn, |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO record_state (collection, record_id, last_updated, applied_hash, deleted, seen_at)
+                     VALUES (?1, ?2, ?3, ?4, 0, ?5)
+                     ON CONFLICT (collection, record_id) DO UPDATE SET
+                        last_updated = excluded.last_updated, applied_hash = excluded.applied_hash,
+                        deleted = 0, seen_at = excluded.seen_at",
+                )?
+                .execute(params![collection.as_str(), record_id, updated, hash, now_ms()])?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Records that the record is gone (its runtime resources were removed).
+    pub async fn mark_deleted(&self, collection: Collection, record_id: &str) -> Result<(), JournalError> {
+        let record_id = record_id.to_owned();
+        self.write(move |conn| {
+            write_tx(conn, |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO record_state (collection, record_id, deleted, seen_at) VALUES (?1, ?2, 1, ?3)
+                     ON CONFLICT (collection, record_id) DO UPDATE SET deleted = 1, seen_at = excluded.seen_at",
+                )?
+                .execute(params![collection.as_str(), record_id, now_ms()])?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Every record of `collection` the bridge has applied or seen deleted, by record id.
+    pub async fn known_records(&self, collection: Collection) -> Result<Vec<RecordState>, JournalError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT collection, record_id, last_updated, applied_hash, deleted, seen_at
+                 FROM record_state WHERE collection = ?1 ORDER BY record_id",
+            )?;
+            let rows = stmt.query_map([collection.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (c, record_id, last_updated, applied_hash, deleted, seen_at): (String, _, _, _, _, _) =
+                    row?;
+                out.push(RecordState {
+                    collection: parse_collection(c)?,
+                    record_id,
+                    last_updated,
+                    applied_hash,
+                    deleted,
+                    seen_at,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Records the intent to create `name` before the side effect. Re-putting an intent keeps the uuid
+    /// it may already have been resolved to.
+    pub async fn put_intent(&self, key: &str, kind: &str, name: &str) -> Result<(), JournalError> {
+        let (key, kind, name) = (key.to_owned(), kind.to_owned(), name.to_owned());
+        self.write(move |conn| {
+            write_tx(conn, |tx| {
+                tx.prepare_cached(
+                    "INSERT INTO intents (key, kind, name, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
+                     ON CONFLICT (key) DO UPDATE SET kind = excluded.kind, name = excluded.name,
+                        updated_at = excluded.updated_at",
+                )?
+                .execute(params![key, kind, name, now_ms()])?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Records the Coolify uuid the intent produced; false if there was no such intent.
+    pub async fn resolve_intent(&self, key: &str, coolify_uuid: &str) -> Result<bool, JournalError> {
+        let (key, uuid) = (key.to_owned(), coolify_uuid.to_owned());
+        self.write(move |conn| {
+            write_tx(conn, |tx| {
+                let n = tx
+                    .prepare_cached("UPDATE intents SET coolify_uuid = ?2, updated_at = ?3 WHERE key = ?1")?
+                    .execute(params![key, uuid, now_ms()])?;
+                Ok(n > 0)
+            })
+        })
+        .await
+    }
+
+    pub async fn get_intent(&self, key: &str) -> Result<Option<Intent>, JournalError> {
+        let key = key.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT key, kind, name, coolify_uuid, created_at, updated_at FROM intents WHERE key = ?1",
+                )?
+                .query_row([key], |r| {
+                    Ok(Intent {
+                        key: r.get(0)?,
+                        kind: r.get(1)?,
+                        name: r.get(2)?,
+                        coolify_uuid: r.get(3)?,
+                        created_at: r.get(4)?,
+                        updated_at: r.get(5)?,
+                    })
+                })
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Forgets an intent (its resource was deleted); false if there was none.
+    pub async fn clear_intent(&self, key: &str) -> Result<bool, JournalError> {
+        let key = key.to_owned();
+        self.write(move |conn| {
+            write_tx(conn, |tx| {
+                Ok(tx.prepare_cached("DELETE FROM intents WHERE key = ?1")?.execute([key])? > 0)
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,298 @@
+//! The dispatcher: claims due jobs from the journal and runs them through the handler, one worker per
+//! record (the journal's claim guarantees it), at most `concurrency` at once, with retries.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::{JoinError, JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::journal::{ClaimedJob, Journal, JournalError, now_ms};
+use crate::metrics::metrics;
+
+/// Why a job failed, which decides whether it is retried.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// Worth retrying with backoff (network, Coolify busy, ...).
+    #[error("{0}")]
+    Retryable(String),
+    /// Retrying cannot help until the record changes (invalid spec, over quota, ...).
+    #[error("{0}")]
+    Permanent(String),
+}
+
+pub type JobFuture<'a> = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send + 'a>>;
+
+/// Does the work for one claimed job (the reconciler).
+pub trait JobHandler: Send + Sync + 'static {
+    fn handle<'a>(&'a self, job: &'a ClaimedJob) -> JobFuture<'a>;
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Most jobs handled at once.
+    pub concurrency: usize,
+    /// Backoff ceiling of the first retry; doubles with every attempt.
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Attempts before a job is declared dead.
+    pub max_attempts: u32,
+    /// Longest sleep between looks at the journal when nothing pokes the notifier.
+    pub poll_interval: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            concurrency: 8,
+            base_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
+            max_attempts: 10,
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// How often the job-state gauges are refreshed from the journal.
+const GAUGE_PERIOD: Duration = Duration::from_secs(5);
+/// Tries to record a job's outcome before leaving it for `resume_on_start`.
+const RECORD_TRIES: u32 = 3;
+
+/// The exponential ceiling for the retry after attempt `attempt` (1-based): base * 2^(attempt-1),
+/// capped at `max_backoff`.
+pub fn backoff_cap(cfg: &QueueConfig, attempt: u32) -> Duration {
+    let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
+    cfg.base_backoff.saturating_mul(factor).min(cfg.max_backoff)
+}
+
+/// Full jitter: a uniform delay in [0, cap], so retries of many records spread out.
+pub fn backoff_delay(cfg: &QueueConfig, attempt: u32) -> Duration {
+    let cap = backoff_cap(cfg, attempt);
+    let ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(rand::rng().random_range(0..=ms))
+}
+
+pub struct Dispatcher {
+    journal: Journal,
+    handler: Arc<dyn JobHandler>,
+    cfg: QueueConfig,
+    notify: Arc<Notify>,
+}
+
+/// Aborts the handler task if the worker is dropped (shutdown past the drain deadline).
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The job's fate once the handler returned.
+enum Outcome {
+    Succeeded,
+    Retry { error: String, at: i64 },
+    Dead { error: String },
+    Deferred { error: String },
+}
+
+impl Outcome {
+    fn label(&self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Dead { .. } => "dead",
+            Outcome::Deferred { .. } => "failed",
+        }
+    }
+
+    async fn record(&self, journal: &Journal, job_id: i64) -> Result<(), JournalError> {
+        match self {
+            Outcome::Succeeded => journal.complete(job_id).await,
+            Outcome::Retry { error, at } => journal.fail(job_id, error, Some(*at)).await,
+            Outcome::Dead { error } => journal.fail(job_id, error, None).await,
+            Outcome::Deferred { error } => journal.defer(job_id, error).await,
+        }
+    }
+}
+
+fn panic_message(e: JoinError) -> String {
+    if !e.is_panic() {
+        return "the handler task was cancelled".into();
+    }
+    let payload = e.into_panic();
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-text panic payload".into());
+    format!("the handler panicked: {text}")
+}
+
+async fn refresh_gauges(journal: &Journal) {
+    match journal.job_counts().await {
+        Ok(counts) => {
+            for (state, n) in counts {
+                metrics().jobs.with_label_values(&[state.as_str()]).set(n);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read job counts for the metrics"),
+    }
+}
+
+async fn run_job(
+    journal: Journal,
+    handler: Arc<dyn JobHandler>,
+    cfg: Arc<QueueConfig>,
+    job: ClaimedJob,
+    _permit: Option<OwnedSemaphorePermit>,
+) {
+    let started = Instant::now();
+    let mut task = AbortOnDrop(tokio::spawn({
+        let job = job.clone();
+        async move { handler.handle(&job).await }
+    }));
+    // The handler runs in its own task so that a panic ends only that task.
+    let result = match (&mut task.0).await {
+        Ok(r) => r,
+        Err(e) => Err(JobError::Retryable(panic_message(e))),
+    };
+    let outcome = match result {
+        Ok(()) => Outcome::Succeeded,
+        Err(JobError::Permanent(error)) => Outcome::Deferred { error },
+        Err(JobError::Retryable(error)) if job.attempts >= cfg.max_attempts => Outcome::Dead { error },
+        Err(JobError::Retryable(error)) => {
+            let delay = i64::try_from(backoff_delay(&cfg, job.attempts).as_millis()).unwrap_or(i64::MAX);
+            Outcome::Retry { error, at: now_ms().saturating_add(delay) }
+        }
+    };
+    metrics()
+        .reconcile_seconds
+        .with_label_values(&[job.collection.as_str(), outcome.label()])
+        .observe(started.elapsed().as_secs_f64());
+    match &outcome {
+        Outcome::Succeeded => tracing::debug!("job succeeded"),
+        Outcome::Retry { error, at } => {
+            tracing::warn!(retry_at = at, error = %error, "job failed; will retry")
+        }
+        Outcome::Dead { error } => tracing::error!(error = %error, "job failed for the last time"),
+        Outcome::Deferred { error } => {
+            tracing::warn!(error = %error, "job failed; waiting for the record to change")
+        }
+    }
+    for attempt in 1..=RECORD_TRIES {
+        match outcome.record(&journal, job.job_id).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::error!(try_no = attempt, error = %e, "cannot record a job's outcome");
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            }
+        }
+    }
+    tracing::error!("job outcome not recorded; it will run again after a restart");
+}
+
+impl Dispatcher {
+    pub fn new(journal: Journal, handler: Arc<dyn JobHandler>, cfg: QueueConfig) -> Self {
+        Dispatcher { journal, handler, cfg, notify: Arc::new(Notify::new()) }
+    }
+
+    /// Sources call `notify_one()` on it after an ingest so the job starts without waiting for a poll.
+    pub fn notifier(&self) -> Arc<Notify> {
+        Arc::clone(&self.notify)
+    }
+
+    /// How long to sleep when no worker is free to finish and nothing pokes the notifier.
+    async fn idle_wait(&self) -> Duration {
+        match self.journal.next_due_at().await {
+            Ok(Some(due)) => {
+                let ms = u64::try_from(due.saturating_sub(now_ms())).unwrap_or(0).max(1);
+                Duration::from_millis(ms).min(self.cfg.poll_interval)
+            }
+            Ok(None) => self.cfg.poll_interval,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the next due job");
+                self.cfg.poll_interval
+            }
+        }
+    }
+
+    /// Runs until `cancel`; then claims nothing new and waits up to `drain_deadline` for the jobs in
+    /// flight. Jobs still running after that are abandoned and resumed at the next start.
+    pub async fn run(self, cancel: CancellationToken, drain_deadline: Duration) {
+        match self.journal.resume_on_start().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "resumed jobs left running by the previous process"),
+            Err(e) => tracing::error!(error = %e, "cannot resume unfinished jobs"),
+        }
+        let concurrency = self.cfg.concurrency.max(1);
+        let sem = Arc::new(Semaphore::new(concurrency));
+        let cfg = Arc::new(self.cfg.clone());
+        let mut workers = JoinSet::new();
+        let mut gauges = tokio::time::interval(GAUGE_PERIOD);
+        gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        while !cancel.is_cancelled() {
+            let free = sem.available_permits();
+            let mut wait = self.cfg.poll_interval;
+            if free > 0 {
+                match self.journal.claim_due(now_ms(), free).await {
+                    Ok(jobs) => {
+                        let more = jobs.len() == free;
+                        for job in jobs {
+                            let span = tracing::info_span!(
+                                "job",
+                                job_id = job.job_id,
+                                collection = job.collection.as_str(),
+                                record_id = %job.record_id,
+                                attempt = job.attempts,
+                            );
+                            span.in_scope(|| tracing::debug!("job claimed"));
+                            let permit = Arc::clone(&sem).acquire_owned().await.ok();
+                            let worker = run_job(
+                                self.journal.clone(),
+                                Arc::clone(&self.handler),
+                                Arc::clone(&cfg),
+                                job,
+                                permit,
+                            );
+                            workers.spawn(worker.instrument(span));
+                        }
+                        // With every worker busy, only a finishing worker (or cancel) matters.
+                        if !more {
+                            wait = self.idle_wait().await;
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot claim jobs from the journal"),
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = self.notify.notified() => {}
+                Some(joined) = workers.join_next(), if !workers.is_empty() => {
+                    if let Err(e) = joined {
+                        tracing::error!(error = %e, "a job worker ended abnormally");
+                    }
+                }
+                _ = tokio::time::sleep(wait), if sem.available_permits() > 0 => {}
+                _ = gauges.tick() => refresh_gauges(&self.journal).await,
+            }
+        }
+
+        tracing::info!(in_flight = workers.len(), "dispatcher draining");
+        let drain = async { while workers.join_next().await.is_some() {} };
+        if tokio::time::timeout(drain_deadline, drain).await.is_err() {
+            tracing::warn!(
+                in_flight = workers.len(),
+                "drain deadline passed; abandoning jobs still running, they resume at the next start"
+            );
+            workers.shutdown().await;
+        }
+        refresh_gauges(&self.journal).await;
+    }
+}

@@ -1,0 +1,367 @@
+//! Dispatcher behaviour against a real journal: one worker per record, parallelism across records,
+//! retries with backoff, dead jobs, parked jobs, panics, and shutdown.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cf_bridge::events::{Action, Collection, EventSink, NewEvent, Source};
+use cf_bridge::journal::{AttemptOutcome, ClaimedJob, EventFilter, EventStatus, JobState, Journal};
+use cf_bridge::queue::{
+    Dispatcher, JobError, JobFuture, JobHandler, QueueConfig, backoff_cap, backoff_delay,
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+fn event(record_id: &str, n: usize) -> NewEvent {
+    let updated = format!("u{n}");
+    NewEvent {
+        source: Source::Realtime,
+        collection: Collection::BotInstances,
+        record_id: record_id.into(),
+        action: Action::Update,
+        dedupe_key: NewEvent::change_key(Collection::BotInstances, record_id, Action::Update, Some(&updated)),
+        record_updated: Some(updated),
+        delivery_id: None,
+        payload: serde_json::json!({}),
+    }
+}
+
+fn cfg(concurrency: usize) -> QueueConfig {
+    QueueConfig {
+        concurrency,
+        base_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(40),
+        max_attempts: 4,
+        poll_interval: Duration::from_millis(50),
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    journal: Journal,
+    notify: Arc<Notify>,
+    cancel: CancellationToken,
+    run: tokio::task::JoinHandle<()>,
+}
+
+fn start(handler: Arc<dyn JobHandler>, cfg: QueueConfig, drain: Duration) -> Harness {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let journal = Journal::open(&dir.path().join("journal.db")).expect("open");
+    let dispatcher = Dispatcher::new(journal.clone(), handler, cfg);
+    let notify = dispatcher.notifier();
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn(dispatcher.run(cancel.clone(), drain));
+    Harness { _dir: dir, journal, notify, cancel, run }
+}
+
+impl Harness {
+    async fn ingest(&self, record_id: &str, n: usize) {
+        self.journal.ingest(event(record_id, n)).await.expect("ingest");
+        self.notify.notify_one();
+    }
+
+    async fn stop(self) -> Journal {
+        self.cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.run)
+            .await
+            .expect("dispatcher stops")
+            .expect("join");
+        self.journal
+    }
+}
+
+async fn wait_for<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn count(j: &Journal, state: JobState) -> i64 {
+    j.job_counts().await.expect("counts")[&state]
+}
+
+/// Records concurrent handling, per record and overall.
+#[derive(Default)]
+struct Tracker {
+    in_flight: Mutex<HashSet<String>>,
+    overlap: AtomicBool,
+    current: AtomicUsize,
+    max_parallel: AtomicUsize,
+    handled: Mutex<HashMap<String, usize>>,
+}
+
+impl JobHandler for Tracker {
+    fn handle<'a>(&'a self, job: &'a ClaimedJob) -> JobFuture<'a> {
+        Box::pin(async move {
+            if !self.in_flight.lock().expect("lock").insert(job.record_id.clone()) {
+                self.overlap.store(true, Ordering::SeqCst);
+            }
+            let now = self.current.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_parallel.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            self.current.fetch_sub(1, Ordering::SeqCst);
+            self.in_flight.lock().expect("lock").remove(&job.record_id);
+            *self.handled.lock().expect("lock").entry(job.record_id.clone()).or_default() += 1;
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_run_in_parallel_but_never_twice_at_once() {
+    let tracker = Arc::new(Tracker::default());
+    let h = start(tracker.clone(), cfg(8), Duration::from_secs(5));
+    for round in 0..5 {
+        for r in 0..50 {
+            h.ingest(&format!("rec{r}"), round).await;
+        }
+    }
+    let j = h.journal.clone();
+    wait_for("every job to succeed", || {
+        let j = j.clone();
+        async move {
+            count(&j, JobState::Succeeded).await == 50
+                && count(&j, JobState::Queued).await == 0
+                && count(&j, JobState::Running).await == 0
+        }
+    })
+    .await;
+    let journal = h.stop().await;
+
+    assert!(!tracker.overlap.load(Ordering::SeqCst), "a record was handled by two workers at once");
+    let parallel = tracker.max_parallel.load(Ordering::SeqCst);
+    assert!(parallel > 1 && parallel <= 8, "max parallel handlers {parallel}");
+    let handled = tracker.handled.lock().expect("lock").clone();
+    assert_eq!(handled.len(), 50);
+    let total: usize = handled.values().sum();
+    assert!(total < 250, "events for a queued record coalesce ({total} runs for 250 events)");
+    let queued = EventFilter { status: Some(EventStatus::Queued), ..Default::default() };
+    assert!(journal.list_events(queued, None, 10).await.expect("list").0.is_empty());
+}
+
+/// Fails while `failing` is set; counts calls.
+struct Flaky {
+    failing: AtomicBool,
+    permanent: bool,
+    calls: AtomicUsize,
+}
+
+impl JobHandler for Flaky {
+    fn handle<'a>(&'a self, _job: &'a ClaimedJob) -> JobFuture<'a> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            match (self.failing.load(Ordering::SeqCst), self.permanent) {
+                (false, _) => Ok(()),
+                (true, false) => Err(JobError::Retryable("coolify unreachable".into())),
+                (true, true) => Err(JobError::Permanent("template missing".into())),
+            }
+        })
+    }
+}
+
+#[test]
+fn backoff_grows_exponentially_up_to_the_cap_with_full_jitter() {
+    let cfg = QueueConfig {
+        base_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_secs(1),
+        ..cfg(1)
+    };
+    let caps: Vec<u128> = (1..=6).map(|a| backoff_cap(&cfg, a).as_millis()).collect();
+    assert_eq!(caps, vec![100, 200, 400, 800, 1000, 1000]);
+    assert_eq!(backoff_cap(&cfg, u32::MAX), Duration::from_secs(1));
+    let delays: Vec<Duration> = (0..200).map(|_| backoff_delay(&cfg, 3)).collect();
+    assert!(delays.iter().all(|d| *d <= Duration::from_millis(400)));
+    let distinct: HashSet<_> = delays.iter().collect();
+    assert!(distinct.len() > 10, "delays are jittered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retryable_failures_back_off_then_die_and_an_event_revives() {
+    let flaky =
+        Arc::new(Flaky { failing: AtomicBool::new(true), permanent: false, calls: AtomicUsize::new(0) });
+    let h = start(flaky.clone(), cfg(2), Duration::from_secs(5));
+    h.ingest("r1", 0).await;
+    let j = h.journal.clone();
+    wait_for("the job to die", || {
+        let j = j.clone();
+        async move { count(&j, JobState::Dead).await == 1 }
+    })
+    .await;
+    assert_eq!(flaky.calls.load(Ordering::SeqCst), 4, "max_attempts attempts, then dead");
+
+    let first_event = j.list_events(EventFilter::default(), None, 1).await.expect("list").0[0].id;
+    let (_, job, attempts) = j.get_event(first_event).await.expect("get").expect("exists");
+    assert_eq!(job.last_error.as_deref(), Some("coolify unreachable"));
+    let mut oldest_first = attempts.clone();
+    oldest_first.reverse();
+    let outcomes: Vec<_> = oldest_first.iter().filter_map(|a| a.outcome).collect();
+    use AttemptOutcome::{Dead, Retry};
+    assert_eq!(outcomes, vec![Retry, Retry, Retry, Dead]);
+    assert!(
+        oldest_first
+            .windows(2)
+            .all(|w| w[0].started_at <= w[1].started_at && w[0].finished_at <= Some(w[1].started_at))
+    );
+
+    flaky.failing.store(false, Ordering::SeqCst);
+    h.ingest("r1", 1).await;
+    wait_for("the revived job to succeed", || {
+        let j = j.clone();
+        async move { count(&j, JobState::Succeeded).await == 1 }
+    })
+    .await;
+    assert_eq!(flaky.calls.load(Ordering::SeqCst), 5);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_errors_wait_for_a_new_event() {
+    let flaky =
+        Arc::new(Flaky { failing: AtomicBool::new(true), permanent: true, calls: AtomicUsize::new(0) });
+    let h = start(flaky.clone(), cfg(2), Duration::from_secs(5));
+    h.ingest("r1", 0).await;
+    let j = h.journal.clone();
+    wait_for("the job to be parked", || {
+        let j = j.clone();
+        async move { count(&j, JobState::Waiting).await == 1 }
+    })
+    .await;
+    // Several poll intervals pass: a parked job is not retried.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(flaky.calls.load(Ordering::SeqCst), 1);
+
+    flaky.failing.store(false, Ordering::SeqCst);
+    h.ingest("r1", 1).await;
+    wait_for("the job to succeed after the record changed", || {
+        let j = j.clone();
+        async move { count(&j, JobState::Succeeded).await == 1 }
+    })
+    .await;
+    assert_eq!(flaky.calls.load(Ordering::SeqCst), 2);
+    h.stop().await;
+}
+
+/// Panics on its first call.
+struct PanicsOnce {
+    calls: AtomicUsize,
+}
+
+impl JobHandler for PanicsOnce {
+    fn handle<'a>(&'a self, _job: &'a ClaimedJob) -> JobFuture<'a> {
+        Box::pin(async move {
+            if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                panic!("handler bug");
+            }
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_is_a_retryable_failure() {
+    let handler = Arc::new(PanicsOnce { calls: AtomicUsize::new(0) });
+    let h = start(handler.clone(), cfg(2), Duration::from_secs(5));
+    h.ingest("r1", 0).await;
+    let j = h.journal.clone();
+    wait_for("the job to succeed after the panic", || {
+        let j = j.clone();
+        async move { count(&j, JobState::Succeeded).await == 1 }
+    })
+    .await;
+    let id = j.list_events(EventFilter::default(), None, 1).await.expect("list").0[0].id;
+    let (_, _, attempts) = j.get_event(id).await.expect("get").expect("exists");
+    let last = attempts.last().expect("first attempt");
+    assert_eq!(last.outcome, Some(AttemptOutcome::Retry));
+    assert!(last.error.as_deref().is_some_and(|e| e.contains("handler bug")), "{:?}", last.error);
+    h.stop().await;
+}
+
+/// Blocks its first run until released, so the test can change the record meanwhile.
+struct Gate {
+    entered: Notify,
+    release: Notify,
+    calls: AtomicUsize,
+    slow: Duration,
+}
+
+impl JobHandler for Gate {
+    fn handle<'a>(&'a self, _job: &'a ClaimedJob) -> JobFuture<'a> {
+        Box::pin(async move {
+            if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                self.entered.notify_one();
+                self.release.notified().await;
+            }
+            tokio::time::sleep(self.slow).await;
+            Ok(())
+        })
+    }
+}
+
+fn gate(slow: Duration) -> Arc<Gate> {
+    Arc::new(Gate { entered: Notify::new(), release: Notify::new(), calls: AtomicUsize::new(0), slow })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_during_a_run_triggers_another_run() {
+    let g = gate(Duration::ZERO);
+    // A long poll interval: only the notifier and finishing workers wake the dispatcher.
+    let h = start(
+        g.clone(),
+        QueueConfig { poll_interval: Duration::from_secs(30), ..cfg(2) },
+        Duration::from_secs(5),
+    );
+    h.ingest("r1", 0).await;
+    tokio::time::timeout(Duration::from_secs(5), g.entered.notified())
+        .await
+        .expect("handler started promptly");
+    h.ingest("r1", 1).await;
+    g.release.notify_one();
+    let j = h.journal.clone();
+    wait_for("the second run", || {
+        let j = j.clone();
+        async move { count(&j, JobState::Succeeded).await == 1 }
+    })
+    .await;
+    assert_eq!(g.calls.load(Ordering::SeqCst), 2);
+    let queued = EventFilter { status: Some(EventStatus::Queued), ..Default::default() };
+    assert!(j.list_events(queued, None, 10).await.expect("list").0.is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_in_flight_jobs() {
+    let g = gate(Duration::from_millis(100));
+    let h = start(g.clone(), cfg(2), Duration::from_secs(5));
+    h.ingest("r1", 0).await;
+    tokio::time::timeout(Duration::from_secs(5), g.entered.notified()).await.expect("handler started");
+    g.release.notify_one();
+    let journal = h.stop().await;
+    assert_eq!(
+        count(&journal, JobState::Succeeded).await,
+        1,
+        "the in-flight job finished before run returned"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_abandons_jobs_past_the_deadline_and_they_resume() {
+    let g = gate(Duration::ZERO);
+    let h = start(g.clone(), cfg(2), Duration::from_millis(50));
+    h.ingest("r1", 0).await;
+    tokio::time::timeout(Duration::from_secs(5), g.entered.notified()).await.expect("handler started");
+    let started = Instant::now();
+    let journal = h.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(2), "run returned soon after the deadline");
+    assert_eq!(count(&journal, JobState::Running).await, 1);
+    assert_eq!(journal.resume_on_start().await.expect("resume"), 1);
+    assert_eq!(count(&journal, JobState::Queued).await, 1);
+}
