@@ -6,7 +6,6 @@
 use serde_json::{Map, Value};
 
 use crate::events::{Action, Collection, EventSink, Ingested, NewEvent, SinkError, Source};
-use crate::metrics::metrics;
 
 const MAX_RECORD_ID_LEN: usize = 50;
 
@@ -82,19 +81,9 @@ pub fn record_event(
     })
 }
 
-/// Hands an event to the sink and counts it by source.
+/// Hands an event to the sink (the journal counts it by source).
 pub async fn deliver(sink: &dyn EventSink, event: NewEvent) -> Result<Ingested, SinkError> {
-    let source = event.source.as_str();
-    let result = sink.ingest(event).await;
-    match &result {
-        Ok(Ingested::New { .. }) => metrics().events_received.with_label_values(&[source]).inc(),
-        Ok(Ingested::Duplicate) => {
-            metrics().events_received.with_label_values(&[source]).inc();
-            metrics().events_deduplicated.with_label_values(&[source]).inc();
-        }
-        Err(_) => {}
-    }
-    result
+    sink.ingest(event).await
 }
 
 #[cfg(test)]

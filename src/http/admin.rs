@@ -242,15 +242,14 @@ async fn instance_view(_: Admin, state: web::Data<AdminState>, id: web::Path<Str
         .await
         .map_err(internal)?
         .ok_or_else(|| ApiError::not_found(format!("no bot instance {id}")))?;
-    let coolify = if inst.coolify_service_id.is_empty() {
-        json!(null)
-    } else {
-        match ctx.coolify.get_service(&inst.coolify_service_id).await {
+    let coolify = match &inst.coolify_service_id {
+        None => json!(null),
+        Some(uuid) => match ctx.coolify.get_service(uuid).await {
             Ok(svc) => json!({"uuid": svc.uuid, "name": svc.name, "status": svc.status.to_string()}),
             Err(e) => json!({"error": e.to_string()}),
-        }
+        },
     };
-    let applied = Spec::parse(&inst.applied_hash).map(|s| {
+    let applied = inst.applied_hash.as_deref().and_then(Spec::parse).map(|s| {
         json!({"state": s.state.as_str(), "compose": s.compose, "env": s.env, "restart": s.restart})
     });
     let logs = ctx.pb.recent_deploy_logs(&id, 20).await.map_err(internal)?;
@@ -310,7 +309,7 @@ async fn put_secrets(
             _ => return Err(ApiError::bad_request(format!("secret {k}: value must be a string"))),
         }
     }
-    secrets::validate_map(&map).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    secrets::validate_secrets(&map).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let ctx = &state.ctx;
     let inst = ctx
         .pb

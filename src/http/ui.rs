@@ -30,6 +30,18 @@ pub fn esc(s: &str) -> String {
     out
 }
 
+fn text(v: &Option<String>) -> String {
+    esc(v.as_deref().unwrap_or(""))
+}
+
+/// A select value as PocketBase spells it.
+fn sel<T: serde::Serialize>(v: &Option<T>) -> String {
+    v.as_ref()
+        .and_then(|x| serde_json::to_value(x).ok())
+        .and_then(|x| x.as_str().map(esc))
+        .unwrap_or_default()
+}
+
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;margin-bottom:2rem;width:100%}\
 th,td{border-bottom:1px solid #ddd;padding:.35rem .6rem;text-align:left;font-size:.9rem}th{background:#f4f4f4}\
 .running{color:#176f2c}.error,.failed,.dead{color:#b00020}.pending,.deploying,.waiting,.queued{color:#8a5a00}\
@@ -167,7 +179,7 @@ async fn render_dashboard(state: &AdminState, flash: Option<&str>) -> Result<Str
         let _ = write!(
             b,
             "<tr><td><code>{}</code></td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
-            esc(&t.id), esc(&t.slug), esc(&t.status), esc(&t.status), esc(&t.plan_tier), esc(&t.coolify_project_uuid), esc(&t.bridge_error)
+            esc(&t.id), esc(&t.slug), sel(&t.status), sel(&t.status), sel(&t.plan_tier), text(&t.coolify_project_uuid), text(&t.bridge_error)
         );
     }
     let _ = write!(b, "</table><h2>Instances ({})</h2><table><tr><th>id</th><th>name</th><th>domain</th><th>desired</th><th>status</th><th>Coolify service</th><th>error</th></tr>", instances.len());
@@ -175,7 +187,7 @@ async fn render_dashboard(state: &AdminState, flash: Option<&str>) -> Result<Str
         let _ = write!(
             b,
             "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td><code>{}</code></td><td>{}</td></tr>",
-            esc(&i.id), esc(&i.name), esc(&i.domain), esc(&i.desired_state), esc(&i.status), esc(&i.status), esc(&i.coolify_service_id), esc(&i.error_message)
+            esc(&i.id), esc(&i.name), text(&i.domain), sel(&i.desired_state), sel(&i.status), sel(&i.status), text(&i.coolify_service_id), text(&i.error_message)
         );
     }
     let _ = write!(b, "</table><h2>Failed jobs ({})</h2><table id=\"failed-jobs\"><tr><th>job</th><th>record</th><th>state</th><th>attempts</th><th>last error</th><th></th></tr>", jobs.len());

@@ -298,6 +298,27 @@ impl PbClient {
         self.create(DEPLOY_LOGS, &to_body(&log)?).await
     }
 
+    /// The newest `limit` deploy log rows of a record, newest first.
+    pub async fn recent_deploy_logs(&self, record_id: &str, limit: u32) -> Result<Vec<DeployLog>, PbError> {
+        let per_page = limit.clamp(1, MAX_PER_PAGE).to_string();
+        let filter = format!("record_id = {}", filter_quote(record_id));
+        let query = [
+            ("page", "1"),
+            ("perPage", per_page.as_str()),
+            ("sort", "-created,-id"),
+            ("skipTotal", "1"),
+            ("filter", filter.as_str()),
+        ];
+        let url = self.url(&["api", "collections", DEPLOY_LOGS, "records"], &query)?;
+        let reply = self
+            .send(Method::GET, &url, None, |r| {
+                r.status.is_success() && serde_json::from_slice::<ListAnswer>(&r.body).is_ok_and(|l| l.items.is_empty())
+            })
+            .await?;
+        let list: ListAnswer = decode(reply, DEPLOY_LOGS)?;
+        list.items.into_iter().map(|v| from_value(v, DEPLOY_LOGS)).collect()
+    }
+
     async fn list_page_raw(
         &self,
         collection: &str,

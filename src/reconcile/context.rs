@@ -3,8 +3,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use secrecy::SecretString;
-
 use crate::coolify::CoolifyClient;
 use crate::journal::Journal;
 use crate::pocketbase::PbClient;
@@ -14,7 +12,6 @@ use crate::secrets::SecretStore;
 use crate::templates::TemplateSet;
 
 /// Settings the executors need, taken from the validated config.
-#[derive(Clone)]
 pub struct ReconcileSettings {
     pub base_domain: String,
     pub router_base_url: String,
@@ -22,7 +19,8 @@ pub struct ReconcileSettings {
     pub server_uuid: String,
     pub running_timeout: Duration,
     pub sovereign: Ceiling,
-    pub secrets_key: SecretString,
+    /// Key for `secrets_hash` and the per-stack router key.
+    pub secrets_key: crate::secrets::SecretBytes,
 }
 
 /// Everything a reconcile needs; cheap to clone.
@@ -101,7 +99,7 @@ impl<'a> ActionLog<'a> {
             status,
             message: message.clone(),
             triggered_by: "cf-bridge".to_string(),
-            duration_ms: self.started.elapsed().as_millis() as i64,
+            duration_ms: self.started.elapsed().as_millis() as u64,
         };
         if let Err(e) = self.ctx.pb.create_deploy_log(&row).await {
             // The action itself happened; a lost log row must not fail or repeat it.

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use super::context::{ActionLog, Context};
 use crate::coolify::ServiceStatus;
 use crate::events::{Action as EventAction, Collection, EventSink, NewEvent, Source};
-use crate::pocketbase::records::{BotInstance, DeployAction, DeployStatus, pb_now};
+use crate::pocketbase::records::{BotInstance, DeployAction, DeployStatus, InstancePatch, InstanceStatus, format_pb_date};
 
 /// Marks an `error_message` the poller wrote, so it only clears its own errors.
 pub const HEALTH_PREFIX: &str = "health check: ";
@@ -88,12 +88,14 @@ impl HealthPoller {
             .map_err(|e| e.to_string())?;
         for inst in instances {
             // Only instances the bridge brought up, or that the poller itself marked, are judged here.
-            let health_error = inst.status == "error" && inst.error_message.starts_with(HEALTH_PREFIX);
-            if inst.status != "running" && !health_error {
+            let health_error = inst.status == Some(InstanceStatus::Error)
+                && inst.error_message.as_deref().is_some_and(|m| m.starts_with(HEALTH_PREFIX));
+            if inst.status != Some(InstanceStatus::Running) && !health_error {
                 continue;
             }
+            let Some(service) = inst.coolify_service_id.as_deref() else { continue };
             let streak = self.streaks.get(&inst.id).copied().unwrap_or(0);
-            let status = by_uuid.get(&inst.coolify_service_id);
+            let status = by_uuid.get(service);
             let (streak, verdict) = judge(status, streak, self.threshold);
             self.streaks.insert(inst.id.clone(), streak);
             if let Err(e) = self.act(&inst, status, verdict, health_error).await {
@@ -114,7 +116,13 @@ impl HealthPoller {
         match verdict {
             Verdict::Healthy => {
                 if health_error {
-                    pb.patch_instance_json(&inst.id, &json!({"status": "running", "error_message": "", "last_healthy_at": pb_now()}))
+                    let patch = InstancePatch {
+                        status: Some(InstanceStatus::Running),
+                        error_message: Some(String::new()),
+                        last_healthy_at: Some(chrono::Utc::now()),
+                        ..Default::default()
+                    };
+                    pb.patch_instance(&inst.id, &patch)
                         .await
                         .map_err(|e| e.to_string())?;
                     info!(record_id = %inst.id, "instance recovered");
@@ -129,7 +137,8 @@ impl HealthPoller {
                         .get(&inst.id)
                         .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
                     if due {
-                        pb.patch_instance_json(&inst.id, &json!({"last_healthy_at": pb_now()}))
+                        let patch = InstancePatch { last_healthy_at: Some(chrono::Utc::now()), ..Default::default() };
+                        pb.patch_instance(&inst.id, &patch)
                             .await
                             .map_err(|e| e.to_string())?;
                         self.last_healthy_write.insert(inst.id.clone(), Instant::now());
@@ -140,14 +149,20 @@ impl HealthPoller {
             Verdict::Unhealthy => {
                 if !health_error {
                     let shown = status.map(ToString::to_string).unwrap_or_default();
+                    let service = inst.coolify_service_id.clone().unwrap_or_default();
                     let message = format!(
-                        "{HEALTH_PREFIX}service {} reads {shown} for {} consecutive checks",
-                        inst.coolify_service_id, self.threshold
+                        "{HEALTH_PREFIX}service {service} reads {shown} for {} consecutive checks",
+                        self.threshold
                     );
-                    pb.patch_instance_json(&inst.id, &json!({"status": "error", "error_message": message}))
+                    let patch = InstancePatch {
+                        status: Some(InstanceStatus::Error),
+                        error_message: Some(message.clone()),
+                        ..Default::default()
+                    };
+                    pb.patch_instance(&inst.id, &patch)
                         .await
                         .map_err(|e| e.to_string())?;
-                    warn!(record_id = %inst.id, coolify_uuid = %inst.coolify_service_id, status = %shown, "instance unhealthy");
+                    warn!(record_id = %inst.id, coolify_uuid = %service, status = %shown, "instance unhealthy");
                     ActionLog::instance(&self.ctx, &inst.id, Some(&inst.tenant), true, DeployAction::Error)
                         .finish(DeployStatus::Failed, message)
                         .await;
@@ -155,21 +170,22 @@ impl HealthPoller {
             }
             Verdict::Missing => {
                 // The service vanished from Coolify: let the reconciler recreate it.
+                let service = inst.coolify_service_id.clone().unwrap_or_default();
+                let updated = inst.updated.as_ref().map(format_pb_date).unwrap_or_default();
                 let event = NewEvent {
                     source: Source::Resync,
                     collection: Collection::BotInstances,
                     record_id: inst.id.clone(),
                     action: EventAction::Update,
-                    record_updated: Some(inst.updated.clone()),
-                    dedupe_key: format!("health-missing:{}:{}", inst.id, inst.coolify_service_id),
+                    record_updated: Some(updated.clone()),
+                    dedupe_key: format!("health-missing:{}:{service}:{updated}", inst.id),
                     delivery_id: None,
                     payload: json!({"reason": "service missing from Coolify"}),
                 };
-                pb.patch_instance_json(&inst.id, &json!({"applied_hash": ""}))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let patch = InstancePatch { applied_hash: Some(String::new()), ..Default::default() };
+                pb.patch_instance(&inst.id, &patch).await.map_err(|e| e.to_string())?;
                 self.ctx.journal.ingest(event).await.map_err(|e| e.to_string())?;
-                warn!(record_id = %inst.id, coolify_uuid = %inst.coolify_service_id, "service missing from Coolify; scheduled a redeploy");
+                warn!(record_id = %inst.id, coolify_uuid = %service, "service missing from Coolify; scheduled a redeploy");
             }
         }
         Ok(())

@@ -5,14 +5,16 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::json;
 use tracing::{info, warn};
 
 use super::context::{ActionLog, Context, service_intent_key, service_name};
 use super::error::ReconcileError;
 use super::plan::{self, Action, Blocked, EffectiveState, InstanceInput, Observed, Spec};
 use crate::coolify::{CoolifyError, CreateService, EnvVarInput, ServicePatch, ServiceUrl};
-use crate::pocketbase::records::{BotInstance, DeployAction, DeployStatus, Tenant};
+use crate::pocketbase::records::{
+    BotInstance, DeployAction, DeployStatus, DesiredState, InstancePatch, InstanceStatus, Tenant, TenantStatus,
+    filter_quote, format_pb_date,
+};
 use crate::quota;
 use crate::secrets;
 use crate::templates::{self, RenderInput, Rendered};
@@ -27,10 +29,13 @@ struct Desired {
     secrets_hash: String,
 }
 
-pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> Result<(), ReconcileError> {
+/// Reconciles one instance; returns the record's `updated` when it is live, `None` once destroyed.
+pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> Result<Option<String>, ReconcileError> {
     let Some(inst) = ctx.pb.get_instance(id).await? else {
-        return destroy(ctx, id).await;
+        destroy(ctx, id).await?;
+        return Ok(None);
     };
+    let updated = inst.updated.as_ref().map(format_pb_date).unwrap_or_default();
     let tenant = ctx.pb.get_tenant(&inst.tenant).await?;
     let desired = match &tenant {
         None => Err(Blocked::Invalid(format!("tenant {} does not exist", inst.tenant))),
@@ -38,24 +43,25 @@ pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> 
     };
     // Our own write-back comes back as an update event: an unchanged spec needs no Coolify call.
     if let Ok(d) = &desired {
-        if inst.applied_hash == d.spec.fingerprint() {
-            return Ok(());
+        if inst.applied_hash.as_deref() == Some(d.spec.fingerprint().as_str()) {
+            return Ok(Some(updated));
         }
     }
     let desired = match desired {
         Ok(d) => d,
-        Err(blocked) => return block(ctx, &inst, blocked).await,
+        Err(blocked) => return block(ctx, &inst, blocked).await.map(|()| Some(updated)),
     };
     mark_first_action(first_event_ms);
     let observed = observe(ctx, &inst).await?;
     let input = InstanceInput {
         desired: Ok(desired.spec.clone()),
-        applied: Spec::parse(&inst.applied_hash),
+        applied: inst.applied_hash.as_deref().and_then(Spec::parse),
         observed: observed.clone(),
     };
     let actions = plan::plan_instance(&input);
     info!(record_id = %inst.id, actions = ?actions, "reconciling instance");
-    execute(ctx, &inst, &desired, observed, &actions).await
+    execute(ctx, &inst, &desired, observed, &actions).await?;
+    Ok(Some(updated))
 }
 
 fn mark_first_action(first_event_ms: Option<i64>) {
@@ -69,10 +75,9 @@ fn mark_first_action(first_event_ms: Option<i64>) {
 }
 
 async fn desire(ctx: &Context, inst: &BotInstance, tenant: &Tenant) -> Result<Result<Desired, Blocked>, ReconcileError> {
-    let project_uuid = tenant.coolify_project_uuid.clone();
-    if project_uuid.is_empty() {
+    let Some(project_uuid) = tenant.coolify_project_uuid.clone() else {
         return Ok(Err(Blocked::TenantNotReady));
-    }
+    };
     let Some(template_record) = ctx.pb.get_template(&inst.template).await? else {
         return Ok(Err(Blocked::Invalid(format!("template {} does not exist", inst.template))));
     };
@@ -83,24 +88,25 @@ async fn desire(ctx: &Context, inst: &BotInstance, tenant: &Tenant) -> Result<Re
         ))));
     };
 
-    let plan_tier = match tenant.plan_tier.parse::<quota::PlanTier>() {
-        Ok(p) => p,
-        Err(_) => return Ok(Err(Blocked::Invalid(format!("tenant has an unknown plan_tier {:?}", tenant.plan_tier)))),
+    let Some(plan_tier) = tenant
+        .plan_tier
+        .and_then(|p| serde_json::to_value(p).ok())
+        .and_then(|v| v.as_str().and_then(|s| s.parse::<quota::PlanTier>().ok()))
+    else {
+        return Ok(Err(Blocked::Invalid("the tenant has no plan_tier".to_string())));
     };
-    let ceiling = quota::ceiling(plan_tier, tenant.max_stacks.max(0) as u32, &ctx.settings.sovereign);
+    let ceiling = quota::ceiling(plan_tier, tenant.max_stacks, &ctx.settings.sovereign);
     let siblings = ctx
         .pb
-        .list_instances(Some(&format!("tenant = '{}'", tenant.id)))
+        .list_instances(Some(&format!("tenant = {}", filter_quote(&tenant.id))))
         .await?;
-    let mut ordered: Vec<(String, String)> = siblings.into_iter().map(|i| (i.created, i.id)).collect();
+    // Stacks are admitted in creation order, so the same instances win every time.
+    let mut ordered: Vec<(Option<chrono::DateTime<chrono::Utc>>, String)> =
+        siblings.into_iter().map(|i| (i.created, i.id)).collect();
     ordered.sort();
-    let ids: Vec<String> = ordered.into_iter().map(|(_, id)| id).collect();
-    if let Some(limit) = ceiling.max_stacks {
-        if !quota::admitted(&ids, limit).contains(&inst.id) {
-            return Ok(Err(Blocked::Quota(quota::stack_limit_message(plan_tier, limit, tenant.max_stacks > 0))));
-        }
-    }
-    let granted = match quota::check_resources(plan_tier, &ceiling, inst.cpu_limit, inst.mem_limit.max(0) as u32, template.cpu_default, template.mem_default_mb) {
+    let position = ordered.iter().position(|(_, id)| *id == inst.id).unwrap_or(ordered.len());
+    let defaults = quota::TemplateDefaults { cpu: template.cpu_default, mem_mb: template.mem_default_mb };
+    let granted = match quota::check(plan_tier, &ceiling, inst.cpu_limit, inst.mem_limit, defaults, position as u32) {
         Ok(g) => g,
         Err(e) => return Ok(Err(Blocked::Quota(e.to_string()))),
     };
@@ -141,10 +147,14 @@ async fn desire(ctx: &Context, inst: &BotInstance, tenant: &Tenant) -> Result<Re
         env.push(EnvVarInput::new(k.clone(), SecretString::from(v.expose_secret().to_string()), literal));
     }
 
-    let state = plan::effective_state(inst.desired_state == "running", tenant.status == "active");
+    let state = plan::effective_state(
+        inst.desired_state == Some(DesiredState::Running),
+        tenant.status == Some(TenantStatus::Active),
+    );
     let compose_key = format!("{}\n#domain={}\n#template={}@{}", rendered.compose_yaml, domain, template.name, template.version);
     let env_key = format!("{}|{}", secrets_hash, ctx.settings.router_base_url);
-    let spec = Spec::new(state, &compose_key, &env_key, &inst.restart_requested_at);
+    let restart = inst.restart_requested_at.as_ref().map(format_pb_date).unwrap_or_default();
+    let spec = Spec::new(state, &compose_key, &env_key, &restart);
     Ok(Ok(Desired {
         spec,
         rendered,
@@ -157,30 +167,26 @@ async fn desire(ctx: &Context, inst: &BotInstance, tenant: &Tenant) -> Result<Re
 
 async fn block(ctx: &Context, inst: &BotInstance, blocked: Blocked) -> Result<(), ReconcileError> {
     let (status, message) = match &blocked {
-        Blocked::MissingSecrets(keys) => ("pending", format!("waiting for secrets: {}", keys.join(", "))),
-        Blocked::TenantNotReady => ("pending", "waiting for the tenant's Coolify project".to_string()),
-        Blocked::Quota(m) => ("error", m.clone()),
-        Blocked::Invalid(m) => ("error", m.clone()),
+        Blocked::MissingSecrets(keys) => (InstanceStatus::Pending, format!("waiting for secrets: {}", keys.join(", "))),
+        Blocked::TenantNotReady => (InstanceStatus::Pending, "waiting for the tenant's Coolify project".to_string()),
+        Blocked::Quota(m) | Blocked::Invalid(m) => (InstanceStatus::Error, m.clone()),
     };
-    if inst.status != status || inst.error_message != message {
-        ctx.pb
-            .patch_instance_json(&inst.id, &json!({"status": status, "error_message": message}))
-            .await?;
-        if status == "error" {
+    // Only a change is written, so the update event our own write causes ends here next time.
+    if inst.status != Some(status) || inst.error_message.as_deref() != Some(message.as_str()) {
+        let patch = InstancePatch { status: Some(status), error_message: Some(message.clone()), ..Default::default() };
+        ctx.pb.patch_instance(&inst.id, &patch).await?;
+        if status == InstanceStatus::Error {
             ActionLog::instance(ctx, &inst.id, Some(&inst.tenant), true, DeployAction::Error)
                 .finish(DeployStatus::Failed, message.clone())
                 .await;
         }
-        warn!(record_id = %inst.id, status, reason = %message, "instance blocked");
+        warn!(record_id = %inst.id, status = ?status, reason = %message, "instance blocked");
     }
     Err(ReconcileError::NeedsChange(message))
 }
 
 async fn observe(ctx: &Context, inst: &BotInstance) -> Result<Observed, ReconcileError> {
-    let mut candidates: Vec<String> = Vec::new();
-    if !inst.coolify_service_id.is_empty() {
-        candidates.push(inst.coolify_service_id.clone());
-    }
+    let mut candidates: Vec<String> = inst.coolify_service_id.iter().cloned().collect();
     if let Some(intent) = ctx.journal.get_intent(&service_intent_key(&inst.id)).await? {
         if let Some(uuid) = intent.coolify_uuid {
             candidates.push(uuid);
@@ -242,12 +248,20 @@ async fn execute(
         }
         Err(e) => {
             let message = e.to_string();
-            let mut patch = json!({"status": "error", "error_message": message});
-            if let Some(u) = &uuid {
-                patch["coolify_service_id"] = json!(u);
-            }
-            if let Err(pe) = ctx.pb.patch_instance_json(&inst.id, &patch).await {
-                warn!(record_id = %inst.id, error = %pe, "could not record the failure on the instance");
+            // Writing the same failure again would only wake this job early: write changes only.
+            let unchanged = inst.status == Some(InstanceStatus::Error)
+                && inst.error_message.as_deref() == Some(message.as_str())
+                && (uuid.is_none() || uuid == inst.coolify_service_id);
+            if !unchanged {
+                let patch = InstancePatch {
+                    status: Some(InstanceStatus::Error),
+                    error_message: Some(message.clone()),
+                    coolify_service_id: uuid.clone(),
+                    ..Default::default()
+                };
+                if let Err(pe) = ctx.pb.patch_instance(&inst.id, &patch).await {
+                    warn!(record_id = %inst.id, error = %pe, "could not record the failure on the instance");
+                }
             }
             log.finish(DeployStatus::Failed, message).await;
         }
@@ -305,10 +319,14 @@ async fn run_actions(
     for action in actions {
         match action {
             Action::MarkDeploying => {
-                if inst.status != "deploying" {
-                    ctx.pb
-                        .patch_instance_json(&inst.id, &json!({"status": "deploying", "error_message": ""}))
-                        .await?;
+                // A retry after a failure keeps showing the error until it succeeds, so retries write nothing.
+                if !matches!(inst.status, Some(InstanceStatus::Deploying | InstanceStatus::Error)) {
+                    let patch = InstancePatch {
+                        status: Some(InstanceStatus::Deploying),
+                        error_message: Some(String::new()),
+                        ..Default::default()
+                    };
+                    ctx.pb.patch_instance(&inst.id, &patch).await?;
                 }
             }
             Action::CreateService => {
@@ -334,22 +352,20 @@ async fn run_actions(
             }
             Action::WriteBack(state) => {
                 let status = match state {
-                    EffectiveState::Running => "running",
-                    EffectiveState::Stopped => "stopped",
+                    EffectiveState::Running => InstanceStatus::Running,
+                    EffectiveState::Stopped => InstanceStatus::Stopped,
                 };
-                let mut patch = json!({
-                    "status": status,
-                    "error_message": "",
-                    "coolify_service_id": uuid.clone().unwrap_or_default(),
-                    "coolify_project_id": desired.project_uuid,
-                    "domain": desired.domain,
-                    "applied_hash": desired.spec.fingerprint(),
-                    "secrets_hash": desired.secrets_hash,
-                });
-                if last_running {
-                    patch["last_healthy_at"] = json!(crate::pocketbase::records::pb_now());
-                }
-                ctx.pb.patch_instance_json(&inst.id, &patch).await?;
+                let patch = InstancePatch {
+                    status: Some(status),
+                    error_message: Some(String::new()),
+                    coolify_service_id: uuid.clone(),
+                    coolify_project_id: Some(desired.project_uuid.clone()),
+                    domain: Some(desired.domain.clone()),
+                    applied_hash: Some(desired.spec.fingerprint()),
+                    secrets_hash: Some(desired.secrets_hash.clone()),
+                    last_healthy_at: last_running.then(chrono::Utc::now),
+                };
+                ctx.pb.patch_instance(&inst.id, &patch).await?;
             }
             Action::Block(_) | Action::DeleteService => {
                 return Err(ReconcileError::Transient(format!("internal: unexpected action {action:?}")));
@@ -388,9 +404,12 @@ async fn create_service(ctx: &Context, inst: &BotInstance, desired: &Desired) ->
     };
     ctx.journal.resolve_intent(&key, &uuid).await?;
     // Record the uuid at once so a crash before the final write-back still finds it.
-    ctx.pb
-        .patch_instance_json(&inst.id, &json!({"coolify_service_id": uuid, "coolify_project_id": desired.project_uuid}))
-        .await?;
+    let patch = InstancePatch {
+        coolify_service_id: Some(uuid.clone()),
+        coolify_project_id: Some(desired.project_uuid.clone()),
+        ..Default::default()
+    };
+    ctx.pb.patch_instance(&inst.id, &patch).await?;
     info!(record_id = %inst.id, coolify_uuid = %uuid, "service created");
     Ok(uuid)
 }

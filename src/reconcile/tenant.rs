@@ -10,44 +10,46 @@ use super::error::ReconcileError;
 use super::plan::{self, TenantAction, TenantInput};
 use crate::coolify::CoolifyError;
 use crate::events::{Action as EventAction, Collection, EventSink, NewEvent, Source};
-use crate::pocketbase::records::{DeployAction, DeployStatus, Tenant};
+use crate::pocketbase::records::{DeployAction, DeployStatus, Tenant, TenantPatch, filter_quote, format_pb_date};
 
 /// How long a deleted tenant's project delete keeps retrying "has resources" within one attempt.
 const PROJECT_DELETE_PATIENCE: Duration = Duration::from_secs(120);
 
-pub async fn reconcile(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
+/// Reconciles one tenant; returns the record's `updated` when it is live, `None` once destroyed.
+pub async fn reconcile(ctx: &Context, id: &str) -> Result<Option<String>, ReconcileError> {
     let Some(tenant) = ctx.pb.get_tenant(id).await? else {
-        return destroy(ctx, id).await;
+        destroy(ctx, id).await?;
+        return Ok(None);
     };
     let observed = observe_project(ctx, &tenant).await?;
     let actions = plan::plan_tenant(&TenantInput {
-        recorded_project: (!tenant.coolify_project_uuid.is_empty()).then(|| tenant.coolify_project_uuid.clone()),
+        recorded_project: tenant.coolify_project_uuid.clone(),
         observed_project: observed,
     });
     for action in actions {
         match action {
             TenantAction::CreateProject => {
                 let uuid = create_project(ctx, &tenant).await?;
-                ctx.pb
-                    .patch_tenant_json(&tenant.id, &json!({"coolify_project_uuid": uuid, "bridge_error": ""}))
-                    .await?;
+                write_project(ctx, &tenant, uuid).await?;
             }
-            TenantAction::WriteProjectUuid(uuid) => {
-                ctx.pb
-                    .patch_tenant_json(&tenant.id, &json!({"coolify_project_uuid": uuid, "bridge_error": ""}))
-                    .await?;
-            }
+            TenantAction::WriteProjectUuid(uuid) => write_project(ctx, &tenant, uuid).await?,
             TenantAction::FanOutInstances => fan_out(ctx, &tenant).await?,
             TenantAction::DeleteServices | TenantAction::DeleteProject(_) => {
                 return Err(ReconcileError::Transient(format!("internal: unexpected action {action:?}")));
             }
         }
     }
+    Ok(Some(tenant.updated.as_ref().map(format_pb_date).unwrap_or_default()))
+}
+
+async fn write_project(ctx: &Context, tenant: &Tenant, uuid: String) -> Result<(), ReconcileError> {
+    let patch = TenantPatch { coolify_project_uuid: Some(uuid), bridge_error: Some(String::new()) };
+    ctx.pb.patch_tenant(&tenant.id, &patch).await?;
     Ok(())
 }
 
 async fn observe_project(ctx: &Context, tenant: &Tenant) -> Result<Option<String>, ReconcileError> {
-    if let Some(uuid) = (!tenant.coolify_project_uuid.is_empty()).then_some(&tenant.coolify_project_uuid) {
+    if let Some(uuid) = &tenant.coolify_project_uuid {
         match ctx.coolify.get_project(uuid).await {
             Ok(p) => return Ok(Some(p.project.uuid)),
             Err(CoolifyError::NotFound { .. }) => {}
@@ -106,7 +108,8 @@ async fn create_project(ctx: &Context, tenant: &Tenant) -> Result<String, Reconc
         Err(e) => {
             let message = format!("could not create Coolify project {name}: {e}");
             log.finish(DeployStatus::Failed, message.clone()).await;
-            if let Err(pe) = ctx.pb.patch_tenant_json(&tenant.id, &json!({"bridge_error": message})).await {
+            let patch = TenantPatch { coolify_project_uuid: None, bridge_error: Some(message) };
+            if let Err(pe) = ctx.pb.patch_tenant(&tenant.id, &patch).await {
                 warn!(record_id = %tenant.id, error = %pe, "could not record the failure on the tenant");
             }
             Err(e)
@@ -118,17 +121,19 @@ async fn create_project(ctx: &Context, tenant: &Tenant) -> Result<String, Reconc
 async fn fan_out(ctx: &Context, tenant: &Tenant) -> Result<(), ReconcileError> {
     let instances = ctx
         .pb
-        .list_instances(Some(&format!("tenant = '{}'", tenant.id)))
+        .list_instances(Some(&format!("tenant = {}", filter_quote(&tenant.id))))
         .await?;
+    let tenant_updated = tenant.updated.as_ref().map(format_pb_date).unwrap_or_default();
     for inst in instances {
+        let inst_updated = inst.updated.as_ref().map(format_pb_date).unwrap_or_default();
         let event = NewEvent {
             source: Source::Resync,
             collection: Collection::BotInstances,
             record_id: inst.id.clone(),
             action: EventAction::Update,
-            record_updated: Some(inst.updated.clone()),
+            record_updated: Some(inst_updated.clone()),
             // One wake-up per tenant version and instance version.
-            dedupe_key: format!("tenant-fanout:{}:{}:{}:{}", tenant.id, tenant.updated, inst.id, inst.updated),
+            dedupe_key: format!("tenant-fanout:{}:{tenant_updated}:{}:{inst_updated}", tenant.id, inst.id),
             delivery_id: None,
             payload: json!({"reason": "tenant changed", "tenant": tenant.id}),
         };
