@@ -123,11 +123,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         }),
     };
 
-    let journal_for_ready = journal.clone();
-    let readiness = Readiness::new(
-        settings.pocketbase.resync_interval * 2,
-        Box::new(move || journal_for_ready.check_writable_blocking().map_err(|e| e.to_string())),
-    );
+    let readiness = Readiness::new(settings.pocketbase.resync_interval * 2, journal.clone());
     readiness.pocketbase_auth.store(true, Ordering::Relaxed);
     readiness.coolify_reachable.store(true, Ordering::Relaxed);
 
@@ -159,14 +155,17 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         connected_tx,
         cancel.clone(),
     ));
+    let resync_trigger = resync::Trigger::new();
     tasks.spawn(resync::run_periodic(
         settings.pocketbase.resync_interval,
         connected_rx,
-        Arc::new(pb.clone()),
-        Arc::new(journal.clone()),
-        sink.clone(),
-        notify.clone(),
-        readiness.clone(),
+        resync_trigger.clone(),
+        resync::Resyncer {
+            lister: Arc::new(pb.clone()),
+            known: Arc::new(journal.clone()),
+            sink: sink.clone(),
+            notify: notify.clone(),
+        },
         cancel.clone(),
     ));
     tasks.spawn(dispatcher.run(cancel.clone(), DRAIN_DEADLINE));
@@ -193,7 +192,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         journal: journal.clone(),
         ctx: ctx.clone(),
         notify: notify.clone(),
-        resync: resync::Trigger::new(),
+        resync: resync_trigger,
     });
     let admin_token = web::Data::new(AdminToken::new(settings.admin.token.clone()));
     let readiness_data = web::Data::new(readiness.clone());

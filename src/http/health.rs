@@ -14,27 +14,24 @@ pub struct Readiness {
     pub realtime_connected: AtomicBool,
     /// How recent a resync must be to stand in for a connected realtime stream.
     pub resync_freshness: Duration,
-    pub journal_check: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+    pub journal: crate::journal::Journal,
 }
 
 impl Readiness {
-    pub fn new(
-        resync_freshness: Duration,
-        journal_check: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
-    ) -> Arc<Self> {
+    pub fn new(resync_freshness: Duration, journal: crate::journal::Journal) -> Arc<Self> {
         Arc::new(Readiness {
             pocketbase_auth: AtomicBool::new(false),
             coolify_reachable: AtomicBool::new(false),
             realtime_connected: AtomicBool::new(false),
             resync_freshness,
-            journal_check,
+            journal,
         })
     }
 
     /// The parts that are not ready, with the reason for each.
-    pub fn problems(&self) -> Vec<(&'static str, String)> {
+    pub async fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
-        if let Err(e) = (self.journal_check)() {
+        if let Err(e) = self.journal.check_writable().await {
             out.push(("journal", format!("not writable: {e}")));
         }
         if !self.pocketbase_auth.load(Ordering::Relaxed) {
@@ -60,7 +57,7 @@ async fn healthz() -> HttpResponse {
 
 #[get("/readyz")]
 async fn readyz(readiness: web::Data<Arc<Readiness>>) -> HttpResponse {
-    let problems = readiness.problems();
+    let problems = readiness.problems().await;
     if problems.is_empty() {
         HttpResponse::Ok().json(json!({"status": "ready"}))
     } else {

@@ -157,6 +157,15 @@ impl Journal {
         .map_err(|e| JournalError::Task(e.to_string()))?
     }
 
+    /// Folds the WAL into the database file; called once at shutdown, after the last write.
+    pub async fn close(&self) -> Result<(), JournalError> {
+        self.write(|conn| {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Proves the journal accepts writes right now (for `/readyz`).
     pub async fn check_writable(&self) -> Result<(), JournalError> {
         self.write(|conn| {

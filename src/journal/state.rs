@@ -141,3 +141,16 @@ impl Journal {
         .await
     }
 }
+
+impl crate::resync::KnownRecords for Journal {
+    fn known(&self, c: Collection) -> crate::resync::ListFuture<'_, std::collections::HashMap<String, String>> {
+        Box::pin(async move {
+            let rows = self.known_records(c).await.map_err(|e| e.to_string())?;
+            Ok(rows
+                .into_iter()
+                .filter(|r| !r.deleted)
+                .map(|r| (r.record_id, r.last_updated.unwrap_or_default()))
+                .collect())
+        })
+    }
+}
