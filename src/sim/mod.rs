@@ -66,6 +66,10 @@ pub struct LogEntry {
     /// Milliseconds since the simulator started.
     pub at_ms: u64,
     pub lost: bool,
+    /// JSON request body, when there was one.
+    pub request: Option<Value>,
+    /// Response body (JSON, or a JSON string for text bodies).
+    pub response: Option<Value>,
 }
 
 pub struct Sim {
@@ -123,9 +127,21 @@ impl Sim {
         }
     }
 
-    fn record(&self, method: &str, template: &str, status: u16, lost: bool) {
+    fn record(&self, method: &str, template: &str, reply: &Reply, lost: bool, request: Option<Value>) {
         let at_ms = ms(self.started.elapsed());
-        lock(&self.log).push(LogEntry { method: method.into(), path: template.into(), status, at_ms, lost });
+        let response = Some(match &reply.body {
+            Body::Json(v) => v.clone(),
+            Body::Text { text, .. } => Value::String(text.clone()),
+        });
+        lock(&self.log).push(LogEntry {
+            method: method.into(),
+            path: template.into(),
+            status: reply.status,
+            at_ms,
+            lost,
+            request,
+            response,
+        });
     }
 
     /// Everything, with computed statuses, for tests and operators.
@@ -192,9 +208,11 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, sim: web::Data<Sim>) -> Ht
     if path == "/api/health" || path == "/api/v1/health" {
         return HttpResponse::Ok().content_type("text/plain; charset=UTF-8").body("OK");
     }
+    let request: Option<Value> = serde_json::from_slice(&body).ok();
     let Some(route) = Route::parse(&method, &path) else {
-        sim.record(&method, "*", 404, false);
-        return respond(Reply::json(404, json!({"message": "Not found.", "docs": "https://coolify.io/docs"})), &[]);
+        let reply = Reply::json(404, json!({"message": "Not found.", "docs": "https://coolify.io/docs"}));
+        sim.record(&method, "*", &reply, false, request);
+        return respond(reply, &[]);
     };
     let template = route.template();
     let token = req
@@ -206,8 +224,9 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, sim: web::Data<Sim>) -> Ht
         .filter(|t| sim.cfg.tokens.iter().any(|x| x == t))
         .map(str::to_string);
     let Some(token) = token else {
-        sim.record(&method, template, 401, false);
-        return respond(Reply::message(401, "Unauthenticated."), &[]);
+        let reply = Reply::message(401, "Unauthenticated.");
+        sim.record(&method, template, &reply, false, request);
+        return respond(reply, &[]);
     };
     let now = now_ms();
     let verdict = lock(&sim.limiter).check(&token, sim.cfg.rate_limit, now);
@@ -218,10 +237,11 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, sim: web::Data<Sim>) -> Ht
     let throttled = |retry_after: u64, reset_at: u64, mut headers: Vec<(&'static str, String)>| {
         headers.push(("Retry-After", retry_after.to_string()));
         headers.push(("X-RateLimit-Reset", reset_at.to_string()));
-        respond(Reply::message(429, "Too Many Attempts."), &headers)
+        let reply = Reply::message(429, "Too Many Attempts.");
+        sim.record(&method, template, &reply, false, request.clone());
+        respond(reply, &headers)
     };
     if let Some(retry_after) = verdict.retry_after {
-        sim.record(&method, template, 429, false);
         return throttled(retry_after, verdict.reset_at, headers);
     }
     let fx = faults::effects(&mut lock(&sim.faults), template);
@@ -229,13 +249,13 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, sim: web::Data<Sim>) -> Ht
         tokio::time::sleep(Duration::from_millis(fx.latency_ms)).await;
     }
     if let Some(retry_after) = fx.throttle_retry_after {
-        sim.record(&method, template, 429, false);
         headers[1].1 = "0".into();
         return throttled(retry_after, now / 1000 + retry_after, headers);
     }
     if fx.server_error {
-        sim.record(&method, template, 500, false);
-        return respond(Reply::message(500, "Server Error"), &headers);
+        let reply = Reply::message(500, "Server Error");
+        sim.record(&method, template, &reply, false, request);
+        return respond(reply, &headers);
     }
     let parsed = if route.takes_json_body() {
         let ct = req.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
@@ -260,12 +280,11 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, sim: web::Data<Sim>) -> Ht
             reply
         }
     };
-    let status = reply.status;
     if fx.lose_response {
-        sim.record(&method, template, status, true);
+        sim.record(&method, template, &reply, true, request);
         return lost(reply);
     }
-    sim.record(&method, template, status, false);
+    sim.record(&method, template, &reply, false, request);
     respond(reply, &headers)
 }
 
