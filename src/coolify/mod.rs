@@ -1,1 +1,15 @@
-//! coolify
+//! Typed Coolify v4 client: a shared request budget, a retry policy that never repeats creates,
+//! and errors that say what to fix. See docs/coolify-openapi.yaml and the reference notes for the
+//! API's real behaviour.
+
+pub mod budget;
+pub mod client;
+pub mod error;
+pub mod retry;
+pub mod status;
+pub mod types;
+
+pub use client::{CoolifyClient, CoolifyConfig, encode_compose};
+pub use error::{CoolifyError, DomainConflict};
+pub use status::{Health, ServiceStatus};
+pub use types::*;

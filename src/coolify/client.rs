@@ -1,0 +1,549 @@
+//! The HTTP client: budgeted, retried per policy, typed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use reqwest::{Method, StatusCode, header};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+use tracing::{debug, warn};
+
+use super::budget::Budget;
+use super::error::CoolifyError;
+use super::retry::{Decision, Idempotency, Outcome, RetryPolicy};
+use super::types::*;
+use crate::metrics::metrics;
+
+#[derive(Clone)]
+pub struct CoolifyConfig {
+    /// Instance root, e.g. `http://127.0.0.1:8000`; the client adds `/api/v1`.
+    pub base_url: url::Url,
+    pub token: SecretString,
+    pub requests_per_minute: u32,
+    /// Bucket size: how many calls may go out back to back.
+    pub burst: u32,
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_retries: u32,
+}
+
+impl CoolifyConfig {
+    /// Defaults: 180 requests/min (under Coolify's 200), burst 20, 30 s request and 5 s connect timeouts, 3 retries.
+    pub fn new(base_url: url::Url, token: SecretString) -> Self {
+        Self {
+            base_url,
+            token,
+            requests_per_minute: 180,
+            burst: 20,
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            max_retries: 3,
+        }
+    }
+}
+
+impl std::fmt::Debug for CoolifyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoolifyConfig")
+            .field("base_url", &self.base_url.as_str())
+            .field("token", &"[redacted]")
+            .field("requests_per_minute", &self.requests_per_minute)
+            .field("burst", &self.burst)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+pub struct CoolifyClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    root: String,
+    token: SecretString,
+    budget: Budget,
+    policy: RetryPolicy,
+}
+
+struct Reply {
+    status: StatusCode,
+    text: String,
+}
+
+/// Percent-encodes one path segment (uuids are plain, environment names may not be).
+fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
+/// Checks the compose parses and has a `services` map, then STANDARD-base64 encodes it (Coolify
+/// answers invalid YAML with a 500 and line-broken base64 with a 422).
+pub fn encode_compose(yaml: &str) -> Result<String, CoolifyError> {
+    let doc: serde_norway::Value = serde_norway::from_str(yaml)
+        .map_err(|e| CoolifyError::InvalidInput(format!("compose is not valid YAML: {e}")))?;
+    let has_services = doc.get("services").is_some_and(serde_norway::Value::is_mapping);
+    if !has_services {
+        return Err(CoolifyError::InvalidInput("compose must contain a \"services\" map".into()));
+    }
+    Ok(STANDARD.encode(yaml.as_bytes()))
+}
+
+fn urls_json(urls: &[ServiceUrl]) -> Value {
+    Value::Array(urls.iter().map(|u| json!({"name": u.name, "url": u.url})).collect())
+}
+
+impl CoolifyClient {
+    pub fn new(cfg: CoolifyConfig) -> Result<Self, CoolifyError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(cfg.request_timeout)
+            .connect_timeout(cfg.connect_timeout)
+            .build()
+            .map_err(|e| CoolifyError::InvalidInput(format!("cannot build HTTP client: {}", describe(&e))))?;
+        let scheme = cfg.base_url.scheme();
+        if scheme != "http" && scheme != "https" {
+            return Err(CoolifyError::InvalidInput(format!("coolify base_url must be http(s), got {scheme}")));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                root: cfg.base_url.as_str().trim_end_matches('/').to_string(),
+                token: cfg.token,
+                budget: Budget::new(cfg.requests_per_minute, cfg.burst),
+                policy: RetryPolicy::new(cfg.max_retries),
+            }),
+        })
+    }
+
+    pub fn budget_remaining(&self) -> f64 {
+        self.inner.budget.remaining()
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        endpoint: &'static str,
+        path: &str,
+        body: Option<&Value>,
+        idem: Idempotency,
+    ) -> Result<Reply, CoolifyError> {
+        let inner = &self.inner;
+        let url = format!("{}{}", inner.root, path);
+        let (mut failures, mut throttled) = (0u32, 0u32);
+        loop {
+            inner.budget.acquire().await;
+            let mut rb = inner
+                .http
+                .request(method.clone(), &url)
+                .header(header::ACCEPT, "application/json")
+                .bearer_auth(inner.token.expose_secret());
+            if let Some(b) = body {
+                rb = rb.json(b);
+            }
+            let (outcome, err) = match rb.send().await {
+                Err(e) => {
+                    metrics().coolify_requests.with_label_values(&[endpoint, "error"]).inc();
+                    (Outcome::Transport, CoolifyError::Transport(describe(&e)))
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    metrics().coolify_requests.with_label_values(&[endpoint, status.as_str()]).inc();
+                    let retry_after = resp
+                        .headers()
+                        .get(header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    match resp.text().await {
+                        Err(e) => (Outcome::Transport, CoolifyError::Transport(describe(&e))),
+                        Ok(text) if status.is_success() => {
+                            debug!(endpoint, status = status.as_u16(), "coolify call ok");
+                            return Ok(Reply { status, text });
+                        }
+                        Ok(text) => {
+                            let err = CoolifyError::from_response(status.as_u16(), &text, retry_after);
+                            let outcome = match status.as_u16() {
+                                429 => {
+                                    inner.budget.drain();
+                                    Outcome::RateLimited { retry_after }
+                                }
+                                500..=599 => Outcome::ServerError,
+                                _ => Outcome::Final,
+                            };
+                            (outcome, err)
+                        }
+                    }
+                }
+            };
+            match inner.policy.decide(idem, outcome, failures, throttled) {
+                Decision::GiveUp => return Err(err),
+                Decision::Retry(wait) => {
+                    warn!(endpoint, error = %err, wait_ms = wait.as_millis() as u64, "coolify call failed, retrying");
+                    if matches!(outcome, Outcome::RateLimited { .. }) {
+                        throttled += 1;
+                    } else {
+                        failures += 1;
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        endpoint: &'static str,
+        path: &str,
+        body: Option<&Value>,
+        idem: Idempotency,
+    ) -> Result<T, CoolifyError> {
+        let reply = self.send(method, endpoint, path, body, idem).await?;
+        serde_json::from_str(&reply.text)
+            .map_err(|e| CoolifyError::BadResponse(format!("{endpoint} returned {}: {e}", reply.status.as_u16())))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, endpoint: &'static str, path: &str) -> Result<T, CoolifyError> {
+        self.json(Method::GET, endpoint, path, None, Idempotency::Safe).await
+    }
+
+    pub async fn health(&self) -> Result<(), CoolifyError> {
+        let reply = self.send(Method::GET, "GET /health", "/api/health", None, Idempotency::Safe).await?;
+        if reply.text.trim() == "OK" {
+            Ok(())
+        } else {
+            Err(CoolifyError::BadResponse(format!("health check answered {:?}", reply.text.chars().take(80).collect::<String>())))
+        }
+    }
+
+    pub async fn version(&self) -> Result<String, CoolifyError> {
+        let reply = self.send(Method::GET, "GET /version", "/api/v1/version", None, Idempotency::Safe).await?;
+        let v = reply.text.trim().trim_start_matches('v').to_string();
+        if v.is_empty() || v.len() > 64 {
+            return Err(CoolifyError::BadResponse("version endpoint returned no version".into()));
+        }
+        Ok(v)
+    }
+
+    pub async fn team(&self) -> Result<Team, CoolifyError> {
+        self.get("GET /team", "/api/v1/team").await
+    }
+
+    pub async fn servers(&self) -> Result<Vec<Server>, CoolifyError> {
+        self.get("GET /servers", "/api/v1/servers").await
+    }
+
+    pub async fn list_projects(&self) -> Result<Vec<Project>, CoolifyError> {
+        self.get("GET /projects", "/api/v1/projects").await
+    }
+
+    pub async fn get_project(&self, uuid: &str) -> Result<ProjectDetail, CoolifyError> {
+        self.get("GET /projects/{uuid}", &format!("/api/v1/projects/{}", seg(uuid))).await
+    }
+
+    pub async fn find_projects_by_name(&self, name: &str) -> Result<Vec<Project>, CoolifyError> {
+        Ok(self.list_projects().await?.into_iter().filter(|p| p.name == name).collect())
+    }
+
+    /// Never retried after a 5xx or transport error: the project may exist. Use `ensure_project`
+    /// or `find_projects_by_name` to adopt it.
+    pub async fn create_project(&self, name: &str, description: Option<&str>) -> Result<String, CoolifyError> {
+        let mut body = Map::new();
+        body.insert("name".into(), Value::String(name.to_string()));
+        if let Some(d) = description {
+            body.insert("description".into(), Value::String(d.to_string()));
+        }
+        #[derive(serde::Deserialize)]
+        struct Created {
+            uuid: String,
+        }
+        let created: Created = self
+            .json(Method::POST, "POST /projects", "/api/v1/projects", Some(&Value::Object(body)), Idempotency::NotRepeatable)
+            .await?;
+        Ok(created.uuid)
+    }
+
+    /// Returns the uuid of the project named `name`, creating it if none exists. After an ambiguous
+    /// create failure it looks again and adopts what the lost call created.
+    pub async fn ensure_project(&self, name: &str, description: Option<&str>) -> Result<String, CoolifyError> {
+        if let Some(p) = self.find_projects_by_name(name).await?.into_iter().min_by_key(|p| p.id) {
+            return Ok(p.uuid);
+        }
+        match self.create_project(name, description).await {
+            Ok(uuid) => Ok(uuid),
+            Err(e) if e.is_ambiguous() => {
+                warn!(project_name = name, error = %e, "project create outcome unknown, looking it up");
+                match self.find_projects_by_name(name).await?.into_iter().min_by_key(|p| p.id) {
+                    Some(p) => Ok(p.uuid),
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn patch_project(&self, uuid: &str, patch: &ProjectPatch) -> Result<Project, CoolifyError> {
+        let body = serde_json::to_value(patch).map_err(|e| CoolifyError::InvalidInput(e.to_string()))?;
+        self.json(Method::PATCH, "PATCH /projects/{uuid}", &format!("/api/v1/projects/{}", seg(uuid)), Some(&body), Idempotency::Safe)
+            .await
+    }
+
+    /// 400 "has resources" becomes `HasResources` (services are deleted asynchronously: retry later).
+    pub async fn delete_project(&self, uuid: &str) -> Result<(), CoolifyError> {
+        self.send(Method::DELETE, "DELETE /projects/{uuid}", &format!("/api/v1/projects/{}", seg(uuid)), None, Idempotency::Safe)
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn list_environments(&self, project_uuid: &str) -> Result<Vec<Environment>, CoolifyError> {
+        self.get("GET /projects/{uuid}/environments", &format!("/api/v1/projects/{}/environments", seg(project_uuid))).await
+    }
+
+    pub async fn get_environment(&self, project_uuid: &str, env_name: &str) -> Result<EnvironmentDetail, CoolifyError> {
+        self.get(
+            "GET /projects/{uuid}/{environment}",
+            &format!("/api/v1/projects/{}/{}", seg(project_uuid), seg(env_name)),
+        )
+        .await
+    }
+
+    pub async fn list_services(&self) -> Result<Vec<Service>, CoolifyError> {
+        self.get("GET /services", "/api/v1/services").await
+    }
+
+    pub async fn get_service(&self, uuid: &str) -> Result<Service, CoolifyError> {
+        self.get("GET /services/{uuid}", &format!("/api/v1/services/{}", seg(uuid))).await
+    }
+
+    pub async fn find_services_by_name(&self, name: &str) -> Result<Vec<Service>, CoolifyError> {
+        Ok(self.list_services().await?.into_iter().filter(|s| s.name == name).collect())
+    }
+
+    fn create_body(req: &CreateService) -> Result<Value, CoolifyError> {
+        if req.environment_name.is_none() && req.environment_uuid.is_none() {
+            return Err(CoolifyError::InvalidInput("service create needs environment_name or environment_uuid".into()));
+        }
+        let mut b = Map::new();
+        let mut put = |k: &str, v: Value| {
+            b.insert(k.to_string(), v);
+        };
+        put("project_uuid", json!(req.project_uuid));
+        if let Some(v) = &req.environment_name {
+            put("environment_name", json!(v));
+        }
+        if let Some(v) = &req.environment_uuid {
+            put("environment_uuid", json!(v));
+        }
+        put("server_uuid", json!(req.server_uuid));
+        if let Some(v) = &req.destination_uuid {
+            put("destination_uuid", json!(v));
+        }
+        put("name", json!(req.name));
+        if let Some(v) = &req.description {
+            put("description", json!(v));
+        }
+        put("docker_compose_raw", json!(encode_compose(&req.compose_yaml)?));
+        if !req.urls.is_empty() {
+            put("urls", urls_json(&req.urls));
+        }
+        put("instant_deploy", json!(req.instant_deploy));
+        if req.force_domain_override {
+            put("force_domain_override", json!(true));
+        }
+        if !req.tags.is_empty() {
+            put("tags", json!(req.tags));
+        }
+        Ok(Value::Object(b))
+    }
+
+    /// Never retried after a 5xx or transport error: the service may exist. Use `ensure_service`
+    /// or `find_services_by_name` to adopt it.
+    pub async fn create_service(&self, req: &CreateService) -> Result<CreatedService, CoolifyError> {
+        let body = Self::create_body(req)?;
+        self.json(Method::POST, "POST /services", "/api/v1/services", Some(&body), Idempotency::NotRepeatable).await
+    }
+
+    /// Returns the service named `req.name`, creating it if none exists; adopts after an ambiguous
+    /// create failure. Service names must be unique by construction (`cf-<instance id>`).
+    pub async fn ensure_service(&self, req: &CreateService) -> Result<CreatedService, CoolifyError> {
+        let adopt = |s: Service| CreatedService {
+            domains: s.applications.iter().filter_map(|a| a.fqdn.clone()).collect(),
+            uuid: s.uuid,
+        };
+        if let Some(s) = self.find_services_by_name(&req.name).await?.into_iter().next() {
+            return Ok(adopt(s));
+        }
+        match self.create_service(req).await {
+            Ok(c) => Ok(c),
+            Err(e) if e.is_ambiguous() => {
+                warn!(service_name = %req.name, error = %e, "service create outcome unknown, looking it up");
+                match self.find_services_by_name(&req.name).await?.into_iter().next() {
+                    Some(s) => Ok(adopt(s)),
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn patch_service(&self, uuid: &str, patch: &ServicePatch) -> Result<CreatedService, CoolifyError> {
+        let mut b = Map::new();
+        if let Some(v) = &patch.name {
+            b.insert("name".into(), json!(v));
+        }
+        if let Some(v) = &patch.description {
+            b.insert("description".into(), json!(v));
+        }
+        if let Some(v) = &patch.compose_yaml {
+            b.insert("docker_compose_raw".into(), json!(encode_compose(v)?));
+        }
+        if let Some(v) = &patch.urls {
+            b.insert("urls".into(), urls_json(v));
+        }
+        if let Some(v) = patch.instant_deploy {
+            b.insert("instant_deploy".into(), json!(v));
+        }
+        if let Some(v) = patch.force_domain_override {
+            b.insert("force_domain_override".into(), json!(v));
+        }
+        if let Some(v) = patch.connect_to_docker_network {
+            b.insert("connect_to_docker_network".into(), json!(v));
+        }
+        if b.is_empty() {
+            return Err(CoolifyError::InvalidInput("service patch is empty".into()));
+        }
+        self.json(Method::PATCH, "PATCH /services/{uuid}", &format!("/api/v1/services/{}", seg(uuid)), Some(&Value::Object(b)), Idempotency::Safe)
+            .await
+    }
+
+    /// Queues the deletion. A 404 means it is already gone, which is success.
+    pub async fn delete_service(&self, uuid: &str) -> Result<(), CoolifyError> {
+        match self
+            .send(Method::DELETE, "DELETE /services/{uuid}", &format!("/api/v1/services/{}", seg(uuid)), None, Idempotency::Safe)
+            .await
+        {
+            Ok(_) | Err(CoolifyError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes and polls until the service reads 404 (Coolify deletes asynchronously).
+    pub async fn delete_service_and_wait(&self, uuid: &str, timeout: Duration) -> Result<(), CoolifyError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.delete_service(uuid).await?;
+        let mut wait = Duration::from_millis(500);
+        loop {
+            match self.get_service(uuid).await {
+                Err(CoolifyError::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+                Ok(_) => {}
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(CoolifyError::Timeout(format!(
+                    "service {uuid} still present {} s after its deletion was queued",
+                    timeout.as_secs()
+                )));
+            }
+            tokio::time::sleep(wait.min(deadline - now)).await;
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn action(&self, uuid: &str, endpoint: &'static str, verb: &str, ok_if: &str) -> Result<(), CoolifyError> {
+        let path = format!("/api/v1/services/{}/{verb}", seg(uuid));
+        match self.send(Method::POST, endpoint, &path, None, Idempotency::Safe).await {
+            Ok(_) => Ok(()),
+            Err(CoolifyError::BadRequest { message }) if message.contains(ok_if) => {
+                debug!(coolify_uuid = uuid, verb, "{message}");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// "Service is already running." counts as success.
+    pub async fn start_service(&self, uuid: &str) -> Result<(), CoolifyError> {
+        self.action(uuid, "POST /services/{uuid}/start", "start", "already running").await
+    }
+
+    /// "Service is already stopped." counts as success.
+    pub async fn stop_service(&self, uuid: &str) -> Result<(), CoolifyError> {
+        self.action(uuid, "POST /services/{uuid}/stop", "stop", "already stopped").await
+    }
+
+    pub async fn restart_service(&self, uuid: &str) -> Result<(), CoolifyError> {
+        self.action(uuid, "POST /services/{uuid}/restart", "restart", "already running").await
+    }
+
+    pub async fn list_envs(&self, service_uuid: &str) -> Result<Vec<EnvVar>, CoolifyError> {
+        self.get("GET /services/{uuid}/envs", &format!("/api/v1/services/{}/envs", seg(service_uuid))).await
+    }
+
+    /// Upserts by key. Coolify applies items in order without a transaction, so on a validation
+    /// error the earlier items are saved; repeating the whole call is safe.
+    pub async fn bulk_upsert_envs(&self, service_uuid: &str, envs: &[EnvVarInput]) -> Result<(), CoolifyError> {
+        if envs.is_empty() {
+            return Ok(());
+        }
+        let body = json!({"data": envs.iter().map(EnvVarInput::to_json).collect::<Vec<_>>()});
+        self.send(
+            Method::PATCH,
+            "PATCH /services/{uuid}/envs/bulk",
+            &format!("/api/v1/services/{}/envs/bulk", seg(service_uuid)),
+            Some(&body),
+            Idempotency::Safe,
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compose_is_checked_and_strictly_encoded() {
+        let yaml = "services:\n  bot:\n    image: x\n".repeat(1);
+        let enc = encode_compose(&yaml).unwrap();
+        assert!(!enc.contains('\n'));
+        assert_eq!(STANDARD.decode(&enc).unwrap(), yaml.as_bytes());
+        assert!(matches!(encode_compose("services: [unclosed"), Err(CoolifyError::InvalidInput(_))));
+        assert!(matches!(encode_compose("version: '3'\n"), Err(CoolifyError::InvalidInput(_))));
+    }
+
+    #[test]
+    fn path_segments_are_encoded() {
+        assert_eq!(seg("abc-1_2"), "abc-1_2");
+        assert_eq!(seg("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn config_debug_hides_token() {
+        let cfg = CoolifyConfig::new(url::Url::parse("http://127.0.0.1:1").unwrap(), SecretString::from("1|supersecret"));
+        assert!(!format!("{cfg:?}").contains("supersecret"));
+    }
+}
