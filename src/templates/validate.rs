@@ -75,9 +75,16 @@ pub(crate) fn check_compose(t: &Template, yaml: &str, ceiling: &Ceiling) -> Resu
     }
     let doc: Value = serde_norway::from_str(yaml)
         .map_err(|e| TemplateError::Yaml { template: t.name.clone(), detail: e.to_string() })?;
+    if let Some((line, c)) = find_node_property(yaml) {
+        let what = match c {
+            '!' => "tag",
+            '&' => "anchor",
+            _ => "alias",
+        };
+        return Err(bad(format!("line {line}: YAML {what} ('{c}') is not allowed")));
+    }
     let mut refs = BTreeSet::new();
     walk_scalars(&doc, &mut |s| collect_refs(s, &mut refs)).map_err(|what| bad(what.into()))?;
-    check_refs(t, &refs)?;
 
     let top = doc.as_mapping().ok_or_else(|| bad("compose must be a mapping".into()))?;
     for key in top.keys() {
@@ -141,6 +148,7 @@ pub(crate) fn check_compose(t: &Template, yaml: &str, ceiling: &Ceiling) -> Resu
         )));
     }
     check_public(t, services)?;
+    check_refs(t, &refs)?;
     Ok(refs.into_iter().collect())
 }
 
@@ -523,6 +531,70 @@ fn walk_scalars(v: &Value, f: &mut impl FnMut(&str)) -> Result<(), &'static str>
     Ok(())
 }
 
+/// Finds a node property (tag `!`, anchor `&`) or alias (`*`) outside quoted scalars, comments and block
+/// scalars; returns its line and character. The parser resolves `!!` tags and aliases silently, so they are
+/// looked for in the text. Conservative: an unusual but legal plain scalar may be flagged too.
+fn find_node_property(yaml: &str) -> Option<(usize, char)> {
+    let mut quote: Option<char> = None;
+    let mut block_indent: Option<usize> = None;
+    let mut flow = 0usize;
+    for (n, line) in yaml.lines().enumerate() {
+        let indent = line.len() - line.trim_start_matches(' ').len();
+        if let Some(bi) = block_indent {
+            if line.trim().is_empty() || indent > bi {
+                continue;
+            }
+            block_indent = None;
+        }
+        let chars: Vec<char> = line.chars().collect();
+        let spaced = |i: usize| chars.get(i).is_none_or(|c| *c == ' ' || *c == '\t');
+        let mut token_start = quote.is_none();
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            if let Some(q) = quote {
+                if q == '"' && c == '\\' {
+                    i += 2;
+                    continue;
+                }
+                if c == q {
+                    if q == '\'' && chars.get(i + 1) == Some(&'\'') {
+                        i += 2;
+                        continue;
+                    }
+                    quote = None;
+                    token_start = false;
+                }
+                i += 1;
+                continue;
+            }
+            match c {
+                ' ' | '\t' => {}
+                '#' if i == 0 || spaced(i - 1) => break,
+                '!' | '&' | '*' if token_start => return Some((n + 1, c)),
+                '"' | '\'' if token_start => quote = Some(c),
+                '|' | '>' if token_start && flow == 0 => {
+                    block_indent = Some(indent);
+                    break;
+                }
+                '-' | '?' if token_start && spaced(i + 1) => {}
+                '[' | '{' if token_start => flow += 1,
+                ']' | '}' if flow > 0 => {
+                    flow -= 1;
+                    token_start = false;
+                }
+                ',' if flow > 0 => token_start = true,
+                ':' if spaced(i + 1) || (flow > 0 && matches!(chars.get(i + 1), Some(',' | ']' | '}'))) => {
+                    token_start = true
+                }
+                _ => token_start = false,
+            }
+            i += 1;
+        }
+    }
+    None
+}
+
 /// Compose interpolation: `$$` is a literal `$`; `${NAME...}` and `$NAME` are references.
 fn collect_refs(s: &str, out: &mut BTreeSet<String>) {
     let b = s.as_bytes();
@@ -554,7 +626,7 @@ fn collect_refs(s: &str, out: &mut BTreeSet<String>) {
 /// Compose sizes: a plain number of bytes, or a number with b/k/m/g (optionally followed by b).
 pub(crate) fn parse_bytes(s: &str) -> Option<u64> {
     let s = s.trim().to_ascii_lowercase();
-    let s = s.strip_suffix('b').filter(|r| !r.is_empty() && !r.ends_with(|c: char| c.is_ascii_digit())).unwrap_or(&s);
+    let s = s.strip_suffix('b').unwrap_or(&s);
     let (num, mult) = match s.chars().last()? {
         'k' => (&s[..s.len() - 1], 1u64 << 10),
         'm' => (&s[..s.len() - 1], 1 << 20),
@@ -565,8 +637,14 @@ pub(crate) fn parse_bytes(s: &str) -> Option<u64> {
     (n.is_finite() && n >= 0.0).then(|| (n * mult as f64) as u64)
 }
 
+/// A key for an error message: bare when it is a plain name, quoted and bounded otherwise.
 fn key_text(v: &Value) -> String {
     match v {
+        Value::String(s)
+            if !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) =>
+        {
+            s.clone()
+        }
         Value::String(s) => super::escape::shown(s),
         other => scalar_text(other),
     }
@@ -599,6 +677,20 @@ mod tests {
         assert_eq!(parse_bytes("12b"), Some(12));
         assert_eq!(parse_bytes("0.5g"), Some(1 << 29));
         assert_eq!(parse_bytes("lots"), None);
+    }
+
+    #[test]
+    fn node_properties() {
+        assert_eq!(find_node_property("a: !!python/object x\n"), Some((1, '!')));
+        assert_eq!(find_node_property("a: &x 1\nb: *x\n"), Some((1, '&')));
+        assert_eq!(find_node_property("a:\n  - *x\n"), Some((2, '*')));
+        assert_eq!(find_node_property("a: [1, !t 2]\n"), Some((1, '!')));
+        assert_eq!(find_node_property("a: {k: &z v}\n"), Some((1, '&')));
+        assert_eq!(find_node_property("a: \"!x &y *z\"\nb: 'it''s !x'\n"), None);
+        assert_eq!(find_node_property("a: echo hi! a&b *c\n# !comment\n"), None);
+        assert_eq!(find_node_property("a: |\n  !not a tag\n  *nor alias\nb: x\n"), None);
+        assert_eq!(find_node_property("a: |\n  text\nb: !t x\n"), Some((3, '!')));
+        assert_eq!(find_node_property("a: \"multi\n  line !x\"\n"), None);
     }
 
     #[test]
