@@ -81,7 +81,11 @@ pub struct Granted {
 pub enum QuotaError {
     #[error("unknown plan tier {0:?} (expected starter, team, business or sovereign)")]
     UnknownPlan(String),
-    #[error("quota exceeded: plan {plan} allows {limit} stacks{}", if *.overridden { " (tenant max_stacks override)" } else { "" })]
+    #[error(
+        "quota exceeded: plan {plan} allows {limit} {}{}",
+        if *.limit == 1 { "stack" } else { "stacks" },
+        if *.overridden { " (tenant max_stacks override)" } else { "" }
+    )]
     Stacks { plan: PlanTier, limit: u32, overridden: bool },
     #[error(
         "quota exceeded: requested {requested} CPU but plan {plan} allows at most {allowed} CPU per stack \
