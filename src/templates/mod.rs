@@ -1,1 +1,70 @@
-//! templates
+//! Bot templates: loading `templates/<name>/`, injection-proof rendering, and compose validation.
+//!
+//! Flow: [`TemplateSet::load_dir`] reads each template and proves it renders into a valid compose with its
+//! own defaults; [`render`] fills a template from an instance record (every record value pre-quoted, see
+//! [`escape`]) and then [`validate_compose`] parses the result and checks it against the platform's rules
+//! before Coolify ever sees it.
+
+pub mod escape;
+mod load;
+mod render;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+pub use load::TemplateSet;
+pub use render::{RenderInput, Rendered, render};
+pub use validate::validate_compose;
+
+/// One bot template, as declared by `template.toml` plus its compose source.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub name: String,
+    pub description: String,
+    pub version: String,
+    pub icon: String,
+    /// Env var names the tenant must provide before the stack can deploy.
+    pub required_secrets: Vec<String>,
+    pub default_config: serde_json::Map<String, serde_json::Value>,
+    pub cpu_default: f64,
+    pub mem_default_mb: u32,
+    /// The compose service that gets the domain (through Coolify `urls`).
+    pub public_service: String,
+    /// The container port the proxy routes to.
+    pub public_port: u16,
+    pub healthcheck_path: String,
+    /// Compose service keys the template declares, each with its share of the stack's CPU and memory.
+    pub services: BTreeMap<String, f64>,
+    pub compose_source: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error("templates directory {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("template manifest {path}: {detail}")]
+    Manifest { path: PathBuf, detail: String },
+    #[error("template {template}: compose template does not parse: {detail}")]
+    Syntax { template: String, detail: String },
+    #[error("template {template}: {detail}")]
+    Input { template: String, detail: String },
+    #[error("template {template}: rendering failed: {detail}")]
+    Render { template: String, detail: String },
+    #[error("template {template}: rendered compose is not valid YAML: {detail}")]
+    Yaml { template: String, detail: String },
+    #[error("template {template}: {reason}")]
+    Invalid { template: String, reason: String },
+    #[error("unknown template {0:?}")]
+    Unknown(String),
+}
+
+impl TemplateError {
+    pub(crate) fn invalid(t: &Template, reason: impl Into<String>) -> Self {
+        TemplateError::Invalid { template: t.name.clone(), reason: reason.into() }
+    }
+
+    pub(crate) fn input(t: &Template, detail: impl Into<String>) -> Self {
+        TemplateError::Input { template: t.name.clone(), detail: detail.into() }
+    }
+}

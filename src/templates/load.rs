@@ -1,0 +1,187 @@
+//! Reading `templates/<name>/template.toml` and `compose.yml.liquid`, and proving each template renders.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::escape::{check_value, is_config_key, shown};
+use super::render::{RenderInput, parse_liquid, render};
+use super::validate::is_service_name;
+use super::{Template, TemplateError};
+use crate::quota::Ceiling;
+use crate::secrets::RESERVED_KEYS;
+
+const MANIFEST: &str = "template.toml";
+const COMPOSE: &str = "compose.yml.liquid";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    name: String,
+    description: String,
+    version: String,
+    #[serde(default)]
+    icon: String,
+    #[serde(default)]
+    required_secrets: Vec<String>,
+    #[serde(default)]
+    default_config: serde_json::Map<String, serde_json::Value>,
+    cpu_default: f64,
+    mem_default: u32,
+    public_service: String,
+    public_port: u16,
+    #[serde(default = "default_healthcheck_path")]
+    healthcheck_path: String,
+    services: BTreeMap<String, ServiceDecl>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceDecl {
+    /// Fraction of the stack's CPU and memory this service gets.
+    share: f64,
+}
+
+fn default_healthcheck_path() -> String {
+    "/healthz".to_string()
+}
+
+/// All templates of a directory, keyed by name.
+#[derive(Debug, Clone, Default)]
+pub struct TemplateSet {
+    templates: BTreeMap<String, Template>,
+}
+
+impl TemplateSet {
+    /// Loads every `<path>/<name>/` that holds a `template.toml`. Each template must render, with its own
+    /// defaults, into a compose that passes [`super::validate_compose`], so a broken template stops the
+    /// bridge at start rather than at a tenant's deploy.
+    pub fn load_dir(path: &Path) -> Result<Self, TemplateError> {
+        let io = |p: &Path, source| TemplateError::Io { path: p.to_path_buf(), source };
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for entry in fs::read_dir(path).map_err(|e| io(path, e))? {
+            let entry = entry.map_err(|e| io(path, e))?;
+            let dir = entry.path();
+            if dir.join(MANIFEST).is_file() {
+                dirs.push(dir);
+            }
+        }
+        dirs.sort();
+        let mut templates = BTreeMap::new();
+        for dir in dirs {
+            let t = load_one(&dir)?;
+            templates.insert(t.name.clone(), t);
+        }
+        Ok(TemplateSet { templates })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Template> {
+        self.templates.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Template> {
+        self.templates.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.templates.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.templates.is_empty()
+    }
+}
+
+fn load_one(dir: &Path) -> Result<Template, TemplateError> {
+    let manifest_path = dir.join(MANIFEST);
+    let bad = |detail: String| TemplateError::Manifest { path: manifest_path.clone(), detail };
+    let text = fs::read_to_string(&manifest_path)
+        .map_err(|source| TemplateError::Io { path: manifest_path.clone(), source })?;
+    let m: Manifest = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let compose_path = dir.join(COMPOSE);
+    let compose_source = fs::read_to_string(&compose_path)
+        .map_err(|source| TemplateError::Io { path: compose_path.clone(), source })?;
+
+    let dir_name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if m.name != dir_name {
+        return Err(bad(format!("name {:?} differs from its directory {dir_name:?}", m.name)));
+    }
+    if !is_service_name(&m.name) {
+        return Err(bad(format!("name {} must be lowercase letters, digits, '-' or '_'", shown(&m.name))));
+    }
+    for s in &m.required_secrets {
+        let ok = s.len() <= 64
+            && s.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
+            && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            && !RESERVED_KEYS.contains(&s.as_str())
+            && !s.starts_with("SERVICE_");
+        if !ok {
+            return Err(bad(format!("required secret {} is not a valid tenant secret name", shown(s))));
+        }
+    }
+    for (k, v) in &m.default_config {
+        if !is_config_key(k) {
+            return Err(bad(format!("default_config key {} is invalid", shown(k))));
+        }
+        match v {
+            serde_json::Value::String(s) => {
+                check_value(s).map_err(|d| bad(format!("default_config {k} {d}")))?;
+            }
+            serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {}
+            _ => return Err(bad(format!("default_config {k} must be a string, number or boolean"))),
+        }
+    }
+    if !m.cpu_default.is_finite() || m.cpu_default <= 0.0 {
+        return Err(bad("cpu_default must be above zero".into()));
+    }
+    if m.mem_default < 6 {
+        return Err(bad("mem_default must be at least 6 MB (Docker's minimum)".into()));
+    }
+    if m.services.is_empty() {
+        return Err(bad("no [services] declared".into()));
+    }
+    let mut total_share = 0.0;
+    for (name, decl) in &m.services {
+        if !is_service_name(name) {
+            return Err(bad(format!("service name {} is invalid", shown(name))));
+        }
+        if !decl.share.is_finite() || decl.share <= 0.0 || decl.share > 1.0 {
+            return Err(bad(format!("service {name}: share must be in (0, 1]")));
+        }
+        total_share += decl.share;
+    }
+    if total_share > 1.0 + 1e-9 {
+        return Err(bad(format!("service shares add up to {total_share}, more than 1")));
+    }
+    if !m.services.contains_key(&m.public_service) {
+        return Err(bad(format!("public_service {:?} is not among [services]", m.public_service)));
+    }
+    if m.public_port == 0 {
+        return Err(bad("public_port must be 1-65535".into()));
+    }
+    if !m.healthcheck_path.starts_with('/') {
+        return Err(bad("healthcheck_path must start with '/'".into()));
+    }
+
+    let t = Template {
+        name: m.name,
+        description: m.description,
+        version: m.version,
+        icon: m.icon,
+        required_secrets: m.required_secrets,
+        default_config: m.default_config,
+        cpu_default: m.cpu_default,
+        mem_default_mb: m.mem_default,
+        public_service: m.public_service,
+        public_port: m.public_port,
+        healthcheck_path: m.healthcheck_path,
+        services: m.services.into_iter().map(|(k, d)| (k, d.share)).collect(),
+        compose_source,
+    };
+    parse_liquid(&t)?;
+    let ceiling = Ceiling { max_stacks: None, cpu: t.cpu_default, mem_mb: t.mem_default_mb };
+    render(&t, &RenderInput::sample(&t), &ceiling)?;
+    Ok(t)
+}
