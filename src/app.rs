@@ -27,7 +27,7 @@ use crate::reconcile::health::HealthPoller;
 use crate::reconcile::orphans::OrphanScanner;
 use crate::reconcile::Reconciler;
 use crate::resync;
-use crate::secrets::SecretStore;
+use crate::secrets::{SecretBytes, SecretStore};
 use crate::templates::TemplateSet;
 use crate::webhook::WebhookSecret;
 
@@ -50,6 +50,8 @@ pub fn coolify_client(settings: &Settings) -> anyhow::Result<CoolifyClient> {
         base_url: settings.coolify.url.clone(),
         token: settings.coolify.token.clone(),
         requests_per_minute: settings.coolify.requests_per_minute,
+        // Any 60 s window then carries at most burst + rate calls, under Coolify's 200.
+        burst: 10,
         request_timeout: settings.coolify.request_timeout,
         connect_timeout: Duration::from_secs(5),
         max_retries: 4,
@@ -95,11 +97,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         TemplateSet::load_dir(&settings.reconcile.templates_dir)
             .with_context(|| format!("loading templates from {}", settings.reconcile.templates_dir.display()))?,
     );
+    let secrets_key = || SecretBytes::from(settings.secrets.key.expose_secret().as_bytes().to_vec());
     let secrets = Arc::new(
-        SecretStore::open(&settings.secrets.store_path, &settings.secrets.key)
+        SecretStore::open(&settings.secrets.store_path, &secrets_key())
             .with_context(|| format!("opening the secret store {}", settings.secrets.store_path.display()))?,
     );
-    let webhook_secret = WebhookSecret::parse(settings.webhook.secret.expose_secret())
+    let webhook_secret: WebhookSecret = settings
+        .webhook
+        .secret
+        .expose_secret()
+        .parse()
         .context("webhook.secret")?;
 
     let ctx = Context {
@@ -119,7 +126,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 cpu: settings.reconcile.sovereign_cpu,
                 mem_mb: settings.reconcile.sovereign_mem_mb,
             },
-            secrets_key: settings.secrets.key.clone(),
+            secrets_key: secrets_key(),
         }),
     };
 

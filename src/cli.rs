@@ -1,0 +1,116 @@
+//! Offline commands: render a template for an instance record, publish templates to PocketBase.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde_json::json;
+
+use crate::config::Settings;
+use crate::pocketbase::records::BOT_TEMPLATES;
+use crate::pocketbase::BotTemplate;
+use crate::quota::{self, Ceiling, PlanTier};
+use crate::templates::{RenderInput, TemplateSet, render};
+
+/// Renders template `name` for the instance record in `instance_file` (JSON, as PocketBase returns it).
+pub fn render_template(
+    dir: &Path,
+    name: &str,
+    instance_file: &Path,
+    plan: &str,
+    settings: Option<&Settings>,
+) -> anyhow::Result<String> {
+    let set = TemplateSet::load_dir(dir).with_context(|| format!("loading templates from {}", dir.display()))?;
+    let template = set
+        .get(name)
+        .with_context(|| format!("no template {name:?} in {} (have: {})", dir.display(), names(&set)))?;
+    let raw = std::fs::read_to_string(instance_file)
+        .with_context(|| format!("reading {}", instance_file.display()))?;
+    let record: serde_json::Value =
+        serde_json::from_str(&raw).with_context(|| format!("{} is not JSON", instance_file.display()))?;
+    let text = |k: &str, default: &str| record.get(k).and_then(|v| v.as_str()).unwrap_or(default).to_string();
+    let plan: PlanTier = plan.parse().map_err(|e: quota::QuotaError| anyhow::anyhow!("--plan: {e}"))?;
+    let sovereign = Ceiling {
+        max_stacks: None,
+        cpu: settings.map(|s| s.reconcile.sovereign_cpu).unwrap_or(4.0),
+        mem_mb: settings.map(|s| s.reconcile.sovereign_mem_mb).unwrap_or(8192),
+    };
+    let ceiling = quota::ceiling(plan, 0, &sovereign);
+    let defaults = quota::TemplateDefaults { cpu: template.cpu_default, mem_mb: template.mem_default_mb };
+    let cpu = record.get("cpu_limit").and_then(|v| v.as_f64()).unwrap_or(0.0);
+    let mem = record.get("mem_limit").and_then(|v| v.as_u64()).unwrap_or(0);
+    let mem = u32::try_from(mem).context("mem_limit is too large")?;
+    let granted = quota::check(plan, &ceiling, cpu, mem, defaults, 0)?;
+    let base_domain = settings.map(|s| s.base_domain.clone()).unwrap_or_else(|| "bots.example.com".into());
+    let subdomain = text("subdomain", "sample");
+    let input = RenderInput {
+        instance_id: text("id", "sampleinstance1"),
+        instance_name: text("name", "sample"),
+        domain: format!("{subdomain}.{base_domain}"),
+        subdomain,
+        tenant_slug: text("tenant_slug", "sample-tenant"),
+        config: record.get("config").cloned().unwrap_or(serde_json::Value::Null),
+        cpu: granted.cpu,
+        mem_mb: granted.mem_mb,
+        router_base_url: settings
+            .map(|s| s.router_base_url.as_str().trim_end_matches('/').to_string())
+            .unwrap_or_else(|| "https://router.example.com".into()),
+    };
+    Ok(render(template, &input, &ceiling)?.compose_yaml)
+}
+
+fn names(set: &TemplateSet) -> String {
+    set.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// Upserts `bot_templates` from the templates directory (keyed by name) and marks removed ones inactive.
+pub async fn sync_templates(settings: &Settings) -> anyhow::Result<String> {
+    let dir = &settings.reconcile.templates_dir;
+    let set = TemplateSet::load_dir(dir).with_context(|| format!("loading templates from {}", dir.display()))?;
+    let pb = crate::app::pb_client(settings)?;
+    pb.authenticate().await.context("PocketBase authentication failed")?;
+    let existing = pb.list_templates().await.context("listing bot_templates")?;
+    let mut lines = Vec::new();
+    let mut on_disk = BTreeSet::new();
+    for t in set.iter() {
+        on_disk.insert(t.name.clone());
+        let body = json!({
+            "name": t.name,
+            "description": t.description,
+            "compose_template": t.compose_source,
+            "required_secrets": t.required_secrets,
+            "default_config": t.default_config,
+            "icon": t.icon,
+            "cpu_default": t.cpu_default,
+            "mem_default": t.mem_default_mb,
+            "public_service": t.public_service,
+            "public_port": t.public_port,
+            "active": true,
+            "version": t.version,
+        });
+        match existing.iter().find(|e| e.name == t.name) {
+            Some(e) => {
+                let _: BotTemplate = pb
+                    .patch(BOT_TEMPLATES, &e.id, &body)
+                    .await
+                    .with_context(|| format!("updating template {}", t.name))?;
+                lines.push(format!("updated  {} {} ({})", t.name, t.version, e.id));
+            }
+            None => {
+                let created: BotTemplate = pb
+                    .create(BOT_TEMPLATES, &body)
+                    .await
+                    .with_context(|| format!("creating template {}", t.name))?;
+                lines.push(format!("created  {} {} ({})", t.name, t.version, created.id));
+            }
+        }
+    }
+    for e in existing.iter().filter(|e| !on_disk.contains(&e.name) && e.active) {
+        let _: BotTemplate = pb
+            .patch(BOT_TEMPLATES, &e.id, &json!({"active": false}))
+            .await
+            .with_context(|| format!("deactivating template {}", e.name))?;
+        lines.push(format!("inactive {} (no longer in {})", e.name, dir.display()));
+    }
+    Ok(lines.join("\n"))
+}
