@@ -161,3 +161,14 @@ async fn request_hygiene_auth_and_routing() {
         .expect("json");
     assert!(got["name"].as_str().expect("name").starts_with("service-"), "default name");
 }
+
+#[tokio::test]
+async fn runs_in_process() {
+    let cfg = cf_bridge::sim::SimConfig { tokens: vec!["t".into()], ..Default::default() };
+    let sim = cf_bridge::sim::RunningSim::start(cfg).await.expect("start in-process sim");
+    let r = reqwest_client().get(format!("{}/api/v1/servers", sim.url)).bearer_auth("t").send().await.expect("send");
+    assert_eq!(r.status(), 200);
+    let servers: Value = r.json().await.expect("json");
+    assert_eq!(servers[0]["uuid"], LOCALHOST_SERVER_UUID);
+    sim.stop().await;
+}

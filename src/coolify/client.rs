@@ -527,8 +527,8 @@ mod tests {
 
     #[test]
     fn compose_is_checked_and_strictly_encoded() {
-        let yaml = "services:\n  bot:\n    image: x\n".repeat(1);
-        let enc = encode_compose(&yaml).unwrap();
+        let yaml = "services:\n  bot:\n    image: x\n";
+        let enc = encode_compose(yaml).unwrap();
         assert!(!enc.contains('\n'));
         assert_eq!(STANDARD.decode(&enc).unwrap(), yaml.as_bytes());
         assert!(matches!(encode_compose("services: [unclosed"), Err(CoolifyError::InvalidInput(_))));

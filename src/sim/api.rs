@@ -633,9 +633,7 @@ const ENV_FIELDS: &[&str] =
 
 /// Validates one env item; returns the normalised key, the value and the item for its flags.
 fn env_item(item: &Obj, prefix: &str) -> Result<(String, Option<String>, Obj), Reply> {
-    if let Err(r) = reject_unknown(item, ENV_FIELDS) {
-        return Err(r);
-    }
+    reject_unknown(item, ENV_FIELDS)?;
     let key = match item.get("key") {
         Some(Value::String(k)) => k.trim().replace(' ', "_"),
         _ => return Err(Reply::field_error(&format!("{prefix}key"), "The key field is required.")),
@@ -658,9 +656,7 @@ fn env_item(item: &Obj, prefix: &str) -> Result<(String, Option<String>, Obj), R
         return Err(Reply::field_error(&format!("{prefix}comment"), "The comment field must not be greater than 256 characters."));
     }
     for f in ["is_literal", "is_multiline", "is_shown_once", "is_preview", "is_runtime", "is_buildtime"] {
-        if let Err(r) = opt_bool(item, f) {
-            return Err(r);
-        }
+        opt_bool(item, f)?;
     }
     Ok((key, value, item.clone()))
 }
