@@ -112,11 +112,7 @@ pub fn ceiling(plan: PlanTier, max_stacks_override: u32, sovereign: &Ceiling) ->
         PlanTier::Business => Ceiling { max_stacks: Some(25), cpu: 1.0, mem_mb: 1024 },
         PlanTier::Sovereign => sovereign.clone(),
     };
-    if max_stacks_override > 0 {
-        Ceiling { max_stacks: Some(max_stacks_override), ..base }
-    } else {
-        base
-    }
+    if max_stacks_override > 0 { Ceiling { max_stacks: Some(max_stacks_override), ..base } } else { base }
 }
 
 /// Admit one stack: refuses when the tenant's other stacks already fill the plan, refuses explicit

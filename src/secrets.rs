@@ -369,8 +369,7 @@ fn aad(instance_id: &str) -> Vec<u8> {
 }
 
 fn check_instance_id(id: &str) -> Result<(), SecretsError> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let ok =
+        !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if ok { Ok(()) } else { Err(SecretsError::InvalidInstanceId(shown_key(id))) }
 }

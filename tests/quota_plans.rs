@@ -47,13 +47,20 @@ fn defaults_are_clamped_explicit_requests_refused() {
     let c = ceiling(PlanTier::Starter, 0, &sovereign());
     assert_eq!(check(PlanTier::Starter, &c, 0.0, 0, DEFAULTS, 0).expect("clamped"), Granted { cpu: 0.25, mem_mb: 256 });
     assert_eq!(check(PlanTier::Starter, &c, 0.1, 128, DEFAULTS, 0).expect("within"), Granted { cpu: 0.1, mem_mb: 128 });
-    assert_eq!(check(PlanTier::Starter, &c, 0.25, 256, DEFAULTS, 0).expect("at ceiling"), Granted { cpu: 0.25, mem_mb: 256 });
+    assert_eq!(
+        check(PlanTier::Starter, &c, 0.25, 256, DEFAULTS, 0).expect("at ceiling"),
+        Granted { cpu: 0.25, mem_mb: 256 }
+    );
     let small = TemplateDefaults { cpu: 0.1, mem_mb: 64 };
     assert_eq!(check(PlanTier::Starter, &c, 0.0, 0, small, 0).expect("defaults"), Granted { cpu: 0.1, mem_mb: 64 });
 
     let err = check(PlanTier::Starter, &c, 1.0, 0, DEFAULTS, 0).expect_err("cpu over");
     let msg = err.to_string();
-    assert!(msg.contains("requested 1 CPU but plan starter allows at most 0.25 CPU") && msg.contains("refused, not clamped"), "{msg}");
+    assert!(
+        msg.contains("requested 1 CPU but plan starter allows at most 0.25 CPU")
+            && msg.contains("refused, not clamped"),
+        "{msg}"
+    );
     let err = check(PlanTier::Starter, &c, 0.0, 2048, DEFAULTS, 0).expect_err("mem over");
     assert!(err.to_string().contains("requested 2048 MB memory but plan starter allows at most 256 MB"), "{err}");
     for bad in [-1.0, f64::NAN, f64::INFINITY] {
@@ -81,7 +88,12 @@ fn admitted_is_deterministic_and_ignores_duplicates() {
 
 #[test]
 fn plan_names_parse_and_print() {
-    for (s, p) in [("starter", PlanTier::Starter), ("Team", PlanTier::Team), (" business ", PlanTier::Business), ("SOVEREIGN", PlanTier::Sovereign)] {
+    for (s, p) in [
+        ("starter", PlanTier::Starter),
+        ("Team", PlanTier::Team),
+        (" business ", PlanTier::Business),
+        ("SOVEREIGN", PlanTier::Sovereign),
+    ] {
         let parsed: PlanTier = s.parse().expect("known plan");
         assert_eq!(parsed, p);
         assert_eq!(parsed.to_string(), s.trim().to_ascii_lowercase());

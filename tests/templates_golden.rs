@@ -34,8 +34,8 @@ fn check_golden(name: &str) {
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &rendered.compose_yaml).expect("write golden");
     }
-    let golden = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDEN=1", path.display()));
+    let golden =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDEN=1", path.display()));
     assert_eq!(rendered.compose_yaml, golden, "rendering of {name} differs from {}", path.display());
     assert_eq!(rendered.public_service, t.public_service);
     assert_eq!(rendered.public_port, t.public_port);

@@ -197,7 +197,8 @@ fn hostile_config_keys_are_rejected_by_name() {
 fn yaml_keywords_as_keys_stay_strings() {
     let set = set();
     let t = set.get("telegram-bot").expect("template");
-    let r = render(t, &input(json!({ "null": "1", "true": "2", "y": "3", "_": "4" }), "n"), &ceiling()).expect("renders");
+    let r =
+        render(t, &input(json!({ "null": "1", "true": "2", "y": "3", "_": "4" }), "n"), &ceiling()).expect("renders");
     let doc: Value = serde_norway::from_str(&r.compose_yaml).expect("parses");
     for (k, v) in [("null", "1"), ("true", "2"), ("y", "3"), ("_", "4")] {
         assert_eq!(env_value(&doc, "bot", k), v);

@@ -145,7 +145,8 @@ fn limits_are_required_and_bounded() {
     reject(&cpu_high, "CPU limits add up to 0.30000000000000004 cores, above the ceiling of 0.25");
     let mem_high = BASE.replace("memory: \"128M\"", "memory: \"1g\"");
     reject(&mem_high, "memory limits add up to 1088 MB, above the ceiling of 256 MB");
-    let reservations = BASE.replace("        limits:\n", "        reservations: {devices: [{capabilities: [gpu]}]}\n        limits:\n");
+    let reservations = BASE
+        .replace("        limits:\n", "        reservations: {devices: [{capabilities: [gpu]}]}\n        limits:\n");
     reject(&reservations, "deploy.resources.reservations is not allowed");
     let replicas = BASE.replace("    deploy:\n", "    deploy:\n      replicas: 5\n");
     reject(&replicas, "deploy.replicas is not allowed");
@@ -165,13 +166,20 @@ fn structure_must_match_the_template() {
     reject(&tagged, "line 4: YAML tag ('!') is not allowed");
     let custom = BASE.replace("image: redis:7.4.1", "image: !custom redis:7.4.1");
     reject(&custom, "YAML tag");
-    let non_string_env = BASE.replace("TELEGRAM_BOT_TOKEN: \"${TELEGRAM_BOT_TOKEN}\"", "TELEGRAM_BOT_TOKEN: \"${TELEGRAM_BOT_TOKEN}\"\n      PORT: 8080");
+    let non_string_env = BASE.replace(
+        "TELEGRAM_BOT_TOKEN: \"${TELEGRAM_BOT_TOKEN}\"",
+        "TELEGRAM_BOT_TOKEN: \"${TELEGRAM_BOT_TOKEN}\"\n      PORT: 8080",
+    );
     reject(&non_string_env, "environment PORT: value must be a string");
-    let stray_ref = BASE.replace("\"${CLOUDFREEDOM_API_KEY}\"\n      TELEGRAM", "\"${CLOUDFREEDOM_API_KEY}\"\n      HOME_DIR: \"${HOME}\"\n      TELEGRAM");
+    let stray_ref = BASE.replace(
+        "\"${CLOUDFREEDOM_API_KEY}\"\n      TELEGRAM",
+        "\"${CLOUDFREEDOM_API_KEY}\"\n      HOME_DIR: \"${HOME}\"\n      TELEGRAM",
+    );
     reject(&stray_ref, "references ${HOME}");
     let fqdn = BASE.replace("image: redis:7.4.1", "image: redis:7.4.1\n    labels: [\"x=${SERVICE_FQDN_WORKER}\"]");
     reject(&fqdn, "would generate a domain");
-    let missing_key = BASE.replace("      CLOUDFREEDOM_API_KEY: \"${CLOUDFREEDOM_API_KEY}\"\n    healthcheck", "    healthcheck");
+    let missing_key =
+        BASE.replace("      CLOUDFREEDOM_API_KEY: \"${CLOUDFREEDOM_API_KEY}\"\n    healthcheck", "    healthcheck");
     reject(&missing_key, "service worker: environment must set CLOUDFREEDOM_API_KEY");
     let no_health = BASE.replace("    healthcheck:\n      test: [\"CMD\", \"redis-cli\", \"ping\"]\n", "");
     reject(&no_health, "service worker: a healthcheck is required");

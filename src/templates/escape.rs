@@ -37,10 +37,8 @@ pub fn check_value(s: &str) -> Result<(), ValueDefect> {
         if u == 0 {
             return Err(ValueDefect::Nul);
         }
-        let control = (u < 0x20 && !matches!(c, '\t' | '\n' | '\r'))
-            || (0x7f..=0x9f).contains(&u)
-            || u == 0xfffe
-            || u == 0xffff;
+        let control =
+            (u < 0x20 && !matches!(c, '\t' | '\n' | '\r')) || (0x7f..=0x9f).contains(&u) || u == 0xfffe || u == 0xffff;
         if control {
             return Err(ValueDefect::Control(u));
         }

@@ -101,8 +101,8 @@ fn load_one(dir: &Path) -> Result<Template, TemplateError> {
         .map_err(|source| TemplateError::Io { path: manifest_path.clone(), source })?;
     let m: Manifest = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let compose_path = dir.join(COMPOSE);
-    let compose_source = fs::read_to_string(&compose_path)
-        .map_err(|source| TemplateError::Io { path: compose_path.clone(), source })?;
+    let compose_source =
+        fs::read_to_string(&compose_path).map_err(|source| TemplateError::Io { path: compose_path.clone(), source })?;
 
     let dir_name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     if m.name != dir_name {

@@ -6,8 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use liquid::model::{KString, Value};
 use liquid::Object;
+use liquid::model::{KString, Value};
 use serde_json::Value as Json;
 
 use super::escape::{check_value, is_config_key, quote, shown};
@@ -79,12 +79,7 @@ pub fn render(t: &Template, input: &RenderInput, limits: &Ceiling) -> Result<Ren
         .render(&globals)
         .map_err(|e| TemplateError::Render { template: t.name.clone(), detail: e.to_string() })?;
     let env_refs = check_compose(t, &compose_yaml, limits)?;
-    Ok(Rendered {
-        compose_yaml,
-        public_service: t.public_service.clone(),
-        public_port: t.public_port,
-        env_refs,
-    })
+    Ok(Rendered { compose_yaml, public_service: t.public_service.clone(), public_port: t.public_port, env_refs })
 }
 
 fn context(t: &Template, input: &RenderInput) -> Result<Object, TemplateError> {

@@ -49,8 +49,22 @@ const ALLOWED_SERVICE_KEYS: &[&str] = &[
 
 /// Image names Coolify turns into a ServiceDatabase, which cannot carry a URL.
 const DATABASE_IMAGES: &[&str] = &[
-    "postgres", "postgis", "mysql", "mariadb", "mongo", "redis", "keydb", "dragonfly", "clickhouse",
-    "memcached", "couchdb", "neo4j", "influxdb", "timescale", "cassandra", "elasticsearch",
+    "postgres",
+    "postgis",
+    "mysql",
+    "mariadb",
+    "mongo",
+    "redis",
+    "keydb",
+    "dragonfly",
+    "clickhouse",
+    "memcached",
+    "couchdb",
+    "neo4j",
+    "influxdb",
+    "timescale",
+    "cassandra",
+    "elasticsearch",
 ];
 
 /// Validates a compose document for template `t` against `ceiling`.
@@ -119,11 +133,7 @@ pub(crate) fn check_compose(t: &Template, yaml: &str, ceiling: &Ceiling) -> Resu
     }
     let declared_names: BTreeSet<String> = t.services.keys().cloned().collect();
     if names != declared_names {
-        return Err(bad(format!(
-            "services {} differ from the declared {}",
-            join(&names),
-            join(&declared_names)
-        )));
+        return Err(bad(format!("services {} differ from the declared {}", join(&names), join(&declared_names))));
     }
 
     let mut total_cpu = 0.0;
@@ -159,9 +169,8 @@ fn declared(t: &Template, top: &Mapping, section: &str, allowed: &[&str]) -> Res
     let Some(v) = top.get(section) else {
         return Ok(names);
     };
-    let map = v
-        .as_mapping()
-        .ok_or_else(|| TemplateError::invalid(t, format!("top-level {section} must be a mapping")))?;
+    let map =
+        v.as_mapping().ok_or_else(|| TemplateError::invalid(t, format!("top-level {section} must be a mapping")))?;
     for (k, def) in map {
         let name = k
             .as_str()
@@ -244,14 +253,14 @@ impl Service<'_> {
             "privileged" => Err(self.err("privileged mode is not allowed")),
             "network_mode" if value.as_str() == Some("host") => Err(self.err("host network mode is not allowed")),
             "network_mode" => Err(self.err("network_mode is not allowed; services use the stack's own network")),
-            "pid" | "ipc" | "uts" | "userns_mode" | "cgroup" | "cgroup_parent" => Err(self.err(format!(
-                "{k}: {} is not allowed; namespaces stay private to the container",
-                scalar_text(value)
-            ))),
+            "pid" | "ipc" | "uts" | "userns_mode" | "cgroup" | "cgroup_parent" => Err(self
+                .err(format!("{k}: {} is not allowed; namespaces stay private to the container", scalar_text(value)))),
             "cap_add" => Err(self.err("cap_add is not allowed")),
             "devices" | "device_cgroup_rules" | "gpus" => Err(self.err(format!("{k} is not allowed: no host devices"))),
             "security_opt" => Err(self.err("security_opt is not allowed")),
-            "ports" => Err(self.err("ports published on the host are not allowed; use expose (Coolify's proxy routes)")),
+            "ports" => {
+                Err(self.err("ports published on the host are not allowed; use expose (Coolify's proxy routes)"))
+            }
             "env_file" | "build" | "extends" | "configs" | "secrets" => {
                 Err(self.err(format!("{k} is not allowed: it reads files from the host")))
             }
@@ -317,11 +326,7 @@ impl Service<'_> {
         let (kind, source) = match m {
             Value::String(s) => {
                 let parts: Vec<&str> = s.split(':').collect();
-                if parts.len() == 1 {
-                    ("volume", None)
-                } else {
-                    ("auto", Some(parts[0].to_string()))
-                }
+                if parts.len() == 1 { ("volume", None) } else { ("auto", Some(parts[0].to_string())) }
             }
             Value::Mapping(map) => {
                 let kind = map.get("type").and_then(Value::as_str).unwrap_or("");
@@ -462,7 +467,10 @@ fn check_public(t: &Template, services: &Mapping) -> Result<(), TemplateError> {
     if DATABASE_IMAGES.iter().any(|db| last.starts_with(db)) {
         return Err(TemplateError::invalid(
             t,
-            format!("public service {}: image {image} is a database image, which Coolify cannot give a domain", t.public_service),
+            format!(
+                "public service {}: image {image} is a database image, which Coolify cannot give a domain",
+                t.public_service
+            ),
         ));
     }
     let exposed = svc.get("expose").and_then(Value::as_sequence).is_some_and(|ports| {
@@ -634,14 +642,16 @@ pub(crate) fn parse_bytes(s: &str) -> Option<u64> {
         _ => (s, 1),
     };
     let n: f64 = num.trim().parse().ok()?;
-    (n.is_finite() && n >= 0.0).then(|| (n * mult as f64) as u64)
+    (n.is_finite() && n >= 0.0).then_some((n * mult as f64) as u64)
 }
 
 /// A key for an error message: bare when it is a plain name, quoted and bounded otherwise.
 fn key_text(v: &Value) -> String {
     match v {
         Value::String(s)
-            if !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) =>
+            if !s.is_empty()
+                && s.len() <= 64
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) =>
         {
             s.clone()
         }
