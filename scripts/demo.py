@@ -131,7 +131,10 @@ def main():
         "CF_BRIDGE__SECRETS__STORE_PATH": os.path.join(WORK, "secrets.bin"),
         "CF_BRIDGE__RECONCILE__HEALTH_POLL_INTERVAL_SECS": "5",
     }
-    cfg = ["--config", os.path.join(WORK, "none.toml")]
+    cfg_path = os.path.join(WORK, "cf-bridge.toml")
+    with open(cfg_path, "w") as f:
+        f.write("# demo: every setting comes from CF_BRIDGE__* environment variables\n")
+    cfg = ["--config", cfg_path]
     subprocess.run([f"{target}/cf-bridge", *cfg, "check-config"], env={**os.environ, **env},
                    check=True, stdout=subprocess.DEVNULL)
     print("cf-bridge check-config: ok")

@@ -88,6 +88,8 @@ impl BridgeProcess {
     }
 
     async fn spawn(&mut self) {
+        let config = self.dir.join("cf-bridge.toml");
+        std::fs::write(&config, "# tests: settings come from CF_BRIDGE__* variables\n").expect("config file");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -95,7 +97,7 @@ impl BridgeProcess {
             .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_cf-bridge"))
             .arg("--config")
-            .arg(self.dir.join("none.toml"))
+            .arg(&config)
             .arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
