@@ -7,4 +7,4 @@ export PB_BIN="$("$ROOT/scripts/install-pocketbase.sh")"
 if [ -x "$ROOT/scripts/install-test-deps.sh" ]; then "$ROOT/scripts/install-test-deps.sh"; fi
 mkdir -p "$ROOT/test-artifacts"
 # Integration tests spawn PocketBase, coolify-sim and the bridge; two threads suit a 2-core machine.
-cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-2}" "$@"
+cargo test --locked --no-fail-fast --all-targets -- --test-threads="${TEST_THREADS:-2}" "$@"
