@@ -37,9 +37,17 @@ fn render_prints_the_compose_and_names_what_is_wrong() {
     assert!(bot.get("privileged").is_none(), "the hostile name changed the structure:\n{out}");
     let env_map = bot.get("environment").expect("environment");
     assert_eq!(env_map.get("MODEL").and_then(|v| v.as_str()), Some("gpt-4o"));
-    assert!(out.contains("helpdesk.bots.test.example"), "domain from the configured base domain:\n{out}");
     assert!(out.contains("${TELEGRAM_BOT_TOKEN}"), "secrets stay references:\n{out}");
     assert!(out.contains("cpus: \"0.25\"") && out.contains("memory: \"128M\""), "{out}");
+
+    // base-llm uses the domain: built from the subdomain and the configured base domain.
+    let (ok, out, err) = run_cli(&["templates", "render", "base-llm", "--instance", &file], &env);
+    assert!(ok, "render failed: {err}");
+    assert!(out.contains("WEBUI_URL: \"https://helpdesk.bots.test.example\""), "{out}");
+    let doc: serde_norway::Value = serde_norway::from_str(&out).expect("output is YAML");
+    let webui = doc.get("services").and_then(|s| s.get("webui")).expect("webui");
+    assert!(webui.get("privileged").is_none(), "{out}");
+    assert_eq!(webui.get("environment").and_then(|e| e.get("WEBUI_NAME")).and_then(|v| v.as_str()), Some(hostile));
 
     // The same instance over a starter plan's CPU: refused with the quota message.
     let greedy = write(tmp.path(), "greedy.json", &json!({"id": "abc", "subdomain": "x", "cpu_limit": 2.0}).to_string());
