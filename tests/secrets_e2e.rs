@@ -72,8 +72,13 @@ async fn secrets_gate_the_deploy_then_rotate_in_one_bulk_call() {
     // New secrets for the running service: one bulk env call, one restart, the new hash.
     stack.sim.clear_requests().await;
     let dollar = "pa$$word-${HOME}-$1";
-    let (status, body) =
-        put_secrets(&stack, &id, json!({"TELEGRAM_BOT_TOKEN": "123456:second-token", "DB_PASSWORD": dollar})).await;
+    let pem = "-----BEGIN KEY-----\nabc\n-----END KEY-----";
+    let (status, body) = put_secrets(
+        &stack,
+        &id,
+        json!({"TELEGRAM_BOT_TOKEN": "123456:second-token", "DB_PASSWORD": dollar, "TLS_KEY": pem}),
+    )
+    .await;
     assert_eq!(status, 202, "{body}");
     let second_hash = body["secrets_hash"].as_str().expect("hash").to_string();
     assert!(is_hex64(&second_hash) && second_hash != first_hash);
@@ -90,6 +95,7 @@ async fn secrets_gate_the_deploy_then_rotate_in_one_bulk_call() {
     assert_eq!(item("TELEGRAM_BOT_TOKEN")["is_literal"], false);
     assert_eq!(item("DB_PASSWORD")["is_literal"], true, "values containing $ are sent literal");
     assert_eq!(item("DB_PASSWORD")["value"], dollar);
+    assert_eq!(item("TLS_KEY")["is_literal"], true, "multi-line values are quoted as one .env entry");
     let restarts = count(&requests, "POST /services/{uuid}/restart") + count(&requests, "GET /services/{uuid}/restart");
     assert_eq!(restarts, 1, "the running service is restarted once: {requests:#?}");
     assert_eq!(count(&requests, "POST /services"), 0, "no new service");
@@ -129,7 +135,7 @@ async fn secrets_gate_the_deploy_then_rotate_in_one_bulk_call() {
     let (status, _) = put_secrets(&stack, "nosuchinstance1", json!({"A": "b"})).await;
     assert_eq!(status, 404);
     let (_, view) = stack.bridge.admin().get(&format!("/admin/instances/{id}")).await;
-    assert_eq!(view["secrets"]["keys"], json!(["DB_PASSWORD", "TELEGRAM_BOT_TOKEN"]), "{view}");
+    assert_eq!(view["secrets"]["keys"], json!(["DB_PASSWORD", "TELEGRAM_BOT_TOKEN", "TLS_KEY"]), "{view}");
     assert_eq!(view["secrets"]["hash"], second_hash.as_str());
 }
 
