@@ -288,28 +288,56 @@ async fn instance_view(_: Admin, state: web::Data<AdminState>, id: web::Path<Str
     })))
 }
 
+/// Most keys one secrets body may set.
+const MAX_SECRET_KEYS: usize = 100;
+/// Largest secrets body accepted; single values are further limited to 16 KiB.
+const MAX_SECRETS_BODY: usize = 64 * 1024;
+
+/// Parses a `PUT .../secrets` body into a validated map. Errors name the key and what is wrong, never a
+/// value: serde's typed errors quote the offending value, so the body is read as untyped JSON (whose
+/// syntax errors carry only a position) and every check is done here.
+fn parse_secrets_body(body: &[u8]) -> Result<BTreeMap<String, SecretString>, ApiError> {
+    if body.len() > MAX_SECRETS_BODY {
+        return Err(ApiError::bad_request("secrets body is larger than 64 KiB"));
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("secrets body is not valid JSON (error at line {} column {})", e.line(), e.column()))
+    })?;
+    let serde_json::Value::Object(entries) = value else {
+        return Err(ApiError::bad_request(r#"secrets body must be a JSON object such as {"KEY": "value"}"#));
+    };
+    if entries.len() > MAX_SECRET_KEYS {
+        return Err(ApiError::bad_request(format!("secrets body has more than {MAX_SECRET_KEYS} keys")));
+    }
+    let mut map: BTreeMap<String, SecretString> = BTreeMap::new();
+    for (k, v) in entries {
+        let serde_json::Value::String(s) = v else {
+            // Check the key first so a bad key is reported as such; the value is never shown.
+            secrets::validate_secret(&k, &SecretString::from(String::new())).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            return Err(ApiError::bad_request(format!("secret {k}: value must be a string")));
+        };
+        let value = SecretString::from(s);
+        secrets::validate_secret(&k, &value).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        map.insert(k, value);
+    }
+    Ok(map)
+}
+
+/// Replaces an instance's secrets. They are kept in the bridge's encrypted store; the reconciler pushes
+/// them to the service's env vars in one bulk call, restarts a running service and writes `secrets_hash`
+/// back. The answer lists the keys and the hash, never a value.
 #[put("/admin/instances/{id}/secrets")]
 async fn put_secrets(
     _: Admin,
     state: web::Data<AdminState>,
     id: web::Path<String>,
-    body: web::Json<BTreeMap<String, serde_json::Value>>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     if !valid_record_id(&id) {
         return Err(ApiError::bad_request(format!("{id:?} is not a record id")));
     }
-    let mut map: BTreeMap<String, SecretString> = BTreeMap::new();
-    for (k, v) in body.into_inner() {
-        match v {
-            serde_json::Value::String(s) => {
-                map.insert(k, SecretString::from(s));
-            }
-            // Never echo the value: it may be a secret sent with the wrong type.
-            _ => return Err(ApiError::bad_request(format!("secret {k}: value must be a string"))),
-        }
-    }
-    secrets::validate_secrets(&map).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let map = parse_secrets_body(&body)?;
     let ctx = &state.ctx;
     let inst = ctx
         .pb
@@ -318,9 +346,8 @@ async fn put_secrets(
         .map_err(internal)?
         .ok_or_else(|| ApiError::not_found(format!("no bot instance {id}")))?;
     ctx.secrets.put(&inst.id, &map).map_err(internal)?;
-    let hash = secrets::secrets_hash(&ctx.settings.secrets_key, &map);
-    // The reconciler pushes the env vars in one bulk call, restarts a running service and writes
-    // secrets_hash back; a replay event wakes it.
+    let hash = if map.is_empty() { String::new() } else { secrets::secrets_hash(&ctx.settings.secrets_key, &map) };
+    // A replay event wakes the reconciler for this record.
     let n = state.journal.replay_record(Collection::BotInstances, &inst.id).await.map_err(internal)?;
     state.notify.notify_one();
     info!(record_id = %inst.id, keys = map.len(), "secrets updated");
@@ -338,10 +365,11 @@ async fn delete_secrets(_: Admin, state: web::Data<AdminState>, id: web::Path<St
     if !valid_record_id(&id) {
         return Err(ApiError::bad_request(format!("{id:?} is not a record id")));
     }
-    state.ctx.secrets.delete(&id).map_err(internal)?;
+    let existed = state.ctx.secrets.delete(&id).map_err(internal)?;
     let n = state.journal.replay_record(Collection::BotInstances, &id).await.map_err(internal)?;
     state.notify.notify_one();
-    Ok(HttpResponse::Ok().json(json!({"status": "deleted", "enqueued": n})))
+    let status = if existed { "deleted" } else { "no secrets were set" };
+    Ok(HttpResponse::Ok().json(json!({"status": status, "enqueued": n})))
 }
 
 /// Every admin route, for tests that check each one refuses unauthenticated calls.

@@ -143,7 +143,9 @@ async fn desire(ctx: &Context, inst: &BotInstance, tenant: &Tenant) -> Result<Re
         env.push(EnvVarInput::new("CLOUDFREEDOM_API_KEY", secrets::router_api_key(key, &inst.id), false));
     }
     for (k, v) in &stored {
-        let literal = v.expose_secret().contains('$');
+        // Coolify single-quotes literal values in `.env`: `$` must not be interpolated, and a newline
+        // must not split the value into several entries.
+        let literal = v.expose_secret().contains(['$', '\n']);
         env.push(EnvVarInput::new(k.clone(), SecretString::from(v.expose_secret().to_string()), literal));
     }
 

@@ -1,0 +1,278 @@
+//! Secrets end to end (real PocketBase, coolify-sim, the cf-bridge binary): an instance waits in `pending`
+//! for its template's required secrets and deploys when they arrive; new secrets reach a running service
+//! in one bulk env call followed by a restart; `secrets_hash` is written back; bad bodies are refused
+//! without echoing values; and canary values never show up anywhere but the simulator's env vars.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::bridge::ADMIN_TOKEN;
+use common::secrets_stack::Stack;
+use rand::RngCore;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(40);
+
+fn is_hex64(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+async fn put_secrets(stack: &Stack, id: &str, body: Value) -> (u16, Value) {
+    stack.bridge.admin().send(Method::PUT, &format!("/admin/instances/{id}/secrets"), body).await
+}
+
+/// PUT with a raw body (not necessarily JSON); returns the status and the raw answer.
+async fn put_raw(stack: &Stack, id: &str, body: String) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .put(format!("{}/admin/instances/{id}/secrets", stack.bridge.url))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("admin PUT");
+    (r.status().as_u16(), r.text().await.unwrap_or_default())
+}
+
+fn count(requests: &[Value], template: &str) -> usize {
+    requests.iter().filter(|r| r["path"] == template).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_gate_the_deploy_then_rotate_in_one_bulk_call() {
+    let stack = Stack::start().await;
+    let tenant = stack.tenant("acme", "team").await;
+    let id = stack.instance(&tenant, "telegram-bot", "support", json!({})).await;
+
+    // No secrets yet: pending, naming the missing key, and nothing in Coolify.
+    let r = stack
+        .wait_instance(&id, "pending naming the missing secret", WAIT, |r| {
+            r["status"] == "pending" && r["error_message"].as_str().is_some_and(|m| m.contains("TELEGRAM_BOT_TOKEN"))
+        })
+        .await;
+    assert_eq!(r["error_message"], "waiting for secrets: TELEGRAM_BOT_TOKEN");
+    assert!(stack.sim_service(&id).await.is_none(), "no service may exist before the secrets arrive");
+
+    // They arrive: it deploys, and the hash the API answered is the one written back.
+    let (status, body) = put_secrets(&stack, &id, json!({"TELEGRAM_BOT_TOKEN": "123456:first-token"})).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["keys"], json!(["TELEGRAM_BOT_TOKEN"]));
+    let first_hash = body["secrets_hash"].as_str().expect("hash").to_string();
+    assert!(is_hex64(&first_hash), "{first_hash}");
+    let r = stack.wait_status(&id, "running", WAIT).await;
+    assert_eq!(r["secrets_hash"], first_hash.as_str());
+    assert_eq!(r["error_message"], "");
+    let envs = stack.sim_envs(&id).await;
+    assert_eq!(envs.get("TELEGRAM_BOT_TOKEN"), Some(&("123456:first-token".to_string(), false)));
+    let uuid = r["coolify_service_id"].as_str().expect("service id").to_string();
+
+    // New secrets for the running service: one bulk env call, one restart, the new hash.
+    stack.sim.clear_requests().await;
+    let dollar = "pa$$word-${HOME}-$1";
+    let pem = "-----BEGIN KEY-----\nabc\n-----END KEY-----";
+    let (status, body) = put_secrets(
+        &stack,
+        &id,
+        json!({"TELEGRAM_BOT_TOKEN": "123456:second-token", "DB_PASSWORD": dollar, "TLS_KEY": pem}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let second_hash = body["secrets_hash"].as_str().expect("hash").to_string();
+    assert!(is_hex64(&second_hash) && second_hash != first_hash);
+    stack
+        .wait_instance(&id, "the new secrets_hash, running", WAIT, |r| {
+            r["secrets_hash"] == second_hash.as_str() && r["status"] == "running"
+        })
+        .await;
+    let requests = stack.sim.requests().await;
+    let bulk: Vec<&Value> = requests.iter().filter(|r| r["path"] == "PATCH /services/{uuid}/envs/bulk").collect();
+    assert_eq!(bulk.len(), 1, "exactly one bulk env call: {requests:#?}");
+    let items = bulk[0]["request"]["data"].as_array().expect("bulk items");
+    let item = |k: &str| items.iter().find(|i| i["key"] == k).unwrap_or_else(|| panic!("{k} not in the bulk call"));
+    assert_eq!(item("TELEGRAM_BOT_TOKEN")["is_literal"], false);
+    assert_eq!(item("DB_PASSWORD")["is_literal"], true, "values containing $ are sent literal");
+    assert_eq!(item("DB_PASSWORD")["value"], dollar);
+    assert_eq!(item("TLS_KEY")["is_literal"], true, "multi-line values are quoted as one .env entry");
+    let restarts = count(&requests, "POST /services/{uuid}/restart") + count(&requests, "GET /services/{uuid}/restart");
+    assert_eq!(restarts, 1, "the running service is restarted once: {requests:#?}");
+    assert_eq!(count(&requests, "POST /services"), 0, "no new service");
+    let envs = stack.sim_envs(&id).await;
+    assert_eq!(envs.get("TELEGRAM_BOT_TOKEN"), Some(&("123456:second-token".to_string(), false)));
+    assert_eq!(envs.get("DB_PASSWORD"), Some(&(dollar.to_string(), true)));
+    assert_eq!(stack.record(&id).await["coolify_service_id"], uuid.as_str(), "same service");
+
+    // Bad bodies: 400 naming the key, never echoing the value; the stored secrets stay as they were.
+    let marker = "zq7MARKERvalue93";
+    let big = format!("{marker}{}", "x".repeat(20 * 1024));
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"API_TOKEN": 918273645}), "API_TOKEN"),
+        (json!({"API_TOKEN": {"nested": marker}}), "API_TOKEN"),
+        (json!({"API_TOKEN": [marker]}), "API_TOKEN"),
+        (json!({"lower-case": marker}), "lower-case"),
+        (json!({"BIG_VALUE": big}), "BIG_VALUE"),
+        (json!({"PADDED": format!(" {marker} ")}), "PADDED"),
+        (json!({"NUL_INSIDE": format!("{marker}\u{0}")}), "NUL_INSIDE"),
+        (json!({"CLOUDFREEDOM_API_KEY": marker}), "CLOUDFREEDOM_API_KEY"),
+        (json!({"SERVICE_PASSWORD_X": marker}), "SERVICE_PASSWORD_X"),
+        (json!({"GOOD": "fine", "BAD KEY": marker}), "BAD KEY"),
+    ];
+    for (body, key) in cases {
+        let (status, answer) = put_secrets(&stack, &id, body.clone()).await;
+        let text = answer.to_string();
+        assert_eq!(status, 400, "{body:.200}: {text}");
+        let msg = answer["error"].as_str().unwrap_or_default();
+        assert!(msg.contains(key), "error must name {key}: {msg}");
+        assert!(!text.contains(marker) && !text.contains("918273645") && !text.contains("xxxxxxxx"), "value echoed: {text}");
+    }
+    for raw in [format!("\"{marker}\""), format!("[\"{marker}\"]"), format!("{{\"A\": \"{marker}"), "12".to_string()] {
+        let (status, text) = put_raw(&stack, &id, raw.clone()).await;
+        assert_eq!(status, 400, "{raw}: {text}");
+        assert!(!text.contains(marker), "value echoed: {text}");
+    }
+    let (status, _) = put_secrets(&stack, "nosuchinstance1", json!({"A": "b"})).await;
+    assert_eq!(status, 404);
+    let (_, view) = stack.bridge.admin().get(&format!("/admin/instances/{id}")).await;
+    assert_eq!(view["secrets"]["keys"], json!(["DB_PASSWORD", "TELEGRAM_BOT_TOKEN", "TLS_KEY"]), "{view}");
+    assert_eq!(view["secrets"]["hash"], second_hash.as_str());
+}
+
+fn canary(i: usize) -> String {
+    let mut b = [0u8; 12];
+    rand::rng().fill_bytes(&mut b);
+    format!("CNRY{i}q{}", hex::encode(b))
+}
+
+/// Every file under `dir` (recursively), as bytes, with its path.
+fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else if let Ok(bytes) = std::fs::read(&p) {
+            out.push((p.display().to_string(), bytes));
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_secrets_appear_only_in_the_simulator() {
+    let stack = Stack::start().await;
+    let tenant = stack.tenant("canary", "business").await;
+    let bot = stack.instance(&tenant, "telegram-bot", "canary-bot", json!({})).await;
+    let agent = stack.instance(&tenant, "openclaw-agent", "canary-agent", json!({})).await;
+
+    // Values that reach Coolify, and values that only ever appear in refused requests.
+    let delivered: Vec<String> = (0..4).map(canary).collect();
+    let refused: Vec<String> = (4..9).map(canary).collect();
+    let with_dollar = format!("{}$suffix", delivered[1]);
+
+    stack.wait_status(&bot, "pending", WAIT).await;
+    let mut answers = String::new();
+    let (s, a) = put_secrets(&stack, &bot, json!({"TELEGRAM_BOT_TOKEN": delivered[0], "EXTRA_DOLLAR": with_dollar})).await;
+    assert_eq!(s, 202, "{a}");
+    answers.push_str(&a.to_string());
+    let (s, a) = put_secrets(&stack, &agent, json!({"OPENCLAW_GATEWAY_TOKEN": delivered[2]})).await;
+    assert_eq!(s, 202, "{a}");
+    answers.push_str(&a.to_string());
+    stack.wait_status(&bot, "running", WAIT).await;
+    stack.wait_status(&agent, "running", WAIT).await;
+
+    // Rotation on a running service.
+    let (s, a) = put_secrets(
+        &stack,
+        &bot,
+        json!({"TELEGRAM_BOT_TOKEN": delivered[0], "EXTRA_DOLLAR": with_dollar, "NEW_SECRET": delivered[3]}),
+    )
+    .await;
+    assert_eq!(s, 202, "{a}");
+    let hash = a["secrets_hash"].as_str().expect("hash").to_string();
+    answers.push_str(&a.to_string());
+    stack
+        .wait_instance(&bot, "rotated and running", WAIT, |r| r["secrets_hash"] == hash.as_str() && r["status"] == "running")
+        .await;
+
+    // Refused bodies carrying canaries.
+    let bad = [
+        json!({"bad-key": refused[0]}),
+        json!({"TOKEN": {"inner": refused[1]}}),
+        json!({"TOKEN": format!("{}{}", refused[2], "y".repeat(17 * 1024))}),
+        json!({"TOKEN": format!("\t{}", refused[3])}),
+    ];
+    for body in bad {
+        let (s, a) = put_secrets(&stack, &bot, body).await;
+        assert_eq!(s, 400, "{a}");
+        answers.push_str(&a.to_string());
+    }
+    let (s, t) = put_raw(&stack, &bot, format!("\"{}\"", refused[4])).await;
+    assert_eq!(s, 400, "{t}");
+    answers.push_str(&t);
+
+    // Everything the bridge exposes about the instances.
+    let admin = stack.bridge.admin();
+    for path in [
+        format!("/admin/instances/{bot}"),
+        format!("/admin/instances/{agent}"),
+        "/admin/events?limit=500".to_string(),
+        "/admin/jobs?state=done,failed,waiting,dead,queued".to_string(),
+    ] {
+        let (s, v) = admin.get(&path).await;
+        assert!(s == 200 || s == 400, "{path}: {s} {v}");
+        answers.push_str(&v.to_string());
+    }
+    let metrics = reqwest::get(format!("{}/metrics", stack.bridge.url)).await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("# TYPE"), "metrics look empty: {metrics:.200}");
+
+    // The simulator holds every delivered value (that is where they belong).
+    let sim_state = stack.sim.state().await.to_string();
+    for c in &delivered {
+        assert!(sim_state.contains(c.as_str()), "the simulator lacks canary {c}");
+    }
+    let bot_envs = stack.sim_envs(&bot).await;
+    assert_eq!(bot_envs.get("EXTRA_DOLLAR"), Some(&(with_dollar.clone(), true)));
+
+    // Let the last write-backs and deploy_logs rows land: two equal dumps 300 ms apart.
+    let mut previous = stack.dump_collections().await;
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = stack.dump_collections().await;
+        if now == previous {
+            break;
+        }
+        previous = now;
+    }
+
+    let mut places: Vec<(String, Vec<u8>)> = vec![
+        ("bridge log".into(), stack.bridge.log().into_bytes()),
+        ("admin API answers".into(), answers.into_bytes()),
+        ("/metrics".into(), metrics.into_bytes()),
+        ("PocketBase records (all four collections)".into(), stack.dump_collections().await.into_bytes()),
+        ("PocketBase log".into(), stack.pb.log().into_bytes()),
+    ];
+    let pb_logs = stack.pb.superuser_request("GET", "/api/logs?perPage=500", None).await;
+    places.push(("PocketBase request logs".into(), pb_logs.to_string().into_bytes()));
+    // The bridge's directory: journal.db with its -wal and -shm, the (encrypted) secret store, the log.
+    let bridge_files = files_under(&stack.bridge.dir);
+    assert!(bridge_files.iter().any(|(p, _)| p.ends_with("journal.db")), "journal not found in {:?}", stack.bridge.dir);
+    places.extend(bridge_files);
+    places.extend(files_under(&stack.pb.data_dir));
+
+    let mut leaks = Vec::new();
+    for c in delivered.iter().chain(refused.iter()) {
+        for (place, bytes) in &places {
+            if contains(bytes, c) {
+                leaks.push(format!("{c} in {place}"));
+            }
+        }
+    }
+    assert!(leaks.is_empty(), "canaries leaked:\n{}", leaks.join("\n"));
+}
