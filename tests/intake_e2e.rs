@@ -76,8 +76,24 @@ async fn record_events(admin: &AdminClient, record: &str, source: Option<&str>) 
     out
 }
 
-fn find<'a>(events: &'a [Value], action: &str, updated: Option<&str>) -> Option<&'a Value> {
-    events.iter().find(|e| e["action"] == action && updated.is_none_or(|u| e["record_updated"] == u))
+/// Which record version an expected event must carry.
+#[derive(Debug, Clone, Copy)]
+enum Version<'a> {
+    Any,
+    Exactly(&'a str),
+    /// This version or a later one (PocketBase's `updated` strings sort by time).
+    AtLeast(&'a str),
+}
+
+impl Version<'_> {
+    fn matches(self, event: &Value) -> bool {
+        let got = event["record_updated"].as_str().unwrap_or_default();
+        match self {
+            Version::Any => true,
+            Version::Exactly(u) => got == u,
+            Version::AtLeast(u) => got >= u,
+        }
+    }
 }
 
 fn id(v: &Value) -> String {
@@ -122,18 +138,26 @@ async fn journaled(
     admin: &AdminClient,
     record: &str,
     action: &str,
-    updated: Option<&str>,
+    version: Version<'_>,
     sources: &[&str],
     timeout: Duration,
 ) -> (Value, Duration) {
     let start = Instant::now();
-    let what = format!("{action} of {record} (updated {updated:?}) from {sources:?}");
-    let ev = eventually(timeout, &what, || async {
+    loop {
         let events = record_events(admin, record, None).await;
-        find(&events, action, updated).filter(|e| sources.iter().any(|s| e["source"] == *s)).cloned()
-    })
-    .await;
-    (ev, start.elapsed())
+        let wanted = |e: &&Value| e["action"] == action && version.matches(e) && sources.iter().any(|s| e["source"] == *s);
+        if let Some(ev) = events.iter().find(wanted) {
+            return (ev.clone(), start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            let seen: Vec<String> = events
+                .iter()
+                .map(|e| format!("{} {} (event {}, job {})", e["source"], e["dedupe_key"], e["id"], e["job_id"]))
+                .collect();
+            panic!("no {action} of {record} ({version:?}) from {sources:?} within {timeout:?}; journal has {seen:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -217,25 +241,25 @@ async fn realtime_changes_reach_the_journal_within_a_second() {
     let mut took = Vec::new();
 
     let (tenant, template) = seed(&pb, "rt").await;
-    let (_, t) = journaled(&admin, &tenant, "create", None, &["realtime"], WAIT).await;
+    let (_, t) = journaled(&admin, &tenant, "create", Version::Any, &["realtime"], WAIT).await;
     took.push(("tenant create", t));
     let inst = new_instance(&pb, &tenant, &template, "rt-one", "stopped").await;
     let inst_id = id(&inst);
-    let (_, t) = journaled(&admin, &inst_id, "create", Some(&updated(&inst)), &["realtime"], WAIT).await;
+    let (_, t) = journaled(&admin, &inst_id, "create", Version::Exactly(&updated(&inst)), &["realtime"], WAIT).await;
     took.push(("instance create", t));
 
     let patched = pb.patch("tenants", &tenant, json!({"name": "rt renamed"})).await;
-    let (_, t) = journaled(&admin, &tenant, "update", Some(&updated(&patched)), &["realtime"], WAIT).await;
+    let (_, t) = journaled(&admin, &tenant, "update", Version::Exactly(&updated(&patched)), &["realtime"], WAIT).await;
     took.push(("tenant update", t));
     let patched = pb.patch("bot_instances", &inst_id, json!({"config": {"MODEL": "x"}})).await;
-    let (_, t) = journaled(&admin, &inst_id, "update", Some(&updated(&patched)), &["realtime"], WAIT).await;
+    let (_, t) = journaled(&admin, &inst_id, "update", Version::Exactly(&updated(&patched)), &["realtime"], WAIT).await;
     took.push(("instance update", t));
 
     pb.delete("bot_instances", &inst_id).await;
-    let (_, t) = journaled(&admin, &inst_id, "delete", None, &["realtime"], WAIT).await;
+    let (_, t) = journaled(&admin, &inst_id, "delete", Version::Any, &["realtime"], WAIT).await;
     took.push(("instance delete", t));
     pb.delete("tenants", &tenant).await;
-    let (_, t) = journaled(&admin, &tenant, "delete", None, &["realtime"], WAIT).await;
+    let (_, t) = journaled(&admin, &tenant, "delete", Version::Any, &["realtime"], WAIT).await;
     took.push(("tenant delete", t));
 
     eprintln!("realtime latencies: {took:?}");
@@ -278,7 +302,8 @@ async fn a_change_by_webhook_and_realtime_is_one_event() {
     // Each change is journaled once, by whichever path came first; the hook runs before the broadcast.
     let mut webhook_firsts = 0;
     for (action, upd) in &changes {
-        let (ev, _) = journaled(&admin, &tenant, action, upd.as_deref(), &["webhook", "realtime"], WAIT).await;
+        let version = upd.as_deref().map_or(Version::Any, Version::Exactly);
+        let (ev, _) = journaled(&admin, &tenant, action, version, &["webhook", "realtime"], WAIT).await;
         if ev["source"] == "webhook" {
             assert!(ev["delivery_id"].as_str().is_some_and(|d| d.starts_with("msg_")), "{ev}");
             webhook_firsts += 1;
@@ -320,9 +345,9 @@ async fn changes_while_the_bridge_is_stopped_are_found_by_resync() {
     bridge.start_again().await;
 
     let admin = bridge.admin();
-    journaled(&admin, &a, "update", Some(&updated(&a_patched)), &["resync"], WAIT).await;
-    journaled(&admin, &id(&b), "create", None, &["resync"], WAIT).await;
-    journaled(&admin, &c, "delete", None, &["resync"], WAIT).await;
+    journaled(&admin, &a, "update", Version::AtLeast(&updated(&a_patched)), &["resync"], WAIT).await;
+    journaled(&admin, &id(&b), "create", Version::Any, &["resync"], WAIT).await;
+    journaled(&admin, &c, "delete", Version::Any, &["resync"], WAIT).await;
     wait_status(&pb, &a, "stopped").await;
     wait_status(&pb, &id(&b), "running").await;
     eventually(WAIT, "the deleted instance's Coolify service removed", || async {
@@ -359,9 +384,16 @@ async fn changes_while_the_stream_is_cut_are_found_after_reconnect() {
         (metric(&bridge.url, RECONNECTS).await > reconnects).then_some(())
     })
     .await;
-    let (ev, _) = journaled(&admin, &d, "update", Some(&updated(&d_patched)), &["resync", "realtime"], WAIT).await;
-    assert_eq!(ev["source"], "resync", "the stream was down, only the resync can know: {ev}");
-    journaled(&admin, &id(&e), "create", None, &["resync"], WAIT).await;
+    // The resync lists D's current version; if the bridge wrote D again after the reconnect, realtime may
+    // have brought that later version first (then the resync's copy is a duplicate).
+    let d_now = Version::AtLeast(&updated(&d_patched));
+    journaled(&admin, &d, "update", d_now, &["resync", "realtime"], WAIT).await;
+    let before_cut = record_events(&admin, &d, None).await;
+    assert!(
+        before_cut.iter().all(|e| !(e["source"] == "realtime" && e["record_updated"] == updated(&d_patched).as_str())),
+        "the change made during the cut cannot have come over the cut stream: {before_cut:#?}"
+    );
+    journaled(&admin, &id(&e), "create", Version::Any, &["resync"], WAIT).await;
     wait_status(&pb, &d, "stopped").await;
     wait_status(&pb, &id(&e), "running").await;
 }
@@ -381,7 +413,8 @@ struct WatchedPb {
 impl WatchedPb {
     /// Takes over `pb`'s port and data dir (pb must be killed first).
     async fn start(pb: &TestPb) -> WatchedPb {
-        let hooks = tempfile::tempdir().expect("hooks dir");
+        // Not tempdir(): PocketBase's watcher skips hidden directories such as /tmp/.tmpXXXX.
+        let hooks = tempfile::Builder::new().prefix("cf-bridge-hooks-").tempdir().expect("hooks dir");
         let src = repo_root().join("hooks/pb_hooks");
         for entry in std::fs::read_dir(&src).expect("read hooks") {
             let path = entry.expect("hooks entry").path();
@@ -464,33 +497,45 @@ async fn pocketbase_restart_and_hooks_reload_end_in_a_reconnect() {
         (metric(&bridge.url, RECONNECTS).await > before).then_some(())
     })
     .await;
-    journaled(&admin, &id(&t1), "create", None, &["realtime", "resync"], WAIT).await;
-    journaled(&admin, &tenant, "update", Some(&updated(&p1)), &["realtime", "resync"], WAIT).await;
+    journaled(&admin, &id(&t1), "create", Version::Any, &["realtime", "resync"], WAIT).await;
+    journaled(&admin, &tenant, "update", Version::AtLeast(&updated(&p1)), &["realtime", "resync"], WAIT).await;
 
     // A hooks reload restarts PocketBase's app in the same process and closes every stream.
     wait_subscribed(&bridge).await;
     let before = metric(&bridge.url, RECONNECTS).await;
     let pid = watched.pid();
+    let token = pb.superuser_token().await;
     watched.touch_hooks();
-    let mut t2 = None;
+    // The create races the reload, so PocketBase may refuse connections for a moment.
     let body = json!({"name": "after reload", "slug": "after-reload", "status": "active", "plan_tier": "team"});
-    for _ in 0..50 {
-        let (code, v) = pb.request_as(&pb.superuser_token().await, "POST", "/api/collections/tenants/records", Some(&body)).await;
-        if code == 200 {
-            t2 = Some(v);
-            break;
+    let t2 = eventually(WAIT, "a tenant created around the hooks reload", || async {
+        let resp = http()
+            .post(format!("{}/api/collections/tenants/records", pb.url))
+            .header("Authorization", &token)
+            .json(&body)
+            .send()
+            .await
+            .ok()?;
+        if !resp.status().is_success() {
+            return None;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let t2 = t2.expect("a tenant created around the hooks reload");
-    eventually(WAIT, "a reconnect after the hooks reload", || async {
-        (metric(&bridge.url, RECONNECTS).await > before).then_some(())
+        resp.json::<Value>().await.ok()
     })
     .await;
+    let deadline = Instant::now() + WAIT;
+    while metric(&bridge.url, RECONNECTS).await <= before {
+        assert!(
+            Instant::now() < deadline,
+            "no reconnect after the hooks reload; PocketBase log:\n{}\nbridge log:\n{}",
+            std::fs::read_to_string(pb.data_dir.join("watched.log")).unwrap_or_default(),
+            bridge.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(watched.pid(), pid, "a hooks reload keeps the process");
-    journaled(&admin, &id(&t2), "create", None, &["realtime", "resync"], WAIT).await;
+    journaled(&admin, &id(&t2), "create", Version::Any, &["realtime", "resync"], WAIT).await;
     let p2 = pb.patch("tenants", &tenant, json!({"name": "renamed after reload"})).await;
-    journaled(&admin, &tenant, "update", Some(&updated(&p2)), &["realtime"], WAIT).await;
+    journaled(&admin, &tenant, "update", Version::Exactly(&updated(&p2)), &["realtime"], WAIT).await;
 }
 
 // ---------------------------------------------------------------------------------------------------
