@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
@@ -491,8 +491,9 @@ impl WatchedPb {
         .await;
     }
 
-    fn pid(&self) -> Option<u32> {
-        self.child.as_ref().and_then(|c| c.id())
+    /// Whether the process we spawned is still the one serving (a hooks reload re-execs in place).
+    fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     async fn restart(&mut self) {
@@ -535,7 +536,6 @@ async fn pocketbase_restart_and_hooks_reload_end_in_a_reconnect() {
     // A hooks reload restarts PocketBase's app in the same process and closes every stream.
     wait_subscribed(&bridge).await;
     let before = metric(&bridge.url, RECONNECTS).await;
-    let pid = watched.pid();
     let token = pb.superuser_token().await;
     watched.touch_hooks();
     // The create races the reload, so PocketBase may refuse connections for a moment.
@@ -564,7 +564,9 @@ async fn pocketbase_restart_and_hooks_reload_end_in_a_reconnect() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(watched.pid(), pid, "a hooks reload keeps the process");
+    assert!(watched.running(), "a hooks reload keeps the process");
+    let log = std::fs::read_to_string(pb.data_dir.join("watched.log")).unwrap_or_default();
+    assert!(log.contains("zz_reload.pb.js changed, restarting"), "PocketBase did not reload its hooks:\n{log}");
     journaled(&admin, &id(&t2), "create", Version::Any, &["realtime", "resync"], WAIT).await;
     let p2 = pb.patch("tenants", &tenant, json!({"name": "renamed after reload"})).await;
     journaled(&admin, &tenant, "update", Version::Exactly(&updated(&p2)), &["realtime"], WAIT).await;
@@ -740,12 +742,13 @@ async fn wrong_pocketbase_credentials_stop_start_up() {
         b64(r#"{"collectionId":"pbc_3142635823","exp":4102444800,"id":"abcdefghijklmno","refreshable":true,"type":"auth"}"#),
         b64("forged-signature-bytes-0123456789")
     );
-    for token in [forged.as_str(), "garbage-token-5d1e8b"] {
+    for (token, why) in [(forged.as_str(), "rejected the superuser token"), ("garbage-token-5d1e8b", "not a well-formed JWT")] {
         let mut env = base.clone();
         env.push(("CF_BRIDGE__POCKETBASE__TOKEN".into(), token.into()));
         let (ok, stderr) = serve_until_exit(&env, dir.path()).await;
         assert!(!ok, "start-up must fail with token {token:.12}...; stderr:\n{stderr}");
         assert!(stderr.contains("PocketBase authentication failed"), "{stderr}");
+        assert!(stderr.contains(why), "{stderr}");
         assert!(!stderr.contains(token), "the token leaked: {stderr}");
         // Not even a recognisable part of it.
         assert!(!stderr.contains(&token[token.len() - 12..]), "part of the token leaked: {stderr}");
