@@ -28,14 +28,14 @@ fn http() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client")
 }
 
-async fn start_bridge(pb_url: &str, pb: &TestPb, sim: &SimProcess, extra: &[(&str, &str)]) -> BridgeProcess {
-    BridgeProcess::start(pb_url, &pb.email, &pb.password, &sim.url, &sim.token, extra).await
+async fn start_bridge(pb_url: &str, pb: &TestPb, sim: &SimProcess) -> BridgeProcess {
+    BridgeProcess::start(pb_url, &pb.email, &pb.password, &sim.url, &sim.token, &[]).await
 }
 
 /// A metric's value from `/metrics` (0 when the series does not exist yet).
 async fn metric(bridge_url: &str, series: &str) -> f64 {
-    let Ok(resp) = http().get(format!("{bridge_url}/metrics")).send().await else { return 0.0 };
-    let text = resp.text().await.unwrap_or_default();
+    let resp = http().get(format!("{bridge_url}/metrics")).send().await.expect("GET /metrics");
+    let text = resp.text().await.expect("metrics text");
     text.lines()
         .filter_map(|l| l.strip_prefix(series))
         .filter_map(|rest| rest.strip_prefix(' '))
@@ -234,7 +234,7 @@ impl Drop for Proxy {
 async fn realtime_changes_reach_the_journal_within_a_second() {
     let pb = TestPb::start().await;
     let sim = SimProcess::start(&SIM_ARGS);
-    let bridge = start_bridge(&pb.url, &pb, &sim, &[]).await;
+    let bridge = start_bridge(&pb.url, &pb, &sim).await;
     wait_subscribed(&bridge).await;
     let admin = bridge.admin();
     let limit = Duration::from_secs(1);
@@ -280,7 +280,7 @@ async fn a_change_by_webhook_and_realtime_is_one_event() {
     let pb = TestPb::start_with_env(&[("CF_BRIDGE_WEBHOOK_URL", &hook_url), ("CF_BRIDGE_WEBHOOK_SECRET", WEBHOOK_SECRET)])
         .await;
     let sim = SimProcess::start(&SIM_ARGS);
-    let bridge = start_bridge(&pb.url, &pb, &sim, &[]).await;
+    let bridge = start_bridge(&pb.url, &pb, &sim).await;
     proxy.set_target(bridge.port);
     wait_subscribed(&bridge).await;
     let admin = bridge.admin();
@@ -335,7 +335,7 @@ async fn a_change_by_webhook_and_realtime_is_one_event() {
 async fn changes_while_the_bridge_is_stopped_are_found_by_resync() {
     let pb = TestPb::start().await;
     let sim = SimProcess::start(&SIM_ARGS);
-    let mut bridge = start_bridge(&pb.url, &pb, &sim, &[]).await;
+    let mut bridge = start_bridge(&pb.url, &pb, &sim).await;
     wait_subscribed(&bridge).await;
     let (tenant, template) = seed(&pb, "down").await;
     let a = id(&new_instance(&pb, &tenant, &template, "down-a", "running").await);
@@ -394,7 +394,7 @@ async fn changes_while_the_stream_is_cut_are_found_after_reconnect() {
     let pb = TestPb::start().await;
     let proxy = Proxy::start(pb.port).await;
     let sim = SimProcess::start(&SIM_ARGS);
-    let bridge = start_bridge(&proxy.url(), &pb, &sim, &[]).await;
+    let bridge = start_bridge(&proxy.url(), &pb, &sim).await;
     wait_subscribed(&bridge).await;
     let admin = bridge.admin();
     let (tenant, template) = seed(&pb, "cut").await;
@@ -515,7 +515,7 @@ async fn pocketbase_restart_and_hooks_reload_end_in_a_reconnect() {
     pb.kill().await;
     let mut watched = WatchedPb::start(&pb).await;
     let sim = SimProcess::start(&SIM_ARGS);
-    let bridge = start_bridge(&pb.url, &pb, &sim, &[]).await;
+    let bridge = start_bridge(&pb.url, &pb, &sim).await;
     wait_subscribed(&bridge).await;
     let admin = bridge.admin();
     let (tenant, _) = seed(&pb, "restart").await;
@@ -582,7 +582,7 @@ async fn acknowledged_webhooks_survive_kill_9() {
     const KILL_AFTER: usize = 300;
     let pb = TestPb::start().await;
     let sim = SimProcess::start(&SIM_ARGS);
-    let mut bridge = start_bridge(&pb.url, &pb, &sim, &[]).await;
+    let mut bridge = start_bridge(&pb.url, &pb, &sim).await;
     let secret: WebhookSecret = WEBHOOK_SECRET.parse().expect("test webhook secret");
     let secret = Arc::new(secret);
     let url = format!("{}/hooks/pocketbase", bridge.url);
