@@ -88,7 +88,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
 
     let pb = pb_client(&settings)?;
-    pb.authenticate().await.context("PocketBase authentication failed")?;
+    pb.authenticate().await.context("checking the PocketBase superuser credentials")?;
     let coolify = coolify_client(&settings)?;
     coolify.team().await.context("Coolify token check (GET /team) failed")?;
     let server = server_uuid(&coolify, settings.coolify.server_uuid.as_deref()).await?;
