@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::e2e::{SIM_FAST, World, count, domain, pb_now, text};
@@ -150,4 +151,273 @@ async fn tenant_and_instance_lifecycle() {
     }
     let failed: Vec<&Value> = every.iter().filter(|r| r["status"] != "success").collect();
     assert!(failed.is_empty(), "no failed actions in a clean lifecycle: {failed:?}");
+}
+
+#[tokio::test]
+async fn fifty_instances_across_five_tenants_end_as_fifty_services() {
+    let w = World::start(SIM_FAST, &[]).await;
+    let mut tenants: BTreeMap<String, String> = BTreeMap::new();
+    for i in 0..5 {
+        let slug = format!("scale{i}");
+        tenants.insert(w.create_tenant(&slug, "business").await, slug);
+    }
+    // All 50 at once, without waiting for the tenants' projects: those instances wait and are woken.
+    let bodies: Vec<Value> = tenants
+        .keys()
+        .flat_map(|t| (0..10).map(move |j| (t.clone(), j)))
+        .map(|(t, j)| w.instance_body(&t, "base-llm", &format!("{}-bot{j}", tenants[&t]), "running"))
+        .collect();
+    let ids = w.pb.batch_create("bot_instances", &bodies).await;
+    assert_eq!(ids.len(), 50);
+
+    let all = w
+        .wait("all 50 instances running", Duration::from_secs(90), || async {
+            let items = w.list("bot_instances", "status = 'running'").await;
+            (items.len() == 50).then_some(items)
+        })
+        .await;
+    let project_of: BTreeMap<String, String> = w
+        .list("tenants", "")
+        .await
+        .iter()
+        .map(|t| (text(t, "id").to_string(), text(t, "coolify_project_uuid").to_string()))
+        .collect();
+    let services = w.sim_services().await;
+    let cf: Vec<&Value> = services.iter().filter(|s| text(s, "name").starts_with("cf-")).collect();
+    assert_eq!(cf.len(), 50, "exactly 50 services");
+    let names: BTreeSet<String> = cf.iter().map(|s| text(s, "name").to_string()).collect();
+    let expected: BTreeSet<String> = ids.iter().map(|id| format!("cf-{id}")).collect();
+    assert_eq!(names, expected, "one service per instance, none duplicated");
+    for inst in &all {
+        let svc = cf
+            .iter()
+            .find(|s| s["uuid"] == inst["coolify_service_id"])
+            .unwrap_or_else(|| panic!("service of {} not found", inst["id"]));
+        let project = &project_of[text(inst, "tenant")];
+        assert_eq!(text(svc, "project_uuid"), project, "service in its tenant's project");
+        assert_eq!(text(inst, "coolify_project_id"), project);
+        assert!(sim_running(svc));
+    }
+    let projects = w.sim_projects().await;
+    for slug in tenants.values() {
+        assert_eq!(projects.iter().filter(|p| p["name"] == format!("cf-{slug}")).count(), 1, "one project per tenant");
+    }
+}
+
+#[tokio::test]
+async fn kill_9_between_create_and_write_back_leaves_exactly_one_service() {
+    let mut w = World::start(SIM_FAST, &[]).await;
+    let tenant = w.create_tenant("crash", "business").await;
+    w.wait_record("tenants", &tenant, "project", T, |r| !text(r, "coolify_project_uuid").is_empty()).await;
+
+    // Case 1: the start call hangs, so the kill lands after the create and before the final write-back.
+    w.sim.set_fault(json!({"route": "POST /services/{uuid}/start", "latency_ms": 5000})).await;
+    let one = w.create_instance(&tenant, "base-llm", "crash-one", "running").await;
+    let name = format!("cf-{one}");
+    w.wait("the service created in the simulator", T, || async {
+        (w.sim_services_named(&name).await.len() == 1).then_some(())
+    })
+    .await;
+    let before = w.record("bot_instances", &one).await;
+    assert_ne!(before["status"], "running", "the kill lands before the write-back: {before}");
+    w.bridge.kill9();
+    w.sim.clear_faults().await;
+    w.bridge.start_again().await;
+    let r = w.wait_record("bot_instances", &one, "crash-one running after restart", T, running).await;
+    let svcs = w.sim_services_named(&name).await;
+    assert_eq!(svcs.len(), 1, "exactly one {name}: {svcs:?}");
+    assert_eq!(svcs[0]["uuid"], r["coolify_service_id"]);
+
+    // Case 2: the create's response is lost and the lookup that would adopt it hangs, so the record holds
+    // no service id when the bridge dies: only the journal's intent and the deterministic name remain.
+    // The create itself is slowed so the lookup fault can be armed after the bridge's first lookup
+    // (observe) and before the adoption lookup.
+    w.sim
+        .set_fault(json!({"route": "POST /services", "lost_response": true, "latency_ms": 2000}))
+        .await;
+    let two = w.create_instance(&tenant, "base-llm", "crash-two", "running").await;
+    let name = format!("cf-{two}");
+    w.wait_record("bot_instances", &two, "crash-two deploying", T, |r| r["status"] == "deploying").await;
+    w.sim.set_fault(json!({"route": "GET /services", "latency_ms": 20000})).await;
+    w.wait("the second service created in the simulator", T, || async {
+        (w.sim_services_named(&name).await.len() == 1).then_some(())
+    })
+    .await;
+    let before = w.record("bot_instances", &two).await;
+    assert_eq!(text(&before, "coolify_service_id"), "", "the record does not know the service yet: {before}");
+    w.bridge.kill9();
+    w.sim.clear_faults().await;
+    w.bridge.start_again().await;
+    let r = w.wait_record("bot_instances", &two, "crash-two running after restart", T, running).await;
+    let svcs = w.sim_services_named(&name).await;
+    assert_eq!(svcs.len(), 1, "exactly one {name}: {svcs:?}");
+    assert_eq!(svcs[0]["uuid"], r["coolify_service_id"]);
+    assert_eq!(count(&w.sim.requests().await, "POST /services"), 2, "one create per instance, never repeated");
+}
+
+#[tokio::test]
+async fn the_bridges_own_write_back_causes_no_coolify_request() {
+    let quiet = [
+        ("CF_BRIDGE__RECONCILE__HEALTH_POLL_INTERVAL_SECS", "3600"),
+        ("CF_BRIDGE__POCKETBASE__RESYNC_INTERVAL_SECS", "3600"),
+    ];
+    let w = World::start(SIM_FAST, &quiet).await;
+    let tenant = w.create_tenant("quiet", "business").await;
+    w.wait_record("tenants", &tenant, "project", T, |r| !text(r, "coolify_project_uuid").is_empty()).await;
+    let inst = w.create_instance(&tenant, "base-llm", "quiet", "running").await;
+    let r = w.wait_record("bot_instances", &inst, "running", T, running).await;
+    let updated = text(&r, "updated").to_string();
+    // Wait until the event of the final write-back (that exact `updated`) has been processed.
+    w.wait("the write-back's event processed", T, || async {
+        let (_, v) = w.bridge.admin().get(&format!("/admin/events?record={inst}&limit=100")).await;
+        let events = v["events"].as_array().cloned().unwrap_or_default();
+        events.iter().any(|e| e["record_updated"] == updated.as_str() && e["status"] == "done").then_some(())
+    })
+    .await;
+    // Also let anything queued behind it run.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, jobs) = w.bridge.admin().get("/admin/jobs?state=waiting,running,failed").await;
+    assert_eq!(jobs["jobs"].as_array().map(Vec::len), Some(0), "no job left: {jobs}");
+
+    // The last Coolify request of the deploy is the status read that saw `running`; nothing after it.
+    let log = w.sim.requests().await;
+    let last_read = log
+        .iter()
+        .rposition(|e| e["path"] == "GET /services/{uuid}" && text(&e["response"], "status").starts_with("running"))
+        .expect("the deploy read the running status");
+    let after: Vec<String> = log[last_read + 1..].iter().map(|e| text(e, "path").to_string()).collect();
+    assert!(after.is_empty(), "Coolify requests after the write-back: {after:?}");
+}
+
+#[tokio::test]
+async fn a_domain_conflict_is_an_error_naming_the_domain_and_heals_on_a_new_subdomain() {
+    let w = World::start(SIM_FAST, &[]).await;
+    let taken = domain("taken");
+    let (_, foreign) = w.sim_create_foreign("someone-else", "manual-site", &format!("https://{taken}")).await;
+    w.sim.clear_requests().await;
+    let tenant = w.create_tenant("clash", "business").await;
+    w.wait_record("tenants", &tenant, "project", T, |r| !text(r, "coolify_project_uuid").is_empty()).await;
+    let inst = w.create_instance(&tenant, "base-llm", "taken", "running").await;
+    let r = w.wait_record("bot_instances", &inst, "error", T, |r| r["status"] == "error").await;
+    let msg = text(&r, "error_message");
+    assert!(msg.contains(&taken), "the message names the domain: {msg}");
+    assert!(msg.contains("manual-site"), "and what holds it: {msg}");
+
+    // No fast retry loop: a conflict waits for the record to change.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let creates = count(&w.sim.requests().await, "POST /services");
+    let failed = actions(&w.deploy_logs(&inst).await, "failed");
+    // The first attempt's own error write-back wakes the job once more; after that it waits.
+    assert!(creates <= 2, "the create is not retried in a loop: {creates} attempts");
+    assert!(!failed.is_empty() && failed.len() <= 2, "failed rows: {failed:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(count(&w.sim.requests().await, "POST /services"), creates, "still no retry");
+
+    w.pb.patch("bot_instances", &inst, json!({"subdomain": "free"})).await;
+    let r = w.wait_record("bot_instances", &inst, "healed", T, running).await;
+    assert_eq!(text(&r, "domain"), domain("free"));
+    assert_eq!(text(&r, "error_message"), "");
+    let svc = w.sim_service(text(&r, "coolify_service_id")).await.expect("service");
+    assert!(sim_running(&svc));
+    assert!(w.sim_service(&foreign).await.is_some(), "the foreign service is untouched");
+}
+
+/// Starts a bridge with the given orphan policy and a 1 s scan interval on the world's PocketBase and sim.
+async fn orphan_world(policy: &str) -> World {
+    World::start(
+        SIM_FAST,
+        &[("CF_BRIDGE__RECONCILE__ORPHANS", policy), ("CF_BRIDGE__POCKETBASE__RESYNC_INTERVAL_SECS", "1")],
+    )
+    .await
+}
+
+async fn orphan_gauge(w: &World, kind: &str) -> Option<f64> {
+    let text = common::sim::reqwest_client()
+        .get(format!("{}/metrics", w.bridge.url))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let prefix = format!("cf_bridge_coolify_orphans{{kind=\"{kind}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn orphans_are_reported_and_removed_only_when_the_policy_says_so() {
+    for policy in ["report", "remove"] {
+        let w = orphan_world(policy).await;
+        let tenant = w.create_tenant("live", "business").await;
+        let inst = w.create_instance(&tenant, "base-llm", "live", "running").await;
+        let r = w.wait_record("bot_instances", &inst, "live instance running", T, running).await;
+        let live_uuid = text(&r, "coolify_service_id").to_string();
+        let (ghost_project, ghost) = w
+            .sim_create_foreign("cf-ghost", "cf-norecord0000001", &format!("https://{}", domain("ghost")))
+            .await;
+        let (_, foreign) = w.sim_create_foreign("manual", "not-ours", &format!("https://{}", domain("manual"))).await;
+
+        w.wait("the orphan reported in the log and the metric", T, || async {
+            let logged = w.bridge.log().contains("cf-norecord0000001");
+            (logged && orphan_gauge(&w, "service").await == Some(1.0)).then_some(())
+        })
+        .await;
+        assert!(w.bridge.log().contains("orphan in Coolify"), "{}", w.log_tail(40));
+        if policy == "report" {
+            // Several scans later, still there.
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            assert!(w.sim_service(&ghost).await.is_some(), "report-only leaves the orphan alone");
+            assert!(w.sim_projects().await.iter().any(|p| p["uuid"] == ghost_project.as_str()));
+        } else {
+            w.wait("the orphan service and project removed", T, || async {
+                let svc_gone = w.sim_service(&ghost).await.is_none();
+                let proj_gone = !w.sim_projects().await.iter().any(|p| p["uuid"] == ghost_project.as_str());
+                (svc_gone && proj_gone).then_some(())
+            })
+            .await;
+            let removed_at = w.bridge.log().find("orphan removed").expect("removal logged");
+            let first_seen = w.bridge.log().find("cf-norecord0000001").expect("orphan logged");
+            assert!(first_seen < removed_at, "reported before it was removed");
+        }
+        assert!(w.sim_service(&live_uuid).await.is_some(), "a live instance's service is never an orphan");
+        assert!(w.sim_service(&foreign).await.is_some(), "resources not named cf-* are not ours");
+        let r = w.record("bot_instances", &inst).await;
+        assert_eq!(r["status"], "running");
+    }
+}
+
+#[tokio::test]
+async fn blocked_instances_wake_on_secrets_and_tenant_changes() {
+    let w = World::start(SIM_FAST, &[]).await;
+    let tenant = w.create_tenant("blocked", "starter").await;
+    w.wait_record("tenants", &tenant, "project", T, |r| !text(r, "coolify_project_uuid").is_empty()).await;
+
+    // Missing secrets: pending with the names, until PUT secrets replays the record.
+    let bot = w.create_instance(&tenant, "telegram-bot", "tg", "running").await;
+    let r = w
+        .wait_record("bot_instances", &bot, "waiting for secrets", T, |r| text(r, "error_message").contains("TELEGRAM_BOT_TOKEN"))
+        .await;
+    assert_eq!(r["status"], "pending");
+    assert!(w.sim_services_named(&format!("cf-{bot}")).await.is_empty());
+    let (code, body) = w
+        .bridge
+        .admin()
+        .send(reqwest::Method::PUT, &format!("/admin/instances/{bot}/secrets"), json!({"TELEGRAM_BOT_TOKEN": "e2e-token-value"}))
+        .await;
+    assert_eq!(code, 202, "{body}");
+    let r = w.wait_record("bot_instances", &bot, "tg running after secrets", T, running).await;
+    assert!(!text(&r, "secrets_hash").is_empty());
+    let svc = w.sim_service(text(&r, "coolify_service_id")).await.expect("tg service");
+    assert!(svc["envs"].as_array().unwrap().iter().any(|e| e["key"] == "TELEGRAM_BOT_TOKEN"));
+
+    // Quota: starter allows 2 stacks; the third is refused until the tenant's plan changes.
+    let second = w.create_instance(&tenant, "base-llm", "second", "running").await;
+    w.wait_record("bot_instances", &second, "second running", T, running).await;
+    let third = w.create_instance(&tenant, "base-llm", "third", "running").await;
+    let r = w.wait_record("bot_instances", &third, "third refused", T, |r| r["status"] == "error").await;
+    assert!(text(&r, "error_message").contains("quota"), "{r}");
+    assert!(w.sim_services_named(&format!("cf-{third}")).await.is_empty());
+    w.pb.patch("tenants", &tenant, json!({"plan_tier": "team"})).await;
+    w.wait_record("bot_instances", &third, "third running after the plan change", T, running).await;
+    assert_eq!(w.sim_services_named(&format!("cf-{third}")).await.len(), 1);
 }
