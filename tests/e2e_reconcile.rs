@@ -11,6 +11,9 @@ use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(30);
 
+/// Resync (and the orphan scan) only at start-up, so nothing but events wakes a job.
+const NO_RESYNC: (&str, &str) = ("CF_BRIDGE__POCKETBASE__RESYNC_INTERVAL_SECS", "3600");
+
 fn running(r: &Value) -> bool {
     r["status"] == "running"
 }
@@ -155,7 +158,8 @@ async fn tenant_and_instance_lifecycle() {
 
 #[tokio::test]
 async fn fifty_instances_across_five_tenants_end_as_fifty_services() {
-    let w = World::start(SIM_FAST, &[]).await;
+    // No periodic resync: instances waiting for their tenant's project must be woken by the tenant.
+    let w = World::start(SIM_FAST, &[NO_RESYNC]).await;
     let mut tenants: BTreeMap<String, String> = BTreeMap::new();
     for i in 0..5 {
         let slug = format!("scale{i}");
@@ -259,7 +263,7 @@ async fn kill_9_between_create_and_write_back_leaves_exactly_one_service() {
 async fn the_bridges_own_write_back_causes_no_coolify_request() {
     let quiet = [
         ("CF_BRIDGE__RECONCILE__HEALTH_POLL_INTERVAL_SECS", "3600"),
-        ("CF_BRIDGE__POCKETBASE__RESYNC_INTERVAL_SECS", "3600"),
+        NO_RESYNC,
     ];
     let w = World::start(SIM_FAST, &quiet).await;
     let tenant = w.create_tenant("quiet", "business").await;
@@ -279,13 +283,20 @@ async fn the_bridges_own_write_back_causes_no_coolify_request() {
     let (_, jobs) = w.bridge.admin().get("/admin/jobs?state=waiting,running,failed").await;
     assert_eq!(jobs["jobs"].as_array().map(Vec::len), Some(0), "no job left: {jobs}");
 
-    // The last Coolify request of the deploy is the status read that saw `running`; nothing after it.
+    // The deploy's last Coolify request is the first status read after the start that saw `running`;
+    // the write-back follows it, and nothing may follow in Coolify.
     let log = w.sim.requests().await;
-    let last_read = log
+    let started = log
         .iter()
-        .rposition(|e| e["path"] == "GET /services/{uuid}" && text(&e["response"], "status").starts_with("running"))
-        .expect("the deploy read the running status");
-    let after: Vec<String> = log[last_read + 1..].iter().map(|e| text(e, "path").to_string()).collect();
+        .position(|e| e["path"] == "POST /services/{uuid}/start")
+        .expect("the deploy started the service");
+    let running_read = started
+        + 1
+        + log[started + 1..]
+            .iter()
+            .position(|e| e["path"] == "GET /services/{uuid}" && text(&e["response"], "status").starts_with("running"))
+            .expect("the deploy read the running status");
+    let after: Vec<String> = log[running_read + 1..].iter().map(|e| text(e, "path").to_string()).collect();
     assert!(after.is_empty(), "Coolify requests after the write-back: {after:?}");
 }
 
@@ -388,7 +399,8 @@ async fn orphans_are_reported_and_removed_only_when_the_policy_says_so() {
 
 #[tokio::test]
 async fn blocked_instances_wake_on_secrets_and_tenant_changes() {
-    let w = World::start(SIM_FAST, &[]).await;
+    // No periodic resync, so only the secrets replay and the tenant fan-out can wake the instances.
+    let w = World::start(SIM_FAST, &[NO_RESYNC]).await;
     let tenant = w.create_tenant("blocked", "starter").await;
     w.wait_record("tenants", &tenant, "project", T, |r| !text(r, "coolify_project_uuid").is_empty()).await;
 
