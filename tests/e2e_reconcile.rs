@@ -442,3 +442,26 @@ async fn blocked_instances_wake_on_secrets_and_tenant_changes() {
     w.wait_record("bot_instances", &third, "third running after the plan change", T, running).await;
     assert_eq!(w.sim_services_named(&format!("cf-{third}")).await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_transient_failure_is_retried_with_backoff_and_heals() {
+    let w = World::start(SIM_FAST, &[NO_RESYNC]).await;
+    let tenant = w.create_tenant("flaky", "business").await;
+    w.wait_record("tenants", &tenant, "project", T, |r| !text(r, "coolify_project_uuid").is_empty()).await;
+    w.sim.set_fault(json!({"route": "POST /services/{uuid}/start", "error_rate": 1.0})).await;
+    let inst = w.create_instance(&tenant, "base-llm", "flaky", "running").await;
+    let r = w.wait_record("bot_instances", &inst, "error", T, |r| r["status"] == "error").await;
+    assert!(!text(&r, "error_message").is_empty(), "{r}");
+
+    // Over 4 s the retries back off (200 ms doubling to 2 s): a handful of attempts, not a loop.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let failed = actions(&w.deploy_logs(&inst).await, "failed").len();
+    assert!((2..=8).contains(&failed), "failed attempts in ~4 s: {failed}");
+    let creates = count(&w.sim.requests().await, "POST /services");
+    assert_eq!(creates, 1, "retries reuse the created service");
+
+    w.sim.clear_faults().await;
+    let r = w.wait_record("bot_instances", &inst, "healed", T, running).await;
+    assert_eq!(text(&r, "error_message"), "");
+    assert_eq!(w.sim_services_named(&format!("cf-{inst}")).await.len(), 1);
+}
