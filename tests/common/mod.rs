@@ -1,7 +1,8 @@
 //! Shared test harness: real PocketBase, coolify-sim and the bridge, each on a free port.
 #![allow(dead_code)]
 
-pub mod pocketbase;
-pub mod sim;
 pub mod bridge;
+pub mod e2e;
+pub mod pocketbase;
 pub mod secrets_stack;
+pub mod sim;
