@@ -4,3 +4,4 @@
 pub mod pocketbase;
 pub mod sim;
 pub mod bridge;
+pub mod reliability;
