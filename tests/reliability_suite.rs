@@ -173,11 +173,16 @@ async fn realtime_cut() -> Row {
             p.cut();
         }
     }
-    let (took, v) = finish(&w, Duration::from_secs(90)).await;
+    let (took, mut v) = finish(&w, Duration::from_secs(90)).await;
+    // Each cut must really end the stream: the bridge subscribes again after every one.
+    let subscriptions = w.bridge.log().matches("PocketBase realtime subscribed").count();
+    if subscriptions < CUTS / 2 + 1 {
+        v.push(format!("only {subscriptions} realtime subscriptions for {CUTS} cuts: the cuts did not reach the stream"));
+    }
     Row {
         scenario: "3. realtime stream cut".into(),
         runs: format!("{CUTS} cuts, {} instances, no webhooks", live.len()),
-        figures: format!("converged {} after the last cut", secs(took)),
+        figures: format!("{subscriptions} realtime subscriptions; converged {} after the last cut", secs(took)),
         violations: v,
         wall: w.started.elapsed(),
     }
@@ -384,6 +389,7 @@ async fn journal_unavailable() -> Row {
     let retry_time = t0.elapsed();
     let (took, v) = finish(&w, Duration::from_secs(90)).await;
     violations.extend(v);
+    violations.extend(self_check(&w).await);
     Row {
         scenario: "6. journal unavailable".into(),
         runs: format!("{} webhooks while the write lock is held, then retried", answers.len()),
@@ -396,6 +402,27 @@ async fn journal_unavailable() -> Row {
         violations,
         wall: w.started.elapsed(),
     }
+}
+
+/// The invariant check must be able to fail: a `cf-*` project made behind the bridge's back has to be
+/// reported as an orphan (then it is removed again).
+async fn self_check(w: &World) -> Vec<String> {
+    let http = common::sim::reqwest_client();
+    let name = label("cf-ghost", 0);
+    let created: Value = http
+        .post(format!("{}/api/v1/projects", w.sim.url))
+        .bearer_auth(common::reliability::SIM_TOKEN)
+        .json(&json!({"name": name}))
+        .send()
+        .await
+        .expect("create a stray project")
+        .json()
+        .await
+        .expect("project json");
+    let seen = w.check().await.iter().any(|v| v.contains("orphan Coolify project") && v.contains(&name));
+    let uuid = created["uuid"].as_str().unwrap_or_default();
+    let _ = http.delete(format!("{}/api/v1/projects/{uuid}", w.sim.url)).bearer_auth(common::reliability::SIM_TOKEN).send().await;
+    if seen { Vec::new() } else { vec![format!("self-check: the stray project {name} was not reported")] }
 }
 
 /// Runs a scenario in its own task so a panic becomes a row instead of ending the suite.
