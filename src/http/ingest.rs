@@ -13,13 +13,17 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 
-use crate::events::{Action, Collection, EventSink, Ingested, Source};
+use crate::events::{Action, Collection, EventSink, Ingested, SinkError, Source};
 use crate::intake::{deliver, record_event};
 use crate::webhook::{Delivery, WebhookSecret};
 
 pub const PATH: &str = "/hooks/pocketbase";
 /// PocketBase records are small; anything bigger is not ours.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
+/// How long a delivery waits for the journal before it is refused with 503. Below the PocketBase
+/// hook's 3 s send timeout, so a busy or unwritable journal gives the sender an answer, not a hang
+/// (the journal's own busy timeout is 5 s and writes queue behind each other).
+pub const SINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct IngestState {
     pub sink: Arc<dyn EventSink>,
@@ -109,7 +113,12 @@ async fn receive(req: HttpRequest, payload: web::Payload, state: web::Data<Inges
         }
     };
     let record_id = event.record_id.clone();
-    match deliver(state.sink.as_ref(), event).await {
+    let outcome = match tokio::time::timeout(SINK_TIMEOUT, deliver(state.sink.as_ref(), event)).await {
+        Ok(outcome) => outcome,
+        // Not acknowledged: if the write lands later, the sender's retry is a harmless duplicate.
+        Err(_) => Err(SinkError::Unavailable(format!("no journal answer within {} s", SINK_TIMEOUT.as_secs()))),
+    };
+    match outcome {
         Ok(Ingested::New { event_id, job_id, coalesced }) => {
             tracing::info!(delivery_id = %delivery_id, record_id = %record_id, collection = collection.as_str(),
                            action = action.as_str(), event_id, job_id, coalesced, "webhook accepted");

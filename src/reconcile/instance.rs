@@ -239,34 +239,43 @@ async fn execute(
         Observed::Absent => None,
     };
     let log_action = summary_action(actions);
-    let log = ActionLog::instance(ctx, &inst.id, Some(&inst.tenant), true, log_action);
-    let result = run_actions(ctx, inst, desired, &mut uuid, actions).await;
-    match &result {
-        Ok(()) => {
-            if !actions.is_empty() {
-                log.finish(DeployStatus::Success, success_message(log_action, desired, uuid.as_deref()))
-                    .await;
+    let mut log = Some(ActionLog::instance(ctx, &inst.id, Some(&inst.tenant), true, log_action));
+    // The deploy_logs row is written before the final write-back: once the record reads done, a crash
+    // must not leave its action unlogged (a crash in between redoes the work and logs it twice instead).
+    let (work, write_back) = match actions.split_last() {
+        Some((last @ Action::WriteBack(_), rest)) => (rest, Some(std::slice::from_ref(last))),
+        _ => (actions, None),
+    };
+    let mut result = run_actions(ctx, inst, desired, &mut uuid, work, false).await;
+    if result.is_ok() {
+        if let (false, Some(log)) = (actions.is_empty(), log.take()) {
+            log.finish(DeployStatus::Success, success_message(log_action, desired, uuid.as_deref()))
+                .await;
+        }
+        if let Some(write_back) = write_back {
+            let waited = work.contains(&Action::WaitRunning);
+            result = run_actions(ctx, inst, desired, &mut uuid, write_back, waited).await;
+        }
+    }
+    if let Err(e) = &result {
+        let message = e.to_string();
+        // Writing the same failure again would only wake this job early: write changes only.
+        let unchanged = inst.status == Some(InstanceStatus::Error)
+            && inst.error_message.as_deref() == Some(message.as_str())
+            && (uuid.is_none() || uuid == inst.coolify_service_id);
+        if !unchanged {
+            let patch = InstancePatch {
+                status: Some(InstanceStatus::Error),
+                error_message: Some(message.clone()),
+                coolify_service_id: uuid.clone(),
+                ..Default::default()
+            };
+            if let Err(pe) = ctx.pb.patch_instance(&inst.id, &patch).await {
+                warn!(record_id = %inst.id, error = %pe, "could not record the failure on the instance");
             }
         }
-        Err(e) => {
-            let message = e.to_string();
-            // Writing the same failure again would only wake this job early: write changes only.
-            let unchanged = inst.status == Some(InstanceStatus::Error)
-                && inst.error_message.as_deref() == Some(message.as_str())
-                && (uuid.is_none() || uuid == inst.coolify_service_id);
-            if !unchanged {
-                let patch = InstancePatch {
-                    status: Some(InstanceStatus::Error),
-                    error_message: Some(message.clone()),
-                    coolify_service_id: uuid.clone(),
-                    ..Default::default()
-                };
-                if let Err(pe) = ctx.pb.patch_instance(&inst.id, &patch).await {
-                    warn!(record_id = %inst.id, error = %pe, "could not record the failure on the instance");
-                }
-            }
-            log.finish(DeployStatus::Failed, message).await;
-        }
+        let log = log.unwrap_or_else(|| ActionLog::instance(ctx, &inst.id, Some(&inst.tenant), true, log_action));
+        log.finish(DeployStatus::Failed, message).await;
     }
     result
 }
@@ -316,8 +325,9 @@ async fn run_actions(
     desired: &Desired,
     uuid: &mut Option<String>,
     actions: &[Action],
+    waited_running: bool,
 ) -> Result<(), ReconcileError> {
-    let mut last_running = false;
+    let mut last_running = waited_running;
     for action in actions {
         match action {
             Action::MarkDeploying => {

@@ -4,5 +4,6 @@
 pub mod bridge;
 pub mod e2e;
 pub mod pocketbase;
+pub mod reliability;
 pub mod secrets_stack;
 pub mod sim;
