@@ -23,6 +23,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match run::run(args.mode, args.pocketbase, args.work_dir).await {
         Ok(table) => {
             println!("{table}");
