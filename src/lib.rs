@@ -1,6 +1,7 @@
 //! cf-bridge: keeps Coolify in step with the PocketBase system of record.
 
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod coolify;

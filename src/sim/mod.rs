@@ -62,6 +62,8 @@ pub struct LogEntry {
     pub method: String,
     /// Endpoint template, e.g. "POST /services"; "*" for the catch-all.
     pub path: String,
+    /// The request's actual path (with uuids), so benchmarks can attribute a call to a record.
+    pub uri: String,
     pub status: u16,
     /// Milliseconds since the simulator started.
     pub at_ms: u64,
@@ -127,7 +129,7 @@ impl Sim {
         }
     }
 
-    fn record(&self, method: &str, template: &str, reply: &Reply, lost: bool, request: Option<Value>) {
+    fn record(&self, method: &str, template: &str, uri: &str, reply: &Reply, lost: bool, request: Option<Value>) {
         let at_ms = ms(self.started.elapsed());
         let response = Some(match &reply.body {
             Body::Json(v) => v.clone(),
@@ -136,6 +138,7 @@ impl Sim {
         lock(&self.log).push(LogEntry {
             method: method.into(),
             path: template.into(),
+            uri: uri.into(),
             status: reply.status,
             at_ms,
             lost,
@@ -211,7 +214,7 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, sim: web::Data<Sim>) -> Ht
     let request: Option<Value> = serde_json::from_slice(&body).ok();
     let Some(route) = Route::parse(&method, &path) else {
         let reply = Reply::json(404, json!({"message": "Not found.", "docs": "https://coolify.io/docs"}));
-        sim.record(&method, "*", &reply, false, request);
+        sim.record(&method, "*", &path, &reply, false, request);
         return respond(reply, &[]);
     };
     let template = route.template();
@@ -225,7 +228,7 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, sim: web::Data<Sim>) -> Ht
         .map(str::to_string);
     let Some(token) = token else {
         let reply = Reply::message(401, "Unauthenticated.");
-        sim.record(&method, template, &reply, false, request);
+        sim.record(&method, template, &path, &reply, false, request);
         return respond(reply, &[]);
     };
     let now = now_ms();
@@ -238,7 +241,7 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, sim: web::Data<Sim>) -> Ht
         headers.push(("Retry-After", retry_after.to_string()));
         headers.push(("X-RateLimit-Reset", reset_at.to_string()));
         let reply = Reply::message(429, "Too Many Attempts.");
-        sim.record(&method, template, &reply, false, request.clone());
+        sim.record(&method, template, &path, &reply, false, request.clone());
         respond(reply, &headers)
     };
     if let Some(retry_after) = verdict.retry_after {
@@ -254,7 +257,7 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, sim: web::Data<Sim>) -> Ht
     }
     if fx.server_error {
         let reply = Reply::message(500, "Server Error");
-        sim.record(&method, template, &reply, false, request);
+        sim.record(&method, template, &path, &reply, false, request);
         return respond(reply, &headers);
     }
     let parsed = if route.takes_json_body() {
@@ -281,10 +284,10 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, sim: web::Data<Sim>) -> Ht
         }
     };
     if fx.lose_response {
-        sim.record(&method, template, &reply, true, request);
+        sim.record(&method, template, &path, &reply, true, request);
         return lost(reply);
     }
-    sim.record(&method, template, &reply, false, request);
+    sim.record(&method, template, &path, &reply, false, request);
     respond(reply, &headers)
 }
 

@@ -1,0 +1,214 @@
+//! Scenarios 1 and 2: change-to-Coolify latency beside change-to-realtime-frame, and write throughput.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, mpsc};
+
+use super::client::Pb;
+use super::report::{Report, ms};
+use super::run::Stack;
+use super::sse::Seen;
+use super::stats::{ratio, summarize};
+
+struct Write {
+    id: String,
+    name: String,
+    at: Instant,
+    wall_ms: i64,
+}
+
+fn wall_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The first journal arrival (unix ms) of every bot_instances event whose record name starts with `prefix`.
+async fn journaled_by_name(stack: &Stack, since_ms: i64, prefix: &str) -> Result<HashMap<String, i64>> {
+    let mut out: HashMap<String, i64> = HashMap::new();
+    let mut cursor: Option<i64> = None;
+    loop {
+        let mut path = format!("/admin/events?collection=bot_instances&since={since_ms}&limit=500");
+        if let Some(c) = cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let v = stack.bridge.admin(reqwest::Method::GET, &path).await?;
+        for e in v["events"].as_array().into_iter().flatten() {
+            let name = e["payload"]["name"].as_str().or_else(|| e["payload"]["record"]["name"].as_str());
+            if let (Some(name), Some(at)) = (name, e["received_at"].as_i64())
+                && name.starts_with(prefix)
+            {
+                let slot = out.entry(name.to_string()).or_insert(at);
+                *slot = (*slot).min(at);
+            }
+        }
+        match v["next_cursor"].as_i64() {
+            Some(c) => cursor = Some(c),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// Writes at `rate`/s for `secs`, toggling desired_state over `pool`, then matches each write with its
+/// realtime frame, its journal entry and the bridge's first Coolify request for the record.
+#[allow(clippy::too_many_arguments)]
+pub async fn phase(
+    stack: &Stack,
+    pool: &[String],
+    uuids: &HashMap<String, String>,
+    desired: &mut HashMap<String, bool>,
+    rate: u32,
+    secs: f64,
+    rx: &mut mpsc::UnboundedReceiver<Seen>,
+    report: &mut Report,
+) -> Result<()> {
+    while rx.try_recv().is_ok() {}
+    stack.sim.clear_requests().await?;
+    let zero = stack.sim.clock_zero().await?;
+    let n = (f64::from(rate) * secs).round() as usize;
+    let prefix = format!("lat{rate}-");
+    let sem = Arc::new(Semaphore::new(256));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut writes = Vec::with_capacity(n);
+    let start = Instant::now();
+    let start_wall = wall_ms();
+    for k in 0..n {
+        tokio::time::sleep_until((start + Duration::from_secs_f64(k as f64 / f64::from(rate))).into()).await;
+        let id = pool[k % pool.len()].clone();
+        let running = !desired.get(&id).copied().unwrap_or(false);
+        desired.insert(id.clone(), running);
+        let name = format!("{prefix}{k}");
+        let body = json!({"desired_state": if running { "running" } else { "stopped" }, "name": name});
+        writes.push(Write { id: id.clone(), name, at: Instant::now(), wall_ms: wall_ms() });
+        let permit = sem.clone().acquire_owned().await?;
+        let pb = stack.pb.clone();
+        tasks.spawn(async move {
+            let _permit = permit;
+            pb.patch("bot_instances", &id, &body).await.map(|s| (200..300).contains(&s)).unwrap_or(false)
+        });
+    }
+    let mut ok = 0usize;
+    while let Some(r) = tasks.join_next().await {
+        ok += usize::from(r.unwrap_or(false));
+    }
+    let achieved = ok as f64 / start.elapsed().as_secs_f64();
+    let idle = stack.bridge.wait_idle(Duration::from_secs(300)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut seen: HashMap<String, Instant> = HashMap::new();
+    while let Ok(s) = rx.try_recv() {
+        if let Some(name) = s.record["name"].as_str() {
+            seen.entry(name.to_string()).or_insert(s.at);
+        }
+    }
+    let mut calls: HashMap<&str, Vec<Instant>> = HashMap::new();
+    let log = stack.sim.requests().await?;
+    for r in &log {
+        let mut parts = r.uri.split('/');
+        if let Some(uuid) = parts.by_ref().skip_while(|p| *p != "services").nth(1) {
+            calls.entry(uuid).or_default().push(zero + Duration::from_millis(r.at_ms));
+        }
+    }
+    let journaled = journaled_by_name(stack, start_wall - 1000, &prefix).await?;
+
+    let mut next_write: HashMap<&str, Instant> = HashMap::new();
+    let (mut frame_lat, mut call_lat, mut journal_lat) = (Vec::new(), Vec::new(), Vec::new());
+    for w in writes.iter().rev() {
+        let until = next_write.insert(w.id.as_str(), w.at);
+        if let Some(at) = seen.get(&w.name) {
+            frame_lat.push(at.saturating_duration_since(w.at));
+        }
+        if let Some(at) = journaled.get(&w.name) {
+            journal_lat.push(Duration::from_millis(u64::try_from(at - w.wall_ms).unwrap_or(0)));
+        }
+        let Some(times) = uuids.get(&w.id).and_then(|u| calls.get(u.as_str())) else { continue };
+        let i = times.partition_point(|t| *t < w.at);
+        if let Some(t) = times.get(i)
+            && until.is_none_or(|u| *t < u)
+        {
+            call_lat.push(*t - w.at);
+        }
+    }
+    let (f, c, j) = (summarize(&frame_lat), summarize(&call_lat), summarize(&journal_lat));
+    let label = format!("{rate}/s (achieved {achieved:.0}/s)");
+    report.row("1 latency", format!("write -> first Coolify call p50 @ {label}"), ms(c.p50_ms), format!("{} (realtime frame)", ms(f.p50_ms)), ratio(c.p50_ms, f.p50_ms));
+    report.row("1 latency", format!("write -> first Coolify call p99 @ {label}"), ms(c.p99_ms), format!("{} (realtime frame)", ms(f.p99_ms)), ratio(c.p99_ms, f.p99_ms));
+    report.row("1 latency", format!("write -> journaled p50 @ {label}"), ms(j.p50_ms), format!("{} (realtime frame)", ms(f.p50_ms)), ratio(j.p50_ms, f.p50_ms));
+    report.row("1 latency", format!("write -> journaled p99 @ {label}"), ms(j.p99_ms), format!("{} (realtime frame)", ms(f.p99_ms)), ratio(j.p99_ms, f.p99_ms));
+    report.note(format!(
+        "latency @ {rate}/s: {n} writes ({ok} accepted), {} realtime frames, {} journaled, {} with a Coolify call before the record's next write (the rest were absorbed by a later change of the same record){}",
+        f.n,
+        j.n,
+        c.n,
+        if idle.is_err() { "; the bridge was still busy 300 s after the last write" } else { "" }
+    ));
+    Ok(())
+}
+
+/// Writes as fast as 32 concurrent clients can for `secs`, renaming `pool` records; returns accepted/s.
+pub async fn pb_write_rate(pb: &Pb, pool: &[String], secs: f64, tag: &str) -> Result<f64> {
+    let (count, elapsed) = write_flood(pb, pool, secs, tag).await;
+    Ok(count as f64 / elapsed.as_secs_f64())
+}
+
+async fn write_flood(pb: &Pb, pool: &[String], secs: f64, tag: &str) -> (usize, Duration) {
+    const WRITERS: usize = 32;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(secs);
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..WRITERS {
+        let pb = pb.clone();
+        let pool = pool.to_vec();
+        let tag = tag.to_string();
+        tasks.spawn(async move {
+            let mut ok = 0usize;
+            let mut j = 0usize;
+            while Instant::now() < deadline {
+                let id = &pool[(w + j * WRITERS) % pool.len()];
+                let body: Value = json!({"name": format!("{tag}{w}-{j}")});
+                if pb.patch("bot_instances", id, &body).await.is_ok_and(|s| (200..300).contains(&s)) {
+                    ok += 1;
+                }
+                j += 1;
+            }
+            ok
+        });
+    }
+    let mut total = 0;
+    while let Some(r) = tasks.join_next().await {
+        total += r.unwrap_or(0);
+    }
+    (total, start.elapsed())
+}
+
+/// Floods the project's PocketBase (hooks posting to the bridge) and measures how fast the bridge journals.
+pub async fn throughput(stack: &Stack, pool: &[String], secs: f64, bare_rate: f64, report: &mut Report) -> Result<()> {
+    let start_wall = wall_ms();
+    let (ok, elapsed) = write_flood(&stack.pb, pool, secs, "tp").await;
+    let end_wall = wall_ms();
+    let pb_rate = ok as f64 / elapsed.as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let journaled = loop {
+        let j = journaled_by_name(stack, start_wall - 1000, "tp").await?;
+        if j.len() >= ok || Instant::now() > deadline {
+            break j;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let in_window = journaled.values().filter(|at| **at <= end_wall).count();
+    let last = journaled.values().copied().max().unwrap_or(end_wall);
+    let journal_rate = journaled.len() as f64 / ((last.max(end_wall) - start_wall) as f64 / 1000.0);
+    report.row("2 throughput", "changes journaled per second (PocketBase flooded by 32 writers)", format!("{journal_rate:.0}/s"), format!("{pb_rate:.0}/s written"), ratio(journal_rate, pb_rate));
+    report.row("2 throughput", "PocketBase write rate: project hooks (webhook to the bridge) vs no hooks", format!("{pb_rate:.0}/s"), format!("{bare_rate:.0}/s"), ratio(pb_rate, bare_rate));
+    report.note(format!(
+        "throughput: {ok} writes in {:.1} s; {in_window} journaled by the end of the flood, backlog {} then, all {} journaled {:.1} s after it",
+        elapsed.as_secs_f64(),
+        ok.saturating_sub(in_window),
+        journaled.len(),
+        (last - end_wall).max(0) as f64 / 1000.0
+    ));
+    stack.bridge.wait_idle(Duration::from_secs(300)).await?;
+    Ok(())
+}

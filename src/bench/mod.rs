@@ -1,0 +1,79 @@
+//! `cf-bench`: starts PocketBase, coolify-sim and cf-bridge, drives record changes and measures the bridge
+//! beside its baselines (see docs/BENCHMARKS.md). A development tool: errors are `anyhow`.
+
+pub mod client;
+pub mod latency;
+pub mod procs;
+pub mod report;
+pub mod resources;
+pub mod run;
+pub mod sse;
+pub mod stats;
+
+/// How big a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Figures for docs/BENCHMARKS.md (several minutes, release build).
+    Full,
+    /// Same shape, smaller: about a few minutes.
+    Quick,
+    /// Seconds; proves the bench works (tests/bench_smoke.rs).
+    Tiny,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sizes {
+    pub rates: Vec<u32>,
+    pub phase_secs: f64,
+    pub instances: usize,
+    pub pool: usize,
+    pub throughput_secs: f64,
+    pub budget_secs: u64,
+    pub budget_instances: usize,
+    pub events_total: usize,
+    pub acks: usize,
+    pub naive_writes: usize,
+}
+
+impl Mode {
+    pub fn sizes(self) -> Sizes {
+        match self {
+            Mode::Full => Sizes {
+                rates: vec![50, 200, 1000],
+                phase_secs: 10.0,
+                instances: 10_000,
+                pool: 2000,
+                throughput_secs: 10.0,
+                budget_secs: 120,
+                budget_instances: 100,
+                events_total: 100_000,
+                acks: 2000,
+                naive_writes: 30,
+            },
+            Mode::Quick => Sizes {
+                rates: vec![50, 200, 1000],
+                phase_secs: 5.0,
+                instances: 1000,
+                pool: 1000,
+                throughput_secs: 5.0,
+                budget_secs: 60,
+                budget_instances: 60,
+                events_total: 10_000,
+                acks: 500,
+                naive_writes: 10,
+            },
+            Mode::Tiny => Sizes {
+                rates: vec![20, 50],
+                phase_secs: 1.0,
+                instances: 20,
+                pool: 20,
+                throughput_secs: 1.0,
+                budget_secs: 4,
+                budget_instances: 2,
+                events_total: 100,
+                acks: 20,
+                naive_writes: 2,
+            },
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! cf-bench: latency, throughput, Coolify budget and resources of cf-bridge beside their baselines.
+//! Prints a markdown table on stdout; progress on stderr. See docs/BENCHMARKS.md.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use cf_bridge::bench::{Mode, run};
+
+#[derive(Parser)]
+#[command(name = "cf-bench", about = "Benchmarks cf-bridge against PocketBase and coolify-sim on this machine")]
+struct Args {
+    /// full: the figures in docs/BENCHMARKS.md; quick: smaller; tiny: seconds (smoke test).
+    #[arg(long, value_enum, default_value = "full")]
+    mode: Mode,
+    /// The PocketBase binary (default: scripts/install-pocketbase.sh).
+    #[arg(long)]
+    pocketbase: Option<PathBuf>,
+    /// Keep data and logs here instead of a temporary directory.
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match run::run(args.mode, args.pocketbase, args.work_dir).await {
+        Ok(table) => {
+            println!("{table}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cf-bench failed: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
