@@ -261,7 +261,7 @@ async fn users_see_and_write_only_their_own_rows() {
     let fresh = pb.superuser_request("GET", &inst_path, None).await;
     for (field, _) in BRIDGE_OWNED {
         // status starts as pending (hooks/pb_hooks/defaults.pb.js); the others start empty.
-        let initial = if field == &"status" { "pending" } else { "" };
+        let initial = if *field == *"status" { "pending" } else { "" };
         assert_eq!(fresh[field], initial, "{field} changed despite the refusal");
     }
 
