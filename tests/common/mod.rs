@@ -4,3 +4,5 @@
 pub mod pocketbase;
 pub mod sim;
 pub mod bridge;
+pub mod admin;
+pub mod promtext;
