@@ -263,7 +263,7 @@ async fn failed_job_replays_through_api_and_cli_and_metrics_move() {
     };
     assert!(delta("cf_bridge_events_received_total", &[("source", "realtime")]) >= 3.0, "tenant + 2 instances");
     assert!(delta("cf_bridge_events_received_total", &[("source", "replay")]) >= 2.0);
-    assert!(delta("cf_bridge_coolify_requests_total", &[("endpoint", "POST /services"), ("status", "500")]) >= 4.0);
+    assert!(delta("cf_bridge_coolify_requests_total", &[("endpoint", "POST /services"), ("status", "500")]) >= 4.0, "{:?}", after.samples.iter().filter(|((n, _), _)| n.contains("coolify_requests")).collect::<Vec<_>>());
     assert!(delta("cf_bridge_coolify_requests_total", &[("endpoint", "POST /services"), ("status", "201")]) >= 2.0);
     assert!(after.sum("cf_bridge_reconcile_duration_seconds_count") - before.sum("cf_bridge_reconcile_duration_seconds_count") >= 6.0);
     assert!(after.get("cf_bridge_reconcile_duration_seconds_count", &[("collection", "bot_instances"), ("outcome", "retry")]).is_some());
