@@ -12,7 +12,7 @@ use common::admin::Stack;
 use common::bridge::{ADMIN_TOKEN, eventually, free_port, repo_root};
 use serde_json::{Value, json};
 
-const ELEMENT: &str = "element-6066-11e4-a52e-4f2e4e20a9b7";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// chromedriver on a free port, killed on drop.
 struct Driver {
@@ -56,16 +56,22 @@ impl Driver {
         driver
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    async fn try_call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, String> {
         let mut req = self.http.request(method.clone(), format!("{}{path}", self.url)).timeout(Duration::from_secs(60));
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("webdriver {method} {path}: {e}"));
+        let resp = req.send().await.map_err(|e| format!("webdriver {method} {path}: {e}"))?;
         let status = resp.status();
         let v: Value = resp.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "webdriver {method} {path} -> {status}: {v}");
-        v["value"].clone()
+        if !status.is_success() {
+            return Err(format!("webdriver {method} {path} -> {status}: {}", v["value"]["message"]));
+        }
+        Ok(v["value"].clone())
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_call(method, path, body).await.unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -75,7 +81,7 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    async fn new(driver: &Driver, profile: &std::path::Path) -> Session<'_> {
+    async fn new<'d>(driver: &'d Driver, profile: &std::path::Path) -> Session<'d> {
         let args = [
             "--headless",
             "--no-sandbox",
@@ -119,9 +125,16 @@ impl Session<'_> {
         v.as_array().map(Vec::len).unwrap_or(0)
     }
 
-    async fn text(&self, css: &str) -> String {
-        let el = self.find(css).await;
-        self.get(&format!("/element/{el}/text")).await.as_str().unwrap_or_default().to_string()
+    /// The text of `css` once it exists and satisfies `ok` (a click's navigation may still be under way).
+    async fn wait_text(&self, css: &str, ok: impl Fn(&str) -> bool) -> String {
+        let script = "const e = document.querySelector(arguments[0]); return e ? e.textContent : null;";
+        let path = format!("/session/{}/execute/sync", self.id);
+        eventually(Duration::from_secs(15), &format!("{css} on the page"), || async {
+            let body = json!({"script": script, "args": [css]});
+            let v = self.driver.try_call(reqwest::Method::POST, &path, Some(body)).await.ok()?;
+            v.as_str().filter(|t| ok(t)).map(str::to_string)
+        })
+        .await
     }
 
     async fn source(&self) -> String {
@@ -148,14 +161,13 @@ async fn operator_signs_in_and_replays_a_failed_job() {
     s.post(&format!("/element/{token}/value"), json!({"text": "wrong-token"})).await;
     let login = s.find("#login").await;
     s.post(&format!("/element/{login}/click"), json!({})).await;
-    assert!(s.source().await.contains("That token is not valid"), "a wrong token is refused");
+    s.wait_text("p.error", |t| t.contains("That token is not valid")).await;
 
     let token = s.find("#token").await;
     s.post(&format!("/element/{token}/value"), json!({"text": ADMIN_TOKEN})).await;
     let login = s.find("#login").await;
     s.post(&format!("/element/{login}/click"), json!({})).await;
-    let heading = s.text("h1").await;
-    assert_eq!(heading, "cf-bridge", "signed in, the dashboard shows");
+    s.wait_text("h1", |t| t == "cf-bridge").await;
 
     let cookies = s.get("/cookie").await;
     let session = cookies
@@ -170,7 +182,7 @@ async fn operator_signs_in_and_replays_a_failed_job() {
     let record = format!("bot_instances/{id}");
     let button = s.find(&format!("#failed-jobs button.replay[data-record=\"{record}\"]")).await;
     s.post(&format!("/element/{button}/click"), json!({})).await;
-    let flash = s.text("#flash").await;
+    let flash = s.wait_text("#flash", |t| !t.is_empty()).await;
     assert!(flash.contains(&format!("replayed {record}")), "flash after replay: {flash:?}");
 
     stack.wait_status(&id, "running", Duration::from_secs(40)).await;
@@ -196,6 +208,7 @@ async fn operator_signs_in_and_replays_a_failed_job() {
 
     let logout = s.find("form[action=\"/admin/ui/logout\"] button").await;
     s.post(&format!("/element/{logout}/click"), json!({})).await;
-    assert!(s.count("#token").await == 1, "signing out shows the login form again");
+    s.wait_text("#login", |t| t == "Sign in").await;
+    assert_eq!(s.count("#failed-jobs").await, 0, "signed out, no data shows");
     driver.call(reqwest::Method::DELETE, &format!("/session/{}", s.id), None).await;
 }
