@@ -83,10 +83,10 @@ pub fn parse_record_ref(s: &str) -> Result<(Collection, String), ApiError> {
 
 /// Accepts RFC 3339 (`2026-11-23T10:00:00Z`) or unix milliseconds.
 pub fn parse_time_ms(s: &str) -> Result<i64, ApiError> {
-    if let Ok(ms) = s.parse::<i64>() {
-        if ms >= 0 {
-            return Ok(ms);
-        }
+    if let Ok(ms) = s.parse::<i64>()
+        && ms >= 0
+    {
+        return Ok(ms);
     }
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_millis())

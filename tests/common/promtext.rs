@@ -137,7 +137,7 @@ pub fn parse(text: &str) -> Result<Exposition, String> {
             return Err(err("trailing fields".into()));
         }
         let kind = out.types[family].as_str();
-        if kind == "counter" && !(value >= 0.0) {
+        if kind == "counter" && (value.is_nan() || value < 0.0) {
             return Err(err("counter below zero".into()));
         }
         if name.ends_with("_bucket") && !labels.contains_key("le") {
