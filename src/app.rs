@@ -33,6 +33,8 @@ use crate::webhook::WebhookSecret;
 
 /// How long in-flight jobs get to finish after SIGTERM before the process exits anyway.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
+/// Longest gap between readiness checks of PocketBase and Coolify.
+const READINESS_MAX_INTERVAL: Duration = Duration::from_secs(15);
 
 pub fn pb_client(settings: &Settings) -> anyhow::Result<PbClient> {
     let auth = match &settings.pocketbase.auth {
@@ -188,7 +190,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         OrphanScanner::new(ctx.clone(), settings.reconcile.orphans, settings.pocketbase.resync_interval)
             .run(cancel.clone()),
     );
-    tasks.spawn(watch_readiness(ctx.clone(), readiness.clone(), cancel.clone()));
+    // Readiness follows the health poll's pace so an outage shows within one poll interval.
+    let readiness_interval = settings.reconcile.health_poll_interval.min(READINESS_MAX_INTERVAL);
+    tasks.spawn(watch_readiness(ctx.clone(), readiness.clone(), readiness_interval, cancel.clone()));
 
     let ingest_state = web::Data::new(http::ingest::IngestState {
         sink: sink.clone(),
@@ -212,6 +216,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             .configure(http::health::configure)
             .configure(http::ingest::configure)
             .configure(http::admin::configure)
+            .default_service(web::to(http::admin::no_route))
     })
     .workers(2)
     .disable_signals()
@@ -226,10 +231,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     wait_for_signal(cancel.clone()).await;
     info!("shutting down: no new events; finishing in-flight jobs");
-    cancel.cancel();
-    // Stop taking webhooks first so nothing is acknowledged that will not be processed.
+    // Stop taking webhooks and admin calls first (letting answered ones finish), then the workers.
     handle.stop(true).await;
     let _ = server_task.await;
+    cancel.cancel();
     let drain = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(DRAIN_DEADLINE + Duration::from_secs(5), drain).await.is_err() {
         warn!("some tasks did not stop within the deadline");
@@ -256,8 +261,9 @@ async fn wait_for_signal(cancel: CancellationToken) {
 }
 
 /// Keeps the PocketBase and Coolify parts of `/readyz` current.
-async fn watch_readiness(ctx: Context, readiness: Arc<Readiness>, cancel: CancellationToken) {
-    let mut ticker = tokio::time::interval(Duration::from_secs(15));
+async fn watch_readiness(ctx: Context, readiness: Arc<Readiness>, every: Duration, cancel: CancellationToken) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -267,8 +273,5 @@ async fn watch_readiness(ctx: Context, readiness: Arc<Readiness>, cancel: Cancel
         readiness.pocketbase_auth.store(pb_ok, Ordering::Relaxed);
         let coolify_ok = ctx.coolify.health().await.is_ok();
         readiness.coolify_reachable.store(coolify_ok, Ordering::Relaxed);
-        readiness
-            .realtime_connected
-            .store(crate::metrics::metrics().realtime_connected.get() == 1, Ordering::Relaxed);
     }
 }

@@ -88,7 +88,7 @@ struct ReplayArgs {
 }
 
 fn load(cli: &Cli) -> Result<Settings, config::ConfigError> {
-    let explicit = cli.config != PathBuf::from("cf-bridge.toml");
+    let explicit = cli.config.as_path() != std::path::Path::new("cf-bridge.toml");
     config::load(&cli.config, explicit)
 }
 

@@ -83,10 +83,10 @@ pub fn parse_record_ref(s: &str) -> Result<(Collection, String), ApiError> {
 
 /// Accepts RFC 3339 (`2026-11-23T10:00:00Z`) or unix milliseconds.
 pub fn parse_time_ms(s: &str) -> Result<i64, ApiError> {
-    if let Ok(ms) = s.parse::<i64>() {
-        if ms >= 0 {
-            return Ok(ms);
-        }
+    if let Ok(ms) = s.parse::<i64>()
+        && ms >= 0
+    {
+        return Ok(ms);
     }
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_millis())
@@ -173,7 +173,10 @@ async fn list_jobs(_: Admin, state: web::Data<AdminState>, q: web::Query<JobsQue
             .map(|p| JobState::parse(p.trim()).ok_or_else(|| ApiError::bad_request(format!("unknown job state {p:?}"))))
             .collect::<Result<_, _>>()?,
     };
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
+    }
     let jobs = state.journal.list_jobs(&states, limit).await.map_err(internal)?;
     let counts = state.journal.job_counts().await.map_err(internal)?;
     Ok(HttpResponse::Ok().json(json!({"jobs": jobs, "counts": counts})))
@@ -372,7 +375,17 @@ async fn delete_secrets(_: Admin, state: web::Data<AdminState>, id: web::Path<St
     Ok(HttpResponse::Ok().json(json!({"status": status, "enqueued": n})))
 }
 
-/// Every admin route, for tests that check each one refuses unauthenticated calls.
+/// Unknown paths and methods answer a JSON 404 too, so clients never have to parse HTML.
+pub async fn no_route(req: actix_web::HttpRequest) -> HttpResponse {
+    HttpResponse::NotFound().json(json!({"error": format!("no route for {} {}", req.method(), req.path())}))
+}
+
+/// The routes under `/admin` that need no credential: signing in, and signing out (which only clears
+/// the cookie).
+pub const PUBLIC_ROUTES: &[(&str, &str)] = &[("POST", "/admin/ui/login"), ("POST", "/admin/ui/logout")];
+
+/// Every other admin route, with sample path values, for tests that check each one refuses
+/// unauthenticated calls. A test compares this list with the route attributes in this file and ui.rs.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/events"),
     ("GET", "/admin/events/1"),

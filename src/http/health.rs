@@ -11,7 +11,6 @@ use serde_json::json;
 pub struct Readiness {
     pub pocketbase_auth: AtomicBool,
     pub coolify_reachable: AtomicBool,
-    pub realtime_connected: AtomicBool,
     /// How recent a resync must be to stand in for a connected realtime stream.
     pub resync_freshness: Duration,
     pub journal: crate::journal::Journal,
@@ -22,7 +21,6 @@ impl Readiness {
         Arc::new(Readiness {
             pocketbase_auth: AtomicBool::new(false),
             coolify_reachable: AtomicBool::new(false),
-            realtime_connected: AtomicBool::new(false),
             resync_freshness,
             journal,
         })
@@ -37,10 +35,13 @@ impl Readiness {
         if !self.pocketbase_auth.load(Ordering::Relaxed) {
             out.push(("pocketbase", "superuser authentication not valid".to_string()));
         }
-        let last = crate::metrics::metrics().last_resync_timestamp.get();
+        // Read live from the realtime task's gauge: a cached copy would lag a reconnect by a whole tick.
+        let m = crate::metrics::metrics();
+        let connected = m.realtime_connected.get() == 1;
+        let last = m.last_resync_timestamp.get();
         let now = chrono::Utc::now().timestamp() as f64;
         let fresh = last > 0.0 && now - last <= self.resync_freshness.as_secs_f64();
-        if !self.realtime_connected.load(Ordering::Relaxed) && !fresh {
+        if !connected && !fresh {
             out.push(("realtime", "stream not connected and no recent resync".to_string()));
         }
         if !self.coolify_reachable.load(Ordering::Relaxed) {
