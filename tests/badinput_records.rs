@@ -128,7 +128,7 @@ async fn hostile_admin_bodies_are_400_json() {
         (reqwest::Method::POST, "/admin/replay", r#"{"record":"bot_instances/../../x"}"#.into(), "not a PocketBase id"),
         (reqwest::Method::POST, "/admin/replay", r#"{"since":"yesterday"}"#.into(), "RFC 3339"),
         (reqwest::Method::PUT, "/admin/instances/abc/secrets", r#"{"KEY":1}"#.into(), "must be a string"),
-        (reqwest::Method::PUT, "/admin/instances/abc/secrets", r#"["KEY"]"#.into(), "invalid JSON body"),
+        (reqwest::Method::PUT, "/admin/instances/abc/secrets", r#"["KEY"]"#.into(), "must be a JSON object"),
         (reqwest::Method::PUT, "/admin/instances/ABC/secrets", r#"{"KEY":"v"}"#.into(), "is not a record id"),
     ];
     for (method, path, body, reason) in cases {
