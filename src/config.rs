@@ -480,7 +480,7 @@ fn validate(raw: Raw) -> Result<Settings, ConfigError> {
         .store_path
         .unwrap_or_else(|| PathBuf::from("cf-bridge-secrets.bin"));
 
-    let concurrency = raw.queue.concurrency.unwrap_or(8);
+    let concurrency = raw.queue.concurrency.unwrap_or(32);
     if concurrency == 0 || concurrency > 256 {
         c.fail("queue.concurrency", "must be between 1 and 256");
     }

@@ -192,13 +192,13 @@ impl fmt::Debug for EnvValue {
     }
 }
 
-#[derive(Serialize, Deserialize, Default)]
+#[derive(Clone, Serialize, Deserialize, Default)]
 struct StoreFile {
     version: u32,
     entries: BTreeMap<String, StoreEntry>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct StoreEntry {
     nonce: String,
     ciphertext: String,
@@ -211,7 +211,9 @@ struct StoreEntry {
 pub struct SecretStore {
     path: PathBuf,
     cipher: ChaCha20Poly1305,
-    lock: Mutex<()>,
+    /// The file's contents, loaded on first use: the bridge is the store's only writer, so reads need
+    /// not touch the disk (a reconcile reads its instance's secrets every time).
+    cache: Mutex<Option<StoreFile>>,
 }
 
 impl fmt::Debug for SecretStore {
@@ -230,7 +232,7 @@ impl SecretStore {
         let mut derived: Zeroizing<[u8; 32]> = Zeroizing::new([0u8; 32]);
         derived.copy_from_slice(&m.finalize().into_bytes());
         let cipher = ChaCha20Poly1305::new(Key::from_slice(derived.as_slice()));
-        Ok(SecretStore { path: path.into(), cipher, lock: Mutex::new(()) })
+        Ok(SecretStore { path: path.into(), cipher, cache: Mutex::new(None) })
     }
 
     pub fn path(&self) -> &Path {
@@ -241,8 +243,8 @@ impl SecretStore {
     pub fn put(&self, instance_id: &str, map: &BTreeMap<String, SecretString>) -> Result<(), SecretsError> {
         check_instance_id(instance_id)?;
         validate_secrets(map)?;
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut file = self.read()?;
+        let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut file = self.loaded(&mut guard)?.clone();
         let plain: BTreeMap<&str, &str> = map.iter().map(|(k, v)| (k.as_str(), v.expose_secret())).collect();
         let plaintext = Zeroizing::new(serde_json::to_vec(&plain).map_err(|_| SecretsError::Encrypt)?);
         let mut nonce = [0u8; 12];
@@ -256,14 +258,16 @@ impl SecretStore {
             instance_id.to_string(),
             StoreEntry { nonce: STANDARD.encode(nonce), ciphertext: STANDARD.encode(ciphertext) },
         );
-        self.write(&file)
+        self.write(&file)?;
+        *guard = Some(file);
+        Ok(())
     }
 
     /// The stored secrets of one instance, if any.
     pub fn get(&self, instance_id: &str) -> Result<Option<BTreeMap<String, SecretString>>, SecretsError> {
         check_instance_id(instance_id)?;
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let file = self.read()?;
+        let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let file = self.loaded(&mut guard)?;
         let Some(entry) = file.entries.get(instance_id) else {
             return Ok(None);
         };
@@ -286,23 +290,31 @@ impl SecretStore {
     /// Removes an instance's secrets; returns whether there were any.
     pub fn delete(&self, instance_id: &str) -> Result<bool, SecretsError> {
         check_instance_id(instance_id)?;
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut file = self.read()?;
+        let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut file = self.loaded(&mut guard)?.clone();
         if file.entries.remove(instance_id).is_none() {
             return Ok(false);
         }
         self.write(&file)?;
+        *guard = Some(file);
         Ok(true)
     }
 
     /// Instance ids that have stored secrets.
     pub fn instance_ids(&self) -> Result<Vec<String>, SecretsError> {
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(self.read()?.entries.into_keys().collect())
+        let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(self.loaded(&mut guard)?.entries.keys().cloned().collect())
     }
 
     fn io(&self, source: std::io::Error) -> SecretsError {
         SecretsError::Io { path: self.path.clone(), source }
+    }
+
+    fn loaded<'g>(&self, cache: &'g mut Option<StoreFile>) -> Result<&'g StoreFile, SecretsError> {
+        if cache.is_none() {
+            *cache = Some(self.read()?);
+        }
+        cache.as_ref().ok_or(SecretsError::Encrypt)
     }
 
     fn read(&self) -> Result<StoreFile, SecretsError> {

@@ -146,8 +146,10 @@ fn store_entries_are_bound_to_their_instance() {
     file["entries"]["a"] = file["entries"]["b"].clone();
     file["entries"]["b"] = a;
     std::fs::write(&path, serde_json::to_vec(&file).expect("ser")).expect("write");
-    assert!(matches!(store.get("a"), Err(SecretsError::Decrypt(_))));
-    assert!(matches!(store.get("b"), Err(SecretsError::Decrypt(_))));
+    // The store caches what it wrote; the tampered file is what the next start reads.
+    let reopened = SecretStore::open(&path, &k).expect("open");
+    assert!(matches!(reopened.get("a"), Err(SecretsError::Decrypt(_))));
+    assert!(matches!(reopened.get("b"), Err(SecretsError::Decrypt(_))));
 }
 
 #[test]

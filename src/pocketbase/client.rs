@@ -88,6 +88,12 @@ struct ListAnswer {
     items: Vec<serde_json::Value>,
 }
 
+#[derive(Deserialize)]
+struct CountAnswer {
+    #[serde(rename = "totalItems")]
+    total_items: u64,
+}
+
 impl PbClient {
     pub fn new(base_url: Url, auth: PbAuth) -> Result<Self, PbError> {
         if base_url.cannot_be_a_base() || !matches!(base_url.scheme(), "http" | "https") {
@@ -296,6 +302,27 @@ impl PbClient {
         let mut log = log.clone();
         log.message = truncate_chars(&log.message, LOG_MESSAGE_MAX);
         self.create(DEPLOY_LOGS, &to_body(&log)?).await
+    }
+
+    /// How many instances of `tenant_id` come before `instance` in creation order (ties broken by id):
+    /// one counting request, however many instances the tenant has.
+    pub async fn count_instances_before(&self, tenant_id: &str, instance: &BotInstance) -> Result<u64, PbError> {
+        let created = instance.created.as_ref().map(super::records::format_pb_date).unwrap_or_default();
+        let filter = format!(
+            "tenant = {t} && (created < {c} || (created = {c} && id < {i}))",
+            t = filter_quote(tenant_id),
+            c = filter_quote(&created),
+            i = filter_quote(&instance.id),
+        );
+        let query = [("page", "1"), ("perPage", "1"), ("fields", "id"), ("filter", filter.as_str())];
+        let url = self.url(&["api", "collections", BOT_INSTANCES, "records"], &query)?;
+        let reply = self
+            .send(Method::GET, &url, None, |r| {
+                r.status.is_success() && serde_json::from_slice::<ListAnswer>(&r.body).is_ok_and(|l| l.items.is_empty())
+            })
+            .await?;
+        let total: CountAnswer = decode(reply, BOT_INSTANCES)?;
+        Ok(total.total_items)
     }
 
     /// The newest `limit` deploy log rows of a record, newest first.

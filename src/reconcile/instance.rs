@@ -13,7 +13,7 @@ use super::plan::{self, Action, Blocked, EffectiveState, InstanceInput, Observed
 use crate::coolify::{CoolifyError, CreateService, EnvVarInput, ServicePatch, ServiceUrl};
 use crate::pocketbase::records::{
     BotInstance, DeployAction, DeployStatus, DesiredState, InstancePatch, InstanceStatus, Tenant, TenantStatus,
-    filter_quote, format_pb_date,
+    format_pb_date,
 };
 use crate::quota;
 use crate::secrets;
@@ -96,17 +96,15 @@ async fn desire(ctx: &Context, inst: &BotInstance, tenant: &Tenant) -> Result<Re
         return Ok(Err(Blocked::Invalid("the tenant has no plan_tier".to_string())));
     };
     let ceiling = quota::ceiling(plan_tier, tenant.max_stacks, &ctx.settings.sovereign);
-    let siblings = ctx
-        .pb
-        .list_instances(Some(&format!("tenant = {}", filter_quote(&tenant.id))))
-        .await?;
     // Stacks are admitted in creation order, so the same instances win every time.
-    let mut ordered: Vec<(Option<chrono::DateTime<chrono::Utc>>, String)> =
-        siblings.into_iter().map(|i| (i.created, i.id)).collect();
-    ordered.sort();
-    let position = ordered.iter().position(|(_, id)| *id == inst.id).unwrap_or(ordered.len());
+    let position = if ceiling.max_stacks.is_some() {
+        ctx.pb.count_instances_before(&tenant.id, inst).await?
+    } else {
+        0
+    };
     let defaults = quota::TemplateDefaults { cpu: template.cpu_default, mem_mb: template.mem_default_mb };
-    let granted = match quota::check(plan_tier, &ceiling, inst.cpu_limit, inst.mem_limit, defaults, position as u32) {
+    let position = u32::try_from(position).unwrap_or(u32::MAX);
+    let granted = match quota::check(plan_tier, &ceiling, inst.cpu_limit, inst.mem_limit, defaults, position) {
         Ok(g) => g,
         Err(e) => return Ok(Err(Blocked::Quota(e.to_string()))),
     };
