@@ -412,11 +412,10 @@ fn validate(raw: Raw) -> Result<Settings, ConfigError> {
     let coolify_url = c.url("coolify.url", raw.coolify.url.as_deref(), None);
     let coolify_token = c.secret("coolify.token", raw.coolify.token, 1);
     let server_uuid = raw.coolify.server_uuid.filter(|s| !s.trim().is_empty());
-    if let Some(uuid) = &server_uuid {
-        if !uuid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+    if let Some(uuid) = &server_uuid
+        && !uuid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             c.fail("coolify.server_uuid", "must contain only letters, digits and '-'");
         }
-    }
     let environment = raw.coolify.environment.unwrap_or_else(|| "production".into());
     if environment.trim().is_empty() {
         c.fail("coolify.environment", "must not be empty");
@@ -428,11 +427,10 @@ fn validate(raw: Raw) -> Result<Settings, ConfigError> {
     let coolify_timeout = c.positive("coolify.request_timeout_secs", raw.coolify.request_timeout_secs, 30);
 
     let webhook_secret = c.secret("webhook.secret", raw.webhook.secret, 1);
-    if let Some(s) = &webhook_secret {
-        if !s.expose_secret().starts_with("whsec_") {
+    if let Some(s) = &webhook_secret
+        && !s.expose_secret().starts_with("whsec_") {
             c.fail("webhook.secret", "must start with whsec_ (generate one with `cf-bridge secret`)");
         }
-    }
 
     let admin_token = c.secret("admin.token", raw.admin.token, 16);
     let bind_str = raw.admin.bind.unwrap_or_else(|| "127.0.0.1:8088".into());

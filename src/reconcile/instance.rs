@@ -42,11 +42,10 @@ pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> 
         Some(t) => desire(ctx, &inst, t).await?,
     };
     // Our own write-back comes back as an update event: an unchanged spec needs no Coolify call.
-    if let Ok(d) = &desired {
-        if inst.applied_hash.as_deref() == Some(d.spec.fingerprint().as_str()) {
+    if let Ok(d) = &desired
+        && inst.applied_hash.as_deref() == Some(d.spec.fingerprint().as_str()) {
             return Ok(Some(updated));
         }
-    }
     let desired = match desired {
         Ok(d) => d,
         Err(blocked) => return block(ctx, &inst, blocked).await.map(|()| Some(updated)),
@@ -187,11 +186,10 @@ async fn block(ctx: &Context, inst: &BotInstance, blocked: Blocked) -> Result<()
 
 async fn observe(ctx: &Context, inst: &BotInstance) -> Result<Observed, ReconcileError> {
     let mut candidates: Vec<String> = inst.coolify_service_id.iter().cloned().collect();
-    if let Some(intent) = ctx.journal.get_intent(&service_intent_key(&inst.id)).await? {
-        if let Some(uuid) = intent.coolify_uuid {
+    if let Some(intent) = ctx.journal.get_intent(&service_intent_key(&inst.id)).await?
+        && let Some(uuid) = intent.coolify_uuid {
             candidates.push(uuid);
         }
-    }
     for uuid in candidates {
         match ctx.coolify.get_service(&uuid).await {
             Ok(svc) => {
@@ -448,11 +446,10 @@ async fn wait_running(ctx: &Context, uuid: &str) -> Result<(), ReconcileError> {
 async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
     let key = service_intent_key(id);
     let mut uuids: Vec<String> = Vec::new();
-    if let Some(intent) = ctx.journal.get_intent(&key).await? {
-        if let Some(u) = intent.coolify_uuid {
+    if let Some(intent) = ctx.journal.get_intent(&key).await?
+        && let Some(u) = intent.coolify_uuid {
             uuids.push(u);
         }
-    }
     for svc in ctx.coolify.find_services_by_name(&service_name(id)).await? {
         if !uuids.contains(&svc.uuid) {
             uuids.push(svc.uuid);

@@ -32,18 +32,16 @@ pub fn find_orphans(
 ) -> Vec<Orphan> {
     let mut out = Vec::new();
     for (uuid, name) in services {
-        if let Some(id) = name.strip_prefix("cf-") {
-            if !live_instances.contains(id) {
+        if let Some(id) = name.strip_prefix("cf-")
+            && !live_instances.contains(id) {
                 out.push(Orphan { kind: OrphanKind::Service, uuid: uuid.clone(), name: name.clone() });
             }
-        }
     }
     for (uuid, name) in projects {
-        if let Some(slug) = name.strip_prefix("cf-") {
-            if !live_slugs.contains(slug) {
+        if let Some(slug) = name.strip_prefix("cf-")
+            && !live_slugs.contains(slug) {
                 out.push(Orphan { kind: OrphanKind::Project, uuid: uuid.clone(), name: name.clone() });
             }
-        }
     }
     out
 }
@@ -159,8 +157,8 @@ mod tests {
         let mut seen = HashMap::new();
         assert!(confirm(&mut seen, &[a.clone(), b.clone()]).is_empty());
         // b came back to life (or was a transient listing gap): its count restarts.
-        assert_eq!(confirm(&mut seen, &[a.clone()]), vec![a.clone()]);
-        assert!(confirm(&mut seen, &[b.clone()]).is_empty());
-        assert_eq!(confirm(&mut seen, &[b.clone()]), vec![b]);
+        assert_eq!(confirm(&mut seen, std::slice::from_ref(&a)), vec![a.clone()]);
+        assert!(confirm(&mut seen, std::slice::from_ref(&b)).is_empty());
+        assert_eq!(confirm(&mut seen, std::slice::from_ref(&b)), vec![b]);
     }
 }

@@ -166,13 +166,11 @@ pub fn plan_instance(input: &InstanceInput) -> Vec<Action> {
             return vec![Action::Block(blocked.clone())];
         }
     };
-    if input.applied.as_ref() == Some(desired) {
-        if let Observed::Present { running, .. } = input.observed {
-            if running == (desired.state == EffectiveState::Running) {
+    if input.applied.as_ref() == Some(desired)
+        && let Observed::Present { running, .. } = input.observed
+            && running == (desired.state == EffectiveState::Running) {
                 return Vec::new();
             }
-        }
-    }
     let mut actions = Vec::new();
     match &input.observed {
         Observed::Absent => {

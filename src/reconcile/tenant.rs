@@ -56,15 +56,14 @@ async fn observe_project(ctx: &Context, tenant: &Tenant) -> Result<Option<String
             Err(e) => return Err(e.into()),
         }
     }
-    if let Some(intent) = ctx.journal.get_intent(&project_intent_key(&tenant.id)).await? {
-        if let Some(uuid) = intent.coolify_uuid {
+    if let Some(intent) = ctx.journal.get_intent(&project_intent_key(&tenant.id)).await?
+        && let Some(uuid) = intent.coolify_uuid {
             match ctx.coolify.get_project(&uuid).await {
                 Ok(p) => return Ok(Some(p.project.uuid)),
                 Err(CoolifyError::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
-    }
     let found = ctx.coolify.find_projects_by_name(&project_name(&tenant.slug)).await?;
     match found.into_iter().min_by_key(|p| p.id) {
         Some(p) => {

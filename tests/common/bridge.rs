@@ -114,16 +114,14 @@ impl BridgeProcess {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait() {
                     panic!("cf-bridge exited with {status} during start-up; log:\n{}", self.log());
                 }
-            }
-            if let Ok(r) = client.get(format!("{}/healthz", self.url)).send().await {
-                if r.status().is_success() {
+            if let Ok(r) = client.get(format!("{}/healthz", self.url)).send().await
+                && r.status().is_success() {
                     return;
                 }
-            }
             assert!(Instant::now() < deadline, "cf-bridge did not become healthy; log:\n{}", self.log());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
