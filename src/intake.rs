@@ -27,25 +27,6 @@ pub fn valid_record_id(id: &str) -> bool {
         && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-/// Whether a field name looks like it holds a secret. `secrets_hash` is only a digest and is kept.
-fn is_secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    k != "secrets_hash"
-        && (k.contains("secret") || k.contains("password") || k.contains("token") || k.contains("api_key"))
-}
-
-/// Removes secret-looking keys at any depth (config json may nest credentials).
-pub fn redact(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            map.retain(|k, _| !is_secret_key(k));
-            map.values_mut().for_each(redact);
-        }
-        Value::Array(items) => items.iter_mut().for_each(redact),
-        _ => {}
-    }
-}
-
 /// Builds the event for one record change. `record` is the record as PocketBase exported it.
 pub fn record_event(
     source: Source,
@@ -68,7 +49,7 @@ pub fn record_event(
         Some(_) => return Err(RecordError::BadUpdated),
     };
     let mut payload = Value::Object(record);
-    redact(&mut payload);
+    crate::journal::strip_secrets(&mut payload);
     Ok(NewEvent {
         source,
         collection,
