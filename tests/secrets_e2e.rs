@@ -104,6 +104,21 @@ async fn secrets_gate_the_deploy_then_rotate_in_one_bulk_call() {
     assert_eq!(envs.get("DB_PASSWORD"), Some(&(dollar.to_string(), true)));
     assert_eq!(stack.record(&id).await["coolify_service_id"], uuid.as_str(), "same service");
 
+    // Secrets dropped from the map are blanked in Coolify, not left live.
+    let (status, body) = put_secrets(&stack, &id, json!({"TELEGRAM_BOT_TOKEN": "123456:third-token"})).await;
+    assert_eq!(status, 202, "{body}");
+    let third_hash = body["secrets_hash"].as_str().expect("hash").to_string();
+    stack
+        .wait_instance(&id, "the third secrets_hash, running", WAIT, |r| {
+            r["secrets_hash"] == third_hash.as_str() && r["status"] == "running"
+        })
+        .await;
+    let envs = stack.sim_envs(&id).await;
+    assert_eq!(envs.get("TELEGRAM_BOT_TOKEN").map(|v| v.0.as_str()), Some("123456:third-token"));
+    for revoked in ["DB_PASSWORD", "TLS_KEY"] {
+        assert_eq!(envs.get(revoked).map(|v| v.0.as_str()), Some(""), "{revoked} must be blanked after removal");
+    }
+
     // Bad bodies: 400 naming the key, never echoing the value; the stored secrets stay as they were.
     let marker = "zq7MARKERvalue93";
     let big = format!("{marker}{}", "x".repeat(20 * 1024));
@@ -135,8 +150,8 @@ async fn secrets_gate_the_deploy_then_rotate_in_one_bulk_call() {
     let (status, _) = put_secrets(&stack, "nosuchinstance1", json!({"A": "b"})).await;
     assert_eq!(status, 404);
     let (_, view) = stack.bridge.admin().get(&format!("/admin/instances/{id}")).await;
-    assert_eq!(view["secrets"]["keys"], json!(["DB_PASSWORD", "TELEGRAM_BOT_TOKEN", "TLS_KEY"]), "{view}");
-    assert_eq!(view["secrets"]["hash"], second_hash.as_str());
+    assert_eq!(view["secrets"]["keys"], json!(["TELEGRAM_BOT_TOKEN"]), "{view}");
+    assert_eq!(view["secrets"]["hash"], third_hash.as_str());
 }
 
 fn canary(i: usize) -> String {

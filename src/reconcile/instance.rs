@@ -10,7 +10,7 @@ use tracing::{info, warn};
 use super::context::{ActionLog, Context, service_intent_key, service_name};
 use super::error::ReconcileError;
 use super::plan::{self, Action, Blocked, EffectiveState, InstanceInput, Observed, Spec};
-use crate::coolify::{CoolifyError, CreateService, EnvVarInput, ServicePatch, ServiceUrl};
+use crate::coolify::{CoolifyError, CreateService, EnvVar, EnvVarInput, ServicePatch, ServiceUrl};
 use crate::pocketbase::records::{
     BotInstance, DeployAction, DeployStatus, DesiredState, InstancePatch, InstanceStatus, Tenant, TenantStatus,
     format_pb_date,
@@ -303,6 +303,19 @@ fn success_message(action: DeployAction, desired: &Desired, uuid: Option<&str>) 
     }
 }
 
+/// The env to push: the desired vars, plus an empty value for every var the service still has that is
+/// no longer wanted (a removed secret must not stay live). Coolify's own `SERVICE_*` vars are left alone.
+fn with_revoked(desired: &[EnvVarInput], existing: &[EnvVar]) -> Vec<EnvVarInput> {
+    let wanted: std::collections::BTreeSet<&str> = desired.iter().map(|e| e.key.as_str()).collect();
+    let mut env = desired.to_vec();
+    for var in existing {
+        if !wanted.contains(var.key.as_str()) && !var.key.starts_with("SERVICE_") {
+            env.push(EnvVarInput::plain(var.key.clone(), ""));
+        }
+    }
+    env
+}
+
 fn urls(desired: &Desired) -> Vec<ServiceUrl> {
     vec![ServiceUrl {
         name: desired.rendered.public_service.clone(),
@@ -349,7 +362,9 @@ async fn run_actions(
                 ctx.coolify.patch_service(need_uuid(uuid)?, &patch).await?;
             }
             Action::SetEnv => {
-                ctx.coolify.bulk_upsert_envs(need_uuid(uuid)?, &desired.env).await?;
+                let service = need_uuid(uuid)?;
+                let env = with_revoked(&desired.env, &ctx.coolify.list_envs(service).await?);
+                ctx.coolify.bulk_upsert_envs(service, &env).await?;
             }
             Action::Start => ctx.coolify.start_service(need_uuid(uuid)?).await?,
             Action::Stop => ctx.coolify.stop_service(need_uuid(uuid)?).await?,
