@@ -22,7 +22,7 @@ use crate::pocketbase::realtime::{self, RealtimeConfig};
 use crate::pocketbase::{PbAuth, PbClient};
 use crate::queue::{Dispatcher, QueueConfig};
 use crate::quota::Ceiling;
-use crate::reconcile::context::{Context, ReconcileSettings};
+use crate::reconcile::context::{Context, ReconcileSettings, StatusBoard};
 use crate::reconcile::health::HealthPoller;
 use crate::reconcile::orphans::OrphanScanner;
 use crate::reconcile::Reconciler;
@@ -30,6 +30,9 @@ use crate::resync;
 use crate::secrets::{SecretBytes, SecretStore};
 use crate::templates::TemplateSet;
 use crate::webhook::WebhookSecret;
+
+/// How old a service status may be for a reconcile waiting on `running:*` (one list call serves all).
+const STATUS_BOARD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long in-flight jobs get to finish after SIGTERM before the process exits anyway.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
@@ -111,6 +114,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .parse()
         .context("webhook.secret")?;
 
+    let statuses = Arc::new(StatusBoard::new(coolify.clone(), STATUS_BOARD_INTERVAL));
     let ctx = Context {
         pb: pb.clone(),
         coolify: coolify.clone(),
@@ -130,6 +134,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             },
             secrets_key: secrets_key(),
         }),
+        statuses,
     };
 
     let readiness = Readiness::new(settings.pocketbase.resync_interval * 2, journal.clone());

@@ -294,7 +294,15 @@ async fn the_bridges_own_write_back_causes_no_coolify_request() {
         + 1
         + log[started + 1..]
             .iter()
-            .position(|e| e["path"] == "GET /services/{uuid}" && text(&e["response"], "status").starts_with("running"))
+            .position(|e| {
+                let running = |v: &Value| text(v, "status").starts_with("running");
+                match e["path"].as_str() {
+                    Some("GET /services/{uuid}") => running(&e["response"]),
+                    // Reconciles waiting for running:* share one list call.
+                    Some("GET /services") => e["response"].as_array().is_some_and(|l| l.iter().any(running)),
+                    _ => false,
+                }
+            })
             .expect("the deploy read the running status");
     let after: Vec<String> = log[running_read + 1..].iter().map(|e| text(e, "path").to_string()).collect();
     assert!(after.is_empty(), "Coolify requests after the write-back: {after:?}");

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::coolify::CoolifyClient;
+use std::collections::HashMap;
+
+use crate::coolify::{CoolifyClient, CoolifyError, ServiceStatus};
 use crate::journal::Journal;
 use crate::pocketbase::PbClient;
 use crate::pocketbase::records::{DeployAction, DeployStatus, NewDeployLog};
@@ -23,6 +25,33 @@ pub struct ReconcileSettings {
     pub secrets_key: crate::secrets::SecretBytes,
 }
 
+/// Service statuses for every waiting reconcile from one `GET /services` per interval, rather than one
+/// call per waiting service: Coolify's rate limit is shared by everything the bridge does.
+pub struct StatusBoard {
+    coolify: CoolifyClient,
+    interval: Duration,
+    seen: tokio::sync::Mutex<Option<(Instant, HashMap<String, ServiceStatus>)>>,
+}
+
+impl StatusBoard {
+    pub fn new(coolify: CoolifyClient, interval: Duration) -> Self {
+        StatusBoard { coolify, interval, seen: tokio::sync::Mutex::new(None) }
+    }
+
+    /// The service's status, read after `since` (the moment its start was asked for) and no older than
+    /// the interval; `None` when Coolify does not list it.
+    pub async fn status(&self, uuid: &str, since: Instant) -> Result<Option<ServiceStatus>, CoolifyError> {
+        // Holding the lock across the fetch makes concurrent waiters share one list call.
+        let mut seen = self.seen.lock().await;
+        let fresh = seen.as_ref().is_some_and(|(at, _)| *at >= since && at.elapsed() < self.interval);
+        if !fresh {
+            let services = self.coolify.list_services().await?;
+            *seen = Some((Instant::now(), services.into_iter().map(|s| (s.uuid, s.status)).collect()));
+        }
+        Ok(seen.as_ref().and_then(|(_, m)| m.get(uuid).cloned()))
+    }
+}
+
 /// Everything a reconcile needs; cheap to clone.
 #[derive(Clone)]
 pub struct Context {
@@ -32,6 +61,7 @@ pub struct Context {
     pub templates: Arc<TemplateSet>,
     pub secrets: Arc<SecretStore>,
     pub settings: Arc<ReconcileSettings>,
+    pub statuses: Arc<StatusBoard>,
 }
 
 /// The deterministic Coolify name of a tenant's project.

@@ -10,7 +10,10 @@ use tracing::{info, warn};
 use super::context::{ActionLog, Context, service_intent_key, service_name};
 use super::error::ReconcileError;
 use super::plan::{self, Action, Blocked, EffectiveState, InstanceInput, Observed, Spec};
-use crate::coolify::{CoolifyError, CreateService, EnvVar, EnvVarInput, ServicePatch, ServiceUrl};
+use crate::coolify::{CoolifyError, CreateService, EnvVar, EnvVarInput, ServicePatch, ServiceStatus, ServiceUrl};
+
+/// How often a reconcile waiting for `running:*` looks at the shared status board.
+const STATUS_POLL: Duration = Duration::from_millis(500);
 use crate::pocketbase::records::{
     BotInstance, DeployAction, DeployStatus, DesiredState, InstancePatch, InstanceStatus, Tenant, TenantStatus,
     format_pb_date,
@@ -363,7 +366,12 @@ async fn run_actions(
             }
             Action::SetEnv => {
                 let service = need_uuid(uuid)?;
-                let env = with_revoked(&desired.env, &ctx.coolify.list_envs(service).await?);
+                // A service created in this run has only the vars its compose references.
+                let env = if actions.contains(&Action::CreateService) {
+                    desired.env.clone()
+                } else {
+                    with_revoked(&desired.env, &ctx.coolify.list_envs(service).await?)
+                };
                 ctx.coolify.bulk_upsert_envs(service, &env).await?;
             }
             Action::Start => ctx.coolify.start_service(need_uuid(uuid)?).await?,
@@ -438,22 +446,21 @@ async fn create_service(ctx: &Context, inst: &BotInstance, desired: &Desired) ->
 }
 
 async fn wait_running(ctx: &Context, uuid: &str) -> Result<(), ReconcileError> {
-    let deadline = Instant::now() + ctx.settings.running_timeout;
-    let mut delay = Duration::from_millis(200);
+    let since = Instant::now();
+    let deadline = since + ctx.settings.running_timeout;
     loop {
-        let svc = ctx.coolify.get_service(uuid).await?;
-        if svc.status.is_running() {
+        let status = ctx.statuses.status(uuid, since).await?;
+        if status.as_ref().is_some_and(ServiceStatus::is_running) {
             return Ok(());
         }
         if Instant::now() >= deadline {
+            let last = status.map(|s| s.to_string()).unwrap_or_else(|| "not listed".into());
             return Err(ReconcileError::Transient(format!(
-                "service {uuid} did not reach running within {} s (last status: {})",
-                ctx.settings.running_timeout.as_secs(),
-                svc.status
+                "service {uuid} did not reach running within {} s (last status: {last})",
+                ctx.settings.running_timeout.as_secs()
             )));
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
+        tokio::time::sleep(STATUS_POLL).await;
     }
 }
 
