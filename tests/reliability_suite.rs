@@ -358,16 +358,73 @@ impl JournalLock {
     }
 }
 
+/// Makes the journal's files immutable (`chattr +i`): even root cannot write them then, which is what a
+/// read-only disk does to the bridge's writes.
+struct ReadOnlyJournal {
+    files: Vec<std::path::PathBuf>,
+}
+
+impl ReadOnlyJournal {
+    fn take(path: &std::path::Path) -> ReadOnlyJournal {
+        let name = path.file_name().and_then(|n| n.to_str()).expect("journal file name").to_string();
+        let dir = path.parent().expect("journal dir");
+        let files: Vec<std::path::PathBuf> = ["", "-wal"]
+            .iter()
+            .map(|suffix| dir.join(format!("{name}{suffix}")))
+            .filter(|f| f.exists())
+            .collect();
+        for f in &files {
+            let ok = std::process::Command::new("chattr").arg("+i").arg(f).status().is_ok_and(|s| s.success());
+            assert!(ok, "chattr +i {} failed: this scenario needs an ext4-like filesystem and root", f.display());
+        }
+        ReadOnlyJournal { files }
+    }
+
+    fn release(self) {
+        for f in &self.files {
+            let _ = std::process::Command::new("chattr").arg("-i").arg(f).status();
+        }
+    }
+}
+
+/// How scenario 6 takes the journal away.
+#[derive(Clone, Copy)]
+enum Blocker {
+    Lock,
+    ReadOnly,
+}
+
+enum Blocked {
+    Lock(JournalLock),
+    ReadOnly(ReadOnlyJournal),
+}
+
+impl Blocked {
+    fn release(self) {
+        match self {
+            Blocked::Lock(l) => l.release(),
+            Blocked::ReadOnly(r) => r.release(),
+        }
+    }
+}
+
 /// 6. The journal cannot store: webhooks answer 503 and nothing refused is journaled; the bridge
 ///    recovers once it can write again.
-async fn journal_unavailable() -> Row {
+async fn journal_unavailable(blocker: Blocker) -> Row {
     let w = World::start(WorldOptions::default()).await;
     let ops = w.ops(true);
     let t = id(&ops.tenant(&label("j", 0)).await);
     let a = id(&ops.create_instance(&t, &label("j", 0), "running").await);
     let b = id(&ops.create_instance(&t, &label("j", 1), "running").await);
     let (_, mut violations) = w.converge(Duration::from_secs(60)).await;
-    let lock = JournalLock::take(&w.journal_path());
+    let lock = match blocker {
+        Blocker::Lock => Blocked::Lock(JournalLock::take(&w.journal_path())),
+        Blocker::ReadOnly => Blocked::ReadOnly(ReadOnlyJournal::take(&w.journal_path())),
+    };
+    let how = match blocker {
+        Blocker::Lock => "the write lock is held",
+        Blocker::ReadOnly => "its files are read-only (chattr +i)",
+    };
     let silent = w.ops(false);
     let mut answers = Vec::new();
     let mut refused_records = Vec::new();
@@ -379,7 +436,7 @@ async fn journal_unavailable() -> Row {
         let waited = sent.elapsed();
         answers.push(format!("{} in {}", status.unwrap_or(0), secs(waited)));
         if status != Some(503) {
-            violations.push(format!("webhook while the journal is locked answered {status:?} after {waited:?}, expected 503"));
+            violations.push(format!("webhook while {how} answered {status:?} after {waited:?}, expected 503"));
         }
         // The PocketBase hook gives up after 3 s: a later 503 would never reach it.
         if waited > Duration::from_secs(3) {
@@ -408,10 +465,13 @@ async fn journal_unavailable() -> Row {
     violations.extend(v);
     violations.extend(self_check(&w).await);
     Row {
-        scenario: "6. journal unavailable".into(),
-        runs: format!("{} webhooks while the write lock is held, then retried", answers.len()),
+        scenario: match blocker {
+            Blocker::Lock => "6a. journal locked".into(),
+            Blocker::ReadOnly => "6b. journal read-only".into(),
+        },
+        runs: format!("{} webhooks while {how}, then retried", answers.len()),
         figures: format!(
-            "answers while locked: {}; retries {retries:?} in {}; converged {} after release",
+            "answers while blocked: {}; retries {retries:?} in {}; converged {} after release",
             answers.join(", "),
             secs(retry_time),
             secs(took)
@@ -482,7 +542,8 @@ async fn reliability_suite() {
         rows.push(run("5. Coolify unreachable", coolify_outage()).await);
     }
     if on("journal_unavailable") {
-        rows.push(run("6. journal unavailable", journal_unavailable()).await);
+        rows.push(run("6a. journal locked", journal_unavailable(Blocker::Lock)).await);
+        rows.push(run("6b. journal read-only", journal_unavailable(Blocker::ReadOnly)).await);
     }
     let t = table(&rows);
     println!("\n{t}");
