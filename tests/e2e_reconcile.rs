@@ -242,7 +242,10 @@ async fn kill_9_between_create_and_write_back_leaves_exactly_one_service() {
     let two = w.create_instance(&tenant, "base-llm", "crash-two", "running").await;
     let name = format!("cf-{two}");
     w.wait_record("bot_instances", &two, "crash-two deploying", T, |r| r["status"] == "deploying").await;
-    w.sim.set_fault(json!({"route": "GET /services", "latency_ms": 20000})).await;
+    // The adoption lookup lists the tenant's project environment.
+    w.sim
+        .set_fault(json!({"route": "GET /projects/{uuid}/{environment_name_or_uuid}", "latency_ms": 20000}))
+        .await;
     w.wait("the second service created in the simulator", T, || async {
         (w.sim_services_named(&name).await.len() == 1).then_some(())
     })

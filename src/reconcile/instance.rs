@@ -10,7 +10,9 @@ use tracing::{info, warn};
 use super::context::{ActionLog, Context, service_intent_key, service_name};
 use super::error::ReconcileError;
 use super::plan::{self, Action, Blocked, EffectiveState, InstanceInput, Observed, Spec};
-use crate::coolify::{CoolifyError, CreateService, EnvVar, EnvVarInput, ServicePatch, ServiceStatus, ServiceUrl};
+use crate::coolify::{
+    CoolifyError, CreateService, EnvVar, EnvVarInput, Service, ServicePatch, ServiceStatus, ServiceUrl,
+};
 
 /// How often a reconcile waiting for `running:*` looks at the shared status board.
 const STATUS_POLL: Duration = Duration::from_millis(500);
@@ -54,7 +56,7 @@ pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> 
         Err(blocked) => return block(ctx, &inst, blocked).await.map(|()| Some(updated)),
     };
     mark_first_action(first_event_ms);
-    let observed = observe(ctx, &inst).await?;
+    let observed = observe(ctx, &inst, &desired.project_uuid).await?;
     let input = InstanceInput {
         desired: Ok(desired.spec.clone()),
         applied: inst.applied_hash.as_deref().and_then(Spec::parse),
@@ -187,7 +189,7 @@ async fn block(ctx: &Context, inst: &BotInstance, blocked: Blocked) -> Result<()
     Err(ReconcileError::NeedsChange(message))
 }
 
-async fn observe(ctx: &Context, inst: &BotInstance) -> Result<Observed, ReconcileError> {
+async fn observe(ctx: &Context, inst: &BotInstance, project_uuid: &str) -> Result<Observed, ReconcileError> {
     let mut candidates: Vec<String> = inst.coolify_service_id.iter().cloned().collect();
     if let Some(intent) = ctx.journal.get_intent(&service_intent_key(&inst.id)).await?
         && let Some(uuid) = intent.coolify_uuid {
@@ -206,7 +208,7 @@ async fn observe(ctx: &Context, inst: &BotInstance) -> Result<Observed, Reconcil
         }
     }
     // A lost create response or a crash before the write-back: adopt by the deterministic name.
-    let mut found = ctx.coolify.find_services_by_name(&service_name(&inst.id)).await?;
+    let mut found = find_in_project(ctx, project_uuid, &service_name(&inst.id)).await?;
     found.sort_by(|a, b| a.created_at.cmp(&b.created_at));
     let Some(first) = found.first().cloned() else {
         return Ok(Observed::Absent);
@@ -224,6 +226,16 @@ async fn observe(ctx: &Context, inst: &BotInstance) -> Result<Observed, Reconcil
         uuid: first.uuid,
         running: first.status.is_running(),
     })
+}
+
+/// The services named `name` in the tenant's project. Looking in the project rather than listing every
+/// service keeps the lookup as small as the tenant, not the whole fleet (Coolify has no filter by name).
+async fn find_in_project(ctx: &Context, project_uuid: &str, name: &str) -> Result<Vec<Service>, ReconcileError> {
+    match ctx.coolify.get_environment(project_uuid, &ctx.settings.environment).await {
+        Ok(env) => Ok(env.services.into_iter().filter(|s| s.name == name).collect()),
+        Err(CoolifyError::NotFound { .. }) => Ok(Vec::new()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn execute(
@@ -425,7 +437,7 @@ async fn create_service(ctx: &Context, inst: &BotInstance, desired: &Desired) ->
         Ok(created) => created.uuid,
         Err(e) if e.is_ambiguous() => {
             // The response was lost: the service may exist. Adopt it by name; never POST blindly again.
-            let found = ctx.coolify.find_services_by_name(&name).await?;
+            let found = find_in_project(ctx, &desired.project_uuid, &name).await?;
             match found.into_iter().next() {
                 Some(svc) => svc.uuid,
                 None => return Err(e.into()),
