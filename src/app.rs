@@ -22,10 +22,10 @@ use crate::pocketbase::realtime::{self, RealtimeConfig};
 use crate::pocketbase::{PbAuth, PbClient};
 use crate::queue::{Dispatcher, QueueConfig};
 use crate::quota::Ceiling;
+use crate::reconcile::Reconciler;
 use crate::reconcile::context::{Context, ReconcileSettings, StatusBoard};
 use crate::reconcile::health::HealthPoller;
 use crate::reconcile::orphans::OrphanScanner;
-use crate::reconcile::Reconciler;
 use crate::resync;
 use crate::secrets::{SecretBytes, SecretStore};
 use crate::templates::TemplateSet;
@@ -93,7 +93,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
 
     let pb = pb_client(&settings)?;
-    pb.authenticate().await.context("checking the PocketBase superuser credentials")?;
+    pb.authenticate()
+        .await
+        .context("checking the PocketBase superuser credentials")?;
     let coolify = coolify_client(&settings)?;
     coolify.team().await.context("Coolify token check (GET /team) failed")?;
     let server = server_uuid(&coolify, settings.coolify.server_uuid.as_deref()).await?;
@@ -192,12 +194,21 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .run(cancel.clone()),
     );
     tasks.spawn(
-        OrphanScanner::new(ctx.clone(), settings.reconcile.orphans, settings.pocketbase.resync_interval)
-            .run(cancel.clone()),
+        OrphanScanner::new(
+            ctx.clone(),
+            settings.reconcile.orphans,
+            settings.pocketbase.resync_interval,
+        )
+        .run(cancel.clone()),
     );
     // Readiness follows the health poll's pace so an outage shows within one poll interval.
     let readiness_interval = settings.reconcile.health_poll_interval.min(READINESS_MAX_INTERVAL);
-    tasks.spawn(watch_readiness(ctx.clone(), readiness.clone(), readiness_interval, cancel.clone()));
+    tasks.spawn(watch_readiness(
+        ctx.clone(),
+        readiness.clone(),
+        readiness_interval,
+        cancel.clone(),
+    ));
 
     let ingest_state = web::Data::new(http::ingest::IngestState {
         sink: sink.clone(),
@@ -241,7 +252,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let _ = server_task.await;
     cancel.cancel();
     let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(DRAIN_DEADLINE + Duration::from_secs(5), drain).await.is_err() {
+    if tokio::time::timeout(DRAIN_DEADLINE + Duration::from_secs(5), drain)
+        .await
+        .is_err()
+    {
         warn!("some tasks did not stop within the deadline");
     }
     journal.close().await.context("closing the journal")?;

@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use serde_json::json;
 
 use crate::config::Settings;
-use crate::pocketbase::records::BOT_TEMPLATES;
 use crate::pocketbase::BotTemplate;
+use crate::pocketbase::records::BOT_TEMPLATES;
 use crate::quota::{self, Ceiling, PlanTier};
 use crate::templates::{RenderInput, TemplateSet, render};
 
@@ -24,24 +24,30 @@ pub fn render_template(
     let template = set
         .get(name)
         .with_context(|| format!("no template {name:?} in {} (have: {})", dir.display(), names(&set)))?;
-    let raw = std::fs::read_to_string(instance_file)
-        .with_context(|| format!("reading {}", instance_file.display()))?;
+    let raw = std::fs::read_to_string(instance_file).with_context(|| format!("reading {}", instance_file.display()))?;
     let record: serde_json::Value =
         serde_json::from_str(&raw).with_context(|| format!("{} is not JSON", instance_file.display()))?;
     let text = |k: &str, default: &str| record.get(k).and_then(|v| v.as_str()).unwrap_or(default).to_string();
-    let plan: PlanTier = plan.parse().map_err(|e: quota::QuotaError| anyhow::anyhow!("--plan: {e}"))?;
+    let plan: PlanTier = plan
+        .parse()
+        .map_err(|e: quota::QuotaError| anyhow::anyhow!("--plan: {e}"))?;
     let sovereign = Ceiling {
         max_stacks: None,
         cpu: settings.map(|s| s.reconcile.sovereign_cpu).unwrap_or(4.0),
         mem_mb: settings.map(|s| s.reconcile.sovereign_mem_mb).unwrap_or(8192),
     };
     let ceiling = quota::ceiling(plan, 0, &sovereign);
-    let defaults = quota::TemplateDefaults { cpu: template.cpu_default, mem_mb: template.mem_default_mb };
+    let defaults = quota::TemplateDefaults {
+        cpu: template.cpu_default,
+        mem_mb: template.mem_default_mb,
+    };
     let cpu = record.get("cpu_limit").and_then(|v| v.as_f64()).unwrap_or(0.0);
     let mem = record.get("mem_limit").and_then(|v| v.as_u64()).unwrap_or(0);
     let mem = u32::try_from(mem).context("mem_limit is too large")?;
     let granted = quota::check(plan, &ceiling, cpu, mem, defaults, 0)?;
-    let base_domain = settings.map(|s| s.base_domain.clone()).unwrap_or_else(|| "bots.example.com".into());
+    let base_domain = settings
+        .map(|s| s.base_domain.clone())
+        .unwrap_or_else(|| "bots.example.com".into());
     let subdomain = text("subdomain", "sample");
     let input = RenderInput {
         instance_id: text("id", "sampleinstance1"),

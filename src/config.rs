@@ -253,11 +253,7 @@ pub fn load(path: &Path, required: bool) -> Result<Settings, ConfigError> {
 }
 
 /// Like [`load`], with an explicit environment (for tests).
-pub fn load_from(
-    path: &Path,
-    required: bool,
-    env: &[(String, String)],
-) -> Result<Settings, ConfigError> {
+pub fn load_from(path: &Path, required: bool, env: &[(String, String)]) -> Result<Settings, ConfigError> {
     let display = path.display().to_string();
     if required && !path.exists() {
         return Err(ConfigError::File {
@@ -267,11 +263,7 @@ pub fn load_from(
     }
     let mut builder = config::Config::builder();
     if path.exists() {
-        builder = builder.add_source(
-            config::File::from(path)
-                .format(config::FileFormat::Toml)
-                .required(true),
-        );
+        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
     }
     let env_map: config::Map<String, String> = env
         .iter()
@@ -359,7 +351,9 @@ fn is_dns_name(s: &str) -> bool {
         && s.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -383,11 +377,17 @@ fn validate(raw: Raw) -> Result<Settings, ConfigError> {
                 .map(|password| PocketBaseAuth::Password { email, password })
         }
         (Some(_), None, None) => {
-            c.fail("pocketbase.superuser_password", "is required with pocketbase.superuser_email");
+            c.fail(
+                "pocketbase.superuser_password",
+                "is required with pocketbase.superuser_email",
+            );
             None
         }
         (None, Some(_), None) => {
-            c.fail("pocketbase.superuser_email", "is required with pocketbase.superuser_password");
+            c.fail(
+                "pocketbase.superuser_email",
+                "is required with pocketbase.superuser_password",
+            );
             None
         }
         (None, None, None) => {
@@ -413,9 +413,10 @@ fn validate(raw: Raw) -> Result<Settings, ConfigError> {
     let coolify_token = c.secret("coolify.token", raw.coolify.token, 1);
     let server_uuid = raw.coolify.server_uuid.filter(|s| !s.trim().is_empty());
     if let Some(uuid) = &server_uuid
-        && !uuid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            c.fail("coolify.server_uuid", "must contain only letters, digits and '-'");
-        }
+        && !uuid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        c.fail("coolify.server_uuid", "must contain only letters, digits and '-'");
+    }
     let environment = raw.coolify.environment.unwrap_or_else(|| "production".into());
     if environment.trim().is_empty() {
         c.fail("coolify.environment", "must not be empty");
@@ -428,16 +429,23 @@ fn validate(raw: Raw) -> Result<Settings, ConfigError> {
 
     let webhook_secret = c.secret("webhook.secret", raw.webhook.secret, 1);
     if let Some(s) = &webhook_secret
-        && !s.expose_secret().starts_with("whsec_") {
-            c.fail("webhook.secret", "must start with whsec_ (generate one with `cf-bridge secret`)");
-        }
+        && !s.expose_secret().starts_with("whsec_")
+    {
+        c.fail(
+            "webhook.secret",
+            "must start with whsec_ (generate one with `cf-bridge secret`)",
+        );
+    }
 
     let admin_token = c.secret("admin.token", raw.admin.token, 16);
     let bind_str = raw.admin.bind.unwrap_or_else(|| "127.0.0.1:8088".into());
     let bind = match bind_str.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
-            c.fail("admin.bind", format!("{bind_str:?} is not an address like 127.0.0.1:8088"));
+            c.fail(
+                "admin.bind",
+                format!("{bind_str:?} is not an address like 127.0.0.1:8088"),
+            );
             None
         }
     };
@@ -469,7 +477,10 @@ fn validate(raw: Raw) -> Result<Settings, ConfigError> {
     };
     let level = raw.log.level.unwrap_or_else(|| "info".into());
     if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
-        c.fail("log.level", format!("{level:?} is not a valid filter (e.g. info, cf_bridge=debug)"));
+        c.fail(
+            "log.level",
+            format!("{level:?} is not a valid filter (e.g. info, cf_bridge=debug)"),
+        );
     }
 
     let secrets_key = c.secret("secrets.key", raw.secrets.key, 32);
@@ -560,9 +571,7 @@ fn validate(raw: Raw) -> Result<Settings, ConfigError> {
                 requests_per_minute: rpm,
                 request_timeout: Duration::from_secs(coolify_timeout),
             },
-            webhook: WebhookSettings {
-                secret: webhook_secret,
-            },
+            webhook: WebhookSettings { secret: webhook_secret },
             admin: AdminSettings {
                 token: admin_token,
                 bind,
@@ -620,7 +629,11 @@ impl fmt::Display for Settings {
             "realtime_idle_timeout_secs = {}",
             self.pocketbase.realtime_idle_timeout.as_secs()
         )?;
-        writeln!(f, "resync_interval_secs = {}", self.pocketbase.resync_interval.as_secs())?;
+        writeln!(
+            f,
+            "resync_interval_secs = {}",
+            self.pocketbase.resync_interval.as_secs()
+        )?;
         writeln!(f, "\n[coolify]")?;
         writeln!(f, "url = {:?}", self.coolify.url.as_str())?;
         writeln!(f, "token = {REDACTED:?}")?;
@@ -695,12 +708,17 @@ mod tests {
 
     #[test]
     fn env_alone_is_enough_and_display_redacts_every_secret() {
-        let s = load_from(Path::new("/nonexistent/cf-bridge.toml"), false, &full_env())
-            .expect("valid");
+        let s = load_from(Path::new("/nonexistent/cf-bridge.toml"), false, &full_env()).expect("valid");
         assert_eq!(s.base_domain, "bots.example.com");
         assert_eq!(s.coolify.requests_per_minute, 180);
         let shown = s.to_string();
-        for canary in ["pw-canary", "coolify-canary", "d2ViaG9vay1jYW5hcnk", "admin-canary", "key-canary"] {
+        for canary in [
+            "pw-canary",
+            "coolify-canary",
+            "d2ViaG9vay1jYW5hcnk",
+            "admin-canary",
+            "key-canary",
+        ] {
             assert!(!shown.contains(canary), "{canary} leaked in:\n{shown}");
         }
         assert!(shown.contains("<redacted>"));
@@ -710,8 +728,11 @@ mod tests {
     fn env_overrides_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "[domains]\nbase_domain = \"file.example.com\"\n[queue]\nconcurrency = 3\n")
-            .expect("write");
+        std::fs::write(
+            &path,
+            "[domains]\nbase_domain = \"file.example.com\"\n[queue]\nconcurrency = 3\n",
+        )
+        .expect("write");
         let mut e = full_env();
         e.retain(|(k, _)| k != "CF_BRIDGE__DOMAINS__BASE_DOMAIN");
         let s = load_from(&path, true, &e).expect("valid");

@@ -94,12 +94,7 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// The cross-source dedupe key for a change.
-    pub fn change_key(
-        collection: Collection,
-        record_id: &str,
-        action: Action,
-        record_updated: Option<&str>,
-    ) -> String {
+    pub fn change_key(collection: Collection, record_id: &str, action: Action, record_updated: Option<&str>) -> String {
         format!(
             "{}:{}:{}:{}",
             collection.as_str(),
@@ -114,7 +109,11 @@ impl NewEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ingested {
     /// Stored durably; `job_id` is the record's job, which may already have been queued (coalesced).
-    New { event_id: i64, job_id: i64, coalesced: bool },
+    New {
+        event_id: i64,
+        job_id: i64,
+        coalesced: bool,
+    },
     /// Already journaled (same change key or same webhook delivery id).
     Duplicate,
 }

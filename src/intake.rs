@@ -24,7 +24,9 @@ pub enum RecordError {
 pub fn valid_record_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_RECORD_ID_LEN
-        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 /// Builds the event for one record change. `record` is the record as PocketBase exported it.
@@ -86,8 +88,14 @@ mod tests {
             "api_token": "t", "Password": "p", "secrets_hash": "h", "my_API_KEY": "k",
             "config": {"nested": {"client_secret": "s", "keep": 1}, "list": [{"token": "x", "ok": true}]}
         }));
-        let ev = record_event(Source::Webhook, Collection::BotInstances, Action::Update, record, Some("msg_1".into()))
-            .unwrap();
+        let ev = record_event(
+            Source::Webhook,
+            Collection::BotInstances,
+            Action::Update,
+            record,
+            Some("msg_1".into()),
+        )
+        .unwrap();
         assert_eq!(ev.dedupe_key, "bot_instances:abc123:update:2026-01-01 00:00:00.000Z");
         assert_eq!(ev.record_updated.as_deref(), Some("2026-01-01 00:00:00.000Z"));
         assert_eq!(
@@ -99,10 +107,25 @@ mod tests {
 
     #[test]
     fn rejects_bad_ids() {
-        for bad in [json!({}), json!({"id": 5}), json!({"id": ""}), json!({"id": "ABC"}), json!({"id": "a/b"}),
-                    json!({"id": "x".repeat(51)})] {
-            assert!(record_event(Source::Realtime, Collection::Tenants, Action::Create, obj(bad.clone()), None).is_err(),
-                    "{bad}");
+        for bad in [
+            json!({}),
+            json!({"id": 5}),
+            json!({"id": ""}),
+            json!({"id": "ABC"}),
+            json!({"id": "a/b"}),
+            json!({"id": "x".repeat(51)}),
+        ] {
+            assert!(
+                record_event(
+                    Source::Realtime,
+                    Collection::Tenants,
+                    Action::Create,
+                    obj(bad.clone()),
+                    None
+                )
+                .is_err(),
+                "{bad}"
+            );
         }
         let bad_updated = obj(json!({"id": "a", "updated": 5}));
         assert_eq!(

@@ -145,7 +145,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .map(|s| s.reconcile.templates_dir.clone())
                 .unwrap_or_else(|| PathBuf::from("templates"));
-            print!("{}", cf_bridge::cli::render_template(&dir, name, instance, plan, settings.as_ref())?);
+            print!(
+                "{}",
+                cf_bridge::cli::render_template(&dir, name, instance, plan, settings.as_ref())?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Templates(TemplatesCommand::Sync) => {
@@ -154,15 +157,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Events(EventsCommand::List { status, source, record, since, limit }) => {
+        Command::Events(EventsCommand::List {
+            status,
+            source,
+            record,
+            since,
+            limit,
+        }) => {
             let settings = load(&cli)?;
             let mut query = vec![("limit", limit.to_string())];
-            for (k, v) in [("status", status), ("source", source), ("record", record), ("since", since)] {
+            for (k, v) in [
+                ("status", status),
+                ("source", source),
+                ("record", record),
+                ("since", since),
+            ] {
                 if let Some(v) = v {
                     query.push((k, v.clone()));
                 }
             }
-            let body = runtime()?.block_on(admin_call(&settings, reqwest::Method::GET, "/admin/events", &query, None))?;
+            let body = runtime()?.block_on(admin_call(
+                &settings,
+                reqwest::Method::GET,
+                "/admin/events",
+                &query,
+                None,
+            ))?;
             println!("{}", serde_json::to_string_pretty(&body)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -177,7 +197,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 serde_json::json!({"failed": args.failed})
             };
-            let out = runtime()?.block_on(admin_call(&settings, reqwest::Method::POST, "/admin/replay", &[], Some(body)))?;
+            let out = runtime()?.block_on(admin_call(
+                &settings,
+                reqwest::Method::POST,
+                "/admin/replay",
+                &[],
+                Some(body),
+            ))?;
             println!("enqueued {} job(s)", out["enqueued"]);
             Ok(ExitCode::SUCCESS)
         }
@@ -209,7 +235,10 @@ async fn admin_call(
     if let Some(b) = body {
         req = req.json(&b);
     }
-    let resp = req.send().await.with_context(|| format!("calling {url}: is the bridge running?"))?;
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("calling {url}: is the bridge running?"))?;
     let status = resp.status();
     let value: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
     if !status.is_success() {

@@ -6,8 +6,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -34,7 +34,6 @@ pub struct Metrics {
     pub orphans: GaugeVec,
 }
 
-
 fn build() -> Result<Metrics, prometheus::Error> {
     let registry = Registry::new_custom(Some("cf_bridge".into()), None)?;
     let events_received = IntCounterVec::new(
@@ -47,8 +46,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
     )?;
     let jobs = prometheus::IntGaugeVec::new(Opts::new("jobs", "Jobs in the journal, by state"), &["state"])?;
     let reconcile_seconds = HistogramVec::new(
-        HistogramOpts::new("reconcile_duration_seconds", "Reconcile duration, by collection and outcome")
-            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+        HistogramOpts::new(
+            "reconcile_duration_seconds",
+            "Reconcile duration, by collection and outcome",
+        )
+        .buckets(vec![
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        ]),
         &["collection", "outcome"],
     )?;
     let event_to_first_action_seconds = HistogramVec::new(
@@ -56,21 +60,28 @@ fn build() -> Result<Metrics, prometheus::Error> {
             "event_to_first_action_seconds",
             "Time from an event's arrival to the first Coolify request for it",
         )
-        .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+        .buckets(vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ]),
         &["collection"],
     )?;
     let coolify_requests = IntCounterVec::new(
         Opts::new("coolify_requests_total", "Coolify API requests, by endpoint and status"),
         &["endpoint", "status"],
     )?;
-    let coolify_budget_remaining =
-        Gauge::new("coolify_budget_remaining", "Requests left in the Coolify request budget")?;
-    let realtime_reconnects =
-        IntCounter::new("realtime_reconnects_total", "PocketBase realtime (re)connections")?;
-    let realtime_connected =
-        IntGauge::new("realtime_connected", "1 while the PocketBase realtime stream is subscribed")?;
-    let last_resync_timestamp =
-        Gauge::new("last_resync_timestamp_seconds", "Unix time of the last completed resync")?;
+    let coolify_budget_remaining = Gauge::new(
+        "coolify_budget_remaining",
+        "Requests left in the Coolify request budget",
+    )?;
+    let realtime_reconnects = IntCounter::new("realtime_reconnects_total", "PocketBase realtime (re)connections")?;
+    let realtime_connected = IntGauge::new(
+        "realtime_connected",
+        "1 while the PocketBase realtime stream is subscribed",
+    )?;
+    let last_resync_timestamp = Gauge::new(
+        "last_resync_timestamp_seconds",
+        "Unix time of the last completed resync",
+    )?;
     let orphans = GaugeVec::new(
         Opts::new("coolify_orphans", "Coolify resources named cf-* with no live record"),
         &["kind"],
@@ -104,8 +115,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     })
 }
 
-static METRICS: LazyLock<Metrics> =
-    LazyLock::new(|| build().expect("metric definitions are static and valid"));
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| build().expect("metric definitions are static and valid"));
 
 pub fn metrics() -> &'static Metrics {
     &METRICS

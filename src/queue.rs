@@ -168,7 +168,10 @@ async fn run_job(
         Err(JobError::Retryable(error)) if job.attempts >= cfg.max_attempts => Outcome::Dead { error },
         Err(JobError::Retryable(error)) => {
             let delay = i64::try_from(backoff_delay(&cfg, job.attempts).as_millis()).unwrap_or(i64::MAX);
-            Outcome::Retry { error, at: now_ms().saturating_add(delay) }
+            Outcome::Retry {
+                error,
+                at: now_ms().saturating_add(delay),
+            }
         }
     };
     metrics()
@@ -199,7 +202,12 @@ async fn run_job(
 
 impl Dispatcher {
     pub fn new(journal: Journal, handler: Arc<dyn JobHandler>, cfg: QueueConfig) -> Self {
-        Dispatcher { journal, handler, cfg, notify: Arc::new(Notify::new()) }
+        Dispatcher {
+            journal,
+            handler,
+            cfg,
+            notify: Arc::new(Notify::new()),
+        }
     }
 
     /// Sources call `notify_one()` on it after an ingest so the job starts without waiting for a poll.

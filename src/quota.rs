@@ -86,17 +86,29 @@ pub enum QuotaError {
         if *.limit == 1 { "stack" } else { "stacks" },
         if *.overridden { " (tenant max_stacks override)" } else { "" }
     )]
-    Stacks { plan: PlanTier, limit: u32, overridden: bool },
+    Stacks {
+        plan: PlanTier,
+        limit: u32,
+        overridden: bool,
+    },
     #[error(
         "quota exceeded: requested {requested} CPU but plan {plan} allows at most {allowed} CPU per stack \
          (requests above the plan are refused, not clamped; lower cpu_limit or upgrade the plan)"
     )]
-    Cpu { plan: PlanTier, requested: f64, allowed: f64 },
+    Cpu {
+        plan: PlanTier,
+        requested: f64,
+        allowed: f64,
+    },
     #[error(
         "quota exceeded: requested {requested} MB memory but plan {plan} allows at most {allowed} MB per stack \
          (requests above the plan are refused, not clamped; lower mem_limit or upgrade the plan)"
     )]
-    Memory { plan: PlanTier, requested: u32, allowed: u32 },
+    Memory {
+        plan: PlanTier,
+        requested: u32,
+        allowed: u32,
+    },
     #[error("invalid cpu_limit {0}: must be a finite number >= 0")]
     InvalidCpu(f64),
     #[error("invalid {what}: {detail}")]
@@ -107,12 +119,31 @@ pub enum QuotaError {
 /// count; `sovereign` carries the operator-configured ceilings for the sovereign plan.
 pub fn ceiling(plan: PlanTier, max_stacks_override: u32, sovereign: &Ceiling) -> Ceiling {
     let base = match plan {
-        PlanTier::Starter => Ceiling { max_stacks: Some(2), cpu: 0.25, mem_mb: 256 },
-        PlanTier::Team => Ceiling { max_stacks: Some(10), cpu: 0.5, mem_mb: 512 },
-        PlanTier::Business => Ceiling { max_stacks: Some(25), cpu: 1.0, mem_mb: 1024 },
+        PlanTier::Starter => Ceiling {
+            max_stacks: Some(2),
+            cpu: 0.25,
+            mem_mb: 256,
+        },
+        PlanTier::Team => Ceiling {
+            max_stacks: Some(10),
+            cpu: 0.5,
+            mem_mb: 512,
+        },
+        PlanTier::Business => Ceiling {
+            max_stacks: Some(25),
+            cpu: 1.0,
+            mem_mb: 1024,
+        },
         PlanTier::Sovereign => sovereign.clone(),
     };
-    if max_stacks_override > 0 { Ceiling { max_stacks: Some(max_stacks_override), ..base } } else { base }
+    if max_stacks_override > 0 {
+        Ceiling {
+            max_stacks: Some(max_stacks_override),
+            ..base
+        }
+    } else {
+        base
+    }
 }
 
 /// Admit one stack: refuses when the tenant's other stacks already fill the plan, refuses explicit
@@ -130,7 +161,11 @@ pub fn check(
     {
         // Sovereign limits are configured per deployment, so there is no plan figure to differ from.
         let overridden = plan_stack_count(plan).is_some_and(|n| n != limit);
-        return Err(QuotaError::Stacks { plan, limit, overridden });
+        return Err(QuotaError::Stacks {
+            plan,
+            limit,
+            overridden,
+        });
     }
     if !requested_cpu.is_finite() || requested_cpu < 0.0 {
         return Err(QuotaError::InvalidCpu(requested_cpu));
@@ -138,12 +173,19 @@ pub fn check(
     if !defaults.cpu.is_finite() || defaults.cpu <= 0.0 || defaults.mem_mb == 0 {
         return Err(QuotaError::Invalid {
             what: "template defaults",
-            detail: format!("cpu {} and memory {} MB must both be above zero", defaults.cpu, defaults.mem_mb),
+            detail: format!(
+                "cpu {} and memory {} MB must both be above zero",
+                defaults.cpu, defaults.mem_mb
+            ),
         });
     }
     let cpu = if requested_cpu > 0.0 {
         if requested_cpu > ceiling.cpu + 1e-9 {
-            return Err(QuotaError::Cpu { plan, requested: requested_cpu, allowed: ceiling.cpu });
+            return Err(QuotaError::Cpu {
+                plan,
+                requested: requested_cpu,
+                allowed: ceiling.cpu,
+            });
         }
         requested_cpu
     } else {
@@ -151,7 +193,11 @@ pub fn check(
     };
     let mem_mb = if requested_mem_mb > 0 {
         if requested_mem_mb > ceiling.mem_mb {
-            return Err(QuotaError::Memory { plan, requested: requested_mem_mb, allowed: ceiling.mem_mb });
+            return Err(QuotaError::Memory {
+                plan,
+                requested: requested_mem_mb,
+                allowed: ceiling.mem_mb,
+            });
         }
         requested_mem_mb
     } else {

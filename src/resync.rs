@@ -91,8 +91,14 @@ async fn resync_collection(
     report: &mut ResyncReport,
 ) -> Result<(), ResyncError> {
     let name = collection.as_str();
-    let listed = lister.list(collection).await.map_err(|message| ResyncError::List { collection: name, message })?;
-    let known = known.known(collection).await.map_err(|message| ResyncError::Known { collection: name, message })?;
+    let listed = lister.list(collection).await.map_err(|message| ResyncError::List {
+        collection: name,
+        message,
+    })?;
+    let known = known.known(collection).await.map_err(|message| ResyncError::Known {
+        collection: name,
+        message,
+    })?;
     report.listed += listed.len();
     let mut live = HashSet::with_capacity(listed.len());
     let mut events = Vec::new();
@@ -134,7 +140,9 @@ pub async fn resync_once(
     for collection in COLLECTIONS {
         resync_collection(collection, lister, known, sink, &mut report).await?;
     }
-    metrics().last_resync_timestamp.set(chrono::Utc::now().timestamp() as f64);
+    metrics()
+        .last_resync_timestamp
+        .set(chrono::Utc::now().timestamp() as f64);
     Ok(report)
 }
 
@@ -150,7 +158,13 @@ impl Resyncer {
     async fn pass(&self, reason: &'static str) {
         match resync_once(self.lister.as_ref(), self.known.as_ref(), self.sink.as_ref()).await {
             Ok(r) => {
-                tracing::info!(reason, listed = r.listed, enqueued = r.enqueued, disappeared = r.disappeared, "resync done");
+                tracing::info!(
+                    reason,
+                    listed = r.listed,
+                    enqueued = r.enqueued,
+                    disappeared = r.disappeared,
+                    "resync done"
+                );
                 if r.enqueued > 0 {
                     self.notify.notify_one();
                 }
@@ -212,7 +226,10 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    struct Fixed(HashMap<Collection, Vec<RecordStamp>>, HashMap<Collection, HashMap<String, String>>);
+    struct Fixed(
+        HashMap<Collection, Vec<RecordStamp>>,
+        HashMap<Collection, HashMap<String, String>>,
+    );
 
     impl RecordLister for Fixed {
         fn list(&self, c: Collection) -> ListFuture<'_, Vec<RecordStamp>> {
@@ -239,13 +256,22 @@ mod tests {
                     return Ok(Ingested::Duplicate);
                 }
                 v.push(event);
-                Ok(Ingested::New { event_id: v.len() as i64, job_id: 1, coalesced: false })
+                Ok(Ingested::New {
+                    event_id: v.len() as i64,
+                    job_id: 1,
+                    coalesced: false,
+                })
             })
         }
     }
 
     fn stamp(id: &str, updated: &str) -> RecordStamp {
-        RecordStamp { id: id.into(), updated: updated.into(), applied_hash: None, desired_hash: None }
+        RecordStamp {
+            id: id.into(),
+            updated: updated.into(),
+            applied_hash: None,
+            desired_hash: None,
+        }
     }
 
     fn known(pairs: &[(&str, &str)]) -> HashMap<String, String> {
@@ -262,17 +288,33 @@ mod tests {
         hashed_same.desired_hash = Some("a".into());
         let fixed = Fixed(
             HashMap::from([
-                (Collection::Tenants, vec![stamp("same", "u1"), stamp("changed", "u2"), stamp("fresh", "u1")]),
+                (
+                    Collection::Tenants,
+                    vec![stamp("same", "u1"), stamp("changed", "u2"), stamp("fresh", "u1")],
+                ),
                 (Collection::BotInstances, vec![hashed, hashed_same]),
             ]),
             HashMap::from([
-                (Collection::Tenants, known(&[("same", "u1"), ("changed", "u1"), ("gone", "u0")])),
-                (Collection::BotInstances, known(&[("hashdiff", "u1"), ("hashsame", "u1")])),
+                (
+                    Collection::Tenants,
+                    known(&[("same", "u1"), ("changed", "u1"), ("gone", "u0")]),
+                ),
+                (
+                    Collection::BotInstances,
+                    known(&[("hashdiff", "u1"), ("hashsame", "u1")]),
+                ),
             ]),
         );
         let sink = Sink::default();
         let report = resync_once(&fixed, &fixed, &sink).await.unwrap();
-        assert_eq!(report, ResyncReport { listed: 5, enqueued: 4, disappeared: 1 });
+        assert_eq!(
+            report,
+            ResyncReport {
+                listed: 5,
+                enqueued: 4,
+                disappeared: 1
+            }
+        );
         let mut keys: Vec<_> = sink.0.lock().unwrap().iter().map(|e| e.dedupe_key.clone()).collect();
         keys.sort();
         assert_eq!(
@@ -287,7 +329,14 @@ mod tests {
         assert!(sink.0.lock().unwrap().iter().all(|e| e.source == Source::Resync));
         // A second pass finds the same changes already journaled.
         let again = resync_once(&fixed, &fixed, &sink).await.unwrap();
-        assert_eq!(again, ResyncReport { listed: 5, enqueued: 0, disappeared: 1 });
+        assert_eq!(
+            again,
+            ResyncReport {
+                listed: 5,
+                enqueued: 0,
+                disappeared: 1
+            }
+        );
         assert!(metrics().last_resync_timestamp.get() > 0.0);
     }
 
@@ -299,7 +348,10 @@ mod tests {
                 Box::pin(async { Err("PocketBase down".to_string()) })
             }
         }
-        let fixed = Fixed(HashMap::new(), HashMap::from([(Collection::Tenants, known(&[("a", "u")]))]));
+        let fixed = Fixed(
+            HashMap::new(),
+            HashMap::from([(Collection::Tenants, known(&[("a", "u")]))]),
+        );
         let sink = Sink::default();
         let err = resync_once(&Failing, &fixed, &sink).await.unwrap_err();
         assert_eq!(err.to_string(), "listing tenants failed: PocketBase down");
@@ -309,13 +361,27 @@ mod tests {
     /// Starts run_periodic; returns what observes it.
     fn periodic(
         interval: Duration,
-    ) -> (Arc<Sink>, Arc<Notify>, watch::Sender<u64>, CancellationToken, tokio::task::JoinHandle<()>) {
-        let fixed = Arc::new(Fixed(HashMap::from([(Collection::Tenants, vec![stamp("a", "u1")])]), HashMap::new()));
+    ) -> (
+        Arc<Sink>,
+        Arc<Notify>,
+        watch::Sender<u64>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let fixed = Arc::new(Fixed(
+            HashMap::from([(Collection::Tenants, vec![stamp("a", "u1")])]),
+            HashMap::new(),
+        ));
         let sink = Arc::new(Sink::default());
         let notify = Arc::new(Notify::new());
         let (tx, rx) = watch::channel(0u64);
         let cancel = CancellationToken::new();
-        let resyncer = Resyncer { lister: fixed.clone(), known: fixed, sink: sink.clone(), notify: notify.clone() };
+        let resyncer = Resyncer {
+            lister: fixed.clone(),
+            known: fixed,
+            sink: sink.clone(),
+            notify: notify.clone(),
+        };
         let task = tokio::spawn(run_periodic(interval, rx, Trigger::new(), resyncer, cancel.clone()));
         (sink, notify, tx, cancel, task)
     }
@@ -324,20 +390,33 @@ mod tests {
     async fn periodic_runs_after_connect() {
         let (sink, notify, tx, cancel, task) = periodic(Duration::from_secs(3600));
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(sink.0.lock().unwrap().is_empty(), "no pass before a connect or the interval");
+        assert!(
+            sink.0.lock().unwrap().is_empty(),
+            "no pass before a connect or the interval"
+        );
         tx.send_modify(|n| *n += 1);
-        tokio::time::timeout(Duration::from_secs(2), notify.notified()).await.expect("resync after connect");
+        tokio::time::timeout(Duration::from_secs(2), notify.notified())
+            .await
+            .expect("resync after connect");
         assert_eq!(sink.0.lock().unwrap().len(), 1);
         cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(2), task).await.expect("stops on cancel").unwrap();
+        tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .expect("stops on cancel")
+            .unwrap();
     }
 
     #[tokio::test]
     async fn periodic_runs_every_interval_without_connects() {
         let (sink, notify, _tx, cancel, task) = periodic(Duration::from_millis(50));
-        tokio::time::timeout(Duration::from_secs(2), notify.notified()).await.expect("resync after interval");
+        tokio::time::timeout(Duration::from_secs(2), notify.notified())
+            .await
+            .expect("resync after interval");
         assert_eq!(sink.0.lock().unwrap().len(), 1);
         cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(2), task).await.expect("stops on cancel").unwrap();
+        tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .expect("stops on cancel")
+            .unwrap();
     }
 }

@@ -71,7 +71,8 @@ fn key_is_valid(key: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
         && (b[0].is_ascii_uppercase() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == b'_')
 }
 
 /// A key rendered safely for an error message: bounded length, control characters escaped by `{:?}`.
@@ -167,7 +168,12 @@ impl EnvValue {
         let v = value.expose_secret();
         let is_literal = v.contains('$');
         let is_multiline = v.contains('\n');
-        EnvValue { key: key.into(), value, is_literal, is_multiline }
+        EnvValue {
+            key: key.into(),
+            value,
+            is_literal,
+            is_multiline,
+        }
     }
 
     /// The item for `PATCH /services/{uuid}/envs/bulk`. Exposes the value: send it, never log it.
@@ -218,7 +224,9 @@ pub struct SecretStore {
 
 impl fmt::Debug for SecretStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SecretStore").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("SecretStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -232,7 +240,11 @@ impl SecretStore {
         let mut derived: Zeroizing<[u8; 32]> = Zeroizing::new([0u8; 32]);
         derived.copy_from_slice(&m.finalize().into_bytes());
         let cipher = ChaCha20Poly1305::new(Key::from_slice(derived.as_slice()));
-        Ok(SecretStore { path: path.into(), cipher, cache: Mutex::new(None) })
+        Ok(SecretStore {
+            path: path.into(),
+            cipher,
+            cache: Mutex::new(None),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -252,11 +264,20 @@ impl SecretStore {
         let aad = aad(instance_id);
         let ciphertext = self
             .cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: &plaintext, aad: &aad })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &plaintext,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| SecretsError::Encrypt)?;
         file.entries.insert(
             instance_id.to_string(),
-            StoreEntry { nonce: STANDARD.encode(nonce), ciphertext: STANDARD.encode(ciphertext) },
+            StoreEntry {
+                nonce: STANDARD.encode(nonce),
+                ciphertext: STANDARD.encode(ciphertext),
+            },
         );
         self.write(&file)?;
         *guard = Some(file);
@@ -280,11 +301,19 @@ impl SecretStore {
         let aad = aad(instance_id);
         let plaintext = Zeroizing::new(
             self.cipher
-                .decrypt(Nonce::from_slice(&nonce), Payload { msg: &ciphertext, aad: &aad })
+                .decrypt(
+                    Nonce::from_slice(&nonce),
+                    Payload {
+                        msg: &ciphertext,
+                        aad: &aad,
+                    },
+                )
                 .map_err(|_| corrupt())?,
         );
         let plain: BTreeMap<String, String> = serde_json::from_slice(&plaintext).map_err(|_| corrupt())?;
-        Ok(Some(plain.into_iter().map(|(k, v)| (k, SecretString::from(v))).collect()))
+        Ok(Some(
+            plain.into_iter().map(|(k, v)| (k, SecretString::from(v))).collect(),
+        ))
     }
 
     /// Removes an instance's secrets; returns whether there were any.
@@ -307,7 +336,10 @@ impl SecretStore {
     }
 
     fn io(&self, source: std::io::Error) -> SecretsError {
-        SecretsError::Io { path: self.path.clone(), source }
+        SecretsError::Io {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     fn loaded<'g>(&self, cache: &'g mut Option<StoreFile>) -> Result<&'g StoreFile, SecretsError> {
@@ -321,12 +353,17 @@ impl SecretStore {
         let bytes = match fs::read(&self.path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(StoreFile { version: 1, entries: BTreeMap::new() });
+                return Ok(StoreFile {
+                    version: 1,
+                    entries: BTreeMap::new(),
+                });
             }
             Err(e) => return Err(self.io(e)),
         };
-        let file: StoreFile = serde_json::from_slice(&bytes)
-            .map_err(|e| SecretsError::Corrupt { path: self.path.clone(), detail: e.to_string() })?;
+        let file: StoreFile = serde_json::from_slice(&bytes).map_err(|e| SecretsError::Corrupt {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        })?;
         if file.version != 1 {
             return Err(SecretsError::Corrupt {
                 path: self.path.clone(),
@@ -337,13 +374,19 @@ impl SecretStore {
     }
 
     fn write(&self, file: &StoreFile) -> Result<(), SecretsError> {
-        let bytes = serde_json::to_vec_pretty(file)
-            .map_err(|e| SecretsError::Corrupt { path: self.path.clone(), detail: e.to_string() })?;
+        let bytes = serde_json::to_vec_pretty(file).map_err(|e| SecretsError::Corrupt {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        })?;
         let dir = match self.path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let file_name = self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let file_name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
         let result = (|| {
             let mut f = open_private(&tmp)?;
@@ -363,7 +406,12 @@ impl SecretStore {
 #[cfg(unix)]
 fn open_private(path: &Path) -> std::io::Result<fs::File> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     // A leftover temp file keeps its old mode under O_CREAT; force 0600.
     f.set_permissions(fs::Permissions::from_mode(0o600))?;
     Ok(f)
@@ -371,7 +419,11 @@ fn open_private(path: &Path) -> std::io::Result<fs::File> {
 
 #[cfg(not(unix))]
 fn open_private(path: &Path) -> std::io::Result<fs::File> {
-    fs::OpenOptions::new().write(true).create(true).truncate(true).open(path)
+    fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
 }
 
 fn aad(instance_id: &str) -> Vec<u8> {
@@ -383,5 +435,9 @@ fn aad(instance_id: &str) -> Vec<u8> {
 fn check_instance_id(id: &str) -> Result<(), SecretsError> {
     let ok =
         !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok { Ok(()) } else { Err(SecretsError::InvalidInstanceId(shown_key(id))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(SecretsError::InvalidInstanceId(shown_key(id)))
+    }
 }

@@ -15,11 +15,7 @@ pub fn init(format: LogFormat, level: &str) {
         .with_writer(std::io::stderr)
         .with_span_events(FmtSpan::NONE);
     let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
         LogFormat::Pretty => builder.compact().try_init(),
     };
 }

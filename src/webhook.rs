@@ -76,7 +76,9 @@ impl fmt::Debug for WebhookSecret {
 
 impl Clone for WebhookSecret {
     fn clone(&self) -> Self {
-        WebhookSecret { key: SecretBox::new(Box::new(self.key.expose_secret().clone())) }
+        WebhookSecret {
+            key: SecretBox::new(Box::new(self.key.expose_secret().clone())),
+        }
     }
 }
 
@@ -92,7 +94,9 @@ impl FromStr for WebhookSecret {
         if !key.iter().all(|b| (0x21..=0x7e).contains(b)) {
             return Err(SecretError::NotPrintable);
         }
-        Ok(WebhookSecret { key: SecretBox::new(Box::new(key)) })
+        Ok(WebhookSecret {
+            key: SecretBox::new(Box::new(key)),
+        })
     }
 }
 
@@ -119,8 +123,12 @@ impl WebhookSecret {
     /// Checks headers, timestamp tolerance and signature of a delivery against `now_unix` (seconds).
     pub fn verify(&self, delivery: &Delivery<'_>, body: &[u8], now_unix: i64) -> Result<(), VerifyError> {
         let id = delivery.id.ok_or(VerifyError::MissingHeader("webhook-id"))?;
-        let timestamp = delivery.timestamp.ok_or(VerifyError::MissingHeader("webhook-timestamp"))?;
-        let signatures = delivery.signature.ok_or(VerifyError::MissingHeader("webhook-signature"))?;
+        let timestamp = delivery
+            .timestamp
+            .ok_or(VerifyError::MissingHeader("webhook-timestamp"))?;
+        let signatures = delivery
+            .signature
+            .ok_or(VerifyError::MissingHeader("webhook-signature"))?;
         if !valid_delivery_id(id) {
             return Err(VerifyError::BadId);
         }
@@ -131,19 +139,27 @@ impl WebhookSecret {
         let expected = self.mac(id, timestamp, body);
         let mut matched = false;
         for candidate in signatures.split_ascii_whitespace() {
-            let Some(encoded) = candidate.strip_prefix("v1,") else { continue };
+            let Some(encoded) = candidate.strip_prefix("v1,") else {
+                continue;
+            };
             let Ok(sig) = STANDARD.decode(encoded) else { continue };
             // Every candidate is compared, so timing does not reveal which one matched.
             matched |= bool::from(sig.ct_eq(&expected));
         }
-        if matched { Ok(()) } else { Err(VerifyError::BadSignature) }
+        if matched {
+            Ok(())
+        } else {
+            Err(VerifyError::BadSignature)
+        }
     }
 }
 
 /// A fresh secret: `whsec_` + base64 of 32 random printable-ASCII bytes (see the module comment).
 pub fn generate_secret() -> String {
     let mut rng = rand::rng();
-    let key: Vec<u8> = (0..GENERATED_KEY_LEN).map(|_| rng.random_range(0x21u8..=0x7e)).collect();
+    let key: Vec<u8> = (0..GENERATED_KEY_LEN)
+        .map(|_| rng.random_range(0x21u8..=0x7e))
+        .collect();
     format!("{PREFIX}{}", STANDARD.encode(key))
 }
 
@@ -169,7 +185,11 @@ mod tests {
     }
 
     fn delivery<'a>(id: &'a str, ts: &'a str, sig: &'a str) -> Delivery<'a> {
-        Delivery { id: Some(id), timestamp: Some(ts), signature: Some(sig) }
+        Delivery {
+            id: Some(id),
+            timestamp: Some(ts),
+            signature: Some(sig),
+        }
     }
 
     #[test]
@@ -205,7 +225,9 @@ mod tests {
         // From the Standard Webhooks spec test suite; its key bytes are not printable, so the
         // vector is checked through the MAC itself rather than through parsing.
         let key = STANDARD.decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
-        let s = WebhookSecret { key: SecretBox::new(Box::new(key)) };
+        let s = WebhookSecret {
+            key: SecretBox::new(Box::new(key)),
+        };
         let body = br#"{"test": 2432232314}"#;
         assert_eq!(
             s.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", body),
@@ -219,9 +241,18 @@ mod tests {
         let ts = NOW.to_string();
         let sig = s.sign("msg_1", &ts, b"{}");
         assert_eq!(s.verify(&delivery("msg_1", &ts, &sig), b"{}", NOW), Ok(()));
-        assert_eq!(s.verify(&delivery("msg_1", &ts, &sig), b"{ }", NOW), Err(VerifyError::BadSignature));
-        assert_eq!(s.verify(&delivery("msg_2", &ts, &sig), b"{}", NOW), Err(VerifyError::BadSignature));
-        assert_eq!(secret().verify(&delivery("msg_1", &ts, &sig), b"{}", NOW), Err(VerifyError::BadSignature));
+        assert_eq!(
+            s.verify(&delivery("msg_1", &ts, &sig), b"{ }", NOW),
+            Err(VerifyError::BadSignature)
+        );
+        assert_eq!(
+            s.verify(&delivery("msg_2", &ts, &sig), b"{}", NOW),
+            Err(VerifyError::BadSignature)
+        );
+        assert_eq!(
+            secret().verify(&delivery("msg_1", &ts, &sig), b"{}", NOW),
+            Err(VerifyError::BadSignature)
+        );
         let several = format!("v2,abc v1,AAAA {sig}");
         assert_eq!(s.verify(&delivery("msg_1", &ts, &several), b"{}", NOW), Ok(()));
     }
@@ -243,14 +274,38 @@ mod tests {
     #[test]
     fn malformed_headers() {
         let s = secret();
-        let d = Delivery { id: None, ..delivery("m", "1", "v1,x") };
+        let d = Delivery {
+            id: None,
+            ..delivery("m", "1", "v1,x")
+        };
         assert_eq!(s.verify(&d, b"", NOW), Err(VerifyError::MissingHeader("webhook-id")));
-        let d = Delivery { timestamp: None, ..delivery("m", "1", "v1,x") };
-        assert_eq!(s.verify(&d, b"", NOW), Err(VerifyError::MissingHeader("webhook-timestamp")));
-        let d = Delivery { signature: None, ..delivery("m", "1", "v1,x") };
-        assert_eq!(s.verify(&d, b"", NOW), Err(VerifyError::MissingHeader("webhook-signature")));
-        assert_eq!(s.verify(&delivery("m", "-5", "v1,x"), b"", NOW), Err(VerifyError::BadTimestamp));
-        assert_eq!(s.verify(&delivery("m", "1e9", "v1,x"), b"", NOW), Err(VerifyError::BadTimestamp));
-        assert_eq!(s.verify(&delivery("a b", "1", "v1,x"), b"", NOW), Err(VerifyError::BadId));
+        let d = Delivery {
+            timestamp: None,
+            ..delivery("m", "1", "v1,x")
+        };
+        assert_eq!(
+            s.verify(&d, b"", NOW),
+            Err(VerifyError::MissingHeader("webhook-timestamp"))
+        );
+        let d = Delivery {
+            signature: None,
+            ..delivery("m", "1", "v1,x")
+        };
+        assert_eq!(
+            s.verify(&d, b"", NOW),
+            Err(VerifyError::MissingHeader("webhook-signature"))
+        );
+        assert_eq!(
+            s.verify(&delivery("m", "-5", "v1,x"), b"", NOW),
+            Err(VerifyError::BadTimestamp)
+        );
+        assert_eq!(
+            s.verify(&delivery("m", "1e9", "v1,x"), b"", NOW),
+            Err(VerifyError::BadTimestamp)
+        );
+        assert_eq!(
+            s.verify(&delivery("a b", "1", "v1,x"), b"", NOW),
+            Err(VerifyError::BadId)
+        );
     }
 }

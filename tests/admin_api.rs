@@ -33,17 +33,26 @@ fn declared_routes() -> BTreeSet<(String, String)> {
 /// Whether a concrete path fits a pattern with `{param}` segments.
 fn fits(pattern: &str, path: &str) -> bool {
     let (p, q): (Vec<_>, Vec<_>) = (pattern.split('/').collect(), path.split('/').collect());
-    p.len() == q.len() && p.iter().zip(&q).all(|(a, b)| (a.starts_with('{') && !b.is_empty()) || a == b)
+    p.len() == q.len()
+        && p.iter()
+            .zip(&q)
+            .all(|(a, b)| (a.starts_with('{') && !b.is_empty()) || a == b)
 }
 
 #[test]
 fn route_lists_match_the_route_attributes() {
     let declared = declared_routes();
-    assert!(declared.len() >= 10, "found too few routes to be plausible: {declared:?}");
+    assert!(
+        declared.len() >= 10,
+        "found too few routes to be plausible: {declared:?}"
+    );
     let listed: Vec<(&str, &str)> = ROUTES.iter().chain(PUBLIC_ROUTES).copied().collect();
     for (method, pattern) in &declared {
         let n = listed.iter().filter(|(m, p)| m == method && fits(pattern, p)).count();
-        assert_eq!(n, 1, "route {method} {pattern} must be listed exactly once in ROUTES or PUBLIC_ROUTES");
+        assert_eq!(
+            n, 1,
+            "route {method} {pattern} must be listed exactly once in ROUTES or PUBLIC_ROUTES"
+        );
     }
     for (method, path) in &listed {
         assert!(
@@ -57,10 +66,16 @@ fn route_lists_match_the_route_attributes() {
 fn metrics_parser_is_strict() {
     assert!(promtext::parse("# TYPE a counter\na 1\n").is_ok());
     assert!(promtext::parse("a 1\n").is_err(), "sample without TYPE");
-    assert!(promtext::parse("# TYPE a counter\na{x=\"1} 1\n").is_err(), "unterminated label");
+    assert!(
+        promtext::parse("# TYPE a counter\na{x=\"1} 1\n").is_err(),
+        "unterminated label"
+    );
     assert!(promtext::parse("# TYPE a counter\na one\n").is_err(), "bad value");
     assert!(promtext::parse("# TYPE a counter\na -1\n").is_err(), "negative counter");
-    assert!(promtext::parse("# TYPE h histogram\nh_bucket 1\n").is_err(), "bucket without le");
+    assert!(
+        promtext::parse("# TYPE h histogram\nh_bucket 1\n").is_err(),
+        "bucket without le"
+    );
     let ok = promtext::parse("# TYPE h histogram\nh_bucket{le=\"+Inf\",k=\"a\\\"b\"} 2\nh_sum 0.5\nh_count 2\n")
         .expect("valid exposition");
     assert_eq!(ok.get("h_bucket", &[("le", "+Inf"), ("k", "a\"b")]), Some(2.0));
@@ -79,7 +94,9 @@ async fn raw(url: &str, method: &str, path: &str, auth: Option<(&str, &str)>) ->
     } else if path.ends_with("/secrets") {
         req = req.json(&json!({"K": "v"}));
     } else if path == "/admin/ui/replay" {
-        req = req.header("content-type", "application/x-www-form-urlencoded").body("record=bot_instances%2Fabc");
+        req = req
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("record=bot_instances%2Fabc");
     }
     let resp = req.send().await.expect("admin request");
     let status = resp.status().as_u16();
@@ -110,10 +127,16 @@ async fn every_route_needs_the_token_and_bad_input_is_a_json_400() {
             assert_eq!(status, 401, "{method} {path} with {cred:?} answered {status}: {body}");
             assert!(!body.contains(ADMIN_TOKEN), "{method} {path} leaks the token");
             if path.starts_with("/admin/ui") {
-                assert!(body.contains("name=\"token\""), "{method} {path}: 401 page must offer the login form");
+                assert!(
+                    body.contains("name=\"token\""),
+                    "{method} {path}: 401 page must offer the login form"
+                );
             } else {
                 assert!(ctype.starts_with("application/json"), "{method} {path}: 401 is {ctype}");
-                assert_eq!(serde_json::from_str::<Value>(&body).ok(), Some(json!({"error": "unauthorized"})));
+                assert_eq!(
+                    serde_json::from_str::<Value>(&body).ok(),
+                    Some(json!({"error": "unauthorized"}))
+                );
             }
         }
         let bearer = format!("Bearer {ADMIN_TOKEN}");
@@ -142,13 +165,18 @@ async fn every_route_needs_the_token_and_bad_input_is_a_json_400() {
     for (path, needle) in bad_gets {
         let (status, body) = admin.get(path).await;
         assert_eq!(status, 400, "GET {path}: {body}");
-        let msg = body["error"].as_str().unwrap_or_else(|| panic!("GET {path}: error is not JSON: {body}"));
+        let msg = body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("GET {path}: error is not JSON: {body}"));
         assert!(msg.contains(needle), "GET {path}: {msg:?} should mention {needle:?}");
     }
     let bad_replays = [
         (json!({}), "exactly one"),
         (json!({"failed": true, "record": "bot_instances/abc"}), "exactly one"),
-        (json!({"event_ids": [1], "since": "2026-01-01T00:00:00Z"}), "exactly one"),
+        (
+            json!({"event_ids": [1], "since": "2026-01-01T00:00:00Z"}),
+            "exactly one",
+        ),
         (json!({"record": "nope"}), "must look like"),
         (json!({"record": "users/abc"}), "unknown collection"),
         (json!({"record": "bot_instances/ABC"}), "not a PocketBase id"),
@@ -161,7 +189,9 @@ async fn every_route_needs_the_token_and_bad_input_is_a_json_400() {
     for (body, needle) in bad_replays {
         let (status, answer) = admin.send(Method::POST, "/admin/replay", body.clone()).await;
         assert_eq!(status, 400, "replay {body}: {answer}");
-        let msg = answer["error"].as_str().unwrap_or_else(|| panic!("replay {body}: error is not JSON: {answer}"));
+        let msg = answer["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("replay {body}: error is not JSON: {answer}"));
         assert!(msg.contains(needle), "replay {body}: {msg:?} should mention {needle:?}");
     }
     let resp = admin
@@ -175,7 +205,12 @@ async fn every_route_needs_the_token_and_bad_input_is_a_json_400() {
         .expect("replay with broken JSON");
     assert_eq!(resp.status().as_u16(), 400);
     let answer: Value = resp.json().await.expect("JSON error for a broken body");
-    assert!(answer["error"].as_str().is_some_and(|m| m.contains("invalid JSON body")), "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("invalid JSON body")),
+        "{answer}"
+    );
 
     let (status, body) = admin.get("/admin/events/999999").await;
     assert_eq!((status, body["error"].as_str().is_some()), (404, true), "{body}");
@@ -185,7 +220,10 @@ async fn every_route_needs_the_token_and_bad_input_is_a_json_400() {
     assert_eq!((status, body["error"].as_str().is_some()), (404, true), "{body}");
 
     // The good forms of the same calls are accepted.
-    for path in ["/admin/events?status=done&source=realtime&collection=tenants&since=2026-01-01T00:00:00Z&limit=5", "/admin/jobs?state=failed,dead&limit=5"] {
+    for path in [
+        "/admin/events?status=done&source=realtime&collection=tenants&since=2026-01-01T00:00:00Z&limit=5",
+        "/admin/jobs?state=failed,dead&limit=5",
+    ] {
         let (status, body) = admin.get(path).await;
         assert_eq!(status, 200, "GET {path}: {body}");
     }
@@ -206,15 +244,28 @@ async fn failed_job_replays_through_api_and_cli_and_metrics_move() {
     stack.fail_service_creation().await;
     let a = stack.create_instance("replay-api").await;
     let job = stack.wait_failed_job(&a, t).await;
-    assert!(job["last_error"].as_str().is_some_and(|e| !e.is_empty()), "a failed job says why: {job}");
-    assert!(stack.services_for(&a).await.is_empty(), "the fault let a service through");
+    assert!(
+        job["last_error"].as_str().is_some_and(|e| !e.is_empty()),
+        "a failed job says why: {job}"
+    );
+    assert!(
+        stack.services_for(&a).await.is_empty(),
+        "the fault let a service through"
+    );
     stack.sim().clear_faults().await;
     let (_, events) = admin.get(&format!("/admin/events?record=bot_instances/{a}")).await;
-    let event_id = events["events"][0]["id"].as_i64().unwrap_or_else(|| panic!("no event for {a}: {events}"));
+    let event_id = events["events"][0]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no event for {a}: {events}"));
     let (status, detail) = admin.get(&format!("/admin/events/{event_id}")).await;
     assert_eq!(status, 200, "{detail}");
-    assert!(detail["attempts"].as_array().is_some_and(|a| a.len() >= 2), "attempts of the failed job: {detail}");
-    let (status, answer) = admin.send(Method::POST, "/admin/replay", json!({"event_ids": [event_id]})).await;
+    assert!(
+        detail["attempts"].as_array().is_some_and(|a| a.len() >= 2),
+        "attempts of the failed job: {detail}"
+    );
+    let (status, answer) = admin
+        .send(Method::POST, "/admin/replay", json!({"event_ids": [event_id]}))
+        .await;
     assert_eq!((status, answer["enqueued"].as_u64()), (200, Some(1)), "{answer}");
     stack.wait_status(&a, "running", t).await;
     assert_eq!(stack.services_for(&a).await.len(), 1, "exactly one service for {a}");
@@ -226,16 +277,36 @@ async fn failed_job_replays_through_api_and_cli_and_metrics_move() {
     stack.sim().clear_faults().await;
     let out = stack.cli(&["replay", "--failed"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "replay --failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "replay --failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("enqueued"), "{stdout}");
     stack.wait_status(&b, "running", t).await;
     assert_eq!(stack.services_for(&b).await.len(), 1, "exactly one service for {b}");
     let (_, jobs) = admin.get("/admin/jobs?state=failed,dead,waiting").await;
-    assert!(jobs["jobs"].as_array().is_some_and(|j| j.iter().all(|j| j["record_id"] != a && j["record_id"] != b)), "{jobs}");
+    assert!(
+        jobs["jobs"]
+            .as_array()
+            .is_some_and(|j| j.iter().all(|j| j["record_id"] != a && j["record_id"] != b)),
+        "{jobs}"
+    );
 
     // The CLI lists the record's events, the replay among them.
-    let out = stack.cli(&["events", "list", "--record", &format!("bot_instances/{b}"), "--source", "replay"]);
-    assert!(out.status.success(), "events list: {}", String::from_utf8_lossy(&out.stderr));
+    let out = stack.cli(&[
+        "events",
+        "list",
+        "--record",
+        &format!("bot_instances/{b}"),
+        "--source",
+        "replay",
+    ]);
+    assert!(
+        out.status.success(),
+        "events list: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let listed: Value = serde_json::from_slice(&out.stdout).expect("events list prints JSON");
     assert!(listed["events"].as_array().is_some_and(|e| !e.is_empty()), "{listed}");
     let bad = stack.cli(&["events", "list", "--status", "bogus"]);
@@ -245,34 +316,92 @@ async fn failed_job_replays_through_api_and_cli_and_metrics_move() {
     let (status, view) = admin.get(&format!("/admin/instances/{b}")).await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["status"], "running", "{view}");
-    assert!(view["coolify"]["status"].as_str().is_some_and(|s| s.starts_with("running")), "{view}");
-    assert!(view["recent_events"].as_array().is_some_and(|e| !e.is_empty()), "{view}");
+    assert!(
+        view["coolify"]["status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("running")),
+        "{view}"
+    );
+    assert!(
+        view["recent_events"].as_array().is_some_and(|e| !e.is_empty()),
+        "{view}"
+    );
 
     // A resync through the CLI stamps the last-resync gauge.
     let out = stack.cli(&["resync"]);
     assert!(out.status.success(), "resync: {}", String::from_utf8_lossy(&out.stderr));
     let after = eventually(Duration::from_secs(20), "metrics after the replays", || async {
         let m = scrape(&stack.metrics_text().await);
-        let settled = m.get("cf_bridge_last_resync_timestamp_seconds", &[]).is_some_and(|v| v > 0.0)
-            && m.get("cf_bridge_jobs", &[("state", "succeeded")]).is_some_and(|v| v >= 3.0);
+        let settled = m
+            .get("cf_bridge_last_resync_timestamp_seconds", &[])
+            .is_some_and(|v| v > 0.0)
+            && m.get("cf_bridge_jobs", &[("state", "succeeded")])
+                .is_some_and(|v| v >= 3.0);
         settled.then_some(m)
     })
     .await;
     let delta = |name: &str, labels: &[(&str, &str)]| {
         after.get(name, labels).unwrap_or(0.0) - before.get(name, labels).unwrap_or(0.0)
     };
-    assert!(delta("cf_bridge_events_received_total", &[("source", "realtime")]) >= 3.0, "tenant + 2 instances");
+    assert!(
+        delta("cf_bridge_events_received_total", &[("source", "realtime")]) >= 3.0,
+        "tenant + 2 instances"
+    );
     assert!(delta("cf_bridge_events_received_total", &[("source", "replay")]) >= 2.0);
-    assert!(delta("cf_bridge_coolify_requests_total", &[("endpoint", "POST /services"), ("status", "500")]) >= 4.0, "{:?}", after.samples.iter().filter(|((n, _), _)| n.contains("coolify_requests")).collect::<Vec<_>>());
-    assert!(delta("cf_bridge_coolify_requests_total", &[("endpoint", "POST /services"), ("status", "201")]) >= 2.0);
-    assert!(after.sum("cf_bridge_reconcile_duration_seconds_count") - before.sum("cf_bridge_reconcile_duration_seconds_count") >= 6.0);
-    assert!(after.get("cf_bridge_reconcile_duration_seconds_count", &[("collection", "bot_instances"), ("outcome", "retry")]).is_some());
-    assert!(after.get("cf_bridge_realtime_reconnects_total", &[]).is_some_and(|v| v >= 1.0));
+    assert!(
+        delta(
+            "cf_bridge_coolify_requests_total",
+            &[("endpoint", "POST /services"), ("status", "500")]
+        ) >= 4.0,
+        "{:?}",
+        after
+            .samples
+            .iter()
+            .filter(|((n, _), _)| n.contains("coolify_requests"))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        delta(
+            "cf_bridge_coolify_requests_total",
+            &[("endpoint", "POST /services"), ("status", "201")]
+        ) >= 2.0
+    );
+    assert!(
+        after.sum("cf_bridge_reconcile_duration_seconds_count")
+            - before.sum("cf_bridge_reconcile_duration_seconds_count")
+            >= 6.0
+    );
+    assert!(
+        after
+            .get(
+                "cf_bridge_reconcile_duration_seconds_count",
+                &[("collection", "bot_instances"), ("outcome", "retry")]
+            )
+            .is_some()
+    );
+    assert!(
+        after
+            .get("cf_bridge_realtime_reconnects_total", &[])
+            .is_some_and(|v| v >= 1.0)
+    );
     assert_eq!(after.get("cf_bridge_realtime_connected", &[]), Some(1.0));
-    assert!(after.get("cf_bridge_coolify_budget_remaining", &[]).is_some_and(|v| v > 0.0));
+    assert!(
+        after
+            .get("cf_bridge_coolify_budget_remaining", &[])
+            .is_some_and(|v| v > 0.0)
+    );
     assert!(after.sum("cf_bridge_event_to_first_action_seconds_count") >= 2.0);
-    assert_eq!(after.types.get("cf_bridge_events_received_total").map(String::as_str), Some("counter"));
-    assert_eq!(after.types.get("cf_bridge_reconcile_duration_seconds").map(String::as_str), Some("histogram"));
+    assert_eq!(
+        after.types.get("cf_bridge_events_received_total").map(String::as_str),
+        Some("counter")
+    );
+    assert_eq!(
+        after
+            .types
+            .get("cf_bridge_reconcile_duration_seconds")
+            .map(String::as_str),
+        Some("histogram")
+    );
 
     // Ready while everything is up; the simulator going away shows as "coolify".
     let client = common::sim::reqwest_client();
@@ -295,5 +424,8 @@ async fn failed_job_replays_through_api_and_cli_and_metrics_move() {
     })
     .await;
     assert!(body["not_ready"]["coolify"].is_string(), "{body}");
-    assert!(body["not_ready"].get("journal").is_none() && body["not_ready"].get("pocketbase").is_none(), "{body}");
+    assert!(
+        body["not_ready"].get("journal").is_none() && body["not_ready"].get("pocketbase").is_none(),
+        "{body}"
+    );
 }

@@ -27,12 +27,20 @@ impl Harness {
     fn new() -> Harness {
         let dir = tempfile::tempdir().expect("temp dir");
         let journal = Journal::open(&dir.path().join("journal.db")).expect("journal");
-        Harness { journal, secret: generate_secret().parse().expect("secret"), _dir: dir }
+        Harness {
+            journal,
+            secret: generate_secret().parse().expect("secret"),
+            _dir: dir,
+        }
     }
 
     async fn call(&self, req: atest::TestRequest) -> (StatusCode, Value) {
         let sink: Arc<dyn EventSink> = Arc::new(self.journal.clone());
-        let state = IngestState { sink, secret: self.secret.clone(), notify: Arc::new(Notify::new()) };
+        let state = IngestState {
+            sink,
+            secret: self.secret.clone(),
+            notify: Arc::new(Notify::new()),
+        };
         let app = atest::init_service(App::new().app_data(web::Data::new(state)).configure(ingest::configure)).await;
         let resp = atest::call_service(&app, req.to_request()).await;
         let status = resp.status();
@@ -41,7 +49,12 @@ impl Harness {
     }
 
     async fn journaled(&self) -> usize {
-        self.journal.list_events(EventFilter::default(), None, 500).await.expect("list events").0.len()
+        self.journal
+            .list_events(EventFilter::default(), None, 500)
+            .await
+            .expect("list events")
+            .0
+            .len()
     }
 
     fn sign(&self, id: &str, ts: &str, body: &[u8]) -> String {
@@ -60,7 +73,9 @@ fn body(id: &str) -> Vec<u8> {
 }
 
 fn request(body: &[u8], headers: &[(&str, &[u8])]) -> atest::TestRequest {
-    let mut req = atest::TestRequest::post().uri("/hooks/pocketbase").set_payload(body.to_vec());
+    let mut req = atest::TestRequest::post()
+        .uri("/hooks/pocketbase")
+        .set_payload(body.to_vec());
     for (name, value) in headers {
         let v = actix_web::http::header::HeaderValue::from_bytes(value).expect("header bytes");
         req = req.insert_header((*name, v));
@@ -85,14 +100,28 @@ async fn replayed_delivery_with_an_old_timestamp_is_401_and_not_journaled() {
     for age in [301, 600, 86_400, now()] {
         let ts = (now() - age).to_string();
         let sig = h.sign("msg_replay", &ts, &b);
-        let req = request(&b, &[("webhook-id", b"msg_replay"), ("webhook-timestamp", ts.as_bytes()), ("webhook-signature", sig.as_bytes())]);
+        let req = request(
+            &b,
+            &[
+                ("webhook-id", b"msg_replay"),
+                ("webhook-timestamp", ts.as_bytes()),
+                ("webhook-signature", sig.as_bytes()),
+            ],
+        );
         refused(&h, req, StatusCode::UNAUTHORIZED, "timestamp outside tolerance").await;
     }
     // The same capture with its timestamp bumped no longer matches its signature.
     let old = (now() - 600).to_string();
     let sig = h.sign("msg_replay", &old, &b);
     let fresh = now().to_string();
-    let req = request(&b, &[("webhook-id", b"msg_replay"), ("webhook-timestamp", fresh.as_bytes()), ("webhook-signature", sig.as_bytes())]);
+    let req = request(
+        &b,
+        &[
+            ("webhook-id", b"msg_replay"),
+            ("webhook-timestamp", fresh.as_bytes()),
+            ("webhook-signature", sig.as_bytes()),
+        ],
+    );
     refused(&h, req, StatusCode::UNAUTHORIZED, "invalid signature").await;
 }
 
@@ -103,11 +132,25 @@ async fn valid_body_signed_with_another_secret_is_401_and_not_journaled() {
     let b = body("rec2");
     let ts = now().to_string();
     let sig = other.sign("msg_other", &ts, &b);
-    let req = request(&b, &[("webhook-id", b"msg_other"), ("webhook-timestamp", ts.as_bytes()), ("webhook-signature", sig.as_bytes())]);
+    let req = request(
+        &b,
+        &[
+            ("webhook-id", b"msg_other"),
+            ("webhook-timestamp", ts.as_bytes()),
+            ("webhook-signature", sig.as_bytes()),
+        ],
+    );
     refused(&h, req, StatusCode::UNAUTHORIZED, "invalid signature").await;
     // And then the genuine delivery of the same id is still accepted: the refusal consumed nothing.
     let sig = h.sign("msg_other", &ts, &b);
-    let req = request(&b, &[("webhook-id", b"msg_other"), ("webhook-timestamp", ts.as_bytes()), ("webhook-signature", sig.as_bytes())]);
+    let req = request(
+        &b,
+        &[
+            ("webhook-id", b"msg_other"),
+            ("webhook-timestamp", ts.as_bytes()),
+            ("webhook-signature", sig.as_bytes()),
+        ],
+    );
     assert_eq!(h.call(req).await.0, StatusCode::ACCEPTED);
     assert_eq!(h.journaled().await, 1);
 }
@@ -122,28 +165,66 @@ async fn signature_and_timestamp_formats() {
     let cases: Vec<(String, String, &str)> = vec![
         (ts.clone(), format!("v1={}", &mac[3..]), "invalid signature"),
         (ts.clone(), format!("V1,{}", &mac[3..]), "invalid signature"),
-        (ts.clone(), format!("v1,{}", URL_SAFE_NO_PAD.encode(&raw)), "invalid signature"),
+        (
+            ts.clone(),
+            format!("v1,{}", URL_SAFE_NO_PAD.encode(&raw)),
+            "invalid signature",
+        ),
         (ts.clone(), format!("v1,{}", hex::encode(&raw)), "invalid signature"),
-        (ts.clone(), format!("v1,{}", &mac[3..mac.len() - 4]), "invalid signature"),
-        (ts.clone(), format!("v1a,{}", STANDARD.encode(&raw)), "invalid signature"),
+        (
+            ts.clone(),
+            format!("v1,{}", &mac[3..mac.len() - 4]),
+            "invalid signature",
+        ),
+        (
+            ts.clone(),
+            format!("v1a,{}", STANDARD.encode(&raw)),
+            "invalid signature",
+        ),
         (ts.clone(), "v1,".to_string(), "invalid signature"),
         (ts.clone(), "".to_string(), "invalid signature"),
         (format!("{ts}.0"), mac.clone(), "invalid header webhook-timestamp"),
         (format!("+{ts}"), mac.clone(), "invalid header webhook-timestamp"),
         (format!(" {ts}"), mac.clone(), "invalid header webhook-timestamp"),
         (format!("{}000", ts), mac.clone(), "invalid header webhook-timestamp"),
-        ((now() + 100_000).to_string(), mac.clone(), "timestamp outside tolerance"),
+        (
+            (now() + 100_000).to_string(),
+            mac.clone(),
+            "timestamp outside tolerance",
+        ),
         ("0".to_string(), mac.clone(), "timestamp outside tolerance"),
-        ("99999999999999999999".to_string(), mac.clone(), "invalid header webhook-timestamp"),
-        (chrono::Utc::now().to_rfc3339(), mac.clone(), "invalid header webhook-timestamp"),
+        (
+            "99999999999999999999".to_string(),
+            mac.clone(),
+            "invalid header webhook-timestamp",
+        ),
+        (
+            chrono::Utc::now().to_rfc3339(),
+            mac.clone(),
+            "invalid header webhook-timestamp",
+        ),
     ];
     for (ts, sig, reason) in cases {
-        let req = request(&b, &[("webhook-id", b"m"), ("webhook-timestamp", ts.as_bytes()), ("webhook-signature", sig.as_bytes())]);
+        let req = request(
+            &b,
+            &[
+                ("webhook-id", b"m"),
+                ("webhook-timestamp", ts.as_bytes()),
+                ("webhook-signature", sig.as_bytes()),
+            ],
+        );
         refused(&h, req, StatusCode::UNAUTHORIZED, reason).await;
     }
     // Leading zeros change the signed text, so the MAC computed over the plain number fails.
     let padded = format!("0{ts}");
-    let req = request(&b, &[("webhook-id", b"m"), ("webhook-timestamp", padded.as_bytes()), ("webhook-signature", mac.as_bytes())]);
+    let req = request(
+        &b,
+        &[
+            ("webhook-id", b"m"),
+            ("webhook-timestamp", padded.as_bytes()),
+            ("webhook-signature", mac.as_bytes()),
+        ],
+    );
     refused(&h, req, StatusCode::UNAUTHORIZED, "invalid signature").await;
 }
 
@@ -154,13 +235,34 @@ async fn non_text_headers_count_as_missing() {
     let ts = now().to_string();
     let sig = h.sign("m", &ts, &b);
     let latin1_id: &[u8] = b"msg_\xe9t\xe9";
-    let req = request(&b, &[("webhook-id", latin1_id), ("webhook-timestamp", ts.as_bytes()), ("webhook-signature", sig.as_bytes())]);
+    let req = request(
+        &b,
+        &[
+            ("webhook-id", latin1_id),
+            ("webhook-timestamp", ts.as_bytes()),
+            ("webhook-signature", sig.as_bytes()),
+        ],
+    );
     refused(&h, req, StatusCode::UNAUTHORIZED, "missing header webhook-id").await;
-    let req = request(&b, &[("webhook-id", b"m"), ("webhook-timestamp", b"17\xff00"), ("webhook-signature", sig.as_bytes())]);
+    let req = request(
+        &b,
+        &[
+            ("webhook-id", b"m"),
+            ("webhook-timestamp", b"17\xff00"),
+            ("webhook-signature", sig.as_bytes()),
+        ],
+    );
     refused(&h, req, StatusCode::UNAUTHORIZED, "missing header webhook-timestamp").await;
     let long_id = "m".repeat(129);
     let sig = h.sign(&long_id, &ts, &b);
-    let req = request(&b, &[("webhook-id", long_id.as_bytes()), ("webhook-timestamp", ts.as_bytes()), ("webhook-signature", sig.as_bytes())]);
+    let req = request(
+        &b,
+        &[
+            ("webhook-id", long_id.as_bytes()),
+            ("webhook-timestamp", ts.as_bytes()),
+            ("webhook-signature", sig.as_bytes()),
+        ],
+    );
     refused(&h, req, StatusCode::UNAUTHORIZED, "invalid header webhook-id").await;
 }
 
@@ -177,19 +279,47 @@ async fn signed_bodies_in_other_encodings_are_400() {
         (bom, "malformed body"),
         (b"\x1f\x8b\x08\x00\x00\x00\x00\x00".to_vec(), "malformed body"),
         (deep.into_bytes(), "malformed body"),
-        (br#"{"event":"update","collection":"bot_instances","record":{"id":"a","updated":5}}"#.to_vec(), "\"updated\" must be a string"),
-        (br#"{"event":"update","collection":"bot_instances","record":{"id":"ABC"}}"#.to_vec(), "record id must be"),
-        (br#"{"event":"update","collection":"bot_instances","record":{"id":"a\u0000b"}}"#.to_vec(), "record id must be"),
-        (br#"{"event":"update","collection":"bot_instances","record":[1,2]}"#.to_vec(), "malformed body"),
-        (br#"{"event":null,"collection":"bot_instances","record":{"id":"a"}}"#.to_vec(), "malformed body"),
-        (br#"{"event":"UPDATE","collection":"bot_instances","record":{"id":"a"}}"#.to_vec(), "unknown event"),
-        (br#"{"event":"update","collection":"bot_instances","record":{"id":"a"},"event":"delete"}"#.to_vec(), "malformed body"),
+        (
+            br#"{"event":"update","collection":"bot_instances","record":{"id":"a","updated":5}}"#.to_vec(),
+            "\"updated\" must be a string",
+        ),
+        (
+            br#"{"event":"update","collection":"bot_instances","record":{"id":"ABC"}}"#.to_vec(),
+            "record id must be",
+        ),
+        (
+            br#"{"event":"update","collection":"bot_instances","record":{"id":"a\u0000b"}}"#.to_vec(),
+            "record id must be",
+        ),
+        (
+            br#"{"event":"update","collection":"bot_instances","record":[1,2]}"#.to_vec(),
+            "malformed body",
+        ),
+        (
+            br#"{"event":null,"collection":"bot_instances","record":{"id":"a"}}"#.to_vec(),
+            "malformed body",
+        ),
+        (
+            br#"{"event":"UPDATE","collection":"bot_instances","record":{"id":"a"}}"#.to_vec(),
+            "unknown event",
+        ),
+        (
+            br#"{"event":"update","collection":"bot_instances","record":{"id":"a"},"event":"delete"}"#.to_vec(),
+            "malformed body",
+        ),
     ];
     for (i, (b, reason)) in cases.into_iter().enumerate() {
         let ts = now().to_string();
         let id = format!("enc{i}");
         let sig = h.sign(&id, &ts, &b);
-        let req = request(&b, &[("webhook-id", id.as_bytes()), ("webhook-timestamp", ts.as_bytes()), ("webhook-signature", sig.as_bytes())]);
+        let req = request(
+            &b,
+            &[
+                ("webhook-id", id.as_bytes()),
+                ("webhook-timestamp", ts.as_bytes()),
+                ("webhook-signature", sig.as_bytes()),
+            ],
+        );
         refused(&h, req, StatusCode::BAD_REQUEST, reason).await;
     }
 }
@@ -200,14 +330,28 @@ async fn a_lying_content_length_and_an_exact_limit_body() {
     let ts = now().to_string();
     let huge = b"x".repeat(64);
     let sig = h.sign("cl", &ts, &huge);
-    let req = request(&huge, &[("webhook-id", b"cl"), ("webhook-timestamp", ts.as_bytes()), ("webhook-signature", sig.as_bytes()),
-                               ("content-length", b"999999999")]);
+    let req = request(
+        &huge,
+        &[
+            ("webhook-id", b"cl"),
+            ("webhook-timestamp", ts.as_bytes()),
+            ("webhook-signature", sig.as_bytes()),
+            ("content-length", b"999999999"),
+        ],
+    );
     refused(&h, req, StatusCode::PAYLOAD_TOO_LARGE, "larger than 256 KiB").await;
     // A valid change padded with whitespace to exactly the limit is accepted.
     let mut b = body("rec6");
     b.resize(ingest::MAX_BODY_BYTES, b' ');
     let sig = h.sign("exact", &ts, &b);
-    let req = request(&b, &[("webhook-id", b"exact"), ("webhook-timestamp", ts.as_bytes()), ("webhook-signature", sig.as_bytes())]);
+    let req = request(
+        &b,
+        &[
+            ("webhook-id", b"exact"),
+            ("webhook-timestamp", ts.as_bytes()),
+            ("webhook-signature", sig.as_bytes()),
+        ],
+    );
     assert_eq!(h.call(req).await.0, StatusCode::ACCEPTED);
     assert_eq!(h.journaled().await, 1);
 }

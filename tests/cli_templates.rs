@@ -34,48 +34,106 @@ fn render_prints_the_compose_and_names_what_is_wrong() {
     let services = doc.get("services").and_then(|s| s.as_mapping()).expect("services map");
     assert_eq!(services.len(), 1, "{out}");
     let bot = services.get("bot").expect("bot service");
-    assert!(bot.get("privileged").is_none(), "the hostile name changed the structure:\n{out}");
+    assert!(
+        bot.get("privileged").is_none(),
+        "the hostile name changed the structure:\n{out}"
+    );
     let env_map = bot.get("environment").expect("environment");
     assert_eq!(env_map.get("MODEL").and_then(|v| v.as_str()), Some("gpt-4o"));
     assert!(out.contains("${TELEGRAM_BOT_TOKEN}"), "secrets stay references:\n{out}");
-    assert!(out.contains("cpus: \"0.25\"") && out.contains("memory: \"128M\""), "{out}");
+    assert!(
+        out.contains("cpus: \"0.25\"") && out.contains("memory: \"128M\""),
+        "{out}"
+    );
 
     // base-llm uses the domain: built from the subdomain and the configured base domain.
     let (ok, out, err) = run_cli(&["templates", "render", "base-llm", "--instance", &file], &env);
     assert!(ok, "render failed: {err}");
-    assert!(out.contains("WEBUI_URL: \"https://helpdesk.bots.test.example\""), "{out}");
+    assert!(
+        out.contains("WEBUI_URL: \"https://helpdesk.bots.test.example\""),
+        "{out}"
+    );
     let doc: serde_norway::Value = serde_norway::from_str(&out).expect("output is YAML");
     let webui = doc.get("services").and_then(|s| s.get("webui")).expect("webui");
     assert!(webui.get("privileged").is_none(), "{out}");
-    assert_eq!(webui.get("environment").and_then(|e| e.get("WEBUI_NAME")).and_then(|v| v.as_str()), Some(hostile));
+    assert_eq!(
+        webui
+            .get("environment")
+            .and_then(|e| e.get("WEBUI_NAME"))
+            .and_then(|v| v.as_str()),
+        Some(hostile)
+    );
 
     // The same instance over a starter plan's CPU: refused with the quota message.
-    let greedy = write(tmp.path(), "greedy.json", &json!({"id": "abc", "subdomain": "x", "cpu_limit": 2.0}).to_string());
-    let (ok, _, err) = run_cli(&["templates", "render", "telegram-bot", "--instance", &greedy, "--plan", "starter"], &env);
+    let greedy = write(
+        tmp.path(),
+        "greedy.json",
+        &json!({"id": "abc", "subdomain": "x", "cpu_limit": 2.0}).to_string(),
+    );
+    let (ok, _, err) = run_cli(
+        &[
+            "templates",
+            "render",
+            "telegram-bot",
+            "--instance",
+            &greedy,
+            "--plan",
+            "starter",
+        ],
+        &env,
+    );
     assert!(!ok);
-    assert!(err.contains("requested 2 CPU but plan starter allows at most 0.25 CPU"), "{err}");
+    assert!(
+        err.contains("requested 2 CPU but plan starter allows at most 0.25 CPU"),
+        "{err}"
+    );
 
     let (ok, out, err) = run_cli(&["templates", "render", "no-such-bot", "--instance", &file], &env);
     assert!(!ok, "{out}");
-    assert!(err.contains("no template \"no-such-bot\"") && err.contains("base-llm, openclaw-agent, telegram-bot"), "{err}");
+    assert!(
+        err.contains("no template \"no-such-bot\"") && err.contains("base-llm, openclaw-agent, telegram-bot"),
+        "{err}"
+    );
 
     let bad = write(tmp.path(), "bad.json", "{\"name\": \"unterminated");
     let (ok, _, err) = run_cli(&["templates", "render", "telegram-bot", "--instance", &bad], &env);
     assert!(!ok);
     assert!(err.contains("bad.json is not JSON"), "{err}");
 
-    let (ok, _, err) = run_cli(&["templates", "render", "telegram-bot", "--instance", "/nonexistent/i.json"], &env);
+    let (ok, _, err) = run_cli(
+        &[
+            "templates",
+            "render",
+            "telegram-bot",
+            "--instance",
+            "/nonexistent/i.json",
+        ],
+        &env,
+    );
     assert!(!ok);
     assert!(err.contains("reading /nonexistent/i.json"), "{err}");
 
-    let nested = write(tmp.path(), "nested.json", &json!({"config": {"MODEL": {"x": 1}}}).to_string());
+    let nested = write(
+        tmp.path(),
+        "nested.json",
+        &json!({"config": {"MODEL": {"x": 1}}}).to_string(),
+    );
     let (ok, _, err) = run_cli(&["templates", "render", "telegram-bot", "--instance", &nested], &env);
     assert!(!ok);
-    assert!(err.contains("telegram-bot") && err.contains("config key MODEL"), "{err}");
+    assert!(
+        err.contains("telegram-bot") && err.contains("config key MODEL"),
+        "{err}"
+    );
 }
 
 async fn templates_by_name(pb: &TestPb) -> Vec<Value> {
-    let v = pb.superuser_request("GET", "/api/collections/bot_templates/records?perPage=100&sort=name", None).await;
+    let v = pb
+        .superuser_request(
+            "GET",
+            "/api/collections/bot_templates/records?perPage=100&sort=name",
+            None,
+        )
+        .await;
     v["items"].as_array().expect("items").clone()
 }
 
@@ -123,18 +181,29 @@ async fn sync_upserts_by_name_and_deactivates_removed_templates() {
     std::fs::remove_dir_all(copy.join("telegram-bot")).expect("remove template");
     let manifest = copy.join("base-llm/template.toml");
     let text = std::fs::read_to_string(&manifest).expect("manifest");
-    std::fs::write(&manifest, text.replacen("version = \"1.0.0\"", "version = \"1.1.0\"", 1)).expect("bump version");
+    std::fs::write(
+        &manifest,
+        text.replacen("version = \"1.0.0\"", "version = \"1.1.0\"", 1),
+    )
+    .expect("bump version");
 
     let (ok, out, err) = sync(&copy);
     assert!(ok, "sync failed: {out}\n{err}");
     assert!(out.contains("updated  base-llm 1.1.0"), "{out}");
     assert!(out.contains("inactive telegram-bot"), "{out}");
     let records = templates_by_name(&pb).await;
-    assert_eq!(records.iter().map(|r| r["id"].clone()).collect::<Vec<_>>(), ids, "upserted by name: same records");
+    assert_eq!(
+        records.iter().map(|r| r["id"].clone()).collect::<Vec<_>>(),
+        ids,
+        "upserted by name: same records"
+    );
     assert_eq!(records[0]["version"], "1.1.0");
     assert_eq!(records[0]["active"], true);
     assert_eq!(records[2]["name"], "telegram-bot");
-    assert_eq!(records[2]["active"], false, "a template removed from the directory is marked inactive");
+    assert_eq!(
+        records[2]["active"], false,
+        "a template removed from the directory is marked inactive"
+    );
 
     // Idempotent: nothing is deactivated twice; putting it back reactivates the same record.
     let (ok, out, _) = sync(&copy);

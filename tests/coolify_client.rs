@@ -13,7 +13,14 @@ use serde_json::{Value, json};
 const BOT: &str = "services:\n  bot:\n    image: ghcr.io/cf/bot:1\n    environment:\n      TOKEN: ${BOT_TOKEN}\n      MODE: ${MODE:-fast}\n  cache:\n    image: redis:7\n";
 
 fn fast_sim(extra: &[&str]) -> SimProcess {
-    let mut args = vec!["--rate-limit", "100000", "--start-delay-ms", "150", "--delete-delay-ms", "150"];
+    let mut args = vec![
+        "--rate-limit",
+        "100000",
+        "--start-delay-ms",
+        "150",
+        "--delete-delay-ms",
+        "150",
+    ];
     args.extend_from_slice(extra);
     SimProcess::start(&args)
 }
@@ -33,7 +40,14 @@ fn service_req(project: &str, name: &str, domain: Option<&str>) -> CreateService
         server_uuid: LOCALHOST_SERVER_UUID.into(),
         name: name.into(),
         compose_yaml: BOT.into(),
-        urls: domain.map(|d| vec![ServiceUrl { name: "bot".into(), url: format!("https://{d}:8080") }]).unwrap_or_default(),
+        urls: domain
+            .map(|d| {
+                vec![ServiceUrl {
+                    name: "bot".into(),
+                    url: format!("https://{d}:8080"),
+                }]
+            })
+            .unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -57,22 +71,41 @@ async fn every_endpoint_happy_path() {
     assert_eq!(c.version().await.expect("version"), "4.3.11");
     assert_eq!(c.team().await.expect("team").id, 0);
     let servers = c.servers().await.expect("servers");
-    assert!(servers.iter().any(|s| s.uuid == LOCALHOST_SERVER_UUID && s.is_usable && s.is_reachable));
+    assert!(
+        servers
+            .iter()
+            .any(|s| s.uuid == LOCALHOST_SERVER_UUID && s.is_usable && s.is_reachable)
+    );
 
-    let p = c.create_project("cf-tenant-a", Some("tenant a")).await.expect("create project");
+    let p = c
+        .create_project("cf-tenant-a", Some("tenant a"))
+        .await
+        .expect("create project");
     let detail = c.get_project(&p).await.expect("get project");
     assert_eq!(detail.project.name, "cf-tenant-a");
-    assert_eq!(detail.environments.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["production"]);
+    assert_eq!(
+        detail.environments.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(),
+        ["production"]
+    );
     assert_eq!(c.list_environments(&p).await.expect("envs").len(), 1);
     assert_eq!(c.find_projects_by_name("cf-tenant-a").await.expect("find").len(), 1);
     assert!(c.list_projects().await.expect("list").iter().any(|x| x.uuid == p));
     let patched = c
-        .patch_project(&p, &ProjectPatch { description: Some("renamed".into()), ..Default::default() })
+        .patch_project(
+            &p,
+            &ProjectPatch {
+                description: Some("renamed".into()),
+                ..Default::default()
+            },
+        )
         .await
         .expect("patch project");
     assert_eq!(patched.description.as_deref(), Some("renamed"));
 
-    let created = c.create_service(&service_req(&p, "cf-bot1", Some("bot1.example.com"))).await.expect("create service");
+    let created = c
+        .create_service(&service_req(&p, "cf-bot1", Some("bot1.example.com")))
+        .await
+        .expect("create service");
     assert_eq!(created.domains, ["https://bot1.example.com:8080"]);
     let svc = c.get_service(&created.uuid).await.expect("get service");
     assert_eq!(svc.name, "cf-bot1");
@@ -82,7 +115,10 @@ async fn every_endpoint_happy_path() {
     assert_eq!(c.find_services_by_name("cf-bot1").await.expect("find").len(), 1);
     assert_eq!(c.list_services().await.expect("list").len(), 1);
     let env = c.get_environment(&p, "production").await.expect("get environment");
-    assert_eq!(env.services.iter().map(|s| s.uuid.as_str()).collect::<Vec<_>>(), [created.uuid.as_str()]);
+    assert_eq!(
+        env.services.iter().map(|s| s.uuid.as_str()).collect::<Vec<_>>(),
+        [created.uuid.as_str()]
+    );
 
     // ${VAR} references were created with empty values / defaults; bulk upserts by key.
     let envs = c.list_envs(&created.uuid).await.expect("envs");
@@ -90,7 +126,10 @@ async fn every_endpoint_happy_path() {
     assert_eq!(keys, ["BOT_TOKEN", "MODE"]);
     c.bulk_upsert_envs(
         &created.uuid,
-        &[EnvVarInput::new("BOT_TOKEN", SecretString::from("s3cr$t"), true), EnvVarInput::plain("EXTRA", "1")],
+        &[
+            EnvVarInput::new("BOT_TOKEN", SecretString::from("s3cr$t"), true),
+            EnvVarInput::plain("EXTRA", "1"),
+        ],
     )
     .await
     .expect("bulk");
@@ -103,13 +142,21 @@ async fn every_endpoint_happy_path() {
 
     // Lifecycle: exited -> starting -> running; repeated start/stop are Ok.
     c.start_service(&created.uuid).await.expect("start");
-    assert!(matches!(c.get_service(&created.uuid).await.expect("get").status, ServiceStatus::Starting { .. }));
-    c.start_service(&created.uuid).await.expect("start while starting is accepted");
+    assert!(matches!(
+        c.get_service(&created.uuid).await.expect("get").status,
+        ServiceStatus::Starting { .. }
+    ));
+    c.start_service(&created.uuid)
+        .await
+        .expect("start while starting is accepted");
     let s = wait_status(&c, &created.uuid, ServiceStatus::is_running).await;
     assert_eq!(s.to_string(), "running:unknown");
     c.start_service(&created.uuid).await.expect("already running is Ok");
     c.restart_service(&created.uuid).await.expect("restart");
-    assert!(matches!(c.get_service(&created.uuid).await.expect("get").status, ServiceStatus::Starting { .. }));
+    assert!(matches!(
+        c.get_service(&created.uuid).await.expect("get").status,
+        ServiceStatus::Starting { .. }
+    ));
     c.stop_service(&created.uuid).await.expect("stop");
     assert!(c.get_service(&created.uuid).await.expect("get").status.is_stopped());
     c.stop_service(&created.uuid).await.expect("already stopped is Ok");
@@ -118,7 +165,10 @@ async fn every_endpoint_happy_path() {
         .patch_service(
             &created.uuid,
             &ServicePatch {
-                urls: Some(vec![ServiceUrl { name: "bot".into(), url: "https://bot1b.example.com".into() }]),
+                urls: Some(vec![ServiceUrl {
+                    name: "bot".into(),
+                    url: "https://bot1b.example.com".into(),
+                }]),
                 description: Some("d".into()),
                 ..Default::default()
             },
@@ -132,8 +182,13 @@ async fn every_endpoint_happy_path() {
     c.delete_service(&created.uuid).await.expect("delete");
     assert!(c.get_service(&created.uuid).await.is_ok(), "deletion is asynchronous");
     assert!(matches!(c.delete_project(&p).await, Err(CoolifyError::HasResources)));
-    c.delete_service_and_wait(&created.uuid, Duration::from_secs(5)).await.expect("gone");
-    assert!(matches!(c.get_service(&created.uuid).await, Err(CoolifyError::NotFound { .. })));
+    c.delete_service_and_wait(&created.uuid, Duration::from_secs(5))
+        .await
+        .expect("gone");
+    assert!(matches!(
+        c.get_service(&created.uuid).await,
+        Err(CoolifyError::NotFound { .. })
+    ));
     c.delete_project(&p).await.expect("delete project");
     assert!(matches!(c.get_project(&p).await, Err(CoolifyError::NotFound { .. })));
 }
@@ -152,11 +207,25 @@ async fn documented_error_paths() {
     let unauth = sim.requests().await.iter().filter(|r| r["status"] == 401).count();
     assert_eq!(unauth, 1, "401 is never retried");
 
-    assert!(matches!(c.get_service("nope").await, Err(CoolifyError::NotFound { .. })));
-    assert!(matches!(c.get_project("nope").await, Err(CoolifyError::NotFound { .. })));
-    assert!(matches!(c.get_environment("nope", "production").await, Err(CoolifyError::NotFound { .. })));
-    c.delete_service("nope").await.expect("deleting a missing service is Ok");
-    assert!(matches!(c.start_service("nope").await, Err(CoolifyError::NotFound { .. })));
+    assert!(matches!(
+        c.get_service("nope").await,
+        Err(CoolifyError::NotFound { .. })
+    ));
+    assert!(matches!(
+        c.get_project("nope").await,
+        Err(CoolifyError::NotFound { .. })
+    ));
+    assert!(matches!(
+        c.get_environment("nope", "production").await,
+        Err(CoolifyError::NotFound { .. })
+    ));
+    c.delete_service("nope")
+        .await
+        .expect("deleting a missing service is Ok");
+    assert!(matches!(
+        c.start_service("nope").await,
+        Err(CoolifyError::NotFound { .. })
+    ));
 
     match c.create_project("ab", None).await {
         Err(CoolifyError::Validation { errors, .. }) => assert!(errors.contains_key("name"), "{errors:?}"),
@@ -168,8 +237,13 @@ async fn documented_error_paths() {
     }
 
     let p = c.create_project("cf-tenant-e", None).await.expect("project");
-    c.create_service(&service_req(&p, "cf-first", Some("taken.example.com"))).await.expect("first");
-    let err = c.create_service(&service_req(&p, "cf-second", Some("taken.example.com"))).await.unwrap_err();
+    c.create_service(&service_req(&p, "cf-first", Some("taken.example.com")))
+        .await
+        .expect("first");
+    let err = c
+        .create_service(&service_req(&p, "cf-second", Some("taken.example.com")))
+        .await
+        .unwrap_err();
     match &err {
         CoolifyError::Conflict { conflicts, .. } => {
             assert_eq!(conflicts.len(), 1);
@@ -178,37 +252,70 @@ async fn documented_error_paths() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(err.to_string().contains("domain taken.example.com is already used by service cf-first (uuid "), "{err}");
-    assert!(c.find_services_by_name("cf-second").await.expect("find").is_empty(), "the rejected service is removed");
+    assert!(
+        err.to_string()
+            .contains("domain taken.example.com is already used by service cf-first (uuid "),
+        "{err}"
+    );
+    assert!(
+        c.find_services_by_name("cf-second").await.expect("find").is_empty(),
+        "the rejected service is removed"
+    );
 
     let mut to_db = service_req(&p, "cf-db", None);
-    to_db.urls = vec![ServiceUrl { name: "cache".into(), url: "https://db.example.com".into() }];
+    to_db.urls = vec![ServiceUrl {
+        name: "cache".into(),
+        url: "https://db.example.com".into(),
+    }];
     match c.create_service(&to_db).await {
         Err(CoolifyError::Validation { errors, .. }) => assert!(errors["_"][0].contains("cache"), "{errors:?}"),
         other => panic!("{other:?}"),
     }
     let mut bad_url = service_req(&p, "cf-url", None);
-    bad_url.urls = vec![ServiceUrl { name: "bot".into(), url: "not a url".into() }];
-    assert!(matches!(c.create_service(&bad_url).await, Err(CoolifyError::Validation { .. })));
+    bad_url.urls = vec![ServiceUrl {
+        name: "bot".into(),
+        url: "not a url".into(),
+    }];
+    assert!(matches!(
+        c.create_service(&bad_url).await,
+        Err(CoolifyError::Validation { .. })
+    ));
 
     let mut no_env = service_req(&p, "cf-x", None);
     no_env.environment_name = None;
-    assert!(matches!(c.create_service(&no_env).await, Err(CoolifyError::InvalidInput(_))));
+    assert!(matches!(
+        c.create_service(&no_env).await,
+        Err(CoolifyError::InvalidInput(_))
+    ));
     let mut bad_yaml = service_req(&p, "cf-x", None);
     bad_yaml.compose_yaml = "services: [".into();
-    assert!(matches!(c.create_service(&bad_yaml).await, Err(CoolifyError::InvalidInput(_))));
+    assert!(matches!(
+        c.create_service(&bad_yaml).await,
+        Err(CoolifyError::InvalidInput(_))
+    ));
     let mut wrong_env = service_req(&p, "cf-x", None);
     wrong_env.environment_name = Some("staging".into());
-    assert!(matches!(c.create_service(&wrong_env).await, Err(CoolifyError::NotFound { .. })));
+    assert!(matches!(
+        c.create_service(&wrong_env).await,
+        Err(CoolifyError::NotFound { .. })
+    ));
     let mut wrong_server = service_req(&p, "cf-x", None);
     wrong_server.server_uuid = "nope".into();
-    assert!(matches!(c.create_service(&wrong_server).await, Err(CoolifyError::NotFound { message }) if message.contains("Server")));
+    assert!(
+        matches!(c.create_service(&wrong_server).await, Err(CoolifyError::NotFound { message }) if message.contains("Server"))
+    );
 
     let svc = c.find_services_by_name("cf-first").await.expect("find").remove(0);
     let bad_key = [EnvVarInput::plain("OK_KEY", "1"), EnvVarInput::plain("1BAD", "2")];
-    assert!(matches!(c.bulk_upsert_envs(&svc.uuid, &bad_key).await, Err(CoolifyError::Validation { .. })));
+    assert!(matches!(
+        c.bulk_upsert_envs(&svc.uuid, &bad_key).await,
+        Err(CoolifyError::Validation { .. })
+    ));
     let envs = c.list_envs(&svc.uuid).await.expect("envs");
-    assert!(envs.iter().any(|e| e.key == "OK_KEY"), "bulk is not transactional: earlier items stay");
+    assert!(
+        envs.iter().any(|e| e.key == "OK_KEY"),
+        "bulk is not transactional: earlier items stay"
+    );
 }
 
 #[tokio::test]
@@ -222,7 +329,11 @@ async fn lost_responses_never_duplicate_creates() {
     .await;
     let mut project_uuids = Vec::new();
     for i in 0..100 {
-        project_uuids.push(c.ensure_project(&format!("cf-tenant-{i}"), None).await.expect("ensure project"));
+        project_uuids.push(
+            c.ensure_project(&format!("cf-tenant-{i}"), None)
+                .await
+                .expect("ensure project"),
+        );
     }
     let home = project_uuids[0].clone();
     for i in 0..100 {
@@ -231,7 +342,10 @@ async fn lost_responses_never_duplicate_creates() {
     }
     let log = sim.requests().await;
     let lost = |t: &str| log.iter().filter(|r| r["path"] == t && r["lost"] == true).count();
-    assert!(lost("POST /projects") > 5 && lost("POST /services") > 5, "faults must actually fire");
+    assert!(
+        lost("POST /projects") > 5 && lost("POST /services") > 5,
+        "faults must actually fire"
+    );
     let state = sim.state().await;
     let projects = state["projects"].as_array().expect("projects");
     let services = state["services"].as_array().expect("services");
@@ -254,17 +368,28 @@ async fn creates_are_not_retried_but_safe_calls_are() {
     cfg.requests_per_minute = 100_000;
     let c = CoolifyClient::new(cfg).expect("client");
     sim.set_fault(json!({"route": "*", "error_rate": 1.0})).await;
-    assert!(matches!(c.create_project("cf-x1", None).await, Err(CoolifyError::Server { status: 500, .. })));
+    assert!(matches!(
+        c.create_project("cf-x1", None).await,
+        Err(CoolifyError::Server { status: 500, .. })
+    ));
     assert!(matches!(c.list_projects().await, Err(CoolifyError::Server { .. })));
     let log = sim.requests().await;
     let count = |t: &str| log.iter().filter(|r| r["path"] == t).count();
     assert_eq!(count("POST /projects"), 1, "POST /projects is never repeated");
     assert_eq!(count("GET /projects"), 3, "GET is retried max_retries times");
     sim.clear_faults().await;
-    sim.set_fault(json!({"route": "POST /projects", "lost_response": true})).await;
-    assert!(matches!(c.create_project("cf-x2", None).await, Err(CoolifyError::Transport(_))));
+    sim.set_fault(json!({"route": "POST /projects", "lost_response": true}))
+        .await;
+    assert!(matches!(
+        c.create_project("cf-x2", None).await,
+        Err(CoolifyError::Transport(_))
+    ));
     sim.clear_faults().await;
-    assert_eq!(c.find_projects_by_name("cf-x2").await.expect("find").len(), 1, "the change was applied");
+    assert_eq!(
+        c.find_projects_by_name("cf-x2").await.expect("find").len(),
+        1,
+        "the change was applied"
+    );
 }
 
 #[tokio::test]
@@ -274,7 +399,8 @@ async fn storm_of_429_is_waited_out_within_budget() {
     cfg.requests_per_minute = 240; // 4 per second
     cfg.burst = 4;
     let c = CoolifyClient::new(cfg).expect("client");
-    sim.set_fault(json!({"route": "*", "storm_429": {"count": 2, "retry_after": 1}})).await;
+    sim.set_fault(json!({"route": "*", "storm_429": {"count": 2, "retry_after": 1}}))
+        .await;
     let start = Instant::now();
     for _ in 0..8 {
         c.list_projects().await.expect("list after storm");
@@ -287,12 +413,20 @@ async fn storm_of_429_is_waited_out_within_budget() {
     // Each retry came at least Retry-After (1 s) after its 429.
     for t in &throttled {
         let at = t["at_ms"].as_u64().expect("at_ms");
-        let next = log.iter().filter_map(|r| r["at_ms"].as_u64()).find(|&x| x > at).expect("a retry");
+        let next = log
+            .iter()
+            .filter_map(|r| r["at_ms"].as_u64())
+            .find(|&x| x > at)
+            .expect("a retry");
         assert!(next - at >= 950, "retried {} ms after a 429", next - at);
     }
     // Never faster than the budget: burst + rate * elapsed.
     let secs = took.as_secs_f64();
-    assert!((log.len() as f64) <= 4.0 + 4.0 * secs + 1.0, "{} requests in {secs:.1} s", log.len());
+    assert!(
+        (log.len() as f64) <= 4.0 + 4.0 * secs + 1.0,
+        "{} requests in {secs:.1} s",
+        log.len()
+    );
     assert!(c.budget_remaining() < 4.0);
 }
 
@@ -316,8 +450,15 @@ async fn real_rate_limit_headers_and_429() {
     assert_eq!(r.headers()["x-ratelimit-limit"], "3");
     assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
     assert!(r.headers().contains_key("retry-after") && r.headers().contains_key("x-ratelimit-reset"));
-    assert_eq!(r.json::<Value>().await.expect("json"), json!({"message": "Too Many Attempts."}));
-    let health = http.get(format!("{}/api/health", sim.url)).send().await.expect("health");
+    assert_eq!(
+        r.json::<Value>().await.expect("json"),
+        json!({"message": "Too Many Attempts."})
+    );
+    let health = http
+        .get(format!("{}/api/health", sim.url))
+        .send()
+        .await
+        .expect("health");
     assert_eq!(health.status(), 200, "/api/health is exempt");
 }
 
@@ -330,7 +471,10 @@ async fn crash_and_forced_status_are_visible() {
     req.compose_yaml = "services:\n  bot:\n    image: x/bot\n    healthcheck:\n      test: [CMD, 'true']\n".into();
     req.instant_deploy = true;
     let s = c.create_service(&req).await.expect("create");
-    assert_eq!(wait_status(&c, &s.uuid, ServiceStatus::is_running).await.to_string(), "running:healthy");
+    assert_eq!(
+        wait_status(&c, &s.uuid, ServiceStatus::is_running).await.to_string(),
+        "running:healthy"
+    );
     sim.set_fault(json!({"crash_service": s.uuid})).await;
     assert!(c.get_service(&s.uuid).await.expect("get").status.is_stopped());
     c.start_service(&s.uuid).await.expect("start after crash");
@@ -338,7 +482,10 @@ async fn crash_and_forced_status_are_visible() {
     let st = c.get_service(&s.uuid).await.expect("get").status;
     assert!(st.is_bad());
     sim.force_status(&s.uuid, Some("unknown:unknown:excluded")).await;
-    assert!(matches!(c.get_service(&s.uuid).await.expect("get").status, ServiceStatus::Unknown(_)));
+    assert!(matches!(
+        c.get_service(&s.uuid).await.expect("get").status,
+        ServiceStatus::Unknown(_)
+    ));
 }
 
 #[tokio::test]
@@ -351,5 +498,8 @@ async fn state_file_survives_restart() {
         client(&sim).create_project("cf-persist", None).await.expect("create")
     };
     let sim = fast_sim(&["--state-file", path_s]);
-    assert_eq!(client(&sim).get_project(&uuid).await.expect("reloaded").project.name, "cf-persist");
+    assert_eq!(
+        client(&sim).get_project(&uuid).await.expect("reloaded").project.name,
+        "cf-persist"
+    );
 }

@@ -18,7 +18,11 @@ struct Api<'a> {
 impl Api<'_> {
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, reqwest::header::HeaderMap, Value) {
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut rb = self.http.request(m, format!("{}/api/v1{path}", self.sim.url)).bearer_auth(&self.sim.token).header("Accept", "application/json");
+        let mut rb = self
+            .http
+            .request(m, format!("{}/api/v1{path}", self.sim.url))
+            .bearer_auth(&self.sim.token)
+            .header("Accept", "application/json");
         if let Some(b) = body {
             rb = rb.json(&b);
         }
@@ -26,7 +30,11 @@ impl Api<'_> {
         let status = r.status().as_u16();
         let headers = r.headers().clone();
         let text = r.text().await.expect("body");
-        (status, headers, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     async fn project(&self) -> String {
@@ -44,7 +52,10 @@ impl Api<'_> {
 #[tokio::test]
 async fn rejects_what_coolify_rejects() {
     let sim = SimProcess::start(&["--rate-limit", "100000"]);
-    let api = Api { sim: &sim, http: reqwest_client() };
+    let api = Api {
+        sim: &sim,
+        http: reqwest_client(),
+    };
     let p = api.project().await;
     let b64_err = json!({"docker_compose_raw": "The docker_compose_raw should be base64 encoded."});
 
@@ -62,7 +73,10 @@ async fn rejects_what_coolify_rejects() {
     body["uuid"] = json!("x");
     let (s, _, b) = api.call("POST", "/services", Some(body)).await;
     assert_eq!(s, 422);
-    assert_eq!(b["errors"]["connect_to_docker_network"], json!(["This field is not allowed."]));
+    assert_eq!(
+        b["errors"]["connect_to_docker_network"],
+        json!(["This field is not allowed."])
+    );
     assert_eq!(b["errors"]["uuid"], json!(["This field is not allowed."]));
     // A domain already in use.
     let mut first = api.service(&p, &good);
@@ -78,9 +92,21 @@ async fn rejects_what_coolify_rejects() {
     assert_eq!(s, 201, "force_domain_override bypasses the check");
 
     // Invalid YAML is a 500 in Coolify; no services map is a 422.
-    let (s, _, _) = api.call("POST", "/services", Some(api.service(&p, &STANDARD.encode("services: [")))).await;
+    let (s, _, _) = api
+        .call(
+            "POST",
+            "/services",
+            Some(api.service(&p, &STANDARD.encode("services: ["))),
+        )
+        .await;
     assert_eq!(s, 500);
-    let (s, _, _) = api.call("POST", "/services", Some(api.service(&p, &STANDARD.encode("version: '3'\n")))).await;
+    let (s, _, _) = api
+        .call(
+            "POST",
+            "/services",
+            Some(api.service(&p, &STANDARD.encode("version: '3'\n"))),
+        )
+        .await;
     assert_eq!(s, 422);
     // Both type and compose; neither environment.
     let mut both = api.service(&p, &good);
@@ -99,35 +125,92 @@ async fn request_hygiene_auth_and_routing() {
     let http = reqwest_client();
     let url = |p: &str| format!("{}{p}", sim.url);
 
-    let r = http.post(url("/api/v1/projects")).bearer_auth(&sim.token).body("{\"name\":\"abc\"}").send().await.expect("send");
+    let r = http
+        .post(url("/api/v1/projects"))
+        .bearer_auth(&sim.token)
+        .body("{\"name\":\"abc\"}")
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 400);
-    assert_eq!(r.json::<Value>().await.expect("json")["error"], "Content-Type must be application/json.");
-    let r = http.post(url("/api/v1/projects")).bearer_auth(&sim.token).header("Content-Type", "application/json").body("{nope").send().await.expect("send");
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"],
+        "Content-Type must be application/json."
+    );
+    let r = http
+        .post(url("/api/v1/projects"))
+        .bearer_auth(&sim.token)
+        .header("Content-Type", "application/json")
+        .body("{nope")
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.json::<Value>().await.expect("json")["error"], "Invalid JSON.");
-    let r = http.post(url("/api/v1/projects")).bearer_auth(&sim.token).json(&json!({})).send().await.expect("send");
+    let r = http
+        .post(url("/api/v1/projects"))
+        .bearer_auth(&sim.token)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.json::<Value>().await.expect("json")["error"], "Empty JSON.");
 
-    let r = http.get(url("/api/v1/projects")).bearer_auth("1|other").send().await.expect("send");
+    let r = http
+        .get(url("/api/v1/projects"))
+        .bearer_auth("1|other")
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 401);
-    assert_eq!(r.json::<Value>().await.expect("json"), json!({"message": "Unauthenticated."}));
+    assert_eq!(
+        r.json::<Value>().await.expect("json"),
+        json!({"message": "Unauthenticated."})
+    );
 
     let r = http.put(url("/api/v1/projects")).send().await.expect("send");
     assert_eq!(r.status(), 404, "wrong method hits the catch-all");
-    assert_eq!(r.json::<Value>().await.expect("json"), json!({"message": "Not found.", "docs": "https://coolify.io/docs"}));
+    assert_eq!(
+        r.json::<Value>().await.expect("json"),
+        json!({"message": "Not found.", "docs": "https://coolify.io/docs"})
+    );
 
-    let r = http.get(url("/api/v1/services/abc/start")).bearer_auth(&sim.token).send().await.expect("send");
+    let r = http
+        .get(url("/api/v1/services/abc/start"))
+        .bearer_auth(&sim.token)
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "POST");
 
-    let r = http.get(url("/api/v1/version")).bearer_auth(&sim.token).send().await.expect("send");
-    assert!(r.headers()["content-type"].to_str().expect("ct").starts_with("text/html"));
+    let r = http
+        .get(url("/api/v1/version"))
+        .bearer_auth(&sim.token)
+        .send()
+        .await
+        .expect("send");
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .expect("ct")
+            .starts_with("text/html")
+    );
     assert!(r.headers().contains_key("x-ratelimit-remaining"));
     assert_eq!(r.text().await.expect("text"), "4.3.11");
     let r = http.get(url("/api/health")).send().await.expect("send");
     assert_eq!(r.text().await.expect("text"), "OK");
 
     // Env rules: POST on an existing key is 409, PATCH matches by key, values must be strings.
-    let p: Value = http.post(url("/api/v1/projects")).bearer_auth(&sim.token).json(&json!({"name": "cf-env"})).send().await.expect("send").json().await.expect("json");
+    let p: Value = http
+        .post(url("/api/v1/projects"))
+        .bearer_auth(&sim.token)
+        .json(&json!({"name": "cf-env"}))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
     let svc: Value = http
         .post(url("/api/v1/services"))
         .bearer_auth(&sim.token)
@@ -139,19 +222,55 @@ async fn request_hygiene_auth_and_routing() {
         .json()
         .await
         .expect("json");
-    let envs = url(&format!("/api/v1/services/{}/envs", svc["uuid"].as_str().expect("uuid")));
-    let r = http.post(&envs).bearer_auth(&sim.token).json(&json!({"key": "A", "value": "1"})).send().await.expect("send");
+    let envs = url(&format!(
+        "/api/v1/services/{}/envs",
+        svc["uuid"].as_str().expect("uuid")
+    ));
+    let r = http
+        .post(&envs)
+        .bearer_auth(&sim.token)
+        .json(&json!({"key": "A", "value": "1"}))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 409, "compose-referenced keys already exist");
-    let r = http.patch(&envs).bearer_auth(&sim.token).json(&json!({"key": "A", "value": "2"})).send().await.expect("send");
+    let r = http
+        .patch(&envs)
+        .bearer_auth(&sim.token)
+        .json(&json!({"key": "A", "value": "2"}))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 201);
-    let r = http.patch(&envs).bearer_auth(&sim.token).json(&json!({"key": "B", "value": "2"})).send().await.expect("send");
+    let r = http
+        .patch(&envs)
+        .bearer_auth(&sim.token)
+        .json(&json!({"key": "B", "value": "2"}))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 404);
-    let r = http.post(&envs).bearer_auth(&sim.token).json(&json!({"key": "N", "value": 5})).send().await.expect("send");
+    let r = http
+        .post(&envs)
+        .bearer_auth(&sim.token)
+        .json(&json!({"key": "N", "value": 5}))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 422, "numbers are not strings");
-    let r = http.patch(format!("{envs}/bulk")).bearer_auth(&sim.token).json(&json!({"data": []})).send().await.expect("send");
+    let r = http
+        .patch(format!("{envs}/bulk"))
+        .bearer_auth(&sim.token)
+        .json(&json!({"data": []}))
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 400);
     let got: Value = http
-        .get(url(&format!("/api/v1/services/{}", svc["uuid"].as_str().expect("uuid"))))
+        .get(url(&format!(
+            "/api/v1/services/{}",
+            svc["uuid"].as_str().expect("uuid")
+        )))
         .bearer_auth(&sim.token)
         .send()
         .await
@@ -159,14 +278,27 @@ async fn request_hygiene_auth_and_routing() {
         .json()
         .await
         .expect("json");
-    assert!(got["name"].as_str().expect("name").starts_with("service-"), "default name");
+    assert!(
+        got["name"].as_str().expect("name").starts_with("service-"),
+        "default name"
+    );
 }
 
 #[tokio::test]
 async fn runs_in_process() {
-    let cfg = cf_bridge::sim::SimConfig { tokens: vec!["t".into()], ..Default::default() };
-    let sim = cf_bridge::sim::RunningSim::start(cfg).await.expect("start in-process sim");
-    let r = reqwest_client().get(format!("{}/api/v1/servers", sim.url)).bearer_auth("t").send().await.expect("send");
+    let cfg = cf_bridge::sim::SimConfig {
+        tokens: vec!["t".into()],
+        ..Default::default()
+    };
+    let sim = cf_bridge::sim::RunningSim::start(cfg)
+        .await
+        .expect("start in-process sim");
+    let r = reqwest_client()
+        .get(format!("{}/api/v1/servers", sim.url))
+        .bearer_auth("t")
+        .send()
+        .await
+        .expect("send");
     assert_eq!(r.status(), 200);
     let servers: Value = r.json().await.expect("json");
     assert_eq!(servers[0]["uuid"], LOCALHOST_SERVER_UUID);

@@ -20,7 +20,10 @@ fn running(r: &Value) -> bool {
 
 /// The deploy_logs actions of a record with the given status, in order.
 fn actions(logs: &[Value], status: &str) -> Vec<String> {
-    logs.iter().filter(|l| l["status"] == status).map(|l| text(l, "action").to_string()).collect()
+    logs.iter()
+        .filter(|l| l["status"] == status)
+        .map(|l| text(l, "action").to_string())
+        .collect()
 }
 
 fn sim_running(s: &Value) -> bool {
@@ -31,14 +34,23 @@ fn sim_running(s: &Value) -> bool {
 async fn tenant_and_instance_lifecycle() {
     // A visible start delay so `deploying` can be observed between `pending` and `running`.
     let sim_args = [
-        "--start-delay-ms", "1000", "--running-delay-ms", "0", "--delete-delay-ms", "300", "--rate-limit", "100000",
+        "--start-delay-ms",
+        "1000",
+        "--running-delay-ms",
+        "0",
+        "--delete-delay-ms",
+        "300",
+        "--rate-limit",
+        "100000",
     ];
     let w = World::start(&sim_args, &[]).await;
 
     // Tenant -> project cf-<slug>, uuid written back.
     let tenant = w.create_tenant("acme", "business").await;
     let t = w
-        .wait_record("tenants", &tenant, "tenant project uuid", T, |r| !text(r, "coolify_project_uuid").is_empty())
+        .wait_record("tenants", &tenant, "tenant project uuid", T, |r| {
+            !text(r, "coolify_project_uuid").is_empty()
+        })
         .await;
     let project = text(&t, "coolify_project_uuid").to_string();
     let projects = w.sim_projects().await;
@@ -46,10 +58,16 @@ async fn tenant_and_instance_lifecycle() {
     assert_eq!(named.len(), 1, "exactly one project cf-acme: {projects:?}");
     assert_eq!(named[0]["uuid"], project.as_str());
     let tlogs = w.deploy_logs(&tenant).await;
-    assert_eq!(actions(&tlogs, "success"), vec!["project_create"], "tenant logs: {tlogs:?}");
+    assert_eq!(
+        actions(&tlogs, "success"),
+        vec!["project_create"],
+        "tenant logs: {tlogs:?}"
+    );
 
     // Instance: pending -> deploying -> running, with every bridge-owned field written back.
-    let created = w.pb.create_instance(w.instance_body(&tenant, "base-llm", "alpha", "running")).await;
+    let created =
+        w.pb.create_instance(w.instance_body(&tenant, "base-llm", "alpha", "running"))
+            .await;
     let alpha = text(&created, "id").to_string();
     assert_eq!(created["status"], "pending", "a new instance starts pending");
     let (seen, a) = w.statuses_until(&alpha, "running", T).await;
@@ -66,58 +84,121 @@ async fn tenant_and_instance_lifecycle() {
     assert_eq!(svc["name"], format!("cf-{alpha}"));
     assert_eq!(svc["project_uuid"], project.as_str());
     assert!(sim_running(&svc), "sim status: {}", svc["status"]);
-    let fqdns: Vec<&str> = svc["applications"].as_array().unwrap().iter().filter_map(|c| c["fqdn"].as_str()).collect();
-    assert_eq!(fqdns, vec![format!("https://{}:8080", domain("alpha"))], "only the public container has the domain");
+    let fqdns: Vec<&str> = svc["applications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["fqdn"].as_str())
+        .collect();
+    assert_eq!(
+        fqdns,
+        vec![format!("https://{}:8080", domain("alpha"))],
+        "only the public container has the domain"
+    );
     let logs = w.deploy_logs(&alpha).await;
     assert_eq!(actions(&logs, "success"), vec!["deploy"], "alpha logs: {logs:?}");
-    assert!(logs[0]["duration_ms"].as_f64().unwrap_or(0.0) >= 900.0, "deploy waited for running: {}", logs[0]);
+    assert!(
+        logs[0]["duration_ms"].as_f64().unwrap_or(0.0) >= 900.0,
+        "deploy waited for running: {}",
+        logs[0]
+    );
 
     // A second instance that should exist but stay stopped.
     let beta = w.create_instance(&tenant, "base-llm", "beta", "stopped").await;
-    let b = w.wait_record("bot_instances", &beta, "beta stopped", T, |r| r["status"] == "stopped").await;
+    let b = w
+        .wait_record("bot_instances", &beta, "beta stopped", T, |r| r["status"] == "stopped")
+        .await;
     let beta_uuid = text(&b, "coolify_service_id").to_string();
-    assert_eq!(text(&w.sim_service(&beta_uuid).await.expect("beta in sim"), "status"), "exited");
+    assert_eq!(
+        text(&w.sim_service(&beta_uuid).await.expect("beta in sim"), "status"),
+        "exited"
+    );
 
     // desired_state stopped, then running again.
-    w.pb.patch("bot_instances", &alpha, json!({"desired_state": "stopped"})).await;
-    w.wait_record("bot_instances", &alpha, "alpha stopped", T, |r| r["status"] == "stopped").await;
+    w.pb.patch("bot_instances", &alpha, json!({"desired_state": "stopped"}))
+        .await;
+    w.wait_record("bot_instances", &alpha, "alpha stopped", T, |r| {
+        r["status"] == "stopped"
+    })
+    .await;
     assert_eq!(text(&w.sim_service(&svc_uuid).await.unwrap(), "status"), "exited");
-    w.pb.patch("bot_instances", &alpha, json!({"desired_state": "running"})).await;
-    w.wait_record("bot_instances", &alpha, "alpha running again", T, running).await;
+    w.pb.patch("bot_instances", &alpha, json!({"desired_state": "running"}))
+        .await;
+    w.wait_record("bot_instances", &alpha, "alpha running again", T, running)
+        .await;
     assert!(sim_running(&w.sim_service(&svc_uuid).await.unwrap()));
-    assert_eq!(actions(&w.deploy_logs(&alpha).await, "success"), vec!["deploy", "stop", "start"]);
+    assert_eq!(
+        actions(&w.deploy_logs(&alpha).await, "success"),
+        vec!["deploy", "stop", "start"]
+    );
 
     // A newer restart_requested_at restarts it.
     let restarts_before = count(&w.sim.requests().await, "POST /services/{uuid}/restart");
-    w.pb.patch("bot_instances", &alpha, json!({"restart_requested_at": pb_now()})).await;
+    w.pb.patch("bot_instances", &alpha, json!({"restart_requested_at": pb_now()}))
+        .await;
     w.wait("a restart deploy log", T, || async {
-        (actions(&w.deploy_logs(&alpha).await, "success").last().map(String::as_str) == Some("restart")).then_some(())
+        (actions(&w.deploy_logs(&alpha).await, "success")
+            .last()
+            .map(String::as_str)
+            == Some("restart"))
+        .then_some(())
     })
     .await;
-    w.wait_record("bot_instances", &alpha, "alpha running after restart", T, running).await;
-    assert_eq!(count(&w.sim.requests().await, "POST /services/{uuid}/restart"), restarts_before + 1);
+    w.wait_record("bot_instances", &alpha, "alpha running after restart", T, running)
+        .await;
+    assert_eq!(
+        count(&w.sim.requests().await, "POST /services/{uuid}/restart"),
+        restarts_before + 1
+    );
 
     // A config change updates the compose and restarts.
     let before = w.sim_service(&svc_uuid).await.unwrap();
     assert!(!text(&before, "compose").contains("openai/e2e-model"));
     let hash_before = text(&w.record("bot_instances", &alpha).await, "applied_hash").to_string();
-    w.pb.patch("bot_instances", &alpha, json!({"config": {"MODEL": "openai/e2e-model"}})).await;
+    w.pb.patch(
+        "bot_instances",
+        &alpha,
+        json!({"config": {"MODEL": "openai/e2e-model"}}),
+    )
+    .await;
     let a = w
-        .wait_record("bot_instances", &alpha, "alpha updated", T, |r| running(r) && text(r, "applied_hash") != hash_before)
+        .wait_record("bot_instances", &alpha, "alpha updated", T, |r| {
+            running(r) && text(r, "applied_hash") != hash_before
+        })
         .await;
     let after = w.sim_service(&svc_uuid).await.unwrap();
-    assert!(text(&after, "compose").contains("openai/e2e-model"), "compose updated: {}", text(&after, "compose"));
+    assert!(
+        text(&after, "compose").contains("openai/e2e-model"),
+        "compose updated: {}",
+        text(&after, "compose")
+    );
     assert!(sim_running(&after));
-    assert_eq!(count(&w.sim.requests().await, "POST /services/{uuid}/restart"), restarts_before + 2);
-    assert_eq!(text(&a, "coolify_service_id"), svc_uuid, "the same service is updated, not replaced");
-    assert_eq!(actions(&w.deploy_logs(&alpha).await, "success").last().map(String::as_str), Some("update"));
+    assert_eq!(
+        count(&w.sim.requests().await, "POST /services/{uuid}/restart"),
+        restarts_before + 2
+    );
+    assert_eq!(
+        text(&a, "coolify_service_id"),
+        svc_uuid,
+        "the same service is updated, not replaced"
+    );
+    assert_eq!(
+        actions(&w.deploy_logs(&alpha).await, "success")
+            .last()
+            .map(String::as_str),
+        Some("update")
+    );
 
     // Tenant suspended stops its services; active again starts only those desired running.
     w.pb.patch("tenants", &tenant, json!({"status": "suspended"})).await;
-    w.wait_record("bot_instances", &alpha, "alpha stopped by suspension", T, |r| r["status"] == "stopped").await;
+    w.wait_record("bot_instances", &alpha, "alpha stopped by suspension", T, |r| {
+        r["status"] == "stopped"
+    })
+    .await;
     assert_eq!(text(&w.sim_service(&svc_uuid).await.unwrap(), "status"), "exited");
     w.pb.patch("tenants", &tenant, json!({"status": "active"})).await;
-    w.wait_record("bot_instances", &alpha, "alpha running after reactivation", T, running).await;
+    w.wait_record("bot_instances", &alpha, "alpha running after reactivation", T, running)
+        .await;
     assert!(sim_running(&w.sim_service(&svc_uuid).await.unwrap()));
     let b = w.record("bot_instances", &beta).await;
     assert_eq!(b["status"], "stopped", "beta stays stopped: {b}");
@@ -125,14 +206,22 @@ async fn tenant_and_instance_lifecycle() {
 
     // Instance deleted -> service destroyed and verified gone.
     w.pb.delete("bot_instances", &beta).await;
-    w.wait("beta's service gone from the simulator", T, || async { w.sim_service(&beta_uuid).await.is_none().then_some(()) })
-        .await;
-    let blogs = w.wait("beta destroy log", T, || async {
-        let l = w.deploy_logs(&beta).await;
-        l.iter().any(|r| r["action"] == "destroy" && r["status"] == "success").then_some(l)
+    w.wait("beta's service gone from the simulator", T, || async {
+        w.sim_service(&beta_uuid).await.is_none().then_some(())
     })
     .await;
-    assert!(blogs.iter().any(|r| text(r, "message").contains(&beta_uuid)), "{blogs:?}");
+    let blogs = w
+        .wait("beta destroy log", T, || async {
+            let l = w.deploy_logs(&beta).await;
+            l.iter()
+                .any(|r| r["action"] == "destroy" && r["status"] == "success")
+                .then_some(l)
+        })
+        .await;
+    assert!(
+        blogs.iter().any(|r| text(r, "message").contains(&beta_uuid)),
+        "{blogs:?}"
+    );
 
     // Tenant deleted -> its services, then its project, removed.
     w.pb.delete("tenants", &tenant).await;
@@ -142,15 +231,24 @@ async fn tenant_and_instance_lifecycle() {
         (gone_svc && gone_proj).then_some(())
     })
     .await;
-    let tlogs = w.wait("project delete log", T, || async {
-        let l = w.deploy_logs(&tenant).await;
-        l.iter().any(|r| r["action"] == "project_delete" && r["status"] == "success").then_some(l)
-    })
-    .await;
+    let tlogs = w
+        .wait("project delete log", T, || async {
+            let l = w.deploy_logs(&tenant).await;
+            l.iter()
+                .any(|r| r["action"] == "project_delete" && r["status"] == "success")
+                .then_some(l)
+        })
+        .await;
     let every: Vec<Value> = [w.deploy_logs(&alpha).await, w.deploy_logs(&beta).await, tlogs].concat();
     for row in &every {
-        assert!(row["duration_ms"].is_number(), "every deploy_logs row has duration_ms: {row}");
-        assert!(!text(row, "message").is_empty(), "every deploy_logs row has a message: {row}");
+        assert!(
+            row["duration_ms"].is_number(),
+            "every deploy_logs row has duration_ms: {row}"
+        );
+        assert!(
+            !text(row, "message").is_empty(),
+            "every deploy_logs row has a message: {row}"
+        );
     }
     let failed: Vec<&Value> = every.iter().filter(|r| r["status"] != "success").collect();
     assert!(failed.is_empty(), "no failed actions in a clean lifecycle: {failed:?}");
@@ -204,7 +302,11 @@ async fn fifty_instances_across_five_tenants_end_as_fifty_services() {
     }
     let projects = w.sim_projects().await;
     for slug in tenants.values() {
-        assert_eq!(projects.iter().filter(|p| p["name"] == format!("cf-{slug}")).count(), 1, "one project per tenant");
+        assert_eq!(
+            projects.iter().filter(|p| p["name"] == format!("cf-{slug}")).count(),
+            1,
+            "one project per tenant"
+        );
     }
 }
 
@@ -212,10 +314,15 @@ async fn fifty_instances_across_five_tenants_end_as_fifty_services() {
 async fn kill_9_between_create_and_write_back_leaves_exactly_one_service() {
     let mut w = World::start(SIM_FAST, &[]).await;
     let tenant = w.create_tenant("crash", "business").await;
-    w.wait_record("tenants", &tenant, "project", T, |r| !text(r, "coolify_project_uuid").is_empty()).await;
+    w.wait_record("tenants", &tenant, "project", T, |r| {
+        !text(r, "coolify_project_uuid").is_empty()
+    })
+    .await;
 
     // Case 1: the start call hangs, so the kill lands after the create and before the final write-back.
-    w.sim.set_fault(json!({"route": "POST /services/{uuid}/start", "latency_ms": 5000})).await;
+    w.sim
+        .set_fault(json!({"route": "POST /services/{uuid}/start", "latency_ms": 5000}))
+        .await;
     let one = w.create_instance(&tenant, "base-llm", "crash-one", "running").await;
     let name = format!("cf-{one}");
     w.wait("the service created in the simulator", T, || async {
@@ -223,11 +330,16 @@ async fn kill_9_between_create_and_write_back_leaves_exactly_one_service() {
     })
     .await;
     let before = w.record("bot_instances", &one).await;
-    assert_ne!(before["status"], "running", "the kill lands before the write-back: {before}");
+    assert_ne!(
+        before["status"], "running",
+        "the kill lands before the write-back: {before}"
+    );
     w.bridge.kill9();
     w.sim.clear_faults().await;
     w.bridge.start_again().await;
-    let r = w.wait_record("bot_instances", &one, "crash-one running after restart", T, running).await;
+    let r = w
+        .wait_record("bot_instances", &one, "crash-one running after restart", T, running)
+        .await;
     let svcs = w.sim_services_named(&name).await;
     assert_eq!(svcs.len(), 1, "exactly one {name}: {svcs:?}");
     assert_eq!(svcs[0]["uuid"], r["coolify_service_id"]);
@@ -241,7 +353,10 @@ async fn kill_9_between_create_and_write_back_leaves_exactly_one_service() {
         .await;
     let two = w.create_instance(&tenant, "base-llm", "crash-two", "running").await;
     let name = format!("cf-{two}");
-    w.wait_record("bot_instances", &two, "crash-two deploying", T, |r| r["status"] == "deploying").await;
+    w.wait_record("bot_instances", &two, "crash-two deploying", T, |r| {
+        r["status"] == "deploying"
+    })
+    .await;
     // The adoption lookup lists the tenant's project environment.
     w.sim
         .set_fault(json!({"route": "GET /projects/{uuid}/{environment_name_or_uuid}", "latency_ms": 20000}))
@@ -251,34 +366,51 @@ async fn kill_9_between_create_and_write_back_leaves_exactly_one_service() {
     })
     .await;
     let before = w.record("bot_instances", &two).await;
-    assert_eq!(text(&before, "coolify_service_id"), "", "the record does not know the service yet: {before}");
+    assert_eq!(
+        text(&before, "coolify_service_id"),
+        "",
+        "the record does not know the service yet: {before}"
+    );
     w.bridge.kill9();
     w.sim.clear_faults().await;
     w.bridge.start_again().await;
-    let r = w.wait_record("bot_instances", &two, "crash-two running after restart", T, running).await;
+    let r = w
+        .wait_record("bot_instances", &two, "crash-two running after restart", T, running)
+        .await;
     let svcs = w.sim_services_named(&name).await;
     assert_eq!(svcs.len(), 1, "exactly one {name}: {svcs:?}");
     assert_eq!(svcs[0]["uuid"], r["coolify_service_id"]);
-    assert_eq!(count(&w.sim.requests().await, "POST /services"), 2, "one create per instance, never repeated");
+    assert_eq!(
+        count(&w.sim.requests().await, "POST /services"),
+        2,
+        "one create per instance, never repeated"
+    );
 }
 
 #[tokio::test]
 async fn the_bridges_own_write_back_causes_no_coolify_request() {
-    let quiet = [
-        ("CF_BRIDGE__RECONCILE__HEALTH_POLL_INTERVAL_SECS", "3600"),
-        NO_RESYNC,
-    ];
+    let quiet = [("CF_BRIDGE__RECONCILE__HEALTH_POLL_INTERVAL_SECS", "3600"), NO_RESYNC];
     let w = World::start(SIM_FAST, &quiet).await;
     let tenant = w.create_tenant("quiet", "business").await;
-    w.wait_record("tenants", &tenant, "project", T, |r| !text(r, "coolify_project_uuid").is_empty()).await;
+    w.wait_record("tenants", &tenant, "project", T, |r| {
+        !text(r, "coolify_project_uuid").is_empty()
+    })
+    .await;
     let inst = w.create_instance(&tenant, "base-llm", "quiet", "running").await;
     let r = w.wait_record("bot_instances", &inst, "running", T, running).await;
     let updated = text(&r, "updated").to_string();
     // Wait until the event of the final write-back (that exact `updated`) has been processed.
     w.wait("the write-back's event processed", T, || async {
-        let (_, v) = w.bridge.admin().get(&format!("/admin/events?record={inst}&limit=100")).await;
+        let (_, v) = w
+            .bridge
+            .admin()
+            .get(&format!("/admin/events?record={inst}&limit=100"))
+            .await;
         let events = v["events"].as_array().cloned().unwrap_or_default();
-        events.iter().any(|e| e["record_updated"] == updated.as_str() && e["status"] == "done").then_some(())
+        events
+            .iter()
+            .any(|e| e["record_updated"] == updated.as_str() && e["status"] == "done")
+            .then_some(())
     })
     .await;
     // Also let anything queued behind it run.
@@ -307,7 +439,10 @@ async fn the_bridges_own_write_back_causes_no_coolify_request() {
                 }
             })
             .expect("the deploy read the running status");
-    let after: Vec<String> = log[running_read + 1..].iter().map(|e| text(e, "path").to_string()).collect();
+    let after: Vec<String> = log[running_read + 1..]
+        .iter()
+        .map(|e| text(e, "path").to_string())
+        .collect();
     assert!(after.is_empty(), "Coolify requests after the write-back: {after:?}");
 }
 
@@ -315,12 +450,19 @@ async fn the_bridges_own_write_back_causes_no_coolify_request() {
 async fn a_domain_conflict_is_an_error_naming_the_domain_and_heals_on_a_new_subdomain() {
     let w = World::start(SIM_FAST, &[]).await;
     let taken = domain("taken");
-    let (_, foreign) = w.sim_create_foreign("someone-else", "manual-site", &format!("https://{taken}")).await;
+    let (_, foreign) = w
+        .sim_create_foreign("someone-else", "manual-site", &format!("https://{taken}"))
+        .await;
     w.sim.clear_requests().await;
     let tenant = w.create_tenant("clash", "business").await;
-    w.wait_record("tenants", &tenant, "project", T, |r| !text(r, "coolify_project_uuid").is_empty()).await;
+    w.wait_record("tenants", &tenant, "project", T, |r| {
+        !text(r, "coolify_project_uuid").is_empty()
+    })
+    .await;
     let inst = w.create_instance(&tenant, "base-llm", "taken", "running").await;
-    let r = w.wait_record("bot_instances", &inst, "error", T, |r| r["status"] == "error").await;
+    let r = w
+        .wait_record("bot_instances", &inst, "error", T, |r| r["status"] == "error")
+        .await;
     let msg = text(&r, "error_message");
     assert!(msg.contains(&taken), "the message names the domain: {msg}");
     assert!(msg.contains("manual-site"), "and what holds it: {msg}");
@@ -333,7 +475,11 @@ async fn a_domain_conflict_is_an_error_naming_the_domain_and_heals_on_a_new_subd
     assert!(creates <= 2, "the create is not retried in a loop: {creates} attempts");
     assert!(!failed.is_empty() && failed.len() <= 2, "failed rows: {failed:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(count(&w.sim.requests().await, "POST /services"), creates, "still no retry");
+    assert_eq!(
+        count(&w.sim.requests().await, "POST /services"),
+        creates,
+        "still no retry"
+    );
 
     w.pb.patch("bot_instances", &inst, json!({"subdomain": "free"})).await;
     let r = w.wait_record("bot_instances", &inst, "healed", T, running).await;
@@ -341,14 +487,20 @@ async fn a_domain_conflict_is_an_error_naming_the_domain_and_heals_on_a_new_subd
     assert_eq!(text(&r, "error_message"), "");
     let svc = w.sim_service(text(&r, "coolify_service_id")).await.expect("service");
     assert!(sim_running(&svc));
-    assert!(w.sim_service(&foreign).await.is_some(), "the foreign service is untouched");
+    assert!(
+        w.sim_service(&foreign).await.is_some(),
+        "the foreign service is untouched"
+    );
 }
 
 /// Starts a bridge with the given orphan policy and a 1 s scan interval on the world's PocketBase and sim.
 async fn orphan_world(policy: &str) -> World {
     World::start(
         SIM_FAST,
-        &[("CF_BRIDGE__RECONCILE__ORPHANS", policy), ("CF_BRIDGE__POCKETBASE__RESYNC_INTERVAL_SECS", "1")],
+        &[
+            ("CF_BRIDGE__RECONCILE__ORPHANS", policy),
+            ("CF_BRIDGE__POCKETBASE__RESYNC_INTERVAL_SECS", "1"),
+        ],
     )
     .await
 }
@@ -363,7 +515,9 @@ async fn orphan_gauge(w: &World, kind: &str) -> Option<f64> {
         .await
         .ok()?;
     let prefix = format!("cf_bridge_coolify_orphans{{kind=\"{kind}\"}} ");
-    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 #[tokio::test]
@@ -372,12 +526,20 @@ async fn orphans_are_reported_and_removed_only_when_the_policy_says_so() {
         let w = orphan_world(policy).await;
         let tenant = w.create_tenant("live", "business").await;
         let inst = w.create_instance(&tenant, "base-llm", "live", "running").await;
-        let r = w.wait_record("bot_instances", &inst, "live instance running", T, running).await;
+        let r = w
+            .wait_record("bot_instances", &inst, "live instance running", T, running)
+            .await;
         let live_uuid = text(&r, "coolify_service_id").to_string();
         let (ghost_project, ghost) = w
-            .sim_create_foreign("cf-ghost", "cf-norecord0000001", &format!("https://{}", domain("ghost")))
+            .sim_create_foreign(
+                "cf-ghost",
+                "cf-norecord0000001",
+                &format!("https://{}", domain("ghost")),
+            )
             .await;
-        let (_, foreign) = w.sim_create_foreign("manual", "not-ours", &format!("https://{}", domain("manual"))).await;
+        let (_, foreign) = w
+            .sim_create_foreign("manual", "not-ours", &format!("https://{}", domain("manual")))
+            .await;
 
         w.wait("the orphan reported in the log and the metric", T, || async {
             let logged = w.bridge.log().contains("cf-norecord0000001");
@@ -388,12 +550,24 @@ async fn orphans_are_reported_and_removed_only_when_the_policy_says_so() {
         if policy == "report" {
             // Several scans later, still there.
             tokio::time::sleep(Duration::from_secs(4)).await;
-            assert!(w.sim_service(&ghost).await.is_some(), "report-only leaves the orphan alone");
-            assert!(w.sim_projects().await.iter().any(|p| p["uuid"] == ghost_project.as_str()));
+            assert!(
+                w.sim_service(&ghost).await.is_some(),
+                "report-only leaves the orphan alone"
+            );
+            assert!(
+                w.sim_projects()
+                    .await
+                    .iter()
+                    .any(|p| p["uuid"] == ghost_project.as_str())
+            );
         } else {
             w.wait("the orphan service and project removed", T, || async {
                 let svc_gone = w.sim_service(&ghost).await.is_none();
-                let proj_gone = !w.sim_projects().await.iter().any(|p| p["uuid"] == ghost_project.as_str());
+                let proj_gone = !w
+                    .sim_projects()
+                    .await
+                    .iter()
+                    .any(|p| p["uuid"] == ghost_project.as_str());
                 (svc_gone && proj_gone).then_some(())
             })
             .await;
@@ -410,8 +584,14 @@ async fn orphans_are_reported_and_removed_only_when_the_policy_says_so() {
                 .count();
             assert!(reports >= 2, "reported {reports} time(s) before removal");
         }
-        assert!(w.sim_service(&live_uuid).await.is_some(), "a live instance's service is never an orphan");
-        assert!(w.sim_service(&foreign).await.is_some(), "resources not named cf-* are not ours");
+        assert!(
+            w.sim_service(&live_uuid).await.is_some(),
+            "a live instance's service is never an orphan"
+        );
+        assert!(
+            w.sim_service(&foreign).await.is_some(),
+            "resources not named cf-* are not ours"
+        );
         let r = w.record("bot_instances", &inst).await;
         assert_eq!(r["status"], "running");
     }
@@ -422,35 +602,62 @@ async fn blocked_instances_wake_on_secrets_and_tenant_changes() {
     // No periodic resync, so only the secrets replay and the tenant fan-out can wake the instances.
     let w = World::start(SIM_FAST, &[NO_RESYNC]).await;
     let tenant = w.create_tenant("blocked", "starter").await;
-    w.wait_record("tenants", &tenant, "project", T, |r| !text(r, "coolify_project_uuid").is_empty()).await;
+    w.wait_record("tenants", &tenant, "project", T, |r| {
+        !text(r, "coolify_project_uuid").is_empty()
+    })
+    .await;
 
     // Missing secrets: pending with the names, until PUT secrets replays the record.
     let bot = w.create_instance(&tenant, "telegram-bot", "tg", "running").await;
     let r = w
-        .wait_record("bot_instances", &bot, "waiting for secrets", T, |r| text(r, "error_message").contains("TELEGRAM_BOT_TOKEN"))
+        .wait_record("bot_instances", &bot, "waiting for secrets", T, |r| {
+            text(r, "error_message").contains("TELEGRAM_BOT_TOKEN")
+        })
         .await;
     assert_eq!(r["status"], "pending");
     assert!(w.sim_services_named(&format!("cf-{bot}")).await.is_empty());
     let (code, body) = w
         .bridge
         .admin()
-        .send(reqwest::Method::PUT, &format!("/admin/instances/{bot}/secrets"), json!({"TELEGRAM_BOT_TOKEN": "e2e-token-value"}))
+        .send(
+            reqwest::Method::PUT,
+            &format!("/admin/instances/{bot}/secrets"),
+            json!({"TELEGRAM_BOT_TOKEN": "e2e-token-value"}),
+        )
         .await;
     assert_eq!(code, 202, "{body}");
-    let r = w.wait_record("bot_instances", &bot, "tg running after secrets", T, running).await;
+    let r = w
+        .wait_record("bot_instances", &bot, "tg running after secrets", T, running)
+        .await;
     assert!(!text(&r, "secrets_hash").is_empty());
     let svc = w.sim_service(text(&r, "coolify_service_id")).await.expect("tg service");
-    assert!(svc["envs"].as_array().unwrap().iter().any(|e| e["key"] == "TELEGRAM_BOT_TOKEN"));
+    assert!(
+        svc["envs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["key"] == "TELEGRAM_BOT_TOKEN")
+    );
 
     // Quota: starter allows 2 stacks; the third is refused until the tenant's plan changes.
     let second = w.create_instance(&tenant, "base-llm", "second", "running").await;
-    w.wait_record("bot_instances", &second, "second running", T, running).await;
+    w.wait_record("bot_instances", &second, "second running", T, running)
+        .await;
     let third = w.create_instance(&tenant, "base-llm", "third", "running").await;
-    let r = w.wait_record("bot_instances", &third, "third refused", T, |r| r["status"] == "error").await;
+    let r = w
+        .wait_record("bot_instances", &third, "third refused", T, |r| r["status"] == "error")
+        .await;
     assert!(text(&r, "error_message").contains("quota"), "{r}");
     assert!(w.sim_services_named(&format!("cf-{third}")).await.is_empty());
     w.pb.patch("tenants", &tenant, json!({"plan_tier": "team"})).await;
-    w.wait_record("bot_instances", &third, "third running after the plan change", T, running).await;
+    w.wait_record(
+        "bot_instances",
+        &third,
+        "third running after the plan change",
+        T,
+        running,
+    )
+    .await;
     assert_eq!(w.sim_services_named(&format!("cf-{third}")).await.len(), 1);
 }
 
@@ -458,10 +665,17 @@ async fn blocked_instances_wake_on_secrets_and_tenant_changes() {
 async fn a_transient_failure_is_retried_with_backoff_and_heals() {
     let w = World::start(SIM_FAST, &[NO_RESYNC]).await;
     let tenant = w.create_tenant("flaky", "business").await;
-    w.wait_record("tenants", &tenant, "project", T, |r| !text(r, "coolify_project_uuid").is_empty()).await;
-    w.sim.set_fault(json!({"route": "POST /services/{uuid}/start", "error_rate": 1.0})).await;
+    w.wait_record("tenants", &tenant, "project", T, |r| {
+        !text(r, "coolify_project_uuid").is_empty()
+    })
+    .await;
+    w.sim
+        .set_fault(json!({"route": "POST /services/{uuid}/start", "error_rate": 1.0}))
+        .await;
     let inst = w.create_instance(&tenant, "base-llm", "flaky", "running").await;
-    let r = w.wait_record("bot_instances", &inst, "error", T, |r| r["status"] == "error").await;
+    let r = w
+        .wait_record("bot_instances", &inst, "error", T, |r| r["status"] == "error")
+        .await;
     assert!(!text(&r, "error_message").is_empty(), "{r}");
 
     // Over 4 s the retries back off (200 ms doubling to 2 s): a handful of attempts, not a loop.

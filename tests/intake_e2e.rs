@@ -19,13 +19,24 @@ use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-const SIM_ARGS: [&str; 8] =
-    ["--start-delay-ms", "200", "--running-delay-ms", "200", "--delete-delay-ms", "100", "--rate-limit", "100000"];
+const SIM_ARGS: [&str; 8] = [
+    "--start-delay-ms",
+    "200",
+    "--running-delay-ms",
+    "200",
+    "--delete-delay-ms",
+    "100",
+    "--rate-limit",
+    "100000",
+];
 const WAIT: Duration = Duration::from_secs(20);
 
 fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client")
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("http client")
 }
 
 async fn start_bridge(pb_url: &str, pb: &TestPb, sim: &SimProcess) -> BridgeProcess {
@@ -34,7 +45,11 @@ async fn start_bridge(pb_url: &str, pb: &TestPb, sim: &SimProcess) -> BridgeProc
 
 /// A metric's value from `/metrics` (0 when the series does not exist yet).
 async fn metric(bridge_url: &str, series: &str) -> f64 {
-    let resp = http().get(format!("{bridge_url}/metrics")).send().await.expect("GET /metrics");
+    let resp = http()
+        .get(format!("{bridge_url}/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics");
     let text = resp.text().await.expect("metrics text");
     text.lines()
         .filter_map(|l| l.strip_prefix(series))
@@ -97,11 +112,17 @@ impl Version<'_> {
 }
 
 fn id(v: &Value) -> String {
-    v["id"].as_str().unwrap_or_else(|| panic!("record without id: {v}")).to_string()
+    v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("record without id: {v}"))
+        .to_string()
 }
 
 fn updated(v: &Value) -> String {
-    v["updated"].as_str().unwrap_or_else(|| panic!("record without updated: {v}")).to_string()
+    v["updated"]
+        .as_str()
+        .unwrap_or_else(|| panic!("record without updated: {v}"))
+        .to_string()
 }
 
 /// A tenant on the business plan and the `base-llm` template (no required secrets), so instances can run.
@@ -116,16 +137,23 @@ async fn seed(pb: &TestPb, slug: &str) -> (String, String) {
 }
 
 async fn new_instance(pb: &TestPb, tenant: &str, template: &str, sub: &str, desired: &str) -> Value {
-    pb.create_instance(json!({"tenant": tenant, "template": template, "name": sub, "subdomain": sub,
-        "desired_state": desired, "config": {}}))
-        .await
+    pb.create_instance(
+        json!({"tenant": tenant, "template": template, "name": sub, "subdomain": sub,
+        "desired_state": desired, "config": {}}),
+    )
+    .await
 }
 
 async fn wait_status(pb: &TestPb, instance: &str, status: &str) {
     let what = format!("instance {instance} status {status}");
     eventually(Duration::from_secs(40), &what, || async {
         let (code, r) = pb
-            .request_as(&pb.superuser_token().await, "GET", &format!("/api/collections/bot_instances/records/{instance}"), None)
+            .request_as(
+                &pb.superuser_token().await,
+                "GET",
+                &format!("/api/collections/bot_instances/records/{instance}"),
+                None,
+            )
             .await;
         (code == 200 && r["status"] == status).then_some(())
     })
@@ -145,14 +173,20 @@ async fn journaled(
     let start = Instant::now();
     loop {
         let events = record_events(admin, record, None).await;
-        let wanted = |e: &&Value| e["action"] == action && version.matches(e) && sources.iter().any(|s| e["source"] == *s);
+        let wanted =
+            |e: &&Value| e["action"] == action && version.matches(e) && sources.iter().any(|s| e["source"] == *s);
         if let Some(ev) = events.iter().find(wanted) {
             return (ev.clone(), start.elapsed());
         }
         if start.elapsed() > timeout {
             let seen: Vec<String> = events
                 .iter()
-                .map(|e| format!("{} {} (event {}, job {})", e["source"], e["dedupe_key"], e["id"], e["job_id"]))
+                .map(|e| {
+                    format!(
+                        "{} {} (event {}, job {})",
+                        e["source"], e["dedupe_key"], e["id"], e["job_id"]
+                    )
+                })
                 .collect();
             panic!("no {action} of {record} ({version:?}) from {sources:?} within {timeout:?}; journal has {seen:#?}");
         }
@@ -196,7 +230,13 @@ impl Proxy {
                 all.push(task);
             }
         });
-        Proxy { port, target, open, conns, accept }
+        Proxy {
+            port,
+            target,
+            open,
+            conns,
+            accept,
+        }
     }
 
     fn url(&self) -> String {
@@ -245,14 +285,40 @@ async fn realtime_changes_reach_the_journal_within_a_second() {
     took.push(("tenant create", t));
     let inst = new_instance(&pb, &tenant, &template, "rt-one", "stopped").await;
     let inst_id = id(&inst);
-    let (_, t) = journaled(&admin, &inst_id, "create", Version::Exactly(&updated(&inst)), &["realtime"], WAIT).await;
+    let (_, t) = journaled(
+        &admin,
+        &inst_id,
+        "create",
+        Version::Exactly(&updated(&inst)),
+        &["realtime"],
+        WAIT,
+    )
+    .await;
     took.push(("instance create", t));
 
     let patched = pb.patch("tenants", &tenant, json!({"name": "rt renamed"})).await;
-    let (_, t) = journaled(&admin, &tenant, "update", Version::Exactly(&updated(&patched)), &["realtime"], WAIT).await;
+    let (_, t) = journaled(
+        &admin,
+        &tenant,
+        "update",
+        Version::Exactly(&updated(&patched)),
+        &["realtime"],
+        WAIT,
+    )
+    .await;
     took.push(("tenant update", t));
-    let patched = pb.patch("bot_instances", &inst_id, json!({"config": {"MODEL": "x"}})).await;
-    let (_, t) = journaled(&admin, &inst_id, "update", Version::Exactly(&updated(&patched)), &["realtime"], WAIT).await;
+    let patched = pb
+        .patch("bot_instances", &inst_id, json!({"config": {"MODEL": "x"}}))
+        .await;
+    let (_, t) = journaled(
+        &admin,
+        &inst_id,
+        "update",
+        Version::Exactly(&updated(&patched)),
+        &["realtime"],
+        WAIT,
+    )
+    .await;
     took.push(("instance update", t));
 
     pb.delete("bot_instances", &inst_id).await;
@@ -277,8 +343,11 @@ async fn a_change_by_webhook_and_realtime_is_one_event() {
     // posts to a proxy that is pointed at the bridge once it runs.
     let proxy = Proxy::start(0).await;
     let hook_url = format!("{}/hooks/pocketbase", proxy.url());
-    let pb = TestPb::start_with_env(&[("CF_BRIDGE_WEBHOOK_URL", &hook_url), ("CF_BRIDGE_WEBHOOK_SECRET", WEBHOOK_SECRET)])
-        .await;
+    let pb = TestPb::start_with_env(&[
+        ("CF_BRIDGE_WEBHOOK_URL", &hook_url),
+        ("CF_BRIDGE_WEBHOOK_SECRET", WEBHOOK_SECRET),
+    ])
+    .await;
     let sim = SimProcess::start(&SIM_ARGS);
     let bridge = start_bridge(&pb.url, &pb, &sim).await;
     proxy.set_target(bridge.port);
@@ -305,7 +374,10 @@ async fn a_change_by_webhook_and_realtime_is_one_event() {
     }
     // Both paths delivered every change: the second copy of each is counted as a duplicate.
     let want = dups_before + changes.len() as f64;
-    eventually(WAIT, "a duplicate for every change", || async { (dups().await >= want).then_some(()) }).await;
+    eventually(WAIT, "a duplicate for every change", || async {
+        (dups().await >= want).then_some(())
+    })
+    .await;
     // Each change is journaled once, by whichever path came first (the hook runs before the broadcast).
     let events = record_events(&admin, &tenant, None).await;
     let mut webhook_firsts = 0;
@@ -315,17 +387,36 @@ async fn a_change_by_webhook_and_realtime_is_one_event() {
             .iter()
             .filter(|e| e["action"] == action.as_str() && version.matches(e) && e["source"] != "resync")
             .collect();
-        assert_eq!(copies.len(), 1, "{action} {upd:?} must be journaled exactly once: {copies:#?}");
+        assert_eq!(
+            copies.len(),
+            1,
+            "{action} {upd:?} must be journaled exactly once: {copies:#?}"
+        );
         if copies[0]["source"] == "webhook" {
-            assert!(copies[0]["delivery_id"].as_str().is_some_and(|d| d.starts_with("msg_")), "{}", copies[0]);
+            assert!(
+                copies[0]["delivery_id"].as_str().is_some_and(|d| d.starts_with("msg_")),
+                "{}",
+                copies[0]
+            );
             webhook_firsts += 1;
         }
     }
-    assert!(webhook_firsts > 0, "no change came through the webhook; PocketBase log:\n{}", pb.log());
+    assert!(
+        webhook_firsts > 0,
+        "no change came through the webhook; PocketBase log:\n{}",
+        pb.log()
+    );
     let jobs: HashSet<i64> = events.iter().filter_map(|e| e["job_id"].as_i64()).collect();
-    assert_eq!(jobs.len(), 1, "every event of one record folds into one job: {events:#?}");
+    assert_eq!(
+        jobs.len(),
+        1,
+        "every event of one record folds into one job: {events:#?}"
+    );
     let log = pb.log();
-    assert!(!log.contains("cf-bridge webhook refused") && !log.contains("cf-bridge webhook failed"), "{log}");
+    assert!(
+        !log.contains("cf-bridge webhook refused") && !log.contains("cf-bridge webhook failed"),
+        "{log}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -343,7 +434,10 @@ async fn changes_while_the_bridge_is_stopped_are_found_by_resync() {
     wait_status(&pb, &a, "running").await;
     wait_status(&pb, &c, "running").await;
 
-    assert!(sim.state().await.to_string().contains(&format!("cf-{c}")), "instance {c} has a Coolify service");
+    assert!(
+        sim.state().await.to_string().contains(&format!("cf-{c}")),
+        "instance {c} has a Coolify service"
+    );
     bridge.kill9();
     let a_patched = pb.patch("bot_instances", &a, json!({"desired_state": "stopped"})).await;
     let b = new_instance(&pb, &tenant, &template, "down-b", "running").await;
@@ -351,7 +445,15 @@ async fn changes_while_the_bridge_is_stopped_are_found_by_resync() {
     bridge.start_again().await;
 
     let admin = bridge.admin();
-    journaled(&admin, &a, "update", Version::AtLeast(&updated(&a_patched)), &["resync"], WAIT).await;
+    journaled(
+        &admin,
+        &a,
+        "update",
+        Version::AtLeast(&updated(&a_patched)),
+        &["resync"],
+        WAIT,
+    )
+    .await;
     journaled(&admin, &id(&b), "create", Version::Any, &["resync"], WAIT).await;
     journaled(&admin, &c, "delete", Version::Any, &["resync"], WAIT).await;
     wait_status(&pb, &a, "stopped").await;
@@ -386,7 +488,11 @@ async fn changes_while_the_bridge_is_stopped_are_found_by_resync() {
         (metric(&bridge.url, "cf_bridge_last_resync_timestamp_seconds").await > last).then_some(())
     })
     .await;
-    assert_eq!(resync_events().await, before, "a resync of applied records enqueues nothing");
+    assert_eq!(
+        resync_events().await,
+        before,
+        "a resync of applied records enqueues nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,7 +528,9 @@ async fn changes_while_the_stream_is_cut_are_found_after_reconnect() {
     journaled(&admin, &d, "update", d_now, &["resync", "realtime"], WAIT).await;
     let before_cut = record_events(&admin, &d, None).await;
     assert!(
-        before_cut.iter().all(|e| !(e["source"] == "realtime" && e["record_updated"] == updated(&d_patched).as_str())),
+        before_cut
+            .iter()
+            .all(|e| !(e["source"] == "realtime" && e["record_updated"] == updated(&d_patched).as_str())),
         "the change made during the cut cannot have come over the cut stream: {before_cut:#?}"
     );
     journaled(&admin, &id(&e), "create", Version::Any, &["resync"], WAIT).await;
@@ -446,7 +554,10 @@ impl WatchedPb {
     /// Takes over `pb`'s port and data dir (pb must be killed first).
     async fn start(pb: &TestPb) -> WatchedPb {
         // Not tempdir(): PocketBase's watcher skips hidden directories such as /tmp/.tmpXXXX.
-        let hooks = tempfile::Builder::new().prefix("cf-bridge-hooks-").tempdir().expect("hooks dir");
+        let hooks = tempfile::Builder::new()
+            .prefix("cf-bridge-hooks-")
+            .tempdir()
+            .expect("hooks dir");
         let src = repo_root().join("hooks/pb_hooks");
         for entry in std::fs::read_dir(&src).expect("read hooks") {
             let path = entry.expect("hooks entry").path();
@@ -454,7 +565,12 @@ impl WatchedPb {
                 std::fs::copy(&path, hooks.path().join(path.file_name().expect("file name"))).expect("copy hook");
             }
         }
-        let mut w = WatchedPb { port: pb.port, data_dir: pb.data_dir.clone(), hooks, child: None };
+        let mut w = WatchedPb {
+            port: pb.port,
+            data_dir: pb.data_dir.clone(),
+            hooks,
+            child: None,
+        };
         w.spawn().await;
         w
     }
@@ -486,7 +602,13 @@ impl WatchedPb {
         self.child = Some(child);
         let url = format!("http://127.0.0.1:{}/api/health", self.port);
         eventually(WAIT, "pocketbase (watched hooks) healthy", || async {
-            http().get(&url).send().await.ok().filter(|r| r.status().is_success()).map(|_| ())
+            http()
+                .get(&url)
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ())
         })
         .await;
     }
@@ -505,7 +627,11 @@ impl WatchedPb {
 
     fn touch_hooks(&self) {
         let path: &Path = self.hooks.path();
-        std::fs::write(path.join("zz_reload.pb.js"), format!("// reload {:?}\n", Instant::now())).expect("write hook");
+        std::fs::write(
+            path.join("zz_reload.pb.js"),
+            format!("// reload {:?}\n", Instant::now()),
+        )
+        .expect("write hook");
     }
 }
 
@@ -523,15 +649,29 @@ async fn pocketbase_restart_and_hooks_reload_end_in_a_reconnect() {
     // Kill -9 and restart on the same data dir; change things before the bridge has reconnected.
     let before = metric(&bridge.url, RECONNECTS).await;
     watched.restart().await;
-    let t1 = pb.create_tenant(json!({"name": "after restart", "slug": "after-restart", "status": "active",
-        "plan_tier": "team"})).await;
-    let p1 = pb.patch("tenants", &tenant, json!({"name": "renamed after restart"})).await;
+    let t1 = pb
+        .create_tenant(
+            json!({"name": "after restart", "slug": "after-restart", "status": "active",
+        "plan_tier": "team"}),
+        )
+        .await;
+    let p1 = pb
+        .patch("tenants", &tenant, json!({"name": "renamed after restart"}))
+        .await;
     eventually(WAIT, "a reconnect after the PocketBase restart", || async {
         (metric(&bridge.url, RECONNECTS).await > before).then_some(())
     })
     .await;
     journaled(&admin, &id(&t1), "create", Version::Any, &["realtime", "resync"], WAIT).await;
-    journaled(&admin, &tenant, "update", Version::AtLeast(&updated(&p1)), &["realtime", "resync"], WAIT).await;
+    journaled(
+        &admin,
+        &tenant,
+        "update",
+        Version::AtLeast(&updated(&p1)),
+        &["realtime", "resync"],
+        WAIT,
+    )
+    .await;
 
     // A hooks reload restarts PocketBase's app in the same process and closes every stream.
     wait_subscribed(&bridge).await;
@@ -566,10 +706,23 @@ async fn pocketbase_restart_and_hooks_reload_end_in_a_reconnect() {
     }
     assert!(watched.running(), "a hooks reload keeps the process");
     let log = std::fs::read_to_string(pb.data_dir.join("watched.log")).unwrap_or_default();
-    assert!(log.contains("zz_reload.pb.js changed, restarting"), "PocketBase did not reload its hooks:\n{log}");
+    assert!(
+        log.contains("zz_reload.pb.js changed, restarting"),
+        "PocketBase did not reload its hooks:\n{log}"
+    );
     journaled(&admin, &id(&t2), "create", Version::Any, &["realtime", "resync"], WAIT).await;
-    let p2 = pb.patch("tenants", &tenant, json!({"name": "renamed after reload"})).await;
-    journaled(&admin, &tenant, "update", Version::Exactly(&updated(&p2)), &["realtime"], WAIT).await;
+    let p2 = pb
+        .patch("tenants", &tenant, json!({"name": "renamed after reload"}))
+        .await;
+    journaled(
+        &admin,
+        &tenant,
+        "update",
+        Version::Exactly(&updated(&p2)),
+        &["realtime"],
+        WAIT,
+    )
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -592,10 +745,18 @@ async fn acknowledged_webhooks_survive_kill_9() {
 
     let mut senders = Vec::new();
     for _ in 0..SENDERS {
-        let (secret, url, next, acked, refused) =
-            (secret.clone(), url.clone(), next.clone(), acked.clone(), refused.clone());
+        let (secret, url, next, acked, refused) = (
+            secret.clone(),
+            url.clone(),
+            next.clone(),
+            acked.clone(),
+            refused.clone(),
+        );
         senders.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("client");
             loop {
                 let n = next.fetch_add(1, Ordering::SeqCst);
                 if n >= TOTAL {
@@ -644,7 +805,9 @@ async fn acknowledged_webhooks_survive_kill_9() {
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
     .expect("open the journal read-only");
-    let mut stmt = db.prepare("SELECT delivery_id FROM events WHERE source = 'webhook'").expect("query");
+    let mut stmt = db
+        .prepare("SELECT delivery_id FROM events WHERE source = 'webhook'")
+        .expect("query");
     let stored: HashSet<String> = stmt
         .query_map([], |r| r.get::<_, String>(0))
         .expect("rows")
@@ -653,7 +816,12 @@ async fn acknowledged_webhooks_survive_kill_9() {
     drop(stmt);
     drop(db);
     let missing: Vec<&String> = acked.iter().filter(|d| !stored.contains(*d)).collect();
-    assert!(missing.is_empty(), "{} acknowledged webhooks lost: {:?}", missing.len(), &missing[..missing.len().min(10)]);
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged webhooks lost: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
 
     // The bridge starts again on that journal and serves what it holds.
     bridge.start_again().await;
@@ -666,7 +834,10 @@ async fn acknowledged_webhooks_survive_kill_9() {
             }
         }
     }
-    assert!(acked.iter().all(|d| seen.contains(d)), "the restarted bridge lists every acknowledged webhook");
+    assert!(
+        acked.iter().all(|d| seen.contains(d)),
+        "the restarted bridge lists every acknowledged webhook"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -679,14 +850,26 @@ fn bridge_env(dir: &Path, pb_url: &str) -> Vec<(String, String)> {
         ("CF_BRIDGE__COOLIFY__TOKEN", "1|unused".to_string()),
         ("CF_BRIDGE__WEBHOOK__SECRET", WEBHOOK_SECRET.to_string()),
         ("CF_BRIDGE__ADMIN__TOKEN", common::bridge::ADMIN_TOKEN.to_string()),
-        ("CF_BRIDGE__ADMIN__BIND", format!("127.0.0.1:{}", common::bridge::free_port())),
+        (
+            "CF_BRIDGE__ADMIN__BIND",
+            format!("127.0.0.1:{}", common::bridge::free_port()),
+        ),
         ("CF_BRIDGE__JOURNAL__PATH", dir.join("journal.db").display().to_string()),
-        ("CF_BRIDGE__DOMAINS__BASE_DOMAIN", common::bridge::BASE_DOMAIN.to_string()),
+        (
+            "CF_BRIDGE__DOMAINS__BASE_DOMAIN",
+            common::bridge::BASE_DOMAIN.to_string(),
+        ),
         ("CF_BRIDGE__ROUTER__BASE_URL", "https://router.test.example".to_string()),
         ("CF_BRIDGE__LOG__FORMAT", "json".to_string()),
         ("CF_BRIDGE__SECRETS__KEY", common::bridge::SECRETS_KEY.to_string()),
-        ("CF_BRIDGE__SECRETS__STORE_PATH", dir.join("secrets.bin").display().to_string()),
-        ("CF_BRIDGE__RECONCILE__TEMPLATES_DIR", repo_root().join("templates").display().to_string()),
+        (
+            "CF_BRIDGE__SECRETS__STORE_PATH",
+            dir.join("secrets.bin").display().to_string(),
+        ),
+        (
+            "CF_BRIDGE__RECONCILE__TEMPLATES_DIR",
+            repo_root().join("templates").display().to_string(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -726,7 +909,10 @@ async fn wrong_pocketbase_credentials_stop_start_up() {
     let wrong_password = "not-the-password-7f3a9c";
     let mut env = base.clone();
     env.push(("CF_BRIDGE__POCKETBASE__SUPERUSER_EMAIL".into(), pb.email.clone()));
-    env.push(("CF_BRIDGE__POCKETBASE__SUPERUSER_PASSWORD".into(), wrong_password.into()));
+    env.push((
+        "CF_BRIDGE__POCKETBASE__SUPERUSER_PASSWORD".into(),
+        wrong_password.into(),
+    ));
     let (ok, stderr) = serve_until_exit(&env, dir.path()).await;
     assert!(!ok, "start-up must fail; stderr:\n{stderr}");
     assert!(stderr.contains("PocketBase authentication failed"), "{stderr}");
@@ -739,10 +925,15 @@ async fn wrong_pocketbase_credentials_stop_start_up() {
     let forged = format!(
         "{}.{}.{}",
         b64(r#"{"alg":"HS256","typ":"JWT"}"#),
-        b64(r#"{"collectionId":"pbc_3142635823","exp":4102444800,"id":"abcdefghijklmno","refreshable":true,"type":"auth"}"#),
+        b64(
+            r#"{"collectionId":"pbc_3142635823","exp":4102444800,"id":"abcdefghijklmno","refreshable":true,"type":"auth"}"#
+        ),
         b64("forged-signature-bytes-0123456789")
     );
-    for (token, why) in [(forged.as_str(), "rejected the superuser token"), ("garbage-token-5d1e8b", "not a well-formed JWT")] {
+    for (token, why) in [
+        (forged.as_str(), "rejected the superuser token"),
+        ("garbage-token-5d1e8b", "not a well-formed JWT"),
+    ] {
         let mut env = base.clone();
         env.push(("CF_BRIDGE__POCKETBASE__TOKEN".into(), token.into()));
         let (ok, stderr) = serve_until_exit(&env, dir.path()).await;
@@ -751,6 +942,9 @@ async fn wrong_pocketbase_credentials_stop_start_up() {
         assert!(stderr.contains(why), "{stderr}");
         assert!(!stderr.contains(token), "the token leaked: {stderr}");
         // Not even a recognisable part of it.
-        assert!(!stderr.contains(&token[token.len() - 12..]), "part of the token leaked: {stderr}");
+        assert!(
+            !stderr.contains(&token[token.len() - 12..]),
+            "part of the token leaked: {stderr}"
+        );
     }
 }

@@ -60,11 +60,16 @@ fn s(v: &Value, key: &str) -> String {
 
 /// Creates a tenant and an instance, updates the instance, deletes the tenant (cascading).
 async fn make_changes(pb: &Pb) -> Changes {
-    let tenant = pb.create("tenants", json!({"name": "Zürich ✓ \"quoted\"", "status": "active"})).await;
+    let tenant = pb
+        .create("tenants", json!({"name": "Zürich ✓ \"quoted\"", "status": "active"}))
+        .await;
     let tid = s(&tenant, "id");
     let inst = pb
-        .create("bot_instances", json!({"tenant": tid, "name": "bot", "api_token": "sk-live-123",
-                                        "config": {"telegram_token": "t", "lang": "de"}}))
+        .create(
+            "bot_instances",
+            json!({"tenant": tid, "name": "bot", "api_token": "sk-live-123",
+                                        "config": {"telegram_token": "t", "lang": "de"}}),
+        )
         .await;
     let iid = s(&inst, "id");
     let updated = pb.update("bot_instances", &iid, json!({"name": "bot 2"})).await;
@@ -72,8 +77,18 @@ async fn make_changes(pb: &Pb) -> Changes {
     Changes {
         expected: vec![
             (Collection::Tenants, tid.clone(), Action::Create, s(&tenant, "updated")),
-            (Collection::BotInstances, iid.clone(), Action::Create, s(&inst, "updated")),
-            (Collection::BotInstances, iid.clone(), Action::Update, s(&updated, "updated")),
+            (
+                Collection::BotInstances,
+                iid.clone(),
+                Action::Create,
+                s(&inst, "updated"),
+            ),
+            (
+                Collection::BotInstances,
+                iid.clone(),
+                Action::Update,
+                s(&updated, "updated"),
+            ),
             // A delete carries the record's last state.
             (Collection::BotInstances, iid, Action::Delete, s(&updated, "updated")),
             (Collection::Tenants, tid, Action::Delete, s(&tenant, "updated")),
@@ -82,7 +97,11 @@ async fn make_changes(pb: &Pb) -> Changes {
 }
 
 fn keys(changes: &Changes) -> Vec<String> {
-    changes.expected.iter().map(|(c, id, a, u)| NewEvent::change_key(*c, id, *a, Some(u))).collect()
+    changes
+        .expected
+        .iter()
+        .map(|(c, id, a, u)| NewEvent::change_key(*c, id, *a, Some(u)))
+        .collect()
 }
 
 #[actix_web::test]
@@ -99,7 +118,12 @@ async fn changes_arrive_signed_and_verified() {
     assert_eq!(got, keys(&changes), "PocketBase log:\n{}", pb.log());
     for ev in &events {
         assert_eq!(ev.source, Source::Webhook);
-        assert!(ev.delivery_id.as_deref().is_some_and(|id| id.starts_with("msg_") && id.len() == 28), "{ev:?}");
+        assert!(
+            ev.delivery_id
+                .as_deref()
+                .is_some_and(|id| id.starts_with("msg_") && id.len() == 28),
+            "{ev:?}"
+        );
         assert!(ev.payload.get("api_token").is_none() && ev.payload["config"].get("telegram_token").is_none());
     }
     assert_eq!(events[0].payload["name"], json!("Zürich ✓ \"quoted\""));
@@ -156,7 +180,10 @@ async fn a_change_seen_by_webhook_and_realtime_is_journaled_once() {
         on_connect,
         cancel.clone(),
     ));
-    tokio::time::timeout(Duration::from_secs(5), connected.changed()).await.expect("subscribed").expect("sender alive");
+    tokio::time::timeout(Duration::from_secs(5), connected.changed())
+        .await
+        .expect("subscribed")
+        .expect("sender alive");
 
     let changes = make_changes(&pb).await;
     let expected = keys(&changes);
@@ -167,7 +194,11 @@ async fn a_change_seen_by_webhook_and_realtime_is_journaled_once() {
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     while !expected.iter().all(offered_by_both) {
-        assert!(tokio::time::Instant::now() < deadline, "not every change came both ways: {:#?}", sink.offered());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every change came both ways: {:#?}",
+            sink.offered()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut stored: HashMap<String, usize> = HashMap::new();

@@ -53,18 +53,30 @@ impl Running {
             on_connect,
             cancel.clone(),
         ));
-        Running { sink, notify, connected, cancel, task }
+        Running {
+            sink,
+            notify,
+            connected,
+            cancel,
+            task,
+        }
     }
 
     /// Waits until the connection counter reaches `n`.
     async fn connections(&mut self, n: u64, within: Duration) {
         let reached = tokio::time::timeout(within, self.connected.wait_for(|c| *c >= n)).await;
-        assert!(matches!(reached, Ok(Ok(_))), "connection #{n} not seen within {within:?}");
+        assert!(
+            matches!(reached, Ok(Ok(_))),
+            "connection #{n} not seen within {within:?}"
+        );
     }
 
     async fn stop(self) {
         self.cancel.cancel();
-        tokio::time::timeout(SECOND, self.task).await.expect("consumer stops on cancel").expect("consumer task");
+        tokio::time::timeout(SECOND, self.task)
+            .await
+            .expect("consumer stops on cancel")
+            .expect("consumer task");
     }
 }
 
@@ -78,10 +90,15 @@ async fn changes_reach_the_sink_within_a_second() {
     let tenant = pb.create("tenants", json!({"name": "acme"})).await;
     let id = tenant["id"].as_str().expect("id").to_owned();
     let ev = rt.sink.wait_for(SECOND, |e| e.len() == 1).await.remove(0);
-    assert_eq!((ev.source, ev.collection, ev.action), (Source::Realtime, Collection::Tenants, Action::Create));
+    assert_eq!(
+        (ev.source, ev.collection, ev.action),
+        (Source::Realtime, Collection::Tenants, Action::Create)
+    );
     assert_eq!(ev.record_id, id);
     assert_eq!(ev.record_updated.as_deref(), tenant["updated"].as_str());
-    tokio::time::timeout(SECOND, rt.notify.notified()).await.expect("journaled events notify");
+    tokio::time::timeout(SECOND, rt.notify.notified())
+        .await
+        .expect("journaled events notify");
 
     let updated = pb.update("tenants", &id, json!({"name": "acme 2"})).await;
     let ev = rt.sink.wait_for(SECOND, |e| e.len() == 2).await.remove(1);
@@ -89,11 +106,22 @@ async fn changes_reach_the_sink_within_a_second() {
     assert_eq!(ev.record_updated.as_deref(), updated["updated"].as_str());
     assert_eq!(ev.payload["name"], json!("acme 2"));
 
-    let inst = pb.create("bot_instances", json!({"tenant": id, "name": "b", "api_token": "secret!"})).await;
+    let inst = pb
+        .create(
+            "bot_instances",
+            json!({"tenant": id, "name": "b", "api_token": "secret!"}),
+        )
+        .await;
     pb.delete("bot_instances", inst["id"].as_str().expect("id")).await;
     let events = rt.sink.wait_for(SECOND, |e| e.len() == 4).await;
-    assert_eq!((events[2].collection, events[2].action), (Collection::BotInstances, Action::Create));
-    assert_eq!((events[3].collection, events[3].action), (Collection::BotInstances, Action::Delete));
+    assert_eq!(
+        (events[2].collection, events[2].action),
+        (Collection::BotInstances, Action::Create)
+    );
+    assert_eq!(
+        (events[3].collection, events[3].action),
+        (Collection::BotInstances, Action::Delete)
+    );
     assert!(events[2].payload.get("api_token").is_none());
     assert_eq!(*rt.connected.borrow(), 1, "no reconnect while healthy");
     rt.stop().await;
@@ -114,7 +142,11 @@ async fn reconnects_after_pocketbase_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_after_a_hooks_reload() {
-    let pb = Pb::start(PbOptions { copy_hooks: true, ..PbOptions::default() }).await;
+    let pb = Pb::start(PbOptions {
+        copy_hooks: true,
+        ..PbOptions::default()
+    })
+    .await;
     let mut rt = Running::start(&pb, &pb.token, Duration::from_secs(90));
     rt.connections(1, 5 * SECOND).await;
     let hook = pb.hooks_dir.join("keepalive.pb.js");
@@ -164,11 +196,20 @@ async fn wrong_token_is_a_clear_auth_error() {
     };
     let client = reqwest::Client::new();
     let mut connected_at = None;
-    let err = consumer.session(&client, &CancellationToken::new(), &mut connected_at).await.unwrap_err();
+    let err = consumer
+        .session(&client, &CancellationToken::new(), &mut connected_at)
+        .await
+        .unwrap_err();
     assert!(matches!(err, RealtimeError::Auth(_)), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains("auth failed") && msg.contains("401") && msg.contains("token"), "{msg}");
-    assert!(!msg.contains("not-a-token"), "the token must not appear in errors: {msg}");
+    assert!(
+        msg.contains("auth failed") && msg.contains("401") && msg.contains("token"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("not-a-token"),
+        "the token must not appear in errors: {msg}"
+    );
     assert!(connected_at.is_none());
     assert_eq!(*connected.borrow(), 0);
 

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use cf_bridge::events::{Action, Collection, EventSink, Ingested, NewEvent, SinkError, Source};
 use cf_bridge::journal::{
-    AttemptOutcome, EventFilter, EventStatus, JobState, Journal, JournalError, JournalOptions,
-    SCHEMA_VERSION, now_ms,
+    AttemptOutcome, EventFilter, EventStatus, JobState, Journal, JournalError, JournalOptions, SCHEMA_VERSION, now_ms,
 };
 use serde_json::json;
 
@@ -31,13 +30,20 @@ fn open_temp() -> (tempfile::TempDir, Journal) {
 
 fn new_ids(outcome: Ingested) -> (i64, i64, bool) {
     match outcome {
-        Ingested::New { event_id, job_id, coalesced } => (event_id, job_id, coalesced),
+        Ingested::New {
+            event_id,
+            job_id,
+            coalesced,
+        } => (event_id, job_id, coalesced),
         Ingested::Duplicate => panic!("expected a new event, got a duplicate"),
     }
 }
 
 async fn all_events(j: &Journal) -> Vec<cf_bridge::journal::EventRow> {
-    j.list_events(EventFilter::default(), None, 1000).await.expect("list events").0
+    j.list_events(EventFilter::default(), None, 1000)
+        .await
+        .expect("list events")
+        .0
 }
 
 #[tokio::test]
@@ -74,7 +80,10 @@ async fn payload_secrets_are_dropped_before_storage() {
     });
     let (event_id, _, _) = new_ids(j.ingest(e).await.expect("ingest"));
     let (row, _, _) = j.get_event(event_id).await.expect("get").expect("event exists");
-    assert_eq!(row.payload, json!({"id": "r1", "secrets_hash": "h", "config": {"n": 1}}));
+    assert_eq!(
+        row.payload,
+        json!({"id": "r1", "secrets_hash": "h", "config": {"n": 1}})
+    );
 }
 
 #[tokio::test]
@@ -82,8 +91,11 @@ async fn ten_events_for_one_record_make_one_job() {
     let (_dir, j) = open_temp();
     let mut job_ids = Vec::new();
     for i in 0..10 {
-        let (_, job_id, coalesced) =
-            new_ids(j.ingest(event(Source::Realtime, "r1", &format!("t{i}"))).await.expect("ingest"));
+        let (_, job_id, coalesced) = new_ids(
+            j.ingest(event(Source::Realtime, "r1", &format!("t{i}")))
+                .await
+                .expect("ingest"),
+        );
         assert_eq!(coalesced, i > 0);
         job_ids.push(job_id);
     }
@@ -143,7 +155,10 @@ async fn failures_retry_then_die_and_a_new_event_revives() {
     let job = j.claim_due(now_ms(), 1).await.expect("claim").remove(0);
     let later = now_ms() + 60_000;
     j.fail(job.job_id, "coolify down", Some(later)).await.expect("fail");
-    assert!(j.claim_due(now_ms(), 1).await.expect("claim").is_empty(), "not due before retry_at");
+    assert!(
+        j.claim_due(now_ms(), 1).await.expect("claim").is_empty(),
+        "not due before retry_at"
+    );
     assert_eq!(j.next_due_at().await.expect("due"), Some(later));
     let retry = j.claim_due(later, 1).await.expect("claim").remove(0);
     assert_eq!(retry.attempts, 2);
@@ -156,7 +171,11 @@ async fn failures_retry_then_die_and_a_new_event_revives() {
     let (_, _, attempts) = j.get_event(job.last_event_id).await.expect("get").expect("exists");
     let outcomes: Vec<_> = attempts.iter().map(|a| a.outcome).collect();
     assert_eq!(outcomes, vec![Some(AttemptOutcome::Dead), Some(AttemptOutcome::Retry)]);
-    assert!(attempts.iter().all(|a| a.finished_at.is_some() && a.duration_ms.is_some()));
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.finished_at.is_some() && a.duration_ms.is_some())
+    );
 
     new_ids(j.ingest(event(Source::Realtime, "r1", "t2")).await.expect("ingest"));
     let revived = j.claim_due(now_ms(), 1).await.expect("claim");
@@ -170,9 +189,15 @@ async fn deferred_jobs_wait_for_the_record_to_change() {
     new_ids(j.ingest(event(Source::Realtime, "r1", "t1")).await.expect("ingest"));
     let job = j.claim_due(now_ms(), 1).await.expect("claim").remove(0);
     j.defer(job.job_id, "over quota").await.expect("defer");
-    assert!(j.claim_due(i64::MAX, 1).await.expect("claim").is_empty(), "a parked job is never due");
+    assert!(
+        j.claim_due(i64::MAX, 1).await.expect("claim").is_empty(),
+        "a parked job is never due"
+    );
     assert_eq!(j.job_counts().await.expect("counts")[&JobState::Waiting], 1);
-    assert!(matches!(j.complete(job.job_id).await, Err(JournalError::NotRunning { .. })));
+    assert!(matches!(
+        j.complete(job.job_id).await,
+        Err(JournalError::NotRunning { .. })
+    ));
 
     new_ids(j.ingest(event(Source::Realtime, "r1", "t2")).await.expect("ingest"));
     assert_eq!(j.claim_due(now_ms(), 1).await.expect("claim").len(), 1);
@@ -208,22 +233,44 @@ async fn resume_on_start_requeues_running_jobs() {
 async fn list_events_filters_and_pages() {
     let (_dir, j) = open_temp();
     for i in 0..5 {
-        new_ids(j.ingest(event(Source::Realtime, "r1", &format!("t{i}"))).await.expect("ingest"));
-        new_ids(j.ingest(event(Source::Webhook, "r2", &format!("t{i}"))).await.expect("ingest"));
+        new_ids(
+            j.ingest(event(Source::Realtime, "r1", &format!("t{i}")))
+                .await
+                .expect("ingest"),
+        );
+        new_ids(
+            j.ingest(event(Source::Webhook, "r2", &format!("t{i}")))
+                .await
+                .expect("ingest"),
+        );
     }
-    let filter = EventFilter { source: Some(Source::Webhook), ..Default::default() };
+    let filter = EventFilter {
+        source: Some(Source::Webhook),
+        ..Default::default()
+    };
     let (page1, cursor) = j.list_events(filter.clone(), None, 3).await.expect("list");
     assert_eq!(page1.len(), 3);
     assert!(page1.windows(2).all(|w| w[0].id > w[1].id), "newest first");
     let (page2, cursor2) = j.list_events(filter, cursor, 3).await.expect("list");
     assert_eq!(page2.len(), 2);
     assert_eq!(cursor2, None);
-    assert!(page1.iter().chain(&page2).all(|e| e.record_id == "r2" && e.source == Source::Webhook));
+    assert!(
+        page1
+            .iter()
+            .chain(&page2)
+            .all(|e| e.record_id == "r2" && e.source == Source::Webhook)
+    );
 
-    let by_record =
-        EventFilter { record_id: Some("r1".into()), status: Some(EventStatus::Queued), ..Default::default() };
+    let by_record = EventFilter {
+        record_id: Some("r1".into()),
+        status: Some(EventStatus::Queued),
+        ..Default::default()
+    };
     assert_eq!(j.list_events(by_record, None, 100).await.expect("list").0.len(), 5);
-    let future = EventFilter { since_ms: Some(now_ms() + 60_000), ..Default::default() };
+    let future = EventFilter {
+        since_ms: Some(now_ms() + 60_000),
+        ..Default::default()
+    };
     assert!(j.list_events(future, None, 100).await.expect("list").0.is_empty());
     let json = serde_json::to_value(&page1[0]).expect("serialize");
     assert_eq!(json["source"], "webhook");
@@ -251,7 +298,10 @@ async fn replays_requeue_with_attempts_reset_and_leave_a_trace() {
     assert_eq!(j.replay_events(&[e1, e1]).await.expect("replay"), 1);
     assert_eq!(j.replay_record(Collection::Tenants, "t-new").await.expect("replay"), 1);
     assert_eq!(j.replay_since(0).await.expect("replay"), 3);
-    let replays = EventFilter { source: Some(Source::Replay), ..Default::default() };
+    let replays = EventFilter {
+        source: Some(Source::Replay),
+        ..Default::default()
+    };
     assert_eq!(j.list_events(replays, None, 100).await.expect("list").0.len(), 6);
     assert_eq!(j.job_counts().await.expect("counts")[&JobState::Queued], 3);
 }
@@ -259,23 +309,46 @@ async fn replays_requeue_with_attempts_reset_and_leave_a_trace() {
 #[tokio::test]
 async fn record_state_and_intents_round_trip() {
     let (_dir, j) = open_temp();
-    j.set_applied(Collection::BotInstances, "r1", "2025-01-01 00:00:00.000Z", "h1").await.expect("applied");
-    j.set_applied(Collection::BotInstances, "r2", "u", "h2").await.expect("applied");
+    j.set_applied(Collection::BotInstances, "r1", "2025-01-01 00:00:00.000Z", "h1")
+        .await
+        .expect("applied");
+    j.set_applied(Collection::BotInstances, "r2", "u", "h2")
+        .await
+        .expect("applied");
     j.mark_deleted(Collection::BotInstances, "r2").await.expect("deleted");
     j.mark_deleted(Collection::Tenants, "gone").await.expect("deleted");
     let known = j.known_records(Collection::BotInstances).await.expect("known");
     assert_eq!(known.len(), 2);
-    assert_eq!((known[0].applied_hash.as_deref(), known[0].deleted), (Some("h1"), false));
+    assert_eq!(
+        (known[0].applied_hash.as_deref(), known[0].deleted),
+        (Some("h1"), false)
+    );
     assert!(known[1].deleted);
     assert_eq!(j.known_records(Collection::Tenants).await.expect("known").len(), 1);
 
-    assert!(!j.resolve_intent("project:cf-acme", "u1").await.expect("resolve"), "no such intent yet");
-    j.put_intent("project:cf-acme", "project", "cf-acme").await.expect("put");
-    assert_eq!(j.get_intent("project:cf-acme").await.expect("get").and_then(|i| i.coolify_uuid), None);
+    assert!(
+        !j.resolve_intent("project:cf-acme", "u1").await.expect("resolve"),
+        "no such intent yet"
+    );
+    j.put_intent("project:cf-acme", "project", "cf-acme")
+        .await
+        .expect("put");
+    assert_eq!(
+        j.get_intent("project:cf-acme")
+            .await
+            .expect("get")
+            .and_then(|i| i.coolify_uuid),
+        None
+    );
     assert!(j.resolve_intent("project:cf-acme", "uuid-1").await.expect("resolve"));
-    j.put_intent("project:cf-acme", "project", "cf-acme").await.expect("put again");
+    j.put_intent("project:cf-acme", "project", "cf-acme")
+        .await
+        .expect("put again");
     let intent = j.get_intent("project:cf-acme").await.expect("get").expect("exists");
-    assert_eq!((intent.name.as_str(), intent.coolify_uuid.as_deref()), ("cf-acme", Some("uuid-1")));
+    assert_eq!(
+        (intent.name.as_str(), intent.coolify_uuid.as_deref()),
+        ("cf-acme", Some("uuid-1"))
+    );
     assert!(j.clear_intent("project:cf-acme").await.expect("clear"));
     assert!(j.get_intent("project:cf-acme").await.expect("get").is_none());
 }
@@ -293,7 +366,8 @@ async fn migrations_reopen_and_refuse_a_newer_schema() {
     let raw = rusqlite::Connection::open(&path).expect("raw open");
     let version: i64 = raw.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
     assert_eq!(version, SCHEMA_VERSION);
-    raw.pragma_update(None, "user_version", SCHEMA_VERSION + 1).expect("bump version");
+    raw.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .expect("bump version");
     drop(raw);
     match Journal::open(&path) {
         Err(e @ JournalError::NewerSchema { .. }) => assert!(e.to_string().contains("newer")),
@@ -306,8 +380,14 @@ async fn a_read_only_journal_refuses_events_cleanly() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("journal.db");
     drop(Journal::open(&path).expect("create"));
-    let ro =
-        Journal::open_with(&path, JournalOptions { read_only: true, ..Default::default() }).expect("open ro");
+    let ro = Journal::open_with(
+        &path,
+        JournalOptions {
+            read_only: true,
+            ..Default::default()
+        },
+    )
+    .expect("open ro");
     match ro.ingest(event(Source::Webhook, "r1", "t1")).await {
         Err(SinkError::Unavailable(msg)) => assert!(msg.contains("journal"), "{msg}"),
         other => panic!("expected Unavailable, got {other:?}"),
@@ -318,7 +398,10 @@ async fn a_read_only_journal_refuses_events_cleanly() {
 
 fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
-        .map(|s| s.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+        })
         .unwrap_or(false)
 }
 
@@ -340,14 +423,24 @@ async fn a_read_only_directory_is_an_error_not_a_panic() {
 async fn a_locked_journal_is_unavailable_and_nothing_is_half_written() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("journal.db");
-    let opts = JournalOptions { busy_timeout: Duration::from_millis(50), ..Default::default() };
+    let opts = JournalOptions {
+        busy_timeout: Duration::from_millis(50),
+        ..Default::default()
+    };
     let j = Journal::open_with(&path, opts).expect("open");
     let raw = rusqlite::Connection::open(&path).expect("raw open");
     raw.execute_batch("BEGIN EXCLUSIVE").expect("lock");
-    assert!(matches!(j.ingest(event(Source::Webhook, "r1", "t1")).await, Err(SinkError::Unavailable(_))));
+    assert!(matches!(
+        j.ingest(event(Source::Webhook, "r1", "t1")).await,
+        Err(SinkError::Unavailable(_))
+    ));
     assert!(j.check_writable().await.is_err());
     raw.execute_batch("COMMIT").expect("unlock");
-    new_ids(j.ingest(event(Source::Webhook, "r1", "t1")).await.expect("ingest after unlock"));
+    new_ids(
+        j.ingest(event(Source::Webhook, "r1", "t1"))
+            .await
+            .expect("ingest after unlock"),
+    );
     assert_eq!(all_events(&j).await.len(), 1);
     assert_eq!(j.list_jobs(&[], 10).await.expect("jobs").len(), 1);
     j.check_writable().await.expect("writable");

@@ -14,12 +14,7 @@ fn event(i: usize) -> NewEvent {
     NewEvent {
         source: Source::Webhook,
         collection: Collection::BotInstances,
-        dedupe_key: NewEvent::change_key(
-            Collection::BotInstances,
-            &record_id,
-            Action::Update,
-            Some(&updated),
-        ),
+        dedupe_key: NewEvent::change_key(Collection::BotInstances, &record_id, Action::Update, Some(&updated)),
         record_id,
         action: Action::Update,
         record_updated: Some(updated),
@@ -45,7 +40,10 @@ async fn ingest_throughput() {
         let journal = journal.clone();
         tasks.push(tokio::spawn(async move {
             for i in (0..EVENTS).filter(|i| i % TASKS == t) {
-                assert!(matches!(journal.ingest(event(EVENTS + i)).await, Ok(Ingested::New { .. })));
+                assert!(matches!(
+                    journal.ingest(event(EVENTS + i)).await,
+                    Ok(Ingested::New { .. })
+                ));
             }
         }));
     }

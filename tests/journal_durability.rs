@@ -24,12 +24,7 @@ fn event(task: usize, i: usize) -> NewEvent {
     NewEvent {
         source: Source::Realtime,
         collection: Collection::BotInstances,
-        dedupe_key: NewEvent::change_key(
-            Collection::BotInstances,
-            &record_id,
-            Action::Update,
-            Some(&updated),
-        ),
+        dedupe_key: NewEvent::change_key(Collection::BotInstances, &record_id, Action::Update, Some(&updated)),
         record_id,
         action: Action::Update,
         record_updated: Some(updated),
@@ -42,8 +37,11 @@ fn event(task: usize, i: usize) -> NewEvent {
 #[ignore = "helper process for kill_9_loses_no_acknowledged_event"]
 fn child_ingest_loop() {
     let Ok(path) = std::env::var(CHILD_ENV) else { return };
-    let rt =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async move {
         let journal = Journal::open(std::path::Path::new(&path)).expect("child opens the journal");
         let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
@@ -80,7 +78,13 @@ async fn kill_9_loses_no_acknowledged_event() {
 
     let exe = std::env::current_exe().expect("test binary path");
     let mut child = Command::new(exe)
-        .args(["--exact", "child_ingest_loop", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_ingest_loop",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, &path)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -108,14 +112,25 @@ async fn kill_9_loses_no_acknowledged_event() {
     child.kill().expect("SIGKILL the child");
     child.wait().expect("reap child");
     // Acks already in the pipe when the child died count too.
-    acked.extend(lines.map_while(Result::ok).filter_map(|l| l.strip_prefix("ACK ").map(str::to_owned)));
-    assert!(acked.len() >= ACKS_BEFORE_KILL, "child acknowledged only {} events", acked.len());
+    acked.extend(
+        lines
+            .map_while(Result::ok)
+            .filter_map(|l| l.strip_prefix("ACK ").map(str::to_owned)),
+    );
+    assert!(
+        acked.len() >= ACKS_BEFORE_KILL,
+        "child acknowledged only {} events",
+        acked.len()
+    );
 
     let journal = Journal::open(&path).expect("reopen after kill -9");
     let mut stored = HashSet::new();
     let mut cursor = None;
     loop {
-        let (rows, next) = journal.list_events(EventFilter::default(), cursor, 1000).await.expect("list");
+        let (rows, next) = journal
+            .list_events(EventFilter::default(), cursor, 1000)
+            .await
+            .expect("list");
         stored.extend(rows.into_iter().map(|e| e.dedupe_key));
         match next {
             Some(c) => cursor = Some(c),
@@ -123,11 +138,20 @@ async fn kill_9_loses_no_acknowledged_event() {
         }
     }
     let missing: Vec<_> = acked.iter().filter(|k| !stored.contains(*k)).collect();
-    assert!(missing.is_empty(), "{} acknowledged events lost, e.g. {:?}", missing.len(), missing.first());
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events lost, e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
 
     let resumed = journal.resume_on_start().await.expect("resume");
     assert!(resumed > 0, "the child left claimed jobs running");
     let counts = journal.job_counts().await.expect("counts");
     assert_eq!(counts[&JobState::Running], 0);
-    println!("acknowledged {}, stored {}, resumed {resumed} running jobs", acked.len(), stored.len());
+    println!(
+        "acknowledged {}, stored {}, resumed {resumed} running jobs",
+        acked.len(),
+        stored.len()
+    );
 }

@@ -13,7 +13,14 @@ use serde_json::json;
 async fn sigterm_mid_burst_loses_nothing() {
     const N: usize = 20;
     // Slow enough containers that SIGTERM lands while work is in flight.
-    let sim = ["--start-delay-ms", "400", "--running-delay-ms", "400", "--delete-delay-ms", "100"];
+    let sim = [
+        "--start-delay-ms",
+        "400",
+        "--running-delay-ms",
+        "400",
+        "--delete-delay-ms",
+        "100",
+    ];
     let mut stack = Stack::start_with(&sim, &[("CF_BRIDGE__QUEUE__CONCURRENCY", "4")]).await;
     let bodies: Vec<_> = (0..N)
         .map(|i| {
@@ -25,23 +32,44 @@ async fn sigterm_mid_burst_loses_nothing() {
 
     // Mid-way: some services exist, not all instances are running yet.
     eventually(Duration::from_secs(30), "the burst to be under way", || async {
-        let n = stack.sim().state().await["services"].as_array().map(Vec::len).unwrap_or(0);
+        let n = stack.sim().state().await["services"]
+            .as_array()
+            .map(Vec::len)
+            .unwrap_or(0);
         (n >= 2).then_some(())
     })
     .await;
     let running_before = {
         let list = stack
             .pb
-            .superuser_request("GET", "/api/collections/bot_instances/records?perPage=100&filter=(status='running')", None)
+            .superuser_request(
+                "GET",
+                "/api/collections/bot_instances/records?perPage=100&filter=(status='running')",
+                None,
+            )
             .await;
         list["totalItems"].as_u64().unwrap_or(0)
     };
-    assert!(running_before < N as u64, "the burst finished before SIGTERM; nothing was interrupted");
+    assert!(
+        running_before < N as u64,
+        "the burst finished before SIGTERM; nothing was interrupted"
+    );
     let stopped_at = Instant::now();
-    assert!(stack.bridge.terminate(), "cf-bridge did not exit 0 after SIGTERM; log:\n{}", stack.bridge.log());
-    assert!(stopped_at.elapsed() < Duration::from_secs(30), "shutdown took {:?}", stopped_at.elapsed());
+    assert!(
+        stack.bridge.terminate(),
+        "cf-bridge did not exit 0 after SIGTERM; log:\n{}",
+        stack.bridge.log()
+    );
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(30),
+        "shutdown took {:?}",
+        stopped_at.elapsed()
+    );
     let log = stack.bridge.log();
-    assert!(log.contains("SIGTERM received") && log.contains("stopped cleanly"), "log of the stop:\n{log}");
+    assert!(
+        log.contains("SIGTERM received") && log.contains("stopped cleanly"),
+        "log of the stop:\n{log}"
+    );
 
     stack.bridge.start_again().await;
     for id in &ids {
@@ -51,7 +79,10 @@ async fn sigterm_mid_burst_loses_nothing() {
         let services = stack.services_for(id).await;
         assert_eq!(services.len(), 1, "instance {id} has {} services", services.len());
         let rec = stack.instance(id).await;
-        assert_eq!(rec["coolify_service_id"], services[0]["uuid"], "record and Coolify agree for {id}");
+        assert_eq!(
+            rec["coolify_service_id"], services[0]["uuid"],
+            "record and Coolify agree for {id}"
+        );
     }
 }
 
@@ -63,7 +94,10 @@ async fn health_poller_needs_consecutive_bad_readings() {
     stack.wait_status(&id, "running", Duration::from_secs(40)).await;
     let first_healthy = eventually(Duration::from_secs(15), "last_healthy_at to be set", || async {
         let r = stack.instance(&id).await;
-        r["last_healthy_at"].as_str().filter(|s| !s.is_empty()).map(str::to_string)
+        r["last_healthy_at"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
     })
     .await;
     let rec = stack.instance(&id).await;
@@ -90,6 +124,13 @@ async fn health_poller_needs_consecutive_bad_readings() {
     let recovered = stack.wait_status(&id, "running", Duration::from_secs(20)).await;
     assert_eq!(recovered["error_message"], "", "recovery clears the health error");
     let healthy_again = recovered["last_healthy_at"].as_str().unwrap_or_default();
-    assert!(healthy_again > first_healthy.as_str(), "last_healthy_at moved: {first_healthy} -> {healthy_again}");
-    assert_eq!(stack.services_for(&id).await.len(), 1, "recovery does not create another service");
+    assert!(
+        healthy_again > first_healthy.as_str(),
+        "last_healthy_at moved: {first_healthy} -> {healthy_again}"
+    );
+    assert_eq!(
+        stack.services_for(&id).await.len(),
+        1,
+        "recovery does not create another service"
+    );
 }

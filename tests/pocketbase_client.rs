@@ -129,7 +129,10 @@ async fn typed_helpers_round_trip_and_duplicates_are_validation_errors() {
     );
     assert!(client.find_template_by_name("nope").await.unwrap().is_none());
     pb.create_template(json!({"name": r"back\slash\"})).await;
-    let found = client.find_template_by_name(r"back\slash\").await.expect("find by name with backslashes");
+    let found = client
+        .find_template_by_name(r"back\slash\")
+        .await
+        .expect("find by name with backslashes");
     assert_eq!(found.map(|t| t.name), Some(r"back\slash\".to_string()));
 
     let log = client

@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use cf_bridge::events::{Action, Collection, EventSink, NewEvent, Source};
 use cf_bridge::journal::{AttemptOutcome, ClaimedJob, EventFilter, EventStatus, JobState, Journal};
-use cf_bridge::queue::{
-    Dispatcher, JobError, JobFuture, JobHandler, QueueConfig, backoff_cap, backoff_delay,
-};
+use cf_bridge::queue::{Dispatcher, JobError, JobFuture, JobHandler, QueueConfig, backoff_cap, backoff_delay};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -54,7 +52,13 @@ fn start(handler: Arc<dyn JobHandler>, cfg: QueueConfig, drain: Duration) -> Har
     let notify = dispatcher.notifier();
     let cancel = CancellationToken::new();
     let run = tokio::spawn(dispatcher.run(cancel.clone(), drain));
-    Harness { _dir: dir, journal, notify, cancel, run }
+    Harness {
+        _dir: dir,
+        journal,
+        notify,
+        cancel,
+        run,
+    }
 }
 
 impl Harness {
@@ -110,7 +114,12 @@ impl JobHandler for Tracker {
             tokio::time::sleep(Duration::from_millis(3)).await;
             self.current.fetch_sub(1, Ordering::SeqCst);
             self.in_flight.lock().expect("lock").remove(&job.record_id);
-            *self.handled.lock().expect("lock").entry(job.record_id.clone()).or_default() += 1;
+            *self
+                .handled
+                .lock()
+                .expect("lock")
+                .entry(job.record_id.clone())
+                .or_default() += 1;
             Ok(())
         })
     }
@@ -137,14 +146,23 @@ async fn records_run_in_parallel_but_never_twice_at_once() {
     .await;
     let journal = h.stop().await;
 
-    assert!(!tracker.overlap.load(Ordering::SeqCst), "a record was handled by two workers at once");
+    assert!(
+        !tracker.overlap.load(Ordering::SeqCst),
+        "a record was handled by two workers at once"
+    );
     let parallel = tracker.max_parallel.load(Ordering::SeqCst);
     assert!(parallel > 1 && parallel <= 8, "max parallel handlers {parallel}");
     let handled = tracker.handled.lock().expect("lock").clone();
     assert_eq!(handled.len(), 50);
     let total: usize = handled.values().sum();
-    assert!(total < 250, "events for a queued record coalesce ({total} runs for 250 events)");
-    let queued = EventFilter { status: Some(EventStatus::Queued), ..Default::default() };
+    assert!(
+        total < 250,
+        "events for a queued record coalesce ({total} runs for 250 events)"
+    );
+    let queued = EventFilter {
+        status: Some(EventStatus::Queued),
+        ..Default::default()
+    };
     assert!(journal.list_events(queued, None, 10).await.expect("list").0.is_empty());
 }
 
@@ -186,8 +204,11 @@ fn backoff_grows_exponentially_up_to_the_cap_with_full_jitter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retryable_failures_back_off_then_die_and_an_event_revives() {
-    let flaky =
-        Arc::new(Flaky { failing: AtomicBool::new(true), permanent: false, calls: AtomicUsize::new(0) });
+    let flaky = Arc::new(Flaky {
+        failing: AtomicBool::new(true),
+        permanent: false,
+        calls: AtomicUsize::new(0),
+    });
     let h = start(flaky.clone(), cfg(2), Duration::from_secs(5));
     h.ingest("r1", 0).await;
     let j = h.journal.clone();
@@ -196,7 +217,11 @@ async fn retryable_failures_back_off_then_die_and_an_event_revives() {
         async move { count(&j, JobState::Dead).await == 1 }
     })
     .await;
-    assert_eq!(flaky.calls.load(Ordering::SeqCst), 4, "max_attempts attempts, then dead");
+    assert_eq!(
+        flaky.calls.load(Ordering::SeqCst),
+        4,
+        "max_attempts attempts, then dead"
+    );
 
     let first_event = j.list_events(EventFilter::default(), None, 1).await.expect("list").0[0].id;
     let (_, job, attempts) = j.get_event(first_event).await.expect("get").expect("exists");
@@ -225,8 +250,11 @@ async fn retryable_failures_back_off_then_die_and_an_event_revives() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_errors_wait_for_a_new_event() {
-    let flaky =
-        Arc::new(Flaky { failing: AtomicBool::new(true), permanent: true, calls: AtomicUsize::new(0) });
+    let flaky = Arc::new(Flaky {
+        failing: AtomicBool::new(true),
+        permanent: true,
+        calls: AtomicUsize::new(0),
+    });
     let h = start(flaky.clone(), cfg(2), Duration::from_secs(5));
     h.ingest("r1", 0).await;
     let j = h.journal.clone();
@@ -268,7 +296,9 @@ impl JobHandler for PanicsOnce {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_is_a_retryable_failure() {
-    let handler = Arc::new(PanicsOnce { calls: AtomicUsize::new(0) });
+    let handler = Arc::new(PanicsOnce {
+        calls: AtomicUsize::new(0),
+    });
     let h = start(handler.clone(), cfg(2), Duration::from_secs(5));
     h.ingest("r1", 0).await;
     let j = h.journal.clone();
@@ -281,7 +311,11 @@ async fn a_panicking_handler_is_a_retryable_failure() {
     let (_, _, attempts) = j.get_event(id).await.expect("get").expect("exists");
     let last = attempts.last().expect("first attempt");
     assert_eq!(last.outcome, Some(AttemptOutcome::Retry));
-    assert!(last.error.as_deref().is_some_and(|e| e.contains("handler bug")), "{:?}", last.error);
+    assert!(
+        last.error.as_deref().is_some_and(|e| e.contains("handler bug")),
+        "{:?}",
+        last.error
+    );
     h.stop().await;
 }
 
@@ -307,7 +341,12 @@ impl JobHandler for Gate {
 }
 
 fn gate(slow: Duration) -> Arc<Gate> {
-    Arc::new(Gate { entered: Notify::new(), release: Notify::new(), calls: AtomicUsize::new(0), slow })
+    Arc::new(Gate {
+        entered: Notify::new(),
+        release: Notify::new(),
+        calls: AtomicUsize::new(0),
+        slow,
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,7 +355,10 @@ async fn an_event_during_a_run_triggers_another_run() {
     // A long poll interval: only the notifier and finishing workers wake the dispatcher.
     let h = start(
         g.clone(),
-        QueueConfig { poll_interval: Duration::from_secs(30), ..cfg(2) },
+        QueueConfig {
+            poll_interval: Duration::from_secs(30),
+            ..cfg(2)
+        },
         Duration::from_secs(5),
     );
     h.ingest("r1", 0).await;
@@ -332,7 +374,10 @@ async fn an_event_during_a_run_triggers_another_run() {
     })
     .await;
     assert_eq!(g.calls.load(Ordering::SeqCst), 2);
-    let queued = EventFilter { status: Some(EventStatus::Queued), ..Default::default() };
+    let queued = EventFilter {
+        status: Some(EventStatus::Queued),
+        ..Default::default()
+    };
     assert!(j.list_events(queued, None, 10).await.expect("list").0.is_empty());
     h.stop().await;
 }
@@ -342,7 +387,9 @@ async fn shutdown_drains_in_flight_jobs() {
     let g = gate(Duration::from_millis(100));
     let h = start(g.clone(), cfg(2), Duration::from_secs(5));
     h.ingest("r1", 0).await;
-    tokio::time::timeout(Duration::from_secs(5), g.entered.notified()).await.expect("handler started");
+    tokio::time::timeout(Duration::from_secs(5), g.entered.notified())
+        .await
+        .expect("handler started");
     g.release.notify_one();
     let journal = h.stop().await;
     assert_eq!(
@@ -357,10 +404,15 @@ async fn shutdown_abandons_jobs_past_the_deadline_and_they_resume() {
     let g = gate(Duration::ZERO);
     let h = start(g.clone(), cfg(2), Duration::from_millis(50));
     h.ingest("r1", 0).await;
-    tokio::time::timeout(Duration::from_secs(5), g.entered.notified()).await.expect("handler started");
+    tokio::time::timeout(Duration::from_secs(5), g.entered.notified())
+        .await
+        .expect("handler started");
     let started = Instant::now();
     let journal = h.stop().await;
-    assert!(started.elapsed() < Duration::from_secs(2), "run returned soon after the deadline");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "run returned soon after the deadline"
+    );
     assert_eq!(count(&journal, JobState::Running).await, 1);
     assert_eq!(journal.resume_on_start().await.expect("resume"), 1);
     assert_eq!(count(&journal, JobState::Queued).await, 1);

@@ -20,13 +20,17 @@ async fn starter_third_stack_refused_until_upgrade_and_cpu_ceiling_refused() {
     let a = stack.instance(&small, "base-llm", "small-a", json!({})).await;
     let b = stack.instance(&small, "base-llm", "small-b", json!({})).await;
     let c = stack.instance(&small, "base-llm", "small-c", json!({})).await;
-    let greedy = stack.instance(&tiny, "base-llm", "tiny-greedy", json!({"cpu_limit": 1.0})).await;
+    let greedy = stack
+        .instance(&tiny, "base-llm", "tiny-greedy", json!({"cpu_limit": 1.0}))
+        .await;
 
     let third = stack
         .wait_instance(&c, "the third stack refused", WAIT, |r| r["status"] == "error")
         .await;
     assert_eq!(third["error_message"], "quota exceeded: plan starter allows 2 stacks");
-    let refused = stack.wait_instance(&greedy, "the CPU request refused", WAIT, |r| r["status"] == "error").await;
+    let refused = stack
+        .wait_instance(&greedy, "the CPU request refused", WAIT, |r| r["status"] == "error")
+        .await;
     let msg = refused["error_message"].as_str().unwrap_or_default();
     assert!(
         msg.starts_with("quota exceeded: requested 1 CPU but plan starter allows at most 0.25 CPU per stack"),
@@ -38,10 +42,19 @@ async fn starter_third_stack_refused_until_upgrade_and_cpu_ceiling_refused() {
         // Starter ceiling: the template default (1 CPU, 1024 MB) is clamped to 0.25 CPU / 256 MB.
         let svc = stack.sim_service(id).await.expect("admitted stack exists in Coolify");
         let compose = svc["compose"].as_str().unwrap_or_default();
-        assert!(compose.contains("cpus: \"0.10\"") && compose.contains("cpus: \"0.15\""), "{compose}");
+        assert!(
+            compose.contains("cpus: \"0.10\"") && compose.contains("cpus: \"0.15\""),
+            "{compose}"
+        );
     }
-    assert!(stack.sim_service(&c).await.is_none(), "a refused stack must not reach Coolify");
-    assert!(stack.sim_service(&greedy).await.is_none(), "a refused stack must not reach Coolify");
+    assert!(
+        stack.sim_service(&c).await.is_none(),
+        "a refused stack must not reach Coolify"
+    );
+    assert!(
+        stack.sim_service(&greedy).await.is_none(),
+        "a refused stack must not reach Coolify"
+    );
     let logs = stack
         .pb
         .superuser_request(
@@ -65,10 +78,16 @@ async fn starter_third_stack_refused_until_upgrade_and_cpu_ceiling_refused() {
     assert!(stack.sim_service(&c).await.is_some());
 
     // Lowering the request to within the plan lets it deploy.
-    stack.pb.patch("bot_instances", &greedy, json!({"cpu_limit": 0.2})).await;
+    stack
+        .pb
+        .patch("bot_instances", &greedy, json!({"cpu_limit": 0.2}))
+        .await;
     stack.wait_status(&greedy, "running", WAIT).await;
     let svc = stack.sim_service(&greedy).await.expect("service");
     let compose = svc["compose"].as_str().unwrap_or_default();
     // 0.2 CPU split 0.4 / 0.6 between litellm and webui.
-    assert!(compose.contains("cpus: \"0.08\"") && compose.contains("cpus: \"0.12\""), "{compose}");
+    assert!(
+        compose.contains("cpus: \"0.08\"") && compose.contains("cpus: \"0.12\""),
+        "{compose}"
+    );
 }

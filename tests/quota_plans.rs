@@ -3,26 +3,61 @@
 use cf_bridge::quota::{Ceiling, Granted, PlanTier, QuotaError, TemplateDefaults, admitted, ceiling, check};
 
 fn sovereign() -> Ceiling {
-    Ceiling { max_stacks: None, cpu: 8.0, mem_mb: 16384 }
+    Ceiling {
+        max_stacks: None,
+        cpu: 8.0,
+        mem_mb: 16384,
+    }
 }
 
 const DEFAULTS: TemplateDefaults = TemplateDefaults { cpu: 0.5, mem_mb: 512 };
 
 #[test]
 fn plan_table() {
-    assert_eq!(ceiling(PlanTier::Starter, 0, &sovereign()), Ceiling { max_stacks: Some(2), cpu: 0.25, mem_mb: 256 });
-    assert_eq!(ceiling(PlanTier::Team, 0, &sovereign()), Ceiling { max_stacks: Some(10), cpu: 0.5, mem_mb: 512 });
-    assert_eq!(ceiling(PlanTier::Business, 0, &sovereign()), Ceiling { max_stacks: Some(25), cpu: 1.0, mem_mb: 1024 });
+    assert_eq!(
+        ceiling(PlanTier::Starter, 0, &sovereign()),
+        Ceiling {
+            max_stacks: Some(2),
+            cpu: 0.25,
+            mem_mb: 256
+        }
+    );
+    assert_eq!(
+        ceiling(PlanTier::Team, 0, &sovereign()),
+        Ceiling {
+            max_stacks: Some(10),
+            cpu: 0.5,
+            mem_mb: 512
+        }
+    );
+    assert_eq!(
+        ceiling(PlanTier::Business, 0, &sovereign()),
+        Ceiling {
+            max_stacks: Some(25),
+            cpu: 1.0,
+            mem_mb: 1024
+        }
+    );
     assert_eq!(ceiling(PlanTier::Sovereign, 0, &sovereign()), sovereign());
 }
 
 #[test]
 fn max_stacks_override_replaces_the_count_only() {
-    assert_eq!(ceiling(PlanTier::Starter, 5, &sovereign()), Ceiling { max_stacks: Some(5), cpu: 0.25, mem_mb: 256 });
+    assert_eq!(
+        ceiling(PlanTier::Starter, 5, &sovereign()),
+        Ceiling {
+            max_stacks: Some(5),
+            cpu: 0.25,
+            mem_mb: 256
+        }
+    );
     assert_eq!(ceiling(PlanTier::Sovereign, 3, &sovereign()).max_stacks, Some(3));
     let c = ceiling(PlanTier::Starter, 1, &sovereign());
     let err = check(PlanTier::Starter, &c, 0.0, 0, DEFAULTS, 1).expect_err("over override");
-    assert_eq!(err.to_string(), "quota exceeded: plan starter allows 1 stack (tenant max_stacks override)");
+    assert_eq!(
+        err.to_string(),
+        "quota exceeded: plan starter allows 1 stack (tenant max_stacks override)"
+    );
 }
 
 #[test]
@@ -30,7 +65,14 @@ fn third_starter_stack_is_refused_then_accepted_after_upgrade() {
     let c = ceiling(PlanTier::Starter, 0, &sovereign());
     let err = check(PlanTier::Starter, &c, 0.0, 0, DEFAULTS, 2).expect_err("third stack");
     assert_eq!(err.to_string(), "quota exceeded: plan starter allows 2 stacks");
-    assert!(matches!(err, QuotaError::Stacks { limit: 2, overridden: false, .. }));
+    assert!(matches!(
+        err,
+        QuotaError::Stacks {
+            limit: 2,
+            overridden: false,
+            ..
+        }
+    ));
     let c = ceiling(PlanTier::Team, 0, &sovereign());
     let granted = check(PlanTier::Team, &c, 0.0, 0, DEFAULTS, 2).expect("team allows it");
     assert_eq!(granted, Granted { cpu: 0.5, mem_mb: 512 });
@@ -45,14 +87,23 @@ fn third_starter_stack_is_refused_then_accepted_after_upgrade() {
 #[test]
 fn defaults_are_clamped_explicit_requests_refused() {
     let c = ceiling(PlanTier::Starter, 0, &sovereign());
-    assert_eq!(check(PlanTier::Starter, &c, 0.0, 0, DEFAULTS, 0).expect("clamped"), Granted { cpu: 0.25, mem_mb: 256 });
-    assert_eq!(check(PlanTier::Starter, &c, 0.1, 128, DEFAULTS, 0).expect("within"), Granted { cpu: 0.1, mem_mb: 128 });
+    assert_eq!(
+        check(PlanTier::Starter, &c, 0.0, 0, DEFAULTS, 0).expect("clamped"),
+        Granted { cpu: 0.25, mem_mb: 256 }
+    );
+    assert_eq!(
+        check(PlanTier::Starter, &c, 0.1, 128, DEFAULTS, 0).expect("within"),
+        Granted { cpu: 0.1, mem_mb: 128 }
+    );
     assert_eq!(
         check(PlanTier::Starter, &c, 0.25, 256, DEFAULTS, 0).expect("at ceiling"),
         Granted { cpu: 0.25, mem_mb: 256 }
     );
     let small = TemplateDefaults { cpu: 0.1, mem_mb: 64 };
-    assert_eq!(check(PlanTier::Starter, &c, 0.0, 0, small, 0).expect("defaults"), Granted { cpu: 0.1, mem_mb: 64 });
+    assert_eq!(
+        check(PlanTier::Starter, &c, 0.0, 0, small, 0).expect("defaults"),
+        Granted { cpu: 0.1, mem_mb: 64 }
+    );
 
     let err = check(PlanTier::Starter, &c, 1.0, 0, DEFAULTS, 0).expect_err("cpu over");
     let msg = err.to_string();
@@ -62,9 +113,16 @@ fn defaults_are_clamped_explicit_requests_refused() {
         "{msg}"
     );
     let err = check(PlanTier::Starter, &c, 0.0, 2048, DEFAULTS, 0).expect_err("mem over");
-    assert!(err.to_string().contains("requested 2048 MB memory but plan starter allows at most 256 MB"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("requested 2048 MB memory but plan starter allows at most 256 MB"),
+        "{err}"
+    );
     for bad in [-1.0, f64::NAN, f64::INFINITY] {
-        assert!(matches!(check(PlanTier::Starter, &c, bad, 0, DEFAULTS, 0), Err(QuotaError::InvalidCpu(_))));
+        assert!(matches!(
+            check(PlanTier::Starter, &c, bad, 0, DEFAULTS, 0),
+            Err(QuotaError::InvalidCpu(_))
+        ));
     }
 }
 
@@ -79,7 +137,12 @@ fn sovereign_is_unlimited_in_count_and_uses_configured_ceilings() {
 
 #[test]
 fn admitted_is_deterministic_and_ignores_duplicates() {
-    let ids = vec!["first".to_string(), "first".to_string(), "second".to_string(), "third".to_string()];
+    let ids = vec![
+        "first".to_string(),
+        "first".to_string(),
+        "second".to_string(),
+        "third".to_string(),
+    ];
     let a = admitted(&ids, Some(2));
     assert_eq!(a.into_iter().collect::<Vec<_>>(), vec!["first", "second"]);
     assert!(admitted(&ids, Some(0)).is_empty());

@@ -49,8 +49,15 @@ async fn change_some(ops: &Ops<'_>, instances: &[String], n: usize, pace: (u64, 
     for k in 0..n {
         let i = &instances[rand::rng().random_range(0..instances.len())];
         let body = if rand::rng().random_bool(0.5) {
-            let current = ops.pb.superuser_request("GET", &format!("/api/collections/bot_instances/records/{i}"), None).await;
-            let next = if current["desired_state"] == "running" { "stopped" } else { "running" };
+            let current = ops
+                .pb
+                .superuser_request("GET", &format!("/api/collections/bot_instances/records/{i}"), None)
+                .await;
+            let next = if current["desired_state"] == "running" {
+                "stopped"
+            } else {
+                "running"
+            };
             json!({"desired_state": next})
         } else {
             json!({"config": {"MODEL": format!("openai/model-{k}-{}", rand::random::<u16>())}})
@@ -65,11 +72,19 @@ async fn kill9() -> Row {
     const INSTANCES: usize = 40;
     const KILLS: usize = 30;
     let mut w = World::start(WorldOptions::default()).await;
-    let ops = Ops { pb: &w.pb, acks: &w.acks, bridge_url: Some(w.bridge.url.clone()), template_id: w.template_id.clone() };
+    let ops = Ops {
+        pb: &w.pb,
+        acks: &w.acks,
+        bridge_url: Some(w.bridge.url.clone()),
+        template_id: w.template_id.clone(),
+    };
     let bridge = &mut w.bridge;
     let mut restart_total = Duration::ZERO;
     let work = async {
-        let tenants = [id(&ops.tenant(&label("ka", 0)).await), id(&ops.tenant(&label("kb", 0)).await)];
+        let tenants = [
+            id(&ops.tenant(&label("ka", 0)).await),
+            id(&ops.tenant(&label("kb", 0)).await),
+        ];
         let mut live = Vec::new();
         for n in 0..INSTANCES {
             let desired = if n % 5 == 4 { "stopped" } else { "running" };
@@ -94,7 +109,13 @@ async fn kill9() -> Row {
     };
     tokio::join!(work, kills);
     let (took, v) = finish(&w, Duration::from_secs(150)).await;
-    let creates = w.sim.requests().await.iter().filter(|r| r["path"] == "POST /services").count();
+    let creates = w
+        .sim
+        .requests()
+        .await
+        .iter()
+        .filter(|r| r["path"] == "POST /services")
+        .count();
     Row {
         scenario: "1. bridge kill -9".into(),
         runs: format!("{KILLS} kills, {INSTANCES} instances, 15 changes, 10 deletes"),
@@ -116,7 +137,10 @@ async fn pb_restart() -> Row {
     let mut w = World::start(WorldOptions::default()).await;
     let (ta, tb) = {
         let ops = w.ops(true);
-        (id(&ops.tenant(&label("pa", 0)).await), id(&ops.tenant(&label("pb", 0)).await))
+        (
+            id(&ops.tenant(&label("pa", 0)).await),
+            id(&ops.tenant(&label("pb", 0)).await),
+        )
     };
     let mut live = Vec::new();
     let mut down_total = Duration::ZERO;
@@ -129,7 +153,8 @@ async fn pb_restart() -> Row {
             }
             change_some(&ops, &live, 2, (50, 200)).await;
             if round == 2 {
-                ops.patch(Collection::Tenants, &tb, json!({"status": "suspended"})).await;
+                ops.patch(Collection::Tenants, &tb, json!({"status": "suspended"}))
+                    .await;
             }
             if round == 3 {
                 ops.delete_instance(&live.remove(0)).await;
@@ -146,7 +171,11 @@ async fn pb_restart() -> Row {
     Row {
         scenario: "2. PocketBase kill + restart".into(),
         runs: format!("{KILLS} kills, {} instances, 1 tenant suspended", live.len()),
-        figures: format!("PocketBase down {} in total; converged {} after the last restart", secs(down_total), secs(took)),
+        figures: format!(
+            "PocketBase down {} in total; converged {} after the last restart",
+            secs(down_total),
+            secs(took)
+        ),
         violations: v,
         wall: w.started.elapsed(),
     }
@@ -156,7 +185,11 @@ async fn pb_restart() -> Row {
 ///    every change must arrive by realtime or resync.
 async fn realtime_cut() -> Row {
     const CUTS: usize = 8;
-    let w = World::start(WorldOptions { proxy: true, ..Default::default() }).await;
+    let w = World::start(WorldOptions {
+        proxy: true,
+        ..Default::default()
+    })
+    .await;
     let ops = w.ops(false);
     let t = id(&ops.tenant(&label("r", 0)).await);
     let mut live = Vec::new();
@@ -177,12 +210,17 @@ async fn realtime_cut() -> Row {
     // Each cut must really end the stream: the bridge subscribes again after every one.
     let subscriptions = w.bridge.log().matches("PocketBase realtime subscribed").count();
     if subscriptions < CUTS / 2 + 1 {
-        v.push(format!("only {subscriptions} realtime subscriptions for {CUTS} cuts: the cuts did not reach the stream"));
+        v.push(format!(
+            "only {subscriptions} realtime subscriptions for {CUTS} cuts: the cuts did not reach the stream"
+        ));
     }
     Row {
         scenario: "3. realtime stream cut".into(),
         runs: format!("{CUTS} cuts, {} instances, no webhooks", live.len()),
-        figures: format!("{subscriptions} realtime subscriptions; converged {} after the last cut", secs(took)),
+        figures: format!(
+            "{subscriptions} realtime subscriptions; converged {} after the last cut",
+            secs(took)
+        ),
         violations: v,
         wall: w.started.elapsed(),
     }
@@ -198,9 +236,15 @@ async fn sim_faults() -> Row {
     let mut figures = Vec::new();
     let phases: [(&str, Value); 4] = [
         ("20% 5xx", json!({"route": "*", "error_rate": 0.2})),
-        ("429 storm", json!({"route": "*", "storm_429": {"count": 40, "retry_after": 1}})),
+        (
+            "429 storm",
+            json!({"route": "*", "storm_429": {"count": 40, "retry_after": 1}}),
+        ),
         ("2 s latency", json!({"route": "*", "latency_ms": 2000})),
-        ("lost creates", json!({"route": "POST /services", "lost_response": true})),
+        (
+            "lost creates",
+            json!({"route": "POST /services", "lost_response": true}),
+        ),
     ];
     for (n, (name, fault)) in phases.iter().enumerate() {
         w.sim.set_fault(fault.clone()).await;
@@ -215,18 +259,27 @@ async fn sim_faults() -> Row {
     }
     // A crashed container: the health poller must notice; a restart request brings it back.
     let victim = live[0].clone();
-    let rec = w.pb.superuser_request("GET", &format!("/api/collections/bot_instances/records/{victim}"), None).await;
+    let rec =
+        w.pb.superuser_request("GET", &format!("/api/collections/bot_instances/records/{victim}"), None)
+            .await;
     if rec["desired_state"] != "running" {
-        ops.patch(Collection::BotInstances, &victim, json!({"desired_state": "running"})).await;
+        ops.patch(Collection::BotInstances, &victim, json!({"desired_state": "running"}))
+            .await;
         let _ = w.converge(Duration::from_secs(30)).await;
     }
-    let uuid = w.pb.superuser_request("GET", &format!("/api/collections/bot_instances/records/{victim}"), None).await
-        ["coolify_service_id"].as_str().unwrap_or_default().to_string();
+    let uuid =
+        w.pb.superuser_request("GET", &format!("/api/collections/bot_instances/records/{victim}"), None)
+            .await["coolify_service_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
     w.sim.set_fault(json!({"crash_service": uuid})).await;
     let t0 = Instant::now();
     let mut detected = None;
     while t0.elapsed() < Duration::from_secs(30) {
-        let r = w.pb.superuser_request("GET", &format!("/api/collections/bot_instances/records/{victim}"), None).await;
+        let r =
+            w.pb.superuser_request("GET", &format!("/api/collections/bot_instances/records/{victim}"), None)
+                .await;
         if r["status"] == "error" {
             detected = Some(t0.elapsed());
             break;
@@ -238,7 +291,12 @@ async fn sim_faults() -> Row {
         Some(d) => figures.push(format!("crash marked error after {}", secs(d))),
         None => violations.push(format!("crashed container of {victim}: instance never marked error")),
     }
-    ops.patch(Collection::BotInstances, &victim, json!({"restart_requested_at": chrono::Utc::now().to_rfc3339()})).await;
+    ops.patch(
+        Collection::BotInstances,
+        &victim,
+        json!({"restart_requested_at": chrono::Utc::now().to_rfc3339()}),
+    )
+    .await;
     let (took, v) = finish(&w, Duration::from_secs(60)).await;
     figures.push(format!("restart request recovered it in {}", secs(took)));
     violations.extend(v.into_iter().map(|x| format!("crash: {x}")));
@@ -271,7 +329,10 @@ async fn coolify_outage() -> Row {
         t
     };
     let (_, mut violations) = w.converge(Duration::from_secs(60)).await;
-    violations = violations.into_iter().map(|x| format!("before the outage: {x}")).collect();
+    violations = violations
+        .into_iter()
+        .map(|x| format!("before the outage: {x}"))
+        .collect();
     w.sim.stop();
     let down = Instant::now();
     let down_ms = chrono::Utc::now().timestamp_millis();
@@ -280,8 +341,10 @@ async fn coolify_outage() -> Row {
         for n in 6..10 {
             live.push(id(&ops.create_instance(&t, &label("o", n), "running").await));
         }
-        ops.patch(Collection::BotInstances, &live[1], json!({"desired_state": "stopped"})).await;
-        ops.patch(Collection::BotInstances, &live[2], json!({"desired_state": "stopped"})).await;
+        ops.patch(Collection::BotInstances, &live[1], json!({"desired_state": "stopped"}))
+            .await;
+        ops.patch(Collection::BotInstances, &live[2], json!({"desired_state": "stopped"}))
+            .await;
         ops.delete_instance(&live.remove(0)).await;
     }
     tokio::time::sleep(OUTAGE.saturating_sub(down.elapsed())).await;
@@ -316,7 +379,8 @@ async fn coolify_outage() -> Row {
 
 /// The most attempts any one job started between two instants (ms UTC), from the journal.
 fn most_attempts_between(w: &World, from_ms: i64, to_ms: i64) -> i64 {
-    let Ok(conn) = rusqlite::Connection::open_with_flags(w.journal_path(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+    let Ok(conn) = rusqlite::Connection::open_with_flags(w.journal_path(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
         return -1;
     };
     conn.query_row(
@@ -343,7 +407,8 @@ impl JournalLock {
         let thread = std::thread::spawn(move || {
             let conn = rusqlite::Connection::open(&path).expect("open journal");
             conn.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
-            conn.execute_batch("BEGIN EXCLUSIVE").expect("take the journal's write lock");
+            conn.execute_batch("BEGIN EXCLUSIVE")
+                .expect("take the journal's write lock");
             let _ = ready_tx.send(());
             let _ = release_rx.recv();
             conn.execute_batch("ROLLBACK").expect("release the journal lock");
@@ -366,7 +431,11 @@ struct ReadOnlyJournal {
 
 impl ReadOnlyJournal {
     fn take(path: &std::path::Path) -> ReadOnlyJournal {
-        let name = path.file_name().and_then(|n| n.to_str()).expect("journal file name").to_string();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("journal file name")
+            .to_string();
         let dir = path.parent().expect("journal dir");
         let files: Vec<std::path::PathBuf> = ["", "-wal"]
             .iter()
@@ -374,8 +443,16 @@ impl ReadOnlyJournal {
             .filter(|f| f.exists())
             .collect();
         for f in &files {
-            let ok = std::process::Command::new("chattr").arg("+i").arg(f).status().is_ok_and(|s| s.success());
-            assert!(ok, "chattr +i {} failed: this scenario needs an ext4-like filesystem and root", f.display());
+            let ok = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(f)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(
+                ok,
+                "chattr +i {} failed: this scenario needs an ext4-like filesystem and root",
+                f.display()
+            );
         }
         ReadOnlyJournal { files }
     }
@@ -429,14 +506,22 @@ async fn journal_unavailable(blocker: Blocker) -> Row {
     let mut answers = Vec::new();
     let mut refused_records = Vec::new();
     for (n, rid) in [&a, &b].into_iter().enumerate() {
-        let rec = silent.patch(Collection::BotInstances, rid, json!({"desired_state": "stopped", "name": format!("j-{n}")})).await;
+        let rec = silent
+            .patch(
+                Collection::BotInstances,
+                rid,
+                json!({"desired_state": "stopped", "name": format!("j-{n}")}),
+            )
+            .await;
         let before = w.acks.all().len();
         let sent = Instant::now();
         let status = send_webhook(&w.bridge.url, &w.acks, Action::Update, Collection::BotInstances, &rec).await;
         let waited = sent.elapsed();
         answers.push(format!("{} in {}", status.unwrap_or(0), secs(waited)));
         if status != Some(503) {
-            violations.push(format!("webhook while {how} answered {status:?} after {waited:?}, expected 503"));
+            violations.push(format!(
+                "webhook while {how} answered {status:?} after {waited:?}, expected 503"
+            ));
         }
         // The PocketBase hook gives up after 3 s: a later 503 would never reach it.
         if waited > Duration::from_secs(3) {
@@ -456,7 +541,9 @@ async fn journal_unavailable(blocker: Blocker) -> Row {
     for rec in &refused_records {
         let retry = send_webhook(&w.bridge.url, &w.acks, Action::Update, Collection::BotInstances, rec).await;
         if !matches!(retry, Some(200 | 202)) {
-            violations.push(format!("the retried delivery answered {retry:?} after the journal recovered"));
+            violations.push(format!(
+                "the retried delivery answered {retry:?} after the journal recovered"
+            ));
         }
         retries.push(retry.unwrap_or(0));
     }
@@ -496,10 +583,22 @@ async fn self_check(w: &World) -> Vec<String> {
         .json()
         .await
         .expect("project json");
-    let seen = w.check().await.iter().any(|v| v.contains("orphan Coolify project") && v.contains(&name));
+    let seen = w
+        .check()
+        .await
+        .iter()
+        .any(|v| v.contains("orphan Coolify project") && v.contains(&name));
     let uuid = created["uuid"].as_str().unwrap_or_default();
-    let _ = http.delete(format!("{}/api/v1/projects/{uuid}", w.sim.url)).bearer_auth(common::reliability::SIM_TOKEN).send().await;
-    if seen { Vec::new() } else { vec![format!("self-check: the stray project {name} was not reported")] }
+    let _ = http
+        .delete(format!("{}/api/v1/projects/{uuid}", w.sim.url))
+        .bearer_auth(common::reliability::SIM_TOKEN)
+        .send()
+        .await;
+    if seen {
+        Vec::new()
+    } else {
+        vec![format!("self-check: the stray project {name} was not reported")]
+    }
 }
 
 /// Runs a scenario in its own task so a panic becomes a row instead of ending the suite.
@@ -516,7 +615,13 @@ async fn run<F: Future<Output = Row> + Send + 'static>(name: &str, f: F) -> Row 
                     .unwrap_or_default(),
                 Err(e) => e.to_string(),
             };
-            Row { scenario: name.into(), runs: "aborted".into(), violations: vec![format!("panicked: {msg}")], figures: String::new(), wall: t.elapsed() }
+            Row {
+                scenario: name.into(),
+                runs: "aborted".into(),
+                violations: vec![format!("panicked: {msg}")],
+                figures: String::new(),
+                wall: t.elapsed(),
+            }
         }
     }
 }
@@ -550,7 +655,16 @@ async fn reliability_suite() {
     let _ = std::fs::write(common::bridge::repo_root().join("target/reliability-table.md"), &t);
     let failures: Vec<String> = rows
         .iter()
-        .flat_map(|r| r.violations.iter().take(15).map(move |v| format!("{}: {v}", r.scenario)))
+        .flat_map(|r| {
+            r.violations
+                .iter()
+                .take(15)
+                .map(move |v| format!("{}: {v}", r.scenario))
+        })
         .collect();
-    assert!(failures.is_empty(), "invariant violations:\n{}\n\n{t}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "invariant violations:\n{}\n\n{t}",
+        failures.join("\n")
+    );
 }

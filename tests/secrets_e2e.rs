@@ -21,7 +21,11 @@ fn is_hex64(s: &str) -> bool {
 }
 
 async fn put_secrets(stack: &Stack, id: &str, body: Value) -> (u16, Value) {
-    stack.bridge.admin().send(Method::PUT, &format!("/admin/instances/{id}/secrets"), body).await
+    stack
+        .bridge
+        .admin()
+        .send(Method::PUT, &format!("/admin/instances/{id}/secrets"), body)
+        .await
 }
 
 /// PUT with a raw body (not necessarily JSON); returns the status and the raw answer.
@@ -50,11 +54,17 @@ async fn secrets_gate_the_deploy_then_rotate_in_one_bulk_call() {
     // No secrets yet: pending, naming the missing key, and nothing in Coolify.
     let r = stack
         .wait_instance(&id, "pending naming the missing secret", WAIT, |r| {
-            r["status"] == "pending" && r["error_message"].as_str().is_some_and(|m| m.contains("TELEGRAM_BOT_TOKEN"))
+            r["status"] == "pending"
+                && r["error_message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("TELEGRAM_BOT_TOKEN"))
         })
         .await;
     assert_eq!(r["error_message"], "waiting for secrets: TELEGRAM_BOT_TOKEN");
-    assert!(stack.sim_service(&id).await.is_none(), "no service may exist before the secrets arrive");
+    assert!(
+        stack.sim_service(&id).await.is_none(),
+        "no service may exist before the secrets arrive"
+    );
 
     // They arrive: it deploys, and the hash the API answered is the one written back.
     let (status, body) = put_secrets(&stack, &id, json!({"TELEGRAM_BOT_TOKEN": "123456:first-token"})).await;
@@ -66,7 +76,10 @@ async fn secrets_gate_the_deploy_then_rotate_in_one_bulk_call() {
     assert_eq!(r["secrets_hash"], first_hash.as_str());
     assert_eq!(r["error_message"], "");
     let envs = stack.sim_envs(&id).await;
-    assert_eq!(envs.get("TELEGRAM_BOT_TOKEN"), Some(&("123456:first-token".to_string(), false)));
+    assert_eq!(
+        envs.get("TELEGRAM_BOT_TOKEN"),
+        Some(&("123456:first-token".to_string(), false))
+    );
     let uuid = r["coolify_service_id"].as_str().expect("service id").to_string();
 
     // New secrets for the running service: one bulk env call, one restart, the new hash.
@@ -88,21 +101,44 @@ async fn secrets_gate_the_deploy_then_rotate_in_one_bulk_call() {
         })
         .await;
     let requests = stack.sim.requests().await;
-    let bulk: Vec<&Value> = requests.iter().filter(|r| r["path"] == "PATCH /services/{uuid}/envs/bulk").collect();
+    let bulk: Vec<&Value> = requests
+        .iter()
+        .filter(|r| r["path"] == "PATCH /services/{uuid}/envs/bulk")
+        .collect();
     assert_eq!(bulk.len(), 1, "exactly one bulk env call: {requests:#?}");
     let items = bulk[0]["request"]["data"].as_array().expect("bulk items");
-    let item = |k: &str| items.iter().find(|i| i["key"] == k).unwrap_or_else(|| panic!("{k} not in the bulk call"));
+    let item = |k: &str| {
+        items
+            .iter()
+            .find(|i| i["key"] == k)
+            .unwrap_or_else(|| panic!("{k} not in the bulk call"))
+    };
     assert_eq!(item("TELEGRAM_BOT_TOKEN")["is_literal"], false);
-    assert_eq!(item("DB_PASSWORD")["is_literal"], true, "values containing $ are sent literal");
+    assert_eq!(
+        item("DB_PASSWORD")["is_literal"],
+        true,
+        "values containing $ are sent literal"
+    );
     assert_eq!(item("DB_PASSWORD")["value"], dollar);
-    assert_eq!(item("TLS_KEY")["is_literal"], true, "multi-line values are quoted as one .env entry");
+    assert_eq!(
+        item("TLS_KEY")["is_literal"],
+        true,
+        "multi-line values are quoted as one .env entry"
+    );
     let restarts = count(&requests, "POST /services/{uuid}/restart") + count(&requests, "GET /services/{uuid}/restart");
     assert_eq!(restarts, 1, "the running service is restarted once: {requests:#?}");
     assert_eq!(count(&requests, "POST /services"), 0, "no new service");
     let envs = stack.sim_envs(&id).await;
-    assert_eq!(envs.get("TELEGRAM_BOT_TOKEN"), Some(&("123456:second-token".to_string(), false)));
+    assert_eq!(
+        envs.get("TELEGRAM_BOT_TOKEN"),
+        Some(&("123456:second-token".to_string(), false))
+    );
     assert_eq!(envs.get("DB_PASSWORD"), Some(&(dollar.to_string(), true)));
-    assert_eq!(stack.record(&id).await["coolify_service_id"], uuid.as_str(), "same service");
+    assert_eq!(
+        stack.record(&id).await["coolify_service_id"],
+        uuid.as_str(),
+        "same service"
+    );
 
     // Secrets dropped from the map are blanked in Coolify, not left live.
     let (status, body) = put_secrets(&stack, &id, json!({"TELEGRAM_BOT_TOKEN": "123456:third-token"})).await;
@@ -114,9 +150,16 @@ async fn secrets_gate_the_deploy_then_rotate_in_one_bulk_call() {
         })
         .await;
     let envs = stack.sim_envs(&id).await;
-    assert_eq!(envs.get("TELEGRAM_BOT_TOKEN").map(|v| v.0.as_str()), Some("123456:third-token"));
+    assert_eq!(
+        envs.get("TELEGRAM_BOT_TOKEN").map(|v| v.0.as_str()),
+        Some("123456:third-token")
+    );
     for revoked in ["DB_PASSWORD", "TLS_KEY"] {
-        assert_eq!(envs.get(revoked).map(|v| v.0.as_str()), Some(""), "{revoked} must be blanked after removal");
+        assert_eq!(
+            envs.get(revoked).map(|v| v.0.as_str()),
+            Some(""),
+            "{revoked} must be blanked after removal"
+        );
     }
 
     // Bad bodies: 400 naming the key, never echoing the value; the stored secrets stay as they were.
@@ -140,9 +183,17 @@ async fn secrets_gate_the_deploy_then_rotate_in_one_bulk_call() {
         assert_eq!(status, 400, "{body:.200}: {text}");
         let msg = answer["error"].as_str().unwrap_or_default();
         assert!(msg.contains(key), "error must name {key}: {msg}");
-        assert!(!text.contains(marker) && !text.contains("918273645") && !text.contains("xxxxxxxx"), "value echoed: {text}");
+        assert!(
+            !text.contains(marker) && !text.contains("918273645") && !text.contains("xxxxxxxx"),
+            "value echoed: {text}"
+        );
     }
-    for raw in [format!("\"{marker}\""), format!("[\"{marker}\"]"), format!("{{\"A\": \"{marker}"), "12".to_string()] {
+    for raw in [
+        format!("\"{marker}\""),
+        format!("[\"{marker}\"]"),
+        format!("{{\"A\": \"{marker}"),
+        "12".to_string(),
+    ] {
         let (status, text) = put_raw(&stack, &id, raw.clone()).await;
         assert_eq!(status, 400, "{raw}: {text}");
         assert!(!text.contains(marker), "value echoed: {text}");
@@ -163,7 +214,9 @@ fn canary(i: usize) -> String {
 /// Every file under `dir` (recursively), as bytes, with its path.
 fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -184,7 +237,9 @@ async fn canary_secrets_appear_only_in_the_simulator() {
     let stack = Stack::start().await;
     let tenant = stack.tenant("canary", "business").await;
     let bot = stack.instance(&tenant, "telegram-bot", "canary-bot", json!({})).await;
-    let agent = stack.instance(&tenant, "openclaw-agent", "canary-agent", json!({})).await;
+    let agent = stack
+        .instance(&tenant, "openclaw-agent", "canary-agent", json!({}))
+        .await;
 
     // Values that reach Coolify, and values that only ever appear in refused requests.
     let delivered: Vec<String> = (0..4).map(canary).collect();
@@ -193,7 +248,12 @@ async fn canary_secrets_appear_only_in_the_simulator() {
 
     stack.wait_status(&bot, "pending", WAIT).await;
     let mut answers = String::new();
-    let (s, a) = put_secrets(&stack, &bot, json!({"TELEGRAM_BOT_TOKEN": delivered[0], "EXTRA_DOLLAR": with_dollar})).await;
+    let (s, a) = put_secrets(
+        &stack,
+        &bot,
+        json!({"TELEGRAM_BOT_TOKEN": delivered[0], "EXTRA_DOLLAR": with_dollar}),
+    )
+    .await;
     assert_eq!(s, 202, "{a}");
     answers.push_str(&a.to_string());
     let (s, a) = put_secrets(&stack, &agent, json!({"OPENCLAW_GATEWAY_TOKEN": delivered[2]})).await;
@@ -213,7 +273,9 @@ async fn canary_secrets_appear_only_in_the_simulator() {
     let hash = a["secrets_hash"].as_str().expect("hash").to_string();
     answers.push_str(&a.to_string());
     stack
-        .wait_instance(&bot, "rotated and running", WAIT, |r| r["secrets_hash"] == hash.as_str() && r["status"] == "running")
+        .wait_instance(&bot, "rotated and running", WAIT, |r| {
+            r["secrets_hash"] == hash.as_str() && r["status"] == "running"
+        })
         .await;
 
     // Refused bodies carrying canaries.
@@ -244,7 +306,12 @@ async fn canary_secrets_appear_only_in_the_simulator() {
         assert!(s == 200 || s == 400, "{path}: {s} {v}");
         answers.push_str(&v.to_string());
     }
-    let metrics = reqwest::get(format!("{}/metrics", stack.bridge.url)).await.expect("metrics").text().await.expect("text");
+    let metrics = reqwest::get(format!("{}/metrics", stack.bridge.url))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     assert!(metrics.contains("# TYPE"), "metrics look empty: {metrics:.200}");
 
     // The simulator holds every delivered value (that is where they belong).
@@ -270,14 +337,21 @@ async fn canary_secrets_appear_only_in_the_simulator() {
         ("bridge log".into(), stack.bridge.log().into_bytes()),
         ("admin API answers".into(), answers.into_bytes()),
         ("/metrics".into(), metrics.into_bytes()),
-        ("PocketBase records (all four collections)".into(), stack.dump_collections().await.into_bytes()),
+        (
+            "PocketBase records (all four collections)".into(),
+            stack.dump_collections().await.into_bytes(),
+        ),
         ("PocketBase log".into(), stack.pb.log().into_bytes()),
     ];
     let pb_logs = stack.pb.superuser_request("GET", "/api/logs?perPage=500", None).await;
     places.push(("PocketBase request logs".into(), pb_logs.to_string().into_bytes()));
     // The bridge's directory: journal.db with its -wal and -shm, the (encrypted) secret store, the log.
     let bridge_files = files_under(&stack.bridge.dir);
-    assert!(bridge_files.iter().any(|(p, _)| p.ends_with("journal.db")), "journal not found in {:?}", stack.bridge.dir);
+    assert!(
+        bridge_files.iter().any(|(p, _)| p.ends_with("journal.db")),
+        "journal not found in {:?}",
+        stack.bridge.dir
+    );
     places.extend(bridge_files);
     places.extend(files_under(&stack.pb.data_dir));
 

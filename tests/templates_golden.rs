@@ -27,7 +27,11 @@ fn input(name: &str) -> RenderInput {
 fn check_golden(name: &str) {
     let set = TemplateSet::load_dir(&root().join("templates")).expect("shipped templates load");
     let t = set.get(name).expect("template present");
-    let ceiling = Ceiling { max_stacks: Some(10), cpu: 0.5, mem_mb: 512 };
+    let ceiling = Ceiling {
+        max_stacks: Some(10),
+        cpu: 0.5,
+        mem_mb: 512,
+    };
     let rendered = render(t, &input(name), &ceiling).expect("renders");
     validate_compose(t, &rendered.compose_yaml, &ceiling).expect("valid");
     let path = root().join("tests/golden").join(format!("{name}.yml"));
@@ -36,7 +40,12 @@ fn check_golden(name: &str) {
     }
     let golden =
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDEN=1", path.display()));
-    assert_eq!(rendered.compose_yaml, golden, "rendering of {name} differs from {}", path.display());
+    assert_eq!(
+        rendered.compose_yaml,
+        golden,
+        "rendering of {name} differs from {}",
+        path.display()
+    );
     assert_eq!(rendered.public_service, t.public_service);
     assert_eq!(rendered.public_port, t.public_port);
 }

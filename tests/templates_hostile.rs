@@ -15,7 +15,11 @@ fn set() -> TemplateSet {
 }
 
 fn ceiling() -> Ceiling {
-    Ceiling { max_stacks: None, cpu: 1.0, mem_mb: 1024 }
+    Ceiling {
+        max_stacks: None,
+        cpu: 1.0,
+        mem_mb: 1024,
+    }
 }
 
 fn input(config: Json, name: &str) -> RenderInput {
@@ -49,13 +53,20 @@ fn shape(doc: &Value) -> Vec<(String, BTreeSet<String>, bool, usize)> {
                 })
                 .collect();
             let keys = svc.as_mapping().map(|m| m.len()).unwrap_or(0);
-            (k.as_str().unwrap_or_default().to_string(), env, svc.get("privileged").is_some(), keys)
+            (
+                k.as_str().unwrap_or_default().to_string(),
+                env,
+                svc.get("privileged").is_some(),
+                keys,
+            )
         })
         .collect()
 }
 
 fn env_value<'a>(doc: &'a Value, service: &str, key: &str) -> &'a str {
-    doc["services"][service]["environment"][key].as_str().expect("env value is a string")
+    doc["services"][service]["environment"][key]
+        .as_str()
+        .expect("env value is a string")
 }
 
 fn hostile_values() -> Vec<String> {
@@ -141,14 +152,30 @@ fn hostile_config_values_render_harmless() {
             let r = render(t, &input(json!({ "MODEL": value }), value), &ceiling())
                 .unwrap_or_else(|e| panic!("{}: value {value:?} should render: {e}", t.name));
             let doc: Value = serde_norway::from_str(&r.compose_yaml).expect("hostile rendering parses");
-            assert_eq!(shape(&doc), shape(&base_doc), "{}: structure changed by {value:?}", t.name);
-            assert_eq!(r.env_refs, baseline.env_refs, "{}: env refs changed by {value:?}", t.name);
+            assert_eq!(
+                shape(&doc),
+                shape(&base_doc),
+                "{}: structure changed by {value:?}",
+                t.name
+            );
+            assert_eq!(
+                r.env_refs, baseline.env_refs,
+                "{}: env refs changed by {value:?}",
+                t.name
+            );
             for svc in t.services.keys() {
-                assert_eq!(unescape_dollars(env_value(&doc, svc, "MODEL")), *value, "{}: MODEL round trip", t.name);
+                assert_eq!(
+                    unescape_dollars(env_value(&doc, svc, "MODEL")),
+                    *value,
+                    "{}: MODEL round trip",
+                    t.name
+                );
             }
             if t.name == "base-llm" {
                 assert_eq!(unescape_dollars(env_value(&doc, "webui", "WEBUI_NAME")), *value);
-                let cmd = doc["services"]["litellm"]["command"].as_sequence().expect("command list");
+                let cmd = doc["services"]["litellm"]["command"]
+                    .as_sequence()
+                    .expect("command list");
                 assert_eq!(cmd.len(), 4);
                 assert_eq!(unescape_dollars(cmd[3].as_str().expect("string arg")), *value);
             }
@@ -162,7 +189,11 @@ fn dollar_signs_are_doubled_for_compose() {
     let set = set();
     let t = set.get("telegram-bot").expect("template");
     let r = render(t, &input(json!({ "MODEL": "${HOME}$x" }), "n"), &ceiling()).expect("renders");
-    assert!(r.compose_yaml.contains(r#""MODEL": "$${HOME}$$x""#), "{}", r.compose_yaml);
+    assert!(
+        r.compose_yaml.contains(r#""MODEL": "$${HOME}$$x""#),
+        "{}",
+        r.compose_yaml
+    );
 }
 
 #[test]
@@ -173,7 +204,10 @@ fn control_characters_and_oversized_values_are_rejected() {
         let err = render(t, &input(json!({ "MODEL": value }), "n"), &ceiling()).expect_err("must be rejected");
         let msg = err.to_string();
         assert!(matches!(err, TemplateError::Input { .. }), "{msg}");
-        assert!(msg.contains("config key MODEL") && msg.contains(expected), "unclear message: {msg}");
+        assert!(
+            msg.contains("config key MODEL") && msg.contains(expected),
+            "unclear message: {msg}"
+        );
         assert!(msg.starts_with("template telegram-bot: "), "{msg}");
 
         let err = render(t, &input(json!({}), &value), &ceiling()).expect_err("hostile name must be rejected");
@@ -185,11 +219,25 @@ fn control_characters_and_oversized_values_are_rejected() {
 fn hostile_config_keys_are_rejected_by_name() {
     let set = set();
     let t = set.get("telegram-bot").expect("template");
-    for key in ["a b", "1abc", "KEY-X", "ÄKEY", "", "key\n", "x: y", "$HOME", "{{ k }}", &"K".repeat(65)] {
+    for key in [
+        "a b",
+        "1abc",
+        "KEY-X",
+        "ÄKEY",
+        "",
+        "key\n",
+        "x: y",
+        "$HOME",
+        "{{ k }}",
+        &"K".repeat(65),
+    ] {
         let err = render(t, &input(json!({ key: "v" }), "n"), &ceiling()).expect_err(key);
         let msg = err.to_string();
         assert!(msg.contains("config key") && msg.contains("is invalid"), "{msg}");
-        assert!(!msg.contains('\n'), "message must not carry raw control characters: {msg:?}");
+        assert!(
+            !msg.contains('\n'),
+            "message must not carry raw control characters: {msg:?}"
+        );
     }
 }
 
@@ -197,8 +245,12 @@ fn hostile_config_keys_are_rejected_by_name() {
 fn yaml_keywords_as_keys_stay_strings() {
     let set = set();
     let t = set.get("telegram-bot").expect("template");
-    let r =
-        render(t, &input(json!({ "null": "1", "true": "2", "y": "3", "_": "4" }), "n"), &ceiling()).expect("renders");
+    let r = render(
+        t,
+        &input(json!({ "null": "1", "true": "2", "y": "3", "_": "4" }), "n"),
+        &ceiling(),
+    )
+    .expect("renders");
     let doc: Value = serde_norway::from_str(&r.compose_yaml).expect("parses");
     for (k, v) in [("null", "1"), ("true", "2"), ("y", "3"), ("_", "4")] {
         assert_eq!(env_value(&doc, "bot", k), v);
@@ -243,19 +295,44 @@ fn hostile_identity_fields_are_rejected() {
     let t: &Template = set.get("telegram-bot").expect("template");
     let mut i = input(json!({}), "n");
     i.subdomain = "evil\"\n  privileged: true".into();
-    assert!(render(t, &i, &ceiling()).expect_err("subdomain").to_string().contains("subdomain"));
+    assert!(
+        render(t, &i, &ceiling())
+            .expect_err("subdomain")
+            .to_string()
+            .contains("subdomain")
+    );
     let mut i = input(json!({}), "n");
     i.domain = "bot.example.com:8080/../".into();
-    assert!(render(t, &i, &ceiling()).expect_err("domain").to_string().contains("domain"));
+    assert!(
+        render(t, &i, &ceiling())
+            .expect_err("domain")
+            .to_string()
+            .contains("domain")
+    );
     let mut i = input(json!({}), "n");
     i.tenant_slug = "Acme Corp".into();
-    assert!(render(t, &i, &ceiling()).expect_err("slug").to_string().contains("tenant slug"));
+    assert!(
+        render(t, &i, &ceiling())
+            .expect_err("slug")
+            .to_string()
+            .contains("tenant slug")
+    );
     let mut i = input(json!({}), "n");
     i.instance_id = "../../etc".into();
-    assert!(render(t, &i, &ceiling()).expect_err("id").to_string().contains("instance id"));
+    assert!(
+        render(t, &i, &ceiling())
+            .expect_err("id")
+            .to_string()
+            .contains("instance id")
+    );
     let mut i = input(json!({}), "n");
     i.router_base_url = "https://router}\"\n  evil: x".into();
-    assert!(render(t, &i, &ceiling()).expect_err("router").to_string().contains("router base URL"));
+    assert!(
+        render(t, &i, &ceiling())
+            .expect_err("router")
+            .to_string()
+            .contains("router base URL")
+    );
 }
 
 #[test]

@@ -63,40 +63,94 @@ fn a_valid_template_loads_and_renders_within_its_ceiling() {
     assert_eq!(t.healthcheck_path, "/healthz");
     let mut input = RenderInput::sample(t);
     input.cpu = 0.5;
-    let err = render(t, &input, &Ceiling { max_stacks: None, cpu: 0.25, mem_mb: 256 }).expect_err("above ceiling");
-    assert!(err.to_string().contains("CPU limits add up to 0.5 cores, above the ceiling of 0.25"), "{err}");
+    let err = render(
+        t,
+        &input,
+        &Ceiling {
+            max_stacks: None,
+            cpu: 0.25,
+            mem_mb: 256,
+        },
+    )
+    .expect_err("above ceiling");
+    assert!(
+        err.to_string()
+            .contains("CPU limits add up to 0.5 cores, above the ceiling of 0.25"),
+        "{err}"
+    );
     input.cpu = 0.0;
     input.mem_mb = 0;
-    let r = render(t, &input, &Ceiling { max_stacks: None, cpu: 0.25, mem_mb: 256 }).expect("template defaults");
+    let r = render(
+        t,
+        &input,
+        &Ceiling {
+            max_stacks: None,
+            cpu: 0.25,
+            mem_mb: 256,
+        },
+    )
+    .expect("template defaults");
     assert!(r.compose_yaml.contains("cpus: \"0.20\"") && r.compose_yaml.contains("memory: \"128M\""));
 }
 
 #[test]
 fn broken_templates_are_refused_at_load() {
     let cases: Vec<(String, String, &str)> = vec![
-        (MANIFEST.replace("name = \"demo\"", "name = \"other\""), COMPOSE.into(), "differs from its directory"),
+        (
+            MANIFEST.replace("name = \"demo\"", "name = \"other\""),
+            COMPOSE.into(),
+            "differs from its directory",
+        ),
         (
             MANIFEST.replace("public_service = \"app\"", "public_service = \"web\""),
             COMPOSE.into(),
             "not among [services]",
         ),
-        (MANIFEST.replace("share = 1.0", "share = 1.5"), COMPOSE.into(), "share must be in (0, 1]"),
+        (
+            MANIFEST.replace("share = 1.0", "share = 1.5"),
+            COMPOSE.into(),
+            "share must be in (0, 1]",
+        ),
         (
             MANIFEST.replace("required_secrets = []", "required_secrets = [\"CLOUDFREEDOM_API_KEY\"]"),
             COMPOSE.into(),
             "not a valid tenant secret name",
         ),
-        (format!("{MANIFEST}\nunknown_field = 1\n"), COMPOSE.into(), "unknown field"),
+        (
+            format!("{MANIFEST}\nunknown_field = 1\n"),
+            COMPOSE.into(),
+            "unknown field",
+        ),
         (
             MANIFEST.into(),
             COMPOSE.replace("#EXTRA", "privileged: true"),
             "template demo: service app: privileged mode is not allowed",
         ),
-        (MANIFEST.into(), COMPOSE.replace("#EXTRA", "ports: [\"80:80\"]"), "ports published on the host"),
-        (MANIFEST.into(), COMPOSE.replace("{{ limits.app.cpus }}", "\"4\""), "above the ceiling"),
-        (MANIFEST.into(), COMPOSE.replace("{%- endfor %}", ""), "compose template does not parse"),
-        (MANIFEST.into(), COMPOSE.replace("{{ e.value }}", "{{ e.missing_field }}"), "rendering failed"),
-        (MANIFEST.into(), COMPOSE.replace("image: nginx:1.27.3", "image: postgres:17.2"), "is a database image"),
+        (
+            MANIFEST.into(),
+            COMPOSE.replace("#EXTRA", "ports: [\"80:80\"]"),
+            "ports published on the host",
+        ),
+        (
+            MANIFEST.into(),
+            COMPOSE.replace("{{ limits.app.cpus }}", "\"4\""),
+            "above the ceiling",
+        ),
+        (
+            MANIFEST.into(),
+            COMPOSE.replace("{%- endfor %}", ""),
+            "compose template does not parse",
+        ),
+        (
+            MANIFEST.into(),
+            COMPOSE.replace("{{ e.value }}", "{{ e.missing_field }}"),
+            "rendering failed",
+        ),
+        (
+            MANIFEST.into(),
+            COMPOSE.replace("image: nginx:1.27.3", "image: postgres:17.2"),
+            "is a database image",
+        ),
     ];
     for (manifest, compose, expected) in cases {
         let err = load(&manifest, &compose).expect_err(expected);

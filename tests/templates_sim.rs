@@ -41,10 +41,18 @@ fn input(name: &str, ceiling: &Ceiling) -> RenderInput {
 async fn every_template_is_accepted_by_the_simulator() {
     let sim = SimProcess::start(&["--rate-limit", "100000"]);
     let c = client(&sim);
-    let set = TemplateSet::load_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates")).expect("templates load");
+    let set =
+        TemplateSet::load_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates")).expect("templates load");
     assert_eq!(set.len(), 3, "expected the three shipped templates");
-    let sovereign = Ceiling { max_stacks: None, cpu: 4.0, mem_mb: 8192 };
-    let project = c.create_project("cf-acme", Some("templates test")).await.expect("create project");
+    let sovereign = Ceiling {
+        max_stacks: None,
+        cpu: 4.0,
+        mem_mb: 8192,
+    };
+    let project = c
+        .create_project("cf-acme", Some("templates test"))
+        .await
+        .expect("create project");
 
     for t in set.iter() {
         // The tightest plan, so every template must also fit a starter stack.
@@ -58,15 +66,25 @@ async fn every_template_is_accepted_by_the_simulator() {
             server_uuid: LOCALHOST_SERVER_UUID.into(),
             name: format!("cf-{}", inp.instance_id),
             compose_yaml: rendered.compose_yaml.clone(),
-            urls: vec![ServiceUrl { name: rendered.public_service.clone(), url: url.clone() }],
+            urls: vec![ServiceUrl {
+                name: rendered.public_service.clone(),
+                url: url.clone(),
+            }],
             instant_deploy: false,
             ..Default::default()
         };
-        let created = c.create_service(&req).await.unwrap_or_else(|e| panic!("{}: sim refused the compose: {e}", t.name));
+        let created = c
+            .create_service(&req)
+            .await
+            .unwrap_or_else(|e| panic!("{}: sim refused the compose: {e}", t.name));
         assert_eq!(created.domains, vec![url.clone()], "{}", t.name);
 
         let log = sim.requests().await;
-        let last = log.iter().rev().find(|r| r["path"] == "POST /services").expect("create logged");
+        let last = log
+            .iter()
+            .rev()
+            .find(|r| r["path"] == "POST /services")
+            .expect("create logged");
         assert_eq!(last["status"], 201, "{}: {last}", t.name);
 
         let state = sim.state().await;
@@ -75,7 +93,12 @@ async fn every_template_is_accepted_by_the_simulator() {
             .and_then(|a| a.iter().find(|s| s["uuid"] == created.uuid.as_str()))
             .unwrap_or_else(|| panic!("{}: service not in sim state", t.name));
         assert_eq!(svc["name"], format!("cf-{}", inp.instance_id));
-        assert_eq!(svc["compose"].as_str(), Some(rendered.compose_yaml.as_str()), "{}: compose stored verbatim", t.name);
+        assert_eq!(
+            svc["compose"].as_str(),
+            Some(rendered.compose_yaml.as_str()),
+            "{}: compose stored verbatim",
+            t.name
+        );
         let apps = svc["applications"].as_array().expect("applications");
         let names: Vec<&str> = apps.iter().filter_map(|a| a["name"].as_str()).collect();
         let mut declared: Vec<&str> = t.services.keys().map(String::as_str).collect();
@@ -88,16 +111,35 @@ async fn every_template_is_accepted_by_the_simulator() {
             if app["name"] == t.public_service.as_str() {
                 assert_eq!(fqdn, &json!(url), "{}: public container gets the domain", t.name);
             } else {
-                assert_eq!(fqdn, &Value::Null, "{}: internal container {} must have no domain", t.name, app["name"]);
+                assert_eq!(
+                    fqdn,
+                    &Value::Null,
+                    "{}: internal container {} must have no domain",
+                    t.name,
+                    app["name"]
+                );
             }
         }
         // Coolify creates an env var for each reference; the bridge fills the secret ones later.
-        let env_keys: Vec<&str> = svc["envs"].as_array().expect("envs").iter().filter_map(|e| e["key"].as_str()).collect();
+        let env_keys: Vec<&str> = svc["envs"]
+            .as_array()
+            .expect("envs")
+            .iter()
+            .filter_map(|e| e["key"].as_str())
+            .collect();
         for r in &rendered.env_refs {
-            assert!(env_keys.contains(&r.as_str()), "{}: sim has no env var {r} (has {env_keys:?})", t.name);
+            assert!(
+                env_keys.contains(&r.as_str()),
+                "{}: sim has no env var {r} (has {env_keys:?})",
+                t.name
+            );
         }
         for s in &t.required_secrets {
-            assert!(env_keys.contains(&s.as_str()), "{}: required secret {s} is not referenced", t.name);
+            assert!(
+                env_keys.contains(&s.as_str()),
+                "{}: required secret {s} is not referenced",
+                t.name
+            );
         }
         assert!(env_keys.contains(&"CLOUDFREEDOM_API_KEY"), "{}", t.name);
         assert!(env_keys.contains(&"CLOUDFREEDOM_ROUTER_BASE_URL"), "{}", t.name);
@@ -109,8 +151,14 @@ async fn every_template_is_accepted_by_the_simulator() {
         .as_array()
         .and_then(|a| a.iter().find(|s| s["name"] == "cf-instbasellm"))
         .expect("base-llm service");
-    let litellm = llm["applications"].as_array().and_then(|a| a.iter().find(|x| x["name"] == "litellm")).expect("litellm");
+    let litellm = llm["applications"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == "litellm"))
+        .expect("litellm");
     assert_eq!(litellm["fqdn"], Value::Null);
-    let webui = llm["applications"].as_array().and_then(|a| a.iter().find(|x| x["name"] == "webui")).expect("webui");
+    let webui = llm["applications"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == "webui"))
+        .expect("webui");
     assert_eq!(webui["fqdn"], json!("https://base-llm.bots.test.example:8080"));
 }

@@ -34,7 +34,9 @@ fn chromedriver_path() -> PathBuf {
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .map(|d| d.join("chromedriver"))
         .find(|p| p.is_file());
-    found.unwrap_or_else(|| panic!("chromedriver is not installed: run scripts/install-test-deps.sh (Debian chromium-driver)"))
+    found.unwrap_or_else(|| {
+        panic!("chromedriver is not installed: run scripts/install-test-deps.sh (Debian chromium-driver)")
+    })
 }
 
 impl Driver {
@@ -46,7 +48,11 @@ impl Driver {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn chromedriver");
-        let driver = Driver { child, url: format!("http://127.0.0.1:{port}"), http: common::sim::reqwest_client() };
+        let driver = Driver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            http: common::sim::reqwest_client(),
+        };
         eventually(Duration::from_secs(20), "chromedriver to be ready", || async {
             let r = driver.http.get(format!("{}/status", driver.url)).send().await.ok()?;
             let v: Value = r.json().await.ok()?;
@@ -57,21 +63,32 @@ impl Driver {
     }
 
     async fn try_call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, String> {
-        let mut req = self.http.request(method.clone(), format!("{}{path}", self.url)).timeout(Duration::from_secs(60));
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.url))
+            .timeout(Duration::from_secs(60));
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.map_err(|e| format!("webdriver {method} {path}: {e}"))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("webdriver {method} {path}: {e}"))?;
         let status = resp.status();
         let v: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            return Err(format!("webdriver {method} {path} -> {status}: {}", v["value"]["message"]));
+            return Err(format!(
+                "webdriver {method} {path} -> {status}: {}",
+                v["value"]["message"]
+            ));
         }
         Ok(v["value"].clone())
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        self.try_call(method, path, body).await.unwrap_or_else(|e| panic!("{e}"))
+        self.try_call(method, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -97,18 +114,30 @@ impl Session<'_> {
         .map(|s| s.to_string())
         .chain([format!("--user-data-dir={}", profile.display())])
         .collect::<Vec<_>>();
-        let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {"args": args}}}});
+        let caps =
+            json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {"args": args}}}});
         let v = driver.call(reqwest::Method::POST, "/session", Some(caps)).await;
-        let id = v["sessionId"].as_str().unwrap_or_else(|| panic!("no session id: {v}")).to_string();
+        let id = v["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session id: {v}"))
+            .to_string();
         Session { driver, id }
     }
 
     async fn post(&self, path: &str, body: Value) -> Value {
-        self.driver.call(reqwest::Method::POST, &format!("/session/{}{path}", self.id), Some(body)).await
+        self.driver
+            .call(
+                reqwest::Method::POST,
+                &format!("/session/{}{path}", self.id),
+                Some(body),
+            )
+            .await
     }
 
     async fn get(&self, path: &str) -> Value {
-        self.driver.call(reqwest::Method::GET, &format!("/session/{}{path}", self.id), None).await
+        self.driver
+            .call(reqwest::Method::GET, &format!("/session/{}{path}", self.id), None)
+            .await
     }
 
     async fn goto(&self, url: &str) {
@@ -116,12 +145,19 @@ impl Session<'_> {
     }
 
     async fn find(&self, css: &str) -> String {
-        let v = self.post("/element", json!({"using": "css selector", "value": css})).await;
-        v[ELEMENT].as_str().unwrap_or_else(|| panic!("no element {css}: {v}")).to_string()
+        let v = self
+            .post("/element", json!({"using": "css selector", "value": css}))
+            .await;
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_string()
     }
 
     async fn count(&self, css: &str) -> usize {
-        let v = self.post("/elements", json!({"using": "css selector", "value": css})).await;
+        let v = self
+            .post("/elements", json!({"using": "css selector", "value": css}))
+            .await;
         v.as_array().map(Vec::len).unwrap_or(0)
     }
 
@@ -131,7 +167,11 @@ impl Session<'_> {
         let path = format!("/session/{}/execute/sync", self.id);
         eventually(Duration::from_secs(15), &format!("{css} on the page"), || async {
             let body = json!({"script": script, "args": [css]});
-            let v = self.driver.try_call(reqwest::Method::POST, &path, Some(body)).await.ok()?;
+            let v = self
+                .driver
+                .try_call(reqwest::Method::POST, &path, Some(body))
+                .await
+                .ok()?;
             v.as_str().filter(|t| ok(t)).map(str::to_string)
         })
         .await
@@ -158,13 +198,15 @@ async fn operator_signs_in_and_replays_a_failed_job() {
     s.goto(&page).await;
     assert_eq!(s.count("#failed-jobs").await, 0, "the page shows data before sign-in");
     let token = s.find("#token").await;
-    s.post(&format!("/element/{token}/value"), json!({"text": "wrong-token"})).await;
+    s.post(&format!("/element/{token}/value"), json!({"text": "wrong-token"}))
+        .await;
     let login = s.find("#login").await;
     s.post(&format!("/element/{login}/click"), json!({})).await;
     s.wait_text("p.error", |t| t.contains("That token is not valid")).await;
 
     let token = s.find("#token").await;
-    s.post(&format!("/element/{token}/value"), json!({"text": ADMIN_TOKEN})).await;
+    s.post(&format!("/element/{token}/value"), json!({"text": ADMIN_TOKEN}))
+        .await;
     let login = s.find("#login").await;
     s.post(&format!("/element/{login}/click"), json!({})).await;
     s.wait_text("h1", |t| t == "cf-bridge").await;
@@ -177,23 +219,43 @@ async fn operator_signs_in_and_replays_a_failed_job() {
         .clone();
     assert_eq!(session["httpOnly"], true, "{session}");
     assert_eq!(session["sameSite"], "Strict", "{session}");
-    assert!(!session["value"].as_str().unwrap_or_default().contains(ADMIN_TOKEN), "the cookie must not hold the token");
+    assert!(
+        !session["value"].as_str().unwrap_or_default().contains(ADMIN_TOKEN),
+        "the cookie must not hold the token"
+    );
 
     let record = format!("bot_instances/{id}");
-    let button = s.find(&format!("#failed-jobs button.replay[data-record=\"{record}\"]")).await;
+    let button = s
+        .find(&format!("#failed-jobs button.replay[data-record=\"{record}\"]"))
+        .await;
     s.post(&format!("/element/{button}/click"), json!({})).await;
     let flash = s.wait_text("#flash", |t| !t.is_empty()).await;
-    assert!(flash.contains(&format!("replayed {record}")), "flash after replay: {flash:?}");
+    assert!(
+        flash.contains(&format!("replayed {record}")),
+        "flash after replay: {flash:?}"
+    );
 
     stack.wait_status(&id, "running", Duration::from_secs(40)).await;
-    assert_eq!(stack.services_for(&id).await.len(), 1, "exactly one service after the replay");
-    let shown = eventually(Duration::from_secs(20), "the page to show the instance running", || async {
-        s.post("/refresh", json!({})).await;
-        let html = s.source().await;
-        let row_running = html.contains(&format!("<code>{id}</code>")) && html.contains("class=\"running\">running<");
-        let still_failed = s.count(&format!("#failed-jobs button.replay[data-record=\"{record}\"]")).await > 0;
-        (row_running && !still_failed).then_some(html)
-    })
+    assert_eq!(
+        stack.services_for(&id).await.len(),
+        1,
+        "exactly one service after the replay"
+    );
+    let shown = eventually(
+        Duration::from_secs(20),
+        "the page to show the instance running",
+        || async {
+            s.post("/refresh", json!({})).await;
+            let html = s.source().await;
+            let row_running =
+                html.contains(&format!("<code>{id}</code>")) && html.contains("class=\"running\">running<");
+            let still_failed = s
+                .count(&format!("#failed-jobs button.replay[data-record=\"{record}\"]"))
+                .await
+                > 0;
+            (row_running && !still_failed).then_some(html)
+        },
+    )
     .await;
     assert!(shown.contains("Recent events"));
 
@@ -210,5 +272,7 @@ async fn operator_signs_in_and_replays_a_failed_job() {
     s.post(&format!("/element/{logout}/click"), json!({})).await;
     s.wait_text("#login", |t| t == "Sign in").await;
     assert_eq!(s.count("#failed-jobs").await, 0, "signed out, no data shows");
-    driver.call(reqwest::Method::DELETE, &format!("/session/{}", s.id), None).await;
+    driver
+        .call(reqwest::Method::DELETE, &format!("/session/{}", s.id), None)
+        .await;
 }

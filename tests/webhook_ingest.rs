@@ -32,7 +32,11 @@ impl Harness {
     }
 
     async fn call(&self, req: atest::TestRequest) -> (StatusCode, Value) {
-        let state = IngestState { sink: self.sink.clone(), secret: self.secret.clone(), notify: self.notify.clone() };
+        let state = IngestState {
+            sink: self.sink.clone(),
+            secret: self.secret.clone(),
+            notify: self.notify.clone(),
+        };
         let app = atest::init_service(App::new().app_data(web::Data::new(state)).configure(ingest::configure)).await;
         let resp = atest::call_service(&app, req.to_request()).await;
         let status = resp.status();
@@ -82,16 +86,24 @@ async fn valid_delivery_is_journaled_without_secrets_and_notifies() {
     let events = h.sink.events();
     assert_eq!(events.len(), 1);
     let ev = &events[0];
-    assert_eq!((ev.source, ev.collection, ev.action), (Source::Webhook, Collection::BotInstances, Action::Update));
+    assert_eq!(
+        (ev.source, ev.collection, ev.action),
+        (Source::Webhook, Collection::BotInstances, Action::Update)
+    );
     assert_eq!(ev.record_id, "abc123def456ghi");
     assert_eq!(ev.delivery_id.as_deref(), Some("msg_one"));
-    assert_eq!(ev.dedupe_key, "bot_instances:abc123def456ghi:update:2026-01-02 03:04:05.678Z");
+    assert_eq!(
+        ev.dedupe_key,
+        "bot_instances:abc123def456ghi:update:2026-01-02 03:04:05.678Z"
+    );
     assert_eq!(
         ev.payload,
         json!({"id": "abc123def456ghi", "updated": "2026-01-02 03:04:05.678Z", "name": "n", "secrets_hash": "abc",
                "config": {"size": 2}})
     );
-    tokio::time::timeout(std::time::Duration::from_millis(100), h.notify.notified()).await.expect("notified");
+    tokio::time::timeout(std::time::Duration::from_millis(100), h.notify.notified())
+        .await
+        .expect("notified");
 }
 
 #[actix_web::test]
@@ -100,7 +112,11 @@ async fn any_of_several_signatures_may_match() {
     let body = change("create", "tenants", "t1");
     let ts = now().to_string();
     let other: WebhookSecret = generate_secret().parse().expect("secret");
-    let sigs = format!("v2,bogus {} v1,not-base64! {}", other.sign("m1", &ts, &body), h.secret.sign("m1", &ts, &body));
+    let sigs = format!(
+        "v2,bogus {} v1,not-base64! {}",
+        other.sign("m1", &ts, &body),
+        h.secret.sign("m1", &ts, &body)
+    );
     let req = post(&body)
         .insert_header(("webhook-id", "m1"))
         .insert_header(("webhook-timestamp", ts.as_str()))
@@ -119,7 +135,10 @@ async fn bad_signatures_are_refused_and_write_nothing() {
         .insert_header(("webhook-id", "m1"))
         .insert_header(("webhook-timestamp", ts.as_str()))
         .insert_header(("webhook-signature", wrong.sign("m1", &ts, &body)));
-    assert_eq!(h.call(req).await, (StatusCode::UNAUTHORIZED, json!({"error": "invalid signature"})));
+    assert_eq!(
+        h.call(req).await,
+        (StatusCode::UNAUTHORIZED, json!({"error": "invalid signature"}))
+    );
 
     let mut tampered = body.clone();
     let last = tampered.len() - 2;
@@ -128,17 +147,29 @@ async fn bad_signatures_are_refused_and_write_nothing() {
         .insert_header(("webhook-id", "m1"))
         .insert_header(("webhook-timestamp", ts.as_str()))
         .insert_header(("webhook-signature", h.secret.sign("m1", &ts, &body)));
-    assert_eq!(h.call(req).await, (StatusCode::UNAUTHORIZED, json!({"error": "invalid signature"})));
+    assert_eq!(
+        h.call(req).await,
+        (StatusCode::UNAUTHORIZED, json!({"error": "invalid signature"}))
+    );
 
     for ts in [now() - 301, now() + 301] {
         let (status, resp) = h.call(h.signed("m2", ts, &body)).await;
-        assert_eq!((status, resp), (StatusCode::UNAUTHORIZED, json!({"error": "timestamp outside tolerance"})));
+        assert_eq!(
+            (status, resp),
+            (
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "timestamp outside tolerance"})
+            )
+        );
     }
 
     for missing in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
         let mut req = post(&body);
-        for (name, value) in [("webhook-id", "m3".to_string()), ("webhook-timestamp", ts.clone()),
-                              ("webhook-signature", h.secret.sign("m3", &ts, &body))] {
+        for (name, value) in [
+            ("webhook-id", "m3".to_string()),
+            ("webhook-timestamp", ts.clone()),
+            ("webhook-signature", h.secret.sign("m3", &ts, &body)),
+        ] {
             if name != missing {
                 req = req.insert_header((name, value));
             }
@@ -164,12 +195,21 @@ async fn malformed_bodies_are_400_with_a_reason() {
     let h = Harness::new();
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (b"not json".to_vec(), "malformed body"),
-        (br#"{"event":"update","collection":"tenants"}"#.to_vec(), "missing field `record`"),
-        (br#"{"collection":"tenants","record":{"id":"a"}}"#.to_vec(), "missing field `event`"),
+        (
+            br#"{"event":"update","collection":"tenants"}"#.to_vec(),
+            "missing field `record`",
+        ),
+        (
+            br#"{"collection":"tenants","record":{"id":"a"}}"#.to_vec(),
+            "missing field `event`",
+        ),
         (change("upsert", "tenants", "a"), "unknown event \"upsert\""),
         (change("update", "users", "a"), "unknown collection \"users\""),
         (change("update", "tenants", "../etc"), "record id must be"),
-        (br#"{"event":"update","collection":"tenants","record":{"name":"x"}}"#.to_vec(), "no string field \"id\""),
+        (
+            br#"{"event":"update","collection":"tenants","record":{"name":"x"}}"#.to_vec(),
+            "no string field \"id\"",
+        ),
     ];
     for (i, (body, reason)) in cases.into_iter().enumerate() {
         let (status, resp) = h.call(h.signed(&format!("m{i}"), now(), &body)).await;
@@ -201,7 +241,11 @@ async fn sink_unavailable_is_503() {
     assert_eq!(resp, json!({"error": "journal unavailable, retry later"}));
     assert!(h.sink.events().is_empty());
     h.sink.unavailable.store(false, Ordering::SeqCst);
-    assert_eq!(h.call(h.signed("m1", now(), &body)).await.0, StatusCode::ACCEPTED, "the retry is accepted");
+    assert_eq!(
+        h.call(h.signed("m1", now(), &body)).await.0,
+        StatusCode::ACCEPTED,
+        "the retry is accepted"
+    );
 }
 
 fn header_text() -> impl Strategy<Value = Option<String>> {

@@ -12,7 +12,10 @@ use crate::webhook::WebhookSecret;
 
 pub fn http() -> Result<reqwest::Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    Ok(reqwest::Client::builder().timeout(Duration::from_secs(60)).pool_max_idle_per_host(256).build()?)
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(256)
+        .build()?)
 }
 
 #[derive(Clone)]
@@ -30,20 +33,37 @@ impl Pb {
             .send()
             .await?;
         let v: Value = r.json().await?;
-        let token = v["token"].as_str().context("PocketBase login answered without a token")?.to_string();
-        Ok(Pb { url: url.to_string(), token, http })
+        let token = v["token"]
+            .as_str()
+            .context("PocketBase login answered without a token")?
+            .to_string();
+        Ok(Pb {
+            url: url.to_string(),
+            token,
+            http,
+        })
     }
 
     /// Status and JSON body (Null when empty).
     pub async fn request(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<(u16, Value)> {
-        let mut req = self.http.request(method, format!("{}{path}", self.url)).header("Authorization", &self.token);
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .header("Authorization", &self.token);
         if let Some(b) = body {
             req = req.json(b);
         }
         let resp = req.send().await?;
         let status = resp.status().as_u16();
         let bytes = resp.bytes().await?;
-        Ok((status, if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) }))
+        Ok((
+            status,
+            if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+            },
+        ))
     }
 
     pub async fn ok(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value> {
@@ -55,7 +75,14 @@ impl Pb {
     }
 
     pub async fn patch(&self, collection: &str, id: &str, body: &Value) -> Result<u16> {
-        Ok(self.request(reqwest::Method::PATCH, &format!("/api/collections/{collection}/records/{id}"), Some(body)).await?.0)
+        Ok(self
+            .request(
+                reqwest::Method::PATCH,
+                &format!("/api/collections/{collection}/records/{id}"),
+                Some(body),
+            )
+            .await?
+            .0)
     }
 
     /// Creates records through `/api/batch` (50 per transaction); returns their ids in order.
@@ -66,7 +93,13 @@ impl Pb {
                 .iter()
                 .map(|body| json!({"method": "POST", "url": format!("/api/collections/{collection}/records"), "body": body}))
                 .collect();
-            let answers = self.ok(reqwest::Method::POST, "/api/batch", Some(&json!({ "requests": requests }))).await?;
+            let answers = self
+                .ok(
+                    reqwest::Method::POST,
+                    "/api/batch",
+                    Some(&json!({ "requests": requests })),
+                )
+                .await?;
             for a in answers.as_array().context("batch answer is not a list")? {
                 if a["status"] != 200 {
                     bail!("batch item failed: {a}");
@@ -79,7 +112,10 @@ impl Pb {
 
     /// How many records match `filter`.
     pub async fn count(&self, collection: &str, filter: &str) -> Result<u64> {
-        let path = format!("/api/collections/{collection}/records?perPage=1&filter={}", urlencode(filter));
+        let path = format!(
+            "/api/collections/{collection}/records?perPage=1&filter={}",
+            urlencode(filter)
+        );
         let v = self.ok(reqwest::Method::GET, &path, None).await?;
         v["totalItems"].as_u64().context("list without totalItems")
     }
@@ -130,7 +166,13 @@ pub struct Sim {
 
 impl Sim {
     pub async fn requests(&self) -> Result<Vec<SimRequest>> {
-        Ok(self.http.get(format!("{}/_sim/requests", self.url)).send().await?.json().await?)
+        Ok(self
+            .http
+            .get(format!("{}/_sim/requests", self.url))
+            .send()
+            .await?
+            .json()
+            .await?)
     }
 
     pub async fn clear_requests(&self) -> Result<()> {
@@ -139,7 +181,12 @@ impl Sim {
     }
 
     pub async fn set_fault(&self, fault: Value) -> Result<()> {
-        let r = self.http.post(format!("{}/_sim/faults", self.url)).json(&fault).send().await?;
+        let r = self
+            .http
+            .post(format!("{}/_sim/faults", self.url))
+            .json(&fault)
+            .send()
+            .await?;
         if !r.status().is_success() {
             bail!("coolify-sim refused fault: {}", r.text().await.unwrap_or_default());
         }
@@ -154,12 +201,22 @@ impl Sim {
     /// The local instant the simulator's `at_ms == 0` corresponds to: one timed, logged request.
     pub async fn clock_zero(&self) -> Result<Instant> {
         let before = Instant::now();
-        self.http.get(format!("{}/api/v1/version", self.url)).bearer_auth(SIM_TOKEN).send().await?;
+        self.http
+            .get(format!("{}/api/v1/version", self.url))
+            .bearer_auth(SIM_TOKEN)
+            .send()
+            .await?;
         let after = Instant::now();
         let mid = before + (after - before) / 2;
         let log = self.requests().await?;
-        let at = log.iter().rev().find(|r| r.path == "GET /version").context("calibration request not logged")?.at_ms;
-        mid.checked_sub(Duration::from_millis(at)).context("simulator clock ahead of ours")
+        let at = log
+            .iter()
+            .rev()
+            .find(|r| r.path == "GET /version")
+            .context("calibration request not logged")?
+            .at_ms;
+        mid.checked_sub(Duration::from_millis(at))
+            .context("simulator clock ahead of ours")
     }
 }
 
@@ -171,7 +228,12 @@ pub struct Bridge {
 
 impl Bridge {
     pub async fn admin(&self, method: reqwest::Method, path: &str) -> Result<Value> {
-        let r = self.http.request(method, format!("{}{path}", self.url)).bearer_auth(ADMIN_TOKEN).send().await?;
+        let r = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await?;
         let status = r.status();
         let v: Value = r.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
@@ -182,7 +244,9 @@ impl Bridge {
 
     /// Jobs queued or running.
     pub async fn busy_jobs(&self) -> Result<i64> {
-        let v = self.admin(reqwest::Method::GET, "/admin/jobs?state=queued&limit=1").await?;
+        let v = self
+            .admin(reqwest::Method::GET, "/admin/jobs?state=queued&limit=1")
+            .await?;
         Ok(v["counts"]["queued"].as_i64().unwrap_or(0) + v["counts"]["running"].as_i64().unwrap_or(0))
     }
 
@@ -206,7 +270,14 @@ impl Bridge {
 
     /// Sum of a metric's samples (all label sets) from `/metrics`.
     pub async fn metric_sum(&self, name: &str) -> Result<f64> {
-        let text = self.http.get(format!("{}/metrics", self.url)).bearer_auth(ADMIN_TOKEN).send().await?.text().await?;
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await?
+            .text()
+            .await?;
         Ok(text
             .lines()
             .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' ')))
@@ -216,7 +287,8 @@ impl Bridge {
 
     /// Events the journal accepted as new (received minus duplicates).
     pub async fn journaled(&self) -> Result<f64> {
-        Ok(self.metric_sum("cf_bridge_events_received_total").await? - self.metric_sum("cf_bridge_events_deduplicated_total").await?)
+        Ok(self.metric_sum("cf_bridge_events_received_total").await?
+            - self.metric_sum("cf_bridge_events_deduplicated_total").await?)
     }
 
     /// Posts one signed webhook as the PocketBase hook would; returns the status.

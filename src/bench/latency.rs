@@ -36,7 +36,9 @@ async fn journaled_by_name(stack: &Stack, since_ms: i64, prefix: &str) -> Result
         }
         let v = stack.bridge.admin(reqwest::Method::GET, &path).await?;
         for e in v["events"].as_array().into_iter().flatten() {
-            let name = e["payload"]["name"].as_str().or_else(|| e["payload"]["record"]["name"].as_str());
+            let name = e["payload"]["name"]
+                .as_str()
+                .or_else(|| e["payload"]["record"]["name"].as_str());
             if let (Some(name), Some(at)) = (name, e["received_at"].as_i64())
                 && name.starts_with(prefix)
             {
@@ -81,12 +83,20 @@ pub async fn phase(
         desired.insert(id.clone(), running);
         let name = format!("{prefix}{k}");
         let body = json!({"desired_state": if running { "running" } else { "stopped" }, "name": name});
-        writes.push(Write { id: id.clone(), name, at: Instant::now(), wall_ms: wall_ms() });
+        writes.push(Write {
+            id: id.clone(),
+            name,
+            at: Instant::now(),
+            wall_ms: wall_ms(),
+        });
         let permit = sem.clone().acquire_owned().await?;
         let pb = stack.pb.clone();
         tasks.spawn(async move {
             let _permit = permit;
-            pb.patch("bot_instances", &id, &body).await.map(|s| (200..300).contains(&s)).unwrap_or(false)
+            pb.patch("bot_instances", &id, &body)
+                .await
+                .map(|s| (200..300).contains(&s))
+                .unwrap_or(false)
         });
     }
     let mut ok = 0usize;
@@ -108,7 +118,10 @@ pub async fn phase(
     for r in &log {
         let mut parts = r.uri.split('/');
         if let Some(uuid) = parts.by_ref().skip_while(|p| *p != "services").nth(1) {
-            calls.entry(uuid).or_default().push(zero + Duration::from_millis(r.at_ms));
+            calls
+                .entry(uuid)
+                .or_default()
+                .push(zero + Duration::from_millis(r.at_ms));
         }
     }
     let journaled = journaled_by_name(stack, start_wall - 1000, &prefix).await?;
@@ -123,7 +136,9 @@ pub async fn phase(
         if let Some(at) = journaled.get(&w.name) {
             journal_lat.push(Duration::from_millis(u64::try_from(at - w.wall_ms).unwrap_or(0)));
         }
-        let Some(times) = uuids.get(&w.id).and_then(|u| calls.get(u.as_str())) else { continue };
+        let Some(times) = uuids.get(&w.id).and_then(|u| calls.get(u.as_str())) else {
+            continue;
+        };
         let i = times.partition_point(|t| *t < w.at);
         if let Some(t) = times.get(i)
             && until.is_none_or(|u| *t < u)
@@ -133,10 +148,34 @@ pub async fn phase(
     }
     let (f, c, j) = (summarize(&frame_lat), summarize(&call_lat), summarize(&journal_lat));
     let label = format!("{rate}/s (achieved {achieved:.0}/s)");
-    report.row("1 latency", format!("write -> first Coolify call p50 @ {label}"), ms(c.p50_ms), format!("{} (realtime frame)", ms(f.p50_ms)), ratio(c.p50_ms, f.p50_ms));
-    report.row("1 latency", format!("write -> first Coolify call p99 @ {label}"), ms(c.p99_ms), format!("{} (realtime frame)", ms(f.p99_ms)), ratio(c.p99_ms, f.p99_ms));
-    report.row("1 latency", format!("write -> journaled p50 @ {label}"), ms(j.p50_ms), format!("{} (realtime frame)", ms(f.p50_ms)), ratio(j.p50_ms, f.p50_ms));
-    report.row("1 latency", format!("write -> journaled p99 @ {label}"), ms(j.p99_ms), format!("{} (realtime frame)", ms(f.p99_ms)), ratio(j.p99_ms, f.p99_ms));
+    report.row(
+        "1 latency",
+        format!("write -> first Coolify call p50 @ {label}"),
+        ms(c.p50_ms),
+        format!("{} (realtime frame)", ms(f.p50_ms)),
+        ratio(c.p50_ms, f.p50_ms),
+    );
+    report.row(
+        "1 latency",
+        format!("write -> first Coolify call p99 @ {label}"),
+        ms(c.p99_ms),
+        format!("{} (realtime frame)", ms(f.p99_ms)),
+        ratio(c.p99_ms, f.p99_ms),
+    );
+    report.row(
+        "1 latency",
+        format!("write -> journaled p50 @ {label}"),
+        ms(j.p50_ms),
+        format!("{} (realtime frame)", ms(f.p50_ms)),
+        ratio(j.p50_ms, f.p50_ms),
+    );
+    report.row(
+        "1 latency",
+        format!("write -> journaled p99 @ {label}"),
+        ms(j.p99_ms),
+        format!("{} (realtime frame)", ms(f.p99_ms)),
+        ratio(j.p99_ms, f.p99_ms),
+    );
     report.note(format!(
         "latency @ {rate}/s: {n} writes ({ok} accepted), {} realtime frames, {} journaled, {} with a Coolify call before the record's next write (the rest were absorbed by a later change of the same record){}",
         f.n,
@@ -168,7 +207,11 @@ async fn write_flood(pb: &Pb, pool: &[String], secs: f64, tag: &str) -> (usize, 
             while Instant::now() < deadline {
                 let id = &pool[(w + j * WRITERS) % pool.len()];
                 let body: Value = json!({"name": format!("{tag}{w}-{j}")});
-                if pb.patch("bot_instances", id, &body).await.is_ok_and(|s| (200..300).contains(&s)) {
+                if pb
+                    .patch("bot_instances", id, &body)
+                    .await
+                    .is_ok_and(|s| (200..300).contains(&s))
+                {
                     ok += 1;
                 }
                 j += 1;
@@ -200,8 +243,20 @@ pub async fn throughput(stack: &Stack, pool: &[String], secs: f64, bare_rate: f6
     let in_window = journaled.values().filter(|at| **at <= end_wall).count();
     let last = journaled.values().copied().max().unwrap_or(end_wall);
     let journal_rate = journaled.len() as f64 / ((last.max(end_wall) - start_wall) as f64 / 1000.0);
-    report.row("2 throughput", "changes journaled per second (PocketBase flooded by 32 writers)", format!("{journal_rate:.0}/s"), format!("{pb_rate:.0}/s written"), ratio(journal_rate, pb_rate));
-    report.row("2 throughput", "PocketBase write rate: project hooks (webhook to the bridge) vs no hooks", format!("{pb_rate:.0}/s"), format!("{bare_rate:.0}/s"), ratio(pb_rate, bare_rate));
+    report.row(
+        "2 throughput",
+        "changes journaled per second (PocketBase flooded by 32 writers)",
+        format!("{journal_rate:.0}/s"),
+        format!("{pb_rate:.0}/s written"),
+        ratio(journal_rate, pb_rate),
+    );
+    report.row(
+        "2 throughput",
+        "PocketBase write rate: project hooks (webhook to the bridge) vs no hooks",
+        format!("{pb_rate:.0}/s"),
+        format!("{bare_rate:.0}/s"),
+        ratio(pb_rate, bare_rate),
+    );
     report.note(format!(
         "throughput: {ok} writes in {:.1} s; {in_window} journaled by the end of the flood, backlog {} then, all {} journaled {:.1} s after it",
         elapsed.as_secs_f64(),

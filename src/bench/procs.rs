@@ -42,7 +42,11 @@ impl Drop for Proc {
 }
 
 fn log_file(path: &Path) -> Result<(Stdio, Stdio)> {
-    let f = std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("open log {}", path.display()))?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("open log {}", path.display()))?;
     Ok((Stdio::from(f.try_clone()?), Stdio::from(f)))
 }
 
@@ -82,14 +86,26 @@ impl Paths {
         let pocketbase = match pocketbase {
             Some(p) => p,
             None => {
-                let out = Command::new(root.join("scripts/install-pocketbase.sh")).output().context("run scripts/install-pocketbase.sh")?;
+                let out = Command::new(root.join("scripts/install-pocketbase.sh"))
+                    .output()
+                    .context("run scripts/install-pocketbase.sh")?;
                 if !out.status.success() {
                     bail!("install-pocketbase.sh failed: {}", String::from_utf8_lossy(&out.stderr));
                 }
-                PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim())
+                PathBuf::from(
+                    String::from_utf8_lossy(&out.stdout)
+                        .lines()
+                        .last()
+                        .unwrap_or_default()
+                        .trim(),
+                )
             }
         };
-        Ok(Paths { pocketbase, bin_dir, root })
+        Ok(Paths {
+            pocketbase,
+            bin_dir,
+            root,
+        })
     }
 }
 
@@ -99,7 +115,12 @@ pub struct PbProc {
 }
 
 /// Upserts the superuser, then serves `data_dir` with the project's migrations and `hooks_dir`.
-pub async fn start_pocketbase(paths: &Paths, data_dir: &Path, hooks_dir: &Path, env: &[(&str, String)]) -> Result<PbProc> {
+pub async fn start_pocketbase(
+    paths: &Paths,
+    data_dir: &Path,
+    hooks_dir: &Path,
+    env: &[(&str, String)],
+) -> Result<PbProc> {
     std::fs::create_dir_all(data_dir)?;
     let migrations = paths.root.join("hooks/pb_migrations");
     let out = Command::new(&paths.pocketbase)
@@ -110,7 +131,10 @@ pub async fn start_pocketbase(paths: &Paths, data_dir: &Path, hooks_dir: &Path, 
         .output()
         .context("run pocketbase superuser upsert")?;
     if !out.status.success() {
-        bail!("pocketbase superuser upsert failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "pocketbase superuser upsert failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let port = free_port()?;
     let log = data_dir.join("pocketbase.log");
@@ -171,7 +195,15 @@ pub struct BridgeProc {
 }
 
 /// The bridge's settings for a run; `extra` overrides or adds `CF_BRIDGE__*` variables.
-pub fn bridge_env(dir: &Path, port: u16, pb_url: &str, sim_url: &str, webhook_secret: &str, templates: &Path, extra: &[(&str, String)]) -> Vec<(String, String)> {
+pub fn bridge_env(
+    dir: &Path,
+    port: u16,
+    pb_url: &str,
+    sim_url: &str,
+    webhook_secret: &str,
+    templates: &Path,
+    extra: &[(&str, String)],
+) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = [
         ("CF_BRIDGE__POCKETBASE__URL", pb_url.to_string()),
         ("CF_BRIDGE__POCKETBASE__SUPERUSER_EMAIL", PB_EMAIL.to_string()),
@@ -187,7 +219,10 @@ pub fn bridge_env(dir: &Path, port: u16, pb_url: &str, sim_url: &str, webhook_se
         ("CF_BRIDGE__LOG__FORMAT", "json".to_string()),
         ("CF_BRIDGE__LOG__LEVEL", "info".to_string()),
         ("CF_BRIDGE__SECRETS__KEY", SECRETS_KEY.to_string()),
-        ("CF_BRIDGE__SECRETS__STORE_PATH", dir.join("secrets.bin").display().to_string()),
+        (
+            "CF_BRIDGE__SECRETS__STORE_PATH",
+            dir.join("secrets.bin").display().to_string(),
+        ),
         ("CF_BRIDGE__RECONCILE__TEMPLATES_DIR", templates.display().to_string()),
     ]
     .into_iter()
@@ -207,18 +242,33 @@ pub async fn start_bridge(paths: &Paths, dir: &Path, port: u16, env: &[(String, 
     let bin = paths.bin_dir.join("cf-bridge");
     let log = dir.join("bridge.log");
     let base = |c: &mut Command| {
-        c.arg("--config").arg(&config).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).envs(env.iter().map(|(k, v)| (k, v)));
+        c.arg("--config")
+            .arg(&config)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k, v)));
     };
     let mut sync = Command::new(&bin);
     base(&mut sync);
-    let out = sync.args(["templates", "sync"]).output().with_context(|| format!("run {} templates sync", bin.display()))?;
+    let out = sync
+        .args(["templates", "sync"])
+        .output()
+        .with_context(|| format!("run {} templates sync", bin.display()))?;
     if !out.status.success() {
-        bail!("cf-bridge templates sync failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "cf-bridge templates sync failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let (_, err) = log_file(&log)?;
     let mut serve = Command::new(&bin);
     base(&mut serve);
-    let child = serve.arg("serve").stdout(Stdio::null()).stderr(err).spawn().context("spawn cf-bridge serve")?;
+    let child = serve
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(err)
+        .spawn()
+        .context("spawn cf-bridge serve")?;
     let mut proc = Proc { child };
     let url = format!("http://127.0.0.1:{port}");
     wait_http(&format!("{url}/healthz"), "cf-bridge", &mut proc, &log).await?;
@@ -228,7 +278,11 @@ pub async fn start_bridge(paths: &Paths, dir: &Path, port: u16, env: &[(String, 
 /// Resident set size in KiB (VmRSS).
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok())
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// User + system CPU seconds used so far.

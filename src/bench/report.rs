@@ -18,9 +18,25 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn row(&mut self, section: &'static str, figure: impl Into<String>, bridge: impl Into<String>, baseline: impl Into<String>, ratio: impl Into<String>) {
-        let row = Row { section, figure: figure.into(), bridge: bridge.into(), baseline: baseline.into(), ratio: ratio.into() };
-        eprintln!("  {} | {} | {} | {} | {}", row.section, row.figure, row.bridge, row.baseline, row.ratio);
+    pub fn row(
+        &mut self,
+        section: &'static str,
+        figure: impl Into<String>,
+        bridge: impl Into<String>,
+        baseline: impl Into<String>,
+        ratio: impl Into<String>,
+    ) {
+        let row = Row {
+            section,
+            figure: figure.into(),
+            bridge: bridge.into(),
+            baseline: baseline.into(),
+            ratio: ratio.into(),
+        };
+        eprintln!(
+            "  {} | {} | {} | {} | {}",
+            row.section, row.figure, row.bridge, row.baseline, row.ratio
+        );
         self.rows.push(row);
     }
 
@@ -34,7 +50,11 @@ impl Report {
     pub fn render(&self) -> String {
         let mut out = String::from("| section | figure | cf-bridge | baseline | ratio |\n|---|---|---|---|---|\n");
         for r in &self.rows {
-            let _ = writeln!(out, "| {} | {} | {} | {} | {} |", r.section, r.figure, r.bridge, r.baseline, r.ratio);
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                r.section, r.figure, r.bridge, r.baseline, r.ratio
+            );
         }
         for n in &self.notes {
             let _ = writeln!(out, "\n- {n}");
@@ -44,5 +64,9 @@ impl Report {
 }
 
 pub fn ms(v: f64) -> String {
-    if v.is_finite() { format!("{v:.1} ms") } else { "n/a".into() }
+    if v.is_finite() {
+        format!("{v:.1} ms")
+    } else {
+        "n/a".into()
+    }
 }

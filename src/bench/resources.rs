@@ -39,14 +39,23 @@ impl NaivePb {
         let hooks = dir.join("pb_hooks");
         std::fs::create_dir_all(&hooks)?;
         std::fs::write(hooks.join("naive.pb.js"), NAIVE_HOOK)?;
-        let env = [("NAIVE_COOLIFY_URL", sim_url.to_string()), ("NAIVE_COOLIFY_TOKEN", SIM_TOKEN.to_string())];
+        let env = [
+            ("NAIVE_COOLIFY_URL", sim_url.to_string()),
+            ("NAIVE_COOLIFY_TOKEN", SIM_TOKEN.to_string()),
+        ];
         let proc = procs::start_pocketbase(paths, &dir.join("pb_data"), &hooks, &env).await?;
         let pb = Pb::login(&proc.url, http()?).await?;
-        pb.batch_create("bot_templates", &[json!({"name": "base-llm", "active": true})]).await?;
+        pb.batch_create("bot_templates", &[json!({"name": "base-llm", "active": true})])
+            .await?;
         let instances = create_fleet(&pb, "n", 64, "stopped").await?;
         let tenants = pb.field_by_id("tenants", "slug = \"n-t0\"", "slug").await?;
         let tenant = tenants.keys().next().context("naive tenant missing")?.clone();
-        Ok(NaivePb { pb, tenant, instances, _proc: proc })
+        Ok(NaivePb {
+            pb,
+            tenant,
+            instances,
+            _proc: proc,
+        })
     }
 }
 
@@ -55,8 +64,16 @@ async fn timed_patches(pb: &Pb, collection: &str, ids: &[String], n: usize, tag:
     for k in 0..n {
         let id = &ids[k % ids.len()];
         let t = Instant::now();
-        let body = if collection == "tenants" { json!({"name": format!("{tag} {k}")}) } else { json!({"name": format!("{tag}{k}")}) };
-        if pb.patch(collection, id, &body).await.is_ok_and(|s| (200..300).contains(&s)) {
+        let body = if collection == "tenants" {
+            json!({"name": format!("{tag} {k}")})
+        } else {
+            json!({"name": format!("{tag}{k}")})
+        };
+        if pb
+            .patch(collection, id, &body)
+            .await
+            .is_ok_and(|s| (200..300).contains(&s))
+        {
             out.push(t.elapsed());
         }
     }
@@ -70,11 +87,16 @@ pub async fn acks(stack: &Stack, pool: &[String], n: usize, report: &mut Report)
     let base = chrono::Utc::now();
     let mut lat = Vec::with_capacity(n);
     for k in 0..n {
-        let updated = (base + chrono::Duration::milliseconds(k as i64)).format("%Y-%m-%d %H:%M:%S%.3fZ").to_string();
+        let updated = (base + chrono::Duration::milliseconds(k as i64))
+            .format("%Y-%m-%d %H:%M:%S%.3fZ")
+            .to_string();
         let body = serde_json::to_vec(&json!({"event": "update", "collection": "bot_instances",
             "record": {"id": pool[k % pool.len()], "updated": updated}, "sent_at": updated}))?;
         let t = Instant::now();
-        let status = stack.bridge.webhook(&stack.secret, &format!("msg_benchack{k:08}"), &body).await?;
+        let status = stack
+            .bridge
+            .webhook(&stack.secret, &format!("msg_benchack{k:08}"), &body)
+            .await?;
         if (200..300).contains(&status) {
             lat.push(t.elapsed());
         }
@@ -82,8 +104,20 @@ pub async fn acks(stack: &Stack, pool: &[String], n: usize, report: &mut Report)
     stack.bridge.wait_idle(Duration::from_secs(300)).await?;
     let cpu = procs::cpu_secs(pid).unwrap_or(0.0) - cpu0;
     let s = summarize(&lat);
-    report.row("4 webhook", "signed webhook -> durable 2xx, p50 / p99", format!("{} / {}", ms(s.p50_ms), ms(s.p99_ms)), "-", "-");
-    report.row("5 resources", "CPU seconds per 1,000 events (webhook ingest + reconcile, no Coolify change)", format!("{:.2} s", cpu * 1000.0 / n.max(1) as f64), "-", "-");
+    report.row(
+        "4 webhook",
+        "signed webhook -> durable 2xx, p50 / p99",
+        format!("{} / {}", ms(s.p50_ms), ms(s.p99_ms)),
+        "-",
+        "-",
+    );
+    report.row(
+        "5 resources",
+        "CPU seconds per 1,000 events (webhook ingest + reconcile, no Coolify change)",
+        format!("{:.2} s", cpu * 1000.0 / n.max(1) as f64),
+        "-",
+        "-",
+    );
     report.note(format!("webhook acks: {} of {n} answered 2xx", s.n));
     Ok(())
 }
@@ -92,22 +126,54 @@ pub async fn acks(stack: &Stack, pool: &[String], n: usize, report: &mut Report)
 pub async fn naive_hook(stack: &Stack, naive: &NaivePb, n: usize, report: &mut Report) -> Result<()> {
     let bare = summarize(&timed_patches(&naive.pb, "bot_instances", &naive.instances, n.max(20), "bare").await);
     let ours = summarize(&timed_patches(&stack.pb, "tenants", &tenant_ids(&stack.pb).await?, n.max(20), "ours").await);
-    stack.sim.set_fault(json!({"route": "GET /team", "latency_ms": 200})).await?;
-    let naive_lat = summarize(&timed_patches(&naive.pb, "tenants", std::slice::from_ref(&naive.tenant), n, "naive").await);
+    stack
+        .sim
+        .set_fault(json!({"route": "GET /team", "latency_ms": 200}))
+        .await?;
+    let naive_lat =
+        summarize(&timed_patches(&naive.pb, "tenants", std::slice::from_ref(&naive.tenant), n, "naive").await);
     stack.sim.clear_faults().await?;
-    report.row("4 webhook", "PocketBase API write p50, cf-bridge hook vs no hook", ms(ours.p50_ms), ms(bare.p50_ms), format!("+{}", ms(ours.p50_ms - bare.p50_ms)));
-    report.row("4 webhook", "PocketBase API write p50, naive hook (Coolify 200 ms) vs no hook", ms(naive_lat.p50_ms), ms(bare.p50_ms), format!("+{}", ms(naive_lat.p50_ms - bare.p50_ms)));
-    report.row("4 webhook", "PocketBase API write p99, naive hook vs cf-bridge hook", ms(naive_lat.p99_ms), ms(ours.p99_ms), ratio(naive_lat.p99_ms, ours.p99_ms));
+    report.row(
+        "4 webhook",
+        "PocketBase API write p50, cf-bridge hook vs no hook",
+        ms(ours.p50_ms),
+        ms(bare.p50_ms),
+        format!("+{}", ms(ours.p50_ms - bare.p50_ms)),
+    );
+    report.row(
+        "4 webhook",
+        "PocketBase API write p50, naive hook (Coolify 200 ms) vs no hook",
+        ms(naive_lat.p50_ms),
+        ms(bare.p50_ms),
+        format!("+{}", ms(naive_lat.p50_ms - bare.p50_ms)),
+    );
+    report.row(
+        "4 webhook",
+        "PocketBase API write p99, naive hook vs cf-bridge hook",
+        ms(naive_lat.p99_ms),
+        ms(ours.p99_ms),
+        ratio(naive_lat.p99_ms, ours.p99_ms),
+    );
     stack.bridge.wait_idle(Duration::from_secs(300)).await?;
     Ok(())
 }
 
 async fn tenant_ids(pb: &Pb) -> Result<Vec<String>> {
-    Ok(pb.field_by_id("tenants", "slug ~ \"a-t\"", "slug").await?.into_keys().collect())
+    Ok(pb
+        .field_by_id("tenants", "slug ~ \"a-t\"", "slug")
+        .await?
+        .into_keys()
+        .collect())
 }
 
 /// Memory idle and with the fleet plus `events_total` journaled events (signed webhooks, 16 at a time).
-pub async fn resources(stack: &Stack, ids: &[String], idle_rss: u64, events_total: usize, report: &mut Report) -> Result<()> {
+pub async fn resources(
+    stack: &Stack,
+    ids: &[String],
+    idle_rss: u64,
+    events_total: usize,
+    report: &mut Report,
+) -> Result<()> {
     let pid = stack.bridge_proc.proc.pid();
     let fleet_rss = procs::rss_kib(pid).unwrap_or(0);
     let have = stack.bridge.journaled().await? as usize;
@@ -137,8 +203,20 @@ pub async fn resources(stack: &Stack, ids: &[String], idle_rss: u64, events_tota
     stack.bridge.wait_idle(Duration::from_secs(600)).await?;
     let total = stack.bridge.journaled().await? as usize;
     let loaded_rss = procs::rss_kib(pid).unwrap_or(0);
-    report.row("5 resources", "resident memory, idle", format!("{:.1} MiB", idle_rss as f64 / 1024.0), "-", "-");
-    report.row("5 resources", format!("resident memory, {} instances", ids.len()), format!("{:.1} MiB", fleet_rss as f64 / 1024.0), "-", "-");
+    report.row(
+        "5 resources",
+        "resident memory, idle",
+        format!("{:.1} MiB", idle_rss as f64 / 1024.0),
+        "-",
+        "-",
+    );
+    report.row(
+        "5 resources",
+        format!("resident memory, {} instances", ids.len()),
+        format!("{:.1} MiB", fleet_rss as f64 / 1024.0),
+        "-",
+        "-",
+    );
     report.row(
         "5 resources",
         format!("resident memory, {} instances + {total} journaled events", ids.len()),
@@ -146,13 +224,24 @@ pub async fn resources(stack: &Stack, ids: &[String], idle_rss: u64, events_tota
         "-",
         "-",
     );
-    report.note(format!("{want} webhook events injected in {:.1} s ({:.0}/s, 16 concurrent senders)", inject.as_secs_f64(), want as f64 / inject.as_secs_f64()));
+    report.note(format!(
+        "{want} webhook events injected in {:.1} s ({:.0}/s, 16 concurrent senders)",
+        inject.as_secs_f64(),
+        want as f64 / inject.as_secs_f64()
+    ));
     Ok(())
 }
 
 /// A full resync of an unchanged fleet: time to the "resync done" log line, to an idle queue, and Coolify calls.
 pub async fn resync(stack: &Stack, n: usize, report: &mut Report) -> Result<()> {
-    let done_lines = || std::fs::read_to_string(&stack.bridge_proc.log).unwrap_or_default().lines().filter(|l| l.contains("resync done")).map(str::to_string).collect::<Vec<_>>();
+    let done_lines = || {
+        std::fs::read_to_string(&stack.bridge_proc.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("resync done"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
     let before = done_lines().len();
     stack.sim.clear_requests().await?;
     let t = Instant::now();
@@ -172,10 +261,32 @@ pub async fn resync(stack: &Stack, n: usize, report: &mut Report) -> Result<()> 
     let settled = t.elapsed();
     let calls = stack.sim.requests().await?.len();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-    let f = |k: &str| v["fields"][k].as_u64().or(v[k].as_u64()).map(|x| x.to_string()).unwrap_or_else(|| "?".into());
-    report.row("5 resources", format!("full resync of {n} unchanged instances: scan / until idle"), format!("{:.2} s / {:.2} s", scanned.as_secs_f64(), settled.as_secs_f64()), "-", "-");
-    report.row("5 resources", "Coolify calls made by that resync", calls.to_string(), "0 expected", "-");
-    report.note(format!("resync: listed {} records, enqueued {}", f("listed"), f("enqueued")));
+    let f = |k: &str| {
+        v["fields"][k]
+            .as_u64()
+            .or(v[k].as_u64())
+            .map(|x| x.to_string())
+            .unwrap_or_else(|| "?".into())
+    };
+    report.row(
+        "5 resources",
+        format!("full resync of {n} unchanged instances: scan / until idle"),
+        format!("{:.2} s / {:.2} s", scanned.as_secs_f64(), settled.as_secs_f64()),
+        "-",
+        "-",
+    );
+    report.row(
+        "5 resources",
+        "Coolify calls made by that resync",
+        calls.to_string(),
+        "0 expected",
+        "-",
+    );
+    report.note(format!(
+        "resync: listed {} records, enqueued {}",
+        f("listed"),
+        f("enqueued")
+    ));
     Ok(())
 }
 
@@ -196,11 +307,42 @@ pub async fn budget(stack: &Stack, n: usize, secs: u64, report: &mut Report) -> 
     let log = stack.sim.requests().await?;
     let throttled = log.iter().filter(|r| r.status == 429).count();
     let calls = log.len() - throttled;
-    report.row("3 budget", format!("instances provisioned to running per minute ({running} of {n} in {:.0} s)", minutes * 60.0), format!("{:.1}/min", running as f64 / minutes), "-", "-");
-    report.row("3 budget", "Coolify calls per running instance", if running > 0 { format!("{:.1}", calls as f64 / running as f64) } else { "n/a".into() }, "-", "-");
+    report.row(
+        "3 budget",
+        format!(
+            "instances provisioned to running per minute ({running} of {n} in {:.0} s)",
+            minutes * 60.0
+        ),
+        format!("{:.1}/min", running as f64 / minutes),
+        "-",
+        "-",
+    );
+    report.row(
+        "3 budget",
+        "Coolify calls per running instance",
+        if running > 0 {
+            format!("{:.1}", calls as f64 / running as f64)
+        } else {
+            "n/a".into()
+        },
+        "-",
+        "-",
+    );
     // The limit is a fixed one-minute window: a run shorter than a minute is measured against one window.
     let allowed = 200.0 * minutes.max(1.0);
-    report.row("3 budget", "share of Coolify's 200/min limit used", format!("{:.0}%", 100.0 * calls as f64 / allowed), "100% (limit)", format!("{:.2}", calls as f64 / allowed));
-    report.row("3 budget", "429 answers received", throttled.to_string(), "0 expected", "-");
+    report.row(
+        "3 budget",
+        "share of Coolify's 200/min limit used",
+        format!("{:.0}%", 100.0 * calls as f64 / allowed),
+        "100% (limit)",
+        format!("{:.2}", calls as f64 / allowed),
+    );
+    report.row(
+        "3 budget",
+        "429 answers received",
+        throttled.to_string(),
+        "0 expected",
+        "-",
+    );
     Ok(())
 }

@@ -24,25 +24,48 @@ pub struct Stack {
 }
 
 /// PocketBase with the project's hooks posting to the bridge, a simulator with `sim_args`, and the bridge.
-pub async fn start_stack(paths: &Paths, dir: &Path, sim_args: &[&str], bridge_extra: &[(&str, String)]) -> Result<Stack> {
+pub async fn start_stack(
+    paths: &Paths,
+    dir: &Path,
+    sim_args: &[&str],
+    bridge_extra: &[(&str, String)],
+) -> Result<Stack> {
     std::fs::create_dir_all(dir)?;
     let secret_text = crate::webhook::generate_secret();
     let secret: WebhookSecret = secret_text.parse().context("generated webhook secret does not parse")?;
     let bridge_port = procs::free_port()?;
     let sim_proc = procs::start_sim(paths, sim_args, &dir.join("coolify-sim.log"))?;
     let pb_env = [
-        ("CF_BRIDGE_WEBHOOK_URL", format!("http://127.0.0.1:{bridge_port}{}", crate::http::ingest::PATH)),
+        (
+            "CF_BRIDGE_WEBHOOK_URL",
+            format!("http://127.0.0.1:{bridge_port}{}", crate::http::ingest::PATH),
+        ),
         ("CF_BRIDGE_WEBHOOK_SECRET", secret_text.clone()),
     ];
-    let pb_proc = procs::start_pocketbase(paths, &dir.join("pb_data"), &paths.root.join("hooks/pb_hooks"), &pb_env).await?;
-    let env = procs::bridge_env(dir, bridge_port, &pb_proc.url, &sim_proc.url, &secret_text, &paths.root.join("templates"), bridge_extra);
+    let pb_proc =
+        procs::start_pocketbase(paths, &dir.join("pb_data"), &paths.root.join("hooks/pb_hooks"), &pb_env).await?;
+    let env = procs::bridge_env(
+        dir,
+        bridge_port,
+        &pb_proc.url,
+        &sim_proc.url,
+        &secret_text,
+        &paths.root.join("templates"),
+        bridge_extra,
+    );
     let bridge_proc = procs::start_bridge(paths, dir, bridge_port, &env).await?;
     let client = http()?;
     let pb = Pb::login(&pb_proc.url, client.clone()).await?;
     Ok(Stack {
         pb,
-        sim: Sim { url: sim_proc.url.clone(), http: client.clone() },
-        bridge: Bridge { url: bridge_proc.url.clone(), http: client },
+        sim: Sim {
+            url: sim_proc.url.clone(),
+            http: client.clone(),
+        },
+        bridge: Bridge {
+            url: bridge_proc.url.clone(),
+            http: client,
+        },
         secret,
         bridge_proc,
         _pb_proc: pb_proc,
@@ -53,7 +76,11 @@ pub async fn start_stack(paths: &Paths, dir: &Path, sim_args: &[&str], bridge_ex
 /// Creates `n` instances of base-llm spread over tenants of 50 (ids in order); `tag` keeps names unique.
 pub async fn create_fleet(pb: &Pb, tag: &str, n: usize, desired: &str) -> Result<Vec<String>> {
     let templates = pb.field_by_id("bot_templates", "name = \"base-llm\"", "name").await?;
-    let template = templates.keys().next().context("template base-llm is not in PocketBase (templates sync)")?.clone();
+    let template = templates
+        .keys()
+        .next()
+        .context("template base-llm is not in PocketBase (templates sync)")?
+        .clone();
     let tenants: Vec<Value> = (0..n.div_ceil(50))
         .map(|t| json!({"name": format!("bench {tag} {t}"), "slug": format!("{tag}-t{t}"), "status": "active", "plan_tier": "business", "max_stacks": 100000}))
         .collect();
@@ -76,7 +103,10 @@ pub async fn wait_provisioned(pb: &Pb, tag: &str, n: usize, limit: Duration) -> 
             return pb.field_by_id("bot_instances", &filter, "coolify_service_id").await;
         }
         if start.elapsed() > limit {
-            bail!("only {} of {n} instances provisioned after {limit:?}", pb.count("bot_instances", &filter).await?);
+            bail!(
+                "only {} of {n} instances provisioned after {limit:?}",
+                pb.count("bot_instances", &filter).await?
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -84,9 +114,17 @@ pub async fn wait_provisioned(pb: &Pb, tag: &str, n: usize, limit: Duration) -> 
 
 fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()).unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_default();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_kib: u64 = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0);
+    let mem_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     format!("{cpus} CPUs ({model}), {:.1} GiB RAM", mem_kib as f64 / 1048576.0)
 }
@@ -106,10 +144,23 @@ pub async fn run(mode: Mode, pocketbase: Option<PathBuf>, work_dir: Option<PathB
 async fn scenarios(mode: Mode, paths: &Paths, root: &Path) -> Result<String> {
     let sizes = mode.sizes();
     let mut report = Report::default();
-    report.note(format!("machine: {}; mode {mode:?}; cf-bridge build: {}", machine(), if cfg!(debug_assertions) { "debug" } else { "release" }));
+    report.note(format!(
+        "machine: {}; mode {mode:?}; cf-bridge build: {}",
+        machine(),
+        if cfg!(debug_assertions) { "debug" } else { "release" }
+    ));
 
     eprintln!("starting stack A (simulator without rate limit, bridge budget 10000/min) ...");
-    let fast_sim = ["--rate-limit", "1000000", "--start-delay-ms", "0", "--running-delay-ms", "0", "--delete-delay-ms", "0"];
+    let fast_sim = [
+        "--rate-limit",
+        "1000000",
+        "--start-delay-ms",
+        "0",
+        "--running-delay-ms",
+        "0",
+        "--delete-delay-ms",
+        "0",
+    ];
     let a_extra = [
         ("CF_BRIDGE__COOLIFY__REQUESTS_PER_MINUTE", "10000".to_string()),
         ("CF_BRIDGE__RECONCILE__HEALTH_POLL_INTERVAL_SECS", "3600".to_string()),
@@ -122,7 +173,13 @@ async fn scenarios(mode: Mode, paths: &Paths, root: &Path) -> Result<String> {
     eprintln!("creating {} instances ...", sizes.instances);
     let t = Instant::now();
     let ids = create_fleet(&a.pb, "a", sizes.instances, "stopped").await?;
-    let uuids = wait_provisioned(&a.pb, "a", ids.len(), Duration::from_secs(60 + sizes.instances as u64 / 10)).await?;
+    let uuids = wait_provisioned(
+        &a.pb,
+        "a",
+        ids.len(),
+        Duration::from_secs(60 + sizes.instances as u64 / 10),
+    )
+    .await?;
     a.bridge.wait_idle(Duration::from_secs(300)).await?;
     let provision = t.elapsed();
     report.note(format!(
@@ -137,7 +194,17 @@ async fn scenarios(mode: Mode, paths: &Paths, root: &Path) -> Result<String> {
     let mut desired: HashMap<String, bool> = pool.iter().map(|id| (id.clone(), false)).collect();
     for &rate in &sizes.rates {
         eprintln!("latency at {rate} changes/s ...");
-        latency::phase(&a, &pool, &uuids, &mut desired, rate, sizes.phase_secs, &mut rx, &mut report).await?;
+        latency::phase(
+            &a,
+            &pool,
+            &uuids,
+            &mut desired,
+            rate,
+            sizes.phase_secs,
+            &mut rx,
+            &mut report,
+        )
+        .await?;
     }
     drop(rx);
 

@@ -21,12 +21,20 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 pub fn summarize(samples: &[Duration]) -> Summary {
     let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
     ms.sort_by(f64::total_cmp);
-    Summary { n: ms.len(), p50_ms: percentile(&ms, 50.0).unwrap_or(f64::NAN), p99_ms: percentile(&ms, 99.0).unwrap_or(f64::NAN) }
+    Summary {
+        n: ms.len(),
+        p50_ms: percentile(&ms, 50.0).unwrap_or(f64::NAN),
+        p99_ms: percentile(&ms, 99.0).unwrap_or(f64::NAN),
+    }
 }
 
 /// `a / b`, shown as "n/a" when either side is missing.
 pub fn ratio(a: f64, b: f64) -> String {
-    if a.is_finite() && b.is_finite() && b > 0.0 { format!("{:.2}x", a / b) } else { "n/a".into() }
+    if a.is_finite() && b.is_finite() && b > 0.0 {
+        format!("{:.2}x", a / b)
+    } else {
+        "n/a".into()
+    }
 }
 
 #[cfg(test)]

@@ -3,11 +3,14 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
 use cf_bridge::bench::{Mode, run};
+use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "cf-bench", about = "Benchmarks cf-bridge against PocketBase and coolify-sim on this machine")]
+#[command(
+    name = "cf-bench",
+    about = "Benchmarks cf-bridge against PocketBase and coolify-sim on this machine"
+)]
 struct Args {
     /// full: the figures in docs/BENCHMARKS.md; quick: smaller; tiny: seconds (smoke test).
     #[arg(long, value_enum, default_value = "full")]

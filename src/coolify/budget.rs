@@ -26,7 +26,10 @@ impl Budget {
         let budget = Self {
             capacity,
             per_sec: f64::from(per_minute.max(1)) / 60.0,
-            state: Mutex::new(Bucket { tokens: capacity, last: Instant::now() }),
+            state: Mutex::new(Bucket {
+                tokens: capacity,
+                last: Instant::now(),
+            }),
         };
         metrics().coolify_budget_remaining.set(capacity);
         budget
@@ -90,7 +93,10 @@ mod tests {
             assert!(b.try_take().is_ok());
         }
         let wait = b.try_take().unwrap_err();
-        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(900) && wait <= Duration::from_secs(1),
+            "{wait:?}"
+        );
         assert!(b.remaining() < 1.0);
     }
 

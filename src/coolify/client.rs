@@ -105,7 +105,9 @@ pub fn encode_compose(yaml: &str) -> Result<String, CoolifyError> {
         .map_err(|e| CoolifyError::InvalidInput(format!("compose is not valid YAML: {e}")))?;
     let has_services = doc.get("services").is_some_and(serde_norway::Value::is_mapping);
     if !has_services {
-        return Err(CoolifyError::InvalidInput("compose must contain a \"services\" map".into()));
+        return Err(CoolifyError::InvalidInput(
+            "compose must contain a \"services\" map".into(),
+        ));
     }
     Ok(STANDARD.encode(yaml.as_bytes()))
 }
@@ -124,7 +126,9 @@ impl CoolifyClient {
             .map_err(|e| CoolifyError::InvalidInput(format!("cannot build HTTP client: {}", describe(&e))))?;
         let scheme = cfg.base_url.scheme();
         if scheme != "http" && scheme != "https" {
-            return Err(CoolifyError::InvalidInput(format!("coolify base_url must be http(s), got {scheme}")));
+            return Err(CoolifyError::InvalidInput(format!(
+                "coolify base_url must be http(s), got {scheme}"
+            )));
         }
         Ok(Self {
             inner: Arc::new(Inner {
@@ -169,7 +173,10 @@ impl CoolifyClient {
                 }
                 Ok(resp) => {
                     let status = resp.status();
-                    metrics().coolify_requests.with_label_values(&[endpoint, status.as_str()]).inc();
+                    metrics()
+                        .coolify_requests
+                        .with_label_values(&[endpoint, status.as_str()])
+                        .inc();
                     let retry_after = resp
                         .headers()
                         .get(header::RETRY_AFTER)
@@ -230,16 +237,23 @@ impl CoolifyClient {
     }
 
     pub async fn health(&self) -> Result<(), CoolifyError> {
-        let reply = self.send(Method::GET, "GET /health", "/api/health", None, Idempotency::Safe).await?;
+        let reply = self
+            .send(Method::GET, "GET /health", "/api/health", None, Idempotency::Safe)
+            .await?;
         if reply.text.trim() == "OK" {
             Ok(())
         } else {
-            Err(CoolifyError::BadResponse(format!("health check answered {:?}", reply.text.chars().take(80).collect::<String>())))
+            Err(CoolifyError::BadResponse(format!(
+                "health check answered {:?}",
+                reply.text.chars().take(80).collect::<String>()
+            )))
         }
     }
 
     pub async fn version(&self) -> Result<String, CoolifyError> {
-        let reply = self.send(Method::GET, "GET /version", "/api/v1/version", None, Idempotency::Safe).await?;
+        let reply = self
+            .send(Method::GET, "GET /version", "/api/v1/version", None, Idempotency::Safe)
+            .await?;
         let v = reply.text.trim().trim_start_matches('v').to_string();
         if v.is_empty() || v.len() > 64 {
             return Err(CoolifyError::BadResponse("version endpoint returned no version".into()));
@@ -260,11 +274,17 @@ impl CoolifyClient {
     }
 
     pub async fn get_project(&self, uuid: &str) -> Result<ProjectDetail, CoolifyError> {
-        self.get("GET /projects/{uuid}", &format!("/api/v1/projects/{}", seg(uuid))).await
+        self.get("GET /projects/{uuid}", &format!("/api/v1/projects/{}", seg(uuid)))
+            .await
     }
 
     pub async fn find_projects_by_name(&self, name: &str) -> Result<Vec<Project>, CoolifyError> {
-        Ok(self.list_projects().await?.into_iter().filter(|p| p.name == name).collect())
+        Ok(self
+            .list_projects()
+            .await?
+            .into_iter()
+            .filter(|p| p.name == name)
+            .collect())
     }
 
     /// Never retried after a 5xx or transport error: the project may exist. Use `ensure_project`
@@ -280,7 +300,13 @@ impl CoolifyClient {
             uuid: String,
         }
         let created: Created = self
-            .json(Method::POST, "POST /projects", "/api/v1/projects", Some(&Value::Object(body)), Idempotency::NotRepeatable)
+            .json(
+                Method::POST,
+                "POST /projects",
+                "/api/v1/projects",
+                Some(&Value::Object(body)),
+                Idempotency::NotRepeatable,
+            )
             .await?;
         Ok(created.uuid)
     }
@@ -306,19 +332,35 @@ impl CoolifyClient {
 
     pub async fn patch_project(&self, uuid: &str, patch: &ProjectPatch) -> Result<Project, CoolifyError> {
         let body = serde_json::to_value(patch).map_err(|e| CoolifyError::InvalidInput(e.to_string()))?;
-        self.json(Method::PATCH, "PATCH /projects/{uuid}", &format!("/api/v1/projects/{}", seg(uuid)), Some(&body), Idempotency::Safe)
-            .await
+        self.json(
+            Method::PATCH,
+            "PATCH /projects/{uuid}",
+            &format!("/api/v1/projects/{}", seg(uuid)),
+            Some(&body),
+            Idempotency::Safe,
+        )
+        .await
     }
 
     /// 400 "has resources" becomes `HasResources` (services are deleted asynchronously: retry later).
     pub async fn delete_project(&self, uuid: &str) -> Result<(), CoolifyError> {
-        self.send(Method::DELETE, "DELETE /projects/{uuid}", &format!("/api/v1/projects/{}", seg(uuid)), None, Idempotency::Safe)
-            .await
-            .map(|_| ())
+        self.send(
+            Method::DELETE,
+            "DELETE /projects/{uuid}",
+            &format!("/api/v1/projects/{}", seg(uuid)),
+            None,
+            Idempotency::Safe,
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn list_environments(&self, project_uuid: &str) -> Result<Vec<Environment>, CoolifyError> {
-        self.get("GET /projects/{uuid}/environments", &format!("/api/v1/projects/{}/environments", seg(project_uuid))).await
+        self.get(
+            "GET /projects/{uuid}/environments",
+            &format!("/api/v1/projects/{}/environments", seg(project_uuid)),
+        )
+        .await
     }
 
     pub async fn get_environment(&self, project_uuid: &str, env_name: &str) -> Result<EnvironmentDetail, CoolifyError> {
@@ -334,16 +376,24 @@ impl CoolifyClient {
     }
 
     pub async fn get_service(&self, uuid: &str) -> Result<Service, CoolifyError> {
-        self.get("GET /services/{uuid}", &format!("/api/v1/services/{}", seg(uuid))).await
+        self.get("GET /services/{uuid}", &format!("/api/v1/services/{}", seg(uuid)))
+            .await
     }
 
     pub async fn find_services_by_name(&self, name: &str) -> Result<Vec<Service>, CoolifyError> {
-        Ok(self.list_services().await?.into_iter().filter(|s| s.name == name).collect())
+        Ok(self
+            .list_services()
+            .await?
+            .into_iter()
+            .filter(|s| s.name == name)
+            .collect())
     }
 
     fn create_body(req: &CreateService) -> Result<Value, CoolifyError> {
         if req.environment_name.is_none() && req.environment_uuid.is_none() {
-            return Err(CoolifyError::InvalidInput("service create needs environment_name or environment_uuid".into()));
+            return Err(CoolifyError::InvalidInput(
+                "service create needs environment_name or environment_uuid".into(),
+            ));
         }
         let mut b = Map::new();
         let mut put = |k: &str, v: Value| {
@@ -382,7 +432,14 @@ impl CoolifyClient {
     /// or `find_services_by_name` to adopt it.
     pub async fn create_service(&self, req: &CreateService) -> Result<CreatedService, CoolifyError> {
         let body = Self::create_body(req)?;
-        self.json(Method::POST, "POST /services", "/api/v1/services", Some(&body), Idempotency::NotRepeatable).await
+        self.json(
+            Method::POST,
+            "POST /services",
+            "/api/v1/services",
+            Some(&body),
+            Idempotency::NotRepeatable,
+        )
+        .await
     }
 
     /// Returns the service named `req.name`, creating it if none exists; adopts after an ambiguous
@@ -434,14 +491,26 @@ impl CoolifyClient {
         if b.is_empty() {
             return Err(CoolifyError::InvalidInput("service patch is empty".into()));
         }
-        self.json(Method::PATCH, "PATCH /services/{uuid}", &format!("/api/v1/services/{}", seg(uuid)), Some(&Value::Object(b)), Idempotency::Safe)
-            .await
+        self.json(
+            Method::PATCH,
+            "PATCH /services/{uuid}",
+            &format!("/api/v1/services/{}", seg(uuid)),
+            Some(&Value::Object(b)),
+            Idempotency::Safe,
+        )
+        .await
     }
 
     /// Queues the deletion. A 404 means it is already gone, which is success.
     pub async fn delete_service(&self, uuid: &str) -> Result<(), CoolifyError> {
         match self
-            .send(Method::DELETE, "DELETE /services/{uuid}", &format!("/api/v1/services/{}", seg(uuid)), None, Idempotency::Safe)
+            .send(
+                Method::DELETE,
+                "DELETE /services/{uuid}",
+                &format!("/api/v1/services/{}", seg(uuid)),
+                None,
+                Idempotency::Safe,
+            )
             .await
         {
             Ok(_) | Err(CoolifyError::NotFound { .. }) => Ok(()),
@@ -486,20 +555,27 @@ impl CoolifyClient {
 
     /// "Service is already running." counts as success.
     pub async fn start_service(&self, uuid: &str) -> Result<(), CoolifyError> {
-        self.action(uuid, "POST /services/{uuid}/start", "start", "already running").await
+        self.action(uuid, "POST /services/{uuid}/start", "start", "already running")
+            .await
     }
 
     /// "Service is already stopped." counts as success.
     pub async fn stop_service(&self, uuid: &str) -> Result<(), CoolifyError> {
-        self.action(uuid, "POST /services/{uuid}/stop", "stop", "already stopped").await
+        self.action(uuid, "POST /services/{uuid}/stop", "stop", "already stopped")
+            .await
     }
 
     pub async fn restart_service(&self, uuid: &str) -> Result<(), CoolifyError> {
-        self.action(uuid, "POST /services/{uuid}/restart", "restart", "already running").await
+        self.action(uuid, "POST /services/{uuid}/restart", "restart", "already running")
+            .await
     }
 
     pub async fn list_envs(&self, service_uuid: &str) -> Result<Vec<EnvVar>, CoolifyError> {
-        self.get("GET /services/{uuid}/envs", &format!("/api/v1/services/{}/envs", seg(service_uuid))).await
+        self.get(
+            "GET /services/{uuid}/envs",
+            &format!("/api/v1/services/{}/envs", seg(service_uuid)),
+        )
+        .await
     }
 
     /// Upserts by key. Coolify applies items in order without a transaction, so on a validation
@@ -531,8 +607,14 @@ mod tests {
         let enc = encode_compose(yaml).unwrap();
         assert!(!enc.contains('\n'));
         assert_eq!(STANDARD.decode(&enc).unwrap(), yaml.as_bytes());
-        assert!(matches!(encode_compose("services: [unclosed"), Err(CoolifyError::InvalidInput(_))));
-        assert!(matches!(encode_compose("version: '3'\n"), Err(CoolifyError::InvalidInput(_))));
+        assert!(matches!(
+            encode_compose("services: [unclosed"),
+            Err(CoolifyError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            encode_compose("version: '3'\n"),
+            Err(CoolifyError::InvalidInput(_))
+        ));
     }
 
     #[test]
@@ -543,7 +625,10 @@ mod tests {
 
     #[test]
     fn config_debug_hides_token() {
-        let cfg = CoolifyConfig::new(url::Url::parse("http://127.0.0.1:1").unwrap(), SecretString::from("1|supersecret"));
+        let cfg = CoolifyConfig::new(
+            url::Url::parse("http://127.0.0.1:1").unwrap(),
+            SecretString::from("1|supersecret"),
+        );
         assert!(!format!("{cfg:?}").contains("supersecret"));
     }
 }

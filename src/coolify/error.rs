@@ -17,7 +17,11 @@ pub struct DomainConflict {
 
 impl fmt::Display for DomainConflict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "domain {} is already used by {} {}", self.domain, self.resource_type, self.resource_name)?;
+        write!(
+            f,
+            "domain {} is already used by {} {}",
+            self.domain, self.resource_type, self.resource_name
+        )?;
         if let Some(uuid) = &self.resource_uuid {
             write!(f, " (uuid {uuid})")?;
         }
@@ -29,17 +33,29 @@ impl fmt::Display for DomainConflict {
 pub enum CoolifyError {
     #[error("Coolify: not found: {message}")]
     NotFound { message: String },
-    #[error("Coolify rejected the API token (401): check that it is valid, not expired, and sent whole including its id| prefix")]
+    #[error(
+        "Coolify rejected the API token (401): check that it is valid, not expired, and sent whole including its id| prefix"
+    )]
     Unauthorized,
-    #[error("Coolify refused the request (403): {message}; check the token's abilities (read, write, deploy), the API toggle and the IP allowlist")]
+    #[error(
+        "Coolify refused the request (403): {message}; check the token's abilities (read, write, deploy), the API toggle and the IP allowlist"
+    )]
     Forbidden { message: String },
     #[error("Coolify rejected the request (400): {message}")]
     BadRequest { message: String },
     #[error("Coolify validation failed: {message}{}", format_errors(errors))]
-    Validation { message: String, errors: BTreeMap<String, Vec<String>> },
+    Validation {
+        message: String,
+        errors: BTreeMap<String, Vec<String>>,
+    },
     #[error("Coolify conflict: {}", format_conflict(message, conflicts))]
-    Conflict { message: String, conflicts: Vec<DomainConflict> },
-    #[error("Coolify project still has resources, so it cannot be deleted yet (service deletions are asynchronous: retry later)")]
+    Conflict {
+        message: String,
+        conflicts: Vec<DomainConflict>,
+    },
+    #[error(
+        "Coolify project still has resources, so it cannot be deleted yet (service deletions are asynchronous: retry later)"
+    )]
     HasResources,
     #[error("Coolify rate limit hit (429){}", retry_after.map(|d| format!(", retry after {} s", d.as_secs())).unwrap_or_default())]
     RateLimited { retry_after: Option<Duration> },
@@ -137,8 +153,14 @@ impl CoolifyError {
             401 => Self::Unauthorized,
             403 => Self::Forbidden { message },
             404 => Self::NotFound { message },
-            409 => Self::Conflict { message, conflicts: parse_conflicts(body.get("conflicts")) },
-            422 => Self::Validation { message, errors: parse_validation_errors(body.get("errors")) },
+            409 => Self::Conflict {
+                message,
+                conflicts: parse_conflicts(body.get("conflicts")),
+            },
+            422 => Self::Validation {
+                message,
+                errors: parse_validation_errors(body.get("errors")),
+            },
             429 => Self::RateLimited { retry_after },
             500..=599 => Self::Server { status, message },
             _ => Self::BadResponse(format!("status {status}: {message}")),
@@ -162,16 +184,31 @@ mod tests {
             r#"{"message":"Validation failed.","errors":{"docker_compose_raw":"The docker_compose_raw should be base64 encoded.","foo":["This field is not allowed."]}}"#,
             None,
         );
-        let CoolifyError::Validation { errors, .. } = &e else { panic!("{e:?}") };
-        assert_eq!(errors["docker_compose_raw"], vec!["The docker_compose_raw should be base64 encoded."]);
+        let CoolifyError::Validation { errors, .. } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(
+            errors["docker_compose_raw"],
+            vec!["The docker_compose_raw should be base64 encoded."]
+        );
         assert_eq!(errors["foo"], vec!["This field is not allowed."]);
         assert!(e.to_string().contains("foo: This field is not allowed."));
 
-        let e = CoolifyError::from_response(422, r#"{"message":"Validation failed.","errors":["Invalid URL: x"]}"#, None);
-        let CoolifyError::Validation { errors, .. } = &e else { panic!("{e:?}") };
+        let e = CoolifyError::from_response(
+            422,
+            r#"{"message":"Validation failed.","errors":["Invalid URL: x"]}"#,
+            None,
+        );
+        let CoolifyError::Validation { errors, .. } = &e else {
+            panic!("{e:?}")
+        };
         assert_eq!(errors["_"], vec!["Invalid URL: x"]);
 
-        let e = CoolifyError::from_response(422, r#"{"message":"You need to provide at least one of environment_name or environment_uuid."}"#, None);
+        let e = CoolifyError::from_response(
+            422,
+            r#"{"message":"You need to provide at least one of environment_name or environment_uuid."}"#,
+            None,
+        );
         assert!(e.to_string().contains("environment_name"));
     }
 
@@ -182,22 +219,41 @@ mod tests {
             r#"{"message":"Domain conflicts detected.","conflicts":[{"domain":"bot.example.com","resource_name":"cf-abc","resource_uuid":"u1","resource_type":"service","message":"m"}]}"#,
             None,
         );
-        assert_eq!(e.to_string(), "Coolify conflict: domain bot.example.com is already used by service cf-abc (uuid u1)");
+        assert_eq!(
+            e.to_string(),
+            "Coolify conflict: domain bot.example.com is already used by service cf-abc (uuid u1)"
+        );
     }
 
     #[test]
     fn statuses_map_to_variants() {
         assert!(matches!(
-            CoolifyError::from_response(400, r#"{"message":"Project has resources, so it cannot be deleted."}"#, None),
+            CoolifyError::from_response(
+                400,
+                r#"{"message":"Project has resources, so it cannot be deleted."}"#,
+                None
+            ),
             CoolifyError::HasResources
         ));
-        assert!(matches!(CoolifyError::from_response(401, "{}", None), CoolifyError::Unauthorized));
-        assert!(matches!(CoolifyError::from_response(404, r#"{"message":"Service not found."}"#, None), CoolifyError::NotFound { .. }));
-        assert!(matches!(CoolifyError::from_response(503, "<html>", None), CoolifyError::Server { status: 503, .. }));
+        assert!(matches!(
+            CoolifyError::from_response(401, "{}", None),
+            CoolifyError::Unauthorized
+        ));
+        assert!(matches!(
+            CoolifyError::from_response(404, r#"{"message":"Service not found."}"#, None),
+            CoolifyError::NotFound { .. }
+        ));
+        assert!(matches!(
+            CoolifyError::from_response(503, "<html>", None),
+            CoolifyError::Server { status: 503, .. }
+        ));
         assert!(matches!(
             CoolifyError::from_response(429, "", Some(Duration::from_secs(3))),
             CoolifyError::RateLimited { retry_after: Some(_) }
         ));
-        assert!(matches!(CoolifyError::from_response(405, "{}", None), CoolifyError::BadResponse(_)));
+        assert!(matches!(
+            CoolifyError::from_response(405, "{}", None),
+            CoolifyError::BadResponse(_)
+        ));
     }
 }

@@ -20,7 +20,9 @@ pub enum Idempotency {
 /// What came back from one attempt, as far as retrying is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    RateLimited { retry_after: Option<Duration> },
+    RateLimited {
+        retry_after: Option<Duration>,
+    },
     ServerError,
     Transport,
     /// Any other response: final.
@@ -57,7 +59,10 @@ impl RetryPolicy {
 
     /// Full-jitter exponential backoff for the given retry number (0-based).
     pub fn backoff(&self, retry: u32) -> Duration {
-        let ceiling = self.base.saturating_mul(2u32.saturating_pow(retry.min(16))).min(self.cap);
+        let ceiling = self
+            .base
+            .saturating_mul(2u32.saturating_pow(retry.min(16)))
+            .min(self.cap);
         let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
         Duration::from_millis(rand::rng().random_range(0..=ms))
     }
@@ -102,7 +107,12 @@ mod tests {
         let p = RetryPolicy::new(0);
         let ra = Some(Duration::from_secs(2));
         assert_eq!(
-            p.decide(Idempotency::NotRepeatable, Outcome::RateLimited { retry_after: ra }, 0, 0),
+            p.decide(
+                Idempotency::NotRepeatable,
+                Outcome::RateLimited { retry_after: ra },
+                0,
+                0
+            ),
             Decision::Retry(Duration::from_secs(2))
         );
         let huge = Some(Duration::from_secs(3600));
@@ -110,7 +120,10 @@ mod tests {
             p.decide(Idempotency::Safe, Outcome::RateLimited { retry_after: huge }, 0, 0),
             Decision::Retry(Duration::from_secs(60))
         );
-        assert_eq!(p.decide(Idempotency::Safe, Outcome::RateLimited { retry_after: ra }, 0, 10), Decision::GiveUp);
+        assert_eq!(
+            p.decide(Idempotency::Safe, Outcome::RateLimited { retry_after: ra }, 0, 10),
+            Decision::GiveUp
+        );
     }
 
     #[test]

@@ -42,12 +42,29 @@ impl Health {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "String", into = "String")]
 pub enum ServiceStatus {
-    Running { health: Health, excluded: bool },
-    Starting { health: Health, excluded: bool },
-    Degraded { health: Health, excluded: bool },
-    Paused { health: Health, excluded: bool },
-    Restarting { health: Health, excluded: bool },
-    Exited { excluded: bool },
+    Running {
+        health: Health,
+        excluded: bool,
+    },
+    Starting {
+        health: Health,
+        excluded: bool,
+    },
+    Degraded {
+        health: Health,
+        excluded: bool,
+    },
+    Paused {
+        health: Health,
+        excluded: bool,
+    },
+    Restarting {
+        health: Health,
+        excluded: bool,
+    },
+    Exited {
+        excluded: bool,
+    },
     /// Anything not in the known vocabulary, kept as sent.
     Unknown(String),
 }
@@ -97,7 +114,10 @@ impl ServiceStatus {
             self,
             Self::Degraded { .. }
                 | Self::Restarting { .. }
-                | Self::Running { health: Health::Unhealthy, .. }
+                | Self::Running {
+                    health: Health::Unhealthy,
+                    ..
+                }
         )
     }
 
@@ -173,19 +193,85 @@ mod tests {
     fn parses_every_documented_form() {
         use Health::*;
         let cases = [
-            ("running:healthy", ServiceStatus::Running { health: Healthy, excluded: false }),
-            ("running:unhealthy", ServiceStatus::Running { health: Unhealthy, excluded: false }),
-            ("running:unknown", ServiceStatus::Running { health: Unknown, excluded: false }),
-            ("running:starting", ServiceStatus::Running { health: Starting, excluded: false }),
-            ("starting:unhealthy", ServiceStatus::Starting { health: Unhealthy, excluded: false }),
-            ("starting:unknown", ServiceStatus::Starting { health: Unknown, excluded: false }),
-            ("degraded:unhealthy", ServiceStatus::Degraded { health: Unhealthy, excluded: false }),
-            ("paused:unknown", ServiceStatus::Paused { health: Unknown, excluded: false }),
-            ("restarting:unknown", ServiceStatus::Restarting { health: Unknown, excluded: false }),
+            (
+                "running:healthy",
+                ServiceStatus::Running {
+                    health: Healthy,
+                    excluded: false,
+                },
+            ),
+            (
+                "running:unhealthy",
+                ServiceStatus::Running {
+                    health: Unhealthy,
+                    excluded: false,
+                },
+            ),
+            (
+                "running:unknown",
+                ServiceStatus::Running {
+                    health: Unknown,
+                    excluded: false,
+                },
+            ),
+            (
+                "running:starting",
+                ServiceStatus::Running {
+                    health: Starting,
+                    excluded: false,
+                },
+            ),
+            (
+                "starting:unhealthy",
+                ServiceStatus::Starting {
+                    health: Unhealthy,
+                    excluded: false,
+                },
+            ),
+            (
+                "starting:unknown",
+                ServiceStatus::Starting {
+                    health: Unknown,
+                    excluded: false,
+                },
+            ),
+            (
+                "degraded:unhealthy",
+                ServiceStatus::Degraded {
+                    health: Unhealthy,
+                    excluded: false,
+                },
+            ),
+            (
+                "paused:unknown",
+                ServiceStatus::Paused {
+                    health: Unknown,
+                    excluded: false,
+                },
+            ),
+            (
+                "restarting:unknown",
+                ServiceStatus::Restarting {
+                    health: Unknown,
+                    excluded: false,
+                },
+            ),
             ("exited", ServiceStatus::Exited { excluded: false }),
-            ("running:healthy:excluded", ServiceStatus::Running { health: Healthy, excluded: true }),
+            (
+                "running:healthy:excluded",
+                ServiceStatus::Running {
+                    health: Healthy,
+                    excluded: true,
+                },
+            ),
             ("exited:excluded", ServiceStatus::Exited { excluded: true }),
-            ("running", ServiceStatus::Running { health: Unknown, excluded: false }),
+            (
+                "running",
+                ServiceStatus::Running {
+                    health: Unknown,
+                    excluded: false,
+                },
+            ),
         ];
         for (raw, want) in cases {
             let got = ServiceStatus::parse(raw);
@@ -198,7 +284,13 @@ mod tests {
 
     #[test]
     fn unknown_strings_are_kept_not_fatal() {
-        for raw in ["unknown:unknown:excluded", "", "weird", "running:sideways", "exited:healthy"] {
+        for raw in [
+            "unknown:unknown:excluded",
+            "",
+            "weird",
+            "running:sideways",
+            "exited:healthy",
+        ] {
             let s = ServiceStatus::parse(raw);
             assert_eq!(s, ServiceStatus::Unknown(raw.to_string()));
             assert_eq!(s.to_string(), raw);

@@ -204,7 +204,11 @@ pub struct EnvVarInput {
 
 impl EnvVarInput {
     pub fn new(key: impl Into<String>, value: SecretString, is_literal: bool) -> Self {
-        Self { key: key.into(), value, is_literal }
+        Self {
+            key: key.into(),
+            value,
+            is_literal,
+        }
     }
 
     pub fn plain(key: impl Into<String>, value: &str) -> Self {

@@ -13,7 +13,7 @@ use tracing::info;
 
 use super::auth::Admin;
 use crate::events::Collection;
-use crate::journal::{EventFilter, EventStatus, Journal, JobState};
+use crate::journal::{EventFilter, EventStatus, JobState, Journal};
 use crate::reconcile::context::Context;
 use crate::reconcile::plan::Spec;
 use crate::resync::Trigger;
@@ -35,13 +35,22 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError { status: actix_web::http::StatusCode::BAD_REQUEST, message: message.into() }
+        ApiError {
+            status: actix_web::http::StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
     }
     pub fn not_found(message: impl Into<String>) -> Self {
-        ApiError { status: actix_web::http::StatusCode::NOT_FOUND, message: message.into() }
+        ApiError {
+            status: actix_web::http::StatusCode::NOT_FOUND,
+            message: message.into(),
+        }
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
-        ApiError { status: actix_web::http::StatusCode::SERVICE_UNAVAILABLE, message: message.into() }
+        ApiError {
+            status: actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            message: message.into(),
+        }
     }
 }
 
@@ -70,13 +79,17 @@ pub fn valid_record_id(id: &str) -> bool {
 
 /// Parses `collection/id` as used by `--record` and the replay body.
 pub fn parse_record_ref(s: &str) -> Result<(Collection, String), ApiError> {
-    let (c, id) = s
-        .split_once('/')
-        .ok_or_else(|| ApiError::bad_request(format!("record {s:?} must look like bot_instances/<id> or tenants/<id>")))?;
+    let (c, id) = s.split_once('/').ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "record {s:?} must look like bot_instances/<id> or tenants/<id>"
+        ))
+    })?;
     let collection = Collection::parse(c)
         .ok_or_else(|| ApiError::bad_request(format!("unknown collection {c:?}: use tenants or bot_instances")))?;
     if !valid_record_id(id) {
-        return Err(ApiError::bad_request(format!("record id {id:?} is not a PocketBase id (lowercase letters and digits)")));
+        return Err(ApiError::bad_request(format!(
+            "record id {id:?} is not a PocketBase id (lowercase letters and digits)"
+        )));
     }
     Ok((collection, id.to_string()))
 }
@@ -90,7 +103,11 @@ pub fn parse_time_ms(s: &str) -> Result<i64, ApiError> {
     }
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_millis())
-        .map_err(|_| ApiError::bad_request(format!("time {s:?} is not RFC 3339 (e.g. 2026-11-23T10:00:00Z) or unix milliseconds")))
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "time {s:?} is not RFC 3339 (e.g. 2026-11-23T10:00:00Z) or unix milliseconds"
+            ))
+        })
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,11 +123,18 @@ struct EventsQuery {
 }
 
 #[get("/admin/events")]
-async fn list_events(_: Admin, state: web::Data<AdminState>, q: web::Query<EventsQuery>) -> Result<HttpResponse, ApiError> {
+async fn list_events(
+    _: Admin,
+    state: web::Data<AdminState>,
+    q: web::Query<EventsQuery>,
+) -> Result<HttpResponse, ApiError> {
     let q = q.into_inner();
     let mut filter = EventFilter::default();
     if let Some(s) = &q.status {
-        filter.status = Some(EventStatus::parse(s).ok_or_else(|| ApiError::bad_request(format!("unknown status {s:?}: use queued, done or failed")))?);
+        filter.status = Some(
+            EventStatus::parse(s)
+                .ok_or_else(|| ApiError::bad_request(format!("unknown status {s:?}: use queued, done or failed")))?,
+        );
     }
     if let Some(s) = &q.source {
         filter.source = Some(match s.as_str() {
@@ -118,11 +142,16 @@ async fn list_events(_: Admin, state: web::Data<AdminState>, q: web::Query<Event
             "webhook" => crate::events::Source::Webhook,
             "resync" => crate::events::Source::Resync,
             "replay" => crate::events::Source::Replay,
-            _ => return Err(ApiError::bad_request(format!("unknown source {s:?}: use realtime, webhook, resync or replay"))),
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown source {s:?}: use realtime, webhook, resync or replay"
+                )));
+            }
         });
     }
     if let Some(c) = &q.collection {
-        filter.collection = Some(Collection::parse(c).ok_or_else(|| ApiError::bad_request(format!("unknown collection {c:?}")))?);
+        filter.collection =
+            Some(Collection::parse(c).ok_or_else(|| ApiError::bad_request(format!("unknown collection {c:?}")))?);
     }
     if let Some(r) = &q.record {
         if r.contains('/') {
@@ -142,7 +171,11 @@ async fn list_events(_: Admin, state: web::Data<AdminState>, q: web::Query<Event
     if limit == 0 || limit > 500 {
         return Err(ApiError::bad_request("limit must be between 1 and 500"));
     }
-    let (events, next) = state.journal.list_events(filter, q.cursor, limit).await.map_err(internal)?;
+    let (events, next) = state
+        .journal
+        .list_events(filter, q.cursor, limit)
+        .await
+        .map_err(internal)?;
     Ok(HttpResponse::Ok().json(json!({"events": events, "next_cursor": next})))
 }
 
@@ -152,7 +185,9 @@ async fn get_event(_: Admin, state: web::Data<AdminState>, id: web::Path<String>
         .parse()
         .map_err(|_| ApiError::bad_request(format!("event id {:?} is not a number", id.as_str())))?;
     match state.journal.get_event(id).await.map_err(internal)? {
-        Some((event, job, attempts)) => Ok(HttpResponse::Ok().json(json!({"event": event, "job": job, "attempts": attempts}))),
+        Some((event, job, attempts)) => {
+            Ok(HttpResponse::Ok().json(json!({"event": event, "job": job, "attempts": attempts})))
+        }
         None => Err(ApiError::not_found(format!("no event {id}"))),
     }
 }
@@ -193,10 +228,15 @@ pub struct ReplayRequest {
 }
 
 pub async fn replay(state: &AdminState, req: ReplayRequest) -> Result<usize, ApiError> {
-    let chosen = [req.event_ids.is_some(), req.record.is_some(), req.since.is_some(), req.failed == Some(true)]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let chosen = [
+        req.event_ids.is_some(),
+        req.record.is_some(),
+        req.since.is_some(),
+        req.failed == Some(true),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
     if chosen != 1 {
         return Err(ApiError::bad_request(
             "give exactly one of event_ids, record, since or failed: true",
@@ -204,7 +244,9 @@ pub async fn replay(state: &AdminState, req: ReplayRequest) -> Result<usize, Api
     }
     let n = if let Some(ids) = req.event_ids {
         if ids.is_empty() || ids.len() > 1000 || ids.iter().any(|i| *i <= 0) {
-            return Err(ApiError::bad_request("event_ids must hold 1 to 1000 positive event ids"));
+            return Err(ApiError::bad_request(
+                "event_ids must hold 1 to 1000 positive event ids",
+            ));
         }
         state.journal.replay_events(&ids).await.map_err(internal)?
     } else if let Some(r) = req.record {
@@ -221,7 +263,11 @@ pub async fn replay(state: &AdminState, req: ReplayRequest) -> Result<usize, Api
 }
 
 #[post("/admin/replay")]
-async fn replay_route(_: Admin, state: web::Data<AdminState>, body: web::Json<ReplayRequest>) -> Result<HttpResponse, ApiError> {
+async fn replay_route(
+    _: Admin,
+    state: web::Data<AdminState>,
+    body: web::Json<ReplayRequest>,
+) -> Result<HttpResponse, ApiError> {
     let n = replay(&state, body.into_inner()).await?;
     Ok(HttpResponse::Ok().json(json!({"enqueued": n})))
 }
@@ -233,7 +279,11 @@ async fn resync_route(_: Admin, state: web::Data<AdminState>) -> HttpResponse {
 }
 
 #[get("/admin/instances/{id}")]
-async fn instance_view(_: Admin, state: web::Data<AdminState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn instance_view(
+    _: Admin,
+    state: web::Data<AdminState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     if !valid_record_id(&id) {
         return Err(ApiError::bad_request(format!("{id:?} is not a record id")));
@@ -252,9 +302,11 @@ async fn instance_view(_: Admin, state: web::Data<AdminState>, id: web::Path<Str
             Err(e) => json!({"error": e.to_string()}),
         },
     };
-    let applied = inst.applied_hash.as_deref().and_then(Spec::parse).map(|s| {
-        json!({"state": s.state.as_str(), "compose": s.compose, "env": s.env, "restart": s.restart})
-    });
+    let applied = inst
+        .applied_hash
+        .as_deref()
+        .and_then(Spec::parse)
+        .map(|s| json!({"state": s.state.as_str(), "compose": s.compose, "env": s.env, "restart": s.restart}));
     let logs = ctx.pb.recent_deploy_logs(&id, 20).await.map_err(internal)?;
     let secret_keys: Vec<String> = ctx
         .secrets
@@ -264,7 +316,14 @@ async fn instance_view(_: Admin, state: web::Data<AdminState>, id: web::Path<Str
         .unwrap_or_default();
     let (events, _) = state
         .journal
-        .list_events(EventFilter { record_id: Some(id.clone()), ..Default::default() }, None, 20)
+        .list_events(
+            EventFilter {
+                record_id: Some(id.clone()),
+                ..Default::default()
+            },
+            None,
+            20,
+        )
         .await
         .map_err(internal)?;
     Ok(HttpResponse::Ok().json(json!({
@@ -304,19 +363,28 @@ fn parse_secrets_body(body: &[u8]) -> Result<BTreeMap<String, SecretString>, Api
         return Err(ApiError::bad_request("secrets body is larger than 64 KiB"));
     }
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(format!("secrets body is not valid JSON (error at line {} column {})", e.line(), e.column()))
+        ApiError::bad_request(format!(
+            "secrets body is not valid JSON (error at line {} column {})",
+            e.line(),
+            e.column()
+        ))
     })?;
     let serde_json::Value::Object(entries) = value else {
-        return Err(ApiError::bad_request(r#"secrets body must be a JSON object such as {"KEY": "value"}"#));
+        return Err(ApiError::bad_request(
+            r#"secrets body must be a JSON object such as {"KEY": "value"}"#,
+        ));
     };
     if entries.len() > MAX_SECRET_KEYS {
-        return Err(ApiError::bad_request(format!("secrets body has more than {MAX_SECRET_KEYS} keys")));
+        return Err(ApiError::bad_request(format!(
+            "secrets body has more than {MAX_SECRET_KEYS} keys"
+        )));
     }
     let mut map: BTreeMap<String, SecretString> = BTreeMap::new();
     for (k, v) in entries {
         let serde_json::Value::String(s) = v else {
             // Check the key first so a bad key is reported as such; the value is never shown.
-            secrets::validate_secret(&k, &SecretString::from(String::new())).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            secrets::validate_secret(&k, &SecretString::from(String::new()))
+                .map_err(|e| ApiError::bad_request(e.to_string()))?;
             return Err(ApiError::bad_request(format!("secret {k}: value must be a string")));
         };
         let value = SecretString::from(s);
@@ -349,9 +417,17 @@ async fn put_secrets(
         .map_err(internal)?
         .ok_or_else(|| ApiError::not_found(format!("no bot instance {id}")))?;
     ctx.secrets.put(&inst.id, &map).map_err(internal)?;
-    let hash = if map.is_empty() { String::new() } else { secrets::secrets_hash(&ctx.settings.secrets_key, &map) };
+    let hash = if map.is_empty() {
+        String::new()
+    } else {
+        secrets::secrets_hash(&ctx.settings.secrets_key, &map)
+    };
     // A replay event wakes the reconciler for this record.
-    let n = state.journal.replay_record(Collection::BotInstances, &inst.id).await.map_err(internal)?;
+    let n = state
+        .journal
+        .replay_record(Collection::BotInstances, &inst.id)
+        .await
+        .map_err(internal)?;
     state.notify.notify_one();
     info!(record_id = %inst.id, keys = map.len(), "secrets updated");
     Ok(HttpResponse::Accepted().json(json!({
@@ -363,13 +439,21 @@ async fn put_secrets(
 }
 
 #[delete("/admin/instances/{id}/secrets")]
-async fn delete_secrets(_: Admin, state: web::Data<AdminState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn delete_secrets(
+    _: Admin,
+    state: web::Data<AdminState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = id.into_inner();
     if !valid_record_id(&id) {
         return Err(ApiError::bad_request(format!("{id:?} is not a record id")));
     }
     let existed = state.ctx.secrets.delete(&id).map_err(internal)?;
-    let n = state.journal.replay_record(Collection::BotInstances, &id).await.map_err(internal)?;
+    let n = state
+        .journal
+        .replay_record(Collection::BotInstances, &id)
+        .await
+        .map_err(internal)?;
     state.notify.notify_one();
     let status = if existed { "deleted" } else { "no secrets were set" };
     Ok(HttpResponse::Ok().json(json!({"status": status, "enqueued": n})))
@@ -400,15 +484,15 @@ pub const ROUTES: &[(&str, &str)] = &[
 ];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    let json_cfg = web::JsonConfig::default()
-        .limit(64 * 1024)
-        .error_handler(|err, _| {
-            let message = format!("invalid JSON body: {err}");
-            actix_web::error::InternalError::from_response(err, HttpResponse::BadRequest().json(json!({"error": message}))).into()
-        });
+    let json_cfg = web::JsonConfig::default().limit(64 * 1024).error_handler(|err, _| {
+        let message = format!("invalid JSON body: {err}");
+        actix_web::error::InternalError::from_response(err, HttpResponse::BadRequest().json(json!({"error": message})))
+            .into()
+    });
     let query_cfg = web::QueryConfig::default().error_handler(|err, _| {
         let message = format!("invalid query: {err}");
-        actix_web::error::InternalError::from_response(err, HttpResponse::BadRequest().json(json!({"error": message}))).into()
+        actix_web::error::InternalError::from_response(err, HttpResponse::BadRequest().json(json!({"error": message})))
+            .into()
     });
     cfg.app_data(json_cfg)
         .app_data(query_cfg)

@@ -76,8 +76,8 @@ fn parse_body(body: &[u8]) -> Result<(Action, Collection, Map<String, Value>), S
         "delete" => Action::Delete,
         other => return Err(format!("unknown event {other:?}; expected create, update or delete")),
     };
-    let collection = Collection::parse(&parsed.collection)
-        .ok_or_else(|| format!("unknown collection {:?}", parsed.collection))?;
+    let collection =
+        Collection::parse(&parsed.collection).ok_or_else(|| format!("unknown collection {:?}", parsed.collection))?;
     Ok((action, collection, parsed.record))
 }
 
@@ -116,10 +116,17 @@ async fn receive(req: HttpRequest, payload: web::Payload, state: web::Data<Inges
     let outcome = match tokio::time::timeout(SINK_TIMEOUT, deliver(state.sink.as_ref(), event)).await {
         Ok(outcome) => outcome,
         // Not acknowledged: if the write lands later, the sender's retry is a harmless duplicate.
-        Err(_) => Err(SinkError::Unavailable(format!("no journal answer within {} s", SINK_TIMEOUT.as_secs()))),
+        Err(_) => Err(SinkError::Unavailable(format!(
+            "no journal answer within {} s",
+            SINK_TIMEOUT.as_secs()
+        ))),
     };
     match outcome {
-        Ok(Ingested::New { event_id, job_id, coalesced }) => {
+        Ok(Ingested::New {
+            event_id,
+            job_id,
+            coalesced,
+        }) => {
             tracing::info!(delivery_id = %delivery_id, record_id = %record_id, collection = collection.as_str(),
                            action = action.as_str(), event_id, job_id, coalesced, "webhook accepted");
             state.notify.notify_one();

@@ -55,7 +55,9 @@ fn page(title: &str, body: &str) -> String {
 }
 
 fn login_page(message: Option<&str>) -> String {
-    let note = message.map(|m| format!("<p class=\"error\">{}</p>", esc(m))).unwrap_or_default();
+    let note = message
+        .map(|m| format!("<p class=\"error\">{}</p>", esc(m)))
+        .unwrap_or_default();
     page(
         "cf-bridge: sign in",
         &format!(
@@ -97,7 +99,11 @@ async fn login(token: web::Data<AdminToken>, form: web::Form<LoginForm>) -> Http
 
 #[post("/admin/ui/logout")]
 async fn logout() -> HttpResponse {
-    let mut cookie = Cookie::build(SESSION_COOKIE, "").path("/admin").http_only(true).same_site(SameSite::Strict).finish();
+    let mut cookie = Cookie::build(SESSION_COOKIE, "")
+        .path("/admin")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .finish();
     cookie.make_removal();
     HttpResponse::SeeOther()
         .cookie(cookie)
@@ -111,16 +117,27 @@ struct ReplayForm {
 }
 
 #[post("/admin/ui/replay")]
-async fn replay_form(req: HttpRequest, state: web::Data<AdminState>, form: Option<web::Form<ReplayForm>>) -> HttpResponse {
+async fn replay_form(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    form: Option<web::Form<ReplayForm>>,
+) -> HttpResponse {
     if !is_admin(&req) {
         return unauthorized();
     }
     let Some(form) = form else {
-        return HttpResponse::BadRequest().content_type("text/html; charset=utf-8").body(page("bad request", "<p>missing record</p>"));
+        return HttpResponse::BadRequest()
+            .content_type("text/html; charset=utf-8")
+            .body(page("bad request", "<p>missing record</p>"));
     };
     let result = replay(
         &state,
-        ReplayRequest { event_ids: None, record: Some(form.record.clone()), since: None, failed: None },
+        ReplayRequest {
+            event_ids: None,
+            record: Some(form.record.clone()),
+            since: None,
+            failed: None,
+        },
     )
     .await;
     let flash = match result {
@@ -170,34 +187,64 @@ async fn render_dashboard(state: &AdminState, flash: Option<&str>) -> Result<Str
         .map_err(|e| e.to_string())?;
 
     let mut b = String::new();
-    let _ = write!(b, "<h1>cf-bridge</h1><form method=\"post\" action=\"/admin/ui/logout\"><button>Sign out</button></form>");
+    let _ = write!(
+        b,
+        "<h1>cf-bridge</h1><form method=\"post\" action=\"/admin/ui/logout\"><button>Sign out</button></form>"
+    );
     if let Some(f) = flash {
         let _ = write!(b, "<p id=\"flash\"><strong>{}</strong></p>", esc(f));
     }
-    let _ = write!(b, "<h2>Tenants ({})</h2><table><tr><th>id</th><th>slug</th><th>status</th><th>plan</th><th>Coolify project</th><th>bridge error</th></tr>", tenants.len());
+    let _ = write!(
+        b,
+        "<h2>Tenants ({})</h2><table><tr><th>id</th><th>slug</th><th>status</th><th>plan</th><th>Coolify project</th><th>bridge error</th></tr>",
+        tenants.len()
+    );
     for t in &tenants {
         let _ = write!(
             b,
             "<tr><td><code>{}</code></td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
-            esc(&t.id), esc(&t.slug), sel(&t.status), sel(&t.status), sel(&t.plan_tier), text(&t.coolify_project_uuid), text(&t.bridge_error)
+            esc(&t.id),
+            esc(&t.slug),
+            sel(&t.status),
+            sel(&t.status),
+            sel(&t.plan_tier),
+            text(&t.coolify_project_uuid),
+            text(&t.bridge_error)
         );
     }
-    let _ = write!(b, "</table><h2>Instances ({})</h2><table><tr><th>id</th><th>name</th><th>domain</th><th>desired</th><th>status</th><th>Coolify service</th><th>error</th></tr>", instances.len());
+    let _ = write!(
+        b,
+        "</table><h2>Instances ({})</h2><table><tr><th>id</th><th>name</th><th>domain</th><th>desired</th><th>status</th><th>Coolify service</th><th>error</th></tr>",
+        instances.len()
+    );
     for i in &instances {
         let _ = write!(
             b,
             "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td><code>{}</code></td><td>{}</td></tr>",
-            esc(&i.id), esc(&i.name), text(&i.domain), sel(&i.desired_state), sel(&i.status), sel(&i.status), text(&i.coolify_service_id), text(&i.error_message)
+            esc(&i.id),
+            esc(&i.name),
+            text(&i.domain),
+            sel(&i.desired_state),
+            sel(&i.status),
+            sel(&i.status),
+            text(&i.coolify_service_id),
+            text(&i.error_message)
         );
     }
-    let _ = write!(b, "</table><h2>Failed jobs ({})</h2><table id=\"failed-jobs\"><tr><th>job</th><th>record</th><th>state</th><th>attempts</th><th>last error</th><th></th></tr>", jobs.len());
+    let _ = write!(
+        b,
+        "</table><h2>Failed jobs ({})</h2><table id=\"failed-jobs\"><tr><th>job</th><th>record</th><th>state</th><th>attempts</th><th>last error</th><th></th></tr>",
+        jobs.len()
+    );
     for j in &jobs {
         let record = format!("{}/{}", j.collection.as_str(), j.record_id);
-        let replayable = matches!(j.collection, Collection::Tenants | Collection::BotInstances) && valid_record_id(&j.record_id);
+        let replayable =
+            matches!(j.collection, Collection::Tenants | Collection::BotInstances) && valid_record_id(&j.record_id);
         let button = if replayable {
             format!(
                 "<form method=\"post\" action=\"/admin/ui/replay\"><input type=\"hidden\" name=\"record\" value=\"{}\"><button class=\"replay\" data-record=\"{}\">Replay</button></form>",
-                esc(&record), esc(&record)
+                esc(&record),
+                esc(&record)
             )
         } else {
             String::new()
@@ -205,10 +252,18 @@ async fn render_dashboard(state: &AdminState, flash: Option<&str>) -> Result<Str
         let _ = write!(
             b,
             "<tr><td>{}</td><td><code>{}</code></td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{button}</td></tr>",
-            j.id, esc(&record), j.state.as_str(), j.state.as_str(), j.attempts, esc(j.last_error.as_deref().unwrap_or(""))
+            j.id,
+            esc(&record),
+            j.state.as_str(),
+            j.state.as_str(),
+            j.attempts,
+            esc(j.last_error.as_deref().unwrap_or(""))
         );
     }
-    let _ = write!(b, "</table><h2>Recent events</h2><table><tr><th>id</th><th>received</th><th>source</th><th>record</th><th>action</th><th>status</th></tr>");
+    let _ = write!(
+        b,
+        "</table><h2>Recent events</h2><table><tr><th>id</th><th>received</th><th>source</th><th>record</th><th>action</th><th>status</th></tr>"
+    );
     for e in &events {
         let when = chrono::DateTime::from_timestamp_millis(e.received_at)
             .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
@@ -216,7 +271,14 @@ async fn render_dashboard(state: &AdminState, flash: Option<&str>) -> Result<Str
         let _ = write!(
             b,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}/{}</code></td><td>{}</td><td class=\"{}\">{}</td></tr>",
-            e.id, esc(&when), e.source.as_str(), e.collection.as_str(), esc(&e.record_id), e.action.as_str(), e.status.as_str(), e.status.as_str()
+            e.id,
+            esc(&when),
+            e.source.as_str(),
+            e.collection.as_str(),
+            esc(&e.record_id),
+            e.action.as_str(),
+            e.status.as_str(),
+            e.status.as_str()
         );
     }
     b.push_str("</table>");
@@ -224,7 +286,10 @@ async fn render_dashboard(state: &AdminState, flash: Option<&str>) -> Result<Str
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(login).service(logout).service(replay_form).service(dashboard);
+    cfg.service(login)
+        .service(logout)
+        .service(replay_form)
+        .service(dashboard);
 }
 
 #[cfg(test)]
@@ -233,6 +298,9 @@ mod tests {
 
     #[test]
     fn escapes_markup() {
-        assert_eq!(esc("<script>alert('x')</script>&\""), "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;");
+        assert_eq!(
+            esc("<script>alert('x')</script>&\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"
+        );
     }
 }

@@ -8,8 +8,8 @@ use rusqlite::{OptionalExtension, Row, Transaction, params, params_from_iter};
 use super::ingest::enqueue;
 use super::types::{parse_action, parse_collection, parse_source};
 use super::{
-    AttemptOutcome, AttemptRow, EventFilter, EventRow, EventStatus, JobRow, JobState, Journal, JournalError,
-    now_ms, write_tx,
+    AttemptOutcome, AttemptRow, EventFilter, EventRow, EventStatus, JobRow, JobState, Journal, JournalError, now_ms,
+    write_tx,
 };
 use crate::events::{Action, Collection, Source};
 use crate::metrics::metrics;
@@ -77,11 +77,7 @@ fn page_limit(limit: usize) -> i64 {
 }
 
 /// Requeues each record's job with attempts reset, recording a `replay` event so the journal shows why.
-fn replay_records(
-    tx: &Transaction<'_>,
-    records: BTreeSet<(String, String)>,
-    now: i64,
-) -> Result<usize, JournalError> {
+fn replay_records(tx: &Transaction<'_>, records: BTreeSet<(String, String)>, now: i64) -> Result<usize, JournalError> {
     for (collection, record_id) in &records {
         let collection = parse_collection(collection.clone())?;
         let last_action: Option<String> = tx
@@ -91,8 +87,13 @@ fn replay_records(
             .query_row(params![collection.as_str(), record_id], |r| r.get(0))
             .optional()?;
         let action = last_action.map(parse_action).transpose()?.unwrap_or(Action::Update);
-        let dedupe_key =
-            format!("replay:{}:{}:{}:{:016x}", collection.as_str(), record_id, now, rand::random::<u64>());
+        let dedupe_key = format!(
+            "replay:{}:{}:{}:{:016x}",
+            collection.as_str(),
+            record_id,
+            now,
+            rand::random::<u64>()
+        );
         tx.prepare_cached(
             "INSERT INTO events (source, collection, record_id, action, received_at, dedupe_key, payload, status)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, '{\"replay\":true}', 'queued')",
@@ -111,11 +112,7 @@ fn replay_records(
     Ok(records.len())
 }
 
-fn record_keys(
-    tx: &Transaction<'_>,
-    sql: &str,
-    args: &[Value],
-) -> Result<BTreeSet<(String, String)>, JournalError> {
+fn record_keys(tx: &Transaction<'_>, sql: &str, args: &[Value]) -> Result<BTreeSet<(String, String)>, JournalError> {
     let mut stmt = tx.prepare(sql)?;
     let rows = stmt.query_map(params_from_iter(args.iter()), |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -157,8 +154,11 @@ impl Journal {
                 push("id <", Value::Integer(c));
             }
             args.push(Value::Integer(limit));
-            let where_sql =
-                if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
+            let where_sql = if clauses.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", clauses.join(" AND "))
+            };
             let sql = format!(
                 "SELECT {EVENT_COLUMNS} FROM events {where_sql} ORDER BY id DESC LIMIT ?{}",
                 args.len()
@@ -169,26 +169,27 @@ impl Journal {
             while let Some(r) = rows.next()? {
                 out.push(event_row(r)?);
             }
-            let next = if out.len() as i64 == limit { out.last().map(|e| e.id) } else { None };
+            let next = if out.len() as i64 == limit {
+                out.last().map(|e| e.id)
+            } else {
+                None
+            };
             Ok((out, next))
         })
         .await
     }
 
     /// One event with its record's job and that job's attempts (newest first).
-    pub async fn get_event(
-        &self,
-        id: i64,
-    ) -> Result<Option<(EventRow, JobRow, Vec<AttemptRow>)>, JournalError> {
+    pub async fn get_event(&self, id: i64) -> Result<Option<(EventRow, JobRow, Vec<AttemptRow>)>, JournalError> {
         self.read(move |conn| {
-            let mut stmt =
-                conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))?;
+            let mut stmt = conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))?;
             let mut rows = stmt.query([id])?;
             let Some(r) = rows.next()? else { return Ok(None) };
             let event = event_row(r)?;
-            let job_id = event
-                .job_id
-                .ok_or(JournalError::Corrupt { column: "events.job_id", value: "NULL".into() })?;
+            let job_id = event.job_id.ok_or(JournalError::Corrupt {
+                column: "events.job_id",
+                value: "NULL".into(),
+            })?;
             let mut stmt = conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?;
             let mut rows = stmt.query([job_id])?;
             let job = match rows.next()? {
@@ -220,9 +221,8 @@ impl Journal {
                 let marks: Vec<String> = (1..=states.len()).map(|i| format!("?{i}")).collect();
                 format!("WHERE state IN ({})", marks.join(", "))
             };
-            let sql = format!(
-                "SELECT {JOB_COLUMNS} FROM jobs {where_sql} ORDER BY updated_at DESC, id DESC LIMIT {limit}"
-            );
+            let sql =
+                format!("SELECT {JOB_COLUMNS} FROM jobs {where_sql} ORDER BY updated_at DESC, id DESC LIMIT {limit}");
             let mut stmt = conn.prepare(&sql)?;
             let mut rows = stmt.query(params_from_iter(states.iter()))?;
             let mut out = Vec::new();
@@ -250,11 +250,12 @@ impl Journal {
 
     async fn replay(&self, sql: &'static str, args: Vec<Value>) -> Result<usize, JournalError> {
         let n = self
-            .write(move |conn| {
-                write_tx(conn, |tx| replay_records(tx, record_keys(tx, sql, &args)?, now_ms()))
-            })
+            .write(move |conn| write_tx(conn, |tx| replay_records(tx, record_keys(tx, sql, &args)?, now_ms())))
             .await?;
-        metrics().events_received.with_label_values(&[Source::Replay.as_str()]).inc_by(n as u64);
+        metrics()
+            .events_received
+            .with_label_values(&[Source::Replay.as_str()])
+            .inc_by(n as u64);
         Ok(n)
     }
 
@@ -270,14 +271,13 @@ impl Journal {
     }
 
     /// Requeues one record, whether or not it was seen before.
-    pub async fn replay_record(
-        &self,
-        collection: Collection,
-        record_id: &str,
-    ) -> Result<usize, JournalError> {
+    pub async fn replay_record(&self, collection: Collection, record_id: &str) -> Result<usize, JournalError> {
         self.replay(
             "SELECT ?1, ?2",
-            vec![Value::Text(collection.as_str().into()), Value::Text(record_id.to_owned())],
+            vec![
+                Value::Text(collection.as_str().into()),
+                Value::Text(record_id.to_owned()),
+            ],
         )
         .await
     }

@@ -35,7 +35,11 @@ pub(crate) fn ingest(
     }
     let event_id = tx.last_insert_rowid();
     let (job_id, coalesced) = enqueue(tx, event.collection, &event.record_id, event_id, now, false)?;
-    Ok(Ingested::New { event_id, job_id, coalesced })
+    Ok(Ingested::New {
+        event_id,
+        job_id,
+        coalesced,
+    })
 }
 
 /// Makes sure the record's job will run for `event_id`, and links the event to it.
@@ -53,7 +57,9 @@ pub(crate) fn enqueue(
 ) -> Result<(i64, bool), JournalError> {
     let existing: Option<(i64, String, bool)> = tx
         .prepare_cached("SELECT id, state, dirty FROM jobs WHERE collection = ?1 AND record_id = ?2")?
-        .query_row(params![collection.as_str(), record_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row(params![collection.as_str(), record_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?;
     let (job_id, coalesced) = match existing {
         None => {
@@ -98,6 +104,7 @@ pub(crate) fn enqueue(
             }
         },
     };
-    tx.prepare_cached("UPDATE events SET job_id = ?1 WHERE id = ?2")?.execute(params![job_id, event_id])?;
+    tx.prepare_cached("UPDATE events SET job_id = ?1 WHERE id = ?2")?
+        .execute(params![job_id, event_id])?;
     Ok((job_id, coalesced))
 }

@@ -15,9 +15,7 @@ struct RunningJob {
 
 fn running_job(tx: &Transaction<'_>, job_id: i64) -> Result<RunningJob, JournalError> {
     let row = tx
-        .prepare_cached(
-            "SELECT state, dirty, dirty_since, claimed_event_id, attempt_id FROM jobs WHERE id = ?1",
-        )?
+        .prepare_cached("SELECT state, dirty, dirty_since, claimed_event_id, attempt_id FROM jobs WHERE id = ?1")?
         .query_row([job_id], |r| {
             let state: String = r.get(0)?;
             let claimed: Option<i64> = r.get(3)?;
@@ -101,7 +99,15 @@ fn claim(tx: &Transaction<'_>, now: i64, limit: usize) -> Result<Vec<ClaimedJob>
         .collect::<Result<_, _>>()?;
     let started = now_ms();
     let mut claimed = Vec::with_capacity(due.len());
-    for Due { job_id, collection, record_id, attempts, first_pending_at, last_event_id } in due {
+    for Due {
+        job_id,
+        collection,
+        record_id,
+        attempts,
+        first_pending_at,
+        last_event_id,
+    } in due
+    {
         tx.prepare_cached("INSERT INTO job_attempts (job_id, started_at) VALUES (?1, ?2)")?
             .execute(params![job_id, started])?;
         let attempt_id = tx.last_insert_rowid();

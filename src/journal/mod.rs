@@ -33,8 +33,7 @@ pub use error::JournalError;
 pub use sanitize::strip_secrets;
 pub use schema::SCHEMA_VERSION;
 pub use types::{
-    AttemptOutcome, AttemptRow, ClaimedJob, EventFilter, EventRow, EventStatus, Intent, JobRow, JobState,
-    RecordState,
+    AttemptOutcome, AttemptRow, ClaimedJob, EventFilter, EventRow, EventStatus, Intent, JobRow, JobState, RecordState,
 };
 
 /// Milliseconds since the Unix epoch, UTC: the journal's clock.
@@ -53,7 +52,10 @@ pub struct JournalOptions {
 
 impl Default for JournalOptions {
     fn default() -> Self {
-        JournalOptions { busy_timeout: Duration::from_secs(5), read_only: false }
+        JournalOptions {
+            busy_timeout: Duration::from_secs(5),
+            read_only: false,
+        }
     }
 }
 
@@ -76,7 +78,10 @@ impl std::fmt::Debug for Journal {
 }
 
 fn connect(path: &Path, opts: &JournalOptions, read_only: bool) -> Result<Connection, JournalError> {
-    let open_err = |source| JournalError::Open { path: path.to_path_buf(), source };
+    let open_err = |source| JournalError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI
     } else {
@@ -84,11 +89,14 @@ fn connect(path: &Path, opts: &JournalOptions, read_only: bool) -> Result<Connec
     };
     let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
     conn.busy_timeout(opts.busy_timeout).map_err(open_err)?;
-    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(open_err)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(open_err)?;
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(path = %path.display(), mode, "journal is not in WAL mode");
     }
-    conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;").map_err(open_err)?;
+    conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
+        .map_err(open_err)?;
     Ok(conn)
 }
 
@@ -113,10 +121,14 @@ impl Journal {
         let mut writer = connect(path, &opts, opts.read_only)?;
         schema::migrate(&mut writer)?;
         let reader = connect(path, &opts, true)?;
-        let writer = writer::spawn(writer)
-            .map_err(|e| JournalError::Task(format!("cannot start the writer thread: {e}")))?;
+        let writer =
+            writer::spawn(writer).map_err(|e| JournalError::Task(format!("cannot start the writer thread: {e}")))?;
         Ok(Journal {
-            inner: Arc::new(Inner { path: path.to_path_buf(), writer, reader: Mutex::new(reader) }),
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                writer,
+                reader: Mutex::new(reader),
+            }),
         })
     }
 
@@ -135,11 +147,17 @@ impl Journal {
             let _ = reply.send(f(conn));
         });
         self.submit(writer::Request::Run(job)).await?;
-        answer.await.map_err(|_| JournalError::Task("the journal writer dropped a request".into()))?
+        answer
+            .await
+            .map_err(|_| JournalError::Task("the journal writer dropped a request".into()))?
     }
 
     async fn submit(&self, request: writer::Request) -> Result<(), JournalError> {
-        self.inner.writer.send(request).await.map_err(|_| JournalError::WriterGone)
+        self.inner
+            .writer
+            .send(request)
+            .await
+            .map_err(|_| JournalError::WriterGone)
     }
 
     /// Runs `f` on the reader connection off the async runtime.
@@ -191,9 +209,9 @@ impl EventSink for Journal {
             let payload = serde_json::to_string(&event.payload).map_err(JournalError::from)?;
             let (reply, answer) = oneshot::channel();
             let outcome = match self.submit(writer::Request::Ingest { event, payload, reply }).await {
-                Ok(()) => answer.await.unwrap_or_else(|_| {
-                    Err(JournalError::Task("the journal writer dropped an event".into()))
-                }),
+                Ok(()) => answer
+                    .await
+                    .unwrap_or_else(|_| Err(JournalError::Task("the journal writer dropped an event".into()))),
                 Err(e) => Err(e),
             };
             match outcome {

@@ -88,12 +88,14 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Brings the schema up to [`SCHEMA_VERSION`], refusing a journal written by a newer build.
 pub fn migrate(conn: &mut Connection) -> Result<(), JournalError> {
-    let version = |conn: &Connection| -> rusqlite::Result<i64> {
-        conn.query_row("PRAGMA user_version", [], |r| r.get(0))
-    };
+    let version =
+        |conn: &Connection| -> rusqlite::Result<i64> { conn.query_row("PRAGMA user_version", [], |r| r.get(0)) };
     let found = version(conn)?;
     if found > SCHEMA_VERSION {
-        return Err(JournalError::NewerSchema { found, supported: SCHEMA_VERSION });
+        return Err(JournalError::NewerSchema {
+            found,
+            supported: SCHEMA_VERSION,
+        });
     }
     if found == SCHEMA_VERSION {
         // Up to date: no write lock needed, so a read-only journal still opens.
@@ -104,7 +106,10 @@ pub fn migrate(conn: &mut Connection) -> Result<(), JournalError> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let found = version(&tx)?;
         if found > SCHEMA_VERSION {
-            return Err(JournalError::NewerSchema { found, supported: SCHEMA_VERSION });
+            return Err(JournalError::NewerSchema {
+                found,
+                supported: SCHEMA_VERSION,
+            });
         }
         let Some(sql) = MIGRATIONS.get(found as usize) else {
             return Ok(());

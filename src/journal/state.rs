@@ -60,8 +60,7 @@ impl Journal {
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (c, record_id, last_updated, applied_hash, deleted, seen_at): (String, _, _, _, _, _) =
-                    row?;
+                let (c, record_id, last_updated, applied_hash, deleted, seen_at): (String, _, _, _, _, _) = row?;
                 out.push(RecordState {
                     collection: parse_collection(c)?,
                     record_id,
@@ -135,7 +134,10 @@ impl Journal {
         let key = key.to_owned();
         self.write(move |conn| {
             write_tx(conn, |tx| {
-                Ok(tx.prepare_cached("DELETE FROM intents WHERE key = ?1")?.execute([key])? > 0)
+                Ok(tx
+                    .prepare_cached("DELETE FROM intents WHERE key = ?1")?
+                    .execute([key])?
+                    > 0)
             })
         })
         .await

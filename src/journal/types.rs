@@ -74,7 +74,10 @@ pub(crate) fn parse_source(s: String) -> Result<Source, JournalError> {
         "webhook" => Ok(Source::Webhook),
         "resync" => Ok(Source::Resync),
         "replay" => Ok(Source::Replay),
-        _ => Err(JournalError::Corrupt { column: "events.source", value: s }),
+        _ => Err(JournalError::Corrupt {
+            column: "events.source",
+            value: s,
+        }),
     }
 }
 
@@ -83,12 +86,18 @@ pub(crate) fn parse_action(s: String) -> Result<Action, JournalError> {
         "create" => Ok(Action::Create),
         "update" => Ok(Action::Update),
         "delete" => Ok(Action::Delete),
-        _ => Err(JournalError::Corrupt { column: "events.action", value: s }),
+        _ => Err(JournalError::Corrupt {
+            column: "events.action",
+            value: s,
+        }),
     }
 }
 
 pub(crate) fn parse_collection(s: String) -> Result<Collection, JournalError> {
-    Collection::parse(&s).ok_or(JournalError::Corrupt { column: "collection", value: s })
+    Collection::parse(&s).ok_or(JournalError::Corrupt {
+        column: "collection",
+        value: s,
+    })
 }
 
 /// A job handed to a worker; the job row stays `running` until its outcome is recorded.

@@ -19,14 +19,20 @@ const QUEUE_DEPTH: usize = 4096;
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 pub(crate) enum Request {
-    Ingest { event: NewEvent, payload: String, reply: oneshot::Sender<Result<Ingested, JournalError>> },
+    Ingest {
+        event: NewEvent,
+        payload: String,
+        reply: oneshot::Sender<Result<Ingested, JournalError>>,
+    },
     Run(Job),
 }
 
 /// Starts the writer thread; it ends when every sender is dropped.
 pub(crate) fn spawn(conn: Connection) -> Result<mpsc::Sender<Request>, std::io::Error> {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-    std::thread::Builder::new().name("journal-writer".into()).spawn(move || run(conn, rx))?;
+    std::thread::Builder::new()
+        .name("journal-writer".into())
+        .spawn(move || run(conn, rx))?;
     Ok(tx)
 }
 

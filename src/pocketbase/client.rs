@@ -307,14 +307,23 @@ impl PbClient {
     /// How many instances of `tenant_id` come before `instance` in creation order (ties broken by id):
     /// one counting request, however many instances the tenant has.
     pub async fn count_instances_before(&self, tenant_id: &str, instance: &BotInstance) -> Result<u64, PbError> {
-        let created = instance.created.as_ref().map(super::records::format_pb_date).unwrap_or_default();
+        let created = instance
+            .created
+            .as_ref()
+            .map(super::records::format_pb_date)
+            .unwrap_or_default();
         let filter = format!(
             "tenant = {t} && (created < {c} || (created = {c} && id < {i}))",
             t = filter_quote(tenant_id),
             c = filter_quote(&created),
             i = filter_quote(&instance.id),
         );
-        let query = [("page", "1"), ("perPage", "1"), ("fields", "id"), ("filter", filter.as_str())];
+        let query = [
+            ("page", "1"),
+            ("perPage", "1"),
+            ("fields", "id"),
+            ("filter", filter.as_str()),
+        ];
         let url = self.url(&["api", "collections", BOT_INSTANCES, "records"], &query)?;
         let reply = self
             .send(Method::GET, &url, None, |r| {

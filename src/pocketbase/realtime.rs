@@ -58,7 +58,11 @@ pub struct RealtimeConfig {
 
 impl RealtimeConfig {
     pub fn new(base_url: url::Url) -> Self {
-        RealtimeConfig { base_url, idle_timeout: Duration::from_secs(90), connect_timeout: Duration::from_secs(10) }
+        RealtimeConfig {
+            base_url,
+            idle_timeout: Duration::from_secs(90),
+            connect_timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -114,7 +118,9 @@ impl SseParser {
         let mut start = 0;
         while let Some(pos) = self.buf[start..].iter().position(|&b| b == b'\n') {
             let end = start + pos;
-            let line = self.buf[start..end].strip_suffix(b"\r").unwrap_or(&self.buf[start..end]);
+            let line = self.buf[start..end]
+                .strip_suffix(b"\r")
+                .unwrap_or(&self.buf[start..end]);
             let line = String::from_utf8_lossy(line).into_owned();
             start = end + 1;
             if let Some(frame) = self.line(&line) {
@@ -202,14 +208,18 @@ impl Backoff {
     }
 
     fn next_delay(&mut self) -> Duration {
-        let delay = self.current.mul_f64(rand::rng().random_range(0.5..=1.0)).max(MIN_BACKOFF);
+        let delay = self
+            .current
+            .mul_f64(rand::rng().random_range(0.5..=1.0))
+            .max(MIN_BACKOFF);
         self.current = (self.current * 2).min(MAX_BACKOFF);
         delay
     }
 }
 
 fn endpoint(base: &url::Url, path: &str) -> Result<url::Url, RealtimeError> {
-    base.join(path).map_err(|e| RealtimeError::Transport(format!("bad PocketBase URL {base}: {e}")))
+    base.join(path)
+        .map_err(|e| RealtimeError::Transport(format!("bad PocketBase URL {base}: {e}")))
 }
 
 fn transport(what: &str, e: reqwest::Error) -> RealtimeError {
@@ -278,7 +288,11 @@ impl Consumer {
         connected_at: &mut Option<Instant>,
     ) -> Result<SessionEnd, RealtimeError> {
         let base = &self.cfg.base_url;
-        let token = self.tokens.token().await.map_err(|e| RealtimeError::Auth(format!("no token: {e}")))?;
+        let token = self
+            .tokens
+            .token()
+            .await
+            .map_err(|e| RealtimeError::Auth(format!("no token: {e}")))?;
         check_superuser(client, base, &token).await?;
         // The token on the GET lets hooks/pb_hooks/rt_timeouts.pb.js lengthen our connection's timeouts.
         let resp = client
@@ -289,7 +303,10 @@ impl Consumer {
             .await
             .map_err(|e| transport("connect", e))?;
         if !resp.status().is_success() {
-            return Err(RealtimeError::Transport(format!("GET /api/realtime answered {}", resp.status())));
+            return Err(RealtimeError::Transport(format!(
+                "GET /api/realtime answered {}",
+                resp.status()
+            )));
         }
         let mut stream = resp.bytes_stream();
         let mut parser = SseParser::default();
@@ -303,7 +320,9 @@ impl Consumer {
                     Ok(Some(Ok(chunk))) => chunk,
                 },
             };
-            let frames = parser.push(&chunk).map_err(|e| RealtimeError::Protocol(e.to_string()))?;
+            let frames = parser
+                .push(&chunk)
+                .map_err(|e| RealtimeError::Protocol(e.to_string()))?;
             for frame in frames {
                 if frame.event == "PB_CONNECT" {
                     self.connected(client, &token, &frame, connected_at).await?;
@@ -364,7 +383,10 @@ impl Consumer {
     /// Reconnects until cancelled.
     pub async fn run(self, cancel: CancellationToken) {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = match reqwest::Client::builder().connect_timeout(self.cfg.connect_timeout).build() {
+        let client = match reqwest::Client::builder()
+            .connect_timeout(self.cfg.connect_timeout)
+            .build()
+        {
             Ok(client) => client,
             Err(e) => {
                 tracing::error!(error = %e, "cannot build the HTTP client; realtime consumer not started");
@@ -405,7 +427,15 @@ pub async fn run(
     on_connect: watch::Sender<u64>,
     cancel: CancellationToken,
 ) {
-    Consumer { cfg, tokens, sink, notify, on_connect }.run(cancel).await
+    Consumer {
+        cfg,
+        tokens,
+        sink,
+        notify,
+        on_connect,
+    }
+    .run(cancel)
+    .await
 }
 
 #[cfg(test)]
@@ -422,7 +452,14 @@ mod tests {
         let raw = b"id:abc\nevent:PB_CONNECT\ndata:{\"clientId\":\"abc\"}\n\nid:abc\nevent:tenants/*\ndata:{}\n\n";
         let whole = frames(&[raw]);
         assert_eq!(whole.len(), 2);
-        assert_eq!(whole[0], Frame { id: Some("abc".into()), event: "PB_CONNECT".into(), data: "{\"clientId\":\"abc\"}".into() });
+        assert_eq!(
+            whole[0],
+            Frame {
+                id: Some("abc".into()),
+                event: "PB_CONNECT".into(),
+                data: "{\"clientId\":\"abc\"}".into()
+            }
+        );
         for split in 0..raw.len() {
             assert_eq!(frames(&[&raw[..split], &raw[split..]]), whole, "split at {split}");
         }
@@ -431,10 +468,21 @@ mod tests {
     #[test]
     fn tolerates_spaces_crlf_comments_and_multiline_data() {
         let got = frames(&[b": hello\r\nevent: x\r\ndata: a\r\ndata:b\r\nretry: 5\r\n\r\n\n\ndata:\ndata:c\n\n"]);
-        assert_eq!(got, vec![
-            Frame { id: None, event: "x".into(), data: "a\nb".into() },
-            Frame { id: None, event: String::new(), data: "\nc".into() },
-        ]);
+        assert_eq!(
+            got,
+            vec![
+                Frame {
+                    id: None,
+                    event: "x".into(),
+                    data: "a\nb".into()
+                },
+                Frame {
+                    id: None,
+                    event: String::new(),
+                    data: "\nc".into()
+                },
+            ]
+        );
     }
 
     #[test]
@@ -448,22 +496,44 @@ mod tests {
         let frame = Frame {
             id: None,
             event: "bot_instances/*".into(),
-            data: r#"{"record":{"id":"r1","updated":"2026-01-01 00:00:00.000Z","api_token":"x"},"action":"delete"}"#.into(),
+            data: r#"{"record":{"id":"r1","updated":"2026-01-01 00:00:00.000Z","api_token":"x"},"action":"delete"}"#
+                .into(),
         };
         let ev = frame_event(&frame).unwrap().unwrap();
         assert_eq!(ev.source, Source::Realtime);
         assert_eq!(ev.dedupe_key, "bot_instances:r1:delete:2026-01-01 00:00:00.000Z");
         assert!(ev.payload.get("api_token").is_none());
-        assert!(matches!(frame_event(&Frame { event: "other/*".into(), ..frame.clone() }), Ok(None)));
-        assert!(frame_event(&Frame { data: "{".into(), ..frame.clone() }).is_err());
-        assert!(frame_event(&Frame { data: r#"{"record":{"id":"r1"},"action":"x"}"#.into(), ..frame }).is_err());
+        assert!(matches!(
+            frame_event(&Frame {
+                event: "other/*".into(),
+                ..frame.clone()
+            }),
+            Ok(None)
+        ));
+        assert!(
+            frame_event(&Frame {
+                data: "{".into(),
+                ..frame.clone()
+            })
+            .is_err()
+        );
+        assert!(
+            frame_event(&Frame {
+                data: r#"{"record":{"id":"r1"},"action":"x"}"#.into(),
+                ..frame
+            })
+            .is_err()
+        );
     }
 
     #[test]
     fn backoff_stays_in_bounds_and_resets() {
         let mut b = Backoff::new();
         let delays: Vec<_> = (0..10).map(|_| b.next_delay()).collect();
-        assert!(delays.iter().all(|d| *d >= MIN_BACKOFF && *d <= MAX_BACKOFF), "{delays:?}");
+        assert!(
+            delays.iter().all(|d| *d >= MIN_BACKOFF && *d <= MAX_BACKOFF),
+            "{delays:?}"
+        );
         assert!(delays[9] >= MAX_BACKOFF / 2);
         b.reset();
         assert!(b.next_delay() <= MIN_BACKOFF);

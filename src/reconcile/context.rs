@@ -35,7 +35,11 @@ pub struct StatusBoard {
 
 impl StatusBoard {
     pub fn new(coolify: CoolifyClient, interval: Duration) -> Self {
-        StatusBoard { coolify, interval, seen: tokio::sync::Mutex::new(None) }
+        StatusBoard {
+            coolify,
+            interval,
+            seen: tokio::sync::Mutex::new(None),
+        }
     }
 
     /// The service's status, read after `since` (the moment its start was asked for) and no older than
@@ -43,10 +47,15 @@ impl StatusBoard {
     pub async fn status(&self, uuid: &str, since: Instant) -> Result<Option<ServiceStatus>, CoolifyError> {
         // Holding the lock across the fetch makes concurrent waiters share one list call.
         let mut seen = self.seen.lock().await;
-        let fresh = seen.as_ref().is_some_and(|(at, _)| *at >= since && at.elapsed() < self.interval);
+        let fresh = seen
+            .as_ref()
+            .is_some_and(|(at, _)| *at >= since && at.elapsed() < self.interval);
         if !fresh {
             let services = self.coolify.list_services().await?;
-            *seen = Some((Instant::now(), services.into_iter().map(|s| (s.uuid, s.status)).collect()));
+            *seen = Some((
+                Instant::now(),
+                services.into_iter().map(|s| (s.uuid, s.status)).collect(),
+            ));
         }
         Ok(seen.as_ref().and_then(|(_, m)| m.get(uuid).cloned()))
     }
@@ -94,7 +103,13 @@ pub struct ActionLog<'a> {
 }
 
 impl<'a> ActionLog<'a> {
-    pub fn instance(ctx: &'a Context, instance_id: &str, tenant_id: Option<&str>, live: bool, action: DeployAction) -> Self {
+    pub fn instance(
+        ctx: &'a Context,
+        instance_id: &str,
+        tenant_id: Option<&str>,
+        live: bool,
+        action: DeployAction,
+    ) -> Self {
         ActionLog {
             ctx,
             record_id: instance_id.to_string(),

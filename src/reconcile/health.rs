@@ -11,7 +11,9 @@ use tracing::{info, warn};
 use super::context::{ActionLog, Context};
 use crate::coolify::ServiceStatus;
 use crate::events::{Action as EventAction, Collection, EventSink, NewEvent, Source};
-use crate::pocketbase::records::{BotInstance, DeployAction, DeployStatus, InstancePatch, InstanceStatus, format_pb_date};
+use crate::pocketbase::records::{
+    BotInstance, DeployAction, DeployStatus, InstancePatch, InstanceStatus, format_pb_date,
+};
 
 /// Marks an `error_message` the poller wrote, so it only clears its own errors.
 pub const HEALTH_PREFIX: &str = "health check: ";
@@ -78,22 +80,28 @@ impl HealthPoller {
 
     pub async fn poll_once(&mut self) -> Result<(), String> {
         let services = self.ctx.coolify.list_services().await.map_err(|e| e.to_string())?;
-        let by_uuid: HashMap<String, ServiceStatus> =
-            services.into_iter().map(|s| (s.uuid, s.status)).collect();
+        let by_uuid: HashMap<String, ServiceStatus> = services.into_iter().map(|s| (s.uuid, s.status)).collect();
         let instances = self
             .ctx
             .pb
-            .list_instances(Some("coolify_service_id != '' && (status = 'running' || status = 'error')"))
+            .list_instances(Some(
+                "coolify_service_id != '' && (status = 'running' || status = 'error')",
+            ))
             .await
             .map_err(|e| e.to_string())?;
         for inst in instances {
             // Only instances the bridge brought up, or that the poller itself marked, are judged here.
             let health_error = inst.status == Some(InstanceStatus::Error)
-                && inst.error_message.as_deref().is_some_and(|m| m.starts_with(HEALTH_PREFIX));
+                && inst
+                    .error_message
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with(HEALTH_PREFIX));
             if inst.status != Some(InstanceStatus::Running) && !health_error {
                 continue;
             }
-            let Some(service) = inst.coolify_service_id.as_deref() else { continue };
+            let Some(service) = inst.coolify_service_id.as_deref() else {
+                continue;
+            };
             let streak = self.streaks.get(&inst.id).copied().unwrap_or(0);
             let status = by_uuid.get(service);
             let (streak, verdict) = judge(status, streak, self.threshold);
@@ -122,9 +130,7 @@ impl HealthPoller {
                         last_healthy_at: Some(chrono::Utc::now()),
                         ..Default::default()
                     };
-                    pb.patch_instance(&inst.id, &patch)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    pb.patch_instance(&inst.id, &patch).await.map_err(|e| e.to_string())?;
                     info!(record_id = %inst.id, "instance recovered");
                     ActionLog::instance(&self.ctx, &inst.id, Some(&inst.tenant), true, DeployAction::Start)
                         .finish(DeployStatus::Success, "health check: service is running again")
@@ -137,10 +143,11 @@ impl HealthPoller {
                         .get(&inst.id)
                         .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
                     if due {
-                        let patch = InstancePatch { last_healthy_at: Some(chrono::Utc::now()), ..Default::default() };
-                        pb.patch_instance(&inst.id, &patch)
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        let patch = InstancePatch {
+                            last_healthy_at: Some(chrono::Utc::now()),
+                            ..Default::default()
+                        };
+                        pb.patch_instance(&inst.id, &patch).await.map_err(|e| e.to_string())?;
                         self.last_healthy_write.insert(inst.id.clone(), Instant::now());
                     }
                 }
@@ -159,9 +166,7 @@ impl HealthPoller {
                         error_message: Some(message.clone()),
                         ..Default::default()
                     };
-                    pb.patch_instance(&inst.id, &patch)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    pb.patch_instance(&inst.id, &patch).await.map_err(|e| e.to_string())?;
                     warn!(record_id = %inst.id, coolify_uuid = %service, status = %shown, "instance unhealthy");
                     ActionLog::instance(&self.ctx, &inst.id, Some(&inst.tenant), true, DeployAction::Error)
                         .finish(DeployStatus::Failed, message)
@@ -182,7 +187,10 @@ impl HealthPoller {
                     delivery_id: None,
                     payload: json!({"reason": "service missing from Coolify"}),
                 };
-                let patch = InstancePatch { applied_hash: Some(String::new()), ..Default::default() };
+                let patch = InstancePatch {
+                    applied_hash: Some(String::new()),
+                    ..Default::default()
+                };
                 pb.patch_instance(&inst.id, &patch).await.map_err(|e| e.to_string())?;
                 self.ctx.journal.ingest(event).await.map_err(|e| e.to_string())?;
                 warn!(record_id = %inst.id, coolify_uuid = %service, "service missing from Coolify; scheduled a redeploy");
@@ -217,6 +225,10 @@ mod tests {
         let unhealthy = ServiceStatus::parse("running:unhealthy");
         assert_eq!(judge(Some(&unhealthy), 0, 1).1, Verdict::Unhealthy);
         let unknown = ServiceStatus::parse("running:unknown");
-        assert_eq!(judge(Some(&unknown), 0, 1).1, Verdict::Healthy, "no healthcheck is normal for bots");
+        assert_eq!(
+            judge(Some(&unknown), 0, 1).1,
+            Verdict::Healthy,
+            "no healthcheck is normal for bots"
+        );
     }
 }

@@ -48,9 +48,10 @@ pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> 
     };
     // Our own write-back comes back as an update event: an unchanged spec needs no Coolify call.
     if let Ok(d) = &desired
-        && inst.applied_hash.as_deref() == Some(d.spec.fingerprint().as_str()) {
-            return Ok(Some(updated));
-        }
+        && inst.applied_hash.as_deref() == Some(d.spec.fingerprint().as_str())
+    {
+        return Ok(Some(updated));
+    }
     let desired = match desired {
         Ok(d) => d,
         Err(blocked) => return block(ctx, &inst, blocked).await.map(|()| Some(updated)),
@@ -78,12 +79,19 @@ fn mark_first_action(first_event_ms: Option<i64>) {
     }
 }
 
-async fn desire(ctx: &Context, inst: &BotInstance, tenant: &Tenant) -> Result<Result<Desired, Blocked>, ReconcileError> {
+async fn desire(
+    ctx: &Context,
+    inst: &BotInstance,
+    tenant: &Tenant,
+) -> Result<Result<Desired, Blocked>, ReconcileError> {
     let Some(project_uuid) = tenant.coolify_project_uuid.clone() else {
         return Ok(Err(Blocked::TenantNotReady));
     };
     let Some(template_record) = ctx.pb.get_template(&inst.template).await? else {
-        return Ok(Err(Blocked::Invalid(format!("template {} does not exist", inst.template))));
+        return Ok(Err(Blocked::Invalid(format!(
+            "template {} does not exist",
+            inst.template
+        ))));
     };
     let Some(template) = ctx.templates.get(&template_record.name) else {
         return Ok(Err(Blocked::Invalid(format!(
@@ -106,14 +114,20 @@ async fn desire(ctx: &Context, inst: &BotInstance, tenant: &Tenant) -> Result<Re
     } else {
         0
     };
-    let defaults = quota::TemplateDefaults { cpu: template.cpu_default, mem_mb: template.mem_default_mb };
+    let defaults = quota::TemplateDefaults {
+        cpu: template.cpu_default,
+        mem_mb: template.mem_default_mb,
+    };
     let position = u32::try_from(position).unwrap_or(u32::MAX);
     let granted = match quota::check(plan_tier, &ceiling, inst.cpu_limit, inst.mem_limit, defaults, position) {
         Ok(g) => g,
         Err(e) => return Ok(Err(Blocked::Quota(e.to_string()))),
     };
 
-    let stored = ctx.secrets.get(&inst.id).map_err(|e| ReconcileError::Transient(format!("secret store: {e}")))?;
+    let stored = ctx
+        .secrets
+        .get(&inst.id)
+        .map_err(|e| ReconcileError::Transient(format!("secret store: {e}")))?;
     let stored = stored.unwrap_or_default();
     let present: std::collections::BTreeSet<String> = stored.keys().cloned().collect();
     let missing = secrets::missing_secrets(&template.required_secrets, &present);
@@ -139,25 +153,47 @@ async fn desire(ctx: &Context, inst: &BotInstance, tenant: &Tenant) -> Result<Re
     };
 
     let key = &ctx.settings.secrets_key;
-    let secrets_hash = if stored.is_empty() { String::new() } else { secrets::secrets_hash(key, &stored) };
-    let mut env = vec![EnvVarInput::plain("CLOUDFREEDOM_ROUTER_BASE_URL", &ctx.settings.router_base_url)];
+    let secrets_hash = if stored.is_empty() {
+        String::new()
+    } else {
+        secrets::secrets_hash(key, &stored)
+    };
+    let mut env = vec![EnvVarInput::plain(
+        "CLOUDFREEDOM_ROUTER_BASE_URL",
+        &ctx.settings.router_base_url,
+    )];
     if !stored.contains_key("CLOUDFREEDOM_API_KEY") {
-        env.push(EnvVarInput::new("CLOUDFREEDOM_API_KEY", secrets::router_api_key(key, &inst.id), false));
+        env.push(EnvVarInput::new(
+            "CLOUDFREEDOM_API_KEY",
+            secrets::router_api_key(key, &inst.id),
+            false,
+        ));
     }
     for (k, v) in &stored {
         // Coolify single-quotes literal values in `.env`: `$` must not be interpolated, and a newline
         // must not split the value into several entries.
         let literal = v.expose_secret().contains(['$', '\n']);
-        env.push(EnvVarInput::new(k.clone(), SecretString::from(v.expose_secret().to_string()), literal));
+        env.push(EnvVarInput::new(
+            k.clone(),
+            SecretString::from(v.expose_secret().to_string()),
+            literal,
+        ));
     }
 
     let state = plan::effective_state(
         inst.desired_state == Some(DesiredState::Running),
         tenant.status == Some(TenantStatus::Active),
     );
-    let compose_key = format!("{}\n#domain={}\n#template={}@{}", rendered.compose_yaml, domain, template.name, template.version);
+    let compose_key = format!(
+        "{}\n#domain={}\n#template={}@{}",
+        rendered.compose_yaml, domain, template.name, template.version
+    );
     let env_key = format!("{}|{}", secrets_hash, ctx.settings.router_base_url);
-    let restart = inst.restart_requested_at.as_ref().map(format_pb_date).unwrap_or_default();
+    let restart = inst
+        .restart_requested_at
+        .as_ref()
+        .map(format_pb_date)
+        .unwrap_or_default();
     let spec = Spec::new(state, &compose_key, &env_key, &restart);
     Ok(Ok(Desired {
         spec,
@@ -171,13 +207,23 @@ async fn desire(ctx: &Context, inst: &BotInstance, tenant: &Tenant) -> Result<Re
 
 async fn block(ctx: &Context, inst: &BotInstance, blocked: Blocked) -> Result<(), ReconcileError> {
     let (status, message) = match &blocked {
-        Blocked::MissingSecrets(keys) => (InstanceStatus::Pending, format!("waiting for secrets: {}", keys.join(", "))),
-        Blocked::TenantNotReady => (InstanceStatus::Pending, "waiting for the tenant's Coolify project".to_string()),
+        Blocked::MissingSecrets(keys) => (
+            InstanceStatus::Pending,
+            format!("waiting for secrets: {}", keys.join(", ")),
+        ),
+        Blocked::TenantNotReady => (
+            InstanceStatus::Pending,
+            "waiting for the tenant's Coolify project".to_string(),
+        ),
         Blocked::Quota(m) | Blocked::Invalid(m) => (InstanceStatus::Error, m.clone()),
     };
     // Only a change is written, so the update event our own write causes ends here next time.
     if inst.status != Some(status) || inst.error_message.as_deref() != Some(message.as_str()) {
-        let patch = InstancePatch { status: Some(status), error_message: Some(message.clone()), ..Default::default() };
+        let patch = InstancePatch {
+            status: Some(status),
+            error_message: Some(message.clone()),
+            ..Default::default()
+        };
         ctx.pb.patch_instance(&inst.id, &patch).await?;
         if status == InstanceStatus::Error {
             ActionLog::instance(ctx, &inst.id, Some(&inst.tenant), true, DeployAction::Error)
@@ -192,9 +238,10 @@ async fn block(ctx: &Context, inst: &BotInstance, blocked: Blocked) -> Result<()
 async fn observe(ctx: &Context, inst: &BotInstance, project_uuid: &str) -> Result<Observed, ReconcileError> {
     let mut candidates: Vec<String> = inst.coolify_service_id.iter().cloned().collect();
     if let Some(intent) = ctx.journal.get_intent(&service_intent_key(&inst.id)).await?
-        && let Some(uuid) = intent.coolify_uuid {
-            candidates.push(uuid);
-        }
+        && let Some(uuid) = intent.coolify_uuid
+    {
+        candidates.push(uuid);
+    }
     for uuid in candidates {
         match ctx.coolify.get_service(&uuid).await {
             Ok(svc) => {
@@ -220,7 +267,9 @@ async fn observe(ctx: &Context, inst: &BotInstance, project_uuid: &str) -> Resul
     ctx.journal
         .put_intent(&service_intent_key(&inst.id), "service", &service_name(&inst.id))
         .await?;
-    ctx.journal.resolve_intent(&service_intent_key(&inst.id), &first.uuid).await?;
+    ctx.journal
+        .resolve_intent(&service_intent_key(&inst.id), &first.uuid)
+        .await?;
     info!(record_id = %inst.id, coolify_uuid = %first.uuid, "adopted existing service");
     Ok(Observed::Present {
         uuid: first.uuid,
@@ -231,7 +280,11 @@ async fn observe(ctx: &Context, inst: &BotInstance, project_uuid: &str) -> Resul
 /// The services named `name` in the tenant's project. Looking in the project rather than listing every
 /// service keeps the lookup as small as the tenant, not the whole fleet (Coolify has no filter by name).
 async fn find_in_project(ctx: &Context, project_uuid: &str, name: &str) -> Result<Vec<Service>, ReconcileError> {
-    match ctx.coolify.get_environment(project_uuid, &ctx.settings.environment).await {
+    match ctx
+        .coolify
+        .get_environment(project_uuid, &ctx.settings.environment)
+        .await
+    {
         Ok(env) => Ok(env.services.into_iter().filter(|s| s.name == name).collect()),
         Err(CoolifyError::NotFound { .. }) => Ok(Vec::new()),
         Err(e) => Err(e.into()),
@@ -260,8 +313,11 @@ async fn execute(
     let mut result = run_actions(ctx, inst, desired, &mut uuid, work, false).await;
     if result.is_ok() {
         if let (false, Some(log)) = (actions.is_empty(), log.take()) {
-            log.finish(DeployStatus::Success, success_message(log_action, desired, uuid.as_deref()))
-                .await;
+            log.finish(
+                DeployStatus::Success,
+                success_message(log_action, desired, uuid.as_deref()),
+            )
+            .await;
         }
         if let Some(write_back) = write_back {
             let waited = work.contains(&Action::WaitRunning);
@@ -310,7 +366,11 @@ fn summary_action(actions: &[Action]) -> DeployAction {
 fn success_message(action: DeployAction, desired: &Desired, uuid: Option<&str>) -> String {
     let uuid = uuid.unwrap_or("-");
     match action {
-        DeployAction::Deploy => format!("service {uuid} created for https://{} and {}", desired.domain, desired.spec.state.as_str()),
+        DeployAction::Deploy => format!(
+            "service {uuid} created for https://{} and {}",
+            desired.domain,
+            desired.spec.state.as_str()
+        ),
         DeployAction::Stop => format!("service {uuid} stopped"),
         DeployAction::Start => format!("service {uuid} started"),
         DeployAction::Restart => format!("service {uuid} restarted"),
@@ -411,7 +471,9 @@ async fn run_actions(
                 ctx.pb.patch_instance(&inst.id, &patch).await?;
             }
             Action::Block(_) | Action::DeleteService => {
-                return Err(ReconcileError::Transient(format!("internal: unexpected action {action:?}")));
+                return Err(ReconcileError::Transient(format!(
+                    "internal: unexpected action {action:?}"
+                )));
             }
         }
     }
@@ -481,9 +543,10 @@ async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
     let key = service_intent_key(id);
     let mut uuids: Vec<String> = Vec::new();
     if let Some(intent) = ctx.journal.get_intent(&key).await?
-        && let Some(u) = intent.coolify_uuid {
-            uuids.push(u);
-        }
+        && let Some(u) = intent.coolify_uuid
+    {
+        uuids.push(u);
+    }
     for svc in ctx.coolify.find_services_by_name(&service_name(id)).await? {
         if !uuids.contains(&svc.uuid) {
             uuids.push(svc.uuid);
@@ -492,14 +555,22 @@ async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
     let mut removed = BTreeMap::new();
     for uuid in &uuids {
         let log = ActionLog::instance(ctx, id, None, false, DeployAction::Destroy);
-        match ctx.coolify.delete_service_and_wait(uuid, Duration::from_secs(120)).await {
+        match ctx
+            .coolify
+            .delete_service_and_wait(uuid, Duration::from_secs(120))
+            .await
+        {
             Ok(()) | Err(CoolifyError::NotFound { .. }) => {
-                log.finish(DeployStatus::Success, format!("service {uuid} destroyed and verified gone"))
-                    .await;
+                log.finish(
+                    DeployStatus::Success,
+                    format!("service {uuid} destroyed and verified gone"),
+                )
+                .await;
                 removed.insert(uuid.clone(), ());
             }
             Err(e) => {
-                log.finish(DeployStatus::Failed, format!("could not destroy service {uuid}: {e}")).await;
+                log.finish(DeployStatus::Failed, format!("could not destroy service {uuid}: {e}"))
+                    .await;
                 return Err(e.into());
             }
         }

@@ -33,15 +33,25 @@ pub fn find_orphans(
     let mut out = Vec::new();
     for (uuid, name) in services {
         if let Some(id) = name.strip_prefix("cf-")
-            && !live_instances.contains(id) {
-                out.push(Orphan { kind: OrphanKind::Service, uuid: uuid.clone(), name: name.clone() });
-            }
+            && !live_instances.contains(id)
+        {
+            out.push(Orphan {
+                kind: OrphanKind::Service,
+                uuid: uuid.clone(),
+                name: name.clone(),
+            });
+        }
     }
     for (uuid, name) in projects {
         if let Some(slug) = name.strip_prefix("cf-")
-            && !live_slugs.contains(slug) {
-                out.push(Orphan { kind: OrphanKind::Project, uuid: uuid.clone(), name: name.clone() });
-            }
+            && !live_slugs.contains(slug)
+        {
+            out.push(Orphan {
+                kind: OrphanKind::Project,
+                uuid: uuid.clone(),
+                name: name.clone(),
+            });
+        }
     }
     out
 }
@@ -70,7 +80,12 @@ pub struct OrphanScanner {
 
 impl OrphanScanner {
     pub fn new(ctx: Context, policy: OrphanPolicy, interval: Duration) -> Self {
-        OrphanScanner { ctx, policy, interval, seen: HashMap::new() }
+        OrphanScanner {
+            ctx,
+            policy,
+            interval,
+            seen: HashMap::new(),
+        }
     }
 
     pub async fn run(mut self, cancel: CancellationToken) {
@@ -109,7 +124,10 @@ impl OrphanScanner {
             warn!(coolify_uuid = %o.uuid, name = %o.name, kind, "orphan in Coolify: no live record");
         }
         for (kind, n) in counts {
-            crate::metrics::metrics().orphans.with_label_values(&[kind]).set(n as f64);
+            crate::metrics::metrics()
+                .orphans
+                .with_label_values(&[kind])
+                .set(n as f64);
         }
         let confirmed = confirm(&mut self.seen, &orphans);
         if self.policy == OrphanPolicy::Remove {
@@ -152,8 +170,16 @@ mod tests {
 
     #[test]
     fn removal_needs_two_consecutive_sightings() {
-        let a = Orphan { kind: OrphanKind::Service, uuid: "a".into(), name: "cf-a".into() };
-        let b = Orphan { kind: OrphanKind::Service, uuid: "b".into(), name: "cf-b".into() };
+        let a = Orphan {
+            kind: OrphanKind::Service,
+            uuid: "a".into(),
+            name: "cf-a".into(),
+        };
+        let b = Orphan {
+            kind: OrphanKind::Service,
+            uuid: "b".into(),
+            name: "cf-b".into(),
+        };
         let mut seen = HashMap::new();
         assert!(confirm(&mut seen, &[a.clone(), b.clone()]).is_empty());
         // b came back to life (or was a transient listing gap): its count restarts.

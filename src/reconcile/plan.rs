@@ -168,9 +168,10 @@ pub fn plan_instance(input: &InstanceInput) -> Vec<Action> {
     };
     if input.applied.as_ref() == Some(desired)
         && let Observed::Present { running, .. } = input.observed
-            && running == (desired.state == EffectiveState::Running) {
-                return Vec::new();
-            }
+        && running == (desired.state == EffectiveState::Running)
+    {
+        return Vec::new();
+    }
     let mut actions = Vec::new();
     match &input.observed {
         Observed::Absent => {
@@ -186,8 +187,7 @@ pub fn plan_instance(input: &InstanceInput) -> Vec<Action> {
             let applied = input.applied.as_ref();
             let compose_changed = applied.is_none_or(|a| a.compose != desired.compose);
             let env_changed = applied.is_none_or(|a| a.env != desired.env);
-            let restart_asked = !desired.restart.is_empty()
-                && applied.is_some_and(|a| a.restart != desired.restart);
+            let restart_asked = !desired.restart.is_empty() && applied.is_some_and(|a| a.restart != desired.restart);
             let needs_redeploy = compose_changed || env_changed || restart_asked;
             if desired.state == EffectiveState::Running && (needs_redeploy || !running) {
                 actions.push(Action::MarkDeploying);
@@ -312,7 +312,13 @@ mod tests {
         assert_eq!(Spec::parse(&s.fingerprint()), Some(s.clone()));
         let never = spec(S, "c", "e", "");
         assert_eq!(Spec::parse(&never.fingerprint()), Some(never));
-        for bad in ["", "garbage", "s=flying;c=1;e=2;r=", "s=running;c=1", "s=running;c=1;e=2;r=;x=1"] {
+        for bad in [
+            "",
+            "garbage",
+            "s=flying;c=1;e=2;r=",
+            "s=running;c=1",
+            "s=running;c=1;e=2;r=;x=1",
+        ] {
             assert_eq!(Spec::parse(bad), None, "{bad}");
         }
     }
@@ -323,22 +329,38 @@ mod tests {
         let cases: Vec<(&str, InstanceInput, Vec<Action>)> = vec![
             (
                 "pending -> deploying -> running: new instance",
-                InstanceInput { desired: Ok(base.clone()), applied: None, observed: Observed::Absent },
+                InstanceInput {
+                    desired: Ok(base.clone()),
+                    applied: None,
+                    observed: Observed::Absent,
+                },
                 vec![MarkDeploying, CreateService, SetEnv, Start, WaitRunning, WriteBack(R)],
             ),
             (
                 "new instance that should stay stopped is created but not started",
-                InstanceInput { desired: Ok(spec(S, "c1", "e1", "")), applied: None, observed: Observed::Absent },
+                InstanceInput {
+                    desired: Ok(spec(S, "c1", "e1", "")),
+                    applied: None,
+                    observed: Observed::Absent,
+                },
                 vec![MarkDeploying, CreateService, SetEnv, WriteBack(S)],
             ),
             (
                 "own write-back: nothing to do",
-                InstanceInput { desired: Ok(base.clone()), applied: Some(base.clone()), observed: present(true) },
+                InstanceInput {
+                    desired: Ok(base.clone()),
+                    applied: Some(base.clone()),
+                    observed: present(true),
+                },
                 vec![],
             ),
             (
                 "running -> stopped",
-                InstanceInput { desired: Ok(spec(S, "c1", "e1", "")), applied: Some(base.clone()), observed: present(true) },
+                InstanceInput {
+                    desired: Ok(spec(S, "c1", "e1", "")),
+                    applied: Some(base.clone()),
+                    observed: present(true),
+                },
                 vec![Stop, WriteBack(S)],
             ),
             (
@@ -361,12 +383,20 @@ mod tests {
             ),
             (
                 "config, limits or template change: update and restart",
-                InstanceInput { desired: Ok(spec(R, "c2", "e1", "")), applied: Some(base.clone()), observed: present(true) },
+                InstanceInput {
+                    desired: Ok(spec(R, "c2", "e1", "")),
+                    applied: Some(base.clone()),
+                    observed: present(true),
+                },
                 vec![MarkDeploying, UpdateService, Restart, WaitRunning, WriteBack(R)],
             ),
             (
                 "secrets change: env and restart",
-                InstanceInput { desired: Ok(spec(R, "c1", "e2", "")), applied: Some(base.clone()), observed: present(true) },
+                InstanceInput {
+                    desired: Ok(spec(R, "c1", "e2", "")),
+                    applied: Some(base.clone()),
+                    observed: present(true),
+                },
                 vec![MarkDeploying, SetEnv, Restart, WaitRunning, WriteBack(R)],
             ),
             (
@@ -380,17 +410,29 @@ mod tests {
             ),
             (
                 "applied matches but the service crashed: start it again",
-                InstanceInput { desired: Ok(base.clone()), applied: Some(base.clone()), observed: present(false) },
+                InstanceInput {
+                    desired: Ok(base.clone()),
+                    applied: Some(base.clone()),
+                    observed: present(false),
+                },
                 vec![MarkDeploying, Start, WaitRunning, WriteBack(R)],
             ),
             (
                 "service vanished from Coolify: create again",
-                InstanceInput { desired: Ok(base.clone()), applied: Some(base.clone()), observed: Observed::Absent },
+                InstanceInput {
+                    desired: Ok(base.clone()),
+                    applied: Some(base.clone()),
+                    observed: Observed::Absent,
+                },
                 vec![MarkDeploying, CreateService, SetEnv, Start, WaitRunning, WriteBack(R)],
             ),
             (
                 "adopted service after a crash between create and write-back",
-                InstanceInput { desired: Ok(base.clone()), applied: None, observed: present(false) },
+                InstanceInput {
+                    desired: Ok(base.clone()),
+                    applied: None,
+                    observed: present(false),
+                },
                 vec![MarkDeploying, UpdateService, SetEnv, Start, WaitRunning, WriteBack(R)],
             ),
             (
@@ -400,7 +442,9 @@ mod tests {
                     applied: None,
                     observed: Observed::Absent,
                 },
-                vec![Block(Blocked::Quota("quota exceeded: plan starter allows 2 stacks".into()))],
+                vec![Block(Blocked::Quota(
+                    "quota exceeded: plan starter allows 2 stacks".into(),
+                ))],
             ),
             (
                 "missing secrets wait in pending",
@@ -413,7 +457,11 @@ mod tests {
             ),
             (
                 "tenant without project waits",
-                InstanceInput { desired: Err(Blocked::TenantNotReady), applied: None, observed: Observed::Absent },
+                InstanceInput {
+                    desired: Err(Blocked::TenantNotReady),
+                    applied: None,
+                    observed: Observed::Absent,
+                },
                 vec![Block(Blocked::TenantNotReady)],
             ),
         ];
@@ -427,12 +475,20 @@ mod tests {
         let running = spec(R, "c", "e", "");
         let suspended = spec(effective_state(true, false), "c", "e", "");
         assert_eq!(
-            plan_instance(&InstanceInput { desired: Ok(suspended.clone()), applied: Some(running.clone()), observed: present(true) }),
+            plan_instance(&InstanceInput {
+                desired: Ok(suspended.clone()),
+                applied: Some(running.clone()),
+                observed: present(true)
+            }),
             vec![Stop, WriteBack(S)]
         );
         let active = spec(effective_state(true, true), "c", "e", "");
         assert_eq!(
-            plan_instance(&InstanceInput { desired: Ok(active), applied: Some(suspended), observed: present(false) }),
+            plan_instance(&InstanceInput {
+                desired: Ok(active),
+                applied: Some(suspended),
+                observed: present(false)
+            }),
             vec![MarkDeploying, Start, WaitRunning, WriteBack(R)]
         );
         assert_eq!(effective_state(false, true), S);
@@ -448,19 +504,31 @@ mod tests {
     fn tenant_transitions() {
         use TenantAction::*;
         assert_eq!(
-            plan_tenant(&TenantInput { recorded_project: None, observed_project: None }),
+            plan_tenant(&TenantInput {
+                recorded_project: None,
+                observed_project: None
+            }),
             vec![CreateProject, FanOutInstances]
         );
         assert_eq!(
-            plan_tenant(&TenantInput { recorded_project: None, observed_project: Some("p1".into()) }),
+            plan_tenant(&TenantInput {
+                recorded_project: None,
+                observed_project: Some("p1".into())
+            }),
             vec![WriteProjectUuid("p1".into()), FanOutInstances]
         );
         assert_eq!(
-            plan_tenant(&TenantInput { recorded_project: Some("p1".into()), observed_project: Some("p1".into()) }),
+            plan_tenant(&TenantInput {
+                recorded_project: Some("p1".into()),
+                observed_project: Some("p1".into())
+            }),
             vec![FanOutInstances]
         );
         assert_eq!(plan_deleted_tenant(None, 0), vec![]);
         assert_eq!(plan_deleted_tenant(Some("p1"), 0), vec![DeleteProject("p1".into())]);
-        assert_eq!(plan_deleted_tenant(Some("p1"), 2), vec![DeleteServices, DeleteProject("p1".into())]);
+        assert_eq!(
+            plan_deleted_tenant(Some("p1"), 2),
+            vec![DeleteServices, DeleteProject("p1".into())]
+        );
     }
 }

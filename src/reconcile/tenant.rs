@@ -35,7 +35,9 @@ pub async fn reconcile(ctx: &Context, id: &str) -> Result<Option<String>, Reconc
             TenantAction::WriteProjectUuid(uuid) => write_project(ctx, &tenant, uuid).await?,
             TenantAction::FanOutInstances => fan_out(ctx, &tenant).await?,
             TenantAction::DeleteServices | TenantAction::DeleteProject(_) => {
-                return Err(ReconcileError::Transient(format!("internal: unexpected action {action:?}")));
+                return Err(ReconcileError::Transient(format!(
+                    "internal: unexpected action {action:?}"
+                )));
             }
         }
     }
@@ -43,7 +45,10 @@ pub async fn reconcile(ctx: &Context, id: &str) -> Result<Option<String>, Reconc
 }
 
 async fn write_project(ctx: &Context, tenant: &Tenant, uuid: String) -> Result<(), ReconcileError> {
-    let patch = TenantPatch { coolify_project_uuid: Some(uuid), bridge_error: Some(String::new()) };
+    let patch = TenantPatch {
+        coolify_project_uuid: Some(uuid),
+        bridge_error: Some(String::new()),
+    };
     ctx.pb.patch_tenant(&tenant.id, &patch).await?;
     Ok(())
 }
@@ -57,18 +62,21 @@ async fn observe_project(ctx: &Context, tenant: &Tenant) -> Result<Option<String
         }
     }
     if let Some(intent) = ctx.journal.get_intent(&project_intent_key(&tenant.id)).await?
-        && let Some(uuid) = intent.coolify_uuid {
-            match ctx.coolify.get_project(&uuid).await {
-                Ok(p) => return Ok(Some(p.project.uuid)),
-                Err(CoolifyError::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
+        && let Some(uuid) = intent.coolify_uuid
+    {
+        match ctx.coolify.get_project(&uuid).await {
+            Ok(p) => return Ok(Some(p.project.uuid)),
+            Err(CoolifyError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
+    }
     let found = ctx.coolify.find_projects_by_name(&project_name(&tenant.slug)).await?;
     match found.into_iter().min_by_key(|p| p.id) {
         Some(p) => {
             let key = project_intent_key(&tenant.id);
-            ctx.journal.put_intent(&key, "project", &project_name(&tenant.slug)).await?;
+            ctx.journal
+                .put_intent(&key, "project", &project_name(&tenant.slug))
+                .await?;
             ctx.journal.resolve_intent(&key, &p.uuid).await?;
             info!(record_id = %tenant.id, coolify_uuid = %p.uuid, "adopted existing project");
             Ok(Some(p.uuid))
@@ -100,14 +108,18 @@ async fn create_project(ctx: &Context, tenant: &Tenant) -> Result<String, Reconc
     match result {
         Ok(uuid) => {
             ctx.journal.resolve_intent(&key, &uuid).await?;
-            log.finish(DeployStatus::Success, format!("project {name} ({uuid}) ready")).await;
+            log.finish(DeployStatus::Success, format!("project {name} ({uuid}) ready"))
+                .await;
             info!(record_id = %tenant.id, coolify_uuid = %uuid, "project created");
             Ok(uuid)
         }
         Err(e) => {
             let message = format!("could not create Coolify project {name}: {e}");
             log.finish(DeployStatus::Failed, message.clone()).await;
-            let patch = TenantPatch { coolify_project_uuid: None, bridge_error: Some(message) };
+            let patch = TenantPatch {
+                coolify_project_uuid: None,
+                bridge_error: Some(message),
+            };
             if let Err(pe) = ctx.pb.patch_tenant(&tenant.id, &patch).await {
                 warn!(record_id = %tenant.id, error = %pe, "could not record the failure on the tenant");
             }
@@ -132,7 +144,10 @@ async fn fan_out(ctx: &Context, tenant: &Tenant) -> Result<(), ReconcileError> {
             action: EventAction::Update,
             record_updated: Some(inst_updated.clone()),
             // One wake-up per tenant version and instance version.
-            dedupe_key: format!("tenant-fanout:{}:{tenant_updated}:{}:{inst_updated}", tenant.id, inst.id),
+            dedupe_key: format!(
+                "tenant-fanout:{}:{tenant_updated}:{}:{inst_updated}",
+                tenant.id, inst.id
+            ),
             delivery_id: None,
             payload: json!({"reason": "tenant changed", "tenant": tenant.id}),
         };
@@ -167,7 +182,11 @@ async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
         match action {
             TenantAction::DeleteServices => {
                 for svc in &env.services {
-                    match ctx.coolify.delete_service_and_wait(&svc.uuid, Duration::from_secs(120)).await {
+                    match ctx
+                        .coolify
+                        .delete_service_and_wait(&svc.uuid, Duration::from_secs(120))
+                        .await
+                    {
                         Ok(()) | Err(CoolifyError::NotFound { .. }) => {}
                         Err(e) => return Err(e.into()),
                     }
@@ -176,14 +195,22 @@ async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
             TenantAction::DeleteProject(project) => {
                 let log = ActionLog::tenant(ctx, id, false, DeployAction::ProjectDelete);
                 match delete_project_patiently(ctx, &project).await {
-                    Ok(()) => log.finish(DeployStatus::Success, format!("project {project} deleted")).await,
+                    Ok(()) => {
+                        log.finish(DeployStatus::Success, format!("project {project} deleted"))
+                            .await
+                    }
                     Err(e) => {
-                        log.finish(DeployStatus::Failed, format!("could not delete project {project}: {e}")).await;
+                        log.finish(DeployStatus::Failed, format!("could not delete project {project}: {e}"))
+                            .await;
                         return Err(e);
                     }
                 }
             }
-            other => return Err(ReconcileError::Transient(format!("internal: unexpected action {other:?}"))),
+            other => {
+                return Err(ReconcileError::Transient(format!(
+                    "internal: unexpected action {other:?}"
+                )));
+            }
         }
     }
     ctx.journal.clear_intent(&key).await?;

@@ -23,7 +23,12 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(status: u16, body: Value) -> Self {
-        Self { status, body: Body::Json(body), headers: Vec::new(), mutated: false }
+        Self {
+            status,
+            body: Body::Json(body),
+            headers: Vec::new(),
+            mutated: false,
+        }
     }
 
     pub fn message(status: u16, msg: &str) -> Self {
@@ -77,15 +82,25 @@ fn reject_unknown(body: &Obj, allowed: &[&str]) -> Result<(), Reply> {
             errors.insert(k.clone(), json!(["This field is not allowed."]));
         }
     }
-    if errors.is_empty() { Ok(()) } else { Err(Reply::validation(Value::Object(errors))) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Reply::validation(Value::Object(errors)))
+    }
 }
 
 fn opt_string(body: &Obj, field: &str, max: usize) -> Result<Option<String>, Reply> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.chars().count() <= max => Ok(Some(s.clone())),
-        Some(Value::String(_)) => Err(Reply::field_error(field, &format!("The {field} field must not be greater than {max} characters."))),
-        Some(_) => Err(Reply::field_error(field, &format!("The {field} field must be a string."))),
+        Some(Value::String(_)) => Err(Reply::field_error(
+            field,
+            &format!("The {field} field must not be greater than {max} characters."),
+        )),
+        Some(_) => Err(Reply::field_error(
+            field,
+            &format!("The {field} field must be a string."),
+        )),
     }
 }
 
@@ -93,20 +108,32 @@ fn opt_bool(body: &Obj, field: &str) -> Result<Option<bool>, Reply> {
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(Reply::field_error(field, &format!("The {field} field must be true or false."))),
+        Some(_) => Err(Reply::field_error(
+            field,
+            &format!("The {field} field must be true or false."),
+        )),
     }
 }
 
 fn validate_project_name(name: &str) -> Result<(), Reply> {
     let n = name.chars().count();
     if n < 3 {
-        return Err(Reply::field_error("name", "The name field must be at least 3 characters."));
+        return Err(Reply::field_error(
+            "name",
+            "The name field must be at least 3 characters.",
+        ));
     }
     if n > 255 {
-        return Err(Reply::field_error("name", "The name field must not be greater than 255 characters."));
+        return Err(Reply::field_error(
+            "name",
+            "The name field must not be greater than 255 characters.",
+        ));
     }
     // ^[\p{L}\p{M}\p{N}\s\-_.@\/&()#,:+]+$ (alphanumeric covers L and N; M is rare in names).
-    if !name.chars().all(|c| c.is_alphanumeric() || c.is_whitespace() || "-_.@/&()#,:+".contains(c)) {
+    if !name
+        .chars()
+        .all(|c| c.is_alphanumeric() || c.is_whitespace() || "-_.@/&()#,:+".contains(c))
+    {
         return Err(Reply::field_error("name", "The name field format is invalid."));
     }
     Ok(())
@@ -117,7 +144,10 @@ pub fn handle(st: &mut SimState, ctx: Ctx, route: Route, body: Obj) -> Reply {
     match route {
         Route::Version => Reply {
             status: 200,
-            body: Body::Text { text: "4.3.11".into(), content_type: "text/html; charset=UTF-8" },
+            body: Body::Text {
+                text: "4.3.11".into(),
+                content_type: "text/html; charset=UTF-8",
+            },
             headers: Vec::new(),
             mutated: false,
         },
@@ -127,7 +157,10 @@ pub fn handle(st: &mut SimState, ctx: Ctx, route: Route, body: Obj) -> Reply {
                    "show_boarding": false, "created_at": timestamp(0), "updated_at": timestamp(0)}),
         ),
         Route::Servers => Reply::json(200, Value::Array(st.servers.iter().map(ServerRec::to_json).collect())),
-        Route::ListProjects => Reply::json(200, Value::Array(st.projects.values().map(ProjectRec::to_json).collect())),
+        Route::ListProjects => Reply::json(
+            200,
+            Value::Array(st.projects.values().map(ProjectRec::to_json).collect()),
+        ),
         Route::CreateProject => create_project(st, ctx, &body),
         Route::GetProject(u) => match st.projects.get(&u) {
             None => Reply::message(404, "Project not found."),
@@ -150,24 +183,36 @@ pub fn handle(st: &mut SimState, ctx: Ctx, route: Route, body: Obj) -> Reply {
         }
         Route::ListEnvironments(u) => match st.projects.get(&u) {
             None => Reply::message(404, "Project not found."),
-            Some(p) => Reply::json(200, Value::Array(p.environments.iter().map(EnvironmentRec::to_json).collect())),
+            Some(p) => Reply::json(
+                200,
+                Value::Array(p.environments.iter().map(EnvironmentRec::to_json).collect()),
+            ),
         },
         Route::CreateEnvironment(u) => create_environment(st, ctx, &u, &body),
         Route::GetEnvironment(u, e) => {
             if !st.projects.contains_key(&u) {
                 return Reply::message(404, "Project not found.");
             }
-            let Some(env) = st.environment(&u, &e) else { return Reply::message(404, "Environment not found.") };
+            let Some(env) = st.environment(&u, &e) else {
+                return Reply::message(404, "Environment not found.");
+            };
             let mut v = env.to_json();
-            let services: Vec<Value> =
-                st.services.values().filter(|s| s.environment_id == env.id).map(|s| s.to_json(ctx.now_ms)).collect();
+            let services: Vec<Value> = st
+                .services
+                .values()
+                .filter(|s| s.environment_id == env.id)
+                .map(|s| s.to_json(ctx.now_ms))
+                .collect();
             for k in ["applications", "postgresqls", "redis", "mongodbs", "mysqls", "mariadbs"] {
                 v[k] = json!([]);
             }
             v["services"] = Value::Array(services);
             Reply::json(200, v)
         }
-        Route::ListServices => Reply::json(200, Value::Array(st.services.values().map(|s| s.to_json(ctx.now_ms)).collect())),
+        Route::ListServices => Reply::json(
+            200,
+            Value::Array(st.services.values().map(|s| s.to_json(ctx.now_ms)).collect()),
+        ),
         Route::CreateService => create_service(st, ctx, &body),
         Route::GetService(u) => match st.services.get(&u) {
             None => Reply::message(404, "Service not found."),
@@ -198,7 +243,9 @@ pub fn handle(st: &mut SimState, ctx: Ctx, route: Route, body: Obj) -> Reply {
         Route::PatchEnv(u) => env_write(st, ctx, &u, &body, EnvMode::Update),
         Route::BulkEnvs(u) => bulk_envs(st, ctx, &u, &body),
         Route::DeleteEnv(u, e) => {
-            let Some(s) = st.services.get_mut(&u) else { return Reply::message(404, "Service not found.") };
+            let Some(s) = st.services.get_mut(&u) else {
+                return Reply::message(404, "Service not found.");
+            };
             let before = s.envs.len();
             s.envs.retain(|v| v.uuid != e);
             if s.envs.len() == before {
@@ -263,7 +310,9 @@ fn patch_project(st: &mut SimState, ctx: Ctx, uuid: &str, body: &Obj) -> Reply {
     {
         return r;
     }
-    let Some(p) = st.projects.get_mut(uuid) else { return Reply::message(404, "Project not found.") };
+    let Some(p) = st.projects.get_mut(uuid) else {
+        return Reply::message(404, "Project not found.");
+    };
     if let Some(n) = name {
         p.name = n;
     }
@@ -271,7 +320,11 @@ fn patch_project(st: &mut SimState, ctx: Ctx, uuid: &str, body: &Obj) -> Reply {
         p.description = description;
     }
     p.updated_ms = ctx.now_ms;
-    Reply::json(201, json!({"uuid": p.uuid, "name": p.name, "description": p.description})).changed()
+    Reply::json(
+        201,
+        json!({"uuid": p.uuid, "name": p.name, "description": p.description}),
+    )
+    .changed()
 }
 
 fn create_environment(st: &mut SimState, ctx: Ctx, uuid: &str, body: &Obj) -> Reply {
@@ -284,23 +337,35 @@ fn create_environment(st: &mut SimState, ctx: Ctx, uuid: &str, body: &Obj) -> Re
         Err(r) => return r,
     };
     let id = st.next_id();
-    let Some(p) = st.projects.get_mut(uuid) else { return Reply::message(404, "Project not found.") };
+    let Some(p) = st.projects.get_mut(uuid) else {
+        return Reply::message(404, "Project not found.");
+    };
     if p.environments.iter().any(|e| e.name == name) {
         return Reply::message(409, "Environment with this name already exists.");
     }
     let env_uuid = new_uuid();
-    p.environments.push(EnvironmentRec { id, uuid: env_uuid.clone(), name, project_id: p.id, created_ms: ctx.now_ms });
+    p.environments.push(EnvironmentRec {
+        id,
+        uuid: env_uuid.clone(),
+        name,
+        project_id: p.id,
+        created_ms: ctx.now_ms,
+    });
     Reply::json(201, json!({ "uuid": env_uuid })).changed()
 }
 
 fn compose_error(e: ComposeError) -> Reply {
     match e {
-        ComposeError::NotBase64 => Reply::validation(json!({"docker_compose_raw": "The docker_compose_raw should be base64 encoded."})),
-        ComposeError::NotUtf8 => Reply::validation(json!({"docker_compose_raw": "The docker_compose_raw should be valid UTF-8."})),
-        ComposeError::InvalidYaml(_) => Reply::message(500, "Server Error"),
-        ComposeError::NoServices => {
-            Reply::validation(json!({"docker_compose_raw": ["Docker Compose file must contain a \"services\" section"]}))
+        ComposeError::NotBase64 => {
+            Reply::validation(json!({"docker_compose_raw": "The docker_compose_raw should be base64 encoded."}))
         }
+        ComposeError::NotUtf8 => {
+            Reply::validation(json!({"docker_compose_raw": "The docker_compose_raw should be valid UTF-8."}))
+        }
+        ComposeError::InvalidYaml(_) => Reply::message(500, "Server Error"),
+        ComposeError::NoServices => Reply::validation(
+            json!({"docker_compose_raw": ["Docker Compose file must contain a \"services\" section"]}),
+        ),
         ComposeError::UnsafeServiceName(n) => {
             Reply::validation(json!({"docker_compose_raw": [format!("Invalid Docker Compose service name: {n}")]}))
         }
@@ -309,27 +374,45 @@ fn compose_error(e: ComposeError) -> Reply {
 
 /// Validates `urls` against the compose containers; returns (container name, fqdn) pairs.
 fn parse_urls(urls: &Value, containers: &[compose::Container]) -> Result<Vec<(String, String)>, Reply> {
-    let Value::Array(items) = urls else { return Err(Reply::field_error("urls", "The urls field must be an array.")) };
+    let Value::Array(items) = urls else {
+        return Err(Reply::field_error("urls", "The urls field must be an array."));
+    };
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
-        let Value::Object(m) = item else { return Err(Reply::field_error(&format!("urls.{i}"), "The item must be an object.")) };
+        let Value::Object(m) = item else {
+            return Err(Reply::field_error(&format!("urls.{i}"), "The item must be an object."));
+        };
         for k in m.keys() {
             if k != "name" && k != "url" {
-                return Err(Reply::field_error(&format!("urls.{i}.{k}"), "This field is not allowed."));
+                return Err(Reply::field_error(
+                    &format!("urls.{i}.{k}"),
+                    "This field is not allowed.",
+                ));
             }
         }
-        let (Some(name), Some(url)) = (m.get("name").and_then(Value::as_str), m.get("url").and_then(Value::as_str)) else {
-            return Err(Reply::field_error(&format!("urls.{i}"), "Both name and url are required."));
+        let (Some(name), Some(url)) = (
+            m.get("name").and_then(Value::as_str),
+            m.get("url").and_then(Value::as_str),
+        ) else {
+            return Err(Reply::field_error(
+                &format!("urls.{i}"),
+                "Both name and url are required.",
+            ));
         };
         if !containers.iter().any(|c| c.name == name && !c.is_database) {
-            return Err(Reply::validation(json!([format!("Service container with '{name}' not found.")])));
+            return Err(Reply::validation(json!([format!(
+                "Service container with '{name}' not found."
+            )])));
         }
         for piece in url.split(',') {
             if compose::url_host(piece).is_none() {
                 return Err(Reply::validation(json!([format!("Invalid URL: {piece}")])));
             }
         }
-        out.push((name.to_string(), url.split(',').map(str::trim).collect::<Vec<_>>().join(",")));
+        out.push((
+            name.to_string(),
+            url.split(',').map(str::trim).collect::<Vec<_>>().join(","),
+        ));
     }
     Ok(out)
 }
@@ -369,7 +452,11 @@ fn conflict_reply(c: Vec<Value>) -> Reply {
     )
 }
 
-fn containers_from(parsed: &compose::Compose, urls: &[(String, String)], old: &[ContainerRec]) -> (Vec<ContainerRec>, Vec<ContainerRec>) {
+fn containers_from(
+    parsed: &compose::Compose,
+    urls: &[(String, String)],
+    old: &[ContainerRec],
+) -> (Vec<ContainerRec>, Vec<ContainerRec>) {
     let (mut apps, mut dbs) = (Vec::new(), Vec::new());
     for c in &parsed.containers {
         let previous = old.iter().find(|o| o.name == c.name);
@@ -410,9 +497,20 @@ fn add_env_refs(envs: &mut Vec<EnvVarRec>, parsed: &compose::Compose, now_ms: u6
 }
 
 const CREATE_SERVICE_FIELDS: &[&str] = &[
-    "type", "name", "description", "project_uuid", "environment_name", "environment_uuid", "server_uuid",
-    "destination_uuid", "instant_deploy", "docker_compose_raw", "urls", "force_domain_override",
-    "is_container_label_escape_enabled", "tags",
+    "type",
+    "name",
+    "description",
+    "project_uuid",
+    "environment_name",
+    "environment_uuid",
+    "server_uuid",
+    "destination_uuid",
+    "instant_deploy",
+    "docker_compose_raw",
+    "urls",
+    "force_domain_override",
+    "is_container_label_escape_enabled",
+    "tags",
 ];
 
 fn create_service(st: &mut SimState, ctx: Ctx, body: &Obj) -> Reply {
@@ -422,7 +520,10 @@ fn create_service(st: &mut SimState, ctx: Ctx, body: &Obj) -> Reply {
     let mut missing = Map::new();
     for f in ["project_uuid", "server_uuid"] {
         if !body.get(f).is_some_and(Value::is_string) {
-            missing.insert(f.into(), json!([format!("The {} field is required.", f.replace('_', " "))]));
+            missing.insert(
+                f.into(),
+                json!([format!("The {} field is required.", f.replace('_', " "))]),
+            );
         }
     }
     if !missing.is_empty() {
@@ -431,12 +532,18 @@ fn create_service(st: &mut SimState, ctx: Ctx, body: &Obj) -> Reply {
     let text = |f: &str| body.get(f).and_then(Value::as_str).map(str::to_string);
     let (env_name, env_uuid) = (text("environment_name"), text("environment_uuid"));
     if env_name.is_none() && env_uuid.is_none() {
-        return Reply::message(422, "You need to provide at least one of environment_name or environment_uuid.");
+        return Reply::message(
+            422,
+            "You need to provide at least one of environment_name or environment_uuid.",
+        );
     }
     let raw = text("docker_compose_raw");
     match (body.contains_key("type"), &raw) {
         (true, Some(_)) => {
-            return Reply::message(422, "You cannot provide both service type and docker_compose_raw. Use one or the other.");
+            return Reply::message(
+                422,
+                "You cannot provide both service type and docker_compose_raw. Use one or the other.",
+            );
         }
         (false, None) => return Reply::field_error("docker_compose_raw", "The docker_compose_raw field is required."),
         _ => {}
@@ -449,11 +556,14 @@ fn create_service(st: &mut SimState, ctx: Ctx, body: &Obj) -> Reply {
         Ok(d) => d,
         Err(r) => return r,
     };
-    let (instant, force, escape) =
-        match (opt_bool(body, "instant_deploy"), opt_bool(body, "force_domain_override"), opt_bool(body, "is_container_label_escape_enabled")) {
-            (Ok(a), Ok(b), Ok(c)) => (a.unwrap_or(false), b.unwrap_or(false), c.unwrap_or(true)),
-            (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
-        };
+    let (instant, force, escape) = match (
+        opt_bool(body, "instant_deploy"),
+        opt_bool(body, "force_domain_override"),
+        opt_bool(body, "is_container_label_escape_enabled"),
+    ) {
+        (Ok(a), Ok(b), Ok(c)) => (a.unwrap_or(false), b.unwrap_or(false), c.unwrap_or(true)),
+        (Err(r), _, _) | (_, Err(r), _) | (_, _, Err(r)) => return r,
+    };
     let project_uuid = text("project_uuid").unwrap_or_default();
     if !st.projects.contains_key(&project_uuid) {
         return Reply::message(404, "Project not found.");
@@ -462,7 +572,9 @@ fn create_service(st: &mut SimState, ctx: Ctx, body: &Obj) -> Reply {
         .as_deref()
         .and_then(|n| st.environment(&project_uuid, n))
         .or_else(|| env_uuid.as_deref().and_then(|u| st.environment(&project_uuid, u)));
-    let Some(env_id) = env.map(|e| e.id) else { return Reply::message(404, "Environment not found.") };
+    let Some(env_id) = env.map(|e| e.id) else {
+        return Reply::message(404, "Environment not found.");
+    };
     let server_uuid = text("server_uuid").unwrap_or_default();
     let Some(server) = st.servers.iter().find(|s| s.uuid == server_uuid).cloned() else {
         return Reply::message(404, "Server not found.");
@@ -525,8 +637,14 @@ fn create_service(st: &mut SimState, ctx: Ctx, body: &Obj) -> Reply {
 }
 
 const PATCH_SERVICE_FIELDS: &[&str] = &[
-    "name", "description", "instant_deploy", "docker_compose_raw", "connect_to_docker_network", "urls",
-    "force_domain_override", "is_container_label_escape_enabled",
+    "name",
+    "description",
+    "instant_deploy",
+    "docker_compose_raw",
+    "connect_to_docker_network",
+    "urls",
+    "force_domain_override",
+    "is_container_label_escape_enabled",
 ];
 
 fn patch_service(st: &mut SimState, ctx: Ctx, uuid: &str, body: &Obj) -> Reply {
@@ -537,13 +655,20 @@ fn patch_service(st: &mut SimState, ctx: Ctx, uuid: &str, body: &Obj) -> Reply {
         (Ok(n), Ok(d)) => (n, d),
         (Err(r), _) | (_, Err(r)) => return r,
     };
-    let flags = ["instant_deploy", "force_domain_override", "connect_to_docker_network", "is_container_label_escape_enabled"]
-        .map(|f| opt_bool(body, f));
+    let flags = [
+        "instant_deploy",
+        "force_domain_override",
+        "connect_to_docker_network",
+        "is_container_label_escape_enabled",
+    ]
+    .map(|f| opt_bool(body, f));
     if let Some(Err(r)) = flags.iter().find(|f| f.is_err()) {
         return r.clone();
     }
     let [instant, force, connect, escape] = flags.map(|f| f.ok().flatten());
-    let Some(current) = st.services.get(uuid) else { return Reply::message(404, "Service not found.") };
+    let Some(current) = st.services.get(uuid) else {
+        return Reply::message(404, "Service not found.");
+    };
     let parsed = match body.get("docker_compose_raw").and_then(Value::as_str) {
         Some(raw) => match compose::decode(raw) {
             Ok(p) => p,
@@ -567,7 +692,9 @@ fn patch_service(st: &mut SimState, ctx: Ctx, uuid: &str, body: &Obj) -> Reply {
             return conflict_reply(c);
         }
     }
-    let Some(s) = st.services.get_mut(uuid) else { return Reply::message(404, "Service not found.") };
+    let Some(s) = st.services.get_mut(uuid) else {
+        return Reply::message(404, "Service not found.");
+    };
     let old: Vec<ContainerRec> = s.applications.iter().chain(&s.databases).cloned().collect();
     let (apps, dbs) = containers_from(&parsed, &urls, &old);
     s.applications = apps;
@@ -596,11 +723,15 @@ fn patch_service(st: &mut SimState, ctx: Ctx, uuid: &str, body: &Obj) -> Reply {
 }
 
 fn starting(ctx: Ctx) -> Lifecycle {
-    Lifecycle::Starting { running_at_ms: ctx.now_ms + ctx.start_delay_ms + ctx.running_delay_ms }
+    Lifecycle::Starting {
+        running_at_ms: ctx.now_ms + ctx.start_delay_ms + ctx.running_delay_ms,
+    }
 }
 
 fn service_action(st: &mut SimState, ctx: Ctx, uuid: &str, action: Action) -> Reply {
-    let Some(s) = st.services.get_mut(uuid) else { return Reply::message(404, "Service not found.") };
+    let Some(s) = st.services.get_mut(uuid) else {
+        return Reply::message(404, "Service not found.");
+    };
     let status = s.status(ctx.now_ms);
     match action {
         Action::Start if status.contains("running") => Reply::message(400, "Service is already running."),
@@ -608,7 +739,11 @@ fn service_action(st: &mut SimState, ctx: Ctx, uuid: &str, action: Action) -> Re
             Reply::message(400, "Service is already stopped.")
         }
         _ => {
-            s.lifecycle = if action == Action::Stop { Lifecycle::Exited } else { starting(ctx) };
+            s.lifecycle = if action == Action::Stop {
+                Lifecycle::Exited
+            } else {
+                starting(ctx)
+            };
             s.crashed = false;
             s.forced_status = None;
             s.updated_ms = ctx.now_ms;
@@ -628,34 +763,66 @@ enum EnvMode {
     Update,
 }
 
-const ENV_FIELDS: &[&str] =
-    &["key", "value", "is_literal", "is_multiline", "is_shown_once", "is_preview", "is_runtime", "is_buildtime", "comment"];
+const ENV_FIELDS: &[&str] = &[
+    "key",
+    "value",
+    "is_literal",
+    "is_multiline",
+    "is_shown_once",
+    "is_preview",
+    "is_runtime",
+    "is_buildtime",
+    "comment",
+];
 
 /// Validates one env item; returns the normalised key, the value and the item for its flags.
 fn env_item(item: &Obj, prefix: &str) -> Result<(String, Option<String>, Obj), Reply> {
     reject_unknown(item, ENV_FIELDS)?;
     let key = match item.get("key") {
         Some(Value::String(k)) => k.trim().replace(' ', "_"),
-        _ => return Err(Reply::field_error(&format!("{prefix}key"), "The key field is required.")),
+        _ => {
+            return Err(Reply::field_error(
+                &format!("{prefix}key"),
+                "The key field is required.",
+            ));
+        }
     };
     let valid = !key.is_empty()
         && key.len() <= 255
         && key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
     if !valid {
-        return Err(Reply::field_error(&format!("{prefix}key"), "The key field format is invalid."));
+        return Err(Reply::field_error(
+            &format!("{prefix}key"),
+            "The key field format is invalid.",
+        ));
     }
     let value = match item.get("value") {
         None | Some(Value::Null) => None,
         Some(Value::String(v)) => Some(v.trim().to_string()),
-        Some(_) => return Err(Reply::field_error(&format!("{prefix}value"), "The value field must be a string.")),
+        Some(_) => {
+            return Err(Reply::field_error(
+                &format!("{prefix}value"),
+                "The value field must be a string.",
+            ));
+        }
     };
     if let Some(Value::String(c)) = item.get("comment")
         && c.chars().count() > 256
     {
-        return Err(Reply::field_error(&format!("{prefix}comment"), "The comment field must not be greater than 256 characters."));
+        return Err(Reply::field_error(
+            &format!("{prefix}comment"),
+            "The comment field must not be greater than 256 characters.",
+        ));
     }
-    for f in ["is_literal", "is_multiline", "is_shown_once", "is_preview", "is_runtime", "is_buildtime"] {
+    for f in [
+        "is_literal",
+        "is_multiline",
+        "is_shown_once",
+        "is_preview",
+        "is_runtime",
+        "is_buildtime",
+    ] {
         opt_bool(item, f)?;
     }
     Ok((key, value, item.clone()))
@@ -697,7 +864,9 @@ fn apply_env(envs: &mut Vec<EnvVarRec>, key: String, value: Option<String>, item
 }
 
 fn env_write(st: &mut SimState, ctx: Ctx, uuid: &str, body: &Obj, mode: EnvMode) -> Reply {
-    let Some(s) = st.services.get_mut(uuid) else { return Reply::message(404, "Service not found.") };
+    let Some(s) = st.services.get_mut(uuid) else {
+        return Reply::message(404, "Service not found.");
+    };
     let (key, value, item) = match env_item(body, "") {
         Ok(v) => v,
         Err(r) => return r,
@@ -705,7 +874,10 @@ fn env_write(st: &mut SimState, ctx: Ctx, uuid: &str, body: &Obj, mode: EnvMode)
     let exists = s.envs.iter().any(|e| e.key == key);
     match mode {
         EnvMode::Create if exists => {
-            return Reply::message(409, "Environment variable already exists. Use PATCH request to update it.");
+            return Reply::message(
+                409,
+                "Environment variable already exists. Use PATCH request to update it.",
+            );
         }
         EnvMode::Update if !exists => return Reply::message(404, "Environment variable not found."),
         _ => {}
@@ -715,8 +887,12 @@ fn env_write(st: &mut SimState, ctx: Ctx, uuid: &str, body: &Obj, mode: EnvMode)
 }
 
 fn bulk_envs(st: &mut SimState, ctx: Ctx, uuid: &str, body: &Obj) -> Reply {
-    let Some(s) = st.services.get_mut(uuid) else { return Reply::message(404, "Service not found.") };
-    let Some(Value::Array(items)) = body.get("data") else { return Reply::message(400, "Bulk data is required.") };
+    let Some(s) = st.services.get_mut(uuid) else {
+        return Reply::message(404, "Service not found.");
+    };
+    let Some(Value::Array(items)) = body.get("data") else {
+        return Reply::message(400, "Bulk data is required.");
+    };
     if items.is_empty() {
         return Reply::message(400, "Bulk data is required.");
     }

@@ -7,7 +7,16 @@ use serde_norway::Value as Yaml;
 
 /// Images Coolify classifies as a ServiceDatabase (they cannot take a URL).
 const DATABASE_IMAGES: &[&str] = &[
-    "postgres", "postgis", "mysql", "mariadb", "mongo", "redis", "keydb", "dragonfly", "clickhouse", "valkey",
+    "postgres",
+    "postgis",
+    "mysql",
+    "mariadb",
+    "mongo",
+    "redis",
+    "keydb",
+    "dragonfly",
+    "clickhouse",
+    "valkey",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -55,7 +64,9 @@ pub fn is_database_image(image: &str) -> bool {
     let without_tag = image.split('@').next().unwrap_or(image);
     let last = without_tag.rsplit('/').next().unwrap_or(without_tag);
     let name = last.split(':').next().unwrap_or(last);
-    DATABASE_IMAGES.iter().any(|db| name == *db || name.starts_with(&format!("{db}-")))
+    DATABASE_IMAGES
+        .iter()
+        .any(|db| name == *db || name.starts_with(&format!("{db}-")))
 }
 
 pub fn decode(raw: &str) -> Result<Compose, ComposeError> {
@@ -75,7 +86,11 @@ pub fn parse(yaml: &str) -> Result<Compose, ComposeError> {
             Yaml::String(s) => s.clone(),
             other => serde_norway::to_string(other).unwrap_or_default().trim().to_string(),
         };
-        if name.is_empty() || name.chars().any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
+        if name.is_empty()
+            || name
+                .chars()
+                .any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
             return Err(ComposeError::UnsafeServiceName(name));
         }
         let image = def.get("image").and_then(Yaml::as_str).unwrap_or_default().to_string();
@@ -86,7 +101,11 @@ pub fn parse(yaml: &str) -> Result<Compose, ComposeError> {
             image,
         });
     }
-    Ok(Compose { yaml: yaml.to_string(), containers, env_refs: env_refs(yaml) })
+    Ok(Compose {
+        yaml: yaml.to_string(),
+        containers,
+        env_refs: env_refs(yaml),
+    })
 }
 
 /// `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?err}`, `${VAR?err}`; `$${X}` is an escape.
@@ -104,7 +123,9 @@ pub fn env_refs(text: &str) -> Vec<EnvRef> {
             let Some(len) = text[start..].find('}') else { break };
             let inner = &text[start..start + len];
             i = start + len + 1;
-            let key_len = inner.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(inner.len());
+            let key_len = inner
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(inner.len());
             let key = &inner[..key_len];
             if key.is_empty() || key.starts_with(|c: char| c.is_ascii_digit()) {
                 continue;
@@ -116,7 +137,11 @@ pub fn env_refs(text: &str) -> Vec<EnvRef> {
                 (None, rest.starts_with(":?") || rest.starts_with('?'))
             };
             if !out.iter().any(|e| e.key == key) {
-                out.push(EnvRef { key: key.to_string(), default, required });
+                out.push(EnvRef {
+                    key: key.to_string(),
+                    default,
+                    required,
+                });
             }
             continue;
         }
@@ -164,14 +189,23 @@ mod tests {
 
     #[test]
     fn yaml_errors() {
-        assert!(matches!(parse("services: [unclosed"), Err(ComposeError::InvalidYaml(_))));
+        assert!(matches!(
+            parse("services: [unclosed"),
+            Err(ComposeError::InvalidYaml(_))
+        ));
         assert_eq!(parse("version: '3'").unwrap_err(), ComposeError::NoServices);
-        assert!(matches!(parse("services:\n  'a;rm':\n    image: x\n"), Err(ComposeError::UnsafeServiceName(_))));
+        assert!(matches!(
+            parse("services:\n  'a;rm':\n    image: x\n"),
+            Err(ComposeError::UnsafeServiceName(_))
+        ));
     }
 
     #[test]
     fn urls() {
-        assert_eq!(url_host("https://Bot.example.com:8080/x").as_deref(), Some("bot.example.com"));
+        assert_eq!(
+            url_host("https://Bot.example.com:8080/x").as_deref(),
+            Some("bot.example.com")
+        );
         assert_eq!(url_host("ftp://x"), None);
         assert_eq!(url_host("not a url"), None);
     }

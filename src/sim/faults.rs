@@ -94,7 +94,8 @@ mod tests {
 
     #[test]
     fn lost_response_defaults_to_always() {
-        let mut faults: Vec<Fault> = vec![serde_json::from_str(r#"{"route":"POST /projects","lost_response":true}"#).unwrap()];
+        let mut faults: Vec<Fault> =
+            vec![serde_json::from_str(r#"{"route":"POST /projects","lost_response":true}"#).unwrap()];
         assert!(effects(&mut faults, "POST /projects").lose_response);
         assert!(!effects(&mut faults, "GET /projects").lose_response);
         assert!(serde_json::from_str::<Fault>(r#"{"bogus":1}"#).is_err());

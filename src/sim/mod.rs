@@ -89,7 +89,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn ms(d: Duration) -> u64 {
@@ -102,7 +105,10 @@ impl Sim {
             Some(path) if path.exists() => {
                 let text = std::fs::read_to_string(path)?;
                 serde_json::from_str(&text).map_err(|e| {
-                    io::Error::new(io::ErrorKind::InvalidData, format!("state file {} is not valid: {e}", path.display()))
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("state file {} is not valid: {e}", path.display()),
+                    )
                 })?
             }
             _ => SimState::default(),
@@ -195,7 +201,10 @@ fn lost(reply: Reply) -> HttpResponse {
     let half = web::Bytes::from(bytes[..bytes.len() / 2].to_vec());
     let stream = futures_util::stream::iter(vec![
         Ok::<_, io::Error>(half),
-        Err(io::Error::new(io::ErrorKind::ConnectionAborted, "coolify-sim: response lost on purpose")),
+        Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "coolify-sim: response lost on purpose",
+        )),
     ]);
     HttpResponseBuilder::new(StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK))
         .content_type("application/json")
@@ -293,7 +302,11 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, sim: web::Data<Sim>) -> Ht
 
 fn ops(sim: &Sim, method: &str, path: &str, body: &[u8]) -> HttpResponse {
     let ok = |v: Value| HttpResponse::Ok().content_type("application/json").body(v.to_string());
-    let bad = |msg: String| HttpResponse::BadRequest().content_type("application/json").body(json!({"message": msg}).to_string());
+    let bad = |msg: String| {
+        HttpResponse::BadRequest()
+            .content_type("application/json")
+            .body(json!({"message": msg}).to_string())
+    };
     match (method, path) {
         ("GET", "/_sim/state") => ok(sim.state_json()),
         ("GET", "/_sim/requests") => ok(serde_json::to_value(&*lock(&sim.log)).unwrap_or(Value::Null)),
@@ -339,10 +352,14 @@ fn ops(sim: &Sim, method: &str, path: &str, body: &[u8]) -> HttpResponse {
                     s.forced_status = forced;
                     ok(json!({"uuid": uuid, "status": s.status(now_ms())}))
                 }
-                None => HttpResponse::NotFound().content_type("application/json").body(json!({"message": "Service not found."}).to_string()),
+                None => HttpResponse::NotFound()
+                    .content_type("application/json")
+                    .body(json!({"message": "Service not found."}).to_string()),
             }
         }
-        _ => HttpResponse::NotFound().content_type("application/json").body(json!({"message": "Unknown /_sim route."}).to_string()),
+        _ => HttpResponse::NotFound()
+            .content_type("application/json")
+            .body(json!({"message": "Unknown /_sim route."}).to_string()),
     }
 }
 
@@ -380,7 +397,10 @@ impl RunningSim {
         let (addr, server) = bind(cfg, "127.0.0.1:0", false)?;
         let handle = server.handle();
         tokio::spawn(server);
-        Ok(Self { url: format!("http://{addr}"), handle })
+        Ok(Self {
+            url: format!("http://{addr}"),
+            handle,
+        })
     }
 
     pub async fn stop(self) {

@@ -13,7 +13,9 @@ const LOCALHOST_DESTINATION_UUID: &str = "s1mlocalhost0dest000000a";
 pub fn new_uuid() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    (0..24).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect()
+    (0..24)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
 }
 
 pub fn timestamp(ms: u64) -> String {
@@ -82,7 +84,9 @@ pub struct EnvVarRec {
 pub enum Lifecycle {
     Exited,
     /// Start activity running until `running_at_ms`.
-    Starting { running_at_ms: u64 },
+    Starting {
+        running_at_ms: u64,
+    },
     Running,
 }
 
@@ -122,7 +126,11 @@ impl ServiceRec {
         }
         let all_checked = self.applications.iter().chain(&self.databases).all(|c| c.healthcheck)
             && !(self.applications.is_empty() && self.databases.is_empty());
-        let running = if all_checked { "running:healthy" } else { "running:unknown" };
+        let running = if all_checked {
+            "running:healthy"
+        } else {
+            "running:unknown"
+        };
         match self.lifecycle {
             Lifecycle::Exited => "exited".into(),
             Lifecycle::Running | Lifecycle::Starting { .. } if self.crashed => {
@@ -140,7 +148,11 @@ impl ServiceRec {
     fn container_status(&self, c: &ContainerRec, now_ms: u64) -> String {
         let service = self.status(now_ms);
         if service.starts_with("running") {
-            if c.healthcheck { "running:healthy".into() } else { "running:unknown".into() }
+            if c.healthcheck {
+                "running:healthy".into()
+            } else {
+                "running:unknown".into()
+            }
         } else if self.crashed || service == "exited" {
             "exited".into()
         } else {

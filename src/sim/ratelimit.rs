@@ -28,10 +28,20 @@ impl RateLimiter {
         let reset_at = reset_ms.div_ceil(1000);
         if *count >= limit {
             let retry = (reset_ms - now_ms).div_ceil(1000).max(1);
-            return Verdict { limit, remaining: 0, retry_after: Some(retry), reset_at };
+            return Verdict {
+                limit,
+                remaining: 0,
+                retry_after: Some(retry),
+                reset_at,
+            };
         }
         *count += 1;
-        Verdict { limit, remaining: limit - *count, retry_after: None, reset_at }
+        Verdict {
+            limit,
+            remaining: limit - *count,
+            retry_after: None,
+            reset_at,
+        }
     }
 }
 

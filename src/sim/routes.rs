@@ -131,7 +131,9 @@ fn decode_segment(s: &str) -> String {
     while i < b.len() {
         if b[i] == b'%'
             && i + 2 < b.len()
-            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(v);
             i += 3;
@@ -149,12 +151,27 @@ mod tests {
 
     #[test]
     fn routes_and_templates() {
-        assert_eq!(Route::parse("GET", "/api/v1/projects/abc/production"), Some(Route::GetEnvironment("abc".into(), "production".into())));
-        assert_eq!(Route::parse("GET", "/api/v1/projects/abc/my%20env"), Some(Route::GetEnvironment("abc".into(), "my env".into())));
-        assert_eq!(Route::parse("GET", "/api/v1/projects/abc/environments"), Some(Route::ListEnvironments("abc".into())));
+        assert_eq!(
+            Route::parse("GET", "/api/v1/projects/abc/production"),
+            Some(Route::GetEnvironment("abc".into(), "production".into()))
+        );
+        assert_eq!(
+            Route::parse("GET", "/api/v1/projects/abc/my%20env"),
+            Some(Route::GetEnvironment("abc".into(), "my env".into()))
+        );
+        assert_eq!(
+            Route::parse("GET", "/api/v1/projects/abc/environments"),
+            Some(Route::ListEnvironments("abc".into()))
+        );
         assert_eq!(Route::parse("PUT", "/api/v1/projects/abc"), None);
-        assert_eq!(Route::parse("GET", "/api/v1/services/x/start"), Some(Route::ActionViaGet(Action::Start)));
-        assert_eq!(Route::parse("PATCH", "/api/v1/services/x/envs/bulk").map(|r| r.template()), Some("PATCH /services/{uuid}/envs/bulk"));
+        assert_eq!(
+            Route::parse("GET", "/api/v1/services/x/start"),
+            Some(Route::ActionViaGet(Action::Start))
+        );
+        assert_eq!(
+            Route::parse("PATCH", "/api/v1/services/x/envs/bulk").map(|r| r.template()),
+            Some("PATCH /services/{uuid}/envs/bulk")
+        );
         assert_eq!(Route::parse("GET", "/api/v2/services"), None);
     }
 }

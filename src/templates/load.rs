@@ -59,7 +59,10 @@ impl TemplateSet {
     /// defaults, into a compose that passes [`super::validate_compose`], so a broken template stops the
     /// bridge at start rather than at a tenant's deploy.
     pub fn load_dir(path: &Path) -> Result<Self, TemplateError> {
-        let io = |p: &Path, source| TemplateError::Io { path: p.to_path_buf(), source };
+        let io = |p: &Path, source| TemplateError::Io {
+            path: p.to_path_buf(),
+            source,
+        };
         let mut dirs: Vec<PathBuf> = Vec::new();
         for entry in fs::read_dir(path).map_err(|e| io(path, e))? {
             let entry = entry.map_err(|e| io(path, e))?;
@@ -96,29 +99,49 @@ impl TemplateSet {
 
 fn load_one(dir: &Path) -> Result<Template, TemplateError> {
     let manifest_path = dir.join(MANIFEST);
-    let bad = |detail: String| TemplateError::Manifest { path: manifest_path.clone(), detail };
-    let text = fs::read_to_string(&manifest_path)
-        .map_err(|source| TemplateError::Io { path: manifest_path.clone(), source })?;
+    let bad = |detail: String| TemplateError::Manifest {
+        path: manifest_path.clone(),
+        detail,
+    };
+    let text = fs::read_to_string(&manifest_path).map_err(|source| TemplateError::Io {
+        path: manifest_path.clone(),
+        source,
+    })?;
     let m: Manifest = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let compose_path = dir.join(COMPOSE);
-    let compose_source =
-        fs::read_to_string(&compose_path).map_err(|source| TemplateError::Io { path: compose_path.clone(), source })?;
+    let compose_source = fs::read_to_string(&compose_path).map_err(|source| TemplateError::Io {
+        path: compose_path.clone(),
+        source,
+    })?;
 
-    let dir_name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir_name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if m.name != dir_name {
-        return Err(bad(format!("name {:?} differs from its directory {dir_name:?}", m.name)));
+        return Err(bad(format!(
+            "name {:?} differs from its directory {dir_name:?}",
+            m.name
+        )));
     }
     if !is_service_name(&m.name) {
-        return Err(bad(format!("name {} must be lowercase letters, digits, '-' or '_'", shown(&m.name))));
+        return Err(bad(format!(
+            "name {} must be lowercase letters, digits, '-' or '_'",
+            shown(&m.name)
+        )));
     }
     for s in &m.required_secrets {
         let ok = s.len() <= 64
             && s.starts_with(|c: char| c.is_ascii_uppercase() || c == '_')
-            && s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+            && s.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
             && !RESERVED_KEYS.contains(&s.as_str())
             && !s.starts_with("SERVICE_");
         if !ok {
-            return Err(bad(format!("required secret {} is not a valid tenant secret name", shown(s))));
+            return Err(bad(format!(
+                "required secret {} is not a valid tenant secret name",
+                shown(s)
+            )));
         }
     }
     for (k, v) in &m.default_config {
@@ -156,7 +179,10 @@ fn load_one(dir: &Path) -> Result<Template, TemplateError> {
         return Err(bad(format!("service shares add up to {total_share}, more than 1")));
     }
     if !m.services.contains_key(&m.public_service) {
-        return Err(bad(format!("public_service {:?} is not among [services]", m.public_service)));
+        return Err(bad(format!(
+            "public_service {:?} is not among [services]",
+            m.public_service
+        )));
     }
     if m.public_port == 0 {
         return Err(bad("public_port must be 1-65535".into()));
@@ -181,7 +207,11 @@ fn load_one(dir: &Path) -> Result<Template, TemplateError> {
         compose_source,
     };
     parse_liquid(&t)?;
-    let ceiling = Ceiling { max_stacks: None, cpu: t.cpu_default, mem_mb: t.mem_default_mb };
+    let ceiling = Ceiling {
+        max_stacks: None,
+        cpu: t.cpu_default,
+        mem_mb: t.mem_default_mb,
+    };
     render(&t, &RenderInput::sample(&t), &ceiling)?;
     Ok(t)
 }

@@ -61,10 +61,16 @@ pub enum TemplateError {
 
 impl TemplateError {
     pub(crate) fn invalid(t: &Template, reason: impl Into<String>) -> Self {
-        TemplateError::Invalid { template: t.name.clone(), reason: reason.into() }
+        TemplateError::Invalid {
+            template: t.name.clone(),
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn input(t: &Template, detail: impl Into<String>) -> Self {
-        TemplateError::Input { template: t.name.clone(), detail: detail.into() }
+        TemplateError::Input {
+            template: t.name.clone(),
+            detail: detail.into(),
+        }
     }
 }

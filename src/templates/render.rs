@@ -68,18 +68,31 @@ pub struct Rendered {
 }
 
 pub(crate) fn parse_liquid(t: &Template) -> Result<liquid::Template, TemplateError> {
-    let syntax = |e: liquid::Error| TemplateError::Syntax { template: t.name.clone(), detail: e.to_string() };
-    liquid::ParserBuilder::with_stdlib().build().map_err(syntax)?.parse(&t.compose_source).map_err(syntax)
+    let syntax = |e: liquid::Error| TemplateError::Syntax {
+        template: t.name.clone(),
+        detail: e.to_string(),
+    };
+    liquid::ParserBuilder::with_stdlib()
+        .build()
+        .map_err(syntax)?
+        .parse(&t.compose_source)
+        .map_err(syntax)
 }
 
 /// Renders `t` for one instance and validates the result against `limits`.
 pub fn render(t: &Template, input: &RenderInput, limits: &Ceiling) -> Result<Rendered, TemplateError> {
     let globals = context(t, input)?;
-    let compose_yaml = parse_liquid(t)?
-        .render(&globals)
-        .map_err(|e| TemplateError::Render { template: t.name.clone(), detail: e.to_string() })?;
+    let compose_yaml = parse_liquid(t)?.render(&globals).map_err(|e| TemplateError::Render {
+        template: t.name.clone(),
+        detail: e.to_string(),
+    })?;
     let env_refs = check_compose(t, &compose_yaml, limits)?;
-    Ok(Rendered { compose_yaml, public_service: t.public_service.clone(), public_port: t.public_port, env_refs })
+    Ok(Rendered {
+        compose_yaml,
+        public_service: t.public_service.clone(),
+        public_port: t.public_port,
+        env_refs,
+    })
 }
 
 fn context(t: &Template, input: &RenderInput) -> Result<Object, TemplateError> {
@@ -88,18 +101,33 @@ fn context(t: &Template, input: &RenderInput) -> Result<Object, TemplateError> {
         Ok(Value::scalar(quote(value)))
     };
     if !is_instance_id(&input.instance_id) {
-        return Err(TemplateError::input(t, format!("instance id {} is invalid", shown(&input.instance_id))));
+        return Err(TemplateError::input(
+            t,
+            format!("instance id {} is invalid", shown(&input.instance_id)),
+        ));
     }
     for (what, label) in [("tenant slug", &input.tenant_slug), ("subdomain", &input.subdomain)] {
         if !is_dns_label(label) {
-            return Err(TemplateError::input(t, format!("{what} {} is not a DNS label", shown(label))));
+            return Err(TemplateError::input(
+                t,
+                format!("{what} {} is not a DNS label", shown(label)),
+            ));
         }
     }
     if !is_hostname(&input.domain) {
-        return Err(TemplateError::input(t, format!("domain {} is not a valid host name", shown(&input.domain))));
+        return Err(TemplateError::input(
+            t,
+            format!("domain {} is not a valid host name", shown(&input.domain)),
+        ));
     }
     let router = router_default(&input.router_base_url).ok_or_else(|| {
-        TemplateError::input(t, format!("router base URL {} is not a plain http(s) URL", shown(&input.router_base_url)))
+        TemplateError::input(
+            t,
+            format!(
+                "router base URL {} is not a plain http(s) URL",
+                shown(&input.router_base_url)
+            ),
+        )
     })?;
 
     let mut instance = Object::new();
@@ -122,11 +150,19 @@ fn context(t: &Template, input: &RenderInput) -> Result<Object, TemplateError> {
     env.push(pair(quote("CLOUDFREEDOM_INSTANCE_ID"), quote(&input.instance_id)));
     env.push(pair(quote(RESERVED_KEYS[0]), router));
     env.push(pair(quote(RESERVED_KEYS[1]), reference(RESERVED_KEYS[1])));
-    let secrets: Vec<Value> = t.required_secrets.iter().map(|s| pair(quote(s), reference(s))).collect();
+    let secrets: Vec<Value> = t
+        .required_secrets
+        .iter()
+        .map(|s| pair(quote(s), reference(s)))
+        .collect();
 
     let mut limits = Object::new();
     let cpu = if input.cpu == 0.0 { t.cpu_default } else { input.cpu };
-    let mem = if input.mem_mb == 0 { t.mem_default_mb } else { input.mem_mb };
+    let mem = if input.mem_mb == 0 {
+        t.mem_default_mb
+    } else {
+        input.mem_mb
+    };
     if !cpu.is_finite() || cpu < 0.0 {
         return Err(TemplateError::input(t, format!("CPU {cpu} is not a positive number")));
     }
@@ -178,7 +214,9 @@ fn router_default(url: &str) -> Option<String> {
     let plain = url.len() <= 512
         && matches!(parsed.scheme(), "http" | "https")
         && parsed.host_str().is_some()
-        && url.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~:/%".contains(&b));
+        && url
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~:/%".contains(&b));
     plain.then(|| format!("\"${{{}:-{url}}}\"", RESERVED_KEYS[0]))
 }
 
@@ -191,14 +229,20 @@ fn merged_config(t: &Template, config: &Json) -> Result<BTreeMap<String, String>
         _ => return Err(TemplateError::input(t, "config must be a JSON object")),
     };
     if overlay.is_some_and(|m| m.len() > MAX_CONFIG_ENTRIES) {
-        return Err(TemplateError::input(t, format!("config has more than {MAX_CONFIG_ENTRIES} keys")));
+        return Err(TemplateError::input(
+            t,
+            format!("config has more than {MAX_CONFIG_ENTRIES} keys"),
+        ));
     }
     let mut merged = BTreeMap::new();
     for (k, v) in t.default_config.iter().chain(overlay.into_iter().flatten()) {
         if !is_config_key(k) {
             return Err(TemplateError::input(
                 t,
-                format!("config key {} is invalid: keys must match ^[A-Za-z_][A-Za-z0-9_]{{0,63}}$", shown(k)),
+                format!(
+                    "config key {} is invalid: keys must match ^[A-Za-z_][A-Za-z0-9_]{{0,63}}$",
+                    shown(k)
+                ),
             ));
         }
         if k.starts_with("CLOUDFREEDOM_") || k.starts_with("SERVICE_") || t.required_secrets.contains(k) {
@@ -233,7 +277,8 @@ fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }

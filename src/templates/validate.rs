@@ -78,17 +78,23 @@ pub(crate) fn is_service_name(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
 }
 
 /// Validates and returns the sorted names of the `${VAR}` references in the document.
 pub(crate) fn check_compose(t: &Template, yaml: &str, ceiling: &Ceiling) -> Result<Vec<String>, TemplateError> {
     let bad = |reason: String| TemplateError::invalid(t, reason);
     if yaml.len() > MAX_COMPOSE_BYTES {
-        return Err(bad(format!("compose is {} bytes, more than {MAX_COMPOSE_BYTES}", yaml.len())));
+        return Err(bad(format!(
+            "compose is {} bytes, more than {MAX_COMPOSE_BYTES}",
+            yaml.len()
+        )));
     }
-    let doc: Value = serde_norway::from_str(yaml)
-        .map_err(|e| TemplateError::Yaml { template: t.name.clone(), detail: e.to_string() })?;
+    let doc: Value = serde_norway::from_str(yaml).map_err(|e| TemplateError::Yaml {
+        template: t.name.clone(),
+        detail: e.to_string(),
+    })?;
     if let Some((line, c)) = find_node_property(yaml) {
         let what = match c {
             '!' => "tag",
@@ -100,7 +106,9 @@ pub(crate) fn check_compose(t: &Template, yaml: &str, ceiling: &Ceiling) -> Resu
     let mut refs = BTreeSet::new();
     walk_scalars(&doc, &mut |s| collect_refs(s, &mut refs)).map_err(|what| bad(what.into()))?;
 
-    let top = doc.as_mapping().ok_or_else(|| bad("compose must be a mapping".into()))?;
+    let top = doc
+        .as_mapping()
+        .ok_or_else(|| bad("compose must be a mapping".into()))?;
     for key in top.keys() {
         match key.as_str() {
             Some("services" | "networks" | "volumes") => {}
@@ -118,7 +126,10 @@ pub(crate) fn check_compose(t: &Template, yaml: &str, ceiling: &Ceiling) -> Resu
         if let Some(driver) = def.get("driver")
             && driver.as_str() != Some("bridge")
         {
-            return Err(bad(format!("network {}: only the bridge driver is allowed", key_text(name))));
+            return Err(bad(format!(
+                "network {}: only the bridge driver is allowed",
+                key_text(name)
+            )));
         }
     }
 
@@ -133,21 +144,36 @@ pub(crate) fn check_compose(t: &Template, yaml: &str, ceiling: &Ceiling) -> Resu
     }
     let declared_names: BTreeSet<String> = t.services.keys().cloned().collect();
     if names != declared_names {
-        return Err(bad(format!("services {} differ from the declared {}", join(&names), join(&declared_names))));
+        return Err(bad(format!(
+            "services {} differ from the declared {}",
+            join(&names),
+            join(&declared_names)
+        )));
     }
 
     let mut total_cpu = 0.0;
     let mut total_mem: u64 = 0;
     for (key, svc) in services {
         let name = key.as_str().unwrap_or_default();
-        let ctx = Service { t, name, volumes: &volumes, networks: &networks, services: &names };
-        let svc = svc.as_mapping().ok_or_else(|| ctx.err("definition must be a mapping"))?;
+        let ctx = Service {
+            t,
+            name,
+            volumes: &volumes,
+            networks: &networks,
+            services: &names,
+        };
+        let svc = svc
+            .as_mapping()
+            .ok_or_else(|| ctx.err("definition must be a mapping"))?;
         let (cpu, mem) = ctx.check(svc)?;
         total_cpu += cpu;
         total_mem += mem;
     }
     if total_cpu > ceiling.cpu + 1e-9 {
-        return Err(bad(format!("CPU limits add up to {total_cpu} cores, above the ceiling of {}", ceiling.cpu)));
+        return Err(bad(format!(
+            "CPU limits add up to {total_cpu} cores, above the ceiling of {}",
+            ceiling.cpu
+        )));
     }
     let mem_ceiling = u64::from(ceiling.mem_mb) * 1024 * 1024;
     if total_mem > mem_ceiling {
@@ -169,8 +195,9 @@ fn declared(t: &Template, top: &Mapping, section: &str, allowed: &[&str]) -> Res
     let Some(v) = top.get(section) else {
         return Ok(names);
     };
-    let map =
-        v.as_mapping().ok_or_else(|| TemplateError::invalid(t, format!("top-level {section} must be a mapping")))?;
+    let map = v
+        .as_mapping()
+        .ok_or_else(|| TemplateError::invalid(t, format!("top-level {section} must be a mapping")))?;
     for (k, def) in map {
         let name = k
             .as_str()
@@ -188,7 +215,12 @@ fn declared(t: &Template, top: &Mapping, section: &str, allowed: &[&str]) -> Res
                     }
                 }
             }
-            _ => return Err(TemplateError::invalid(t, format!("{section} {name}: definition must be a mapping"))),
+            _ => {
+                return Err(TemplateError::invalid(
+                    t,
+                    format!("{section} {name}: definition must be a mapping"),
+                ));
+            }
         }
         names.insert(name.to_string());
     }
@@ -253,8 +285,10 @@ impl Service<'_> {
             "privileged" => Err(self.err("privileged mode is not allowed")),
             "network_mode" if value.as_str() == Some("host") => Err(self.err("host network mode is not allowed")),
             "network_mode" => Err(self.err("network_mode is not allowed; services use the stack's own network")),
-            "pid" | "ipc" | "uts" | "userns_mode" | "cgroup" | "cgroup_parent" => Err(self
-                .err(format!("{k}: {} is not allowed; namespaces stay private to the container", scalar_text(value)))),
+            "pid" | "ipc" | "uts" | "userns_mode" | "cgroup" | "cgroup_parent" => Err(self.err(format!(
+                "{k}: {} is not allowed; namespaces stay private to the container",
+                scalar_text(value)
+            ))),
             "cap_add" => Err(self.err("cap_add is not allowed")),
             "devices" | "device_cgroup_rules" | "gpus" => Err(self.err(format!("{k} is not allowed: no host devices"))),
             "security_opt" => Err(self.err("security_opt is not allowed")),
@@ -284,7 +318,9 @@ impl Service<'_> {
         let Some(env) = env else {
             return Err(self.err(format!("environment must set {}", RESERVED_KEYS.join(" and "))));
         };
-        let env = env.as_mapping().ok_or_else(|| self.err("environment must be a mapping"))?;
+        let env = env
+            .as_mapping()
+            .ok_or_else(|| self.err("environment must be a mapping"))?;
         for (k, v) in env {
             let key = k
                 .as_str()
@@ -326,7 +362,11 @@ impl Service<'_> {
         let (kind, source) = match m {
             Value::String(s) => {
                 let parts: Vec<&str> = s.split(':').collect();
-                if parts.len() == 1 { ("volume", None) } else { ("auto", Some(parts[0].to_string())) }
+                if parts.len() == 1 {
+                    ("volume", None)
+                } else {
+                    ("auto", Some(parts[0].to_string()))
+                }
             }
             Value::Mapping(map) => {
                 let kind = map.get("type").and_then(Value::as_str).unwrap_or("");
@@ -365,9 +405,10 @@ impl Service<'_> {
         let keys: Vec<String> = match labels {
             None => return Ok(()),
             Some(Value::Mapping(m)) => m.keys().map(key_text).collect(),
-            Some(Value::Sequence(s)) => {
-                s.iter().map(|l| l.as_str().unwrap_or("").split('=').next().unwrap_or("").to_string()).collect()
-            }
+            Some(Value::Sequence(s)) => s
+                .iter()
+                .map(|l| l.as_str().unwrap_or("").split('=').next().unwrap_or("").to_string())
+                .collect(),
             Some(_) => return Err(self.err("labels must be a list or mapping")),
         };
         for k in keys {
@@ -385,21 +426,27 @@ impl Service<'_> {
         let mut cpu: Option<f64> = None;
         let mut mem: Option<u64> = None;
         if let Some(deploy) = svc.get("deploy") {
-            let deploy = deploy.as_mapping().ok_or_else(|| self.err("deploy must be a mapping"))?;
+            let deploy = deploy
+                .as_mapping()
+                .ok_or_else(|| self.err("deploy must be a mapping"))?;
             for k in deploy.keys() {
                 if k.as_str() != Some("resources") {
                     return Err(self.err(format!("deploy.{} is not allowed", key_text(k))));
                 }
             }
             if let Some(res) = deploy.get("resources") {
-                let res = res.as_mapping().ok_or_else(|| self.err("deploy.resources must be a mapping"))?;
+                let res = res
+                    .as_mapping()
+                    .ok_or_else(|| self.err("deploy.resources must be a mapping"))?;
                 for k in res.keys() {
                     if k.as_str() != Some("limits") {
                         return Err(self.err(format!("deploy.resources.{} is not allowed", key_text(k))));
                     }
                 }
                 if let Some(lim) = res.get("limits") {
-                    let lim = lim.as_mapping().ok_or_else(|| self.err("deploy.resources.limits must be a mapping"))?;
+                    let lim = lim
+                        .as_mapping()
+                        .ok_or_else(|| self.err("deploy.resources.limits must be a mapping"))?;
                     for k in lim.keys() {
                         if !matches!(k.as_str(), Some("cpus" | "memory" | "pids")) {
                             return Err(self.err(format!("deploy.resources.limits.{} is not allowed", key_text(k))));
@@ -496,7 +543,10 @@ fn check_refs(t: &Template, refs: &BTreeSet<String>) -> Result<(), TemplateError
         if RESERVED_KEYS.contains(&r.as_str()) || t.required_secrets.contains(r) {
             continue;
         }
-        if ["SERVICE_PASSWORD_", "SERVICE_USER_", "SERVICE_BASE64_"].iter().any(|p| r.starts_with(p)) {
+        if ["SERVICE_PASSWORD_", "SERVICE_USER_", "SERVICE_BASE64_"]
+            .iter()
+            .any(|p| r.starts_with(p))
+        {
             continue;
         }
         if r.starts_with("SERVICE_FQDN_") || r.starts_with("SERVICE_URL_") {
@@ -512,7 +562,10 @@ fn check_refs(t: &Template, refs: &BTreeSet<String>) -> Result<(), TemplateError
     }
     for s in &t.required_secrets {
         if !refs.contains(s) {
-            return Err(TemplateError::invalid(t, format!("required secret {s} is never referenced")));
+            return Err(TemplateError::invalid(
+                t,
+                format!("required secret {s} is never referenced"),
+            ));
         }
     }
     Ok(())
@@ -616,13 +669,21 @@ fn collect_refs(s: &str, out: &mut BTreeSet<String>) {
             Some(b'$') => i += 2,
             Some(b'{') => {
                 let start = i + 2;
-                let end = start + b[start..].iter().take_while(|c| c.is_ascii_alphanumeric() || **c == b'_').count();
+                let end = start
+                    + b[start..]
+                        .iter()
+                        .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+                        .count();
                 out.insert(s[start..end].to_string());
                 i = end;
             }
             Some(c) if c.is_ascii_alphabetic() || *c == b'_' => {
                 let start = i + 1;
-                let end = start + b[start..].iter().take_while(|c| c.is_ascii_alphanumeric() || **c == b'_').count();
+                let end = start
+                    + b[start..]
+                        .iter()
+                        .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+                        .count();
                 out.insert(s[start..end].to_string());
                 i = end;
             }

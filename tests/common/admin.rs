@@ -12,7 +12,14 @@ use super::pocketbase::TestPb;
 use super::sim::{SimProcess, reqwest_client};
 
 /// Fast simulator: containers start and report running within a few hundred milliseconds.
-pub const FAST_SIM: &[&str] = &["--start-delay-ms", "100", "--running-delay-ms", "100", "--delete-delay-ms", "100"];
+pub const FAST_SIM: &[&str] = &[
+    "--start-delay-ms",
+    "100",
+    "--running-delay-ms",
+    "100",
+    "--delete-delay-ms",
+    "100",
+];
 
 pub struct Stack {
     pub pb: TestPb,
@@ -37,10 +44,25 @@ impl Stack {
         let tmp = tempfile::tempdir().expect("tempdir");
         let config = tmp.path().join("cli.toml");
         std::fs::write(&config, cli_config(&pb, &sim, &bridge, tmp.path())).expect("write cli config");
-        let mut stack = Stack { pb, sim: Some(sim), bridge, tenant: String::new(), template: String::new(), config, _tmp: tmp };
+        let mut stack = Stack {
+            pb,
+            sim: Some(sim),
+            bridge,
+            tenant: String::new(),
+            template: String::new(),
+            config,
+            _tmp: tmp,
+        };
         let out = stack.cli(&["templates", "sync"]);
-        assert!(out.status.success(), "templates sync failed: {}", String::from_utf8_lossy(&out.stderr));
-        let templates = stack.pb.superuser_request("GET", "/api/collections/bot_templates/records?perPage=50", None).await;
+        assert!(
+            out.status.success(),
+            "templates sync failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let templates = stack
+            .pb
+            .superuser_request("GET", "/api/collections/bot_templates/records?perPage=50", None)
+            .await;
         stack.template = templates["items"]
             .as_array()
             .and_then(|items| items.iter().find(|t| t["name"] == "base-llm"))
@@ -84,7 +106,9 @@ impl Stack {
     }
 
     pub async fn instance(&self, id: &str) -> Value {
-        self.pb.superuser_request("GET", &format!("/api/collections/bot_instances/records/{id}"), None).await
+        self.pb
+            .superuser_request("GET", &format!("/api/collections/bot_instances/records/{id}"), None)
+            .await
     }
 
     /// Waits for `status`; returns the record.
@@ -113,12 +137,19 @@ impl Stack {
         let state = self.sim().state().await;
         state["services"]
             .as_array()
-            .map(|a| a.iter().filter(|s| s["name"].as_str().is_some_and(|n| n.contains(id))).cloned().collect())
+            .map(|a| {
+                a.iter()
+                    .filter(|s| s["name"].as_str().is_some_and(|n| n.contains(id)))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     pub async fn fail_service_creation(&self) {
-        self.sim().set_fault(json!({"route": "POST /services", "error_rate": 1.0})).await;
+        self.sim()
+            .set_fault(json!({"route": "POST /services", "error_rate": 1.0}))
+            .await;
     }
 
     pub async fn metrics_text(&self) -> String {

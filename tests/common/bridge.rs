@@ -33,7 +33,14 @@ pub struct BridgeProcess {
 
 impl BridgeProcess {
     /// Starts a bridge with its own temp dir (journal, secret store, log).
-    pub async fn start(pb_url: &str, pb_email: &str, pb_password: &str, sim_url: &str, sim_token: &str, extra: &[(&str, &str)]) -> BridgeProcess {
+    pub async fn start(
+        pb_url: &str,
+        pb_email: &str,
+        pb_password: &str,
+        sim_url: &str,
+        sim_token: &str,
+        extra: &[(&str, &str)],
+    ) -> BridgeProcess {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
         let mut b = Self::prepare(&dir, pb_url, pb_email, pb_password, sim_url, sim_token, extra);
@@ -42,7 +49,15 @@ impl BridgeProcess {
         b
     }
 
-    fn prepare(dir: &Path, pb_url: &str, pb_email: &str, pb_password: &str, sim_url: &str, sim_token: &str, extra: &[(&str, &str)]) -> BridgeProcess {
+    fn prepare(
+        dir: &Path,
+        pb_url: &str,
+        pb_email: &str,
+        pb_password: &str,
+        sim_url: &str,
+        sim_token: &str,
+        extra: &[(&str, &str)],
+    ) -> BridgeProcess {
         let port = free_port();
         let mut env: Vec<(String, String)> = vec![
             ("CF_BRIDGE__POCKETBASE__URL", pb_url.to_string()),
@@ -62,10 +77,16 @@ impl BridgeProcess {
             ("CF_BRIDGE__LOG__FORMAT", "json".to_string()),
             ("CF_BRIDGE__LOG__LEVEL", "info,cf_bridge=debug".to_string()),
             ("CF_BRIDGE__SECRETS__KEY", SECRETS_KEY.to_string()),
-            ("CF_BRIDGE__SECRETS__STORE_PATH", dir.join("secrets.bin").display().to_string()),
+            (
+                "CF_BRIDGE__SECRETS__STORE_PATH",
+                dir.join("secrets.bin").display().to_string(),
+            ),
             ("CF_BRIDGE__QUEUE__BASE_BACKOFF_MS", "200".to_string()),
             ("CF_BRIDGE__QUEUE__MAX_BACKOFF_SECS", "2".to_string()),
-            ("CF_BRIDGE__RECONCILE__TEMPLATES_DIR", repo_root().join("templates").display().to_string()),
+            (
+                "CF_BRIDGE__RECONCILE__TEMPLATES_DIR",
+                repo_root().join("templates").display().to_string(),
+            ),
             ("CF_BRIDGE__RECONCILE__RUNNING_TIMEOUT_SECS", "20".to_string()),
             ("CF_BRIDGE__RECONCILE__HEALTH_POLL_INTERVAL_SECS", "1".to_string()),
         ]
@@ -115,14 +136,20 @@ impl BridgeProcess {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(child) = self.child.as_mut()
-                && let Ok(Some(status)) = child.try_wait() {
-                    panic!("cf-bridge exited with {status} during start-up; log:\n{}", self.log());
-                }
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("cf-bridge exited with {status} during start-up; log:\n{}", self.log());
+            }
             if let Ok(r) = client.get(format!("{}/healthz", self.url)).send().await
-                && r.status().is_success() {
-                    return;
-                }
-            assert!(Instant::now() < deadline, "cf-bridge did not become healthy; log:\n{}", self.log());
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cf-bridge did not become healthy; log:\n{}",
+                self.log()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -168,7 +195,10 @@ impl BridgeProcess {
     }
 
     pub fn admin(&self) -> AdminClient {
-        AdminClient { url: self.url.clone(), http: reqwest::Client::new() }
+        AdminClient {
+            url: self.url.clone(),
+            http: reqwest::Client::new(),
+        }
     }
 }
 
@@ -221,7 +251,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -37,13 +37,20 @@ impl World {
         let sim = SimProcess::start(sim_args);
         let templates = publish_templates(&pb).await;
         let bridge = BridgeProcess::start(&pb.url, &pb.email, &pb.password, &sim.url, &sim.token, bridge_env).await;
-        World { pb, sim, bridge, templates }
+        World {
+            pb,
+            sim,
+            bridge,
+            templates,
+        }
     }
 
     pub async fn create_tenant(&self, slug: &str, plan: &str) -> String {
         let t = self
             .pb
-            .create_tenant(json!({"name": format!("Tenant {slug}"), "slug": slug, "status": "active", "plan_tier": plan}))
+            .create_tenant(
+                json!({"name": format!("Tenant {slug}"), "slug": slug, "status": "active", "plan_tier": plan}),
+            )
             .await;
         t["id"].as_str().expect("tenant id").to_string()
     }
@@ -60,7 +67,10 @@ impl World {
     }
 
     pub async fn create_instance(&self, tenant: &str, template: &str, subdomain: &str, desired: &str) -> String {
-        let r = self.pb.create_instance(self.instance_body(tenant, template, subdomain, desired)).await;
+        let r = self
+            .pb
+            .create_instance(self.instance_body(tenant, template, subdomain, desired))
+            .await;
         r["id"].as_str().expect("instance id").to_string()
     }
 
@@ -86,7 +96,14 @@ impl World {
     }
 
     /// Polls the record until `check` accepts it; on timeout panics with the record and the bridge's log.
-    pub async fn wait_record(&self, collection: &str, id: &str, what: &str, timeout: Duration, check: impl Fn(&Value) -> bool) -> Value {
+    pub async fn wait_record(
+        &self,
+        collection: &str,
+        id: &str,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let r = self.record(collection, id).await;
@@ -94,7 +111,10 @@ impl World {
                 return r;
             }
             if Instant::now() > deadline {
-                panic!("timed out after {timeout:?} waiting for {what}; record: {r}\n{}", self.log_tail(80));
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; record: {r}\n{}",
+                    self.log_tail(80)
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -115,7 +135,10 @@ impl World {
                 return (seen, r);
             }
             if Instant::now() > deadline {
-                panic!("timed out after {timeout:?} waiting for {id} to be {target}; seen {seen:?}; record: {r}\n{}", self.log_tail(80));
+                panic!(
+                    "timed out after {timeout:?} waiting for {id} to be {target}; seen {seen:?}; record: {r}\n{}",
+                    self.log_tail(80)
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -143,15 +166,25 @@ impl World {
         let log = self.bridge.log();
         let all: Vec<&str> = log.lines().collect();
         let from = all.len().saturating_sub(lines);
-        format!("--- last {} lines of the bridge log ---\n{}", all.len() - from, all[from..].join("\n"))
+        format!(
+            "--- last {} lines of the bridge log ---\n{}",
+            all.len() - from,
+            all[from..].join("\n")
+        )
     }
 
     pub async fn sim_services(&self) -> Vec<Value> {
-        self.sim.state().await["services"].as_array().cloned().unwrap_or_default()
+        self.sim.state().await["services"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub async fn sim_projects(&self) -> Vec<Value> {
-        self.sim.state().await["projects"].as_array().cloned().unwrap_or_default()
+        self.sim.state().await["projects"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Services with this name that are not being deleted.
@@ -180,7 +213,10 @@ impl World {
             .json()
             .await
             .expect("sim project json");
-        let project = p["uuid"].as_str().unwrap_or_else(|| panic!("sim project: {p}")).to_string();
+        let project = p["uuid"]
+            .as_str()
+            .unwrap_or_else(|| panic!("sim project: {p}"))
+            .to_string();
         let compose = "services:\n  web:\n    image: nginx:1.27\n";
         let s: Value = http
             .post(format!("{}/api/v1/services", self.sim.url))
@@ -200,7 +236,10 @@ impl World {
             .json()
             .await
             .expect("sim service json");
-        let service = s["uuid"].as_str().unwrap_or_else(|| panic!("sim service: {s}")).to_string();
+        let service = s["uuid"]
+            .as_str()
+            .unwrap_or_else(|| panic!("sim service: {s}"))
+            .to_string();
         (project, service)
     }
 }
@@ -230,7 +269,9 @@ pub async fn publish_templates(pb: &TestPb) -> BTreeMap<String, String> {
     let mut entries: Vec<_> = std::fs::read_dir(&dir).expect("templates dir").flatten().collect();
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
-        let Ok(text) = std::fs::read_to_string(entry.path().join("template.toml")) else { continue };
+        let Ok(text) = std::fs::read_to_string(entry.path().join("template.toml")) else {
+            continue;
+        };
         let t: toml::Table = toml::from_str(&text).expect("template.toml");
         let s = |k: &str| t.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
         let secrets: Vec<String> = t

@@ -57,7 +57,11 @@ pub fn pocketbase_binary() -> PathBuf {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local addr")
+        .port()
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -207,20 +211,37 @@ impl Pb {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Value {
-        let resp = req.header("Authorization", &self.token).send().await.expect("PocketBase request");
+        let resp = req
+            .header("Authorization", &self.token)
+            .send()
+            .await
+            .expect("PocketBase request");
         let status = resp.status();
         let body = resp.text().await.expect("PocketBase response body");
         assert!(status.is_success(), "PocketBase answered {status}: {body}");
-        if body.is_empty() { Value::Null } else { serde_json::from_str(&body).expect("PocketBase json") }
+        if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&body).expect("PocketBase json")
+        }
     }
 
     pub async fn create(&self, collection: &str, body: Value) -> Value {
-        self.send(self.http.post(format!("{}/api/collections/{collection}/records", self.base)).json(&body)).await
+        self.send(
+            self.http
+                .post(format!("{}/api/collections/{collection}/records", self.base))
+                .json(&body),
+        )
+        .await
     }
 
     pub async fn update(&self, collection: &str, id: &str, body: Value) -> Value {
-        self.send(self.http.patch(format!("{}/api/collections/{collection}/records/{id}", self.base)).json(&body))
-            .await
+        self.send(
+            self.http
+                .patch(format!("{}/api/collections/{collection}/records/{id}", self.base))
+                .json(&body),
+        )
+        .await
     }
 
     /// Runs a registered cron job now.
@@ -238,7 +259,11 @@ impl Pb {
     }
 
     pub async fn delete(&self, collection: &str, id: &str) {
-        self.send(self.http.delete(format!("{}/api/collections/{collection}/records/{id}", self.base))).await;
+        self.send(
+            self.http
+                .delete(format!("{}/api/collections/{collection}/records/{id}", self.base)),
+        )
+        .await;
     }
 }
 
@@ -295,7 +320,11 @@ impl EventSink for MemorySink {
                 return Ok(Ingested::Duplicate);
             }
             events.push(event);
-            Ok(Ingested::New { event_id: events.len() as i64, job_id: 1, coalesced: false })
+            Ok(Ingested::New {
+                event_id: events.len() as i64,
+                job_id: 1,
+                coalesced: false,
+            })
         })
     }
 }

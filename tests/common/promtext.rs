@@ -20,7 +20,11 @@ impl Exposition {
 
     /// The sum of every sample named `name` whatever its labels (0 when absent).
     pub fn sum(&self, name: &str) -> f64 {
-        self.samples.iter().filter(|((n, _), _)| n == name).map(|(_, v)| v).sum()
+        self.samples
+            .iter()
+            .filter(|((n, _), _)| n == name)
+            .map(|(_, v)| v)
+            .sum()
     }
 }
 
@@ -117,7 +121,9 @@ pub fn parse(text: &str) -> Result<Exposition, String> {
             }
             continue;
         }
-        let name_end = line.find(['{', ' ']).ok_or_else(|| err("sample without value".into()))?;
+        let name_end = line
+            .find(['{', ' '])
+            .ok_or_else(|| err("sample without value".into()))?;
         let name = &line[..name_end];
         if !valid_name(name) {
             return Err(err(format!("bad sample name {name:?}")));

@@ -64,7 +64,10 @@ impl SimServer {
         let stdout = child.stdout.take().expect("coolify-sim stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("coolify-sim banner");
-        assert!(line.starts_with("coolify-sim listening on "), "unexpected coolify-sim banner: {line:?}");
+        assert!(
+            line.starts_with("coolify-sim listening on "),
+            "unexpected coolify-sim banner: {line:?}"
+        );
         self.child = Some(child);
     }
 
@@ -77,7 +80,11 @@ impl SimServer {
     }
 
     pub async fn state(&self) -> Option<Value> {
-        let r = reqwest_client().get(format!("{}/_sim/state", self.url)).send().await.ok()?;
+        let r = reqwest_client()
+            .get(format!("{}/_sim/state", self.url))
+            .send()
+            .await
+            .ok()?;
         r.json().await.ok()
     }
 
@@ -90,16 +97,32 @@ impl SimServer {
     }
 
     pub async fn clear_requests(&self) {
-        let _ = reqwest_client().delete(format!("{}/_sim/requests", self.url)).send().await;
+        let _ = reqwest_client()
+            .delete(format!("{}/_sim/requests", self.url))
+            .send()
+            .await;
     }
 
     pub async fn set_fault(&self, fault: Value) {
-        let r = reqwest_client().post(format!("{}/_sim/faults", self.url)).json(&fault).send().await.expect("set fault");
-        assert!(r.status().is_success(), "fault refused: {}", r.text().await.unwrap_or_default());
+        let r = reqwest_client()
+            .post(format!("{}/_sim/faults", self.url))
+            .json(&fault)
+            .send()
+            .await
+            .expect("set fault");
+        assert!(
+            r.status().is_success(),
+            "fault refused: {}",
+            r.text().await.unwrap_or_default()
+        );
     }
 
     pub async fn clear_faults(&self) {
-        reqwest_client().delete(format!("{}/_sim/faults", self.url)).send().await.expect("clear faults");
+        reqwest_client()
+            .delete(format!("{}/_sim/faults", self.url))
+            .send()
+            .await
+            .expect("clear faults");
     }
 }
 
@@ -138,7 +161,12 @@ impl TcpProxy {
                 });
             }
         });
-        TcpProxy { url: format!("http://127.0.0.1:{port}"), cut_tx, cuts: AtomicU64::new(0), task }
+        TcpProxy {
+            url: format!("http://127.0.0.1:{port}"),
+            cut_tx,
+            cuts: AtomicU64::new(0),
+            task,
+        }
     }
 
     pub fn cut(&self) {
@@ -177,14 +205,24 @@ static DELIVERY_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Sends a signed webhook the way hooks/pb_hooks/webhook_sign.js does; remembers it when acknowledged.
 /// Returns the HTTP status, or None when the bridge was unreachable.
-pub async fn send_webhook(bridge_url: &str, acks: &Acks, action: Action, collection: Collection, record: &Value) -> Option<u16> {
+pub async fn send_webhook(
+    bridge_url: &str,
+    acks: &Acks,
+    action: Action,
+    collection: Collection,
+    record: &Value,
+) -> Option<u16> {
     let secret: WebhookSecret = WEBHOOK_SECRET.parse().expect("test webhook secret");
     let body = serde_json::to_vec(&json!({
         "event": action.as_str(), "collection": collection.as_str(), "record": record,
         "sent_at": chrono::Utc::now().to_rfc3339(),
     }))
     .expect("webhook body");
-    let id = format!("msg_rel_{}_{}", std::process::id(), DELIVERY_SEQ.fetch_add(1, Ordering::Relaxed));
+    let id = format!(
+        "msg_rel_{}_{}",
+        std::process::id(),
+        DELIVERY_SEQ.fetch_add(1, Ordering::Relaxed)
+    );
     let ts = chrono::Utc::now().timestamp().to_string();
     let sig = secret.sign(&id, &ts, &body);
     let resp = reqwest_client()
@@ -208,7 +246,10 @@ pub async fn send_webhook(bridge_url: &str, acks: &Acks, action: Action, collect
         let rid = record["id"].as_str().unwrap_or_default();
         let updated = record["updated"].as_str().filter(|u| !u.is_empty());
         let dedupe_key = NewEvent::change_key(collection, rid, action, updated);
-        acks.acks.lock().expect("acks lock").push(Ack { delivery_id: id, dedupe_key });
+        acks.acks.lock().expect("acks lock").push(Ack {
+            delivery_id: id,
+            dedupe_key,
+        });
     } else {
         acks.refused.fetch_add(1, Ordering::Relaxed);
     }
@@ -229,7 +270,10 @@ pub fn missing_acks(journal_path: &Path, acks: &[Ack]) -> Result<Vec<String>, St
             .query_row(rusqlite::params![a.delivery_id, a.dedupe_key], |r| r.get(0))
             .map_err(|e| e.to_string())?;
         if n == 0 {
-            missing.push(format!("acknowledged delivery {} ({}) is not in the journal", a.delivery_id, a.dedupe_key));
+            missing.push(format!(
+                "acknowledged delivery {} ({}) is not in the journal",
+                a.delivery_id, a.dedupe_key
+            ));
         }
     }
     Ok(missing)
@@ -240,7 +284,11 @@ pub async fn list_all(pb: &TestPb, collection: &str, sort: &str) -> Vec<Value> {
     let mut out = Vec::new();
     for page in 1..=10 {
         let v = pb
-            .superuser_request("GET", &format!("/api/collections/{collection}/records?perPage=500&page={page}&sort={sort}"), None)
+            .superuser_request(
+                "GET",
+                &format!("/api/collections/{collection}/records?perPage=500&page={page}&sort={sort}"),
+                None,
+            )
             .await;
         let items = v["items"].as_array().cloned().unwrap_or_default();
         let n = items.len();
@@ -273,9 +321,16 @@ pub async fn check_invariants(pb: &TestPb, sim: &SimServer, journal: &Path, acks
     let logs = list_all(pb, "deploy_logs", "created").await;
     let services: Vec<&Value> = state["services"]
         .as_array()
-        .map(|a| a.iter().filter(|s| !s["pending_deletion"].as_bool().unwrap_or(false)).collect())
+        .map(|a| {
+            a.iter()
+                .filter(|s| !s["pending_deletion"].as_bool().unwrap_or(false))
+                .collect()
+        })
         .unwrap_or_default();
-    let projects: Vec<&Value> = state["projects"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+    let projects: Vec<&Value> = state["projects"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
     let tenants_by_id: HashMap<&str, &Value> = tenants.iter().map(|t| (s(t, "id"), t)).collect();
     let mut last_log: BTreeMap<&str, &Value> = BTreeMap::new();
     for l in &logs {
@@ -286,10 +341,18 @@ pub async fn check_invariants(pb: &TestPb, sim: &SimServer, journal: &Path, acks
         let name = format!("cf-{}", s(t, "slug"));
         let mine: Vec<&&Value> = projects.iter().filter(|p| s(p, "name") == name).collect();
         if mine.len() != 1 {
-            v.push(format!("tenant {}: {} Coolify projects named {name}, expected 1", s(t, "id"), mine.len()));
+            v.push(format!(
+                "tenant {}: {} Coolify projects named {name}, expected 1",
+                s(t, "id"),
+                mine.len()
+            ));
         } else if s(mine[0], "uuid") != s(t, "coolify_project_uuid") {
-            v.push(format!("tenant {}: coolify_project_uuid {:?} but project {name} is {}", s(t, "id"),
-                s(t, "coolify_project_uuid"), s(mine[0], "uuid")));
+            v.push(format!(
+                "tenant {}: coolify_project_uuid {:?} but project {name} is {}",
+                s(t, "id"),
+                s(t, "coolify_project_uuid"),
+                s(mine[0], "uuid")
+            ));
         }
     }
     for p in &projects {
@@ -307,26 +370,44 @@ pub async fn check_invariants(pb: &TestPb, sim: &SimServer, journal: &Path, acks
             v.push(format!("instance {id}: tenant {} missing", s(i, "tenant")));
             continue;
         };
-        let want = if s(i, "desired_state") == "running" && s(t, "status") == "active" { "running" } else { "stopped" };
+        let want = if s(i, "desired_state") == "running" && s(t, "status") == "active" {
+            "running"
+        } else {
+            "stopped"
+        };
         if s(i, "status") != want {
-            v.push(format!("instance {id}: status {:?}, expected {want} (error_message {:?})", s(i, "status"), s(i, "error_message")));
+            v.push(format!(
+                "instance {id}: status {:?}, expected {want} (error_message {:?})",
+                s(i, "status"),
+                s(i, "error_message")
+            ));
         }
         let name = format!("cf-{id}");
         let mine: Vec<&&Value> = services.iter().filter(|x| s(x, "name") == name).collect();
         if mine.len() != 1 {
-            v.push(format!("instance {id}: {} Coolify services named {name}, expected 1", mine.len()));
+            v.push(format!(
+                "instance {id}: {} Coolify services named {name}, expected 1",
+                mine.len()
+            ));
             continue;
         }
         let svc = mine[0];
         let uuid = s(svc, "uuid");
         if s(i, "coolify_service_id") != uuid {
-            v.push(format!("instance {id}: coolify_service_id {:?} but service {name} is {uuid}", s(i, "coolify_service_id")));
+            v.push(format!(
+                "instance {id}: coolify_service_id {:?} but service {name} is {uuid}",
+                s(i, "coolify_service_id")
+            ));
         }
         if s(svc, "project_uuid") != s(t, "coolify_project_uuid") {
             v.push(format!("instance {id}: service {uuid} is not in its tenant's project"));
         }
         let sim_status = s(svc, "status");
-        let sim_ok = if want == "running" { sim_status.starts_with("running") } else { sim_status == "exited" };
+        let sim_ok = if want == "running" {
+            sim_status.starts_with("running")
+        } else {
+            sim_status == "exited"
+        };
         if !sim_ok {
             v.push(format!("instance {id}: Coolify reads {sim_status:?}, expected {want}"));
         }
@@ -340,8 +421,11 @@ pub async fn check_invariants(pb: &TestPb, sim: &SimServer, journal: &Path, acks
                     || (msg.ends_with(" and stopped") && want == "running")
                     || (msg.starts_with("service ") && !msg.starts_with(&format!("service {uuid} ")));
                 if s(l, "status") != "success" || contradicts {
-                    v.push(format!("instance {id}: latest deploy_logs row {} {} {msg:?} disagrees with {want} service {uuid}",
-                        s(l, "action"), s(l, "status")));
+                    v.push(format!(
+                        "instance {id}: latest deploy_logs row {} {} {msg:?} disagrees with {want} service {uuid}",
+                        s(l, "action"),
+                        s(l, "status")
+                    ));
                 }
             }
         }
@@ -351,7 +435,11 @@ pub async fn check_invariants(pb: &TestPb, sim: &SimServer, journal: &Path, acks
         if let Some(rest) = name.strip_prefix("cf-")
             && !instances.iter().any(|i| s(i, "id") == rest)
         {
-            v.push(format!("orphan Coolify service {name} ({}) reads {}", s(x, "uuid"), s(x, "status")));
+            v.push(format!(
+                "orphan Coolify service {name} ({}) reads {}",
+                s(x, "uuid"),
+                s(x, "status")
+            ));
         }
     }
     match missing_acks(journal, acks) {
@@ -380,23 +468,46 @@ pub struct WorldOptions<'a> {
     pub proxy: bool,
 }
 
-pub const FAST_SIM: &[&str] =
-    &["--rate-limit", "100000", "--start-delay-ms", "100", "--running-delay-ms", "0", "--delete-delay-ms", "100"];
+pub const FAST_SIM: &[&str] = &[
+    "--rate-limit",
+    "100000",
+    "--start-delay-ms",
+    "100",
+    "--running-delay-ms",
+    "0",
+    "--delete-delay-ms",
+    "100",
+];
 
 impl World {
     pub async fn start(opts: WorldOptions<'_>) -> World {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let started = Instant::now();
         let pb = TestPb::start().await;
-        let template_id = pb.create_template(json!({"name": TEMPLATE, "active": true}))
-            .await["id"].as_str().expect("template id").to_string();
+        let template_id = pb.create_template(json!({"name": TEMPLATE, "active": true})).await["id"]
+            .as_str()
+            .expect("template id")
+            .to_string();
         let mut sim_args: Vec<&str> = FAST_SIM.to_vec();
         sim_args.extend(opts.sim_args.iter().copied());
         let sim = SimServer::start(&sim_args);
-        let proxy = if opts.proxy { Some(TcpProxy::start(pb.port).await) } else { None };
+        let proxy = if opts.proxy {
+            Some(TcpProxy::start(pb.port).await)
+        } else {
+            None
+        };
         let pb_url = proxy.as_ref().map(|p| p.url.clone()).unwrap_or_else(|| pb.url.clone());
-        let bridge = BridgeProcess::start(&pb_url, &pb.email, &pb.password, &sim.url, SIM_TOKEN, &opts.bridge_env).await;
-        World { pb, sim, bridge, proxy, acks: Acks::default(), template_id, started }
+        let bridge =
+            BridgeProcess::start(&pb_url, &pb.email, &pb.password, &sim.url, SIM_TOKEN, &opts.bridge_env).await;
+        World {
+            pb,
+            sim,
+            bridge,
+            proxy,
+            acks: Acks::default(),
+            template_id,
+            started,
+        }
     }
 
     pub fn journal_path(&self) -> PathBuf {
@@ -405,7 +516,12 @@ impl World {
 
     /// Record operations; `webhooks` says whether each change is also announced by a signed webhook.
     pub fn ops(&self, webhooks: bool) -> Ops<'_> {
-        Ops { pb: &self.pb, acks: &self.acks, bridge_url: webhooks.then(|| self.bridge.url.clone()), template_id: self.template_id.clone() }
+        Ops {
+            pb: &self.pb,
+            acks: &self.acks,
+            bridge_url: webhooks.then(|| self.bridge.url.clone()),
+            template_id: self.template_id.clone(),
+        }
     }
 
     pub async fn check(&self) -> Vec<String> {
@@ -427,7 +543,12 @@ impl World {
 
     /// Lines of the bridge log that record a panic.
     pub fn panics(&self) -> Vec<String> {
-        self.bridge.log().lines().filter(|l| l.contains("panicked")).map(str::to_string).collect()
+        self.bridge
+            .log()
+            .lines()
+            .filter(|l| l.contains("panicked"))
+            .map(str::to_string)
+            .collect()
     }
 }
 
@@ -451,8 +572,10 @@ impl Ops<'_> {
     pub async fn tenant(&self, slug: &str) -> Value {
         let t = self
             .pb
-            .create_tenant(json!({"name": format!("Tenant {slug}"), "slug": slug, "status": "active",
-                                  "plan_tier": "business", "max_stacks": 100}))
+            .create_tenant(
+                json!({"name": format!("Tenant {slug}"), "slug": slug, "status": "active",
+                                  "plan_tier": "business", "max_stacks": 100}),
+            )
             .await;
         self.notify(Action::Create, Collection::Tenants, &t).await;
         t
@@ -461,8 +584,10 @@ impl Ops<'_> {
     pub async fn create_instance(&self, tenant_id: &str, subdomain: &str, desired: &str) -> Value {
         let i = self
             .pb
-            .create_instance(json!({"tenant": tenant_id, "template": self.template_id, "name": subdomain,
-                                    "subdomain": subdomain, "desired_state": desired, "config": {}}))
+            .create_instance(
+                json!({"tenant": tenant_id, "template": self.template_id, "name": subdomain,
+                                    "subdomain": subdomain, "desired_state": desired, "config": {}}),
+            )
             .await;
         self.notify(Action::Create, Collection::BotInstances, &i).await;
         i
@@ -475,7 +600,10 @@ impl Ops<'_> {
     }
 
     pub async fn delete_instance(&self, id: &str) {
-        let rec = self.pb.superuser_request("GET", &format!("/api/collections/bot_instances/records/{id}"), None).await;
+        let rec = self
+            .pb
+            .superuser_request("GET", &format!("/api/collections/bot_instances/records/{id}"), None)
+            .await;
         self.pb.delete("bot_instances", id).await;
         self.notify(Action::Delete, Collection::BotInstances, &rec).await;
     }
@@ -497,7 +625,8 @@ pub struct Row {
 }
 
 pub fn table(rows: &[Row]) -> String {
-    let mut out = String::from("| scenario | runs | invariant violations | figures | wall time |\n|---|---|---|---|---|\n");
+    let mut out =
+        String::from("| scenario | runs | invariant violations | figures | wall time |\n|---|---|---|---|---|\n");
     for r in rows {
         out.push_str(&format!(
             "| {} | {} | {} | {} | {:.0} s |\n",

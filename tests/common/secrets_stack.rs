@@ -37,7 +37,10 @@ pub fn cli_env(pb: (&str, &str, &str), templates_dir: &Path, extra: &[(&str, &st
         ("CF_BRIDGE__DOMAINS__BASE_DOMAIN", bridge::BASE_DOMAIN.to_string()),
         ("CF_BRIDGE__ROUTER__BASE_URL", "https://router.test.example".to_string()),
         ("CF_BRIDGE__SECRETS__KEY", bridge::SECRETS_KEY.to_string()),
-        ("CF_BRIDGE__RECONCILE__TEMPLATES_DIR", templates_dir.display().to_string()),
+        (
+            "CF_BRIDGE__RECONCILE__TEMPLATES_DIR",
+            templates_dir.display().to_string(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -84,7 +87,10 @@ impl Stack {
             "100",
         ]);
         let dir = bridge::repo_root().join("templates");
-        let (ok, out, err) = run_cli(&["templates", "sync"], &cli_env((&pb.url, &pb.email, &pb.password), &dir, &[]));
+        let (ok, out, err) = run_cli(
+            &["templates", "sync"],
+            &cli_env((&pb.url, &pb.email, &pb.password), &dir, &[]),
+        );
         assert!(ok, "templates sync failed:\n{out}\n{err}");
         let templates = pb
             .superuser_request("GET", "/api/collections/bot_templates/records?perPage=100", None)
@@ -92,23 +98,38 @@ impl Stack {
             .as_array()
             .expect("template list")
             .iter()
-            .map(|t| (t["name"].as_str().unwrap_or_default().to_string(), t["id"].as_str().unwrap_or_default().to_string()))
+            .map(|t| {
+                (
+                    t["name"].as_str().unwrap_or_default().to_string(),
+                    t["id"].as_str().unwrap_or_default().to_string(),
+                )
+            })
             .collect();
         let bridge = BridgeProcess::start(&pb.url, &pb.email, &pb.password, &sim.url, &sim.token, &[]).await;
-        Stack { pb, sim, bridge, templates }
+        Stack {
+            pb,
+            sim,
+            bridge,
+            templates,
+        }
     }
 
     pub async fn tenant(&self, slug: &str, plan: &str) -> String {
         let t = self
             .pb
-            .create_tenant(json!({"name": format!("Tenant {slug}"), "slug": slug, "status": "active", "plan_tier": plan}))
+            .create_tenant(
+                json!({"name": format!("Tenant {slug}"), "slug": slug, "status": "active", "plan_tier": plan}),
+            )
             .await;
         t["id"].as_str().expect("tenant id").to_string()
     }
 
     /// Creates a running instance of `template`; `extra` fields are merged into the record.
     pub async fn instance(&self, tenant: &str, template: &str, subdomain: &str, extra: Value) -> String {
-        let template_id = self.templates.get(template).unwrap_or_else(|| panic!("template {template} not synced"));
+        let template_id = self
+            .templates
+            .get(template)
+            .unwrap_or_else(|| panic!("template {template} not synced"));
         let mut body = json!({
             "tenant": tenant, "template": template_id, "name": subdomain, "subdomain": subdomain,
             "desired_state": "running", "config": {},
@@ -121,7 +142,9 @@ impl Stack {
     }
 
     pub async fn record(&self, id: &str) -> Value {
-        self.pb.superuser_request("GET", &format!("/api/collections/bot_instances/records/{id}"), None).await
+        self.pb
+            .superuser_request("GET", &format!("/api/collections/bot_instances/records/{id}"), None)
+            .await
     }
 
     /// Waits until the instance's record satisfies `pred`; the panic message shows the record and the log.
@@ -142,18 +165,25 @@ impl Stack {
     }
 
     pub async fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> Value {
-        self.wait_instance(id, &format!("status {status}"), timeout, |r| r["status"] == status).await
+        self.wait_instance(id, &format!("status {status}"), timeout, |r| r["status"] == status)
+            .await
     }
 
     /// The simulator's service for an instance, if it has one.
     pub async fn sim_service(&self, instance_id: &str) -> Option<Value> {
         let state = self.sim.state().await;
-        state["services"].as_array()?.iter().find(|s| s["name"] == format!("cf-{instance_id}")).cloned()
+        state["services"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == format!("cf-{instance_id}"))
+            .cloned()
     }
 
     /// The simulator's env vars of an instance's service, key -> (value, is_literal).
     pub async fn sim_envs(&self, instance_id: &str) -> BTreeMap<String, (String, bool)> {
-        let Some(svc) = self.sim_service(instance_id).await else { return BTreeMap::new() };
+        let Some(svc) = self.sim_service(instance_id).await else {
+            return BTreeMap::new();
+        };
         svc["envs"]
             .as_array()
             .map(|a| {
@@ -161,7 +191,10 @@ impl Stack {
                     .map(|e| {
                         (
                             e["key"].as_str().unwrap_or_default().to_string(),
-                            (e["value"].as_str().unwrap_or_default().to_string(), e["is_literal"].as_bool().unwrap_or(false)),
+                            (
+                                e["value"].as_str().unwrap_or_default().to_string(),
+                                e["is_literal"].as_bool().unwrap_or(false),
+                            ),
                         )
                     })
                     .collect()

@@ -24,7 +24,9 @@ impl SimProcess {
             .expect("spawn coolify-sim");
         let stdout = child.stdout.take().expect("coolify-sim stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read coolify-sim banner");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read coolify-sim banner");
         let url = line
             .trim()
             .strip_prefix("coolify-sim listening on ")
@@ -38,7 +40,14 @@ impl SimProcess {
     }
 
     async fn get(&self, path: &str) -> Value {
-        reqwest_client().get(format!("{}{path}", self.url)).send().await.expect("sim ops").json().await.expect("sim json")
+        reqwest_client()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("sim ops")
+            .json()
+            .await
+            .expect("sim json")
     }
 
     pub async fn state(&self) -> Value {
@@ -53,16 +62,33 @@ impl SimProcess {
     }
 
     pub async fn clear_requests(&self) {
-        reqwest_client().delete(format!("{}/_sim/requests", self.url)).send().await.expect("clear requests");
+        reqwest_client()
+            .delete(format!("{}/_sim/requests", self.url))
+            .send()
+            .await
+            .expect("clear requests");
     }
 
     pub async fn set_fault(&self, fault: Value) {
-        let resp = reqwest_client().post(format!("{}/_sim/faults", self.url)).json(&fault).send().await.expect("set fault");
-        assert!(resp.status().is_success(), "set_fault rejected: {}", resp.text().await.unwrap_or_default());
+        let resp = reqwest_client()
+            .post(format!("{}/_sim/faults", self.url))
+            .json(&fault)
+            .send()
+            .await
+            .expect("set fault");
+        assert!(
+            resp.status().is_success(),
+            "set_fault rejected: {}",
+            resp.text().await.unwrap_or_default()
+        );
     }
 
     pub async fn clear_faults(&self) {
-        reqwest_client().delete(format!("{}/_sim/faults", self.url)).send().await.expect("clear faults");
+        reqwest_client()
+            .delete(format!("{}/_sim/faults", self.url))
+            .send()
+            .await
+            .expect("clear faults");
     }
 
     pub async fn force_status(&self, uuid: &str, status: Option<&str>) {
@@ -85,5 +111,8 @@ impl Drop for SimProcess {
 
 pub fn reqwest_client() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().expect("reqwest client")
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("reqwest client")
 }
