@@ -18,6 +18,8 @@ pub struct Metrics {
     pub events_deduplicated: IntCounterVec,
     /// Jobs by state, refreshed from the journal.
     pub jobs: prometheus::IntGaugeVec,
+    /// Jobs that gave their worker slot back while waiting on Coolify (a start, an async delete).
+    pub jobs_waiting: IntGauge,
     /// Reconcile duration in seconds, by collection and outcome.
     pub reconcile_seconds: HistogramVec,
     /// Time from an event's arrival to the first Coolify call made for it.
@@ -45,6 +47,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["source"],
     )?;
     let jobs = prometheus::IntGaugeVec::new(Opts::new("jobs", "Jobs in the journal, by state"), &["state"])?;
+    let jobs_waiting = IntGauge::new(
+        "jobs_waiting",
+        "Running jobs waiting on Coolify without holding a worker slot",
+    )?;
     let reconcile_seconds = HistogramVec::new(
         HistogramOpts::new(
             "reconcile_duration_seconds",
@@ -90,6 +96,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(events_received.clone()))?;
     registry.register(Box::new(events_deduplicated.clone()))?;
     registry.register(Box::new(jobs.clone()))?;
+    registry.register(Box::new(jobs_waiting.clone()))?;
     registry.register(Box::new(reconcile_seconds.clone()))?;
     registry.register(Box::new(event_to_first_action_seconds.clone()))?;
     registry.register(Box::new(coolify_requests.clone()))?;
@@ -104,6 +111,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         events_received,
         events_deduplicated,
         jobs,
+        jobs_waiting,
         reconcile_seconds,
         event_to_first_action_seconds,
         coolify_requests,

@@ -28,6 +28,45 @@ pub enum JobError {
 
 pub type JobFuture<'a> = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send + 'a>>;
 
+tokio::task_local! {
+    static SLOT: Arc<WorkerSlot>;
+}
+
+/// The worker slot a running job holds, so that a job waiting on something slow can give it back.
+struct WorkerSlot {
+    sem: Arc<Semaphore>,
+    permit: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
+    notify: Arc<Notify>,
+}
+
+/// Runs `wait` without holding a worker slot, then takes a slot again before returning. For waits that
+/// need no work from the bridge (a Coolify service starting, an async delete): a burst of such waits
+/// must not hold up other records' jobs. The job still owns its record while it waits, so no second
+/// worker runs it. Outside a queue job it simply runs `wait`.
+pub async fn without_slot<F: Future>(wait: F) -> F::Output {
+    let released = SLOT
+        .try_with(|slot| {
+            let permit = slot.permit.lock().unwrap_or_else(|p| p.into_inner()).take();
+            permit.map(|p| {
+                drop(p);
+                slot.notify.notify_one();
+                Arc::clone(&slot.sem)
+            })
+        })
+        .ok()
+        .flatten();
+    let Some(sem) = released else {
+        return wait.await;
+    };
+    metrics().jobs_waiting.inc();
+    let out = wait.await;
+    metrics().jobs_waiting.dec();
+    // The semaphore is never closed; without a permit the job would only run over the limit.
+    let permit = sem.acquire_owned().await.ok();
+    let _ = SLOT.try_with(|slot| *slot.permit.lock().unwrap_or_else(|p| p.into_inner()) = permit);
+    out
+}
+
 /// Does the work for one claimed job (the reconciler).
 pub trait JobHandler: Send + Sync + 'static {
     fn handle<'a>(&'a self, job: &'a ClaimedJob) -> JobFuture<'a>;
@@ -145,17 +184,13 @@ async fn refresh_gauges(journal: &Journal) {
     }
 }
 
-async fn run_job(
-    journal: Journal,
-    handler: Arc<dyn JobHandler>,
-    cfg: Arc<QueueConfig>,
-    job: ClaimedJob,
-    _permit: Option<OwnedSemaphorePermit>,
-) {
+async fn run_job(journal: Journal, handler: Arc<dyn JobHandler>, cfg: Arc<QueueConfig>, job: ClaimedJob, slot: WorkerSlot) {
     let started = Instant::now();
+    // The slot is held until the outcome is recorded, so a freed slot means a finished job.
+    let slot = Arc::new(slot);
     let mut task = AbortOnDrop(tokio::spawn({
         let job = job.clone();
-        async move { handler.handle(&job).await }
+        SLOT.scope(Arc::clone(&slot), async move { handler.handle(&job).await })
     }));
     // The handler runs in its own task so that a panic ends only that task.
     let result = match (&mut task.0).await {
@@ -261,14 +296,13 @@ impl Dispatcher {
                                 attempt = job.attempts,
                             );
                             span.in_scope(|| tracing::debug!("job claimed"));
-                            let permit = Arc::clone(&sem).acquire_owned().await.ok();
-                            let worker = run_job(
-                                self.journal.clone(),
-                                Arc::clone(&self.handler),
-                                Arc::clone(&cfg),
-                                job,
-                                permit,
-                            );
+                            let slot = WorkerSlot {
+                                permit: std::sync::Mutex::new(Arc::clone(&sem).acquire_owned().await.ok()),
+                                sem: Arc::clone(&sem),
+                                notify: Arc::clone(&self.notify),
+                            };
+                            let worker =
+                                run_job(self.journal.clone(), Arc::clone(&self.handler), Arc::clone(&cfg), job, slot);
                             workers.spawn(worker.instrument(span));
                         }
                         // With every worker busy, only a finishing worker (or cancel) matters.

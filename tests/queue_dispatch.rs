@@ -417,3 +417,74 @@ async fn shutdown_abandons_jobs_past_the_deadline_and_they_resume() {
     assert_eq!(journal.resume_on_start().await.expect("resume"), 1);
     assert_eq!(count(&journal, JobState::Queued).await, 1);
 }
+
+/// Record "waits" parks in `without_slot` until released; every other record works for `work`.
+/// `working` counts handlers doing work (not parked), so the concurrency limit can be checked.
+struct Waiter {
+    entered: Notify,
+    release: Notify,
+    working: AtomicUsize,
+    max_working: AtomicUsize,
+    work: Duration,
+}
+
+impl Waiter {
+    async fn work(&self) {
+        let now = self.working.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_working.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(self.work).await;
+        self.working.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl JobHandler for Waiter {
+    fn handle<'a>(&'a self, job: &'a ClaimedJob) -> JobFuture<'a> {
+        Box::pin(async move {
+            if job.record_id == "waits" {
+                self.work().await;
+                self.entered.notify_one();
+                cf_bridge::queue::without_slot(self.release.notified()).await;
+            }
+            self.work().await;
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_waiting_without_its_slot_lets_other_records_run_and_then_respects_the_limit() {
+    let w = Arc::new(Waiter {
+        entered: Notify::new(),
+        release: Notify::new(),
+        working: AtomicUsize::new(0),
+        max_working: AtomicUsize::new(0),
+        work: Duration::from_millis(30),
+    });
+    let h = start(w.clone(), cfg(1), Duration::from_secs(5));
+    h.ingest("waits", 0).await;
+    tokio::time::timeout(Duration::from_secs(5), w.entered.notified())
+        .await
+        .expect("the waiting job started");
+    for r in ["a", "b", "c"] {
+        h.ingest(r, 0).await;
+    }
+    let j = h.journal.clone();
+    wait_for("three jobs done while one waits (concurrency 1)", || {
+        let j = j.clone();
+        async move { count(&j, JobState::Succeeded).await == 3 }
+    })
+    .await;
+    assert_eq!(count(&j, JobState::Running).await, 1, "the waiting job still owns its record");
+    // The waiter takes a slot again before it works: with more jobs queued, never two at work.
+    for r in ["d", "e", "f", "g"] {
+        h.ingest(r, 0).await;
+    }
+    w.release.notify_one();
+    wait_for("every job done", || {
+        let j = j.clone();
+        async move { count(&j, JobState::Succeeded).await == 8 }
+    })
+    .await;
+    assert_eq!(w.max_working.load(Ordering::SeqCst), 1, "at most one job at work at a time");
+    h.stop().await;
+}

@@ -21,6 +21,15 @@ pub enum Mode {
     Tiny,
 }
 
+/// Command-line changes to a mode's sizes, for profiling one figure without a whole run.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub instances: Option<usize>,
+    pub pool: Option<usize>,
+    pub rates: Option<Vec<u32>>,
+    pub latency_only: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Sizes {
     pub rates: Vec<u32>,
@@ -36,6 +45,18 @@ pub struct Sizes {
 }
 
 impl Mode {
+    pub fn sizes_with(self, o: &Overrides) -> Sizes {
+        let mut s = self.sizes();
+        if let Some(n) = o.instances {
+            s.instances = n.max(1);
+        }
+        s.pool = o.pool.unwrap_or(s.pool).clamp(1, s.instances);
+        if let Some(r) = o.rates.clone().filter(|r| !r.is_empty()) {
+            s.rates = r;
+        }
+        s
+    }
+
     pub fn sizes(self) -> Sizes {
         match self {
             Mode::Full => Sizes {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::client::{Bridge, Pb, Sim, http};
 use super::procs::{self, BridgeProc, Paths, PbProc, SimProc};
 use super::report::Report;
-use super::{Mode, latency, resources};
+use super::{Mode, Overrides, latency, resources};
 use crate::webhook::WebhookSecret;
 
 pub struct Stack {
@@ -130,23 +130,31 @@ fn machine() -> String {
 }
 
 /// Runs every scenario and returns the table (markdown).
-pub async fn run(mode: Mode, pocketbase: Option<PathBuf>, work_dir: Option<PathBuf>) -> Result<String> {
+pub async fn run(
+    mode: Mode,
+    overrides: Overrides,
+    pocketbase: Option<PathBuf>,
+    work_dir: Option<PathBuf>,
+) -> Result<String> {
     let paths = Paths::discover(pocketbase)?;
     let keep = work_dir.is_some();
     let root = work_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("cf-bench-{}", std::process::id())));
-    let result = scenarios(mode, &paths, &root).await;
+    let result = scenarios(mode, &overrides, &paths, &root).await;
     if !keep {
         let _ = std::fs::remove_dir_all(&root);
     }
     result
 }
 
-async fn scenarios(mode: Mode, paths: &Paths, root: &Path) -> Result<String> {
-    let sizes = mode.sizes();
+async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path) -> Result<String> {
+    let sizes = mode.sizes_with(overrides);
     let mut report = Report::default();
     report.note(format!(
-        "machine: {}; mode {mode:?}; cf-bridge build: {}",
+        "machine: {}; mode {mode:?} ({} instances, pool {}, rates {:?}); cf-bridge build: {}",
         machine(),
+        sizes.instances,
+        sizes.pool,
+        sizes.rates,
         if cfg!(debug_assertions) { "debug" } else { "release" }
     ));
 
@@ -207,6 +215,9 @@ async fn scenarios(mode: Mode, paths: &Paths, root: &Path) -> Result<String> {
         .await?;
     }
     drop(rx);
+    if overrides.latency_only {
+        return Ok(report.render());
+    }
 
     eprintln!("naive-hook PocketBase ...");
     let naive = resources::NaivePb::start(paths, &root.join("naive"), &a.sim.url).await?;

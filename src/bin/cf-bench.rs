@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use cf_bridge::bench::{Mode, run};
+use cf_bridge::bench::{Mode, Overrides, run};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -21,13 +21,31 @@ struct Args {
     /// Keep data and logs here instead of a temporary directory.
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// Fleet size instead of the mode's (for profiling one figure).
+    #[arg(long)]
+    instances: Option<usize>,
+    /// Instances toggled by the latency phases instead of the mode's.
+    #[arg(long)]
+    pool: Option<usize>,
+    /// Latency phase rates instead of the mode's, e.g. `--rates 50,200`.
+    #[arg(long, value_delimiter = ',')]
+    rates: Option<Vec<u32>>,
+    /// Run the fleet setup and the latency phases only.
+    #[arg(long)]
+    latency_only: bool,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
-    match run::run(args.mode, args.pocketbase, args.work_dir).await {
+    let overrides = Overrides {
+        instances: args.instances,
+        pool: args.pool,
+        rates: args.rates,
+        latency_only: args.latency_only,
+    };
+    match run::run(args.mode, overrides, args.pocketbase, args.work_dir).await {
         Ok(table) => {
             println!("{table}");
             std::process::ExitCode::SUCCESS

@@ -375,6 +375,11 @@ impl CoolifyClient {
         self.get("GET /services", "/api/v1/services").await
     }
 
+    /// `GET /services` parsed for status polling only.
+    pub async fn list_service_states(&self) -> Result<Vec<ServiceState>, CoolifyError> {
+        self.get("GET /services", "/api/v1/services").await
+    }
+
     pub async fn get_service(&self, uuid: &str) -> Result<Service, CoolifyError> {
         self.get("GET /services/{uuid}", &format!("/api/v1/services/{}", seg(uuid)))
             .await

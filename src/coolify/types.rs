@@ -112,6 +112,15 @@ pub struct Service {
     pub updated_at: Option<String>,
 }
 
+/// Just a service's uuid and status: what status polling needs from `GET /services`, whose full answer
+/// runs to megabytes for a large fleet (every container, compose and more), all skipped while parsing.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServiceState {
+    pub uuid: String,
+    #[serde(default)]
+    pub status: ServiceStatus,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceUrl {
     /// Compose service key of the public container.

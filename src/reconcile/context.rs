@@ -25,13 +25,25 @@ pub struct ReconcileSettings {
     pub secrets_key: crate::secrets::SecretBytes,
 }
 
-/// Service statuses for every waiting reconcile from one `GET /services` per interval, rather than one
-/// call per waiting service: Coolify's rate limit is shared by everything the bridge does.
+/// Service statuses for every waiting reconcile from one `GET /services` per round, rather than one call
+/// per waiting service: Coolify's rate limit is shared by everything the bridge does. Rounds are at least
+/// `interval` apart, and further apart when the list is slow (a large fleet answers in megabytes), so
+/// that polling never takes more than a tenth of Coolify's time.
 pub struct StatusBoard {
     coolify: CoolifyClient,
     interval: Duration,
-    seen: tokio::sync::Mutex<Option<(Instant, HashMap<String, ServiceStatus>)>>,
+    seen: tokio::sync::Mutex<Option<Reading>>,
 }
+
+struct Reading {
+    /// When the list was asked for: the statuses are at least this new.
+    asked: Instant,
+    took: Duration,
+    statuses: HashMap<String, ServiceStatus>,
+}
+
+/// Rounds are spaced by at least this many times the last list's duration.
+const LIST_DUTY_FACTOR: u32 = 10;
 
 impl StatusBoard {
     pub fn new(coolify: CoolifyClient, interval: Duration) -> Self {
@@ -42,22 +54,35 @@ impl StatusBoard {
         }
     }
 
-    /// The service's status, read after `since` (the moment its start was asked for) and no older than
-    /// the interval; `None` when Coolify does not list it.
-    pub async fn status(&self, uuid: &str, since: Instant) -> Result<Option<ServiceStatus>, CoolifyError> {
-        // Holding the lock across the fetch makes concurrent waiters share one list call.
+    /// The service's status from a list asked for at or after `after`, and when that list was asked
+    /// for; `None` when Coolify does not list the service. Waits for the next round when the latest
+    /// reading is older than `after`.
+    pub async fn status_after(
+        &self,
+        uuid: &str,
+        after: Instant,
+    ) -> Result<(Instant, Option<ServiceStatus>), CoolifyError> {
+        // Holding the lock across the wait and the fetch makes concurrent waiters share one list call.
         let mut seen = self.seen.lock().await;
-        let fresh = seen
-            .as_ref()
-            .is_some_and(|(at, _)| *at >= since && at.elapsed() < self.interval);
-        if !fresh {
-            let services = self.coolify.list_services().await?;
-            *seen = Some((
-                Instant::now(),
-                services.into_iter().map(|s| (s.uuid, s.status)).collect(),
-            ));
+        let stale = match seen.as_ref() {
+            Some(r) if r.asked >= after => None,
+            Some(r) => Some(r.asked + self.interval.max(r.took * LIST_DUTY_FACTOR)),
+            None => Some(Instant::now()),
+        };
+        if let Some(next_round) = stale {
+            tokio::time::sleep_until(next_round.max(after).into()).await;
+            let asked = Instant::now();
+            let services = self.coolify.list_service_states().await?;
+            *seen = Some(Reading {
+                asked,
+                took: asked.elapsed(),
+                statuses: services.into_iter().map(|s| (s.uuid, s.status)).collect(),
+            });
         }
-        Ok(seen.as_ref().and_then(|(_, m)| m.get(uuid).cloned()))
+        Ok(seen
+            .as_ref()
+            .map(|r| (r.asked, r.statuses.get(uuid).cloned()))
+            .unwrap_or((after, None)))
     }
 }
 

@@ -14,8 +14,6 @@ use crate::coolify::{
     CoolifyError, CreateService, EnvVar, EnvVarInput, Service, ServicePatch, ServiceStatus, ServiceUrl,
 };
 
-/// How often a reconcile waiting for `running:*` looks at the shared status board.
-const STATUS_POLL: Duration = Duration::from_millis(500);
 use crate::pocketbase::records::{
     BotInstance, DeployAction, DeployStatus, DesiredState, InstancePatch, InstanceStatus, Tenant, TenantStatus,
     format_pb_date,
@@ -519,23 +517,29 @@ async fn create_service(ctx: &Context, inst: &BotInstance, desired: &Desired) ->
     Ok(uuid)
 }
 
+/// Waits for `running:*` without holding a worker: starts take Coolify seconds to minutes (image pulls),
+/// and a burst of them must not stall every other record's job.
 async fn wait_running(ctx: &Context, uuid: &str) -> Result<(), ReconcileError> {
-    let since = Instant::now();
-    let deadline = since + ctx.settings.running_timeout;
-    loop {
-        let status = ctx.statuses.status(uuid, since).await?;
-        if status.as_ref().is_some_and(ServiceStatus::is_running) {
-            return Ok(());
+    crate::queue::without_slot(async {
+        let mut after = Instant::now();
+        let deadline = after + ctx.settings.running_timeout;
+        loop {
+            let (asked, status) = ctx.statuses.status_after(uuid, after).await?;
+            if status.as_ref().is_some_and(ServiceStatus::is_running) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let last = status.map(|s| s.to_string()).unwrap_or_else(|| "not listed".into());
+                return Err(ReconcileError::Transient(format!(
+                    "service {uuid} did not reach running within {} s (last status: {last})",
+                    ctx.settings.running_timeout.as_secs()
+                )));
+            }
+            // The board paces the rounds; ask for the next one.
+            after = asked + Duration::from_millis(1);
         }
-        if Instant::now() >= deadline {
-            let last = status.map(|s| s.to_string()).unwrap_or_else(|| "not listed".into());
-            return Err(ReconcileError::Transient(format!(
-                "service {uuid} did not reach running within {} s (last status: {last})",
-                ctx.settings.running_timeout.as_secs()
-            )));
-        }
-        tokio::time::sleep(STATUS_POLL).await;
-    }
+    })
+    .await
 }
 
 /// The record is gone: destroy its service(s) and verify they are gone.

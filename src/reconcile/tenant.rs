@@ -226,7 +226,7 @@ async fn delete_project_patiently(ctx: &Context, uuid: &str) -> Result<(), Recon
         match ctx.coolify.delete_project(uuid).await {
             Ok(()) | Err(CoolifyError::NotFound { .. }) => return Ok(()),
             Err(CoolifyError::HasResources) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(delay).await;
+                crate::queue::without_slot(tokio::time::sleep(delay)).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => return Err(e.into()),

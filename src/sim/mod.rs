@@ -70,9 +70,16 @@ pub struct LogEntry {
     pub lost: bool,
     /// JSON request body, when there was one.
     pub request: Option<Value>,
-    /// Response body (JSON, or a JSON string for text bodies).
+    /// Response body (JSON, or a JSON string for text bodies); `None` for a list too long to keep.
     pub response: Option<Value>,
+    /// The item count of a list answer whose body was not kept (see `LOG_LIST_MAX`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response_items: Option<usize>,
 }
+
+/// List answers longer than this are logged by their length only: a 10,000-service `GET /services` is
+/// tens of megabytes, and copying it into the log on every poll made the simulator the bottleneck.
+pub const LOG_LIST_MAX: usize = 500;
 
 pub struct Sim {
     cfg: SimConfig,
@@ -137,10 +144,11 @@ impl Sim {
 
     fn record(&self, method: &str, template: &str, uri: &str, reply: &Reply, lost: bool, request: Option<Value>) {
         let at_ms = ms(self.started.elapsed());
-        let response = Some(match &reply.body {
-            Body::Json(v) => v.clone(),
-            Body::Text { text, .. } => Value::String(text.clone()),
-        });
+        let (response, response_items) = match &reply.body {
+            Body::Json(Value::Array(items)) if items.len() > LOG_LIST_MAX => (None, Some(items.len())),
+            Body::Json(v) => (Some(v.clone()), None),
+            Body::Text { text, .. } => (Some(Value::String(text.clone())), None),
+        };
         lock(&self.log).push(LogEntry {
             method: method.into(),
             path: template.into(),
@@ -150,6 +158,7 @@ impl Sim {
             lost,
             request,
             response,
+            response_items,
         });
     }
 
