@@ -422,8 +422,8 @@ fn validate(raw: Raw) -> Result<Settings, ConfigError> {
         c.fail("coolify.environment", "must not be empty");
     }
     let rpm = raw.coolify.requests_per_minute.unwrap_or(180);
-    if rpm == 0 || rpm > 10_000 {
-        c.fail("coolify.requests_per_minute", "must be between 1 and 10000");
+    if rpm == 0 || rpm > 100_000 {
+        c.fail("coolify.requests_per_minute", "must be between 1 and 100000");
     }
     let coolify_timeout = c.positive("coolify.request_timeout_secs", raw.coolify.request_timeout_secs, 30);
 

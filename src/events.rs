@@ -105,6 +105,52 @@ impl NewEvent {
     }
 }
 
+/// Fields of a bot instance that only the bridge (or PocketBase itself) writes.
+const INSTANCE_BRIDGE_FIELDS: &[&str] = &[
+    "status",
+    "error_message",
+    "last_healthy_at",
+    "coolify_service_id",
+    "coolify_project_id",
+    "domain",
+    "applied_hash",
+    "secrets_hash",
+    "updated",
+    "created",
+    "collectionId",
+    "collectionName",
+    "expand",
+];
+
+/// Fingerprint of what a bot instance asks for: the record as a realtime frame or webhook carries it,
+/// without the fields the bridge writes. Two versions with the same fingerprint differ only in status,
+/// ids, hashes or health, so once one is applied the other needs no reconcile: this is how the echoes of
+/// the bridge's own write-backs (and of the health poller's) are told apart from real changes. `None`
+/// for anything else (tenants, creates, deletes, resync and replay hints, which carry no full record).
+pub fn request_fingerprint(
+    source: Source,
+    collection: Collection,
+    action: Action,
+    payload: &serde_json::Value,
+) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    if !matches!(source, Source::Realtime | Source::Webhook)
+        || collection != Collection::BotInstances
+        || action != Action::Update
+    {
+        return None;
+    }
+    let record = payload.as_object()?;
+    record.get("id")?;
+    // Sorted by key, so the same record serializes alike whichever source sent it.
+    let asked: std::collections::BTreeMap<&String, &serde_json::Value> = record
+        .iter()
+        .filter(|(k, _)| !INSTANCE_BRIDGE_FIELDS.contains(&k.as_str()))
+        .collect();
+    let text = serde_json::to_string(&asked).ok()?;
+    Some(hex::encode(&Sha256::digest(text.as_bytes())[..12]))
+}
+
 /// The journal's answer to an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ingested {
@@ -114,6 +160,9 @@ pub enum Ingested {
         job_id: i64,
         coalesced: bool,
     },
+    /// Stored as done without a job: it changes only fields the bridge writes, and what it asks for is
+    /// already applied or being applied (see [`request_fingerprint`]).
+    Settled { event_id: i64 },
     /// Already journaled (same change key or same webhook delivery id).
     Duplicate,
 }

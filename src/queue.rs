@@ -184,7 +184,13 @@ async fn refresh_gauges(journal: &Journal) {
     }
 }
 
-async fn run_job(journal: Journal, handler: Arc<dyn JobHandler>, cfg: Arc<QueueConfig>, job: ClaimedJob, slot: WorkerSlot) {
+async fn run_job(
+    journal: Journal,
+    handler: Arc<dyn JobHandler>,
+    cfg: Arc<QueueConfig>,
+    job: ClaimedJob,
+    slot: WorkerSlot,
+) {
     let started = Instant::now();
     // The slot is held until the outcome is recorded, so a freed slot means a finished job.
     let slot = Arc::new(slot);
@@ -301,8 +307,13 @@ impl Dispatcher {
                                 sem: Arc::clone(&sem),
                                 notify: Arc::clone(&self.notify),
                             };
-                            let worker =
-                                run_job(self.journal.clone(), Arc::clone(&self.handler), Arc::clone(&cfg), job, slot);
+                            let worker = run_job(
+                                self.journal.clone(),
+                                Arc::clone(&self.handler),
+                                Arc::clone(&cfg),
+                                job,
+                                slot,
+                            );
                             workers.spawn(worker.instrument(span));
                         }
                         // With every worker busy, only a finishing worker (or cancel) matters.

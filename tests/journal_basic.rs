@@ -18,7 +18,8 @@ fn event(source: Source, record_id: &str, updated: &str) -> NewEvent {
         record_updated: Some(updated.into()),
         dedupe_key: NewEvent::change_key(Collection::BotInstances, record_id, Action::Update, Some(updated)),
         delivery_id: None,
-        payload: json!({"id": record_id, "updated": updated}),
+        // A user field that changes with every version: each event is a real change, not an echo.
+        payload: json!({"id": record_id, "updated": updated, "name": format!("v{updated}")}),
     }
 }
 
@@ -35,7 +36,7 @@ fn new_ids(outcome: Ingested) -> (i64, i64, bool) {
             job_id,
             coalesced,
         } => (event_id, job_id, coalesced),
-        Ingested::Duplicate => panic!("expected a new event, got a duplicate"),
+        other => panic!("expected a new event, got {other:?}"),
     }
 }
 
@@ -309,10 +310,14 @@ async fn replays_requeue_with_attempts_reset_and_leave_a_trace() {
 #[tokio::test]
 async fn record_state_and_intents_round_trip() {
     let (_dir, j) = open_temp();
-    j.set_applied(Collection::BotInstances, "r1", "2025-01-01 00:00:00.000Z", "h1")
+    j.set_applied(Collection::BotInstances, "r1", "2025-01-01 00:00:00.000Z")
         .await
         .expect("applied");
-    j.set_applied(Collection::BotInstances, "r2", "u", "h2")
+    // An older version never replaces a newer one.
+    j.set_applied(Collection::BotInstances, "r1", "2024-12-31 00:00:00.000Z")
+        .await
+        .expect("applied");
+    j.set_applied(Collection::BotInstances, "r2", "u")
         .await
         .expect("applied");
     j.mark_deleted(Collection::BotInstances, "r2").await.expect("deleted");
@@ -320,8 +325,8 @@ async fn record_state_and_intents_round_trip() {
     let known = j.known_records(Collection::BotInstances).await.expect("known");
     assert_eq!(known.len(), 2);
     assert_eq!(
-        (known[0].applied_hash.as_deref(), known[0].deleted),
-        (Some("h1"), false)
+        (known[0].last_updated.as_deref(), known[0].deleted),
+        (Some("2025-01-01 00:00:00.000Z"), false)
     );
     assert!(known[1].deleted);
     assert_eq!(j.known_records(Collection::Tenants).await.expect("known").len(), 1);

@@ -474,7 +474,11 @@ async fn a_job_waiting_without_its_slot_lets_other_records_run_and_then_respects
         async move { count(&j, JobState::Succeeded).await == 3 }
     })
     .await;
-    assert_eq!(count(&j, JobState::Running).await, 1, "the waiting job still owns its record");
+    assert_eq!(
+        count(&j, JobState::Running).await,
+        1,
+        "the waiting job still owns its record"
+    );
     // The waiter takes a slot again before it works: with more jobs queued, never two at work.
     for r in ["d", "e", "f", "g"] {
         h.ingest(r, 0).await;
@@ -485,6 +489,10 @@ async fn a_job_waiting_without_its_slot_lets_other_records_run_and_then_respects
         async move { count(&j, JobState::Succeeded).await == 8 }
     })
     .await;
-    assert_eq!(w.max_working.load(Ordering::SeqCst), 1, "at most one job at work at a time");
+    assert_eq!(
+        w.max_working.load(Ordering::SeqCst),
+        1,
+        "at most one job at work at a time"
+    );
     h.stop().await;
 }

@@ -199,22 +199,37 @@ impl Sim {
     }
 
     /// The local instant the simulator's `at_ms == 0` corresponds to: one timed, logged request.
+    /// Our `Instant` for the simulator's time zero, from the quickest of several timed requests: one slow
+    /// answer would shift every logged call by half its round trip.
     pub async fn clock_zero(&self) -> Result<Instant> {
-        let before = Instant::now();
-        self.http
-            .get(format!("{}/api/v1/version", self.url))
-            .bearer_auth(SIM_TOKEN)
-            .send()
-            .await?;
-        let after = Instant::now();
-        let mid = before + (after - before) / 2;
+        const PROBES: usize = 10;
+        let mut sent = Vec::with_capacity(PROBES);
+        for _ in 0..PROBES {
+            let before = Instant::now();
+            self.http
+                .get(format!("{}/api/v1/version", self.url))
+                .bearer_auth(SIM_TOKEN)
+                .send()
+                .await?;
+            sent.push((before, Instant::now()));
+        }
         let log = self.requests().await?;
-        let at = log
+        let logged: Vec<u64> = log
             .iter()
-            .rev()
-            .find(|r| r.path == "GET /version")
-            .context("calibration request not logged")?
-            .at_ms;
+            .filter(|r| r.path == "GET /version")
+            .map(|r| r.at_ms)
+            .collect();
+        let logged = logged
+            .get(logged.len().saturating_sub(PROBES)..)
+            .filter(|l| l.len() == PROBES)
+            .context("calibration requests not logged")?;
+        let (before, after, at) = sent
+            .iter()
+            .zip(logged)
+            .map(|((b, a), at)| (*b, *a, *at))
+            .min_by_key(|(b, a, _)| *a - *b)
+            .context("no calibration request")?;
+        let mid = before + (after - before) / 2;
         mid.checked_sub(Duration::from_millis(at))
             .context("simulator clock ahead of ours")
     }

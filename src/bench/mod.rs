@@ -2,6 +2,7 @@
 //! beside its baselines (see docs/BENCHMARKS.md). A development tool: errors are `anyhow`.
 
 pub mod client;
+pub mod hookcost;
 pub mod latency;
 pub mod procs;
 pub mod report;

@@ -10,7 +10,8 @@ use serde_json::{Value, json};
 use super::client::{Bridge, Pb, Sim, http};
 use super::procs::{self, BridgeProc, Paths, PbProc, SimProc};
 use super::report::Report;
-use super::{Mode, Overrides, latency, resources};
+use super::stats::ratio;
+use super::{Mode, Overrides, hookcost, latency, resources};
 use crate::webhook::WebhookSecret;
 
 pub struct Stack {
@@ -112,6 +113,39 @@ pub async fn wait_provisioned(pb: &Pb, tag: &str, n: usize, limit: Duration) -> 
     }
 }
 
+/// Stack A's Coolify budget: the configuration's maximum, so that latency shows the bridge's own capacity
+/// (real Coolify allows 200 calls/min unless its operator raises the limit; section 3 measures that).
+const A_BUDGET: u32 = 100_000;
+
+/// Splits the project hook's cost to PocketBase writes: the hooks delivering to a sink that answers at
+/// once, and the hooks with delivery off, each beside the same flood against PocketBase with no hooks.
+async fn hook_cost(paths: &Paths, root: &Path, secs: f64, bare: f64, report: &mut Report) -> Result<()> {
+    let sink = hookcost::Sink::start()?;
+    let sinked = hookcost::HookPb::start(paths, &root.join("hooks-sink"), Some(&sink.url)).await?;
+    let sink_rate = latency::pb_write_rate(&sinked.pb, &sinked.instances, secs, "sink").await?;
+    drop(sinked);
+    drop(sink);
+    let off = hookcost::HookPb::start(paths, &root.join("hooks-off"), None).await?;
+    let off_rate = latency::pb_write_rate(&off.pb, &off.instances, secs, "off").await?;
+    drop(off);
+    for (figure, rate) in [
+        (
+            "project hooks delivering to a sink that answers 204 (no bridge)",
+            sink_rate,
+        ),
+        ("project hooks with webhook delivery off", off_rate),
+    ] {
+        report.row(
+            "2 throughput",
+            format!("PocketBase write rate: {figure} vs no hooks"),
+            format!("{rate:.0}/s"),
+            format!("{bare:.0}/s"),
+            ratio(rate, bare),
+        );
+    }
+    Ok(())
+}
+
 fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
@@ -158,7 +192,7 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         if cfg!(debug_assertions) { "debug" } else { "release" }
     ));
 
-    eprintln!("starting stack A (simulator without rate limit, bridge budget 10000/min) ...");
+    eprintln!("starting stack A (simulator without rate limit, bridge budget {A_BUDGET}/min) ...");
     let fast_sim = [
         "--rate-limit",
         "1000000",
@@ -170,7 +204,7 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         "0",
     ];
     let a_extra = [
-        ("CF_BRIDGE__COOLIFY__REQUESTS_PER_MINUTE", "10000".to_string()),
+        ("CF_BRIDGE__COOLIFY__REQUESTS_PER_MINUTE", A_BUDGET.to_string()),
         ("CF_BRIDGE__RECONCILE__HEALTH_POLL_INTERVAL_SECS", "3600".to_string()),
         ("CF_BRIDGE__POCKETBASE__RESYNC_INTERVAL_SECS", "3600".to_string()),
     ];
@@ -191,7 +225,7 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
     a.bridge.wait_idle(Duration::from_secs(300)).await?;
     let provision = t.elapsed();
     report.note(format!(
-        "setup: {} instances (stopped) created and provisioned in {:.1} s ({:.0}/s) with the bridge's maximum budget of 10000 Coolify calls/min",
+        "setup: {} instances (stopped) created and provisioned in {:.1} s ({:.0}/s) with the bridge's maximum budget of {A_BUDGET} Coolify calls/min",
         ids.len(),
         provision.as_secs_f64(),
         ids.len() as f64 / provision.as_secs_f64()
@@ -224,6 +258,8 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
     eprintln!("throughput ...");
     let bare = latency::pb_write_rate(&naive.pb, &naive.instances, sizes.throughput_secs, "bare").await?;
     latency::throughput(&a, &pool, sizes.throughput_secs, bare, &mut report).await?;
+    eprintln!("project hooks without the bridge ...");
+    hook_cost(paths, root, sizes.throughput_secs, bare, &mut report).await?;
     eprintln!("webhook acknowledgement and the naive hook ...");
     resources::acks(&a, &pool, sizes.acks, &mut report).await?;
     resources::naive_hook(&a, &naive, sizes.naive_writes, &mut report).await?;

@@ -132,6 +132,11 @@ async fn receive(req: HttpRequest, payload: web::Payload, state: web::Data<Inges
             state.notify.notify_one();
             HttpResponse::Accepted().json(json!({ "status": "accepted" }))
         }
+        Ok(Ingested::Settled { event_id }) => {
+            tracing::debug!(delivery_id = %delivery_id, record_id = %record_id, event_id,
+                            "webhook accepted; changes only bridge-owned fields, no job");
+            HttpResponse::Accepted().json(json!({ "status": "accepted" }))
+        }
         Ok(Ingested::Duplicate) => {
             tracing::debug!(delivery_id = %delivery_id, record_id = %record_id, "webhook duplicate");
             HttpResponse::Ok().json(json!({ "status": "duplicate" }))

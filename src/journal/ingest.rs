@@ -2,8 +2,9 @@
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
+use super::types::{parse_action, parse_collection, parse_source};
 use super::{JobState, JournalError};
-use crate::events::{Collection, Ingested, NewEvent};
+use crate::events::{Collection, Ingested, NewEvent, request_fingerprint};
 
 /// Inserts the event unless its change key or delivery id is known, then queues the record's job.
 pub(crate) fn ingest(
@@ -12,11 +13,15 @@ pub(crate) fn ingest(
     payload: &str,
     now: i64,
 ) -> Result<Ingested, JournalError> {
+    let settled = match request_fingerprint(event.source, event.collection, event.action, &event.payload) {
+        Some(fp) => asks_nothing_new(tx, event.collection, &event.record_id, &fp)?,
+        None => false,
+    };
     let inserted = tx
         .prepare_cached(
             "INSERT INTO events (source, collection, record_id, action, record_updated, received_at,
                                  dedupe_key, delivery_id, payload, status)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued')
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT DO NOTHING",
         )?
         .execute(params![
@@ -29,17 +34,88 @@ pub(crate) fn ingest(
             event.dedupe_key,
             event.delivery_id,
             payload,
+            if settled { "done" } else { "queued" },
         ])?;
     if inserted == 0 {
         return Ok(Ingested::Duplicate);
     }
     let event_id = tx.last_insert_rowid();
+    if settled {
+        // The record at this version is as good as applied: resync must not take it for a missed change.
+        if let Some(updated) = &event.record_updated {
+            tx.prepare_cached(
+                "UPDATE record_state SET last_updated = ?3
+                 WHERE collection = ?1 AND record_id = ?2 AND (last_updated IS NULL OR last_updated < ?3)",
+            )?
+            .execute(params![event.collection.as_str(), event.record_id, updated])?;
+        }
+        return Ok(Ingested::Settled { event_id });
+    }
     let (job_id, coalesced) = enqueue(tx, event.collection, &event.record_id, event_id, now, false)?;
     Ok(Ingested::New {
         event_id,
         job_id,
         coalesced,
     })
+}
+
+/// Whether a change asking for `fp` needs no job: the record's last run succeeded with that request, or
+/// its running job is applying that request now. Any other job state (queued, retrying, parked) keeps
+/// the event, since what was applied is then in doubt.
+fn asks_nothing_new(
+    tx: &Transaction<'_>,
+    collection: Collection,
+    record_id: &str,
+    fp: &str,
+) -> Result<bool, JournalError> {
+    let job: Option<(String, Option<i64>)> = tx
+        .prepare_cached("SELECT state, claimed_event_id FROM jobs WHERE collection = ?1 AND record_id = ?2")?
+        .query_row(params![collection.as_str(), record_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match job {
+        Some((state, claimed)) => match JobState::from_column(state)? {
+            JobState::Succeeded => applied_fingerprint_is(tx, collection, record_id, fp),
+            JobState::Running => match claimed {
+                Some(event_id) => Ok(event_fingerprint(tx, event_id)?.as_deref() == Some(fp)),
+                None => Ok(false),
+            },
+            JobState::Queued | JobState::Failed | JobState::Waiting | JobState::Dead => Ok(false),
+        },
+        None => applied_fingerprint_is(tx, collection, record_id, fp),
+    }
+}
+
+fn applied_fingerprint_is(
+    tx: &Transaction<'_>,
+    collection: Collection,
+    record_id: &str,
+    fp: &str,
+) -> Result<bool, JournalError> {
+    let applied: Option<Option<String>> = tx
+        .prepare_cached(
+            "SELECT applied_hash FROM record_state WHERE collection = ?1 AND record_id = ?2 AND deleted = 0",
+        )?
+        .query_row(params![collection.as_str(), record_id], |r| r.get(0))
+        .optional()?;
+    Ok(applied.flatten().as_deref() == Some(fp))
+}
+
+/// The request fingerprint of a journaled event (see [`request_fingerprint`]).
+pub(crate) fn event_fingerprint(tx: &Transaction<'_>, event_id: i64) -> Result<Option<String>, JournalError> {
+    let row: Option<(String, String, String, String)> = tx
+        .prepare_cached("SELECT source, collection, action, payload FROM events WHERE id = ?1")?
+        .query_row([event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    let Some((source, collection, action, payload)) = row else {
+        return Ok(None);
+    };
+    let payload: serde_json::Value = serde_json::from_str(&payload)?;
+    Ok(request_fingerprint(
+        parse_source(source)?,
+        parse_collection(collection)?,
+        parse_action(action)?,
+        &payload,
+    ))
 }
 
 /// Makes sure the record's job will run for `event_id`, and links the event to it.

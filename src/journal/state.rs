@@ -7,25 +7,28 @@ use super::{Intent, Journal, JournalError, RecordState, now_ms, write_tx};
 use crate::events::Collection;
 
 impl Journal {
-    /// Records that the record at `updated` was applied with `applied_hash` (and is not deleted).
+    /// Records that the record at `updated` was applied (and is not deleted). An `updated` older than the
+    /// one recorded (an echo settled while the run was going on) is kept out.
     pub async fn set_applied(
         &self,
         collection: Collection,
         record_id: &str,
         updated: &str,
-        applied_hash: &str,
     ) -> Result<(), JournalError> {
-        let (record_id, updated, hash) = (record_id.to_owned(), updated.to_owned(), applied_hash.to_owned());
+        let (record_id, updated) = (record_id.to_owned(), updated.to_owned());
         self.write(move |conn| {
             write_tx(conn, |tx| {
                 tx.prepare_cached(
-                    "INSERT INTO record_state (collection, record_id, last_updated, applied_hash, deleted, seen_at)
-                     VALUES (?1, ?2, ?3, ?4, 0, ?5)
+                    "INSERT INTO record_state (collection, record_id, last_updated, deleted, seen_at)
+                     VALUES (?1, ?2, ?3, 0, ?4)
                      ON CONFLICT (collection, record_id) DO UPDATE SET
-                        last_updated = excluded.last_updated, applied_hash = excluded.applied_hash,
+                        last_updated = CASE
+                            WHEN record_state.last_updated IS NULL OR record_state.deleted = 1
+                                 OR excluded.last_updated > record_state.last_updated
+                            THEN excluded.last_updated ELSE record_state.last_updated END,
                         deleted = 0, seen_at = excluded.seen_at",
                 )?
-                .execute(params![collection.as_str(), record_id, updated, hash, now_ms()])?;
+                .execute(params![collection.as_str(), record_id, updated, now_ms()])?;
                 Ok(())
             })
         })

@@ -79,7 +79,12 @@ impl HealthPoller {
     }
 
     pub async fn poll_once(&mut self) -> Result<(), String> {
-        let services = self.ctx.coolify.list_service_states().await.map_err(|e| e.to_string())?;
+        let services = self
+            .ctx
+            .coolify
+            .list_service_states()
+            .await
+            .map_err(|e| e.to_string())?;
         let by_uuid: HashMap<String, ServiceStatus> = services.into_iter().map(|s| (s.uuid, s.status)).collect();
         let instances = self
             .ctx

@@ -33,7 +33,7 @@ impl Reconciler {
         };
         // Resync compares against this to find records that changed while no event reached us.
         match outcome {
-            Some(updated) => self.ctx.journal.set_applied(collection, id, &updated, "").await?,
+            Some(updated) => self.ctx.journal.set_applied(collection, id, &updated).await?,
             None => self.ctx.journal.mark_deleted(collection, id).await?,
         }
         Ok(())

@@ -1,0 +1,76 @@
+//! Where the project hook's cost to PocketBase writes goes: the same write flood against PocketBase with
+//! the project's hooks delivering to a sink that answers 204 at once (hook and HTTP cost, no bridge), and
+//! with delivery switched off (the hooks' JavaScript alone).
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use super::client::{Pb, http};
+use super::procs::{self, Paths, PbProc};
+use super::run::create_fleet;
+
+/// An HTTP server in this process that answers every request with 204.
+pub struct Sink {
+    pub url: String,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Sink {
+    pub fn start() -> Result<Sink> {
+        let server = actix_web::HttpServer::new(|| {
+            actix_web::App::new().default_service(actix_web::web::to(|| async {
+                actix_web::HttpResponse::NoContent().finish()
+            }))
+        })
+        .workers(1)
+        .bind(("127.0.0.1", 0))
+        .context("bind the webhook sink")?;
+        let addr = *server.addrs().first().context("the webhook sink has no address")?;
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Ok(Sink {
+            url: format!("http://{addr}/hooks/pocketbase"),
+            handle,
+        })
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+    }
+}
+
+/// PocketBase with the project's hooks; `webhook_url` None leaves delivery unconfigured (the hook returns
+/// before signing).
+pub struct HookPb {
+    pub pb: Pb,
+    pub instances: Vec<String>,
+    _proc: PbProc,
+}
+
+impl HookPb {
+    pub async fn start(paths: &Paths, dir: &Path, webhook_url: Option<&str>) -> Result<HookPb> {
+        let env: Vec<(&str, String)> = match webhook_url {
+            Some(url) => vec![
+                ("CF_BRIDGE_WEBHOOK_URL", url.to_string()),
+                ("CF_BRIDGE_WEBHOOK_SECRET", crate::webhook::generate_secret()),
+            ],
+            None => Vec::new(),
+        };
+        let proc =
+            procs::start_pocketbase(paths, &dir.join("pb_data"), &paths.root.join("hooks/pb_hooks"), &env).await?;
+        let pb = Pb::login(&proc.url, http()?).await?;
+        pb.batch_create("bot_templates", &[json!({"name": "base-llm", "active": true})])
+            .await?;
+        let instances = create_fleet(&pb, "h", 64, "stopped").await?;
+        Ok(HookPb {
+            pb,
+            instances,
+            _proc: proc,
+        })
+    }
+}

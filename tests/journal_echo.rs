@@ -1,0 +1,145 @@
+//! Echoes of the bridge's own write-backs (status, ids, health) are journaled but make no job, while every
+//! change a user asks for still does: the journal compares what a change asks for with what was applied.
+
+use cf_bridge::events::{Action, Collection, EventSink, Ingested, NewEvent, Source};
+use cf_bridge::journal::{JobState, Journal, now_ms};
+use serde_json::{Value, json};
+
+fn open_temp() -> (tempfile::TempDir, Journal) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let journal = Journal::open(&dir.path().join("journal.db")).expect("open journal");
+    (dir, journal)
+}
+
+fn change(source: Source, record: Value) -> NewEvent {
+    let id = record["id"].as_str().expect("id").to_string();
+    let updated = record["updated"].as_str().map(str::to_string);
+    NewEvent {
+        source,
+        collection: Collection::BotInstances,
+        dedupe_key: NewEvent::change_key(Collection::BotInstances, &id, Action::Update, updated.as_deref()),
+        record_id: id,
+        action: Action::Update,
+        record_updated: updated,
+        delivery_id: None,
+        payload: record,
+    }
+}
+
+/// A version of record r1: `desired` is the user's field, `status`/`healthy` the bridge's.
+fn version(updated: &str, desired: &str, status: &str, healthy: &str) -> Value {
+    json!({"id": "r1", "collectionName": "bot_instances", "name": "bot", "tenant": "t1", "template": "tp",
+           "subdomain": "bot1", "config": {"model": "m"}, "desired_state": desired, "status": status,
+           "last_healthy_at": healthy, "updated": format!("2026-01-01 00:00:{updated}.000Z")})
+}
+
+async fn counts(j: &Journal) -> (i64, i64, i64) {
+    let c = j.job_counts().await.expect("counts");
+    (c[&JobState::Queued], c[&JobState::Running], c[&JobState::Succeeded])
+}
+
+/// Claims the record's job and finishes it as the reconciler would.
+async fn run_job(j: &Journal, updated: &str) {
+    let jobs = j.claim_due(now_ms(), 10).await.expect("claim");
+    assert_eq!(jobs.len(), 1, "one job due");
+    j.set_applied(Collection::BotInstances, "r1", updated)
+        .await
+        .expect("applied");
+    j.complete(jobs[0].job_id).await.expect("complete");
+}
+
+fn is_new(i: &Ingested) -> bool {
+    matches!(i, Ingested::New { .. })
+}
+
+#[tokio::test]
+async fn echoes_settle_and_real_changes_queue() {
+    let (_dir, j) = open_temp();
+    let first = j
+        .ingest(change(Source::Webhook, version("01", "running", "pending", "")))
+        .await
+        .expect("ingest");
+    assert!(is_new(&first), "a first change makes a job: {first:?}");
+
+    // While the job runs, the echo of its own "deploying" write asks for the same thing: no job, no rerun.
+    let jobs = j.claim_due(now_ms(), 10).await.expect("claim");
+    let echo = j
+        .ingest(change(Source::Webhook, version("02", "running", "deploying", "")))
+        .await
+        .expect("ingest");
+    assert!(
+        matches!(echo, Ingested::Settled { .. }),
+        "echo during the run: {echo:?}"
+    );
+    j.set_applied(Collection::BotInstances, "r1", "2026-01-01 00:00:01.000Z")
+        .await
+        .expect("applied");
+    j.complete(jobs[0].job_id).await.expect("complete");
+    assert_eq!(counts(&j).await, (0, 0, 1), "the echo did not make the job run again");
+
+    // After success: the final write-back and the health poller's refreshes settle too, by either source.
+    for (source, v) in [
+        (Source::Realtime, version("03", "running", "running", "")),
+        (
+            Source::Webhook,
+            version("04", "running", "running", "2026-01-01 00:00:04.000Z"),
+        ),
+    ] {
+        let out = j.ingest(change(source, v)).await.expect("ingest");
+        assert!(matches!(out, Ingested::Settled { .. }), "{source:?} echo: {out:?}");
+    }
+    assert_eq!(counts(&j).await, (0, 0, 1));
+    let known = j.known_records(Collection::BotInstances).await.expect("known");
+    assert_eq!(
+        known[0].last_updated.as_deref(),
+        Some("2026-01-01 00:00:04.000Z"),
+        "resync must see the settled version as applied"
+    );
+
+    // A user's change always makes a job, even one that only touches config deep inside.
+    let mut deep = version("05", "running", "running", "2026-01-01 00:00:04.000Z");
+    deep["config"]["model"] = json!("other");
+    let out = j.ingest(change(Source::Webhook, deep)).await.expect("ingest");
+    assert!(is_new(&out), "config change: {out:?}");
+    run_job(&j, "2026-01-01 00:00:05.000Z").await;
+
+    // While a job for a change is pending, nothing settles: an echo of the old request could be a revert.
+    let stop = j
+        .ingest(change(Source::Webhook, version("06", "stopped", "running", "")))
+        .await
+        .expect("ingest");
+    assert!(is_new(&stop));
+    let mut back = version("07", "running", "running", "");
+    back["config"]["model"] = json!("other");
+    let out = j.ingest(change(Source::Realtime, back)).await.expect("ingest");
+    assert!(
+        is_new(&out),
+        "same request as last applied, but a job is pending: {out:?}"
+    );
+    assert_eq!(counts(&j).await, (1, 0, 0));
+}
+
+#[tokio::test]
+async fn resync_and_replay_hints_never_settle_and_leave_nothing_to_compare() {
+    let (_dir, j) = open_temp();
+    j.ingest(change(Source::Webhook, version("01", "running", "pending", "")))
+        .await
+        .expect("ingest");
+    run_job(&j, "2026-01-01 00:00:01.000Z").await;
+    // A resync hint carries no record: it always queues, and its run forgets what was applied.
+    let hint = NewEvent {
+        source: Source::Resync,
+        payload: json!({"id": "r1", "updated": "2026-01-01 00:00:02.000Z"}),
+        ..change(Source::Resync, version("02", "running", "running", ""))
+    };
+    assert!(is_new(&j.ingest(hint).await.expect("ingest")));
+    run_job(&j, "2026-01-01 00:00:02.000Z").await;
+    let out = j
+        .ingest(change(Source::Webhook, version("03", "running", "running", "x")))
+        .await
+        .expect("ingest");
+    assert!(
+        is_new(&out),
+        "after a hint's run the applied request is unknown: {out:?}"
+    );
+}
