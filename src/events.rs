@@ -126,7 +126,7 @@ const INSTANCE_BRIDGE_FIELDS: &[&str] = &[
 /// without the fields the bridge writes. Two versions with the same fingerprint differ only in status,
 /// ids, hashes or health, so once one is applied the other needs no reconcile: this is how the echoes of
 /// the bridge's own write-backs (and of the health poller's) are told apart from real changes. `None`
-/// for anything else (tenants, creates, deletes, resync and replay hints, which carry no full record).
+/// for anything else (tenants, deletes, resync and replay hints, which carry no full record).
 pub fn request_fingerprint(
     source: Source,
     collection: Collection,
@@ -136,7 +136,7 @@ pub fn request_fingerprint(
     use sha2::{Digest, Sha256};
     if !matches!(source, Source::Realtime | Source::Webhook)
         || collection != Collection::BotInstances
-        || action != Action::Update
+        || action == Action::Delete
     {
         return None;
     }

@@ -387,6 +387,19 @@ async fn kill_9_between_create_and_write_back_leaves_exactly_one_service() {
     );
 }
 
+/// The instance's event for the record version `updated`, once it is done.
+async fn done_event(w: &World, inst: &str, updated: &str) -> Option<Value> {
+    let (_, v) = w
+        .bridge
+        .admin()
+        .get(&format!("/admin/events?record={inst}&limit=100"))
+        .await;
+    let events = v["events"].as_array().cloned().unwrap_or_default();
+    events
+        .into_iter()
+        .find(|e| e["record_updated"] == updated && e["status"] == "done")
+}
+
 #[tokio::test]
 async fn the_bridges_own_write_back_causes_no_coolify_request() {
     let quiet = [("CF_BRIDGE__RECONCILE__HEALTH_POLL_INTERVAL_SECS", "3600"), NO_RESYNC];
@@ -400,19 +413,13 @@ async fn the_bridges_own_write_back_causes_no_coolify_request() {
     let r = w.wait_record("bot_instances", &inst, "running", T, running).await;
     let updated = text(&r, "updated").to_string();
     // Wait until the event of the final write-back (that exact `updated`) has been processed.
-    w.wait("the write-back's event processed", T, || async {
-        let (_, v) = w
-            .bridge
-            .admin()
-            .get(&format!("/admin/events?record={inst}&limit=100"))
-            .await;
-        let events = v["events"].as_array().cloned().unwrap_or_default();
-        events
-            .iter()
-            .any(|e| e["record_updated"] == updated.as_str() && e["status"] == "done")
-            .then_some(())
-    })
-    .await;
+    let echo = w
+        .wait("the write-back's event processed", T, || {
+            done_event(&w, &inst, &updated)
+        })
+        .await;
+    // It asks for nothing new, so it is journaled without a job (no reconcile, no PocketBase reads).
+    assert!(echo["job_id"].is_null(), "the write-back's echo made a job: {echo}");
     // Also let anything queued behind it run.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, jobs) = w.bridge.admin().get("/admin/jobs?state=waiting,running,failed").await;
@@ -444,6 +451,30 @@ async fn the_bridges_own_write_back_causes_no_coolify_request() {
         .map(|e| text(e, "path").to_string())
         .collect();
     assert!(after.is_empty(), "Coolify requests after the write-back: {after:?}");
+
+    // The health poller's refresh of last_healthy_at is an echo too; a user's change is not.
+    let healthy =
+        w.pb.patch(
+            "bot_instances",
+            &inst,
+            json!({"last_healthy_at": "2026-11-23 10:00:00.000Z"}),
+        )
+        .await;
+    let refresh = w
+        .wait("the health refresh journaled", T, || {
+            done_event(&w, &inst, text(&healthy, "updated"))
+        })
+        .await;
+    assert!(refresh["job_id"].is_null(), "a health refresh made a job: {refresh}");
+    let renamed =
+        w.pb.patch("bot_instances", &inst, json!({"name": "quiet renamed"}))
+            .await;
+    let change = w
+        .wait("the rename processed", T, || {
+            done_event(&w, &inst, text(&renamed, "updated"))
+        })
+        .await;
+    assert!(change["job_id"].is_i64(), "a user's change must make a job: {change}");
 }
 
 #[tokio::test]

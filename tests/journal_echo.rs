@@ -143,3 +143,32 @@ async fn resync_and_replay_hints_never_settle_and_leave_nothing_to_compare() {
         "after a hint's run the applied request is unknown: {out:?}"
     );
 }
+
+#[tokio::test]
+async fn a_create_is_never_settled_but_its_run_makes_later_echoes_settle() {
+    let (_dir, j) = open_temp();
+    let create = |v: Value| NewEvent {
+        action: Action::Create,
+        dedupe_key: format!("create:{}", v["updated"]),
+        ..change(Source::Webhook, v)
+    };
+    let out = j
+        .ingest(create(version("01", "running", "pending", "")))
+        .await
+        .expect("ingest");
+    assert!(is_new(&out));
+    run_job(&j, "2026-01-01 00:00:01.000Z").await;
+    let echo = j
+        .ingest(change(Source::Realtime, version("02", "running", "running", "")))
+        .await
+        .expect("ingest");
+    assert!(
+        matches!(echo, Ingested::Settled { .. }),
+        "the final write-back's echo: {echo:?}"
+    );
+    let again = j
+        .ingest(create(version("03", "running", "running", "")))
+        .await
+        .expect("ingest");
+    assert!(is_new(&again), "a create always makes a job: {again:?}");
+}

@@ -4,7 +4,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::types::{parse_action, parse_collection, parse_source};
 use super::{JobState, JournalError};
-use crate::events::{Collection, Ingested, NewEvent, request_fingerprint};
+use crate::events::{Action, Collection, Ingested, NewEvent, request_fingerprint};
 
 /// Inserts the event unless its change key or delivery id is known, then queues the record's job.
 pub(crate) fn ingest(
@@ -13,9 +13,10 @@ pub(crate) fn ingest(
     payload: &str,
     now: i64,
 ) -> Result<Ingested, JournalError> {
+    // Only an update can be an echo; a create or delete always makes a job.
     let settled = match request_fingerprint(event.source, event.collection, event.action, &event.payload) {
-        Some(fp) => asks_nothing_new(tx, event.collection, &event.record_id, &fp)?,
-        None => false,
+        Some(fp) if event.action == Action::Update => asks_nothing_new(tx, event.collection, &event.record_id, &fp)?,
+        _ => false,
     };
     let inserted = tx
         .prepare_cached(
