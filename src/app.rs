@@ -26,6 +26,7 @@ use crate::reconcile::Reconciler;
 use crate::reconcile::context::{Context, ReconcileSettings, StatusBoard};
 use crate::reconcile::health::HealthPoller;
 use crate::reconcile::orphans::OrphanScanner;
+use crate::reconcile::run_every;
 use crate::resync;
 use crate::secrets::{SecretBytes, SecretStore};
 use crate::templates::TemplateSet;
@@ -185,22 +186,22 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         cancel.clone(),
     ));
     tasks.spawn(dispatcher.run(cancel.clone(), DRAIN_DEADLINE));
-    tasks.spawn(
+    tasks.spawn(run_every(
         HealthPoller::new(
             ctx.clone(),
             settings.reconcile.health_poll_interval,
             settings.reconcile.bad_readings_before_error,
-        )
-        .run(cancel.clone()),
-    );
-    tasks.spawn(
+        ),
+        cancel.clone(),
+    ));
+    tasks.spawn(run_every(
         OrphanScanner::new(
             ctx.clone(),
             settings.reconcile.orphans,
             settings.pocketbase.resync_interval,
-        )
-        .run(cancel.clone()),
-    );
+        ),
+        cancel.clone(),
+    ));
     // Readiness follows the health poll's pace so an outage shows within one poll interval.
     let readiness_interval = settings.reconcile.health_poll_interval.min(READINESS_MAX_INTERVAL);
     tasks.spawn(watch_readiness(

@@ -74,6 +74,7 @@ pub async fn phase(
     let sem = Arc::new(Semaphore::new(256));
     let mut tasks = tokio::task::JoinSet::new();
     let mut writes = Vec::with_capacity(n);
+    let cpu0 = stack.cpu();
     let start = Instant::now();
     let start_wall = wall_ms();
     for k in 0..n {
@@ -105,6 +106,9 @@ pub async fn phase(
     }
     let achieved = ok as f64 / start.elapsed().as_secs_f64();
     let idle = stack.bridge.wait_idle(Duration::from_secs(300)).await;
+    let busy = start.elapsed().as_secs_f64();
+    let cpu = stack.cpu();
+    let used: Vec<f64> = cpu.iter().zip(cpu0).map(|(after, before)| after - before).collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let mut seen: HashMap<String, Instant> = HashMap::new();
@@ -182,6 +186,13 @@ pub async fn phase(
         j.n,
         c.n,
         if idle.is_err() { "; the bridge was still busy 300 s after the last write" } else { "" }
+    ));
+    report.note(format!(
+        "CPU @ {rate}/s, from the first write until the bridge was idle ({busy:.1} s wall, {} cores): PocketBase {:.1} s, cf-bridge {:.1} s, coolify-sim {:.1} s",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        used[0],
+        used[1],
+        used[2],
     ));
     Ok(())
 }

@@ -20,8 +20,20 @@ pub struct Stack {
     pub bridge: Bridge,
     pub secret: WebhookSecret,
     pub bridge_proc: BridgeProc,
-    _pb_proc: PbProc,
-    _sim_proc: SimProc,
+    pub pb_proc: PbProc,
+    pub sim_proc: SimProc,
+}
+
+impl Stack {
+    /// CPU seconds used so far by PocketBase, the bridge and the simulator.
+    pub fn cpu(&self) -> [f64; 3] {
+        [
+            self.pb_proc.proc.pid(),
+            self.bridge_proc.proc.pid(),
+            self.sim_proc.proc.pid(),
+        ]
+        .map(|pid| procs::cpu_secs(pid).unwrap_or(0.0))
+    }
 }
 
 /// PocketBase with the project's hooks posting to the bridge, a simulator with `sim_args`, and the bridge.
@@ -69,8 +81,8 @@ pub async fn start_stack(
         },
         secret,
         bridge_proc,
-        _pb_proc: pb_proc,
-        _sim_proc: sim_proc,
+        pb_proc,
+        sim_proc,
     })
 }
 

@@ -2,15 +2,26 @@
 //! (200/min by default) however many workers run.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::metrics::metrics;
+
+/// Which call goes first when the budget is short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    Normal,
+    /// Status reads that let started work finish: while one waits, normal calls hold back, so a burst of
+    /// new work cannot starve the reads that complete what is in flight.
+    Urgent,
+}
 
 #[derive(Debug)]
 pub struct Budget {
     capacity: f64,
     per_sec: f64,
     state: Mutex<Bucket>,
+    urgent_waiting: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -30,6 +41,7 @@ impl Budget {
                 tokens: capacity,
                 last: Instant::now(),
             }),
+            urgent_waiting: AtomicUsize::new(0),
         };
         metrics().coolify_budget_remaining.set(capacity);
         budget
@@ -61,13 +73,35 @@ impl Budget {
     }
 
     /// Waits until a token is available and takes it.
-    pub async fn acquire(&self) {
-        while let Err(wait) = self.try_take() {
-            tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+    pub async fn acquire(&self, priority: Priority) {
+        if priority == Priority::Urgent {
+            // Counted down on drop too: a cancelled urgent wait must not hold normal calls back forever.
+            struct Waiting<'a>(&'a AtomicUsize);
+            impl Drop for Waiting<'_> {
+                fn drop(&mut self) {
+                    self.0.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            self.urgent_waiting.fetch_add(1, Ordering::SeqCst);
+            let _waiting = Waiting(&self.urgent_waiting);
+            while let Err(wait) = self.try_take() {
+                tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+            }
+            return;
+        }
+        loop {
+            let turn = if self.urgent_waiting.load(Ordering::SeqCst) > 0 {
+                Err(Duration::from_millis(5))
+            } else {
+                self.try_take()
+            };
+            match turn {
+                Ok(()) => return,
+                Err(wait) => tokio::time::sleep(wait.max(Duration::from_millis(1))).await,
+            }
         }
     }
 
-    /// Empties the bucket: used after a 429, since the server's window is evidently spent.
     pub fn drain(&self) {
         let mut b = self.lock();
         b.tokens = 0.0;
@@ -85,6 +119,38 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn urgent_calls_go_first_and_a_cancelled_one_releases_its_claim() {
+        use std::sync::Arc;
+        let b = Arc::new(Budget::new(600, 1)); // one token every 100 ms
+        b.acquire(Priority::Normal).await;
+        // Many normal callers are already waiting when an urgent one arrives: it still gets the next token.
+        let normals: Vec<_> = (0..5)
+            .map(|_| {
+                let b = Arc::clone(&b);
+                tokio::spawn(async move { b.acquire(Priority::Normal).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let urgent = {
+            let b = Arc::clone(&b);
+            tokio::spawn(async move { b.acquire(Priority::Urgent).await })
+        };
+        tokio::time::sleep(Duration::from_millis(130)).await;
+        assert!(urgent.is_finished(), "the urgent call took the first token");
+        assert_eq!(normals.iter().filter(|h| h.is_finished()).count(), 0);
+        // An urgent wait dropped half-way must not block normal calls.
+        let cancelled = tokio::time::timeout(Duration::from_millis(10), b.acquire(Priority::Urgent)).await;
+        assert!(cancelled.is_err());
+        assert_eq!(b.urgent_waiting.load(Ordering::SeqCst), 0);
+        for h in normals {
+            tokio::time::timeout(Duration::from_secs(2), h)
+                .await
+                .expect("normal calls proceed")
+                .expect("join");
+        }
+    }
 
     #[test]
     fn burst_then_wait() {
@@ -105,7 +171,7 @@ mod tests {
         let b = Budget::new(600, 1); // one token per 100 ms
         let start = Instant::now();
         for _ in 0..4 {
-            b.acquire().await;
+            b.acquire(Priority::Normal).await;
         }
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(290), "{took:?}");

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 use tracing::{debug, warn};
 
-use super::budget::Budget;
+use super::budget::{Budget, Priority};
 use super::error::CoolifyError;
 use super::retry::{Decision, Idempotency, Outcome, RetryPolicy};
 use super::types::*;
@@ -72,6 +72,11 @@ struct Inner {
 struct Reply {
     status: StatusCode,
     text: String,
+}
+
+fn decode<T: DeserializeOwned>(endpoint: &str, reply: &Reply) -> Result<T, CoolifyError> {
+    serde_json::from_str(&reply.text)
+        .map_err(|e| CoolifyError::BadResponse(format!("{endpoint} returned {}: {e}", reply.status.as_u16())))
 }
 
 /// Percent-encodes one path segment (uuids are plain, environment names may not be).
@@ -153,11 +158,23 @@ impl CoolifyClient {
         body: Option<&Value>,
         idem: Idempotency,
     ) -> Result<Reply, CoolifyError> {
+        self.send_as(Priority::Normal, method, endpoint, path, body, idem).await
+    }
+
+    async fn send_as(
+        &self,
+        priority: Priority,
+        method: Method,
+        endpoint: &'static str,
+        path: &str,
+        body: Option<&Value>,
+        idem: Idempotency,
+    ) -> Result<Reply, CoolifyError> {
         let inner = &self.inner;
         let url = format!("{}{}", inner.root, path);
         let (mut failures, mut throttled) = (0u32, 0u32);
         loop {
-            inner.budget.acquire().await;
+            inner.budget.acquire(priority).await;
             let mut rb = inner
                 .http
                 .request(method.clone(), &url)
@@ -227,9 +244,7 @@ impl CoolifyClient {
         body: Option<&Value>,
         idem: Idempotency,
     ) -> Result<T, CoolifyError> {
-        let reply = self.send(method, endpoint, path, body, idem).await?;
-        serde_json::from_str(&reply.text)
-            .map_err(|e| CoolifyError::BadResponse(format!("{endpoint} returned {}: {e}", reply.status.as_u16())))
+        decode(endpoint, &self.send(method, endpoint, path, body, idem).await?)
     }
 
     async fn get<T: DeserializeOwned>(&self, endpoint: &'static str, path: &str) -> Result<T, CoolifyError> {
@@ -375,9 +390,21 @@ impl CoolifyClient {
         self.get("GET /services", "/api/v1/services").await
     }
 
-    /// `GET /services` parsed for status polling only.
+    /// `GET /services` parsed for status polling only. Urgent in the budget: these reads finish work
+    /// already started (see [`Priority::Urgent`]).
     pub async fn list_service_states(&self) -> Result<Vec<ServiceState>, CoolifyError> {
-        self.get("GET /services", "/api/v1/services").await
+        let endpoint = "GET /services";
+        let reply = self
+            .send_as(
+                Priority::Urgent,
+                Method::GET,
+                endpoint,
+                "/api/v1/services",
+                None,
+                Idempotency::Safe,
+            )
+            .await?;
+        decode(endpoint, &reply)
     }
 
     pub async fn get_service(&self, uuid: &str) -> Result<Service, CoolifyError> {

@@ -77,6 +77,23 @@ pub fn valid_record_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 50 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
+/// The `{id}` of an instance route, refused with a 400 before the handler runs when it is not a record id.
+pub struct RecordId(String);
+
+impl actix_web::FromRequest for RecordId {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let id = req.match_info().get("id").unwrap_or_default();
+        std::future::ready(if valid_record_id(id) {
+            Ok(RecordId(id.to_string()))
+        } else {
+            Err(ApiError::bad_request(format!("{id:?} is not a record id")))
+        })
+    }
+}
+
 /// Parses `collection/id` as used by `--record` and the replay body.
 pub fn parse_record_ref(s: &str) -> Result<(Collection, String), ApiError> {
     let (c, id) = s.split_once('/').ok_or_else(|| {
@@ -282,12 +299,8 @@ async fn resync_route(_: Admin, state: web::Data<AdminState>) -> HttpResponse {
 async fn instance_view(
     _: Admin,
     state: web::Data<AdminState>,
-    id: web::Path<String>,
+    RecordId(id): RecordId,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    if !valid_record_id(&id) {
-        return Err(ApiError::bad_request(format!("{id:?} is not a record id")));
-    }
     let ctx = &state.ctx;
     let inst = ctx
         .pb
@@ -401,13 +414,9 @@ fn parse_secrets_body(body: &[u8]) -> Result<BTreeMap<String, SecretString>, Api
 async fn put_secrets(
     _: Admin,
     state: web::Data<AdminState>,
-    id: web::Path<String>,
+    RecordId(id): RecordId,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    if !valid_record_id(&id) {
-        return Err(ApiError::bad_request(format!("{id:?} is not a record id")));
-    }
     let map = parse_secrets_body(&body)?;
     let ctx = &state.ctx;
     let inst = ctx
@@ -442,12 +451,8 @@ async fn put_secrets(
 async fn delete_secrets(
     _: Admin,
     state: web::Data<AdminState>,
-    id: web::Path<String>,
+    RecordId(id): RecordId,
 ) -> Result<HttpResponse, ApiError> {
-    let id = id.into_inner();
-    if !valid_record_id(&id) {
-        return Err(ApiError::bad_request(format!("{id:?} is not a record id")));
-    }
     let existed = state.ctx.secrets.delete(&id).map_err(internal)?;
     let n = state
         .journal

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::context::{ActionLog, Context};
@@ -53,6 +52,18 @@ pub struct HealthPoller {
     last_healthy_write: HashMap<String, Instant>,
 }
 
+impl super::Periodic for HealthPoller {
+    const NAME: &'static str = "health poll";
+
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    async fn tick(&mut self) -> Result<(), String> {
+        self.poll_once().await
+    }
+}
+
 impl HealthPoller {
     pub fn new(ctx: Context, interval: Duration, threshold: u32) -> Self {
         HealthPoller {
@@ -61,20 +72,6 @@ impl HealthPoller {
             threshold: threshold.max(1),
             streaks: HashMap::new(),
             last_healthy_write: HashMap::new(),
-        }
-    }
-
-    pub async fn run(mut self, cancel: CancellationToken) {
-        let mut ticker = tokio::time::interval(self.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
-            if let Err(e) = self.poll_once().await {
-                warn!(error = %e, "health poll failed");
-            }
         }
     }
 

@@ -8,11 +8,39 @@ pub mod orphans;
 pub mod plan;
 pub mod tenant;
 
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
 use crate::events::Collection;
 use crate::journal::ClaimedJob;
 use crate::queue::{JobError, JobFuture, JobHandler};
 use context::Context;
 use error::ReconcileError;
+
+/// A task that runs on a fixed interval beside the queue (the health poller, the orphan scanner).
+pub trait Periodic: Send + 'static {
+    /// What the task is called in its log lines.
+    const NAME: &'static str;
+    fn interval(&self) -> Duration;
+    fn tick(&mut self) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// Runs `task` at once and then every interval until `cancel`. A failed tick is logged; the next runs anyway.
+pub async fn run_every<P: Periodic>(mut task: P, cancel: CancellationToken) {
+    let mut ticker = tokio::time::interval(task.interval());
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        if let Err(e) = task.tick().await {
+            tracing::warn!(task = P::NAME, error = %e, "{} failed", P::NAME);
+        }
+    }
+}
 
 /// The queue's job handler: one reconcile of one record.
 pub struct Reconciler {

@@ -4,7 +4,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::context::Context;
@@ -78,6 +77,18 @@ pub struct OrphanScanner {
     seen: HashMap<String, u32>,
 }
 
+impl super::Periodic for OrphanScanner {
+    const NAME: &'static str = "orphan scan";
+
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    async fn tick(&mut self) -> Result<(), String> {
+        self.scan_once().await.map(drop)
+    }
+}
+
 impl OrphanScanner {
     pub fn new(ctx: Context, policy: OrphanPolicy, interval: Duration) -> Self {
         OrphanScanner {
@@ -85,20 +96,6 @@ impl OrphanScanner {
             policy,
             interval,
             seen: HashMap::new(),
-        }
-    }
-
-    pub async fn run(mut self, cancel: CancellationToken) {
-        let mut ticker = tokio::time::interval(self.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
-            if let Err(e) = self.scan_once().await {
-                warn!(error = %e, "orphan scan failed");
-            }
         }
     }
 
