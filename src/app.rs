@@ -32,8 +32,18 @@ use crate::secrets::{SecretBytes, SecretStore};
 use crate::templates::TemplateSet;
 use crate::webhook::WebhookSecret;
 
-/// How old a service status may be for a reconcile waiting on `running:*` (one list call serves all).
+/// The shortest gap between status lists for reconciles waiting on `running:*` (one list serves all).
 const STATUS_BOARD_INTERVAL: Duration = Duration::from_secs(1);
+/// The most of the Coolify budget that status lists may take while reconciles wait.
+const STATUS_BOARD_BUDGET_SHARE: f64 = 0.15;
+
+/// The status board's gap between lists: at least `STATUS_BOARD_INTERVAL`, and wide enough that lists
+/// take no more than `STATUS_BOARD_BUDGET_SHARE` of the budget (2.2 s at the default 180/min). A start
+/// takes Coolify a minute or two, so a few seconds more per wait costs little; the calls saved go to work.
+fn status_board_interval(requests_per_minute: u32) -> Duration {
+    let share = 60.0 / (f64::from(requests_per_minute.max(1)) * STATUS_BOARD_BUDGET_SHARE);
+    STATUS_BOARD_INTERVAL.max(Duration::from_secs_f64(share))
+}
 
 /// How long in-flight jobs get to finish after SIGTERM before the process exits anyway.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
@@ -117,7 +127,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .parse()
         .context("webhook.secret")?;
 
-    let statuses = Arc::new(StatusBoard::new(coolify.clone(), STATUS_BOARD_INTERVAL));
+    let statuses = Arc::new(StatusBoard::new(
+        coolify.clone(),
+        status_board_interval(settings.coolify.requests_per_minute),
+    ));
     let ctx = Context {
         pb: pb.clone(),
         coolify: coolify.clone(),
@@ -293,5 +306,18 @@ async fn watch_readiness(ctx: Context, readiness: Arc<Readiness>, every: Duratio
         readiness.pocketbase_auth.store(pb_ok, Ordering::Relaxed);
         let coolify_ok = ctx.coolify.health().await.is_ok();
         readiness.coolify_reachable.store(coolify_ok, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lists_take_a_bounded_share_of_the_budget() {
+        let gap = status_board_interval(180);
+        assert!((gap.as_secs_f64() - 60.0 / 27.0).abs() < 0.01, "{gap:?}");
+        assert_eq!(status_board_interval(100_000), STATUS_BOARD_INTERVAL);
+        assert!(status_board_interval(1) > Duration::from_secs(60));
     }
 }

@@ -259,8 +259,30 @@ impl PbClient {
         self.get(BOT_INSTANCES, id).await
     }
 
-    pub async fn get_template(&self, id: &str) -> Result<Option<BotTemplate>, PbError> {
-        self.get(BOT_TEMPLATES, id).await
+    /// The instance with its tenant and template in one request (`expand`): a reconcile needs all three,
+    /// and every request counts on a PocketBase that is also serving the users. A relation whose record
+    /// is gone comes back as `None`.
+    pub async fn get_instance_with_relations(
+        &self,
+        id: &str,
+    ) -> Result<Option<(BotInstance, Option<Tenant>, Option<BotTemplate>)>, PbError> {
+        let url = self.url(
+            &["api", "collections", BOT_INSTANCES, "records", id],
+            &[("expand", "tenant,template")],
+        )?;
+        let reply = self.send(Method::GET, &url, None, |_| false).await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let mut record: serde_json::Value = decode(reply, BOT_INSTANCES)?;
+        let mut expand = record
+            .as_object_mut()
+            .and_then(|r| r.remove("expand"))
+            .unwrap_or(serde_json::Value::Null);
+        let mut related = |field: &str| expand.as_object_mut().and_then(|e| e.remove(field));
+        let tenant = related("tenant").map(|t| from_value(t, TENANTS)).transpose()?;
+        let template = related("template").map(|t| from_value(t, BOT_TEMPLATES)).transpose()?;
+        Ok(Some((from_value(record, BOT_INSTANCES)?, tenant, template)))
     }
 
     pub async fn find_template_by_name(&self, name: &str) -> Result<Option<BotTemplate>, PbError> {

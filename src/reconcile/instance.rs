@@ -15,8 +15,8 @@ use crate::coolify::{
 };
 
 use crate::pocketbase::records::{
-    BotInstance, DeployAction, DeployStatus, DesiredState, InstancePatch, InstanceStatus, Tenant, TenantStatus,
-    format_pb_date,
+    BotInstance, BotTemplate, DeployAction, DeployStatus, DesiredState, InstancePatch, InstanceStatus, Tenant,
+    TenantStatus, format_pb_date,
 };
 use crate::quota;
 use crate::secrets;
@@ -34,15 +34,14 @@ struct Desired {
 
 /// Reconciles one instance; returns the record's `updated` when it is live, `None` once destroyed.
 pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> Result<Option<String>, ReconcileError> {
-    let Some(inst) = ctx.pb.get_instance(id).await? else {
+    let Some((inst, tenant, template)) = ctx.pb.get_instance_with_relations(id).await? else {
         destroy(ctx, id).await?;
         return Ok(None);
     };
     let updated = inst.updated.as_ref().map(format_pb_date).unwrap_or_default();
-    let tenant = ctx.pb.get_tenant(&inst.tenant).await?;
     let desired = match &tenant {
         None => Err(Blocked::Invalid(format!("tenant {} does not exist", inst.tenant))),
-        Some(t) => desire(ctx, &inst, t).await?,
+        Some(t) => desire(ctx, &inst, t, template).await?,
     };
     // Our own write-back comes back as an update event: an unchanged spec needs no Coolify call.
     if let Ok(d) = &desired
@@ -81,11 +80,12 @@ async fn desire(
     ctx: &Context,
     inst: &BotInstance,
     tenant: &Tenant,
+    template_record: Option<BotTemplate>,
 ) -> Result<Result<Desired, Blocked>, ReconcileError> {
     let Some(project_uuid) = tenant.coolify_project_uuid.clone() else {
         return Ok(Err(Blocked::TenantNotReady));
     };
-    let Some(template_record) = ctx.pb.get_template(&inst.template).await? else {
+    let Some(template_record) = template_record else {
         return Ok(Err(Blocked::Invalid(format!(
             "template {} does not exist",
             inst.template

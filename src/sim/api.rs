@@ -139,6 +139,11 @@ fn validate_project_name(name: &str) -> Result<(), Reply> {
     Ok(())
 }
 
+/// `GET /services`: every service, in the model's order.
+pub fn service_list<'a>(services: impl Iterator<Item = &'a ServiceRec>, now_ms: u64) -> Reply {
+    Reply::json(200, Value::Array(services.map(|s| s.to_json(now_ms)).collect()))
+}
+
 pub fn handle(st: &mut SimState, ctx: Ctx, route: Route, body: Obj) -> Reply {
     st.purge(ctx.now_ms);
     match route {
@@ -209,10 +214,7 @@ pub fn handle(st: &mut SimState, ctx: Ctx, route: Route, body: Obj) -> Reply {
             v["services"] = Value::Array(services);
             Reply::json(200, v)
         }
-        Route::ListServices => Reply::json(
-            200,
-            Value::Array(st.services.values().map(|s| s.to_json(ctx.now_ms)).collect()),
-        ),
+        Route::ListServices => service_list(st.services.values(), ctx.now_ms),
         Route::CreateService => create_service(st, ctx, &body),
         Route::GetService(u) => match st.services.get(&u) {
             None => Reply::message(404, "Service not found."),

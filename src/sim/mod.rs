@@ -293,12 +293,23 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, sim: web::Data<Sim>) -> Ht
                 running_delay_ms: ms(sim.cfg.running_delay),
                 delete_delay_ms: ms(sim.cfg.delete_delay),
             };
-            let mut st = lock(&sim.state);
-            let reply = api::handle(&mut st, ctx, route, obj);
-            if reply.mutated {
-                sim.save(&st);
+            if route == Route::ListServices {
+                // Coolify's reads do not hold up its writes: build the list, megabytes for a large fleet,
+                // from a snapshot taken under the lock rather than under it.
+                let services: Vec<model::ServiceRec> = {
+                    let mut st = lock(&sim.state);
+                    st.purge(ctx.now_ms);
+                    st.services.values().cloned().collect()
+                };
+                api::service_list(services.iter(), ctx.now_ms)
+            } else {
+                let mut st = lock(&sim.state);
+                let reply = api::handle(&mut st, ctx, route, obj);
+                if reply.mutated {
+                    sim.save(&st);
+                }
+                reply
             }
-            reply
         }
     };
     if fx.lose_response {
