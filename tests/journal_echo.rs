@@ -2,7 +2,7 @@
 //! change a user asks for still does: the journal compares what a change asks for with what was applied.
 
 use cf_bridge::events::{Action, Collection, EventSink, Ingested, NewEvent, Source};
-use cf_bridge::journal::{JobState, Journal, now_ms};
+use cf_bridge::journal::{EventStatus, JobState, Journal, now_ms};
 use serde_json::{Value, json};
 
 fn open_temp() -> (tempfile::TempDir, Journal) {
@@ -67,10 +67,12 @@ async fn echoes_settle_and_real_changes_queue() {
         .ingest(change(Source::Webhook, version("02", "running", "deploying", "")))
         .await
         .expect("ingest");
-    assert!(
-        matches!(echo, Ingested::Settled { .. }),
-        "echo during the run: {echo:?}"
-    );
+    let Ingested::Settled { event_id } = echo else {
+        panic!("echo during the run: {echo:?}");
+    };
+    let (row, job, attempts) = j.get_event(event_id).await.expect("get").expect("exists");
+    assert_eq!(row.status, EventStatus::Done);
+    assert!(job.is_none() && attempts.is_empty(), "a settled event has no job");
     j.set_applied(Collection::BotInstances, "r1", "2026-01-01 00:00:01.000Z")
         .await
         .expect("applied");

@@ -225,6 +225,7 @@ async fn retryable_failures_back_off_then_die_and_an_event_revives() {
 
     let first_event = j.list_events(EventFilter::default(), None, 1).await.expect("list").0[0].id;
     let (_, job, attempts) = j.get_event(first_event).await.expect("get").expect("exists");
+    let job = job.expect("the event has a job");
     assert_eq!(job.last_error.as_deref(), Some("coolify unreachable"));
     let mut oldest_first = attempts.clone();
     oldest_first.reverse();

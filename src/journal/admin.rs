@@ -179,17 +179,20 @@ impl Journal {
         .await
     }
 
-    /// One event with its record's job and that job's attempts (newest first).
-    pub async fn get_event(&self, id: i64) -> Result<Option<(EventRow, JobRow, Vec<AttemptRow>)>, JournalError> {
+    /// One event with its record's job and that job's attempts (newest first). An event settled without a
+    /// job (an echo of the bridge's own write) has neither.
+    pub async fn get_event(
+        &self,
+        id: i64,
+    ) -> Result<Option<(EventRow, Option<JobRow>, Vec<AttemptRow>)>, JournalError> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))?;
             let mut rows = stmt.query([id])?;
             let Some(r) = rows.next()? else { return Ok(None) };
             let event = event_row(r)?;
-            let job_id = event.job_id.ok_or(JournalError::Corrupt {
-                column: "events.job_id",
-                value: "NULL".into(),
-            })?;
+            let Some(job_id) = event.job_id else {
+                return Ok(Some((event, None, Vec::new())));
+            };
             let mut stmt = conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?;
             let mut rows = stmt.query([job_id])?;
             let job = match rows.next()? {
@@ -205,7 +208,7 @@ impl Journal {
             while let Some(r) = rows.next()? {
                 attempts.push(attempt_row(r)?);
             }
-            Ok(Some((event, job, attempts)))
+            Ok(Some((event, Some(job), attempts)))
         })
         .await
     }
