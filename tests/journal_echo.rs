@@ -174,3 +174,29 @@ async fn a_create_is_never_settled_but_its_run_makes_later_echoes_settle() {
         .expect("ingest");
     assert!(is_new(&again), "a create always makes a job: {again:?}");
 }
+
+#[tokio::test]
+async fn an_echo_during_a_run_that_then_fails_leaves_resync_its_chance() {
+    let (_dir, j) = open_temp();
+    j.ingest(change(Source::Webhook, version("01", "running", "pending", "")))
+        .await
+        .expect("ingest");
+    run_job(&j, "2026-01-01 00:00:01.000Z").await;
+    // A user's change; its run writes `deploying`, whose echo settles while the run goes on.
+    j.ingest(change(Source::Webhook, version("02", "stopped", "running", "")))
+        .await
+        .expect("ingest");
+    let jobs = j.claim_due(now_ms(), 10).await.expect("claim");
+    let echo = j
+        .ingest(change(Source::Realtime, version("03", "stopped", "deploying", "")))
+        .await
+        .expect("ingest");
+    assert!(matches!(echo, Ingested::Settled { .. }), "{echo:?}");
+    j.fail(jobs[0].job_id, "coolify unreachable", None).await.expect("fail");
+    let known = j.known_records(Collection::BotInstances).await.expect("known");
+    assert_eq!(
+        known[0].last_updated.as_deref(),
+        Some("2026-01-01 00:00:01.000Z"),
+        "the failed run's versions are not recorded as applied, so resync still sees the change"
+    );
+}

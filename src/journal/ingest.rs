@@ -14,10 +14,11 @@ pub(crate) fn ingest(
     now: i64,
 ) -> Result<Ingested, JournalError> {
     // Only an update can be an echo; a create or delete always makes a job.
-    let settled = match request_fingerprint(event.source, event.collection, event.action, &event.payload) {
+    let echo = match request_fingerprint(event.source, event.collection, event.action, &event.payload) {
         Some(fp) if event.action == Action::Update => asks_nothing_new(tx, event.collection, &event.record_id, &fp)?,
-        _ => false,
+        _ => Echo::No,
     };
+    let settled = echo != Echo::No;
     let inserted = tx
         .prepare_cached(
             "INSERT INTO events (source, collection, record_id, action, record_updated, received_at,
@@ -42,8 +43,9 @@ pub(crate) fn ingest(
     }
     let event_id = tx.last_insert_rowid();
     if settled {
-        // The record at this version is as good as applied: resync must not take it for a missed change.
-        if let Some(updated) = &event.record_updated {
+        // After a successful run, the record at this version is as good as applied: resync must not take it
+        // for a missed change. During a run, the run's own outcome decides.
+        if let (Echo::OfApplied, Some(updated)) = (echo, &event.record_updated) {
             tx.prepare_cached(
                 "UPDATE record_state SET last_updated = ?3
                  WHERE collection = ?1 AND record_id = ?2 AND (last_updated IS NULL OR last_updated < ?3)",
@@ -60,6 +62,15 @@ pub(crate) fn ingest(
     })
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Echo {
+    No,
+    /// Asks for what the record's last successful run applied.
+    OfApplied,
+    /// Asks for what the record's running job is applying now.
+    OfRunning,
+}
+
 /// Whether a change asking for `fp` needs no job: the record's last run succeeded with that request, or
 /// its running job is applying that request now. Any other job state (queued, retrying, parked) keeps
 /// the event, since what was applied is then in doubt.
@@ -68,22 +79,25 @@ fn asks_nothing_new(
     collection: Collection,
     record_id: &str,
     fp: &str,
-) -> Result<bool, JournalError> {
+) -> Result<Echo, JournalError> {
     let job: Option<(String, Option<i64>)> = tx
         .prepare_cached("SELECT state, claimed_event_id FROM jobs WHERE collection = ?1 AND record_id = ?2")?
         .query_row(params![collection.as_str(), record_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    match job {
-        Some((state, claimed)) => match JobState::from_column(state)? {
-            JobState::Succeeded => applied_fingerprint_is(tx, collection, record_id, fp),
-            JobState::Running => match claimed {
-                Some(event_id) => Ok(event_fingerprint(tx, event_id)?.as_deref() == Some(fp)),
-                None => Ok(false),
-            },
-            JobState::Queued | JobState::Failed | JobState::Waiting | JobState::Dead => Ok(false),
-        },
-        None => applied_fingerprint_is(tx, collection, record_id, fp),
-    }
+    let state = match &job {
+        Some((state, _)) => Some(JobState::from_column(state.clone())?),
+        None => None,
+    };
+    let echo = match (state, job.and_then(|(_, claimed)| claimed)) {
+        (None | Some(JobState::Succeeded), _) if applied_fingerprint_is(tx, collection, record_id, fp)? => {
+            Echo::OfApplied
+        }
+        (Some(JobState::Running), Some(claimed)) if event_fingerprint(tx, claimed)?.as_deref() == Some(fp) => {
+            Echo::OfRunning
+        }
+        _ => Echo::No,
+    };
+    Ok(echo)
 }
 
 fn applied_fingerprint_is(
