@@ -61,16 +61,34 @@ impl HookPb {
             ],
             None => Vec::new(),
         };
-        let proc =
-            procs::start_pocketbase(paths, &dir.join("pb_data"), &paths.root.join("hooks/pb_hooks"), &env).await?;
-        let pb = Pb::login(&proc.url, http()?).await?;
-        pb.batch_create("bot_templates", &[json!({"name": "base-llm", "active": true})])
-            .await?;
-        let instances = create_fleet(&pb, "h", 64, "stopped").await?;
+        let (pb, instances, proc) = pb_with_fleet(
+            paths,
+            &dir.join("pb_data"),
+            &paths.root.join("hooks/pb_hooks"),
+            &env,
+            "h",
+        )
+        .await?;
         Ok(HookPb {
             pb,
             instances,
             _proc: proc,
         })
     }
+}
+
+/// A PocketBase with `hooks_dir`, the base-llm template and 64 stopped instances named after `tag`.
+pub async fn pb_with_fleet(
+    paths: &Paths,
+    data_dir: &Path,
+    hooks_dir: &Path,
+    env: &[(&str, String)],
+    tag: &str,
+) -> Result<(Pb, Vec<String>, PbProc)> {
+    let proc = procs::start_pocketbase(paths, data_dir, hooks_dir, env).await?;
+    let pb = Pb::login(&proc.url, http()?).await?;
+    pb.batch_create("bot_templates", &[json!({"name": "base-llm", "active": true})])
+        .await?;
+    let instances = create_fleet(&pb, tag, 64, "stopped").await?;
+    Ok((pb, instances, proc))
 }

@@ -152,34 +152,17 @@ pub async fn phase(
     }
     let (f, c, j) = (summarize(&frame_lat), summarize(&call_lat), summarize(&journal_lat));
     let label = format!("{rate}/s (achieved {achieved:.0}/s)");
-    report.row(
-        "1 latency",
-        format!("write -> first Coolify call p50 @ {label}"),
-        ms(c.p50_ms),
-        format!("{} (realtime frame)", ms(f.p50_ms)),
-        ratio(c.p50_ms, f.p50_ms),
-    );
-    report.row(
-        "1 latency",
-        format!("write -> first Coolify call p99 @ {label}"),
-        ms(c.p99_ms),
-        format!("{} (realtime frame)", ms(f.p99_ms)),
-        ratio(c.p99_ms, f.p99_ms),
-    );
-    report.row(
-        "1 latency",
-        format!("write -> journaled p50 @ {label}"),
-        ms(j.p50_ms),
-        format!("{} (realtime frame)", ms(f.p50_ms)),
-        ratio(j.p50_ms, f.p50_ms),
-    );
-    report.row(
-        "1 latency",
-        format!("write -> journaled p99 @ {label}"),
-        ms(j.p99_ms),
-        format!("{} (realtime frame)", ms(f.p99_ms)),
-        ratio(j.p99_ms, f.p99_ms),
-    );
+    for (what, s) in [("first Coolify call", &c), ("journaled", &j)] {
+        for (q, value, frame) in [("p50", s.p50_ms, f.p50_ms), ("p99", s.p99_ms, f.p99_ms)] {
+            report.row(
+                "1 latency",
+                format!("write -> {what} {q} @ {label}"),
+                ms(value),
+                format!("{} (realtime frame)", ms(frame)),
+                ratio(value, frame),
+            );
+        }
+    }
     report.note(format!(
         "latency @ {rate}/s: {n} writes ({ok} accepted), {} realtime frames, {} journaled, {} with a Coolify call before the record's next write (the rest were absorbed by a later change of the same record){}",
         f.n,

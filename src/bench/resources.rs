@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use super::client::{Pb, http};
+use super::client::Pb;
 use super::procs::{self, Paths, PbProc, SIM_TOKEN};
 use super::report::{Report, ms};
 use super::run::{Stack, create_fleet};
@@ -43,11 +43,8 @@ impl NaivePb {
             ("NAIVE_COOLIFY_URL", sim_url.to_string()),
             ("NAIVE_COOLIFY_TOKEN", SIM_TOKEN.to_string()),
         ];
-        let proc = procs::start_pocketbase(paths, &dir.join("pb_data"), &hooks, &env).await?;
-        let pb = Pb::login(&proc.url, http()?).await?;
-        pb.batch_create("bot_templates", &[json!({"name": "base-llm", "active": true})])
-            .await?;
-        let instances = create_fleet(&pb, "n", 64, "stopped").await?;
+        let (pb, instances, proc) =
+            super::hookcost::pb_with_fleet(paths, &dir.join("pb_data"), &hooks, &env, "n").await?;
         let tenants = pb.field_by_id("tenants", "slug = \"n-t0\"", "slug").await?;
         let tenant = tenants.keys().next().context("naive tenant missing")?.clone();
         Ok(NaivePb {

@@ -84,11 +84,11 @@ fn asks_nothing_new(
         .prepare_cached("SELECT state, claimed_event_id FROM jobs WHERE collection = ?1 AND record_id = ?2")?
         .query_row(params![collection.as_str(), record_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let state = match &job {
-        Some((state, _)) => Some(JobState::from_column(state.clone())?),
-        None => None,
+    let (state, claimed) = match job {
+        Some((state, claimed)) => (Some(JobState::from_column(state)?), claimed),
+        None => (None, None),
     };
-    let echo = match (state, job.and_then(|(_, claimed)| claimed)) {
+    let echo = match (state, claimed) {
         (None | Some(JobState::Succeeded), _) if applied_fingerprint_is(tx, collection, record_id, fp)? => {
             Echo::OfApplied
         }
