@@ -3,6 +3,8 @@ FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# The workspace members must be present for cargo to read the workspace; only cf-bridge is built.
+COPY crates ./crates
 RUN cargo build --release --locked --bin cf-bridge
 
 FROM debian:bookworm-slim

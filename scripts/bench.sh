@@ -5,5 +5,5 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 PB_BIN="$("$ROOT/scripts/install-pocketbase.sh")"
-cargo build --locked --release --bins
+cargo build --locked --release --workspace --bins
 exec "$ROOT/target/release/cf-bench" --pocketbase "$PB_BIN" "$@"

@@ -5,5 +5,5 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 PB_BIN="$("$ROOT/scripts/install-pocketbase.sh")"
-cargo build --locked --bins
+cargo build --locked --workspace --bins
 exec python3 "$ROOT/scripts/demo.py" "$PB_BIN" "$ROOT/target/debug"

@@ -10,7 +10,7 @@ LOG="$ROOT/target/test-output.log"
 rm -f "$ROOT/target/reliability-table.md"
 # Integration tests spawn PocketBase, coolify-sim and the bridge; two threads suit a 2-core machine.
 set +e
-cargo test --locked --no-fail-fast --all-targets -- --test-threads="${TEST_THREADS:-2}" "$@" 2>&1 | tee "$LOG"
+cargo test --locked --no-fail-fast --workspace --all-targets -- --test-threads="${TEST_THREADS:-2}" "$@" 2>&1 | tee "$LOG"
 status=${PIPESTATUS[0]}
 set -e
 if [ -f "$ROOT/target/reliability-table.md" ]; then

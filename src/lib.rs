@@ -1,7 +1,6 @@
 //! cf-bridge: keeps Coolify in step with the PocketBase system of record.
 
 pub mod app;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod coolify;
@@ -16,7 +15,6 @@ pub mod quota;
 pub mod reconcile;
 pub mod resync;
 pub mod secrets;
-pub mod sim;
 pub mod telemetry;
 pub mod templates;
 pub mod webhook;

@@ -5,14 +5,14 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cf_bridge::coolify::*;
-use cf_bridge::sim::LOCALHOST_SERVER_UUID;
-use common::sim::{SimProcess, reqwest_client};
+use common::sim::{TestSim, reqwest_client};
+use coolify_sim::LOCALHOST_SERVER_UUID;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
 const BOT: &str = "services:\n  bot:\n    image: ghcr.io/cf/bot:1\n    environment:\n      TOKEN: ${BOT_TOKEN}\n      MODE: ${MODE:-fast}\n  cache:\n    image: redis:7\n";
 
-fn fast_sim(extra: &[&str]) -> SimProcess {
+fn fast_sim(extra: &[&str]) -> TestSim {
     let mut args = vec![
         "--rate-limit",
         "100000",
@@ -22,10 +22,10 @@ fn fast_sim(extra: &[&str]) -> SimProcess {
         "150",
     ];
     args.extend_from_slice(extra);
-    SimProcess::start(&args)
+    TestSim::start(&args)
 }
 
-fn client(sim: &SimProcess) -> CoolifyClient {
+fn client(sim: &TestSim) -> CoolifyClient {
     let mut cfg = CoolifyConfig::new(sim.client_url(), SecretString::from(sim.token.clone()));
     cfg.requests_per_minute = 100_000;
     cfg.burst = 1000;
@@ -432,7 +432,7 @@ async fn storm_of_429_is_waited_out_within_budget() {
 
 #[tokio::test]
 async fn real_rate_limit_headers_and_429() {
-    let sim = SimProcess::start(&["--rate-limit", "3"]);
+    let sim = TestSim::start(&["--rate-limit", "3"]);
     let http = reqwest_client();
     let mut last = None;
     for _ in 0..4 {

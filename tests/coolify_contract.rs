@@ -13,8 +13,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use cf_bridge::coolify::*;
-use cf_bridge::sim::LOCALHOST_SERVER_UUID;
-use common::sim::{SimProcess, reqwest_client};
+use common::sim::{TestSim, reqwest_client};
+use coolify_sim::LOCALHOST_SERVER_UUID;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
@@ -219,7 +219,7 @@ fn validator_catches_violations() {
     assert_eq!(errs, want);
 }
 
-async fn scenario(sim: &SimProcess) {
+async fn scenario(sim: &TestSim) {
     let mut cfg = CoolifyConfig::new(sim.client_url(), SecretString::from(sim.token.clone()));
     cfg.requests_per_minute = 100_000;
     cfg.burst = 1000;
@@ -357,7 +357,7 @@ async fn simulator_and_client_follow_the_spec() {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/coolify-openapi.yaml")).expect("spec");
     let spec: Value = serde_norway::from_str(&text).expect("spec parses");
-    let sim = SimProcess::start(&[
+    let sim = TestSim::start(&[
         "--rate-limit",
         "100000",
         "--start-delay-ms",

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use cf_bridge::webhook::WebhookSecret;
 use common::bridge::{AdminClient, BridgeProcess, WEBHOOK_SECRET, eventually};
 use common::pocketbase::{TestPb, pocketbase_bin, repo_root};
-use common::sim::SimProcess;
+use common::sim::TestSim;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -39,7 +39,7 @@ fn http() -> reqwest::Client {
         .expect("http client")
 }
 
-async fn start_bridge(pb_url: &str, pb: &TestPb, sim: &SimProcess) -> BridgeProcess {
+async fn start_bridge(pb_url: &str, pb: &TestPb, sim: &TestSim) -> BridgeProcess {
     BridgeProcess::start(pb_url, &pb.email, &pb.password, &sim.url, &sim.token, &[]).await
 }
 
@@ -273,7 +273,7 @@ impl Drop for Proxy {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn realtime_changes_reach_the_journal_within_a_second() {
     let pb = TestPb::start().await;
-    let sim = SimProcess::start(&SIM_ARGS);
+    let sim = TestSim::start(&SIM_ARGS);
     let bridge = start_bridge(&pb.url, &pb, &sim).await;
     wait_subscribed(&bridge).await;
     let admin = bridge.admin();
@@ -348,7 +348,7 @@ async fn a_change_by_webhook_and_realtime_is_one_event() {
         ("CF_BRIDGE_WEBHOOK_SECRET", WEBHOOK_SECRET),
     ])
     .await;
-    let sim = SimProcess::start(&SIM_ARGS);
+    let sim = TestSim::start(&SIM_ARGS);
     let bridge = start_bridge(&pb.url, &pb, &sim).await;
     proxy.set_target(bridge.port);
     wait_subscribed(&bridge).await;
@@ -425,7 +425,7 @@ async fn a_change_by_webhook_and_realtime_is_one_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_while_the_bridge_is_stopped_are_found_by_resync() {
     let pb = TestPb::start().await;
-    let sim = SimProcess::start(&SIM_ARGS);
+    let sim = TestSim::start(&SIM_ARGS);
     let mut bridge = start_bridge(&pb.url, &pb, &sim).await;
     wait_subscribed(&bridge).await;
     let (tenant, template) = seed(&pb, "down").await;
@@ -499,7 +499,7 @@ async fn changes_while_the_bridge_is_stopped_are_found_by_resync() {
 async fn changes_while_the_stream_is_cut_are_found_after_reconnect() {
     let pb = TestPb::start().await;
     let proxy = Proxy::start(pb.port).await;
-    let sim = SimProcess::start(&SIM_ARGS);
+    let sim = TestSim::start(&SIM_ARGS);
     let bridge = start_bridge(&proxy.url(), &pb, &sim).await;
     wait_subscribed(&bridge).await;
     let admin = bridge.admin();
@@ -640,7 +640,7 @@ async fn pocketbase_restart_and_hooks_reload_end_in_a_reconnect() {
     let mut pb = TestPb::start().await;
     pb.kill().await;
     let mut watched = WatchedPb::start(&pb).await;
-    let sim = SimProcess::start(&SIM_ARGS);
+    let sim = TestSim::start(&SIM_ARGS);
     let bridge = start_bridge(&pb.url, &pb, &sim).await;
     wait_subscribed(&bridge).await;
     let admin = bridge.admin();
@@ -734,7 +734,7 @@ async fn acknowledged_webhooks_survive_kill_9() {
     const SENDERS: usize = 4;
     const KILL_AFTER: usize = 300;
     let pb = TestPb::start().await;
-    let sim = SimProcess::start(&SIM_ARGS);
+    let sim = TestSim::start(&SIM_ARGS);
     let mut bridge = start_bridge(&pb.url, &pb, &sim).await;
     let secret: WebhookSecret = WEBHOOK_SECRET.parse().expect("test webhook secret");
     let secret = Arc::new(secret);

@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 
 use cf_bridge::coolify::*;
 use cf_bridge::reconcile::context::StatusBoard;
-use cf_bridge::sim::LOCALHOST_SERVER_UUID;
-use common::sim::SimProcess;
+use common::sim::TestSim;
+use coolify_sim::LOCALHOST_SERVER_UUID;
 use secrecy::SecretString;
 
 const BOT: &str = "services:\n  bot:\n    image: ghcr.io/cf/bot:1\n";
 const INTERVAL: Duration = Duration::from_millis(300);
 
-fn client(sim: &SimProcess) -> CoolifyClient {
+fn client(sim: &TestSim) -> CoolifyClient {
     let mut cfg = CoolifyConfig::new(sim.client_url(), SecretString::from(sim.token.clone()));
     cfg.requests_per_minute = 100_000;
     cfg.burst = 1000;
@@ -25,7 +25,7 @@ fn client(sim: &SimProcess) -> CoolifyClient {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_share_paced_rounds_and_all_see_running() {
     // Starts take 1 s in the simulator, so several rounds pass before any service runs.
-    let sim = SimProcess::start(&["--rate-limit", "100000", "--start-delay-ms", "1000"]);
+    let sim = TestSim::start(&["--rate-limit", "100000", "--start-delay-ms", "1000"]);
     let c = client(&sim);
     let project = c.create_project("board", None).await.expect("project");
     let mut uuids = Vec::new();

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use cf_bridge::coolify::{CoolifyClient, CoolifyConfig, CreateService, ServiceUrl};
 use cf_bridge::quota::{self, Ceiling, PlanTier};
-use cf_bridge::sim::LOCALHOST_SERVER_UUID;
 use cf_bridge::templates::{RenderInput, TemplateSet, render};
-use common::sim::SimProcess;
+use common::sim::TestSim;
+use coolify_sim::LOCALHOST_SERVER_UUID;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-fn client(sim: &SimProcess) -> CoolifyClient {
+fn client(sim: &TestSim) -> CoolifyClient {
     let mut cfg = CoolifyConfig::new(sim.client_url(), SecretString::from(sim.token.clone()));
     cfg.requests_per_minute = 100_000;
     cfg.burst = 1000;
@@ -39,7 +39,7 @@ fn input(name: &str, ceiling: &Ceiling) -> RenderInput {
 
 #[tokio::test]
 async fn every_template_is_accepted_by_the_simulator() {
-    let sim = SimProcess::start(&["--rate-limit", "100000"]);
+    let sim = TestSim::start(&["--rate-limit", "100000"]);
     let c = client(&sim);
     let set =
         TemplateSet::load_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("templates")).expect("templates load");

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::bridge::{ADMIN_TOKEN, BASE_DOMAIN, BridgeProcess, SECRETS_KEY, WEBHOOK_SECRET, eventually, repo_root};
 use super::pocketbase::TestPb;
-use super::sim::{SimProcess, reqwest_client};
+use super::sim::{TestSim, reqwest_client};
 
 /// Fast simulator: containers start and report running within a few hundred milliseconds.
 pub const FAST_SIM: &[&str] = &[
@@ -23,7 +23,7 @@ pub const FAST_SIM: &[&str] = &[
 
 pub struct Stack {
     pub pb: TestPb,
-    pub sim: Option<SimProcess>,
+    pub sim: Option<TestSim>,
     pub bridge: BridgeProcess,
     pub tenant: String,
     pub template: String,
@@ -39,7 +39,7 @@ impl Stack {
 
     pub async fn start_with(sim_args: &[&str], bridge_env: &[(&str, &str)]) -> Stack {
         let pb = TestPb::start().await;
-        let sim = SimProcess::start(sim_args);
+        let sim = TestSim::start(sim_args);
         let bridge = BridgeProcess::start(&pb.url, &pb.email, &pb.password, &sim.url, &sim.token, bridge_env).await;
         let tmp = tempfile::tempdir().expect("tempdir");
         let config = tmp.path().join("cli.toml");
@@ -78,7 +78,7 @@ impl Stack {
         stack
     }
 
-    pub fn sim(&self) -> &SimProcess {
+    pub fn sim(&self) -> &TestSim {
         self.sim.as_ref().expect("simulator running")
     }
 
@@ -164,7 +164,7 @@ impl Stack {
     }
 }
 
-fn cli_config(pb: &TestPb, sim: &SimProcess, bridge: &BridgeProcess, dir: &std::path::Path) -> String {
+fn cli_config(pb: &TestPb, sim: &TestSim, bridge: &BridgeProcess, dir: &std::path::Path) -> String {
     let q = |s: &str| Value::String(s.to_string()).to_string();
     format!(
         "[pocketbase]\nurl = {}\nsuperuser_email = {}\nsuperuser_password = {}\n\

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::bridge::{BASE_DOMAIN, BridgeProcess, repo_root};
 use super::pocketbase::TestPb;
-use super::sim::{SimProcess, reqwest_client};
+use super::sim::{TestSim, reqwest_client};
 
 /// Simulator settings that keep the lifecycle quick but still observable.
 pub const SIM_FAST: &[&str] = &[
@@ -25,7 +25,7 @@ pub const SIM_FAST: &[&str] = &[
 
 pub struct World {
     pub pb: TestPb,
-    pub sim: SimProcess,
+    pub sim: TestSim,
     pub bridge: BridgeProcess,
     /// Template name -> bot_templates record id.
     pub templates: BTreeMap<String, String>,
@@ -34,7 +34,7 @@ pub struct World {
 impl World {
     pub async fn start(sim_args: &[&str], bridge_env: &[(&str, &str)]) -> World {
         let pb = TestPb::start().await;
-        let sim = SimProcess::start(sim_args);
+        let sim = TestSim::start(sim_args);
         let templates = publish_templates(&pb).await;
         let bridge = BridgeProcess::start(&pb.url, &pb.email, &pb.password, &sim.url, &sim.token, bridge_env).await;
         World {
@@ -225,7 +225,7 @@ impl World {
                 "name": service_name,
                 "project_uuid": project,
                 "environment_name": "production",
-                "server_uuid": cf_bridge::sim::LOCALHOST_SERVER_UUID,
+                "server_uuid": coolify_sim::LOCALHOST_SERVER_UUID,
                 "docker_compose_raw": base64::engine::general_purpose::STANDARD.encode(compose),
                 "urls": [{"name": "web", "url": url}],
                 "instant_deploy": false,

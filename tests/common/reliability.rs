@@ -3,9 +3,7 @@
 //! remembered, and the one invariant check every scenario ends with.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,20 +15,20 @@ use tokio::sync::watch;
 
 use super::bridge::{BridgeProcess, WEBHOOK_SECRET, free_port};
 use super::pocketbase::TestPb;
-use super::sim::reqwest_client;
+use super::sim::{reqwest_client, sim_config};
 
 /// The bundled template without required secrets, so instances go live without an admin call.
 pub const TEMPLATE: &str = "base-llm";
 pub const SIM_TOKEN: &str = "1|sim-reliability-token";
 
-/// coolify-sim on a fixed port with a state file, so it can be stopped and started again as "the same
-/// Coolify".
+/// coolify-sim (in this process) on a fixed port with a state file, so it can be stopped and started
+/// again as "the same Coolify".
 pub struct SimServer {
     pub url: String,
     pub port: u16,
     pub state_file: PathBuf,
     args: Vec<String>,
-    child: Option<Child>,
+    handle: Option<actix_web::dev::ServerHandle>,
     _tmp: tempfile::TempDir,
 }
 
@@ -43,7 +41,7 @@ impl SimServer {
             port,
             state_file: tmp.path().join("sim-state.json"),
             args: args.iter().map(|a| a.to_string()).collect(),
-            child: None,
+            handle: None,
             _tmp: tmp,
         };
         s.start_again();
@@ -52,30 +50,19 @@ impl SimServer {
 
     /// Starts on the same port and state file (after `stop`).
     pub fn start_again(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_coolify-sim"))
-            .args(["--bind", &format!("127.0.0.1:{}", self.port), "--token", SIM_TOKEN])
-            .arg("--state-file")
-            .arg(&self.state_file)
-            .args(&self.args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn coolify-sim");
-        let stdout = child.stdout.take().expect("coolify-sim stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("coolify-sim banner");
-        assert!(
-            line.starts_with("coolify-sim listening on "),
-            "unexpected coolify-sim banner: {line:?}"
-        );
-        self.child = Some(child);
+        let state_file = self.state_file.display().to_string();
+        let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        args.extend(["--state-file", &state_file]);
+        let (_, server) = coolify_sim::bind(sim_config(SIM_TOKEN, &args), &format!("127.0.0.1:{}", self.port), false)
+            .expect("start coolify-sim");
+        self.handle = Some(server.handle());
+        tokio::spawn(server);
     }
 
-    /// Kills the simulator; its state stays in the state file.
+    /// Stops the simulator at once; its state stays in the state file.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(handle) = self.handle.take() {
+            drop(handle.stop(false));
         }
     }
 

@@ -11,13 +11,13 @@ use serde_json::{Value, json};
 
 use super::bridge::{self, BridgeProcess};
 use super::pocketbase::TestPb;
-use super::sim::SimProcess;
+use super::sim::TestSim;
 
 pub const COLLECTIONS: [&str; 4] = ["tenants", "bot_templates", "bot_instances", "deploy_logs"];
 
 pub struct Stack {
     pub pb: TestPb,
-    pub sim: SimProcess,
+    pub sim: TestSim,
     pub bridge: BridgeProcess,
     /// Template name -> `bot_templates` record id.
     pub templates: BTreeMap<String, String>,
@@ -76,7 +76,7 @@ pub fn run_cli(args: &[&str], env: &[(String, String)]) -> (bool, String, String
 impl Stack {
     pub async fn start() -> Stack {
         let pb = TestPb::start().await;
-        let sim = SimProcess::start(&[
+        let sim = TestSim::start(&[
             "--rate-limit",
             "100000",
             "--start-delay-ms",

@@ -1,38 +1,53 @@
-//! Spawns coolify-sim for tests.
+//! coolify-sim for tests, running in the test process on a free port.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::time::Duration;
 
+use coolify_sim::SimConfig;
 use serde_json::Value;
 
-pub struct SimProcess {
+pub struct TestSim {
     pub url: String,
     pub token: String,
-    child: Child,
+    handle: actix_web::dev::ServerHandle,
 }
 
-impl SimProcess {
-    /// Starts `coolify-sim` on a free port with a fixed token plus `args`.
-    pub fn start(args: &[&str]) -> SimProcess {
+/// The simulator's settings from `coolify-sim`'s command-line flags (`--start-delay-ms 300`, ...).
+pub fn sim_config(token: &str, args: &[&str]) -> SimConfig {
+    let mut cfg = SimConfig {
+        tokens: vec![token.to_string()],
+        ..SimConfig::default()
+    };
+    for pair in args.chunks(2) {
+        let [flag, value] = pair else {
+            panic!("coolify-sim flag without a value: {pair:?}")
+        };
+        let ms = || Duration::from_millis(value.parse().expect("milliseconds"));
+        match *flag {
+            "--start-delay-ms" => cfg.start_delay = ms(),
+            "--running-delay-ms" => cfg.running_delay = ms(),
+            "--delete-delay-ms" => cfg.delete_delay = ms(),
+            "--rate-limit" => cfg.rate_limit = value.parse().expect("requests per minute"),
+            "--state-file" => cfg.state_file = Some(PathBuf::from(value)),
+            other => panic!("unknown coolify-sim flag {other}"),
+        }
+    }
+    cfg
+}
+
+impl TestSim {
+    /// Starts the simulator with a fixed token plus `args` (coolify-sim's flags).
+    pub fn start(args: &[&str]) -> TestSim {
         let token = "1|sim-test-token".to_string();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_coolify-sim"))
-            .args(["--bind", "127.0.0.1:0", "--token", &token])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn coolify-sim");
-        let stdout = child.stdout.take().expect("coolify-sim stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read coolify-sim banner");
-        let url = line
-            .trim()
-            .strip_prefix("coolify-sim listening on ")
-            .unwrap_or_else(|| panic!("unexpected coolify-sim banner: {line:?}"))
-            .to_string();
-        SimProcess { url, token, child }
+        let (addr, server) =
+            coolify_sim::bind(sim_config(&token, args), "127.0.0.1:0", false).expect("start coolify-sim");
+        let handle = server.handle();
+        tokio::spawn(server);
+        TestSim {
+            url: format!("http://{addr}"),
+            token,
+            handle,
+        }
     }
 
     pub fn client_url(&self) -> url::Url {
@@ -102,10 +117,9 @@ impl SimProcess {
     }
 }
 
-impl Drop for SimProcess {
+impl Drop for TestSim {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        drop(self.handle.stop(false));
     }
 }
 

@@ -57,7 +57,7 @@ impl HookPb {
         let env: Vec<(&str, String)> = match webhook_url {
             Some(url) => vec![
                 ("CF_BRIDGE_WEBHOOK_URL", url.to_string()),
-                ("CF_BRIDGE_WEBHOOK_SECRET", crate::webhook::generate_secret()),
+                ("CF_BRIDGE_WEBHOOK_SECRET", cf_bridge::webhook::generate_secret()),
             ],
             None => Vec::new(),
         };

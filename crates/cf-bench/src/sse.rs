@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::client::Pb;
-use crate::pocketbase::realtime::SseParser;
+use cf_bridge::pocketbase::realtime::SseParser;
 
 /// One frame as seen by the subscriber: arrival time and the record.
 pub struct Seen {

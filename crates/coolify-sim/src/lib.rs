@@ -414,7 +414,12 @@ pub struct RunningSim {
 
 impl RunningSim {
     pub async fn start(cfg: SimConfig) -> io::Result<Self> {
-        let (addr, server) = bind(cfg, "127.0.0.1:0", false)?;
+        Self::start_at(cfg, "127.0.0.1:0").await
+    }
+
+    /// Starts on `addr` (e.g. the port of a simulator stopped earlier, to come back as the same Coolify).
+    pub async fn start_at(cfg: SimConfig, addr: &str) -> io::Result<Self> {
+        let (addr, server) = bind(cfg, addr, false)?;
         let handle = server.handle();
         tokio::spawn(server);
         Ok(Self {
@@ -425,5 +430,12 @@ impl RunningSim {
 
     pub async fn stop(self) {
         self.handle.stop(false).await;
+    }
+}
+
+impl Drop for RunningSim {
+    fn drop(&mut self) {
+        // The stop command is sent at once; the server task carries it out.
+        drop(self.handle.stop(false));
     }
 }

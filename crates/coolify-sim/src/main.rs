@@ -4,8 +4,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cf_bridge::sim::{self, SimConfig};
 use clap::Parser;
+use coolify_sim::{self as sim, SimConfig};
 
 #[derive(Parser, Debug)]
 #[command(name = "coolify-sim", about = "Strict Coolify v4 API simulator for tests and demos")]

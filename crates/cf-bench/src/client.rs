@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use super::procs::{ADMIN_TOKEN, PB_EMAIL, PB_PASSWORD, SIM_TOKEN};
-use crate::webhook::WebhookSecret;
+use cf_bridge::webhook::WebhookSecret;
 
 pub fn http() -> Result<reqwest::Client> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -311,7 +311,7 @@ impl Bridge {
         let ts = chrono::Utc::now().timestamp().to_string();
         let r = self
             .http
-            .post(format!("{}{}", self.url, crate::http::ingest::PATH))
+            .post(format!("{}{}", self.url, cf_bridge::http::ingest::PATH))
             .header("content-type", "application/json")
             .header("webhook-id", id)
             .header("webhook-timestamp", &ts)

@@ -80,7 +80,8 @@ pub struct Paths {
 impl Paths {
     /// `bin_dir` holds cf-bridge and coolify-sim (the directory of the running cf-bench).
     pub fn discover(pocketbase: Option<PathBuf>) -> Result<Paths> {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        // The workspace root: this crate lives in crates/cf-bench.
+        let root = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
         let exe = std::env::current_exe().context("locate cf-bench")?;
         let bin_dir = exe.parent().context("cf-bench has no parent directory")?.to_path_buf();
         let pocketbase = match pocketbase {

@@ -12,7 +12,7 @@ use super::procs::{self, BridgeProc, Paths, PbProc, SimProc};
 use super::report::Report;
 use super::stats::ratio;
 use super::{Mode, Overrides, hookcost, latency, resources};
-use crate::webhook::WebhookSecret;
+use cf_bridge::webhook::WebhookSecret;
 
 pub struct Stack {
     pub pb: Pb,
@@ -44,14 +44,14 @@ pub async fn start_stack(
     bridge_extra: &[(&str, String)],
 ) -> Result<Stack> {
     std::fs::create_dir_all(dir)?;
-    let secret_text = crate::webhook::generate_secret();
+    let secret_text = cf_bridge::webhook::generate_secret();
     let secret: WebhookSecret = secret_text.parse().context("generated webhook secret does not parse")?;
     let bridge_port = procs::free_port()?;
     let sim_proc = procs::start_sim(paths, sim_args, &dir.join("coolify-sim.log"))?;
     let pb_env = [
         (
             "CF_BRIDGE_WEBHOOK_URL",
-            format!("http://127.0.0.1:{bridge_port}{}", crate::http::ingest::PATH),
+            format!("http://127.0.0.1:{bridge_port}{}", cf_bridge::http::ingest::PATH),
         ),
         ("CF_BRIDGE_WEBHOOK_SECRET", secret_text.clone()),
     ];

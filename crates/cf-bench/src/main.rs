@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use cf_bridge::bench::{Mode, Overrides, run};
+use cf_bench::{Mode, Overrides, run};
 use clap::Parser;
 
 #[derive(Parser)]

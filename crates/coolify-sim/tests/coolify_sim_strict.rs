@@ -1,12 +1,58 @@
 //! The simulator rejects what Coolify rejects (raw HTTP, no client in between).
 
-mod common;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use cf_bridge::sim::LOCALHOST_SERVER_UUID;
-use common::sim::{SimProcess, reqwest_client};
+use coolify_sim::LOCALHOST_SERVER_UUID;
 use serde_json::{Value, json};
+
+/// The `coolify-sim` binary, started on a free port with one token.
+struct SimProcess {
+    url: String,
+    token: String,
+    child: Child,
+}
+
+impl SimProcess {
+    fn start(args: &[&str]) -> SimProcess {
+        let token = "1|sim-test-token".to_string();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_coolify-sim"))
+            .args(["--bind", "127.0.0.1:0", "--token", &token])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn coolify-sim");
+        let stdout = child.stdout.take().expect("coolify-sim stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read coolify-sim banner");
+        let url = line
+            .trim()
+            .strip_prefix("coolify-sim listening on ")
+            .unwrap_or_else(|| panic!("unexpected coolify-sim banner: {line:?}"))
+            .to_string();
+        SimProcess { url, token, child }
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn reqwest_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("reqwest client")
+}
 
 const COMPOSE: &str = "services:\n  bot:\n    image: ghcr.io/cf/bot:1\n";
 
@@ -286,13 +332,11 @@ async fn request_hygiene_auth_and_routing() {
 
 #[tokio::test]
 async fn runs_in_process() {
-    let cfg = cf_bridge::sim::SimConfig {
+    let cfg = coolify_sim::SimConfig {
         tokens: vec!["t".into()],
         ..Default::default()
     };
-    let sim = cf_bridge::sim::RunningSim::start(cfg)
-        .await
-        .expect("start in-process sim");
+    let sim = coolify_sim::RunningSim::start(cfg).await.expect("start in-process sim");
     let r = reqwest_client()
         .get(format!("{}/api/v1/servers", sim.url))
         .bearer_auth("t")
