@@ -229,7 +229,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         secret: webhook_secret,
         notify: notify.clone(),
     });
-    let admin_state = web::Data::new(http::admin::AdminState {
+    let admin_state = web::Data::new(http::operator::AdminState {
         journal: journal.clone(),
         ctx: ctx.clone(),
         notify: notify.clone(),
@@ -246,6 +246,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             .configure(http::health::configure)
             .configure(http::ingest::configure)
             .configure(http::admin::configure)
+            .configure(http::ui::configure)
             .default_service(web::to(http::admin::no_route))
     })
     .workers(2)

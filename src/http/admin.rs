@@ -2,130 +2,21 @@
 //! Every route requires the admin credential ([`Admin`]); errors are JSON.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use actix_web::{HttpResponse, delete, get, post, put, web};
 use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::Notify;
 use tracing::info;
 
 use super::auth::Admin;
+use super::operator::{
+    AdminState, ApiError, RecordId, ReplayRequest, internal, parse_record_ref, parse_time_ms, replay, valid_record_id,
+};
 use crate::events::Collection;
-use crate::journal::{EventFilter, EventStatus, JobState, Journal};
-use crate::reconcile::context::Context;
+use crate::journal::{EventFilter, EventStatus, JobState};
 use crate::reconcile::plan::Spec;
-use crate::resync::Trigger;
 use crate::secrets;
-
-pub struct AdminState {
-    pub journal: Journal,
-    pub ctx: Context,
-    pub notify: Arc<Notify>,
-    pub resync: Trigger,
-}
-
-/// A JSON error with a status; the only error shape the admin API returns.
-#[derive(Debug)]
-pub struct ApiError {
-    status: actix_web::http::StatusCode,
-    message: String,
-}
-
-impl ApiError {
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError {
-            status: actix_web::http::StatusCode::BAD_REQUEST,
-            message: message.into(),
-        }
-    }
-    pub fn not_found(message: impl Into<String>) -> Self {
-        ApiError {
-            status: actix_web::http::StatusCode::NOT_FOUND,
-            message: message.into(),
-        }
-    }
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        ApiError {
-            status: actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            message: message.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl actix_web::ResponseError for ApiError {
-    fn status_code(&self) -> actix_web::http::StatusCode {
-        self.status
-    }
-    fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(json!({"error": self.message}))
-    }
-}
-
-fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::unavailable(e.to_string())
-}
-
-pub fn valid_record_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 50 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-}
-
-/// The `{id}` of an instance route, refused with a 400 before the handler runs when it is not a record id.
-pub struct RecordId(String);
-
-impl actix_web::FromRequest for RecordId {
-    type Error = ApiError;
-    type Future = std::future::Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let id = req.match_info().get("id").unwrap_or_default();
-        std::future::ready(if valid_record_id(id) {
-            Ok(RecordId(id.to_string()))
-        } else {
-            Err(ApiError::bad_request(format!("{id:?} is not a record id")))
-        })
-    }
-}
-
-/// Parses `collection/id` as used by `--record` and the replay body.
-pub fn parse_record_ref(s: &str) -> Result<(Collection, String), ApiError> {
-    let (c, id) = s.split_once('/').ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "record {s:?} must look like bot_instances/<id> or tenants/<id>"
-        ))
-    })?;
-    let collection = Collection::parse(c)
-        .ok_or_else(|| ApiError::bad_request(format!("unknown collection {c:?}: use tenants or bot_instances")))?;
-    if !valid_record_id(id) {
-        return Err(ApiError::bad_request(format!(
-            "record id {id:?} is not a PocketBase id (lowercase letters and digits)"
-        )));
-    }
-    Ok((collection, id.to_string()))
-}
-
-/// Accepts RFC 3339 (`2026-11-23T10:00:00Z`) or unix milliseconds.
-pub fn parse_time_ms(s: &str) -> Result<i64, ApiError> {
-    if let Ok(ms) = s.parse::<i64>()
-        && ms >= 0
-    {
-        return Ok(ms);
-    }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.timestamp_millis())
-        .map_err(|_| {
-            ApiError::bad_request(format!(
-                "time {s:?} is not RFC 3339 (e.g. 2026-11-23T10:00:00Z) or unix milliseconds"
-            ))
-        })
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -232,51 +123,6 @@ async fn list_jobs(_: Admin, state: web::Data<AdminState>, q: web::Query<JobsQue
     let jobs = state.journal.list_jobs(&states, limit).await.map_err(internal)?;
     let counts = state.journal.job_counts().await.map_err(internal)?;
     Ok(HttpResponse::Ok().json(json!({"jobs": jobs, "counts": counts})))
-}
-
-/// Exactly one way of choosing what to replay.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReplayRequest {
-    pub event_ids: Option<Vec<i64>>,
-    pub record: Option<String>,
-    pub since: Option<String>,
-    pub failed: Option<bool>,
-}
-
-pub async fn replay(state: &AdminState, req: ReplayRequest) -> Result<usize, ApiError> {
-    let chosen = [
-        req.event_ids.is_some(),
-        req.record.is_some(),
-        req.since.is_some(),
-        req.failed == Some(true),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    if chosen != 1 {
-        return Err(ApiError::bad_request(
-            "give exactly one of event_ids, record, since or failed: true",
-        ));
-    }
-    let n = if let Some(ids) = req.event_ids {
-        if ids.is_empty() || ids.len() > 1000 || ids.iter().any(|i| *i <= 0) {
-            return Err(ApiError::bad_request(
-                "event_ids must hold 1 to 1000 positive event ids",
-            ));
-        }
-        state.journal.replay_events(&ids).await.map_err(internal)?
-    } else if let Some(r) = req.record {
-        let (c, id) = parse_record_ref(&r)?;
-        state.journal.replay_record(c, &id).await.map_err(internal)?
-    } else if let Some(s) = req.since {
-        state.journal.replay_since(parse_time_ms(&s)?).await.map_err(internal)?
-    } else {
-        state.journal.replay_failed().await.map_err(internal)?
-    };
-    state.notify.notify_one();
-    info!(enqueued = n, "replay requested");
-    Ok(n)
 }
 
 #[post("/admin/replay")]
@@ -509,5 +355,4 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(instance_view)
         .service(put_secrets)
         .service(delete_secrets);
-    super::ui::configure(cfg);
 }

@@ -9,8 +9,8 @@ use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 
-use super::admin::{AdminState, ReplayRequest, replay, valid_record_id};
 use super::auth::{AdminToken, SESSION_COOKIE, is_admin};
+use super::operator::{AdminState, ReplayRequest, replay, valid_record_id};
 use crate::events::Collection;
 use crate::journal::{EventFilter, JobState};
 

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::client::{Pb, http};
 use super::procs::{self, Paths, PbProc};
-use super::run::create_fleet;
+use super::stack::create_fleet;
 
 /// An HTTP server in this process that answers every request with 204.
 pub struct Sink {

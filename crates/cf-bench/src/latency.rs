@@ -10,8 +10,8 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::client::Pb;
 use super::report::{Report, ms};
-use super::run::Stack;
 use super::sse::Seen;
+use super::stack::Stack;
 use super::stats::{ratio, summarize};
 
 struct Write {

@@ -9,6 +9,7 @@ pub mod report;
 pub mod resources;
 pub mod run;
 pub mod sse;
+pub mod stack;
 pub mod stats;
 
 /// How big a run is.

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::client::Pb;
 use super::procs::{self, Paths, PbProc, SIM_TOKEN};
 use super::report::{Report, ms};
-use super::run::{Stack, create_fleet};
+use super::stack::{Stack, create_fleet};
 use super::stats::{ratio, summarize};
 
 /// The naive alternative: PocketBase with one hook that calls Coolify synchronously on every tenant update.

@@ -4,126 +4,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use serde_json::{Value, json};
+use anyhow::Result;
 
-use super::client::{Bridge, Pb, Sim, http};
-use super::procs::{self, BridgeProc, Paths, PbProc, SimProc};
+use super::procs::{self, Paths};
 use super::report::Report;
+use super::stack::{create_fleet, start_stack, wait_provisioned};
 use super::stats::ratio;
 use super::{Mode, Overrides, hookcost, latency, resources};
-use cf_bridge::webhook::WebhookSecret;
-
-pub struct Stack {
-    pub pb: Pb,
-    pub sim: Sim,
-    pub bridge: Bridge,
-    pub secret: WebhookSecret,
-    pub bridge_proc: BridgeProc,
-    pub pb_proc: PbProc,
-    pub sim_proc: SimProc,
-}
-
-impl Stack {
-    /// CPU seconds used so far by PocketBase, the bridge and the simulator.
-    pub fn cpu(&self) -> [f64; 3] {
-        [
-            self.pb_proc.proc.pid(),
-            self.bridge_proc.proc.pid(),
-            self.sim_proc.proc.pid(),
-        ]
-        .map(|pid| procs::cpu_secs(pid).unwrap_or(0.0))
-    }
-}
-
-/// PocketBase with the project's hooks posting to the bridge, a simulator with `sim_args`, and the bridge.
-pub async fn start_stack(
-    paths: &Paths,
-    dir: &Path,
-    sim_args: &[&str],
-    bridge_extra: &[(&str, String)],
-) -> Result<Stack> {
-    std::fs::create_dir_all(dir)?;
-    let secret_text = cf_bridge::webhook::generate_secret();
-    let secret: WebhookSecret = secret_text.parse().context("generated webhook secret does not parse")?;
-    let bridge_port = procs::free_port()?;
-    let sim_proc = procs::start_sim(paths, sim_args, &dir.join("coolify-sim.log"))?;
-    let pb_env = [
-        (
-            "CF_BRIDGE_WEBHOOK_URL",
-            format!("http://127.0.0.1:{bridge_port}{}", cf_bridge::http::ingest::PATH),
-        ),
-        ("CF_BRIDGE_WEBHOOK_SECRET", secret_text.clone()),
-    ];
-    let pb_proc =
-        procs::start_pocketbase(paths, &dir.join("pb_data"), &paths.root.join("hooks/pb_hooks"), &pb_env).await?;
-    let env = procs::bridge_env(
-        dir,
-        bridge_port,
-        &pb_proc.url,
-        &sim_proc.url,
-        &secret_text,
-        &paths.root.join("templates"),
-        bridge_extra,
-    );
-    let bridge_proc = procs::start_bridge(paths, dir, bridge_port, &env).await?;
-    let client = http()?;
-    let pb = Pb::login(&pb_proc.url, client.clone()).await?;
-    Ok(Stack {
-        pb,
-        sim: Sim {
-            url: sim_proc.url.clone(),
-            http: client.clone(),
-        },
-        bridge: Bridge {
-            url: bridge_proc.url.clone(),
-            http: client,
-        },
-        secret,
-        bridge_proc,
-        pb_proc,
-        sim_proc,
-    })
-}
-
-/// Creates `n` instances of base-llm spread over tenants of 50 (ids in order); `tag` keeps names unique.
-pub async fn create_fleet(pb: &Pb, tag: &str, n: usize, desired: &str) -> Result<Vec<String>> {
-    let templates = pb.field_by_id("bot_templates", "name = \"base-llm\"", "name").await?;
-    let template = templates
-        .keys()
-        .next()
-        .context("template base-llm is not in PocketBase (templates sync)")?
-        .clone();
-    let tenants: Vec<Value> = (0..n.div_ceil(50))
-        .map(|t| json!({"name": format!("bench {tag} {t}"), "slug": format!("{tag}-t{t}"), "status": "active", "plan_tier": "business", "max_stacks": 100000}))
-        .collect();
-    let tenant_ids = pb.batch_create("tenants", &tenants).await?;
-    let instances: Vec<Value> = (0..n)
-        .map(|i| {
-            json!({"tenant": tenant_ids[i / 50], "template": template, "name": format!("{tag}-{i}"),
-                   "subdomain": format!("{tag}-i{i}"), "desired_state": desired, "config": {}})
-        })
-        .collect();
-    pb.batch_create("bot_instances", &instances).await
-}
-
-/// Waits until every instance of the fleet has a Coolify service; returns id -> uuid.
-pub async fn wait_provisioned(pb: &Pb, tag: &str, n: usize, limit: Duration) -> Result<HashMap<String, String>> {
-    let filter = format!("subdomain ~ \"{tag}-i\" && coolify_service_id != \"\"");
-    let start = Instant::now();
-    loop {
-        if pb.count("bot_instances", &filter).await? as usize >= n {
-            return pb.field_by_id("bot_instances", &filter, "coolify_service_id").await;
-        }
-        if start.elapsed() > limit {
-            bail!(
-                "only {} of {n} instances provisioned after {limit:?}",
-                pb.count("bot_instances", &filter).await?
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 /// Stack A's Coolify budget: the configuration's maximum, so that latency shows the bridge's own capacity
 /// (real Coolify allows 200 calls/min unless its operator raises the limit; section 3 measures that).
