@@ -8,71 +8,50 @@ use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 
-/// Where an event came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    Realtime,
-    Webhook,
-    Resync,
-    Replay,
-}
+use crate::text::text_enum;
 
-impl Source {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Realtime => "realtime",
-            Source::Webhook => "webhook",
-            Source::Resync => "resync",
-            Source::Replay => "replay",
-        }
+text_enum!(
+    /// Where an event came from.
+    pub enum Source {
+        Realtime => "realtime",
+        Webhook => "webhook",
+        Resync => "resync",
+        Replay => "replay",
     }
-}
+);
 
-/// The record change an event announces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    Create,
-    Update,
-    Delete,
-}
-
-impl Action {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Action::Create => "create",
-            Action::Update => "update",
-            Action::Delete => "delete",
-        }
+text_enum!(
+    /// The record change an event announces.
+    pub enum Action {
+        Create => "create",
+        Update => "update",
+        Delete => "delete",
     }
-}
+);
 
-/// The collections the bridge watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Collection {
-    #[serde(rename = "tenants")]
-    Tenants,
-    #[serde(rename = "bot_instances")]
-    BotInstances,
-}
-
-impl Collection {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Collection::Tenants => "tenants",
-            Collection::BotInstances => "bot_instances",
-        }
+text_enum!(
+    /// The collections the bridge watches.
+    pub enum Collection {
+        Tenants => "tenants",
+        BotInstances => "bot_instances",
     }
+);
 
-    pub fn parse(s: &str) -> Option<Collection> {
-        match s {
-            "tenants" => Some(Collection::Tenants),
-            "bot_instances" => Some(Collection::BotInstances),
-            _ => None,
-        }
-    }
+const MAX_RECORD_ID_LEN: usize = 50;
+
+/// What a record id may look like: PocketBase's default ids are 15 lowercase alphanumerics; a little more
+/// is accepted, but nothing that could not be used safely in names, paths and logs. Every door (webhook,
+/// realtime, resync, admin API, page) applies this one rule.
+pub fn valid_record_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_RECORD_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
+
+/// What [`valid_record_id`] accepts, for error messages.
+pub const RECORD_ID_RULE: &str = "1 to 50 characters of a-z, 0-9, '_' or '-'";
 
 /// A normalized event, ready to be journaled.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -5,28 +5,18 @@
 
 use serde_json::{Map, Value};
 
-use crate::events::{Action, Collection, EventSink, Ingested, NewEvent, SinkError, Source};
-
-const MAX_RECORD_ID_LEN: usize = 50;
+use crate::events::{
+    Action, Collection, EventSink, Ingested, NewEvent, RECORD_ID_RULE, SinkError, Source, valid_record_id,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
     #[error("record has no string field \"id\"")]
     MissingId,
-    #[error("record id must be 1 to 50 characters of a-z, 0-9, '_' or '-'")]
+    #[error("record id must be {RECORD_ID_RULE}")]
     BadId,
     #[error("record field \"updated\" must be a string")]
     BadUpdated,
-}
-
-/// PocketBase's default ids are 15 lowercase alphanumerics; we accept a little more, but nothing
-/// that could not be used safely in names, paths and logs.
-pub fn valid_record_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_RECORD_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 /// Builds the event for one record change. `record` is the record as PocketBase exported it.

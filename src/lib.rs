@@ -1,6 +1,7 @@
 //! cf-bridge: keeps Coolify in step with the PocketBase system of record.
 
 pub mod app;
+pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod coolify;
@@ -17,4 +18,5 @@ pub mod resync;
 pub mod secrets;
 pub mod telemetry;
 pub mod templates;
+pub mod text;
 pub mod webhook;

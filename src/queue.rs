@@ -6,12 +6,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::backoff::Backoff;
 use crate::journal::{ClaimedJob, Journal, JournalError, now_ms};
 use crate::metrics::metrics;
 
@@ -105,15 +105,16 @@ const RECORD_TRIES: u32 = 3;
 /// The exponential ceiling for the retry after attempt `attempt` (1-based): base * 2^(attempt-1),
 /// capped at `max_backoff`.
 pub fn backoff_cap(cfg: &QueueConfig, attempt: u32) -> Duration {
-    let factor = 1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX);
-    cfg.base_backoff.saturating_mul(factor).min(cfg.max_backoff)
+    retry_backoff(cfg).ceiling(attempt.saturating_sub(1))
 }
 
 /// Full jitter: a uniform delay in [0, cap], so retries of many records spread out.
 pub fn backoff_delay(cfg: &QueueConfig, attempt: u32) -> Duration {
-    let cap = backoff_cap(cfg, attempt);
-    let ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
-    Duration::from_millis(rand::rng().random_range(0..=ms))
+    retry_backoff(cfg).full_jitter(attempt.saturating_sub(1))
+}
+
+fn retry_backoff(cfg: &QueueConfig) -> Backoff {
+    Backoff::new(cfg.base_backoff, cfg.max_backoff)
 }
 
 pub struct Dispatcher {

@@ -7,10 +7,9 @@
 //! - a **template default** (no explicit request) above the ceiling is **clamped** to the ceiling: the tenant
 //!   asked for nothing specific, so the most the plan allows is the best answer.
 //!
-//! The stack count is a hard limit. Which instances count toward it is the reconciler's decision;
-//! [`admitted`] makes "first N by creation order win" deterministic.
+//! The stack count is a hard limit. Which instances count toward it is the reconciler's decision: the
+//! first N by creation order.
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -213,19 +212,4 @@ fn plan_stack_count(plan: PlanTier) -> Option<u32> {
         PlanTier::Business => Some(25),
         PlanTier::Sovereign => None,
     }
-}
-
-/// The instances that fit under the stack limit: the first `limit` ids in the given (creation) order.
-/// `None` admits all. Duplicate ids count once.
-pub fn admitted<S: AsRef<str>>(ids_in_creation_order: &[S], limit: Option<u32>) -> BTreeSet<String> {
-    let mut seen = BTreeSet::new();
-    for id in ids_in_creation_order {
-        if let Some(limit) = limit
-            && seen.len() >= limit as usize
-        {
-            break;
-        }
-        seen.insert(id.as_ref().to_string());
-    }
-    seen
 }

@@ -17,8 +17,8 @@ use serde_json::json;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{Action, Collection, EventSink, Ingested, NewEvent, SinkError, Source};
-use crate::intake::{deliver, valid_record_id};
+use crate::events::{Action, Collection, EventSink, Ingested, NewEvent, SinkError, Source, valid_record_id};
+use crate::intake::deliver;
 use crate::metrics::metrics;
 
 pub const COLLECTIONS: [Collection; 2] = [Collection::Tenants, Collection::BotInstances];

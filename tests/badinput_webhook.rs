@@ -417,7 +417,7 @@ proptest! {
         });
         let well_formed = matches!(event.as_str(), Some("create" | "delete"))
             && matches!(collection.as_str(), Some("tenants" | "bot_instances"))
-            && rid.as_str().is_some_and(cf_bridge::intake::valid_record_id)
+            && rid.as_str().is_some_and(cf_bridge::events::valid_record_id)
             && (updated.is_null() || updated.is_string());
         if well_formed {
             prop_assert_eq!(status, StatusCode::ACCEPTED);

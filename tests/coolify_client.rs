@@ -5,6 +5,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use cf_bridge::coolify::*;
+use common::coolify::{ensure_project, ensure_service};
 use common::sim::{TestSim, reqwest_client};
 use coolify_sim::LOCALHOST_SERVER_UUID;
 use secrecy::SecretString;
@@ -330,7 +331,7 @@ async fn lost_responses_never_duplicate_creates() {
     let mut project_uuids = Vec::new();
     for i in 0..100 {
         project_uuids.push(
-            c.ensure_project(&format!("cf-tenant-{i}"), None)
+            ensure_project(&c, &format!("cf-tenant-{i}"), None)
                 .await
                 .expect("ensure project"),
         );
@@ -338,7 +339,7 @@ async fn lost_responses_never_duplicate_creates() {
     let home = project_uuids[0].clone();
     for i in 0..100 {
         let req = service_req(&home, &format!("cf-inst-{i}"), Some(&format!("b{i}.example.com")));
-        c.ensure_service(&req).await.expect("ensure service");
+        ensure_service(&c, &req).await.expect("ensure service");
     }
     let log = sim.requests().await;
     let lost = |t: &str| log.iter().filter(|r| r["path"] == t && r["lost"] == true).count();

@@ -1,6 +1,23 @@
 //! Plan ceilings, clamp-versus-refuse, stack counts and admission order.
 
-use cf_bridge::quota::{Ceiling, Granted, PlanTier, QuotaError, TemplateDefaults, admitted, ceiling, check};
+use std::collections::BTreeSet;
+
+use cf_bridge::quota::{Ceiling, Granted, PlanTier, QuotaError, TemplateDefaults, ceiling, check};
+
+/// The instances that fit under the stack limit: the first `limit` ids in the given (creation) order, as
+/// the reconciler admits them. `None` admits all. Duplicate ids count once.
+fn admitted<S: AsRef<str>>(ids_in_creation_order: &[S], limit: Option<u32>) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for id in ids_in_creation_order {
+        if let Some(limit) = limit
+            && seen.len() >= limit as usize
+        {
+            break;
+        }
+        seen.insert(id.as_ref().to_string());
+    }
+    seen
+}
 
 fn sovereign() -> Ceiling {
     Ceiling {

@@ -15,6 +15,7 @@ use super::budget::{Budget, Priority};
 use super::error::CoolifyError;
 use super::retry::{Decision, Idempotency, Outcome, RetryPolicy};
 use super::types::*;
+use crate::backoff::Backoff;
 use crate::metrics::metrics;
 
 #[derive(Clone)]
@@ -302,8 +303,8 @@ impl CoolifyClient {
             .collect())
     }
 
-    /// Never retried after a 5xx or transport error: the project may exist. Use `ensure_project`
-    /// or `find_projects_by_name` to adopt it.
+    /// Never retried after a 5xx or transport error: the project may exist; look it up with
+    /// `find_projects_by_name` and adopt it.
     pub async fn create_project(&self, name: &str, description: Option<&str>) -> Result<String, CoolifyError> {
         let mut body = Map::new();
         body.insert("name".into(), Value::String(name.to_string()));
@@ -324,25 +325,6 @@ impl CoolifyClient {
             )
             .await?;
         Ok(created.uuid)
-    }
-
-    /// Returns the uuid of the project named `name`, creating it if none exists. After an ambiguous
-    /// create failure it looks again and adopts what the lost call created.
-    pub async fn ensure_project(&self, name: &str, description: Option<&str>) -> Result<String, CoolifyError> {
-        if let Some(p) = self.find_projects_by_name(name).await?.into_iter().min_by_key(|p| p.id) {
-            return Ok(p.uuid);
-        }
-        match self.create_project(name, description).await {
-            Ok(uuid) => Ok(uuid),
-            Err(e) if e.is_ambiguous() => {
-                warn!(project_name = name, error = %e, "project create outcome unknown, looking it up");
-                match self.find_projects_by_name(name).await?.into_iter().min_by_key(|p| p.id) {
-                    Some(p) => Ok(p.uuid),
-                    None => Err(e),
-                }
-            }
-            Err(e) => Err(e),
-        }
     }
 
     pub async fn patch_project(&self, uuid: &str, patch: &ProjectPatch) -> Result<Project, CoolifyError> {
@@ -460,8 +442,8 @@ impl CoolifyClient {
         Ok(Value::Object(b))
     }
 
-    /// Never retried after a 5xx or transport error: the service may exist. Use `ensure_service`
-    /// or `find_services_by_name` to adopt it.
+    /// Never retried after a 5xx or transport error: the service may exist; look it up by name and adopt
+    /// it.
     pub async fn create_service(&self, req: &CreateService) -> Result<CreatedService, CoolifyError> {
         let body = Self::create_body(req)?;
         self.json(
@@ -472,29 +454,6 @@ impl CoolifyClient {
             Idempotency::NotRepeatable,
         )
         .await
-    }
-
-    /// Returns the service named `req.name`, creating it if none exists; adopts after an ambiguous
-    /// create failure. Service names must be unique by construction (`cf-<instance id>`).
-    pub async fn ensure_service(&self, req: &CreateService) -> Result<CreatedService, CoolifyError> {
-        let adopt = |s: Service| CreatedService {
-            domains: s.applications.iter().filter_map(|a| a.fqdn.clone()).collect(),
-            uuid: s.uuid,
-        };
-        if let Some(s) = self.find_services_by_name(&req.name).await?.into_iter().next() {
-            return Ok(adopt(s));
-        }
-        match self.create_service(req).await {
-            Ok(c) => Ok(c),
-            Err(e) if e.is_ambiguous() => {
-                warn!(service_name = %req.name, error = %e, "service create outcome unknown, looking it up");
-                match self.find_services_by_name(&req.name).await?.into_iter().next() {
-                    Some(s) => Ok(adopt(s)),
-                    None => Err(e),
-                }
-            }
-            Err(e) => Err(e),
-        }
     }
 
     pub async fn patch_service(&self, uuid: &str, patch: &ServicePatch) -> Result<CreatedService, CoolifyError> {
@@ -554,7 +513,8 @@ impl CoolifyClient {
     pub async fn delete_service_and_wait(&self, uuid: &str, timeout: Duration) -> Result<(), CoolifyError> {
         let deadline = tokio::time::Instant::now() + timeout;
         self.delete_service(uuid).await?;
-        let mut wait = Duration::from_millis(500);
+        let polls = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
+        let mut tries = 0;
         loop {
             match self.get_service(uuid).await {
                 Err(CoolifyError::NotFound { .. }) => return Ok(()),
@@ -568,8 +528,8 @@ impl CoolifyClient {
                     timeout.as_secs()
                 )));
             }
-            tokio::time::sleep(wait.min(deadline - now)).await;
-            wait = (wait * 2).min(Duration::from_secs(5));
+            tokio::time::sleep(polls.ceiling(tries).min(deadline - now)).await;
+            tries += 1;
         }
     }
 

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use rand::Rng;
+use crate::backoff::Backoff;
 
 /// Whether repeating a call after an unknown outcome can do harm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,12 +59,7 @@ impl RetryPolicy {
 
     /// Full-jitter exponential backoff for the given retry number (0-based).
     pub fn backoff(&self, retry: u32) -> Duration {
-        let ceiling = self
-            .base
-            .saturating_mul(2u32.saturating_pow(retry.min(16)))
-            .min(self.cap);
-        let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
-        Duration::from_millis(rand::rng().random_range(0..=ms))
+        Backoff::new(self.base, self.cap).full_jitter(retry)
     }
 
     /// `failures` counts earlier 5xx/transport retries, `throttled` earlier 429s of this call.

@@ -11,9 +11,9 @@ use tracing::info;
 
 use super::auth::Admin;
 use super::operator::{
-    AdminState, ApiError, RecordId, ReplayRequest, internal, parse_record_ref, parse_time_ms, replay, valid_record_id,
+    AdminState, ApiError, RecordId, ReplayRequest, internal, parse_record_ref, parse_time_ms, replay,
 };
-use crate::events::Collection;
+use crate::events::{Collection, Source, valid_record_id};
 use crate::journal::{EventFilter, EventStatus, JobState};
 use crate::reconcile::plan::Spec;
 use crate::secrets;
@@ -40,26 +40,21 @@ async fn list_events(
     let mut filter = EventFilter::default();
     if let Some(s) = &q.status {
         filter.status = Some(
-            EventStatus::parse(s)
-                .ok_or_else(|| ApiError::bad_request(format!("unknown status {s:?}: use queued, done or failed")))?,
+            s.parse::<EventStatus>()
+                .map_err(|e| ApiError::bad_request(format!("unknown status {e}")))?,
         );
     }
     if let Some(s) = &q.source {
-        filter.source = Some(match s.as_str() {
-            "realtime" => crate::events::Source::Realtime,
-            "webhook" => crate::events::Source::Webhook,
-            "resync" => crate::events::Source::Resync,
-            "replay" => crate::events::Source::Replay,
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "unknown source {s:?}: use realtime, webhook, resync or replay"
-                )));
-            }
-        });
+        filter.source = Some(
+            s.parse::<Source>()
+                .map_err(|e| ApiError::bad_request(format!("unknown source {e}")))?,
+        );
     }
     if let Some(c) = &q.collection {
-        filter.collection =
-            Some(Collection::parse(c).ok_or_else(|| ApiError::bad_request(format!("unknown collection {c:?}")))?);
+        filter.collection = Some(
+            c.parse::<Collection>()
+                .map_err(|e| ApiError::bad_request(format!("unknown collection {e}")))?,
+        );
     }
     if let Some(r) = &q.record {
         if r.contains('/') {
@@ -113,7 +108,11 @@ async fn list_jobs(_: Admin, state: web::Data<AdminState>, q: web::Query<JobsQue
         None => vec![JobState::Failed, JobState::Waiting, JobState::Dead],
         Some(s) => s
             .split(',')
-            .map(|p| JobState::parse(p.trim()).ok_or_else(|| ApiError::bad_request(format!("unknown job state {p:?}"))))
+            .map(|p| {
+                p.trim()
+                    .parse::<JobState>()
+                    .map_err(|e| ApiError::bad_request(format!("unknown job state {e}")))
+            })
             .collect::<Result<_, _>>()?,
     };
     let limit = q.limit.unwrap_or(100);

@@ -70,14 +70,11 @@ async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<Vec<u
 
 fn parse_body(body: &[u8]) -> Result<(Action, Collection, Map<String, Value>), String> {
     let parsed: Body = serde_json::from_slice(body).map_err(|e| format!("malformed body: {e}"))?;
-    let action = match parsed.event.as_str() {
-        "create" => Action::Create,
-        "update" => Action::Update,
-        "delete" => Action::Delete,
-        other => return Err(format!("unknown event {other:?}; expected create, update or delete")),
-    };
-    let collection =
-        Collection::parse(&parsed.collection).ok_or_else(|| format!("unknown collection {:?}", parsed.collection))?;
+    let action: Action = parsed.event.parse().map_err(|e| format!("unknown event {e}"))?;
+    let collection: Collection = parsed
+        .collection
+        .parse()
+        .map_err(|e| format!("unknown collection {e}"))?;
     Ok((action, collection, parsed.record))
 }
 

@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 use tracing::info;
 
-use crate::events::Collection;
+use crate::events::{Collection, RECORD_ID_RULE, valid_record_id};
 use crate::journal::Journal;
 use crate::reconcile::context::Context;
 use crate::resync::Trigger;
@@ -68,10 +68,6 @@ pub fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::unavailable(e.to_string())
 }
 
-pub fn valid_record_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 50 && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-}
-
 /// The `{id}` of an instance route, refused with a 400 before the handler runs when it is not a record id.
 pub struct RecordId(pub String);
 
@@ -96,11 +92,12 @@ pub fn parse_record_ref(s: &str) -> Result<(Collection, String), ApiError> {
             "record {s:?} must look like bot_instances/<id> or tenants/<id>"
         ))
     })?;
-    let collection = Collection::parse(c)
-        .ok_or_else(|| ApiError::bad_request(format!("unknown collection {c:?}: use tenants or bot_instances")))?;
+    let collection: Collection = c
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("unknown collection {e}")))?;
     if !valid_record_id(id) {
         return Err(ApiError::bad_request(format!(
-            "record id {id:?} is not a PocketBase id (lowercase letters and digits)"
+            "record id {id:?} is not a PocketBase id ({RECORD_ID_RULE})"
         )));
     }
     Ok((collection, id.to_string()))
@@ -165,4 +162,26 @@ pub async fn replay(state: &AdminState, req: ReplayRequest) -> Result<usize, Api
     state.notify.notify_one();
     info!(enqueued = n, "replay requested");
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_record_the_intake_accepts_can_be_replayed_by_id() {
+        for id in ["abc123", "a_b", "x-y-z", "0"] {
+            assert!(valid_record_id(id), "{id}");
+            assert_eq!(parse_record_ref(&format!("bot_instances/{id}")).expect("valid").1, id);
+        }
+        for bad in [
+            "bot_instances/ABC",
+            "bot_instances/a/b",
+            "bot_instances/",
+            "users/abc",
+            "abc",
+        ] {
+            assert!(parse_record_ref(bad).is_err(), "{bad}");
+        }
+    }
 }

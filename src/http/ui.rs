@@ -10,8 +10,8 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::auth::{AdminToken, SESSION_COOKIE, is_admin};
-use super::operator::{AdminState, ReplayRequest, replay, valid_record_id};
-use crate::events::Collection;
+use super::operator::{AdminState, ReplayRequest, replay};
+use crate::events::{Collection, valid_record_id};
 use crate::journal::{EventFilter, JobState};
 
 /// Escapes text for HTML bodies and attribute values.

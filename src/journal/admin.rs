@@ -6,11 +6,8 @@ use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, Row, Transaction, params, params_from_iter};
 
 use super::ingest::enqueue;
-use super::types::{parse_action, parse_collection, parse_source};
-use super::{
-    AttemptOutcome, AttemptRow, EventFilter, EventRow, EventStatus, JobRow, JobState, Journal, JournalError, now_ms,
-    write_tx,
-};
+use super::types::column;
+use super::{AttemptRow, EventFilter, EventRow, JobRow, JobState, Journal, JournalError, now_ms, write_tx};
 use crate::events::{Action, Collection, Source};
 use crate::metrics::metrics;
 
@@ -26,16 +23,16 @@ fn event_row(r: &Row<'_>) -> Result<EventRow, JournalError> {
     let payload: String = r.get(9)?;
     Ok(EventRow {
         id: r.get(0)?,
-        source: parse_source(r.get(1)?)?,
-        collection: parse_collection(r.get(2)?)?,
+        source: column("events.source", r.get(1)?)?,
+        collection: column("collection", r.get(2)?)?,
         record_id: r.get(3)?,
-        action: parse_action(r.get(4)?)?,
+        action: column("events.action", r.get(4)?)?,
         record_updated: r.get(5)?,
         received_at: r.get(6)?,
         dedupe_key: r.get(7)?,
         delivery_id: r.get(8)?,
         payload: serde_json::from_str(&payload)?,
-        status: EventStatus::from_column(r.get(10)?)?,
+        status: column("events.status", r.get(10)?)?,
         job_id: r.get(11)?,
     })
 }
@@ -44,9 +41,9 @@ fn job_row(r: &Row<'_>) -> Result<JobRow, JournalError> {
     let attempts: i64 = r.get(4)?;
     Ok(JobRow {
         id: r.get(0)?,
-        collection: parse_collection(r.get(1)?)?,
+        collection: column("collection", r.get(1)?)?,
         record_id: r.get(2)?,
-        state: JobState::from_column(r.get(3)?)?,
+        state: column("jobs.state", r.get(3)?)?,
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
         next_attempt_at: r.get(5)?,
         last_error: r.get(6)?,
@@ -66,7 +63,7 @@ fn attempt_row(r: &Row<'_>) -> Result<AttemptRow, JournalError> {
         job_id: r.get(1)?,
         started_at: r.get(2)?,
         finished_at: r.get(3)?,
-        outcome: outcome.map(AttemptOutcome::from_column).transpose()?,
+        outcome: outcome.map(|o| column("job_attempts.outcome", o)).transpose()?,
         error: r.get(5)?,
         duration_ms: r.get(6)?,
     })
@@ -79,14 +76,17 @@ fn page_limit(limit: usize) -> i64 {
 /// Requeues each record's job with attempts reset, recording a `replay` event so the journal shows why.
 fn replay_records(tx: &Transaction<'_>, records: BTreeSet<(String, String)>, now: i64) -> Result<usize, JournalError> {
     for (collection, record_id) in &records {
-        let collection = parse_collection(collection.clone())?;
+        let collection = column::<Collection>("collection", collection.clone())?;
         let last_action: Option<String> = tx
             .prepare_cached(
                 "SELECT action FROM events WHERE collection = ?1 AND record_id = ?2 ORDER BY id DESC LIMIT 1",
             )?
             .query_row(params![collection.as_str(), record_id], |r| r.get(0))
             .optional()?;
-        let action = last_action.map(parse_action).transpose()?.unwrap_or(Action::Update);
+        let action = last_action
+            .map(|a| column::<Action>("events.action", a))
+            .transpose()?
+            .unwrap_or(Action::Update);
         let dedupe_key = format!(
             "replay:{}:{}:{}:{:016x}",
             collection.as_str(),
@@ -244,7 +244,7 @@ impl Journal {
             let mut stmt = conn.prepare_cached("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;
             let mut rows = stmt.query([])?;
             while let Some(r) = rows.next()? {
-                counts.insert(JobState::from_column(r.get(0)?)?, r.get(1)?);
+                counts.insert(column::<JobState>("jobs.state", r.get(0)?)?, r.get(1)?);
             }
             Ok(counts)
         })

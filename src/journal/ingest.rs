@@ -2,9 +2,9 @@
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::types::{parse_action, parse_collection, parse_source};
+use super::types::column;
 use super::{JobState, JournalError};
-use crate::events::{Action, Collection, Ingested, NewEvent, request_fingerprint};
+use crate::events::{Action, Collection, Ingested, NewEvent, Source, request_fingerprint};
 
 /// Inserts the event unless its change key or delivery id is known, then queues the record's job.
 pub(crate) fn ingest(
@@ -85,7 +85,7 @@ fn asks_nothing_new(
         .query_row(params![collection.as_str(), record_id], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let (state, claimed) = match job {
-        Some((state, claimed)) => (Some(JobState::from_column(state)?), claimed),
+        Some((state, claimed)) => (Some(column::<JobState>("jobs.state", state)?), claimed),
         None => (None, None),
     };
     let echo = match (state, claimed) {
@@ -126,9 +126,9 @@ pub(crate) fn event_fingerprint(tx: &Transaction<'_>, event_id: i64) -> Result<O
     };
     let payload: serde_json::Value = serde_json::from_str(&payload)?;
     Ok(request_fingerprint(
-        parse_source(source)?,
-        parse_collection(collection)?,
-        parse_action(action)?,
+        column::<Source>("events.source", source)?,
+        column("collection", collection)?,
+        column::<Action>("events.action", action)?,
         &payload,
     ))
 }
@@ -162,7 +162,7 @@ pub(crate) fn enqueue(
             .execute(params![collection.as_str(), record_id, now, event_id])?;
             (tx.last_insert_rowid(), false)
         }
-        Some((job_id, state, dirty)) => match JobState::from_column(state)? {
+        Some((job_id, state, dirty)) => match column::<JobState>("jobs.state", state)? {
             JobState::Queued => {
                 tx.prepare_cached(
                     "UPDATE jobs SET coalesced = coalesced + 1, last_event_id = ?2, updated_at = ?3,

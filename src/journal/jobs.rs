@@ -2,7 +2,7 @@
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use super::types::parse_collection;
+use super::types::column;
 use super::{AttemptOutcome, ClaimedJob, JobState, Journal, JournalError, now_ms, write_tx};
 
 /// What the current run of a job needs to record its outcome.
@@ -29,7 +29,7 @@ fn running_job(tx: &Transaction<'_>, job_id: i64) -> Result<RunningJob, JournalE
         })
         .optional()?;
     let (state, run) = row.ok_or(JournalError::JobNotFound(job_id))?;
-    if JobState::from_column(state.clone())? != JobState::Running {
+    if column::<JobState>("jobs.state", state.clone())? != JobState::Running {
         return Err(JournalError::NotRunning { job_id, state });
     }
     Ok(run)
@@ -120,7 +120,7 @@ fn claim(tx: &Transaction<'_>, now: i64, limit: usize) -> Result<Vec<ClaimedJob>
         .execute(params![job_id, attempts, attempt_id, started])?;
         claimed.push(ClaimedJob {
             job_id,
-            collection: parse_collection(collection)?,
+            collection: column("collection", collection)?,
             record_id,
             attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
             first_pending_at,

@@ -2,7 +2,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::types::parse_collection;
+use super::types::column;
 use super::{Intent, Journal, JournalError, RecordState, now_ms, write_tx};
 use crate::events::Collection;
 
@@ -65,7 +65,7 @@ impl Journal {
             for row in rows {
                 let (c, record_id, last_updated, applied_hash, deleted, seen_at): (String, _, _, _, _, _) = row?;
                 out.push(RecordState {
-                    collection: parse_collection(c)?,
+                    collection: column("collection", c)?,
                     record_id,
                     last_updated,
                     applied_hash,

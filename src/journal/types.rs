@@ -1,44 +1,16 @@
 //! Row types and states, serializable for the admin API.
 
+use std::str::FromStr;
+
 use serde::{Deserialize, Serialize};
 
 use super::JournalError;
 use crate::events::{Action, Collection, Source};
-
-macro_rules! text_enum {
-    ($(#[$meta:meta])* $name:ident, $column:literal { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-        #[serde(rename_all = "lowercase")]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-
-            pub fn parse(s: &str) -> Option<$name> {
-                match s { $($text => Some($name::$variant),)+ _ => None }
-            }
-
-            pub(crate) fn from_column(s: String) -> Result<$name, JournalError> {
-                $name::parse(&s).ok_or(JournalError::Corrupt { column: $column, value: s })
-            }
-        }
-
-        impl std::fmt::Display for $name {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
+use crate::text::text_enum;
 
 text_enum!(
     /// Processing status of one event.
-    EventStatus, "events.status" {
+    pub enum EventStatus {
         Queued => "queued",
         Done => "done",
         Failed => "failed",
@@ -47,7 +19,7 @@ text_enum!(
 
 text_enum!(
     /// Life of a record's job. `Waiting` is a permanent failure parked until the record changes.
-    JobState, "jobs.state" {
+    pub enum JobState {
         Queued => "queued",
         Running => "running",
         Succeeded => "succeeded",
@@ -59,7 +31,7 @@ text_enum!(
 
 text_enum!(
     /// How one attempt ended; `Interrupted` marks attempts cut short by a crash or shutdown.
-    AttemptOutcome, "job_attempts.outcome" {
+    pub enum AttemptOutcome {
         Succeeded => "succeeded",
         Failed => "failed",
         Retry => "retry",
@@ -68,36 +40,12 @@ text_enum!(
     }
 );
 
-pub(crate) fn parse_source(s: String) -> Result<Source, JournalError> {
-    match s.as_str() {
-        "realtime" => Ok(Source::Realtime),
-        "webhook" => Ok(Source::Webhook),
-        "resync" => Ok(Source::Resync),
-        "replay" => Ok(Source::Replay),
-        _ => Err(JournalError::Corrupt {
-            column: "events.source",
-            value: s,
-        }),
+/// Reads a text column into its enum; a value no build ever wrote is reported as corruption.
+pub(crate) fn column<T: FromStr>(name: &'static str, value: String) -> Result<T, JournalError> {
+    match value.parse() {
+        Ok(v) => Ok(v),
+        Err(_) => Err(JournalError::Corrupt { column: name, value }),
     }
-}
-
-pub(crate) fn parse_action(s: String) -> Result<Action, JournalError> {
-    match s.as_str() {
-        "create" => Ok(Action::Create),
-        "update" => Ok(Action::Update),
-        "delete" => Ok(Action::Delete),
-        _ => Err(JournalError::Corrupt {
-            column: "events.action",
-            value: s,
-        }),
-    }
-}
-
-pub(crate) fn parse_collection(s: String) -> Result<Collection, JournalError> {
-    Collection::parse(&s).ok_or(JournalError::Corrupt {
-        column: "collection",
-        value: s,
-    })
 }
 
 /// A job handed to a worker; the job row stays `running` until its outcome is recorded.

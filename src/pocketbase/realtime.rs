@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use rand::Rng;
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -24,6 +23,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::events::{Action, Collection, EventSink, Ingested, NewEvent, SinkError, Source};
 use crate::intake::{deliver, record_event};
 use crate::metrics::metrics;
@@ -173,46 +173,40 @@ struct RecordMessage {
 /// Turns a record frame into an event; `Ok(None)` for frames that carry no record change.
 pub fn frame_event(frame: &Frame) -> Result<Option<NewEvent>, String> {
     let topic_collection = frame.event.split(['/', '?']).next().unwrap_or_default();
-    let Some(collection) = Collection::parse(topic_collection) else {
+    let Ok(collection) = topic_collection.parse::<Collection>() else {
         return Ok(None);
     };
     let msg: RecordMessage =
         serde_json::from_str(&frame.data).map_err(|e| format!("record frame is not valid JSON: {e}"))?;
-    let action = match msg.action.as_str() {
-        "create" => Action::Create,
-        "update" => Action::Update,
-        "delete" => Action::Delete,
-        other => return Err(format!("unknown action {other:?}")),
-    };
+    let action: Action = msg.action.parse().map_err(|e| format!("unknown action {e}"))?;
     record_event(Source::Realtime, collection, action, msg.record, None)
         .map(Some)
         .map_err(|e| e.to_string())
 }
 
-/// Jittered exponential backoff between [`MIN_BACKOFF`] and [`MAX_BACKOFF`].
-struct Backoff {
-    current: Duration,
+/// The reconnect delays: jittered, growing from [`MIN_BACKOFF`] to [`MAX_BACKOFF`].
+struct Reconnects {
+    tries: u32,
 }
 
-impl Backoff {
+const RECONNECT_BACKOFF: Backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
+
+impl Reconnects {
     fn new() -> Self {
-        Backoff { current: MIN_BACKOFF }
+        Reconnects { tries: 0 }
     }
 
     fn reset(&mut self) {
-        self.current = MIN_BACKOFF;
+        self.tries = 0;
     }
 
     fn saturate(&mut self) {
-        self.current = MAX_BACKOFF;
+        self.tries = u32::MAX;
     }
 
     fn next_delay(&mut self) -> Duration {
-        let delay = self
-            .current
-            .mul_f64(rand::rng().random_range(0.5..=1.0))
-            .max(MIN_BACKOFF);
-        self.current = (self.current * 2).min(MAX_BACKOFF);
+        let delay = RECONNECT_BACKOFF.equal_jitter(self.tries);
+        self.tries = self.tries.saturating_add(1);
         delay
     }
 }
@@ -393,7 +387,7 @@ impl Consumer {
                 return;
             }
         };
-        let mut backoff = Backoff::new();
+        let mut backoff = Reconnects::new();
         loop {
             let mut connected_at = None;
             let outcome = self.session(&client, &cancel, &mut connected_at).await;
@@ -528,7 +522,7 @@ mod tests {
 
     #[test]
     fn backoff_stays_in_bounds_and_resets() {
-        let mut b = Backoff::new();
+        let mut b = Reconnects::new();
         let delays: Vec<_> = (0..10).map(|_| b.next_delay()).collect();
         assert!(
             delays.iter().all(|d| *d >= MIN_BACKOFF && *d <= MAX_BACKOFF),

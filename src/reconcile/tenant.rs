@@ -8,6 +8,7 @@ use tracing::{info, warn};
 use super::context::{ActionLog, Context, project_intent_key, project_name};
 use super::error::ReconcileError;
 use super::plan::{self, TenantAction, TenantInput};
+use crate::backoff::Backoff;
 use crate::coolify::CoolifyError;
 use crate::events::{Action as EventAction, Collection, EventSink, NewEvent, Source};
 use crate::pocketbase::records::{DeployAction, DeployStatus, Tenant, TenantPatch, filter_quote, format_pb_date};
@@ -221,13 +222,14 @@ async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
 /// Coolify deletes services asynchronously and refuses to delete a project that still has any.
 async fn delete_project_patiently(ctx: &Context, uuid: &str) -> Result<(), ReconcileError> {
     let deadline = tokio::time::Instant::now() + PROJECT_DELETE_PATIENCE;
-    let mut delay = Duration::from_millis(250);
+    let polls = Backoff::new(Duration::from_millis(250), Duration::from_secs(5));
+    let mut tries = 0;
     loop {
         match ctx.coolify.delete_project(uuid).await {
             Ok(()) | Err(CoolifyError::NotFound { .. }) => return Ok(()),
             Err(CoolifyError::HasResources) if tokio::time::Instant::now() < deadline => {
-                crate::queue::without_slot(tokio::time::sleep(delay)).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                crate::queue::without_slot(tokio::time::sleep(polls.ceiling(tries))).await;
+                tries += 1;
             }
             Err(e) => return Err(e.into()),
         }

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod bridge;
+pub mod coolify;
 pub mod e2e;
 pub mod pocketbase;
 pub mod promtext;
