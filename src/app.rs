@@ -11,68 +11,25 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::{PocketBaseAuth, Settings};
-use crate::coolify::{CoolifyClient, CoolifyConfig};
+use crate::config::Settings;
+use crate::coolify::CoolifyClient;
 use crate::events::EventSink;
 use crate::http;
 use crate::http::auth::AdminToken;
-use crate::http::health::Readiness;
+use crate::http::health::{self, Readiness};
 use crate::journal::Journal;
-use crate::pocketbase::realtime::{self, RealtimeConfig};
-use crate::pocketbase::{PbAuth, PbClient};
-use crate::queue::{Dispatcher, QueueConfig};
-use crate::quota::Ceiling;
+use crate::pocketbase::PbClient;
+use crate::pocketbase::realtime::Consumer;
+use crate::queue::{self, Dispatcher};
 use crate::reconcile::Reconciler;
-use crate::reconcile::context::{Context, ReconcileSettings, StatusBoard};
+use crate::reconcile::context::{Context, StatusBoard};
 use crate::reconcile::health::HealthPoller;
 use crate::reconcile::orphans::OrphanScanner;
 use crate::reconcile::run_every;
 use crate::resync;
-use crate::secrets::{SecretBytes, SecretStore};
+use crate::secrets::SecretStore;
 use crate::templates::TemplateSet;
 use crate::webhook::WebhookSecret;
-
-/// The shortest gap between status lists for reconciles waiting on `running:*` (one list serves all).
-const STATUS_BOARD_INTERVAL: Duration = Duration::from_secs(1);
-/// The most of the Coolify budget that status lists may take while reconciles wait.
-const STATUS_BOARD_BUDGET_SHARE: f64 = 0.15;
-
-/// The status board's gap between lists: at least `STATUS_BOARD_INTERVAL`, and wide enough that lists
-/// take no more than `STATUS_BOARD_BUDGET_SHARE` of the budget (2.2 s at the default 180/min). A start
-/// takes Coolify a minute or two, so a few seconds more per wait costs little; the calls saved go to work.
-fn status_board_interval(requests_per_minute: u32) -> Duration {
-    let share = 60.0 / (f64::from(requests_per_minute.max(1)) * STATUS_BOARD_BUDGET_SHARE);
-    STATUS_BOARD_INTERVAL.max(Duration::from_secs_f64(share))
-}
-
-/// How long in-flight jobs get to finish after SIGTERM before the process exits anyway.
-const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
-/// Longest gap between readiness checks of PocketBase and Coolify.
-const READINESS_MAX_INTERVAL: Duration = Duration::from_secs(15);
-
-pub fn pb_client(settings: &Settings) -> anyhow::Result<PbClient> {
-    let auth = match &settings.pocketbase.auth {
-        PocketBaseAuth::Password { email, password } => PbAuth::Password {
-            email: email.clone(),
-            password: password.clone(),
-        },
-        PocketBaseAuth::Token(t) => PbAuth::Token(t.clone()),
-    };
-    Ok(PbClient::new(settings.pocketbase.url.clone(), auth)?)
-}
-
-pub fn coolify_client(settings: &Settings) -> anyhow::Result<CoolifyClient> {
-    Ok(CoolifyClient::new(CoolifyConfig {
-        base_url: settings.coolify.url.clone(),
-        token: settings.coolify.token.clone(),
-        requests_per_minute: settings.coolify.requests_per_minute,
-        // Any 60 s window then carries at most burst + rate calls, under Coolify's 200.
-        burst: 10,
-        request_timeout: settings.coolify.request_timeout,
-        connect_timeout: Duration::from_secs(5),
-        max_retries: 4,
-    })?)
-}
 
 /// Picks the configured server, or the first usable and reachable one.
 async fn server_uuid(coolify: &CoolifyClient, configured: Option<&str>) -> anyhow::Result<String> {
@@ -96,18 +53,18 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cancel = CancellationToken::new();
 
-    let journal = Journal::open(&settings.journal_path)
-        .with_context(|| format!("opening the journal at {}", settings.journal_path.display()))?;
+    let journal = Journal::open(&settings.journal.path)
+        .with_context(|| format!("opening the journal at {}", settings.journal.path.display()))?;
     let resumed = journal.resume_on_start().await.context("resuming unfinished jobs")?;
     if resumed > 0 {
         info!(jobs = resumed, "resumed jobs left unfinished by the last run");
     }
 
-    let pb = pb_client(&settings)?;
+    let pb = PbClient::new(&settings.pocketbase)?;
     pb.authenticate()
         .await
         .context("checking the PocketBase superuser credentials")?;
-    let coolify = coolify_client(&settings)?;
+    let coolify = CoolifyClient::new(&settings.coolify)?;
     coolify.team().await.context("Coolify token check (GET /team) failed")?;
     let server = server_uuid(&coolify, settings.coolify.server_uuid.as_deref()).await?;
 
@@ -115,9 +72,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         TemplateSet::load_dir(&settings.reconcile.templates_dir)
             .with_context(|| format!("loading templates from {}", settings.reconcile.templates_dir.display()))?,
     );
-    let secrets_key = || SecretBytes::from(settings.secrets.key.expose_secret().as_bytes().to_vec());
     let secrets = Arc::new(
-        SecretStore::open(&settings.secrets.store_path, &secrets_key())
+        SecretStore::open(&settings.secrets.store_path, &settings.secrets.key_bytes())
             .with_context(|| format!("opening the secret store {}", settings.secrets.store_path.display()))?,
     );
     let webhook_secret: WebhookSecret = settings
@@ -129,7 +85,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     let statuses = Arc::new(StatusBoard::new(
         coolify.clone(),
-        status_board_interval(settings.coolify.requests_per_minute),
+        StatusBoard::interval_for(settings.coolify.requests_per_minute),
     ));
     let ctx = Context {
         pb: pb.clone(),
@@ -137,19 +93,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         journal: journal.clone(),
         templates,
         secrets,
-        settings: Arc::new(ReconcileSettings {
-            base_domain: settings.base_domain.clone(),
-            router_base_url: settings.router_base_url.as_str().trim_end_matches('/').to_string(),
-            environment: settings.coolify.environment.clone(),
-            server_uuid: server,
-            running_timeout: settings.reconcile.running_timeout,
-            sovereign: Ceiling {
-                max_stacks: None,
-                cpu: settings.reconcile.sovereign_cpu,
-                mem_mb: settings.reconcile.sovereign_mem_mb,
-            },
-            secrets_key: secrets_key(),
-        }),
+        settings: Arc::new(settings.clone()),
+        server_uuid: Arc::from(server),
         statuses,
     };
 
@@ -157,34 +102,22 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     readiness.pocketbase_auth.store(true, Ordering::Relaxed);
     readiness.coolify_reachable.store(true, Ordering::Relaxed);
 
-    let dispatcher = Dispatcher::new(
-        journal.clone(),
-        Arc::new(Reconciler::new(ctx.clone())),
-        QueueConfig {
-            concurrency: settings.queue.concurrency,
-            base_backoff: settings.queue.base_backoff,
-            max_backoff: settings.queue.max_backoff,
-            max_attempts: settings.queue.max_attempts,
-            poll_interval: Duration::from_millis(500),
-        },
-    );
+    let dispatcher = Dispatcher::new(journal.clone(), Arc::new(Reconciler::new(ctx.clone())), &settings.queue);
     let notify = dispatcher.notifier();
     let sink: Arc<dyn EventSink> = Arc::new(journal.clone());
 
     let mut tasks = tokio::task::JoinSet::new();
     let (connected_tx, connected_rx) = watch::channel(0u64);
-    tasks.spawn(realtime::run(
-        RealtimeConfig {
-            base_url: settings.pocketbase.url.clone(),
-            idle_timeout: settings.pocketbase.realtime_idle_timeout,
-            connect_timeout: Duration::from_secs(5),
-        },
-        Arc::new(pb.clone()),
-        sink.clone(),
-        notify.clone(),
-        connected_tx,
-        cancel.clone(),
-    ));
+    tasks.spawn(
+        Consumer::new(
+            &settings.pocketbase,
+            Arc::new(pb.clone()),
+            sink.clone(),
+            notify.clone(),
+            connected_tx,
+        )
+        .run(cancel.clone()),
+    );
     let resync_trigger = resync::Trigger::new();
     tasks.spawn(resync::run_periodic(
         settings.pocketbase.resync_interval,
@@ -198,7 +131,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         },
         cancel.clone(),
     ));
-    tasks.spawn(dispatcher.run(cancel.clone(), DRAIN_DEADLINE));
+    tasks.spawn(dispatcher.run(cancel.clone(), queue::DRAIN_DEADLINE));
     tasks.spawn(run_every(
         HealthPoller::new(
             ctx.clone(),
@@ -216,7 +149,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         cancel.clone(),
     ));
     // Readiness follows the health poll's pace so an outage shows within one poll interval.
-    let readiness_interval = settings.reconcile.health_poll_interval.min(READINESS_MAX_INTERVAL);
+    let readiness_interval = settings
+        .reconcile
+        .health_poll_interval
+        .min(health::READINESS_MAX_INTERVAL);
     tasks.spawn(watch_readiness(
         ctx.clone(),
         readiness.clone(),
@@ -267,7 +203,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let _ = server_task.await;
     cancel.cancel();
     let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(DRAIN_DEADLINE + Duration::from_secs(5), drain)
+    if tokio::time::timeout(queue::DRAIN_DEADLINE + Duration::from_secs(5), drain)
         .await
         .is_err()
     {
@@ -307,18 +243,5 @@ async fn watch_readiness(ctx: Context, readiness: Arc<Readiness>, every: Duratio
         readiness.pocketbase_auth.store(pb_ok, Ordering::Relaxed);
         let coolify_ok = ctx.coolify.health().await.is_ok();
         readiness.coolify_reachable.store(coolify_ok, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_lists_take_a_bounded_share_of_the_budget() {
-        let gap = status_board_interval(180);
-        assert!((gap.as_secs_f64() - 60.0 / 27.0).abs() < 0.01, "{gap:?}");
-        assert_eq!(status_board_interval(100_000), STATUS_BOARD_INTERVAL);
-        assert!(status_board_interval(1) > Duration::from_secs(60));
     }
 }

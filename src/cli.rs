@@ -6,10 +6,10 @@ use std::path::Path;
 use anyhow::Context as _;
 use serde_json::json;
 
-use crate::config::Settings;
-use crate::pocketbase::BotTemplate;
+use crate::config::{ReconcileSettings, Settings};
 use crate::pocketbase::records::BOT_TEMPLATES;
-use crate::quota::{self, Ceiling, PlanTier};
+use crate::pocketbase::{BotTemplate, PbClient};
+use crate::quota::{self, PlanTier};
 use crate::templates::{RenderInput, TemplateSet, render};
 
 /// Renders template `name` for the instance record in `instance_file` (JSON, as PocketBase returns it).
@@ -31,11 +31,9 @@ pub fn render_template(
     let plan: PlanTier = plan
         .parse()
         .map_err(|e: quota::QuotaError| anyhow::anyhow!("--plan: {e}"))?;
-    let sovereign = Ceiling {
-        max_stacks: None,
-        cpu: settings.map(|s| s.reconcile.sovereign_cpu).unwrap_or(4.0),
-        mem_mb: settings.map(|s| s.reconcile.sovereign_mem_mb).unwrap_or(8192),
-    };
+    let sovereign = settings
+        .map(|s| s.reconcile.sovereign_ceiling())
+        .unwrap_or_else(|| ReconcileSettings::default().sovereign_ceiling());
     let ceiling = quota::ceiling(plan, 0, &sovereign);
     let defaults = quota::TemplateDefaults {
         cpu: template.cpu_default,
@@ -46,7 +44,7 @@ pub fn render_template(
     let mem = u32::try_from(mem).context("mem_limit is too large")?;
     let granted = quota::check(plan, &ceiling, cpu, mem, defaults, 0)?;
     let base_domain = settings
-        .map(|s| s.base_domain.clone())
+        .map(|s| s.domains.base_domain.clone())
         .unwrap_or_else(|| "bots.example.com".into());
     let subdomain = text("subdomain", "sample");
     let input = RenderInput {
@@ -59,7 +57,7 @@ pub fn render_template(
         cpu: granted.cpu,
         mem_mb: granted.mem_mb,
         router_base_url: settings
-            .map(|s| s.router_base_url.as_str().trim_end_matches('/').to_string())
+            .map(|s| s.router.base_url_text().to_string())
             .unwrap_or_else(|| "https://router.example.com".into()),
     };
     Ok(render(template, &input, &ceiling)?.compose_yaml)
@@ -73,7 +71,7 @@ fn names(set: &TemplateSet) -> String {
 pub async fn sync_templates(settings: &Settings) -> anyhow::Result<String> {
     let dir = &settings.reconcile.templates_dir;
     let set = TemplateSet::load_dir(dir).with_context(|| format!("loading templates from {}", dir.display()))?;
-    let pb = crate::app::pb_client(settings)?;
+    let pb = PbClient::new(&settings.pocketbase)?;
     pb.authenticate().await.context("PocketBase authentication failed")?;
     let existing = pb.list_templates().await.context("listing bot_templates")?;
     let mut lines = Vec::new();

@@ -1,20 +1,37 @@
-//! Settings: defaults, then a TOML file, then `CF_BRIDGE__SECTION__KEY` environment overrides, then
-//! validation that names the offending key.
+//! Settings: the one configuration type, used by every module.
+//!
+//! Each key of `cf-bridge.toml` is a field below, with its default (the `defaults` module is the only
+//! place defaults are written). Loading layers the TOML file and the `CF_BRIDGE__SECTION__KEY`
+//! environment with the `config` crate, deserializes each section on its own (so that a bad key in one
+//! section does not hide the problems of another) and then validates once; every problem names its key.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
+use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, de};
 use url::Url;
+
+use crate::quota::Ceiling;
+use crate::text::text_enum;
 
 /// One problem found in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
     pub key: String,
     pub reason: String,
+}
+
+impl Problem {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Problem {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,74 +50,248 @@ fn format_problems(problems: &[Problem]) -> String {
         .join("\n")
 }
 
-/// How the bridge authenticates to PocketBase.
-#[derive(Clone)]
-pub enum PocketBaseAuth {
-    Password { email: String, password: SecretString },
-    Token(SecretString),
+/// The default of every key that has one.
+mod defaults {
+    use super::*;
+
+    pub fn realtime_idle_timeout() -> Duration {
+        Duration::from_secs(90)
+    }
+    pub fn resync_interval() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn environment() -> String {
+        "production".into()
+    }
+    /// Coolify allows 200 a minute per user; leave room for people.
+    pub fn requests_per_minute() -> u32 {
+        180
+    }
+    pub fn request_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn bind() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8088))
+    }
+    pub fn journal_path() -> PathBuf {
+        PathBuf::from("cf-bridge.db")
+    }
+    pub fn log_level() -> String {
+        "info".into()
+    }
+    pub fn store_path() -> PathBuf {
+        PathBuf::from("cf-bridge-secrets.bin")
+    }
+    pub fn concurrency() -> usize {
+        32
+    }
+    pub fn max_attempts() -> u32 {
+        12
+    }
+    pub fn base_backoff() -> Duration {
+        Duration::from_millis(500)
+    }
+    pub fn max_backoff() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn templates_dir() -> PathBuf {
+        PathBuf::from("templates")
+    }
+    pub fn running_timeout() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn health_poll_interval() -> Duration {
+        Duration::from_secs(30)
+    }
+    pub fn bad_readings_before_error() -> u32 {
+        3
+    }
+    pub fn sovereign_cpu() -> f64 {
+        4.0
+    }
+    pub fn sovereign_mem_mb() -> u32 {
+        8192
+    }
 }
 
-#[derive(Clone)]
+/// `[pocketbase]`: where PocketBase is and how the bridge proves it is a superuser (a password login,
+/// whose token is refreshed before it expires, or a long-lived static token).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PocketBaseSettings {
+    #[serde(deserialize_with = "http_url")]
     pub url: Url,
-    pub auth: PocketBaseAuth,
+    #[serde(default)]
+    pub superuser_email: Option<String>,
+    #[serde(default)]
+    pub superuser_password: Option<SecretString>,
+    #[serde(default)]
+    pub token: Option<SecretString>,
+    /// Reconnect the realtime stream when nothing (not even the keepalive) arrived for this long.
+    #[serde(
+        rename = "realtime_idle_timeout_secs",
+        deserialize_with = "secs",
+        default = "defaults::realtime_idle_timeout"
+    )]
     pub realtime_idle_timeout: Duration,
+    /// Full REST resync period (also after every realtime reconnect).
+    #[serde(
+        rename = "resync_interval_secs",
+        deserialize_with = "secs",
+        default = "defaults::resync_interval"
+    )]
     pub resync_interval: Duration,
 }
 
-#[derive(Clone)]
+/// How the bridge authenticates to PocketBase, as `[pocketbase]` gives it.
+#[derive(Clone, Copy)]
+pub enum PocketBaseAuth<'a> {
+    Password { email: &'a str, password: &'a SecretString },
+    Token(&'a SecretString),
+}
+
+impl PocketBaseSettings {
+    /// `[pocketbase]` with a password login; the other keys at their defaults.
+    pub fn with_password(url: Url, email: &str, password: SecretString) -> Self {
+        PocketBaseSettings {
+            superuser_email: Some(email.to_string()),
+            superuser_password: Some(password),
+            ..Self::bare(url)
+        }
+    }
+
+    /// `[pocketbase]` with a static superuser token; the other keys at their defaults.
+    pub fn with_token(url: Url, token: SecretString) -> Self {
+        PocketBaseSettings {
+            token: Some(token),
+            ..Self::bare(url)
+        }
+    }
+
+    fn bare(url: Url) -> Self {
+        PocketBaseSettings {
+            url,
+            superuser_email: None,
+            superuser_password: None,
+            token: None,
+            realtime_idle_timeout: defaults::realtime_idle_timeout(),
+            resync_interval: defaults::resync_interval(),
+        }
+    }
+
+    /// A token wins over a password; a password needs its email and the other way round.
+    pub fn auth(&self) -> Result<PocketBaseAuth<'_>, Problem> {
+        match (&self.superuser_email, &self.superuser_password, &self.token) {
+            (_, _, Some(token)) => Ok(PocketBaseAuth::Token(token)),
+            (Some(email), Some(password), None) => Ok(PocketBaseAuth::Password { email, password }),
+            (Some(_), None, None) => Err(Problem::new(
+                "pocketbase.superuser_password",
+                "is required with pocketbase.superuser_email",
+            )),
+            (None, Some(_), None) => Err(Problem::new(
+                "pocketbase.superuser_email",
+                "is required with pocketbase.superuser_password",
+            )),
+            (None, None, None) => Err(Problem::new(
+                "pocketbase",
+                "set either superuser_email and superuser_password, or token",
+            )),
+        }
+    }
+}
+
+/// `[coolify]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CoolifySettings {
+    #[serde(deserialize_with = "http_url")]
     pub url: Url,
     pub token: SecretString,
+    /// Default: the first usable, reachable server.
+    #[serde(default, deserialize_with = "non_empty")]
     pub server_uuid: Option<String>,
+    #[serde(default = "defaults::environment")]
     pub environment: String,
+    #[serde(default = "defaults::requests_per_minute")]
     pub requests_per_minute: u32,
+    #[serde(
+        rename = "request_timeout_secs",
+        deserialize_with = "secs",
+        default = "defaults::request_timeout"
+    )]
     pub request_timeout: Duration,
 }
 
-#[derive(Clone)]
+impl CoolifySettings {
+    /// `[coolify]` for `url` and `token`; the other keys at their defaults.
+    pub fn new(url: Url, token: SecretString) -> Self {
+        CoolifySettings {
+            url,
+            token,
+            server_uuid: None,
+            environment: defaults::environment(),
+            requests_per_minute: defaults::requests_per_minute(),
+            request_timeout: defaults::request_timeout(),
+        }
+    }
+}
+
+/// `[webhook]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WebhookSettings {
     /// `whsec_<base64>`; checked for shape here, parsed by the webhook module.
     pub secret: SecretString,
 }
 
-#[derive(Clone)]
+/// `[admin]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AdminSettings {
     pub token: SecretString,
+    /// Also serves `/hooks/pocketbase`, `/healthz`, `/readyz` and `/metrics`.
+    #[serde(default = "defaults::bind", deserialize_with = "socket_addr")]
     pub bind: SocketAddr,
 }
 
-#[derive(Clone, Debug)]
-pub struct QueueSettings {
-    pub concurrency: usize,
-    pub max_attempts: u32,
-    pub base_backoff: Duration,
-    pub max_backoff: Duration,
+/// `[journal]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalSettings {
+    #[serde(default = "defaults::journal_path")]
+    pub path: PathBuf,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OrphanPolicy {
-    Report,
-    Remove,
+impl Default for JournalSettings {
+    fn default() -> Self {
+        JournalSettings {
+            path: defaults::journal_path(),
+        }
+    }
 }
 
-#[derive(Clone, Debug)]
-pub struct ReconcileSettings {
-    pub templates_dir: PathBuf,
-    pub orphans: OrphanPolicy,
-    pub running_timeout: Duration,
-    pub health_poll_interval: Duration,
-    pub bad_readings_before_error: u32,
-    /// Ceiling for the `sovereign` plan.
-    pub sovereign_cpu: f64,
-    pub sovereign_mem_mb: u32,
+/// `[domains]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainSettings {
+    /// Instance domains are `<subdomain>.<base_domain>`.
+    pub base_domain: String,
 }
 
-#[derive(Clone)]
-pub struct SecretsSettings {
-    /// Key for `secrets_hash`, the per-stack router key and the local secret store.
-    pub key: SecretString,
-    pub store_path: PathBuf,
+/// `[router]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterSettings {
+    /// Given to every stack as `CLOUDFREEDOM_ROUTER_BASE_URL`.
+    #[serde(deserialize_with = "http_url")]
+    pub base_url: Url,
+}
+
+impl RouterSettings {
+    /// The URL as stacks get it: without a trailing slash.
+    pub fn base_url_text(&self) -> &str {
+        self.base_url.as_str().trim_end_matches('/')
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,142 +300,197 @@ pub enum LogFormat {
     Pretty,
 }
 
-#[derive(Clone, Debug)]
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "json" => Ok(LogFormat::Json),
+            "pretty" | "text" => Ok(LogFormat::Pretty),
+            other => Err(format!("{other:?} is not one of json, pretty")),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogSettings {
+    #[serde(default = "LogSettings::default_format", deserialize_with = "parsed")]
     pub format: LogFormat,
+    /// `RUST_LOG` overrides it.
+    #[serde(default = "defaults::log_level")]
     pub level: String,
 }
 
-/// The validated configuration.
-#[derive(Clone)]
-pub struct Settings {
-    pub pocketbase: PocketBaseSettings,
-    pub coolify: CoolifySettings,
-    pub webhook: WebhookSettings,
-    pub admin: AdminSettings,
-    pub journal_path: PathBuf,
-    pub base_domain: String,
-    pub router_base_url: Url,
-    pub log: LogSettings,
-    pub secrets: SecretsSettings,
-    pub queue: QueueSettings,
-    pub reconcile: ReconcileSettings,
+impl LogSettings {
+    fn default_format() -> LogFormat {
+        LogFormat::Pretty
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    #[serde(default)]
-    pocketbase: RawPocketBase,
-    #[serde(default)]
-    coolify: RawCoolify,
-    #[serde(default)]
-    webhook: RawWebhook,
-    #[serde(default)]
-    admin: RawAdmin,
-    #[serde(default)]
-    journal: RawJournal,
-    #[serde(default)]
-    domains: RawDomains,
-    #[serde(default)]
-    router: RawRouter,
-    #[serde(default)]
-    log: RawLog,
-    #[serde(default)]
-    secrets: RawSecrets,
-    #[serde(default)]
-    queue: RawQueue,
-    #[serde(default)]
-    reconcile: RawReconcile,
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            format: Self::default_format(),
+            level: defaults::log_level(),
+        }
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `[secrets]`.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawPocketBase {
-    url: Option<String>,
-    superuser_email: Option<String>,
-    superuser_password: Option<SecretString>,
-    token: Option<SecretString>,
-    realtime_idle_timeout_secs: Option<u64>,
-    resync_interval_secs: Option<u64>,
+pub struct SecretsSettings {
+    /// Key for `secrets_hash`, the per-stack router key and the local secret store.
+    pub key: SecretString,
+    #[serde(default = "defaults::store_path")]
+    pub store_path: PathBuf,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCoolify {
-    url: Option<String>,
-    token: Option<SecretString>,
-    server_uuid: Option<String>,
-    environment: Option<String>,
-    requests_per_minute: Option<u32>,
-    request_timeout_secs: Option<u64>,
+impl SecretsSettings {
+    /// The bridge key as the bytes the derivations take.
+    pub fn key_bytes(&self) -> SecretSlice<u8> {
+        SecretSlice::from(self.key.expose_secret().as_bytes().to_vec())
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// `[queue]`.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawWebhook {
-    secret: Option<SecretString>,
+pub struct QueueSettings {
+    /// Records reconciled at once; a job waiting for `running:*` gives its slot back.
+    #[serde(default = "defaults::concurrency")]
+    pub concurrency: usize,
+    /// Then the job is dead (replay it from the admin API).
+    #[serde(default = "defaults::max_attempts")]
+    pub max_attempts: u32,
+    /// Backoff ceiling of the first retry; doubles with every attempt.
+    #[serde(
+        rename = "base_backoff_ms",
+        deserialize_with = "millis",
+        default = "defaults::base_backoff"
+    )]
+    pub base_backoff: Duration,
+    #[serde(
+        rename = "max_backoff_secs",
+        deserialize_with = "secs",
+        default = "defaults::max_backoff"
+    )]
+    pub max_backoff: Duration,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAdmin {
-    token: Option<SecretString>,
-    bind: Option<String>,
+impl Default for QueueSettings {
+    fn default() -> Self {
+        QueueSettings {
+            concurrency: defaults::concurrency(),
+            max_attempts: defaults::max_attempts(),
+            base_backoff: defaults::base_backoff(),
+            max_backoff: defaults::max_backoff(),
+        }
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
+text_enum!(
+    pub enum OrphanPolicy {
+        Report => "report",
+        Remove => "remove",
+    }
+);
+
+/// `[reconcile]`.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawJournal {
-    path: Option<PathBuf>,
+pub struct ReconcileSettings {
+    #[serde(default = "defaults::templates_dir")]
+    pub templates_dir: PathBuf,
+    /// Removal needs two confirmations.
+    #[serde(default = "ReconcileSettings::default_orphans", deserialize_with = "parsed")]
+    pub orphans: OrphanPolicy,
+    /// How long to wait for `running:*` after a start.
+    #[serde(
+        rename = "running_timeout_secs",
+        deserialize_with = "secs",
+        default = "defaults::running_timeout"
+    )]
+    pub running_timeout: Duration,
+    #[serde(
+        rename = "health_poll_interval_secs",
+        deserialize_with = "secs",
+        default = "defaults::health_poll_interval"
+    )]
+    pub health_poll_interval: Duration,
+    #[serde(default = "defaults::bad_readings_before_error")]
+    pub bad_readings_before_error: u32,
+    /// Ceiling per stack for the `sovereign` plan.
+    #[serde(default = "defaults::sovereign_cpu")]
+    pub sovereign_cpu: f64,
+    #[serde(default = "defaults::sovereign_mem_mb")]
+    pub sovereign_mem_mb: u32,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDomains {
-    base_domain: Option<String>,
+impl ReconcileSettings {
+    fn default_orphans() -> OrphanPolicy {
+        OrphanPolicy::Report
+    }
+
+    /// The `sovereign` plan's ceiling (unlimited stacks).
+    pub fn sovereign_ceiling(&self) -> Ceiling {
+        Ceiling {
+            max_stacks: None,
+            cpu: self.sovereign_cpu,
+            mem_mb: self.sovereign_mem_mb,
+        }
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRouter {
-    base_url: Option<String>,
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        ReconcileSettings {
+            templates_dir: defaults::templates_dir(),
+            orphans: Self::default_orphans(),
+            running_timeout: defaults::running_timeout(),
+            health_poll_interval: defaults::health_poll_interval(),
+            bad_readings_before_error: defaults::bad_readings_before_error(),
+            sovereign_cpu: defaults::sovereign_cpu(),
+            sovereign_mem_mb: defaults::sovereign_mem_mb(),
+        }
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLog {
-    format: Option<String>,
-    level: Option<String>,
+macro_rules! sections {
+    ($($field:ident: $ty:ty),+ $(,)?) => {
+        /// The validated configuration: one field per section of `cf-bridge.toml`.
+        #[derive(Clone, Debug)]
+        pub struct Settings {
+            $(pub $field: $ty),+
+        }
+
+        /// The sections `cf-bridge.toml` may hold.
+        pub const SECTIONS: &[&str] = &[$(stringify!($field)),+];
+
+        /// Deserializes and checks every section on its own, so that one section's problems do not
+        /// hide another's.
+        fn read_sections(tree: &config::Config, problems: &mut Vec<Problem>) -> Option<Settings> {
+            $(let $field = section::<$ty>(tree, stringify!($field), problems);)+
+            Some(Settings { $($field: $field?),+ })
+        }
+    };
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSecrets {
-    key: Option<SecretString>,
-    store_path: Option<PathBuf>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawQueue {
-    concurrency: Option<usize>,
-    max_attempts: Option<u32>,
-    base_backoff_ms: Option<u64>,
-    max_backoff_secs: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawReconcile {
-    templates_dir: Option<PathBuf>,
-    orphans: Option<String>,
-    running_timeout_secs: Option<u64>,
-    health_poll_interval_secs: Option<u64>,
-    bad_readings_before_error: Option<u32>,
-    sovereign_cpu: Option<f64>,
-    sovereign_mem_mb: Option<u32>,
-}
+sections!(
+    pocketbase: PocketBaseSettings,
+    coolify: CoolifySettings,
+    webhook: WebhookSettings,
+    admin: AdminSettings,
+    journal: JournalSettings,
+    domains: DomainSettings,
+    router: RouterSettings,
+    log: LogSettings,
+    secrets: SecretsSettings,
+    queue: QueueSettings,
+    reconcile: ReconcileSettings,
+);
 
 /// Loads the file (if it exists, or fails if `required`), applies environment overrides and validates.
 pub fn load(path: &Path, required: bool) -> Result<Settings, ConfigError> {
@@ -261,7 +507,17 @@ pub fn load_from(path: &Path, required: bool, env: &[(String, String)]) -> Resul
             reason: "file not found".into(),
         });
     }
+    let file_error = |e: config::ConfigError| ConfigError::File {
+        path: display.clone(),
+        reason: e.to_string(),
+    };
+    // An empty table per section, so that a missing section reads as one with every key unset.
     let mut builder = config::Config::builder();
+    for name in SECTIONS {
+        builder = builder
+            .set_default(*name, config::Map::<String, config::Value>::new())
+            .map_err(file_error)?;
+    }
     if path.exists() {
         builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
     }
@@ -277,72 +533,137 @@ pub fn load_from(path: &Path, required: bool, env: &[(String, String)]) -> Resul
             .try_parsing(true)
             .source(Some(env_map)),
     );
-    let built = builder.build().map_err(|e| ConfigError::File {
-        path: display.clone(),
-        reason: e.to_string(),
-    })?;
-    let raw: Raw = built.try_deserialize().map_err(|e| ConfigError::File {
-        path: display,
-        reason: e.to_string(),
-    })?;
-    validate(raw)
-}
-
-struct Checker {
-    problems: Vec<Problem>,
-}
-
-impl Checker {
-    fn fail(&mut self, key: &str, reason: impl Into<String>) {
-        self.problems.push(Problem {
-            key: key.into(),
-            reason: reason.into(),
-        });
+    let tree = builder.build().map_err(file_error)?;
+    let mut problems = Vec::new();
+    let top: config::Map<String, config::Value> = tree.clone().try_deserialize().map_err(file_error)?;
+    for name in top.keys().filter(|k| !SECTIONS.contains(&k.as_str())) {
+        problems.push(Problem::new(
+            name.clone(),
+            format!("is not a section (expected one of {})", SECTIONS.join(", ")),
+        ));
     }
+    match read_sections(&tree, &mut problems) {
+        Some(s) if problems.is_empty() => Ok(s),
+        _ => Err(ConfigError::Invalid(problems)),
+    }
+}
 
-    fn url(&mut self, key: &str, value: Option<&str>, default: Option<&str>) -> Option<Url> {
-        let Some(s) = value.or(default) else {
-            self.fail(key, "is required");
-            return None;
+/// Deserializes `name` out of the whole tree, so that the `config` crate's errors carry the full key
+/// (`admin.bind`, not `admin`).
+fn section<T: Section>(tree: &config::Config, name: &'static str, problems: &mut Vec<Problem>) -> Option<T> {
+    match (OneSection::<T> {
+        name,
+        marker: std::marker::PhantomData,
+    })
+    .deserialize(tree.clone())
+    {
+        Ok(Some(value)) => {
+            value.check(&mut Checks(problems));
+            Some(value)
+        }
+        Ok(None) => {
+            problems.push(Problem::new(name, "is missing"));
+            None
+        }
+        Err(e) => {
+            problems.push(problem_of(name, e));
+            None
+        }
+    }
+}
+
+/// Turns a deserialization error into a problem: a missing key reads "is required"; otherwise the key the
+/// error names (or the section) and the message without the key.
+fn problem_of(section: &str, e: config::ConfigError) -> Problem {
+    let text = e.to_string();
+    if let Some(key) = text
+        .strip_prefix("missing configuration field \"")
+        .and_then(|rest| rest.split('"').next())
+    {
+        let key = if key.contains('.') {
+            key.to_string()
+        } else {
+            format!("{section}.{key}")
         };
-        match Url::parse(s) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
-            Ok(_) => {
-                self.fail(key, "must be an http(s) URL with a host");
-                None
-            }
-            Err(e) => {
-                self.fail(key, format!("is not a valid URL ({e})"));
-                None
-            }
-        }
+        return Problem::new(key, "is required");
+    }
+    // The config crate appends " for key `a.b`" and, for a file's values, " in <path>".
+    match text.rsplit_once(" for key `") {
+        Some((reason, rest)) => Problem::new(rest.split('`').next().unwrap_or(section), reason),
+        None => Problem::new(section, text),
+    }
+}
+
+/// Picks one section out of the root table; the others are skipped.
+struct OneSection<T> {
+    name: &'static str,
+    marker: std::marker::PhantomData<T>,
+}
+
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for OneSection<T> {
+    type Value = Option<T>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for OneSection<T> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a table of sections")
     }
 
-    fn secret(&mut self, key: &str, value: Option<SecretString>, min_len: usize) -> Option<SecretString> {
-        match value {
-            None => {
-                self.fail(key, "is required");
-                None
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<T>, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == self.name {
+                found = Some(map.next_value::<T>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
             }
-            Some(s) if s.expose_secret().trim().is_empty() => {
-                self.fail(key, "must not be empty");
-                None
-            }
-            Some(s) if s.expose_secret().len() < min_len => {
-                self.fail(key, format!("is too short (at least {min_len} characters)"));
-                None
-            }
-            Some(s) => Some(s),
         }
+        Ok(found)
     }
+}
 
-    fn positive(&mut self, key: &str, value: Option<u64>, default: u64) -> u64 {
-        let v = value.unwrap_or(default);
-        if v == 0 {
-            self.fail(key, "must be greater than 0");
-        }
-        v
+fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<Url, D::Error> {
+    let text = String::deserialize(d)?;
+    match Url::parse(&text) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
+        Ok(_) => Err(de::Error::custom("must be an http(s) URL with a host")),
+        Err(e) => Err(de::Error::custom(format!("is not a valid URL ({e})"))),
     }
+}
+
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse()
+        .map_err(|_| de::Error::custom(format!("{text:?} is not an address like 127.0.0.1:8088")))
+}
+
+/// A value read from its text, with the type's own message when it does not parse.
+fn parsed<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: std::str::FromStr,
+    T::Err: fmt::Display,
+{
+    String::deserialize(d)?.parse().map_err(de::Error::custom)
+}
+
+fn secs<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_secs)
+}
+
+fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_millis)
+}
+
+/// An empty text is the same as no value.
+fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.trim().is_empty()))
 }
 
 fn is_dns_name(s: &str) -> bool {
@@ -359,254 +680,157 @@ fn is_dns_name(s: &str) -> bool {
         })
 }
 
-fn validate(raw: Raw) -> Result<Settings, ConfigError> {
-    let mut c = Checker { problems: Vec::new() };
+/// Collects the problems of the values that deserialized.
+struct Checks<'a>(&'a mut Vec<Problem>);
 
-    let pb_url = c.url("pocketbase.url", raw.pocketbase.url.as_deref(), None);
-    let pb_auth = match (
-        raw.pocketbase.superuser_email,
-        raw.pocketbase.superuser_password,
-        raw.pocketbase.token,
-    ) {
-        (_, _, Some(token)) => c.secret("pocketbase.token", Some(token), 1).map(PocketBaseAuth::Token),
-        (Some(email), Some(password), None) => {
-            if !email.contains('@') {
-                c.fail("pocketbase.superuser_email", "must be an email address");
+impl Checks<'_> {
+    fn fail(&mut self, key: &str, reason: impl Into<String>) {
+        self.0.push(Problem::new(key, reason));
+    }
+
+    fn secret(&mut self, key: &str, value: &SecretString, min_len: usize) {
+        let v = value.expose_secret();
+        if v.trim().is_empty() {
+            self.fail(key, "must not be empty");
+        } else if v.len() < min_len {
+            self.fail(key, format!("is too short (at least {min_len} characters)"));
+        }
+    }
+
+    fn positive(&mut self, key: &str, value: Duration) {
+        if value.is_zero() {
+            self.fail(key, "must be greater than 0");
+        }
+    }
+}
+
+/// A section of the file: deserialized on its own, then checked for every rule its types do not express.
+trait Section: DeserializeOwned {
+    fn check(&self, c: &mut Checks<'_>);
+}
+
+impl Section for PocketBaseSettings {
+    fn check(&self, c: &mut Checks<'_>) {
+        match self.auth() {
+            Ok(PocketBaseAuth::Token(token)) => c.secret("pocketbase.token", token, 1),
+            Ok(PocketBaseAuth::Password { email, password }) => {
+                if !email.contains('@') {
+                    c.fail("pocketbase.superuser_email", "must be an email address");
+                }
+                c.secret("pocketbase.superuser_password", password, 1);
             }
-            c.secret("pocketbase.superuser_password", Some(password), 1)
-                .map(|password| PocketBaseAuth::Password { email, password })
+            Err(p) => c.0.push(p),
         }
-        (Some(_), None, None) => {
+        c.positive("pocketbase.realtime_idle_timeout_secs", self.realtime_idle_timeout);
+        c.positive("pocketbase.resync_interval_secs", self.resync_interval);
+    }
+}
+
+impl Section for CoolifySettings {
+    fn check(&self, c: &mut Checks<'_>) {
+        c.secret("coolify.token", &self.token, 1);
+        if let Some(uuid) = &self.server_uuid
+            && !uuid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            c.fail("coolify.server_uuid", "must contain only letters, digits and '-'");
+        }
+        if self.environment.trim().is_empty() {
+            c.fail("coolify.environment", "must not be empty");
+        }
+        if self.requests_per_minute == 0 || self.requests_per_minute > 100_000 {
+            c.fail("coolify.requests_per_minute", "must be between 1 and 100000");
+        }
+        c.positive("coolify.request_timeout_secs", self.request_timeout);
+    }
+}
+
+impl Section for WebhookSettings {
+    fn check(&self, c: &mut Checks<'_>) {
+        c.secret("webhook.secret", &self.secret, 1);
+        if !self.secret.expose_secret().starts_with("whsec_") {
             c.fail(
-                "pocketbase.superuser_password",
-                "is required with pocketbase.superuser_email",
+                "webhook.secret",
+                "must start with whsec_ (generate one with `cf-bridge secret`)",
             );
-            None
         }
-        (None, Some(_), None) => {
+    }
+}
+
+impl Section for AdminSettings {
+    fn check(&self, c: &mut Checks<'_>) {
+        c.secret("admin.token", &self.token, 16);
+    }
+}
+
+impl Section for JournalSettings {
+    fn check(&self, c: &mut Checks<'_>) {
+        if self.path.as_os_str().is_empty() {
+            c.fail("journal.path", "must not be empty");
+        }
+    }
+}
+
+impl Section for DomainSettings {
+    fn check(&self, c: &mut Checks<'_>) {
+        let base_domain = &self.base_domain;
+        if base_domain.is_empty() {
+            c.fail("domains.base_domain", "is required");
+        } else if !is_dns_name(base_domain) {
             c.fail(
-                "pocketbase.superuser_email",
-                "is required with pocketbase.superuser_password",
+                "domains.base_domain",
+                format!("{base_domain:?} is not a lowercase DNS name"),
             );
-            None
         }
-        (None, None, None) => {
+    }
+}
+
+impl Section for RouterSettings {
+    fn check(&self, _: &mut Checks<'_>) {}
+}
+
+impl Section for LogSettings {
+    fn check(&self, c: &mut Checks<'_>) {
+        if tracing_subscriber::EnvFilter::try_new(&self.level).is_err() {
             c.fail(
-                "pocketbase",
-                "set either superuser_email and superuser_password, or token",
+                "log.level",
+                format!("{:?} is not a valid filter (e.g. info, cf_bridge=debug)", self.level),
             );
-            None
         }
-    };
-    let idle = c.positive(
-        "pocketbase.realtime_idle_timeout_secs",
-        raw.pocketbase.realtime_idle_timeout_secs,
-        90,
-    );
-    let resync = c.positive(
-        "pocketbase.resync_interval_secs",
-        raw.pocketbase.resync_interval_secs,
-        300,
-    );
+    }
+}
 
-    let coolify_url = c.url("coolify.url", raw.coolify.url.as_deref(), None);
-    let coolify_token = c.secret("coolify.token", raw.coolify.token, 1);
-    let server_uuid = raw.coolify.server_uuid.filter(|s| !s.trim().is_empty());
-    if let Some(uuid) = &server_uuid
-        && !uuid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    {
-        c.fail("coolify.server_uuid", "must contain only letters, digits and '-'");
+impl Section for SecretsSettings {
+    fn check(&self, c: &mut Checks<'_>) {
+        c.secret("secrets.key", &self.key, 32);
     }
-    let environment = raw.coolify.environment.unwrap_or_else(|| "production".into());
-    if environment.trim().is_empty() {
-        c.fail("coolify.environment", "must not be empty");
-    }
-    let rpm = raw.coolify.requests_per_minute.unwrap_or(180);
-    if rpm == 0 || rpm > 100_000 {
-        c.fail("coolify.requests_per_minute", "must be between 1 and 100000");
-    }
-    let coolify_timeout = c.positive("coolify.request_timeout_secs", raw.coolify.request_timeout_secs, 30);
+}
 
-    let webhook_secret = c.secret("webhook.secret", raw.webhook.secret, 1);
-    if let Some(s) = &webhook_secret
-        && !s.expose_secret().starts_with("whsec_")
-    {
-        c.fail(
-            "webhook.secret",
-            "must start with whsec_ (generate one with `cf-bridge secret`)",
-        );
-    }
-
-    let admin_token = c.secret("admin.token", raw.admin.token, 16);
-    let bind_str = raw.admin.bind.unwrap_or_else(|| "127.0.0.1:8088".into());
-    let bind = match bind_str.parse::<SocketAddr>() {
-        Ok(a) => Some(a),
-        Err(_) => {
-            c.fail(
-                "admin.bind",
-                format!("{bind_str:?} is not an address like 127.0.0.1:8088"),
-            );
-            None
+impl Section for QueueSettings {
+    fn check(&self, c: &mut Checks<'_>) {
+        if self.concurrency == 0 || self.concurrency > 256 {
+            c.fail("queue.concurrency", "must be between 1 and 256");
         }
-    };
-
-    let journal_path = raw.journal.path.unwrap_or_else(|| PathBuf::from("cf-bridge.db"));
-    if journal_path.as_os_str().is_empty() {
-        c.fail("journal.path", "must not be empty");
-    }
-
-    let base_domain = raw.domains.base_domain.unwrap_or_default();
-    if base_domain.is_empty() {
-        c.fail("domains.base_domain", "is required");
-    } else if !is_dns_name(&base_domain) {
-        c.fail(
-            "domains.base_domain",
-            format!("{base_domain:?} is not a lowercase DNS name"),
-        );
-    }
-
-    let router = c.url("router.base_url", raw.router.base_url.as_deref(), None);
-
-    let format = match raw.log.format.as_deref().unwrap_or("pretty") {
-        "json" => LogFormat::Json,
-        "pretty" | "text" => LogFormat::Pretty,
-        other => {
-            c.fail("log.format", format!("{other:?} is not one of json, pretty"));
-            LogFormat::Pretty
+        if self.max_attempts == 0 {
+            c.fail("queue.max_attempts", "must be greater than 0");
         }
-    };
-    let level = raw.log.level.unwrap_or_else(|| "info".into());
-    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
-        c.fail(
-            "log.level",
-            format!("{level:?} is not a valid filter (e.g. info, cf_bridge=debug)"),
-        );
+        c.positive("queue.base_backoff_ms", self.base_backoff);
+        c.positive("queue.max_backoff_secs", self.max_backoff);
     }
+}
 
-    let secrets_key = c.secret("secrets.key", raw.secrets.key, 32);
-    let store_path = raw
-        .secrets
-        .store_path
-        .unwrap_or_else(|| PathBuf::from("cf-bridge-secrets.bin"));
-
-    let concurrency = raw.queue.concurrency.unwrap_or(32);
-    if concurrency == 0 || concurrency > 256 {
-        c.fail("queue.concurrency", "must be between 1 and 256");
-    }
-    let max_attempts = raw.queue.max_attempts.unwrap_or(12);
-    if max_attempts == 0 {
-        c.fail("queue.max_attempts", "must be greater than 0");
-    }
-    let base_backoff = c.positive("queue.base_backoff_ms", raw.queue.base_backoff_ms, 500);
-    let max_backoff = c.positive("queue.max_backoff_secs", raw.queue.max_backoff_secs, 300);
-
-    let orphans = match raw.reconcile.orphans.as_deref().unwrap_or("report") {
-        "report" => OrphanPolicy::Report,
-        "remove" => OrphanPolicy::Remove,
-        other => {
-            c.fail("reconcile.orphans", format!("{other:?} is not one of report, remove"));
-            OrphanPolicy::Report
+impl Section for ReconcileSettings {
+    fn check(&self, c: &mut Checks<'_>) {
+        c.positive("reconcile.running_timeout_secs", self.running_timeout);
+        c.positive("reconcile.health_poll_interval_secs", self.health_poll_interval);
+        if self.bad_readings_before_error == 0 {
+            c.fail("reconcile.bad_readings_before_error", "must be greater than 0");
         }
-    };
-    let running_timeout = c.positive(
-        "reconcile.running_timeout_secs",
-        raw.reconcile.running_timeout_secs,
-        300,
-    );
-    let health_poll = c.positive(
-        "reconcile.health_poll_interval_secs",
-        raw.reconcile.health_poll_interval_secs,
-        30,
-    );
-    let bad_readings = raw.reconcile.bad_readings_before_error.unwrap_or(3);
-    if bad_readings == 0 {
-        c.fail("reconcile.bad_readings_before_error", "must be greater than 0");
-    }
-    let sovereign_cpu = raw.reconcile.sovereign_cpu.unwrap_or(4.0);
-    if !(sovereign_cpu.is_finite() && sovereign_cpu > 0.0 && sovereign_cpu <= 256.0) {
-        c.fail("reconcile.sovereign_cpu", "must be a number of cores between 0 and 256");
-    }
-    let sovereign_mem = raw.reconcile.sovereign_mem_mb.unwrap_or(8192);
-    if sovereign_mem < 16 {
-        c.fail("reconcile.sovereign_mem_mb", "must be at least 16");
-    }
-
-    if !c.problems.is_empty() {
-        return Err(ConfigError::Invalid(c.problems));
-    }
-    // Every Option below is Some: each None pushed a problem above.
-    match (
-        pb_url,
-        pb_auth,
-        coolify_url,
-        coolify_token,
-        webhook_secret,
-        admin_token,
-        bind,
-        router,
-        secrets_key,
-    ) {
-        (
-            Some(pb_url),
-            Some(pb_auth),
-            Some(coolify_url),
-            Some(coolify_token),
-            Some(webhook_secret),
-            Some(admin_token),
-            Some(bind),
-            Some(router),
-            Some(secrets_key),
-        ) => Ok(Settings {
-            pocketbase: PocketBaseSettings {
-                url: pb_url,
-                auth: pb_auth,
-                realtime_idle_timeout: Duration::from_secs(idle),
-                resync_interval: Duration::from_secs(resync),
-            },
-            coolify: CoolifySettings {
-                url: coolify_url,
-                token: coolify_token,
-                server_uuid,
-                environment,
-                requests_per_minute: rpm,
-                request_timeout: Duration::from_secs(coolify_timeout),
-            },
-            webhook: WebhookSettings { secret: webhook_secret },
-            admin: AdminSettings {
-                token: admin_token,
-                bind,
-            },
-            journal_path,
-            base_domain,
-            router_base_url: router,
-            log: LogSettings { format, level },
-            secrets: SecretsSettings {
-                key: secrets_key,
-                store_path,
-            },
-            queue: QueueSettings {
-                concurrency,
-                max_attempts,
-                base_backoff: Duration::from_millis(base_backoff),
-                max_backoff: Duration::from_secs(max_backoff),
-            },
-            reconcile: ReconcileSettings {
-                templates_dir: raw
-                    .reconcile
-                    .templates_dir
-                    .unwrap_or_else(|| PathBuf::from("templates")),
-                orphans,
-                running_timeout: Duration::from_secs(running_timeout),
-                health_poll_interval: Duration::from_secs(health_poll),
-                bad_readings_before_error: bad_readings,
-                sovereign_cpu,
-                sovereign_mem_mb: sovereign_mem,
-            },
-        }),
-        _ => Err(ConfigError::Invalid(vec![Problem {
-            key: "config".into(),
-            reason: "incomplete configuration".into(),
-        }])),
+        if !(self.sovereign_cpu.is_finite() && self.sovereign_cpu > 0.0 && self.sovereign_cpu <= 256.0) {
+            c.fail("reconcile.sovereign_cpu", "must be a number of cores between 0 and 256");
+        }
+        if self.sovereign_mem_mb < 16 {
+            c.fail("reconcile.sovereign_mem_mb", "must be at least 16");
+        }
     }
 }
 
@@ -617,12 +841,13 @@ impl fmt::Display for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "[pocketbase]")?;
         writeln!(f, "url = {:?}", self.pocketbase.url.as_str())?;
-        match &self.pocketbase.auth {
-            PocketBaseAuth::Password { email, .. } => {
+        match self.pocketbase.auth() {
+            Ok(PocketBaseAuth::Password { email, .. }) => {
                 writeln!(f, "superuser_email = {email:?}")?;
                 writeln!(f, "superuser_password = {REDACTED:?}")?;
             }
-            PocketBaseAuth::Token(_) => writeln!(f, "token = {REDACTED:?}")?,
+            Ok(PocketBaseAuth::Token(_)) => writeln!(f, "token = {REDACTED:?}")?,
+            Err(_) => {}
         }
         writeln!(
             f,
@@ -645,9 +870,9 @@ impl fmt::Display for Settings {
         writeln!(f, "request_timeout_secs = {}", self.coolify.request_timeout.as_secs())?;
         writeln!(f, "\n[webhook]\nsecret = {REDACTED:?}")?;
         writeln!(f, "\n[admin]\ntoken = {REDACTED:?}\nbind = \"{}\"", self.admin.bind)?;
-        writeln!(f, "\n[journal]\npath = {:?}", self.journal_path.display().to_string())?;
-        writeln!(f, "\n[domains]\nbase_domain = {:?}", self.base_domain)?;
-        writeln!(f, "\n[router]\nbase_url = {:?}", self.router_base_url.as_str())?;
+        writeln!(f, "\n[journal]\npath = {:?}", self.journal.path.display().to_string())?;
+        writeln!(f, "\n[domains]\nbase_domain = {:?}", self.domains.base_domain)?;
+        writeln!(f, "\n[router]\nbase_url = {:?}", self.router.base_url.as_str())?;
         let format = match self.log.format {
             LogFormat::Json => "json",
             LogFormat::Pretty => "pretty",
@@ -666,10 +891,7 @@ impl fmt::Display for Settings {
             self.queue.base_backoff.as_millis(),
             self.queue.max_backoff.as_secs()
         )?;
-        let orphans = match self.reconcile.orphans {
-            OrphanPolicy::Report => "report",
-            OrphanPolicy::Remove => "remove",
-        };
+        let orphans = self.reconcile.orphans.as_str();
         writeln!(
             f,
             "\n[reconcile]\ntemplates_dir = {:?}\norphans = {orphans:?}\nrunning_timeout_secs = {}\nhealth_poll_interval_secs = {}\nbad_readings_before_error = {}\nsovereign_cpu = {}\nsovereign_mem_mb = {}",
@@ -709,7 +931,7 @@ mod tests {
     #[test]
     fn env_alone_is_enough_and_display_redacts_every_secret() {
         let s = load_from(Path::new("/nonexistent/cf-bridge.toml"), false, &full_env()).expect("valid");
-        assert_eq!(s.base_domain, "bots.example.com");
+        assert_eq!(s.domains.base_domain, "bots.example.com");
         assert_eq!(s.coolify.requests_per_minute, 180);
         let shown = s.to_string();
         for canary in [
@@ -725,6 +947,53 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_hides_every_secret() {
+        let s = load_from(Path::new("/nonexistent/cf-bridge.toml"), false, &full_env()).expect("valid");
+        let shown = format!("{s:?}");
+        for canary in [
+            "pw-canary",
+            "coolify-canary",
+            "d2ViaG9vay1jYW5hcnk",
+            "admin-canary",
+            "key-canary",
+        ] {
+            assert!(!shown.contains(canary), "{canary} leaked in:\n{shown}");
+        }
+    }
+
+    #[test]
+    fn every_default_is_the_documented_one() {
+        let s = load_from(Path::new("/nonexistent/cf-bridge.toml"), false, &full_env()).expect("valid");
+        let shown = s.to_string();
+        for line in [
+            "realtime_idle_timeout_secs = 90",
+            "resync_interval_secs = 300",
+            "environment = \"production\"",
+            "requests_per_minute = 180",
+            "request_timeout_secs = 30",
+            "bind = \"127.0.0.1:8088\"",
+            "path = \"cf-bridge.db\"",
+            "format = \"pretty\"",
+            "level = \"info\"",
+            "store_path = \"cf-bridge-secrets.bin\"",
+            "concurrency = 32",
+            "max_attempts = 12",
+            "base_backoff_ms = 500",
+            "max_backoff_secs = 300",
+            "templates_dir = \"templates\"",
+            "orphans = \"report\"",
+            "running_timeout_secs = 300",
+            "health_poll_interval_secs = 30",
+            "bad_readings_before_error = 3",
+            "sovereign_cpu = 4",
+            "sovereign_mem_mb = 8192",
+        ] {
+            assert!(shown.lines().any(|l| l == line), "{line} missing from:\n{shown}");
+        }
+        assert!(s.coolify.server_uuid.is_none());
+    }
+
+    #[test]
     fn env_overrides_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.toml");
@@ -736,7 +1005,7 @@ mod tests {
         let mut e = full_env();
         e.retain(|(k, _)| k != "CF_BRIDGE__DOMAINS__BASE_DOMAIN");
         let s = load_from(&path, true, &e).expect("valid");
-        assert_eq!(s.base_domain, "file.example.com");
+        assert_eq!(s.domains.base_domain, "file.example.com");
         assert_eq!(s.queue.concurrency, 3);
         e.push(("CF_BRIDGE__QUEUE__CONCURRENCY".into(), "5".into()));
         let s = load_from(&path, true, &e).expect("valid");
@@ -750,7 +1019,7 @@ mod tests {
         e.push(("CF_BRIDGE__DOMAINS__BASE_DOMAIN".into(), "Not A Domain".into()));
         e.push(("CF_BRIDGE__LOG__FORMAT".into(), "xml".into()));
         e.push(("CF_BRIDGE__ADMIN__BIND".into(), "nowhere".into()));
-        let err = load_from(Path::new("/nonexistent"), false, &e).err().expect("invalid");
+        let err = load_from(Path::new("/nonexistent"), false, &e).expect_err("invalid");
         let text = err.to_string();
         for key in ["coolify.token", "domains.base_domain", "log.format", "admin.bind"] {
             assert!(text.contains(key), "{key} missing from:\n{text}");
@@ -763,20 +1032,32 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[coolify]\nurll = \"x\"\n").expect("write");
-        let err = load_from(&path, true, &full_env()).err().expect("invalid");
+        let err = load_from(&path, true, &full_env()).expect_err("invalid");
         assert!(err.to_string().contains("urll"), "{err}");
         std::fs::write(&path, "[queue]\nconcurrency = \"many\"\n").expect("write");
-        let err = load_from(&path, true, &full_env()).err().expect("invalid");
+        let err = load_from(&path, true, &full_env()).expect_err("invalid");
         assert!(err.to_string().contains("concurrency"), "{err}");
         std::fs::write(&path, "this is = = not toml").expect("write");
         assert!(load_from(&path, true, &full_env()).is_err());
+        std::fs::write(&path, "[colour]\nred = 1\n").expect("write");
+        let err = load_from(&path, true, &full_env()).expect_err("invalid");
+        assert!(err.to_string().contains("colour: is not a section"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_required_key_is_named() {
+        let mut e = full_env();
+        e.retain(|(k, _)| k != "CF_BRIDGE__POCKETBASE__URL" && k != "CF_BRIDGE__SECRETS__KEY");
+        let text = load_from(Path::new("/nonexistent"), false, &e)
+            .expect_err("invalid")
+            .to_string();
+        assert!(text.contains("pocketbase.url: is required"), "{text}");
+        assert!(text.contains("secrets.key: is required"), "{text}");
     }
 
     #[test]
     fn a_required_missing_file_is_an_error() {
-        let err = load_from(Path::new("/nonexistent/x.toml"), true, &full_env())
-            .err()
-            .expect("missing");
+        let err = load_from(Path::new("/nonexistent/x.toml"), true, &full_env()).expect_err("missing");
         assert!(err.to_string().contains("file not found"));
     }
 }

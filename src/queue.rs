@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::backoff::Backoff;
+use crate::config::QueueSettings;
 use crate::journal::{ClaimedJob, Journal, JournalError, now_ms};
 use crate::metrics::metrics;
 
@@ -72,30 +73,10 @@ pub trait JobHandler: Send + Sync + 'static {
     fn handle<'a>(&'a self, job: &'a ClaimedJob) -> JobFuture<'a>;
 }
 
-#[derive(Debug, Clone)]
-pub struct QueueConfig {
-    /// Most jobs handled at once.
-    pub concurrency: usize,
-    /// Backoff ceiling of the first retry; doubles with every attempt.
-    pub base_backoff: Duration,
-    pub max_backoff: Duration,
-    /// Attempts before a job is declared dead.
-    pub max_attempts: u32,
-    /// Longest sleep between looks at the journal when nothing pokes the notifier.
-    pub poll_interval: Duration,
-}
-
-impl Default for QueueConfig {
-    fn default() -> Self {
-        QueueConfig {
-            concurrency: 8,
-            base_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(300),
-            max_attempts: 10,
-            poll_interval: Duration::from_secs(1),
-        }
-    }
-}
+/// Longest sleep between looks at the journal when nothing pokes the notifier.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How long in-flight jobs get to finish after a shutdown is asked for before they are abandoned.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
 
 /// How often the job-state gauges are refreshed from the journal.
 const GAUGE_PERIOD: Duration = Duration::from_secs(5);
@@ -104,23 +85,24 @@ const RECORD_TRIES: u32 = 3;
 
 /// The exponential ceiling for the retry after attempt `attempt` (1-based): base * 2^(attempt-1),
 /// capped at `max_backoff`.
-pub fn backoff_cap(cfg: &QueueConfig, attempt: u32) -> Duration {
+pub fn backoff_cap(cfg: &QueueSettings, attempt: u32) -> Duration {
     retry_backoff(cfg).ceiling(attempt.saturating_sub(1))
 }
 
 /// Full jitter: a uniform delay in [0, cap], so retries of many records spread out.
-pub fn backoff_delay(cfg: &QueueConfig, attempt: u32) -> Duration {
+pub fn backoff_delay(cfg: &QueueSettings, attempt: u32) -> Duration {
     retry_backoff(cfg).full_jitter(attempt.saturating_sub(1))
 }
 
-fn retry_backoff(cfg: &QueueConfig) -> Backoff {
+fn retry_backoff(cfg: &QueueSettings) -> Backoff {
     Backoff::new(cfg.base_backoff, cfg.max_backoff)
 }
 
 pub struct Dispatcher {
     journal: Journal,
     handler: Arc<dyn JobHandler>,
-    cfg: QueueConfig,
+    cfg: QueueSettings,
+    poll_interval: Duration,
     notify: Arc<Notify>,
 }
 
@@ -188,7 +170,7 @@ async fn refresh_gauges(journal: &Journal) {
 async fn run_job(
     journal: Journal,
     handler: Arc<dyn JobHandler>,
-    cfg: Arc<QueueConfig>,
+    cfg: Arc<QueueSettings>,
     job: ClaimedJob,
     slot: WorkerSlot,
 ) {
@@ -243,13 +225,21 @@ async fn run_job(
 }
 
 impl Dispatcher {
-    pub fn new(journal: Journal, handler: Arc<dyn JobHandler>, cfg: QueueConfig) -> Self {
+    pub fn new(journal: Journal, handler: Arc<dyn JobHandler>, cfg: &QueueSettings) -> Self {
         Dispatcher {
             journal,
             handler,
-            cfg,
+            cfg: cfg.clone(),
+            poll_interval: POLL_INTERVAL,
             notify: Arc::new(Notify::new()),
         }
+    }
+
+    /// Sleeps up to `every` between looks at the journal when nothing pokes the notifier (tests prove
+    /// with a long one that the notifier alone starts jobs).
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.poll_interval = every;
+        self
     }
 
     /// Sources call `notify_one()` on it after an ingest so the job starts without waiting for a poll.
@@ -262,12 +252,12 @@ impl Dispatcher {
         match self.journal.next_due_at().await {
             Ok(Some(due)) => {
                 let ms = u64::try_from(due.saturating_sub(now_ms())).unwrap_or(0).max(1);
-                Duration::from_millis(ms).min(self.cfg.poll_interval)
+                Duration::from_millis(ms).min(self.poll_interval)
             }
-            Ok(None) => self.cfg.poll_interval,
+            Ok(None) => self.poll_interval,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the next due job");
-                self.cfg.poll_interval
+                self.poll_interval
             }
         }
     }
@@ -289,7 +279,7 @@ impl Dispatcher {
 
         while !cancel.is_cancelled() {
             let free = sem.available_permits();
-            let mut wait = self.cfg.poll_interval;
+            let mut wait = self.poll_interval;
             if free > 0 {
                 match self.journal.claim_due(now_ms(), free).await {
                     Ok(jobs) => {

@@ -15,7 +15,9 @@ use std::str::FromStr;
 
 use thiserror::Error;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A tenant's plan, as PocketBase's `plan_tier` select spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum PlanTier {
     Starter,
     Team,

@@ -27,11 +27,7 @@ fn fast_sim(extra: &[&str]) -> TestSim {
 }
 
 fn client(sim: &TestSim) -> CoolifyClient {
-    let mut cfg = CoolifyConfig::new(sim.client_url(), SecretString::from(sim.token.clone()));
-    cfg.requests_per_minute = 100_000;
-    cfg.burst = 1000;
-    cfg.request_timeout = Duration::from_secs(5);
-    CoolifyClient::new(cfg).expect("client")
+    CoolifyClient::new(&sim.settings()).expect("client")
 }
 
 fn service_req(project: &str, name: &str, domain: Option<&str>) -> CreateService {
@@ -199,9 +195,9 @@ async fn documented_error_paths() {
     let sim = fast_sim(&[]);
     let c = client(&sim);
 
-    let mut bad = CoolifyConfig::new(sim.client_url(), SecretString::from("1|wrong"));
-    bad.max_retries = 3;
-    let bad = CoolifyClient::new(bad).expect("client");
+    let mut bad = sim.settings();
+    bad.token = SecretString::from("1|wrong");
+    let bad = CoolifyClient::new(&bad).expect("client");
     let err = bad.list_projects().await.unwrap_err();
     assert!(matches!(err, CoolifyError::Unauthorized));
     assert!(!err.to_string().contains("wrong"), "token must not leak: {err}");
@@ -364,10 +360,7 @@ async fn lost_responses_never_duplicate_creates() {
 #[tokio::test]
 async fn creates_are_not_retried_but_safe_calls_are() {
     let sim = fast_sim(&[]);
-    let mut cfg = CoolifyConfig::new(sim.client_url(), SecretString::from(sim.token.clone()));
-    cfg.max_retries = 2;
-    cfg.requests_per_minute = 100_000;
-    let c = CoolifyClient::new(cfg).expect("client");
+    let c = CoolifyClient::new(&sim.settings()).expect("client");
     sim.set_fault(json!({"route": "*", "error_rate": 1.0})).await;
     assert!(matches!(
         c.create_project("cf-x1", None).await,
@@ -377,7 +370,11 @@ async fn creates_are_not_retried_but_safe_calls_are() {
     let log = sim.requests().await;
     let count = |t: &str| log.iter().filter(|r| r["path"] == t).count();
     assert_eq!(count("POST /projects"), 1, "POST /projects is never repeated");
-    assert_eq!(count("GET /projects"), 3, "GET is retried max_retries times");
+    assert_eq!(
+        count("GET /projects"),
+        1 + MAX_RETRIES as usize,
+        "GET is retried MAX_RETRIES times"
+    );
     sim.clear_faults().await;
     sim.set_fault(json!({"route": "POST /projects", "lost_response": true}))
         .await;
@@ -396,10 +393,9 @@ async fn creates_are_not_retried_but_safe_calls_are() {
 #[tokio::test]
 async fn storm_of_429_is_waited_out_within_budget() {
     let sim = fast_sim(&[]);
-    let mut cfg = CoolifyConfig::new(sim.client_url(), SecretString::from(sim.token.clone()));
+    let mut cfg = sim.settings();
     cfg.requests_per_minute = 240; // 4 per second
-    cfg.burst = 4;
-    let c = CoolifyClient::new(cfg).expect("client");
+    let c = CoolifyClient::new(&cfg).expect("client");
     sim.set_fault(json!({"route": "*", "storm_429": {"count": 2, "retry_after": 1}}))
         .await;
     let start = Instant::now();
@@ -424,11 +420,11 @@ async fn storm_of_429_is_waited_out_within_budget() {
     // Never faster than the budget: burst + rate * elapsed.
     let secs = took.as_secs_f64();
     assert!(
-        (log.len() as f64) <= 4.0 + 4.0 * secs + 1.0,
+        (log.len() as f64) <= f64::from(BURST) + 4.0 * secs + 1.0,
         "{} requests in {secs:.1} s",
         log.len()
     );
-    assert!(c.budget_remaining() < 4.0);
+    assert!(c.budget_remaining() < f64::from(BURST));
 }
 
 #[tokio::test]

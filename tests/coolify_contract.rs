@@ -15,7 +15,6 @@ use base64::engine::general_purpose::STANDARD;
 use cf_bridge::coolify::*;
 use common::sim::{TestSim, reqwest_client};
 use coolify_sim::LOCALHOST_SERVER_UUID;
-use secrecy::SecretString;
 use serde_json::{Value, json};
 
 /// (endpoint template, "request" or response status, location, reason)
@@ -220,10 +219,7 @@ fn validator_catches_violations() {
 }
 
 async fn scenario(sim: &TestSim) {
-    let mut cfg = CoolifyConfig::new(sim.client_url(), SecretString::from(sim.token.clone()));
-    cfg.requests_per_minute = 100_000;
-    cfg.burst = 1000;
-    let c = CoolifyClient::new(cfg).expect("client");
+    let c = CoolifyClient::new(&sim.settings()).expect("client");
     c.health().await.expect("health");
     c.version().await.expect("version");
     c.team().await.expect("team");

@@ -12,7 +12,7 @@ use std::time::Duration;
 use actix_web::{App, HttpServer, web};
 use cf_bridge::events::{Action, Collection, NewEvent, Source};
 use cf_bridge::http::ingest::{self, IngestState};
-use cf_bridge::pocketbase::realtime::{self, RealtimeConfig, TokenSource};
+use cf_bridge::pocketbase::realtime::{Consumer, TokenSource};
 use cf_bridge::webhook::generate_secret;
 use pb_intake::{MemorySink, Pb, PbOptions};
 use secrecy::SecretString;
@@ -171,15 +171,17 @@ async fn a_change_seen_by_webhook_and_realtime_is_journaled_once() {
 
     let (on_connect, mut connected) = watch::channel(0u64);
     let cancel = CancellationToken::new();
-    let cfg = RealtimeConfig::new(pb.base.parse().expect("url"));
-    let consumer = tokio::spawn(realtime::run(
-        cfg,
-        Arc::new(StaticToken(pb.token.clone())),
-        sink.clone(),
-        Arc::new(Notify::new()),
-        on_connect,
-        cancel.clone(),
-    ));
+    let consumer = tokio::spawn(
+        Consumer {
+            base_url: pb.base.parse().expect("url"),
+            idle_timeout: Duration::from_secs(90),
+            tokens: Arc::new(StaticToken(pb.token.clone())),
+            sink: sink.clone(),
+            notify: Arc::new(Notify::new()),
+            on_connect,
+        }
+        .run(cancel.clone()),
+    );
     tokio::time::timeout(Duration::from_secs(5), connected.changed())
         .await
         .expect("subscribed")

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cf_bridge::events::{Action, Collection, Source};
-use cf_bridge::pocketbase::realtime::{self, Consumer, RealtimeConfig, RealtimeError, TokenSource};
+use cf_bridge::pocketbase::realtime::{Consumer, RealtimeError, TokenSource};
 use pb_intake::{MemorySink, Pb, PbOptions};
 use secrecy::SecretString;
 use serde_json::json;
@@ -42,17 +42,17 @@ impl Running {
         let notify = Arc::new(Notify::new());
         let (on_connect, connected) = watch::channel(0u64);
         let cancel = CancellationToken::new();
-        let mut cfg = RealtimeConfig::new(pb.base.parse().expect("url"));
-        cfg.idle_timeout = idle_timeout;
-        cfg.connect_timeout = SECOND;
-        let task = tokio::spawn(realtime::run(
-            cfg,
-            Arc::new(StaticToken(token.to_owned())),
-            sink.clone(),
-            notify.clone(),
-            on_connect,
-            cancel.clone(),
-        ));
+        let task = tokio::spawn(
+            Consumer {
+                base_url: pb.base.parse().expect("url"),
+                idle_timeout,
+                tokens: Arc::new(StaticToken(token.to_owned())),
+                sink: sink.clone(),
+                notify: notify.clone(),
+                on_connect,
+            }
+            .run(cancel.clone()),
+        );
         Running {
             sink,
             notify,
@@ -188,7 +188,8 @@ async fn wrong_token_is_a_clear_auth_error() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let (on_connect, connected) = watch::channel(0u64);
     let consumer = Consumer {
-        cfg: RealtimeConfig::new(pb.base.parse().expect("url")),
+        base_url: pb.base.parse().expect("url"),
+        idle_timeout: Duration::from_secs(90),
         tokens: Arc::new(StaticToken("not-a-token".into())),
         sink: Arc::new(MemorySink::default()),
         notify: Arc::new(Notify::new()),

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use cf_bridge::config::PocketBaseSettings;
 use cf_bridge::pocketbase::records::{BOT_INSTANCES, DEPLOY_LOGS, TENANTS, parse_pb_date};
 use cf_bridge::pocketbase::{
     BotInstance, DeployAction, DeployLog, DeployStatus, DesiredState, InstancePatch, InstanceStatus, NewDeployLog,
-    PbAuth, PbClient, PbError, Tenant, TenantPatch,
+    PbClient, PbError, Tenant, TenantPatch,
 };
 use common::pocketbase::TestPb;
 use secrecy::SecretString;
@@ -381,13 +382,11 @@ async fn bad_credentials_are_auth_errors_never_empty_lists() {
     let pb = TestPb::start().await;
     seed(&pb).await;
 
-    let wrong_pw = PbClient::new(
+    let wrong_pw = PbClient::new(&PocketBaseSettings::with_password(
         url(&pb),
-        PbAuth::Password {
-            email: pb.email.clone(),
-            password: SecretString::from("not-the-password".to_string()),
-        },
-    )
+        &pb.email,
+        SecretString::from("not-the-password".to_string()),
+    ))
     .unwrap();
     let err = wrong_pw.authenticate().await.expect_err("wrong password");
     assert!(matches!(err, PbError::Auth { .. }), "{err:?}");
@@ -401,7 +400,11 @@ async fn bad_credentials_are_auth_errors_never_empty_lists() {
     let swapped = if good.as_bytes()[at] == b'A' { "B" } else { "A" };
     let forged = format!("{}{swapped}{}", &good[..at], &good[at + 1..]);
     for bad in [forged, "garbage".to_string()] {
-        let c = PbClient::new(url(&pb), PbAuth::Token(SecretString::from(bad.clone()))).unwrap();
+        let c = PbClient::new(&PocketBaseSettings::with_token(
+            url(&pb),
+            SecretString::from(bad.clone()),
+        ))
+        .unwrap();
         assert!(matches!(c.authenticate().await, Err(PbError::Auth { .. })));
         assert!(matches!(c.list_templates().await, Err(PbError::Auth { .. })));
         let shown = format!("{:?}", c.list_tenants().await);
@@ -428,7 +431,11 @@ async fn bad_credentials_are_auth_errors_never_empty_lists() {
         .as_str()
         .unwrap()
         .to_string();
-    let c = PbClient::new(url(&pb), PbAuth::Token(SecretString::from(static_token))).unwrap();
+    let c = PbClient::new(&PocketBaseSettings::with_token(
+        url(&pb),
+        SecretString::from(static_token),
+    ))
+    .unwrap();
     c.authenticate().await.expect("valid static token");
     let tenant_id = c.list_tenants().await.expect("tenants")[0].id.clone();
     assert!(c.list_instances(None).await.expect("empty but valid").is_empty());

@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cf_bridge::config::QueueSettings;
 use cf_bridge::events::{Action, Collection, EventSink, NewEvent, Source};
 use cf_bridge::journal::{AttemptOutcome, ClaimedJob, EventFilter, EventStatus, JobState, Journal};
-use cf_bridge::queue::{Dispatcher, JobError, JobFuture, JobHandler, QueueConfig, backoff_cap, backoff_delay};
+use cf_bridge::queue::{Dispatcher, JobError, JobFuture, JobHandler, backoff_cap, backoff_delay};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -27,15 +28,16 @@ fn event(record_id: &str, n: usize) -> NewEvent {
     }
 }
 
-fn cfg(concurrency: usize) -> QueueConfig {
-    QueueConfig {
+fn cfg(concurrency: usize) -> QueueSettings {
+    QueueSettings {
         concurrency,
         base_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(40),
         max_attempts: 4,
-        poll_interval: Duration::from_millis(50),
     }
 }
+
+const POLL: Duration = Duration::from_millis(50);
 
 struct Harness {
     _dir: tempfile::TempDir,
@@ -45,10 +47,14 @@ struct Harness {
     run: tokio::task::JoinHandle<()>,
 }
 
-fn start(handler: Arc<dyn JobHandler>, cfg: QueueConfig, drain: Duration) -> Harness {
+fn start(handler: Arc<dyn JobHandler>, cfg: QueueSettings, drain: Duration) -> Harness {
+    start_polling(handler, cfg, POLL, drain)
+}
+
+fn start_polling(handler: Arc<dyn JobHandler>, cfg: QueueSettings, poll: Duration, drain: Duration) -> Harness {
     let dir = tempfile::tempdir().expect("temp dir");
     let journal = Journal::open(&dir.path().join("journal.db")).expect("open");
-    let dispatcher = Dispatcher::new(journal.clone(), handler, cfg);
+    let dispatcher = Dispatcher::new(journal.clone(), handler, &cfg).poll_interval(poll);
     let notify = dispatcher.notifier();
     let cancel = CancellationToken::new();
     let run = tokio::spawn(dispatcher.run(cancel.clone(), drain));
@@ -188,7 +194,7 @@ impl JobHandler for Flaky {
 
 #[test]
 fn backoff_grows_exponentially_up_to_the_cap_with_full_jitter() {
-    let cfg = QueueConfig {
+    let cfg = QueueSettings {
         base_backoff: Duration::from_millis(100),
         max_backoff: Duration::from_secs(1),
         ..cfg(1)
@@ -354,14 +360,7 @@ fn gate(slow: Duration) -> Arc<Gate> {
 async fn an_event_during_a_run_triggers_another_run() {
     let g = gate(Duration::ZERO);
     // A long poll interval: only the notifier and finishing workers wake the dispatcher.
-    let h = start(
-        g.clone(),
-        QueueConfig {
-            poll_interval: Duration::from_secs(30),
-            ..cfg(2)
-        },
-        Duration::from_secs(5),
-    );
+    let h = start_polling(g.clone(), cfg(2), Duration::from_secs(30), Duration::from_secs(5));
     h.ingest("r1", 0).await;
     tokio::time::timeout(Duration::from_secs(5), g.entered.notified())
         .await

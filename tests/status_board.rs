@@ -10,16 +10,12 @@ use cf_bridge::coolify::*;
 use cf_bridge::reconcile::context::StatusBoard;
 use common::sim::TestSim;
 use coolify_sim::LOCALHOST_SERVER_UUID;
-use secrecy::SecretString;
 
 const BOT: &str = "services:\n  bot:\n    image: ghcr.io/cf/bot:1\n";
 const INTERVAL: Duration = Duration::from_millis(300);
 
 fn client(sim: &TestSim) -> CoolifyClient {
-    let mut cfg = CoolifyConfig::new(sim.client_url(), SecretString::from(sim.token.clone()));
-    cfg.requests_per_minute = 100_000;
-    cfg.burst = 1000;
-    CoolifyClient::new(cfg).expect("client")
+    CoolifyClient::new(&sim.settings()).expect("client")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,22 +5,16 @@
 mod common;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
-use cf_bridge::coolify::{CoolifyClient, CoolifyConfig, CreateService, ServiceUrl};
+use cf_bridge::coolify::{CoolifyClient, CreateService, ServiceUrl};
 use cf_bridge::quota::{self, Ceiling, PlanTier};
 use cf_bridge::templates::{RenderInput, TemplateSet, render};
 use common::sim::TestSim;
 use coolify_sim::LOCALHOST_SERVER_UUID;
-use secrecy::SecretString;
 use serde_json::{Value, json};
 
 fn client(sim: &TestSim) -> CoolifyClient {
-    let mut cfg = CoolifyConfig::new(sim.client_url(), SecretString::from(sim.token.clone()));
-    cfg.requests_per_minute = 100_000;
-    cfg.burst = 1000;
-    cfg.request_timeout = Duration::from_secs(5);
-    CoolifyClient::new(cfg).expect("client")
+    CoolifyClient::new(&sim.settings()).expect("client")
 }
 
 fn input(name: &str, ceiling: &Ceiling) -> RenderInput {

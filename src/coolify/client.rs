@@ -16,46 +16,15 @@ use super::error::CoolifyError;
 use super::retry::{Decision, Idempotency, Outcome, RetryPolicy};
 use super::types::*;
 use crate::backoff::Backoff;
+use crate::config::CoolifySettings;
 use crate::metrics::metrics;
 
-#[derive(Clone)]
-pub struct CoolifyConfig {
-    /// Instance root, e.g. `http://127.0.0.1:8000`; the client adds `/api/v1`.
-    pub base_url: url::Url,
-    pub token: SecretString,
-    pub requests_per_minute: u32,
-    /// Bucket size: how many calls may go out back to back.
-    pub burst: u32,
-    pub request_timeout: Duration,
-    pub connect_timeout: Duration,
-    pub max_retries: u32,
-}
-
-impl CoolifyConfig {
-    /// Defaults: 180 requests/min (under Coolify's 200), burst 20, 30 s request and 5 s connect timeouts, 3 retries.
-    pub fn new(base_url: url::Url, token: SecretString) -> Self {
-        Self {
-            base_url,
-            token,
-            requests_per_minute: 180,
-            burst: 20,
-            request_timeout: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(5),
-            max_retries: 3,
-        }
-    }
-}
-
-impl std::fmt::Debug for CoolifyConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CoolifyConfig")
-            .field("base_url", &self.base_url.as_str())
-            .field("token", &"[redacted]")
-            .field("requests_per_minute", &self.requests_per_minute)
-            .field("burst", &self.burst)
-            .finish_non_exhaustive()
-    }
-}
+/// Bucket size of the request budget: any 60 s window then carries at most `BURST` + the per-minute rate
+/// calls, under Coolify's 200 at the default rate.
+pub const BURST: u32 = 10;
+/// Retries of a call that is safe to repeat, after a 5xx or a transport error.
+pub const MAX_RETRIES: u32 = 4;
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct CoolifyClient {
@@ -123,14 +92,15 @@ fn urls_json(urls: &[ServiceUrl]) -> Value {
 }
 
 impl CoolifyClient {
-    pub fn new(cfg: CoolifyConfig) -> Result<Self, CoolifyError> {
+    /// A client for `[coolify]`: its URL, token, request budget and timeout.
+    pub fn new(cfg: &CoolifySettings) -> Result<Self, CoolifyError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(cfg.request_timeout)
-            .connect_timeout(cfg.connect_timeout)
+            .connect_timeout(CONNECT_TIMEOUT)
             .build()
             .map_err(|e| CoolifyError::InvalidInput(format!("cannot build HTTP client: {}", describe(&e))))?;
-        let scheme = cfg.base_url.scheme();
+        let scheme = cfg.url.scheme();
         if scheme != "http" && scheme != "https" {
             return Err(CoolifyError::InvalidInput(format!(
                 "coolify base_url must be http(s), got {scheme}"
@@ -139,10 +109,10 @@ impl CoolifyClient {
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
-                root: cfg.base_url.as_str().trim_end_matches('/').to_string(),
-                token: cfg.token,
-                budget: Budget::new(cfg.requests_per_minute, cfg.burst),
-                policy: RetryPolicy::new(cfg.max_retries),
+                root: cfg.url.as_str().trim_end_matches('/').to_string(),
+                token: cfg.token.clone(),
+                budget: Budget::new(cfg.requests_per_minute, BURST),
+                policy: RetryPolicy::new(MAX_RETRIES),
             }),
         })
     }
@@ -613,14 +583,5 @@ mod tests {
     fn path_segments_are_encoded() {
         assert_eq!(seg("abc-1_2"), "abc-1_2");
         assert_eq!(seg("a b/c"), "a%20b%2Fc");
-    }
-
-    #[test]
-    fn config_debug_hides_token() {
-        let cfg = CoolifyConfig::new(
-            url::Url::parse("http://127.0.0.1:1").unwrap(),
-            SecretString::from("1|supersecret"),
-        );
-        assert!(!format!("{cfg:?}").contains("supersecret"));
     }
 }

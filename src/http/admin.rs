@@ -274,7 +274,7 @@ async fn put_secrets(
     let hash = if map.is_empty() {
         String::new()
     } else {
-        secrets::secrets_hash(&ctx.settings.secrets_key, &map)
+        secrets::secrets_hash(&ctx.settings.secrets.key_bytes(), &map)
     };
     // A replay event wakes the reconciler for this record.
     let n = state

@@ -7,6 +7,9 @@ use std::time::Duration;
 use actix_web::{HttpResponse, get, web};
 use serde_json::json;
 
+/// Longest gap between readiness checks of PocketBase and Coolify.
+pub const READINESS_MAX_INTERVAL: Duration = Duration::from_secs(15);
+
 /// What `/readyz` reports; each part is updated by the component that owns it.
 pub struct Readiness {
     pub pocketbase_auth: AtomicBool,

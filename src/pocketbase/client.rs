@@ -22,31 +22,13 @@ use super::records::{
     truncate_chars,
 };
 use super::token::CachedToken;
+use crate::config::{PocketBaseAuth, PocketBaseSettings, Problem};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Page size of `list_all`; PocketBase caps `perPage` at 1000.
 const LIST_ALL_PAGE: u32 = 500;
 const MAX_PER_PAGE: u32 = 1000;
-
-/// How the bridge proves it is a superuser.
-pub enum PbAuth {
-    Password {
-        email: String,
-        password: SecretString,
-    },
-    /// A superuser token, e.g. a long-lived one from `impersonate`.
-    Token(SecretString),
-}
-
-impl fmt::Debug for PbAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PbAuth::Password { email, .. } => write!(f, "Password {{ email: {email:?} }}"),
-            PbAuth::Token(_) => f.write_str("Token(..)"),
-        }
-    }
-}
 
 /// Cheap to clone; clones share the HTTP pool and the token.
 #[derive(Clone)]
@@ -56,17 +38,21 @@ pub struct PbClient {
 
 struct Inner {
     http: reqwest::Client,
-    base_url: Url,
-    auth: PbAuth,
+    settings: PocketBaseSettings,
     /// Held across login/refresh so concurrent callers wait for one renewal instead of racing.
     token: Mutex<Option<CachedToken>>,
 }
 
 impl fmt::Debug for PbClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let auth = match self.inner.settings.auth() {
+            Ok(PocketBaseAuth::Password { email, .. }) => format!("password of {email}"),
+            Ok(PocketBaseAuth::Token(_)) => "token".to_string(),
+            Err(_) => "none".to_string(),
+        };
         f.debug_struct("PbClient")
-            .field("base_url", &self.inner.base_url.as_str())
-            .field("auth", &self.inner.auth)
+            .field("base_url", &self.inner.settings.url.as_str())
+            .field("auth", &auth)
             .finish()
     }
 }
@@ -95,12 +81,15 @@ struct CountAnswer {
 }
 
 impl PbClient {
-    pub fn new(base_url: Url, auth: PbAuth) -> Result<Self, PbError> {
+    /// A client for `[pocketbase]`: its URL and credentials (checked here, used from the first call).
+    pub fn new(settings: &PocketBaseSettings) -> Result<Self, PbError> {
+        let base_url = &settings.url;
         if base_url.cannot_be_a_base() || !matches!(base_url.scheme(), "http" | "https") {
             return Err(PbError::Config(format!(
                 "PocketBase URL {base_url} is not an http(s) base URL"
             )));
         }
+        settings.auth().map_err(config_problem)?;
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
@@ -110,15 +99,18 @@ impl PbClient {
         Ok(PbClient {
             inner: Arc::new(Inner {
                 http,
-                base_url,
-                auth,
+                settings: settings.clone(),
                 token: Mutex::new(None),
             }),
         })
     }
 
     pub fn base_url(&self) -> &Url {
-        &self.inner.base_url
+        &self.inner.settings.url
+    }
+
+    fn auth(&self) -> Result<PocketBaseAuth<'_>, PbError> {
+        self.inner.settings.auth().map_err(config_problem)
     }
 
     /// Logs in (password) or checks the static token via `auth-refresh`. Called at start-up so a wrong
@@ -144,12 +136,12 @@ impl PbClient {
         }
         let renewed = match self.refresh(&current.token).await {
             Ok(t) => t,
-            Err(PbError::Auth { message }) => match &self.inner.auth {
-                PbAuth::Password { .. } => {
+            Err(PbError::Auth { message }) => match self.auth()? {
+                PocketBaseAuth::Password { .. } => {
                     tracing::info!(reason = %message, "PocketBase token refresh refused; logging in again");
                     self.login().await?
                 }
-                PbAuth::Token(_) => {
+                PocketBaseAuth::Token(_) => {
                     *guard = None;
                     return Err(PbError::Auth { message });
                 }
@@ -448,7 +440,7 @@ impl PbClient {
             if !guest_like || self.token_accepted(&reply.token).await? {
                 return Ok(reply);
             }
-            let can_relogin = matches!(self.inner.auth, PbAuth::Password { .. });
+            let can_relogin = matches!(self.auth()?, PocketBaseAuth::Password { .. });
             if !can_relogin || attempt >= 2 {
                 return Err(PbError::Auth {
                     message: format!(
@@ -488,9 +480,9 @@ impl PbClient {
     }
 
     async fn acquire(&self) -> Result<CachedToken, PbError> {
-        match &self.inner.auth {
-            PbAuth::Password { .. } => self.login().await,
-            PbAuth::Token(token) => {
+        match self.auth()? {
+            PocketBaseAuth::Password { .. } => self.login().await,
+            PocketBaseAuth::Token(token) => {
                 let cached = CachedToken::new(token.clone(), now())?;
                 if cached.expired(now()) {
                     return Err(PbError::Auth {
@@ -503,7 +495,7 @@ impl PbClient {
     }
 
     async fn login(&self) -> Result<CachedToken, PbError> {
-        let PbAuth::Password { email, password } = &self.inner.auth else {
+        let PocketBaseAuth::Password { email, password } = self.auth()? else {
             return Err(PbError::Auth {
                 message: "no superuser password configured to log in with".into(),
             });
@@ -546,9 +538,9 @@ impl PbClient {
     }
 
     fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<Url, PbError> {
-        let mut url = self.inner.base_url.clone();
+        let mut url = self.inner.settings.url.clone();
         url.path_segments_mut()
-            .map_err(|_| PbError::Config(format!("PocketBase URL {} cannot hold a path", self.inner.base_url)))?
+            .map_err(|_| PbError::Config(format!("PocketBase URL {} cannot hold a path", self.inner.settings.url)))?
             .pop_if_empty()
             .extend(segments);
         if !query.is_empty() {
@@ -556,6 +548,10 @@ impl PbClient {
         }
         Ok(url)
     }
+}
+
+fn config_problem(p: Problem) -> PbError {
+    PbError::Config(format!("{}: {}", p.key, p.reason))
 }
 
 fn now() -> i64 {
@@ -588,10 +584,10 @@ mod tests {
 
     #[test]
     fn urls_keep_a_base_path_and_encode_segments() {
-        let c = PbClient::new(
+        let c = PbClient::new(&PocketBaseSettings::with_token(
             Url::parse("http://127.0.0.1:8090/pb/").unwrap(),
-            PbAuth::Token(SecretString::from("t".to_string())),
-        )
+            SecretString::from("t".to_string()),
+        ))
         .unwrap();
         let u = c
             .url(
@@ -605,13 +601,11 @@ mod tests {
 
     #[test]
     fn debug_hides_credentials() {
-        let c = PbClient::new(
+        let c = PbClient::new(&PocketBaseSettings::with_password(
             Url::parse("http://127.0.0.1:8090").unwrap(),
-            PbAuth::Password {
-                email: "bridge@example.com".into(),
-                password: SecretString::from("hunter2".to_string()),
-            },
-        )
+            "bridge@example.com",
+            SecretString::from("hunter2".to_string()),
+        ))
         .unwrap();
         let shown = format!("{c:?}");
         assert!(
@@ -619,10 +613,10 @@ mod tests {
             "{shown}"
         );
         assert!(
-            PbClient::new(
+            PbClient::new(&PocketBaseSettings::with_token(
                 Url::parse("mailto:x@y").unwrap(),
-                PbAuth::Token(SecretString::from("t".to_string()))
-            )
+                SecretString::from("t".to_string())
+            ))
             .is_err()
         );
     }

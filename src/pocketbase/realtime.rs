@@ -24,6 +24,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
+use crate::config::PocketBaseSettings;
 use crate::events::{Action, Collection, EventSink, Ingested, NewEvent, SinkError, Source};
 use crate::intake::{deliver, record_event};
 use crate::metrics::metrics;
@@ -38,6 +39,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const HEALTHY_AFTER: Duration = Duration::from_secs(60);
 /// Timeout for the short requests (auth check, subscribe); the stream itself has none.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// PocketBase sends one line per frame; anything longer than this is not a sane frame.
 const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -46,24 +48,6 @@ pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<SecretString, Stri
 /// Supplies a current superuser token (refreshing it as needed).
 pub trait TokenSource: Send + Sync {
     fn token(&self) -> TokenFuture<'_>;
-}
-
-#[derive(Debug, Clone)]
-pub struct RealtimeConfig {
-    pub base_url: url::Url,
-    /// Reconnect when no byte arrived for this long. The keepalive cron sends one frame a minute.
-    pub idle_timeout: Duration,
-    pub connect_timeout: Duration,
-}
-
-impl RealtimeConfig {
-    pub fn new(base_url: url::Url) -> Self {
-        RealtimeConfig {
-            base_url,
-            idle_timeout: Duration::from_secs(90),
-            connect_timeout: Duration::from_secs(10),
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -265,7 +249,9 @@ async fn subscribe(
 
 /// Everything a session needs besides the HTTP client.
 pub struct Consumer {
-    pub cfg: RealtimeConfig,
+    pub base_url: url::Url,
+    /// Reconnect when no byte arrived for this long. The keepalive cron sends one frame a minute.
+    pub idle_timeout: Duration,
     pub tokens: Arc<dyn TokenSource>,
     pub sink: Arc<dyn EventSink>,
     pub notify: Arc<Notify>,
@@ -273,6 +259,24 @@ pub struct Consumer {
 }
 
 impl Consumer {
+    /// The consumer for `[pocketbase]`; `on_connect` counts successful subscriptions.
+    pub fn new(
+        settings: &PocketBaseSettings,
+        tokens: Arc<dyn TokenSource>,
+        sink: Arc<dyn EventSink>,
+        notify: Arc<Notify>,
+        on_connect: watch::Sender<u64>,
+    ) -> Self {
+        Consumer {
+            base_url: settings.url.clone(),
+            idle_timeout: settings.realtime_idle_timeout,
+            tokens,
+            sink,
+            notify,
+            on_connect,
+        }
+    }
+
     /// One connection, from the auth check to the end of the stream. `connected_at` is set once the
     /// subscription is in place.
     pub async fn session(
@@ -281,7 +285,7 @@ impl Consumer {
         cancel: &CancellationToken,
         connected_at: &mut Option<Instant>,
     ) -> Result<SessionEnd, RealtimeError> {
-        let base = &self.cfg.base_url;
+        let base = &self.base_url;
         let token = self
             .tokens
             .token()
@@ -307,8 +311,8 @@ impl Consumer {
         loop {
             let chunk = tokio::select! {
                 _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
-                next = tokio::time::timeout(self.cfg.idle_timeout, stream.next()) => match next {
-                    Err(_) => return Err(RealtimeError::Idle(self.cfg.idle_timeout)),
+                next = tokio::time::timeout(self.idle_timeout, stream.next()) => match next {
+                    Err(_) => return Err(RealtimeError::Idle(self.idle_timeout)),
                     Ok(None) => return Ok(SessionEnd::Closed),
                     Ok(Some(Err(e))) => return Err(transport("stream", e)),
                     Ok(Some(Ok(chunk))) => chunk,
@@ -341,7 +345,7 @@ impl Consumer {
         }
         let connect: Connect = serde_json::from_str(&frame.data)
             .map_err(|e| RealtimeError::Protocol(format!("PB_CONNECT without clientId: {e}")))?;
-        subscribe(client, &self.cfg.base_url, token, &connect.client_id).await?;
+        subscribe(client, &self.base_url, token, &connect.client_id).await?;
         *connected_at = Some(Instant::now());
         metrics().realtime_connected.set(1);
         metrics().realtime_reconnects.inc();
@@ -377,10 +381,7 @@ impl Consumer {
     /// Reconnects until cancelled.
     pub async fn run(self, cancel: CancellationToken) {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = match reqwest::Client::builder()
-            .connect_timeout(self.cfg.connect_timeout)
-            .build()
-        {
+        let client = match reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).build() {
             Ok(client) => client,
             Err(e) => {
                 tracing::error!(error = %e, "cannot build the HTTP client; realtime consumer not started");
@@ -410,26 +411,6 @@ impl Consumer {
             }
         }
     }
-}
-
-/// Runs the realtime consumer until `cancel`; `on_connect` counts successful subscriptions.
-pub async fn run(
-    cfg: RealtimeConfig,
-    tokens: Arc<dyn TokenSource>,
-    sink: Arc<dyn EventSink>,
-    notify: Arc<Notify>,
-    on_connect: watch::Sender<u64>,
-    cancel: CancellationToken,
-) {
-    Consumer {
-        cfg,
-        tokens,
-        sink,
-        notify,
-        on_connect,
-    }
-    .run(cancel)
-    .await
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use crate::quota::PlanTier;
+
 pub const TENANTS: &str = "tenants";
 pub const BOT_TEMPLATES: &str = "bot_templates";
 pub const BOT_INSTANCES: &str = "bot_instances";
@@ -23,15 +25,6 @@ pub const LOG_MESSAGE_MAX: usize = 5000;
 pub enum TenantStatus {
     Active,
     Suspended,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PlanTier {
-    Starter,
-    Team,
-    Business,
-    Sovereign,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

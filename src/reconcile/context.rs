@@ -5,25 +5,13 @@ use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 
+use crate::config::Settings;
 use crate::coolify::{CoolifyClient, CoolifyError, ServiceStatus};
 use crate::journal::Journal;
 use crate::pocketbase::PbClient;
 use crate::pocketbase::records::{DeployAction, DeployStatus, NewDeployLog};
-use crate::quota::Ceiling;
 use crate::secrets::SecretStore;
 use crate::templates::TemplateSet;
-
-/// Settings the executors need, taken from the validated config.
-pub struct ReconcileSettings {
-    pub base_domain: String,
-    pub router_base_url: String,
-    pub environment: String,
-    pub server_uuid: String,
-    pub running_timeout: Duration,
-    pub sovereign: Ceiling,
-    /// Key for `secrets_hash` and the per-stack router key.
-    pub secrets_key: crate::secrets::SecretBytes,
-}
 
 /// Service statuses for every waiting reconcile from one `GET /services` per round, rather than one call
 /// per waiting service: Coolify's rate limit is shared by everything the bridge does. Rounds are at least
@@ -44,8 +32,20 @@ struct Reading {
 
 /// Rounds are spaced by at least this many times the last list's duration.
 const LIST_DUTY_FACTOR: u32 = 10;
+/// The shortest gap between status lists for reconciles waiting on `running:*` (one list serves all).
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// The most of the Coolify budget that status lists may take while reconciles wait.
+const BUDGET_SHARE: f64 = 0.15;
 
 impl StatusBoard {
+    /// The gap between lists: at least `MIN_INTERVAL`, and wide enough that lists take no more than
+    /// `BUDGET_SHARE` of the budget (2.2 s at the default 180/min). A start takes Coolify a minute or two,
+    /// so a few seconds more per wait costs little; the calls saved go to work.
+    pub fn interval_for(requests_per_minute: u32) -> Duration {
+        let share = 60.0 / (f64::from(requests_per_minute.max(1)) * BUDGET_SHARE);
+        MIN_INTERVAL.max(Duration::from_secs_f64(share))
+    }
+
     pub fn new(coolify: CoolifyClient, interval: Duration) -> Self {
         StatusBoard {
             coolify,
@@ -94,7 +94,9 @@ pub struct Context {
     pub journal: Journal,
     pub templates: Arc<TemplateSet>,
     pub secrets: Arc<SecretStore>,
-    pub settings: Arc<ReconcileSettings>,
+    pub settings: Arc<Settings>,
+    /// The Coolify server new services go to (`coolify.server_uuid`, or the one found at start).
+    pub server_uuid: Arc<str>,
     pub statuses: Arc<StatusBoard>,
 }
 
@@ -175,5 +177,18 @@ impl<'a> ActionLog<'a> {
             // The action itself happened; a lost log row must not fail or repeat it.
             tracing::warn!(record_id = %self.record_id, action = ?row.action, error = %e, "could not write deploy_logs row");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lists_take_a_bounded_share_of_the_budget() {
+        let gap = StatusBoard::interval_for(180);
+        assert!((gap.as_secs_f64() - 60.0 / 27.0).abs() < 0.01, "{gap:?}");
+        assert_eq!(StatusBoard::interval_for(100_000), MIN_INTERVAL);
+        assert!(StatusBoard::interval_for(1) > Duration::from_secs(60));
     }
 }

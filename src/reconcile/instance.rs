@@ -98,14 +98,14 @@ async fn desire(
         ))));
     };
 
-    let Some(plan_tier) = tenant
-        .plan_tier
-        .and_then(|p| serde_json::to_value(p).ok())
-        .and_then(|v| v.as_str().and_then(|s| s.parse::<quota::PlanTier>().ok()))
-    else {
+    let Some(plan_tier) = tenant.plan_tier else {
         return Ok(Err(Blocked::Invalid("the tenant has no plan_tier".to_string())));
     };
-    let ceiling = quota::ceiling(plan_tier, tenant.max_stacks, &ctx.settings.sovereign);
+    let ceiling = quota::ceiling(
+        plan_tier,
+        tenant.max_stacks,
+        &ctx.settings.reconcile.sovereign_ceiling(),
+    );
     // Stacks are admitted in creation order, so the same instances win every time.
     let position = if ceiling.max_stacks.is_some() {
         ctx.pb.count_instances_before(&tenant.id, inst).await?
@@ -133,7 +133,7 @@ async fn desire(
         return Ok(Err(Blocked::MissingSecrets(missing)));
     }
 
-    let domain = format!("{}.{}", inst.subdomain, ctx.settings.base_domain);
+    let domain = format!("{}.{}", inst.subdomain, ctx.settings.domains.base_domain);
     let input = RenderInput {
         instance_id: inst.id.clone(),
         instance_name: inst.name.clone(),
@@ -143,14 +143,14 @@ async fn desire(
         config: inst.config.clone(),
         cpu: granted.cpu,
         mem_mb: granted.mem_mb,
-        router_base_url: ctx.settings.router_base_url.clone(),
+        router_base_url: ctx.settings.router.base_url_text().to_string(),
     };
     let rendered = match templates::render(template, &input, &ceiling) {
         Ok(r) => r,
         Err(e) => return Ok(Err(Blocked::Invalid(e.to_string()))),
     };
 
-    let key = &ctx.settings.secrets_key;
+    let key = &ctx.settings.secrets.key_bytes();
     let secrets_hash = if stored.is_empty() {
         String::new()
     } else {
@@ -158,7 +158,7 @@ async fn desire(
     };
     let mut env = vec![EnvVarInput::plain(
         "CLOUDFREEDOM_ROUTER_BASE_URL",
-        &ctx.settings.router_base_url,
+        ctx.settings.router.base_url_text(),
     )];
     if !stored.contains_key("CLOUDFREEDOM_API_KEY") {
         env.push(EnvVarInput::new(
@@ -186,7 +186,7 @@ async fn desire(
         "{}\n#domain={}\n#template={}@{}",
         rendered.compose_yaml, domain, template.name, template.version
     );
-    let env_key = format!("{}|{}", secrets_hash, ctx.settings.router_base_url);
+    let env_key = format!("{}|{}", secrets_hash, ctx.settings.router.base_url_text());
     let restart = inst
         .restart_requested_at
         .as_ref()
@@ -280,7 +280,7 @@ async fn observe(ctx: &Context, inst: &BotInstance, project_uuid: &str) -> Resul
 async fn find_in_project(ctx: &Context, project_uuid: &str, name: &str) -> Result<Vec<Service>, ReconcileError> {
     match ctx
         .coolify
-        .get_environment(project_uuid, &ctx.settings.environment)
+        .get_environment(project_uuid, &ctx.settings.coolify.environment)
         .await
     {
         Ok(env) => Ok(env.services.into_iter().filter(|s| s.name == name).collect()),
@@ -484,8 +484,8 @@ async fn create_service(ctx: &Context, inst: &BotInstance, desired: &Desired) ->
     ctx.journal.put_intent(&key, "service", &name).await?;
     let req = CreateService {
         project_uuid: desired.project_uuid.clone(),
-        environment_name: Some(ctx.settings.environment.clone()),
-        server_uuid: ctx.settings.server_uuid.clone(),
+        environment_name: Some(ctx.settings.coolify.environment.clone()),
+        server_uuid: ctx.server_uuid.to_string(),
         name: name.clone(),
         description: Some(format!("CloudFreedom instance {} ({})", inst.id, inst.name)),
         compose_yaml: desired.rendered.compose_yaml.clone(),
@@ -522,7 +522,7 @@ async fn create_service(ctx: &Context, inst: &BotInstance, desired: &Desired) ->
 async fn wait_running(ctx: &Context, uuid: &str) -> Result<(), ReconcileError> {
     crate::queue::without_slot(async {
         let mut after = Instant::now();
-        let deadline = after + ctx.settings.running_timeout;
+        let deadline = after + ctx.settings.reconcile.running_timeout;
         loop {
             let (asked, status) = ctx.statuses.status_after(uuid, after).await?;
             if status.as_ref().is_some_and(ServiceStatus::is_running) {
@@ -532,7 +532,7 @@ async fn wait_running(ctx: &Context, uuid: &str) -> Result<(), ReconcileError> {
                 let last = status.map(|s| s.to_string()).unwrap_or_else(|| "not listed".into());
                 return Err(ReconcileError::Transient(format!(
                     "service {uuid} did not reach running within {} s (last status: {last})",
-                    ctx.settings.running_timeout.as_secs()
+                    ctx.settings.reconcile.running_timeout.as_secs()
                 )));
             }
             // The board paces the rounds; ask for the next one.

@@ -170,7 +170,11 @@ async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
         ctx.journal.clear_intent(&key).await?;
         return Ok(());
     };
-    let env = match ctx.coolify.get_environment(&uuid, &ctx.settings.environment).await {
+    let env = match ctx
+        .coolify
+        .get_environment(&uuid, &ctx.settings.coolify.environment)
+        .await
+    {
         Ok(env) => env,
         Err(CoolifyError::NotFound { .. }) => {
             ctx.journal.clear_intent(&key).await?;

@@ -6,7 +6,8 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use cf_bridge::pocketbase::{PbAuth, PbClient};
+use cf_bridge::config::PocketBaseSettings;
+use cf_bridge::pocketbase::PbClient;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
@@ -205,14 +206,16 @@ impl TestPb {
     }
 
     pub fn client(&self) -> PbClient {
-        PbClient::new(
+        PbClient::new(&self.settings()).expect("pocketbase client")
+    }
+
+    /// `[pocketbase]` for this server with its superuser's password.
+    pub fn settings(&self) -> PocketBaseSettings {
+        PocketBaseSettings::with_password(
             url::Url::parse(&self.url).expect("pocketbase url"),
-            PbAuth::Password {
-                email: self.email.clone(),
-                password: SecretString::from(self.password.clone()),
-            },
+            &self.email,
+            SecretString::from(self.password.clone()),
         )
-        .expect("pocketbase client")
     }
 
     pub async fn create_user(&self, email: &str, password: &str) -> String {

@@ -54,6 +54,15 @@ impl TestSim {
         url::Url::parse(&self.url).expect("sim url")
     }
 
+    /// `[coolify]` for this simulator: its own token, a budget that never holds a test back.
+    pub fn settings(&self) -> cf_bridge::config::CoolifySettings {
+        let mut s =
+            cf_bridge::config::CoolifySettings::new(self.client_url(), secrecy::SecretString::from(self.token.clone()));
+        s.requests_per_minute = 100_000;
+        s.request_timeout = Duration::from_secs(5);
+        s
+    }
+
     async fn get(&self, path: &str) -> Value {
         reqwest_client()
             .get(format!("{}{path}", self.url))
