@@ -7,16 +7,16 @@ use std::time::Duration;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use secrecy::ExposeSecret;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::Settings;
 use crate::coolify::CoolifyClient;
-use crate::events::EventSink;
 use crate::http;
 use crate::http::auth::AdminToken;
 use crate::http::health::{self, Readiness};
+use crate::intake::Intake;
 use crate::journal::Journal;
 use crate::pocketbase::PbClient;
 use crate::pocketbase::realtime::Consumer;
@@ -87,6 +87,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         coolify.clone(),
         StatusBoard::interval_for(settings.coolify.requests_per_minute),
     ));
+    let wake = Arc::new(Notify::new());
+    let intake = Intake::new(Arc::new(journal.clone()), wake.clone());
     let ctx = Context {
         pb: pb.clone(),
         coolify: coolify.clone(),
@@ -96,27 +98,24 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         settings: Arc::new(settings.clone()),
         server_uuid: Arc::from(server),
         statuses,
+        intake: intake.clone(),
     };
 
     let readiness = Readiness::new(settings.pocketbase.resync_interval * 2, journal.clone());
     readiness.pocketbase_auth.store(true, Ordering::Relaxed);
     readiness.coolify_reachable.store(true, Ordering::Relaxed);
 
-    let dispatcher = Dispatcher::new(journal.clone(), Arc::new(Reconciler::new(ctx.clone())), &settings.queue);
-    let notify = dispatcher.notifier();
-    let sink: Arc<dyn EventSink> = Arc::new(journal.clone());
+    let dispatcher = Dispatcher::new(
+        journal.clone(),
+        Arc::new(Reconciler::new(ctx.clone())),
+        &settings.queue,
+        wake,
+    );
 
     let mut tasks = tokio::task::JoinSet::new();
     let (connected_tx, connected_rx) = watch::channel(0u64);
     tasks.spawn(
-        Consumer::new(
-            &settings.pocketbase,
-            Arc::new(pb.clone()),
-            sink.clone(),
-            notify.clone(),
-            connected_tx,
-        )
-        .run(cancel.clone()),
+        Consumer::new(&settings.pocketbase, Arc::new(pb.clone()), intake.clone(), connected_tx).run(cancel.clone()),
     );
     let resync_trigger = resync::Trigger::new();
     tasks.spawn(resync::run_periodic(
@@ -126,8 +125,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         resync::Resyncer {
             lister: Arc::new(pb.clone()),
             known: Arc::new(journal.clone()),
-            sink: sink.clone(),
-            notify: notify.clone(),
+            intake: intake.clone(),
         },
         cancel.clone(),
     ));
@@ -161,14 +159,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     ));
 
     let ingest_state = web::Data::new(http::ingest::IngestState {
-        sink: sink.clone(),
+        intake,
         secret: webhook_secret,
-        notify: notify.clone(),
     });
     let admin_state = web::Data::new(http::operator::AdminState {
-        journal: journal.clone(),
         ctx: ctx.clone(),
-        notify: notify.clone(),
         resync: resync_trigger,
     });
     let admin_token = web::Data::new(AdminToken::new(settings.admin.token.clone()));

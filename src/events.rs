@@ -17,6 +17,10 @@ text_enum!(
         Webhook => "webhook",
         Resync => "resync",
         Replay => "replay",
+        /// The record's tenant changed (status, plan, project): the tenant's job wakes its instances.
+        Tenant => "tenant",
+        /// The health poller's judgement of the record's service changed.
+        Health => "health",
     }
 );
 
@@ -154,8 +158,24 @@ pub enum SinkError {
 }
 
 pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<Ingested, SinkError>> + Send + 'a>>;
+pub type ReplayFuture<'a> = Pin<Box<dyn Future<Output = Result<usize, SinkError>> + Send + 'a>>;
 
-/// Where sources put events. The journal implements it; tests may use a simple in-memory sink.
+/// What an operator asks to run again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    /// The records of these events.
+    Events(Vec<i64>),
+    /// One record, whether or not it was seen before.
+    Record(Collection, String),
+    /// Every record with an event received at or after this time (ms UTC).
+    Since(i64),
+    /// Every record whose job failed, is parked or is dead.
+    Failed,
+}
+
+/// Where the intake puts events. The journal implements it; tests may use a simple in-memory sink.
 pub trait EventSink: Send + Sync {
     fn ingest(&self, event: NewEvent) -> SinkFuture<'_>;
+    /// Requeues the records `what` names, with their attempts reset; returns how many.
+    fn replay(&self, what: Replay) -> ReplayFuture<'_>;
 }

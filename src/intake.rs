@@ -1,13 +1,58 @@
-//! Turning a record change seen by any source into a [`NewEvent`], and handing it to the sink.
-//!
-//! Shared by the webhook ingest, the realtime consumer and the resync so the three agree on the
-//! dedupe key, on which record ids are acceptable and on what never enters the journal (secrets).
+//! The intake: the one door through which an event enters the bridge. Every producer (webhook ingest,
+//! realtime consumer, resync, admin replay, the tenant's fan-out, the health poller) hands its events
+//! to [`Intake::submit`], which journals them, counts them by source and wakes the dispatcher when a
+//! job is due. [`record_event`] turns a record as PocketBase exports it into an event, so that every
+//! source agrees on the dedupe key, on which record ids are acceptable and on what never enters the
+//! journal (secrets).
+
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
+use tokio::sync::Notify;
 
 use crate::events::{
-    Action, Collection, EventSink, Ingested, NewEvent, RECORD_ID_RULE, SinkError, Source, valid_record_id,
+    Action, Collection, EventSink, Ingested, NewEvent, RECORD_ID_RULE, Replay, SinkError, Source, valid_record_id,
 };
+use crate::metrics::metrics;
+
+/// Journals events and wakes the dispatcher. Cheap to clone.
+#[derive(Clone)]
+pub struct Intake {
+    sink: Arc<dyn EventSink>,
+    wake: Arc<Notify>,
+}
+
+impl Intake {
+    /// An intake into `sink` that pokes `wake` (the dispatcher's notifier) when a job is due.
+    pub fn new(sink: Arc<dyn EventSink>, wake: Arc<Notify>) -> Self {
+        Intake { sink, wake }
+    }
+
+    /// Journals `event`; the dispatcher starts its job at once. Only an event stored durably is
+    /// answered with `Ok`.
+    pub async fn submit(&self, event: NewEvent) -> Result<Ingested, SinkError> {
+        let source = event.source.as_str();
+        metrics().events_received.with_label_values(&[source]).inc();
+        let ingested = self.sink.ingest(event).await?;
+        match ingested {
+            Ingested::New { .. } => self.wake.notify_one(),
+            Ingested::Duplicate => metrics().events_deduplicated.with_label_values(&[source]).inc(),
+            Ingested::Settled { .. } => {}
+        }
+        Ok(ingested)
+    }
+
+    /// Requeues the records `what` names (a `replay` event each) and wakes the dispatcher.
+    pub async fn replay(&self, what: Replay) -> Result<usize, SinkError> {
+        let n = self.sink.replay(what).await?;
+        metrics()
+            .events_received
+            .with_label_values(&[Source::Replay.as_str()])
+            .inc_by(n as u64);
+        self.wake.notify_one();
+        Ok(n)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
@@ -54,15 +99,66 @@ pub fn record_event(
     })
 }
 
-/// Hands an event to the sink (the journal counts it by source).
-pub async fn deliver(sink: &dyn EventSink, event: NewEvent) -> Result<Ingested, SinkError> {
-    sink.ingest(event).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::{ReplayFuture, SinkFuture};
     use serde_json::json;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// Answers each ingest with the next of its prepared answers.
+    struct Scripted(Mutex<Vec<Ingested>>);
+
+    impl EventSink for Scripted {
+        fn ingest(&self, _: NewEvent) -> SinkFuture<'_> {
+            let next = self.0.lock().unwrap().remove(0);
+            Box::pin(async move { Ok(next) })
+        }
+
+        fn replay(&self, _: Replay) -> ReplayFuture<'_> {
+            Box::pin(async { Ok(3) })
+        }
+    }
+
+    async fn woken(wake: &Notify) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), wake.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn a_new_job_or_a_replay_wakes_the_dispatcher_and_nothing_else_does() {
+        let sink = Arc::new(Scripted(Mutex::new(vec![
+            Ingested::Duplicate,
+            Ingested::Settled { event_id: 1 },
+            Ingested::New {
+                event_id: 2,
+                job_id: 1,
+                coalesced: false,
+            },
+        ])));
+        let wake = Arc::new(Notify::new());
+        let intake = Intake::new(sink, wake.clone());
+        let event = |source| {
+            record_event(
+                source,
+                Collection::BotInstances,
+                Action::Update,
+                obj(json!({"id": "abc"})),
+                None,
+            )
+            .unwrap()
+        };
+        assert_eq!(intake.submit(event(Source::Tenant)).await.unwrap(), Ingested::Duplicate);
+        assert!(!woken(&wake).await, "a duplicate makes no job");
+        intake.submit(event(Source::Health)).await.unwrap();
+        assert!(!woken(&wake).await, "a settled echo makes no job");
+        intake.submit(event(Source::Tenant)).await.unwrap();
+        assert!(woken(&wake).await, "a new job starts at once");
+        assert_eq!(intake.replay(Replay::Failed).await.unwrap(), 3);
+        assert!(woken(&wake).await, "replayed jobs start at once");
+    }
 
     fn obj(v: Value) -> Map<String, Value> {
         match v {

@@ -225,13 +225,14 @@ async fn run_job(
 }
 
 impl Dispatcher {
-    pub fn new(journal: Journal, handler: Arc<dyn JobHandler>, cfg: &QueueSettings) -> Self {
+    /// A dispatcher of `journal`'s jobs to `handler`; `wake` (the intake's) starts a due job at once.
+    pub fn new(journal: Journal, handler: Arc<dyn JobHandler>, cfg: &QueueSettings, wake: Arc<Notify>) -> Self {
         Dispatcher {
             journal,
             handler,
             cfg: cfg.clone(),
             poll_interval: POLL_INTERVAL,
-            notify: Arc::new(Notify::new()),
+            notify: wake,
         }
     }
 
@@ -242,7 +243,7 @@ impl Dispatcher {
         self
     }
 
-    /// Sources call `notify_one()` on it after an ingest so the job starts without waiting for a poll.
+    /// What wakes the dispatcher (the intake pokes it after an ingest).
     pub fn notifier(&self) -> Arc<Notify> {
         Arc::clone(&self.notify)
     }

@@ -17,8 +17,8 @@ use serde_json::json;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{Action, Collection, EventSink, Ingested, NewEvent, SinkError, Source, valid_record_id};
-use crate::intake::deliver;
+use crate::events::{Action, Collection, Ingested, NewEvent, SinkError, Source, valid_record_id};
+use crate::intake::Intake;
 use crate::metrics::metrics;
 
 pub const COLLECTIONS: [Collection; 2] = [Collection::Tenants, Collection::BotInstances];
@@ -87,7 +87,7 @@ async fn resync_collection(
     collection: Collection,
     lister: &dyn RecordLister,
     known: &dyn KnownRecords,
-    sink: &dyn EventSink,
+    intake: &Intake,
     report: &mut ResyncReport,
 ) -> Result<(), ResyncError> {
     let name = collection.as_str();
@@ -122,7 +122,7 @@ async fn resync_collection(
     }
     for ev in events {
         let record_id = ev.record_id.clone();
-        if let Ingested::New { event_id, .. } = deliver(sink, ev).await? {
+        if let Ingested::New { event_id, .. } = intake.submit(ev).await? {
             tracing::debug!(collection = name, record_id = %record_id, event_id, "resync enqueued");
             report.enqueued += 1;
         }
@@ -134,11 +134,11 @@ async fn resync_collection(
 pub async fn resync_once(
     lister: &dyn RecordLister,
     known: &dyn KnownRecords,
-    sink: &dyn EventSink,
+    intake: &Intake,
 ) -> Result<ResyncReport, ResyncError> {
     let mut report = ResyncReport::default();
     for collection in COLLECTIONS {
-        resync_collection(collection, lister, known, sink, &mut report).await?;
+        resync_collection(collection, lister, known, intake, &mut report).await?;
     }
     metrics()
         .last_resync_timestamp
@@ -150,13 +150,12 @@ pub async fn resync_once(
 pub struct Resyncer {
     pub lister: Arc<dyn RecordLister>,
     pub known: Arc<dyn KnownRecords>,
-    pub sink: Arc<dyn EventSink>,
-    pub notify: Arc<Notify>,
+    pub intake: Intake,
 }
 
 impl Resyncer {
     async fn pass(&self, reason: &'static str) {
-        match resync_once(self.lister.as_ref(), self.known.as_ref(), self.sink.as_ref()).await {
+        match resync_once(self.lister.as_ref(), self.known.as_ref(), &self.intake).await {
             Ok(r) => {
                 tracing::info!(
                     reason,
@@ -165,9 +164,6 @@ impl Resyncer {
                     disappeared = r.disappeared,
                     "resync done"
                 );
-                if r.enqueued > 0 {
-                    self.notify.notify_one();
-                }
             }
             Err(e) => tracing::warn!(reason, error = %e, "resync failed"),
         }
@@ -224,7 +220,9 @@ pub async fn run_periodic(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::EventSink;
     use std::sync::Mutex;
+    use tokio::sync::Notify;
 
     struct Fixed(
         HashMap<Collection, Vec<RecordStamp>>,
@@ -263,6 +261,15 @@ mod tests {
                 })
             })
         }
+
+        fn replay(&self, _: crate::events::Replay) -> crate::events::ReplayFuture<'_> {
+            Box::pin(async { Err(SinkError::Unavailable("this test sink does not replay".into())) })
+        }
+    }
+
+    fn intake(sink: &Arc<Sink>) -> (Intake, Arc<Notify>) {
+        let wake = Arc::new(Notify::new());
+        (Intake::new(sink.clone(), wake.clone()), wake)
     }
 
     fn stamp(id: &str, updated: &str) -> RecordStamp {
@@ -305,8 +312,9 @@ mod tests {
                 ),
             ]),
         );
-        let sink = Sink::default();
-        let report = resync_once(&fixed, &fixed, &sink).await.unwrap();
+        let sink = Arc::new(Sink::default());
+        let (intake, _) = intake(&sink);
+        let report = resync_once(&fixed, &fixed, &intake).await.unwrap();
         assert_eq!(
             report,
             ResyncReport {
@@ -328,7 +336,7 @@ mod tests {
         );
         assert!(sink.0.lock().unwrap().iter().all(|e| e.source == Source::Resync));
         // A second pass finds the same changes already journaled.
-        let again = resync_once(&fixed, &fixed, &sink).await.unwrap();
+        let again = resync_once(&fixed, &fixed, &intake).await.unwrap();
         assert_eq!(
             again,
             ResyncReport {
@@ -352,8 +360,9 @@ mod tests {
             HashMap::new(),
             HashMap::from([(Collection::Tenants, known(&[("a", "u")]))]),
         );
-        let sink = Sink::default();
-        let err = resync_once(&Failing, &fixed, &sink).await.unwrap_err();
+        let sink = Arc::new(Sink::default());
+        let (intake, _) = intake(&sink);
+        let err = resync_once(&Failing, &fixed, &intake).await.unwrap_err();
         assert_eq!(err.to_string(), "listing tenants failed: PocketBase down");
         assert!(sink.0.lock().unwrap().is_empty());
     }
@@ -373,14 +382,13 @@ mod tests {
             HashMap::new(),
         ));
         let sink = Arc::new(Sink::default());
-        let notify = Arc::new(Notify::new());
+        let (intake, notify) = intake(&sink);
         let (tx, rx) = watch::channel(0u64);
         let cancel = CancellationToken::new();
         let resyncer = Resyncer {
             lister: fixed.clone(),
             known: fixed,
-            sink: sink.clone(),
-            notify: notify.clone(),
+            intake,
         };
         let task = tokio::spawn(run_periodic(interval, rx, Trigger::new(), resyncer, cancel.clone()));
         (sink, notify, tx, cancel, task)

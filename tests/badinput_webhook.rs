@@ -11,6 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use cf_bridge::events::EventSink;
 use cf_bridge::http::ingest::{self, IngestState};
+use cf_bridge::intake::Intake;
 use cf_bridge::journal::{EventFilter, Journal};
 use cf_bridge::webhook::{WebhookSecret, generate_secret};
 use proptest::prelude::*;
@@ -37,9 +38,8 @@ impl Harness {
     async fn call(&self, req: atest::TestRequest) -> (StatusCode, Value) {
         let sink: Arc<dyn EventSink> = Arc::new(self.journal.clone());
         let state = IngestState {
-            sink,
+            intake: Intake::new(sink, Arc::new(Notify::new())),
             secret: self.secret.clone(),
-            notify: Arc::new(Notify::new()),
         };
         let app = atest::init_service(App::new().app_data(web::Data::new(state)).configure(ingest::configure)).await;
         let resp = atest::call_service(&app, req.to_request()).await;

@@ -690,6 +690,18 @@ async fn blocked_instances_wake_on_secrets_and_tenant_changes() {
     )
     .await;
     assert_eq!(w.sim_services_named(&format!("cf-{third}")).await.len(), 1);
+    // The wake-up is journaled as the tenant's, not dressed up as a resync.
+    let (code, body) = w
+        .bridge
+        .admin()
+        .get(&format!("/admin/events?source=tenant&record={third}"))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let events = body["events"].as_array().expect("events");
+    assert!(
+        events.iter().any(|e| e["payload"]["tenant"] == tenant.as_str()),
+        "no tenant event for {third}: {body}"
+    );
 }
 
 #[tokio::test]

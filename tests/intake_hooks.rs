@@ -12,6 +12,7 @@ use std::time::Duration;
 use actix_web::{App, HttpServer, web};
 use cf_bridge::events::{Action, Collection, NewEvent, Source};
 use cf_bridge::http::ingest::{self, IngestState};
+use cf_bridge::intake::Intake;
 use cf_bridge::pocketbase::realtime::{Consumer, TokenSource};
 use cf_bridge::webhook::generate_secret;
 use pb_intake::{MemorySink, Pb, PbOptions};
@@ -23,9 +24,8 @@ use tokio_util::sync::CancellationToken;
 /// Starts the ingest route on a free port; returns its URL and a handle to stop it.
 fn receiver(sink: Arc<MemorySink>, secret: &str) -> (String, actix_web::dev::ServerHandle) {
     let state = web::Data::new(IngestState {
-        sink,
+        intake: Intake::new(sink, Arc::new(Notify::new())),
         secret: secret.parse().expect("secret"),
-        notify: Arc::new(Notify::new()),
     });
     let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(ingest::configure))
         .workers(1)
@@ -176,8 +176,7 @@ async fn a_change_seen_by_webhook_and_realtime_is_journaled_once() {
             base_url: pb.base.parse().expect("url"),
             idle_timeout: Duration::from_secs(90),
             tokens: Arc::new(StaticToken(pb.token.clone())),
-            sink: sink.clone(),
-            notify: Arc::new(Notify::new()),
+            intake: Intake::new(sink.clone(), Arc::new(Notify::new())),
             on_connect,
         }
         .run(cancel.clone()),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cf_bridge::events::{Action, Collection, Source};
+use cf_bridge::intake::Intake;
 use cf_bridge::pocketbase::realtime::{Consumer, RealtimeError, TokenSource};
 use pb_intake::{MemorySink, Pb, PbOptions};
 use secrecy::SecretString;
@@ -47,8 +48,7 @@ impl Running {
                 base_url: pb.base.parse().expect("url"),
                 idle_timeout,
                 tokens: Arc::new(StaticToken(token.to_owned())),
-                sink: sink.clone(),
-                notify: notify.clone(),
+                intake: Intake::new(sink.clone(), notify.clone()),
                 on_connect,
             }
             .run(cancel.clone()),
@@ -191,8 +191,7 @@ async fn wrong_token_is_a_clear_auth_error() {
         base_url: pb.base.parse().expect("url"),
         idle_timeout: Duration::from_secs(90),
         tokens: Arc::new(StaticToken("not-a-token".into())),
-        sink: Arc::new(MemorySink::default()),
-        notify: Arc::new(Notify::new()),
+        intake: Intake::new(Arc::new(MemorySink::default()), Arc::new(Notify::new())),
         on_connect,
     };
     let client = reqwest::Client::new();

@@ -54,7 +54,7 @@ fn start(handler: Arc<dyn JobHandler>, cfg: QueueSettings, drain: Duration) -> H
 fn start_polling(handler: Arc<dyn JobHandler>, cfg: QueueSettings, poll: Duration, drain: Duration) -> Harness {
     let dir = tempfile::tempdir().expect("temp dir");
     let journal = Journal::open(&dir.path().join("journal.db")).expect("open");
-    let dispatcher = Dispatcher::new(journal.clone(), handler, &cfg).poll_interval(poll);
+    let dispatcher = Dispatcher::new(journal.clone(), handler, &cfg, Arc::new(Notify::new())).poll_interval(poll);
     let notify = dispatcher.notifier();
     let cancel = CancellationToken::new();
     let run = tokio::spawn(dispatcher.run(cancel.clone(), drain));

@@ -10,6 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::{App, test as atest, web};
 use cf_bridge::events::{Action, Collection, Source};
 use cf_bridge::http::ingest::{self, IngestState};
+use cf_bridge::intake::Intake;
 use cf_bridge::webhook::{WebhookSecret, generate_secret};
 use pb_intake::MemorySink;
 use proptest::prelude::*;
@@ -33,9 +34,8 @@ impl Harness {
 
     async fn call(&self, req: atest::TestRequest) -> (StatusCode, Value) {
         let state = IngestState {
-            sink: self.sink.clone(),
+            intake: Intake::new(self.sink.clone(), self.notify.clone()),
             secret: self.secret.clone(),
-            notify: self.notify.clone(),
         };
         let app = atest::init_service(App::new().app_data(web::Data::new(state)).configure(ingest::configure)).await;
         let resp = atest::call_service(&app, req.to_request()).await;

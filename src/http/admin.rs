@@ -13,7 +13,7 @@ use super::auth::Admin;
 use super::operator::{
     AdminState, ApiError, RecordId, ReplayRequest, internal, parse_record_ref, parse_time_ms, replay,
 };
-use crate::events::{Collection, Source, valid_record_id};
+use crate::events::{Collection, Replay, Source, valid_record_id};
 use crate::journal::{EventFilter, EventStatus, JobState};
 use crate::reconcile::plan::Spec;
 use crate::secrets;
@@ -75,6 +75,7 @@ async fn list_events(
         return Err(ApiError::bad_request("limit must be between 1 and 500"));
     }
     let (events, next) = state
+        .ctx
         .journal
         .list_events(filter, q.cursor, limit)
         .await
@@ -87,7 +88,7 @@ async fn get_event(_: Admin, state: web::Data<AdminState>, id: web::Path<String>
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::bad_request(format!("event id {:?} is not a number", id.as_str())))?;
-    match state.journal.get_event(id).await.map_err(internal)? {
+    match state.ctx.journal.get_event(id).await.map_err(internal)? {
         Some((event, job, attempts)) => {
             Ok(HttpResponse::Ok().json(json!({"event": event, "job": job, "attempts": attempts})))
         }
@@ -119,8 +120,8 @@ async fn list_jobs(_: Admin, state: web::Data<AdminState>, q: web::Query<JobsQue
     if limit == 0 || limit > 1000 {
         return Err(ApiError::bad_request("limit must be between 1 and 1000"));
     }
-    let jobs = state.journal.list_jobs(&states, limit).await.map_err(internal)?;
-    let counts = state.journal.job_counts().await.map_err(internal)?;
+    let jobs = state.ctx.journal.list_jobs(&states, limit).await.map_err(internal)?;
+    let counts = state.ctx.journal.job_counts().await.map_err(internal)?;
     Ok(HttpResponse::Ok().json(json!({"jobs": jobs, "counts": counts})))
 }
 
@@ -173,6 +174,7 @@ async fn instance_view(
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
     let (events, _) = state
+        .ctx
         .journal
         .list_events(
             EventFilter {
@@ -277,12 +279,11 @@ async fn put_secrets(
         secrets::secrets_hash(&ctx.settings.secrets.key_bytes(), &map)
     };
     // A replay event wakes the reconciler for this record.
-    let n = state
-        .journal
-        .replay_record(Collection::BotInstances, &inst.id)
+    let n = ctx
+        .intake
+        .replay(Replay::Record(Collection::BotInstances, inst.id.clone()))
         .await
         .map_err(internal)?;
-    state.notify.notify_one();
     info!(record_id = %inst.id, keys = map.len(), "secrets updated");
     Ok(HttpResponse::Accepted().json(json!({
         "status": "accepted",
@@ -300,11 +301,11 @@ async fn delete_secrets(
 ) -> Result<HttpResponse, ApiError> {
     let existed = state.ctx.secrets.delete(&id).map_err(internal)?;
     let n = state
-        .journal
-        .replay_record(Collection::BotInstances, &id)
+        .ctx
+        .intake
+        .replay(Replay::Record(Collection::BotInstances, id))
         .await
         .map_err(internal)?;
-    state.notify.notify_one();
     let status = if existed { "deleted" } else { "no secrets were set" };
     Ok(HttpResponse::Ok().json(json!({"status": status, "enqueued": n})))
 }

@@ -3,18 +3,15 @@
 //! Nothing is acknowledged before the journal holds it: a sink failure answers 503 so the sender
 //! (or the next resync) tries again. Rejected deliveries write nothing.
 
-use std::sync::Arc;
-
 use actix_web::http::StatusCode;
 use actix_web::http::header::{CONTENT_LENGTH, HeaderMap};
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use tokio::sync::Notify;
 
-use crate::events::{Action, Collection, EventSink, Ingested, SinkError, Source};
-use crate::intake::{deliver, record_event};
+use crate::events::{Action, Collection, Ingested, SinkError, Source};
+use crate::intake::{Intake, record_event};
 use crate::webhook::{Delivery, WebhookSecret};
 
 pub const PATH: &str = "/hooks/pocketbase";
@@ -26,9 +23,8 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 pub const SINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct IngestState {
-    pub sink: Arc<dyn EventSink>,
+    pub intake: Intake,
     pub secret: WebhookSecret,
-    pub notify: Arc<Notify>,
 }
 
 /// Registers the route; the app provides `web::Data<IngestState>`.
@@ -110,7 +106,7 @@ async fn receive(req: HttpRequest, payload: web::Payload, state: web::Data<Inges
         }
     };
     let record_id = event.record_id.clone();
-    let outcome = match tokio::time::timeout(SINK_TIMEOUT, deliver(state.sink.as_ref(), event)).await {
+    let outcome = match tokio::time::timeout(SINK_TIMEOUT, state.intake.submit(event)).await {
         Ok(outcome) => outcome,
         // Not acknowledged: if the write lands later, the sender's retry is a harmless duplicate.
         Err(_) => Err(SinkError::Unavailable(format!(
@@ -126,7 +122,6 @@ async fn receive(req: HttpRequest, payload: web::Payload, state: web::Data<Inges
         }) => {
             tracing::info!(delivery_id = %delivery_id, record_id = %record_id, collection = collection.as_str(),
                            action = action.as_str(), event_id, job_id, coalesced, "webhook accepted");
-            state.notify.notify_one();
             HttpResponse::Accepted().json(json!({ "status": "accepted" }))
         }
         Ok(Ingested::Settled { event_id }) => {

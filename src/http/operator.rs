@@ -1,23 +1,17 @@
 //! What the admin API and the operator page share: their state, the JSON error, replay, and the parsing
 //! of record references and times.
 
-use std::sync::Arc;
-
 use actix_web::HttpResponse;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::Notify;
 use tracing::info;
 
-use crate::events::{Collection, RECORD_ID_RULE, valid_record_id};
-use crate::journal::Journal;
+use crate::events::{Collection, RECORD_ID_RULE, Replay, valid_record_id};
 use crate::reconcile::context::Context;
 use crate::resync::Trigger;
 
 pub struct AdminState {
-    pub journal: Journal,
     pub ctx: Context,
-    pub notify: Arc<Notify>,
     pub resync: Trigger,
 }
 
@@ -144,22 +138,22 @@ pub async fn replay(state: &AdminState, req: ReplayRequest) -> Result<usize, Api
             "give exactly one of event_ids, record, since or failed: true",
         ));
     }
-    let n = if let Some(ids) = req.event_ids {
+    let what = if let Some(ids) = req.event_ids {
         if ids.is_empty() || ids.len() > 1000 || ids.iter().any(|i| *i <= 0) {
             return Err(ApiError::bad_request(
                 "event_ids must hold 1 to 1000 positive event ids",
             ));
         }
-        state.journal.replay_events(&ids).await.map_err(internal)?
+        Replay::Events(ids)
     } else if let Some(r) = req.record {
         let (c, id) = parse_record_ref(&r)?;
-        state.journal.replay_record(c, &id).await.map_err(internal)?
+        Replay::Record(c, id)
     } else if let Some(s) = req.since {
-        state.journal.replay_since(parse_time_ms(&s)?).await.map_err(internal)?
+        Replay::Since(parse_time_ms(&s)?)
     } else {
-        state.journal.replay_failed().await.map_err(internal)?
+        Replay::Failed
     };
-    state.notify.notify_one();
+    let n = state.ctx.intake.replay(what).await.map_err(internal)?;
     info!(enqueued = n, "replay requested");
     Ok(n)
 }

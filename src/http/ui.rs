@@ -176,11 +176,13 @@ async fn render_dashboard(state: &AdminState, flash: Option<&str>) -> Result<Str
     let tenants = ctx.pb.list_tenants().await.map_err(|e| e.to_string())?;
     let instances = ctx.pb.list_instances(None).await.map_err(|e| e.to_string())?;
     let (events, _) = state
+        .ctx
         .journal
         .list_events(EventFilter::default(), None, 30)
         .await
         .map_err(|e| e.to_string())?;
     let jobs = state
+        .ctx
         .journal
         .list_jobs(&[JobState::Failed, JobState::Waiting, JobState::Dead], 100)
         .await

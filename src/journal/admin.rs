@@ -9,7 +9,6 @@ use super::ingest::enqueue;
 use super::types::column;
 use super::{AttemptRow, EventFilter, EventRow, JobRow, JobState, Journal, JournalError, now_ms, write_tx};
 use crate::events::{Action, Collection, Source};
-use crate::metrics::metrics;
 
 /// Most rows one admin query returns.
 pub const MAX_PAGE: usize = 1000;
@@ -252,14 +251,8 @@ impl Journal {
     }
 
     async fn replay(&self, sql: &'static str, args: Vec<Value>) -> Result<usize, JournalError> {
-        let n = self
-            .write(move |conn| write_tx(conn, |tx| replay_records(tx, record_keys(tx, sql, &args)?, now_ms())))
-            .await?;
-        metrics()
-            .events_received
-            .with_label_values(&[Source::Replay.as_str()])
-            .inc_by(n as u64);
-        Ok(n)
+        self.write(move |conn| write_tx(conn, |tx| replay_records(tx, record_keys(tx, sql, &args)?, now_ms())))
+            .await
     }
 
     /// Requeues the records of the given events; returns the number of jobs enqueued.

@@ -26,8 +26,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::events::{EventSink, NewEvent, SinkError, SinkFuture};
-use crate::metrics::metrics;
+use crate::events::{EventSink, NewEvent, Replay, ReplayFuture, SinkError, SinkFuture};
 
 pub use error::JournalError;
 pub use sanitize::strip_secrets;
@@ -204,7 +203,6 @@ impl EventSink for Journal {
     fn ingest(&self, mut event: NewEvent) -> SinkFuture<'_> {
         Box::pin(async move {
             let source = event.source.as_str();
-            metrics().events_received.with_label_values(&[source]).inc();
             strip_secrets(&mut event.payload);
             let payload = serde_json::to_string(&event.payload).map_err(JournalError::from)?;
             let (reply, answer) = oneshot::channel();
@@ -215,16 +213,24 @@ impl EventSink for Journal {
                 Err(e) => Err(e),
             };
             match outcome {
-                Ok(crate::events::Ingested::Duplicate) => {
-                    metrics().events_deduplicated.with_label_values(&[source]).inc();
-                    Ok(crate::events::Ingested::Duplicate)
-                }
-                Ok(new) => Ok(new),
+                Ok(ingested) => Ok(ingested),
                 Err(e) => {
                     tracing::error!(error = %e, source, "journal refused an event");
                     Err(SinkError::from(e))
                 }
             }
+        })
+    }
+
+    fn replay(&self, what: Replay) -> ReplayFuture<'_> {
+        Box::pin(async move {
+            let replayed = match what {
+                Replay::Events(ids) => self.replay_events(&ids).await,
+                Replay::Record(collection, id) => self.replay_record(collection, &id).await,
+                Replay::Since(ms) => self.replay_since(ms).await,
+                Replay::Failed => self.replay_failed().await,
+            };
+            replayed.map_err(SinkError::from)
         })
     }
 }

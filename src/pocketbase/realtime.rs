@@ -20,13 +20,13 @@ use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::PocketBaseSettings;
-use crate::events::{Action, Collection, EventSink, Ingested, NewEvent, SinkError, Source};
-use crate::intake::{deliver, record_event};
+use crate::events::{Action, Collection, Ingested, NewEvent, SinkError, Source};
+use crate::intake::{Intake, record_event};
 use crate::metrics::metrics;
 
 /// Topics the bridge subscribes to; plain topics need no URL encoding (reference §0.7).
@@ -253,8 +253,7 @@ pub struct Consumer {
     /// Reconnect when no byte arrived for this long. The keepalive cron sends one frame a minute.
     pub idle_timeout: Duration,
     pub tokens: Arc<dyn TokenSource>,
-    pub sink: Arc<dyn EventSink>,
-    pub notify: Arc<Notify>,
+    pub intake: Intake,
     pub on_connect: watch::Sender<u64>,
 }
 
@@ -263,16 +262,14 @@ impl Consumer {
     pub fn new(
         settings: &PocketBaseSettings,
         tokens: Arc<dyn TokenSource>,
-        sink: Arc<dyn EventSink>,
-        notify: Arc<Notify>,
+        intake: Intake,
         on_connect: watch::Sender<u64>,
     ) -> Self {
         Consumer {
             base_url: settings.url.clone(),
             idle_timeout: settings.realtime_idle_timeout,
             tokens,
-            sink,
-            notify,
+            intake,
             on_connect,
         }
     }
@@ -371,9 +368,8 @@ impl Consumer {
         };
         let (record_id, action) = (event.record_id.clone(), event.action);
         // A sink failure ends the session: the reconnect triggers a resync, which recovers the change.
-        if let Ingested::New { event_id, job_id, .. } = deliver(self.sink.as_ref(), event).await? {
+        if let Ingested::New { event_id, job_id, .. } = self.intake.submit(event).await? {
             tracing::debug!(record_id = %record_id, action = action.as_str(), event_id, job_id, "realtime event journaled");
-            self.notify.notify_one();
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use crate::config::Settings;
 use crate::coolify::{CoolifyClient, CoolifyError, ServiceStatus};
+use crate::intake::Intake;
 use crate::journal::Journal;
 use crate::pocketbase::PbClient;
 use crate::pocketbase::records::{DeployAction, DeployStatus, NewDeployLog};
@@ -98,6 +99,8 @@ pub struct Context {
     /// The Coolify server new services go to (`coolify.server_uuid`, or the one found at start).
     pub server_uuid: Arc<str>,
     pub statuses: Arc<StatusBoard>,
+    /// Where the executors' own events go (a tenant waking its instances).
+    pub intake: Intake,
 }
 
 /// The deterministic Coolify name of a tenant's project.

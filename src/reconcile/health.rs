@@ -9,7 +9,7 @@ use tracing::{info, warn};
 
 use super::context::{ActionLog, Context};
 use crate::coolify::ServiceStatus;
-use crate::events::{Action as EventAction, Collection, EventSink, NewEvent, Source};
+use crate::events::{Action as EventAction, Collection, NewEvent, Source};
 use crate::pocketbase::records::{
     BotInstance, DeployAction, DeployStatus, InstancePatch, InstanceStatus, format_pb_date,
 };
@@ -180,7 +180,7 @@ impl HealthPoller {
                 let service = inst.coolify_service_id.clone().unwrap_or_default();
                 let updated = inst.updated.as_ref().map(format_pb_date).unwrap_or_default();
                 let event = NewEvent {
-                    source: Source::Resync,
+                    source: Source::Health,
                     collection: Collection::BotInstances,
                     record_id: inst.id.clone(),
                     action: EventAction::Update,
@@ -194,7 +194,7 @@ impl HealthPoller {
                     ..Default::default()
                 };
                 pb.patch_instance(&inst.id, &patch).await.map_err(|e| e.to_string())?;
-                self.ctx.journal.ingest(event).await.map_err(|e| e.to_string())?;
+                self.ctx.intake.submit(event).await.map_err(|e| e.to_string())?;
                 warn!(record_id = %inst.id, coolify_uuid = %service, "service missing from Coolify; scheduled a redeploy");
             }
         }

@@ -10,7 +10,7 @@ use super::error::ReconcileError;
 use super::plan::{self, TenantAction, TenantInput};
 use crate::backoff::Backoff;
 use crate::coolify::CoolifyError;
-use crate::events::{Action as EventAction, Collection, EventSink, NewEvent, Source};
+use crate::events::{Action as EventAction, Collection, NewEvent, Source};
 use crate::pocketbase::records::{DeployAction, DeployStatus, Tenant, TenantPatch, filter_quote, format_pb_date};
 
 /// How long a deleted tenant's project delete keeps retrying "has resources" within one attempt.
@@ -139,7 +139,7 @@ async fn fan_out(ctx: &Context, tenant: &Tenant) -> Result<(), ReconcileError> {
     for inst in instances {
         let inst_updated = inst.updated.as_ref().map(format_pb_date).unwrap_or_default();
         let event = NewEvent {
-            source: Source::Resync,
+            source: Source::Tenant,
             collection: Collection::BotInstances,
             record_id: inst.id.clone(),
             action: EventAction::Update,
@@ -152,8 +152,8 @@ async fn fan_out(ctx: &Context, tenant: &Tenant) -> Result<(), ReconcileError> {
             delivery_id: None,
             payload: json!({"reason": "tenant changed", "tenant": tenant.id}),
         };
-        ctx.journal
-            .ingest(event)
+        ctx.intake
+            .submit(event)
             .await
             .map_err(|e| ReconcileError::Transient(e.to_string()))?;
     }

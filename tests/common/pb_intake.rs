@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cf_bridge::events::{EventSink, Ingested, NewEvent, SinkError, SinkFuture};
+use cf_bridge::events::{EventSink, Ingested, NewEvent, Replay, ReplayFuture, SinkError, SinkFuture};
 use serde_json::{Value, json};
 
 pub const SUPERUSER: &str = "bridge@example.com";
@@ -326,5 +326,9 @@ impl EventSink for MemorySink {
                 coalesced: false,
             })
         })
+    }
+
+    fn replay(&self, _: Replay) -> ReplayFuture<'_> {
+        Box::pin(async { Err(SinkError::Unavailable("the test sink does not replay".into())) })
     }
 }
