@@ -18,6 +18,7 @@ use crate::http::auth::AdminToken;
 use crate::http::health::{self, Readiness};
 use crate::intake::Intake;
 use crate::journal::Journal;
+use crate::metrics::Metrics;
 use crate::pocketbase::PbClient;
 use crate::pocketbase::realtime::Consumer;
 use crate::queue::{self, Dispatcher};
@@ -64,7 +65,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     pb.authenticate()
         .await
         .context("checking the PocketBase superuser credentials")?;
-    let coolify = CoolifyClient::new(&settings.coolify)?;
+    let metrics = Arc::new(Metrics::new());
+    let coolify = CoolifyClient::new(&settings.coolify, metrics.clone())?;
     coolify.team().await.context("Coolify token check (GET /team) failed")?;
     let server = server_uuid(&coolify, settings.coolify.server_uuid.as_deref()).await?;
 
@@ -88,7 +90,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         StatusBoard::interval_for(settings.coolify.requests_per_minute),
     ));
     let wake = Arc::new(Notify::new());
-    let intake = Intake::new(Arc::new(journal.clone()), wake.clone());
+    let intake = Intake::new(Arc::new(journal.clone()), wake.clone(), metrics.clone());
     let ctx = Context {
         pb: pb.clone(),
         coolify: coolify.clone(),
@@ -101,7 +103,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         intake: intake.clone(),
     };
 
-    let readiness = Readiness::new(settings.pocketbase.resync_interval * 2, journal.clone());
+    let readiness = Readiness::new(
+        settings.pocketbase.resync_interval * 2,
+        journal.clone(),
+        metrics.clone(),
+    );
     readiness.pocketbase_auth.store(true, Ordering::Relaxed);
     readiness.coolify_reachable.store(true, Ordering::Relaxed);
 
@@ -110,6 +116,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Arc::new(Reconciler::new(ctx.clone())),
         &settings.queue,
         wake,
+        metrics,
     );
 
     let mut tasks = tokio::task::JoinSet::new();

@@ -13,30 +13,37 @@ use tokio::sync::Notify;
 use crate::events::{
     Action, Collection, EventSink, Ingested, NewEvent, RECORD_ID_RULE, Replay, SinkError, Source, valid_record_id,
 };
-use crate::metrics::metrics;
+use crate::metrics::Metrics;
 
 /// Journals events and wakes the dispatcher. Cheap to clone.
 #[derive(Clone)]
 pub struct Intake {
     sink: Arc<dyn EventSink>,
     wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
 }
 
 impl Intake {
-    /// An intake into `sink` that pokes `wake` (the dispatcher's notifier) when a job is due.
-    pub fn new(sink: Arc<dyn EventSink>, wake: Arc<Notify>) -> Self {
-        Intake { sink, wake }
+    /// An intake into `sink` that pokes `wake` (the dispatcher's notifier) when a job is due and counts
+    /// events in `metrics`.
+    pub fn new(sink: Arc<dyn EventSink>, wake: Arc<Notify>, metrics: Arc<Metrics>) -> Self {
+        Intake { sink, wake, metrics }
+    }
+
+    /// The registry the intake counts in (shared by the producers that count too).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Journals `event`; the dispatcher starts its job at once. Only an event stored durably is
     /// answered with `Ok`.
     pub async fn submit(&self, event: NewEvent) -> Result<Ingested, SinkError> {
         let source = event.source.as_str();
-        metrics().events_received.with_label_values(&[source]).inc();
+        self.metrics.events_received.with_label_values(&[source]).inc();
         let ingested = self.sink.ingest(event).await?;
         match ingested {
             Ingested::New { .. } => self.wake.notify_one(),
-            Ingested::Duplicate => metrics().events_deduplicated.with_label_values(&[source]).inc(),
+            Ingested::Duplicate => self.metrics.events_deduplicated.with_label_values(&[source]).inc(),
             Ingested::Settled { .. } => {}
         }
         Ok(ingested)
@@ -45,7 +52,7 @@ impl Intake {
     /// Requeues the records `what` names (a `replay` event each) and wakes the dispatcher.
     pub async fn replay(&self, what: Replay) -> Result<usize, SinkError> {
         let n = self.sink.replay(what).await?;
-        metrics()
+        self.metrics
             .events_received
             .with_label_values(&[Source::Replay.as_str()])
             .inc_by(n as u64);
@@ -139,7 +146,7 @@ mod tests {
             },
         ])));
         let wake = Arc::new(Notify::new());
-        let intake = Intake::new(sink, wake.clone());
+        let intake = Intake::new(sink, wake.clone(), Arc::new(Metrics::new()));
         let event = |source| {
             record_event(
                 source,

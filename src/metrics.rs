@@ -1,9 +1,5 @@
-//! Prometheus metrics, registered once per process.
-//!
-//! A process-wide registry keeps call sites free of plumbing; tests that need isolation run the bridge
-//! as a separate process and read `/metrics`.
-
-use std::sync::LazyLock;
+//! Prometheus metrics. Each bridge (an `App`) has its own registry, handed to the parts that count, so
+//! that several bridges in one process (the in-process tests) never share a counter.
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -34,6 +30,31 @@ pub struct Metrics {
     pub last_resync_timestamp: Gauge,
     /// Coolify resources named cf-* with no live record, by kind.
     pub orphans: GaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        // The definitions below are fixed and their names unique, so building them cannot fail.
+        match build() {
+            Ok(m) => m,
+            Err(e) => unreachable!("static metric definitions are valid: {e}"),
+        }
+    }
+
+    /// Every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if TextEncoder::new().encode(&self.registry.gather(), &mut buf).is_err() {
+            return String::new();
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -121,20 +142,4 @@ fn build() -> Result<Metrics, prometheus::Error> {
         last_resync_timestamp,
         orphans,
     })
-}
-
-static METRICS: LazyLock<Metrics> = LazyLock::new(|| build().expect("metric definitions are static and valid"));
-
-pub fn metrics() -> &'static Metrics {
-    &METRICS
-}
-
-/// Renders every metric in the Prometheus text format.
-pub fn render() -> String {
-    let mut buf = Vec::new();
-    let families = METRICS.registry.gather();
-    if TextEncoder::new().encode(&families, &mut buf).is_err() {
-        return String::new();
-    }
-    String::from_utf8(buf).unwrap_or_default()
 }

@@ -14,7 +14,8 @@ use tracing::Instrument;
 use crate::backoff::Backoff;
 use crate::config::QueueSettings;
 use crate::journal::{ClaimedJob, Journal, JournalError, now_ms};
-use crate::metrics::metrics;
+use crate::metrics::Metrics;
+use prometheus::IntGauge;
 
 /// Why a job failed, which decides whether it is retried.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,6 +39,8 @@ struct WorkerSlot {
     sem: Arc<Semaphore>,
     permit: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
     notify: Arc<Notify>,
+    /// Counts jobs waiting without a slot (`jobs_waiting`).
+    waiting: IntGauge,
 }
 
 /// Runs `wait` without holding a worker slot, then takes a slot again before returning. For waits that
@@ -51,17 +54,17 @@ pub async fn without_slot<F: Future>(wait: F) -> F::Output {
             permit.map(|p| {
                 drop(p);
                 slot.notify.notify_one();
-                Arc::clone(&slot.sem)
+                (Arc::clone(&slot.sem), slot.waiting.clone())
             })
         })
         .ok()
         .flatten();
-    let Some(sem) = released else {
+    let Some((sem, waiting)) = released else {
         return wait.await;
     };
-    metrics().jobs_waiting.inc();
+    waiting.inc();
     let out = wait.await;
-    metrics().jobs_waiting.dec();
+    waiting.dec();
     // The semaphore is never closed; without a permit the job would only run over the limit.
     let permit = sem.acquire_owned().await.ok();
     let _ = SLOT.try_with(|slot| *slot.permit.lock().unwrap_or_else(|p| p.into_inner()) = permit);
@@ -100,6 +103,7 @@ fn retry_backoff(cfg: &QueueSettings) -> Backoff {
 
 pub struct Dispatcher {
     journal: Journal,
+    metrics: Arc<Metrics>,
     handler: Arc<dyn JobHandler>,
     cfg: QueueSettings,
     poll_interval: Duration,
@@ -156,11 +160,11 @@ fn panic_message(e: JoinError) -> String {
     format!("the handler panicked: {text}")
 }
 
-async fn refresh_gauges(journal: &Journal) {
+async fn refresh_gauges(journal: &Journal, metrics: &Metrics) {
     match journal.job_counts().await {
         Ok(counts) => {
             for (state, n) in counts {
-                metrics().jobs.with_label_values(&[state.as_str()]).set(n);
+                metrics.jobs.with_label_values(&[state.as_str()]).set(n);
             }
         }
         Err(e) => tracing::warn!(error = %e, "cannot read job counts for the metrics"),
@@ -169,6 +173,7 @@ async fn refresh_gauges(journal: &Journal) {
 
 async fn run_job(
     journal: Journal,
+    metrics: Arc<Metrics>,
     handler: Arc<dyn JobHandler>,
     cfg: Arc<QueueSettings>,
     job: ClaimedJob,
@@ -198,7 +203,7 @@ async fn run_job(
             }
         }
     };
-    metrics()
+    metrics
         .reconcile_seconds
         .with_label_values(&[job.collection.as_str(), outcome.label()])
         .observe(started.elapsed().as_secs_f64());
@@ -226,9 +231,16 @@ async fn run_job(
 
 impl Dispatcher {
     /// A dispatcher of `journal`'s jobs to `handler`; `wake` (the intake's) starts a due job at once.
-    pub fn new(journal: Journal, handler: Arc<dyn JobHandler>, cfg: &QueueSettings, wake: Arc<Notify>) -> Self {
+    pub fn new(
+        journal: Journal,
+        handler: Arc<dyn JobHandler>,
+        cfg: &QueueSettings,
+        wake: Arc<Notify>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Dispatcher {
             journal,
+            metrics,
             handler,
             cfg: cfg.clone(),
             poll_interval: POLL_INTERVAL,
@@ -298,9 +310,11 @@ impl Dispatcher {
                                 permit: std::sync::Mutex::new(Arc::clone(&sem).acquire_owned().await.ok()),
                                 sem: Arc::clone(&sem),
                                 notify: Arc::clone(&self.notify),
+                                waiting: self.metrics.jobs_waiting.clone(),
                             };
                             let worker = run_job(
                                 self.journal.clone(),
+                                Arc::clone(&self.metrics),
                                 Arc::clone(&self.handler),
                                 Arc::clone(&cfg),
                                 job,
@@ -325,7 +339,7 @@ impl Dispatcher {
                     }
                 }
                 _ = tokio::time::sleep(wait), if sem.available_permits() > 0 => {}
-                _ = gauges.tick() => refresh_gauges(&self.journal).await,
+                _ = gauges.tick() => refresh_gauges(&self.journal, &self.metrics).await,
             }
         }
 
@@ -338,6 +352,6 @@ impl Dispatcher {
             );
             workers.shutdown().await;
         }
-        refresh_gauges(&self.journal).await;
+        refresh_gauges(&self.journal, &self.metrics).await;
     }
 }

@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{Action, Collection, Ingested, NewEvent, SinkError, Source, valid_record_id};
 use crate::intake::Intake;
-use crate::metrics::metrics;
 
 pub const COLLECTIONS: [Collection; 2] = [Collection::Tenants, Collection::BotInstances];
 
@@ -140,7 +139,8 @@ pub async fn resync_once(
     for collection in COLLECTIONS {
         resync_collection(collection, lister, known, intake, &mut report).await?;
     }
-    metrics()
+    intake
+        .metrics()
         .last_resync_timestamp
         .set(chrono::Utc::now().timestamp() as f64);
     Ok(report)
@@ -221,6 +221,7 @@ pub async fn run_periodic(
 mod tests {
     use super::*;
     use crate::events::EventSink;
+    use crate::metrics::Metrics;
     use std::sync::Mutex;
     use tokio::sync::Notify;
 
@@ -269,7 +270,7 @@ mod tests {
 
     fn intake(sink: &Arc<Sink>) -> (Intake, Arc<Notify>) {
         let wake = Arc::new(Notify::new());
-        (Intake::new(sink.clone(), wake.clone()), wake)
+        (Intake::new(sink.clone(), wake.clone(), Arc::new(Metrics::new())), wake)
     }
 
     fn stamp(id: &str, updated: &str) -> RecordStamp {
@@ -345,7 +346,7 @@ mod tests {
                 disappeared: 1
             }
         );
-        assert!(metrics().last_resync_timestamp.get() > 0.0);
+        assert!(intake.metrics().last_resync_timestamp.get() > 0.0);
     }
 
     #[tokio::test]

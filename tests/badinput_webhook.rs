@@ -13,6 +13,7 @@ use cf_bridge::events::EventSink;
 use cf_bridge::http::ingest::{self, IngestState};
 use cf_bridge::intake::Intake;
 use cf_bridge::journal::{EventFilter, Journal};
+use cf_bridge::metrics::Metrics;
 use cf_bridge::webhook::{WebhookSecret, generate_secret};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -38,7 +39,7 @@ impl Harness {
     async fn call(&self, req: atest::TestRequest) -> (StatusCode, Value) {
         let sink: Arc<dyn EventSink> = Arc::new(self.journal.clone());
         let state = IngestState {
-            intake: Intake::new(sink, Arc::new(Notify::new())),
+            intake: Intake::new(sink, Arc::new(Notify::new()), Arc::new(Metrics::new())),
             secret: self.secret.clone(),
         };
         let app = atest::init_service(App::new().app_data(web::Data::new(state)).configure(ingest::configure)).await;

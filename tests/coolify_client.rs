@@ -2,9 +2,11 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cf_bridge::coolify::*;
+use cf_bridge::metrics::Metrics;
 use common::coolify::{ensure_project, ensure_service};
 use common::sim::{TestSim, reqwest_client};
 use coolify_sim::LOCALHOST_SERVER_UUID;
@@ -27,7 +29,7 @@ fn fast_sim(extra: &[&str]) -> TestSim {
 }
 
 fn client(sim: &TestSim) -> CoolifyClient {
-    CoolifyClient::new(&sim.settings()).expect("client")
+    CoolifyClient::new(&sim.settings(), Arc::new(Metrics::new())).expect("client")
 }
 
 fn service_req(project: &str, name: &str, domain: Option<&str>) -> CreateService {
@@ -197,7 +199,7 @@ async fn documented_error_paths() {
 
     let mut bad = sim.settings();
     bad.token = SecretString::from("1|wrong");
-    let bad = CoolifyClient::new(&bad).expect("client");
+    let bad = CoolifyClient::new(&bad, Arc::new(Metrics::new())).expect("client");
     let err = bad.list_projects().await.unwrap_err();
     assert!(matches!(err, CoolifyError::Unauthorized));
     assert!(!err.to_string().contains("wrong"), "token must not leak: {err}");
@@ -360,7 +362,7 @@ async fn lost_responses_never_duplicate_creates() {
 #[tokio::test]
 async fn creates_are_not_retried_but_safe_calls_are() {
     let sim = fast_sim(&[]);
-    let c = CoolifyClient::new(&sim.settings()).expect("client");
+    let c = CoolifyClient::new(&sim.settings(), Arc::new(Metrics::new())).expect("client");
     sim.set_fault(json!({"route": "*", "error_rate": 1.0})).await;
     assert!(matches!(
         c.create_project("cf-x1", None).await,
@@ -395,7 +397,7 @@ async fn storm_of_429_is_waited_out_within_budget() {
     let sim = fast_sim(&[]);
     let mut cfg = sim.settings();
     cfg.requests_per_minute = 240; // 4 per second
-    let c = CoolifyClient::new(&cfg).expect("client");
+    let c = CoolifyClient::new(&cfg, Arc::new(Metrics::new())).expect("client");
     sim.set_fault(json!({"route": "*", "storm_429": {"count": 2, "retry_after": 1}}))
         .await;
     let start = Instant::now();

@@ -8,11 +8,13 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use cf_bridge::coolify::*;
+use cf_bridge::metrics::Metrics;
 use common::sim::{TestSim, reqwest_client};
 use coolify_sim::LOCALHOST_SERVER_UUID;
 use serde_json::{Value, json};
@@ -219,7 +221,7 @@ fn validator_catches_violations() {
 }
 
 async fn scenario(sim: &TestSim) {
-    let c = CoolifyClient::new(&sim.settings()).expect("client");
+    let c = CoolifyClient::new(&sim.settings(), Arc::new(Metrics::new())).expect("client");
     c.health().await.expect("health");
     c.version().await.expect("version");
     c.team().await.expect("team");

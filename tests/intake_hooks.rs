@@ -13,6 +13,7 @@ use actix_web::{App, HttpServer, web};
 use cf_bridge::events::{Action, Collection, NewEvent, Source};
 use cf_bridge::http::ingest::{self, IngestState};
 use cf_bridge::intake::Intake;
+use cf_bridge::metrics::Metrics;
 use cf_bridge::pocketbase::realtime::{Consumer, TokenSource};
 use cf_bridge::webhook::generate_secret;
 use pb_intake::{MemorySink, Pb, PbOptions};
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 /// Starts the ingest route on a free port; returns its URL and a handle to stop it.
 fn receiver(sink: Arc<MemorySink>, secret: &str) -> (String, actix_web::dev::ServerHandle) {
     let state = web::Data::new(IngestState {
-        intake: Intake::new(sink, Arc::new(Notify::new())),
+        intake: Intake::new(sink, Arc::new(Notify::new()), Arc::new(Metrics::new())),
         secret: secret.parse().expect("secret"),
     });
     let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(ingest::configure))
@@ -176,7 +177,7 @@ async fn a_change_seen_by_webhook_and_realtime_is_journaled_once() {
             base_url: pb.base.parse().expect("url"),
             idle_timeout: Duration::from_secs(90),
             tokens: Arc::new(StaticToken(pb.token.clone())),
-            intake: Intake::new(sink.clone(), Arc::new(Notify::new())),
+            intake: Intake::new(sink.clone(), Arc::new(Notify::new()), Arc::new(Metrics::new())),
             on_connect,
         }
         .run(cancel.clone()),

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use cf_bridge::events::{Action, Collection, Source};
 use cf_bridge::intake::Intake;
+use cf_bridge::metrics::Metrics;
 use cf_bridge::pocketbase::realtime::{Consumer, RealtimeError, TokenSource};
 use pb_intake::{MemorySink, Pb, PbOptions};
 use secrecy::SecretString;
@@ -48,7 +49,7 @@ impl Running {
                 base_url: pb.base.parse().expect("url"),
                 idle_timeout,
                 tokens: Arc::new(StaticToken(token.to_owned())),
-                intake: Intake::new(sink.clone(), notify.clone()),
+                intake: Intake::new(sink.clone(), notify.clone(), Arc::new(Metrics::new())),
                 on_connect,
             }
             .run(cancel.clone()),
@@ -191,7 +192,11 @@ async fn wrong_token_is_a_clear_auth_error() {
         base_url: pb.base.parse().expect("url"),
         idle_timeout: Duration::from_secs(90),
         tokens: Arc::new(StaticToken("not-a-token".into())),
-        intake: Intake::new(Arc::new(MemorySink::default()), Arc::new(Notify::new())),
+        intake: Intake::new(
+            Arc::new(MemorySink::default()),
+            Arc::new(Notify::new()),
+            Arc::new(Metrics::new()),
+        ),
         on_connect,
     };
     let client = reqwest::Client::new();

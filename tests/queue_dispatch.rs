@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use cf_bridge::config::QueueSettings;
 use cf_bridge::events::{Action, Collection, EventSink, NewEvent, Source};
 use cf_bridge::journal::{AttemptOutcome, ClaimedJob, EventFilter, EventStatus, JobState, Journal};
+use cf_bridge::metrics::Metrics;
 use cf_bridge::queue::{Dispatcher, JobError, JobFuture, JobHandler, backoff_cap, backoff_delay};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -54,7 +55,14 @@ fn start(handler: Arc<dyn JobHandler>, cfg: QueueSettings, drain: Duration) -> H
 fn start_polling(handler: Arc<dyn JobHandler>, cfg: QueueSettings, poll: Duration, drain: Duration) -> Harness {
     let dir = tempfile::tempdir().expect("temp dir");
     let journal = Journal::open(&dir.path().join("journal.db")).expect("open");
-    let dispatcher = Dispatcher::new(journal.clone(), handler, &cfg, Arc::new(Notify::new())).poll_interval(poll);
+    let dispatcher = Dispatcher::new(
+        journal.clone(),
+        handler,
+        &cfg,
+        Arc::new(Notify::new()),
+        Arc::new(Metrics::new()),
+    )
+    .poll_interval(poll);
     let notify = dispatcher.notifier();
     let cancel = CancellationToken::new();
     let run = tokio::spawn(dispatcher.run(cancel.clone(), drain));

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cf_bridge::coolify::*;
+use cf_bridge::metrics::Metrics;
 use cf_bridge::reconcile::context::StatusBoard;
 use common::sim::TestSim;
 use coolify_sim::LOCALHOST_SERVER_UUID;
@@ -15,7 +16,7 @@ const BOT: &str = "services:\n  bot:\n    image: ghcr.io/cf/bot:1\n";
 const INTERVAL: Duration = Duration::from_millis(300);
 
 fn client(sim: &TestSim) -> CoolifyClient {
-    CoolifyClient::new(&sim.settings()).expect("client")
+    CoolifyClient::new(&sim.settings(), Arc::new(Metrics::new())).expect("client")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

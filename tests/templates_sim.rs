@@ -5,8 +5,10 @@
 mod common;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use cf_bridge::coolify::{CoolifyClient, CreateService, ServiceUrl};
+use cf_bridge::metrics::Metrics;
 use cf_bridge::quota::{self, Ceiling, PlanTier};
 use cf_bridge::templates::{RenderInput, TemplateSet, render};
 use common::sim::TestSim;
@@ -14,7 +16,7 @@ use coolify_sim::LOCALHOST_SERVER_UUID;
 use serde_json::{Value, json};
 
 fn client(sim: &TestSim) -> CoolifyClient {
-    CoolifyClient::new(&sim.settings()).expect("client")
+    CoolifyClient::new(&sim.settings(), Arc::new(Metrics::new())).expect("client")
 }
 
 fn input(name: &str, ceiling: &Ceiling) -> RenderInput {

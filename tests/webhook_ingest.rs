@@ -11,6 +11,7 @@ use actix_web::{App, test as atest, web};
 use cf_bridge::events::{Action, Collection, Source};
 use cf_bridge::http::ingest::{self, IngestState};
 use cf_bridge::intake::Intake;
+use cf_bridge::metrics::Metrics;
 use cf_bridge::webhook::{WebhookSecret, generate_secret};
 use pb_intake::MemorySink;
 use proptest::prelude::*;
@@ -34,7 +35,7 @@ impl Harness {
 
     async fn call(&self, req: atest::TestRequest) -> (StatusCode, Value) {
         let state = IngestState {
-            intake: Intake::new(self.sink.clone(), self.notify.clone()),
+            intake: Intake::new(self.sink.clone(), self.notify.clone(), Arc::new(Metrics::new())),
             secret: self.secret.clone(),
         };
         let app = atest::init_service(App::new().app_data(web::Data::new(state)).configure(ingest::configure)).await;

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::metrics::metrics;
+use prometheus::Gauge;
 
 /// Which call goes first when the budget is short.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +22,8 @@ pub struct Budget {
     per_sec: f64,
     state: Mutex<Bucket>,
     urgent_waiting: AtomicUsize,
+    /// Shows the tokens left (`coolify_budget_remaining`).
+    gauge: Gauge,
 }
 
 #[derive(Debug)]
@@ -31,8 +33,8 @@ struct Bucket {
 }
 
 impl Budget {
-    /// `per_minute` refill rate; `burst` bucket size (at least 1).
-    pub fn new(per_minute: u32, burst: u32) -> Self {
+    /// `per_minute` refill rate; `burst` bucket size (at least 1); `gauge` shows what is left.
+    pub fn new(per_minute: u32, burst: u32, gauge: Gauge) -> Self {
         let capacity = f64::from(burst.max(1));
         let budget = Self {
             capacity,
@@ -42,8 +44,9 @@ impl Budget {
                 last: Instant::now(),
             }),
             urgent_waiting: AtomicUsize::new(0),
+            gauge,
         };
-        metrics().coolify_budget_remaining.set(capacity);
+        budget.gauge.set(capacity);
         budget
     }
 
@@ -68,7 +71,7 @@ impl Budget {
         } else {
             Err(Duration::from_secs_f64((1.0 - b.tokens) / self.per_sec))
         };
-        metrics().coolify_budget_remaining.set(b.tokens);
+        self.gauge.set(b.tokens);
         result
     }
 
@@ -106,7 +109,7 @@ impl Budget {
         let mut b = self.lock();
         b.tokens = 0.0;
         b.last = Instant::now();
-        metrics().coolify_budget_remaining.set(0.0);
+        self.gauge.set(0.0);
     }
 
     pub fn remaining(&self) -> f64 {
@@ -120,10 +123,14 @@ impl Budget {
 mod tests {
     use super::*;
 
+    fn gauge() -> Gauge {
+        crate::metrics::Metrics::new().coolify_budget_remaining
+    }
+
     #[tokio::test]
     async fn urgent_calls_go_first_and_a_cancelled_one_releases_its_claim() {
         use std::sync::Arc;
-        let b = Arc::new(Budget::new(600, 1)); // one token every 100 ms
+        let b = Arc::new(Budget::new(600, 1, gauge())); // one token every 100 ms
         b.acquire(Priority::Normal).await;
         // Many normal callers are already waiting when an urgent one arrives: it still gets the next token.
         let normals: Vec<_> = (0..5)
@@ -154,7 +161,7 @@ mod tests {
 
     #[test]
     fn burst_then_wait() {
-        let b = Budget::new(60, 3);
+        let b = Budget::new(60, 3, gauge());
         for _ in 0..3 {
             assert!(b.try_take().is_ok());
         }
@@ -168,7 +175,7 @@ mod tests {
 
     #[tokio::test]
     async fn acquire_paces_requests() {
-        let b = Budget::new(600, 1); // one token per 100 ms
+        let b = Budget::new(600, 1, gauge()); // one token per 100 ms
         let start = Instant::now();
         for _ in 0..4 {
             b.acquire(Priority::Normal).await;
@@ -180,7 +187,7 @@ mod tests {
 
     #[test]
     fn drain_empties() {
-        let b = Budget::new(60, 10);
+        let b = Budget::new(60, 10, gauge());
         b.drain();
         assert!(b.try_take().is_err());
     }

@@ -17,7 +17,7 @@ use super::retry::{Decision, Idempotency, Outcome, RetryPolicy};
 use super::types::*;
 use crate::backoff::Backoff;
 use crate::config::CoolifySettings;
-use crate::metrics::metrics;
+use crate::metrics::Metrics;
 
 /// Bucket size of the request budget: any 60 s window then carries at most `BURST` + the per-minute rate
 /// calls, under Coolify's 200 at the default rate.
@@ -37,6 +37,7 @@ struct Inner {
     token: SecretString,
     budget: Budget,
     policy: RetryPolicy,
+    metrics: Arc<Metrics>,
 }
 
 struct Reply {
@@ -93,7 +94,7 @@ fn urls_json(urls: &[ServiceUrl]) -> Value {
 
 impl CoolifyClient {
     /// A client for `[coolify]`: its URL, token, request budget and timeout.
-    pub fn new(cfg: &CoolifySettings) -> Result<Self, CoolifyError> {
+    pub fn new(cfg: &CoolifySettings, metrics: Arc<Metrics>) -> Result<Self, CoolifyError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(cfg.request_timeout)
@@ -111,7 +112,8 @@ impl CoolifyClient {
                 http,
                 root: cfg.url.as_str().trim_end_matches('/').to_string(),
                 token: cfg.token.clone(),
-                budget: Budget::new(cfg.requests_per_minute, BURST),
+                budget: Budget::new(cfg.requests_per_minute, BURST, metrics.coolify_budget_remaining.clone()),
+                metrics,
                 policy: RetryPolicy::new(MAX_RETRIES),
             }),
         })
@@ -156,12 +158,17 @@ impl CoolifyClient {
             }
             let (outcome, err) = match rb.send().await {
                 Err(e) => {
-                    metrics().coolify_requests.with_label_values(&[endpoint, "error"]).inc();
+                    inner
+                        .metrics
+                        .coolify_requests
+                        .with_label_values(&[endpoint, "error"])
+                        .inc();
                     (Outcome::Transport, CoolifyError::Transport(describe(&e)))
                 }
                 Ok(resp) => {
                     let status = resp.status();
-                    metrics()
+                    inner
+                        .metrics
                         .coolify_requests
                         .with_label_values(&[endpoint, status.as_str()])
                         .inc();

@@ -7,6 +7,8 @@ use std::time::Duration;
 use actix_web::{HttpResponse, get, web};
 use serde_json::json;
 
+use crate::metrics::Metrics;
+
 /// Longest gap between readiness checks of PocketBase and Coolify.
 pub const READINESS_MAX_INTERVAL: Duration = Duration::from_secs(15);
 
@@ -17,15 +19,18 @@ pub struct Readiness {
     /// How recent a resync must be to stand in for a connected realtime stream.
     pub resync_freshness: Duration,
     pub journal: crate::journal::Journal,
+    /// The bridge's metrics, read live for the realtime part (and served at `/metrics`).
+    pub metrics: Arc<Metrics>,
 }
 
 impl Readiness {
-    pub fn new(resync_freshness: Duration, journal: crate::journal::Journal) -> Arc<Self> {
+    pub fn new(resync_freshness: Duration, journal: crate::journal::Journal, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Readiness {
             pocketbase_auth: AtomicBool::new(false),
             coolify_reachable: AtomicBool::new(false),
             resync_freshness,
             journal,
+            metrics,
         })
     }
 
@@ -39,7 +44,7 @@ impl Readiness {
             out.push(("pocketbase", "superuser authentication not valid".to_string()));
         }
         // Read live from the realtime task's gauge: a cached copy would lag a reconnect by a whole tick.
-        let m = crate::metrics::metrics();
+        let m = &self.metrics;
         let connected = m.realtime_connected.get() == 1;
         let last = m.last_resync_timestamp.get();
         let now = chrono::Utc::now().timestamp() as f64;
@@ -74,12 +79,12 @@ async fn readyz(readiness: web::Data<Arc<Readiness>>) -> HttpResponse {
 }
 
 #[get("/metrics")]
-async fn metrics() -> HttpResponse {
+async fn metrics_text(readiness: web::Data<Arc<Readiness>>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(crate::metrics::render())
+        .body(readiness.metrics.render())
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(healthz).service(readyz).service(metrics);
+    cfg.service(healthz).service(readyz).service(metrics_text);
 }

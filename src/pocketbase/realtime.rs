@@ -27,7 +27,6 @@ use crate::backoff::Backoff;
 use crate::config::PocketBaseSettings;
 use crate::events::{Action, Collection, Ingested, NewEvent, SinkError, Source};
 use crate::intake::{Intake, record_event};
-use crate::metrics::metrics;
 
 /// Topics the bridge subscribes to; plain topics need no URL encoding (reference §0.7).
 pub const TOPICS: [&str; 3] = ["tenants/*", "bot_instances/*", KEEPALIVE_TOPIC];
@@ -344,8 +343,9 @@ impl Consumer {
             .map_err(|e| RealtimeError::Protocol(format!("PB_CONNECT without clientId: {e}")))?;
         subscribe(client, &self.base_url, token, &connect.client_id).await?;
         *connected_at = Some(Instant::now());
-        metrics().realtime_connected.set(1);
-        metrics().realtime_reconnects.inc();
+        let metrics = self.intake.metrics();
+        metrics.realtime_connected.set(1);
+        metrics.realtime_reconnects.inc();
         self.on_connect.send_modify(|n| *n += 1);
         tracing::info!(topics = ?TOPICS, "PocketBase realtime subscribed");
         Ok(())
@@ -388,7 +388,7 @@ impl Consumer {
         loop {
             let mut connected_at = None;
             let outcome = self.session(&client, &cancel, &mut connected_at).await;
-            metrics().realtime_connected.set(0);
+            self.intake.metrics().realtime_connected.set(0);
             if connected_at.is_some_and(|t| t.elapsed() >= HEALTHY_AFTER) {
                 backoff.reset();
             }

@@ -53,7 +53,7 @@ pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> 
         Ok(d) => d,
         Err(blocked) => return block(ctx, &inst, blocked).await.map(|()| Some(updated)),
     };
-    mark_first_action(first_event_ms);
+    mark_first_action(ctx, first_event_ms);
     let observed = observe(ctx, &inst, &desired.project_uuid).await?;
     let input = InstanceInput {
         desired: Ok(desired.spec.clone()),
@@ -66,10 +66,11 @@ pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> 
     Ok(Some(updated))
 }
 
-fn mark_first_action(first_event_ms: Option<i64>) {
+fn mark_first_action(ctx: &Context, first_event_ms: Option<i64>) {
     if let Some(ms) = first_event_ms {
         let waited = (chrono::Utc::now().timestamp_millis() - ms).max(0) as f64 / 1000.0;
-        crate::metrics::metrics()
+        ctx.intake
+            .metrics()
             .event_to_first_action_seconds
             .with_label_values(&["bot_instances"])
             .observe(waited);

@@ -121,7 +121,9 @@ impl OrphanScanner {
             warn!(coolify_uuid = %o.uuid, name = %o.name, kind, "orphan in Coolify: no live record");
         }
         for (kind, n) in counts {
-            crate::metrics::metrics()
+            self.ctx
+                .intake
+                .metrics()
                 .orphans
                 .with_label_values(&[kind])
                 .set(n as f64);
