@@ -1,186 +1,345 @@
-//! Wiring: start the sources, the workers and the HTTP server; one cancellation token for shutdown.
+//! The bridge as one value: [`App::build`] checks what must work before anything starts (the journal,
+//! PocketBase and Coolify credentials, templates, the secret store, the listening socket);
+//! [`App::run`] starts the event sources, the dispatcher, the periodic tasks and the HTTP server, and
+//! drains them when its shutdown future resolves.
 
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use actix_web::{App, HttpServer, web};
-use anyhow::Context as _;
+use actix_web::dev::Service as _;
+use actix_web::{HttpServer, web};
 use secrecy::ExposeSecret;
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::instrument::WithSubscriber;
+use tracing::{info, warn};
 
 use crate::config::Settings;
-use crate::coolify::CoolifyClient;
+use crate::coolify::{CoolifyClient, CoolifyError};
 use crate::http;
 use crate::http::auth::AdminToken;
-use crate::http::health::{self, Readiness};
+use crate::http::health::Readiness;
 use crate::intake::Intake;
-use crate::journal::Journal;
+use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
-use crate::pocketbase::PbClient;
 use crate::pocketbase::realtime::Consumer;
+use crate::pocketbase::{PbClient, PbError};
 use crate::queue::{self, Dispatcher};
-use crate::reconcile::Reconciler;
 use crate::reconcile::context::{Context, StatusBoard};
 use crate::reconcile::health::HealthPoller;
 use crate::reconcile::orphans::OrphanScanner;
-use crate::reconcile::run_every;
+use crate::reconcile::{Reconciler, run_every};
 use crate::resync;
-use crate::secrets::SecretStore;
-use crate::templates::TemplateSet;
-use crate::webhook::WebhookSecret;
+use crate::secrets::{SecretStore, SecretsError};
+use crate::templates::{TemplateError, TemplateSet};
+use crate::webhook::{SecretError, WebhookSecret};
 
-/// Picks the configured server, or the first usable and reachable one.
-async fn server_uuid(coolify: &CoolifyClient, configured: Option<&str>) -> anyhow::Result<String> {
-    let servers = coolify.servers().await.context("listing Coolify servers")?;
-    if let Some(uuid) = configured {
-        anyhow::ensure!(
-            servers.iter().any(|s| s.uuid == uuid),
-            "coolify.server_uuid {uuid} is not a server this token can see"
-        );
-        return Ok(uuid.to_string());
-    }
-    servers
-        .into_iter()
-        .find(|s| s.is_usable && s.is_reachable)
-        .map(|s| s.uuid)
-        .context("Coolify has no usable, reachable server; set coolify.server_uuid")
+/// Why the bridge could not start. Each names what it was doing; the cause is the source.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("opening the journal at {path}")]
+    Journal {
+        path: String,
+        #[source]
+        source: JournalError,
+    },
+    #[error("checking the PocketBase superuser credentials")]
+    PocketBase(#[source] PbError),
+    #[error("{0}")]
+    Coolify(&'static str, #[source] CoolifyError),
+    #[error("coolify.server_uuid {0} is not a server this token can see")]
+    UnknownServer(String),
+    #[error("Coolify has no usable, reachable server; set coolify.server_uuid")]
+    NoServer,
+    #[error("loading templates from {path}")]
+    Templates {
+        path: String,
+        #[source]
+        source: TemplateError,
+    },
+    #[error("opening the secret store {path}")]
+    Secrets {
+        path: String,
+        #[source]
+        source: SecretsError,
+    },
+    #[error("webhook.secret")]
+    WebhookSecret(#[source] SecretError),
+    #[error("binding admin.bind {addr}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-/// Runs the bridge until SIGTERM or SIGINT.
-pub async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let cancel = CancellationToken::new();
+/// Why a running bridge did not stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("starting the HTTP server")]
+    Http(#[source] std::io::Error),
+    #[error("closing the journal")]
+    Close(#[source] JournalError),
+}
 
-    let journal = Journal::open(&settings.journal.path)
-        .with_context(|| format!("opening the journal at {}", settings.journal.path.display()))?;
-    let resumed = journal.resume_on_start().await.context("resuming unfinished jobs")?;
-    if resumed > 0 {
-        info!(jobs = resumed, "resumed jobs left unfinished by the last run");
+/// A bridge that is ready to run: every check passed and its socket is bound.
+pub struct App {
+    settings: Arc<Settings>,
+    listener: TcpListener,
+    address: SocketAddr,
+    ctx: Context,
+    readiness: Arc<Readiness>,
+    dispatcher: Dispatcher,
+    webhook_secret: WebhookSecret,
+}
+
+impl App {
+    /// Builds the bridge on `admin.bind`.
+    pub async fn build(settings: Settings) -> Result<App, StartError> {
+        let listener = TcpListener::bind(settings.admin.bind).map_err(|source| StartError::Bind {
+            addr: settings.admin.bind.to_string(),
+            source,
+        })?;
+        Self::build_on(settings, listener).await
     }
 
-    let pb = PbClient::new(&settings.pocketbase)?;
-    pb.authenticate()
+    /// Builds the bridge on a socket that is already bound (tests bind port 0 and read the address).
+    pub async fn build_on(settings: Settings, listener: TcpListener) -> Result<App, StartError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let address = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: settings.admin.bind.to_string(),
+            source,
+        })?;
+        let journal = Journal::open(&settings.journal.path).map_err(|source| StartError::Journal {
+            path: settings.journal.path.display().to_string(),
+            source,
+        })?;
+        let metrics = Arc::new(Metrics::new());
+        let (pb, coolify, server) = connect(&settings, &metrics).await?;
+        let templates =
+            TemplateSet::load_dir(&settings.reconcile.templates_dir).map_err(|source| StartError::Templates {
+                path: settings.reconcile.templates_dir.display().to_string(),
+                source,
+            })?;
+        let secrets =
+            SecretStore::open(&settings.secrets.store_path, &settings.secrets.key_bytes()).map_err(|source| {
+                StartError::Secrets {
+                    path: settings.secrets.store_path.display().to_string(),
+                    source,
+                }
+            })?;
+        let webhook_secret: WebhookSecret = settings
+            .webhook
+            .secret
+            .expose_secret()
+            .parse()
+            .map_err(StartError::WebhookSecret)?;
+
+        let settings = Arc::new(settings);
+        let wake = Arc::new(Notify::new());
+        let ctx = Context {
+            statuses: Arc::new(StatusBoard::new(
+                coolify.clone(),
+                StatusBoard::interval_for(settings.coolify.requests_per_minute),
+            )),
+            pb,
+            coolify,
+            intake: Intake::new(Arc::new(journal.clone()), wake.clone(), metrics.clone()),
+            journal: journal.clone(),
+            templates: Arc::new(templates),
+            secrets: Arc::new(secrets),
+            settings: settings.clone(),
+            server_uuid: Arc::from(server),
+        };
+        // The start-up checks just passed; the readiness watcher keeps these current from here on.
+        let readiness = Readiness::new(
+            settings.pocketbase.resync_interval * 2,
+            journal.clone(),
+            metrics.clone(),
+        );
+        readiness.set_pocketbase(true);
+        readiness.set_coolify(true);
+        let dispatcher = Dispatcher::new(
+            journal,
+            Arc::new(Reconciler::new(ctx.clone())),
+            &settings.queue,
+            wake,
+            metrics,
+        );
+        Ok(App {
+            settings,
+            listener,
+            address,
+            ctx,
+            readiness,
+            dispatcher,
+            webhook_secret,
+        })
+    }
+
+    /// Where the webhook ingest, admin API, health and metrics are served.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Runs until `shutdown` resolves (or the HTTP server fails), then stops taking requests, lets the
+    /// jobs in flight finish (up to the queue's drain deadline; the rest resume at the next start) and
+    /// checkpoints the journal.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+        let App {
+            settings,
+            listener,
+            address,
+            ctx,
+            readiness,
+            dispatcher,
+            webhook_secret,
+        } = self;
+        let cancel = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let resync = spawn_sources(&mut tasks, &ctx, &cancel);
+        tasks.spawn(
+            dispatcher
+                .run(cancel.clone(), queue::DRAIN_DEADLINE)
+                .with_current_subscriber(),
+        );
+        spawn_periodic(&mut tasks, &ctx, &readiness, &cancel);
+
+        let server =
+            http_server(listener, &ctx, resync, readiness, webhook_secret, &settings).map_err(RunError::Http)?;
+        let handle = server.handle();
+        let mut server_task = tokio::spawn(server.with_current_subscriber());
+        info!(address = %address, "cf-bridge listening");
+
+        tokio::select! {
+            _ = shutdown => info!("shutting down: no new events; finishing in-flight jobs"),
+            ended = &mut server_task => warn!(?ended, "the HTTP server stopped; shutting down"),
+        }
+        // Stop taking webhooks and admin calls first (letting answered ones finish), then the workers.
+        handle.stop(true).await;
+        let _ = server_task.await;
+        cancel.cancel();
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(queue::DRAIN_DEADLINE + Duration::from_secs(5), drain)
+            .await
+            .is_err()
+        {
+            warn!("some tasks did not stop within the deadline");
+        }
+        ctx.journal.close().await.map_err(RunError::Close)?;
+        info!("stopped cleanly");
+        Ok(())
+    }
+}
+
+/// Checks the PocketBase and Coolify credentials and picks the Coolify server.
+async fn connect(settings: &Settings, metrics: &Arc<Metrics>) -> Result<(PbClient, CoolifyClient, String), StartError> {
+    let pb = PbClient::new(&settings.pocketbase).map_err(StartError::PocketBase)?;
+    pb.authenticate().await.map_err(StartError::PocketBase)?;
+    let coolify = CoolifyClient::new(&settings.coolify, metrics.clone())
+        .map_err(|e| StartError::Coolify("building the Coolify client", e))?;
+    coolify
+        .team()
         .await
-        .context("checking the PocketBase superuser credentials")?;
-    let metrics = Arc::new(Metrics::new());
-    let coolify = CoolifyClient::new(&settings.coolify, metrics.clone())?;
-    coolify.team().await.context("Coolify token check (GET /team) failed")?;
-    let server = server_uuid(&coolify, settings.coolify.server_uuid.as_deref()).await?;
-
-    let templates = Arc::new(
-        TemplateSet::load_dir(&settings.reconcile.templates_dir)
-            .with_context(|| format!("loading templates from {}", settings.reconcile.templates_dir.display()))?,
-    );
-    let secrets = Arc::new(
-        SecretStore::open(&settings.secrets.store_path, &settings.secrets.key_bytes())
-            .with_context(|| format!("opening the secret store {}", settings.secrets.store_path.display()))?,
-    );
-    let webhook_secret: WebhookSecret = settings
-        .webhook
-        .secret
-        .expose_secret()
-        .parse()
-        .context("webhook.secret")?;
-
-    let statuses = Arc::new(StatusBoard::new(
-        coolify.clone(),
-        StatusBoard::interval_for(settings.coolify.requests_per_minute),
-    ));
-    let wake = Arc::new(Notify::new());
-    let intake = Intake::new(Arc::new(journal.clone()), wake.clone(), metrics.clone());
-    let ctx = Context {
-        pb: pb.clone(),
-        coolify: coolify.clone(),
-        journal: journal.clone(),
-        templates,
-        secrets,
-        settings: Arc::new(settings.clone()),
-        server_uuid: Arc::from(server),
-        statuses,
-        intake: intake.clone(),
+        .map_err(|e| StartError::Coolify("Coolify token check (GET /team) failed", e))?;
+    let servers = coolify
+        .servers()
+        .await
+        .map_err(|e| StartError::Coolify("listing Coolify servers", e))?;
+    let server = match settings.coolify.server_uuid.as_deref() {
+        Some(uuid) if servers.iter().any(|s| s.uuid == uuid) => uuid.to_string(),
+        Some(uuid) => return Err(StartError::UnknownServer(uuid.to_string())),
+        None => servers
+            .into_iter()
+            .find(|s| s.is_usable && s.is_reachable)
+            .map(|s| s.uuid)
+            .ok_or(StartError::NoServer)?,
     };
+    Ok((pb, coolify, server))
+}
 
-    let readiness = Readiness::new(
-        settings.pocketbase.resync_interval * 2,
-        journal.clone(),
-        metrics.clone(),
-    );
-    readiness.pocketbase_auth.store(true, Ordering::Relaxed);
-    readiness.coolify_reachable.store(true, Ordering::Relaxed);
-
-    let dispatcher = Dispatcher::new(
-        journal.clone(),
-        Arc::new(Reconciler::new(ctx.clone())),
-        &settings.queue,
-        wake,
-        metrics,
-    );
-
-    let mut tasks = tokio::task::JoinSet::new();
+/// The realtime consumer and the resync it triggers on every (re)connect, periodically and on demand.
+fn spawn_sources(tasks: &mut JoinSet<()>, ctx: &Context, cancel: &CancellationToken) -> resync::Trigger {
     let (connected_tx, connected_rx) = watch::channel(0u64);
-    tasks.spawn(
-        Consumer::new(&settings.pocketbase, Arc::new(pb.clone()), intake.clone(), connected_tx).run(cancel.clone()),
+    let consumer = Consumer::new(
+        &ctx.settings.pocketbase,
+        Arc::new(ctx.pb.clone()),
+        ctx.intake.clone(),
+        connected_tx,
     );
-    let resync_trigger = resync::Trigger::new();
-    tasks.spawn(resync::run_periodic(
-        settings.pocketbase.resync_interval,
-        connected_rx,
-        resync_trigger.clone(),
-        resync::Resyncer {
-            lister: Arc::new(pb.clone()),
-            known: Arc::new(journal.clone()),
-            intake: intake.clone(),
-        },
-        cancel.clone(),
-    ));
-    tasks.spawn(dispatcher.run(cancel.clone(), queue::DRAIN_DEADLINE));
-    tasks.spawn(run_every(
-        HealthPoller::new(
-            ctx.clone(),
-            settings.reconcile.health_poll_interval,
-            settings.reconcile.bad_readings_before_error,
-        ),
-        cancel.clone(),
-    ));
-    tasks.spawn(run_every(
-        OrphanScanner::new(
-            ctx.clone(),
-            settings.reconcile.orphans,
-            settings.pocketbase.resync_interval,
-        ),
-        cancel.clone(),
-    ));
-    // Readiness follows the health poll's pace so an outage shows within one poll interval.
-    let readiness_interval = settings
-        .reconcile
-        .health_poll_interval
-        .min(health::READINESS_MAX_INTERVAL);
-    tasks.spawn(watch_readiness(
-        ctx.clone(),
-        readiness.clone(),
-        readiness_interval,
-        cancel.clone(),
-    ));
+    tasks.spawn(consumer.run(cancel.clone()).with_current_subscriber());
+    let trigger = resync::Trigger::new();
+    let resyncer = resync::Resyncer {
+        lister: Arc::new(ctx.pb.clone()),
+        known: Arc::new(ctx.journal.clone()),
+        intake: ctx.intake.clone(),
+    };
+    tasks.spawn(
+        resync::run_periodic(
+            ctx.settings.pocketbase.resync_interval,
+            connected_rx,
+            trigger.clone(),
+            resyncer,
+            cancel.clone(),
+        )
+        .with_current_subscriber(),
+    );
+    trigger
+}
 
+/// The health poller, the orphan scanner and the readiness watcher.
+fn spawn_periodic(tasks: &mut JoinSet<()>, ctx: &Context, readiness: &Arc<Readiness>, cancel: &CancellationToken) {
+    let r = &ctx.settings.reconcile;
+    let health = HealthPoller::new(ctx.clone(), r.health_poll_interval, r.bad_readings_before_error);
+    tasks.spawn(run_every(health, cancel.clone()).with_current_subscriber());
+    let orphans = OrphanScanner::new(ctx.clone(), r.orphans, ctx.settings.pocketbase.resync_interval);
+    tasks.spawn(run_every(orphans, cancel.clone()).with_current_subscriber());
+    // Readiness follows the health poll's pace so an outage shows within one poll interval.
+    let every = r.health_poll_interval.min(http::health::READINESS_MAX_INTERVAL);
+    tasks.spawn(
+        http::health::watch(
+            readiness.clone(),
+            ctx.pb.clone(),
+            ctx.coolify.clone(),
+            every,
+            cancel.clone(),
+        )
+        .with_current_subscriber(),
+    );
+}
+
+/// Webhook ingest, admin API and page, health and metrics on `listener`. Requests are handled on
+/// actix's worker threads; they log through the subscriber that is current here.
+fn http_server(
+    listener: TcpListener,
+    ctx: &Context,
+    resync: resync::Trigger,
+    readiness: Arc<Readiness>,
+    webhook_secret: WebhookSecret,
+    settings: &Settings,
+) -> std::io::Result<actix_web::dev::Server> {
     let ingest_state = web::Data::new(http::ingest::IngestState {
-        intake,
+        intake: ctx.intake.clone(),
         secret: webhook_secret,
     });
     let admin_state = web::Data::new(http::operator::AdminState {
         ctx: ctx.clone(),
-        resync: resync_trigger,
+        resync,
     });
     let admin_token = web::Data::new(AdminToken::new(settings.admin.token.clone()));
-    let readiness_data = web::Data::new(readiness.clone());
+    let readiness = web::Data::new(readiness);
+    let logs = tracing::dispatcher::get_default(Clone::clone);
     let server = HttpServer::new(move || {
-        App::new()
+        let logs = logs.clone();
+        actix_web::App::new()
+            .wrap_fn(move |req, service| service.call(req).with_subscriber(logs.clone()))
             .app_data(ingest_state.clone())
             .app_data(admin_state.clone())
             .app_data(admin_token.clone())
-            .app_data(readiness_data.clone())
+            .app_data(readiness.clone())
             .configure(http::health::configure)
             .configure(http::ingest::configure)
             .configure(http::admin::configure)
@@ -190,60 +349,21 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     .workers(2)
     .disable_signals()
     .shutdown_timeout(5)
-    .bind(settings.admin.bind)
-    .with_context(|| format!("binding admin.bind {}", settings.admin.bind))?;
-    let addrs = server.addrs();
-    let server = server.run();
-    let handle = server.handle();
-    info!(addresses = ?addrs, "cf-bridge listening");
-    let server_task = tokio::spawn(server);
-
-    wait_for_signal(cancel.clone()).await;
-    info!("shutting down: no new events; finishing in-flight jobs");
-    // Stop taking webhooks and admin calls first (letting answered ones finish), then the workers.
-    handle.stop(true).await;
-    let _ = server_task.await;
-    cancel.cancel();
-    let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(queue::DRAIN_DEADLINE + Duration::from_secs(5), drain)
-        .await
-        .is_err()
-    {
-        warn!("some tasks did not stop within the deadline");
-    }
-    journal.close().await.context("closing the journal")?;
-    info!("stopped cleanly");
-    Ok(())
+    .listen(listener)?;
+    Ok(server.run())
 }
 
-async fn wait_for_signal(cancel: CancellationToken) {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
+/// Resolves on SIGTERM or SIGINT (what `cf-bridge serve` runs until).
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = term.recv() => info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+        },
         Err(e) => {
-            error!(error = %e, "cannot listen for SIGTERM");
+            warn!(error = %e, "cannot listen for SIGTERM; stopping on SIGINT only");
             let _ = tokio::signal::ctrl_c().await;
-            return;
         }
-    };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
-        _ = cancel.cancelled() => {}
-    }
-}
-
-/// Keeps the PocketBase and Coolify parts of `/readyz` current.
-async fn watch_readiness(ctx: Context, readiness: Arc<Readiness>, every: Duration, cancel: CancellationToken) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let pb_ok = ctx.pb.token().await.is_ok();
-        readiness.pocketbase_auth.store(pb_ok, Ordering::Relaxed);
-        let coolify_ok = ctx.coolify.health().await.is_ok();
-        readiness.coolify_reachable.store(coolify_ok, Ordering::Relaxed);
     }
 }

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use secrecy::ExposeSecret;
 
+use cf_bridge::app::App;
 use cf_bridge::config::{self, Settings};
 
 #[derive(Parser)]
@@ -136,7 +137,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             cf_bridge::telemetry::init(settings.log.format, &settings.log.level);
-            runtime()?.block_on(cf_bridge::app::serve(settings))?;
+            runtime()?.block_on(async {
+                let app = App::build(settings).await?;
+                app.run(cf_bridge::app::shutdown_signal()).await?;
+                anyhow::Ok(())
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Templates(TemplatesCommand::Render { name, instance, plan }) => {

@@ -10,6 +10,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+use tracing::instrument::WithSubscriber;
 
 use crate::backoff::Backoff;
 use crate::config::QueueSettings;
@@ -182,10 +183,13 @@ async fn run_job(
     let started = Instant::now();
     // The slot is held until the outcome is recorded, so a freed slot means a finished job.
     let slot = Arc::new(slot);
-    let mut task = AbortOnDrop(tokio::spawn({
-        let job = job.clone();
-        SLOT.scope(Arc::clone(&slot), async move { handler.handle(&job).await })
-    }));
+    let mut task = AbortOnDrop(tokio::spawn(
+        {
+            let job = job.clone();
+            SLOT.scope(Arc::clone(&slot), async move { handler.handle(&job).await })
+        }
+        .with_current_subscriber(),
+    ));
     // The handler runs in its own task so that a panic ends only that task.
     let result = match (&mut task.0).await {
         Ok(r) => r,
@@ -320,7 +324,7 @@ impl Dispatcher {
                                 job,
                                 slot,
                             );
-                            workers.spawn(worker.instrument(span));
+                            workers.spawn(worker.instrument(span).with_current_subscriber());
                         }
                         // With every worker busy, only a finishing worker (or cancel) matters.
                         if !more {

@@ -7,15 +7,19 @@ use std::time::Duration;
 use actix_web::{HttpResponse, get, web};
 use serde_json::json;
 
+use tokio_util::sync::CancellationToken;
+
+use crate::coolify::CoolifyClient;
 use crate::metrics::Metrics;
+use crate::pocketbase::PbClient;
 
 /// Longest gap between readiness checks of PocketBase and Coolify.
 pub const READINESS_MAX_INTERVAL: Duration = Duration::from_secs(15);
 
 /// What `/readyz` reports; each part is updated by the component that owns it.
 pub struct Readiness {
-    pub pocketbase_auth: AtomicBool,
-    pub coolify_reachable: AtomicBool,
+    pocketbase_auth: AtomicBool,
+    coolify_reachable: AtomicBool,
     /// How recent a resync must be to stand in for a connected realtime stream.
     pub resync_freshness: Duration,
     pub journal: crate::journal::Journal,
@@ -32,6 +36,14 @@ impl Readiness {
             journal,
             metrics,
         })
+    }
+
+    pub fn set_pocketbase(&self, auth_valid: bool) {
+        self.pocketbase_auth.store(auth_valid, Ordering::Relaxed);
+    }
+
+    pub fn set_coolify(&self, reachable: bool) {
+        self.coolify_reachable.store(reachable, Ordering::Relaxed);
     }
 
     /// The parts that are not ready, with the reason for each.
@@ -56,6 +68,26 @@ impl Readiness {
             out.push(("coolify", "not reachable".to_string()));
         }
         out
+    }
+}
+
+/// Keeps the PocketBase and Coolify parts of `/readyz` current until `cancel`.
+pub async fn watch(
+    readiness: Arc<Readiness>,
+    pb: PbClient,
+    coolify: CoolifyClient,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        readiness.set_pocketbase(pb.token().await.is_ok());
+        readiness.set_coolify(coolify.health().await.is_ok());
     }
 }
 

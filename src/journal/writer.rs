@@ -30,9 +30,11 @@ pub(crate) enum Request {
 /// Starts the writer thread; it ends when every sender is dropped.
 pub(crate) fn spawn(conn: Connection) -> Result<mpsc::Sender<Request>, std::io::Error> {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+    // The thread logs where its opener logs (each in-process bridge of a test has its own log).
+    let logs = tracing::dispatcher::get_default(Clone::clone);
     std::thread::Builder::new()
         .name("journal-writer".into())
-        .spawn(move || run(conn, rx))?;
+        .spawn(move || tracing::dispatcher::with_default(&logs, || run(conn, rx)))?;
     Ok(tx)
 }
 
