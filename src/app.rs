@@ -153,6 +153,7 @@ impl App {
             secrets: Arc::new(secrets),
             settings: settings.clone(),
             server_uuid: Arc::from(server),
+            health: Arc::default(),
         };
         // The start-up checks just passed; the readiness watcher keeps these current from here on.
         let readiness = Readiness::new(

@@ -128,6 +128,23 @@ async fn health_poller_needs_consecutive_bad_readings() {
         healthy_again > first_healthy.as_str(),
         "last_healthy_at moved: {first_healthy} -> {healthy_again}"
     );
+    // The poller only judged; the instance's job made both writes, each on a health event.
+    let (code, body) = stack
+        .bridge
+        .admin()
+        .get(&format!("/admin/events?source=health&record={id}"))
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let reasons: Vec<&str> = body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["payload"]["reason"].as_str())
+        .collect();
+    assert!(
+        reasons.contains(&"service unhealthy") && reasons.contains(&"service healthy"),
+        "{body}"
+    );
     assert_eq!(
         stack.services_for(&id).await.len(),
         1,

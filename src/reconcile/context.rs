@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 
+use super::health::HealthBoard;
 use crate::config::Settings;
 use crate::coolify::{CoolifyClient, CoolifyError, ServiceStatus};
 use crate::intake::Intake;
@@ -101,6 +102,8 @@ pub struct Context {
     pub statuses: Arc<StatusBoard>,
     /// Where the executors' own events go (a tenant waking its instances).
     pub intake: Intake,
+    /// The health poller's judgements, which each instance's job applies to its record.
+    pub health: Arc<HealthBoard>,
 }
 
 /// The deterministic Coolify name of a tenant's project.

@@ -9,6 +9,7 @@ use tracing::{info, warn};
 
 use super::context::{ActionLog, Context, service_intent_key, service_name};
 use super::error::ReconcileError;
+use super::health::{HealthWrite, Judgement, Verdict, health_write};
 use super::plan::{self, Action, Blocked, EffectiveState, InstanceInput, Observed, Spec};
 use crate::coolify::{
     CoolifyError, CreateService, EnvVar, EnvVarInput, Service, ServicePatch, ServiceStatus, ServiceUrl,
@@ -43,10 +44,14 @@ pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> 
         None => Err(Blocked::Invalid(format!("tenant {} does not exist", inst.tenant))),
         Some(t) => desire(ctx, &inst, t, template).await?,
     };
-    // Our own write-back comes back as an update event: an unchanged spec needs no Coolify call.
+    // Our own write-back comes back as an update event: an unchanged spec needs no Coolify call, unless
+    // the health poller saw the service vanish (then it must be observed and created again).
+    let judgement = ctx.health.get(&inst.id);
     if let Ok(d) = &desired
         && inst.applied_hash.as_deref() == Some(d.spec.fingerprint().as_str())
+        && judgement.as_ref().is_none_or(|j| j.verdict != Verdict::Missing)
     {
+        apply_health(ctx, &inst, judgement.as_ref()).await?;
         return Ok(Some(updated));
     }
     let desired = match desired {
@@ -202,6 +207,41 @@ async fn desire(
         env,
         secrets_hash,
     }))
+}
+
+/// Writes what the health judgement asks of an instance whose spec is applied.
+async fn apply_health(ctx: &Context, inst: &BotInstance, judgement: Option<&Judgement>) -> Result<(), ReconcileError> {
+    let Some(write) = health_write(inst.status, inst.error_message.as_deref(), judgement) else {
+        return Ok(());
+    };
+    let (patch, action, status, message) = match write {
+        HealthWrite::Recovered => (
+            InstancePatch {
+                status: Some(InstanceStatus::Running),
+                error_message: Some(String::new()),
+                last_healthy_at: Some(chrono::Utc::now()),
+                ..Default::default()
+            },
+            DeployAction::Start,
+            DeployStatus::Success,
+            "health check: service is running again".to_string(),
+        ),
+        HealthWrite::Unhealthy(message) => (
+            InstancePatch {
+                status: Some(InstanceStatus::Error),
+                error_message: Some(message.clone()),
+                ..Default::default()
+            },
+            DeployAction::Error,
+            DeployStatus::Failed,
+            message,
+        ),
+    };
+    ctx.pb.patch_instance(&inst.id, &patch).await?;
+    ActionLog::instance(ctx, &inst.id, Some(&inst.tenant), true, action)
+        .finish(status, message)
+        .await;
+    Ok(())
 }
 
 async fn block(ctx: &Context, inst: &BotInstance, blocked: Blocked) -> Result<(), ReconcileError> {
