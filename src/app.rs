@@ -92,7 +92,7 @@ pub struct App {
     address: SocketAddr,
     ctx: Context,
     readiness: Arc<Readiness>,
-    dispatcher: Dispatcher,
+    dispatcher: Dispatcher<Reconciler>,
     webhook_secret: WebhookSecret,
 }
 

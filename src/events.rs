@@ -134,6 +134,9 @@ pub fn request_fingerprint(
     Some(hex::encode(&Sha256::digest(text.as_bytes())[..12]))
 }
 
+/// An error from behind a trait object (a sink, a lister), kept with its type and sources.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The journal's answer to an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ingested {
@@ -154,7 +157,7 @@ pub enum Ingested {
 pub enum SinkError {
     /// The event could not be stored durably; the sender must not be told it was accepted.
     #[error("journal unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] BoxError),
 }
 
 pub type SinkFuture<'a> = Pin<Box<dyn Future<Output = Result<Ingested, SinkError>> + Send + 'a>>;

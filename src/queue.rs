@@ -18,18 +18,18 @@ use crate::journal::{ClaimedJob, Journal, JournalError, now_ms};
 use crate::metrics::Metrics;
 use prometheus::IntGauge;
 
-/// Why a job failed, which decides whether it is retried.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum JobError {
-    /// Worth retrying with backoff (network, Coolify busy, ...).
-    #[error("{0}")]
-    Retryable(String),
-    /// Retrying cannot help until the record changes (invalid spec, over quota, ...).
-    #[error("{0}")]
-    Permanent(String),
+/// What the dispatcher does with a failed job; the handler decides it from the error's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorPolicy {
+    /// Worth retrying with backoff (network, Coolify busy, ...), until `queue.max_attempts`.
+    Retry,
+    /// Retrying cannot help until the record changes (invalid spec, over quota, ...): park the job.
+    WaitForChange,
+    /// Retrying cannot help at all: the job is dead at once (replay it once the cause is fixed).
+    Dead,
 }
 
-pub type JobFuture<'a> = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send + 'a>>;
+pub type JobFuture<'a, E> = Pin<Box<dyn Future<Output = Result<(), E>> + Send + 'a>>;
 
 tokio::task_local! {
     static SLOT: Arc<WorkerSlot>;
@@ -74,7 +74,12 @@ pub async fn without_slot<F: Future>(wait: F) -> F::Output {
 
 /// Does the work for one claimed job (the reconciler).
 pub trait JobHandler: Send + Sync + 'static {
-    fn handle<'a>(&'a self, job: &'a ClaimedJob) -> JobFuture<'a>;
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    fn handle<'a>(&'a self, job: &'a ClaimedJob) -> JobFuture<'a, Self::Error>;
+
+    /// How a failure of `handle` is treated.
+    fn error_policy(&self, error: &Self::Error) -> ErrorPolicy;
 }
 
 /// Longest sleep between looks at the journal when nothing pokes the notifier.
@@ -102,10 +107,10 @@ fn retry_backoff(cfg: &QueueSettings) -> Backoff {
     Backoff::new(cfg.base_backoff, cfg.max_backoff)
 }
 
-pub struct Dispatcher {
+pub struct Dispatcher<H> {
     journal: Journal,
     metrics: Arc<Metrics>,
-    handler: Arc<dyn JobHandler>,
+    handler: Arc<H>,
     cfg: QueueSettings,
     poll_interval: Duration,
     notify: Arc<Notify>,
@@ -172,10 +177,10 @@ async fn refresh_gauges(journal: &Journal, metrics: &Metrics) {
     }
 }
 
-async fn run_job(
+async fn run_job<H: JobHandler>(
     journal: Journal,
     metrics: Arc<Metrics>,
-    handler: Arc<dyn JobHandler>,
+    handler: Arc<H>,
     cfg: Arc<QueueSettings>,
     job: ClaimedJob,
     slot: WorkerSlot,
@@ -186,20 +191,23 @@ async fn run_job(
     let mut task = AbortOnDrop(tokio::spawn(
         {
             let job = job.clone();
+            let handler = Arc::clone(&handler);
             SLOT.scope(Arc::clone(&slot), async move { handler.handle(&job).await })
         }
         .with_current_subscriber(),
     ));
-    // The handler runs in its own task so that a panic ends only that task.
-    let result = match (&mut task.0).await {
-        Ok(r) => r,
-        Err(e) => Err(JobError::Retryable(panic_message(e))),
+    // The handler runs in its own task so that a panic ends only that task; a panic is retried.
+    let failure = match (&mut task.0).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some((handler.error_policy(&e), e.to_string())),
+        Err(e) => Some((ErrorPolicy::Retry, panic_message(e))),
     };
-    let outcome = match result {
-        Ok(()) => Outcome::Succeeded,
-        Err(JobError::Permanent(error)) => Outcome::Deferred { error },
-        Err(JobError::Retryable(error)) if job.attempts >= cfg.max_attempts => Outcome::Dead { error },
-        Err(JobError::Retryable(error)) => {
+    let outcome = match failure {
+        None => Outcome::Succeeded,
+        Some((ErrorPolicy::WaitForChange, error)) => Outcome::Deferred { error },
+        Some((ErrorPolicy::Dead, error)) => Outcome::Dead { error },
+        Some((ErrorPolicy::Retry, error)) if job.attempts >= cfg.max_attempts => Outcome::Dead { error },
+        Some((ErrorPolicy::Retry, error)) => {
             let delay = i64::try_from(backoff_delay(&cfg, job.attempts).as_millis()).unwrap_or(i64::MAX);
             Outcome::Retry {
                 error,
@@ -233,11 +241,11 @@ async fn run_job(
     tracing::error!("job outcome not recorded; it will run again after a restart");
 }
 
-impl Dispatcher {
+impl<H: JobHandler> Dispatcher<H> {
     /// A dispatcher of `journal`'s jobs to `handler`; `wake` (the intake's) starts a due job at once.
     pub fn new(
         journal: Journal,
-        handler: Arc<dyn JobHandler>,
+        handler: Arc<H>,
         cfg: &QueueSettings,
         wake: Arc<Notify>,
         metrics: Arc<Metrics>,

@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::events::{Action, Collection, Ingested, NewEvent, SinkError, Source, valid_record_id};
+use crate::events::{Action, BoxError, Collection, Ingested, NewEvent, SinkError, Source, valid_record_id};
 use crate::intake::Intake;
 
 pub const COLLECTIONS: [Collection; 2] = [Collection::Tenants, Collection::BotInstances];
@@ -31,7 +31,7 @@ pub struct RecordStamp {
     pub desired_hash: Option<String>,
 }
 
-pub type ListFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
+pub type ListFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send + 'a>>;
 
 /// Lists every live record of a collection (the PocketBase client implements it).
 pub trait RecordLister: Send + Sync {
@@ -54,10 +54,18 @@ pub struct ResyncReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResyncError {
-    #[error("listing {collection} failed: {message}")]
-    List { collection: &'static str, message: String },
-    #[error("reading applied state of {collection} failed: {message}")]
-    Known { collection: &'static str, message: String },
+    #[error("listing {collection} failed: {source}")]
+    List {
+        collection: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    #[error("reading applied state of {collection} failed: {source}")]
+    Known {
+        collection: &'static str,
+        #[source]
+        source: BoxError,
+    },
     #[error(transparent)]
     Sink(#[from] SinkError),
 }
@@ -90,13 +98,13 @@ async fn resync_collection(
     report: &mut ResyncReport,
 ) -> Result<(), ResyncError> {
     let name = collection.as_str();
-    let listed = lister.list(collection).await.map_err(|message| ResyncError::List {
+    let listed = lister.list(collection).await.map_err(|source| ResyncError::List {
         collection: name,
-        message,
+        source,
     })?;
-    let known = known.known(collection).await.map_err(|message| ResyncError::Known {
+    let known = known.known(collection).await.map_err(|source| ResyncError::Known {
         collection: name,
-        message,
+        source,
     })?;
     report.listed += listed.len();
     let mut live = HashSet::with_capacity(listed.len());
@@ -354,7 +362,7 @@ mod tests {
         struct Failing;
         impl RecordLister for Failing {
             fn list(&self, _: Collection) -> ListFuture<'_, Vec<RecordStamp>> {
-                Box::pin(async { Err("PocketBase down".to_string()) })
+                Box::pin(async { Err("PocketBase down".into()) })
             }
         }
         let fixed = Fixed(

@@ -4,8 +4,6 @@
 mod pb_intake;
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +12,7 @@ use cf_bridge::events::{Action, Collection, NewEvent, Source};
 use cf_bridge::http::ingest::{self, IngestState};
 use cf_bridge::intake::Intake;
 use cf_bridge::metrics::Metrics;
-use cf_bridge::pocketbase::realtime::{Consumer, TokenSource};
+use cf_bridge::pocketbase::realtime::{Consumer, TokenFuture, TokenSource};
 use cf_bridge::webhook::generate_secret;
 use pb_intake::{MemorySink, Pb, PbOptions};
 use secrecy::SecretString;
@@ -157,7 +155,7 @@ async fn wrong_secret_is_refused_but_pocketbase_writes_still_succeed() {
 struct StaticToken(String);
 
 impl TokenSource for StaticToken {
-    fn token(&self) -> Pin<Box<dyn Future<Output = Result<SecretString, String>> + Send + '_>> {
+    fn token(&self) -> TokenFuture<'_> {
         let token = SecretString::from(self.0.clone());
         Box::pin(async move { Ok(token) })
     }

@@ -3,15 +3,13 @@
 #[path = "common/pb_intake.rs"]
 mod pb_intake;
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use cf_bridge::events::{Action, Collection, Source};
 use cf_bridge::intake::Intake;
 use cf_bridge::metrics::Metrics;
-use cf_bridge::pocketbase::realtime::{Consumer, RealtimeError, TokenSource};
+use cf_bridge::pocketbase::realtime::{Consumer, RealtimeError, TokenFuture, TokenSource};
 use pb_intake::{MemorySink, Pb, PbOptions};
 use secrecy::SecretString;
 use serde_json::json;
@@ -24,7 +22,7 @@ const SECOND: Duration = Duration::from_secs(1);
 struct StaticToken(String);
 
 impl TokenSource for StaticToken {
-    fn token(&self) -> Pin<Box<dyn Future<Output = Result<SecretString, String>> + Send + '_>> {
+    fn token(&self) -> TokenFuture<'_> {
         let token = SecretString::from(self.0.clone());
         Box::pin(async move { Ok(token) })
     }

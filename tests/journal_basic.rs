@@ -394,7 +394,7 @@ async fn a_read_only_journal_refuses_events_cleanly() {
     )
     .expect("open ro");
     match ro.ingest(event(Source::Webhook, "r1", "t1")).await {
-        Err(SinkError::Unavailable(msg)) => assert!(msg.contains("journal"), "{msg}"),
+        Err(SinkError::Unavailable(msg)) => assert!(msg.to_string().contains("journal"), "{msg}"),
         other => panic!("expected Unavailable, got {other:?}"),
     }
     assert!(ro.check_writable().await.is_err());

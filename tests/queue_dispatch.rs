@@ -11,7 +11,7 @@ use cf_bridge::config::QueueSettings;
 use cf_bridge::events::{Action, Collection, EventSink, NewEvent, Source};
 use cf_bridge::journal::{AttemptOutcome, ClaimedJob, EventFilter, EventStatus, JobState, Journal};
 use cf_bridge::metrics::Metrics;
-use cf_bridge::queue::{Dispatcher, JobError, JobFuture, JobHandler, backoff_cap, backoff_delay};
+use cf_bridge::queue::{Dispatcher, ErrorPolicy, JobFuture, JobHandler, backoff_cap, backoff_delay};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -48,11 +48,30 @@ struct Harness {
     run: tokio::task::JoinHandle<()>,
 }
 
-fn start(handler: Arc<dyn JobHandler>, cfg: QueueSettings, drain: Duration) -> Harness {
+/// A handler's failure in these tests; the variant is its policy.
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error("{0}")]
+    Retryable(String),
+    #[error("{0}")]
+    Permanent(String),
+    #[error("{0}")]
+    Fatal(String),
+}
+
+fn policy(failure: &Failure) -> ErrorPolicy {
+    match failure {
+        Failure::Retryable(_) => ErrorPolicy::Retry,
+        Failure::Permanent(_) => ErrorPolicy::WaitForChange,
+        Failure::Fatal(_) => ErrorPolicy::Dead,
+    }
+}
+
+fn start<H: JobHandler>(handler: Arc<H>, cfg: QueueSettings, drain: Duration) -> Harness {
     start_polling(handler, cfg, POLL, drain)
 }
 
-fn start_polling(handler: Arc<dyn JobHandler>, cfg: QueueSettings, poll: Duration, drain: Duration) -> Harness {
+fn start_polling<H: JobHandler>(handler: Arc<H>, cfg: QueueSettings, poll: Duration, drain: Duration) -> Harness {
     let dir = tempfile::tempdir().expect("temp dir");
     let journal = Journal::open(&dir.path().join("journal.db")).expect("open");
     let dispatcher = Dispatcher::new(
@@ -118,7 +137,13 @@ struct Tracker {
 }
 
 impl JobHandler for Tracker {
-    fn handle<'a>(&'a self, job: &'a ClaimedJob) -> JobFuture<'a> {
+    type Error = Failure;
+
+    fn error_policy(&self, failure: &Failure) -> ErrorPolicy {
+        policy(failure)
+    }
+
+    fn handle<'a>(&'a self, job: &'a ClaimedJob) -> JobFuture<'a, Failure> {
         Box::pin(async move {
             if !self.in_flight.lock().expect("lock").insert(job.record_id.clone()) {
                 self.overlap.store(true, Ordering::SeqCst);
@@ -188,13 +213,19 @@ struct Flaky {
 }
 
 impl JobHandler for Flaky {
-    fn handle<'a>(&'a self, _job: &'a ClaimedJob) -> JobFuture<'a> {
+    type Error = Failure;
+
+    fn error_policy(&self, failure: &Failure) -> ErrorPolicy {
+        policy(failure)
+    }
+
+    fn handle<'a>(&'a self, _job: &'a ClaimedJob) -> JobFuture<'a, Failure> {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
             match (self.failing.load(Ordering::SeqCst), self.permanent) {
                 (false, _) => Ok(()),
-                (true, false) => Err(JobError::Retryable("coolify unreachable".into())),
-                (true, true) => Err(JobError::Permanent("template missing".into())),
+                (true, false) => Err(Failure::Retryable("coolify unreachable".into())),
+                (true, true) => Err(Failure::Permanent("template missing".into())),
             }
         })
     }
@@ -263,6 +294,39 @@ async fn retryable_failures_back_off_then_die_and_an_event_revives() {
     h.stop().await;
 }
 
+/// Fails with an error whose policy is "dead".
+struct Broken;
+
+impl JobHandler for Broken {
+    type Error = Failure;
+
+    fn error_policy(&self, failure: &Failure) -> ErrorPolicy {
+        policy(failure)
+    }
+
+    fn handle<'a>(&'a self, _job: &'a ClaimedJob) -> JobFuture<'a, Failure> {
+        Box::pin(async { Err(Failure::Fatal("internal: no service uuid".into())) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_whose_policy_is_dead_ends_the_job_at_the_first_attempt() {
+    let h = start(Arc::new(Broken), cfg(2), Duration::from_secs(5));
+    h.ingest("r1", 0).await;
+    let j = h.journal.clone();
+    wait_for("the job to die", || {
+        let j = j.clone();
+        async move { count(&j, JobState::Dead).await == 1 }
+    })
+    .await;
+    let id = j.list_events(EventFilter::default(), None, 1).await.expect("list").0[0].id;
+    let (_, job, attempts) = j.get_event(id).await.expect("get").expect("exists");
+    assert_eq!(job.expect("a job").attempts, 1, "no retry");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].outcome, Some(AttemptOutcome::Dead));
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_errors_wait_for_a_new_event() {
     let flaky = Arc::new(Flaky {
@@ -299,7 +363,13 @@ struct PanicsOnce {
 }
 
 impl JobHandler for PanicsOnce {
-    fn handle<'a>(&'a self, _job: &'a ClaimedJob) -> JobFuture<'a> {
+    type Error = Failure;
+
+    fn error_policy(&self, failure: &Failure) -> ErrorPolicy {
+        policy(failure)
+    }
+
+    fn handle<'a>(&'a self, _job: &'a ClaimedJob) -> JobFuture<'a, Failure> {
         Box::pin(async move {
             if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
                 panic!("handler bug");
@@ -343,7 +413,13 @@ struct Gate {
 }
 
 impl JobHandler for Gate {
-    fn handle<'a>(&'a self, _job: &'a ClaimedJob) -> JobFuture<'a> {
+    type Error = Failure;
+
+    fn error_policy(&self, failure: &Failure) -> ErrorPolicy {
+        policy(failure)
+    }
+
+    fn handle<'a>(&'a self, _job: &'a ClaimedJob) -> JobFuture<'a, Failure> {
         Box::pin(async move {
             if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
                 self.entered.notify_one();
@@ -446,7 +522,13 @@ impl Waiter {
 }
 
 impl JobHandler for Waiter {
-    fn handle<'a>(&'a self, job: &'a ClaimedJob) -> JobFuture<'a> {
+    type Error = Failure;
+
+    fn error_policy(&self, failure: &Failure) -> ErrorPolicy {
+        policy(failure)
+    }
+
+    fn handle<'a>(&'a self, job: &'a ClaimedJob) -> JobFuture<'a, Failure> {
         Box::pin(async move {
             if job.record_id == "waits" {
                 self.work().await;

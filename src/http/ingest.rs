@@ -109,10 +109,9 @@ async fn receive(req: HttpRequest, payload: web::Payload, state: web::Data<Inges
     let outcome = match tokio::time::timeout(SINK_TIMEOUT, state.intake.submit(event)).await {
         Ok(outcome) => outcome,
         // Not acknowledged: if the write lands later, the sender's retry is a harmless duplicate.
-        Err(_) => Err(SinkError::Unavailable(format!(
-            "no journal answer within {} s",
-            SINK_TIMEOUT.as_secs()
-        ))),
+        Err(_) => Err(SinkError::Unavailable(
+            format!("no journal answer within {} s", SINK_TIMEOUT.as_secs()).into(),
+        )),
     };
     match outcome {
         Ok(Ingested::New {

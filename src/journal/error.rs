@@ -43,6 +43,6 @@ pub enum JournalError {
 
 impl From<JournalError> for SinkError {
     fn from(e: JournalError) -> Self {
-        SinkError::Unavailable(e.to_string())
+        SinkError::Unavailable(Box::new(e))
     }
 }

@@ -150,7 +150,7 @@ impl Journal {
 impl crate::resync::KnownRecords for Journal {
     fn known(&self, c: Collection) -> crate::resync::ListFuture<'_, std::collections::HashMap<String, String>> {
         Box::pin(async move {
-            let rows = self.known_records(c).await.map_err(|e| e.to_string())?;
+            let rows = self.known_records(c).await?;
             Ok(rows
                 .into_iter()
                 .filter(|r| !r.deleted)

@@ -23,6 +23,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::PbError;
 use crate::backoff::Backoff;
 use crate::config::PocketBaseSettings;
 use crate::events::{Action, Collection, Ingested, NewEvent, SinkError, Source};
@@ -42,7 +43,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// PocketBase sends one line per frame; anything longer than this is not a sane frame.
 const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
 
-pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<SecretString, String>> + Send + 'a>>;
+pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<SecretString, PbError>> + Send + 'a>>;
 
 /// Supplies a current superuser token (refreshing it as needed).
 pub trait TokenSource: Send + Sync {
@@ -53,6 +54,8 @@ pub trait TokenSource: Send + Sync {
 pub enum RealtimeError {
     #[error("PocketBase realtime auth failed: {0}")]
     Auth(String),
+    #[error("PocketBase realtime auth failed: no token: {0}")]
+    Token(#[source] PbError),
     #[error("PocketBase realtime request failed: {0}")]
     Transport(String),
     #[error("PocketBase realtime protocol error: {0}")]
@@ -282,11 +285,7 @@ impl Consumer {
         connected_at: &mut Option<Instant>,
     ) -> Result<SessionEnd, RealtimeError> {
         let base = &self.base_url;
-        let token = self
-            .tokens
-            .token()
-            .await
-            .map_err(|e| RealtimeError::Auth(format!("no token: {e}")))?;
+        let token = self.tokens.token().await.map_err(RealtimeError::Token)?;
         check_superuser(client, base, &token).await?;
         // The token on the GET lets hooks/pb_hooks/rt_timeouts.pb.js lengthen our connection's timeouts.
         let resp = client
@@ -395,7 +394,7 @@ impl Consumer {
             match outcome {
                 Ok(SessionEnd::Cancelled) => return,
                 Ok(SessionEnd::Closed) => tracing::info!("PocketBase realtime stream ended; reconnecting"),
-                Err(e @ RealtimeError::Auth(_)) => {
+                Err(e @ (RealtimeError::Auth(_) | RealtimeError::Token(_))) => {
                     tracing::error!(error = %e, "PocketBase realtime cannot authenticate; retrying");
                     backoff.saturate();
                 }

@@ -1,16 +1,14 @@
 //! The PocketBase client as the token source of the realtime consumer and the lister of the resync.
 
-use secrecy::SecretString;
-
 use super::client::PbClient;
-use super::realtime::TokenSource;
+use super::realtime::{TokenFuture, TokenSource};
 use super::records::{BotInstance, Tenant, format_pb_date};
 use crate::events::Collection;
 use crate::resync::{ListFuture, RecordLister, RecordStamp};
 
 impl TokenSource for PbClient {
-    fn token(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<SecretString, String>> + Send + '_>> {
-        Box::pin(async move { PbClient::token(self).await.map_err(|e| e.to_string()) })
+    fn token(&self) -> TokenFuture<'_> {
+        Box::pin(PbClient::token(self))
     }
 }
 
@@ -29,11 +27,11 @@ impl RecordLister for PbClient {
         Box::pin(async move {
             match c {
                 Collection::Tenants => {
-                    let v: Vec<Tenant> = self.list_tenants().await.map_err(|e| e.to_string())?;
+                    let v: Vec<Tenant> = self.list_tenants().await?;
                     Ok(v.into_iter().map(|t| stamp(t.id, t.updated)).collect())
                 }
                 Collection::BotInstances => {
-                    let v: Vec<BotInstance> = self.list_instances(None).await.map_err(|e| e.to_string())?;
+                    let v: Vec<BotInstance> = self.list_instances(None).await?;
                     Ok(v.into_iter().map(|i| stamp(i.id, i.updated)).collect())
                 }
             }

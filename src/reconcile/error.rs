@@ -1,45 +1,116 @@
-//! Reconcile failures and how the queue should treat them.
+//! Reconcile failures, typed to the edge, and the policy the queue applies to each (as kube-rs's
+//! `error_policy` decides a requeue from the error).
+//!
+//! The `Display` of an error is what the record's `error_message`, the deploy log and the job's
+//! `last_error` show, so each variant's text stays what an operator can act on.
 
 use crate::coolify::CoolifyError;
+use crate::events::SinkError;
 use crate::journal::JournalError;
 use crate::pocketbase::PbError;
+use crate::queue::ErrorPolicy;
+use crate::secrets::SecretsError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
-    /// Worth retrying with backoff (Coolify or PocketBase down, rate limits, timeouts).
+    #[error("PocketBase: {0}")]
+    PocketBase(#[source] PbError),
     #[error("{0}")]
-    Transient(String),
-    /// Will not succeed until the record (or its tenant, template or secrets) changes.
+    Coolify(#[source] CoolifyError),
+    #[error("journal: {0}")]
+    Journal(#[source] JournalError),
+    #[error("secret store: {0}")]
+    Secrets(#[source] SecretsError),
+    /// An event the executor produced (a tenant waking its instances) could not be journaled.
     #[error("{0}")]
-    NeedsChange(String),
+    Intake(#[source] SinkError),
+    /// The record (or its tenant, template or secrets) must change first; the message says how.
+    #[error("{0}")]
+    Blocked(String),
+    #[error("service {uuid} did not reach running within {secs} s (last status: {last})")]
+    NotRunning { uuid: String, secs: u64, last: String },
+    /// A plan asked for a service step before there was a service: a bug, not a condition to retry.
+    #[error("internal: no service uuid for a service action")]
+    NoService,
 }
 
 impl ReconcileError {
-    pub fn is_permanent(&self) -> bool {
-        matches!(self, ReconcileError::NeedsChange(_))
+    /// Retry what may pass by itself (networks, rate limits, timeouts), wait for the record to change
+    /// when the request itself is wrong, and stop at once on an internal bug.
+    pub fn policy(&self) -> ErrorPolicy {
+        match self {
+            ReconcileError::Coolify(
+                CoolifyError::Validation { .. } | CoolifyError::Conflict { .. } | CoolifyError::InvalidInput(_),
+            )
+            | ReconcileError::Blocked(_) => ErrorPolicy::WaitForChange,
+            ReconcileError::NoService => ErrorPolicy::Dead,
+            ReconcileError::PocketBase(_)
+            | ReconcileError::Coolify(_)
+            | ReconcileError::Journal(_)
+            | ReconcileError::Secrets(_)
+            | ReconcileError::Intake(_)
+            | ReconcileError::NotRunning { .. } => ErrorPolicy::Retry,
+        }
     }
 }
 
 impl From<PbError> for ReconcileError {
     fn from(e: PbError) -> Self {
-        ReconcileError::Transient(format!("PocketBase: {e}"))
+        ReconcileError::PocketBase(e)
     }
 }
 
 impl From<JournalError> for ReconcileError {
     fn from(e: JournalError) -> Self {
-        ReconcileError::Transient(format!("journal: {e}"))
+        ReconcileError::Journal(e)
     }
 }
 
 impl From<CoolifyError> for ReconcileError {
     fn from(e: CoolifyError) -> Self {
-        match e {
-            // The request itself is wrong; repeating it cannot help.
-            CoolifyError::Validation { .. } | CoolifyError::Conflict { .. } | CoolifyError::InvalidInput(_) => {
-                ReconcileError::NeedsChange(e.to_string())
-            }
-            other => ReconcileError::Transient(other.to_string()),
-        }
+        ReconcileError::Coolify(e)
+    }
+}
+
+impl From<SecretsError> for ReconcileError {
+    fn from(e: SecretsError) -> Self {
+        ReconcileError::Secrets(e)
+    }
+}
+
+impl From<SinkError> for ReconcileError {
+    fn from(e: SinkError) -> Self {
+        ReconcileError::Intake(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_policy_follows_the_type_and_the_text_stays_actionable() {
+        let conflict = ReconcileError::from(CoolifyError::Conflict {
+            message: "Domain conflicts detected.".into(),
+            conflicts: Vec::new(),
+        });
+        assert_eq!(conflict.policy(), ErrorPolicy::WaitForChange);
+        assert_eq!(conflict.to_string(), "Coolify conflict: Domain conflicts detected.");
+        let down = ReconcileError::from(CoolifyError::Transport("connection refused".into()));
+        assert_eq!(down.policy(), ErrorPolicy::Retry);
+        assert_eq!(
+            ReconcileError::from(PbError::NotFound).to_string(),
+            "PocketBase: PocketBase record or collection not found"
+        );
+        assert_eq!(
+            ReconcileError::Blocked("quota exceeded".into()).policy(),
+            ErrorPolicy::WaitForChange
+        );
+        assert_eq!(ReconcileError::NoService.policy(), ErrorPolicy::Dead);
+        let source = std::error::Error::source(&down).map(ToString::to_string);
+        assert_eq!(
+            source.as_deref(),
+            Some("Coolify unreachable or response lost: connection refused")
+        );
     }
 }

@@ -12,8 +12,9 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::context::Context;
+use super::error::ReconcileError;
 use crate::coolify::ServiceStatus;
-use crate::events::{Action as EventAction, Collection, NewEvent, Source};
+use crate::events::{Action as EventAction, Collection, NewEvent, SinkError, Source};
 use crate::pocketbase::records::{BotInstance, InstanceStatus, format_pb_date};
 
 /// Marks an `error_message` the poller wrote, so it only clears its own errors.
@@ -112,7 +113,7 @@ impl super::Periodic for HealthPoller {
         self.interval
     }
 
-    async fn tick(&mut self) -> Result<(), String> {
+    async fn tick(&mut self) -> Result<(), ReconcileError> {
         self.poll_once().await
     }
 }
@@ -127,13 +128,8 @@ impl HealthPoller {
         }
     }
 
-    pub async fn poll_once(&mut self) -> Result<(), String> {
-        let services = self
-            .ctx
-            .coolify
-            .list_service_states()
-            .await
-            .map_err(|e| e.to_string())?;
+    pub async fn poll_once(&mut self) -> Result<(), ReconcileError> {
+        let services = self.ctx.coolify.list_service_states().await?;
         let by_uuid: HashMap<String, ServiceStatus> = services.into_iter().map(|s| (s.uuid, s.status)).collect();
         let instances = self
             .ctx
@@ -141,8 +137,7 @@ impl HealthPoller {
             .list_instances(Some(
                 "coolify_service_id != '' && (status = 'running' || status = 'error')",
             ))
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let mut judged = HashMap::new();
         for inst in instances {
             // Only instances the bridge brought up, or that it marked unhealthy, are judged here.
@@ -182,7 +177,7 @@ impl HealthPoller {
     }
 
     /// Journals a health event for the instance, once per judgement and record version.
-    async fn wake(&self, inst: &BotInstance, service: &str, judgement: &Judgement) -> Result<(), String> {
+    async fn wake(&self, inst: &BotInstance, service: &str, judgement: &Judgement) -> Result<(), SinkError> {
         let updated = inst.updated.as_ref().map(format_pb_date).unwrap_or_default();
         let verdict = format!("{:?}", judgement.verdict).to_ascii_lowercase();
         let event = NewEvent {
@@ -195,7 +190,7 @@ impl HealthPoller {
             delivery_id: None,
             payload: json!({"reason": format!("service {verdict}"), "coolify_uuid": service}),
         };
-        self.ctx.intake.submit(event).await.map_err(|e| e.to_string())?;
+        self.ctx.intake.submit(event).await?;
         match judgement.verdict {
             Verdict::Missing => {
                 warn!(record_id = %inst.id, coolify_uuid = %service, "service missing from Coolify; scheduled a redeploy")

@@ -1,7 +1,6 @@
 //! Instance executor: read the record, work out the desired spec, observe Coolify, carry out the plan,
 //! write the outcome back.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use secrecy::{ExposeSecret, SecretString};
@@ -10,7 +9,7 @@ use tracing::{info, warn};
 use super::context::{ActionLog, Context, service_intent_key, service_name};
 use super::error::ReconcileError;
 use super::health::{HealthWrite, Judgement, Verdict, health_write};
-use super::plan::{self, Action, Blocked, EffectiveState, InstanceInput, Observed, Spec};
+use super::plan::{self, Action, Blocked, DeletedInstanceAction, EffectiveState, InstanceInput, Observed, Spec};
 use crate::coolify::{
     CoolifyError, CreateService, EnvVar, EnvVarInput, Service, ServicePatch, ServiceStatus, ServiceUrl,
 };
@@ -61,7 +60,7 @@ pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> 
     mark_first_action(ctx, first_event_ms);
     let observed = observe(ctx, &inst, &desired.project_uuid).await?;
     let input = InstanceInput {
-        desired: Ok(desired.spec.clone()),
+        desired: desired.spec.clone(),
         applied: inst.applied_hash.as_deref().and_then(Spec::parse),
         observed: observed.clone(),
     };
@@ -128,11 +127,7 @@ async fn desire(
         Err(e) => return Ok(Err(Blocked::Quota(e.to_string()))),
     };
 
-    let stored = ctx
-        .secrets
-        .get(&inst.id)
-        .map_err(|e| ReconcileError::Transient(format!("secret store: {e}")))?;
-    let stored = stored.unwrap_or_default();
+    let stored = ctx.secrets.get(&inst.id)?.unwrap_or_default();
     let present: std::collections::BTreeSet<String> = stored.keys().cloned().collect();
     let missing = secrets::missing_secrets(&template.required_secrets, &present);
     if !missing.is_empty() {
@@ -244,8 +239,11 @@ async fn apply_health(ctx: &Context, inst: &BotInstance, judgement: Option<&Judg
     Ok(())
 }
 
-async fn block(ctx: &Context, inst: &BotInstance, blocked: Blocked) -> Result<(), ReconcileError> {
-    let (status, message) = match &blocked {
+/// Pure step: what a blocked instance shows. Missing secrets and a tenant without a project wait in
+/// `pending`; quota and invalid records are errors. A blocked instance is not planned: quota and
+/// validation problems stop nothing that already works, they only refuse new work.
+fn blocked_status(blocked: &Blocked) -> (InstanceStatus, String) {
+    match blocked {
         Blocked::MissingSecrets(keys) => (
             InstanceStatus::Pending,
             format!("waiting for secrets: {}", keys.join(", ")),
@@ -255,7 +253,11 @@ async fn block(ctx: &Context, inst: &BotInstance, blocked: Blocked) -> Result<()
             "waiting for the tenant's Coolify project".to_string(),
         ),
         Blocked::Quota(m) | Blocked::Invalid(m) => (InstanceStatus::Error, m.clone()),
-    };
+    }
+}
+
+async fn block(ctx: &Context, inst: &BotInstance, blocked: Blocked) -> Result<(), ReconcileError> {
+    let (status, message) = blocked_status(&blocked);
     // Only a change is written, so the update event our own write causes ends here next time.
     if inst.status != Some(status) || inst.error_message.as_deref() != Some(message.as_str()) {
         let patch = InstancePatch {
@@ -271,7 +273,7 @@ async fn block(ctx: &Context, inst: &BotInstance, blocked: Blocked) -> Result<()
         }
         warn!(record_id = %inst.id, status = ?status, reason = %message, "instance blocked");
     }
-    Err(ReconcileError::NeedsChange(message))
+    Err(ReconcileError::Blocked(message))
 }
 
 async fn observe(ctx: &Context, inst: &BotInstance, project_uuid: &str) -> Result<Observed, ReconcileError> {
@@ -438,8 +440,7 @@ fn urls(desired: &Desired) -> Vec<ServiceUrl> {
 }
 
 fn need_uuid(uuid: &Option<String>) -> Result<&str, ReconcileError> {
-    uuid.as_deref()
-        .ok_or_else(|| ReconcileError::Transient("internal: no service uuid for a service action".into()))
+    uuid.as_deref().ok_or(ReconcileError::NoService)
 }
 
 async fn run_actions(
@@ -509,11 +510,6 @@ async fn run_actions(
                 };
                 ctx.pb.patch_instance(&inst.id, &patch).await?;
             }
-            Action::Block(_) | Action::DeleteService => {
-                return Err(ReconcileError::Transient(format!(
-                    "internal: unexpected action {action:?}"
-                )));
-            }
         }
     }
     Ok(())
@@ -570,11 +566,11 @@ async fn wait_running(ctx: &Context, uuid: &str) -> Result<(), ReconcileError> {
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                let last = status.map(|s| s.to_string()).unwrap_or_else(|| "not listed".into());
-                return Err(ReconcileError::Transient(format!(
-                    "service {uuid} did not reach running within {} s (last status: {last})",
-                    ctx.settings.reconcile.running_timeout.as_secs()
-                )));
+                return Err(ReconcileError::NotRunning {
+                    uuid: uuid.to_string(),
+                    secs: ctx.settings.reconcile.running_timeout.as_secs(),
+                    last: status.map(|s| s.to_string()).unwrap_or_else(|| "not listed".into()),
+                });
             }
             // The board paces the rounds; ask for the next one.
             after = asked + Duration::from_millis(1);
@@ -597,12 +593,12 @@ async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
             uuids.push(svc.uuid);
         }
     }
-    let mut removed = BTreeMap::new();
-    for uuid in &uuids {
+    let mut removed = 0;
+    for DeletedInstanceAction::DeleteService(uuid) in plan::plan_deleted_instance(&uuids) {
         let log = ActionLog::instance(ctx, id, None, false, DeployAction::Destroy);
         match ctx
             .coolify
-            .delete_service_and_wait(uuid, Duration::from_secs(120))
+            .delete_service_and_wait(&uuid, Duration::from_secs(120))
             .await
         {
             Ok(()) | Err(CoolifyError::NotFound { .. }) => {
@@ -611,7 +607,7 @@ async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
                     format!("service {uuid} destroyed and verified gone"),
                 )
                 .await;
-                removed.insert(uuid.clone(), ());
+                removed += 1;
             }
             Err(e) => {
                 log.finish(DeployStatus::Failed, format!("could not destroy service {uuid}: {e}"))
@@ -621,8 +617,36 @@ async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
         }
     }
     ctx.journal.clear_intent(&key).await?;
-    if !removed.is_empty() {
-        info!(record_id = %id, services = removed.len(), "instance destroyed");
+    if removed > 0 {
+        info!(record_id = %id, services = removed, "instance destroyed");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocked_instances_wait_in_pending_or_show_the_error() {
+        let quota = "quota exceeded: plan starter allows 2 stacks".to_string();
+        assert_eq!(
+            blocked_status(&Blocked::Quota(quota.clone())),
+            (InstanceStatus::Error, quota)
+        );
+        assert_eq!(
+            blocked_status(&Blocked::MissingSecrets(vec!["TELEGRAM_BOT_TOKEN".into()])),
+            (
+                InstanceStatus::Pending,
+                "waiting for secrets: TELEGRAM_BOT_TOKEN".into()
+            )
+        );
+        assert_eq!(
+            blocked_status(&Blocked::TenantNotReady),
+            (
+                InstanceStatus::Pending,
+                "waiting for the tenant's Coolify project".into()
+            )
+        );
+    }
 }

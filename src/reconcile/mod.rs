@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::Collection;
 use crate::journal::ClaimedJob;
-use crate::queue::{JobError, JobFuture, JobHandler};
+use crate::queue::{ErrorPolicy, JobFuture, JobHandler};
 use context::Context;
 use error::ReconcileError;
 
@@ -24,7 +24,7 @@ pub trait Periodic: Send + 'static {
     /// What the task is called in its log lines.
     const NAME: &'static str;
     fn interval(&self) -> Duration;
-    fn tick(&mut self) -> impl Future<Output = Result<(), String>> + Send;
+    fn tick(&mut self) -> impl Future<Output = Result<(), ReconcileError>> + Send;
 }
 
 /// Runs `task` at once and then every interval until `cancel`. A failed tick is logged; the next runs anyway.
@@ -69,15 +69,13 @@ impl Reconciler {
 }
 
 impl JobHandler for Reconciler {
-    fn handle<'a>(&'a self, job: &'a ClaimedJob) -> JobFuture<'a> {
-        Box::pin(async move {
-            self.run(job).await.map_err(|e| {
-                if e.is_permanent() {
-                    JobError::Permanent(e.to_string())
-                } else {
-                    JobError::Retryable(e.to_string())
-                }
-            })
-        })
+    type Error = ReconcileError;
+
+    fn handle<'a>(&'a self, job: &'a ClaimedJob) -> JobFuture<'a, ReconcileError> {
+        Box::pin(self.run(job))
+    }
+
+    fn error_policy(&self, error: &ReconcileError) -> ErrorPolicy {
+        error.policy()
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::context::Context;
+use super::error::ReconcileError;
 use crate::config::OrphanPolicy;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -84,7 +85,7 @@ impl super::Periodic for OrphanScanner {
         self.interval
     }
 
-    async fn tick(&mut self) -> Result<(), String> {
+    async fn tick(&mut self) -> Result<(), ReconcileError> {
         self.scan_once().await.map(drop)
     }
 }
@@ -99,12 +100,12 @@ impl OrphanScanner {
         }
     }
 
-    pub async fn scan_once(&mut self) -> Result<Vec<Orphan>, String> {
+    pub async fn scan_once(&mut self) -> Result<Vec<Orphan>, ReconcileError> {
         // Live records first: if PocketBase cannot be read, nothing is judged an orphan.
-        let tenants = self.ctx.pb.list_tenants().await.map_err(|e| e.to_string())?;
-        let instances = self.ctx.pb.list_instances(None).await.map_err(|e| e.to_string())?;
-        let services = self.ctx.coolify.list_services().await.map_err(|e| e.to_string())?;
-        let projects = self.ctx.coolify.list_projects().await.map_err(|e| e.to_string())?;
+        let tenants = self.ctx.pb.list_tenants().await?;
+        let instances = self.ctx.pb.list_instances(None).await?;
+        let services = self.ctx.coolify.list_services().await?;
+        let projects = self.ctx.coolify.list_projects().await?;
         let live_instances: BTreeSet<String> = instances.into_iter().map(|i| i.id).collect();
         let live_slugs: BTreeSet<String> = tenants.into_iter().map(|t| t.slug).collect();
         let services: Vec<(String, String)> = services.into_iter().map(|s| (s.uuid, s.name)).collect();

@@ -124,10 +124,11 @@ pub enum Observed {
     Present { uuid: String, running: bool },
 }
 
-/// Everything the planner needs about one live instance.
+/// Everything the planner needs about one live instance whose spec could be worked out (a blocked one
+/// is not planned: it only records why it waits).
 #[derive(Debug, Clone)]
 pub struct InstanceInput {
-    pub desired: Result<Spec, Blocked>,
+    pub desired: Spec,
     pub applied: Option<Spec>,
     pub observed: Observed,
 }
@@ -150,22 +151,11 @@ pub enum Action {
     WaitRunning,
     /// Write back `status`, ids, domain and `applied_hash`.
     WriteBack(EffectiveState),
-    /// Record why nothing can be done yet (status and `error_message`).
-    Block(Blocked),
-    /// Destroy the service and verify it is gone.
-    DeleteService,
 }
 
 /// Plans a live instance.
 pub fn plan_instance(input: &InstanceInput) -> Vec<Action> {
-    let desired = match &input.desired {
-        Ok(spec) => spec,
-        Err(blocked) => {
-            // A blocked instance that is running keeps running only if it was admitted before; quota and
-            // validation problems stop nothing that already works, they only refuse new work.
-            return vec![Action::Block(blocked.clone())];
-        }
-    };
+    let desired = &input.desired;
     if input.applied.as_ref() == Some(desired)
         && let Observed::Present { running, .. } = input.observed
         && running == (desired.state == EffectiveState::Running)
@@ -220,15 +210,24 @@ pub fn plan_instance(input: &InstanceInput) -> Vec<Action> {
     actions
 }
 
-/// Plans an instance whose record is gone.
-pub fn plan_deleted_instance(observed: &Observed) -> Vec<Action> {
-    match observed {
-        Observed::Absent => Vec::new(),
-        Observed::Present { .. } => vec![Action::DeleteService],
-    }
+/// The step for an instance whose record is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeletedInstanceAction {
+    /// Destroy the service and verify it is gone.
+    DeleteService(String),
 }
 
-/// Tenant steps.
+/// Plans an instance whose record is gone: every service found for it (by the journaled intent and by
+/// its deterministic name) is destroyed.
+pub fn plan_deleted_instance(found: &[String]) -> Vec<DeletedInstanceAction> {
+    found
+        .iter()
+        .cloned()
+        .map(DeletedInstanceAction::DeleteService)
+        .collect()
+}
+
+/// Steps for a live tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TenantAction {
     /// Create the project `cf-<slug>` (intent journaled first; an existing one is adopted).
@@ -237,6 +236,11 @@ pub enum TenantAction {
     WriteProjectUuid(String),
     /// Wake every instance of the tenant (status or plan changes affect them all).
     FanOutInstances,
+}
+
+/// Steps for a tenant whose record is gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeletedTenantAction {
     /// Destroy the tenant's remaining services, wait until they are gone.
     DeleteServices,
     /// Delete the project, retrying while Coolify still reports resources.
@@ -266,15 +270,15 @@ pub fn plan_tenant(input: &TenantInput) -> Vec<TenantAction> {
 }
 
 /// Plans a deleted tenant: services first, then the project.
-pub fn plan_deleted_tenant(observed_project: Option<&str>, services_left: usize) -> Vec<TenantAction> {
+pub fn plan_deleted_tenant(observed_project: Option<&str>, services_left: usize) -> Vec<DeletedTenantAction> {
     let Some(uuid) = observed_project else {
         return Vec::new();
     };
     let mut actions = Vec::new();
     if services_left > 0 {
-        actions.push(TenantAction::DeleteServices);
+        actions.push(DeletedTenantAction::DeleteServices);
     }
-    actions.push(TenantAction::DeleteProject(uuid.to_string()));
+    actions.push(DeletedTenantAction::DeleteProject(uuid.to_string()));
     actions
 }
 
@@ -330,7 +334,7 @@ mod tests {
             (
                 "pending -> deploying -> running: new instance",
                 InstanceInput {
-                    desired: Ok(base.clone()),
+                    desired: base.clone(),
                     applied: None,
                     observed: Observed::Absent,
                 },
@@ -339,7 +343,7 @@ mod tests {
             (
                 "new instance that should stay stopped is created but not started",
                 InstanceInput {
-                    desired: Ok(spec(S, "c1", "e1", "")),
+                    desired: spec(S, "c1", "e1", ""),
                     applied: None,
                     observed: Observed::Absent,
                 },
@@ -348,7 +352,7 @@ mod tests {
             (
                 "own write-back: nothing to do",
                 InstanceInput {
-                    desired: Ok(base.clone()),
+                    desired: base.clone(),
                     applied: Some(base.clone()),
                     observed: present(true),
                 },
@@ -357,7 +361,7 @@ mod tests {
             (
                 "running -> stopped",
                 InstanceInput {
-                    desired: Ok(spec(S, "c1", "e1", "")),
+                    desired: spec(S, "c1", "e1", ""),
                     applied: Some(base.clone()),
                     observed: present(true),
                 },
@@ -366,7 +370,7 @@ mod tests {
             (
                 "stopped -> running",
                 InstanceInput {
-                    desired: Ok(base.clone()),
+                    desired: base.clone(),
                     applied: Some(spec(S, "c1", "e1", "")),
                     observed: present(false),
                 },
@@ -375,7 +379,7 @@ mod tests {
             (
                 "restart requested",
                 InstanceInput {
-                    desired: Ok(spec(R, "c1", "e1", "2026-11-23 10:00:00.000Z")),
+                    desired: spec(R, "c1", "e1", "2026-11-23 10:00:00.000Z"),
                     applied: Some(base.clone()),
                     observed: present(true),
                 },
@@ -384,7 +388,7 @@ mod tests {
             (
                 "config, limits or template change: update and restart",
                 InstanceInput {
-                    desired: Ok(spec(R, "c2", "e1", "")),
+                    desired: spec(R, "c2", "e1", ""),
                     applied: Some(base.clone()),
                     observed: present(true),
                 },
@@ -393,7 +397,7 @@ mod tests {
             (
                 "secrets change: env and restart",
                 InstanceInput {
-                    desired: Ok(spec(R, "c1", "e2", "")),
+                    desired: spec(R, "c1", "e2", ""),
                     applied: Some(base.clone()),
                     observed: present(true),
                 },
@@ -402,7 +406,7 @@ mod tests {
             (
                 "config change while stopped: update, stay stopped",
                 InstanceInput {
-                    desired: Ok(spec(S, "c2", "e1", "")),
+                    desired: spec(S, "c2", "e1", ""),
                     applied: Some(spec(S, "c1", "e1", "")),
                     observed: present(false),
                 },
@@ -411,7 +415,7 @@ mod tests {
             (
                 "applied matches but the service crashed: start it again",
                 InstanceInput {
-                    desired: Ok(base.clone()),
+                    desired: base.clone(),
                     applied: Some(base.clone()),
                     observed: present(false),
                 },
@@ -420,7 +424,7 @@ mod tests {
             (
                 "service vanished from Coolify: create again",
                 InstanceInput {
-                    desired: Ok(base.clone()),
+                    desired: base.clone(),
                     applied: Some(base.clone()),
                     observed: Observed::Absent,
                 },
@@ -429,40 +433,11 @@ mod tests {
             (
                 "adopted service after a crash between create and write-back",
                 InstanceInput {
-                    desired: Ok(base.clone()),
+                    desired: base.clone(),
                     applied: None,
                     observed: present(false),
                 },
                 vec![MarkDeploying, UpdateService, SetEnv, Start, WaitRunning, WriteBack(R)],
-            ),
-            (
-                "quota exceeded",
-                InstanceInput {
-                    desired: Err(Blocked::Quota("quota exceeded: plan starter allows 2 stacks".into())),
-                    applied: None,
-                    observed: Observed::Absent,
-                },
-                vec![Block(Blocked::Quota(
-                    "quota exceeded: plan starter allows 2 stacks".into(),
-                ))],
-            ),
-            (
-                "missing secrets wait in pending",
-                InstanceInput {
-                    desired: Err(Blocked::MissingSecrets(vec!["TELEGRAM_BOT_TOKEN".into()])),
-                    applied: None,
-                    observed: Observed::Absent,
-                },
-                vec![Block(Blocked::MissingSecrets(vec!["TELEGRAM_BOT_TOKEN".into()]))],
-            ),
-            (
-                "tenant without project waits",
-                InstanceInput {
-                    desired: Err(Blocked::TenantNotReady),
-                    applied: None,
-                    observed: Observed::Absent,
-                },
-                vec![Block(Blocked::TenantNotReady)],
             ),
         ];
         for (name, input, expected) in cases {
@@ -476,7 +451,7 @@ mod tests {
         let suspended = spec(effective_state(true, false), "c", "e", "");
         assert_eq!(
             plan_instance(&InstanceInput {
-                desired: Ok(suspended.clone()),
+                desired: suspended.clone(),
                 applied: Some(running.clone()),
                 observed: present(true)
             }),
@@ -485,7 +460,7 @@ mod tests {
         let active = spec(effective_state(true, true), "c", "e", "");
         assert_eq!(
             plan_instance(&InstanceInput {
-                desired: Ok(active),
+                desired: active,
                 applied: Some(suspended),
                 observed: present(false)
             }),
@@ -496,8 +471,11 @@ mod tests {
 
     #[test]
     fn deleted_instance() {
-        assert_eq!(plan_deleted_instance(&Observed::Absent), vec![]);
-        assert_eq!(plan_deleted_instance(&present(true)), vec![DeleteService]);
+        assert_eq!(plan_deleted_instance(&[]), vec![]);
+        assert_eq!(
+            plan_deleted_instance(&["svc1".to_string()]),
+            vec![DeletedInstanceAction::DeleteService("svc1".into())]
+        );
     }
 
     #[test]
@@ -524,6 +502,7 @@ mod tests {
             }),
             vec![FanOutInstances]
         );
+        use DeletedTenantAction::*;
         assert_eq!(plan_deleted_tenant(None, 0), vec![]);
         assert_eq!(plan_deleted_tenant(Some("p1"), 0), vec![DeleteProject("p1".into())]);
         assert_eq!(

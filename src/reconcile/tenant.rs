@@ -7,7 +7,7 @@ use tracing::{info, warn};
 
 use super::context::{ActionLog, Context, project_intent_key, project_name};
 use super::error::ReconcileError;
-use super::plan::{self, TenantAction, TenantInput};
+use super::plan::{self, DeletedTenantAction, TenantAction, TenantInput};
 use crate::backoff::Backoff;
 use crate::coolify::CoolifyError;
 use crate::events::{Action as EventAction, Collection, NewEvent, Source};
@@ -35,11 +35,6 @@ pub async fn reconcile(ctx: &Context, id: &str) -> Result<Option<String>, Reconc
             }
             TenantAction::WriteProjectUuid(uuid) => write_project(ctx, &tenant, uuid).await?,
             TenantAction::FanOutInstances => fan_out(ctx, &tenant).await?,
-            TenantAction::DeleteServices | TenantAction::DeleteProject(_) => {
-                return Err(ReconcileError::Transient(format!(
-                    "internal: unexpected action {action:?}"
-                )));
-            }
         }
     }
     Ok(Some(tenant.updated.as_ref().map(format_pb_date).unwrap_or_default()))
@@ -152,10 +147,7 @@ async fn fan_out(ctx: &Context, tenant: &Tenant) -> Result<(), ReconcileError> {
             delivery_id: None,
             payload: json!({"reason": "tenant changed", "tenant": tenant.id}),
         };
-        ctx.intake
-            .submit(event)
-            .await
-            .map_err(|e| ReconcileError::Transient(e.to_string()))?;
+        ctx.intake.submit(event).await?;
     }
     Ok(())
 }
@@ -185,7 +177,7 @@ async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
     let actions = plan::plan_deleted_tenant(Some(&uuid), env.services.len());
     for action in actions {
         match action {
-            TenantAction::DeleteServices => {
+            DeletedTenantAction::DeleteServices => {
                 for svc in &env.services {
                     match ctx
                         .coolify
@@ -197,7 +189,7 @@ async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
                     }
                 }
             }
-            TenantAction::DeleteProject(project) => {
+            DeletedTenantAction::DeleteProject(project) => {
                 let log = ActionLog::tenant(ctx, id, false, DeployAction::ProjectDelete);
                 match delete_project_patiently(ctx, &project).await {
                     Ok(()) => {
@@ -210,11 +202,6 @@ async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
                         return Err(e);
                     }
                 }
-            }
-            other => {
-                return Err(ReconcileError::Transient(format!(
-                    "internal: unexpected action {other:?}"
-                )));
             }
         }
     }
