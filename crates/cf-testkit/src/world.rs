@@ -1,0 +1,343 @@
+//! A whole deployment in one value: a real PocketBase (the project's schema and hooks) with the shipped
+//! templates published, coolify-sim and the bridge, both in the test process; plus the helpers that set
+//! records up and read both sides.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use crate::bridge::TestBridge;
+use crate::pocketbase::TestPb;
+use crate::settings::TestSettings;
+use crate::sim::TestSim;
+use crate::{BASE_DOMAIN, bind_local, http, tail};
+
+/// Simulator settings that keep the lifecycle quick but still observable.
+pub const SIM_FAST: &[&str] = &[
+    "--start-delay-ms",
+    "300",
+    "--running-delay-ms",
+    "0",
+    "--delete-delay-ms",
+    "300",
+    "--rate-limit",
+    "100000",
+];
+
+/// A quicker simulator: containers start and report running within a few hundred milliseconds.
+pub const SIM_QUICK: &[&str] = &[
+    "--start-delay-ms",
+    "100",
+    "--running-delay-ms",
+    "100",
+    "--delete-delay-ms",
+    "100",
+    "--rate-limit",
+    "100000",
+];
+
+pub struct World {
+    pub pb: TestPb,
+    pub sim: TestSim,
+    pub bridge: TestBridge,
+    /// Template name -> `bot_templates` record id.
+    pub templates: BTreeMap<String, String>,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    /// PocketBase, a simulator with `sim_args` (coolify-sim's flags), the templates published as
+    /// `cf-bridge templates sync` does, and a bridge with `bridge_env` over the test settings.
+    pub async fn start(sim_args: &[&str], bridge_env: &[(&str, &str)]) -> World {
+        let pb = TestPb::start().await;
+        let sim = TestSim::start(sim_args);
+        let dir = tempfile::tempdir().expect("bridge dir");
+        let listener = bind_local();
+        let port = listener.local_addr().expect("bridge address").port();
+        let settings = TestSettings::new((&pb).into(), &sim.url, &sim.token, dir.path(), port).with(bridge_env);
+        let templates = publish_templates(&pb, &settings).await;
+        let bridge = TestBridge::start(settings, listener).await;
+        World {
+            pb,
+            sim,
+            bridge,
+            templates,
+            _dir: dir,
+        }
+    }
+
+    /// A configuration file for the CLI, pointing at this bridge.
+    pub fn cli_config(&self) -> PathBuf {
+        let path = self._dir.path().join("cli.toml");
+        std::fs::write(&path, self.bridge.settings().toml()).expect("write cli config");
+        path
+    }
+
+    pub async fn create_tenant(&self, slug: &str, plan: &str) -> String {
+        let t = self
+            .pb
+            .create_tenant(
+                json!({"name": format!("Tenant {slug}"), "slug": slug, "status": "active", "plan_tier": plan}),
+            )
+            .await;
+        t["id"].as_str().expect("tenant id").to_string()
+    }
+
+    pub fn instance_body(&self, tenant: &str, template: &str, subdomain: &str, desired: &str) -> Value {
+        json!({
+            "tenant": tenant,
+            "template": self.templates[template],
+            "name": subdomain,
+            "subdomain": subdomain,
+            "desired_state": desired,
+            "config": {},
+        })
+    }
+
+    pub async fn create_instance(&self, tenant: &str, template: &str, subdomain: &str, desired: &str) -> String {
+        self.create_instance_with(tenant, template, subdomain, json!({"desired_state": desired}))
+            .await
+    }
+
+    /// Creates a running instance of `template`; `extra` fields are merged into the record.
+    pub async fn create_instance_with(&self, tenant: &str, template: &str, subdomain: &str, extra: Value) -> String {
+        let mut body = self.instance_body(tenant, template, subdomain, "running");
+        if let (Some(b), Value::Object(e)) = (body.as_object_mut(), extra) {
+            b.extend(e);
+        }
+        let r = self.pb.create_instance(body).await;
+        r["id"].as_str().expect("instance id").to_string()
+    }
+
+    pub async fn record(&self, collection: &str, id: &str) -> Value {
+        self.pb.record(collection, id).await
+    }
+
+    pub async fn instance(&self, id: &str) -> Value {
+        self.record("bot_instances", id).await
+    }
+
+    /// Every record of `collection` matching `filter` (PocketBase filter syntax), oldest first.
+    pub async fn list(&self, collection: &str, filter: &str) -> Vec<Value> {
+        self.pb.list(collection, filter).await
+    }
+
+    /// The record's deploy_logs rows, oldest first.
+    pub async fn deploy_logs(&self, record_id: &str) -> Vec<Value> {
+        self.list("deploy_logs", &format!("record_id = '{record_id}'")).await
+    }
+
+    /// Polls the record until `check` accepts it; on timeout panics with the record and the bridge's log.
+    pub async fn wait_record(
+        &self,
+        collection: &str,
+        id: &str,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = self.record(collection, id).await;
+            if check(&r) {
+                return r;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}; record: {r}\n{}",
+                    self.log_tail(80)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> Value {
+        self.wait_record("bot_instances", id, &format!("status {status}"), timeout, |r| {
+            r["status"] == status
+        })
+        .await
+    }
+
+    /// Polls an instance every 50 ms until its status is `target`; returns the distinct statuses seen in
+    /// order (starting with the first reading) and the final record.
+    pub async fn statuses_until(&self, id: &str, target: &str, timeout: Duration) -> (Vec<String>, Value) {
+        let deadline = Instant::now() + timeout;
+        let mut seen: Vec<String> = Vec::new();
+        loop {
+            let r = self.instance(id).await;
+            let s = text(&r, "status").to_string();
+            if seen.last() != Some(&s) {
+                seen.push(s.clone());
+            }
+            if s == target {
+                return (seen, r);
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for {id} to be {target}; seen {seen:?}; record: {r}\n{}",
+                    self.log_tail(80)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls until `check` returns Some; on timeout panics with `what` and the bridge's log.
+    pub async fn wait<T, F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after {timeout:?} waiting for {what}\n{}", self.log_tail(80));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        format!(
+            "--- last {lines} lines of the bridge log ---\n{}",
+            tail(&self.bridge.log(), lines)
+        )
+    }
+
+    /// The simulator's service of an instance (named `cf-<id>`), if it has one.
+    pub async fn service_of(&self, instance_id: &str) -> Option<Value> {
+        self.sim
+            .services()
+            .await
+            .into_iter()
+            .find(|s| s["name"] == format!("cf-{instance_id}"))
+    }
+
+    /// The simulator's services whose name contains the instance id.
+    pub async fn services_for(&self, id: &str) -> Vec<Value> {
+        self.sim
+            .services()
+            .await
+            .into_iter()
+            .filter(|s| s["name"].as_str().is_some_and(|n| n.contains(id)))
+            .collect()
+    }
+
+    /// The env vars of an instance's service in the simulator, key -> (value, is_literal).
+    pub async fn sim_envs(&self, instance_id: &str) -> BTreeMap<String, (String, bool)> {
+        let Some(svc) = self.service_of(instance_id).await else {
+            return BTreeMap::new();
+        };
+        svc["envs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        (
+                            e["key"].as_str().unwrap_or_default().to_string(),
+                            (
+                                e["value"].as_str().unwrap_or_default().to_string(),
+                                e["is_literal"].as_bool().unwrap_or(false),
+                            ),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Creates a project and, in it, a service straight through the simulator's API (not the bridge).
+    pub async fn sim_create_foreign(&self, project_name: &str, service_name: &str, url: &str) -> (String, String) {
+        let http = http();
+        let p: Value = http
+            .post(format!("{}/api/v1/projects", self.sim.url))
+            .bearer_auth(&self.sim.token)
+            .json(&json!({"name": project_name}))
+            .send()
+            .await
+            .expect("sim create project")
+            .json()
+            .await
+            .expect("sim project json");
+        let project = p["uuid"]
+            .as_str()
+            .unwrap_or_else(|| panic!("sim project: {p}"))
+            .to_string();
+        let compose = "services:\n  web:\n    image: nginx:1.27\n";
+        let s: Value = http
+            .post(format!("{}/api/v1/services", self.sim.url))
+            .bearer_auth(&self.sim.token)
+            .json(&json!({
+                "name": service_name,
+                "project_uuid": project,
+                "environment_name": "production",
+                "server_uuid": coolify_sim::LOCALHOST_SERVER_UUID,
+                "docker_compose_raw": base64::engine::general_purpose::STANDARD.encode(compose),
+                "urls": [{"name": "web", "url": url}],
+                "instant_deploy": false,
+            }))
+            .send()
+            .await
+            .expect("sim create service")
+            .json()
+            .await
+            .expect("sim service json");
+        let service = s["uuid"]
+            .as_str()
+            .unwrap_or_else(|| panic!("sim service: {s}"))
+            .to_string();
+        (project, service)
+    }
+
+    /// Every record of the four collections, as superuser.
+    pub async fn dump_collections(&self) -> String {
+        let mut out = String::new();
+        for c in ["tenants", "bot_templates", "bot_instances", "deploy_logs"] {
+            let v = self
+                .pb
+                .superuser_request("GET", &format!("/api/collections/{c}/records?perPage=500"), None)
+                .await;
+            out.push_str(&v.to_string());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Publishes the templates under templates/ to `bot_templates` as `cf-bridge templates sync` does;
+/// returns name -> record id.
+pub async fn publish_templates(pb: &TestPb, settings: &TestSettings) -> BTreeMap<String, String> {
+    if let Err(e) = cf_bridge::cli::sync_templates(&settings.settings()).await {
+        panic!("templates sync failed: {e:#}");
+    }
+    pb.list("bot_templates", "active = true")
+        .await
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap_or_default().to_string(),
+                t["id"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+pub fn domain(subdomain: &str) -> String {
+    format!("{subdomain}.{BASE_DOMAIN}")
+}
+
+pub fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or_default()
+}
+
+/// PocketBase's date format, for `restart_requested_at`.
+pub fn pb_now() -> String {
+    chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.3fZ").to_string()
+}
