@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use super::procs::{ADMIN_TOKEN, PB_EMAIL, PB_PASSWORD, SIM_TOKEN};
+use cf_testkit::ADMIN_TOKEN;
+use cf_testkit::sim::SIM_TOKEN;
+
+use super::procs::{PB_EMAIL, PB_PASSWORD};
 use cf_bridge::webhook::WebhookSecret;
 
 pub fn http() -> Result<reqwest::Client> {

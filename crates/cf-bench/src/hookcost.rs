@@ -8,7 +8,9 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::client::{Pb, http};
-use super::procs::{self, Paths, PbProc};
+use cf_testkit::TestPb;
+
+use super::procs::{self, Paths};
 use super::stack::create_fleet;
 
 /// An HTTP server in this process that answers every request with 204.
@@ -49,7 +51,7 @@ impl Drop for Sink {
 pub struct HookPb {
     pub pb: Pb,
     pub instances: Vec<String>,
-    _proc: PbProc,
+    _proc: TestPb,
 }
 
 impl HookPb {
@@ -84,7 +86,7 @@ pub async fn pb_with_fleet(
     hooks_dir: &Path,
     env: &[(&str, String)],
     tag: &str,
-) -> Result<(Pb, Vec<String>, PbProc)> {
+) -> Result<(Pb, Vec<String>, TestPb)> {
     let proc = procs::start_pocketbase(paths, data_dir, hooks_dir, env).await?;
     let pb = Pb::login(&proc.url, http()?).await?;
     pb.batch_create("bot_templates", &[json!({"name": "base-llm", "active": true})])

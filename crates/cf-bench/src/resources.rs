@@ -9,7 +9,10 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use super::client::Pb;
-use super::procs::{self, Paths, PbProc, SIM_TOKEN};
+use cf_testkit::TestPb;
+use cf_testkit::sim::SIM_TOKEN;
+
+use super::procs::{self, Paths};
 use super::report::{Report, ms};
 use super::stack::{Stack, create_fleet};
 use super::stats::{ratio, summarize};
@@ -30,7 +33,7 @@ pub struct NaivePb {
     pub pb: Pb,
     pub tenant: String,
     pub instances: Vec<String>,
-    _proc: PbProc,
+    _proc: TestPb,
 }
 
 impl NaivePb {
@@ -79,7 +82,7 @@ async fn timed_patches(pb: &Pb, collection: &str, ids: &[String], n: usize, tag:
 
 /// Signed webhooks straight to the bridge, one at a time: request to durable 2xx. Also CPU per event.
 pub async fn acks(stack: &Stack, pool: &[String], n: usize, report: &mut Report) -> Result<()> {
-    let pid = stack.bridge_proc.proc.pid();
+    let pid = stack.bridge_pid();
     let cpu0 = procs::cpu_secs(pid).unwrap_or(0.0);
     let base = chrono::Utc::now();
     let mut lat = Vec::with_capacity(n);
@@ -171,7 +174,7 @@ pub async fn resources(
     events_total: usize,
     report: &mut Report,
 ) -> Result<()> {
-    let pid = stack.bridge_proc.proc.pid();
+    let pid = stack.bridge_pid();
     let fleet_rss = procs::rss_kib(pid).unwrap_or(0);
     let have = stack.bridge.journaled().await? as usize;
     let want = events_total.saturating_sub(have);
@@ -232,7 +235,7 @@ pub async fn resources(
 /// A full resync of an unchanged fleet: time to the "resync done" log line, to an idle queue, and Coolify calls.
 pub async fn resync(stack: &Stack, n: usize, report: &mut Report) -> Result<()> {
     let done_lines = || {
-        std::fs::read_to_string(&stack.bridge_proc.log)
+        std::fs::read_to_string(&stack.bridge_proc.log_path)
             .unwrap_or_default()
             .lines()
             .filter(|l| l.contains("resync done"))

@@ -109,7 +109,7 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
     ];
     let a = start_stack(paths, &root.join("a"), &fast_sim, &a_extra).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let idle_rss = procs::rss_kib(a.bridge_proc.proc.pid()).unwrap_or(0);
+    let idle_rss = procs::rss_kib(a.bridge_pid()).unwrap_or(0);
 
     eprintln!("creating {} instances ...", sizes.instances);
     let t = Instant::now();

@@ -9,32 +9,37 @@ use anyhow::{Context, Result, bail};
 use cf_bridge::webhook::WebhookSecret;
 use serde_json::{Value, json};
 
+use cf_testkit::sim::{SIM_TOKEN, SimProcess};
+use cf_testkit::{BridgeProcess, TestPb, TestSettings, WEBHOOK_SECRET, free_port};
+
 use super::client::{Bridge, Pb, Sim, http};
-use super::procs::{self, BridgeProc, Paths, PbProc, SimProc};
+use super::procs::{self, Paths};
 
 pub struct Stack {
     pub pb: Pb,
     pub sim: Sim,
     pub bridge: Bridge,
     pub secret: WebhookSecret,
-    pub bridge_proc: BridgeProc,
-    pub pb_proc: PbProc,
-    pub sim_proc: SimProc,
+    pub bridge_proc: BridgeProcess,
+    pub pb_proc: TestPb,
+    pub sim_proc: SimProcess,
 }
 
 impl Stack {
     /// CPU seconds used so far by PocketBase, the bridge and the simulator.
     pub fn cpu(&self) -> [f64; 3] {
-        [
-            self.pb_proc.proc.pid(),
-            self.bridge_proc.proc.pid(),
-            self.sim_proc.proc.pid(),
-        ]
-        .map(|pid| procs::cpu_secs(pid).unwrap_or(0.0))
+        [self.pb_proc.pid(), self.bridge_proc.pid(), Some(self.sim_proc.pid())]
+            .map(|pid| pid.and_then(procs::cpu_secs).unwrap_or(0.0))
+    }
+
+    /// The bridge's process id.
+    pub fn bridge_pid(&self) -> u32 {
+        self.bridge_proc.pid().unwrap_or(0)
     }
 }
 
-/// PocketBase with the project's hooks posting to the bridge, a simulator with `sim_args`, and the bridge.
+/// PocketBase with the project's hooks posting to the bridge, a simulator with `sim_args`, and the bridge
+/// (every setting at its production default but `bridge_extra`), each a process.
 pub async fn start_stack(
     paths: &Paths,
     dir: &Path,
@@ -42,29 +47,35 @@ pub async fn start_stack(
     bridge_extra: &[(&str, String)],
 ) -> Result<Stack> {
     std::fs::create_dir_all(dir)?;
-    let secret_text = cf_bridge::webhook::generate_secret();
-    let secret: WebhookSecret = secret_text.parse().context("generated webhook secret does not parse")?;
-    let bridge_port = procs::free_port()?;
-    let sim_proc = procs::start_sim(paths, sim_args, &dir.join("coolify-sim.log"))?;
+    let secret: WebhookSecret = WEBHOOK_SECRET
+        .parse()
+        .context("the test webhook secret does not parse")?;
+    let bridge_port = free_port();
+    let sim_proc = SimProcess::start(
+        &paths.bin_dir.join("coolify-sim"),
+        SIM_TOKEN,
+        sim_args,
+        &dir.join("coolify-sim.log"),
+    )?;
     let pb_env = [
         (
             "CF_BRIDGE_WEBHOOK_URL",
             format!("http://127.0.0.1:{bridge_port}{}", cf_bridge::http::ingest::PATH),
         ),
-        ("CF_BRIDGE_WEBHOOK_SECRET", secret_text.clone()),
+        ("CF_BRIDGE_WEBHOOK_SECRET", WEBHOOK_SECRET.to_string()),
     ];
     let pb_proc =
         procs::start_pocketbase(paths, &dir.join("pb_data"), &paths.root.join("hooks/pb_hooks"), &pb_env).await?;
-    let env = procs::bridge_env(
-        dir,
-        bridge_port,
-        &pb_proc.url,
-        &sim_proc.url,
-        &secret_text,
-        &paths.root.join("templates"),
-        bridge_extra,
-    );
-    let bridge_proc = procs::start_bridge(paths, dir, bridge_port, &env).await?;
+    let extra: Vec<(&str, &str)> = bridge_extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let settings = TestSettings::minimal((&pb_proc).into(), &sim_proc.url, SIM_TOKEN, dir, bridge_port)
+        .with(&[("CF_BRIDGE__LOG__LEVEL", "info")])
+        .with(&extra);
+    let bin = paths.bin_dir.join("cf-bridge");
+    let (synced, _, err) = cf_testkit::cli::run_with_env(&bin, &["templates", "sync"], settings.env());
+    if !synced {
+        bail!("cf-bridge templates sync failed: {err}");
+    }
+    let bridge_proc = BridgeProcess::try_start(&bin, &settings).await?;
     let client = http()?;
     let pb = Pb::login(&pb_proc.url, client.clone()).await?;
     Ok(Stack {

@@ -95,6 +95,21 @@ impl AdminClient {
         out
     }
 
+    /// Waits until the record's job is dead (out of attempts: no retry of its own will follow); returns
+    /// the job.
+    pub async fn wait_dead_job(&self, record_id: &str, timeout: Duration) -> Value {
+        crate::eventually(timeout, &format!("a dead job for {record_id}"), || async {
+            let (s, body) = self.get("/admin/jobs?state=dead").await;
+            assert_eq!(s, 200, "{body}");
+            body["jobs"]
+                .as_array()?
+                .iter()
+                .find(|j| j["record_id"] == record_id)
+                .cloned()
+        })
+        .await
+    }
+
     /// Waits until the journal holds an event for `record` with `action` (and `version`) from any of
     /// `sources`; returns it with the time it took.
     pub async fn journaled(
@@ -142,7 +157,7 @@ pub enum Version<'a> {
 }
 
 impl Version<'_> {
-    fn matches(self, event: &Value) -> bool {
+    pub fn matches(self, event: &Value) -> bool {
         let got = event["record_updated"].as_str().unwrap_or_default();
         match self {
             Version::Any => true,

@@ -16,8 +16,9 @@ use tracing::instrument::WithSubscriber;
 use tracing_subscriber::fmt::MakeWriter;
 
 use crate::admin::AdminClient;
-use crate::settings::TestSettings;
-use crate::tail;
+use crate::settings::{PbAccess, TestSettings};
+use crate::sim::TestSim;
+use crate::{bind_local, free_port, tail};
 
 /// A bridge running in the test process; it stops (without waiting) when dropped.
 pub struct TestBridge {
@@ -28,6 +29,7 @@ pub struct TestBridge {
     settings: TestSettings,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), RunError>>>,
+    _tmp: Option<tempfile::TempDir>,
 }
 
 /// A file the bridge's log lines go to (one per bridge, appended across restarts).
@@ -64,8 +66,31 @@ impl TestBridge {
             settings,
             shutdown: None,
             task: None,
+            _tmp: None,
         };
         bridge.launch(listener).await;
+        bridge
+    }
+
+    /// A bridge with the test settings and a temporary directory of its own, for `pb` (its URL may be a
+    /// proxy's) and `sim`; `env` overrides settings.
+    pub async fn for_stack(pb: PbAccess<'_>, sim: &TestSim, env: &[(&str, &str)]) -> TestBridge {
+        Self::for_stack_on(bind_local(), pb, sim, env).await
+    }
+
+    /// Like [`TestBridge::for_stack`], on a socket bound beforehand (PocketBase's hooks must know the
+    /// bridge's address before the bridge, which needs PocketBase, exists).
+    pub async fn for_stack_on(
+        listener: TcpListener,
+        pb: PbAccess<'_>,
+        sim: &TestSim,
+        env: &[(&str, &str)],
+    ) -> TestBridge {
+        let tmp = tempfile::tempdir().expect("bridge dir");
+        let port = listener.local_addr().expect("bridge address").port();
+        let settings = TestSettings::new(pb, &sim.url, &sim.token, tmp.path(), port).with(env);
+        let mut bridge = TestBridge::start(settings, listener).await;
+        bridge._tmp = Some(tmp);
         bridge
     }
 
@@ -153,6 +178,7 @@ pub struct BridgeProcess {
     bin: PathBuf,
     env: Vec<(String, String)>,
     child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
 }
 
 impl BridgeProcess {
@@ -174,9 +200,20 @@ impl BridgeProcess {
             bin: bin.to_path_buf(),
             env: settings.env().to_vec(),
             child: None,
+            _tmp: None,
         };
         b.spawn().await?;
         Ok(b)
+    }
+
+    /// A bridge process with the test settings and a temporary directory of its own, for `pb` (its URL
+    /// may be a proxy's) and `sim`; `env` overrides settings.
+    pub async fn for_stack(bin: &Path, pb: PbAccess<'_>, sim: &TestSim, env: &[(&str, &str)]) -> BridgeProcess {
+        let tmp = tempfile::tempdir().expect("bridge dir");
+        let settings = TestSettings::new(pb, &sim.url, &sim.token, tmp.path(), free_port()).with(env);
+        let mut bridge = BridgeProcess::start(bin, &settings).await;
+        bridge._tmp = Some(tmp);
+        bridge
     }
 
     async fn spawn(&mut self) -> anyhow::Result<()> {

@@ -23,16 +23,20 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct PbOptions {
     /// Environment for PocketBase (the webhook hook reads its target and secret from it).
     pub env: Vec<(String, String)>,
-    /// Migrations to run instead of the project's (a test-only schema).
-    pub migrations: Option<PathBuf>,
+    /// A schema migration (JavaScript) to run instead of the project's migrations (a test-only schema).
+    pub schema: Option<String>,
     /// Hooks instead of the project's.
     pub hooks: Option<PathBuf>,
     /// Run on a private copy of the hooks, which the test may change.
     pub copy_hooks: bool,
+    /// Let PocketBase watch its hooks and reload when one changes (with `copy_hooks`).
+    pub watch_hooks: bool,
     /// Keep the data here instead of in a temporary directory.
     pub data_dir: Option<PathBuf>,
     /// The superuser's email and password (default: a test one).
     pub superuser: Option<(String, String)>,
+    /// The binary (default: [`pocketbase_bin`]).
+    pub binary: Option<PathBuf>,
 }
 
 impl PbOptions {
@@ -52,6 +56,8 @@ pub struct TestPb {
     pub data_dir: PathBuf,
     pub hooks_dir: PathBuf,
     migrations_dir: PathBuf,
+    binary: PathBuf,
+    watch_hooks: bool,
     env: Vec<(String, String)>,
     child: Option<Child>,
     http: reqwest::Client,
@@ -132,6 +138,15 @@ impl TestPb {
             .superuser
             .clone()
             .unwrap_or_else(|| ("bridge@test.local".into(), "bridge-test-password-1".into()));
+        let migrations_dir = match &opts.schema {
+            Some(js) => {
+                let dir = tmp.path().join("migrations");
+                std::fs::create_dir_all(&dir)?;
+                std::fs::write(dir.join("1700000000_test_schema.js"), js)?;
+                dir
+            }
+            None => repo_root().join("hooks/pb_migrations"),
+        };
         let port = free_port();
         let mut pb = TestPb {
             url: format!("http://127.0.0.1:{port}"),
@@ -140,10 +155,9 @@ impl TestPb {
             password,
             data_dir,
             hooks_dir,
-            migrations_dir: opts
-                .migrations
-                .clone()
-                .unwrap_or_else(|| repo_root().join("hooks/pb_migrations")),
+            migrations_dir,
+            binary: opts.binary.clone().unwrap_or_else(|| pocketbase_bin().to_path_buf()),
+            watch_hooks: opts.watch_hooks,
             env: opts.env,
             child: None,
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
@@ -165,7 +179,7 @@ impl TestPb {
     /// confirmation prompt (e.g. `migrate down`).
     pub async fn cli(&self, args: &[&str]) -> std::process::Output {
         use tokio::io::AsyncWriteExt;
-        let mut child = Command::new(pocketbase_bin())
+        let mut child = Command::new(&self.binary)
             .args(args)
             .arg("--dir")
             .arg(&self.data_dir)
@@ -194,7 +208,7 @@ impl TestPb {
             .append(true)
             .open(self.log_path())?;
         let log_err = log.try_clone()?;
-        let child = Command::new(pocketbase_bin())
+        let child = Command::new(&self.binary)
             .arg("serve")
             .arg("--http")
             .arg(format!("127.0.0.1:{}", self.port))
@@ -204,7 +218,7 @@ impl TestPb {
             .arg(&self.migrations_dir)
             .arg("--hooksDir")
             .arg(&self.hooks_dir)
-            .arg("--hooksWatch=false")
+            .arg(format!("--hooksWatch={}", self.watch_hooks))
             .arg("--automigrate=false")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
@@ -237,6 +251,11 @@ impl TestPb {
     /// PocketBase's stdout/stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Whether the process started last is still the one serving (a hooks reload re-execs in place).
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// The process id, for resource readings.
@@ -325,6 +344,44 @@ impl TestPb {
     pub async fn delete(&self, collection: &str, id: &str) {
         self.superuser_request("DELETE", &format!("/api/collections/{collection}/records/{id}"), None)
             .await;
+    }
+
+    /// A tenant on the business plan and a `base-llm` template record (no required secrets), so that
+    /// instances can run; returns (tenant id, template id).
+    pub async fn seed_tenant(&self, slug: &str) -> (String, String) {
+        let template = self
+            .create_template(json!({"name": "base-llm", "cpu_default": 1.0, "mem_default": 1024, "active": true}))
+            .await;
+        let tenant = self
+            .create_tenant(json!({"name": slug, "slug": slug, "status": "active", "plan_tier": "business"}))
+            .await;
+        (crate::id(&tenant), crate::id(&template))
+    }
+
+    /// An instance of `template` for `tenant`, named and served at `sub`.
+    pub async fn create_instance_for(&self, tenant: &str, template: &str, sub: &str, desired: &str) -> Value {
+        self.create_instance(
+            json!({"tenant": tenant, "template": template, "name": sub, "subdomain": sub,
+                                   "desired_state": desired, "config": {}}),
+        )
+        .await
+    }
+
+    /// Waits until the instance reads `status`.
+    pub async fn wait_instance_status(&self, instance: &str, status: &str, timeout: Duration) {
+        let what = format!("instance {instance} status {status}");
+        crate::eventually(timeout, &what, || async {
+            let (code, r) = self
+                .request_as(
+                    &self.cached_token().await,
+                    "GET",
+                    &format!("/api/collections/bot_instances/records/{instance}"),
+                    None,
+                )
+                .await;
+            (code == 200 && r["status"] == status).then_some(())
+        })
+        .await;
     }
 
     /// Every record of `collection` matching `filter` (PocketBase filter syntax), oldest first.

@@ -39,15 +39,27 @@ impl TestSettings {
     /// quick retries, a fast health poll, a budget that never holds a test back, JSON logs with the
     /// bridge at debug level.
     pub fn new(pb: PbAccess<'_>, sim_url: &str, sim_token: &str, dir: &Path, port: u16) -> Self {
+        Self::minimal(pb, sim_url, sim_token, dir, port).with(&[
+            ("CF_BRIDGE__POCKETBASE__RESYNC_INTERVAL_SECS", "30"),
+            ("CF_BRIDGE__COOLIFY__REQUESTS_PER_MINUTE", "6000"),
+            ("CF_BRIDGE__COOLIFY__REQUEST_TIMEOUT_SECS", "5"),
+            ("CF_BRIDGE__LOG__LEVEL", "info,cf_bridge=debug"),
+            ("CF_BRIDGE__QUEUE__BASE_BACKOFF_MS", "200"),
+            ("CF_BRIDGE__QUEUE__MAX_BACKOFF_SECS", "2"),
+            ("CF_BRIDGE__RECONCILE__RUNNING_TIMEOUT_SECS", "20"),
+            ("CF_BRIDGE__RECONCILE__HEALTH_POLL_INTERVAL_SECS", "1"),
+        ])
+    }
+
+    /// Only what has no default (and the paths), every other key at its production default: what the
+    /// benchmark measures.
+    pub fn minimal(pb: PbAccess<'_>, sim_url: &str, sim_token: &str, dir: &Path, port: u16) -> Self {
         let env: Vec<(String, String)> = [
             ("CF_BRIDGE__POCKETBASE__URL", pb.url.to_string()),
             ("CF_BRIDGE__POCKETBASE__SUPERUSER_EMAIL", pb.email.to_string()),
             ("CF_BRIDGE__POCKETBASE__SUPERUSER_PASSWORD", pb.password.to_string()),
-            ("CF_BRIDGE__POCKETBASE__RESYNC_INTERVAL_SECS", "30".to_string()),
             ("CF_BRIDGE__COOLIFY__URL", sim_url.to_string()),
             ("CF_BRIDGE__COOLIFY__TOKEN", sim_token.to_string()),
-            ("CF_BRIDGE__COOLIFY__REQUESTS_PER_MINUTE", "6000".to_string()),
-            ("CF_BRIDGE__COOLIFY__REQUEST_TIMEOUT_SECS", "5".to_string()),
             ("CF_BRIDGE__WEBHOOK__SECRET", WEBHOOK_SECRET.to_string()),
             ("CF_BRIDGE__ADMIN__TOKEN", ADMIN_TOKEN.to_string()),
             ("CF_BRIDGE__ADMIN__BIND", format!("127.0.0.1:{port}")),
@@ -55,20 +67,15 @@ impl TestSettings {
             ("CF_BRIDGE__DOMAINS__BASE_DOMAIN", BASE_DOMAIN.to_string()),
             ("CF_BRIDGE__ROUTER__BASE_URL", ROUTER_URL.to_string()),
             ("CF_BRIDGE__LOG__FORMAT", "json".to_string()),
-            ("CF_BRIDGE__LOG__LEVEL", "info,cf_bridge=debug".to_string()),
             ("CF_BRIDGE__SECRETS__KEY", SECRETS_KEY.to_string()),
             (
                 "CF_BRIDGE__SECRETS__STORE_PATH",
                 dir.join("secrets.bin").display().to_string(),
             ),
-            ("CF_BRIDGE__QUEUE__BASE_BACKOFF_MS", "200".to_string()),
-            ("CF_BRIDGE__QUEUE__MAX_BACKOFF_SECS", "2".to_string()),
             (
                 "CF_BRIDGE__RECONCILE__TEMPLATES_DIR",
                 repo_root().join("templates").display().to_string(),
             ),
-            ("CF_BRIDGE__RECONCILE__RUNNING_TIMEOUT_SECS", "20".to_string()),
-            ("CF_BRIDGE__RECONCILE__HEALTH_POLL_INTERVAL_SECS", "1".to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

@@ -3,13 +3,15 @@
 //! records up and read both sides.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use crate::bridge::TestBridge;
+use crate::admin::AdminClient;
+use crate::bridge::{BridgeProcess, TestBridge};
 use crate::pocketbase::TestPb;
 use crate::settings::TestSettings;
 use crate::sim::TestSim;
@@ -39,41 +41,120 @@ pub const SIM_QUICK: &[&str] = &[
     "100000",
 ];
 
-pub struct World {
+/// What a world needs of its bridge, in the test process or as a process.
+pub trait Bridge {
+    fn log(&self) -> String;
+    fn admin(&self) -> AdminClient;
+}
+
+impl Bridge for TestBridge {
+    fn log(&self) -> String {
+        TestBridge::log(self)
+    }
+
+    fn admin(&self) -> AdminClient {
+        TestBridge::admin(self)
+    }
+}
+
+impl Bridge for BridgeProcess {
+    fn log(&self) -> String {
+        BridgeProcess::log(self)
+    }
+
+    fn admin(&self) -> AdminClient {
+        BridgeProcess::admin(self)
+    }
+}
+
+pub struct World<B: Bridge = TestBridge> {
     pub pb: TestPb,
     pub sim: TestSim,
-    pub bridge: TestBridge,
+    pub bridge: B,
     /// Template name -> `bot_templates` record id.
     pub templates: BTreeMap<String, String>,
+    settings: TestSettings,
     _dir: tempfile::TempDir,
 }
 
-impl World {
-    /// PocketBase, a simulator with `sim_args` (coolify-sim's flags), the templates published as
-    /// `cf-bridge templates sync` does, and a bridge with `bridge_env` over the test settings.
+/// PocketBase, a simulator with `sim_args` (coolify-sim's flags), the templates published as
+/// `cf-bridge templates sync` does, and the settings of a bridge with `bridge_env` over the defaults.
+async fn prepare(
+    sim_args: &[&str],
+    bridge_env: &[(&str, &str)],
+) -> (
+    TestPb,
+    TestSim,
+    TestSettings,
+    TcpListener,
+    tempfile::TempDir,
+    BTreeMap<String, String>,
+) {
+    let pb = TestPb::start().await;
+    let sim = TestSim::start(sim_args);
+    let dir = tempfile::tempdir().expect("bridge dir");
+    let listener = bind_local();
+    let port = listener.local_addr().expect("bridge address").port();
+    let settings = TestSettings::new((&pb).into(), &sim.url, &sim.token, dir.path(), port).with(bridge_env);
+    let templates = publish_templates(&pb, &settings).await;
+    (pb, sim, settings, listener, dir, templates)
+}
+
+impl World<TestBridge> {
+    /// The deployment with the bridge in the test process.
     pub async fn start(sim_args: &[&str], bridge_env: &[(&str, &str)]) -> World {
-        let pb = TestPb::start().await;
-        let sim = TestSim::start(sim_args);
-        let dir = tempfile::tempdir().expect("bridge dir");
-        let listener = bind_local();
-        let port = listener.local_addr().expect("bridge address").port();
-        let settings = TestSettings::new((&pb).into(), &sim.url, &sim.token, dir.path(), port).with(bridge_env);
-        let templates = publish_templates(&pb, &settings).await;
-        let bridge = TestBridge::start(settings, listener).await;
+        let (pb, sim, settings, listener, dir, templates) = prepare(sim_args, bridge_env).await;
+        let bridge = TestBridge::start(settings.clone(), listener).await;
         World {
             pb,
             sim,
             bridge,
             templates,
+            settings,
             _dir: dir,
         }
     }
+}
 
+impl World<BridgeProcess> {
+    /// The deployment with `bin` (the cf-bridge binary) as a process, for tests that kill it.
+    pub async fn start_process(bin: &Path, sim_args: &[&str], bridge_env: &[(&str, &str)]) -> Self {
+        let (pb, sim, settings, listener, dir, templates) = prepare(sim_args, bridge_env).await;
+        drop(listener);
+        let bridge = BridgeProcess::start(bin, &settings).await;
+        World {
+            pb,
+            sim,
+            bridge,
+            templates,
+            settings,
+            _dir: dir,
+        }
+    }
+}
+
+impl<B: Bridge> World<B> {
     /// A configuration file for the CLI, pointing at this bridge.
     pub fn cli_config(&self) -> PathBuf {
         let path = self._dir.path().join("cli.toml");
-        std::fs::write(&path, self.bridge.settings().toml()).expect("write cli config");
+        std::fs::write(&path, self.settings.toml()).expect("write cli config");
         path
+    }
+
+    /// Runs the CLI (`bin`) with this world's configuration file and nothing from the test's environment.
+    pub fn cli(&self, bin: &Path, args: &[&str]) -> std::process::Output {
+        crate::cli::run(bin, &self.cli_config(), args, &[])
+    }
+
+    /// A user and their tenant, as the Admin Portal creates them; returns the tenant's id.
+    pub async fn user_tenant(&self, email: &str, slug: &str, plan: &str) -> String {
+        let user = self.pb.create_user(email, "user-password-123").await;
+        let t = self
+            .pb
+            .create_tenant(json!({"name": format!("Tenant {slug}"), "slug": slug, "user": user,
+                                  "status": "active", "plan_tier": plan}))
+            .await;
+        t["id"].as_str().expect("tenant id").to_string()
     }
 
     pub async fn create_tenant(&self, slug: &str, plan: &str) -> String {

@@ -1,0 +1,218 @@
+//! The realtime consumer against a real PocketBase: delivery, reconnects, watchdog, auth errors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::intake_support::{MemorySink, intake_pb};
+use cf_bridge::events::{Action, Collection, Source};
+use cf_bridge::intake::Intake;
+use cf_bridge::metrics::Metrics;
+use cf_bridge::pocketbase::realtime::{Consumer, RealtimeError, TokenFuture, TokenSource};
+use cf_testkit::TestPb;
+use secrecy::SecretString;
+use serde_json::json;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+struct StaticToken(String);
+
+impl TokenSource for StaticToken {
+    fn token(&self) -> TokenFuture<'_> {
+        let token = SecretString::from(self.0.clone());
+        Box::pin(async move { Ok(token) })
+    }
+}
+
+struct Running {
+    sink: Arc<MemorySink>,
+    notify: Arc<Notify>,
+    connected: watch::Receiver<u64>,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    fn start(pb: &TestPb, token: &str, idle_timeout: Duration) -> Running {
+        let sink = Arc::new(MemorySink::default());
+        let notify = Arc::new(Notify::new());
+        let (on_connect, connected) = watch::channel(0u64);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(
+            Consumer {
+                base_url: pb.url.parse().expect("url"),
+                idle_timeout,
+                tokens: Arc::new(StaticToken(token.to_owned())),
+                intake: Intake::new(sink.clone(), notify.clone(), Arc::new(Metrics::new())),
+                on_connect,
+            }
+            .run(cancel.clone()),
+        );
+        Running {
+            sink,
+            notify,
+            connected,
+            cancel,
+            task,
+        }
+    }
+
+    /// Waits until the connection counter reaches `n`.
+    async fn connections(&mut self, n: u64, within: Duration) {
+        let reached = tokio::time::timeout(within, self.connected.wait_for(|c| *c >= n)).await;
+        assert!(
+            matches!(reached, Ok(Ok(_))),
+            "connection #{n} not seen within {within:?}"
+        );
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        tokio::time::timeout(SECOND, self.task)
+            .await
+            .expect("consumer stops on cancel")
+            .expect("consumer task");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_reach_the_sink_within_a_second() {
+    // No webhook env: the hook skips delivery, and realtime must still fire.
+    let pb = intake_pb(&[], false).await;
+    let mut rt = Running::start(&pb, &pb.cached_token().await, Duration::from_secs(90));
+    rt.connections(1, 5 * SECOND).await;
+
+    let tenant = pb.create_record("tenants", json!({"name": "acme"})).await;
+    let id = tenant["id"].as_str().expect("id").to_owned();
+    let ev = rt.sink.wait_for(SECOND, |e| e.len() == 1).await.remove(0);
+    assert_eq!(
+        (ev.source, ev.collection, ev.action),
+        (Source::Realtime, Collection::Tenants, Action::Create)
+    );
+    assert_eq!(ev.record_id, id);
+    assert_eq!(ev.record_updated.as_deref(), tenant["updated"].as_str());
+    tokio::time::timeout(SECOND, rt.notify.notified())
+        .await
+        .expect("journaled events notify");
+
+    let updated = pb.patch("tenants", &id, json!({"name": "acme 2"})).await;
+    let ev = rt.sink.wait_for(SECOND, |e| e.len() == 2).await.remove(1);
+    assert_eq!(ev.action, Action::Update);
+    assert_eq!(ev.record_updated.as_deref(), updated["updated"].as_str());
+    assert_eq!(ev.payload["name"], json!("acme 2"));
+
+    let inst = pb
+        .create_record(
+            "bot_instances",
+            json!({"tenant": id, "name": "b", "api_token": "secret!"}),
+        )
+        .await;
+    pb.delete("bot_instances", inst["id"].as_str().expect("id")).await;
+    let events = rt.sink.wait_for(SECOND, |e| e.len() == 4).await;
+    assert_eq!(
+        (events[2].collection, events[2].action),
+        (Collection::BotInstances, Action::Create)
+    );
+    assert_eq!(
+        (events[3].collection, events[3].action),
+        (Collection::BotInstances, Action::Delete)
+    );
+    assert!(events[2].payload.get("api_token").is_none());
+    assert_eq!(*rt.connected.borrow(), 1, "no reconnect while healthy");
+    rt.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_after_pocketbase_restarts() {
+    let mut pb = intake_pb(&[], false).await;
+    let mut rt = Running::start(&pb, &pb.cached_token().await, Duration::from_secs(90));
+    rt.connections(1, 5 * SECOND).await;
+    pb.restart().await;
+    rt.connections(2, 10 * SECOND).await;
+    // The new subscription delivers.
+    pb.create_record("tenants", json!({"name": "after restart"})).await;
+    rt.sink.wait_for(SECOND, |e| e.len() == 1).await;
+    rt.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_after_a_hooks_reload() {
+    let pb = intake_pb(&[], true).await;
+    let mut rt = Running::start(&pb, &pb.cached_token().await, Duration::from_secs(90));
+    rt.connections(1, 5 * SECOND).await;
+    let hook = pb.hooks_dir.join("keepalive.pb.js");
+    let text = std::fs::read_to_string(&hook).expect("read hook");
+    std::fs::write(&hook, format!("{text}\n// touched by the test\n")).expect("touch hook");
+    rt.connections(2, 10 * SECOND).await;
+    pb.create_record("tenants", json!({"name": "after reload"})).await;
+    rt.sink.wait_for(2 * SECOND, |e| e.len() == 1).await;
+    rt.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_stream_trips_the_watchdog() {
+    let pb = intake_pb(&[], false).await;
+    let mut rt = Running::start(&pb, &pb.cached_token().await, Duration::from_millis(300));
+    rt.connections(1, 5 * SECOND).await;
+    // Nothing is sent after PB_CONNECT (keepalives come once a minute), so the watchdog reconnects.
+    rt.connections(3, 5 * SECOND).await;
+    rt.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_cron_feeds_the_watchdog() {
+    let pb = intake_pb(&[], false).await;
+    let mut rt = Running::start(&pb, &pb.cached_token().await, Duration::from_millis(1500));
+    rt.connections(1, 5 * SECOND).await;
+    // Run the once-a-minute keepalive job by hand, faster than the watchdog's limit.
+    for _ in 0..8 {
+        pb.run_cron("bridge_keepalive").await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert_eq!(*rt.connected.borrow(), 1, "keepalives must keep the connection up");
+    rt.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_token_is_a_clear_auth_error() {
+    let pb = intake_pb(&[], false).await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (on_connect, connected) = watch::channel(0u64);
+    let consumer = Consumer {
+        base_url: pb.url.parse().expect("url"),
+        idle_timeout: Duration::from_secs(90),
+        tokens: Arc::new(StaticToken("not-a-token".into())),
+        intake: Intake::new(
+            Arc::new(MemorySink::default()),
+            Arc::new(Notify::new()),
+            Arc::new(Metrics::new()),
+        ),
+        on_connect,
+    };
+    let client = reqwest::Client::new();
+    let mut connected_at = None;
+    let err = consumer
+        .session(&client, &CancellationToken::new(), &mut connected_at)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RealtimeError::Auth(_)), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("auth failed") && msg.contains("401") && msg.contains("token"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("not-a-token"),
+        "the token must not appear in errors: {msg}"
+    );
+    assert!(connected_at.is_none());
+    assert_eq!(*connected.borrow(), 0);
+
+    // The running consumer keeps retrying but never reports a connection.
+    let mut rt = Running::start(&pb, "not-a-token", Duration::from_secs(90));
+    tokio::time::sleep(SECOND).await;
+    assert_eq!(*rt.connected.borrow_and_update(), 0);
+    rt.stop().await;
+}

@@ -1,0 +1,37 @@
+//! cf-bridge's tests that need no process boundary: the library's parts against real PocketBase and
+//! coolify-sim, and the whole bridge in the test process (cf-testkit's World). Tests where a process is
+//! the point (kill -9, SIGTERM, the CLI, crashes) are in tests/process.
+
+mod admin_api;
+mod badinput_webhook;
+mod coolify_client;
+mod coolify_contract;
+mod e2e_reconcile;
+mod health_poller;
+mod intake_e2e;
+mod intake_hooks;
+mod intake_realtime;
+mod intake_support;
+mod journal_basic;
+mod journal_bench;
+mod journal_echo;
+mod pocketbase_client;
+mod pocketbase_schema;
+mod queue_dispatch;
+mod quota_e2e;
+mod quota_plans;
+mod secrets_e2e;
+mod secrets_store;
+mod status_board;
+mod templates_golden;
+mod templates_hostile;
+mod templates_load;
+mod templates_sim;
+mod templates_validate;
+mod ui_operator_page;
+mod webhook_ingest;
+
+/// The cf-bridge binary, for the tests that run its CLI against an in-process bridge.
+fn bridge_bin() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_cf-bridge"))
+}

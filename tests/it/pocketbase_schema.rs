@@ -1,0 +1,319 @@
+//! The shipped migration and API rules, against a real PocketBase.
+
+use cf_testkit::TestPb;
+use serde_json::{Value, json};
+
+const OURS: [&str; 4] = ["tenants", "bot_templates", "bot_instances", "deploy_logs"];
+const BRIDGE_OWNED: [(&str, &str); 8] = [
+    ("status", "running"),
+    ("coolify_service_id", "svc"),
+    ("coolify_project_id", "prj"),
+    ("error_message", "boom"),
+    ("last_healthy_at", "2026-01-01 00:00:00.000Z"),
+    ("secrets_hash", "h"),
+    ("applied_hash", "h"),
+    ("domain", "x.example.com"),
+];
+
+fn collections_in_db(pb: &TestPb) -> Vec<String> {
+    let db = rusqlite::Connection::open(pb.data_dir.join("data.db")).expect("open data.db");
+    let mut stmt = db
+        .prepare("SELECT name FROM _collections ORDER BY name")
+        .expect("prepare");
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .expect("query")
+        .map(|r| r.expect("row"))
+        .collect()
+}
+
+fn field_names(collection: &Value) -> Vec<String> {
+    collection["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .map(|f| f["name"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn migration_applies_reverts_and_reapplies() {
+    let mut pb = TestPb::start().await;
+
+    let instances = pb
+        .superuser_request("GET", "/api/collections/bot_instances", None)
+        .await;
+    let fields = field_names(&instances);
+    for f in [
+        "tenant",
+        "template",
+        "subdomain",
+        "desired_state",
+        "status",
+        "applied_hash",
+        "created",
+        "updated",
+    ] {
+        assert!(fields.contains(&f.to_string()), "bot_instances lacks {f}: {fields:?}");
+    }
+    let tenants = pb.superuser_request("GET", "/api/collections/tenants", None).await;
+    for f in [
+        "slug",
+        "user",
+        "plan_tier",
+        "max_stacks",
+        "coolify_project_uuid",
+        "bridge_error",
+    ] {
+        assert!(field_names(&tenants).contains(&f.to_string()), "tenants lacks {f}");
+    }
+    let logs = pb.superuser_request("GET", "/api/collections/deploy_logs", None).await;
+    let instance_rel = logs["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "instance")
+        .unwrap()
+        .clone();
+    assert_eq!(instance_rel["required"], false);
+    assert_eq!(instance_rel["cascadeDelete"], false);
+    assert!(logs["indexes"].to_string().contains("record_id"), "{}", logs["indexes"]);
+    let settings = pb.superuser_request("GET", "/api/settings", None).await;
+    assert_eq!(settings["batch"]["enabled"], true);
+
+    pb.kill().await;
+    let down = pb.cli(&["migrate", "down", "1"]).await;
+    assert!(
+        down.status.success(),
+        "migrate down: {}",
+        String::from_utf8_lossy(&down.stderr)
+    );
+    let after_down = collections_in_db(&pb);
+    for c in OURS {
+        assert!(
+            !after_down.contains(&c.to_string()),
+            "{c} survived migrate down: {after_down:?}"
+        );
+    }
+    assert!(
+        after_down.contains(&"users".to_string()),
+        "users must be kept: {after_down:?}"
+    );
+
+    let up = pb.cli(&["migrate", "up"]).await;
+    assert!(
+        up.status.success(),
+        "migrate up: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let after_up = collections_in_db(&pb);
+    for c in OURS {
+        assert!(
+            after_up.contains(&c.to_string()),
+            "{c} missing after migrate up: {after_up:?}"
+        );
+    }
+
+    pb.restart().await;
+    let t = pb
+        .create_tenant(json!({"name":"Acme","slug":"acme","status":"active","plan_tier":"team"}))
+        .await;
+    assert_eq!(t["slug"], "acme");
+    let (status, _) = pb
+        .request_as(
+            &pb.superuser_token().await,
+            "POST",
+            "/api/collections/tenants/records",
+            Some(&json!({"name":"Bad","slug":"-bad-","status":"active","plan_tier":"team"})),
+        )
+        .await;
+    assert_eq!(status, 400, "a non-DNS slug must be refused");
+}
+
+struct Side {
+    token: String,
+    tenant: String,
+    instance: String,
+    log: String,
+}
+
+async fn side(pb: &TestPb, who: &str, template: &str) -> Side {
+    let email = format!("{who}@test.local");
+    let user = pb.create_user(&email, "user-password-1").await;
+    let tenant = pb
+        .create_tenant(json!({"name": who, "slug": who, "user": user, "status":"active", "plan_tier":"starter"}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token = pb.user_token(&email, "user-password-1").await;
+    // The user creates their own instance: exercises the create rule's happy path.
+    let (status, inst) = pb
+        .request_as(
+            &token,
+            "POST",
+            "/api/collections/bot_instances/records",
+            Some(&json!({
+            "tenant": tenant, "template": template, "name": "bot", "subdomain": format!("{who}-bot"),
+            "desired_state": "running"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{who} creating an instance in their tenant: {inst}");
+    let log = pb
+        .superuser_request(
+            "POST",
+            "/api/collections/deploy_logs/records",
+            Some(&json!({
+            "instance": inst["id"], "record_id": inst["id"], "collection": "bot_instances", "tenant": tenant,
+            "action": "deploy", "status": "success", "message": "ok", "triggered_by": "test", "duration_ms": 5})),
+        )
+        .await;
+    Side {
+        token,
+        tenant,
+        instance: inst["id"].as_str().unwrap().into(),
+        log: log["id"].as_str().unwrap().into(),
+    }
+}
+
+fn ids(list: &Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn users_see_and_write_only_their_own_rows() {
+    let pb = TestPb::start().await;
+    let template = pb
+        .create_template(json!({"name": "telegram-bot", "active": true}))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let a = side(&pb, "alpha", &template).await;
+    let b = side(&pb, "beta", &template).await;
+
+    for (me, other) in [(&a, &b), (&b, &a)] {
+        let (_, l) = pb
+            .request_as(&me.token, "GET", "/api/collections/bot_instances/records", None)
+            .await;
+        assert_eq!(ids(&l), vec![me.instance.clone()]);
+        let (_, l) = pb
+            .request_as(&me.token, "GET", "/api/collections/tenants/records", None)
+            .await;
+        assert_eq!(ids(&l), vec![me.tenant.clone()]);
+        let (_, l) = pb
+            .request_as(&me.token, "GET", "/api/collections/deploy_logs/records", None)
+            .await;
+        assert_eq!(ids(&l), vec![me.log.clone()]);
+        let (s, _) = pb
+            .request_as(
+                &me.token,
+                "GET",
+                &format!("/api/collections/bot_instances/records/{}", other.instance),
+                None,
+            )
+            .await;
+        assert_eq!(s, 404, "another tenant's instance must be invisible");
+        let (_, l) = pb
+            .request_as(&me.token, "GET", "/api/collections/bot_templates/records", None)
+            .await;
+        assert_eq!(ids(&l), vec![template.clone()], "templates are readable by any user");
+    }
+    let (_, l) = pb
+        .request_as("", "GET", "/api/collections/bot_templates/records", None)
+        .await;
+    assert!(ids(&l).is_empty(), "guests see no templates");
+
+    // No instance in someone else's tenant.
+    let (s, _) = pb
+        .request_as(
+            &a.token,
+            "POST",
+            "/api/collections/bot_instances/records",
+            Some(&json!({
+            "tenant": b.tenant, "template": template, "name": "intruder", "subdomain": "intruder",
+            "desired_state": "running"})),
+        )
+        .await;
+    assert_eq!(s, 400, "creating in another tenant must be refused");
+
+    let inst_path = format!("/api/collections/bot_instances/records/{}", a.instance);
+    for (i, (field, value)) in BRIDGE_OWNED.iter().enumerate() {
+        let mut body = json!({"tenant": a.tenant, "template": template, "name": "x",
+            "subdomain": format!("sneaky-{i}"), "desired_state": "running"});
+        body[*field] = json!(value);
+        let (s, _) = pb
+            .request_as(&a.token, "POST", "/api/collections/bot_instances/records", Some(&body))
+            .await;
+        assert_eq!(s, 400, "a user created an instance with bridge-owned {field}");
+
+        let (s, _) = pb
+            .request_as(&a.token, "PATCH", &inst_path, Some(&json!({ *field: value })))
+            .await;
+        assert_ne!(s, 200, "a user updated bridge-owned {field}");
+    }
+    let fresh = pb.superuser_request("GET", &inst_path, None).await;
+    for (field, _) in BRIDGE_OWNED {
+        // status starts as pending (hooks/pb_hooks/defaults.pb.js); the others start empty.
+        let initial = if *field == *"status" { "pending" } else { "" };
+        assert_eq!(fresh[field], initial, "{field} changed despite the refusal");
+    }
+
+    let (s, v) = pb
+        .request_as(
+            &a.token,
+            "PATCH",
+            &inst_path,
+            Some(&json!({"desired_state": "stopped"})),
+        )
+        .await;
+    assert_eq!((s, v["desired_state"].as_str()), (200, Some("stopped")), "{v}");
+
+    let (s, _) = pb
+        .request_as(&a.token, "PATCH", &inst_path, Some(&json!({"tenant": b.tenant})))
+        .await;
+    assert_ne!(s, 200, "moving an instance to another tenant must be refused");
+    assert_eq!(
+        pb.superuser_request("GET", &inst_path, None).await["tenant"],
+        a.tenant.as_str()
+    );
+
+    let b_path = format!("/api/collections/bot_instances/records/{}", b.instance);
+    let (s, _) = pb
+        .request_as(&a.token, "PATCH", &b_path, Some(&json!({"desired_state": "stopped"})))
+        .await;
+    assert_eq!(s, 404);
+    let (s, _) = pb.request_as(&a.token, "DELETE", &b_path, None).await;
+    assert_eq!(s, 404);
+
+    let (s, _) = pb
+        .request_as(
+            &a.token,
+            "PATCH",
+            &format!("/api/collections/tenants/records/{}", a.tenant),
+            Some(&json!({"plan_tier": "sovereign"})),
+        )
+        .await;
+    assert_eq!(s, 403, "tenants are superuser-only for writes");
+    let (s, _) = pb
+        .request_as(
+            &a.token,
+            "POST",
+            "/api/collections/deploy_logs/records",
+            Some(&json!({
+            "record_id": a.instance, "tenant": a.tenant, "action": "deploy", "status": "success"})),
+        )
+        .await;
+    assert_eq!(s, 403, "deploy_logs are superuser-only for writes");
+
+    let (s, _) = pb.request_as(&a.token, "DELETE", &inst_path, None).await;
+    assert_eq!(s, 204, "a user may delete their own instance");
+    let log = pb
+        .superuser_request("GET", &format!("/api/collections/deploy_logs/records/{}", a.log), None)
+        .await;
+    assert_eq!(log["record_id"], a.instance.as_str(), "logs outlive their instance");
+}

@@ -1,0 +1,19 @@
+//! cf-bridge's tests where a process is the point: the bridge killed with -9 or stopped with SIGTERM,
+//! its exit on bad credentials, the CLI, a journal written by a killed process, the reliability suite
+//! (crashes, restarts, outages) and hostile input checked for panics in the bridge's own output.
+
+mod badinput_config;
+mod badinput_records;
+mod cli_templates;
+mod e2e_crash;
+mod harness;
+mod intake_crash;
+mod journal_durability;
+mod ops_shutdown;
+mod reliability;
+mod secrets_canary;
+
+/// The cf-bridge binary under test.
+fn bridge_bin() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_cf-bridge"))
+}
