@@ -8,6 +8,7 @@ mod coolify_client;
 mod coolify_contract;
 mod e2e_reconcile;
 mod health_poller;
+mod in_process;
 mod intake_e2e;
 mod intake_hooks;
 mod intake_realtime;
