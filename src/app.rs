@@ -91,10 +91,30 @@ async fn server_uuid(coolify: &CoolifyClient, configured: Option<&str>) -> anyho
         .context("Coolify has no usable, reachable server; set coolify.server_uuid")
 }
 
+/// Opens the secret store with the current key, re-encrypting entries written under a previous one.
+pub fn open_secret_store(settings: &Settings) -> anyhow::Result<SecretStore> {
+    let key = |s: &secrecy::SecretString| SecretBytes::from(s.expose_secret().as_bytes().to_vec());
+    let previous: Vec<SecretBytes> = settings.secrets.previous_keys.iter().map(key).collect();
+    let store = SecretStore::open_with(&settings.secrets.store_path, &key(&settings.secrets.key), &previous)
+        .with_context(|| format!("opening the secret store {}", settings.secrets.store_path.display()))?;
+    if store.rekeyed() > 0 {
+        info!(
+            entries = store.rekeyed(),
+            "secret store entries re-encrypted with the current secrets.key"
+        );
+    }
+    Ok(store)
+}
+
 /// Runs the bridge until SIGTERM or SIGINT.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cancel = CancellationToken::new();
+    let secrets_key = || SecretBytes::from(settings.secrets.key.expose_secret().as_bytes().to_vec());
+    // Before any event is fingerprinted: fingerprints must be comparable across restarts.
+    if !crate::events::set_fingerprint_key(crate::secrets::event_fingerprint_key(&secrets_key())) {
+        warn!("the event fingerprint key was already set; echoes of earlier runs may make one extra job each");
+    }
 
     let journal = Journal::open(&settings.journal_path)
         .with_context(|| format!("opening the journal at {}", settings.journal_path.display()))?;
@@ -115,11 +135,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         TemplateSet::load_dir(&settings.reconcile.templates_dir)
             .with_context(|| format!("loading templates from {}", settings.reconcile.templates_dir.display()))?,
     );
-    let secrets_key = || SecretBytes::from(settings.secrets.key.expose_secret().as_bytes().to_vec());
-    let secrets = Arc::new(
-        SecretStore::open(&settings.secrets.store_path, &secrets_key())
-            .with_context(|| format!("opening the secret store {}", settings.secrets.store_path.display()))?,
-    );
+    let secrets = Arc::new(open_secret_store(&settings)?);
     let webhook_secret: WebhookSecret = settings
         .webhook
         .secret

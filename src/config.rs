@@ -100,6 +100,8 @@ pub struct ReconcileSettings {
 pub struct SecretsSettings {
     /// Key for `secrets_hash`, the per-stack router key and the local secret store.
     pub key: SecretString,
+    /// Earlier values of `key`: store entries written under one of them are re-encrypted under `key`.
+    pub previous_keys: Vec<SecretString>,
     pub store_path: PathBuf,
 }
 
@@ -222,6 +224,7 @@ struct RawLog {
 #[serde(deny_unknown_fields)]
 struct RawSecrets {
     key: Option<SecretString>,
+    previous_keys: Option<Vec<SecretString>>,
     store_path: Option<PathBuf>,
 }
 
@@ -275,6 +278,9 @@ pub fn load_from(path: &Path, required: bool, env: &[(String, String)]) -> Resul
             .prefix_separator("__")
             .separator("__")
             .try_parsing(true)
+            // Lists come comma-separated from the environment.
+            .list_separator(",")
+            .with_list_parse_key("secrets.previous_keys")
             .source(Some(env_map)),
     );
     let built = builder.build().map_err(|e| ConfigError::File {
@@ -484,6 +490,17 @@ fn validate(raw: Raw) -> Result<Settings, ConfigError> {
     }
 
     let secrets_key = c.secret("secrets.key", raw.secrets.key, 32);
+    let previous_keys = raw.secrets.previous_keys.unwrap_or_default();
+    for (i, k) in previous_keys.iter().enumerate() {
+        if k.expose_secret().is_empty() {
+            c.fail(&format!("secrets.previous_keys[{i}]"), "must not be empty");
+        } else if secrets_key
+            .as_ref()
+            .is_some_and(|current| current.expose_secret() == k.expose_secret())
+        {
+            c.fail(&format!("secrets.previous_keys[{i}]"), "is the same as secrets.key");
+        }
+    }
     let store_path = raw
         .secrets
         .store_path
@@ -582,6 +599,7 @@ fn validate(raw: Raw) -> Result<Settings, ConfigError> {
             log: LogSettings { format, level },
             secrets: SecretsSettings {
                 key: secrets_key,
+                previous_keys,
                 store_path,
             },
             queue: QueueSettings {
@@ -653,11 +671,12 @@ impl fmt::Display for Settings {
             LogFormat::Pretty => "pretty",
         };
         writeln!(f, "\n[log]\nformat = {format:?}\nlevel = {:?}", self.log.level)?;
-        writeln!(
-            f,
-            "\n[secrets]\nkey = {REDACTED:?}\nstore_path = {:?}",
-            self.secrets.store_path.display().to_string()
-        )?;
+        writeln!(f, "\n[secrets]\nkey = {REDACTED:?}")?;
+        if !self.secrets.previous_keys.is_empty() {
+            let redacted = vec![REDACTED; self.secrets.previous_keys.len()];
+            writeln!(f, "previous_keys = {redacted:?}")?;
+        }
+        writeln!(f, "store_path = {:?}", self.secrets.store_path.display().to_string())?;
         writeln!(
             f,
             "\n[queue]\nconcurrency = {}\nmax_attempts = {}\nbase_backoff_ms = {}\nmax_backoff_secs = {}",

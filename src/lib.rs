@@ -7,6 +7,7 @@ pub mod config;
 pub mod coolify;
 pub mod events;
 pub mod http;
+pub mod incarnation;
 pub mod intake;
 pub mod journal;
 pub mod metrics;

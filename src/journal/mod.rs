@@ -26,7 +26,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::events::{EventSink, NewEvent, SinkError, SinkFuture};
+use crate::events::{EventSink, NewEvent, SinkError, SinkFuture, request_fingerprint};
 use crate::metrics::metrics;
 
 pub use error::JournalError;
@@ -205,6 +205,9 @@ impl EventSink for Journal {
         Box::pin(async move {
             let source = event.source.as_str();
             metrics().events_received.with_label_values(&[source]).inc();
+            if event.fingerprint.is_none() {
+                event.fingerprint = request_fingerprint(event.source, event.collection, event.action, &event.payload);
+            }
             strip_secrets(&mut event.payload);
             let payload = serde_json::to_string(&event.payload).map_err(JournalError::from)?;
             let (reply, answer) = oneshot::channel();

@@ -188,6 +188,7 @@ impl HealthPoller {
                     dedupe_key: format!("health-missing:{}:{service}:{updated}", inst.id),
                     delivery_id: None,
                     payload: json!({"reason": "service missing from Coolify"}),
+                    fingerprint: None,
                 };
                 let patch = InstancePatch {
                     applied_hash: Some(String::new()),
