@@ -136,6 +136,21 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             .with_context(|| format!("loading templates from {}", settings.reconcile.templates_dir.display()))?,
     );
     let secrets = Arc::new(open_secret_store(&settings)?);
+    // Stack env depends on the key (secrets hash, router key): after a key change, or the first start of
+    // a version with new router keys, every instance is reconciled once to push them.
+    if journal
+        .note_changed("secrets_key_check", &crate::secrets::key_check(&secrets_key()))
+        .await
+        .context("recording the key check")?
+    {
+        let n = journal
+            .replay_live(crate::events::Collection::BotInstances)
+            .await
+            .context("queueing instances for the new key")?;
+        if n > 0 {
+            info!(instances = n, "secrets.key (or the router key format) changed: pushing every stack's env again");
+        }
+    }
     let webhook_secret: WebhookSecret = settings
         .webhook
         .secret

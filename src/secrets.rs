@@ -37,6 +37,7 @@ const LABEL_SECRETS_HASH: &[u8] = b"cf-bridge/v1/secrets-hash\0";
 const LABEL_ROUTER_ROOT: &[u8] = b"cf-bridge/v2/router-verify-key\0";
 const LABEL_ROUTER_KEY: &[u8] = b"cf-bridge/v2/router-api-key\0";
 const LABEL_EVENT_FINGERPRINT: &[u8] = b"cf-bridge/v1/event-fingerprint\0";
+const LABEL_KEY_CHECK: &[u8] = b"cf-bridge/v1/key-check\0";
 const LABEL_STORE_KEY: &[u8] = b"cf-bridge/v1/secret-store-key\0";
 /// Entries written before incarnations existed, bound to the instance id only.
 const LABEL_STORE_AAD_V1: &[u8] = b"cf-bridge/v1/secret-store-entry\0";
@@ -206,6 +207,12 @@ pub fn verify_router_key(verify_key: &[u8], presented: &str) -> Option<RouterKey
         instance_id: instance.to_string(),
         key_id: key_id.to_string(),
     })
+}
+
+/// A check value of the bridge key (16 hex digits, revealing nothing of the key): the journal keeps the
+/// last one so that a start with a changed key pushes every stack's new hash and router key.
+pub fn key_check(key: &SecretBytes) -> String {
+    hex::encode(&mac(key, LABEL_KEY_CHECK).finalize().into_bytes()[..8])
 }
 
 /// Key of the journal's request fingerprints ([`crate::events::set_fingerprint_key`]).

@@ -99,6 +99,12 @@ CREATE TABLE router_keys (
     key_id      TEXT NOT NULL,
     updated_at  INTEGER NOT NULL
 );
+
+-- Facts about the bridge itself, such as a check value of the key it last ran with.
+CREATE TABLE meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 "#,
 ];
 

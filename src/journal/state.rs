@@ -153,7 +153,20 @@ impl Journal {
     /// The router key id of an instance incarnation: the one kept for it, or a fresh random one when the
     /// journal has none for this incarnation (a new record, or a record whose id came back).
     pub async fn router_key_id(&self, record_id: &str, incarnation: &str) -> Result<String, JournalError> {
-        self.set_router_key_id(record_id, incarnation, false).await
+        // Read first: every reconcile asks, and only a new incarnation needs a write.
+        let (id, life) = (record_id.to_owned(), incarnation.to_owned());
+        let kept: Option<String> = self
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached("SELECT key_id FROM router_keys WHERE record_id = ?1 AND incarnation = ?2")?
+                    .query_row(params![id, life], |r| r.get(0))
+                    .optional()?)
+            })
+            .await?;
+        match kept {
+            Some(kept) => Ok(kept),
+            None => self.set_router_key_id(record_id, incarnation, false).await,
+        }
     }
 
     /// Gives the instance incarnation a fresh router key id and returns it; its old key stops being
@@ -186,6 +199,30 @@ impl Journal {
                 )?
                 .execute(params![record_id, incarnation, fresh, now_ms()])?;
                 Ok(fresh)
+            })
+        })
+        .await
+    }
+
+    /// Records `value` under `name`; returns whether it differs from the value recorded before (true when
+    /// there was none).
+    pub async fn note_changed(&self, name: &str, value: &str) -> Result<bool, JournalError> {
+        let (name, value) = (name.to_owned(), value.to_owned());
+        self.write(move |conn| {
+            write_tx(conn, |tx| {
+                let before: Option<String> = tx
+                    .prepare_cached("SELECT value FROM meta WHERE name = ?1")?
+                    .query_row([&name], |r| r.get(0))
+                    .optional()?;
+                if before.as_deref() == Some(value.as_str()) {
+                    return Ok(false);
+                }
+                tx.prepare_cached(
+                    "INSERT INTO meta (name, value) VALUES (?1, ?2)
+                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                )?
+                .execute(params![name, value])?;
+                Ok(true)
             })
         })
         .await
