@@ -148,7 +148,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             .await
             .context("queueing instances for the new key")?;
         if n > 0 {
-            info!(instances = n, "secrets.key (or the router key format) changed: pushing every stack's env again");
+            info!(
+                instances = n,
+                "secrets.key (or the router key format) changed: pushing every stack's env again"
+            );
         }
     }
     let webhook_secret: WebhookSecret = settings

@@ -119,9 +119,16 @@ async fn second_owner_starts_clean(stack: &Stack, tenant: &str, first_uuid: &str
         (claims.tenant_id.as_str(), claims.instance_id.as_str()),
         (tenant, REUSED)
     );
-    assert_eq!(r["router_key_id"], claims.key_id.as_str(), "the record names the current key");
+    assert_eq!(
+        r["router_key_id"],
+        claims.key_id.as_str(),
+        "the record names the current key"
+    );
     let old = verify_router_key(verify.expose_secret(), first_key).expect("the old key was genuine");
-    assert_ne!(old.key_id, claims.key_id, "a router comparing key ids refuses the old key");
+    assert_ne!(
+        old.key_id, claims.key_id,
+        "a router comparing key ids refuses the old key"
+    );
     let log = stack.bridge.log();
     assert!(!log.contains("CANARY"), "a secret reached the bridge's log");
 }

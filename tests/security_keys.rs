@@ -55,7 +55,10 @@ async fn one_stack_router_key_rotates_without_touching_the_others() {
     let out = stack.cli(&["rotate-router-key", &a]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(!stdout.contains("cfk_"), "the CLI shows the key id, never the key: {stdout}");
+    assert!(
+        !stdout.contains("cfk_"),
+        "the CLI shows the key id, never the key: {stdout}"
+    );
     let verify = router_verify_key(&bytes(SECRETS_KEY));
     let rotated = common::bridge::eventually(WAIT, "a's new key in Coolify and PocketBase", || async {
         let r = stack.instance(&a).await;
@@ -64,13 +67,22 @@ async fn one_stack_router_key_rotates_without_touching_the_others() {
         (key != key_a && r["status"] == "running" && r["router_key_id"] == claims.key_id.as_str()).then_some(claims)
     })
     .await;
-    assert_eq!((rotated.tenant_id.as_str(), rotated.instance_id.as_str()), (stack.tenant.as_str(), a.as_str()));
+    assert_eq!(
+        (rotated.tenant_id.as_str(), rotated.instance_id.as_str()),
+        (stack.tenant.as_str(), a.as_str())
+    );
     assert_ne!(ra["router_key_id"], rotated.key_id.as_str());
     let old = verify_router_key(verify.expose_secret(), &key_a).expect("the old key is genuine");
-    assert_ne!(old.key_id, rotated.key_id, "so a router that compares key ids refuses it");
+    assert_ne!(
+        old.key_id, rotated.key_id,
+        "so a router that compares key ids refuses it"
+    );
 
     // b was not touched: same key, same key id, no call about its service.
-    assert_eq!(env_value(&service(&b).await, "CLOUDFREEDOM_API_KEY").as_deref(), Some(key_b.as_str()));
+    assert_eq!(
+        env_value(&service(&b).await, "CLOUDFREEDOM_API_KEY").as_deref(),
+        Some(key_b.as_str())
+    );
     assert_eq!(stack.instance(&b).await["router_key_id"], rb["router_key_id"]);
     let touched: Vec<Value> = stack
         .sim()
@@ -84,11 +96,18 @@ async fn one_stack_router_key_rotates_without_touching_the_others() {
     // The admin API does the same for b, answering the key id only.
     let admin = stack.bridge.admin();
     let (status, body) = admin
-        .send(Method::POST, &format!("/admin/instances/{b}/rotate-router-key"), json!(null))
+        .send(
+            Method::POST,
+            &format!("/admin/instances/{b}/rotate-router-key"),
+            json!(null),
+        )
         .await;
     assert_eq!(status, 202, "{body}");
     let key_id = body["router_key_id"].as_str().expect("key id").to_string();
-    assert!(key_id.len() == 32 && key_id.bytes().all(|c| c.is_ascii_hexdigit()), "{body}");
+    assert!(
+        key_id.len() == 32 && key_id.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{body}"
+    );
     assert!(!body.to_string().contains("cfk_"), "{body}");
     common::bridge::eventually(WAIT, "b's new key", || async {
         (stack.instance(&b).await["router_key_id"] == key_id.as_str()
@@ -97,13 +116,27 @@ async fn one_stack_router_key_rotates_without_touching_the_others() {
     })
     .await;
     let (status, _) = admin
-        .send(Method::POST, "/admin/instances/nosuchinstance1/rotate-router-key", json!(null))
+        .send(
+            Method::POST,
+            "/admin/instances/nosuchinstance1/rotate-router-key",
+            json!(null),
+        )
         .await;
     assert_eq!(status, 404);
     let (status, _) = admin
         .send(Method::POST, "/admin/instances/BAD!/rotate-router-key", json!(null))
         .await;
     assert_eq!(status, 400);
+}
+
+async fn replay_events(stack: &secrets_stack::Stack, id: &str) -> usize {
+    let (status, events) = stack
+        .bridge
+        .admin()
+        .get(&format!("/admin/events?record={id}&source=replay"))
+        .await;
+    assert_eq!(status, 200, "{events}");
+    events["events"].as_array().map(Vec::len).unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,18 +156,26 @@ async fn a_new_bridge_key_keeps_the_store_readable_and_pushes_new_hashes_and_rou
     assert_eq!(status, 202, "{body}");
     let before = stack.wait_status(&id, "running", WAIT).await;
     let key_before = stack.sim_envs(&id).await["CLOUDFREEDOM_API_KEY"].0.clone();
+    let replays_before = replay_events(&stack, &id).await;
     assert!(stack.bridge.terminate(), "the bridge stops cleanly");
 
     let dir = stack.bridge.dir.clone();
     let store = dir.join("secrets.bin").display().to_string();
-    let pb = (stack.pb.url.as_str(), stack.pb.email.as_str(), stack.pb.password.as_str());
+    let pb = (
+        stack.pb.url.as_str(),
+        stack.pb.email.as_str(),
+        stack.pb.password.as_str(),
+    );
     let templates = repo_root().join("templates");
     // The new key alone cannot open the store: refused, naming the fix, and nothing is changed.
     let file_before = std::fs::read(dir.join("secrets.bin")).expect("store file");
     let only_new = cli_env(
         pb,
         &templates,
-        &[("CF_BRIDGE__SECRETS__KEY", NEW_KEY), ("CF_BRIDGE__SECRETS__STORE_PATH", &store)],
+        &[
+            ("CF_BRIDGE__SECRETS__KEY", NEW_KEY),
+            ("CF_BRIDGE__SECRETS__STORE_PATH", &store),
+        ],
     );
     let (ok, out, err) = run_cli(&["secrets", "rekey"], &only_new);
     assert!(!ok, "{out}");
@@ -159,6 +200,8 @@ async fn a_new_bridge_key_keeps_the_store_readable_and_pushes_new_hashes_and_rou
     )
     .await;
     let first_bridge = std::mem::replace(&mut stack.bridge, bridge);
+    // The bridge queued the instance itself because the key changed (not waiting for a change of the record).
+    assert_eq!(replay_events(&stack, &id).await, replays_before + 1);
     let after = stack
         .wait_instance(&id, "the new secrets hash", WAIT, |r| {
             r["status"] == "running" && r["secrets_hash"] != before["secrets_hash"]
@@ -196,14 +239,24 @@ fn previous_keys_reencrypt_the_store_and_other_keys_are_refused() {
     assert!(matches!(err, SecretsError::Unreadable { count: 1, .. }), "{err}");
     assert!(err.to_string().contains("inst1") && err.to_string().contains("secrets.previous_keys"));
 
-    let store = SecretStore::open_with(&path, &bytes(NEW_KEY), &[bytes("unrelated-key-xxxxxxxxxxxxxxxxxxxxx"), bytes(SECRETS_KEY)])
-        .expect("open with the previous key");
+    let store = SecretStore::open_with(
+        &path,
+        &bytes(NEW_KEY),
+        &[bytes("unrelated-key-xxxxxxxxxxxxxxxxxxxxx"), bytes(SECRETS_KEY)],
+    )
+    .expect("open with the previous key");
     assert_eq!(store.rekeyed(), 1);
-    assert_eq!(store.get("inst1", &life).expect("get").expect("present")["TOKEN"].expose_secret(), "v1");
+    assert_eq!(
+        store.get("inst1", &life).expect("get").expect("present")["TOKEN"].expose_secret(),
+        "v1"
+    );
     drop(store);
     let again = SecretStore::open(&path, &bytes(NEW_KEY)).expect("the new key alone now");
     assert_eq!(again.rekeyed(), 0);
-    assert!(SecretStore::open(&path, &bytes(SECRETS_KEY)).is_err(), "the old key no longer opens it");
+    assert!(
+        SecretStore::open(&path, &bytes(SECRETS_KEY)).is_err(),
+        "the old key no longer opens it"
+    );
 }
 
 #[test]
@@ -213,9 +266,17 @@ fn store_entries_belong_to_one_incarnation_of_their_id() {
     let first = incarnation::tag("inst1", "t1", "2026-01-01 00:00:00.000Z");
     let later = incarnation::tag("inst1", "t2", "2026-02-01 00:00:00.000Z");
     let store = SecretStore::open(&path, &bytes(SECRETS_KEY)).expect("open");
-    store.put("inst1", &first, &map(&[("TOKEN", "first-owner")])).expect("put");
-    assert!(store.get("inst1", &later).expect("get").is_none(), "another life gets nothing");
-    assert!(store.instance_ids().is_empty(), "and the earlier life's secrets are deleted");
+    store
+        .put("inst1", &first, &map(&[("TOKEN", "first-owner")]))
+        .expect("put");
+    assert!(
+        store.get("inst1", &later).expect("get").is_none(),
+        "another life gets nothing"
+    );
+    assert!(
+        store.instance_ids().is_empty(),
+        "and the earlier life's secrets are deleted"
+    );
     assert!(store.get("inst1", &first).expect("get").is_none());
 
     // An entry moved by hand to another incarnation's label does not decrypt.
@@ -241,7 +302,13 @@ fn write_v1_store(path: &std::path::Path, key: &str, id: &str, plaintext: &[u8])
     let nonce = [7u8; 12];
     let aad = [b"cf-bridge/v1/secret-store-entry\0".as_slice(), id.as_bytes()].concat();
     let ciphertext = cipher
-        .encrypt(chacha20poly1305::Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: &aad })
+        .encrypt(
+            chacha20poly1305::Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad: &aad,
+            },
+        )
         .expect("encrypt");
     let file = json!({"version": 1, "entries": {id: {"nonce": STANDARD.encode(nonce), "ciphertext": STANDARD.encode(ciphertext)}}});
     std::fs::write(path, serde_json::to_vec(&file).expect("ser")).expect("write");
@@ -254,10 +321,17 @@ fn entries_from_before_incarnations_are_adopted_by_the_live_record() {
     write_v1_store(&path, SECRETS_KEY, "inst1", br#"{"TOKEN":"legacy"}"#);
     let life = incarnation::tag("inst1", "t1", "2026-01-01 00:00:00.000Z");
     let store = SecretStore::open(&path, &bytes(SECRETS_KEY)).expect("a version 1 store opens");
-    assert_eq!(store.get("inst1", &life).expect("get").expect("adopted")["TOKEN"].expose_secret(), "legacy");
+    assert_eq!(
+        store.get("inst1", &life).expect("get").expect("adopted")["TOKEN"].expose_secret(),
+        "legacy"
+    );
     let file: Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
     assert_eq!(file["version"], 2);
-    assert_eq!(file["entries"]["inst1"]["incarnation"], life.as_str(), "bound from now on");
+    assert_eq!(
+        file["entries"]["inst1"]["incarnation"],
+        life.as_str(),
+        "bound from now on"
+    );
     let later = incarnation::tag("inst1", "t2", "2026-02-01 00:00:00.000Z");
     assert!(store.get("inst1", &later).expect("get").is_none());
 }
