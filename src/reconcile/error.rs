@@ -12,11 +12,30 @@ pub enum ReconcileError {
     /// Will not succeed until the record (or its tenant, template or secrets) changes.
     #[error("{0}")]
     NeedsChange(String),
+    /// Like `NeedsChange`, but the detail names resources outside the tenant (another service holding
+    /// the domain): operators see `detail` (logs, the job's `last_error`), the tenant sees `public`.
+    #[error("{detail}")]
+    Confidential { public: String, detail: String },
 }
+
+/// What a tenant reads when Coolify refuses a domain held elsewhere.
+pub const DOMAIN_IN_USE: &str = "this domain is already in use: choose another subdomain";
 
 impl ReconcileError {
     pub fn is_permanent(&self) -> bool {
-        matches!(self, ReconcileError::NeedsChange(_))
+        matches!(
+            self,
+            ReconcileError::NeedsChange(_) | ReconcileError::Confidential { .. }
+        )
+    }
+
+    /// The message for the tenant's own record (`error_message`, `deploy_logs`): never names another
+    /// tenant's resources.
+    pub fn tenant_message(&self) -> String {
+        match self {
+            ReconcileError::Confidential { public, .. } => public.clone(),
+            other => other.to_string(),
+        }
     }
 }
 
@@ -35,10 +54,12 @@ impl From<JournalError> for ReconcileError {
 impl From<CoolifyError> for ReconcileError {
     fn from(e: CoolifyError) -> Self {
         match e {
+            CoolifyError::Conflict { .. } => ReconcileError::Confidential {
+                public: DOMAIN_IN_USE.to_string(),
+                detail: e.to_string(),
+            },
             // The request itself is wrong; repeating it cannot help.
-            CoolifyError::Validation { .. } | CoolifyError::Conflict { .. } | CoolifyError::InvalidInput(_) => {
-                ReconcileError::NeedsChange(e.to_string())
-            }
+            CoolifyError::Validation { .. } | CoolifyError::InvalidInput(_) => ReconcileError::NeedsChange(e.to_string()),
             other => ReconcileError::Transient(other.to_string()),
         }
     }

@@ -417,7 +417,7 @@ async fn execute(
         }
     }
     if let Err(e) = &result {
-        let message = e.to_string();
+        let message = e.tenant_message();
         // Writing the same failure again would only wake this job early: write changes only.
         let unchanged = inst.status == Some(InstanceStatus::Error)
             && inst.error_message.as_deref() == Some(message.as_str())

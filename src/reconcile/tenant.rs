@@ -134,8 +134,9 @@ async fn create_project(ctx: &Context, tenant: &Tenant) -> Result<String, Reconc
             Ok(uuid)
         }
         Err(e) => {
-            let message = format!("could not create Coolify project {name}: {e}");
+            let message = format!("could not create Coolify project {name}: {}", e.tenant_message());
             log.finish(DeployStatus::Failed, message.clone()).await;
+            warn!(record_id = %tenant.id, error = %e, "project create failed");
             let patch = TenantPatch {
                 coolify_project_uuid: None,
                 bridge_error: Some(message),
