@@ -266,7 +266,15 @@ pub fn load_from(path: &Path, required: bool, env: &[(String, String)]) -> Resul
     }
     let mut builder = config::Config::builder();
     if path.exists() {
-        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: display.clone(),
+            reason: format!("cannot be read: {e}"),
+        })?;
+        check_toml_syntax(&text).map_err(|reason| ConfigError::File {
+            path: display.clone(),
+            reason,
+        })?;
+        builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
     }
     let env_map: config::Map<String, String> = env
         .iter()
@@ -285,13 +293,50 @@ pub fn load_from(path: &Path, required: bool, env: &[(String, String)]) -> Resul
     );
     let built = builder.build().map_err(|e| ConfigError::File {
         path: display.clone(),
-        reason: e.to_string(),
+        reason: without_values(&e.to_string()),
     })?;
     let raw: Raw = built.try_deserialize().map_err(|e| ConfigError::File {
         path: display,
-        reason: e.to_string(),
+        reason: without_values(&e.to_string()),
     })?;
     validate(raw)
+}
+
+/// Checks the file is TOML, reporting a syntax error by line and column only: the parser's own message
+/// quotes the offending line, which may hold a secret (an unterminated `secret = "whsec_...`).
+fn check_toml_syntax(text: &str) -> Result<(), String> {
+    let Err(e) = text.parse::<toml::Table>() else {
+        return Ok(());
+    };
+    let at = e.span().map(|s| s.start).unwrap_or(0).min(text.len());
+    let before = text.get(..at).unwrap_or_default();
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
+    Err(format!(
+        "TOML syntax error at line {line}, column {column} (the line is not shown: it may hold a secret)"
+    ))
+}
+
+/// A deserializer message with the offending value taken out (`invalid type: string "…", expected …`):
+/// the value may be a secret given to the wrong key.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = ["invalid type: ", "invalid value: "]
+        .iter()
+        .filter_map(|m| rest.find(m).map(|i| i + m.len()))
+        .min()
+    {
+        out.push_str(&rest[..i]);
+        out.push_str("(value not shown)");
+        rest = &rest[i..];
+        rest = match rest.find(", expected") {
+            Some(j) => &rest[j..],
+            None => "",
+        };
+    }
+    out.push_str(rest);
+    out
 }
 
 struct Checker {
