@@ -2,10 +2,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::{HttpResponse, get, web};
 use serde_json::json;
+
+/// How long one readiness evaluation answers `/readyz`: a flood of probes must not write the journal (or
+/// queue behind its writer) once per request.
+pub const READINESS_CACHE: Duration = Duration::from_secs(1);
+
+type Problems = Vec<(&'static str, String)>;
 
 /// What `/readyz` reports; each part is updated by the component that owns it.
 pub struct Readiness {
@@ -14,6 +20,8 @@ pub struct Readiness {
     /// How recent a resync must be to stand in for a connected realtime stream.
     pub resync_freshness: Duration,
     pub journal: crate::journal::Journal,
+    /// The last evaluation and when it was made. Held across an evaluation, so concurrent probes share it.
+    last: tokio::sync::Mutex<Option<(Instant, Problems)>>,
 }
 
 impl Readiness {
@@ -23,11 +31,25 @@ impl Readiness {
             coolify_reachable: AtomicBool::new(false),
             resync_freshness,
             journal,
+            last: tokio::sync::Mutex::new(None),
         })
     }
 
+    /// The parts that are not ready, as evaluated at most [`READINESS_CACHE`] ago.
+    pub async fn problems(&self) -> Problems {
+        let mut last = self.last.lock().await;
+        if let Some((at, problems)) = last.as_ref()
+            && at.elapsed() < READINESS_CACHE
+        {
+            return problems.clone();
+        }
+        let problems = self.evaluate().await;
+        *last = Some((Instant::now(), problems.clone()));
+        problems
+    }
+
     /// The parts that are not ready, with the reason for each.
-    pub async fn problems(&self) -> Vec<(&'static str, String)> {
+    async fn evaluate(&self) -> Problems {
         let mut out = Vec::new();
         if let Err(e) = self.journal.check_writable().await {
             out.push(("journal", format!("not writable: {e}")));

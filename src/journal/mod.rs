@@ -186,6 +186,7 @@ impl Journal {
 
     /// Proves the journal accepts writes right now (for `/readyz`).
     pub async fn check_writable(&self) -> Result<(), JournalError> {
+        metrics().journal_health_writes.inc();
         self.write(|conn| {
             write_tx(conn, |tx| {
                 tx.execute(
