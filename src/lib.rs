@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod bounded;
 pub mod cli;
 pub mod config;
 pub mod coolify;

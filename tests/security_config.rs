@@ -31,7 +31,10 @@ fn check_config(toml: &str, env: &[(&str, &str)]) -> (Option<i32>, String, Strin
 fn a_toml_syntax_error_names_file_line_and_column_but_not_the_line() {
     // (file, where the parser stops): an unterminated multi-line string runs to the end of the file.
     let cases = [
-        (format!("[webhook]\nsecret = \"whsec_{CANARY}\n[admin]\ntoken = \"x\"\n"), "line 2, column "),
+        (
+            format!("[webhook]\nsecret = \"whsec_{CANARY}\n[admin]\ntoken = \"x\"\n"),
+            "line 2, column ",
+        ),
         (format!("[admin]\ntoken = '{CANARY}\n"), "line 2, column "),
         (format!("[secrets]\nkey = \"{CANARY}\"\"\n"), "line 2, column "),
         (format!("[secrets]\nkey = {CANARY}\n"), "line 2, column 7"),

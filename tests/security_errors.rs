@@ -18,7 +18,11 @@ async fn a_domain_held_by_another_tenant_is_refused_without_naming_it() {
     // Another tenant's stack, as Coolify lists it: a bridge-named service holding the domain.
     let other_name = "cf-othertenant001";
     let (_, other_uuid) = w
-        .sim_create_foreign("cf-other-tenant", other_name, &format!("https://{}", domain("contested")))
+        .sim_create_foreign(
+            "cf-other-tenant",
+            other_name,
+            &format!("https://{}", domain("contested")),
+        )
         .await;
     let tenant = w.create_tenant("victim", "business").await;
     w.wait_record("tenants", &tenant, "project", WAIT, |r| {
@@ -35,7 +39,10 @@ async fn a_domain_held_by_another_tenant_is_refused_without_naming_it() {
     assert!(!logs.is_empty(), "a failed deploy_logs row is written");
     let seen_by_tenant = format!("{r}{}", serde_json::Value::Array(logs));
     for secret in [other_name, other_uuid.as_str(), "cf-other-tenant"] {
-        assert!(!seen_by_tenant.contains(secret), "{secret} shown to the tenant: {seen_by_tenant}");
+        assert!(
+            !seen_by_tenant.contains(secret),
+            "{secret} shown to the tenant: {seen_by_tenant}"
+        );
     }
 
     // Operators get the detail.
@@ -47,5 +54,8 @@ async fn a_domain_held_by_another_tenant_is_refused_without_naming_it() {
         .unwrap_or_else(|| panic!("no job for {id}: {jobs}"));
     let detail = job["last_error"].as_str().unwrap_or_default();
     assert!(detail.contains(other_name) && detail.contains(&other_uuid), "{detail}");
-    assert!(w.bridge.log().contains(&other_uuid), "the bridge's log names the holder");
+    assert!(
+        w.bridge.log().contains(&other_uuid),
+        "the bridge's log names the holder"
+    );
 }

@@ -34,10 +34,7 @@ async fn wait_compose(w: &World, id: &str, what: &str, wanted: &str) {
 async fn bot(w: &World, tenant: &str, subdomain: &str, config: Value) -> String {
     let mut body = w.instance_body(tenant, "telegram-bot", subdomain, "running");
     body["config"] = config;
-    let id = w.pb.create_instance(body).await["id"]
-        .as_str()
-        .expect("id")
-        .to_string();
+    let id = w.pb.create_instance(body).await["id"].as_str().expect("id").to_string();
     let (status, answer) = w
         .bridge
         .admin()
@@ -67,11 +64,24 @@ async fn changing_only_a_secret_looking_config_key_reaches_coolify() {
     let id = bot(&w, &tenant, "rotating", config).await;
     wait_compose(&w, &id, "the first key in Coolify", "sk-first-1111").await;
 
-    set_config(&w, &id, json!({"OPENAI_API_KEY": "sk-second-2222", "DISCORD_TOKEN": "discord-first"})).await;
+    set_config(
+        &w,
+        &id,
+        json!({"OPENAI_API_KEY": "sk-second-2222", "DISCORD_TOKEN": "discord-first"}),
+    )
+    .await;
     wait_compose(&w, &id, "the rotated OPENAI_API_KEY in Coolify", "sk-second-2222").await;
-    set_config(&w, &id, json!({"OPENAI_API_KEY": "sk-second-2222", "DISCORD_TOKEN": "discord-second"})).await;
+    set_config(
+        &w,
+        &id,
+        json!({"OPENAI_API_KEY": "sk-second-2222", "DISCORD_TOKEN": "discord-second"}),
+    )
+    .await;
     wait_compose(&w, &id, "the rotated DISCORD_TOKEN in Coolify", "discord-second").await;
-    assert!(!compose(&w, &id).await.contains("sk-first-1111"), "the old key is still live");
+    assert!(
+        !compose(&w, &id).await.contains("sk-first-1111"),
+        "the old key is still live"
+    );
 
     // The values never reached the journal; only a hash of what the change asks for did.
     let (status, events) = w

@@ -59,7 +59,9 @@ impl From<CoolifyError> for ReconcileError {
                 detail: e.to_string(),
             },
             // The request itself is wrong; repeating it cannot help.
-            CoolifyError::Validation { .. } | CoolifyError::InvalidInput(_) => ReconcileError::NeedsChange(e.to_string()),
+            CoolifyError::Validation { .. } | CoolifyError::InvalidInput(_) => {
+                ReconcileError::NeedsChange(e.to_string())
+            }
             other => ReconcileError::Transient(other.to_string()),
         }
     }
