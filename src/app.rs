@@ -15,7 +15,7 @@ use crate::config::{PocketBaseAuth, Settings};
 use crate::coolify::{CoolifyClient, CoolifyConfig};
 use crate::events::EventSink;
 use crate::http;
-use crate::http::auth::AdminToken;
+use crate::http::auth::{AdminToken, PageOrigin, Sessions};
 use crate::http::health::Readiness;
 use crate::journal::Journal;
 use crate::pocketbase::realtime::{self, RealtimeConfig};
@@ -270,12 +270,18 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         resync: resync_trigger,
     });
     let admin_token = web::Data::new(AdminToken::new(settings.admin.token.clone()));
+    let sessions = web::Data::new(Sessions::new(
+        settings.admin.session_ttl,
+        PageOrigin::from_url(settings.admin.public_url.as_ref()),
+    ));
     let readiness_data = web::Data::new(readiness.clone());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(ingest_state.clone())
             .app_data(admin_state.clone())
             .app_data(admin_token.clone())
+            .app_data(sessions.clone())
+            .wrap(actix_web::middleware::from_fn(http::guard::admin_guard))
             .app_data(readiness_data.clone())
             .configure(http::health::configure)
             .configure(http::ingest::configure)

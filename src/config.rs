@@ -68,6 +68,11 @@ pub struct WebhookSettings {
 pub struct AdminSettings {
     pub token: SecretString,
     pub bind: SocketAddr,
+    /// How long an operator page session lasts.
+    pub session_ttl: Duration,
+    /// The address operators open the page at, when it is not `http://<bind>` (a TLS proxy): its origin is
+    /// the only one allowed to post, and `https` makes the session cookie Secure.
+    pub public_url: Option<Url>,
 }
 
 #[derive(Clone, Debug)]
@@ -193,6 +198,8 @@ struct RawWebhook {
 struct RawAdmin {
     token: Option<SecretString>,
     bind: Option<String>,
+    session_ttl_secs: Option<u64>,
+    public_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -501,6 +508,24 @@ fn validate(raw: Raw) -> Result<Settings, ConfigError> {
         }
     };
 
+    let session_ttl = c.positive("admin.session_ttl_secs", raw.admin.session_ttl_secs, 8 * 3600);
+    if session_ttl > 7 * 24 * 3600 {
+        c.fail("admin.session_ttl_secs", "must be at most 604800 (a week)");
+    }
+    let public_url = match raw.admin.public_url.as_deref().filter(|s| !s.trim().is_empty()) {
+        None => None,
+        Some(s) => c.url("admin.public_url", Some(s), None).filter(|u| {
+            let bare = u.path() == "/" && u.query().is_none() && u.username().is_empty();
+            if !bare {
+                c.fail(
+                    "admin.public_url",
+                    "must be a bare origin such as https://ops.example.com",
+                );
+            }
+            bare
+        }),
+    };
+
     let journal_path = raw.journal.path.unwrap_or_else(|| PathBuf::from("cf-bridge.db"));
     if journal_path.as_os_str().is_empty() {
         c.fail("journal.path", "must not be empty");
@@ -637,6 +662,8 @@ fn validate(raw: Raw) -> Result<Settings, ConfigError> {
             admin: AdminSettings {
                 token: admin_token,
                 bind,
+                session_ttl: Duration::from_secs(session_ttl),
+                public_url,
             },
             journal_path,
             base_domain,
@@ -708,6 +735,10 @@ impl fmt::Display for Settings {
         writeln!(f, "request_timeout_secs = {}", self.coolify.request_timeout.as_secs())?;
         writeln!(f, "\n[webhook]\nsecret = {REDACTED:?}")?;
         writeln!(f, "\n[admin]\ntoken = {REDACTED:?}\nbind = \"{}\"", self.admin.bind)?;
+        writeln!(f, "session_ttl_secs = {}", self.admin.session_ttl.as_secs())?;
+        if let Some(u) = &self.admin.public_url {
+            writeln!(f, "public_url = {:?}", u.as_str())?;
+        }
         writeln!(f, "\n[journal]\npath = {:?}", self.journal_path.display().to_string())?;
         writeln!(f, "\n[domains]\nbase_domain = {:?}", self.base_domain)?;
         writeln!(f, "\n[router]\nbase_url = {:?}", self.router_base_url.as_str())?;
