@@ -1,0 +1,211 @@
+//! The operator page's session (issue 14, item 6), against the cf-bridge binary: sessions are random and
+//! server-side, expire, die at sign-out and count on `/admin/ui/*` only; unsafe requests from another
+//! origin are refused (a cross-site form post to `/admin/ui/replay`, a text/plain post to
+//! `/admin/resync`); the page carries CSP, frame, sniffing and caching headers and shows no text from its
+//! query string; over HTTPS the cookie is Secure and host-only.
+
+mod common;
+
+use std::time::Duration;
+
+use common::admin::Stack;
+use common::bridge::ADMIN_TOKEN;
+use reqwest::header::{HeaderMap, SET_COOKIE};
+
+/// A client that follows no redirect and keeps no cookie: each request says exactly what it carries.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+}
+
+fn origin_of(stack: &Stack) -> String {
+    stack.bridge.url.clone()
+}
+
+/// Signs in as a browser on `origin` would; returns the Set-Cookie header.
+async fn sign_in(stack: &Stack, origin: &str) -> String {
+    let r = client()
+        .post(format!("{}/admin/ui/login", stack.bridge.url))
+        .header("origin", origin)
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", FORM)
+        .body(format!("token={ADMIN_TOKEN}"))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), 303, "sign-in: {:?}", r.headers());
+    r.headers()
+        .get(SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .expect("a session cookie")
+        .to_string()
+}
+
+/// `name=value` of a Set-Cookie header.
+fn pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap_or_default().trim().to_string()
+}
+
+async fn get(stack: &Stack, path: &str, cookie: &str) -> (u16, HeaderMap, String) {
+    let r = client()
+        .get(format!("{}{path}", stack.bridge.url))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .expect("GET");
+    let (status, headers) = (r.status().as_u16(), r.headers().clone());
+    (status, headers, r.text().await.unwrap_or_default())
+}
+
+/// A POST as a browser page would send it: the form body, the cookie and the page's origin headers.
+async fn post(stack: &Stack, path: &str, cookie: &str, headers: &[(&str, &str)], body: (&str, &str)) -> u16 {
+    let mut req = client()
+        .post(format!("{}{path}", stack.bridge.url))
+        .header("cookie", cookie)
+        .header("content-type", body.0)
+        .body(body.1.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.expect("POST").status().as_u16()
+}
+
+async fn replay_events(stack: &Stack) -> usize {
+    let (status, v) = stack.bridge.admin().get("/admin/events?source=replay").await;
+    assert_eq!(status, 200);
+    v["events"].as_array().map(Vec::len).unwrap_or_default()
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_are_page_only_origin_checked_and_end_at_sign_out() {
+    let stack = Stack::start(&[]).await;
+    let own = origin_of(&stack);
+    let set_cookie = sign_in(&stack, &own).await;
+    let cookie = pair(&set_cookie);
+    let attrs = set_cookie.to_ascii_lowercase();
+    for a in ["httponly", "samesite=strict", "path=/admin/ui", "max-age=28800"] {
+        assert!(attrs.contains(a), "{a} missing: {set_cookie}");
+    }
+    assert!(!attrs.contains("secure"), "plain HTTP: {set_cookie}");
+    assert!(!cookie.contains(ADMIN_TOKEN));
+    let again = pair(&sign_in(&stack, &own).await);
+    assert_ne!(cookie, again, "each sign-in gets a new random session");
+
+    // The page works with the cookie and carries its protective headers.
+    let (status, _, body) = get(&stack, "/admin/ui?flash=%3Cb%3ECANARY-query-text", &cookie).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("<h1>cf-bridge</h1>"));
+    assert!(!body.contains("CANARY"), "text from the query string is shown");
+    let header = |h: &HeaderMap, k: &str| h.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    for (status_wanted, path) in [(200, "/admin/ui"), (401, "/admin/ui")] {
+        let c = if status_wanted == 200 { cookie.as_str() } else { "" };
+        let (status, h, _) = get(&stack, path, c).await;
+        assert_eq!(status, status_wanted);
+        let csp = header(&h, "content-security-policy");
+        for d in [
+            "default-src 'none'",
+            "frame-ancestors 'none'",
+            "form-action 'self'",
+            "style-src 'sha256-",
+        ] {
+            assert!(csp.contains(d), "CSP lacks {d}: {csp}");
+        }
+        assert_eq!(header(&h, "x-frame-options"), "DENY");
+        assert_eq!(header(&h, "x-content-type-options"), "nosniff");
+        assert_eq!(header(&h, "cache-control"), "no-store");
+    }
+
+    // The cookie does not open the JSON API.
+    let (status, _, _) = get(&stack, "/admin/events", &cookie).await;
+    assert_eq!(status, 401, "the session cookie authorized the JSON API");
+
+    // Cross-origin posts are refused and change nothing.
+    let replays = replay_events(&stack).await;
+    let record = (FORM, "record=bot_instances%2Fabc123");
+    let refused: [&[(&str, &str)]; 5] = [
+        &[("origin", "http://evil.example"), ("sec-fetch-site", "cross-site")],
+        &[
+            ("origin", "https://bot.bots.test.example"),
+            ("sec-fetch-site", "same-site"),
+        ],
+        &[("origin", "null")],
+        &[("sec-fetch-site", "cross-site")],
+        // The cookie alone, with no proof of where the post comes from.
+        &[],
+    ];
+    for headers in refused {
+        let status = post(&stack, "/admin/ui/replay", &cookie, headers, record).await;
+        assert_eq!(status, 403, "cross-origin replay with {headers:?}");
+    }
+    let plain = ("text/plain", "{}");
+    let status = post(
+        &stack,
+        "/admin/resync",
+        &cookie,
+        &[("origin", "http://evil.example"), ("sec-fetch-site", "cross-site")],
+        plain,
+    )
+    .await;
+    assert_eq!(status, 403, "text/plain resync from another site");
+    let status = post(&stack, "/admin/resync", &cookie, &[("origin", &own)], plain).await;
+    assert_eq!(status, 401, "the cookie is not a credential for the JSON API");
+    assert_eq!(
+        replay_events(&stack).await,
+        replays,
+        "a refused post replayed something"
+    );
+
+    // The page's own post works; its message comes from the session, not the URL.
+    let status = post(&stack, "/admin/ui/replay", &cookie, &[("origin", &own)], record).await;
+    assert_eq!(status, 303);
+    assert_eq!(replay_events(&stack).await, replays + 1);
+    let (_, _, body) = get(&stack, "/admin/ui", &cookie).await;
+    assert!(body.contains("replayed bot_instances/abc123"), "flash missing");
+    let (_, _, body) = get(&stack, "/admin/ui", &cookie).await;
+    assert!(!body.contains("id=\"flash\""), "a flash shows once");
+
+    // Signing out ends the session on the server: the copied cookie is dead.
+    let status = post(&stack, "/admin/ui/logout", &cookie, &[("origin", &own)], (FORM, "")).await;
+    assert_eq!(status, 303);
+    let (status, _, body) = get(&stack, "/admin/ui", &cookie).await;
+    assert_eq!(status, 401, "the session outlived sign-out");
+    assert!(body.contains("name=\"token\""));
+    let (status, _, _) = get(&stack, "/admin/ui", &again).await;
+    assert_eq!(status, 200, "other sessions are not affected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_expire_and_are_secure_behind_https() {
+    let public = "https://ops.test.example";
+    let stack = Stack::start(&[
+        ("CF_BRIDGE__ADMIN__SESSION_TTL_SECS", "2"),
+        ("CF_BRIDGE__ADMIN__PUBLIC_URL", public),
+    ])
+    .await;
+    // Only the configured origin may sign in or post.
+    let status = post(
+        &stack,
+        "/admin/ui/login",
+        "",
+        &[("origin", &origin_of(&stack))],
+        (FORM, &format!("token={ADMIN_TOKEN}")),
+    )
+    .await;
+    assert_eq!(status, 403, "an origin other than admin.public_url");
+    let set_cookie = sign_in(&stack, public).await;
+    let attrs = set_cookie.to_ascii_lowercase();
+    assert!(set_cookie.starts_with("__Host-cf_bridge_session="), "{set_cookie}");
+    for a in ["secure", "httponly", "samesite=strict", "path=/", "max-age=2"] {
+        assert!(attrs.contains(a), "{a} missing: {set_cookie}");
+    }
+    let cookie = pair(&set_cookie);
+    let (status, _, _) = get(&stack, "/admin/ui", &cookie).await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (status, _, _) = get(&stack, "/admin/ui", &cookie).await;
+    assert_eq!(status, 401, "the session outlived its expiry");
+}
