@@ -80,31 +80,46 @@ async fn replay_events(stack: &Stack) -> usize {
 
 const FORM: &str = "application/x-www-form-urlencoded";
 
+/// Collects failed checks so that one run reports every property that does not hold.
+#[derive(Default)]
+struct Checks(Vec<String>);
+
+impl Checks {
+    fn check(&mut self, ok: bool, what: impl Into<String>) {
+        if !ok {
+            self.0.push(what.into());
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_are_page_only_origin_checked_and_end_at_sign_out() {
     let stack = Stack::start(&[]).await;
+    let mut c = Checks::default();
     let own = origin_of(&stack);
     let set_cookie = sign_in(&stack, &own).await;
     let cookie = pair(&set_cookie);
     let attrs = set_cookie.to_ascii_lowercase();
     for a in ["httponly", "samesite=strict", "path=/admin/ui", "max-age=28800"] {
-        assert!(attrs.contains(a), "{a} missing: {set_cookie}");
+        c.check(attrs.contains(a), format!("cookie attribute {a} missing: {set_cookie}"));
     }
-    assert!(!attrs.contains("secure"), "plain HTTP: {set_cookie}");
-    assert!(!cookie.contains(ADMIN_TOKEN));
+    c.check(
+        !attrs.contains("secure"),
+        format!("Secure over plain HTTP: {set_cookie}"),
+    );
+    c.check(!cookie.contains(ADMIN_TOKEN), "the cookie holds the token");
     let again = pair(&sign_in(&stack, &own).await);
-    assert_ne!(cookie, again, "each sign-in gets a new random session");
+    c.check(cookie != again, "two sign-ins got the same session value");
 
     // The page works with the cookie and carries its protective headers.
     let (status, _, body) = get(&stack, "/admin/ui?flash=%3Cb%3ECANARY-query-text", &cookie).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("<h1>cf-bridge</h1>"));
-    assert!(!body.contains("CANARY"), "text from the query string is shown");
+    c.check(!body.contains("CANARY"), "text from the query string is shown");
     let header = |h: &HeaderMap, k: &str| h.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-    for (status_wanted, path) in [(200, "/admin/ui"), (401, "/admin/ui")] {
-        let c = if status_wanted == 200 { cookie.as_str() } else { "" };
-        let (status, h, _) = get(&stack, path, c).await;
-        assert_eq!(status, status_wanted);
+    for (want, cookie) in [(200, cookie.as_str()), (401, "")] {
+        let (status, h, _) = get(&stack, "/admin/ui", cookie).await;
+        assert_eq!(status, want);
         let csp = header(&h, "content-security-policy");
         for d in [
             "default-src 'none'",
@@ -112,16 +127,28 @@ async fn sessions_are_page_only_origin_checked_and_end_at_sign_out() {
             "form-action 'self'",
             "style-src 'sha256-",
         ] {
-            assert!(csp.contains(d), "CSP lacks {d}: {csp}");
+            c.check(csp.contains(d), format!("{want} page: CSP lacks {d}: {csp:?}"));
         }
-        assert_eq!(header(&h, "x-frame-options"), "DENY");
-        assert_eq!(header(&h, "x-content-type-options"), "nosniff");
-        assert_eq!(header(&h, "cache-control"), "no-store");
+        c.check(
+            header(&h, "x-frame-options") == "DENY",
+            format!("{want} page: X-Frame-Options"),
+        );
+        c.check(
+            header(&h, "x-content-type-options") == "nosniff",
+            format!("{want} page: nosniff"),
+        );
+        c.check(
+            header(&h, "cache-control") == "no-store",
+            format!("{want} page: Cache-Control"),
+        );
     }
 
     // The cookie does not open the JSON API.
     let (status, _, _) = get(&stack, "/admin/events", &cookie).await;
-    assert_eq!(status, 401, "the session cookie authorized the JSON API");
+    c.check(
+        status == 401,
+        format!("the session cookie read the JSON API ({status})"),
+    );
 
     // Cross-origin posts are refused and change nothing.
     let replays = replay_events(&stack).await;
@@ -139,43 +166,53 @@ async fn sessions_are_page_only_origin_checked_and_end_at_sign_out() {
     ];
     for headers in refused {
         let status = post(&stack, "/admin/ui/replay", &cookie, headers, record).await;
-        assert_eq!(status, 403, "cross-origin replay with {headers:?}");
+        c.check(
+            status == 403,
+            format!("cross-origin replay with {headers:?} answered {status}"),
+        );
     }
     let plain = ("text/plain", "{}");
-    let status = post(
-        &stack,
-        "/admin/resync",
-        &cookie,
-        &[("origin", "http://evil.example"), ("sec-fetch-site", "cross-site")],
-        plain,
-    )
-    .await;
-    assert_eq!(status, 403, "text/plain resync from another site");
+    let evil = [("origin", "http://evil.example"), ("sec-fetch-site", "cross-site")];
+    let status = post(&stack, "/admin/resync", &cookie, &evil, plain).await;
+    c.check(
+        status == 403,
+        format!("text/plain resync from another site answered {status}"),
+    );
     let status = post(&stack, "/admin/resync", &cookie, &[("origin", &own)], plain).await;
-    assert_eq!(status, 401, "the cookie is not a credential for the JSON API");
-    assert_eq!(
-        replay_events(&stack).await,
-        replays,
-        "a refused post replayed something"
+    c.check(
+        status == 401,
+        format!("the cookie resynced through the JSON API ({status})"),
+    );
+    let now = replay_events(&stack).await;
+    c.check(
+        now == replays,
+        format!("refused posts replayed {} records", now - replays),
     );
 
     // The page's own post works; its message comes from the session, not the URL.
+    let before = replay_events(&stack).await;
     let status = post(&stack, "/admin/ui/replay", &cookie, &[("origin", &own)], record).await;
     assert_eq!(status, 303);
-    assert_eq!(replay_events(&stack).await, replays + 1);
+    assert_eq!(replay_events(&stack).await, before + 1);
     let (_, _, body) = get(&stack, "/admin/ui", &cookie).await;
-    assert!(body.contains("replayed bot_instances/abc123"), "flash missing");
+    c.check(
+        body.contains("replayed bot_instances/abc123"),
+        "no message after the replay",
+    );
     let (_, _, body) = get(&stack, "/admin/ui", &cookie).await;
-    assert!(!body.contains("id=\"flash\""), "a flash shows once");
+    c.check(!body.contains("id=\"flash\""), "the message shows more than once");
 
     // Signing out ends the session on the server: the copied cookie is dead.
     let status = post(&stack, "/admin/ui/logout", &cookie, &[("origin", &own)], (FORM, "")).await;
     assert_eq!(status, 303);
     let (status, _, body) = get(&stack, "/admin/ui", &cookie).await;
-    assert_eq!(status, 401, "the session outlived sign-out");
-    assert!(body.contains("name=\"token\""));
+    c.check(
+        status == 401 && body.contains("name=\"token\""),
+        "the session outlived sign-out",
+    );
     let (status, _, _) = get(&stack, "/admin/ui", &again).await;
-    assert_eq!(status, 200, "other sessions are not affected");
+    c.check(status == 200, "signing out one session ended another");
+    assert!(c.0.is_empty(), "{} checks failed:\n{}", c.0.len(), c.0.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
