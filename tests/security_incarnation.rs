@@ -99,16 +99,17 @@ async fn second_owner_starts_clean(stack: &Stack, tenant: &str, first_uuid: &str
         !stored_ids(stack).contains(REUSED),
         "the first owner's secrets are still stored"
     );
-    put_secrets(stack, REUSED, CANARY_SECOND).await;
-    let r = stack.wait_status(REUSED, "running", WAIT).await;
-    let uuid = r["coolify_service_id"].as_str().expect("uuid");
-    assert_ne!(uuid, first_uuid, "the first owner's service was adopted");
+    // The first owner's service does not run on while the new record waits.
     wait_for(stack, "the first owner's service to be gone", async || {
         stack.sim.state().await["services"]
             .as_array()
             .is_some_and(|a| a.iter().all(|s| s["uuid"] != first_uuid))
     })
     .await;
+    put_secrets(stack, REUSED, CANARY_SECOND).await;
+    let r = stack.wait_status(REUSED, "running", WAIT).await;
+    let uuid = r["coolify_service_id"].as_str().expect("uuid");
+    assert_ne!(uuid, first_uuid, "the first owner's service was adopted");
     let envs = stack.sim_envs(REUSED).await;
     assert_eq!(envs["TELEGRAM_BOT_TOKEN"].0, CANARY_SECOND);
     let key = &envs["CLOUDFREEDOM_API_KEY"].0;

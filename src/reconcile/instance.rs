@@ -49,6 +49,8 @@ pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> 
     };
     let updated = inst.updated.as_ref().map(format_pb_date).unwrap_or_default();
     let life = life_of(&inst);
+    // Before anything can block: an earlier record's service must not run on under this id.
+    let intent = intent_of_this_life(ctx, &inst.id, &life).await?;
     let desired = match &tenant {
         None => Err(Blocked::Invalid(format!("tenant {} does not exist", inst.tenant))),
         Some(t) => desire(ctx, &inst, &life, t, template).await?,
@@ -64,7 +66,7 @@ pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> 
         Err(blocked) => return block(ctx, &inst, blocked).await.map(|()| Some(updated)),
     };
     mark_first_action(first_event_ms);
-    let observed = observe(ctx, &inst, &life, &desired.project_uuid).await?;
+    let observed = observe(ctx, &inst, &life, intent, &desired.project_uuid).await?;
     let input = InstanceInput {
         desired: Ok(desired.spec.clone()),
         applied: inst.applied_hash.as_deref().and_then(Spec::parse),
@@ -245,18 +247,28 @@ async fn block(ctx: &Context, inst: &BotInstance, blocked: Blocked) -> Result<()
     Err(ReconcileError::NeedsChange(message))
 }
 
+/// The service intent of this incarnation (or of none: made before incarnations existed). An intent of an
+/// earlier record with this id (its delete and this record's create made one job) has its service
+/// destroyed and is dropped.
+async fn intent_of_this_life(ctx: &Context, id: &str, life: &str) -> Result<Option<Intent>, ReconcileError> {
+    let intent = ctx.journal.get_intent(&service_intent_key(id)).await?;
+    match intent {
+        Some(earlier) if earlier.incarnation.as_deref().is_some_and(|t| t != life) => {
+            retire_earlier_life(ctx, id, &earlier).await?;
+            Ok(None)
+        }
+        other => Ok(other),
+    }
+}
+
 async fn observe(
     ctx: &Context,
     inst: &BotInstance,
     life: &str,
+    intent: Option<Intent>,
     project_uuid: &str,
 ) -> Result<Observed, ReconcileError> {
-    let key = service_intent_key(&inst.id);
     let name = service_name(&inst.id);
-    let mut intent = ctx.journal.get_intent(&key).await?;
-    if let Some(earlier) = intent.take_if(|i| i.incarnation.as_deref().is_some_and(|t| t != life)) {
-        retire_earlier_life(ctx, &inst.id, &earlier).await?;
-    }
     let mut candidates: Vec<String> = intent
         .as_ref()
         .and_then(|i| i.coolify_uuid.clone())
