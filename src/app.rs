@@ -19,8 +19,9 @@ use tracing::{info, warn};
 
 use crate::config::Settings;
 use crate::coolify::{CoolifyClient, CoolifyError};
+use crate::events::{Collection, Replay, SinkError};
 use crate::http;
-use crate::http::auth::AdminToken;
+use crate::http::auth::{AdminToken, PageOrigin, Sessions};
 use crate::http::health::Readiness;
 use crate::intake::Intake;
 use crate::journal::{Journal, JournalError};
@@ -33,7 +34,7 @@ use crate::reconcile::health::HealthPoller;
 use crate::reconcile::orphans::OrphanScanner;
 use crate::reconcile::{Reconciler, run_every};
 use crate::resync;
-use crate::secrets::{SecretStore, SecretsError};
+use crate::secrets::{SecretBytes, SecretStore, SecretsError};
 use crate::templates::{TemplateError, TemplateSet};
 use crate::webhook::{SecretError, WebhookSecret};
 
@@ -66,6 +67,10 @@ pub enum StartError {
         #[source]
         source: SecretsError,
     },
+    #[error("recording the key check")]
+    KeyCheck(#[source] JournalError),
+    #[error("queueing instances for the new key")]
+    Requeue(#[source] SinkError),
     #[error("webhook.secret")]
     WebhookSecret(#[source] SecretError),
     #[error("binding admin.bind {addr}")]
@@ -109,6 +114,10 @@ impl App {
     /// Builds the bridge on a socket that is already bound (tests bind port 0 and read the address).
     pub async fn build_on(settings: Settings, listener: TcpListener) -> Result<App, StartError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        // Before any event is fingerprinted: fingerprints must be comparable across restarts.
+        if !crate::events::set_fingerprint_key(crate::secrets::event_fingerprint_key(&settings.secrets.key_bytes())) {
+            warn!("the event fingerprint key was already set; echoes of earlier runs may make one extra job each");
+        }
         let address = listener.local_addr().map_err(|source| StartError::Bind {
             addr: settings.admin.bind.to_string(),
             source,
@@ -124,13 +133,7 @@ impl App {
                 path: settings.reconcile.templates_dir.display().to_string(),
                 source,
             })?;
-        let secrets =
-            SecretStore::open(&settings.secrets.store_path, &settings.secrets.key_bytes()).map_err(|source| {
-                StartError::Secrets {
-                    path: settings.secrets.store_path.display().to_string(),
-                    source,
-                }
-            })?;
+        let secrets = open_secret_store(&settings)?;
         let webhook_secret: WebhookSecret = settings
             .webhook
             .secret
@@ -163,6 +166,7 @@ impl App {
         );
         readiness.set_pocketbase(true);
         readiness.set_coolify(true);
+        requeue_on_key_change(&settings, &ctx.journal, &ctx.intake).await?;
         let dispatcher = Dispatcher::new(
             journal,
             Arc::new(Reconciler::new(ctx.clone())),
@@ -234,6 +238,51 @@ impl App {
         info!("stopped cleanly");
         Ok(())
     }
+}
+
+/// Opens the secret store with the current key, re-encrypting entries written under a previous one.
+pub fn open_secret_store(settings: &Settings) -> Result<SecretStore, StartError> {
+    let previous: Vec<SecretBytes> = settings
+        .secrets
+        .previous_keys
+        .iter()
+        .map(|k| SecretBytes::from(k.expose_secret().as_bytes().to_vec()))
+        .collect();
+    let store = SecretStore::open_with(&settings.secrets.store_path, &settings.secrets.key_bytes(), &previous)
+        .map_err(|source| StartError::Secrets {
+            path: settings.secrets.store_path.display().to_string(),
+            source,
+        })?;
+    if store.rekeyed() > 0 {
+        info!(
+            entries = store.rekeyed(),
+            "secret store entries re-encrypted with the current secrets.key"
+        );
+    }
+    Ok(store)
+}
+
+/// Stack env depends on the key (secrets hash, router key): after a key change, or the first start of a
+/// version with new router keys, every instance is reconciled once to push them.
+async fn requeue_on_key_change(settings: &Settings, journal: &Journal, intake: &Intake) -> Result<(), StartError> {
+    let check = crate::secrets::key_check(&settings.secrets.key_bytes());
+    let changed = journal
+        .note_changed("secrets_key_check", &check)
+        .await
+        .map_err(StartError::KeyCheck)?;
+    if changed {
+        let n = intake
+            .replay(Replay::Live(Collection::BotInstances))
+            .await
+            .map_err(StartError::Requeue)?;
+        if n > 0 {
+            info!(
+                instances = n,
+                "secrets.key (or the router key format) changed: pushing every stack's env again"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Checks the PocketBase and Coolify credentials and picks the Coolify server.
@@ -331,21 +380,28 @@ fn http_server(
         resync,
     });
     let admin_token = web::Data::new(AdminToken::new(settings.admin.token.clone()));
+    let sessions = web::Data::new(Sessions::new(
+        settings.admin.session_ttl,
+        PageOrigin::from_url(settings.admin.public_url.as_ref()),
+    ));
     let readiness = web::Data::new(readiness);
     let logs = tracing::dispatcher::get_default(Clone::clone);
     let server = HttpServer::new(move || {
         let logs = logs.clone();
         actix_web::App::new()
-            .wrap_fn(move |req, service| service.call(req).with_subscriber(logs.clone()))
             .app_data(ingest_state.clone())
             .app_data(admin_state.clone())
             .app_data(admin_token.clone())
+            .app_data(sessions.clone())
             .app_data(readiness.clone())
             .configure(http::health::configure)
             .configure(http::ingest::configure)
             .configure(http::admin::configure)
             .configure(http::ui::configure)
             .default_service(web::to(http::admin::no_route))
+            // Sessions and origins are checked before any admin handler runs.
+            .wrap(actix_web::middleware::from_fn(http::guard::admin_guard))
+            .wrap_fn(move |req, service| service.call(req).with_subscriber(logs.clone()))
     })
     .workers(2)
     .disable_signals()

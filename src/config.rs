@@ -73,6 +73,9 @@ mod defaults {
     pub fn bind() -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], 8088))
     }
+    pub fn session_ttl() -> Duration {
+        Duration::from_secs(8 * 3600)
+    }
     pub fn journal_path() -> PathBuf {
         PathBuf::from("cf-bridge.db")
     }
@@ -252,6 +255,17 @@ pub struct AdminSettings {
     /// Also serves `/hooks/pocketbase`, `/healthz`, `/readyz` and `/metrics`.
     #[serde(default = "defaults::bind", deserialize_with = "socket_addr")]
     pub bind: SocketAddr,
+    /// How long an operator page session lasts.
+    #[serde(
+        rename = "session_ttl_secs",
+        deserialize_with = "secs",
+        default = "defaults::session_ttl"
+    )]
+    pub session_ttl: Duration,
+    /// The address operators open the page at, when it is not `http://<bind>` (a TLS proxy): its origin is
+    /// the only one allowed to post, and `https` makes the session cookie Secure.
+    #[serde(default, deserialize_with = "optional_http_url")]
+    pub public_url: Option<Url>,
 }
 
 /// `[journal]`.
@@ -344,6 +358,9 @@ impl Default for LogSettings {
 pub struct SecretsSettings {
     /// Key for `secrets_hash`, the per-stack router key and the local secret store.
     pub key: SecretString,
+    /// Earlier values of `key`: store entries written under one of them are re-encrypted under `key`.
+    #[serde(default)]
+    pub previous_keys: Vec<SecretString>,
     #[serde(default = "defaults::store_path")]
     pub store_path: PathBuf,
 }
@@ -509,7 +526,7 @@ pub fn load_from(path: &Path, required: bool, env: &[(String, String)]) -> Resul
     }
     let file_error = |e: config::ConfigError| ConfigError::File {
         path: display.clone(),
-        reason: e.to_string(),
+        reason: without_values(&e.to_string()),
     };
     // An empty table per section, so that a missing section reads as one with every key unset.
     let mut builder = config::Config::builder();
@@ -519,7 +536,15 @@ pub fn load_from(path: &Path, required: bool, env: &[(String, String)]) -> Resul
             .map_err(file_error)?;
     }
     if path.exists() {
-        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: display.clone(),
+            reason: format!("cannot be read: {e}"),
+        })?;
+        check_toml_syntax(&text).map_err(|reason| ConfigError::File {
+            path: display.clone(),
+            reason,
+        })?;
+        builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
     }
     let env_map: config::Map<String, String> = env
         .iter()
@@ -531,6 +556,9 @@ pub fn load_from(path: &Path, required: bool, env: &[(String, String)]) -> Resul
             .prefix_separator("__")
             .separator("__")
             .try_parsing(true)
+            // Lists come comma-separated from the environment.
+            .list_separator(",")
+            .with_list_parse_key("secrets.previous_keys")
             .source(Some(env_map)),
     );
     let tree = builder.build().map_err(file_error)?;
@@ -548,34 +576,120 @@ pub fn load_from(path: &Path, required: bool, env: &[(String, String)]) -> Resul
     }
 }
 
-/// Deserializes `name` out of the whole tree, so that the `config` crate's errors carry the full key
-/// (`admin.bind`, not `admin`).
-fn section<T: Section>(tree: &config::Config, name: &'static str, problems: &mut Vec<Problem>) -> Option<T> {
-    match (OneSection::<T> {
-        name,
-        marker: std::marker::PhantomData,
-    })
-    .deserialize(tree.clone())
+/// Checks the file is TOML, reporting a syntax error by line and column only: the parser's own message
+/// quotes the offending line, which may hold a secret (an unterminated `secret = "whsec_...`).
+fn check_toml_syntax(text: &str) -> Result<(), String> {
+    let Err(e) = text.parse::<toml::Table>() else {
+        return Ok(());
+    };
+    let at = e.span().map(|s| s.start).unwrap_or(0).min(text.len());
+    let before = text.get(..at).unwrap_or_default();
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or_default().chars().count() + 1;
+    Err(format!(
+        "TOML syntax error at line {line}, column {column} (the line is not shown: it may hold a secret)"
+    ))
+}
+
+/// A deserializer message with the offending value taken out (`invalid type: string "…", expected …`):
+/// the value may be a secret given to the wrong key.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = ["invalid type: ", "invalid value: "]
+        .iter()
+        .filter_map(|m| rest.find(m).map(|i| i + m.len()))
+        .min()
     {
-        Ok(Some(value)) => {
-            value.check(&mut Checks(problems));
-            Some(value)
-        }
-        Ok(None) => {
-            problems.push(Problem::new(name, "is missing"));
-            None
-        }
+        out.push_str(&rest[..i]);
+        out.push_str("(value not shown)");
+        rest = &rest[i..];
+        rest = match rest.find(", expected") {
+            Some(j) => &rest[j..],
+            None => "",
+        };
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Deserializes and checks section `name`, reporting every problem it has, not only the first one serde
+/// meets: a key that does not deserialize is reported and taken out, a missing key is reported and
+/// stood in for, and the section is read again, until it deserializes (then its checks run; a problem
+/// of a key already reported is not repeated) or nothing more can be taken out.
+fn section<T: Section>(tree: &config::Config, name: &'static str, problems: &mut Vec<Problem>) -> Option<T> {
+    let mut table = match tree.get_table(name) {
+        Ok(table) => table,
         Err(e) => {
             problems.push(problem_of(name, e));
-            None
+            return None;
+        }
+    };
+    let mut found: Vec<Problem> = Vec::new();
+    // Each round takes out or stands in for one key, so the section's key count bounds the rounds.
+    for _ in 0..=table.len() + 16 {
+        match read_one::<T>(name, &table) {
+            Ok(value) => {
+                let mut checked = Vec::new();
+                value.check(&mut Checks(&mut checked));
+                let clean = found.is_empty();
+                checked.retain(|p| !found.iter().any(|f| f.key == p.key));
+                problems.extend(found);
+                problems.extend(checked);
+                return clean.then_some(value);
+            }
+            Err(e) => {
+                let problem = problem_of(name, e);
+                let key = problem
+                    .key
+                    .strip_prefix(name)
+                    .and_then(|k| k.strip_prefix('.'))
+                    .map(str::to_string);
+                let progress = match key {
+                    Some(k) if table.contains_key(&k) && problem.reason != REQUIRED => table.remove(&k).is_some(),
+                    // Every required key is text (a URL, a token, a name): this stands in for any of them.
+                    Some(k) if problem.reason == REQUIRED && !table.contains_key(&k) => {
+                        table.insert(k, config::Value::from(STAND_IN));
+                        true
+                    }
+                    _ => false,
+                };
+                if !found.iter().any(|f| f.key == problem.key) {
+                    found.push(problem);
+                }
+                if !progress {
+                    break;
+                }
+            }
         }
     }
+    problems.extend(found);
+    None
+}
+
+const REQUIRED: &str = "is required";
+/// What a missing required key is read as while the rest of its section is checked.
+const STAND_IN: &str = "http://stand-in.invalid";
+
+/// Deserializes section `name` from `table` alone, under its name, so that the `config` crate's errors
+/// carry the full key (`admin.bind`, not `bind`).
+fn read_one<T: DeserializeOwned>(
+    name: &'static str,
+    table: &config::Map<String, config::Value>,
+) -> Result<T, config::ConfigError> {
+    let tree = config::Config::builder().set_default(name, table.clone())?.build()?;
+    let value = OneSection::<T> {
+        name,
+        marker: std::marker::PhantomData,
+    }
+    .deserialize(tree)?;
+    value.ok_or_else(|| config::ConfigError::NotFound(name.to_string()))
 }
 
 /// Turns a deserialization error into a problem: a missing key reads "is required"; otherwise the key the
 /// error names (or the section) and the message without the key.
 fn problem_of(section: &str, e: config::ConfigError) -> Problem {
-    let text = e.to_string();
+    let text = without_values(&e.to_string());
     if let Some(key) = text
         .strip_prefix("missing configuration field \"")
         .and_then(|rest| rest.split('"').next())
@@ -585,12 +699,21 @@ fn problem_of(section: &str, e: config::ConfigError) -> Problem {
         } else {
             format!("{section}.{key}")
         };
-        return Problem::new(key, "is required");
+        return Problem::new(key, REQUIRED);
     }
     // The config crate appends " for key `a.b`" and, for a file's values, " in <path>".
-    match text.rsplit_once(" for key `") {
+    let problem = match text.rsplit_once(" for key `") {
         Some((reason, rest)) => Problem::new(rest.split('`').next().unwrap_or(section), reason),
         None => Problem::new(section, text),
+    };
+    // serde names an unknown key in its message, at the level of the table that holds it.
+    match problem
+        .reason
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        Some(field) => Problem::new(format!("{}.{field}", problem.key), problem.reason.clone()),
+        None => problem,
     }
 }
 
@@ -629,11 +752,22 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for OneSection<T> {
 }
 
 fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<Url, D::Error> {
-    let text = String::deserialize(d)?;
-    match Url::parse(&text) {
+    parse_http_url(&String::deserialize(d)?).map_err(de::Error::custom)
+}
+
+/// An http(s) URL, or none when the text is empty.
+fn optional_http_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Url>, D::Error> {
+    match non_empty(d)? {
+        None => Ok(None),
+        Some(text) => parse_http_url(&text).map(Some).map_err(de::Error::custom),
+    }
+}
+
+fn parse_http_url(text: &str) -> Result<Url, String> {
+    match Url::parse(text) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
-        Ok(_) => Err(de::Error::custom("must be an http(s) URL with a host")),
-        Err(e) => Err(de::Error::custom(format!("is not a valid URL ({e})"))),
+        Ok(_) => Err("must be an http(s) URL with a host".to_string()),
+        Err(e) => Err(format!("is not a valid URL ({e})")),
     }
 }
 
@@ -759,6 +893,18 @@ impl Section for WebhookSettings {
 impl Section for AdminSettings {
     fn check(&self, c: &mut Checks<'_>) {
         c.secret("admin.token", &self.token, 16);
+        c.positive("admin.session_ttl_secs", self.session_ttl);
+        if self.session_ttl > Duration::from_secs(7 * 24 * 3600) {
+            c.fail("admin.session_ttl_secs", "must be at most 604800 (a week)");
+        }
+        if let Some(u) = &self.public_url
+            && !(u.path() == "/" && u.query().is_none() && u.username().is_empty())
+        {
+            c.fail(
+                "admin.public_url",
+                "must be a bare origin such as https://ops.example.com",
+            );
+        }
     }
 }
 
@@ -802,6 +948,14 @@ impl Section for LogSettings {
 impl Section for SecretsSettings {
     fn check(&self, c: &mut Checks<'_>) {
         c.secret("secrets.key", &self.key, 32);
+        for (i, k) in self.previous_keys.iter().enumerate() {
+            let key = format!("secrets.previous_keys[{i}]");
+            if k.expose_secret().is_empty() {
+                c.fail(&key, "must not be empty");
+            } else if k.expose_secret() == self.key.expose_secret() {
+                c.fail(&key, "is the same as secrets.key");
+            }
+        }
     }
 }
 
@@ -870,6 +1024,10 @@ impl fmt::Display for Settings {
         writeln!(f, "request_timeout_secs = {}", self.coolify.request_timeout.as_secs())?;
         writeln!(f, "\n[webhook]\nsecret = {REDACTED:?}")?;
         writeln!(f, "\n[admin]\ntoken = {REDACTED:?}\nbind = \"{}\"", self.admin.bind)?;
+        writeln!(f, "session_ttl_secs = {}", self.admin.session_ttl.as_secs())?;
+        if let Some(u) = &self.admin.public_url {
+            writeln!(f, "public_url = {:?}", u.as_str())?;
+        }
         writeln!(f, "\n[journal]\npath = {:?}", self.journal.path.display().to_string())?;
         writeln!(f, "\n[domains]\nbase_domain = {:?}", self.domains.base_domain)?;
         writeln!(f, "\n[router]\nbase_url = {:?}", self.router.base_url.as_str())?;
@@ -878,11 +1036,12 @@ impl fmt::Display for Settings {
             LogFormat::Pretty => "pretty",
         };
         writeln!(f, "\n[log]\nformat = {format:?}\nlevel = {:?}", self.log.level)?;
-        writeln!(
-            f,
-            "\n[secrets]\nkey = {REDACTED:?}\nstore_path = {:?}",
-            self.secrets.store_path.display().to_string()
-        )?;
+        writeln!(f, "\n[secrets]\nkey = {REDACTED:?}")?;
+        if !self.secrets.previous_keys.is_empty() {
+            let redacted = vec![REDACTED; self.secrets.previous_keys.len()];
+            writeln!(f, "previous_keys = {redacted:?}")?;
+        }
+        writeln!(f, "store_path = {:?}", self.secrets.store_path.display().to_string())?;
         writeln!(
             f,
             "\n[queue]\nconcurrency = {}\nmax_attempts = {}\nbase_backoff_ms = {}\nmax_backoff_secs = {}",
@@ -1042,6 +1201,31 @@ mod tests {
         std::fs::write(&path, "[colour]\nred = 1\n").expect("write");
         let err = load_from(&path, true, &full_env()).expect_err("invalid");
         assert!(err.to_string().contains("colour: is not a section"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_of_a_section_is_reported_not_only_the_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[pocketbase]\nurl = \"not a url\"\nsuperuser_email = \"bridge\"\n[log]\nx = 1\nformat = \"xml\"\n",
+        )
+        .expect("write");
+        let mut e = full_env();
+        e.retain(|(k, _)| !k.starts_with("CF_BRIDGE__POCKETBASE__") && !k.starts_with("CF_BRIDGE__LOG__"));
+        e.retain(|(k, _)| k != "CF_BRIDGE__COOLIFY__TOKEN");
+        let text = load_from(&path, true, &e).expect_err("invalid").to_string();
+        for line in [
+            "pocketbase.url: is not a valid URL",
+            "pocketbase.superuser_password: is required with pocketbase.superuser_email",
+            "coolify.token: is required",
+            "log.x: unknown field `x`",
+            "log.format: \"xml\" is not one of json, pretty",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert_eq!(text.matches("pocketbase.url").count(), 1, "{text}");
     }
 
     #[test]

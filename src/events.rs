@@ -73,6 +73,11 @@ pub struct NewEvent {
     pub delivery_id: Option<String>,
     /// The record as received, with no secret in it.
     pub payload: serde_json::Value,
+    /// What the change asks for ([`request_fingerprint`]), taken from the full record before its secrets
+    /// were stripped, so a change to a secret-looking config key is never mistaken for an echo. `None`
+    /// lets the journal compute it from `payload`.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
 }
 
 impl NewEvent {
@@ -97,6 +102,7 @@ const INSTANCE_BRIDGE_FIELDS: &[&str] = &[
     "coolify_project_id",
     "domain",
     "applied_hash",
+    "router_key_id",
     "secrets_hash",
     "updated",
     "created",
@@ -105,18 +111,35 @@ const INSTANCE_BRIDGE_FIELDS: &[&str] = &[
     "expand",
 ];
 
-/// Fingerprint of what a bot instance asks for: the record as a realtime frame or webhook carries it,
-/// without the fields the bridge writes. Two versions with the same fingerprint differ only in status,
-/// ids, hashes or health, so once one is applied the other needs no reconcile: this is how the echoes of
-/// the bridge's own write-backs (and of the health poller's) are told apart from real changes. `None`
-/// for anything else (tenants, deletes, resync and replay hints, which carry no full record).
+/// Key of the request fingerprints. The fingerprint covers values that may be secrets (any config key),
+/// so it is keyed: a copy of the journal does not let anyone test guesses of a config value offline.
+static FINGERPRINT_KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+
+/// Sets the fingerprint key (derived from the bridge key, so fingerprints survive restarts). Call once at
+/// start-up, before any event is fingerprinted; returns false when another key was already in use (several
+/// bridges in one process, as in tests, share the key: they must share the bridge key too). Without a
+/// call, a random key lives for the process.
+pub fn set_fingerprint_key(key: [u8; 32]) -> bool {
+    FINGERPRINT_KEY.set(key).is_ok() || FINGERPRINT_KEY.get() == Some(&key)
+}
+
+fn fingerprint_key() -> &'static [u8; 32] {
+    FINGERPRINT_KEY.get_or_init(rand::random)
+}
+
+/// Fingerprint of what a bot instance asks for: the whole record as a realtime frame or webhook carries it,
+/// secrets included, without the fields the bridge writes. Two versions with the same fingerprint differ
+/// only in status, ids, hashes or health, so once one is applied the other needs no reconcile: this is how
+/// the echoes of the bridge's own write-backs (and of the health poller's) are told apart from real
+/// changes. Compute it before stripping secrets (see [`NewEvent::fingerprint`]). `None` for anything else
+/// (tenants, deletes, resync and replay hints, which carry no full record).
 pub fn request_fingerprint(
     source: Source,
     collection: Collection,
     action: Action,
     payload: &serde_json::Value,
 ) -> Option<String> {
-    use sha2::{Digest, Sha256};
+    use hmac::{Hmac, Mac};
     if !matches!(source, Source::Realtime | Source::Webhook)
         || collection != Collection::BotInstances
         || action == Action::Delete
@@ -131,7 +154,9 @@ pub fn request_fingerprint(
         .filter(|(k, _)| !INSTANCE_BRIDGE_FIELDS.contains(&k.as_str()))
         .collect();
     let text = serde_json::to_string(&asked).ok()?;
-    Some(hex::encode(&Sha256::digest(text.as_bytes())[..12]))
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(fingerprint_key()).ok()?;
+    mac.update(text.as_bytes());
+    Some(hex::encode(&mac.finalize().into_bytes()[..12]))
 }
 
 /// An error from behind a trait object (a sink, a lister), kept with its type and sources.
@@ -174,6 +199,8 @@ pub enum Replay {
     Since(i64),
     /// Every record whose job failed, is parked or is dead.
     Failed,
+    /// Every live (not deleted) record of the collection the journal knows.
+    Live(Collection),
 }
 
 /// Where the intake puts events. The journal implements it; tests may use a simple in-memory sink.

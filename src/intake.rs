@@ -93,6 +93,8 @@ pub fn record_event(
         Some(_) => return Err(RecordError::BadUpdated),
     };
     let mut payload = Value::Object(record);
+    // Before stripping: a change to a secret-looking config key is a change all the same.
+    let fingerprint = crate::events::request_fingerprint(source, collection, action, &payload);
     crate::journal::strip_secrets(&mut payload);
     Ok(NewEvent {
         source,
@@ -103,6 +105,7 @@ pub fn record_event(
         record_updated,
         delivery_id,
         payload,
+        fingerprint,
     })
 }
 
@@ -196,6 +199,18 @@ mod tests {
             json!({"id": "abc123", "updated": "2026-01-01 00:00:00.000Z", "name": "n", "secrets_hash": "h",
                    "config": {"nested": {"keep": 1}, "list": [{"ok": true}]}})
         );
+    }
+
+    #[test]
+    fn fingerprint_sees_secret_looking_keys_that_the_payload_drops() {
+        let event = |token: &str| {
+            let record = obj(json!({"id": "abc123", "updated": "u", "config": {"DISCORD_TOKEN": token}}));
+            record_event(Source::Realtime, Collection::BotInstances, Action::Update, record, None).unwrap()
+        };
+        let (a, b) = (event("old"), event("new"));
+        assert_eq!(a.payload, b.payload, "the secret-looking key is not stored");
+        assert!(a.fingerprint.is_some());
+        assert_ne!(a.fingerprint, b.fingerprint, "but its change is seen");
     }
 
     #[test]

@@ -2,11 +2,13 @@
 
 pub mod app;
 pub mod backoff;
+pub mod bounded;
 pub mod cli;
 pub mod config;
 pub mod coolify;
 pub mod events;
 pub mod http;
+pub mod incarnation;
 pub mod intake;
 pub mod journal;
 pub mod metrics;

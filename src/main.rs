@@ -38,6 +38,24 @@ enum Command {
     Replay(ReplayArgs),
     /// Ask a running bridge for a full resync.
     Resync,
+    /// Give one instance a new CLOUDFREEDOM_API_KEY (through the admin API of a running bridge); the
+    /// bridge pushes it to Coolify and restarts that stack only.
+    RotateRouterKey {
+        /// The bot_instances record id.
+        id: String,
+    },
+    /// Manage the bridge's secret store and keys.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Re-encrypt every store entry under secrets.key (entries written under one of
+    /// secrets.previous_keys); run it with the bridge stopped. A starting bridge does the same.
+    Rekey,
+    /// Print the key routers use to verify CLOUDFREEDOM_API_KEYs (hex), derived from secrets.key.
+    RouterVerifyKey,
 }
 
 #[derive(Subcommand)]
@@ -210,6 +228,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(body),
             ))?;
             println!("enqueued {} job(s)", out["enqueued"]);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::RotateRouterKey { id } => {
+            let settings = load(&cli)?;
+            let path = format!("/admin/instances/{id}/rotate-router-key");
+            let out = runtime()?.block_on(admin_call(&settings, reqwest::Method::POST, &path, &[], None))?;
+            println!(
+                "router key of {id} rotated: new key id {}; the stack gets it on its next reconcile",
+                out["router_key_id"].as_str().unwrap_or("?")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Secrets(SecretsCommand::Rekey) => {
+            let settings = load(&cli)?;
+            let store = cf_bridge::app::open_secret_store(&settings)?;
+            println!(
+                "{}: {} entries, {} re-encrypted with secrets.key",
+                store.path().display(),
+                store.instance_ids().len(),
+                store.rekeyed()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Secrets(SecretsCommand::RouterVerifyKey) => {
+            let settings = load(&cli)?;
+            let key = settings.secrets.key_bytes();
+            println!(
+                "{}",
+                hex::encode(cf_bridge::secrets::router_verify_key(&key).expose_secret())
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Resync => {

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub last_resync_timestamp: Gauge,
     /// Coolify resources named cf-* with no live record, by kind.
     pub orphans: GaugeVec,
+    /// Writes of the journal's health row (one per readiness evaluation, not per `/readyz` request).
+    pub journal_health_writes: IntCounter,
 }
 
 impl Metrics {
@@ -125,7 +127,12 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(realtime_reconnects.clone()))?;
     registry.register(Box::new(realtime_connected.clone()))?;
     registry.register(Box::new(last_resync_timestamp.clone()))?;
+    let journal_health_writes = IntCounter::new(
+        "journal_health_writes_total",
+        "Writes of the journal's health row by readiness checks",
+    )?;
     registry.register(Box::new(orphans.clone()))?;
+    registry.register(Box::new(journal_health_writes.clone()))?;
 
     Ok(Metrics {
         registry,
@@ -141,5 +148,6 @@ fn build() -> Result<Metrics, prometheus::Error> {
         realtime_connected,
         last_resync_timestamp,
         orphans,
+        journal_health_writes,
     })
 }

@@ -87,6 +87,7 @@ fn event(collection: Collection, id: &str, action: Action, updated: &str) -> New
         dedupe_key: NewEvent::change_key(collection, id, action, updated),
         delivery_id: None,
         payload: json!({ "id": id, "updated": updated }),
+        fingerprint: None,
     }
 }
 

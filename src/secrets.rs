@@ -34,9 +34,14 @@ pub const RESERVED_KEYS: [&str; 2] = ["CLOUDFREEDOM_ROUTER_BASE_URL", "CLOUDFREE
 // Domain-separation labels: each derivation from the one bridge key uses its own label, so a value
 // derived for one purpose can never be replayed as another.
 const LABEL_SECRETS_HASH: &[u8] = b"cf-bridge/v1/secrets-hash\0";
-const LABEL_ROUTER_KEY: &[u8] = b"cf-bridge/v1/router-api-key\0";
+const LABEL_ROUTER_ROOT: &[u8] = b"cf-bridge/v2/router-verify-key\0";
+const LABEL_ROUTER_KEY: &[u8] = b"cf-bridge/v2/router-api-key\0";
+const LABEL_EVENT_FINGERPRINT: &[u8] = b"cf-bridge/v1/event-fingerprint\0";
+const LABEL_KEY_CHECK: &[u8] = b"cf-bridge/v1/key-check\0";
 const LABEL_STORE_KEY: &[u8] = b"cf-bridge/v1/secret-store-key\0";
-const LABEL_STORE_AAD: &[u8] = b"cf-bridge/v1/secret-store-entry\0";
+/// Entries written before incarnations existed, bound to the instance id only.
+const LABEL_STORE_AAD_V1: &[u8] = b"cf-bridge/v1/secret-store-entry\0";
+const LABEL_STORE_AAD: &[u8] = b"cf-bridge/v2/secret-store-entry\0";
 
 #[derive(Debug, Error)]
 pub enum SecretsError {
@@ -60,6 +65,11 @@ pub enum SecretsError {
     Corrupt { path: PathBuf, detail: String },
     #[error("secret store: entry for instance {0} failed to decrypt (wrong bridge key or tampered file)")]
     Decrypt(String),
+    #[error(
+        "secret store {path}: {count} entries (instances {first}) open with neither secrets.key nor any of \
+         secrets.previous_keys: list the key they were written with in secrets.previous_keys"
+    )]
+    Unreadable { path: PathBuf, count: usize, first: String },
     #[error("secret store: encryption failed")]
     Encrypt,
     #[error("secret store: instance id {0:?} is invalid")]
@@ -136,17 +146,78 @@ pub fn secrets_hash(key: &SecretBytes, map: &BTreeMap<String, SecretString>) -> 
     hex::encode(m.finalize().into_bytes())
 }
 
-/// The stack's `CLOUDFREEDOM_API_KEY`: `cfk_` + base64url(HMAC-SHA256(bridge key, label ‖ instance id)).
+/// The key a router holds to verify stack keys: derived from the bridge key under its own label, so a
+/// router can check `CLOUDFREEDOM_API_KEY`s without being able to read the secret store or forge hashes.
+pub fn router_verify_key(key: &SecretBytes) -> SecretBytes {
+    SecretBytes::from(mac(key, LABEL_ROUTER_ROOT).finalize().into_bytes().to_vec())
+}
+
+/// A fresh router key id: 32 lowercase hex digits from 128 random bits.
+pub fn new_router_key_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+fn router_key_tag(verify_key: &[u8], tenant_id: &str, instance_id: &str, key_id: &str) -> String {
+    let mut m = mac(&SecretBytes::from(verify_key.to_vec()), LABEL_ROUTER_KEY);
+    for part in [tenant_id, instance_id, key_id] {
+        update_len_prefixed(&mut m, part.as_bytes());
+    }
+    URL_SAFE_NO_PAD.encode(m.finalize().into_bytes())
+}
+
+/// The stack's `CLOUDFREEDOM_API_KEY`:
+/// `cfk_1.<tenant id>.<instance id>.<key id>.<base64url(HMAC-SHA256(router verify key, label ‖ tenant ‖
+/// instance ‖ key id))>` (each part length-prefixed in the MAC).
 ///
-/// Deterministic, so the bridge never stores it: it re-derives the same key whenever it (re)deploys the
-/// stack, and the CloudFreedom router, holding the same bridge key, can verify a presented key by deriving
-/// it from the instance id. The label keeps it unrelated to every other value derived from the bridge key.
-/// The alphabet has no `$`, so Coolify can store it as a plain env value.
-pub fn router_api_key(key: &SecretBytes, instance_id: &str) -> SecretString {
-    let mut m = mac(key, LABEL_ROUTER_KEY);
-    m.update(instance_id.as_bytes());
-    let tag = m.finalize().into_bytes();
-    SecretString::from(format!("cfk_{}", URL_SAFE_NO_PAD.encode(tag)))
+/// The key id is random and kept by the bridge per instance incarnation; rotating it replaces the key of
+/// that one stack. A router holding [`router_verify_key`] verifies a presented key with
+/// [`verify_router_key`] and accepts it only while the key id is the instance's current `router_key_id`
+/// in PocketBase. Record ids and key ids are `[a-z0-9_-]` and base64url has no `.`, so the dots split the
+/// key unambiguously; the alphabet has no `$`, so Coolify can store it as a plain env value.
+pub fn router_api_key(key: &SecretBytes, tenant_id: &str, instance_id: &str, key_id: &str) -> SecretString {
+    let verify = router_verify_key(key);
+    let tag = router_key_tag(verify.expose_secret(), tenant_id, instance_id, key_id);
+    SecretString::from(format!("{ROUTER_KEY_PREFIX}{tenant_id}.{instance_id}.{key_id}.{tag}"))
+}
+
+const ROUTER_KEY_PREFIX: &str = "cfk_1.";
+
+/// What a valid router key says about its holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterKeyClaims {
+    pub tenant_id: String,
+    pub instance_id: String,
+    pub key_id: String,
+}
+
+/// Checks a presented router key with the router verify key (constant-time MAC comparison). `None` for
+/// anything that is not a key the bridge issued. The caller still checks that `key_id` is the instance's
+/// current one and that the instance belongs to `tenant_id`.
+pub fn verify_router_key(verify_key: &[u8], presented: &str) -> Option<RouterKeyClaims> {
+    use subtle::ConstantTimeEq;
+    let rest = presented.strip_prefix(ROUTER_KEY_PREFIX)?;
+    let mut parts = rest.split('.');
+    let (tenant, instance, key_id, tag) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || [tenant, instance, key_id].iter().any(|p| p.is_empty()) {
+        return None;
+    }
+    let expected = router_key_tag(verify_key, tenant, instance, key_id);
+    bool::from(expected.as_bytes().ct_eq(tag.as_bytes())).then(|| RouterKeyClaims {
+        tenant_id: tenant.to_string(),
+        instance_id: instance.to_string(),
+        key_id: key_id.to_string(),
+    })
+}
+
+/// A check value of the bridge key (16 hex digits, revealing nothing of the key): the journal keeps the
+/// last one so that a start with a changed key pushes every stack's new hash and router key.
+pub fn key_check(key: &SecretBytes) -> String {
+    hex::encode(&mac(key, LABEL_KEY_CHECK).finalize().into_bytes()[..8])
+}
+
+/// Key of the journal's request fingerprints ([`crate::events::set_fingerprint_key`]).
+pub fn event_fingerprint_key(key: &SecretBytes) -> [u8; 32] {
+    mac(key, LABEL_EVENT_FINGERPRINT).finalize().into_bytes().into()
 }
 
 /// Required secrets that are absent, in the order the template lists them.
@@ -198,28 +269,44 @@ impl fmt::Debug for EnvValue {
     }
 }
 
-#[derive(Clone, Serialize, Deserialize, Default)]
+const STORE_VERSION: u32 = 2;
+
+#[derive(Clone, Serialize, Deserialize)]
 struct StoreFile {
     version: u32,
     entries: BTreeMap<String, StoreEntry>,
 }
 
+impl StoreFile {
+    fn empty() -> Self {
+        StoreFile {
+            version: STORE_VERSION,
+            entries: BTreeMap::new(),
+        }
+    }
+}
+
 #[derive(Clone, Serialize, Deserialize)]
 struct StoreEntry {
+    /// The incarnation ([`crate::incarnation::tag`]) the secrets belong to; absent in entries written
+    /// before incarnations existed, which the first incarnation to read them adopts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    incarnation: Option<String>,
     nonce: String,
     ciphertext: String,
 }
 
 /// Secrets waiting for their stack, encrypted at rest with ChaCha20-Poly1305 under a key derived from the
-/// bridge key. Each entry has its own random nonce and is bound to its instance id (associated data), so
-/// entries cannot be swapped between instances. Writes replace the file atomically (temp file + rename),
-/// with mode 0600. Operations are serialised within the process.
+/// bridge key. Each entry has its own random nonce and is bound (associated data) to its instance id and
+/// incarnation, so entries cannot be swapped between instances, and the secrets of a deleted record are
+/// never handed to a later record with the same id: reading them for another incarnation deletes them.
+/// Writes replace the file atomically (temp file + rename), with mode 0600. Operations are serialised
+/// within the process; the bridge is the file's only writer, so it is read once, at open.
 pub struct SecretStore {
     path: PathBuf,
     cipher: ChaCha20Poly1305,
-    /// The file's contents, loaded on first use: the bridge is the store's only writer, so reads need
-    /// not touch the disk (a reconcile reads its instance's secrets every time).
-    cache: Mutex<Option<StoreFile>>,
+    file: Mutex<StoreFile>,
+    rekeyed: usize,
 }
 
 impl fmt::Debug for SecretStore {
@@ -230,109 +317,218 @@ impl fmt::Debug for SecretStore {
     }
 }
 
-impl SecretStore {
-    /// Opens (or prepares to create) the store at `path`. Nothing is written until the first `put`.
-    pub fn open(path: impl Into<PathBuf>, bridge_key: &SecretBytes) -> Result<Self, SecretsError> {
-        if bridge_key.expose_secret().is_empty() {
-            return Err(SecretsError::EmptyKey);
+fn store_cipher(bridge_key: &SecretBytes) -> Result<ChaCha20Poly1305, SecretsError> {
+    if bridge_key.expose_secret().is_empty() {
+        return Err(SecretsError::EmptyKey);
+    }
+    let m = mac(bridge_key, LABEL_STORE_KEY);
+    let mut derived: Zeroizing<[u8; 32]> = Zeroizing::new([0u8; 32]);
+    derived.copy_from_slice(&m.finalize().into_bytes());
+    Ok(ChaCha20Poly1305::new(Key::from_slice(derived.as_slice())))
+}
+
+fn aad(instance_id: &str, incarnation: Option<&str>) -> Vec<u8> {
+    match incarnation {
+        None => {
+            let mut a = LABEL_STORE_AAD_V1.to_vec();
+            a.extend_from_slice(instance_id.as_bytes());
+            a
         }
-        let m = mac(bridge_key, LABEL_STORE_KEY);
-        let mut derived: Zeroizing<[u8; 32]> = Zeroizing::new([0u8; 32]);
-        derived.copy_from_slice(&m.finalize().into_bytes());
-        let cipher = ChaCha20Poly1305::new(Key::from_slice(derived.as_slice()));
-        Ok(SecretStore {
-            path: path.into(),
+        Some(tag) => {
+            let mut a = LABEL_STORE_AAD.to_vec();
+            for part in [instance_id, tag] {
+                a.extend_from_slice(&(part.len() as u64).to_be_bytes());
+                a.extend_from_slice(part.as_bytes());
+            }
+            a
+        }
+    }
+}
+
+fn seal(
+    cipher: &ChaCha20Poly1305,
+    instance_id: &str,
+    incarnation: Option<&str>,
+    plaintext: &[u8],
+) -> Result<StoreEntry, SecretsError> {
+    let mut nonce = [0u8; 12];
+    rand::rng().fill_bytes(&mut nonce);
+    let ciphertext = cipher
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad: &aad(instance_id, incarnation),
+            },
+        )
+        .map_err(|_| SecretsError::Encrypt)?;
+    Ok(StoreEntry {
+        incarnation: incarnation.map(str::to_string),
+        nonce: STANDARD.encode(nonce),
+        ciphertext: STANDARD.encode(ciphertext),
+    })
+}
+
+/// The entry's plaintext, or `None` when `cipher` is not its key (or the entry was tampered with).
+fn open_entry(cipher: &ChaCha20Poly1305, instance_id: &str, entry: &StoreEntry) -> Option<Zeroizing<Vec<u8>>> {
+    let nonce = STANDARD.decode(&entry.nonce).ok()?;
+    let ciphertext = STANDARD.decode(&entry.ciphertext).ok()?;
+    if nonce.len() != 12 {
+        return None;
+    }
+    cipher
+        .decrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: &ciphertext,
+                aad: &aad(instance_id, entry.incarnation.as_deref()),
+            },
+        )
+        .ok()
+        .map(Zeroizing::new)
+}
+
+impl SecretStore {
+    /// Opens (or prepares to create) the store at `path` with the bridge key.
+    pub fn open(path: impl Into<PathBuf>, bridge_key: &SecretBytes) -> Result<Self, SecretsError> {
+        Self::open_with(path, bridge_key, &[])
+    }
+
+    /// Opens the store after a change of the bridge key: entries written under one of `previous` keys are
+    /// re-encrypted under `bridge_key` (see [`SecretStore::rekeyed`]). Fails, naming the instances, when
+    /// an entry opens with none of the keys, rather than letting every reconcile fail later.
+    pub fn open_with(
+        path: impl Into<PathBuf>,
+        bridge_key: &SecretBytes,
+        previous: &[SecretBytes],
+    ) -> Result<Self, SecretsError> {
+        let path = path.into();
+        let cipher = store_cipher(bridge_key)?;
+        let older = previous.iter().map(store_cipher).collect::<Result<Vec<_>, _>>()?;
+        let mut file = read_file(&path)?;
+        let mut rekeyed = 0;
+        let mut unreadable = Vec::new();
+        for (id, entry) in file.entries.iter_mut() {
+            if open_entry(&cipher, id, entry).is_some() {
+                continue;
+            }
+            match older.iter().find_map(|c| open_entry(c, id, entry)) {
+                Some(plain) => {
+                    *entry = seal(&cipher, id, entry.incarnation.as_deref(), &plain)?;
+                    rekeyed += 1;
+                }
+                None => unreadable.push(id.clone()),
+            }
+        }
+        if !unreadable.is_empty() {
+            return Err(SecretsError::Unreadable {
+                path,
+                count: unreadable.len(),
+                first: unreadable.into_iter().take(5).collect::<Vec<_>>().join(", "),
+            });
+        }
+        let store = SecretStore {
+            path,
             cipher,
-            cache: Mutex::new(None),
-        })
+            file: Mutex::new(file),
+            rekeyed,
+        };
+        if rekeyed > 0 {
+            let file = store.lock();
+            store.write(&file)?;
+        }
+        Ok(store)
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Stores (replaces) the secrets of one instance.
-    pub fn put(&self, instance_id: &str, map: &BTreeMap<String, SecretString>) -> Result<(), SecretsError> {
+    /// How many entries `open_with` re-encrypted under the current key.
+    pub fn rekeyed(&self) -> usize {
+        self.rekeyed
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StoreFile> {
+        self.file.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores (replaces) the secrets of one instance incarnation.
+    pub fn put(
+        &self,
+        instance_id: &str,
+        incarnation: &str,
+        map: &BTreeMap<String, SecretString>,
+    ) -> Result<(), SecretsError> {
         check_instance_id(instance_id)?;
         validate_secrets(map)?;
-        let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let mut file = self.loaded(&mut guard)?.clone();
         let plain: BTreeMap<&str, &str> = map.iter().map(|(k, v)| (k.as_str(), v.expose_secret())).collect();
         let plaintext = Zeroizing::new(serde_json::to_vec(&plain).map_err(|_| SecretsError::Encrypt)?);
-        let mut nonce = [0u8; 12];
-        rand::rng().fill_bytes(&mut nonce);
-        let aad = aad(instance_id);
-        let ciphertext = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &plaintext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| SecretsError::Encrypt)?;
-        file.entries.insert(
-            instance_id.to_string(),
-            StoreEntry {
-                nonce: STANDARD.encode(nonce),
-                ciphertext: STANDARD.encode(ciphertext),
-            },
-        );
+        let entry = seal(&self.cipher, instance_id, Some(incarnation), &plaintext)?;
+        let mut guard = self.lock();
+        let mut file = guard.clone();
+        file.entries.insert(instance_id.to_string(), entry);
         self.write(&file)?;
-        *guard = Some(file);
+        *guard = file;
         Ok(())
     }
 
-    /// The stored secrets of one instance, if any.
-    pub fn get(&self, instance_id: &str) -> Result<Option<BTreeMap<String, SecretString>>, SecretsError> {
+    /// The stored secrets of one instance incarnation, if any. Secrets of another incarnation of the same
+    /// id (a deleted record whose id came back) are deleted, never returned; secrets stored before
+    /// incarnations existed are adopted by the first incarnation that reads them.
+    pub fn get(
+        &self,
+        instance_id: &str,
+        incarnation: &str,
+    ) -> Result<Option<BTreeMap<String, SecretString>>, SecretsError> {
         check_instance_id(instance_id)?;
-        let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let file = self.loaded(&mut guard)?;
-        let Some(entry) = file.entries.get(instance_id) else {
+        let mut guard = self.lock();
+        let Some(entry) = guard.entries.get(instance_id).cloned() else {
             return Ok(None);
         };
-        let corrupt = || SecretsError::Decrypt(instance_id.to_string());
-        let nonce = STANDARD.decode(&entry.nonce).map_err(|_| corrupt())?;
-        let ciphertext = STANDARD.decode(&entry.ciphertext).map_err(|_| corrupt())?;
-        if nonce.len() != 12 {
-            return Err(corrupt());
+        if entry.incarnation.as_deref().is_some_and(|t| t != incarnation) {
+            let mut file = guard.clone();
+            file.entries.remove(instance_id);
+            self.write(&file)?;
+            *guard = file;
+            tracing::info!(record_id = %instance_id, "deleted the stored secrets of an earlier record with this id");
+            return Ok(None);
         }
-        let aad = aad(instance_id);
-        let plaintext = Zeroizing::new(
-            self.cipher
-                .decrypt(
-                    Nonce::from_slice(&nonce),
-                    Payload {
-                        msg: &ciphertext,
-                        aad: &aad,
-                    },
-                )
-                .map_err(|_| corrupt())?,
-        );
-        let plain: BTreeMap<String, String> = serde_json::from_slice(&plaintext).map_err(|_| corrupt())?;
+        let plaintext =
+            open_entry(&self.cipher, instance_id, &entry).ok_or_else(|| SecretsError::Decrypt(instance_id.into()))?;
+        if entry.incarnation.is_none() {
+            let mut file = guard.clone();
+            file.entries.insert(
+                instance_id.to_string(),
+                seal(&self.cipher, instance_id, Some(incarnation), &plaintext)?,
+            );
+            self.write(&file)?;
+            *guard = file;
+        }
+        let plain: BTreeMap<String, String> =
+            serde_json::from_slice(&plaintext).map_err(|_| SecretsError::Decrypt(instance_id.into()))?;
         Ok(Some(
             plain.into_iter().map(|(k, v)| (k, SecretString::from(v))).collect(),
         ))
     }
 
-    /// Removes an instance's secrets; returns whether there were any.
+    /// Removes an instance's secrets, whatever incarnation they belong to; returns whether there were any.
     pub fn delete(&self, instance_id: &str) -> Result<bool, SecretsError> {
         check_instance_id(instance_id)?;
-        let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        let mut file = self.loaded(&mut guard)?.clone();
-        if file.entries.remove(instance_id).is_none() {
+        let mut guard = self.lock();
+        if !guard.entries.contains_key(instance_id) {
             return Ok(false);
         }
+        let mut file = guard.clone();
+        file.entries.remove(instance_id);
         self.write(&file)?;
-        *guard = Some(file);
+        *guard = file;
         Ok(true)
     }
 
     /// Instance ids that have stored secrets.
-    pub fn instance_ids(&self) -> Result<Vec<String>, SecretsError> {
-        let mut guard = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(self.loaded(&mut guard)?.entries.keys().cloned().collect())
+    pub fn instance_ids(&self) -> Vec<String> {
+        self.lock().entries.keys().cloned().collect()
     }
 
     fn io(&self, source: std::io::Error) -> SecretsError {
@@ -342,39 +538,12 @@ impl SecretStore {
         }
     }
 
-    fn loaded<'g>(&self, cache: &'g mut Option<StoreFile>) -> Result<&'g StoreFile, SecretsError> {
-        if cache.is_none() {
-            *cache = Some(self.read()?);
-        }
-        cache.as_ref().ok_or(SecretsError::Encrypt)
-    }
-
-    fn read(&self) -> Result<StoreFile, SecretsError> {
-        let bytes = match fs::read(&self.path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(StoreFile {
-                    version: 1,
-                    entries: BTreeMap::new(),
-                });
-            }
-            Err(e) => return Err(self.io(e)),
-        };
-        let file: StoreFile = serde_json::from_slice(&bytes).map_err(|e| SecretsError::Corrupt {
-            path: self.path.clone(),
-            detail: e.to_string(),
-        })?;
-        if file.version != 1 {
-            return Err(SecretsError::Corrupt {
-                path: self.path.clone(),
-                detail: format!("unsupported version {}", file.version),
-            });
-        }
-        Ok(file)
-    }
-
     fn write(&self, file: &StoreFile) -> Result<(), SecretsError> {
-        let bytes = serde_json::to_vec_pretty(file).map_err(|e| SecretsError::Corrupt {
+        let file = StoreFile {
+            version: STORE_VERSION,
+            entries: file.entries.clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| SecretsError::Corrupt {
             path: self.path.clone(),
             detail: e.to_string(),
         })?;
@@ -403,6 +572,30 @@ impl SecretStore {
     }
 }
 
+fn read_file(path: &Path) -> Result<StoreFile, SecretsError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(StoreFile::empty()),
+        Err(source) => {
+            return Err(SecretsError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let corrupt = |detail: String| SecretsError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    // serde_json's messages quote no values of this shape (strings only), but keep them short anyway.
+    let file: StoreFile = serde_json::from_slice(&bytes)
+        .map_err(|e| corrupt(format!("not valid JSON (line {} column {})", e.line(), e.column())))?;
+    if !(1..=STORE_VERSION).contains(&file.version) {
+        return Err(corrupt(format!("unsupported version {}", file.version)));
+    }
+    Ok(file)
+}
+
 #[cfg(unix)]
 fn open_private(path: &Path) -> std::io::Result<fs::File> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -424,12 +617,6 @@ fn open_private(path: &Path) -> std::io::Result<fs::File> {
         .create(true)
         .truncate(true)
         .open(path)
-}
-
-fn aad(instance_id: &str) -> Vec<u8> {
-    let mut a = LABEL_STORE_AAD.to_vec();
-    a.extend_from_slice(instance_id.as_bytes());
-    a
 }
 
 fn check_instance_id(id: &str) -> Result<(), SecretsError> {

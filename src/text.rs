@@ -4,7 +4,7 @@
 
 /// A text that is none of an enum's spellings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{value:?} (expected one of: {expected})")]
+#[error("{value:?} is not one of {expected}")]
 pub struct UnknownText {
     pub value: String,
     pub expected: &'static str,
@@ -64,6 +64,6 @@ mod tests {
             assert_eq!(serde_json::to_value(c).unwrap(), serde_json::json!(c.as_str()));
         }
         let err = "green".parse::<Colour>().unwrap_err();
-        assert_eq!(err.to_string(), "\"green\" (expected one of: red, dark_blue)");
+        assert_eq!(err.to_string(), "\"green\" is not one of red, dark_blue");
     }
 }

@@ -16,6 +16,7 @@ use super::error::CoolifyError;
 use super::retry::{Decision, Idempotency, Outcome, RetryPolicy};
 use super::types::*;
 use crate::backoff::Backoff;
+use crate::bounded;
 use crate::config::CoolifySettings;
 use crate::metrics::Metrics;
 
@@ -42,13 +43,34 @@ struct Inner {
 
 struct Reply {
     status: StatusCode,
-    text: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
 }
 
 fn decode<T: DeserializeOwned>(endpoint: &str, reply: &Reply) -> Result<T, CoolifyError> {
-    serde_json::from_str(&reply.text)
+    serde_json::from_slice(&reply.body)
         .map_err(|e| CoolifyError::BadResponse(format!("{endpoint} returned {}: {e}", reply.status.as_u16())))
 }
+
+/// The largest answer read from each endpoint. `GET /services` lists the whole team: about 3.7 KB per
+/// service (37 MB for 10,000), so 128 MiB covers some 35,000 services; a tenant's environment lists that
+/// tenant's services only; every other answer is one resource or a short list.
+fn body_limit(endpoint: &str) -> usize {
+    match endpoint {
+        "GET /services" => 128 << 20,
+        "GET /projects/{uuid}/{environment}" => 32 << 20,
+        "GET /projects" => 16 << 20,
+        _ => 4 << 20,
+    }
+}
+
+/// Of an error answer, only this much is read (it becomes part of a message).
+const ERROR_BODY_LIMIT: usize = 64 << 10;
 
 /// Percent-encodes one path segment (uuids are plain, environment names may not be).
 fn seg(s: &str) -> String {
@@ -178,13 +200,30 @@ impl CoolifyClient {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(Duration::from_secs);
-                    match resp.text().await {
-                        Err(e) => (Outcome::Transport, CoolifyError::Transport(describe(&e))),
-                        Ok(text) if status.is_success() => {
-                            debug!(endpoint, status = status.as_u16(), "coolify call ok");
-                            return Ok(Reply { status, text });
+                    let body = if status.is_success() {
+                        bounded::read(resp, body_limit(endpoint)).await
+                    } else {
+                        bounded::read_prefix(resp, ERROR_BODY_LIMIT)
+                            .await
+                            .map_err(bounded::ReadError::from)
+                    };
+                    match body {
+                        Err(bounded::ReadError::TooLarge { limit }) => (
+                            Outcome::Final,
+                            CoolifyError::TooLarge {
+                                endpoint: endpoint.to_string(),
+                                limit: bounded::human(limit),
+                            },
+                        ),
+                        Err(bounded::ReadError::Transport(e)) => {
+                            (Outcome::Transport, CoolifyError::Transport(describe(&e)))
                         }
-                        Ok(text) => {
+                        Ok(body) if status.is_success() => {
+                            debug!(endpoint, status = status.as_u16(), "coolify call ok");
+                            return Ok(Reply { status, body });
+                        }
+                        Ok(body) => {
+                            let text = String::from_utf8_lossy(&body);
                             let err = CoolifyError::from_response(status.as_u16(), &text, retry_after);
                             let outcome = match status.as_u16() {
                                 429 => {
@@ -233,12 +272,13 @@ impl CoolifyClient {
         let reply = self
             .send(Method::GET, "GET /health", "/api/health", None, Idempotency::Safe)
             .await?;
-        if reply.text.trim() == "OK" {
+        let text = reply.text();
+        if text.trim() == "OK" {
             Ok(())
         } else {
             Err(CoolifyError::BadResponse(format!(
                 "health check answered {:?}",
-                reply.text.chars().take(80).collect::<String>()
+                text.chars().take(80).collect::<String>()
             )))
         }
     }
@@ -247,7 +287,7 @@ impl CoolifyClient {
         let reply = self
             .send(Method::GET, "GET /version", "/api/v1/version", None, Idempotency::Safe)
             .await?;
-        let v = reply.text.trim().trim_start_matches('v').to_string();
+        let v = reply.text().trim().trim_start_matches('v').to_string();
         if v.is_empty() || v.len() > 64 {
             return Err(CoolifyError::BadResponse("version endpoint returned no version".into()));
         }

@@ -65,6 +65,9 @@ pub enum CoolifyError {
     Transport(String),
     #[error("unexpected Coolify response: {0}")]
     BadResponse(String),
+    /// An answer larger than the client accepts for that endpoint; nothing of it was kept.
+    #[error("Coolify's answer to {endpoint} is larger than {limit}; refused")]
+    TooLarge { endpoint: String, limit: String },
     #[error("invalid input for Coolify: {0}")]
     InvalidInput(String),
     #[error("timed out: {0}")]
@@ -169,7 +172,8 @@ impl CoolifyError {
 
     /// True when the outcome of the call is unknown (the change may have been applied).
     pub fn is_ambiguous(&self) -> bool {
-        matches!(self, Self::Transport(_) | Self::Server { .. })
+        // A create whose (successful) answer was too large to read may well have created something.
+        matches!(self, Self::Transport(_) | Self::Server { .. } | Self::TooLarge { .. })
     }
 }
 

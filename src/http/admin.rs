@@ -15,7 +15,9 @@ use super::operator::{
 };
 use crate::events::{Collection, Replay, Source, valid_record_id};
 use crate::journal::{EventFilter, EventStatus, JobState};
+use crate::reconcile::instance::life_of;
 use crate::reconcile::plan::Spec;
+use crate::reconcile::router_keys;
 use crate::secrets;
 
 #[derive(Debug, Deserialize)]
@@ -169,7 +171,7 @@ async fn instance_view(
     let logs = ctx.pb.recent_deploy_logs(&id, 20).await.map_err(internal)?;
     let secret_keys: Vec<String> = ctx
         .secrets
-        .get(&id)
+        .get(&id, &life_of(&inst))
         .map_err(internal)?
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
@@ -202,6 +204,7 @@ async fn instance_view(
         "status": inst.status,
         "error_message": inst.error_message,
         "domain": inst.domain,
+        "router_key_id": inst.router_key_id,
         "last_healthy_at": inst.last_healthy_at,
         "secrets": {"keys": secret_keys, "hash": inst.secrets_hash},
         "coolify": coolify,
@@ -272,7 +275,7 @@ async fn put_secrets(
         .await
         .map_err(internal)?
         .ok_or_else(|| ApiError::not_found(format!("no bot instance {id}")))?;
-    ctx.secrets.put(&inst.id, &map).map_err(internal)?;
+    ctx.secrets.put(&inst.id, &life_of(&inst), &map).map_err(internal)?;
     let hash = if map.is_empty() {
         String::new()
     } else {
@@ -310,6 +313,25 @@ async fn delete_secrets(
     Ok(HttpResponse::Ok().json(json!({"status": status, "enqueued": n})))
 }
 
+/// Gives one instance a new router key (`CLOUDFREEDOM_API_KEY`); the record's job pushes it to Coolify and
+/// restarts the stack. Other stacks are not touched. The answer names the new key id, never the key.
+#[post("/admin/instances/{id}/rotate-router-key")]
+async fn rotate_router_key(
+    _: Admin,
+    state: web::Data<AdminState>,
+    RecordId(id): RecordId,
+) -> Result<HttpResponse, ApiError> {
+    let rotated = router_keys::rotate(&state.ctx, &id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::not_found(format!("no bot instance {id}")))?;
+    Ok(HttpResponse::Accepted().json(json!({
+        "status": "rotated",
+        "router_key_id": rotated.key_id,
+        "enqueued": rotated.enqueued,
+    })))
+}
+
 /// Unknown paths and methods answer a JSON 404 too, so clients never have to parse HTML.
 pub async fn no_route(req: actix_web::HttpRequest) -> HttpResponse {
     HttpResponse::NotFound().json(json!({"error": format!("no route for {} {}", req.method(), req.path())}))
@@ -330,6 +352,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/instances/abc"),
     ("PUT", "/admin/instances/abc/secrets"),
     ("DELETE", "/admin/instances/abc/secrets"),
+    ("POST", "/admin/instances/abc/rotate-router-key"),
     ("GET", "/admin/ui"),
     ("POST", "/admin/ui/replay"),
 ];
@@ -354,5 +377,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resync_route)
         .service(instance_view)
         .service(put_secrets)
-        .service(delete_secrets);
+        .service(delete_secrets)
+        .service(rotate_router_key);
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::{HttpResponse, get, web};
 use serde_json::json;
@@ -16,6 +16,12 @@ use crate::pocketbase::PbClient;
 /// Longest gap between readiness checks of PocketBase and Coolify.
 pub const READINESS_MAX_INTERVAL: Duration = Duration::from_secs(15);
 
+/// How long one readiness evaluation answers `/readyz`: a flood of probes must not write the journal (or
+/// queue behind its writer) once per request.
+pub const READINESS_CACHE: Duration = Duration::from_secs(1);
+
+type Problems = Vec<(&'static str, String)>;
+
 /// What `/readyz` reports; each part is updated by the component that owns it.
 pub struct Readiness {
     pocketbase_auth: AtomicBool,
@@ -25,6 +31,8 @@ pub struct Readiness {
     pub journal: crate::journal::Journal,
     /// The bridge's metrics, read live for the realtime part (and served at `/metrics`).
     pub metrics: Arc<Metrics>,
+    /// The last evaluation and when it was made. Held across an evaluation, so concurrent probes share it.
+    last: tokio::sync::Mutex<Option<(Instant, Problems)>>,
 }
 
 impl Readiness {
@@ -35,6 +43,7 @@ impl Readiness {
             resync_freshness,
             journal,
             metrics,
+            last: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -46,9 +55,23 @@ impl Readiness {
         self.coolify_reachable.store(reachable, Ordering::Relaxed);
     }
 
+    /// The parts that are not ready, as evaluated at most [`READINESS_CACHE`] ago.
+    pub async fn problems(&self) -> Problems {
+        let mut last = self.last.lock().await;
+        if let Some((at, problems)) = last.as_ref()
+            && at.elapsed() < READINESS_CACHE
+        {
+            return problems.clone();
+        }
+        let problems = self.evaluate().await;
+        *last = Some((Instant::now(), problems.clone()));
+        problems
+    }
+
     /// The parts that are not ready, with the reason for each.
-    pub async fn problems(&self) -> Vec<(&'static str, String)> {
+    async fn evaluate(&self) -> Problems {
         let mut out = Vec::new();
+        self.metrics.journal_health_writes.inc();
         if let Err(e) = self.journal.check_writable().await {
             out.push(("journal", format!("not writable: {e}")));
         }

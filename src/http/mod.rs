@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod guard;
 pub mod health;
 pub mod ingest;
 pub mod operator;

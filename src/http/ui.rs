@@ -1,15 +1,18 @@
-//! Operator page at `/admin/ui`: server-rendered HTML, no build step. Login with the admin token sets an
-//! HttpOnly, SameSite=Strict session cookie; without it every page answers 401 with the login form.
+//! Operator page at `/admin/ui`: server-rendered HTML, no script, no build step. Signing in with the admin
+//! token starts a server-side session (an HttpOnly, SameSite=Strict cookie, Secure over HTTPS, see
+//! `auth`); without one every page answers 401 with the sign-in form. Messages after an action live in the
+//! session, never in the URL.
 
 use std::fmt::Write as _;
+use std::sync::LazyLock;
 
-use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
-use secrecy::ExposeSecret;
+use base64::Engine as _;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
-use super::auth::{AdminToken, SESSION_COOKIE, is_admin};
+use super::auth::{AdminToken, Sessions, is_operator};
 use super::operator::{AdminState, ReplayRequest, replay};
 use crate::events::{Collection, valid_record_id};
 use crate::journal::{EventFilter, JobState};
@@ -47,6 +50,18 @@ th,td{border-bottom:1px solid #ddd;padding:.35rem .6rem;text-align:left;font-siz
 .running{color:#176f2c}.error,.failed,.dead{color:#b00020}.pending,.deploying,.waiting,.queued{color:#8a5a00}\
 h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:1.5rem}button{cursor:pointer}code{font-size:.85rem}";
 
+/// The page's Content-Security-Policy: nothing loads but the inline style (by its hash), forms post only
+/// to the bridge, and no other site may frame it.
+pub fn content_security_policy() -> String {
+    static CSP: LazyLock<String> = LazyLock::new(|| {
+        let style = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE.as_bytes()));
+        format!(
+            "default-src 'none'; style-src 'sha256-{style}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        )
+    });
+    CSP.clone()
+}
+
 fn page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>{body}</body></html>",
@@ -80,33 +95,27 @@ struct LoginForm {
 }
 
 #[post("/admin/ui/login")]
-async fn login(token: web::Data<AdminToken>, form: web::Form<LoginForm>) -> HttpResponse {
+async fn login(
+    token: web::Data<AdminToken>,
+    sessions: web::Data<Sessions>,
+    form: web::Form<LoginForm>,
+) -> HttpResponse {
     if !token.matches_token(form.token.trim()) {
         return HttpResponse::Unauthorized()
             .content_type("text/html; charset=utf-8")
             .body(login_page(Some("That token is not valid.")));
     }
-    let cookie = Cookie::build(SESSION_COOKIE, token.session_value().expose_secret().to_string())
-        .path("/admin")
-        .http_only(true)
-        .same_site(SameSite::Strict)
-        .finish();
     HttpResponse::SeeOther()
-        .cookie(cookie)
+        .cookie(sessions.create())
         .insert_header((header::LOCATION, "/admin/ui"))
         .finish()
 }
 
+/// Ends the session on the server, not only in the browser: a copied cookie dies with it.
 #[post("/admin/ui/logout")]
-async fn logout() -> HttpResponse {
-    let mut cookie = Cookie::build(SESSION_COOKIE, "")
-        .path("/admin")
-        .http_only(true)
-        .same_site(SameSite::Strict)
-        .finish();
-    cookie.make_removal();
+async fn logout(req: HttpRequest, sessions: web::Data<Sessions>) -> HttpResponse {
     HttpResponse::SeeOther()
-        .cookie(cookie)
+        .cookie(sessions.end(&req))
         .insert_header((header::LOCATION, "/admin/ui"))
         .finish()
 }
@@ -120,9 +129,10 @@ struct ReplayForm {
 async fn replay_form(
     req: HttpRequest,
     state: web::Data<AdminState>,
+    sessions: web::Data<Sessions>,
     form: Option<web::Form<ReplayForm>>,
 ) -> HttpResponse {
-    if !is_admin(&req) {
+    if !is_operator(&req) {
         return unauthorized();
     }
     let Some(form) = form else {
@@ -144,26 +154,19 @@ async fn replay_form(
         Ok(n) => format!("replayed {} ({n} job enqueued)", form.record),
         Err(e) => format!("replay of {} failed: {e}", form.record),
     };
+    sessions.set_flash(&req, flash);
     HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, format!("/admin/ui?flash={}", url_encode(&flash))))
+        .insert_header((header::LOCATION, "/admin/ui"))
         .finish()
 }
 
-fn url_encode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-#[derive(Deserialize)]
-struct UiQuery {
-    flash: Option<String>,
-}
-
 #[get("/admin/ui")]
-async fn dashboard(req: HttpRequest, state: web::Data<AdminState>, q: web::Query<UiQuery>) -> HttpResponse {
-    if !is_admin(&req) {
+async fn dashboard(req: HttpRequest, state: web::Data<AdminState>, sessions: web::Data<Sessions>) -> HttpResponse {
+    if !is_operator(&req) {
         return unauthorized();
     }
-    match render_dashboard(&state, q.flash.as_deref()).await {
+    let flash = sessions.take_flash(&req);
+    match render_dashboard(&state, flash.as_deref()).await {
         Ok(html) => HttpResponse::Ok().content_type("text/html; charset=utf-8").body(html),
         Err(e) => HttpResponse::ServiceUnavailable()
             .content_type("text/html; charset=utf-8")

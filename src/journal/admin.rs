@@ -287,6 +287,15 @@ impl Journal {
         .await
     }
 
+    /// Requeues every record of `collection` that was applied and not deleted.
+    pub async fn replay_live(&self, collection: Collection) -> Result<usize, JournalError> {
+        self.replay(
+            "SELECT collection, record_id FROM record_state WHERE collection = ?1 AND deleted = 0",
+            vec![Value::Text(collection.as_str().into())],
+        )
+        .await
+    }
+
     /// Requeues every job that is failed, parked or dead.
     pub async fn replay_failed(&self) -> Result<usize, JournalError> {
         self.replay(

@@ -4,7 +4,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::types::column;
 use super::{JobState, JournalError};
-use crate::events::{Action, Collection, Ingested, NewEvent, Source, request_fingerprint};
+use crate::events::{Action, Collection, Ingested, NewEvent};
 
 /// Inserts the event unless its change key or delivery id is known, then queues the record's job.
 pub(crate) fn ingest(
@@ -14,16 +14,16 @@ pub(crate) fn ingest(
     now: i64,
 ) -> Result<Ingested, JournalError> {
     // Only an update can be an echo; a create or delete always makes a job.
-    let echo = match request_fingerprint(event.source, event.collection, event.action, &event.payload) {
-        Some(fp) if event.action == Action::Update => asks_nothing_new(tx, event.collection, &event.record_id, &fp)?,
+    let echo = match &event.fingerprint {
+        Some(fp) if event.action == Action::Update => asks_nothing_new(tx, event.collection, &event.record_id, fp)?,
         _ => Echo::No,
     };
     let settled = echo != Echo::No;
     let inserted = tx
         .prepare_cached(
             "INSERT INTO events (source, collection, record_id, action, record_updated, received_at,
-                                 dedupe_key, delivery_id, payload, status)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                                 dedupe_key, delivery_id, payload, status, fingerprint)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT DO NOTHING",
         )?
         .execute(params![
@@ -37,6 +37,7 @@ pub(crate) fn ingest(
             event.delivery_id,
             payload,
             if settled { "done" } else { "queued" },
+            event.fingerprint,
         ])?;
     if inserted == 0 {
         return Ok(Ingested::Duplicate);
@@ -115,22 +116,13 @@ fn applied_fingerprint_is(
     Ok(applied.flatten().as_deref() == Some(fp))
 }
 
-/// The request fingerprint of a journaled event (see [`request_fingerprint`]).
+/// The request fingerprint a journaled event was stored with (see [`NewEvent::fingerprint`]).
 pub(crate) fn event_fingerprint(tx: &Transaction<'_>, event_id: i64) -> Result<Option<String>, JournalError> {
-    let row: Option<(String, String, String, String)> = tx
-        .prepare_cached("SELECT source, collection, action, payload FROM events WHERE id = ?1")?
-        .query_row([event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-        .optional()?;
-    let Some((source, collection, action, payload)) = row else {
-        return Ok(None);
-    };
-    let payload: serde_json::Value = serde_json::from_str(&payload)?;
-    Ok(request_fingerprint(
-        column::<Source>("events.source", source)?,
-        column("collection", collection)?,
-        column::<Action>("events.action", action)?,
-        &payload,
-    ))
+    Ok(tx
+        .prepare_cached("SELECT fingerprint FROM events WHERE id = ?1")?
+        .query_row([event_id], |r| r.get(0))
+        .optional()?
+        .flatten())
 }
 
 /// Makes sure the record's job will run for `event_id`, and links the event to it.

@@ -26,7 +26,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::events::{EventSink, NewEvent, Replay, ReplayFuture, SinkError, SinkFuture};
+use crate::events::{EventSink, NewEvent, Replay, ReplayFuture, SinkError, SinkFuture, request_fingerprint};
 
 pub use error::JournalError;
 pub use sanitize::strip_secrets;
@@ -203,6 +203,9 @@ impl EventSink for Journal {
     fn ingest(&self, mut event: NewEvent) -> SinkFuture<'_> {
         Box::pin(async move {
             let source = event.source.as_str();
+            if event.fingerprint.is_none() {
+                event.fingerprint = request_fingerprint(event.source, event.collection, event.action, &event.payload);
+            }
             strip_secrets(&mut event.payload);
             let payload = serde_json::to_string(&event.payload).map_err(JournalError::from)?;
             let (reply, answer) = oneshot::channel();
@@ -229,6 +232,7 @@ impl EventSink for Journal {
                 Replay::Record(collection, id) => self.replay_record(collection, &id).await,
                 Replay::Since(ms) => self.replay_since(ms).await,
                 Replay::Failed => self.replay_failed().await,
+                Replay::Live(collection) => self.replay_live(collection).await,
             };
             replayed.map_err(SinkError::from)
         })

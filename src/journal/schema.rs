@@ -5,7 +5,8 @@ use rusqlite::Connection;
 use super::JournalError;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`. Append only; never edit a shipped one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     id             INTEGER PRIMARY KEY,
     source         TEXT    NOT NULL,
@@ -81,7 +82,31 @@ CREATE TABLE health (
     id         INTEGER PRIMARY KEY CHECK (id = 1),
     checked_at INTEGER NOT NULL
 );
-"#];
+"#,
+    // What a change asks for, hashed from the full record before its secrets were stripped from `payload`.
+    // Events journaled before this column existed have none, so they are never taken for echoes.
+    r#"
+ALTER TABLE events ADD COLUMN fingerprint TEXT;
+"#,
+    // Per-instance material is bound to the record's incarnation (src/incarnation.rs): the service intent
+    // names the incarnation that created the service, and each incarnation has its own router key id.
+    r#"
+ALTER TABLE intents ADD COLUMN incarnation TEXT;
+
+CREATE TABLE router_keys (
+    record_id   TEXT PRIMARY KEY,
+    incarnation TEXT NOT NULL,
+    key_id      TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+
+-- Facts about the bridge itself, such as a check value of the key it last ran with.
+CREATE TABLE meta (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"#,
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

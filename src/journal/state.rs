@@ -81,15 +81,31 @@ impl Journal {
     /// Records the intent to create `name` before the side effect. Re-putting an intent keeps the uuid
     /// it may already have been resolved to.
     pub async fn put_intent(&self, key: &str, kind: &str, name: &str) -> Result<(), JournalError> {
+        self.put_intent_of(key, kind, name, None).await
+    }
+
+    /// Like [`Journal::put_intent`], for the given record incarnation. Re-putting it for another
+    /// incarnation forgets the uuid: that resource belongs to the other incarnation.
+    pub async fn put_intent_of(
+        &self,
+        key: &str,
+        kind: &str,
+        name: &str,
+        incarnation: Option<&str>,
+    ) -> Result<(), JournalError> {
         let (key, kind, name) = (key.to_owned(), kind.to_owned(), name.to_owned());
+        let incarnation = incarnation.map(str::to_owned);
         self.write(move |conn| {
             write_tx(conn, |tx| {
                 tx.prepare_cached(
-                    "INSERT INTO intents (key, kind, name, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)
+                    "INSERT INTO intents (key, kind, name, created_at, updated_at, incarnation)
+                     VALUES (?1, ?2, ?3, ?4, ?4, ?5)
                      ON CONFLICT (key) DO UPDATE SET kind = excluded.kind, name = excluded.name,
-                        updated_at = excluded.updated_at",
+                        coolify_uuid = CASE WHEN intents.incarnation IS excluded.incarnation
+                                            THEN intents.coolify_uuid END,
+                        incarnation = excluded.incarnation, updated_at = excluded.updated_at",
                 )?
-                .execute(params![key, kind, name, now_ms()])?;
+                .execute(params![key, kind, name, now_ms(), incarnation])?;
                 Ok(())
             })
         })
@@ -115,7 +131,8 @@ impl Journal {
         self.read(move |conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT key, kind, name, coolify_uuid, created_at, updated_at FROM intents WHERE key = ?1",
+                    "SELECT key, kind, name, coolify_uuid, created_at, updated_at, incarnation
+                     FROM intents WHERE key = ?1",
                 )?
                 .query_row([key], |r| {
                     Ok(Intent {
@@ -125,9 +142,101 @@ impl Journal {
                         coolify_uuid: r.get(3)?,
                         created_at: r.get(4)?,
                         updated_at: r.get(5)?,
+                        incarnation: r.get(6)?,
                     })
                 })
                 .optional()?)
+        })
+        .await
+    }
+
+    /// The router key id of an instance incarnation: the one kept for it, or a fresh random one when the
+    /// journal has none for this incarnation (a new record, or a record whose id came back).
+    pub async fn router_key_id(&self, record_id: &str, incarnation: &str) -> Result<String, JournalError> {
+        // Read first: every reconcile asks, and only a new incarnation needs a write.
+        let (id, life) = (record_id.to_owned(), incarnation.to_owned());
+        let kept: Option<String> = self
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached("SELECT key_id FROM router_keys WHERE record_id = ?1 AND incarnation = ?2")?
+                    .query_row(params![id, life], |r| r.get(0))
+                    .optional()?)
+            })
+            .await?;
+        match kept {
+            Some(kept) => Ok(kept),
+            None => self.set_router_key_id(record_id, incarnation, false).await,
+        }
+    }
+
+    /// Gives the instance incarnation a fresh router key id and returns it; its old key stops being
+    /// issued (the next reconcile pushes the new one).
+    pub async fn rotate_router_key(&self, record_id: &str, incarnation: &str) -> Result<String, JournalError> {
+        self.set_router_key_id(record_id, incarnation, true).await
+    }
+
+    async fn set_router_key_id(
+        &self,
+        record_id: &str,
+        incarnation: &str,
+        rotate: bool,
+    ) -> Result<String, JournalError> {
+        let (record_id, incarnation) = (record_id.to_owned(), incarnation.to_owned());
+        let fresh = crate::secrets::new_router_key_id();
+        self.write(move |conn| {
+            write_tx(conn, |tx| {
+                let kept: Option<String> = tx
+                    .prepare_cached("SELECT key_id FROM router_keys WHERE record_id = ?1 AND incarnation = ?2")?
+                    .query_row(params![record_id, incarnation], |r| r.get(0))
+                    .optional()?;
+                if let (Some(kept), false) = (kept, rotate) {
+                    return Ok(kept);
+                }
+                tx.prepare_cached(
+                    "INSERT INTO router_keys (record_id, incarnation, key_id, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (record_id) DO UPDATE SET incarnation = excluded.incarnation,
+                        key_id = excluded.key_id, updated_at = excluded.updated_at",
+                )?
+                .execute(params![record_id, incarnation, fresh, now_ms()])?;
+                Ok(fresh)
+            })
+        })
+        .await
+    }
+
+    /// Records `value` under `name`; returns whether it differs from the value recorded before (true when
+    /// there was none).
+    pub async fn note_changed(&self, name: &str, value: &str) -> Result<bool, JournalError> {
+        let (name, value) = (name.to_owned(), value.to_owned());
+        self.write(move |conn| {
+            write_tx(conn, |tx| {
+                let before: Option<String> = tx
+                    .prepare_cached("SELECT value FROM meta WHERE name = ?1")?
+                    .query_row([&name], |r| r.get(0))
+                    .optional()?;
+                if before.as_deref() == Some(value.as_str()) {
+                    return Ok(false);
+                }
+                tx.prepare_cached(
+                    "INSERT INTO meta (name, value) VALUES (?1, ?2)
+                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                )?
+                .execute(params![name, value])?;
+                Ok(true)
+            })
+        })
+        .await
+    }
+
+    /// Forgets an instance's router key id (the record is gone).
+    pub async fn forget_router_key(&self, record_id: &str) -> Result<(), JournalError> {
+        let record_id = record_id.to_owned();
+        self.write(move |conn| {
+            write_tx(conn, |tx| {
+                tx.prepare_cached("DELETE FROM router_keys WHERE record_id = ?1")?
+                    .execute([record_id])?;
+                Ok(())
+            })
         })
         .await
     }

@@ -126,6 +126,9 @@ pub struct Intent {
     pub coolify_uuid: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The record incarnation the intent was made for (service intents; `None` for tenant intents and
+    /// for intents made before incarnations existed).
+    pub incarnation: Option<String>,
 }
 
 /// Filter for [`super::Journal::list_events`]; every field narrows the result.

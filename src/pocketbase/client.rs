@@ -22,12 +22,21 @@ use super::records::{
     truncate_chars,
 };
 use super::token::CachedToken;
+use crate::bounded;
 use crate::config::{PocketBaseAuth, PocketBaseSettings, Problem};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Page size of `list_all`; PocketBase caps `perPage` at 1000.
 const LIST_ALL_PAGE: u32 = 500;
+/// Largest answers read. A record with its expanded tenant and template stays well under a MiB (config is
+/// capped at 64 KiB by the schema, a template's compose at 100 KB); a page of 500 records at the schema's
+/// limits stays under 64 MiB; auth answers are a token and a record.
+const RECORD_LIMIT: usize = 4 << 20;
+const LIST_LIMIT: usize = 64 << 20;
+const AUTH_LIMIT: usize = 256 << 10;
+/// Of an error answer, only this much is read (it becomes part of a message).
+const ERROR_LIMIT: usize = 64 << 10;
 const MAX_PER_PAGE: u32 = 1000;
 
 /// Cheap to clone; clones share the HTTP pool and the token.
@@ -161,7 +170,7 @@ impl PbClient {
     /// One record; `None` when it does not exist (after making sure the token is alive).
     pub async fn get<T: DeserializeOwned>(&self, collection: &str, id: &str) -> Result<Option<T>, PbError> {
         let url = self.url(&["api", "collections", collection, "records", id], &[])?;
-        let reply = self.send(Method::GET, &url, None, |_| false).await?;
+        let reply = self.send(Method::GET, &url, None, RECORD_LIMIT, |_| false).await?;
         if reply.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -222,20 +231,24 @@ impl PbClient {
         body: &serde_json::Value,
     ) -> Result<T, PbError> {
         let url = self.url(&["api", "collections", collection, "records", id], &[])?;
-        let reply = self.send(Method::PATCH, &url, Some(body), |_| false).await?;
+        let reply = self
+            .send(Method::PATCH, &url, Some(body), RECORD_LIMIT, |_| false)
+            .await?;
         decode(reply, collection)
     }
 
     pub async fn create<T: DeserializeOwned>(&self, collection: &str, body: &serde_json::Value) -> Result<T, PbError> {
         let url = self.url(&["api", "collections", collection, "records"], &[])?;
-        let reply = self.send(Method::POST, &url, Some(body), |_| false).await?;
+        let reply = self
+            .send(Method::POST, &url, Some(body), RECORD_LIMIT, |_| false)
+            .await?;
         decode(reply, collection)
     }
 
     /// Deletes a record; a missing one is `PbError::NotFound`.
     pub async fn delete(&self, collection: &str, id: &str) -> Result<(), PbError> {
         let url = self.url(&["api", "collections", collection, "records", id], &[])?;
-        let reply = self.send(Method::DELETE, &url, None, |_| false).await?;
+        let reply = self.send(Method::DELETE, &url, None, RECORD_LIMIT, |_| false).await?;
         if reply.status.is_success() {
             Ok(())
         } else {
@@ -262,7 +275,7 @@ impl PbClient {
             &["api", "collections", BOT_INSTANCES, "records", id],
             &[("expand", "tenant,template")],
         )?;
-        let reply = self.send(Method::GET, &url, None, |_| false).await?;
+        let reply = self.send(Method::GET, &url, None, RECORD_LIMIT, |_| false).await?;
         if reply.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -340,7 +353,7 @@ impl PbClient {
         ];
         let url = self.url(&["api", "collections", BOT_INSTANCES, "records"], &query)?;
         let reply = self
-            .send(Method::GET, &url, None, |r| {
+            .send(Method::GET, &url, None, RECORD_LIMIT, |r| {
                 r.status.is_success() && serde_json::from_slice::<ListAnswer>(&r.body).is_ok_and(|l| l.items.is_empty())
             })
             .await?;
@@ -361,7 +374,7 @@ impl PbClient {
         ];
         let url = self.url(&["api", "collections", DEPLOY_LOGS, "records"], &query)?;
         let reply = self
-            .send(Method::GET, &url, None, |r| {
+            .send(Method::GET, &url, None, LIST_LIMIT, |r| {
                 r.status.is_success() && serde_json::from_slice::<ListAnswer>(&r.body).is_ok_and(|l| l.items.is_empty())
             })
             .await?;
@@ -395,7 +408,7 @@ impl PbClient {
         let url = self.url(&["api", "collections", collection, "records"], &query)?;
         // An empty page is also what a guest sees, so it must be confirmed with a live token.
         let reply = self
-            .send(Method::GET, &url, None, |r| {
+            .send(Method::GET, &url, None, LIST_LIMIT, |r| {
                 r.status.is_success() && serde_json::from_slice::<ListAnswer>(&r.body).is_ok_and(|l| l.items.is_empty())
             })
             .await?;
@@ -411,6 +424,7 @@ impl PbClient {
         method: Method,
         url: &Url,
         body: Option<&serde_json::Value>,
+        limit: usize,
         suspicious: impl Fn(&Reply) -> bool,
     ) -> Result<Reply, PbError> {
         let mut attempt = 0;
@@ -427,10 +441,9 @@ impl PbClient {
             }
             let resp = req.send().await?;
             let status = resp.status();
-            let bytes = resp.bytes().await?;
             let reply = Reply {
                 status,
-                body: bytes.to_vec(),
+                body: read_body(resp, limit, &method, url).await?,
                 token,
             };
             let guest_like = matches!(
@@ -502,9 +515,9 @@ impl PbClient {
         };
         let url = self.url(&["api", "collections", "_superusers", "auth-with-password"], &[])?;
         let body = json!({ "identity": email, "password": password.expose_secret() });
-        let resp = self.inner.http.post(url).json(&body).send().await?;
+        let resp = self.inner.http.post(url.clone()).json(&body).send().await?;
         let status = resp.status();
-        let bytes = resp.bytes().await?;
+        let bytes = read_body(resp, AUTH_LIMIT, &Method::POST, &url).await?;
         if matches!(status.as_u16(), 400 | 401 | 403) {
             return Err(PbError::Auth {
                 message: format!("superuser login as {email} refused (wrong email or password?)"),
@@ -521,12 +534,12 @@ impl PbClient {
         let resp = self
             .inner
             .http
-            .post(url)
+            .post(url.clone())
             .header(reqwest::header::AUTHORIZATION, token.expose_secret())
             .send()
             .await?;
         let status = resp.status();
-        let bytes = resp.bytes().await?;
+        let bytes = read_body(resp, AUTH_LIMIT, &Method::POST, &url).await?;
         if matches!(status.as_u16(), 401 | 403 | 404) {
             return Err(PbError::Auth {
                 message: "PocketBase rejected the superuser token (invalid, expired, revoked, or not a superuser's)"
@@ -556,6 +569,20 @@ fn config_problem(p: Problem) -> PbError {
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+/// Reads an answer within `limit` (a success) or its first bytes (an error, which only feeds a message).
+async fn read_body(resp: reqwest::Response, limit: usize, method: &Method, url: &Url) -> Result<Vec<u8>, PbError> {
+    if !resp.status().is_success() {
+        return Ok(bounded::read_prefix(resp, ERROR_LIMIT).await?);
+    }
+    bounded::read(resp, limit).await.map_err(|e| match e {
+        bounded::ReadError::TooLarge { limit } => PbError::TooLarge {
+            endpoint: format!("{method} {}", url.path()),
+            limit: bounded::human(limit),
+        },
+        bounded::ReadError::Transport(e) => e.into(),
+    })
 }
 
 fn to_body<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, PbError> {

@@ -50,6 +50,9 @@ pub enum PbError {
     Transport(String),
     #[error("unexpected PocketBase response: {0}")]
     Decode(String),
+    /// An answer larger than the client accepts for that endpoint; nothing of it was kept.
+    #[error("PocketBase's answer to {endpoint} is larger than {limit}; refused")]
+    TooLarge { endpoint: String, limit: String },
     /// The client was given an unusable setting (e.g. a base URL that cannot hold a path).
     #[error("invalid PocketBase client setting: {0}")]
     Config(String),

@@ -42,6 +42,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// PocketBase sends one line per frame; anything longer than this is not a sane frame.
 const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
+/// A frame's `data` lines together: a record of the watched collections is far smaller (its config is
+/// capped at 64 KiB by the schema).
+const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
 
 pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<SecretString, PbError>> + Send + 'a>>;
 
@@ -84,9 +87,14 @@ pub struct Frame {
     pub data: String,
 }
 
+/// Why the stream was given up: it sent more than a frame may hold.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("SSE line longer than {MAX_LINE_BYTES} bytes")]
-pub struct LineTooLong;
+pub enum SseTooLarge {
+    #[error("an SSE line from GET /api/realtime is longer than {} MiB", MAX_LINE_BYTES >> 20)]
+    Line,
+    #[error("an SSE event from GET /api/realtime carries more than {} MiB of data", MAX_FRAME_BYTES >> 20)]
+    Frame,
+}
 
 /// Incremental SSE parser: feed it chunks as they arrive, get whole frames back.
 #[derive(Debug, Default)]
@@ -98,7 +106,7 @@ pub struct SseParser {
 }
 
 impl SseParser {
-    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Frame>, LineTooLong> {
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Frame>, SseTooLarge> {
         self.buf.extend_from_slice(chunk);
         let mut frames = Vec::new();
         let mut start = 0;
@@ -109,27 +117,27 @@ impl SseParser {
                 .unwrap_or(&self.buf[start..end]);
             let line = String::from_utf8_lossy(line).into_owned();
             start = end + 1;
-            if let Some(frame) = self.line(&line) {
+            if let Some(frame) = self.line(&line)? {
                 frames.push(frame);
             }
         }
         self.buf.drain(..start);
         if self.buf.len() > MAX_LINE_BYTES {
-            return Err(LineTooLong);
+            return Err(SseTooLarge::Line);
         }
         Ok(frames)
     }
 
-    fn line(&mut self, line: &str) -> Option<Frame> {
+    fn line(&mut self, line: &str) -> Result<Option<Frame>, SseTooLarge> {
         if line.is_empty() {
-            return self.started.then(|| {
+            return Ok(self.started.then(|| {
                 self.started = false;
                 self.has_data = false;
                 std::mem::take(&mut self.frame)
-            });
+            }));
         }
         if line.starts_with(':') {
-            return None;
+            return Ok(None);
         }
         let (field, value) = line.split_once(':').unwrap_or((line, ""));
         let value = value.strip_prefix(' ').unwrap_or(value);
@@ -137,16 +145,19 @@ impl SseParser {
             "id" => self.frame.id = Some(value.to_owned()),
             "event" => self.frame.event = value.to_owned(),
             "data" => {
+                if self.frame.data.len() + value.len() + 1 > MAX_FRAME_BYTES {
+                    return Err(SseTooLarge::Frame);
+                }
                 if self.has_data {
                     self.frame.data.push('\n');
                 }
                 self.frame.data.push_str(value);
                 self.has_data = true;
             }
-            _ => return None,
+            _ => return Ok(None),
         }
         self.started = true;
-        None
+        Ok(None)
     }
 }
 
@@ -458,7 +469,22 @@ mod tests {
     #[test]
     fn unterminated_line_is_bounded() {
         let mut p = SseParser::default();
-        assert!(p.push(&vec![b'x'; MAX_LINE_BYTES + 1]).is_err());
+        assert_eq!(p.push(&vec![b'x'; MAX_LINE_BYTES + 1]), Err(SseTooLarge::Line));
+    }
+
+    #[test]
+    fn a_frame_of_many_data_lines_is_bounded() {
+        let mut p = SseParser::default();
+        let line = format!("data:{}\n", "x".repeat(1 << 16));
+        let mut result = Ok(Vec::new());
+        for _ in 0..(MAX_FRAME_BYTES >> 16) + 1 {
+            result = p.push(line.as_bytes());
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result, Err(SseTooLarge::Frame));
+        assert!(p.frame.data.len() <= MAX_FRAME_BYTES);
     }
 
     #[test]

@@ -167,6 +167,9 @@ pub struct BotInstance {
     pub applied_hash: Option<String>,
     #[serde(default, deserialize_with = "empty_as_none")]
     pub domain: Option<String>,
+    /// The id of the stack's current router key (see [`crate::secrets::router_api_key`]); not a secret.
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub router_key_id: Option<String>,
     #[serde(default, with = "pb_date")]
     pub created: Option<DateTime<Utc>>,
     #[serde(default, with = "pb_date")]
@@ -221,6 +224,8 @@ pub struct InstancePatch {
     pub applied_hash: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub router_key_id: Option<String>,
 }
 
 impl InstancePatch {

@@ -34,6 +34,9 @@ pub enum ReconcileError {
     NoService,
 }
 
+/// What a tenant reads when Coolify refuses a domain held elsewhere.
+pub const DOMAIN_IN_USE: &str = "this domain is already in use: choose another subdomain";
+
 impl ReconcileError {
     /// Retry what may pass by itself (networks, rate limits, timeouts), wait for the record to change
     /// when the request itself is wrong, and stop at once on an internal bug.
@@ -50,6 +53,16 @@ impl ReconcileError {
             | ReconcileError::Secrets(_)
             | ReconcileError::Intake(_)
             | ReconcileError::NotRunning { .. } => ErrorPolicy::Retry,
+        }
+    }
+
+    /// The message for the tenant's own record (`error_message`, `deploy_logs`): never names another
+    /// tenant's resources. A Coolify conflict names the service holding the domain, so the tenant reads
+    /// `DOMAIN_IN_USE` while operators see the detail (logs, the job's `last_error`).
+    pub fn tenant_message(&self) -> String {
+        match self {
+            ReconcileError::Coolify(CoolifyError::Conflict { .. }) => DOMAIN_IN_USE.to_string(),
+            other => other.to_string(),
         }
     }
 }
@@ -96,8 +109,10 @@ mod tests {
         });
         assert_eq!(conflict.policy(), ErrorPolicy::WaitForChange);
         assert_eq!(conflict.to_string(), "Coolify conflict: Domain conflicts detected.");
+        assert_eq!(conflict.tenant_message(), DOMAIN_IN_USE);
         let down = ReconcileError::from(CoolifyError::Transport("connection refused".into()));
         assert_eq!(down.policy(), ErrorPolicy::Retry);
+        assert_eq!(down.tenant_message(), down.to_string());
         assert_eq!(
             ReconcileError::from(PbError::NotFound).to_string(),
             "PocketBase: PocketBase record or collection not found"

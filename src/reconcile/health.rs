@@ -189,6 +189,7 @@ impl HealthPoller {
             dedupe_key: format!("health:{}:{service}:{verdict}:{updated}", inst.id),
             delivery_id: None,
             payload: json!({"reason": format!("service {verdict}"), "coolify_uuid": service}),
+            fingerprint: None,
         };
         self.ctx.intake.submit(event).await?;
         match judgement.verdict {

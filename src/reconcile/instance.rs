@@ -14,6 +14,8 @@ use crate::coolify::{
     CoolifyError, CreateService, EnvVar, EnvVarInput, Service, ServicePatch, ServiceStatus, ServiceUrl,
 };
 
+use crate::incarnation;
+use crate::journal::Intent;
 use crate::pocketbase::records::{
     BotInstance, BotTemplate, DeployAction, DeployStatus, DesiredState, InstancePatch, InstanceStatus, Tenant,
     TenantStatus, format_pb_date,
@@ -30,6 +32,13 @@ struct Desired {
     project_uuid: String,
     env: Vec<EnvVarInput>,
     secrets_hash: String,
+    router_key_id: String,
+}
+
+/// The incarnation of a live record (see [`crate::incarnation`]).
+pub fn life_of(inst: &BotInstance) -> String {
+    let created = inst.created.as_ref().map(format_pb_date).unwrap_or_default();
+    incarnation::tag(&inst.id, &inst.tenant, &created)
 }
 
 /// Reconciles one instance; returns the record's `updated` when it is live, `None` once destroyed.
@@ -39,9 +48,12 @@ pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> 
         return Ok(None);
     };
     let updated = inst.updated.as_ref().map(format_pb_date).unwrap_or_default();
+    let life = life_of(&inst);
+    // Before anything can block: an earlier record's service must not run on under this id.
+    let intent = intent_of_this_life(ctx, &inst.id, &life).await?;
     let desired = match &tenant {
         None => Err(Blocked::Invalid(format!("tenant {} does not exist", inst.tenant))),
-        Some(t) => desire(ctx, &inst, t, template).await?,
+        Some(t) => desire(ctx, &inst, &life, t, template).await?,
     };
     // Our own write-back comes back as an update event: an unchanged spec needs no Coolify call, unless
     // the health poller saw the service vanish (then it must be observed and created again).
@@ -58,7 +70,7 @@ pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> 
         Err(blocked) => return block(ctx, &inst, blocked).await.map(|()| Some(updated)),
     };
     mark_first_action(ctx, first_event_ms);
-    let observed = observe(ctx, &inst, &desired.project_uuid).await?;
+    let observed = observe(ctx, &inst, &life, intent, &desired.project_uuid).await?;
     let input = InstanceInput {
         desired: desired.spec.clone(),
         applied: inst.applied_hash.as_deref().and_then(Spec::parse),
@@ -66,7 +78,7 @@ pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> 
     };
     let actions = plan::plan_instance(&input);
     info!(record_id = %inst.id, actions = ?actions, "reconciling instance");
-    execute(ctx, &inst, &desired, observed, &actions).await?;
+    execute(ctx, &inst, &life, &desired, observed, &actions).await?;
     Ok(Some(updated))
 }
 
@@ -84,6 +96,7 @@ fn mark_first_action(ctx: &Context, first_event_ms: Option<i64>) {
 async fn desire(
     ctx: &Context,
     inst: &BotInstance,
+    life: &str,
     tenant: &Tenant,
     template_record: Option<BotTemplate>,
 ) -> Result<Result<Desired, Blocked>, ReconcileError> {
@@ -127,7 +140,8 @@ async fn desire(
         Err(e) => return Ok(Err(Blocked::Quota(e.to_string()))),
     };
 
-    let stored = ctx.secrets.get(&inst.id)?.unwrap_or_default();
+    // Secrets stored for an earlier record with this id are deleted here, never used.
+    let stored = ctx.secrets.get(&inst.id, life)?.unwrap_or_default();
     let present: std::collections::BTreeSet<String> = stored.keys().cloned().collect();
     let missing = secrets::missing_secrets(&template.required_secrets, &present);
     if !missing.is_empty() {
@@ -161,13 +175,12 @@ async fn desire(
         "CLOUDFREEDOM_ROUTER_BASE_URL",
         ctx.settings.router.base_url_text(),
     )];
-    if !stored.contains_key("CLOUDFREEDOM_API_KEY") {
-        env.push(EnvVarInput::new(
-            "CLOUDFREEDOM_API_KEY",
-            secrets::router_api_key(key, &inst.id),
-            false,
-        ));
-    }
+    let router_key_id = ctx.journal.router_key_id(&inst.id, life).await?;
+    env.push(EnvVarInput::new(
+        "CLOUDFREEDOM_API_KEY",
+        secrets::router_api_key(key, &inst.tenant, &inst.id, &router_key_id),
+        false,
+    ));
     for (k, v) in &stored {
         // Coolify single-quotes literal values in `.env`: `$` must not be interpolated, and a newline
         // must not split the value into several entries.
@@ -187,7 +200,12 @@ async fn desire(
         "{}\n#domain={}\n#template={}@{}",
         rendered.compose_yaml, domain, template.name, template.version
     );
-    let env_key = format!("{}|{}", secrets_hash, ctx.settings.router.base_url_text());
+    let env_key = format!(
+        "{}|{}|{}",
+        secrets_hash,
+        ctx.settings.router.base_url_text(),
+        router_key_id
+    );
     let restart = inst
         .restart_requested_at
         .as_ref()
@@ -201,6 +219,7 @@ async fn desire(
         project_uuid,
         env,
         secrets_hash,
+        router_key_id,
     }))
 }
 
@@ -276,16 +295,48 @@ async fn block(ctx: &Context, inst: &BotInstance, blocked: Blocked) -> Result<()
     Err(ReconcileError::Blocked(message))
 }
 
-async fn observe(ctx: &Context, inst: &BotInstance, project_uuid: &str) -> Result<Observed, ReconcileError> {
-    let mut candidates: Vec<String> = inst.coolify_service_id.iter().cloned().collect();
-    if let Some(intent) = ctx.journal.get_intent(&service_intent_key(&inst.id)).await?
-        && let Some(uuid) = intent.coolify_uuid
+/// The service intent of this incarnation (or of none: made before incarnations existed). An intent of an
+/// earlier record with this id (its delete and this record's create made one job) has its service
+/// destroyed and is dropped.
+async fn intent_of_this_life(ctx: &Context, id: &str, life: &str) -> Result<Option<Intent>, ReconcileError> {
+    let intent = ctx.journal.get_intent(&service_intent_key(id)).await?;
+    match intent {
+        Some(earlier) if earlier.incarnation.as_deref().is_some_and(|t| t != life) => {
+            retire_earlier_life(ctx, id, &earlier).await?;
+            Ok(None)
+        }
+        other => Ok(other),
+    }
+}
+
+async fn observe(
+    ctx: &Context,
+    inst: &BotInstance,
+    life: &str,
+    intent: Option<Intent>,
+    project_uuid: &str,
+) -> Result<Observed, ReconcileError> {
+    let name = service_name(&inst.id);
+    let mut candidates: Vec<String> = intent
+        .as_ref()
+        .and_then(|i| i.coolify_uuid.clone())
+        .into_iter()
+        .collect();
+    if let Some(uuid) = &inst.coolify_service_id
+        && !candidates.contains(uuid)
     {
-        candidates.push(uuid);
+        candidates.push(uuid.clone());
     }
     for uuid in candidates {
         match ctx.coolify.get_service(&uuid).await {
+            // The record's field may have been copied from a deleted record: what the service says wins.
+            Ok(svc) if incarnation::is_other_life(svc.description.as_deref(), life) => {
+                destroy_earlier_service(ctx, &inst.id, &svc.uuid).await?;
+            }
             Ok(svc) => {
+                if intent.as_ref().is_none_or(|i| i.incarnation.is_none()) {
+                    bind_intent(ctx, &inst.id, life, &svc.uuid).await?;
+                }
                 return Ok(Observed::Present {
                     uuid: svc.uuid,
                     running: svc.status.is_running(),
@@ -295,8 +346,15 @@ async fn observe(ctx: &Context, inst: &BotInstance, project_uuid: &str) -> Resul
             Err(e) => return Err(e.into()),
         }
     }
-    // A lost create response or a crash before the write-back: adopt by the deterministic name.
-    let mut found = find_in_project(ctx, project_uuid, &service_name(&inst.id)).await?;
+    // A lost create response or a crash before the write-back: adopt by the deterministic name, but only
+    // a service of this incarnation (or one made before incarnations existed).
+    let (earlier, mut found): (Vec<Service>, Vec<Service>) = find_in_project(ctx, project_uuid, &name)
+        .await?
+        .into_iter()
+        .partition(|s| incarnation::is_other_life(s.description.as_deref(), life));
+    for svc in &earlier {
+        destroy_earlier_service(ctx, &inst.id, &svc.uuid).await?;
+    }
     found.sort_by(|a, b| a.created_at.cmp(&b.created_at));
     let Some(first) = found.first().cloned() else {
         return Ok(Observed::Absent);
@@ -305,17 +363,69 @@ async fn observe(ctx: &Context, inst: &BotInstance, project_uuid: &str) -> Resul
         warn!(record_id = %inst.id, coolify_uuid = %extra.uuid, "removing duplicate service");
         ctx.coolify.delete_service(&extra.uuid).await?;
     }
-    ctx.journal
-        .put_intent(&service_intent_key(&inst.id), "service", &service_name(&inst.id))
-        .await?;
-    ctx.journal
-        .resolve_intent(&service_intent_key(&inst.id), &first.uuid)
-        .await?;
+    bind_intent(ctx, &inst.id, life, &first.uuid).await?;
     info!(record_id = %inst.id, coolify_uuid = %first.uuid, "adopted existing service");
     Ok(Observed::Present {
         uuid: first.uuid,
         running: first.status.is_running(),
     })
+}
+
+/// Records that the service `uuid` belongs to this incarnation.
+async fn bind_intent(ctx: &Context, id: &str, life: &str, uuid: &str) -> Result<(), ReconcileError> {
+    let key = service_intent_key(id);
+    ctx.journal
+        .put_intent_of(&key, "service", &service_name(id), Some(life))
+        .await?;
+    ctx.journal.resolve_intent(&key, uuid).await?;
+    Ok(())
+}
+
+/// The record's id came back after a delete the bridge never saw on its own (the delete and the new
+/// create made one job): the earlier record's service is destroyed, never adopted.
+async fn retire_earlier_life(ctx: &Context, id: &str, earlier: &Intent) -> Result<(), ReconcileError> {
+    let uuids: Vec<String> = match &earlier.coolify_uuid {
+        Some(uuid) => vec![uuid.clone()],
+        // Its create outcome was never learned: find it by name and mark, across every project.
+        None => ctx
+            .coolify
+            .find_services_by_name(&service_name(id))
+            .await?
+            .into_iter()
+            .filter(|s| incarnation::marked(s.description.as_deref()) == earlier.incarnation.as_deref())
+            .map(|s| s.uuid)
+            .collect(),
+    };
+    for uuid in &uuids {
+        destroy_earlier_service(ctx, id, uuid).await?;
+    }
+    ctx.journal.clear_intent(&earlier.key).await?;
+    Ok(())
+}
+
+async fn destroy_earlier_service(ctx: &Context, id: &str, uuid: &str) -> Result<(), ReconcileError> {
+    warn!(record_id = %id, coolify_uuid = %uuid, "destroying the service of an earlier record with this id");
+    // The earlier record's log: not shown to the tenant of the new one.
+    let log = ActionLog::instance(ctx, id, None, false, DeployAction::Destroy);
+    match ctx
+        .coolify
+        .delete_service_and_wait(uuid, Duration::from_secs(120))
+        .await
+    {
+        Ok(()) | Err(CoolifyError::NotFound { .. }) => {
+            log.finish(
+                DeployStatus::Success,
+                format!("service {uuid} of an earlier record with this id destroyed"),
+            )
+            .await;
+            Ok(())
+        }
+        Err(e) => {
+            log.finish(DeployStatus::Failed, format!("could not destroy service {uuid}: {e}"))
+                .await;
+            Err(e.into())
+        }
+    }
 }
 
 /// The services named `name` in the tenant's project. Looking in the project rather than listing every
@@ -335,6 +445,7 @@ async fn find_in_project(ctx: &Context, project_uuid: &str, name: &str) -> Resul
 async fn execute(
     ctx: &Context,
     inst: &BotInstance,
+    life: &str,
     desired: &Desired,
     observed: Observed,
     actions: &[Action],
@@ -351,7 +462,7 @@ async fn execute(
         Some((last @ Action::WriteBack(_), rest)) => (rest, Some(std::slice::from_ref(last))),
         _ => (actions, None),
     };
-    let mut result = run_actions(ctx, inst, desired, &mut uuid, work, false).await;
+    let mut result = run_actions(ctx, inst, life, desired, &mut uuid, work, false).await;
     if result.is_ok() {
         if let (false, Some(log)) = (actions.is_empty(), log.take()) {
             log.finish(
@@ -362,11 +473,11 @@ async fn execute(
         }
         if let Some(write_back) = write_back {
             let waited = work.contains(&Action::WaitRunning);
-            result = run_actions(ctx, inst, desired, &mut uuid, write_back, waited).await;
+            result = run_actions(ctx, inst, life, desired, &mut uuid, write_back, waited).await;
         }
     }
     if let Err(e) = &result {
-        let message = e.to_string();
+        let message = e.tenant_message();
         // Writing the same failure again would only wake this job early: write changes only.
         let unchanged = inst.status == Some(InstanceStatus::Error)
             && inst.error_message.as_deref() == Some(message.as_str())
@@ -446,6 +557,7 @@ fn need_uuid(uuid: &Option<String>) -> Result<&str, ReconcileError> {
 async fn run_actions(
     ctx: &Context,
     inst: &BotInstance,
+    life: &str,
     desired: &Desired,
     uuid: &mut Option<String>,
     actions: &[Action],
@@ -466,7 +578,7 @@ async fn run_actions(
                 }
             }
             Action::CreateService => {
-                *uuid = Some(create_service(ctx, inst, desired).await?);
+                *uuid = Some(create_service(ctx, inst, life, desired).await?);
             }
             Action::UpdateService => {
                 let patch = ServicePatch {
@@ -506,6 +618,7 @@ async fn run_actions(
                     domain: Some(desired.domain.clone()),
                     applied_hash: Some(desired.spec.fingerprint()),
                     secrets_hash: Some(desired.secrets_hash.clone()),
+                    router_key_id: Some(desired.router_key_id.clone()),
                     last_healthy_at: last_running.then(chrono::Utc::now),
                 };
                 ctx.pb.patch_instance(&inst.id, &patch).await?;
@@ -515,16 +628,26 @@ async fn run_actions(
     Ok(())
 }
 
-async fn create_service(ctx: &Context, inst: &BotInstance, desired: &Desired) -> Result<String, ReconcileError> {
+async fn create_service(
+    ctx: &Context,
+    inst: &BotInstance,
+    life: &str,
+    desired: &Desired,
+) -> Result<String, ReconcileError> {
     let key = service_intent_key(&inst.id);
     let name = service_name(&inst.id);
-    ctx.journal.put_intent(&key, "service", &name).await?;
+    ctx.journal.put_intent_of(&key, "service", &name, Some(life)).await?;
     let req = CreateService {
         project_uuid: desired.project_uuid.clone(),
         environment_name: Some(ctx.settings.coolify.environment.clone()),
         server_uuid: ctx.server_uuid.to_string(),
         name: name.clone(),
-        description: Some(format!("CloudFreedom instance {} ({})", inst.id, inst.name)),
+        description: Some(format!(
+            "CloudFreedom instance {} ({}) {}",
+            inst.id,
+            inst.name,
+            incarnation::marker(life)
+        )),
         compose_yaml: desired.rendered.compose_yaml.clone(),
         urls: urls(desired),
         instant_deploy: false,
@@ -535,7 +658,10 @@ async fn create_service(ctx: &Context, inst: &BotInstance, desired: &Desired) ->
         Err(e) if e.is_ambiguous() => {
             // The response was lost: the service may exist. Adopt it by name; never POST blindly again.
             let found = find_in_project(ctx, &desired.project_uuid, &name).await?;
-            match found.into_iter().next() {
+            match found
+                .into_iter()
+                .find(|s| !incarnation::is_other_life(s.description.as_deref(), life))
+            {
                 Some(svc) => svc.uuid,
                 None => return Err(e.into()),
             }
@@ -617,6 +743,9 @@ async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
         }
     }
     ctx.journal.clear_intent(&key).await?;
+    // Nothing of a deleted record outlives it: a later record with the same id starts from nothing.
+    ctx.secrets.delete(id)?;
+    ctx.journal.forget_router_key(id).await?;
     if removed > 0 {
         info!(record_id = %id, services = removed, "instance destroyed");
     }

@@ -6,6 +6,7 @@ pub mod health;
 pub mod instance;
 pub mod orphans;
 pub mod plan;
+pub mod router_keys;
 pub mod tenant;
 
 use std::future::Future;

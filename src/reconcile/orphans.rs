@@ -1,5 +1,6 @@
-//! Orphans: Coolify services and projects named `cf-*` with no live record. Reported every scan; removed
-//! only after two consecutive confirmations, and only when the policy says so.
+//! Orphans: Coolify services and projects named `cf-*` with no live record, and services left by an
+//! earlier record whose id a live record reuses (their description names another incarnation). Reported
+//! every scan; removed only after two consecutive confirmations, and only when the policy says so.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -8,7 +9,9 @@ use tracing::{info, warn};
 
 use super::context::Context;
 use super::error::ReconcileError;
+use super::instance::life_of;
 use crate::config::OrphanPolicy;
+use crate::incarnation;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum OrphanKind {
@@ -23,17 +26,23 @@ pub struct Orphan {
     pub name: String,
 }
 
-/// Pure step: which `cf-*` resources have no live record.
+/// One Coolify service as the scan sees it: uuid, name, description.
+pub type ServiceSeen = (String, String, Option<String>);
+
+/// Pure step: which `cf-*` resources have no live record. `live_instances` maps each live instance id to
+/// its incarnation tag.
 pub fn find_orphans(
-    services: &[(String, String)],
+    services: &[ServiceSeen],
     projects: &[(String, String)],
-    live_instances: &BTreeSet<String>,
+    live_instances: &BTreeMap<String, String>,
     live_slugs: &BTreeSet<String>,
 ) -> Vec<Orphan> {
     let mut out = Vec::new();
-    for (uuid, name) in services {
+    for (uuid, name, description) in services {
         if let Some(id) = name.strip_prefix("cf-")
-            && !live_instances.contains(id)
+            && live_instances
+                .get(id)
+                .is_none_or(|life| incarnation::is_other_life(description.as_deref(), life))
         {
             out.push(Orphan {
                 kind: OrphanKind::Service,
@@ -106,9 +115,9 @@ impl OrphanScanner {
         let instances = self.ctx.pb.list_instances(None).await?;
         let services = self.ctx.coolify.list_services().await?;
         let projects = self.ctx.coolify.list_projects().await?;
-        let live_instances: BTreeSet<String> = instances.into_iter().map(|i| i.id).collect();
+        let live_instances: BTreeMap<String, String> = instances.iter().map(|i| (i.id.clone(), life_of(i))).collect();
         let live_slugs: BTreeSet<String> = tenants.into_iter().map(|t| t.slug).collect();
-        let services: Vec<(String, String)> = services.into_iter().map(|s| (s.uuid, s.name)).collect();
+        let services: Vec<ServiceSeen> = services.into_iter().map(|s| (s.uuid, s.name, s.description)).collect();
         let projects: Vec<(String, String)> = projects.into_iter().map(|p| (p.uuid, p.name)).collect();
         let orphans = find_orphans(&services, &projects, &live_instances, &live_slugs);
 
@@ -159,13 +168,28 @@ mod tests {
 
     #[test]
     fn only_cf_resources_without_records_are_orphans() {
-        let services = pairs(&[("s1", "cf-inst1"), ("s2", "cf-gone"), ("s3", "someone-elses")]);
+        let life = incarnation::tag("inst1", "t1", "c1");
+        let earlier = incarnation::tag("inst2", "t1", "c0");
+        let services: Vec<ServiceSeen> = [
+            ("s1", "cf-inst1", Some(incarnation::marker(&life))),
+            ("s2", "cf-gone", None),
+            ("s3", "someone-elses", None),
+            ("s4", "cf-inst2", Some(incarnation::marker(&earlier))),
+            ("s5", "cf-inst3", Some("made before incarnations".to_string())),
+        ]
+        .into_iter()
+        .map(|(u, n, d)| (u.to_string(), n.to_string(), d))
+        .collect();
         let projects = pairs(&[("p1", "cf-acme"), ("p2", "cf-old"), ("p3", "manual")]);
-        let live_i = BTreeSet::from(["inst1".to_string()]);
+        let live_i = BTreeMap::from([
+            ("inst1".to_string(), life),
+            ("inst2".to_string(), incarnation::tag("inst2", "t1", "c1")),
+            ("inst3".to_string(), incarnation::tag("inst3", "t1", "c1")),
+        ]);
         let live_t = BTreeSet::from(["acme".to_string()]);
         let o = find_orphans(&services, &projects, &live_i, &live_t);
         let names: Vec<&str> = o.iter().map(|o| o.name.as_str()).collect();
-        assert_eq!(names, vec!["cf-gone", "cf-old"]);
+        assert_eq!(names, vec!["cf-gone", "cf-inst2", "cf-old"]);
     }
 
     #[test]

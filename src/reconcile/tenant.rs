@@ -9,7 +9,7 @@ use super::context::{ActionLog, Context, project_intent_key, project_name};
 use super::error::ReconcileError;
 use super::plan::{self, DeletedTenantAction, TenantAction, TenantInput};
 use crate::backoff::Backoff;
-use crate::coolify::CoolifyError;
+use crate::coolify::{CoolifyError, Project};
 use crate::events::{Action as EventAction, Collection, NewEvent, Source};
 use crate::pocketbase::records::{DeployAction, DeployStatus, Tenant, TenantPatch, filter_quote, format_pb_date};
 
@@ -67,7 +67,11 @@ async fn observe_project(ctx: &Context, tenant: &Tenant) -> Result<Option<String
         }
     }
     let found = ctx.coolify.find_projects_by_name(&project_name(&tenant.slug)).await?;
-    match found.into_iter().min_by_key(|p| p.id) {
+    match found
+        .into_iter()
+        .filter(|p| !of_other_tenant(p, &tenant.id))
+        .min_by_key(|p| p.id)
+    {
         Some(p) => {
             let key = project_intent_key(&tenant.id);
             ctx.journal
@@ -81,18 +85,34 @@ async fn observe_project(ctx: &Context, tenant: &Tenant) -> Result<Option<String
     }
 }
 
+const PROJECT_DESCRIPTION: &str = "CloudFreedom tenant ";
+
+/// Whether the project was made for another tenant: a deleted tenant's slug taken by a new tenant must
+/// not hand the new one the old project (whose deletion may still be under way).
+fn of_other_tenant(project: &Project, tenant_id: &str) -> bool {
+    project
+        .description
+        .as_deref()
+        .and_then(|d| d.strip_prefix(PROJECT_DESCRIPTION))
+        .is_some_and(|owner| owner != tenant_id)
+}
+
 async fn create_project(ctx: &Context, tenant: &Tenant) -> Result<String, ReconcileError> {
     let key = project_intent_key(&tenant.id);
     let name = project_name(&tenant.slug);
     ctx.journal.put_intent(&key, "project", &name).await?;
     let log = ActionLog::tenant(ctx, &tenant.id, true, DeployAction::ProjectCreate);
-    let description = format!("CloudFreedom tenant {}", tenant.id);
+    let description = format!("{PROJECT_DESCRIPTION}{}", tenant.id);
     let result = match ctx.coolify.create_project(&name, Some(&description)).await {
         Ok(uuid) => Ok(uuid),
         Err(e) if e.is_ambiguous() => {
             // Never POST twice: the lost response may have created it.
             match ctx.coolify.find_projects_by_name(&name).await {
-                Ok(found) => match found.into_iter().min_by_key(|p| p.id) {
+                Ok(found) => match found
+                    .into_iter()
+                    .filter(|p| !of_other_tenant(p, &tenant.id))
+                    .min_by_key(|p| p.id)
+                {
                     Some(p) => Ok(p.uuid),
                     None => Err(ReconcileError::from(e)),
                 },
@@ -110,8 +130,9 @@ async fn create_project(ctx: &Context, tenant: &Tenant) -> Result<String, Reconc
             Ok(uuid)
         }
         Err(e) => {
-            let message = format!("could not create Coolify project {name}: {e}");
+            let message = format!("could not create Coolify project {name}: {}", e.tenant_message());
             log.finish(DeployStatus::Failed, message.clone()).await;
+            warn!(record_id = %tenant.id, error = %e, "project create failed");
             let patch = TenantPatch {
                 coolify_project_uuid: None,
                 bridge_error: Some(message),
@@ -146,6 +167,7 @@ async fn fan_out(ctx: &Context, tenant: &Tenant) -> Result<(), ReconcileError> {
             ),
             delivery_id: None,
             payload: json!({"reason": "tenant changed", "tenant": tenant.id}),
+            fingerprint: None,
         };
         ctx.intake.submit(event).await?;
     }

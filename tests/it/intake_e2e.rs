@@ -270,6 +270,21 @@ async fn pocketbase_restart_and_hooks_reload_end_in_a_reconnect() {
     wait_subscribed(&bridge.admin()).await;
     let admin = bridge.admin();
     let (tenant, _) = pb.seed_tenant("restart").await;
+    // The seed tenant's own job (its project, then the echo of the write-back) finishes first: a retry of
+    // it that read the record after the change below would record that version as handled, and the
+    // change would rightly make no event.
+    admin
+        .journaled(&tenant, "update", Version::Any, &["realtime"], WAIT)
+        .await;
+    eventually(WAIT, "the seed tenant's job to finish", || async {
+        let (_, jobs) = admin.get("/admin/jobs?state=queued,running,failed").await;
+        let busy = jobs["jobs"]
+            .as_array()
+            .is_some_and(|j| j.iter().any(|j| j["record_id"] == tenant.as_str()));
+        let project = pb.record("tenants", &tenant).await["coolify_project_uuid"] != "";
+        (project && !busy).then_some(())
+    })
+    .await;
 
     // Kill -9 and restart on the same data dir; change things before the bridge has reconnected.
     let before = bridge.admin().metric(RECONNECTS).await;

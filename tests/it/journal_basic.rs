@@ -20,6 +20,7 @@ fn event(source: Source, record_id: &str, updated: &str) -> NewEvent {
         delivery_id: None,
         // A user field that changes with every version: each event is a real change, not an echo.
         payload: json!({"id": record_id, "updated": updated, "name": format!("v{updated}")}),
+        fingerprint: None,
     }
 }
 

@@ -23,6 +23,7 @@ fn change(source: Source, record: Value) -> NewEvent {
         record_updated: updated,
         delivery_id: None,
         payload: record,
+        fingerprint: None,
     }
 }
 

@@ -81,7 +81,16 @@ async fn migration_applies_reverts_and_reapplies() {
     assert_eq!(settings["batch"]["enabled"], true);
 
     pb.kill().await;
-    let down = pb.cli(&["migrate", "down", "1"]).await;
+    // Every migration the project ships was applied last, so reverting that many removes them all.
+    let shipped = std::fs::read_dir(cf_testkit::repo_root().join("hooks/pb_migrations"))
+        .expect("migrations dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "js"))
+        })
+        .count()
+        .to_string();
+    let down = pb.cli(&["migrate", "down", &shipped]).await;
     assert!(
         down.status.success(),
         "migrate down: {}",

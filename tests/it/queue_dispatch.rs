@@ -26,6 +26,7 @@ fn event(record_id: &str, n: usize) -> NewEvent {
         record_updated: Some(updated),
         delivery_id: None,
         payload: serde_json::json!({}),
+        fingerprint: None,
     }
 }
 

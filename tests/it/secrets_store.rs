@@ -7,6 +7,9 @@ use cf_bridge::secrets::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
+/// An incarnation tag (see cf_bridge::incarnation).
+const LIFE: &str = "00112233445566778899aabbccddeeff";
+
 fn key(bytes: &[u8]) -> SecretBytes {
     SecretBytes::from(bytes.to_vec())
 }
@@ -83,17 +86,24 @@ fn validation_names_the_key_never_the_value() {
 #[test]
 fn router_key_is_deterministic_per_instance_and_key() {
     let k = key(b"bridge-key-0123456789abcdef");
-    let a = router_api_key(&k, "inst1");
-    assert_eq!(a.expose_secret(), router_api_key(&k, "inst1").expose_secret());
-    assert_ne!(a.expose_secret(), router_api_key(&k, "inst2").expose_secret());
+    let a = router_api_key(&k, "t1", "inst1", "k1");
+    assert_eq!(
+        a.expose_secret(),
+        router_api_key(&k, "t1", "inst1", "k1").expose_secret()
+    );
     assert_ne!(
         a.expose_secret(),
-        router_api_key(&key(b"other"), "inst1").expose_secret()
+        router_api_key(&k, "t1", "inst2", "k1").expose_secret()
+    );
+    assert_ne!(
+        a.expose_secret(),
+        router_api_key(&key(b"other"), "t1", "inst1", "k1").expose_secret()
     );
     assert!(a.expose_secret().starts_with("cfk_"));
     assert!(!a.expose_secret().contains('$'));
     // Domain separation: not the same MAC as the secrets hash of anything obvious.
-    assert!(!secrets_hash(&k, &map(&[])).contains(&a.expose_secret()[4..]));
+    let tag = a.expose_secret().rsplit('.').next().expect("tag");
+    assert!(!secrets_hash(&k, &map(&[])).contains(tag));
 }
 
 #[test]
@@ -123,14 +133,14 @@ fn store_round_trip_encrypted_private_and_atomic() {
     let path = dir.path().join("secrets.json");
     let k = key(b"bridge-key-0123456789abcdef");
     let store = SecretStore::open(&path, &k).expect("open");
-    assert!(store.get("inst1").expect("get").is_none());
+    assert!(store.get("inst1", LIFE).expect("get").is_none());
 
     let canary = "CANARY-9f8e7d6c5b4a";
     store
-        .put("inst1", &map(&[("TELEGRAM_BOT_TOKEN", canary), ("OTHER", "x")]))
+        .put("inst1", LIFE, &map(&[("TELEGRAM_BOT_TOKEN", canary), ("OTHER", "x")]))
         .expect("put");
-    store.put("inst2", &map(&[("TOKEN", "y")])).expect("put 2");
-    let got = store.get("inst1").expect("get").expect("present");
+    store.put("inst2", LIFE, &map(&[("TOKEN", "y")])).expect("put 2");
+    let got = store.get("inst1", LIFE).expect("get").expect("present");
     assert_eq!(got["TELEGRAM_BOT_TOKEN"].expose_secret(), canary);
     assert_eq!(got["OTHER"].expose_secret(), "x");
 
@@ -156,19 +166,21 @@ fn store_round_trip_encrypted_private_and_atomic() {
     assert_eq!(leftovers.len(), 1, "no temp files left behind");
     assert!(!format!("{store:?}").contains(canary));
 
-    // A fresh handle with the same key reads it back; a different key cannot.
+    // A fresh handle with the same key reads it back; a different key cannot open the store.
     let again = SecretStore::open(&path, &k).expect("reopen");
     assert_eq!(
-        again.get("inst2").expect("get").expect("present")["TOKEN"].expose_secret(),
+        again.get("inst2", LIFE).expect("get").expect("present")["TOKEN"].expose_secret(),
         "y"
     );
-    let wrong = SecretStore::open(&path, &key(b"wrong-key")).expect("open");
-    assert!(matches!(wrong.get("inst1"), Err(SecretsError::Decrypt(_))));
+    assert!(matches!(
+        SecretStore::open(&path, &key(b"wrong-key")),
+        Err(SecretsError::Unreadable { count: 2, .. })
+    ));
 
     assert!(store.delete("inst1").expect("delete"));
     assert!(!store.delete("inst1").expect("delete twice"));
-    assert!(store.get("inst1").expect("get").is_none());
-    assert_eq!(store.instance_ids().expect("ids"), vec!["inst2"]);
+    assert!(store.get("inst1", LIFE).expect("get").is_none());
+    assert_eq!(store.instance_ids(), vec!["inst2"]);
 }
 
 #[test]
@@ -177,18 +189,19 @@ fn store_entries_are_bound_to_their_instance() {
     let path = dir.path().join("s.json");
     let k = key(b"bridge-key");
     let store = SecretStore::open(&path, &k).expect("open");
-    store.put("a", &map(&[("T", "for-a")])).expect("put");
-    store.put("b", &map(&[("T", "for-b")])).expect("put");
+    store.put("a", LIFE, &map(&[("T", "for-a")])).expect("put");
+    store.put("b", LIFE, &map(&[("T", "for-b")])).expect("put");
     // Swap the two ciphertexts in the file: each must now fail to decrypt.
     let mut file: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
     let a = file["entries"]["a"].clone();
     file["entries"]["a"] = file["entries"]["b"].clone();
     file["entries"]["b"] = a;
     std::fs::write(&path, serde_json::to_vec(&file).expect("ser")).expect("write");
-    // The store caches what it wrote; the tampered file is what the next start reads.
-    let reopened = SecretStore::open(&path, &k).expect("open");
-    assert!(matches!(reopened.get("a"), Err(SecretsError::Decrypt(_))));
-    assert!(matches!(reopened.get("b"), Err(SecretsError::Decrypt(_))));
+    // The store caches what it wrote; the tampered file is what the next start reads, and refuses.
+    assert!(matches!(
+        SecretStore::open(&path, &k),
+        Err(SecretsError::Unreadable { count: 2, .. })
+    ));
 }
 
 #[test]
@@ -196,11 +209,11 @@ fn store_refuses_bad_input() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SecretStore::open(dir.path().join("s.json"), &key(b"k")).expect("open");
     assert!(matches!(
-        store.put("../evil", &map(&[])),
+        store.put("../evil", LIFE, &map(&[])),
         Err(SecretsError::InvalidInstanceId(_))
     ));
     assert!(matches!(
-        store.put("ok", &map(&[("bad key", "v")])),
+        store.put("ok", LIFE, &map(&[("bad key", "v")])),
         Err(SecretsError::InvalidKey(_))
     ));
     assert!(matches!(
@@ -208,5 +221,8 @@ fn store_refuses_bad_input() {
         Err(SecretsError::EmptyKey)
     ));
     std::fs::write(dir.path().join("s.json"), b"not json").expect("write");
-    assert!(matches!(store.get("ok"), Err(SecretsError::Corrupt { .. })));
+    assert!(matches!(
+        SecretStore::open(dir.path().join("s.json"), &key(b"k")),
+        Err(SecretsError::Corrupt { .. })
+    ));
 }

@@ -30,6 +30,7 @@ fn event(task: usize, i: usize) -> NewEvent {
         record_updated: Some(updated),
         delivery_id: None,
         payload: serde_json::json!({"i": i}),
+        fingerprint: None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! cf-bridge's tests where a process is the point: the bridge killed with -9 or stopped with SIGTERM,
 //! its exit on bad credentials, the CLI, a journal written by a killed process, the reliability suite
-//! (crashes, restarts, outages) and hostile input checked for panics in the bridge's own output.
+//! (crashes, restarts, outages), hostile input checked for panics in the bridge's own output, a bridge
+//! started again under another key, and peak memory measured in a process of its own.
 
 mod badinput_config;
 mod badinput_records;
@@ -12,6 +13,9 @@ mod journal_durability;
 mod ops_shutdown;
 mod reliability;
 mod secrets_canary;
+mod security_bodies;
+mod security_config;
+mod security_keys;
 
 /// The cf-bridge binary under test.
 fn bridge_bin() -> &'static std::path::Path {

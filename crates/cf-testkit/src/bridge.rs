@@ -132,6 +132,11 @@ impl TestBridge {
     /// Stops and starts again on the same port, journal and secret store.
     pub async fn restart(&mut self) {
         self.stop().await;
+        self.start_again().await;
+    }
+
+    /// Starts again after [`TestBridge::stop`], on the same port, journal and secret store.
+    pub async fn start_again(&mut self) {
         let listener = TcpListener::bind(("127.0.0.1", self.port)).expect("bind the bridge's port again");
         self.launch(listener).await;
     }
@@ -155,6 +160,16 @@ impl Drop for TestBridge {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        if let Some(tmp) = self._tmp.take() {
+            keep_if_failed(tmp);
+        }
+    }
+}
+
+/// A failed test keeps its bridge's directory (log, journal, secret store) for a look afterwards.
+pub(crate) fn keep_if_failed(dir: tempfile::TempDir) {
+    if std::thread::panicking() {
+        eprintln!("the bridge's files are kept in {}", dir.keep().display());
     }
 }
 
@@ -313,5 +328,8 @@ impl BridgeProcess {
 impl Drop for BridgeProcess {
     fn drop(&mut self) {
         self.kill9();
+        if let Some(tmp) = self._tmp.take() {
+            keep_if_failed(tmp);
+        }
     }
 }

@@ -74,7 +74,15 @@ pub struct World<B: Bridge = TestBridge> {
     /// Template name -> `bot_templates` record id.
     pub templates: BTreeMap<String, String>,
     settings: TestSettings,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl<B: Bridge> Drop for World<B> {
+    fn drop(&mut self) {
+        if let Some(dir) = self._dir.take() {
+            crate::bridge::keep_if_failed(dir);
+        }
+    }
 }
 
 /// PocketBase, a simulator with `sim_args` (coolify-sim's flags), the templates published as
@@ -111,7 +119,7 @@ impl World<TestBridge> {
             bridge,
             templates,
             settings,
-            _dir: dir,
+            _dir: Some(dir),
         }
     }
 }
@@ -128,15 +136,20 @@ impl World<BridgeProcess> {
             bridge,
             templates,
             settings,
-            _dir: dir,
+            _dir: Some(dir),
         }
     }
 }
 
 impl<B: Bridge> World<B> {
+    /// The bridge's settings (a base for a CLI command's, or for a bridge started again differently).
+    pub fn settings(&self) -> &TestSettings {
+        &self.settings
+    }
+
     /// A configuration file for the CLI, pointing at this bridge.
     pub fn cli_config(&self) -> PathBuf {
-        let path = self._dir.path().join("cli.toml");
+        let path = self.settings.dir.join("cli.toml");
         std::fs::write(&path, self.settings.toml()).expect("write cli config");
         path
     }
