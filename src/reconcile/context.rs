@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 
-use super::health::HealthBoard;
+use super::judgement::HealthBoard;
 use crate::config::Settings;
 use crate::coolify::{CoolifyClient, CoolifyError, ServiceStatus};
 use crate::intake::Intake;

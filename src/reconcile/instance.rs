@@ -8,7 +8,7 @@ use tracing::{info, warn};
 
 use super::context::{ActionLog, Context, service_intent_key, service_name};
 use super::error::ReconcileError;
-use super::health::{HealthWrite, Judgement, Verdict, health_write};
+use super::judgement::{HealthWrite, Judgement, Verdict, health_write};
 use super::plan::{self, Action, Blocked, DeletedInstanceAction, EffectiveState, InstanceInput, Observed, Spec};
 use crate::coolify::{
     CoolifyError, CreateService, EnvVar, EnvVarInput, Service, ServicePatch, ServiceStatus, ServiceUrl,

@@ -4,6 +4,7 @@ pub mod context;
 pub mod error;
 pub mod health;
 pub mod instance;
+pub mod judgement;
 pub mod orphans;
 pub mod plan;
 pub mod router_keys;

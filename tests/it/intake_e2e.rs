@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use cf_testkit::admin::{AdminClient, Version};
+use cf_testkit::admin::Version;
 use cf_testkit::proxy::TcpProxy;
 use cf_testkit::settings::PbAccess;
 use cf_testkit::{PbOptions, TestBridge, TestPb, TestSim, WEBHOOK_SECRET, bind_local, eventually, id, updated};
@@ -25,13 +25,6 @@ const WAIT: Duration = Duration::from_secs(20);
 const WAIT_STATUS: Duration = Duration::from_secs(40);
 const RECONNECTS: &str = "cf_bridge_realtime_reconnects_total";
 
-async fn wait_subscribed(admin: &AdminClient) {
-    eventually(WAIT, "the bridge's realtime subscription", || async {
-        (admin.metric("cf_bridge_realtime_connected").await == 1.0).then_some(())
-    })
-    .await;
-}
-
 // ---------------------------------------------------------------------------------------------------
 // 1. Create, update and delete of tenants and instances reach the journal through realtime within a second.
 
@@ -40,7 +33,7 @@ async fn realtime_changes_reach_the_journal_within_a_second() {
     let pb = TestPb::start().await;
     let sim = TestSim::start(&SIM_ARGS);
     let bridge = TestBridge::for_stack((&pb).into(), &sim, &[]).await;
-    wait_subscribed(&bridge.admin()).await;
+    bridge.admin().wait_subscribed(WAIT).await;
     let admin = bridge.admin();
     let limit = Duration::from_secs(1);
     let mut took = Vec::new();
@@ -124,7 +117,7 @@ async fn a_change_by_webhook_and_realtime_is_one_event() {
     .await;
     let sim = TestSim::start(&SIM_ARGS);
     let bridge = TestBridge::for_stack_on(listener, (&pb).into(), &sim, &[]).await;
-    wait_subscribed(&bridge.admin()).await;
+    bridge.admin().wait_subscribed(WAIT).await;
     let admin = bridge.admin();
     let dups = || async {
         bridge
@@ -211,7 +204,7 @@ async fn changes_while_the_stream_is_cut_are_found_after_reconnect() {
         ..(&pb).into()
     };
     let bridge = TestBridge::for_stack(through_proxy, &sim, &[]).await;
-    wait_subscribed(&bridge.admin()).await;
+    bridge.admin().wait_subscribed(WAIT).await;
     let admin = bridge.admin();
     let (tenant, template) = pb.seed_tenant("cut").await;
     let d = id(&pb.create_instance_for(&tenant, &template, "cut-d", "running").await);
@@ -267,7 +260,7 @@ async fn pocketbase_restart_and_hooks_reload_end_in_a_reconnect() {
     .await;
     let sim = TestSim::start(&SIM_ARGS);
     let bridge = TestBridge::for_stack((&pb).into(), &sim, &[]).await;
-    wait_subscribed(&bridge.admin()).await;
+    bridge.admin().wait_subscribed(WAIT).await;
     let admin = bridge.admin();
     let (tenant, _) = pb.seed_tenant("restart").await;
     // The seed tenant's own job (its project, then the echo of the write-back) finishes first: a retry of
@@ -316,7 +309,7 @@ async fn pocketbase_restart_and_hooks_reload_end_in_a_reconnect() {
         .await;
 
     // A hooks reload restarts PocketBase's app in the same process and closes every stream.
-    wait_subscribed(&bridge.admin()).await;
+    bridge.admin().wait_subscribed(WAIT).await;
     let before = bridge.admin().metric(RECONNECTS).await;
     let token = pb.superuser_token().await;
     std::fs::write(

@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use cf_testkit::ADMIN_TOKEN;
 use cf_testkit::world::{SIM_QUICK, World};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -15,27 +14,6 @@ const WAIT: Duration = Duration::from_secs(40);
 
 fn is_hex64(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-async fn put_secrets(stack: &World, id: &str, body: Value) -> (u16, Value) {
-    stack
-        .bridge
-        .admin()
-        .send(Method::PUT, &format!("/admin/instances/{id}/secrets"), body)
-        .await
-}
-
-/// PUT with a raw body (not necessarily JSON); returns the status and the raw answer.
-async fn put_raw(stack: &World, id: &str, body: String) -> (u16, String) {
-    let r = reqwest::Client::new()
-        .put(format!("{}/admin/instances/{id}/secrets", stack.bridge.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("admin PUT");
-    (r.status().as_u16(), r.text().await.unwrap_or_default())
 }
 
 fn count(requests: &[Value], template: &str) -> usize {
@@ -66,7 +44,11 @@ async fn secrets_gate_the_deploy_then_rotate_in_one_bulk_call() {
     );
 
     // They arrive: it deploys, and the hash the API answered is the one written back.
-    let (status, body) = put_secrets(&stack, &id, json!({"TELEGRAM_BOT_TOKEN": "123456:first-token"})).await;
+    let (status, body) = stack
+        .bridge
+        .admin()
+        .put_secrets(&id, json!({"TELEGRAM_BOT_TOKEN": "123456:first-token"}))
+        .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["keys"], json!(["TELEGRAM_BOT_TOKEN"]));
     let first_hash = body["secrets_hash"].as_str().expect("hash").to_string();
@@ -85,12 +67,14 @@ async fn secrets_gate_the_deploy_then_rotate_in_one_bulk_call() {
     stack.sim.clear_requests().await;
     let dollar = "pa$$word-${HOME}-$1";
     let pem = "-----BEGIN KEY-----\nabc\n-----END KEY-----";
-    let (status, body) = put_secrets(
-        &stack,
-        &id,
-        json!({"TELEGRAM_BOT_TOKEN": "123456:second-token", "DB_PASSWORD": dollar, "TLS_KEY": pem}),
-    )
-    .await;
+    let (status, body) = stack
+        .bridge
+        .admin()
+        .put_secrets(
+            &id,
+            json!({"TELEGRAM_BOT_TOKEN": "123456:second-token", "DB_PASSWORD": dollar, "TLS_KEY": pem}),
+        )
+        .await;
     assert_eq!(status, 202, "{body}");
     let second_hash = body["secrets_hash"].as_str().expect("hash").to_string();
     assert!(is_hex64(&second_hash) && second_hash != first_hash);
@@ -140,7 +124,11 @@ async fn secrets_gate_the_deploy_then_rotate_in_one_bulk_call() {
     );
 
     // Secrets dropped from the map are blanked in Coolify, not left live.
-    let (status, body) = put_secrets(&stack, &id, json!({"TELEGRAM_BOT_TOKEN": "123456:third-token"})).await;
+    let (status, body) = stack
+        .bridge
+        .admin()
+        .put_secrets(&id, json!({"TELEGRAM_BOT_TOKEN": "123456:third-token"}))
+        .await;
     assert_eq!(status, 202, "{body}");
     let third_hash = body["secrets_hash"].as_str().expect("hash").to_string();
     stack
@@ -177,7 +165,7 @@ async fn secrets_gate_the_deploy_then_rotate_in_one_bulk_call() {
         (json!({"GOOD": "fine", "BAD KEY": marker}), "BAD KEY"),
     ];
     for (body, key) in cases {
-        let (status, answer) = put_secrets(&stack, &id, body.clone()).await;
+        let (status, answer) = stack.bridge.admin().put_secrets(&id, body.clone()).await;
         let text = answer.to_string();
         assert_eq!(status, 400, "{body:.200}: {text}");
         let msg = answer["error"].as_str().unwrap_or_default();
@@ -193,11 +181,19 @@ async fn secrets_gate_the_deploy_then_rotate_in_one_bulk_call() {
         format!("{{\"A\": \"{marker}"),
         "12".to_string(),
     ] {
-        let (status, text) = put_raw(&stack, &id, raw.clone()).await;
+        let (status, text) = stack
+            .bridge
+            .admin()
+            .send_raw(Method::PUT, &format!("/admin/instances/{id}/secrets"), raw.clone())
+            .await;
         assert_eq!(status, 400, "{raw}: {text}");
         assert!(!text.contains(marker), "value echoed: {text}");
     }
-    let (status, _) = put_secrets(&stack, "nosuchinstance1", json!({"A": "b"})).await;
+    let (status, _) = stack
+        .bridge
+        .admin()
+        .put_secrets("nosuchinstance1", json!({"A": "b"}))
+        .await;
     assert_eq!(status, 404);
     let (_, view) = stack.bridge.admin().get(&format!("/admin/instances/{id}")).await;
     assert_eq!(view["secrets"]["keys"], json!(["TELEGRAM_BOT_TOKEN"]), "{view}");

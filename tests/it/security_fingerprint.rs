@@ -36,11 +36,7 @@ async fn bot(w: &World, tenant: &str, subdomain: &str, config: Value) -> String 
     let (status, answer) = w
         .bridge
         .admin()
-        .send(
-            reqwest::Method::PUT,
-            &format!("/admin/instances/{id}/secrets"),
-            json!({"TELEGRAM_BOT_TOKEN": "1:bot-token"}),
-        )
+        .put_secrets(&id, json!({"TELEGRAM_BOT_TOKEN": "1:bot-token"}))
         .await;
     assert_eq!(status, 202, "{answer}");
     id

@@ -11,7 +11,6 @@ use std::time::Duration;
 use cf_bridge::secrets::{SecretBytes, router_verify_key, verify_router_key};
 use cf_testkit::world::{SIM_QUICK, World};
 use cf_testkit::{SECRETS_KEY, TestPb, tail};
-use reqwest::Method;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
@@ -24,11 +23,7 @@ async fn put_secrets(stack: &World, id: &str, token: &str) {
     let (status, body) = stack
         .bridge
         .admin()
-        .send(
-            Method::PUT,
-            &format!("/admin/instances/{id}/secrets"),
-            json!({"TELEGRAM_BOT_TOKEN": token}),
-        )
+        .put_secrets(id, json!({"TELEGRAM_BOT_TOKEN": token}))
         .await;
     assert_eq!(status, 202, "{body}");
 }

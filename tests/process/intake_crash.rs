@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cf_bridge::webhook::WebhookSecret;
-use cf_testkit::admin::{AdminClient, Version};
+use cf_testkit::admin::Version;
 use cf_testkit::settings::{PbAccess, TestSettings};
 use cf_testkit::{BridgeProcess, TestPb, TestSim, WEBHOOK_SECRET, eventually, free_port, id, updated};
 use serde_json::json;
@@ -30,13 +30,6 @@ const SIM_ARGS: [&str; 8] = [
 const WAIT: Duration = Duration::from_secs(20);
 const WAIT_STATUS: Duration = Duration::from_secs(40);
 
-async fn wait_subscribed(admin: &AdminClient) {
-    eventually(WAIT, "the bridge's realtime subscription", || async {
-        (admin.metric("cf_bridge_realtime_connected").await == 1.0).then_some(())
-    })
-    .await;
-}
-
 // ---------------------------------------------------------------------------------------------------
 // 3. Changes made while the bridge is stopped, or while its stream is cut, are found by the resync.
 
@@ -45,7 +38,7 @@ async fn changes_while_the_bridge_is_stopped_are_found_by_resync() {
     let pb = TestPb::start().await;
     let sim = TestSim::start(&SIM_ARGS);
     let mut bridge = BridgeProcess::for_stack(bridge_bin(), (&pb).into(), &sim, &[]).await;
-    wait_subscribed(&bridge.admin()).await;
+    bridge.admin().wait_subscribed(WAIT).await;
     let (tenant, template) = pb.seed_tenant("down").await;
     let a = id(&pb.create_instance_for(&tenant, &template, "down-a", "running").await);
     let c = id(&pb.create_instance_for(&tenant, &template, "down-c", "running").await);

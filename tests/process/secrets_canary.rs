@@ -5,35 +5,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use cf_testkit::world::{SIM_QUICK, World};
-use cf_testkit::{ADMIN_TOKEN, BridgeProcess};
 use rand::RngCore;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::bridge_bin;
 
 const WAIT: Duration = Duration::from_secs(40);
-
-async fn put_secrets(stack: &World<BridgeProcess>, id: &str, body: Value) -> (u16, Value) {
-    stack
-        .bridge
-        .admin()
-        .send(Method::PUT, &format!("/admin/instances/{id}/secrets"), body)
-        .await
-}
-
-/// PUT with a raw body (not necessarily JSON); returns the status and the raw answer.
-async fn put_raw(stack: &World<BridgeProcess>, id: &str, body: String) -> (u16, String) {
-    let r = reqwest::Client::new()
-        .put(format!("{}/admin/instances/{id}/secrets", stack.bridge.url))
-        .bearer_auth(ADMIN_TOKEN)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("admin PUT");
-    (r.status().as_u16(), r.text().await.unwrap_or_default())
-}
 
 fn canary(i: usize) -> String {
     let mut b = [0u8; 12];
@@ -80,27 +58,35 @@ async fn canary_secrets_appear_only_in_the_simulator() {
 
     stack.wait_status(&bot, "pending", WAIT).await;
     let mut answers = String::new();
-    let (s, a) = put_secrets(
-        &stack,
-        &bot,
-        json!({"TELEGRAM_BOT_TOKEN": delivered[0], "EXTRA_DOLLAR": with_dollar}),
-    )
-    .await;
+    let (s, a) = stack
+        .bridge
+        .admin()
+        .put_secrets(
+            &bot,
+            json!({"TELEGRAM_BOT_TOKEN": delivered[0], "EXTRA_DOLLAR": with_dollar}),
+        )
+        .await;
     assert_eq!(s, 202, "{a}");
     answers.push_str(&a.to_string());
-    let (s, a) = put_secrets(&stack, &agent, json!({"OPENCLAW_GATEWAY_TOKEN": delivered[2]})).await;
+    let (s, a) = stack
+        .bridge
+        .admin()
+        .put_secrets(&agent, json!({"OPENCLAW_GATEWAY_TOKEN": delivered[2]}))
+        .await;
     assert_eq!(s, 202, "{a}");
     answers.push_str(&a.to_string());
     stack.wait_status(&bot, "running", WAIT).await;
     stack.wait_status(&agent, "running", WAIT).await;
 
     // Rotation on a running service.
-    let (s, a) = put_secrets(
-        &stack,
-        &bot,
-        json!({"TELEGRAM_BOT_TOKEN": delivered[0], "EXTRA_DOLLAR": with_dollar, "NEW_SECRET": delivered[3]}),
-    )
-    .await;
+    let (s, a) = stack
+        .bridge
+        .admin()
+        .put_secrets(
+            &bot,
+            json!({"TELEGRAM_BOT_TOKEN": delivered[0], "EXTRA_DOLLAR": with_dollar, "NEW_SECRET": delivered[3]}),
+        )
+        .await;
     assert_eq!(s, 202, "{a}");
     let hash = a["secrets_hash"].as_str().expect("hash").to_string();
     answers.push_str(&a.to_string());
@@ -118,11 +104,19 @@ async fn canary_secrets_appear_only_in_the_simulator() {
         json!({"TOKEN": format!("\t{}", refused[3])}),
     ];
     for body in bad {
-        let (s, a) = put_secrets(&stack, &bot, body).await;
+        let (s, a) = stack.bridge.admin().put_secrets(&bot, body).await;
         assert_eq!(s, 400, "{a}");
         answers.push_str(&a.to_string());
     }
-    let (s, t) = put_raw(&stack, &bot, format!("\"{}\"", refused[4])).await;
+    let (s, t) = stack
+        .bridge
+        .admin()
+        .send_raw(
+            Method::PUT,
+            &format!("/admin/instances/{bot}/secrets"),
+            format!("\"{}\"", refused[4]),
+        )
+        .await;
     assert_eq!(s, 400, "{t}");
     answers.push_str(&t);
 

@@ -9,7 +9,6 @@ use std::time::Duration;
 use cf_bridge::secrets::{SecretBytes, router_verify_key, verify_router_key};
 use cf_testkit::world::{SIM_QUICK, World};
 use cf_testkit::{BridgeProcess, SECRETS_KEY, cli};
-use reqwest::Method;
 use secrecy::ExposeSecret;
 use serde_json::json;
 
@@ -41,11 +40,7 @@ async fn a_new_bridge_key_keeps_the_store_readable_and_pushes_new_hashes_and_rou
     let (status, body) = stack
         .bridge
         .admin()
-        .send(
-            Method::PUT,
-            &format!("/admin/instances/{id}/secrets"),
-            json!({"TELEGRAM_BOT_TOKEN": CANARY}),
-        )
+        .put_secrets(&id, json!({"TELEGRAM_BOT_TOKEN": CANARY}))
         .await;
     assert_eq!(status, 202, "{body}");
     let before = stack.wait_status(&id, "running", WAIT).await;

@@ -46,6 +46,35 @@ impl AdminClient {
         (s, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Any method with a raw body (not necessarily JSON) sent as `application/json`; the status and the
+    /// raw answer.
+    pub async fn send_raw(&self, method: reqwest::Method, path: &str, body: String) -> (u16, String) {
+        let r = self
+            .http
+            .request(method, format!("{}{}", self.url, path))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("admin request");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    }
+
+    /// `PUT /admin/instances/{id}/secrets` with `secrets` (a JSON map, or anything a test wants refused).
+    pub async fn put_secrets(&self, id: &str, secrets: Value) -> (u16, Value) {
+        self.send(reqwest::Method::PUT, &format!("/admin/instances/{id}/secrets"), secrets)
+            .await
+    }
+
+    /// Waits until the bridge's realtime stream is subscribed (`cf_bridge_realtime_connected` is 1).
+    pub async fn wait_subscribed(&self, timeout: Duration) {
+        crate::eventually(timeout, "the bridge's realtime subscription", || async {
+            (self.metric("cf_bridge_realtime_connected").await == 1.0).then_some(())
+        })
+        .await;
+    }
+
     /// The bridge's `/metrics` text.
     pub async fn metrics(&self) -> String {
         self.http
