@@ -27,7 +27,8 @@ use super::PbError;
 use crate::backoff::Backoff;
 use crate::config::PocketBaseSettings;
 use crate::events::{Action, Collection, Ingested, NewEvent, SinkError, Source};
-use crate::intake::{Intake, record_event};
+use crate::intake::{Intake, RecordError, record_event};
+use crate::text::UnknownText;
 
 /// Topics the bridge subscribes to; plain topics need no URL encoding (reference §0.7).
 pub const TOPICS: [&str; 3] = ["tenants/*", "bot_instances/*", KEEPALIVE_TOPIC];
@@ -167,18 +168,32 @@ struct RecordMessage {
     record: Map<String, Value>,
 }
 
+/// Why a record frame was skipped.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("record frame is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("unknown action {0}")]
+    Action(#[from] UnknownText),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+}
+
 /// Turns a record frame into an event; `Ok(None)` for frames that carry no record change.
-pub fn frame_event(frame: &Frame) -> Result<Option<NewEvent>, String> {
+pub fn frame_event(frame: &Frame) -> Result<Option<NewEvent>, FrameError> {
     let topic_collection = frame.event.split(['/', '?']).next().unwrap_or_default();
     let Ok(collection) = topic_collection.parse::<Collection>() else {
         return Ok(None);
     };
-    let msg: RecordMessage =
-        serde_json::from_str(&frame.data).map_err(|e| format!("record frame is not valid JSON: {e}"))?;
-    let action: Action = msg.action.parse().map_err(|e| format!("unknown action {e}"))?;
-    record_event(Source::Realtime, collection, action, msg.record, None)
-        .map(Some)
-        .map_err(|e| e.to_string())
+    let msg: RecordMessage = serde_json::from_str(&frame.data)?;
+    let action: Action = msg.action.parse()?;
+    Ok(Some(record_event(
+        Source::Realtime,
+        collection,
+        action,
+        msg.record,
+        None,
+    )?))
 }
 
 /// The reconnect delays: jittered, growing from [`MIN_BACKOFF`] to [`MAX_BACKOFF`].
@@ -372,7 +387,7 @@ impl Consumer {
                 return Ok(());
             }
             Err(reason) => {
-                tracing::warn!(event = %frame.event, %reason, "realtime frame skipped");
+                tracing::warn!(event = %frame.event, reason = %reason, "realtime frame skipped");
                 return Ok(());
             }
         };
