@@ -5,7 +5,8 @@ use rusqlite::Connection;
 use super::JournalError;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`. Append only; never edit a shipped one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE events (
     id             INTEGER PRIMARY KEY,
     source         TEXT    NOT NULL,
@@ -81,7 +82,20 @@ CREATE TABLE health (
     id         INTEGER PRIMARY KEY CHECK (id = 1),
     checked_at INTEGER NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE outbox (
+    id           TEXT    PRIMARY KEY,
+    collection   TEXT    NOT NULL,
+    record_id    TEXT    NOT NULL,
+    row          TEXT    NOT NULL,
+    applied_hash TEXT,
+    service_uuid TEXT,
+    created_at   INTEGER NOT NULL
+);
+CREATE INDEX outbox_record ON outbox(collection, record_id, created_at, id);
+"#,
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -78,6 +78,54 @@ struct Reply {
     token: SecretString,
 }
 
+/// One request of a batch (see [`PbClient::batch`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BatchRequest {
+    method: &'static str,
+    url: String,
+    body: serde_json::Value,
+}
+
+impl BatchRequest {
+    /// Writes bridge-owned instance fields (over-long error messages cut to the schema's limit).
+    pub fn patch_instance(id: &str, patch: &InstancePatch) -> Result<BatchRequest, PbError> {
+        let mut patch = patch.clone();
+        if let Some(msg) = &patch.error_message {
+            patch.error_message = Some(truncate_chars(msg, ERROR_MESSAGE_MAX));
+        }
+        Ok(BatchRequest {
+            method: "PATCH",
+            url: format!("/api/collections/{BOT_INSTANCES}/records/{id}"),
+            body: to_body(&patch)?,
+        })
+    }
+
+    pub fn patch_tenant(id: &str, patch: &TenantPatch) -> Result<BatchRequest, PbError> {
+        let mut patch = patch.clone();
+        if let Some(msg) = &patch.bridge_error {
+            patch.bridge_error = Some(truncate_chars(msg, BRIDGE_ERROR_MAX));
+        }
+        Ok(BatchRequest {
+            method: "PATCH",
+            url: format!("/api/collections/{TENANTS}/records/{id}"),
+            body: to_body(&patch)?,
+        })
+    }
+
+    /// Creates a deploy_logs row with the given id, so that sending it again cannot make a second row.
+    pub fn create_deploy_log(id: &str, row: &serde_json::Value) -> BatchRequest {
+        let mut body = row.clone();
+        if let Some(fields) = body.as_object_mut() {
+            fields.insert("id".into(), json!(id));
+        }
+        BatchRequest {
+            method: "POST",
+            url: format!("/api/collections/{DEPLOY_LOGS}/records"),
+            body,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct AuthAnswer {
     token: SecretString,
@@ -324,6 +372,32 @@ impl PbClient {
         let mut log = log.clone();
         log.message = truncate_chars(&log.message, LOG_MESSAGE_MAX);
         self.create(DEPLOY_LOGS, &to_body(&log)?).await
+    }
+
+    /// Sends `requests` as one `POST /api/batch`: PocketBase carries them out in one transaction, all or
+    /// none. A failed request rolls the whole batch back and comes back as [`PbError::Batch`].
+    pub async fn batch(&self, requests: &[BatchRequest]) -> Result<(), PbError> {
+        if requests.is_empty() {
+            return Ok(());
+        }
+        let url = self.url(&["api", "batch"], &[])?;
+        let body = json!({ "requests": requests });
+        // A dead token makes every request a guest's, which fails as a 401, 403 or 404 inside the batch.
+        let reply = self
+            .send(Method::POST, &url, Some(&body), |r| {
+                r.status == StatusCode::BAD_REQUEST
+                    && matches!(
+                        PbError::from_batch_response(400, &r.body),
+                        PbError::Batch { ref error, .. }
+                            if matches!(**error, PbError::Auth { .. } | PbError::Forbidden { .. } | PbError::NotFound)
+                    )
+            })
+            .await?;
+        if reply.status.is_success() {
+            Ok(())
+        } else {
+            Err(PbError::from_batch_response(reply.status.as_u16(), &reply.body))
+        }
     }
 
     /// How many instances of `tenant_id` come before `instance` in creation order (ties broken by id):
