@@ -177,22 +177,26 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     let mut tasks = tokio::task::JoinSet::new();
     let (connected_tx, connected_rx) = watch::channel(0u64);
+    let (doubt_tx, doubt_rx) = watch::channel(0u64);
     tasks.spawn(realtime::run(
         RealtimeConfig {
             base_url: settings.pocketbase.url.clone(),
             idle_timeout: settings.pocketbase.realtime_idle_timeout,
             connect_timeout: Duration::from_secs(5),
+            ping_interval: settings.pocketbase.realtime_ping_interval,
         },
         Arc::new(pb.clone()),
         sink.clone(),
         notify.clone(),
         connected_tx,
+        doubt_tx,
         cancel.clone(),
     ));
     let resync_trigger = resync::Trigger::new();
     tasks.spawn(resync::run_periodic(
         settings.pocketbase.resync_interval,
         connected_rx,
+        doubt_rx,
         resync_trigger.clone(),
         resync::Resyncer {
             lister: Arc::new(pb.clone()),

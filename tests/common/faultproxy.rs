@@ -7,7 +7,7 @@
 //! Requests are parsed only as far as needed (request line, `Content-Length` body); answers are copied
 //! through as bytes. The bridge's client neither pipelines nor sends chunked bodies.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -120,7 +120,7 @@ impl FaultProxy {
                 while let Ok((inbound, _)) = listener.accept().await {
                     let conn = Connection {
                         shared: shared.clone(),
-                        // Subscribing marks the current values seen: only later cuts and stalls apply.
+                        // Subscribing marks the current value seen: only later cuts apply.
                         cut: cut.subscribe(),
                         stall: stall.subscribe(),
                     };
@@ -244,8 +244,9 @@ impl Connection {
         let (client_read, mut client_write) = inbound.into_split();
         let (mut server_read, mut server_write) = outbound.into_split();
         let lose_answer = AtomicBool::new(false);
-        let is_stream = AtomicBool::new(false);
-        let stall_seen = *self.stall.borrow_and_update();
+        // The stall count when this connection's realtime stream began (u64::MAX: not a stream).
+        let stream_began = AtomicU64::new(u64::MAX);
+        let stall = self.stall.clone();
         let shared = self.shared.clone();
         let upstream = async {
             let mut reader = BufReader::new(client_read);
@@ -254,7 +255,7 @@ impl Connection {
                     if shared.block_streams.load(Ordering::SeqCst) {
                         return;
                     }
-                    is_stream.store(true, Ordering::SeqCst);
+                    stream_began.store(*stall.borrow(), Ordering::SeqCst);
                 }
                 let body = String::from_utf8_lossy(&req.body);
                 match shared.fault_for(&req.method, &req.target, &body) {
@@ -273,7 +274,6 @@ impl Connection {
                 }
             }
         };
-        let stall = self.stall.clone();
         let downstream = async {
             let mut buf = vec![0u8; 16 * 1024];
             loop {
@@ -284,7 +284,8 @@ impl Connection {
                 if lose_answer.load(Ordering::SeqCst) {
                     return;
                 }
-                if is_stream.load(Ordering::SeqCst) && *stall.borrow() != stall_seen {
+                let began = stream_began.load(Ordering::SeqCst);
+                if began != u64::MAX && *stall.borrow() != began {
                     continue;
                 }
                 if client_write.write_all(&buf[..n]).await.is_err() {
