@@ -10,10 +10,6 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
-/// A ping costs PocketBase about 0.55 ms of CPU and comes back in about 1 ms (docs/RELIABILITY.md): one
-/// every 5 s is 0.01 % of a core, and a silent stream is noticed within 10 s.
-const DEFAULT_PING_INTERVAL_SECS: u64 = 5;
-
 /// One problem found in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -414,7 +410,7 @@ fn validate(raw: Raw) -> Result<Settings, ConfigError> {
     let ping = raw
         .pocketbase
         .realtime_ping_interval_secs
-        .unwrap_or(DEFAULT_PING_INTERVAL_SECS);
+        .unwrap_or(crate::pocketbase::realtime::DEFAULT_PING_INTERVAL.as_secs());
     let resync = c.positive(
         "pocketbase.resync_interval_secs",
         raw.pocketbase.resync_interval_secs,
