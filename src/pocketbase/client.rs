@@ -89,26 +89,18 @@ pub struct BatchRequest {
 impl BatchRequest {
     /// Writes bridge-owned instance fields (over-long error messages cut to the schema's limit).
     pub fn patch_instance(id: &str, patch: &InstancePatch) -> Result<BatchRequest, PbError> {
-        let mut patch = patch.clone();
-        if let Some(msg) = &patch.error_message {
-            patch.error_message = Some(truncate_chars(msg, ERROR_MESSAGE_MAX));
-        }
         Ok(BatchRequest {
             method: "PATCH",
             url: format!("/api/collections/{BOT_INSTANCES}/records/{id}"),
-            body: to_body(&patch)?,
+            body: instance_body(patch)?,
         })
     }
 
     pub fn patch_tenant(id: &str, patch: &TenantPatch) -> Result<BatchRequest, PbError> {
-        let mut patch = patch.clone();
-        if let Some(msg) = &patch.bridge_error {
-            patch.bridge_error = Some(truncate_chars(msg, BRIDGE_ERROR_MAX));
-        }
         Ok(BatchRequest {
             method: "PATCH",
             url: format!("/api/collections/{TENANTS}/records/{id}"),
-            body: to_body(&patch)?,
+            body: tenant_body(patch)?,
         })
     }
 
@@ -353,19 +345,11 @@ impl PbClient {
 
     /// Writes bridge-owned instance fields; over-long error messages are cut to the schema's limit.
     pub async fn patch_instance(&self, id: &str, patch: &InstancePatch) -> Result<BotInstance, PbError> {
-        let mut patch = patch.clone();
-        if let Some(msg) = &patch.error_message {
-            patch.error_message = Some(truncate_chars(msg, ERROR_MESSAGE_MAX));
-        }
-        self.patch(BOT_INSTANCES, id, &to_body(&patch)?).await
+        self.patch(BOT_INSTANCES, id, &instance_body(patch)?).await
     }
 
     pub async fn patch_tenant(&self, id: &str, patch: &TenantPatch) -> Result<Tenant, PbError> {
-        let mut patch = patch.clone();
-        if let Some(msg) = &patch.bridge_error {
-            patch.bridge_error = Some(truncate_chars(msg, BRIDGE_ERROR_MAX));
-        }
-        self.patch(TENANTS, id, &to_body(&patch)?).await
+        self.patch(TENANTS, id, &tenant_body(patch)?).await
     }
 
     pub async fn create_deploy_log(&self, log: &NewDeployLog) -> Result<DeployLog, PbError> {
@@ -634,6 +618,23 @@ impl PbClient {
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+/// An instance patch's body, error message cut to the schema's limit.
+fn instance_body(patch: &InstancePatch) -> Result<serde_json::Value, PbError> {
+    let mut patch = patch.clone();
+    if let Some(msg) = &patch.error_message {
+        patch.error_message = Some(truncate_chars(msg, ERROR_MESSAGE_MAX));
+    }
+    to_body(&patch)
+}
+
+fn tenant_body(patch: &TenantPatch) -> Result<serde_json::Value, PbError> {
+    let mut patch = patch.clone();
+    if let Some(msg) = &patch.bridge_error {
+        patch.bridge_error = Some(truncate_chars(msg, BRIDGE_ERROR_MAX));
+    }
+    to_body(&patch)
 }
 
 fn to_body<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, PbError> {

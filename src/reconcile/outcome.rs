@@ -178,3 +178,50 @@ impl super::Periodic for OutboxSweeper {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pocketbase::FieldError;
+    use std::collections::BTreeMap;
+
+    fn fields(pairs: &[(&str, &str)]) -> BTreeMap<String, FieldError> {
+        pairs
+            .iter()
+            .map(|(k, code)| {
+                (
+                    k.to_string(),
+                    FieldError {
+                        code: code.to_string(),
+                        message: String::new(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn refusals_of_a_row() {
+        assert!(matches!(
+            refusal(&fields(&[("id", "validation_not_unique")])),
+            Refusal::AlreadyStored
+        ));
+        match refusal(&fields(&[
+            ("instance", "validation_missing_rel_records"),
+            ("tenant", "validation_missing_rel_records"),
+        ])) {
+            Refusal::GoneRelations(gone) => assert_eq!(gone, ["instance", "tenant"]),
+            _ => panic!("gone relations are sent without them"),
+        }
+        for unfixable in [
+            fields(&[("message", "validation_length_out_of_range")]),
+            fields(&[
+                ("instance", "validation_missing_rel_records"),
+                ("action", "validation_invalid_value"),
+            ]),
+            fields(&[]),
+        ] {
+            assert!(matches!(refusal(&unfixable), Refusal::Unfixable), "{unfixable:?}");
+        }
+    }
+}
