@@ -336,7 +336,8 @@ impl ProxiedStack {
         }
     }
 
-    /// A tenant whose Coolify project is ready (so the instances created next go straight to work).
+    /// A tenant whose Coolify project is ready (so the instances created next go straight to work), with
+    /// the bridge idle.
     pub async fn ready_tenant(&self, slug: &str) -> String {
         let t = self
             .pb
@@ -353,6 +354,9 @@ impl ProxiedStack {
             },
         )
         .await;
+        // The tenant's job also wakes the tenant's instances; let it finish, so that only the mechanism a
+        // test exercises can find an instance created next.
+        self.wait_idle(std::time::Duration::from_secs(30)).await;
         id
     }
 
