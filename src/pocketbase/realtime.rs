@@ -484,16 +484,18 @@ impl Consumer {
         let mut parser = SseParser::default();
         let mut check = StreamCheck::new(self.cfg.ping_interval);
         let mut ping: Option<PingFuture<'_>> = None;
+        let mut idle_at = Instant::now() + self.cfg.idle_timeout;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
-                next = tokio::time::timeout(self.cfg.idle_timeout, stream.next()) => {
+                _ = until(Some(idle_at)) => return Err(RealtimeError::Idle(self.cfg.idle_timeout)),
+                next = stream.next() => {
                     let chunk = match next {
-                        Err(_) => return Err(RealtimeError::Idle(self.cfg.idle_timeout)),
-                        Ok(None) => return Ok(SessionEnd::Closed),
-                        Ok(Some(Err(e))) => return Err(transport("stream", e)),
-                        Ok(Some(Ok(chunk))) => chunk,
+                        None => return Ok(SessionEnd::Closed),
+                        Some(Err(e)) => return Err(transport("stream", e)),
+                        Some(Ok(chunk)) => chunk,
                     };
+                    idle_at = Instant::now() + self.cfg.idle_timeout;
                     let frames = parser
                         .push(&chunk)
                         .map_err(|e| RealtimeError::Protocol(e.to_string()))?;
