@@ -26,6 +26,7 @@ use crate::reconcile::Reconciler;
 use crate::reconcile::context::{Context, ReconcileSettings, StatusBoard};
 use crate::reconcile::health::HealthPoller;
 use crate::reconcile::orphans::OrphanScanner;
+use crate::reconcile::outcome::OutboxSweeper;
 use crate::reconcile::run_every;
 use crate::resync;
 use crate::secrets::{SecretBytes, SecretStore};
@@ -44,6 +45,9 @@ fn status_board_interval(requests_per_minute: u32) -> Duration {
     let share = 60.0 / (f64::from(requests_per_minute.max(1)) * STATUS_BOARD_BUDGET_SHARE);
     STATUS_BOARD_INTERVAL.max(Duration::from_secs_f64(share))
 }
+
+/// How often deploy_logs rows left pending by a finished job are sent again (a journal read when none).
+const OUTBOX_SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How long in-flight jobs get to finish after SIGTERM before the process exits anyway.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
@@ -207,22 +211,26 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     let mut tasks = tokio::task::JoinSet::new();
     let (connected_tx, connected_rx) = watch::channel(0u64);
+    let (doubt_tx, doubt_rx) = watch::channel(0u64);
     tasks.spawn(realtime::run(
         RealtimeConfig {
             base_url: settings.pocketbase.url.clone(),
             idle_timeout: settings.pocketbase.realtime_idle_timeout,
             connect_timeout: Duration::from_secs(5),
+            ping_interval: settings.pocketbase.realtime_ping_interval,
         },
         Arc::new(pb.clone()),
         sink.clone(),
         notify.clone(),
         connected_tx,
+        doubt_tx,
         cancel.clone(),
     ));
     let resync_trigger = resync::Trigger::new();
     tasks.spawn(resync::run_periodic(
         settings.pocketbase.resync_interval,
         connected_rx,
+        doubt_rx,
         resync_trigger.clone(),
         resync::Resyncer {
             lister: Arc::new(pb.clone()),
@@ -239,6 +247,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             settings.reconcile.health_poll_interval,
             settings.reconcile.bad_readings_before_error,
         ),
+        cancel.clone(),
+    ));
+    tasks.spawn(run_every(
+        OutboxSweeper::new(ctx.clone(), OUTBOX_SWEEP_INTERVAL),
         cancel.clone(),
     ));
     tasks.spawn(run_every(

@@ -45,6 +45,9 @@ pub struct PocketBaseSettings {
     pub url: Url,
     pub auth: PocketBaseAuth,
     pub realtime_idle_timeout: Duration,
+    /// How often the bridge pings its own realtime stream (each ping must come back within the same
+    /// time); `None` leaves only the idle watchdog.
+    pub realtime_ping_interval: Option<Duration>,
     pub resync_interval: Duration,
 }
 
@@ -173,6 +176,7 @@ struct RawPocketBase {
     superuser_password: Option<SecretString>,
     token: Option<SecretString>,
     realtime_idle_timeout_secs: Option<u64>,
+    realtime_ping_interval_secs: Option<u64>,
     resync_interval_secs: Option<u64>,
 }
 
@@ -461,6 +465,10 @@ fn validate(raw: Raw) -> Result<Settings, ConfigError> {
         raw.pocketbase.realtime_idle_timeout_secs,
         90,
     );
+    let ping = raw
+        .pocketbase
+        .realtime_ping_interval_secs
+        .unwrap_or(crate::pocketbase::realtime::DEFAULT_PING_INTERVAL.as_secs());
     let resync = c.positive(
         "pocketbase.resync_interval_secs",
         raw.pocketbase.resync_interval_secs,
@@ -648,6 +656,7 @@ fn validate(raw: Raw) -> Result<Settings, ConfigError> {
                 url: pb_url,
                 auth: pb_auth,
                 realtime_idle_timeout: Duration::from_secs(idle),
+                realtime_ping_interval: (ping > 0).then(|| Duration::from_secs(ping)),
                 resync_interval: Duration::from_secs(resync),
             },
             coolify: CoolifySettings {
@@ -718,6 +727,11 @@ impl fmt::Display for Settings {
             f,
             "realtime_idle_timeout_secs = {}",
             self.pocketbase.realtime_idle_timeout.as_secs()
+        )?;
+        writeln!(
+            f,
+            "realtime_ping_interval_secs = {}",
+            self.pocketbase.realtime_ping_interval.map_or(0, |d| d.as_secs())
         )?;
         writeln!(
             f,

@@ -178,6 +178,7 @@ async fn a_change_seen_by_webhook_and_realtime_is_journaled_once() {
         sink.clone(),
         Arc::new(Notify::new()),
         on_connect,
+        watch::channel(0u64).0,
         cancel.clone(),
     ));
     tokio::time::timeout(Duration::from_secs(5), connected.changed())

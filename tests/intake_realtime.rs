@@ -51,6 +51,7 @@ impl Running {
             sink.clone(),
             notify.clone(),
             on_connect,
+            watch::channel(0u64).0,
             cancel.clone(),
         ));
         Running {
@@ -193,6 +194,7 @@ async fn wrong_token_is_a_clear_auth_error() {
         sink: Arc::new(MemorySink::default()),
         notify: Arc::new(Notify::new()),
         on_connect,
+        in_doubt: watch::channel(0u64).0,
     };
     let client = reqwest::Client::new();
     let mut connected_at = None;

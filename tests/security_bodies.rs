@@ -198,12 +198,14 @@ async fn huge_answers_are_refused_with_bounded_memory() {
 
     // Realtime: an event whose data lines never end.
     let (on_connect, _connected) = watch::channel(0u64);
+    let (in_doubt, _doubts) = watch::channel(0u64);
     let consumer = Consumer {
         cfg: RealtimeConfig::new(url.parse().expect("url")),
         tokens: Arc::new(Token),
         sink: Arc::new(NoSink),
         notify: Arc::new(Notify::new()),
         on_connect,
+        in_doubt,
     };
     let client = reqwest::Client::new();
     let mut connected_at = None;

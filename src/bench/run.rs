@@ -11,7 +11,7 @@ use super::client::{Bridge, Pb, Sim, http};
 use super::procs::{self, BridgeProc, Paths, PbProc, SimProc};
 use super::report::Report;
 use super::stats::ratio;
-use super::{Mode, Overrides, hookcost, latency, resources};
+use super::{Mode, Overrides, hookcost, latency, ping, resources};
 use crate::webhook::WebhookSecret;
 
 pub struct Stack {
@@ -203,6 +203,13 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         sizes.rates,
         if cfg!(debug_assertions) { "debug" } else { "release" }
     ));
+
+    eprintln!("stream check pings ...");
+    let ping_every = crate::pocketbase::realtime::DEFAULT_PING_INTERVAL.as_secs_f64();
+    ping::ping_cost(paths, &root.join("ping"), sizes.pings, ping_every, &mut report).await?;
+    if overrides.ping_only {
+        return Ok(report.render());
+    }
 
     eprintln!("starting stack A (simulator without rate limit, bridge budget {A_BUDGET}/min) ...");
     let fast_sim = [

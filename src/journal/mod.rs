@@ -13,6 +13,7 @@ mod admin;
 mod error;
 mod ingest;
 mod jobs;
+mod outbox;
 mod sanitize;
 mod schema;
 mod state;
@@ -30,6 +31,7 @@ use crate::events::{EventSink, NewEvent, SinkError, SinkFuture, request_fingerpr
 use crate::metrics::metrics;
 
 pub use error::JournalError;
+pub use outbox::OutboxEntry;
 pub use sanitize::strip_secrets;
 pub use schema::SCHEMA_VERSION;
 pub use types::{

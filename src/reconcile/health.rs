@@ -8,8 +8,11 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::context::{ActionLog, Context};
+use super::outcome;
 use crate::coolify::ServiceStatus;
 use crate::events::{Action as EventAction, Collection, EventSink, NewEvent, Source};
+use crate::journal::OutboxEntry;
+use crate::pocketbase::BatchRequest;
 use crate::pocketbase::records::{
     BotInstance, DeployAction, DeployStatus, InstancePatch, InstanceStatus, format_pb_date,
 };
@@ -115,6 +118,15 @@ impl HealthPoller {
         Ok(())
     }
 
+    /// A judgement's patch and row, together. A failed send leaves the row pending: the next look at the
+    /// same record version makes the same row (same id), so it is stored once whatever happens.
+    async fn commit(&self, inst: &BotInstance, patch: &InstancePatch, row: OutboxEntry) -> Result<(), String> {
+        let patch = BatchRequest::patch_instance(&inst.id, patch).map_err(|e| e.to_string())?;
+        outcome::commit_own(&self.ctx, &inst.id, patch, row)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn act(
         &mut self,
         inst: &BotInstance,
@@ -132,11 +144,11 @@ impl HealthPoller {
                         last_healthy_at: Some(chrono::Utc::now()),
                         ..Default::default()
                     };
-                    pb.patch_instance(&inst.id, &patch).await.map_err(|e| e.to_string())?;
+                    let row = ActionLog::instance(&inst.id, Some(&inst.tenant), true, DeployAction::Start)
+                        .keyed(&["health: recovered", &version(inst)])
+                        .row(DeployStatus::Success, "health check: service is running again");
+                    self.commit(inst, &patch, row).await?;
                     info!(record_id = %inst.id, "instance recovered");
-                    ActionLog::instance(&self.ctx, &inst.id, Some(&inst.tenant), true, DeployAction::Start)
-                        .finish(DeployStatus::Success, "health check: service is running again")
-                        .await;
                     self.last_healthy_write.insert(inst.id.clone(), Instant::now());
                 } else {
                     // Keep write traffic low: refresh last_healthy_at at most once a minute per instance.
@@ -168,11 +180,11 @@ impl HealthPoller {
                         error_message: Some(message.clone()),
                         ..Default::default()
                     };
-                    pb.patch_instance(&inst.id, &patch).await.map_err(|e| e.to_string())?;
+                    let row = ActionLog::instance(&inst.id, Some(&inst.tenant), true, DeployAction::Error)
+                        .keyed(&["health: unhealthy", &version(inst)])
+                        .row(DeployStatus::Failed, message);
+                    self.commit(inst, &patch, row).await?;
                     warn!(record_id = %inst.id, coolify_uuid = %service, status = %shown, "instance unhealthy");
-                    ActionLog::instance(&self.ctx, &inst.id, Some(&inst.tenant), true, DeployAction::Error)
-                        .finish(DeployStatus::Failed, message)
-                        .await;
                 }
             }
             Verdict::Missing => {
@@ -201,6 +213,11 @@ impl HealthPoller {
         }
         Ok(())
     }
+}
+
+/// The record version a judgement was made on.
+fn version(inst: &BotInstance) -> String {
+    inst.updated.as_ref().map(format_pb_date).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod bridge;
 pub mod e2e;
+pub mod faultproxy;
 pub mod pocketbase;
 pub mod promtext;
 pub mod reliability;
