@@ -32,6 +32,7 @@ use crate::queue::{self, Dispatcher};
 use crate::reconcile::context::{Context, StatusBoard};
 use crate::reconcile::health::HealthPoller;
 use crate::reconcile::orphans::OrphanScanner;
+use crate::reconcile::outcome::{self, OutboxSweeper};
 use crate::reconcile::{Reconciler, run_every};
 use crate::resync;
 use crate::secrets::{SecretBytes, SecretStore, SecretsError};
@@ -314,11 +315,13 @@ async fn connect(settings: &Settings, metrics: &Arc<Metrics>) -> Result<(PbClien
 /// The realtime consumer and the resync it triggers on every (re)connect, periodically and on demand.
 fn spawn_sources(tasks: &mut JoinSet<()>, ctx: &Context, cancel: &CancellationToken) -> resync::Trigger {
     let (connected_tx, connected_rx) = watch::channel(0u64);
+    let (doubt_tx, doubt_rx) = watch::channel(0u64);
     let consumer = Consumer::new(
         &ctx.settings.pocketbase,
         Arc::new(ctx.pb.clone()),
         ctx.intake.clone(),
         connected_tx,
+        doubt_tx,
     );
     tasks.spawn(consumer.run(cancel.clone()).with_current_subscriber());
     let trigger = resync::Trigger::new();
@@ -331,6 +334,7 @@ fn spawn_sources(tasks: &mut JoinSet<()>, ctx: &Context, cancel: &CancellationTo
         resync::run_periodic(
             ctx.settings.pocketbase.resync_interval,
             connected_rx,
+            doubt_rx,
             trigger.clone(),
             resyncer,
             cancel.clone(),
@@ -340,11 +344,13 @@ fn spawn_sources(tasks: &mut JoinSet<()>, ctx: &Context, cancel: &CancellationTo
     trigger
 }
 
-/// The health poller, the orphan scanner and the readiness watcher.
+/// The health poller, the deploy_logs outbox sweeper, the orphan scanner and the readiness watcher.
 fn spawn_periodic(tasks: &mut JoinSet<()>, ctx: &Context, readiness: &Arc<Readiness>, cancel: &CancellationToken) {
     let r = &ctx.settings.reconcile;
     let health = HealthPoller::new(ctx.clone(), r.health_poll_interval, r.bad_readings_before_error);
     tasks.spawn(run_every(health, cancel.clone()).with_current_subscriber());
+    let sweeper = OutboxSweeper::new(ctx.clone(), outcome::SWEEP_INTERVAL);
+    tasks.spawn(run_every(sweeper, cancel.clone()).with_current_subscriber());
     let orphans = OrphanScanner::new(ctx.clone(), r.orphans, ctx.settings.pocketbase.resync_interval);
     tasks.spawn(run_every(orphans, cancel.clone()).with_current_subscriber());
     // Readiness follows the health poll's pace so an outage shows within one poll interval.

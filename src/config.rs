@@ -57,6 +57,9 @@ mod defaults {
     pub fn realtime_idle_timeout() -> Duration {
         Duration::from_secs(90)
     }
+    pub fn realtime_ping_interval() -> Option<Duration> {
+        Some(crate::pocketbase::realtime::DEFAULT_PING_INTERVAL)
+    }
     pub fn resync_interval() -> Duration {
         Duration::from_secs(300)
     }
@@ -137,6 +140,14 @@ pub struct PocketBaseSettings {
         default = "defaults::realtime_idle_timeout"
     )]
     pub realtime_idle_timeout: Duration,
+    /// How often the bridge pings its own realtime stream (each ping must come back within the same
+    /// time); 0 in the file, `None` here, leaves only the idle watchdog.
+    #[serde(
+        rename = "realtime_ping_interval_secs",
+        deserialize_with = "secs_or_off",
+        default = "defaults::realtime_ping_interval"
+    )]
+    pub realtime_ping_interval: Option<Duration>,
     /// Full REST resync period (also after every realtime reconnect).
     #[serde(
         rename = "resync_interval_secs",
@@ -178,6 +189,7 @@ impl PocketBaseSettings {
             superuser_password: None,
             token: None,
             realtime_idle_timeout: defaults::realtime_idle_timeout(),
+            realtime_ping_interval: defaults::realtime_ping_interval(),
             resync_interval: defaults::resync_interval(),
         }
     }
@@ -791,6 +803,11 @@ fn secs<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     u64::deserialize(d).map(Duration::from_secs)
 }
 
+/// Seconds, where 0 turns the feature off.
+fn secs_or_off<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    u64::deserialize(d).map(|s| (s > 0).then(|| Duration::from_secs(s)))
+}
+
 fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     u64::deserialize(d).map(Duration::from_millis)
 }
@@ -1010,6 +1027,11 @@ impl fmt::Display for Settings {
         )?;
         writeln!(
             f,
+            "realtime_ping_interval_secs = {}",
+            self.pocketbase.realtime_ping_interval.map_or(0, |d| d.as_secs())
+        )?;
+        writeln!(
+            f,
             "resync_interval_secs = {}",
             self.pocketbase.resync_interval.as_secs()
         )?;
@@ -1126,6 +1148,7 @@ mod tests {
         let shown = s.to_string();
         for line in [
             "realtime_idle_timeout_secs = 90",
+            "realtime_ping_interval_secs = 5",
             "resync_interval_secs = 300",
             "environment = \"production\"",
             "requests_per_minute = 180",
@@ -1147,7 +1170,8 @@ mod tests {
             "sovereign_cpu = 4",
             "sovereign_mem_mb = 8192",
         ] {
-            assert!(shown.lines().any(|l| l == line), "{line} missing from:\n{shown}");
+            let times = shown.lines().filter(|l| *l == line).count();
+            assert_eq!(times, 1, "{line} shown {times} times in:\n{shown}");
         }
         assert!(s.coolify.server_uuid.is_none());
     }

@@ -15,8 +15,10 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::events::{Action, BoxError, Collection, Ingested, NewEvent, SinkError, Source, valid_record_id};
 use crate::intake::Intake;
 
@@ -163,7 +165,8 @@ pub struct Resyncer {
 }
 
 impl Resyncer {
-    async fn pass(&self, reason: &'static str) {
+    /// One pass; false when it failed (and must be retried).
+    async fn pass(&self, reason: &'static str) -> bool {
         match resync_once(self.lister.as_ref(), self.known.as_ref(), &self.intake).await {
             Ok(r) => {
                 tracing::info!(
@@ -173,11 +176,21 @@ impl Resyncer {
                     disappeared = r.disappeared,
                     "resync done"
                 );
+                true
             }
-            Err(e) => tracing::warn!(reason, error = %e, "resync failed"),
+            Err(e) => {
+                tracing::warn!(reason, error = %e, "resync failed; will retry");
+                false
+            }
         }
     }
 }
+
+/// How long a stream in doubt waits for its reconnect, whose resync covers it, before a pass runs anyway.
+const DOUBT_GRACE: Duration = Duration::from_secs(2);
+/// A failed pass is retried after 1 s, doubling up to 30 s (or the interval, if shorter), until it succeeds.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Lets an operator ask for a resync now (admin API, `cf-bridge resync`).
 #[derive(Clone, Default)]
@@ -193,17 +206,25 @@ impl Trigger {
     }
 }
 
-/// Resyncs after every (re)connect reported on `on_connect`, every `interval` and on every `trigger`,
-/// until `cancel`.
+/// Resyncs after every (re)connect reported on `on_connect`, soon after a stream ended (`in_doubt`) unless
+/// a reconnect came first, every `interval` and on every `trigger`, until `cancel`. A failed pass is
+/// retried with backoff until one succeeds: until then, changes missed by the stream are not covered.
 pub async fn run_periodic(
     interval: Duration,
     mut on_connect: watch::Receiver<u64>,
+    mut in_doubt: watch::Receiver<u64>,
     trigger: Trigger,
     resyncer: Resyncer,
     cancel: CancellationToken,
 ) {
-    let mut connections_open = true;
+    let (mut connections_open, mut doubts_open) = (true, true);
+    // A pass owed before the next interval pass: when, and why.
+    let mut owed: Option<(Instant, &'static str)> = None;
+    let retries = Backoff::new(RETRY_MIN, RETRY_MAX.min(interval).max(RETRY_MIN));
+    let mut failed = 0u32;
+    let mut next_interval = Instant::now() + interval;
     loop {
+        let (at, why) = owed.unwrap_or((next_interval, "interval"));
         let reason = tokio::select! {
             _ = cancel.cancelled() => return,
             changed = on_connect.changed(), if connections_open => match changed {
@@ -214,14 +235,34 @@ pub async fn run_periodic(
                     continue;
                 }
             },
-            _ = tokio::time::sleep(interval) => "interval",
+            changed = in_doubt.changed(), if doubts_open => {
+                match changed {
+                    Ok(()) => {
+                        let grace = Instant::now() + DOUBT_GRACE;
+                        if owed.is_none_or(|(t, _)| t > grace) {
+                            owed = Some((grace, "stream in doubt"));
+                        }
+                    }
+                    Err(_) => doubts_open = false,
+                }
+                continue;
+            }
+            _ = tokio::time::sleep_until(at) => why,
             _ = trigger.0.notified() => "operator",
         };
-        // Connects that happened during the pass are covered by it.
+        // Connects and doubts reported before the pass starts are covered by it.
         on_connect.borrow_and_update();
-        tokio::select! {
+        in_doubt.borrow_and_update();
+        let ok = tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = resyncer.pass(reason) => {}
+            ok = resyncer.pass(reason) => ok,
+        };
+        next_interval = Instant::now() + interval;
+        if ok {
+            (owed, failed) = (None, 0);
+        } else {
+            owed = Some((Instant::now() + retries.ceiling(failed), "retry"));
+            failed += 1;
         }
     }
 }
@@ -377,64 +418,159 @@ mod tests {
         assert!(sink.0.lock().unwrap().is_empty());
     }
 
-    /// Starts run_periodic; returns what observes it.
-    fn periodic(
-        interval: Duration,
-    ) -> (
-        Arc<Sink>,
-        Arc<Notify>,
-        watch::Sender<u64>,
-        CancellationToken,
-        tokio::task::JoinHandle<()>,
-    ) {
+    /// Starts run_periodic over `lister`; returns what observes it.
+    struct Periodic {
+        sink: Arc<Sink>,
+        notify: Arc<Notify>,
+        connect: watch::Sender<u64>,
+        doubt: watch::Sender<u64>,
+        cancel: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    fn periodic_over(interval: Duration, lister: Arc<dyn RecordLister>) -> Periodic {
+        let known = Arc::new(Fixed(HashMap::new(), HashMap::new()));
+        let sink = Arc::new(Sink::default());
+        let (intake, notify) = intake(&sink);
+        let (connect, connect_rx) = watch::channel(0u64);
+        let (doubt, doubt_rx) = watch::channel(0u64);
+        let cancel = CancellationToken::new();
+        let resyncer = Resyncer { lister, known, intake };
+        let task = tokio::spawn(run_periodic(
+            interval,
+            connect_rx,
+            doubt_rx,
+            Trigger::new(),
+            resyncer,
+            cancel.clone(),
+        ));
+        Periodic {
+            sink,
+            notify,
+            connect,
+            doubt,
+            cancel,
+            task,
+        }
+    }
+
+    fn periodic(interval: Duration) -> Periodic {
         let fixed = Arc::new(Fixed(
             HashMap::from([(Collection::Tenants, vec![stamp("a", "u1")])]),
             HashMap::new(),
         ));
-        let sink = Arc::new(Sink::default());
-        let (intake, notify) = intake(&sink);
-        let (tx, rx) = watch::channel(0u64);
-        let cancel = CancellationToken::new();
-        let resyncer = Resyncer {
-            lister: fixed.clone(),
-            known: fixed,
-            intake,
-        };
-        let task = tokio::spawn(run_periodic(interval, rx, Trigger::new(), resyncer, cancel.clone()));
-        (sink, notify, tx, cancel, task)
+        periodic_over(interval, fixed)
+    }
+
+    impl Periodic {
+        async fn stop(self) {
+            self.cancel.cancel();
+            tokio::time::timeout(Duration::from_secs(2), self.task)
+                .await
+                .expect("stops on cancel")
+                .unwrap();
+        }
     }
 
     #[tokio::test]
     async fn periodic_runs_after_connect() {
-        let (sink, notify, tx, cancel, task) = periodic(Duration::from_secs(3600));
+        let p = periodic(Duration::from_secs(3600));
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
-            sink.0.lock().unwrap().is_empty(),
+            p.sink.0.lock().unwrap().is_empty(),
             "no pass before a connect or the interval"
         );
-        tx.send_modify(|n| *n += 1);
-        tokio::time::timeout(Duration::from_secs(2), notify.notified())
+        p.connect.send_modify(|n| *n += 1);
+        tokio::time::timeout(Duration::from_secs(2), p.notify.notified())
             .await
             .expect("resync after connect");
-        assert_eq!(sink.0.lock().unwrap().len(), 1);
-        cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(2), task)
-            .await
-            .expect("stops on cancel")
-            .unwrap();
+        assert_eq!(p.sink.0.lock().unwrap().len(), 1);
+        p.stop().await;
     }
 
     #[tokio::test]
     async fn periodic_runs_every_interval_without_connects() {
-        let (sink, notify, _tx, cancel, task) = periodic(Duration::from_millis(50));
-        tokio::time::timeout(Duration::from_secs(2), notify.notified())
+        let p = periodic(Duration::from_millis(50));
+        tokio::time::timeout(Duration::from_secs(2), p.notify.notified())
             .await
             .expect("resync after interval");
-        assert_eq!(sink.0.lock().unwrap().len(), 1);
-        cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(2), task)
+        assert_eq!(p.sink.0.lock().unwrap().len(), 1);
+        p.stop().await;
+    }
+
+    /// Fails its first `failures` listings, then lists one tenant; counts every call.
+    struct Flaky {
+        failures: u32,
+        calls: Mutex<Vec<tokio::time::Instant>>,
+    }
+
+    impl RecordLister for Flaky {
+        fn list(&self, c: Collection) -> ListFuture<'_, Vec<RecordStamp>> {
+            let mut calls = self.calls.lock().unwrap();
+            if c == Collection::Tenants {
+                calls.push(tokio::time::Instant::now());
+            }
+            let fail = calls.len() as u32 <= self.failures;
+            Box::pin(async move {
+                match (fail, c) {
+                    (true, _) => Err("connection reset".into()),
+                    (false, Collection::Tenants) => Ok(vec![stamp("a", "u1")]),
+                    (false, Collection::BotInstances) => Ok(Vec::new()),
+                }
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_pass_is_retried_with_backoff_until_it_succeeds() {
+        let lister = Arc::new(Flaky {
+            failures: 3,
+            calls: Mutex::new(Vec::new()),
+        });
+        let p = periodic_over(Duration::from_secs(300), lister.clone());
+        let t0 = tokio::time::Instant::now();
+        p.connect.send_modify(|n| *n += 1);
+        tokio::time::timeout(Duration::from_secs(60), p.notify.notified())
             .await
-            .expect("stops on cancel")
-            .unwrap();
+            .expect("a pass succeeds without another connect");
+        assert_eq!(p.sink.0.lock().unwrap().len(), 1);
+        let gaps: Vec<u64> = lister
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| t.duration_since(t0).as_secs())
+            .collect();
+        assert_eq!(gaps, [0, 1, 3, 7], "retried after 1, 2 and 4 s");
+        p.stop().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_in_doubt_is_resynced_unless_a_reconnect_comes_first() {
+        let lister = Arc::new(Flaky {
+            failures: 0,
+            calls: Mutex::new(Vec::new()),
+        });
+        let p = periodic_over(Duration::from_secs(300), lister.clone());
+        let t0 = tokio::time::Instant::now();
+        // A stream ends and no reconnect follows: a pass after the grace.
+        p.doubt.send_modify(|n| *n += 1);
+        tokio::time::timeout(Duration::from_secs(10), p.notify.notified())
+            .await
+            .expect("resync after a stream in doubt");
+        // A stream ends and its reconnect follows at once: one pass, for the connect.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        p.doubt.send_modify(|n| *n += 1);
+        p.connect.send_modify(|n| *n += 1);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let at: Vec<u64> = lister
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|t| t.duration_since(t0).as_secs())
+            .collect();
+        assert_eq!(at, [2, 12], "one pass per doubt: after the grace, or at the reconnect");
+        p.stop().await;
     }
 }

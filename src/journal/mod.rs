@@ -13,6 +13,7 @@ mod admin;
 mod error;
 mod ingest;
 mod jobs;
+mod outbox;
 mod sanitize;
 mod schema;
 mod state;
@@ -29,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::events::{EventSink, NewEvent, Replay, ReplayFuture, SinkError, SinkFuture, request_fingerprint};
 
 pub use error::JournalError;
+pub use outbox::OutboxEntry;
 pub use sanitize::strip_secrets;
 pub use schema::SCHEMA_VERSION;
 pub use types::{

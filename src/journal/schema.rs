@@ -106,6 +106,19 @@ CREATE TABLE meta (
     value TEXT NOT NULL
 );
 "#,
+    // deploy_logs rows kept until PocketBase confirms them (src/journal/outbox.rs).
+    r#"
+CREATE TABLE outbox (
+    id           TEXT    PRIMARY KEY,
+    collection   TEXT    NOT NULL,
+    record_id    TEXT    NOT NULL,
+    row          TEXT    NOT NULL,
+    applied_hash TEXT,
+    service_uuid TEXT,
+    created_at   INTEGER NOT NULL
+);
+CREATE INDEX outbox_record ON outbox(collection, record_id, created_at, id);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -73,6 +73,46 @@ struct Reply {
     token: SecretString,
 }
 
+/// One request of a batch (see [`PbClient::batch`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct BatchRequest {
+    method: &'static str,
+    url: String,
+    body: serde_json::Value,
+}
+
+impl BatchRequest {
+    /// Writes bridge-owned instance fields (over-long error messages cut to the schema's limit).
+    pub fn patch_instance(id: &str, patch: &InstancePatch) -> Result<BatchRequest, PbError> {
+        Ok(BatchRequest {
+            method: "PATCH",
+            url: format!("/api/collections/{BOT_INSTANCES}/records/{id}"),
+            body: instance_body(patch)?,
+        })
+    }
+
+    pub fn patch_tenant(id: &str, patch: &TenantPatch) -> Result<BatchRequest, PbError> {
+        Ok(BatchRequest {
+            method: "PATCH",
+            url: format!("/api/collections/{TENANTS}/records/{id}"),
+            body: tenant_body(patch)?,
+        })
+    }
+
+    /// Creates a deploy_logs row with the given id, so that sending it again cannot make a second row.
+    pub fn create_deploy_log(id: &str, row: &serde_json::Value) -> BatchRequest {
+        let mut body = row.clone();
+        if let Some(fields) = body.as_object_mut() {
+            fields.insert("id".into(), json!(id));
+        }
+        BatchRequest {
+            method: "POST",
+            url: format!("/api/collections/{DEPLOY_LOGS}/records"),
+            body,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct AuthAnswer {
     token: SecretString,
@@ -310,25 +350,44 @@ impl PbClient {
 
     /// Writes bridge-owned instance fields; over-long error messages are cut to the schema's limit.
     pub async fn patch_instance(&self, id: &str, patch: &InstancePatch) -> Result<BotInstance, PbError> {
-        let mut patch = patch.clone();
-        if let Some(msg) = &patch.error_message {
-            patch.error_message = Some(truncate_chars(msg, ERROR_MESSAGE_MAX));
-        }
-        self.patch(BOT_INSTANCES, id, &to_body(&patch)?).await
+        self.patch(BOT_INSTANCES, id, &instance_body(patch)?).await
     }
 
     pub async fn patch_tenant(&self, id: &str, patch: &TenantPatch) -> Result<Tenant, PbError> {
-        let mut patch = patch.clone();
-        if let Some(msg) = &patch.bridge_error {
-            patch.bridge_error = Some(truncate_chars(msg, BRIDGE_ERROR_MAX));
-        }
-        self.patch(TENANTS, id, &to_body(&patch)?).await
+        self.patch(TENANTS, id, &tenant_body(patch)?).await
     }
 
     pub async fn create_deploy_log(&self, log: &NewDeployLog) -> Result<DeployLog, PbError> {
         let mut log = log.clone();
         log.message = truncate_chars(&log.message, LOG_MESSAGE_MAX);
         self.create(DEPLOY_LOGS, &to_body(&log)?).await
+    }
+
+    /// Sends `requests` as one `POST /api/batch`: PocketBase carries them out in one transaction, all or
+    /// none. A failed request rolls the whole batch back and comes back as [`PbError::Batch`].
+    pub async fn batch(&self, requests: &[BatchRequest]) -> Result<(), PbError> {
+        if requests.is_empty() {
+            return Ok(());
+        }
+        let url = self.url(&["api", "batch"], &[])?;
+        let body = json!({ "requests": requests });
+        // A dead token makes every request a guest's, which fails as a 401, 403 or 404 inside the batch.
+        // The answer carries every written record: as large as a list page at most.
+        let reply = self
+            .send(Method::POST, &url, Some(&body), LIST_LIMIT, |r| {
+                r.status == StatusCode::BAD_REQUEST
+                    && matches!(
+                        PbError::from_batch_response(400, &r.body),
+                        PbError::Batch { ref error, .. }
+                            if matches!(**error, PbError::Auth { .. } | PbError::Forbidden { .. } | PbError::NotFound)
+                    )
+            })
+            .await?;
+        if reply.status.is_success() {
+            Ok(())
+        } else {
+            Err(PbError::from_batch_response(reply.status.as_u16(), &reply.body))
+        }
     }
 
     /// How many instances of `tenant_id` come before `instance` in creation order (ties broken by id):
@@ -583,6 +642,23 @@ async fn read_body(resp: reqwest::Response, limit: usize, method: &Method, url: 
         },
         bounded::ReadError::Transport(e) => e.into(),
     })
+}
+
+/// An instance patch's body, error message cut to the schema's limit.
+fn instance_body(patch: &InstancePatch) -> Result<serde_json::Value, PbError> {
+    let mut patch = patch.clone();
+    if let Some(msg) = &patch.error_message {
+        patch.error_message = Some(truncate_chars(msg, ERROR_MESSAGE_MAX));
+    }
+    to_body(&patch)
+}
+
+fn tenant_body(patch: &TenantPatch) -> Result<serde_json::Value, PbError> {
+    let mut patch = patch.clone();
+    if let Some(msg) = &patch.bridge_error {
+        patch.bridge_error = Some(truncate_chars(msg, BRIDGE_ERROR_MAX));
+    }
+    to_body(&patch)
 }
 
 fn to_body<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, PbError> {

@@ -56,6 +56,9 @@ pub enum PbError {
     /// The client was given an unusable setting (e.g. a base URL that cannot hold a path).
     #[error("invalid PocketBase client setting: {0}")]
     Config(String),
+    /// A batch was rolled back as a whole because its request `index` failed with `error`.
+    #[error("PocketBase rolled back a batch: request {index} failed: {error}")]
+    Batch { index: usize, error: Box<PbError> },
 }
 
 impl PbError {
@@ -73,6 +76,27 @@ impl PbError {
             PbError::Transport(_) => true,
             PbError::Server { status, .. } => *status >= 500 || *status == 429,
             _ => false,
+        }
+    }
+
+    /// Maps a `POST /api/batch` failure to the request that failed and its own error (a batch answers
+    /// 400 `{"data":{"requests":{"<index>":{"response":{...}}}}}`); other answers map as usual.
+    pub(crate) fn from_batch_response(status: u16, body: &[u8]) -> PbError {
+        let failed = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| {
+            let requests = v.get("data")?.get("requests")?.as_object()?.clone();
+            requests.into_iter().find_map(|(index, item)| {
+                let index: usize = index.parse().ok()?;
+                let response = item.get("response")?;
+                let status = response.get("status")?.as_u64().and_then(|s| u16::try_from(s).ok())?;
+                Some((index, status, serde_json::to_vec(response).ok()?))
+            })
+        });
+        match failed {
+            Some((index, inner, response)) if status == 400 => PbError::Batch {
+                index,
+                error: Box::new(PbError::from_response(inner, &response)),
+            },
+            _ => PbError::from_response(status, body),
         }
     }
 
@@ -144,6 +168,30 @@ mod tests {
         let shown = err.to_string();
         assert!(shown.contains("subdomain: validation_not_unique"), "{shown}");
         assert!(shown.contains("slug: validation_invalid_format"), "{shown}");
+    }
+
+    #[test]
+    fn batch_failures_name_the_failed_request() {
+        let body = br#"{"data":{"requests":{"1":{"code":"batch_request_failed","message":"Batch request failed.","response":{"data":{"id":{"code":"validation_not_unique","message":"Value must be unique."}},"message":"Failed to create record.","status":400}}}},"message":"Batch transaction failed.","status":400}"#;
+        match PbError::from_batch_response(400, body) {
+            PbError::Batch { index, error } => {
+                assert_eq!(index, 1);
+                assert_eq!(
+                    error.field_errors().expect("validation")["id"].code,
+                    "validation_not_unique"
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let missing = br#"{"data":{"requests":{"0":{"code":"batch_request_failed","response":{"data":{},"message":"The requested resource wasn't found.","status":404}}}},"message":"Batch transaction failed.","status":400}"#;
+        assert!(matches!(
+            PbError::from_batch_response(400, missing),
+            PbError::Batch { index: 0, error } if matches!(*error, PbError::NotFound)
+        ));
+        assert!(matches!(
+            PbError::from_batch_response(503, b"busy"),
+            PbError::Server { status: 503, .. }
+        ));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! - reqwest is already our one HTTP/TLS stack;
 //! - the reconnect moment must be ours: every `PB_CONNECT` needs a fresh subscribe POST, and every
 //!   reconnect must trigger a resync (PocketBase has no replay), which a self-reconnecting client hides;
-//! - the idle watchdog is tied to our `bridge_keepalive` topic (hooks/pb_hooks/keepalive.pb.js);
+//! - the idle watchdog is tied to our `bridge_keepalive` topic (hooks/pb_hooks/keepalive.pb.js), and so
+//!   is the stream check: the bridge's own pings (hooks/pb_hooks/ping.pb.js) must come back on it;
 //! - eventsource-client 0.18.1 needs rustc 1.97, and 0.18.0 drags in a second hyper-1 transport.
 //!
 //! PocketBase accepts an invalid token silently (guest: subscribe succeeds, no events ever arrive),
@@ -46,6 +47,16 @@ const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
 /// A frame's `data` lines together: a record of the watched collections is far smaller (its config is
 /// capped at 64 KiB by the schema).
 const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+/// One ping every 5 s costs PocketBase about 0.01 % of a core (docs/RELIABILITY.md, measured by
+/// `cf-bench --ping-only`); with a timeout as long, a silent stream is noticed within 10 s.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(5);
+/// Pings whose request failed in a row before the stream is presumed unreachable too.
+const MAX_PING_FAILURES: u32 = 2;
+/// TCP keepalive on the stream's socket: a peer that vanished without a FIN is noticed within about
+/// 10 + 3 x 5 s even when pings are off.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(10);
+const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const TCP_KEEPALIVE_RETRIES: u32 = 3;
 
 pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<SecretString, PbError>> + Send + 'a>>;
 
@@ -66,6 +77,8 @@ pub enum RealtimeError {
     Protocol(String),
     #[error("no data from PocketBase realtime for {0:?}; connection presumed dead")]
     Idle(Duration),
+    #[error("the bridge's ping did not come back on the realtime stream within {0:?}; stream presumed dead")]
+    PingLost(Duration),
     #[error("PocketBase forgot the realtime client id before the subscription")]
     ClientGone,
     #[error(transparent)]
@@ -275,30 +288,192 @@ async fn subscribe(
     }
 }
 
+/// PocketBase's answer to a ping request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PingAnswer {
+    /// The ping is on its way down the stream.
+    Sent,
+    /// PocketBase no longer knows the stream's client: the stream is gone.
+    ClientGone,
+    /// No ping route (hooks/pb_hooks/ping.pb.js is not installed).
+    NotInstalled,
+    Failed(String),
+}
+
+/// The bridge's check of its own stream, as a pure state machine (times are passed in): once the stream
+/// is subscribed, a ping every `interval`; each must come back on the stream before the next is due.
+#[derive(Debug)]
+pub struct StreamCheck {
+    interval: Option<Duration>,
+    client_id: Option<String>,
+    seq: u64,
+    next_send: Option<Instant>,
+    /// The ping on its way: its nonce and when it must have arrived.
+    awaiting: Option<(String, Instant)>,
+    failures: u32,
+}
+
+impl StreamCheck {
+    pub fn new(interval: Option<Duration>) -> Self {
+        StreamCheck {
+            interval,
+            client_id: None,
+            seq: 0,
+            next_send: None,
+            awaiting: None,
+            failures: 0,
+        }
+    }
+
+    /// The stream is subscribed as `client_id`: pings start one interval later.
+    pub fn subscribed(&mut self, client_id: &str, now: Instant) {
+        self.client_id = Some(client_id.to_owned());
+        self.next_send = self.interval.map(|i| now + i);
+    }
+
+    /// When the next ping is due (none while one is on its way).
+    pub fn due(&self) -> Option<Instant> {
+        self.awaiting.is_none().then_some(self.next_send).flatten()
+    }
+
+    /// When the ping on its way must have arrived.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.awaiting.as_ref().map(|(_, at)| *at)
+    }
+
+    /// Starts a ping; returns the client id and nonce to post.
+    pub fn send(&mut self, now: Instant) -> Option<(String, String)> {
+        let (interval, client_id) = (self.interval?, self.client_id.clone()?);
+        self.seq += 1;
+        let nonce = self.seq.to_string();
+        self.awaiting = Some((nonce.clone(), now + interval));
+        self.next_send = Some(now + interval);
+        Some((client_id, nonce))
+    }
+
+    /// A `bridge_keepalive` frame: ours when it carries the awaited nonce.
+    pub fn frame(&mut self, data: &str) {
+        #[derive(Deserialize)]
+        struct Ping {
+            ping: String,
+        }
+        if let (Ok(p), Some((nonce, _))) = (serde_json::from_str::<Ping>(data), &self.awaiting)
+            && p.ping == *nonce
+        {
+            self.awaiting = None;
+        }
+    }
+
+    /// What the ping request returned; an error ends the stream.
+    pub fn answer(&mut self, answer: PingAnswer) -> Result<(), RealtimeError> {
+        match answer {
+            PingAnswer::Sent => {
+                self.failures = 0;
+                Ok(())
+            }
+            PingAnswer::ClientGone => Err(RealtimeError::ClientGone),
+            PingAnswer::NotInstalled => {
+                tracing::warn!(
+                    "PocketBase has no /api/cf-bridge/ping (hooks/pb_hooks/ping.pb.js): a silent realtime \
+                     stream is noticed only by the idle watchdog"
+                );
+                (self.interval, self.awaiting, self.next_send) = (None, None, None);
+                Ok(())
+            }
+            PingAnswer::Failed(reason) => {
+                self.awaiting = None;
+                self.failures += 1;
+                if self.failures >= MAX_PING_FAILURES {
+                    return Err(RealtimeError::Transport(format!(
+                        "{} pings in a row could not be sent: {reason}",
+                        self.failures
+                    )));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn post_ping(
+    client: &reqwest::Client,
+    base: &url::Url,
+    token: &SecretString,
+    client_id: String,
+    nonce: String,
+    timeout: Duration,
+) -> PingAnswer {
+    #[derive(Deserialize)]
+    struct Answer {
+        sent: bool,
+    }
+    let url = match endpoint(base, "api/cf-bridge/ping") {
+        Ok(url) => url,
+        Err(e) => return PingAnswer::Failed(e.to_string()),
+    };
+    let resp = client
+        .post(url)
+        .header("Authorization", token.expose_secret())
+        .json(&json!({ "clientId": client_id, "nonce": nonce }))
+        .timeout(timeout)
+        .send()
+        .await;
+    match resp {
+        Err(e) => PingAnswer::Failed(e.to_string()),
+        Ok(r) if r.status() == StatusCode::NOT_FOUND => PingAnswer::NotInstalled,
+        Ok(r) if r.status().is_success() => match r.json::<Answer>().await {
+            Ok(Answer { sent: true }) => PingAnswer::Sent,
+            Ok(Answer { sent: false }) => PingAnswer::ClientGone,
+            Err(e) => PingAnswer::Failed(format!("unexpected ping answer: {e}")),
+        },
+        Ok(r) => PingAnswer::Failed(format!("ping answered {}", r.status())),
+    }
+}
+
+type PingFuture<'a> = Pin<Box<dyn Future<Output = PingAnswer> + Send + 'a>>;
+
+/// Waits for `at`, or forever when there is nothing to wait for.
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Everything a session needs besides the HTTP client.
 pub struct Consumer {
     pub base_url: url::Url,
     /// Reconnect when no byte arrived for this long. The keepalive cron sends one frame a minute.
     pub idle_timeout: Duration,
+    /// How often the bridge pings its own stream through PocketBase; each ping must come back on the
+    /// stream within the same time, or the stream is presumed dead. `None`: the idle watchdog only.
+    pub ping_interval: Option<Duration>,
     pub tokens: Arc<dyn TokenSource>,
     pub intake: Intake,
     pub on_connect: watch::Sender<u64>,
+    /// Counts streams that ended after a subscription: changes may have been missed since (the resync
+    /// task runs a pass when the reconnect does not come soon).
+    pub in_doubt: watch::Sender<u64>,
 }
 
 impl Consumer {
-    /// The consumer for `[pocketbase]`; `on_connect` counts successful subscriptions.
+    /// The consumer for `[pocketbase]`; `on_connect` counts successful subscriptions, `in_doubt`
+    /// subscribed streams that ended.
     pub fn new(
         settings: &PocketBaseSettings,
         tokens: Arc<dyn TokenSource>,
         intake: Intake,
         on_connect: watch::Sender<u64>,
+        in_doubt: watch::Sender<u64>,
     ) -> Self {
         Consumer {
             base_url: settings.url.clone(),
             idle_timeout: settings.realtime_idle_timeout,
+            ping_interval: settings.realtime_ping_interval,
             tokens,
             intake,
             on_connect,
+            in_doubt,
         }
     }
 
@@ -329,24 +504,46 @@ impl Consumer {
         }
         let mut stream = resp.bytes_stream();
         let mut parser = SseParser::default();
+        let mut check = StreamCheck::new(self.ping_interval);
+        let mut ping: Option<PingFuture<'_>> = None;
+        let mut idle_at = Instant::now() + self.idle_timeout;
         loop {
-            let chunk = tokio::select! {
+            tokio::select! {
                 _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
-                next = tokio::time::timeout(self.idle_timeout, stream.next()) => match next {
-                    Err(_) => return Err(RealtimeError::Idle(self.idle_timeout)),
-                    Ok(None) => return Ok(SessionEnd::Closed),
-                    Ok(Some(Err(e))) => return Err(transport("stream", e)),
-                    Ok(Some(Ok(chunk))) => chunk,
-                },
-            };
-            let frames = parser
-                .push(&chunk)
-                .map_err(|e| RealtimeError::Protocol(e.to_string()))?;
-            for frame in frames {
-                if frame.event == "PB_CONNECT" {
-                    self.connected(client, &token, &frame, connected_at).await?;
-                } else {
-                    self.record_frame(&frame).await?;
+                _ = until(Some(idle_at)) => return Err(RealtimeError::Idle(self.idle_timeout)),
+                next = stream.next() => {
+                    let chunk = match next {
+                        None => return Ok(SessionEnd::Closed),
+                        Some(Err(e)) => return Err(transport("stream", e)),
+                        Some(Ok(chunk)) => chunk,
+                    };
+                    idle_at = Instant::now() + self.idle_timeout;
+                    let frames = parser
+                        .push(&chunk)
+                        .map_err(|e| RealtimeError::Protocol(e.to_string()))?;
+                    for frame in frames {
+                        if frame.event == "PB_CONNECT" {
+                            let client_id = self.connected(client, &token, &frame, connected_at).await?;
+                            check.subscribed(&client_id, Instant::now());
+                        } else if frame.event == KEEPALIVE_TOPIC {
+                            check.frame(&frame.data);
+                        } else {
+                            self.record_frame(&frame).await?;
+                        }
+                    }
+                }
+                answer = async { match ping.as_mut() { Some(p) => p.await, None => std::future::pending().await } } => {
+                    ping = None;
+                    check.answer(answer)?;
+                }
+                _ = until(check.due()), if ping.is_none() => {
+                    let timeout = self.ping_interval.unwrap_or(REQUEST_TIMEOUT);
+                    if let Some((client_id, nonce)) = check.send(Instant::now()) {
+                        ping = Some(Box::pin(post_ping(client, base, &token, client_id, nonce, timeout)));
+                    }
+                }
+                _ = until(check.deadline()) => {
+                    return Err(RealtimeError::PingLost(self.ping_interval.unwrap_or_default()));
                 }
             }
         }
@@ -358,7 +555,7 @@ impl Consumer {
         token: &SecretString,
         frame: &Frame,
         connected_at: &mut Option<Instant>,
-    ) -> Result<(), RealtimeError> {
+    ) -> Result<String, RealtimeError> {
         #[derive(Deserialize)]
         struct Connect {
             #[serde(rename = "clientId")]
@@ -373,7 +570,7 @@ impl Consumer {
         metrics.realtime_reconnects.inc();
         self.on_connect.send_modify(|n| *n += 1);
         tracing::info!(topics = ?TOPICS, "PocketBase realtime subscribed");
-        Ok(())
+        Ok(connect.client_id)
     }
 
     async fn record_frame(&self, frame: &Frame) -> Result<(), RealtimeError> {
@@ -402,7 +599,13 @@ impl Consumer {
     /// Reconnects until cancelled.
     pub async fn run(self, cancel: CancellationToken) {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = match reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).build() {
+        let client = match reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_keepalive(TCP_KEEPALIVE)
+            .tcp_keepalive_interval(TCP_KEEPALIVE_INTERVAL)
+            .tcp_keepalive_retries(TCP_KEEPALIVE_RETRIES)
+            .build()
+        {
             Ok(client) => client,
             Err(e) => {
                 tracing::error!(error = %e, "cannot build the HTTP client; realtime consumer not started");
@@ -416,6 +619,9 @@ impl Consumer {
             self.intake.metrics().realtime_connected.set(0);
             if connected_at.is_some_and(|t| t.elapsed() >= HEALTHY_AFTER) {
                 backoff.reset();
+            }
+            if connected_at.is_some() && !matches!(outcome, Ok(SessionEnd::Cancelled)) {
+                self.in_doubt.send_modify(|n| *n += 1);
             }
             match outcome {
                 Ok(SessionEnd::Cancelled) => return,
@@ -535,6 +741,60 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn stream_check_pings_once_subscribed_and_times_out() {
+        let every = Duration::from_secs(5);
+        let t0 = Instant::now();
+        let mut check = StreamCheck::new(Some(every));
+        assert_eq!(
+            (check.due(), check.send(t0)),
+            (None, None),
+            "no ping before the subscription"
+        );
+        check.subscribed("client1", t0);
+        assert_eq!(check.due(), Some(t0 + every));
+        let (client, nonce) = check.send(t0 + every).unwrap();
+        assert_eq!(client, "client1");
+        assert_eq!(check.due(), None, "one ping at a time");
+        assert_eq!(check.deadline(), Some(t0 + every * 2));
+        check.answer(PingAnswer::Sent).unwrap();
+        check.frame(r#"{"ts":"2026-01-01T00:00:00Z"}"#);
+        check.frame(r#"{"ping":"someone else's"}"#);
+        assert!(check.deadline().is_some(), "only our own nonce counts");
+        check.frame(&format!(r#"{{"ping":"{nonce}"}}"#));
+        assert_eq!((check.deadline(), check.due()), (None, Some(t0 + every * 2)));
+    }
+
+    #[test]
+    fn stream_check_answers() {
+        let t0 = Instant::now();
+        let mut check = StreamCheck::new(Some(Duration::from_secs(5)));
+        check.subscribed("c", t0);
+        check.send(t0);
+        assert!(matches!(
+            check.answer(PingAnswer::ClientGone),
+            Err(RealtimeError::ClientGone)
+        ));
+        // One failed request is forgiven; two in a row end the stream.
+        check.send(t0);
+        check.answer(PingAnswer::Failed("reset".into())).unwrap();
+        assert_eq!(check.deadline(), None, "a ping that was not sent is not awaited");
+        check.send(t0);
+        assert!(matches!(
+            check.answer(PingAnswer::Failed("reset".into())),
+            Err(RealtimeError::Transport(_))
+        ));
+        // Without the hook, pings stop and only the idle watchdog is left.
+        let mut check = StreamCheck::new(Some(Duration::from_secs(5)));
+        check.subscribed("c", t0);
+        check.send(t0);
+        check.answer(PingAnswer::NotInstalled).unwrap();
+        assert_eq!((check.due(), check.deadline(), check.send(t0)), (None, None, None));
+        let mut off = StreamCheck::new(None);
+        off.subscribed("c", t0);
+        assert_eq!(off.due(), None);
     }
 
     #[test]

@@ -5,13 +5,16 @@ use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
 
+use sha2::{Digest, Sha256};
+
 use super::judgement::HealthBoard;
 use crate::config::Settings;
 use crate::coolify::{CoolifyClient, CoolifyError, ServiceStatus};
+use crate::events::Collection;
 use crate::intake::Intake;
-use crate::journal::Journal;
+use crate::journal::{Journal, JournalError, OutboxEntry};
 use crate::pocketbase::PbClient;
-use crate::pocketbase::records::{DeployAction, DeployStatus, NewDeployLog};
+use crate::pocketbase::records::{DeployAction, DeployStatus, LOG_MESSAGE_MAX, NewDeployLog, truncate_chars};
 use crate::secrets::SecretStore;
 use crate::templates::TemplateSet;
 
@@ -124,71 +127,156 @@ pub fn service_intent_key(instance_id: &str) -> String {
     format!("service:{instance_id}")
 }
 
-/// Times one action and writes its `deploy_logs` row.
-pub struct ActionLog<'a> {
-    ctx: &'a Context,
+/// Times one action and makes its `deploy_logs` row.
+pub struct ActionLog {
     record_id: String,
-    collection: &'static str,
+    collection: Collection,
     instance: Option<String>,
     tenant: Option<String>,
     action: DeployAction,
     started: Instant,
+    /// Derives the row's id from these parts; a fresh id when `None` (see [`fresh_row_id`]).
+    key: Option<Vec<String>>,
 }
 
-impl<'a> ActionLog<'a> {
-    pub fn instance(
-        ctx: &'a Context,
-        instance_id: &str,
-        tenant_id: Option<&str>,
-        live: bool,
-        action: DeployAction,
-    ) -> Self {
+impl ActionLog {
+    pub fn instance(instance_id: &str, tenant_id: Option<&str>, live: bool, action: DeployAction) -> Self {
         ActionLog {
-            ctx,
             record_id: instance_id.to_string(),
-            collection: "bot_instances",
+            collection: Collection::BotInstances,
             instance: live.then(|| instance_id.to_string()),
             tenant: tenant_id.map(str::to_string),
             action,
             started: Instant::now(),
+            key: None,
         }
     }
 
-    pub fn tenant(ctx: &'a Context, tenant_id: &str, live: bool, action: DeployAction) -> Self {
+    pub fn tenant(tenant_id: &str, live: bool, action: DeployAction) -> Self {
         ActionLog {
-            ctx,
             record_id: tenant_id.to_string(),
-            collection: "tenants",
+            collection: Collection::Tenants,
             instance: None,
             tenant: live.then(|| tenant_id.to_string()),
             action,
             started: Instant::now(),
+            key: None,
         }
     }
 
-    pub async fn finish(self, status: DeployStatus, message: impl Into<String>) {
-        let message = message.into();
+    /// Derives the row's id from `parts` instead of chance: whoever makes the same row again (the
+    /// health poller judging the same record version twice) makes the same id, so it is stored once.
+    pub fn keyed(mut self, parts: &[&str]) -> Self {
+        self.key = Some(parts.iter().map(|p| p.to_string()).collect());
+        self
+    }
+
+    /// The finished action's row, ready for the outbox.
+    pub fn row(self, status: DeployStatus, message: impl Into<String>) -> OutboxEntry {
         let row = NewDeployLog {
             instance: self.instance,
             record_id: self.record_id.clone(),
-            collection: self.collection.to_string(),
+            collection: self.collection.as_str().to_string(),
             tenant: self.tenant,
             action: self.action,
             status,
-            message: message.clone(),
+            message: truncate_chars(&message.into(), LOG_MESSAGE_MAX),
             triggered_by: "cf-bridge".to_string(),
-            duration_ms: self.started.elapsed().as_millis() as u64,
+            duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
         };
-        if let Err(e) = self.ctx.pb.create_deploy_log(&row).await {
-            // The action itself happened; a lost log row must not fail or repeat it.
-            tracing::warn!(record_id = %self.record_id, action = ?row.action, error = %e, "could not write deploy_logs row");
-        }
+        // The id is fixed here, before the first send, and every re-send from the outbox carries it.
+        let id = match &self.key {
+            Some(key) => {
+                let mut parts = vec![self.collection.as_str(), self.record_id.as_str()];
+                parts.extend(key.iter().map(String::as_str));
+                digits(&parts, ROW_ID_LEN)
+            }
+            None => fresh_row_id(chrono::Utc::now().timestamp_millis(), &self.record_id),
+        };
+        let body = serde_json::to_string(&row).unwrap_or_else(|_| "{}".into());
+        OutboxEntry::new(self.collection, &self.record_id, id, body)
     }
+
+    /// Keeps the row in the outbox: it is written with the record's next outcome, at the latest when
+    /// the job ends (see `outcome`).
+    pub async fn keep(
+        self,
+        ctx: &Context,
+        status: DeployStatus,
+        message: impl Into<String>,
+    ) -> Result<(), JournalError> {
+        ctx.journal.put_outbox(self.row(status, message)).await
+    }
+}
+
+/// PocketBase's default id pattern: 15 of `a-z0-9` (ids may be set on create).
+const ROW_ID_LEN: usize = 15;
+/// In id order: `0-9` sorts before `a-z`.
+const BASE36: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+/// Digits of the time part of a fresh id: 36^8 ms reach past the year 2059.
+const TIME_DIGITS: usize = 8;
+
+/// `n` base-36 digits derived from `parts`.
+fn digits(parts: &[&str], n: usize) -> String {
+    let digest = Sha256::digest(parts.join("\n").as_bytes());
+    digest
+        .iter()
+        .take(n)
+        .map(|b| BASE36[usize::from(*b) % 36] as char)
+        .collect()
+}
+
+/// A new row's id: the time (ms) as 8 base-36 digits, so that ids sort as the rows were made (PocketBase's
+/// `created` has millisecond precision, and one batch may write several rows of a record), then 7 digits
+/// of a hash of the record and a random number.
+pub fn fresh_row_id(now_ms: i64, record_id: &str) -> String {
+    let mut time = u64::try_from(now_ms).unwrap_or(0);
+    let mut id = vec![b'0'; TIME_DIGITS];
+    for slot in id.iter_mut().rev() {
+        *slot = BASE36[(time % 36) as usize];
+        time /= 36;
+    }
+    let nonce = rand::random::<u64>().to_string();
+    let mut id = String::from_utf8_lossy(&id).into_owned();
+    id.push_str(&digits(&[record_id, &nonce], ROW_ID_LEN - TIME_DIGITS));
+    id
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn is_pocketbase_id(id: &str) -> bool {
+        id.len() == ROW_ID_LEN && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    }
+
+    #[test]
+    fn fresh_ids_are_pocketbase_ids_that_sort_by_time() {
+        let t = 1_767_225_600_000;
+        let (a, b, c) = (fresh_row_id(t, "r1"), fresh_row_id(t, "r1"), fresh_row_id(t + 1, "r1"));
+        assert!(is_pocketbase_id(&a) && is_pocketbase_id(&c), "{a} {c}");
+        assert_ne!(a, b, "two rows of the same millisecond");
+        assert!(a < c && b < c, "{a} {b} {c}");
+        assert!(fresh_row_id(t + 36, "r1")[..TIME_DIGITS] > c[..TIME_DIGITS]);
+    }
+
+    #[test]
+    fn keyed_ids_are_stable() {
+        let row = |key: &str| {
+            ActionLog::instance("inst1", Some("ten1"), true, DeployAction::Error)
+                .keyed(&["health: unhealthy", key])
+                .row(DeployStatus::Failed, "down")
+        };
+        let (a, b, c) = (row("v1"), row("v1"), row("v2"));
+        assert!(is_pocketbase_id(&a.id));
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.id, c.id);
+        assert_eq!(a.record_id, "inst1");
+        let body: serde_json::Value = serde_json::from_str(&a.row).unwrap();
+        assert_eq!(body["action"], "error");
+        assert_eq!(body["instance"], "inst1");
+        assert!(body.get("id").is_none(), "the id travels beside the body");
+    }
 
     #[test]
     fn status_lists_take_a_bounded_share_of_the_budget() {

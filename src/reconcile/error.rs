@@ -29,6 +29,9 @@ pub enum ReconcileError {
     Blocked(String),
     #[error("service {uuid} did not reach running within {secs} s (last status: {last})")]
     NotRunning { uuid: String, secs: u64, last: String },
+    /// PocketBase kept refusing the record's `deploy_logs` rows (they stay in the outbox).
+    #[error("PocketBase: the deploy_logs rows of {record_id} were refused repeatedly")]
+    LogsRefused { record_id: String },
     /// A plan asked for a service step before there was a service: a bug, not a condition to retry.
     #[error("internal: no service uuid for a service action")]
     NoService,
@@ -52,7 +55,8 @@ impl ReconcileError {
             | ReconcileError::Journal(_)
             | ReconcileError::Secrets(_)
             | ReconcileError::Intake(_)
-            | ReconcileError::NotRunning { .. } => ErrorPolicy::Retry,
+            | ReconcileError::NotRunning { .. }
+            | ReconcileError::LogsRefused { .. } => ErrorPolicy::Retry,
         }
     }
 

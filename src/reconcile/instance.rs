@@ -9,13 +9,16 @@ use tracing::{info, warn};
 use super::context::{ActionLog, Context, service_intent_key, service_name};
 use super::error::ReconcileError;
 use super::judgement::{HealthWrite, Judgement, Verdict, health_write};
+use super::outcome;
 use super::plan::{self, Action, Blocked, DeletedInstanceAction, EffectiveState, InstanceInput, Observed, Spec};
 use crate::coolify::{
     CoolifyError, CreateService, EnvVar, EnvVarInput, Service, ServicePatch, ServiceStatus, ServiceUrl,
 };
 
+use crate::events::Collection;
 use crate::incarnation;
 use crate::journal::Intent;
+use crate::pocketbase::BatchRequest;
 use crate::pocketbase::records::{
     BotInstance, BotTemplate, DeployAction, DeployStatus, DesiredState, InstancePatch, InstanceStatus, Tenant,
     TenantStatus, format_pb_date,
@@ -55,10 +58,12 @@ pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> 
         None => Err(Blocked::Invalid(format!("tenant {} does not exist", inst.tenant))),
         Some(t) => desire(ctx, &inst, &life, t, template).await?,
     };
+    let pending = pending_write_back(ctx, &inst).await?;
     // Our own write-back comes back as an update event: an unchanged spec needs no Coolify call, unless
     // the health poller saw the service vanish (then it must be observed and created again).
     let judgement = ctx.health.get(&inst.id);
     if let Ok(d) = &desired
+        && pending.is_none()
         && inst.applied_hash.as_deref() == Some(d.spec.fingerprint().as_str())
         && judgement.as_ref().is_none_or(|j| j.verdict != Verdict::Missing)
     {
@@ -71,15 +76,46 @@ pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> 
     };
     mark_first_action(ctx, first_event_ms);
     let observed = observe(ctx, &inst, &life, intent, &desired.project_uuid).await?;
+    // What Coolify runs: a pending outcome's spec when it was applied to the service still there.
+    let pending = pending.filter(|p| matches!(&observed, Observed::Present { uuid, .. } if p.uuid == *uuid));
     let input = InstanceInput {
         desired: desired.spec.clone(),
-        applied: inst.applied_hash.as_deref().and_then(Spec::parse),
+        applied: match &pending {
+            Some(p) => Some(p.spec.clone()),
+            None => inst.applied_hash.as_deref().and_then(Spec::parse),
+        },
         observed: observed.clone(),
     };
-    let actions = plan::plan_instance(&input);
+    let actions = match pending {
+        Some(_) => plan::plan_instance_with_pending_write_back(&input),
+        None => plan::plan_instance(&input),
+    };
     info!(record_id = %inst.id, actions = ?actions, "reconciling instance");
-    execute(ctx, &inst, &life, &desired, observed, &actions).await?;
+    execute(ctx, &inst, &life, &desired, observed, &actions, pending.is_some()).await?;
     Ok(Some(updated))
+}
+
+/// An action that succeeded in Coolify but whose write-back has not landed (its row is in the outbox).
+struct PendingWriteBack {
+    spec: Spec,
+    uuid: String,
+}
+
+async fn pending_write_back(ctx: &Context, inst: &BotInstance) -> Result<Option<PendingWriteBack>, ReconcileError> {
+    let rows = ctx.journal.outbox_for(Collection::BotInstances, &inst.id, 100).await?;
+    let latest = rows
+        .into_iter()
+        .rev()
+        .find_map(|e| Some((e.applied_hash?, e.service_uuid?)));
+    // A write-back that landed (its answer lost) leaves only its row to send.
+    Ok(latest
+        .filter(|(hash, _)| inst.applied_hash.as_deref() != Some(hash.as_str()))
+        .and_then(|(hash, uuid)| {
+            Some(PendingWriteBack {
+                spec: Spec::parse(&hash)?,
+                uuid,
+            })
+        }))
 }
 
 fn mark_first_action(ctx: &Context, first_event_ms: Option<i64>) {
@@ -228,8 +264,9 @@ async fn apply_health(ctx: &Context, inst: &BotInstance, judgement: Option<&Judg
     let Some(write) = health_write(inst.status, inst.error_message.as_deref(), judgement) else {
         return Ok(());
     };
-    let (patch, action, status, message) = match write {
+    let (key, patch, action, status, message) = match write {
         HealthWrite::Recovered => (
+            "health: recovered",
             InstancePatch {
                 status: Some(InstanceStatus::Running),
                 error_message: Some(String::new()),
@@ -241,6 +278,7 @@ async fn apply_health(ctx: &Context, inst: &BotInstance, judgement: Option<&Judg
             "health check: service is running again".to_string(),
         ),
         HealthWrite::Unhealthy(message) => (
+            "health: unhealthy",
             InstancePatch {
                 status: Some(InstanceStatus::Error),
                 error_message: Some(message.clone()),
@@ -251,11 +289,13 @@ async fn apply_health(ctx: &Context, inst: &BotInstance, judgement: Option<&Judg
             message,
         ),
     };
-    ctx.pb.patch_instance(&inst.id, &patch).await?;
-    ActionLog::instance(ctx, &inst.id, Some(&inst.tenant), true, action)
-        .finish(status, message)
-        .await;
-    Ok(())
+    // Keyed by the judgement and the record version: a retry of this job makes the same row.
+    let version = inst.updated.as_ref().map(format_pb_date).unwrap_or_default();
+    let row = ActionLog::instance(&inst.id, Some(&inst.tenant), true, action)
+        .keyed(&[key, &version])
+        .row(status, message);
+    let patch = BatchRequest::patch_instance(&inst.id, &patch)?;
+    outcome::commit(ctx, Collection::BotInstances, &inst.id, Some(patch), Some(row)).await
 }
 
 /// Pure step: what a blocked instance shows. Missing secrets and a tenant without a project wait in
@@ -284,12 +324,12 @@ async fn block(ctx: &Context, inst: &BotInstance, blocked: Blocked) -> Result<()
             error_message: Some(message.clone()),
             ..Default::default()
         };
-        ctx.pb.patch_instance(&inst.id, &patch).await?;
-        if status == InstanceStatus::Error {
-            ActionLog::instance(ctx, &inst.id, Some(&inst.tenant), true, DeployAction::Error)
-                .finish(DeployStatus::Failed, message.clone())
-                .await;
-        }
+        let row = (status == InstanceStatus::Error).then(|| {
+            ActionLog::instance(&inst.id, Some(&inst.tenant), true, DeployAction::Error)
+                .row(DeployStatus::Failed, message.clone())
+        });
+        let patch = BatchRequest::patch_instance(&inst.id, &patch)?;
+        outcome::commit(ctx, Collection::BotInstances, &inst.id, Some(patch), row).await?;
         warn!(record_id = %inst.id, status = ?status, reason = %message, "instance blocked");
     }
     Err(ReconcileError::Blocked(message))
@@ -406,23 +446,28 @@ async fn retire_earlier_life(ctx: &Context, id: &str, earlier: &Intent) -> Resul
 async fn destroy_earlier_service(ctx: &Context, id: &str, uuid: &str) -> Result<(), ReconcileError> {
     warn!(record_id = %id, coolify_uuid = %uuid, "destroying the service of an earlier record with this id");
     // The earlier record's log: not shown to the tenant of the new one.
-    let log = ActionLog::instance(ctx, id, None, false, DeployAction::Destroy);
+    let log = ActionLog::instance(id, None, false, DeployAction::Destroy);
     match ctx
         .coolify
         .delete_service_and_wait(uuid, Duration::from_secs(120))
         .await
     {
         Ok(()) | Err(CoolifyError::NotFound { .. }) => {
-            log.finish(
+            log.keep(
+                ctx,
                 DeployStatus::Success,
                 format!("service {uuid} of an earlier record with this id destroyed"),
             )
-            .await;
+            .await?;
             Ok(())
         }
         Err(e) => {
-            log.finish(DeployStatus::Failed, format!("could not destroy service {uuid}: {e}"))
-                .await;
+            log.keep(
+                ctx,
+                DeployStatus::Failed,
+                format!("could not destroy service {uuid}: {e}"),
+            )
+            .await?;
             Err(e.into())
         }
     }
@@ -449,54 +494,92 @@ async fn execute(
     desired: &Desired,
     observed: Observed,
     actions: &[Action],
+    completing_pending: bool,
 ) -> Result<(), ReconcileError> {
     let mut uuid = match &observed {
         Observed::Present { uuid, .. } => Some(uuid.clone()),
         Observed::Absent => None,
     };
     let log_action = summary_action(actions);
-    let mut log = Some(ActionLog::instance(ctx, &inst.id, Some(&inst.tenant), true, log_action));
-    // The deploy_logs row is written before the final write-back: once the record reads done, a crash
-    // must not leave its action unlogged (a crash in between redoes the work and logs it twice instead).
-    let (work, write_back) = match actions.split_last() {
-        Some((last @ Action::WriteBack(_), rest)) => (rest, Some(std::slice::from_ref(last))),
-        _ => (actions, None),
+    let log = ActionLog::instance(&inst.id, Some(&inst.tenant), true, log_action);
+    let write_back = match run_actions(ctx, inst, life, desired, &mut uuid, actions).await {
+        Ok(write_back) => write_back,
+        Err(e) => {
+            record_failure(ctx, inst, log, &uuid, &e).await;
+            return Err(e);
+        }
     };
-    let mut result = run_actions(ctx, inst, life, desired, &mut uuid, work, false).await;
-    if result.is_ok() {
-        if let (false, Some(log)) = (actions.is_empty(), log.take()) {
-            log.finish(
-                DeployStatus::Success,
-                success_message(log_action, desired, uuid.as_deref()),
-            )
-            .await;
+    // Completing an earlier action whose write-back was lost: that action's pending row is the one.
+    let completes_pending = completing_pending && actions.iter().all(|a| matches!(a, Action::WriteBack(_)));
+    let row = (!actions.is_empty() && !completes_pending).then(|| {
+        let mut row = log.row(
+            DeployStatus::Success,
+            success_message(log_action, desired, uuid.as_deref()),
+        );
+        // Until the row is confirmed, a retry knows what Coolify runs even if the write-back was lost.
+        if write_back.is_some() {
+            row.applied_hash = Some(desired.spec.fingerprint());
+            row.service_uuid = uuid.clone();
         }
-        if let Some(write_back) = write_back {
-            let waited = work.contains(&Action::WaitRunning);
-            result = run_actions(ctx, inst, life, desired, &mut uuid, write_back, waited).await;
+        row
+    });
+    let patch = match write_back {
+        Some(state) => {
+            let waited = actions.contains(&Action::WaitRunning);
+            Some(BatchRequest::patch_instance(
+                &inst.id,
+                &write_back_patch(desired, state, &uuid, waited),
+            )?)
         }
+        None => None,
+    };
+    // Failing to record the outcome is not a failure of the action: the job's retry records it.
+    outcome::commit(ctx, Collection::BotInstances, &inst.id, patch, row).await
+}
+
+/// The failure on the record (`error`, only when it changed: writing the same failure again would only
+/// wake this job early) and its failed row, together.
+async fn record_failure(ctx: &Context, inst: &BotInstance, log: ActionLog, uuid: &Option<String>, e: &ReconcileError) {
+    let message = e.tenant_message();
+    let unchanged = inst.status == Some(InstanceStatus::Error)
+        && inst.error_message.as_deref() == Some(message.as_str())
+        && (uuid.is_none() || *uuid == inst.coolify_service_id);
+    let patch = InstancePatch {
+        status: Some(InstanceStatus::Error),
+        error_message: Some(message.clone()),
+        coolify_service_id: uuid.clone(),
+        ..Default::default()
+    };
+    let patch = (!unchanged)
+        .then(|| BatchRequest::patch_instance(&inst.id, &patch).ok())
+        .flatten();
+    let row = log.row(DeployStatus::Failed, message);
+    if let Err(ce) = outcome::commit(ctx, Collection::BotInstances, &inst.id, patch, Some(row)).await {
+        warn!(record_id = %inst.id, error = %ce, "could not record the failure on the instance yet");
     }
-    if let Err(e) = &result {
-        let message = e.tenant_message();
-        // Writing the same failure again would only wake this job early: write changes only.
-        let unchanged = inst.status == Some(InstanceStatus::Error)
-            && inst.error_message.as_deref() == Some(message.as_str())
-            && (uuid.is_none() || uuid == inst.coolify_service_id);
-        if !unchanged {
-            let patch = InstancePatch {
-                status: Some(InstanceStatus::Error),
-                error_message: Some(message.clone()),
-                coolify_service_id: uuid.clone(),
-                ..Default::default()
-            };
-            if let Err(pe) = ctx.pb.patch_instance(&inst.id, &patch).await {
-                warn!(record_id = %inst.id, error = %pe, "could not record the failure on the instance");
-            }
-        }
-        let log = log.unwrap_or_else(|| ActionLog::instance(ctx, &inst.id, Some(&inst.tenant), true, log_action));
-        log.finish(DeployStatus::Failed, message).await;
+}
+
+fn write_back_patch(
+    desired: &Desired,
+    state: EffectiveState,
+    uuid: &Option<String>,
+    waited_running: bool,
+) -> InstancePatch {
+    let status = match state {
+        EffectiveState::Running => InstanceStatus::Running,
+        EffectiveState::Stopped => InstanceStatus::Stopped,
+    };
+    InstancePatch {
+        status: Some(status),
+        error_message: Some(String::new()),
+        coolify_service_id: uuid.clone(),
+        coolify_project_id: Some(desired.project_uuid.clone()),
+        domain: Some(desired.domain.clone()),
+        applied_hash: Some(desired.spec.fingerprint()),
+        secrets_hash: Some(desired.secrets_hash.clone()),
+        router_key_id: Some(desired.router_key_id.clone()),
+        last_healthy_at: waited_running.then(chrono::Utc::now),
     }
-    result
 }
 
 fn summary_action(actions: &[Action]) -> DeployAction {
@@ -554,6 +637,8 @@ fn need_uuid(uuid: &Option<String>) -> Result<&str, ReconcileError> {
     uuid.as_deref().ok_or(ReconcileError::NoService)
 }
 
+/// Carries out the plan's Coolify work; a plan ends with its write-back, whose state is returned for
+/// [`execute`] to send with the action's row.
 async fn run_actions(
     ctx: &Context,
     inst: &BotInstance,
@@ -561,9 +646,7 @@ async fn run_actions(
     desired: &Desired,
     uuid: &mut Option<String>,
     actions: &[Action],
-    waited_running: bool,
-) -> Result<(), ReconcileError> {
-    let mut last_running = waited_running;
+) -> Result<Option<EffectiveState>, ReconcileError> {
     for action in actions {
         match action {
             Action::MarkDeploying => {
@@ -601,31 +684,11 @@ async fn run_actions(
             Action::Start => ctx.coolify.start_service(need_uuid(uuid)?).await?,
             Action::Stop => ctx.coolify.stop_service(need_uuid(uuid)?).await?,
             Action::Restart => ctx.coolify.restart_service(need_uuid(uuid)?).await?,
-            Action::WaitRunning => {
-                wait_running(ctx, need_uuid(uuid)?).await?;
-                last_running = true;
-            }
-            Action::WriteBack(state) => {
-                let status = match state {
-                    EffectiveState::Running => InstanceStatus::Running,
-                    EffectiveState::Stopped => InstanceStatus::Stopped,
-                };
-                let patch = InstancePatch {
-                    status: Some(status),
-                    error_message: Some(String::new()),
-                    coolify_service_id: uuid.clone(),
-                    coolify_project_id: Some(desired.project_uuid.clone()),
-                    domain: Some(desired.domain.clone()),
-                    applied_hash: Some(desired.spec.fingerprint()),
-                    secrets_hash: Some(desired.secrets_hash.clone()),
-                    router_key_id: Some(desired.router_key_id.clone()),
-                    last_healthy_at: last_running.then(chrono::Utc::now),
-                };
-                ctx.pb.patch_instance(&inst.id, &patch).await?;
-            }
+            Action::WaitRunning => wait_running(ctx, need_uuid(uuid)?).await?,
+            Action::WriteBack(state) => return Ok(Some(*state)),
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 async fn create_service(
@@ -721,23 +784,28 @@ async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
     }
     let mut removed = 0;
     for DeletedInstanceAction::DeleteService(uuid) in plan::plan_deleted_instance(&uuids) {
-        let log = ActionLog::instance(ctx, id, None, false, DeployAction::Destroy);
+        let log = ActionLog::instance(id, None, false, DeployAction::Destroy);
         match ctx
             .coolify
             .delete_service_and_wait(&uuid, Duration::from_secs(120))
             .await
         {
             Ok(()) | Err(CoolifyError::NotFound { .. }) => {
-                log.finish(
+                log.keep(
+                    ctx,
                     DeployStatus::Success,
                     format!("service {uuid} destroyed and verified gone"),
                 )
-                .await;
+                .await?;
                 removed += 1;
             }
             Err(e) => {
-                log.finish(DeployStatus::Failed, format!("could not destroy service {uuid}: {e}"))
-                    .await;
+                log.keep(
+                    ctx,
+                    DeployStatus::Failed,
+                    format!("could not destroy service {uuid}: {e}"),
+                )
+                .await?;
                 return Err(e.into());
             }
         }

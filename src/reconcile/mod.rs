@@ -6,6 +6,7 @@ pub mod health;
 pub mod instance;
 pub mod judgement;
 pub mod orphans;
+pub mod outcome;
 pub mod plan;
 pub mod router_keys;
 pub mod tenant;
@@ -61,6 +62,8 @@ impl Reconciler {
             Collection::Tenants => tenant::reconcile(&self.ctx, id).await?,
             Collection::BotInstances => instance::reconcile(&self.ctx, id, job.first_pending_at).await?,
         };
+        // Rows the run kept, or an earlier run could not send: a job ends with its record's rows written.
+        outcome::flush(&self.ctx, collection, id).await?;
         // Resync compares against this to find records that changed while no event reached us.
         match outcome {
             Some(updated) => self.ctx.journal.set_applied(collection, id, &updated).await?,

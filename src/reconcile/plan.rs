@@ -210,6 +210,15 @@ pub fn plan_instance(input: &InstanceInput) -> Vec<Action> {
     actions
 }
 
+/// Plans an instance whose `applied` spec is known only to the journal: its action succeeded in Coolify
+/// but the write-back has not landed yet. When Coolify already matches, only that write-back is left.
+pub fn plan_instance_with_pending_write_back(input: &InstanceInput) -> Vec<Action> {
+    match plan_instance(input) {
+        actions if actions.is_empty() => vec![Action::WriteBack(input.desired.state)],
+        actions => actions,
+    }
+}
+
 /// The step for an instance whose record is gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeletedInstanceAction {
@@ -467,6 +476,29 @@ mod tests {
             vec![MarkDeploying, Start, WaitRunning, WriteBack(R)]
         );
         assert_eq!(effective_state(false, true), S);
+    }
+
+    #[test]
+    fn a_pending_write_back_is_all_that_is_left_once_coolify_matches() {
+        let deployed = spec(R, "c", "e", "");
+        let pending = |desired: &Spec, running: bool| InstanceInput {
+            desired: desired.clone(),
+            applied: Some(deployed.clone()),
+            observed: present(running),
+        };
+        assert_eq!(
+            plan_instance_with_pending_write_back(&pending(&deployed, true)),
+            vec![WriteBack(R)]
+        );
+        // Coolify no longer matches, or the record asks for something else: a normal plan.
+        assert_eq!(
+            plan_instance_with_pending_write_back(&pending(&deployed, false)),
+            vec![MarkDeploying, Start, WaitRunning, WriteBack(R)]
+        );
+        assert_eq!(
+            plan_instance_with_pending_write_back(&pending(&spec(S, "c", "e", ""), true)),
+            vec![Stop, WriteBack(S)]
+        );
     }
 
     #[test]

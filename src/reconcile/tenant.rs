@@ -7,10 +7,12 @@ use tracing::{info, warn};
 
 use super::context::{ActionLog, Context, project_intent_key, project_name};
 use super::error::ReconcileError;
+use super::outcome;
 use super::plan::{self, DeletedTenantAction, TenantAction, TenantInput};
 use crate::backoff::Backoff;
 use crate::coolify::{CoolifyError, Project};
 use crate::events::{Action as EventAction, Collection, NewEvent, Source};
+use crate::pocketbase::BatchRequest;
 use crate::pocketbase::records::{DeployAction, DeployStatus, Tenant, TenantPatch, filter_quote, format_pb_date};
 
 /// How long a deleted tenant's project delete keeps retrying "has resources" within one attempt.
@@ -40,13 +42,14 @@ pub async fn reconcile(ctx: &Context, id: &str) -> Result<Option<String>, Reconc
     Ok(Some(tenant.updated.as_ref().map(format_pb_date).unwrap_or_default()))
 }
 
+/// The project's uuid on the record, with the rows of the actions that made it.
 async fn write_project(ctx: &Context, tenant: &Tenant, uuid: String) -> Result<(), ReconcileError> {
     let patch = TenantPatch {
         coolify_project_uuid: Some(uuid),
         bridge_error: Some(String::new()),
     };
-    ctx.pb.patch_tenant(&tenant.id, &patch).await?;
-    Ok(())
+    let patch = BatchRequest::patch_tenant(&tenant.id, &patch)?;
+    outcome::commit(ctx, Collection::Tenants, &tenant.id, Some(patch), None).await
 }
 
 async fn observe_project(ctx: &Context, tenant: &Tenant) -> Result<Option<String>, ReconcileError> {
@@ -101,7 +104,7 @@ async fn create_project(ctx: &Context, tenant: &Tenant) -> Result<String, Reconc
     let key = project_intent_key(&tenant.id);
     let name = project_name(&tenant.slug);
     ctx.journal.put_intent(&key, "project", &name).await?;
-    let log = ActionLog::tenant(ctx, &tenant.id, true, DeployAction::ProjectCreate);
+    let log = ActionLog::tenant(&tenant.id, true, DeployAction::ProjectCreate);
     let description = format!("{PROJECT_DESCRIPTION}{}", tenant.id);
     let result = match ctx.coolify.create_project(&name, Some(&description)).await {
         Ok(uuid) => Ok(uuid),
@@ -124,21 +127,22 @@ async fn create_project(ctx: &Context, tenant: &Tenant) -> Result<String, Reconc
     match result {
         Ok(uuid) => {
             ctx.journal.resolve_intent(&key, &uuid).await?;
-            log.finish(DeployStatus::Success, format!("project {name} ({uuid}) ready"))
-                .await;
+            log.keep(ctx, DeployStatus::Success, format!("project {name} ({uuid}) ready"))
+                .await?;
             info!(record_id = %tenant.id, coolify_uuid = %uuid, "project created");
             Ok(uuid)
         }
         Err(e) => {
             let message = format!("could not create Coolify project {name}: {}", e.tenant_message());
-            log.finish(DeployStatus::Failed, message.clone()).await;
             warn!(record_id = %tenant.id, error = %e, "project create failed");
+            let row = log.row(DeployStatus::Failed, message.clone());
             let patch = TenantPatch {
                 coolify_project_uuid: None,
                 bridge_error: Some(message),
             };
-            if let Err(pe) = ctx.pb.patch_tenant(&tenant.id, &patch).await {
-                warn!(record_id = %tenant.id, error = %pe, "could not record the failure on the tenant");
+            let patch = BatchRequest::patch_tenant(&tenant.id, &patch)?;
+            if let Err(pe) = outcome::commit(ctx, Collection::Tenants, &tenant.id, Some(patch), Some(row)).await {
+                warn!(record_id = %tenant.id, error = %pe, "could not record the failure on the tenant yet");
             }
             Err(e)
         }
@@ -212,15 +216,19 @@ async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
                 }
             }
             DeletedTenantAction::DeleteProject(project) => {
-                let log = ActionLog::tenant(ctx, id, false, DeployAction::ProjectDelete);
+                let log = ActionLog::tenant(id, false, DeployAction::ProjectDelete);
                 match delete_project_patiently(ctx, &project).await {
                     Ok(()) => {
-                        log.finish(DeployStatus::Success, format!("project {project} deleted"))
-                            .await
+                        log.keep(ctx, DeployStatus::Success, format!("project {project} deleted"))
+                            .await?
                     }
                     Err(e) => {
-                        log.finish(DeployStatus::Failed, format!("could not delete project {project}: {e}"))
-                            .await;
+                        log.keep(
+                            ctx,
+                            DeployStatus::Failed,
+                            format!("could not delete project {project}: {e}"),
+                        )
+                        .await?;
                         return Err(e);
                     }
                 }

@@ -10,7 +10,7 @@ use cf_bridge::events::{Action, Collection, NewEvent, Source};
 use cf_bridge::http::ingest::{self, IngestState};
 use cf_bridge::intake::Intake;
 use cf_bridge::metrics::Metrics;
-use cf_bridge::pocketbase::realtime::{Consumer, TokenFuture, TokenSource};
+use cf_bridge::pocketbase::realtime::{Consumer, DEFAULT_PING_INTERVAL, TokenFuture, TokenSource};
 use cf_bridge::webhook::generate_secret;
 use cf_testkit::TestPb;
 use secrecy::SecretString;
@@ -169,9 +169,11 @@ async fn a_change_seen_by_webhook_and_realtime_is_journaled_once() {
         Consumer {
             base_url: pb.url.parse().expect("url"),
             idle_timeout: Duration::from_secs(90),
+            ping_interval: Some(DEFAULT_PING_INTERVAL),
             tokens: Arc::new(StaticToken(pb.cached_token().await)),
             intake: Intake::new(sink.clone(), Arc::new(Notify::new()), Arc::new(Metrics::new())),
             on_connect,
+            in_doubt: watch::channel(0u64).0,
         }
         .run(cancel.clone()),
     );

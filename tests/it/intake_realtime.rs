@@ -7,7 +7,7 @@ use crate::intake_support::{MemorySink, intake_pb};
 use cf_bridge::events::{Action, Collection, Source};
 use cf_bridge::intake::Intake;
 use cf_bridge::metrics::Metrics;
-use cf_bridge::pocketbase::realtime::{Consumer, RealtimeError, TokenFuture, TokenSource};
+use cf_bridge::pocketbase::realtime::{Consumer, DEFAULT_PING_INTERVAL, RealtimeError, TokenFuture, TokenSource};
 use cf_testkit::TestPb;
 use secrecy::SecretString;
 use serde_json::json;
@@ -44,9 +44,11 @@ impl Running {
             Consumer {
                 base_url: pb.url.parse().expect("url"),
                 idle_timeout,
+                ping_interval: Some(DEFAULT_PING_INTERVAL),
                 tokens: Arc::new(StaticToken(token.to_owned())),
                 intake: Intake::new(sink.clone(), notify.clone(), Arc::new(Metrics::new())),
                 on_connect,
+                in_doubt: watch::channel(0u64).0,
             }
             .run(cancel.clone()),
         );
@@ -183,6 +185,7 @@ async fn wrong_token_is_a_clear_auth_error() {
     let consumer = Consumer {
         base_url: pb.url.parse().expect("url"),
         idle_timeout: Duration::from_secs(90),
+        ping_interval: Some(DEFAULT_PING_INTERVAL),
         tokens: Arc::new(StaticToken("not-a-token".into())),
         intake: Intake::new(
             Arc::new(MemorySink::default()),
@@ -190,6 +193,7 @@ async fn wrong_token_is_a_clear_auth_error() {
             Arc::new(Metrics::new()),
         ),
         on_connect,
+        in_doubt: watch::channel(0u64).0,
     };
     let client = reqwest::Client::new();
     let mut connected_at = None;

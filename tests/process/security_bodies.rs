@@ -229,7 +229,8 @@ async fn measure_in_a_process_of_its_own() {
     // Realtime: an event whose data lines never end.
     let (on_connect, _connected) = watch::channel(0u64);
     let intake = Intake::new(Arc::new(NoSink), Arc::new(Notify::new()), Arc::new(Metrics::new()));
-    let consumer = Consumer::new(&pb_settings, Arc::new(Token), intake, on_connect);
+    let (in_doubt, _doubts) = watch::channel(0u64);
+    let consumer = Consumer::new(&pb_settings, Arc::new(Token), intake, on_connect, in_doubt);
     let client = reqwest::Client::new();
     let mut connected_at = None;
     let (err, grew) = peak_growth(consumer.session(&client, &CancellationToken::new(), &mut connected_at)).await;

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod hookcost;
 pub mod latency;
+pub mod ping;
 pub mod procs;
 pub mod report;
 pub mod resources;
@@ -30,6 +31,8 @@ pub struct Overrides {
     pub pool: Option<usize>,
     pub rates: Option<Vec<u32>>,
     pub latency_only: bool,
+    /// Only measure the stream check's ping.
+    pub ping_only: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -44,6 +47,7 @@ pub struct Sizes {
     pub events_total: usize,
     pub acks: usize,
     pub naive_writes: usize,
+    pub pings: usize,
 }
 
 impl Mode {
@@ -72,6 +76,7 @@ impl Mode {
                 events_total: 100_000,
                 acks: 2000,
                 naive_writes: 30,
+                pings: 2000,
             },
             Mode::Quick => Sizes {
                 rates: vec![50, 200, 1000],
@@ -84,6 +89,7 @@ impl Mode {
                 events_total: 10_000,
                 acks: 500,
                 naive_writes: 10,
+                pings: 1000,
             },
             Mode::Tiny => Sizes {
                 rates: vec![20, 50],
@@ -96,6 +102,7 @@ impl Mode {
                 events_total: 100,
                 acks: 20,
                 naive_writes: 2,
+                pings: 20,
             },
         }
     }

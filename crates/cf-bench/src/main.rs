@@ -33,6 +33,9 @@ struct Args {
     /// Run the fleet setup and the latency phases only.
     #[arg(long)]
     latency_only: bool,
+    /// Measure the stream check's ping only.
+    #[arg(long)]
+    ping_only: bool,
 }
 
 #[tokio::main]
@@ -44,6 +47,7 @@ async fn main() -> std::process::ExitCode {
         pool: args.pool,
         rates: args.rates,
         latency_only: args.latency_only,
+        ping_only: args.ping_only,
     };
     match run::run(args.mode, overrides, args.pocketbase, args.work_dir).await {
         Ok(table) => {

@@ -10,7 +10,7 @@ use super::procs::{self, Paths};
 use super::report::Report;
 use super::stack::{create_fleet, start_stack, wait_provisioned};
 use super::stats::ratio;
-use super::{Mode, Overrides, hookcost, latency, resources};
+use super::{Mode, Overrides, hookcost, latency, ping, resources};
 
 /// Stack A's Coolify budget: the configuration's maximum, so that latency shows the bridge's own capacity
 /// (real Coolify allows 200 calls/min unless its operator raises the limit; section 3 measures that).
@@ -90,6 +90,13 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         sizes.rates,
         if cfg!(debug_assertions) { "debug" } else { "release" }
     ));
+
+    eprintln!("stream check pings ...");
+    let ping_every = cf_bridge::pocketbase::realtime::DEFAULT_PING_INTERVAL.as_secs_f64();
+    ping::ping_cost(paths, &root.join("ping"), sizes.pings, ping_every, &mut report).await?;
+    if overrides.ping_only {
+        return Ok(report.render());
+    }
 
     eprintln!("starting stack A (simulator without rate limit, bridge budget {A_BUDGET}/min) ...");
     let fast_sim = [

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod bridge;
 pub mod cli;
 pub mod coolify;
+pub mod faultproxy;
 pub mod pocketbase;
 pub mod promtext;
 pub mod proxy;
