@@ -50,6 +50,11 @@ fn format_problems(problems: &[Problem]) -> String {
         .join("\n")
 }
 
+/// The stream check's period by default (`pocketbase.realtime_ping_interval_secs`). One ping every 5 s
+/// costs PocketBase about 0.01 % of a core (docs/RELIABILITY.md, measured by `cf-bench --ping-only`); with a
+/// timeout as long, a silent stream is noticed within 10 s.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(5);
+
 /// The default of every key that has one.
 mod defaults {
     use super::*;
@@ -58,7 +63,7 @@ mod defaults {
         Duration::from_secs(90)
     }
     pub fn realtime_ping_interval() -> Option<Duration> {
-        Some(crate::pocketbase::realtime::DEFAULT_PING_INTERVAL)
+        Some(super::DEFAULT_PING_INTERVAL)
     }
     pub fn resync_interval() -> Duration {
         Duration::from_secs(300)

@@ -47,9 +47,6 @@ const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
 /// A frame's `data` lines together: a record of the watched collections is far smaller (its config is
 /// capped at 64 KiB by the schema).
 const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
-/// One ping every 5 s costs PocketBase about 0.01 % of a core (docs/RELIABILITY.md, measured by
-/// `cf-bench --ping-only`); with a timeout as long, a silent stream is noticed within 10 s.
-pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(5);
 /// Pings whose request failed in a row before the stream is presumed unreachable too.
 const MAX_PING_FAILURES: u32 = 2;
 /// TCP keepalive on the stream's socket: a peer that vanished without a FIN is noticed within about

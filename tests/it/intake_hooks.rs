@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use crate::intake_support::{MemorySink, intake_pb};
 use actix_web::{App, HttpServer, web};
+use cf_bridge::config::DEFAULT_PING_INTERVAL;
 use cf_bridge::events::{Action, Collection, NewEvent, Source};
 use cf_bridge::http::ingest::{self, IngestState};
 use cf_bridge::intake::Intake;
 use cf_bridge::metrics::Metrics;
-use cf_bridge::pocketbase::realtime::{Consumer, DEFAULT_PING_INTERVAL, TokenFuture, TokenSource};
+use cf_bridge::pocketbase::realtime::{Consumer, TokenFuture, TokenSource};
 use cf_bridge::webhook::generate_secret;
 use cf_testkit::TestPb;
 use secrecy::SecretString;

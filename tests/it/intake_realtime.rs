@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::intake_support::{MemorySink, intake_pb};
+use cf_bridge::config::DEFAULT_PING_INTERVAL;
 use cf_bridge::events::{Action, Collection, Source};
 use cf_bridge::intake::Intake;
 use cf_bridge::metrics::Metrics;
-use cf_bridge::pocketbase::realtime::{Consumer, DEFAULT_PING_INTERVAL, RealtimeError, TokenFuture, TokenSource};
+use cf_bridge::pocketbase::realtime::{Consumer, RealtimeError, TokenFuture, TokenSource};
 use cf_testkit::TestPb;
 use secrecy::SecretString;
 use serde_json::json;

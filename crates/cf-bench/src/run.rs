@@ -92,7 +92,7 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
     ));
 
     eprintln!("stream check pings ...");
-    let ping_every = cf_bridge::pocketbase::realtime::DEFAULT_PING_INTERVAL.as_secs_f64();
+    let ping_every = cf_bridge::config::DEFAULT_PING_INTERVAL.as_secs_f64();
     ping::ping_cost(paths, &root.join("ping"), sizes.pings, ping_every, &mut report).await?;
     if overrides.ping_only {
         return Ok(report.render());
