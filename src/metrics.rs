@@ -30,6 +30,8 @@ pub struct Metrics {
     pub last_resync_timestamp: Gauge,
     /// Coolify resources named cf-* with no live record, by kind.
     pub orphans: GaugeVec,
+    /// Instances the health poller judged in its latest poll, by verdict (live health, kept in memory).
+    pub instances_health: prometheus::IntGaugeVec,
     /// Writes of the journal's health row (one per readiness evaluation, not per `/readyz` request).
     pub journal_health_writes: IntCounter,
 }
@@ -115,6 +117,13 @@ fn build() -> Result<Metrics, prometheus::Error> {
         Opts::new("coolify_orphans", "Coolify resources named cf-* with no live record"),
         &["kind"],
     )?;
+    let instances_health = prometheus::IntGaugeVec::new(
+        Opts::new(
+            "instances_health",
+            "Instances judged by the latest health poll, by verdict",
+        ),
+        &["verdict"],
+    )?;
 
     registry.register(Box::new(events_received.clone()))?;
     registry.register(Box::new(events_deduplicated.clone()))?;
@@ -133,6 +142,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     )?;
     registry.register(Box::new(orphans.clone()))?;
     registry.register(Box::new(journal_health_writes.clone()))?;
+    registry.register(Box::new(instances_health.clone()))?;
 
     Ok(Metrics {
         registry,
@@ -148,6 +158,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         realtime_connected,
         last_resync_timestamp,
         orphans,
+        instances_health,
         journal_health_writes,
     })
 }

@@ -16,6 +16,7 @@ use super::operator::{
 use crate::events::{Collection, Replay, Source, valid_record_id};
 use crate::journal::{EventFilter, EventStatus, JobState};
 use crate::reconcile::instance::life_of;
+use crate::reconcile::judgement::LiveHealth;
 use crate::reconcile::plan::Spec;
 use crate::reconcile::router_keys;
 use crate::secrets;
@@ -206,11 +207,34 @@ async fn instance_view(
         "domain": inst.domain,
         "router_key_id": inst.router_key_id,
         "last_healthy_at": inst.last_healthy_at,
+        "live_health": ctx.health.live(&inst.id).map(|l| live_health_json(&inst.id, &l)),
         "secrets": {"keys": secret_keys, "hash": inst.secrets_hash},
         "coolify": coolify,
         "recent_actions": logs,
         "recent_events": events,
     })))
+}
+
+/// Live health of every instance the poller judges, from memory (no PocketBase or Coolify call).
+#[get("/admin/health")]
+async fn health_view(_: Admin, state: web::Data<AdminState>) -> HttpResponse {
+    let instances: Vec<serde_json::Value> = state
+        .ctx
+        .health
+        .all()
+        .iter()
+        .map(|(id, l)| live_health_json(id, l))
+        .collect();
+    HttpResponse::Ok().json(json!({ "instances": instances }))
+}
+
+fn live_health_json(id: &str, l: &LiveHealth) -> serde_json::Value {
+    json!({
+        "id": id,
+        "verdict": l.judgement.verdict.as_str(),
+        "checked_at": l.checked_at,
+        "last_seen_healthy": l.last_seen_healthy,
+    })
 }
 
 /// Most keys one secrets body may set.
@@ -350,6 +374,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/replay"),
     ("POST", "/admin/resync"),
     ("GET", "/admin/instances/abc"),
+    ("GET", "/admin/health"),
     ("PUT", "/admin/instances/abc/secrets"),
     ("DELETE", "/admin/instances/abc/secrets"),
     ("POST", "/admin/instances/abc/rotate-router-key"),
@@ -376,6 +401,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(replay_route)
         .service(resync_route)
         .service(instance_view)
+        .service(health_view)
         .service(put_secrets)
         .service(delete_secrets)
         .service(rotate_router_key);

@@ -2,7 +2,8 @@
 //! sometimes wrong, so a running instance turns `error` only after several consecutive bad readings.
 //! The poller keeps its judgements in memory ([`super::judgement::HealthBoard`]) and journals a `health` event when one
 //! asks for a change the record does not show; the instance's job writes `status`, `error_message` and
-//! `last_healthy_at` (only a record's job writes its observed state).
+//! `last_healthy_at` (only a record's job writes its observed state). A healthy fleet therefore costs
+//! PocketBase no write: live health (last seen healthy) is in memory, shown by the admin API and metrics.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use tracing::{info, warn};
 
 use super::context::Context;
 use super::error::ReconcileError;
-use super::judgement::{HEALTH_PREFIX, Judgement, Verdict, health_write, judge};
+use super::judgement::{HEALTH_PREFIX, Judgement, LiveHealth, Verdict, health_write, judge, last_seen_healthy};
 use crate::coolify::ServiceStatus;
 use crate::events::{Action as EventAction, Collection, NewEvent, SinkError, Source};
 use crate::pocketbase::records::{BotInstance, InstanceStatus, format_pb_date};
@@ -58,6 +59,7 @@ impl HealthPoller {
                 "coolify_service_id != '' && (status = 'running' || status = 'error')",
             ))
             .await?;
+        let now = chrono::Utc::now();
         let mut judged = HashMap::new();
         for inst in instances {
             // Only instances the bridge brought up, or that it marked unhealthy, are judged here.
@@ -89,17 +91,29 @@ impl HealthPoller {
             {
                 warn!(record_id = %inst.id, error = %e, "health judgement not handed to the instance's job");
             }
-            judged.insert(inst.id, judgement);
+            let previous = self.ctx.health.live(&inst.id).and_then(|l| l.last_seen_healthy);
+            let live = LiveHealth {
+                last_seen_healthy: last_seen_healthy(verdict, now, previous, inst.last_healthy_at),
+                judgement,
+                checked_at: now,
+            };
+            judged.insert(inst.id, live);
         }
         self.streaks.retain(|id, _| judged.contains_key(id));
         self.ctx.health.replace(judged);
+        let counts = self.ctx.health.counts();
+        let gauge = &self.ctx.intake.metrics().instances_health;
+        for verdict in Verdict::ALL {
+            let n = counts.get(&verdict).copied().unwrap_or(0);
+            gauge.with_label_values(&[verdict.as_str()]).set(n as i64);
+        }
         Ok(())
     }
 
     /// Journals a health event for the instance, once per judgement and record version.
     async fn wake(&self, inst: &BotInstance, service: &str, judgement: &Judgement) -> Result<(), SinkError> {
         let updated = inst.updated.as_ref().map(format_pb_date).unwrap_or_default();
-        let verdict = format!("{:?}", judgement.verdict).to_ascii_lowercase();
+        let verdict = judgement.verdict.as_str();
         let event = NewEvent {
             source: Source::Health,
             collection: Collection::BotInstances,

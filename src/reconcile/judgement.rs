@@ -1,9 +1,13 @@
 //! Health judgement, pure and kept in memory: what one reading of a service's status says (`judge`),
 //! what the poller thinks of each instance (`HealthBoard`), and what the instance's job must write for it
-//! (`health_write`). The poller (`health`) fills the board; the job (`instance`) reads it.
+//! (`health_write`). The poller (`health`) fills the board; the job (`instance`) reads it; the admin API
+//! and metrics show it. Live health (when each instance was last seen healthy) stays here, not in
+//! PocketBase: the record's `last_healthy_at` changes on transitions only (DESIGN.md principle 9).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
 
 use crate::coolify::ServiceStatus;
 use crate::pocketbase::records::InstanceStatus;
@@ -11,7 +15,7 @@ use crate::pocketbase::records::InstanceStatus;
 /// Marks an `error_message` the poller wrote, so it only clears its own errors.
 pub const HEALTH_PREFIX: &str = "health check: ";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Verdict {
     Healthy,
     /// Bad, but not yet for long enough.
@@ -20,6 +24,19 @@ pub enum Verdict {
     Unhealthy,
     /// Not in Coolify's list at all.
     Missing,
+}
+
+impl Verdict {
+    pub const ALL: [Verdict; 4] = [Verdict::Healthy, Verdict::Suspect, Verdict::Unhealthy, Verdict::Missing];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Healthy => "healthy",
+            Verdict::Suspect => "suspect",
+            Verdict::Unhealthy => "unhealthy",
+            Verdict::Missing => "missing",
+        }
+    }
 }
 
 /// Pure step: the new streak of bad readings and the verdict for one reading.
@@ -73,21 +90,64 @@ pub fn health_write(
     }
 }
 
+/// One instance's live health: the latest judgement, when it was made, and when the service was last
+/// seen healthy (by this process, or as the record last showed it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveHealth {
+    pub judgement: Judgement,
+    pub checked_at: DateTime<Utc>,
+    pub last_seen_healthy: Option<DateTime<Utc>>,
+}
+
+/// Pure step: when the service was last seen healthy after a reading at `now` with `verdict`.
+pub fn last_seen_healthy(
+    verdict: Verdict,
+    now: DateTime<Utc>,
+    previous: Option<DateTime<Utc>>,
+    recorded: Option<DateTime<Utc>>,
+) -> Option<DateTime<Utc>> {
+    if verdict == Verdict::Healthy {
+        Some(now)
+    } else {
+        previous.max(recorded)
+    }
+}
+
 /// The poller's latest judgements, by instance id. Only the instance's job acts on them.
 #[derive(Debug, Default)]
-pub struct HealthBoard(Mutex<HashMap<String, Judgement>>);
+pub struct HealthBoard(Mutex<HashMap<String, LiveHealth>>);
 
 impl HealthBoard {
     pub fn get(&self, instance_id: &str) -> Option<Judgement> {
+        self.lock().get(instance_id).map(|l| l.judgement.clone())
+    }
+
+    pub fn live(&self, instance_id: &str) -> Option<LiveHealth> {
         self.lock().get(instance_id).cloned()
     }
 
+    /// Every instance's live health, by id.
+    pub fn all(&self) -> Vec<(String, LiveHealth)> {
+        let mut all: Vec<_> = self.lock().iter().map(|(id, l)| (id.clone(), l.clone())).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// How many instances have each verdict.
+    pub fn counts(&self) -> HashMap<Verdict, usize> {
+        let mut counts = HashMap::new();
+        for l in self.lock().values() {
+            *counts.entry(l.judgement.verdict).or_insert(0) += 1;
+        }
+        counts
+    }
+
     /// Replaces every judgement with those of the latest poll.
-    pub fn replace(&self, judged: HashMap<String, Judgement>) {
+    pub fn replace(&self, judged: HashMap<String, LiveHealth>) {
         *self.lock() = judged;
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Judgement>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LiveHealth>> {
         // Plain data: a panic elsewhere cannot leave it half-written in a way that matters.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -132,6 +192,25 @@ mod tests {
             None
         );
         assert_eq!(health_write(running, None, None), None, "no judgement yet");
+    }
+
+    #[test]
+    fn live_health_remembers_the_last_healthy_reading() {
+        let t = |s: i64| DateTime::<Utc>::from_timestamp(s, 0);
+        assert_eq!(
+            last_seen_healthy(Verdict::Healthy, t(100).unwrap(), t(50), t(10)),
+            t(100)
+        );
+        assert_eq!(
+            last_seen_healthy(Verdict::Suspect, t(100).unwrap(), t(50), t(10)),
+            t(50)
+        );
+        assert_eq!(
+            last_seen_healthy(Verdict::Unhealthy, t(100).unwrap(), None, t(10)),
+            t(10),
+            "a fresh process starts from what the record shows"
+        );
+        assert_eq!(last_seen_healthy(Verdict::Missing, t(100).unwrap(), None, None), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod badinput_webhook;
 mod coolify_client;
 mod coolify_contract;
 mod e2e_reconcile;
+mod footprint_idle;
 mod health_poller;
 mod in_process;
 mod intake_e2e;
