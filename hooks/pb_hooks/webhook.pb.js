@@ -1,5 +1,6 @@
 /// <reference path="../pb_data/types.d.ts" />
-// Signed webhooks to cf-bridge for every committed change of tenants and bot_instances.
+// Signed webhooks to cf-bridge for committed changes of tenants and bot_instances: every create and
+// delete, and each update that changed a field a person owns (never the bridge's own write-backs).
 // Env: CF_BRIDGE_WEBHOOK_URL (e.g. http://cf-bridge:8080/hooks/pocketbase), CF_BRIDGE_WEBHOOK_SECRET (whsec_...).
 // These handlers run before PocketBase's realtime broadcast of the same change: they must never throw
 // and must always call e.next(), or the API caller gets a 400 and the realtime event is lost.
@@ -15,7 +16,8 @@ onRecordAfterCreateSuccess((e) => {
 
 onRecordAfterUpdateSuccess((e) => {
   try {
-    require(`${__hooks}/webhook_sign.js`).deliver(e, "update");
+    const webhook = require(`${__hooks}/webhook_sign.js`);
+    if (webhook.personChanged(e)) webhook.deliver(e, "update");
   } catch (err) {
     console.log("cf-bridge webhook hook error:", String(err));
   }

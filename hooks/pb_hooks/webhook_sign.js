@@ -40,7 +40,37 @@ function hexToBase64(hex) {
   return out;
 }
 
+// Fields that only cf-bridge (or PocketBase itself) writes, per collection: the bridge-owned fields of
+// the migrations' API rules, and the autodates. A field missing here only costs an extra webhook.
+const NOT_PERSON_OWNED = {
+  bot_instances: [
+    "status", "coolify_service_id", "coolify_project_id", "error_message", "last_healthy_at",
+    "secrets_hash", "applied_hash", "domain", "router_key_id", "created", "updated",
+  ],
+  tenants: ["coolify_project_uuid", "bridge_error", "created", "updated"],
+};
+const META = ["collectionId", "collectionName", "expand"];
+
 module.exports = {
+  // True when an update changed a field a person owns (compared with the record as it was in the
+  // database). The bridge's own write-backs change only its fields: they are not posted, which spares
+  // PocketBase the signing and the POST and the bridge an echo it would settle anyway. Realtime still
+  // carries every change. When in doubt (the comparison fails), it posts.
+  personChanged: (e) => {
+    try {
+      const skip = (NOT_PERSON_OWNED[e.record.collection().name] || []).concat(META);
+      const now = JSON.parse(JSON.stringify(e.record));
+      const before = JSON.parse(JSON.stringify(e.record.original()));
+      for (const k of Object.keys(now)) {
+        if (skip.indexOf(k) < 0 && JSON.stringify(now[k]) !== JSON.stringify(before[k])) return true;
+      }
+      return false;
+    } catch (err) {
+      e.app.logger().warn("cf-bridge webhook: could not compare with the original, posting", "error", String(err));
+      return true;
+    }
+  },
+
   // Posts one change to cf-bridge. Never throws for delivery problems: a throwing After*Success
   // hook would turn a committed write into a 400 and suppress the realtime event.
   deliver: (e, action) => {

@@ -90,6 +90,7 @@ impl<B: Bridge> Drop for World<B> {
 async fn prepare(
     sim_args: &[&str],
     bridge_env: &[(&str, &str)],
+    webhooks: bool,
 ) -> (
     TestPb,
     TestSim,
@@ -98,11 +99,20 @@ async fn prepare(
     tempfile::TempDir,
     BTreeMap<String, String>,
 ) {
-    let pb = TestPb::start().await;
-    let sim = TestSim::start(sim_args);
-    let dir = tempfile::tempdir().expect("bridge dir");
     let listener = bind_local();
     let port = listener.local_addr().expect("bridge address").port();
+    let pb = if webhooks {
+        let url = format!("http://127.0.0.1:{port}{}", cf_bridge::http::ingest::PATH);
+        TestPb::start_with_env(&[
+            ("CF_BRIDGE_WEBHOOK_URL", &url),
+            ("CF_BRIDGE_WEBHOOK_SECRET", crate::WEBHOOK_SECRET),
+        ])
+        .await
+    } else {
+        TestPb::start().await
+    };
+    let sim = TestSim::start(sim_args);
+    let dir = tempfile::tempdir().expect("bridge dir");
     let settings = TestSettings::new((&pb).into(), &sim.url, &sim.token, dir.path(), port).with(bridge_env);
     let templates = publish_templates(&pb, &settings).await;
     (pb, sim, settings, listener, dir, templates)
@@ -111,7 +121,16 @@ async fn prepare(
 impl World<TestBridge> {
     /// The deployment with the bridge in the test process.
     pub async fn start(sim_args: &[&str], bridge_env: &[(&str, &str)]) -> World {
-        let (pb, sim, settings, listener, dir, templates) = prepare(sim_args, bridge_env).await;
+        Self::start_as(sim_args, bridge_env, false).await
+    }
+
+    /// The deployment with PocketBase's webhook hook posting to the bridge (as in production).
+    pub async fn start_with_webhooks(sim_args: &[&str], bridge_env: &[(&str, &str)]) -> World {
+        Self::start_as(sim_args, bridge_env, true).await
+    }
+
+    async fn start_as(sim_args: &[&str], bridge_env: &[(&str, &str)], webhooks: bool) -> World {
+        let (pb, sim, settings, listener, dir, templates) = prepare(sim_args, bridge_env, webhooks).await;
         let bridge = TestBridge::start(settings.clone(), listener).await;
         World {
             pb,
@@ -127,7 +146,7 @@ impl World<TestBridge> {
 impl World<BridgeProcess> {
     /// The deployment with `bin` (the cf-bridge binary) as a process, for tests that kill it.
     pub async fn start_process(bin: &Path, sim_args: &[&str], bridge_env: &[(&str, &str)]) -> Self {
-        let (pb, sim, settings, listener, dir, templates) = prepare(sim_args, bridge_env).await;
+        let (pb, sim, settings, listener, dir, templates) = prepare(sim_args, bridge_env, false).await;
         drop(listener);
         let bridge = BridgeProcess::start(bin, &settings).await;
         World {
