@@ -33,6 +33,7 @@ use crate::reconcile::context::{Context, StatusBoard};
 use crate::reconcile::health::HealthPoller;
 use crate::reconcile::orphans::OrphanScanner;
 use crate::reconcile::outcome::{self, OutboxSweeper};
+use crate::reconcile::prune::JournalPruner;
 use crate::reconcile::{Reconciler, run_every};
 use crate::resync;
 use crate::secrets::{SecretBytes, SecretStore, SecretsError};
@@ -344,7 +345,8 @@ fn spawn_sources(tasks: &mut JoinSet<()>, ctx: &Context, cancel: &CancellationTo
     trigger
 }
 
-/// The health poller, the deploy_logs outbox sweeper, the orphan scanner and the readiness watcher.
+/// The health poller, the deploy_logs outbox sweeper, the orphan scanner, the journal pruner and the
+/// readiness watcher.
 fn spawn_periodic(tasks: &mut JoinSet<()>, ctx: &Context, readiness: &Arc<Readiness>, cancel: &CancellationToken) {
     let r = &ctx.settings.reconcile;
     let health = HealthPoller::new(ctx.clone(), r.health_poll_interval, r.bad_readings_before_error);
@@ -353,6 +355,8 @@ fn spawn_periodic(tasks: &mut JoinSet<()>, ctx: &Context, readiness: &Arc<Readin
     tasks.spawn(run_every(sweeper, cancel.clone()).with_current_subscriber());
     let orphans = OrphanScanner::new(ctx.clone(), r.orphans, ctx.settings.pocketbase.resync_interval);
     tasks.spawn(run_every(orphans, cancel.clone()).with_current_subscriber());
+    let pruner = JournalPruner::new(ctx.clone());
+    tasks.spawn(run_every(pruner, cancel.clone()).with_current_subscriber());
     // Readiness follows the health poll's pace so an outage shows within one poll interval.
     let every = r.health_poll_interval.min(http::health::READINESS_MAX_INTERVAL);
     tasks.spawn(

@@ -87,6 +87,12 @@ mod defaults {
     pub fn journal_path() -> PathBuf {
         PathBuf::from("cf-bridge.db")
     }
+    pub fn journal_retention() -> Duration {
+        Duration::from_secs(7 * 86_400)
+    }
+    pub fn journal_payload_retention() -> Duration {
+        Duration::from_secs(86_400)
+    }
     pub fn log_level() -> String {
         "info".into()
     }
@@ -291,12 +297,29 @@ pub struct AdminSettings {
 pub struct JournalSettings {
     #[serde(default = "defaults::journal_path")]
     pub path: PathBuf,
+    /// Settled events and finished attempts older than this are pruned (never before the dedupe floor,
+    /// `journal::dedupe_floor`).
+    #[serde(
+        rename = "retention_secs",
+        deserialize_with = "secs",
+        default = "defaults::journal_retention"
+    )]
+    pub retention: Duration,
+    /// The payloads of done events older than this are dropped (their rows stay until `retention_secs`).
+    #[serde(
+        rename = "payload_retention_secs",
+        deserialize_with = "secs",
+        default = "defaults::journal_payload_retention"
+    )]
+    pub payload_retention: Duration,
 }
 
 impl Default for JournalSettings {
     fn default() -> Self {
         JournalSettings {
             path: defaults::journal_path(),
+            retention: defaults::journal_retention(),
+            payload_retention: defaults::journal_payload_retention(),
         }
     }
 }
@@ -935,6 +958,13 @@ impl Section for JournalSettings {
         if self.path.as_os_str().is_empty() {
             c.fail("journal.path", "must not be empty");
         }
+        c.positive("journal.retention_secs", self.retention);
+        if self.payload_retention > self.retention {
+            c.fail(
+                "journal.payload_retention_secs",
+                "must not be longer than journal.retention_secs",
+            );
+        }
     }
 }
 
@@ -1056,6 +1086,12 @@ impl fmt::Display for Settings {
             writeln!(f, "public_url = {:?}", u.as_str())?;
         }
         writeln!(f, "\n[journal]\npath = {:?}", self.journal.path.display().to_string())?;
+        writeln!(f, "retention_secs = {}", self.journal.retention.as_secs())?;
+        writeln!(
+            f,
+            "payload_retention_secs = {}",
+            self.journal.payload_retention.as_secs()
+        )?;
         writeln!(f, "\n[domains]\nbase_domain = {:?}", self.domains.base_domain)?;
         writeln!(f, "\n[router]\nbase_url = {:?}", self.router.base_url.as_str())?;
         let format = match self.log.format {
@@ -1160,6 +1196,8 @@ mod tests {
             "request_timeout_secs = 30",
             "bind = \"127.0.0.1:8088\"",
             "path = \"cf-bridge.db\"",
+            "retention_secs = 604800",
+            "payload_retention_secs = 86400",
             "format = \"pretty\"",
             "level = \"info\"",
             "store_path = \"cf-bridge-secrets.bin\"",

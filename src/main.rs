@@ -47,6 +47,15 @@ enum Command {
     /// Manage the bridge's secret store and keys.
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Inspect the journal file (read-only; the bridge may be running).
+    #[command(subcommand)]
+    Journal(JournalCommand),
+}
+
+#[derive(Subcommand)]
+enum JournalCommand {
+    /// Rows per table and state, and the sizes of the journal file and its write-ahead log.
+    Stats,
 }
 
 #[derive(Subcommand)]
@@ -258,6 +267,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "{}",
                 hex::encode(cf_bridge::secrets::router_verify_key(&key).expose_secret())
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Journal(JournalCommand::Stats) => {
+            let settings = load(&cli)?;
+            let path = &settings.journal.path;
+            let stats = runtime()?.block_on(async {
+                let opts = cf_bridge::journal::JournalOptions {
+                    read_only: true,
+                    ..Default::default()
+                };
+                let journal = cf_bridge::journal::Journal::open_with(path, opts)?;
+                journal.stats().await
+            })?;
+            println!("{}\n{stats}", path.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Resync => {

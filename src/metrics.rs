@@ -32,6 +32,10 @@ pub struct Metrics {
     pub orphans: GaugeVec,
     /// Instances the health poller judged in its latest poll, by verdict (live health, kept in memory).
     pub instances_health: prometheus::IntGaugeVec,
+    /// Journal rows pruned by retention: `events`, `attempts` deleted, `payloads` dropped.
+    pub journal_pruned: IntCounterVec,
+    /// Duration of the longest batch of the last prune pass (ingests wait at most this long behind it).
+    pub journal_prune_longest_batch: Gauge,
     /// Writes of the journal's health row (one per readiness evaluation, not per `/readyz` request).
     pub journal_health_writes: IntCounter,
 }
@@ -124,6 +128,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["verdict"],
     )?;
+    let journal_pruned = IntCounterVec::new(
+        Opts::new("journal_pruned_total", "Journal rows pruned by retention, by kind"),
+        &["kind"],
+    )?;
+    let journal_prune_longest_batch = Gauge::new(
+        "journal_prune_longest_batch_seconds",
+        "Longest batch of the last journal prune pass",
+    )?;
 
     registry.register(Box::new(events_received.clone()))?;
     registry.register(Box::new(events_deduplicated.clone()))?;
@@ -143,6 +155,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(orphans.clone()))?;
     registry.register(Box::new(journal_health_writes.clone()))?;
     registry.register(Box::new(instances_health.clone()))?;
+    registry.register(Box::new(journal_pruned.clone()))?;
+    registry.register(Box::new(journal_prune_longest_batch.clone()))?;
 
     Ok(Metrics {
         registry,
@@ -159,6 +173,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         last_resync_timestamp,
         orphans,
         instances_health,
+        journal_pruned,
+        journal_prune_longest_batch,
         journal_health_writes,
     })
 }

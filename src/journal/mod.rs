@@ -14,9 +14,11 @@ mod error;
 mod ingest;
 mod jobs;
 mod outbox;
+mod retention;
 mod sanitize;
 mod schema;
 mod state;
+mod stats;
 mod types;
 mod writer;
 
@@ -31,8 +33,10 @@ use crate::events::{EventSink, NewEvent, Replay, ReplayFuture, SinkError, SinkFu
 
 pub use error::JournalError;
 pub use outbox::OutboxEntry;
+pub use retention::{PRUNE_BATCH, PruneReport, Retention, dedupe_floor};
 pub use sanitize::strip_secrets;
 pub use schema::SCHEMA_VERSION;
+pub use stats::JournalStats;
 pub use types::{
     AttemptOutcome, AttemptRow, ClaimedJob, EventFilter, EventRow, EventStatus, Intent, JobRow, JobState, RecordState,
 };

@@ -8,6 +8,7 @@ pub mod judgement;
 pub mod orphans;
 pub mod outcome;
 pub mod plan;
+pub mod prune;
 pub mod router_keys;
 pub mod tenant;
 

@@ -18,6 +18,7 @@ mod intake_support;
 mod journal_basic;
 mod journal_bench;
 mod journal_echo;
+mod journal_retention;
 mod pocketbase_batch;
 mod pocketbase_client;
 mod pocketbase_schema;
