@@ -182,11 +182,16 @@ pub async fn phase(
 
 /// Writes as fast as 32 concurrent clients can for `secs`, renaming `pool` records; returns accepted/s.
 pub async fn pb_write_rate(pb: &Pb, pool: &[String], secs: f64, tag: &str) -> Result<f64> {
-    let (count, elapsed) = write_flood(pb, pool, secs, tag).await;
+    pb_field_write_rate(pb, pool, secs, tag, "name").await
+}
+
+/// Like [`pb_write_rate`], writing `field` (e.g. a bridge-owned one, as a write-back does).
+pub async fn pb_field_write_rate(pb: &Pb, pool: &[String], secs: f64, tag: &str, field: &'static str) -> Result<f64> {
+    let (count, elapsed) = write_flood(pb, pool, secs, tag, field).await;
     Ok(count as f64 / elapsed.as_secs_f64())
 }
 
-async fn write_flood(pb: &Pb, pool: &[String], secs: f64, tag: &str) -> (usize, Duration) {
+async fn write_flood(pb: &Pb, pool: &[String], secs: f64, tag: &str, field: &'static str) -> (usize, Duration) {
     const WRITERS: usize = 32;
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
@@ -200,7 +205,7 @@ async fn write_flood(pb: &Pb, pool: &[String], secs: f64, tag: &str) -> (usize, 
             let mut j = 0usize;
             while Instant::now() < deadline {
                 let id = &pool[(w + j * WRITERS) % pool.len()];
-                let body: Value = json!({"name": format!("{tag}{w}-{j}")});
+                let body: Value = json!({ field: format!("{tag}{w}-{j}") });
                 if pb
                     .patch("bot_instances", id, &body)
                     .await
@@ -223,7 +228,7 @@ async fn write_flood(pb: &Pb, pool: &[String], secs: f64, tag: &str) -> (usize, 
 /// Floods the project's PocketBase (hooks posting to the bridge) and measures how fast the bridge journals.
 pub async fn throughput(stack: &Stack, pool: &[String], secs: f64, bare_rate: f64, report: &mut Report) -> Result<()> {
     let start_wall = wall_ms();
-    let (ok, elapsed) = write_flood(&stack.pb, pool, secs, "tp").await;
+    let (ok, elapsed) = write_flood(&stack.pb, pool, secs, "tp", "name").await;
     let end_wall = wall_ms();
     let pb_rate = ok as f64 / elapsed.as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(120);

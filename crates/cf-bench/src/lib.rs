@@ -33,6 +33,8 @@ pub struct Overrides {
     pub latency_only: bool,
     /// Only measure the stream check's ping.
     pub ping_only: bool,
+    /// Only measure the project hooks' cost to PocketBase writes (against a PocketBase with no hooks).
+    pub hook_cost_only: bool,
 }
 
 #[derive(Debug, Clone)]

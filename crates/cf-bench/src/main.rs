@@ -36,6 +36,9 @@ struct Args {
     /// Measure the stream check's ping only.
     #[arg(long)]
     ping_only: bool,
+    /// Measure the project hooks' cost to PocketBase writes only.
+    #[arg(long)]
+    hook_cost_only: bool,
 }
 
 #[tokio::main]
@@ -48,6 +51,7 @@ async fn main() -> std::process::ExitCode {
         rates: args.rates,
         latency_only: args.latency_only,
         ping_only: args.ping_only,
+        hook_cost_only: args.hook_cost_only,
     };
     match run::run(args.mode, overrides, args.pocketbase, args.work_dir).await {
         Ok(table) => {

@@ -18,10 +18,19 @@ const A_BUDGET: u32 = 100_000;
 
 /// Splits the project hook's cost to PocketBase writes: the hooks delivering to a sink that answers at
 /// once, and the hooks with delivery off, each beside the same flood against PocketBase with no hooks.
-async fn hook_cost(paths: &Paths, root: &Path, secs: f64, bare: f64, report: &mut Report) -> Result<()> {
+/// Also a write of a bridge-owned field (`error_message`, as the bridge's write-backs make), beside the
+/// same write with no hooks (`bare_bridge`): the hook posts no webhook for it.
+async fn hook_cost(
+    paths: &Paths,
+    root: &Path,
+    secs: f64,
+    (bare, bare_bridge): (f64, f64),
+    report: &mut Report,
+) -> Result<()> {
     let sink = hookcost::Sink::start()?;
     let sinked = hookcost::HookPb::start(paths, &root.join("hooks-sink"), Some(&sink.url)).await?;
     let sink_rate = latency::pb_write_rate(&sinked.pb, &sinked.instances, secs, "sink").await?;
+    let bridge_rate = latency::pb_field_write_rate(&sinked.pb, &sinked.instances, secs, "wb", "error_message").await?;
     drop(sinked);
     drop(sink);
     let off = hookcost::HookPb::start(paths, &root.join("hooks-off"), None).await?;
@@ -42,7 +51,25 @@ async fn hook_cost(paths: &Paths, root: &Path, secs: f64, bare: f64, report: &mu
             ratio(rate, bare),
         );
     }
+    report.row(
+        "2 throughput",
+        "PocketBase write rate of a bridge-owned field (write-back): project hooks delivering to a sink vs no hooks",
+        format!("{bridge_rate:.0}/s"),
+        format!("{bare_bridge:.0}/s"),
+        ratio(bridge_rate, bare_bridge),
+    );
     Ok(())
+}
+
+/// `--hook-cost-only`: the hook cost figures against a PocketBase with the same schema and no hooks.
+async fn hook_cost_only(paths: &Paths, root: &Path, secs: f64, report: &mut Report) -> Result<()> {
+    let empty = root.join("no-hooks");
+    std::fs::create_dir_all(&empty)?;
+    let (pb, instances, proc) = hookcost::pb_with_fleet(paths, &root.join("bare_data"), &empty, &[], "b").await?;
+    let bare = latency::pb_write_rate(&pb, &instances, secs, "bare").await?;
+    let bare_bridge = latency::pb_field_write_rate(&pb, &instances, secs, "bwb", "error_message").await?;
+    drop(proc);
+    hook_cost(paths, root, secs, (bare, bare_bridge), report).await
 }
 
 fn machine() -> String {
@@ -91,6 +118,11 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         if cfg!(debug_assertions) { "debug" } else { "release" }
     ));
 
+    if overrides.hook_cost_only {
+        eprintln!("project hooks against PocketBase with no hooks ...");
+        hook_cost_only(paths, root, sizes.throughput_secs, &mut report).await?;
+        return Ok(report.render());
+    }
     eprintln!("stream check pings ...");
     let ping_every = cf_bridge::config::DEFAULT_PING_INTERVAL.as_secs_f64();
     ping::ping_cost(paths, &root.join("ping"), sizes.pings, ping_every, &mut report).await?;
@@ -163,9 +195,17 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
     let naive = resources::NaivePb::start(paths, &root.join("naive"), &a.sim.url).await?;
     eprintln!("throughput ...");
     let bare = latency::pb_write_rate(&naive.pb, &naive.instances, sizes.throughput_secs, "bare").await?;
+    let bare_bridge = latency::pb_field_write_rate(
+        &naive.pb,
+        &naive.instances,
+        sizes.throughput_secs,
+        "bwb",
+        "error_message",
+    )
+    .await?;
     latency::throughput(&a, &pool, sizes.throughput_secs, bare, &mut report).await?;
     eprintln!("project hooks without the bridge ...");
-    hook_cost(paths, root, sizes.throughput_secs, bare, &mut report).await?;
+    hook_cost(paths, root, sizes.throughput_secs, (bare, bare_bridge), &mut report).await?;
     eprintln!("webhook acknowledgement and the naive hook ...");
     resources::acks(&a, &pool, sizes.acks, &mut report).await?;
     resources::naive_hook(&a, &naive, sizes.naive_writes, &mut report).await?;
