@@ -17,7 +17,8 @@ onRecordAfterCreateSuccess((e) => {
 onRecordAfterUpdateSuccess((e) => {
   try {
     const webhook = require(`${__hooks}/webhook_sign.js`);
-    if (webhook.personChanged(e)) webhook.deliver(e, "update");
+    // With delivery off, deliver only logs why; the comparison is skipped.
+    if (!webhook.enabled() || webhook.personChanged(e)) webhook.deliver(e, "update");
   } catch (err) {
     console.log("cf-bridge webhook hook error:", String(err));
   }

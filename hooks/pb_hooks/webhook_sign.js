@@ -49,20 +49,37 @@ const NOT_PERSON_OWNED = {
   ],
   tenants: ["coolify_project_uuid", "bridge_error", "created", "updated"],
 };
-const META = ["collectionId", "collectionName", "expand"];
+
+// The delivery settings, or null when delivery is off (unset) or the secret is unusable (logged).
+function settings(e) {
+  const url = $os.getenv("CF_BRIDGE_WEBHOOK_URL");
+  const secret = $os.getenv("CF_BRIDGE_WEBHOOK_SECRET");
+  if (!url || !secret) {
+    e.app.logger().info("cf-bridge webhook skipped: CF_BRIDGE_WEBHOOK_URL or CF_BRIDGE_WEBHOOK_SECRET is unset");
+    return null;
+  }
+  const key = decodeKey(secret);
+  if (key === null) {
+    e.app.logger().error("cf-bridge webhook skipped: CF_BRIDGE_WEBHOOK_SECRET is not a whsec_ secret of printable ASCII (use `cf-bridge secret`)");
+    return null;
+  }
+  return { url: url, key: key };
+}
 
 module.exports = {
   // True when an update changed a field a person owns (compared with the record as it was in the
   // database). The bridge's own write-backs change only its fields: they are not posted, which spares
   // PocketBase the signing and the POST and the bridge an echo it would settle anyway. Realtime still
-  // carries every change. When in doubt (the comparison fails), it posts.
+  // carries every change. Every field of these collections is single-valued, so getString compares it
+  // (JSON fields as their JSON text). When in doubt (the comparison fails), it posts.
   personChanged: (e) => {
     try {
-      const skip = (NOT_PERSON_OWNED[e.record.collection().name] || []).concat(META);
-      const now = JSON.parse(JSON.stringify(e.record));
-      const before = JSON.parse(JSON.stringify(e.record.original()));
-      for (const k of Object.keys(now)) {
-        if (skip.indexOf(k) < 0 && JSON.stringify(now[k]) !== JSON.stringify(before[k])) return true;
+      const skip = NOT_PERSON_OWNED[e.record.collection().name] || [];
+      const before = e.record.original();
+      const fields = e.record.collection().fields;
+      for (let i = 0; i < fields.length; i++) {
+        const name = fields[i].getName();
+        if (skip.indexOf(name) < 0 && e.record.getString(name) !== before.getString(name)) return true;
       }
       return false;
     } catch (err) {
@@ -71,21 +88,17 @@ module.exports = {
     }
   },
 
+  // Whether delivery is configured: checked before the comparison, so delivery off costs nothing more.
+  enabled: () => !!($os.getenv("CF_BRIDGE_WEBHOOK_URL") && $os.getenv("CF_BRIDGE_WEBHOOK_SECRET")),
+
   // Posts one change to cf-bridge. Never throws for delivery problems: a throwing After*Success
   // hook would turn a committed write into a 400 and suppress the realtime event.
   deliver: (e, action) => {
     const log = e.app.logger();
-    const url = $os.getenv("CF_BRIDGE_WEBHOOK_URL");
-    const secret = $os.getenv("CF_BRIDGE_WEBHOOK_SECRET");
-    if (!url || !secret) {
-      log.info("cf-bridge webhook skipped: CF_BRIDGE_WEBHOOK_URL or CF_BRIDGE_WEBHOOK_SECRET is unset");
-      return;
-    }
-    const key = decodeKey(secret);
-    if (key === null) {
-      log.error("cf-bridge webhook skipped: CF_BRIDGE_WEBHOOK_SECRET is not a whsec_ secret of printable ASCII (use `cf-bridge secret`)");
-      return;
-    }
+    const config = settings(e);
+    if (config === null) return;
+    const url = config.url;
+    const key = config.key;
     const collection = e.record.collection().name;
     const body = JSON.stringify({
       event: action,

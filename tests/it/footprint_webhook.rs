@@ -33,13 +33,36 @@ async fn the_bridge_write_backs_post_no_webhook_and_person_edits_do() {
     // write-backs post nothing.
     assert_eq!(webhooks_settled(&stack).await, 2.0, "{}", stack.log_tail(40));
 
-    // A person's edit posts once; the bridge's write-backs that carry it out (stop) post nothing.
+    // A person's edit posts once, whatever the field's type (JSON, date, select); the bridge's
+    // write-backs that carry it out post nothing.
+    let applied = |r: &serde_json::Value| r["applied_hash"].as_str().unwrap_or_default().to_string();
+    let before = applied(&running);
+    stack
+        .pb
+        .patch("bot_instances", &id, json!({"config": {"MODEL": "other"}}))
+        .await;
+    let updated = stack
+        .wait_record("bot_instances", &id, "the config applied", Duration::from_secs(40), |r| {
+            applied(r) != before && r["status"] == "running"
+        })
+        .await;
+    assert_eq!(webhooks_settled(&stack).await, 3.0);
+    stack
+        .pb
+        .patch("bot_instances", &id, json!({"restart_requested_at": "2026-01-02 03:04:05.000Z"}))
+        .await;
+    stack
+        .wait_record("bot_instances", &id, "the restart applied", Duration::from_secs(40), |r| {
+            applied(r) != applied(&updated) && r["status"] == "running"
+        })
+        .await;
+    assert_eq!(webhooks_settled(&stack).await, 4.0);
     stack
         .pb
         .patch("bot_instances", &id, json!({"desired_state": "stopped"}))
         .await;
     stack.wait_status(&id, "stopped", Duration::from_secs(40)).await;
-    assert_eq!(webhooks_settled(&stack).await, 3.0);
+    assert_eq!(webhooks_settled(&stack).await, 5.0);
 
     // A write of bridge-owned fields alone (as the bridge's batch write-back makes) posts nothing.
     stack
@@ -51,11 +74,11 @@ async fn the_bridge_write_backs_post_no_webhook_and_person_edits_do() {
         )
         .await;
     stack.pb.patch("tenants", &tenant, json!({"bridge_error": "x"})).await;
-    assert_eq!(webhooks_settled(&stack).await, 3.0);
+    assert_eq!(webhooks_settled(&stack).await, 5.0);
 
     // Person-owned fields of a tenant post; a delete always posts.
     stack.pb.patch("tenants", &tenant, json!({"name": "Renamed"})).await;
-    assert_eq!(webhooks_settled(&stack).await, 4.0);
+    assert_eq!(webhooks_settled(&stack).await, 6.0);
     stack.pb.delete("bot_instances", &id).await;
-    assert_eq!(webhooks_settled(&stack).await, 5.0);
+    assert_eq!(webhooks_settled(&stack).await, 7.0);
 }
