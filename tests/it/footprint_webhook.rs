@@ -42,19 +42,31 @@ async fn the_bridge_write_backs_post_no_webhook_and_person_edits_do() {
         .patch("bot_instances", &id, json!({"config": {"MODEL": "other"}}))
         .await;
     let updated = stack
-        .wait_record("bot_instances", &id, "the config applied", Duration::from_secs(40), |r| {
-            applied(r) != before && r["status"] == "running"
-        })
+        .wait_record(
+            "bot_instances",
+            &id,
+            "the config applied",
+            Duration::from_secs(40),
+            |r| applied(r) != before && r["status"] == "running",
+        )
         .await;
     assert_eq!(webhooks_settled(&stack).await, 3.0);
     stack
         .pb
-        .patch("bot_instances", &id, json!({"restart_requested_at": "2026-01-02 03:04:05.000Z"}))
+        .patch(
+            "bot_instances",
+            &id,
+            json!({"restart_requested_at": "2026-01-02 03:04:05.000Z"}),
+        )
         .await;
     stack
-        .wait_record("bot_instances", &id, "the restart applied", Duration::from_secs(40), |r| {
-            applied(r) != applied(&updated) && r["status"] == "running"
-        })
+        .wait_record(
+            "bot_instances",
+            &id,
+            "the restart applied",
+            Duration::from_secs(40),
+            |r| applied(r) != applied(&updated) && r["status"] == "running",
+        )
         .await;
     assert_eq!(webhooks_settled(&stack).await, 4.0);
     stack

@@ -55,6 +55,10 @@ pub struct HookPb {
 }
 
 impl HookPb {
+    pub fn pid(&self) -> Option<u32> {
+        self._proc.pid()
+    }
+
     pub async fn start(paths: &Paths, dir: &Path, webhook_url: Option<&str>) -> Result<HookPb> {
         let env: Vec<(&str, String)> = match webhook_url {
             Some(url) => vec![

@@ -182,13 +182,20 @@ pub async fn phase(
 
 /// Writes as fast as 32 concurrent clients can for `secs`, renaming `pool` records; returns accepted/s.
 pub async fn pb_write_rate(pb: &Pb, pool: &[String], secs: f64, tag: &str) -> Result<f64> {
-    pb_field_write_rate(pb, pool, secs, tag, "name").await
+    Ok(pb_field_writes(pb, pool, secs, tag, "name").await?.0)
 }
 
-/// Like [`pb_write_rate`], writing `field` (e.g. a bridge-owned one, as a write-back does).
-pub async fn pb_field_write_rate(pb: &Pb, pool: &[String], secs: f64, tag: &str, field: &'static str) -> Result<f64> {
+/// Like [`pb_write_rate`], writing `field` (e.g. a bridge-owned one, as a write-back does); returns the
+/// rate and the number of writes.
+pub async fn pb_field_writes(
+    pb: &Pb,
+    pool: &[String],
+    secs: f64,
+    tag: &str,
+    field: &'static str,
+) -> Result<(f64, usize)> {
     let (count, elapsed) = write_flood(pb, pool, secs, tag, field).await;
-    Ok(count as f64 / elapsed.as_secs_f64())
+    Ok((count as f64 / elapsed.as_secs_f64(), count))
 }
 
 async fn write_flood(pb: &Pb, pool: &[String], secs: f64, tag: &str, field: &'static str) -> (usize, Duration) {

@@ -30,8 +30,17 @@ async fn hook_cost(
     let sink = hookcost::Sink::start()?;
     let sinked = hookcost::HookPb::start(paths, &root.join("hooks-sink"), Some(&sink.url)).await?;
     let sink_rate = latency::pb_write_rate(&sinked.pb, &sinked.instances, secs, "sink").await?;
-    let bridge_rate = latency::pb_field_write_rate(&sinked.pb, &sinked.instances, secs, "wb", "error_message").await?;
+    let cpu_before = sinked.pid().and_then(procs::cpu_secs);
+    let (bridge_rate, writes) =
+        latency::pb_field_writes(&sinked.pb, &sinked.instances, secs, "wb", "error_message").await?;
+    let cpu_after = sinked.pid().and_then(procs::cpu_secs);
     drop(sinked);
+    if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
+        report.note(format!(
+            "PocketBase CPU per bridge-owned field write with the project hooks delivering to a sink: {:.2} ms ({writes} writes)",
+            (b - a) * 1000.0 / writes.max(1) as f64
+        ));
+    }
     drop(sink);
     let off = hookcost::HookPb::start(paths, &root.join("hooks-off"), None).await?;
     let off_rate = latency::pb_write_rate(&off.pb, &off.instances, secs, "off").await?;
@@ -67,7 +76,15 @@ async fn hook_cost_only(paths: &Paths, root: &Path, secs: f64, report: &mut Repo
     std::fs::create_dir_all(&empty)?;
     let (pb, instances, proc) = hookcost::pb_with_fleet(paths, &root.join("bare_data"), &empty, &[], "b").await?;
     let bare = latency::pb_write_rate(&pb, &instances, secs, "bare").await?;
-    let bare_bridge = latency::pb_field_write_rate(&pb, &instances, secs, "bwb", "error_message").await?;
+    let cpu_before = proc.pid().and_then(procs::cpu_secs);
+    let (bare_bridge, writes) = latency::pb_field_writes(&pb, &instances, secs, "bwb", "error_message").await?;
+    let cpu_after = proc.pid().and_then(procs::cpu_secs);
+    if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
+        report.note(format!(
+            "PocketBase CPU per bridge-owned field write with no hooks: {:.2} ms ({writes} writes)",
+            (b - a) * 1000.0 / writes.max(1) as f64
+        ));
+    }
     drop(proc);
     hook_cost(paths, root, secs, (bare, bare_bridge), report).await
 }
@@ -195,7 +212,7 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
     let naive = resources::NaivePb::start(paths, &root.join("naive"), &a.sim.url).await?;
     eprintln!("throughput ...");
     let bare = latency::pb_write_rate(&naive.pb, &naive.instances, sizes.throughput_secs, "bare").await?;
-    let bare_bridge = latency::pb_field_write_rate(
+    let (bare_bridge, _) = latency::pb_field_writes(
         &naive.pb,
         &naive.instances,
         sizes.throughput_secs,
