@@ -228,6 +228,30 @@ impl Journal {
         .await
     }
 
+    /// The value recorded under `name`, if any (see [`Journal::note_changed`]).
+    pub async fn note(&self, name: &str) -> Result<Option<String>, JournalError> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT value FROM meta WHERE name = ?1")?
+                .query_row([&name], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Forgets the value recorded under `name`.
+    pub async fn forget_note(&self, name: &str) -> Result<(), JournalError> {
+        let name = name.to_owned();
+        self.write(move |conn| {
+            write_tx(conn, |tx| {
+                tx.prepare_cached("DELETE FROM meta WHERE name = ?1")?.execute([name])?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
     /// Forgets an instance's router key id (the record is gone).
     pub async fn forget_router_key(&self, record_id: &str) -> Result<(), JournalError> {
         let record_id = record_id.to_owned();

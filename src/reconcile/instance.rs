@@ -160,8 +160,11 @@ async fn desire(
         tenant.max_stacks,
         &ctx.settings.reconcile.sovereign_ceiling(),
     );
-    // Stacks are admitted in creation order, so the same instances win every time.
-    let position = if ceiling.max_stacks.is_some() {
+    // Stacks are admitted in creation order, so the same instances win every time. An instance whose
+    // spec was applied was admitted then and stays admitted (quota stops nothing that already works), so
+    // it needs no count: one PocketBase query less for every edit, restart and echo of a running stack.
+    let admitted = inst.applied_hash.as_deref().is_some_and(|h| !h.is_empty());
+    let position = if ceiling.max_stacks.is_some() && !admitted {
         ctx.pb.count_instances_before(&tenant.id, inst).await?
     } else {
         0

@@ -165,7 +165,11 @@ pub fn plan_instance(input: &InstanceInput) -> Vec<Action> {
     let mut actions = Vec::new();
     match &input.observed {
         Observed::Absent => {
-            actions.push(Action::MarkDeploying);
+            // `deploying` is shown only while the record waits for its service to run: a service
+            // created stopped is done at once, so its record goes straight to `stopped` (one write less).
+            if desired.state == EffectiveState::Running {
+                actions.push(Action::MarkDeploying);
+            }
             actions.push(Action::CreateService);
             actions.push(Action::SetEnv);
             if desired.state == EffectiveState::Running {
@@ -356,7 +360,7 @@ mod tests {
                     applied: None,
                     observed: Observed::Absent,
                 },
-                vec![MarkDeploying, CreateService, SetEnv, WriteBack(S)],
+                vec![CreateService, SetEnv, WriteBack(S)],
             ),
             (
                 "own write-back: nothing to do",

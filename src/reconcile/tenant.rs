@@ -27,16 +27,21 @@ pub async fn reconcile(ctx: &Context, id: &str) -> Result<Option<String>, Reconc
     let observed = observe_project(ctx, &tenant).await?;
     let actions = plan::plan_tenant(&TenantInput {
         recorded_project: tenant.coolify_project_uuid.clone(),
-        observed_project: observed,
+        observed_project: observed.clone(),
     });
+    let mut project = observed;
     for action in actions {
         match action {
             TenantAction::CreateProject => {
                 let uuid = create_project(ctx, &tenant).await?;
-                write_project(ctx, &tenant, uuid).await?;
+                write_project(ctx, &tenant, uuid.clone()).await?;
+                project = Some(uuid);
             }
-            TenantAction::WriteProjectUuid(uuid) => write_project(ctx, &tenant, uuid).await?,
-            TenantAction::FanOutInstances => fan_out(ctx, &tenant).await?,
+            TenantAction::WriteProjectUuid(uuid) => {
+                write_project(ctx, &tenant, uuid.clone()).await?;
+                project = Some(uuid);
+            }
+            TenantAction::FanOutInstances => fan_out(ctx, &tenant, project.as_deref()).await?,
         }
     }
     Ok(Some(tenant.updated.as_ref().map(format_pb_date).unwrap_or_default()))
@@ -149,8 +154,32 @@ async fn create_project(ctx: &Context, tenant: &Tenant) -> Result<String, Reconc
     }
 }
 
-/// Status, plan and project changes affect every instance of the tenant: wake them all.
-async fn fan_out(ctx: &Context, tenant: &Tenant) -> Result<(), ReconcileError> {
+/// What the tenant's instances read of it (`instance::desire`: project, plan, stack count, slug, status).
+/// A tenant edit that leaves this unchanged (its name, its user, the bridge's own write-back of what the
+/// job already knew) wakes none of them.
+fn instance_facing(tenant: &Tenant, project: Option<&str>) -> String {
+    format!(
+        "{:?}|{:?}|{}|{}|{}",
+        tenant.status,
+        tenant.plan_tier,
+        tenant.max_stacks,
+        tenant.slug,
+        project.unwrap_or_default()
+    )
+}
+
+fn fan_out_note(tenant_id: &str) -> String {
+    format!("tenant-fanout:{tenant_id}")
+}
+
+/// Status, plan and project changes affect every instance of the tenant: wake them all, once per change
+/// of what they read of the tenant (noted in the journal after the wake-ups are journaled).
+async fn fan_out(ctx: &Context, tenant: &Tenant, project: Option<&str>) -> Result<(), ReconcileError> {
+    let facing = instance_facing(tenant, project);
+    let note = fan_out_note(&tenant.id);
+    if ctx.journal.note(&note).await?.as_deref() == Some(facing.as_str()) {
+        return Ok(());
+    }
     let instances = ctx
         .pb
         .list_instances(Some(&format!("tenant = {}", filter_quote(&tenant.id))))
@@ -175,11 +204,13 @@ async fn fan_out(ctx: &Context, tenant: &Tenant) -> Result<(), ReconcileError> {
         };
         ctx.intake.submit(event).await?;
     }
+    ctx.journal.note_changed(&note, &facing).await?;
     Ok(())
 }
 
 /// The tenant is gone: destroy its remaining services, then its project.
 async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
+    ctx.journal.forget_note(&fan_out_note(id)).await?;
     let key = project_intent_key(id);
     let Some(intent) = ctx.journal.get_intent(&key).await? else {
         return Ok(());
@@ -254,5 +285,52 @@ async fn delete_project_patiently(ctx: &Context, uuid: &str) -> Result<(), Recon
             }
             Err(e) => return Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pocketbase::records::{PlanTier, TenantStatus};
+
+    #[test]
+    fn only_what_instances_read_of_a_tenant_wakes_them() {
+        let tenant = Tenant {
+            id: "t1".into(),
+            name: "Acme".into(),
+            slug: "acme".into(),
+            user: Some("u1".into()),
+            status: Some(TenantStatus::Active),
+            plan_tier: Some(PlanTier::Starter),
+            max_stacks: 0,
+            coolify_project_uuid: Some("p1".into()),
+            bridge_error: None,
+            created: None,
+            updated: None,
+        };
+        let key = instance_facing(&tenant, Some("p1"));
+        let renamed = Tenant {
+            name: "Acme Inc".into(),
+            user: Some("u2".into()),
+            bridge_error: Some("x".into()),
+            ..tenant.clone()
+        };
+        assert_eq!(instance_facing(&renamed, Some("p1")), key);
+        let upgraded = Tenant {
+            plan_tier: Some(PlanTier::Team),
+            ..tenant.clone()
+        };
+        let suspended = Tenant {
+            status: Some(TenantStatus::Suspended),
+            ..tenant.clone()
+        };
+        let more = Tenant {
+            max_stacks: 5,
+            ..tenant.clone()
+        };
+        for other in [&upgraded, &suspended, &more] {
+            assert_ne!(instance_facing(other, Some("p1")), key);
+        }
+        assert_ne!(instance_facing(&tenant, None), key, "a project appearing wakes them");
     }
 }

@@ -9,6 +9,7 @@ mod coolify_contract;
 mod e2e_reconcile;
 mod footprint_idle;
 mod footprint_webhook;
+mod footprint_writes;
 mod health_poller;
 mod in_process;
 mod intake_e2e;

@@ -1,0 +1,125 @@
+//! Issue 17's cheap wins, each counted in PocketBase requests avoided (the requests the bridge sends
+//! through a counting proxy): no `deploying` write for an action that finishes at once, no quota count for
+//! an instance already admitted, no wake-up of a tenant's instances for a tenant edit they do not read.
+
+use std::time::Duration;
+
+use cf_testkit::faultproxy::ProxiedStack;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(40);
+
+fn requests(stack: &ProxiedStack, method_and_prefix: &str, contains: &str) -> usize {
+    stack
+        .proxy
+        .forwarded(|r| r.starts_with(method_and_prefix) && r.contains(contains))
+}
+
+async fn wait_record(stack: &ProxiedStack, id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    cf_testkit::eventually(WAIT, what, || async {
+        let r = stack.record("bot_instances", id).await;
+        check(&r).then_some(r)
+    })
+    .await
+}
+
+async fn tenant_wakeups(stack: &ProxiedStack, id: &str) -> usize {
+    stack.bridge.admin().events(id, Some("tenant")).await.len()
+}
+
+/// Waits until the tenant's job has handled the version `patched` of the record.
+async fn tenant_job_done(stack: &ProxiedStack, tenant: &str, patched: &Value) {
+    let version = patched["updated"].as_str().unwrap_or_default().to_string();
+    cf_testkit::eventually(WAIT, "the tenant's job to handle the edit", || async {
+        let events = stack.bridge.admin().events(tenant, None).await;
+        events
+            .iter()
+            .any(|e| e["record_updated"] == version.as_str() && e["status"] == "done")
+            .then_some(())
+    })
+    .await;
+    stack.wait_idle(WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_actions_admitted_stacks_and_tenant_renames_spare_pocketbase() {
+    let stack = ProxiedStack::start(&[]).await;
+    // The tenant's plan has a stack limit, so admission counts the tenant's earlier stacks.
+    let tenant = stack.ready_tenant("spare").await;
+    let body = |sub: &str| {
+        json!({"tenant": tenant, "template": stack.template_id, "name": sub, "subdomain": sub,
+               "desired_state": "stopped", "config": {}})
+    };
+    let id = stack.pb.create_instance(body("spare-a")).await["id"]
+        .as_str()
+        .expect("instance id")
+        .to_string();
+    let stopped = wait_record(&stack, &id, "the instance stopped", |r| r["status"] == "stopped").await;
+    assert!(stopped["coolify_service_id"].as_str().is_some_and(|s| !s.is_empty()));
+    stack.wait_idle(WAIT).await;
+
+    // Created stopped: done at once, so no `deploying` PATCH went before the write-back (its batch); the
+    // one PATCH is the service's uuid, recorded as soon as it exists (docs/RELIABILITY.md).
+    let patches = |id: &str| {
+        requests(
+            &stack,
+            &format!("PATCH /api/collections/bot_instances/records/{id}"),
+            "",
+        )
+    };
+    assert_eq!(patches(&id), 1, "a deploying write for an action that finished at once");
+
+    // Admitted once, a stack is not counted again: starting it and editing it make no count query.
+    let counts = || {
+        requests(
+            &stack,
+            "GET /api/collections/bot_instances/records?",
+            "perPage=1&fields=id",
+        )
+    };
+    assert_eq!(counts(), 1, "the first admission counts the tenant's earlier stacks");
+    stack
+        .pb
+        .patch("bot_instances", &id, json!({"desired_state": "running"}))
+        .await;
+    let running = wait_record(&stack, &id, "the instance running", |r| r["status"] == "running").await;
+    assert_eq!(patches(&id), 2, "starting it waits for running: deploying is shown");
+    stack
+        .pb
+        .patch("bot_instances", &id, json!({"config": {"MODEL": "other"}}))
+        .await;
+    wait_record(&stack, &id, "the config applied", |r| {
+        r["applied_hash"] != running["applied_hash"] && r["status"] == "running"
+    })
+    .await;
+    stack.wait_idle(WAIT).await;
+    assert_eq!(counts(), 1, "an admitted stack was counted again");
+    let newcomer = stack.pb.create_instance(body("spare-b")).await["id"]
+        .as_str()
+        .expect("instance id")
+        .to_string();
+    wait_record(&stack, &newcomer, "the newcomer stopped", |r| r["status"] == "stopped").await;
+    assert_eq!(counts(), 2, "a newcomer is counted");
+
+    // Renaming the tenant wakes none of its instances (no list, no instance job); a plan change does.
+    stack.wait_idle(WAIT).await;
+    let lists = || requests(&stack, "GET /api/collections/bot_instances/records?", "tenant");
+    let (woken, listed) = (tenant_wakeups(&stack, &id).await, lists());
+    let renamed = stack
+        .pb
+        .patch("tenants", &tenant, json!({"name": "Spare Renamed"}))
+        .await;
+    tenant_job_done(&stack, &tenant, &renamed).await;
+    assert_eq!(tenant_wakeups(&stack, &id).await, woken, "a rename woke the instance");
+    assert_eq!(lists(), listed, "a rename listed the tenant's instances");
+    let upgraded = stack
+        .pb
+        .patch("tenants", &tenant, json!({"plan_tier": "sovereign"}))
+        .await;
+    tenant_job_done(&stack, &tenant, &upgraded).await;
+    assert_eq!(
+        tenant_wakeups(&stack, &id).await,
+        woken + 1,
+        "an upgrade wakes the instance"
+    );
+}
