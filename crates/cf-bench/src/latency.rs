@@ -158,7 +158,7 @@ pub async fn phase(
                 "1 latency",
                 format!("write -> {what} {q} @ {label}"),
                 ms(value),
-                format!("{} (realtime frame)", ms(frame)),
+                format!("{} (realtime frame; overhead {})", ms(frame), signed_ms(value - frame)),
                 ratio(value, frame),
             );
         }
@@ -178,6 +178,15 @@ pub async fn phase(
         used[2],
     ));
     Ok(())
+}
+
+/// A difference in milliseconds with its sign.
+fn signed_ms(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:+.1} ms")
+    } else {
+        "n/a".into()
+    }
 }
 
 /// Writes as fast as 32 concurrent clients can for `secs`, renaming `pool` records; returns accepted/s.
