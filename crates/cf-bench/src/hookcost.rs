@@ -91,10 +91,47 @@ pub async fn pb_with_fleet(
     env: &[(&str, String)],
     tag: &str,
 ) -> Result<(Pb, Vec<String>, TestPb)> {
+    pb_with_fleet_of(paths, data_dir, hooks_dir, env, tag, 64).await
+}
+
+/// Like [`pb_with_fleet`], with `n` instances.
+pub async fn pb_with_fleet_of(
+    paths: &Paths,
+    data_dir: &Path,
+    hooks_dir: &Path,
+    env: &[(&str, String)],
+    tag: &str,
+    n: usize,
+) -> Result<(Pb, Vec<String>, TestPb)> {
     let proc = procs::start_pocketbase(paths, data_dir, hooks_dir, env).await?;
     let pb = Pb::login(&proc.url, http()?).await?;
     pb.batch_create("bot_templates", &[json!({"name": "base-llm", "active": true})])
         .await?;
-    let instances = create_fleet(&pb, tag, 64, "stopped").await?;
+    let instances = create_fleet(&pb, tag, n, "stopped").await?;
     Ok((pb, instances, proc))
+}
+
+/// The latency baseline: a PocketBase with the same schema and no hooks, a record per pool instance, and
+/// a realtime subscriber. The latency phase makes each write there too, at the same moment.
+pub struct BareFrames {
+    pub pb: Pb,
+    /// By pool position.
+    pub ids: Vec<String>,
+    pub rx: tokio::sync::mpsc::UnboundedReceiver<super::sse::Seen>,
+    _proc: TestPb,
+}
+
+impl BareFrames {
+    pub async fn start(paths: &Paths, dir: &Path, pool: usize) -> Result<BareFrames> {
+        let hooks = dir.join("no-hooks");
+        std::fs::create_dir_all(&hooks)?;
+        let (pb, ids, proc) = pb_with_fleet_of(paths, &dir.join("pb_data"), &hooks, &[], "f", pool).await?;
+        let rx = super::sse::subscribe(&pb).await?;
+        Ok(BareFrames {
+            pb,
+            ids,
+            rx,
+            _proc: proc,
+        })
+    }
 }

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::client::Pb;
+use super::hookcost::BareFrames;
 use super::report::{Report, ms};
 use super::sse::Seen;
 use super::stack::Stack;
@@ -18,6 +19,8 @@ struct Write {
     id: String,
     name: String,
     at: Instant,
+    /// When the same change was sent to the PocketBase with no hooks.
+    bare_at: Instant,
     wall_ms: i64,
 }
 
@@ -64,9 +67,11 @@ pub async fn phase(
     rate: u32,
     secs: f64,
     rx: &mut mpsc::UnboundedReceiver<Seen>,
+    bare: &mut BareFrames,
     report: &mut Report,
 ) -> Result<()> {
     while rx.try_recv().is_ok() {}
+    while bare.rx.try_recv().is_ok() {}
     stack.sim.clear_requests().await?;
     let zero = stack.sim.clock_zero().await?;
     let n = (f64::from(rate) * secs).round() as usize;
@@ -84,20 +89,33 @@ pub async fn phase(
         desired.insert(id.clone(), running);
         let name = format!("{prefix}{k}");
         let body = json!({"desired_state": if running { "running" } else { "stopped" }, "name": name});
-        writes.push(Write {
-            id: id.clone(),
-            name,
-            at: Instant::now(),
-            wall_ms: wall_ms(),
-        });
+        let at = Instant::now();
         let permit = sem.clone().acquire_owned().await?;
         let pb = stack.pb.clone();
+        let project_body = body.clone();
+        let project_id = id.clone();
         tasks.spawn(async move {
             let _permit = permit;
-            pb.patch("bot_instances", &id, &body)
+            pb.patch("bot_instances", &project_id, &project_body)
                 .await
                 .map(|s| (200..300).contains(&s))
                 .unwrap_or(false)
+        });
+        // The same change to the PocketBase with no hooks; its answer is not counted.
+        let bare_at = Instant::now();
+        let permit = sem.clone().acquire_owned().await?;
+        let bare_pb = bare.pb.clone();
+        let bare_id = bare.ids[k % pool.len()].clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = bare_pb.patch("bot_instances", &bare_id, &body).await;
+        });
+        writes.push(Write {
+            id,
+            name,
+            at,
+            bare_at,
+            wall_ms: wall_ms(),
         });
     }
     let mut ok = 0usize;
@@ -111,12 +129,17 @@ pub async fn phase(
     let used: Vec<f64> = cpu.iter().zip(cpu0).map(|(after, before)| after - before).collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let mut seen: HashMap<String, Instant> = HashMap::new();
-    while let Ok(s) = rx.try_recv() {
-        if let Some(name) = s.record["name"].as_str() {
-            seen.entry(name.to_string()).or_insert(s.at);
+    let drain = |rx: &mut mpsc::UnboundedReceiver<Seen>| {
+        let mut seen: HashMap<String, Instant> = HashMap::new();
+        while let Ok(s) = rx.try_recv() {
+            if let Some(name) = s.record["name"].as_str() {
+                seen.entry(name.to_string()).or_insert(s.at);
+            }
         }
-    }
+        seen
+    };
+    let seen = drain(rx);
+    let bare_seen = drain(&mut bare.rx);
     let mut calls: HashMap<&str, Vec<Instant>> = HashMap::new();
     let log = stack.sim.requests().await?;
     for r in &log {
@@ -132,10 +155,14 @@ pub async fn phase(
 
     let mut next_write: HashMap<&str, Instant> = HashMap::new();
     let (mut frame_lat, mut call_lat, mut journal_lat) = (Vec::new(), Vec::new(), Vec::new());
+    let mut bare_lat = Vec::new();
     for w in writes.iter().rev() {
         let until = next_write.insert(w.id.as_str(), w.at);
         if let Some(at) = seen.get(&w.name) {
             frame_lat.push(at.saturating_duration_since(w.at));
+        }
+        if let Some(at) = bare_seen.get(&w.name) {
+            bare_lat.push(at.saturating_duration_since(w.bare_at));
         }
         if let Some(at) = journaled.get(&w.name) {
             journal_lat.push(Duration::from_millis(u64::try_from(at - w.wall_ms).unwrap_or(0)));
@@ -151,21 +178,28 @@ pub async fn phase(
         }
     }
     let (f, c, j) = (summarize(&frame_lat), summarize(&call_lat), summarize(&journal_lat));
+    let b = summarize(&bare_lat);
     let label = format!("{rate}/s (achieved {achieved:.0}/s)");
-    for (what, s) in [("first Coolify call", &c), ("journaled", &j)] {
-        for (q, value, frame) in [("p50", s.p50_ms, f.p50_ms), ("p99", s.p99_ms, f.p99_ms)] {
+    // Baseline: the frame of a PocketBase with the same schema and no hooks, for the same change.
+    for (what, s) in [
+        ("first Coolify call", &c),
+        ("journaled", &j),
+        ("realtime frame of the project's PocketBase (its hooks)", &f),
+    ] {
+        for (q, value, frame) in [("p50", s.p50_ms, b.p50_ms), ("p99", s.p99_ms, b.p99_ms)] {
             report.row(
                 "1 latency",
                 format!("write -> {what} {q} @ {label}"),
                 ms(value),
-                format!("{} (realtime frame; overhead {})", ms(frame), signed_ms(value - frame)),
+                format!("{} (no-hook frame; overhead {})", ms(frame), signed_ms(value - frame)),
                 ratio(value, frame),
             );
         }
     }
     report.note(format!(
-        "latency @ {rate}/s: {n} writes ({ok} accepted), {} realtime frames, {} journaled, {} with a Coolify call before the record's next write (the rest were absorbed by a later change of the same record){}",
+        "latency @ {rate}/s: {n} writes ({ok} accepted), {} realtime frames, {} no-hook frames, {} journaled, {} with a Coolify call before the record's next write (the rest were absorbed by a later change of the same record){}",
         f.n,
+        b.n,
         j.n,
         c.n,
         if idle.is_err() { "; the bridge was still busy 300 s after the last write" } else { "" }

@@ -187,6 +187,11 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
     ));
 
     let pool: Vec<String> = ids.iter().take(sizes.pool).cloned().collect();
+    eprintln!(
+        "no-hook PocketBase for the latency baseline ({} instances) ...",
+        pool.len()
+    );
+    let mut bare = hookcost::BareFrames::start(paths, &root.join("bare-frames"), pool.len()).await?;
     let mut rx = super::sse::subscribe(&a.pb).await?;
     let mut desired: HashMap<String, bool> = pool.iter().map(|id| (id.clone(), false)).collect();
     for &rate in &sizes.rates {
@@ -199,11 +204,13 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
             rate,
             sizes.phase_secs,
             &mut rx,
+            &mut bare,
             &mut report,
         )
         .await?;
     }
     drop(rx);
+    drop(bare);
     if overrides.latency_only {
         return Ok(report.render());
     }
