@@ -15,6 +15,8 @@ pub const DEPLOY_LOGS: &str = "deploy_logs";
 
 /// Longest `error_message` the schema accepts (characters).
 pub const ERROR_MESSAGE_MAX: usize = 2000;
+/// Longest `pending_reason` the schema accepts (characters).
+pub const PENDING_REASON_MAX: usize = 2000;
 /// Longest `bridge_error` the schema accepts (characters).
 pub const BRIDGE_ERROR_MAX: usize = 2000;
 /// Longest deploy log `message` the schema accepts (characters).
@@ -159,6 +161,9 @@ pub struct BotInstance {
     pub coolify_project_id: Option<String>,
     #[serde(default, deserialize_with = "empty_as_none")]
     pub error_message: Option<String>,
+    /// Why a `pending` instance waits (secrets, its tenant's project, a stack slot); empty otherwise.
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub pending_reason: Option<String>,
     #[serde(default, with = "pb_date")]
     pub last_healthy_at: Option<DateTime<Utc>>,
     #[serde(default, deserialize_with = "empty_as_none")]
@@ -216,6 +221,8 @@ pub struct InstancePatch {
     pub coolify_project_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "pb_date::serialize")]
     pub last_healthy_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -173,6 +173,7 @@ async fn desire(
     let position = u32::try_from(position).unwrap_or(u32::MAX);
     let granted = match quota::check(plan_tier, &ceiling, inst.cpu_limit, inst.mem_limit, defaults, position) {
         Ok(g) => g,
+        Err(e @ quota::QuotaError::Stacks { .. }) => return Ok(Err(Blocked::NoStackSlot(e.to_string()))),
         Err(e) => return Ok(Err(Blocked::Quota(e.to_string()))),
     };
 
@@ -298,40 +299,68 @@ async fn apply_health(ctx: &Context, inst: &BotInstance, judgement: Option<&Judg
     outcome::commit(ctx, Collection::BotInstances, &inst.id, Some(patch), Some(row)).await
 }
 
-/// Pure step: what a blocked instance shows. Missing secrets and a tenant without a project wait in
-/// `pending`; quota and invalid records are errors. A blocked instance is not planned: quota and
-/// validation problems stop nothing that already works, they only refuse new work.
-fn blocked_status(blocked: &Blocked) -> (InstanceStatus, String) {
+/// What a blocked instance shows: a waiting one stays `pending` with its reason in `pending_reason` (and
+/// no `error_message`: waiting is not a failure); one that needs a person shows `error`.
+#[derive(Debug, PartialEq, Eq)]
+struct BlockedView {
+    status: InstanceStatus,
+    error_message: String,
+    pending_reason: String,
+}
+
+/// Pure step: what a blocked instance shows. Missing secrets, a tenant without a project and a plan with
+/// no free stack slot wait in `pending`; resource requests above the plan and invalid records are errors.
+/// A blocked instance is not planned: quota and validation problems stop nothing that already works,
+/// they only refuse new work.
+fn blocked_status(blocked: &Blocked) -> BlockedView {
+    let waiting = |reason: String| BlockedView {
+        status: InstanceStatus::Pending,
+        error_message: String::new(),
+        pending_reason: reason,
+    };
     match blocked {
-        Blocked::MissingSecrets(keys) => (
-            InstanceStatus::Pending,
-            format!("waiting for secrets: {}", keys.join(", ")),
-        ),
-        Blocked::TenantNotReady => (
-            InstanceStatus::Pending,
-            "waiting for the tenant's Coolify project".to_string(),
-        ),
-        Blocked::Quota(m) | Blocked::Invalid(m) => (InstanceStatus::Error, m.clone()),
+        Blocked::MissingSecrets(keys) => waiting(format!("waiting for secrets: {}", keys.join(", "))),
+        Blocked::TenantNotReady => waiting("waiting for the tenant's Coolify project".to_string()),
+        Blocked::NoStackSlot(m) => waiting(format!("waiting for a stack slot: {m}")),
+        Blocked::Quota(m) | Blocked::Invalid(m) => BlockedView {
+            status: InstanceStatus::Error,
+            error_message: m.clone(),
+            pending_reason: String::new(),
+        },
     }
 }
 
 async fn block(ctx: &Context, inst: &BotInstance, blocked: Blocked) -> Result<(), ReconcileError> {
-    let (status, message) = blocked_status(&blocked);
+    let view = blocked_status(&blocked);
+    let shown = |field: &Option<String>, want: &str| field.as_deref().unwrap_or_default() == want;
     // Only a change is written, so the update event our own write causes ends here next time.
-    if inst.status != Some(status) || inst.error_message.as_deref() != Some(message.as_str()) {
+    if inst.status != Some(view.status)
+        || !shown(&inst.error_message, &view.error_message)
+        || !shown(&inst.pending_reason, &view.pending_reason)
+    {
         let patch = InstancePatch {
-            status: Some(status),
-            error_message: Some(message.clone()),
+            status: Some(view.status),
+            error_message: Some(view.error_message.clone()),
+            pending_reason: Some(view.pending_reason.clone()),
             ..Default::default()
         };
-        let row = (status == InstanceStatus::Error).then(|| {
+        let row = (view.status == InstanceStatus::Error).then(|| {
             ActionLog::instance(&inst.id, Some(&inst.tenant), true, DeployAction::Error)
-                .row(DeployStatus::Failed, message.clone())
+                .row(DeployStatus::Failed, view.error_message.clone())
         });
         let patch = BatchRequest::patch_instance(&inst.id, &patch)?;
         outcome::commit(ctx, Collection::BotInstances, &inst.id, Some(patch), row).await?;
-        warn!(record_id = %inst.id, status = ?status, reason = %message, "instance blocked");
+        if view.status == InstanceStatus::Pending {
+            info!(record_id = %inst.id, reason = %view.pending_reason, "instance waiting");
+        } else {
+            warn!(record_id = %inst.id, reason = %view.error_message, "instance refused");
+        }
     }
+    let message = if view.status == InstanceStatus::Pending {
+        view.pending_reason
+    } else {
+        view.error_message
+    };
     Err(ReconcileError::Blocked(message))
 }
 
@@ -547,6 +576,7 @@ async fn record_failure(ctx: &Context, inst: &BotInstance, log: ActionLog, uuid:
     let patch = InstancePatch {
         status: Some(InstanceStatus::Error),
         error_message: Some(message.clone()),
+        pending_reason: Some(String::new()),
         coolify_service_id: uuid.clone(),
         ..Default::default()
     };
@@ -572,6 +602,7 @@ fn write_back_patch(
     InstancePatch {
         status: Some(status),
         error_message: Some(String::new()),
+        pending_reason: Some(String::new()),
         coolify_service_id: uuid.clone(),
         coolify_project_id: Some(desired.project_uuid.clone()),
         domain: Some(desired.domain.clone()),
@@ -655,6 +686,7 @@ async fn run_actions(
                     let patch = InstancePatch {
                         status: Some(InstanceStatus::Deploying),
                         error_message: Some(String::new()),
+                        pending_reason: Some(String::new()),
                         ..Default::default()
                     };
                     ctx.pb.patch_instance(&inst.id, &patch).await?;
@@ -826,24 +858,32 @@ mod tests {
 
     #[test]
     fn blocked_instances_wait_in_pending_or_show_the_error() {
-        let quota = "quota exceeded: plan starter allows 2 stacks".to_string();
+        let waits = |reason: &str| BlockedView {
+            status: InstanceStatus::Pending,
+            error_message: String::new(),
+            pending_reason: reason.to_string(),
+        };
+        let slot = "quota exceeded: plan starter allows 2 stacks".to_string();
         assert_eq!(
-            blocked_status(&Blocked::Quota(quota.clone())),
-            (InstanceStatus::Error, quota)
+            blocked_status(&Blocked::NoStackSlot(slot)),
+            waits("waiting for a stack slot: quota exceeded: plan starter allows 2 stacks")
         );
         assert_eq!(
             blocked_status(&Blocked::MissingSecrets(vec!["TELEGRAM_BOT_TOKEN".into()])),
-            (
-                InstanceStatus::Pending,
-                "waiting for secrets: TELEGRAM_BOT_TOKEN".into()
-            )
+            waits("waiting for secrets: TELEGRAM_BOT_TOKEN")
         );
         assert_eq!(
             blocked_status(&Blocked::TenantNotReady),
-            (
-                InstanceStatus::Pending,
-                "waiting for the tenant's Coolify project".into()
-            )
+            waits("waiting for the tenant's Coolify project")
+        );
+        let cpu = "quota exceeded: requested 1 CPU but plan starter allows at most 0.25 CPU per stack".to_string();
+        assert_eq!(
+            blocked_status(&Blocked::Quota(cpu.clone())),
+            BlockedView {
+                status: InstanceStatus::Error,
+                error_message: cpu,
+                pending_reason: String::new(),
+            }
         );
     }
 }

@@ -107,8 +107,12 @@ impl fmt::Display for Spec {
 /// Why an instance may not be provisioned yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Blocked {
-    /// Over the plan's stack count or resource ceiling; waits for a plan change.
+    /// Asks for more CPU or memory than the plan allows (or names no known plan); needs a person to
+    /// lower the request or change the plan.
     Quota(String),
+    /// Every stack slot of the plan is taken by earlier instances; waits in `pending` for a slot (a larger
+    /// plan or `max_stacks`).
+    NoStackSlot(String),
     /// Required secrets not set; waits in `pending` until they arrive.
     MissingSecrets(Vec<String>),
     /// The record or its template cannot be rendered; waits for the record to change.

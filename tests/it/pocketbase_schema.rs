@@ -4,7 +4,7 @@ use cf_testkit::TestPb;
 use serde_json::{Value, json};
 
 const OURS: [&str; 4] = ["tenants", "bot_templates", "bot_instances", "deploy_logs"];
-const BRIDGE_OWNED: [(&str, &str); 8] = [
+const BRIDGE_OWNED: [(&str, &str); 9] = [
     ("status", "running"),
     ("coolify_service_id", "svc"),
     ("coolify_project_id", "prj"),
@@ -13,6 +13,7 @@ const BRIDGE_OWNED: [(&str, &str); 8] = [
     ("secrets_hash", "h"),
     ("applied_hash", "h"),
     ("domain", "x.example.com"),
+    ("pending_reason", "waiting for nothing"),
 ];
 
 fn collections_in_db(pb: &TestPb) -> Vec<String> {
