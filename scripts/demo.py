@@ -187,7 +187,7 @@ def main():
                 last[i] = line
                 print(f"  {r['name']:<15} status={r['status'] or '-':<10} coolify_service_id={r.get('coolify_service_id') or '-':<26}"
                       f" domain={r.get('domain') or '-'} {('error: ' + r['error_message']) if r.get('error_message') else ''}"
-                      f"{('waiting: ' + r['pending_reason']) if r.get('pending_reason') else ''}")
+                      f"{r['pending_reason'] if r.get('pending_reason') else ''}")
         if all(r["status"] == "running" for r in rows):
             break
         if time.time() > deadline:

@@ -34,6 +34,7 @@ mod security_keys;
 mod security_readyz;
 mod security_session;
 mod status_board;
+mod templates_config_collision;
 mod templates_golden;
 mod templates_hostile;
 mod templates_load;
