@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use secrecy::{ExposeSecret, SecretString};
 use tracing::{info, warn};
 
+use super::actor::Actor;
 use super::context::{ActionLog, Context, service_intent_key, service_name};
 use super::error::ReconcileError;
 use super::judgement::{HealthWrite, Judgement, Verdict, health_write};
@@ -45,11 +46,19 @@ pub fn life_of(inst: &BotInstance) -> String {
 }
 
 /// Reconciles one instance; returns the record's `updated` when it is live, `None` once destroyed.
-pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> Result<Option<String>, ReconcileError> {
+/// `run_actor`: who the run's events name (see [`Actor::of_action`] for whom its rows name).
+pub async fn reconcile(
+    ctx: &Context,
+    id: &str,
+    first_event_ms: Option<i64>,
+    run_actor: Option<&Actor>,
+) -> Result<Option<String>, ReconcileError> {
     let Some((inst, tenant, template)) = ctx.pb.get_instance_with_relations(id).await? else {
-        destroy(ctx, id).await?;
+        destroy(ctx, id, &Actor::of_action(run_actor, None, false)).await?;
         return Ok(None);
     };
+    let actor_if =
+        |carries_out_record: bool| Actor::of_action(run_actor, inst.changed_by.as_deref(), carries_out_record);
     let updated = inst.updated.as_ref().map(format_pb_date).unwrap_or_default();
     let life = life_of(&inst);
     // Before anything can block: an earlier record's service must not run on under this id.
@@ -72,7 +81,11 @@ pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> 
     }
     let desired = match desired {
         Ok(d) => d,
-        Err(blocked) => return block(ctx, &inst, blocked).await.map(|()| Some(updated)),
+        Err(blocked) => {
+            return block(ctx, &inst, blocked, &actor_if(true))
+                .await
+                .map(|()| Some(updated));
+        }
     };
     mark_first_action(ctx, first_event_ms);
     let observed = observe(ctx, &inst, &life, intent, &desired.project_uuid).await?;
@@ -91,7 +104,9 @@ pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> 
         None => plan::plan_instance(&input),
     };
     info!(record_id = %inst.id, actions = ?actions, "reconciling instance");
-    execute(ctx, &inst, &life, &desired, observed, &actions, pending.is_some()).await?;
+    // What Coolify runs already matches what was applied: the actions repair it rather than carry out a change.
+    let actor = actor_if(input.applied.as_ref() != Some(&input.desired));
+    execute(ctx, &inst, &desired, observed, &actions, pending.is_some(), &actor).await?;
     Ok(Some(updated))
 }
 
@@ -330,7 +345,7 @@ fn blocked_status(blocked: &Blocked) -> BlockedView {
     }
 }
 
-async fn block(ctx: &Context, inst: &BotInstance, blocked: Blocked) -> Result<(), ReconcileError> {
+async fn block(ctx: &Context, inst: &BotInstance, blocked: Blocked, actor: &Actor) -> Result<(), ReconcileError> {
     let view = blocked_status(&blocked);
     let shown = |field: &Option<String>, want: &str| field.as_deref().unwrap_or_default() == want;
     // Only a change is written, so the update event our own write causes ends here next time.
@@ -346,6 +361,7 @@ async fn block(ctx: &Context, inst: &BotInstance, blocked: Blocked) -> Result<()
         };
         let row = (view.status == InstanceStatus::Error).then(|| {
             ActionLog::instance(&inst.id, Some(&inst.tenant), true, DeployAction::Error)
+                .by(actor)
                 .row(DeployStatus::Failed, view.error_message.clone())
         });
         let patch = BatchRequest::patch_instance(&inst.id, &patch)?;
@@ -519,19 +535,19 @@ async fn find_in_project(ctx: &Context, project_uuid: &str, name: &str) -> Resul
 async fn execute(
     ctx: &Context,
     inst: &BotInstance,
-    life: &str,
     desired: &Desired,
     observed: Observed,
     actions: &[Action],
     completing_pending: bool,
+    actor: &Actor,
 ) -> Result<(), ReconcileError> {
     let mut uuid = match &observed {
         Observed::Present { uuid, .. } => Some(uuid.clone()),
         Observed::Absent => None,
     };
     let log_action = summary_action(actions);
-    let log = ActionLog::instance(&inst.id, Some(&inst.tenant), true, log_action);
-    let write_back = match run_actions(ctx, inst, life, desired, &mut uuid, actions).await {
+    let log = ActionLog::instance(&inst.id, Some(&inst.tenant), true, log_action).by(actor);
+    let write_back = match run_actions(ctx, inst, &life_of(inst), desired, &mut uuid, actions).await {
         Ok(write_back) => write_back,
         Err(e) => {
             record_failure(ctx, inst, log, &uuid, &e).await;
@@ -801,7 +817,7 @@ async fn wait_running(ctx: &Context, uuid: &str) -> Result<(), ReconcileError> {
 }
 
 /// The record is gone: destroy its service(s) and verify they are gone.
-async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
+async fn destroy(ctx: &Context, id: &str, actor: &Actor) -> Result<(), ReconcileError> {
     let key = service_intent_key(id);
     let mut uuids: Vec<String> = Vec::new();
     if let Some(intent) = ctx.journal.get_intent(&key).await?
@@ -816,7 +832,7 @@ async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
     }
     let mut removed = 0;
     for DeletedInstanceAction::DeleteService(uuid) in plan::plan_deleted_instance(&uuids) {
-        let log = ActionLog::instance(id, None, false, DeployAction::Destroy);
+        let log = ActionLog::instance(id, None, false, DeployAction::Destroy).by(actor);
         match ctx
             .coolify
             .delete_service_and_wait(&uuid, Duration::from_secs(120))

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::actor::Actor;
 use super::context::{ActionLog, Context, project_intent_key, project_name};
 use super::error::ReconcileError;
 use super::outcome;
@@ -19,9 +20,10 @@ use crate::pocketbase::records::{DeployAction, DeployStatus, Tenant, TenantPatch
 const PROJECT_DELETE_PATIENCE: Duration = Duration::from_secs(120);
 
 /// Reconciles one tenant; returns the record's `updated` when it is live, `None` once destroyed.
-pub async fn reconcile(ctx: &Context, id: &str) -> Result<Option<String>, ReconcileError> {
+/// `run_actor`: who the run's events name; a project is created for whoever last changed the tenant.
+pub async fn reconcile(ctx: &Context, id: &str, run_actor: Option<&Actor>) -> Result<Option<String>, ReconcileError> {
     let Some(tenant) = ctx.pb.get_tenant(id).await? else {
-        destroy(ctx, id).await?;
+        destroy(ctx, id, &Actor::of_action(run_actor, None, false)).await?;
         return Ok(None);
     };
     let observed = observe_project(ctx, &tenant).await?;
@@ -32,7 +34,12 @@ pub async fn reconcile(ctx: &Context, id: &str) -> Result<Option<String>, Reconc
     for action in actions {
         match action {
             TenantAction::CreateProject => {
-                let uuid = create_project(ctx, &tenant).await?;
+                let uuid = create_project(
+                    ctx,
+                    &tenant,
+                    &Actor::of_action(run_actor, tenant.changed_by.as_deref(), true),
+                )
+                .await?;
                 write_project(ctx, &tenant, uuid).await?;
             }
             TenantAction::WriteProjectUuid(uuid) => write_project(ctx, &tenant, uuid).await?,
@@ -100,11 +107,11 @@ fn of_other_tenant(project: &Project, tenant_id: &str) -> bool {
         .is_some_and(|owner| owner != tenant_id)
 }
 
-async fn create_project(ctx: &Context, tenant: &Tenant) -> Result<String, ReconcileError> {
+async fn create_project(ctx: &Context, tenant: &Tenant, actor: &Actor) -> Result<String, ReconcileError> {
     let key = project_intent_key(&tenant.id);
     let name = project_name(&tenant.slug);
     ctx.journal.put_intent(&key, "project", &name).await?;
-    let log = ActionLog::tenant(&tenant.id, true, DeployAction::ProjectCreate);
+    let log = ActionLog::tenant(&tenant.id, true, DeployAction::ProjectCreate).by(actor);
     let description = format!("{PROJECT_DESCRIPTION}{}", tenant.id);
     let result = match ctx.coolify.create_project(&name, Some(&description)).await {
         Ok(uuid) => Ok(uuid),
@@ -179,7 +186,7 @@ async fn fan_out(ctx: &Context, tenant: &Tenant) -> Result<(), ReconcileError> {
 }
 
 /// The tenant is gone: destroy its remaining services, then its project.
-async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
+async fn destroy(ctx: &Context, id: &str, actor: &Actor) -> Result<(), ReconcileError> {
     let key = project_intent_key(id);
     let Some(intent) = ctx.journal.get_intent(&key).await? else {
         return Ok(());
@@ -216,7 +223,7 @@ async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
                 }
             }
             DeletedTenantAction::DeleteProject(project) => {
-                let log = ActionLog::tenant(id, false, DeployAction::ProjectDelete);
+                let log = ActionLog::tenant(id, false, DeployAction::ProjectDelete).by(actor);
                 match delete_project_patiently(ctx, &project).await {
                     Ok(()) => {
                         log.keep(ctx, DeployStatus::Success, format!("project {project} deleted"))

@@ -16,6 +16,7 @@ mod intake_support;
 mod journal_basic;
 mod journal_bench;
 mod journal_echo;
+mod lifecycle_actor;
 mod lifecycle_waiting;
 mod pocketbase_batch;
 mod pocketbase_client;

@@ -1,0 +1,152 @@
+//! Who caused a job's actions: the `triggered_by` (and `triggered_by_user`) of their `deploy_logs` rows.
+//!
+//! `hooks/pb_hooks/actor.pb.js` stamps the acting auth record on every tenant or instance a request changes
+//! (`changed_by` = `<auth collection>:<id>`, in the same write); realtime frames and webhooks carry the
+//! record, and so the stamp, into the journal. A run is the user's when the newest change it covers came
+//! from them, and an operator's replay is the operator's ([`Actor::of_run`]). A run no event names (a
+//! resync, a tenant waking its instances, a health judgement) acts for whoever last changed the record when
+//! it carries out what the record asks for and was not applied yet (the user's create, unblocked by the
+//! tenant's new project), and for the bridge itself when it repairs what was applied ([`Actor::of_action`]).
+
+use crate::events::{Source, valid_record_id};
+
+/// What `triggered_by` says for the bridge's own actions.
+pub const BRIDGE: &str = "cf-bridge";
+/// What `triggered_by` says for an operator's replay (admin API, page, CLI).
+pub const OPERATOR: &str = "operator";
+/// The auth collection of the platform's users (a `triggered_by_user` relation points there).
+const USERS: &str = "users";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    Bridge,
+    Operator,
+    /// A PocketBase auth record: a user, or a superuser (the Admin UI, the Admin Portal's server).
+    Auth {
+        collection: String,
+        id: String,
+    },
+}
+
+impl Actor {
+    /// Reads a `changed_by` stamp; anything not shaped as the hook writes it is ignored.
+    pub fn from_stamp(stamp: &str) -> Option<Actor> {
+        let (collection, id) = stamp.split_once(':')?;
+        let name_ok = !collection.is_empty()
+            && collection.len() <= 64
+            && collection.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        (name_ok && valid_record_id(id)).then(|| Actor::Auth {
+            collection: collection.to_string(),
+            id: id.to_string(),
+        })
+    }
+
+    /// Pure: who a run's covered events name, newest first (see `Journal::run_changes`); `None` when no
+    /// event names anyone.
+    pub fn of_run(changes: &[(Source, Option<String>)]) -> Option<Actor> {
+        for (source, stamp) in changes {
+            match source {
+                Source::Realtime | Source::Webhook => {
+                    if let Some(actor) = stamp.as_deref().and_then(Actor::from_stamp) {
+                        return Some(actor);
+                    }
+                }
+                Source::Replay => return Some(Actor::Operator),
+                Source::Resync | Source::Tenant | Source::Health => {}
+            }
+        }
+        None
+    }
+
+    /// Pure: who an action of a run is for. `carries_out_record`: the action does what the record asks
+    /// and was not applied yet (rather than repair what was).
+    pub fn of_action(run: Option<&Actor>, record_stamp: Option<&str>, carries_out_record: bool) -> Actor {
+        if let Some(actor) = run {
+            return actor.clone();
+        }
+        record_stamp
+            .filter(|_| carries_out_record)
+            .and_then(Actor::from_stamp)
+            .unwrap_or(Actor::Bridge)
+    }
+
+    /// The row's `triggered_by` text.
+    pub fn triggered_by(&self) -> String {
+        match self {
+            Actor::Bridge => BRIDGE.to_string(),
+            Actor::Operator => OPERATOR.to_string(),
+            Actor::Auth { collection, id } => format!("{collection}:{id}"),
+        }
+    }
+
+    /// The row's `triggered_by_user`: set when the actor is one of the platform's users.
+    pub fn user_id(&self) -> Option<String> {
+        match self {
+            Actor::Auth { collection, id } if collection == USERS => Some(id.clone()),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(source: Source, stamp: Option<&str>) -> (Source, Option<String>) {
+        (source, stamp.map(str::to_string))
+    }
+
+    #[test]
+    fn the_newest_stamped_change_names_the_actor() {
+        let user = Actor::from_stamp("users:abc123def456ghi").expect("stamp");
+        assert_eq!(user.triggered_by(), "users:abc123def456ghi");
+        assert_eq!(user.user_id().as_deref(), Some("abc123def456ghi"));
+        let admin = Actor::from_stamp("_superusers:xyz987").expect("stamp");
+        assert_eq!(admin.user_id(), None);
+
+        assert_eq!(
+            Actor::of_run(&[
+                change(Source::Resync, None),
+                change(Source::Webhook, Some("users:abc123def456ghi")),
+                change(Source::Realtime, Some("_superusers:xyz987")),
+            ]),
+            Some(user.clone())
+        );
+        assert_eq!(Actor::of_run(&[change(Source::Replay, None)]), Some(Actor::Operator));
+        assert_eq!(
+            Actor::of_run(&[change(Source::Health, None), change(Source::Resync, None)]),
+            None
+        );
+        // A realtime change without a stamp (made before the hook, or by the bridge) names nobody.
+        assert_eq!(Actor::of_run(&[change(Source::Realtime, None)]), None);
+        assert_eq!(Actor::Bridge.triggered_by(), "cf-bridge");
+    }
+
+    #[test]
+    fn an_action_no_event_names_is_the_records_changer_only_when_it_carries_out_the_record() {
+        let stamp = Some("users:abc123def456ghi");
+        let user = Actor::from_stamp("users:abc123def456ghi").expect("stamp");
+        assert_eq!(Actor::of_action(Some(&Actor::Operator), stamp, true), Actor::Operator);
+        // The tenant's new project unblocks the user's create: the deploy is the user's.
+        assert_eq!(Actor::of_action(None, stamp, true), user);
+        // A repair of what was applied (the service vanished, a health judgement) is the bridge's.
+        assert_eq!(Actor::of_action(None, stamp, false), Actor::Bridge);
+        assert_eq!(Actor::of_action(None, None, true), Actor::Bridge);
+        assert_eq!(Actor::of_action(None, Some("garbage"), true), Actor::Bridge);
+    }
+
+    #[test]
+    fn malformed_stamps_are_ignored() {
+        for bad in [
+            "",
+            "users",
+            ":abc",
+            "users:",
+            "us ers:abc",
+            "users:abc/../x",
+            "users:a b",
+        ] {
+            assert_eq!(Actor::from_stamp(bad), None, "{bad:?}");
+        }
+    }
+}
