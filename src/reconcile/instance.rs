@@ -37,6 +37,8 @@ struct Desired {
     env: Vec<EnvVarInput>,
     secrets_hash: String,
     router_key_id: String,
+    /// The tenant is suspended: no domain, and the key was rotated when the suspension began.
+    suspended: bool,
 }
 
 /// The incarnation of a live record (see [`crate::incarnation`]).
@@ -201,6 +203,7 @@ async fn desire(
     }
 
     let domain = format!("{}.{}", inst.subdomain, ctx.settings.domains.base_domain);
+    let suspended = tenant.status == Some(TenantStatus::Suspended);
     let input = RenderInput {
         instance_id: inst.id.clone(),
         instance_name: inst.name.clone(),
@@ -227,6 +230,7 @@ async fn desire(
         "CLOUDFREEDOM_ROUTER_BASE_URL",
         ctx.settings.router.base_url_text(),
     )];
+    rotate_on_suspension_change(ctx, inst, life, suspended).await?;
     let router_key_id = ctx.journal.router_key_id(&inst.id, life).await?;
     env.push(EnvVarInput::new(
         "CLOUDFREEDOM_API_KEY",
@@ -248,9 +252,11 @@ async fn desire(
         inst.desired_state == Some(DesiredState::Running),
         tenant.status == Some(TenantStatus::Active),
     );
+    // A suspended stack is served nowhere: its domain leaves Coolify (and the record) until it resumes.
+    let served = if suspended { "" } else { domain.as_str() };
     let compose_key = format!(
         "{}\n#domain={}\n#template={}@{}",
-        rendered.compose_yaml, domain, template.name, template.version
+        rendered.compose_yaml, served, template.name, template.version
     );
     let env_key = format!(
         "{}|{}|{}",
@@ -272,7 +278,29 @@ async fn desire(
         env,
         secrets_hash,
         router_key_id,
+        suspended,
     }))
+}
+
+/// A tenant's suspension, and its end, each rotate the stack's router key once, so that a key copied
+/// before either stops working at the router. The journal notes which side of a suspension the stack's
+/// key belongs to; rotating before noting means a crash between the two only rotates once more.
+async fn rotate_on_suspension_change(
+    ctx: &Context,
+    inst: &BotInstance,
+    life: &str,
+    suspended: bool,
+) -> Result<(), ReconcileError> {
+    let name = format!("suspended:{}", inst.id);
+    let was_suspended = ctx.journal.noted(&name).await?.as_deref() == Some("yes");
+    if was_suspended != suspended {
+        let key_id = ctx.journal.rotate_router_key(&inst.id, life).await?;
+        ctx.journal
+            .note_changed(&name, if suspended { "yes" } else { "no" })
+            .await?;
+        info!(record_id = %inst.id, router_key_id = %key_id, suspended, "router key rotated for the tenant's suspension");
+    }
+    Ok(())
 }
 
 /// Writes what the health judgement asks of an instance whose spec is applied.
@@ -559,7 +587,10 @@ async fn execute(
     let row = (!actions.is_empty() && !completes_pending).then(|| {
         let mut row = log.row(
             DeployStatus::Success,
-            success_message(log_action, desired, uuid.as_deref()),
+            with_door(
+                door_change(inst, desired, actions),
+                success_message(log_action, desired, uuid.as_deref()),
+            ),
         );
         // Until the row is confirmed, a retry knows what Coolify runs even if the write-back was lost.
         if write_back.is_some() {
@@ -621,7 +652,11 @@ fn write_back_patch(
         pending_reason: Some(String::new()),
         coolify_service_id: uuid.clone(),
         coolify_project_id: Some(desired.project_uuid.clone()),
-        domain: Some(desired.domain.clone()),
+        domain: Some(if desired.suspended {
+            String::new()
+        } else {
+            desired.domain.clone()
+        }),
         applied_hash: Some(desired.spec.fingerprint()),
         secrets_hash: Some(desired.secrets_hash.clone()),
         router_key_id: Some(desired.router_key_id.clone()),
@@ -642,6 +677,28 @@ fn summary_action(actions: &[Action]) -> DeployAction {
         DeployAction::Stop
     } else {
         DeployAction::Update
+    }
+}
+
+/// What a run does to the stack's door (its domain and router key) when the tenant's suspension begins
+/// or ends: said in the action's row.
+fn door_change(inst: &BotInstance, desired: &Desired, actions: &[Action]) -> Option<&'static str> {
+    if !actions.contains(&Action::UpdateService) {
+        return None;
+    }
+    if desired.suspended {
+        Some("tenant suspended: domain removed, router key rotated")
+    } else if inst.domain.is_none() && inst.applied_hash.is_some() {
+        Some("tenant active again: domain restored, fresh router key")
+    } else {
+        None
+    }
+}
+
+fn with_door(door: Option<&str>, message: String) -> String {
+    match door {
+        Some(door) => format!("{door}; {message}"),
+        None => message,
     }
 }
 
@@ -673,10 +730,16 @@ fn with_revoked(desired: &[EnvVarInput], existing: &[EnvVar]) -> Vec<EnvVarInput
     env
 }
 
+/// The public service's domain; a blank url while suspended, which Coolify takes as "no domain".
 fn urls(desired: &Desired) -> Vec<ServiceUrl> {
+    let url = if desired.suspended {
+        String::new()
+    } else {
+        format!("https://{}:{}", desired.domain, desired.rendered.public_port)
+    };
     vec![ServiceUrl {
         name: desired.rendered.public_service.clone(),
-        url: format!("https://{}:{}", desired.domain, desired.rendered.public_port),
+        url,
     }]
 }
 

@@ -186,6 +186,10 @@ pub fn plan_instance(input: &InstanceInput) -> Vec<Action> {
             if desired.state == EffectiveState::Running && (needs_redeploy || !running) {
                 actions.push(Action::MarkDeploying);
             }
+            // A stop closes the door first (a suspension's domain removal and key rotation follow).
+            if desired.state == EffectiveState::Stopped && *running {
+                actions.push(Action::Stop);
+            }
             if compose_changed {
                 actions.push(Action::UpdateService);
             }
@@ -202,11 +206,7 @@ pub fn plan_instance(input: &InstanceInput) -> Vec<Action> {
                         actions.push(Action::WaitRunning);
                     }
                 }
-                EffectiveState::Stopped => {
-                    if *running {
-                        actions.push(Action::Stop);
-                    }
-                }
+                EffectiveState::Stopped => {}
             }
         }
     }
@@ -388,6 +388,24 @@ mod tests {
                     observed: present(false),
                 },
                 vec![MarkDeploying, Start, WaitRunning, WriteBack(R)],
+            ),
+            (
+                "suspension: stop first, then the domain (compose) and key (env) change",
+                InstanceInput {
+                    desired: spec(S, "c2", "e2", ""),
+                    applied: Some(base.clone()),
+                    observed: present(true),
+                },
+                vec![Stop, UpdateService, SetEnv, WriteBack(S)],
+            ),
+            (
+                "resume: domain and key back, then start",
+                InstanceInput {
+                    desired: base.clone(),
+                    applied: Some(spec(S, "c2", "e2", "")),
+                    observed: present(false),
+                },
+                vec![MarkDeploying, UpdateService, SetEnv, Start, WaitRunning, WriteBack(R)],
             ),
             (
                 "restart requested",

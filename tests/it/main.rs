@@ -17,6 +17,7 @@ mod journal_basic;
 mod journal_bench;
 mod journal_echo;
 mod lifecycle_actor;
+mod lifecycle_suspend;
 mod lifecycle_waiting;
 mod pocketbase_batch;
 mod pocketbase_client;
