@@ -30,7 +30,11 @@ async fn starter_third_stack_refused_until_upgrade_and_cpu_ceiling_refused() {
 
     let third = stack
         .wait_record("bot_instances", &c, "the third stack waiting", WAIT, |r| {
-            r["status"] == "pending" && r["pending_reason"] != ""
+            // It may first wait for the tenant's project, then for a slot.
+            r["status"] == "pending"
+                && r["pending_reason"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("waiting for a stack slot"))
         })
         .await;
     assert_eq!(
