@@ -7,8 +7,49 @@
 //! resync, a tenant waking its instances, a health judgement) acts for whoever last changed the record when
 //! it carries out what the record asks for and was not applied yet (the user's create, unblocked by the
 //! tenant's new project), and for the bridge itself when it repairs what was applied ([`Actor::of_action`]).
+//! A destroy names whoever deleted the record ([`Actor::of_deletion`]), read when the destroy is done.
 
-use crate::events::{Source, valid_record_id};
+use crate::events::{Action, Source, valid_record_id};
+use crate::journal::{ClaimedJob, Journal, JournalError};
+
+/// One covered event: its source, its action and the stamp its record carried.
+pub type Change = (Source, Action, Option<String>);
+
+/// Covered events read to find who caused a run: the newest stamped change is among the last few.
+const CHANGES_READ: usize = 20;
+
+/// What a run knows of who caused it.
+pub struct RunActor {
+    journal: Journal,
+    job_id: i64,
+    named: Option<Actor>,
+}
+
+impl RunActor {
+    /// Reads the events the job's run covers (a local journal read).
+    pub async fn read(journal: &Journal, job: &ClaimedJob) -> Result<RunActor, JournalError> {
+        let changes = journal
+            .run_changes(job.job_id, Some(job.last_event_id), CHANGES_READ)
+            .await?;
+        Ok(RunActor {
+            journal: journal.clone(),
+            job_id: job.job_id,
+            named: Actor::of_run(&changes),
+        })
+    }
+
+    /// Who the run's events name, if anyone.
+    pub fn named(&self) -> Option<&Actor> {
+        self.named.as_ref()
+    }
+
+    /// Who deleted the record. Read again when a destroy is done: a run for an earlier change may find the
+    /// record gone before the delete's own event reached the journal.
+    pub async fn deleter(&self) -> Result<Actor, JournalError> {
+        let changes = self.journal.run_changes(self.job_id, None, CHANGES_READ).await?;
+        Ok(Actor::of_deletion(&changes))
+    }
+}
 
 /// What `triggered_by` says for the bridge's own actions.
 pub const BRIDGE: &str = "cf-bridge";
@@ -43,8 +84,8 @@ impl Actor {
 
     /// Pure: who a run's covered events name, newest first (see `Journal::run_changes`); `None` when no
     /// event names anyone.
-    pub fn of_run(changes: &[(Source, Option<String>)]) -> Option<Actor> {
-        for (source, stamp) in changes {
+    pub fn of_run(changes: &[Change]) -> Option<Actor> {
+        for (source, _, stamp) in changes {
             match source {
                 Source::Realtime | Source::Webhook => {
                     if let Some(actor) = stamp.as_deref().and_then(Actor::from_stamp) {
@@ -56,6 +97,23 @@ impl Actor {
             }
         }
         None
+    }
+
+    /// Pure: who deleted the record, from the job's events, newest first: the stamp the delete's event
+    /// carried (`actor.pb.js` stamps the record it deletes), an operator's replay, or the bridge.
+    pub fn of_deletion(changes: &[Change]) -> Actor {
+        for (source, action, stamp) in changes {
+            match (source, action) {
+                (Source::Realtime | Source::Webhook, Action::Delete) => {
+                    if let Some(actor) = stamp.as_deref().and_then(Actor::from_stamp) {
+                        return actor;
+                    }
+                }
+                (Source::Replay, _) => return Actor::Operator,
+                _ => {}
+            }
+        }
+        Actor::Bridge
     }
 
     /// Pure: who an action of a run is for. `carries_out_record`: the action does what the record asks
@@ -92,8 +150,8 @@ impl Actor {
 mod tests {
     use super::*;
 
-    fn change(source: Source, stamp: Option<&str>) -> (Source, Option<String>) {
-        (source, stamp.map(str::to_string))
+    fn change(source: Source, stamp: Option<&str>) -> Change {
+        (source, Action::Update, stamp.map(str::to_string))
     }
 
     #[test]
@@ -133,6 +191,16 @@ mod tests {
         assert_eq!(Actor::of_action(None, stamp, false), Actor::Bridge);
         assert_eq!(Actor::of_action(None, None, true), Actor::Bridge);
         assert_eq!(Actor::of_action(None, Some("garbage"), true), Actor::Bridge);
+    }
+
+    #[test]
+    fn a_destroy_names_the_deleter_not_the_last_editor() {
+        let deleter = Actor::from_stamp("users:deleter123").expect("stamp");
+        let delete = (Source::Realtime, Action::Delete, Some("users:deleter123".to_string()));
+        let edit = change(Source::Webhook, Some("_superusers:editor1"));
+        assert_eq!(Actor::of_deletion(&[delete, edit.clone()]), deleter);
+        assert_eq!(Actor::of_deletion(&[edit]), Actor::Bridge, "an edit is not a deletion");
+        assert_eq!(Actor::of_deletion(&[]), Actor::Bridge);
     }
 
     #[test]

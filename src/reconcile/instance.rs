@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use secrecy::{ExposeSecret, SecretString};
 use tracing::{info, warn};
 
-use super::actor::Actor;
+use super::actor::{Actor, RunActor};
 use super::context::{ActionLog, Context, service_intent_key, service_name};
 use super::error::ReconcileError;
 use super::judgement::{HealthWrite, Judgement, Verdict, health_write};
@@ -48,17 +48,18 @@ pub fn life_of(inst: &BotInstance) -> String {
 }
 
 /// Reconciles one instance; returns the record's `updated` when it is live, `None` once destroyed.
-/// `run_actor`: who the run's events name (see [`Actor::of_action`] for whom its rows name).
+/// `run`: who caused the run (see [`Actor::of_action`] for whom its rows name).
 pub async fn reconcile(
     ctx: &Context,
     id: &str,
     first_event_ms: Option<i64>,
-    run_actor: Option<&Actor>,
+    run: &RunActor,
 ) -> Result<Option<String>, ReconcileError> {
     let Some((inst, tenant, template)) = ctx.pb.get_instance_with_relations(id).await? else {
-        destroy(ctx, id, &Actor::of_action(run_actor, None, false)).await?;
+        destroy(ctx, id, run).await?;
         return Ok(None);
     };
+    let run_actor = run.named();
     let actor_if =
         |carries_out_record: bool| Actor::of_action(run_actor, inst.changed_by.as_deref(), carries_out_record);
     let updated = inst.updated.as_ref().map(format_pb_date).unwrap_or_default();
@@ -880,7 +881,7 @@ async fn wait_running(ctx: &Context, uuid: &str) -> Result<(), ReconcileError> {
 }
 
 /// The record is gone: destroy its service(s) and verify they are gone.
-async fn destroy(ctx: &Context, id: &str, actor: &Actor) -> Result<(), ReconcileError> {
+async fn destroy(ctx: &Context, id: &str, run: &RunActor) -> Result<(), ReconcileError> {
     let key = service_intent_key(id);
     let mut uuids: Vec<String> = Vec::new();
     if let Some(intent) = ctx.journal.get_intent(&key).await?
@@ -895,12 +896,13 @@ async fn destroy(ctx: &Context, id: &str, actor: &Actor) -> Result<(), Reconcile
     }
     let mut removed = 0;
     for DeletedInstanceAction::DeleteService(uuid) in plan::plan_deleted_instance(&uuids) {
-        let log = ActionLog::instance(id, None, false, DeployAction::Destroy).by(actor);
-        match ctx
+        let log = ActionLog::instance(id, None, false, DeployAction::Destroy);
+        let result = ctx
             .coolify
             .delete_service_and_wait(&uuid, Duration::from_secs(120))
-            .await
-        {
+            .await;
+        let log = log.by(&run.deleter().await?);
+        match result {
             Ok(()) | Err(CoolifyError::NotFound { .. }) => {
                 log.keep(
                     ctx,

@@ -46,9 +46,6 @@ pub async fn run_every<P: Periodic>(mut task: P, cancel: CancellationToken) {
     }
 }
 
-/// Covered events read to find who caused a run: the newest stamped change is among the last few.
-const RUN_CHANGES_READ: usize = 20;
-
 /// The queue's job handler: one reconcile of one record.
 pub struct Reconciler {
     ctx: Context,
@@ -62,17 +59,11 @@ impl Reconciler {
     async fn run(&self, job: &ClaimedJob) -> Result<(), ReconcileError> {
         let collection = job.collection;
         let id = job.record_id.as_str();
-        // Who asked for what this run carries out, read from the events it covers (a local journal read).
-        let changes = self
-            .ctx
-            .journal
-            .run_changes(job.job_id, job.last_event_id, RUN_CHANGES_READ)
-            .await?;
-        let actor = actor::Actor::of_run(&changes);
-        let actor = actor.as_ref();
+        // Who asked for what this run carries out, read from the events it covers.
+        let run = actor::RunActor::read(&self.ctx.journal, job).await?;
         let outcome = match collection {
-            Collection::Tenants => tenant::reconcile(&self.ctx, id, actor).await?,
-            Collection::BotInstances => instance::reconcile(&self.ctx, id, job.first_pending_at, actor).await?,
+            Collection::Tenants => tenant::reconcile(&self.ctx, id, &run).await?,
+            Collection::BotInstances => instance::reconcile(&self.ctx, id, job.first_pending_at, &run).await?,
         };
         // Rows the run kept, or an earlier run could not send: a job ends with its record's rows written.
         outcome::flush(&self.ctx, collection, id).await?;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::actor::Actor;
+use super::actor::{Actor, RunActor};
 use super::context::{ActionLog, Context, project_intent_key, project_name};
 use super::error::ReconcileError;
 use super::outcome;
@@ -20,10 +20,10 @@ use crate::pocketbase::records::{DeployAction, DeployStatus, Tenant, TenantPatch
 const PROJECT_DELETE_PATIENCE: Duration = Duration::from_secs(120);
 
 /// Reconciles one tenant; returns the record's `updated` when it is live, `None` once destroyed.
-/// `run_actor`: who the run's events name; a project is created for whoever last changed the tenant.
-pub async fn reconcile(ctx: &Context, id: &str, run_actor: Option<&Actor>) -> Result<Option<String>, ReconcileError> {
+/// `run`: who caused the run; a project is created for whoever last changed the tenant.
+pub async fn reconcile(ctx: &Context, id: &str, run: &RunActor) -> Result<Option<String>, ReconcileError> {
     let Some(tenant) = ctx.pb.get_tenant(id).await? else {
-        destroy(ctx, id, &Actor::of_action(run_actor, None, false)).await?;
+        destroy(ctx, id, run).await?;
         return Ok(None);
     };
     let observed = observe_project(ctx, &tenant).await?;
@@ -37,7 +37,7 @@ pub async fn reconcile(ctx: &Context, id: &str, run_actor: Option<&Actor>) -> Re
                 let uuid = create_project(
                     ctx,
                     &tenant,
-                    &Actor::of_action(run_actor, tenant.changed_by.as_deref(), true),
+                    &Actor::of_action(run.named(), tenant.changed_by.as_deref(), true),
                 )
                 .await?;
                 write_project(ctx, &tenant, uuid).await?;
@@ -186,7 +186,7 @@ async fn fan_out(ctx: &Context, tenant: &Tenant) -> Result<(), ReconcileError> {
 }
 
 /// The tenant is gone: destroy its remaining services, then its project.
-async fn destroy(ctx: &Context, id: &str, actor: &Actor) -> Result<(), ReconcileError> {
+async fn destroy(ctx: &Context, id: &str, run: &RunActor) -> Result<(), ReconcileError> {
     let key = project_intent_key(id);
     let Some(intent) = ctx.journal.get_intent(&key).await? else {
         return Ok(());
@@ -223,8 +223,10 @@ async fn destroy(ctx: &Context, id: &str, actor: &Actor) -> Result<(), Reconcile
                 }
             }
             DeletedTenantAction::DeleteProject(project) => {
-                let log = ActionLog::tenant(id, false, DeployAction::ProjectDelete).by(actor);
-                match delete_project_patiently(ctx, &project).await {
+                let log = ActionLog::tenant(id, false, DeployAction::ProjectDelete);
+                let result = delete_project_patiently(ctx, &project).await;
+                let log = log.by(&run.deleter().await?);
+                match result {
                     Ok(()) => {
                         log.keep(ctx, DeployStatus::Success, format!("project {project} deleted"))
                             .await?

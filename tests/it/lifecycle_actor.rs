@@ -122,7 +122,14 @@ async fn deploy_logs_name_the_user_whose_change_they_carry_out() {
     w.sim.force_status(&uuid, None).await;
     w.wait_status(&id, "running", WAIT).await;
 
-    // The user deletes it: the destroy row names them though the record is gone.
+    // A superuser renames it last; then the user deletes it: the destroy row names the deleter (stamped by
+    // the delete hook on the record the webhook and realtime send), not the last editor.
+    let renamed =
+        w.pb.patch("bot_instances", &id, json!({"name": "renamed by an admin"}))
+            .await;
+    assert!(text(&renamed, "changed_by").starts_with("_superusers:"), "{renamed}");
+    w.wait_status(&id, "running", WAIT).await;
+    // The destroy row names the user though the record is gone.
     let (code, _) = w.pb.request_as(&token, "DELETE", &path, None).await;
     assert_eq!(code, 204);
     let destroyed = w
