@@ -23,6 +23,8 @@ pub struct RunActor {
     journal: Journal,
     job_id: i64,
     named: Option<Actor>,
+    /// Who changed the tenant, when the run covers the tenant's wake-up of its instances.
+    tenant: Option<Actor>,
 }
 
 impl RunActor {
@@ -35,12 +37,24 @@ impl RunActor {
             journal: journal.clone(),
             job_id: job.job_id,
             named: Actor::of_run(&changes),
+            tenant: Actor::of_tenant_wake(&changes),
         })
     }
 
     /// Who the run's events name, if anyone.
     pub fn named(&self) -> Option<&Actor> {
         self.named.as_ref()
+    }
+
+    /// Who an instance action of the run is for (see [`Actor::of_instance_action`]).
+    pub fn for_instance(&self, record_stamp: Option<&str>, applied_before: bool, carries_out_record: bool) -> Actor {
+        Actor::of_instance_action(
+            self.named.as_ref(),
+            self.tenant.as_ref(),
+            record_stamp,
+            applied_before,
+            carries_out_record,
+        )
     }
 
     /// Who deleted the record. Read again when a destroy is done: a run for an earlier change may find the
@@ -97,6 +111,33 @@ impl Actor {
             }
         }
         None
+    }
+
+    /// Pure: who changed the tenant whose wake-up the run covers (the tenant's job puts its own actor in the
+    /// events it sends its instances), newest first.
+    pub fn of_tenant_wake(changes: &[Change]) -> Option<Actor> {
+        changes
+            .iter()
+            .filter(|(source, _, _)| *source == Source::Tenant)
+            .find_map(|(_, _, stamp)| stamp.as_deref().and_then(Actor::from_stamp))
+    }
+
+    /// Pure: who an instance action is for. The run's own events first; otherwise an action that carries
+    /// out what the record asks is the tenant changer's when the stack ran before and the tenant's change
+    /// (suspension, plan) is what moved it, and the record's last changer otherwise (their create, which
+    /// the tenant's new project unblocked; their change, found by a resync); a repair is the bridge's.
+    pub fn of_instance_action(
+        named: Option<&Actor>,
+        tenant: Option<&Actor>,
+        record_stamp: Option<&str>,
+        applied_before: bool,
+        carries_out_record: bool,
+    ) -> Actor {
+        match (named, tenant) {
+            (Some(actor), _) => actor.clone(),
+            (None, Some(actor)) if carries_out_record && applied_before => actor.clone(),
+            (None, _) => Actor::of_action(None, record_stamp, carries_out_record),
+        }
     }
 
     /// Pure: who deleted the record, from the job's events, newest first: the stamp the delete's event
@@ -191,6 +232,36 @@ mod tests {
         assert_eq!(Actor::of_action(None, stamp, false), Actor::Bridge);
         assert_eq!(Actor::of_action(None, None, true), Actor::Bridge);
         assert_eq!(Actor::of_action(None, Some("garbage"), true), Actor::Bridge);
+    }
+
+    #[test]
+    fn a_tenant_change_is_the_tenant_changers_unless_it_only_unblocked_a_create() {
+        let admin = Actor::from_stamp("_superusers:admin1").expect("stamp");
+        let user = "users:abc123def456ghi";
+        let wake = (Source::Tenant, Action::Update, Some("_superusers:admin1".to_string()));
+        assert_eq!(
+            Actor::of_tenant_wake(&[change(Source::Resync, None), wake]),
+            Some(admin.clone())
+        );
+        // The admin suspends a running stack: the suspension is theirs.
+        assert_eq!(
+            Actor::of_instance_action(None, Some(&admin), Some(user), true, true),
+            admin
+        );
+        // The tenant's new project unblocks the user's create: the deploy is the user's.
+        assert_eq!(
+            Actor::of_instance_action(None, Some(&admin), Some(user), false, true).triggered_by(),
+            user
+        );
+        // The instance's own event wins; a repair is the bridge's.
+        assert_eq!(
+            Actor::of_instance_action(Some(&Actor::Operator), Some(&admin), Some(user), true, true),
+            Actor::Operator
+        );
+        assert_eq!(
+            Actor::of_instance_action(None, Some(&admin), Some(user), true, false),
+            Actor::Bridge
+        );
     }
 
     #[test]

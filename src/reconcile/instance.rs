@@ -59,9 +59,9 @@ pub async fn reconcile(
         destroy(ctx, id, run).await?;
         return Ok(None);
     };
-    let run_actor = run.named();
+    let applied_before = inst.applied_hash.is_some();
     let actor_if =
-        |carries_out_record: bool| Actor::of_action(run_actor, inst.changed_by.as_deref(), carries_out_record);
+        |carries_out_record: bool| run.for_instance(inst.changed_by.as_deref(), applied_before, carries_out_record);
     let updated = inst.updated.as_ref().map(format_pb_date).unwrap_or_default();
     let life = life_of(&inst);
     // Before anything can block: an earlier record's service must not run on under this id.

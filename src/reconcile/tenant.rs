@@ -43,7 +43,7 @@ pub async fn reconcile(ctx: &Context, id: &str, run: &RunActor) -> Result<Option
                 write_project(ctx, &tenant, uuid).await?;
             }
             TenantAction::WriteProjectUuid(uuid) => write_project(ctx, &tenant, uuid).await?,
-            TenantAction::FanOutInstances => fan_out(ctx, &tenant).await?,
+            TenantAction::FanOutInstances => fan_out(ctx, &tenant, run.named()).await?,
         }
     }
     Ok(Some(tenant.updated.as_ref().map(format_pb_date).unwrap_or_default()))
@@ -157,7 +157,8 @@ async fn create_project(ctx: &Context, tenant: &Tenant, actor: &Actor) -> Result
 }
 
 /// Status, plan and project changes affect every instance of the tenant: wake them all.
-async fn fan_out(ctx: &Context, tenant: &Tenant) -> Result<(), ReconcileError> {
+/// `actor`: who changed the tenant, carried to the instances' runs (see `actor::Actor::of_tenant_wake`).
+async fn fan_out(ctx: &Context, tenant: &Tenant, actor: Option<&Actor>) -> Result<(), ReconcileError> {
     let instances = ctx
         .pb
         .list_instances(Some(&format!("tenant = {}", filter_quote(&tenant.id))))
@@ -177,7 +178,8 @@ async fn fan_out(ctx: &Context, tenant: &Tenant) -> Result<(), ReconcileError> {
                 tenant.id, inst.id
             ),
             delivery_id: None,
-            payload: json!({"reason": "tenant changed", "tenant": tenant.id}),
+            payload: json!({"reason": "tenant changed", "tenant": tenant.id,
+                             "changed_by": actor.map(Actor::triggered_by)}),
             fingerprint: None,
         };
         ctx.intake.submit(event).await?;

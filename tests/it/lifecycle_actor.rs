@@ -106,6 +106,25 @@ async fn deploy_logs_name_the_user_whose_change_they_carry_out() {
         "the journal carries the stamp: {events}"
     );
 
+    // An admin suspends and resumes the tenant: those rows name the admin, not the instance's last editor.
+    let suspended = w.pb.patch("tenants", &tenant_id, json!({"status": "suspended"})).await;
+    let admin = text(&suspended, "changed_by").to_string();
+    assert!(admin.starts_with("_superusers:"), "{suspended}");
+    w.wait_record("bot_instances", &id, "suspended", WAIT, |r| {
+        text(r, "domain").is_empty()
+    })
+    .await;
+    w.pb.patch("tenants", &tenant_id, json!({"status": "active"})).await;
+    w.wait_record("bot_instances", &id, "resumed", WAIT, |r| !text(r, "domain").is_empty())
+        .await;
+    let rows = w.deploy_logs(&id).await;
+    let door: Vec<&Value> = rows
+        .iter()
+        .filter(|r| text(r, "message").starts_with("tenant "))
+        .collect();
+    assert_eq!(door.len(), 2, "{rows:?}");
+    assert!(door.iter().all(|r| r["triggered_by"] == admin.as_str()), "{door:?}");
+
     // Started again by the user, then the container dies: the health action is the bridge's own.
     let (code, _) =
         w.pb.request_as(&token, "PATCH", &path, Some(&json!({"desired_state": "running"})))
