@@ -181,11 +181,13 @@ def main():
         for i in ids:
             _, r = call("GET", f"{pb_url}/api/collections/bot_instances/records/{i}", token=su)
             rows.append(r)
-            line = (r["status"], r.get("coolify_service_id"), r.get("domain"), r.get("error_message"))
+            line = (r["status"], r.get("coolify_service_id"), r.get("domain"), r.get("error_message"),
+                    r.get("pending_reason"))
             if last.get(i) != line:
                 last[i] = line
                 print(f"  {r['name']:<15} status={r['status'] or '-':<10} coolify_service_id={r.get('coolify_service_id') or '-':<26}"
-                      f" domain={r.get('domain') or '-'} {('error: ' + r['error_message']) if r.get('error_message') else ''}")
+                      f" domain={r.get('domain') or '-'} {('error: ' + r['error_message']) if r.get('error_message') else ''}"
+                      f"{r['pending_reason'] if r.get('pending_reason') else ''}")
         if all(r["status"] == "running" for r in rows):
             break
         if time.time() > deadline:

@@ -97,6 +97,8 @@ impl NewEvent {
 const INSTANCE_BRIDGE_FIELDS: &[&str] = &[
     "status",
     "error_message",
+    "pending_reason",
+    "changed_by",
     "last_healthy_at",
     "coolify_service_id",
     "coolify_project_id",

@@ -45,9 +45,9 @@ function hexToBase64(hex) {
 const NOT_PERSON_OWNED = {
   bot_instances: [
     "status", "coolify_service_id", "coolify_project_id", "error_message", "last_healthy_at",
-    "secrets_hash", "applied_hash", "domain", "router_key_id", "created", "updated",
+    "secrets_hash", "applied_hash", "domain", "router_key_id", "pending_reason", "changed_by", "created", "updated",
   ],
-  tenants: ["coolify_project_uuid", "bridge_error", "created", "updated"],
+  tenants: ["coolify_project_uuid", "bridge_error", "changed_by", "created", "updated"],
 };
 
 // The delivery settings, or null when delivery is off (unset) or the secret is unusable (logged).

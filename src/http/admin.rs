@@ -204,6 +204,8 @@ async fn instance_view(
         "applied_hash": inst.applied_hash,
         "status": inst.status,
         "error_message": inst.error_message,
+        "pending_reason": inst.pending_reason,
+        "changed_by": inst.changed_by,
         "domain": inst.domain,
         "router_key_id": inst.router_key_id,
         "last_healthy_at": inst.last_healthy_at,

@@ -219,13 +219,13 @@ async fn render_dashboard(state: &AdminState, flash: Option<&str>) -> Result<Str
     }
     let _ = write!(
         b,
-        "</table><h2>Instances ({})</h2><table><tr><th>id</th><th>name</th><th>domain</th><th>desired</th><th>status</th><th>Coolify service</th><th>error</th></tr>",
+        "</table><h2>Instances ({})</h2><table><tr><th>id</th><th>name</th><th>domain</th><th>desired</th><th>status</th><th>Coolify service</th><th>error</th><th>waiting for</th><th>changed by</th></tr>",
         instances.len()
     );
     for i in &instances {
         let _ = write!(
             b,
-            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td><code>{}</code></td><td>{}</td></tr>",
+            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
             esc(&i.id),
             esc(&i.name),
             text(&i.domain),
@@ -233,7 +233,9 @@ async fn render_dashboard(state: &AdminState, flash: Option<&str>) -> Result<Str
             sel(&i.status),
             sel(&i.status),
             text(&i.coolify_service_id),
-            text(&i.error_message)
+            text(&i.error_message),
+            text(&i.pending_reason),
+            text(&i.changed_by)
         );
     }
     let _ = write!(

@@ -4,6 +4,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::types::column;
 use super::{AttemptOutcome, ClaimedJob, JobState, Journal, JournalError, now_ms, write_tx};
+use crate::events::{Action, Source};
 
 /// What the current run of a job needs to record its outcome.
 struct RunningJob {
@@ -238,6 +239,46 @@ impl Journal {
                 )?;
                 Ok(n)
             })
+        })
+        .await
+    }
+
+    /// The queued events of `job_id` (those a run covers: up to `upto`, or all so far with `None`), newest
+    /// first, at most `limit`: each one's source, action and the `changed_by` stamp its record carried (see
+    /// `reconcile::actor`).
+    pub async fn run_changes(
+        &self,
+        job_id: i64,
+        upto: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<(Source, Action, Option<String>)>, JournalError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT source, action, payload FROM events WHERE job_id = ?1 AND status = 'queued' AND id <= ?2
+                 ORDER BY id DESC LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(
+                params![
+                    job_id,
+                    upto.unwrap_or(i64::MAX),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)),
+            )?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (source, action, payload) = row?;
+                let stamp = serde_json::from_str::<serde_json::Value>(&payload)
+                    .ok()
+                    .and_then(|p| p.get("changed_by")?.as_str().map(str::to_string))
+                    .filter(|s| !s.is_empty());
+                out.push((
+                    column("events.source", source)?,
+                    column("events.action", action)?,
+                    stamp,
+                ));
+            }
+            Ok(out)
         })
         .await
     }

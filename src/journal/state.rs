@@ -204,6 +204,18 @@ impl Journal {
         .await
     }
 
+    /// The value recorded under `name`, if any.
+    pub async fn noted(&self, name: &str) -> Result<Option<String>, JournalError> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT value FROM meta WHERE name = ?1")?
+                .query_row([name], |r| r.get(0))
+                .optional()?)
+        })
+        .await
+    }
+
     /// Records `value` under `name`; returns whether it differs from the value recorded before (true when
     /// there was none).
     pub async fn note_changed(&self, name: &str, value: &str) -> Result<bool, JournalError> {

@@ -18,8 +18,8 @@ use url::Url;
 use super::error::PbError;
 use super::records::{
     BOT_INSTANCES, BOT_TEMPLATES, BRIDGE_ERROR_MAX, BotInstance, BotTemplate, DEPLOY_LOGS, DeployLog,
-    ERROR_MESSAGE_MAX, InstancePatch, LOG_MESSAGE_MAX, NewDeployLog, TENANTS, Tenant, TenantPatch, filter_quote,
-    truncate_chars,
+    ERROR_MESSAGE_MAX, InstancePatch, LOG_MESSAGE_MAX, NewDeployLog, PENDING_REASON_MAX, TENANTS, Tenant, TenantPatch,
+    filter_quote, truncate_chars,
 };
 use super::token::CachedToken;
 use crate::bounded;
@@ -649,6 +649,9 @@ fn instance_body(patch: &InstancePatch) -> Result<serde_json::Value, PbError> {
     let mut patch = patch.clone();
     if let Some(msg) = &patch.error_message {
         patch.error_message = Some(truncate_chars(msg, ERROR_MESSAGE_MAX));
+    }
+    if let Some(reason) = &patch.pending_reason {
+        patch.pending_reason = Some(truncate_chars(reason, PENDING_REASON_MAX));
     }
     to_body(&patch)
 }

@@ -15,6 +15,8 @@ pub const DEPLOY_LOGS: &str = "deploy_logs";
 
 /// Longest `error_message` the schema accepts (characters).
 pub const ERROR_MESSAGE_MAX: usize = 2000;
+/// Longest `pending_reason` the schema accepts (characters).
+pub const PENDING_REASON_MAX: usize = 2000;
 /// Longest `bridge_error` the schema accepts (characters).
 pub const BRIDGE_ERROR_MAX: usize = 2000;
 /// Longest deploy log `message` the schema accepts (characters).
@@ -87,6 +89,9 @@ pub struct Tenant {
     pub coolify_project_uuid: Option<String>,
     #[serde(default, deserialize_with = "empty_as_none")]
     pub bridge_error: Option<String>,
+    /// Who last asked for a change (`<auth collection>:<id>`, stamped by `hooks/pb_hooks/actor.pb.js`).
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub changed_by: Option<String>,
     #[serde(default, with = "pb_date")]
     pub created: Option<DateTime<Utc>>,
     #[serde(default, with = "pb_date")]
@@ -159,6 +164,9 @@ pub struct BotInstance {
     pub coolify_project_id: Option<String>,
     #[serde(default, deserialize_with = "empty_as_none")]
     pub error_message: Option<String>,
+    /// Why a `pending` instance waits (secrets, its tenant's project, a stack slot); empty otherwise.
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub pending_reason: Option<String>,
     #[serde(default, with = "pb_date")]
     pub last_healthy_at: Option<DateTime<Utc>>,
     #[serde(default, deserialize_with = "empty_as_none")]
@@ -170,6 +178,9 @@ pub struct BotInstance {
     /// The id of the stack's current router key (see [`crate::secrets::router_api_key`]); not a secret.
     #[serde(default, deserialize_with = "empty_as_none")]
     pub router_key_id: Option<String>,
+    /// Who last asked for a change (`<auth collection>:<id>`, stamped by `hooks/pb_hooks/actor.pb.js`).
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub changed_by: Option<String>,
     #[serde(default, with = "pb_date")]
     pub created: Option<DateTime<Utc>>,
     #[serde(default, with = "pb_date")]
@@ -196,6 +207,8 @@ pub struct DeployLog {
     pub message: String,
     #[serde(default)]
     pub triggered_by: String,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub triggered_by_user: Option<String>,
     #[serde(default)]
     pub duration_ms: u64,
     #[serde(default, with = "pb_date")]
@@ -216,6 +229,8 @@ pub struct InstancePatch {
     pub coolify_project_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "pb_date::serialize")]
     pub last_healthy_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -263,7 +278,11 @@ pub struct NewDeployLog {
     pub action: DeployAction,
     pub status: DeployStatus,
     pub message: String,
+    /// `cf-bridge`, `operator`, or the acting auth record as `<collection>:<id>`.
     pub triggered_by: String,
+    /// The user whose change the action carried out, if a user's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub triggered_by_user: Option<String>,
     pub duration_ms: u64,
 }
 
@@ -394,6 +413,7 @@ mod tests {
             status: DeployStatus::Success,
             message: "ok".into(),
             triggered_by: "reconcile".into(),
+            triggered_by_user: None,
             duration_ms: 12,
         };
         let v = serde_json::to_value(&log).unwrap();

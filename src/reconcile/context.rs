@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
+use super::actor::Actor;
 use super::judgement::HealthBoard;
 use crate::config::Settings;
 use crate::coolify::{CoolifyClient, CoolifyError, ServiceStatus};
@@ -137,6 +138,8 @@ pub struct ActionLog {
     started: Instant,
     /// Derives the row's id from these parts; a fresh id when `None` (see [`fresh_row_id`]).
     key: Option<Vec<String>>,
+    /// Who caused the action; the bridge unless [`ActionLog::by`] says otherwise.
+    actor: Actor,
 }
 
 impl ActionLog {
@@ -149,6 +152,7 @@ impl ActionLog {
             action,
             started: Instant::now(),
             key: None,
+            actor: Actor::Bridge,
         }
     }
 
@@ -161,7 +165,14 @@ impl ActionLog {
             action,
             started: Instant::now(),
             key: None,
+            actor: Actor::Bridge,
         }
+    }
+
+    /// Names who caused the action in the row (`triggered_by`, and `triggered_by_user` for a user).
+    pub fn by(mut self, actor: &Actor) -> Self {
+        self.actor = actor.clone();
+        self
     }
 
     /// Derives the row's id from `parts` instead of chance: whoever makes the same row again (the
@@ -181,7 +192,8 @@ impl ActionLog {
             action: self.action,
             status,
             message: truncate_chars(&message.into(), LOG_MESSAGE_MAX),
-            triggered_by: "cf-bridge".to_string(),
+            triggered_by: self.actor.triggered_by(),
+            triggered_by_user: self.actor.user_id(),
             duration_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
         };
         // The id is fixed here, before the first send, and every re-send from the outbox carries it.

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use secrecy::{ExposeSecret, SecretString};
 use tracing::{info, warn};
 
+use super::actor::{Actor, RunActor};
 use super::context::{ActionLog, Context, service_intent_key, service_name};
 use super::error::ReconcileError;
 use super::judgement::{HealthWrite, Judgement, Verdict, health_write};
@@ -36,6 +37,8 @@ struct Desired {
     env: Vec<EnvVarInput>,
     secrets_hash: String,
     router_key_id: String,
+    /// The tenant is suspended: no domain, and the key was rotated when the suspension began.
+    suspended: bool,
 }
 
 /// The incarnation of a live record (see [`crate::incarnation`]).
@@ -45,11 +48,20 @@ pub fn life_of(inst: &BotInstance) -> String {
 }
 
 /// Reconciles one instance; returns the record's `updated` when it is live, `None` once destroyed.
-pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> Result<Option<String>, ReconcileError> {
+/// `run`: who caused the run (see [`Actor::of_action`] for whom its rows name).
+pub async fn reconcile(
+    ctx: &Context,
+    id: &str,
+    first_event_ms: Option<i64>,
+    run: &RunActor,
+) -> Result<Option<String>, ReconcileError> {
     let Some((inst, tenant, template)) = ctx.pb.get_instance_with_relations(id).await? else {
-        destroy(ctx, id).await?;
+        destroy(ctx, id, run).await?;
         return Ok(None);
     };
+    let applied_before = inst.applied_hash.is_some();
+    let actor_if =
+        |carries_out_record: bool| run.for_instance(inst.changed_by.as_deref(), applied_before, carries_out_record);
     let updated = inst.updated.as_ref().map(format_pb_date).unwrap_or_default();
     let life = life_of(&inst);
     // Before anything can block: an earlier record's service must not run on under this id.
@@ -72,7 +84,11 @@ pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> 
     }
     let desired = match desired {
         Ok(d) => d,
-        Err(blocked) => return block(ctx, &inst, blocked).await.map(|()| Some(updated)),
+        Err(blocked) => {
+            return block(ctx, &inst, blocked, &actor_if(true))
+                .await
+                .map(|()| Some(updated));
+        }
     };
     mark_first_action(ctx, first_event_ms);
     let observed = observe(ctx, &inst, &life, intent, &desired.project_uuid).await?;
@@ -91,7 +107,9 @@ pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> 
         None => plan::plan_instance(&input),
     };
     info!(record_id = %inst.id, actions = ?actions, "reconciling instance");
-    execute(ctx, &inst, &life, &desired, observed, &actions, pending.is_some()).await?;
+    // What Coolify runs already matches what was applied: the actions repair it rather than carry out a change.
+    let actor = actor_if(input.applied.as_ref() != Some(&input.desired));
+    execute(ctx, &inst, &desired, observed, &actions, pending.is_some(), &actor).await?;
     Ok(Some(updated))
 }
 
@@ -176,6 +194,7 @@ async fn desire(
     let position = u32::try_from(position).unwrap_or(u32::MAX);
     let granted = match quota::check(plan_tier, &ceiling, inst.cpu_limit, inst.mem_limit, defaults, position) {
         Ok(g) => g,
+        Err(e @ quota::QuotaError::Stacks { .. }) => return Ok(Err(Blocked::NoStackSlot(e.to_string()))),
         Err(e) => return Ok(Err(Blocked::Quota(e.to_string()))),
     };
 
@@ -188,6 +207,7 @@ async fn desire(
     }
 
     let domain = format!("{}.{}", inst.subdomain, ctx.settings.domains.base_domain);
+    let suspended = tenant.status == Some(TenantStatus::Suspended);
     let input = RenderInput {
         instance_id: inst.id.clone(),
         instance_name: inst.name.clone(),
@@ -214,6 +234,7 @@ async fn desire(
         "CLOUDFREEDOM_ROUTER_BASE_URL",
         ctx.settings.router.base_url_text(),
     )];
+    rotate_on_suspension_change(ctx, inst, life, suspended).await?;
     let router_key_id = ctx.journal.router_key_id(&inst.id, life).await?;
     env.push(EnvVarInput::new(
         "CLOUDFREEDOM_API_KEY",
@@ -235,9 +256,11 @@ async fn desire(
         inst.desired_state == Some(DesiredState::Running),
         tenant.status == Some(TenantStatus::Active),
     );
+    // A suspended stack is served nowhere: its domain leaves Coolify (and the record) until it resumes.
+    let served = if suspended { "" } else { domain.as_str() };
     let compose_key = format!(
         "{}\n#domain={}\n#template={}@{}",
-        rendered.compose_yaml, domain, template.name, template.version
+        rendered.compose_yaml, served, template.name, template.version
     );
     let env_key = format!(
         "{}|{}|{}",
@@ -259,7 +282,29 @@ async fn desire(
         env,
         secrets_hash,
         router_key_id,
+        suspended,
     }))
+}
+
+/// A tenant's suspension, and its end, each rotate the stack's router key once, so that a key copied
+/// before either stops working at the router. The journal notes which side of a suspension the stack's
+/// key belongs to; rotating before noting means a crash between the two only rotates once more.
+async fn rotate_on_suspension_change(
+    ctx: &Context,
+    inst: &BotInstance,
+    life: &str,
+    suspended: bool,
+) -> Result<(), ReconcileError> {
+    let name = format!("suspended:{}", inst.id);
+    let was_suspended = ctx.journal.noted(&name).await?.as_deref() == Some("yes");
+    if was_suspended != suspended {
+        let key_id = ctx.journal.rotate_router_key(&inst.id, life).await?;
+        ctx.journal
+            .note_changed(&name, if suspended { "yes" } else { "no" })
+            .await?;
+        info!(record_id = %inst.id, router_key_id = %key_id, suspended, "router key rotated for the tenant's suspension");
+    }
+    Ok(())
 }
 
 /// Writes what the health judgement asks of an instance whose spec is applied.
@@ -301,40 +346,69 @@ async fn apply_health(ctx: &Context, inst: &BotInstance, judgement: Option<&Judg
     outcome::commit(ctx, Collection::BotInstances, &inst.id, Some(patch), Some(row)).await
 }
 
-/// Pure step: what a blocked instance shows. Missing secrets and a tenant without a project wait in
-/// `pending`; quota and invalid records are errors. A blocked instance is not planned: quota and
-/// validation problems stop nothing that already works, they only refuse new work.
-fn blocked_status(blocked: &Blocked) -> (InstanceStatus, String) {
+/// What a blocked instance shows: a waiting one stays `pending` with its reason in `pending_reason` (and
+/// no `error_message`: waiting is not a failure); one that needs a person shows `error`.
+#[derive(Debug, PartialEq, Eq)]
+struct BlockedView {
+    status: InstanceStatus,
+    error_message: String,
+    pending_reason: String,
+}
+
+/// Pure step: what a blocked instance shows. Missing secrets, a tenant without a project and a plan with
+/// no free stack slot wait in `pending`; resource requests above the plan and invalid records are errors.
+/// A blocked instance is not planned: quota and validation problems stop nothing that already works,
+/// they only refuse new work.
+fn blocked_status(blocked: &Blocked) -> BlockedView {
+    let waiting = |reason: String| BlockedView {
+        status: InstanceStatus::Pending,
+        error_message: String::new(),
+        pending_reason: reason,
+    };
     match blocked {
-        Blocked::MissingSecrets(keys) => (
-            InstanceStatus::Pending,
-            format!("waiting for secrets: {}", keys.join(", ")),
-        ),
-        Blocked::TenantNotReady => (
-            InstanceStatus::Pending,
-            "waiting for the tenant's Coolify project".to_string(),
-        ),
-        Blocked::Quota(m) | Blocked::Invalid(m) => (InstanceStatus::Error, m.clone()),
+        Blocked::MissingSecrets(keys) => waiting(format!("waiting for secrets: {}", keys.join(", "))),
+        Blocked::TenantNotReady => waiting("waiting for the tenant's Coolify project".to_string()),
+        Blocked::NoStackSlot(m) => waiting(format!("waiting for a stack slot: {m}")),
+        Blocked::Quota(m) | Blocked::Invalid(m) => BlockedView {
+            status: InstanceStatus::Error,
+            error_message: m.clone(),
+            pending_reason: String::new(),
+        },
     }
 }
 
-async fn block(ctx: &Context, inst: &BotInstance, blocked: Blocked) -> Result<(), ReconcileError> {
-    let (status, message) = blocked_status(&blocked);
+async fn block(ctx: &Context, inst: &BotInstance, blocked: Blocked, actor: &Actor) -> Result<(), ReconcileError> {
+    let view = blocked_status(&blocked);
+    let shown = |field: &Option<String>, want: &str| field.as_deref().unwrap_or_default() == want;
     // Only a change is written, so the update event our own write causes ends here next time.
-    if inst.status != Some(status) || inst.error_message.as_deref() != Some(message.as_str()) {
+    if inst.status != Some(view.status)
+        || !shown(&inst.error_message, &view.error_message)
+        || !shown(&inst.pending_reason, &view.pending_reason)
+    {
         let patch = InstancePatch {
-            status: Some(status),
-            error_message: Some(message.clone()),
+            status: Some(view.status),
+            error_message: Some(view.error_message.clone()),
+            pending_reason: Some(view.pending_reason.clone()),
             ..Default::default()
         };
-        let row = (status == InstanceStatus::Error).then(|| {
+        let row = (view.status == InstanceStatus::Error).then(|| {
             ActionLog::instance(&inst.id, Some(&inst.tenant), true, DeployAction::Error)
-                .row(DeployStatus::Failed, message.clone())
+                .by(actor)
+                .row(DeployStatus::Failed, view.error_message.clone())
         });
         let patch = BatchRequest::patch_instance(&inst.id, &patch)?;
         outcome::commit(ctx, Collection::BotInstances, &inst.id, Some(patch), row).await?;
-        warn!(record_id = %inst.id, status = ?status, reason = %message, "instance blocked");
+        if view.status == InstanceStatus::Pending {
+            info!(record_id = %inst.id, reason = %view.pending_reason, "instance waiting");
+        } else {
+            warn!(record_id = %inst.id, reason = %view.error_message, "instance refused");
+        }
     }
+    let message = if view.status == InstanceStatus::Pending {
+        view.pending_reason
+    } else {
+        view.error_message
+    };
     Err(ReconcileError::Blocked(message))
 }
 
@@ -493,19 +567,19 @@ async fn find_in_project(ctx: &Context, project_uuid: &str, name: &str) -> Resul
 async fn execute(
     ctx: &Context,
     inst: &BotInstance,
-    life: &str,
     desired: &Desired,
     observed: Observed,
     actions: &[Action],
     completing_pending: bool,
+    actor: &Actor,
 ) -> Result<(), ReconcileError> {
     let mut uuid = match &observed {
         Observed::Present { uuid, .. } => Some(uuid.clone()),
         Observed::Absent => None,
     };
     let log_action = summary_action(actions);
-    let log = ActionLog::instance(&inst.id, Some(&inst.tenant), true, log_action);
-    let write_back = match run_actions(ctx, inst, life, desired, &mut uuid, actions).await {
+    let log = ActionLog::instance(&inst.id, Some(&inst.tenant), true, log_action).by(actor);
+    let write_back = match run_actions(ctx, inst, &life_of(inst), desired, &mut uuid, actions).await {
         Ok(write_back) => write_back,
         Err(e) => {
             record_failure(ctx, inst, log, &uuid, &e).await;
@@ -517,7 +591,10 @@ async fn execute(
     let row = (!actions.is_empty() && !completes_pending).then(|| {
         let mut row = log.row(
             DeployStatus::Success,
-            success_message(log_action, desired, uuid.as_deref()),
+            with_door(
+                door_change(inst, desired, actions),
+                success_message(log_action, desired, uuid.as_deref()),
+            ),
         );
         // Until the row is confirmed, a retry knows what Coolify runs even if the write-back was lost.
         if write_back.is_some() {
@@ -550,6 +627,7 @@ async fn record_failure(ctx: &Context, inst: &BotInstance, log: ActionLog, uuid:
     let patch = InstancePatch {
         status: Some(InstanceStatus::Error),
         error_message: Some(message.clone()),
+        pending_reason: Some(String::new()),
         coolify_service_id: uuid.clone(),
         ..Default::default()
     };
@@ -575,9 +653,14 @@ fn write_back_patch(
     InstancePatch {
         status: Some(status),
         error_message: Some(String::new()),
+        pending_reason: Some(String::new()),
         coolify_service_id: uuid.clone(),
         coolify_project_id: Some(desired.project_uuid.clone()),
-        domain: Some(desired.domain.clone()),
+        domain: Some(if desired.suspended {
+            String::new()
+        } else {
+            desired.domain.clone()
+        }),
         applied_hash: Some(desired.spec.fingerprint()),
         secrets_hash: Some(desired.secrets_hash.clone()),
         router_key_id: Some(desired.router_key_id.clone()),
@@ -598,6 +681,28 @@ fn summary_action(actions: &[Action]) -> DeployAction {
         DeployAction::Stop
     } else {
         DeployAction::Update
+    }
+}
+
+/// What a run does to the stack's door (its domain and router key) when the tenant's suspension begins
+/// or ends: said in the action's row.
+fn door_change(inst: &BotInstance, desired: &Desired, actions: &[Action]) -> Option<&'static str> {
+    if !actions.contains(&Action::UpdateService) {
+        return None;
+    }
+    if desired.suspended {
+        Some("tenant suspended: domain removed, router key rotated")
+    } else if inst.domain.is_none() && inst.applied_hash.is_some() {
+        Some("tenant active again: domain restored, fresh router key")
+    } else {
+        None
+    }
+}
+
+fn with_door(door: Option<&str>, message: String) -> String {
+    match door {
+        Some(door) => format!("{door}; {message}"),
+        None => message,
     }
 }
 
@@ -629,10 +734,16 @@ fn with_revoked(desired: &[EnvVarInput], existing: &[EnvVar]) -> Vec<EnvVarInput
     env
 }
 
+/// The public service's domain; a blank url while suspended, which Coolify takes as "no domain".
 fn urls(desired: &Desired) -> Vec<ServiceUrl> {
+    let url = if desired.suspended {
+        String::new()
+    } else {
+        format!("https://{}:{}", desired.domain, desired.rendered.public_port)
+    };
     vec![ServiceUrl {
         name: desired.rendered.public_service.clone(),
-        url: format!("https://{}:{}", desired.domain, desired.rendered.public_port),
+        url,
     }]
 }
 
@@ -658,6 +769,7 @@ async fn run_actions(
                     let patch = InstancePatch {
                         status: Some(InstanceStatus::Deploying),
                         error_message: Some(String::new()),
+                        pending_reason: Some(String::new()),
                         ..Default::default()
                     };
                     ctx.pb.patch_instance(&inst.id, &patch).await?;
@@ -772,7 +884,7 @@ async fn wait_running(ctx: &Context, uuid: &str) -> Result<(), ReconcileError> {
 }
 
 /// The record is gone: destroy its service(s) and verify they are gone.
-async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
+async fn destroy(ctx: &Context, id: &str, run: &RunActor) -> Result<(), ReconcileError> {
     let key = service_intent_key(id);
     let mut uuids: Vec<String> = Vec::new();
     if let Some(intent) = ctx.journal.get_intent(&key).await?
@@ -788,11 +900,12 @@ async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
     let mut removed = 0;
     for DeletedInstanceAction::DeleteService(uuid) in plan::plan_deleted_instance(&uuids) {
         let log = ActionLog::instance(id, None, false, DeployAction::Destroy);
-        match ctx
+        let result = ctx
             .coolify
             .delete_service_and_wait(&uuid, Duration::from_secs(120))
-            .await
-        {
+            .await;
+        let log = log.by(&run.deleter().await?);
+        match result {
             Ok(()) | Err(CoolifyError::NotFound { .. }) => {
                 log.keep(
                     ctx,
@@ -829,24 +942,32 @@ mod tests {
 
     #[test]
     fn blocked_instances_wait_in_pending_or_show_the_error() {
-        let quota = "quota exceeded: plan starter allows 2 stacks".to_string();
+        let waits = |reason: &str| BlockedView {
+            status: InstanceStatus::Pending,
+            error_message: String::new(),
+            pending_reason: reason.to_string(),
+        };
+        let slot = "quota exceeded: plan starter allows 2 stacks".to_string();
         assert_eq!(
-            blocked_status(&Blocked::Quota(quota.clone())),
-            (InstanceStatus::Error, quota)
+            blocked_status(&Blocked::NoStackSlot(slot)),
+            waits("waiting for a stack slot: quota exceeded: plan starter allows 2 stacks")
         );
         assert_eq!(
             blocked_status(&Blocked::MissingSecrets(vec!["TELEGRAM_BOT_TOKEN".into()])),
-            (
-                InstanceStatus::Pending,
-                "waiting for secrets: TELEGRAM_BOT_TOKEN".into()
-            )
+            waits("waiting for secrets: TELEGRAM_BOT_TOKEN")
         );
         assert_eq!(
             blocked_status(&Blocked::TenantNotReady),
-            (
-                InstanceStatus::Pending,
-                "waiting for the tenant's Coolify project".into()
-            )
+            waits("waiting for the tenant's Coolify project")
+        );
+        let cpu = "quota exceeded: requested 1 CPU but plan starter allows at most 0.25 CPU per stack".to_string();
+        assert_eq!(
+            blocked_status(&Blocked::Quota(cpu.clone())),
+            BlockedView {
+                status: InstanceStatus::Error,
+                error_message: cpu,
+                pending_reason: String::new(),
+            }
         );
     }
 }

@@ -1,5 +1,6 @@
 //! Reconciliation: pure planning (`plan`) and the executors that carry plans out.
 
+pub mod actor;
 pub mod context;
 pub mod error;
 pub mod health;
@@ -59,9 +60,11 @@ impl Reconciler {
     async fn run(&self, job: &ClaimedJob) -> Result<(), ReconcileError> {
         let collection = job.collection;
         let id = job.record_id.as_str();
+        // Who asked for what this run carries out, read from the events it covers.
+        let run = actor::RunActor::read(&self.ctx.journal, job).await?;
         let outcome = match collection {
-            Collection::Tenants => tenant::reconcile(&self.ctx, id).await?,
-            Collection::BotInstances => instance::reconcile(&self.ctx, id, job.first_pending_at).await?,
+            Collection::Tenants => tenant::reconcile(&self.ctx, id, &run).await?,
+            Collection::BotInstances => instance::reconcile(&self.ctx, id, job.first_pending_at, &run).await?,
         };
         // Rows the run kept, or an earlier run could not send: a job ends with its record's rows written.
         outcome::flush(&self.ctx, collection, id).await?;

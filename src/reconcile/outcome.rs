@@ -35,7 +35,7 @@ fn refusal(fields: &std::collections::BTreeMap<String, crate::pocketbase::FieldE
     if fields.get("id").is_some_and(|f| f.code == "validation_not_unique") {
         return Refusal::AlreadyStored;
     }
-    let relations = ["instance", "tenant"];
+    let relations = ["instance", "tenant", "triggered_by_user"];
     if !fields.is_empty()
         && fields
             .iter()

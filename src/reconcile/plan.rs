@@ -107,8 +107,12 @@ impl fmt::Display for Spec {
 /// Why an instance may not be provisioned yet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Blocked {
-    /// Over the plan's stack count or resource ceiling; waits for a plan change.
+    /// Asks for more CPU or memory than the plan allows (or names no known plan); needs a person to
+    /// lower the request or change the plan.
     Quota(String),
+    /// Every stack slot of the plan is taken by earlier instances; waits in `pending` for a slot (a larger
+    /// plan or `max_stacks`).
+    NoStackSlot(String),
     /// Required secrets not set; waits in `pending` until they arrive.
     MissingSecrets(Vec<String>),
     /// The record or its template cannot be rendered; waits for the record to change.
@@ -186,6 +190,10 @@ pub fn plan_instance(input: &InstanceInput) -> Vec<Action> {
             if desired.state == EffectiveState::Running && (needs_redeploy || !running) {
                 actions.push(Action::MarkDeploying);
             }
+            // A stop closes the door first (a suspension's domain removal and key rotation follow).
+            if desired.state == EffectiveState::Stopped && *running {
+                actions.push(Action::Stop);
+            }
             if compose_changed {
                 actions.push(Action::UpdateService);
             }
@@ -202,11 +210,7 @@ pub fn plan_instance(input: &InstanceInput) -> Vec<Action> {
                         actions.push(Action::WaitRunning);
                     }
                 }
-                EffectiveState::Stopped => {
-                    if *running {
-                        actions.push(Action::Stop);
-                    }
-                }
+                EffectiveState::Stopped => {}
             }
         }
     }
@@ -388,6 +392,24 @@ mod tests {
                     observed: present(false),
                 },
                 vec![MarkDeploying, Start, WaitRunning, WriteBack(R)],
+            ),
+            (
+                "suspension: stop first, then the domain (compose) and key (env) change",
+                InstanceInput {
+                    desired: spec(S, "c2", "e2", ""),
+                    applied: Some(base.clone()),
+                    observed: present(true),
+                },
+                vec![Stop, UpdateService, SetEnv, WriteBack(S)],
+            ),
+            (
+                "resume: domain and key back, then start",
+                InstanceInput {
+                    desired: base.clone(),
+                    applied: Some(spec(S, "c2", "e2", "")),
+                    observed: present(false),
+                },
+                vec![MarkDeploying, UpdateService, SetEnv, Start, WaitRunning, WriteBack(R)],
             ),
             (
                 "restart requested",

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::actor::{Actor, RunActor};
 use super::context::{ActionLog, Context, project_intent_key, project_name};
 use super::error::ReconcileError;
 use super::outcome;
@@ -19,9 +20,10 @@ use crate::pocketbase::records::{DeployAction, DeployStatus, Tenant, TenantPatch
 const PROJECT_DELETE_PATIENCE: Duration = Duration::from_secs(120);
 
 /// Reconciles one tenant; returns the record's `updated` when it is live, `None` once destroyed.
-pub async fn reconcile(ctx: &Context, id: &str) -> Result<Option<String>, ReconcileError> {
+/// `run`: who caused the run; a project is created for whoever last changed the tenant.
+pub async fn reconcile(ctx: &Context, id: &str, run: &RunActor) -> Result<Option<String>, ReconcileError> {
     let Some(tenant) = ctx.pb.get_tenant(id).await? else {
-        destroy(ctx, id).await?;
+        destroy(ctx, id, run).await?;
         return Ok(None);
     };
     let observed = observe_project(ctx, &tenant).await?;
@@ -33,7 +35,12 @@ pub async fn reconcile(ctx: &Context, id: &str) -> Result<Option<String>, Reconc
     for action in actions {
         match action {
             TenantAction::CreateProject => {
-                let uuid = create_project(ctx, &tenant).await?;
+                let uuid = create_project(
+                    ctx,
+                    &tenant,
+                    &Actor::of_action(run.named(), tenant.changed_by.as_deref(), true),
+                )
+                .await?;
                 write_project(ctx, &tenant, uuid.clone()).await?;
                 project = Some(uuid);
             }
@@ -41,7 +48,7 @@ pub async fn reconcile(ctx: &Context, id: &str) -> Result<Option<String>, Reconc
                 write_project(ctx, &tenant, uuid.clone()).await?;
                 project = Some(uuid);
             }
-            TenantAction::FanOutInstances => fan_out(ctx, &tenant, project.as_deref()).await?,
+            TenantAction::FanOutInstances => fan_out(ctx, &tenant, project.as_deref(), run.named()).await?,
         }
     }
     Ok(Some(tenant.updated.as_ref().map(format_pb_date).unwrap_or_default()))
@@ -105,11 +112,11 @@ fn of_other_tenant(project: &Project, tenant_id: &str) -> bool {
         .is_some_and(|owner| owner != tenant_id)
 }
 
-async fn create_project(ctx: &Context, tenant: &Tenant) -> Result<String, ReconcileError> {
+async fn create_project(ctx: &Context, tenant: &Tenant, actor: &Actor) -> Result<String, ReconcileError> {
     let key = project_intent_key(&tenant.id);
     let name = project_name(&tenant.slug);
     ctx.journal.put_intent(&key, "project", &name).await?;
-    let log = ActionLog::tenant(&tenant.id, true, DeployAction::ProjectCreate);
+    let log = ActionLog::tenant(&tenant.id, true, DeployAction::ProjectCreate).by(actor);
     let description = format!("{PROJECT_DESCRIPTION}{}", tenant.id);
     let result = match ctx.coolify.create_project(&name, Some(&description)).await {
         Ok(uuid) => Ok(uuid),
@@ -174,7 +181,13 @@ fn fan_out_note(tenant_id: &str) -> String {
 
 /// Status, plan and project changes affect every instance of the tenant: wake them all, once per change
 /// of what they read of the tenant (noted in the journal after the wake-ups are journaled).
-async fn fan_out(ctx: &Context, tenant: &Tenant, project: Option<&str>) -> Result<(), ReconcileError> {
+/// `actor`: who changed the tenant, carried to the instances' runs (see `actor::Actor::of_tenant_wake`).
+async fn fan_out(
+    ctx: &Context,
+    tenant: &Tenant,
+    project: Option<&str>,
+    actor: Option<&Actor>,
+) -> Result<(), ReconcileError> {
     let facing = instance_facing(tenant, project);
     let note = fan_out_note(&tenant.id);
     if ctx.journal.note(&note).await?.as_deref() == Some(facing.as_str()) {
@@ -199,7 +212,8 @@ async fn fan_out(ctx: &Context, tenant: &Tenant, project: Option<&str>) -> Resul
                 tenant.id, inst.id
             ),
             delivery_id: None,
-            payload: json!({"reason": "tenant changed", "tenant": tenant.id}),
+            payload: json!({"reason": "tenant changed", "tenant": tenant.id,
+                             "changed_by": actor.map(Actor::triggered_by)}),
             fingerprint: None,
         };
         ctx.intake.submit(event).await?;
@@ -209,7 +223,7 @@ async fn fan_out(ctx: &Context, tenant: &Tenant, project: Option<&str>) -> Resul
 }
 
 /// The tenant is gone: destroy its remaining services, then its project.
-async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
+async fn destroy(ctx: &Context, id: &str, run: &RunActor) -> Result<(), ReconcileError> {
     ctx.journal.forget_note(&fan_out_note(id)).await?;
     let key = project_intent_key(id);
     let Some(intent) = ctx.journal.get_intent(&key).await? else {
@@ -248,7 +262,9 @@ async fn destroy(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
             }
             DeletedTenantAction::DeleteProject(project) => {
                 let log = ActionLog::tenant(id, false, DeployAction::ProjectDelete);
-                match delete_project_patiently(ctx, &project).await {
+                let result = delete_project_patiently(ctx, &project).await;
+                let log = log.by(&run.deleter().await?);
+                match result {
                     Ok(()) => {
                         log.keep(ctx, DeployStatus::Success, format!("project {project} deleted"))
                             .await?

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::escape::{check_value, is_config_key, shown};
-use super::render::{RenderInput, parse_liquid, render};
+use super::render::{RenderInput, own_environment, parse_liquid, render};
 use super::validate::is_service_name;
 use super::{Template, TemplateError};
 use crate::quota::Ceiling;
@@ -205,6 +205,7 @@ fn load_one(dir: &Path) -> Result<Template, TemplateError> {
         healthcheck_path: m.healthcheck_path,
         services: m.services.into_iter().map(|(k, d)| (k, d.share)).collect(),
         compose_source,
+        own_env: BTreeMap::new(),
     };
     parse_liquid(&t)?;
     let ceiling = Ceiling {
@@ -212,6 +213,7 @@ fn load_one(dir: &Path) -> Result<Template, TemplateError> {
         cpu: t.cpu_default,
         mem_mb: t.mem_default_mb,
     };
-    render(&t, &RenderInput::sample(&t), &ceiling)?;
-    Ok(t)
+    let sample = render(&t, &RenderInput::sample(&t), &ceiling)?;
+    let own_env = own_environment(&t, &sample.compose_yaml);
+    Ok(Template { own_env, ..t })
 }

@@ -37,6 +37,9 @@ pub struct Template {
     /// Compose service keys the template declares, each with its share of the stack's CPU and memory.
     pub services: BTreeMap<String, f64>,
     pub compose_source: String,
+    /// Env vars the compose sets itself (platform wiring such as the router key), each with the services
+    /// that set them: found at load, refused as config keys (see `render`).
+    pub own_env: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -220,6 +220,30 @@ fn router_default(url: &str) -> Option<String> {
     plain.then(|| format!("\"${{{}:-{url}}}\"", RESERVED_KEYS[0]))
 }
 
+/// The env vars a rendered compose sets that the template itself writes, each with the services that set
+/// them: every environment key but those the bridge adds (config entries, `CLOUDFREEDOM_*`, secrets).
+/// Coolify's `SERVICE_*` names are reserved anyway.
+pub(crate) fn own_environment(t: &Template, yaml: &str) -> BTreeMap<String, Vec<String>> {
+    let mut own: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let Ok(doc) = serde_norway::from_str::<serde_norway::Value>(yaml) else {
+        return own;
+    };
+    let services = doc.get("services").and_then(serde_norway::Value::as_mapping);
+    for (name, svc) in services.into_iter().flatten() {
+        let env = svc.get("environment").and_then(serde_norway::Value::as_mapping);
+        for key in env.into_iter().flatten().filter_map(|(k, _)| k.as_str()) {
+            let added_by_bridge = t.default_config.contains_key(key)
+                || key.starts_with("CLOUDFREEDOM_")
+                || key.starts_with("SERVICE_")
+                || t.required_secrets.iter().any(|s| s == key);
+            if !added_by_bridge && let Some(name) = name.as_str() {
+                own.entry(key.to_string()).or_default().push(name.to_string());
+            }
+        }
+    }
+    own
+}
+
 /// `default_config` overlaid with the record's `config`, every value as text. A `null` in the record
 /// falls back to the default.
 fn merged_config(t: &Template, config: &Json) -> Result<BTreeMap<String, String>, TemplateError> {
@@ -249,6 +273,16 @@ fn merged_config(t: &Template, config: &Json) -> Result<BTreeMap<String, String>
             return Err(TemplateError::input(
                 t,
                 format!("config key {k} is reserved (bridge variable, Coolify variable or secret)"),
+            ));
+        }
+        // The template's own env is its wiring (the router key, internal URLs): config may not replace it.
+        if let Some(services) = t.own_env.get(k) {
+            return Err(TemplateError::input(
+                t,
+                format!(
+                    "config key {k} is set by the template itself (service {}); choose another name",
+                    services.join(", ")
+                ),
             ));
         }
         let text = match v {

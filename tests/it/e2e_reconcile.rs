@@ -568,7 +568,7 @@ async fn blocked_instances_wake_on_secrets_and_tenant_changes() {
     let bot = w.create_instance(&tenant, "telegram-bot", "tg", "running").await;
     let r = w
         .wait_record("bot_instances", &bot, "waiting for secrets", T, |r| {
-            text(r, "error_message").contains("TELEGRAM_BOT_TOKEN")
+            text(r, "pending_reason").contains("TELEGRAM_BOT_TOKEN")
         })
         .await;
     assert_eq!(r["status"], "pending");
@@ -596,15 +596,17 @@ async fn blocked_instances_wake_on_secrets_and_tenant_changes() {
             .any(|e| e["key"] == "TELEGRAM_BOT_TOKEN")
     );
 
-    // Quota: starter allows 2 stacks; the third is refused until the tenant's plan changes.
+    // Quota: starter allows 2 stacks; the third waits for a slot until the tenant's plan changes.
     let second = w.create_instance(&tenant, "base-llm", "second", "running").await;
     w.wait_record("bot_instances", &second, "second running", T, running)
         .await;
     let third = w.create_instance(&tenant, "base-llm", "third", "running").await;
     let r = w
-        .wait_record("bot_instances", &third, "third refused", T, |r| r["status"] == "error")
+        .wait_record("bot_instances", &third, "third waiting", T, |r| {
+            r["status"] == "pending" && text(r, "pending_reason").contains("quota")
+        })
         .await;
-    assert!(text(&r, "error_message").contains("quota"), "{r}");
+    assert_eq!(text(&r, "error_message"), "", "{r}");
     assert!(w.sim.services_named(&format!("cf-{third}")).await.is_empty());
     w.pb.patch("tenants", &tenant, json!({"plan_tier": "team"})).await;
     w.wait_record(

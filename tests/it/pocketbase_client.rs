@@ -144,6 +144,7 @@ async fn typed_helpers_round_trip_and_duplicates_are_validation_errors() {
             status: DeployStatus::Success,
             message: "deployed".into(),
             triggered_by: "test".into(),
+            triggered_by_user: None,
             duration_ms: 42,
         })
         .await
@@ -171,6 +172,7 @@ async fn typed_helpers_round_trip_and_duplicates_are_validation_errors() {
             status: DeployStatus::Success,
             message: "gone".into(),
             triggered_by: "test".into(),
+            triggered_by_user: None,
             duration_ms: 1,
         })
         .await

@@ -4,7 +4,7 @@ use cf_testkit::TestPb;
 use serde_json::{Value, json};
 
 const OURS: [&str; 4] = ["tenants", "bot_templates", "bot_instances", "deploy_logs"];
-const BRIDGE_OWNED: [(&str, &str); 8] = [
+const BRIDGE_OWNED: [(&str, &str); 10] = [
     ("status", "running"),
     ("coolify_service_id", "svc"),
     ("coolify_project_id", "prj"),
@@ -13,6 +13,8 @@ const BRIDGE_OWNED: [(&str, &str); 8] = [
     ("secrets_hash", "h"),
     ("applied_hash", "h"),
     ("domain", "x.example.com"),
+    ("pending_reason", "waiting for nothing"),
+    ("changed_by", "users:someoneelse1234"),
 ];
 
 fn collections_in_db(pb: &TestPb) -> Vec<String> {
@@ -266,7 +268,13 @@ async fn users_see_and_write_only_their_own_rows() {
         assert_ne!(s, 200, "a user updated bridge-owned {field}");
     }
     let fresh = pb.superuser_request("GET", &inst_path, None).await;
-    for (field, _) in BRIDGE_OWNED {
+    for (field, value) in BRIDGE_OWNED {
+        if *field == *"changed_by" {
+            // Stamped by hooks/pb_hooks/actor.pb.js with the user who created it, never the forged value.
+            let stamp = fresh[field].as_str().unwrap_or_default();
+            assert!(stamp.starts_with("users:") && stamp != value, "{field}: {stamp}");
+            continue;
+        }
         // status starts as pending (hooks/pb_hooks/defaults.pb.js); the others start empty.
         let initial = if *field == *"status" { "pending" } else { "" };
         assert_eq!(fresh[field], initial, "{field} changed despite the refusal");

@@ -32,12 +32,13 @@ async fn secrets_gate_the_deploy_then_rotate_in_one_bulk_call() {
     let r = stack
         .wait_record("bot_instances", &id, "pending naming the missing secret", WAIT, |r| {
             r["status"] == "pending"
-                && r["error_message"]
+                && r["pending_reason"]
                     .as_str()
                     .is_some_and(|m| m.contains("TELEGRAM_BOT_TOKEN"))
         })
         .await;
-    assert_eq!(r["error_message"], "waiting for secrets: TELEGRAM_BOT_TOKEN");
+    assert_eq!(r["pending_reason"], "waiting for secrets: TELEGRAM_BOT_TOKEN");
+    assert_eq!(r["error_message"], "");
     assert!(
         stack.service_of(&id).await.is_none(),
         "no service may exist before the secrets arrive"

@@ -83,7 +83,7 @@ async fn first_owner(stack: &World, tenant: &str) -> (String, String) {
 async fn second_owner_starts_clean(stack: &World, tenant: &str, first_uuid: &str, first_key: &str) {
     let r = stack
         .wait_record("bot_instances", REUSED, "waiting for its own secret", WAIT, |r| {
-            r["status"] == "pending" && r["error_message"] == "waiting for secrets: TELEGRAM_BOT_TOKEN"
+            r["status"] == "pending" && r["pending_reason"] == "waiting for secrets: TELEGRAM_BOT_TOKEN"
         })
         .await;
     assert_eq!(r["tenant"], tenant);

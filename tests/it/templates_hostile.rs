@@ -335,10 +335,38 @@ fn hostile_identity_fields_are_rejected() {
     );
 }
 
+/// The template's own env is its wiring (base-llm's OPENAI_API_KEY is the router key in litellm and the
+/// internal proxy key in webui): a config key of that name is refused before rendering, with a message
+/// naming the key and the services, not a YAML parse error.
 #[test]
 fn config_colliding_with_template_env_is_refused() {
     let set = set();
     let t = set.get("base-llm").expect("template");
+    assert_eq!(
+        t.own_env.get("OPENAI_API_KEY"),
+        Some(&vec!["litellm".to_string(), "webui".to_string()])
+    );
+    assert!(
+        !t.own_env.contains_key("MODEL"),
+        "config defaults are not the template's own env"
+    );
     let err = render(t, &input(json!({ "OPENAI_API_KEY": "mine" }), "n"), &ceiling()).expect_err("duplicate key");
-    assert!(err.to_string().contains("OPENAI_API_KEY"), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "template base-llm: config key OPENAI_API_KEY is set by the template itself (service litellm, webui); \
+         choose another name"
+    );
+    let err = render(t, &input(json!({ "ENABLE_OLLAMA_API": "true" }), "n"), &ceiling()).expect_err("own key");
+    assert!(
+        err.to_string()
+            .contains("config key ENABLE_OLLAMA_API is set by the template itself (service webui)"),
+        "{err}"
+    );
+    // A config default stays overridable, and other keys pass.
+    let ok = render(
+        t,
+        &input(json!({ "MODEL": "openai/gpt-4o", "OPENAI_API_KEY_HINT": "x" }), "n"),
+        &ceiling(),
+    );
+    assert!(ok.is_ok(), "{ok:?}");
 }

@@ -21,6 +21,7 @@ fn template() -> Template {
         healthcheck_path: "/healthz".into(),
         services: BTreeMap::from([("bot".to_string(), 0.5), ("worker".to_string(), 0.5)]),
         compose_source: String::new(),
+        own_env: BTreeMap::new(),
     }
 }
 

@@ -10,6 +10,7 @@ mod e2e_crash;
 mod harness;
 mod intake_crash;
 mod journal_durability;
+mod lifecycle_suspend_crash;
 mod ops_shutdown;
 mod reliability;
 mod secrets_canary;

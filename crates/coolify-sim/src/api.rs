@@ -406,6 +406,11 @@ fn parse_urls(urls: &Value, containers: &[compose::Container]) -> Result<Vec<(St
                 "Service container with '{name}' not found."
             )])));
         }
+        // As Coolify's applyServiceUrls: a blank url clears the container's domain.
+        if url.trim().is_empty() {
+            out.push((name.to_string(), String::new()));
+            continue;
+        }
         for piece in url.split(',') {
             if compose::url_host(piece).is_none() {
                 return Err(Reply::validation(json!([format!("Invalid URL: {piece}")])));
@@ -477,11 +482,12 @@ fn containers_from(
             uuid: previous.map(|p| p.uuid.clone()).unwrap_or_else(new_uuid),
             name: c.name.clone(),
             image: c.image.clone(),
-            fqdn: urls
-                .iter()
-                .find(|(n, _)| *n == c.name)
-                .map(|(_, f)| f.clone())
-                .or_else(|| previous.and_then(|p| p.fqdn.clone())),
+            // A container named in `urls` gets that domain (none when blank); the others keep theirs.
+            fqdn: match urls.iter().find(|(n, _)| *n == c.name) {
+                Some((_, f)) if f.is_empty() => None,
+                Some((_, f)) => Some(f.clone()),
+                None => previous.and_then(|p| p.fqdn.clone()),
+            },
             healthcheck: c.healthcheck,
         };
         if c.is_database { dbs.push(rec) } else { apps.push(rec) }

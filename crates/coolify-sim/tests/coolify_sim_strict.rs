@@ -136,6 +136,17 @@ async fn rejects_what_coolify_rejects() {
     first["force_domain_override"] = json!(true);
     let (s, _, _) = api.call("POST", "/services", Some(first)).await;
     assert_eq!(s, 201, "force_domain_override bypasses the check");
+    // A blank url clears the container's domain (Coolify's applyServiceUrls), which frees it.
+    let mut freed = api.service(&p, &good);
+    freed["urls"] = json!([{"name": "bot", "url": "https://freed.example.com"}]);
+    let (s, _, b) = api.call("POST", "/services", Some(freed.clone())).await;
+    assert_eq!(s, 201, "{b}");
+    let uuid = b["uuid"].as_str().expect("uuid").to_string();
+    let clear = json!({"urls": [{"name": "bot", "url": ""}]});
+    let (s, _, b) = api.call("PATCH", &format!("/services/{uuid}"), Some(clear)).await;
+    assert_eq!(s, 200, "{b}");
+    let (s, _, b) = api.call("POST", "/services", Some(freed)).await;
+    assert_eq!(s, 201, "the cleared domain is free again: {b}");
 
     // Invalid YAML is a 500 in Coolify; no services map is a 422.
     let (s, _, _) = api

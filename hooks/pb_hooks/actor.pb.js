@@ -1,0 +1,32 @@
+/// <reference path="../pb_data/types.d.ts" />
+// Who did it: the acting user (or superuser) of a request that changes a tenant or bot instance is stamped
+// on the record as `changed_by`, in the same write, so realtime frames and webhooks carry it to cf-bridge,
+// which names that user in the deploy_logs rows of the actions it takes for the change. A stamp that fails
+// must never fail the user's request: errors are logged and the request goes on.
+
+onRecordCreateRequest((e) => {
+  try {
+    require(`${__hooks}/actor.js`).stampChange(e);
+  } catch (err) {
+    console.log("cf-bridge actor hook error:", String(err));
+  }
+  e.next();
+}, "tenants", "bot_instances");
+
+onRecordUpdateRequest((e) => {
+  try {
+    require(`${__hooks}/actor.js`).stampChange(e);
+  } catch (err) {
+    console.log("cf-bridge actor hook error:", String(err));
+  }
+  e.next();
+}, "tenants", "bot_instances");
+
+onRecordDeleteRequest((e) => {
+  try {
+    require(`${__hooks}/actor.js`).stampDelete(e);
+  } catch (err) {
+    console.log("cf-bridge actor hook error:", String(err));
+  }
+  e.next();
+}, "tenants", "bot_instances");

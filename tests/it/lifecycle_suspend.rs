@@ -1,0 +1,101 @@
+//! Suspend closes the door (issue 19 item 1), end to end (real PocketBase, coolify-sim, the bridge in the
+//! test process): a suspended tenant's services stop, lose their public domain in Coolify and get a new
+//! router key (a copied key no longer matches `router_key_id`); resuming brings the domain back with a
+//! fresh key and starts what `desired_state` asks for. An instance's own `stopped` is a plain stop.
+
+use std::time::Duration;
+
+use cf_testkit::world::{SIM_QUICK, World, text};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(40);
+
+/// The domains Coolify routes to the service.
+fn domains(svc: &Value) -> Vec<String> {
+    svc["applications"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["fqdn"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// What routes and authenticates the stack: Coolify's domains, its router key value and the key id.
+async fn door(w: &World, id: &str) -> (Vec<String>, String, String) {
+    let svc = w.service_of(id).await.expect("service");
+    let key = w
+        .sim_envs(id)
+        .await
+        .get("CLOUDFREEDOM_API_KEY")
+        .map(|(v, _)| v.clone())
+        .unwrap_or_default();
+    (
+        domains(&svc),
+        key,
+        text(&w.instance(id).await, "router_key_id").to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_closes_the_door_and_resume_opens_it_with_fresh_keys() {
+    let w = World::start(SIM_QUICK, &[]).await;
+    let tenant = w.create_tenant("doors", "business").await;
+    let live = w.create_instance(&tenant, "base-llm", "doors-live", "running").await;
+    let parked = w.create_instance(&tenant, "base-llm", "doors-parked", "stopped").await;
+    w.wait_status(&live, "running", WAIT).await;
+    let r = w.wait_status(&parked, "stopped", WAIT).await;
+
+    // Its own desired_state = stopped is a plain stop: the door stays as it was.
+    assert_eq!(text(&r, "domain"), "doors-parked.bots.test.example", "{r}");
+    let (parked_domains, parked_key, parked_key_id) = door(&w, &parked).await;
+    assert_eq!(parked_domains, ["https://doors-parked.bots.test.example:8080"]);
+    let (live_domains, live_key, live_key_id) = door(&w, &live).await;
+    assert_eq!(live_domains, ["https://doors-live.bots.test.example:8080"]);
+    assert!(!live_key.is_empty() && !live_key_id.is_empty());
+
+    w.pb.patch("tenants", &tenant, json!({"status": "suspended"})).await;
+    for (id, key, key_id) in [(&live, &live_key, &live_key_id), (&parked, &parked_key, &parked_key_id)] {
+        let r = w
+            .wait_record("bot_instances", id, "suspended", WAIT, |r| {
+                r["status"] == "stopped" && text(r, "domain").is_empty()
+            })
+            .await;
+        let svc = w.service_of(id).await.expect("service");
+        assert!(!text(&svc, "status").starts_with("running"), "{svc}");
+        let (now_domains, now_key, now_key_id) = door(&w, id).await;
+        assert!(now_domains.is_empty(), "no domain while suspended: {now_domains:?}");
+        assert_ne!(&now_key, key, "a copied key must stop working");
+        assert_ne!(&now_key_id, key_id);
+        assert_eq!(now_key_id, text(&r, "router_key_id"));
+        let rows = w.deploy_logs(id).await;
+        assert!(
+            rows.iter().any(|r| r["status"] == "success"
+                && text(r, "message").starts_with("tenant suspended: domain removed, router key rotated")),
+            "{rows:?}"
+        );
+    }
+    let (_, suspended_key, _) = door(&w, &live).await;
+
+    w.pb.patch("tenants", &tenant, json!({"status": "active"})).await;
+    let r = w.wait_status(&live, "running", WAIT).await;
+    assert_eq!(text(&r, "domain"), "doors-live.bots.test.example");
+    let (now_domains, now_key, _) = door(&w, &live).await;
+    assert_eq!(now_domains, ["https://doors-live.bots.test.example:8080"]);
+    assert!(now_key != suspended_key && now_key != live_key, "a fresh key on resume");
+    let rows = w.deploy_logs(&live).await;
+    assert!(
+        rows.iter()
+            .any(|r| text(r, "message").starts_with("tenant active again: domain restored, fresh router key")),
+        "{rows:?}"
+    );
+    // The parked one gets its door back but stays stopped, as its own desired_state asks.
+    let r = w
+        .wait_record("bot_instances", &parked, "parked resumed", WAIT, |r| {
+            r["status"] == "stopped" && !text(r, "domain").is_empty()
+        })
+        .await;
+    assert_eq!(text(&r, "domain"), "doors-parked.bots.test.example");
+    let svc = w.service_of(&parked).await.expect("service");
+    assert!(!text(&svc, "status").starts_with("running"), "{svc}");
+    assert_eq!(domains(&svc), ["https://doors-parked.bots.test.example:8080"]);
+}
