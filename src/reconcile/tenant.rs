@@ -321,6 +321,7 @@ mod tests {
             max_stacks: 0,
             coolify_project_uuid: Some("p1".into()),
             bridge_error: None,
+            changed_by: None,
             created: None,
             updated: None,
         };
@@ -329,6 +330,7 @@ mod tests {
             name: "Acme Inc".into(),
             user: Some("u2".into()),
             bridge_error: Some("x".into()),
+            changed_by: Some("users:u2".into()),
             ..tenant.clone()
         };
         assert_eq!(instance_facing(&renamed, Some("p1")), key);
