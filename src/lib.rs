@@ -6,6 +6,7 @@ pub mod bounded;
 pub mod cli;
 pub mod config;
 pub mod coolify;
+pub mod dependencies;
 pub mod events;
 pub mod http;
 pub mod incarnation;

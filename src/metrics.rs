@@ -32,6 +32,8 @@ pub struct Metrics {
     pub orphans: GaugeVec,
     /// Writes of the journal's health row (one per readiness evaluation, not per `/readyz` request).
     pub journal_health_writes: IntCounter,
+    /// 1 while a dependency (pocketbase, coolify) answers, 0 while the bridge waits for it.
+    pub dependency_up: prometheus::IntGaugeVec,
 }
 
 impl Metrics {
@@ -133,6 +135,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
     )?;
     registry.register(Box::new(orphans.clone()))?;
     registry.register(Box::new(journal_health_writes.clone()))?;
+    let dependency_up = prometheus::IntGaugeVec::new(
+        Opts::new(
+            "dependency_up",
+            "1 while the dependency answers, 0 while the bridge waits for it",
+        ),
+        &["dependency"],
+    )?;
+    registry.register(Box::new(dependency_up.clone()))?;
 
     Ok(Metrics {
         registry,
@@ -149,5 +159,6 @@ fn build() -> Result<Metrics, prometheus::Error> {
         last_resync_timestamp,
         orphans,
         journal_health_writes,
+        dependency_up,
     })
 }

@@ -170,6 +170,20 @@ impl PbClient {
         Ok(())
     }
 
+    /// `GET /api/health` (no token): whether PocketBase answers at all. A cached token alone proves
+    /// nothing about reachability.
+    pub async fn health(&self) -> Result<(), PbError> {
+        let url = self.url(&["api", "health"], &[])?;
+        let resp = self.inner.http.get(url.clone()).send().await?;
+        let status = resp.status();
+        let bytes = read_body(resp, AUTH_LIMIT, &Method::GET, &url).await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(PbError::from_response(status.as_u16(), &bytes))
+        }
+    }
+
     /// A valid superuser token; refreshed once half its lifetime has passed, re-acquired if that fails.
     pub async fn token(&self) -> Result<SecretString, PbError> {
         let now = now();

@@ -32,6 +32,7 @@ mod security_incarnation;
 mod security_keys;
 mod security_readyz;
 mod security_session;
+mod startup_without_dependencies;
 mod status_board;
 mod templates_golden;
 mod templates_hostile;
