@@ -13,7 +13,8 @@ use cf_bridge::config::{self, Settings};
 #[derive(Parser)]
 #[command(name = "cf-bridge", version, about = "Keeps Coolify in step with PocketBase")]
 struct Cli {
-    /// Configuration file (TOML); CF_BRIDGE__SECTION__KEY environment variables override it.
+    /// Configuration file (TOML); CF_BRIDGE__SECTION__KEY environment variables override it, and a secret
+    /// key may come from the file named by CF_BRIDGE__SECTION__KEY_FILE.
     #[arg(long, global = true, default_value = "cf-bridge.toml", env = "CF_BRIDGE_CONFIG")]
     config: PathBuf,
     #[command(subcommand)]
@@ -24,7 +25,8 @@ struct Cli {
 enum Command {
     /// Run the bridge: event sources, reconciler, webhook ingest, admin API.
     Serve,
-    /// Validate the configuration and print it with every secret redacted.
+    /// Validate the configuration and print it with every secret redacted, each key with where its
+    /// value came from (default, the file, an environment variable, a *_FILE variable's file).
     CheckConfig,
     /// Print a new webhook secret (whsec_...) whose key bytes are printable ASCII.
     Secret,
@@ -134,7 +136,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::CheckConfig => match load(&cli) {
             Ok(settings) => {
-                println!("# configuration is valid\n{settings}");
+                let env: Vec<(String, String)> = std::env::vars().collect();
+                let origins = config::origins(&cli.config, &env);
+                println!(
+                    "# configuration is valid (each key says where its value came from)\n{}",
+                    settings.with_origins(&origins)
+                );
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
