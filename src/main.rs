@@ -30,6 +30,13 @@ enum Command {
     CheckConfig,
     /// Print a new webhook secret (whsec_...) whose key bytes are printable ASCII.
     Secret,
+    /// Probe the bridge's /readyz on admin.bind (a wildcard address is probed on loopback): exit 0 when
+    /// ready, 1 otherwise. The container's HEALTHCHECK (the image has no curl).
+    Healthcheck {
+        /// Probe this URL instead of the one admin.bind gives.
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Render or publish the bot templates.
     #[command(subcommand)]
     Templates(TemplatesCommand),
@@ -149,6 +156,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
+        Command::Healthcheck { url } => {
+            let url = match url {
+                Some(u) => u.clone(),
+                None => match load(&cli) {
+                    Ok(settings) => cf_bridge::cli::readyz_url(settings.admin.bind),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                },
+            };
+            match runtime()?.block_on(cf_bridge::cli::healthcheck(&url)) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(reason) => {
+                    eprintln!("not ready: {reason}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         Command::Secret => {
             println!("{}", cf_bridge::webhook::generate_secret());
             Ok(ExitCode::SUCCESS)
