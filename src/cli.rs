@@ -66,6 +66,19 @@ pub fn render_template(
     Ok(render(template, &input, &ceiling)?.compose_yaml)
 }
 
+/// Checks that `dir` holds loadable templates (for `check-config`); says how many.
+pub fn check_templates(dir: &Path) -> anyhow::Result<usize> {
+    let set = TemplateSet::load_dir(dir).with_context(|| format!("loading templates from {}", dir.display()))?;
+    let n = set.iter().count();
+    if n == 0 {
+        anyhow::bail!(
+            "no templates in {} (a relative path is resolved against the configuration file's directory)",
+            dir.display()
+        );
+    }
+    Ok(n)
+}
+
 fn names(set: &TemplateSet) -> String {
     set.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
 }

@@ -596,7 +596,14 @@ pub fn load_from(path: &Path, required: bool, env: &[(String, String)]) -> Resul
         ));
     }
     match read_sections(&tree, &mut problems) {
-        Some(s) if problems.is_empty() => Ok(s),
+        Some(mut s) if problems.is_empty() => {
+            // A relative templates directory belongs with the file that names it, not the working directory.
+            if path.exists() && s.reconcile.templates_dir.is_relative() {
+                let dir = path.parent().unwrap_or(Path::new(""));
+                s.reconcile.templates_dir = dir.join(&s.reconcile.templates_dir);
+            }
+            Ok(s)
+        }
         _ => Err(ConfigError::Invalid(problems)),
     }
 }
@@ -1005,6 +1012,11 @@ impl Checks<'_> {
         let v = value.expose_secret();
         if v.trim().is_empty() {
             self.fail(key, "must not be empty");
+        } else if v.contains(PLACEHOLDER) {
+            self.fail(
+                key,
+                format!("is the example's placeholder ({PLACEHOLDER}): set a real secret"),
+            );
         } else if v.len() < min_len {
             self.fail(key, format!("is too short (at least {min_len} characters)"));
         }
@@ -1016,6 +1028,11 @@ impl Checks<'_> {
         }
     }
 }
+
+/// What the example file's secrets say instead of a value (`1|change-me`, `whsec_change-me`, ...).
+const PLACEHOLDER: &str = "change-me";
+/// The example file's Coolify host.
+const PLACEHOLDER_COOLIFY_HOST: &str = "coolify.example.com";
 
 /// A section of the file: deserialized on its own, then checked for every rule its types do not express.
 trait Section: DeserializeOwned {
@@ -1042,6 +1059,12 @@ impl Section for PocketBaseSettings {
 impl Section for CoolifySettings {
     fn check(&self, c: &mut Checks<'_>) {
         c.secret("coolify.token", &self.token, 1);
+        if self.url.host_str() == Some(PLACEHOLDER_COOLIFY_HOST) {
+            c.fail(
+                "coolify.url",
+                format!("is the example's placeholder ({PLACEHOLDER_COOLIFY_HOST}): set your Coolify's URL"),
+            );
+        }
         if let Some(uuid) = &self.server_uuid
             && !uuid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         {
@@ -1407,6 +1430,44 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("max_attempts = 12  # default"), "{shown}");
+    }
+
+    #[test]
+    fn the_examples_placeholders_are_refused_by_key() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("cf-bridge.example.toml");
+        let err = load_from(&example, true, &[]).expect_err("the example as it is");
+        let text = err.to_string();
+        for key in [
+            "pocketbase.superuser_password",
+            "coolify.url",
+            "coolify.token",
+            "webhook.secret",
+            "admin.token",
+            "secrets.key",
+        ] {
+            assert!(
+                text.lines().any(|l| l.contains(key) && l.contains("placeholder")),
+                "{key} not refused as a placeholder:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_relative_templates_dir_is_the_config_files_neighbour() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("cf-bridge.toml");
+        std::fs::write(&path, "[reconcile]\ntemplates_dir = \"tpl\"\n").expect("write");
+        let s = load_from(&path, true, &full_env()).expect("valid");
+        assert_eq!(s.reconcile.templates_dir, dir.path().join("tpl"));
+        std::fs::write(&path, "[reconcile]\ntemplates_dir = \"/opt/t\"\n").expect("write");
+        let s = load_from(&path, true, &full_env()).expect("valid");
+        assert_eq!(s.reconcile.templates_dir, Path::new("/opt/t"));
+        let s = load_from(Path::new("/nonexistent/cf-bridge.toml"), false, &full_env()).expect("valid");
+        assert_eq!(
+            s.reconcile.templates_dir,
+            Path::new("templates"),
+            "no file: the working directory"
+        );
     }
 
     #[test]

@@ -143,6 +143,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::CheckConfig => match load(&cli) {
             Ok(settings) => {
+                if let Err(e) = cf_bridge::cli::check_templates(&settings.reconcile.templates_dir) {
+                    eprintln!("error: reconcile.templates_dir: {e:#}");
+                    return Ok(ExitCode::from(2));
+                }
                 let env: Vec<(String, String)> = std::env::vars().collect();
                 let origins = config::origins(&cli.config, &env);
                 println!(

@@ -11,6 +11,8 @@ fn check_config(toml: &str, env: &[(&str, &str)]) -> (Option<i32>, String, Strin
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("cf-bridge.toml");
     std::fs::write(&path, toml).expect("write config");
+    std::os::unix::fs::symlink(cf_testkit::repo_root().join("templates"), dir.path().join("templates"))
+        .expect("templates beside the config");
     let out = Command::new(crate::bridge_bin())
         .arg("--config")
         .arg(&path)
