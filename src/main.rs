@@ -30,6 +30,10 @@ enum Command {
     CheckConfig,
     /// Print a new webhook secret (whsec_...) whose key bytes are printable ASCII.
     Secret,
+    /// Check a live setup (PocketBase reachable, superuser, schema, hooks and their webhook secret;
+    /// Coolify token and server; templates published) and say what to fix. Changes nothing. Exit 0 when
+    /// every check passes, 1 otherwise.
+    Doctor,
     /// Probe the bridge's /readyz on admin.bind (a wildcard address is probed on loopback): exit 0 when
     /// ready, 1 otherwise. The container's HEALTHCHECK (the image has no curl).
     Healthcheck {
@@ -160,6 +164,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
+        Command::Doctor => {
+            let settings = match load(&cli) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let report = runtime()?.block_on(cf_bridge::doctor::run(&settings));
+            println!("{report}");
+            Ok(if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Healthcheck { url } => {
             let url = match url {
                 Some(u) => u.clone(),

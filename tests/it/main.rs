@@ -6,6 +6,7 @@ mod admin_api;
 mod badinput_webhook;
 mod coolify_client;
 mod coolify_contract;
+mod doctor;
 mod e2e_reconcile;
 mod health_poller;
 mod in_process;
