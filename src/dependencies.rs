@@ -1,8 +1,8 @@
 //! Whether PocketBase and Coolify can be reached, kept current in the background.
 //!
 //! The bridge starts without them (webhooks are journaled meanwhile): the dispatcher and the periodic
-//! tasks wait while a dependency is down, a job that finds one down says so here, and [`run`] probes
-//! the down ones with backoff (the up ones at a steady pace) until they answer. One log line per change
+//! tasks wait while a dependency is down, a job that finds one unavailable asks for a probe at once, and
+//! [`run`] probes with backoff while one is down (at a steady pace while both are up) until they answer. One log line per change
 //! of state, never one per probe.
 
 use std::sync::{Arc, Mutex, OnceLock};
@@ -149,9 +149,10 @@ impl Dependencies {
         self.all_up.send_if_modified(|v| std::mem::replace(v, all) != all);
     }
 
-    /// A job found `d` unavailable: mark it down and probe it now rather than at the next tick.
-    pub fn report_unavailable(&self, d: Dependency, reason: String) {
-        self.set(d, Err(reason));
+    /// A job found `d` unavailable: probe now rather than at the next tick. Only the probe marks it down
+    /// (which closes the dispatcher's gate): one lost answer from a Coolify that is up stops no one.
+    pub fn suspect(&self, d: Dependency) {
+        tracing::debug!(dependency = d.as_str(), "a job found it unavailable; probing now");
         self.probe_now.notify_one();
     }
 
@@ -319,7 +320,7 @@ mod tests {
         d.set(Dependency::Coolify, Ok(()));
         assert!(rx.has_changed().expect("open") && *rx.borrow_and_update());
         assert_eq!(d.gauge.with_label_values(&["coolify"]).get(), 1);
-        d.report_unavailable(Dependency::Coolify, "connection refused".into());
+        d.set(Dependency::Coolify, Err("connection refused".into()));
         assert!(!*rx.borrow_and_update());
         assert_eq!(d.gauge.with_label_values(&["coolify"]).get(), 0);
         assert_eq!(d.snapshot()["coolify"]["reason"], "connection refused");

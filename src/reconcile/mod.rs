@@ -84,10 +84,8 @@ impl JobHandler for Reconciler {
     fn handle<'a>(&'a self, job: &'a ClaimedJob) -> JobFuture<'a, ReconcileError> {
         Box::pin(async move {
             let result = self.run(job).await;
-            if let Err(e) = &result
-                && let Some(dependency) = e.unavailable()
-            {
-                self.ctx.deps.report_unavailable(dependency, e.to_string());
+            if let Some(dependency) = result.as_ref().err().and_then(ReconcileError::unavailable) {
+                self.ctx.deps.suspect(dependency);
             }
             result
         })
