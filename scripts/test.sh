@@ -4,13 +4,27 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 export PB_BIN="$("$ROOT/scripts/install-pocketbase.sh")"
-if [ -x "$ROOT/scripts/install-test-deps.sh" ]; then "$ROOT/scripts/install-test-deps.sh"; fi
+# The browser test needs Chromium. Without root or password-less sudo it cannot be installed: then every
+# other test runs and the browser test is reported as NOT RUN, loudly, at the start and at the end. CI
+# (CF_REQUIRE_BROWSER_TEST=1, set by .ci/run) fails instead of skipping it.
+SKIP=()
+NOT_RUN=""
+if ! deps_out="$("$ROOT/scripts/install-test-deps.sh" 2>&1)"; then
+  if [ "${CF_REQUIRE_BROWSER_TEST:-0}" = "1" ]; then
+    echo "$deps_out" >&2
+    echo "the browser test's dependencies could not be installed and CF_REQUIRE_BROWSER_TEST=1" >&2
+    exit 1
+  fi
+  NOT_RUN="NOT RUN: ui_operator_page (the operator page in headless Chromium): ${deps_out##*install-test-deps: }"
+  SKIP=(--skip ui_operator_page)
+  printf '\n!!!!! %s\n!!!!! every other test runs; install chromium and chromium-driver (or run as root) to run it\n\n' "$NOT_RUN" >&2
+fi
 mkdir -p "$ROOT/test-artifacts" "$ROOT/target"
 LOG="$ROOT/target/test-output.log"
 rm -f "$ROOT/target/reliability-table.md"
 # Integration tests spawn PocketBase, coolify-sim and the bridge; two threads suit a 2-core machine.
 set +e
-cargo test --locked --no-fail-fast --workspace --all-targets -- --test-threads="${TEST_THREADS:-2}" "$@" 2>&1 | tee "$LOG"
+cargo test --locked --no-fail-fast --workspace --all-targets -- --test-threads="${TEST_THREADS:-2}" "${SKIP[@]}" "$@" 2>&1 | tee "$LOG"
 status=${PIPESTATUS[0]}
 set -e
 if [ -f "$ROOT/target/reliability-table.md" ]; then
@@ -21,5 +35,10 @@ fi
 passed=$(grep -E '^test result:' "$LOG" | awk '{p += $4} END {print p + 0}')
 failed=$(grep -E '^test result:' "$LOG" | awk '{f += $6} END {print f + 0}')
 echo
-echo "$passed passed, $failed failed"
+if [ -n "$NOT_RUN" ]; then
+  echo "!!!!! $NOT_RUN"
+  echo "$passed passed, $failed failed, 1 test module NOT RUN (ui_operator_page: see above)"
+else
+  echo "$passed passed, $failed failed"
+fi
 exit "$status"

@@ -1,5 +1,6 @@
 //! The bridge as one value: [`App::build`] checks what must work before anything starts (the journal,
-//! PocketBase and Coolify credentials, templates, the secret store, the listening socket);
+//! templates, the secret store, the listening socket, and the PocketBase and Coolify settings of those
+//! that answer: one that does not is waited for in the background, see `dependencies`);
 //! [`App::run`] starts the event sources, the dispatcher, the periodic tasks and the HTTP server, and
 //! drains them when its shutdown future resolves.
 
@@ -18,7 +19,8 @@ use tracing::instrument::WithSubscriber;
 use tracing::{info, warn};
 
 use crate::config::Settings;
-use crate::coolify::{CoolifyClient, CoolifyError};
+use crate::coolify::CoolifyClient;
+use crate::dependencies::{self, CoolifyCheckError, Dependencies, Dependency};
 use crate::events::{Collection, Replay, SinkError};
 use crate::http;
 use crate::http::auth::{AdminToken, PageOrigin, Sessions};
@@ -51,12 +53,8 @@ pub enum StartError {
     },
     #[error("checking the PocketBase superuser credentials")]
     PocketBase(#[source] PbError),
-    #[error("{0}")]
-    Coolify(&'static str, #[source] CoolifyError),
-    #[error("coolify.server_uuid {0} is not a server this token can see")]
-    UnknownServer(String),
-    #[error("Coolify has no usable, reachable server; set coolify.server_uuid")]
-    NoServer,
+    #[error(transparent)]
+    Coolify(CoolifyCheckError),
     #[error("loading templates from {path}")]
     Templates {
         path: String,
@@ -129,7 +127,8 @@ impl App {
             source,
         })?;
         let metrics = Arc::new(Metrics::new());
-        let (pb, coolify, server) = connect(&settings, &metrics).await?;
+        let deps = Dependencies::new(metrics.dependency_up.clone());
+        let (pb, coolify) = connect(&settings, &metrics, &deps).await?;
         let templates =
             TemplateSet::load_dir(&settings.reconcile.templates_dir).map_err(|source| StartError::Templates {
                 path: settings.reconcile.templates_dir.display().to_string(),
@@ -157,17 +156,15 @@ impl App {
             templates: Arc::new(templates),
             secrets: Arc::new(secrets),
             settings: settings.clone(),
-            server_uuid: Arc::from(server),
+            deps: deps.clone(),
             health: Arc::default(),
         };
-        // The start-up checks just passed; the readiness watcher keeps these current from here on.
         let readiness = Readiness::new(
             settings.pocketbase.resync_interval * 2,
             journal.clone(),
             metrics.clone(),
+            deps.clone(),
         );
-        readiness.set_pocketbase(true);
-        readiness.set_coolify(true);
         requeue_on_key_change(&settings, &ctx.journal, &ctx.intake).await?;
         let dispatcher = Dispatcher::new(
             journal,
@@ -175,7 +172,8 @@ impl App {
             &settings.queue,
             wake,
             metrics,
-        );
+        )
+        .gate(deps.subscribe());
         Ok(App {
             settings,
             listener,
@@ -213,7 +211,7 @@ impl App {
                 .run(cancel.clone(), queue::DRAIN_DEADLINE)
                 .with_current_subscriber(),
         );
-        spawn_periodic(&mut tasks, &ctx, &readiness, &cancel);
+        spawn_periodic(&mut tasks, &ctx, &cancel);
 
         let server =
             http_server(listener, &ctx, resync, readiness, webhook_secret, &settings).map_err(RunError::Http)?;
@@ -287,30 +285,29 @@ async fn requeue_on_key_change(settings: &Settings, journal: &Journal, intake: &
     Ok(())
 }
 
-/// Checks the PocketBase and Coolify credentials and picks the Coolify server.
-async fn connect(settings: &Settings, metrics: &Arc<Metrics>) -> Result<(PbClient, CoolifyClient, String), StartError> {
+/// Checks PocketBase and Coolify once. A wrong setting (credentials, server) stops the start; a
+/// dependency that does not answer is recorded as down, and the bridge starts and waits for it.
+async fn connect(
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+    deps: &Dependencies,
+) -> Result<(PbClient, CoolifyClient), StartError> {
     let pb = PbClient::new(&settings.pocketbase).map_err(StartError::PocketBase)?;
-    pb.authenticate().await.map_err(StartError::PocketBase)?;
+    match dependencies::check_pocketbase(&pb).await {
+        Ok(()) => deps.set(Dependency::PocketBase, Ok(())),
+        Err(e) if dependencies::pocketbase_unavailable(&e) => {
+            deps.set(Dependency::PocketBase, Err(dependencies::describe(&e)))
+        }
+        Err(e) => return Err(StartError::PocketBase(e)),
+    }
     let coolify = CoolifyClient::new(&settings.coolify, metrics.clone())
-        .map_err(|e| StartError::Coolify("building the Coolify client", e))?;
-    coolify
-        .team()
-        .await
-        .map_err(|e| StartError::Coolify("Coolify token check (GET /team) failed", e))?;
-    let servers = coolify
-        .servers()
-        .await
-        .map_err(|e| StartError::Coolify("listing Coolify servers", e))?;
-    let server = match settings.coolify.server_uuid.as_deref() {
-        Some(uuid) if servers.iter().any(|s| s.uuid == uuid) => uuid.to_string(),
-        Some(uuid) => return Err(StartError::UnknownServer(uuid.to_string())),
-        None => servers
-            .into_iter()
-            .find(|s| s.is_usable && s.is_reachable)
-            .map(|s| s.uuid)
-            .ok_or(StartError::NoServer)?,
-    };
-    Ok((pb, coolify, server))
+        .map_err(|e| StartError::Coolify(CoolifyCheckError::Coolify("building the Coolify client", e)))?;
+    match dependencies::check_coolify(&coolify, deps, settings.coolify.server_uuid.as_deref()).await {
+        Ok(()) => deps.set(Dependency::Coolify, Ok(())),
+        Err(e) if e.is_unavailable() => deps.set(Dependency::Coolify, Err(dependencies::describe(&e))),
+        Err(e) => return Err(StartError::Coolify(e)),
+    }
+    Ok((pb, coolify))
 }
 
 /// The realtime consumer and the resync it triggers on every (re)connect, periodically and on demand.
@@ -345,25 +342,28 @@ fn spawn_sources(tasks: &mut JoinSet<()>, ctx: &Context, cancel: &CancellationTo
     trigger
 }
 
-/// The health poller, the deploy_logs outbox sweeper, the orphan scanner, the journal pruner and the
-/// readiness watcher.
-fn spawn_periodic(tasks: &mut JoinSet<()>, ctx: &Context, readiness: &Arc<Readiness>, cancel: &CancellationToken) {
+/// The health poller, the deploy_logs outbox sweeper and the orphan scanner (each waiting while a
+/// dependency is down), the journal pruner (which needs none), and the dependency probes.
+fn spawn_periodic(tasks: &mut JoinSet<()>, ctx: &Context, cancel: &CancellationToken) {
     let r = &ctx.settings.reconcile;
+    let gate = || ctx.deps.subscribe();
     let health = HealthPoller::new(ctx.clone(), r.health_poll_interval, r.bad_readings_before_error);
-    tasks.spawn(run_every(health, cancel.clone()).with_current_subscriber());
+    tasks.spawn(run_every(health, gate(), cancel.clone()).with_current_subscriber());
     let sweeper = OutboxSweeper::new(ctx.clone(), outcome::SWEEP_INTERVAL);
-    tasks.spawn(run_every(sweeper, cancel.clone()).with_current_subscriber());
+    tasks.spawn(run_every(sweeper, gate(), cancel.clone()).with_current_subscriber());
     let orphans = OrphanScanner::new(ctx.clone(), r.orphans, ctx.settings.pocketbase.resync_interval);
-    tasks.spawn(run_every(orphans, cancel.clone()).with_current_subscriber());
+    tasks.spawn(run_every(orphans, gate(), cancel.clone()).with_current_subscriber());
     let pruner = JournalPruner::new(ctx.clone());
-    tasks.spawn(run_every(pruner, cancel.clone()).with_current_subscriber());
-    // Readiness follows the health poll's pace so an outage shows within one poll interval.
+    let always_open = tokio::sync::watch::channel(true).1;
+    tasks.spawn(run_every(pruner, always_open, cancel.clone()).with_current_subscriber());
+    // Probes follow the health poll's pace so an outage shows within one poll interval.
     let every = r.health_poll_interval.min(http::health::READINESS_MAX_INTERVAL);
     tasks.spawn(
-        http::health::watch(
-            readiness.clone(),
+        dependencies::run(
+            ctx.deps.clone(),
             ctx.pb.clone(),
             ctx.coolify.clone(),
+            ctx.settings.coolify.server_uuid.clone(),
             every,
             cancel.clone(),
         )

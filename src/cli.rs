@@ -1,7 +1,10 @@
-//! Offline commands: render a template for an instance record, publish templates to PocketBase.
+//! Offline commands: render a template for an instance record, publish templates to PocketBase, probe a
+//! running bridge's readiness.
 
 use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_json::json;
@@ -63,6 +66,19 @@ pub fn render_template(
     Ok(render(template, &input, &ceiling)?.compose_yaml)
 }
 
+/// Checks that `dir` holds loadable templates (for `check-config`); says how many.
+pub fn check_templates(dir: &Path) -> anyhow::Result<usize> {
+    let set = TemplateSet::load_dir(dir).with_context(|| format!("loading templates from {}", dir.display()))?;
+    let n = set.iter().count();
+    if n == 0 {
+        anyhow::bail!(
+            "no templates in {} (a relative path is resolved against the configuration file's directory)",
+            dir.display()
+        );
+    }
+    Ok(n)
+}
+
 fn names(set: &TemplateSet) -> String {
     set.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
 }
@@ -117,4 +133,45 @@ pub async fn sync_templates(settings: &Settings) -> anyhow::Result<String> {
         lines.push(format!("inactive {} (no longer in {})", e.name, dir.display()));
     }
     Ok(lines.join("\n"))
+}
+
+/// How long `cf-bridge healthcheck` waits for `/readyz`.
+const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The `/readyz` URL of a bridge bound to `bind`; a wildcard address is reached on loopback.
+pub fn readyz_url(bind: SocketAddr) -> String {
+    let ip = match bind.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}/readyz", SocketAddr::new(ip, bind.port()))
+}
+
+/// Ok when `url` answers 200; otherwise why not (the status and the parts not ready, or the error).
+pub async fn healthcheck(url: &str) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .timeout(HEALTHCHECK_TIMEOUT)
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    let resp = client.get(url).send().await.map_err(|e| format!("{url}: {e}"))?;
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let body: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+    Err(format!("{url} answered {status}: {}", body["not_ready"]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wildcard_bind_is_probed_on_loopback() {
+        let at = |s: &str| readyz_url(s.parse().expect("address"));
+        assert_eq!(at("0.0.0.0:8088"), "http://127.0.0.1:8088/readyz");
+        assert_eq!(at("[::]:9000"), "http://[::1]:9000/readyz");
+        assert_eq!(at("10.0.0.5:8088"), "http://10.0.0.5:8088/readyz");
+    }
 }

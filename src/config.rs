@@ -5,6 +5,7 @@
 //! environment with the `config` crate, deserializes each section on its own (so that a bad key in one
 //! section does not hide the problems of another) and then validates once; every problem names its key.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,9 @@ impl Problem {
 pub enum ConfigError {
     #[error("config file {path}: {reason}")]
     File { path: String, reason: String },
+    /// A `*_FILE` variable that cannot be used; names the variable (and the file), never its content.
+    #[error("{var}: {reason}")]
+    SecretFile { var: String, reason: String },
     #[error("invalid configuration:\n{}", format_problems(.0))]
     Invalid(Vec<Problem>),
 }
@@ -586,19 +590,23 @@ pub fn load_from(path: &Path, required: bool, env: &[(String, String)]) -> Resul
         })?;
         builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
     }
-    let env_map: config::Map<String, String> = env
-        .iter()
-        .filter(|(k, _)| k.starts_with("CF_BRIDGE__"))
-        .cloned()
+    let mut env_map: config::Map<String, String> = with_secret_files(env)?
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
         .collect();
+    // The one list key comes comma-separated from the environment.
+    if let Some(list) = env_map.remove("CF_BRIDGE__SECRETS__PREVIOUS_KEYS") {
+        let items: Vec<String> = list.split(',').map(str::to_string).collect();
+        builder = builder
+            .set_override("secrets.previous_keys", items)
+            .map_err(file_error)?;
+    }
     builder = builder.add_source(
         config::Environment::with_prefix("CF_BRIDGE")
             .prefix_separator("__")
             .separator("__")
-            .try_parsing(true)
-            // Lists come comma-separated from the environment.
-            .list_separator(",")
-            .with_list_parse_key("secrets.previous_keys")
+            // No `try_parsing`: a value stays the text it was given (`0000000000001234`, `1e5` and `true` are
+            // strings for a string key); numeric and boolean keys are parsed from the text by their type.
             .source(Some(env_map)),
     );
     let tree = builder.build().map_err(file_error)?;
@@ -611,8 +619,164 @@ pub fn load_from(path: &Path, required: bool, env: &[(String, String)]) -> Resul
         ));
     }
     match read_sections(&tree, &mut problems) {
-        Some(s) if problems.is_empty() => Ok(s),
+        Some(mut s) if problems.is_empty() => {
+            // A relative templates directory belongs with the file that names it, not the working directory.
+            if path.exists() && s.reconcile.templates_dir.is_relative() {
+                let dir = path.parent().unwrap_or(Path::new(""));
+                s.reconcile.templates_dir = dir.join(&s.reconcile.templates_dir);
+            }
+            Ok(s)
+        }
         _ => Err(ConfigError::Invalid(problems)),
+    }
+}
+
+const ENV_PREFIX: &str = "CF_BRIDGE__";
+
+/// The secret keys; each may also come from a file named by `CF_BRIDGE__SECTION__KEY_FILE` (mounted
+/// secrets). `secrets.previous_keys` takes one key per line.
+pub const SECRET_KEYS: &[&str] = &[
+    "pocketbase.superuser_password",
+    "pocketbase.token",
+    "coolify.token",
+    "webhook.secret",
+    "admin.token",
+    "secrets.key",
+    "secrets.previous_keys",
+];
+
+/// `CF_BRIDGE__SECTION__KEY` -> `section.key` (as the `config` crate maps it).
+fn env_key(var: &str) -> Option<String> {
+    let rest = var.strip_prefix(ENV_PREFIX)?;
+    Some(rest.to_ascii_lowercase().replace("__", "."))
+}
+
+/// The secret key a `*_FILE` variable stands for, with the variable it replaces.
+fn secret_file_var(var: &str) -> Option<(&str, String)> {
+    let base = var.strip_suffix("_FILE")?;
+    let key = env_key(base)?;
+    SECRET_KEYS.contains(&key.as_str()).then_some((base, key))
+}
+
+/// The environment with every `CF_BRIDGE__..._FILE` of a secret key replaced by the variable it stands
+/// for, holding the file's content without its trailing newline. Errors name the variable and the file,
+/// never the content.
+fn with_secret_files(env: &[(String, String)]) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::with_capacity(env.len());
+    for (var, value) in env {
+        let Some((base, key)) = secret_file_var(var) else {
+            out.push((var.clone(), value.clone()));
+            continue;
+        };
+        if env.iter().any(|(k, _)| k == base) {
+            return Err(ConfigError::SecretFile {
+                var: var.clone(),
+                reason: format!("set either {base} or {var}, not both"),
+            });
+        }
+        let text = std::fs::read_to_string(value).map_err(|e| ConfigError::SecretFile {
+            var: var.clone(),
+            reason: format!("cannot read {value}: {}", io_reason(&e)),
+        })?;
+        let secret = if key == "secrets.previous_keys" {
+            text.lines()
+                .map(str::trim_end)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(",")
+        } else {
+            text.trim_end_matches(['\n', '\r']).to_string()
+        };
+        out.push((base.to_string(), secret));
+    }
+    Ok(out)
+}
+
+/// An I/O error's kind and OS message (e.g. "No such file or directory"): never data read from the file.
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::InvalidData => "not UTF-8 text".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Where a key's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Default,
+    /// The configuration file.
+    File(String),
+    /// A `CF_BRIDGE__SECTION__KEY` variable.
+    Env(String),
+    /// A file named by a `CF_BRIDGE__SECTION__KEY_FILE` variable.
+    EnvFile {
+        var: String,
+        path: String,
+    },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Default => f.write_str("default"),
+            Origin::File(path) => write!(f, "file {path}"),
+            Origin::Env(var) => write!(f, "env {var}"),
+            Origin::EnvFile { var, path } => write!(f, "env file {var}={path}"),
+        }
+    }
+}
+
+/// Where each set key (`section.key`) came from, in the order [`load_from`] applies them: the file,
+/// then the environment. A key not listed has its default.
+pub fn origins(path: &Path, env: &[(String, String)]) -> BTreeMap<String, Origin> {
+    let mut out = BTreeMap::new();
+    if let Some(table) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+    {
+        for (section, keys) in &table {
+            if let Some(keys) = keys.as_table() {
+                for key in keys.keys() {
+                    out.insert(format!("{section}.{key}"), Origin::File(path.display().to_string()));
+                }
+            }
+        }
+    }
+    for (var, value) in env {
+        if let Some((_, key)) = secret_file_var(var) {
+            out.insert(
+                key,
+                Origin::EnvFile {
+                    var: var.clone(),
+                    path: value.clone(),
+                },
+            );
+        } else if let Some(key) = env_key(var) {
+            out.insert(key, Origin::Env(var.clone()));
+        }
+    }
+    out
+}
+
+impl Settings {
+    /// The effective configuration as [`fmt::Display`] shows it (secrets redacted), each key followed by
+    /// where its value came from.
+    pub fn with_origins(&self, origins: &BTreeMap<String, Origin>) -> String {
+        let mut section = String::new();
+        let mut out = String::new();
+        for line in self.to_string().lines() {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_string();
+                out.push_str(line);
+            } else if let Some((key, _)) = line.split_once(" = ") {
+                let origin = origins.get(&format!("{section}.{key}")).unwrap_or(&Origin::Default);
+                out.push_str(&format!("{line}  # {origin}"));
+            } else {
+                out.push_str(line);
+            }
+            out.push('\n');
+        }
+        out
     }
 }
 
@@ -871,6 +1035,11 @@ impl Checks<'_> {
         let v = value.expose_secret();
         if v.trim().is_empty() {
             self.fail(key, "must not be empty");
+        } else if v.contains(PLACEHOLDER) {
+            self.fail(
+                key,
+                format!("is the example's placeholder ({PLACEHOLDER}): set a real secret"),
+            );
         } else if v.len() < min_len {
             self.fail(key, format!("is too short (at least {min_len} characters)"));
         }
@@ -882,6 +1051,11 @@ impl Checks<'_> {
         }
     }
 }
+
+/// What the example file's secrets say instead of a value (`1|change-me`, `whsec_change-me`, ...).
+const PLACEHOLDER: &str = "change-me";
+/// The example file's Coolify host.
+const PLACEHOLDER_COOLIFY_HOST: &str = "coolify.example.com";
 
 /// A section of the file: deserialized on its own, then checked for every rule its types do not express.
 trait Section: DeserializeOwned {
@@ -908,6 +1082,12 @@ impl Section for PocketBaseSettings {
 impl Section for CoolifySettings {
     fn check(&self, c: &mut Checks<'_>) {
         c.secret("coolify.token", &self.token, 1);
+        if self.url.host_str() == Some(PLACEHOLDER_COOLIFY_HOST) {
+            c.fail(
+                "coolify.url",
+                format!("is the example's placeholder ({PLACEHOLDER_COOLIFY_HOST}): set your Coolify's URL"),
+            );
+        }
         if let Some(uuid) = &self.server_uuid
             && !uuid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         {
@@ -1148,6 +1328,182 @@ mod tests {
             ("CF_BRIDGE__ROUTER__BASE_URL", "https://router.example.com"),
             ("CF_BRIDGE__SECRETS__KEY", "key-canary-0123456789abcdef0123456789"),
         ])
+    }
+
+    fn with(base: Vec<(String, String)>, pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = base
+            .into_iter()
+            .filter(|(k, _)| !pairs.iter().any(|(p, _)| p == k))
+            .collect();
+        out.extend(env(pairs));
+        out
+    }
+
+    #[test]
+    fn environment_values_stay_the_text_they_were_given() {
+        let e = with(
+            full_env(),
+            &[
+                ("CF_BRIDGE__POCKETBASE__SUPERUSER_PASSWORD", "0000000000001234"),
+                ("CF_BRIDGE__COOLIFY__TOKEN", "1e5"),
+                ("CF_BRIDGE__COOLIFY__SERVER_UUID", "true"),
+                ("CF_BRIDGE__COOLIFY__ENVIRONMENT", "0012"),
+                ("CF_BRIDGE__ADMIN__TOKEN", "00000000000000001234"),
+                ("CF_BRIDGE__QUEUE__MAX_ATTEMPTS", "7"),
+                ("CF_BRIDGE__RECONCILE__SOVEREIGN_CPU", "2.5"),
+                ("CF_BRIDGE__POCKETBASE__REALTIME_PING_INTERVAL_SECS", "0"),
+            ],
+        );
+        let s = load_from(Path::new("/nonexistent/cf-bridge.toml"), false, &e).expect("valid");
+        let password = s.pocketbase.superuser_password.as_ref().expect("password");
+        assert_eq!(password.expose_secret(), "0000000000001234");
+        assert_eq!(s.coolify.token.expose_secret(), "1e5");
+        assert_eq!(s.coolify.server_uuid.as_deref(), Some("true"));
+        assert_eq!(s.coolify.environment, "0012");
+        assert_eq!(s.admin.token.expose_secret(), "00000000000000001234");
+        // Numeric keys still parse from the text.
+        assert_eq!(s.queue.max_attempts, 7);
+        assert_eq!(s.reconcile.sovereign_cpu, 2.5);
+        assert_eq!(s.pocketbase.realtime_ping_interval, None);
+    }
+
+    #[test]
+    fn every_secret_can_come_from_a_file_without_its_trailing_newline() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = |name: &str, content: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, content).expect("write");
+            p.display().to_string()
+        };
+        let mut e: Vec<(String, String)> = full_env()
+            .into_iter()
+            .filter(|(k, _)| env_key(k).is_none_or(|key| !SECRET_KEYS.contains(&key.as_str())))
+            .collect();
+        let files = [
+            (
+                "CF_BRIDGE__POCKETBASE__SUPERUSER_PASSWORD_FILE",
+                file("pw", "0000000000001234\n"),
+            ),
+            ("CF_BRIDGE__COOLIFY__TOKEN_FILE", file("coolify", "1|file-token\r\n")),
+            (
+                "CF_BRIDGE__WEBHOOK__SECRET_FILE",
+                file("webhook", "whsec_d2ViaG9vay1jYW5hcnk=\n"),
+            ),
+            (
+                "CF_BRIDGE__ADMIN__TOKEN_FILE",
+                file("admin", "admin token with spaces 0123\n\n"),
+            ),
+            (
+                "CF_BRIDGE__SECRETS__KEY_FILE",
+                file("key", "key-file-0123456789abcdef0123456789"),
+            ),
+            (
+                "CF_BRIDGE__SECRETS__PREVIOUS_KEYS_FILE",
+                file(
+                    "prev",
+                    "old-key-one-0123456789abcdef01\nold-key-two-0123456789abcdef01\n",
+                ),
+            ),
+        ];
+        e.extend(files.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let s = load_from(Path::new("/nonexistent/cf-bridge.toml"), false, &e).expect("valid");
+        let password = s.pocketbase.superuser_password.as_ref().expect("password");
+        assert_eq!(password.expose_secret(), "0000000000001234");
+        assert_eq!(s.coolify.token.expose_secret(), "1|file-token");
+        assert_eq!(s.webhook.secret.expose_secret(), "whsec_d2ViaG9vay1jYW5hcnk=");
+        assert_eq!(s.admin.token.expose_secret(), "admin token with spaces 0123");
+        assert_eq!(s.secrets.key.expose_secret(), "key-file-0123456789abcdef0123456789");
+        let previous: Vec<&str> = s.secrets.previous_keys.iter().map(|k| k.expose_secret()).collect();
+        assert_eq!(
+            previous,
+            ["old-key-one-0123456789abcdef01", "old-key-two-0123456789abcdef01"]
+        );
+
+        // Where each value came from, and no secret in it.
+        let shown = s.with_origins(&origins(Path::new("/nonexistent/cf-bridge.toml"), &e));
+        assert!(
+            shown.contains(&format!(
+                "token = \"<redacted>\"  # env file CF_BRIDGE__COOLIFY__TOKEN_FILE={}",
+                files[1].1
+            )),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("url = \"http://127.0.0.1:8000/\"  # env CF_BRIDGE__COOLIFY__URL"),
+            "{shown}"
+        );
+        assert!(shown.contains("concurrency = 32  # default"), "{shown}");
+        for canary in ["0000000000001234", "file-token", "spaces", "key-file", "old-key"] {
+            assert!(!shown.contains(canary), "{canary} leaked:\n{shown}");
+        }
+
+        // An unreadable file is named, with the variable; a variable and its _FILE together are refused.
+        let missing = with(
+            e.clone(),
+            &[("CF_BRIDGE__ADMIN__TOKEN_FILE", "/nonexistent/admin-token")],
+        );
+        let err = load_from(Path::new("/nonexistent/cf-bridge.toml"), false, &missing).expect_err("unreadable");
+        let text = err.to_string();
+        assert!(
+            text.starts_with("CF_BRIDGE__ADMIN__TOKEN_FILE: cannot read /nonexistent/admin-token"),
+            "{text}"
+        );
+        let both = with(e, &[("CF_BRIDGE__ADMIN__TOKEN", "admin-canary-0123456789")]);
+        let err = load_from(Path::new("/nonexistent/cf-bridge.toml"), false, &both).expect_err("both");
+        assert!(err.to_string().contains("not both"), "{err}");
+        assert!(!err.to_string().contains("admin-canary"), "{err}");
+    }
+
+    #[test]
+    fn check_config_names_the_file_for_keys_it_set() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("cf-bridge.toml");
+        std::fs::write(&path, "[queue]\nconcurrency = 4\n").expect("write");
+        let s = load_from(&path, true, &full_env()).expect("valid");
+        let shown = s.with_origins(&origins(&path, &full_env()));
+        assert!(
+            shown.contains(&format!("concurrency = 4  # file {}", path.display())),
+            "{shown}"
+        );
+        assert!(shown.contains("max_attempts = 12  # default"), "{shown}");
+    }
+
+    #[test]
+    fn the_examples_placeholders_are_refused_by_key() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("cf-bridge.example.toml");
+        let err = load_from(&example, true, &[]).expect_err("the example as it is");
+        let text = err.to_string();
+        for key in [
+            "pocketbase.superuser_password",
+            "coolify.url",
+            "coolify.token",
+            "webhook.secret",
+            "admin.token",
+            "secrets.key",
+        ] {
+            assert!(
+                text.lines().any(|l| l.contains(key) && l.contains("placeholder")),
+                "{key} not refused as a placeholder:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_relative_templates_dir_is_the_config_files_neighbour() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("cf-bridge.toml");
+        std::fs::write(&path, "[reconcile]\ntemplates_dir = \"tpl\"\n").expect("write");
+        let s = load_from(&path, true, &full_env()).expect("valid");
+        assert_eq!(s.reconcile.templates_dir, dir.path().join("tpl"));
+        std::fs::write(&path, "[reconcile]\ntemplates_dir = \"/opt/t\"\n").expect("write");
+        let s = load_from(&path, true, &full_env()).expect("valid");
+        assert_eq!(s.reconcile.templates_dir, Path::new("/opt/t"));
+        let s = load_from(Path::new("/nonexistent/cf-bridge.toml"), false, &full_env()).expect("valid");
+        assert_eq!(
+            s.reconcile.templates_dir,
+            Path::new("templates"),
+            "no file: the working directory"
+        );
     }
 
     #[test]

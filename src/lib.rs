@@ -6,6 +6,8 @@ pub mod bounded;
 pub mod cli;
 pub mod config;
 pub mod coolify;
+pub mod dependencies;
+pub mod doctor;
 pub mod events;
 pub mod http;
 pub mod incarnation;

@@ -13,7 +13,8 @@ use cf_bridge::config::{self, Settings};
 #[derive(Parser)]
 #[command(name = "cf-bridge", version, about = "Keeps Coolify in step with PocketBase")]
 struct Cli {
-    /// Configuration file (TOML); CF_BRIDGE__SECTION__KEY environment variables override it.
+    /// Configuration file (TOML); CF_BRIDGE__SECTION__KEY environment variables override it, and a secret
+    /// key may come from the file named by CF_BRIDGE__SECTION__KEY_FILE.
     #[arg(long, global = true, default_value = "cf-bridge.toml", env = "CF_BRIDGE_CONFIG")]
     config: PathBuf,
     #[command(subcommand)]
@@ -24,10 +25,22 @@ struct Cli {
 enum Command {
     /// Run the bridge: event sources, reconciler, webhook ingest, admin API.
     Serve,
-    /// Validate the configuration and print it with every secret redacted.
+    /// Validate the configuration and print it with every secret redacted, each key with where its
+    /// value came from (default, the file, an environment variable, a *_FILE variable's file).
     CheckConfig,
     /// Print a new webhook secret (whsec_...) whose key bytes are printable ASCII.
     Secret,
+    /// Check a live setup (PocketBase reachable, superuser, schema, hooks and their webhook secret;
+    /// Coolify token and server; templates published) and say what to fix. Changes nothing. Exit 0 when
+    /// every check passes, 1 otherwise.
+    Doctor,
+    /// Probe the bridge's /readyz on admin.bind (a wildcard address is probed on loopback): exit 0 when
+    /// ready, 1 otherwise. The container's HEALTHCHECK (the image has no curl).
+    Healthcheck {
+        /// Probe this URL instead of the one admin.bind gives.
+        #[arg(long)]
+        url: Option<String>,
+    },
     /// Render or publish the bot templates.
     #[command(subcommand)]
     Templates(TemplatesCommand),
@@ -143,7 +156,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::CheckConfig => match load(&cli) {
             Ok(settings) => {
-                println!("# configuration is valid\n{settings}");
+                if let Err(e) = cf_bridge::cli::check_templates(&settings.reconcile.templates_dir) {
+                    eprintln!("error: reconcile.templates_dir: {e:#}");
+                    return Ok(ExitCode::from(2));
+                }
+                let env: Vec<(String, String)> = std::env::vars().collect();
+                let origins = config::origins(&cli.config, &env);
+                println!(
+                    "# configuration is valid (each key says where its value came from)\n{}",
+                    settings.with_origins(&origins)
+                );
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -151,6 +173,41 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
+        Command::Doctor => {
+            let settings = match load(&cli) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let report = runtime()?.block_on(cf_bridge::doctor::run(&settings));
+            println!("{report}");
+            Ok(if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Healthcheck { url } => {
+            let url = match url {
+                Some(u) => u.clone(),
+                None => match load(&cli) {
+                    Ok(settings) => cf_bridge::cli::readyz_url(settings.admin.bind),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                },
+            };
+            match runtime()?.block_on(cf_bridge::cli::healthcheck(&url)) {
+                Ok(()) => Ok(ExitCode::SUCCESS),
+                Err(reason) => {
+                    eprintln!("not ready: {reason}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         Command::Secret => {
             println!("{}", cf_bridge::webhook::generate_secret());
             Ok(ExitCode::SUCCESS)

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub journal_prune_longest_batch: Gauge,
     /// Writes of the journal's health row (one per readiness evaluation, not per `/readyz` request).
     pub journal_health_writes: IntCounter,
+    /// 1 while a dependency (pocketbase, coolify) answers, 0 while the bridge waits for it.
+    pub dependency_up: prometheus::IntGaugeVec,
 }
 
 impl Metrics {
@@ -157,6 +159,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(instances_health.clone()))?;
     registry.register(Box::new(journal_pruned.clone()))?;
     registry.register(Box::new(journal_prune_longest_batch.clone()))?;
+    let dependency_up = prometheus::IntGaugeVec::new(
+        Opts::new(
+            "dependency_up",
+            "1 while the dependency answers, 0 while the bridge waits for it",
+        ),
+        &["dependency"],
+    )?;
+    registry.register(Box::new(dependency_up.clone()))?;
 
     Ok(Metrics {
         registry,
@@ -176,5 +186,6 @@ fn build() -> Result<Metrics, prometheus::Error> {
         journal_pruned,
         journal_prune_longest_batch,
         journal_health_writes,
+        dependency_up,
     })
 }

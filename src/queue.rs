@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -27,6 +27,9 @@ pub enum ErrorPolicy {
     WaitForChange,
     /// Retrying cannot help at all: the job is dead at once (replay it once the cause is fixed).
     Dead,
+    /// A dependency (PocketBase, Coolify) is unavailable: retry without using up an attempt, however
+    /// long the outage (the dispatcher's gate holds claims meanwhile).
+    WaitForDependency,
 }
 
 pub type JobFuture<'a, E> = Pin<Box<dyn Future<Output = Result<(), E>> + Send + 'a>>;
@@ -114,6 +117,8 @@ pub struct Dispatcher<H> {
     cfg: QueueSettings,
     poll_interval: Duration,
     notify: Arc<Notify>,
+    /// While it reads false (a dependency is down) no job is claimed.
+    gate: Option<watch::Receiver<bool>>,
 }
 
 /// Aborts the handler task if the worker is dropped (shutdown past the drain deadline).
@@ -131,6 +136,7 @@ enum Outcome {
     Retry { error: String, at: i64 },
     Dead { error: String },
     Deferred { error: String },
+    Unavailable { error: String, at: i64 },
 }
 
 impl Outcome {
@@ -140,6 +146,7 @@ impl Outcome {
             Outcome::Retry { .. } => "retry",
             Outcome::Dead { .. } => "dead",
             Outcome::Deferred { .. } => "failed",
+            Outcome::Unavailable { .. } => "unavailable",
         }
     }
 
@@ -149,6 +156,7 @@ impl Outcome {
             Outcome::Retry { error, at } => journal.fail(job_id, error, Some(*at)).await,
             Outcome::Dead { error } => journal.fail(job_id, error, None).await,
             Outcome::Deferred { error } => journal.defer(job_id, error).await,
+            Outcome::Unavailable { error, at } => journal.wait_for_dependency(job_id, error, *at).await,
         }
     }
 }
@@ -206,6 +214,13 @@ async fn run_job<H: JobHandler>(
         None => Outcome::Succeeded,
         Some((ErrorPolicy::WaitForChange, error)) => Outcome::Deferred { error },
         Some((ErrorPolicy::Dead, error)) => Outcome::Dead { error },
+        Some((ErrorPolicy::WaitForDependency, error)) => {
+            let delay = i64::try_from(backoff_delay(&cfg, job.attempts).as_millis()).unwrap_or(i64::MAX);
+            Outcome::Unavailable {
+                error,
+                at: now_ms().saturating_add(delay),
+            }
+        }
         Some((ErrorPolicy::Retry, error)) if job.attempts >= cfg.max_attempts => Outcome::Dead { error },
         Some((ErrorPolicy::Retry, error)) => {
             let delay = i64::try_from(backoff_delay(&cfg, job.attempts).as_millis()).unwrap_or(i64::MAX);
@@ -228,6 +243,9 @@ async fn run_job<H: JobHandler>(
         Outcome::Deferred { error } => {
             tracing::warn!(error = %error, "job failed; waiting for the record to change")
         }
+        Outcome::Unavailable { error, at } => {
+            tracing::info!(retry_at = at, error = %error, "job waits for a dependency; no attempt used")
+        }
     }
     for attempt in 1..=RECORD_TRIES {
         match outcome.record(&journal, job.job_id).await {
@@ -239,6 +257,17 @@ async fn run_job<H: JobHandler>(
         }
     }
     tracing::error!("job outcome not recorded; it will run again after a restart");
+}
+
+/// Resolves when the gate changes; never without a gate (or once its sender is gone).
+async fn gate_changed(gate: &mut Option<watch::Receiver<bool>>) {
+    let changed = match gate {
+        Some(g) => g.changed().await.is_ok(),
+        None => false,
+    };
+    if !changed {
+        std::future::pending::<()>().await;
+    }
 }
 
 impl<H: JobHandler> Dispatcher<H> {
@@ -257,7 +286,14 @@ impl<H: JobHandler> Dispatcher<H> {
             cfg: cfg.clone(),
             poll_interval: POLL_INTERVAL,
             notify: wake,
+            gate: None,
         }
+    }
+
+    /// Claims jobs only while `gate` reads true (the dependencies are up); waits for it otherwise.
+    pub fn gate(mut self, gate: watch::Receiver<bool>) -> Self {
+        self.gate = Some(gate);
+        self
     }
 
     /// Sleeps up to `every` between looks at the journal when nothing pokes the notifier (tests prove
@@ -289,7 +325,7 @@ impl<H: JobHandler> Dispatcher<H> {
 
     /// Runs until `cancel`; then claims nothing new and waits up to `drain_deadline` for the jobs in
     /// flight. Jobs still running after that are abandoned and resumed at the next start.
-    pub async fn run(self, cancel: CancellationToken, drain_deadline: Duration) {
+    pub async fn run(mut self, cancel: CancellationToken, drain_deadline: Duration) {
         match self.journal.resume_on_start().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(jobs = n, "resumed jobs left running by the previous process"),
@@ -302,10 +338,12 @@ impl<H: JobHandler> Dispatcher<H> {
         let mut gauges = tokio::time::interval(GAUGE_PERIOD);
         gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
+        let mut gate = self.gate.take();
         while !cancel.is_cancelled() {
             let free = sem.available_permits();
             let mut wait = self.poll_interval;
-            if free > 0 {
+            let open = gate.as_mut().is_none_or(|g| *g.borrow_and_update());
+            if free > 0 && open {
                 match self.journal.claim_due(now_ms(), free).await {
                     Ok(jobs) => {
                         let more = jobs.len() == free;
@@ -351,6 +389,7 @@ impl<H: JobHandler> Dispatcher<H> {
                     }
                 }
                 _ = tokio::time::sleep(wait), if sem.available_permits() > 0 => {}
+                _ = gate_changed(&mut gate) => {}
                 _ = gauges.tick() => refresh_gauges(&self.journal, &self.metrics).await,
             }
         }

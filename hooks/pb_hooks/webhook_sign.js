@@ -130,3 +130,17 @@ module.exports = {
     }
   },
 };
+
+// For `cf-bridge doctor` (doctor.pb.js): what this PocketBase would sign, so the bridge can tell whether both
+// sides hold the same secret without either showing it.
+module.exports.check = (id, ts, body) => {
+  const url = $os.getenv("CF_BRIDGE_WEBHOOK_URL");
+  const secret = $os.getenv("CF_BRIDGE_WEBHOOK_SECRET");
+  const key = secret ? decodeKey(secret) : null;
+  return {
+    url: url || "",
+    secret_set: !!secret,
+    secret_valid: key !== null,
+    signature: key === null ? "" : "v1," + hexToBase64($security.hs256(id + "." + ts + "." + body, key)),
+  };
+};

@@ -72,6 +72,30 @@ fn requeue_dirty(tx: &Transaction<'_>, job_id: i64, run: &RunningJob, now: i64) 
     Ok(())
 }
 
+/// Schedules the job's next run at `at`; an event that arrived meanwhile is covered by it (the backoff
+/// stays). `refund` gives the attempt back.
+fn retry(
+    tx: &Transaction<'_>,
+    job_id: i64,
+    run: &RunningJob,
+    error: &str,
+    at: i64,
+    now: i64,
+    refund: bool,
+) -> Result<(), JournalError> {
+    finish_attempt(tx, run.attempt_id, AttemptOutcome::Retry, Some(error), now)?;
+    tx.prepare_cached(
+        "UPDATE jobs SET state = 'failed', next_attempt_at = ?2, last_error = ?3,
+                attempts = CASE WHEN ?5 THEN MAX(attempts - 1, 0) ELSE attempts END,
+                first_pending_at = COALESCE(first_pending_at, dirty_since),
+                dirty = 0, dirty_since = NULL, claimed_event_id = NULL,
+                attempt_id = NULL, updated_at = ?4
+         WHERE id = ?1",
+    )?
+    .execute(params![job_id, at, error, now, refund])?;
+    Ok(())
+}
+
 fn claim(tx: &Transaction<'_>, now: i64, limit: usize) -> Result<Vec<ClaimedJob>, JournalError> {
     struct Due {
         job_id: i64,
@@ -181,21 +205,24 @@ impl Journal {
                 let now = now_ms();
                 let run = running_job(tx, job_id)?;
                 if let Some(at) = retry_at {
-                    // An event that arrived meanwhile is covered by the retry; keep the backoff.
-                    finish_attempt(tx, run.attempt_id, AttemptOutcome::Retry, Some(&error), now)?;
-                    tx.prepare_cached(
-                        "UPDATE jobs SET state = 'failed', next_attempt_at = ?2, last_error = ?3,
-                                first_pending_at = COALESCE(first_pending_at, dirty_since),
-                                dirty = 0, dirty_since = NULL, claimed_event_id = NULL,
-                                attempt_id = NULL, updated_at = ?4
-                         WHERE id = ?1",
-                    )?
-                    .execute(params![job_id, at, error, now])?;
-                    return Ok(());
+                    return retry(tx, job_id, &run, &error, at, now, false);
                 }
                 finish_attempt(tx, run.attempt_id, AttemptOutcome::Dead, Some(&error), now)?;
                 settle_events(tx, job_id, run.claimed_event_id, "failed")?;
                 park(tx, job_id, &run, JobState::Dead, &error, now)
+            })
+        })
+        .await
+    }
+
+    /// The run found PocketBase or Coolify unavailable: retry at `retry_at` without using up an attempt,
+    /// so an outage of any length never kills a job.
+    pub async fn wait_for_dependency(&self, job_id: i64, error: &str, retry_at: i64) -> Result<(), JournalError> {
+        let error = error.to_owned();
+        self.write(move |conn| {
+            write_tx(conn, |tx| {
+                let run = running_job(tx, job_id)?;
+                retry(tx, job_id, &run, &error, retry_at, now_ms(), true)
             })
         })
         .await

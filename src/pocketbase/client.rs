@@ -170,6 +170,34 @@ impl PbClient {
         Ok(())
     }
 
+    /// `GET /api/health` (no token): whether PocketBase answers at all. A cached token alone proves
+    /// nothing about reachability.
+    pub async fn health(&self) -> Result<(), PbError> {
+        let url = self.url(&["api", "health"], &[])?;
+        let resp = self.inner.http.get(url.clone()).send().await?;
+        let status = resp.status();
+        let bytes = read_body(resp, AUTH_LIMIT, &Method::GET, &url).await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(PbError::from_response(status.as_u16(), &bytes))
+        }
+    }
+
+    /// A superuser request to any API path (`segments` under the base URL), for checks such as
+    /// `cf-bridge doctor`: the status and the JSON answer (`Null` when the body is not JSON).
+    pub async fn api(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value), PbError> {
+        let url = self.url(segments, &[])?;
+        let reply = self.send(method, &url, body, RECORD_LIMIT, |_| false).await?;
+        let value = serde_json::from_slice(&reply.body).unwrap_or(serde_json::Value::Null);
+        Ok((reply.status.as_u16(), value))
+    }
+
     /// A valid superuser token; refreshed once half its lifetime has passed, re-acquired if that fails.
     pub async fn token(&self) -> Result<SecretString, PbError> {
         let now = now();

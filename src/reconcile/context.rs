@@ -101,8 +101,8 @@ pub struct Context {
     pub templates: Arc<TemplateSet>,
     pub secrets: Arc<SecretStore>,
     pub settings: Arc<Settings>,
-    /// The Coolify server new services go to (`coolify.server_uuid`, or the one found at start).
-    pub server_uuid: Arc<str>,
+    /// Whether PocketBase and Coolify answer, and the Coolify server new services go to.
+    pub deps: Arc<crate::dependencies::Dependencies>,
     pub statuses: Arc<StatusBoard>,
     /// Where the executors' own events go (a tenant waking its instances).
     pub intake: Intake,

@@ -5,6 +5,7 @@
 //! `last_error` show, so each variant's text stays what an operator can act on.
 
 use crate::coolify::CoolifyError;
+use crate::dependencies::{Dependency, coolify_unavailable, pocketbase_unavailable};
 use crate::events::SinkError;
 use crate::journal::JournalError;
 use crate::pocketbase::PbError;
@@ -35,6 +36,9 @@ pub enum ReconcileError {
     /// A plan asked for a service step before there was a service: a bug, not a condition to retry.
     #[error("internal: no service uuid for a service action")]
     NoService,
+    /// Coolify has not answered since the bridge started, so the server for new services is not known.
+    #[error("Coolify has not been reached since the bridge started; the server for new services is not chosen yet")]
+    NoServerYet,
 }
 
 /// What a tenant reads when Coolify refuses a domain held elsewhere.
@@ -44,6 +48,9 @@ impl ReconcileError {
     /// Retry what may pass by itself (networks, rate limits, timeouts), wait for the record to change
     /// when the request itself is wrong, and stop at once on an internal bug.
     pub fn policy(&self) -> ErrorPolicy {
+        if self.unavailable().is_some() {
+            return ErrorPolicy::WaitForDependency;
+        }
         match self {
             ReconcileError::Coolify(
                 CoolifyError::Validation { .. } | CoolifyError::Conflict { .. } | CoolifyError::InvalidInput(_),
@@ -57,6 +64,18 @@ impl ReconcileError {
             | ReconcileError::Intake(_)
             | ReconcileError::NotRunning { .. }
             | ReconcileError::LogsRefused { .. } => ErrorPolicy::Retry,
+            ReconcileError::NoServerYet => ErrorPolicy::WaitForDependency,
+        }
+    }
+
+    /// The dependency this error says is unavailable (not reachable, or its gateway says so): waiting for
+    /// it uses up no attempt.
+    pub fn unavailable(&self) -> Option<Dependency> {
+        match self {
+            ReconcileError::PocketBase(e) if pocketbase_unavailable(e) => Some(Dependency::PocketBase),
+            ReconcileError::Coolify(e) if coolify_unavailable(e) => Some(Dependency::Coolify),
+            ReconcileError::NoServerYet => Some(Dependency::Coolify),
+            _ => None,
         }
     }
 
@@ -115,7 +134,14 @@ mod tests {
         assert_eq!(conflict.to_string(), "Coolify conflict: Domain conflicts detected.");
         assert_eq!(conflict.tenant_message(), DOMAIN_IN_USE);
         let down = ReconcileError::from(CoolifyError::Transport("connection refused".into()));
-        assert_eq!(down.policy(), ErrorPolicy::Retry);
+        assert_eq!(down.policy(), ErrorPolicy::WaitForDependency);
+        assert_eq!(down.unavailable(), Some(Dependency::Coolify));
+        let pb_down = ReconcileError::from(PbError::Transport("connection refused".into()));
+        assert_eq!(pb_down.policy(), ErrorPolicy::WaitForDependency);
+        assert_eq!(
+            ReconcileError::from(CoolifyError::RateLimited { retry_after: None }).policy(),
+            ErrorPolicy::Retry
+        );
         assert_eq!(down.tenant_message(), down.to_string());
         assert_eq!(
             ReconcileError::from(PbError::NotFound).to_string(),

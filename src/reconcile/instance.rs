@@ -818,7 +818,7 @@ async fn create_service(
     let req = CreateService {
         project_uuid: desired.project_uuid.clone(),
         environment_name: Some(ctx.settings.coolify.environment.clone()),
-        server_uuid: ctx.server_uuid.to_string(),
+        server_uuid: ctx.deps.server_uuid().ok_or(ReconcileError::NoServerYet)?.to_string(),
         name: name.clone(),
         description: Some(format!(
             "CloudFreedom instance {} ({}) {}",

@@ -16,6 +16,7 @@ pub mod tenant;
 use std::future::Future;
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::Collection;
@@ -32,14 +33,18 @@ pub trait Periodic: Send + 'static {
     fn tick(&mut self) -> impl Future<Output = Result<(), ReconcileError>> + Send;
 }
 
-/// Runs `task` at once and then every interval until `cancel`. A failed tick is logged; the next runs anyway.
-pub async fn run_every<P: Periodic>(mut task: P, cancel: CancellationToken) {
+/// Runs `task` at once and then every interval until `cancel`, skipping ticks while `gate` reads false
+/// (a dependency is down: its outage is logged once, there). A failed tick is logged; the next runs anyway.
+pub async fn run_every<P: Periodic>(mut task: P, gate: watch::Receiver<bool>, cancel: CancellationToken) {
     let mut ticker = tokio::time::interval(task.interval());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = ticker.tick() => {}
+        }
+        if !*gate.borrow() {
+            continue;
         }
         if let Err(e) = task.tick().await {
             tracing::warn!(task = P::NAME, error = %e, "{} failed", P::NAME);
@@ -81,7 +86,13 @@ impl JobHandler for Reconciler {
     type Error = ReconcileError;
 
     fn handle<'a>(&'a self, job: &'a ClaimedJob) -> JobFuture<'a, ReconcileError> {
-        Box::pin(self.run(job))
+        Box::pin(async move {
+            let result = self.run(job).await;
+            if let Some(dependency) = result.as_ref().err().and_then(ReconcileError::unavailable) {
+                self.ctx.deps.suspect(dependency);
+            }
+            result
+        })
     }
 
     fn error_policy(&self, error: &ReconcileError) -> ErrorPolicy {

@@ -419,7 +419,8 @@ async fn failed_job_replays_through_api_and_cli_and_metrics_move() {
         Some("histogram")
     );
 
-    // Ready while everything is up; the simulator going away shows as "coolify".
+    // Ready while everything is up; the simulator going away shows as "coolify" in the body, and the
+    // replica stays ready (it still takes and keeps events).
     let client = cf_testkit::http();
     let readyz = |client: reqwest::Client, url: String| async move {
         let r = client.get(format!("{url}/readyz")).send().await.expect("GET /readyz");
@@ -430,18 +431,19 @@ async fn failed_job_replays_through_api_and_cli_and_metrics_move() {
     let (status, body) = readyz(client.clone(), url.clone()).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "ready");
+    assert_eq!(body["dependencies"]["coolify"]["up"], true, "{body}");
     stack.sim.stop();
-    let body = eventually(Duration::from_secs(30), "/readyz to report coolify", || {
+    let body = eventually(Duration::from_secs(30), "/readyz to report coolify down", || {
         let (client, url) = (client.clone(), url.clone());
         async move {
             let (status, body) = readyz(client, url).await;
-            (status == 503).then_some(body)
+            (status == 200 && body["dependencies"]["coolify"]["up"] == false).then_some(body)
         }
     })
     .await;
-    assert!(body["not_ready"]["coolify"].is_string(), "{body}");
-    assert!(
-        body["not_ready"].get("journal").is_none() && body["not_ready"].get("pocketbase").is_none(),
-        "{body}"
+    assert_eq!(body["dependencies"]["pocketbase"]["up"], true, "{body}");
+    assert_eq!(
+        scrape(&stack.bridge.admin().metrics().await).get("cf_bridge_dependency_up", &[("dependency", "coolify")]),
+        Some(0.0)
     );
 }

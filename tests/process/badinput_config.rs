@@ -45,6 +45,9 @@ fn check(text: &str) -> (i32, String) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("cf-bridge.toml");
     std::fs::write(&path, text).expect("write config");
+    // `templates_dir` (default "templates") is found beside the file.
+    std::os::unix::fs::symlink(cf_testkit::repo_root().join("templates"), dir.path().join("templates"))
+        .expect("templates beside the config");
     let out = Command::new(crate::bridge_bin())
         .arg("--config")
         .arg(&path)
@@ -173,4 +176,39 @@ fn unparseable_files_exit_2_with_the_reason() {
             "{what}: printed a secret:\n{out}"
         );
     }
+}
+
+/// Issue 18, item 8: the example file as it is (placeholders), and a templates directory that does not
+/// exist or is empty, are refused with the key named.
+#[test]
+fn placeholders_and_a_missing_templates_dir_are_refused() {
+    let example = std::fs::read_to_string(cf_testkit::repo_root().join("cf-bridge.example.toml")).expect("example");
+    let (code, out) = check(&example);
+    assert_eq!(code, 2, "{out}");
+    for key in [
+        "coolify.url",
+        "coolify.token",
+        "webhook.secret",
+        "admin.token",
+        "secrets.key",
+    ] {
+        assert!(
+            out.lines().any(|l| l.contains(key) && l.contains("placeholder")),
+            "{key} not refused as a placeholder:\n{out}"
+        );
+    }
+    let (code, out) = check(&format!("{}\n[reconcile]\ntemplates_dir = \"no-such-dir\"\n", valid()));
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("reconcile.templates_dir") && out.contains("no-such-dir"),
+        "{out}"
+    );
+    let empty = tempfile::tempdir().expect("empty dir");
+    let (code, out) = check(&format!(
+        "{}\n[reconcile]\ntemplates_dir = {:?}\n",
+        valid(),
+        empty.path().display().to_string()
+    ));
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("no templates in"), "{out}");
 }

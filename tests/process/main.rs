@@ -6,6 +6,7 @@
 mod badinput_config;
 mod badinput_records;
 mod cli_templates;
+mod container_runtime;
 mod e2e_crash;
 mod harness;
 mod intake_crash;

@@ -11,6 +11,8 @@ fn check_config(toml: &str, env: &[(&str, &str)]) -> (Option<i32>, String, Strin
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("cf-bridge.toml");
     std::fs::write(&path, toml).expect("write config");
+    std::os::unix::fs::symlink(cf_testkit::repo_root().join("templates"), dir.path().join("templates"))
+        .expect("templates beside the config");
     let out = Command::new(crate::bridge_bin())
         .arg("--config")
         .arg(&path)
@@ -59,4 +61,59 @@ fn a_value_of_the_wrong_type_is_not_echoed() {
     assert_eq!(code, Some(2), "{text}");
     assert!(!text.contains(CANARY), "{text}");
     assert!(text.contains("max_attempts"), "the key is named:\n{text}");
+}
+
+/// Issue 18, item 3: every secret may come from a mounted file (`*_FILE`), and `check-config` says where
+/// each value came from without showing any secret; an unreadable file is named with its variable.
+#[test]
+fn secrets_from_files_and_where_each_value_came_from() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let secret = |name: &str, value: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, format!("{value}\n")).expect("write secret");
+        p.display().to_string()
+    };
+    let admin = secret("admin", &format!("admin-{CANARY}"));
+    let coolify = secret("coolify", &format!("1|{CANARY}"));
+    let password = secret("pw", &format!("pw-{CANARY}"));
+    let key = secret("key", &format!("key-{CANARY}-0123456789abcdef"));
+    let webhook = secret("webhook", "whsec_d2ViaG9vay1jYW5hcnk=");
+    let env = [
+        ("CF_BRIDGE__POCKETBASE__URL", "http://127.0.0.1:8090"),
+        ("CF_BRIDGE__POCKETBASE__SUPERUSER_EMAIL", "bridge@cloudfreedom.test"),
+        ("CF_BRIDGE__POCKETBASE__SUPERUSER_PASSWORD_FILE", password.as_str()),
+        ("CF_BRIDGE__COOLIFY__URL", "http://127.0.0.1:8000"),
+        ("CF_BRIDGE__COOLIFY__TOKEN_FILE", coolify.as_str()),
+        ("CF_BRIDGE__WEBHOOK__SECRET_FILE", webhook.as_str()),
+        ("CF_BRIDGE__ADMIN__TOKEN_FILE", admin.as_str()),
+        ("CF_BRIDGE__SECRETS__KEY_FILE", key.as_str()),
+        ("CF_BRIDGE__DOMAINS__BASE_DOMAIN", "bots.cloudfreedom.test"),
+        ("CF_BRIDGE__ROUTER__BASE_URL", "https://router.cloudfreedom.test"),
+    ];
+    let (code, text, path) = check_config("[queue]\nconcurrency = 4\n", &env);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains(CANARY), "a secret was shown:\n{text}");
+    assert!(
+        text.contains(&format!(
+            "token = \"<redacted>\"  # env file CF_BRIDGE__ADMIN__TOKEN_FILE={admin}"
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!("concurrency = 4  # file {path}")), "{text}");
+    assert!(
+        text.contains("base_domain = \"bots.cloudfreedom.test\"  # env CF_BRIDGE__DOMAINS__BASE_DOMAIN"),
+        "{text}"
+    );
+    assert!(text.contains("max_attempts = 12  # default"), "{text}");
+
+    let mut unreadable = env.to_vec();
+    unreadable.retain(|(k, _)| *k != "CF_BRIDGE__ADMIN__TOKEN_FILE");
+    unreadable.push(("CF_BRIDGE__ADMIN__TOKEN_FILE", "/nonexistent/admin-token"));
+    let (code, text, _) = check_config("", &unreadable);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("CF_BRIDGE__ADMIN__TOKEN_FILE: cannot read /nonexistent/admin-token"),
+        "{text}"
+    );
+    assert!(!text.contains(CANARY), "{text}");
 }

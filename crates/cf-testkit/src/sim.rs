@@ -69,9 +69,21 @@ impl TestSim {
         sim
     }
 
+    /// A simulator whose port is chosen but not listened on yet (a Coolify that is down):
+    /// [`TestSim::start_again`] brings it up there.
+    pub fn reserved(args: &[&str]) -> TestSim {
+        Self::unstarted(args, None)
+    }
+
     fn launch(args: &[&str], state_file: Option<PathBuf>) -> TestSim {
+        let mut sim = Self::unstarted(args, state_file);
+        sim.start_again();
+        sim
+    }
+
+    fn unstarted(args: &[&str], state_file: Option<PathBuf>) -> TestSim {
         let port = free_port();
-        let mut sim = TestSim {
+        TestSim {
             url: format!("http://127.0.0.1:{port}"),
             port,
             token: SIM_TOKEN.to_string(),
@@ -79,12 +91,10 @@ impl TestSim {
             state_file,
             handle: None,
             _tmp: None,
-        };
-        sim.start_again();
-        sim
+        }
     }
 
-    /// Starts on the same port (and state file) after [`TestSim::stop`].
+    /// Starts on the same port (and state file) after [`TestSim::stop`] or [`TestSim::reserved`].
     pub fn start_again(&mut self) {
         let state = self.state_file.as_ref().map(|p| p.display().to_string());
         let mut args: Vec<&str> = self.args.iter().map(String::as_str).collect();

@@ -85,10 +85,36 @@ impl<B: Bridge> Drop for World<B> {
     }
 }
 
+/// A dependency a world's bridge starts without.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Down {
+    /// PocketBase is stopped after the templates are published (`w.pb.restart()` brings it back).
+    PocketBase,
+    /// The simulator's port is reserved but nothing listens (`w.sim.start_again()` brings it up).
+    Coolify,
+}
+
 /// PocketBase, a simulator with `sim_args` (coolify-sim's flags), the templates published as
 /// `cf-bridge templates sync` does, and the settings of a bridge with `bridge_env` over the defaults.
 async fn prepare(
     sim_args: &[&str],
+    bridge_env: &[(&str, &str)],
+    webhooks: bool,
+) -> (
+    TestPb,
+    TestSim,
+    TestSettings,
+    TcpListener,
+    tempfile::TempDir,
+    BTreeMap<String, String>,
+) {
+    prepare_with(TestSim::start(sim_args), bridge_env, webhooks).await
+}
+
+/// As `prepare`, with a simulator the caller started (or reserved); `webhooks`: PocketBase posts its
+/// hooks' webhooks to the bridge's port.
+async fn prepare_with(
+    sim: TestSim,
     bridge_env: &[(&str, &str)],
     webhooks: bool,
 ) -> (
@@ -111,7 +137,6 @@ async fn prepare(
     } else {
         TestPb::start().await
     };
-    let sim = TestSim::start(sim_args);
     let dir = tempfile::tempdir().expect("bridge dir");
     let settings = TestSettings::new((&pb).into(), &sim.url, &sim.token, dir.path(), port).with(bridge_env);
     let templates = publish_templates(&pb, &settings).await;
@@ -131,6 +156,29 @@ impl World<TestBridge> {
 
     async fn start_as(sim_args: &[&str], bridge_env: &[(&str, &str)], webhooks: bool) -> World {
         let (pb, sim, settings, listener, dir, templates) = prepare(sim_args, bridge_env, webhooks).await;
+        let bridge = TestBridge::start(settings.clone(), listener).await;
+        World {
+            pb,
+            sim,
+            bridge,
+            templates,
+            settings,
+            _dir: Some(dir),
+        }
+    }
+}
+
+impl World<TestBridge> {
+    /// The deployment with the bridge started while `down` does not answer.
+    pub async fn start_without(down: Down, sim_args: &[&str], bridge_env: &[(&str, &str)]) -> World {
+        let sim = match down {
+            Down::Coolify => TestSim::reserved(sim_args),
+            Down::PocketBase => TestSim::start(sim_args),
+        };
+        let (mut pb, sim, settings, listener, dir, templates) = prepare_with(sim, bridge_env, false).await;
+        if down == Down::PocketBase {
+            pb.kill().await;
+        }
         let bridge = TestBridge::start(settings.clone(), listener).await;
         World {
             pb,
