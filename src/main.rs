@@ -295,7 +295,8 @@ async fn admin_call(
     let status = resp.status();
     let value: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
     if !status.is_success() {
-        let msg = value["error"].as_str().unwrap_or("no detail");
+        // The admin API answers errors as RFC 9457 problem documents.
+        let msg = value["detail"].as_str().unwrap_or("no detail");
         anyhow::bail!("{path} answered {status}: {msg}");
     }
     Ok(value)
