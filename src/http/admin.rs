@@ -344,6 +344,19 @@ async fn rotate_router_key(
     })))
 }
 
+/// The admin API's OpenAPI 3.1 document, written by hand rather than generated (utoipa): the handlers
+/// answer `json!` bodies, so generating it would need a schema type per answer, annotations on every
+/// handler and a proc-macro crate more to build, for what a test already guarantees (tests/it/admin_openapi.rs
+/// compares its paths and methods with `ROUTES`/`PUBLIC_ROUTES` and with the routes the bridge answers).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Behind the admin token like the API it describes: only holders of the token can use that API, so
+/// nobody else needs its map.
+#[get("/admin/openapi.json")]
+async fn openapi(_: Admin) -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(OPENAPI)
+}
+
 /// A rotation fails on PocketBase (reading the instance) or on the journal (the key id, the replay).
 fn rotation_failed(e: ReconcileError) -> ApiError {
     match e {
@@ -363,7 +376,8 @@ pub async fn no_route(req: actix_web::HttpRequest) -> HttpResponse {
 pub const PUBLIC_ROUTES: &[(&str, &str)] = &[("POST", "/admin/ui/login"), ("POST", "/admin/ui/logout")];
 
 /// Every other admin route, with sample path values, for tests that check each one refuses
-/// unauthenticated calls. A test compares this list with the route attributes in this file and ui.rs.
+/// unauthenticated calls. With `PUBLIC_ROUTES` it is the one list of admin routes: a test compares it with
+/// the route attributes under src/http, another with the OpenAPI document and with what the bridge answers.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/events"),
     ("GET", "/admin/events/1"),
@@ -374,6 +388,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/admin/instances/abc/secrets"),
     ("DELETE", "/admin/instances/abc/secrets"),
     ("POST", "/admin/instances/abc/rotate-router-key"),
+    ("GET", "/admin/openapi.json"),
     ("GET", "/admin/ui"),
     ("POST", "/admin/ui/replay"),
 ];
@@ -397,5 +412,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(instance_view)
         .service(put_secrets)
         .service(delete_secrets)
-        .service(rotate_router_key);
+        .service(rotate_router_key)
+        .service(openapi);
 }

@@ -11,16 +11,23 @@ use cf_testkit::{ADMIN_TOKEN, eventually, repo_root};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-/// `(METHOD, path pattern)` of every `#[get("/admin...")]`-style attribute in the admin and UI sources.
-fn declared_routes() -> BTreeSet<(String, String)> {
+/// `(METHOD, path pattern)` of every `#[get("/admin...")]`-style attribute in the HTTP sources.
+pub fn declared_routes() -> BTreeSet<(String, String)> {
     let mut out = BTreeSet::new();
-    for file in ["src/http/admin.rs", "src/http/ui.rs"] {
-        let src = std::fs::read_to_string(repo_root().join(file)).expect("read route source");
+    let dir = repo_root().join("src/http");
+    for entry in std::fs::read_dir(&dir).expect("read src/http") {
+        let file = entry.expect("dir entry").path();
+        if file.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let src = std::fs::read_to_string(&file).expect("read route source");
         for line in src.lines().map(str::trim) {
             for method in ["get", "post", "put", "delete", "patch"] {
                 if let Some(rest) = line.strip_prefix(&format!("#[{method}(\"")) {
                     let path = rest.split('"').next().unwrap_or_default();
-                    out.insert((method.to_uppercase(), path.to_string()));
+                    if path.starts_with("/admin") {
+                        out.insert((method.to_uppercase(), path.to_string()));
+                    }
                 }
             }
         }
@@ -29,7 +36,7 @@ fn declared_routes() -> BTreeSet<(String, String)> {
 }
 
 /// Whether a concrete path fits a pattern with `{param}` segments.
-fn fits(pattern: &str, path: &str) -> bool {
+pub fn fits(pattern: &str, path: &str) -> bool {
     let (p, q): (Vec<_>, Vec<_>) = (pattern.split('/').collect(), path.split('/').collect());
     p.len() == q.len()
         && p.iter()

@@ -3,6 +3,7 @@
 //! the point (kill -9, SIGTERM, the CLI, crashes) are in tests/process.
 
 mod admin_api;
+mod admin_openapi;
 mod admin_problems;
 mod badinput_webhook;
 mod coolify_client;
