@@ -6,6 +6,7 @@ mod admin_api;
 mod admin_openapi;
 mod admin_problems;
 mod badinput_webhook;
+mod cli_admin_url;
 mod coolify_client;
 mod coolify_contract;
 mod e2e_reconcile;
