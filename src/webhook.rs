@@ -55,6 +55,17 @@ pub enum VerifyError {
     BadSignature,
 }
 
+impl VerifyError {
+    /// The `reason` label of `cf_bridge_webhook_rejected_total` (one of `metrics::WEBHOOK_REJECTIONS`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            VerifyError::MissingHeader(_) | VerifyError::BadId => "headers",
+            VerifyError::BadTimestamp | VerifyError::OutsideTolerance => "timestamp",
+            VerifyError::BadSignature => "signature",
+        }
+    }
+}
+
 /// The three Standard Webhooks headers of one delivery, as received (None = absent or not text).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Delivery<'a> {

@@ -19,6 +19,7 @@ mod intake_support;
 mod journal_basic;
 mod journal_bench;
 mod journal_echo;
+mod metrics_exposition;
 mod pocketbase_batch;
 mod pocketbase_client;
 mod pocketbase_schema;
