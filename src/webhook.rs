@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit as _, Mac};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretBox};
 use sha2::Sha256;
