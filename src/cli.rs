@@ -1,5 +1,5 @@
 //! Offline commands: render a template for an instance record, publish templates to PocketBase, probe a
-//! running bridge's readiness.
+//! running bridge's readiness; and the admin URL the online commands call.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -163,6 +163,25 @@ pub async fn healthcheck(url: &str) -> Result<(), String> {
     Err(format!("{url} answered {status}: {}", body["not_ready"]))
 }
 
+/// Checks `--admin-url`: an absolute http(s) URL with a host, optionally a path prefix (a bridge behind a
+/// reverse proxy), and nothing a request could not carry or should not (credentials, query, fragment).
+pub fn parse_admin_url(text: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(text).map_err(|e| format!("not a URL ({e}); expected e.g. http://127.0.0.1:8088"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!("scheme {:?} is not http or https", url.scheme()));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("the URL has no host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("the URL must not hold credentials; the admin token comes from admin.token".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("the URL must not have a query or a fragment".into());
+    }
+    Ok(url)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +192,30 @@ mod tests {
         assert_eq!(at("0.0.0.0:8088"), "http://127.0.0.1:8088/readyz");
         assert_eq!(at("[::]:9000"), "http://[::1]:9000/readyz");
         assert_eq!(at("10.0.0.5:8088"), "http://10.0.0.5:8088/readyz");
+    }
+
+    #[test]
+    fn admin_urls_are_checked() {
+        for good in [
+            "http://127.0.0.1:8088",
+            "https://bridge.internal",
+            "https://ops.example.com/bridge/",
+        ] {
+            assert!(parse_admin_url(good).is_ok(), "{good}");
+        }
+        for (bad, says) in [
+            ("127.0.0.1:8088", "not a URL"),
+            ("localhost:8088", "scheme"),
+            ("localhost", "not a URL"),
+            ("ftp://host", "scheme"),
+            ("http://", "not a URL"),
+            ("http://user:pw@host", "credentials"),
+            ("http://host/?x=1", "query"),
+            ("http://host/#top", "fragment"),
+            ("http://exa mple.com", "not a URL"),
+        ] {
+            let err = parse_admin_url(bad).expect_err(bad);
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 }

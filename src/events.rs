@@ -141,7 +141,7 @@ pub fn request_fingerprint(
     action: Action,
     payload: &serde_json::Value,
 ) -> Option<String> {
-    use hmac::{Hmac, Mac};
+    use hmac::{Hmac, KeyInit, Mac};
     if !matches!(source, Source::Realtime | Source::Webhook)
         || collection != Collection::BotInstances
         || action == Action::Delete
@@ -156,7 +156,7 @@ pub fn request_fingerprint(
         .filter(|(k, _)| !INSTANCE_BRIDGE_FIELDS.contains(&k.as_str()))
         .collect();
     let text = serde_json::to_string(&asked).ok()?;
-    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(fingerprint_key()).ok()?;
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(fingerprint_key()).ok()?;
     mac.update(text.as_bytes());
     Some(hex::encode(&mac.finalize().into_bytes()[..12]))
 }

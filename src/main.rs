@@ -17,6 +17,11 @@ struct Cli {
     /// key may come from the file named by CF_BRIDGE__SECTION__KEY_FILE.
     #[arg(long, global = true, default_value = "cf-bridge.toml", env = "CF_BRIDGE_CONFIG")]
     config: PathBuf,
+    /// Base URL of the running bridge's admin API for events, replay, resync and rotate-router-key
+    /// (e.g. https://bridge.internal:8088); default: http://<admin.bind>.
+    // Checked when a command uses it (`admin_url`), so a bad value never stops `serve` and is not echoed.
+    #[arg(long, global = true, env = "CF_BRIDGE_ADMIN_URL", value_name = "URL")]
+    admin_url: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -266,6 +271,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             let body = runtime()?.block_on(admin_call(
+                admin_url(&cli)?.as_ref(),
                 &settings,
                 reqwest::Method::GET,
                 "/admin/events",
@@ -287,6 +293,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 serde_json::json!({"failed": args.failed})
             };
             let out = runtime()?.block_on(admin_call(
+                admin_url(&cli)?.as_ref(),
                 &settings,
                 reqwest::Method::POST,
                 "/admin/replay",
@@ -299,7 +306,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::RotateRouterKey { id } => {
             let settings = load(&cli)?;
             let path = format!("/admin/instances/{id}/rotate-router-key");
-            let out = runtime()?.block_on(admin_call(&settings, reqwest::Method::POST, &path, &[], None))?;
+            let out = runtime()?.block_on(admin_call(
+                admin_url(&cli)?.as_ref(),
+                &settings,
+                reqwest::Method::POST,
+                &path,
+                &[],
+                None,
+            ))?;
             println!(
                 "router key of {id} rotated: new key id {}; the stack gets it on its next reconcile",
                 out["router_key_id"].as_str().unwrap_or("?")
@@ -342,22 +356,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Resync => {
             let settings = load(&cli)?;
-            let out = runtime()?.block_on(admin_call(&settings, reqwest::Method::POST, "/admin/resync", &[], None))?;
+            let out = runtime()?.block_on(admin_call(
+                admin_url(&cli)?.as_ref(),
+                &settings,
+                reqwest::Method::POST,
+                "/admin/resync",
+                &[],
+                None,
+            ))?;
             println!("{}", out["status"].as_str().unwrap_or("requested"));
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-/// Calls the admin API of the bridge configured in `settings`.
+/// The `--admin-url` given, checked.
+fn admin_url(cli: &Cli) -> anyhow::Result<Option<url::Url>> {
+    cli.admin_url
+        .as_deref()
+        .map(cf_bridge::cli::parse_admin_url)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--admin-url (or CF_BRIDGE_ADMIN_URL): {e}"))
+}
+
+/// Calls the admin API of the bridge at `admin_url` (default: `admin.bind` of `settings`) with the admin
+/// token of `settings`.
 async fn admin_call(
+    admin_url: Option<&url::Url>,
     settings: &Settings,
     method: reqwest::Method,
     path: &str,
     query: &[(&str, String)],
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<serde_json::Value> {
-    let url = format!("http://{}{}", settings.admin.bind, path);
+    let url = match admin_url {
+        Some(base) => format!("{}{path}", base.as_str().trim_end_matches('/')),
+        None => format!("http://{}{path}", settings.admin.bind),
+    };
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()?;
@@ -375,7 +410,8 @@ async fn admin_call(
     let status = resp.status();
     let value: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
     if !status.is_success() {
-        let msg = value["error"].as_str().unwrap_or("no detail");
+        // The admin API answers errors as RFC 9457 problem documents.
+        let msg = value["detail"].as_str().unwrap_or("no detail");
         anyhow::bail!("{path} answered {status}: {msg}");
     }
     Ok(value)

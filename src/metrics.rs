@@ -1,13 +1,30 @@
 //! Prometheus metrics. Each bridge (an `App`) has its own registry, handed to the parts that count, so
-//! that several bridges in one process (the in-process tests) never share a counter.
+//! that several bridges in one process (the in-process tests) never share a counter. The process's own
+//! figures (memory, CPU, fds, start time) come from the prometheus crate's process collector under their
+//! conventional unprefixed names (`process_*`), in a registry of their own beside the `cf_bridge_` one.
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 
+/// Why a webhook delivery was refused: every value `webhook_rejected_total` can carry, shown from zero.
+pub const WEBHOOK_REJECTIONS: &[&str] = &[
+    "too_large",
+    "body",
+    "headers",
+    "timestamp",
+    "signature",
+    "record",
+    "unavailable",
+];
+
 pub struct Metrics {
     pub registry: Registry,
+    /// `process_*` (unprefixed names, so the usual dashboards find them).
+    process: Registry,
+    /// Webhook deliveries refused, by reason (one of [`WEBHOOK_REJECTIONS`]).
+    pub webhook_rejected: IntCounterVec,
     /// Events received, by source (realtime, webhook, resync, replay).
     pub events_received: IntCounterVec,
     /// Events dropped as duplicates, by source.
@@ -53,8 +70,10 @@ impl Metrics {
 
     /// Every metric in the Prometheus text format.
     pub fn render(&self) -> String {
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
         let mut buf = Vec::new();
-        if TextEncoder::new().encode(&self.registry.gather(), &mut buf).is_err() {
+        if TextEncoder::new().encode(&families, &mut buf).is_err() {
             return String::new();
         }
         String::from_utf8(buf).unwrap_or_default()
@@ -167,9 +186,24 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["dependency"],
     )?;
     registry.register(Box::new(dependency_up.clone()))?;
+    let webhook_rejected = IntCounterVec::new(
+        Opts::new("webhook_rejected_total", "Webhook deliveries refused, by reason"),
+        &["reason"],
+    )?;
+    for reason in WEBHOOK_REJECTIONS {
+        webhook_rejected.with_label_values(&[reason]);
+    }
+    registry.register(Box::new(webhook_rejected.clone()))?;
+    registry.register(Box::new(build_info()?))?;
+    let process = Registry::new();
+    // The collector reads /proc; the bridge runs on Linux (its image), elsewhere there are no process_*.
+    #[cfg(target_os = "linux")]
+    process.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
 
     Ok(Metrics {
         registry,
+        process,
+        webhook_rejected,
         events_received,
         events_deduplicated,
         jobs,
@@ -188,4 +222,16 @@ fn build() -> Result<Metrics, prometheus::Error> {
         journal_health_writes,
         dependency_up,
     })
+}
+
+/// `cf_bridge_build_info{version, git_sha}` 1: which build answers (`git_sha` when the build knew it).
+fn build_info() -> Result<IntGauge, prometheus::Error> {
+    let mut opts = Opts::new("build_info", "The running build: version and, when known, git commit")
+        .const_label("version", env!("CARGO_PKG_VERSION"));
+    if let Some(sha) = option_env!("CF_BRIDGE_GIT_SHA") {
+        opts = opts.const_label("git_sha", sha);
+    }
+    let gauge = IntGauge::with_opts(opts)?;
+    gauge.set(1);
+    Ok(gauge)
 }

@@ -10,7 +10,7 @@ use std::str::FromStr;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit as _, Mac};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretBox};
 use sha2::Sha256;
@@ -53,6 +53,17 @@ pub enum VerifyError {
     OutsideTolerance,
     #[error("invalid signature")]
     BadSignature,
+}
+
+impl VerifyError {
+    /// The `reason` label of `cf_bridge_webhook_rejected_total` (one of `metrics::WEBHOOK_REJECTIONS`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            VerifyError::MissingHeader(_) | VerifyError::BadId => "headers",
+            VerifyError::BadTimestamp | VerifyError::OutsideTolerance => "timestamp",
+            VerifyError::BadSignature => "signature",
+        }
+    }
 }
 
 /// The three Standard Webhooks headers of one delivery, as received (None = absent or not text).

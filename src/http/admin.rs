@@ -1,8 +1,10 @@
 //! Admin API under `/admin`: journal events, jobs, replay, resync, instance view and secrets.
-//! Every route requires the admin credential ([`Admin`]); errors are JSON.
+//! Every route requires the admin credential ([`Admin`]); errors are RFC 9457 problem documents
+//! (`problem`).
 
 use std::collections::BTreeMap;
 
+use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, delete, get, post, put, web};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -11,10 +13,13 @@ use tracing::info;
 
 use super::auth::Admin;
 use super::operator::{
-    AdminState, ApiError, RecordId, ReplayRequest, internal, parse_record_ref, parse_time_ms, replay,
+    AdminState, ApiError, RecordId, ReplayRequest, journal_down, parse_record_ref, parse_time_ms, pocketbase_down,
+    replay, secret_store_down,
 };
+use super::problem;
 use crate::events::{Collection, Replay, Source, valid_record_id};
 use crate::journal::{EventFilter, EventStatus, JobState};
+use crate::reconcile::error::ReconcileError;
 use crate::reconcile::instance::life_of;
 use crate::reconcile::judgement::LiveHealth;
 use crate::reconcile::plan::Spec;
@@ -82,7 +87,7 @@ async fn list_events(
         .journal
         .list_events(filter, q.cursor, limit)
         .await
-        .map_err(internal)?;
+        .map_err(journal_down)?;
     Ok(HttpResponse::Ok().json(json!({"events": events, "next_cursor": next})))
 }
 
@@ -91,11 +96,11 @@ async fn get_event(_: Admin, state: web::Data<AdminState>, id: web::Path<String>
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::bad_request(format!("event id {:?} is not a number", id.as_str())))?;
-    match state.ctx.journal.get_event(id).await.map_err(internal)? {
+    match state.ctx.journal.get_event(id).await.map_err(journal_down)? {
         Some((event, job, attempts)) => {
             Ok(HttpResponse::Ok().json(json!({"event": event, "job": job, "attempts": attempts})))
         }
-        None => Err(ApiError::not_found(format!("no event {id}"))),
+        None => Err(ApiError::not_found(format!("no event {id}")).at(format!("/admin/events/{id}"))),
     }
 }
 
@@ -123,8 +128,13 @@ async fn list_jobs(_: Admin, state: web::Data<AdminState>, q: web::Query<JobsQue
     if limit == 0 || limit > 1000 {
         return Err(ApiError::bad_request("limit must be between 1 and 1000"));
     }
-    let jobs = state.ctx.journal.list_jobs(&states, limit).await.map_err(internal)?;
-    let counts = state.ctx.journal.job_counts().await.map_err(internal)?;
+    let jobs = state
+        .ctx
+        .journal
+        .list_jobs(&states, limit)
+        .await
+        .map_err(journal_down)?;
+    let counts = state.ctx.journal.job_counts().await.map_err(journal_down)?;
     Ok(HttpResponse::Ok().json(json!({"jobs": jobs, "counts": counts})))
 }
 
@@ -155,8 +165,8 @@ async fn instance_view(
         .pb
         .get_instance(&id)
         .await
-        .map_err(internal)?
-        .ok_or_else(|| ApiError::not_found(format!("no bot instance {id}")))?;
+        .map_err(pocketbase_down)?
+        .ok_or_else(|| ApiError::not_found(format!("no bot instance {id}")).at(format!("/admin/instances/{id}")))?;
     let coolify = match &inst.coolify_service_id {
         None => json!(null),
         Some(uuid) => match ctx.coolify.get_service(uuid).await {
@@ -169,11 +179,11 @@ async fn instance_view(
         .as_deref()
         .and_then(Spec::parse)
         .map(|s| json!({"state": s.state.as_str(), "compose": s.compose, "env": s.env, "restart": s.restart}));
-    let logs = ctx.pb.recent_deploy_logs(&id, 20).await.map_err(internal)?;
+    let logs = ctx.pb.recent_deploy_logs(&id, 20).await.map_err(pocketbase_down)?;
     let secret_keys: Vec<String> = ctx
         .secrets
         .get(&id, &life_of(&inst))
-        .map_err(internal)?
+        .map_err(secret_store_down)?
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
     let (events, _) = state
@@ -188,7 +198,7 @@ async fn instance_view(
             20,
         )
         .await
-        .map_err(internal)?;
+        .map_err(journal_down)?;
     Ok(HttpResponse::Ok().json(json!({
         "id": inst.id,
         "desired": {
@@ -299,9 +309,11 @@ async fn put_secrets(
         .pb
         .get_instance(&id)
         .await
-        .map_err(internal)?
-        .ok_or_else(|| ApiError::not_found(format!("no bot instance {id}")))?;
-    ctx.secrets.put(&inst.id, &life_of(&inst), &map).map_err(internal)?;
+        .map_err(pocketbase_down)?
+        .ok_or_else(|| ApiError::not_found(format!("no bot instance {id}")).at(format!("/admin/instances/{id}")))?;
+    ctx.secrets
+        .put(&inst.id, &life_of(&inst), &map)
+        .map_err(secret_store_down)?;
     let hash = if map.is_empty() {
         String::new()
     } else {
@@ -312,7 +324,7 @@ async fn put_secrets(
         .intake
         .replay(Replay::Record(Collection::BotInstances, inst.id.clone()))
         .await
-        .map_err(internal)?;
+        .map_err(journal_down)?;
     info!(record_id = %inst.id, keys = map.len(), "secrets updated");
     Ok(HttpResponse::Accepted().json(json!({
         "status": "accepted",
@@ -328,13 +340,13 @@ async fn delete_secrets(
     state: web::Data<AdminState>,
     RecordId(id): RecordId,
 ) -> Result<HttpResponse, ApiError> {
-    let existed = state.ctx.secrets.delete(&id).map_err(internal)?;
+    let existed = state.ctx.secrets.delete(&id).map_err(secret_store_down)?;
     let n = state
         .ctx
         .intake
         .replay(Replay::Record(Collection::BotInstances, id))
         .await
-        .map_err(internal)?;
+        .map_err(journal_down)?;
     let status = if existed { "deleted" } else { "no secrets were set" };
     Ok(HttpResponse::Ok().json(json!({"status": status, "enqueued": n})))
 }
@@ -349,8 +361,8 @@ async fn rotate_router_key(
 ) -> Result<HttpResponse, ApiError> {
     let rotated = router_keys::rotate(&state.ctx, &id)
         .await
-        .map_err(internal)?
-        .ok_or_else(|| ApiError::not_found(format!("no bot instance {id}")))?;
+        .map_err(rotation_failed)?
+        .ok_or_else(|| ApiError::not_found(format!("no bot instance {id}")).at(format!("/admin/instances/{id}")))?;
     Ok(HttpResponse::Accepted().json(json!({
         "status": "rotated",
         "router_key_id": rotated.key_id,
@@ -358,9 +370,31 @@ async fn rotate_router_key(
     })))
 }
 
-/// Unknown paths and methods answer a JSON 404 too, so clients never have to parse HTML.
+/// The admin API's OpenAPI 3.1 document, written by hand rather than generated (utoipa): the handlers
+/// answer `json!` bodies, so generating it would need a schema type per answer, annotations on every
+/// handler and a proc-macro crate more to build, for what a test already guarantees (tests/it/admin_openapi.rs
+/// compares its paths and methods with `ROUTES`/`PUBLIC_ROUTES` and with the routes the bridge answers).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Behind the admin token like the API it describes: only holders of the token can use that API, so
+/// nobody else needs its map.
+#[get("/admin/openapi.json")]
+async fn openapi(_: Admin) -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(OPENAPI)
+}
+
+/// A rotation fails on PocketBase (reading the instance) or on the journal (the key id, the replay).
+fn rotation_failed(e: ReconcileError) -> ApiError {
+    match e {
+        ReconcileError::PocketBase(_) => pocketbase_down(e),
+        _ => journal_down(e),
+    }
+}
+
+/// Unknown paths and methods answer a problem document too, so clients never have to parse HTML.
 pub async fn no_route(req: actix_web::HttpRequest) -> HttpResponse {
-    HttpResponse::NotFound().json(json!({"error": format!("no route for {} {}", req.method(), req.path())}))
+    let detail = format!("no route for {} {}", req.method(), req.path());
+    problem::response(StatusCode::NOT_FOUND, &detail, Some(req.path()))
 }
 
 /// The routes under `/admin` that need no credential: signing in, and signing out (which only clears
@@ -368,7 +402,8 @@ pub async fn no_route(req: actix_web::HttpRequest) -> HttpResponse {
 pub const PUBLIC_ROUTES: &[(&str, &str)] = &[("POST", "/admin/ui/login"), ("POST", "/admin/ui/logout")];
 
 /// Every other admin route, with sample path values, for tests that check each one refuses
-/// unauthenticated calls. A test compares this list with the route attributes in this file and ui.rs.
+/// unauthenticated calls. With `PUBLIC_ROUTES` it is the one list of admin routes: a test compares it with
+/// the route attributes under src/http, another with the OpenAPI document and with what the bridge answers.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/events"),
     ("GET", "/admin/events/1"),
@@ -380,20 +415,19 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/admin/instances/abc/secrets"),
     ("DELETE", "/admin/instances/abc/secrets"),
     ("POST", "/admin/instances/abc/rotate-router-key"),
+    ("GET", "/admin/openapi.json"),
     ("GET", "/admin/ui"),
     ("POST", "/admin/ui/replay"),
 ];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     let json_cfg = web::JsonConfig::default().limit(64 * 1024).error_handler(|err, _| {
-        let message = format!("invalid JSON body: {err}");
-        actix_web::error::InternalError::from_response(err, HttpResponse::BadRequest().json(json!({"error": message})))
-            .into()
+        let answer = problem::response(StatusCode::BAD_REQUEST, &format!("invalid JSON body: {err}"), None);
+        actix_web::error::InternalError::from_response(err, answer).into()
     });
     let query_cfg = web::QueryConfig::default().error_handler(|err, _| {
-        let message = format!("invalid query: {err}");
-        actix_web::error::InternalError::from_response(err, HttpResponse::BadRequest().json(json!({"error": message})))
-            .into()
+        let answer = problem::response(StatusCode::BAD_REQUEST, &format!("invalid query: {err}"), None);
+        actix_web::error::InternalError::from_response(err, answer).into()
     });
     cfg.app_data(json_cfg)
         .app_data(query_cfg)
@@ -406,5 +440,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(health_view)
         .service(put_secrets)
         .service(delete_secrets)
-        .service(rotate_router_key);
+        .service(rotate_router_key)
+        .service(openapi);
 }

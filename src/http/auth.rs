@@ -212,9 +212,15 @@ impl std::fmt::Display for Unauthorized {
 
 impl ResponseError for Unauthorized {
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::Unauthorized()
-            .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
-            .json(serde_json::json!({"error": "unauthorized"}))
+        let mut answer = super::problem::response(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            "this route needs the admin token (Authorization: Bearer <admin.token>)",
+            None,
+        );
+        answer
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+        answer
     }
 }
 

@@ -75,9 +75,24 @@ fn parse_body(body: &[u8]) -> Result<(Action, Collection, Map<String, Value>), S
 }
 
 async fn receive(req: HttpRequest, payload: web::Payload, state: web::Data<IngestState>) -> HttpResponse {
+    let rejected = |reason: &str| {
+        state
+            .intake
+            .metrics()
+            .webhook_rejected
+            .with_label_values(&[reason])
+            .inc();
+    };
     let body = match read_body(&req, payload).await {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(response) => {
+            rejected(if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                "too_large"
+            } else {
+                "body"
+            });
+            return response;
+        }
     };
     let headers = req.headers();
     let delivery = Delivery {
@@ -87,6 +102,7 @@ async fn receive(req: HttpRequest, payload: web::Payload, state: web::Data<Inges
     };
     if let Err(e) = state.secret.verify(&delivery, &body, chrono::Utc::now().timestamp()) {
         tracing::warn!(reason = %e, "webhook rejected");
+        rejected(e.reason());
         return error(StatusCode::UNAUTHORIZED, &e.to_string());
     }
     // verify() succeeded, so the id is present.
@@ -95,6 +111,7 @@ async fn receive(req: HttpRequest, payload: web::Payload, state: web::Data<Inges
         Ok(parts) => parts,
         Err(message) => {
             tracing::warn!(delivery_id = %delivery_id, %message, "webhook body rejected");
+            rejected("body");
             return error(StatusCode::BAD_REQUEST, &message);
         }
     };
@@ -102,6 +119,7 @@ async fn receive(req: HttpRequest, payload: web::Payload, state: web::Data<Inges
         Ok(event) => event,
         Err(e) => {
             tracing::warn!(delivery_id = %delivery_id, reason = %e, "webhook record rejected");
+            rejected("record");
             return error(StatusCode::BAD_REQUEST, &e.to_string());
         }
     };
@@ -134,6 +152,7 @@ async fn receive(req: HttpRequest, payload: web::Payload, state: web::Data<Inges
         }
         Err(e) => {
             tracing::error!(delivery_id = %delivery_id, record_id = %record_id, error = %e, "webhook not journaled");
+            rejected("unavailable");
             error(StatusCode::SERVICE_UNAVAILABLE, "journal unavailable, retry later")
         }
     }

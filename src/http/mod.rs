@@ -6,4 +6,5 @@ pub mod guard;
 pub mod health;
 pub mod ingest;
 pub mod operator;
+pub mod problem;
 pub mod ui;

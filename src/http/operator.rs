@@ -1,9 +1,8 @@
-//! What the admin API and the operator page share: their state, the JSON error, replay, and the parsing
-//! of record references and times.
+//! What the admin API and the operator page share: their state, the error (a problem document), replay,
+//! and the parsing of record references and times.
 
 use actix_web::HttpResponse;
 use serde::Deserialize;
-use serde_json::json;
 use tracing::info;
 
 use crate::events::{Collection, RECORD_ID_RULE, Replay, valid_record_id};
@@ -15,31 +14,36 @@ pub struct AdminState {
     pub resync: Trigger,
 }
 
-/// A JSON error with a status; the only error shape the admin API returns.
+/// An admin API error, answered as an RFC 9457 problem document (see `problem`); the only error shape the
+/// admin API returns.
 #[derive(Debug)]
 pub struct ApiError {
     status: actix_web::http::StatusCode,
     message: String,
+    instance: Option<String>,
 }
 
 impl ApiError {
-    pub fn bad_request(message: impl Into<String>) -> Self {
+    fn new(status: actix_web::http::StatusCode, message: impl Into<String>) -> Self {
         ApiError {
-            status: actix_web::http::StatusCode::BAD_REQUEST,
+            status,
             message: message.into(),
+            instance: None,
         }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(actix_web::http::StatusCode::BAD_REQUEST, message)
     }
     pub fn not_found(message: impl Into<String>) -> Self {
-        ApiError {
-            status: actix_web::http::StatusCode::NOT_FOUND,
-            message: message.into(),
-        }
+        Self::new(actix_web::http::StatusCode::NOT_FOUND, message)
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
-        ApiError {
-            status: actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-            message: message.into(),
-        }
+        Self::new(actix_web::http::StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+    /// Names the occurrence: the path of the resource the problem is about.
+    pub fn at(mut self, path: impl Into<String>) -> Self {
+        self.instance = Some(path.into());
+        self
     }
 }
 
@@ -54,12 +58,29 @@ impl actix_web::ResponseError for ApiError {
         self.status
     }
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(json!({"error": self.message}))
+        super::problem::response(self.status, &self.message, self.instance.as_deref())
     }
 }
 
-pub fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::unavailable(e.to_string())
+/// A dependency's failure answers 503 naming it; the cause goes to the log only (a dependency's error text
+/// is not vetted for the caller).
+fn down(dependency: &'static str, e: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %e, dependency, "admin call failed on a dependency");
+    ApiError::unavailable(format!(
+        "{dependency} is unavailable; retry later (the bridge's log has the cause)"
+    ))
+}
+
+pub fn journal_down(e: impl std::fmt::Display) -> ApiError {
+    down("the journal", e)
+}
+
+pub fn pocketbase_down(e: impl std::fmt::Display) -> ApiError {
+    down("PocketBase", e)
+}
+
+pub fn secret_store_down(e: impl std::fmt::Display) -> ApiError {
+    down("the secret store", e)
 }
 
 /// The `{id}` of an instance route, refused with a 400 before the handler runs when it is not a record id.
@@ -153,7 +174,7 @@ pub async fn replay(state: &AdminState, req: ReplayRequest) -> Result<usize, Api
     } else {
         Replay::Failed
     };
-    let n = state.ctx.intake.replay(what).await.map_err(internal)?;
+    let n = state.ctx.intake.replay(what).await.map_err(journal_down)?;
     info!(enqueued = n, "replay requested");
     Ok(n)
 }

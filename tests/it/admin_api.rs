@@ -1,4 +1,4 @@
-//! Admin API against a real bridge: authentication on every route, JSON errors for bad input, replay of a
+//! Admin API against a real bridge: authentication on every route, problem documents for bad input, replay of a
 //! job failed by a simulator fault (API and CLI), metrics that parse and move, readiness.
 
 use std::collections::BTreeSet;
@@ -11,16 +11,23 @@ use cf_testkit::{ADMIN_TOKEN, eventually, repo_root};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-/// `(METHOD, path pattern)` of every `#[get("/admin...")]`-style attribute in the admin and UI sources.
-fn declared_routes() -> BTreeSet<(String, String)> {
+/// `(METHOD, path pattern)` of every `#[get("/admin...")]`-style attribute in the HTTP sources.
+pub fn declared_routes() -> BTreeSet<(String, String)> {
     let mut out = BTreeSet::new();
-    for file in ["src/http/admin.rs", "src/http/ui.rs"] {
-        let src = std::fs::read_to_string(repo_root().join(file)).expect("read route source");
+    let dir = repo_root().join("src/http");
+    for entry in std::fs::read_dir(&dir).expect("read src/http") {
+        let file = entry.expect("dir entry").path();
+        if file.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        let src = std::fs::read_to_string(&file).expect("read route source");
         for line in src.lines().map(str::trim) {
             for method in ["get", "post", "put", "delete", "patch"] {
                 if let Some(rest) = line.strip_prefix(&format!("#[{method}(\"")) {
                     let path = rest.split('"').next().unwrap_or_default();
-                    out.insert((method.to_uppercase(), path.to_string()));
+                    if path.starts_with("/admin") {
+                        out.insert((method.to_uppercase(), path.to_string()));
+                    }
                 }
             }
         }
@@ -29,7 +36,7 @@ fn declared_routes() -> BTreeSet<(String, String)> {
 }
 
 /// Whether a concrete path fits a pattern with `{param}` segments.
-fn fits(pattern: &str, path: &str) -> bool {
+pub fn fits(pattern: &str, path: &str) -> bool {
     let (p, q): (Vec<_>, Vec<_>) = (pattern.split('/').collect(), path.split('/').collect());
     p.len() == q.len()
         && p.iter()
@@ -130,11 +137,14 @@ async fn every_route_needs_the_token_and_bad_input_is_a_json_400() {
                     "{method} {path}: 401 page must offer the login form"
                 );
             } else {
-                assert!(ctype.starts_with("application/json"), "{method} {path}: 401 is {ctype}");
+                assert_eq!(ctype, "application/problem+json", "{method} {path}: 401 is {ctype}");
+                let problem: Value = serde_json::from_str(&body).expect("a 401 is a problem document");
                 assert_eq!(
-                    serde_json::from_str::<Value>(&body).ok(),
-                    Some(json!({"error": "unauthorized"}))
+                    (&problem["type"], &problem["title"], &problem["status"]),
+                    (&json!("about:blank"), &json!("Unauthorized"), &json!(401)),
+                    "{method} {path}: {problem}"
                 );
+                assert!(problem["detail"].as_str().is_some_and(|d| d.contains("admin token")));
             }
         }
         let bearer = format!("Bearer {ADMIN_TOKEN}");
@@ -163,9 +173,10 @@ async fn every_route_needs_the_token_and_bad_input_is_a_json_400() {
     for (path, needle) in bad_gets {
         let (status, body) = admin.get(path).await;
         assert_eq!(status, 400, "GET {path}: {body}");
-        let msg = body["error"]
+        assert_eq!(body["status"], 400, "GET {path}: {body}");
+        let msg = body["detail"]
             .as_str()
-            .unwrap_or_else(|| panic!("GET {path}: error is not JSON: {body}"));
+            .unwrap_or_else(|| panic!("GET {path}: error is not a problem document: {body}"));
         assert!(msg.contains(needle), "GET {path}: {msg:?} should mention {needle:?}");
     }
     let bad_replays = [
@@ -187,9 +198,10 @@ async fn every_route_needs_the_token_and_bad_input_is_a_json_400() {
     for (body, needle) in bad_replays {
         let (status, answer) = admin.send(Method::POST, "/admin/replay", body.clone()).await;
         assert_eq!(status, 400, "replay {body}: {answer}");
-        let msg = answer["error"]
+        assert_eq!(answer["status"], 400, "replay {body}: {answer}");
+        let msg = answer["detail"]
             .as_str()
-            .unwrap_or_else(|| panic!("replay {body}: error is not JSON: {answer}"));
+            .unwrap_or_else(|| panic!("replay {body}: error is not a problem document: {answer}"));
         assert!(msg.contains(needle), "replay {body}: {msg:?} should mention {needle:?}");
     }
     let resp = admin
@@ -204,18 +216,20 @@ async fn every_route_needs_the_token_and_bad_input_is_a_json_400() {
     assert_eq!(resp.status().as_u16(), 400);
     let answer: Value = resp.json().await.expect("JSON error for a broken body");
     assert!(
-        answer["error"]
+        answer["detail"]
             .as_str()
             .is_some_and(|m| m.contains("invalid JSON body")),
         "{answer}"
     );
 
-    let (status, body) = admin.get("/admin/events/999999").await;
-    assert_eq!((status, body["error"].as_str().is_some()), (404, true), "{body}");
-    let (status, body) = admin.get("/admin/instances/abc").await;
-    assert_eq!((status, body["error"].as_str().is_some()), (404, true), "{body}");
-    let (status, body) = admin.get("/admin/no-such-route").await;
-    assert_eq!((status, body["error"].as_str().is_some()), (404, true), "{body}");
+    for path in ["/admin/events/999999", "/admin/instances/abc", "/admin/no-such-route"] {
+        let (status, body) = admin.get(path).await;
+        assert_eq!(
+            (status, &body["status"], &body["instance"]),
+            (404, &json!(404), &json!(path)),
+            "{body}"
+        );
+    }
 
     // The good forms of the same calls are accepted.
     for path in [

@@ -3,7 +3,10 @@
 //! the point (kill -9, SIGTERM, the CLI, crashes) are in tests/process.
 
 mod admin_api;
+mod admin_openapi;
+mod admin_problems;
 mod badinput_webhook;
+mod cli_admin_url;
 mod coolify_client;
 mod coolify_contract;
 mod doctor;
@@ -24,6 +27,7 @@ mod journal_retention;
 mod lifecycle_actor;
 mod lifecycle_suspend;
 mod lifecycle_waiting;
+mod metrics_exposition;
 mod pocketbase_batch;
 mod pocketbase_client;
 mod pocketbase_schema;

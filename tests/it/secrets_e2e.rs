@@ -169,7 +169,7 @@ async fn secrets_gate_the_deploy_then_rotate_in_one_bulk_call() {
         let (status, answer) = stack.bridge.admin().put_secrets(&id, body.clone()).await;
         let text = answer.to_string();
         assert_eq!(status, 400, "{body:.200}: {text}");
-        let msg = answer["error"].as_str().unwrap_or_default();
+        let msg = answer["detail"].as_str().unwrap_or_default();
         assert!(msg.contains(key), "error must name {key}: {msg}");
         assert!(
             !text.contains(marker) && !text.contains("918273645") && !text.contains("xxxxxxxx"),

@@ -198,14 +198,14 @@ fn write_v1_store(path: &std::path::Path, key: &str, id: &str, plaintext: &[u8])
     use base64::engine::general_purpose::STANDARD;
     use chacha20poly1305::aead::{Aead, KeyInit, Payload};
     use hmac::Mac as _;
-    let mut m = <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(key.as_bytes()).expect("hmac");
+    let mut m = <hmac::Hmac<sha2::Sha256> as hmac::KeyInit>::new_from_slice(key.as_bytes()).expect("hmac");
     m.update(b"cf-bridge/v1/secret-store-key\0");
     let cipher = chacha20poly1305::ChaCha20Poly1305::new_from_slice(&m.finalize().into_bytes()).expect("key");
     let nonce = [7u8; 12];
     let aad = [b"cf-bridge/v1/secret-store-entry\0".as_slice(), id.as_bytes()].concat();
     let ciphertext = cipher
         .encrypt(
-            chacha20poly1305::Nonce::from_slice(&nonce),
+            &chacha20poly1305::Nonce::from(nonce),
             Payload {
                 msg: plaintext,
                 aad: &aad,

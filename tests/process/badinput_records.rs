@@ -279,7 +279,7 @@ async fn hostile_admin_bodies_are_400_json() {
         let v: Value = r.json().await.unwrap_or(Value::Null);
         let shown = &body[..body.len().min(60)];
         assert_eq!(status, 400, "{method} {path} {shown:?}: {status} {v}");
-        let msg = v["error"].as_str().unwrap_or_default();
+        let msg = v["detail"].as_str().unwrap_or_default();
         assert!(
             msg.contains(reason),
             "{method} {path} {shown:?}: error {msg:?} does not say {reason:?}"
