@@ -1,6 +1,7 @@
 //! Reconciliation: pure planning (`plan`) and the executors that carry plans out.
 
 pub mod context;
+pub mod drift;
 pub mod error;
 pub mod health;
 pub mod instance;
@@ -78,7 +79,11 @@ impl JobHandler for Reconciler {
     type Error = ReconcileError;
 
     fn handle<'a>(&'a self, job: &'a ClaimedJob) -> JobFuture<'a, ReconcileError> {
-        Box::pin(self.run(job))
+        // With the Coolify budget short, the job whose change waits longest goes first.
+        let age = job
+            .first_pending_at
+            .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+        Box::pin(crate::coolify::budget::for_job(age, self.run(job)))
     }
 
     fn error_policy(&self, error: &ReconcileError) -> ErrorPolicy {

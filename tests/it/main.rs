@@ -7,6 +7,7 @@ mod badinput_webhook;
 mod coolify_client;
 mod coolify_contract;
 mod e2e_reconcile;
+mod footprint_coolify;
 mod footprint_idle;
 mod footprint_webhook;
 mod footprint_writes;

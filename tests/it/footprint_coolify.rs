@@ -1,0 +1,254 @@
+//! Issue 17: the Coolify calls of one instance, counted in the simulator's request log. From create to
+//! `running`, for a config change and for a delete, each call is printed and the count asserted, so each
+//! saving shows as a smaller number. The health poller and the orphan scan are pushed out of the way
+//! (their lists are counted in footprint_idle); only the instance's own calls remain.
+
+use std::time::{Duration, Instant};
+
+use cf_testkit::world::{SIM_QUICK, World};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(40);
+
+/// The calls made since the log was cleared, as "METHOD /template", in order.
+async fn calls(w: &World) -> Vec<String> {
+    w.sim
+        .requests()
+        .await
+        .iter()
+        .filter_map(|r| r["path"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Waits until the bridge has no queued or running job (twice in a row, 200 ms apart).
+async fn idle(w: &World) {
+    let admin = w.bridge.admin();
+    let deadline = Instant::now() + WAIT;
+    let mut quiet = 0;
+    while quiet < 2 {
+        assert!(Instant::now() < deadline, "the bridge stayed busy");
+        let (_, v) = admin.get("/admin/jobs?state=queued,running&limit=1").await;
+        let busy = v["counts"]["queued"].as_i64().unwrap_or(0) + v["counts"]["running"].as_i64().unwrap_or(0);
+        quiet = if busy == 0 { quiet + 1 } else { 0 };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn status_reads(calls: &[String]) -> usize {
+    calls
+        .iter()
+        .filter(|c| *c == "GET /services" || *c == "GET /services/{uuid}")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_costs_few_coolify_calls() {
+    let w = World::start(
+        SIM_QUICK,
+        &[
+            ("CF_BRIDGE__RECONCILE__HEALTH_POLL_INTERVAL_SECS", "3600"),
+            ("CF_BRIDGE__POCKETBASE__RESYNC_INTERVAL_SECS", "3600"),
+        ],
+    )
+    .await;
+    let tenant = w.create_tenant("calls", "business").await;
+    w.wait_record("tenants", &tenant, "the tenant's project", WAIT, |t| {
+        !t["coolify_project_uuid"].as_str().unwrap_or_default().is_empty()
+    })
+    .await;
+    idle(&w).await;
+    w.sim.clear_requests().await;
+
+    // Create to running: the service, its env, its start, and the status reads until it runs.
+    let id = w.create_instance(&tenant, "base-llm", "calls1", "running").await;
+    let running = w.wait_status(&id, "running", WAIT).await;
+    idle(&w).await;
+    let created = calls(&w).await;
+    println!("create -> running: {} calls {created:?}", created.len());
+    let direct: Vec<&String> = created.iter().filter(|c| !c.starts_with("GET /services")).collect();
+    assert_eq!(
+        direct,
+        [
+            "POST /services",
+            "PATCH /services/{uuid}/envs/bulk",
+            "POST /services/{uuid}/start"
+        ],
+        "no adoption lookup without an intent, no read before acting"
+    );
+    let reads = status_reads(&created);
+    assert!(
+        (1..=2).contains(&reads),
+        "{reads} status reads for one service that runs within 200 ms"
+    );
+
+    // A config change of a running instance: one PATCH that redeploys (instant_deploy), then its reads.
+    w.sim.clear_requests().await;
+    w.pb.patch("bot_instances", &id, json!({"config": {"MODEL": "other"}}))
+        .await;
+    w.wait_record("bot_instances", &id, "the config applied", WAIT, |r| {
+        r["applied_hash"] != running["applied_hash"] && r["status"] == "running"
+    })
+    .await;
+    idle(&w).await;
+    let changed = calls(&w).await;
+    println!("config change: {} calls {changed:?}", changed.len());
+    let patches: Vec<Value> = w
+        .sim
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r["path"] == "PATCH /services/{uuid}")
+        .collect();
+    assert_eq!(patches.len(), 1, "{changed:?}");
+    assert_eq!(
+        patches[0]["request"]["instant_deploy"], true,
+        "the update deploys in the same call: {}",
+        patches[0]
+    );
+    assert_eq!(
+        changed.iter().filter(|c| !c.starts_with("GET /services")).count(),
+        1,
+        "no read before acting, no separate restart: {changed:?}"
+    );
+    assert!((1..=2).contains(&status_reads(&changed)), "{changed:?}");
+
+    // A delete: the service the journal knows, then reads of that service until Coolify has removed it.
+    // No list of the fleet.
+    w.sim.clear_requests().await;
+    let uuid = running["coolify_service_id"]
+        .as_str()
+        .expect("service uuid")
+        .to_string();
+    w.pb.delete("bot_instances", &id).await;
+    w.wait("the service gone", WAIT, || async {
+        w.sim.service(&uuid).await.is_none().then_some(())
+    })
+    .await;
+    idle(&w).await;
+    let deleted = calls(&w).await;
+    println!("delete: {} calls {deleted:?}", deleted.len());
+    assert_eq!(
+        deleted.first().map(String::as_str),
+        Some("DELETE /services/{uuid}"),
+        "{deleted:?}"
+    );
+    assert!(
+        deleted[1..].iter().all(|c| c == "GET /services/{uuid}"),
+        "only reads of the deleted service: {deleted:?}"
+    );
+    assert!(deleted.len() <= 3, "{deleted:?}");
+}
+
+/// Drift inside Coolify (a service deleted, stopped, or given another compose behind the bridge's back) is
+/// found by a resync of unchanged records with exactly one Coolify list call, and repaired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_finds_and_repairs_drift_inside_coolify_with_one_list() {
+    let w = World::start(
+        SIM_QUICK,
+        &[
+            ("CF_BRIDGE__RECONCILE__HEALTH_POLL_INTERVAL_SECS", "3600"),
+            ("CF_BRIDGE__POCKETBASE__RESYNC_INTERVAL_SECS", "3600"),
+        ],
+    )
+    .await;
+    let tenant = w.create_tenant("drift", "business").await;
+    let mut ids = Vec::new();
+    for sub in ["drift1", "drift2", "drift3", "drift4"] {
+        ids.push(w.create_instance(&tenant, "base-llm", sub, "running").await);
+    }
+    let mut uuids = Vec::new();
+    for id in &ids {
+        let r = w.wait_status(id, "running", WAIT).await;
+        uuids.push(r["coolify_service_id"].as_str().expect("uuid").to_string());
+    }
+    idle(&w).await;
+    let admin = w.bridge.admin();
+    let resync = || async {
+        let (code, body) = admin.send(reqwest::Method::POST, "/admin/resync", json!({})).await;
+        assert_eq!(code, 202, "{body}");
+    };
+    let resync_done = |n: usize| {
+        let w = &w;
+        async move {
+            w.wait("the resync pass", WAIT, || async {
+                (w.bridge.log().matches("resync done").count() >= n).then_some(())
+            })
+            .await
+        }
+    };
+
+    // Nothing drifted: one list, nothing enqueued, nothing else sent to Coolify.
+    let passes = w.bridge.log().matches("resync done").count();
+    w.sim.clear_requests().await;
+    resync().await;
+    resync_done(passes + 1).await;
+    idle(&w).await;
+    assert_eq!(calls(&w).await, ["GET /services"], "an unchanged fleet costs one list");
+
+    // Behind the bridge's back: one service deleted, one stopped, one given another image.
+    let c = w.sim.client();
+    c.delete_service(&uuids[0]).await.expect("delete");
+    c.stop_service(&uuids[1]).await.expect("stop");
+    let compose = w.sim.service(&uuids[2]).await.expect("service")["compose"]
+        .as_str()
+        .expect("compose")
+        .replacen("image: ", "image: evil.example/", 1);
+    c.patch_service(
+        &uuids[2],
+        &cf_bridge::coolify::ServicePatch {
+            compose_yaml: Some(compose),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("patch");
+    w.wait("the deleted service gone", WAIT, || async {
+        w.sim.service(&uuids[0]).await.is_none().then_some(())
+    })
+    .await;
+
+    w.sim.clear_requests().await;
+    resync().await;
+    resync_done(passes + 2).await;
+    // Repaired: a new service for the deleted one, the stopped one running, our compose back.
+    let recreated = w
+        .wait_record("bot_instances", &ids[0], "a new service", WAIT, |r| {
+            r["status"] == "running" && r["coolify_service_id"].as_str().is_some_and(|u| u != uuids[0])
+        })
+        .await;
+    w.wait("the stopped service running again", WAIT, || async {
+        let s = w.sim.service(&uuids[1]).await?;
+        s["status"].as_str()?.starts_with("running").then_some(())
+    })
+    .await;
+    w.wait("our compose back", WAIT, || async {
+        let s = w.sim.service(&uuids[2]).await?;
+        let running = s["status"].as_str()?.starts_with("running");
+        (!s["compose"].as_str()?.contains("evil.example") && running).then_some(())
+    })
+    .await;
+    idle(&w).await;
+    let repaired = calls(&w).await;
+    println!("resync with drift: {} calls {repaired:?}", repaired.len());
+    assert_eq!(
+        repaired.iter().filter(|c| *c == "GET /services").count(),
+        1,
+        "one list found all three: {repaired:?}"
+    );
+    // The untouched instance was left alone; the repaired ones are not repaired again.
+    let fourth = format!("/api/v1/services/{}", uuids[3]);
+    assert!(
+        !w.sim
+            .requests()
+            .await
+            .iter()
+            .any(|r| r["uri"].as_str().is_some_and(|u| u.starts_with(&fourth))),
+        "the untouched service was not called"
+    );
+    assert!(recreated["coolify_service_id"].as_str().is_some());
+    w.sim.clear_requests().await;
+    resync().await;
+    resync_done(passes + 3).await;
+    idle(&w).await;
+    assert_eq!(calls(&w).await, ["GET /services"], "repaired: no drift left");
+}
