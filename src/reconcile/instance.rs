@@ -89,20 +89,24 @@ pub async fn reconcile(ctx: &Context, id: &str, first_event_ms: Option<i64>) -> 
     let Some(observed) = known else {
         let observed = observe(ctx, &inst, &life, intent, &desired.project_uuid).await?;
         // A compose changed inside Coolify is not the applied one: the plan sends ours again.
-        let compose_drifted = drift == Some(Some(Drift::Compose));
-        plan_and_execute(ctx, &inst, &life, &desired, observed, pending, false, compose_drifted).await?;
+        let seen = if drift == Some(Some(Drift::Compose)) {
+            Seen::ComposeDrifted
+        } else {
+            Seen::Observed
+        };
+        plan_and_execute(ctx, &inst, &life, &desired, observed, pending, seen).await?;
         if drift.is_some() {
             ctx.journal.forget_note(&drift_note(&inst.id)).await?;
             info!(record_id = %inst.id, "drift inside Coolify repaired");
         }
         return Ok(Some(updated));
     };
-    match plan_and_execute(ctx, &inst, &life, &desired, observed, None, true, false).await {
+    match plan_and_execute(ctx, &inst, &life, &desired, observed, None, Seen::Assumed).await {
         Err(ReconcileError::Coolify(CoolifyError::NotFound { .. })) => {
             warn!(record_id = %inst.id, "the instance's service is gone from Coolify; observing it");
             let intent = ctx.journal.get_intent(&service_intent_key(&inst.id)).await?;
             let observed = observe(ctx, &inst, &life, intent, &desired.project_uuid).await?;
-            plan_and_execute(ctx, &inst, &life, &desired, observed, None, false, false).await?;
+            plan_and_execute(ctx, &inst, &life, &desired, observed, None, Seen::Observed).await?;
         }
         other => other?,
     }
@@ -124,9 +128,18 @@ fn known_service(intent: Option<&Intent>, life: &str, inst: &BotInstance) -> Opt
     })
 }
 
-/// Plans against what was observed (or taken as known: `assumed`) and carries the plan out; with
-/// `compose_drifted`, the service's compose is not the applied one.
-#[allow(clippy::too_many_arguments)]
+/// How the job knows the service it plans for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// Read from Coolify.
+    Observed,
+    /// Read from Coolify, and the resync found its compose changed: not the applied one.
+    ComposeDrifted,
+    /// Taken as known from the journal, not read: an action that finds it gone is not a failure.
+    Assumed,
+}
+
+/// Plans against the service as `seen` and carries the plan out.
 async fn plan_and_execute(
     ctx: &Context,
     inst: &BotInstance,
@@ -134,8 +147,7 @@ async fn plan_and_execute(
     desired: &Desired,
     observed: Observed,
     pending: Option<PendingWriteBack>,
-    assumed: bool,
-    compose_drifted: bool,
+    seen: Seen,
 ) -> Result<(), ReconcileError> {
     // What Coolify runs: a pending outcome's spec when it was applied to the service still there.
     let pending = pending.filter(|p| matches!(&observed, Observed::Present { uuid, .. } if p.uuid == *uuid));
@@ -146,7 +158,7 @@ async fn plan_and_execute(
     let input = InstanceInput {
         desired: desired.spec.clone(),
         applied: applied.map(|mut a| {
-            if compose_drifted {
+            if seen == Seen::ComposeDrifted {
                 a.compose.clear();
             }
             a
@@ -157,8 +169,13 @@ async fn plan_and_execute(
         Some(_) => plan::plan_instance_with_pending_write_back(&input),
         None => plan::plan_instance(&input),
     };
-    info!(record_id = %inst.id, actions = ?actions, assumed, "reconciling instance");
-    execute(ctx, inst, life, desired, observed, &actions, pending.is_some(), assumed).await
+    info!(record_id = %inst.id, actions = ?actions, seen = ?seen, "reconciling instance");
+    let run = Run {
+        actions: &actions,
+        completing_pending: pending.is_some(),
+        assumed: seen == Seen::Assumed,
+    };
+    execute(ctx, inst, life, desired, observed, run).await
 }
 
 /// An action that succeeded in Coolify but whose write-back has not landed (its row is in the outbox).
@@ -459,7 +476,7 @@ async fn observe(
     // a service of this incarnation (or one made before incarnations existed). Only a create whose outcome
     // was never learned (an intent without a uuid) may have made one: without an intent no create was
     // tried, and a resolved intent's service was just read.
-    if !intent.as_ref().is_some_and(|i| i.coolify_uuid.is_none()) {
+    if intent.as_ref().is_none_or(|i| i.coolify_uuid.is_some()) {
         return Ok(Observed::Absent);
     }
     let (earlier, mut found): (Vec<Service>, Vec<Service>) = find_in_project(ctx, project_uuid, &name)
@@ -563,16 +580,28 @@ async fn find_in_project(ctx: &Context, project_uuid: &str, name: &str) -> Resul
     }
 }
 
+/// A plan to carry out, and what its outcome needs to know.
+struct Run<'a> {
+    actions: &'a [Action],
+    /// An earlier action's write-back is pending.
+    completing_pending: bool,
+    /// The service was taken as known, not read.
+    assumed: bool,
+}
+
 async fn execute(
     ctx: &Context,
     inst: &BotInstance,
     life: &str,
     desired: &Desired,
     observed: Observed,
-    actions: &[Action],
-    completing_pending: bool,
-    assumed: bool,
+    run: Run<'_>,
 ) -> Result<(), ReconcileError> {
+    let Run {
+        actions,
+        completing_pending,
+        assumed,
+    } = run;
     let mut uuid = match &observed {
         Observed::Present { uuid, .. } => Some(uuid.clone()),
         Observed::Absent => None,

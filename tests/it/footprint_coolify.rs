@@ -64,24 +64,8 @@ async fn one_instance_costs_few_coolify_calls() {
     let running = w.wait_status(&id, "running", WAIT).await;
     idle(&w).await;
     let created = calls(&w).await;
-    println!("create -> running: {} calls {created:?}", created.len());
-    let direct: Vec<&String> = created.iter().filter(|c| !c.starts_with("GET /services")).collect();
-    assert_eq!(
-        direct,
-        [
-            "POST /services",
-            "PATCH /services/{uuid}/envs/bulk",
-            "POST /services/{uuid}/start"
-        ],
-        "no adoption lookup without an intent, no read before acting"
-    );
-    let reads = status_reads(&created);
-    assert!(
-        (1..=2).contains(&reads),
-        "{reads} status reads for one service that runs within 200 ms"
-    );
 
-    // A config change of a running instance: one PATCH that redeploys (instant_deploy), then its reads.
+    // A config change of a running instance.
     w.sim.clear_requests().await;
     w.pb.patch("bot_instances", &id, json!({"config": {"MODEL": "other"}}))
         .await;
@@ -91,7 +75,6 @@ async fn one_instance_costs_few_coolify_calls() {
     .await;
     idle(&w).await;
     let changed = calls(&w).await;
-    println!("config change: {} calls {changed:?}", changed.len());
     let patches: Vec<Value> = w
         .sim
         .requests()
@@ -99,21 +82,8 @@ async fn one_instance_costs_few_coolify_calls() {
         .into_iter()
         .filter(|r| r["path"] == "PATCH /services/{uuid}")
         .collect();
-    assert_eq!(patches.len(), 1, "{changed:?}");
-    assert_eq!(
-        patches[0]["request"]["instant_deploy"], true,
-        "the update deploys in the same call: {}",
-        patches[0]
-    );
-    assert_eq!(
-        changed.iter().filter(|c| !c.starts_with("GET /services")).count(),
-        1,
-        "no read before acting, no separate restart: {changed:?}"
-    );
-    assert!((1..=2).contains(&status_reads(&changed)), "{changed:?}");
 
-    // A delete: the service the journal knows, then reads of that service until Coolify has removed it.
-    // No list of the fleet.
+    // A delete, until Coolify has removed the service.
     w.sim.clear_requests().await;
     let uuid = running["coolify_service_id"]
         .as_str()
@@ -126,7 +96,39 @@ async fn one_instance_costs_few_coolify_calls() {
     .await;
     idle(&w).await;
     let deleted = calls(&w).await;
+    println!("create -> running: {} calls {created:?}", created.len());
+    println!("config change: {} calls {changed:?}", changed.len());
     println!("delete: {} calls {deleted:?}", deleted.len());
+
+    // Create: no adoption lookup without an intent, no read before acting; the reads come after the start.
+    let direct: Vec<&String> = created.iter().filter(|c| !c.starts_with("GET /services")).collect();
+    assert_eq!(
+        direct,
+        [
+            "POST /services",
+            "PATCH /services/{uuid}/envs/bulk",
+            "POST /services/{uuid}/start"
+        ],
+    );
+    let reads = status_reads(&created);
+    assert!(
+        (1..=2).contains(&reads),
+        "{reads} status reads for one service that runs within 200 ms"
+    );
+    // Config change: one PATCH that redeploys (instant_deploy), no read before it, no restart, then reads.
+    assert_eq!(patches.len(), 1, "{changed:?}");
+    assert_eq!(
+        patches[0]["request"]["instant_deploy"], true,
+        "the update deploys in the same call: {}",
+        patches[0]
+    );
+    assert_eq!(
+        changed.iter().filter(|c| !c.starts_with("GET /services")).count(),
+        1,
+        "no read before acting, no separate restart: {changed:?}"
+    );
+    assert!((1..=2).contains(&status_reads(&changed)), "{changed:?}");
+    // Delete: the service the journal knows, then reads of that service until it is gone; no list.
     assert_eq!(
         deleted.first().map(String::as_str),
         Some("DELETE /services/{uuid}"),
