@@ -254,3 +254,48 @@ async fn a_resync_finds_and_repairs_drift_inside_coolify_with_one_list() {
     idle(&w).await;
     assert_eq!(calls(&w).await, ["GET /services"], "repaired: no drift left");
 }
+
+/// Acting first on the service the journal knows: when it was deleted behind the bridge's back, the
+/// action's 404 makes the job observe Coolify and create the service again, with no error shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_on_a_service_gone_behind_the_bridges_back_recreates_it() {
+    let w = World::start(
+        SIM_QUICK,
+        &[("CF_BRIDGE__RECONCILE__HEALTH_POLL_INTERVAL_SECS", "3600")],
+    )
+    .await;
+    let tenant = w.create_tenant("gone", "business").await;
+    let id = w.create_instance(&tenant, "base-llm", "gone1", "running").await;
+    let running = w.wait_status(&id, "running", WAIT).await;
+    let uuid = running["coolify_service_id"].as_str().expect("uuid").to_string();
+    idle(&w).await;
+    w.sim.client().delete_service(&uuid).await.expect("delete");
+    w.wait("the service gone", WAIT, || async {
+        w.sim.service(&uuid).await.is_none().then_some(())
+    })
+    .await;
+
+    w.sim.clear_requests().await;
+    w.pb.patch("bot_instances", &id, json!({"config": {"MODEL": "again"}}))
+        .await;
+    let r = w
+        .wait_record("bot_instances", &id, "a new service, running", WAIT, |r| {
+            r["status"] == "running" && r["coolify_service_id"].as_str().is_some_and(|u| u != uuid)
+        })
+        .await;
+    assert_eq!(r["error_message"], "", "{r}");
+    let failed: Vec<Value> = w
+        .deploy_logs(&id)
+        .await
+        .into_iter()
+        .filter(|row| row["status"] == "failed")
+        .collect();
+    assert!(failed.is_empty(), "no failure recorded: {failed:?}");
+    let calls = calls(&w).await;
+    println!("action on a vanished service: {} calls {calls:?}", calls.len());
+    assert_eq!(
+        calls[..3],
+        ["PATCH /services/{uuid}", "GET /services/{uuid}", "POST /services"],
+        "act, find it gone, create: {calls:?}"
+    );
+}
