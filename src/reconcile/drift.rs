@@ -54,9 +54,27 @@ pub fn compose_note(service_uuid: &str) -> String {
     format!("{COMPOSE_PREFIX}{service_uuid}")
 }
 
+/// What the compose note holds: a hash of the text sent, then the fingerprint of what it means. Coolify
+/// showing the very text sent is recognised without parsing it.
+pub fn compose_note_value(yaml: &str) -> Option<String> {
+    Some(format!("{} {}", text_hash(yaml), compose_fingerprint(yaml)?))
+}
+
+fn text_hash(text: &str) -> String {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(text.as_bytes());
+    hex::encode(&digest[..12])
+}
+
+/// Whether the compose Coolify shows means the one noted (see [`compose_note_value`]).
+fn same_compose(shown: &str, noted: &str) -> bool {
+    let (sent, meaning) = noted.split_once(' ').unwrap_or(("", noted));
+    text_hash(shown) == sent || compose_fingerprint(shown).is_none_or(|f| f == meaning)
+}
+
 /// Pure step: how a listed service differs from what was applied (`None`: it does not). A service on its
 /// way (starting, restarting) or judged by the health poller (degraded, unhealthy) is not drift; a
-/// compose Coolify does not show (a token without `read:sensitive`) cannot be compared.
+/// compose Coolify does not show (a token without `read:sensitive`) cannot be compared, nor one that is
+/// not YAML.
 pub fn drift_of(applied_running: bool, look: Option<&ServiceLook>, applied_compose: Option<&str>) -> Option<Drift> {
     let Some(look) = look else {
         return Some(Drift::Missing);
@@ -69,9 +87,8 @@ pub fn drift_of(applied_running: bool, look: Option<&ServiceLook>, applied_compo
     if wrong_state {
         return Some(Drift::State);
     }
-    let shown = look.docker_compose_raw.as_deref().and_then(compose_fingerprint);
-    match (shown, applied_compose) {
-        (Some(shown), Some(applied)) if shown != applied => Some(Drift::Compose),
+    match (look.docker_compose_raw.as_deref(), applied_compose) {
+        (Some(shown), Some(noted)) if !same_compose(shown, noted) => Some(Drift::Compose),
         _ => None,
     }
 }
@@ -127,8 +144,14 @@ mod tests {
     #[test]
     fn drift_is_what_differs_from_the_applied_spec() {
         let yaml = "services:\n  bot:\n    image: x:1\n";
-        let applied = compose_fingerprint(yaml);
+        let applied = compose_note_value(yaml);
         let applied = applied.as_deref();
+        let redumped = "services:\n    bot:\n        image: 'x:1'\n";
+        assert_eq!(
+            drift_of(true, Some(&look("running:unknown", Some(redumped))), applied),
+            None,
+            "the same compose, dumped again"
+        );
         assert_eq!(drift_of(true, None, applied), Some(Drift::Missing));
         assert_eq!(
             drift_of(true, Some(&look("exited", Some(yaml))), applied),

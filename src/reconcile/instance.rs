@@ -7,14 +7,12 @@ use secrecy::{ExposeSecret, SecretString};
 use tracing::{info, warn};
 
 use super::context::{ActionLog, Context, service_intent_key, service_name};
-use super::drift::{Drift, compose_note, drift_note};
+use super::drift::{Drift, compose_note, compose_note_value, drift_note};
 use super::error::ReconcileError;
 use super::judgement::{HealthWrite, Judgement, Verdict, health_write};
 use super::outcome;
 use super::plan::{self, Action, Blocked, DeletedInstanceAction, EffectiveState, InstanceInput, Observed, Spec};
-use crate::coolify::{
-    CoolifyError, CreateService, EnvVarInput, Service, ServicePatch, ServiceStatus, ServiceUrl, compose_fingerprint,
-};
+use crate::coolify::{CoolifyError, CreateService, EnvVarInput, Service, ServicePatch, ServiceStatus, ServiceUrl};
 
 use crate::events::Collection;
 use crate::incarnation;
@@ -739,8 +737,8 @@ fn with_revoked<'a>(desired: &[EnvVarInput], existing: impl IntoIterator<Item = 
 
 /// Notes what the compose sent to a service means, for the resync's drift check.
 async fn note_compose(ctx: &Context, service: &str, desired: &Desired) -> Result<(), ReconcileError> {
-    if let Some(fingerprint) = compose_fingerprint(&desired.rendered.compose_yaml) {
-        ctx.journal.note_changed(&compose_note(service), &fingerprint).await?;
+    if let Some(noted) = compose_note_value(&desired.rendered.compose_yaml) {
+        ctx.journal.note_changed(&compose_note(service), &noted).await?;
     }
     Ok(())
 }
