@@ -42,10 +42,10 @@ pub trait RecordLister: Send + Sync {
     fn list(&self, c: Collection) -> ListFuture<'_, Vec<RecordStamp>>;
 }
 
-/// Finds unchanged instances whose service drifted inside Coolify (one Coolify list call); returns each
-/// one's id and what drifted, already marked for its job.
+/// Finds the instances whose service drifted inside Coolify (one Coolify list call); returns each one's
+/// id and what drifted, already marked for its job.
 pub trait DriftCheck: Send + Sync {
-    fn drifted<'a>(&'a self, unchanged: &'a [RecordStamp]) -> ListFuture<'a, Vec<(String, &'static str)>>;
+    fn drifted<'a>(&'a self, instances: &'a [RecordStamp]) -> ListFuture<'a, Vec<(String, &'static str)>>;
 }
 
 /// What the journal last applied: record id -> the `updated` it was applied at.
@@ -60,7 +60,7 @@ pub struct ResyncReport {
     pub enqueued: usize,
     /// Known records no longer listed.
     pub disappeared: usize,
-    /// Unchanged instances whose service drifted inside Coolify.
+    /// Instances whose service drifted inside Coolify.
     pub drifted: usize,
 }
 
@@ -125,7 +125,9 @@ async fn resync_collection(
     report.listed += listed.len();
     let mut live = HashSet::with_capacity(listed.len());
     let mut events = Vec::new();
-    let mut unchanged = Vec::new();
+    // Every instance with a service is checked for drift, changed or not: a record whose last write-back
+    // settled as an echo of its running job keeps a newer `updated` than the journal's, and would never be.
+    let mut with_service = Vec::new();
     for stamp in &listed {
         if !valid_record_id(&stamp.id) {
             tracing::warn!(collection = name, record_id = %stamp.id, "resync skipped a record with an invalid id");
@@ -136,16 +138,17 @@ async fn resync_collection(
         if differs(stamp, last) {
             let action = if last.is_some() { Action::Update } else { Action::Create };
             events.push(event(collection, &stamp.id, action, &stamp.updated));
-        } else if stamp.service.is_some() {
-            unchanged.push(stamp.clone());
+        }
+        if stamp.service.is_some() {
+            with_service.push(stamp.clone());
         }
     }
     if let Some(check) = drift.filter(|_| collection == Collection::BotInstances) {
-        let drifted = check.drifted(&unchanged).await.map_err(ResyncError::Drift)?;
+        let drifted = check.drifted(&with_service).await.map_err(ResyncError::Drift)?;
         report.drifted += drifted.len();
         let at = chrono::Utc::now().timestamp_millis();
         for (id, what) in drifted {
-            let updated = unchanged
+            let updated = with_service
                 .iter()
                 .find(|s| s.id == id)
                 .map(|s| s.updated.clone())

@@ -1,5 +1,5 @@
 //! Drift inside Coolify: a service deleted, stopped, started or given another compose behind the
-//! bridge's back. The resync finds it for every unchanged instance with one `GET /services` and marks the
+//! bridge's back. The resync finds it for every instance with a service with one `GET /services` and marks the
 //! instance in the journal (`drift:<id>`); the instance's job then observes Coolify instead of trusting its
 //! applied spec, repairs what differs, and clears the mark.
 
@@ -97,7 +97,7 @@ pub fn drift_of(applied_running: bool, look: Option<&ServiceLook>, applied_compo
 pub struct Checker(pub Context);
 
 impl DriftCheck for Checker {
-    fn drifted<'a>(&'a self, unchanged: &'a [RecordStamp]) -> ListFuture<'a, Vec<(String, &'static str)>> {
+    fn drifted<'a>(&'a self, instances: &'a [RecordStamp]) -> ListFuture<'a, Vec<(String, &'static str)>> {
         Box::pin(async move {
             let ctx = &self.0;
             let looks: HashMap<String, ServiceLook> = ctx
@@ -109,7 +109,7 @@ impl DriftCheck for Checker {
                 .collect();
             let composes = ctx.journal.notes_with_prefix(COMPOSE_PREFIX).await?;
             let mut found = Vec::new();
-            for stamp in unchanged {
+            for stamp in instances {
                 let applied = stamp.applied_hash.as_deref().and_then(Spec::parse);
                 let (Some(service), Some(applied)) = (&stamp.service, applied) else {
                     continue;

@@ -515,15 +515,16 @@ async fn bind_intent(ctx: &Context, id: &str, life: &str, uuid: &str) -> Result<
 async fn retire_earlier_life(ctx: &Context, id: &str, earlier: &Intent) -> Result<(), ReconcileError> {
     let uuids: Vec<String> = match &earlier.coolify_uuid {
         Some(uuid) => vec![uuid.clone()],
-        // Its create outcome was never learned: find it by name and mark, across every project.
-        None => ctx
-            .coolify
-            .find_services_by_name(&service_name(id))
-            .await?
-            .into_iter()
-            .filter(|s| incarnation::marked(s.description.as_deref()) == earlier.incarnation.as_deref())
-            .map(|s| s.uuid)
-            .collect(),
+        // Its create outcome was never learned: find it by name and mark, in the project it was created in
+        // (noted at its create), or across every project for an intent from before that note.
+        None => match ctx.journal.note(&project_note(id)).await? {
+            Some(project) => find_in_project(ctx, &project, &service_name(id)).await?,
+            None => ctx.coolify.find_services_by_name(&service_name(id)).await?,
+        }
+        .into_iter()
+        .filter(|s| incarnation::marked(s.description.as_deref()) == earlier.incarnation.as_deref())
+        .map(|s| s.uuid)
+        .collect(),
     };
     for uuid in &uuids {
         destroy_earlier_service(ctx, id, uuid).await?;
