@@ -796,7 +796,7 @@ fn summary_action(actions: &[Action]) -> DeployAction {
 /// What a run does to the stack's door (its domain and router key) when the tenant's suspension begins
 /// or ends: said in the action's row.
 fn door_change(inst: &BotInstance, desired: &Desired, actions: &[Action]) -> Option<&'static str> {
-    if !actions.contains(&Action::UpdateService) {
+    if !actions.iter().any(|a| matches!(a, Action::UpdateService { .. })) {
         return None;
     }
     if desired.suspended {

@@ -401,22 +401,22 @@ mod tests {
                 vec![MarkDeploying, Start, WaitRunning, WriteBack(R)],
             ),
             (
-                "suspension: stop first, then the domain (compose) and key (env) change",
+                "suspension: stop first, then the key (env) and domain (compose) change, no deploy",
                 InstanceInput {
                     desired: spec(S, "c2", "e2", ""),
                     applied: Some(base.clone()),
                     observed: present(true),
                 },
-                vec![Stop, UpdateService, SetEnv, WriteBack(S)],
+                vec![Stop, SetEnv, UpdateService { deploy: false }, WriteBack(S)],
             ),
             (
-                "resume: domain and key back, then start",
+                "resume: key and domain back, deployed by the compose change (no separate start)",
                 InstanceInput {
                     desired: base.clone(),
                     applied: Some(spec(S, "c2", "e2", "")),
                     observed: present(false),
                 },
-                vec![MarkDeploying, UpdateService, SetEnv, Start, WaitRunning, WriteBack(R)],
+                vec![MarkDeploying, SetEnv, UpdateService { deploy: true }, WaitRunning, WriteBack(R)],
             ),
             (
                 "restart requested",
