@@ -620,8 +620,10 @@ pub fn load_from(path: &Path, required: bool, env: &[(String, String)]) -> Resul
     }
     match read_sections(&tree, &mut problems) {
         Some(mut s) if problems.is_empty() => {
-            // A relative templates directory belongs with the file that names it, not the working directory.
-            if path.exists() && s.reconcile.templates_dir.is_relative() {
+            // A relative templates directory named in the file belongs with the file; a default or an
+            // environment value stays relative to the working directory, where it was given.
+            let from_file = matches!(origins(path, env).get("reconcile.templates_dir"), Some(Origin::File(_)));
+            if from_file && s.reconcile.templates_dir.is_relative() {
                 let dir = path.parent().unwrap_or(Path::new(""));
                 s.reconcile.templates_dir = dir.join(&s.reconcile.templates_dir);
             }
@@ -1503,6 +1505,21 @@ mod tests {
             s.reconcile.templates_dir,
             Path::new("templates"),
             "no file: the working directory"
+        );
+        std::fs::write(&path, "[reconcile]\norphans = \"report\"\n").expect("write");
+        let s = load_from(&path, true, &full_env()).expect("valid");
+        assert_eq!(
+            s.reconcile.templates_dir,
+            Path::new("templates"),
+            "the default is not the file's: the working directory"
+        );
+        let mut env = full_env();
+        env.push(("CF_BRIDGE__RECONCILE__TEMPLATES_DIR".into(), "tpl-env".into()));
+        let s = load_from(&path, true, &env).expect("valid");
+        assert_eq!(
+            s.reconcile.templates_dir,
+            Path::new("tpl-env"),
+            "an env value: the working directory"
         );
     }
 

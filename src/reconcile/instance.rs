@@ -172,7 +172,11 @@ async fn plan_and_execute(
     // What Coolify runs already matches what was applied: the actions repair it (a drift too) rather than
     // carry out a change someone asked for.
     let carries_out_record = applied.as_ref() != Some(&desired.spec);
-    let actor = by.for_instance(inst.changed_by.as_deref(), inst.applied_hash.is_some(), carries_out_record);
+    let actor = by.for_instance(
+        inst.changed_by.as_deref(),
+        inst.applied_hash.is_some(),
+        carries_out_record,
+    );
     let input = InstanceInput {
         desired: desired.spec.clone(),
         applied: applied.map(|mut a| {

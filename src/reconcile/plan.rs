@@ -416,7 +416,13 @@ mod tests {
                     applied: Some(spec(S, "c2", "e2", "")),
                     observed: present(false),
                 },
-                vec![MarkDeploying, SetEnv, UpdateService { deploy: true }, WaitRunning, WriteBack(R)],
+                vec![
+                    MarkDeploying,
+                    SetEnv,
+                    UpdateService { deploy: true },
+                    WaitRunning,
+                    WriteBack(R),
+                ],
             ),
             (
                 "restart requested",
