@@ -16,7 +16,8 @@ import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORK = os.path.join(ROOT, ".local", "demo")
+# CF_DEMO_WORK: where the demo keeps its data and logs (the test that runs the demo uses a temp dir).
+WORK = os.environ.get("CF_DEMO_WORK") or os.path.join(ROOT, ".local", "demo")
 EMAIL, PASSWORD = "bridge@demo.local", "demo-superuser-password"
 SIM_TOKEN = "1|demo-coolify-token"
 ADMIN_TOKEN = "demo-admin-token-0123456789"
@@ -69,7 +70,7 @@ def start(cmd, log, env=None, stdout_pipe=False):
     return p
 
 
-def stop_all(*_):
+def stop_all(*_, code=0):
     print("\nstopping everything ...")
     for p in reversed(procs):
         if p.poll() is None:
@@ -80,7 +81,7 @@ def stop_all(*_):
         except subprocess.TimeoutExpired:
             p.kill()
     print("stopped.")
-    sys.exit(0)
+    sys.exit(code)
 
 
 def main():
@@ -176,6 +177,7 @@ def main():
     print("\nwatching the instances (Ctrl-C stops everything):")
     last = {}
     deadline = time.time() + 90
+    all_running = False
     while True:
         rows = []
         for i in ids:
@@ -189,6 +191,7 @@ def main():
                       f" domain={r.get('domain') or '-'} {('error: ' + r['error_message']) if r.get('error_message') else ''}"
                       f"{r['pending_reason'] if r.get('pending_reason') else ''}")
         if all(r["status"] == "running" for r in rows):
+            all_running = True
             break
         if time.time() > deadline:
             print("not all instances reached running within 90 s; see the logs above and in", WORK)
@@ -211,8 +214,9 @@ def main():
     print(f"  operator page         {bridge_url}/admin/ui   (token {ADMIN_TOKEN})")
     print(f"  metrics               {bridge_url}/metrics")
     print("Edit an instance in the PocketBase UI (desired_state, config) and watch the bridge follow. Ctrl-C to stop.")
+    # CF_DEMO_EXIT: stop after showing the result, with status 1 unless every instance reached running.
     if os.environ.get("CF_DEMO_EXIT"):
-        stop_all()
+        stop_all(code=0 if all_running else 1)
     while True:
         time.sleep(1)
 

@@ -7,6 +7,7 @@ mod badinput_config;
 mod badinput_records;
 mod cli_templates;
 mod container_runtime;
+mod demo_script;
 mod e2e_crash;
 mod harness;
 mod intake_crash;
