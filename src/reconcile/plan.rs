@@ -144,11 +144,8 @@ pub enum Action {
     MarkDeploying,
     /// Create the service (intent journaled first), `instant_deploy` false, with the domain.
     CreateService,
-    /// Send the new compose and domain; with `deploy`, Coolify redeploys it in the same call
-    /// (`instant_deploy`: a force-recreating start, so no separate start or restart is needed).
-    UpdateService {
-        deploy: bool,
-    },
+    /// Send the new compose and domain.
+    UpdateService,
     /// Upsert the env vars in one bulk call.
     SetEnv,
     Start,
@@ -197,19 +194,15 @@ pub fn plan_instance(input: &InstanceInput) -> Vec<Action> {
             if desired.state == EffectiveState::Stopped && *running {
                 actions.push(Action::Stop);
             }
-            // The env goes first: a compose change deploys in its own call, which must find the new env.
+            if compose_changed {
+                actions.push(Action::UpdateService);
+            }
             if env_changed {
                 actions.push(Action::SetEnv);
             }
-            let deploy = compose_changed && desired.state == EffectiveState::Running;
-            if compose_changed {
-                actions.push(Action::UpdateService { deploy });
-            }
             match desired.state {
                 EffectiveState::Running => {
-                    if deploy {
-                        actions.push(Action::WaitRunning);
-                    } else if *running && needs_redeploy {
+                    if *running && needs_redeploy {
                         actions.push(Action::Restart);
                         actions.push(Action::WaitRunning);
                     } else if !running {
@@ -401,28 +394,22 @@ mod tests {
                 vec![MarkDeploying, Start, WaitRunning, WriteBack(R)],
             ),
             (
-                "suspension: stop first, then the key (env) and domain (compose) change, no deploy",
+                "suspension: stop first, then the domain (compose) and key (env) change",
                 InstanceInput {
                     desired: spec(S, "c2", "e2", ""),
                     applied: Some(base.clone()),
                     observed: present(true),
                 },
-                vec![Stop, SetEnv, UpdateService { deploy: false }, WriteBack(S)],
+                vec![Stop, UpdateService, SetEnv, WriteBack(S)],
             ),
             (
-                "resume: key and domain back, deployed by the compose change (no separate start)",
+                "resume: domain and key back, then start",
                 InstanceInput {
                     desired: base.clone(),
                     applied: Some(spec(S, "c2", "e2", "")),
                     observed: present(false),
                 },
-                vec![
-                    MarkDeploying,
-                    SetEnv,
-                    UpdateService { deploy: true },
-                    WaitRunning,
-                    WriteBack(R),
-                ],
+                vec![MarkDeploying, UpdateService, SetEnv, Start, WaitRunning, WriteBack(R)],
             ),
             (
                 "restart requested",
@@ -434,37 +421,13 @@ mod tests {
                 vec![MarkDeploying, Restart, WaitRunning, WriteBack(R)],
             ),
             (
-                "config, limits or template change: update and redeploy in one call",
+                "config, limits or template change: update and restart",
                 InstanceInput {
                     desired: spec(R, "c2", "e1", ""),
                     applied: Some(base.clone()),
                     observed: present(true),
                 },
-                vec![MarkDeploying, UpdateService { deploy: true }, WaitRunning, WriteBack(R)],
-            ),
-            (
-                "config and secrets change: env first, then update and redeploy in one call",
-                InstanceInput {
-                    desired: spec(R, "c2", "e2", ""),
-                    applied: Some(base.clone()),
-                    observed: present(true),
-                },
-                vec![
-                    MarkDeploying,
-                    SetEnv,
-                    UpdateService { deploy: true },
-                    WaitRunning,
-                    WriteBack(R),
-                ],
-            ),
-            (
-                "config change of a stopped instance asked to run: the update starts it",
-                InstanceInput {
-                    desired: spec(R, "c2", "e1", ""),
-                    applied: Some(spec(S, "c1", "e1", "")),
-                    observed: present(false),
-                },
-                vec![MarkDeploying, UpdateService { deploy: true }, WaitRunning, WriteBack(R)],
+                vec![MarkDeploying, UpdateService, Restart, WaitRunning, WriteBack(R)],
             ),
             (
                 "secrets change: env and restart",
@@ -482,7 +445,7 @@ mod tests {
                     applied: Some(spec(S, "c1", "e1", "")),
                     observed: present(false),
                 },
-                vec![UpdateService { deploy: false }, WriteBack(S)],
+                vec![UpdateService, WriteBack(S)],
             ),
             (
                 "applied matches but the service crashed: start it again",
@@ -509,13 +472,7 @@ mod tests {
                     applied: None,
                     observed: present(false),
                 },
-                vec![
-                    MarkDeploying,
-                    SetEnv,
-                    UpdateService { deploy: true },
-                    WaitRunning,
-                    WriteBack(R),
-                ],
+                vec![MarkDeploying, UpdateService, SetEnv, Start, WaitRunning, WriteBack(R)],
             ),
         ];
         for (name, input, expected) in cases {
