@@ -11,16 +11,6 @@ use cf_testkit::settings::PbAccess;
 use cf_testkit::{PbOptions, TestBridge, TestPb, TestSim, WEBHOOK_SECRET, bind_local, eventually, id, updated};
 use serde_json::{Value, json};
 
-const SIM_ARGS: [&str; 8] = [
-    "--start-delay-ms",
-    "200",
-    "--running-delay-ms",
-    "200",
-    "--delete-delay-ms",
-    "100",
-    "--rate-limit",
-    "100000",
-];
 const WAIT: Duration = Duration::from_secs(20);
 const WAIT_STATUS: Duration = Duration::from_secs(40);
 const RECONNECTS: &str = "cf_bridge_realtime_reconnects_total";
@@ -31,7 +21,7 @@ const RECONNECTS: &str = "cf_bridge_realtime_reconnects_total";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn realtime_changes_reach_the_journal_within_a_second() {
     let pb = TestPb::start().await;
-    let sim = TestSim::start(&SIM_ARGS);
+    let sim = TestSim::start(cf_testkit::world::SIM_STEPWISE);
     let bridge = TestBridge::for_stack((&pb).into(), &sim, &[]).await;
     bridge.admin().wait_subscribed(WAIT).await;
     let admin = bridge.admin();
@@ -115,7 +105,7 @@ async fn a_change_by_webhook_and_realtime_is_one_event() {
         ("CF_BRIDGE_WEBHOOK_SECRET", WEBHOOK_SECRET),
     ])
     .await;
-    let sim = TestSim::start(&SIM_ARGS);
+    let sim = TestSim::start(cf_testkit::world::SIM_STEPWISE);
     let bridge = TestBridge::for_stack_on(listener, (&pb).into(), &sim, &[]).await;
     bridge.admin().wait_subscribed(WAIT).await;
     let admin = bridge.admin();
@@ -197,7 +187,7 @@ async fn a_change_by_webhook_and_realtime_is_one_event() {
 async fn changes_while_the_stream_is_cut_are_found_after_reconnect() {
     let pb = TestPb::start().await;
     let proxy = TcpProxy::start(pb.port).await;
-    let sim = TestSim::start(&SIM_ARGS);
+    let sim = TestSim::start(cf_testkit::world::SIM_STEPWISE);
     let proxy_url = proxy.url();
     let through_proxy = PbAccess {
         url: &proxy_url,
@@ -258,7 +248,7 @@ async fn pocketbase_restart_and_hooks_reload_end_in_a_reconnect() {
         ..PbOptions::default()
     })
     .await;
-    let sim = TestSim::start(&SIM_ARGS);
+    let sim = TestSim::start(cf_testkit::world::SIM_STEPWISE);
     let bridge = TestBridge::for_stack((&pb).into(), &sim, &[]).await;
     bridge.admin().wait_subscribed(WAIT).await;
     let admin = bridge.admin();

@@ -287,17 +287,6 @@ pub struct WorldOptions<'a> {
     pub proxy: bool,
 }
 
-pub const FAST_SIM: &[&str] = &[
-    "--rate-limit",
-    "100000",
-    "--start-delay-ms",
-    "100",
-    "--running-delay-ms",
-    "0",
-    "--delete-delay-ms",
-    "100",
-];
-
 impl World {
     pub async fn start(opts: WorldOptions<'_>) -> World {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -307,7 +296,7 @@ impl World {
             .as_str()
             .expect("template id")
             .to_string();
-        let mut sim_args: Vec<&str> = FAST_SIM.to_vec();
+        let mut sim_args: Vec<&str> = cf_testkit::world::SIM_RUNNING_AT_ONCE.to_vec();
         sim_args.extend(opts.sim_args.iter().copied());
         let sim = TestSim::start_restartable(&sim_args);
         let proxy = if opts.proxy {

@@ -17,16 +17,6 @@ use serde_json::json;
 
 use crate::bridge_bin;
 
-const SIM_ARGS: [&str; 8] = [
-    "--start-delay-ms",
-    "200",
-    "--running-delay-ms",
-    "200",
-    "--delete-delay-ms",
-    "100",
-    "--rate-limit",
-    "100000",
-];
 const WAIT: Duration = Duration::from_secs(20);
 const WAIT_STATUS: Duration = Duration::from_secs(40);
 
@@ -36,7 +26,7 @@ const WAIT_STATUS: Duration = Duration::from_secs(40);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_while_the_bridge_is_stopped_are_found_by_resync() {
     let pb = TestPb::start().await;
-    let sim = TestSim::start(&SIM_ARGS);
+    let sim = TestSim::start(cf_testkit::world::SIM_STEPWISE);
     let mut bridge = BridgeProcess::for_stack(bridge_bin(), (&pb).into(), &sim, &[]).await;
     bridge.admin().wait_subscribed(WAIT).await;
     let (tenant, template) = pb.seed_tenant("down").await;
@@ -111,7 +101,7 @@ async fn acknowledged_webhooks_survive_kill_9() {
     const SENDERS: usize = 4;
     const KILL_AFTER: usize = 300;
     let pb = TestPb::start().await;
-    let sim = TestSim::start(&SIM_ARGS);
+    let sim = TestSim::start(cf_testkit::world::SIM_STEPWISE);
     let mut bridge = BridgeProcess::for_stack(bridge_bin(), (&pb).into(), &sim, &[]).await;
     let secret: WebhookSecret = WEBHOOK_SECRET.parse().expect("test webhook secret");
     let secret = Arc::new(secret);

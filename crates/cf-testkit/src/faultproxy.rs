@@ -317,18 +317,6 @@ pub struct ProxiedStack {
     pub template_id: String,
 }
 
-/// The simulator's settings: a quick lifecycle, no rate limit.
-const SIM_ARGS: &[&str] = &[
-    "--rate-limit",
-    "100000",
-    "--start-delay-ms",
-    "100",
-    "--running-delay-ms",
-    "0",
-    "--delete-delay-ms",
-    "100",
-];
-
 impl ProxiedStack {
     pub async fn start(bridge_env: &[(&str, &str)]) -> ProxiedStack {
         let pb = TestPb::start().await;
@@ -336,7 +324,7 @@ impl ProxiedStack {
             .as_str()
             .expect("template id")
             .to_string();
-        let sim = TestSim::start(SIM_ARGS);
+        let sim = TestSim::start(crate::world::SIM_RUNNING_AT_ONCE);
         let proxy = FaultProxy::start(pb.port).await;
         let through_proxy = PbAccess {
             url: &proxy.url,

@@ -41,6 +41,30 @@ pub const SIM_QUICK: &[&str] = &[
     "100000",
 ];
 
+/// Containers start within 100 ms and report running at once.
+pub const SIM_RUNNING_AT_ONCE: &[&str] = &[
+    "--rate-limit",
+    "100000",
+    "--start-delay-ms",
+    "100",
+    "--running-delay-ms",
+    "0",
+    "--delete-delay-ms",
+    "100",
+];
+
+/// Starting and reporting running take 200 ms each: long enough to see the states in between.
+pub const SIM_STEPWISE: &[&str] = &[
+    "--start-delay-ms",
+    "200",
+    "--running-delay-ms",
+    "200",
+    "--delete-delay-ms",
+    "100",
+    "--rate-limit",
+    "100000",
+];
+
 /// What a world needs of its bridge, in the test process or as a process.
 pub trait Bridge {
     fn log(&self) -> String;
