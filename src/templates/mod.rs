@@ -44,7 +44,8 @@ pub struct Template {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
-    #[error("templates directory {path}: {source}")]
+    /// The io error is the source, not part of the message: chains printed with `{:#}` showed it twice.
+    #[error("reading {path}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("template manifest {path}: {detail}")]
     Manifest { path: PathBuf, detail: String },

@@ -163,3 +163,13 @@ fn missing_directory_is_an_io_error() {
     let err = TemplateSet::load_dir(Path::new("/nonexistent/cf-bridge-templates")).expect_err("missing");
     assert!(matches!(err, TemplateError::Io { .. }), "{err}");
 }
+
+#[test]
+fn a_missing_directory_names_the_path_and_the_io_error_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("nope");
+    let err = TemplateSet::load_dir(&missing).expect_err("a missing directory is refused");
+    let text = cf_bridge::dependencies::describe(&err);
+    assert!(text.contains(&missing.display().to_string()), "{text}");
+    assert_eq!(text.matches("os error 2").count(), 1, "{text}");
+}
