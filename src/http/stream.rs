@@ -79,9 +79,7 @@ async fn api_stream(_: Admin, state: web::Data<AdminState>, glance: web::Data<Gl
 #[get("/admin/ui/stream")]
 async fn page_stream(req: HttpRequest, state: web::Data<AdminState>, glance: web::Data<Glance>) -> HttpResponse {
     if !is_operator(&req) {
-        return HttpResponse::Unauthorized()
-            .content_type("text/plain; charset=utf-8")
-            .body("sign in on /admin/ui first");
+        return super::ui::unauthorized();
     }
     sse(state.ctx.journal.subscribe(), glance.streams_end())
 }

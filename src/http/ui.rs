@@ -91,7 +91,7 @@ fn login_page(message: Option<&str>) -> String {
     )
 }
 
-fn unauthorized() -> HttpResponse {
+pub(super) fn unauthorized() -> HttpResponse {
     html(actix_web::http::StatusCode::UNAUTHORIZED, login_page(None))
 }
 
