@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, get, web};
-use futures_util::stream;
+use futures_util::{Stream, stream};
 use tokio::sync::broadcast::Receiver;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -45,25 +45,32 @@ struct Watch {
     opened: bool,
 }
 
-fn sse(rx: Receiver<Change>, end: CancellationToken) -> HttpResponse {
+/// The stream's frames: `hello` first, then each change as it comes, `lagged` when this watcher lost
+/// some, a keep-alive comment when idle; it ends when the bridge stops.
+fn frames(rx: Receiver<Change>, end: CancellationToken) -> impl Stream<Item = Result<Bytes, actix_web::Error>> {
     let watch = Watch { rx, end, opened: false };
-    let body = stream::unfold(watch, |mut w| async move {
+    stream::unfold(watch, |mut w| async move {
         if !w.opened {
             w.opened = true;
             let hello = format!("retry: {RETRY_MS}\nevent: hello\ndata: {{}}\n\n");
-            return Some((Ok::<_, actix_web::Error>(Bytes::from(hello)), w));
+            return Some((Ok(Bytes::from(hello)), w));
         }
         let next = tokio::select! {
+            biased;
             _ = w.end.cancelled() => return None,
-            _ = tokio::time::sleep(KEEPALIVE) => Bytes::from_static(b": keepalive\n\n"),
             got = w.rx.recv() => match got {
                 Ok(change) => change_frame(&change),
                 Err(RecvError::Lagged(skipped)) => frame("lagged", &serde_json::json!({ "skipped": skipped })),
                 Err(RecvError::Closed) => return None,
             },
+            _ = tokio::time::sleep(KEEPALIVE) => Bytes::from_static(b": keepalive\n\n"),
         };
         Some((Ok(next), w))
-    });
+    })
+}
+
+fn sse(rx: Receiver<Change>, end: CancellationToken) -> HttpResponse {
+    let body = frames(rx, end);
     HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -86,4 +93,60 @@ async fn page_stream(req: HttpRequest, state: web::Data<AdminState>, glance: web
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(api_stream).service(page_stream);
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::events::{Action, Collection, Source};
+    use crate::journal::{CHANGES_CAPACITY, Journal};
+
+    fn event(id: i64) -> Change {
+        Change::Event {
+            event_id: id,
+            source: Source::Webhook,
+            collection: Collection::BotInstances,
+            record_id: "abc".into(),
+            action: Action::Update,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_falls_behind_skips_and_is_told_while_writers_never_wait() {
+        let dir = tempfile::tempdir().expect("dir");
+        let journal = Journal::open(&dir.path().join("j.db")).expect("journal");
+        let end = CancellationToken::new();
+        let body = frames(journal.subscribe(), end.clone());
+        // Nobody reads while more than the feed holds is announced: each announce returns at once.
+        let extra = 10;
+        for id in 1..=(CHANGES_CAPACITY + extra) as i64 {
+            journal.announce(event(id));
+        }
+        let frames: Vec<String> = body
+            .take(3)
+            .map(|f| String::from_utf8_lossy(&f.expect("frame")).into_owned())
+            .collect()
+            .await;
+        assert!(frames[0].contains("event: hello"), "{frames:?}");
+        assert_eq!(frames[1], format!("event: lagged\ndata: {{\"skipped\":{extra}}}\n\n"));
+        // The watcher goes on with the oldest change it still has.
+        assert!(frames[2].starts_with("event: change\ndata: {"), "{frames:?}");
+        assert!(frames[2].contains(&format!("\"event_id\":{}", extra + 1)), "{frames:?}");
+    }
+
+    #[tokio::test]
+    async fn the_stream_ends_when_the_bridge_stops() {
+        let dir = tempfile::tempdir().expect("dir");
+        let journal = Journal::open(&dir.path().join("j.db")).expect("journal");
+        let end = CancellationToken::new();
+        let mut body = Box::pin(frames(journal.subscribe(), end.clone()));
+        assert!(body.next().await.is_some(), "hello");
+        end.cancel();
+        let rest = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .expect("the stream ends at once");
+        assert!(rest.is_none());
+    }
 }
