@@ -313,7 +313,7 @@ async fn render_dashboard(
 
     let mut b = String::new();
     b.push_str(
-        "<h1>cf-bridge<span id=\"live\" class=\"muted\">connecting</span></h1>\
+        "<h1>cf-bridge</h1><p><span id=\"live\" class=\"muted\">connecting</span></p>\
          <form method=\"post\" action=\"/admin/ui/logout\"><button>Sign out</button></form>",
     );
     if let Some(f) = flash {

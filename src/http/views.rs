@@ -100,7 +100,7 @@ pub fn instance_row(i: &BotInstance, tenant: Option<&Tenant>, health: Option<&Li
     let id = esc(&i.id);
     format!(
         "<tr id=\"inst-{id}\" data-tenant=\"{}\"><td><a href=\"/admin/ui/instances/{id}\">{}</a><br><code>{id}</code></td>\
-         <td class=\"tenant\">{}</td><td>{}</td><td>{}</td><td class=\"status {}\">{}</td><td class=\"health\">{}</td>\
+         <td class=\"tenant\">{}</td><td>{}</td><td>{}</td><td data-col=\"status\" class=\"{}\">{}</td><td data-col=\"health\">{}</td>\
          <td class=\"reason\">{}</td><td><code>{}</code></td></tr>",
         esc(&i.tenant),
         esc(&i.name),
@@ -353,7 +353,11 @@ pub fn instance_summary(i: &BotInstance, tenant: Option<&Tenant>, health: Option
         field("desired", sel(&i.desired_state)),
         field(
             "status",
-            format!("<span class=\"status {}\">{}</span>", sel(&i.status), sel(&i.status)),
+            format!(
+                "<span id=\"status\" class=\"{}\">{}</span>",
+                sel(&i.status),
+                sel(&i.status)
+            ),
         ),
         field("reason", reason(i)),
         field("live health", health_cell(health)),
