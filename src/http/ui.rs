@@ -314,7 +314,7 @@ async fn render_dashboard(
     let mut b = String::new();
     b.push_str(
         "<h1>cf-bridge</h1><p><span id=\"live\" class=\"muted\">connecting</span></p>\
-         <form method=\"post\" action=\"/admin/ui/logout\"><button>Sign out</button></form>",
+         <div><form method=\"post\" action=\"/admin/ui/logout\"><button>Sign out</button></form></div>",
     );
     if let Some(f) = flash {
         let _ = write!(b, "<p id=\"flash\"><strong>{}</strong></p>", esc(f));
@@ -343,7 +343,8 @@ async fn render_dashboard(
     let shown: Vec<_> = instances.iter().filter(|i| chosen.shows(i)).collect();
     let _ = write!(
         b,
-        "</table><h2>Instances ({} of {})</h2><table id=\"instances\"><thead>{}</thead><tbody>",
+        "</table><h2>Instances (<span id=\"instances-shown\">{}</span> shown of {})</h2>\
+         <table id=\"instances\"><thead>{}</thead><tbody>",
         shown.len(),
         instances.len(),
         views::INSTANCES_HEAD
@@ -505,7 +506,7 @@ async fn instance_page(
 
 async fn render_instance(state: &AdminState, id: &str) -> Result<Option<String>, String> {
     let ctx = &state.ctx;
-    let Some((inst, tenant, _)) = ctx
+    let Some((inst, tenant, template)) = ctx
         .pb
         .get_instance_with_relations(id)
         .await
@@ -550,7 +551,12 @@ async fn render_instance(state: &AdminState, id: &str) -> Result<Option<String>,
     Ok(Some(format!(
         "<h1>{}</h1><table id=\"summary\">{}</table>{}<h2>Timeline</h2>{}",
         esc(&inst.name),
-        views::instance_summary(&inst, tenant.as_ref(), live.as_ref()),
+        views::instance_summary(
+            &inst,
+            tenant.as_ref(),
+            template.as_ref().map(|t| t.name.as_str()),
+            live.as_ref()
+        ),
         restart_button(id),
         views::timeline(id, &history)
     )))

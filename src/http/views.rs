@@ -325,7 +325,7 @@ pub fn timeline(id: &str, h: &History<'_>) -> String {
     }
     entries.sort_by(|a, b| b.at.cmp(&a.at));
     let mut b =
-        String::from("<table id=\"timeline\"><tr><th>when</th><th>what</th><th></th><th>reason</th><th></th></tr>");
+        String::from("<table id=\"timeline\"><tr><th>when</th><th>kind</th><th>what</th><th>reason</th><th></th></tr>");
     for e in &entries {
         let _ = write!(
             b,
@@ -343,12 +343,17 @@ pub fn timeline(id: &str, h: &History<'_>) -> String {
 }
 
 /// The instance's summary at the top of its page.
-pub fn instance_summary(i: &BotInstance, tenant: Option<&Tenant>, health: Option<&LiveHealth>) -> String {
+pub fn instance_summary(
+    i: &BotInstance,
+    tenant: Option<&Tenant>,
+    template: Option<&str>,
+    health: Option<&LiveHealth>,
+) -> String {
     let field = |k: &str, v: String| format!("<tr><th>{k}</th><td>{v}</td></tr>");
     [
         field("id", format!("<code>{}</code>", esc(&i.id))),
         field("tenant", tenant_cell(tenant, &i.tenant)),
-        field("template", esc(&i.template)),
+        field("template", esc(template.unwrap_or(&i.template))),
         field("domain", text(&i.domain)),
         field("desired", sel(&i.desired_state)),
         field(
@@ -409,7 +414,10 @@ mod tests {
         assert!(row.contains("&lt;img src=x onerror=alert(1)&gt;"), "{row}");
         assert!(row.contains("waiting: &lt;b&gt;secrets&lt;/b&gt;"), "{row}");
         assert!(row.contains("(suspended)"), "{row}");
-        let summary = instance_summary(&hostile_instance(), Some(&tenant), None);
-        assert!(!summary.contains("<script") && !summary.contains("<svg"), "{summary}");
+        let summary = instance_summary(&hostile_instance(), Some(&tenant), Some("<i>t</i>"), None);
+        assert!(
+            !summary.contains("<script") && !summary.contains("<svg") && !summary.contains("<i>"),
+            "{summary}"
+        );
     }
 }
