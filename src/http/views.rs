@@ -323,7 +323,7 @@ pub fn timeline(id: &str, h: &History<'_>) -> String {
             action: String::new(),
         });
     }
-    entries.sort_by(|a, b| b.at.cmp(&a.at));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.at));
     let mut b =
         String::from("<table id=\"timeline\"><tr><th>when</th><th>kind</th><th>what</th><th>reason</th><th></th></tr>");
     for e in &entries {
