@@ -9,6 +9,7 @@
   var rows = {};
   var panels = false;
   var timer = null;
+  var ROWS_PER_BATCH = 10;
   var status = document.getElementById("live");
 
   function get(url) {
@@ -36,8 +37,10 @@
 
   function flush() {
     timer = null;
-    var ids = Object.keys(rows);
-    rows = {};
+    // A burst (a resync, a rollout) is fetched a few rows at a time: each row is one PocketBase read.
+    var ids = Object.keys(rows).slice(0, ROWS_PER_BATCH);
+    ids.forEach(function (id) { delete rows[id]; });
+    if (Object.keys(rows).length) later();
     ids.forEach(function (id) {
       get("/admin/ui/instances/" + encodeURIComponent(id) + "/row" + query).then(function (r) {
         if (r.status === 204) return "";

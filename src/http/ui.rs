@@ -504,17 +504,15 @@ async fn instance_page(
     }
 }
 
+/// The instance's page body; `None` when neither PocketBase nor the journal knows it. A record deleted
+/// from PocketBase keeps its page as long as the journal remembers it.
 async fn render_instance(state: &AdminState, id: &str) -> Result<Option<String>, String> {
     let ctx = &state.ctx;
-    let Some((inst, tenant, template)) = ctx
+    let record = ctx
         .pb
         .get_instance_with_relations(id)
         .await
-        .map_err(|e| e.to_string())?
-    else {
-        return Ok(None);
-    };
-    let logs = ctx.pb.recent_deploy_logs(id, 50).await.map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?;
     let journal = &ctx.journal;
     let filter = EventFilter {
         collection: Some(Collection::BotInstances),
@@ -525,6 +523,10 @@ async fn render_instance(state: &AdminState, id: &str) -> Result<Option<String>,
         .list_events(filter, None, 100)
         .await
         .map_err(|e| e.to_string())?;
+    if record.is_none() && events.is_empty() {
+        return Ok(None);
+    }
+    let logs = ctx.pb.recent_deploy_logs(id, 50).await.map_err(|e| e.to_string())?;
     let (jobs, attempts) = journal
         .record_jobs(Collection::BotInstances, id, 50)
         .await
@@ -533,8 +535,12 @@ async fn render_instance(state: &AdminState, id: &str) -> Result<Option<String>,
         .outbox_for(Collection::BotInstances, id, 50)
         .await
         .map_err(|e| e.to_string())?;
+    let mut keys = vec![service_intent_key(id)];
+    if let Some((inst, _, _)) = &record {
+        keys.push(project_intent_key(&inst.tenant));
+    }
     let mut intents = Vec::new();
-    for key in [service_intent_key(id), project_intent_key(&inst.tenant)] {
+    for key in keys {
         if let Some(i) = journal.get_intent(&key).await.map_err(|e| e.to_string())? {
             intents.push(i);
         }
@@ -548,15 +554,25 @@ async fn render_instance(state: &AdminState, id: &str) -> Result<Option<String>,
         pending_logs: &pending_logs,
         intents: &intents,
     };
-    Ok(Some(format!(
-        "<h1>{}</h1><table id=\"summary\">{}</table>{}<h2>Timeline</h2>{}",
-        esc(&inst.name),
-        views::instance_summary(
-            &inst,
-            tenant.as_ref(),
-            template.as_ref().map(|t| t.name.as_str()),
-            live.as_ref()
+    let head = match &record {
+        Some((inst, tenant, template)) => format!(
+            "<h1>{}</h1><table id=\"summary\">{}</table>",
+            esc(&inst.name),
+            views::instance_summary(
+                inst,
+                tenant.as_ref(),
+                template.as_ref().map(|t| t.name.as_str()),
+                live.as_ref()
+            )
         ),
+        None => format!(
+            "<h1><code>{}</code></h1><p id=\"gone\" class=\"error\">This instance is no longer in PocketBase; \
+             the bridge's journal still has its history.</p>",
+            esc(id)
+        ),
+    };
+    Ok(Some(format!(
+        "{head}{}<h2>Timeline</h2>{}",
         restart_button(id),
         views::timeline(id, &history)
     )))

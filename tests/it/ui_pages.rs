@@ -155,5 +155,10 @@ async fn filters_reasons_rows_and_the_timeline() {
         "{fragment:.200}"
     );
     assert_eq!(page.get("/admin/ui/instances/zzzzzzzzzzzzzzz").await.0, 404);
+    // Deleted from PocketBase, its history stays readable from the journal.
+    w.pb.delete("bot_instances", &bad).await;
+    let (code, gone) = page.get(&format!("/admin/ui/instances/{bad}")).await;
+    assert_eq!(code, 200);
+    assert!(gone.contains("id=\"gone\"") && gone.contains(escaped_reason.as_str()));
     assert_eq!(page.get("/admin/ui/instances/NOT%20AN%20ID").await.0, 400);
 }
