@@ -24,6 +24,7 @@ use crate::dependencies::{self, CoolifyCheckError, Dependencies, Dependency};
 use crate::events::{Collection, Replay, SinkError};
 use crate::http;
 use crate::http::auth::{AdminToken, PageOrigin, Sessions};
+use crate::http::glance::Glance;
 use crate::http::health::Readiness;
 use crate::intake::Intake;
 use crate::journal::{Journal, JournalError};
@@ -99,6 +100,8 @@ pub struct App {
     readiness: Arc<Readiness>,
     dispatcher: Dispatcher<Reconciler>,
     webhook_secret: WebhookSecret,
+    /// The operator page's last hour, and the end of its live streams.
+    glance: Arc<Glance>,
 }
 
 impl App {
@@ -166,6 +169,12 @@ impl App {
             deps.clone(),
         );
         requeue_on_key_change(&settings, &ctx.journal, &ctx.intake).await?;
+        let glance = Arc::new(Glance::new(
+            metrics.clone(),
+            ctx.health.clone(),
+            ctx.journal.clone(),
+            settings.coolify.requests_per_minute,
+        ));
         let dispatcher = Dispatcher::new(
             journal,
             Arc::new(Reconciler::new(ctx.clone())),
@@ -182,6 +191,7 @@ impl App {
             readiness,
             dispatcher,
             webhook_secret,
+            glance,
         })
     }
 
@@ -202,6 +212,7 @@ impl App {
             readiness,
             dispatcher,
             webhook_secret,
+            glance,
         } = self;
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -212,9 +223,18 @@ impl App {
                 .with_current_subscriber(),
         );
         spawn_periodic(&mut tasks, &ctx, &cancel);
+        tasks.spawn(glance.clone().run(cancel.clone()).with_current_subscriber());
 
-        let server =
-            http_server(listener, &ctx, resync, readiness, webhook_secret, &settings).map_err(RunError::Http)?;
+        let server = http_server(
+            listener,
+            &ctx,
+            resync,
+            readiness,
+            webhook_secret,
+            &settings,
+            glance.clone(),
+        )
+        .map_err(RunError::Http)?;
         let handle = server.handle();
         let mut server_task = tokio::spawn(server.with_current_subscriber());
         info!(address = %address, "cf-bridge listening");
@@ -224,6 +244,8 @@ impl App {
             ended = &mut server_task => warn!(?ended, "the HTTP server stopped; shutting down"),
         }
         // Stop taking webhooks and admin calls first (letting answered ones finish), then the workers.
+        // Live streams never finish by themselves: end them so they do not hold up the stop.
+        glance.close_streams();
         handle.stop(true).await;
         let _ = server_task.await;
         cancel.cancel();
@@ -380,6 +402,7 @@ fn http_server(
     readiness: Arc<Readiness>,
     webhook_secret: WebhookSecret,
     settings: &Settings,
+    glance: Arc<Glance>,
 ) -> std::io::Result<actix_web::dev::Server> {
     let ingest_state = web::Data::new(http::ingest::IngestState {
         intake: ctx.intake.clone(),
@@ -395,6 +418,7 @@ fn http_server(
         PageOrigin::from_url(settings.admin.public_url.as_ref()),
     ));
     let readiness = web::Data::new(readiness);
+    let glance = web::Data::from(glance);
     let logs = tracing::dispatcher::get_default(Clone::clone);
     let server = HttpServer::new(move || {
         let logs = logs.clone();
@@ -404,10 +428,12 @@ fn http_server(
             .app_data(admin_token.clone())
             .app_data(sessions.clone())
             .app_data(readiness.clone())
+            .app_data(glance.clone())
             .configure(http::health::configure)
             .configure(http::ingest::configure)
             .configure(http::admin::configure)
             .configure(http::ui::configure)
+            .configure(http::stream::configure)
             .default_service(web::to(http::admin::no_route))
             // Sessions and origins are checked before any admin handler runs.
             .wrap(actix_web::middleware::from_fn(http::guard::admin_guard))

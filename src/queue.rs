@@ -14,7 +14,7 @@ use tracing::instrument::WithSubscriber;
 
 use crate::backoff::Backoff;
 use crate::config::QueueSettings;
-use crate::journal::{ClaimedJob, Journal, JournalError, now_ms};
+use crate::journal::{Change, ClaimedJob, Journal, JournalError, now_ms};
 use crate::metrics::Metrics;
 use prometheus::IntGauge;
 
@@ -150,6 +150,16 @@ impl Outcome {
         }
     }
 
+    fn error(&self) -> Option<&str> {
+        match self {
+            Outcome::Succeeded => None,
+            Outcome::Retry { error, .. }
+            | Outcome::Dead { error }
+            | Outcome::Deferred { error }
+            | Outcome::Unavailable { error, .. } => Some(error),
+        }
+    }
+
     async fn record(&self, journal: &Journal, job_id: i64) -> Result<(), JournalError> {
         match self {
             Outcome::Succeeded => journal.complete(job_id).await,
@@ -249,7 +259,15 @@ async fn run_job<H: JobHandler>(
     }
     for attempt in 1..=RECORD_TRIES {
         match outcome.record(&journal, job.job_id).await {
-            Ok(()) => return,
+            Ok(()) => {
+                journal.announce(Change::Job {
+                    collection: job.collection,
+                    record_id: job.record_id.clone(),
+                    outcome: outcome.label(),
+                    error: outcome.error().map(str::to_owned),
+                });
+                return;
+            }
             Err(e) => {
                 tracing::error!(try_no = attempt, error = %e, "cannot record a job's outcome");
                 tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
@@ -356,6 +374,12 @@ impl<H: JobHandler> Dispatcher<H> {
                                 attempt = job.attempts,
                             );
                             span.in_scope(|| tracing::debug!("job claimed"));
+                            self.journal.announce(Change::Job {
+                                collection: job.collection,
+                                record_id: job.record_id.clone(),
+                                outcome: "claimed",
+                                error: None,
+                            });
                             let slot = WorkerSlot {
                                 permit: std::sync::Mutex::new(Arc::clone(&sem).acquire_owned().await.ok()),
                                 sem: Arc::clone(&sem),

@@ -418,6 +418,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/openapi.json"),
     ("GET", "/admin/ui"),
     ("POST", "/admin/ui/replay"),
+    ("GET", "/admin/stream"),
+    ("GET", "/admin/ui/stream"),
+    ("GET", "/admin/ui/panels"),
+    ("GET", "/admin/ui/instances/abc"),
+    ("GET", "/admin/ui/instances/abc/row"),
 ];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

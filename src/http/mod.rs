@@ -2,9 +2,13 @@
 
 pub mod admin;
 pub mod auth;
+pub mod charts;
+pub mod glance;
 pub mod guard;
 pub mod health;
 pub mod ingest;
 pub mod operator;
 pub mod problem;
+pub mod stream;
 pub mod ui;
+pub mod views;

@@ -1,8 +1,11 @@
-//! Operator page at `/admin/ui`: server-rendered HTML, no script, no build step. Signing in with the admin
-//! token starts a server-side session (an HttpOnly, SameSite=Strict cookie, Secure over HTTPS, see
-//! `auth`); without one every page answers 401 with the sign-in form. Messages after an action live in the
-//! session, never in the URL.
+//! Operator page at `/admin/ui`: server-rendered HTML (markup in `views`, pictures in `charts`) and one
+//! small inline script (`ui.js`) that follows `/admin/ui/stream` and re-fetches only what a change
+//! touches. Signing in with the admin token starts a server-side session (an HttpOnly, SameSite=Strict
+//! cookie, Secure over HTTPS, see `auth`); without one every page answers 401 with the sign-in form.
+//! Messages after an action live in the session, never in the URL. Nothing is loaded from elsewhere: the
+//! page works offline.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::LazyLock;
 
@@ -13,60 +16,64 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::auth::{AdminToken, Sessions, is_operator};
+use super::charts;
+use super::glance::Glance;
 use super::operator::{AdminState, ReplayRequest, replay};
-use crate::events::{Collection, valid_record_id};
-use crate::journal::{EventFilter, JobState};
-
-/// Escapes text for HTML bodies and attribute values.
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn text(v: &Option<String>) -> String {
-    esc(v.as_deref().unwrap_or(""))
-}
-
-/// A select value as PocketBase spells it.
-fn sel<T: serde::Serialize>(v: &Option<T>) -> String {
-    v.as_ref()
-        .and_then(|x| serde_json::to_value(x).ok())
-        .and_then(|x| x.as_str().map(esc))
-        .unwrap_or_default()
-}
+use super::views::{self, esc, sel, text};
+use crate::events::{Collection, Source, valid_record_id};
+use crate::journal::{EventFilter, JobRow, JobState};
+use crate::pocketbase::records::{InstanceStatus, Tenant};
+use crate::reconcile::context::{project_intent_key, service_intent_key};
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;margin-bottom:2rem;width:100%}\
-th,td{border-bottom:1px solid #ddd;padding:.35rem .6rem;text-align:left;font-size:.9rem}th{background:#f4f4f4}\
-.running{color:#176f2c}.error,.failed,.dead{color:#b00020}.pending,.deploying,.waiting,.queued{color:#8a5a00}\
-h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:1.5rem}button{cursor:pointer}code{font-size:.85rem}";
+th,td{border-bottom:1px solid #ddd;padding:.35rem .6rem;text-align:left;font-size:.9rem;vertical-align:top}th{background:#f4f4f4}\
+.running,.healthy,.succeeded,.done,.success{color:#176f2c}.error,.failed,.dead,.unhealthy,.missing{color:#b00020}\
+.pending,.deploying,.waiting,.queued,.suspect,.retry{color:#8a5a00}.muted{color:#888}\
+h1{font-size:1.4rem}h2{font-size:1.1rem;margin-top:1.5rem}button{cursor:pointer}code{font-size:.85rem}\
+form{display:inline}.glance{display:flex;gap:1rem;flex-wrap:wrap}.filters label{margin-right:1rem}\
+tr.changed td{background:#fffbe0}#live{font-size:.8rem;margin-left:1rem}";
 
-/// The page's Content-Security-Policy: nothing loads but the inline style (by its hash), forms post only
-/// to the bridge, and no other site may frame it.
+const SCRIPT: &str = include_str!("ui.js");
+
+fn hash(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(Sha256::digest(text.as_bytes()))
+}
+
+/// The page's Content-Security-Policy: nothing runs or loads but the inline style and script (by their
+/// hashes), the script talks only to the bridge, forms post only to the bridge, and no other site may
+/// frame it.
 pub fn content_security_policy() -> String {
     static CSP: LazyLock<String> = LazyLock::new(|| {
-        let style = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE.as_bytes()));
         format!(
-            "default-src 'none'; style-src 'sha256-{style}'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+            "default-src 'none'; style-src 'sha256-{}'; script-src 'sha256-{}'; connect-src 'self'; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            hash(STYLE),
+            hash(SCRIPT)
         )
     });
     CSP.clone()
 }
 
-fn page(title: &str, body: &str) -> String {
+/// A page; `live` names what the script follows (`dashboard`, or `instance` with its id).
+fn page(title: &str, body: &str, live: Option<(&str, &str)>) -> String {
+    let (attrs, script) = match live {
+        Some((kind, instance)) => (
+            format!(" data-page=\"{}\" data-instance=\"{}\"", esc(kind), esc(instance)),
+            format!("<script>{SCRIPT}</script>"),
+        ),
+        None => (String::new(), String::new()),
+    };
     format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>{body}</body></html>",
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head>\
+         <body{attrs}>{body}{script}</body></html>",
         esc(title)
     )
+}
+
+fn html(status: actix_web::http::StatusCode, body: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .body(body)
 }
 
 fn login_page(message: Option<&str>) -> String {
@@ -80,13 +87,33 @@ fn login_page(message: Option<&str>) -> String {
              <label>Admin token <input type=\"password\" name=\"token\" id=\"token\" autocomplete=\"off\"></label> \
              <button type=\"submit\" id=\"login\">Sign in</button></form>"
         ),
+        None,
     )
 }
 
-fn unauthorized() -> HttpResponse {
-    HttpResponse::Unauthorized()
-        .content_type("text/html; charset=utf-8")
-        .body(login_page(None))
+pub(super) fn unauthorized() -> HttpResponse {
+    html(actix_web::http::StatusCode::UNAUTHORIZED, login_page(None))
+}
+
+fn bad_request(message: &str) -> HttpResponse {
+    html(
+        actix_web::http::StatusCode::BAD_REQUEST,
+        page(
+            "bad request",
+            &format!(
+                "<p class=\"error\">{}</p><p><a href=\"/admin/ui\">back</a></p>",
+                esc(message)
+            ),
+            None,
+        ),
+    )
+}
+
+fn unavailable(message: &str) -> HttpResponse {
+    html(
+        actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+        page("cf-bridge", &format!("<p class=\"error\">{}</p>", esc(message)), None),
+    )
 }
 
 #[derive(Deserialize)]
@@ -101,9 +128,10 @@ async fn login(
     form: web::Form<LoginForm>,
 ) -> HttpResponse {
     if !token.matches_token(form.token.trim()) {
-        return HttpResponse::Unauthorized()
-            .content_type("text/html; charset=utf-8")
-            .body(login_page(Some("That token is not valid.")));
+        return html(
+            actix_web::http::StatusCode::UNAUTHORIZED,
+            login_page(Some("That token is not valid.")),
+        );
     }
     HttpResponse::SeeOther()
         .cookie(sessions.create())
@@ -120,9 +148,13 @@ async fn logout(req: HttpRequest, sessions: web::Data<Sessions>) -> HttpResponse
         .finish()
 }
 
+/// Replays a record (`record`, the job's restart) or one event (`event`); `back` names the instance page
+/// to return to.
 #[derive(Deserialize)]
 struct ReplayForm {
-    record: String,
+    record: Option<String>,
+    event: Option<i64>,
+    back: Option<String>,
 }
 
 #[post("/admin/ui/replay")]
@@ -135,79 +167,170 @@ async fn replay_form(
     if !is_operator(&req) {
         return unauthorized();
     }
-    let Some(form) = form else {
-        return HttpResponse::BadRequest()
-            .content_type("text/html; charset=utf-8")
-            .body(page("bad request", "<p>missing record</p>"));
+    let Some(web::Form(form)) = form else {
+        return bad_request("missing record or event");
+    };
+    let what = match (&form.record, form.event) {
+        (Some(r), None) => r.clone(),
+        (None, Some(e)) => format!("event {e}"),
+        _ => return bad_request("give a record or an event"),
     };
     let result = replay(
         &state,
         ReplayRequest {
-            event_ids: None,
-            record: Some(form.record.clone()),
+            event_ids: form.event.map(|e| vec![e]),
+            record: form.record.clone(),
             since: None,
             failed: None,
         },
     )
     .await;
     let flash = match result {
-        Ok(n) => format!("replayed {} ({n} job enqueued)", form.record),
-        Err(e) => format!("replay of {} failed: {e}", form.record),
+        Ok(n) => format!("replayed {what} ({n} job enqueued)"),
+        Err(e) => format!("replay of {what} failed: {e}"),
     };
     sessions.set_flash(&req, flash);
+    let back = match form.back.as_deref() {
+        Some(id) if valid_record_id(id) => format!("/admin/ui/instances/{id}"),
+        _ => "/admin/ui".into(),
+    };
     HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, "/admin/ui"))
+        .insert_header((header::LOCATION, back))
         .finish()
 }
 
-#[get("/admin/ui")]
-async fn dashboard(req: HttpRequest, state: web::Data<AdminState>, sessions: web::Data<Sessions>) -> HttpResponse {
-    if !is_operator(&req) {
-        return unauthorized();
-    }
-    let flash = sessions.take_flash(&req);
-    match render_dashboard(&state, flash.as_deref()).await {
-        Ok(html) => HttpResponse::Ok().content_type("text/html; charset=utf-8").body(html),
-        Err(e) => HttpResponse::ServiceUnavailable()
-            .content_type("text/html; charset=utf-8")
-            .body(page("cf-bridge", &format!("<p class=\"error\">{}</p>", esc(&e)))),
+/// The page's filters; empty values (an untouched select) mean no filter.
+#[derive(Debug, Default, Deserialize)]
+struct Filters {
+    tenant: Option<String>,
+    status: Option<String>,
+    source: Option<String>,
+}
+
+/// Validated filters.
+#[derive(Debug, Default)]
+struct Chosen {
+    tenant: Option<String>,
+    status: Option<InstanceStatus>,
+    source: Option<Source>,
+}
+
+impl Filters {
+    fn validate(&self) -> Result<Chosen, String> {
+        let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+        let tenant = given(&self.tenant);
+        if let Some(t) = &tenant
+            && !valid_record_id(t)
+        {
+            return Err(format!("tenant {t:?} is not a record id"));
+        }
+        let status = given(&self.status)
+            .map(|s| {
+                serde_json::from_value::<InstanceStatus>(serde_json::Value::String(s.clone()))
+                    .map_err(|_| format!("unknown instance status {s:?}"))
+            })
+            .transpose()?;
+        let source = given(&self.source)
+            .map(|s| s.parse::<Source>().map_err(|_| format!("unknown event source {s:?}")))
+            .transpose()?;
+        Ok(Chosen { tenant, status, source })
     }
 }
 
-async fn render_dashboard(state: &AdminState, flash: Option<&str>) -> Result<String, String> {
+impl Chosen {
+    fn shows(&self, i: &crate::pocketbase::records::BotInstance) -> bool {
+        self.tenant.as_ref().is_none_or(|t| *t == i.tenant) && self.status.is_none_or(|s| i.status == Some(s))
+    }
+}
+
+fn option(value: &str, label: &str, chosen: bool) -> String {
+    format!(
+        "<option value=\"{}\"{}>{}</option>",
+        esc(value),
+        if chosen { " selected" } else { "" },
+        esc(label)
+    )
+}
+
+fn filter_form(tenants: &[Tenant], chosen: &Chosen) -> String {
+    let mut tenant_opts = option("", "all tenants", chosen.tenant.is_none());
+    for t in tenants {
+        tenant_opts.push_str(&option(&t.id, &t.slug, chosen.tenant.as_deref() == Some(t.id.as_str())));
+    }
+    let mut status_opts = option("", "any status", chosen.status.is_none());
+    for s in ["pending", "deploying", "running", "stopped", "error"] {
+        let is = chosen.status.is_some_and(|c| sel(&Some(c)) == s);
+        status_opts.push_str(&option(s, s, is));
+    }
+    let mut source_opts = option("", "any source", chosen.source.is_none());
+    for s in Source::ALL {
+        source_opts.push_str(&option(s.as_str(), s.as_str(), chosen.source == Some(*s)));
+    }
+    format!(
+        "<form method=\"get\" action=\"/admin/ui\" class=\"filters\" id=\"filters\">\
+         <label>tenant <select name=\"tenant\">{tenant_opts}</select></label>\
+         <label>status <select name=\"status\">{status_opts}</select></label>\
+         <label>event source <select name=\"source\">{source_opts}</select></label>\
+         <button type=\"submit\">Filter</button> <a href=\"/admin/ui\">clear</a></form>"
+    )
+}
+
+#[get("/admin/ui")]
+async fn dashboard(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    glance: web::Data<Glance>,
+    sessions: web::Data<Sessions>,
+    filters: Option<web::Query<Filters>>,
+) -> HttpResponse {
+    if !is_operator(&req) {
+        return unauthorized();
+    }
+    let Some(filters) = filters else {
+        return bad_request("the filters are tenant, status and source");
+    };
+    let chosen = match filters.validate() {
+        Ok(c) => c,
+        Err(e) => return bad_request(&e),
+    };
+    let flash = sessions.take_flash(&req);
+    match render_dashboard(&state, &glance, &chosen, flash.as_deref()).await {
+        Ok(body) => html(actix_web::http::StatusCode::OK, body),
+        Err(e) => unavailable(&e),
+    }
+}
+
+async fn render_dashboard(
+    state: &AdminState,
+    glance: &Glance,
+    chosen: &Chosen,
+    flash: Option<&str>,
+) -> Result<String, String> {
     let ctx = &state.ctx;
     let tenants = ctx.pb.list_tenants().await.map_err(|e| e.to_string())?;
     let instances = ctx.pb.list_instances(None).await.map_err(|e| e.to_string())?;
-    let (events, _) = state
-        .ctx
-        .journal
-        .list_events(EventFilter::default(), None, 30)
-        .await
-        .map_err(|e| e.to_string())?;
-    let jobs = state
-        .ctx
-        .journal
-        .list_jobs(&[JobState::Failed, JobState::Waiting, JobState::Dead], 100)
-        .await
-        .map_err(|e| e.to_string())?;
+    let by_id: HashMap<&str, &Tenant> = tenants.iter().map(|t| (t.id.as_str(), t)).collect();
 
     let mut b = String::new();
-    let _ = write!(
-        b,
-        "<h1>cf-bridge</h1><form method=\"post\" action=\"/admin/ui/logout\"><button>Sign out</button></form>"
+    b.push_str(
+        "<h1>cf-bridge</h1><p><span id=\"live\" class=\"muted\">connecting</span></p>\
+         <div><form method=\"post\" action=\"/admin/ui/logout\"><button>Sign out</button></form></div>",
     );
     if let Some(f) = flash {
         let _ = write!(b, "<p id=\"flash\"><strong>{}</strong></p>", esc(f));
     }
+    b.push_str(&filter_form(&tenants, chosen));
     let _ = write!(
         b,
-        "<h2>Tenants ({})</h2><table><tr><th>id</th><th>slug</th><th>status</th><th>plan</th><th>Coolify project</th><th>bridge error</th></tr>",
+        "<h2>Tenants ({})</h2><table id=\"tenants\"><tr><th>id</th><th>slug</th><th>status</th><th>plan</th>\
+         <th>Coolify project</th><th>bridge error</th></tr>",
         tenants.len()
     );
     for t in &tenants {
         let _ = write!(
             b,
-            "<tr><td><code>{}</code></td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
+            "<tr><td><code>{}</code></td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td><code>{}</code></td>\
+             <td class=\"reason\">{}</td></tr>",
             esc(&t.id),
             esc(&t.slug),
             sel(&t.status),
@@ -217,97 +340,260 @@ async fn render_dashboard(state: &AdminState, flash: Option<&str>) -> Result<Str
             text(&t.bridge_error)
         );
     }
+    let shown: Vec<_> = instances.iter().filter(|i| chosen.shows(i)).collect();
     let _ = write!(
         b,
-        "</table><h2>Instances ({})</h2><table><tr><th>id</th><th>name</th><th>domain</th><th>desired</th><th>status</th><th>Coolify service</th><th>error</th><th>waiting for</th><th>changed by</th></tr>",
-        instances.len()
+        "</table><h2>Instances (<span id=\"instances-shown\">{}</span> shown of {})</h2>\
+         <table id=\"instances\"><thead>{}</thead><tbody>",
+        shown.len(),
+        instances.len(),
+        views::INSTANCES_HEAD
     );
-    for i in &instances {
-        let _ = write!(
-            b,
-            "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td><code>{}</code></td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-            esc(&i.id),
-            esc(&i.name),
-            text(&i.domain),
-            sel(&i.desired_state),
-            sel(&i.status),
-            sel(&i.status),
-            text(&i.coolify_service_id),
-            text(&i.error_message),
-            text(&i.pending_reason),
-            text(&i.changed_by)
-        );
+    for i in shown {
+        let live = ctx.health.live(&i.id);
+        b.push_str(&views::instance_row(
+            i,
+            by_id.get(i.tenant.as_str()).copied(),
+            live.as_ref(),
+        ));
     }
-    let _ = write!(
-        b,
-        "</table><h2>Failed jobs ({})</h2><table id=\"failed-jobs\"><tr><th>job</th><th>record</th><th>state</th><th>attempts</th><th>last error</th><th></th></tr>",
-        jobs.len()
-    );
-    for j in &jobs {
-        let record = format!("{}/{}", j.collection.as_str(), j.record_id);
-        let replayable =
-            matches!(j.collection, Collection::Tenants | Collection::BotInstances) && valid_record_id(&j.record_id);
-        let button = if replayable {
-            format!(
-                "<form method=\"post\" action=\"/admin/ui/replay\"><input type=\"hidden\" name=\"record\" value=\"{}\"><button class=\"replay\" data-record=\"{}\">Replay</button></form>",
-                esc(&record),
-                esc(&record)
+    b.push_str("</tbody></table><div id=\"panels\">");
+    b.push_str(&render_panels(state, glance, chosen.source).await?);
+    b.push_str("</div>");
+    Ok(page("cf-bridge", &b, Some(("dashboard", ""))))
+}
+
+/// The at-a-glance pictures, the failed jobs and the recent events: all from the journal and memory, so
+/// the page can refresh them on every change without asking PocketBase.
+async fn render_panels(state: &AdminState, glance: &Glance, source: Option<Source>) -> Result<String, String> {
+    let journal = &state.ctx.journal;
+    let samples = glance.samples().await;
+    let jobs = journal
+        .list_jobs(&[JobState::Failed, JobState::Waiting, JobState::Dead], 100)
+        .await
+        .map_err(|e| e.to_string())?;
+    let filter = EventFilter {
+        source,
+        ..EventFilter::default()
+    };
+    let (events, _) = journal.list_events(filter, None, 30).await.map_err(|e| e.to_string())?;
+    let event_jobs = jobs_of(state, &events).await?;
+    let mut b = String::from("<h2>At a glance</h2><div class=\"glance\">");
+    b.push_str(&charts::budget(&samples, glance.budget));
+    b.push_str(&charts::jobs(&samples));
+    b.push_str(&charts::health(&samples));
+    b.push_str("</div>");
+    b.push_str(&views::failed_jobs(&jobs));
+    b.push_str("<h2>Recent events</h2>");
+    b.push_str(&views::events_table(&events, &event_jobs, None));
+    Ok(b)
+}
+
+/// The jobs of the failed events among `events`, for their reasons.
+async fn jobs_of(state: &AdminState, events: &[crate::journal::EventRow]) -> Result<HashMap<i64, JobRow>, String> {
+    let ids: Vec<i64> = events
+        .iter()
+        .filter(|e| e.status == crate::journal::EventStatus::Failed)
+        .filter_map(|e| e.job_id)
+        .collect();
+    let jobs = state.ctx.journal.jobs_by_id(&ids).await.map_err(|e| e.to_string())?;
+    Ok(jobs.into_iter().map(|j| (j.id, j)).collect())
+}
+
+#[get("/admin/ui/panels")]
+async fn panels(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    glance: web::Data<Glance>,
+    filters: Option<web::Query<Filters>>,
+) -> HttpResponse {
+    if !is_operator(&req) {
+        return unauthorized();
+    }
+    let chosen = match filters.map(|f| f.validate()) {
+        Some(Ok(c)) => c,
+        Some(Err(e)) => return bad_request(&e),
+        None => return bad_request("the filters are tenant, status and source"),
+    };
+    match render_panels(&state, &glance, chosen.source).await {
+        Ok(body) => html(actix_web::http::StatusCode::OK, body),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// One instance's row (one PocketBase request, with its tenant), for the page to replace after a change;
+/// 204 when the filters hide it or it is gone.
+#[get("/admin/ui/instances/{id}/row")]
+async fn instance_row(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    id: web::Path<String>,
+    filters: Option<web::Query<Filters>>,
+) -> HttpResponse {
+    if !is_operator(&req) {
+        return unauthorized();
+    }
+    if !valid_record_id(&id) {
+        return bad_request("not a record id");
+    }
+    let chosen = match filters.map(|f| f.validate()) {
+        Some(Ok(c)) => c,
+        Some(Err(e)) => return bad_request(&e),
+        None => return bad_request("the filters are tenant, status and source"),
+    };
+    match state.ctx.pb.get_instance_with_relations(&id).await {
+        Ok(Some((i, tenant, _))) if chosen.shows(&i) => {
+            let live = state.ctx.health.live(&i.id);
+            html(
+                actix_web::http::StatusCode::OK,
+                views::instance_row(&i, tenant.as_ref(), live.as_ref()),
             )
-        } else {
-            String::new()
-        };
-        let _ = write!(
-            b,
-            "<tr><td>{}</td><td><code>{}</code></td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{button}</td></tr>",
-            j.id,
-            esc(&record),
-            j.state.as_str(),
-            j.state.as_str(),
-            j.attempts,
-            esc(j.last_error.as_deref().unwrap_or(""))
-        );
+        }
+        Ok(_) => HttpResponse::NoContent().finish(),
+        Err(e) => unavailable(&e.to_string()),
     }
-    let _ = write!(
-        b,
-        "</table><h2>Recent events</h2><table><tr><th>id</th><th>received</th><th>source</th><th>record</th><th>action</th><th>status</th></tr>"
-    );
-    for e in &events {
-        let when = chrono::DateTime::from_timestamp_millis(e.received_at)
-            .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
-            .unwrap_or_default();
-        let _ = write!(
-            b,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}/{}</code></td><td>{}</td><td class=\"{}\">{}</td></tr>",
-            e.id,
-            esc(&when),
-            e.source.as_str(),
-            e.collection.as_str(),
-            esc(&e.record_id),
-            e.action.as_str(),
-            e.status.as_str(),
-            e.status.as_str()
-        );
+}
+
+#[derive(Deserialize)]
+struct InstanceQuery {
+    fragment: Option<u8>,
+}
+
+/// An instance's page: its state and its timeline. Reads the instance (with its tenant) and its
+/// `deploy_logs` from PocketBase, one request each, only when asked.
+#[get("/admin/ui/instances/{id}")]
+async fn instance_page(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    sessions: web::Data<Sessions>,
+    id: web::Path<String>,
+    q: Option<web::Query<InstanceQuery>>,
+) -> HttpResponse {
+    if !is_operator(&req) {
+        return unauthorized();
     }
-    b.push_str("</table>");
-    Ok(page("cf-bridge", &b))
+    if !valid_record_id(&id) {
+        return bad_request("not a record id");
+    }
+    let fragment = q.is_some_and(|q| q.fragment == Some(1));
+    match render_instance(&state, &id).await {
+        Ok(Some(timeline)) if fragment => html(actix_web::http::StatusCode::OK, timeline),
+        Ok(Some(timeline)) => {
+            let flash = sessions
+                .take_flash(&req)
+                .map(|f| format!("<p id=\"flash\"><strong>{}</strong></p>", esc(&f)))
+                .unwrap_or_default();
+            let body = format!(
+                "<p><a href=\"/admin/ui\">&larr; all instances</a><span id=\"live\" class=\"muted\">connecting</span></p>\
+                 {flash}<div id=\"timeline-box\">{timeline}</div>"
+            );
+            html(
+                actix_web::http::StatusCode::OK,
+                page(&format!("cf-bridge: {id}"), &body, Some(("instance", &id))),
+            )
+        }
+        Ok(None) => html(
+            actix_web::http::StatusCode::NOT_FOUND,
+            page(
+                "not found",
+                &format!("<p>No bot instance {}. <a href=\"/admin/ui\">back</a></p>", esc(&id)),
+                None,
+            ),
+        ),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// The instance's page body; `None` when neither PocketBase nor the journal knows it. A record deleted
+/// from PocketBase keeps its page as long as the journal remembers it.
+async fn render_instance(state: &AdminState, id: &str) -> Result<Option<String>, String> {
+    let ctx = &state.ctx;
+    let record = ctx
+        .pb
+        .get_instance_with_relations(id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let journal = &ctx.journal;
+    let filter = EventFilter {
+        collection: Some(Collection::BotInstances),
+        record_id: Some(id.to_owned()),
+        ..EventFilter::default()
+    };
+    let (events, _) = journal
+        .list_events(filter, None, 100)
+        .await
+        .map_err(|e| e.to_string())?;
+    if record.is_none() && events.is_empty() {
+        return Ok(None);
+    }
+    let logs = ctx.pb.recent_deploy_logs(id, 50).await.map_err(|e| e.to_string())?;
+    let (jobs, attempts) = journal
+        .record_jobs(Collection::BotInstances, id, 50)
+        .await
+        .map_err(|e| e.to_string())?;
+    let pending_logs = journal
+        .outbox_for(Collection::BotInstances, id, 50)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut keys = vec![service_intent_key(id)];
+    if let Some((inst, _, _)) = &record {
+        keys.push(project_intent_key(&inst.tenant));
+    }
+    let mut intents = Vec::new();
+    for key in keys {
+        if let Some(i) = journal.get_intent(&key).await.map_err(|e| e.to_string())? {
+            intents.push(i);
+        }
+    }
+    let live = ctx.health.live(id);
+    let history = views::History {
+        events: &events,
+        jobs: &jobs,
+        attempts: &attempts,
+        logs: &logs,
+        pending_logs: &pending_logs,
+        intents: &intents,
+    };
+    let head = match &record {
+        Some((inst, tenant, template)) => format!(
+            "<h1>{}</h1><table id=\"summary\">{}</table>",
+            esc(&inst.name),
+            views::instance_summary(
+                inst,
+                tenant.as_ref(),
+                template.as_ref().map(|t| t.name.as_str()),
+                live.as_ref()
+            )
+        ),
+        None => format!(
+            "<h1><code>{}</code></h1><p id=\"gone\" class=\"error\">This instance is no longer in PocketBase; \
+             the bridge's journal still has its history.</p>",
+            esc(id)
+        ),
+    };
+    Ok(Some(format!(
+        "{head}{}<h2>Timeline</h2>{}",
+        restart_button(id),
+        views::timeline(id, &history)
+    )))
+}
+
+/// The instance's restart (its job requeued with attempts reset), through the same replay as the API.
+fn restart_button(id: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"/admin/ui/replay\"><input type=\"hidden\" name=\"record\" \
+         value=\"bot_instances/{id}\"><input type=\"hidden\" name=\"back\" value=\"{id}\">\
+         <button id=\"restart\">Restart job</button></form>",
+        id = esc(id)
+    )
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(login)
         .service(logout)
         .service(replay_form)
-        .service(dashboard);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::esc;
-
-    #[test]
-    fn escapes_markup() {
-        assert_eq!(
-            esc("<script>alert('x')</script>&\""),
-            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"
-        );
-    }
+        .service(dashboard)
+        .service(panels)
+        .service(instance_row)
+        .service(instance_page);
 }

@@ -236,6 +236,65 @@ impl Journal {
         .await
     }
 
+    /// A record's jobs and their latest `limit` attempts, newest first: its timeline on the operator page.
+    pub async fn record_jobs(
+        &self,
+        collection: Collection,
+        record_id: &str,
+        limit: usize,
+    ) -> Result<(Vec<JobRow>, Vec<AttemptRow>), JournalError> {
+        let record_id = record_id.to_owned();
+        let limit = page_limit(limit);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE collection = ?1 AND record_id = ?2 ORDER BY id DESC"
+            ))?;
+            let mut rows = stmt.query(params![collection.as_str(), record_id])?;
+            let mut jobs = Vec::new();
+            while let Some(r) = rows.next()? {
+                jobs.push(job_row(r)?);
+            }
+            let mut stmt = conn.prepare_cached(
+                "SELECT a.id, a.job_id, a.started_at, a.finished_at, a.outcome, a.error, a.duration_ms
+                 FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+                 WHERE j.collection = ?1 AND j.record_id = ?2 ORDER BY a.id DESC LIMIT ?3",
+            )?;
+            let mut rows = stmt.query(params![collection.as_str(), record_id, limit])?;
+            let mut attempts = Vec::new();
+            while let Some(r) = rows.next()? {
+                attempts.push(attempt_row(r)?);
+            }
+            Ok((jobs, attempts))
+        })
+        .await
+    }
+
+    /// The jobs with these ids (those that exist), for the reasons of failed events.
+    pub async fn jobs_by_id(&self, ids: &[i64]) -> Result<Vec<JobRow>, JournalError> {
+        let ids: Vec<i64> = ids
+            .iter()
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .take(MAX_PAGE)
+            .collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.read(move |conn| {
+            let marks: Vec<String> = (1..=ids.len()).map(|i| format!("?{i}")).collect();
+            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id IN ({})", marks.join(", "));
+            let mut stmt = conn.prepare(&sql)?;
+            let mut rows = stmt.query(params_from_iter(ids.iter()))?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                out.push(job_row(r)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Number of jobs in every state (zero included).
     pub async fn job_counts(&self) -> Result<BTreeMap<JobState, i64>, JournalError> {
         self.read(|conn| {

@@ -10,6 +10,7 @@
 //! a mutex and `spawn_blocking`, so they never wait on the writer.
 
 mod admin;
+mod changes;
 mod error;
 mod ingest;
 mod jobs;
@@ -29,8 +30,9 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::events::{EventSink, NewEvent, Replay, ReplayFuture, SinkError, SinkFuture, request_fingerprint};
+use crate::events::{EventSink, Ingested, NewEvent, Replay, ReplayFuture, SinkError, SinkFuture, request_fingerprint};
 
+pub use changes::{CHANGES_CAPACITY, Change};
 pub use error::JournalError;
 pub use outbox::OutboxEntry;
 pub use retention::{PRUNE_BATCH, PruneReport, Retention, dedupe_floor};
@@ -74,6 +76,7 @@ struct Inner {
     path: PathBuf,
     writer: mpsc::Sender<writer::Request>,
     reader: Mutex<Connection>,
+    changes: tokio::sync::broadcast::Sender<Change>,
 }
 
 impl std::fmt::Debug for Journal {
@@ -133,6 +136,7 @@ impl Journal {
                 path: path.to_path_buf(),
                 writer,
                 reader: Mutex::new(reader),
+                changes: changes::channel(),
             }),
         })
     }
@@ -209,6 +213,8 @@ impl EventSink for Journal {
     fn ingest(&self, mut event: NewEvent) -> SinkFuture<'_> {
         Box::pin(async move {
             let source = event.source.as_str();
+            let (kind, collection, record_id, action) =
+                (event.source, event.collection, event.record_id.clone(), event.action);
             if event.fingerprint.is_none() {
                 event.fingerprint = request_fingerprint(event.source, event.collection, event.action, &event.payload);
             }
@@ -222,7 +228,18 @@ impl EventSink for Journal {
                 Err(e) => Err(e),
             };
             match outcome {
-                Ok(ingested) => Ok(ingested),
+                Ok(ingested) => {
+                    if let Ingested::New { event_id, .. } | Ingested::Settled { event_id } = ingested {
+                        self.announce(Change::Event {
+                            event_id,
+                            source: kind,
+                            collection,
+                            record_id,
+                            action,
+                        });
+                    }
+                    Ok(ingested)
+                }
                 Err(e) => {
                     tracing::error!(error = %e, source, "journal refused an event");
                     Err(SinkError::from(e))

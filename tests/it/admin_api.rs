@@ -111,6 +111,10 @@ async fn raw(url: &str, method: &str, path: &str, auth: Option<(&str, &str)>) ->
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
+    // A change stream never ends: its headers are the answer.
+    if ctype == "text/event-stream" {
+        return (status, ctype, String::new());
+    }
     (status, ctype, resp.text().await.unwrap_or_default())
 }
 

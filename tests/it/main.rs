@@ -53,6 +53,8 @@ mod templates_load;
 mod templates_sim;
 mod templates_validate;
 mod ui_operator_page;
+mod ui_pages;
+mod ui_stream;
 mod webhook_ingest;
 
 /// The cf-bridge binary, for the tests that run its CLI against an in-process bridge.

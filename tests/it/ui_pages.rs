@@ -1,0 +1,164 @@
+//! The operator page over plain HTTP: filters by tenant, status and source, the reason of every failure,
+//! the rows and panels the live page re-fetches, the instance page's timeline, and tenant input escaped.
+
+use std::time::Duration;
+
+use cf_testkit::ADMIN_TOKEN;
+use cf_testkit::world::{SIM_QUICK, World};
+use serde_json::json;
+
+struct Page {
+    url: String,
+    cookie: String,
+    http: reqwest::Client,
+}
+
+impl Page {
+    async fn sign_in(w: &World) -> Page {
+        let _ = cf_testkit::http();
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client");
+        let resp = http
+            .post(format!("{}/admin/ui/login", w.bridge.url))
+            .header("sec-fetch-site", "same-origin")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={ADMIN_TOKEN}"))
+            .send()
+            .await
+            .expect("sign in");
+        assert_eq!(resp.status().as_u16(), 303);
+        let cookie = resp.headers()["set-cookie"]
+            .to_str()
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        Page {
+            url: w.bridge.url.clone(),
+            cookie,
+            http,
+        }
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .expect("page");
+        (resp.status().as_u16(), resp.text().await.unwrap_or_default())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_reasons_rows_and_the_timeline() {
+    let w = World::start(SIM_QUICK, &[("CF_BRIDGE__QUEUE__MAX_ATTEMPTS", "1")]).await;
+    let alpha = w.create_tenant("alpha", "team").await;
+    let beta = w.create_tenant("beta", "team").await;
+    let hostile = "<script>alert('page')</script>";
+    let good = w
+        .create_instance_with(&alpha, "base-llm", "good-one", json!({"name": hostile}))
+        .await;
+    w.wait_status(&good, "running", Duration::from_secs(60)).await;
+    w.sim
+        .set_fault(json!({"route": "POST /services", "error_rate": 1.0}))
+        .await;
+    let bad = w.create_instance(&beta, "base-llm", "bad-one", "running").await;
+    let dead = w.bridge.admin().wait_dead_job(&bad, Duration::from_secs(60)).await;
+    w.sim.clear_faults().await;
+    let reason = dead["last_error"]
+        .as_str()
+        .expect("a dead job has its error")
+        .to_string();
+    assert!(!reason.is_empty());
+
+    let page = Page::sign_in(&w).await;
+    let (code, all) = page.get("/admin/ui").await;
+    assert_eq!(code, 200);
+    assert!(all.contains(&format!("id=\"inst-{good}\"")) && all.contains(&format!("id=\"inst-{bad}\"")));
+    assert!(!all.contains(hostile), "a record's name reached the page as markup");
+    assert!(all.contains("&lt;script&gt;alert(&#39;page&#39;)&lt;/script&gt;"));
+    // Each instance names its tenant; the failure says why, in the jobs and on the failed events.
+    assert!(all.contains("<td class=\"tenant\">alpha</td>") && all.contains("<td class=\"tenant\">beta</td>"));
+    let escaped_reason = cf_bridge::http::views::esc(&reason);
+    assert!(
+        all.contains(&format!("<td class=\"reason\">{escaped_reason}</td>")),
+        "the dead job's reason is not shown: {reason}"
+    );
+    assert!(
+        all.contains(&format!(
+            "class=\"failed\">failed</td><td class=\"reason\">{escaped_reason}</td>"
+        )),
+        "a failed event does not say why"
+    );
+
+    let (_, only_alpha) = page.get(&format!("/admin/ui?tenant={alpha}")).await;
+    assert!(only_alpha.contains(&format!("inst-{good}")) && !only_alpha.contains(&format!("inst-{bad}")));
+    let (_, running) = page.get("/admin/ui?status=running").await;
+    assert!(running.contains(&format!("inst-{good}")) && !running.contains(&format!("inst-{bad}")));
+    let (_, replays) = page.get("/admin/ui?source=replay").await;
+    assert!(!replays.contains("<td>realtime</td>") && !replays.contains("<td>webhook</td>"));
+    let (_, realtime) = page.get("/admin/ui?source=realtime").await;
+    assert!(realtime.contains("<td>realtime</td>"));
+    for bad_filter in ["status=<b>bogus</b>", "source=carrier-pigeon", "tenant=NOT%20AN%20ID"] {
+        let (code, body) = page.get(&format!("/admin/ui?{bad_filter}")).await;
+        assert_eq!(code, 400, "{bad_filter}");
+        assert!(!body.contains("<b>bogus"), "{body}");
+    }
+
+    // The row the live page re-fetches, and its answer when the filters hide it.
+    let (code, row) = page.get(&format!("/admin/ui/instances/{bad}/row?tenant={beta}")).await;
+    assert_eq!(code, 200);
+    assert!(row.starts_with(&format!("<tr id=\"inst-{bad}\"")), "{row}");
+    let (code, hidden) = page.get(&format!("/admin/ui/instances/{bad}/row?tenant={alpha}")).await;
+    assert_eq!((code, hidden.as_str()), (204, ""));
+    let (code, panels) = page.get("/admin/ui/panels").await;
+    assert_eq!(code, 200);
+    for part in [
+        "chart-budget",
+        "chart-jobs",
+        "chart-health",
+        "failed-jobs",
+        "id=\"events\"",
+    ] {
+        assert!(panels.contains(part), "{part} missing from the panels");
+    }
+
+    // The instance page: the failure's reason on its timeline, with its deploy_logs row and buttons.
+    let (code, inst) = page.get(&format!("/admin/ui/instances/{bad}")).await;
+    assert_eq!(code, 200);
+    for part in [
+        "class=\"t-event\"",
+        "class=\"t-job\"",
+        "class=\"t-attempt\"",
+        "class=\"t-deploy_log\"",
+        "id=\"restart\"",
+        "data-event=",
+        escaped_reason.as_str(),
+    ] {
+        assert!(inst.contains(part), "{part} missing from the instance page");
+    }
+    let (code, good_page) = page.get(&format!("/admin/ui/instances/{good}")).await;
+    assert_eq!(code, 200);
+    assert!(!good_page.contains(hostile));
+    assert!(good_page.contains("class=\"t-coolify\""), "the service's Coolify uuid");
+    let (code, fragment) = page.get(&format!("/admin/ui/instances/{good}?fragment=1")).await;
+    assert_eq!(code, 200);
+    assert!(
+        fragment.starts_with("<h1>") && !fragment.contains("<script"),
+        "{fragment:.200}"
+    );
+    assert_eq!(page.get("/admin/ui/instances/zzzzzzzzzzzzzzz").await.0, 404);
+    // Deleted from PocketBase, its history stays readable from the journal.
+    w.pb.delete("bot_instances", &bad).await;
+    let (code, gone) = page.get(&format!("/admin/ui/instances/{bad}")).await;
+    assert_eq!(code, 200);
+    assert!(gone.contains("id=\"gone\"") && gone.contains(escaped_reason.as_str()));
+    assert_eq!(page.get("/admin/ui/instances/NOT%20AN%20ID").await.0, 400);
+}
