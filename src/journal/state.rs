@@ -252,6 +252,30 @@ impl Journal {
         .await
     }
 
+    /// Every value recorded under a name that starts with `prefix`, by the rest of the name.
+    pub async fn notes_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<std::collections::HashMap<String, String>, JournalError> {
+        let prefix = prefix.to_owned();
+        self.read(move |conn| {
+            // A range on the primary key: names from `prefix` up to the next prefix.
+            let mut end = prefix.clone();
+            end.push(char::MAX);
+            let mut stmt = conn.prepare_cached("SELECT name, value FROM meta WHERE name >= ?1 AND name < ?2")?;
+            let rows = stmt.query_map(params![prefix, end], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
+            let mut out = std::collections::HashMap::new();
+            for row in rows {
+                let (name, value): (String, String) = row?;
+                if let Some(rest) = name.strip_prefix(&prefix) {
+                    out.insert(rest.to_string(), value);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Forgets the value recorded under `name`.
     pub async fn forget_note(&self, name: &str) -> Result<(), JournalError> {
         let name = name.to_owned();

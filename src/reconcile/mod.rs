@@ -2,6 +2,7 @@
 
 pub mod actor;
 pub mod context;
+pub mod drift;
 pub mod error;
 pub mod health;
 pub mod instance;
@@ -86,13 +87,17 @@ impl JobHandler for Reconciler {
     type Error = ReconcileError;
 
     fn handle<'a>(&'a self, job: &'a ClaimedJob) -> JobFuture<'a, ReconcileError> {
-        Box::pin(async move {
+        // With the Coolify budget short, the job whose change waits longest goes first.
+        let age = job
+            .first_pending_at
+            .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+        Box::pin(crate::coolify::budget::for_job(age, async move {
             let result = self.run(job).await;
             if let Some(dependency) = result.as_ref().err().and_then(ReconcileError::unavailable) {
                 self.ctx.deps.suspect(dependency);
             }
             result
-        })
+        }))
     }
 
     fn error_policy(&self, error: &ReconcileError) -> ErrorPolicy {
