@@ -173,14 +173,8 @@ impl Journal {
                 let run = running_job(tx, job_id)?;
                 finish_attempt(tx, run.attempt_id, AttemptOutcome::Succeeded, None, now)?;
                 settle_events(tx, job_id, run.claimed_event_id, "done")?;
-                // What this run applied, so that echoes asking for the same thing need no job.
-                let applied = super::ingest::event_fingerprint(tx, run.claimed_event_id)?;
-                tx.prepare_cached(
-                    "UPDATE record_state SET applied_hash = ?2
-                     WHERE collection = (SELECT collection FROM jobs WHERE id = ?1)
-                       AND record_id = (SELECT record_id FROM jobs WHERE id = ?1)",
-                )?
-                .execute(params![job_id, applied])?;
+                // What the run applied was recorded by `set_applied` from the version it read: the claimed
+                // event may be older than that version (a change that came back while the run went on).
                 if run.dirty {
                     return requeue_dirty(tx, job_id, &run, now);
                 }
