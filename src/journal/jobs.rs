@@ -133,6 +133,11 @@ fn claim(tx: &Transaction<'_>, now: i64, limit: usize) -> Result<Vec<ClaimedJob>
         last_event_id,
     } in due
     {
+        let previous: Option<Option<String>> = tx
+            .prepare_cached("SELECT outcome FROM job_attempts WHERE job_id = ?1 ORDER BY id DESC LIMIT 1")?
+            .query_row([job_id], |r| r.get(0))
+            .optional()?;
+        let after_failure = previous.is_some_and(|o| o.as_deref() != Some(AttemptOutcome::Succeeded.as_str()));
         tx.prepare_cached("INSERT INTO job_attempts (job_id, started_at) VALUES (?1, ?2)")?
             .execute(params![job_id, started])?;
         let attempt_id = tx.last_insert_rowid();
@@ -150,6 +155,7 @@ fn claim(tx: &Transaction<'_>, now: i64, limit: usize) -> Result<Vec<ClaimedJob>
             attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
             first_pending_at,
             last_event_id: last_event_id.unwrap_or(0),
+            after_failure,
         });
     }
     Ok(claimed)

@@ -46,14 +46,27 @@ pub fn life_of(inst: &BotInstance) -> String {
     incarnation::tag(&inst.id, &inst.tenant, &created)
 }
 
+/// What the job knows about its run beyond the record.
+pub struct Trust {
+    /// Arrival (ms UTC) of the oldest change the run covers.
+    pub first_event_ms: Option<i64>,
+    /// The job's previous attempt did not succeed: it may have changed the service without writing the
+    /// outcome back, so the service is read rather than taken as the record's applied spec says.
+    pub after_failure: bool,
+}
+
 /// Reconciles one instance; returns the record's `updated` when it is live, `None` once destroyed.
 /// `run`: who caused the run (see [`Actor::of_action`] for whom its rows name).
 pub async fn reconcile(
     ctx: &Context,
     id: &str,
-    first_event_ms: Option<i64>,
+    trust: Trust,
     run: &RunActor,
 ) -> Result<Option<String>, ReconcileError> {
+    let Trust {
+        first_event_ms,
+        after_failure,
+    } = trust;
     let Some((inst, tenant, template)) = ctx.pb.get_instance_with_relations(id).await? else {
         destroy(ctx, id, run).await?;
         return Ok(None);
@@ -95,9 +108,11 @@ pub async fn reconcile(
     };
     mark_first_action(ctx, first_event_ms);
     // Act first: the service this incarnation made is taken as present, in the state last applied; only
-    // an action that finds it gone makes the job observe Coolify (a read per change saved).
+    // an action that finds it gone makes the job observe Coolify (a read per change saved). Not after a
+    // failed or interrupted attempt, nor while the record shows no settled outcome of the applied spec:
+    // a call may have been carried out without its outcome written back.
     let missing = judgement.as_ref().is_some_and(|j| j.verdict == Verdict::Missing);
-    let known = (pending.is_none() && !missing && drift.is_none())
+    let known = (pending.is_none() && !missing && drift.is_none() && !after_failure)
         .then(|| known_service(intent.as_ref(), &life, &inst))
         .flatten();
     let Some(observed) = known else {
@@ -128,7 +143,8 @@ pub async fn reconcile(
 }
 
 /// The service this incarnation created (its uuid journaled in the intent and on the record), as
-/// present in the state of the record's applied spec; `None` when anything about it is uncertain.
+/// present in the state of the record's applied spec, which the record's status shows as reached;
+/// `None` when anything about it is uncertain.
 fn known_service(intent: Option<&Intent>, life: &str, inst: &BotInstance) -> Option<Observed> {
     let intent = intent.filter(|i| i.incarnation.as_deref() == Some(life))?;
     let uuid = intent.coolify_uuid.as_deref()?;
@@ -136,9 +152,15 @@ fn known_service(intent: Option<&Intent>, life: &str, inst: &BotInstance) -> Opt
         return None;
     }
     let applied = inst.applied_hash.as_deref().and_then(Spec::parse)?;
-    Some(Observed::Present {
+    let running = applied.state == EffectiveState::Running;
+    let shown_running = match inst.status {
+        Some(InstanceStatus::Running) => true,
+        Some(InstanceStatus::Stopped) => false,
+        _ => return None,
+    };
+    (shown_running == running).then(|| Observed::Present {
         uuid: uuid.to_string(),
-        running: applied.state == EffectiveState::Running,
+        running,
     })
 }
 
@@ -1101,6 +1123,50 @@ async fn destroy(ctx: &Context, id: &str, run: &RunActor) -> Result<(), Reconcil
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn act_first_only_on_a_settled_outcome_of_the_applied_spec() {
+        let applied = |state| Spec::new(state, "compose", "env", "").fingerprint();
+        let inst = |status: &str, state| -> BotInstance {
+            serde_json::from_value(serde_json::json!({
+                "id": "abcdefghijklmno", "coolify_service_id": "svc1", "status": status,
+                "applied_hash": applied(state),
+            }))
+            .expect("record")
+        };
+        let intent = Intent {
+            key: "service:abcdefghijklmno".into(),
+            kind: "service".into(),
+            name: "cf-abcdefghijklmno".into(),
+            coolify_uuid: Some("svc1".into()),
+            created_at: 0,
+            updated_at: 0,
+            incarnation: Some("life".into()),
+        };
+        let present = |running| {
+            Some(Observed::Present {
+                uuid: "svc1".into(),
+                running,
+            })
+        };
+        let known = |status, state| known_service(Some(&intent), "life", &inst(status, state));
+        assert_eq!(known("running", EffectiveState::Running), present(true));
+        assert_eq!(known("stopped", EffectiveState::Stopped), present(false));
+        // A failure, an interrupted deploy, or a status that disagrees with the applied spec: read Coolify.
+        for (status, state) in [
+            ("error", EffectiveState::Running),
+            ("deploying", EffectiveState::Running),
+            ("pending", EffectiveState::Running),
+            ("running", EffectiveState::Stopped),
+            ("stopped", EffectiveState::Running),
+        ] {
+            assert_eq!(known(status, state), None, "{status} with {state:?} applied");
+        }
+        assert_eq!(
+            known_service(Some(&intent), "other life", &inst("running", EffectiveState::Running)),
+            None
+        );
+    }
 
     #[test]
     fn blocked_instances_wait_in_pending_or_show_the_error() {

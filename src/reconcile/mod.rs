@@ -70,7 +70,13 @@ impl Reconciler {
         let run = actor::RunActor::read(&self.ctx.journal, job).await?;
         let outcome = match collection {
             Collection::Tenants => tenant::reconcile(&self.ctx, id, &run).await?,
-            Collection::BotInstances => instance::reconcile(&self.ctx, id, job.first_pending_at, &run).await?,
+            Collection::BotInstances => {
+                let trust = instance::Trust {
+                    first_event_ms: job.first_pending_at,
+                    after_failure: job.after_failure,
+                };
+                instance::reconcile(&self.ctx, id, trust, &run).await?
+            }
         };
         // Rows the run kept, or an earlier run could not send: a job ends with its record's rows written.
         outcome::flush(&self.ctx, collection, id).await?;
