@@ -2,7 +2,8 @@
 //!
 //! Every listed record whose `updated` differs from what the journal last applied is enqueued, and
 //! every known record that is gone gets a Delete. The dedupe key is the same change key the live
-//! sources use, so a change already journaled comes back as a Duplicate and costs nothing.
+//! sources use, so a change already journaled comes back as a Duplicate and costs nothing; a version the
+//! journal settled as an echo counts only when that echo asks for what is applied (see `journal::ingest`).
 //!
 //! A lister must never answer an empty list for a token it cannot verify: PocketBase answers a bad
 //! token with an empty list, which would read as "everything was deleted".
@@ -125,8 +126,8 @@ async fn resync_collection(
     report.listed += listed.len();
     let mut live = HashSet::with_capacity(listed.len());
     let mut events = Vec::new();
-    // Every instance with a service is checked for drift, changed or not: a record whose last write-back
-    // settled as an echo of its running job keeps a newer `updated` than the journal's, and would never be.
+    // Every instance with a service is checked for drift, changed or not: drift happens inside Coolify,
+    // whatever the record does.
     let mut with_service = Vec::new();
     for stamp in &listed {
         if !valid_record_id(&stamp.id) {
