@@ -111,9 +111,9 @@ fn asks_nothing_new(tx: &Transaction<'_>, event: &NewEvent, fp: &str) -> Result<
     let (collection, record_id) = (event.collection, event.record_id.as_str());
     let echo = match job_of(tx, collection, record_id)? {
         None | Some((JobState::Succeeded, _, _)) => match applied_of(tx, collection, record_id)? {
-            Some((hash, _)) if hash.as_deref() == Some(fp) => Echo::OfApplied,
+            Some(Applied { hash, .. }) if hash.as_deref() == Some(fp) => Echo::OfApplied,
             // The last run read this version: whatever it asks for was applied.
-            Some((None, last)) if last.is_some() && last == event.record_updated => {
+            Some(Applied { hash: None, version }) if version.is_some() && version == event.record_updated => {
                 tx.prepare_cached(
                     "UPDATE record_state SET applied_hash = ?3 WHERE collection = ?1 AND record_id = ?2",
                 )?
@@ -130,18 +130,26 @@ fn asks_nothing_new(tx: &Transaction<'_>, event: &NewEvent, fp: &str) -> Result<
     Ok(echo)
 }
 
-/// The live record's applied request fingerprint and the version it was recorded at, if any.
-fn applied_of(
-    tx: &Transaction<'_>,
-    collection: Collection,
-    record_id: &str,
-) -> Result<Option<(Option<String>, Option<String>)>, JournalError> {
+/// What the journal holds as applied for a live record.
+struct Applied {
+    /// The request fingerprint of the version applied (unknown when that version's event had none).
+    hash: Option<String>,
+    /// The version (`updated`) recorded as applied.
+    version: Option<String>,
+}
+
+fn applied_of(tx: &Transaction<'_>, collection: Collection, record_id: &str) -> Result<Option<Applied>, JournalError> {
     Ok(tx
         .prepare_cached(
             "SELECT applied_hash, last_updated FROM record_state
              WHERE collection = ?1 AND record_id = ?2 AND deleted = 0",
         )?
-        .query_row(params![collection.as_str(), record_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(params![collection.as_str(), record_id], |r| {
+            Ok(Applied {
+                hash: r.get(0)?,
+                version: r.get(1)?,
+            })
+        })
         .optional()?)
 }
 
@@ -175,7 +183,7 @@ fn resync_look(tx: &Transaction<'_>, event: &NewEvent) -> Result<ResyncLook, Jou
     if let Some((JobState::Running | JobState::Queued | JobState::Failed, _, _)) = job_of(tx, collection, record_id)? {
         return Ok(ResyncLook::Covered);
     }
-    let applied = applied_of(tx, collection, record_id)?.and_then(|(hash, _)| hash);
+    let applied = applied_of(tx, collection, record_id)?.and_then(|a| a.hash);
     if fp.is_none() || fp != applied {
         return Ok(ResyncLook::Stale);
     }
