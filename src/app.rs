@@ -348,6 +348,7 @@ fn spawn_sources(tasks: &mut JoinSet<()>, ctx: &Context, cancel: &CancellationTo
     let resyncer = resync::Resyncer {
         lister: Arc::new(ctx.pb.clone()),
         known: Arc::new(ctx.journal.clone()),
+        drift: Some(Arc::new(crate::reconcile::drift::Checker(ctx.clone()))),
         intake: ctx.intake.clone(),
     };
     tasks.spawn(

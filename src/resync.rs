@@ -2,7 +2,8 @@
 //!
 //! Every listed record whose `updated` differs from what the journal last applied is enqueued, and
 //! every known record that is gone gets a Delete. The dedupe key is the same change key the live
-//! sources use, so a change already journaled comes back as a Duplicate and costs nothing.
+//! sources use, so a change already journaled comes back as a Duplicate and costs nothing; a version the
+//! journal settled as an echo counts only when that echo asks for what is applied (see `journal::ingest`).
 //!
 //! A lister must never answer an empty list for a token it cannot verify: PocketBase answers a bad
 //! token with an empty list, which would read as "everything was deleted".
@@ -31,6 +32,8 @@ pub struct RecordStamp {
     pub updated: String,
     pub applied_hash: Option<String>,
     pub desired_hash: Option<String>,
+    /// The record's Coolify service, for the drift check (instances only).
+    pub service: Option<String>,
 }
 
 pub type ListFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send + 'a>>;
@@ -38,6 +41,12 @@ pub type ListFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + 
 /// Lists every live record of a collection (the PocketBase client implements it).
 pub trait RecordLister: Send + Sync {
     fn list(&self, c: Collection) -> ListFuture<'_, Vec<RecordStamp>>;
+}
+
+/// Finds the instances whose service drifted inside Coolify (one Coolify list call); returns each one's
+/// id and what drifted, already marked for its job.
+pub trait DriftCheck: Send + Sync {
+    fn drifted<'a>(&'a self, instances: &'a [RecordStamp]) -> ListFuture<'a, Vec<(String, &'static str)>>;
 }
 
 /// What the journal last applied: record id -> the `updated` it was applied at.
@@ -52,6 +61,8 @@ pub struct ResyncReport {
     pub enqueued: usize,
     /// Known records no longer listed.
     pub disappeared: usize,
+    /// Instances whose service drifted inside Coolify.
+    pub drifted: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +79,8 @@ pub enum ResyncError {
         #[source]
         source: BoxError,
     },
+    #[error("checking Coolify for drift failed: {0}")]
+    Drift(#[source] BoxError),
     #[error(transparent)]
     Sink(#[from] SinkError),
 }
@@ -97,6 +110,7 @@ async fn resync_collection(
     collection: Collection,
     lister: &dyn RecordLister,
     known: &dyn KnownRecords,
+    drift: Option<&dyn DriftCheck>,
     intake: &Intake,
     report: &mut ResyncReport,
 ) -> Result<(), ResyncError> {
@@ -112,6 +126,9 @@ async fn resync_collection(
     report.listed += listed.len();
     let mut live = HashSet::with_capacity(listed.len());
     let mut events = Vec::new();
+    // Every instance with a service is checked for drift, changed or not: drift happens inside Coolify,
+    // whatever the record does.
+    let mut with_service = Vec::new();
     for stamp in &listed {
         if !valid_record_id(&stamp.id) {
             tracing::warn!(collection = name, record_id = %stamp.id, "resync skipped a record with an invalid id");
@@ -122,6 +139,26 @@ async fn resync_collection(
         if differs(stamp, last) {
             let action = if last.is_some() { Action::Update } else { Action::Create };
             events.push(event(collection, &stamp.id, action, &stamp.updated));
+        }
+        if stamp.service.is_some() {
+            with_service.push(stamp.clone());
+        }
+    }
+    if let Some(check) = drift.filter(|_| collection == Collection::BotInstances) {
+        let drifted = check.drifted(&with_service).await.map_err(ResyncError::Drift)?;
+        report.drifted += drifted.len();
+        let at = chrono::Utc::now().timestamp_millis();
+        for (id, what) in drifted {
+            let updated = with_service
+                .iter()
+                .find(|s| s.id == id)
+                .map(|s| s.updated.clone())
+                .unwrap_or_default();
+            let mut ev = event(collection, &id, Action::Update, &updated);
+            // Drift is found anew on each pass until repaired: each finding is its own event.
+            ev.dedupe_key = format!("drift:{id}:{what}:{at}");
+            ev.payload = json!({ "id": id, "updated": updated, "drift": what });
+            events.push(ev);
         }
     }
     for (id, updated) in &known {
@@ -146,9 +183,19 @@ pub async fn resync_once(
     known: &dyn KnownRecords,
     intake: &Intake,
 ) -> Result<ResyncReport, ResyncError> {
+    resync_once_with(lister, known, None, intake).await
+}
+
+/// One pass over both collections, and over Coolify for drift when `drift` is given.
+pub async fn resync_once_with(
+    lister: &dyn RecordLister,
+    known: &dyn KnownRecords,
+    drift: Option<&dyn DriftCheck>,
+    intake: &Intake,
+) -> Result<ResyncReport, ResyncError> {
     let mut report = ResyncReport::default();
     for collection in COLLECTIONS {
-        resync_collection(collection, lister, known, intake, &mut report).await?;
+        resync_collection(collection, lister, known, drift, intake, &mut report).await?;
     }
     intake
         .metrics()
@@ -161,19 +208,23 @@ pub async fn resync_once(
 pub struct Resyncer {
     pub lister: Arc<dyn RecordLister>,
     pub known: Arc<dyn KnownRecords>,
+    /// Looks for drift inside Coolify (none: PocketBase only).
+    pub drift: Option<Arc<dyn DriftCheck>>,
     pub intake: Intake,
 }
 
 impl Resyncer {
     /// One pass; false when it failed (and must be retried).
     async fn pass(&self, reason: &'static str) -> bool {
-        match resync_once(self.lister.as_ref(), self.known.as_ref(), &self.intake).await {
+        let drift = self.drift.as_deref();
+        match resync_once_with(self.lister.as_ref(), self.known.as_ref(), drift, &self.intake).await {
             Ok(r) => {
                 tracing::info!(
                     reason,
                     listed = r.listed,
                     enqueued = r.enqueued,
                     disappeared = r.disappeared,
+                    drifted = r.drifted,
                     "resync done"
                 );
                 true
@@ -329,6 +380,7 @@ mod tests {
             updated: updated.into(),
             applied_hash: None,
             desired_hash: None,
+            service: None,
         }
     }
 
@@ -371,7 +423,8 @@ mod tests {
             ResyncReport {
                 listed: 5,
                 enqueued: 4,
-                disappeared: 1
+                disappeared: 1,
+                drifted: 0,
             }
         );
         let mut keys: Vec<_> = sink.0.lock().unwrap().iter().map(|e| e.dedupe_key.clone()).collect();
@@ -393,7 +446,8 @@ mod tests {
             ResyncReport {
                 listed: 5,
                 enqueued: 0,
-                disappeared: 1
+                disappeared: 1,
+                drifted: 0,
             }
         );
         assert!(intake.metrics().last_resync_timestamp.get() > 0.0);
@@ -435,7 +489,12 @@ mod tests {
         let (connect, connect_rx) = watch::channel(0u64);
         let (doubt, doubt_rx) = watch::channel(0u64);
         let cancel = CancellationToken::new();
-        let resyncer = Resyncer { lister, known, intake };
+        let resyncer = Resyncer {
+            lister,
+            known,
+            drift: None,
+            intake,
+        };
         let task = tokio::spawn(run_periodic(
             interval,
             connect_rx,

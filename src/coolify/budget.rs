@@ -1,11 +1,32 @@
 //! One token bucket shared by every Coolify call, so the bridge stays under Coolify's per-user limit
 //! (200/min by default) however many workers run.
 
+use std::collections::BTreeSet;
+use std::future::Future;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use prometheus::Gauge;
+use tokio::sync::Notify;
+
+tokio::task_local! {
+    /// The age of the job a call is made for: when its oldest pending event arrived (ms UTC).
+    static JOB_AGE: i64;
+}
+
+/// Runs `f` as the work of a job whose oldest pending event arrived at `age_ms`: when the budget is
+/// short, its calls wait behind those of older jobs only, so a burst finishes in arrival order rather
+/// than every job getting a share and all finishing late.
+pub async fn for_job<F: Future>(age_ms: i64, f: F) -> F::Output {
+    JOB_AGE.scope(age_ms, f).await
+}
+
+/// A waiting normal call's place: its job's age, then its arrival.
+type Place = (i64, u64);
+
+/// How long a call that is not first in line sleeps before it looks again if no wake-up reaches it.
+const RECHECK: Duration = Duration::from_millis(50);
 
 /// Which call goes first when the budget is short.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,8 +43,28 @@ pub struct Budget {
     per_sec: f64,
     state: Mutex<Bucket>,
     urgent_waiting: AtomicUsize,
+    /// Normal calls waiting for a token, oldest job first; only the first takes one.
+    line: Mutex<BTreeSet<Place>>,
+    arrivals: AtomicU64,
+    /// Wakes the waiting calls when the first in line changed.
+    turn: Notify,
     /// Shows the tokens left (`coolify_budget_remaining`).
     gauge: Gauge,
+}
+
+/// Takes a call's place out of the line however its wait ends (a cancelled call must not block it).
+struct InLine<'a> {
+    budget: &'a Budget,
+    place: Place,
+}
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        let mut line = self.budget.line.lock().unwrap_or_else(|p| p.into_inner());
+        line.remove(&self.place);
+        drop(line);
+        self.budget.turn.notify_waiters();
+    }
 }
 
 #[derive(Debug)]
@@ -44,6 +85,9 @@ impl Budget {
                 last: Instant::now(),
             }),
             urgent_waiting: AtomicUsize::new(0),
+            line: Mutex::new(BTreeSet::new()),
+            arrivals: AtomicU64::new(0),
+            turn: Notify::new(),
             gauge,
         };
         budget.gauge.set(capacity);
@@ -92,17 +136,40 @@ impl Budget {
             }
             return;
         }
+        let urgent_first = || self.urgent_waiting.load(Ordering::SeqCst) > 0;
+        if self.line_lock().is_empty() && !urgent_first() && self.try_take().is_ok() {
+            return;
+        }
+        // Calls made outside any job (start-up, the orphan scan) queue as a job that arrived now.
+        let age = JOB_AGE
+            .try_with(|age| *age)
+            .unwrap_or_else(|_| chrono::Utc::now().timestamp_millis());
+        let place = (age, self.arrivals.fetch_add(1, Ordering::SeqCst));
+        self.line_lock().insert(place);
+        let _in_line = InLine { budget: self, place };
         loop {
-            let turn = if self.urgent_waiting.load(Ordering::SeqCst) > 0 {
+            let turn = self.turn.notified();
+            tokio::pin!(turn);
+            turn.as_mut().enable();
+            let first = self.line_lock().first() == Some(&place);
+            if !first {
+                let _ = tokio::time::timeout(RECHECK, turn).await;
+                continue;
+            }
+            let taken = if urgent_first() {
                 Err(Duration::from_millis(5))
             } else {
                 self.try_take()
             };
-            match turn {
+            match taken {
                 Ok(()) => return,
                 Err(wait) => tokio::time::sleep(wait.max(Duration::from_millis(1))).await,
             }
         }
+    }
+
+    fn line_lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<Place>> {
+        self.line.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn drain(&self) {
@@ -157,6 +224,32 @@ mod tests {
                 .expect("normal calls proceed")
                 .expect("join");
         }
+    }
+
+    #[tokio::test]
+    async fn the_oldest_job_gets_the_next_token() {
+        use std::sync::Arc;
+        let b = Arc::new(Budget::new(600, 1, gauge())); // one token every 100 ms
+        b.acquire(Priority::Normal).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        // Jobs arrive youngest first; their calls must still go oldest first.
+        let mut calls = Vec::new();
+        for age in [50_i64, 40, 30, 20, 10] {
+            let (b, order) = (Arc::clone(&b), Arc::clone(&order));
+            calls.push(tokio::spawn(for_job(age, async move {
+                b.acquire(Priority::Normal).await;
+                order.lock().unwrap().push(age);
+            })));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for c in calls {
+            tokio::time::timeout(Duration::from_secs(3), c)
+                .await
+                .expect("every call gets its token")
+                .expect("join");
+        }
+        assert_eq!(*order.lock().unwrap(), vec![10, 20, 30, 40, 50]);
+        assert!(b.line_lock().is_empty());
     }
 
     #[test]

@@ -110,6 +110,54 @@ pub fn encode_compose(yaml: &str) -> Result<String, CoolifyError> {
     Ok(STANDARD.encode(yaml.as_bytes()))
 }
 
+/// A fingerprint of what a compose means, not how it is written: Coolify stores the compose parsed and
+/// dumped again (comments and anchors gone, quoting changed), so the text it shows differs from the text
+/// sent. `None` for text that is not YAML.
+pub fn compose_fingerprint(yaml: &str) -> Option<String> {
+    fn canonical(v: &serde_norway::Value, out: &mut String) {
+        use serde_norway::Value as Y;
+        match v {
+            Y::Null => out.push('~'),
+            Y::Bool(b) => out.push_str(if *b { "T" } else { "F" }),
+            Y::Number(n) => out.push_str(&format!("n{n};")),
+            Y::String(s) => out.push_str(&format!("s{}:{s}", s.len())),
+            Y::Sequence(items) => {
+                out.push('[');
+                items.iter().for_each(|i| canonical(i, out));
+                out.push(']');
+            }
+            Y::Mapping(map) => {
+                let mut entries: Vec<(String, String)> = map
+                    .iter()
+                    .map(|(k, v)| {
+                        let (mut key, mut value) = (String::new(), String::new());
+                        canonical(k, &mut key);
+                        canonical(v, &mut value);
+                        (key, value)
+                    })
+                    .collect();
+                entries.sort();
+                out.push('{');
+                for (k, v) in entries {
+                    out.push_str(&k);
+                    out.push('=');
+                    out.push_str(&v);
+                }
+                out.push('}');
+            }
+            Y::Tagged(t) => {
+                out.push_str(&format!("!{}", t.tag));
+                canonical(&t.value, out);
+            }
+        }
+    }
+    let doc: serde_norway::Value = serde_norway::from_str(yaml).ok()?;
+    let mut text = String::new();
+    canonical(&doc, &mut text);
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(text.as_bytes());
+    Some(hex::encode(&digest[..12]))
+}
+
 fn urls_json(urls: &[ServiceUrl]) -> Value {
     Value::Array(urls.iter().map(|u| json!({"name": u.name, "url": u.url})).collect())
 }
@@ -406,6 +454,27 @@ impl CoolifyClient {
         decode(endpoint, &reply)
     }
 
+    /// `GET /services/{uuid}` parsed for status polling only; urgent in the budget like the list.
+    pub async fn get_service_state(&self, uuid: &str) -> Result<ServiceState, CoolifyError> {
+        let endpoint = "GET /services/{uuid}";
+        let reply = self
+            .send_as(
+                Priority::Urgent,
+                Method::GET,
+                endpoint,
+                &format!("/api/v1/services/{}", seg(uuid)),
+                None,
+                Idempotency::Safe,
+            )
+            .await?;
+        decode(endpoint, &reply)
+    }
+
+    /// `GET /services` parsed for the resync's drift check (status and compose of every service).
+    pub async fn list_service_looks(&self) -> Result<Vec<ServiceLook>, CoolifyError> {
+        self.get("GET /services", "/api/v1/services").await
+    }
+
     pub async fn get_service(&self, uuid: &str) -> Result<Service, CoolifyError> {
         self.get("GET /services/{uuid}", &format!("/api/v1/services/{}", seg(uuid)))
             .await
@@ -533,20 +602,21 @@ impl CoolifyClient {
         let polls = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
         let mut tries = 0;
         loop {
+            // The deletion is a queued job: a read at once would only find the service still there.
+            let now = tokio::time::Instant::now();
+            tokio::time::sleep(polls.ceiling(tries).min(deadline.saturating_duration_since(now))).await;
+            tries += 1;
             match self.get_service(uuid).await {
                 Err(CoolifyError::NotFound { .. }) => return Ok(()),
                 Err(e) => return Err(e),
                 Ok(_) => {}
             }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
+            if tokio::time::Instant::now() >= deadline {
                 return Err(CoolifyError::Timeout(format!(
                     "service {uuid} still present {} s after its deletion was queued",
                     timeout.as_secs()
                 )));
             }
-            tokio::time::sleep(polls.ceiling(tries).min(deadline - now)).await;
-            tries += 1;
         }
     }
 
@@ -624,6 +694,24 @@ mod tests {
             encode_compose("version: '3'\n"),
             Err(CoolifyError::InvalidInput(_))
         ));
+    }
+
+    #[test]
+    fn compose_fingerprints_follow_meaning_not_spelling() {
+        let sent = "# ours\nservices:\n  bot:\n    image: 'x:1'\n    environment:\n      A: \"1\"\n      B: 2\n";
+        let redumped =
+            "services:\n    bot:\n        environment:\n            B: 2\n            A: '1'\n        image: x:1\n";
+        assert_eq!(compose_fingerprint(sent), compose_fingerprint(redumped));
+        assert!(compose_fingerprint(sent).is_some());
+        let changed = "services:\n  bot:\n    image: x:2\n    environment:\n      A: '1'\n      B: 2\n";
+        assert_ne!(compose_fingerprint(sent), compose_fingerprint(changed));
+        let typed = "services:\n  bot:\n    image: x:1\n    environment:\n      A: 1\n      B: 2\n";
+        assert_ne!(
+            compose_fingerprint(sent),
+            compose_fingerprint(typed),
+            "a string is not a number"
+        );
+        assert_eq!(compose_fingerprint("services: [unclosed"), None);
     }
 
     #[test]

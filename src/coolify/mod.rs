@@ -9,7 +9,7 @@ pub mod retry;
 pub mod status;
 pub mod types;
 
-pub use client::{BURST, CoolifyClient, MAX_RETRIES, encode_compose};
+pub use client::{BURST, CoolifyClient, MAX_RETRIES, compose_fingerprint, encode_compose};
 pub use error::{CoolifyError, DomainConflict};
 pub use status::{Health, ServiceStatus};
 pub use types::*;

@@ -121,6 +121,17 @@ pub struct ServiceState {
     pub status: ServiceStatus,
 }
 
+/// What the resync compares of each service: its status and, when the token may read it (Coolify shows
+/// `docker_compose_raw` only to `read:sensitive` or `root` tokens), its compose.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServiceLook {
+    pub uuid: String,
+    #[serde(default)]
+    pub status: ServiceStatus,
+    #[serde(default)]
+    pub docker_compose_raw: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceUrl {
     /// Compose service key of the public container.

@@ -4,7 +4,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::types::column;
 use super::{JobState, JournalError};
-use crate::events::{Action, Collection, Ingested, NewEvent};
+use crate::events::{Action, Collection, Ingested, NewEvent, Source};
 
 /// Inserts the event unless its change key or delivery id is known, then queues the record's job.
 pub(crate) fn ingest(
@@ -13,9 +13,23 @@ pub(crate) fn ingest(
     payload: &str,
     now: i64,
 ) -> Result<Ingested, JournalError> {
+    // A resync hint for a version whose event was settled as an echo: settled only if that echo asks for
+    // what is applied; otherwise it is journaled under a key of its own, so that it makes a job.
+    let retagged;
+    let event = match resync_look(tx, event)? {
+        ResyncLook::Fresh => event,
+        ResyncLook::Covered => return Ok(Ingested::Duplicate),
+        ResyncLook::Stale => {
+            retagged = NewEvent {
+                dedupe_key: format!("{}:resync", event.dedupe_key),
+                ..event.clone()
+            };
+            &retagged
+        }
+    };
     // Only an update can be an echo; a create or delete always makes a job.
     let echo = match &event.fingerprint {
-        Some(fp) if event.action == Action::Update => asks_nothing_new(tx, event.collection, &event.record_id, fp)?,
+        Some(fp) if event.action == Action::Update => asks_nothing_new(tx, event, fp)?,
         _ => Echo::No,
     };
     let settled = echo != Echo::No;
@@ -72,28 +86,43 @@ enum Echo {
     OfRunning,
 }
 
-/// Whether a change asking for `fp` needs no job: the record's last run succeeded with that request, or
-/// its running job is applying that request now. Any other job state (queued, retrying, parked) keeps
-/// the event, since what was applied is then in doubt.
-fn asks_nothing_new(
+/// The record's job: its state, the event its current run claimed, and whether a change came meanwhile.
+fn job_of(
     tx: &Transaction<'_>,
     collection: Collection,
     record_id: &str,
-    fp: &str,
-) -> Result<Echo, JournalError> {
-    let job: Option<(String, Option<i64>)> = tx
-        .prepare_cached("SELECT state, claimed_event_id FROM jobs WHERE collection = ?1 AND record_id = ?2")?
-        .query_row(params![collection.as_str(), record_id], |r| Ok((r.get(0)?, r.get(1)?)))
+) -> Result<Option<(JobState, Option<i64>, bool)>, JournalError> {
+    let job: Option<(String, Option<i64>, bool)> = tx
+        .prepare_cached("SELECT state, claimed_event_id, dirty FROM jobs WHERE collection = ?1 AND record_id = ?2")?
+        .query_row(params![collection.as_str(), record_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?;
-    let (state, claimed) = match job {
-        Some((state, claimed)) => (Some(column::<JobState>("jobs.state", state)?), claimed),
-        None => (None, None),
-    };
-    let echo = match (state, claimed) {
-        (None | Some(JobState::Succeeded), _) if applied_fingerprint_is(tx, collection, record_id, fp)? => {
-            Echo::OfApplied
-        }
-        (Some(JobState::Running), Some(claimed)) if event_fingerprint(tx, claimed)?.as_deref() == Some(fp) => {
+    job.map(|(state, claimed, dirty)| Ok((column::<JobState>("jobs.state", state)?, claimed, dirty)))
+        .transpose()
+}
+
+/// Whether a change asking for `fp` needs no job: the record's last run succeeded with that request (or
+/// read this very version), or its running job is applying that request now and no other change came
+/// since its claim. Any other job state (queued, retrying, parked) keeps the event, since what was
+/// applied is then in doubt; so does a running job that will run again anyway (its next run's claim
+/// must cover every change, a change back to the claimed request included).
+fn asks_nothing_new(tx: &Transaction<'_>, event: &NewEvent, fp: &str) -> Result<Echo, JournalError> {
+    let (collection, record_id) = (event.collection, event.record_id.as_str());
+    let echo = match job_of(tx, collection, record_id)? {
+        None | Some((JobState::Succeeded, _, _)) => match applied_of(tx, collection, record_id)? {
+            Some(Applied { hash, .. }) if hash.as_deref() == Some(fp) => Echo::OfApplied,
+            // The last run read this version: whatever it asks for was applied.
+            Some(Applied { hash: None, version }) if version.is_some() && version == event.record_updated => {
+                tx.prepare_cached(
+                    "UPDATE record_state SET applied_hash = ?3 WHERE collection = ?1 AND record_id = ?2",
+                )?
+                .execute(params![collection.as_str(), record_id, fp])?;
+                Echo::OfApplied
+            }
+            _ => Echo::No,
+        },
+        Some((JobState::Running, Some(claimed), false)) if event_fingerprint(tx, claimed)?.as_deref() == Some(fp) => {
             Echo::OfRunning
         }
         _ => Echo::No,
@@ -101,19 +130,70 @@ fn asks_nothing_new(
     Ok(echo)
 }
 
-fn applied_fingerprint_is(
-    tx: &Transaction<'_>,
-    collection: Collection,
-    record_id: &str,
-    fp: &str,
-) -> Result<bool, JournalError> {
-    let applied: Option<Option<String>> = tx
+/// What the journal holds as applied for a live record.
+struct Applied {
+    /// The request fingerprint of the version applied (unknown when that version's event had none).
+    hash: Option<String>,
+    /// The version (`updated`) recorded as applied.
+    version: Option<String>,
+}
+
+fn applied_of(tx: &Transaction<'_>, collection: Collection, record_id: &str) -> Result<Option<Applied>, JournalError> {
+    Ok(tx
         .prepare_cached(
-            "SELECT applied_hash FROM record_state WHERE collection = ?1 AND record_id = ?2 AND deleted = 0",
+            "SELECT applied_hash, last_updated FROM record_state
+             WHERE collection = ?1 AND record_id = ?2 AND deleted = 0",
         )?
-        .query_row(params![collection.as_str(), record_id], |r| r.get(0))
+        .query_row(params![collection.as_str(), record_id], |r| {
+            Ok(Applied {
+                hash: r.get(0)?,
+                version: r.get(1)?,
+            })
+        })
+        .optional()?)
+}
+
+/// What a resync hint finds under its change key.
+enum ResyncLook {
+    /// Nothing (or not a resync hint): journaled as it is.
+    Fresh,
+    /// A job owes or covered that version, or it was settled as an echo of what is applied.
+    Covered,
+    /// That version was settled as an echo, but it does not ask for what is applied (the run it echoed
+    /// failed or applied something else): the record needs a look.
+    Stale,
+}
+
+fn resync_look(tx: &Transaction<'_>, event: &NewEvent) -> Result<ResyncLook, JournalError> {
+    if event.source != Source::Resync {
+        return Ok(ResyncLook::Fresh);
+    }
+    let seen: Option<(String, Option<i64>, Option<String>)> = tx
+        .prepare_cached("SELECT status, job_id, fingerprint FROM events WHERE dedupe_key = ?1")?
+        .query_row([&event.dedupe_key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    Ok(applied.flatten().as_deref() == Some(fp))
+    let Some((status, job_id, fp)) = seen else {
+        return Ok(ResyncLook::Fresh);
+    };
+    if status != "done" || job_id.is_some() {
+        return Ok(ResyncLook::Covered);
+    }
+    let (collection, record_id) = (event.collection, event.record_id.as_str());
+    // A running job's outcome decides; the next pass looks again.
+    if let Some((JobState::Running | JobState::Queued | JobState::Failed, _, _)) = job_of(tx, collection, record_id)? {
+        return Ok(ResyncLook::Covered);
+    }
+    let applied = applied_of(tx, collection, record_id)?.and_then(|a| a.hash);
+    if fp.is_none() || fp != applied {
+        return Ok(ResyncLook::Stale);
+    }
+    // The version asks for what is applied: recorded as applied, so later passes skip the record.
+    tx.prepare_cached(
+        "UPDATE record_state SET last_updated = ?3
+         WHERE collection = ?1 AND record_id = ?2 AND (last_updated IS NULL OR last_updated < ?3)",
+    )?
+    .execute(params![collection.as_str(), record_id, event.record_updated])?;
+    Ok(ResyncLook::Covered)
 }
 
 /// The request fingerprint a journaled event was stored with (see [`NewEvent::fingerprint`]).

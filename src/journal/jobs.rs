@@ -133,6 +133,11 @@ fn claim(tx: &Transaction<'_>, now: i64, limit: usize) -> Result<Vec<ClaimedJob>
         last_event_id,
     } in due
     {
+        let previous: Option<Option<String>> = tx
+            .prepare_cached("SELECT outcome FROM job_attempts WHERE job_id = ?1 ORDER BY id DESC LIMIT 1")?
+            .query_row([job_id], |r| r.get(0))
+            .optional()?;
+        let after_failure = previous.is_some_and(|o| o.as_deref() != Some(AttemptOutcome::Succeeded.as_str()));
         tx.prepare_cached("INSERT INTO job_attempts (job_id, started_at) VALUES (?1, ?2)")?
             .execute(params![job_id, started])?;
         let attempt_id = tx.last_insert_rowid();
@@ -150,6 +155,7 @@ fn claim(tx: &Transaction<'_>, now: i64, limit: usize) -> Result<Vec<ClaimedJob>
             attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
             first_pending_at,
             last_event_id: last_event_id.unwrap_or(0),
+            after_failure,
         });
     }
     Ok(claimed)
@@ -173,14 +179,8 @@ impl Journal {
                 let run = running_job(tx, job_id)?;
                 finish_attempt(tx, run.attempt_id, AttemptOutcome::Succeeded, None, now)?;
                 settle_events(tx, job_id, run.claimed_event_id, "done")?;
-                // What this run applied, so that echoes asking for the same thing need no job.
-                let applied = super::ingest::event_fingerprint(tx, run.claimed_event_id)?;
-                tx.prepare_cached(
-                    "UPDATE record_state SET applied_hash = ?2
-                     WHERE collection = (SELECT collection FROM jobs WHERE id = ?1)
-                       AND record_id = (SELECT record_id FROM jobs WHERE id = ?1)",
-                )?
-                .execute(params![job_id, applied])?;
+                // What the run applied was recorded by `set_applied` from the version it read: the claimed
+                // event may be older than that version (a change that came back while the run went on).
                 if run.dirty {
                     return requeue_dirty(tx, job_id, &run, now);
                 }

@@ -1,14 +1,16 @@
 //! What was last applied per record, and the reconciler's intents ("about to create X named Y").
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::types::column;
 use super::{Intent, Journal, JournalError, RecordState, now_ms, write_tx};
 use crate::events::Collection;
 
 impl Journal {
-    /// Records that the record at `updated` was applied (and is not deleted). An `updated` older than the
-    /// one recorded (an echo settled while the run was going on) is kept out.
+    /// Records that the record at `updated` (the version the run read) was applied, and what that version
+    /// asks for: the fingerprint of its realtime or webhook event, so that echoes asking for the same thing
+    /// need no job. Unknown (no job saved) when that event has not arrived or carries no record. An
+    /// `updated` older than the one recorded (an echo settled since) is kept out.
     pub async fn set_applied(
         &self,
         collection: Collection,
@@ -18,17 +20,22 @@ impl Journal {
         let (record_id, updated) = (record_id.to_owned(), updated.to_owned());
         self.write(move |conn| {
             write_tx(conn, |tx| {
+                let asked = version_fingerprint(tx, collection, &record_id, &updated)?;
                 tx.prepare_cached(
-                    "INSERT INTO record_state (collection, record_id, last_updated, deleted, seen_at)
-                     VALUES (?1, ?2, ?3, 0, ?4)
+                    "INSERT INTO record_state (collection, record_id, last_updated, applied_hash, deleted, seen_at)
+                     VALUES (?1, ?2, ?3, ?5, 0, ?4)
                      ON CONFLICT (collection, record_id) DO UPDATE SET
+                        applied_hash = CASE
+                            WHEN record_state.last_updated IS NULL OR record_state.deleted = 1
+                                 OR excluded.last_updated >= record_state.last_updated
+                            THEN excluded.applied_hash ELSE record_state.applied_hash END,
                         last_updated = CASE
                             WHEN record_state.last_updated IS NULL OR record_state.deleted = 1
                                  OR excluded.last_updated > record_state.last_updated
                             THEN excluded.last_updated ELSE record_state.last_updated END,
                         deleted = 0, seen_at = excluded.seen_at",
                 )?
-                .execute(params![collection.as_str(), record_id, updated, now_ms()])?;
+                .execute(params![collection.as_str(), record_id, updated, now_ms(), asked])?;
                 Ok(())
             })
         })
@@ -252,6 +259,30 @@ impl Journal {
         .await
     }
 
+    /// Every value recorded under a name that starts with `prefix`, by the rest of the name.
+    pub async fn notes_with_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<std::collections::HashMap<String, String>, JournalError> {
+        let prefix = prefix.to_owned();
+        self.read(move |conn| {
+            // A range on the primary key: names from `prefix` up to the next prefix.
+            let mut end = prefix.clone();
+            end.push(char::MAX);
+            let mut stmt = conn.prepare_cached("SELECT name, value FROM meta WHERE name >= ?1 AND name < ?2")?;
+            let rows = stmt.query_map(params![prefix, end], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
+            let mut out = std::collections::HashMap::new();
+            for row in rows {
+                let (name, value): (String, String) = row?;
+                if let Some(rest) = name.strip_prefix(&prefix) {
+                    out.insert(rest.to_string(), value);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Forgets the value recorded under `name`.
     pub async fn forget_note(&self, name: &str) -> Result<(), JournalError> {
         let name = name.to_owned();
@@ -290,6 +321,24 @@ impl Journal {
         })
         .await
     }
+}
+
+/// What the record at `updated` asks for: the fingerprint its create or update event was stored with.
+fn version_fingerprint(
+    tx: &Transaction<'_>,
+    collection: Collection,
+    record_id: &str,
+    updated: &str,
+) -> Result<Option<String>, JournalError> {
+    // Newest first along the record's index: the version a run read is among its latest events.
+    Ok(tx
+        .prepare_cached(
+            "SELECT fingerprint FROM events
+             WHERE collection = ?1 AND record_id = ?2 AND record_updated = ?3 AND fingerprint IS NOT NULL
+             ORDER BY id DESC LIMIT 1",
+        )?
+        .query_row(params![collection.as_str(), record_id, updated], |r| r.get(0))
+        .optional()?)
 }
 
 impl crate::resync::KnownRecords for Journal {

@@ -60,6 +60,9 @@ pub struct ClaimedJob {
     pub first_pending_at: Option<i64>,
     /// Events up to this id are covered by this run.
     pub last_event_id: i64,
+    /// The job's previous attempt did not succeed (it failed, was parked or interrupted): what it did
+    /// outside the bridge before it ended is not known.
+    pub after_failure: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -18,6 +18,16 @@ fn stamp(id: String, updated: Option<chrono::DateTime<chrono::Utc>>) -> RecordSt
         updated: updated.as_ref().map(format_pb_date).unwrap_or_default(),
         applied_hash: None,
         desired_hash: None,
+        service: None,
+    }
+}
+
+/// An instance's stamp, with what the drift check compares: its service and its applied spec.
+fn instance_stamp(i: BotInstance) -> RecordStamp {
+    RecordStamp {
+        service: i.coolify_service_id.filter(|s| !s.is_empty()),
+        applied_hash: i.applied_hash.filter(|h| !h.is_empty()),
+        ..stamp(i.id, i.updated)
     }
 }
 
@@ -32,7 +42,7 @@ impl RecordLister for PbClient {
                 }
                 Collection::BotInstances => {
                     let v: Vec<BotInstance> = self.list_instances(None).await?;
-                    Ok(v.into_iter().map(|i| stamp(i.id, i.updated)).collect())
+                    Ok(v.into_iter().map(instance_stamp).collect())
                 }
             }
         })

@@ -1,6 +1,7 @@
 //! What the executors share: clients, journal, templates, secrets and settings.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use std::collections::HashMap;
@@ -19,14 +20,29 @@ use crate::pocketbase::records::{DeployAction, DeployStatus, LOG_MESSAGE_MAX, Ne
 use crate::secrets::SecretStore;
 use crate::templates::TemplateSet;
 
-/// Service statuses for every waiting reconcile from one `GET /services` per round, rather than one call
-/// per waiting service: Coolify's rate limit is shared by everything the bridge does. Rounds are at least
-/// `interval` apart, and further apart when the list is slow (a large fleet answers in megabytes), so
-/// that polling never takes more than a tenth of Coolify's time.
+/// Service statuses for the waiting reconciles, read as cheaply as the moment allows (DESIGN.md
+/// principle 8): while a few wait, each reads its own service (`GET /services/{uuid}`, a few KB), the
+/// waiters together once per `interval`; when more wait, one `GET /services` per round serves them all
+/// (megabytes for a large fleet, but one call): Coolify's rate limit is shared by everything the bridge
+/// does. Rounds are at least `interval` apart, and further apart when the list is slow, so that polling
+/// never takes more than a tenth of Coolify's time.
 pub struct StatusBoard {
     coolify: CoolifyClient,
     interval: Duration,
     seen: tokio::sync::Mutex<Option<Reading>>,
+    /// Reconciles waiting now (see [`StatusBoard::waiter`]).
+    waiting: AtomicUsize,
+    /// Up to this many waiters read their own service; more share the list.
+    single_reads_up_to: usize,
+}
+
+/// Counts one waiting reconcile while it lives.
+pub struct Waiter<'a>(&'a AtomicUsize);
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 struct Reading {
@@ -42,6 +58,9 @@ const LIST_DUTY_FACTOR: u32 = 10;
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// The most of the Coolify budget that status lists may take while reconciles wait.
 const BUDGET_SHARE: f64 = 0.15;
+/// Up to this many waiters read their own service rather than the list (each then reads every
+/// `interval` times the waiters, so a few cost no more than the list, and far fewer bytes).
+const SINGLE_READS_UP_TO: usize = 3;
 
 impl StatusBoard {
     /// The gap between lists: at least `MIN_INTERVAL`, and wide enough that lists take no more than
@@ -57,6 +76,38 @@ impl StatusBoard {
             coolify,
             interval,
             seen: tokio::sync::Mutex::new(None),
+            waiting: AtomicUsize::new(0),
+            single_reads_up_to: SINGLE_READS_UP_TO,
+        }
+    }
+
+    /// Up to `n` waiters read their own service (0: every waiter shares the list).
+    pub fn with_single_reads_up_to(mut self, n: usize) -> Self {
+        self.single_reads_up_to = n;
+        self
+    }
+
+    /// Counts the caller as waiting until the returned guard is dropped.
+    pub fn waiter(&self) -> Waiter<'_> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        Waiter(&self.waiting)
+    }
+
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    fn single_reads(&self) -> Option<u32> {
+        let n = self.waiting.load(Ordering::SeqCst).max(1);
+        (n <= self.single_reads_up_to).then(|| u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// How long after a reading a waiter asks for the next: while each reads its own service, the
+    /// interval times the waiters (one read per interval in all); with the list, the board paces rounds.
+    pub fn gap(&self) -> Duration {
+        match self.single_reads() {
+            Some(n) => self.interval * n,
+            None => Duration::from_millis(1),
         }
     }
 
@@ -68,6 +119,15 @@ impl StatusBoard {
         uuid: &str,
         after: Instant,
     ) -> Result<(Instant, Option<ServiceStatus>), CoolifyError> {
+        if self.single_reads().is_some() {
+            tokio::time::sleep_until(after.into()).await;
+            let asked = Instant::now();
+            return match self.coolify.get_service_state(uuid).await {
+                Ok(s) => Ok((asked, Some(s.status))),
+                Err(CoolifyError::NotFound { .. }) => Ok((asked, None)),
+                Err(e) => Err(e),
+            };
+        }
         // Holding the lock across the wait and the fetch makes concurrent waiters share one list call.
         let mut seen = self.seen.lock().await;
         let stale = match seen.as_ref() {

@@ -8,13 +8,12 @@ use tracing::{info, warn};
 
 use super::actor::{Actor, RunActor};
 use super::context::{ActionLog, Context, service_intent_key, service_name};
+use super::drift::{Drift, compose_note, compose_note_value, drift_note};
 use super::error::ReconcileError;
 use super::judgement::{HealthWrite, Judgement, Verdict, health_write};
 use super::outcome;
 use super::plan::{self, Action, Blocked, DeletedInstanceAction, EffectiveState, InstanceInput, Observed, Spec};
-use crate::coolify::{
-    CoolifyError, CreateService, EnvVar, EnvVarInput, Service, ServicePatch, ServiceStatus, ServiceUrl,
-};
+use crate::coolify::{CoolifyError, CreateService, EnvVarInput, Service, ServicePatch, ServiceStatus, ServiceUrl};
 
 use crate::events::Collection;
 use crate::incarnation;
@@ -47,14 +46,27 @@ pub fn life_of(inst: &BotInstance) -> String {
     incarnation::tag(&inst.id, &inst.tenant, &created)
 }
 
+/// What the job knows about its run beyond the record.
+pub struct Trust {
+    /// Arrival (ms UTC) of the oldest change the run covers.
+    pub first_event_ms: Option<i64>,
+    /// The job's previous attempt did not succeed: it may have changed the service without writing the
+    /// outcome back, so the service is read rather than taken as the record's applied spec says.
+    pub after_failure: bool,
+}
+
 /// Reconciles one instance; returns the record's `updated` when it is live, `None` once destroyed.
 /// `run`: who caused the run (see [`Actor::of_action`] for whom its rows name).
 pub async fn reconcile(
     ctx: &Context,
     id: &str,
-    first_event_ms: Option<i64>,
+    trust: Trust,
     run: &RunActor,
 ) -> Result<Option<String>, ReconcileError> {
+    let Trust {
+        first_event_ms,
+        after_failure,
+    } = trust;
     let Some((inst, tenant, template)) = ctx.pb.get_instance_with_relations(id).await? else {
         destroy(ctx, id, run).await?;
         return Ok(None);
@@ -72,10 +84,14 @@ pub async fn reconcile(
     };
     let pending = pending_write_back(ctx, &inst).await?;
     // Our own write-back comes back as an update event: an unchanged spec needs no Coolify call, unless
-    // the health poller saw the service vanish (then it must be observed and created again).
+    // the health poller saw the service vanish or the resync found it changed inside Coolify (then it
+    // must be observed and repaired).
     let judgement = ctx.health.get(&inst.id);
+    let drift = ctx.journal.note(&drift_note(&inst.id)).await?;
+    let drift = drift.as_deref().map(Drift::parse);
     if let Ok(d) = &desired
         && pending.is_none()
+        && drift.is_none()
         && inst.applied_hash.as_deref() == Some(d.spec.fingerprint().as_str())
         && judgement.as_ref().is_none_or(|j| j.verdict != Verdict::Missing)
     {
@@ -91,26 +107,119 @@ pub async fn reconcile(
         }
     };
     mark_first_action(ctx, first_event_ms);
-    let observed = observe(ctx, &inst, &life, intent, &desired.project_uuid).await?;
+    // Act first: the service this incarnation made is taken as present, in the state last applied; only
+    // an action that finds it gone makes the job observe Coolify (a read per change saved). Not after a
+    // failed or interrupted attempt, nor while the record shows no settled outcome of the applied spec:
+    // a call may have been carried out without its outcome written back.
+    let missing = judgement.as_ref().is_some_and(|j| j.verdict == Verdict::Missing);
+    let known = (pending.is_none() && !missing && drift.is_none() && !after_failure)
+        .then(|| known_service(intent.as_ref(), &life, &inst))
+        .flatten();
+    let Some(observed) = known else {
+        let observed = observe(ctx, &inst, &life, intent, &desired.project_uuid).await?;
+        // A compose changed inside Coolify is not the applied one: the plan sends ours again.
+        let seen = if drift == Some(Some(Drift::Compose)) {
+            Seen::ComposeDrifted
+        } else {
+            Seen::Observed
+        };
+        plan_and_execute(ctx, &inst, &desired, observed, pending, seen, run).await?;
+        if drift.is_some() {
+            ctx.journal.forget_note(&drift_note(&inst.id)).await?;
+            info!(record_id = %inst.id, "drift inside Coolify repaired");
+        }
+        return Ok(Some(updated));
+    };
+    match plan_and_execute(ctx, &inst, &desired, observed, None, Seen::Assumed, run).await {
+        Err(ReconcileError::Coolify(CoolifyError::NotFound { .. })) => {
+            warn!(record_id = %inst.id, "the instance's service is gone from Coolify; observing it");
+            let intent = ctx.journal.get_intent(&service_intent_key(&inst.id)).await?;
+            let observed = observe(ctx, &inst, &life, intent, &desired.project_uuid).await?;
+            plan_and_execute(ctx, &inst, &desired, observed, None, Seen::Observed, run).await?;
+        }
+        other => other?,
+    }
+    Ok(Some(updated))
+}
+
+/// The service this incarnation created (its uuid journaled in the intent and on the record), as
+/// present in the state of the record's applied spec, which the record's status shows as reached;
+/// `None` when anything about it is uncertain.
+fn known_service(intent: Option<&Intent>, life: &str, inst: &BotInstance) -> Option<Observed> {
+    let intent = intent.filter(|i| i.incarnation.as_deref() == Some(life))?;
+    let uuid = intent.coolify_uuid.as_deref()?;
+    if inst.coolify_service_id.as_deref() != Some(uuid) {
+        return None;
+    }
+    let applied = inst.applied_hash.as_deref().and_then(Spec::parse)?;
+    let running = applied.state == EffectiveState::Running;
+    let shown_running = match inst.status {
+        Some(InstanceStatus::Running) => true,
+        Some(InstanceStatus::Stopped) => false,
+        _ => return None,
+    };
+    (shown_running == running).then(|| Observed::Present {
+        uuid: uuid.to_string(),
+        running,
+    })
+}
+
+/// How the job knows the service it plans for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// Read from Coolify.
+    Observed,
+    /// Read from Coolify, and the resync found its compose changed: not the applied one.
+    ComposeDrifted,
+    /// Taken as known from the journal, not read: an action that finds it gone is not a failure.
+    Assumed,
+}
+
+/// Plans against the service as `seen` and carries the plan out; `by`: who caused the run.
+async fn plan_and_execute(
+    ctx: &Context,
+    inst: &BotInstance,
+    desired: &Desired,
+    observed: Observed,
+    pending: Option<PendingWriteBack>,
+    seen: Seen,
+    by: &RunActor,
+) -> Result<(), ReconcileError> {
     // What Coolify runs: a pending outcome's spec when it was applied to the service still there.
     let pending = pending.filter(|p| matches!(&observed, Observed::Present { uuid, .. } if p.uuid == *uuid));
+    let applied = match &pending {
+        Some(p) => Some(p.spec.clone()),
+        None => inst.applied_hash.as_deref().and_then(Spec::parse),
+    };
+    // What Coolify runs already matches what was applied: the actions repair it (a drift too) rather than
+    // carry out a change someone asked for.
+    let carries_out_record = applied.as_ref() != Some(&desired.spec);
+    let actor = by.for_instance(
+        inst.changed_by.as_deref(),
+        inst.applied_hash.is_some(),
+        carries_out_record,
+    );
     let input = InstanceInput {
         desired: desired.spec.clone(),
-        applied: match &pending {
-            Some(p) => Some(p.spec.clone()),
-            None => inst.applied_hash.as_deref().and_then(Spec::parse),
-        },
+        applied: applied.map(|mut a| {
+            if seen == Seen::ComposeDrifted {
+                a.compose.clear();
+            }
+            a
+        }),
         observed: observed.clone(),
     };
     let actions = match pending {
         Some(_) => plan::plan_instance_with_pending_write_back(&input),
         None => plan::plan_instance(&input),
     };
-    info!(record_id = %inst.id, actions = ?actions, "reconciling instance");
-    // What Coolify runs already matches what was applied: the actions repair it rather than carry out a change.
-    let actor = actor_if(input.applied.as_ref() != Some(&input.desired));
-    execute(ctx, &inst, &desired, observed, &actions, pending.is_some(), &actor).await?;
-    Ok(Some(updated))
+    info!(record_id = %inst.id, actions = ?actions, seen = ?seen, "reconciling instance");
+    let run = Run {
+        actions: &actions,
+        completing_pending: pending.is_some(),
+        assumed: seen == Seen::Assumed,
+    };
+    execute(ctx, inst, desired, observed, run, &actor).await
 }
 
 /// An action that succeeded in Coolify but whose write-back has not landed (its row is in the outbox).
@@ -464,7 +573,12 @@ async fn observe(
         }
     }
     // A lost create response or a crash before the write-back: adopt by the deterministic name, but only
-    // a service of this incarnation (or one made before incarnations existed).
+    // a service of this incarnation (or one made before incarnations existed). Only a create whose outcome
+    // was never learned (an intent without a uuid) may have made one: without an intent no create was
+    // tried, and a resolved intent's service was just read.
+    if intent.as_ref().is_none_or(|i| i.coolify_uuid.is_some()) {
+        return Ok(Observed::Absent);
+    }
     let (earlier, mut found): (Vec<Service>, Vec<Service>) = find_in_project(ctx, project_uuid, &name)
         .await?
         .into_iter()
@@ -503,15 +617,16 @@ async fn bind_intent(ctx: &Context, id: &str, life: &str, uuid: &str) -> Result<
 async fn retire_earlier_life(ctx: &Context, id: &str, earlier: &Intent) -> Result<(), ReconcileError> {
     let uuids: Vec<String> = match &earlier.coolify_uuid {
         Some(uuid) => vec![uuid.clone()],
-        // Its create outcome was never learned: find it by name and mark, across every project.
-        None => ctx
-            .coolify
-            .find_services_by_name(&service_name(id))
-            .await?
-            .into_iter()
-            .filter(|s| incarnation::marked(s.description.as_deref()) == earlier.incarnation.as_deref())
-            .map(|s| s.uuid)
-            .collect(),
+        // Its create outcome was never learned: find it by name and mark, in the project it was created in
+        // (noted at its create), or across every project for an intent from before that note.
+        None => match ctx.journal.note(&project_note(id)).await? {
+            Some(project) => find_in_project(ctx, &project, &service_name(id)).await?,
+            None => ctx.coolify.find_services_by_name(&service_name(id)).await?,
+        }
+        .into_iter()
+        .filter(|s| incarnation::marked(s.description.as_deref()) == earlier.incarnation.as_deref())
+        .map(|s| s.uuid)
+        .collect(),
     };
     for uuid in &uuids {
         destroy_earlier_service(ctx, id, uuid).await?;
@@ -536,6 +651,8 @@ async fn destroy_earlier_service(ctx: &Context, id: &str, uuid: &str) -> Result<
                 format!("service {uuid} of an earlier record with this id destroyed"),
             )
             .await?;
+            ctx.journal.forget_note(&env_keys_note(uuid)).await?;
+            ctx.journal.forget_note(&compose_note(uuid)).await?;
             Ok(())
         }
         Err(e) => {
@@ -564,15 +681,28 @@ async fn find_in_project(ctx: &Context, project_uuid: &str, name: &str) -> Resul
     }
 }
 
+/// A plan to carry out, and what its outcome needs to know.
+struct Run<'a> {
+    actions: &'a [Action],
+    /// An earlier action's write-back is pending.
+    completing_pending: bool,
+    /// The service was taken as known, not read.
+    assumed: bool,
+}
+
 async fn execute(
     ctx: &Context,
     inst: &BotInstance,
     desired: &Desired,
     observed: Observed,
-    actions: &[Action],
-    completing_pending: bool,
+    run: Run<'_>,
     actor: &Actor,
 ) -> Result<(), ReconcileError> {
+    let Run {
+        actions,
+        completing_pending,
+        assumed,
+    } = run;
     let mut uuid = match &observed {
         Observed::Present { uuid, .. } => Some(uuid.clone()),
         Observed::Absent => None,
@@ -581,6 +711,8 @@ async fn execute(
     let log = ActionLog::instance(&inst.id, Some(&inst.tenant), true, log_action).by(actor);
     let write_back = match run_actions(ctx, inst, &life_of(inst), desired, &mut uuid, actions).await {
         Ok(write_back) => write_back,
+        // A service taken as present is gone: not a failure, the caller observes and plans again.
+        Err(e @ ReconcileError::Coolify(CoolifyError::NotFound { .. })) if assumed => return Err(e),
         Err(e) => {
             record_failure(ctx, inst, log, &uuid, &e).await;
             return Err(e);
@@ -671,7 +803,10 @@ fn write_back_patch(
 fn summary_action(actions: &[Action]) -> DeployAction {
     if actions.contains(&Action::CreateService) {
         DeployAction::Deploy
-    } else if actions.contains(&Action::UpdateService) || actions.contains(&Action::SetEnv) {
+    } else if actions
+        .iter()
+        .any(|a| matches!(a, Action::UpdateService { .. } | Action::SetEnv))
+    {
         DeployAction::Update
     } else if actions.contains(&Action::Restart) {
         DeployAction::Restart
@@ -687,7 +822,7 @@ fn summary_action(actions: &[Action]) -> DeployAction {
 /// What a run does to the stack's door (its domain and router key) when the tenant's suspension begins
 /// or ends: said in the action's row.
 fn door_change(inst: &BotInstance, desired: &Desired, actions: &[Action]) -> Option<&'static str> {
-    if !actions.contains(&Action::UpdateService) {
+    if !actions.iter().any(|a| matches!(a, Action::UpdateService { .. })) {
         return None;
     }
     if desired.suspended {
@@ -723,15 +858,34 @@ fn success_message(action: DeployAction, desired: &Desired, uuid: Option<&str>) 
 
 /// The env to push: the desired vars, plus an empty value for every var the service still has that is
 /// no longer wanted (a removed secret must not stay live). Coolify's own `SERVICE_*` vars are left alone.
-fn with_revoked(desired: &[EnvVarInput], existing: &[EnvVar]) -> Vec<EnvVarInput> {
+fn with_revoked<'a>(desired: &[EnvVarInput], existing: impl IntoIterator<Item = &'a str>) -> Vec<EnvVarInput> {
     let wanted: std::collections::BTreeSet<&str> = desired.iter().map(|e| e.key.as_str()).collect();
     let mut env = desired.to_vec();
-    for var in existing {
-        if !wanted.contains(var.key.as_str()) && !var.key.starts_with("SERVICE_") {
-            env.push(EnvVarInput::plain(var.key.clone(), ""));
+    for key in existing {
+        if !wanted.contains(key) && !key.starts_with("SERVICE_") && !key.is_empty() {
+            env.push(EnvVarInput::plain(key.to_string(), ""));
         }
     }
     env
+}
+
+/// Notes what the compose sent to a service means, for the resync's drift check.
+async fn note_compose(ctx: &Context, service: &str, desired: &Desired) -> Result<(), ReconcileError> {
+    if let Some(noted) = compose_note_value(&desired.rendered.compose_yaml) {
+        ctx.journal.note_changed(&compose_note(service), &noted).await?;
+    }
+    Ok(())
+}
+
+/// The journal note of the env keys the bridge last pushed to a service.
+fn env_keys_note(service_uuid: &str) -> String {
+    format!("env_keys:{service_uuid}")
+}
+
+/// The journal note of the project an instance's service was created in (for finding it by name there
+/// when the create's outcome was never learned).
+fn project_note(instance_id: &str) -> String {
+    format!("service_project:{instance_id}")
 }
 
 /// The public service's domain; a blank url while suspended, which Coolify takes as "no domain".
@@ -776,25 +930,37 @@ async fn run_actions(
                 }
             }
             Action::CreateService => {
-                *uuid = Some(create_service(ctx, inst, life, desired).await?);
+                let created = create_service(ctx, inst, life, desired).await?;
+                note_compose(ctx, &created, desired).await?;
+                *uuid = Some(created);
             }
-            Action::UpdateService => {
+            Action::UpdateService { deploy } => {
                 let patch = ServicePatch {
                     compose_yaml: Some(desired.rendered.compose_yaml.clone()),
                     urls: Some(urls(desired)),
+                    instant_deploy: deploy.then_some(true),
                     ..Default::default()
                 };
                 ctx.coolify.patch_service(need_uuid(uuid)?, &patch).await?;
+                note_compose(ctx, need_uuid(uuid)?, desired).await?;
             }
             Action::SetEnv => {
                 let service = need_uuid(uuid)?;
-                // A service created in this run has only the vars its compose references.
+                // A service created in this run has only the vars its compose references; for one the
+                // bridge pushed to before, the keys it pushed are remembered (no list call).
                 let env = if actions.contains(&Action::CreateService) {
                     desired.env.clone()
+                } else if let Some(pushed) = ctx.journal.note(&env_keys_note(service)).await? {
+                    with_revoked(&desired.env, pushed.lines())
                 } else {
-                    with_revoked(&desired.env, &ctx.coolify.list_envs(service).await?)
+                    let existing = ctx.coolify.list_envs(service).await?;
+                    with_revoked(&desired.env, existing.iter().map(|v| v.key.as_str()))
                 };
                 ctx.coolify.bulk_upsert_envs(service, &env).await?;
+                let keys: Vec<&str> = desired.env.iter().map(|e| e.key.as_str()).collect();
+                ctx.journal
+                    .note_changed(&env_keys_note(service), &keys.join("\n"))
+                    .await?;
             }
             Action::Start => ctx.coolify.start_service(need_uuid(uuid)?).await?,
             Action::Stop => ctx.coolify.stop_service(need_uuid(uuid)?).await?,
@@ -815,6 +981,9 @@ async fn create_service(
     let key = service_intent_key(&inst.id);
     let name = service_name(&inst.id);
     ctx.journal.put_intent_of(&key, "service", &name, Some(life)).await?;
+    ctx.journal
+        .note_changed(&project_note(&inst.id), &desired.project_uuid)
+        .await?;
     let req = CreateService {
         project_uuid: desired.project_uuid.clone(),
         environment_name: Some(ctx.settings.coolify.environment.clone()),
@@ -862,8 +1031,10 @@ async fn create_service(
 /// and a burst of them must not stall every other record's job.
 async fn wait_running(ctx: &Context, uuid: &str) -> Result<(), ReconcileError> {
     crate::queue::without_slot(async {
-        let mut after = Instant::now();
-        let deadline = after + ctx.settings.reconcile.running_timeout;
+        let _waiting = ctx.statuses.waiter();
+        let deadline = Instant::now() + ctx.settings.reconcile.running_timeout;
+        // A start takes Coolify seconds at least: a read at once would only find it starting.
+        let mut after = Instant::now() + ctx.statuses.interval();
         loop {
             let (asked, status) = ctx.statuses.status_after(uuid, after).await?;
             if status.as_ref().is_some_and(ServiceStatus::is_running) {
@@ -876,8 +1047,7 @@ async fn wait_running(ctx: &Context, uuid: &str) -> Result<(), ReconcileError> {
                     last: status.map(|s| s.to_string()).unwrap_or_else(|| "not listed".into()),
                 });
             }
-            // The board paces the rounds; ask for the next one.
-            after = asked + Duration::from_millis(1);
+            after = asked + ctx.statuses.gap();
         }
     })
     .await
@@ -886,17 +1056,25 @@ async fn wait_running(ctx: &Context, uuid: &str) -> Result<(), ReconcileError> {
 /// The record is gone: destroy its service(s) and verify they are gone.
 async fn destroy(ctx: &Context, id: &str, run: &RunActor) -> Result<(), ReconcileError> {
     let key = service_intent_key(id);
-    let mut uuids: Vec<String> = Vec::new();
-    if let Some(intent) = ctx.journal.get_intent(&key).await?
-        && let Some(u) = intent.coolify_uuid
-    {
-        uuids.push(u);
-    }
-    for svc in ctx.coolify.find_services_by_name(&service_name(id)).await? {
-        if !uuids.contains(&svc.uuid) {
-            uuids.push(svc.uuid);
+    let name = service_name(id);
+    let uuids: Vec<String> = match ctx.journal.get_intent(&key).await? {
+        // No create was ever tried for this record: nothing to destroy (a stray `cf-` service is the
+        // orphan scanner's).
+        None => Vec::new(),
+        Some(Intent {
+            coolify_uuid: Some(uuid),
+            ..
+        }) => vec![uuid],
+        // The create's outcome was never learned: look for it by name in the project it was made in,
+        // or everywhere for an intent from before projects were noted.
+        Some(_) => match ctx.journal.note(&project_note(id)).await? {
+            Some(project) => find_in_project(ctx, &project, &name).await?,
+            None => ctx.coolify.find_services_by_name(&name).await?,
         }
-    }
+        .into_iter()
+        .map(|s| s.uuid)
+        .collect(),
+    };
     let mut removed = 0;
     for DeletedInstanceAction::DeleteService(uuid) in plan::plan_deleted_instance(&uuids) {
         let log = ActionLog::instance(id, None, false, DeployAction::Destroy);
@@ -927,6 +1105,12 @@ async fn destroy(ctx: &Context, id: &str, run: &RunActor) -> Result<(), Reconcil
         }
     }
     ctx.journal.clear_intent(&key).await?;
+    for uuid in &uuids {
+        ctx.journal.forget_note(&env_keys_note(uuid)).await?;
+        ctx.journal.forget_note(&compose_note(uuid)).await?;
+    }
+    ctx.journal.forget_note(&drift_note(id)).await?;
+    ctx.journal.forget_note(&project_note(id)).await?;
     // Nothing of a deleted record outlives it: a later record with the same id starts from nothing.
     ctx.secrets.delete(id)?;
     ctx.journal.forget_router_key(id).await?;
@@ -939,6 +1123,50 @@ async fn destroy(ctx: &Context, id: &str, run: &RunActor) -> Result<(), Reconcil
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn act_first_only_on_a_settled_outcome_of_the_applied_spec() {
+        let applied = |state| Spec::new(state, "compose", "env", "").fingerprint();
+        let inst = |status: &str, state| -> BotInstance {
+            serde_json::from_value(serde_json::json!({
+                "id": "abcdefghijklmno", "coolify_service_id": "svc1", "status": status,
+                "applied_hash": applied(state),
+            }))
+            .expect("record")
+        };
+        let intent = Intent {
+            key: "service:abcdefghijklmno".into(),
+            kind: "service".into(),
+            name: "cf-abcdefghijklmno".into(),
+            coolify_uuid: Some("svc1".into()),
+            created_at: 0,
+            updated_at: 0,
+            incarnation: Some("life".into()),
+        };
+        let present = |running| {
+            Some(Observed::Present {
+                uuid: "svc1".into(),
+                running,
+            })
+        };
+        let known = |status, state| known_service(Some(&intent), "life", &inst(status, state));
+        assert_eq!(known("running", EffectiveState::Running), present(true));
+        assert_eq!(known("stopped", EffectiveState::Stopped), present(false));
+        // A failure, an interrupted deploy, or a status that disagrees with the applied spec: read Coolify.
+        for (status, state) in [
+            ("error", EffectiveState::Running),
+            ("deploying", EffectiveState::Running),
+            ("pending", EffectiveState::Running),
+            ("running", EffectiveState::Stopped),
+            ("stopped", EffectiveState::Running),
+        ] {
+            assert_eq!(known(status, state), None, "{status} with {state:?} applied");
+        }
+        assert_eq!(
+            known_service(Some(&intent), "other life", &inst("running", EffectiveState::Running)),
+            None
+        );
+    }
 
     #[test]
     fn blocked_instances_wait_in_pending_or_show_the_error() {

@@ -2,6 +2,7 @@
 
 pub mod actor;
 pub mod context;
+pub mod drift;
 pub mod error;
 pub mod health;
 pub mod instance;
@@ -69,7 +70,13 @@ impl Reconciler {
         let run = actor::RunActor::read(&self.ctx.journal, job).await?;
         let outcome = match collection {
             Collection::Tenants => tenant::reconcile(&self.ctx, id, &run).await?,
-            Collection::BotInstances => instance::reconcile(&self.ctx, id, job.first_pending_at, &run).await?,
+            Collection::BotInstances => {
+                let trust = instance::Trust {
+                    first_event_ms: job.first_pending_at,
+                    after_failure: job.after_failure,
+                };
+                instance::reconcile(&self.ctx, id, trust, &run).await?
+            }
         };
         // Rows the run kept, or an earlier run could not send: a job ends with its record's rows written.
         outcome::flush(&self.ctx, collection, id).await?;
@@ -86,13 +93,17 @@ impl JobHandler for Reconciler {
     type Error = ReconcileError;
 
     fn handle<'a>(&'a self, job: &'a ClaimedJob) -> JobFuture<'a, ReconcileError> {
-        Box::pin(async move {
+        // With the Coolify budget short, the job whose change waits longest goes first.
+        let age = job
+            .first_pending_at
+            .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+        Box::pin(crate::coolify::budget::for_job(age, async move {
             let result = self.run(job).await;
             if let Some(dependency) = result.as_ref().err().and_then(ReconcileError::unavailable) {
                 self.ctx.deps.suspect(dependency);
             }
             result
-        })
+        }))
     }
 
     fn error_policy(&self, error: &ReconcileError) -> ErrorPolicy {

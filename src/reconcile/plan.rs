@@ -144,8 +144,11 @@ pub enum Action {
     MarkDeploying,
     /// Create the service (intent journaled first), `instant_deploy` false, with the domain.
     CreateService,
-    /// Send the new compose and domain.
-    UpdateService,
+    /// Send the new compose and domain; with `deploy`, Coolify redeploys it in the same call
+    /// (`instant_deploy`: a force-recreating start, so no separate start or restart is needed).
+    UpdateService {
+        deploy: bool,
+    },
     /// Upsert the env vars in one bulk call.
     SetEnv,
     Start,
@@ -194,15 +197,19 @@ pub fn plan_instance(input: &InstanceInput) -> Vec<Action> {
             if desired.state == EffectiveState::Stopped && *running {
                 actions.push(Action::Stop);
             }
-            if compose_changed {
-                actions.push(Action::UpdateService);
-            }
+            // The env goes first: a compose change deploys in its own call, which must find the new env.
             if env_changed {
                 actions.push(Action::SetEnv);
             }
+            let deploy = compose_changed && desired.state == EffectiveState::Running;
+            if compose_changed {
+                actions.push(Action::UpdateService { deploy });
+            }
             match desired.state {
                 EffectiveState::Running => {
-                    if *running && needs_redeploy {
+                    if deploy {
+                        actions.push(Action::WaitRunning);
+                    } else if *running && needs_redeploy {
                         actions.push(Action::Restart);
                         actions.push(Action::WaitRunning);
                     } else if !running {
@@ -394,22 +401,28 @@ mod tests {
                 vec![MarkDeploying, Start, WaitRunning, WriteBack(R)],
             ),
             (
-                "suspension: stop first, then the domain (compose) and key (env) change",
+                "suspension: stop first, then the key (env) and domain (compose) change, no deploy",
                 InstanceInput {
                     desired: spec(S, "c2", "e2", ""),
                     applied: Some(base.clone()),
                     observed: present(true),
                 },
-                vec![Stop, UpdateService, SetEnv, WriteBack(S)],
+                vec![Stop, SetEnv, UpdateService { deploy: false }, WriteBack(S)],
             ),
             (
-                "resume: domain and key back, then start",
+                "resume: key and domain back, deployed by the compose change (no separate start)",
                 InstanceInput {
                     desired: base.clone(),
                     applied: Some(spec(S, "c2", "e2", "")),
                     observed: present(false),
                 },
-                vec![MarkDeploying, UpdateService, SetEnv, Start, WaitRunning, WriteBack(R)],
+                vec![
+                    MarkDeploying,
+                    SetEnv,
+                    UpdateService { deploy: true },
+                    WaitRunning,
+                    WriteBack(R),
+                ],
             ),
             (
                 "restart requested",
@@ -421,13 +434,37 @@ mod tests {
                 vec![MarkDeploying, Restart, WaitRunning, WriteBack(R)],
             ),
             (
-                "config, limits or template change: update and restart",
+                "config, limits or template change: update and redeploy in one call",
                 InstanceInput {
                     desired: spec(R, "c2", "e1", ""),
                     applied: Some(base.clone()),
                     observed: present(true),
                 },
-                vec![MarkDeploying, UpdateService, Restart, WaitRunning, WriteBack(R)],
+                vec![MarkDeploying, UpdateService { deploy: true }, WaitRunning, WriteBack(R)],
+            ),
+            (
+                "config and secrets change: env first, then update and redeploy in one call",
+                InstanceInput {
+                    desired: spec(R, "c2", "e2", ""),
+                    applied: Some(base.clone()),
+                    observed: present(true),
+                },
+                vec![
+                    MarkDeploying,
+                    SetEnv,
+                    UpdateService { deploy: true },
+                    WaitRunning,
+                    WriteBack(R),
+                ],
+            ),
+            (
+                "config change of a stopped instance asked to run: the update starts it",
+                InstanceInput {
+                    desired: spec(R, "c2", "e1", ""),
+                    applied: Some(spec(S, "c1", "e1", "")),
+                    observed: present(false),
+                },
+                vec![MarkDeploying, UpdateService { deploy: true }, WaitRunning, WriteBack(R)],
             ),
             (
                 "secrets change: env and restart",
@@ -445,7 +482,7 @@ mod tests {
                     applied: Some(spec(S, "c1", "e1", "")),
                     observed: present(false),
                 },
-                vec![UpdateService, WriteBack(S)],
+                vec![UpdateService { deploy: false }, WriteBack(S)],
             ),
             (
                 "applied matches but the service crashed: start it again",
@@ -472,7 +509,13 @@ mod tests {
                     applied: None,
                     observed: present(false),
                 },
-                vec![MarkDeploying, UpdateService, SetEnv, Start, WaitRunning, WriteBack(R)],
+                vec![
+                    MarkDeploying,
+                    SetEnv,
+                    UpdateService { deploy: true },
+                    WaitRunning,
+                    WriteBack(R),
+                ],
             ),
         ];
         for (name, input, expected) in cases {

@@ -151,7 +151,8 @@ async fn tenant_and_instance_lifecycle() {
         restarts_before + 1
     );
 
-    // A config change updates the compose and restarts.
+    // A config change updates the compose and redeploys it in the same call (`instant_deploy`).
+    let patches_before = count(&w.sim.requests().await, "PATCH /services/{uuid}");
     let before = w.sim.service(&svc_uuid).await.unwrap();
     assert!(!text(&before, "compose").contains("openai/e2e-model"));
     let hash_before = text(&w.record("bot_instances", &alpha).await, "applied_hash").to_string();
@@ -173,10 +174,18 @@ async fn tenant_and_instance_lifecycle() {
         text(&after, "compose")
     );
     assert!(sim_running(&after));
+    let requests = w.sim.requests().await;
     assert_eq!(
-        count(&w.sim.requests().await, "POST /services/{uuid}/restart"),
-        restarts_before + 2
+        count(&requests, "POST /services/{uuid}/restart"),
+        restarts_before + 1,
+        "no separate restart"
     );
+    let patches: Vec<&Value> = requests
+        .iter()
+        .filter(|r| r["path"] == "PATCH /services/{uuid}")
+        .collect();
+    assert_eq!(patches.len(), patches_before + 1);
+    assert_eq!(patches[patches_before]["request"]["instant_deploy"], true);
     assert_eq!(
         text(&a, "coolify_service_id"),
         svc_uuid,
@@ -640,8 +649,12 @@ async fn a_transient_failure_is_retried_with_backoff_and_heals() {
         !text(r, "coolify_project_uuid").is_empty()
     })
     .await;
+    // A retry redeploys the created service with its compose (PATCH with `instant_deploy`): both fail.
     w.sim
-        .set_fault(json!({"route": "POST /services/{uuid}/start", "error_rate": 1.0}))
+        .set_fault(json!([
+            {"route": "POST /services/{uuid}/start", "error_rate": 1.0},
+            {"route": "PATCH /services/{uuid}", "error_rate": 1.0}
+        ]))
         .await;
     let inst = w.create_instance(&tenant, "base-llm", "flaky", "running").await;
     let r = w

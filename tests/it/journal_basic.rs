@@ -185,6 +185,29 @@ async fn failures_retry_then_die_and_a_new_event_revives() {
     assert_eq!(revived[0].attempts, 1, "a new event resets the attempts");
 }
 
+/// A claim says whether the job's previous attempt ended without success (so the reconciler reads
+/// Coolify instead of trusting what the record says was applied), also when a new event revived it.
+#[tokio::test]
+async fn a_claim_after_a_failed_or_interrupted_attempt_says_so() {
+    let (_dir, j) = open_temp();
+    j.ingest(event(Source::Webhook, "r1", "1")).await.expect("ingest");
+    let first = j.claim_due(now_ms(), 10).await.expect("claim");
+    assert!(!first[0].after_failure, "a first attempt");
+    j.fail(first[0].job_id, "timeout", Some(0)).await.expect("fail");
+    // A new change revives the job with its attempts reset: the failed call's effect is still unknown.
+    j.ingest(event(Source::Webhook, "r1", "2")).await.expect("ingest");
+    let second = j.claim_due(now_ms(), 10).await.expect("claim");
+    assert_eq!(second[0].attempts, 1);
+    assert!(second[0].after_failure, "after a failed attempt");
+    assert_eq!(j.resume_on_start().await.expect("resume"), 1);
+    let third = j.claim_due(now_ms(), 10).await.expect("claim");
+    assert!(third[0].after_failure, "after an interrupted attempt");
+    j.complete(third[0].job_id).await.expect("complete");
+    j.ingest(event(Source::Webhook, "r1", "3")).await.expect("ingest");
+    let fourth = j.claim_due(now_ms(), 10).await.expect("claim");
+    assert!(!fourth[0].after_failure, "after a success");
+}
+
 #[tokio::test]
 async fn deferred_jobs_wait_for_the_record_to_change() {
     let (_dir, j) = open_temp();

@@ -201,3 +201,128 @@ async fn an_echo_during_a_run_that_then_fails_leaves_resync_its_chance() {
         "the failed run's versions are not recorded as applied, so resync still sees the change"
     );
 }
+
+/// A change and its undoing both arrive while the job runs (stopped, then running again): the run that
+/// follows reads the record asking for `running`, so `running` is what is applied. A later `stopped` is a
+/// real change and must make a job, not settle as an echo of the first change's request.
+#[tokio::test]
+async fn a_change_undone_while_its_job_runs_is_not_taken_for_applied() {
+    let (_dir, j) = open_temp();
+    let at = |s: &str| format!("2026-01-01 00:00:{s}.000Z");
+    j.ingest(change(Source::Realtime, version("01", "running", "pending", "")))
+        .await
+        .expect("ingest");
+    let first = j.claim_due(now_ms(), 10).await.expect("claim");
+    // The run read version 01; meanwhile the user stops the instance and starts it again.
+    let stop = j
+        .ingest(change(Source::Realtime, version("02", "stopped", "deploying", "")))
+        .await
+        .expect("ingest");
+    assert!(is_new(&stop), "{stop:?}");
+    let back = j
+        .ingest(change(Source::Webhook, version("03", "running", "deploying", "")))
+        .await
+        .expect("ingest");
+    j.set_applied(Collection::BotInstances, "r1", &at("01"))
+        .await
+        .expect("applied");
+    j.complete(first[0].job_id).await.expect("complete");
+    // The run again reads version 03 (running): nothing to do.
+    run_job(&j, &at("03")).await;
+    assert_eq!(counts(&j).await, (0, 0, 1));
+
+    let stop_again = j
+        .ingest(change(Source::Realtime, version("04", "stopped", "running", "")))
+        .await
+        .expect("ingest");
+    assert!(
+        is_new(&stop_again),
+        "stopped was never applied after the change back: {stop_again:?}"
+    );
+    assert!(
+        is_new(&back),
+        "the job was to run again anyway: its next claim covers the change back: {back:?}"
+    );
+}
+
+/// The run read a version whose own event had not arrived yet: when it arrives it is settled (that
+/// version was applied), and echoes asking for the same thing settle after it.
+#[tokio::test]
+async fn the_event_of_the_version_a_run_read_settles_when_it_arrives_late() {
+    let (_dir, j) = open_temp();
+    let at = |s: &str| format!("2026-01-01 00:00:{s}.000Z");
+    j.ingest(change(Source::Realtime, version("01", "running", "pending", "")))
+        .await
+        .expect("ingest");
+    // The run read version 02 (the user's stop), whose event is still on its way.
+    run_job(&j, &at("02")).await;
+    let late = j
+        .ingest(change(Source::Realtime, version("02", "stopped", "pending", "")))
+        .await
+        .expect("ingest");
+    assert!(matches!(late, Ingested::Settled { .. }), "{late:?}");
+    let echo = j
+        .ingest(change(Source::Realtime, version("03", "stopped", "stopped", "")))
+        .await
+        .expect("ingest");
+    assert!(
+        matches!(echo, Ingested::Settled { .. }),
+        "the write-back's echo: {echo:?}"
+    );
+    let start = j
+        .ingest(change(Source::Realtime, version("04", "running", "stopped", "")))
+        .await
+        .expect("ingest");
+    assert!(is_new(&start), "{start:?}");
+}
+
+/// A resync hint for a version that was settled as an echo makes a job unless that echo asks for what is
+/// applied; once found settled, the version counts as applied and the next pass has nothing to send.
+#[tokio::test]
+async fn resync_looks_behind_a_settled_echo_that_was_not_applied() {
+    let (_dir, j) = open_temp();
+    let at = |s: &str| format!("2026-01-01 00:00:{s}.000Z");
+    let hint = |s: &str| NewEvent {
+        source: Source::Resync,
+        payload: json!({"id": "r1", "updated": at(s)}),
+        fingerprint: None,
+        ..change(Source::Resync, version(s, "running", "running", ""))
+    };
+    j.ingest(change(Source::Realtime, version("01", "running", "pending", "")))
+        .await
+        .expect("ingest");
+    let first = j.claim_due(now_ms(), 10).await.expect("claim");
+    // The run's write-back echoes while it runs; the run succeeds.
+    let echo = j
+        .ingest(change(Source::Realtime, version("02", "running", "running", "")))
+        .await
+        .expect("ingest");
+    assert!(matches!(echo, Ingested::Settled { .. }), "{echo:?}");
+    j.set_applied(Collection::BotInstances, "r1", &at("01"))
+        .await
+        .expect("applied");
+    j.complete(first[0].job_id).await.expect("complete");
+    // The resync lists version 02 (newer than the journal's 01): its echo asks for what is applied.
+    assert_eq!(j.ingest(hint("02")).await.expect("ingest"), Ingested::Duplicate);
+    let known = j.known_records(Collection::BotInstances).await.expect("known");
+    assert_eq!(known[0].last_updated.as_deref(), Some(at("02").as_str()));
+
+    // A change whose run fails for good after its write-back echoed: that echo was never applied.
+    j.ingest(change(Source::Realtime, version("03", "stopped", "running", "")))
+        .await
+        .expect("ingest");
+    let second = j.claim_due(now_ms(), 10).await.expect("claim");
+    let echo = j
+        .ingest(change(Source::Realtime, version("04", "stopped", "deploying", "")))
+        .await
+        .expect("ingest");
+    assert!(matches!(echo, Ingested::Settled { .. }), "{echo:?}");
+    j.fail(second[0].job_id, "refused", None).await.expect("fail");
+    let out = j.ingest(hint("04")).await.expect("ingest");
+    assert!(is_new(&out), "the resync must look at the record again: {out:?}");
+    assert_eq!(
+        j.ingest(hint("04")).await.expect("ingest"),
+        Ingested::Duplicate,
+        "once per version"
+    );
+}

@@ -112,6 +112,11 @@ async fn secrets_gate_the_deploy_then_rotate_in_one_bulk_call() {
     let restarts = count(&requests, "POST /services/{uuid}/restart") + count(&requests, "GET /services/{uuid}/restart");
     assert_eq!(restarts, 1, "the running service is restarted once: {requests:#?}");
     assert_eq!(count(&requests, "POST /services"), 0, "no new service");
+    assert_eq!(
+        count(&requests, "GET /services/{uuid}/envs"),
+        0,
+        "the keys pushed before are remembered: no env list"
+    );
     let envs = stack.sim_envs(&id).await;
     assert_eq!(
         envs.get("TELEGRAM_BOT_TOKEN"),

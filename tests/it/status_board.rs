@@ -1,5 +1,5 @@
 //! The status board against coolify-sim: concurrent waiters share paced `GET /services` rounds, and each
-//! still sees its service reach running.
+//! still sees its service reach running; a few waiters read their own services instead.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,7 +40,8 @@ async fn waiters_share_paced_rounds_and_all_see_running() {
     }
     sim.clear_requests().await;
 
-    let board = Arc::new(StatusBoard::new(c.clone(), INTERVAL));
+    // Every waiter shares the list here (the few-waiters case is the next test).
+    let board = Arc::new(StatusBoard::new(c.clone(), INTERVAL).with_single_reads_up_to(0));
     let started = Instant::now();
     let mut waiters = tokio::task::JoinSet::new();
     // Waiters arrive one by one, as reconciles do; each needs a reading newer than its arrival, yet a new
@@ -94,4 +95,73 @@ async fn waiters_share_paced_rounds_and_all_see_running() {
             "rounds closer than the interval: {lists:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_waiters_read_their_own_services_many_share_the_list() {
+    let sim = TestSim::start(&["--rate-limit", "100000", "--start-delay-ms", "600"]);
+    let c = client(&sim);
+    let project = c.create_project("few", None).await.expect("project");
+    let mut uuids = Vec::new();
+    for i in 0..6 {
+        let req = CreateService {
+            project_uuid: project.clone(),
+            environment_name: Some("production".into()),
+            server_uuid: LOCALHOST_SERVER_UUID.into(),
+            name: format!("svc-{i}"),
+            compose_yaml: BOT.into(),
+            ..Default::default()
+        };
+        let uuid = c.create_service(&req).await.expect("create").uuid;
+        c.start_service(&uuid).await.expect("start");
+        uuids.push(uuid);
+    }
+    let board = Arc::new(StatusBoard::new(c.clone(), INTERVAL).with_single_reads_up_to(3));
+    // Waits as the instance executor does: counted as a waiter, paced by the board's gap.
+    let wait_all = |uuids: Vec<String>| {
+        let board = Arc::clone(&board);
+        async move {
+            let mut waiters = tokio::task::JoinSet::new();
+            for u in uuids {
+                let board = Arc::clone(&board);
+                waiters.spawn(async move {
+                    let _waiting = board.waiter();
+                    let mut after = Instant::now();
+                    loop {
+                        let (asked, status) = board.status_after(&u, after).await.expect("status");
+                        if status.is_some_and(|s| s.is_running()) {
+                            return;
+                        }
+                        assert!(asked.elapsed() < Duration::from_secs(10), "{u} never ran");
+                        after = asked + board.gap();
+                    }
+                });
+            }
+            while let Some(r) = waiters.join_next().await {
+                r.expect("waiter");
+            }
+        }
+    };
+    let counts = |requests: Vec<serde_json::Value>| {
+        let n = |p: &str| requests.iter().filter(|r| r["path"] == p).count();
+        (n("GET /services/{uuid}"), n("GET /services"))
+    };
+
+    sim.clear_requests().await;
+    wait_all(uuids[..2].to_vec()).await;
+    let (single, lists) = counts(sim.requests().await);
+    assert_eq!(lists, 0, "two waiters never list the fleet");
+    assert!(single >= 2, "each read its own service: {single}");
+
+    for u in &uuids {
+        c.restart_service(u).await.expect("restart");
+    }
+    sim.clear_requests().await;
+    wait_all(uuids.clone()).await;
+    let (single, lists) = counts(sim.requests().await);
+    assert!(lists >= 1, "six waiters share the list");
+    assert!(
+        single <= 6,
+        "{single} single reads while six waited: at most each one's first"
+    );
 }

@@ -51,8 +51,8 @@ async fn kill_9_between_create_and_write_back_leaves_exactly_one_service() {
 
     // Case 2: the create's response is lost and the lookup that would adopt it hangs, so the record holds
     // no service id when the bridge dies: only the journal's intent and the deterministic name remain.
-    // The create itself is slowed so the lookup fault can be armed after the bridge's first lookup
-    // (observe) and before the adoption lookup.
+    // The create itself is slowed so the lookup fault can be armed before the adoption lookup (a new
+    // instance has no intent yet, so nothing is looked up before its create).
     w.sim
         .set_fault(json!({"route": "POST /services", "lost_response": true, "latency_ms": 2000}))
         .await;

@@ -35,6 +35,10 @@ pub struct Overrides {
     pub ping_only: bool,
     /// Only measure the project hooks' cost to PocketBase writes (against a PocketBase with no hooks).
     pub hook_cost_only: bool,
+    /// Only the Coolify budget run (section 3).
+    pub budget_only: bool,
+    /// Only the fleet setup and a full resync of it (section 5's resync rows).
+    pub resync_only: bool,
 }
 
 #[derive(Debug, Clone)]

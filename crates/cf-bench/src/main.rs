@@ -39,6 +39,12 @@ struct Args {
     /// Measure the project hooks' cost to PocketBase writes only.
     #[arg(long)]
     hook_cost_only: bool,
+    /// Run the Coolify budget scenario only (`--instances` sets its instance count).
+    #[arg(long)]
+    budget_only: bool,
+    /// Run the fleet setup and a full resync of it only.
+    #[arg(long)]
+    resync_only: bool,
 }
 
 #[tokio::main]
@@ -52,6 +58,8 @@ async fn main() -> std::process::ExitCode {
         latency_only: args.latency_only,
         ping_only: args.ping_only,
         hook_cost_only: args.hook_cost_only,
+        budget_only: args.budget_only,
+        resync_only: args.resync_only,
     };
     match run::run(args.mode, overrides, args.pocketbase, args.work_dir).await {
         Ok(table) => {

@@ -277,9 +277,9 @@ pub async fn resync(stack: &Stack, n: usize, report: &mut Report) -> Result<()> 
     );
     report.row(
         "5 resources",
-        "Coolify calls made by that resync",
+        "Coolify calls made by that resync (its drift check)",
         calls.to_string(),
-        "0 expected",
+        "1 expected (one list)",
         "-",
     );
     report.note(format!(
@@ -326,6 +326,49 @@ pub async fn budget(stack: &Stack, n: usize, secs: u64, report: &mut Report) -> 
             "n/a".into()
         },
         "-",
+        "-",
+    );
+    // Calls of the instances that finished only: those naming their service, plus their create; the
+    // status lists (shared by every waiter) apart.
+    let finished = stack
+        .pb
+        .field_by_id("bot_instances", "status = \"running\"", "coolify_service_id")
+        .await?;
+    let own = log
+        .iter()
+        .filter(|r| r.status != 429)
+        .filter(|r| finished.values().any(|u| !u.is_empty() && r.uri.contains(u.as_str())))
+        .count()
+        + finished.len();
+    let lists = log
+        .iter()
+        .filter(|r| r.status != 429 && r.path == "GET /services")
+        .count();
+    report.row(
+        "3 budget",
+        "Coolify calls per finished instance (its own and its create; status lists apart)",
+        if finished.is_empty() {
+            "n/a".into()
+        } else {
+            format!("{:.1}", own as f64 / finished.len() as f64)
+        },
+        "-",
+        "-",
+    );
+    report.note(format!(
+        "budget: {lists} status lists (GET /services) in the run, {calls} calls in all"
+    ));
+    // The most the budget allows with the fewest calls an instance needs: create, env, start, one read.
+    let budget = cf_bridge::config::CoolifySettings::new(
+        url::Url::parse("http://127.0.0.1").expect("url"),
+        secrecy::SecretString::from(String::new()),
+    )
+    .requests_per_minute;
+    report.row(
+        "3 budget",
+        "theoretical maximum at the default budget (budget / 4 calls per instance)",
+        format!("{:.1}/min", f64::from(budget) / 4.0),
+        format!("{budget} calls/min"),
         "-",
     );
     // The limit is a fixed one-minute window: a run shorter than a minute is measured against one window.

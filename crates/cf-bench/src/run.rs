@@ -140,9 +140,18 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         hook_cost_only(paths, root, sizes.throughput_secs, &mut report).await?;
         return Ok(report.render());
     }
-    eprintln!("stream check pings ...");
-    let ping_every = cf_bridge::config::DEFAULT_PING_INTERVAL.as_secs_f64();
-    ping::ping_cost(paths, &root.join("ping"), sizes.pings, ping_every, &mut report).await?;
+    if overrides.budget_only {
+        let n = overrides.instances.unwrap_or(sizes.budget_instances);
+        eprintln!("Coolify budget only ({n} instances; simulator limit 200/min, bridge default budget) ...");
+        let b = start_stack(paths, &root.join("b"), &["--rate-limit", "200"], &[]).await?;
+        resources::budget(&b, n, sizes.budget_secs, &mut report).await?;
+        return Ok(report.render());
+    }
+    if !overrides.resync_only {
+        eprintln!("stream check pings ...");
+        let ping_every = cf_bridge::config::DEFAULT_PING_INTERVAL.as_secs_f64();
+        ping::ping_cost(paths, &root.join("ping"), sizes.pings, ping_every, &mut report).await?;
+    }
     if overrides.ping_only {
         return Ok(report.render());
     }
@@ -186,6 +195,10 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         ids.len() as f64 / provision.as_secs_f64()
     ));
 
+    if overrides.resync_only {
+        resources::resync(&a, ids.len(), &mut report).await?;
+        return Ok(report.render());
+    }
     let pool: Vec<String> = ids.iter().take(sizes.pool).cloned().collect();
     eprintln!(
         "no-hook PocketBase for the latency baseline ({} instances) ...",

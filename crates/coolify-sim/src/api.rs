@@ -232,7 +232,8 @@ pub fn handle(st: &mut SimState, ctx: Ctx, route: Route, body: Obj) -> Reply {
             }
         },
         Route::ServiceAction(u, a) => service_action(st, ctx, &u, a),
-        Route::ActionViaGet(_) => {
+        Route::Deploy(uuids) => deploy(st, ctx, &uuids),
+        Route::ActionViaGet(_) | Route::DeployViaGet => {
             let mut r = Reply::message(405, "This endpoint has changed to a POST request.");
             r.headers.push(("Allow", "POST".into()));
             r
@@ -774,6 +775,29 @@ fn service_action(st: &mut SimState, ctx: Ctx, uuid: &str, action: Action) -> Re
             Reply::message(200, msg).changed()
         }
     }
+}
+
+/// `POST /deploy?uuid=...`: StartService for each service found, with no "already running" check (a running
+/// one is force-recreated). Uuids of no service are passed over; none found at all is a 404.
+fn deploy(st: &mut SimState, ctx: Ctx, uuids: &[String]) -> Reply {
+    let mut deployments = Vec::new();
+    for uuid in uuids {
+        let Some(s) = st.services.get_mut(uuid) else {
+            continue;
+        };
+        s.lifecycle = starting(ctx);
+        s.crashed = false;
+        s.forced_status = None;
+        s.updated_ms = ctx.now_ms;
+        deployments.push(json!({
+            "message": format!("Service {} started. It could take a while, be patient.", s.name),
+            "resource_uuid": s.uuid,
+        }));
+    }
+    if deployments.is_empty() {
+        return Reply::message(404, "No resources found.");
+    }
+    Reply::json(200, json!({ "deployments": deployments })).changed()
 }
 
 #[derive(Clone, Copy, PartialEq)]

@@ -230,7 +230,7 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, sim: web::Data<Sim>) -> Ht
         return HttpResponse::Ok().content_type("text/plain; charset=UTF-8").body("OK");
     }
     let request: Option<Value> = serde_json::from_slice(&body).ok();
-    let Some(route) = Route::parse(&method, &path) else {
+    let Some(route) = Route::parse(&method, &path).map(|r| r.with_query(req.query_string())) else {
         let reply = Reply::json(404, json!({"message": "Not found.", "docs": "https://coolify.io/docs"}));
         sim.record(&method, "*", &path, &reply, false, request);
         return respond(reply, &[]);

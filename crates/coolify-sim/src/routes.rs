@@ -28,6 +28,9 @@ pub enum Route {
     DeleteService(String),
     ServiceAction(String, Action),
     ActionViaGet(Action),
+    /// `POST /deploy?uuid=a,b,...`: the uuids come from the query ([`Route::with_query`]).
+    Deploy(Vec<String>),
+    DeployViaGet,
     ListEnvs(String),
     CreateEnv(String),
     PatchEnv(String),
@@ -66,6 +69,8 @@ impl Route {
             ("DELETE", ["services", u]) => Route::DeleteService(own(u)),
             ("POST", ["services", u, a]) if action(a).is_some() => Route::ServiceAction(own(u), action(a)?),
             ("GET", ["services", _, a]) if action(a).is_some() => Route::ActionViaGet(action(a)?),
+            ("POST", ["deploy"]) => Route::Deploy(Vec::new()),
+            ("GET", ["deploy"]) => Route::DeployViaGet,
             ("GET", ["services", u, "envs"]) => Route::ListEnvs(own(u)),
             ("POST", ["services", u, "envs"]) => Route::CreateEnv(own(u)),
             ("PATCH", ["services", u, "envs"]) => Route::PatchEnv(own(u)),
@@ -73,6 +78,22 @@ impl Route {
             ("DELETE", ["services", u, "envs", e]) => Route::DeleteEnv(own(u), own(e)),
             _ => return None,
         })
+    }
+
+    /// Takes what the route needs from the query string: the `uuid` list of a deploy (comma separated,
+    /// the parameter possibly repeated).
+    pub fn with_query(self, query: &str) -> Route {
+        match self {
+            Route::Deploy(_) => Route::Deploy(
+                query
+                    .split('&')
+                    .filter_map(|pair| pair.strip_prefix("uuid="))
+                    .flat_map(|list| decode_segment(list).split(',').map(str::to_string).collect::<Vec<_>>())
+                    .filter(|u| !u.is_empty())
+                    .collect(),
+            ),
+            other => other,
+        }
     }
 
     /// The endpoint template used in the request log and by fault matching.
@@ -100,6 +121,8 @@ impl Route {
             Route::ActionViaGet(Action::Start) => "GET /services/{uuid}/start",
             Route::ActionViaGet(Action::Stop) => "GET /services/{uuid}/stop",
             Route::ActionViaGet(Action::Restart) => "GET /services/{uuid}/restart",
+            Route::Deploy(_) => "POST /deploy",
+            Route::DeployViaGet => "GET /deploy",
             Route::ListEnvs(_) => "GET /services/{uuid}/envs",
             Route::CreateEnv(_) => "POST /services/{uuid}/envs",
             Route::PatchEnv(_) => "PATCH /services/{uuid}/envs",
@@ -173,5 +196,8 @@ mod tests {
             Some("PATCH /services/{uuid}/envs/bulk")
         );
         assert_eq!(Route::parse("GET", "/api/v2/services"), None);
+        let deploy = Route::parse("POST", "/api/v1/deploy").map(|r| r.with_query("force=false&uuid=a%2Cb&uuid=c"));
+        assert_eq!(deploy, Some(Route::Deploy(vec!["a".into(), "b".into(), "c".into()])));
+        assert_eq!(Route::parse("GET", "/api/v1/deploy"), Some(Route::DeployViaGet));
     }
 }

@@ -359,3 +359,60 @@ async fn runs_in_process() {
     assert_eq!(servers[0]["uuid"], LOCALHOST_SERVER_UUID);
     sim.stop().await;
 }
+
+/// `POST /deploy?uuid=a,b`: one call starts several services, with no "already running" check; uuids of no
+/// service are passed over, none known is a 404, and a GET answers 405.
+#[tokio::test]
+async fn batch_deploy_starts_every_service_named() {
+    let sim = SimProcess::start(&[
+        "--rate-limit",
+        "100000",
+        "--start-delay-ms",
+        "0",
+        "--running-delay-ms",
+        "0",
+    ]);
+    let api = Api {
+        sim: &sim,
+        http: reqwest_client(),
+    };
+    let project = api.project().await;
+    let raw = STANDARD.encode(COMPOSE);
+    let mut uuids = Vec::new();
+    for _ in 0..2 {
+        let (s, _, b) = api.call("POST", "/services", Some(api.service(&project, &raw))).await;
+        assert_eq!(s, 201, "{b}");
+        uuids.push(b["uuid"].as_str().expect("uuid").to_string());
+    }
+    let (s, _, b) = api
+        .call(
+            "POST",
+            &format!("/deploy?uuid={},{},nosuchservice", uuids[0], uuids[1]),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let started: Vec<&str> = b["deployments"]
+        .as_array()
+        .expect("deployments")
+        .iter()
+        .map(|d| d["resource_uuid"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(started, [uuids[0].as_str(), uuids[1].as_str()]);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    for u in &uuids {
+        let (_, _, svc) = api.call("GET", &format!("/services/{u}"), None).await;
+        assert!(
+            svc["status"].as_str().unwrap_or_default().starts_with("running"),
+            "{svc}"
+        );
+    }
+    let (s, _, b) = api.call("POST", &format!("/services/{}/start", uuids[0]), None).await;
+    assert_eq!(s, 400, "a start refuses a running service: {b}");
+    let (s, _, b) = api.call("POST", &format!("/deploy?uuid={}", uuids[0]), None).await;
+    assert_eq!(s, 200, "a deploy does not: {b}");
+    let (s, _, b) = api.call("POST", "/deploy?uuid=nosuchservice", None).await;
+    assert_eq!((s, b), (404, json!({"message": "No resources found."})));
+    let (s, _, _) = api.call("GET", &format!("/deploy?uuid={}", uuids[0]), None).await;
+    assert_eq!(s, 405);
+}

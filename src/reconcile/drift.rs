@@ -1,0 +1,200 @@
+//! Drift inside Coolify: a service deleted, stopped, started or given another compose behind the
+//! bridge's back. The resync finds it for every instance with a service with one `GET /services` and marks the
+//! instance in the journal (`drift:<id>`); the instance's job then observes Coolify instead of trusting its
+//! applied spec, repairs what differs, and clears the mark.
+
+use std::collections::HashMap;
+
+use super::context::Context;
+use super::plan::{EffectiveState, Spec};
+use crate::coolify::{ServiceLook, compose_fingerprint};
+use crate::resync::{DriftCheck, ListFuture, RecordStamp};
+
+/// What differs between an instance's applied spec and its service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drift {
+    /// The service is not in Coolify's list.
+    Missing,
+    /// Stopped where it was left running, or running where it was left stopped.
+    State,
+    /// Its compose means something else than the one the bridge applied.
+    Compose,
+}
+
+impl Drift {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Drift::Missing => "missing",
+            Drift::State => "state",
+            Drift::Compose => "compose",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Drift> {
+        match s {
+            "missing" => Some(Drift::Missing),
+            "state" => Some(Drift::State),
+            "compose" => Some(Drift::Compose),
+            _ => None,
+        }
+    }
+}
+
+/// The journal note that marks an instance as drifted.
+pub fn drift_note(instance_id: &str) -> String {
+    format!("{DRIFT_PREFIX}{instance_id}")
+}
+
+const DRIFT_PREFIX: &str = "drift:";
+
+/// The journal notes of the compose fingerprint last applied to each service, by service uuid.
+pub const COMPOSE_PREFIX: &str = "compose:";
+
+pub fn compose_note(service_uuid: &str) -> String {
+    format!("{COMPOSE_PREFIX}{service_uuid}")
+}
+
+/// What the compose note holds: a hash of the text sent, then the fingerprint of what it means. Coolify
+/// showing the very text sent is recognised without parsing it.
+pub fn compose_note_value(yaml: &str) -> Option<String> {
+    Some(format!("{} {}", text_hash(yaml), compose_fingerprint(yaml)?))
+}
+
+fn text_hash(text: &str) -> String {
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(text.as_bytes());
+    hex::encode(&digest[..12])
+}
+
+/// Whether the compose Coolify shows means the one noted (see [`compose_note_value`]).
+fn same_compose(shown: &str, noted: &str) -> bool {
+    let (sent, meaning) = noted.split_once(' ').unwrap_or(("", noted));
+    text_hash(shown) == sent || compose_fingerprint(shown).is_none_or(|f| f == meaning)
+}
+
+/// Pure step: how a listed service differs from what was applied (`None`: it does not). A service on its
+/// way (starting, restarting) or judged by the health poller (degraded, unhealthy) is not drift; a
+/// compose Coolify does not show (a token without `read:sensitive`) cannot be compared, nor one that is
+/// not YAML.
+pub fn drift_of(applied_running: bool, look: Option<&ServiceLook>, applied_compose: Option<&str>) -> Option<Drift> {
+    let Some(look) = look else {
+        return Some(Drift::Missing);
+    };
+    let wrong_state = if applied_running {
+        look.status.is_stopped()
+    } else {
+        look.status.is_running()
+    };
+    if wrong_state {
+        return Some(Drift::State);
+    }
+    match (look.docker_compose_raw.as_deref(), applied_compose) {
+        (Some(shown), Some(noted)) if !same_compose(shown, noted) => Some(Drift::Compose),
+        _ => None,
+    }
+}
+
+/// The drift check the resync runs, on the reconcilers' context.
+pub struct Checker(pub Context);
+
+impl DriftCheck for Checker {
+    fn drifted<'a>(&'a self, instances: &'a [RecordStamp]) -> ListFuture<'a, Vec<(String, &'static str)>> {
+        Box::pin(async move {
+            let ctx = &self.0;
+            let looks: HashMap<String, ServiceLook> = ctx
+                .coolify
+                .list_service_looks()
+                .await?
+                .into_iter()
+                .map(|l| (l.uuid.clone(), l))
+                .collect();
+            let composes = ctx.journal.notes_with_prefix(COMPOSE_PREFIX).await?;
+            let mut found = Vec::new();
+            for stamp in instances {
+                let applied = stamp.applied_hash.as_deref().and_then(Spec::parse);
+                let (Some(service), Some(applied)) = (&stamp.service, applied) else {
+                    continue;
+                };
+                let applied_running = applied.state == EffectiveState::Running;
+                let compose = composes.get(service).map(String::as_str);
+                if let Some(drift) = drift_of(applied_running, looks.get(service), compose) {
+                    ctx.journal.note_changed(&drift_note(&stamp.id), drift.as_str()).await?;
+                    tracing::warn!(record_id = %stamp.id, coolify_uuid = %service, drift = drift.as_str(),
+                        "service changed behind the bridge's back");
+                    found.push((stamp.id.clone(), drift.as_str()));
+                }
+            }
+            Ok(found)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coolify::ServiceStatus;
+
+    fn look(status: &str, compose: Option<&str>) -> ServiceLook {
+        ServiceLook {
+            uuid: "u1".into(),
+            status: ServiceStatus::parse(status),
+            docker_compose_raw: compose.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn drift_is_what_differs_from_the_applied_spec() {
+        let yaml = "services:\n  bot:\n    image: x:1\n";
+        let applied = compose_note_value(yaml);
+        let applied = applied.as_deref();
+        let redumped = "services:\n    bot:\n        image: 'x:1'\n";
+        assert_eq!(
+            drift_of(true, Some(&look("running:unknown", Some(redumped))), applied),
+            None,
+            "the same compose, dumped again"
+        );
+        assert_eq!(drift_of(true, None, applied), Some(Drift::Missing));
+        assert_eq!(
+            drift_of(true, Some(&look("exited", Some(yaml))), applied),
+            Some(Drift::State)
+        );
+        assert_eq!(
+            drift_of(false, Some(&look("running:unknown", Some(yaml))), applied),
+            Some(Drift::State)
+        );
+        assert_eq!(
+            drift_of(
+                true,
+                Some(&look("running:unknown", Some("services:\n  bot:\n    image: x:2\n"))),
+                applied
+            ),
+            Some(Drift::Compose)
+        );
+        assert_eq!(
+            drift_of(true, Some(&look("running:unknown", Some(yaml))), applied),
+            None
+        );
+        assert_eq!(
+            drift_of(true, Some(&look("starting:unknown", Some(yaml))), applied),
+            None,
+            "on its way"
+        );
+        assert_eq!(
+            drift_of(true, Some(&look("degraded:unhealthy", Some(yaml))), applied),
+            None,
+            "the poller's"
+        );
+        assert_eq!(
+            drift_of(false, Some(&look("exited", None)), applied),
+            None,
+            "compose not shown"
+        );
+        assert_eq!(
+            drift_of(true, Some(&look("running:unknown", Some(yaml))), None),
+            None,
+            "none noted"
+        );
+        for d in [Drift::Missing, Drift::State, Drift::Compose] {
+            assert_eq!(Drift::parse(d.as_str()), Some(d));
+        }
+    }
+}

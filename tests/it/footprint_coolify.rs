@@ -1,0 +1,316 @@
+//! Issue 17: the Coolify calls of one instance, counted in the simulator's request log. From create to
+//! `running`, for a config change and for a delete, each call is printed and the count asserted, so each
+//! saving shows as a smaller number. The health poller and the orphan scan are pushed out of the way
+//! (their lists are counted in footprint_idle); only the instance's own calls remain.
+
+use std::time::{Duration, Instant};
+
+use cf_testkit::world::{SIM_QUICK, World};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(40);
+
+/// The calls made since the log was cleared, as "METHOD /template", in order.
+async fn calls(w: &World) -> Vec<String> {
+    w.sim
+        .requests()
+        .await
+        .iter()
+        .filter_map(|r| r["path"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Waits until the bridge has no queued or running job (twice in a row, 200 ms apart).
+async fn idle(w: &World) {
+    let admin = w.bridge.admin();
+    let deadline = Instant::now() + WAIT;
+    let mut quiet = 0;
+    while quiet < 2 {
+        assert!(Instant::now() < deadline, "the bridge stayed busy");
+        let (_, v) = admin.get("/admin/jobs?state=queued,running&limit=1").await;
+        let busy = v["counts"]["queued"].as_i64().unwrap_or(0) + v["counts"]["running"].as_i64().unwrap_or(0);
+        quiet = if busy == 0 { quiet + 1 } else { 0 };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn status_reads(calls: &[String]) -> usize {
+    calls
+        .iter()
+        .filter(|c| *c == "GET /services" || *c == "GET /services/{uuid}")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_costs_few_coolify_calls() {
+    let w = World::start(
+        SIM_QUICK,
+        &[
+            ("CF_BRIDGE__RECONCILE__HEALTH_POLL_INTERVAL_SECS", "3600"),
+            ("CF_BRIDGE__POCKETBASE__RESYNC_INTERVAL_SECS", "3600"),
+        ],
+    )
+    .await;
+    let tenant = w.create_tenant("calls", "business").await;
+    w.wait_record("tenants", &tenant, "the tenant's project", WAIT, |t| {
+        !t["coolify_project_uuid"].as_str().unwrap_or_default().is_empty()
+    })
+    .await;
+    idle(&w).await;
+    w.sim.clear_requests().await;
+
+    // Create to running: the service, its env, its start, and the status reads until it runs.
+    let id = w.create_instance(&tenant, "base-llm", "calls1", "running").await;
+    let running = w.wait_status(&id, "running", WAIT).await;
+    idle(&w).await;
+    let created = calls(&w).await;
+
+    // A config change of a running instance.
+    w.sim.clear_requests().await;
+    w.pb.patch("bot_instances", &id, json!({"config": {"MODEL": "other"}}))
+        .await;
+    w.wait_record("bot_instances", &id, "the config applied", WAIT, |r| {
+        r["applied_hash"] != running["applied_hash"] && r["status"] == "running"
+    })
+    .await;
+    idle(&w).await;
+    let changed = calls(&w).await;
+    let patches: Vec<Value> = w
+        .sim
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| r["path"] == "PATCH /services/{uuid}")
+        .collect();
+
+    // A delete, until Coolify has removed the service.
+    w.sim.clear_requests().await;
+    let uuid = running["coolify_service_id"]
+        .as_str()
+        .expect("service uuid")
+        .to_string();
+    w.pb.delete("bot_instances", &id).await;
+    w.wait("the service gone", WAIT, || async {
+        w.sim.service(&uuid).await.is_none().then_some(())
+    })
+    .await;
+    idle(&w).await;
+    let deleted = calls(&w).await;
+    println!("create -> running: {} calls {created:?}", created.len());
+    println!("config change: {} calls {changed:?}", changed.len());
+    println!("delete: {} calls {deleted:?}", deleted.len());
+
+    // Create: no adoption lookup without an intent, no read before acting; the reads come after the start.
+    let direct: Vec<&String> = created.iter().filter(|c| !c.starts_with("GET /services")).collect();
+    assert_eq!(
+        direct,
+        [
+            "POST /services",
+            "PATCH /services/{uuid}/envs/bulk",
+            "POST /services/{uuid}/start"
+        ],
+    );
+    let reads = status_reads(&created);
+    assert!(
+        (1..=2).contains(&reads),
+        "{reads} status reads for one service that runs within 200 ms"
+    );
+    // Config change: one PATCH that redeploys (instant_deploy), no read before it, no restart, then reads.
+    assert_eq!(patches.len(), 1, "{changed:?}");
+    assert_eq!(
+        patches[0]["request"]["instant_deploy"], true,
+        "the update deploys in the same call: {}",
+        patches[0]
+    );
+    assert_eq!(
+        changed.iter().filter(|c| !c.starts_with("GET /services")).count(),
+        1,
+        "no read before acting, no separate restart: {changed:?}"
+    );
+    assert!((1..=2).contains(&status_reads(&changed)), "{changed:?}");
+    // Delete: the service the journal knows, then reads of that service until it is gone; no list.
+    assert_eq!(
+        deleted.first().map(String::as_str),
+        Some("DELETE /services/{uuid}"),
+        "{deleted:?}"
+    );
+    assert!(
+        deleted[1..].iter().all(|c| c == "GET /services/{uuid}"),
+        "only reads of the deleted service: {deleted:?}"
+    );
+    assert!(deleted.len() <= 3, "{deleted:?}");
+}
+
+/// Drift inside Coolify (a service deleted, stopped, or given another compose behind the bridge's back) is
+/// found by a resync of unchanged records with exactly one Coolify list call, and repaired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_finds_and_repairs_drift_inside_coolify_with_one_list() {
+    let w = World::start(
+        SIM_QUICK,
+        &[
+            ("CF_BRIDGE__RECONCILE__HEALTH_POLL_INTERVAL_SECS", "3600"),
+            ("CF_BRIDGE__POCKETBASE__RESYNC_INTERVAL_SECS", "3600"),
+        ],
+    )
+    .await;
+    let tenant = w.create_tenant("drift", "business").await;
+    let mut ids = Vec::new();
+    for sub in ["drift1", "drift2", "drift3", "drift4"] {
+        ids.push(w.create_instance(&tenant, "base-llm", sub, "running").await);
+    }
+    let mut uuids = Vec::new();
+    for id in &ids {
+        let r = w.wait_status(id, "running", WAIT).await;
+        uuids.push(r["coolify_service_id"].as_str().expect("uuid").to_string());
+    }
+    idle(&w).await;
+    let admin = w.bridge.admin();
+    let resync = || async {
+        let (code, body) = admin.send(reqwest::Method::POST, "/admin/resync", json!({})).await;
+        assert_eq!(code, 202, "{body}");
+    };
+    // Passes so far: besides the one asked for, a reconnect of the realtime stream on a loaded machine
+    // may run one; each pass makes one list.
+    let passes = || w.bridge.log().matches("resync done").count();
+    let resync_done = |n: usize| {
+        let w = &w;
+        async move {
+            w.wait("the resync pass", WAIT, || async {
+                (w.bridge.log().matches("resync done").count() >= n).then_some(())
+            })
+            .await
+        }
+    };
+    let lists = |calls: &[String]| calls.iter().filter(|c| *c == "GET /services").count();
+
+    // Nothing drifted: one list, nothing enqueued, nothing else sent to Coolify.
+    let before = passes();
+    w.sim.clear_requests().await;
+    resync().await;
+    resync_done(before + 1).await;
+    idle(&w).await;
+    let unchanged = calls(&w).await;
+    assert!(!unchanged.is_empty(), "the drift check lists Coolify");
+    assert!(
+        unchanged.iter().all(|c| c == "GET /services") && unchanged.len() == passes() - before,
+        "an unchanged fleet costs one list per pass: {unchanged:?}"
+    );
+
+    // Behind the bridge's back: one service deleted, one stopped, one given another image.
+    let c = w.sim.client();
+    c.delete_service(&uuids[0]).await.expect("delete");
+    c.stop_service(&uuids[1]).await.expect("stop");
+    let compose = w.sim.service(&uuids[2]).await.expect("service")["compose"]
+        .as_str()
+        .expect("compose")
+        .replacen("image: ", "image: evil.example/", 1);
+    c.patch_service(
+        &uuids[2],
+        &cf_bridge::coolify::ServicePatch {
+            compose_yaml: Some(compose),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("patch");
+    w.wait("the deleted service gone", WAIT, || async {
+        w.sim.service(&uuids[0]).await.is_none().then_some(())
+    })
+    .await;
+
+    let before = passes();
+    w.sim.clear_requests().await;
+    resync().await;
+    resync_done(before + 1).await;
+    // Repaired: a new service for the deleted one, the stopped one running, our compose back.
+    let recreated = w
+        .wait_record("bot_instances", &ids[0], "a new service", WAIT, |r| {
+            r["status"] == "running" && r["coolify_service_id"].as_str().is_some_and(|u| u != uuids[0])
+        })
+        .await;
+    w.wait("the stopped service running again", WAIT, || async {
+        let s = w.sim.service(&uuids[1]).await?;
+        s["status"].as_str()?.starts_with("running").then_some(())
+    })
+    .await;
+    w.wait("our compose back", WAIT, || async {
+        let s = w.sim.service(&uuids[2]).await?;
+        let running = s["status"].as_str()?.starts_with("running");
+        (!s["compose"].as_str()?.contains("evil.example") && running).then_some(())
+    })
+    .await;
+    idle(&w).await;
+    let repaired = calls(&w).await;
+    println!("resync with drift: {} calls {repaired:?}", repaired.len());
+    assert_eq!(
+        lists(&repaired),
+        passes() - before,
+        "one list per pass found all three: {repaired:?}"
+    );
+    // The untouched instance was left alone; the repaired ones are not repaired again.
+    let fourth = format!("/api/v1/services/{}", uuids[3]);
+    assert!(
+        !w.sim
+            .requests()
+            .await
+            .iter()
+            .any(|r| r["uri"].as_str().is_some_and(|u| u.starts_with(&fourth))),
+        "the untouched service was not called"
+    );
+    assert!(recreated["coolify_service_id"].as_str().is_some());
+    let before = passes();
+    w.sim.clear_requests().await;
+    resync().await;
+    resync_done(before + 1).await;
+    idle(&w).await;
+    let after = calls(&w).await;
+    assert!(
+        !after.is_empty() && after.iter().all(|c| c == "GET /services") && after.len() == passes() - before,
+        "repaired: no drift left, one list per pass: {after:?}"
+    );
+}
+
+/// Acting first on the service the journal knows: when it was deleted behind the bridge's back, the
+/// action's 404 makes the job observe Coolify and create the service again, with no error shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_on_a_service_gone_behind_the_bridges_back_recreates_it() {
+    let w = World::start(
+        SIM_QUICK,
+        &[("CF_BRIDGE__RECONCILE__HEALTH_POLL_INTERVAL_SECS", "3600")],
+    )
+    .await;
+    let tenant = w.create_tenant("gone", "business").await;
+    let id = w.create_instance(&tenant, "base-llm", "gone1", "running").await;
+    let running = w.wait_status(&id, "running", WAIT).await;
+    let uuid = running["coolify_service_id"].as_str().expect("uuid").to_string();
+    idle(&w).await;
+    w.sim.client().delete_service(&uuid).await.expect("delete");
+    w.wait("the service gone", WAIT, || async {
+        w.sim.service(&uuid).await.is_none().then_some(())
+    })
+    .await;
+
+    w.sim.clear_requests().await;
+    w.pb.patch("bot_instances", &id, json!({"config": {"MODEL": "again"}}))
+        .await;
+    let r = w
+        .wait_record("bot_instances", &id, "a new service, running", WAIT, |r| {
+            r["status"] == "running" && r["coolify_service_id"].as_str().is_some_and(|u| u != uuid)
+        })
+        .await;
+    assert_eq!(r["error_message"], "", "{r}");
+    let failed: Vec<Value> = w
+        .deploy_logs(&id)
+        .await
+        .into_iter()
+        .filter(|row| row["status"] == "failed")
+        .collect();
+    assert!(failed.is_empty(), "no failure recorded: {failed:?}");
+    let calls = calls(&w).await;
+    println!("action on a vanished service: {} calls {calls:?}", calls.len());
+    assert_eq!(
+        calls[..3],
+        ["PATCH /services/{uuid}", "GET /services/{uuid}", "POST /services"],
+        "act, find it gone, create: {calls:?}"
+    );
+}
