@@ -100,6 +100,12 @@ mod defaults {
     pub fn log_level() -> String {
         "info".into()
     }
+    pub fn service_name() -> String {
+        "cf-bridge".into()
+    }
+    pub fn export_interval() -> Duration {
+        Duration::from_secs(5)
+    }
     pub fn store_path() -> PathBuf {
         PathBuf::from("cf-bridge-secrets.bin")
     }
@@ -396,6 +402,35 @@ impl Default for LogSettings {
     }
 }
 
+/// `[telemetry]`: optional OpenTelemetry trace export (src/otel.rs).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// The collector's OTLP/HTTP traces URL, e.g. `http://otel-collector:4318/v1/traces`; none: no export.
+    #[serde(default, deserialize_with = "optional_http_url")]
+    pub otlp_endpoint: Option<Url>,
+    /// The `service.name` the spans carry.
+    #[serde(default = "defaults::service_name")]
+    pub service_name: String,
+    /// How long finished spans wait to be sent together.
+    #[serde(
+        rename = "export_interval_ms",
+        deserialize_with = "millis",
+        default = "defaults::export_interval"
+    )]
+    pub export_interval: Duration,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        TelemetrySettings {
+            otlp_endpoint: None,
+            service_name: defaults::service_name(),
+            export_interval: defaults::export_interval(),
+        }
+    }
+}
+
 /// `[secrets]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -551,6 +586,7 @@ sections!(
     secrets: SecretsSettings,
     queue: QueueSettings,
     reconcile: ReconcileSettings,
+    telemetry: TelemetrySettings,
 );
 
 /// Loads the file (if it exists, or fails if `required`), applies environment overrides and validates.
@@ -1175,6 +1211,25 @@ impl Section for LogSettings {
                 "log.level",
                 format!("{:?} is not a valid filter (e.g. info, cf_bridge=debug)", self.level),
             );
+        }
+    }
+}
+
+impl Section for TelemetrySettings {
+    fn check(&self, c: &mut Checks<'_>) {
+        if let Some(url) = &self.otlp_endpoint
+            && (!url.username().is_empty() || url.password().is_some())
+        {
+            c.fail(
+                "telemetry.otlp_endpoint",
+                "must not carry credentials (they would be logged with export errors)",
+            );
+        }
+        if self.service_name.is_empty() || self.service_name.len() > 100 {
+            c.fail("telemetry.service_name", "must be 1 to 100 characters");
+        }
+        if self.export_interval < Duration::from_millis(100) || self.export_interval > Duration::from_secs(60) {
+            c.fail("telemetry.export_interval_ms", "must be between 100 and 60000");
         }
     }
 }

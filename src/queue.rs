@@ -325,6 +325,21 @@ impl<H: JobHandler> Dispatcher<H> {
 
     /// Runs until `cancel`; then claims nothing new and waits up to `drain_deadline` for the jobs in
     /// flight. Jobs still running after that are abandoned and resumed at the next start.
+    /// Makes a job's span continue the trace of the newest event it covers (journaled with the event, so a
+    /// job resumed after a restart continues it too).
+    async fn continue_trace(&self, span: &tracing::Span, job: &ClaimedJob) {
+        if !crate::otel::exporting() {
+            return;
+        }
+        match self.journal.trace_context(job.last_event_id).await {
+            Ok(Some(parent)) => crate::otel::continue_trace(span, &parent),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, job_id = job.job_id, "trace context not read; the job starts a trace")
+            }
+        }
+    }
+
     pub async fn run(mut self, cancel: CancellationToken, drain_deadline: Duration) {
         match self.journal.resume_on_start().await {
             Ok(0) => {}
@@ -355,6 +370,7 @@ impl<H: JobHandler> Dispatcher<H> {
                                 record_id = %job.record_id,
                                 attempt = job.attempts,
                             );
+                            self.continue_trace(&span, &job).await;
                             span.in_scope(|| tracing::debug!("job claimed"));
                             let slot = WorkerSlot {
                                 permit: std::sync::Mutex::new(Arc::clone(&sem).acquire_owned().await.ok()),

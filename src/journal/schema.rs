@@ -119,6 +119,10 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_record ON outbox(collection, record_id, created_at, id);
 "#,
+    // The W3C traceparent each event's trace continues (src/otel.rs); NULL when traces are not exported.
+    r#"
+ALTER TABLE events ADD COLUMN trace_context TEXT;
+"#,
 ];
 
 /// The schema version this build writes.
