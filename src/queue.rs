@@ -202,6 +202,8 @@ async fn run_job<H: JobHandler>(
             let handler = Arc::clone(&handler);
             SLOT.scope(Arc::clone(&slot), async move { handler.handle(&job).await })
         }
+        // The job's span goes along, so the handler's Coolify and PocketBase calls belong to its trace.
+        .instrument(tracing::Span::current())
         .with_current_subscriber(),
     ));
     // The handler runs in its own task so that a panic ends only that task; a panic is retried.
@@ -325,13 +327,13 @@ impl<H: JobHandler> Dispatcher<H> {
 
     /// Runs until `cancel`; then claims nothing new and waits up to `drain_deadline` for the jobs in
     /// flight. Jobs still running after that are abandoned and resumed at the next start.
-    /// Makes a job's span continue the trace of the newest event it covers (journaled with the event, so a
-    /// job resumed after a restart continues it too).
+    /// Makes a job's span continue the trace of an event it covers (journaled with the event, so a job
+    /// resumed after a restart continues it too).
     async fn continue_trace(&self, span: &tracing::Span, job: &ClaimedJob) {
         if !crate::otel::exporting() {
             return;
         }
-        match self.journal.trace_context(job.last_event_id).await {
+        match self.journal.run_trace_context(job.job_id, job.last_event_id).await {
             Ok(Some(parent)) => crate::otel::continue_trace(span, &parent),
             Ok(None) => {}
             Err(e) => {

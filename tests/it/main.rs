@@ -28,6 +28,7 @@ mod lifecycle_actor;
 mod lifecycle_suspend;
 mod lifecycle_waiting;
 mod metrics_exposition;
+mod otel_export;
 mod pocketbase_batch;
 mod pocketbase_client;
 mod pocketbase_schema;
