@@ -1546,6 +1546,49 @@ mod tests {
     }
 
     #[test]
+    fn telemetry_is_off_by_default_and_its_endpoint_is_checked() {
+        let s = load_from(Path::new("/nonexistent/cf-bridge.toml"), false, &full_env()).expect("valid");
+        assert!(s.telemetry.otlp_endpoint.is_none(), "export is off unless asked for");
+        let url = "http://collector:4318/v1/traces";
+        let e = with(full_env(), &[("CF_BRIDGE__TELEMETRY__OTLP_ENDPOINT", url)]);
+        let s = load_from(Path::new("/nonexistent/cf-bridge.toml"), false, &e).expect("valid");
+        assert_eq!(s.telemetry.otlp_endpoint.map(String::from).as_deref(), Some(url));
+        for (key, value, says) in [
+            (
+                "CF_BRIDGE__TELEMETRY__OTLP_ENDPOINT",
+                "collector:4318",
+                "telemetry.otlp_endpoint",
+            ),
+            (
+                "CF_BRIDGE__TELEMETRY__OTLP_ENDPOINT",
+                "ftp://collector/v1/traces",
+                "telemetry.otlp_endpoint",
+            ),
+            (
+                "CF_BRIDGE__TELEMETRY__OTLP_ENDPOINT",
+                "https://user:pw-canary@collector/v1/traces",
+                "must not carry credentials",
+            ),
+            (
+                "CF_BRIDGE__TELEMETRY__EXPORT_INTERVAL_MS",
+                "10",
+                "telemetry.export_interval_ms",
+            ),
+            ("CF_BRIDGE__TELEMETRY__SERVICE_NAME", "", "telemetry.service_name"),
+        ] {
+            let err = load_from(
+                Path::new("/nonexistent/cf-bridge.toml"),
+                false,
+                &with(full_env(), &[(key, value)]),
+            )
+            .expect_err(value)
+            .to_string();
+            assert!(err.contains(says), "{key}={value}: {err}");
+            assert!(!err.contains("pw-canary"), "{err}");
+        }
+    }
+
+    #[test]
     fn a_relative_templates_dir_is_the_config_files_neighbour() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("cf-bridge.toml");

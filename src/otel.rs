@@ -118,3 +118,48 @@ pub fn traceparent(span: &tracing::Span) -> Option<String> {
     TraceContextPropagator::new().inject_context(&cx, &mut carrier);
     carrier.remove(TRACEPARENT)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+    #[test]
+    fn without_an_exporter_nothing_is_traced() {
+        assert!(Exporter::new(&TelemetrySettings::default()).expect("off").is_none());
+        let _guard = tracing::subscriber::set_default(tracing_subscriber::registry());
+        let span = tracing::info_span!("intake");
+        continue_trace(&span, &format!("00-{TRACE_ID}-00f067aa0ba902b7-01"));
+        assert_eq!(traceparent(&span), None);
+    }
+
+    #[test]
+    fn a_valid_traceparent_is_continued_and_an_invalid_one_starts_a_trace() {
+        let provider = SdkTracerProvider::builder().build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+        let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+        let span = tracing::info_span!("intake");
+        continue_trace(&span, &format!("00-{TRACE_ID}-00f067aa0ba902b7-01"));
+        let own = traceparent(&span).expect("a traced span");
+        assert!(own.starts_with(&format!("00-{TRACE_ID}-")), "{own}");
+        assert!(
+            !own.contains("00f067aa0ba902b7"),
+            "the span's own id, not the sender's: {own}"
+        );
+        for bad in [
+            "junk",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+        ] {
+            let span = tracing::info_span!("intake");
+            continue_trace(&span, bad);
+            let own = traceparent(&span).expect("a new trace");
+            assert!(
+                !own.contains(TRACE_ID) && !own.contains("-00000000000000000000000000000000-"),
+                "{bad}: {own}"
+            );
+        }
+    }
+}
