@@ -431,6 +431,16 @@ impl Default for TelemetrySettings {
     }
 }
 
+/// `[metrics]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Serve `/metrics` on this address instead of `admin.bind` (a scraper then needs no way to the admin
+    /// API); none: on `admin.bind`.
+    #[serde(default, deserialize_with = "optional_socket_addr")]
+    pub bind: Option<SocketAddr>,
+}
+
 /// `[secrets]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -587,6 +597,7 @@ sections!(
     queue: QueueSettings,
     reconcile: ReconcileSettings,
     telemetry: TelemetrySettings,
+    metrics: MetricsSettings,
 );
 
 /// Loads the file (if it exists, or fails if `required`), applies environment overrides and validates.
@@ -1019,6 +1030,17 @@ fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> 
         .map_err(|_| de::Error::custom(format!("{text:?} is not an address like 127.0.0.1:8088")))
 }
 
+/// An address, or none when the text is empty.
+fn optional_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    match non_empty(d)? {
+        None => Ok(None),
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|_| de::Error::custom(format!("{text:?} is not an address like 127.0.0.1:9100"))),
+    }
+}
+
 /// A value read from its text, with the type's own message when it does not parse.
 fn parsed<'de, D, T>(d: D) -> Result<T, D::Error>
 where
@@ -1232,6 +1254,10 @@ impl Section for TelemetrySettings {
             c.fail("telemetry.export_interval_ms", "must be between 100 and 60000");
         }
     }
+}
+
+impl Section for MetricsSettings {
+    fn check(&self, _: &mut Checks<'_>) {}
 }
 
 impl Section for SecretsSettings {

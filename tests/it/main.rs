@@ -27,6 +27,7 @@ mod journal_retention;
 mod lifecycle_actor;
 mod lifecycle_suspend;
 mod lifecycle_waiting;
+mod metrics_bind;
 mod metrics_exposition;
 mod otel_export;
 mod pocketbase_batch;
