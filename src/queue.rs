@@ -325,8 +325,6 @@ impl<H: JobHandler> Dispatcher<H> {
         }
     }
 
-    /// Runs until `cancel`; then claims nothing new and waits up to `drain_deadline` for the jobs in
-    /// flight. Jobs still running after that are abandoned and resumed at the next start.
     /// Makes a job's span continue the trace of an event it covers (journaled with the event, so a job
     /// resumed after a restart continues it too).
     async fn continue_trace(&self, span: &tracing::Span, job: &ClaimedJob) {
@@ -342,6 +340,8 @@ impl<H: JobHandler> Dispatcher<H> {
         }
     }
 
+    /// Runs until `cancel`; then claims nothing new and waits up to `drain_deadline` for the jobs in
+    /// flight. Jobs still running after that are abandoned and resumed at the next start.
     pub async fn run(mut self, cancel: CancellationToken, drain_deadline: Duration) {
         match self.journal.resume_on_start().await {
             Ok(0) => {}
