@@ -80,6 +80,12 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("binding metrics.bind {addr}")]
+    MetricsBind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Why a running bridge did not stop cleanly.
@@ -95,6 +101,8 @@ pub enum RunError {
 pub struct App {
     settings: Arc<Settings>,
     listener: TcpListener,
+    /// `/metrics` on a socket of its own (`metrics.bind`).
+    metrics_listener: Option<TcpListener>,
     address: SocketAddr,
     ctx: Context,
     readiness: Arc<Readiness>,
@@ -125,6 +133,13 @@ impl App {
             addr: settings.admin.bind.to_string(),
             source,
         })?;
+        let metrics_listener = match settings.metrics.bind {
+            Some(addr) => Some(TcpListener::bind(addr).map_err(|source| StartError::MetricsBind {
+                addr: addr.to_string(),
+                source,
+            })?),
+            None => None,
+        };
         let journal = Journal::open(&settings.journal.path).map_err(|source| StartError::Journal {
             path: settings.journal.path.display().to_string(),
             source,
@@ -186,6 +201,7 @@ impl App {
         Ok(App {
             settings,
             listener,
+            metrics_listener,
             address,
             ctx,
             readiness,
@@ -207,6 +223,7 @@ impl App {
         let App {
             settings,
             listener,
+            metrics_listener,
             address,
             ctx,
             readiness,
@@ -225,6 +242,17 @@ impl App {
         spawn_periodic(&mut tasks, &ctx, &cancel);
         tasks.spawn(glance.clone().run(cancel.clone()).with_current_subscriber());
 
+        let metrics_server = match metrics_listener {
+            Some(listener) => {
+                let addr = listener.local_addr().ok();
+                let server = metrics_server(listener, readiness.clone()).map_err(RunError::Http)?;
+                let handle = server.handle();
+                let task = tokio::spawn(server.with_current_subscriber());
+                info!(address = ?addr, "serving /metrics on metrics.bind");
+                Some((handle, task))
+            }
+            None => None,
+        };
         let server = http_server(
             listener,
             &ctx,
@@ -248,6 +276,10 @@ impl App {
         glance.close_streams();
         handle.stop(true).await;
         let _ = server_task.await;
+        if let Some((handle, task)) = metrics_server {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
         cancel.cancel();
         let drain = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(queue::DRAIN_DEADLINE + Duration::from_secs(5), drain)
@@ -420,6 +452,7 @@ fn http_server(
     ));
     let readiness = web::Data::new(readiness);
     let glance = web::Data::from(glance);
+    let separate_metrics = settings.metrics.bind.is_some();
     let logs = tracing::dispatcher::get_default(Clone::clone);
     let server = HttpServer::new(move || {
         let logs = logs.clone();
@@ -430,7 +463,13 @@ fn http_server(
             .app_data(sessions.clone())
             .app_data(readiness.clone())
             .app_data(glance.clone())
-            .configure(http::health::configure)
+            .configure(|cfg| {
+                if separate_metrics {
+                    http::health::configure_health(cfg)
+                } else {
+                    http::health::configure(cfg)
+                }
+            })
             .configure(http::ingest::configure)
             .configure(http::admin::configure)
             .configure(http::ui::configure)
@@ -441,6 +480,21 @@ fn http_server(
             .wrap_fn(move |req, service| service.call(req).with_subscriber(logs.clone()))
     })
     .workers(2)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .listen(listener)?;
+    Ok(server.run())
+}
+
+/// `/metrics` alone on `listener` (`metrics.bind`): nothing else answers there.
+fn metrics_server(listener: TcpListener, readiness: Arc<Readiness>) -> std::io::Result<actix_web::dev::Server> {
+    let readiness = web::Data::new(readiness);
+    let server = HttpServer::new(move || {
+        actix_web::App::new()
+            .app_data(readiness.clone())
+            .configure(http::health::configure_metrics)
+    })
+    .workers(1)
     .disable_signals()
     .shutdown_timeout(5)
     .listen(listener)?;

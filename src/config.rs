@@ -100,6 +100,12 @@ mod defaults {
     pub fn log_level() -> String {
         "info".into()
     }
+    pub fn service_name() -> String {
+        "cf-bridge".into()
+    }
+    pub fn export_interval() -> Duration {
+        Duration::from_secs(5)
+    }
     pub fn store_path() -> PathBuf {
         PathBuf::from("cf-bridge-secrets.bin")
     }
@@ -396,6 +402,45 @@ impl Default for LogSettings {
     }
 }
 
+/// `[telemetry]`: optional OpenTelemetry trace export (src/otel.rs).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// The collector's OTLP/HTTP traces URL, e.g. `http://otel-collector:4318/v1/traces`; none: no export.
+    #[serde(default, deserialize_with = "optional_http_url")]
+    pub otlp_endpoint: Option<Url>,
+    /// The `service.name` the spans carry.
+    #[serde(default = "defaults::service_name")]
+    pub service_name: String,
+    /// How long finished spans wait to be sent together.
+    #[serde(
+        rename = "export_interval_ms",
+        deserialize_with = "millis",
+        default = "defaults::export_interval"
+    )]
+    pub export_interval: Duration,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        TelemetrySettings {
+            otlp_endpoint: None,
+            service_name: defaults::service_name(),
+            export_interval: defaults::export_interval(),
+        }
+    }
+}
+
+/// `[metrics]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Serve `/metrics` on this address instead of `admin.bind` (a scraper then needs no way to the admin
+    /// API); none: on `admin.bind`.
+    #[serde(default, deserialize_with = "optional_socket_addr")]
+    pub bind: Option<SocketAddr>,
+}
+
 /// `[secrets]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -551,6 +596,8 @@ sections!(
     secrets: SecretsSettings,
     queue: QueueSettings,
     reconcile: ReconcileSettings,
+    telemetry: TelemetrySettings,
+    metrics: MetricsSettings,
 );
 
 /// Loads the file (if it exists, or fails if `required`), applies environment overrides and validates.
@@ -983,6 +1030,17 @@ fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> 
         .map_err(|_| de::Error::custom(format!("{text:?} is not an address like 127.0.0.1:8088")))
 }
 
+/// An address, or none when the text is empty.
+fn optional_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    match non_empty(d)? {
+        None => Ok(None),
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|_| de::Error::custom(format!("{text:?} is not an address like 127.0.0.1:9100"))),
+    }
+}
+
 /// A value read from its text, with the type's own message when it does not parse.
 fn parsed<'de, D, T>(d: D) -> Result<T, D::Error>
 where
@@ -1177,6 +1235,29 @@ impl Section for LogSettings {
             );
         }
     }
+}
+
+impl Section for TelemetrySettings {
+    fn check(&self, c: &mut Checks<'_>) {
+        if let Some(url) = &self.otlp_endpoint
+            && (!url.username().is_empty() || url.password().is_some())
+        {
+            c.fail(
+                "telemetry.otlp_endpoint",
+                "must not carry credentials (they would be logged with export errors)",
+            );
+        }
+        if self.service_name.is_empty() || self.service_name.len() > 100 {
+            c.fail("telemetry.service_name", "must be 1 to 100 characters");
+        }
+        if self.export_interval < Duration::from_millis(100) || self.export_interval > Duration::from_secs(60) {
+            c.fail("telemetry.export_interval_ms", "must be between 100 and 60000");
+        }
+    }
+}
+
+impl Section for MetricsSettings {
+    fn check(&self, _: &mut Checks<'_>) {}
 }
 
 impl Section for SecretsSettings {
@@ -1487,6 +1568,49 @@ mod tests {
                 text.lines().any(|l| l.contains(key) && l.contains("placeholder")),
                 "{key} not refused as a placeholder:\n{text}"
             );
+        }
+    }
+
+    #[test]
+    fn telemetry_is_off_by_default_and_its_endpoint_is_checked() {
+        let s = load_from(Path::new("/nonexistent/cf-bridge.toml"), false, &full_env()).expect("valid");
+        assert!(s.telemetry.otlp_endpoint.is_none(), "export is off unless asked for");
+        let url = "http://collector:4318/v1/traces";
+        let e = with(full_env(), &[("CF_BRIDGE__TELEMETRY__OTLP_ENDPOINT", url)]);
+        let s = load_from(Path::new("/nonexistent/cf-bridge.toml"), false, &e).expect("valid");
+        assert_eq!(s.telemetry.otlp_endpoint.map(String::from).as_deref(), Some(url));
+        for (key, value, says) in [
+            (
+                "CF_BRIDGE__TELEMETRY__OTLP_ENDPOINT",
+                "collector:4318",
+                "telemetry.otlp_endpoint",
+            ),
+            (
+                "CF_BRIDGE__TELEMETRY__OTLP_ENDPOINT",
+                "ftp://collector/v1/traces",
+                "telemetry.otlp_endpoint",
+            ),
+            (
+                "CF_BRIDGE__TELEMETRY__OTLP_ENDPOINT",
+                "https://user:pw-canary@collector/v1/traces",
+                "must not carry credentials",
+            ),
+            (
+                "CF_BRIDGE__TELEMETRY__EXPORT_INTERVAL_MS",
+                "10",
+                "telemetry.export_interval_ms",
+            ),
+            ("CF_BRIDGE__TELEMETRY__SERVICE_NAME", "", "telemetry.service_name"),
+        ] {
+            let err = load_from(
+                Path::new("/nonexistent/cf-bridge.toml"),
+                false,
+                &with(full_env(), &[(key, value)]),
+            )
+            .expect_err(value)
+            .to_string();
+            assert!(err.contains(says), "{key}={value}: {err}");
+            assert!(!err.contains("pw-canary"), "{err}");
         }
     }
 

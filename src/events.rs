@@ -78,6 +78,10 @@ pub struct NewEvent {
     /// lets the journal compute it from `payload`.
     #[serde(default)]
     pub fingerprint: Option<String>,
+    /// The W3C `traceparent` the event's trace continues: a webhook's header on the way in, the intake
+    /// span's own once journaled (src/otel.rs); none when traces are not exported.
+    #[serde(default)]
+    pub trace_context: Option<String>,
 }
 
 impl NewEvent {

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
+use tracing::Instrument;
 
 use crate::events::{
     Action, Collection, EventSink, Ingested, NewEvent, RECORD_ID_RULE, Replay, SinkError, Source, valid_record_id,
@@ -37,10 +38,27 @@ impl Intake {
 
     /// Journals `event`; the dispatcher starts its job at once. Only an event stored durably is
     /// answered with `Ok`.
-    pub async fn submit(&self, event: NewEvent) -> Result<Ingested, SinkError> {
+    pub async fn submit(&self, mut event: NewEvent) -> Result<Ingested, SinkError> {
         let source = event.source.as_str();
         self.metrics.events_received.with_label_values(&[source]).inc();
-        let ingested = self.sink.ingest(event).await?;
+        // The event's trace starts here (or continues the sender's); its job continues it from the journal.
+        let span = tracing::info_span!(
+            "intake",
+            source,
+            collection = event.collection.as_str(),
+            record_id = %event.record_id,
+            action = event.action.as_str()
+        );
+        if let Some(parent) = event.trace_context.take() {
+            crate::otel::continue_trace(&span, &parent);
+        }
+        event.trace_context = crate::otel::traceparent(&span);
+        let ingested = self
+            .sink
+            .ingest(event)
+            .instrument(tracing::info_span!(parent: &span, "journal.ingest"))
+            .instrument(span)
+            .await?;
         match ingested {
             Ingested::New { .. } => self.wake.notify_one(),
             Ingested::Duplicate => self.metrics.events_deduplicated.with_label_values(&[source]).inc(),
@@ -106,6 +124,7 @@ pub fn record_event(
         delivery_id,
         payload,
         fingerprint,
+        trace_context: None,
     })
 }
 

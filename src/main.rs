@@ -225,10 +225,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
-            cf_bridge::telemetry::init(settings.log.format, &settings.log.level);
             runtime()?.block_on(async {
+                let exporter = cf_bridge::otel::Exporter::new(&settings.telemetry)?;
+                cf_bridge::telemetry::init(settings.log.format, &settings.log.level, exporter.as_ref());
                 let app = App::build(settings).await?;
-                app.run(cf_bridge::app::shutdown_signal()).await?;
+                let ran = app.run(cf_bridge::app::shutdown_signal()).await;
+                if let Some(exporter) = exporter {
+                    exporter.shutdown().await;
+                }
+                ran?;
                 anyhow::Ok(())
             })?;
             Ok(ExitCode::SUCCESS)

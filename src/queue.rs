@@ -212,6 +212,8 @@ async fn run_job<H: JobHandler>(
             let handler = Arc::clone(&handler);
             SLOT.scope(Arc::clone(&slot), async move { handler.handle(&job).await })
         }
+        // The job's span goes along, so the handler's Coolify and PocketBase calls belong to its trace.
+        .instrument(tracing::Span::current())
         .with_current_subscriber(),
     ));
     // The handler runs in its own task so that a panic ends only that task; a panic is retried.
@@ -341,6 +343,21 @@ impl<H: JobHandler> Dispatcher<H> {
         }
     }
 
+    /// Makes a job's span continue the trace of an event it covers (journaled with the event, so a job
+    /// resumed after a restart continues it too).
+    async fn continue_trace(&self, span: &tracing::Span, job: &ClaimedJob) {
+        if !crate::otel::exporting() {
+            return;
+        }
+        match self.journal.run_trace_context(job.job_id, job.last_event_id).await {
+            Ok(Some(parent)) => crate::otel::continue_trace(span, &parent),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, job_id = job.job_id, "trace context not read; the job starts a trace")
+            }
+        }
+    }
+
     /// Runs until `cancel`; then claims nothing new and waits up to `drain_deadline` for the jobs in
     /// flight. Jobs still running after that are abandoned and resumed at the next start.
     pub async fn run(mut self, cancel: CancellationToken, drain_deadline: Duration) {
@@ -373,6 +390,7 @@ impl<H: JobHandler> Dispatcher<H> {
                                 record_id = %job.record_id,
                                 attempt = job.attempts,
                             );
+                            self.continue_trace(&span, &job).await;
                             span.in_scope(|| tracing::debug!("job claimed"));
                             self.journal.announce(Change::Job {
                                 collection: job.collection,

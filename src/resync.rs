@@ -103,6 +103,7 @@ fn event(collection: Collection, id: &str, action: Action, updated: &str) -> New
         delivery_id: None,
         payload: json!({ "id": id, "updated": updated }),
         fingerprint: None,
+        trace_context: None,
     }
 }
 

@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode, header};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use super::budget::{Budget, Priority};
 use super::error::CoolifyError;
@@ -204,7 +204,23 @@ impl CoolifyClient {
         self.send_as(Priority::Normal, method, endpoint, path, body, idem).await
     }
 
+    /// One Coolify call (with its retries) as one span of the job's trace.
     async fn send_as(
+        &self,
+        priority: Priority,
+        method: Method,
+        endpoint: &'static str,
+        path: &str,
+        body: Option<&Value>,
+        idem: Idempotency,
+    ) -> Result<Reply, CoolifyError> {
+        let span = tracing::info_span!("coolify", endpoint, method = %method);
+        self.send_unspanned(priority, method, endpoint, path, body, idem)
+            .instrument(span)
+            .await
+    }
+
+    async fn send_unspanned(
         &self,
         priority: Priority,
         method: Method,

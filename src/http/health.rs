@@ -116,5 +116,15 @@ async fn metrics_text(readiness: web::Data<Arc<Readiness>>) -> HttpResponse {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(healthz).service(readyz).service(metrics_text);
+    configure_health(cfg);
+    configure_metrics(cfg);
+}
+
+/// `/healthz` and `/readyz` only: `/metrics` is served on `metrics.bind`.
+pub fn configure_health(cfg: &mut web::ServiceConfig) {
+    cfg.service(healthz).service(readyz);
+}
+
+pub fn configure_metrics(cfg: &mut web::ServiceConfig) {
+    cfg.service(metrics_text);
 }

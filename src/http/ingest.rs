@@ -115,7 +115,7 @@ async fn receive(req: HttpRequest, payload: web::Payload, state: web::Data<Inges
             return error(StatusCode::BAD_REQUEST, &message);
         }
     };
-    let event = match record_event(Source::Webhook, collection, action, record, Some(delivery_id.clone())) {
+    let mut event = match record_event(Source::Webhook, collection, action, record, Some(delivery_id.clone())) {
         Ok(event) => event,
         Err(e) => {
             tracing::warn!(delivery_id = %delivery_id, reason = %e, "webhook record rejected");
@@ -123,6 +123,8 @@ async fn receive(req: HttpRequest, payload: web::Payload, state: web::Data<Inges
             return error(StatusCode::BAD_REQUEST, &e.to_string());
         }
     };
+    // The sender's trace, if it has one: the intake continues it (an invalid header starts a new trace).
+    event.trace_context = header(headers, "traceparent").map(str::to_owned);
     let record_id = event.record_id.clone();
     let outcome = match tokio::time::timeout(SINK_TIMEOUT, state.intake.submit(event)).await {
         Ok(outcome) => outcome,

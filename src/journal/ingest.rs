@@ -36,8 +36,8 @@ pub(crate) fn ingest(
     let inserted = tx
         .prepare_cached(
             "INSERT INTO events (source, collection, record_id, action, record_updated, received_at,
-                                 dedupe_key, delivery_id, payload, status, fingerprint)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                                 dedupe_key, delivery_id, payload, status, fingerprint, trace_context)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
              ON CONFLICT DO NOTHING",
         )?
         .execute(params![
@@ -52,6 +52,7 @@ pub(crate) fn ingest(
             payload,
             if settled { "done" } else { "queued" },
             event.fingerprint,
+            event.trace_context,
         ])?;
     if inserted == 0 {
         return Ok(Ingested::Duplicate);

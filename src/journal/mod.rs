@@ -20,6 +20,7 @@ mod sanitize;
 mod schema;
 mod state;
 mod stats;
+mod trace;
 mod types;
 mod writer;
 

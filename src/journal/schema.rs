@@ -119,6 +119,10 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_record ON outbox(collection, record_id, created_at, id);
 "#,
+    // The W3C traceparent each event's trace continues (src/otel.rs); NULL when traces are not exported.
+    r#"
+ALTER TABLE events ADD COLUMN trace_context TEXT;
+"#,
 ];
 
 /// The schema version this build writes.
@@ -160,5 +164,37 @@ pub fn migrate(conn: &mut Connection) -> Result<(), JournalError> {
             tx.commit()
         };
         step().map_err(|source| JournalError::Migration { version: next, source })?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_journal_of_the_previous_version_gains_the_trace_column_and_keeps_its_events() {
+        let mut conn = Connection::open_in_memory().expect("db");
+        let previous = MIGRATIONS.len() - 1;
+        for sql in &MIGRATIONS[..previous] {
+            conn.execute_batch(sql).expect("earlier migration");
+        }
+        conn.pragma_update(None, "user_version", previous as i64)
+            .expect("version");
+        conn.execute(
+            "INSERT INTO events (source, collection, record_id, action, received_at, dedupe_key, payload, status)
+             VALUES ('webhook', 'tenants', 't1', 'create', 1, 'k1', '{}', 'queued')",
+            [],
+        )
+        .expect("event");
+        migrate(&mut conn).expect("migrate");
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        let (record, trace): (String, Option<String>) = conn
+            .query_row("SELECT record_id, trace_context FROM events", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .expect("the event");
+        assert_eq!((version, record.as_str(), trace), (SCHEMA_VERSION, "t1", None));
     }
 }

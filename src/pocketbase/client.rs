@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::sync::Mutex;
+use tracing::Instrument;
 use url::Url;
 
 use super::error::PbError;
@@ -507,6 +508,25 @@ impl PbClient {
     /// 404, or whatever `suspicious` flags) are double-checked: a dead token becomes `PbError::Auth`; with
     /// password auth the request is retried once after logging in again.
     async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<&serde_json::Value>,
+        limit: usize,
+        suspicious: impl Fn(&Reply) -> bool,
+    ) -> Result<Reply, PbError> {
+        // A span of the job's trace; a write is a write-back (or a deploy_logs row).
+        let span = if method == Method::GET {
+            tracing::info_span!("pocketbase.read", path = url.path())
+        } else {
+            tracing::info_span!("pocketbase.write", method = %method, path = url.path())
+        };
+        self.send_unspanned(method, url, body, limit, suspicious)
+            .instrument(span)
+            .await
+    }
+
+    async fn send_unspanned(
         &self,
         method: Method,
         url: &Url,

@@ -1,12 +1,14 @@
 //! PocketBase realtime (SSE) consumer: record changes as hints for the journal.
 //!
-//! SSE is hand-rolled on reqwest's `bytes_stream()` instead of using eventsource-client because:
-//! - reqwest is already our one HTTP/TLS stack;
-//! - the reconnect moment must be ours: every `PB_CONNECT` needs a fresh subscribe POST, and every
-//!   reconnect must trigger a resync (PocketBase has no replay), which a self-reconnecting client hides;
-//! - the idle watchdog is tied to our `bridge_keepalive` topic (hooks/pb_hooks/keepalive.pb.js), and so
-//!   is the stream check: the bridge's own pings (hooks/pb_hooks/ping.pb.js) must come back on it;
-//! - eventsource-client 0.18.1 needs rustc 1.97, and 0.18.0 drags in a second hyper-1 transport.
+//! The stream is read with eventsource-client (SSE parsing) over a small transport on our reqwest client,
+//! so reqwest stays the one HTTP/TLS stack. What the crate would hide stays ours:
+//! - the reconnect: each session is one connection (the crate's reconnect is off), because every
+//!   `PB_CONNECT` needs a fresh subscribe POST and every reconnect a resync (PocketBase has no replay), and
+//!   each connection first checks its token; our loop adds the backoff;
+//! - the idle watchdog, tied to our `bridge_keepalive` topic (hooks/pb_hooks/keepalive.pb.js), and the
+//!   stream check: the bridge's own pings (hooks/pb_hooks/ping.pb.js) must come back on it;
+//! - the size bounds: the crate's parser buffers without limit, so the transport refuses a line or an
+//!   event larger than a sane frame before the parser sees it.
 //!
 //! PocketBase accepts an invalid token silently (guest: subscribe succeeds, no events ever arrive),
 //! so each connection first proves the token is a superuser's with a superuser-only request.
@@ -16,7 +18,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use eventsource_client::{Client as _, ClientBuilder, ReconnectOptions, SSE};
 use futures_util::StreamExt;
+use launchdarkly_sdk_transport::{ByteStream, HttpTransport, Request, ResponseFuture, TransportError};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -107,7 +112,77 @@ pub enum SseTooLarge {
     Frame,
 }
 
-/// Incremental SSE parser: feed it chunks as they arrive, get whole frames back.
+/// Bounds a raw SSE byte stream: a line, and an event's lines together, may not exceed what a frame may
+/// hold. Counts only, so the stream's memory stays bounded whoever parses it.
+#[derive(Debug, Default)]
+pub struct FrameBound {
+    line: usize,
+    frame: usize,
+}
+
+impl FrameBound {
+    pub fn check(&mut self, chunk: &[u8]) -> Result<(), SseTooLarge> {
+        for &b in chunk {
+            match b {
+                b'\n' => {
+                    if self.line == 0 {
+                        self.frame = 0;
+                    }
+                    self.line = 0;
+                }
+                b'\r' => {}
+                _ => {
+                    self.line += 1;
+                    self.frame += 1;
+                }
+            }
+        }
+        if self.line > MAX_LINE_BYTES {
+            return Err(SseTooLarge::Line);
+        }
+        if self.frame > MAX_FRAME_BYTES {
+            return Err(SseTooLarge::Frame);
+        }
+        Ok(())
+    }
+}
+
+/// eventsource-client's transport over our reqwest client; each chunk passes a [`FrameBound`].
+#[derive(Clone)]
+struct ReqwestTransport {
+    client: reqwest::Client,
+}
+
+impl HttpTransport for ReqwestTransport {
+    fn request(&self, request: Request<Option<Bytes>>) -> ResponseFuture {
+        let (parts, body) = request.into_parts();
+        let mut req = self
+            .client
+            .request(parts.method, parts.uri.to_string())
+            .headers(parts.headers);
+        if let Some(body) = body {
+            req = req.body(body);
+        }
+        Box::pin(sync_wrapper::SyncFuture::new(async move {
+            let resp = req.send().await.map_err(TransportError::new)?;
+            let mut head = launchdarkly_sdk_transport::Response::builder().status(resp.status());
+            if let Some(headers) = head.headers_mut() {
+                headers.clone_from(resp.headers());
+            }
+            let mut bound = FrameBound::default();
+            let body = resp.bytes_stream().map(move |chunk| {
+                let chunk = chunk.map_err(TransportError::new)?;
+                bound.check(&chunk).map_err(TransportError::new)?;
+                Ok(chunk)
+            });
+            let body: ByteStream = Box::pin(sync_wrapper::SyncStream::new(body));
+            head.body(body).map_err(TransportError::new)
+        }))
+    }
+}
+
+/// Incremental SSE parser for the plain subscribers of the benchmarks (crates/cf-bench); the bridge's own
+/// stream is parsed by eventsource-client.
 #[derive(Debug, Default)]
 pub struct SseParser {
     buf: Vec<u8>,
@@ -429,6 +504,22 @@ async fn post_ping(
 
 type PingFuture<'a> = Pin<Box<dyn Future<Output = PingAnswer> + Send + 'a>>;
 
+/// Why eventsource-client gave up the stream.
+fn stream_error(e: eventsource_client::Error) -> RealtimeError {
+    use eventsource_client::Error;
+    match e {
+        Error::UnexpectedResponse(resp, _) => {
+            RealtimeError::Transport(format!("GET /api/realtime answered {}", resp.status()))
+        }
+        Error::Transport(e) => match e.inner().downcast_ref::<SseTooLarge>() {
+            Some(too_large) => RealtimeError::Protocol(too_large.to_string()),
+            None => RealtimeError::Transport(format!("stream: {}", e.inner())),
+        },
+        e @ (Error::InvalidLine(_) | Error::InvalidEvent) => RealtimeError::Protocol(e.to_string()),
+        e => RealtimeError::Transport(format!("stream: {e}")),
+    }
+}
+
 /// Waits for `at`, or forever when there is nothing to wait for.
 async fn until(at: Option<Instant>) {
     match at {
@@ -486,21 +577,14 @@ impl Consumer {
         let token = self.tokens.token().await.map_err(RealtimeError::Token)?;
         check_superuser(client, base, &token).await?;
         // The token on the GET lets hooks/pb_hooks/rt_timeouts.pb.js lengthen our connection's timeouts.
-        let resp = client
-            .get(endpoint(base, "api/realtime")?)
+        let url = endpoint(base, "api/realtime")?;
+        let sse = ClientBuilder::for_url(url.as_str())
+            .map_err(|e| RealtimeError::Transport(format!("bad PocketBase URL {url}: {e}")))?
             .header("Authorization", token.expose_secret())
-            .header("Accept", "text/event-stream")
-            .send()
-            .await
-            .map_err(|e| transport("connect", e))?;
-        if !resp.status().is_success() {
-            return Err(RealtimeError::Transport(format!(
-                "GET /api/realtime answered {}",
-                resp.status()
-            )));
-        }
-        let mut stream = resp.bytes_stream();
-        let mut parser = SseParser::default();
+            .map_err(|_| RealtimeError::Auth("the token is not a valid header value".into()))?
+            .reconnect(ReconnectOptions::reconnect(false).build())
+            .build_with_transport(ReqwestTransport { client: client.clone() });
+        let mut stream = sse.stream();
         let mut check = StreamCheck::new(self.ping_interval);
         let mut ping: Option<PingFuture<'_>> = None;
         let mut idle_at = Instant::now() + self.idle_timeout;
@@ -509,24 +593,25 @@ impl Consumer {
                 _ = cancel.cancelled() => return Ok(SessionEnd::Cancelled),
                 _ = until(Some(idle_at)) => return Err(RealtimeError::Idle(self.idle_timeout)),
                 next = stream.next() => {
-                    let chunk = match next {
-                        None => return Ok(SessionEnd::Closed),
-                        Some(Err(e)) => return Err(transport("stream", e)),
-                        Some(Ok(chunk)) => chunk,
+                    let frame = match next {
+                        None | Some(Err(eventsource_client::Error::Eof | eventsource_client::Error::UnexpectedEof)) => {
+                            return Ok(SessionEnd::Closed);
+                        }
+                        Some(Err(e)) => return Err(stream_error(e)),
+                        Some(Ok(SSE::Event(event))) => Frame { id: event.id, event: event.event_type, data: event.data },
+                        Some(Ok(SSE::Connected(_) | SSE::Comment(_))) => {
+                            idle_at = Instant::now() + self.idle_timeout;
+                            continue;
+                        }
                     };
                     idle_at = Instant::now() + self.idle_timeout;
-                    let frames = parser
-                        .push(&chunk)
-                        .map_err(|e| RealtimeError::Protocol(e.to_string()))?;
-                    for frame in frames {
-                        if frame.event == "PB_CONNECT" {
-                            let client_id = self.connected(client, &token, &frame, connected_at).await?;
-                            check.subscribed(&client_id, Instant::now());
-                        } else if frame.event == KEEPALIVE_TOPIC {
-                            check.frame(&frame.data);
-                        } else {
-                            self.record_frame(&frame).await?;
-                        }
+                    if frame.event == "PB_CONNECT" {
+                        let client_id = self.connected(client, &token, &frame, connected_at).await?;
+                        check.subscribed(&client_id, Instant::now());
+                    } else if frame.event == KEEPALIVE_TOPIC {
+                        check.frame(&frame.data);
+                    } else {
+                        self.record_frame(&frame).await?;
                     }
                 }
                 answer = async { match ping.as_mut() { Some(p) => p.await, None => std::future::pending().await } } => {
@@ -703,6 +788,30 @@ mod tests {
         }
         assert_eq!(result, Err(SseTooLarge::Frame));
         assert!(p.frame.data.len() <= MAX_FRAME_BYTES);
+    }
+
+    #[test]
+    fn frame_bound_counts_lines_and_events_across_chunks() {
+        let mut b = FrameBound::default();
+        let line = vec![b'x'; MAX_LINE_BYTES / 2];
+        b.check(b"data:").unwrap();
+        b.check(&line).unwrap();
+        assert_eq!(b.check(&line), Err(SseTooLarge::Line), "one line split over chunks");
+        let mut b = FrameBound::default();
+        for _ in 0..(MAX_FRAME_BYTES >> 16) {
+            b.check(&vec![b'x'; 1 << 16]).unwrap();
+            b.check(b"\r\n").unwrap();
+        }
+        assert_eq!(
+            b.check(b"data:x\n"),
+            Err(SseTooLarge::Frame),
+            "many lines, no blank line"
+        );
+        let mut b = FrameBound::default();
+        for _ in 0..(MAX_FRAME_BYTES >> 16) + 2 {
+            b.check(&vec![b'x'; 1 << 16]).unwrap();
+            b.check(b"\n\r\n").unwrap();
+        }
     }
 
     #[test]

@@ -124,6 +124,7 @@ impl HealthPoller {
             delivery_id: None,
             payload: json!({"reason": format!("service {verdict}"), "coolify_uuid": service}),
             fingerprint: None,
+            trace_context: None,
         };
         self.ctx.intake.submit(event).await?;
         match judgement.verdict {

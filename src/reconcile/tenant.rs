@@ -215,6 +215,7 @@ async fn fan_out(
             payload: json!({"reason": "tenant changed", "tenant": tenant.id,
                              "changed_by": actor.map(Actor::triggered_by)}),
             fingerprint: None,
+            trace_context: None,
         };
         ctx.intake.submit(event).await?;
     }

@@ -21,6 +21,7 @@ fn event(source: Source, record_id: &str, updated: &str) -> NewEvent {
         // A user field that changes with every version: each event is a real change, not an echo.
         payload: json!({"id": record_id, "updated": updated, "name": format!("v{updated}")}),
         fingerprint: None,
+        trace_context: None,
     }
 }
 

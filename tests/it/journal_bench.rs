@@ -21,6 +21,7 @@ fn event(i: usize) -> NewEvent {
         delivery_id: Some(format!("msg_{i}")),
         payload: serde_json::json!({"id": i, "name": "bot", "config": {"model": "x", "temperature": 0.2}}),
         fingerprint: None,
+        trace_context: None,
     }
 }
 

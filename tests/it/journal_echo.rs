@@ -24,6 +24,7 @@ fn change(source: Source, record: Value) -> NewEvent {
         delivery_id: None,
         payload: record,
         fingerprint: None,
+        trace_context: None,
     }
 }
 

@@ -26,6 +26,7 @@ fn event(record_id: &str, updated: &str, delivery: Option<&str>) -> NewEvent {
         delivery_id: delivery.map(str::to_string),
         payload: json!({"id": record_id, "updated": updated, "name": format!("v{updated}")}),
         fingerprint: None,
+        trace_context: None,
     }
 }
 

@@ -27,6 +27,7 @@ fn event(record_id: &str, n: usize) -> NewEvent {
         delivery_id: None,
         payload: serde_json::json!({}),
         fingerprint: None,
+        trace_context: None,
     }
 }
 

@@ -31,6 +31,7 @@ fn event(task: usize, i: usize) -> NewEvent {
         delivery_id: None,
         payload: serde_json::json!({"i": i}),
         fingerprint: None,
+        trace_context: None,
     }
 }
 

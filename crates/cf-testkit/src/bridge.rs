@@ -101,15 +101,29 @@ impl TestBridge {
             .open(&self.log_path)
             .expect("bridge log file");
         let s = self.settings.settings();
-        let logs = cf_bridge::telemetry::dispatch(LogFormat::Json, &s.log.level, LogFile(Mutex::new(file)));
+        let exporter = cf_bridge::otel::Exporter::new(&s.telemetry).expect("OTLP exporter");
+        let logs = cf_bridge::telemetry::dispatch_exporting(
+            LogFormat::Json,
+            &s.log.level,
+            LogFile(Mutex::new(file)),
+            exporter.as_ref(),
+        );
         let app = match App::build_on(s, listener).with_subscriber(logs.clone()).await {
             Ok(app) => app,
             Err(e) => panic!("the bridge did not start: {}\n{}", chain(&e), tail(&self.log(), 40)),
         };
         let (tx, rx) = oneshot::channel::<()>();
-        let run = app.run(async {
-            let _ = rx.await;
-        });
+        let run = async move {
+            let ran = app
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await;
+            if let Some(exporter) = exporter {
+                exporter.shutdown().await;
+            }
+            ran
+        };
         self.shutdown = Some(tx);
         self.task = Some(tokio::spawn(run.with_subscriber(logs)));
     }

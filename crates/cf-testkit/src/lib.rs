@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod bridge;
 pub mod cli;
+pub mod collector;
 pub mod coolify;
 pub mod faultproxy;
 pub mod pocketbase;
