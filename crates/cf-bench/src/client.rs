@@ -159,6 +159,9 @@ pub struct SimRequest {
     pub uri: String,
     pub status: u16,
     pub at_ms: u64,
+    /// The answer's body (None for a list too long for the simulator to keep).
+    #[serde(default)]
+    pub response: Option<Value>,
 }
 
 #[derive(Clone)]
@@ -288,6 +291,11 @@ impl Bridge {
 
     /// Sum of a metric's samples (all label sets) from `/metrics`.
     pub async fn metric_sum(&self, name: &str) -> Result<f64> {
+        self.metric_sum_where(name, "").await
+    }
+
+    /// Sum of a metric's samples whose line contains `label` (e.g. `source="webhook"`).
+    pub async fn metric_sum_where(&self, name: &str, label: &str) -> Result<f64> {
         let text = self
             .http
             .get(format!("{}/metrics", self.url))
@@ -299,6 +307,7 @@ impl Bridge {
         Ok(text
             .lines()
             .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' ')))
+            .filter(|l| l.contains(label))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum())
     }
