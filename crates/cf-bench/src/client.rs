@@ -146,6 +146,27 @@ impl Pb {
     }
 }
 
+/// A time as PocketBase writes and filters it.
+pub fn pb_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string()
+}
+
+impl Pb {
+    /// Requests in PocketBase's request log between `from` and `to` ([`pb_time`]) that match `filter`
+    /// (e.g. `data.method != "GET"`). PocketBase writes its log in batches: wait a few seconds after `to`.
+    pub async fn logged_requests(&self, filter: &str, from: &str, to: &str) -> Result<u64> {
+        let filter = format!("{filter} && created >= \"{from}\" && created <= \"{to}\"");
+        let v = self
+            .ok(
+                reqwest::Method::GET,
+                &format!("/api/logs?perPage=1&filter={}", urlencode(&filter)),
+                None,
+            )
+            .await?;
+        v["totalItems"].as_u64().context("PocketBase logs without totalItems")
+    }
+}
+
 pub fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

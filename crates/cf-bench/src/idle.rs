@@ -5,33 +5,15 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
-use super::client::urlencode;
+use super::client::pb_time;
 use super::procs::{self, Paths};
 use super::report::{Figure, Goal, Report};
 use super::stack::{Stack, create_fleet, start_stack};
 
 const SECTION: &str = "7 idle fleet";
 const BUDGET_KEY: &str = "CF_BRIDGE__COOLIFY__REQUESTS_PER_MINUTE";
-
-fn pb_time(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string()
-}
-
-/// PocketBase's logged requests other than GET between `from` and `to` (its request log).
-async fn pb_writes(stack: &Stack, from: &str, to: &str) -> Result<u64> {
-    let filter = format!("data.method != \"GET\" && created >= \"{from}\" && created <= \"{to}\"");
-    let v = stack
-        .pb
-        .ok(
-            reqwest::Method::GET,
-            &format!("/api/logs?perPage=1&filter={}", urlencode(&filter)),
-            None,
-        )
-        .await?;
-    v["totalItems"].as_u64().context("PocketBase logs without totalItems")
-}
 
 async fn wait_running(stack: &Stack, n: usize, limit: Duration) -> Result<()> {
     let t = Instant::now();
@@ -106,7 +88,8 @@ pub async fn idle(
         .await?;
     // PocketBase writes its request log in batches; give it time to flush.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let writes = pb_writes(&stack, &from, &to).await?;
+    let writes = stack.pb.logged_requests("data.method != \"GET\"", &from, &to).await?;
+    let pb_reads = stack.pb.logged_requests("data.method = \"GET\"", &from, &to).await?;
     let wall = usage.wall_secs;
     let sat = usage.saturated;
     let label = format!("{n} running instances, {secs} s");
@@ -207,7 +190,7 @@ pub async fn idle(
         "MiB",
     ));
     report.note(format!(
-        "idle: {n} running instances set up in {:.1} s (bridge budget {setup_budget}/min), then the bridge restarted at every default (health poll {poll:.0} s, resync and orphan scan {resync:.0} s, budget {}/min) and watched for {wall:.1} s: {writes} PocketBase write requests, {changed} records changed, {webhooks:.0} webhooks, {journaled:.0} events journaled, {} Coolify calls ({reads} GET); machine {:.0}% busy, load average {:.1}{}{}",
+        "idle: {n} running instances set up in {:.1} s (bridge budget {setup_budget}/min), then the bridge restarted at every default (health poll {poll:.0} s, resync and orphan scan {resync:.0} s, budget {}/min) and watched for {wall:.1} s: {writes} PocketBase write requests and {pb_reads} reads, {changed} records changed, {webhooks:.0} webhooks, {journaled:.0} events journaled, {} Coolify calls ({reads} GET); machine {:.0}% busy, load average {:.1}{}{}",
         setup.as_secs_f64(),
         stack.settings().coolify.requests_per_minute,
         log.len(),

@@ -8,7 +8,7 @@ use anyhow::Result;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
 
-use super::client::Pb;
+use super::client::{Pb, pb_time};
 use super::hookcost::BareFrames;
 use super::procs;
 use super::report::{Figure, Goal, Report};
@@ -85,6 +85,7 @@ pub async fn phase(
     let window = procs::Window::open(&[pb_pid, bridge_pid, sim_pid, bare.pid(), Some(std::process::id())]);
     let start = Instant::now();
     let start_wall = wall_ms();
+    let from = pb_time(chrono::Utc::now());
     for k in 0..n {
         tokio::time::sleep_until((start + Duration::from_secs_f64(k as f64 / f64::from(rate))).into()).await;
         let id = pool[k % pool.len()].clone();
@@ -128,6 +129,7 @@ pub async fn phase(
     let achieved = ok as f64 / start.elapsed().as_secs_f64();
     let idle = stack.bridge.wait_idle(Duration::from_secs(300)).await;
     let usage = window.close();
+    let to = pb_time(chrono::Utc::now());
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let drain = |rx: &mut mpsc::UnboundedReceiver<Seen>| {
@@ -153,6 +155,10 @@ pub async fn phase(
         }
     }
     let journaled = journaled_by_name(stack, start_wall - 1000, &prefix).await?;
+    // Every request PocketBase served in the phase but the bench's n writes came from the bridge.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pb_writes = stack.pb.logged_requests("data.method != \"GET\"", &from, &to).await? as f64 - n as f64;
+    let pb_reads = stack.pb.logged_requests("data.method = \"GET\"", &from, &to).await? as f64;
 
     let mut next_write: HashMap<&str, Instant> = HashMap::new();
     let (mut frame_lat, mut call_lat, mut journal_lat) = (Vec::new(), Vec::new(), Vec::new());
@@ -222,6 +228,17 @@ pub async fn phase(
         .target(Goal::AtMost(3.0 * bare_pb), full_mode)
         .saturated(sat),
     );
+    for (what, v) in [("write", pb_writes), ("read", pb_reads)] {
+        report.add(
+            Figure::new(
+                "1 latency",
+                format!("PocketBase {what} requests by the bridge per change @ {label}"),
+                v / ok.max(1) as f64,
+                "count",
+            )
+            .saturated(sat),
+        );
+    }
     for (k, who) in [
         (1, "cf-bridge"),
         (2, "coolify-sim"),

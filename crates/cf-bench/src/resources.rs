@@ -368,19 +368,25 @@ pub async fn resync(stack: &Stack, n: usize, full_mode: bool, report: &mut Repor
     Ok(())
 }
 
-/// The service uuid a logged call acts on: in its path, or in the answer of the `POST /services` that
-/// created it.
-fn call_service(r: &SimRequest) -> Option<String> {
-    let mut parts = r.uri.split(['/', '?']);
+/// The services a logged call acts on: the uuid in its path, the `uuid=a,b` of a deploy call, or the answer
+/// of the `POST /services` that created it.
+fn call_services(r: &SimRequest) -> Vec<String> {
+    let (path, query) = r.uri.split_once('?').unwrap_or((r.uri.as_str(), ""));
+    let mut parts = path.split('/');
     if let Some(uuid) = parts.by_ref().skip_while(|p| *p != "services").nth(1)
         && !uuid.is_empty()
     {
-        return Some(uuid.to_string());
+        return vec![uuid.to_string()];
     }
-    if r.path == "POST /services" {
-        return r.response.as_ref()?["uuid"].as_str().map(str::to_string);
+    if let Some(list) = query.split('&').find_map(|kv| kv.strip_prefix("uuid=")) {
+        return list.split(',').filter(|u| !u.is_empty()).map(str::to_string).collect();
     }
-    None
+    if r.path == "POST /services"
+        && let Some(uuid) = r.response.as_ref().and_then(|v| v["uuid"].as_str())
+    {
+        return vec![uuid.to_string()];
+    }
+    Vec::new()
 }
 
 /// Least-squares slope of (seconds, count) samples, per minute.
@@ -423,16 +429,21 @@ pub async fn budget(stack: &Stack, n: usize, secs: u64, full_mode: bool, report:
     let throttled = log.iter().filter(|r| r.status == 429).count();
     let calls = log.len() - throttled;
     // Each call charged to the service it acts on; calls naming no service (projects, status lists) apart.
-    let mut own: std::collections::HashMap<String, usize> = Default::default();
+    // A call acting on k services (a batch deploy) counts 1/k for each.
+    let mut own: std::collections::HashMap<String, f64> = Default::default();
     let mut shared = 0usize;
     for r in log.iter().filter(|r| r.status != 429) {
-        match call_service(r) {
-            Some(u) => *own.entry(u).or_default() += 1,
-            None => shared += 1,
+        let services = call_services(r);
+        if services.is_empty() {
+            shared += 1;
+        }
+        for u in &services {
+            *own.entry(u.clone()).or_default() += 1.0 / services.len() as f64;
         }
     }
-    let finished_calls: Vec<usize> = finished.values().map(|u| own.get(u).copied().unwrap_or(0)).collect();
-    let min_calls = finished_calls.iter().copied().min();
+    let finished_calls: Vec<f64> = finished.values().map(|u| own.get(u).copied().unwrap_or(0.0)).collect();
+    let own_total: f64 = finished_calls.iter().sum();
+    let min_calls = finished_calls.iter().copied().reduce(f64::min);
     // Steady state: the second half of the window, once instances finish at a settled pace.
     let half = samples.last().map_or(0.0, |s| s.0 / 2.0);
     let steady: Vec<(f64, f64)> = samples.iter().copied().filter(|s| s.0 >= half).collect();
@@ -464,7 +475,7 @@ pub async fn budget(stack: &Stack, n: usize, secs: u64, full_mode: bool, report:
                 "Coolify calls per finished instance, its own (naming its service or creating it; {} finished)",
                 finished.len()
             ),
-            finished_calls.iter().sum::<usize>() as f64 / finished.len().max(1) as f64,
+            own_total / finished.len().max(1) as f64,
             "count",
         )
         .target(Goal::AtMost(3.0), full_mode),
@@ -475,13 +486,13 @@ pub async fn budget(stack: &Stack, n: usize, secs: u64, full_mode: bool, report:
         shared as f64 / n.max(1) as f64,
         "count",
     ));
-    let min = min_calls.map_or(f64::NAN, |c| c as f64);
+    let min = min_calls.unwrap_or(f64::NAN);
     report.add(
         Figure::new(
             "3 budget",
             format!(
                 "theoretical maximum at the default budget: {budget} calls/min / the fewest own calls of a finished instance ({})",
-                min_calls.map_or("n/a".into(), |c| c.to_string())
+                min_calls.map_or("n/a".into(), |c| format!("{c:.1}"))
             ),
             f64::from(budget) / min,
             "/min",
@@ -500,9 +511,9 @@ pub async fn budget(stack: &Stack, n: usize, secs: u64, full_mode: bool, report:
     );
     report.add(Figure::new("3 budget", "429 answers received", throttled as f64, "count").goal(Goal::AtMost(0.0)));
     report.note(format!(
-        "budget: {n} instances created desired running; {running} running after {:.0} s; {calls} Coolify calls ({shared} naming no service, {} charged to unfinished instances); {} running-count samples",
+        "budget: {n} instances created desired running; {running} running after {:.0} s; {calls} Coolify calls ({shared} naming no service, {:.0} charged to unfinished instances); {} running-count samples",
         minutes * 60.0,
-        calls - shared - finished_calls.iter().sum::<usize>(),
+        (calls - shared) as f64 - own_total,
         samples.len()
     ));
     Ok(())
@@ -511,6 +522,31 @@ pub async fn budget(stack: &Stack, n: usize, secs: u64, full_mode: bool, report:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn logged(path: &str, uri: &str, response: Option<serde_json::Value>) -> SimRequest {
+        SimRequest {
+            method: path.split(' ').next().unwrap_or_default().to_string(),
+            path: path.to_string(),
+            uri: uri.to_string(),
+            status: 200,
+            at_ms: 0,
+            response,
+        }
+    }
+
+    #[test]
+    fn calls_are_charged_to_the_services_they_act_on() {
+        let start = logged("POST /services/{uuid}/start", "/api/v1/services/s1/start", None);
+        assert_eq!(call_services(&start), ["s1"]);
+        let create = logged("POST /services", "/api/v1/services", Some(json!({"uuid": "s2"})));
+        assert_eq!(call_services(&create), ["s2"]);
+        let deploy = logged("GET /deploy", "/api/v1/deploy?uuid=s1,s3&force=false", None);
+        assert_eq!(call_services(&deploy), ["s1", "s3"]);
+        let list = logged("GET /services", "/api/v1/services", None);
+        assert!(call_services(&list).is_empty());
+        let project = logged("POST /projects", "/api/v1/projects", Some(json!({"uuid": "p1"})));
+        assert!(call_services(&project).is_empty());
+    }
 
     #[test]
     fn slope_of_a_line_per_minute() {

@@ -56,7 +56,10 @@ fn tiny_bench_prints_the_table_and_the_json() {
     let text = std::fs::read_to_string(&json_path).expect("cf-bench wrote no JSON");
     let doc: Value = serde_json::from_str(&text).expect("the JSON is well-formed");
     let figures = doc["figures"].as_array().expect("figures is a list");
-    let rows = stdout.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| section")).count();
+    let rows = stdout
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| section"))
+        .count();
     assert_eq!(figures.len(), rows, "one JSON object per table row");
     for f in figures {
         for key in ["name", "value", "unit", "baseline", "ratio", "goal", "met"] {
