@@ -146,6 +146,27 @@ impl Pb {
     }
 }
 
+/// A time as PocketBase writes and filters it.
+pub fn pb_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string()
+}
+
+impl Pb {
+    /// Requests in PocketBase's request log between `from` and `to` ([`pb_time`]) that match `filter`
+    /// (e.g. `data.method != "GET"`). PocketBase writes its log in batches: wait a few seconds after `to`.
+    pub async fn logged_requests(&self, filter: &str, from: &str, to: &str) -> Result<u64> {
+        let filter = format!("{filter} && created >= \"{from}\" && created <= \"{to}\"");
+        let v = self
+            .ok(
+                reqwest::Method::GET,
+                &format!("/api/logs?perPage=1&filter={}", urlencode(&filter)),
+                None,
+            )
+            .await?;
+        v["totalItems"].as_u64().context("PocketBase logs without totalItems")
+    }
+}
+
 pub fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
@@ -159,6 +180,9 @@ pub struct SimRequest {
     pub uri: String,
     pub status: u16,
     pub at_ms: u64,
+    /// The answer's body (None for a list too long for the simulator to keep).
+    #[serde(default)]
+    pub response: Option<Value>,
 }
 
 #[derive(Clone)]
@@ -288,6 +312,11 @@ impl Bridge {
 
     /// Sum of a metric's samples (all label sets) from `/metrics`.
     pub async fn metric_sum(&self, name: &str) -> Result<f64> {
+        self.metric_sum_where(name, "").await
+    }
+
+    /// Sum of a metric's samples whose line contains `label` (e.g. `source="webhook"`).
+    pub async fn metric_sum_where(&self, name: &str, label: &str) -> Result<f64> {
         let text = self
             .http
             .get(format!("{}/metrics", self.url))
@@ -299,6 +328,7 @@ impl Bridge {
         Ok(text
             .lines()
             .filter(|l| l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{') | Some(b' ')))
+            .filter(|l| l.contains(label))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum())
     }

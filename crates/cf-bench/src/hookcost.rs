@@ -122,6 +122,10 @@ pub struct BareFrames {
 }
 
 impl BareFrames {
+    pub fn pid(&self) -> Option<u32> {
+        self._proc.pid()
+    }
+
     pub async fn start(paths: &Paths, dir: &Path, pool: usize) -> Result<BareFrames> {
         let hooks = dir.join("no-hooks");
         std::fs::create_dir_all(&hooks)?;

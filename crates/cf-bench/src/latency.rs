@@ -8,12 +8,13 @@ use anyhow::Result;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, mpsc};
 
-use super::client::Pb;
+use super::client::{Pb, pb_time};
 use super::hookcost::BareFrames;
-use super::report::{Report, ms};
+use super::procs;
+use super::report::{Figure, Goal, Report};
 use super::sse::Seen;
 use super::stack::Stack;
-use super::stats::{ratio, summarize};
+use super::stats::summarize;
 
 struct Write {
     id: String,
@@ -65,23 +66,26 @@ pub async fn phase(
     uuids: &HashMap<String, String>,
     desired: &mut HashMap<String, bool>,
     rate: u32,
-    secs: f64,
+    (secs, min_samples): (f64, usize),
     rx: &mut mpsc::UnboundedReceiver<Seen>,
     bare: &mut BareFrames,
+    full_mode: bool,
     report: &mut Report,
 ) -> Result<()> {
     while rx.try_recv().is_ok() {}
     while bare.rx.try_recv().is_ok() {}
     stack.sim.clear_requests().await?;
     let zero = stack.sim.clock_zero().await?;
-    let n = (f64::from(rate) * secs).round() as usize;
+    let n = ((f64::from(rate) * secs).round() as usize).max(min_samples);
     let prefix = format!("lat{rate}-");
     let sem = Arc::new(Semaphore::new(256));
     let mut tasks = tokio::task::JoinSet::new();
     let mut writes = Vec::with_capacity(n);
-    let cpu0 = stack.cpu();
+    let [pb_pid, bridge_pid, sim_pid] = stack.pids();
+    let window = procs::Window::open(&[pb_pid, bridge_pid, sim_pid, bare.pid(), Some(std::process::id())]);
     let start = Instant::now();
     let start_wall = wall_ms();
+    let from = pb_time(chrono::Utc::now());
     for k in 0..n {
         tokio::time::sleep_until((start + Duration::from_secs_f64(k as f64 / f64::from(rate))).into()).await;
         let id = pool[k % pool.len()].clone();
@@ -124,9 +128,8 @@ pub async fn phase(
     }
     let achieved = ok as f64 / start.elapsed().as_secs_f64();
     let idle = stack.bridge.wait_idle(Duration::from_secs(300)).await;
-    let busy = start.elapsed().as_secs_f64();
-    let cpu = stack.cpu();
-    let used: Vec<f64> = cpu.iter().zip(cpu0).map(|(after, before)| after - before).collect();
+    let usage = window.close();
+    let to = pb_time(chrono::Utc::now());
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let drain = |rx: &mut mpsc::UnboundedReceiver<Seen>| {
@@ -152,6 +155,10 @@ pub async fn phase(
         }
     }
     let journaled = journaled_by_name(stack, start_wall - 1000, &prefix).await?;
+    // Every request PocketBase served in the phase but the bench's n writes came from the bridge.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pb_writes = stack.pb.logged_requests("data.method != \"GET\"", &from, &to).await? as f64 - n as f64;
+    let pb_reads = stack.pb.logged_requests("data.method = \"GET\"", &from, &to).await? as f64;
 
     let mut next_write: HashMap<&str, Instant> = HashMap::new();
     let (mut frame_lat, mut call_lat, mut journal_lat) = (Vec::new(), Vec::new(), Vec::new());
@@ -180,6 +187,7 @@ pub async fn phase(
     let (f, c, j) = (summarize(&frame_lat), summarize(&call_lat), summarize(&journal_lat));
     let b = summarize(&bare_lat);
     let label = format!("{rate}/s (achieved {achieved:.0}/s)");
+    let sat = usage.saturated;
     // Baseline: the frame of a PocketBase with the same schema and no hooks, for the same change.
     for (what, s) in [
         ("first Coolify call", &c),
@@ -187,15 +195,74 @@ pub async fn phase(
         ("realtime frame of the project's PocketBase (its hooks)", &f),
     ] {
         for (q, value, frame) in [("p50", s.p50_ms, b.p50_ms), ("p99", s.p99_ms, b.p99_ms)] {
-            report.row(
-                "1 latency",
-                format!("write -> {what} {q} @ {label}"),
-                ms(value),
-                format!("{} (no-hook frame; overhead {})", ms(frame), signed_ms(value - frame)),
-                ratio(value, frame),
+            report.add(
+                Figure::new("1 latency", format!("write -> {what} {q} @ {label}"), value, "ms")
+                    .vs(frame, "no-hook frame")
+                    .saturated(sat),
             );
         }
     }
+    if rate == 50 {
+        report.add(
+            Figure::new(
+                "1 latency",
+                format!("overhead of the first Coolify call over the no-hook frame, p99 @ {label}"),
+                c.p99_ms - b.p99_ms,
+                "ms",
+            )
+            .target(Goal::AtMost(10.0), full_mode)
+            .saturated(sat),
+        );
+    }
+    // CPU per accepted change, each process, from the first write until the bridge was idle.
+    let per_change = |secs: f64| secs * 1000.0 / ok.max(1) as f64;
+    let bare_pb = per_change(usage.cpu_secs[3]);
+    report.add(
+        Figure::new(
+            "1 latency",
+            format!("PocketBase CPU per change @ {label} (its hooks, the bridge's reads and write-backs)"),
+            per_change(usage.cpu_secs[0]),
+            "ms",
+        )
+        .vs(bare_pb, "no-hook PocketBase, the same write")
+        .target(Goal::AtMost(3.0 * bare_pb), full_mode)
+        .saturated(sat),
+    );
+    for (what, v) in [("write", pb_writes), ("read", pb_reads)] {
+        report.add(
+            Figure::new(
+                "1 latency",
+                format!("PocketBase {what} requests by the bridge per change @ {label}"),
+                v / ok.max(1) as f64,
+                "count",
+            )
+            .saturated(sat),
+        );
+    }
+    for (k, who) in [
+        (1, "cf-bridge"),
+        (2, "coolify-sim"),
+        (4, "cf-bench (the load generator)"),
+    ] {
+        report.add(
+            Figure::new(
+                "1 latency",
+                format!("{who} CPU per change @ {label}"),
+                per_change(usage.cpu_secs[k]),
+                "ms",
+            )
+            .saturated(sat),
+        );
+    }
+    report.add(
+        Figure::new(
+            "1 latency",
+            format!("machine CPU busy, all processes, from the first write until the bridge was idle @ {label}"),
+            100.0 * usage.machine_busy,
+            "%",
+        )
+        .saturated(sat),
+    );
     report.note(format!(
         "latency @ {rate}/s: {n} writes ({ok} accepted), {} realtime frames, {} no-hook frames, {} journaled, {} with a Coolify call before the record's next write (the rest were absorbed by a later change of the same record){}",
         f.n,
@@ -205,22 +272,19 @@ pub async fn phase(
         if idle.is_err() { "; the bridge was still busy 300 s after the last write" } else { "" }
     ));
     report.note(format!(
-        "CPU @ {rate}/s, from the first write until the bridge was idle ({busy:.1} s wall, {} cores): PocketBase {:.1} s, cf-bridge {:.1} s, coolify-sim {:.1} s",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        used[0],
-        used[1],
-        used[2],
+        "CPU @ {rate}/s, from the first write until the bridge was idle ({:.1} s wall, {} cores, machine {:.0}% busy, load average {:.1}{}): PocketBase {:.1} s, cf-bridge {:.1} s, coolify-sim {:.1} s, no-hook PocketBase {:.1} s, cf-bench {:.1} s",
+        usage.wall_secs,
+        procs::cores(),
+        100.0 * usage.machine_busy,
+        usage.loadavg_1m,
+        if sat { ", saturated" } else { "" },
+        usage.cpu_secs[0],
+        usage.cpu_secs[1],
+        usage.cpu_secs[2],
+        usage.cpu_secs[3],
+        usage.cpu_secs[4],
     ));
     Ok(())
-}
-
-/// A difference in milliseconds with its sign.
-fn signed_ms(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v:+.1} ms")
-    } else {
-        "n/a".into()
-    }
 }
 
 /// Writes as fast as 32 concurrent clients can for `secs`, renaming `pool` records; returns accepted/s.
@@ -275,15 +339,40 @@ async fn write_flood(pb: &Pb, pool: &[String], secs: f64, tag: &str, field: &'st
     (total, start.elapsed())
 }
 
-/// Floods the project's PocketBase (hooks posting to the bridge) and measures how fast the bridge journals.
-pub async fn throughput(stack: &Stack, pool: &[String], secs: f64, bare_rate: f64, report: &mut Report) -> Result<()> {
+/// Which intake path a throughput flood measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intake {
+    /// The project's hooks post a webhook to the bridge; the bridge also has its realtime stream.
+    Webhook,
+    /// No webhook delivery (`CF_BRIDGE_WEBHOOK_URL` unset): realtime stream only.
+    RealtimeOnly,
+}
+
+/// Floods the stack's PocketBase and measures how fast the bridge journals, both beside the write rate of
+/// a PocketBase with the same schema and no hooks (`bare_rate`, measured in the same run).
+pub async fn throughput(
+    stack: &Stack,
+    pool: &[String],
+    secs: f64,
+    bare_rate: f64,
+    intake: Intake,
+    full_mode: bool,
+    report: &mut Report,
+) -> Result<()> {
+    let tag = match intake {
+        Intake::Webhook => "tpw",
+        Intake::RealtimeOnly => "tpr",
+    };
+    let [pb_pid, bridge_pid, sim_pid] = stack.pids();
+    let window = procs::Window::open(&[pb_pid, bridge_pid, sim_pid, Some(std::process::id())]);
     let start_wall = wall_ms();
-    let (ok, elapsed) = write_flood(&stack.pb, pool, secs, "tp", "name").await;
+    let (ok, elapsed) = write_flood(&stack.pb, pool, secs, tag, "name").await;
     let end_wall = wall_ms();
+    let usage = window.close();
     let pb_rate = ok as f64 / elapsed.as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(120);
     let journaled = loop {
-        let j = journaled_by_name(stack, start_wall - 1000, "tp").await?;
+        let j = journaled_by_name(stack, start_wall - 1000, tag).await?;
         if j.len() >= ok || Instant::now() > deadline {
             break j;
         }
@@ -292,26 +381,48 @@ pub async fn throughput(stack: &Stack, pool: &[String], secs: f64, bare_rate: f6
     let in_window = journaled.values().filter(|at| **at <= end_wall).count();
     let last = journaled.values().copied().max().unwrap_or(end_wall);
     let journal_rate = journaled.len() as f64 / ((last.max(end_wall) - start_wall) as f64 / 1000.0);
-    report.row(
-        "2 throughput",
-        "changes journaled per second (PocketBase flooded by 32 writers)",
-        format!("{journal_rate:.0}/s"),
-        format!("{pb_rate:.0}/s written"),
-        ratio(journal_rate, pb_rate),
+    let (path, hooks) = match intake {
+        Intake::Webhook => ("webhook and realtime", "project hooks (webhook to the bridge)"),
+        Intake::RealtimeOnly => (
+            "realtime only (webhook off)",
+            "project hooks with webhook delivery off, the bridge on realtime",
+        ),
+    };
+    let sat = usage.saturated;
+    report.add(
+        Figure::new(
+            "2 throughput",
+            format!("changes journaled per second, {path} (PocketBase flooded by 32 writers)"),
+            journal_rate,
+            "/s",
+        )
+        .vs(bare_rate, "no-hook PocketBase write rate")
+        .saturated(sat),
     );
-    report.row(
+    let figure = Figure::new(
         "2 throughput",
-        "PocketBase write rate: project hooks (webhook to the bridge) vs no hooks",
-        format!("{pb_rate:.0}/s"),
-        format!("{bare_rate:.0}/s"),
-        ratio(pb_rate, bare_rate),
-    );
+        format!("PocketBase write rate: {hooks} vs no hooks"),
+        pb_rate,
+        "/s",
+    )
+    .vs(bare_rate, "no hooks")
+    .saturated(sat);
+    report.add(match intake {
+        Intake::Webhook => figure.target(Goal::AtLeast(0.7 * bare_rate), full_mode),
+        Intake::RealtimeOnly => figure,
+    });
     report.note(format!(
-        "throughput: {ok} writes in {:.1} s; {in_window} journaled by the end of the flood, backlog {} then, all {} journaled {:.1} s after it",
+        "throughput, {path}: {ok} writes in {:.1} s; {in_window} journaled by the end of the flood, backlog {} then, all {} journaled {:.1} s after it; CPU over the flood ({:.0}% of the machine busy{}): PocketBase {:.1} s, cf-bridge {:.1} s, coolify-sim {:.1} s, cf-bench {:.1} s",
         elapsed.as_secs_f64(),
         ok.saturating_sub(in_window),
         journaled.len(),
-        (last - end_wall).max(0) as f64 / 1000.0
+        (last - end_wall).max(0) as f64 / 1000.0,
+        100.0 * usage.machine_busy,
+        if sat { ", saturated" } else { "" },
+        usage.cpu_secs[0],
+        usage.cpu_secs[1],
+        usage.cpu_secs[2],
+        usage.cpu_secs[3],
     ));
     stack.bridge.wait_idle(Duration::from_secs(300)).await?;
     Ok(())

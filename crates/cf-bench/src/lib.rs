@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod hookcost;
+pub mod idle;
 pub mod latency;
 pub mod ping;
 pub mod procs;
@@ -54,6 +55,12 @@ pub struct Sizes {
     pub acks: usize,
     pub naive_writes: usize,
     pub pings: usize,
+    /// Fewest samples of a latency phase (it runs longer than `phase_secs` at low rates to get them).
+    pub min_samples: usize,
+    /// Writes on each side of the hook cost (project hooks vs no hooks, same collection).
+    pub hook_writes: usize,
+    pub idle_instances: usize,
+    pub idle_secs: u64,
 }
 
 impl Mode {
@@ -78,11 +85,15 @@ impl Mode {
                 pool: 2000,
                 throughput_secs: 10.0,
                 budget_secs: 120,
-                budget_instances: 100,
+                budget_instances: 300,
                 events_total: 100_000,
                 acks: 2000,
                 naive_writes: 30,
                 pings: 2000,
+                min_samples: 500,
+                hook_writes: 500,
+                idle_instances: 10_000,
+                idle_secs: 600,
             },
             Mode::Quick => Sizes {
                 rates: vec![50, 200, 1000],
@@ -91,11 +102,15 @@ impl Mode {
                 pool: 1000,
                 throughput_secs: 5.0,
                 budget_secs: 60,
-                budget_instances: 60,
+                budget_instances: 300,
                 events_total: 10_000,
                 acks: 500,
                 naive_writes: 10,
                 pings: 1000,
+                min_samples: 500,
+                hook_writes: 500,
+                idle_instances: 200,
+                idle_secs: 60,
             },
             Mode::Tiny => Sizes {
                 rates: vec![20, 50],
@@ -109,6 +124,10 @@ impl Mode {
                 acks: 20,
                 naive_writes: 2,
                 pings: 20,
+                min_samples: 20,
+                hook_writes: 20,
+                idle_instances: 5,
+                idle_secs: 3,
             },
         }
     }

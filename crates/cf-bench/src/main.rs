@@ -45,6 +45,9 @@ struct Args {
     /// Run the fleet setup and a full resync of it only.
     #[arg(long)]
     resync_only: bool,
+    /// Also write every figure of the run as JSON to this file (e.g. docs/bench/full.json).
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -61,9 +64,25 @@ async fn main() -> std::process::ExitCode {
         budget_only: args.budget_only,
         resync_only: args.resync_only,
     };
+    let started = chrono::Utc::now();
     match run::run(args.mode, overrides, args.pocketbase, args.work_dir).await {
-        Ok(table) => {
-            println!("{table}");
+        Ok(report) => {
+            println!("{}", report.render());
+            if let Some(path) = args.json {
+                let context = serde_json::json!({
+                    "command": std::env::args().collect::<Vec<_>>().join(" "),
+                    "mode": format!("{:?}", args.mode).to_lowercase(),
+                    "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+                    "machine": run::machine(),
+                    "started_at": started.to_rfc3339(),
+                    "finished_at": chrono::Utc::now().to_rfc3339(),
+                });
+                let text = serde_json::to_string_pretty(&report.json(context)).unwrap_or_default();
+                if let Err(e) = std::fs::write(&path, text + "\n") {
+                    eprintln!("cf-bench: cannot write {}: {e}", path.display());
+                    return std::process::ExitCode::FAILURE;
+                }
+            }
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {

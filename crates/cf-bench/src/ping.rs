@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use super::client::{Pb, http};
 use super::procs::{self, Paths};
-use super::report::{Report, ms};
-use super::stats::{ratio, summarize};
+use super::report::{Figure, Report};
+use super::stats::summarize;
 use cf_bridge::pocketbase::realtime::{Frame, KEEPALIVE_TOPIC, SseParser};
 
 const SECTION: &str = "6 stream check";
@@ -119,26 +119,25 @@ pub async fn ping_cost(paths: &Paths, dir: &Path, pings: usize, interval_secs: f
     }
     let health_cpu = (cpu() - before) / pings as f64;
     let (rtt, base) = (summarize(&rtts), summarize(&health));
-    report.row(
-        SECTION,
-        format!("ping round trip, POST to its frame on the stream, p50 / p99 ({pings} pings)"),
-        format!("{} / {}", ms(rtt.p50_ms), ms(rtt.p99_ms)),
-        format!("GET /api/health: {} / {}", ms(base.p50_ms), ms(base.p99_ms)),
-        ratio(rtt.p50_ms, base.p50_ms),
+    for (q, v, b) in [("p50", rtt.p50_ms, base.p50_ms), ("p99", rtt.p99_ms, base.p99_ms)] {
+        report.add(
+            Figure::new(
+                SECTION,
+                format!("ping round trip, POST to its frame on the stream, {q} ({pings} pings)"),
+                v,
+                "ms",
+            )
+            .vs(b, "GET /api/health"),
+        );
+    }
+    report.add(
+        Figure::new(SECTION, "PocketBase CPU per ping", ping_cpu * 1e6, "µs").vs(health_cpu * 1e6, "GET /api/health"),
     );
-    report.row(
+    report.add(Figure::new(
         SECTION,
-        "PocketBase CPU per ping",
-        format!("{:.0} µs", ping_cpu * 1e6),
-        format!("GET /api/health: {:.0} µs", health_cpu * 1e6),
-        ratio(ping_cpu, health_cpu),
-    );
-    report.row(
-        SECTION,
-        format!("PocketBase CPU for one ping every {interval_secs} s"),
-        format!("{:.4} % of a core", ping_cpu / interval_secs * 100.0),
-        "-",
-        "-",
-    );
+        format!("PocketBase CPU for one ping every {interval_secs} s, share of a core"),
+        ping_cpu / interval_secs * 100.0,
+        "%",
+    ));
     Ok(())
 }

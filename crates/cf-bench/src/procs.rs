@@ -52,12 +52,104 @@ pub async fn start_pocketbase(
 
 /// Resident set size in KiB (VmRSS).
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// Peak resident set size in KiB over the process's life so far (VmHWM).
+pub fn hwm_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+fn status_kib(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
+}
+
+/// The machine's cores as the kernel schedules them.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// (busy, total) jiffies of all CPUs since boot, from /proc/stat (idle and iowait are not busy).
+fn machine_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+fn loadavg_1m() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A phase's CPU: each process's CPU seconds, the machine's, and whether the machine was saturated.
+pub struct Window {
+    pids: Vec<Option<u32>>,
+    cpu0: Vec<f64>,
+    machine0: Option<(u64, u64)>,
+    start: std::time::Instant,
+}
+
+/// What a [`Window`] measured.
+#[derive(Debug, Clone)]
+pub struct Usage {
+    pub wall_secs: f64,
+    /// CPU seconds per process, in the order of the pids given to [`Window::open`].
+    pub cpu_secs: Vec<f64>,
+    /// Share of all cores busy (any process), 0..1.
+    pub machine_busy: f64,
+    pub loadavg_1m: f64,
+    /// Processes' CPU >= 90 % of cores x wall, the machine >= 90 % busy, or the load above the cores.
+    pub saturated: bool,
+}
+
+impl Window {
+    /// Starts measuring `pids` (None: a process that is not running; counted as 0). The bench itself is
+    /// added by the caller (`std::process::id()`) when it matters.
+    pub fn open(pids: &[Option<u32>]) -> Window {
+        Window {
+            pids: pids.to_vec(),
+            cpu0: pids.iter().map(|p| p.and_then(cpu_secs).unwrap_or(0.0)).collect(),
+            machine0: machine_jiffies(),
+            start: std::time::Instant::now(),
+        }
+    }
+
+    pub fn close(&self) -> Usage {
+        let wall_secs = self.start.elapsed().as_secs_f64();
+        let cpu_secs: Vec<f64> = self
+            .pids
+            .iter()
+            .zip(&self.cpu0)
+            .map(|(p, before)| p.and_then(cpu_secs).map_or(0.0, |after| after - before))
+            .collect();
+        let machine_busy = match (self.machine0, machine_jiffies()) {
+            (Some((b0, t0)), Some((b1, t1))) if t1 > t0 => (b1 - b0) as f64 / (t1 - t0) as f64,
+            _ => f64::NAN,
+        };
+        let loadavg_1m = loadavg_1m().unwrap_or(f64::NAN);
+        let cores = cores() as f64;
+        let saturated =
+            cpu_secs.iter().sum::<f64>() >= 0.9 * cores * wall_secs || machine_busy >= 0.9 || loadavg_1m > cores;
+        Usage {
+            wall_secs,
+            cpu_secs,
+            machine_busy,
+            loadavg_1m,
+            saturated,
+        }
+    }
 }
 
 /// User + system CPU seconds used so far.

@@ -4,13 +4,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
+use super::latency::Intake;
 use super::procs::{self, Paths};
-use super::report::Report;
-use super::stack::{create_fleet, start_stack, wait_provisioned};
-use super::stats::ratio;
-use super::{Mode, Overrides, hookcost, latency, ping, resources};
+use super::report::{Figure, Report};
+use super::stack::{create_fleet, start_stack, start_stack_with, wait_provisioned};
+use super::{Mode, Overrides, hookcost, idle, latency, ping, resources};
 
 /// Stack A's Coolify budget: the configuration's maximum, so that latency shows the bridge's own capacity
 /// (real Coolify allows 200 calls/min unless its operator raises the limit; section 3 measures that).
@@ -52,20 +52,24 @@ async fn hook_cost(
         ),
         ("project hooks with webhook delivery off", off_rate),
     ] {
-        report.row(
-            "2 throughput",
-            format!("PocketBase write rate: {figure} vs no hooks"),
-            format!("{rate:.0}/s"),
-            format!("{bare:.0}/s"),
-            ratio(rate, bare),
+        report.add(
+            Figure::new(
+                "2 throughput",
+                format!("PocketBase write rate: {figure} vs no hooks"),
+                rate,
+                "/s",
+            )
+            .vs(bare, "no hooks"),
         );
     }
-    report.row(
-        "2 throughput",
-        "PocketBase write rate of a bridge-owned field (write-back): project hooks delivering to a sink vs no hooks",
-        format!("{bridge_rate:.0}/s"),
-        format!("{bare_bridge:.0}/s"),
-        ratio(bridge_rate, bare_bridge),
+    report.add(
+        Figure::new(
+            "2 throughput",
+            "PocketBase write rate of a bridge-owned field (write-back): project hooks delivering to a sink vs no hooks",
+            bridge_rate,
+            "/s",
+        )
+        .vs(bare_bridge, "no hooks"),
     );
     Ok(())
 }
@@ -89,7 +93,7 @@ async fn hook_cost_only(paths: &Paths, root: &Path, secs: f64, report: &mut Repo
     hook_cost(paths, root, secs, (bare, bare_bridge), report).await
 }
 
-fn machine() -> String {
+pub fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -112,7 +116,7 @@ pub async fn run(
     overrides: Overrides,
     pocketbase: Option<PathBuf>,
     work_dir: Option<PathBuf>,
-) -> Result<String> {
+) -> Result<Report> {
     let paths = Paths::discover(pocketbase)?;
     let keep = work_dir.is_some();
     let root = work_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("cf-bench-{}", std::process::id())));
@@ -123,8 +127,9 @@ pub async fn run(
     result
 }
 
-async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path) -> Result<String> {
+async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path) -> Result<Report> {
     let sizes = mode.sizes_with(overrides);
+    let full = mode == Mode::Full;
     let mut report = Report::default();
     report.note(format!(
         "machine: {}; mode {mode:?} ({} instances, pool {}, rates {:?}); cf-bridge build: {}",
@@ -138,7 +143,7 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
     if overrides.hook_cost_only {
         eprintln!("project hooks against PocketBase with no hooks ...");
         hook_cost_only(paths, root, sizes.throughput_secs, &mut report).await?;
-        return Ok(report.render());
+        return Ok(report);
     }
     if overrides.budget_only {
         let n = overrides.instances.unwrap_or(sizes.budget_instances);
@@ -153,7 +158,7 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         ping::ping_cost(paths, &root.join("ping"), sizes.pings, ping_every, &mut report).await?;
     }
     if overrides.ping_only {
-        return Ok(report.render());
+        return Ok(report);
     }
 
     eprintln!("starting stack A (simulator without rate limit, bridge budget {A_BUDGET}/min) ...");
@@ -188,6 +193,7 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
     .await?;
     a.bridge.wait_idle(Duration::from_secs(300)).await?;
     let provision = t.elapsed();
+    let fleet_rss = procs::rss_kib(a.bridge_pid()).unwrap_or(0);
     report.note(format!(
         "setup: {} instances (stopped) created and provisioned in {:.1} s ({:.0}/s) with the bridge's maximum budget of {A_BUDGET} Coolify calls/min",
         ids.len(),
@@ -215,9 +221,10 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
             &uuids,
             &mut desired,
             rate,
-            sizes.phase_secs,
+            (sizes.phase_secs, sizes.min_samples),
             &mut rx,
             &mut bare,
+            full,
             &mut report,
         )
         .await?;
@@ -225,37 +232,89 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
     drop(rx);
     drop(bare);
     if overrides.latency_only {
-        return Ok(report.render());
+        return Ok(report);
     }
 
-    eprintln!("naive-hook PocketBase ...");
+    eprintln!("PocketBase with the same schema and no hooks, and the naive-hook PocketBase ...");
+    let empty = root.join("no-hooks");
+    std::fs::create_dir_all(&empty)?;
+    let (bare_pb, bare_instances, bare_proc) =
+        hookcost::pb_with_fleet(paths, &root.join("bare_data"), &empty, &[], "nh").await?;
+    let bare_tenant = bare_pb
+        .field_by_id("tenants", "slug = \"nh-t0\"", "slug")
+        .await?
+        .into_keys()
+        .next()
+        .context("tenant of the no-hook PocketBase missing")?;
     let naive = resources::NaivePb::start(paths, &root.join("naive"), &a.sim.url).await?;
     eprintln!("throughput ...");
-    let bare = latency::pb_write_rate(&naive.pb, &naive.instances, sizes.throughput_secs, "bare").await?;
-    let (bare_bridge, _) = latency::pb_field_writes(
-        &naive.pb,
-        &naive.instances,
+    let bare = latency::pb_write_rate(&bare_pb, &bare_instances, sizes.throughput_secs, "bare").await?;
+    let (bare_bridge, _) =
+        latency::pb_field_writes(&bare_pb, &bare_instances, sizes.throughput_secs, "bwb", "error_message").await?;
+    latency::throughput(
+        &a,
+        &pool,
         sizes.throughput_secs,
-        "bwb",
-        "error_message",
+        bare,
+        Intake::Webhook,
+        full,
+        &mut report,
     )
     .await?;
-    latency::throughput(&a, &pool, sizes.throughput_secs, bare, &mut report).await?;
     eprintln!("project hooks without the bridge ...");
     hook_cost(paths, root, sizes.throughput_secs, (bare, bare_bridge), &mut report).await?;
-    eprintln!("webhook acknowledgement and the naive hook ...");
+    eprintln!("webhook acknowledgement, hook cost and the naive hook ...");
     resources::acks(&a, &pool, sizes.acks, &mut report).await?;
-    resources::naive_hook(&a, &naive, sizes.naive_writes, &mut report).await?;
+    resources::hook_cost(
+        &a,
+        (&bare_pb, &bare_instances, &bare_tenant),
+        &naive,
+        (sizes.hook_writes, sizes.naive_writes),
+        &mut report,
+    )
+    .await?;
     drop(naive);
+    drop(bare_proc);
 
     eprintln!("resources ...");
-    resources::resources(&a, &ids, idle_rss, sizes.events_total, &mut report).await?;
-    resources::resync(&a, ids.len(), &mut report).await?;
+    resources::resources(&a, &ids, (idle_rss, fleet_rss), sizes.events_total, full, &mut report).await?;
+    resources::resync(&a, ids.len(), full, &mut report).await?;
     drop(a);
+
+    eprintln!("realtime-only intake (stack R: project hooks with webhook delivery off) ...");
+    let r = start_stack_with(paths, &root.join("r"), &fast_sim, &a_extra, false).await?;
+    let r_ids = create_fleet(&r.pb, "r", 64, "stopped").await?;
+    wait_provisioned(&r.pb, "r", r_ids.len(), Duration::from_secs(120)).await?;
+    r.bridge.wait_idle(Duration::from_secs(300)).await?;
+    latency::throughput(
+        &r,
+        &r_ids,
+        sizes.throughput_secs,
+        bare,
+        Intake::RealtimeOnly,
+        full,
+        &mut report,
+    )
+    .await?;
+    drop(r);
 
     eprintln!("Coolify budget (stack B: simulator limit 200/min, bridge default budget) ...");
     let b = start_stack(paths, &root.join("b"), &["--rate-limit", "200"], &[]).await?;
-    resources::budget(&b, sizes.budget_instances, sizes.budget_secs, &mut report).await?;
+    resources::budget(&b, sizes.budget_instances, sizes.budget_secs, full, &mut report).await?;
     drop(b);
-    Ok(report.render())
+
+    eprintln!(
+        "idle fleet ({} running instances, {} s, bridge at its defaults) ...",
+        sizes.idle_instances, sizes.idle_secs
+    );
+    idle::idle(
+        paths,
+        &root.join("idle"),
+        (sizes.idle_instances, sizes.idle_secs),
+        A_BUDGET,
+        full,
+        &mut report,
+    )
+    .await?;
+    Ok(report)
 }

@@ -23,18 +23,46 @@ pub struct Stack {
     pub bridge_proc: BridgeProcess,
     pub pb_proc: TestPb,
     pub sim_proc: SimProcess,
+    bridge_bin: std::path::PathBuf,
+    settings: TestSettings,
 }
 
 impl Stack {
-    /// CPU seconds used so far by PocketBase, the bridge and the simulator.
-    pub fn cpu(&self) -> [f64; 3] {
-        [self.pb_proc.pid(), self.bridge_proc.pid(), Some(self.sim_proc.pid())]
-            .map(|pid| pid.and_then(procs::cpu_secs).unwrap_or(0.0))
-    }
-
     /// The bridge's process id.
     pub fn bridge_pid(&self) -> u32 {
         self.bridge_proc.pid().unwrap_or(0)
+    }
+
+    /// PocketBase, the bridge and the simulator, in that order (for [`procs::Window`]).
+    pub fn pids(&self) -> [Option<u32>; 3] {
+        [self.pb_proc.pid(), self.bridge_proc.pid(), Some(self.sim_proc.pid())]
+    }
+
+    /// Size in bytes of the journal file and its write-ahead log.
+    pub fn journal_bytes(&self) -> u64 {
+        ["journal.db", "journal.db-wal"]
+            .iter()
+            .filter_map(|f| std::fs::metadata(self.settings.dir.join(f)).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// The bridge's configuration, as its loader reads it.
+    pub fn settings(&self) -> cf_bridge::config::Settings {
+        self.settings.settings()
+    }
+
+    /// Stops the bridge (SIGTERM) and starts it again on the same journal and port with the `defaults`
+    /// keys unset (their defaults apply) and `extra` set.
+    pub async fn restart_bridge(&mut self, defaults: &[&str], extra: &[(&str, &str)]) -> Result<()> {
+        self.bridge_proc.terminate();
+        let mut settings = self.settings.clone();
+        for key in defaults {
+            settings = settings.without(key);
+        }
+        self.settings = settings.with(extra);
+        self.bridge_proc = BridgeProcess::try_start(&self.bridge_bin, &self.settings).await?;
+        Ok(())
     }
 }
 
@@ -45,6 +73,18 @@ pub async fn start_stack(
     dir: &Path,
     sim_args: &[&str],
     bridge_extra: &[(&str, String)],
+) -> Result<Stack> {
+    start_stack_with(paths, dir, sim_args, bridge_extra, true).await
+}
+
+/// Like [`start_stack`]; with `webhook` false the project's hooks deliver no webhook (no
+/// `CF_BRIDGE_WEBHOOK_URL`), so the bridge sees changes by realtime (and resync) only.
+pub async fn start_stack_with(
+    paths: &Paths,
+    dir: &Path,
+    sim_args: &[&str],
+    bridge_extra: &[(&str, String)],
+    webhook: bool,
 ) -> Result<Stack> {
     std::fs::create_dir_all(dir)?;
     let secret: WebhookSecret = WEBHOOK_SECRET
@@ -64,8 +104,9 @@ pub async fn start_stack(
         ),
         ("CF_BRIDGE_WEBHOOK_SECRET", WEBHOOK_SECRET.to_string()),
     ];
+    let pb_env = if webhook { &pb_env[..] } else { &[] };
     let pb_proc =
-        procs::start_pocketbase(paths, &dir.join("pb_data"), &paths.root.join("hooks/pb_hooks"), &pb_env).await?;
+        procs::start_pocketbase(paths, &dir.join("pb_data"), &paths.root.join("hooks/pb_hooks"), pb_env).await?;
     let extra: Vec<(&str, &str)> = bridge_extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let settings = TestSettings::minimal((&pb_proc).into(), &sim_proc.url, SIM_TOKEN, dir, bridge_port)
         .with(&[("CF_BRIDGE__LOG__LEVEL", "info")])
@@ -92,6 +133,8 @@ pub async fn start_stack(
         bridge_proc,
         pb_proc,
         sim_proc,
+        bridge_bin: bin,
+        settings,
     })
 }
 
