@@ -149,8 +149,8 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         let n = overrides.instances.unwrap_or(sizes.budget_instances);
         eprintln!("Coolify budget only ({n} instances; simulator limit 200/min, bridge default budget) ...");
         let b = start_stack(paths, &root.join("b"), &["--rate-limit", "200"], &[]).await?;
-        resources::budget(&b, n, sizes.budget_secs, &mut report).await?;
-        return Ok(report.render());
+        resources::budget(&b, n, sizes.budget_secs, full, &mut report).await?;
+        return Ok(report);
     }
     if !overrides.resync_only {
         eprintln!("stream check pings ...");
@@ -202,8 +202,8 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
     ));
 
     if overrides.resync_only {
-        resources::resync(&a, ids.len(), &mut report).await?;
-        return Ok(report.render());
+        resources::resync(&a, ids.len(), full, &mut report).await?;
+        return Ok(report);
     }
     let pool: Vec<String> = ids.iter().take(sizes.pool).cloned().collect();
     eprintln!(
