@@ -415,6 +415,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/admin/instances/abc/secrets"),
     ("DELETE", "/admin/instances/abc/secrets"),
     ("POST", "/admin/instances/abc/rotate-router-key"),
+    ("POST", "/admin/instances/abc/restore"),
+    ("POST", "/admin/instances/abc/purge"),
     ("GET", "/admin/openapi.json"),
     ("GET", "/admin/ui"),
     ("POST", "/admin/ui/replay"),
@@ -441,5 +443,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(put_secrets)
         .service(delete_secrets)
         .service(rotate_router_key)
-        .service(openapi);
+        .service(openapi)
+        .configure(super::lifecycle::configure);
 }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod guard;
 pub mod health;
 pub mod ingest;
+pub mod lifecycle;
 pub mod operator;
 pub mod problem;
 pub mod ui;

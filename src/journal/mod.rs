@@ -10,6 +10,7 @@
 //! a mutex and `spawn_blocking`, so they never wait on the writer.
 
 mod admin;
+mod deletions;
 mod error;
 mod ingest;
 mod jobs;
@@ -31,6 +32,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::events::{EventSink, NewEvent, Replay, ReplayFuture, SinkError, SinkFuture, request_fingerprint};
 
+pub use deletions::{Deletion, DeletionState};
 pub use error::JournalError;
 pub use outbox::OutboxEntry;
 pub use retention::{PRUNE_BATCH, PruneReport, Retention, dedupe_floor};

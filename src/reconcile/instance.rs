@@ -12,6 +12,7 @@ use super::error::ReconcileError;
 use super::judgement::{HealthWrite, Judgement, Verdict, health_write};
 use super::outcome;
 use super::plan::{self, Action, Blocked, DeletedInstanceAction, EffectiveState, InstanceInput, Observed, Spec};
+use super::retention;
 use crate::coolify::{
     CoolifyError, CreateService, EnvVar, EnvVarInput, Service, ServicePatch, ServiceStatus, ServiceUrl,
 };
@@ -64,6 +65,10 @@ pub async fn reconcile(
         |carries_out_record: bool| run.for_instance(inst.changed_by.as_deref(), applied_before, carries_out_record);
     let updated = inst.updated.as_ref().map(format_pb_date).unwrap_or_default();
     let life = life_of(&inst);
+    if retention::asked(&inst, tenant.as_ref()) {
+        return retention::retain_live(ctx, &inst, tenant.as_ref(), &life, &actor_if(true)).await;
+    }
+    retention::end_if_restored(ctx, &inst.id, &life).await?;
     // Before anything can block: an earlier record's service must not run on under this id.
     let intent = intent_of_this_life(ctx, &inst.id, &life).await?;
     let desired = match &tenant {
@@ -608,7 +613,7 @@ async fn execute(
             let waited = actions.contains(&Action::WaitRunning);
             Some(BatchRequest::patch_instance(
                 &inst.id,
-                &write_back_patch(desired, state, &uuid, waited),
+                &write_back_patch(desired, state, &uuid, waited, inst.retained_until.is_some()),
             )?)
         }
         None => None,
@@ -645,6 +650,7 @@ fn write_back_patch(
     state: EffectiveState,
     uuid: &Option<String>,
     waited_running: bool,
+    inst_was_retained: bool,
 ) -> InstancePatch {
     let status = match state {
         EffectiveState::Running => InstanceStatus::Running,
@@ -665,6 +671,8 @@ fn write_back_patch(
         secrets_hash: Some(desired.secrets_hash.clone()),
         router_key_id: Some(desired.router_key_id.clone()),
         last_healthy_at: waited_running.then(chrono::Utc::now),
+        // A restored instance is no longer kept for deletion.
+        retained_until: inst_was_retained.then(String::new),
     }
 }
 
@@ -885,6 +893,9 @@ async fn wait_running(ctx: &Context, uuid: &str) -> Result<(), ReconcileError> {
 
 /// The record is gone: destroy its service(s) and verify they are gone.
 async fn destroy(ctx: &Context, id: &str, run: &RunActor) -> Result<(), ReconcileError> {
+    if retention::retain_gone(ctx, id, run).await? {
+        return Ok(());
+    }
     let key = service_intent_key(id);
     let mut uuids: Vec<String> = Vec::new();
     if let Some(intent) = ctx.journal.get_intent(&key).await?

@@ -10,11 +10,12 @@ use super::context::{ActionLog, Context, project_intent_key, project_name};
 use super::error::ReconcileError;
 use super::outcome;
 use super::plan::{self, DeletedTenantAction, TenantAction, TenantInput};
+use super::retention;
 use crate::backoff::Backoff;
 use crate::coolify::{CoolifyError, Project};
 use crate::events::{Action as EventAction, Collection, NewEvent, Source};
-use crate::pocketbase::BatchRequest;
 use crate::pocketbase::records::{DeployAction, DeployStatus, Tenant, TenantPatch, filter_quote, format_pb_date};
+use crate::pocketbase::{BatchRequest, PbError};
 
 /// How long a deleted tenant's project delete keeps retrying "has resources" within one attempt.
 const PROJECT_DELETE_PATIENCE: Duration = Duration::from_secs(120);
@@ -26,6 +27,9 @@ pub async fn reconcile(ctx: &Context, id: &str, run: &RunActor) -> Result<Option
         destroy(ctx, id, run).await?;
         return Ok(None);
     };
+    if tenant.deletion_requested_at.is_some() {
+        return retire(ctx, &tenant, run).await;
+    }
     let observed = observe_project(ctx, &tenant).await?;
     let actions = plan::plan_tenant(&TenantInput {
         recorded_project: tenant.coolify_project_uuid.clone(),
@@ -165,14 +169,20 @@ async fn create_project(ctx: &Context, tenant: &Tenant, actor: &Actor) -> Result
 /// A tenant edit that leaves this unchanged (its name, its user, the bridge's own write-back of what the
 /// job already knew) wakes none of them.
 fn instance_facing(tenant: &Tenant, project: Option<&str>) -> String {
-    format!(
+    let facing = format!(
         "{:?}|{:?}|{}|{}|{}",
         tenant.status,
         tenant.plan_tier,
         tenant.max_stacks,
         tenant.slug,
         project.unwrap_or_default()
-    )
+    );
+    // Only a deleting tenant says so, so every other tenant's noted value stays as it was.
+    if tenant.deletion_requested_at.is_some() {
+        facing + "|deleting"
+    } else {
+        facing
+    }
 }
 
 fn fan_out_note(tenant_id: &str) -> String {
@@ -222,16 +232,42 @@ async fn fan_out(
     Ok(())
 }
 
-/// The tenant is gone: destroy its remaining services, then its project.
-async fn destroy(ctx: &Context, id: &str, run: &RunActor) -> Result<(), ReconcileError> {
+/// The tenant asks for its deletion: its instances are woken to enter their retention (each is deleted when
+/// its retention ends, which wakes this job again); once none is left, its project and its record go.
+async fn retire(ctx: &Context, tenant: &Tenant, run: &RunActor) -> Result<Option<String>, ReconcileError> {
+    let updated = tenant.updated.as_ref().map(format_pb_date).unwrap_or_default();
+    fan_out(ctx, tenant, tenant.coolify_project_uuid.as_deref(), run.named()).await?;
+    let left = ctx
+        .pb
+        .list_instances(Some(&format!("tenant = {}", filter_quote(&tenant.id))))
+        .await?;
+    if !left.is_empty() {
+        info!(record_id = %tenant.id, instances = left.len(), "tenant deletion waits for its instances' retention");
+        return Ok(Some(updated));
+    }
+    if !destroy(ctx, &tenant.id, run).await? {
+        return Ok(Some(updated));
+    }
+    match ctx.pb.delete("tenants", &tenant.id).await {
+        Ok(()) | Err(PbError::NotFound) => {
+            info!(record_id = %tenant.id, "tenant deleted after its last instance");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The tenant is gone: destroy its remaining services, then its project. `false` while instances of it are
+/// kept for their retention (the last one's destruction wakes this job again).
+async fn destroy(ctx: &Context, id: &str, run: &RunActor) -> Result<bool, ReconcileError> {
     ctx.journal.forget_note(&fan_out_note(id)).await?;
     let key = project_intent_key(id);
     let Some(intent) = ctx.journal.get_intent(&key).await? else {
-        return Ok(());
+        return Ok(true);
     };
     let Some(uuid) = intent.coolify_uuid else {
         ctx.journal.clear_intent(&key).await?;
-        return Ok(());
+        return Ok(true);
     };
     let env = match ctx
         .coolify
@@ -241,10 +277,15 @@ async fn destroy(ctx: &Context, id: &str, run: &RunActor) -> Result<(), Reconcil
         Ok(env) => env,
         Err(CoolifyError::NotFound { .. }) => {
             ctx.journal.clear_intent(&key).await?;
-            return Ok(());
+            return Ok(true);
         }
         Err(e) => return Err(e.into()),
     };
+    let kept = retention::retain_tenant_services(ctx, id, &env.services, run).await?;
+    if kept > 0 {
+        info!(record_id = %id, kept, "tenant's project waits for its deleted instances' retention");
+        return Ok(false);
+    }
     let actions = plan::plan_deleted_tenant(Some(&uuid), env.services.len());
     for action in actions {
         match action {
@@ -284,7 +325,7 @@ async fn destroy(ctx: &Context, id: &str, run: &RunActor) -> Result<(), Reconcil
     }
     ctx.journal.clear_intent(&key).await?;
     info!(record_id = %id, coolify_uuid = %uuid, "tenant destroyed");
-    Ok(())
+    Ok(true)
 }
 
 /// Coolify deletes services asynchronously and refuses to delete a project that still has any.
@@ -321,6 +362,7 @@ mod tests {
             max_stacks: 0,
             coolify_project_uuid: Some("p1".into()),
             bridge_error: None,
+            deletion_requested_at: None,
             changed_by: None,
             created: None,
             updated: None,
@@ -346,7 +388,11 @@ mod tests {
             max_stacks: 5,
             ..tenant.clone()
         };
-        for other in [&upgraded, &suspended, &more] {
+        let deleting = Tenant {
+            deletion_requested_at: Some(chrono::Utc::now()),
+            ..tenant.clone()
+        };
+        for other in [&upgraded, &suspended, &more, &deleting] {
             assert_ne!(instance_facing(other, Some("p1")), key);
         }
         assert_ne!(instance_facing(&tenant, None), key, "a project appearing wakes them");
