@@ -122,9 +122,21 @@ pub async fn retain_live(
 /// A live record that asks for no deletion: a retention of this incarnation has ended (the Admin Portal or
 /// an operator cleared the field), and the normal reconcile brings the stack back. Its closing blanked
 /// `applied_hash`, so that reconcile pushes the domain and a fresh key and starts it as asked.
+/// A row of an earlier record with this id is settled as destroyed: this record's run retires that
+/// record's service (see `instance::intent_of_this_life`), and nothing of it may be restored into this one.
 pub async fn end_if_restored(ctx: &Context, id: &str, life: &str) -> Result<(), ReconcileError> {
-    if ctx.journal.end_deletion(id, life).await? {
-        info!(record_id = %id, "deletion withdrawn: instance restored");
+    let Some(row) = ctx.journal.deletion(id).await? else {
+        return Ok(());
+    };
+    if row.incarnation == life {
+        if ctx.journal.end_deletion(id, life).await? {
+            info!(record_id = %id, "deletion withdrawn: instance restored");
+        }
+    } else if row.state != DeletionState::Destroyed {
+        ctx.journal
+            .update_deletion(id, &row.incarnation, Some(DeletionState::Destroyed), None, None)
+            .await?;
+        info!(record_id = %id, "a new record reuses the id of a retained one: the retained one is retired");
     }
     Ok(())
 }
