@@ -1672,7 +1672,6 @@ mod tests {
             "request_timeout_secs = 30",
             "bind = \"127.0.0.1:8088\"",
             "path = \"cf-bridge.db\"",
-            "retention_secs = 604800",
             "payload_retention_secs = 86400",
             "format = \"pretty\"",
             "level = \"info\"",
@@ -1688,10 +1687,15 @@ mod tests {
             "bad_readings_before_error = 3",
             "sovereign_cpu = 4",
             "sovereign_mem_mb = 8192",
+            "retention_sweep_secs = 60",
         ] {
             let times = shown.lines().filter(|l| *l == line).count();
             assert_eq!(times, 1, "{line} shown {times} times in:\n{shown}");
         }
+        // The journal's and a deleted instance's retention are both a week by default.
+        let week = shown.lines().filter(|l| *l == "retention_secs = 604800").count();
+        assert_eq!(week, 2, "{shown}");
+        assert!(shown.contains("\n[lifecycle]\nretention_secs = 604800\n"), "{shown}");
         assert!(s.coolify.server_uuid.is_none());
     }
 
