@@ -145,9 +145,11 @@ async fn delete_closes_at_once_restore_brings_the_same_service_back_and_purge_de
     w.pb.patch("bot_instances", &id, json!({"deletion_requested_at": pb_now()}))
         .await;
     wait_closed(&w, &id).await;
-    let (status, body) = admin_post(&w, &format!("/admin/instances/{id}/purge")).await;
-    assert_eq!(status, 202, "{body}");
-    assert_eq!(body["status"], "purging");
+    // Through the CLI, as an operator would.
+    let out = w.cli(crate::bridge_bin(), &["instances", "purge", &id]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.trim(), format!("{id}: purging: its job destroys it"));
     wait_until(&w, "purge", async || {
         live_services(&w, &id).await.is_empty() && !record_exists(&w, "bot_instances", &id).await
     })
@@ -164,6 +166,10 @@ async fn delete_closes_at_once_restore_brings_the_same_service_back_and_purge_de
         assert_eq!(body["type"], "about:blank");
         assert!(text(&body, "detail").contains("was destroyed"), "{verb}: {body}");
     }
+    let out = w.cli(crate::bridge_bin(), &["instances", "restore", &id]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("409") && stderr.contains("was destroyed"), "{stderr}");
     // An id nobody knows: 404.
     let (status, body) = admin_post(&w, "/admin/instances/nosuchinstance1/restore").await;
     assert_eq!(status, 404, "{body}");
