@@ -285,7 +285,9 @@ async fn close(ctx: &Context, inst: Option<&BotInstance>, row: &Deletion, actor:
         },
         when(row.expires_at)
     );
-    let log = ActionLog::instance(id, row.tenant_id.as_deref(), inst.is_some(), DeployAction::Stop).by(actor);
+    let log = ActionLog::instance(id, row.tenant_id.as_deref(), inst.is_some(), DeployAction::Stop)
+        .by(actor)
+        .keyed(&["retention: closed", &row.incarnation, &row.expires_at.to_string()]);
     match inst {
         Some(inst) => {
             let patch = InstancePatch {
@@ -356,8 +358,10 @@ async fn destroy(ctx: &Context, row: &Deletion, purge: bool) -> Result<(), Recon
             uuids.join(", ")
         ),
     };
+    // Keyed by the incarnation: a run repeated after a crash writes the same final row, once.
     ActionLog::instance(id, row.tenant_id.as_deref(), false, DeployAction::Destroy)
         .by(&actor)
+        .keyed(&["retention: destroyed", &row.incarnation])
         .keep(ctx, DeployStatus::Success, message)
         .await?;
     ctx.journal

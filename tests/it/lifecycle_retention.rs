@@ -148,7 +148,11 @@ async fn delete_closes_at_once_restore_brings_the_same_service_back_and_purge_de
     // Through the CLI, as an operator would.
     let out = w.cli(crate::bridge_bin(), &["instances", "purge", &id]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(stdout.trim(), format!("{id}: purging: its job destroys it"));
     wait_until(&w, "purge", async || {
         live_services(&w, &id).await.is_empty() && !record_exists(&w, "bot_instances", &id).await
