@@ -89,6 +89,11 @@ pub struct Tenant {
     pub coolify_project_uuid: Option<String>,
     #[serde(default, deserialize_with = "empty_as_none")]
     pub bridge_error: Option<String>,
+    /// The tenant's custom domain (admin-set); its instances are served under it once `domain_verified`.
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub domain: Option<String>,
+    #[serde(default)]
+    pub domain_verified: bool,
     /// Set by the tenant's user, the Admin Portal or an admin: every instance of the tenant is deleted
     /// (each after its retention period), then the tenant.
     #[serde(default, with = "pb_date")]

@@ -38,6 +38,9 @@ struct Desired {
     env: Vec<EnvVarInput>,
     secrets_hash: String,
     router_key_id: String,
+    /// The domain it was served at, kept routed beside the new one while a domain move is under way (the
+    /// tenant's custom domain changed): the old one is removed by the next run, once the new one routes.
+    also_served: Option<String>,
     /// The tenant is suspended: no domain, and the key was rotated when the suspension began.
     suspended: bool,
 }
@@ -211,7 +214,18 @@ async fn desire(
         return Ok(Err(Blocked::MissingSecrets(missing)));
     }
 
-    let domain = format!("{}.{}", inst.subdomain, ctx.settings.domains.base_domain);
+    let base = &ctx.settings.domains.base_domain;
+    // An invalid custom domain is shown on the tenant (its job); its instances stay where they are served.
+    let under = match super::tenant::custom_domain(tenant, base) {
+        Ok(custom) => custom.unwrap_or_else(|| base.clone()),
+        Err(_) => inst
+            .domain
+            .as_deref()
+            .and_then(|d| d.strip_prefix(&format!("{}.", inst.subdomain)))
+            .map(str::to_string)
+            .unwrap_or_else(|| base.clone()),
+    };
+    let domain = format!("{}.{under}", inst.subdomain);
     let suspended = tenant.status == Some(TenantStatus::Suspended);
     let input = RenderInput {
         instance_id: inst.id.clone(),
@@ -262,7 +276,16 @@ async fn desire(
         tenant.status == Some(TenantStatus::Active),
     );
     // A suspended stack is served nowhere: its domain leaves Coolify (and the record) until it resumes.
-    let served = if suspended { "" } else { domain.as_str() };
+    // A running stack whose domain moves is served at both until the new one is routed (no downtime).
+    let also_served = inst
+        .domain
+        .clone()
+        .filter(|old| !suspended && state == EffectiveState::Running && inst.applied_hash.is_some() && *old != domain);
+    let served = match (&also_served, suspended) {
+        (_, true) => String::new(),
+        (Some(old), false) => format!("{domain},{old}"),
+        (None, false) => domain.clone(),
+    };
     let compose_key = format!(
         "{}\n#domain={}\n#template={}@{}",
         rendered.compose_yaml, served, template.name, template.version
@@ -287,6 +310,7 @@ async fn desire(
         env,
         secrets_hash,
         router_key_id,
+        also_served,
         suspended,
     }))
 }
@@ -619,7 +643,19 @@ async fn execute(
         None => None,
     };
     // Failing to record the outcome is not a failure of the action: the job's retry records it.
-    outcome::commit(ctx, Collection::BotInstances, &inst.id, patch, row).await
+    outcome::commit(ctx, Collection::BotInstances, &inst.id, patch, row).await?;
+    // The new domain runs beside the old one: the next run removes the old one.
+    if desired.also_served.is_some() {
+        let version = inst.updated.as_ref().map(format_pb_date).unwrap_or_default();
+        retention::wake(
+            ctx,
+            Collection::BotInstances,
+            &inst.id,
+            &format!("domain-moved:{}:{version}", desired.domain),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// The failure on the record (`error`, only when it changed: writing the same failure again would only
@@ -693,10 +729,13 @@ fn summary_action(actions: &[Action]) -> DeployAction {
 }
 
 /// What a run does to the stack's door (its domain and router key) when the tenant's suspension begins
-/// or ends: said in the action's row.
+/// or ends, or its domain moves: said in the action's row.
 fn door_change(inst: &BotInstance, desired: &Desired, actions: &[Action]) -> Option<&'static str> {
     if !actions.contains(&Action::UpdateService) {
         return None;
+    }
+    if desired.also_served.is_some() {
+        return Some("domain moving: served at the new and the old domain until the new one runs, then the old one goes");
     }
     if desired.suspended {
         Some("tenant suspended: domain removed, router key rotated")
@@ -744,10 +783,11 @@ fn with_revoked(desired: &[EnvVarInput], existing: &[EnvVar]) -> Vec<EnvVarInput
 
 /// The public service's domain; a blank url while suspended, which Coolify takes as "no domain".
 fn urls(desired: &Desired) -> Vec<ServiceUrl> {
-    let url = if desired.suspended {
-        String::new()
-    } else {
-        format!("https://{}:{}", desired.domain, desired.rendered.public_port)
+    let port = desired.rendered.public_port;
+    let url = match (&desired.also_served, desired.suspended) {
+        (_, true) => String::new(),
+        (Some(old), false) => format!("https://{}:{port},https://{old}:{port}", desired.domain),
+        (None, false) => format!("https://{}:{port}", desired.domain),
     };
     vec![ServiceUrl {
         name: desired.rendered.public_service.clone(),

@@ -399,17 +399,17 @@ async fn delete_record(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
     }
 }
 
-/// Journals a wake-up of a record's job (the bridge's own, so it names no user).
-async fn wake(ctx: &Context, collection: Collection, id: &str, why: &str) -> Result<(), ReconcileError> {
+/// Journals a wake-up of a record's job (the bridge's own, so it names no user); `why` makes it unique.
+pub(super) async fn wake(ctx: &Context, collection: Collection, id: &str, why: &str) -> Result<(), ReconcileError> {
     let event = NewEvent {
         source: Source::Resync,
         collection,
         record_id: id.to_string(),
         action: EventAction::Update,
         record_updated: None,
-        dedupe_key: format!("retention:{}:{id}:{why}", collection.as_str()),
+        dedupe_key: format!("bridge-wake:{}:{id}:{why}", collection.as_str()),
         delivery_id: None,
-        payload: json!({"reason": "retention", "detail": why}),
+        payload: json!({"reason": "bridge", "detail": why}),
         fingerprint: None,
     };
     ctx.intake.submit(event).await?;

@@ -13,6 +13,7 @@ use super::plan::{self, DeletedTenantAction, TenantAction, TenantInput};
 use super::retention;
 use crate::backoff::Backoff;
 use crate::coolify::{CoolifyError, Project};
+use crate::hostname::{self, HostnameError};
 use crate::events::{Action as EventAction, Collection, NewEvent, Source};
 use crate::pocketbase::records::{DeployAction, DeployStatus, Tenant, TenantPatch, filter_quote, format_pb_date};
 use crate::pocketbase::{BatchRequest, PbError};
@@ -55,6 +56,7 @@ pub async fn reconcile(ctx: &Context, id: &str, run: &RunActor) -> Result<Option
             TenantAction::FanOutInstances => fan_out(ctx, &tenant, project.as_deref(), run.named()).await?,
         }
     }
+    show_domain_problem(ctx, &tenant).await?;
     Ok(Some(tenant.updated.as_ref().map(format_pb_date).unwrap_or_default()))
 }
 
@@ -165,6 +167,36 @@ async fn create_project(ctx: &Context, tenant: &Tenant, actor: &Actor) -> Result
     }
 }
 
+/// The tenant's custom domain in ASCII form once verified (`None`: its instances are served under the base
+/// domain); an error when the domain it holds is not a hostname a DNS admin would accept.
+pub fn custom_domain(tenant: &Tenant, base_domain: &str) -> Result<Option<String>, HostnameError> {
+    let Some(domain) = tenant.domain.as_deref().filter(|d| !d.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let ascii = hostname::tenant_domain(domain, base_domain)?;
+    Ok(tenant.domain_verified.then_some(ascii))
+}
+
+/// Shows on the tenant why its custom domain is not used (or clears that once it is fine); written only when
+/// it changes. A project failure's message, written by the same field, is left alone.
+async fn show_domain_problem(ctx: &Context, tenant: &Tenant) -> Result<(), ReconcileError> {
+    let problem = match custom_domain(tenant, &ctx.settings.domains.base_domain) {
+        Ok(_) => String::new(),
+        Err(e) => format!("custom domain {e}; its instances stay where they are served"),
+    };
+    let shown = tenant.bridge_error.as_deref().unwrap_or_default();
+    let ours = shown.starts_with("custom domain ");
+    if shown == problem || (problem.is_empty() && !ours) {
+        return Ok(());
+    }
+    let patch = TenantPatch {
+        coolify_project_uuid: None,
+        bridge_error: Some(problem),
+    };
+    ctx.pb.patch_tenant(&tenant.id, &patch).await?;
+    Ok(())
+}
+
 /// What the tenant's instances read of it (`instance::desire`: project, plan, stack count, slug, status).
 /// A tenant edit that leaves this unchanged (its name, its user, the bridge's own write-back of what the
 /// job already knew) wakes none of them.
@@ -177,11 +209,16 @@ fn instance_facing(tenant: &Tenant, project: Option<&str>) -> String {
         tenant.slug,
         project.unwrap_or_default()
     );
-    // Only a deleting tenant says so, so every other tenant's noted value stays as it was.
-    if tenant.deletion_requested_at.is_some() {
+    // Only a deleting tenant or one with a custom domain says so, so every other tenant's noted value stays
+    // as it was.
+    let facing = if tenant.deletion_requested_at.is_some() {
         facing + "|deleting"
     } else {
         facing
+    };
+    match (&tenant.domain, tenant.domain_verified) {
+        (Some(domain), verified) => format!("{facing}|domain={domain}:{verified}"),
+        (None, _) => facing,
     }
 }
 
@@ -362,6 +399,8 @@ mod tests {
             max_stacks: 0,
             coolify_project_uuid: Some("p1".into()),
             bridge_error: None,
+            domain: None,
+            domain_verified: false,
             deletion_requested_at: None,
             changed_by: None,
             created: None,
