@@ -735,7 +735,9 @@ fn door_change(inst: &BotInstance, desired: &Desired, actions: &[Action]) -> Opt
         return None;
     }
     if desired.also_served.is_some() {
-        return Some("domain moving: served at the new and the old domain until the new one runs, then the old one goes");
+        return Some(
+            "domain moving: served at the new and the old domain until the new one runs, then the old one goes",
+        );
     }
     if desired.suspended {
         Some("tenant suspended: domain removed, router key rotated")

@@ -13,8 +13,8 @@ use super::plan::{self, DeletedTenantAction, TenantAction, TenantInput};
 use super::retention;
 use crate::backoff::Backoff;
 use crate::coolify::{CoolifyError, Project};
-use crate::hostname::{self, HostnameError};
 use crate::events::{Action as EventAction, Collection, NewEvent, Source};
+use crate::hostname::{self, HostnameError};
 use crate::pocketbase::records::{DeployAction, DeployStatus, Tenant, TenantPatch, filter_quote, format_pb_date};
 use crate::pocketbase::{BatchRequest, PbError};
 

@@ -25,6 +25,7 @@ mod journal_bench;
 mod journal_echo;
 mod journal_retention;
 mod lifecycle_actor;
+mod lifecycle_domains;
 mod lifecycle_retention;
 mod lifecycle_suspend;
 mod lifecycle_waiting;
