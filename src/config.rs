@@ -556,6 +556,18 @@ pub struct LifecycleSettings {
 }
 
 impl LifecycleSettings {
+    /// Whether any plan has a retention of its own (else the plan need not be looked up).
+    pub fn has_plan_retentions(&self) -> bool {
+        [
+            self.starter_retention_secs,
+            self.team_retention_secs,
+            self.business_retention_secs,
+            self.sovereign_retention_secs,
+        ]
+        .iter()
+        .any(Option::is_some)
+    }
+
     /// The retention of an instance whose tenant is on `plan` (unknown: the default).
     pub fn retention_for(&self, plan: Option<crate::quota::PlanTier>) -> Duration {
         use crate::quota::PlanTier;

@@ -199,6 +199,13 @@ async fn instance_view(
         )
         .await
         .map_err(journal_down)?;
+    // Its deletion in progress (retention, purge), if any: only this record's, not an earlier one's.
+    let deletion = ctx
+        .journal
+        .deletion(&id)
+        .await
+        .map_err(journal_down)?
+        .filter(|d| d.incarnation == life_of(&inst));
     Ok(HttpResponse::Ok().json(json!({
         "id": inst.id,
         "desired": {
@@ -224,6 +231,7 @@ async fn instance_view(
         "coolify": coolify,
         "recent_actions": logs,
         "recent_events": events,
+        "deletion": deletion,
     })))
 }
 

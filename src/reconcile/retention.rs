@@ -161,12 +161,17 @@ pub async fn retain_gone(ctx: &Context, id: &str, run: &RunActor) -> Result<bool
             let (Some(uuid), Some(life)) = (intent.coolify_uuid, intent.incarnation) else {
                 return Ok(false);
             };
+            let lifecycle = &ctx.settings.lifecycle;
+            if lifecycle.retention.is_zero() && !lifecycle.has_plan_retentions() {
+                return Ok(false);
+            }
             let tenant = ctx.journal.last_known_tenant(id).await?;
+            // The plan is read only when one has a retention of its own: one PocketBase read per delete.
             let plan = match &tenant {
-                Some(t) => ctx.pb.get_tenant(t).await?.and_then(|t| t.plan_tier),
-                None => None,
+                Some(t) if lifecycle.has_plan_retentions() => ctx.pb.get_tenant(t).await?.and_then(|t| t.plan_tier),
+                _ => None,
             };
-            let retention = ctx.settings.lifecycle.retention_for(plan);
+            let retention = lifecycle.retention_for(plan);
             if retention.is_zero() {
                 return Ok(false);
             }

@@ -110,6 +110,13 @@ async fn delete_closes_at_once_restore_brings_the_same_service_back_and_purge_de
         "{rows:?}"
     );
 
+    // The admin API shows the retention.
+    let (status, view) = w.bridge.admin().get(&format!("/admin/instances/{id}")).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["deletion"]["state"], "retained", "{view}");
+    assert_eq!(view["deletion"]["coolify_uuid"], uuid.as_str());
+    assert_eq!(view["deletion"]["closed"], true);
+
     // Restore: the same service, its domain back, a fresh router key, running again.
     let (status, body) = admin_post(&w, &format!("/admin/instances/{id}/restore")).await;
     assert_eq!(status, 202, "{body}");
