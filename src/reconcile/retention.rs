@@ -109,11 +109,11 @@ pub async fn retain_live(
         Step::Wait => Ok(Some(updated)),
         Step::Destroy { purge } => {
             destroy(ctx, &row, purge).await?;
-            delete_record(ctx, &inst.id).await?;
+            delete_record(ctx, &row).await?;
             Ok(None)
         }
         Step::Done => {
-            delete_record(ctx, &inst.id).await?;
+            delete_record(ctx, &row).await?;
             Ok(None)
         }
     }
@@ -192,7 +192,10 @@ pub async fn retain_gone(ctx: &Context, id: &str, run: &RunActor) -> Result<bool
     };
     match step(&row, now) {
         Step::Close => close(ctx, None, &row, &run.deleter().await?).await?,
-        Step::Destroy { purge } => destroy(ctx, &row, purge).await?,
+        Step::Destroy { purge } => {
+            destroy(ctx, &row, purge).await?;
+            wake_tenant(ctx, &row).await?;
+        }
         Step::Wait | Step::Done => {}
     }
     Ok(true)
@@ -326,8 +329,7 @@ async fn close(ctx: &Context, inst: Option<&BotInstance>, row: &Deletion, actor:
 
 /// Destroys the retained service and its volumes (Coolify's delete removes volumes unless told not to),
 /// writes the final row (the bridge's at the end of the retention, the operator's for a purge), and
-/// forgets everything of the incarnation. Its tenant is woken: a tenant being deleted goes after its last
-/// instance.
+/// forgets everything of the incarnation.
 async fn destroy(ctx: &Context, row: &Deletion, purge: bool) -> Result<(), ReconcileError> {
     let id = row.record_id.as_str();
     let mut uuids: Vec<String> = row.coolify_uuid.iter().cloned().collect();
@@ -384,23 +386,28 @@ async fn destroy(ctx: &Context, row: &Deletion, purge: bool) -> Result<(), Recon
     ctx.secrets.delete(id)?;
     ctx.journal.forget_router_key(id).await?;
     info!(record_id = %id, services = gone.len(), purge, "retained instance destroyed");
-    if let Some(tenant) = &row.tenant_id {
-        wake(
-            ctx,
-            Collection::Tenants,
-            tenant,
-            &format!("instance-destroyed:{id}:{}", row.incarnation),
-        )
-        .await?;
-    }
     Ok(())
 }
 
-/// Deletes a marked record whose service is destroyed (a missing record is fine: it is the goal).
-async fn delete_record(ctx: &Context, id: &str) -> Result<(), ReconcileError> {
-    match ctx.pb.delete("bot_instances", id).await {
-        Ok(()) | Err(PbError::NotFound) => Ok(()),
-        Err(e) => Err(e.into()),
+/// Deletes a marked record whose service is destroyed (a missing record is fine: it is the goal), then
+/// wakes its tenant.
+async fn delete_record(ctx: &Context, row: &Deletion) -> Result<(), ReconcileError> {
+    match ctx.pb.delete("bot_instances", &row.record_id).await {
+        Ok(()) | Err(PbError::NotFound) => {}
+        Err(e) => return Err(e.into()),
+    }
+    wake_tenant(ctx, row).await
+}
+
+/// A tenant being deleted goes after its last instance: it is woken once the instance's service and record
+/// are gone (woken earlier, it could still see the record and wait for a wake-up that never comes).
+async fn wake_tenant(ctx: &Context, row: &Deletion) -> Result<(), ReconcileError> {
+    match &row.tenant_id {
+        Some(tenant) => {
+            let why = format!("instance-destroyed:{}:{}", row.record_id, row.incarnation);
+            wake(ctx, Collection::Tenants, tenant, &why).await
+        }
+        None => Ok(()),
     }
 }
 

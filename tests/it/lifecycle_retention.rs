@@ -330,3 +330,40 @@ async fn a_user_may_ask_for_deletion_but_not_take_it_back_or_set_what_the_bridge
     assert_eq!(t["plan_tier"], "business");
     assert!(!text(&t, "deletion_requested_at").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_deleted_tenant_keeps_its_instances_services_until_they_go_then_its_project_goes() {
+    let w = World::start(SIM_QUICK, RETENTION).await;
+    let tenant = w.create_tenant("dropped", "business").await;
+    let id = w.create_instance(&tenant, "base-llm", "dropped-one", "running").await;
+    w.wait_status(&id, "running", WAIT).await;
+    let project = text(&w.record("tenants", &tenant).await, "coolify_project_uuid").to_string();
+    let uuid = text(&the_service(&w, &id).await, "uuid").to_string();
+    let project_there = async |w: &World| {
+        w.sim
+            .projects()
+            .await
+            .iter()
+            .any(|p| p["uuid"] == project.as_str() && p["pending_deletion"] != true)
+    };
+
+    // The tenant record goes (its instances with it, by cascade): the service is closed and kept, and so
+    // is the project that holds it.
+    w.pb.delete("tenants", &tenant).await;
+    wait_until(&w, "the kept service closed", async || {
+        let found = live_services(&w, &id).await;
+        found.len() == 1 && !text(&found[0], "status").starts_with("running") && domains(&found[0]).is_empty()
+    })
+    .await;
+    assert_eq!(text(&the_service(&w, &id).await, "uuid"), uuid);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(project_there(&w).await, "the project waits for its kept service");
+
+    // Purged: the service goes, then the project.
+    let (status, body) = admin_post(&w, &format!("/admin/instances/{id}/purge")).await;
+    assert_eq!(status, 202, "{body}");
+    wait_until(&w, "the service and then the project gone", async || {
+        live_services(&w, &id).await.is_empty() && !project_there(&w).await
+    })
+    .await;
+}
