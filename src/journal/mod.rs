@@ -11,6 +11,7 @@
 
 mod admin;
 mod deletions;
+mod domains;
 mod error;
 mod ingest;
 mod jobs;

@@ -215,16 +215,12 @@ async fn desire(
     }
 
     let base = &ctx.settings.domains.base_domain;
-    // An invalid custom domain is shown on the tenant (its job); its instances stay where they are served.
-    let under = match super::tenant::custom_domain(tenant, base) {
-        Ok(custom) => custom.unwrap_or_else(|| base.clone()),
-        Err(_) => inst
-            .domain
-            .as_deref()
-            .and_then(|d| d.strip_prefix(&format!("{}.", inst.subdomain)))
-            .map(str::to_string)
-            .unwrap_or_else(|| base.clone()),
-    };
+    // The tenant's job settles its custom domain (checked, verified, held by no other tenant).
+    let under = ctx
+        .journal
+        .tenant_domain(&tenant.id)
+        .await?
+        .unwrap_or_else(|| base.clone());
     let domain = format!("{}.{under}", inst.subdomain);
     let suspended = tenant.status == Some(TenantStatus::Suspended);
     let input = RenderInput {

@@ -31,6 +31,8 @@ pub async fn reconcile(ctx: &Context, id: &str, run: &RunActor) -> Result<Option
     if tenant.deletion_requested_at.is_some() {
         return retire(ctx, &tenant, run).await;
     }
+    // Before the instances are woken: they read the domain this settles.
+    settle_domain(ctx, &tenant).await?;
     let observed = observe_project(ctx, &tenant).await?;
     let actions = plan::plan_tenant(&TenantInput {
         recorded_project: tenant.coolify_project_uuid.clone(),
@@ -56,7 +58,6 @@ pub async fn reconcile(ctx: &Context, id: &str, run: &RunActor) -> Result<Option
             TenantAction::FanOutInstances => fan_out(ctx, &tenant, project.as_deref(), run.named()).await?,
         }
     }
-    show_domain_problem(ctx, &tenant).await?;
     Ok(Some(tenant.updated.as_ref().map(format_pb_date).unwrap_or_default()))
 }
 
@@ -169,7 +170,7 @@ async fn create_project(ctx: &Context, tenant: &Tenant, actor: &Actor) -> Result
 
 /// The tenant's custom domain in ASCII form once verified (`None`: its instances are served under the base
 /// domain); an error when the domain it holds is not a hostname a DNS admin would accept.
-pub fn custom_domain(tenant: &Tenant, base_domain: &str) -> Result<Option<String>, HostnameError> {
+fn custom_domain(tenant: &Tenant, base_domain: &str) -> Result<Option<String>, HostnameError> {
     let Some(domain) = tenant.domain.as_deref().filter(|d| !d.trim().is_empty()) else {
         return Ok(None);
     };
@@ -177,13 +178,19 @@ pub fn custom_domain(tenant: &Tenant, base_domain: &str) -> Result<Option<String
     Ok(tenant.domain_verified.then_some(ascii))
 }
 
-/// Shows on the tenant why its custom domain is not used (or clears that once it is fine); written only when
-/// it changes. A project failure's message, written by the same field, is left alone.
-async fn show_domain_problem(ctx: &Context, tenant: &Tenant) -> Result<(), ReconcileError> {
-    let problem = match custom_domain(tenant, &ctx.settings.domains.base_domain) {
-        Ok(_) => String::new(),
-        Err(e) => format!("custom domain {e}; its instances stay where they are served"),
+/// Decides the domain the tenant's instances are served under (kept in the journal, where they read it): its
+/// verified custom domain, unless it is no hostname or another tenant holds it (the same name spelled
+/// otherwise); then the instances stay where they are served and the tenant shows why. The message names no
+/// other tenant. `bridge_error` is written only when it changes; a project failure's message is left alone.
+async fn settle_domain(ctx: &Context, tenant: &Tenant) -> Result<(), ReconcileError> {
+    let refused = match custom_domain(tenant, &ctx.settings.domains.base_domain) {
+        Err(e) => Some(e.to_string()),
+        Ok(domain) => (!ctx.journal.hold_tenant_domain(&tenant.id, domain.as_deref()).await?)
+            .then(|| "is held by another tenant".to_string()),
     };
+    let problem = refused
+        .map(|why| format!("custom domain {why}; its instances stay where they are served"))
+        .unwrap_or_default();
     let shown = tenant.bridge_error.as_deref().unwrap_or_default();
     let ours = shown.starts_with("custom domain ");
     if shown == problem || (problem.is_empty() && !ours) {
@@ -298,6 +305,7 @@ async fn retire(ctx: &Context, tenant: &Tenant, run: &RunActor) -> Result<Option
 /// kept for their retention (the last one's destruction wakes this job again).
 async fn destroy(ctx: &Context, id: &str, run: &RunActor) -> Result<bool, ReconcileError> {
     ctx.journal.forget_note(&fan_out_note(id)).await?;
+    ctx.journal.release_tenant_domain(id).await?;
     let key = project_intent_key(id);
     let Some(intent) = ctx.journal.get_intent(&key).await? else {
         return Ok(true);
