@@ -22,6 +22,7 @@ mod intake_realtime;
 mod intake_support;
 mod journal_basic;
 mod journal_bench;
+mod journal_deletions;
 mod journal_echo;
 mod journal_retention;
 mod lifecycle_actor;
