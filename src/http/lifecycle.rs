@@ -1,4 +1,4 @@
-//! Restore and purge of a deleted instance within its retention (`reconcile::retention`): admin routes
+//! Restore and purge of a deleted instance within its retention (`reconcile::restore`): admin routes
 //! behind the admin credential. A refusal changes nothing and answers 404 (no such instance) or 409 (the
 //! instance is in a state that does not allow it: destroyed, being purged, not deleted, its record gone).
 
@@ -11,7 +11,7 @@ use super::operator::{AdminState, ApiError, RecordId, journal_down, pocketbase_d
 use super::problem;
 use crate::journal::Deletion;
 use crate::reconcile::error::ReconcileError;
-use crate::reconcile::retention::{self, Answer, Refused};
+use crate::reconcile::restore::{self as ops, Answer, Refused};
 
 fn failed(e: ReconcileError) -> ApiError {
     match e {
@@ -39,14 +39,14 @@ fn answer(path: String, outcome: Answer<Deletion>, status: &str) -> HttpResponse
 /// Brings a deleted instance back within its retention, with its service and data.
 #[post("/admin/instances/{id}/restore")]
 async fn restore(_: Admin, state: web::Data<AdminState>, RecordId(id): RecordId) -> Result<HttpResponse, ApiError> {
-    let outcome = retention::restore(&state.ctx, &id).await.map_err(failed)?;
+    let outcome = ops::restore(&state.ctx, &id).await.map_err(failed)?;
     Ok(answer(format!("/admin/instances/{id}/restore"), outcome, "restoring"))
 }
 
 /// Destroys a deleted instance's service and volumes at once.
 #[post("/admin/instances/{id}/purge")]
 async fn purge(_: Admin, state: web::Data<AdminState>, RecordId(id): RecordId) -> Result<HttpResponse, ApiError> {
-    let outcome = retention::purge(&state.ctx, &id).await.map_err(failed)?;
+    let outcome = ops::purge(&state.ctx, &id).await.map_err(failed)?;
     Ok(answer(format!("/admin/instances/{id}/purge"), outcome, "purging"))
 }
 
