@@ -148,6 +148,20 @@ async fn delete_closes_at_once_restore_brings_the_same_service_back_and_purge_de
     assert_eq!(status, 409);
     assert_eq!(w.instance(&id).await["status"], "running");
 
+    // The Admin Portal (a superuser) restores by clearing the field: the same service, running again.
+    w.pb.patch("bot_instances", &id, json!({"deletion_requested_at": pb_now()}))
+        .await;
+    wait_closed(&w, &id).await;
+    w.pb.patch("bot_instances", &id, json!({"deletion_requested_at": ""}))
+        .await;
+    let back = w
+        .wait_record("bot_instances", &id, "restored by the portal", WAIT, |r| {
+            r["status"] == "running" && !text(r, "domain").is_empty() && text(r, "retained_until").is_empty()
+        })
+        .await;
+    assert_eq!(text(&back, "coolify_service_id"), uuid);
+    assert_eq!(text(&the_service(&w, &id).await, "uuid"), uuid);
+
     // Deleted again, then purged: destroyed at once, record gone, the operator named.
     w.pb.patch("bot_instances", &id, json!({"deletion_requested_at": pb_now()}))
         .await;
