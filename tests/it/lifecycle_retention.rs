@@ -381,3 +381,31 @@ async fn a_hard_deleted_tenant_keeps_its_instances_services_until_they_go_then_i
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_orphan_scanner_leaves_a_kept_service_alone() {
+    let mut env = RETENTION.to_vec();
+    env.extend([
+        ("CF_BRIDGE__RECONCILE__ORPHANS", "remove"),
+        ("CF_BRIDGE__POCKETBASE__RESYNC_INTERVAL_SECS", "1"),
+    ]);
+    let w = World::start(SIM_QUICK, &env).await;
+    let tenant = w.create_tenant("scanned", "business").await;
+    let id = w.create_instance(&tenant, "base-llm", "scanned-one", "running").await;
+    w.wait_status(&id, "running", WAIT).await;
+    w.pb.delete("bot_instances", &id).await;
+    wait_until(&w, "the kept service closed", async || {
+        let found = live_services(&w, &id).await;
+        found.len() == 1 && !text(&found[0], "status").starts_with("running")
+    })
+    .await;
+    // A true orphan beside it: its removal shows the scanner ran (twice, as removal needs).
+    let (_, ghost) = w
+        .sim_create_foreign("cf-ghost", "cf-norecord0000001", "https://ghost.bots.test.example")
+        .await;
+    wait_until(&w, "the true orphan removed", async || {
+        w.sim.service(&ghost).await.is_none()
+    })
+    .await;
+    assert_eq!(live_services(&w, &id).await.len(), 1, "the kept service is no orphan");
+}
