@@ -37,6 +37,7 @@ use crate::reconcile::health::HealthPoller;
 use crate::reconcile::orphans::OrphanScanner;
 use crate::reconcile::outcome::{self, OutboxSweeper};
 use crate::reconcile::prune::JournalPruner;
+use crate::reconcile::retention::RetentionSweeper;
 use crate::reconcile::{Reconciler, run_every};
 use crate::resync;
 use crate::secrets::{SecretBytes, SecretStore, SecretsError};
@@ -408,6 +409,8 @@ fn spawn_periodic(tasks: &mut JoinSet<()>, ctx: &Context, cancel: &CancellationT
     tasks.spawn(run_every(sweeper, gate(), cancel.clone()).with_current_subscriber());
     let orphans = OrphanScanner::new(ctx.clone(), r.orphans, ctx.settings.pocketbase.resync_interval);
     tasks.spawn(run_every(orphans, gate(), cancel.clone()).with_current_subscriber());
+    let retention = RetentionSweeper::new(ctx.clone());
+    tasks.spawn(run_every(retention, gate(), cancel.clone()).with_current_subscriber());
     let pruner = JournalPruner::new(ctx.clone());
     let always_open = tokio::sync::watch::channel(true).1;
     tasks.spawn(run_every(pruner, always_open, cancel.clone()).with_current_subscriber());

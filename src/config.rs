@@ -124,6 +124,12 @@ mod defaults {
     pub fn templates_dir() -> PathBuf {
         PathBuf::from("templates")
     }
+    pub fn deletion_retention() -> Duration {
+        Duration::from_secs(7 * 24 * 3600)
+    }
+    pub fn retention_sweep() -> Duration {
+        Duration::from_secs(60)
+    }
     pub fn running_timeout() -> Duration {
         Duration::from_secs(300)
     }
@@ -564,6 +570,76 @@ impl Default for ReconcileSettings {
     }
 }
 
+/// `[lifecycle]`: deletion with retention.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleSettings {
+    /// How long a deleted instance's stopped service and volumes are kept before they are destroyed;
+    /// 0 destroys at once (no retention, no restore).
+    #[serde(
+        rename = "retention_secs",
+        deserialize_with = "secs",
+        default = "defaults::deletion_retention"
+    )]
+    pub retention: Duration,
+    /// A plan's own retention, over `retention_secs`.
+    #[serde(default)]
+    pub starter_retention_secs: Option<u64>,
+    #[serde(default)]
+    pub team_retention_secs: Option<u64>,
+    #[serde(default)]
+    pub business_retention_secs: Option<u64>,
+    #[serde(default)]
+    pub sovereign_retention_secs: Option<u64>,
+    /// How often expired retentions are looked for.
+    #[serde(
+        rename = "retention_sweep_secs",
+        deserialize_with = "secs",
+        default = "defaults::retention_sweep"
+    )]
+    pub retention_sweep: Duration,
+}
+
+impl LifecycleSettings {
+    /// Whether any plan has a retention of its own (else the plan need not be looked up).
+    pub fn has_plan_retentions(&self) -> bool {
+        [
+            self.starter_retention_secs,
+            self.team_retention_secs,
+            self.business_retention_secs,
+            self.sovereign_retention_secs,
+        ]
+        .iter()
+        .any(Option::is_some)
+    }
+
+    /// The retention of an instance whose tenant is on `plan` (unknown: the default).
+    pub fn retention_for(&self, plan: Option<crate::quota::PlanTier>) -> Duration {
+        use crate::quota::PlanTier;
+        let own = match plan {
+            Some(PlanTier::Starter) => self.starter_retention_secs,
+            Some(PlanTier::Team) => self.team_retention_secs,
+            Some(PlanTier::Business) => self.business_retention_secs,
+            Some(PlanTier::Sovereign) => self.sovereign_retention_secs,
+            None => None,
+        };
+        own.map(Duration::from_secs).unwrap_or(self.retention)
+    }
+}
+
+impl Default for LifecycleSettings {
+    fn default() -> Self {
+        LifecycleSettings {
+            retention: defaults::deletion_retention(),
+            starter_retention_secs: None,
+            team_retention_secs: None,
+            business_retention_secs: None,
+            sovereign_retention_secs: None,
+            retention_sweep: defaults::retention_sweep(),
+        }
+    }
+}
+
 macro_rules! sections {
     ($($field:ident: $ty:ty),+ $(,)?) => {
         /// The validated configuration: one field per section of `cf-bridge.toml`.
@@ -598,6 +674,7 @@ sections!(
     reconcile: ReconcileSettings,
     telemetry: TelemetrySettings,
     metrics: MetricsSettings,
+    lifecycle: LifecycleSettings,
 );
 
 /// Loads the file (if it exists, or fails if `required`), applies environment overrides and validates.
@@ -1303,6 +1380,26 @@ impl Section for ReconcileSettings {
     }
 }
 
+impl Section for LifecycleSettings {
+    fn check(&self, c: &mut Checks<'_>) {
+        c.positive("lifecycle.retention_sweep_secs", self.retention_sweep);
+        // Ten years: beyond that a retention is a typo, and the journal's milliseconds stay far from overflow.
+        const MAX: u64 = 10 * 366 * 24 * 3600;
+        let plans = [
+            ("lifecycle.retention_secs", Some(self.retention.as_secs())),
+            ("lifecycle.starter_retention_secs", self.starter_retention_secs),
+            ("lifecycle.team_retention_secs", self.team_retention_secs),
+            ("lifecycle.business_retention_secs", self.business_retention_secs),
+            ("lifecycle.sovereign_retention_secs", self.sovereign_retention_secs),
+        ];
+        for (key, secs) in plans {
+            if secs.is_some_and(|s| s > MAX) {
+                c.fail(key, format!("must be at most {MAX} (ten years)"));
+            }
+        }
+    }
+}
+
 const REDACTED: &str = "<redacted>";
 
 /// The effective configuration as TOML with every secret redacted (for `check-config`).
@@ -1386,7 +1483,25 @@ impl fmt::Display for Settings {
             self.reconcile.bad_readings_before_error,
             self.reconcile.sovereign_cpu,
             self.reconcile.sovereign_mem_mb
-        )
+        )?;
+        let l = &self.lifecycle;
+        writeln!(
+            f,
+            "\n[lifecycle]\nretention_secs = {}\nretention_sweep_secs = {}",
+            l.retention.as_secs(),
+            l.retention_sweep.as_secs()
+        )?;
+        for (plan, secs) in [
+            ("starter", l.starter_retention_secs),
+            ("team", l.team_retention_secs),
+            ("business", l.business_retention_secs),
+            ("sovereign", l.sovereign_retention_secs),
+        ] {
+            if let Some(secs) = secs {
+                writeln!(f, "{plan}_retention_secs = {secs}")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1693,7 +1808,6 @@ mod tests {
             "request_timeout_secs = 30",
             "bind = \"127.0.0.1:8088\"",
             "path = \"cf-bridge.db\"",
-            "retention_secs = 604800",
             "payload_retention_secs = 86400",
             "format = \"pretty\"",
             "level = \"info\"",
@@ -1709,10 +1823,15 @@ mod tests {
             "bad_readings_before_error = 3",
             "sovereign_cpu = 4",
             "sovereign_mem_mb = 8192",
+            "retention_sweep_secs = 60",
         ] {
             let times = shown.lines().filter(|l| *l == line).count();
             assert_eq!(times, 1, "{line} shown {times} times in:\n{shown}");
         }
+        // The journal's and a deleted instance's retention are both a week by default.
+        let week = shown.lines().filter(|l| *l == "retention_secs = 604800").count();
+        assert_eq!(week, 2, "{shown}");
+        assert!(shown.contains("\n[lifecycle]\nretention_secs = 604800\n"), "{shown}");
         assert!(s.coolify.server_uuid.is_none());
     }
 

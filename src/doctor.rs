@@ -15,8 +15,8 @@ use crate::pocketbase::{BotTemplate, PbClient};
 use crate::templates::TemplateSet;
 use crate::webhook::WebhookSecret;
 
-/// The fields the bridge reads or writes, per collection; the last one listed for `bot_instances` comes
-/// with the newest migration (1767312000_cf_bridge_instance_lives.js).
+/// The fields the bridge reads or writes, per collection; the last ones listed come with the newest
+/// migrations (1767571200_cf_bridge_deletion.js, 1767657600_cf_bridge_custom_domains.js).
 const SCHEMA: &[(&str, &[&str])] = &[
     (
         "tenants",
@@ -28,6 +28,9 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "max_stacks",
             "coolify_project_uuid",
             "bridge_error",
+            "deletion_requested_at",
+            "domain",
+            "domain_verified",
         ],
     ),
     (
@@ -56,6 +59,8 @@ const SCHEMA: &[(&str, &[&str])] = &[
             "applied_hash",
             "secrets_hash",
             "router_key_id",
+            "deletion_requested_at",
+            "retained_until",
         ],
     ),
     (
@@ -206,7 +211,7 @@ async fn schema(pb: &PbClient) -> Finding {
     if missing.is_empty() {
         Finding::ok(
             "schema",
-            "every collection and field the bridge uses is there (migrations up to 1767312000)",
+            "every collection and field the bridge uses is there (migrations up to 1767657600)",
         )
     } else {
         Finding::fail(

@@ -62,6 +62,9 @@ enum Command {
         /// The bot_instances record id.
         id: String,
     },
+    /// Restore or purge a deleted instance within its retention (through the admin API of a running bridge).
+    #[command(subcommand)]
+    Instances(InstancesCommand),
     /// Manage the bridge's secret store and keys.
     #[command(subcommand)]
     Secrets(SecretsCommand),
@@ -74,6 +77,21 @@ enum Command {
 enum JournalCommand {
     /// Rows per table and state, and the sizes of the journal file and its write-ahead log.
     Stats,
+}
+
+#[derive(Subcommand)]
+enum InstancesCommand {
+    /// Bring a deleted instance back with its service and data (only one marked with
+    /// deletion_requested_at, within its retention).
+    Restore {
+        /// The bot_instances record id.
+        id: String,
+    },
+    /// Destroy a deleted instance's service and volumes at once.
+    Purge {
+        /// The bot_instances record id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -323,6 +341,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "router key of {id} rotated: new key id {}; the stack gets it on its next reconcile",
                 out["router_key_id"].as_str().unwrap_or("?")
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Instances(command) => {
+            let settings = load(&cli)?;
+            let (id, verb, done) = match &command {
+                InstancesCommand::Restore { id } => (id, "restore", "restoring: its job brings it back"),
+                InstancesCommand::Purge { id } => (id, "purge", "purging: its job destroys it"),
+            };
+            let path = format!("/admin/instances/{id}/{verb}");
+            runtime()?.block_on(admin_call(
+                admin_url(&cli)?.as_ref(),
+                &settings,
+                reqwest::Method::POST,
+                &path,
+                &[],
+                None,
+            ))?;
+            println!("{id}: {done}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Secrets(SecretsCommand::Rekey) => {

@@ -199,6 +199,13 @@ async fn instance_view(
         )
         .await
         .map_err(journal_down)?;
+    // Its deletion in progress (retention, purge), if any: only this record's, not an earlier one's.
+    let deletion = ctx
+        .journal
+        .deletion(&id)
+        .await
+        .map_err(journal_down)?
+        .filter(|d| d.incarnation == life_of(&inst));
     Ok(HttpResponse::Ok().json(json!({
         "id": inst.id,
         "desired": {
@@ -224,6 +231,7 @@ async fn instance_view(
         "coolify": coolify,
         "recent_actions": logs,
         "recent_events": events,
+        "deletion": deletion,
     })))
 }
 
@@ -415,6 +423,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/admin/instances/abc/secrets"),
     ("DELETE", "/admin/instances/abc/secrets"),
     ("POST", "/admin/instances/abc/rotate-router-key"),
+    ("POST", "/admin/instances/abc/restore"),
+    ("POST", "/admin/instances/abc/purge"),
     ("GET", "/admin/openapi.json"),
     ("GET", "/admin/ui"),
     ("POST", "/admin/ui/replay"),
@@ -446,5 +456,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(put_secrets)
         .service(delete_secrets)
         .service(rotate_router_key)
-        .service(openapi);
+        .service(openapi)
+        .configure(super::lifecycle::configure);
 }

@@ -7,6 +7,7 @@ pub mod glance;
 pub mod guard;
 pub mod health;
 pub mod ingest;
+pub mod lifecycle;
 pub mod operator;
 pub mod problem;
 pub mod stream;

@@ -1,8 +1,9 @@
 //! RFC 9457 problem documents: the one error shape of the admin API (`application/problem+json`).
 //!
 //! Every problem is `about:blank`: in this API each status has one meaning (400 a request that is not
-//! valid, 401 no admin credential, 403 a cross-origin request, 404 nothing there, 413 a body too large,
-//! 503 a dependency down), so the status is the type and `title` is its reason phrase (RFC 9457 §4.2.1).
+//! valid, 401 no admin credential, 403 a cross-origin request, 404 nothing there, 409 a state of the record
+//! that does not allow the action, 413 a body too large, 503 a dependency down), so the status is the type
+//! and `title` is its reason phrase (RFC 9457 §4.2.1).
 //! `detail` says what is wrong in words an operator can act on; it never holds a secret or a value that
 //! was sent, and never the cause of a dependency failure (that goes to the log).
 

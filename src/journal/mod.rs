@@ -11,6 +11,8 @@
 
 mod admin;
 mod changes;
+mod deletions;
+mod domains;
 mod error;
 mod ingest;
 mod jobs;
@@ -34,6 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::events::{EventSink, Ingested, NewEvent, Replay, ReplayFuture, SinkError, SinkFuture, request_fingerprint};
 
 pub use changes::{CHANGES_CAPACITY, Change};
+pub use deletions::{Deletion, DeletionState};
 pub use error::JournalError;
 pub use outbox::OutboxEntry;
 pub use retention::{PRUNE_BATCH, PruneReport, Retention, dedupe_floor};

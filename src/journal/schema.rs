@@ -123,6 +123,24 @@ CREATE INDEX outbox_record ON outbox(collection, record_id, created_at, id);
     r#"
 ALTER TABLE events ADD COLUMN trace_context TEXT;
 "#,
+    // Deleted instances kept for their retention period (src/journal/deletions.rs): what the bridge needs
+    // to stop, restore, purge or finally destroy them, even once the PocketBase record is gone.
+    r#"
+CREATE TABLE deletions (
+    record_id    TEXT    PRIMARY KEY,
+    tenant_id    TEXT,
+    incarnation  TEXT    NOT NULL,
+    coolify_uuid TEXT,
+    requested_at INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    state        TEXT    NOT NULL CHECK (state IN ('retained', 'purging', 'destroyed')),
+    closed       INTEGER NOT NULL DEFAULT 0,
+    record_gone  INTEGER NOT NULL DEFAULT 0,
+    updated_at   INTEGER NOT NULL
+);
+CREATE INDEX deletions_due ON deletions(state, expires_at);
+CREATE INDEX deletions_tenant ON deletions(tenant_id, state);
+"#,
 ];
 
 /// The schema version this build writes.

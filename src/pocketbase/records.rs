@@ -89,6 +89,15 @@ pub struct Tenant {
     pub coolify_project_uuid: Option<String>,
     #[serde(default, deserialize_with = "empty_as_none")]
     pub bridge_error: Option<String>,
+    /// The tenant's custom domain (admin-set); its instances are served under it once `domain_verified`.
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub domain: Option<String>,
+    #[serde(default)]
+    pub domain_verified: bool,
+    /// Set by the tenant's user, the Admin Portal or an admin: every instance of the tenant is deleted
+    /// (each after its retention period), then the tenant.
+    #[serde(default, with = "pb_date")]
+    pub deletion_requested_at: Option<DateTime<Utc>>,
     /// Who last asked for a change (`<auth collection>:<id>`, stamped by `hooks/pb_hooks/actor.pb.js`).
     #[serde(default, deserialize_with = "empty_as_none")]
     pub changed_by: Option<String>,
@@ -178,6 +187,13 @@ pub struct BotInstance {
     /// The id of the stack's current router key (see [`crate::secrets::router_api_key`]); not a secret.
     #[serde(default, deserialize_with = "empty_as_none")]
     pub router_key_id: Option<String>,
+    /// Set by the tenant's user, the Admin Portal or an admin: the instance is to be deleted, after its
+    /// retention period (see `reconcile::retention`).
+    #[serde(default, with = "pb_date")]
+    pub deletion_requested_at: Option<DateTime<Utc>>,
+    /// Until when a deleted instance's service is kept (bridge-owned).
+    #[serde(default, with = "pb_date")]
+    pub retained_until: Option<DateTime<Utc>>,
     /// Who last asked for a change (`<auth collection>:<id>`, stamped by `hooks/pb_hooks/actor.pb.js`).
     #[serde(default, deserialize_with = "empty_as_none")]
     pub changed_by: Option<String>,
@@ -241,6 +257,10 @@ pub struct InstancePatch {
     pub domain: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub router_key_id: Option<String>,
+    /// When a deleted instance's service and volumes are destroyed (bridge-owned; a PocketBase date, empty
+    /// clears it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retained_until: Option<String>,
 }
 
 impl InstancePatch {

@@ -13,6 +13,7 @@ use super::error::ReconcileError;
 use super::judgement::{HealthWrite, Judgement, Verdict, health_write};
 use super::outcome;
 use super::plan::{self, Action, Blocked, DeletedInstanceAction, EffectiveState, InstanceInput, Observed, Spec};
+use super::retention;
 use crate::coolify::{CoolifyError, CreateService, EnvVarInput, Service, ServicePatch, ServiceStatus, ServiceUrl};
 
 use crate::events::Collection;
@@ -36,6 +37,9 @@ struct Desired {
     env: Vec<EnvVarInput>,
     secrets_hash: String,
     router_key_id: String,
+    /// The domain it was served at, kept routed beside the new one while a domain move is under way (the
+    /// tenant's custom domain changed): the old one is removed by the next run, once the new one routes.
+    also_served: Option<String>,
     /// The tenant is suspended: no domain, and the key was rotated when the suspension began.
     suspended: bool,
 }
@@ -76,6 +80,10 @@ pub async fn reconcile(
         |carries_out_record: bool| run.for_instance(inst.changed_by.as_deref(), applied_before, carries_out_record);
     let updated = inst.updated.as_ref().map(format_pb_date).unwrap_or_default();
     let life = life_of(&inst);
+    if retention::asked(&inst, tenant.as_ref()) {
+        return retention::retain_live(ctx, &inst, tenant.as_ref(), &life, &actor_if(true)).await;
+    }
+    retention::end_if_restored(ctx, &inst.id, &life).await?;
     // Before anything can block: an earlier record's service must not run on under this id.
     let intent = intent_of_this_life(ctx, &inst.id, &life).await?;
     let desired = match &tenant {
@@ -315,7 +323,14 @@ async fn desire(
         return Ok(Err(Blocked::MissingSecrets(missing)));
     }
 
-    let domain = format!("{}.{}", inst.subdomain, ctx.settings.domains.base_domain);
+    let base = &ctx.settings.domains.base_domain;
+    // The tenant's job settles its custom domain (checked, verified, held by no other tenant).
+    let under = ctx
+        .journal
+        .tenant_domain(&tenant.id)
+        .await?
+        .unwrap_or_else(|| base.clone());
+    let domain = format!("{}.{under}", inst.subdomain);
     let suspended = tenant.status == Some(TenantStatus::Suspended);
     let input = RenderInput {
         instance_id: inst.id.clone(),
@@ -366,7 +381,16 @@ async fn desire(
         tenant.status == Some(TenantStatus::Active),
     );
     // A suspended stack is served nowhere: its domain leaves Coolify (and the record) until it resumes.
-    let served = if suspended { "" } else { domain.as_str() };
+    // A running stack whose domain moves is served at both until the new one is routed (no downtime).
+    let also_served = inst
+        .domain
+        .clone()
+        .filter(|old| !suspended && state == EffectiveState::Running && inst.applied_hash.is_some() && *old != domain);
+    let served = match (&also_served, suspended) {
+        (_, true) => String::new(),
+        (Some(old), false) => format!("{domain},{old}"),
+        (None, false) => domain.clone(),
+    };
     let compose_key = format!(
         "{}\n#domain={}\n#template={}@{}",
         rendered.compose_yaml, served, template.name, template.version
@@ -391,6 +415,7 @@ async fn desire(
         env,
         secrets_hash,
         router_key_id,
+        also_served,
         suspended,
     }))
 }
@@ -740,13 +765,25 @@ async fn execute(
             let waited = actions.contains(&Action::WaitRunning);
             Some(BatchRequest::patch_instance(
                 &inst.id,
-                &write_back_patch(desired, state, &uuid, waited),
+                &write_back_patch(desired, state, &uuid, waited, inst.retained_until.is_some()),
             )?)
         }
         None => None,
     };
     // Failing to record the outcome is not a failure of the action: the job's retry records it.
-    outcome::commit(ctx, Collection::BotInstances, &inst.id, patch, row).await
+    outcome::commit(ctx, Collection::BotInstances, &inst.id, patch, row).await?;
+    // The new domain runs beside the old one: the next run removes the old one.
+    if desired.also_served.is_some() {
+        let version = inst.updated.as_ref().map(format_pb_date).unwrap_or_default();
+        retention::wake(
+            ctx,
+            Collection::BotInstances,
+            &inst.id,
+            &format!("domain-moved:{}:{version}", desired.domain),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// The failure on the record (`error`, only when it changed: writing the same failure again would only
@@ -777,6 +814,7 @@ fn write_back_patch(
     state: EffectiveState,
     uuid: &Option<String>,
     waited_running: bool,
+    inst_was_retained: bool,
 ) -> InstancePatch {
     let status = match state {
         EffectiveState::Running => InstanceStatus::Running,
@@ -797,6 +835,8 @@ fn write_back_patch(
         secrets_hash: Some(desired.secrets_hash.clone()),
         router_key_id: Some(desired.router_key_id.clone()),
         last_healthy_at: waited_running.then(chrono::Utc::now),
+        // A restored instance is no longer kept for deletion.
+        retained_until: inst_was_retained.then(String::new),
     }
 }
 
@@ -820,10 +860,15 @@ fn summary_action(actions: &[Action]) -> DeployAction {
 }
 
 /// What a run does to the stack's door (its domain and router key) when the tenant's suspension begins
-/// or ends: said in the action's row.
+/// or ends, or its domain moves: said in the action's row.
 fn door_change(inst: &BotInstance, desired: &Desired, actions: &[Action]) -> Option<&'static str> {
     if !actions.iter().any(|a| matches!(a, Action::UpdateService { .. })) {
         return None;
+    }
+    if desired.also_served.is_some() {
+        return Some(
+            "domain moving: served at the new and the old domain until the new one runs, then the old one goes",
+        );
     }
     if desired.suspended {
         Some("tenant suspended: domain removed, router key rotated")
@@ -890,10 +935,11 @@ fn project_note(instance_id: &str) -> String {
 
 /// The public service's domain; a blank url while suspended, which Coolify takes as "no domain".
 fn urls(desired: &Desired) -> Vec<ServiceUrl> {
-    let url = if desired.suspended {
-        String::new()
-    } else {
-        format!("https://{}:{}", desired.domain, desired.rendered.public_port)
+    let port = desired.rendered.public_port;
+    let url = match (&desired.also_served, desired.suspended) {
+        (_, true) => String::new(),
+        (Some(old), false) => format!("https://{}:{port},https://{old}:{port}", desired.domain),
+        (None, false) => format!("https://{}:{port}", desired.domain),
     };
     vec![ServiceUrl {
         name: desired.rendered.public_service.clone(),
@@ -1055,6 +1101,9 @@ async fn wait_running(ctx: &Context, uuid: &str) -> Result<(), ReconcileError> {
 
 /// The record is gone: destroy its service(s) and verify they are gone.
 async fn destroy(ctx: &Context, id: &str, run: &RunActor) -> Result<(), ReconcileError> {
+    if retention::retain_gone(ctx, id, run).await? {
+        return Ok(());
+    }
     let key = service_intent_key(id);
     let name = service_name(id);
     let uuids: Vec<String> = match ctx.journal.get_intent(&key).await? {

@@ -11,6 +11,8 @@ pub mod orphans;
 pub mod outcome;
 pub mod plan;
 pub mod prune;
+pub mod restore;
+pub mod retention;
 pub mod router_keys;
 pub mod tenant;
 

@@ -12,6 +12,7 @@ use super::error::ReconcileError;
 use super::instance::life_of;
 use crate::config::OrphanPolicy;
 use crate::incarnation;
+use crate::journal::DeletionState;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum OrphanKind {
@@ -109,6 +110,22 @@ impl OrphanScanner {
         }
     }
 
+    /// A deleted instance's service kept for its retention has no live record, and is no orphan.
+    async fn retained(&self, o: &Orphan, services: &[ServiceSeen]) -> Result<bool, ReconcileError> {
+        let Some(id) = o.name.strip_prefix("cf-").filter(|_| o.kind == OrphanKind::Service) else {
+            return Ok(false);
+        };
+        let Some(row) = self.ctx.journal.deletion(id).await? else {
+            return Ok(false);
+        };
+        let marked = services
+            .iter()
+            .find(|(uuid, _, _)| *uuid == o.uuid)
+            .and_then(|(_, _, d)| incarnation::marked(d.as_deref()));
+        Ok(row.state != DeletionState::Destroyed
+            && (row.coolify_uuid.as_deref() == Some(o.uuid.as_str()) || marked == Some(row.incarnation.as_str())))
+    }
+
     pub async fn scan_once(&mut self) -> Result<Vec<Orphan>, ReconcileError> {
         // Live records first: if PocketBase cannot be read, nothing is judged an orphan.
         let tenants = self.ctx.pb.list_tenants().await?;
@@ -119,7 +136,12 @@ impl OrphanScanner {
         let live_slugs: BTreeSet<String> = tenants.into_iter().map(|t| t.slug).collect();
         let services: Vec<ServiceSeen> = services.into_iter().map(|s| (s.uuid, s.name, s.description)).collect();
         let projects: Vec<(String, String)> = projects.into_iter().map(|p| (p.uuid, p.name)).collect();
-        let orphans = find_orphans(&services, &projects, &live_instances, &live_slugs);
+        let mut orphans = Vec::new();
+        for o in find_orphans(&services, &projects, &live_instances, &live_slugs) {
+            if !self.retained(&o, &services).await? {
+                orphans.push(o);
+            }
+        }
 
         let mut counts: BTreeMap<&str, i64> = BTreeMap::from([("service", 0), ("project", 0)]);
         for o in &orphans {

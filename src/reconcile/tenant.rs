@@ -10,11 +10,13 @@ use super::context::{ActionLog, Context, project_intent_key, project_name};
 use super::error::ReconcileError;
 use super::outcome;
 use super::plan::{self, DeletedTenantAction, TenantAction, TenantInput};
+use super::retention;
 use crate::backoff::Backoff;
 use crate::coolify::{CoolifyError, Project};
 use crate::events::{Action as EventAction, Collection, NewEvent, Source};
-use crate::pocketbase::BatchRequest;
+use crate::hostname::{self, HostnameError};
 use crate::pocketbase::records::{DeployAction, DeployStatus, Tenant, TenantPatch, filter_quote, format_pb_date};
+use crate::pocketbase::{BatchRequest, PbError};
 
 /// How long a deleted tenant's project delete keeps retrying "has resources" within one attempt.
 const PROJECT_DELETE_PATIENCE: Duration = Duration::from_secs(120);
@@ -26,6 +28,11 @@ pub async fn reconcile(ctx: &Context, id: &str, run: &RunActor) -> Result<Option
         destroy(ctx, id, run).await?;
         return Ok(None);
     };
+    if tenant.deletion_requested_at.is_some() {
+        return retire(ctx, &tenant, run).await;
+    }
+    // Before the instances are woken: they read the domain this settles.
+    settle_domain(ctx, &tenant).await?;
     let observed = observe_project(ctx, &tenant).await?;
     let actions = plan::plan_tenant(&TenantInput {
         recorded_project: tenant.coolify_project_uuid.clone(),
@@ -161,18 +168,65 @@ async fn create_project(ctx: &Context, tenant: &Tenant, actor: &Actor) -> Result
     }
 }
 
+/// The tenant's custom domain in ASCII form once verified (`None`: its instances are served under the base
+/// domain); an error when the domain it holds is not a hostname a DNS admin would accept.
+fn custom_domain(tenant: &Tenant, base_domain: &str) -> Result<Option<String>, HostnameError> {
+    let Some(domain) = tenant.domain.as_deref().filter(|d| !d.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let ascii = hostname::tenant_domain(domain, base_domain)?;
+    Ok(tenant.domain_verified.then_some(ascii))
+}
+
+/// Decides the domain the tenant's instances are served under (kept in the journal, where they read it): its
+/// verified custom domain, unless it is no hostname or another tenant holds it (the same name spelled
+/// otherwise); then the instances stay where they are served and the tenant shows why. The message names no
+/// other tenant. `bridge_error` is written only when it changes; a project failure's message is left alone.
+async fn settle_domain(ctx: &Context, tenant: &Tenant) -> Result<(), ReconcileError> {
+    let refused = match custom_domain(tenant, &ctx.settings.domains.base_domain) {
+        Err(e) => Some(e.to_string()),
+        Ok(domain) => (!ctx.journal.hold_tenant_domain(&tenant.id, domain.as_deref()).await?)
+            .then(|| "is held by another tenant".to_string()),
+    };
+    let problem = refused
+        .map(|why| format!("custom domain {why}; its instances stay where they are served"))
+        .unwrap_or_default();
+    let shown = tenant.bridge_error.as_deref().unwrap_or_default();
+    let ours = shown.starts_with("custom domain ");
+    if shown == problem || (problem.is_empty() && !ours) {
+        return Ok(());
+    }
+    let patch = TenantPatch {
+        coolify_project_uuid: None,
+        bridge_error: Some(problem),
+    };
+    ctx.pb.patch_tenant(&tenant.id, &patch).await?;
+    Ok(())
+}
+
 /// What the tenant's instances read of it (`instance::desire`: project, plan, stack count, slug, status).
 /// A tenant edit that leaves this unchanged (its name, its user, the bridge's own write-back of what the
 /// job already knew) wakes none of them.
 fn instance_facing(tenant: &Tenant, project: Option<&str>) -> String {
-    format!(
+    let facing = format!(
         "{:?}|{:?}|{}|{}|{}",
         tenant.status,
         tenant.plan_tier,
         tenant.max_stacks,
         tenant.slug,
         project.unwrap_or_default()
-    )
+    );
+    // Only a deleting tenant or one with a custom domain says so, so every other tenant's noted value stays
+    // as it was.
+    let facing = if tenant.deletion_requested_at.is_some() {
+        facing + "|deleting"
+    } else {
+        facing
+    };
+    match (&tenant.domain, tenant.domain_verified) {
+        (Some(domain), verified) => format!("{facing}|domain={domain}:{verified}"),
+        (None, _) => facing,
+    }
 }
 
 fn fan_out_note(tenant_id: &str) -> String {
@@ -223,16 +277,43 @@ async fn fan_out(
     Ok(())
 }
 
-/// The tenant is gone: destroy its remaining services, then its project.
-async fn destroy(ctx: &Context, id: &str, run: &RunActor) -> Result<(), ReconcileError> {
+/// The tenant asks for its deletion: its instances are woken to enter their retention (each is deleted when
+/// its retention ends, which wakes this job again); once none is left, its project and its record go.
+async fn retire(ctx: &Context, tenant: &Tenant, run: &RunActor) -> Result<Option<String>, ReconcileError> {
+    let updated = tenant.updated.as_ref().map(format_pb_date).unwrap_or_default();
+    fan_out(ctx, tenant, tenant.coolify_project_uuid.as_deref(), run.named()).await?;
+    let left = ctx
+        .pb
+        .list_instances(Some(&format!("tenant = {}", filter_quote(&tenant.id))))
+        .await?;
+    if !left.is_empty() {
+        info!(record_id = %tenant.id, instances = left.len(), "tenant deletion waits for its instances' retention");
+        return Ok(Some(updated));
+    }
+    if !destroy(ctx, &tenant.id, run).await? {
+        return Ok(Some(updated));
+    }
+    match ctx.pb.delete("tenants", &tenant.id).await {
+        Ok(()) | Err(PbError::NotFound) => {
+            info!(record_id = %tenant.id, "tenant deleted after its last instance");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The tenant is gone: destroy its remaining services, then its project. `false` while instances of it are
+/// kept for their retention (the last one's destruction wakes this job again).
+async fn destroy(ctx: &Context, id: &str, run: &RunActor) -> Result<bool, ReconcileError> {
     ctx.journal.forget_note(&fan_out_note(id)).await?;
+    ctx.journal.release_tenant_domain(id).await?;
     let key = project_intent_key(id);
     let Some(intent) = ctx.journal.get_intent(&key).await? else {
-        return Ok(());
+        return Ok(true);
     };
     let Some(uuid) = intent.coolify_uuid else {
         ctx.journal.clear_intent(&key).await?;
-        return Ok(());
+        return Ok(true);
     };
     let env = match ctx
         .coolify
@@ -242,10 +323,15 @@ async fn destroy(ctx: &Context, id: &str, run: &RunActor) -> Result<(), Reconcil
         Ok(env) => env,
         Err(CoolifyError::NotFound { .. }) => {
             ctx.journal.clear_intent(&key).await?;
-            return Ok(());
+            return Ok(true);
         }
         Err(e) => return Err(e.into()),
     };
+    let kept = retention::retain_tenant_services(ctx, id, &env.services, run).await?;
+    if kept > 0 {
+        info!(record_id = %id, kept, "tenant's project waits for its deleted instances' retention");
+        return Ok(false);
+    }
     let actions = plan::plan_deleted_tenant(Some(&uuid), env.services.len());
     for action in actions {
         match action {
@@ -285,7 +371,7 @@ async fn destroy(ctx: &Context, id: &str, run: &RunActor) -> Result<(), Reconcil
     }
     ctx.journal.clear_intent(&key).await?;
     info!(record_id = %id, coolify_uuid = %uuid, "tenant destroyed");
-    Ok(())
+    Ok(true)
 }
 
 /// Coolify deletes services asynchronously and refuses to delete a project that still has any.
@@ -322,6 +408,9 @@ mod tests {
             max_stacks: 0,
             coolify_project_uuid: Some("p1".into()),
             bridge_error: None,
+            domain: None,
+            domain_verified: false,
+            deletion_requested_at: None,
             changed_by: None,
             created: None,
             updated: None,
@@ -347,7 +436,11 @@ mod tests {
             max_stacks: 5,
             ..tenant.clone()
         };
-        for other in [&upgraded, &suspended, &more] {
+        let deleting = Tenant {
+            deletion_requested_at: Some(chrono::Utc::now()),
+            ..tenant.clone()
+        };
+        for other in [&upgraded, &suspended, &more, &deleting] {
             assert_ne!(instance_facing(other, Some("p1")), key);
         }
         assert_ne!(instance_facing(&tenant, None), key, "a project appearing wakes them");

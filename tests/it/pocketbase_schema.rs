@@ -315,7 +315,14 @@ async fn users_see_and_write_only_their_own_rows() {
             Some(&json!({"plan_tier": "sovereign"})),
         )
         .await;
-    assert_eq!(s, 403, "tenants are superuser-only for writes");
+    // A user may only ask for their tenant's deletion (hooks/pb_migrations/1767571200_cf_bridge_deletion.js);
+    // any other write is refused as if the record were not theirs.
+    assert_eq!(s, 404, "a tenant's other fields are superuser-only for writes");
+    assert_eq!(
+        pb.superuser_request("GET", &format!("/api/collections/tenants/records/{}", a.tenant), None)
+            .await["plan_tier"],
+        "starter"
+    );
     let (s, _) = pb
         .request_as(
             &a.token,

@@ -12,6 +12,7 @@ mod e2e_crash;
 mod harness;
 mod intake_crash;
 mod journal_durability;
+mod lifecycle_retention_crash;
 mod lifecycle_suspend_crash;
 mod ops_shutdown;
 mod reliability;

@@ -48,6 +48,10 @@ impl TestSettings {
             ("CF_BRIDGE__QUEUE__MAX_BACKOFF_SECS", "2"),
             ("CF_BRIDGE__RECONCILE__RUNNING_TIMEOUT_SECS", "20"),
             ("CF_BRIDGE__RECONCILE__HEALTH_POLL_INTERVAL_SECS", "1"),
+            // A deleted record's service goes at once, as tests of other things expect; the retention tests
+            // set a retention of their own.
+            ("CF_BRIDGE__LIFECYCLE__RETENTION_SECS", "0"),
+            ("CF_BRIDGE__LIFECYCLE__RETENTION_SWEEP_SECS", "1"),
         ])
     }
 

@@ -1,0 +1,101 @@
+//! The journal's deletion rows and custom-domain holds (issue 19 items 2 and 3), on a real SQLite file:
+//! a retention begins once per incarnation, survives a reopen, moves retained -> purging -> destroyed, and a
+//! domain is held by one tenant at a time.
+
+use cf_bridge::journal::{Deletion, DeletionState, Journal};
+
+fn open(dir: &tempfile::TempDir) -> Journal {
+    Journal::open(&dir.path().join("journal.db")).expect("open journal")
+}
+
+fn row(life: &str, expires_at: i64) -> Deletion {
+    Deletion {
+        record_id: "inst1".into(),
+        tenant_id: Some("t1".into()),
+        incarnation: life.into(),
+        coolify_uuid: Some("svc1".into()),
+        requested_at: 1,
+        expires_at,
+        state: DeletionState::Retained,
+        closed: false,
+        record_gone: false,
+    }
+}
+
+#[tokio::test]
+async fn a_retention_begins_once_per_incarnation_and_moves_on_to_destroyed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let j = open(&dir);
+    assert_eq!(j.begin_deletion(row("life1", 100)).await.unwrap().expires_at, 100);
+    // Asked again (every run of a marked record asks): the first expiry stands.
+    assert_eq!(j.begin_deletion(row("life1", 999)).await.unwrap().expires_at, 100);
+    assert!(
+        j.update_deletion("inst1", "life1", None, Some(true), None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !j.update_deletion("inst1", "other", None, Some(false), None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(j.retained_of_tenant("t1").await.unwrap(), 1);
+    assert!(j.due_deletions(99, 10).await.unwrap().is_empty());
+    assert_eq!(j.due_deletions(100, 10).await.unwrap().len(), 1);
+    drop(j);
+
+    // Durable: a restarted bridge finds it.
+    let j = open(&dir);
+    let kept = j.deletion("inst1").await.unwrap().expect("row");
+    assert!(kept.closed && kept.state == DeletionState::Retained);
+    // Purge: once; the second sees it under way and changes nothing.
+    let before = j.purge_deletion("inst1").await.unwrap().expect("row");
+    assert_eq!(before.state, DeletionState::Retained);
+    let again = j.purge_deletion("inst1").await.unwrap().expect("row");
+    assert_eq!(again.state, DeletionState::Purging);
+    assert!(
+        !j.end_deletion("inst1", "life1").await.unwrap(),
+        "a purge is not undone"
+    );
+    j.update_deletion("inst1", "life1", Some(DeletionState::Destroyed), None, None)
+        .await
+        .unwrap();
+    assert_eq!(j.retained_of_tenant("t1").await.unwrap(), 0);
+    assert!(j.due_deletions(i64::MAX, 10).await.unwrap().is_empty());
+    assert_eq!(
+        j.purge_deletion("inst1").await.unwrap().unwrap().state,
+        DeletionState::Destroyed
+    );
+
+    // A later record reusing the id and deleted in its turn starts a retention of its own.
+    let next = j.begin_deletion(row("life2", 500)).await.unwrap();
+    assert_eq!(
+        (next.incarnation.as_str(), next.state),
+        ("life2", DeletionState::Retained)
+    );
+    assert!(j.end_deletion("inst1", "life2").await.unwrap(), "restored");
+    assert!(j.deletion("inst1").await.unwrap().is_none());
+    assert!(j.purge_deletion("nobody").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn a_custom_domain_is_held_by_one_tenant_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let j = open(&dir);
+    assert!(j.hold_tenant_domain("a", Some("acme.example")).await.unwrap());
+    assert!(!j.hold_tenant_domain("b", Some("acme.example")).await.unwrap());
+    assert_eq!(j.tenant_domain("b").await.unwrap(), None);
+    assert!(
+        j.hold_tenant_domain("a", Some("acme.example")).await.unwrap(),
+        "its own, again"
+    );
+    assert!(j.hold_tenant_domain("a", None).await.unwrap());
+    assert_eq!(j.tenant_domain("a").await.unwrap(), None);
+    assert!(
+        j.hold_tenant_domain("b", Some("acme.example")).await.unwrap(),
+        "free again"
+    );
+    j.release_tenant_domain("b").await.unwrap();
+    assert!(j.hold_tenant_domain("c", Some("acme.example")).await.unwrap());
+    assert_eq!(j.tenant_domain("c").await.unwrap().as_deref(), Some("acme.example"));
+}
