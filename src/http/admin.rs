@@ -428,6 +428,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/openapi.json"),
     ("GET", "/admin/ui"),
     ("POST", "/admin/ui/replay"),
+    ("POST", "/admin/ui/lifecycle"),
     ("GET", "/admin/stream"),
     ("GET", "/admin/ui/stream"),
     ("GET", "/admin/ui/panels"),

@@ -21,9 +21,10 @@ use super::glance::Glance;
 use super::operator::{AdminState, ReplayRequest, replay};
 use super::views::{self, esc, sel, text};
 use crate::events::{Collection, Source, valid_record_id};
-use crate::journal::{EventFilter, JobRow, JobState};
+use crate::journal::{DeletionState, EventFilter, JobRow, JobState};
 use crate::pocketbase::records::{InstanceStatus, Tenant};
 use crate::reconcile::context::{project_intent_key, service_intent_key};
+use crate::reconcile::restore::{self, Answer};
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;margin-bottom:2rem;width:100%}\
 th,td{border-bottom:1px solid #ddd;padding:.35rem .6rem;text-align:left;font-size:.9rem;vertical-align:top}th{background:#f4f4f4}\
@@ -196,6 +197,46 @@ async fn replay_form(
     };
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, back))
+        .finish()
+}
+
+/// Restores or purges a deleted instance (`op`) from its page, through the same operations as the admin
+/// API's `/admin/instances/{id}/restore` and `/purge`.
+#[derive(Deserialize)]
+struct LifecycleForm {
+    id: String,
+    op: String,
+}
+
+#[post("/admin/ui/lifecycle")]
+async fn lifecycle_form(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    sessions: web::Data<Sessions>,
+    form: Option<web::Form<LifecycleForm>>,
+) -> HttpResponse {
+    if !is_operator(&req) {
+        return unauthorized();
+    }
+    let Some(web::Form(form)) = form else {
+        return bad_request("missing id or op");
+    };
+    if !valid_record_id(&form.id) {
+        return bad_request("id is not a record id");
+    }
+    let outcome = match form.op.as_str() {
+        "restore" => restore::restore(&state.ctx, &form.id).await,
+        "purge" => restore::purge(&state.ctx, &form.id).await,
+        _ => return bad_request("op must be restore or purge"),
+    };
+    let flash = match outcome {
+        Ok(Answer::Done(_)) => format!("{} of {} started", form.op, form.id),
+        Ok(Answer::Refused(why)) => format!("{} refused: {why}", form.op),
+        Err(e) => format!("{} failed: {e}", form.op),
+    };
+    sessions.set_flash(&req, flash);
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, format!("/admin/ui/instances/{}", form.id)))
         .finish()
 }
 
@@ -545,6 +586,7 @@ async fn render_instance(state: &AdminState, id: &str) -> Result<Option<String>,
             intents.push(i);
         }
     }
+    let deletion = journal.deletion(id).await.map_err(|e| e.to_string())?;
     let live = ctx.health.live(id);
     let history = views::History {
         events: &events,
@@ -572,8 +614,9 @@ async fn render_instance(state: &AdminState, id: &str) -> Result<Option<String>,
         ),
     };
     Ok(Some(format!(
-        "{head}{}<h2>Timeline</h2>{}",
+        "{head}{}{}<h2>Timeline</h2>{}",
         restart_button(id),
+        deletion.map(|d| retention_buttons(id, &d)).unwrap_or_default(),
         views::timeline(id, &history)
     )))
 }
@@ -588,10 +631,40 @@ fn restart_button(id: &str) -> String {
     )
 }
 
+/// A deleted instance kept for its retention: until when, and its restore (only a record still in
+/// PocketBase can come back) and purge.
+fn retention_buttons(id: &str, d: &crate::journal::Deletion) -> String {
+    if d.state != DeletionState::Retained {
+        return format!("<p id=\"deletion\">Deletion: {}</p>", esc(d.state.as_str()));
+    }
+    let until = chrono::DateTime::from_timestamp_millis(d.expires_at)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_default();
+    let button = |op: &str, label: &str| {
+        format!(
+            "<form method=\"post\" action=\"/admin/ui/lifecycle\"><input type=\"hidden\" name=\"id\" \
+             value=\"{id}\"><input type=\"hidden\" name=\"op\" value=\"{op}\">\
+             <button id=\"{op}\">{label}</button></form>",
+            id = esc(id)
+        )
+    };
+    let restore = if d.record_gone {
+        String::new()
+    } else {
+        button("restore", "Restore")
+    };
+    format!(
+        "<p id=\"deletion\">Deleted: its stopped service and data are kept until {}.</p>{restore}{}",
+        esc(&until),
+        button("purge", "Purge now")
+    )
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(login)
         .service(logout)
         .service(replay_form)
+        .service(lifecycle_form)
         .service(dashboard)
         .service(panels)
         .service(instance_row)

@@ -102,6 +102,10 @@ async fn raw(url: &str, method: &str, path: &str, auth: Option<(&str, &str)>) ->
         req = req
             .header("content-type", "application/x-www-form-urlencoded")
             .body("record=bot_instances%2Fabc");
+    } else if path == "/admin/ui/lifecycle" {
+        req = req
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("id=abc&op=restore");
     }
     let resp = req.send().await.expect("admin request");
     let status = resp.status().as_u16();

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use cf_testkit::ADMIN_TOKEN;
-use cf_testkit::world::{SIM_QUICK, World};
+use cf_testkit::world::{SIM_QUICK, World, pb_now};
 use serde_json::json;
 
 struct Page {
@@ -53,6 +53,27 @@ impl Page {
             .await
             .expect("page");
         (resp.status().as_u16(), resp.text().await.unwrap_or_default())
+    }
+
+    /// A form post from the page itself (same origin); answers the status and where it sends the browser.
+    async fn post_form(&self, path: &str, body: &str) -> (u16, String) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("cookie", &self.cookie)
+            .header("sec-fetch-site", "same-origin")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("form post");
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        (resp.status().as_u16(), location)
     }
 }
 
@@ -161,4 +182,55 @@ async fn filters_reasons_rows_and_the_timeline() {
     assert_eq!(code, 200);
     assert!(gone.contains("id=\"gone\"") && gone.contains(escaped_reason.as_str()));
     assert_eq!(page.get("/admin/ui/instances/NOT%20AN%20ID").await.0, 400);
+}
+
+/// A deleted instance's page says until when it is kept and offers restore and purge; the restore button
+/// brings it back through the same operation as the admin API; a bad form changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_instance_is_restored_from_its_page() {
+    let w = World::start(SIM_QUICK, &[("CF_BRIDGE__LIFECYCLE__RETENTION_SECS", "3600")]).await;
+    let tenant = w.create_tenant("kept", "business").await;
+    let id = w.create_instance(&tenant, "base-llm", "kept-one", "running").await;
+    w.wait_status(&id, "running", Duration::from_secs(60)).await;
+    let page = Page::sign_in(&w).await;
+    let (_, body) = page.get(&format!("/admin/ui/instances/{id}")).await;
+    assert!(!body.contains("id=\"restore\""), "no restore for a live instance");
+
+    w.pb.patch("bot_instances", &id, json!({"deletion_requested_at": pb_now()}))
+        .await;
+    w.wait_record("bot_instances", &id, "closed", Duration::from_secs(40), |r| {
+        r["status"] == "stopped" && r["retained_until"].as_str().is_some_and(|s| !s.is_empty())
+    })
+    .await;
+    let (status, body) = page.get(&format!("/admin/ui/instances/{id}")).await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("id=\"deletion\"") && body.contains("kept until"),
+        "{body}"
+    );
+    assert!(
+        body.contains("id=\"restore\"") && body.contains("id=\"purge\""),
+        "{body}"
+    );
+
+    for bad in ["id=abc&op=explode", "op=restore", "id=..%2Fx&op=purge"] {
+        let (status, _) = page.post_form("/admin/ui/lifecycle", bad).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+    let (_, view) = w.bridge.admin().get(&format!("/admin/instances/{id}")).await;
+    assert_eq!(
+        view["deletion"]["state"], "retained",
+        "a bad form changed nothing: {view}"
+    );
+
+    let (status, location) = page
+        .post_form("/admin/ui/lifecycle", &format!("id={id}&op=restore"))
+        .await;
+    assert_eq!(
+        (status, location.as_str()),
+        (303, format!("/admin/ui/instances/{id}").as_str())
+    );
+    let (_, body) = page.get(&format!("/admin/ui/instances/{id}")).await;
+    assert!(body.contains("restore of"), "the outcome is shown once: {body}");
+    w.wait_status(&id, "running", Duration::from_secs(60)).await;
 }
