@@ -14,6 +14,7 @@ pub mod incarnation;
 pub mod intake;
 pub mod journal;
 pub mod metrics;
+pub mod pg;
 pub mod pocketbase;
 pub mod queue;
 pub mod quota;

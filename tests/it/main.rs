@@ -31,6 +31,7 @@ mod metrics_exposition;
 mod pocketbase_batch;
 mod pocketbase_client;
 mod pocketbase_schema;
+mod postgres;
 mod queue_dispatch;
 mod quota_e2e;
 mod quota_plans;
