@@ -1,7 +1,7 @@
 //! One leader among the replicas: whoever holds a session advisory lock on a connection of its own. The
 //! lock lives exactly as long as that session, so a leader whose process or connection dies loses it at
-//! once on the server; the leader itself learns that its connection failed by a `SELECT 1` every
-//! `check_every` (answered within `check_every`) and steps down. Candidates try the lock every
+//! once on the server; the leader steps down as soon as its connection closes, and learns of a connection
+//! that hangs by a `SELECT 1` every `check_every` (answered within `check_every`). Candidates try the lock every
 //! `check_every` too, so a new leader takes over within the lease (`2 * check_every` plus a connect).
 //!
 //! A network partition is the one case where the server may still hold the old session for a while (until
@@ -115,9 +115,17 @@ async fn attempt(
     };
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut conn = conn;
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
+            // The server ended the session (terminated, restarted): the lock is gone with it, now.
+            _ = &mut conn => {
+                if *is_leader.borrow() {
+                    tracing::warn!("leader election: connection closed, stepping down");
+                }
+                return Outcome::Lost;
+            }
             () = stop.cancelled() => {
                 if *is_leader.borrow() {
                     // Closing the session would release it too; unlocking first lets a successor in sooner.

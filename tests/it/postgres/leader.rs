@@ -119,3 +119,82 @@ async fn a_stopped_leader_hands_over_at_once() {
     let (_, took) = one_leader(&rest, LEASE).await;
     println!("leader stopped: the other led after {took:?}");
 }
+
+/// A TCP relay that can hang (hold every byte, like a network partition: neither side learns anything)
+/// and then cut (close both sides, as the server's keepalive eventually would).
+struct HangingProxy {
+    port: u16,
+    frozen: watch::Sender<bool>,
+    cut: watch::Sender<bool>,
+}
+
+impl HangingProxy {
+    async fn start(target: u16) -> HangingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (frozen, _) = watch::channel(false);
+        let (cut, _) = watch::channel(false);
+        let (f, c) = (frozen.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((down, _)) = listener.accept().await {
+                let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                    continue;
+                };
+                let (down_r, down_w) = down.into_split();
+                let (up_r, up_w) = up.into_split();
+                tokio::spawn(pump(down_r, up_w, f.subscribe(), c.subscribe()));
+                tokio::spawn(pump(up_r, down_w, f.subscribe(), c.subscribe()));
+            }
+        });
+        HangingProxy { port, frozen, cut }
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: watch::Receiver<bool>,
+    mut cut: watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = tokio::select! {
+            r = from.read(&mut buf) => r.unwrap_or(0),
+            _ = cut.wait_for(|c| *c) => return,
+        };
+        // While frozen nothing passes, not even a close.
+        tokio::select! {
+            _ = frozen.wait_for(|f| !*f) => {}
+            _ = cut.wait_for(|c| *c) => return,
+        }
+        if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_leader_whose_connection_hangs_steps_down_within_the_lease() {
+    let pg = Postgres::shared();
+    let db = pg.database().await;
+    let direct = PgConfig::parse(&db.url).unwrap();
+    let proxy = HangingProxy::start(pg.port).await;
+    let via_proxy = PgConfig::parse(&db.url.replace(&format!(":{}/", pg.port), &format!(":{}/", proxy.port))).unwrap();
+    let shutdown = CancellationToken::new();
+    let hanging = Candidate::spawn(via_proxy, settings(), &shutdown);
+    one_leader(&[hanging.is_leader()], LEASE * 2).await;
+    let other = Candidate::spawn(direct, settings(), &shutdown);
+    let watches = [hanging.is_leader(), other.is_leader()];
+
+    proxy.frozen.send_replace(true);
+    let stepped_down = none_lead(&watches, LEASE).await;
+    // The server still holds the hung session and its lock: nobody leads until it learns it is gone.
+    tokio::time::sleep(LEASE).await;
+    assert!(leaders(&watches).is_empty(), "the lock is still held by the hung session");
+    proxy.cut.send_replace(true);
+    let (now, took) = one_leader(&watches, LEASE).await;
+    assert_eq!(now, 1, "the directly connected candidate");
+    println!("leader's connection hung: it stepped down after {stepped_down:?}; session closed: another led after {took:?}");
+    shutdown.cancel();
+}
