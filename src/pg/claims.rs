@@ -307,9 +307,9 @@ async fn listen(cfg: PgConfig, notify: Arc<Notify>, stop: CancellationToken) {
 
 async fn listen_once(cfg: &PgConfig, notify: &Notify) -> Result<(), PgError> {
     let driver = cfg.driver_config();
-    let failed = |source| PgError::Connect {
+    let failed = |error| PgError::Connect {
         target: cfg.redacted(),
-        source,
+        error,
     };
     // LISTEN needs the connection's messages, so this connection is driven here, not by `connect`'s task.
     match &cfg.tls {

@@ -92,10 +92,10 @@ async fn apply_pending(client: &mut Client, migrations: &[Migration]) -> Result<
     }
     let mut applied = Vec::new();
     for m in migrations.iter().filter(|m| newest.is_none_or(|n| m.version > n)) {
-        let failed = |source| PgError::Migration {
+        let failed = |error| PgError::Migration {
             version: m.version,
             name: m.name,
-            source,
+            error,
         };
         let tx = client.transaction().await?;
         tx.batch_execute(m.sql).await.map_err(failed)?;

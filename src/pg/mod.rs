@@ -26,29 +26,49 @@ pub mod lock_keys {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    #[error("PostgreSQL at {target}: {source}")]
+    // The driver's error is described in the message, not chained as a source: printed once.
+    #[error("PostgreSQL at {target}: {}", describe(error))]
     Connect {
         target: String,
-        #[source]
-        source: tokio_postgres::Error,
+        error: tokio_postgres::Error,
     },
-    #[error("PostgreSQL: {0}")]
-    Query(#[from] tokio_postgres::Error),
+    #[error("PostgreSQL: {}", describe(.0))]
+    Query(tokio_postgres::Error),
     #[error("PostgreSQL pool: {0}")]
     Pool(String),
     #[error("PostgreSQL TLS: {0}")]
     Tls(String),
-    #[error("PostgreSQL migration {version} ({name}): {source}")]
+    #[error("PostgreSQL migration {version} ({name}): {}", describe(error))]
     Migration {
         version: i64,
         name: &'static str,
-        #[source]
-        source: tokio_postgres::Error,
+        error: tokio_postgres::Error,
     },
     #[error(
         "the database's schema is at version {found}, newer than this binary knows ({known}): run the newer cf-bridge"
     )]
     SchemaNewer { found: i64, known: i64 },
+}
+
+/// The driver's own text for a server error is only "db error": say what the server said. Its message
+/// only, not its detail, which can quote row values.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => {
+            let text = e.to_string();
+            match std::error::Error::source(e).map(|c| c.to_string()) {
+                Some(cause) if !text.contains(&cause) => format!("{text}: {cause}"),
+                _ => text,
+            }
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for PgError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        PgError::Query(e)
+    }
 }
 
 impl From<deadpool_postgres::PoolError> for PgError {
@@ -128,9 +148,9 @@ pub fn pool(cfg: &PgConfig, max_size: usize) -> Result<Pool, PgError> {
 /// drives it, which ends when the connection does.
 pub async fn connect(cfg: &PgConfig) -> Result<(Client, JoinHandle<()>), PgError> {
     let driver = cfg.driver_config();
-    let err = |source| PgError::Connect {
+    let err = |error| PgError::Connect {
         target: cfg.redacted(),
-        source,
+        error,
     };
     match &cfg.tls {
         TlsMode::Disable => {

@@ -29,6 +29,9 @@ pub struct Postgres {
     pub password: String,
     /// The directory of the Unix socket.
     pub socket_dir: PathBuf,
+    /// With [`Postgres::start_with_tls`]: the CA (PEM) that signed the server's certificate (for
+    /// `127.0.0.1` and `localhost`).
+    pub ca_cert: Option<PathBuf>,
     bin: PathBuf,
     data: PathBuf,
     log: PathBuf,
@@ -100,9 +103,17 @@ fn unprivileged_user() -> anyhow::Result<Option<(u32, u32)>> {
 impl Postgres {
     /// A cluster of its own (for tests that stop or restart the server).
     pub fn start() -> Postgres {
-        match Self::try_start() {
+        match Self::try_start(false) {
             Ok(pg) => pg,
             Err(e) => panic!("PostgreSQL did not start: {e:#}"),
+        }
+    }
+
+    /// A cluster of its own that also speaks TLS, with a certificate from a CA of its own ([`Postgres::ca_cert`]).
+    pub fn start_with_tls() -> Postgres {
+        match Self::try_start(true) {
+            Ok(pg) => pg,
+            Err(e) => panic!("PostgreSQL with TLS did not start: {e:#}"),
         }
     }
 
@@ -112,7 +123,7 @@ impl Postgres {
         SHARED.get_or_init(Postgres::start)
     }
 
-    pub fn try_start() -> anyhow::Result<Postgres> {
+    pub fn try_start(tls: bool) -> anyhow::Result<Postgres> {
         let bin = pg_bin_dir()?;
         let run_as = unprivileged_user()?;
         let root = tempfile::Builder::new()
@@ -135,6 +146,7 @@ impl Postgres {
             user: SUPERUSER.into(),
             password,
             socket_dir,
+            ca_cert: None,
             data: root.join("data"),
             log: root.join("postgres.log"),
             bin,
@@ -161,8 +173,89 @@ impl Postgres {
             );
         }
         std::fs::remove_file(&pwfile)?;
+        if tls {
+            pg.ca_cert = Some(pg.enable_tls(&root)?);
+        }
         pg.start_server()?;
         Ok(pg)
+    }
+
+    /// Makes a CA and a server certificate signed by it (openssl, which Debian's postgresql package brings),
+    /// and turns TLS on. Returns the CA's path.
+    fn enable_tls(&self, root: &Path) -> anyhow::Result<PathBuf> {
+        let dir = root.join("tls");
+        std::fs::create_dir(&dir)?;
+        let openssl = |args: &[&str]| -> anyhow::Result<()> {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .context("running openssl (apt-get install openssl)")?;
+            if !out.status.success() {
+                bail!("openssl {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+            }
+            Ok(())
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        openssl(
+            &[
+                &["req", "-x509"],
+                &ec[..],
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.crt",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=cf-bridge test CA",
+                ],
+            ]
+            .concat(),
+        )?;
+        openssl(
+            &[
+                &["req"],
+                &ec[..],
+                &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
+            ]
+            .concat(),
+        )?;
+        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n")?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ])?;
+        for file in ["server.crt", "server.key"] {
+            let to = self.data.join(file);
+            std::fs::copy(dir.join(file), &to)?;
+            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+            if let Some((uid, gid)) = self.run_as {
+                std::os::unix::fs::chown(&to, Some(uid), Some(gid))?;
+            }
+        }
+        let mut conf = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.data.join("postgresql.conf"))?;
+        std::io::Write::write_all(
+            &mut conf,
+            b"ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        )?;
+        Ok(dir.join("ca.crt"))
     }
 
     fn command(&self, program: &str) -> Command {

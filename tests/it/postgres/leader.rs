@@ -191,10 +191,15 @@ async fn a_leader_whose_connection_hangs_steps_down_within_the_lease() {
     let stepped_down = none_lead(&watches, LEASE).await;
     // The server still holds the hung session and its lock: nobody leads until it learns it is gone.
     tokio::time::sleep(LEASE).await;
-    assert!(leaders(&watches).is_empty(), "the lock is still held by the hung session");
+    assert!(
+        leaders(&watches).is_empty(),
+        "the lock is still held by the hung session"
+    );
     proxy.cut.send_replace(true);
     let (now, took) = one_leader(&watches, LEASE).await;
     assert_eq!(now, 1, "the directly connected candidate");
-    println!("leader's connection hung: it stepped down after {stepped_down:?}; session closed: another led after {took:?}");
+    println!(
+        "leader's connection hung: it stepped down after {stepped_down:?}; session closed: another led after {took:?}"
+    );
     shutdown.cancel();
 }

@@ -63,9 +63,13 @@ async fn a_failing_migration_is_rolled_back_named_and_releases_the_lock() {
     };
     let (mut client, _conn) = pg::connect(&cfg).await.unwrap();
     match migrate_with(&mut client, &[good, bad]).await {
-        Err(PgError::Migration {
-            version: 2, name: "b", ..
-        }) => {}
+        Err(
+            e @ PgError::Migration {
+                version: 2, name: "b", ..
+            },
+        ) => {
+            assert!(e.to_string().contains("no_such_function() does not exist"), "{e}");
+        }
         other => panic!("expected migration 2 to fail, got {other:?}"),
     }
     assert_eq!(versions(&client).await, vec![1]);

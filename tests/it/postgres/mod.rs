@@ -6,6 +6,7 @@ mod claims;
 mod fixture;
 mod leader;
 mod migrate;
+mod tls;
 
 use cf_bridge::pg::{self, PgConfig};
 use cf_testkit::Postgres;
