@@ -167,7 +167,12 @@ impl Postgres {
             .context("running initdb")?;
         if !initdb.status.success() {
             bail!(
-                "initdb failed: {}{}",
+                "initdb failed{}: {}{}",
+                if run_as.is_some() {
+                    " (it runs as the PostgreSQL user, who must be able to reach the temporary directory: check TMPDIR)"
+                } else {
+                    ""
+                },
                 String::from_utf8_lossy(&initdb.stdout),
                 String::from_utf8_lossy(&initdb.stderr)
             );

@@ -77,7 +77,7 @@ async fn concurrent_claimers_run_each_job_exactly_once() {
 #[tokio::test]
 async fn a_dead_claimers_job_is_taken_over_after_its_lease_and_its_late_outcome_refused() {
     let (cfg, pool) = super::fresh().await;
-    let lease = Duration::from_secs(1);
+    let lease = Duration::from_secs(2);
     let dying = replica(&cfg, "dying", lease).await;
     let other = replica(&cfg, "other", lease).await;
     let job = dying.enqueue("bot_instances", "rec1", "v1").await.unwrap();
@@ -110,13 +110,13 @@ async fn a_dead_claimers_job_is_taken_over_after_its_lease_and_its_late_outcome_
 #[tokio::test]
 async fn a_heartbeat_keeps_the_claim_past_its_lease() {
     let (cfg, _pool) = super::fresh().await;
-    let lease = Duration::from_millis(900);
+    let lease = Duration::from_millis(1500);
     let holder = replica(&cfg, "holder", lease).await;
     let other = replica(&cfg, "other", lease).await;
     holder.enqueue("bot_instances", "rec1", "v1").await.unwrap();
     let [held]: [Claim; 1] = holder.claim(1).await.unwrap().try_into().unwrap();
     let beat = holder.keep_alive(&held);
-    for _ in 0..5 {
+    for _ in 0..4 {
         tokio::time::sleep(lease / 2).await;
         assert!(
             other.claim(1).await.unwrap().is_empty(),
@@ -156,15 +156,13 @@ async fn a_retry_waits_its_delay() {
     let q = replica(&cfg, "r", Duration::from_secs(30)).await;
     let job = q.enqueue("bot_instances", "rec1", "v1").await.unwrap();
     let [c]: [Claim; 1] = q.claim(1).await.unwrap().try_into().unwrap();
-    q.retry_after(&c, Duration::from_millis(600), "coolify 502")
-        .await
-        .unwrap();
+    q.retry_after(&c, Duration::from_secs(2), "coolify 502").await.unwrap();
     assert!(q.claim(1).await.unwrap().is_empty(), "not before its time");
     assert_eq!(
         state(&pool, job).await,
         ("queued".into(), 1, Some("coolify 502".into()))
     );
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(q.claim(1).await.unwrap().len(), 1);
 }
 

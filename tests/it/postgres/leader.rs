@@ -108,7 +108,7 @@ async fn someone_leads_again_after_postgres_restarts() {
 }
 
 #[tokio::test]
-async fn a_stopped_leader_hands_over_at_once() {
+async fn a_stopped_leader_lets_the_other_lead_within_the_lease() {
     let db = Postgres::shared().database().await;
     let cfg = PgConfig::parse(&db.url).unwrap();
     let shutdown = CancellationToken::new();
