@@ -151,12 +151,16 @@ impl PgConfig {
     }
 
     /// The same setting with another `application_name` (a replica's id, shown in `pg_stat_activity`).
+    /// Characters PostgreSQL would not show are dropped; an empty name keeps the current one.
     pub fn with_application_name(mut self, name: &str) -> Self {
-        name.chars()
+        let name: String = name
+            .chars()
             .filter(|c| c.is_ascii_graphic() || *c == ' ')
             .take(63)
-            .collect::<String>()
-            .clone_into(&mut self.application_name);
+            .collect();
+        if !name.is_empty() {
+            self.application_name = name;
+        }
         self
     }
 
@@ -241,6 +245,11 @@ mod tests {
             "{shown}"
         );
         assert_eq!(c.redacted(), "postgres://bridge@db.internal:6543/cf");
+        assert_eq!(
+            c.clone().with_application_name("replica\n2").application_name,
+            "replica2"
+        );
+        assert_eq!(c.clone().with_application_name("\n").application_name, "replica-1");
     }
 
     #[test]

@@ -128,6 +128,7 @@ impl Postgres {
         let run_as = unprivileged_user()?;
         let root = tempfile::Builder::new()
             .prefix("cf-bridge-pg-")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir_in(std::env::temp_dir())?
             .keep();
         let password = format!("pg-test-{:016x}", rand_u64());
@@ -252,6 +253,13 @@ impl Postgres {
             if let Some((uid, gid)) = self.run_as {
                 std::os::unix::fs::chown(&to, Some(uid), Some(gid))?;
             }
+        }
+        // The reaper, running as the PostgreSQL user, removes the directory: everything in it is that user's.
+        if let Some((uid, gid)) = self.run_as {
+            for entry in std::fs::read_dir(&dir)? {
+                std::os::unix::fs::chown(entry?.path(), Some(uid), Some(gid))?;
+            }
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
         }
         let mut conf = std::fs::OpenOptions::new()
             .append(true)

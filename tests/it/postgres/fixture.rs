@@ -32,7 +32,8 @@ async fn each_test_gets_an_empty_database_of_its_own_on_a_server_not_run_as_root
 
 #[tokio::test]
 async fn a_dropped_cluster_is_stopped_and_its_directory_removed() {
-    let pg = Postgres::start();
+    // With TLS: its certificates are made by this process, and must go too.
+    let pg = Postgres::start_with_tls();
     let db = pg.database().await;
     let cfg = PgConfig::parse(&db.url).unwrap();
     let (client, _conn) = pg::connect(&cfg).await.expect("connects");
@@ -40,7 +41,10 @@ async fn a_dropped_cluster_is_stopped_and_its_directory_removed() {
     drop(client);
     let port = pg.port;
     drop(pg);
-    assert!(!std::path::Path::new(&data_dir).exists(), "{data_dir} removed");
+    let root = std::path::Path::new(&data_dir)
+        .parent()
+        .expect("the cluster's directory");
+    assert!(!root.exists(), "{} removed", root.display());
     let refused = tokio::time::timeout(
         Duration::from_secs(5),
         tokio::net::TcpStream::connect(("127.0.0.1", port)),
