@@ -16,6 +16,7 @@ pub mod intake;
 pub mod journal;
 pub mod metrics;
 pub mod otel;
+pub mod pg;
 pub mod pocketbase;
 pub mod queue;
 pub mod quota;

@@ -38,6 +38,7 @@ mod otel_export;
 mod pocketbase_batch;
 mod pocketbase_client;
 mod pocketbase_schema;
+mod postgres;
 mod queue_dispatch;
 mod quota_e2e;
 mod quota_plans;
