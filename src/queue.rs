@@ -36,6 +36,19 @@ pub type JobFuture<'a, E> = Pin<Box<dyn Future<Output = Result<(), E>> + Send + 
 
 tokio::task_local! {
     static SLOT: Arc<WorkerSlot>;
+    static JOB: JobTag;
+}
+
+/// The job a task runs for, so that work deep in the handler (a Coolify call) knows its record.
+#[derive(Debug, Clone)]
+pub struct JobTag {
+    pub job_id: i64,
+    pub record_id: String,
+}
+
+/// The job the current task runs for; `None` outside a queue job (poller, scanner, resync, admin API).
+pub fn current_job() -> Option<JobTag> {
+    JOB.try_with(Clone::clone).ok()
 }
 
 /// The worker slot a running job holds, so that a job waiting on something slow can give it back.
@@ -210,7 +223,14 @@ async fn run_job<H: JobHandler>(
         {
             let job = job.clone();
             let handler = Arc::clone(&handler);
-            SLOT.scope(Arc::clone(&slot), async move { handler.handle(&job).await })
+            let tag = JobTag {
+                job_id: job.job_id,
+                record_id: job.record_id.clone(),
+            };
+            SLOT.scope(
+                Arc::clone(&slot),
+                JOB.scope(tag, async move { handler.handle(&job).await }),
+            )
         }
         // The job's span goes along, so the handler's Coolify and PocketBase calls belong to its trace.
         .instrument(tracing::Span::current())

@@ -1,7 +1,7 @@
 //! The HTTP client: budgeted, retried per policy, typed.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 use tracing::{Instrument, debug, warn};
 
 use super::budget::{Budget, Priority};
+use super::calls::{CallLog, CoolifyCall};
 use super::error::CoolifyError;
 use super::retry::{Decision, Idempotency, Outcome, RetryPolicy};
 use super::types::*;
@@ -39,6 +40,7 @@ struct Inner {
     budget: Budget,
     policy: RetryPolicy,
     metrics: Arc<Metrics>,
+    calls: CallLog,
 }
 
 struct Reply {
@@ -83,6 +85,19 @@ fn seg(s: &str) -> String {
         }
     }
     out
+}
+
+/// What went wrong below HTTP, in a word (a reqwest error's text carries the URL).
+fn transport_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else {
+        "transport"
+    }
 }
 
 fn describe(e: &reqwest::Error) -> String {
@@ -185,12 +200,18 @@ impl CoolifyClient {
                 budget: Budget::new(cfg.requests_per_minute, BURST, metrics.coolify_budget_remaining.clone()),
                 metrics,
                 policy: RetryPolicy::new(MAX_RETRIES),
+                calls: CallLog::default(),
             }),
         })
     }
 
     pub fn budget_remaining(&self) -> f64 {
         self.inner.budget.remaining()
+    }
+
+    /// The calls made for `record_id`'s jobs, oldest first, from memory.
+    pub fn calls_for(&self, record_id: &str) -> Vec<CoolifyCall> {
+        self.inner.calls.for_record(record_id)
     }
 
     async fn send(
@@ -232,8 +253,23 @@ impl CoolifyClient {
         let inner = &self.inner;
         let url = format!("{}{}", inner.root, path);
         let (mut failures, mut throttled) = (0u32, 0u32);
+        let job = crate::queue::current_job();
+        let note = |sent: Instant, at: i64, status: Option<u16>, error: Option<&'static str>| {
+            if let Some(job) = &job {
+                let call = CoolifyCall {
+                    at,
+                    job_id: job.job_id,
+                    route: endpoint,
+                    status,
+                    error,
+                    duration_ms: u64::try_from(sent.elapsed().as_millis()).unwrap_or(u64::MAX),
+                };
+                inner.calls.note(&job.record_id, call);
+            }
+        };
         loop {
             inner.budget.acquire(priority).await;
+            let (sent, at) = (Instant::now(), crate::journal::now_ms());
             let mut rb = inner
                 .http
                 .request(method.clone(), &url)
@@ -244,6 +280,7 @@ impl CoolifyClient {
             }
             let (outcome, err) = match rb.send().await {
                 Err(e) => {
+                    note(sent, at, None, Some(transport_kind(&e)));
                     inner
                         .metrics
                         .coolify_requests
@@ -271,6 +308,12 @@ impl CoolifyClient {
                             .await
                             .map_err(bounded::ReadError::from)
                     };
+                    let failed = match &body {
+                        Ok(_) => None,
+                        Err(bounded::ReadError::TooLarge { .. }) => Some("too_large"),
+                        Err(bounded::ReadError::Transport(e)) => Some(transport_kind(e)),
+                    };
+                    note(sent, at, Some(status.as_u16()), failed);
                     match body {
                         Err(bounded::ReadError::TooLarge { limit }) => (
                             Outcome::Final,

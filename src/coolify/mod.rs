@@ -3,12 +3,14 @@
 //! API's real behaviour.
 
 pub mod budget;
+pub mod calls;
 pub mod client;
 pub mod error;
 pub mod retry;
 pub mod status;
 pub mod types;
 
+pub use calls::{CallLog, CoolifyCall};
 pub use client::{BURST, CoolifyClient, MAX_RETRIES, compose_fingerprint, encode_compose};
 pub use error::{CoolifyError, DomainConflict};
 pub use status::{Health, ServiceStatus};

@@ -232,6 +232,7 @@ async fn instance_view(
         "recent_actions": logs,
         "recent_events": events,
         "deletion": deletion,
+        "coolify_calls": ctx.coolify.calls_for(&inst.id),
     })))
 }
 

@@ -588,6 +588,7 @@ async fn render_instance(state: &AdminState, id: &str) -> Result<Option<String>,
     }
     let deletion = journal.deletion(id).await.map_err(|e| e.to_string())?;
     let live = ctx.health.live(id);
+    let calls = ctx.coolify.calls_for(id);
     let history = views::History {
         events: &events,
         jobs: &jobs,
@@ -595,6 +596,7 @@ async fn render_instance(state: &AdminState, id: &str) -> Result<Option<String>,
         logs: &logs,
         pending_logs: &pending_logs,
         intents: &intents,
+        calls: &calls,
     };
     let head = match &record {
         Some((inst, tenant, template)) => format!(

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 
+use crate::coolify::CoolifyCall;
 use crate::events::{Collection, valid_record_id};
 use crate::journal::{AttemptRow, EventRow, EventStatus, Intent, JobRow, OutboxEntry};
 use crate::pocketbase::records::{BotInstance, DeployLog, Tenant};
@@ -216,6 +217,7 @@ pub struct History<'a> {
     pub logs: &'a [DeployLog],
     pub pending_logs: &'a [OutboxEntry],
     pub intents: &'a [Intent],
+    pub calls: &'a [CoolifyCall],
 }
 
 struct Entry {
@@ -288,6 +290,26 @@ pub fn timeline(id: &str, h: &History<'_>) -> String {
                     Some(u) => format!("Coolify uuid <code>{}</code>", esc(u)),
                     None => "asked for, not confirmed by Coolify yet".into(),
                 }
+            ),
+            reason: String::new(),
+            action: String::new(),
+        });
+    }
+    for c in h.calls {
+        let (class, outcome) = match (c.status, c.error) {
+            (Some(s), None) if s < 400 => ("succeeded", s.to_string()),
+            (Some(s), e) => ("failed", e.map(|e| format!("{s} {e}")).unwrap_or_else(|| s.to_string())),
+            (None, e) => ("failed", e.unwrap_or("transport").to_string()),
+        };
+        entries.push(Entry {
+            at: c.at,
+            kind: "coolify-call",
+            what: format!(
+                "<code>{}</code> <span class=\"{class}\">{}</span> in {} ms (job {})",
+                esc(c.route),
+                esc(&outcome),
+                c.duration_ms,
+                c.job_id
             ),
             reason: String::new(),
             action: String::new(),

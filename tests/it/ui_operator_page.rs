@@ -396,10 +396,17 @@ async fn the_page_follows_changes_live_and_shows_an_instance_timeline() {
     s.post(&format!("/element/{link}/click"), json!({})).await;
     s.wait_text("#status", |t| t == "running").await;
     let timeline = eventually(Duration::from_secs(30), "the timeline to show the deploy", || async {
-        let kinds: Vec<String> = ["t-event", "t-job", "t-attempt", "t-coolify", "t-deploy_log"]
-            .into_iter()
-            .map(String::from)
-            .collect();
+        let kinds: Vec<String> = [
+            "t-event",
+            "t-job",
+            "t-attempt",
+            "t-coolify",
+            "t-coolify-call",
+            "t-deploy_log",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
         let mut all = true;
         for k in &kinds {
             all &= s.count(&format!("#timeline tr.{k}")).await > 0;
@@ -414,6 +421,10 @@ async fn the_page_follows_changes_live_and_shows_an_instance_timeline() {
     assert!(
         timeline.contains("deploy") && timeline.contains("success"),
         "{timeline}"
+    );
+    assert!(
+        timeline.contains("POST /services/{uuid}/start 200"),
+        "the Coolify calls: {timeline}"
     );
     assert!(!timeline.contains("<img"), "{timeline}");
     assert_eq!(s.count("#xss").await, 0);

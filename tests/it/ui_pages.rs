@@ -234,3 +234,104 @@ async fn a_deleted_instance_is_restored_from_its_page() {
     assert!(body.contains("restore of"), "the outcome is shown once: {body}");
     w.wait_status(&id, "running", Duration::from_secs(60)).await;
 }
+
+/// The instance page lists the Coolify calls its jobs made (route template, status), a failed one with its
+/// 5xx, never another instance's calls, a URL's values, the Coolify token or a secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeline_lists_the_instances_coolify_calls() {
+    let w = World::start(SIM_QUICK, &[]).await;
+    let tenant = w.create_tenant("calls", "business").await;
+    let quiet = w.create_instance(&tenant, "base-llm", "quiet-one", "running").await;
+    w.wait_status(&quiet, "running", Duration::from_secs(60)).await;
+    let secret = "sk-call-log-secret-4242";
+    let (code, body) = w
+        .bridge
+        .admin()
+        .put_secrets(&quiet, json!({ "CALL_LOG_SECRET": secret }))
+        .await;
+    assert_eq!(code, 202, "{body}");
+    w.wait_record(
+        "bot_instances",
+        &quiet,
+        "secrets applied",
+        Duration::from_secs(60),
+        |r| r["secrets_hash"].as_str().is_some_and(|h| !h.is_empty()) && r["status"] == "running",
+    )
+    .await;
+
+    w.sim
+        .set_fault(json!({"route": "POST /services/{uuid}/start", "error_rate": 1.0}))
+        .await;
+    let flaky = w.create_instance(&tenant, "base-llm", "flaky-one", "running").await;
+    let admin = w.bridge.admin();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, view) = admin.get(&format!("/admin/instances/{flaky}")).await;
+        let failed_start = view["coolify_calls"].as_array().is_some_and(|calls| {
+            calls
+                .iter()
+                .any(|c| c["route"] == "POST /services/{uuid}/start" && c["status"] == 500)
+        });
+        if failed_start {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no failed start recorded: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    w.sim.clear_faults().await;
+    w.wait_status(&flaky, "running", Duration::from_secs(60)).await;
+
+    let job_ids = |view: &serde_json::Value| -> Vec<i64> {
+        let calls = view["coolify_calls"].as_array().expect("coolify_calls");
+        calls.iter().filter_map(|c| c["job_id"].as_i64()).collect()
+    };
+    let (code, quiet_view) = admin.get(&format!("/admin/instances/{quiet}")).await;
+    assert_eq!(code, 200);
+    let (_, flaky_view) = admin.get(&format!("/admin/instances/{flaky}")).await;
+    let (quiet_jobs, flaky_jobs) = (job_ids(&quiet_view), job_ids(&flaky_view));
+    assert!(!quiet_jobs.is_empty() && !flaky_jobs.is_empty());
+    assert!(
+        quiet_jobs.iter().all(|j| !flaky_jobs.contains(j)),
+        "calls shared between instances: {quiet_jobs:?} {flaky_jobs:?}"
+    );
+
+    let page = Page::sign_in(&w).await;
+    let (code, quiet_page) = page.get(&format!("/admin/ui/instances/{quiet}")).await;
+    assert_eq!(code, 200);
+    for part in [
+        "<code>POST /services</code> <span class=\"succeeded\">201</span>",
+        "<code>POST /services/{uuid}/start</code> <span class=\"succeeded\">200</span>",
+    ] {
+        assert!(quiet_page.contains(part), "{part} missing from the timeline");
+    }
+    assert!(quiet_page.contains("class=\"t-coolify-call\""));
+    assert!(
+        !quiet_page.contains("<span class=\"failed\">500</span>"),
+        "another instance's failed call on this page"
+    );
+    for flaky_job in &flaky_jobs {
+        assert!(
+            !quiet_page.contains(&format!("(job {flaky_job})")),
+            "job {flaky_job} is the other instance's"
+        );
+    }
+    let (_, flaky_page) = page.get(&format!("/admin/ui/instances/{flaky}")).await;
+    assert!(
+        flaky_page.contains("<code>POST /services/{uuid}/start</code> <span class=\"failed\">500</span>"),
+        "the failed start is not shown"
+    );
+    assert!(flaky_page.contains("<code>POST /services/{uuid}/start</code> <span class=\"succeeded\">200</span>"));
+    for shown in [
+        &quiet_page,
+        &flaky_page,
+        &quiet_view.to_string(),
+        &flaky_view.to_string(),
+    ] {
+        for never in [secret, cf_testkit::sim::SIM_TOKEN, "/api/v1/", w.sim.url.as_str()] {
+            assert!(!shown.contains(never), "{never} reached the page or the API");
+        }
+    }
+}
