@@ -61,6 +61,10 @@ pub enum StartError {
         #[source]
         source: TemplateError,
     },
+    #[error("keeping the template versions in the journal")]
+    TemplateVersions(#[source] JournalError),
+    #[error("loading the template versions kept in the journal")]
+    KeptTemplates(#[source] TemplateError),
     #[error("opening the secret store {path}")]
     Secrets {
         path: String,
@@ -134,6 +138,7 @@ impl App {
                 path: settings.reconcile.templates_dir.display().to_string(),
                 source,
             })?;
+        let templates = keep_template_versions(&journal, templates).await?;
         let secrets = open_secret_store(&settings)?;
         let webhook_secret: WebhookSecret = settings
             .webhook
@@ -238,6 +243,30 @@ impl App {
         info!("stopped cleanly");
         Ok(())
     }
+}
+
+/// Keeps each template version on disk in the journal, and adds the versions kept from earlier runs to
+/// the set: an instance renders from its own version until a rollout moves it (see `crate::rollout`).
+async fn keep_template_versions(journal: &Journal, set: TemplateSet) -> Result<TemplateSet, StartError> {
+    for t in set.iter() {
+        let kept = crate::journal::StoredTemplate {
+            manifest: t.manifest_source.clone(),
+            compose: t.compose_source.clone(),
+        };
+        if journal
+            .store_template_version(&t.name, &t.version, &kept)
+            .await
+            .map_err(StartError::TemplateVersions)?
+        {
+            info!(template = %t.name, version = %t.version, "template version kept");
+        }
+    }
+    let kept = journal
+        .template_versions()
+        .await
+        .map_err(StartError::TemplateVersions)?;
+    set.with_earlier(kept.into_iter().map(|k| (k.manifest, k.compose)))
+        .map_err(StartError::KeptTemplates)
 }
 
 /// Opens the secret store with the current key, re-encrypting entries written under a previous one.

@@ -5,6 +5,7 @@ const BRIDGE_OWNED = [
   "status", "coolify_service_id", "coolify_project_id", "error_message", "pending_reason",
   "last_healthy_at", "secrets_hash", "applied_hash", "domain", "router_key_id",
   "coolify_project_uuid", "bridge_error", "changed_by",
+  "template_version",
 ];
 
 function actorOf(e) {

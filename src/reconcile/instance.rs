@@ -37,6 +37,7 @@ struct Desired {
     env: Vec<EnvVarInput>,
     secrets_hash: String,
     router_key_id: String,
+    template_version: String,
     /// The tenant is suspended: no domain, and the key was rotated when the suspension began.
     suspended: bool,
 }
@@ -163,10 +164,29 @@ async fn desire(
             inst.template
         ))));
     };
-    let Some(template) = ctx.templates.get(&template_record.name) else {
+    let Some(newest) = ctx.templates.get(&template_record.name) else {
         return Ok(Err(Blocked::Invalid(format!(
             "template {:?} is not installed in the bridge's templates directory",
             template_record.name
+        ))));
+    };
+    let applied = inst.applied_hash.as_deref().is_some_and(|h| !h.is_empty());
+    // An inactive template keeps its running stacks but takes no new ones.
+    if !template_record.active && !applied {
+        return Ok(Err(Blocked::Invalid(format!(
+            "template {} is inactive: it takes no new instances",
+            template_record.name
+        ))));
+    }
+    // A stack keeps its version until a rollout moves it (the pin); a new one gets the newest.
+    let version = match ctx.journal.template_pin(&inst.id, life).await? {
+        Some(v) => v,
+        None => inst.template_version.clone().unwrap_or_else(|| newest.version.clone()),
+    };
+    let Some(template) = ctx.templates.version(&newest.name, &version) else {
+        return Ok(Err(Blocked::Invalid(format!(
+            "template {} version {version} is not known to the bridge",
+            newest.name
         ))));
     };
 
@@ -181,8 +201,7 @@ async fn desire(
     // Stacks are admitted in creation order, so the same instances win every time. An instance whose
     // spec was applied was admitted then and stays admitted (quota stops nothing that already works), so
     // it needs no count: one PocketBase query less for every edit, restart and echo of a running stack.
-    let admitted = inst.applied_hash.as_deref().is_some_and(|h| !h.is_empty());
-    let position = if ceiling.max_stacks.is_some() && !admitted {
+    let position = if ceiling.max_stacks.is_some() && !applied {
         ctx.pb.count_instances_before(&tenant.id, inst).await?
     } else {
         0
@@ -282,6 +301,7 @@ async fn desire(
         env,
         secrets_hash,
         router_key_id,
+        template_version: template.version.clone(),
         suspended,
     }))
 }
@@ -664,6 +684,7 @@ fn write_back_patch(
         applied_hash: Some(desired.spec.fingerprint()),
         secrets_hash: Some(desired.secrets_hash.clone()),
         router_key_id: Some(desired.router_key_id.clone()),
+        template_version: Some(desired.template_version.clone()),
         last_healthy_at: waited_running.then(chrono::Utc::now),
     }
 }
