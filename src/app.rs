@@ -163,6 +163,7 @@ impl App {
             settings: settings.clone(),
             deps: deps.clone(),
             health: Arc::default(),
+            rollouts: Arc::default(),
         };
         let readiness = Readiness::new(
             settings.pocketbase.resync_interval * 2,
@@ -217,6 +218,7 @@ impl App {
                 .with_current_subscriber(),
         );
         spawn_periodic(&mut tasks, &ctx, &cancel);
+        crate::rollout::resume_all(&ctx).await;
 
         let server =
             http_server(listener, &ctx, resync, readiness, webhook_secret, &settings).map_err(RunError::Http)?;
@@ -232,6 +234,7 @@ impl App {
         handle.stop(true).await;
         let _ = server_task.await;
         cancel.cancel();
+        ctx.rollouts.stop();
         let drain = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(queue::DRAIN_DEADLINE + Duration::from_secs(5), drain)
             .await
@@ -436,6 +439,7 @@ fn http_server(
             .configure(http::health::configure)
             .configure(http::ingest::configure)
             .configure(http::admin::configure)
+            .configure(http::rollouts::configure)
             .configure(http::ui::configure)
             .default_service(web::to(http::admin::no_route))
             // Sessions and origins are checked before any admin handler runs.

@@ -418,6 +418,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/openapi.json"),
     ("GET", "/admin/ui"),
     ("POST", "/admin/ui/replay"),
+    ("POST", "/admin/templates/nope/rollout"),
+    ("POST", "/admin/templates/nope/rollback"),
+    ("GET", "/admin/rollouts/1"),
 ];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -7,4 +7,5 @@ pub mod health;
 pub mod ingest;
 pub mod operator;
 pub mod problem;
+pub mod rollouts;
 pub mod ui;

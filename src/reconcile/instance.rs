@@ -613,7 +613,10 @@ async fn execute(
             DeployStatus::Success,
             with_door(
                 door_change(inst, desired, actions),
-                success_message(log_action, desired, uuid.as_deref()),
+                with_door(
+                    version_change(inst, desired).as_deref(),
+                    success_message(log_action, desired, uuid.as_deref()),
+                ),
             ),
         );
         // Until the row is confirmed, a retry knows what Coolify runs even if the write-back was lost.
@@ -718,6 +721,12 @@ fn door_change(inst: &BotInstance, desired: &Desired, actions: &[Action]) -> Opt
     } else {
         None
     }
+}
+
+/// The template version a run moves the stack to (a rollout or a rollback), said in its row.
+fn version_change(inst: &BotInstance, desired: &Desired) -> Option<String> {
+    let before = inst.template_version.as_deref()?;
+    (before != desired.template_version).then(|| format!("template version {before} -> {}", desired.template_version))
 }
 
 fn with_door(door: Option<&str>, message: String) -> String {
