@@ -181,7 +181,10 @@ async fn a_new_version_waits_for_a_rollout_in_batches_and_a_rollback_returns_the
     assert!(
         log.iter().all(|e| e["method"] == "GET"),
         "a new template version changed running stacks: {:?}",
-        log.iter().filter(|e| e["method"] != "GET").collect::<Vec<_>>()
+        log.iter()
+            .filter(|e| e["method"] != "GET")
+            .map(|e| format!("{} {}", text(e, "method"), text(e, "uri")))
+            .collect::<Vec<_>>()
     );
     for id in &ids {
         assert!(compose_of(&w, id).await.contains(OLD_IMAGE), "{id}");
