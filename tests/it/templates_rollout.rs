@@ -393,3 +393,101 @@ async fn a_failing_batch_stops_the_rollout_and_an_inactive_template_takes_no_new
     assert!(w.service_of(&refused).await.is_none());
     assert_eq!(w.instance(&ids[0]).await["status"], "running");
 }
+
+fn out_text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_started_from_the_cli_resumes_after_a_restart_and_rolls_back() {
+    let dir = tempfile::tempdir().expect("templates dir");
+    copy_templates(dir.path());
+    let mut w = world(dir.path(), SIM_SLOW_START, &[]).await;
+    let tenant = w.create_tenant("resume", "business").await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(
+            w.create_instance(&tenant, "base-llm", &format!("res{n}"), "running")
+                .await,
+        );
+    }
+    for id in &ids {
+        w.wait_status(id, "running", WAIT).await;
+    }
+    publish_v2(dir.path());
+    w.bridge.restart().await;
+    let url = w.bridge.url.clone();
+    let config = w.cli_config();
+    let cli = move |args: Vec<String>| {
+        let config = config.clone();
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut all = vec!["--admin-url".to_string(), url];
+            all.extend(args);
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            cf_testkit::cli::run(crate::bridge_bin(), &config, &all, &[])
+        })
+    };
+
+    let out = cli(vec![
+        "templates".into(),
+        "rollout".into(),
+        "base-llm".into(),
+        "--to".into(),
+        "9.9.9".into(),
+    ])
+    .await
+    .expect("cli");
+    assert!(!out.status.success());
+    assert!(
+        out_text(&out.stderr).contains("no version of that name"),
+        "{}",
+        out_text(&out.stderr)
+    );
+
+    let out = cli(vec![
+        "templates".into(),
+        "rollout".into(),
+        "base-llm".into(),
+        "--batch".into(),
+        "1".into(),
+        "--detach".into(),
+    ])
+    .await
+    .expect("cli");
+    assert!(out.status.success(), "{}", out_text(&out.stderr));
+    assert!(
+        out_text(&out.stdout).contains("rollout 1 started"),
+        "{}",
+        out_text(&out.stdout)
+    );
+
+    // Stopped after its first batch, the bridge picks the rollout up where it stood.
+    let admin = w.bridge.admin();
+    w.wait("the first batch", WAIT, || async {
+        let (_, r) = admin.get("/admin/rollouts/1").await;
+        (r["batches_done"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+    w.bridge.restart().await;
+    let r = wait_rollout(&w, &json!(1)).await;
+    assert_eq!(r["state"], "succeeded", "{r}");
+    for id in &ids {
+        assert_eq!(text(&w.instance(id).await, "template_version"), "2.0.0");
+    }
+    assert!(w.bridge.log().contains("resuming rollout"));
+
+    let out = cli(vec!["templates".into(), "rollback".into(), "base-llm".into()])
+        .await
+        .expect("cli");
+    assert!(out.status.success(), "{}", out_text(&out.stderr));
+    assert!(
+        out_text(&out.stdout).contains("rollback): succeeded, 3/3 batches done"),
+        "{}",
+        out_text(&out.stdout)
+    );
+    for id in &ids {
+        assert_eq!(text(&w.instance(id).await, "template_version"), "1.0.0");
+        assert!(compose_of(&w, id).await.contains(OLD_IMAGE), "{id}");
+    }
+}
