@@ -223,6 +223,21 @@ async fn a_new_version_waits_for_a_rollout_in_batches_and_a_rollback_returns_the
         .send(reqwest::Method::POST, "/admin/templates/base-llm/rollback", json!({}))
         .await;
     assert_eq!(s, 409, "nothing to roll back yet: {body}");
+    for (body, status) in [
+        (json!({"tenant": "nobody-here"}), 404),
+        (json!({"batch": 21}), 400),
+        (json!({"to": 2}), 400),
+        (json!({"surprise": true}), 400),
+    ] {
+        let (s, answer) = admin
+            .send(reqwest::Method::POST, "/admin/templates/base-llm/rollout", body.clone())
+            .await;
+        assert_eq!(s, status, "{body}: {answer}");
+        assert!(
+            !answer.to_string().contains("nobody-here"),
+            "the slug sent is not echoed: {answer}"
+        );
+    }
     let (s, _) = admin.get("/admin/rollouts/1").await;
     assert_eq!(s, 404, "a refused request starts no rollout");
 
