@@ -263,13 +263,23 @@ async fn keep_template_versions(journal: &Journal, set: TemplateSet) -> Result<T
         {
             info!(template = %t.name, version = %t.version, "template version kept");
         }
+        journal
+            .note_first_template_version(&t.name, &t.version)
+            .await
+            .map_err(StartError::TemplateVersions)?;
     }
     let kept = journal
         .template_versions()
         .await
         .map_err(StartError::TemplateVersions)?;
-    set.with_earlier(kept.into_iter().map(|k| (k.manifest, k.compose)))
-        .map_err(StartError::KeptTemplates)
+    let first = journal
+        .first_template_versions()
+        .await
+        .map_err(StartError::TemplateVersions)?;
+    Ok(set
+        .with_earlier(kept.into_iter().map(|k| (k.manifest, k.compose)))
+        .map_err(StartError::KeptTemplates)?
+        .with_first(first))
 }
 
 /// Opens the secret store with the current key, re-encrypting entries written under a previous one.

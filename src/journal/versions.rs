@@ -2,6 +2,8 @@
 //! this needs no schema migration):
 //! - `template:<name>@<version>`: the manifest and compose of every version the bridge has loaded, so an
 //!   instance keeps rendering from its version after a newer one replaces it in the templates directory.
+//! - `template_first:<name>`: the first version of a template the bridge loaded, which stacks applied before
+//!   versions were recorded (no `template_version`) run.
 //! - `template_pin:<instance id>`: `<incarnation>|<version>`, the version a rollout or rollback moved the
 //!   instance to (a new record reusing the id has another incarnation and ignores it).
 //! - `rollout:<id>`: a rollout's state (JSON, see `crate::rollout`); `rollout_active:<template>` the one
@@ -38,6 +40,29 @@ impl Journal {
     ) -> Result<bool, JournalError> {
         self.note_changed(&format!("template:{name}@{version}"), &serde_json::to_string(stored)?)
             .await
+    }
+
+    /// Notes `version` as the first version of `name` the bridge loaded, unless one is noted: the version
+    /// that stacks applied before versions were recorded run.
+    pub async fn note_first_template_version(&self, name: &str, version: &str) -> Result<(), JournalError> {
+        let (name, version) = (format!("template_first:{name}"), version.to_owned());
+        self.write(move |conn| {
+            write_tx(conn, |tx| {
+                tx.prepare_cached("INSERT OR IGNORE INTO meta (name, value) VALUES (?1, ?2)")?
+                    .execute(params![name, version])?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Each template's first version (see [`Journal::note_first_template_version`]), by name.
+    pub async fn first_template_versions(&self) -> Result<Vec<(String, String)>, JournalError> {
+        let rows = self.notes_prefixed("template_first:").await?;
+        Ok(rows
+            .into_iter()
+            .map(|(k, v)| (k.trim_start_matches("template_first:").to_string(), v))
+            .collect())
     }
 
     /// Every template version kept (see [`Journal::store_template_version`]).

@@ -38,6 +38,8 @@ struct Desired {
     secrets_hash: String,
     router_key_id: String,
     template_version: String,
+    /// The version the stack ran before this run, when known.
+    template_before: Option<String>,
     /// The tenant is suspended: no domain, and the key was rotated when the suspension began.
     suspended: bool,
 }
@@ -179,9 +181,10 @@ async fn desire(
         ))));
     }
     // A stack keeps its version until a rollout moves it (the pin); a new one gets the newest.
+    let template_before = recorded_version(ctx, inst, applied, &newest.name).map(str::to_string);
     let version = match ctx.journal.template_pin(&inst.id, life).await? {
         Some(v) => v,
-        None => inst.template_version.clone().unwrap_or_else(|| newest.version.clone()),
+        None => template_before.clone().unwrap_or_else(|| newest.version.clone()),
     };
     let Some(template) = ctx.templates.version(&newest.name, &version) else {
         return Ok(Err(Blocked::Invalid(format!(
@@ -302,8 +305,19 @@ async fn desire(
         secrets_hash,
         router_key_id,
         template_version: template.version.clone(),
+        template_before,
         suspended,
     }))
+}
+
+/// The version the record says its stack runs: `template_version`, or for a stack applied before versions
+/// were recorded, the first version the bridge loaded.
+pub fn recorded_version<'a>(ctx: &'a Context, inst: &'a BotInstance, applied: bool, template: &str) -> Option<&'a str> {
+    match inst.template_version.as_deref() {
+        Some(v) => Some(v),
+        None if applied => ctx.templates.version_of_unrecorded(template),
+        None => None,
+    }
 }
 
 /// A tenant's suspension, and its end, each rotate the stack's router key once, so that a key copied
@@ -614,7 +628,7 @@ async fn execute(
             with_door(
                 door_change(inst, desired, actions),
                 with_door(
-                    version_change(inst, desired).as_deref(),
+                    version_change(desired).as_deref(),
                     success_message(log_action, desired, uuid.as_deref()),
                 ),
             ),
@@ -724,8 +738,8 @@ fn door_change(inst: &BotInstance, desired: &Desired, actions: &[Action]) -> Opt
 }
 
 /// The template version a run moves the stack to (a rollout or a rollback), said in its row.
-fn version_change(inst: &BotInstance, desired: &Desired) -> Option<String> {
-    let before = inst.template_version.as_deref()?;
+fn version_change(desired: &Desired) -> Option<String> {
+    let before = desired.template_before.as_deref()?;
     (before != desired.template_version).then(|| format!("template version {before} -> {}", desired.template_version))
 }
 

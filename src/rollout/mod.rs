@@ -20,7 +20,7 @@ use crate::journal::JournalError;
 use crate::pocketbase::PbError;
 use crate::pocketbase::records::{BOT_INSTANCES, TENANTS, Tenant, filter_quote};
 use crate::reconcile::context::Context;
-use crate::reconcile::instance::life_of;
+use crate::reconcile::instance::{life_of, recorded_version};
 
 pub use run::resume_all;
 
@@ -194,9 +194,12 @@ pub async fn start(ctx: &Context, template: &str, req: Request) -> Result<Rollou
     let mut items = Vec::new();
     for inst in instances {
         let life = life_of(&inst);
+        let applied = inst.applied_hash.as_deref().is_some_and(|h| !h.is_empty());
         let from = match ctx.journal.template_pin(&inst.id, &life).await? {
             Some(v) => v,
-            None => inst.template_version.clone().unwrap_or_default(),
+            None => recorded_version(ctx, &inst, applied, template)
+                .unwrap_or_default()
+                .to_string(),
         };
         if from != to {
             items.push(Item {

@@ -55,6 +55,8 @@ pub struct TemplateSet {
     /// Versions the bridge loaded before and no longer on disk, keyed by (name, version): instances keep
     /// rendering from their version until a rollout moves them.
     earlier: BTreeMap<(String, String), Template>,
+    /// Each template's first version the bridge loaded (see [`TemplateSet::version_of_unrecorded`]).
+    first: BTreeMap<String, String>,
 }
 
 impl TemplateSet {
@@ -83,6 +85,7 @@ impl TemplateSet {
         Ok(TemplateSet {
             templates,
             earlier: BTreeMap::new(),
+            first: BTreeMap::new(),
         })
     }
 
@@ -101,6 +104,19 @@ impl TemplateSet {
             }
         }
         Ok(self)
+    }
+
+    /// Notes each template's first version the bridge loaded.
+    pub fn with_first(mut self, first: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.first.extend(first);
+        self
+    }
+
+    /// The version a stack applied before versions were recorded runs: the first one the bridge loaded
+    /// (the templates directory's when it was upgraded), if the bridge still knows it.
+    pub fn version_of_unrecorded(&self, name: &str) -> Option<&str> {
+        let v = self.first.get(name)?;
+        self.version(name, v).map(|t| t.version.as_str())
     }
 
     /// Template `name` at `version`, from disk or kept from an earlier run.

@@ -161,6 +161,11 @@ async fn a_new_version_waits_for_a_rollout_in_batches_and_a_rollback_returns_the
         assert!(compose_of(&w, id).await.contains(OLD_IMAGE));
     }
 
+    // A stack applied before versions were recorded has none: it runs the first version the bridge loaded.
+    let unrecorded = ids[0].clone();
+    w.pb.patch("bot_instances", &unrecorded, json!({"template_version": ""}))
+        .await;
+
     // A newer version in the directory: every stack reconciled again keeps its compose.
     publish_v2(dir.path());
     w.bridge.restart().await;
@@ -188,7 +193,8 @@ async fn a_new_version_waits_for_a_rollout_in_batches_and_a_rollback_returns_the
     );
     for id in &ids {
         assert!(compose_of(&w, id).await.contains(OLD_IMAGE), "{id}");
-        assert_eq!(text(&w.instance(id).await, "template_version"), "1.0.0");
+        let recorded = if *id == unrecorded { "" } else { "1.0.0" };
+        assert_eq!(text(&w.instance(id).await, "template_version"), recorded);
     }
 
     // A new instance gets the newest version.
