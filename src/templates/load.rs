@@ -94,14 +94,14 @@ impl TemplateSet {
     pub fn with_earlier(mut self, kept: impl IntoIterator<Item = (String, String)>) -> Result<Self, TemplateError> {
         let kept_path = Path::new("(kept template version)");
         for (manifest, compose) in kept {
-            let name = toml::from_str::<toml::Table>(&manifest)
-                .ok()
-                .and_then(|t| t.get("name").and_then(|n| n.as_str().map(str::to_string)))
-                .unwrap_or_default();
-            let t = parse_template(kept_path, &name, &manifest, compose)?;
-            if self.templates.get(&t.name).is_none_or(|now| now.version != t.version) {
-                self.earlier.insert((t.name.clone(), t.version.clone()), t);
+            let table = toml::from_str::<toml::Table>(&manifest).unwrap_or_default();
+            let field = |k: &str| table.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            let (name, version) = (field("name"), field("version"));
+            if self.templates.get(&name).is_some_and(|now| now.version == version) {
+                continue;
             }
+            let t = parse_template(kept_path, &name, &manifest, compose)?;
+            self.earlier.insert((t.name.clone(), t.version.clone()), t);
         }
         Ok(self)
     }
