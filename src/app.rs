@@ -63,6 +63,10 @@ pub enum StartError {
         #[source]
         source: TemplateError,
     },
+    #[error("keeping the template versions in the journal")]
+    TemplateVersions(#[source] JournalError),
+    #[error("loading the template versions kept in the journal")]
+    KeptTemplates(#[source] TemplateError),
     #[error("opening the secret store {path}")]
     Secrets {
         path: String,
@@ -153,6 +157,7 @@ impl App {
                 path: settings.reconcile.templates_dir.display().to_string(),
                 source,
             })?;
+        let templates = keep_template_versions(&journal, templates).await?;
         let secrets = open_secret_store(&settings)?;
         let webhook_secret: WebhookSecret = settings
             .webhook
@@ -177,6 +182,7 @@ impl App {
             settings: settings.clone(),
             deps: deps.clone(),
             health: Arc::default(),
+            rollouts: Arc::default(),
         };
         let readiness = Readiness::new(
             settings.pocketbase.resync_interval * 2,
@@ -242,6 +248,7 @@ impl App {
         );
         spawn_periodic(&mut tasks, &ctx, &cancel);
         tasks.spawn(glance.clone().run(cancel.clone()).with_current_subscriber());
+        crate::rollout::resume_all(&ctx).await;
 
         let metrics_server = match metrics_listener {
             Some(listener) => {
@@ -282,6 +289,7 @@ impl App {
             let _ = task.await;
         }
         cancel.cancel();
+        ctx.rollouts.stop();
         let drain = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(queue::DRAIN_DEADLINE + Duration::from_secs(5), drain)
             .await
@@ -293,6 +301,40 @@ impl App {
         info!("stopped cleanly");
         Ok(())
     }
+}
+
+/// Keeps each template version on disk in the journal, and adds the versions kept from earlier runs to
+/// the set: an instance renders from its own version until a rollout moves it (see `crate::rollout`).
+async fn keep_template_versions(journal: &Journal, set: TemplateSet) -> Result<TemplateSet, StartError> {
+    for t in set.iter() {
+        let kept = crate::journal::StoredTemplate {
+            manifest: t.manifest_source.clone(),
+            compose: t.compose_source.clone(),
+        };
+        if journal
+            .store_template_version(&t.name, &t.version, &kept)
+            .await
+            .map_err(StartError::TemplateVersions)?
+        {
+            info!(template = %t.name, version = %t.version, "template version kept");
+        }
+        journal
+            .note_first_template_version(&t.name, &t.version)
+            .await
+            .map_err(StartError::TemplateVersions)?;
+    }
+    let kept = journal
+        .template_versions()
+        .await
+        .map_err(StartError::TemplateVersions)?;
+    let first = journal
+        .first_template_versions()
+        .await
+        .map_err(StartError::TemplateVersions)?;
+    Ok(set
+        .with_earlier(kept.into_iter().map(|k| (k.manifest, k.compose)))
+        .map_err(StartError::KeptTemplates)?
+        .with_first(first))
 }
 
 /// Opens the secret store with the current key, re-encrypting entries written under a previous one.
@@ -475,6 +517,7 @@ fn http_server(
             })
             .configure(http::ingest::configure)
             .configure(http::admin::configure)
+            .configure(http::rollouts::configure)
             .configure(http::ui::configure)
             .configure(http::stream::configure)
             .default_service(web::to(http::admin::no_route))

@@ -135,6 +135,49 @@ pub async fn sync_templates(settings: &Settings) -> anyhow::Result<String> {
     Ok(lines.join("\n"))
 }
 
+/// The admin path of a template action; a name that is not a template name is refused here rather than
+/// put in a URL.
+pub fn template_path(name: &str, action: &str) -> anyhow::Result<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if !ok {
+        anyhow::bail!("template names are lowercase letters, digits, '-' or '_'");
+    }
+    Ok(format!("/admin/templates/{name}/{action}"))
+}
+
+/// A rollout's state in a few lines: its progress, and the instance and reason that stopped it.
+pub fn rollout_report(r: &serde_json::Value) -> String {
+    let mut out = format!(
+        "rollout {} of {} ({}): {}, {}/{} batches done, {} instance(s)",
+        r["id"],
+        r["template"].as_str().unwrap_or("?"),
+        r["kind"].as_str().unwrap_or("?"),
+        r["state"].as_str().unwrap_or("?"),
+        r["batches_done"],
+        r["batches_total"],
+        r["items"].as_array().map_or(0, Vec::len),
+    );
+    if let Some(f) = r["failure"].as_object() {
+        out.push_str(&format!(
+            "\nstopped at batch {}: instance {}: {}",
+            f.get("batch").unwrap_or(&serde_json::Value::Null),
+            f.get("instance").and_then(|v| v.as_str()).unwrap_or("?"),
+            f.get("reason").and_then(|v| v.as_str()).unwrap_or("?"),
+        ));
+    }
+    if let Some(skipped) = r["skipped"].as_array().filter(|s| !s.is_empty()) {
+        out.push_str(&format!(
+            "\nleft as they are (version before the rollout unknown): {}",
+            skipped.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    out
+}
+
 /// How long `cf-bridge healthcheck` waits for `/readyz`.
 const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -115,6 +115,7 @@ const INSTANCE_BRIDGE_FIELDS: &[&str] = &[
     "collectionId",
     "collectionName",
     "expand",
+    "template_version",
 ];
 
 /// Key of the request fingerprints. The fingerprint covers values that may be secrets (any config key),

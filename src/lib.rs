@@ -22,6 +22,7 @@ pub mod queue;
 pub mod quota;
 pub mod reconcile;
 pub mod resync;
+pub mod rollout;
 pub mod secrets;
 pub mod telemetry;
 pub mod templates;

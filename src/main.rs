@@ -116,6 +116,29 @@ enum TemplatesCommand {
     },
     /// Upsert bot_templates in PocketBase from the templates directory; mark removed ones inactive.
     Sync,
+    /// Upgrade a template's instances in batches (through the admin API of a running bridge); waits for
+    /// the end and reports, unless --detach.
+    Rollout {
+        name: String,
+        /// The version to move to (default: the newest, the templates directory's).
+        #[arg(long)]
+        to: Option<String>,
+        /// Instances per batch (1-20; default 5).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Only this tenant's instances (its slug).
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Print the rollout's id and return at once.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Return the instances the template's latest rollout moved to their previous version.
+    Rollback {
+        name: String,
+        #[arg(long)]
+        detach: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -274,6 +297,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Templates(TemplatesCommand::Rollout {
+            name,
+            to,
+            batch,
+            tenant,
+            detach,
+        }) => {
+            let settings = load(&cli)?;
+            let body = serde_json::json!({"to": to, "batch": batch, "tenant": tenant});
+            let path = cf_bridge::cli::template_path(name, "rollout")?;
+            rollout_command(&cli, &settings, &path, Some(body), *detach)
+        }
+        Command::Templates(TemplatesCommand::Rollback { name, detach }) => {
+            let settings = load(&cli)?;
+            let path = cf_bridge::cli::template_path(name, "rollback")?;
+            rollout_command(&cli, &settings, &path, None, *detach)
+        }
         Command::Events(EventsCommand::List {
             status,
             source,
@@ -409,6 +449,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Starts a rollout or rollback at `path`; unless `detach`, follows it to its end. Fails when it failed.
+fn rollout_command(
+    cli: &Cli,
+    settings: &Settings,
+    path: &str,
+    body: Option<serde_json::Value>,
+    detach: bool,
+) -> anyhow::Result<ExitCode> {
+    let url = admin_url(cli)?;
+    runtime()?.block_on(async {
+        let mut r = admin_call(url.as_ref(), settings, reqwest::Method::POST, path, &[], body).await?;
+        println!("rollout {} started", r["id"]);
+        while !detach && r["state"] == "running" {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            let at = format!("/admin/rollouts/{}", r["id"]);
+            r = admin_call(url.as_ref(), settings, reqwest::Method::GET, &at, &[], None).await?;
+        }
+        println!("{}", cf_bridge::cli::rollout_report(&r));
+        Ok(if r["state"] == "failed" {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
+    })
 }
 
 /// The `--admin-url` given, checked.

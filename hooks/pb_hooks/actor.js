@@ -6,6 +6,7 @@ const BRIDGE_OWNED = [
   "last_healthy_at", "secrets_hash", "applied_hash", "domain", "router_key_id",
   "coolify_project_uuid", "bridge_error", "changed_by",
   "retained_until",
+  "template_version",
 ];
 
 function actorOf(e) {

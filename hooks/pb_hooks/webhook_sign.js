@@ -47,6 +47,7 @@ const NOT_PERSON_OWNED = {
     "status", "coolify_service_id", "coolify_project_id", "error_message", "last_healthy_at",
     "secrets_hash", "applied_hash", "domain", "router_key_id", "pending_reason", "changed_by", "created", "updated",
     "retained_until",
+    "template_version",
   ],
   tenants: ["coolify_project_uuid", "bridge_error", "changed_by", "created", "updated"],
 };

@@ -435,6 +435,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/ui/panels"),
     ("GET", "/admin/ui/instances/abc"),
     ("GET", "/admin/ui/instances/abc/row"),
+    ("POST", "/admin/templates/nope/rollout"),
+    ("POST", "/admin/templates/nope/rollback"),
+    ("GET", "/admin/rollouts/1"),
 ];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

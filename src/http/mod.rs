@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod lifecycle;
 pub mod operator;
 pub mod problem;
+pub mod rollouts;
 pub mod stream;
 pub mod ui;
 pub mod views;

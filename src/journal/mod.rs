@@ -24,6 +24,7 @@ mod state;
 mod stats;
 mod trace;
 mod types;
+mod versions;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,7 @@ pub use stats::JournalStats;
 pub use types::{
     AttemptOutcome, AttemptRow, ClaimedJob, EventFilter, EventRow, EventStatus, Intent, JobRow, JobState, RecordState,
 };
+pub use versions::StoredTemplate;
 
 /// Milliseconds since the Unix epoch, UTC: the journal's clock.
 pub fn now_ms() -> i64 {

@@ -184,6 +184,9 @@ pub struct BotInstance {
     pub applied_hash: Option<String>,
     #[serde(default, deserialize_with = "empty_as_none")]
     pub domain: Option<String>,
+    /// The version of its template the stack was last rendered from (bridge-owned; empty before any).
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub template_version: Option<String>,
     /// The id of the stack's current router key (see [`crate::secrets::router_api_key`]); not a secret.
     #[serde(default, deserialize_with = "empty_as_none")]
     pub router_key_id: Option<String>,
@@ -261,6 +264,8 @@ pub struct InstancePatch {
     /// clears it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retained_until: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template_version: Option<String>,
 }
 
 impl InstancePatch {

@@ -40,6 +40,9 @@ struct Desired {
     /// The domain it was served at, kept routed beside the new one while a domain move is under way (the
     /// tenant's custom domain changed): the old one is removed by the next run, once the new one routes.
     also_served: Option<String>,
+    template_version: String,
+    /// The version the stack ran before this run, when known.
+    template_before: Option<String>,
     /// The tenant is suspended: no domain, and the key was rotated when the suspension began.
     suspended: bool,
 }
@@ -280,10 +283,30 @@ async fn desire(
             inst.template
         ))));
     };
-    let Some(template) = ctx.templates.get(&template_record.name) else {
+    let Some(newest) = ctx.templates.get(&template_record.name) else {
         return Ok(Err(Blocked::Invalid(format!(
             "template {:?} is not installed in the bridge's templates directory",
             template_record.name
+        ))));
+    };
+    let applied = inst.applied_hash.as_deref().is_some_and(|h| !h.is_empty());
+    // An inactive template keeps its running stacks but takes no new ones.
+    if !template_record.active && !applied {
+        return Ok(Err(Blocked::Invalid(format!(
+            "template {} is inactive: it takes no new instances",
+            template_record.name
+        ))));
+    }
+    // A stack keeps its version until a rollout moves it (the pin); a new one gets the newest.
+    let template_before = recorded_version(ctx, inst, applied, &newest.name).map(str::to_string);
+    let version = match ctx.journal.template_pin(&inst.id, life).await? {
+        Some(v) => v,
+        None => template_before.clone().unwrap_or_else(|| newest.version.clone()),
+    };
+    let Some(template) = ctx.templates.version(&newest.name, &version) else {
+        return Ok(Err(Blocked::Invalid(format!(
+            "template {} version {version} is not known to the bridge",
+            newest.name
         ))));
     };
 
@@ -298,8 +321,7 @@ async fn desire(
     // Stacks are admitted in creation order, so the same instances win every time. An instance whose
     // spec was applied was admitted then and stays admitted (quota stops nothing that already works), so
     // it needs no count: one PocketBase query less for every edit, restart and echo of a running stack.
-    let admitted = inst.applied_hash.as_deref().is_some_and(|h| !h.is_empty());
-    let position = if ceiling.max_stacks.is_some() && !admitted {
+    let position = if ceiling.max_stacks.is_some() && !applied {
         ctx.pb.count_instances_before(&tenant.id, inst).await?
     } else {
         0
@@ -416,8 +438,20 @@ async fn desire(
         secrets_hash,
         router_key_id,
         also_served,
+        template_version: template.version.clone(),
+        template_before,
         suspended,
     }))
+}
+
+/// The version the record says its stack runs: `template_version`, or for a stack applied before versions
+/// were recorded, the first version the bridge loaded.
+pub fn recorded_version<'a>(ctx: &'a Context, inst: &'a BotInstance, applied: bool, template: &str) -> Option<&'a str> {
+    match inst.template_version.as_deref() {
+        Some(v) => Some(v),
+        None if applied => ctx.templates.version_of_unrecorded(template),
+        None => None,
+    }
 }
 
 /// A tenant's suspension, and its end, each rotate the stack's router key once, so that a key copied
@@ -750,7 +784,10 @@ async fn execute(
             DeployStatus::Success,
             with_door(
                 door_change(inst, desired, actions),
-                success_message(log_action, desired, uuid.as_deref()),
+                with_door(
+                    version_change(desired).as_deref(),
+                    success_message(log_action, desired, uuid.as_deref()),
+                ),
             ),
         );
         // Until the row is confirmed, a retry knows what Coolify runs even if the write-back was lost.
@@ -834,6 +871,7 @@ fn write_back_patch(
         applied_hash: Some(desired.spec.fingerprint()),
         secrets_hash: Some(desired.secrets_hash.clone()),
         router_key_id: Some(desired.router_key_id.clone()),
+        template_version: Some(desired.template_version.clone()),
         last_healthy_at: waited_running.then(chrono::Utc::now),
         // A restored instance is no longer kept for deletion.
         retained_until: inst_was_retained.then(String::new),
@@ -877,6 +915,12 @@ fn door_change(inst: &BotInstance, desired: &Desired, actions: &[Action]) -> Opt
     } else {
         None
     }
+}
+
+/// The template version a run moves the stack to (a rollout or a rollback), said in its row.
+fn version_change(desired: &Desired) -> Option<String> {
+    let before = desired.template_before.as_deref()?;
+    (before != desired.template_version).then(|| format!("template version {before} -> {}", desired.template_version))
 }
 
 fn with_door(door: Option<&str>, message: String) -> String {

@@ -52,6 +52,11 @@ fn default_healthcheck_path() -> String {
 #[derive(Debug, Clone, Default)]
 pub struct TemplateSet {
     templates: BTreeMap<String, Template>,
+    /// Versions the bridge loaded before and no longer on disk, keyed by (name, version): instances keep
+    /// rendering from their version until a rollout moves them.
+    earlier: BTreeMap<(String, String), Template>,
+    /// Each template's first version the bridge loaded (see [`TemplateSet::version_of_unrecorded`]).
+    first: BTreeMap<String, String>,
 }
 
 impl TemplateSet {
@@ -77,7 +82,61 @@ impl TemplateSet {
             let t = load_one(&dir)?;
             templates.insert(t.name.clone(), t);
         }
-        Ok(TemplateSet { templates })
+        Ok(TemplateSet {
+            templates,
+            earlier: BTreeMap::new(),
+            first: BTreeMap::new(),
+        })
+    }
+
+    /// Adds the versions kept from earlier runs (manifest and compose), each checked as one on disk is;
+    /// the version on disk wins over a kept copy of the same version.
+    pub fn with_earlier(mut self, kept: impl IntoIterator<Item = (String, String)>) -> Result<Self, TemplateError> {
+        let kept_path = Path::new("(kept template version)");
+        for (manifest, compose) in kept {
+            let table = toml::from_str::<toml::Table>(&manifest).unwrap_or_default();
+            let field = |k: &str| table.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            let (name, version) = (field("name"), field("version"));
+            if self.templates.get(&name).is_some_and(|now| now.version == version) {
+                continue;
+            }
+            let t = parse_template(kept_path, &name, &manifest, compose)?;
+            self.earlier.insert((t.name.clone(), t.version.clone()), t);
+        }
+        Ok(self)
+    }
+
+    /// Notes each template's first version the bridge loaded.
+    pub fn with_first(mut self, first: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.first.extend(first);
+        self
+    }
+
+    /// The version a stack applied before versions were recorded runs: the first one the bridge loaded
+    /// (the templates directory's when it was upgraded), if the bridge still knows it.
+    pub fn version_of_unrecorded(&self, name: &str) -> Option<&str> {
+        let v = self.first.get(name)?;
+        self.version(name, v).map(|t| t.version.as_str())
+    }
+
+    /// Template `name` at `version`, from disk or kept from an earlier run.
+    pub fn version(&self, name: &str, version: &str) -> Option<&Template> {
+        match self.templates.get(name) {
+            Some(t) if t.version == version => Some(t),
+            _ => self.earlier.get(&(name.to_string(), version.to_string())),
+        }
+    }
+
+    /// Every version of `name` the bridge knows.
+    pub fn versions_of(&self, name: &str) -> Vec<&str> {
+        let mut v: Vec<&str> = self
+            .earlier
+            .keys()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        v.extend(self.templates.get(name).map(|t| t.version.as_str()));
+        v
     }
 
     pub fn get(&self, name: &str) -> Option<&Template> {
@@ -99,25 +158,35 @@ impl TemplateSet {
 
 fn load_one(dir: &Path) -> Result<Template, TemplateError> {
     let manifest_path = dir.join(MANIFEST);
-    let bad = |detail: String| TemplateError::Manifest {
-        path: manifest_path.clone(),
-        detail,
-    };
     let text = fs::read_to_string(&manifest_path).map_err(|source| TemplateError::Io {
         path: manifest_path.clone(),
         source,
     })?;
-    let m: Manifest = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let compose_path = dir.join(COMPOSE);
     let compose_source = fs::read_to_string(&compose_path).map_err(|source| TemplateError::Io {
         path: compose_path.clone(),
         source,
     })?;
-
     let dir_name = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    parse_template(&manifest_path, &dir_name, &text, compose_source)
+}
+
+/// A template from its manifest text and compose source, checked as [`TemplateSet::load_dir`] checks one
+/// on disk; `dir_name` is the name it must declare, `manifest_path` names it in errors.
+fn parse_template(
+    manifest_path: &Path,
+    dir_name: &str,
+    text: &str,
+    compose_source: String,
+) -> Result<Template, TemplateError> {
+    let bad = |detail: String| TemplateError::Manifest {
+        path: manifest_path.to_path_buf(),
+        detail,
+    };
+    let m: Manifest = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
     if m.name != dir_name {
         return Err(bad(format!(
             "name {:?} differs from its directory {dir_name:?}",
@@ -191,10 +260,14 @@ fn load_one(dir: &Path) -> Result<Template, TemplateError> {
         return Err(bad("healthcheck_path must start with '/'".into()));
     }
 
+    if m.version.is_empty() || m.version.len() > 100 || !m.version.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(bad("version must be 1-100 printable characters without spaces".into()));
+    }
     let t = Template {
         name: m.name,
         description: m.description,
         version: m.version,
+        manifest_source: text.to_string(),
         icon: m.icon,
         required_secrets: m.required_secrets,
         default_config: m.default_config,

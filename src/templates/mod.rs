@@ -23,6 +23,8 @@ pub struct Template {
     pub name: String,
     pub description: String,
     pub version: String,
+    /// The `template.toml` text, kept with the compose source so a version can be stored and loaded again.
+    pub manifest_source: String,
     pub icon: String,
     /// Env var names the tenant must provide before the stack can deploy.
     pub required_secrets: Vec<String>,

@@ -58,6 +58,7 @@ mod templates_config_collision;
 mod templates_golden;
 mod templates_hostile;
 mod templates_load;
+mod templates_rollout;
 mod templates_sim;
 mod templates_validate;
 mod ui_operator_page;

@@ -173,3 +173,43 @@ fn a_missing_directory_names_the_path_and_the_io_error_once() {
     assert!(text.contains(&missing.display().to_string()), "{text}");
     assert_eq!(text.matches("os error 2").count(), 1, "{text}");
 }
+
+#[test]
+fn versions_kept_from_earlier_runs_are_checked_and_never_replace_the_one_on_disk() {
+    let dir = cf_testkit::repo_root().join("templates");
+    let set = TemplateSet::load_dir(&dir).expect("shipped templates");
+    let now = set.get("base-llm").expect("base-llm").clone();
+    let older = (
+        now.manifest_source
+            .replace("version = \"1.0.0\"", "version = \"0.9.0\""),
+        now.compose_source.replace("v1.81.9-stable", "v1.80.0-stable"),
+    );
+    let same_version = (now.manifest_source.clone(), "services: {}\n".to_string());
+    let set = set.with_earlier([older, same_version]).expect("kept versions load");
+    assert!(
+        set.version("base-llm", "0.9.0")
+            .expect("0.9.0")
+            .compose_source
+            .contains("v1.80.0-stable")
+    );
+    assert_eq!(
+        set.version("base-llm", "1.0.0").expect("1.0.0").compose_source,
+        now.compose_source
+    );
+    assert_eq!(set.get("base-llm").expect("newest").version, "1.0.0");
+    assert!(set.version("base-llm", "2.0.0").is_none());
+    let mut versions = set.versions_of("base-llm");
+    versions.sort();
+    assert_eq!(versions, ["0.9.0", "1.0.0"]);
+
+    let broken = (
+        now.manifest_source
+            .replace("version = \"1.0.0\"", "version = \"0.8.0\""),
+        "nope: [".into(),
+    );
+    let set = TemplateSet::load_dir(&dir).expect("shipped templates");
+    assert!(
+        set.with_earlier([broken]).is_err(),
+        "a kept version is checked as one on disk"
+    );
+}

@@ -11,6 +11,7 @@ fn template() -> Template {
         name: "telegram-bot".into(),
         description: String::new(),
         version: "1".into(),
+        manifest_source: String::new(),
         icon: String::new(),
         required_secrets: vec!["TELEGRAM_BOT_TOKEN".into()],
         default_config: serde_json::Map::new(),
