@@ -97,8 +97,9 @@ impl NewEvent {
     }
 }
 
-/// Fields of a bot instance that only the bridge (or PocketBase itself) writes.
-const INSTANCE_BRIDGE_FIELDS: &[&str] = &[
+/// Fields of a bot instance that only the bridge (or PocketBase itself) writes. The hooks and the
+/// migrations' API rules list the same fields (a test keeps them equal).
+pub const INSTANCE_BRIDGE_FIELDS: &[&str] = &[
     "status",
     "error_message",
     "pending_reason",
@@ -116,6 +117,7 @@ const INSTANCE_BRIDGE_FIELDS: &[&str] = &[
     "collectionName",
     "expand",
     "template_version",
+    "retained_until",
 ];
 
 /// Key of the request fingerprints. The fingerprint covers values that may be secrets (any config key),

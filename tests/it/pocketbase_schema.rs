@@ -4,7 +4,7 @@ use cf_testkit::TestPb;
 use serde_json::{Value, json};
 
 const OURS: [&str; 4] = ["tenants", "bot_templates", "bot_instances", "deploy_logs"];
-const BRIDGE_OWNED: [(&str, &str); 10] = [
+const BRIDGE_OWNED: [(&str, &str); 13] = [
     ("status", "running"),
     ("coolify_service_id", "svc"),
     ("coolify_project_id", "prj"),
@@ -15,7 +15,50 @@ const BRIDGE_OWNED: [(&str, &str); 10] = [
     ("domain", "x.example.com"),
     ("pending_reason", "waiting for nothing"),
     ("changed_by", "users:someoneelse1234"),
+    ("router_key_id", "k1"),
+    ("retained_until", "2026-01-01 00:00:00.000Z"),
+    ("template_version", "9.9.9"),
 ];
+
+/// The string literals of the first JS array that follows `opening` in a hook file.
+fn js_list(file: &str, opening: &str) -> std::collections::BTreeSet<String> {
+    let text = std::fs::read_to_string(cf_testkit::repo_root().join("hooks/pb_hooks").join(file)).expect("hook file");
+    let start = text.find(opening).unwrap_or_else(|| panic!("{opening} not in {file}")) + opening.len();
+    let end = start + text[start..].find(']').expect("end of the list");
+    text[start..end]
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+/// The bridge-owned fields of a bot instance are written down in the Rust fingerprint, in both hooks and in
+/// the API rules (checked below with `BRIDGE_OWNED`): a field added to one and not the others makes an
+/// echo look like a change, a write-back look like a person's, or lets a user write it.
+#[test]
+fn every_list_of_bridge_owned_instance_fields_agrees() {
+    let meta = ["updated", "created", "collectionId", "collectionName", "expand"];
+    let rust: std::collections::BTreeSet<String> = cf_bridge::events::INSTANCE_BRIDGE_FIELDS
+        .iter()
+        .filter(|f| !meta.contains(f))
+        .map(|f| f.to_string())
+        .collect();
+    let mut webhook = js_list("webhook_sign.js", "bot_instances: [");
+    webhook.retain(|f| !meta.contains(&f.as_str()));
+    let mut actor = js_list("actor.js", "const BRIDGE_OWNED = [");
+    // actor.js serves both collections: the tenant's bridge-owned fields are in it too.
+    for tenant_field in ["coolify_project_uuid", "bridge_error"] {
+        assert!(actor.remove(tenant_field), "actor.js lacks the tenant's {tenant_field}");
+    }
+    let rules: std::collections::BTreeSet<String> = BRIDGE_OWNED.iter().map(|(f, _)| f.to_string()).collect();
+    assert_eq!(webhook, rust, "webhook_sign.js vs src/events.rs");
+    assert_eq!(actor, rust, "actor.js vs src/events.rs");
+    assert_eq!(
+        rules, rust,
+        "the fields this test proves users cannot write vs src/events.rs"
+    );
+}
 
 fn collections_in_db(pb: &TestPb) -> Vec<String> {
     let db = rusqlite::Connection::open(pb.data_dir.join("data.db")).expect("open data.db");
