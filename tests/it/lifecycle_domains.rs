@@ -6,19 +6,10 @@
 
 use std::time::Duration;
 
-use cf_testkit::world::{SIM_QUICK, World, text};
+use cf_testkit::world::{SIM_QUICK, World, text, service_domains};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(40);
-
-fn domains(svc: &Value) -> Vec<String> {
-    svc["applications"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a["fqdn"].as_str().filter(|f| !f.is_empty()).map(str::to_string))
-        .collect()
-}
 
 /// The `urls` the bridge sent for a service, and its restarts, in order: ("urls", value) / ("restart", "").
 /// A `PATCH` with `instant_deploy` restarts the stack too (Coolify force-recreates it): a restart after it.
@@ -53,7 +44,7 @@ async fn wait_served(w: &World, id: &str, host: &str) -> Value {
         .await;
     w.wait(&format!("{host} alone in Coolify"), WAIT, async || {
         let svc = w.service_of(id).await?;
-        (domains(&svc) == want).then_some(())
+        (service_domains(&svc) == want).then_some(())
     })
     .await;
     r
@@ -177,7 +168,7 @@ async fn a_domain_of_another_tenant_is_refused_unnamed_and_a_bad_one_moves_nothi
         .await;
     }
     let svc = w.service_of(&id).await.expect("service");
-    assert_eq!(domains(&svc), ["https://two.bots.test.example:8080"]);
+    assert_eq!(service_domains(&svc), ["https://two.bots.test.example:8080"]);
 
     // An internationalized domain is served in its ASCII form.
     w.pb.patch(

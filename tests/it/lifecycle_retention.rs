@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use cf_testkit::world::{SIM_QUICK, World, pb_now, text};
+use cf_testkit::world::{SIM_QUICK, World, pb_now, text, service_domains};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -17,15 +17,6 @@ const RETENTION: &[(&str, &str)] = &[
     ("CF_BRIDGE__LIFECYCLE__STARTER_RETENTION_SECS", "3"),
     ("CF_BRIDGE__LIFECYCLE__RETENTION_SWEEP_SECS", "1"),
 ];
-
-fn domains(svc: &Value) -> Vec<String> {
-    svc["applications"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a["fqdn"].as_str().filter(|f| !f.is_empty()).map(str::to_string))
-        .collect()
-}
 
 /// The instance's services in the simulator that are not being deleted.
 async fn live_services(w: &World, id: &str) -> Vec<Value> {
@@ -100,7 +91,7 @@ async fn delete_closes_at_once_restore_brings_the_same_service_back_and_purge_de
     let kept = the_service(&w, &id).await;
     assert_eq!(text(&kept, "uuid"), uuid, "the same service is kept");
     assert!(!text(&kept, "status").starts_with("running"), "{kept}");
-    assert!(domains(&kept).is_empty(), "no domain routed: {kept}");
+    assert!(service_domains(&kept).is_empty(), "no domain routed: {kept}");
     // The close is done for whoever asked (here the superuser who set the field).
     let rows = w.deploy_logs(&id).await;
     assert!(
@@ -132,7 +123,7 @@ async fn delete_closes_at_once_restore_brings_the_same_service_back_and_purge_de
     assert!(!key_after.is_empty() && key_after != key_before, "a fresh router key");
     let svc = the_service(&w, &id).await;
     assert_eq!(text(&svc, "uuid"), uuid);
-    assert_eq!(domains(&svc), ["https://keeps-one.bots.test.example:8080"]);
+    assert_eq!(service_domains(&svc), ["https://keeps-one.bots.test.example:8080"]);
     assert!(has_row(
         &w.deploy_logs(&id).await,
         "start",
@@ -274,7 +265,7 @@ async fn a_hard_deleted_record_is_retained_not_restorable_and_its_id_inherits_no
     w.pb.delete("bot_instances", ID).await;
     wait_until(&w, "the retained service closed", async || {
         let found = live_services(&w, ID).await;
-        found.len() == 1 && !text(&found[0], "status").starts_with("running") && domains(&found[0]).is_empty()
+        found.len() == 1 && !text(&found[0], "status").starts_with("running") && service_domains(&found[0]).is_empty()
     })
     .await;
     assert_eq!(text(&the_service(&w, ID).await, "uuid"), uuid);
@@ -296,7 +287,7 @@ async fn a_hard_deleted_record_is_retained_not_restorable_and_its_id_inherits_no
     assert_eq!(services.len(), 1, "{services:?}");
     assert_ne!(text(&services[0], "uuid"), uuid, "the new record gets a new service");
     assert_ne!(text(&second, "router_key_id"), text(&first, "router_key_id"));
-    assert_eq!(domains(&services[0]), ["https://gone-two.bots.test.example:8080"]);
+    assert_eq!(service_domains(&services[0]), ["https://gone-two.bots.test.example:8080"]);
     // The earlier record's deletion is settled: nothing of it can be restored into the new one.
     let (status, body) = admin_post(&w, &format!("/admin/instances/{ID}/restore")).await;
     assert_eq!(status, 409, "{body}");
@@ -366,7 +357,7 @@ async fn a_hard_deleted_tenant_keeps_its_instances_services_until_they_go_then_i
     w.pb.delete("tenants", &tenant).await;
     wait_until(&w, "the kept service closed", async || {
         let found = live_services(&w, &id).await;
-        found.len() == 1 && !text(&found[0], "status").starts_with("running") && domains(&found[0]).is_empty()
+        found.len() == 1 && !text(&found[0], "status").starts_with("running") && service_domains(&found[0]).is_empty()
     })
     .await;
     assert_eq!(text(&the_service(&w, &id).await, "uuid"), uuid);

@@ -5,20 +5,10 @@
 
 use std::time::Duration;
 
-use cf_testkit::world::{SIM_QUICK, World, text};
+use cf_testkit::world::{SIM_QUICK, World, text, service_domains};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(40);
-
-/// The domains Coolify routes to the service.
-fn domains(svc: &Value) -> Vec<String> {
-    svc["applications"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a["fqdn"].as_str().map(str::to_string))
-        .collect()
-}
 
 /// What routes and authenticates the stack: Coolify's domains, its router key value and the key id.
 async fn door(w: &World, id: &str) -> (Vec<String>, String, String) {
@@ -30,7 +20,7 @@ async fn door(w: &World, id: &str) -> (Vec<String>, String, String) {
         .map(|(v, _)| v.clone())
         .unwrap_or_default();
     (
-        domains(&svc),
+        service_domains(&svc),
         key,
         text(&w.instance(id).await, "router_key_id").to_string(),
     )
@@ -97,5 +87,5 @@ async fn suspend_closes_the_door_and_resume_opens_it_with_fresh_keys() {
     assert_eq!(text(&r, "domain"), "doors-parked.bots.test.example");
     let svc = w.service_of(&parked).await.expect("service");
     assert!(!text(&svc, "status").starts_with("running"), "{svc}");
-    assert_eq!(domains(&svc), ["https://doors-parked.bots.test.example:8080"]);
+    assert_eq!(service_domains(&svc), ["https://doors-parked.bots.test.example:8080"]);
 }

@@ -6,21 +6,12 @@
 use std::time::Duration;
 
 use cf_testkit::sim::count;
-use cf_testkit::world::{SIM_FAST, World, text};
+use cf_testkit::world::{SIM_FAST, World, text, service_domains};
 use serde_json::{Value, json};
 
 use crate::bridge_bin;
 
 const T: Duration = Duration::from_secs(40);
-
-fn domains(svc: &Value) -> Vec<String> {
-    svc["applications"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a["fqdn"].as_str().map(str::to_string))
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_the_middle_of_a_suspend_then_resume_converges() {
@@ -48,7 +39,7 @@ async fn kill_9_in_the_middle_of_a_suspend_then_resume_converges() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let svc = w.service_of(&id).await.expect("service");
     assert_eq!(
-        domains(&svc).len(),
+        service_domains(&svc).len(),
         1,
         "the kill lands before the domain is removed: {svc}"
     );
@@ -62,7 +53,7 @@ async fn kill_9_in_the_middle_of_a_suspend_then_resume_converges() {
         })
         .await;
     let svc = w.service_of(&id).await.expect("service");
-    assert!(domains(&svc).is_empty(), "{svc}");
+    assert!(service_domains(&svc).is_empty(), "{svc}");
     assert!(!text(&svc, "status").starts_with("running"), "{svc}");
     let suspended_key = key_of(&w.sim_envs(&id).await);
     assert_ne!(suspended_key, first_key, "the copied key stopped working");
@@ -72,7 +63,7 @@ async fn kill_9_in_the_middle_of_a_suspend_then_resume_converges() {
     let r = w.wait_status(&id, "running", T).await;
     assert_eq!(text(&r, "domain"), "halfway.bots.test.example");
     let svc = w.service_of(&id).await.expect("service");
-    assert_eq!(domains(&svc), ["https://halfway.bots.test.example:8080"]);
+    assert_eq!(service_domains(&svc), ["https://halfway.bots.test.example:8080"]);
     let resumed_key = key_of(&w.sim_envs(&id).await);
     assert!(
         resumed_key != suspended_key && resumed_key != first_key,

@@ -522,6 +522,16 @@ pub fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or_default()
 }
 
+/// The domains Coolify routes to a simulator service: its applications' non-empty `fqdn`s.
+pub fn service_domains(svc: &Value) -> Vec<String> {
+    svc["applications"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["fqdn"].as_str().filter(|f| !f.is_empty()).map(str::to_string))
+        .collect()
+}
+
 /// PocketBase's date format, for `restart_requested_at`.
 pub fn pb_now() -> String {
     chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.3fZ").to_string()
