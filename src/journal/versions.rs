@@ -11,7 +11,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Journal, JournalError, write_tx};
+use super::{Change, Journal, JournalError, write_tx};
 
 const NEXT_ROLLOUT: &str = "rollout_next_id";
 
@@ -95,31 +95,36 @@ impl Journal {
         make: impl FnOnce(i64) -> Result<String, serde_json::Error> + Send + 'static,
     ) -> Result<Result<i64, i64>, JournalError> {
         let template = template.to_owned();
-        self.write(move |conn| {
-            write_tx(conn, |tx| {
-                let get = |name: &str| -> Result<Option<String>, JournalError> {
-                    Ok(tx
-                        .prepare_cached("SELECT value FROM meta WHERE name = ?1")?
-                        .query_row([name], |r| r.get(0))
-                        .optional()?)
-                };
-                if let Some(running) = get(&active_key(&template))?.and_then(|v| v.parse().ok()) {
-                    return Ok(Err(running));
-                }
-                let id = get(NEXT_ROLLOUT)?.and_then(|v| v.parse::<i64>().ok()).unwrap_or(1);
-                let state = make(id)?;
-                let mut put = tx.prepare_cached(
-                    "INSERT INTO meta (name, value) VALUES (?1, ?2)
+        let begun = self
+            .write(move |conn| {
+                write_tx(conn, |tx| {
+                    let get = |name: &str| -> Result<Option<String>, JournalError> {
+                        Ok(tx
+                            .prepare_cached("SELECT value FROM meta WHERE name = ?1")?
+                            .query_row([name], |r| r.get(0))
+                            .optional()?)
+                    };
+                    if let Some(running) = get(&active_key(&template))?.and_then(|v| v.parse().ok()) {
+                        return Ok(Err(running));
+                    }
+                    let id = get(NEXT_ROLLOUT)?.and_then(|v| v.parse::<i64>().ok()).unwrap_or(1);
+                    let state = make(id)?;
+                    let mut put = tx.prepare_cached(
+                        "INSERT INTO meta (name, value) VALUES (?1, ?2)
                      ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                )?;
-                put.execute(params![NEXT_ROLLOUT, (id + 1).to_string()])?;
-                put.execute(params![rollout_key(id), state])?;
-                put.execute(params![active_key(&template), id.to_string()])?;
-                put.execute(params![format!("rollout_last:{template}"), id.to_string()])?;
-                Ok(Ok(id))
+                    )?;
+                    put.execute(params![NEXT_ROLLOUT, (id + 1).to_string()])?;
+                    put.execute(params![rollout_key(id), state])?;
+                    put.execute(params![active_key(&template), id.to_string()])?;
+                    put.execute(params![format!("rollout_last:{template}"), id.to_string()])?;
+                    Ok(Ok(id))
+                })
             })
-        })
-        .await
+            .await?;
+        if let Ok(rollout_id) = begun {
+            self.announce(Change::Rollout { rollout_id });
+        }
+        Ok(begun)
     }
 
     /// Saves a rollout's state; `finished` ends it as the template's running one.
@@ -136,7 +141,9 @@ impl Journal {
                 Ok(())
             })
         })
-        .await
+        .await?;
+        self.announce(Change::Rollout { rollout_id: id });
+        Ok(())
     }
 
     pub async fn rollout(&self, id: i64) -> Result<Option<String>, JournalError> {
@@ -149,6 +156,20 @@ impl Journal {
             .note(&format!("rollout_last:{template}"))
             .await?
             .and_then(|v| v.parse().ok()))
+    }
+
+    /// The states of the `limit` latest rollouts, newest first.
+    pub async fn recent_rollouts(&self, limit: usize) -> Result<Vec<String>, JournalError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT value FROM meta WHERE substr(name, 1, 8) = 'rollout:'
+                 ORDER BY CAST(substr(name, 9) AS INTEGER) DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
     }
 
     /// The ids of the rollouts still running (to resume after a restart).

@@ -319,6 +319,16 @@ pub async fn get(ctx: &Context, id: i64) -> Result<Option<Rollout>, RolloutError
     })
 }
 
+/// The journaled states of the `limit` latest rollouts, newest first.
+pub async fn recent(ctx: &Context, limit: usize) -> Result<Vec<Rollout>, RolloutError> {
+    let rows = ctx.journal.recent_rollouts(limit).await?;
+    Ok(rows
+        .iter()
+        .map(|text| serde_json::from_str::<Rollout>(text))
+        .collect::<Result<_, _>>()
+        .map_err(JournalError::from)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
