@@ -95,36 +95,31 @@ impl Journal {
         make: impl FnOnce(i64) -> Result<String, serde_json::Error> + Send + 'static,
     ) -> Result<Result<i64, i64>, JournalError> {
         let template = template.to_owned();
-        let begun = self
-            .write(move |conn| {
-                write_tx(conn, |tx| {
-                    let get = |name: &str| -> Result<Option<String>, JournalError> {
-                        Ok(tx
-                            .prepare_cached("SELECT value FROM meta WHERE name = ?1")?
-                            .query_row([name], |r| r.get(0))
-                            .optional()?)
-                    };
-                    if let Some(running) = get(&active_key(&template))?.and_then(|v| v.parse().ok()) {
-                        return Ok(Err(running));
-                    }
-                    let id = get(NEXT_ROLLOUT)?.and_then(|v| v.parse::<i64>().ok()).unwrap_or(1);
-                    let state = make(id)?;
-                    let mut put = tx.prepare_cached(
-                        "INSERT INTO meta (name, value) VALUES (?1, ?2)
+        self.write(move |conn| {
+            write_tx(conn, |tx| {
+                let get = |name: &str| -> Result<Option<String>, JournalError> {
+                    Ok(tx
+                        .prepare_cached("SELECT value FROM meta WHERE name = ?1")?
+                        .query_row([name], |r| r.get(0))
+                        .optional()?)
+                };
+                if let Some(running) = get(&active_key(&template))?.and_then(|v| v.parse().ok()) {
+                    return Ok(Err(running));
+                }
+                let id = get(NEXT_ROLLOUT)?.and_then(|v| v.parse::<i64>().ok()).unwrap_or(1);
+                let state = make(id)?;
+                let mut put = tx.prepare_cached(
+                    "INSERT INTO meta (name, value) VALUES (?1, ?2)
                      ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-                    )?;
-                    put.execute(params![NEXT_ROLLOUT, (id + 1).to_string()])?;
-                    put.execute(params![rollout_key(id), state])?;
-                    put.execute(params![active_key(&template), id.to_string()])?;
-                    put.execute(params![format!("rollout_last:{template}"), id.to_string()])?;
-                    Ok(Ok(id))
-                })
+                )?;
+                put.execute(params![NEXT_ROLLOUT, (id + 1).to_string()])?;
+                put.execute(params![rollout_key(id), state])?;
+                put.execute(params![active_key(&template), id.to_string()])?;
+                put.execute(params![format!("rollout_last:{template}"), id.to_string()])?;
+                Ok(Ok(id))
             })
-            .await?;
-        if let Ok(rollout_id) = begun {
-            self.announce(Change::Rollout { rollout_id });
-        }
-        Ok(begun)
+        })
+        .await
     }
 
     /// Saves a rollout's state; `finished` ends it as the template's running one.

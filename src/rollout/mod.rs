@@ -16,7 +16,7 @@ mod run;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::journal::JournalError;
+use crate::journal::{Change, JournalError};
 use crate::pocketbase::PbError;
 use crate::pocketbase::records::{BOT_INSTANCES, TENANTS, Tenant, filter_quote};
 use crate::reconcile::context::Context;
@@ -307,6 +307,7 @@ async fn begin(ctx: &Context, rollout: Rollout) -> Result<Rollout, RolloutError>
         running,
     })?;
     tracing::info!(template = %template, rollout_id = id, instances = rollout.items.len(), "rollout started");
+    ctx.journal.announce(Change::Rollout { rollout_id: id });
     ctx.rollouts.spawn(ctx, id);
     Ok(Rollout { id, ..rollout })
 }

@@ -409,6 +409,7 @@ async fn a_rollout_and_a_rollback_from_the_dashboard() {
     let (status, _) = w.bridge.admin().get("/admin/rollouts/1").await;
     assert_eq!(status, 404, "a refused form started a rollout");
 
+    let mut stream = crate::ui_stream::Stream::open(&w.bridge.url).await;
     let (status, _) = page
         .post_form(
             "/admin/ui/rollout",
@@ -461,6 +462,21 @@ async fn a_rollout_and_a_rollback_from_the_dashboard() {
     assert_eq!(status, 303);
     let (_, body) = page.get("/admin/ui").await;
     assert!(body.contains("rollback 2 of template base-llm started"), "{body}");
+    // Each journaled step is announced, so the live page refreshes the panel (ui.js: any change does).
+    stream
+        .until("the rollback's start on the stream", |c| {
+            c["kind"] == "rollout" && c["rollout_id"] == 2
+        })
+        .await;
+    let steps = stream
+        .changes()
+        .into_iter()
+        .filter(|c| c["kind"] == "rollout" && c["rollout_id"] == 1)
+        .count();
+    assert!(
+        steps >= 4,
+        "the rollout's start, its 2 batches and its end are announced: {steps}"
+    );
     let done = w
         .wait("the rollback to succeed on the panel", WAIT, || {
             panel_of(2, "succeeded")
