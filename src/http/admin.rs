@@ -430,6 +430,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/admin/ui"),
     ("POST", "/admin/ui/replay"),
     ("POST", "/admin/ui/lifecycle"),
+    ("POST", "/admin/ui/rollout"),
     ("GET", "/admin/stream"),
     ("GET", "/admin/ui/stream"),
     ("GET", "/admin/ui/panels"),

@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod lifecycle;
 pub mod operator;
 pub mod problem;
+mod rollout_panel;
 pub mod rollouts;
 pub mod stream;
 pub mod ui;

@@ -30,30 +30,37 @@ impl actix_web::ResponseError for Problem {
 
 impl From<RolloutError> for Problem {
     fn from(e: RolloutError) -> Self {
-        let status = match &e {
-            RolloutError::UnknownTemplate
-            | RolloutError::UnknownVersion { .. }
-            | RolloutError::UnknownTenant
-            | RolloutError::NotPublished(_) => StatusCode::NOT_FOUND,
-            RolloutError::BadBatch => StatusCode::BAD_REQUEST,
-            RolloutError::Running { .. }
-            | RolloutError::NothingToRollBack(_)
-            | RolloutError::AlreadyRolledBack { .. } => StatusCode::CONFLICT,
-            RolloutError::Journal(_) | RolloutError::PocketBase(_) => {
-                let dependency = if matches!(e, RolloutError::Journal(_)) {
-                    "the journal"
-                } else {
-                    "PocketBase"
-                };
-                tracing::warn!(error = %e, dependency, "rollout call failed on a dependency");
-                return Problem(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("{dependency} is unavailable; retry later (the bridge's log has the cause)"),
-                );
-            }
-        };
-        Problem(status, e.to_string())
+        let (status, detail) = refusal(e);
+        Problem(status, detail)
     }
+}
+
+/// A refused or failed rollout call's status and what the operator is told; a dependency's cause goes to
+/// the log only.
+pub(super) fn refusal(e: RolloutError) -> (StatusCode, String) {
+    let status = match &e {
+        RolloutError::UnknownTemplate
+        | RolloutError::UnknownVersion { .. }
+        | RolloutError::UnknownTenant
+        | RolloutError::NotPublished(_) => StatusCode::NOT_FOUND,
+        RolloutError::BadBatch => StatusCode::BAD_REQUEST,
+        RolloutError::Running { .. } | RolloutError::NothingToRollBack(_) | RolloutError::AlreadyRolledBack { .. } => {
+            StatusCode::CONFLICT
+        }
+        RolloutError::Journal(_) | RolloutError::PocketBase(_) => {
+            let dependency = if matches!(e, RolloutError::Journal(_)) {
+                "the journal"
+            } else {
+                "PocketBase"
+            };
+            tracing::warn!(error = %e, dependency, "rollout call failed on a dependency");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{dependency} is unavailable; retry later (the bridge's log has the cause)"),
+            );
+        }
+    };
+    (status, e.to_string())
 }
 
 fn view(r: &Rollout) -> serde_json::Value {

@@ -19,12 +19,15 @@ use super::auth::{AdminToken, Sessions, is_operator};
 use super::charts;
 use super::glance::Glance;
 use super::operator::{AdminState, ReplayRequest, replay};
+use super::rollout_panel::{self, TemplateVersions};
+use super::rollouts::refusal;
 use super::views::{self, esc, sel, text};
 use crate::events::{Collection, Source, valid_record_id};
 use crate::journal::{DeletionState, EventFilter, JobRow, JobState};
 use crate::pocketbase::records::{InstanceStatus, Tenant};
 use crate::reconcile::context::{project_intent_key, service_intent_key};
 use crate::reconcile::restore::{self, Answer};
+use crate::rollout::{self, MAX_BATCH, Request};
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#222}table{border-collapse:collapse;margin-bottom:2rem;width:100%}\
 th,td{border-bottom:1px solid #ddd;padding:.35rem .6rem;text-align:left;font-size:.9rem;vertical-align:top}th{background:#f4f4f4}\
@@ -240,6 +243,72 @@ async fn lifecycle_form(
         .finish()
 }
 
+/// Starts a rollout of `template` (`op=rollout`, with the optional `to`, `batch` and `tenant` slug; empty
+/// means the default) or rolls its latest one back (`op=rollback`), through the same operations as the
+/// admin API's `/admin/templates/{name}/rollout` and `/rollback`.
+#[derive(Deserialize)]
+struct RolloutForm {
+    template: String,
+    op: String,
+    to: Option<String>,
+    batch: Option<String>,
+    tenant: Option<String>,
+}
+
+#[post("/admin/ui/rollout")]
+async fn rollout_form(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    sessions: web::Data<Sessions>,
+    form: Option<web::Form<RolloutForm>>,
+) -> HttpResponse {
+    if !is_operator(&req) {
+        return unauthorized();
+    }
+    let Some(web::Form(form)) = form else {
+        return bad_request("missing template or op");
+    };
+    let given = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+    let template = form.template.trim();
+    if template.is_empty() {
+        return bad_request("template is empty");
+    }
+    let outcome = match form.op.as_str() {
+        "rollout" => match given(&form.batch).map(|b| b.parse::<usize>()).transpose() {
+            Ok(batch) => {
+                let request = Request {
+                    to: given(&form.to),
+                    batch,
+                    tenant: given(&form.tenant),
+                };
+                Some(rollout::start(&state.ctx, template, request).await)
+            }
+            Err(_) => None,
+        },
+        "rollback" => Some(rollout::rollback(&state.ctx, template).await),
+        _ => return bad_request("op must be rollout or rollback"),
+    };
+    let flash = match outcome {
+        Some(Ok(r)) => format!(
+            "{} {} of template {} started: {} instances in {} batches",
+            form.op,
+            r.id,
+            r.template,
+            r.items.len(),
+            r.batches_total()
+        ),
+        Some(Err(e)) => format!("{} of template {template} refused: {}", form.op, refusal(e).1),
+        None => format!(
+            "{} of template {template} refused: batch must be between 1 and {MAX_BATCH}",
+            form.op
+        ),
+    };
+    sessions.set_flash(&req, flash);
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/admin/ui"))
+        .finish()
+}
+
 /// The page's filters; empty values (an untouched select) mean no filter.
 #[derive(Debug, Default, Deserialize)]
 struct Filters {
@@ -427,7 +496,33 @@ async fn render_panels(state: &AdminState, glance: &Glance, source: Option<Sourc
     b.push_str(&views::failed_jobs(&jobs));
     b.push_str("<h2>Recent events</h2>");
     b.push_str(&views::events_table(&events, &event_jobs, None));
+    b.push_str(&templates_panel(state).await?);
     Ok(b)
+}
+
+/// Rollouts shown on the page.
+const RECENT_ROLLOUTS: usize = 10;
+
+/// The templates (from memory) and the recent rollouts (from the journal).
+async fn templates_panel(state: &AdminState) -> Result<String, String> {
+    let ctx = &state.ctx;
+    let mut templates: Vec<TemplateVersions> = ctx
+        .templates
+        .iter()
+        .map(|t| TemplateVersions {
+            name: t.name.clone(),
+            newest: t.version.clone(),
+            kept: ctx
+                .templates
+                .versions_of(&t.name)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        })
+        .collect();
+    templates.sort_by(|a, b| a.name.cmp(&b.name));
+    let rollouts = rollout::recent(ctx, RECENT_ROLLOUTS).await.map_err(|e| refusal(e).1)?;
+    Ok(rollout_panel::panel(&templates, &rollouts))
 }
 
 /// The jobs of the failed events among `events`, for their reasons.
@@ -667,6 +762,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(logout)
         .service(replay_form)
         .service(lifecycle_form)
+        .service(rollout_form)
         .service(dashboard)
         .service(panels)
         .service(instance_row)

@@ -377,6 +377,7 @@ pub fn instance_summary(
         field("tenant", tenant_cell(tenant, &i.tenant)),
         field("template", esc(template.unwrap_or(&i.template))),
         field("domain", text(&i.domain)),
+        field("template version", text(&i.template_version)),
         field("desired", sel(&i.desired_state)),
         field(
             "status",

@@ -34,6 +34,8 @@ pub enum Change {
     },
     /// The health poller's verdict on an instance changed.
     Health { record_id: String, verdict: &'static str },
+    /// A template rollout began or journaled a step (a batch started or done, or its end).
+    Rollout { rollout_id: i64 },
 }
 
 pub(crate) fn channel() -> broadcast::Sender<Change> {

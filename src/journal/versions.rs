@@ -11,7 +11,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Journal, JournalError, write_tx};
+use super::{Change, Journal, JournalError, write_tx};
 
 const NEXT_ROLLOUT: &str = "rollout_next_id";
 
@@ -136,7 +136,9 @@ impl Journal {
                 Ok(())
             })
         })
-        .await
+        .await?;
+        self.announce(Change::Rollout { rollout_id: id });
+        Ok(())
     }
 
     pub async fn rollout(&self, id: i64) -> Result<Option<String>, JournalError> {
@@ -149,6 +151,20 @@ impl Journal {
             .note(&format!("rollout_last:{template}"))
             .await?
             .and_then(|v| v.parse().ok()))
+    }
+
+    /// The states of the `limit` latest rollouts, newest first.
+    pub async fn recent_rollouts(&self, limit: usize) -> Result<Vec<String>, JournalError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT value FROM meta WHERE substr(name, 1, 8) = 'rollout:'
+                 ORDER BY CAST(substr(name, 9) AS INTEGER) DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map([limit], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
     }
 
     /// The ids of the rollouts still running (to resume after a restart).

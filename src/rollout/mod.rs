@@ -16,7 +16,7 @@ mod run;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::journal::JournalError;
+use crate::journal::{Change, JournalError};
 use crate::pocketbase::PbError;
 use crate::pocketbase::records::{BOT_INSTANCES, TENANTS, Tenant, filter_quote};
 use crate::reconcile::context::Context;
@@ -307,6 +307,7 @@ async fn begin(ctx: &Context, rollout: Rollout) -> Result<Rollout, RolloutError>
         running,
     })?;
     tracing::info!(template = %template, rollout_id = id, instances = rollout.items.len(), "rollout started");
+    ctx.journal.announce(Change::Rollout { rollout_id: id });
     ctx.rollouts.spawn(ctx, id);
     Ok(Rollout { id, ..rollout })
 }
@@ -317,6 +318,16 @@ pub async fn get(ctx: &Context, id: i64) -> Result<Option<Rollout>, RolloutError
         Some(text) => Some(serde_json::from_str::<Rollout>(&text).map_err(JournalError::from)?),
         None => None,
     })
+}
+
+/// The journaled states of the `limit` latest rollouts, newest first.
+pub async fn recent(ctx: &Context, limit: usize) -> Result<Vec<Rollout>, RolloutError> {
+    let rows = ctx.journal.recent_rollouts(limit).await?;
+    Ok(rows
+        .iter()
+        .map(|text| serde_json::from_str::<Rollout>(text))
+        .collect::<Result<_, _>>()
+        .map_err(JournalError::from)?)
 }
 
 #[cfg(test)]

@@ -106,6 +106,10 @@ async fn raw(url: &str, method: &str, path: &str, auth: Option<(&str, &str)>) ->
         req = req
             .header("content-type", "application/x-www-form-urlencoded")
             .body("id=abc&op=restore");
+    } else if path == "/admin/ui/rollout" {
+        req = req
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body("template=base-llm&op=rollback");
     }
     let resp = req.send().await.expect("admin request");
     let status = resp.status().as_u16();

@@ -12,11 +12,11 @@ use cf_testkit::world::{SIM_QUICK, World, text};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
-const OLD_IMAGE: &str = "ghcr.io/berriai/litellm:v1.81.9-stable";
-const NEW_IMAGE: &str = "ghcr.io/berriai/litellm:v1.82.0-stable";
+pub(crate) const OLD_IMAGE: &str = "ghcr.io/berriai/litellm:v1.81.9-stable";
+pub(crate) const NEW_IMAGE: &str = "ghcr.io/berriai/litellm:v1.82.0-stable";
 
 /// A copy of the shipped templates in `dir`.
-fn copy_templates(dir: &Path) {
+pub(crate) fn copy_templates(dir: &Path) {
     let src = cf_testkit::repo_root().join("templates");
     for entry in std::fs::read_dir(&src).expect("templates") {
         let entry = entry.expect("entry");
@@ -30,7 +30,7 @@ fn copy_templates(dir: &Path) {
 }
 
 /// base-llm 2.0.0: another litellm image.
-fn publish_v2(dir: &Path) {
+pub(crate) fn publish_v2(dir: &Path) {
     let t = dir.join("base-llm");
     let manifest = std::fs::read_to_string(t.join("template.toml")).expect("manifest");
     std::fs::write(
@@ -43,14 +43,14 @@ fn publish_v2(dir: &Path) {
     std::fs::write(t.join("compose.yml.liquid"), compose.replace(OLD_IMAGE, NEW_IMAGE)).expect("write compose");
 }
 
-async fn world(dir: &Path, sim: &[&str], extra: &[(&str, &str)]) -> World {
+pub(crate) async fn world(dir: &Path, sim: &[&str], extra: &[(&str, &str)]) -> World {
     let path = dir.to_str().expect("utf-8 path").to_string();
     let mut env = vec![("CF_BRIDGE__RECONCILE__TEMPLATES_DIR", path.as_str())];
     env.extend_from_slice(extra);
     World::start(sim, &env).await
 }
 
-async fn compose_of(w: &World, id: &str) -> String {
+pub(crate) async fn compose_of(w: &World, id: &str) -> String {
     text(&w.service_of(id).await.expect("service"), "compose").to_string()
 }
 

@@ -335,3 +335,164 @@ async fn the_timeline_lists_the_instances_coolify_calls() {
         }
     }
 }
+
+/// Rollouts from the dashboard (issue 19 item 4): the panel lists the template's kept versions; the form
+/// starts a rollout over two instances through the same operation as the admin API, the panel shows it
+/// running then succeeded, one more is refused while it runs; a rollback from the template's button
+/// returns the old compose; a malformed form is a 400; an unknown version or a bad batch is refused in the
+/// flash and starts nothing; a template name with markup stays text; the instance page shows its version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_and_a_rollback_from_the_dashboard() {
+    use crate::templates_rollout::{NEW_IMAGE, OLD_IMAGE, compose_of, copy_templates, publish_v2};
+    const WAIT: Duration = Duration::from_secs(120);
+    let dir = tempfile::tempdir().expect("templates dir");
+    copy_templates(dir.path());
+    let mut w = crate::templates_rollout::world(dir.path(), SIM_QUICK, &[]).await;
+    let tenant = w.create_tenant("pagerollout", "business").await;
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        ids.push(
+            w.create_instance(&tenant, "base-llm", &format!("pr{n}"), "running")
+                .await,
+        );
+    }
+    for id in &ids {
+        w.wait_status(id, "running", WAIT).await;
+    }
+    publish_v2(dir.path());
+    w.bridge.restart().await;
+    let page = Page::sign_in(&w).await;
+
+    let (code, body) = page.get("/admin/ui").await;
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("<tr><td>base-llm</td><td>2.0.0</td><td>1.0.0, 2.0.0</td>"),
+        "the template's newest and kept versions: {body}"
+    );
+    assert!(body.contains("id=\"rollout-form\""), "{body}");
+
+    for bad in [
+        "op=rollout",
+        "template=base-llm",
+        "template=base-llm&op=explode",
+        "template=&op=rollout",
+    ] {
+        let (status, _) = page.post_form("/admin/ui/rollout", bad).await;
+        assert_eq!(status, 400, "{bad}");
+    }
+    let refused = [
+        ("template=base-llm&op=rollout&to=9.9.9", "no version of that name"),
+        ("template=base-llm&op=rollout&batch=0", "batch must be between 1 and 20"),
+        (
+            "template=base-llm&op=rollout&batch=many",
+            "batch must be between 1 and 20",
+        ),
+        ("template=base-llm&op=rollout&tenant=nobody", "no tenant with that slug"),
+        ("template=base-llm&op=rollback", "has no rollout to roll back"),
+        (
+            "template=%3Cb%3Ex%3C%2Fb%3E&op=rollout",
+            "rollout of template &lt;b&gt;x&lt;/b&gt; refused: no template of that name",
+        ),
+    ];
+    for (form, why) in refused {
+        let (status, location) = page.post_form("/admin/ui/rollout", form).await;
+        assert_eq!((status, location.as_str()), (303, "/admin/ui"), "{form}");
+        let (_, body) = page.get("/admin/ui").await;
+        let flash = body.split("id=\"flash\"").nth(1).unwrap_or_default();
+        assert!(flash.contains(why), "{form}: the flash does not say {why:?}: {body}");
+        assert!(!body.contains("<b>x</b>"), "a template name reached the page as markup");
+        assert!(
+            !body.contains("<tr id=\"rollout-"),
+            "a refused form started a rollout: {body}"
+        );
+    }
+    let (status, _) = w.bridge.admin().get("/admin/rollouts/1").await;
+    assert_eq!(status, 404, "a refused form started a rollout");
+
+    let mut stream = crate::ui_stream::Stream::open(&w.bridge.url).await;
+    let (status, _) = page
+        .post_form(
+            "/admin/ui/rollout",
+            "template=base-llm&op=rollout&to=2.0.0&batch=1&tenant=pagerollout",
+        )
+        .await;
+    assert_eq!(status, 303);
+    let (_, body) = page.get("/admin/ui").await;
+    assert!(
+        body.contains("rollout 1 of template base-llm started: 2 instances in 2 batches"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<tr id=\"rollout-1\"><td>1</td><td>base-llm</td><td>rollout</td><td>1.0.0</td><td>2.0.0</td>"),
+        "{body}"
+    );
+    assert!(body.contains("class=\"state running\">running</td>"), "{body}");
+    page.post_form("/admin/ui/rollout", "template=base-llm&op=rollout")
+        .await;
+    let (_, body) = page.get("/admin/ui").await;
+    assert!(
+        body.contains("rollout 1 of template base-llm is still running"),
+        "{body}"
+    );
+
+    let panel_of = |id: u32, state: &'static str| {
+        let page = &page;
+        async move {
+            let (code, panels) = page.get("/admin/ui/panels").await;
+            assert_eq!(code, 200);
+            let row = panels
+                .split(&format!("<tr id=\"rollout-{id}\">"))
+                .nth(1)
+                .and_then(|r| r.split("</tr>").next())
+                .map(str::to_owned);
+            row.filter(|r| r.contains(&format!("class=\"state {state}\"")))
+        }
+    };
+    let done = w
+        .wait("the rollout to succeed on the panel", WAIT, || panel_of(1, "succeeded"))
+        .await;
+    assert!(done.contains("<td class=\"batches\">2 of 2</td>"), "{done}");
+    for id in &ids {
+        assert!(compose_of(&w, id).await.contains(NEW_IMAGE), "{id}");
+    }
+
+    let (status, _) = page
+        .post_form("/admin/ui/rollout", "template=base-llm&op=rollback")
+        .await;
+    assert_eq!(status, 303);
+    let (_, body) = page.get("/admin/ui").await;
+    assert!(body.contains("rollback 2 of template base-llm started"), "{body}");
+    // Each journaled step is announced, so the live page refreshes the panel (ui.js: any change does).
+    stream
+        .until("the rollback's start on the stream", |c| {
+            c["kind"] == "rollout" && c["rollout_id"] == 2
+        })
+        .await;
+    let steps = stream
+        .changes()
+        .into_iter()
+        .filter(|c| c["kind"] == "rollout" && c["rollout_id"] == 1)
+        .count();
+    assert!(
+        steps >= 4,
+        "the rollout's start, its 2 batches and its end are announced: {steps}"
+    );
+    let done = w
+        .wait("the rollback to succeed on the panel", WAIT, || {
+            panel_of(2, "succeeded")
+        })
+        .await;
+    assert!(done.contains("<td>rollback</td><td>2.0.0</td><td>1.0.0</td>"), "{done}");
+    for id in &ids {
+        assert!(compose_of(&w, id).await.contains(OLD_IMAGE), "{id}");
+        w.wait_record("bot_instances", id, "its version recorded", WAIT, |r| {
+            r["template_version"] == "1.0.0"
+        })
+        .await;
+    }
+    let (_, body) = page.get(&format!("/admin/ui/instances/{}", ids[0])).await;
+    assert!(
+        body.contains("<tr><th>template version</th><td>1.0.0</td></tr>"),
+        "the instance page shows its version: {body}"
+    );
+}

@@ -18,13 +18,13 @@ fn client() -> reqwest::Client {
 }
 
 /// An open stream, read as text as it arrives.
-struct Stream {
+pub(crate) struct Stream {
     resp: reqwest::Response,
     seen: String,
 }
 
 impl Stream {
-    async fn open(url: &str) -> Stream {
+    pub(crate) async fn open(url: &str) -> Stream {
         let resp = client()
             .get(format!("{url}/admin/stream"))
             .bearer_auth(ADMIN_TOKEN)
@@ -41,7 +41,7 @@ impl Stream {
     }
 
     /// The `change` messages seen so far.
-    fn changes(&self) -> Vec<Value> {
+    pub(crate) fn changes(&self) -> Vec<Value> {
         self.seen
             .split("\n\n")
             .filter_map(|frame| frame.strip_prefix("event: change\ndata: "))
@@ -50,7 +50,7 @@ impl Stream {
     }
 
     /// Reads until a change satisfies `ok`.
-    async fn until(&mut self, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn until(&mut self, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(found) = self.changes().into_iter().find(|c| ok(c)) {
