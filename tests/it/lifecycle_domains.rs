@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use cf_testkit::world::{SIM_QUICK, World, text, service_domains};
+use cf_testkit::world::{SIM_QUICK, World, service_domains, text};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(40);

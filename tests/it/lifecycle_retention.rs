@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use cf_testkit::world::{SIM_QUICK, World, pb_now, text, service_domains};
+use cf_testkit::world::{SIM_QUICK, World, pb_now, service_domains, text};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -287,7 +287,10 @@ async fn a_hard_deleted_record_is_retained_not_restorable_and_its_id_inherits_no
     assert_eq!(services.len(), 1, "{services:?}");
     assert_ne!(text(&services[0], "uuid"), uuid, "the new record gets a new service");
     assert_ne!(text(&second, "router_key_id"), text(&first, "router_key_id"));
-    assert_eq!(service_domains(&services[0]), ["https://gone-two.bots.test.example:8080"]);
+    assert_eq!(
+        service_domains(&services[0]),
+        ["https://gone-two.bots.test.example:8080"]
+    );
     // The earlier record's deletion is settled: nothing of it can be restored into the new one.
     let (status, body) = admin_post(&w, &format!("/admin/instances/{ID}/restore")).await;
     assert_eq!(status, 409, "{body}");

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use cf_testkit::world::{SIM_QUICK, World, text, service_domains};
-use serde_json::{Value, json};
+use cf_testkit::world::{SIM_QUICK, World, service_domains, text};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(40);
 

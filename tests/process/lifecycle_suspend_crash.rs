@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use cf_testkit::sim::count;
-use cf_testkit::world::{SIM_FAST, World, text, service_domains};
-use serde_json::{Value, json};
+use cf_testkit::world::{SIM_FAST, World, service_domains, text};
+use serde_json::json;
 
 use crate::bridge_bin;
 
