@@ -401,6 +401,20 @@ async fn a_failing_batch_stops_the_rollout_and_an_inactive_template_takes_no_new
     );
     assert_eq!(text(&w.instance(&broken).await, "template_version"), "1.0.0");
 
+    // With the fault gone, the rollback returns every instance the rollout moved to the old compose, the
+    // failed one too: Coolify holds the new compose it was sent before its containers exited.
+    let (s, back) = admin
+        .send(reqwest::Method::POST, "/admin/templates/base-llm/rollback", json!({}))
+        .await;
+    assert_eq!(s, 202, "{back}");
+    let back = wait_rollout(&w, &back["id"]).await;
+    assert_eq!(back["state"], "succeeded", "{back}");
+    for id in &ids[..3] {
+        let r = w.wait_status(id, "running", WAIT).await;
+        assert_eq!(text(&r, "template_version"), "1.0.0", "{r}");
+        assert!(compose_of(&w, id).await.contains(OLD_IMAGE), "{id}");
+    }
+
     // An inactive template: no new instances, the running ones stay.
     let template = w.templates["base-llm"].clone();
     w.pb.patch("bot_templates", &template, json!({"active": false})).await;
