@@ -100,9 +100,11 @@ pub async fn reconcile(
     let judgement = ctx.health.get(&inst.id);
     let drift = ctx.journal.note(&drift_note(&inst.id)).await?;
     let drift = drift.as_deref().map(Drift::parse);
+    let unconfirmed = ctx.journal.note(&unconfirmed_note(&inst.id)).await?.is_some();
     if let Ok(d) = &desired
         && pending.is_none()
         && drift.is_none()
+        && !unconfirmed
         && inst.applied_hash.as_deref() == Some(d.spec.fingerprint().as_str())
         && judgement.as_ref().is_none_or(|j| j.verdict != Verdict::Missing)
     {
@@ -123,18 +125,23 @@ pub async fn reconcile(
     // failed or interrupted attempt, nor while the record shows no settled outcome of the applied spec:
     // a call may have been carried out without its outcome written back.
     let missing = judgement.as_ref().is_some_and(|j| j.verdict == Verdict::Missing);
-    let known = (pending.is_none() && !missing && drift.is_none() && !after_failure)
+    let known = (pending.is_none() && !missing && drift.is_none() && !unconfirmed && !after_failure)
         .then(|| known_service(intent.as_ref(), &life, &inst))
         .flatten();
     let Some(observed) = known else {
         let observed = observe(ctx, &inst, &life, intent, &desired.project_uuid).await?;
         // A compose changed inside Coolify is not the applied one: the plan sends ours again.
-        let seen = if drift == Some(Some(Drift::Compose)) {
+        let seen = if unconfirmed {
+            Seen::Unconfirmed
+        } else if drift == Some(Some(Drift::Compose)) {
             Seen::ComposeDrifted
         } else {
             Seen::Observed
         };
         plan_and_execute(ctx, &inst, &desired, observed, pending, seen, run).await?;
+        if unconfirmed {
+            ctx.journal.forget_note(&unconfirmed_note(&inst.id)).await?;
+        }
         if drift.is_some() {
             ctx.journal.forget_note(&drift_note(&inst.id)).await?;
             info!(record_id = %inst.id, "drift inside Coolify repaired");
@@ -184,6 +191,9 @@ enum Seen {
     ComposeDrifted,
     /// Taken as known from the journal, not read: an action that finds it gone is not a failure.
     Assumed,
+    /// Read from Coolify after a failed run that sent it a change: its compose and env are not known to
+    /// be the applied ones, so the plan sends the desired ones again.
+    Unconfirmed,
 }
 
 /// Plans against the service as `seen` and carries the plan out; `by`: who caused the run.
@@ -212,7 +222,7 @@ async fn plan_and_execute(
     );
     let input = InstanceInput {
         desired: desired.spec.clone(),
-        applied: applied.map(|mut a| {
+        applied: applied.filter(|_| seen != Seen::Unconfirmed).map(|mut a| {
             if seen == Seen::ComposeDrifted {
                 a.compose.clear();
             }
@@ -773,6 +783,15 @@ async fn execute(
         // A service taken as present is gone: not a failure, the caller observes and plans again.
         Err(e @ ReconcileError::Coolify(CoolifyError::NotFound { .. })) if assumed => return Err(e),
         Err(e) => {
+            // The change may have landed (a compose PATCH whose service then exited): the record's applied
+            // spec no longer tells what Coolify holds, so no later run may take it as applied.
+            if actions
+                .iter()
+                .any(|a| matches!(a, Action::UpdateService { .. } | Action::SetEnv))
+                && let Err(je) = ctx.journal.note_changed(&unconfirmed_note(&inst.id), "1").await
+            {
+                warn!(record_id = %inst.id, error = %je, "could not note the unconfirmed change");
+            }
             record_failure(ctx, inst, log, &uuid, &e).await;
             return Err(e);
         }
@@ -956,6 +975,11 @@ fn with_revoked<'a>(desired: &[EnvVarInput], existing: impl IntoIterator<Item = 
         }
     }
     env
+}
+
+/// The journal note that a failed run sent the instance's service a change (see [`Seen::Unconfirmed`]).
+fn unconfirmed_note(instance_id: &str) -> String {
+    format!("unconfirmed:{instance_id}")
 }
 
 /// Notes what the compose sent to a service means, for the resync's drift check.
@@ -1203,6 +1227,7 @@ async fn destroy(ctx: &Context, id: &str, run: &RunActor) -> Result<(), Reconcil
         ctx.journal.forget_note(&compose_note(uuid)).await?;
     }
     ctx.journal.forget_note(&drift_note(id)).await?;
+    ctx.journal.forget_note(&unconfirmed_note(id)).await?;
     ctx.journal.forget_note(&project_note(id)).await?;
     // Nothing of a deleted record outlives it: a later record with the same id starts from nothing.
     ctx.secrets.delete(id)?;
