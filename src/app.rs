@@ -182,7 +182,6 @@ impl App {
             settings: settings.clone(),
             deps: deps.clone(),
             health: Arc::default(),
-            rollouts: Arc::default(),
         };
         let readiness = Readiness::new(
             settings.pocketbase.resync_interval * 2,
@@ -248,7 +247,8 @@ impl App {
         );
         spawn_periodic(&mut tasks, &ctx, &cancel);
         tasks.spawn(glance.clone().run(cancel.clone()).with_current_subscriber());
-        crate::rollout::resume_all(&ctx).await;
+        let rollouts = Arc::new(crate::rollout::Runner::default());
+        crate::rollout::resume_all(&ctx, &rollouts).await;
 
         let metrics_server = match metrics_listener {
             Some(listener) => {
@@ -261,10 +261,15 @@ impl App {
             }
             None => None,
         };
+        let admin = http::operator::AdminState {
+            ctx: ctx.clone(),
+            resync,
+            rollouts: rollouts.clone(),
+        };
         let server = http_server(
             listener,
             &ctx,
-            resync,
+            admin,
             readiness,
             webhook_secret,
             &settings,
@@ -289,7 +294,7 @@ impl App {
             let _ = task.await;
         }
         cancel.cancel();
-        ctx.rollouts.stop();
+        rollouts.stop();
         let drain = async { while tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(queue::DRAIN_DEADLINE + Duration::from_secs(5), drain)
             .await
@@ -476,7 +481,7 @@ fn spawn_periodic(tasks: &mut JoinSet<()>, ctx: &Context, cancel: &CancellationT
 fn http_server(
     listener: TcpListener,
     ctx: &Context,
-    resync: resync::Trigger,
+    admin: http::operator::AdminState,
     readiness: Arc<Readiness>,
     webhook_secret: WebhookSecret,
     settings: &Settings,
@@ -486,10 +491,7 @@ fn http_server(
         intake: ctx.intake.clone(),
         secret: webhook_secret,
     });
-    let admin_state = web::Data::new(http::operator::AdminState {
-        ctx: ctx.clone(),
-        resync,
-    });
+    let admin_state = web::Data::new(admin);
     let admin_token = web::Data::new(AdminToken::new(settings.admin.token.clone()));
     let sessions = web::Data::new(Sessions::new(
         settings.admin.session_ttl,

@@ -8,10 +8,13 @@ use tracing::info;
 use crate::events::{Collection, RECORD_ID_RULE, Replay, valid_record_id};
 use crate::reconcile::context::Context;
 use crate::resync::Trigger;
+use std::sync::Arc;
 
 pub struct AdminState {
     pub ctx: Context,
     pub resync: Trigger,
+    /// The template rollouts' tasks (see [`crate::rollout`]).
+    pub rollouts: Arc<crate::rollout::Runner>,
 }
 
 /// An admin API error, answered as an RFC 9457 problem document (see `problem`); the only error shape the

@@ -83,7 +83,7 @@ async fn start_rollout(
         serde_json::from_slice(&body)
             .map_err(|e| Problem(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))?
     };
-    let r = rollout::start(&state.ctx, &name, req).await?;
+    let r = rollout::start(&state.ctx, &state.rollouts, &name, req).await?;
     Ok(HttpResponse::Accepted().json(view(&r)))
 }
 
@@ -93,7 +93,7 @@ async fn start_rollback(
     state: web::Data<AdminState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
-    let r = rollout::rollback(&state.ctx, &name).await?;
+    let r = rollout::rollback(&state.ctx, &state.rollouts, &name).await?;
     Ok(HttpResponse::Accepted().json(view(&r)))
 }
 

@@ -281,11 +281,11 @@ async fn rollout_form(
                     batch,
                     tenant: given(&form.tenant),
                 };
-                Some(rollout::start(&state.ctx, template, request).await)
+                Some(rollout::start(&state.ctx, &state.rollouts, template, request).await)
             }
             Err(_) => None,
         },
-        "rollback" => Some(rollout::rollback(&state.ctx, template).await),
+        "rollback" => Some(rollout::rollback(&state.ctx, &state.rollouts, template).await),
         _ => return bad_request("op must be rollout or rollback"),
     };
     let flash = match outcome {

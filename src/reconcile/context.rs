@@ -168,8 +168,6 @@ pub struct Context {
     pub intake: Intake,
     /// The health poller's judgements, which each instance's job applies to its record.
     pub health: Arc<HealthBoard>,
-    /// The template rollouts' tasks (see [`crate::rollout`]).
-    pub rollouts: Arc<crate::rollout::Runner>,
 }
 
 /// The deterministic Coolify name of a tenant's project.

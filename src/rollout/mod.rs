@@ -135,7 +135,8 @@ pub struct Request {
     pub tenant: Option<String>,
 }
 
-/// Starts and stops the rollouts' tasks with the bridge.
+/// Starts and stops the rollouts' tasks with the bridge. Held by the app and the admin routes, not by
+/// the reconcile `Context`, so that rollouts depend on reconcile and not the other way round.
 #[derive(Debug, Default)]
 pub struct Runner {
     cancel: CancellationToken,
@@ -163,7 +164,7 @@ fn now() -> String {
 }
 
 /// Checks `req` and starts a rollout of `template`; nothing changes when the request is refused.
-pub async fn start(ctx: &Context, template: &str, req: Request) -> Result<Rollout, RolloutError> {
+pub async fn start(ctx: &Context, runner: &Runner, template: &str, req: Request) -> Result<Rollout, RolloutError> {
     let newest = ctx.templates.get(template).ok_or(RolloutError::UnknownTemplate)?;
     let to = req.to.clone().unwrap_or_else(|| newest.version.clone());
     if ctx.templates.version(template, &to).is_none() {
@@ -212,6 +213,7 @@ pub async fn start(ctx: &Context, template: &str, req: Request) -> Result<Rollou
     }
     begin(
         ctx,
+        runner,
         Rollout {
             id: 0,
             template: template.to_string(),
@@ -234,7 +236,7 @@ pub async fn start(ctx: &Context, template: &str, req: Request) -> Result<Rollou
 
 /// Returns the instances the latest rollout of `template` moved (or began to move) to the version each ran
 /// before it, in batches of the same size.
-pub async fn rollback(ctx: &Context, template: &str) -> Result<Rollout, RolloutError> {
+pub async fn rollback(ctx: &Context, runner: &Runner, template: &str) -> Result<Rollout, RolloutError> {
     if ctx.templates.get(template).is_none() {
         return Err(RolloutError::UnknownTemplate);
     }
@@ -267,6 +269,7 @@ pub async fn rollback(ctx: &Context, template: &str) -> Result<Rollout, RolloutE
     }
     begin(
         ctx,
+        runner,
         Rollout {
             id: 0,
             template: template.to_string(),
@@ -295,7 +298,7 @@ pub async fn rollback(ctx: &Context, template: &str) -> Result<Rollout, RolloutE
     .await
 }
 
-async fn begin(ctx: &Context, rollout: Rollout) -> Result<Rollout, RolloutError> {
+async fn begin(ctx: &Context, runner: &Runner, rollout: Rollout) -> Result<Rollout, RolloutError> {
     let template = rollout.template.clone();
     let draft = rollout.clone();
     let begun = ctx
@@ -308,7 +311,7 @@ async fn begin(ctx: &Context, rollout: Rollout) -> Result<Rollout, RolloutError>
     })?;
     tracing::info!(template = %template, rollout_id = id, instances = rollout.items.len(), "rollout started");
     ctx.journal.announce(Change::Rollout { rollout_id: id });
-    ctx.rollouts.spawn(ctx, id);
+    runner.spawn(ctx, id);
     Ok(Rollout { id, ..rollout })
 }
 

@@ -15,12 +15,12 @@ const POLL: Duration = Duration::from_secs(1);
 const SLACK: Duration = Duration::from_secs(60);
 
 /// Resumes the rollouts a stopped bridge left running.
-pub async fn resume_all(ctx: &Context) {
+pub async fn resume_all(ctx: &Context, runner: &super::Runner) {
     match ctx.journal.running_rollouts().await {
         Ok(ids) => {
             for id in ids {
                 info!(rollout_id = id, "resuming rollout");
-                ctx.rollouts.spawn(ctx, id);
+                runner.spawn(ctx, id);
             }
         }
         Err(e) => warn!(error = %e, "could not read the running rollouts; they resume at the next start"),
