@@ -39,6 +39,17 @@ pub enum JournalError {
     WriterGone,
     #[error("journal worker task failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Pg(#[from] crate::pg::PgError),
+    // Reaching it is a bug: every operation hands itself to the PostgreSQL backend before touching SQLite.
+    #[error("journal operation reached the SQLite code on a PostgreSQL journal")]
+    SqliteOnly,
+}
+
+impl From<tokio_postgres::Error> for JournalError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        JournalError::Pg(crate::pg::PgError::Query(e))
+    }
 }
 
 impl From<JournalError> for SinkError {

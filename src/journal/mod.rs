@@ -17,6 +17,7 @@ mod error;
 mod ingest;
 mod jobs;
 mod outbox;
+pub mod pg;
 mod retention;
 mod sanitize;
 mod schema;
@@ -79,15 +80,25 @@ pub struct Journal {
 }
 
 struct Inner {
-    path: PathBuf,
-    writer: mpsc::Sender<writer::Request>,
-    reader: Mutex<Connection>,
+    backend: Backend,
     changes: tokio::sync::broadcast::Sender<Change>,
+}
+
+enum Backend {
+    Sqlite {
+        path: PathBuf,
+        writer: mpsc::Sender<writer::Request>,
+        reader: Mutex<Connection>,
+    },
+    Postgres(pg::PgJournal),
 }
 
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Journal").field("path", &self.inner.path).finish()
+        match &self.inner.backend {
+            Backend::Sqlite { path, .. } => f.debug_struct("Journal").field("path", path).finish(),
+            Backend::Postgres(pg) => f.debug_struct("Journal").field("postgres", pg).finish(),
+        }
     }
 }
 
@@ -139,16 +150,48 @@ impl Journal {
             writer::spawn(writer).map_err(|e| JournalError::Task(format!("cannot start the writer thread: {e}")))?;
         Ok(Journal {
             inner: Arc::new(Inner {
-                path: path.to_path_buf(),
-                writer,
-                reader: Mutex::new(reader),
+                backend: Backend::Sqlite {
+                    path: path.to_path_buf(),
+                    writer,
+                    reader: Mutex::new(reader),
+                },
                 changes: changes::channel(),
             }),
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    /// Connects to the journal on PostgreSQL and brings its schema up to date.
+    pub async fn open_postgres(cfg: &crate::pg::PgConfig) -> Result<Journal, JournalError> {
+        let pg = pg::PgJournal::open(cfg).await?;
+        Ok(Journal {
+            inner: Arc::new(Inner {
+                backend: Backend::Postgres(pg),
+                changes: changes::channel(),
+            }),
+        })
+    }
+
+    /// The SQLite file, or `None` on PostgreSQL.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.inner.backend {
+            Backend::Sqlite { path, .. } => Some(path),
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    /// The PostgreSQL backend, when the journal lives there: each operation hands itself over to it first.
+    pub fn pg(&self) -> Option<&pg::PgJournal> {
+        match &self.inner.backend {
+            Backend::Sqlite { .. } => None,
+            Backend::Postgres(pg) => Some(pg),
+        }
+    }
+
+    fn sqlite_writer(&self) -> Result<&mpsc::Sender<writer::Request>, JournalError> {
+        match &self.inner.backend {
+            Backend::Sqlite { writer, .. } => Ok(writer),
+            Backend::Postgres(_) => Err(JournalError::SqliteOnly),
+        }
     }
 
     /// Runs `f` on the writer thread, after every request sent before it.
@@ -168,8 +211,7 @@ impl Journal {
     }
 
     async fn submit(&self, request: writer::Request) -> Result<(), JournalError> {
-        self.inner
-            .writer
+        self.sqlite_writer()?
             .send(request)
             .await
             .map_err(|_| JournalError::WriterGone)
@@ -181,9 +223,15 @@ impl Journal {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, JournalError> + Send + 'static,
     {
+        if self.pg().is_some() {
+            return Err(JournalError::SqliteOnly);
+        }
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
-            let conn = inner.reader.lock().unwrap_or_else(PoisonError::into_inner);
+            let Backend::Sqlite { reader, .. } = &inner.backend else {
+                return Err(JournalError::SqliteOnly);
+            };
+            let conn = reader.lock().unwrap_or_else(PoisonError::into_inner);
             f(&conn)
         })
         .await

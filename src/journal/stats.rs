@@ -57,7 +57,7 @@ fn file_len(path: &Path) -> u64 {
 impl Journal {
     pub async fn stats(&self) -> Result<JournalStats, JournalError> {
         let (rows, payloads_dropped) = self.read(count).await?;
-        let path = self.path();
+        let path = self.path().ok_or(JournalError::SqliteOnly)?;
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
         Ok(JournalStats {

@@ -25,30 +25,133 @@ pub const MIGRATIONS: &[Migration] = &[
                   last_taken BOOLEAN NOT NULL DEFAULT FALSE
               );",
     },
+    // The journal (src/journal/pg/): the same tables and columns as the SQLite journal's schema at its
+    // version 6 (src/journal/schema.rs), so both backends keep one meaning per column; every integer is a
+    // BIGINT (milliseconds since the epoch for times, 0/1 for flags) and reads as i64 on both. `jobs` adds the
+    // claim of a replica: its claim id, who holds it and until when (the database's clock, milliseconds).
     Migration {
         version: 2,
-        name: "jobs with claims and leases",
+        name: "journal",
         sql: "CREATE TABLE jobs (
-                  id              BIGSERIAL PRIMARY KEY,
-                  collection      TEXT NOT NULL,
-                  record_id       TEXT NOT NULL,
-                  state           TEXT NOT NULL
-                                  CHECK (state IN ('queued', 'running', 'succeeded', 'failed')),
-                  payload         TEXT NOT NULL DEFAULT '',
-                  attempts        INTEGER NOT NULL DEFAULT 0,
-                  next_attempt_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-                  last_error      TEXT,
-                  dirty           BOOLEAN NOT NULL DEFAULT FALSE,
-                  claim_id        UUID,
-                  claimed_by      TEXT,
-                  lease_until     TIMESTAMPTZ,
-                  created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
-                  updated_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
-                  UNIQUE (collection, record_id),
-                  CHECK ((state = 'running') = (claim_id IS NOT NULL AND lease_until IS NOT NULL))
+                  id               BIGSERIAL PRIMARY KEY,
+                  collection       TEXT   NOT NULL,
+                  record_id        TEXT   NOT NULL,
+                  state            TEXT   NOT NULL
+                                   CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'waiting', 'dead')),
+                  attempts         BIGINT NOT NULL DEFAULT 0,
+                  next_attempt_at  BIGINT NOT NULL,
+                  last_error       TEXT,
+                  coalesced        BIGINT NOT NULL DEFAULT 0,
+                  first_pending_at BIGINT,
+                  dirty            BIGINT NOT NULL DEFAULT 0,
+                  dirty_since      BIGINT,
+                  created_at       BIGINT NOT NULL,
+                  updated_at       BIGINT NOT NULL,
+                  last_event_id    BIGINT,
+                  claimed_event_id BIGINT,
+                  attempt_id       BIGINT,
+                  claim_id         TEXT,
+                  claimed_by       TEXT,
+                  lease_until      BIGINT,
+                  UNIQUE (collection, record_id)
               );
-              CREATE INDEX jobs_due ON jobs (next_attempt_at) WHERE state = 'queued';
-              CREATE INDEX jobs_leases ON jobs (lease_until) WHERE state = 'running';",
+              CREATE INDEX jobs_due ON jobs (state, next_attempt_at);
+              CREATE INDEX jobs_leases ON jobs (lease_until) WHERE state = 'running';
+
+              CREATE TABLE events (
+                  id             BIGSERIAL PRIMARY KEY,
+                  source         TEXT   NOT NULL,
+                  collection     TEXT   NOT NULL,
+                  record_id      TEXT   NOT NULL,
+                  action         TEXT   NOT NULL,
+                  record_updated TEXT,
+                  received_at    BIGINT NOT NULL,
+                  dedupe_key     TEXT   NOT NULL UNIQUE,
+                  delivery_id    TEXT   UNIQUE,
+                  payload        TEXT   NOT NULL,
+                  status         TEXT   NOT NULL CHECK (status IN ('queued', 'done', 'failed')),
+                  job_id         BIGINT REFERENCES jobs (id),
+                  fingerprint    TEXT,
+                  trace_context  TEXT
+              );
+              CREATE INDEX events_job ON events (job_id, id);
+              CREATE INDEX events_record ON events (collection, record_id, id);
+              CREATE INDEX events_status ON events (status, id);
+              CREATE INDEX events_received ON events (received_at);
+
+              CREATE TABLE job_attempts (
+                  id          BIGSERIAL PRIMARY KEY,
+                  job_id      BIGINT NOT NULL REFERENCES jobs (id),
+                  started_at  BIGINT NOT NULL,
+                  finished_at BIGINT,
+                  outcome     TEXT CHECK (outcome IN ('succeeded', 'failed', 'retry', 'dead', 'interrupted')),
+                  error       TEXT,
+                  duration_ms BIGINT
+              );
+              CREATE INDEX job_attempts_job ON job_attempts (job_id, id);
+
+              CREATE TABLE intents (
+                  key          TEXT PRIMARY KEY,
+                  kind         TEXT   NOT NULL,
+                  name         TEXT   NOT NULL,
+                  coolify_uuid TEXT,
+                  created_at   BIGINT NOT NULL,
+                  updated_at   BIGINT NOT NULL,
+                  incarnation  TEXT
+              );
+
+              CREATE TABLE record_state (
+                  collection   TEXT   NOT NULL,
+                  record_id    TEXT   NOT NULL,
+                  last_updated TEXT,
+                  applied_hash TEXT,
+                  deleted      BIGINT NOT NULL DEFAULT 0,
+                  seen_at      BIGINT NOT NULL,
+                  PRIMARY KEY (collection, record_id)
+              );
+
+              CREATE TABLE health (
+                  id         BIGINT PRIMARY KEY CHECK (id = 1),
+                  checked_at BIGINT NOT NULL
+              );
+
+              CREATE TABLE router_keys (
+                  record_id   TEXT PRIMARY KEY,
+                  incarnation TEXT   NOT NULL,
+                  key_id      TEXT   NOT NULL,
+                  updated_at  BIGINT NOT NULL
+              );
+
+              CREATE TABLE meta (
+                  name  TEXT PRIMARY KEY,
+                  value TEXT NOT NULL
+              );
+
+              CREATE TABLE outbox (
+                  id           TEXT PRIMARY KEY,
+                  collection   TEXT   NOT NULL,
+                  record_id    TEXT   NOT NULL,
+                  row          TEXT   NOT NULL,
+                  applied_hash TEXT,
+                  service_uuid TEXT,
+                  created_at   BIGINT NOT NULL
+              );
+              CREATE INDEX outbox_record ON outbox (collection, record_id, created_at, id);
+
+              CREATE TABLE deletions (
+                  record_id    TEXT PRIMARY KEY,
+                  tenant_id    TEXT,
+                  incarnation  TEXT   NOT NULL,
+                  coolify_uuid TEXT,
+                  requested_at BIGINT NOT NULL,
+                  expires_at   BIGINT NOT NULL,
+                  state        TEXT   NOT NULL CHECK (state IN ('retained', 'purging', 'destroyed')),
+                  closed       BIGINT NOT NULL DEFAULT 0,
+                  record_gone  BIGINT NOT NULL DEFAULT 0,
+                  updated_at   BIGINT NOT NULL
+              );
+              CREATE INDEX deletions_due ON deletions (state, expires_at);
+              CREATE INDEX deletions_tenant ON deletions (tenant_id, state);",
     },
 ];
 
