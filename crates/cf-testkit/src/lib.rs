@@ -11,6 +11,7 @@ pub mod cli;
 pub mod collector;
 pub mod coolify;
 pub mod faultproxy;
+pub mod journal;
 pub mod pocketbase;
 pub mod postgres;
 pub mod promtext;
