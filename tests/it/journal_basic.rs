@@ -65,7 +65,7 @@ cf_testkit::on_both_journals! {
         again.delivery_id = Some("msg_1".into());
         assert_eq!(j.ingest(again).await.expect("ingest"), Ingested::Duplicate);
 
-        let events = all_events(&j).await;
+        let events = all_events(j).await;
         assert_eq!(events.len(), 2);
         let jobs = j.list_jobs(&[], 100).await.expect("jobs");
         assert_eq!(jobs.len(), 2);
@@ -109,14 +109,14 @@ cf_testkit::on_both_journals! {
         let claimed = j.claim_due(now_ms(), 10).await.expect("claim");
         assert_eq!(claimed.len(), 1);
         assert_eq!(claimed[0].attempts, 1);
-        assert_eq!(claimed[0].last_event_id, all_events(&j).await[0].id);
+        assert_eq!(claimed[0].last_event_id, all_events(j).await[0].id);
         assert!(
             j.claim_due(now_ms(), 10).await.expect("claim").is_empty(),
             "a running job is never claimed twice"
         );
 
         j.complete(claimed[0].job_id).await.expect("complete");
-        let events = all_events(&j).await;
+        let events = all_events(j).await;
         assert!(events.iter().all(|e| e.status == EventStatus::Done));
         assert_eq!(j.job_counts().await.expect("counts")[&JobState::Succeeded], 1);
     }
@@ -130,7 +130,7 @@ cf_testkit::on_both_journals! {
         assert!(running[0].dirty);
 
         j.complete(first.job_id).await.expect("complete");
-        let events = all_events(&j).await;
+        let events = all_events(j).await;
         let status = |id| events.iter().find(|e| e.id == id).map(|e| e.status);
         assert_eq!(status(first.last_event_id), Some(EventStatus::Done));
         assert_eq!(
@@ -145,7 +145,7 @@ cf_testkit::on_both_journals! {
         assert_eq!(second[0].attempts, 1);
         assert!(second[0].first_pending_at.is_some());
         j.complete(second[0].job_id).await.expect("complete");
-        assert!(all_events(&j).await.iter().all(|e| e.status == EventStatus::Done));
+        assert!(all_events(j).await.iter().all(|e| e.status == EventStatus::Done));
     }
 
     async fn failures_retry_then_die_and_a_new_event_revives(t: TestJournal) {
@@ -166,7 +166,7 @@ cf_testkit::on_both_journals! {
         let dead = j.list_jobs(&[JobState::Dead], 10).await.expect("jobs");
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].last_error.as_deref(), Some("still down"));
-        assert!(all_events(&j).await.iter().all(|e| e.status == EventStatus::Failed));
+        assert!(all_events(j).await.iter().all(|e| e.status == EventStatus::Failed));
         let (_, _, attempts) = j.get_event(job.last_event_id).await.expect("get").expect("exists");
         let outcomes: Vec<_> = attempts.iter().map(|a| a.outcome).collect();
         assert_eq!(outcomes, vec![Some(AttemptOutcome::Dead), Some(AttemptOutcome::Retry)]);

@@ -73,7 +73,7 @@ cf_testkit::on_both_journals! {
             .await
             .expect("applied");
         j.complete(jobs[0].job_id).await.expect("complete");
-        assert_eq!(counts(&j).await, (0, 0, 1), "the echo did not make the job run again");
+        assert_eq!(counts(j).await, (0, 0, 1), "the echo did not make the job run again");
 
         // After success: the final write-back and the health poller's refreshes settle too, by either source.
         for (source, v) in [
@@ -86,7 +86,7 @@ cf_testkit::on_both_journals! {
             let out = j.ingest(change(source, v)).await.expect("ingest");
             assert!(matches!(out, Ingested::Settled { .. }), "{source:?} echo: {out:?}");
         }
-        assert_eq!(counts(&j).await, (0, 0, 1));
+        assert_eq!(counts(j).await, (0, 0, 1));
         let known = j.known_records(Collection::BotInstances).await.expect("known");
         assert_eq!(
             known[0].last_updated.as_deref(),
@@ -99,7 +99,7 @@ cf_testkit::on_both_journals! {
         deep["config"]["model"] = json!("other");
         let out = j.ingest(change(Source::Webhook, deep)).await.expect("ingest");
         assert!(is_new(&out), "config change: {out:?}");
-        run_job(&j, "2026-01-01 00:00:05.000Z").await;
+        run_job(j, "2026-01-01 00:00:05.000Z").await;
 
         // While a job for a change is pending, nothing settles: an echo of the old request could be a revert.
         let stop = j
@@ -114,7 +114,7 @@ cf_testkit::on_both_journals! {
             is_new(&out),
             "same request as last applied, but a job is pending: {out:?}"
         );
-        assert_eq!(counts(&j).await, (1, 0, 0));
+        assert_eq!(counts(j).await, (1, 0, 0));
     }
 
     async fn resync_and_replay_hints_never_settle_and_leave_nothing_to_compare(t: TestJournal) {
@@ -122,7 +122,7 @@ cf_testkit::on_both_journals! {
         j.ingest(change(Source::Webhook, version("01", "running", "pending", "")))
             .await
             .expect("ingest");
-        run_job(&j, "2026-01-01 00:00:01.000Z").await;
+        run_job(j, "2026-01-01 00:00:01.000Z").await;
         // A resync hint carries no record: it always queues, and its run forgets what was applied.
         let hint = NewEvent {
             source: Source::Resync,
@@ -130,7 +130,7 @@ cf_testkit::on_both_journals! {
             ..change(Source::Resync, version("02", "running", "running", ""))
         };
         assert!(is_new(&j.ingest(hint).await.expect("ingest")));
-        run_job(&j, "2026-01-01 00:00:02.000Z").await;
+        run_job(j, "2026-01-01 00:00:02.000Z").await;
         let out = j
             .ingest(change(Source::Webhook, version("03", "running", "running", "x")))
             .await
@@ -153,7 +153,7 @@ cf_testkit::on_both_journals! {
             .await
             .expect("ingest");
         assert!(is_new(&out));
-        run_job(&j, "2026-01-01 00:00:01.000Z").await;
+        run_job(j, "2026-01-01 00:00:01.000Z").await;
         let echo = j
             .ingest(change(Source::Realtime, version("02", "running", "running", "")))
             .await
@@ -174,7 +174,7 @@ cf_testkit::on_both_journals! {
         j.ingest(change(Source::Webhook, version("01", "running", "pending", "")))
             .await
             .expect("ingest");
-        run_job(&j, "2026-01-01 00:00:01.000Z").await;
+        run_job(j, "2026-01-01 00:00:01.000Z").await;
         // A user's change; its run writes `deploying`, whose echo settles while the run goes on.
         j.ingest(change(Source::Webhook, version("02", "stopped", "running", "")))
             .await
@@ -219,8 +219,8 @@ cf_testkit::on_both_journals! {
             .expect("applied");
         j.complete(first[0].job_id).await.expect("complete");
         // The run again reads version 03 (running): nothing to do.
-        run_job(&j, &at("03")).await;
-        assert_eq!(counts(&j).await, (0, 0, 1));
+        run_job(j, &at("03")).await;
+        assert_eq!(counts(j).await, (0, 0, 1));
 
         let stop_again = j
             .ingest(change(Source::Realtime, version("04", "stopped", "running", "")))
@@ -245,7 +245,7 @@ cf_testkit::on_both_journals! {
             .await
             .expect("ingest");
         // The run read version 02 (the user's stop), whose event is still on its way.
-        run_job(&j, &at("02")).await;
+        run_job(j, &at("02")).await;
         let late = j
             .ingest(change(Source::Realtime, version("02", "stopped", "pending", "")))
             .await
