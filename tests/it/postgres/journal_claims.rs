@@ -186,6 +186,21 @@ async fn the_heartbeat_keeps_a_claim_past_its_lease() {
 }
 
 #[tokio::test]
+async fn an_abandoned_claim_runs_again_once_its_lease_runs_out() {
+    let (_db, js) = replicas(2).await;
+    let lease = Duration::from_millis(600);
+    js[0].pg().unwrap().set_lease(lease);
+    js[0].ingest(change("r1", 1)).await.expect("ingest");
+    let held = js[0].claim_due(now_ms(), 1).await.expect("claim").remove(0);
+    // Its outcome could not be recorded: the replica stops renewing the claim.
+    js[0].abandon_claim(held.job_id);
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
+    let again = js[1].claim_due(now_ms(), 1).await.expect("claim");
+    assert_eq!(again.len(), 1, "another replica runs it");
+    assert_eq!((again[0].job_id, again[0].attempts), (held.job_id, 2));
+}
+
+#[tokio::test]
 async fn resume_on_start_leaves_another_replicas_live_claim_alone() {
     let (_db, js) = replicas(2).await;
     js[0].ingest(change("r1", 1)).await.expect("ingest");
