@@ -5,6 +5,7 @@
 //! first and hands the call to the method of the same name here. Transactions that read and then write
 //! (dedupe, job upsert, claim) lock the rows they decide on, since replicas write concurrently.
 
+mod deletions;
 mod state;
 
 use deadpool_postgres::Pool;
