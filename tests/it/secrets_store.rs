@@ -340,7 +340,9 @@ mod postgres {
             rekeyed.get("inst1", LIFE).await.expect("get").expect("present")["TOKEN"].expose_secret(),
             "v1"
         );
-        let again = replica(&cfg, &new, &[old.clone()]).await.expect("the new key");
+        let again = replica(&cfg, &new, std::slice::from_ref(&old))
+            .await
+            .expect("the new key");
         assert_eq!(again.rekeyed(), 0, "re-encrypted once");
         assert!(
             replica(&cfg, &old, &[]).await.is_err(),
