@@ -389,4 +389,51 @@ mod postgres {
             Err(SecretsError::Unreadable { count: 2, .. })
         ));
     }
+
+    /// The bridge's settings for a store, with PocketBase and Coolify never called.
+    fn settings(dir: &std::path::Path, secrets_key: &str) -> cf_bridge::config::Settings {
+        let pb = cf_testkit::settings::PbAccess {
+            url: "http://127.0.0.1:9",
+            email: "bridge@example.com",
+            password: "not-used-0123456789",
+        };
+        cf_testkit::TestSettings::minimal(pb, "http://127.0.0.1:9", "not-used", dir, 0)
+            .with(&[("CF_BRIDGE__SECRETS__KEY", secrets_key)])
+            .settings()
+    }
+
+    #[tokio::test]
+    async fn the_bridge_keeps_its_store_in_the_journal_s_database_when_the_journal_is_on_postgres() {
+        use cf_bridge::app::open_secret_store;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (db, _cfg, journal) = database().await;
+        let key_a = "first-secrets-key-0123456789abcdef";
+        let store = open_secret_store(&settings(dir.path(), key_a), journal.pg())
+            .await
+            .expect("open");
+        assert_eq!(store.path(), None);
+        store.put("inst1", LIFE, &map(&[("TOKEN", "t")])).await.expect("put");
+        assert!(!dir.path().join("secrets.bin").exists(), "no file");
+        assert_eq!(table_text(&journal).await.lines().count(), 1);
+
+        let in_file = open_secret_store(&settings(dir.path(), key_a), None)
+            .await
+            .expect("the file store");
+        assert_eq!(in_file.path(), Some(dir.path().join("secrets.bin").as_path()));
+        assert!(in_file.get("inst1", LIFE).await.expect("get").is_none());
+
+        // Another key: the start fails, saying where, without the database's password.
+        let err = open_secret_store(&settings(dir.path(), "another-secrets-key-0123456789ab"), journal.pg())
+            .await
+            .expect_err("a wrong key");
+        let text = format!("{err} / {err:?}");
+        assert!(text.contains("in PostgreSQL at postgres://"), "{text}");
+        let password = db
+            .url
+            .split(':')
+            .nth(2)
+            .and_then(|p| p.split('@').next())
+            .expect("a password");
+        assert!(!text.contains(password), "{text}");
+    }
 }
