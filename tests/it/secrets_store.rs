@@ -436,4 +436,39 @@ mod postgres {
             .expect("a password");
         assert!(!text.contains(password), "{text}");
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn replicas_starting_with_a_new_key_at_once_reencrypt_each_entry_once() {
+        let (_db, cfg, _journal) = database().await;
+        let (old, new) = (key(b"old-bridge-key-0123456789"), key(b"new-bridge-key-0123456789"));
+        let store = replica(&cfg, &old, &[]).await.expect("open");
+        for n in 0..20 {
+            store
+                .put(&format!("inst{n}"), LIFE, &map(&[("TOKEN", &format!("v{n}"))]))
+                .await
+                .expect("put");
+        }
+        let starts = (0..4).map(|_| {
+            let (cfg, new, old) = (cfg.clone(), new.clone(), old.clone());
+            tokio::spawn(async move { replica(&cfg, &new, &[old]).await.expect("start with the new key") })
+        });
+        let stores: Vec<SecretStore> = futures_util::future::join_all(starts)
+            .await
+            .into_iter()
+            .map(|r| r.expect("task"))
+            .collect();
+        assert_eq!(
+            stores.iter().map(SecretStore::rekeyed).sum::<usize>(),
+            20,
+            "each entry once"
+        );
+        for n in 0..20 {
+            let got = stores[n % 4]
+                .get(&format!("inst{n}"), LIFE)
+                .await
+                .expect("get")
+                .expect("present");
+            assert_eq!(got["TOKEN"].expose_secret(), format!("v{n}"));
+        }
+    }
 }
