@@ -448,9 +448,21 @@ mod postgres {
                 .await
                 .expect("put");
         }
-        let starts = (0..4).map(|_| {
-            let (cfg, new, old) = (cfg.clone(), new.clone(), old.clone());
-            tokio::spawn(async move { replica(&cfg, &new, &[old]).await.expect("start with the new key") })
+        // Each replica's journal (and pool) first: journals open one after the other (the migration lock).
+        let mut pools = Vec::new();
+        for _ in 0..4 {
+            let journal = Journal::open_postgres(&cfg).await.expect("journal");
+            pools.push(journal.pg().expect("pg").pool().clone());
+        }
+        let at_once = std::sync::Arc::new(tokio::sync::Barrier::new(pools.len()));
+        let starts = pools.into_iter().map(|pool| {
+            let (new, old, at_once) = (new.clone(), old.clone(), at_once.clone());
+            tokio::spawn(async move {
+                at_once.wait().await;
+                SecretStore::open_postgres(pool, &new, &[old])
+                    .await
+                    .expect("start with the new key")
+            })
         });
         let stores: Vec<SecretStore> = futures_util::future::join_all(starts)
             .await
