@@ -5,11 +5,13 @@
 //! first and hands the call to the method of the same name here. Transactions that read and then write
 //! (dedupe, job upsert, claim) lock the rows they decide on, since replicas write concurrently.
 
+mod deletions;
 mod health;
 mod ingest;
 mod jobs;
 mod replay;
 mod sql;
+mod state;
 mod trace;
 pub mod wake;
 
