@@ -333,14 +333,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     query.push((k, v.clone()));
                 }
             }
-            let body = runtime()?.block_on(admin_call(
-                admin_url(&cli)?.as_ref(),
-                &settings,
-                reqwest::Method::GET,
-                "/admin/events",
-                &query,
-                None,
-            ))?;
+            let body = admin_request(&cli, &settings, reqwest::Method::GET, "/admin/events", &query, None)?;
             println!("{}", serde_json::to_string_pretty(&body)?);
             Ok(ExitCode::SUCCESS)
         }
@@ -355,28 +348,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 serde_json::json!({"failed": args.failed})
             };
-            let out = runtime()?.block_on(admin_call(
-                admin_url(&cli)?.as_ref(),
-                &settings,
-                reqwest::Method::POST,
-                "/admin/replay",
-                &[],
-                Some(body),
-            ))?;
+            let out = admin_request(&cli, &settings, reqwest::Method::POST, "/admin/replay", &[], Some(body))?;
             println!("enqueued {} job(s)", out["enqueued"]);
             Ok(ExitCode::SUCCESS)
         }
         Command::RotateRouterKey { id } => {
             let settings = load(&cli)?;
             let path = format!("/admin/instances/{id}/rotate-router-key");
-            let out = runtime()?.block_on(admin_call(
-                admin_url(&cli)?.as_ref(),
-                &settings,
-                reqwest::Method::POST,
-                &path,
-                &[],
-                None,
-            ))?;
+            let out = admin_request(&cli, &settings, reqwest::Method::POST, &path, &[], None)?;
             println!(
                 "router key of {id} rotated: new key id {}; the stack gets it on its next reconcile",
                 out["router_key_id"].as_str().unwrap_or("?")
@@ -390,14 +369,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 InstancesCommand::Purge { id } => (id, "purge", "purging: its job destroys it"),
             };
             let path = format!("/admin/instances/{id}/{verb}");
-            runtime()?.block_on(admin_call(
-                admin_url(&cli)?.as_ref(),
-                &settings,
-                reqwest::Method::POST,
-                &path,
-                &[],
-                None,
-            ))?;
+            admin_request(&cli, &settings, reqwest::Method::POST, &path, &[], None)?;
             println!("{id}: {done}");
             Ok(ExitCode::SUCCESS)
         }
@@ -441,14 +413,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Resync => {
             let settings = load(&cli)?;
-            let out = runtime()?.block_on(admin_call(
-                admin_url(&cli)?.as_ref(),
-                &settings,
-                reqwest::Method::POST,
-                "/admin/resync",
-                &[],
-                None,
-            ))?;
+            let out = admin_request(&cli, &settings, reqwest::Method::POST, "/admin/resync", &[], None)?;
             println!("{}", out["status"].as_str().unwrap_or("requested"));
             Ok(ExitCode::SUCCESS)
         }
@@ -479,6 +444,19 @@ fn rollout_command(
             ExitCode::SUCCESS
         })
     })
+}
+
+/// One admin API call from a command: the `--admin-url` given, or `admin.bind` of `settings`.
+fn admin_request(
+    cli: &Cli,
+    settings: &Settings,
+    method: reqwest::Method,
+    path: &str,
+    query: &[(&str, String)],
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let url = admin_url(cli)?;
+    runtime()?.block_on(admin_call(url.as_ref(), settings, method, path, query, body))
 }
 
 /// The `--admin-url` given, checked.

@@ -142,21 +142,30 @@ fn writes_to(log: &[Value], uuid: &str) -> Vec<u64> {
         .collect()
 }
 
+/// A tenant named `name` with `n` base-llm instances, all running: the tenant's id and theirs, in creation order.
+async fn running_fleet(w: &mut World, name: &str, n: usize) -> (String, Vec<String>) {
+    let tenant = w.create_tenant(name, "business").await;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(
+            w.create_instance(&tenant, "base-llm", &format!("{name}{i}"), "running")
+                .await,
+        );
+    }
+    for id in &ids {
+        w.wait_status(id, "running", WAIT).await;
+    }
+    (tenant, ids)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_version_waits_for_a_rollout_in_batches_and_a_rollback_returns_the_old_compose() {
     let dir = tempfile::tempdir().expect("templates dir");
     copy_templates(dir.path());
     let mut w = world(dir.path(), SIM_QUICK, &[]).await;
-    let tenant = w.create_tenant("versions", "business").await;
-    let mut ids = Vec::new();
-    for n in 0..5 {
-        ids.push(
-            w.create_instance(&tenant, "base-llm", &format!("ver{n}"), "running")
-                .await,
-        );
-    }
+    let (tenant, ids) = running_fleet(&mut w, "versions", 5).await;
     for id in &ids {
-        let r = w.wait_status(id, "running", WAIT).await;
+        let r = w.instance(id).await;
         assert_eq!(text(&r, "template_version"), "1.0.0", "{r}");
         assert!(compose_of(&w, id).await.contains(OLD_IMAGE));
     }
@@ -356,17 +365,7 @@ async fn a_failing_batch_stops_the_rollout_and_an_inactive_template_takes_no_new
         &[("CF_BRIDGE__RECONCILE__RUNNING_TIMEOUT_SECS", "3")],
     )
     .await;
-    let tenant = w.create_tenant("failing", "business").await;
-    let mut ids = Vec::new();
-    for n in 0..5 {
-        ids.push(
-            w.create_instance(&tenant, "base-llm", &format!("fail{n}"), "running")
-                .await,
-        );
-    }
-    for id in &ids {
-        w.wait_status(id, "running", WAIT).await;
-    }
+    let (tenant, mut ids) = running_fleet(&mut w, "failing", 5).await;
     ids.sort();
     publish_v2(dir.path());
     w.bridge.restart().await;
@@ -438,17 +437,7 @@ async fn a_rollout_started_from_the_cli_resumes_after_a_restart_and_rolls_back()
     let dir = tempfile::tempdir().expect("templates dir");
     copy_templates(dir.path());
     let mut w = world(dir.path(), SIM_SLOW_START, &[]).await;
-    let tenant = w.create_tenant("resume", "business").await;
-    let mut ids = Vec::new();
-    for n in 0..3 {
-        ids.push(
-            w.create_instance(&tenant, "base-llm", &format!("res{n}"), "running")
-                .await,
-        );
-    }
-    for id in &ids {
-        w.wait_status(id, "running", WAIT).await;
-    }
+    let (_, ids) = running_fleet(&mut w, "resume", 3).await;
     publish_v2(dir.path());
     w.bridge.restart().await;
     let url = w.bridge.url.clone();

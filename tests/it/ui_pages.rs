@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use cf_testkit::ADMIN_TOKEN;
 use cf_testkit::world::{SIM_QUICK, World, pb_now};
 use serde_json::json;
 
@@ -21,22 +20,7 @@ impl Page {
             .timeout(Duration::from_secs(20))
             .build()
             .expect("client");
-        let resp = http
-            .post(format!("{}/admin/ui/login", w.bridge.url))
-            .header("sec-fetch-site", "same-origin")
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(format!("token={ADMIN_TOKEN}"))
-            .send()
-            .await
-            .expect("sign in");
-        assert_eq!(resp.status().as_u16(), 303);
-        let cookie = resp.headers()["set-cookie"]
-            .to_str()
-            .unwrap_or_default()
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let cookie = cf_testkit::admin::ui_session(&http, &w.bridge.url).await;
         Page {
             url: w.bridge.url.clone(),
             cookie,

@@ -68,17 +68,7 @@ impl Stream {
 
 /// Signs in on the page; returns the session cookie (`name=value`).
 async fn sign_in(w: &World) -> String {
-    let resp = client()
-        .post(format!("{}/admin/ui/login", w.bridge.url))
-        .header("sec-fetch-site", "same-origin")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("token={ADMIN_TOKEN}"))
-        .send()
-        .await
-        .expect("sign in");
-    assert_eq!(resp.status().as_u16(), 303);
-    let set_cookie = resp.headers()["set-cookie"].to_str().unwrap_or_default();
-    set_cookie.split(';').next().unwrap_or_default().to_string()
+    cf_testkit::admin::ui_session(&client(), &w.bridge.url).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

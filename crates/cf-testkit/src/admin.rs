@@ -195,3 +195,19 @@ impl Version<'_> {
         }
     }
 }
+
+/// Signs in on the operator page at `bridge_url` with the test admin token; the session cookie
+/// (`name=value`). `http` must not follow redirects: the sign-in answers 303.
+pub async fn ui_session(http: &reqwest::Client, bridge_url: &str) -> String {
+    let resp = http
+        .post(format!("{bridge_url}/admin/ui/login"))
+        .header("sec-fetch-site", "same-origin")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={ADMIN_TOKEN}"))
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(resp.status().as_u16(), 303, "the sign-in answers a redirect");
+    let set_cookie = resp.headers()["set-cookie"].to_str().unwrap_or_default();
+    set_cookie.split(';').next().unwrap_or_default().to_string()
+}
