@@ -5,6 +5,13 @@
 //! first and hands the call to the method of the same name here. Transactions that read and then write
 //! (dedupe, job upsert, claim) lock the rows they decide on, since replicas write concurrently.
 
+mod admin;
+mod domains;
+mod outbox;
+mod retention;
+mod stats;
+mod versions;
+
 use deadpool_postgres::Pool;
 
 use super::JournalError;
