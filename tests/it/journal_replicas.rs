@@ -118,5 +118,26 @@ mod postgres {
             .expect("list");
         assert_eq!(left.len(), RECENT as usize);
         assert!(left.iter().all(|e| e.id > OLD && e.payload.is_null()));
+
+        // Both replicas start on the same payloads at once: each is dropped by one of them.
+        const MORE: i64 = 1000;
+        seed(
+            &t,
+            &format!(
+                "INSERT INTO events (id, source, collection, record_id, action, received_at, dedupe_key, payload,
+                                     status, job_id)
+                 SELECT 10000 + i, 'realtime', 'bot_instances', 'r1', 'update', 16 * {DAY_MS} + i, 'more' || i,
+                        '{{}}', 'done', 1
+                 FROM generate_series(1, {MORE}) i;"
+            ),
+        )
+        .await;
+        let (a, b) = tokio::join!(t.journal.prune(week, now, 0), other.prune(week, now, 0));
+        let ((a, _), (b, _)) = (a.expect("prune a"), b.expect("prune b"));
+        assert_eq!(
+            a.payloads_dropped + b.payloads_dropped,
+            MORE as usize,
+            "each payload dropped once: {a:?} {b:?}"
+        );
     }
 }
