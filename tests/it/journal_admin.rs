@@ -163,7 +163,8 @@ cf_testkit::on_both_journals! {
         assert_eq!(event_ids(j, webhooks, Some(3), 2).await, (vec![2], None));
         assert_eq!(event_ids(j, all(), None, 0).await, (vec![6], Some(6)), "a page holds at least one");
 
-        let (rows, _) = j.list_events(EventFilter { record_id: Some("r1".into()), ..all() }, None, 100).await.expect("list");
+        let r1 = EventFilter { record_id: Some("r1".into()), ..all() };
+        let (rows, _) = j.list_events(r1, None, 100).await.expect("list");
         let e2 = rows.iter().find(|e| e.id == 2).expect("event 2");
         assert_eq!(
             (e2.source, e2.collection, e2.action, e2.record_updated.as_deref(), e2.received_at),
@@ -375,7 +376,8 @@ cf_testkit::on_both_journals! {
         assert_eq!(j.last_rollout("openclaw").await.expect("last"), Some(3));
         assert_eq!(j.last_rollout("nothing").await.expect("last"), None);
         for id in 4..=11 {
-            assert_eq!(j.begin_rollout(&format!("t{id}"), |id| Ok(format!("state {id}"))).await.expect("begin"), Ok(id));
+            let begun = j.begin_rollout(&format!("t{id}"), |id| Ok(format!("state {id}"))).await;
+            assert_eq!(begun.expect("begin"), Ok(id));
         }
         assert_eq!(
             j.recent_rollouts(3).await.expect("recent"),

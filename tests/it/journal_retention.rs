@@ -157,7 +157,7 @@ cf_testkit::on_both_journals! {
         let j = &t.journal;
         let (report, _) = j.prune(week(), 20 * DAY_MS, 0).await.expect("prune");
         assert_eq!((report.events_deleted, report.attempts_deleted), (n, n), "{report:?}");
-        assert_eq!(report.batches, 3 + 3 + 1, "three batches of events, three of attempts, one of payloads: {report:?}");
+        assert_eq!(report.batches, 3 + 3 + 1, "events in 3 batches, attempts in 3, payloads in 1: {report:?}");
         assert!(events(j).await.is_empty());
     }
 
@@ -166,7 +166,8 @@ cf_testkit::on_both_journals! {
         seed(
             &t,
             "INSERT INTO intents (key, kind, name, created_at, updated_at) VALUES ('i1', 'service', 'n', 0, 0);
-             INSERT INTO record_state (collection, record_id, seen_at) VALUES ('tenants', 't1', 0), ('tenants', 't2', 0);
+             INSERT INTO record_state (collection, record_id, seen_at)
+             VALUES ('tenants', 't1', 0), ('tenants', 't2', 0);
              INSERT INTO outbox (id, collection, record_id, row, created_at) VALUES ('o1', 'tenants', 't1', '{}', 0);",
         )
         .await;
@@ -216,7 +217,8 @@ fn kept_and_pruned_rows() -> String {
                 (2, 'bot_instances', 'dead1', 'dead', 0, 0, 0),
                 (3, 'bot_instances', 'pending1', 'queued', 0, 0, 0),
                 (4, 'bot_instances', 'recent1', 'succeeded', 0, 0, 0);
-         INSERT INTO events (id, source, collection, record_id, action, received_at, dedupe_key, payload, status, job_id)
+         INSERT INTO events (id, source, collection, record_id, action, received_at, dedupe_key, payload, status,
+                             job_id)
          VALUES (1, 'realtime', 'bot_instances', 'done1', 'update', {d1}, 'k1', '{{}}', 'done', 1),
                 (2, 'realtime', 'bot_instances', 'done1', 'update', {d15}, 'k2', '{{}}', 'done', 1),
                 (3, 'realtime', 'bot_instances', 'dead1', 'update', {d1}, 'k3', '{{}}', 'failed', 2),
@@ -241,7 +243,8 @@ fn old_settled_rows(n: usize) -> String {
         "INSERT INTO jobs (id, collection, record_id, state, next_attempt_at, created_at, updated_at)
          VALUES (1, 'bot_instances', 'r1', 'succeeded', 0, 0, 0);
          WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n})
-         INSERT INTO events (id, source, collection, record_id, action, received_at, dedupe_key, payload, status, job_id)
+         INSERT INTO events (id, source, collection, record_id, action, received_at, dedupe_key, payload, status,
+                             job_id)
          SELECT i, 'realtime', 'bot_instances', 'r1', 'update', {DAY_MS} + i, 'k' || i, '{{}}', 'done', 1 FROM s;
          WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n})
          INSERT INTO job_attempts (id, job_id, started_at, finished_at, outcome)
