@@ -406,3 +406,89 @@ cf_testkit::on_both_journals! {
         assert!(j.hold_tenant_domain("t4", Some("other.example")).await.expect("released"));
     }
 }
+
+/// A database whose text columns sort by a language's rules (as most servers' default locale does) still
+/// lists in SQLite's bytewise order: the test cluster runs in the C locale, so the columns get an ICU
+/// collation here.
+mod collation {
+    mod postgres {
+        use cf_bridge::events::Collection;
+        use cf_bridge::journal::OutboxEntry;
+        use cf_testkit::journal::{Backend, TestJournal};
+
+        use super::super::{seed, template};
+
+        #[tokio::test]
+        async fn lists_follow_sqlites_bytewise_order_under_a_language_collation() {
+            let t = TestJournal::open(Backend::Postgres).await;
+            seed(
+                &t,
+                "ALTER TABLE meta ALTER COLUMN name TYPE TEXT COLLATE \"und-x-icu\";
+                 ALTER TABLE outbox ALTER COLUMN id TYPE TEXT COLLATE \"und-x-icu\";
+                 ALTER TABLE outbox ALTER COLUMN record_id TYPE TEXT COLLATE \"und-x-icu\";",
+            )
+            .await;
+            let j = &t.journal;
+            for name in ["alpha", "Zeta"] {
+                j.store_template_version(name, "1.0.0", &template(1))
+                    .await
+                    .expect("store");
+                j.note_first_template_version(name, "1.0.0").await.expect("first");
+            }
+            let plain: Vec<String> = t
+                .journal
+                .pg()
+                .expect("PostgreSQL")
+                .pool()
+                .get()
+                .await
+                .expect("connection")
+                .query(
+                    "SELECT name FROM meta WHERE name LIKE 'template_first:%' ORDER BY name",
+                    &[],
+                )
+                .await
+                .expect("query")
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            assert_eq!(
+                plain,
+                vec!["template_first:alpha", "template_first:Zeta"],
+                "the collation is in force"
+            );
+            let firsts: Vec<String> = j
+                .first_template_versions()
+                .await
+                .expect("firsts")
+                .into_iter()
+                .map(|(name, _)| name)
+                .collect();
+            assert_eq!(firsts, vec!["Zeta", "alpha"]);
+
+            for (id, record) in [("a", "alpha"), ("B", "alpha"), ("c", "Zeta")] {
+                let e = OutboxEntry {
+                    created_at: 1,
+                    ..OutboxEntry::new(Collection::BotInstances, record, id.into(), "{}".into())
+                };
+                j.put_outbox(e).await.expect("put");
+            }
+            let ids: Vec<String> = j
+                .outbox_for(Collection::BotInstances, "alpha", 10)
+                .await
+                .expect("outbox")
+                .into_iter()
+                .map(|e| e.id)
+                .collect();
+            assert_eq!(ids, vec!["B", "a"]);
+            let idle: Vec<String> = j
+                .idle_outbox_records(10, 10)
+                .await
+                .expect("idle")
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect();
+            assert_eq!(idle, vec!["Zeta", "alpha"]);
+        }
+    }
+}
