@@ -290,13 +290,22 @@ async fn run_job<H: JobHandler>(
                 });
                 return;
             }
+            Err(JournalError::NotRunning { state, .. }) => {
+                // On PostgreSQL: the lease ran out (this replica lost the database for longer than it) and
+                // another replica runs the job now; its run decides.
+                tracing::warn!(state = %state, "job outcome dropped: the job's claim was lost");
+                return;
+            }
             Err(e) => {
                 tracing::error!(try_no = attempt, error = %e, "cannot record a job's outcome");
                 tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
             }
         }
     }
-    tracing::error!("job outcome not recorded; it will run again after a restart");
+    journal.abandon_claim(job.job_id);
+    tracing::error!(
+        "job outcome not recorded; it will run again after a restart, or on PostgreSQL once its lease runs out"
+    );
 }
 
 /// Resolves when the gate changes; never without a gate (or once its sender is gone).
@@ -386,6 +395,8 @@ impl<H: JobHandler> Dispatcher<H> {
             Ok(n) => tracing::info!(jobs = n, "resumed jobs left running by the previous process"),
             Err(e) => tracing::error!(error = %e, "cannot resume unfinished jobs"),
         }
+        // On PostgreSQL, a job queued by another replica wakes this one too.
+        let _wake_ups = self.journal.pg().map(|pg| pg.wake_on_jobs(self.notifier(), &cancel));
         let concurrency = self.cfg.concurrency.max(1);
         let sem = Arc::new(Semaphore::new(concurrency));
         let cfg = Arc::new(self.cfg.clone());

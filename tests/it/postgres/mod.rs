@@ -2,8 +2,8 @@
 //! cluster, shared by this test process, a fresh database per test.
 
 mod budget;
-mod claims;
 mod fixture;
+mod journal_claims;
 mod leader;
 mod migrate;
 mod tls;
