@@ -166,7 +166,7 @@ mod tests {
             })
         };
         assert!(matches!(
-            batches.start("a", failing).await,
+            batches.start("a", || false, failing).await,
             Err(CoolifyError::Server { status: 503, .. })
         ));
     }
