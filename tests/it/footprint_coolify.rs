@@ -144,7 +144,7 @@ async fn one_instance_costs_few_coolify_calls() {
 /// (reads and lists included), and none is refused with 429.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_costs_at_most_three_calls_per_instance() {
-    const N: usize = 10;
+    const N: usize = 16;
     let w = World::start(
         SIM_QUICK,
         &[
