@@ -13,6 +13,7 @@ use tracing::{Instrument, debug, warn};
 
 use super::budget::{Budget, Priority};
 use super::calls::{CallLog, CoolifyCall};
+use super::deploys::DeployBatches;
 use super::error::CoolifyError;
 use super::retry::{Decision, Idempotency, Outcome, RetryPolicy};
 use super::types::*;
@@ -41,6 +42,7 @@ struct Inner {
     policy: RetryPolicy,
     metrics: Arc<Metrics>,
     calls: CallLog,
+    deploys: DeployBatches,
 }
 
 struct Reply {
@@ -201,6 +203,7 @@ impl CoolifyClient {
                 metrics,
                 policy: RetryPolicy::new(MAX_RETRIES),
                 calls: CallLog::default(),
+                deploys: DeployBatches::default(),
             }),
         })
     }
@@ -705,6 +708,37 @@ impl CoolifyClient {
 
     pub async fn restart_service(&self, uuid: &str) -> Result<(), CoolifyError> {
         self.action(uuid, "POST /services/{uuid}/restart", "restart", "already running")
+            .await
+    }
+
+    /// `POST /deploy?uuid=a,b,...`: one StartService per service named, in one call (no "already running"
+    /// check: a running one is force-recreated, so only services known to be stopped belong here).
+    /// Returns the uuids Coolify started; one it did not find is left out, none found at all is a 404.
+    pub async fn deploy_services(&self, uuids: &[String]) -> Result<Vec<String>, CoolifyError> {
+        if uuids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = uuids.iter().map(|u| seg(u)).collect();
+        let path = format!("/api/v1/deploy?uuid={}", list.join(","));
+        let reply = self
+            .send(Method::POST, "POST /deploy", &path, None, Idempotency::Safe)
+            .await?;
+        let started: Deployments = decode("POST /deploy", &reply)?;
+        Ok(started
+            .deployments
+            .into_iter()
+            .filter_map(|d| d.resource_uuid)
+            .collect())
+    }
+
+    /// Starts a service known to be stopped (created stopped by this run), in one batch deploy with the
+    /// other such starts asked for meanwhile (see [`DeployBatches`]); the budget is short when less than
+    /// a burst's worth of tokens is left.
+    pub async fn start_stopped_service(&self, uuid: &str) -> Result<(), CoolifyError> {
+        let short = || self.inner.budget.remaining() < f64::from(BURST) / 2.0;
+        self.inner
+            .deploys
+            .start(uuid, short, |uuids| async move { self.deploy_services(&uuids).await })
             .await
     }
 

@@ -29,7 +29,7 @@ impl fmt::Display for DomainConflict {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CoolifyError {
     #[error("Coolify: not found: {message}")]
     NotFound { message: String },

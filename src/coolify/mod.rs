@@ -5,6 +5,7 @@
 pub mod budget;
 pub mod calls;
 pub mod client;
+pub mod deploys;
 pub mod error;
 pub mod retry;
 pub mod status;

@@ -147,6 +147,19 @@ pub struct CreatedService {
     pub domains: Vec<String>,
 }
 
+/// The answer of `POST /deploy`: one entry per resource started.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Deployments {
+    #[serde(default)]
+    pub deployments: Vec<Deployment>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Deployment {
+    #[serde(default)]
+    pub resource_uuid: Option<String>,
+}
+
 /// `POST /services` with a custom compose file. The compose is given as YAML; the client validates
 /// and base64-encodes it.
 #[derive(Debug, Clone, Default)]

@@ -21,10 +21,10 @@ use crate::secrets::SecretStore;
 use crate::templates::TemplateSet;
 
 /// Service statuses for the waiting reconciles, read as cheaply as the moment allows (DESIGN.md
-/// principle 8): while a few wait, each reads its own service (`GET /services/{uuid}`, a few KB), the
-/// waiters together once per `interval`; when more wait, one `GET /services` per round serves them all
-/// (megabytes for a large fleet, but one call): Coolify's rate limit is shared by everything the bridge
-/// does. Rounds are at least `interval` apart, and further apart when the list is slow, so that polling
+/// principle 8): a lone waiter reads its own service (`GET /services/{uuid}`, a few KB); when more wait,
+/// one `GET /services` per round serves them all (megabytes for a large fleet, but one call): Coolify's
+/// rate limit is shared by everything the bridge does, and the starts of a burst go in one batch deploy,
+/// so their waiters would otherwise read one call each in the same moment. Rounds are at least `interval` apart, and further apart when the list is slow, so that polling
 /// never takes more than a tenth of Coolify's time.
 pub struct StatusBoard {
     coolify: CoolifyClient,
@@ -58,9 +58,10 @@ const LIST_DUTY_FACTOR: u32 = 10;
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// The most of the Coolify budget that status lists may take while reconciles wait.
 const BUDGET_SHARE: f64 = 0.15;
-/// Up to this many waiters read their own service rather than the list (each then reads every
-/// `interval` times the waiters, so a few cost no more than the list, and far fewer bytes).
-const SINGLE_READS_UP_TO: usize = 3;
+/// Up to this many waiters read their own service rather than the list: one (its read costs the same
+/// call as the list, with far fewer bytes); two started together would read two calls where the list
+/// is one.
+const SINGLE_READS_UP_TO: usize = 1;
 
 impl StatusBoard {
     /// The gap between lists: at least `MIN_INTERVAL`, and wide enough that lists take no more than

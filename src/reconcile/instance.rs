@@ -1076,6 +1076,7 @@ async fn run_actions(
                     .note_changed(&env_keys_note(service), &keys.join("\n"))
                     .await?;
             }
+            Action::StartCreated => ctx.coolify.start_stopped_service(need_uuid(uuid)?).await?,
             Action::Start => ctx.coolify.start_service(need_uuid(uuid)?).await?,
             Action::Stop => ctx.coolify.stop_service(need_uuid(uuid)?).await?,
             Action::Restart => ctx.coolify.restart_service(need_uuid(uuid)?).await?,

@@ -151,6 +151,9 @@ pub enum Action {
     },
     /// Upsert the env vars in one bulk call.
     SetEnv,
+    /// Start the service this run created (so known to be stopped), in one batch deploy with the other
+    /// such starts of the moment: a fraction of a call each when many are created together.
+    StartCreated,
     Start,
     Stop,
     Restart,
@@ -180,7 +183,7 @@ pub fn plan_instance(input: &InstanceInput) -> Vec<Action> {
             actions.push(Action::CreateService);
             actions.push(Action::SetEnv);
             if desired.state == EffectiveState::Running {
-                actions.push(Action::Start);
+                actions.push(Action::StartCreated);
                 actions.push(Action::WaitRunning);
             }
         }
@@ -362,7 +365,14 @@ mod tests {
                     applied: None,
                     observed: Observed::Absent,
                 },
-                vec![MarkDeploying, CreateService, SetEnv, Start, WaitRunning, WriteBack(R)],
+                vec![
+                    MarkDeploying,
+                    CreateService,
+                    SetEnv,
+                    StartCreated,
+                    WaitRunning,
+                    WriteBack(R),
+                ],
             ),
             (
                 "new instance that should stay stopped is created but not started",
@@ -500,7 +510,14 @@ mod tests {
                     applied: Some(base.clone()),
                     observed: Observed::Absent,
                 },
-                vec![MarkDeploying, CreateService, SetEnv, Start, WaitRunning, WriteBack(R)],
+                vec![
+                    MarkDeploying,
+                    CreateService,
+                    SetEnv,
+                    StartCreated,
+                    WaitRunning,
+                    WriteBack(R),
+                ],
             ),
             (
                 "adopted service after a crash between create and write-back",

@@ -362,7 +362,7 @@ async fn the_bridges_own_write_back_causes_no_coolify_request() {
     let log = w.sim.requests().await;
     let started = log
         .iter()
-        .position(|e| e["path"] == "POST /services/{uuid}/start")
+        .position(|e| e["path"] == "POST /deploy")
         .expect("the deploy started the service");
     let running_read = started
         + 1
@@ -649,9 +649,11 @@ async fn a_transient_failure_is_retried_with_backoff_and_heals() {
         !text(r, "coolify_project_uuid").is_empty()
     })
     .await;
-    // A retry redeploys the created service with its compose (PATCH with `instant_deploy`): both fail.
+    // The created service's start is a batch deploy; a retry starts it or redeploys it with its compose
+    // (PATCH with `instant_deploy`): all fail.
     w.sim
         .set_fault(json!([
+            {"route": "POST /deploy", "error_rate": 1.0},
             {"route": "POST /services/{uuid}/start", "error_rate": 1.0},
             {"route": "PATCH /services/{uuid}", "error_rate": 1.0}
         ]))

@@ -24,7 +24,7 @@ async fn running_with_rows(s: &ProxiedStack, id: &str, within: Duration) -> Vec<
     .await
 }
 
-/// The Coolify calls that change a service (create, update, env, start, restart, stop).
+/// The Coolify calls that change a service (create, update, env, start or deploy, restart, stop).
 async fn coolify_work(s: &ProxiedStack) -> Vec<String> {
     s.sim
         .requests()
@@ -35,6 +35,7 @@ async fn coolify_work(s: &ProxiedStack) -> Vec<String> {
             p == "POST /services"
                 || p.starts_with("PATCH /services")
                 || p.ends_with("/start")
+                || p == "POST /deploy"
                 || p.ends_with("/restart")
                 || p.ends_with("/stop")
         })
@@ -102,11 +103,7 @@ async fn a_lost_write_back_is_retried_without_a_second_row_or_repeated_work() {
     );
     assert_eq!(
         coolify_work(&s).await,
-        [
-            "POST /services",
-            "PATCH /services/{uuid}/envs/bulk",
-            "POST /services/{uuid}/start"
-        ],
+        ["POST /services", "PATCH /services/{uuid}/envs/bulk", "POST /deploy"],
         "the deploy's Coolify calls, once: the retry must not redo them"
     );
 }

@@ -422,10 +422,7 @@ async fn the_page_follows_changes_live_and_shows_an_instance_timeline() {
         timeline.contains("deploy") && timeline.contains("success"),
         "{timeline}"
     );
-    assert!(
-        timeline.contains("POST /services/{uuid}/start 200"),
-        "the Coolify calls: {timeline}"
-    );
+    assert!(timeline.contains("POST /deploy 200"), "the Coolify calls: {timeline}");
     assert!(!timeline.contains("<img"), "{timeline}");
     assert_eq!(s.count("#xss").await, 0);
 

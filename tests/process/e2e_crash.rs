@@ -26,7 +26,7 @@ async fn kill_9_between_create_and_write_back_leaves_exactly_one_service() {
 
     // Case 1: the start call hangs, so the kill lands after the create and before the final write-back.
     w.sim
-        .set_fault(json!({"route": "POST /services/{uuid}/start", "latency_ms": 5000}))
+        .set_fault(json!({"route": "POST /deploy", "latency_ms": 5000}))
         .await;
     let one = w.create_instance(&tenant, "base-llm", "crash-one", "running").await;
     let name = format!("cf-{one}");

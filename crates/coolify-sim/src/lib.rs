@@ -62,7 +62,8 @@ pub struct LogEntry {
     pub method: String,
     /// Endpoint template, e.g. "POST /services"; "*" for the catch-all.
     pub path: String,
-    /// The request's actual path (with uuids), so benchmarks can attribute a call to a record.
+    /// The request's actual path (with uuids) and query, so benchmarks can attribute a call to a record
+    /// (a batch deploy names its services in the query).
     pub uri: String,
     pub status: u16,
     /// Milliseconds since the simulator started.
@@ -236,6 +237,11 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, sim: web::Data<Sim>) -> Ht
         return respond(reply, &[]);
     };
     let template = route.template();
+    // From here on the log keeps the query too (a batch deploy's uuids are in it).
+    let path = match req.query_string() {
+        "" => path,
+        q => format!("{path}?{q}"),
+    };
     let token = req
         .headers()
         .get("authorization")
