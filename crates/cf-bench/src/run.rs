@@ -152,7 +152,7 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         resources::budget(&b, n, sizes.budget_secs, full, &mut report).await?;
         return Ok(report);
     }
-    if !overrides.resync_only {
+    if !overrides.resync_only && !overrides.acks_only {
         eprintln!("stream check pings ...");
         let ping_every = cf_bridge::config::DEFAULT_PING_INTERVAL.as_secs_f64();
         ping::ping_cost(paths, &root.join("ping"), sizes.pings, ping_every, &mut report).await?;
