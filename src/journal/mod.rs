@@ -152,6 +152,7 @@ impl Journal {
         } else {
             writer
                 .pragma_update(None, "wal_autocheckpoint", writer::BACKSTOP_PAGES)
+                .and_then(|()| writer.pragma_update(None, "journal_size_limit", writer::WAL_KEEP_BYTES))
                 .map_err(|source| JournalError::Open {
                     path: path.to_path_buf(),
                     source,

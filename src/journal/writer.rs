@@ -22,10 +22,13 @@ const MAX_BATCH: usize = 256;
 /// Requests waiting for the writer before senders wait (backpressure).
 const QUEUE_DEPTH: usize = 4096;
 /// How long after a commit the checkpointer folds the WAL: at most one checkpoint per interval, none idle.
-const CHECKPOINT_AFTER: Duration = Duration::from_secs(1);
-/// WAL pages past which the writer checkpoints itself anyway (about 40 MiB), should the checkpointer ever
-/// fall behind: bounds the WAL as SQLite's default of 1,000 pages did, only much later.
-pub(crate) const BACKSTOP_PAGES: u32 = 10_000;
+const CHECKPOINT_AFTER: Duration = Duration::from_millis(250);
+/// WAL pages past which the writer checkpoints itself anyway (about 16 MiB), should the checkpointer fall
+/// behind a burst of writes: bounds the WAL as SQLite's default of 1,000 pages did, only later.
+pub(crate) const BACKSTOP_PAGES: u32 = 4_000;
+/// What the WAL file is cut back to once a checkpoint has folded it all (bytes): a burst's WAL does not
+/// stay on disk.
+pub(crate) const WAL_KEEP_BYTES: i64 = 4 << 20;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -196,6 +199,49 @@ mod tests {
             size() > before + 20 * 1000,
             "the events' pages reached journal.db ({before} -> {} bytes)",
             size()
+        );
+    }
+
+    /// A burst may grow the WAL past what the checkpointer folds in time; once folded, the next commit cuts
+    /// the file back, so the burst's WAL does not stay on disk.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_does_not_leave_a_large_wal_behind() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("journal.db");
+        let journal = Journal::open(&path).expect("open");
+        let wal = || {
+            std::fs::metadata(dir.path().join("journal.db-wal"))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        };
+        let mut peak = 0;
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..16 {
+            let journal = journal.clone();
+            tasks.spawn(async move {
+                for i in 0..250 {
+                    journal.ingest(event(10_000 * (t + 1) + i)).await.expect("ingest");
+                }
+            });
+        }
+        while !tasks.is_empty() {
+            tokio::select! {
+                joined = tasks.join_next() => { joined.expect("task").expect("task ok"); }
+                () = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+            peak = peak.max(wal());
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut i = 0;
+        while wal() > super::WAL_KEEP_BYTES as u64 + (64 << 10) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            journal.ingest(event(1_000_000 + i)).await.expect("ingest");
+            i += 1;
+        }
+        assert!(
+            wal() <= super::WAL_KEEP_BYTES as u64 + (64 << 10),
+            "the WAL was cut back after the burst (peak {peak} bytes, now {} bytes)",
+            wal()
         );
     }
 }
