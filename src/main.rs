@@ -190,8 +190,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// Threads for blocking work: the journal's reads (one connection, so they run one at a time anyway) and
+/// DNS lookups. Tokio's default of 512 let every job waiting for the reader hold a thread of its own (16
+/// seen under load), each with its own malloc arena: memory, no throughput.
+const BLOCKING_THREADS: usize = 4;
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(BLOCKING_THREADS)
         .enable_all()
         .build()
         .context("starting the async runtime")

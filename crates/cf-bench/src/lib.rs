@@ -40,6 +40,8 @@ pub struct Overrides {
     pub budget_only: bool,
     /// Only the fleet setup and a full resync of it (section 5's resync rows).
     pub resync_only: bool,
+    /// Only the fleet setup, the webhook acknowledgement phases and the memory figures (sections 4, 5).
+    pub acks_only: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +55,9 @@ pub struct Sizes {
     pub budget_instances: usize,
     pub events_total: usize,
     pub acks: usize,
+    /// Webhooks of the paced acknowledgement phase (at `ack_rate` per second).
+    pub paced_acks: usize,
+    pub ack_rate: u32,
     pub naive_writes: usize,
     pub pings: usize,
     /// Fewest samples of a latency phase (it runs longer than `phase_secs` at low rates to get them).
@@ -88,6 +93,8 @@ impl Mode {
                 budget_instances: 300,
                 events_total: 100_000,
                 acks: 2000,
+                paced_acks: 4000,
+                ack_rate: 200,
                 naive_writes: 30,
                 pings: 2000,
                 min_samples: 500,
@@ -105,6 +112,8 @@ impl Mode {
                 budget_instances: 300,
                 events_total: 10_000,
                 acks: 500,
+                paced_acks: 2000,
+                ack_rate: 200,
                 naive_writes: 10,
                 pings: 1000,
                 min_samples: 500,
@@ -122,6 +131,8 @@ impl Mode {
                 budget_instances: 2,
                 events_total: 100,
                 acks: 20,
+                paced_acks: 40,
+                ack_rate: 200,
                 naive_writes: 2,
                 pings: 20,
                 min_samples: 20,

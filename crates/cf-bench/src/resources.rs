@@ -128,6 +128,79 @@ pub async fn acks(stack: &Stack, pool: &[String], n: usize, report: &mut Report)
     Ok(())
 }
 
+/// Signed webhooks at a steady `rate` per second, open loop (each sent at its time whatever the earlier
+/// ones are waiting for), as PocketBase's hooks deliver them under load: request to durable 2xx.
+pub async fn acks_paced(
+    stack: &Stack,
+    pool: &[String],
+    (rate, n): (u32, usize),
+    full_mode: bool,
+    report: &mut Report,
+) -> Result<()> {
+    let [pb_pid, bridge_pid, sim_pid] = stack.pids();
+    let window = procs::Window::open(&[pb_pid, bridge_pid, sim_pid, Some(std::process::id())]);
+    let base = chrono::Utc::now();
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut late_ms = 0.0_f64;
+    for k in 0..n {
+        let due = start + Duration::from_secs_f64(k as f64 / f64::from(rate));
+        tokio::time::sleep_until(due.into()).await;
+        late_ms = late_ms.max(due.elapsed().as_secs_f64() * 1000.0);
+        let updated = (base + chrono::Duration::milliseconds(k as i64))
+            .format("%Y-%m-%d %H:%M:%S%.3fZ")
+            .to_string();
+        let body = serde_json::to_vec(&json!({"event": "update", "collection": "bot_instances",
+            "record": {"id": pool[k % pool.len()], "updated": updated}, "sent_at": updated}))?;
+        let (bridge, secret) = (stack.bridge.clone(), stack.secret.clone());
+        tasks.spawn(async move {
+            let t = Instant::now();
+            let status = bridge.webhook(&secret, &format!("msg_benchpace{k:08}"), &body).await;
+            status.is_ok_and(|s| (200..300).contains(&s)).then(|| t.elapsed())
+        });
+    }
+    let mut lat = Vec::with_capacity(n);
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(Some(d)) = r {
+            lat.push(d);
+        }
+    }
+    let achieved = n as f64 / start.elapsed().as_secs_f64();
+    let usage = window.close();
+    stack.bridge.wait_idle(Duration::from_secs(300)).await?;
+    let s = summarize(&lat);
+    let sat = usage.saturated;
+    for (q, v) in [("p50", s.p50_ms), ("p99", s.p99_ms), ("max", s.max_ms)] {
+        let f = Figure::new(
+            "4 webhook",
+            format!(
+                "signed webhook -> durable 2xx {q} @ {rate}/s (achieved {achieved:.0}/s, {} webhooks)",
+                s.n
+            ),
+            v,
+            "ms",
+        )
+        .saturated(sat);
+        report.add(if q == "p99" {
+            f.target(Goal::AtMost(5.0), full_mode)
+        } else {
+            f
+        });
+    }
+    report.note(format!(
+        "webhook acks @ {rate}/s: {} of {n} answered 2xx; senders at most {late_ms:.1} ms behind schedule; CPU over the phase ({:.0}% of the machine busy, load {:.1}{}): PocketBase {:.1} s, cf-bridge {:.1} s, coolify-sim {:.1} s, cf-bench {:.1} s",
+        s.n,
+        100.0 * usage.machine_busy,
+        usage.loadavg_1m,
+        if sat { ", saturated" } else { "" },
+        usage.cpu_secs[0],
+        usage.cpu_secs[1],
+        usage.cpu_secs[2],
+        usage.cpu_secs[3],
+    ));
+    Ok(())
+}
+
 /// What a PocketBase API write costs with the project's hooks (the bridge running) beside the same write,
 /// to the same collection, on a PocketBase with the same schema and no hooks; and what a naive hook that
 /// calls Coolify (200 ms) synchronously costs, beside the same tenant write with no hooks.

@@ -152,7 +152,7 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         resources::budget(&b, n, sizes.budget_secs, full, &mut report).await?;
         return Ok(report);
     }
-    if !overrides.resync_only {
+    if !overrides.resync_only && !overrides.acks_only {
         eprintln!("stream check pings ...");
         let ping_every = cf_bridge::config::DEFAULT_PING_INTERVAL.as_secs_f64();
         ping::ping_cost(paths, &root.join("ping"), sizes.pings, ping_every, &mut report).await?;
@@ -206,6 +206,14 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         return Ok(report);
     }
     let pool: Vec<String> = ids.iter().take(sizes.pool).cloned().collect();
+    if overrides.acks_only {
+        eprintln!("webhook acknowledgement ...");
+        resources::acks(&a, &pool, sizes.acks, &mut report).await?;
+        resources::acks_paced(&a, &pool, (sizes.ack_rate, sizes.paced_acks), full, &mut report).await?;
+        eprintln!("resources ...");
+        resources::resources(&a, &ids, (idle_rss, fleet_rss), sizes.events_total, full, &mut report).await?;
+        return Ok(report);
+    }
     eprintln!(
         "no-hook PocketBase for the latency baseline ({} instances) ...",
         pool.len()
@@ -265,6 +273,7 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
     hook_cost(paths, root, sizes.throughput_secs, (bare, bare_bridge), &mut report).await?;
     eprintln!("webhook acknowledgement, hook cost and the naive hook ...");
     resources::acks(&a, &pool, sizes.acks, &mut report).await?;
+    resources::acks_paced(&a, &pool, (sizes.ack_rate, sizes.paced_acks), full, &mut report).await?;
     resources::hook_cost(
         &a,
         (&bare_pb, &bare_instances, &bare_tenant),

@@ -7,6 +7,7 @@ pub struct Summary {
     pub n: usize,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    pub max_ms: f64,
 }
 
 /// Nearest-rank percentile of `sorted` (ascending); None when empty.
@@ -25,6 +26,7 @@ pub fn summarize(samples: &[Duration]) -> Summary {
         n: ms.len(),
         p50_ms: percentile(&ms, 50.0).unwrap_or(f64::NAN),
         p99_ms: percentile(&ms, 99.0).unwrap_or(f64::NAN),
+        max_ms: ms.last().copied().unwrap_or(f64::NAN),
     }
 }
 
