@@ -1988,7 +1988,10 @@ mod tests {
         );
         let s = load_from(nowhere, false, &e).expect("valid");
         let pg = s.journal.postgres().expect("set").expect("parsed");
-        assert_eq!((pg.host.as_str(), pg.port, pg.database.as_str()), ("db.internal", 5433, "cf"));
+        assert_eq!(
+            (pg.host.as_str(), pg.port, pg.database.as_str()),
+            ("db.internal", 5433, "cf")
+        );
         assert_eq!(s.journal.leader_lease, Duration::from_secs(6));
         let shown = s.with_origins(&origins(nowhere, &e));
         assert!(
@@ -2009,7 +2012,10 @@ mod tests {
             text.contains("journal.url: journal.url must start with postgres:// or postgresql://"),
             "{text}"
         );
-        assert!(text.contains("journal.leader_lease_secs: must be between 3 and 300"), "{text}");
+        assert!(
+            text.contains("journal.leader_lease_secs: must be between 3 and 300"),
+            "{text}"
+        );
         assert!(!text.contains("pg-canary-pw"), "{text}");
     }
 }
