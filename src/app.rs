@@ -5,9 +5,9 @@
 //! drains them when its shutdown future resolves.
 //!
 //! With `journal.url` several replicas share one PostgreSQL (docs/SCALE-OUT.md): every replica serves
-//! webhooks and the admin API and runs the dispatcher (jobs are claimed in the journal); the fleet-wide
-//! tasks (realtime, resync, health poller, outbox sweeper, orphan scan, retention, pruning, rollouts) run
-//! on the one replica that leads (`crate::pg::leader`), for as long as it leads.
+//! webhooks and the admin API and runs the dispatcher (jobs are claimed in the journal, which wakes it on
+//! NOTIFY); the fleet-wide tasks (realtime, resync, health poller, outbox sweeper, orphan scan, retention,
+//! pruning, rollouts) run on the one replica that leads (`crate::pg::leader`), for as long as it leads.
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
@@ -266,7 +266,6 @@ impl App {
             ctx: ctx.clone(),
             rollouts: rollouts.clone(),
         };
-        let wake = dispatcher.notifier();
         tasks.spawn(
             dispatcher
                 .run(cancel.clone(), queue::DRAIN_DEADLINE)
@@ -280,8 +279,6 @@ impl App {
                 fleet.start(&mut tasks, resync.clone(), &cancel).await;
             }
             Some((cfg, lease)) => {
-                let waker = crate::pg::claims::Waker::spawn(cfg.clone(), &cancel);
-                tasks.spawn(forward_wakeups(waker, wake, cancel.clone()).with_current_subscriber());
                 tasks.spawn(operator_resyncs(resyncer(&ctx), resync.clone(), cancel.clone()).with_current_subscriber());
                 let candidate = Candidate::spawn(cfg, lease, &cancel);
                 tasks.spawn(lead(fleet, candidate, metrics.clone(), cancel.clone()).with_current_subscriber());
@@ -541,16 +538,6 @@ async fn lead(fleet: Fleet, candidate: Candidate, metrics: Arc<Metrics>, cancel:
         }
     }
     candidate.stop().await;
-}
-
-/// Starts a due job at once when another replica enqueued it (NOTIFY); the dispatcher polls anyway.
-async fn forward_wakeups(waker: crate::pg::claims::Waker, wake: Arc<Notify>, cancel: CancellationToken) {
-    loop {
-        tokio::select! {
-            () = waker.notified() => wake.notify_one(),
-            () = cancel.cancelled() => return,
-        }
-    }
 }
 
 /// `POST /admin/resync` on any replica: a pass here, whether or not this replica leads.
