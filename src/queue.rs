@@ -386,6 +386,8 @@ impl<H: JobHandler> Dispatcher<H> {
             Ok(n) => tracing::info!(jobs = n, "resumed jobs left running by the previous process"),
             Err(e) => tracing::error!(error = %e, "cannot resume unfinished jobs"),
         }
+        // On PostgreSQL, a job queued by another replica wakes this one too.
+        let _wake_ups = self.journal.pg().map(|pg| pg.wake_on_jobs(self.notifier(), &cancel));
         let concurrency = self.cfg.concurrency.max(1);
         let sem = Arc::new(Semaphore::new(concurrency));
         let cfg = Arc::new(self.cfg.clone());

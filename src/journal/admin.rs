@@ -316,6 +316,9 @@ impl Journal {
 
     /// Requeues the records of the given events; returns the number of jobs enqueued.
     pub async fn replay_events(&self, ids: &[i64]) -> Result<usize, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.replay_events(ids).await;
+        }
         let ids: Vec<i64> = ids.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
         let ids_json = serde_json::to_string(&ids)?;
         self.replay(
@@ -327,6 +330,9 @@ impl Journal {
 
     /// Requeues one record, whether or not it was seen before.
     pub async fn replay_record(&self, collection: Collection, record_id: &str) -> Result<usize, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.replay_record(collection, record_id).await;
+        }
         self.replay(
             "SELECT ?1, ?2",
             vec![
@@ -339,6 +345,9 @@ impl Journal {
 
     /// Requeues every record with an event received at or after `since_ms`.
     pub async fn replay_since(&self, since_ms: i64) -> Result<usize, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.replay_since(since_ms).await;
+        }
         self.replay(
             "SELECT DISTINCT collection, record_id FROM events WHERE received_at >= ?1",
             vec![Value::Integer(since_ms)],
@@ -348,6 +357,9 @@ impl Journal {
 
     /// Requeues every record of `collection` that was applied and not deleted.
     pub async fn replay_live(&self, collection: Collection) -> Result<usize, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.replay_live(collection).await;
+        }
         self.replay(
             "SELECT collection, record_id FROM record_state WHERE collection = ?1 AND deleted = 0",
             vec![Value::Text(collection.as_str().into())],
@@ -357,6 +369,9 @@ impl Journal {
 
     /// Requeues every job that is failed, parked or dead.
     pub async fn replay_failed(&self) -> Result<usize, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.replay_failed().await;
+        }
         self.replay(
             "SELECT collection, record_id FROM jobs WHERE state IN ('failed', 'waiting', 'dead')",
             vec![],

@@ -165,6 +165,9 @@ impl Journal {
     /// Marks up to `limit` due jobs (queued, or failed with `next_attempt_at <= now`) running and
     /// returns them. Claims are serialised by the writer, so a job is never handed out twice.
     pub async fn claim_due(&self, now: i64, limit: usize) -> Result<Vec<ClaimedJob>, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.claim_due(now, limit).await;
+        }
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -173,6 +176,9 @@ impl Journal {
 
     /// The run succeeded: its events are done; the job runs again at once if the record changed meanwhile.
     pub async fn complete(&self, job_id: i64) -> Result<(), JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.complete(job_id).await;
+        }
         self.write(move |conn| {
             write_tx(conn, |tx| {
                 let now = now_ms();
@@ -199,6 +205,9 @@ impl Journal {
     /// The run failed. With `retry_at` the job is retried then (its events stay queued); without, it is
     /// dead and its events failed, unless the record changed meanwhile, which revives it at once.
     pub async fn fail(&self, job_id: i64, error: &str, retry_at: Option<i64>) -> Result<(), JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.fail(job_id, error, retry_at).await;
+        }
         let error = error.to_owned();
         self.write(move |conn| {
             write_tx(conn, |tx| {
@@ -218,6 +227,9 @@ impl Journal {
     /// The run found PocketBase or Coolify unavailable: retry at `retry_at` without using up an attempt,
     /// so an outage of any length never kills a job.
     pub async fn wait_for_dependency(&self, job_id: i64, error: &str, retry_at: i64) -> Result<(), JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.wait_for_dependency(job_id, error, retry_at).await;
+        }
         let error = error.to_owned();
         self.write(move |conn| {
             write_tx(conn, |tx| {
@@ -230,6 +242,9 @@ impl Journal {
 
     /// The run failed in a way retrying cannot fix: park the job until a new event for the record.
     pub async fn defer(&self, job_id: i64, error: &str) -> Result<(), JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.defer(job_id, error).await;
+        }
         let error = error.to_owned();
         self.write(move |conn| {
             write_tx(conn, |tx| {
@@ -245,6 +260,9 @@ impl Journal {
 
     /// Jobs left running by a crash or an abandoned shutdown go back to the queue.
     pub async fn resume_on_start(&self) -> Result<usize, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.resume_on_start().await;
+        }
         self.write(|conn| {
             write_tx(conn, |tx| {
                 let now = now_ms();
@@ -279,6 +297,9 @@ impl Journal {
         upto: Option<i64>,
         limit: usize,
     ) -> Result<Vec<(Source, Action, Option<String>)>, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.run_changes(job_id, upto, limit).await;
+        }
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT source, action, payload FROM events WHERE job_id = ?1 AND status = 'queued' AND id <= ?2
@@ -312,6 +333,9 @@ impl Journal {
 
     /// When the next queued or retrying job falls due, if any (lets the dispatcher sleep exactly).
     pub async fn next_due_at(&self) -> Result<Option<i64>, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.next_due_at().await;
+        }
         self.read(|conn| {
             Ok(conn
                 .prepare_cached("SELECT MIN(next_attempt_at) FROM jobs WHERE state IN ('queued', 'failed')")?

@@ -238,8 +238,12 @@ impl Journal {
         .map_err(|e| JournalError::Task(e.to_string()))?
     }
 
-    /// Folds the WAL into the database file; called once at shutdown, after the last write.
+    /// Folds the WAL into the database file; called once at shutdown, after the last write. Nothing to do
+    /// on PostgreSQL.
     pub async fn close(&self) -> Result<(), JournalError> {
+        if self.pg().is_some() {
+            return Ok(());
+        }
         self.write(|conn| {
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
             Ok(())
@@ -249,6 +253,9 @@ impl Journal {
 
     /// Proves the journal accepts writes right now (for `/readyz`).
     pub async fn check_writable(&self) -> Result<(), JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.check_writable().await;
+        }
         self.write(|conn| {
             write_tx(conn, |tx| {
                 tx.execute(
@@ -274,12 +281,17 @@ impl EventSink for Journal {
             }
             strip_secrets(&mut event.payload);
             let payload = serde_json::to_string(&event.payload).map_err(JournalError::from)?;
-            let (reply, answer) = oneshot::channel();
-            let outcome = match self.submit(writer::Request::Ingest { event, payload, reply }).await {
-                Ok(()) => answer
-                    .await
-                    .unwrap_or_else(|_| Err(JournalError::Task("the journal writer dropped an event".into()))),
-                Err(e) => Err(e),
+            let outcome = match self.pg() {
+                Some(pg) => pg.ingest(&event, &payload).await,
+                None => {
+                    let (reply, answer) = oneshot::channel();
+                    match self.submit(writer::Request::Ingest { event, payload, reply }).await {
+                        Ok(()) => answer
+                            .await
+                            .unwrap_or_else(|_| Err(JournalError::Task("the journal writer dropped an event".into()))),
+                        Err(e) => Err(e),
+                    }
+                }
             };
             match outcome {
                 Ok(ingested) => {

@@ -9,6 +9,9 @@ impl Journal {
     /// queued events, a webhook's first (a delivery may carry its sender's trace; realtime and resync
     /// events, among them the echoes of the bridge's own write-backs, start traces of their own).
     pub async fn run_trace_context(&self, job_id: i64, upto: i64) -> Result<Option<String>, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.run_trace_context(job_id, upto).await;
+        }
         self.read(move |conn| {
             let found: Option<String> = conn
                 .prepare_cached(

@@ -1,9 +1,8 @@
 //! PostgreSQL for several replicas on one database (DESIGN.md section 7, issue 20): the connection
-//! setting, the pool, versioned migrations, leader election, the shared Coolify budget and job claims with
-//! leases. The journal does not use it yet: its backend interface comes after (docs/SCALE-OUT.md).
+//! setting, the pool, versioned migrations, leader election and the shared Coolify budget. The journal's
+//! PostgreSQL backend, with job claims under leases, is `crate::journal::pg`.
 
 pub mod budget;
-pub mod claims;
 pub mod config;
 pub mod leader;
 pub mod migrate;
@@ -22,6 +21,9 @@ pub mod lock_keys {
     pub const MIGRATE: i64 = 0x6366_6272_0001;
     /// Held by the leader for as long as it leads.
     pub const LEADER: i64 = 0x6366_6272_0002;
+    /// The namespace of the journal's transaction locks on one record (with a hash of the record as the
+    /// second key).
+    pub const RECORD: i32 = 0x6366_6272;
 }
 
 #[derive(Debug, thiserror::Error)]

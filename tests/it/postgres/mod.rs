@@ -2,7 +2,6 @@
 //! cluster, shared by this test process, a fresh database per test.
 
 mod budget;
-mod claims;
 mod fixture;
 mod leader;
 mod migrate;
