@@ -13,9 +13,9 @@ use crate::events::{Action, Collection, Source};
 /// Most rows one admin query returns.
 pub const MAX_PAGE: usize = 1000;
 
-const EVENT_COLUMNS: &str = "id, source, collection, record_id, action, record_updated, received_at, \
+pub(super) const EVENT_COLUMNS: &str = "id, source, collection, record_id, action, record_updated, received_at, \
                              dedupe_key, delivery_id, payload, status, job_id";
-const JOB_COLUMNS: &str = "id, collection, record_id, state, attempts, next_attempt_at, last_error, \
+pub(super) const JOB_COLUMNS: &str = "id, collection, record_id, state, attempts, next_attempt_at, last_error, \
                            coalesced, first_pending_at, dirty, created_at, updated_at, last_event_id";
 
 fn event_row(r: &Row<'_>) -> Result<EventRow, JournalError> {
@@ -68,7 +68,7 @@ fn attempt_row(r: &Row<'_>) -> Result<AttemptRow, JournalError> {
     })
 }
 
-fn page_limit(limit: usize) -> i64 {
+pub(super) fn page_limit(limit: usize) -> i64 {
     limit.clamp(1, MAX_PAGE) as i64
 }
 
@@ -126,6 +126,9 @@ impl Journal {
         cursor: Option<i64>,
         limit: usize,
     ) -> Result<(Vec<EventRow>, Option<i64>), JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.list_events(filter, cursor, limit).await;
+        }
         let limit = page_limit(limit);
         self.read(move |conn| {
             let mut clauses = Vec::new();
@@ -184,6 +187,9 @@ impl Journal {
         &self,
         id: i64,
     ) -> Result<Option<(EventRow, Option<JobRow>, Vec<AttemptRow>)>, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.get_event(id).await;
+        }
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))?;
             let mut rows = stmt.query([id])?;
@@ -214,6 +220,9 @@ impl Journal {
 
     /// Jobs in any of `states` (all jobs when empty), most recently changed first.
     pub async fn list_jobs(&self, states: &[JobState], limit: usize) -> Result<Vec<JobRow>, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.list_jobs(states, limit).await;
+        }
         let states: Vec<Value> = states.iter().map(|s| Value::Text(s.as_str().into())).collect();
         let limit = page_limit(limit);
         self.read(move |conn| {
@@ -243,6 +252,9 @@ impl Journal {
         record_id: &str,
         limit: usize,
     ) -> Result<(Vec<JobRow>, Vec<AttemptRow>), JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.record_jobs(collection, record_id, limit).await;
+        }
         let record_id = record_id.to_owned();
         let limit = page_limit(limit);
         self.read(move |conn| {
@@ -271,6 +283,9 @@ impl Journal {
 
     /// The jobs with these ids (those that exist), for the reasons of failed events.
     pub async fn jobs_by_id(&self, ids: &[i64]) -> Result<Vec<JobRow>, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.jobs_by_id(ids).await;
+        }
         let ids: Vec<i64> = ids
             .iter()
             .copied()
@@ -297,6 +312,9 @@ impl Journal {
 
     /// Number of jobs in every state (zero included).
     pub async fn job_counts(&self) -> Result<BTreeMap<JobState, i64>, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.job_counts().await;
+        }
         self.read(|conn| {
             let mut counts: BTreeMap<JobState, i64> = JobState::ALL.iter().map(|s| (*s, 0)).collect();
             let mut stmt = conn.prepare_cached("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;

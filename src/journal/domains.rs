@@ -7,19 +7,25 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{Journal, JournalError, write_tx};
 
-fn note(tenant_id: &str) -> String {
+pub(super) fn note(tenant_id: &str) -> String {
     format!("tenant-domain:{tenant_id}")
 }
 
 impl Journal {
     /// The custom domain the tenant's instances are served under, if any.
     pub async fn tenant_domain(&self, tenant_id: &str) -> Result<Option<String>, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.tenant_domain(tenant_id).await;
+        }
         Ok(self.note(&note(tenant_id)).await?.filter(|d| !d.is_empty()))
     }
 
     /// Gives the tenant `domain` (or none), unless another tenant holds it: then returns false and changes
     /// nothing. Checked and written in one transaction, so two tenants cannot both take a domain.
     pub async fn hold_tenant_domain(&self, tenant_id: &str, domain: Option<&str>) -> Result<bool, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.hold_tenant_domain(tenant_id, domain).await;
+        }
         let (name, value) = (note(tenant_id), domain.unwrap_or_default().to_owned());
         // Every tenant run asks; most tenants have no custom domain and hold none: no write for them.
         if self.note(&name).await?.unwrap_or_default() == value {
@@ -51,6 +57,9 @@ impl Journal {
 
     /// The tenant is gone: its domain is free.
     pub async fn release_tenant_domain(&self, tenant_id: &str) -> Result<(), JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.release_tenant_domain(tenant_id).await;
+        }
         self.forget_note(&note(tenant_id)).await
     }
 }

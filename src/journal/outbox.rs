@@ -42,7 +42,7 @@ impl OutboxEntry {
     }
 }
 
-const COLUMNS: &str = "id, collection, record_id, row, applied_hash, service_uuid, created_at";
+pub(super) const COLUMNS: &str = "id, collection, record_id, row, applied_hash, service_uuid, created_at";
 
 fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<OutboxEntry, JournalError>> {
     let (id, collection, record_id, row) = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
@@ -61,6 +61,9 @@ fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<OutboxEntry, JournalE
 impl Journal {
     /// Keeps a row until it is confirmed; an entry with the same id is kept as it was.
     pub async fn put_outbox(&self, e: OutboxEntry) -> Result<(), JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.put_outbox(e).await;
+        }
         self.write(move |conn| {
             write_tx(conn, |tx| {
                 tx.prepare_cached(&format!(
@@ -88,6 +91,9 @@ impl Journal {
         record_id: &str,
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.outbox_for(collection, record_id, limit).await;
+        }
         let record_id = record_id.to_owned();
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
@@ -109,6 +115,9 @@ impl Journal {
 
     /// Forgets rows PocketBase has confirmed.
     pub async fn drop_outbox(&self, ids: Vec<String>) -> Result<(), JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.drop_outbox(ids).await;
+        }
         if ids.is_empty() {
             return Ok(());
         }
@@ -126,6 +135,9 @@ impl Journal {
 
     /// Replaces a pending row's body (e.g. without a relation to a record that is gone).
     pub async fn replace_outbox_row(&self, id: &str, row: String) -> Result<(), JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.replace_outbox_row(id, row).await;
+        }
         let id = id.to_owned();
         self.write(move |conn| {
             write_tx(conn, |tx| {
@@ -145,6 +157,9 @@ impl Journal {
         older_than: i64,
         limit: usize,
     ) -> Result<Vec<(Collection, String)>, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.idle_outbox_records(older_than, limit).await;
+        }
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT DISTINCT o.collection, o.record_id FROM outbox o

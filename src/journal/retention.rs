@@ -60,10 +60,10 @@ pub struct PruneReport {
 }
 
 /// A dropped payload reads as JSON `null`.
-const DROPPED: &str = "null";
+pub(super) const DROPPED: &str = "null";
 
 /// Jobs whose events and attempts may go: the settled ones.
-const SETTLED_JOB: &str = "(SELECT id FROM jobs WHERE state = 'succeeded')";
+pub(super) const SETTLED_JOB: &str = "(SELECT id FROM jobs WHERE state = 'succeeded')";
 
 fn delete_events(conn: &mut Connection, cutoff: i64) -> Result<usize, JournalError> {
     write_tx(conn, |tx| {
@@ -131,6 +131,9 @@ impl Journal {
         now: i64,
         payloads_from: i64,
     ) -> Result<(PruneReport, i64), JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.prune(retention, now, payloads_from).await;
+        }
         let (events_cutoff, payloads_cutoff) = retention.cutoffs(now);
         let mut report = PruneReport::default();
         let timed = |report: &mut PruneReport, took: Duration| {

@@ -14,12 +14,14 @@ pub struct JournalStats {
     pub rows: BTreeMap<String, i64>,
     /// Events whose payload was dropped by retention.
     pub payloads_dropped: i64,
+    /// The SQLite file, or on PostgreSQL the journal's tables with their indexes and TOAST.
     pub db_bytes: u64,
-    pub wal_bytes: u64,
+    /// The SQLite write-ahead log; `None` on PostgreSQL, whose WAL belongs to the whole server.
+    pub wal_bytes: Option<u64>,
 }
 
 /// (label, query) per count: one row of (group, count) each.
-const COUNTS: &[(&str, &str)] = &[
+pub(super) const COUNTS: &[(&str, &str)] = &[
     ("events", "SELECT status, COUNT(*) FROM events GROUP BY status"),
     ("jobs", "SELECT state, COUNT(*) FROM jobs GROUP BY state"),
     (
@@ -56,6 +58,9 @@ fn file_len(path: &Path) -> u64 {
 
 impl Journal {
     pub async fn stats(&self) -> Result<JournalStats, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.stats().await;
+        }
         let (rows, payloads_dropped) = self.read(count).await?;
         let path = self.path().ok_or(JournalError::SqliteOnly)?;
         let mut wal = path.as_os_str().to_owned();
@@ -64,7 +69,7 @@ impl Journal {
             rows,
             payloads_dropped,
             db_bytes: file_len(path),
-            wal_bytes: file_len(Path::new(&wal)),
+            wal_bytes: Some(file_len(Path::new(&wal))),
         })
     }
 }
@@ -75,7 +80,12 @@ impl fmt::Display for JournalStats {
             writeln!(f, "{table:<28} {n:>12}")?;
         }
         writeln!(f, "{:<28} {:>12}", "events with payload dropped", self.payloads_dropped)?;
-        writeln!(f, "{:<28} {:>12} bytes", "journal file", self.db_bytes)?;
-        write!(f, "{:<28} {:>12} bytes", "write-ahead log", self.wal_bytes)
+        match self.wal_bytes {
+            Some(wal) => {
+                writeln!(f, "{:<28} {:>12} bytes", "journal file", self.db_bytes)?;
+                write!(f, "{:<28} {:>12} bytes", "write-ahead log", wal)
+            }
+            None => write!(f, "{:<28} {:>12} bytes", "journal tables", self.db_bytes),
+        }
     }
 }

@@ -5,12 +5,18 @@
 //! first and hands the call to the method of the same name here. Transactions that read and then write
 //! (dedupe, job upsert, claim) lock the rows they decide on, since replicas write concurrently.
 
+mod admin;
+mod domains;
 mod health;
 mod ingest;
 mod jobs;
+mod outbox;
 mod replay;
+mod retention;
 mod sql;
+mod stats;
 mod trace;
+mod versions;
 pub mod wake;
 
 use std::collections::HashMap;
