@@ -61,6 +61,9 @@ fn deletion(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Deletion, JournalE
 impl Journal {
     /// The deletion row of an instance id, whatever incarnation it belongs to.
     pub async fn deletion(&self, record_id: &str) -> Result<Option<Deletion>, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.deletion(record_id).await;
+        }
         let id = record_id.to_owned();
         self.read(move |conn| {
             conn.prepare_cached(&format!("SELECT {COLUMNS} FROM deletions WHERE record_id = ?1"))?
@@ -75,6 +78,9 @@ impl Journal {
     /// A row of an earlier incarnation with this id is replaced: that record is gone and its service was
     /// retired when the id came back.
     pub async fn begin_deletion(&self, d: Deletion) -> Result<Deletion, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.begin_deletion(d).await;
+        }
         self.write(move |conn| {
             write_tx(conn, |tx| {
                 let kept = tx
@@ -123,6 +129,11 @@ impl Journal {
         closed: Option<bool>,
         record_gone: Option<bool>,
     ) -> Result<bool, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg
+                .update_deletion(record_id, incarnation, state, closed, record_gone)
+                .await;
+        }
         let (id, life) = (record_id.to_owned(), incarnation.to_owned());
         self.write(move |conn| {
             write_tx(conn, |tx| {
@@ -149,6 +160,9 @@ impl Journal {
     /// Asks for the row's destruction at once, unless it is destroyed or being purged already: returns
     /// the row as it was, so the caller can tell which.
     pub async fn purge_deletion(&self, record_id: &str) -> Result<Option<Deletion>, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.purge_deletion(record_id).await;
+        }
         let id = record_id.to_owned();
         self.write(move |conn| {
             write_tx(conn, |tx| {
@@ -173,6 +187,9 @@ impl Journal {
     /// Ends a retained row's retention without destroying anything (the instance was restored); false
     /// when no retained row of that incarnation was there.
     pub async fn end_deletion(&self, record_id: &str, incarnation: &str) -> Result<bool, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.end_deletion(record_id, incarnation).await;
+        }
         let (id, life) = (record_id.to_owned(), incarnation.to_owned());
         self.write(move |conn| {
             write_tx(conn, |tx| {
@@ -189,6 +206,9 @@ impl Journal {
 
     /// Rows whose retention has run out (or whose purge was asked), oldest first.
     pub async fn due_deletions(&self, now: i64, limit: usize) -> Result<Vec<Deletion>, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.due_deletions(now, limit).await;
+        }
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM deletions WHERE state IN ('retained', 'purging') AND expires_at <= ?1
@@ -206,6 +226,9 @@ impl Journal {
 
     /// How many of a tenant's deleted instances still hold a service.
     pub async fn retained_of_tenant(&self, tenant_id: &str) -> Result<u64, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.retained_of_tenant(tenant_id).await;
+        }
         let id = tenant_id.to_owned();
         self.read(move |conn| {
             Ok(conn
@@ -219,6 +242,9 @@ impl Journal {
     /// The tenant named by the newest journaled copy of an instance record (a delete event carries the
     /// record as it was), for an instance whose record is gone.
     pub async fn last_known_tenant(&self, record_id: &str) -> Result<Option<String>, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.last_known_tenant(record_id).await;
+        }
         let id = record_id.to_owned();
         self.read(move |conn| {
             Ok(conn

@@ -17,6 +17,9 @@ impl Journal {
         record_id: &str,
         updated: &str,
     ) -> Result<(), JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.set_applied(collection, record_id, updated).await;
+        }
         let (record_id, updated) = (record_id.to_owned(), updated.to_owned());
         self.write(move |conn| {
             write_tx(conn, |tx| {
@@ -44,6 +47,9 @@ impl Journal {
 
     /// Records that the record is gone (its runtime resources were removed).
     pub async fn mark_deleted(&self, collection: Collection, record_id: &str) -> Result<(), JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.mark_deleted(collection, record_id).await;
+        }
         let record_id = record_id.to_owned();
         self.write(move |conn| {
             write_tx(conn, |tx| {
@@ -60,6 +66,9 @@ impl Journal {
 
     /// Every record of `collection` the bridge has applied or seen deleted, by record id.
     pub async fn known_records(&self, collection: Collection) -> Result<Vec<RecordState>, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.known_records(collection).await;
+        }
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT collection, record_id, last_updated, applied_hash, deleted, seen_at
@@ -100,6 +109,9 @@ impl Journal {
         name: &str,
         incarnation: Option<&str>,
     ) -> Result<(), JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.put_intent_of(key, kind, name, incarnation).await;
+        }
         let (key, kind, name) = (key.to_owned(), kind.to_owned(), name.to_owned());
         let incarnation = incarnation.map(str::to_owned);
         self.write(move |conn| {
@@ -121,6 +133,9 @@ impl Journal {
 
     /// Records the Coolify uuid the intent produced; false if there was no such intent.
     pub async fn resolve_intent(&self, key: &str, coolify_uuid: &str) -> Result<bool, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.resolve_intent(key, coolify_uuid).await;
+        }
         let (key, uuid) = (key.to_owned(), coolify_uuid.to_owned());
         self.write(move |conn| {
             write_tx(conn, |tx| {
@@ -134,6 +149,9 @@ impl Journal {
     }
 
     pub async fn get_intent(&self, key: &str) -> Result<Option<Intent>, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.get_intent(key).await;
+        }
         let key = key.to_owned();
         self.read(move |conn| {
             Ok(conn
@@ -160,6 +178,9 @@ impl Journal {
     /// The router key id of an instance incarnation: the one kept for it, or a fresh random one when the
     /// journal has none for this incarnation (a new record, or a record whose id came back).
     pub async fn router_key_id(&self, record_id: &str, incarnation: &str) -> Result<String, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.router_key_id(record_id, incarnation).await;
+        }
         // Read first: every reconcile asks, and only a new incarnation needs a write.
         let (id, life) = (record_id.to_owned(), incarnation.to_owned());
         let kept: Option<String> = self
@@ -179,6 +200,9 @@ impl Journal {
     /// Gives the instance incarnation a fresh router key id and returns it; its old key stops being
     /// issued (the next reconcile pushes the new one).
     pub async fn rotate_router_key(&self, record_id: &str, incarnation: &str) -> Result<String, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.rotate_router_key(record_id, incarnation).await;
+        }
         self.set_router_key_id(record_id, incarnation, true).await
     }
 
@@ -213,6 +237,9 @@ impl Journal {
 
     /// The value recorded under `name`, if any.
     pub async fn noted(&self, name: &str) -> Result<Option<String>, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.noted(name).await;
+        }
         let name = name.to_owned();
         self.read(move |conn| {
             Ok(conn
@@ -226,6 +253,9 @@ impl Journal {
     /// Records `value` under `name`; returns whether it differs from the value recorded before (true when
     /// there was none).
     pub async fn note_changed(&self, name: &str, value: &str) -> Result<bool, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.note_changed(name, value).await;
+        }
         let (name, value) = (name.to_owned(), value.to_owned());
         self.write(move |conn| {
             write_tx(conn, |tx| {
@@ -249,6 +279,9 @@ impl Journal {
 
     /// The value recorded under `name`, if any (see [`Journal::note_changed`]).
     pub async fn note(&self, name: &str) -> Result<Option<String>, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.note(name).await;
+        }
         let name = name.to_owned();
         self.read(move |conn| {
             Ok(conn
@@ -264,6 +297,9 @@ impl Journal {
         &self,
         prefix: &str,
     ) -> Result<std::collections::HashMap<String, String>, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.notes_with_prefix(prefix).await;
+        }
         let prefix = prefix.to_owned();
         self.read(move |conn| {
             // A range on the primary key: names from `prefix` up to the next prefix.
@@ -285,6 +321,9 @@ impl Journal {
 
     /// Forgets the value recorded under `name`.
     pub async fn forget_note(&self, name: &str) -> Result<(), JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.forget_note(name).await;
+        }
         let name = name.to_owned();
         self.write(move |conn| {
             write_tx(conn, |tx| {
@@ -297,6 +336,9 @@ impl Journal {
 
     /// Forgets an instance's router key id (the record is gone).
     pub async fn forget_router_key(&self, record_id: &str) -> Result<(), JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.forget_router_key(record_id).await;
+        }
         let record_id = record_id.to_owned();
         self.write(move |conn| {
             write_tx(conn, |tx| {
@@ -310,6 +352,9 @@ impl Journal {
 
     /// Forgets an intent (its resource was deleted); false if there was none.
     pub async fn clear_intent(&self, key: &str) -> Result<bool, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.clear_intent(key).await;
+        }
         let key = key.to_owned();
         self.write(move |conn| {
             write_tx(conn, |tx| {

@@ -1,11 +1,24 @@
-//! The journal's deletion rows and custom-domain holds (issue 19 items 2 and 3), on a real SQLite file:
-//! a retention begins once per incarnation, survives a reopen, moves retained -> purging -> destroyed, and a
-//! domain is held by one tenant at a time.
+//! The journal's deletion rows and custom-domain holds (issue 19 items 2 and 3): a retention begins once
+//! per incarnation, survives a reopen, moves retained -> purging -> destroyed (on SQLite and PostgreSQL),
+//! and a domain is held by one tenant at a time.
 
 use cf_bridge::journal::{Deletion, DeletionState, Journal};
+use cf_bridge::pg::PgConfig;
+use cf_testkit::journal::TestJournal;
 
 fn open(dir: &tempfile::TempDir) -> Journal {
     Journal::open(&dir.path().join("journal.db")).expect("open journal")
+}
+
+/// A second handle on the same journal: a restarted bridge, or another replica.
+async fn reopen(t: &TestJournal) -> Journal {
+    match (&t.dir, &t.db) {
+        (Some(dir), _) => open(dir),
+        (None, Some(db)) => Journal::open_postgres(&PgConfig::parse(&db.url).expect("url"))
+            .await
+            .expect("reopen"),
+        (None, None) => panic!("a test journal lives somewhere"),
+    }
 }
 
 fn row(life: &str, expires_at: i64) -> Deletion {
@@ -22,10 +35,9 @@ fn row(life: &str, expires_at: i64) -> Deletion {
     }
 }
 
-#[tokio::test]
-async fn a_retention_begins_once_per_incarnation_and_moves_on_to_destroyed() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let j = open(&dir);
+cf_testkit::on_both_journals! {
+async fn a_retention_begins_once_per_incarnation_and_moves_on_to_destroyed(t: TestJournal) {
+    let j = &t.journal;
     assert_eq!(j.begin_deletion(row("life1", 100)).await.unwrap().expires_at, 100);
     // Asked again (every run of a marked record asks): the first expiry stands.
     assert_eq!(j.begin_deletion(row("life1", 999)).await.unwrap().expires_at, 100);
@@ -42,10 +54,9 @@ async fn a_retention_begins_once_per_incarnation_and_moves_on_to_destroyed() {
     assert_eq!(j.retained_of_tenant("t1").await.unwrap(), 1);
     assert!(j.due_deletions(99, 10).await.unwrap().is_empty());
     assert_eq!(j.due_deletions(100, 10).await.unwrap().len(), 1);
-    drop(j);
 
     // Durable: a restarted bridge finds it.
-    let j = open(&dir);
+    let j = &reopen(&t).await;
     let kept = j.deletion("inst1").await.unwrap().expect("row");
     assert!(kept.closed && kept.state == DeletionState::Retained);
     // Purge: once; the second sees it under way and changes nothing.
@@ -76,6 +87,35 @@ async fn a_retention_begins_once_per_incarnation_and_moves_on_to_destroyed() {
     assert!(j.end_deletion("inst1", "life2").await.unwrap(), "restored");
     assert!(j.deletion("inst1").await.unwrap().is_none());
     assert!(j.purge_deletion("nobody").await.unwrap().is_none());
+}
+
+async fn replicas_beginning_and_purging_one_retention_at_once_agree(t: TestJournal) {
+    let other = reopen(&t).await;
+    let begins = (0..8i64).map(|n| {
+        let j = if n % 2 == 0 { t.journal.clone() } else { other.clone() };
+        tokio::spawn(async move { j.begin_deletion(row("life1", 100 + n)).await.expect("begin") })
+    });
+    let in_force: Vec<Deletion> = futures_util::future::join_all(begins)
+        .await
+        .into_iter()
+        .map(|r| r.expect("task"))
+        .collect();
+    let kept = t.journal.deletion("inst1").await.unwrap().expect("row");
+    assert!(in_force.iter().all(|d| *d == kept), "every caller got the row in force: {in_force:?}");
+
+    let purges = (0..8).map(|n| {
+        let j = if n % 2 == 0 { t.journal.clone() } else { other.clone() };
+        tokio::spawn(async move { j.purge_deletion("inst1").await.expect("purge").expect("row").state })
+    });
+    let seen: Vec<DeletionState> = futures_util::future::join_all(purges)
+        .await
+        .into_iter()
+        .map(|r| r.expect("task"))
+        .collect();
+    let first = seen.iter().filter(|s| **s == DeletionState::Retained).count();
+    assert_eq!(first, 1, "one purge starts it, the others see it under way: {seen:?}");
+    assert_eq!(other.deletion("inst1").await.unwrap().expect("row").state, DeletionState::Purging);
+}
 }
 
 #[tokio::test]

@@ -26,6 +26,7 @@ mod journal_bench;
 mod journal_deletions;
 mod journal_echo;
 mod journal_retention;
+mod journal_state;
 mod lifecycle_actor;
 mod lifecycle_domains;
 mod lifecycle_midjob;

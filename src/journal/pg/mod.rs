@@ -6,6 +6,7 @@
 //! (dedupe, job upsert, claim) lock the rows they decide on, since replicas write concurrently.
 
 mod admin;
+mod deletions;
 mod domains;
 mod health;
 mod ingest;
@@ -14,6 +15,7 @@ mod outbox;
 mod replay;
 mod retention;
 mod sql;
+mod state;
 mod stats;
 mod trace;
 mod versions;
