@@ -65,7 +65,7 @@ impl Fleet {
         let bodies: Vec<Value> = (0..n)
             .map(|i| {
                 json!({"name": format!("Tenant {prefix}{i}"), "slug": format!("{prefix}{i}"),
-                            "status": "active", "plan_tier": "business"})
+                            "status": "active", "plan_tier": "business", "max_stacks": 1000})
             })
             .collect();
         self.pb.batch_create("tenants", &bodies).await
@@ -125,6 +125,11 @@ impl Fleet {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+/// 202 (journaled) or 200 (a duplicate of what the journal holds).
+fn acknowledged(status: Option<u16>) -> bool {
+    status.is_some_and(|s| (200..300).contains(&s))
 }
 
 /// `cf_bridge_leader` of the replica at `url`.
@@ -223,10 +228,13 @@ async fn three_replicas_converge_a_burst_while_one_is_killed_and_one_stopped() {
     let db = Postgres::shared().database().await;
     let mut f = Fleet::start(&db.url, 3, SIM_FAST, &[]).await;
     let tenants = f.tenants(10, "burst").await;
-    let bodies: Vec<Value> = (0..100)
-        .map(|i| f.instance_body(&tenants[i % 10], &format!("burst-{i}")))
-        .collect();
-    let ids = f.pb.batch_create("bot_instances", &bodies).await;
+    let mut ids = Vec::new();
+    for (t, tenant) in tenants.iter().enumerate() {
+        let bodies: Vec<Value> = (0..10)
+            .map(|i| f.instance_body(tenant, &format!("burst-{t}-{i}")))
+            .collect();
+        ids.extend(f.pb.batch_create("bot_instances", &bodies).await);
+    }
 
     // In the middle of the burst: some services exist, most do not yet.
     wait_for("the burst under way", Duration::from_secs(60), || async {
@@ -330,7 +338,11 @@ async fn postgres_restarted_webhooks_get_503_meanwhile_and_replicas_carry_on() {
     let acks = Acks::default();
     for b in &f.replicas {
         let status = send_webhook(&b.url, &acks, Action::Update, Collection::BotInstances, &record).await;
-        assert_eq!(status, Some(202), "a webhook before the outage\n{}", f.logs());
+        assert!(
+            acknowledged(status),
+            "a webhook before the outage: {status:?}\n{}",
+            f.logs()
+        );
     }
 
     pg.stop();
@@ -356,7 +368,7 @@ async fn postgres_restarted_webhooks_get_503_meanwhile_and_replicas_carry_on() {
     for b in &f.replicas {
         wait_for("webhooks acknowledged again", Duration::from_secs(30), || async {
             let s = send_webhook(&b.url, &acks, Action::Update, Collection::BotInstances, &record).await;
-            (s == Some(202)).then_some(())
+            acknowledged(s).then_some(())
         })
         .await;
         wait_for("/readyz ready again", Duration::from_secs(30), || async {
@@ -457,7 +469,7 @@ async fn a_webhook_acknowledged_by_a_replica_is_journaled_after_it_is_killed() {
             &record,
         )
         .await;
-        assert_eq!(status, Some(202), "{}", f.logs());
+        assert!(acknowledged(status), "{status:?}\n{}", f.logs());
     }
     f.replicas[0].kill9();
     let acked = acks.all();
