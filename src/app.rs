@@ -337,10 +337,7 @@ impl App {
         {
             warn!("some tasks did not stop within the deadline");
         }
-        // PostgreSQL has no file to fold; its pool closes with the process.
-        if ctx.journal.path().is_some() {
-            ctx.journal.close().await.map_err(RunError::Close)?;
-        }
+        ctx.journal.close().await.map_err(RunError::Close)?;
         info!("stopped cleanly");
         Ok(())
     }
