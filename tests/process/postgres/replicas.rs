@@ -134,6 +134,11 @@ fn acknowledged(status: Option<u16>) -> bool {
 
 /// `cf_bridge_leader` of the replica at `url`.
 async fn leads(url: &str) -> Option<bool> {
+    gauge(url, "cf_bridge_leader").await.map(|v| v == "1")
+}
+
+/// The value of an unlabelled metric of the replica at `url`.
+async fn gauge(url: &str, name: &str) -> Option<String> {
     let text = http()
         .get(format!("{url}/metrics"))
         .timeout(Duration::from_secs(2))
@@ -143,9 +148,19 @@ async fn leads(url: &str) -> Option<bool> {
         .text()
         .await
         .ok()?;
+    let prefix = format!("{name} ");
     text.lines()
-        .find_map(|l| l.strip_prefix("cf_bridge_leader "))
-        .map(|v| v.trim() == "1")
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map(|v| v.trim().to_string())
+}
+
+/// Whether each replica holds a realtime stream to PocketBase: the leader only.
+async fn streams(f: &Fleet) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    for b in &f.replicas {
+        out.push(gauge(&b.url, "cf_bridge_realtime_connected").await);
+    }
+    out
 }
 
 async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
@@ -291,6 +306,21 @@ async fn the_leader_killed_another_leads_within_the_lease_and_applies_what_chang
         (leading.len() == 1 && l.iter().all(Option::is_some)).then(|| leading[0])
     })
     .await;
+    // Realtime is a fleet-wide task: only the leader subscribes.
+    let one = Some("1".to_string());
+    let streaming = wait_for("the leader's realtime stream", Duration::from_secs(20), || async {
+        let s = streams(&f).await;
+        (s[leader] == one).then_some(s)
+    })
+    .await;
+    let followers: Vec<_> = (0..streaming.len())
+        .filter(|i| *i != leader)
+        .map(|i| &streaming[i])
+        .collect();
+    assert!(
+        followers.iter().all(|s| s.as_deref() == Some("0")),
+        "followers hold no realtime stream: {streaming:?}"
+    );
     let tenant = f.tenants(1, "lead").await.remove(0);
     let before = f.pb.create_instance(f.instance_body(&tenant, "lead-before")).await;
     let before = before["id"].as_str().expect("id").to_string();
