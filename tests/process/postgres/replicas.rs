@@ -243,6 +243,7 @@ async fn three_replicas_converge_a_burst_while_one_is_killed_and_one_stopped() {
     let db = Postgres::shared().database().await;
     let mut f = Fleet::start(&db.url, 3, SIM_FAST, &[]).await;
     let tenants = f.tenants(10, "burst").await;
+    let began = Instant::now();
     let mut ids = Vec::new();
     for (t, tenant) in tenants.iter().enumerate() {
         let bodies: Vec<Value> = (0..10)
@@ -264,6 +265,7 @@ async fn three_replicas_converge_a_burst_while_one_is_killed_and_one_stopped() {
         tail(&f.replicas[2].log(), 40)
     );
     f.wait_running(&ids, Duration::from_secs(120)).await;
+    eprintln!("burst: 100 instances running {:?} after they were created", began.elapsed());
 
     let requests = f.sim.requests().await;
     let creates = creates_by_name(&requests);
