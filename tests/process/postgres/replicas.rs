@@ -265,7 +265,10 @@ async fn three_replicas_converge_a_burst_while_one_is_killed_and_one_stopped() {
         tail(&f.replicas[2].log(), 40)
     );
     f.wait_running(&ids, Duration::from_secs(120)).await;
-    eprintln!("burst: 100 instances running {:?} after they were created", began.elapsed());
+    eprintln!(
+        "burst: 100 instances running {:?} after they were created",
+        began.elapsed()
+    );
 
     let requests = f.sim.requests().await;
     let creates = creates_by_name(&requests);
@@ -514,4 +517,16 @@ async fn a_webhook_acknowledged_by_a_replica_is_journaled_after_it_is_killed() {
     );
     // The other replica carries the work on.
     f.wait_running(&ids, Duration::from_secs(90)).await;
+
+    // The operator's view of the shared journal names it without its password.
+    let settings = TestSettings::new((&f.pb).into(), &f.sim.url, &f.sim.token, f._dir.path(), free_port())
+        .with(&[("CF_BRIDGE__JOURNAL__URL", &f.db_url)]);
+    let (ok, out, err) = cf_testkit::cli::run_with_env(bridge_bin(), &["journal", "stats"], settings.env());
+    assert!(ok, "journal stats on PostgreSQL: {err}");
+    let password = &Postgres::shared().password;
+    assert!(out.starts_with("postgres://"), "{out}");
+    assert!(
+        !out.contains(password.as_str()) && !err.contains(password.as_str()),
+        "{out}{err}"
+    );
 }
