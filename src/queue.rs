@@ -296,7 +296,10 @@ async fn run_job<H: JobHandler>(
             }
         }
     }
-    tracing::error!("job outcome not recorded; it will run again after a restart");
+    journal.abandon_claim(job.job_id);
+    tracing::error!(
+        "job outcome not recorded; it will run again after a restart, or on PostgreSQL once its lease runs out"
+    );
 }
 
 /// Resolves when the gate changes; never without a gate (or once its sender is gone).

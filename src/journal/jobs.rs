@@ -258,6 +258,14 @@ impl Journal {
         .await
     }
 
+    /// Gives up a running job whose outcome cannot be recorded. On PostgreSQL its claim is no longer renewed,
+    /// so its lease runs out and a replica (this one too) runs it again; on SQLite the next start does.
+    pub fn abandon_claim(&self, job_id: i64) {
+        if let Some(pg) = self.pg() {
+            pg.abandon_claim(job_id);
+        }
+    }
+
     /// Jobs left running by a crash or an abandoned shutdown go back to the queue.
     pub async fn resume_on_start(&self) -> Result<usize, JournalError> {
         if let Some(pg) = self.pg() {

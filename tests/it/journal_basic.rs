@@ -49,184 +49,207 @@ async fn all_events(j: &Journal) -> Vec<cf_bridge::journal::EventRow> {
         .0
 }
 
-#[tokio::test]
-async fn duplicate_change_key_and_delivery_id_store_nothing() {
-    let (_dir, j) = open_temp();
-    new_ids(j.ingest(event(Source::Realtime, "r1", "t1")).await.expect("ingest"));
-    // Same change seen by the webhook: same dedupe key.
-    let dup = j.ingest(event(Source::Webhook, "r1", "t1")).await.expect("ingest");
-    assert_eq!(dup, Ingested::Duplicate);
+cf_testkit::on_both_journals! {
+    async fn duplicate_change_key_and_delivery_id_store_nothing(t: TestJournal) {
+        let j = &t.journal;
+        new_ids(j.ingest(event(Source::Realtime, "r1", "t1")).await.expect("ingest"));
+        // Same change seen by the webhook: same dedupe key.
+        let dup = j.ingest(event(Source::Webhook, "r1", "t1")).await.expect("ingest");
+        assert_eq!(dup, Ingested::Duplicate);
 
-    let mut hook = event(Source::Webhook, "r2", "t1");
-    hook.delivery_id = Some("msg_1".into());
-    new_ids(j.ingest(hook).await.expect("ingest"));
-    // Redelivery of the same webhook with a different change key is still a duplicate.
-    let mut again = event(Source::Webhook, "r2", "t2");
-    again.delivery_id = Some("msg_1".into());
-    assert_eq!(j.ingest(again).await.expect("ingest"), Ingested::Duplicate);
+        let mut hook = event(Source::Webhook, "r2", "t1");
+        hook.delivery_id = Some("msg_1".into());
+        new_ids(j.ingest(hook).await.expect("ingest"));
+        // Redelivery of the same webhook with a different change key is still a duplicate.
+        let mut again = event(Source::Webhook, "r2", "t2");
+        again.delivery_id = Some("msg_1".into());
+        assert_eq!(j.ingest(again).await.expect("ingest"), Ingested::Duplicate);
 
-    let events = all_events(&j).await;
-    assert_eq!(events.len(), 2);
-    let jobs = j.list_jobs(&[], 100).await.expect("jobs");
-    assert_eq!(jobs.len(), 2);
-    assert!(jobs.iter().all(|job| job.coalesced == 0));
-}
-
-#[tokio::test]
-async fn payload_secrets_are_dropped_before_storage() {
-    let (_dir, j) = open_temp();
-    let mut e = event(Source::Webhook, "r1", "t1");
-    e.payload = json!({
-        "id": "r1",
-        "secrets_hash": "h",
-        "config": {"OPENAI_API_KEY": "sk", "bot_token": "x", "n": 1}
-    });
-    let (event_id, _, _) = new_ids(j.ingest(e).await.expect("ingest"));
-    let (row, _, _) = j.get_event(event_id).await.expect("get").expect("event exists");
-    assert_eq!(
-        row.payload,
-        json!({"id": "r1", "secrets_hash": "h", "config": {"n": 1}})
-    );
-}
-
-#[tokio::test]
-async fn ten_events_for_one_record_make_one_job() {
-    let (_dir, j) = open_temp();
-    let mut job_ids = Vec::new();
-    for i in 0..10 {
-        let (_, job_id, coalesced) = new_ids(
-            j.ingest(event(Source::Realtime, "r1", &format!("t{i}")))
-                .await
-                .expect("ingest"),
-        );
-        assert_eq!(coalesced, i > 0);
-        job_ids.push(job_id);
+        let events = all_events(j).await;
+        assert_eq!(events.len(), 2);
+        let jobs = j.list_jobs(&[], 100).await.expect("jobs");
+        assert_eq!(jobs.len(), 2);
+        assert!(jobs.iter().all(|job| job.coalesced == 0));
     }
-    job_ids.dedup();
-    assert_eq!(job_ids.len(), 1);
-    let jobs = j.list_jobs(&[JobState::Queued], 10).await.expect("jobs");
-    assert_eq!(jobs.len(), 1);
-    assert_eq!(jobs[0].coalesced, 9);
 
-    let claimed = j.claim_due(now_ms(), 10).await.expect("claim");
-    assert_eq!(claimed.len(), 1);
-    assert_eq!(claimed[0].attempts, 1);
-    assert_eq!(claimed[0].last_event_id, all_events(&j).await[0].id);
-    assert!(
-        j.claim_due(now_ms(), 10).await.expect("claim").is_empty(),
-        "a running job is never claimed twice"
-    );
+    async fn payload_secrets_are_dropped_before_storage(t: TestJournal) {
+        let j = &t.journal;
+        let mut e = event(Source::Webhook, "r1", "t1");
+        e.payload = json!({
+            "id": "r1",
+            "secrets_hash": "h",
+            "config": {"OPENAI_API_KEY": "sk", "bot_token": "x", "n": 1}
+        });
+        let (event_id, _, _) = new_ids(j.ingest(e).await.expect("ingest"));
+        let (row, _, _) = j.get_event(event_id).await.expect("get").expect("event exists");
+        assert_eq!(
+            row.payload,
+            json!({"id": "r1", "secrets_hash": "h", "config": {"n": 1}})
+        );
+    }
 
-    j.complete(claimed[0].job_id).await.expect("complete");
-    let events = all_events(&j).await;
-    assert!(events.iter().all(|e| e.status == EventStatus::Done));
-    assert_eq!(j.job_counts().await.expect("counts")[&JobState::Succeeded], 1);
-}
+    async fn ten_events_for_one_record_make_one_job(t: TestJournal) {
+        let j = &t.journal;
+        let mut job_ids = Vec::new();
+        for i in 0..10 {
+            let (_, job_id, coalesced) = new_ids(
+                j.ingest(event(Source::Realtime, "r1", &format!("t{i}")))
+                    .await
+                    .expect("ingest"),
+            );
+            assert_eq!(coalesced, i > 0);
+            job_ids.push(job_id);
+        }
+        job_ids.dedup();
+        assert_eq!(job_ids.len(), 1);
+        let jobs = j.list_jobs(&[JobState::Queued], 10).await.expect("jobs");
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].coalesced, 9);
 
-#[tokio::test]
-async fn an_event_while_running_makes_the_job_run_again() {
-    let (_dir, j) = open_temp();
-    new_ids(j.ingest(event(Source::Realtime, "r1", "t1")).await.expect("ingest"));
-    let first = j.claim_due(now_ms(), 10).await.expect("claim").remove(0);
-    let (late_event, _, _) = new_ids(j.ingest(event(Source::Realtime, "r1", "t2")).await.expect("ingest"));
-    let running = j.list_jobs(&[JobState::Running], 10).await.expect("jobs");
-    assert!(running[0].dirty);
+        let claimed = j.claim_due(now_ms(), 10).await.expect("claim");
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].attempts, 1);
+        assert_eq!(claimed[0].last_event_id, all_events(j).await[0].id);
+        assert!(
+            j.claim_due(now_ms(), 10).await.expect("claim").is_empty(),
+            "a running job is never claimed twice"
+        );
 
-    j.complete(first.job_id).await.expect("complete");
-    let events = all_events(&j).await;
-    let status = |id| events.iter().find(|e| e.id == id).map(|e| e.status);
-    assert_eq!(status(first.last_event_id), Some(EventStatus::Done));
-    assert_eq!(
-        status(late_event),
-        Some(EventStatus::Queued),
-        "the late event is not covered by the first run"
-    );
+        j.complete(claimed[0].job_id).await.expect("complete");
+        let events = all_events(j).await;
+        assert!(events.iter().all(|e| e.status == EventStatus::Done));
+        assert_eq!(j.job_counts().await.expect("counts")[&JobState::Succeeded], 1);
+    }
 
-    let second = j.claim_due(now_ms(), 10).await.expect("claim");
-    assert_eq!(second.len(), 1, "the dirty job is queued again");
-    assert_eq!(second[0].last_event_id, late_event);
-    assert_eq!(second[0].attempts, 1);
-    assert!(second[0].first_pending_at.is_some());
-    j.complete(second[0].job_id).await.expect("complete");
-    assert!(all_events(&j).await.iter().all(|e| e.status == EventStatus::Done));
-}
+    async fn an_event_while_running_makes_the_job_run_again(t: TestJournal) {
+        let j = &t.journal;
+        new_ids(j.ingest(event(Source::Realtime, "r1", "t1")).await.expect("ingest"));
+        let first = j.claim_due(now_ms(), 10).await.expect("claim").remove(0);
+        let (late_event, _, _) = new_ids(j.ingest(event(Source::Realtime, "r1", "t2")).await.expect("ingest"));
+        let running = j.list_jobs(&[JobState::Running], 10).await.expect("jobs");
+        assert!(running[0].dirty);
 
-#[tokio::test]
-async fn failures_retry_then_die_and_a_new_event_revives() {
-    let (_dir, j) = open_temp();
-    new_ids(j.ingest(event(Source::Realtime, "r1", "t1")).await.expect("ingest"));
-    let job = j.claim_due(now_ms(), 1).await.expect("claim").remove(0);
-    let later = now_ms() + 60_000;
-    j.fail(job.job_id, "coolify down", Some(later)).await.expect("fail");
-    assert!(
-        j.claim_due(now_ms(), 1).await.expect("claim").is_empty(),
-        "not due before retry_at"
-    );
-    assert_eq!(j.next_due_at().await.expect("due"), Some(later));
-    let retry = j.claim_due(later, 1).await.expect("claim").remove(0);
-    assert_eq!(retry.attempts, 2);
-    j.fail(retry.job_id, "still down", None).await.expect("fail");
+        j.complete(first.job_id).await.expect("complete");
+        let events = all_events(j).await;
+        let status = |id| events.iter().find(|e| e.id == id).map(|e| e.status);
+        assert_eq!(status(first.last_event_id), Some(EventStatus::Done));
+        assert_eq!(
+            status(late_event),
+            Some(EventStatus::Queued),
+            "the late event is not covered by the first run"
+        );
 
-    let dead = j.list_jobs(&[JobState::Dead], 10).await.expect("jobs");
-    assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].last_error.as_deref(), Some("still down"));
-    assert!(all_events(&j).await.iter().all(|e| e.status == EventStatus::Failed));
-    let (_, _, attempts) = j.get_event(job.last_event_id).await.expect("get").expect("exists");
-    let outcomes: Vec<_> = attempts.iter().map(|a| a.outcome).collect();
-    assert_eq!(outcomes, vec![Some(AttemptOutcome::Dead), Some(AttemptOutcome::Retry)]);
-    assert!(
-        attempts
-            .iter()
-            .all(|a| a.finished_at.is_some() && a.duration_ms.is_some())
-    );
+        let second = j.claim_due(now_ms(), 10).await.expect("claim");
+        assert_eq!(second.len(), 1, "the dirty job is queued again");
+        assert_eq!(second[0].last_event_id, late_event);
+        assert_eq!(second[0].attempts, 1);
+        assert!(second[0].first_pending_at.is_some());
+        j.complete(second[0].job_id).await.expect("complete");
+        assert!(all_events(j).await.iter().all(|e| e.status == EventStatus::Done));
+    }
 
-    new_ids(j.ingest(event(Source::Realtime, "r1", "t2")).await.expect("ingest"));
-    let revived = j.claim_due(now_ms(), 1).await.expect("claim");
-    assert_eq!(revived.len(), 1);
-    assert_eq!(revived[0].attempts, 1, "a new event resets the attempts");
-}
+    async fn failures_retry_then_die_and_a_new_event_revives(t: TestJournal) {
+        let j = &t.journal;
+        new_ids(j.ingest(event(Source::Realtime, "r1", "t1")).await.expect("ingest"));
+        let job = j.claim_due(now_ms(), 1).await.expect("claim").remove(0);
+        let later = now_ms() + 60_000;
+        j.fail(job.job_id, "coolify down", Some(later)).await.expect("fail");
+        assert!(
+            j.claim_due(now_ms(), 1).await.expect("claim").is_empty(),
+            "not due before retry_at"
+        );
+        assert_eq!(j.next_due_at().await.expect("due"), Some(later));
+        let retry = j.claim_due(later, 1).await.expect("claim").remove(0);
+        assert_eq!(retry.attempts, 2);
+        j.fail(retry.job_id, "still down", None).await.expect("fail");
 
-/// A claim says whether the job's previous attempt ended without success (so the reconciler reads
-/// Coolify instead of trusting what the record says was applied), also when a new event revived it.
-#[tokio::test]
-async fn a_claim_after_a_failed_or_interrupted_attempt_says_so() {
-    let (_dir, j) = open_temp();
-    j.ingest(event(Source::Webhook, "r1", "1")).await.expect("ingest");
-    let first = j.claim_due(now_ms(), 10).await.expect("claim");
-    assert!(!first[0].after_failure, "a first attempt");
-    j.fail(first[0].job_id, "timeout", Some(0)).await.expect("fail");
-    // A new change revives the job with its attempts reset: the failed call's effect is still unknown.
-    j.ingest(event(Source::Webhook, "r1", "2")).await.expect("ingest");
-    let second = j.claim_due(now_ms(), 10).await.expect("claim");
-    assert_eq!(second[0].attempts, 1);
-    assert!(second[0].after_failure, "after a failed attempt");
-    assert_eq!(j.resume_on_start().await.expect("resume"), 1);
-    let third = j.claim_due(now_ms(), 10).await.expect("claim");
-    assert!(third[0].after_failure, "after an interrupted attempt");
-    j.complete(third[0].job_id).await.expect("complete");
-    j.ingest(event(Source::Webhook, "r1", "3")).await.expect("ingest");
-    let fourth = j.claim_due(now_ms(), 10).await.expect("claim");
-    assert!(!fourth[0].after_failure, "after a success");
-}
+        let dead = j.list_jobs(&[JobState::Dead], 10).await.expect("jobs");
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].last_error.as_deref(), Some("still down"));
+        assert!(all_events(j).await.iter().all(|e| e.status == EventStatus::Failed));
+        let (_, _, attempts) = j.get_event(job.last_event_id).await.expect("get").expect("exists");
+        let outcomes: Vec<_> = attempts.iter().map(|a| a.outcome).collect();
+        assert_eq!(outcomes, vec![Some(AttemptOutcome::Dead), Some(AttemptOutcome::Retry)]);
+        assert!(
+            attempts
+                .iter()
+                .all(|a| a.finished_at.is_some() && a.duration_ms.is_some())
+        );
 
-#[tokio::test]
-async fn deferred_jobs_wait_for_the_record_to_change() {
-    let (_dir, j) = open_temp();
-    new_ids(j.ingest(event(Source::Realtime, "r1", "t1")).await.expect("ingest"));
-    let job = j.claim_due(now_ms(), 1).await.expect("claim").remove(0);
-    j.defer(job.job_id, "over quota").await.expect("defer");
-    assert!(
-        j.claim_due(i64::MAX, 1).await.expect("claim").is_empty(),
-        "a parked job is never due"
-    );
-    assert_eq!(j.job_counts().await.expect("counts")[&JobState::Waiting], 1);
-    assert!(matches!(
-        j.complete(job.job_id).await,
-        Err(JournalError::NotRunning { .. })
-    ));
+        new_ids(j.ingest(event(Source::Realtime, "r1", "t2")).await.expect("ingest"));
+        let revived = j.claim_due(now_ms(), 1).await.expect("claim");
+        assert_eq!(revived.len(), 1);
+        assert_eq!(revived[0].attempts, 1, "a new event resets the attempts");
+    }
 
-    new_ids(j.ingest(event(Source::Realtime, "r1", "t2")).await.expect("ingest"));
-    assert_eq!(j.claim_due(now_ms(), 1).await.expect("claim").len(), 1);
+    // A claim says whether the job's previous attempt ended without success (so the reconciler reads
+    // Coolify instead of trusting what the record says was applied), also when a new event revived it.
+    async fn a_claim_after_a_failed_or_interrupted_attempt_says_so(t: TestJournal) {
+        let j = &t.journal;
+        j.ingest(event(Source::Webhook, "r1", "1")).await.expect("ingest");
+        let first = j.claim_due(now_ms(), 10).await.expect("claim");
+        assert!(!first[0].after_failure, "a first attempt");
+        j.fail(first[0].job_id, "timeout", Some(0)).await.expect("fail");
+        // A new change revives the job with its attempts reset: the failed call's effect is still unknown.
+        j.ingest(event(Source::Webhook, "r1", "2")).await.expect("ingest");
+        let second = j.claim_due(now_ms(), 10).await.expect("claim");
+        assert_eq!(second[0].attempts, 1);
+        assert!(second[0].after_failure, "after a failed attempt");
+        assert_eq!(j.resume_on_start().await.expect("resume"), 1);
+        let third = j.claim_due(now_ms(), 10).await.expect("claim");
+        assert!(third[0].after_failure, "after an interrupted attempt");
+        j.complete(third[0].job_id).await.expect("complete");
+        j.ingest(event(Source::Webhook, "r1", "3")).await.expect("ingest");
+        let fourth = j.claim_due(now_ms(), 10).await.expect("claim");
+        assert!(!fourth[0].after_failure, "after a success");
+    }
+
+    async fn deferred_jobs_wait_for_the_record_to_change(t: TestJournal) {
+        let j = &t.journal;
+        new_ids(j.ingest(event(Source::Realtime, "r1", "t1")).await.expect("ingest"));
+        let job = j.claim_due(now_ms(), 1).await.expect("claim").remove(0);
+        j.defer(job.job_id, "over quota").await.expect("defer");
+        assert!(
+            j.claim_due(i64::MAX, 1).await.expect("claim").is_empty(),
+            "a parked job is never due"
+        );
+        assert_eq!(j.job_counts().await.expect("counts")[&JobState::Waiting], 1);
+        assert!(matches!(
+            j.complete(job.job_id).await,
+            Err(JournalError::NotRunning { .. })
+        ));
+
+        new_ids(j.ingest(event(Source::Realtime, "r1", "t2")).await.expect("ingest"));
+        assert_eq!(j.claim_due(now_ms(), 1).await.expect("claim").len(), 1);
+    }
+
+    async fn replays_requeue_with_attempts_reset_and_leave_a_trace(t: TestJournal) {
+        let j = &t.journal;
+        let (e1, _, _) = new_ids(j.ingest(event(Source::Realtime, "r1", "t1")).await.expect("ingest"));
+        new_ids(j.ingest(event(Source::Realtime, "r2", "t1")).await.expect("ingest"));
+        for job in j.claim_due(now_ms(), 10).await.expect("claim") {
+            if job.record_id == "r1" {
+                j.fail(job.job_id, "boom", None).await.expect("fail");
+            } else {
+                j.complete(job.job_id).await.expect("complete");
+            }
+        }
+        assert_eq!(j.replay_failed().await.expect("replay"), 1);
+        let claimed = j.claim_due(now_ms(), 10).await.expect("claim");
+        assert_eq!(claimed.len(), 1);
+        assert_eq!((claimed[0].record_id.as_str(), claimed[0].attempts), ("r1", 1));
+        j.complete(claimed[0].job_id).await.expect("complete");
+
+        assert_eq!(j.replay_events(&[e1, e1]).await.expect("replay"), 1);
+        assert_eq!(j.replay_record(Collection::Tenants, "t-new").await.expect("replay"), 1);
+        assert_eq!(j.replay_since(0).await.expect("replay"), 3);
+        let replays = EventFilter {
+            source: Some(Source::Replay),
+            ..Default::default()
+        };
+        assert_eq!(j.list_events(replays, None, 100).await.expect("list").0.len(), 6);
+        assert_eq!(j.job_counts().await.expect("counts")[&JobState::Queued], 3);
+    }
 }
 
 #[tokio::test]
@@ -301,35 +324,6 @@ async fn list_events_filters_and_pages() {
     let json = serde_json::to_value(&page1[0]).expect("serialize");
     assert_eq!(json["source"], "webhook");
     assert_eq!(json["collection"], "bot_instances");
-}
-
-#[tokio::test]
-async fn replays_requeue_with_attempts_reset_and_leave_a_trace() {
-    let (_dir, j) = open_temp();
-    let (e1, _, _) = new_ids(j.ingest(event(Source::Realtime, "r1", "t1")).await.expect("ingest"));
-    new_ids(j.ingest(event(Source::Realtime, "r2", "t1")).await.expect("ingest"));
-    for job in j.claim_due(now_ms(), 10).await.expect("claim") {
-        if job.record_id == "r1" {
-            j.fail(job.job_id, "boom", None).await.expect("fail");
-        } else {
-            j.complete(job.job_id).await.expect("complete");
-        }
-    }
-    assert_eq!(j.replay_failed().await.expect("replay"), 1);
-    let claimed = j.claim_due(now_ms(), 10).await.expect("claim");
-    assert_eq!(claimed.len(), 1);
-    assert_eq!((claimed[0].record_id.as_str(), claimed[0].attempts), ("r1", 1));
-    j.complete(claimed[0].job_id).await.expect("complete");
-
-    assert_eq!(j.replay_events(&[e1, e1]).await.expect("replay"), 1);
-    assert_eq!(j.replay_record(Collection::Tenants, "t-new").await.expect("replay"), 1);
-    assert_eq!(j.replay_since(0).await.expect("replay"), 3);
-    let replays = EventFilter {
-        source: Some(Source::Replay),
-        ..Default::default()
-    };
-    assert_eq!(j.list_events(replays, None, 100).await.expect("list").0.len(), 6);
-    assert_eq!(j.job_counts().await.expect("counts")[&JobState::Queued], 3);
 }
 
 #[tokio::test]

@@ -12,6 +12,7 @@ use cf_bridge::events::{Action, Collection, EventSink, NewEvent, Source};
 use cf_bridge::journal::{AttemptOutcome, ClaimedJob, EventFilter, EventStatus, JobState, Journal};
 use cf_bridge::metrics::Metrics;
 use cf_bridge::queue::{Dispatcher, ErrorPolicy, JobFuture, JobHandler, backoff_cap, backoff_delay};
+use cf_testkit::journal::TestJournal;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -43,7 +44,7 @@ fn cfg(concurrency: usize) -> QueueSettings {
 const POLL: Duration = Duration::from_millis(50);
 
 struct Harness {
-    _dir: tempfile::TempDir,
+    _storage: TestJournal,
     journal: Journal,
     notify: Arc<Notify>,
     cancel: CancellationToken,
@@ -69,13 +70,18 @@ fn policy(failure: &Failure) -> ErrorPolicy {
     }
 }
 
-fn start<H: JobHandler>(handler: Arc<H>, cfg: QueueSettings, drain: Duration) -> Harness {
-    start_polling(handler, cfg, POLL, drain)
+fn start<H: JobHandler>(t: TestJournal, handler: Arc<H>, cfg: QueueSettings, drain: Duration) -> Harness {
+    start_polling(t, handler, cfg, POLL, drain)
 }
 
-fn start_polling<H: JobHandler>(handler: Arc<H>, cfg: QueueSettings, poll: Duration, drain: Duration) -> Harness {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let journal = Journal::open(&dir.path().join("journal.db")).expect("open");
+fn start_polling<H: JobHandler>(
+    t: TestJournal,
+    handler: Arc<H>,
+    cfg: QueueSettings,
+    poll: Duration,
+    drain: Duration,
+) -> Harness {
+    let journal = t.journal.clone();
     let dispatcher = Dispatcher::new(
         journal.clone(),
         handler,
@@ -88,7 +94,7 @@ fn start_polling<H: JobHandler>(handler: Arc<H>, cfg: QueueSettings, poll: Durat
     let cancel = CancellationToken::new();
     let run = tokio::spawn(dispatcher.run(cancel.clone(), drain));
     Harness {
-        _dir: dir,
+        _storage: t,
         journal,
         notify,
         cancel,
@@ -169,63 +175,284 @@ impl JobHandler for Tracker {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_run_in_parallel_but_never_twice_at_once() {
-    let (open, gate) = tokio::sync::watch::channel(false);
-    let tracker = Arc::new(Tracker {
-        gate,
-        in_flight: Mutex::default(),
-        overlap: AtomicBool::default(),
-        current: AtomicUsize::default(),
-        max_parallel: AtomicUsize::default(),
-        handled: Mutex::default(),
-    });
-    let h = start(tracker.clone(), cfg(8), Duration::from_secs(5));
-    for round in 0..5 {
-        for r in 0..50 {
-            h.ingest(&format!("rec{r}"), round).await;
+cf_testkit::on_both_journals! {
+    async fn records_run_in_parallel_but_never_twice_at_once(t: TestJournal) {
+        let (open, gate) = tokio::sync::watch::channel(false);
+        let tracker = Arc::new(Tracker {
+            gate,
+            in_flight: Mutex::default(),
+            overlap: AtomicBool::default(),
+            current: AtomicUsize::default(),
+            max_parallel: AtomicUsize::default(),
+            handled: Mutex::default(),
+        });
+        let h = start(t, tracker.clone(), cfg(8), Duration::from_secs(5));
+        for round in 0..5 {
+            for r in 0..50 {
+                h.ingest(&format!("rec{r}"), round).await;
+            }
         }
-    }
-    // Every event is journaled while at most 8 runs are held at the gate: the rest must coalesce.
-    let t = tracker.clone();
-    wait_for("the first runs to reach the gate", || {
-        let t = t.clone();
-        async move { t.current.load(Ordering::SeqCst) > 1 }
-    })
-    .await;
-    open.send(true).expect("handlers hold the gate");
-    let j = h.journal.clone();
-    wait_for("every job to succeed", || {
-        let j = j.clone();
-        async move {
-            count(&j, JobState::Succeeded).await == 50
-                && count(&j, JobState::Queued).await == 0
-                && count(&j, JobState::Running).await == 0
-        }
-    })
-    .await;
-    let journal = h.stop().await;
+        // Every event is journaled while at most 8 runs are held at the gate: the rest must coalesce.
+        let t = tracker.clone();
+        wait_for("the first runs to reach the gate", || {
+            let t = t.clone();
+            async move { t.current.load(Ordering::SeqCst) > 1 }
+        })
+        .await;
+        open.send(true).expect("handlers hold the gate");
+        let j = h.journal.clone();
+        wait_for("every job to succeed", || {
+            let j = j.clone();
+            async move {
+                count(&j, JobState::Succeeded).await == 50
+                    && count(&j, JobState::Queued).await == 0
+                    && count(&j, JobState::Running).await == 0
+            }
+        })
+        .await;
+        let journal = h.stop().await;
 
-    assert!(
-        !tracker.overlap.load(Ordering::SeqCst),
-        "a record was handled by two workers at once"
-    );
-    let parallel = tracker.max_parallel.load(Ordering::SeqCst);
-    assert!(parallel > 1 && parallel <= 8, "max parallel handlers {parallel}");
-    let handled = tracker.handled.lock().expect("lock").clone();
-    assert_eq!(handled.len(), 50);
-    // Each record runs once for everything queued before its run, plus once more at most for a record
-    // whose events arrived while it was held at the gate.
-    let total: usize = handled.values().sum();
-    assert!(
-        total <= 50 + 8,
-        "events for a queued record coalesce ({total} runs for 250 events)"
-    );
-    let queued = EventFilter {
-        status: Some(EventStatus::Queued),
-        ..Default::default()
-    };
-    assert!(journal.list_events(queued, None, 10).await.expect("list").0.is_empty());
+        assert!(
+            !tracker.overlap.load(Ordering::SeqCst),
+            "a record was handled by two workers at once"
+        );
+        let parallel = tracker.max_parallel.load(Ordering::SeqCst);
+        assert!(parallel > 1 && parallel <= 8, "max parallel handlers {parallel}");
+        let handled = tracker.handled.lock().expect("lock").clone();
+        assert_eq!(handled.len(), 50);
+        // Each record runs once for everything queued before its run, plus once more at most for a record
+        // whose events arrived while it was held at the gate.
+        let total: usize = handled.values().sum();
+        assert!(
+            total <= 50 + 8,
+            "events for a queued record coalesce ({total} runs for 250 events)"
+        );
+        let queued = EventFilter {
+            status: Some(EventStatus::Queued),
+            ..Default::default()
+        };
+        assert!(journal.list_events(queued, None, 10).await.expect("list").0.is_empty());
+    }
+
+    async fn retryable_failures_back_off_then_die_and_an_event_revives(t: TestJournal) {
+        let flaky = Arc::new(Flaky {
+            failing: AtomicBool::new(true),
+            permanent: false,
+            calls: AtomicUsize::new(0),
+        });
+        let h = start(t, flaky.clone(), cfg(2), Duration::from_secs(5));
+        h.ingest("r1", 0).await;
+        let j = h.journal.clone();
+        wait_for("the job to die", || {
+            let j = j.clone();
+            async move { count(&j, JobState::Dead).await == 1 }
+        })
+        .await;
+        assert_eq!(
+            flaky.calls.load(Ordering::SeqCst),
+            4,
+            "max_attempts attempts, then dead"
+        );
+
+        let first_event = j.list_events(EventFilter::default(), None, 1).await.expect("list").0[0].id;
+        let (_, job, attempts) = j.get_event(first_event).await.expect("get").expect("exists");
+        let job = job.expect("the event has a job");
+        assert_eq!(job.last_error.as_deref(), Some("coolify unreachable"));
+        let mut oldest_first = attempts.clone();
+        oldest_first.reverse();
+        let outcomes: Vec<_> = oldest_first.iter().filter_map(|a| a.outcome).collect();
+        use AttemptOutcome::{Dead, Retry};
+        assert_eq!(outcomes, vec![Retry, Retry, Retry, Dead]);
+        assert!(
+            oldest_first
+                .windows(2)
+                .all(|w| w[0].started_at <= w[1].started_at && w[0].finished_at <= Some(w[1].started_at))
+        );
+
+        flaky.failing.store(false, Ordering::SeqCst);
+        h.ingest("r1", 1).await;
+        wait_for("the revived job to succeed", || {
+            let j = j.clone();
+            async move { count(&j, JobState::Succeeded).await == 1 }
+        })
+        .await;
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), 5);
+        h.stop().await;
+    }
+
+    async fn an_error_whose_policy_is_dead_ends_the_job_at_the_first_attempt(t: TestJournal) {
+        let h = start(t, Arc::new(Broken), cfg(2), Duration::from_secs(5));
+        h.ingest("r1", 0).await;
+        let j = h.journal.clone();
+        wait_for("the job to die", || {
+            let j = j.clone();
+            async move { count(&j, JobState::Dead).await == 1 }
+        })
+        .await;
+        let id = j.list_events(EventFilter::default(), None, 1).await.expect("list").0[0].id;
+        let (_, job, attempts) = j.get_event(id).await.expect("get").expect("exists");
+        assert_eq!(job.expect("a job").attempts, 1, "no retry");
+        assert_eq!(attempts.len(), 1);
+        assert_eq!(attempts[0].outcome, Some(AttemptOutcome::Dead));
+        h.stop().await;
+    }
+
+    async fn permanent_errors_wait_for_a_new_event(t: TestJournal) {
+        let flaky = Arc::new(Flaky {
+            failing: AtomicBool::new(true),
+            permanent: true,
+            calls: AtomicUsize::new(0),
+        });
+        let h = start(t, flaky.clone(), cfg(2), Duration::from_secs(5));
+        h.ingest("r1", 0).await;
+        let j = h.journal.clone();
+        wait_for("the job to be parked", || {
+            let j = j.clone();
+            async move { count(&j, JobState::Waiting).await == 1 }
+        })
+        .await;
+        // Several poll intervals pass: a parked job is not retried.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), 1);
+
+        flaky.failing.store(false, Ordering::SeqCst);
+        h.ingest("r1", 1).await;
+        wait_for("the job to succeed after the record changed", || {
+            let j = j.clone();
+            async move { count(&j, JobState::Succeeded).await == 1 }
+        })
+        .await;
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), 2);
+        h.stop().await;
+    }
+
+    async fn a_panicking_handler_is_a_retryable_failure(t: TestJournal) {
+        let handler = Arc::new(PanicsOnce {
+            calls: AtomicUsize::new(0),
+        });
+        let h = start(t, handler.clone(), cfg(2), Duration::from_secs(5));
+        h.ingest("r1", 0).await;
+        let j = h.journal.clone();
+        wait_for("the job to succeed after the panic", || {
+            let j = j.clone();
+            async move { count(&j, JobState::Succeeded).await == 1 }
+        })
+        .await;
+        let id = j.list_events(EventFilter::default(), None, 1).await.expect("list").0[0].id;
+        let (_, _, attempts) = j.get_event(id).await.expect("get").expect("exists");
+        let last = attempts.last().expect("first attempt");
+        assert_eq!(last.outcome, Some(AttemptOutcome::Retry));
+        assert!(
+            last.error.as_deref().is_some_and(|e| e.contains("handler bug")),
+            "{:?}",
+            last.error
+        );
+        h.stop().await;
+    }
+
+    async fn an_event_during_a_run_triggers_another_run(t: TestJournal) {
+        let g = gate(Duration::ZERO);
+        // A long poll interval: only the notifier and finishing workers wake the dispatcher.
+        let h = start_polling(t, g.clone(), cfg(2), Duration::from_secs(30), Duration::from_secs(5));
+        h.ingest("r1", 0).await;
+        tokio::time::timeout(Duration::from_secs(5), g.entered.notified())
+            .await
+            .expect("handler started promptly");
+        h.ingest("r1", 1).await;
+        g.release.notify_one();
+        let j = h.journal.clone();
+        wait_for("the second run", || {
+            let j = j.clone();
+            async move { count(&j, JobState::Succeeded).await == 1 }
+        })
+        .await;
+        assert_eq!(g.calls.load(Ordering::SeqCst), 2);
+        let queued = EventFilter {
+            status: Some(EventStatus::Queued),
+            ..Default::default()
+        };
+        assert!(j.list_events(queued, None, 10).await.expect("list").0.is_empty());
+        h.stop().await;
+    }
+
+    async fn shutdown_drains_in_flight_jobs(t: TestJournal) {
+        let g = gate(Duration::from_millis(100));
+        let h = start(t, g.clone(), cfg(2), Duration::from_secs(5));
+        h.ingest("r1", 0).await;
+        tokio::time::timeout(Duration::from_secs(5), g.entered.notified())
+            .await
+            .expect("handler started");
+        g.release.notify_one();
+        let journal = h.stop().await;
+        assert_eq!(
+            count(&journal, JobState::Succeeded).await,
+            1,
+            "the in-flight job finished before run returned"
+        );
+    }
+
+    async fn shutdown_abandons_jobs_past_the_deadline_and_they_resume(t: TestJournal) {
+        let g = gate(Duration::ZERO);
+        let h = start(t, g.clone(), cfg(2), Duration::from_millis(50));
+        h.ingest("r1", 0).await;
+        tokio::time::timeout(Duration::from_secs(5), g.entered.notified())
+            .await
+            .expect("handler started");
+        let started = Instant::now();
+        let journal = h.stop().await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "run returned soon after the deadline"
+        );
+        assert_eq!(count(&journal, JobState::Running).await, 1);
+        assert_eq!(journal.resume_on_start().await.expect("resume"), 1);
+        assert_eq!(count(&journal, JobState::Queued).await, 1);
+    }
+
+    async fn a_job_waiting_without_its_slot_lets_other_records_run_and_then_respects_the_limit(t: TestJournal) {
+        let w = Arc::new(Waiter {
+            entered: Notify::new(),
+            release: Notify::new(),
+            working: AtomicUsize::new(0),
+            max_working: AtomicUsize::new(0),
+            work: Duration::from_millis(30),
+        });
+        let h = start(t, w.clone(), cfg(1), Duration::from_secs(5));
+        h.ingest("waits", 0).await;
+        tokio::time::timeout(Duration::from_secs(5), w.entered.notified())
+            .await
+            .expect("the waiting job started");
+        for r in ["a", "b", "c"] {
+            h.ingest(r, 0).await;
+        }
+        let j = h.journal.clone();
+        wait_for("three jobs done while one waits (concurrency 1)", || {
+            let j = j.clone();
+            async move { count(&j, JobState::Succeeded).await == 3 }
+        })
+        .await;
+        assert_eq!(
+            count(&j, JobState::Running).await,
+            1,
+            "the waiting job still owns its record"
+        );
+        // The waiter takes a slot again before it works: with more jobs queued, never two at work.
+        for r in ["d", "e", "f", "g"] {
+            h.ingest(r, 0).await;
+        }
+        w.release.notify_one();
+        wait_for("every job done", || {
+            let j = j.clone();
+            async move { count(&j, JobState::Succeeded).await == 8 }
+        })
+        .await;
+        assert_eq!(
+            w.max_working.load(Ordering::SeqCst),
+            1,
+            "at most one job at work at a time"
+        );
+        h.stop().await;
+    }
 }
 
 /// Fails while `failing` is set; counts calls.
@@ -270,53 +497,6 @@ fn backoff_grows_exponentially_up_to_the_cap_with_full_jitter() {
     assert!(distinct.len() > 10, "delays are jittered");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retryable_failures_back_off_then_die_and_an_event_revives() {
-    let flaky = Arc::new(Flaky {
-        failing: AtomicBool::new(true),
-        permanent: false,
-        calls: AtomicUsize::new(0),
-    });
-    let h = start(flaky.clone(), cfg(2), Duration::from_secs(5));
-    h.ingest("r1", 0).await;
-    let j = h.journal.clone();
-    wait_for("the job to die", || {
-        let j = j.clone();
-        async move { count(&j, JobState::Dead).await == 1 }
-    })
-    .await;
-    assert_eq!(
-        flaky.calls.load(Ordering::SeqCst),
-        4,
-        "max_attempts attempts, then dead"
-    );
-
-    let first_event = j.list_events(EventFilter::default(), None, 1).await.expect("list").0[0].id;
-    let (_, job, attempts) = j.get_event(first_event).await.expect("get").expect("exists");
-    let job = job.expect("the event has a job");
-    assert_eq!(job.last_error.as_deref(), Some("coolify unreachable"));
-    let mut oldest_first = attempts.clone();
-    oldest_first.reverse();
-    let outcomes: Vec<_> = oldest_first.iter().filter_map(|a| a.outcome).collect();
-    use AttemptOutcome::{Dead, Retry};
-    assert_eq!(outcomes, vec![Retry, Retry, Retry, Dead]);
-    assert!(
-        oldest_first
-            .windows(2)
-            .all(|w| w[0].started_at <= w[1].started_at && w[0].finished_at <= Some(w[1].started_at))
-    );
-
-    flaky.failing.store(false, Ordering::SeqCst);
-    h.ingest("r1", 1).await;
-    wait_for("the revived job to succeed", || {
-        let j = j.clone();
-        async move { count(&j, JobState::Succeeded).await == 1 }
-    })
-    .await;
-    assert_eq!(flaky.calls.load(Ordering::SeqCst), 5);
-    h.stop().await;
-}
-
 /// Fails with an error whose policy is "dead".
 struct Broken;
 
@@ -330,54 +510,6 @@ impl JobHandler for Broken {
     fn handle<'a>(&'a self, _job: &'a ClaimedJob) -> JobFuture<'a, Failure> {
         Box::pin(async { Err(Failure::Fatal("internal: no service uuid".into())) })
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_error_whose_policy_is_dead_ends_the_job_at_the_first_attempt() {
-    let h = start(Arc::new(Broken), cfg(2), Duration::from_secs(5));
-    h.ingest("r1", 0).await;
-    let j = h.journal.clone();
-    wait_for("the job to die", || {
-        let j = j.clone();
-        async move { count(&j, JobState::Dead).await == 1 }
-    })
-    .await;
-    let id = j.list_events(EventFilter::default(), None, 1).await.expect("list").0[0].id;
-    let (_, job, attempts) = j.get_event(id).await.expect("get").expect("exists");
-    assert_eq!(job.expect("a job").attempts, 1, "no retry");
-    assert_eq!(attempts.len(), 1);
-    assert_eq!(attempts[0].outcome, Some(AttemptOutcome::Dead));
-    h.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn permanent_errors_wait_for_a_new_event() {
-    let flaky = Arc::new(Flaky {
-        failing: AtomicBool::new(true),
-        permanent: true,
-        calls: AtomicUsize::new(0),
-    });
-    let h = start(flaky.clone(), cfg(2), Duration::from_secs(5));
-    h.ingest("r1", 0).await;
-    let j = h.journal.clone();
-    wait_for("the job to be parked", || {
-        let j = j.clone();
-        async move { count(&j, JobState::Waiting).await == 1 }
-    })
-    .await;
-    // Several poll intervals pass: a parked job is not retried.
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(flaky.calls.load(Ordering::SeqCst), 1);
-
-    flaky.failing.store(false, Ordering::SeqCst);
-    h.ingest("r1", 1).await;
-    wait_for("the job to succeed after the record changed", || {
-        let j = j.clone();
-        async move { count(&j, JobState::Succeeded).await == 1 }
-    })
-    .await;
-    assert_eq!(flaky.calls.load(Ordering::SeqCst), 2);
-    h.stop().await;
 }
 
 /// Panics on its first call.
@@ -400,31 +532,6 @@ impl JobHandler for PanicsOnce {
             Ok(())
         })
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panicking_handler_is_a_retryable_failure() {
-    let handler = Arc::new(PanicsOnce {
-        calls: AtomicUsize::new(0),
-    });
-    let h = start(handler.clone(), cfg(2), Duration::from_secs(5));
-    h.ingest("r1", 0).await;
-    let j = h.journal.clone();
-    wait_for("the job to succeed after the panic", || {
-        let j = j.clone();
-        async move { count(&j, JobState::Succeeded).await == 1 }
-    })
-    .await;
-    let id = j.list_events(EventFilter::default(), None, 1).await.expect("list").0[0].id;
-    let (_, _, attempts) = j.get_event(id).await.expect("get").expect("exists");
-    let last = attempts.last().expect("first attempt");
-    assert_eq!(last.outcome, Some(AttemptOutcome::Retry));
-    assert!(
-        last.error.as_deref().is_some_and(|e| e.contains("handler bug")),
-        "{:?}",
-        last.error
-    );
-    h.stop().await;
 }
 
 /// Blocks its first run until released, so the test can change the record meanwhile.
@@ -461,68 +568,6 @@ fn gate(slow: Duration) -> Arc<Gate> {
         calls: AtomicUsize::new(0),
         slow,
     })
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_during_a_run_triggers_another_run() {
-    let g = gate(Duration::ZERO);
-    // A long poll interval: only the notifier and finishing workers wake the dispatcher.
-    let h = start_polling(g.clone(), cfg(2), Duration::from_secs(30), Duration::from_secs(5));
-    h.ingest("r1", 0).await;
-    tokio::time::timeout(Duration::from_secs(5), g.entered.notified())
-        .await
-        .expect("handler started promptly");
-    h.ingest("r1", 1).await;
-    g.release.notify_one();
-    let j = h.journal.clone();
-    wait_for("the second run", || {
-        let j = j.clone();
-        async move { count(&j, JobState::Succeeded).await == 1 }
-    })
-    .await;
-    assert_eq!(g.calls.load(Ordering::SeqCst), 2);
-    let queued = EventFilter {
-        status: Some(EventStatus::Queued),
-        ..Default::default()
-    };
-    assert!(j.list_events(queued, None, 10).await.expect("list").0.is_empty());
-    h.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_drains_in_flight_jobs() {
-    let g = gate(Duration::from_millis(100));
-    let h = start(g.clone(), cfg(2), Duration::from_secs(5));
-    h.ingest("r1", 0).await;
-    tokio::time::timeout(Duration::from_secs(5), g.entered.notified())
-        .await
-        .expect("handler started");
-    g.release.notify_one();
-    let journal = h.stop().await;
-    assert_eq!(
-        count(&journal, JobState::Succeeded).await,
-        1,
-        "the in-flight job finished before run returned"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_abandons_jobs_past_the_deadline_and_they_resume() {
-    let g = gate(Duration::ZERO);
-    let h = start(g.clone(), cfg(2), Duration::from_millis(50));
-    h.ingest("r1", 0).await;
-    tokio::time::timeout(Duration::from_secs(5), g.entered.notified())
-        .await
-        .expect("handler started");
-    let started = Instant::now();
-    let journal = h.stop().await;
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "run returned soon after the deadline"
-    );
-    assert_eq!(count(&journal, JobState::Running).await, 1);
-    assert_eq!(journal.resume_on_start().await.expect("resume"), 1);
-    assert_eq!(count(&journal, JobState::Queued).await, 1);
 }
 
 /// Record "waits" parks in `without_slot` until released; every other record works for `work`.
@@ -562,50 +607,4 @@ impl JobHandler for Waiter {
             Ok(())
         })
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_waiting_without_its_slot_lets_other_records_run_and_then_respects_the_limit() {
-    let w = Arc::new(Waiter {
-        entered: Notify::new(),
-        release: Notify::new(),
-        working: AtomicUsize::new(0),
-        max_working: AtomicUsize::new(0),
-        work: Duration::from_millis(30),
-    });
-    let h = start(w.clone(), cfg(1), Duration::from_secs(5));
-    h.ingest("waits", 0).await;
-    tokio::time::timeout(Duration::from_secs(5), w.entered.notified())
-        .await
-        .expect("the waiting job started");
-    for r in ["a", "b", "c"] {
-        h.ingest(r, 0).await;
-    }
-    let j = h.journal.clone();
-    wait_for("three jobs done while one waits (concurrency 1)", || {
-        let j = j.clone();
-        async move { count(&j, JobState::Succeeded).await == 3 }
-    })
-    .await;
-    assert_eq!(
-        count(&j, JobState::Running).await,
-        1,
-        "the waiting job still owns its record"
-    );
-    // The waiter takes a slot again before it works: with more jobs queued, never two at work.
-    for r in ["d", "e", "f", "g"] {
-        h.ingest(r, 0).await;
-    }
-    w.release.notify_one();
-    wait_for("every job done", || {
-        let j = j.clone();
-        async move { count(&j, JobState::Succeeded).await == 8 }
-    })
-    .await;
-    assert_eq!(
-        w.max_working.load(Ordering::SeqCst),
-        1,
-        "at most one job at work at a time"
-    );
-    h.stop().await;
 }

@@ -270,7 +270,8 @@ pub(super) async fn enqueue(
         }
         existing = row(tx, EXISTING, &[&collection.as_str(), &record_id]).await?;
     }
-    let existing = existing.ok_or_else(|| JournalError::Commit(format!("the job of {record_id} vanished")))?;
+    let existing =
+        existing.ok_or_else(|| JournalError::Commit("a job row vanished while its event was queued".into()))?;
     let (job_id, dirty): (i64, i64) = (existing.get(0), existing.get(2));
     let coalesced = match column::<JobState>("jobs.state", existing.get(1))? {
         JobState::Queued => {

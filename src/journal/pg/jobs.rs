@@ -71,6 +71,10 @@ impl PgJournal {
         Ok(())
     }
 
+    pub(crate) fn abandon_claim(&self, job_id: i64) {
+        self.release(job_id);
+    }
+
     /// Marks up to `limit` due jobs running for this replica and returns them: queued ones, failed ones
     /// whose `next_attempt_at <= now`, and running ones whose lease ran out (not those this replica still
     /// holds: their worker still runs and will write their outcome).

@@ -3,6 +3,7 @@
 
 mod budget;
 mod fixture;
+mod journal_claims;
 mod leader;
 mod migrate;
 mod tls;
