@@ -169,7 +169,7 @@ impl App {
                 source,
             })?;
         let templates = keep_template_versions(&journal, templates).await?;
-        let secrets = open_secret_store(&settings)?;
+        let secrets = open_secret_store(&settings, journal.pg()).await?;
         let webhook_secret: WebhookSecret = settings
             .webhook
             .secret
@@ -401,19 +401,34 @@ async fn keep_template_versions(journal: &Journal, set: TemplateSet) -> Result<T
         .with_first(first))
 }
 
-/// Opens the secret store with the current key, re-encrypting entries written under a previous one.
-pub fn open_secret_store(settings: &Settings) -> Result<SecretStore, StartError> {
+/// Opens the secret store with the current key, re-encrypting entries written under a previous one: in the
+/// journal's database when the journal is on PostgreSQL (`pg`, from `Journal::pg()`: every replica shares
+/// it), else in the file `secrets.store_path`.
+pub async fn open_secret_store(
+    settings: &Settings,
+    pg: Option<&crate::journal::pg::PgJournal>,
+) -> Result<SecretStore, StartError> {
     let previous: Vec<SecretBytes> = settings
         .secrets
         .previous_keys
         .iter()
         .map(|k| SecretBytes::from(k.expose_secret().as_bytes().to_vec()))
         .collect();
-    let store = SecretStore::open_with(&settings.secrets.store_path, &settings.secrets.key_bytes(), &previous)
-        .map_err(|source| StartError::Secrets {
-            path: settings.secrets.store_path.display().to_string(),
-            source,
-        })?;
+    let key = settings.secrets.key_bytes();
+    let store = match pg {
+        Some(pg) => SecretStore::open_postgres(pg.pool().clone(), &key, &previous)
+            .await
+            .map_err(|source| StartError::Secrets {
+                path: format!("in PostgreSQL at {}", pg.config().redacted()),
+                source,
+            })?,
+        None => SecretStore::open_with(&settings.secrets.store_path, &key, &previous).map_err(|source| {
+            StartError::Secrets {
+                path: settings.secrets.store_path.display().to_string(),
+                source,
+            }
+        })?,
+    };
     if store.rekeyed() > 0 {
         info!(
             entries = store.rekeyed(),

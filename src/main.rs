@@ -403,11 +403,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Secrets(SecretsCommand::Rekey) => {
             let settings = load(&cli)?;
-            let store = cf_bridge::app::open_secret_store(&settings)?;
+            let (store, ids) = runtime()?.block_on(async {
+                let store = cf_bridge::app::open_secret_store(&settings, None).await?;
+                let ids = store.instance_ids().await?;
+                anyhow::Ok((store, ids))
+            })?;
             println!(
                 "{}: {} entries, {} re-encrypted with secrets.key",
-                store.path().display(),
-                store.instance_ids().len(),
+                store.location(),
+                ids.len(),
                 store.rekeyed()
             );
             Ok(ExitCode::SUCCESS)

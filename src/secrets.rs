@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use thiserror::Error;
 
+mod pg;
+
 /// The bridge's master key (raw bytes).
 pub type SecretBytes = SecretSlice<u8>;
 
@@ -66,14 +68,16 @@ pub enum SecretsError {
     #[error("secret store: entry for instance {0} failed to decrypt (wrong bridge key or tampered file)")]
     Decrypt(String),
     #[error(
-        "secret store {path}: {count} entries (instances {first}) open with neither secrets.key nor any of \
+        "secret store {store}: {count} entries (instances {first}) open with neither secrets.key nor any of \
          secrets.previous_keys: list the key they were written with in secrets.previous_keys"
     )]
-    Unreadable { path: PathBuf, count: usize, first: String },
+    Unreadable { store: String, count: usize, first: String },
     #[error("secret store: encryption failed")]
     Encrypt,
     #[error("secret store: instance id {0:?} is invalid")]
     InvalidInstanceId(String),
+    #[error("secret store in PostgreSQL: {0}")]
+    Db(#[from] crate::pg::PgError),
 }
 
 fn key_is_valid(key: &str) -> bool {
@@ -300,19 +304,28 @@ struct StoreEntry {
 /// bridge key. Each entry has its own random nonce and is bound (associated data) to its instance id and
 /// incarnation, so entries cannot be swapped between instances, and the secrets of a deleted record are
 /// never handed to a later record with the same id: reading them for another incarnation deletes them.
-/// Writes replace the file atomically (temp file + rename), with mode 0600. Operations are serialised
-/// within the process; the bridge is the file's only writer, so it is read once, at open.
+///
+/// It lives in a file, or, when the journal is on PostgreSQL, in the journal's database (`pg`), where
+/// every replica reads and writes the same entries: the same entries, encrypted the same way, one row each.
+/// In a file, writes replace the file atomically (temp file + rename), with mode 0600; operations are
+/// serialised within the process, and the bridge is the file's only writer, so it is read once, at open.
+/// Its methods are async because the PostgreSQL store asks the database each time (another replica may
+/// have written since); the file store answers at once, as before.
 pub struct SecretStore {
-    path: PathBuf,
+    backend: StoreBackend,
     cipher: ChaCha20Poly1305,
-    file: Mutex<StoreFile>,
     rekeyed: usize,
+}
+
+enum StoreBackend {
+    File { path: PathBuf, file: Mutex<StoreFile> },
+    Postgres(deadpool_postgres::Pool),
 }
 
 impl fmt::Debug for SecretStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SecretStore")
-            .field("path", &self.path)
+            .field("at", &self.location())
             .finish_non_exhaustive()
     }
 }
@@ -420,27 +433,52 @@ impl SecretStore {
             }
         }
         if !unreadable.is_empty() {
-            return Err(SecretsError::Unreadable {
-                path,
-                count: unreadable.len(),
-                first: unreadable.into_iter().take(5).collect::<Vec<_>>().join(", "),
-            });
+            return Err(unreadable_error(path.display().to_string(), unreadable));
         }
-        let store = SecretStore {
-            path,
-            cipher,
-            file: Mutex::new(file),
-            rekeyed,
-        };
         if rekeyed > 0 {
-            let file = store.lock();
-            store.write(&file)?;
+            write_file(&path, &file)?;
         }
-        Ok(store)
+        Ok(SecretStore {
+            backend: StoreBackend::File {
+                path,
+                file: Mutex::new(file),
+            },
+            cipher,
+            rekeyed,
+        })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Opens the store kept in the journal's PostgreSQL database (migration 3), re-encrypting entries
+    /// written under one of `previous` keys as [`SecretStore::open_with`] does.
+    pub async fn open_postgres(
+        pool: deadpool_postgres::Pool,
+        bridge_key: &SecretBytes,
+        previous: &[SecretBytes],
+    ) -> Result<Self, SecretsError> {
+        let cipher = store_cipher(bridge_key)?;
+        let older = previous.iter().map(store_cipher).collect::<Result<Vec<_>, _>>()?;
+        let rekeyed = pg::rekey(&pool, &cipher, &older).await?;
+        Ok(SecretStore {
+            backend: StoreBackend::Postgres(pool),
+            cipher,
+            rekeyed,
+        })
+    }
+
+    /// The store's file; `None` when it lives in PostgreSQL.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.backend {
+            StoreBackend::File { path, .. } => Some(path),
+            StoreBackend::Postgres(_) => None,
+        }
+    }
+
+    /// Where the store lives, for messages.
+    pub fn location(&self) -> String {
+        match &self.backend {
+            StoreBackend::File { path, .. } => path.display().to_string(),
+            StoreBackend::Postgres(_) => pg::LOCATION.to_string(),
+        }
     }
 
     /// How many entries `open_with` re-encrypted under the current key.
@@ -448,12 +486,8 @@ impl SecretStore {
         self.rekeyed
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, StoreFile> {
-        self.file.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Stores (replaces) the secrets of one instance incarnation.
-    pub fn put(
+    pub async fn put(
         &self,
         instance_id: &str,
         incarnation: &str,
@@ -464,46 +498,35 @@ impl SecretStore {
         let plain: BTreeMap<&str, &str> = map.iter().map(|(k, v)| (k.as_str(), v.expose_secret())).collect();
         let plaintext = Zeroizing::new(serde_json::to_vec(&plain).map_err(|_| SecretsError::Encrypt)?);
         let entry = seal(&self.cipher, instance_id, Some(incarnation), &plaintext)?;
-        let mut guard = self.lock();
-        let mut file = guard.clone();
-        file.entries.insert(instance_id.to_string(), entry);
-        self.write(&file)?;
-        *guard = file;
-        Ok(())
+        match &self.backend {
+            StoreBackend::File { path, file } => {
+                let mut guard = lock(file);
+                let mut next = guard.clone();
+                next.entries.insert(instance_id.to_string(), entry);
+                write_file(path, &next)?;
+                *guard = next;
+                Ok(())
+            }
+            StoreBackend::Postgres(pool) => pg::put(pool, instance_id, &entry).await,
+        }
     }
 
     /// The stored secrets of one instance incarnation, if any. Secrets of another incarnation of the same
     /// id (a deleted record whose id came back) are deleted, never returned; secrets stored before
     /// incarnations existed are adopted by the first incarnation that reads them.
-    pub fn get(
+    pub async fn get(
         &self,
         instance_id: &str,
         incarnation: &str,
     ) -> Result<Option<BTreeMap<String, SecretString>>, SecretsError> {
         check_instance_id(instance_id)?;
-        let mut guard = self.lock();
-        let Some(entry) = guard.entries.get(instance_id).cloned() else {
+        let plaintext = match &self.backend {
+            StoreBackend::File { path, file } => self.get_from_file(path, file, instance_id, incarnation)?,
+            StoreBackend::Postgres(pool) => pg::get(pool, &self.cipher, instance_id, incarnation).await?,
+        };
+        let Some(plaintext) = plaintext else {
             return Ok(None);
         };
-        if entry.incarnation.as_deref().is_some_and(|t| t != incarnation) {
-            let mut file = guard.clone();
-            file.entries.remove(instance_id);
-            self.write(&file)?;
-            *guard = file;
-            tracing::info!(record_id = %instance_id, "deleted the stored secrets of an earlier record with this id");
-            return Ok(None);
-        }
-        let plaintext =
-            open_entry(&self.cipher, instance_id, &entry).ok_or_else(|| SecretsError::Decrypt(instance_id.into()))?;
-        if entry.incarnation.is_none() {
-            let mut file = guard.clone();
-            file.entries.insert(
-                instance_id.to_string(),
-                seal(&self.cipher, instance_id, Some(incarnation), &plaintext)?,
-            );
-            self.write(&file)?;
-            *guard = file;
-        }
         let plain: BTreeMap<String, String> =
             serde_json::from_slice(&plaintext).map_err(|_| SecretsError::Decrypt(instance_id.into()))?;
         Ok(Some(
@@ -511,64 +534,116 @@ impl SecretStore {
         ))
     }
 
-    /// Removes an instance's secrets, whatever incarnation they belong to; returns whether there were any.
-    pub fn delete(&self, instance_id: &str) -> Result<bool, SecretsError> {
-        check_instance_id(instance_id)?;
-        let mut guard = self.lock();
-        if !guard.entries.contains_key(instance_id) {
-            return Ok(false);
+    fn get_from_file(
+        &self,
+        path: &Path,
+        file: &Mutex<StoreFile>,
+        instance_id: &str,
+        incarnation: &str,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, SecretsError> {
+        let mut guard = lock(file);
+        let Some(entry) = guard.entries.get(instance_id).cloned() else {
+            return Ok(None);
+        };
+        if entry.incarnation.as_deref().is_some_and(|t| t != incarnation) {
+            let mut next = guard.clone();
+            next.entries.remove(instance_id);
+            write_file(path, &next)?;
+            *guard = next;
+            forgot_earlier_record(instance_id);
+            return Ok(None);
         }
-        let mut file = guard.clone();
-        file.entries.remove(instance_id);
-        self.write(&file)?;
-        *guard = file;
-        Ok(true)
+        let plaintext =
+            open_entry(&self.cipher, instance_id, &entry).ok_or_else(|| SecretsError::Decrypt(instance_id.into()))?;
+        if entry.incarnation.is_none() {
+            let mut next = guard.clone();
+            next.entries.insert(
+                instance_id.to_string(),
+                seal(&self.cipher, instance_id, Some(incarnation), &plaintext)?,
+            );
+            write_file(path, &next)?;
+            *guard = next;
+        }
+        Ok(Some(plaintext))
+    }
+
+    /// Removes an instance's secrets, whatever incarnation they belong to; returns whether there were any.
+    pub async fn delete(&self, instance_id: &str) -> Result<bool, SecretsError> {
+        check_instance_id(instance_id)?;
+        match &self.backend {
+            StoreBackend::File { path, file } => {
+                let mut guard = lock(file);
+                if !guard.entries.contains_key(instance_id) {
+                    return Ok(false);
+                }
+                let mut next = guard.clone();
+                next.entries.remove(instance_id);
+                write_file(path, &next)?;
+                *guard = next;
+                Ok(true)
+            }
+            StoreBackend::Postgres(pool) => pg::delete(pool, instance_id).await,
+        }
     }
 
     /// Instance ids that have stored secrets.
-    pub fn instance_ids(&self) -> Vec<String> {
-        self.lock().entries.keys().cloned().collect()
-    }
-
-    fn io(&self, source: std::io::Error) -> SecretsError {
-        SecretsError::Io {
-            path: self.path.clone(),
-            source,
+    pub async fn instance_ids(&self) -> Result<Vec<String>, SecretsError> {
+        match &self.backend {
+            StoreBackend::File { file, .. } => Ok(lock(file).entries.keys().cloned().collect()),
+            StoreBackend::Postgres(pool) => pg::instance_ids(pool).await,
         }
     }
+}
 
-    fn write(&self, file: &StoreFile) -> Result<(), SecretsError> {
-        let file = StoreFile {
-            version: STORE_VERSION,
-            entries: file.entries.clone(),
-        };
-        let bytes = serde_json::to_vec_pretty(&file).map_err(|e| SecretsError::Corrupt {
-            path: self.path.clone(),
-            detail: e.to_string(),
-        })?;
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let file_name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
-        let result = (|| {
-            let mut f = open_private(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &self.path)?;
-            // Make the rename itself durable.
-            fs::File::open(&dir)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result.map_err(|e| self.io(e))
+fn lock(file: &Mutex<StoreFile>) -> std::sync::MutexGuard<'_, StoreFile> {
+    file.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn forgot_earlier_record(instance_id: &str) {
+    tracing::info!(record_id = %instance_id, "deleted the stored secrets of an earlier record with this id");
+}
+
+fn unreadable_error(store: String, ids: Vec<String>) -> SecretsError {
+    SecretsError::Unreadable {
+        store,
+        count: ids.len(),
+        first: ids.into_iter().take(5).collect::<Vec<_>>().join(", "),
     }
+}
+
+fn write_file(path: &Path, file: &StoreFile) -> Result<(), SecretsError> {
+    let file = StoreFile {
+        version: STORE_VERSION,
+        entries: file.entries.clone(),
+    };
+    let bytes = serde_json::to_vec_pretty(&file).map_err(|e| SecretsError::Corrupt {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut f = open_private(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        // Make the rename itself durable.
+        fs::File::open(&dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(|source| SecretsError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn read_file(path: &Path) -> Result<StoreFile, SecretsError> {

@@ -183,6 +183,7 @@ async fn instance_view(
     let secret_keys: Vec<String> = ctx
         .secrets
         .get(&id, &life_of(&inst))
+        .await
         .map_err(secret_store_down)?
         .map(|m| m.keys().cloned().collect())
         .unwrap_or_default();
@@ -322,6 +323,7 @@ async fn put_secrets(
         .ok_or_else(|| ApiError::not_found(format!("no bot instance {id}")).at(format!("/admin/instances/{id}")))?;
     ctx.secrets
         .put(&inst.id, &life_of(&inst), &map)
+        .await
         .map_err(secret_store_down)?;
     let hash = if map.is_empty() {
         String::new()
@@ -349,7 +351,7 @@ async fn delete_secrets(
     state: web::Data<AdminState>,
     RecordId(id): RecordId,
 ) -> Result<HttpResponse, ApiError> {
-    let existed = state.ctx.secrets.delete(&id).map_err(secret_store_down)?;
+    let existed = state.ctx.secrets.delete(&id).await.map_err(secret_store_down)?;
     let n = state
         .ctx
         .intake

@@ -153,6 +153,20 @@ pub const MIGRATIONS: &[Migration] = &[
               CREATE INDEX deletions_due ON deletions (state, expires_at);
               CREATE INDEX deletions_tenant ON deletions (tenant_id, state);",
     },
+    // The secret store of a bridge whose journal is here (src/secrets/pg.rs), shared by its replicas: one
+    // entry per instance id, exactly as the store's file keeps it (the incarnation it belongs to, base64 of
+    // the nonce and of the ChaCha20-Poly1305 ciphertext bound to instance id and incarnation). No plaintext.
+    Migration {
+        version: 3,
+        name: "secret store",
+        sql: "CREATE TABLE secret_store (
+                  instance_id TEXT PRIMARY KEY,
+                  incarnation TEXT,
+                  nonce       TEXT   NOT NULL,
+                  ciphertext  TEXT   NOT NULL,
+                  updated_at  BIGINT NOT NULL
+              );",
+    },
 ];
 
 /// Applies the project's pending migrations; returns the versions applied now.

@@ -348,7 +348,7 @@ async fn desire(
     };
 
     // Secrets stored for an earlier record with this id are deleted here, never used.
-    let stored = ctx.secrets.get(&inst.id, life)?.unwrap_or_default();
+    let stored = ctx.secrets.get(&inst.id, life).await?.unwrap_or_default();
     let present: std::collections::BTreeSet<String> = stored.keys().cloned().collect();
     let missing = secrets::missing_secrets(&template.required_secrets, &present);
     if !missing.is_empty() {
@@ -1230,7 +1230,7 @@ async fn destroy(ctx: &Context, id: &str, run: &RunActor) -> Result<(), Reconcil
     ctx.journal.forget_note(&unconfirmed_note(id)).await?;
     ctx.journal.forget_note(&project_note(id)).await?;
     // Nothing of a deleted record outlives it: a later record with the same id starts from nothing.
-    ctx.secrets.delete(id)?;
+    ctx.secrets.delete(id).await?;
     ctx.journal.forget_router_key(id).await?;
     if removed > 0 {
         info!(record_id = %id, services = removed, "instance destroyed");

@@ -283,7 +283,7 @@ async fn close(ctx: &Context, inst: Option<&BotInstance>, row: &Deletion, actor:
         ctx.journal.rotate_router_key(id, &row.incarnation).await?;
     } else {
         ctx.journal.forget_router_key(id).await?;
-        ctx.secrets.delete(id)?;
+        ctx.secrets.delete(id).await?;
     }
     let message = format!(
         "deletion requested: {}, domain removed, router key withdrawn; kept with its volumes until {}, then destroyed",
@@ -383,7 +383,7 @@ async fn destroy(ctx: &Context, row: &Deletion, purge: bool) -> Result<(), Recon
     {
         ctx.journal.clear_intent(&key).await?;
     }
-    ctx.secrets.delete(id)?;
+    ctx.secrets.delete(id).await?;
     ctx.journal.forget_router_key(id).await?;
     info!(record_id = %id, services = gone.len(), purge, "retained instance destroyed");
     Ok(())

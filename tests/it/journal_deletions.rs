@@ -36,86 +36,86 @@ fn row(life: &str, expires_at: i64) -> Deletion {
 }
 
 cf_testkit::on_both_journals! {
-async fn a_retention_begins_once_per_incarnation_and_moves_on_to_destroyed(t: TestJournal) {
-    let j = &t.journal;
-    assert_eq!(j.begin_deletion(row("life1", 100)).await.unwrap().expires_at, 100);
-    // Asked again (every run of a marked record asks): the first expiry stands.
-    assert_eq!(j.begin_deletion(row("life1", 999)).await.unwrap().expires_at, 100);
-    assert!(
-        j.update_deletion("inst1", "life1", None, Some(true), None)
+    async fn a_retention_begins_once_per_incarnation_and_moves_on_to_destroyed(t: TestJournal) {
+        let j = &t.journal;
+        assert_eq!(j.begin_deletion(row("life1", 100)).await.unwrap().expires_at, 100);
+        // Asked again (every run of a marked record asks): the first expiry stands.
+        assert_eq!(j.begin_deletion(row("life1", 999)).await.unwrap().expires_at, 100);
+        assert!(
+            j.update_deletion("inst1", "life1", None, Some(true), None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !j.update_deletion("inst1", "other", None, Some(false), None)
+                .await
+                .unwrap()
+        );
+        assert_eq!(j.retained_of_tenant("t1").await.unwrap(), 1);
+        assert!(j.due_deletions(99, 10).await.unwrap().is_empty());
+        assert_eq!(j.due_deletions(100, 10).await.unwrap().len(), 1);
+
+        // Durable: a restarted bridge finds it.
+        let j = &reopen(&t).await;
+        let kept = j.deletion("inst1").await.unwrap().expect("row");
+        assert!(kept.closed && kept.state == DeletionState::Retained);
+        // Purge: once; the second sees it under way and changes nothing.
+        let before = j.purge_deletion("inst1").await.unwrap().expect("row");
+        assert_eq!(before.state, DeletionState::Retained);
+        let again = j.purge_deletion("inst1").await.unwrap().expect("row");
+        assert_eq!(again.state, DeletionState::Purging);
+        assert!(
+            !j.end_deletion("inst1", "life1").await.unwrap(),
+            "a purge is not undone"
+        );
+        j.update_deletion("inst1", "life1", Some(DeletionState::Destroyed), None, None)
             .await
-            .unwrap()
-    );
-    assert!(
-        !j.update_deletion("inst1", "other", None, Some(false), None)
+            .unwrap();
+        assert_eq!(j.retained_of_tenant("t1").await.unwrap(), 0);
+        assert!(j.due_deletions(i64::MAX, 10).await.unwrap().is_empty());
+        assert_eq!(
+            j.purge_deletion("inst1").await.unwrap().unwrap().state,
+            DeletionState::Destroyed
+        );
+
+        // A later record reusing the id and deleted in its turn starts a retention of its own.
+        let next = j.begin_deletion(row("life2", 500)).await.unwrap();
+        assert_eq!(
+            (next.incarnation.as_str(), next.state),
+            ("life2", DeletionState::Retained)
+        );
+        assert!(j.end_deletion("inst1", "life2").await.unwrap(), "restored");
+        assert!(j.deletion("inst1").await.unwrap().is_none());
+        assert!(j.purge_deletion("nobody").await.unwrap().is_none());
+    }
+
+    async fn replicas_beginning_and_purging_one_retention_at_once_agree(t: TestJournal) {
+        let other = reopen(&t).await;
+        let begins = (0..8i64).map(|n| {
+            let j = if n % 2 == 0 { t.journal.clone() } else { other.clone() };
+            tokio::spawn(async move { j.begin_deletion(row("life1", 100 + n)).await.expect("begin") })
+        });
+        let in_force: Vec<Deletion> = futures_util::future::join_all(begins)
             .await
-            .unwrap()
-    );
-    assert_eq!(j.retained_of_tenant("t1").await.unwrap(), 1);
-    assert!(j.due_deletions(99, 10).await.unwrap().is_empty());
-    assert_eq!(j.due_deletions(100, 10).await.unwrap().len(), 1);
+            .into_iter()
+            .map(|r| r.expect("task"))
+            .collect();
+        let kept = t.journal.deletion("inst1").await.unwrap().expect("row");
+        assert!(in_force.iter().all(|d| *d == kept), "every caller got the row in force: {in_force:?}");
 
-    // Durable: a restarted bridge finds it.
-    let j = &reopen(&t).await;
-    let kept = j.deletion("inst1").await.unwrap().expect("row");
-    assert!(kept.closed && kept.state == DeletionState::Retained);
-    // Purge: once; the second sees it under way and changes nothing.
-    let before = j.purge_deletion("inst1").await.unwrap().expect("row");
-    assert_eq!(before.state, DeletionState::Retained);
-    let again = j.purge_deletion("inst1").await.unwrap().expect("row");
-    assert_eq!(again.state, DeletionState::Purging);
-    assert!(
-        !j.end_deletion("inst1", "life1").await.unwrap(),
-        "a purge is not undone"
-    );
-    j.update_deletion("inst1", "life1", Some(DeletionState::Destroyed), None, None)
-        .await
-        .unwrap();
-    assert_eq!(j.retained_of_tenant("t1").await.unwrap(), 0);
-    assert!(j.due_deletions(i64::MAX, 10).await.unwrap().is_empty());
-    assert_eq!(
-        j.purge_deletion("inst1").await.unwrap().unwrap().state,
-        DeletionState::Destroyed
-    );
-
-    // A later record reusing the id and deleted in its turn starts a retention of its own.
-    let next = j.begin_deletion(row("life2", 500)).await.unwrap();
-    assert_eq!(
-        (next.incarnation.as_str(), next.state),
-        ("life2", DeletionState::Retained)
-    );
-    assert!(j.end_deletion("inst1", "life2").await.unwrap(), "restored");
-    assert!(j.deletion("inst1").await.unwrap().is_none());
-    assert!(j.purge_deletion("nobody").await.unwrap().is_none());
-}
-
-async fn replicas_beginning_and_purging_one_retention_at_once_agree(t: TestJournal) {
-    let other = reopen(&t).await;
-    let begins = (0..8i64).map(|n| {
-        let j = if n % 2 == 0 { t.journal.clone() } else { other.clone() };
-        tokio::spawn(async move { j.begin_deletion(row("life1", 100 + n)).await.expect("begin") })
-    });
-    let in_force: Vec<Deletion> = futures_util::future::join_all(begins)
-        .await
-        .into_iter()
-        .map(|r| r.expect("task"))
-        .collect();
-    let kept = t.journal.deletion("inst1").await.unwrap().expect("row");
-    assert!(in_force.iter().all(|d| *d == kept), "every caller got the row in force: {in_force:?}");
-
-    let purges = (0..8).map(|n| {
-        let j = if n % 2 == 0 { t.journal.clone() } else { other.clone() };
-        tokio::spawn(async move { j.purge_deletion("inst1").await.expect("purge").expect("row").state })
-    });
-    let seen: Vec<DeletionState> = futures_util::future::join_all(purges)
-        .await
-        .into_iter()
-        .map(|r| r.expect("task"))
-        .collect();
-    let first = seen.iter().filter(|s| **s == DeletionState::Retained).count();
-    assert_eq!(first, 1, "one purge starts it, the others see it under way: {seen:?}");
-    assert_eq!(other.deletion("inst1").await.unwrap().expect("row").state, DeletionState::Purging);
-}
+        let purges = (0..8).map(|n| {
+            let j = if n % 2 == 0 { t.journal.clone() } else { other.clone() };
+            tokio::spawn(async move { j.purge_deletion("inst1").await.expect("purge").expect("row").state })
+        });
+        let seen: Vec<DeletionState> = futures_util::future::join_all(purges)
+            .await
+            .into_iter()
+            .map(|r| r.expect("task"))
+            .collect();
+        let first = seen.iter().filter(|s| **s == DeletionState::Retained).count();
+        assert_eq!(first, 1, "one purge starts it, the others see it under way: {seen:?}");
+        assert_eq!(other.deletion("inst1").await.unwrap().expect("row").state, DeletionState::Purging);
+    }
 }
 
 #[tokio::test]

@@ -127,20 +127,21 @@ fn env_value_flags_and_redaction() {
     assert_eq!(dollar.to_bulk_item()["is_literal"], true);
 }
 
-#[test]
-fn store_round_trip_encrypted_private_and_atomic() {
+#[tokio::test]
+async fn store_round_trip_encrypted_private_and_atomic() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("secrets.json");
     let k = key(b"bridge-key-0123456789abcdef");
     let store = SecretStore::open(&path, &k).expect("open");
-    assert!(store.get("inst1", LIFE).expect("get").is_none());
+    assert!(store.get("inst1", LIFE).await.expect("get").is_none());
 
     let canary = "CANARY-9f8e7d6c5b4a";
     store
         .put("inst1", LIFE, &map(&[("TELEGRAM_BOT_TOKEN", canary), ("OTHER", "x")]))
+        .await
         .expect("put");
-    store.put("inst2", LIFE, &map(&[("TOKEN", "y")])).expect("put 2");
-    let got = store.get("inst1", LIFE).expect("get").expect("present");
+    store.put("inst2", LIFE, &map(&[("TOKEN", "y")])).await.expect("put 2");
+    let got = store.get("inst1", LIFE).await.expect("get").expect("present");
     assert_eq!(got["TELEGRAM_BOT_TOKEN"].expose_secret(), canary);
     assert_eq!(got["OTHER"].expose_secret(), "x");
 
@@ -169,7 +170,7 @@ fn store_round_trip_encrypted_private_and_atomic() {
     // A fresh handle with the same key reads it back; a different key cannot open the store.
     let again = SecretStore::open(&path, &k).expect("reopen");
     assert_eq!(
-        again.get("inst2", LIFE).expect("get").expect("present")["TOKEN"].expose_secret(),
+        again.get("inst2", LIFE).await.expect("get").expect("present")["TOKEN"].expose_secret(),
         "y"
     );
     assert!(matches!(
@@ -177,20 +178,20 @@ fn store_round_trip_encrypted_private_and_atomic() {
         Err(SecretsError::Unreadable { count: 2, .. })
     ));
 
-    assert!(store.delete("inst1").expect("delete"));
-    assert!(!store.delete("inst1").expect("delete twice"));
-    assert!(store.get("inst1", LIFE).expect("get").is_none());
-    assert_eq!(store.instance_ids(), vec!["inst2"]);
+    assert!(store.delete("inst1").await.expect("delete"));
+    assert!(!store.delete("inst1").await.expect("delete twice"));
+    assert!(store.get("inst1", LIFE).await.expect("get").is_none());
+    assert_eq!(store.instance_ids().await.expect("ids"), vec!["inst2"]);
 }
 
-#[test]
-fn store_entries_are_bound_to_their_instance() {
+#[tokio::test]
+async fn store_entries_are_bound_to_their_instance() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("s.json");
     let k = key(b"bridge-key");
     let store = SecretStore::open(&path, &k).expect("open");
-    store.put("a", LIFE, &map(&[("T", "for-a")])).expect("put");
-    store.put("b", LIFE, &map(&[("T", "for-b")])).expect("put");
+    store.put("a", LIFE, &map(&[("T", "for-a")])).await.expect("put");
+    store.put("b", LIFE, &map(&[("T", "for-b")])).await.expect("put");
     // Swap the two ciphertexts in the file: each must now fail to decrypt.
     let mut file: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
     let a = file["entries"]["a"].clone();
@@ -204,16 +205,16 @@ fn store_entries_are_bound_to_their_instance() {
     ));
 }
 
-#[test]
-fn store_refuses_bad_input() {
+#[tokio::test]
+async fn store_refuses_bad_input() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SecretStore::open(dir.path().join("s.json"), &key(b"k")).expect("open");
     assert!(matches!(
-        store.put("../evil", LIFE, &map(&[])),
+        store.put("../evil", LIFE, &map(&[])).await,
         Err(SecretsError::InvalidInstanceId(_))
     ));
     assert!(matches!(
-        store.put("ok", LIFE, &map(&[("bad key", "v")])),
+        store.put("ok", LIFE, &map(&[("bad key", "v")])).await,
         Err(SecretsError::InvalidKey(_))
     ));
     assert!(matches!(
@@ -225,4 +226,167 @@ fn store_refuses_bad_input() {
         SecretStore::open(dir.path().join("s.json"), &key(b"k")),
         Err(SecretsError::Corrupt { .. })
     ));
+}
+
+/// The store of a bridge whose journal is on PostgreSQL: in the journal's database, shared by its replicas.
+mod postgres {
+    use super::*;
+    use cf_bridge::journal::Journal;
+    use cf_bridge::pg::PgConfig;
+
+    /// A migrated database and one replica's journal on it.
+    async fn database() -> (cf_testkit::TestDb, PgConfig, Journal) {
+        let db = cf_testkit::Postgres::shared().database().await;
+        let cfg = PgConfig::parse(&db.url).expect("the test database's URL");
+        let journal = Journal::open_postgres(&cfg).await.expect("journal");
+        (db, cfg, journal)
+    }
+
+    /// Another replica: its own journal, pool and store on the same database.
+    async fn replica(cfg: &PgConfig, k: &SecretBytes, previous: &[SecretBytes]) -> Result<SecretStore, SecretsError> {
+        let journal = Journal::open_postgres(cfg).await.expect("journal");
+        let pool = journal.pg().expect("on PostgreSQL").pool().clone();
+        SecretStore::open_postgres(pool, k, previous).await
+    }
+
+    /// Every column of every row of the store's table, as text.
+    async fn table_text(j: &Journal) -> String {
+        let client = j.pg().expect("pg").pool().get().await.expect("connection");
+        let rows = client
+            .query("SELECT t::text FROM secret_store t", &[])
+            .await
+            .expect("the table");
+        rows.iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[tokio::test]
+    async fn entries_written_by_one_replica_are_read_by_another_and_outlive_it_as_ciphertext_only() {
+        let (_db, cfg, journal) = database().await;
+        let k = key(b"bridge-key-0123456789abcdef");
+        let canary = "CANARY-9f8e7d6c5b4a";
+        let a = replica(&cfg, &k, &[]).await.expect("replica a");
+        let b = replica(&cfg, &k, &[]).await.expect("replica b");
+        assert!(b.get("inst1", LIFE).await.expect("get").is_none());
+        a.put("inst1", LIFE, &map(&[("TELEGRAM_BOT_TOKEN", canary), ("OTHER", "x")]))
+            .await
+            .expect("put");
+        a.put("inst2", LIFE, &map(&[("TOKEN", "y")])).await.expect("put 2");
+        let got = b
+            .get("inst1", LIFE)
+            .await
+            .expect("get")
+            .expect("written by a, read by b");
+        assert_eq!(got["TELEGRAM_BOT_TOKEN"].expose_secret(), canary);
+        assert_eq!(got["OTHER"].expose_secret(), "x");
+        assert_eq!(b.path(), None);
+        assert!(!format!("{a:?}").contains(canary));
+
+        let stored = table_text(&journal).await;
+        assert_eq!(stored.lines().count(), 2, "one row per instance: {stored}");
+        assert!(!stored.contains(canary), "the database holds ciphertext only");
+        assert!(!stored.contains("TELEGRAM_BOT_TOKEN"), "secret names are encrypted too");
+
+        // Replica a dies; one started later reads what it wrote.
+        drop(a);
+        let c = replica(&cfg, &k, &[]).await.expect("replica c");
+        assert_eq!(
+            c.get("inst2", LIFE).await.expect("get").expect("present")["TOKEN"].expose_secret(),
+            "y"
+        );
+        assert!(b.delete("inst1").await.expect("delete"));
+        assert!(!c.delete("inst1").await.expect("deleted by b"));
+        assert!(c.get("inst1", LIFE).await.expect("get").is_none());
+        assert_eq!(c.instance_ids().await.expect("ids"), vec!["inst2"]);
+
+        // Another replica's new secrets replace the old ones for everyone.
+        c.put("inst2", LIFE, &map(&[("TOKEN", "z")])).await.expect("replace");
+        assert_eq!(
+            b.get("inst2", LIFE).await.expect("get").expect("present")["TOKEN"].expose_secret(),
+            "z"
+        );
+        assert!(matches!(
+            b.put("../evil", LIFE, &map(&[])).await,
+            Err(SecretsError::InvalidInstanceId(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_wrong_key_is_refused_and_previous_keys_reencrypt_the_entries_once() {
+        let (_db, cfg, journal) = database().await;
+        let (old, new) = (key(b"old-bridge-key-0123456789"), key(b"new-bridge-key-0123456789"));
+        let store = replica(&cfg, &old, &[]).await.expect("open");
+        store.put("inst1", LIFE, &map(&[("TOKEN", "v1")])).await.expect("put");
+        store.put("inst2", LIFE, &map(&[("TOKEN", "v2")])).await.expect("put");
+        let before = table_text(&journal).await;
+
+        let err = replica(&cfg, &key(b"wrong-key"), &[]).await.expect_err("a wrong key");
+        assert!(matches!(err, SecretsError::Unreadable { count: 2, .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("inst1") && text.contains("secrets.previous_keys"),
+            "{text}"
+        );
+        assert!(!text.contains("v1"));
+        assert_eq!(table_text(&journal).await, before, "a refused start changes nothing");
+
+        let rekeyed = replica(&cfg, &new, &[key(b"unrelated-key-xxxxxxxx"), old.clone()])
+            .await
+            .expect("open with the previous key");
+        assert_eq!(rekeyed.rekeyed(), 2);
+        assert_eq!(
+            rekeyed.get("inst1", LIFE).await.expect("get").expect("present")["TOKEN"].expose_secret(),
+            "v1"
+        );
+        let again = replica(&cfg, &new, std::slice::from_ref(&old))
+            .await
+            .expect("the new key");
+        assert_eq!(again.rekeyed(), 0, "re-encrypted once");
+        assert!(
+            replica(&cfg, &old, &[]).await.is_err(),
+            "the old key no longer opens it"
+        );
+        // A replica still running with the old key cannot read what was re-encrypted.
+        assert!(matches!(
+            store.get("inst1", LIFE).await,
+            Err(SecretsError::Decrypt(id)) if id == "inst1"
+        ));
+    }
+
+    #[tokio::test]
+    async fn entries_are_bound_to_their_instance_and_incarnation() {
+        let (_db, cfg, journal) = database().await;
+        let k = key(b"bridge-key");
+        let store = replica(&cfg, &k, &[]).await.expect("open");
+        store.put("a", LIFE, &map(&[("T", "for-a")])).await.expect("put");
+        store.put("b", LIFE, &map(&[("T", "for-b")])).await.expect("put");
+        let later = "ffeeddccbbaa99887766554433221100";
+        assert!(
+            store.get("a", later).await.expect("get").is_none(),
+            "another life gets nothing"
+        );
+        assert_eq!(
+            store.instance_ids().await.expect("ids"),
+            vec!["b"],
+            "and a's are deleted"
+        );
+
+        // Swap rows' ciphertexts in the database: neither opens, at a read or at the next start.
+        store.put("a", LIFE, &map(&[("T", "for-a")])).await.expect("put");
+        let client = journal.pg().expect("pg").pool().get().await.expect("connection");
+        client
+            .batch_execute(
+                "UPDATE secret_store s SET nonce = o.nonce, ciphertext = o.ciphertext
+                 FROM secret_store o WHERE s.instance_id <> o.instance_id",
+            )
+            .await
+            .expect("swap");
+        assert!(matches!(store.get("a", LIFE).await, Err(SecretsError::Decrypt(_))));
+        assert!(matches!(
+            replica(&cfg, &k, &[]).await,
+            Err(SecretsError::Unreadable { count: 2, .. })
+        ));
+    }
 }

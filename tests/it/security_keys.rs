@@ -128,13 +128,13 @@ async fn one_stack_router_key_rotates_without_touching_the_others() {
     assert_eq!(status, 400);
 }
 
-#[test]
-fn previous_keys_reencrypt_the_store_and_other_keys_are_refused() {
+#[tokio::test]
+async fn previous_keys_reencrypt_the_store_and_other_keys_are_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("s.json");
     let life = incarnation::tag("inst1", "t1", "2026-01-01 00:00:00.000Z");
     let old = SecretStore::open(&path, &bytes(SECRETS_KEY)).expect("open");
-    old.put("inst1", &life, &map(&[("TOKEN", "v1")])).expect("put");
+    old.put("inst1", &life, &map(&[("TOKEN", "v1")])).await.expect("put");
     drop(old);
 
     let err = SecretStore::open(&path, &bytes(NEW_KEY)).expect_err("old entries, new key");
@@ -149,7 +149,7 @@ fn previous_keys_reencrypt_the_store_and_other_keys_are_refused() {
     .expect("open with the previous key");
     assert_eq!(store.rekeyed(), 1);
     assert_eq!(
-        store.get("inst1", &life).expect("get").expect("present")["TOKEN"].expose_secret(),
+        store.get("inst1", &life).await.expect("get").expect("present")["TOKEN"].expose_secret(),
         "v1"
     );
     drop(store);
@@ -161,8 +161,8 @@ fn previous_keys_reencrypt_the_store_and_other_keys_are_refused() {
     );
 }
 
-#[test]
-fn store_entries_belong_to_one_incarnation_of_their_id() {
+#[tokio::test]
+async fn store_entries_belong_to_one_incarnation_of_their_id() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("s.json");
     let first = incarnation::tag("inst1", "t1", "2026-01-01 00:00:00.000Z");
@@ -170,19 +170,20 @@ fn store_entries_belong_to_one_incarnation_of_their_id() {
     let store = SecretStore::open(&path, &bytes(SECRETS_KEY)).expect("open");
     store
         .put("inst1", &first, &map(&[("TOKEN", "first-owner")]))
+        .await
         .expect("put");
     assert!(
-        store.get("inst1", &later).expect("get").is_none(),
+        store.get("inst1", &later).await.expect("get").is_none(),
         "another life gets nothing"
     );
     assert!(
-        store.instance_ids().is_empty(),
+        store.instance_ids().await.expect("ids").is_empty(),
         "and the earlier life's secrets are deleted"
     );
-    assert!(store.get("inst1", &first).expect("get").is_none());
+    assert!(store.get("inst1", &first).await.expect("get").is_none());
 
     // An entry moved by hand to another incarnation's label does not decrypt.
-    store.put("inst1", &first, &map(&[("TOKEN", "v")])).expect("put");
+    store.put("inst1", &first, &map(&[("TOKEN", "v")])).await.expect("put");
     let mut file: Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
     file["entries"]["inst1"]["incarnation"] = json!(later);
     std::fs::write(&path, serde_json::to_vec(&file).expect("ser")).expect("write");
@@ -216,15 +217,15 @@ fn write_v1_store(path: &std::path::Path, key: &str, id: &str, plaintext: &[u8])
     std::fs::write(path, serde_json::to_vec(&file).expect("ser")).expect("write");
 }
 
-#[test]
-fn entries_from_before_incarnations_are_adopted_by_the_live_record() {
+#[tokio::test]
+async fn entries_from_before_incarnations_are_adopted_by_the_live_record() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("s.json");
     write_v1_store(&path, SECRETS_KEY, "inst1", br#"{"TOKEN":"legacy"}"#);
     let life = incarnation::tag("inst1", "t1", "2026-01-01 00:00:00.000Z");
     let store = SecretStore::open(&path, &bytes(SECRETS_KEY)).expect("a version 1 store opens");
     assert_eq!(
-        store.get("inst1", &life).expect("get").expect("adopted")["TOKEN"].expose_secret(),
+        store.get("inst1", &life).await.expect("get").expect("adopted")["TOKEN"].expose_secret(),
         "legacy"
     );
     let file: Value = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
@@ -235,5 +236,5 @@ fn entries_from_before_incarnations_are_adopted_by_the_live_record() {
         "bound from now on"
     );
     let later = incarnation::tag("inst1", "t2", "2026-02-01 00:00:00.000Z");
-    assert!(store.get("inst1", &later).expect("get").is_none());
+    assert!(store.get("inst1", &later).await.expect("get").is_none());
 }
