@@ -361,6 +361,9 @@ async fn open_journal(settings: &Settings) -> Result<(Journal, Option<PgConfig>)
                     path: cfg.redacted(),
                     source,
                 })?;
+            if let Some(pg) = journal.pg() {
+                pg.set_lease(settings.journal.claim_lease);
+            }
             info!(journal = %cfg.redacted(), "journal on PostgreSQL: one of several replicas");
             Ok((journal, Some(cfg)))
         }

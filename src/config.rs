@@ -101,6 +101,10 @@ mod defaults {
     pub fn leader_lease() -> Duration {
         Duration::from_secs(15)
     }
+    /// `src/journal/pg/jobs.rs`: a dead replica's jobs are claimed again this long after its last heartbeat.
+    pub fn claim_lease() -> Duration {
+        Duration::from_secs(15)
+    }
     pub fn log_level() -> String {
         "info".into()
     }
@@ -343,6 +347,14 @@ pub struct JournalSettings {
         default = "defaults::leader_lease"
     )]
     pub leader_lease: Duration,
+    /// PostgreSQL only: how long a job's claim lasts without its replica's heartbeat (renewed every third);
+    /// the jobs of a replica that died are taken over this long after it stopped.
+    #[serde(
+        rename = "claim_lease_secs",
+        deserialize_with = "secs",
+        default = "defaults::claim_lease"
+    )]
+    pub claim_lease: Duration,
 }
 
 impl JournalSettings {
@@ -363,6 +375,7 @@ impl Default for JournalSettings {
             payload_retention: defaults::journal_payload_retention(),
             url: None,
             leader_lease: defaults::leader_lease(),
+            claim_lease: defaults::claim_lease(),
         }
     }
 }
@@ -1317,6 +1330,9 @@ impl Section for JournalSettings {
         if !(3..=300).contains(&self.leader_lease.as_secs()) {
             c.fail("journal.leader_lease_secs", "must be between 3 and 300");
         }
+        if !(3..=300).contains(&self.claim_lease.as_secs()) {
+            c.fail("journal.claim_lease_secs", "must be between 3 and 300");
+        }
     }
 }
 
@@ -1493,6 +1509,7 @@ impl fmt::Display for Settings {
             None => {}
         }
         writeln!(f, "leader_lease_secs = {}", self.journal.leader_lease.as_secs())?;
+        writeln!(f, "claim_lease_secs = {}", self.journal.claim_lease.as_secs())?;
         writeln!(f, "\n[domains]\nbase_domain = {:?}", self.domains.base_domain)?;
         writeln!(f, "\n[router]\nbase_url = {:?}", self.router.base_url.as_str())?;
         let format = match self.log.format {
@@ -1984,6 +2001,7 @@ mod tests {
                     "postgres://bridge:pg-canary-pw@db.internal:5433/cf?sslmode=disable",
                 ),
                 ("CF_BRIDGE__JOURNAL__LEADER_LEASE_SECS", "6"),
+                ("CF_BRIDGE__JOURNAL__CLAIM_LEASE_SECS", "9"),
             ],
         );
         let s = load_from(nowhere, false, &e).expect("valid");
@@ -1993,6 +2011,7 @@ mod tests {
             ("db.internal", 5433, "cf")
         );
         assert_eq!(s.journal.leader_lease, Duration::from_secs(6));
+        assert_eq!(s.journal.claim_lease, Duration::from_secs(9));
         let shown = s.with_origins(&origins(nowhere, &e));
         assert!(
             shown.contains("url = \"postgres://bridge@db.internal:5433/cf\"  # env CF_BRIDGE__JOURNAL__URL"),
@@ -2005,6 +2024,7 @@ mod tests {
             &[
                 ("CF_BRIDGE__JOURNAL__URL", "mysql://bridge:pg-canary-pw@db/cf"),
                 ("CF_BRIDGE__JOURNAL__LEADER_LEASE_SECS", "1"),
+                ("CF_BRIDGE__JOURNAL__CLAIM_LEASE_SECS", "301"),
             ],
         );
         let text = load_from(nowhere, false, &bad).expect_err("invalid").to_string();
@@ -2014,6 +2034,10 @@ mod tests {
         );
         assert!(
             text.contains("journal.leader_lease_secs: must be between 3 and 300"),
+            "{text}"
+        );
+        assert!(
+            text.contains("journal.claim_lease_secs: must be between 3 and 300"),
             "{text}"
         );
         assert!(!text.contains("pg-canary-pw"), "{text}");

@@ -404,7 +404,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Secrets(SecretsCommand::Rekey) => {
             let settings = load(&cli)?;
             let (store, ids) = runtime()?.block_on(async {
-                let store = cf_bridge::app::open_secret_store(&settings, None).await?;
+                // With journal.url, the store every replica shares in the journal's database.
+                let journal = match settings.journal.postgres() {
+                    Some(cfg) => Some(cf_bridge::journal::Journal::open_postgres(&cfg?).await?),
+                    None => None,
+                };
+                let pg = journal.as_ref().and_then(|j| j.pg());
+                let store = cf_bridge::app::open_secret_store(&settings, pg).await?;
                 let ids = store.instance_ids().await?;
                 anyhow::Ok((store, ids))
             })?;

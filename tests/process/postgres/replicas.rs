@@ -15,7 +15,8 @@ use crate::bridge_bin;
 use crate::harness::{Acks, send_webhook};
 
 const TEMPLATE: &str = "base-llm";
-/// The leader lease the replicas run with here (the default is 15 s): failover is asserted within it.
+/// The leader and job-claim leases the replicas run with here (the default is 15 s): failover is asserted
+/// within it.
 const LEASE_SECS: u64 = 3;
 
 /// PocketBase, the simulator and the templates, with replicas of cf-bridge on one database.
@@ -55,6 +56,8 @@ impl Fleet {
         let mut all: Vec<(&str, &str)> = vec![
             ("CF_BRIDGE__JOURNAL__URL", &self.db_url),
             ("CF_BRIDGE__JOURNAL__LEADER_LEASE_SECS", &lease),
+            // A killed replica's jobs are taken over after this (15 s by default).
+            ("CF_BRIDGE__JOURNAL__CLAIM_LEASE_SECS", &lease),
         ];
         all.extend_from_slice(env);
         let b = BridgeProcess::for_stack(bridge_bin(), (&self.pb).into(), &self.sim, &all).await;
