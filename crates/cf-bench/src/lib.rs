@@ -7,6 +7,7 @@ pub mod idle;
 pub mod latency;
 pub mod ping;
 pub mod procs;
+pub mod replicas;
 pub mod report;
 pub mod resources;
 pub mod run;
@@ -40,6 +41,8 @@ pub struct Overrides {
     pub budget_only: bool,
     /// Only the fleet setup and a full resync of it (section 5's resync rows).
     pub resync_only: bool,
+    /// Only 1 replica on SQLite beside 1 and 3 on PostgreSQL (`crate::replicas`).
+    pub replicas_only: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -45,6 +45,9 @@ struct Args {
     /// Run the fleet setup and a full resync of it only.
     #[arg(long)]
     resync_only: bool,
+    /// Run 1 replica on SQLite beside 1 and 3 on PostgreSQL only (`--instances` sets the fleet size).
+    #[arg(long)]
+    replicas_only: bool,
     /// Also write every figure of the run as JSON to this file (e.g. docs/bench/full.json).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -63,6 +66,7 @@ async fn main() -> std::process::ExitCode {
         hook_cost_only: args.hook_cost_only,
         budget_only: args.budget_only,
         resync_only: args.resync_only,
+        replicas_only: args.replicas_only,
     };
     let started = chrono::Utc::now();
     match run::run(args.mode, overrides, args.pocketbase, args.work_dir).await {
