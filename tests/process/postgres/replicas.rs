@@ -434,7 +434,7 @@ async fn postgres_restarted_webhooks_get_503_meanwhile_and_replicas_carry_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_together_stay_within_the_coolify_budget() {
     const PER_MINUTE: u64 = 120;
-    const WINDOW: Duration = Duration::from_secs(10);
+    const OBSERVED: Duration = Duration::from_secs(62);
     let burst = u64::from(cf_bridge::coolify::client::BURST);
     let db = Postgres::shared().database().await;
     let per_minute = PER_MINUTE.to_string();
@@ -446,12 +446,13 @@ async fn three_replicas_together_stay_within_the_coolify_budget() {
     )
     .await;
     let tenants = f.tenants(3, "budget").await;
-    let bodies: Vec<Value> = (0..30)
+    // More work than a minute of the budget carries (each instance takes several calls).
+    let bodies: Vec<Value> = (0..45)
         .map(|i| f.instance_body(&tenants[i % 3], &format!("budget-{i}")))
         .collect();
     f.sim.clear_requests().await;
     f.pb.batch_create("bot_instances", &bodies).await;
-    tokio::time::sleep(Duration::from_secs(25)).await;
+    tokio::time::sleep(OBSERVED).await;
 
     let at: Vec<u64> = f
         .sim
@@ -460,28 +461,32 @@ async fn three_replicas_together_stay_within_the_coolify_budget() {
         .iter()
         .filter_map(|r| r["at_ms"].as_u64())
         .collect();
-    let window_ms = u64::try_from(WINDOW.as_millis()).expect("ms");
     // A token bucket lets at most its burst plus the refill through any window (one in flight of slack:
-    // a token is taken just before its request reaches the simulator's log).
-    let ceiling = burst + PER_MINUTE * WINDOW.as_secs() / 60 + 1;
-    let busiest = at
-        .iter()
-        .map(|start| at.iter().filter(|t| **t >= *start && **t < start + window_ms).count() as u64)
-        .max()
-        .unwrap_or(0);
-    assert!(
-        busiest <= ceiling,
-        "{busiest} Coolify requests within {WINDOW:?} from 3 replicas; the shared budget allows {ceiling}"
-    );
+    // a token is taken just before its request reaches the simulator's log): per minute, and per 10 s.
+    let mut busiest = Vec::new();
+    for window in [Duration::from_secs(60), Duration::from_secs(10)] {
+        let ms = u64::try_from(window.as_millis()).expect("ms");
+        let ceiling = burst + PER_MINUTE * window.as_secs() / 60 + 1;
+        let most = at
+            .iter()
+            .map(|start| at.iter().filter(|t| **t >= *start && **t < start + ms).count() as u64)
+            .max()
+            .unwrap_or(0);
+        assert!(
+            most <= ceiling,
+            "{most} Coolify requests within {window:?} from 3 replicas; the shared budget allows {ceiling}"
+        );
+        busiest.push(format!("at most {most} in any {window:?} (ceiling {ceiling})"));
+    }
     // The work outlasts the budget, so the replicas used it (at least half its refill; the bucket was partly
-    // spent at start): the figure above is the budget's, not idleness.
+    // spent at start): the figures above are the budget's, not idleness.
     let total = at.len() as u64;
     assert!(
-        total >= PER_MINUTE * 25 / 60 / 2,
-        "only {total} requests in 25 s\n{}",
+        total >= PER_MINUTE * OBSERVED.as_secs() / 60 / 2,
+        "only {total} requests in {OBSERVED:?}\n{}",
         f.logs()
     );
-    eprintln!("budget: {total} requests in 25 s, at most {busiest} in any {WINDOW:?} (ceiling {ceiling})");
+    eprintln!("budget: {total} requests in {OBSERVED:?}, {}", busiest.join(", "));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
