@@ -290,6 +290,12 @@ async fn run_job<H: JobHandler>(
                 });
                 return;
             }
+            Err(JournalError::NotRunning { state, .. }) => {
+                // On PostgreSQL: the lease ran out (this replica lost the database for longer than it) and
+                // another replica runs the job now; its run decides.
+                tracing::warn!(state = %state, "job outcome dropped: the job's claim was lost");
+                return;
+            }
             Err(e) => {
                 tracing::error!(try_no = attempt, error = %e, "cannot record a job's outcome");
                 tokio::time::sleep(Duration::from_millis(100 << attempt)).await;

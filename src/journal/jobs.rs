@@ -163,7 +163,8 @@ fn claim(tx: &Transaction<'_>, now: i64, limit: usize) -> Result<Vec<ClaimedJob>
 
 impl Journal {
     /// Marks up to `limit` due jobs (queued, or failed with `next_attempt_at <= now`) running and
-    /// returns them. Claims are serialised by the writer, so a job is never handed out twice.
+    /// returns them. Claims are serialised by the writer (on PostgreSQL by row locks, see `pg/jobs.rs`), so a
+    /// job is never handed out twice.
     pub async fn claim_due(&self, now: i64, limit: usize) -> Result<Vec<ClaimedJob>, JournalError> {
         if let Some(pg) = self.pg() {
             return pg.claim_due(now, limit).await;

@@ -223,6 +223,77 @@ cf_testkit::on_both_journals! {
         assert_eq!(j.claim_due(now_ms(), 1).await.expect("claim").len(), 1);
     }
 
+    async fn a_runs_changes_and_trace_come_from_the_events_it_covers(t: TestJournal) {
+        let j = &t.journal;
+        let mut first = event(Source::Realtime, "r1", "t1");
+        first.payload["changed_by"] = json!("users:u1");
+        first.trace_context = Some("trace-1".into());
+        let mut hook = event(Source::Webhook, "r1", "t2");
+        hook.payload["changed_by"] = json!("users:u2");
+        hook.trace_context = Some("trace-2".into());
+        let mut last = event(Source::Realtime, "r1", "t3");
+        last.trace_context = Some("trace-3".into());
+        let (e1, _, _) = new_ids(j.ingest(first).await.expect("ingest"));
+        for e in [hook, last] {
+            new_ids(j.ingest(e).await.expect("ingest"));
+        }
+        let job = j.claim_due(now_ms(), 1).await.expect("claim").remove(0);
+        let changes = j
+            .run_changes(job.job_id, Some(job.last_event_id), 10)
+            .await
+            .expect("changes");
+        assert_eq!(
+            changes,
+            vec![
+                (Source::Realtime, Action::Update, None),
+                (Source::Webhook, Action::Update, Some("users:u2".into())),
+                (Source::Realtime, Action::Update, Some("users:u1".into())),
+            ],
+            "newest first, with the stamp each record carried"
+        );
+        assert_eq!(j.run_changes(job.job_id, Some(e1), 10).await.expect("changes").len(), 1);
+        assert_eq!(j.run_changes(job.job_id, None, 2).await.expect("changes").len(), 2);
+        let trace = j.run_trace_context(job.job_id, job.last_event_id).await.expect("trace");
+        assert_eq!(trace.as_deref(), Some("trace-2"), "a webhook's trace first");
+        let trace = j.run_trace_context(job.job_id, e1).await.expect("trace");
+        assert_eq!(trace.as_deref(), Some("trace-1"));
+        j.complete(job.job_id).await.expect("complete");
+        assert!(j.run_changes(job.job_id, None, 10).await.expect("changes").is_empty());
+        assert_eq!(j.run_trace_context(job.job_id, i64::MAX).await.expect("trace"), None);
+        j.check_writable().await.expect("writable");
+    }
+
+    async fn replay_live_requeues_the_live_applied_records_of_one_collection(t: TestJournal) {
+        let j = &t.journal;
+        for (collection, record) in [
+            (Collection::BotInstances, "r1"),
+            (Collection::BotInstances, "r2"),
+            (Collection::BotInstances, "gone"),
+            (Collection::Tenants, "t1"),
+        ] {
+            j.set_applied(collection, record, "2026-01-01 00:00:00.000Z")
+                .await
+                .expect("applied");
+        }
+        j.mark_deleted(Collection::BotInstances, "gone").await.expect("deleted");
+        assert_eq!(j.replay_live(Collection::BotInstances).await.expect("replay"), 2);
+        let mut claimed: Vec<_> = j
+            .claim_due(now_ms(), 10)
+            .await
+            .expect("claim")
+            .into_iter()
+            .map(|c| (c.collection, c.record_id))
+            .collect();
+        claimed.sort();
+        assert_eq!(
+            claimed,
+            vec![
+                (Collection::BotInstances, "r1".to_string()),
+                (Collection::BotInstances, "r2".to_string())
+            ]
+        );
+    }
+
     async fn replays_requeue_with_attempts_reset_and_leave_a_trace(t: TestJournal) {
         let j = &t.journal;
         let (e1, _, _) = new_ids(j.ingest(event(Source::Realtime, "r1", "t1")).await.expect("ingest"));

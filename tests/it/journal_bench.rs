@@ -28,8 +28,17 @@ fn event(i: usize) -> NewEvent {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_throughput() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let journal = Journal::open(&dir.path().join("journal.db")).expect("open");
+    measure(Journal::open(&dir.path().join("journal.db")).expect("open"), "SQLite").await;
+}
 
+/// The same on PostgreSQL (one transaction per event, under its record's lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_ingest_throughput() {
+    let t = cf_testkit::journal::TestJournal::open(cf_testkit::journal::Backend::Postgres).await;
+    measure(t.journal.clone(), "PostgreSQL").await;
+}
+
+async fn measure(journal: Journal, backend: &str) {
     let start = Instant::now();
     for i in 0..EVENTS {
         assert!(matches!(journal.ingest(event(i)).await, Ok(Ingested::New { .. })));
@@ -53,5 +62,5 @@ async fn ingest_throughput() {
         t.await.expect("ingest task");
     }
     let concurrent = EVENTS as f64 / start.elapsed().as_secs_f64();
-    println!("journal ingest: {sequential:.0}/s sequential, {concurrent:.0}/s from {TASKS} concurrent tasks");
+    println!("{backend} journal ingest: {sequential:.0}/s sequential, {concurrent:.0}/s from {TASKS} concurrent tasks");
 }

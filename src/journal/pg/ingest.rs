@@ -6,7 +6,8 @@
 use deadpool_postgres::Transaction;
 
 use super::PgJournal;
-use super::sql::{exec, lock_record, notify_jobs, row};
+use super::sql::{exec, lock_record, row};
+use super::wake::CHANNEL;
 use crate::events::{Action, Collection, Ingested, NewEvent, Source};
 use crate::journal::types::column;
 use crate::journal::{JobState, JournalError, now_ms};
@@ -18,9 +19,6 @@ impl PgJournal {
         let tx = conn.transaction().await?;
         lock_record(&tx, event.collection.as_str(), &event.record_id).await?;
         let ingested = ingest(&tx, event, payload, now_ms()).await?;
-        if matches!(ingested, Ingested::New { .. }) {
-            notify_jobs(&tx).await?;
-        }
         tx.commit().await?;
         Ok(ingested)
     }
@@ -239,7 +237,8 @@ async fn event_fingerprint(tx: &Transaction<'_>, event_id: i64) -> Result<Option
         .and_then(|r| r.get(0)))
 }
 
-/// Makes sure the record's job will run for `event_id`, and links the event to it (see
+/// Makes sure the record's job will run for `event_id`, links the event to it and wakes the replicas at
+/// commit (see
 /// `journal/ingest.rs::enqueue`, which decides the same). The job row stays locked until the transaction
 /// ends; a job row inserted meanwhile by another transaction (a replay) is found, not duplicated.
 pub(super) async fn enqueue(
@@ -315,7 +314,14 @@ pub(super) async fn enqueue(
     Ok((job_id, coalesced))
 }
 
+/// One statement for both (a round trip less per event). Notifications repeated in one transaction are
+/// delivered once.
 async fn link(tx: &Transaction<'_>, job_id: i64, event_id: i64) -> Result<(), JournalError> {
-    exec(tx, "UPDATE events SET job_id = $1 WHERE id = $2", &[&job_id, &event_id]).await?;
+    exec(
+        tx,
+        "WITH linked AS (UPDATE events SET job_id = $1 WHERE id = $2) SELECT pg_notify($3, '')",
+        &[&job_id, &event_id, &CHANNEL],
+    )
+    .await?;
     Ok(())
 }

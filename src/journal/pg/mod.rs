@@ -112,10 +112,6 @@ impl PgJournal {
         &self.replica.id
     }
 
-    pub fn lease(&self) -> Duration {
-        Duration::from_millis(self.replica.lease_ms.load(Ordering::Relaxed))
-    }
-
     /// Sets how long a claim stays valid without a heartbeat (claims made from now on; the next heartbeat
     /// renews the others to it).
     pub fn set_lease(&self, lease: Duration) {

@@ -7,7 +7,7 @@ use tokio_postgres::types::ToSql;
 
 use super::PgJournal;
 use super::ingest::enqueue;
-use super::sql::{notify_jobs, row, rows};
+use super::sql::{row, rows};
 use crate::events::{Action, Collection, Source};
 use crate::journal::types::column;
 use crate::journal::{JournalError, now_ms};
@@ -61,9 +61,6 @@ impl PgJournal {
             .map(|r| r.get(0))
             .ok_or_else(|| JournalError::Commit("no event id returned".into()))?;
             enqueue(&tx, collection, record_id, event_id, now, true).await?;
-        }
-        if !records.is_empty() {
-            notify_jobs(&tx).await?;
         }
         tx.commit().await?;
         Ok(records.len())
