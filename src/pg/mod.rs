@@ -24,6 +24,12 @@ pub mod lock_keys {
     /// The namespace of the journal's transaction locks on one record (with a hash of the record as the
     /// second key).
     pub const RECORD: i32 = 0x6366_6272;
+    /// Taken by each batch of a journal prune (a transaction lock): replicas pruning at once take turns.
+    pub const PRUNE: i64 = 0x6366_6272_0101;
+    /// Taken while starting a rollout (a transaction lock): one rollout per template, one id per rollout.
+    pub const ROLLOUT: i64 = 0x6366_6272_0102;
+    /// The namespace of the transaction locks on one custom domain (with a hash of the domain).
+    pub const DOMAIN: i32 = 0x6366_6273;
 }
 
 #[derive(Debug, thiserror::Error)]

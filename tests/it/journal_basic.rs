@@ -350,54 +350,6 @@ async fn resume_on_start_requeues_running_jobs() {
 }
 
 #[tokio::test]
-async fn list_events_filters_and_pages() {
-    let (_dir, j) = open_temp();
-    for i in 0..5 {
-        new_ids(
-            j.ingest(event(Source::Realtime, "r1", &format!("t{i}")))
-                .await
-                .expect("ingest"),
-        );
-        new_ids(
-            j.ingest(event(Source::Webhook, "r2", &format!("t{i}")))
-                .await
-                .expect("ingest"),
-        );
-    }
-    let filter = EventFilter {
-        source: Some(Source::Webhook),
-        ..Default::default()
-    };
-    let (page1, cursor) = j.list_events(filter.clone(), None, 3).await.expect("list");
-    assert_eq!(page1.len(), 3);
-    assert!(page1.windows(2).all(|w| w[0].id > w[1].id), "newest first");
-    let (page2, cursor2) = j.list_events(filter, cursor, 3).await.expect("list");
-    assert_eq!(page2.len(), 2);
-    assert_eq!(cursor2, None);
-    assert!(
-        page1
-            .iter()
-            .chain(&page2)
-            .all(|e| e.record_id == "r2" && e.source == Source::Webhook)
-    );
-
-    let by_record = EventFilter {
-        record_id: Some("r1".into()),
-        status: Some(EventStatus::Queued),
-        ..Default::default()
-    };
-    assert_eq!(j.list_events(by_record, None, 100).await.expect("list").0.len(), 5);
-    let future = EventFilter {
-        since_ms: Some(now_ms() + 60_000),
-        ..Default::default()
-    };
-    assert!(j.list_events(future, None, 100).await.expect("list").0.is_empty());
-    let json = serde_json::to_value(&page1[0]).expect("serialize");
-    assert_eq!(json["source"], "webhook");
-    assert_eq!(json["collection"], "bot_instances");
-}
-
-#[tokio::test]
 async fn record_state_and_intents_round_trip() {
     let (_dir, j) = open_temp();
     j.set_applied(Collection::BotInstances, "r1", "2025-01-01 00:00:00.000Z")

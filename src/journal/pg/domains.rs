@@ -6,6 +6,7 @@ use super::PgJournal;
 use super::versions::note;
 use crate::journal::JournalError;
 use crate::journal::domains::note as domain_note;
+use crate::pg::lock_keys;
 
 impl PgJournal {
     pub(crate) async fn tenant_domain(&self, tenant_id: &str) -> Result<Option<String>, JournalError> {
@@ -23,8 +24,8 @@ impl PgJournal {
         let tx = conn.transaction().await?;
         if !value.is_empty() {
             tx.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended('tenant-domain:' || $1, 0))",
-                &[&value],
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                &[&lock_keys::DOMAIN, &value],
             )
             .await?;
             let held = tx

@@ -13,9 +13,7 @@ use deadpool_postgres::Transaction;
 use super::PgJournal;
 use crate::journal::retention::{DROPPED, SETTLED_JOB};
 use crate::journal::{JournalError, PRUNE_BATCH, PruneReport, Retention};
-
-/// The advisory lock key of a prune batch (in the namespace of `crate::pg::lock_keys`).
-const PRUNE_LOCK: i64 = 0x6366_6272_0101;
+use crate::pg::lock_keys;
 
 const BATCH: i64 = PRUNE_BATCH as i64;
 
@@ -86,7 +84,8 @@ impl PgJournal {
     async fn prune_batch(&self, batch: Batch) -> Result<((usize, i64), Duration), JournalError> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PRUNE_LOCK]).await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_keys::PRUNE])
+            .await?;
         // Timed from the lock: waiting for another replica's batch holds up no ingest.
         let start = Instant::now();
         let out = match batch {

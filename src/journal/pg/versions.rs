@@ -6,10 +6,7 @@ use tokio_postgres::GenericClient;
 use super::PgJournal;
 use crate::journal::versions::{NEXT_ROLLOUT, active_key, rollout_key};
 use crate::journal::{JournalError, StoredTemplate};
-
-/// The advisory lock key of starting a rollout (in the namespace of `crate::pg::lock_keys`): replicas
-/// starting rollouts at once take ids and check the running one one after the other.
-const ROLLOUT_LOCK: i64 = 0x6366_6272_0102;
+use crate::pg::lock_keys;
 
 /// Records `value` under `name`; whether it was absent or differed.
 pub(super) async fn note_changed(db: &impl GenericClient, name: &str, value: &str) -> Result<bool, JournalError> {
@@ -102,7 +99,9 @@ impl PgJournal {
     ) -> Result<Result<i64, i64>, JournalError> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ROLLOUT_LOCK]).await?;
+        // Replicas starting rollouts at once check the running one and take ids one after the other.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_keys::ROLLOUT])
+            .await?;
         if let Some(running) = note(&*tx, &active_key(template)).await?.and_then(|v| v.parse().ok()) {
             return Ok(Err(running));
         }
