@@ -139,3 +139,32 @@ async fn a_custom_domain_is_held_by_one_tenant_at_a_time() {
     assert!(j.hold_tenant_domain("c", Some("acme.example")).await.unwrap());
     assert_eq!(j.tenant_domain("c").await.unwrap().as_deref(), Some("acme.example"));
 }
+
+#[tokio::test]
+async fn on_postgres_the_last_known_tenant_is_the_newest_copy_naming_one() {
+    let t = TestJournal::open(cf_testkit::journal::Backend::Postgres).await;
+    let j = &t.journal;
+    let client = j.pg().expect("pg").pool().get().await.expect("connection");
+    for (n, (collection, record, payload)) in [
+        ("bot_instances", "inst1", r#"{"tenant":"t-old"}"#),
+        ("bot_instances", "inst1", r#"{"tenant":"t-new"}"#),
+        ("tenants", "inst1", r#"{"tenant":"not-an-instance"}"#),
+        ("bot_instances", "inst1", r#"{"tenant":""}"#),
+        ("bot_instances", "inst1", "not json"),
+        ("bot_instances", "inst2", r#"{"tenant":"t-other"}"#),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        client
+            .execute(
+                "INSERT INTO events (source, collection, record_id, action, received_at, dedupe_key, payload, status)
+                 VALUES ('realtime', $1, $2, 'delete', 0, $3, $4, 'done')",
+                &[&collection, &record, &format!("k{n}"), &payload],
+            )
+            .await
+            .expect("an event");
+    }
+    assert_eq!(j.last_known_tenant("inst1").await.unwrap().as_deref(), Some("t-new"));
+    assert_eq!(j.last_known_tenant("nobody").await.unwrap(), None);
+}

@@ -186,3 +186,53 @@ async fn of_replicas_noting_one_value_at_once_exactly_one_hears_it_changed() {
         assert_eq!(a.note(&name).await.expect("note").as_deref(), Some("v1"));
     }
 }
+
+/// Events as the journal stores them, written straight into PostgreSQL: what `set_applied` looks up.
+async fn insert_event(j: &Journal, record_id: &str, updated: &str, fingerprint: Option<&str>) {
+    let client = j.pg().expect("pg").pool().get().await.expect("connection");
+    client
+        .execute(
+            "INSERT INTO events (source, collection, record_id, action, record_updated, received_at, dedupe_key,
+                payload, status, fingerprint)
+             VALUES ('realtime', 'bot_instances', $1, 'update', $2, 0, $1 || '@' || $2 || '#' || random(), '{}',
+                'done', $3)",
+            &[&record_id, &updated, &fingerprint],
+        )
+        .await
+        .expect("an event");
+}
+
+#[tokio::test]
+async fn on_postgres_the_applied_version_keeps_the_fingerprint_of_its_newest_event() {
+    let (_db, j, _) = replicas().await;
+    insert_event(&j, "r1", "v1", Some("fp-old")).await;
+    insert_event(&j, "r1", "v1", Some("fp-new")).await;
+    insert_event(&j, "r1", "v1", None).await;
+    insert_event(&j, "r1", "v2", Some("fp-v2")).await;
+    insert_event(&j, "r2", "v1", Some("fp-other-record")).await;
+    j.set_applied(Collection::BotInstances, "r1", "v1")
+        .await
+        .expect("applied");
+    let hash = |known: Vec<cf_bridge::journal::RecordState>| known[0].applied_hash.clone();
+    assert_eq!(
+        hash(j.known_records(Collection::BotInstances).await.expect("known")).as_deref(),
+        Some("fp-new")
+    );
+    // A version with no event yet: nothing known to compare echoes with.
+    j.set_applied(Collection::BotInstances, "r1", "v3")
+        .await
+        .expect("applied");
+    assert_eq!(
+        hash(j.known_records(Collection::BotInstances).await.expect("known")),
+        None
+    );
+    // An older version's run finishing late leaves the newer one in place.
+    j.set_applied(Collection::BotInstances, "r1", "v2")
+        .await
+        .expect("applied");
+    let known = j.known_records(Collection::BotInstances).await.expect("known");
+    assert_eq!(
+        (known[0].last_updated.as_deref(), known[0].applied_hash.as_deref()),
+        (Some("v3"), None)
+    );
+}

@@ -389,4 +389,98 @@ mod postgres {
             Err(SecretsError::Unreadable { count: 2, .. })
         ));
     }
+
+    /// The bridge's settings for a store, with PocketBase and Coolify never called.
+    fn settings(dir: &std::path::Path, secrets_key: &str) -> cf_bridge::config::Settings {
+        let pb = cf_testkit::settings::PbAccess {
+            url: "http://127.0.0.1:9",
+            email: "bridge@example.com",
+            password: "not-used-0123456789",
+        };
+        cf_testkit::TestSettings::minimal(pb, "http://127.0.0.1:9", "not-used", dir, 0)
+            .with(&[("CF_BRIDGE__SECRETS__KEY", secrets_key)])
+            .settings()
+    }
+
+    #[tokio::test]
+    async fn the_bridge_keeps_its_store_in_the_journal_s_database_when_the_journal_is_on_postgres() {
+        use cf_bridge::app::open_secret_store;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (db, _cfg, journal) = database().await;
+        let key_a = "first-secrets-key-0123456789abcdef";
+        let store = open_secret_store(&settings(dir.path(), key_a), journal.pg())
+            .await
+            .expect("open");
+        assert_eq!(store.path(), None);
+        store.put("inst1", LIFE, &map(&[("TOKEN", "t")])).await.expect("put");
+        assert!(!dir.path().join("secrets.bin").exists(), "no file");
+        assert_eq!(table_text(&journal).await.lines().count(), 1);
+
+        let in_file = open_secret_store(&settings(dir.path(), key_a), None)
+            .await
+            .expect("the file store");
+        assert_eq!(in_file.path(), Some(dir.path().join("secrets.bin").as_path()));
+        assert!(in_file.get("inst1", LIFE).await.expect("get").is_none());
+
+        // Another key: the start fails, saying where, without the database's password.
+        let err = open_secret_store(&settings(dir.path(), "another-secrets-key-0123456789ab"), journal.pg())
+            .await
+            .expect_err("a wrong key");
+        let text = format!("{err} / {err:?}");
+        assert!(text.contains("in PostgreSQL at postgres://"), "{text}");
+        let password = db
+            .url
+            .split(':')
+            .nth(2)
+            .and_then(|p| p.split('@').next())
+            .expect("a password");
+        assert!(!text.contains(password), "{text}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn replicas_starting_with_a_new_key_at_once_reencrypt_each_entry_once() {
+        let (_db, cfg, _journal) = database().await;
+        let (old, new) = (key(b"old-bridge-key-0123456789"), key(b"new-bridge-key-0123456789"));
+        let store = replica(&cfg, &old, &[]).await.expect("open");
+        for n in 0..20 {
+            store
+                .put(&format!("inst{n}"), LIFE, &map(&[("TOKEN", &format!("v{n}"))]))
+                .await
+                .expect("put");
+        }
+        // Each replica's journal (and pool) first: journals open one after the other (the migration lock).
+        let mut pools = Vec::new();
+        for _ in 0..4 {
+            let journal = Journal::open_postgres(&cfg).await.expect("journal");
+            pools.push(journal.pg().expect("pg").pool().clone());
+        }
+        let at_once = std::sync::Arc::new(tokio::sync::Barrier::new(pools.len()));
+        let starts = pools.into_iter().map(|pool| {
+            let (new, old, at_once) = (new.clone(), old.clone(), at_once.clone());
+            tokio::spawn(async move {
+                at_once.wait().await;
+                SecretStore::open_postgres(pool, &new, &[old])
+                    .await
+                    .expect("start with the new key")
+            })
+        });
+        let stores: Vec<SecretStore> = futures_util::future::join_all(starts)
+            .await
+            .into_iter()
+            .map(|r| r.expect("task"))
+            .collect();
+        assert_eq!(
+            stores.iter().map(SecretStore::rekeyed).sum::<usize>(),
+            20,
+            "each entry once"
+        );
+        for n in 0..20 {
+            let got = stores[n % 4]
+                .get(&format!("inst{n}"), LIFE)
+                .await
+                .expect("get")
+                .expect("present");
+            assert_eq!(got["TOKEN"].expose_secret(), format!("v{n}"));
+        }
+    }
 }
