@@ -3,6 +3,11 @@
 //! that answer: one that does not is waited for in the background, see `dependencies`);
 //! [`App::run`] starts the event sources, the dispatcher, the periodic tasks and the HTTP server, and
 //! drains them when its shutdown future resolves.
+//!
+//! With `journal.url` several replicas share one PostgreSQL (docs/SCALE-OUT.md): every replica serves
+//! webhooks and the admin API and runs the dispatcher (jobs are claimed in the journal, which wakes it on
+//! NOTIFY); the fleet-wide tasks (realtime, resync, health poller, outbox sweeper, orphan scan, retention,
+//! pruning, rollouts) run on the one replica that leads (`crate::pg::leader`), for as long as it leads.
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
@@ -29,6 +34,8 @@ use crate::http::health::Readiness;
 use crate::intake::Intake;
 use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
+use crate::pg::leader::{Candidate, LeaderSettings};
+use crate::pg::{PgConfig, PgError};
 use crate::pocketbase::realtime::Consumer;
 use crate::pocketbase::{PbClient, PbError};
 use crate::queue::{self, Dispatcher};
@@ -53,6 +60,10 @@ pub enum StartError {
         #[source]
         source: JournalError,
     },
+    #[error("journal.url")]
+    JournalUrl(#[source] crate::pg::PgConfigError),
+    #[error("preparing the Coolify budget shared in PostgreSQL")]
+    SharedBudget(#[source] PgError),
     #[error("checking the PocketBase superuser credentials")]
     PocketBase(#[source] PbError),
     #[error(transparent)]
@@ -115,6 +126,9 @@ pub struct App {
     webhook_secret: WebhookSecret,
     /// The operator page's last hour, and the end of its live streams.
     glance: Arc<Glance>,
+    metrics: Arc<Metrics>,
+    /// Several replicas on PostgreSQL: who leads is elected; `None` (SQLite): this one always leads.
+    election: Option<(PgConfig, LeaderSettings)>,
 }
 
 impl App {
@@ -145,13 +159,10 @@ impl App {
             })?),
             None => None,
         };
-        let journal = Journal::open(&settings.journal.path).map_err(|source| StartError::Journal {
-            path: settings.journal.path.display().to_string(),
-            source,
-        })?;
+        let (journal, pg) = open_journal(&settings).await?;
         let metrics = Arc::new(Metrics::new());
         let deps = Dependencies::new(metrics.dependency_up.clone());
-        let (pb, coolify) = connect(&settings, &metrics, &deps).await?;
+        let (pb, coolify) = connect(&settings, &metrics, &deps, journal.pg()).await?;
         let templates =
             TemplateSet::load_dir(&settings.reconcile.templates_dir).map_err(|source| StartError::Templates {
                 path: settings.reconcile.templates_dir.display().to_string(),
@@ -201,9 +212,15 @@ impl App {
             Arc::new(Reconciler::new(ctx.clone())),
             &settings.queue,
             wake,
-            metrics,
+            metrics.clone(),
         )
         .gate(deps.subscribe());
+        let election = pg.map(|cfg| {
+            let lease = LeaderSettings {
+                lease: settings.journal.leader_lease,
+            };
+            (cfg, lease)
+        });
         Ok(App {
             settings,
             listener,
@@ -214,6 +231,8 @@ impl App {
             dispatcher,
             webhook_secret,
             glance,
+            metrics,
+            election,
         })
     }
 
@@ -236,19 +255,35 @@ impl App {
             dispatcher,
             webhook_secret,
             glance,
+            metrics,
+            election,
         } = self;
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let resync = spawn_sources(&mut tasks, &ctx, &cancel);
+        let resync = resync::Trigger::new();
+        let rollouts = Arc::new(crate::rollout::Runner::default());
+        let fleet = Fleet {
+            ctx: ctx.clone(),
+            rollouts: rollouts.clone(),
+        };
         tasks.spawn(
             dispatcher
                 .run(cancel.clone(), queue::DRAIN_DEADLINE)
                 .with_current_subscriber(),
         );
-        spawn_periodic(&mut tasks, &ctx, &cancel);
+        spawn_probes(&mut tasks, &ctx, &cancel);
         tasks.spawn(glance.clone().run(cancel.clone()).with_current_subscriber());
-        let rollouts = Arc::new(crate::rollout::Runner::default());
-        crate::rollout::resume_all(&ctx, &rollouts).await;
+        match election {
+            None => {
+                metrics.leader.set(1);
+                fleet.start(&mut tasks, resync.clone(), &cancel).await;
+            }
+            Some((cfg, lease)) => {
+                tasks.spawn(operator_resyncs(resyncer(&ctx), resync.clone(), cancel.clone()).with_current_subscriber());
+                let candidate = Candidate::spawn(cfg, lease, &cancel);
+                tasks.spawn(lead(fleet, candidate, metrics.clone(), cancel.clone()).with_current_subscriber());
+            }
+        }
 
         let metrics_server = match metrics_listener {
             Some(listener) => {
@@ -305,6 +340,33 @@ impl App {
         ctx.journal.close().await.map_err(RunError::Close)?;
         info!("stopped cleanly");
         Ok(())
+    }
+}
+
+/// The SQLite journal at `journal.path`, or with `journal.url` the one on PostgreSQL (and its setting).
+async fn open_journal(settings: &Settings) -> Result<(Journal, Option<PgConfig>), StartError> {
+    match settings.journal.postgres() {
+        None => {
+            let journal = Journal::open(&settings.journal.path).map_err(|source| StartError::Journal {
+                path: settings.journal.path.display().to_string(),
+                source,
+            })?;
+            Ok((journal, None))
+        }
+        Some(cfg) => {
+            let cfg = cfg.map_err(StartError::JournalUrl)?;
+            let journal = Journal::open_postgres(&cfg)
+                .await
+                .map_err(|source| StartError::Journal {
+                    path: cfg.redacted(),
+                    source,
+                })?;
+            if let Some(pg) = journal.pg() {
+                pg.set_lease(settings.journal.claim_lease);
+            }
+            info!(journal = %cfg.redacted(), "journal on PostgreSQL: one of several replicas");
+            Ok((journal, Some(cfg)))
+        }
     }
 }
 
@@ -408,6 +470,7 @@ async fn connect(
     settings: &Settings,
     metrics: &Arc<Metrics>,
     deps: &Dependencies,
+    pg: Option<&crate::journal::pg::PgJournal>,
 ) -> Result<(PbClient, CoolifyClient), StartError> {
     let pb = PbClient::new(&settings.pocketbase).map_err(StartError::PocketBase)?;
     match dependencies::check_pocketbase(&pb).await {
@@ -417,8 +480,20 @@ async fn connect(
         }
         Err(e) => return Err(StartError::PocketBase(e)),
     }
-    let coolify = CoolifyClient::new(&settings.coolify, metrics.clone())
-        .map_err(|e| StartError::Coolify(CoolifyCheckError::Coolify("building the Coolify client", e)))?;
+    let coolify = match pg {
+        None => CoolifyClient::new(&settings.coolify, metrics.clone()),
+        Some(pg) => {
+            let shared = crate::pg::budget::SharedBudget::new(
+                pg.pool().clone(),
+                settings.coolify.requests_per_minute,
+                crate::coolify::client::BURST,
+            )
+            .await
+            .map_err(StartError::SharedBudget)?;
+            CoolifyClient::with_shared_budget(&settings.coolify, metrics.clone(), shared)
+        }
+    }
+    .map_err(|e| StartError::Coolify(CoolifyCheckError::Coolify("building the Coolify client", e)))?;
     match dependencies::check_coolify(&coolify, deps, settings.coolify.server_uuid.as_deref()).await {
         Ok(()) => deps.set(Dependency::Coolify, Ok(())),
         Err(e) if e.is_unavailable() => deps.set(Dependency::Coolify, Err(dependencies::describe(&e))),
@@ -427,8 +502,75 @@ async fn connect(
     Ok((pb, coolify))
 }
 
-/// The realtime consumer and the resync it triggers on every (re)connect, periodically and on demand.
-fn spawn_sources(tasks: &mut JoinSet<()>, ctx: &Context, cancel: &CancellationToken) -> resync::Trigger {
+/// The tasks one replica runs for the whole fleet: on SQLite always, on PostgreSQL while it leads.
+struct Fleet {
+    ctx: Context,
+    rollouts: Arc<crate::rollout::Runner>,
+}
+
+impl Fleet {
+    /// Starts realtime (whose connect starts a full resync), the periodic resync, the periodic tasks and
+    /// the rollouts left running, until `cancel`.
+    async fn start(&self, tasks: &mut JoinSet<()>, trigger: resync::Trigger, cancel: &CancellationToken) {
+        spawn_sources(tasks, &self.ctx, trigger, cancel);
+        spawn_periodic(tasks, &self.ctx, cancel);
+        crate::rollout::resume_all(&self.ctx, &self.rollouts).await;
+    }
+}
+
+/// Runs the fleet's tasks for each term this replica leads: started when it takes the lead, cancelled
+/// (a child token of `cancel`) and drained when it loses it. Steps down at `cancel`, releasing the lock.
+async fn lead(fleet: Fleet, candidate: Candidate, metrics: Arc<Metrics>, cancel: CancellationToken) {
+    let mut leading = candidate.is_leader();
+    loop {
+        let took = tokio::select! {
+            led = leading.wait_for(|l| *l) => led.is_ok(),
+            () = cancel.cancelled() => false,
+        };
+        if !took {
+            break;
+        }
+        info!("this replica leads: starting realtime, resync and the periodic tasks");
+        metrics.leader.set(1);
+        let term = cancel.child_token();
+        let mut tasks = JoinSet::new();
+        // The admin API's resyncs are run by `operator_resyncs` on every replica: the leader's loop
+        // resyncs on connect, on doubt and on its interval only.
+        fleet.start(&mut tasks, resync::Trigger::new(), &term).await;
+        tokio::select! {
+            _ = leading.wait_for(|l| !*l) => warn!("this replica lost the lead: stopping the fleet-wide tasks"),
+            () = cancel.cancelled() => {}
+        }
+        term.cancel();
+        metrics.leader.set(0);
+        let drain = async { while tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(queue::DRAIN_DEADLINE, drain).await.is_err() {
+            warn!("some fleet-wide tasks did not stop within the deadline");
+            tasks.abort_all();
+        }
+        if cancel.is_cancelled() {
+            break;
+        }
+    }
+    candidate.stop().await;
+}
+
+/// `POST /admin/resync` on any replica: a pass here, whether or not this replica leads.
+async fn operator_resyncs(resyncer: resync::Resyncer, trigger: resync::Trigger, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = trigger.fired() => {}
+            () = cancel.cancelled() => return,
+        }
+        tokio::select! {
+            _ = resyncer.pass("operator") => {}
+            () = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// The realtime consumer and the resync it triggers on every (re)connect, periodically and on `trigger`.
+fn spawn_sources(tasks: &mut JoinSet<()>, ctx: &Context, trigger: resync::Trigger, cancel: &CancellationToken) {
     let (connected_tx, connected_rx) = watch::channel(0u64);
     let (doubt_tx, doubt_rx) = watch::channel(0u64);
     let consumer = Consumer::new(
@@ -439,29 +581,31 @@ fn spawn_sources(tasks: &mut JoinSet<()>, ctx: &Context, cancel: &CancellationTo
         doubt_tx,
     );
     tasks.spawn(consumer.run(cancel.clone()).with_current_subscriber());
-    let trigger = resync::Trigger::new();
-    let resyncer = resync::Resyncer {
-        lister: Arc::new(ctx.pb.clone()),
-        known: Arc::new(ctx.journal.clone()),
-        drift: Some(Arc::new(crate::reconcile::drift::Checker(ctx.clone()))),
-        intake: ctx.intake.clone(),
-    };
     tasks.spawn(
         resync::run_periodic(
             ctx.settings.pocketbase.resync_interval,
             connected_rx,
             doubt_rx,
-            trigger.clone(),
-            resyncer,
+            trigger,
+            resyncer(ctx),
             cancel.clone(),
         )
         .with_current_subscriber(),
     );
-    trigger
 }
 
-/// The health poller, the deploy_logs outbox sweeper and the orphan scanner (each waiting while a
-/// dependency is down), the journal pruner (which needs none), and the dependency probes.
+/// What a resync pass lists, compares with and hands its findings to.
+fn resyncer(ctx: &Context) -> resync::Resyncer {
+    resync::Resyncer {
+        lister: Arc::new(ctx.pb.clone()),
+        known: Arc::new(ctx.journal.clone()),
+        drift: Some(Arc::new(crate::reconcile::drift::Checker(ctx.clone()))),
+        intake: ctx.intake.clone(),
+    }
+}
+
+/// The health poller, the deploy_logs outbox sweeper, the orphan scanner and the retention sweeper (each
+/// waiting while a dependency is down) and the journal pruner (which needs none).
 fn spawn_periodic(tasks: &mut JoinSet<()>, ctx: &Context, cancel: &CancellationToken) {
     let r = &ctx.settings.reconcile;
     let gate = || ctx.deps.subscribe();
@@ -476,6 +620,11 @@ fn spawn_periodic(tasks: &mut JoinSet<()>, ctx: &Context, cancel: &CancellationT
     let pruner = JournalPruner::new(ctx.clone());
     let always_open = tokio::sync::watch::channel(true).1;
     tasks.spawn(run_every(pruner, always_open, cancel.clone()).with_current_subscriber());
+}
+
+/// This replica's own probes of PocketBase and Coolify (they gate its dispatcher).
+fn spawn_probes(tasks: &mut JoinSet<()>, ctx: &Context, cancel: &CancellationToken) {
+    let r = &ctx.settings.reconcile;
     // Probes follow the health poll's pace so an outage shows within one poll interval.
     let every = r.health_poll_interval.min(http::health::READINESS_MAX_INTERVAL);
     tasks.spawn(

@@ -97,6 +97,14 @@ mod defaults {
     pub fn journal_payload_retention() -> Duration {
         Duration::from_secs(86_400)
     }
+    /// `src/pg/leader.rs`: a successor leads within this long of the leader dying.
+    pub fn leader_lease() -> Duration {
+        Duration::from_secs(15)
+    }
+    /// `src/journal/pg/jobs.rs`: a dead replica's jobs are claimed again this long after its last heartbeat.
+    pub fn claim_lease() -> Duration {
+        Duration::from_secs(15)
+    }
     pub fn log_level() -> String {
         "info".into()
     }
@@ -328,6 +336,35 @@ pub struct JournalSettings {
         default = "defaults::journal_payload_retention"
     )]
     pub payload_retention: Duration,
+    /// `postgres://user:password@host:port/database?sslmode=...`: the journal (and the secret store) on
+    /// PostgreSQL, shared by several replicas (docs/SCALE-OUT.md); `path` is then unused. Unset: SQLite.
+    #[serde(default)]
+    pub url: Option<SecretString>,
+    /// PostgreSQL only: how long a dead leader may still be believed; another replica leads within it.
+    #[serde(
+        rename = "leader_lease_secs",
+        deserialize_with = "secs",
+        default = "defaults::leader_lease"
+    )]
+    pub leader_lease: Duration,
+    /// PostgreSQL only: how long a job's claim lasts without its replica's heartbeat (renewed every third);
+    /// the jobs of a replica that died are taken over this long after it stopped.
+    #[serde(
+        rename = "claim_lease_secs",
+        deserialize_with = "secs",
+        default = "defaults::claim_lease"
+    )]
+    pub claim_lease: Duration,
+}
+
+impl JournalSettings {
+    /// The PostgreSQL setting when `url` is set (checked at load, so an error here is not expected).
+    pub fn postgres(&self) -> Option<Result<crate::pg::PgConfig, crate::pg::PgConfigError>> {
+        self.url
+            .as_ref()
+            .filter(|u| !u.expose_secret().trim().is_empty())
+            .map(|u| crate::pg::PgConfig::parse(u.expose_secret().trim()))
+    }
 }
 
 impl Default for JournalSettings {
@@ -336,6 +373,9 @@ impl Default for JournalSettings {
             path: defaults::journal_path(),
             retention: defaults::journal_retention(),
             payload_retention: defaults::journal_payload_retention(),
+            url: None,
+            leader_lease: defaults::leader_lease(),
+            claim_lease: defaults::claim_lease(),
         }
     }
 }
@@ -769,6 +809,7 @@ pub const SECRET_KEYS: &[&str] = &[
     "admin.token",
     "secrets.key",
     "secrets.previous_keys",
+    "journal.url",
 ];
 
 /// `CF_BRIDGE__SECTION__KEY` -> `section.key` (as the `config` crate maps it).
@@ -1282,6 +1323,16 @@ impl Section for JournalSettings {
                 "must not be longer than journal.retention_secs",
             );
         }
+        if let Some(Err(e)) = self.postgres() {
+            // PgConfigError never holds the password.
+            c.fail("journal.url", e.to_string());
+        }
+        if !(3..=300).contains(&self.leader_lease.as_secs()) {
+            c.fail("journal.leader_lease_secs", "must be between 3 and 300");
+        }
+        if !(3..=300).contains(&self.claim_lease.as_secs()) {
+            c.fail("journal.claim_lease_secs", "must be between 3 and 300");
+        }
     }
 }
 
@@ -1452,6 +1503,13 @@ impl fmt::Display for Settings {
             "payload_retention_secs = {}",
             self.journal.payload_retention.as_secs()
         )?;
+        match self.journal.postgres() {
+            Some(Ok(pg)) => writeln!(f, "url = {:?}", pg.redacted())?,
+            Some(Err(_)) => writeln!(f, "url = {REDACTED:?}")?,
+            None => {}
+        }
+        writeln!(f, "leader_lease_secs = {}", self.journal.leader_lease.as_secs())?;
+        writeln!(f, "claim_lease_secs = {}", self.journal.claim_lease.as_secs())?;
         writeln!(f, "\n[domains]\nbase_domain = {:?}", self.domains.base_domain)?;
         writeln!(f, "\n[router]\nbase_url = {:?}", self.router.base_url.as_str())?;
         let format = match self.log.format {
@@ -1926,5 +1984,62 @@ mod tests {
     fn a_required_missing_file_is_an_error() {
         let err = load_from(Path::new("/nonexistent/x.toml"), true, &full_env()).expect_err("missing");
         assert!(err.to_string().contains("file not found"));
+    }
+
+    #[test]
+    fn journal_url_selects_postgres_is_checked_and_never_shown_with_its_password() {
+        let nowhere = Path::new("/nonexistent/cf-bridge.toml");
+        let sqlite = load_from(nowhere, false, &full_env()).expect("valid");
+        assert!(sqlite.journal.postgres().is_none(), "SQLite stays the default");
+        assert_eq!(sqlite.journal.leader_lease, Duration::from_secs(15));
+
+        let e = with(
+            full_env(),
+            &[
+                (
+                    "CF_BRIDGE__JOURNAL__URL",
+                    "postgres://bridge:pg-canary-pw@db.internal:5433/cf?sslmode=disable",
+                ),
+                ("CF_BRIDGE__JOURNAL__LEADER_LEASE_SECS", "6"),
+                ("CF_BRIDGE__JOURNAL__CLAIM_LEASE_SECS", "9"),
+            ],
+        );
+        let s = load_from(nowhere, false, &e).expect("valid");
+        let pg = s.journal.postgres().expect("set").expect("parsed");
+        assert_eq!(
+            (pg.host.as_str(), pg.port, pg.database.as_str()),
+            ("db.internal", 5433, "cf")
+        );
+        assert_eq!(s.journal.leader_lease, Duration::from_secs(6));
+        assert_eq!(s.journal.claim_lease, Duration::from_secs(9));
+        let shown = s.with_origins(&origins(nowhere, &e));
+        assert!(
+            shown.contains("url = \"postgres://bridge@db.internal:5433/cf\"  # env CF_BRIDGE__JOURNAL__URL"),
+            "{shown}"
+        );
+        assert!(!shown.contains("pg-canary-pw"), "{shown}");
+
+        let bad = with(
+            full_env(),
+            &[
+                ("CF_BRIDGE__JOURNAL__URL", "mysql://bridge:pg-canary-pw@db/cf"),
+                ("CF_BRIDGE__JOURNAL__LEADER_LEASE_SECS", "1"),
+                ("CF_BRIDGE__JOURNAL__CLAIM_LEASE_SECS", "301"),
+            ],
+        );
+        let text = load_from(nowhere, false, &bad).expect_err("invalid").to_string();
+        assert!(
+            text.contains("journal.url: journal.url must start with postgres:// or postgresql://"),
+            "{text}"
+        );
+        assert!(
+            text.contains("journal.leader_lease_secs: must be between 3 and 300"),
+            "{text}"
+        );
+        assert!(
+            text.contains("journal.claim_lease_secs: must be between 3 and 300"),
+            "{text}"
+        );
+        assert!(!text.contains("pg-canary-pw"), "{text}");
     }
 }

@@ -382,7 +382,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Secrets(SecretsCommand::Rekey) => {
             let settings = load(&cli)?;
             let (store, ids) = runtime()?.block_on(async {
-                let store = cf_bridge::app::open_secret_store(&settings, None).await?;
+                // With journal.url, the store every replica shares in the journal's database.
+                let journal = match settings.journal.postgres() {
+                    Some(cfg) => Some(cf_bridge::journal::Journal::open_postgres(&cfg?).await?),
+                    None => None,
+                };
+                let pg = journal.as_ref().and_then(|j| j.pg());
+                let store = cf_bridge::app::open_secret_store(&settings, pg).await?;
                 let ids = store.instance_ids().await?;
                 anyhow::Ok((store, ids))
             })?;
@@ -406,15 +412,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Journal(JournalCommand::Stats) => {
             let settings = load(&cli)?;
             let path = &settings.journal.path;
-            let stats = runtime()?.block_on(async {
+            let (shown, stats) = runtime()?.block_on(async {
+                // With journal.url, the journal several replicas share on PostgreSQL.
+                if let Some(cfg) = settings.journal.postgres() {
+                    let cfg = cfg?;
+                    let journal = cf_bridge::journal::Journal::open_postgres(&cfg).await?;
+                    return anyhow::Ok((cfg.redacted(), journal.stats().await?));
+                }
                 let opts = cf_bridge::journal::JournalOptions {
                     read_only: true,
                     ..Default::default()
                 };
                 let journal = cf_bridge::journal::Journal::open_with(path, opts)?;
-                journal.stats().await
+                anyhow::Ok((path.display().to_string(), journal.stats().await?))
             })?;
-            println!("{}\n{stats}", path.display());
+            println!("{shown}\n{stats}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Resync => {

@@ -57,6 +57,8 @@ pub struct Metrics {
     pub journal_health_writes: IntCounter,
     /// 1 while a dependency (pocketbase, coolify) answers, 0 while the bridge waits for it.
     pub dependency_up: prometheus::IntGaugeVec,
+    /// 1 while this replica runs the fleet-wide tasks (always, on SQLite; the elected one on PostgreSQL).
+    pub leader: IntGauge,
 }
 
 impl Metrics {
@@ -186,6 +188,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["dependency"],
     )?;
     registry.register(Box::new(dependency_up.clone()))?;
+    let leader = IntGauge::new(
+        "leader",
+        "1 while this replica leads: runs realtime, resync, the health poller, orphan scan and retention",
+    )?;
+    registry.register(Box::new(leader.clone()))?;
     let webhook_rejected = IntCounterVec::new(
         Opts::new("webhook_rejected_total", "Webhook deliveries refused, by reason"),
         &["reason"],
@@ -221,6 +228,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         journal_prune_longest_batch,
         journal_health_writes,
         dependency_up,
+        leader,
     })
 }
 

@@ -216,7 +216,7 @@ pub struct Resyncer {
 
 impl Resyncer {
     /// One pass; false when it failed (and must be retried).
-    async fn pass(&self, reason: &'static str) -> bool {
+    pub(crate) async fn pass(&self, reason: &'static str) -> bool {
         let drift = self.drift.as_deref();
         match resync_once_with(self.lister.as_ref(), self.known.as_ref(), drift, &self.intake).await {
             Ok(r) => {
@@ -255,6 +255,11 @@ impl Trigger {
 
     pub fn fire(&self) {
         self.0.notify_one();
+    }
+
+    /// Resolves at the next `fire` (or at once for one made while nobody waited).
+    pub async fn fired(&self) {
+        self.0.notified().await;
     }
 }
 

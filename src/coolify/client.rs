@@ -38,7 +38,7 @@ struct Inner {
     http: reqwest::Client,
     root: String,
     token: SecretString,
-    budget: Budget,
+    budget: Limiter,
     policy: RetryPolicy,
     metrics: Arc<Metrics>,
     calls: CallLog,
@@ -179,9 +179,84 @@ fn urls_json(urls: &[ServiceUrl]) -> Value {
     Value::Array(urls.iter().map(|u| json!({"name": u.name, "url": u.url})).collect())
 }
 
+/// How long a call waits before asking the shared budget again after PostgreSQL failed to answer.
+const SHARED_BUDGET_RETRY: Duration = Duration::from_millis(500);
+
+/// Where the client takes its request tokens: a bucket of its own, or (several replicas on PostgreSQL) the
+/// one every replica takes from, so that together they stay within `coolify.requests_per_minute`.
+enum Limiter {
+    Local(Budget),
+    Shared {
+        budget: crate::pg::budget::SharedBudget,
+        gauge: prometheus::Gauge,
+    },
+}
+
+impl Limiter {
+    async fn acquire(&self, priority: Priority) {
+        match self {
+            Limiter::Local(b) => b.acquire(priority).await,
+            Limiter::Shared { budget, .. } => {
+                // No call without a token: while PostgreSQL does not answer, Coolify calls wait (the journal
+                // is away too, so no outcome could be recorded anyway).
+                let mut failures = 0u32;
+                while let Err(e) = budget.acquire(priority).await {
+                    if failures.is_multiple_of(20) {
+                        warn!(error = %e, "the shared Coolify budget cannot be read; the call waits");
+                    }
+                    failures = failures.saturating_add(1);
+                    tokio::time::sleep(SHARED_BUDGET_RETRY).await;
+                }
+            }
+        }
+    }
+
+    async fn drain(&self) {
+        match self {
+            Limiter::Local(b) => b.drain(),
+            Limiter::Shared { budget, gauge } => {
+                gauge.set(0.0);
+                if let Err(e) = budget.drain().await {
+                    warn!(error = %e, "cannot empty the shared Coolify budget after a 429");
+                }
+            }
+        }
+    }
+
+    fn remaining(&self) -> f64 {
+        match self {
+            Limiter::Local(b) => b.remaining(),
+            Limiter::Shared { gauge, .. } => gauge.get(),
+        }
+    }
+}
+
 impl CoolifyClient {
     /// A client for `[coolify]`: its URL, token, request budget and timeout.
     pub fn new(cfg: &CoolifySettings, metrics: Arc<Metrics>) -> Result<Self, CoolifyError> {
+        let budget = Limiter::Local(Budget::new(
+            cfg.requests_per_minute,
+            BURST,
+            metrics.coolify_budget_remaining.clone(),
+        ));
+        Self::build(cfg, metrics, budget)
+    }
+
+    /// A client whose calls take their tokens from `shared`, the budget of every replica on one PostgreSQL.
+    pub fn with_shared_budget(
+        cfg: &CoolifySettings,
+        metrics: Arc<Metrics>,
+        shared: crate::pg::budget::SharedBudget,
+    ) -> Result<Self, CoolifyError> {
+        let gauge = metrics.coolify_budget_remaining.clone();
+        let budget = Limiter::Shared {
+            budget: shared.with_gauge(gauge.clone()),
+            gauge,
+        };
+        Self::build(cfg, metrics, budget)
+    }
+
+    fn build(cfg: &CoolifySettings, metrics: Arc<Metrics>, budget: Limiter) -> Result<Self, CoolifyError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(cfg.request_timeout)
@@ -199,7 +274,7 @@ impl CoolifyClient {
                 http,
                 root: cfg.url.as_str().trim_end_matches('/').to_string(),
                 token: cfg.token.clone(),
-                budget: Budget::new(cfg.requests_per_minute, BURST, metrics.coolify_budget_remaining.clone()),
+                budget,
                 metrics,
                 policy: RetryPolicy::new(MAX_RETRIES),
                 calls: CallLog::default(),
@@ -337,7 +412,7 @@ impl CoolifyClient {
                             let err = CoolifyError::from_response(status.as_u16(), &text, retry_after);
                             let outcome = match status.as_u16() {
                                 429 => {
-                                    inner.budget.drain();
+                                    inner.budget.drain().await;
                                     Outcome::RateLimited { retry_after }
                                 }
                                 500..=599 => Outcome::ServerError,

@@ -92,8 +92,12 @@ async fn readyz(readiness: web::Data<Arc<Readiness>>) -> HttpResponse {
     let problems = readiness.problems().await;
     let dependencies = readiness.dependencies.snapshot();
     let realtime = readiness.realtime();
+    // Whether this replica runs the fleet-wide tasks (always on SQLite); a follower is as ready as a leader.
+    let leader = readiness.metrics.leader.get() == 1;
     if problems.is_empty() {
-        HttpResponse::Ok().json(json!({"status": "ready", "dependencies": dependencies, "realtime": realtime}))
+        HttpResponse::Ok().json(json!({
+            "status": "ready", "dependencies": dependencies, "realtime": realtime, "leader": leader,
+        }))
     } else {
         let parts: serde_json::Map<String, serde_json::Value> = problems
             .into_iter()
@@ -104,6 +108,7 @@ async fn readyz(readiness: web::Data<Arc<Readiness>>) -> HttpResponse {
             "not_ready": parts,
             "dependencies": dependencies,
             "realtime": realtime,
+            "leader": leader,
         }))
     }
 }

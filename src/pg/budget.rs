@@ -25,6 +25,8 @@ pub struct SharedBudget {
     per_sec: f64,
     take_sql: String,
     urgent_waiting: AtomicUsize,
+    /// Shows the tokens left for every replica as of this replica's last take.
+    gauge: Option<prometheus::Gauge>,
 }
 
 impl SharedBudget {
@@ -55,6 +57,7 @@ impl SharedBudget {
                  RETURNING last_taken, tokens"
             ),
             urgent_waiting: AtomicUsize::new(0),
+            gauge: None,
         };
         // The first replica fills the bucket; the others join it as it is.
         budget
@@ -70,6 +73,12 @@ impl SharedBudget {
         Ok(budget)
     }
 
+    /// Shows the tokens left on `gauge` (`coolify_budget_remaining`) after each take.
+    pub fn with_gauge(mut self, gauge: prometheus::Gauge) -> Self {
+        self.gauge = Some(gauge);
+        self
+    }
+
     /// Takes one token if available, otherwise says how long until one will be.
     pub async fn try_take(&self) -> Result<Result<(), Duration>, PgError> {
         let row = self
@@ -79,6 +88,9 @@ impl SharedBudget {
             .query_one(&self.take_sql, &[&self.name, &self.capacity, &self.per_sec])
             .await?;
         let (taken, tokens): (bool, f64) = (row.get(0), row.get(1));
+        if let Some(g) = &self.gauge {
+            g.set(tokens);
+        }
         Ok(if taken {
             Ok(())
         } else {

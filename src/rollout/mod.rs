@@ -140,6 +140,9 @@ pub struct Request {
 #[derive(Debug, Default)]
 pub struct Runner {
     cancel: CancellationToken,
+    /// The rollouts this process drives now: resuming one of them again (a replica that leads a second
+    /// time, `crate::app`) starts no second driver.
+    running: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<i64>>>,
 }
 
 impl Runner {
@@ -149,12 +152,25 @@ impl Runner {
     }
 
     fn spawn(&self, ctx: &Context, id: i64) {
-        let (ctx, cancel) = (ctx.clone(), self.cancel.clone());
+        // A poisoned set only holds ids; keep using it.
+        let newly = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id);
+        if !newly {
+            return;
+        }
+        let (ctx, cancel, running) = (ctx.clone(), self.cancel.clone(), self.running.clone());
         tokio::spawn(async move {
             tokio::select! {
                 () = cancel.cancelled() => {}
                 () = run::run(&ctx, id) => {}
             }
+            running
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&id);
         });
     }
 }

@@ -7,6 +7,7 @@ pub mod idle;
 pub mod latency;
 pub mod ping;
 pub mod procs;
+pub mod replicas;
 pub mod report;
 pub mod resources;
 pub mod run;
@@ -42,6 +43,8 @@ pub struct Overrides {
     pub resync_only: bool,
     /// Only the fleet setup, the webhook acknowledgement phases and the memory figures (sections 4, 5).
     pub acks_only: bool,
+    /// Only 1 replica on SQLite beside 1 and 3 on PostgreSQL (`crate::replicas`).
+    pub replicas_only: bool,
 }
 
 #[derive(Debug, Clone)]

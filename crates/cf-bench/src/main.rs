@@ -48,6 +48,9 @@ struct Args {
     /// Run the fleet setup, the webhook acknowledgement phases and the memory figures only.
     #[arg(long)]
     acks_only: bool,
+    /// Run 1 replica on SQLite beside 1 and 3 on PostgreSQL only (`--instances` sets the fleet size).
+    #[arg(long)]
+    replicas_only: bool,
     /// Also write every figure of the run as JSON to this file (e.g. docs/bench/full.json).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -67,6 +70,7 @@ async fn main() -> std::process::ExitCode {
         budget_only: args.budget_only,
         resync_only: args.resync_only,
         acks_only: args.acks_only,
+        replicas_only: args.replicas_only,
     };
     let started = chrono::Utc::now();
     match run::run(args.mode, overrides, args.pocketbase, args.work_dir).await {

@@ -152,6 +152,11 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         resources::budget(&b, n, sizes.budget_secs, full, &mut report).await?;
         return Ok(report);
     }
+    if overrides.replicas_only {
+        let n = overrides.instances.unwrap_or(sizes.instances.min(500));
+        super::replicas::compare(paths, root, n, sizes.throughput_secs, &mut report).await?;
+        return Ok(report);
+    }
     if !overrides.resync_only && !overrides.acks_only {
         eprintln!("stream check pings ...");
         let ping_every = cf_bridge::config::DEFAULT_PING_INTERVAL.as_secs_f64();
