@@ -350,57 +350,6 @@ async fn resume_on_start_requeues_running_jobs() {
 }
 
 #[tokio::test]
-async fn record_state_and_intents_round_trip() {
-    let (_dir, j) = open_temp();
-    j.set_applied(Collection::BotInstances, "r1", "2025-01-01 00:00:00.000Z")
-        .await
-        .expect("applied");
-    // An older version never replaces a newer one.
-    j.set_applied(Collection::BotInstances, "r1", "2024-12-31 00:00:00.000Z")
-        .await
-        .expect("applied");
-    j.set_applied(Collection::BotInstances, "r2", "u")
-        .await
-        .expect("applied");
-    j.mark_deleted(Collection::BotInstances, "r2").await.expect("deleted");
-    j.mark_deleted(Collection::Tenants, "gone").await.expect("deleted");
-    let known = j.known_records(Collection::BotInstances).await.expect("known");
-    assert_eq!(known.len(), 2);
-    assert_eq!(
-        (known[0].last_updated.as_deref(), known[0].deleted),
-        (Some("2025-01-01 00:00:00.000Z"), false)
-    );
-    assert!(known[1].deleted);
-    assert_eq!(j.known_records(Collection::Tenants).await.expect("known").len(), 1);
-
-    assert!(
-        !j.resolve_intent("project:cf-acme", "u1").await.expect("resolve"),
-        "no such intent yet"
-    );
-    j.put_intent("project:cf-acme", "project", "cf-acme")
-        .await
-        .expect("put");
-    assert_eq!(
-        j.get_intent("project:cf-acme")
-            .await
-            .expect("get")
-            .and_then(|i| i.coolify_uuid),
-        None
-    );
-    assert!(j.resolve_intent("project:cf-acme", "uuid-1").await.expect("resolve"));
-    j.put_intent("project:cf-acme", "project", "cf-acme")
-        .await
-        .expect("put again");
-    let intent = j.get_intent("project:cf-acme").await.expect("get").expect("exists");
-    assert_eq!(
-        (intent.name.as_str(), intent.coolify_uuid.as_deref()),
-        ("cf-acme", Some("uuid-1"))
-    );
-    assert!(j.clear_intent("project:cf-acme").await.expect("clear"));
-    assert!(j.get_intent("project:cf-acme").await.expect("get").is_none());
-}
-
-#[tokio::test]
 async fn migrations_reopen_and_refuse_a_newer_schema() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("journal.db");

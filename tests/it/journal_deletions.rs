@@ -119,28 +119,6 @@ cf_testkit::on_both_journals! {
 }
 
 #[tokio::test]
-async fn a_custom_domain_is_held_by_one_tenant_at_a_time() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let j = open(&dir);
-    assert!(j.hold_tenant_domain("a", Some("acme.example")).await.unwrap());
-    assert!(!j.hold_tenant_domain("b", Some("acme.example")).await.unwrap());
-    assert_eq!(j.tenant_domain("b").await.unwrap(), None);
-    assert!(
-        j.hold_tenant_domain("a", Some("acme.example")).await.unwrap(),
-        "its own, again"
-    );
-    assert!(j.hold_tenant_domain("a", None).await.unwrap());
-    assert_eq!(j.tenant_domain("a").await.unwrap(), None);
-    assert!(
-        j.hold_tenant_domain("b", Some("acme.example")).await.unwrap(),
-        "free again"
-    );
-    j.release_tenant_domain("b").await.unwrap();
-    assert!(j.hold_tenant_domain("c", Some("acme.example")).await.unwrap());
-    assert_eq!(j.tenant_domain("c").await.unwrap().as_deref(), Some("acme.example"));
-}
-
-#[tokio::test]
 async fn on_postgres_the_last_known_tenant_is_the_newest_copy_naming_one() {
     let t = TestJournal::open(cf_testkit::journal::Backend::Postgres).await;
     let j = &t.journal;
