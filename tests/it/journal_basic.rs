@@ -25,12 +25,6 @@ fn event(source: Source, record_id: &str, updated: &str) -> NewEvent {
     }
 }
 
-fn open_temp() -> (tempfile::TempDir, Journal) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let journal = Journal::open(&dir.path().join("journal.db")).expect("open journal");
-    (dir, journal)
-}
-
 fn new_ids(outcome: Ingested) -> (i64, i64, bool) {
     match outcome {
         Ingested::New {
