@@ -3,7 +3,10 @@
 //! service at a time as it streams in. A coolify-sim of its own runs in another process (its memory is
 //! not counted), seeded through its API.
 //!
-//!     cargo build --bin coolify-sim && cargo run --example service_list_memory -- [services] [sim binary]
+//!     cargo build --bin coolify-sim && cargo run --example service_list_memory -- [services] [sim binary] [reads]
+//!
+//! `reads` picks one group (`new`, `old-states`, `old-full`; all by default): memory freed by one read stays
+//! with the process and hides part of the next one's peak, so a fair figure takes a process per group.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -16,8 +19,9 @@ use futures_util::StreamExt;
 use futures_util::stream;
 use secrecy::SecretString;
 
-/// A compose of the size of the project's bot template (the list is mostly composes).
-const COMPOSE: &str = "services:\n  bot:\n    image: ghcr.io/cloudfreedom/bot-runtime:1.4.2\n    restart: unless-stopped\n    environment:\n      BOT_TOKEN: ${BOT_TOKEN}\n      TENANT: ${TENANT}\n      ROUTER_KEY: ${ROUTER_KEY}\n      MODE: ${MODE:-fast}\n      LOG_LEVEL: ${LOG_LEVEL:-info}\n    volumes:\n      - bot-data:/data\n    healthcheck:\n      test: [\"CMD\", \"wget\", \"-qO-\", \"http://127.0.0.1:8080/health\"]\n      interval: 30s\n      timeout: 5s\n      retries: 3\n    deploy:\n      resources:\n        limits:\n          memory: 256M\n  cache:\n    image: redis:7-alpine\n    command: [\"redis-server\", \"--save\", \"\", \"--appendonly\", \"no\"]\nvolumes:\n  bot-data: {}\n";
+/// A compose with labels like the ones Coolify adds (traefik, caddy): with it the simulator's list weighs
+/// about what Coolify's does, 3.7 KB a service (the list is mostly composes).
+const COMPOSE: &str = "services:\n  bot:\n    labels:\n      - traefik.enable=true\n      - traefik.http.middlewares.gzip.compress=true\n      - traefik.http.middlewares.redirect-to-https.redirectscheme.scheme=https\n      - traefik.http.routers.http-0-bot.entryPoints=http\n      - traefik.http.routers.http-0-bot.middlewares=redirect-to-https\n      - 'traefik.http.routers.http-0-bot.rule=Host(`bot.tenant.example.com`) && PathPrefix(`/`)'\n      - traefik.http.routers.http-0-bot.service=http-0-bot\n      - traefik.http.routers.https-0-bot.entryPoints=https\n      - traefik.http.routers.https-0-bot.middlewares=gzip\n      - 'traefik.http.routers.https-0-bot.rule=Host(`bot.tenant.example.com`) && PathPrefix(`/`)'\n      - traefik.http.routers.https-0-bot.service=https-0-bot\n      - traefik.http.routers.https-0-bot.tls.certresolver=letsencrypt\n      - traefik.http.routers.https-0-bot.tls=true\n      - traefik.http.services.http-0-bot.loadbalancer.server.port=8080\n      - traefik.http.services.https-0-bot.loadbalancer.server.port=8080\n      - 'caddy_0.encode=zstd gzip'\n      - 'caddy_0.handle_path.0_reverse_proxy={{upstreams 8080}}'\n      - 'caddy_0.handle_path=/*'\n      - caddy_0.header=-Server\n      - 'caddy_0.try_files={path} /index.html /index.php'\n      - 'caddy_0=https://bot.tenant.example.com'\n      - caddy_ingress_network=coolify\n    image: ghcr.io/cloudfreedom/bot-runtime:1.4.2\n    restart: unless-stopped\n    environment:\n      BOT_TOKEN: ${BOT_TOKEN}\n      TENANT: ${TENANT}\n      ROUTER_KEY: ${ROUTER_KEY}\n      MODE: ${MODE:-fast}\n      LOG_LEVEL: ${LOG_LEVEL:-info}\n    volumes:\n      - bot-data:/data\n    healthcheck:\n      test: [\"CMD\", \"wget\", \"-qO-\", \"http://127.0.0.1:8080/health\"]\n      interval: 30s\n      timeout: 5s\n      retries: 3\n    deploy:\n      resources:\n        limits:\n          memory: 256M\n  cache:\n    image: redis:7-alpine\n    command: [\"redis-server\", \"--save\", \"\", \"--appendonly\", \"no\"]\nvolumes:\n  bot-data: {}\n";
 
 fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -50,6 +54,8 @@ async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(10_000);
     let sim_bin = args.next().unwrap_or_else(|| "target/debug/coolify-sim".into());
+    let reads = args.next().unwrap_or_default();
+    let runs = |group: &str| reads.is_empty() || reads == group;
     let token = "1|measure";
     let mut sim = Command::new(&sim_bin)
         .args(["--token", token, "--rate-limit", "100000000"])
@@ -105,38 +111,48 @@ async fn main() -> anyhow::Result<()> {
     let whole = |url: String| {
         let http = http.clone();
         async move {
-            let body = http.get(url).bearer_auth(token).send().await?.bytes().await?;
-            anyhow::Ok(body.to_vec())
+            // As the client read it before: into one buffer, up to the endpoint's 128 MiB.
+            let resp = http.get(url).bearer_auth(token).send().await?;
+            anyhow::Ok(cf_bridge::bounded::read(resp, 128 << 20).await?)
         }
     };
     let list = format!("{url}/api/v1/services");
-    let n_full = measure("old: whole body + decode to Vec<Service>", async {
-        let body = whole(list.clone()).await?;
-        anyhow::Ok(serde_json::from_slice::<Vec<Service>>(&body)?.len())
-    })
-    .await?;
-    let n_states = measure("old: whole body + decode to Vec<ServiceState>", async {
-        let body = whole(list.clone()).await?;
-        anyhow::Ok(serde_json::from_slice::<Vec<ServiceState>>(&body)?.len())
-    })
-    .await?;
-    let states = measure(
-        "new: list_service_states (health poller, waiters)",
-        c.list_service_states(),
-    )
-    .await?;
-    let labels = measure("new: list_service_labels (orphan scan)", c.list_service_labels()).await?;
-    let judged = measure("new: list_service_looks, a verdict per service (drift)", async {
-        c.list_service_looks(|l| Some((l.uuid, l.docker_compose_raw.map(|t| t.len()))))
-            .await
-    })
-    .await?;
-    let found = measure(
-        "new: find_services_by_name (one match)",
-        c.find_services_by_name("cf-i00042"),
-    )
-    .await?;
-    let full = measure("new: list_services (every service in full)", c.list_services()).await?;
+    let (mut states, mut labels, mut judged, mut found, mut full) = (vec![], vec![], vec![], vec![], vec![]);
+    if runs("new") {
+        states = measure(
+            "new: list_service_states (health poller, waiters)",
+            c.list_service_states(),
+        )
+        .await?;
+        labels = measure("new: list_service_labels (orphan scan)", c.list_service_labels()).await?;
+        judged = measure("new: list_service_looks, a verdict per service (drift)", async {
+            c.list_service_looks(|l| Some((l.uuid, l.docker_compose_raw.map(|t| t.len()))))
+                .await
+        })
+        .await?;
+        found = measure(
+            "new: find_services_by_name (one match)",
+            c.find_services_by_name("cf-i00042"),
+        )
+        .await?;
+        full = measure("new: list_services (every service in full)", c.list_services()).await?;
+    }
+    let mut n_states = 0;
+    if runs("old-states") {
+        n_states = measure("old: whole body + decode to Vec<ServiceState>", async {
+            let body = whole(list.clone()).await?;
+            anyhow::Ok(serde_json::from_slice::<Vec<ServiceState>>(&body)?.len())
+        })
+        .await?;
+    }
+    let mut n_full = 0;
+    if runs("old-full") {
+        n_full = measure("old: whole body + decode to Vec<Service>", async {
+            let body = whole(list.clone()).await?;
+            anyhow::Ok(serde_json::from_slice::<Vec<Service>>(&body)?.len())
+        })
+        .await?;
+    }
     println!(
         "decoded: old {n_full} full / {n_states} states; new {} states, {} labels, {} looks, {} found, {} full",
         states.len(),
