@@ -66,12 +66,8 @@ struct Whole;
 
 impl BodyReader for Whole {
     type Out = Vec<u8>;
-    fn read(
-        &mut self,
-        resp: reqwest::Response,
-        limit: usize,
-    ) -> impl Future<Output = Result<Vec<u8>, ElementsError>> + Send {
-        async move { Ok(bounded::read(resp, limit).await?) }
+    async fn read(&mut self, resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, ElementsError> {
+        Ok(bounded::read(resp, limit).await?)
     }
 }
 
