@@ -12,6 +12,16 @@ pub enum ReadError {
     Transport(#[from] reqwest::Error),
 }
 
+/// What reading a body element by element can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ElementsError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The body is not a JSON array, or an element does not decode.
+    #[error("{0}")]
+    Malformed(String),
+}
+
 /// `n` bytes for a message: "64 MiB", "512 KiB".
 pub fn human(n: usize) -> String {
     match n {
@@ -56,9 +66,201 @@ pub async fn read_prefix(resp: reqwest::Response, limit: usize) -> Result<Vec<u8
     Ok(body)
 }
 
+/// A JSON array read element by element as its chunks arrive, each element handed to `each` as soon as
+/// it ends: only one element is held at a time, never the whole body (a team's service list runs to
+/// tens of megabytes). The size limit counts every byte read, as [`read`] does.
+pub async fn read_array_each(
+    resp: reqwest::Response,
+    limit: usize,
+    mut each: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<(), ElementsError> {
+    if resp
+        .content_length()
+        .and_then(|n| usize::try_from(n).ok())
+        .is_some_and(|n| n > limit)
+    {
+        return Err(ReadError::TooLarge { limit }.into());
+    }
+    let mut split = ArraySplitter::default();
+    let mut total = 0usize;
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(ReadError::from)?;
+        total += chunk.len();
+        if total > limit {
+            return Err(ReadError::TooLarge { limit }.into());
+        }
+        split.feed(&chunk, &mut each).map_err(ElementsError::Malformed)?;
+    }
+    split.finish().map_err(ElementsError::Malformed)
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Before the opening `[`.
+    #[default]
+    Before,
+    /// After `[`: an element or `]`.
+    Opened,
+    /// After an element: `,` or `]`.
+    AfterElement,
+    /// After `,`: an element.
+    AfterComma,
+    /// Inside an element.
+    Element,
+    /// After the closing `]`: whitespace only.
+    Closed,
+}
+
+/// Finds where each element of a top-level JSON array begins and ends (strings, escapes and nesting
+/// followed; the elements themselves are checked by whoever decodes them).
+#[derive(Debug, Default)]
+struct ArraySplitter {
+    place: Place,
+    element: Vec<u8>,
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl ArraySplitter {
+    fn feed(&mut self, bytes: &[u8], each: &mut impl FnMut(&[u8]) -> Result<(), String>) -> Result<(), String> {
+        for &b in bytes {
+            if self.place == Place::Element {
+                let Some(taken) = self.in_element(b) else {
+                    continue;
+                };
+                each(&self.element)?;
+                self.element.clear();
+                self.place = Place::AfterElement;
+                if taken {
+                    continue;
+                }
+            }
+            if b.is_ascii_whitespace() {
+                continue;
+            }
+            self.place = match (self.place, b) {
+                (Place::Before, b'[') => Place::Opened,
+                (Place::Opened | Place::AfterElement, b']') => Place::Closed,
+                (Place::AfterElement, b',') => Place::AfterComma,
+                (Place::Opened | Place::AfterComma, _) if !matches!(b, b',' | b']' | b'}' | b':') => {
+                    self.start(b);
+                    Place::Element
+                }
+                (Place::Before, _) => return Err("the answer is not a JSON array".into()),
+                (place, b) => return Err(format!("unexpected {:?} in the JSON array ({place:?})", char::from(b))),
+            };
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, b: u8) {
+        self.element.push(b);
+        match b {
+            b'"' => self.in_string = true,
+            b'{' | b'[' => self.depth = 1,
+            _ => {}
+        }
+    }
+
+    /// Takes one byte of an element: `None` while the element goes on; when it has ended, whether the
+    /// byte was its last (a closing quote or bracket) rather than what follows a number or literal.
+    fn in_element(&mut self, b: u8) -> Option<bool> {
+        if self.in_string {
+            self.element.push(b);
+            if self.escaped {
+                self.escaped = false;
+            } else if b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.in_string = false;
+                return (self.depth == 0).then_some(true);
+            }
+            return None;
+        }
+        match b {
+            b'}' | b']' if self.depth > 0 => {
+                self.depth -= 1;
+                self.element.push(b);
+                (self.depth == 0).then_some(true)
+            }
+            _ if self.depth == 0 && (matches!(b, b',' | b']') || b.is_ascii_whitespace()) => Some(false),
+            b => {
+                match b {
+                    b'"' => self.in_string = true,
+                    b'{' | b'[' => self.depth += 1,
+                    _ => {}
+                }
+                self.element.push(b);
+                None
+            }
+        }
+    }
+
+    fn finish(self) -> Result<(), String> {
+        match self.place {
+            Place::Closed => Ok(()),
+            _ => Err("the JSON array ends early".into()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::human;
+    use super::*;
+
+    fn split(chunks: &[&str]) -> Result<Vec<String>, String> {
+        let mut out = Vec::new();
+        let mut s = ArraySplitter::default();
+        let mut each = |e: &[u8]| {
+            out.push(String::from_utf8_lossy(e).into_owned());
+            Ok(())
+        };
+        for c in chunks {
+            s.feed(c.as_bytes(), &mut each)?;
+        }
+        s.finish()?;
+        Ok(out)
+    }
+
+    #[test]
+    fn arrays_split_into_their_elements_across_chunks() {
+        let text = r#" [ {"a": "x]}\"\\", "b": [1, {"c": "}"}]}, "s,]", 12 ,true, [], {} ] "#;
+        let want = vec![
+            r#"{"a": "x]}\"\\", "b": [1, {"c": "}"}]}"#,
+            r#""s,]""#,
+            "12",
+            "true",
+            "[]",
+            "{}",
+        ];
+        assert_eq!(split(&[text]).unwrap(), want);
+        // Every split point of the body, including inside strings and escapes.
+        for at in 0..text.len() {
+            assert_eq!(split(&[&text[..at], &text[at..]]).unwrap(), want, "split at {at}");
+        }
+        assert_eq!(split(&["[]"]).unwrap(), Vec::<String>::new());
+        assert_eq!(split(&["[1]"]).unwrap(), vec!["1"]);
+    }
+
+    #[test]
+    fn what_is_not_one_whole_array_is_refused() {
+        for bad in [
+            "",
+            "{}",
+            "[1,",
+            "[1 2]",
+            "[,1]",
+            "[1,]",
+            "[1]]",
+            "[1] x",
+            "[{\"a\": 1}",
+            "[\"open]",
+        ] {
+            assert!(split(&[bad]).is_err(), "{bad:?} accepted");
+        }
+    }
 
     #[test]
     fn sizes_read_well() {

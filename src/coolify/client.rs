@@ -1,5 +1,6 @@
 //! The HTTP client: budgeted, retried per policy, typed.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ use super::error::CoolifyError;
 use super::retry::{Decision, Idempotency, Outcome, RetryPolicy};
 use super::types::*;
 use crate::backoff::Backoff;
-use crate::bounded;
+use crate::bounded::{self, ElementsError, ReadError};
 use crate::config::CoolifySettings;
 use crate::metrics::Metrics;
 
@@ -45,9 +46,50 @@ struct Inner {
     deploys: DeployBatches,
 }
 
-struct Reply {
+struct Reply<B = Vec<u8>> {
     status: StatusCode,
-    body: Vec<u8>,
+    body: B,
+}
+
+/// How the body of a successful answer is read.
+trait BodyReader: Send {
+    type Out: Send;
+    fn read(
+        &mut self,
+        resp: reqwest::Response,
+        limit: usize,
+    ) -> impl Future<Output = Result<Self::Out, ElementsError>> + Send;
+}
+
+/// The whole body, as bytes.
+struct Whole;
+
+impl BodyReader for Whole {
+    type Out = Vec<u8>;
+    async fn read(&mut self, resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, ElementsError> {
+        Ok(bounded::read(resp, limit).await?)
+    }
+}
+
+/// A JSON array decoded one element at a time as `T`, of which only what `keep` makes is kept.
+struct Elements<T, F> {
+    keep: F,
+    element: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned, U: Send, F: FnMut(T) -> Option<U> + Send> BodyReader for Elements<T, F> {
+    type Out = Vec<U>;
+    async fn read(&mut self, resp: reqwest::Response, limit: usize) -> Result<Vec<U>, ElementsError> {
+        // Fresh on every attempt: a retried read starts the list again.
+        let mut kept = Vec::new();
+        bounded::read_array_each(resp, limit, |bytes| {
+            let element = serde_json::from_slice::<T>(bytes).map_err(|e| e.to_string())?;
+            kept.extend((self.keep)(element));
+            Ok(())
+        })
+        .await?;
+        Ok(kept)
+    }
 }
 
 impl Reply {
@@ -313,13 +355,13 @@ impl CoolifyClient {
         body: Option<&Value>,
         idem: Idempotency,
     ) -> Result<Reply, CoolifyError> {
-        let span = tracing::info_span!("coolify", endpoint, method = %method);
-        self.send_unspanned(priority, method, endpoint, path, body, idem)
-            .instrument(span)
+        self.send_reading(priority, method, endpoint, path, body, idem, &mut Whole)
             .await
     }
 
-    async fn send_unspanned(
+    /// [`Self::send_as`] with the body of a successful answer read by `reader`.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_reading<R: BodyReader>(
         &self,
         priority: Priority,
         method: Method,
@@ -327,7 +369,25 @@ impl CoolifyClient {
         path: &str,
         body: Option<&Value>,
         idem: Idempotency,
-    ) -> Result<Reply, CoolifyError> {
+        reader: &mut R,
+    ) -> Result<Reply<R::Out>, CoolifyError> {
+        let span = tracing::info_span!("coolify", endpoint, method = %method);
+        self.send_unspanned(priority, method, endpoint, path, body, idem, reader)
+            .instrument(span)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send_unspanned<R: BodyReader>(
+        &self,
+        priority: Priority,
+        method: Method,
+        endpoint: &'static str,
+        path: &str,
+        body: Option<&Value>,
+        idem: Idempotency,
+        reader: &mut R,
+    ) -> Result<Reply<R::Out>, CoolifyError> {
         let inner = &self.inner;
         let url = format!("{}{}", inner.root, path);
         let (mut failures, mut throttled) = (0u32, 0u32);
@@ -379,35 +439,45 @@ impl CoolifyClient {
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<u64>().ok())
                         .map(Duration::from_secs);
+                    // Ok(Ok(..)): a success's body as read; Ok(Err(..)): the start of an error answer.
                     let body = if status.is_success() {
-                        bounded::read(resp, body_limit(endpoint)).await
+                        reader.read(resp, body_limit(endpoint)).await.map(Ok)
                     } else {
                         bounded::read_prefix(resp, ERROR_BODY_LIMIT)
                             .await
-                            .map_err(bounded::ReadError::from)
+                            .map(Err)
+                            .map_err(|e| ElementsError::Read(e.into()))
                     };
+                    // An answer that does not decode was still a complete call, as when it was decoded
+                    // after reading.
                     let failed = match &body {
-                        Ok(_) => None,
-                        Err(bounded::ReadError::TooLarge { .. }) => Some("too_large"),
-                        Err(bounded::ReadError::Transport(e)) => Some(transport_kind(e)),
+                        Ok(_) | Err(ElementsError::Malformed(_)) => None,
+                        Err(ElementsError::Read(ReadError::TooLarge { .. })) => Some("too_large"),
+                        Err(ElementsError::Read(ReadError::Transport(e))) => Some(transport_kind(e)),
                     };
                     note(sent, at, Some(status.as_u16()), failed);
                     match body {
-                        Err(bounded::ReadError::TooLarge { limit }) => (
+                        Err(ElementsError::Read(ReadError::TooLarge { limit })) => (
                             Outcome::Final,
                             CoolifyError::TooLarge {
                                 endpoint: endpoint.to_string(),
                                 limit: bounded::human(limit),
                             },
                         ),
-                        Err(bounded::ReadError::Transport(e)) => {
+                        Err(ElementsError::Read(ReadError::Transport(e))) => {
                             (Outcome::Transport, CoolifyError::Transport(describe(&e)))
                         }
-                        Ok(body) if status.is_success() => {
+                        Err(ElementsError::Malformed(e)) => {
+                            return Err(CoolifyError::BadResponse(format!(
+                                "{endpoint} returned {}: {e}",
+                                status.as_u16()
+                            )));
+                        }
+                        Ok(Ok(body)) => {
                             debug!(endpoint, status = status.as_u16(), "coolify call ok");
                             return Ok(Reply { status, body });
                         }
-                        Ok(body) => {
+                        Ok(Err(body)) => {
                             let text = String::from_utf8_lossy(&body);
                             let err = CoolifyError::from_response(status.as_u16(), &text, retry_after);
                             let outcome = match status.as_u16() {
@@ -570,25 +640,45 @@ impl CoolifyClient {
         .await
     }
 
+    /// Every service of the team, `GET /services`, decoded one service at a time as `T` and kept as what
+    /// `keep` makes of it: the list (about 37 MB for 10,000 services) is never held whole.
+    async fn scan_services<T: DeserializeOwned, U: Send>(
+        &self,
+        priority: Priority,
+        keep: impl FnMut(T) -> Option<U> + Send,
+    ) -> Result<Vec<U>, CoolifyError> {
+        let mut reader = Elements {
+            keep,
+            element: PhantomData,
+        };
+        let reply = self
+            .send_reading(
+                priority,
+                Method::GET,
+                "GET /services",
+                "/api/v1/services",
+                None,
+                Idempotency::Safe,
+                &mut reader,
+            )
+            .await?;
+        Ok(reply.body)
+    }
+
+    /// Every service in full (a large fleet's list is large in memory too: prefer the narrower reads).
     pub async fn list_services(&self) -> Result<Vec<Service>, CoolifyError> {
-        self.get("GET /services", "/api/v1/services").await
+        self.scan_services(Priority::Normal, Some).await
+    }
+
+    /// Each service's uuid, name and description (what the orphan scan judges by).
+    pub async fn list_service_labels(&self) -> Result<Vec<ServiceLabel>, CoolifyError> {
+        self.scan_services(Priority::Normal, Some).await
     }
 
     /// `GET /services` parsed for status polling only. Urgent in the budget: these reads finish work
     /// already started (see [`Priority::Urgent`]).
     pub async fn list_service_states(&self) -> Result<Vec<ServiceState>, CoolifyError> {
-        let endpoint = "GET /services";
-        let reply = self
-            .send_as(
-                Priority::Urgent,
-                Method::GET,
-                endpoint,
-                "/api/v1/services",
-                None,
-                Idempotency::Safe,
-            )
-            .await?;
-        decode(endpoint, &reply)
+        self.scan_services(Priority::Urgent, Some).await
     }
 
     /// `GET /services/{uuid}` parsed for status polling only; urgent in the budget like the list.
@@ -607,9 +697,13 @@ impl CoolifyClient {
         decode(endpoint, &reply)
     }
 
-    /// `GET /services` parsed for the resync's drift check (status and compose of every service).
-    pub async fn list_service_looks(&self) -> Result<Vec<ServiceLook>, CoolifyError> {
-        self.get("GET /services", "/api/v1/services").await
+    /// `GET /services` for the resync's drift check: each service's status and compose, one service at a
+    /// time, kept as what `judge` makes of it (the composes of a fleet are most of the list).
+    pub async fn list_service_looks<U: Send>(
+        &self,
+        judge: impl FnMut(ServiceLook) -> Option<U> + Send,
+    ) -> Result<Vec<U>, CoolifyError> {
+        self.scan_services(Priority::Normal, judge).await
     }
 
     pub async fn get_service(&self, uuid: &str) -> Result<Service, CoolifyError> {
@@ -618,12 +712,8 @@ impl CoolifyClient {
     }
 
     pub async fn find_services_by_name(&self, name: &str) -> Result<Vec<Service>, CoolifyError> {
-        Ok(self
-            .list_services()
-            .await?
-            .into_iter()
-            .filter(|s| s.name == name)
-            .collect())
+        self.scan_services(Priority::Normal, |s: Service| (s.name == name).then_some(s))
+            .await
     }
 
     fn create_body(req: &CreateService) -> Result<Value, CoolifyError> {

@@ -100,14 +100,34 @@ impl DriftCheck for Checker {
     fn drifted<'a>(&'a self, instances: &'a [RecordStamp]) -> ListFuture<'a, Vec<(String, &'static str)>> {
         Box::pin(async move {
             let ctx = &self.0;
-            let looks: HashMap<String, ServiceLook> = ctx
+            let composes = ctx.journal.notes_with_prefix(COMPOSE_PREFIX).await?;
+            // Which applied states (stopped, running) each service is judged against.
+            let mut wanted: HashMap<&str, [bool; 2]> = HashMap::new();
+            for stamp in instances {
+                if let (Some(service), Some(applied)) =
+                    (&stamp.service, stamp.applied_hash.as_deref().and_then(Spec::parse))
+                {
+                    wanted.entry(service.as_str()).or_default()
+                        [usize::from(applied.state == EffectiveState::Running)] = true;
+                }
+            }
+            // Judged as the list is read, one service at a time: only the verdicts are kept, no compose.
+            let judged: HashMap<String, [Option<Drift>; 2]> = ctx
                 .coolify
-                .list_service_looks()
+                .list_service_looks(|look| {
+                    let asked = wanted.get(look.uuid.as_str())?;
+                    let compose = composes.get(&look.uuid).map(String::as_str);
+                    let verdict = |running: bool| {
+                        asked[usize::from(running)]
+                            .then(|| drift_of(running, Some(&look), compose))
+                            .flatten()
+                    };
+                    let verdicts = [verdict(false), verdict(true)];
+                    Some((look.uuid, verdicts))
+                })
                 .await?
                 .into_iter()
-                .map(|l| (l.uuid.clone(), l))
                 .collect();
-            let composes = ctx.journal.notes_with_prefix(COMPOSE_PREFIX).await?;
             let mut found = Vec::new();
             for stamp in instances {
                 let applied = stamp.applied_hash.as_deref().and_then(Spec::parse);
@@ -115,8 +135,11 @@ impl DriftCheck for Checker {
                     continue;
                 };
                 let applied_running = applied.state == EffectiveState::Running;
-                let compose = composes.get(service).map(String::as_str);
-                if let Some(drift) = drift_of(applied_running, looks.get(service), compose) {
+                let drift = match judged.get(service) {
+                    None => drift_of(applied_running, None, None),
+                    Some(verdicts) => verdicts[usize::from(applied_running)],
+                };
+                if let Some(drift) = drift {
                     ctx.journal.note_changed(&drift_note(&stamp.id), drift.as_str()).await?;
                     tracing::warn!(record_id = %stamp.id, coolify_uuid = %service, drift = drift.as_str(),
                         "service changed behind the bridge's back");

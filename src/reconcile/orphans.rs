@@ -130,7 +130,7 @@ impl OrphanScanner {
         // Live records first: if PocketBase cannot be read, nothing is judged an orphan.
         let tenants = self.ctx.pb.list_tenants().await?;
         let instances = self.ctx.pb.list_instances(None).await?;
-        let services = self.ctx.coolify.list_services().await?;
+        let services = self.ctx.coolify.list_service_labels().await?;
         let projects = self.ctx.coolify.list_projects().await?;
         let live_instances: BTreeMap<String, String> = instances.iter().map(|i| (i.id.clone(), life_of(i))).collect();
         let live_slugs: BTreeSet<String> = tenants.into_iter().map(|t| t.slug).collect();

@@ -501,3 +501,74 @@ async fn state_file_survives_restart() {
         "cf-persist"
     );
 }
+
+/// `GET /services` is decoded one service at a time as it streams in; what each caller keeps equals what
+/// decoding the whole answer at once gives, on the simulator's own list (containers, statuses, composes,
+/// descriptions and all).
+#[tokio::test]
+async fn service_list_read_as_it_streams_equals_the_whole_answer_decoded() {
+    let sim = fast_sim(&[]);
+    let c = client(&sim);
+    let p = ensure_project(&c, "cf-acme-stream", None).await.expect("project");
+    let mut uuids = Vec::new();
+    for (i, domain) in [Some("s0.example.com"), None, Some("s2.example.com")]
+        .into_iter()
+        .enumerate()
+    {
+        let mut req = service_req(&p, &format!("cf-stream{i}"), domain);
+        req.description = Some(format!("incarnation {i} \"quoted\" [x] {{y}}"));
+        if i == 1 {
+            req.compose_yaml = "services:\n  bot:\n    image: 'x:2' # ]}\n".into();
+        }
+        uuids.push(c.create_service(&req).await.expect("create").uuid);
+    }
+    c.start_service(&uuids[0]).await.expect("start");
+    wait_status(&c, &uuids[0], |s| s.is_running()).await;
+
+    let whole = reqwest_client()
+        .get(format!("{}/api/v1/services", sim.url))
+        .bearer_auth(&sim.token)
+        .send()
+        .await
+        .expect("list")
+        .bytes()
+        .await
+        .expect("body");
+    let full: Vec<Service> = serde_json::from_slice(&whole).expect("services");
+    assert_eq!(full.len(), 3);
+    assert_eq!(c.list_services().await.expect("list"), full);
+
+    let labels: Vec<ServiceLabel> = serde_json::from_slice(&whole).expect("labels");
+    assert_eq!(c.list_service_labels().await.expect("labels"), labels);
+
+    let states = |v: Vec<ServiceState>| v.into_iter().map(|s| (s.uuid, s.status)).collect::<Vec<_>>();
+    let want: Vec<ServiceState> = serde_json::from_slice(&whole).expect("states");
+    assert_eq!(states(c.list_service_states().await.expect("states")), states(want));
+
+    let looks: Vec<ServiceLook> = serde_json::from_slice(&whole).expect("looks");
+    let looks: Vec<_> = looks
+        .into_iter()
+        .map(|l| (l.uuid, l.status, l.docker_compose_raw))
+        .collect();
+    assert!(looks.iter().all(|l| l.2.is_some()), "the simulator shows composes");
+    let kept = c
+        .list_service_looks(|l| Some((l.uuid, l.status, l.docker_compose_raw)))
+        .await
+        .expect("looks");
+    assert_eq!(kept, looks);
+    // A judge keeps only what it asks for.
+    let one = c
+        .list_service_looks(|l| (l.uuid == uuids[1]).then_some(l.uuid))
+        .await
+        .expect("looks");
+    assert_eq!(one, [uuids[1].clone()]);
+
+    let found = c.find_services_by_name("cf-stream2").await.expect("find");
+    assert_eq!(
+        found,
+        full.iter()
+            .filter(|s| s.name == "cf-stream2")
+            .cloned()
+            .collect::<Vec<_>>()
+    );
+}
