@@ -114,6 +114,11 @@ enum Place {
 
 /// Finds where each element of a top-level JSON array begins and ends (strings, escapes and nesting
 /// followed; the elements themselves are checked by whoever decodes them).
+///
+/// Written here because serde_json reads an array element by element only from a blocking reader
+/// (`Deserializer::from_reader` with a `SeqAccess` visitor): that would park a thread per list call on the
+/// async body and leave it behind when the call is cancelled. Splitting on the async stream keeps the call on
+/// the runtime, and serde_json still decodes (and validates) each element.
 #[derive(Debug, Default)]
 struct ArraySplitter {
     place: Place,
