@@ -146,20 +146,7 @@ impl Journal {
         let mut writer = connect(path, &opts, opts.read_only)?;
         schema::migrate(&mut writer)?;
         let reader = connect(path, &opts, true)?;
-        // Checkpoints run beside the writer, not inside its commits (see `writer`).
-        let checkpointer = if opts.read_only {
-            None
-        } else {
-            writer
-                .pragma_update(None, "wal_autocheckpoint", writer::BACKSTOP_PAGES)
-                .and_then(|()| writer.pragma_update(None, "journal_size_limit", writer::WAL_KEEP_BYTES))
-                .map_err(|source| JournalError::Open {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-            Some(connect(path, &opts, false)?)
-        };
-        let writer = writer::spawn(writer, checkpointer)
+        let writer = writer::spawn(writer)
             .map_err(|e| JournalError::Task(format!("cannot start the writer thread: {e}")))?;
         Ok(Journal {
             inner: Arc::new(Inner {
