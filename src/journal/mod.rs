@@ -146,8 +146,8 @@ impl Journal {
         let mut writer = connect(path, &opts, opts.read_only)?;
         schema::migrate(&mut writer)?;
         let reader = connect(path, &opts, true)?;
-        let writer = writer::spawn(writer)
-            .map_err(|e| JournalError::Task(format!("cannot start the writer thread: {e}")))?;
+        let writer =
+            writer::spawn(writer).map_err(|e| JournalError::Task(format!("cannot start the writer thread: {e}")))?;
         Ok(Journal {
             inner: Arc::new(Inner {
                 backend: Backend::Sqlite {
