@@ -73,6 +73,42 @@ pub(super) fn page_limit(limit: usize) -> i64 {
 }
 
 /// Requeues each record's job with attempts reset, recording a `replay` event so the journal shows why.
+/// A value an event filter's condition compares with.
+pub(super) enum FilterArg {
+    Text(String),
+    Int(i64),
+}
+
+/// The conditions of an event list (`column operator`, value), in one order for both backends: each
+/// numbers its placeholders its own way ([`where_sql`]).
+pub(super) fn event_conditions(filter: EventFilter, cursor: Option<i64>) -> Vec<(&'static str, FilterArg)> {
+    let text = |s: &str| FilterArg::Text(s.to_string());
+    [
+        filter.status.map(|s| ("status =", text(s.as_str()))),
+        filter.source.map(|s| ("source =", text(s.as_str()))),
+        filter.collection.map(|c| ("collection =", text(c.as_str()))),
+        filter.record_id.map(|id| ("record_id =", FilterArg::Text(id))),
+        filter.since_ms.map(|ms| ("received_at >=", FilterArg::Int(ms))),
+        cursor.map(|c| ("id <", FilterArg::Int(c))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+/// `WHERE` with the conditions joined, the n-th compared with placeholder `{sigil}n`; empty for none.
+pub(super) fn where_sql(conditions: &[(&'static str, FilterArg)], sigil: char) -> String {
+    if conditions.is_empty() {
+        return String::new();
+    }
+    let joined: Vec<String> = conditions
+        .iter()
+        .enumerate()
+        .map(|(i, (condition, _))| format!("{condition} {sigil}{}", i + 1))
+        .collect();
+    format!("WHERE {}", joined.join(" AND "))
+}
+
 fn replay_records(tx: &Transaction<'_>, records: BTreeSet<(String, String)>, now: i64) -> Result<usize, JournalError> {
     for (collection, record_id) in &records {
         let collection = column::<Collection>("collection", collection.clone())?;
@@ -131,36 +167,16 @@ impl Journal {
         }
         let limit = page_limit(limit);
         self.read(move |conn| {
-            let mut clauses = Vec::new();
-            let mut args: Vec<Value> = Vec::new();
-            let mut push = |clause: &str, v: Value| {
-                args.push(v);
-                clauses.push(format!("{clause} ?{}", args.len()));
-            };
-            if let Some(s) = filter.status {
-                push("status =", Value::Text(s.as_str().into()));
-            }
-            if let Some(s) = filter.source {
-                push("source =", Value::Text(s.as_str().into()));
-            }
-            if let Some(c) = filter.collection {
-                push("collection =", Value::Text(c.as_str().into()));
-            }
-            if let Some(id) = filter.record_id {
-                push("record_id =", Value::Text(id));
-            }
-            if let Some(ms) = filter.since_ms {
-                push("received_at >=", Value::Integer(ms));
-            }
-            if let Some(c) = cursor {
-                push("id <", Value::Integer(c));
-            }
+            let conditions = event_conditions(filter, cursor);
+            let where_sql = where_sql(&conditions, '?');
+            let mut args: Vec<Value> = conditions
+                .into_iter()
+                .map(|(_, arg)| match arg {
+                    FilterArg::Text(s) => Value::Text(s),
+                    FilterArg::Int(n) => Value::Integer(n),
+                })
+                .collect();
             args.push(Value::Integer(limit));
-            let where_sql = if clauses.is_empty() {
-                String::new()
-            } else {
-                format!("WHERE {}", clauses.join(" AND "))
-            };
             let sql = format!(
                 "SELECT {EVENT_COLUMNS} FROM events {where_sql} ORDER BY id DESC LIMIT ?{}",
                 args.len()

@@ -7,7 +7,7 @@ use tokio_postgres::types::ToSql;
 
 use super::PgJournal;
 use crate::events::Collection;
-use crate::journal::admin::{EVENT_COLUMNS, JOB_COLUMNS, MAX_PAGE, page_limit};
+use crate::journal::admin::{EVENT_COLUMNS, FilterArg, JOB_COLUMNS, MAX_PAGE, event_conditions, page_limit, where_sql};
 use crate::journal::types::column;
 use crate::journal::{AttemptRow, EventFilter, EventRow, JobRow, JobState, JournalError};
 
@@ -74,36 +74,18 @@ impl PgJournal {
         limit: usize,
     ) -> Result<(Vec<EventRow>, Option<i64>), JournalError> {
         let limit = page_limit(limit);
-        let mut clauses = Vec::new();
-        let mut args: Vec<Box<dyn ToSql + Sync + Send>> = Vec::new();
-        let mut push = |clause: &str, v: Box<dyn ToSql + Sync + Send>| {
-            args.push(v);
-            clauses.push(format!("{clause} ${}", args.len()));
-        };
-        if let Some(s) = filter.status {
-            push("status =", Box::new(s.as_str()));
-        }
-        if let Some(s) = filter.source {
-            push("source =", Box::new(s.as_str()));
-        }
-        if let Some(c) = filter.collection {
-            push("collection =", Box::new(c.as_str()));
-        }
-        if let Some(id) = filter.record_id {
-            push("record_id =", Box::new(id));
-        }
-        if let Some(ms) = filter.since_ms {
-            push("received_at >=", Box::new(ms));
-        }
-        if let Some(c) = cursor {
-            push("id <", Box::new(c));
-        }
+        let conditions = event_conditions(filter, cursor);
+        let where_sql = where_sql(&conditions, '$');
+        let mut args: Vec<Box<dyn ToSql + Sync + Send>> = conditions
+            .into_iter()
+            .map(|(_, arg)| -> Box<dyn ToSql + Sync + Send> {
+                match arg {
+                    FilterArg::Text(s) => Box::new(s),
+                    FilterArg::Int(n) => Box::new(n),
+                }
+            })
+            .collect();
         args.push(Box::new(limit));
-        let where_sql = if clauses.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", clauses.join(" AND "))
-        };
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events {where_sql} ORDER BY id DESC LIMIT ${}",
             args.len()
