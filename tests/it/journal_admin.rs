@@ -5,9 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use cf_bridge::events::{Action, Collection, EventSink, Ingested, NewEvent, Source};
+use cf_bridge::events::{Action, Collection, EventSink, Ingested, Source};
 use cf_bridge::journal::{EventFilter, EventStatus, JobState, Journal, OutboxEntry, StoredTemplate, now_ms};
 use cf_testkit::journal::TestJournal;
+
+use crate::journal_basic::event;
 use serde_json::json;
 
 /// Runs `sql` (statements both SQLite and PostgreSQL accept) on the journal's database, beside the journal.
@@ -55,21 +57,6 @@ VALUES (1, 2, 3100, 3200, 'failed', 'boom', 100),
 async fn event_ids(j: &Journal, filter: EventFilter, cursor: Option<i64>, limit: usize) -> (Vec<i64>, Option<i64>) {
     let (rows, next) = j.list_events(filter, cursor, limit).await.expect("list events");
     (rows.into_iter().map(|e| e.id).collect(), next)
-}
-
-fn event(source: Source, record_id: &str, updated: &str) -> NewEvent {
-    NewEvent {
-        source,
-        collection: Collection::BotInstances,
-        record_id: record_id.into(),
-        action: Action::Update,
-        record_updated: Some(updated.into()),
-        dedupe_key: NewEvent::change_key(Collection::BotInstances, record_id, Action::Update, Some(updated)),
-        delivery_id: None,
-        payload: json!({"id": record_id, "updated": updated, "name": format!("v{updated}")}),
-        fingerprint: None,
-        trace_context: None,
-    }
 }
 
 fn is_new(outcome: Ingested) {

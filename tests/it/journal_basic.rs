@@ -9,7 +9,7 @@ use cf_bridge::journal::{
 };
 use serde_json::json;
 
-fn event(source: Source, record_id: &str, updated: &str) -> NewEvent {
+pub(crate) fn event(source: Source, record_id: &str, updated: &str) -> NewEvent {
     NewEvent {
         source,
         collection: Collection::BotInstances,
