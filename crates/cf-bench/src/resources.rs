@@ -59,7 +59,7 @@ impl NaivePb {
     }
 }
 
-async fn timed_patches(pb: &Pb, collection: &str, ids: &[String], n: usize, tag: &str) -> Vec<Duration> {
+pub async fn timed_patches(pb: &Pb, collection: &str, ids: &[String], n: usize, tag: &str) -> Vec<Duration> {
     let mut out = Vec::with_capacity(n);
     for k in 0..n {
         let id = &ids[k % ids.len()];

@@ -74,23 +74,37 @@ async fn hook_cost(
     Ok(())
 }
 
-/// `--hook-cost-only`: the hook cost figures against a PocketBase with the same schema and no hooks.
-async fn hook_cost_only(paths: &Paths, root: &Path, secs: f64, report: &mut Report) -> Result<()> {
-    let empty = root.join("no-hooks");
-    std::fs::create_dir_all(&empty)?;
-    let (pb, instances, proc) = hookcost::pb_with_fleet(paths, &root.join("bare_data"), &empty, &[], "b").await?;
-    let bare = latency::pb_write_rate(&pb, &instances, secs, "bare").await?;
-    let cpu_before = proc.pid().and_then(procs::cpu_secs);
-    let (bare_bridge, writes) = latency::pb_field_writes(&pb, &instances, secs, "bwb", "error_message").await?;
-    let cpu_after = proc.pid().and_then(procs::cpu_secs);
-    if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
-        report.note(format!(
-            "PocketBase CPU per bridge-owned field write with no hooks: {:.2} ms ({writes} writes)",
-            (b - a) * 1000.0 / writes.max(1) as f64
-        ));
+/// `--hook-cost-only`: the project's hooks (each per-write hook file alone, all with webhook delivery off,
+/// all delivering to a sink) and optionally another copy of them, beside a PocketBase with the same schema
+/// and no hooks, alternated in one run.
+async fn hook_cost_only(
+    paths: &Paths,
+    root: &Path,
+    sizes: &super::Sizes,
+    compare_hooks: Option<&Path>,
+    report: &mut Report,
+) -> Result<()> {
+    let mut dirs = vec![("now", paths.root.join("hooks/pb_hooks"))];
+    if let Some(dir) = compare_hooks {
+        dirs.push(("before", dir.to_path_buf()));
     }
-    drop(proc);
-    hook_cost(paths, root, secs, (bare, bare_bridge), report).await
+    report.note(format!(
+        "hook cost: {} rounds alternating the setups, each a {:.0} s flood and {} timed writes in all; load average before: {}",
+        sizes.hook_rounds,
+        sizes.throughput_secs,
+        sizes.hook_writes,
+        procs::load_average()
+    ));
+    hookcost::compare(
+        paths,
+        root,
+        &dirs,
+        (sizes.throughput_secs, sizes.hook_writes, sizes.hook_rounds),
+        report,
+    )
+    .await?;
+    report.note(format!("hook cost: load average after: {}", procs::load_average()));
+    Ok(())
 }
 
 pub fn machine() -> String {
@@ -142,7 +156,7 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
 
     if overrides.hook_cost_only {
         eprintln!("project hooks against PocketBase with no hooks ...");
-        hook_cost_only(paths, root, sizes.throughput_secs, &mut report).await?;
+        hook_cost_only(paths, root, &sizes, overrides.compare_hooks.as_deref(), &mut report).await?;
         return Ok(report);
     }
     if overrides.budget_only {
