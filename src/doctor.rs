@@ -268,7 +268,7 @@ async fn hooks(pb: &PbClient, settings: &Settings) -> Finding {
             Finding::fail(
                 "hooks",
                 format!(
-                    "PocketBase posts webhooks to {url} but this bridge's webhook intake is off (no webhook.secret): each change costs PocketBase a refused post"
+                    "PocketBase posts webhooks to {url} but webhook intake is off here (no webhook.secret): each change costs PocketBase a refused post"
                 ),
                 "unset CF_BRIDGE_WEBHOOK_URL and CF_BRIDGE_WEBHOOK_SECRET on PocketBase and restart it, or set webhook.secret to PocketBase's secret",
             )
