@@ -230,7 +230,7 @@ pub async fn hook_cost(
             Figure::new(
                 "4 webhook",
                 format!(
-                    "PocketBase API write (bot_instances) {q}, project hooks with the bridge ({} writes) vs no hooks ({} writes)",
+                    "PocketBase API write (bot_instances) {q}, project hooks (default: webhook hook off) with the bridge ({} writes) vs no hooks ({} writes)",
                     ours.n, bare_lat.n
                 ),
                 v,

@@ -180,7 +180,9 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         return Ok(report);
     }
 
-    eprintln!("starting stack A (simulator without rate limit, bridge budget {A_BUDGET}/min) ...");
+    eprintln!(
+        "starting stack A (the default path: realtime + resync, PocketBase's webhook hook off; simulator without rate limit, bridge budget {A_BUDGET}/min) ..."
+    );
     let fast_sim = [
         "--rate-limit",
         "1000000",
@@ -196,7 +198,9 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         ("CF_BRIDGE__RECONCILE__HEALTH_POLL_INTERVAL_SECS", "3600".to_string()),
         ("CF_BRIDGE__POCKETBASE__RESYNC_INTERVAL_SECS", "3600".to_string()),
     ];
-    let a = start_stack(paths, &root.join("a"), &fast_sim, &a_extra).await?;
+    // PocketBase without the webhook variables (its hook registers nothing); the bridge keeps its secret
+    // only for the acknowledgement phases, which post signed webhooks to it directly.
+    let a = start_stack_with(paths, &root.join("a"), &fast_sim, &a_extra, false).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = procs::rss_kib(a.bridge_pid()).unwrap_or(0);
 
@@ -251,7 +255,7 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
             (sizes.phase_secs, sizes.min_samples),
             &mut rx,
             &mut bare,
-            full,
+            (Intake::RealtimeOnly, full),
             &mut report,
         )
         .await?;
@@ -283,7 +287,7 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         &pool,
         sizes.throughput_secs,
         bare,
-        Intake::Webhook,
+        Intake::RealtimeOnly,
         full,
         &mut report,
     )
@@ -309,22 +313,40 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
     resources::resync(&a, ids.len(), full, &mut report).await?;
     drop(a);
 
-    eprintln!("realtime-only intake (stack R: project hooks with webhook delivery off) ...");
-    let r = start_stack_with(paths, &root.join("r"), &fast_sim, &a_extra, false).await?;
-    let r_ids = create_fleet(&r.pb, "r", 64, "stopped").await?;
-    wait_provisioned(&r.pb, "r", r_ids.len(), Duration::from_secs(120)).await?;
-    r.bridge.wait_idle(Duration::from_secs(300)).await?;
+    eprintln!("webhook configuration (stack W: PocketBase's hooks post webhooks to the bridge) ...");
+    let w = start_stack_with(paths, &root.join("w"), &fast_sim, &a_extra, true).await?;
+    let w_ids = create_fleet(&w.pb, "w", 64, "stopped").await?;
+    let w_uuids = wait_provisioned(&w.pb, "w", w_ids.len(), Duration::from_secs(120)).await?;
+    w.bridge.wait_idle(Duration::from_secs(300)).await?;
+    if let Some(&rate) = sizes.rates.first() {
+        let mut w_bare = hookcost::BareFrames::start(paths, &root.join("w-bare-frames"), w_ids.len()).await?;
+        let mut w_rx = super::sse::subscribe(&w.pb).await?;
+        let mut w_desired: HashMap<String, bool> = w_ids.iter().map(|id| (id.clone(), false)).collect();
+        latency::phase(
+            &w,
+            &w_ids,
+            &w_uuids,
+            &mut w_desired,
+            rate,
+            (sizes.phase_secs, sizes.min_samples),
+            &mut w_rx,
+            &mut w_bare,
+            (Intake::Webhook, full),
+            &mut report,
+        )
+        .await?;
+    }
     latency::throughput(
-        &r,
-        &r_ids,
+        &w,
+        &w_ids,
         sizes.throughput_secs,
         bare,
-        Intake::RealtimeOnly,
+        Intake::Webhook,
         full,
         &mut report,
     )
     .await?;
-    drop(r);
+    drop(w);
 
     eprintln!("Coolify budget (stack B: simulator limit 200/min, bridge default budget) ...");
     let b = start_stack(paths, &root.join("b"), &["--rate-limit", "200"], &[]).await?;
