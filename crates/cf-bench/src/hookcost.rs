@@ -242,6 +242,8 @@ pub async fn compare(
             &format!("s{i}"),
         )
         .await?;
+        // Unmeasured: a fresh PocketBase's first writes (and its JS runtimes' first calls) are slower.
+        super::resources::timed_patches(&pb, "bot_instances", &instances, 2 * instances.len(), "warm").await;
         running.push((setup, pb, instances, proc, Tally::default()));
     }
     let rounds = rounds.max(1);
