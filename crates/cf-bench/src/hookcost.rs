@@ -144,7 +144,8 @@ impl BareFrames {
     }
 }
 
-/// The hook files that run on a record write (the others serve routes, realtime connects or a cron).
+/// The hook files that run on a record write (the others serve routes, realtime connects or a cron);
+/// `concurrency.pb.js` is in older copies only (its line now runs in `actor.pb.js`).
 const PER_WRITE_HOOKS: &[&str] = &["actor.pb.js", "concurrency.pb.js", "webhook.pb.js"];
 
 /// One PocketBase of the hook comparison: which hooks, and whether they deliver webhooks (to the sink).
