@@ -3,6 +3,9 @@
 
 Creates a user, a tenant and two bot instances, and shows them go from pending to running with their
 Coolify ids and deploy logs. Ctrl-C stops everything.
+
+Changes reach the bridge by realtime and resync (the default); `--webhook` also has PocketBase's hooks post
+signed webhooks to it (both sides then share a secret made by `cf-bridge secret`).
 """
 import json
 import os
@@ -85,8 +88,10 @@ def stop_all(*_, code=0):
 
 
 def main():
-    pb_bin = sys.argv[1]
-    target = sys.argv[2]
+    args = [a for a in sys.argv[1:] if a != "--webhook"]
+    webhook = "--webhook" in sys.argv[1:]
+    pb_bin = args[0]
+    target = args[1]
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
     signal.signal(signal.SIGINT, stop_all)
@@ -94,7 +99,7 @@ def main():
 
     pb_port, sim_port, bridge_port = free_port(), free_port(), free_port()
     pb_url, bridge_url = f"http://127.0.0.1:{pb_port}", f"http://127.0.0.1:{bridge_port}"
-    secret = subprocess.check_output([f"{target}/cf-bridge", "secret"], text=True).strip()
+    secret = subprocess.check_output([f"{target}/cf-bridge", "secret"], text=True).strip() if webhook else None
 
     data = os.path.join(WORK, "pb_data")
     subprocess.run([pb_bin, "superuser", "upsert", EMAIL, PASSWORD, "--dir", data],
@@ -104,7 +109,7 @@ def main():
                 "--hooksDir", os.path.join(ROOT, "hooks", "pb_hooks"), "--automigrate=false"],
                "pocketbase.log",
                env={"CF_BRIDGE_WEBHOOK_URL": f"{bridge_url}/hooks/pocketbase",
-                    "CF_BRIDGE_WEBHOOK_SECRET": secret})
+                    "CF_BRIDGE_WEBHOOK_SECRET": secret} if webhook else {})
     wait_http(f"{pb_url}/api/health", "PocketBase", pb)
     print(f"PocketBase 0.40.6     {pb_url}/_/   (superuser {EMAIL} / {PASSWORD})")
 
@@ -121,7 +126,6 @@ def main():
         "CF_BRIDGE__POCKETBASE__SUPERUSER_PASSWORD": PASSWORD,
         "CF_BRIDGE__COOLIFY__URL": sim_url,
         "CF_BRIDGE__COOLIFY__TOKEN": SIM_TOKEN,
-        "CF_BRIDGE__WEBHOOK__SECRET": secret,
         "CF_BRIDGE__ADMIN__TOKEN": ADMIN_TOKEN,
         "CF_BRIDGE__ADMIN__BIND": f"127.0.0.1:{bridge_port}",
         "CF_BRIDGE__JOURNAL__PATH": os.path.join(WORK, "journal.db"),
@@ -132,6 +136,8 @@ def main():
         "CF_BRIDGE__SECRETS__STORE_PATH": os.path.join(WORK, "secrets.bin"),
         "CF_BRIDGE__RECONCILE__HEALTH_POLL_INTERVAL_SECS": "5",
     }
+    if webhook:
+        env["CF_BRIDGE__WEBHOOK__SECRET"] = secret
     cfg_path = os.path.join(WORK, "cf-bridge.toml")
     with open(cfg_path, "w") as f:
         f.write("# demo: every setting comes from CF_BRIDGE__* environment variables\n")
@@ -139,6 +145,8 @@ def main():
     subprocess.run([f"{target}/cf-bridge", *cfg, "check-config"], env={**os.environ, **env},
                    check=True, stdout=subprocess.DEVNULL)
     print("cf-bridge check-config: ok")
+    print("intake                " + ("webhooks, realtime and resync (--webhook)" if webhook
+                                      else "realtime and resync (the default; --webhook adds signed webhooks)"))
     subprocess.run([f"{target}/cf-bridge", *cfg, "templates", "sync"], env={**os.environ, **env}, check=True)
     bridge = start([f"{target}/cf-bridge", *cfg, "serve"], "cf-bridge.log", env=env)
     wait_http(f"{bridge_url}/healthz", "cf-bridge", bridge)

@@ -123,7 +123,8 @@ pub struct App {
     ctx: Context,
     readiness: Arc<Readiness>,
     dispatcher: Dispatcher<Reconciler>,
-    webhook_secret: WebhookSecret,
+    /// None: webhook intake is off (no `webhook.secret`); changes arrive by realtime and resync.
+    webhook_secret: Option<WebhookSecret>,
     /// The operator page's last hour, and the end of its live streams.
     glance: Arc<Glance>,
     metrics: Arc<Metrics>,
@@ -170,11 +171,12 @@ impl App {
             })?;
         let templates = keep_template_versions(&journal, templates).await?;
         let secrets = open_secret_store(&settings, journal.pg()).await?;
-        let webhook_secret: WebhookSecret = settings
+        let webhook_secret: Option<WebhookSecret> = settings
             .webhook
             .secret
-            .expose_secret()
-            .parse()
+            .as_ref()
+            .map(|s| s.expose_secret().parse())
+            .transpose()
             .map_err(StartError::WebhookSecret)?;
 
         let settings = Arc::new(settings);
@@ -199,6 +201,7 @@ impl App {
             journal.clone(),
             metrics.clone(),
             deps.clone(),
+            webhook_secret.is_some(),
         );
         requeue_on_key_change(&settings, &ctx.journal, &ctx.intake).await?;
         let glance = Arc::new(Glance::new(
@@ -647,7 +650,7 @@ fn http_server(
     ctx: &Context,
     admin: http::operator::AdminState,
     readiness: Arc<Readiness>,
-    webhook_secret: WebhookSecret,
+    webhook_secret: Option<WebhookSecret>,
     settings: &Settings,
     glance: Arc<Glance>,
 ) -> std::io::Result<actix_web::dev::Server> {

@@ -286,12 +286,15 @@ impl CoolifySettings {
     }
 }
 
-/// `[webhook]`.
-#[derive(Clone, Debug, Deserialize)]
+/// `[webhook]`: optional. Without a secret the bridge takes no webhooks (`POST /hooks/pocketbase` answers
+/// 404) and sees changes by realtime and resync, the default; with one, PocketBase's hooks may also post
+/// each change (they need the same secret as `CF_BRIDGE_WEBHOOK_SECRET`).
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSettings {
     /// `whsec_<base64>`; checked for shape here, parsed by the webhook module.
-    pub secret: SecretString,
+    #[serde(default)]
+    pub secret: Option<SecretString>,
 }
 
 /// `[admin]`.
@@ -1283,8 +1286,9 @@ impl Section for CoolifySettings {
 
 impl Section for WebhookSettings {
     fn check(&self, c: &mut Checks<'_>) {
-        c.secret("webhook.secret", &self.secret, 1);
-        if !self.secret.expose_secret().starts_with("whsec_") {
+        let Some(secret) = &self.secret else { return };
+        c.secret("webhook.secret", secret, 1);
+        if !secret.expose_secret().starts_with("whsec_") {
             c.fail(
                 "webhook.secret",
                 "must start with whsec_ (generate one with `cf-bridge secret`)",
@@ -1490,7 +1494,10 @@ impl fmt::Display for Settings {
         writeln!(f, "environment = {:?}", self.coolify.environment)?;
         writeln!(f, "requests_per_minute = {}", self.coolify.requests_per_minute)?;
         writeln!(f, "request_timeout_secs = {}", self.coolify.request_timeout.as_secs())?;
-        writeln!(f, "\n[webhook]\nsecret = {REDACTED:?}")?;
+        match &self.webhook.secret {
+            Some(_) => writeln!(f, "\n[webhook]\nsecret = {REDACTED:?}")?,
+            None => writeln!(f, "\n[webhook]\n# no secret: webhook intake off (realtime and resync)")?,
+        }
         writeln!(f, "\n[admin]\ntoken = {REDACTED:?}\nbind = \"{}\"", self.admin.bind)?;
         writeln!(f, "session_ttl_secs = {}", self.admin.session_ttl.as_secs())?;
         if let Some(u) = &self.admin.public_url {
@@ -1666,7 +1673,10 @@ mod tests {
         let password = s.pocketbase.superuser_password.as_ref().expect("password");
         assert_eq!(password.expose_secret(), "0000000000001234");
         assert_eq!(s.coolify.token.expose_secret(), "1|file-token");
-        assert_eq!(s.webhook.secret.expose_secret(), "whsec_d2ViaG9vay1jYW5hcnk=");
+        assert_eq!(
+            s.webhook.secret.as_ref().expect("webhook").expose_secret(),
+            "whsec_d2ViaG9vay1jYW5hcnk="
+        );
         assert_eq!(s.admin.token.expose_secret(), "admin token with spaces 0123");
         assert_eq!(s.secrets.key.expose_secret(), "key-file-0123456789abcdef0123456789");
         let previous: Vec<&str> = s.secrets.previous_keys.iter().map(|k| k.expose_secret()).collect();
@@ -1733,7 +1743,6 @@ mod tests {
             "pocketbase.superuser_password",
             "coolify.url",
             "coolify.token",
-            "webhook.secret",
             "admin.token",
             "secrets.key",
         ] {
@@ -1742,6 +1751,22 @@ mod tests {
                 "{key} not refused as a placeholder:\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn webhook_section_is_optional_and_checked_when_present() {
+        let without: Vec<(String, String)> = full_env()
+            .into_iter()
+            .filter(|(k, _)| k != "CF_BRIDGE__WEBHOOK__SECRET")
+            .collect();
+        let s = load_from(Path::new("/nonexistent/cf-bridge.toml"), false, &without).expect("valid without a webhook");
+        assert!(s.webhook.secret.is_none());
+        assert!(s.to_string().contains("webhook intake off"), "{s}");
+        let mut bad = without.clone();
+        bad.push(("CF_BRIDGE__WEBHOOK__SECRET".into(), "plain-secret".into()));
+        let err = load_from(Path::new("/nonexistent/cf-bridge.toml"), false, &bad).expect_err("not whsec_");
+        assert!(err.to_string().contains("webhook.secret"), "{err}");
+        assert!(!err.to_string().contains("plain-secret"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::Path;
 
 use reqwest::Method;
+use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::config::Settings;
@@ -223,9 +224,10 @@ async fn schema(pb: &PbClient) -> Finding {
 }
 
 async fn hooks(pb: &PbClient, settings: &Settings) -> Finding {
-    let ours: WebhookSecret = match secrecy::ExposeSecret::expose_secret(&settings.webhook.secret).parse() {
-        Ok(s) => s,
-        Err(e) => {
+    let ours: Option<WebhookSecret> = match settings.webhook.secret.as_ref().map(|s| s.expose_secret().parse()) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
             return Finding::fail(
                 "hooks",
                 format!("webhook.secret: {e}"),
@@ -259,7 +261,25 @@ async fn hooks(pb: &PbClient, settings: &Settings) -> Finding {
         Err(e) => return Finding::fail("hooks", describe(&e), "check PocketBase"),
     };
     let url = v["url"].as_str().unwrap_or_default();
-    if v["secret_set"] != true || url.is_empty() {
+    let pocketbase_delivers = v["secret_set"] == true && !url.is_empty();
+    let Some(ours) = ours else {
+        // The default: no webhooks. PocketBase must not post them either (each would cost it a refused post).
+        return if pocketbase_delivers {
+            Finding::fail(
+                "hooks",
+                format!(
+                    "PocketBase posts webhooks to {url} but webhook intake is off here (no webhook.secret): each change costs PocketBase a refused post"
+                ),
+                "unset CF_BRIDGE_WEBHOOK_URL and CF_BRIDGE_WEBHOOK_SECRET on PocketBase and restart it, or set webhook.secret to PocketBase's secret",
+            )
+        } else {
+            Finding::ok(
+                "hooks",
+                "present; webhooks off on both sides (no webhook.secret): changes arrive by realtime and resync, the default",
+            )
+        };
+    };
+    if !pocketbase_delivers {
         return Finding::fail(
             "hooks",
             "PocketBase's CF_BRIDGE_WEBHOOK_URL or CF_BRIDGE_WEBHOOK_SECRET is not set: no webhooks are sent",

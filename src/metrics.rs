@@ -17,6 +17,7 @@ pub const WEBHOOK_REJECTIONS: &[&str] = &[
     "signature",
     "record",
     "unavailable",
+    "intake_off",
 ];
 
 pub struct Metrics {

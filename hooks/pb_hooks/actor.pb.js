@@ -1,8 +1,15 @@
 /// <reference path="../pb_data/types.d.ts" />
+// The request hooks of tenants and bot_instances, one handler per event: each handler call takes a JS
+// runtime from PocketBase's pool, so the concerns below share one registration instead of one each.
+//
 // Who did it: the acting user (or superuser) of a request that changes a tenant or bot instance is stamped
 // on the record as `changed_by`, in the same write, so realtime frames and webhooks carry it to cf-bridge,
 // which names that user in the deploy_logs rows of the actions it takes for the change. A stamp that fails
 // must never fail the user's request: errors are logged and the request goes on.
+//
+// Lost updates (update only): PocketBase rewrites the whole row on PATCH, so concurrent PATCHes of disjoint
+// fields (a user edits desired_state while the bridge writes status) could silently undo each other. With
+// ignoreUnchangedFields only the columns that this request actually changed are written.
 
 onRecordCreateRequest((e) => {
   try {
@@ -14,6 +21,7 @@ onRecordCreateRequest((e) => {
 }, "tenants", "bot_instances");
 
 onRecordUpdateRequest((e) => {
+  e.record.ignoreUnchangedFields(true);
   try {
     require(`${__hooks}/actor.js`).stampChange(e);
   } catch (err) {

@@ -52,7 +52,8 @@ const NOT_PERSON_OWNED = {
   tenants: ["coolify_project_uuid", "bridge_error", "changed_by", "created", "updated"],
 };
 
-// The delivery settings, or null when delivery is off (unset) or the secret is unusable (logged).
+// The delivery settings, or null when delivery is off (unset; webhook.pb.js then registers no handler) or
+// the secret is unusable (logged).
 function settings(e) {
   const url = $os.getenv("CF_BRIDGE_WEBHOOK_URL");
   const secret = $os.getenv("CF_BRIDGE_WEBHOOK_SECRET");
@@ -89,9 +90,6 @@ module.exports = {
       return true;
     }
   },
-
-  // Whether delivery is configured: checked before the comparison, so delivery off costs nothing more.
-  enabled: () => !!($os.getenv("CF_BRIDGE_WEBHOOK_URL") && $os.getenv("CF_BRIDGE_WEBHOOK_SECRET")),
 
   // Posts one change to cf-bridge. Never throws for delivery problems: a throwing After*Success
   // hook would turn a committed write into a 400 and suppress the realtime event.

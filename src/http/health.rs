@@ -28,6 +28,8 @@ pub struct Readiness {
     /// The bridge's metrics, read live for the realtime part (and served at `/metrics`).
     pub metrics: Arc<Metrics>,
     pub dependencies: Arc<Dependencies>,
+    /// Whether signed webhooks are taken besides realtime and resync (`webhook.secret` set).
+    webhook_intake: bool,
     /// The last evaluation and when it was made. Held across an evaluation, so concurrent probes share it.
     last: tokio::sync::Mutex<Option<(Instant, Problems)>>,
 }
@@ -38,14 +40,25 @@ impl Readiness {
         journal: crate::journal::Journal,
         metrics: Arc<Metrics>,
         dependencies: Arc<Dependencies>,
+        webhook_intake: bool,
     ) -> Arc<Self> {
         Arc::new(Readiness {
             resync_freshness,
             journal,
             metrics,
             dependencies,
+            webhook_intake,
             last: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// How changes reach this bridge, for `/readyz`: realtime and resync always, webhooks when configured.
+    fn intake(&self) -> &'static str {
+        if self.webhook_intake {
+            "webhook+realtime+resync"
+        } else {
+            "realtime+resync"
+        }
     }
 
     /// The parts that keep the replica from taking events, as evaluated at most [`READINESS_CACHE`] ago.
@@ -97,6 +110,7 @@ async fn readyz(readiness: web::Data<Arc<Readiness>>) -> HttpResponse {
     if problems.is_empty() {
         HttpResponse::Ok().json(json!({
             "status": "ready", "dependencies": dependencies, "realtime": realtime, "leader": leader,
+            "intake": readiness.intake(),
         }))
     } else {
         let parts: serde_json::Map<String, serde_json::Value> = problems
@@ -109,6 +123,7 @@ async fn readyz(readiness: web::Data<Arc<Readiness>>) -> HttpResponse {
             "dependencies": dependencies,
             "realtime": realtime,
             "leader": leader,
+            "intake": readiness.intake(),
         }))
     }
 }

@@ -24,8 +24,13 @@ pub const SINK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub struct IngestState {
     pub intake: Intake,
-    pub secret: WebhookSecret,
+    /// None: webhook intake is off (no `webhook.secret`): every delivery answers 404 and changes nothing.
+    pub secret: Option<WebhookSecret>,
 }
+
+/// The answer while webhook intake is off.
+pub const INTAKE_OFF: &str = "webhook intake is off: set webhook.secret (and PocketBase's CF_BRIDGE_WEBHOOK_SECRET \
+     and CF_BRIDGE_WEBHOOK_URL) to turn it on; changes arrive by realtime and resync";
 
 /// Registers the route; the app provides `web::Data<IngestState>`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -83,6 +88,10 @@ async fn receive(req: HttpRequest, payload: web::Payload, state: web::Data<Inges
             .with_label_values(&[reason])
             .inc();
     };
+    let Some(secret) = state.secret.as_ref() else {
+        rejected("intake_off");
+        return error(StatusCode::NOT_FOUND, INTAKE_OFF);
+    };
     let body = match read_body(&req, payload).await {
         Ok(body) => body,
         Err(response) => {
@@ -100,7 +109,7 @@ async fn receive(req: HttpRequest, payload: web::Payload, state: web::Data<Inges
         timestamp: header(headers, "webhook-timestamp"),
         signature: header(headers, "webhook-signature"),
     };
-    if let Err(e) = state.secret.verify(&delivery, &body, chrono::Utc::now().timestamp()) {
+    if let Err(e) = secret.verify(&delivery, &body, chrono::Utc::now().timestamp()) {
         tracing::warn!(reason = %e, "webhook rejected");
         rejected(e.reason());
         return error(StatusCode::UNAUTHORIZED, &e.to_string());

@@ -40,7 +40,7 @@ impl Harness {
         let sink: Arc<dyn EventSink> = Arc::new(self.journal.clone());
         let state = IngestState {
             intake: Intake::new(sink, Arc::new(Notify::new()), Arc::new(Metrics::new())),
-            secret: self.secret.clone(),
+            secret: Some(self.secret.clone()),
         };
         let app = atest::init_service(App::new().app_data(web::Data::new(state)).configure(ingest::configure)).await;
         let resp = atest::call_service(&app, req.to_request()).await;

@@ -85,3 +85,37 @@ async fn doctor_notices_hooks_missing_or_not_configured() {
     failed(&report, "hooks", "does not have the project's hooks");
     assert!(report.get("schema").is_some_and(|f| f.ok), "{report}");
 }
+
+/// Issue 17: webhooks are optional. A bridge without webhook.secret beside a PocketBase without the webhook
+/// variables passes the hooks check and says changes arrive by realtime and resync; a PocketBase that still
+/// posts webhooks to it (they would all be refused) fails it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_passes_the_default_path_without_webhooks() {
+    let sim = TestSim::start(SIM_FAST);
+    let dir = tempfile::tempdir().expect("dir");
+    let plain = TestPb::start().await;
+    let report = doctor::run(
+        &settings(&plain, &sim, dir.path())
+            .without("CF_BRIDGE__WEBHOOK__SECRET")
+            .settings(),
+    )
+    .await;
+    let hooks = report
+        .get("hooks")
+        .unwrap_or_else(|| panic!("no hooks check in:\n{report}"));
+    assert!(hooks.ok && hooks.detail.contains("realtime and resync"), "{report}");
+
+    let posting = TestPb::start_with_env(&[
+        ("CF_BRIDGE_WEBHOOK_URL", "http://127.0.0.1:9/hooks/pocketbase"),
+        ("CF_BRIDGE_WEBHOOK_SECRET", WEBHOOK_SECRET),
+    ])
+    .await;
+    let report = doctor::run(
+        &settings(&posting, &sim, dir.path())
+            .without("CF_BRIDGE__WEBHOOK__SECRET")
+            .settings(),
+    )
+    .await;
+    failed(&report, "hooks", "webhook intake is off");
+    assert!(!report.to_string().contains(WEBHOOK_SECRET), "{report}");
+}

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 fn receiver(sink: Arc<MemorySink>, secret: &str) -> (String, actix_web::dev::ServerHandle) {
     let state = web::Data::new(IngestState {
         intake: Intake::new(sink, Arc::new(Notify::new()), Arc::new(Metrics::new())),
-        secret: secret.parse().expect("secret"),
+        secret: Some(secret.parse().expect("secret")),
     });
     let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(ingest::configure))
         .workers(1)
@@ -208,4 +208,44 @@ async fn a_change_seen_by_webhook_and_realtime_is_journaled_once() {
     cancel.cancel();
     consumer.await.expect("consumer task");
     server.stop(true).await;
+}
+
+/// Issue 17: webhooks are optional. A PocketBase started without CF_BRIDGE_WEBHOOK_SECRET (the URL alone is
+/// set here) posts nothing for a create, an update and a cascading delete, and its writes pay nothing for
+/// the webhook hook: no handler runs, so no per-write "cf-bridge webhook ..." row lands in its log store.
+#[actix_web::test]
+async fn without_the_secret_pocketbase_posts_nothing_and_writes_pay_no_webhook_hook() {
+    let posts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = posts.clone();
+    let server = HttpServer::new(move || {
+        let counted = counted.clone();
+        App::new().default_service(web::to(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { actix_web::HttpResponse::NoContent().finish() }
+        }))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", 0))
+    .expect("bind the counting sink");
+    let url = format!("http://127.0.0.1:{}{}", server.addrs()[0].port(), ingest::PATH);
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    let pb = intake_pb(&[("CF_BRIDGE_WEBHOOK_URL", url.as_str())], false).await;
+
+    make_changes(&pb).await;
+    // PocketBase writes its log store in batches: wait for the rows of these 4 requests first.
+    cf_testkit::eventually(Duration::from_secs(15), "the requests in PocketBase's log", || {
+        let pb = &pb;
+        async move {
+            let rows = pb
+                .logs("data.url ~ '/api/collections/tenants' || data.url ~ '/api/collections/bot_instances'")
+                .await;
+            (rows.len() >= 4).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(pb.logs("message ~ 'cf-bridge webhook'").await, Vec::<Value>::new());
+    assert_eq!(posts.load(std::sync::atomic::Ordering::SeqCst), 0);
+    handle.stop(true).await;
 }

@@ -17,6 +17,7 @@ mod footprint_webhook;
 mod footprint_writes;
 mod health_poller;
 mod in_process;
+mod intake_default;
 mod intake_e2e;
 mod intake_hooks;
 mod intake_realtime;

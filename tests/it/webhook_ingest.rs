@@ -33,7 +33,7 @@ impl Harness {
     async fn call(&self, req: atest::TestRequest) -> (StatusCode, Value) {
         let state = IngestState {
             intake: Intake::new(self.sink.clone(), self.notify.clone(), Arc::new(Metrics::new())),
-            secret: self.secret.clone(),
+            secret: Some(self.secret.clone()),
         };
         let app = atest::init_service(App::new().app_data(web::Data::new(state)).configure(ingest::configure)).await;
         let resp = atest::call_service(&app, req.to_request()).await;

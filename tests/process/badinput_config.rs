@@ -185,13 +185,7 @@ fn placeholders_and_a_missing_templates_dir_are_refused() {
     let example = std::fs::read_to_string(cf_testkit::repo_root().join("cf-bridge.example.toml")).expect("example");
     let (code, out) = check(&example);
     assert_eq!(code, 2, "{out}");
-    for key in [
-        "coolify.url",
-        "coolify.token",
-        "webhook.secret",
-        "admin.token",
-        "secrets.key",
-    ] {
+    for key in ["coolify.url", "coolify.token", "admin.token", "secrets.key"] {
         assert!(
             out.lines().any(|l| l.contains(key) && l.contains("placeholder")),
             "{key} not refused as a placeholder:\n{out}"

@@ -155,7 +155,8 @@ impl Pb {
     /// Requests in PocketBase's request log between `from` and `to` ([`pb_time`]) that match `filter`
     /// (e.g. `data.method != "GET"`). PocketBase writes its log in batches: wait a few seconds after `to`.
     pub async fn logged_requests(&self, filter: &str, from: &str, to: &str) -> Result<u64> {
-        let filter = format!("{filter} && created >= \"{from}\" && created <= \"{to}\"");
+        // Request rows only: a hook's log line has no `data.method`, which `data.method != "GET"` would match.
+        let filter = format!("data.type = \"request\" && ({filter}) && created >= \"{from}\" && created <= \"{to}\"");
         let v = self
             .ok(
                 reqwest::Method::GET,

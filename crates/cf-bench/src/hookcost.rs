@@ -1,8 +1,10 @@
 //! Where the project hook's cost to PocketBase writes goes: the same write flood against PocketBase with
 //! the project's hooks delivering to a sink that answers 204 at once (hook and HTTP cost, no bridge), and
-//! with delivery switched off (the hooks' JavaScript alone).
+//! with delivery switched off (the hooks' JavaScript alone); [`compare`] also takes each hook file alone
+//! and another copy of the hooks (an older version), alternated in one run.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -11,7 +13,9 @@ use super::client::{Pb, http};
 use cf_testkit::TestPb;
 
 use super::procs::{self, Paths};
+use super::report::{Figure, Goal, Report};
 use super::stack::create_fleet;
+use super::stats::summarize;
 
 /// An HTTP server in this process that answers every request with 204.
 pub struct Sink {
@@ -138,4 +142,216 @@ impl BareFrames {
             _proc: proc,
         })
     }
+}
+
+/// The hook files that run on a record write (the others serve routes, realtime connects or a cron);
+/// `concurrency.pb.js` is in older copies only (its line now runs in `actor.pb.js`).
+const PER_WRITE_HOOKS: &[&str] = &["actor.pb.js", "concurrency.pb.js", "webhook.pb.js"];
+
+/// One PocketBase of the hook comparison: which hooks, and whether they deliver webhooks (to the sink).
+struct Setup {
+    name: String,
+    hooks: PathBuf,
+    deliver: bool,
+}
+
+/// A hooks directory holding `only` (a hook file) and every shared module (`*.js` that is not `*.pb.js`)
+/// of `from`, so the hook file finds what it `require()`s.
+fn subset(from: &Path, only: &str, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from).with_context(|| format!("read {}", from.display()))? {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name == only || (name.ends_with(".js") && !name.ends_with(".pb.js")) {
+            std::fs::copy(from.join(&name), to.join(&name))?;
+        }
+    }
+    Ok(())
+}
+
+/// The setups for the hooks in `dirs` (label, directory): each per-write hook file alone (delivery off),
+/// all of them with delivery off, and all of them delivering to a sink; first of all, no hooks.
+fn setups(root: &Path, dirs: &[(&str, PathBuf)]) -> Result<Vec<Setup>> {
+    let empty = root.join("no-hooks");
+    std::fs::create_dir_all(&empty)?;
+    let mut out = vec![Setup {
+        name: "no hooks".into(),
+        hooks: empty,
+        deliver: false,
+    }];
+    for (label, dir) in dirs {
+        for file in PER_WRITE_HOOKS.iter().filter(|f| dir.join(f).exists()) {
+            let to = root.join(format!("{label}-{file}"));
+            subset(dir, file, &to)?;
+            out.push(Setup {
+                name: format!("{label}: {file} alone, webhook delivery off"),
+                hooks: to,
+                deliver: false,
+            });
+        }
+        out.push(Setup {
+            name: format!("{label}: all project hooks, webhook delivery off (the default)"),
+            hooks: dir.clone(),
+            deliver: false,
+        });
+        out.push(Setup {
+            name: format!("{label}: all project hooks delivering to a sink that answers 204"),
+            hooks: dir.clone(),
+            deliver: true,
+        });
+    }
+    Ok(out)
+}
+
+/// What one setup measured, summed over the rounds.
+#[derive(Default)]
+struct Tally {
+    writes: usize,
+    secs: f64,
+    cpu_secs: f64,
+    rates: Vec<f64>,
+    latencies: Vec<Duration>,
+}
+
+/// Each setup's PocketBase (same schema, 64 instances) started side by side, then measured in rounds that
+/// alternate them (the order reversed every other round), so that the shared machine's drift falls on
+/// every setup alike. Per setup: the write rate of 32 writers flooding person-owned field updates and the
+/// PocketBase CPU per write of that flood, and the latency of `writes` updates made one at a time.
+/// `dirs`: (label, hooks directory), e.g. the project's hooks and an older copy to compare with.
+pub async fn compare(
+    paths: &Paths,
+    root: &Path,
+    dirs: &[(&str, PathBuf)],
+    (secs, writes, rounds): (f64, usize, usize),
+    report: &mut Report,
+) -> Result<()> {
+    let sink = Sink::start()?;
+    let mut running = Vec::new();
+    for (i, setup) in setups(root, dirs)?.into_iter().enumerate() {
+        let env = if setup.deliver {
+            vec![
+                ("CF_BRIDGE_WEBHOOK_URL", sink.url.clone()),
+                ("CF_BRIDGE_WEBHOOK_SECRET", cf_bridge::webhook::generate_secret()),
+            ]
+        } else {
+            Vec::new()
+        };
+        let (pb, instances, proc) = pb_with_fleet(
+            paths,
+            &root.join(format!("pb-{i}")),
+            &setup.hooks,
+            &env,
+            &format!("s{i}"),
+        )
+        .await?;
+        // Unmeasured: a fresh PocketBase's first writes (and its JS runtimes' first calls) are slower.
+        super::resources::timed_patches(&pb, "bot_instances", &instances, 2 * instances.len(), "warm").await;
+        running.push((setup, pb, instances, proc, Tally::default()));
+    }
+    let rounds = rounds.max(1);
+    let per_round = writes.div_ceil(rounds);
+    for round in 0..rounds {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..running.len()).collect()
+        } else {
+            (0..running.len()).rev().collect()
+        };
+        for i in order {
+            let (setup, pb, instances, proc, tally) = &mut running[i];
+            eprintln!("  round {}/{rounds}: {}", round + 1, setup.name);
+            let pid = proc.pid().context("PocketBase has no pid")?;
+            let cpu0 = procs::cpu_secs(pid).unwrap_or(f64::NAN);
+            let t = std::time::Instant::now();
+            let (rate, n) = super::latency::pb_field_writes(pb, instances, secs, &format!("r{round}"), "name").await?;
+            let took = t.elapsed().as_secs_f64();
+            let cpu1 = procs::cpu_secs(pid).unwrap_or(f64::NAN);
+            tally.writes += n;
+            tally.secs += took;
+            tally.cpu_secs += cpu1 - cpu0;
+            tally.rates.push(rate);
+            let tag = format!("q{round}-");
+            tally
+                .latencies
+                .extend(super::resources::timed_patches(pb, "bot_instances", instances, per_round, &tag).await);
+        }
+    }
+    drop(sink);
+    let bare = &running[0].4;
+    let bare_rate = bare.writes as f64 / bare.secs;
+    let bare_cpu = bare.cpu_secs * 1000.0 / bare.writes.max(1) as f64;
+    let bare_lat = summarize(&bare.latencies);
+    for (i, (setup, _, _, _, tally)) in running.iter().enumerate() {
+        let rate = tally.writes as f64 / tally.secs;
+        let cpu = tally.cpu_secs * 1000.0 / tally.writes.max(1) as f64;
+        let lat = summarize(&tally.latencies);
+        let rates: Vec<String> = tally.rates.iter().map(|r| format!("{r:.0}")).collect();
+        report.note(format!(
+            "hook cost, {}: {} flood writes in {:.1} s (rates by round {}/s), {} timed writes",
+            setup.name,
+            tally.writes,
+            tally.secs,
+            rates.join(", "),
+            lat.n
+        ));
+        if i == 0 {
+            report.add(Figure::new(
+                "2 throughput",
+                "hook cost: PocketBase write rate with no hooks (32 writers, person-owned field)",
+                rate,
+                "/s",
+            ));
+            report.add(Figure::new(
+                "2 throughput",
+                "hook cost: PocketBase CPU per write with no hooks",
+                cpu,
+                "ms",
+            ));
+            for (q, v) in [("p50", lat.p50_ms), ("p99", lat.p99_ms)] {
+                report.add(Figure::new(
+                    "2 throughput",
+                    format!("hook cost: PocketBase write one at a time {q}, no hooks"),
+                    v,
+                    "ms",
+                ));
+            }
+            continue;
+        }
+        let mut rate_figure = Figure::new(
+            "2 throughput",
+            format!("hook cost: PocketBase write rate, {} vs no hooks", setup.name),
+            rate,
+            "/s",
+        )
+        .vs(bare_rate, "no hooks, same run");
+        if setup.name.ends_with("(the default)") {
+            rate_figure = rate_figure.goal(Goal::AtLeast(0.7 * bare_rate));
+        }
+        report.add(rate_figure);
+        report.add(
+            Figure::new(
+                "2 throughput",
+                format!("hook cost: PocketBase CPU per write, {} vs no hooks", setup.name),
+                cpu,
+                "ms",
+            )
+            .vs(bare_cpu, "no hooks, same run"),
+        );
+        for (q, v, b) in [
+            ("p50", lat.p50_ms, bare_lat.p50_ms),
+            ("p99", lat.p99_ms, bare_lat.p99_ms),
+        ] {
+            report.add(
+                Figure::new(
+                    "2 throughput",
+                    format!(
+                        "hook cost: PocketBase write one at a time {q}, {} vs no hooks",
+                        setup.name
+                    ),
+                    v,
+                    "ms",
+                )
+                .vs(b, "no hooks, same run"),
+            );
+        }
+    }
+    Ok(())
 }

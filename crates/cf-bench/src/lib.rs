@@ -37,6 +37,8 @@ pub struct Overrides {
     pub ping_only: bool,
     /// Only measure the project hooks' cost to PocketBase writes (against a PocketBase with no hooks).
     pub hook_cost_only: bool,
+    /// Another hooks directory (e.g. an older version) that `hook_cost_only` measures beside the project's.
+    pub compare_hooks: Option<std::path::PathBuf>,
     /// Only the Coolify budget run (section 3).
     pub budget_only: bool,
     /// Only the fleet setup and a full resync of it (section 5's resync rows).
@@ -67,6 +69,8 @@ pub struct Sizes {
     pub min_samples: usize,
     /// Writes on each side of the hook cost (project hooks vs no hooks, same collection).
     pub hook_writes: usize,
+    /// Rounds of the hook comparison (`--hook-cost-only`): each alternates every setup once.
+    pub hook_rounds: usize,
     pub idle_instances: usize,
     pub idle_secs: u64,
 }
@@ -102,6 +106,7 @@ impl Mode {
                 pings: 2000,
                 min_samples: 500,
                 hook_writes: 500,
+                hook_rounds: 3,
                 idle_instances: 10_000,
                 idle_secs: 600,
             },
@@ -121,6 +126,7 @@ impl Mode {
                 pings: 1000,
                 min_samples: 500,
                 hook_writes: 500,
+                hook_rounds: 2,
                 idle_instances: 200,
                 idle_secs: 60,
             },
@@ -140,6 +146,7 @@ impl Mode {
                 pings: 20,
                 min_samples: 20,
                 hook_writes: 20,
+                hook_rounds: 1,
                 idle_instances: 5,
                 idle_secs: 3,
             },

@@ -39,6 +39,10 @@ struct Args {
     /// Measure the project hooks' cost to PocketBase writes only.
     #[arg(long)]
     hook_cost_only: bool,
+    /// With --hook-cost-only: also measure this hooks directory (e.g. an older hooks/pb_hooks), alternated
+    /// with the project's in the same run.
+    #[arg(long)]
+    compare_hooks: Option<PathBuf>,
     /// Run the Coolify budget scenario only (`--instances` sets its instance count).
     #[arg(long)]
     budget_only: bool,
@@ -67,6 +71,7 @@ async fn main() -> std::process::ExitCode {
         latency_only: args.latency_only,
         ping_only: args.ping_only,
         hook_cost_only: args.hook_cost_only,
+        compare_hooks: args.compare_hooks,
         budget_only: args.budget_only,
         resync_only: args.resync_only,
         acks_only: args.acks_only,

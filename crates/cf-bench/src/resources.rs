@@ -59,7 +59,7 @@ impl NaivePb {
     }
 }
 
-async fn timed_patches(pb: &Pb, collection: &str, ids: &[String], n: usize, tag: &str) -> Vec<Duration> {
+pub async fn timed_patches(pb: &Pb, collection: &str, ids: &[String], n: usize, tag: &str) -> Vec<Duration> {
     let mut out = Vec::with_capacity(n);
     for k in 0..n {
         let id = &ids[k % ids.len()];
@@ -230,7 +230,7 @@ pub async fn hook_cost(
             Figure::new(
                 "4 webhook",
                 format!(
-                    "PocketBase API write (bot_instances) {q}, project hooks with the bridge ({} writes) vs no hooks ({} writes)",
+                    "PocketBase API write (bot_instances) {q}, project hooks (default: webhook hook off) with the bridge ({} writes) vs no hooks ({} writes)",
                     ours.n, bare_lat.n
                 ),
                 v,

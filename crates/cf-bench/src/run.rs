@@ -74,23 +74,37 @@ async fn hook_cost(
     Ok(())
 }
 
-/// `--hook-cost-only`: the hook cost figures against a PocketBase with the same schema and no hooks.
-async fn hook_cost_only(paths: &Paths, root: &Path, secs: f64, report: &mut Report) -> Result<()> {
-    let empty = root.join("no-hooks");
-    std::fs::create_dir_all(&empty)?;
-    let (pb, instances, proc) = hookcost::pb_with_fleet(paths, &root.join("bare_data"), &empty, &[], "b").await?;
-    let bare = latency::pb_write_rate(&pb, &instances, secs, "bare").await?;
-    let cpu_before = proc.pid().and_then(procs::cpu_secs);
-    let (bare_bridge, writes) = latency::pb_field_writes(&pb, &instances, secs, "bwb", "error_message").await?;
-    let cpu_after = proc.pid().and_then(procs::cpu_secs);
-    if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
-        report.note(format!(
-            "PocketBase CPU per bridge-owned field write with no hooks: {:.2} ms ({writes} writes)",
-            (b - a) * 1000.0 / writes.max(1) as f64
-        ));
+/// `--hook-cost-only`: the project's hooks (each per-write hook file alone, all with webhook delivery off,
+/// all delivering to a sink) and optionally another copy of them, beside a PocketBase with the same schema
+/// and no hooks, alternated in one run.
+async fn hook_cost_only(
+    paths: &Paths,
+    root: &Path,
+    sizes: &super::Sizes,
+    compare_hooks: Option<&Path>,
+    report: &mut Report,
+) -> Result<()> {
+    let mut dirs = vec![("now", paths.root.join("hooks/pb_hooks"))];
+    if let Some(dir) = compare_hooks {
+        dirs.push(("before", dir.to_path_buf()));
     }
-    drop(proc);
-    hook_cost(paths, root, secs, (bare, bare_bridge), report).await
+    report.note(format!(
+        "hook cost: {} rounds alternating the setups, each a {:.0} s flood and {} timed writes in all; load average before: {}",
+        sizes.hook_rounds,
+        sizes.throughput_secs,
+        sizes.hook_writes,
+        procs::load_average()
+    ));
+    hookcost::compare(
+        paths,
+        root,
+        &dirs,
+        (sizes.throughput_secs, sizes.hook_writes, sizes.hook_rounds),
+        report,
+    )
+    .await?;
+    report.note(format!("hook cost: load average after: {}", procs::load_average()));
+    Ok(())
 }
 
 pub fn machine() -> String {
@@ -142,7 +156,7 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
 
     if overrides.hook_cost_only {
         eprintln!("project hooks against PocketBase with no hooks ...");
-        hook_cost_only(paths, root, sizes.throughput_secs, &mut report).await?;
+        hook_cost_only(paths, root, &sizes, overrides.compare_hooks.as_deref(), &mut report).await?;
         return Ok(report);
     }
     if overrides.budget_only {
@@ -166,7 +180,9 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         return Ok(report);
     }
 
-    eprintln!("starting stack A (simulator without rate limit, bridge budget {A_BUDGET}/min) ...");
+    eprintln!(
+        "starting stack A (the default path: realtime + resync, PocketBase's webhook hook off; simulator without rate limit, bridge budget {A_BUDGET}/min) ..."
+    );
     let fast_sim = [
         "--rate-limit",
         "1000000",
@@ -182,7 +198,9 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         ("CF_BRIDGE__RECONCILE__HEALTH_POLL_INTERVAL_SECS", "3600".to_string()),
         ("CF_BRIDGE__POCKETBASE__RESYNC_INTERVAL_SECS", "3600".to_string()),
     ];
-    let a = start_stack(paths, &root.join("a"), &fast_sim, &a_extra).await?;
+    // PocketBase without the webhook variables (its hook registers nothing); the bridge keeps its secret
+    // only for the acknowledgement phases, which post signed webhooks to it directly.
+    let a = start_stack_with(paths, &root.join("a"), &fast_sim, &a_extra, false).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = procs::rss_kib(a.bridge_pid()).unwrap_or(0);
 
@@ -237,7 +255,7 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
             (sizes.phase_secs, sizes.min_samples),
             &mut rx,
             &mut bare,
-            full,
+            (Intake::RealtimeOnly, full),
             &mut report,
         )
         .await?;
@@ -269,7 +287,7 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         &pool,
         sizes.throughput_secs,
         bare,
-        Intake::Webhook,
+        Intake::RealtimeOnly,
         full,
         &mut report,
     )
@@ -295,22 +313,40 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
     resources::resync(&a, ids.len(), full, &mut report).await?;
     drop(a);
 
-    eprintln!("realtime-only intake (stack R: project hooks with webhook delivery off) ...");
-    let r = start_stack_with(paths, &root.join("r"), &fast_sim, &a_extra, false).await?;
-    let r_ids = create_fleet(&r.pb, "r", 64, "stopped").await?;
-    wait_provisioned(&r.pb, "r", r_ids.len(), Duration::from_secs(120)).await?;
-    r.bridge.wait_idle(Duration::from_secs(300)).await?;
+    eprintln!("webhook configuration (stack W: PocketBase's hooks post webhooks to the bridge) ...");
+    let w = start_stack_with(paths, &root.join("w"), &fast_sim, &a_extra, true).await?;
+    let w_ids = create_fleet(&w.pb, "w", 64, "stopped").await?;
+    let w_uuids = wait_provisioned(&w.pb, "w", w_ids.len(), Duration::from_secs(120)).await?;
+    w.bridge.wait_idle(Duration::from_secs(300)).await?;
+    if let Some(&rate) = sizes.rates.first() {
+        let mut w_bare = hookcost::BareFrames::start(paths, &root.join("w-bare-frames"), w_ids.len()).await?;
+        let mut w_rx = super::sse::subscribe(&w.pb).await?;
+        let mut w_desired: HashMap<String, bool> = w_ids.iter().map(|id| (id.clone(), false)).collect();
+        latency::phase(
+            &w,
+            &w_ids,
+            &w_uuids,
+            &mut w_desired,
+            rate,
+            (sizes.phase_secs, sizes.min_samples),
+            &mut w_rx,
+            &mut w_bare,
+            (Intake::Webhook, full),
+            &mut report,
+        )
+        .await?;
+    }
     latency::throughput(
-        &r,
-        &r_ids,
+        &w,
+        &w_ids,
         sizes.throughput_secs,
         bare,
-        Intake::RealtimeOnly,
+        Intake::Webhook,
         full,
         &mut report,
     )
     .await?;
-    drop(r);
+    drop(w);
 
     eprintln!("Coolify budget (stack B: simulator limit 200/min, bridge default budget) ...");
     let b = start_stack(paths, &root.join("b"), &["--rate-limit", "200"], &[]).await?;

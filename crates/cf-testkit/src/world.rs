@@ -178,6 +178,22 @@ impl World<TestBridge> {
         Self::start_as(sim_args, bridge_env, true).await
     }
 
+    /// The default deployment: webhooks off on both sides (no `webhook.secret`, PocketBase without the
+    /// webhook variables); the bridge sees changes by realtime and resync.
+    pub async fn start_default(sim_args: &[&str], bridge_env: &[(&str, &str)]) -> World {
+        let (pb, sim, settings, listener, dir, templates) = prepare(sim_args, bridge_env, false).await;
+        let settings = settings.without("CF_BRIDGE__WEBHOOK__SECRET");
+        let bridge = TestBridge::start(settings.clone(), listener).await;
+        World {
+            pb,
+            sim,
+            bridge,
+            templates,
+            settings,
+            _dir: Some(dir),
+        }
+    }
+
     async fn start_as(sim_args: &[&str], bridge_env: &[(&str, &str)], webhooks: bool) -> World {
         let (pb, sim, settings, listener, dir, templates) = prepare(sim_args, bridge_env, webhooks).await;
         let bridge = TestBridge::start(settings.clone(), listener).await;
