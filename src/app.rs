@@ -616,7 +616,12 @@ fn spawn_periodic(tasks: &mut JoinSet<()>, ctx: &Context, cancel: &CancellationT
     tasks.spawn(run_every(health, gate(), cancel.clone()).with_current_subscriber());
     let sweeper = OutboxSweeper::new(ctx.clone(), outcome::SWEEP_INTERVAL);
     tasks.spawn(run_every(sweeper, gate(), cancel.clone()).with_current_subscriber());
-    let orphans = OrphanScanner::new(ctx.clone(), r.orphans, ctx.settings.pocketbase.resync_interval);
+    let orphans = OrphanScanner::new(
+        ctx.clone(),
+        r.orphans,
+        ctx.settings.pocketbase.resync_interval,
+        r.health_poll_interval,
+    );
     tasks.spawn(run_every(orphans, gate(), cancel.clone()).with_current_subscriber());
     let retention = RetentionSweeper::new(ctx.clone());
     tasks.spawn(run_every(retention, gate(), cancel.clone()).with_current_subscriber());

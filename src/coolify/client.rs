@@ -16,6 +16,7 @@ use super::budget::{Budget, Priority};
 use super::calls::{CallLog, CoolifyCall};
 use super::deploys::DeployBatches;
 use super::error::CoolifyError;
+use super::fleet::{BriefAndCompose, FleetList, LastPass, ServiceBrief};
 use super::retry::{Decision, Idempotency, Outcome, RetryPolicy};
 use super::types::*;
 use crate::backoff::Backoff;
@@ -44,6 +45,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     calls: CallLog,
     deploys: DeployBatches,
+    fleet: LastPass,
 }
 
 struct Reply<B = Vec<u8>> {
@@ -321,6 +323,7 @@ impl CoolifyClient {
                 policy: RetryPolicy::new(MAX_RETRIES),
                 calls: CallLog::default(),
                 deploys: DeployBatches::default(),
+                fleet: LastPass::default(),
             }),
         })
     }
@@ -698,12 +701,43 @@ impl CoolifyClient {
     }
 
     /// `GET /services` for the resync's drift check: each service's status and compose, one service at a
-    /// time, kept as what `judge` makes of it (the composes of a fleet are most of the list).
+    /// time, kept as what `judge` makes of it (the composes of a fleet are most of the list). The pass is
+    /// also kept as the fleet's latest (see [`Self::fleet`]).
     pub async fn list_service_looks<U: Send>(
         &self,
-        judge: impl FnMut(ServiceLook) -> Option<U> + Send,
+        mut judge: impl FnMut(ServiceLook) -> Option<U> + Send,
     ) -> Result<Vec<U>, CoolifyError> {
-        self.scan_services(Priority::Normal, judge).await
+        let (taken, read_at) = (Instant::now(), chrono::Utc::now());
+        let both = self
+            .scan_services(Priority::Normal, |service: BriefAndCompose| {
+                let (brief, look) = service.split();
+                Some((brief, judge(look)))
+            })
+            .await?;
+        let mut services = Vec::with_capacity(both.len());
+        let mut judged = Vec::new();
+        for (brief, verdict) in both {
+            services.push(brief);
+            judged.extend(verdict);
+        }
+        self.inner.fleet.keep(taken, read_at, services);
+        Ok(judged)
+    }
+
+    /// The fleet's services from a pass younger than `max_age` other than pass `judged` (a reader's last),
+    /// else from a new pass: the fleet-wide tasks then share one `GET /services` per poll interval.
+    pub async fn fleet(
+        &self,
+        max_age: Duration,
+        judged: Option<u64>,
+        priority: Priority,
+    ) -> Result<Arc<FleetList>, CoolifyError> {
+        if let Some(list) = self.inner.fleet.fresh(max_age, judged) {
+            return Ok(list);
+        }
+        let (taken, read_at) = (Instant::now(), chrono::Utc::now());
+        let services: Vec<ServiceBrief> = self.scan_services(priority, Some).await?;
+        Ok(self.inner.fleet.keep(taken, read_at, services))
     }
 
     pub async fn get_service(&self, uuid: &str) -> Result<Service, CoolifyError> {

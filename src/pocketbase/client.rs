@@ -40,6 +40,18 @@ const AUTH_LIMIT: usize = 256 << 10;
 const ERROR_LIMIT: usize = 64 << 10;
 const MAX_PER_PAGE: u32 = 1000;
 
+/// Whether a keyset listing double-checks an empty page that follows a full one with `auth-refresh`. An
+/// empty first page is always checked. The token that read the full page was alive a moment earlier, so
+/// only one revoked (or expired) between two pages makes a guest's empty page end the list early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmptyTail {
+    /// Checked: for readers that take an absent record as deleted (the resync, the orphan scan).
+    Confirm,
+    /// Believed: for readers to whom a shortened list only delays judging the records left out (the
+    /// health poller judges them at its next round).
+    Trust,
+}
+
 /// Cheap to clone; clones share the HTTP pool and the token.
 #[derive(Clone)]
 pub struct PbClient {
@@ -254,7 +266,7 @@ impl PbClient {
         filter: Option<&str>,
         per_page: u32,
     ) -> Result<Vec<T>, PbError> {
-        self.list_page_raw(collection, after_id, filter, per_page)
+        self.list_page_raw(collection, after_id, filter, None, per_page, true)
             .await?
             .into_iter()
             .map(|v| from_value(v, collection))
@@ -267,13 +279,42 @@ impl PbClient {
         collection: &str,
         filter: Option<&str>,
     ) -> Result<Vec<T>, PbError> {
+        self.list_keyset(collection, filter, None, LIST_ALL_PAGE, EmptyTail::Confirm)
+            .await
+    }
+
+    /// Every record matching `filter`, with only `fields` (plus `id`), in pages of 1000: for fleet-wide
+    /// reads that need a few fields of every record (PocketBase then sends and encodes far less).
+    pub async fn list_fields<T: DeserializeOwned>(
+        &self,
+        collection: &str,
+        filter: Option<&str>,
+        fields: &[&str],
+        tail: EmptyTail,
+    ) -> Result<Vec<T>, PbError> {
+        let mut wanted = vec!["id"];
+        wanted.extend(fields.iter().copied().filter(|f| *f != "id"));
+        let fields = wanted.join(",");
+        self.list_keyset(collection, filter, Some(&fields), MAX_PER_PAGE, tail)
+            .await
+    }
+
+    async fn list_keyset<T: DeserializeOwned>(
+        &self,
+        collection: &str,
+        filter: Option<&str>,
+        fields: Option<&str>,
+        per_page: u32,
+        tail: EmptyTail,
+    ) -> Result<Vec<T>, PbError> {
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
+            let confirm_empty = after.is_none() || tail == EmptyTail::Confirm;
             let page = self
-                .list_page_raw(collection, after.as_deref(), filter, LIST_ALL_PAGE)
+                .list_page_raw(collection, after.as_deref(), filter, fields, per_page, confirm_empty)
                 .await?;
-            let full = page.len() == LIST_ALL_PAGE as usize;
+            let full = page.len() == per_page as usize;
             if let Some(last) = page.last() {
                 let id = last
                     .get("id")
@@ -377,6 +418,21 @@ impl PbClient {
         self.list_all(BOT_INSTANCES, filter).await
     }
 
+    /// Every instance matching `filter` with only `fields` (see [`Self::list_fields`]).
+    pub async fn list_instance_fields(
+        &self,
+        filter: Option<&str>,
+        fields: &[&str],
+        tail: EmptyTail,
+    ) -> Result<Vec<BotInstance>, PbError> {
+        self.list_fields(BOT_INSTANCES, filter, fields, tail).await
+    }
+
+    /// Every tenant with only `fields`; an empty tail is always checked (see [`EmptyTail`]).
+    pub async fn list_tenant_fields(&self, fields: &[&str]) -> Result<Vec<Tenant>, PbError> {
+        self.list_fields(TENANTS, None, fields, EmptyTail::Confirm).await
+    }
+
     /// Writes bridge-owned instance fields; over-long error messages are cut to the schema's limit.
     pub async fn patch_instance(&self, id: &str, patch: &InstancePatch) -> Result<BotInstance, PbError> {
         self.patch(BOT_INSTANCES, id, &instance_body(patch)?).await
@@ -475,7 +531,9 @@ impl PbClient {
         collection: &str,
         after_id: Option<&str>,
         filter: Option<&str>,
+        fields: Option<&str>,
         per_page: u32,
+        confirm_empty: bool,
     ) -> Result<Vec<serde_json::Value>, PbError> {
         let per_page = per_page.clamp(1, MAX_PER_PAGE).to_string();
         let filter = match (after_id, filter) {
@@ -493,11 +551,16 @@ impl PbClient {
         if let Some(f) = &filter {
             query.push(("filter", f.as_str()));
         }
+        if let Some(f) = fields {
+            query.push(("fields", f));
+        }
         let url = self.url(&["api", "collections", collection, "records"], &query)?;
         // An empty page is also what a guest sees, so it must be confirmed with a live token.
         let reply = self
             .send(Method::GET, &url, None, LIST_LIMIT, |r| {
-                r.status.is_success() && serde_json::from_slice::<ListAnswer>(&r.body).is_ok_and(|l| l.items.is_empty())
+                confirm_empty
+                    && r.status.is_success()
+                    && serde_json::from_slice::<ListAnswer>(&r.body).is_ok_and(|l| l.items.is_empty())
             })
             .await?;
         let list: ListAnswer = decode(reply, collection)?;

@@ -7,7 +7,7 @@ pub mod records;
 mod sources;
 mod token;
 
-pub use client::{BatchRequest, PbClient};
+pub use client::{BatchRequest, EmptyTail, PbClient};
 pub use error::{FieldError, FieldErrors, PbError};
 pub use records::{
     BotInstance, BotTemplate, DeployAction, DeployLog, DeployStatus, DesiredState, InstancePatch, InstanceStatus,

@@ -1,4 +1,5 @@
-//! Health poller: one Coolify list call per interval for all services. Coolify's status is cached and
+//! Health poller: one Coolify list per interval for all services (shared with the drift check and the
+//! orphan scan, see [`crate::coolify::fleet`]). Coolify's status is cached and
 //! sometimes wrong, so a running instance turns `error` only after several consecutive bad readings.
 //! The poller keeps its judgements in memory ([`super::judgement::HealthBoard`]) and journals a `health` event when one
 //! asks for a change the record does not show; the instance's job writes `status`, `error_message` and
@@ -15,8 +16,20 @@ use super::context::Context;
 use super::error::ReconcileError;
 use super::judgement::{HEALTH_PREFIX, Judgement, LiveHealth, Verdict, health_write, judge, last_seen_healthy};
 use crate::coolify::ServiceStatus;
+use crate::coolify::budget::Priority;
 use crate::events::{Action as EventAction, Collection, NewEvent, SinkError, Source};
+use crate::pocketbase::EmptyTail;
 use crate::pocketbase::records::{BotInstance, InstanceStatus, format_pb_date};
+
+/// What the poller reads of each instance: 10,000 full records every interval would cost PocketBase and
+/// the bridge's memory far more than these.
+const POLLED_FIELDS: &[&str] = &[
+    "status",
+    "coolify_service_id",
+    "error_message",
+    "last_healthy_at",
+    "updated",
+];
 
 /// Reads Coolify's statuses, judges them, and hands a changed judgement to the instance's job through
 /// the intake. It writes nothing to PocketBase itself.
@@ -25,6 +38,8 @@ pub struct HealthPoller {
     interval: Duration,
     threshold: u32,
     streaks: HashMap<String, u32>,
+    /// The fleet pass judged last.
+    last_pass: Option<u64>,
 }
 
 impl super::Periodic for HealthPoller {
@@ -46,18 +61,28 @@ impl HealthPoller {
             interval,
             threshold: threshold.max(1),
             streaks: HashMap::new(),
+            last_pass: None,
         }
     }
 
     pub async fn poll_once(&mut self) -> Result<(), ReconcileError> {
-        let services = self.ctx.coolify.list_service_states().await?;
-        let by_uuid: HashMap<String, ServiceStatus> = services.into_iter().map(|s| (s.uuid, s.status)).collect();
+        // Another task's pass read within the interval serves as this round's reading, never twice.
+        let fleet = self
+            .ctx
+            .coolify
+            .fleet(self.interval, self.last_pass, Priority::Urgent)
+            .await?;
+        self.last_pass = Some(fleet.pass);
+        let by_uuid: HashMap<&str, &ServiceStatus> =
+            fleet.services.iter().map(|s| (s.uuid.as_str(), &s.status)).collect();
         let instances = self
             .ctx
             .pb
-            .list_instances(Some(
-                "coolify_service_id != '' && (status = 'running' || status = 'error')",
-            ))
+            .list_instance_fields(
+                Some("coolify_service_id != '' && (status = 'running' || status = 'error')"),
+                POLLED_FIELDS,
+                EmptyTail::Trust,
+            )
             .await?;
         let now = chrono::Utc::now();
         let mut judged = HashMap::new();
@@ -74,7 +99,14 @@ impl HealthPoller {
             let Some(service) = inst.coolify_service_id.clone() else {
                 continue;
             };
-            let status = by_uuid.get(&service);
+            // A record changed since the reading (a service just created, say) is judged at the next one.
+            if inst.updated.is_some_and(|u| u > fleet.read_at) {
+                if let Some(live) = self.ctx.health.live(&inst.id) {
+                    judged.insert(inst.id, live);
+                }
+                continue;
+            }
+            let status = by_uuid.get(service.as_str()).copied();
             let (streak, verdict) = judge(status, self.streaks.get(&inst.id).copied().unwrap_or(0), self.threshold);
             self.streaks.insert(inst.id.clone(), streak);
             let shown = status.map(ToString::to_string).unwrap_or_default();

@@ -11,8 +11,10 @@ use super::context::Context;
 use super::error::ReconcileError;
 use super::instance::life_of;
 use crate::config::OrphanPolicy;
+use crate::coolify::budget::Priority;
 use crate::incarnation;
 use crate::journal::DeletionState;
+use crate::pocketbase::EmptyTail;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum OrphanKind {
@@ -85,6 +87,8 @@ pub struct OrphanScanner {
     ctx: Context,
     policy: OrphanPolicy,
     interval: Duration,
+    /// How old a shared fleet list may be (the health poll interval).
+    list_age: Duration,
     seen: HashMap<String, u32>,
 }
 
@@ -101,11 +105,12 @@ impl super::Periodic for OrphanScanner {
 }
 
 impl OrphanScanner {
-    pub fn new(ctx: Context, policy: OrphanPolicy, interval: Duration) -> Self {
+    pub fn new(ctx: Context, policy: OrphanPolicy, interval: Duration, list_age: Duration) -> Self {
         OrphanScanner {
             ctx,
             policy,
             interval,
+            list_age,
             seen: HashMap::new(),
         }
     }
@@ -128,13 +133,24 @@ impl OrphanScanner {
 
     pub async fn scan_once(&mut self) -> Result<Vec<Orphan>, ReconcileError> {
         // Live records first: if PocketBase cannot be read, nothing is judged an orphan.
-        let tenants = self.ctx.pb.list_tenants().await?;
-        let instances = self.ctx.pb.list_instances(None).await?;
-        let services = self.ctx.coolify.list_service_labels().await?;
+        let tenants = self.ctx.pb.list_tenant_fields(&["slug"]).await?;
+        // What `life_of` reads.
+        let instances = self
+            .ctx
+            .pb
+            .list_instance_fields(None, &["tenant", "created"], EmptyTail::Confirm)
+            .await?;
+        // A pass of the health poller or the drift check serves if it is recent; one read before the records
+        // is as safe as one after: a service in it was made before them, so a live owner is among them.
+        let fleet = self.ctx.coolify.fleet(self.list_age, None, Priority::Normal).await?;
         let projects = self.ctx.coolify.list_projects().await?;
         let live_instances: BTreeMap<String, String> = instances.iter().map(|i| (i.id.clone(), life_of(i))).collect();
         let live_slugs: BTreeSet<String> = tenants.into_iter().map(|t| t.slug).collect();
-        let services: Vec<ServiceSeen> = services.into_iter().map(|s| (s.uuid, s.name, s.description)).collect();
+        let services: Vec<ServiceSeen> = fleet
+            .services
+            .iter()
+            .map(|s| (s.uuid.clone(), s.name.clone(), s.description.clone()))
+            .collect();
         let projects: Vec<(String, String)> = projects.into_iter().map(|p| (p.uuid, p.name)).collect();
         let mut orphans = Vec::new();
         for o in find_orphans(&services, &projects, &live_instances, &live_slugs) {

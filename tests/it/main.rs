@@ -12,6 +12,7 @@ mod coolify_contract;
 mod doctor;
 mod e2e_reconcile;
 mod footprint_coolify;
+mod footprint_fleet;
 mod footprint_idle;
 mod footprint_webhook;
 mod footprint_writes;

@@ -1,0 +1,131 @@
+//! The fleet as the last full `GET /services` pass saw it: each service's uuid, name, description and
+//! status. The health poller, the drift check and the orphan scan each need a fleet-wide view; the list
+//! runs to tens of megabytes at scale and counts against Coolify's rate limit, so one pass within a poll
+//! interval serves them all (the drift check's own pass, which also reads composes, included).
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::status::ServiceStatus;
+use super::types::ServiceLook;
+
+/// One service as the fleet-wide tasks see it (no containers, no compose).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ServiceBrief {
+    pub uuid: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub status: ServiceStatus,
+}
+
+/// A brief and the compose, read together by the drift check's pass.
+#[derive(Debug, Deserialize)]
+pub(super) struct BriefAndCompose {
+    uuid: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    status: ServiceStatus,
+    #[serde(default)]
+    docker_compose_raw: Option<String>,
+}
+
+impl BriefAndCompose {
+    pub(super) fn split(self) -> (ServiceBrief, ServiceLook) {
+        let look = ServiceLook {
+            uuid: self.uuid.clone(),
+            status: self.status.clone(),
+            docker_compose_raw: self.docker_compose_raw,
+        };
+        let brief = ServiceBrief {
+            uuid: self.uuid,
+            name: self.name,
+            description: self.description,
+            status: self.status,
+        };
+        (brief, look)
+    }
+}
+
+/// One full pass over `GET /services`.
+#[derive(Debug)]
+pub struct FleetList {
+    /// Numbers the passes, so a reader can tell a pass it has judged already.
+    pub pass: u64,
+    /// When the request was sent: every service created before this is in the list.
+    pub read_at: DateTime<Utc>,
+    taken: Instant,
+    pub services: Vec<ServiceBrief>,
+}
+
+/// The last pass, shared by the client's clones.
+#[derive(Debug, Default)]
+pub(super) struct LastPass {
+    last: Mutex<Option<Arc<FleetList>>>,
+    passes: Mutex<u64>,
+}
+
+impl LastPass {
+    /// The last pass if it is younger than `max_age` and is not pass `judged`.
+    pub(super) fn fresh(&self, max_age: Duration, judged: Option<u64>) -> Option<Arc<FleetList>> {
+        let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        last.as_ref()
+            .filter(|l| l.taken.elapsed() < max_age && Some(l.pass) != judged)
+            .cloned()
+    }
+
+    /// Keeps a finished pass (unless a later-started one was kept already) and returns it.
+    pub(super) fn keep(&self, taken: Instant, read_at: DateTime<Utc>, services: Vec<ServiceBrief>) -> Arc<FleetList> {
+        let pass = {
+            let mut n = self.passes.lock().unwrap_or_else(PoisonError::into_inner);
+            *n += 1;
+            *n
+        };
+        let list = Arc::new(FleetList {
+            pass,
+            read_at,
+            taken,
+            services,
+        });
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.as_ref().is_none_or(|l| l.taken <= taken) {
+            *last = Some(list.clone());
+        }
+        list
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pass_is_shared_while_young_and_never_twice_with_one_reader() {
+        let kept = LastPass::default();
+        assert!(kept.fresh(Duration::from_secs(30), None).is_none());
+        let first = kept.keep(Instant::now(), Utc::now(), Vec::new());
+        let again = kept.fresh(Duration::from_secs(30), None).expect("young");
+        assert_eq!(again.pass, first.pass);
+        assert!(
+            kept.fresh(Duration::from_secs(30), Some(first.pass)).is_none(),
+            "judged already"
+        );
+        assert!(kept.fresh(Duration::ZERO, None).is_none(), "too old");
+        // A pass that started earlier but ended later does not replace the newer one.
+        let earlier = Instant::now() - Duration::from_secs(5);
+        let second = kept.keep(Instant::now(), Utc::now(), Vec::new());
+        kept.keep(earlier, Utc::now(), Vec::new());
+        assert_eq!(
+            kept.fresh(Duration::from_secs(30), None).expect("young").pass,
+            second.pass
+        );
+    }
+}

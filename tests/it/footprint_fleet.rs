@@ -1,0 +1,100 @@
+//! Issue 17, the idle fleet: the health poller, the resync's drift check and the orphan scan share one
+//! `GET /services` per poll interval, and the fleet-wide PocketBase reads ask only for the fields they use,
+//! in pages of 1000 (requests counted in the simulator's log and through a counting proxy).
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use cf_testkit::faultproxy::ProxiedStack;
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(40);
+const POLL_SECS: u64 = 2;
+const INTERVALS: u64 = 6;
+
+fn instance_lists(stack: &ProxiedStack, also: &str) -> Vec<String> {
+    let seen = RefCell::new(Vec::new());
+    stack.proxy.forwarded(|r| {
+        let hit = r.starts_with("GET /api/collections/bot_instances/records?") && r.contains(also);
+        if hit {
+            seen.borrow_mut().push(r.to_string());
+        }
+        hit
+    });
+    seen.into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_tasks_share_one_service_list_per_poll_interval_and_read_few_fields() {
+    let poll = POLL_SECS.to_string();
+    // A resync (with its drift check) and an orphan scan every second poll interval.
+    let resync = (2 * POLL_SECS).to_string();
+    let stack = ProxiedStack::start(&[
+        ("CF_BRIDGE__RECONCILE__HEALTH_POLL_INTERVAL_SECS", poll.as_str()),
+        ("CF_BRIDGE__POCKETBASE__RESYNC_INTERVAL_SECS", resync.as_str()),
+    ])
+    .await;
+    let tenant = stack.ready_tenant("fleet").await;
+    let ids = [
+        stack.create_instance(&tenant, "fleet-a").await,
+        stack.create_instance(&tenant, "fleet-b").await,
+    ];
+    for id in &ids {
+        cf_testkit::eventually(WAIT, "the instance running", || async {
+            (stack.record("bot_instances", id).await["status"] == "running").then_some(())
+        })
+        .await;
+    }
+    stack.wait_idle(WAIT).await;
+    stack.sim.clear_requests().await;
+    let polled_before = instance_lists(&stack, "coolify_service_id").len();
+
+    let idle = Duration::from_secs(INTERVALS * POLL_SECS);
+    tokio::time::sleep(idle).await;
+    let requests: Vec<Value> = stack.sim.requests().await;
+    let lists = cf_testkit::sim::count(&requests, "GET /services");
+    let scans = cf_testkit::sim::count(&requests, "GET /projects");
+    assert!(
+        scans >= 2,
+        "{scans} orphan scans in {idle:?}: the window must hold several"
+    );
+    // One more than the intervals: the window's edges may cut two intervals.
+    assert!(
+        (1..=INTERVALS as usize + 1).contains(&lists),
+        "{lists} service lists in {INTERVALS} poll intervals that held {scans} resyncs and orphan scans"
+    );
+
+    // The poller's PocketBase reads: only the fields it judges by, in pages of 1000.
+    let polled = instance_lists(&stack, "coolify_service_id");
+    assert!(polled.len() > polled_before, "the poller read PocketBase: {polled:?}");
+    for read in &polled[polled_before..] {
+        assert!(
+            read.contains("perPage=1000")
+                && read.contains("fields=id%2Cstatus%2Ccoolify_service_id%2Cerror_message%2Clast_healthy_at%2Cupdated"),
+            "a poller read asks for whole records: {read}"
+        );
+    }
+    // The orphan scan's: the tenants' slugs and what an instance's incarnation is made of.
+    assert!(
+        !instance_lists(&stack, "fields=id%2Ctenant%2Ccreated").is_empty(),
+        "the orphan scan read whole instance records"
+    );
+    let tenant_reads = stack
+        .proxy
+        .forwarded(|r| r.starts_with("GET /api/collections/tenants/records?") && r.contains("fields=id%2Cslug"));
+    assert!(tenant_reads >= 2, "the orphan scan read whole tenant records");
+
+    // Sharing the list costs no judgement: a service stopped behind the bridge's back is still found.
+    let uuid = stack.record("bot_instances", &ids[0]).await["coolify_service_id"]
+        .as_str()
+        .expect("service uuid")
+        .to_string();
+    let events = stack.bridge.admin().events(&ids[0], None).await.len();
+    stack.sim.force_status(&uuid, Some("exited")).await;
+    cf_testkit::eventually(
+        WAIT,
+        "the stopped service noticed (a health or drift event)",
+        || async { (stack.bridge.admin().events(&ids[0], None).await.len() > events).then_some(()) },
+    )
+    .await;
+}
