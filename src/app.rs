@@ -608,7 +608,7 @@ fn resyncer(ctx: &Context) -> resync::Resyncer {
 }
 
 /// The health poller, the deploy_logs outbox sweeper, the orphan scanner and the retention sweeper (each
-/// waiting while a dependency is down) and the journal pruner (which needs none).
+/// waiting while a dependency is down), the journal pruner and the memory trim (which need none).
 fn spawn_periodic(tasks: &mut JoinSet<()>, ctx: &Context, cancel: &CancellationToken) {
     let r = &ctx.settings.reconcile;
     let gate = || ctx.deps.subscribe();
@@ -627,7 +627,8 @@ fn spawn_periodic(tasks: &mut JoinSet<()>, ctx: &Context, cancel: &CancellationT
     tasks.spawn(run_every(retention, gate(), cancel.clone()).with_current_subscriber());
     let pruner = JournalPruner::new(ctx.clone());
     let always_open = tokio::sync::watch::channel(true).1;
-    tasks.spawn(run_every(pruner, always_open, cancel.clone()).with_current_subscriber());
+    tasks.spawn(run_every(pruner, always_open.clone(), cancel.clone()).with_current_subscriber());
+    tasks.spawn(run_every(crate::memory::Trimmer, always_open, cancel.clone()).with_current_subscriber());
 }
 
 /// This replica's own probes of PocketBase and Coolify (they gate its dispatcher).

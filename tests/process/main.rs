@@ -14,6 +14,7 @@ mod intake_crash;
 mod journal_durability;
 mod lifecycle_retention_crash;
 mod lifecycle_suspend_crash;
+mod memory_release;
 mod ops_shutdown;
 mod postgres;
 mod reliability;
