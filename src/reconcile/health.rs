@@ -21,16 +21,6 @@ use crate::events::{Action as EventAction, Collection, NewEvent, SinkError, Sour
 use crate::pocketbase::EmptyTail;
 use crate::pocketbase::records::{BotInstance, InstanceStatus, format_pb_date};
 
-/// What the poller reads of each instance: 10,000 full records every interval would cost PocketBase and
-/// the bridge's memory far more than these.
-const POLLED_FIELDS: &[&str] = &[
-    "status",
-    "coolify_service_id",
-    "error_message",
-    "last_healthy_at",
-    "updated",
-];
-
 /// Reads Coolify's statuses, judges them, and hands a changed judgement to the instance's job through
 /// the intake. It writes nothing to PocketBase itself.
 pub struct HealthPoller {
@@ -78,9 +68,8 @@ impl HealthPoller {
         let instances = self
             .ctx
             .pb
-            .list_instance_fields(
+            .list_instances_with(
                 Some("coolify_service_id != '' && (status = 'running' || status = 'error')"),
-                POLLED_FIELDS,
                 EmptyTail::Trust,
             )
             .await?;

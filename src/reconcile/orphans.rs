@@ -14,7 +14,6 @@ use crate::config::OrphanPolicy;
 use crate::coolify::budget::Priority;
 use crate::incarnation;
 use crate::journal::DeletionState;
-use crate::pocketbase::EmptyTail;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum OrphanKind {
@@ -133,13 +132,8 @@ impl OrphanScanner {
 
     pub async fn scan_once(&mut self) -> Result<Vec<Orphan>, ReconcileError> {
         // Live records first: if PocketBase cannot be read, nothing is judged an orphan.
-        let tenants = self.ctx.pb.list_tenant_fields(&["slug"]).await?;
-        // What `life_of` reads.
-        let instances = self
-            .ctx
-            .pb
-            .list_instance_fields(None, &["tenant", "created"], EmptyTail::Confirm)
-            .await?;
+        let tenants = self.ctx.pb.list_tenants().await?;
+        let instances = self.ctx.pb.list_instances(None).await?;
         // A pass of the health poller or the drift check serves if it is recent; one read before the records
         // is as safe as one after: a service in it was made before them, so a live owner is among them.
         let fleet = self.ctx.coolify.fleet(self.list_age, None, Priority::Normal).await?;
