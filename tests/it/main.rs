@@ -13,6 +13,7 @@ mod doctor;
 mod e2e_reconcile;
 mod footprint_coolify;
 mod footprint_idle;
+mod footprint_status;
 mod footprint_webhook;
 mod footprint_writes;
 mod health_poller;
