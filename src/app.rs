@@ -184,7 +184,8 @@ impl App {
         let ctx = Context {
             statuses: Arc::new(StatusBoard::new(
                 coolify.clone(),
-                StatusBoard::interval_for(settings.coolify.requests_per_minute),
+                settings.coolify.requests_per_minute,
+                &settings.coolify.environment,
             )),
             pb,
             coolify,

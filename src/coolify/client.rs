@@ -678,6 +678,27 @@ impl CoolifyClient {
         self.scan_services(Priority::Normal, Some).await
     }
 
+    /// `GET /projects/{uuid}/{environment}` parsed for status polling only; urgent in the budget like the
+    /// list.
+    pub async fn get_environment_states(
+        &self,
+        project_uuid: &str,
+        env_name: &str,
+    ) -> Result<EnvironmentStates, CoolifyError> {
+        let endpoint = "GET /projects/{uuid}/{environment}";
+        let reply = self
+            .send_as(
+                Priority::Urgent,
+                Method::GET,
+                endpoint,
+                &format!("/api/v1/projects/{}/{}", seg(project_uuid), seg(env_name)),
+                None,
+                Idempotency::Safe,
+            )
+            .await?;
+        decode(endpoint, &reply)
+    }
+
     /// `GET /services` parsed for status polling only. Urgent in the budget: these reads finish work
     /// already started (see [`Priority::Urgent`]).
     pub async fn list_service_states(&self) -> Result<Vec<ServiceState>, CoolifyError> {

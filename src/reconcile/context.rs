@@ -1,17 +1,18 @@
 //! What the executors share: clients, journal, templates, secrets and settings.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use std::collections::HashMap;
-
+use futures_util::StreamExt as _;
 use sha2::{Digest, Sha256};
+use tracing::debug;
 
 use super::actor::Actor;
 use super::judgement::HealthBoard;
+use super::status_reads::{self, BUDGET_SHARE, Pace, Read, Waited};
 use crate::config::Settings;
-use crate::coolify::{CoolifyClient, CoolifyError, ServiceStatus};
+use crate::coolify::{CoolifyClient, CoolifyError, ServiceState, ServiceStatus};
 use crate::events::Collection;
 use crate::intake::Intake;
 use crate::journal::{Journal, JournalError, OutboxEntry};
@@ -20,136 +21,245 @@ use crate::pocketbase::records::{DeployAction, DeployStatus, LOG_MESSAGE_MAX, Ne
 use crate::secrets::SecretStore;
 use crate::templates::TemplateSet;
 
-/// Service statuses for the waiting reconciles, read as cheaply as the moment allows (DESIGN.md
-/// principle 8): a lone waiter reads its own service (`GET /services/{uuid}`, a few KB); when more wait,
-/// one `GET /services` per round serves them all (megabytes for a large fleet, but one call): Coolify's
-/// rate limit is shared by everything the bridge does, and the starts of a burst go in one batch deploy,
-/// so their waiters would otherwise read one call each in the same moment. Rounds are at least `interval` apart, and further apart when the list is slow, so that polling
-/// never takes more than a tenth of Coolify's time.
+/// Service statuses for the waiting reconciles, read in rounds, each as cheaply as the moment allows
+/// (DESIGN.md principle 8): the waiters whose next reading is due are read together, by their own
+/// services, by their projects' environments, or by the whole list, whichever has the fewest bytes
+/// among the ways whose calls fit the status share of the budget (see [`status_reads::plan`]). At the
+/// default 180 calls a minute one call a round fits: a lone waiter reads its own service, waiters of one
+/// tenant read its environment, waiters of several share the list; a raised budget (a self-hosted Coolify)
+/// reads hundreds of services one by one instead of the fleet's list. Concurrent waiters share a round's
+/// calls (one per service or project, not one each). Rounds are at least `interval` apart, and further
+/// apart after a slow list.
 pub struct StatusBoard {
     coolify: CoolifyClient,
     interval: Duration,
-    seen: tokio::sync::Mutex<Option<Reading>>,
-    /// Reconciles waiting now (see [`StatusBoard::waiter`]).
-    waiting: AtomicUsize,
-    /// Up to this many waiters read their own service; more share the list.
-    single_reads_up_to: usize,
+    requests_per_minute: u32,
+    /// The environment the bridge's services live in (`settings.coolify.environment`).
+    environment: String,
+    rounds: tokio::sync::Mutex<Rounds>,
+    /// The services waited on now (see [`StatusBoard::waiter`]).
+    waiting: Mutex<HashMap<String, Waiting>>,
+}
+
+struct Waiting {
+    project: Option<String>,
+    /// When the waiter wants its next reading; `None` until it asks.
+    due: Option<Instant>,
+    /// Reconciles waiting on this service (one, unless a job overlaps).
+    count: usize,
 }
 
 /// Counts one waiting reconcile while it lives.
-pub struct Waiter<'a>(&'a AtomicUsize);
+pub struct Waiter<'a> {
+    board: &'a StatusBoard,
+    service: String,
+}
 
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        let mut waiting = self.board.waiting();
+        if let Some(w) = waiting.get_mut(&self.service) {
+            w.count -= 1;
+            if w.count == 0 {
+                waiting.remove(&self.service);
+            }
+        }
     }
 }
 
+#[derive(Default)]
+struct Rounds {
+    last: Option<Reading>,
+    /// How long the last `GET /services` took.
+    last_list: Option<Duration>,
+}
+
 struct Reading {
-    /// When the list was asked for: the statuses are at least this new.
+    /// When the round was asked for: the statuses are at least this new.
     asked: Instant,
-    took: Duration,
+    /// The earliest the next round may start.
+    next: Instant,
+    /// Every service (the list), or those whose read answered.
+    all: bool,
+    covered: HashSet<String>,
     statuses: HashMap<String, ServiceStatus>,
 }
 
-/// Rounds are spaced by at least this many times the last list's duration.
-const LIST_DUTY_FACTOR: u32 = 10;
-/// The shortest gap between status lists for reconciles waiting on `running:*` (one list serves all).
+impl Reading {
+    fn status(&self, service: &str) -> Option<Option<ServiceStatus>> {
+        (self.all || self.covered.contains(service)).then(|| self.statuses.get(service).cloned())
+    }
+}
+
+/// The shortest gap between status rounds for reconciles waiting on `running:*`.
 const MIN_INTERVAL: Duration = Duration::from_secs(1);
-/// The most of the Coolify budget that status lists may take while reconciles wait.
-const BUDGET_SHARE: f64 = 0.15;
-/// Up to this many waiters read their own service rather than the list: one (its read costs the same
-/// call as the list, with far fewer bytes); two started together would read two calls where the list
-/// is one.
-const SINGLE_READS_UP_TO: usize = 1;
+/// A round's per-service or per-project reads in flight at once.
+const READS_AT_ONCE: usize = 8;
 
 impl StatusBoard {
-    /// The gap between lists: at least `MIN_INTERVAL`, and wide enough that lists take no more than
-    /// `BUDGET_SHARE` of the budget (2.2 s at the default 180/min). A start takes Coolify a minute or two,
-    /// so a few seconds more per wait costs little; the calls saved go to work.
+    /// The gap between rounds: at least `MIN_INTERVAL`, and wide enough that one call a round takes no
+    /// more than `BUDGET_SHARE` of the budget (2.2 s at the default 180/min). A start takes Coolify a minute
+    /// or two, so a few seconds more per wait costs little; the calls saved go to work.
     pub fn interval_for(requests_per_minute: u32) -> Duration {
         let share = 60.0 / (f64::from(requests_per_minute.max(1)) * BUDGET_SHARE);
         MIN_INTERVAL.max(Duration::from_secs_f64(share))
     }
 
-    pub fn new(coolify: CoolifyClient, interval: Duration) -> Self {
+    /// A board for a budget of `requests_per_minute`, its services in `environment` of their projects.
+    pub fn new(coolify: CoolifyClient, requests_per_minute: u32, environment: &str) -> Self {
         StatusBoard {
             coolify,
-            interval,
-            seen: tokio::sync::Mutex::new(None),
-            waiting: AtomicUsize::new(0),
-            single_reads_up_to: SINGLE_READS_UP_TO,
+            interval: Self::interval_for(requests_per_minute),
+            requests_per_minute,
+            environment: environment.to_string(),
+            rounds: tokio::sync::Mutex::default(),
+            waiting: Mutex::default(),
         }
     }
 
-    /// Up to `n` waiters read their own service (0: every waiter shares the list).
-    pub fn with_single_reads_up_to(mut self, n: usize) -> Self {
-        self.single_reads_up_to = n;
+    /// Rounds at least `interval` apart instead of the budget's (tests).
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
         self
     }
 
-    /// Counts the caller as waiting until the returned guard is dropped.
-    pub fn waiter(&self) -> Waiter<'_> {
-        self.waiting.fetch_add(1, Ordering::SeqCst);
-        Waiter(&self.waiting)
+    /// Counts the caller as waiting on `service` (of `project`, when known) until the guard is dropped.
+    pub fn waiter(&self, service: &str, project: Option<&str>) -> Waiter<'_> {
+        let mut waiting = self.waiting();
+        let w = waiting.entry(service.to_string()).or_insert_with(|| Waiting {
+            project: project.filter(|p| !p.is_empty()).map(str::to_string),
+            due: None,
+            count: 0,
+        });
+        w.count += 1;
+        Waiter {
+            board: self,
+            service: service.to_string(),
+        }
     }
 
     pub fn interval(&self) -> Duration {
         self.interval
     }
 
-    fn single_reads(&self) -> Option<u32> {
-        let n = self.waiting.load(Ordering::SeqCst).max(1);
-        (n <= self.single_reads_up_to).then(|| u32::try_from(n).unwrap_or(u32::MAX))
+    fn waiting(&self) -> std::sync::MutexGuard<'_, HashMap<String, Waiting>> {
+        self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// How long after a reading a waiter asks for the next: while each reads its own service, the
-    /// interval times the waiters (one read per interval in all); with the list, the board paces rounds.
-    pub fn gap(&self) -> Duration {
-        match self.single_reads() {
-            Some(n) => self.interval * n,
-            None => Duration::from_millis(1),
-        }
-    }
-
-    /// The service's status from a list asked for at or after `after`, and when that list was asked
-    /// for; `None` when Coolify does not list the service. Waits for the next round when the latest
-    /// reading is older than `after`.
+    /// The service's status from a reading asked for at or after `after`, and when that reading was asked
+    /// for; `None` when Coolify does not have the service. Waits for the next round when the latest
+    /// reading is older than `after` or did not read the service.
     pub async fn status_after(
         &self,
-        uuid: &str,
+        service: &str,
         after: Instant,
     ) -> Result<(Instant, Option<ServiceStatus>), CoolifyError> {
-        if self.single_reads().is_some() {
-            tokio::time::sleep_until(after.into()).await;
-            let asked = Instant::now();
-            return match self.coolify.get_service_state(uuid).await {
-                Ok(s) => Ok((asked, Some(s.status))),
-                Err(CoolifyError::NotFound { .. }) => Ok((asked, None)),
-                Err(e) => Err(e),
-            };
+        if let Some(w) = self.waiting().get_mut(service) {
+            w.due = Some(after);
         }
-        // Holding the lock across the wait and the fetch makes concurrent waiters share one list call.
-        let mut seen = self.seen.lock().await;
-        let stale = match seen.as_ref() {
-            Some(r) if r.asked >= after => None,
-            Some(r) => Some(r.asked + self.interval.max(r.took * LIST_DUTY_FACTOR)),
-            None => Some(Instant::now()),
+        // Holding the lock across the wait and the reads makes concurrent waiters share one round.
+        let mut rounds = self.rounds.lock().await;
+        if let Some(r) = rounds.last.as_ref().filter(|r| r.asked >= after)
+            && let Some(status) = r.status(service)
+        {
+            return Ok((r.asked, status));
+        }
+        let next_round = rounds.last.as_ref().map_or(after, |r| r.next.max(after));
+        tokio::time::sleep_until(next_round.into()).await;
+        let asked = Instant::now();
+        let due = self.due_at(service, asked);
+        let waited: Vec<Waited<'_>> = due
+            .iter()
+            .map(|(s, p)| Waited {
+                service: s,
+                project: p.as_deref(),
+            })
+            .collect();
+        let pace = Pace {
+            requests_per_minute: self.requests_per_minute,
+            interval: self.interval,
+            last_list: rounds.last_list,
         };
-        if let Some(next_round) = stale {
-            tokio::time::sleep_until(next_round.max(after).into()).await;
-            let asked = Instant::now();
-            let services = self.coolify.list_service_states().await?;
-            *seen = Some(Reading {
-                asked,
-                took: asked.elapsed(),
-                statuses: services.into_iter().map(|s| (s.uuid, s.status)).collect(),
-            });
+        let round = status_reads::plan(&waited, &pace);
+        let mut reading = Reading {
+            asked,
+            next: asked + round.gap,
+            all: false,
+            covered: HashSet::new(),
+            statuses: HashMap::new(),
+        };
+        let mut own_error = None;
+        let reads: Vec<_> = round.reads.into_iter().map(|read| self.read(read)).collect();
+        let answers = futures_util::stream::iter(reads)
+            .buffer_unordered(READS_AT_ONCE)
+            .collect::<Vec<_>>()
+            .await;
+        for (read, answer) in answers {
+            match answer {
+                Ok(states) => {
+                    if read == Read::List {
+                        rounds.last_list = Some(asked.elapsed());
+                        reading.all = true;
+                    }
+                    let listed: HashSet<&str> = states.iter().map(|s| s.uuid.as_str()).collect();
+                    for w in waited.iter().filter(|w| read.serves(w)) {
+                        // Not in its project's environment: read it by itself from now on.
+                        if matches!(read, Read::Project(_)) && !listed.contains(w.service) {
+                            self.forget_project(w.service);
+                        }
+                        reading.covered.insert(w.service.to_string());
+                    }
+                    reading.covered.extend(states.iter().map(|s| s.uuid.clone()));
+                    reading.statuses.extend(states.into_iter().map(|s| (s.uuid, s.status)));
+                }
+                Err(e) if waited.iter().any(|w| w.service == service && read.serves(w)) => own_error = Some(e),
+                Err(e) => debug!(error = %e, "a status read failed; its waiters read again next round"),
+            }
         }
-        Ok(seen
-            .as_ref()
-            .map(|r| (r.asked, r.statuses.get(uuid).cloned()))
-            .unwrap_or((after, None)))
+        let answer = reading.status(service);
+        rounds.last = Some(reading);
+        match (own_error, answer) {
+            (Some(e), _) => Err(e),
+            (None, status) => Ok((asked, status.flatten())),
+        }
+    }
+
+    /// The services whose reading is due at `now`, with their projects; `service` among them.
+    fn due_at(&self, service: &str, now: Instant) -> Vec<(String, Option<String>)> {
+        let waiting = self.waiting();
+        let mut due: Vec<(String, Option<String>)> = waiting
+            .iter()
+            .filter(|(s, w)| *s == service || w.due.is_some_and(|d| d <= now))
+            .map(|(s, w)| (s.clone(), w.project.clone()))
+            .collect();
+        if !waiting.contains_key(service) {
+            due.push((service.to_string(), None));
+        }
+        due
+    }
+
+    fn forget_project(&self, service: &str) {
+        if let Some(w) = self.waiting().get_mut(service) {
+            w.project = None;
+        }
+    }
+
+    /// One read of a round: the statuses it found (none for a service or project Coolify does not have).
+    async fn read(&self, read: Read) -> (Read, Result<Vec<ServiceState>, CoolifyError>) {
+        let answer = match &read {
+            Read::Service(uuid) => self.coolify.get_service_state(uuid).await.map(|s| vec![s]),
+            Read::Project(uuid) => self
+                .coolify
+                .get_environment_states(uuid, &self.environment)
+                .await
+                .map(|e| e.services),
+            Read::List => self.coolify.list_service_states().await,
+        };
+        let answer = match answer {
+            Err(CoolifyError::NotFound { .. }) => Ok(Vec::new()),
+            other => other,
+        };
+        (read, answer)
     }
 }
 

@@ -1080,7 +1080,7 @@ async fn run_actions(
             Action::Start => ctx.coolify.start_service(need_uuid(uuid)?).await?,
             Action::Stop => ctx.coolify.stop_service(need_uuid(uuid)?).await?,
             Action::Restart => ctx.coolify.restart_service(need_uuid(uuid)?).await?,
-            Action::WaitRunning => wait_running(ctx, need_uuid(uuid)?).await?,
+            Action::WaitRunning => wait_running(ctx, need_uuid(uuid)?, &desired.project_uuid).await?,
             Action::WriteBack(state) => return Ok(Some(*state)),
         }
     }
@@ -1143,10 +1143,11 @@ async fn create_service(
 }
 
 /// Waits for `running:*` without holding a worker: starts take Coolify seconds to minutes (image pulls),
-/// and a burst of them must not stall every other record's job.
-async fn wait_running(ctx: &Context, uuid: &str) -> Result<(), ReconcileError> {
+/// and a burst of them must not stall every other record's job. The project lets the status board read
+/// the waiters of one tenant in one call.
+async fn wait_running(ctx: &Context, uuid: &str, project_uuid: &str) -> Result<(), ReconcileError> {
     crate::queue::without_slot(async {
-        let _waiting = ctx.statuses.waiter();
+        let _waiting = ctx.statuses.waiter(uuid, Some(project_uuid));
         let deadline = Instant::now() + ctx.settings.reconcile.running_timeout;
         // A start takes Coolify seconds at least: a read at once would only find it starting.
         let mut after = Instant::now() + ctx.statuses.interval();
@@ -1162,7 +1163,8 @@ async fn wait_running(ctx: &Context, uuid: &str) -> Result<(), ReconcileError> {
                     last: status.map(|s| s.to_string()).unwrap_or_else(|| "not listed".into()),
                 });
             }
-            after = asked + ctx.statuses.gap();
+            // The next round's reading: the board paces rounds.
+            after = asked + Duration::from_millis(1);
         }
     })
     .await

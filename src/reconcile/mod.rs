@@ -14,6 +14,7 @@ pub mod prune;
 pub mod restore;
 pub mod retention;
 pub mod router_keys;
+pub mod status_reads;
 pub mod tenant;
 
 use std::future::Future;

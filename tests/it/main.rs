@@ -14,6 +14,7 @@ mod e2e_reconcile;
 mod footprint_coolify;
 mod footprint_fleet;
 mod footprint_idle;
+mod footprint_status;
 mod footprint_webhook;
 mod footprint_writes;
 mod health_poller;

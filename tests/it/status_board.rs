@@ -1,5 +1,6 @@
 //! The status board against coolify-sim: concurrent waiters share paced `GET /services` rounds, and each
-//! still sees its service reach running; a few waiters read their own services instead.
+//! still sees its service reach running; waiters of one project read its environment, and a raised budget
+//! reads each service.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,8 +41,9 @@ async fn waiters_share_paced_rounds_and_all_see_running() {
     }
     sim.clear_requests().await;
 
-    // Every waiter shares the list here (the few-waiters case is the next test).
-    let board = Arc::new(StatusBoard::new(c.clone(), INTERVAL).with_single_reads_up_to(0));
+    // Rounds closer than the default budget allows one call for, waiters of no known project: every
+    // round is the list (the other cases are the next test).
+    let board = Arc::new(StatusBoard::new(c.clone(), 180, "production").with_interval(INTERVAL));
     let started = Instant::now();
     let mut waiters = tokio::task::JoinSet::new();
     // Waiters arrive one by one, as reconciles do; each needs a reading newer than its arrival, yet a new
@@ -50,6 +52,7 @@ async fn waiters_share_paced_rounds_and_all_see_running() {
         tokio::time::sleep(Duration::from_millis(40)).await;
         let board = Arc::clone(&board);
         waiters.spawn(async move {
+            let _waiting = board.waiter(&u, None);
             let mut after = Instant::now();
             loop {
                 let (asked, status) = board.status_after(&u, after).await.expect("status");
@@ -80,7 +83,10 @@ async fn waiters_share_paced_rounds_and_all_see_running() {
         .iter()
         .filter(|r| r["path"] == "GET /services/{uuid}")
         .count();
-    assert_eq!(per_service, 0, "waiters never poll one service each");
+    assert!(
+        per_service <= 1,
+        "{per_service} single reads: at most the first arrival's, alone"
+    );
     assert!(lists.len() >= 2, "the first round cannot show running: {lists:?}");
     let max_rounds = (elapsed.as_millis() / INTERVAL.as_millis()) as usize + 1;
     assert!(
@@ -98,7 +104,7 @@ async fn waiters_share_paced_rounds_and_all_see_running() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_few_waiters_read_their_own_services_many_share_the_list() {
+async fn one_projects_waiters_read_its_environment_a_raised_budget_reads_each_service() {
     let sim = TestSim::start(&["--rate-limit", "100000", "--start-delay-ms", "600"]);
     let c = client(&sim);
     let project = c.create_project("few", None).await.expect("project");
@@ -113,19 +119,18 @@ async fn a_few_waiters_read_their_own_services_many_share_the_list() {
             ..Default::default()
         };
         let uuid = c.create_service(&req).await.expect("create").uuid;
-        c.start_service(&uuid).await.expect("start");
         uuids.push(uuid);
     }
-    let board = Arc::new(StatusBoard::new(c.clone(), INTERVAL).with_single_reads_up_to(3));
-    // Waits as the instance executor does: counted as a waiter, paced by the board's gap.
-    let wait_all = |uuids: Vec<String>| {
-        let board = Arc::clone(&board);
+    // Waits as the instance executor does: counted as a waiter of its project, a reading at a time.
+    let wait_all = |board: Arc<StatusBoard>| {
+        let uuids = uuids.clone();
+        let project = project.clone();
         async move {
             let mut waiters = tokio::task::JoinSet::new();
             for u in uuids {
-                let board = Arc::clone(&board);
+                let (board, project) = (Arc::clone(&board), project.clone());
                 waiters.spawn(async move {
-                    let _waiting = board.waiter();
+                    let _waiting = board.waiter(&u, Some(&project));
                     let mut after = Instant::now();
                     loop {
                         let (asked, status) = board.status_after(&u, after).await.expect("status");
@@ -133,7 +138,7 @@ async fn a_few_waiters_read_their_own_services_many_share_the_list() {
                             return;
                         }
                         assert!(asked.elapsed() < Duration::from_secs(10), "{u} never ran");
-                        after = asked + board.gap();
+                        after = asked + Duration::from_millis(1);
                     }
                 });
             }
@@ -144,24 +149,38 @@ async fn a_few_waiters_read_their_own_services_many_share_the_list() {
     };
     let counts = |requests: Vec<serde_json::Value>| {
         let n = |p: &str| requests.iter().filter(|r| r["path"] == p).count();
-        (n("GET /services/{uuid}"), n("GET /services"))
+        (
+            n("GET /services/{uuid}"),
+            n("GET /projects/{uuid}/{environment_name_or_uuid}"),
+            n("GET /services"),
+        )
     };
 
+    // The default budget: one call a round, so the project's environment.
+    for u in &uuids {
+        c.start_service(u).await.expect("start");
+    }
     sim.clear_requests().await;
-    wait_all(uuids[..2].to_vec()).await;
-    let (single, lists) = counts(sim.requests().await);
-    assert_eq!(lists, 0, "two waiters never list the fleet");
-    assert!(single >= 2, "each read its own service: {single}");
+    wait_all(Arc::new(
+        StatusBoard::new(c.clone(), 180, "production").with_interval(INTERVAL),
+    ))
+    .await;
+    let (single, environments, lists) = counts(sim.requests().await);
+    println!("default budget: {single} single reads, {environments} environments, {lists} lists");
+    assert_eq!(lists, 0, "one project's waiters never list the fleet");
+    assert!(environments >= 1, "they read its environment");
+    assert!(single <= 1, "{single} single reads: at most a first waiter's alone");
 
+    // A raised budget: every service by itself.
     for u in &uuids {
         c.restart_service(u).await.expect("restart");
     }
     sim.clear_requests().await;
-    wait_all(uuids.clone()).await;
-    let (single, lists) = counts(sim.requests().await);
-    assert!(lists >= 1, "six waiters share the list");
-    assert!(
-        single <= 6,
-        "{single} single reads while six waited: at most each one's first"
-    );
+    wait_all(Arc::new(
+        StatusBoard::new(c.clone(), 100_000, "production").with_interval(INTERVAL),
+    ))
+    .await;
+    let (single, environments, lists) = counts(sim.requests().await);
+    assert_eq!((lists, environments), (0, 0), "only single reads");
+    assert!(single >= 6, "each read its own service: {single}");
 }
