@@ -244,7 +244,7 @@ pub async fn compare(
         )
         .await?;
         // Unmeasured: a fresh PocketBase's first writes (and its JS runtimes' first calls) are slower.
-        super::resources::timed_patches(&pb, "bot_instances", &instances, 2 * instances.len(), "warm").await;
+        super::writes::timed_patches(&pb, "bot_instances", &instances, 2 * instances.len(), "warm").await;
         running.push((setup, pb, instances, proc, Tally::default()));
     }
     let rounds = rounds.max(1);
@@ -261,7 +261,7 @@ pub async fn compare(
             let pid = proc.pid().context("PocketBase has no pid")?;
             let cpu0 = procs::cpu_secs(pid).unwrap_or(f64::NAN);
             let t = std::time::Instant::now();
-            let (rate, n) = super::latency::pb_field_writes(pb, instances, secs, &format!("r{round}"), "name").await?;
+            let (rate, n) = super::writes::pb_field_writes(pb, instances, secs, &format!("r{round}"), "name").await?;
             let took = t.elapsed().as_secs_f64();
             let cpu1 = procs::cpu_secs(pid).unwrap_or(f64::NAN);
             tally.writes += n;
@@ -271,7 +271,7 @@ pub async fn compare(
             let tag = format!("q{round}-");
             tally
                 .latencies
-                .extend(super::resources::timed_patches(pb, "bot_instances", instances, per_round, &tag).await);
+                .extend(super::writes::timed_patches(pb, "bot_instances", instances, per_round, &tag).await);
         }
     }
     drop(sink);

@@ -14,6 +14,7 @@ pub mod run;
 pub mod sse;
 pub mod stack;
 pub mod stats;
+pub mod writes;
 
 /// How big a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

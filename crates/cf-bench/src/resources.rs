@@ -16,6 +16,7 @@ use super::procs::{self, Paths};
 use super::report::{Figure, Goal, Report};
 use super::stack::{Stack, create_fleet};
 use super::stats::summarize;
+use super::writes::timed_patches;
 
 /// The naive alternative: PocketBase with one hook that calls Coolify synchronously on every tenant update.
 const NAIVE_HOOK: &str = r#"onRecordUpdateRequest((e) => {
@@ -57,27 +58,6 @@ impl NaivePb {
             _proc: proc,
         })
     }
-}
-
-pub async fn timed_patches(pb: &Pb, collection: &str, ids: &[String], n: usize, tag: &str) -> Vec<Duration> {
-    let mut out = Vec::with_capacity(n);
-    for k in 0..n {
-        let id = &ids[k % ids.len()];
-        let t = Instant::now();
-        let body = if collection == "tenants" {
-            json!({"name": format!("{tag} {k}")})
-        } else {
-            json!({"name": format!("{tag}{k}")})
-        };
-        if pb
-            .patch(collection, id, &body)
-            .await
-            .is_ok_and(|s| (200..300).contains(&s))
-        {
-            out.push(t.elapsed());
-        }
-    }
-    out
 }
 
 /// Signed webhooks straight to the bridge, one at a time: request to durable 2xx. Also CPU per event.

@@ -10,7 +10,7 @@ use super::latency::Intake;
 use super::procs::{self, Paths};
 use super::report::{Figure, Report};
 use super::stack::{create_fleet, start_stack, start_stack_with, wait_provisioned};
-use super::{Mode, Overrides, hookcost, idle, latency, ping, resources};
+use super::{Mode, Overrides, hookcost, idle, latency, ping, resources, writes};
 
 /// Stack A's Coolify budget: the configuration's maximum, so that latency shows the bridge's own capacity
 /// (real Coolify allows 200 calls/min unless its operator raises the limit; section 3 measures that).
@@ -29,10 +29,10 @@ async fn hook_cost(
 ) -> Result<()> {
     let sink = hookcost::Sink::start()?;
     let sinked = hookcost::HookPb::start(paths, &root.join("hooks-sink"), Some(&sink.url)).await?;
-    let sink_rate = latency::pb_write_rate(&sinked.pb, &sinked.instances, secs, "sink").await?;
+    let sink_rate = writes::pb_write_rate(&sinked.pb, &sinked.instances, secs, "sink").await?;
     let cpu_before = sinked.pid().and_then(procs::cpu_secs);
     let (bridge_rate, writes) =
-        latency::pb_field_writes(&sinked.pb, &sinked.instances, secs, "wb", "error_message").await?;
+        writes::pb_field_writes(&sinked.pb, &sinked.instances, secs, "wb", "error_message").await?;
     let cpu_after = sinked.pid().and_then(procs::cpu_secs);
     drop(sinked);
     if let (Some(a), Some(b)) = (cpu_before, cpu_after) {
@@ -43,7 +43,7 @@ async fn hook_cost(
     }
     drop(sink);
     let off = hookcost::HookPb::start(paths, &root.join("hooks-off"), None).await?;
-    let off_rate = latency::pb_write_rate(&off.pb, &off.instances, secs, "off").await?;
+    let off_rate = writes::pb_write_rate(&off.pb, &off.instances, secs, "off").await?;
     drop(off);
     for (figure, rate) in [
         (
@@ -279,9 +279,9 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         .context("tenant of the no-hook PocketBase missing")?;
     let naive = resources::NaivePb::start(paths, &root.join("naive"), &a.sim.url).await?;
     eprintln!("throughput ...");
-    let bare = latency::pb_write_rate(&bare_pb, &bare_instances, sizes.throughput_secs, "bare").await?;
+    let bare = writes::pb_write_rate(&bare_pb, &bare_instances, sizes.throughput_secs, "bare").await?;
     let (bare_bridge, _) =
-        latency::pb_field_writes(&bare_pb, &bare_instances, sizes.throughput_secs, "bwb", "error_message").await?;
+        writes::pb_field_writes(&bare_pb, &bare_instances, sizes.throughput_secs, "bwb", "error_message").await?;
     latency::throughput(
         &a,
         &pool,
