@@ -170,32 +170,28 @@ async fn prepare_with(
 impl World<TestBridge> {
     /// The deployment with the bridge in the test process.
     pub async fn start(sim_args: &[&str], bridge_env: &[(&str, &str)]) -> World {
-        Self::start_as(sim_args, bridge_env, false).await
+        Self::start_as(sim_args, bridge_env, false, true).await
     }
 
-    /// The deployment with PocketBase's webhook hook posting to the bridge (as in production).
+    /// The webhook configuration: PocketBase's webhook hook posting to the bridge.
     pub async fn start_with_webhooks(sim_args: &[&str], bridge_env: &[(&str, &str)]) -> World {
-        Self::start_as(sim_args, bridge_env, true).await
+        Self::start_as(sim_args, bridge_env, true, true).await
     }
 
     /// The default deployment: webhooks off on both sides (no `webhook.secret`, PocketBase without the
     /// webhook variables); the bridge sees changes by realtime and resync.
     pub async fn start_default(sim_args: &[&str], bridge_env: &[(&str, &str)]) -> World {
-        let (pb, sim, settings, listener, dir, templates) = prepare(sim_args, bridge_env, false).await;
-        let settings = settings.without("CF_BRIDGE__WEBHOOK__SECRET");
-        let bridge = TestBridge::start(settings.clone(), listener).await;
-        World {
-            pb,
-            sim,
-            bridge,
-            templates,
-            settings,
-            _dir: Some(dir),
-        }
+        Self::start_as(sim_args, bridge_env, false, false).await
     }
 
-    async fn start_as(sim_args: &[&str], bridge_env: &[(&str, &str)], webhooks: bool) -> World {
+    /// `webhooks`: PocketBase's hook posts to the bridge; `intake`: the bridge has a webhook secret.
+    async fn start_as(sim_args: &[&str], bridge_env: &[(&str, &str)], webhooks: bool, intake: bool) -> World {
         let (pb, sim, settings, listener, dir, templates) = prepare(sim_args, bridge_env, webhooks).await;
+        let settings = if intake {
+            settings
+        } else {
+            settings.without("CF_BRIDGE__WEBHOOK__SECRET")
+        };
         let bridge = TestBridge::start(settings.clone(), listener).await;
         World {
             pb,
