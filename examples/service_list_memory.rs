@@ -117,14 +117,13 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let list = format!("{url}/api/v1/services");
-    let (mut states, mut labels, mut judged, mut found, mut full) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut states, mut judged, mut found, mut full) = (vec![], vec![], vec![], vec![]);
     if runs("new") {
         states = measure(
             "new: list_service_states (health poller, waiters)",
             c.list_service_states(),
         )
         .await?;
-        labels = measure("new: list_service_labels (orphan scan)", c.list_service_labels()).await?;
         judged = measure("new: list_service_looks, a verdict per service (drift)", async {
             c.list_service_looks(|l| Some((l.uuid, l.docker_compose_raw.map(|t| t.len()))))
                 .await
@@ -154,9 +153,8 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     }
     println!(
-        "decoded: old {n_full} full / {n_states} states; new {} states, {} labels, {} looks, {} found, {} full",
+        "decoded: old {n_full} full / {n_states} states; new {} states, {} looks, {} found, {} full",
         states.len(),
-        labels.len(),
         judged.len(),
         found.len(),
         full.len()

@@ -673,11 +673,6 @@ impl CoolifyClient {
         self.scan_services(Priority::Normal, Some).await
     }
 
-    /// Each service's uuid, name and description (what the orphan scan judges by).
-    pub async fn list_service_labels(&self) -> Result<Vec<ServiceLabel>, CoolifyError> {
-        self.scan_services(Priority::Normal, Some).await
-    }
-
     /// `GET /projects/{uuid}/{environment}` parsed for status polling only; urgent in the budget like the
     /// list.
     pub async fn get_environment_states(

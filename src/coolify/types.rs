@@ -112,17 +112,6 @@ pub struct Service {
     pub updated_at: Option<String>,
 }
 
-/// A service's uuid, name and description (the description carries the incarnation mark), without its
-/// containers and compose.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-pub struct ServiceLabel {
-    pub uuid: String,
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub description: Option<String>,
-}
-
 /// Just a service's uuid and status: what status polling needs from `GET /services`, whose full answer
 /// runs to megabytes for a large fleet (every container, compose and more), all skipped while parsing.
 #[derive(Debug, Clone, Deserialize)]
