@@ -14,6 +14,12 @@ use super::stack::{Stack, create_fleet, start_stack};
 
 const SECTION: &str = "7 idle fleet";
 const BUDGET_KEY: &str = "CF_BRIDGE__COOLIFY__REQUESTS_PER_MINUTE";
+/// The simulator's routes that read service status (the orphan scan's `GET /projects` is not one).
+const STATUS_READS: [&str; 3] = [
+    "GET /services",
+    "GET /services/{uuid}",
+    "GET /projects/{uuid}/{environment_name_or_uuid}",
+];
 
 async fn wait_running(stack: &Stack, n: usize, limit: Duration) -> Result<()> {
     let t = Instant::now();
@@ -78,7 +84,8 @@ pub async fn idle(
         - webhooks0;
     let journaled = stack.bridge.journaled().await? - journaled0;
     let log = stack.sim.requests().await?;
-    let reads = log.iter().filter(|r| r.method == "GET").count();
+    let gets = log.iter().filter(|r| r.method == "GET").count();
+    let reads = log.iter().filter(|r| STATUS_READS.contains(&r.path.as_str())).count();
     let changed = stack
         .pb
         .count(
@@ -146,7 +153,9 @@ pub async fn idle(
     report.add(
         Figure::new(
             SECTION,
-            format!("Coolify status reads (GET) per health poll interval of {poll:.0} s ({label})"),
+            format!(
+                "Coolify status reads (service and environment GETs) per health poll interval of {poll:.0} s ({label})"
+            ),
             reads as f64 / (wall / poll),
             "count",
         )
@@ -190,7 +199,7 @@ pub async fn idle(
         "MiB",
     ));
     report.note(format!(
-        "idle: {n} running instances set up in {:.1} s (bridge budget {setup_budget}/min), then the bridge restarted at every default (health poll {poll:.0} s, resync and orphan scan {resync:.0} s, budget {}/min) and watched for {wall:.1} s: {writes} PocketBase write requests and {pb_reads} reads, {changed} records changed, {webhooks:.0} webhooks, {journaled:.0} events journaled, {} Coolify calls ({reads} GET); machine {:.0}% busy, load average {:.1}{}{}",
+        "idle: {n} running instances set up in {:.1} s (bridge budget {setup_budget}/min), then the bridge restarted at every default (health poll {poll:.0} s, resync and orphan scan {resync:.0} s, budget {}/min) and watched for {wall:.1} s: {writes} PocketBase write requests and {pb_reads} reads, {changed} records changed, {webhooks:.0} webhooks, {journaled:.0} events journaled, {} Coolify calls ({gets} GET, {reads} of them status reads); machine {:.0}% busy, load average {:.1}{}{}",
         setup.as_secs_f64(),
         stack.settings().coolify.requests_per_minute,
         log.len(),
