@@ -3,7 +3,7 @@
 //! saving shows as a smaller number. The health poller and the orphan scan are pushed out of the way
 //! (their lists are counted in footprint_idle); only the instance's own calls remain.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cf_testkit::world::{SIM_QUICK, World};
 use serde_json::{Value, json};
@@ -18,20 +18,6 @@ async fn calls(w: &World) -> Vec<String> {
         .iter()
         .filter_map(|r| r["path"].as_str().map(str::to_string))
         .collect()
-}
-
-/// Waits until the bridge has no queued or running job (twice in a row, 200 ms apart).
-async fn idle(w: &World) {
-    let admin = w.bridge.admin();
-    let deadline = Instant::now() + WAIT;
-    let mut quiet = 0;
-    while quiet < 2 {
-        assert!(Instant::now() < deadline, "the bridge stayed busy");
-        let (_, v) = admin.get("/admin/jobs?state=queued,running&limit=1").await;
-        let busy = v["counts"]["queued"].as_i64().unwrap_or(0) + v["counts"]["running"].as_i64().unwrap_or(0);
-        quiet = if busy == 0 { quiet + 1 } else { 0 };
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 fn status_reads(calls: &[String]) -> usize {
@@ -56,13 +42,13 @@ async fn one_instance_costs_few_coolify_calls() {
         !t["coolify_project_uuid"].as_str().unwrap_or_default().is_empty()
     })
     .await;
-    idle(&w).await;
+    w.bridge.admin().wait_idle(WAIT).await;
     w.sim.clear_requests().await;
 
     // Create to running: the service, its env, its start, and the status reads until it runs.
     let id = w.create_instance(&tenant, "base-llm", "calls1", "running").await;
     let running = w.wait_status(&id, "running", WAIT).await;
-    idle(&w).await;
+    w.bridge.admin().wait_idle(WAIT).await;
     let created = calls(&w).await;
 
     // A config change of a running instance.
@@ -73,7 +59,7 @@ async fn one_instance_costs_few_coolify_calls() {
         r["applied_hash"] != running["applied_hash"] && r["status"] == "running"
     })
     .await;
-    idle(&w).await;
+    w.bridge.admin().wait_idle(WAIT).await;
     let changed = calls(&w).await;
     let patches: Vec<Value> = w
         .sim
@@ -94,7 +80,7 @@ async fn one_instance_costs_few_coolify_calls() {
         w.sim.service(&uuid).await.is_none().then_some(())
     })
     .await;
-    idle(&w).await;
+    w.bridge.admin().wait_idle(WAIT).await;
     let deleted = calls(&w).await;
     println!("create -> running: {} calls {created:?}", created.len());
     println!("config change: {} calls {changed:?}", changed.len());
@@ -160,7 +146,7 @@ async fn a_burst_costs_at_most_three_calls_per_instance() {
         !t["coolify_project_uuid"].as_str().unwrap_or_default().is_empty()
     })
     .await;
-    idle(&w).await;
+    w.bridge.admin().wait_idle(WAIT).await;
     // Let the bucket refill after the tenant's calls.
     tokio::time::sleep(Duration::from_secs(7)).await;
     w.sim.clear_requests().await;
@@ -177,7 +163,7 @@ async fn a_burst_costs_at_most_three_calls_per_instance() {
         let r = w.wait_status(id, "running", Duration::from_secs(120)).await;
         uuids.push(r["coolify_service_id"].as_str().expect("uuid").to_string());
     }
-    idle(&w).await;
+    w.bridge.admin().wait_idle(WAIT).await;
     let log = w.sim.requests().await;
     let calls = calls(&w).await;
     let count = |p: &str| calls.iter().filter(|c| *c == p).count();
@@ -244,7 +230,7 @@ async fn a_resync_finds_and_repairs_drift_inside_coolify_with_one_list() {
         let r = w.wait_status(id, "running", WAIT).await;
         uuids.push(r["coolify_service_id"].as_str().expect("uuid").to_string());
     }
-    idle(&w).await;
+    w.bridge.admin().wait_idle(WAIT).await;
     let admin = w.bridge.admin();
     let resync = || async {
         let (code, body) = admin.send(reqwest::Method::POST, "/admin/resync", json!({})).await;
@@ -269,7 +255,7 @@ async fn a_resync_finds_and_repairs_drift_inside_coolify_with_one_list() {
     w.sim.clear_requests().await;
     resync().await;
     resync_done(before + 1).await;
-    idle(&w).await;
+    w.bridge.admin().wait_idle(WAIT).await;
     let unchanged = calls(&w).await;
     assert!(!unchanged.is_empty(), "the drift check lists Coolify");
     assert!(
@@ -320,7 +306,7 @@ async fn a_resync_finds_and_repairs_drift_inside_coolify_with_one_list() {
         (!s["compose"].as_str()?.contains("evil.example") && running).then_some(())
     })
     .await;
-    idle(&w).await;
+    w.bridge.admin().wait_idle(WAIT).await;
     let repaired = calls(&w).await;
     println!("resync with drift: {} calls {repaired:?}", repaired.len());
     // The pass's one list found all three (the first call); lists after it are the status reads of the
@@ -346,7 +332,7 @@ async fn a_resync_finds_and_repairs_drift_inside_coolify_with_one_list() {
     w.sim.clear_requests().await;
     resync().await;
     resync_done(before + 1).await;
-    idle(&w).await;
+    w.bridge.admin().wait_idle(WAIT).await;
     let after = calls(&w).await;
     assert!(
         !after.is_empty() && after.iter().all(|c| c == "GET /services") && after.len() == passes() - before,
@@ -367,7 +353,7 @@ async fn an_action_on_a_service_gone_behind_the_bridges_back_recreates_it() {
     let id = w.create_instance(&tenant, "base-llm", "gone1", "running").await;
     let running = w.wait_status(&id, "running", WAIT).await;
     let uuid = running["coolify_service_id"].as_str().expect("uuid").to_string();
-    idle(&w).await;
+    w.bridge.admin().wait_idle(WAIT).await;
     w.sim.client().delete_service(&uuid).await.expect("delete");
     w.wait("the service gone", WAIT, || async {
         w.sim.service(&uuid).await.is_none().then_some(())

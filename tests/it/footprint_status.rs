@@ -3,7 +3,7 @@
 //! at the default budget one tenant's waiters read its project environment and waiters of several tenants
 //! share the list; at a raised budget each waiter reads its own service and the fleet's list is never read.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cf_testkit::world::World;
 
@@ -38,20 +38,6 @@ async fn world(requests_per_minute: &str) -> World {
     .await
 }
 
-/// Waits until the bridge has no queued or running job (twice in a row, 200 ms apart).
-async fn idle(w: &World) {
-    let admin = w.bridge.admin();
-    let deadline = Instant::now() + WAIT;
-    let mut quiet = 0;
-    while quiet < 2 {
-        assert!(Instant::now() < deadline, "the bridge stayed busy");
-        let (_, v) = admin.get("/admin/jobs?state=queued,running&limit=1").await;
-        let busy = v["counts"]["queued"].as_i64().unwrap_or(0) + v["counts"]["running"].as_i64().unwrap_or(0);
-        quiet = if busy == 0 { quiet + 1 } else { 0 };
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Tenants with their projects made, the bridge idle and the request log cleared.
 async fn tenants(w: &World, slugs: &[&str]) -> Vec<String> {
     let mut ids = Vec::new();
@@ -64,7 +50,7 @@ async fn tenants(w: &World, slugs: &[&str]) -> Vec<String> {
         })
         .await;
     }
-    idle(w).await;
+    w.bridge.admin().wait_idle(WAIT).await;
     ids
 }
 
@@ -82,7 +68,7 @@ async fn reads_until_running(w: &World, instances: &[(&str, String)]) -> (usize,
     for id in &ids {
         w.wait_status(id, "running", WAIT).await;
     }
-    idle(w).await;
+    w.bridge.admin().wait_idle(WAIT).await;
     let log = w.sim.requests().await;
     assert_eq!(log.iter().filter(|r| r["status"] == 429).count(), 0, "no 429");
     let n = |p: &str| log.iter().filter(|r| r["path"] == p).count();

@@ -19,6 +19,19 @@ impl AdminClient {
         }
     }
 
+    /// Waits until the bridge has no queued or running job (seen twice in a row, 200 ms apart).
+    pub async fn wait_idle(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut quiet = 0;
+        while quiet < 2 && Instant::now() < deadline {
+            let (_, v) = self.get("/admin/jobs?state=queued,running&limit=1").await;
+            let busy = v["counts"]["queued"].as_i64().unwrap_or(0) + v["counts"]["running"].as_i64().unwrap_or(0);
+            quiet = if busy == 0 { quiet + 1 } else { 0 };
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(quiet >= 2, "the bridge was still busy after {within:?}");
+    }
+
     /// GET with the admin token; the status and the JSON body (Null if none).
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let r = self

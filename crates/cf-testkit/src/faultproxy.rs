@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -389,15 +389,6 @@ impl ProxiedStack {
 
     /// Waits until the bridge has no queued or running job (seen twice in a row, 200 ms apart).
     pub async fn wait_idle(&self, within: Duration) {
-        let admin = self.bridge.admin();
-        let deadline = Instant::now() + within;
-        let mut quiet = 0;
-        while quiet < 2 && Instant::now() < deadline {
-            let (_, v) = admin.get("/admin/jobs?state=queued,running&limit=1").await;
-            let busy = v["counts"]["queued"].as_i64().unwrap_or(0) + v["counts"]["running"].as_i64().unwrap_or(0);
-            quiet = if busy == 0 { quiet + 1 } else { 0 };
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        assert!(quiet >= 2, "the bridge was still busy after {within:?}");
+        self.bridge.admin().wait_idle(within).await;
     }
 }
