@@ -19,6 +19,10 @@ async fn post_webhook(w: &World, record: &Value, traceparent: &str) -> u16 {
     let secret: WebhookSecret = WEBHOOK_SECRET.parse().expect("webhook secret");
     let mut record = record.clone();
     record["updated"] = json!("2099-01-01 00:00:00.000Z");
+    // A field no version of the record has makes the delivery ask for something no run has claimed: a
+    // delivery asking for what a running job applies is settled as that run's echo (journal::ingest), and
+    // the failing job below runs about every second.
+    record["traced_change"] = json!(1);
     let body =
         serde_json::to_vec(&json!({"event": "update", "collection": "bot_instances", "record": record})).expect("json");
     let ts = chrono::Utc::now().timestamp().to_string();
@@ -58,9 +62,10 @@ async fn a_webhooks_trace_runs_through_journal_job_coolify_and_write_back_across
     })
     .await;
 
-    // The instance's job fails until the fault is lifted; the webhook's event joins it meanwhile.
+    // The instance's job fails until the fault is lifted; the webhook's event joins it meanwhile. The
+    // failing call is slow, so the webhook most likely arrives while a run is in flight.
     w.sim
-        .set_fault(json!({"route": "POST /services", "error_rate": 1.0}))
+        .set_fault(json!({"route": "POST /services", "error_rate": 1.0, "latency_ms": 1500}))
         .await;
     let id = w.create_instance(&tenant, "base-llm", "traced", "running").await;
     w.wait_status(&id, "error", Duration::from_secs(30)).await;
