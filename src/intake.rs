@@ -6,6 +6,7 @@
 //! journal (secrets).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
@@ -22,13 +23,34 @@ pub struct Intake {
     sink: Arc<dyn EventSink>,
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
+    /// See [`Intake::instance_changes`].
+    instance_changes: Arc<AtomicU64>,
 }
 
 impl Intake {
     /// An intake into `sink` that pokes `wake` (the dispatcher's notifier) when a job is due and counts
     /// events in `metrics`.
     pub fn new(sink: Arc<dyn EventSink>, wake: Arc<Notify>, metrics: Arc<Metrics>) -> Self {
-        Intake { sink, wake, metrics }
+        Intake {
+            sink,
+            wake,
+            metrics,
+            instance_changes: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Grows whenever an instance may have changed in PocketBase as far as this process can tell: with
+    /// every instance event PocketBase's side sends (realtime, webhook, resync; the echoes of the bridge's
+    /// own write-backs among them) and every resync pass, which also follows each realtime reconnect.
+    /// While it stands still, a listing of instances taken before still holds.
+    pub fn instance_changes(&self) -> u64 {
+        self.instance_changes.load(Ordering::Acquire)
+    }
+
+    /// A resync pass ended: changes a cut stream missed may be in PocketBase without an event (the
+    /// bridge's own write-backs, which the pass does not enqueue).
+    pub fn resync_passed(&self) {
+        self.instance_changes.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The registry the intake counts in (shared by the producers that count too).
@@ -41,6 +63,11 @@ impl Intake {
     pub async fn submit(&self, mut event: NewEvent) -> Result<Ingested, SinkError> {
         let source = event.source.as_str();
         self.metrics.events_received.with_label_values(&[source]).inc();
+        if event.collection == Collection::BotInstances
+            && matches!(event.source, Source::Realtime | Source::Webhook | Source::Resync)
+        {
+            self.instance_changes.fetch_add(1, Ordering::AcqRel);
+        }
         // The event's trace starts here (or continues the sender's); its job continues it from the journal.
         let span = tracing::info_span!(
             "intake",
@@ -187,6 +214,37 @@ mod tests {
         assert!(woken(&wake).await, "a new job starts at once");
         assert_eq!(intake.replay(Replay::Failed).await.unwrap(), 3);
         assert!(woken(&wake).await, "replayed jobs start at once");
+    }
+
+    #[tokio::test]
+    async fn instance_changes_grow_with_pocketbase_s_instance_events_and_resync_passes_only() {
+        let sink = Arc::new(Scripted(Mutex::new(vec![Ingested::Duplicate; 7])));
+        let intake = Intake::new(sink, Arc::new(Notify::new()), Arc::new(Metrics::new()));
+        let event = |source, collection| {
+            record_event(source, collection, Action::Update, obj(json!({"id": "abc"})), None).unwrap()
+        };
+        for source in [Source::Health, Source::Tenant, Source::Replay] {
+            intake.submit(event(source, Collection::BotInstances)).await.unwrap();
+        }
+        intake
+            .submit(event(Source::Realtime, Collection::Tenants))
+            .await
+            .unwrap();
+        assert_eq!(
+            intake.instance_changes(),
+            0,
+            "none of these changes an instance in PocketBase"
+        );
+        for source in [Source::Realtime, Source::Webhook, Source::Resync] {
+            intake.submit(event(source, Collection::BotInstances)).await.unwrap();
+        }
+        assert_eq!(
+            intake.instance_changes(),
+            3,
+            "even a duplicate says the instance changed"
+        );
+        intake.clone().resync_passed();
+        assert_eq!(intake.instance_changes(), 4, "clones share the count");
     }
 
     fn obj(v: Value) -> Map<String, Value> {

@@ -218,7 +218,9 @@ impl Resyncer {
     /// One pass; false when it failed (and must be retried).
     pub(crate) async fn pass(&self, reason: &'static str) -> bool {
         let drift = self.drift.as_deref();
-        match resync_once_with(self.lister.as_ref(), self.known.as_ref(), drift, &self.intake).await {
+        let outcome = resync_once_with(self.lister.as_ref(), self.known.as_ref(), drift, &self.intake).await;
+        self.intake.resync_passed();
+        match outcome {
             Ok(r) => {
                 tracing::info!(
                     reason,

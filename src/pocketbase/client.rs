@@ -403,11 +403,12 @@ impl PbClient {
     }
 
     /// Every instance matching `filter`, with an empty tail page checked or believed (see [`EmptyTail`]).
-    pub async fn list_instances_with(
+    /// The instances matching `filter`, each decoded as `T` (a type naming only the fields it keeps).
+    pub async fn list_instances_with<T: DeserializeOwned>(
         &self,
         filter: Option<&str>,
         tail: EmptyTail,
-    ) -> Result<Vec<BotInstance>, PbError> {
+    ) -> Result<Vec<T>, PbError> {
         self.list_keyset(BOT_INSTANCES, filter, tail).await
     }
 

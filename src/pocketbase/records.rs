@@ -206,6 +206,23 @@ pub struct BotInstance {
     pub updated: Option<DateTime<Utc>>,
 }
 
+/// What the health poller keeps of an instance between listings: the fields it judges by, a few hundred
+/// bytes where the whole record (config included) can take kilobytes.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct WatchedInstance {
+    pub id: String,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub status: Option<InstanceStatus>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub coolify_service_id: Option<String>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub error_message: Option<String>,
+    #[serde(default, with = "pb_date")]
+    pub last_healthy_at: Option<DateTime<Utc>>,
+    #[serde(default, with = "pb_date")]
+    pub updated: Option<DateTime<Utc>>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeployLog {
     pub id: String,

@@ -5,6 +5,9 @@
 //! asks for a change the record does not show; the instance's job writes `status`, `error_message` and
 //! `last_healthy_at` (only a record's job writes its observed state). A healthy fleet therefore costs
 //! PocketBase no write: live health (last seen healthy) is in memory, shown by the admin API and metrics.
+//! Nor a read each round: the instances listed are kept until the intake has seen an instance change or a
+//! resync pass ([`crate::intake::Intake::instance_changes`]), so an idle fleet is listed once per resync
+//! interval instead of once per poll.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -19,7 +22,7 @@ use crate::coolify::ServiceStatus;
 use crate::coolify::budget::Priority;
 use crate::events::{Action as EventAction, Collection, NewEvent, SinkError, Source};
 use crate::pocketbase::EmptyTail;
-use crate::pocketbase::records::{BotInstance, InstanceStatus, format_pb_date};
+use crate::pocketbase::records::{InstanceStatus, WatchedInstance, format_pb_date};
 
 /// Reads Coolify's statuses, judges them, and hands a changed judgement to the instance's job through
 /// the intake. It writes nothing to PocketBase itself.
@@ -30,6 +33,8 @@ pub struct HealthPoller {
     streaks: HashMap<String, u32>,
     /// The fleet pass judged last.
     last_pass: Option<u64>,
+    /// The instances last listed, and the intake's count of instance changes taken just before.
+    watched: Option<(u64, Vec<WatchedInstance>)>,
 }
 
 impl super::Periodic for HealthPoller {
@@ -52,6 +57,7 @@ impl HealthPoller {
             threshold: threshold.max(1),
             streaks: HashMap::new(),
             last_pass: None,
+            watched: None,
         }
     }
 
@@ -65,17 +71,22 @@ impl HealthPoller {
         self.last_pass = Some(fleet.pass);
         let by_uuid: HashMap<&str, &ServiceStatus> =
             fleet.services.iter().map(|s| (s.uuid.as_str(), &s.status)).collect();
-        let instances = self
-            .ctx
-            .pb
-            .list_instances_with(
-                Some("coolify_service_id != '' && (status = 'running' || status = 'error')"),
-                EmptyTail::Trust,
-            )
-            .await?;
+        let changes = self.ctx.intake.instance_changes();
+        let instances = match self.watched.take() {
+            Some((seen, instances)) if seen == changes => instances,
+            _ => {
+                self.ctx
+                    .pb
+                    .list_instances_with(
+                        Some("coolify_service_id != '' && (status = 'running' || status = 'error')"),
+                        EmptyTail::Trust,
+                    )
+                    .await?
+            }
+        };
         let now = chrono::Utc::now();
         let mut judged = HashMap::new();
-        for inst in instances {
+        for inst in &instances {
             // Only instances the bridge brought up, or that it marked unhealthy, are judged here.
             let health_error = inst.status == Some(InstanceStatus::Error)
                 && inst
@@ -91,7 +102,7 @@ impl HealthPoller {
             // A record changed since the reading (a service just created, say) is judged at the next one.
             if inst.updated.is_some_and(|u| u > fleet.read_at) {
                 if let Some(live) = self.ctx.health.live(&inst.id) {
-                    judged.insert(inst.id, live);
+                    judged.insert(inst.id.clone(), live);
                 }
                 continue;
             }
@@ -108,7 +119,7 @@ impl HealthPoller {
             };
             let asks = health_write(inst.status, inst.error_message.as_deref(), Some(&judgement));
             if (asks.is_some() || verdict == Verdict::Missing)
-                && let Err(e) = self.wake(&inst, &service, &judgement).await
+                && let Err(e) = self.wake(inst, &service, &judgement).await
             {
                 warn!(record_id = %inst.id, error = %e, "health judgement not handed to the instance's job");
             }
@@ -118,8 +129,9 @@ impl HealthPoller {
                 judgement,
                 checked_at: now,
             };
-            judged.insert(inst.id, live);
+            judged.insert(inst.id.clone(), live);
         }
+        self.watched = Some((changes, instances));
         self.streaks.retain(|id, _| judged.contains_key(id));
         self.ctx.health.replace(judged);
         let counts = self.ctx.health.counts();
@@ -132,7 +144,7 @@ impl HealthPoller {
     }
 
     /// Journals a health event for the instance, once per judgement and record version.
-    async fn wake(&self, inst: &BotInstance, service: &str, judgement: &Judgement) -> Result<(), SinkError> {
+    async fn wake(&self, inst: &WatchedInstance, service: &str, judgement: &Judgement) -> Result<(), SinkError> {
         let updated = inst.updated.as_ref().map(format_pb_date).unwrap_or_default();
         let verdict = judgement.verdict.as_str();
         let event = NewEvent {

@@ -1,9 +1,11 @@
 //! Issue 17: an idle fleet costs PocketBase nothing. With nobody changing anything the bridge writes no
 //! record, no `deploy_logs` row and journals no event, reads Coolify's statuses at most once per poll
 //! interval, and keeps live health in memory (admin API, metrics). A real transition is still written.
+//! Nor does it list PocketBase's instances each poll: only after an instance changed or a resync pass.
 
 use std::time::Duration;
 
+use cf_testkit::faultproxy::ProxiedStack;
 use cf_testkit::world::{SIM_QUICK, World};
 use serde_json::Value;
 
@@ -116,4 +118,61 @@ async fn an_idle_fleet_writes_nothing_and_reads_status_once_per_interval() {
     );
     let (_, detail) = stack.bridge.admin().get(&format!("/admin/instances/{}", ids[1])).await;
     assert_eq!(detail["live_health"]["verdict"], "unhealthy", "{detail}");
+}
+
+/// The health poller's listings of instances (its filter names `coolify_service_id`), as the counting
+/// proxy in front of PocketBase saw them.
+fn poller_lists(stack: &ProxiedStack) -> usize {
+    stack
+        .proxy
+        .forwarded(|r| r.starts_with("GET /api/collections/bot_instances/records") && r.contains("coolify_service_id"))
+}
+
+async fn wait_status(stack: &ProxiedStack, id: &str, status: &str) -> Value {
+    cf_testkit::eventually(Duration::from_secs(40), status, || async {
+        let r = stack.record("bot_instances", id).await;
+        (r["status"] == status).then_some(r)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_poller_lists_pocketbase_again_only_after_an_instance_changed() {
+    // No periodic resync inside the test: only instance changes may make the poller list again.
+    let stack = ProxiedStack::start(&[
+        ("CF_BRIDGE__RECONCILE__BAD_READINGS_BEFORE_ERROR", "2"),
+        ("CF_BRIDGE__POCKETBASE__RESYNC_INTERVAL_SECS", "600"),
+    ])
+    .await;
+    let tenant = stack.ready_tenant("watched").await;
+    let first = stack.create_instance(&tenant, "watched-a").await;
+    wait_status(&stack, &first, "running").await;
+    stack.wait_idle(Duration::from_secs(30)).await;
+    // Let the write-back's echo arrive and a poll list the fleet once more.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Six poll intervals (1 s each in the test settings) with nobody changing anything: the listing taken
+    // before still holds.
+    let before = poller_lists(&stack);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let idle = poller_lists(&stack) - before;
+    assert_eq!(idle, 0, "listings of PocketBase's instances in six idle poll intervals");
+
+    // An instance that comes up afterwards is watched all the same: its service exits and it turns error.
+    let second = stack.create_instance(&tenant, "watched-b").await;
+    let running = wait_status(&stack, &second, "running").await;
+    let uuid = running["coolify_service_id"]
+        .as_str()
+        .expect("service uuid")
+        .to_string();
+    stack.sim.force_status(&uuid, Some("exited")).await;
+    let errored = wait_status(&stack, &second, "error").await;
+    assert!(
+        errored["error_message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("health check: "),
+        "{errored}"
+    );
+    assert_eq!(wait_status(&stack, &first, "running").await["status"], "running");
 }
