@@ -113,6 +113,24 @@ pub async fn idle(
     report.add(
         Figure::new(
             SECTION,
+            format!("PocketBase read requests per health poll interval of {poll:.0} s ({label})"),
+            pb_reads as f64 / (wall / poll),
+            "count",
+        )
+        .saturated(sat),
+    );
+    report.add(
+        Figure::new(
+            SECTION,
+            format!("PocketBase CPU, share of a core, average ({label})"),
+            100.0 * usage.cpu_secs[0] / wall,
+            "%",
+        )
+        .saturated(sat),
+    );
+    report.add(
+        Figure::new(
+            SECTION,
             format!("bot_instances records whose `updated` moved ({label})"),
             changed as f64,
             "count",

@@ -48,6 +48,8 @@ pub struct Overrides {
     pub acks_only: bool,
     /// Only 1 replica on SQLite beside 1 and 3 on PostgreSQL (`crate::replicas`).
     pub replicas_only: bool,
+    /// Only the idle fleet phase (section 7).
+    pub idle_only: bool,
 }
 
 #[derive(Debug, Clone)]

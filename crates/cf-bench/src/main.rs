@@ -55,6 +55,9 @@ struct Args {
     /// Run 1 replica on SQLite beside 1 and 3 on PostgreSQL only (`--instances` sets the fleet size).
     #[arg(long)]
     replicas_only: bool,
+    /// Run the idle fleet phase only (`--instances` sets the fleet size).
+    #[arg(long)]
+    idle_only: bool,
     /// Also write every figure of the run as JSON to this file (e.g. docs/bench/full.json).
     #[arg(long)]
     json: Option<PathBuf>,
@@ -76,6 +79,7 @@ async fn main() -> std::process::ExitCode {
         resync_only: args.resync_only,
         acks_only: args.acks_only,
         replicas_only: args.replicas_only,
+        idle_only: args.idle_only,
     };
     let started = chrono::Utc::now();
     match run::run(args.mode, overrides, args.pocketbase, args.work_dir).await {

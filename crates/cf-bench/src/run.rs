@@ -166,6 +166,23 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         resources::budget(&b, n, sizes.budget_secs, full, &mut report).await?;
         return Ok(report);
     }
+    if overrides.idle_only {
+        let n = overrides.instances.unwrap_or(sizes.idle_instances);
+        eprintln!(
+            "idle fleet only ({n} running instances, {} s, bridge at its defaults) ...",
+            sizes.idle_secs
+        );
+        idle::idle(
+            paths,
+            &root.join("idle"),
+            (n, sizes.idle_secs),
+            A_BUDGET,
+            full,
+            &mut report,
+        )
+        .await?;
+        return Ok(report);
+    }
     if overrides.replicas_only {
         let n = overrides.instances.unwrap_or(sizes.instances.min(500));
         super::replicas::compare(paths, root, n, sizes.throughput_secs, &mut report).await?;
