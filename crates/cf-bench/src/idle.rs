@@ -21,6 +21,24 @@ const STATUS_READS: [&str; 3] = [
     "GET /projects/{uuid}/{environment_name_or_uuid}",
 ];
 
+/// Events journaled so far (received less deduplicated), by source.
+async fn journaled_by_source(stack: &Stack) -> Result<Vec<(&'static str, f64)>> {
+    let mut out = Vec::new();
+    for source in ["realtime", "webhook", "resync", "replay", "tenant", "health"] {
+        let label = format!("source=\"{source}\"");
+        let received = stack
+            .bridge
+            .metric_sum_where("cf_bridge_events_received_total", &label)
+            .await?;
+        let duplicates = stack
+            .bridge
+            .metric_sum_where("cf_bridge_events_deduplicated_total", &label)
+            .await?;
+        out.push((source, received - duplicates));
+    }
+    Ok(out)
+}
+
 async fn wait_running(stack: &Stack, n: usize, limit: Duration) -> Result<()> {
     let t = Instant::now();
     loop {
@@ -71,6 +89,7 @@ pub async fn idle(
         .metric_sum_where("cf_bridge_events_received_total", "source=\"webhook\"")
         .await?;
     let journaled0 = stack.bridge.journaled().await?;
+    let by_source0 = journaled_by_source(&stack).await?;
     let [pb_pid, bridge_pid, sim_pid] = stack.pids();
     let window = procs::Window::open(&[pb_pid, bridge_pid, sim_pid, Some(std::process::id())]);
     let from = pb_time(chrono::Utc::now());
@@ -83,6 +102,13 @@ pub async fn idle(
         .await?
         - webhooks0;
     let journaled = stack.bridge.journaled().await? - journaled0;
+    let by_source: Vec<String> = journaled_by_source(&stack)
+        .await?
+        .into_iter()
+        .zip(by_source0)
+        .filter(|((_, after), (_, before))| after > before)
+        .map(|((source, after), (_, before))| format!("{} {source}", after - before))
+        .collect();
     let log = stack.sim.requests().await?;
     let gets = log.iter().filter(|r| r.method == "GET").count();
     let reads = log.iter().filter(|r| STATUS_READS.contains(&r.path.as_str())).count();
@@ -217,9 +243,10 @@ pub async fn idle(
         "MiB",
     ));
     report.note(format!(
-        "idle: {n} running instances set up in {:.1} s (bridge budget {setup_budget}/min), then the bridge restarted at every default (health poll {poll:.0} s, resync and orphan scan {resync:.0} s, budget {}/min) and watched for {wall:.1} s: {writes} PocketBase write requests and {pb_reads} reads, {changed} records changed, {webhooks:.0} webhooks, {journaled:.0} events journaled, {} Coolify calls ({gets} GET, {reads} of them status reads); machine {:.0}% busy, load average {:.1}{}{}",
+        "idle: {n} running instances set up in {:.1} s (bridge budget {setup_budget}/min), then the bridge restarted at every default (health poll {poll:.0} s, resync and orphan scan {resync:.0} s, budget {}/min) and watched for {wall:.1} s: {writes} PocketBase write requests and {pb_reads} reads, {changed} records changed, {webhooks:.0} webhooks, {journaled:.0} events journaled{}, {} Coolify calls ({gets} GET, {reads} of them status reads); machine {:.0}% busy, load average {:.1}{}{}",
         setup.as_secs_f64(),
         stack.settings().coolify.requests_per_minute,
+        if by_source.is_empty() { String::new() } else { format!(" ({})", by_source.join(", ")) },
         log.len(),
         100.0 * usage.machine_busy,
         usage.loadavg_1m,
