@@ -39,7 +39,31 @@ async fn finish(w: &World, timeout: Duration) -> (Duration, Vec<String>) {
     if dead > 0 {
         v.push(format!("{dead} dead jobs"));
     }
+    if !v.is_empty() {
+        v.push(keep_bridge_files(w));
+    }
     (took, v)
+}
+
+/// Copies the bridge's log and journal out of its temporary directory, which is removed with the scenario:
+/// a violation is only worth as much as what shows how it came about.
+fn keep_bridge_files(w: &World) -> String {
+    let name = w
+        .bridge
+        .dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let kept = cf_testkit::repo_root()
+        .join("test-artifacts")
+        .join(format!("reliability-{name}"));
+    if let Err(e) = std::fs::create_dir_all(&kept) {
+        return format!("the bridge's files could not be kept in {}: {e}", kept.display());
+    }
+    for file in ["bridge.log", "journal.db", "journal.db-wal"] {
+        let _ = std::fs::copy(w.bridge.dir.join(file), kept.join(file));
+    }
+    format!("the bridge's log and journal are kept in {}", kept.display())
 }
 
 /// A random stream of changes over `instances`: toggles desired_state or changes config.
