@@ -10,7 +10,7 @@ use super::actor::{Actor, RunActor};
 use super::context::{ActionLog, Context, service_intent_key, service_name};
 use super::drift::{Drift, compose_note, compose_note_value, drift_note};
 use super::error::ReconcileError;
-use super::judgement::{HealthWrite, Judgement, Verdict, health_write};
+use super::judgement::{HealthWrite, Judgement, Verdict, health_write, shows_settled};
 use super::outcome;
 use super::plan::{self, Action, Blocked, DeletedInstanceAction, EffectiveState, InstanceInput, Observed, Spec};
 use super::retention;
@@ -96,7 +96,8 @@ pub async fn reconcile(
     let pending = pending_write_back(ctx, &inst).await?;
     // Our own write-back comes back as an update event: an unchanged spec needs no Coolify call, unless
     // the health poller saw the service vanish or the resync found it changed inside Coolify (then it
-    // must be observed and repaired).
+    // must be observed and repaired), the job's last attempt failed or was cut short (it may have changed
+    // the service), or the record's status does not show the outcome (a run left it behind).
     let judgement = ctx.health.get(&inst.id);
     let drift = ctx.journal.note(&drift_note(&inst.id)).await?;
     let drift = drift.as_deref().map(Drift::parse);
@@ -105,6 +106,8 @@ pub async fn reconcile(
         && pending.is_none()
         && drift.is_none()
         && !unconfirmed
+        && !after_failure
+        && shows_settled(inst.status, inst.error_message.as_deref(), d.spec.state)
         && inst.applied_hash.as_deref() == Some(d.spec.fingerprint().as_str())
         && judgement.as_ref().is_none_or(|j| j.verdict != Verdict::Missing)
     {
@@ -230,9 +233,11 @@ async fn plan_and_execute(
         }),
         observed: observed.clone(),
     };
-    let actions = match pending {
-        Some(_) => plan::plan_instance_with_pending_write_back(&input),
-        None => plan::plan_instance(&input),
+    let settled = shows_settled(inst.status, inst.error_message.as_deref(), desired.spec.state);
+    let actions = if pending.is_some() || !settled {
+        plan::plan_instance_with_write_back(&input)
+    } else {
+        plan::plan_instance(&input)
     };
     info!(record_id = %inst.id, actions = ?actions, seen = ?seen, "reconciling instance");
     let run = Run {
@@ -799,16 +804,22 @@ async fn execute(
     // Completing an earlier action whose write-back was lost: that action's pending row is the one.
     let completes_pending = completing_pending && actions.iter().all(|a| matches!(a, Action::WriteBack(_)));
     let row = (!actions.is_empty() && !completes_pending).then(|| {
-        let mut row = log.row(
-            DeployStatus::Success,
+        let message = if actions.iter().all(|a| matches!(a, Action::WriteBack(_))) {
+            format!(
+                "service {} is {} as asked: the record shows it again",
+                uuid.as_deref().unwrap_or("-"),
+                desired.spec.state.as_str()
+            )
+        } else {
             with_door(
                 door_change(inst, desired, actions),
                 with_door(
                     version_change(desired).as_deref(),
                     success_message(log_action, desired, uuid.as_deref()),
                 ),
-            ),
-        );
+            )
+        };
+        let mut row = log.row(DeployStatus::Success, message);
         // Until the row is confirmed, a retry knows what Coolify runs even if the write-back was lost.
         if write_back.is_some() {
             row.applied_hash = Some(desired.spec.fingerprint());

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 
+use super::plan::EffectiveState;
 use crate::coolify::ServiceStatus;
 use crate::pocketbase::records::InstanceStatus;
 
@@ -90,6 +91,22 @@ pub fn health_write(
     }
 }
 
+/// Pure step: whether a record's status shows a settled outcome of a spec in `state`, so that a record
+/// whose applied spec is the desired one needs no run. `deploying`, `pending` and an action's `error` are
+/// not settled: a run killed after marking the record, a failed change taken back, a block lifted with
+/// the spec as it was all leave them behind while Coolify already runs the spec; only a write-back clears
+/// them. The poller's own `error` on a service that should run is settled: its judgement clears it.
+pub fn shows_settled(status: Option<InstanceStatus>, error_message: Option<&str>, state: EffectiveState) -> bool {
+    match status {
+        Some(InstanceStatus::Running) => state == EffectiveState::Running,
+        Some(InstanceStatus::Stopped) => state == EffectiveState::Stopped,
+        Some(InstanceStatus::Error) => {
+            state == EffectiveState::Running && error_message.is_some_and(|m| m.starts_with(HEALTH_PREFIX))
+        }
+        _ => false,
+    }
+}
+
 /// One instance's live health: the latest judgement, when it was made, and when the service was last
 /// seen healthy (by this process, or as the record last showed it).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +173,34 @@ impl HealthBoard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_status_that_shows_the_outcome_is_settled() {
+        use EffectiveState::{Running as R, Stopped as S};
+        use InstanceStatus::{Deploying, Error, Pending, Running, Stopped};
+        let health = Some("health check: service s reads exited for 3 consecutive checks");
+        let failed = Some("coolify: 500 on start");
+        for (status, message, state, settled) in [
+            (Some(Running), None, R, true),
+            (Some(Stopped), None, S, true),
+            (Some(Running), None, S, false),
+            (Some(Stopped), None, R, false),
+            (Some(Deploying), None, R, false),
+            (Some(Deploying), None, S, false),
+            (Some(Pending), None, R, false),
+            (None, None, R, false),
+            (Some(Error), health, R, true),
+            (Some(Error), health, S, false),
+            (Some(Error), failed, R, false),
+            (Some(Error), failed, S, false),
+        ] {
+            assert_eq!(
+                shows_settled(status, message, state),
+                settled,
+                "{status:?} {message:?} {state:?}"
+            );
+        }
+    }
 
     #[test]
     fn the_job_writes_only_what_the_judgement_changes() {

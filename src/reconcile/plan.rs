@@ -228,9 +228,10 @@ pub fn plan_instance(input: &InstanceInput) -> Vec<Action> {
     actions
 }
 
-/// Plans an instance whose `applied` spec is known only to the journal: its action succeeded in Coolify
-/// but the write-back has not landed yet. When Coolify already matches, only that write-back is left.
-pub fn plan_instance_with_pending_write_back(input: &InstanceInput) -> Vec<Action> {
+/// Plans an instance whose record does not show the outcome of what Coolify runs: an action's write-back
+/// has not landed yet (its `applied` spec is known only to the journal), or the status was left behind by
+/// a run that did not finish. When Coolify already matches, only the write-back is left.
+pub fn plan_instance_with_write_back(input: &InstanceInput) -> Vec<Action> {
     match plan_instance(input) {
         actions if actions.is_empty() => vec![Action::WriteBack(input.desired.state)],
         actions => actions,
@@ -573,16 +574,16 @@ mod tests {
             observed: present(running),
         };
         assert_eq!(
-            plan_instance_with_pending_write_back(&pending(&deployed, true)),
+            plan_instance_with_write_back(&pending(&deployed, true)),
             vec![WriteBack(R)]
         );
         // Coolify no longer matches, or the record asks for something else: a normal plan.
         assert_eq!(
-            plan_instance_with_pending_write_back(&pending(&deployed, false)),
+            plan_instance_with_write_back(&pending(&deployed, false)),
             vec![MarkDeploying, Start, WaitRunning, WriteBack(R)]
         );
         assert_eq!(
-            plan_instance_with_pending_write_back(&pending(&spec(S, "c", "e", ""), true)),
+            plan_instance_with_write_back(&pending(&spec(S, "c", "e", ""), true)),
             vec![Stop, WriteBack(S)]
         );
     }

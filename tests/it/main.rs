@@ -36,6 +36,7 @@ mod lifecycle_actor;
 mod lifecycle_domains;
 mod lifecycle_midjob;
 mod lifecycle_retention;
+mod lifecycle_settled;
 mod lifecycle_suspend;
 mod lifecycle_waiting;
 mod metrics_bind;
