@@ -723,6 +723,7 @@ impl CoolifyClient {
         &self,
         mut judge: impl FnMut(ServiceLook) -> Option<U> + Send,
     ) -> Result<Vec<U>, CoolifyError> {
+        let _under_way = self.inner.fleet.begin();
         let (taken, read_at) = (Instant::now(), chrono::Utc::now());
         let both = self
             .scan_services(Priority::Normal, |service: BriefAndCompose| {
@@ -741,7 +742,8 @@ impl CoolifyClient {
     }
 
     /// The fleet's services from a pass younger than `max_age` other than pass `judged` (a reader's last),
-    /// else from a new pass: the fleet-wide tasks then share one `GET /services` per poll interval.
+    /// else from the pass under way once it ends, else from a new pass: the fleet-wide tasks then share one
+    /// `GET /services` per poll interval.
     pub async fn fleet(
         &self,
         max_age: Duration,
@@ -751,6 +753,13 @@ impl CoolifyClient {
         if let Some(list) = self.inner.fleet.fresh(max_age, judged) {
             return Ok(list);
         }
+        // A pass under way (the drift check's, another reader's) serves once it ends.
+        if self.inner.fleet.await_under_way(max_age).await
+            && let Some(list) = self.inner.fleet.fresh(max_age, judged)
+        {
+            return Ok(list);
+        }
+        let _under_way = self.inner.fleet.begin();
         let (taken, read_at) = (Instant::now(), chrono::Utc::now());
         let services: Vec<ServiceBrief> = self.scan_services(priority, Some).await?;
         Ok(self.inner.fleet.keep(taken, read_at, services))

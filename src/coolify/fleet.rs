@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use tokio::sync::watch;
 
 use super::status::ServiceStatus;
 use super::types::ServiceLook;
@@ -67,13 +68,51 @@ pub struct FleetList {
 }
 
 /// The last pass, shared by the client's clones.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct LastPass {
     last: Mutex<Option<Arc<FleetList>>>,
     passes: Mutex<u64>,
+    /// How many passes are under way. A reader that comes while one is waits for it: on a loaded machine
+    /// a pass takes long enough that a poll tick landing in it would otherwise list the fleet a second time.
+    under_way: watch::Sender<usize>,
+}
+
+impl Default for LastPass {
+    fn default() -> Self {
+        LastPass {
+            last: Mutex::default(),
+            passes: Mutex::default(),
+            under_way: watch::Sender::new(0),
+        }
+    }
+}
+
+/// A pass under way, until dropped (finished, failed or cancelled).
+pub(super) struct UnderWay<'a>(&'a LastPass);
+
+impl Drop for UnderWay<'_> {
+    fn drop(&mut self) {
+        self.0.under_way.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl LastPass {
+    pub(super) fn begin(&self) -> UnderWay<'_> {
+        self.under_way.send_modify(|n| *n += 1);
+        UnderWay(self)
+    }
+
+    /// Waits, at most `limit`, for the passes under way to end; false when there were none.
+    pub(super) async fn await_under_way(&self, limit: Duration) -> bool {
+        let mut under_way = self.under_way.subscribe();
+        if *under_way.borrow_and_update() == 0 {
+            return false;
+        }
+        // A pass that outlives the limit (or fails) is not waited for again: the reader lists itself.
+        let _ = tokio::time::timeout(limit, under_way.wait_for(|n| *n == 0)).await;
+        true
+    }
+
     /// The last pass if it is younger than `max_age` and is not pass `judged`.
     pub(super) fn fresh(&self, max_age: Duration, judged: Option<u64>) -> Option<Arc<FleetList>> {
         let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);

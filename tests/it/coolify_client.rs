@@ -569,3 +569,42 @@ async fn service_list_read_as_it_streams_equals_the_whole_answer_decoded() {
             .collect::<Vec<_>>()
     );
 }
+
+/// A fleet reader that comes while a pass is under way waits for it instead of listing the fleet again:
+/// on a loaded machine a poll tick often lands inside the drift check's slow list.
+#[tokio::test]
+async fn a_fleet_reader_shares_the_pass_under_way() {
+    let sim = fast_sim(&[]);
+    let c = client(&sim);
+    let p = ensure_project(&c, "cf-acme-shared", None).await.expect("project");
+    let uuid = c
+        .create_service(&service_req(&p, "cf-shared0", None))
+        .await
+        .expect("create")
+        .uuid;
+    sim.set_fault(json!({"route": "GET /services", "latency_ms": 1500}))
+        .await;
+    sim.clear_requests().await;
+    let drift = c.clone();
+    let looks = tokio::spawn(async move { drift.list_service_looks(|l| Some(l.uuid)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fleet = c
+        .fleet(Duration::from_secs(30), None, budget::Priority::Urgent)
+        .await
+        .expect("fleet");
+    assert_eq!(looks.await.expect("task").expect("looks"), vec![uuid.clone()]);
+    assert_eq!(
+        fleet.services.iter().map(|s| s.uuid.as_str()).collect::<Vec<_>>(),
+        [uuid.as_str()]
+    );
+    let lists = cf_testkit::sim::count(&sim.requests().await, "GET /services");
+    assert_eq!(lists, 1, "one list for the drift check and the reader");
+
+    // The pass is judged by this reader now: its next reading lists anew, at once.
+    let next = c
+        .fleet(Duration::from_secs(30), Some(fleet.pass), budget::Priority::Urgent)
+        .await
+        .expect("fleet");
+    assert!(next.pass > fleet.pass);
+    assert_eq!(cf_testkit::sim::count(&sim.requests().await, "GET /services"), 2);
+}
