@@ -601,7 +601,10 @@ fn spawn_sources(tasks: &mut JoinSet<()>, ctx: &Context, trigger: resync::Trigge
 /// What a resync pass lists, compares with and hands its findings to.
 fn resyncer(ctx: &Context) -> resync::Resyncer {
     resync::Resyncer {
-        lister: Arc::new(ctx.pb.clone()),
+        lister: Arc::new(crate::pocketbase::ResyncLister {
+            pb: ctx.pb.clone(),
+            intake: ctx.intake.clone(),
+        }),
         known: Arc::new(ctx.journal.clone()),
         drift: Some(Arc::new(crate::reconcile::drift::Checker(ctx.clone()))),
         intake: ctx.intake.clone(),

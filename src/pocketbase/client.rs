@@ -20,7 +20,7 @@ use super::error::PbError;
 use super::records::{
     BOT_INSTANCES, BOT_TEMPLATES, BRIDGE_ERROR_MAX, BotInstance, BotTemplate, DEPLOY_LOGS, DeployLog,
     ERROR_MESSAGE_MAX, InstancePatch, LOG_MESSAGE_MAX, NewDeployLog, PENDING_REASON_MAX, TENANTS, Tenant, TenantPatch,
-    filter_quote, truncate_chars,
+    WatchedInstance, WatchedOffer, filter_quote, truncate_chars,
 };
 use super::token::CachedToken;
 use crate::bounded;
@@ -63,6 +63,8 @@ struct Inner {
     settings: PocketBaseSettings,
     /// Held across login/refresh so concurrent callers wait for one renewal instead of racing.
     token: Mutex<Option<CachedToken>>,
+    /// The resync's listing of watched instances, for the health poller (see [`super::sources`]).
+    watched: WatchedOffer,
 }
 
 impl fmt::Debug for PbClient {
@@ -163,6 +165,7 @@ impl PbClient {
                 http,
                 settings: settings.clone(),
                 token: Mutex::new(None),
+                watched: Default::default(),
             }),
         })
     }
@@ -768,6 +771,18 @@ fn decode_bytes<T: DeserializeOwned>(status: StatusCode, body: &[u8], what: &str
 fn from_value<T: DeserializeOwned>(v: serde_json::Value, collection: &str) -> Result<T, PbError> {
     let id = v.get("id").and_then(|i| i.as_str()).unwrap_or("?").to_string();
     serde_json::from_value(v).map_err(|e| PbError::Decode(format!("{collection} record {id}: {e}")))
+}
+
+impl PbClient {
+    pub(super) fn offer_watched(&self, listed_from: u64, instances: Vec<WatchedInstance>) {
+        self.inner.watched.offer(listed_from, instances);
+    }
+
+    /// The last resync pass's listing of the instances the health poller watches, when no instance
+    /// event came between its start and `changes` but the pass's own end (see `records::WatchedOffer`).
+    pub fn take_watched(&self, changes: u64) -> Option<Vec<WatchedInstance>> {
+        self.inner.watched.take(changes)
+    }
 }
 
 #[cfg(test)]

@@ -13,3 +13,4 @@ pub use records::{
     BotInstance, BotTemplate, DeployAction, DeployLog, DeployStatus, DesiredState, InstancePatch, InstanceStatus,
     NewDeployLog, PlanTier, Tenant, TenantPatch, TenantStatus,
 };
+pub use sources::ResyncLister;

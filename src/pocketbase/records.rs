@@ -2,6 +2,8 @@
 //!
 //! PocketBase sends empty text, select and date fields as `""` and unset json as `null`; those become `None`.
 
+use std::sync::{Mutex, PoisonError};
+
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -208,7 +210,7 @@ pub struct BotInstance {
 
 /// What the health poller keeps of an instance between listings: the fields it judges by, a few hundred
 /// bytes where the whole record (config included) can take kilobytes.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct WatchedInstance {
     pub id: String,
     #[serde(default, deserialize_with = "empty_as_none")]
@@ -221,6 +223,52 @@ pub struct WatchedInstance {
     pub last_healthy_at: Option<DateTime<Utc>>,
     #[serde(default, with = "pb_date")]
     pub updated: Option<DateTime<Utc>>,
+}
+
+impl WatchedInstance {
+    /// The instances the health poller watches: with a service, `running` or `error`.
+    pub const FILTER: &'static str = "coolify_service_id != '' && (status = 'running' || status = 'error')";
+
+    /// What the poller keeps of `i`, when [`Self::FILTER`] selects it (the same test, on a record already read).
+    pub fn of(i: &BotInstance) -> Option<WatchedInstance> {
+        let service = i.coolify_service_id.as_deref().filter(|s| !s.is_empty())?;
+        matches!(i.status, Some(InstanceStatus::Running | InstanceStatus::Error)).then(|| WatchedInstance {
+            id: i.id.clone(),
+            status: i.status,
+            coolify_service_id: Some(service.to_owned()),
+            error_message: i.error_message.clone(),
+            last_healthy_at: i.last_healthy_at,
+            updated: i.updated,
+        })
+    }
+}
+
+/// The instances the health poller watches, as the last resync pass listed them, with the count of
+/// instance changes ([`crate::intake::Intake::instance_changes`]) when that listing began. The poller takes it instead
+/// of listing PocketBase itself only when the count has moved since by the end of that pass alone: any
+/// instance event between (a change, the pass's own findings) may be missing from it.
+#[derive(Debug, Default)]
+pub(super) struct WatchedOffer(Mutex<Option<(u64, Vec<WatchedInstance>)>>);
+
+impl WatchedOffer {
+    pub(super) fn offer(&self, listed_from: u64, instances: Vec<WatchedInstance>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((listed_from, instances));
+    }
+
+    /// The offered listing if `changes` is one more than when it began (the pass's end); an offer the
+    /// count has passed is dropped, one whose pass has not ended is kept.
+    pub(super) fn take(&self, changes: u64) -> Option<Vec<WatchedInstance>> {
+        let mut offer = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let end = offer.as_ref()?.0.checked_add(1)?;
+        match end.cmp(&changes) {
+            std::cmp::Ordering::Equal => offer.take().map(|(_, instances)| instances),
+            std::cmp::Ordering::Less => {
+                *offer = None;
+                None
+            }
+            std::cmp::Ordering::Greater => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -403,6 +451,62 @@ mod tests {
         assert_eq!(parse_pb_date("").unwrap(), None);
         assert_eq!(parse_pb_date("2026-11-22T15:21:17.216Z").unwrap(), Some(d));
         assert!(parse_pb_date("yesterday").is_err());
+    }
+
+    fn watched(id: &str) -> WatchedInstance {
+        WatchedInstance {
+            id: id.into(),
+            status: None,
+            coolify_service_id: None,
+            error_message: None,
+            last_healthy_at: None,
+            updated: None,
+        }
+    }
+
+    #[test]
+    fn an_offer_serves_only_the_count_its_own_pass_ended_at() {
+        let offer = WatchedOffer::default();
+        assert_eq!(offer.take(0), None, "nothing offered");
+        offer.offer(5, vec![watched("a")]);
+        assert_eq!(offer.take(5), None, "the pass has not ended: kept");
+        assert_eq!(offer.take(6), Some(vec![watched("a")]), "ended, nothing else came");
+        assert_eq!(offer.take(6), None, "taken once");
+        offer.offer(6, vec![watched("b")]);
+        assert_eq!(offer.take(8), None, "an instance event came during the pass");
+        assert_eq!(offer.take(7), None, "and the stale offer is gone");
+    }
+
+    #[test]
+    fn a_watched_instance_made_from_a_record_read_is_the_one_its_filter_lists() {
+        let record = |status: &str, service: &str, error: &str| {
+            json!({"id": "abcdefghijklmno", "tenant": "t", "name": "n", "template": "x", "subdomain": "s",
+                "status": status, "coolify_service_id": service, "error_message": error,
+                "last_healthy_at": "2026-11-22 15:21:17.216Z", "updated": "2026-11-23 13:14:28.226Z"})
+        };
+        for (status, service, error, listed) in [
+            ("running", "svc1", "", true),
+            (
+                "error",
+                "svc1",
+                "health check: service svc1 reads exited for 3 consecutive checks",
+                true,
+            ),
+            ("error", "svc1", "", true),
+            ("stopped", "svc1", "", false),
+            ("deploying", "svc1", "", false),
+            ("pending", "", "", false),
+            ("running", "", "", false),
+        ] {
+            let raw = record(status, service, error);
+            let inst: BotInstance = serde_json::from_value(raw.clone()).unwrap();
+            let as_listed: WatchedInstance = serde_json::from_value(raw).unwrap();
+            let made = WatchedInstance::of(&inst);
+            assert_eq!(made.is_some(), listed, "{status} {service:?}");
+            if listed {
+                assert_eq!(made, Some(as_listed), "{status} {error:?}");
+            }
+        }
     }
 
     #[test]

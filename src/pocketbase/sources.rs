@@ -1,9 +1,11 @@
-//! The PocketBase client as the token source of the realtime consumer and the lister of the resync.
+//! The PocketBase client as the token source of the realtime consumer and the lister of the resync; the
+//! resync's listing of instances also serves the health poller (`records::WatchedOffer`).
 
 use super::client::PbClient;
 use super::realtime::{TokenFuture, TokenSource};
-use super::records::{BotInstance, Tenant, format_pb_date};
+use super::records::{BotInstance, Tenant, WatchedInstance, format_pb_date};
 use crate::events::Collection;
+use crate::intake::Intake;
 use crate::resync::{ListFuture, RecordLister, RecordStamp};
 
 impl TokenSource for PbClient {
@@ -31,17 +33,26 @@ fn instance_stamp(i: BotInstance) -> RecordStamp {
     }
 }
 
-impl RecordLister for PbClient {
+/// The resync's lister: PocketBase's records, whose instances it also offers to the health poller.
+pub struct ResyncLister {
+    pub pb: PbClient,
+    pub intake: Intake,
+}
+
+impl RecordLister for ResyncLister {
     // list_all verifies the token before it believes an empty page, so "empty" never hides a dead token.
     fn list(&self, c: Collection) -> ListFuture<'_, Vec<RecordStamp>> {
         Box::pin(async move {
             match c {
                 Collection::Tenants => {
-                    let v: Vec<Tenant> = self.list_tenants().await?;
+                    let v: Vec<Tenant> = self.pb.list_tenants().await?;
                     Ok(v.into_iter().map(|t| stamp(t.id, t.updated)).collect())
                 }
                 Collection::BotInstances => {
-                    let v: Vec<BotInstance> = self.list_instances(None).await?;
+                    let listed_from = self.intake.instance_changes();
+                    let v: Vec<BotInstance> = self.pb.list_instances(None).await?;
+                    let watched = v.iter().filter_map(WatchedInstance::of).collect();
+                    self.pb.offer_watched(listed_from, watched);
                     Ok(v.into_iter().map(instance_stamp).collect())
                 }
             }

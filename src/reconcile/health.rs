@@ -74,15 +74,16 @@ impl HealthPoller {
         let changes = self.ctx.intake.instance_changes();
         let instances = match self.watched.take() {
             Some((seen, instances)) if seen == changes => instances,
-            _ => {
-                self.ctx
-                    .pb
-                    .list_instances_with(
-                        Some("coolify_service_id != '' && (status = 'running' || status = 'error')"),
-                        EmptyTail::Trust,
-                    )
-                    .await?
-            }
+            // The resync pass that moved the count listed them already.
+            _ => match self.ctx.pb.take_watched(changes) {
+                Some(instances) => instances,
+                None => {
+                    self.ctx
+                        .pb
+                        .list_instances_with(Some(WatchedInstance::FILTER), EmptyTail::Trust)
+                        .await?
+                }
+            },
         };
         let now = chrono::Utc::now();
         let mut judged = HashMap::new();

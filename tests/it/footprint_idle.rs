@@ -172,3 +172,45 @@ async fn the_poller_lists_pocketbase_again_only_after_an_instance_changed() {
     assert!(health_error(&errored), "{errored}");
     assert_eq!(wait_status(&stack, &first, "running").await["status"], "running");
 }
+
+/// PocketBase's instance listings without the poller's filter: the resync's.
+fn resync_lists(stack: &ProxiedStack) -> usize {
+    stack
+        .proxy
+        .forwarded(|r| r.starts_with("GET /api/collections/bot_instances/records") && !r.contains("coolify_service_id"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_poller_takes_its_listing_from_the_resync_pass() {
+    // A resync every 2 s: before, the poller listed the instances again after each pass.
+    let stack = ProxiedStack::start(&[
+        ("CF_BRIDGE__RECONCILE__BAD_READINGS_BEFORE_ERROR", "2"),
+        ("CF_BRIDGE__POCKETBASE__RESYNC_INTERVAL_SECS", "2"),
+    ])
+    .await;
+    let tenant = stack.ready_tenant("offered").await;
+    let first = stack.create_instance(&tenant, "offered-a").await;
+    wait_status(&stack, &first, "running").await;
+    stack.wait_idle(Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let (polled, passes) = (poller_lists(&stack), resync_lists(&stack));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (polled, passes) = (poller_lists(&stack) - polled, resync_lists(&stack) - passes);
+    assert!(passes >= 3, "{passes} resync listings in 10 s");
+    // One for a realtime echo that lands in the window on a loaded machine; before, one per pass.
+    assert!(
+        polled <= 1,
+        "the poller listed PocketBase {polled} times beside {passes} resync listings"
+    );
+
+    // The listing it takes from the pass holds an instance that comes up afterwards: the poller judges it.
+    // (Its service stopping would be repaired by the resync's drift check first, at this interval.)
+    let second = stack.create_instance(&tenant, "offered-b").await;
+    wait_status(&stack, &second, "running").await;
+    cf_testkit::eventually(Duration::from_secs(20), "the new instance judged", || async {
+        let (_, detail) = stack.bridge.admin().get(&format!("/admin/instances/{second}")).await;
+        (detail["live_health"]["verdict"] == "healthy").then_some(())
+    })
+    .await;
+}
