@@ -138,20 +138,26 @@ async fn wait_status(stack: &ProxiedStack, id: &str, status: &str) -> Value {
     .await
 }
 
+/// A stack with a resync every `resync_secs`, a tenant and one instance `running`, the bridge idle and the
+/// write-back's echo arrived (a poll has listed the fleet once more).
+async fn one_running_instance(slug: &str, resync_secs: &str) -> (ProxiedStack, String, String) {
+    let stack = ProxiedStack::start(&[
+        ("CF_BRIDGE__RECONCILE__BAD_READINGS_BEFORE_ERROR", "2"),
+        ("CF_BRIDGE__POCKETBASE__RESYNC_INTERVAL_SECS", resync_secs),
+    ])
+    .await;
+    let tenant = stack.ready_tenant(slug).await;
+    let first = stack.create_instance(&tenant, &format!("{slug}-a")).await;
+    wait_status(&stack, &first, "running").await;
+    stack.wait_idle(Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    (stack, tenant, first)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_poller_lists_pocketbase_again_only_after_an_instance_changed() {
     // No periodic resync inside the test: only instance changes may make the poller list again.
-    let stack = ProxiedStack::start(&[
-        ("CF_BRIDGE__RECONCILE__BAD_READINGS_BEFORE_ERROR", "2"),
-        ("CF_BRIDGE__POCKETBASE__RESYNC_INTERVAL_SECS", "600"),
-    ])
-    .await;
-    let tenant = stack.ready_tenant("watched").await;
-    let first = stack.create_instance(&tenant, "watched-a").await;
-    wait_status(&stack, &first, "running").await;
-    stack.wait_idle(Duration::from_secs(30)).await;
-    // Let the write-back's echo arrive and a poll list the fleet once more.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (stack, tenant, first) = one_running_instance("watched", "600").await;
 
     // Six poll intervals (1 s each in the test settings) with nobody changing anything: the listing taken
     // before still holds.
@@ -183,16 +189,7 @@ fn resync_lists(stack: &ProxiedStack) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_poller_takes_its_listing_from_the_resync_pass() {
     // A resync every 2 s: before, the poller listed the instances again after each pass.
-    let stack = ProxiedStack::start(&[
-        ("CF_BRIDGE__RECONCILE__BAD_READINGS_BEFORE_ERROR", "2"),
-        ("CF_BRIDGE__POCKETBASE__RESYNC_INTERVAL_SECS", "2"),
-    ])
-    .await;
-    let tenant = stack.ready_tenant("offered").await;
-    let first = stack.create_instance(&tenant, "offered-a").await;
-    wait_status(&stack, &first, "running").await;
-    stack.wait_idle(Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (stack, tenant, _) = one_running_instance("offered", "2").await;
 
     let (polled, passes) = (poller_lists(&stack), resync_lists(&stack));
     tokio::time::sleep(Duration::from_secs(10)).await;
