@@ -283,7 +283,9 @@ impl App {
                 fleet.start(&mut tasks, resync.clone(), &cancel).await;
             }
             Some((cfg, lease)) => {
-                tasks.spawn(operator_resyncs(resyncer(&ctx), resync.clone(), cancel.clone()).with_current_subscriber());
+                tasks.spawn(
+                    operator_resyncs(resyncer(&ctx, false), resync.clone(), cancel.clone()).with_current_subscriber(),
+                );
                 let candidate = Candidate::spawn(cfg, lease, &cancel);
                 tasks.spawn(lead(fleet, candidate, metrics.clone(), cancel.clone()).with_current_subscriber());
             }
@@ -591,19 +593,20 @@ fn spawn_sources(tasks: &mut JoinSet<()>, ctx: &Context, trigger: resync::Trigge
             connected_rx,
             doubt_rx,
             trigger,
-            resyncer(ctx),
+            resyncer(ctx, true),
             cancel.clone(),
         )
         .with_current_subscriber(),
     );
 }
 
-/// What a resync pass lists, compares with and hands its findings to.
-fn resyncer(ctx: &Context) -> resync::Resyncer {
+/// What a resync pass lists, compares with and hands its findings to; `for_poller`: its listing of
+/// instances is offered to this process's health poller (which runs only where the fleet tasks do).
+fn resyncer(ctx: &Context, for_poller: bool) -> resync::Resyncer {
     resync::Resyncer {
         lister: Arc::new(crate::pocketbase::ResyncLister {
             pb: ctx.pb.clone(),
-            intake: ctx.intake.clone(),
+            offers_to_poller: for_poller.then(|| ctx.intake.clone()),
         }),
         known: Arc::new(ctx.journal.clone()),
         drift: Some(Arc::new(crate::reconcile::drift::Checker(ctx.clone()))),

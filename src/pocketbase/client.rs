@@ -63,7 +63,7 @@ struct Inner {
     settings: PocketBaseSettings,
     /// Held across login/refresh so concurrent callers wait for one renewal instead of racing.
     token: Mutex<Option<CachedToken>>,
-    /// The resync's listing of watched instances, for the health poller (see [`super::sources`]).
+    /// The resync's listing of watched instances, for the health poller (see `records::WatchedOffer`).
     watched: WatchedOffer,
 }
 

@@ -244,9 +244,9 @@ impl WatchedInstance {
 }
 
 /// The instances the health poller watches, as the last resync pass listed them, with the count of
-/// instance changes ([`crate::intake::Intake::instance_changes`]) when that listing began. The poller takes it instead
-/// of listing PocketBase itself only when the count has moved since by the end of that pass alone: any
-/// instance event between (a change, the pass's own findings) may be missing from it.
+/// instance changes ([`crate::intake::Intake::instance_changes`]) when that listing began. The poller
+/// takes it instead of listing PocketBase itself only when the count has moved since by the end of that
+/// pass alone: any instance event between (a change, the pass's own findings) may be missing from it.
 #[derive(Debug, Default)]
 pub(super) struct WatchedOffer(Mutex<Option<(u64, Vec<WatchedInstance>)>>);
 

@@ -36,7 +36,9 @@ fn instance_stamp(i: BotInstance) -> RecordStamp {
 /// The resync's lister: PocketBase's records, whose instances it also offers to the health poller.
 pub struct ResyncLister {
     pub pb: PbClient,
-    pub intake: Intake,
+    /// The intake whose count of instance changes stamps the offer; `None` where no health poller runs
+    /// to take it (an operator's resync on a replica that does not lead), so that none is held there.
+    pub offers_to_poller: Option<Intake>,
 }
 
 impl RecordLister for ResyncLister {
@@ -49,10 +51,12 @@ impl RecordLister for ResyncLister {
                     Ok(v.into_iter().map(|t| stamp(t.id, t.updated)).collect())
                 }
                 Collection::BotInstances => {
-                    let listed_from = self.intake.instance_changes();
+                    let listed_from = self.offers_to_poller.as_ref().map(Intake::instance_changes);
                     let v: Vec<BotInstance> = self.pb.list_instances(None).await?;
-                    let watched = v.iter().filter_map(WatchedInstance::of).collect();
-                    self.pb.offer_watched(listed_from, watched);
+                    if let Some(listed_from) = listed_from {
+                        let watched = v.iter().filter_map(WatchedInstance::of).collect();
+                        self.pb.offer_watched(listed_from, watched);
+                    }
                     Ok(v.into_iter().map(instance_stamp).collect())
                 }
             }
