@@ -17,7 +17,9 @@ use tracing::{info, warn};
 
 use super::context::Context;
 use super::error::ReconcileError;
-use super::judgement::{HEALTH_PREFIX, Judgement, LiveHealth, Verdict, health_write, judge, last_seen_healthy};
+use super::judgement::{
+    HEALTH_PREFIX, Judgement, LiveHealth, Verdict, health_write, is_health_error, judge, last_seen_healthy,
+};
 use crate::coolify::ServiceStatus;
 use crate::coolify::budget::Priority;
 use crate::events::{Action as EventAction, Collection, NewEvent, SinkError, Source};
@@ -89,11 +91,7 @@ impl HealthPoller {
         let mut judged = HashMap::new();
         for inst in &instances {
             // Only instances the bridge brought up, or that it marked unhealthy, are judged here.
-            let health_error = inst.status == Some(InstanceStatus::Error)
-                && inst
-                    .error_message
-                    .as_deref()
-                    .is_some_and(|m| m.starts_with(HEALTH_PREFIX));
+            let health_error = is_health_error(inst.status, inst.error_message.as_deref());
             if inst.status != Some(InstanceStatus::Running) && !health_error {
                 continue;
             }

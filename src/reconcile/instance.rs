@@ -802,9 +802,10 @@ async fn execute(
         }
     };
     // Completing an earlier action whose write-back was lost: that action's pending row is the one.
-    let completes_pending = completing_pending && actions.iter().all(|a| matches!(a, Action::WriteBack(_)));
+    let write_back_only = actions.iter().all(|a| matches!(a, Action::WriteBack(_)));
+    let completes_pending = completing_pending && write_back_only;
     let row = (!actions.is_empty() && !completes_pending).then(|| {
-        let message = if actions.iter().all(|a| matches!(a, Action::WriteBack(_))) {
+        let message = if write_back_only {
             format!(
                 "service {} is {} as asked: the record shows it again",
                 uuid.as_deref().unwrap_or("-"),

@@ -73,6 +73,11 @@ pub enum HealthWrite {
     Unhealthy(String),
 }
 
+/// Whether the record shows the poller's own error (the only `error` the poller ever clears).
+pub fn is_health_error(status: Option<InstanceStatus>, error_message: Option<&str>) -> bool {
+    status == Some(InstanceStatus::Error) && error_message.is_some_and(|m| m.starts_with(HEALTH_PREFIX))
+}
+
 /// Pure step: what the record must show for `judgement`, given what it shows now. Only the poller's own
 /// error is ever cleared; an instance that is not running is left to its job's other work.
 pub fn health_write(
@@ -80,8 +85,7 @@ pub fn health_write(
     error_message: Option<&str>,
     judgement: Option<&Judgement>,
 ) -> Option<HealthWrite> {
-    let health_error =
-        status == Some(InstanceStatus::Error) && error_message.is_some_and(|m| m.starts_with(HEALTH_PREFIX));
+    let health_error = is_health_error(status, error_message);
     match judgement.map(|j| (j.verdict, &j.message)) {
         Some((Verdict::Healthy, _)) if health_error => Some(HealthWrite::Recovered),
         Some((Verdict::Unhealthy, message)) if status == Some(InstanceStatus::Running) => {
@@ -100,9 +104,7 @@ pub fn shows_settled(status: Option<InstanceStatus>, error_message: Option<&str>
     match status {
         Some(InstanceStatus::Running) => state == EffectiveState::Running,
         Some(InstanceStatus::Stopped) => state == EffectiveState::Stopped,
-        Some(InstanceStatus::Error) => {
-            state == EffectiveState::Running && error_message.is_some_and(|m| m.starts_with(HEALTH_PREFIX))
-        }
+        Some(InstanceStatus::Error) => state == EffectiveState::Running && is_health_error(status, error_message),
         _ => false,
     }
 }
