@@ -14,6 +14,7 @@ pub mod http;
 pub mod incarnation;
 pub mod intake;
 pub mod journal;
+pub mod latest;
 pub mod memory;
 pub mod metrics;
 pub mod otel;

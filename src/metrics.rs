@@ -58,6 +58,9 @@ pub struct Metrics {
     pub journal_health_writes: IntCounter,
     /// 1 while a dependency (pocketbase, coolify) answers, 0 while the bridge waits for it.
     pub dependency_up: prometheus::IntGaugeVec,
+    /// Instance records a job worked from, by where it took them: `frame` (the realtime frame, no request)
+    /// or `pocketbase` (read).
+    pub instance_records: IntCounterVec,
     /// 1 while this replica runs the fleet-wide tasks (always, on SQLite; the elected one on PostgreSQL).
     pub leader: IntGauge,
 }
@@ -194,6 +197,17 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "1 while this replica leads: runs realtime, resync, the health poller, orphan scan and retention",
     )?;
     registry.register(Box::new(leader.clone()))?;
+    let instance_records = IntCounterVec::new(
+        Opts::new(
+            "instance_records_total",
+            "Instance records jobs worked from, by source: the realtime frame or a PocketBase read",
+        ),
+        &["from"],
+    )?;
+    for from in ["frame", "pocketbase"] {
+        instance_records.with_label_values(&[from]);
+    }
+    registry.register(Box::new(instance_records.clone()))?;
     let webhook_rejected = IntCounterVec::new(
         Opts::new("webhook_rejected_total", "Webhook deliveries refused, by reason"),
         &["reason"],
@@ -229,6 +243,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         journal_prune_longest_batch,
         journal_health_writes,
         dependency_up,
+        instance_records,
         leader,
     })
 }

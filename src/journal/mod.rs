@@ -46,7 +46,8 @@ pub use sanitize::strip_secrets;
 pub use schema::SCHEMA_VERSION;
 pub use stats::JournalStats;
 pub use types::{
-    AttemptOutcome, AttemptRow, ClaimedJob, EventFilter, EventRow, EventStatus, Intent, JobRow, JobState, RecordState,
+    AppliedVersion, AttemptOutcome, AttemptRow, ClaimedJob, EventFilter, EventRow, EventStatus, Intent, JobRow,
+    JobState, RecordState,
 };
 pub use versions::StoredTemplate;
 

@@ -3,7 +3,7 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::types::column;
-use super::{Intent, Journal, JournalError, RecordState, now_ms, write_tx};
+use super::{AppliedVersion, Intent, Journal, JournalError, RecordState, now_ms, write_tx};
 use crate::events::Collection;
 
 impl Journal {
@@ -60,6 +60,32 @@ impl Journal {
                 .execute(params![collection.as_str(), record_id, now_ms()])?;
                 Ok(())
             })
+        })
+        .await
+    }
+
+    /// The version of the record last applied, or its removal; `None` for a record never applied.
+    pub async fn applied_version(
+        &self,
+        collection: Collection,
+        record_id: &str,
+    ) -> Result<Option<AppliedVersion>, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.applied_version(collection, record_id).await;
+        }
+        let record_id = record_id.to_owned();
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT last_updated, deleted FROM record_state WHERE collection = ?1 AND record_id = ?2",
+                )?
+                .query_row(params![collection.as_str(), record_id], |r| {
+                    Ok(AppliedVersion {
+                        updated: r.get(0)?,
+                        deleted: r.get(1)?,
+                    })
+                })
+                .optional()?)
         })
         .await
     }

@@ -110,6 +110,14 @@ pub struct AttemptRow {
     pub duration_ms: Option<i64>,
 }
 
+/// The version of a record the journal records as applied, or its removal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedVersion {
+    /// The record's `updated` value last applied (none recorded, e.g. only its removal).
+    pub updated: Option<String>,
+    pub deleted: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RecordState {
     pub collection: Collection,

@@ -34,10 +34,16 @@ use crate::backoff::Backoff;
 use crate::config::PocketBaseSettings;
 use crate::events::{Action, Collection, Ingested, NewEvent, SinkError, Source};
 use crate::intake::{Intake, RecordError, record_event};
+use crate::latest::Seen;
+use crate::pocketbase::records::{BotInstance, BotTemplate, Tenant};
 use crate::text::UnknownText;
 
-/// Topics the bridge subscribes to; plain topics need no URL encoding (reference §0.7).
-pub const TOPICS: [&str; 3] = ["tenants/*", "bot_instances/*", KEEPALIVE_TOPIC];
+/// Topics the bridge subscribes to. Instances come with their tenant and template expanded
+/// (`?options={"query":{"expand":"tenant,template"}}`, URL-encoded: reference §0.7), so that a job takes
+/// the record from the frame instead of reading it back ([`crate::latest`]).
+pub const TOPICS: [&str; 3] = ["tenants/*", INSTANCES_TOPIC, KEEPALIVE_TOPIC];
+pub const INSTANCES_TOPIC: &str =
+    "bot_instances/*?options=%7B%22query%22%3A%7B%22expand%22%3A%22tenant%2Ctemplate%22%7D%7D";
 pub const KEEPALIVE_TOPIC: &str = "bridge_keepalive";
 
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
@@ -264,21 +270,51 @@ pub enum FrameError {
     Record(#[from] RecordError),
 }
 
+/// A record frame: its event and, for a live instance whose relations came expanded and decode, the
+/// record as the job would read it.
+pub struct RecordFrame {
+    pub event: NewEvent,
+    pub seen: Option<Seen>,
+}
+
 /// Turns a record frame into an event; `Ok(None)` for frames that carry no record change.
-pub fn frame_event(frame: &Frame) -> Result<Option<NewEvent>, FrameError> {
+pub fn frame_event(frame: &Frame) -> Result<Option<RecordFrame>, FrameError> {
     let topic_collection = frame.event.split(['/', '?']).next().unwrap_or_default();
     let Ok(collection) = topic_collection.parse::<Collection>() else {
         return Ok(None);
     };
-    let msg: RecordMessage = serde_json::from_str(&frame.data)?;
+    let mut msg: RecordMessage = serde_json::from_str(&frame.data)?;
     let action: Action = msg.action.parse()?;
-    Ok(Some(record_event(
-        Source::Realtime,
-        collection,
-        action,
-        msg.record,
-        None,
-    )?))
+    // Never journaled: the relations are the job's to take, and the journal keeps records, not their context.
+    let expand = msg.record.remove("expand");
+    let seen = (collection == Collection::BotInstances && action != Action::Delete)
+        .then(|| seen_of(&msg.record, expand))
+        .flatten();
+    let event = record_event(Source::Realtime, collection, action, msg.record, None)?;
+    Ok(Some(RecordFrame { event, seen }))
+}
+
+/// The instance with its relations, when the frame carries all it names and everything decodes.
+fn seen_of(record: &Map<String, Value>, expand: Option<Value>) -> Option<Seen> {
+    let Some(Value::Object(mut expand)) = expand else {
+        return None;
+    };
+    let instance = BotInstance::deserialize(record).ok()?;
+    let mut related = |field: &str, named: &str| -> Option<Option<Value>> {
+        match expand.remove(field) {
+            Some(v) => Some(Some(v)),
+            // A relation named but not expanded may be an expansion that failed: read.
+            None if !named.is_empty() => None,
+            None => Some(None),
+        }
+    };
+    let tenant = related("tenant", &instance.tenant)?;
+    let template = related("template", &instance.template)?;
+    Some(Seen {
+        tenant: Some(Tenant::deserialize(tenant?).ok()?),
+        template: template.map(BotTemplate::deserialize).transpose().ok()?,
+        instance,
+    })
 }
 
 /// The reconnect delays: jittered, growing from [`MIN_BACKOFF`] to [`MAX_BACKOFF`].
@@ -659,8 +695,8 @@ impl Consumer {
         if frame.event == KEEPALIVE_TOPIC {
             return Ok(());
         }
-        let event = match frame_event(frame) {
-            Ok(Some(event)) => event,
+        let RecordFrame { event, seen } = match frame_event(frame) {
+            Ok(Some(record)) => record,
             Ok(None) => {
                 tracing::debug!(event = %frame.event, "realtime frame ignored");
                 return Ok(());
@@ -671,6 +707,14 @@ impl Consumer {
             }
         };
         let (record_id, action) = (event.record_id.clone(), event.action);
+        if event.collection == Collection::BotInstances && action != Action::Delete {
+            // Before the event: its job may start as soon as it is journaled.
+            let latest = self.intake.latest();
+            match &event.record_updated {
+                Some(updated) => latest.saw(&record_id, updated, seen),
+                None => latest.announced(&record_id, None),
+            }
+        }
         // A sink failure ends the session: the reconnect triggers a resync, which recovers the change.
         if let Ingested::New { event_id, job_id, .. } = self.intake.submit(event).await? {
             tracing::debug!(record_id = %record_id, action = action.as_str(), event_id, job_id, "realtime event journaled");
@@ -699,6 +743,8 @@ impl Consumer {
             let mut connected_at = None;
             let outcome = self.session(&client, &cancel, &mut connected_at).await;
             self.intake.metrics().realtime_connected.set(0);
+            // Frames may be missed until the next session's resync: none held is known to be the newest.
+            self.intake.latest().clear();
             if connected_at.is_some_and(|t| t.elapsed() >= HEALTHY_AFTER) {
                 backoff.reset();
             }
@@ -822,7 +868,7 @@ mod tests {
             data: r#"{"record":{"id":"r1","updated":"2026-01-01 00:00:00.000Z","api_token":"x"},"action":"delete"}"#
                 .into(),
         };
-        let ev = frame_event(&frame).unwrap().unwrap();
+        let ev = frame_event(&frame).unwrap().unwrap().event;
         assert_eq!(ev.source, Source::Realtime);
         assert_eq!(ev.dedupe_key, "bot_instances:r1:delete:2026-01-01 00:00:00.000Z");
         assert!(ev.payload.get("api_token").is_none());
@@ -847,6 +893,46 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn an_instance_frame_carries_its_record_and_relations_to_the_job_not_to_the_journal() {
+        let frame = |record: Value, action: &str| Frame {
+            id: None,
+            event: INSTANCES_TOPIC.into(),
+            data: json!({"record": record, "action": action}).to_string(),
+        };
+        let tenant = json!({"id": "t1", "slug": "acme", "status": "active"});
+        let template = json!({"id": "tp1", "name": "bot", "compose_template": "services: {}"});
+        let record = json!({"id": "r1", "tenant": "t1", "template": "tp1", "updated": "2026-01-01 00:00:00.000Z",
+                            "config": {"api_token": "x"}, "expand": {"tenant": tenant, "template": template}});
+        let RecordFrame { event, seen } = frame_event(&frame(record.clone(), "update")).unwrap().unwrap();
+        assert!(event.payload.get("expand").is_none(), "the relations are not journaled");
+        let seen = seen.expect("an expanded instance frame is held");
+        assert_eq!(seen.instance.id, "r1");
+        assert_eq!(seen.tenant.map(|t| t.slug).as_deref(), Some("acme"));
+        assert_eq!(seen.template.map(|t| t.name).as_deref(), Some("bot"));
+
+        let mut no_template = record.clone();
+        no_template["expand"] = json!({"tenant": tenant});
+        let held = |r: Value, action| frame_event(&frame(r, action)).unwrap().unwrap().seen;
+        assert!(
+            held(no_template.clone(), "update").is_none(),
+            "a named relation not expanded: read"
+        );
+        no_template["template"] = json!("");
+        let seen = held(no_template, "update").expect("no template named, none expanded");
+        assert!(seen.template.is_none());
+        let mut bare = record.clone();
+        bare.as_object_mut().unwrap().remove("expand");
+        assert!(held(bare, "update").is_none(), "not expanded");
+        let mut bad = record.clone();
+        bad["expand"]["tenant"]["status"] = json!(7);
+        assert!(held(bad, "update").is_none(), "a relation that does not decode");
+        assert!(held(record.clone(), "delete").is_none(), "a delete is never held");
+        let mut as_tenant = frame(record, "update");
+        as_tenant.event = "tenants/*".into();
+        assert!(frame_event(&as_tenant).unwrap().unwrap().seen.is_none());
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub async fn reconcile(
         first_event_ms,
         after_failure,
     } = trust;
-    let Some((inst, tenant, template)) = ctx.pb.get_instance_with_relations(id).await? else {
+    let Some((inst, tenant, template)) = instance_with_relations(ctx, id).await? else {
         destroy(ctx, id, run).await?;
         return Ok(None);
     };
@@ -161,6 +161,25 @@ pub async fn reconcile(
         other => other?,
     }
     Ok(Some(updated))
+}
+
+/// The instance with its tenant and template: from the realtime frame that brought the change when it is
+/// known to be the newest version (see [`crate::latest`]), otherwise read from PocketBase.
+async fn instance_with_relations(
+    ctx: &Context,
+    id: &str,
+) -> Result<Option<(BotInstance, Option<Tenant>, Option<BotTemplate>)>, ReconcileError> {
+    let counted = |from: &str| ctx.intake.metrics().instance_records.with_label_values(&[from]).inc();
+    if let Some((updated, seen)) = ctx.intake.latest().get(id) {
+        let applied = ctx.journal.applied_version(Collection::BotInstances, id).await?;
+        if crate::latest::usable(&updated, applied.as_ref()) {
+            counted("frame");
+            let seen = seen.as_ref().clone();
+            return Ok(Some((seen.instance, seen.tenant, seen.template)));
+        }
+    }
+    counted("pocketbase");
+    Ok(ctx.pb.get_instance_with_relations(id).await?)
 }
 
 /// The service this incarnation created (its uuid journaled in the intent and on the record), as

@@ -123,3 +123,60 @@ async fn quick_actions_admitted_stacks_and_tenant_renames_spare_pocketbase() {
         "an upgrade wakes the instance"
     );
 }
+
+/// The bridge's reads of one instance with its relations (the job's read of the record).
+fn instance_reads(stack: &ProxiedStack, id: &str) -> usize {
+    requests(
+        &stack,
+        &format!("GET /api/collections/bot_instances/records/{id}?"),
+        "expand=",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_the_stream_brought_is_worked_from_its_frame_and_a_tenant_change_reads() {
+    let stack = ProxiedStack::start(&[]).await;
+    let tenant = stack.ready_tenant("frames").await;
+    let id = stack.create_instance(&tenant, "frames-a").await;
+    wait_record(&stack, &id, "the instance running", |r| r["status"] == "running").await;
+    stack
+        .pb
+        .patch("bot_instances", &id, json!({"desired_state": "stopped"}))
+        .await;
+    wait_record(&stack, &id, "the instance stopped", |r| r["status"] == "stopped").await;
+    stack
+        .pb
+        .patch("bot_instances", &id, json!({"config": {"MODEL": "other"}}))
+        .await;
+    stack.wait_idle(WAIT).await;
+    let applied = stack.record("bot_instances", &id).await;
+    assert_eq!(applied["status"], "stopped");
+    assert_eq!(
+        instance_reads(&stack, &id),
+        0,
+        "a create, a stop and a config edit by realtime each took the record from their frame"
+    );
+    let admin = stack.bridge.admin();
+    assert!(admin.metric("cf_bridge_instance_records_total{from=\"frame\"}").await >= 3.0);
+
+    // A plan change wakes the instance through its tenant's job: the frame's tenant is not the new one.
+    let upgraded = stack
+        .pb
+        .patch("tenants", &tenant, json!({"plan_tier": "sovereign"}))
+        .await;
+    tenant_job_done(&stack, &tenant, &upgraded).await;
+    assert_eq!(
+        instance_reads(&stack, &id),
+        1,
+        "the woken job read the instance and its tenant"
+    );
+
+    // A change after that is taken from its frame again, and carried out.
+    stack
+        .pb
+        .patch("bot_instances", &id, json!({"desired_state": "running"}))
+        .await;
+    wait_record(&stack, &id, "the instance running again", |r| r["status"] == "running").await;
+    stack.wait_idle(WAIT).await;
+    assert_eq!(instance_reads(&stack, &id), 1);
+}

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use super::PgJournal;
 use crate::events::Collection;
 use crate::journal::types::column;
-use crate::journal::{Intent, JournalError, RecordState, now_ms};
+use crate::journal::{AppliedVersion, Intent, JournalError, RecordState, now_ms};
 
 impl PgJournal {
     pub(crate) async fn set_applied(
@@ -60,6 +60,27 @@ impl PgJournal {
             .execute(&stmt, &[&collection.as_str(), &record_id, &now_ms()])
             .await?;
         Ok(())
+    }
+
+    pub(crate) async fn applied_version(
+        &self,
+        collection: Collection,
+        record_id: &str,
+    ) -> Result<Option<AppliedVersion>, JournalError> {
+        let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached("SELECT last_updated, deleted FROM record_state WHERE collection = $1 AND record_id = $2")
+            .await?;
+        client
+            .query_opt(&stmt, &[&collection.as_str(), &record_id])
+            .await?
+            .map(|r| {
+                Ok(AppliedVersion {
+                    updated: r.try_get(0)?,
+                    deleted: r.try_get::<_, i64>(1)? != 0,
+                })
+            })
+            .transpose()
     }
 
     pub(crate) async fn known_records(&self, collection: Collection) -> Result<Vec<RecordState>, JournalError> {
