@@ -15,7 +15,7 @@ use tracing::Instrument;
 use crate::events::{
     Action, Collection, EventSink, Ingested, NewEvent, RECORD_ID_RULE, Replay, SinkError, Source, valid_record_id,
 };
-use crate::latest::Latest;
+use crate::latest::{Kind, Latest};
 use crate::metrics::Metrics;
 
 /// Journals events and wakes the dispatcher. Cheap to clone.
@@ -43,8 +43,9 @@ impl Intake {
         }
     }
 
-    /// The newest version of each instance the realtime stream brought, for its job to take instead of a
-    /// read; every other source's event for an instance drops it here (see [`crate::latest`]).
+    /// The newest version of each instance, tenant and template the realtime stream brought, for a job to
+    /// take instead of a read; every other source's event marks its record as to be read (see
+    /// [`crate::latest`]).
     pub fn latest(&self) -> &Latest {
         &self.latest
     }
@@ -73,13 +74,15 @@ impl Intake {
     pub async fn submit(&self, mut event: NewEvent) -> Result<Ingested, SinkError> {
         let source = event.source.as_str();
         self.metrics.events_received.with_label_values(&[source]).inc();
-        if event.collection == Collection::BotInstances {
-            if matches!(event.source, Source::Realtime | Source::Webhook | Source::Resync) {
-                self.instance_changes.fetch_add(1, Ordering::AcqRel);
-            }
-            if event.source != Source::Realtime || event.action == Action::Delete {
-                self.latest.announced(&event.record_id, event.record_updated.as_deref());
-            }
+        if event.collection == Collection::BotInstances
+            && matches!(event.source, Source::Realtime | Source::Webhook | Source::Resync)
+        {
+            self.instance_changes.fetch_add(1, Ordering::AcqRel);
+        }
+        if event.source != Source::Realtime || event.action == Action::Delete {
+            let kind = Kind::of(event.collection);
+            self.latest
+                .announced(kind, &event.record_id, event.record_updated.as_deref());
         }
         // The event's trace starts here (or continues the sender's); its job continues it from the journal.
         let span = tracing::info_span!(

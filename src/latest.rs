@@ -1,20 +1,26 @@
-//! The newest version of each bot instance seen on the realtime stream, with its tenant and template
-//! (the stream's subscription asks PocketBase to expand them): a job for a change the stream brought takes
-//! the record from here instead of reading it back from PocketBase, one request fewer per change
+//! The newest version of each bot instance, tenant and template seen on the realtime stream: a job for a
+//! change the stream brought takes the instance from its frame, and its tenant and template from theirs
+//! (or from an earlier read), instead of reading them back from PocketBase: one request fewer per change
 //! (issue 17). The journal never holds these records (they carry secrets), so this lives in memory only,
 //! and whatever it does not hold with certainty is read from PocketBase as before.
 //!
+//! The frames are PocketBase's plain ones: asking the subscription to expand the relations instead made
+//! PocketBase expand them for every frame, the bridge's own write-backs included, which cost it more CPU
+//! than the read saved (docs/BENCHMARKS.md, ninth session).
+//!
 //! What keeps it from handing out a version older than PocketBase's:
 //! - a frame older than the version held is ignored (the stream's frames may come out of order), and two
-//!   frames of one `updated` make the version ambiguous;
-//! - any other source's event for the record (webhook, resync, tenant fan-out, health) and a delete
-//!   frame leave a mark instead: such a run reads, and no frame of that version or an older one is held
-//!   after it;
-//! - the stream's end drops everything (frames may be missed until the resync);
-//! - the job takes a version only when it is newer than the one the journal records as applied
+//!   different frames of one `updated` make the version ambiguous;
+//! - any other source's event for the record (webhook, resync, tenant fan-out, health) and a delete frame
+//!   leave a mark instead: such a run reads, and no frame of that version or an older one is held after;
+//! - the stream's end, and each new subscription, drop everything (frames may be missed in between);
+//! - the job takes an instance only when it is newer than the version the journal records as applied
 //!   ([`usable`]), which also covers most late frames that come after their record's entry was evicted.
-//!   What remains (a frame later than [`CAPACITY`] others, of a version between the applied one and the
+//!   What remains (a frame later than [`INSTANCES`] others, of a version between the applied one and the
 //!   newest) is acted on once and then corrected by the resync, which finds the record newer than applied.
+//!
+//! A tenant or template read with an instance is kept too ([`Latest::learned`]): while the stream is up,
+//! any later change of it comes as a frame, which replaces it.
 //!
 //! Hand-written rather than an LRU crate: the eviction needed is "oldest entry first" over a few hundred
 //! entries, and the rules above are the substance.
@@ -22,53 +28,58 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::events::Collection;
 use crate::journal::AppliedVersion;
-use crate::pocketbase::records::{BotInstance, BotTemplate, Tenant};
+use crate::pocketbase::records::{BotInstance, BotTemplate, Tenant, format_pb_date};
 
-/// Entries kept: enough for the changes whose jobs have not run yet at a few hundred changes a second;
-/// a job that comes later reads. A few KB each (the template's compose is the largest part).
-pub const CAPACITY: usize = 256;
+/// Instances kept: enough for the changes whose jobs have not run yet at a few hundred changes a second;
+/// a job that comes later reads.
+pub const INSTANCES: usize = 256;
+/// Tenants and templates kept: every one of a large platform's active tenants (a few hundred bytes each).
+pub const TENANTS: usize = 4096;
+pub const TEMPLATES: usize = 256;
 
-/// An instance as a realtime frame carried it, with its relations.
-#[derive(Debug, Clone)]
-pub struct Seen {
-    pub instance: BotInstance,
-    /// `None`: the relation points at no record (the frame was expanded; see [`Latest::saw`]).
-    pub tenant: Option<Tenant>,
-    pub template: Option<BotTemplate>,
-}
-
-enum Held {
-    Record(Arc<Seen>),
-    /// A version exists that is not held (ambiguous, or its frame could not be used): nothing older may
-    /// take its place.
+enum Held<T> {
+    Record(Arc<T>),
+    /// A version exists that is not held (ambiguous, announced by another source, or its frame could not
+    /// be used): nothing older may take its place.
     Mark,
 }
 
-struct Entry {
+struct Entry<T> {
     updated: String,
-    held: Held,
+    held: Held<T>,
     /// Insertion order, for eviction.
     seq: u64,
 }
 
-#[derive(Default)]
-struct Inner {
-    entries: HashMap<String, Entry>,
+/// The newest version seen of each record of one collection.
+struct Versions<T> {
+    entries: HashMap<String, Entry<T>>,
     order: BTreeMap<u64, String>,
     next_seq: u64,
+    capacity: usize,
 }
 
-impl Inner {
+impl<T: PartialEq> Versions<T> {
+    fn new(capacity: usize) -> Self {
+        Versions {
+            entries: HashMap::new(),
+            order: BTreeMap::new(),
+            next_seq: 0,
+            capacity: capacity.max(1),
+        }
+    }
+
     fn remove(&mut self, id: &str) {
         if let Some(e) = self.entries.remove(id) {
             self.order.remove(&e.seq);
         }
     }
 
-    fn insert(&mut self, id: &str, updated: &str, held: Held, capacity: usize) {
+    fn insert(&mut self, id: &str, updated: &str, held: Held<T>) {
         self.remove(id);
-        while self.entries.len() >= capacity {
+        while self.entries.len() >= self.capacity {
             let Some((_, oldest)) = self.order.pop_first() else {
                 break;
             };
@@ -86,26 +97,120 @@ impl Inner {
             },
         );
     }
+
+    /// A frame of version `updated`; `None` when it could not be used.
+    fn saw(&mut self, id: &str, updated: &str, value: Option<T>) {
+        let held = match self.entries.get(id) {
+            Some(e) if e.updated.as_str() > updated => return,
+            Some(e) if e.updated == updated => match (&e.held, value) {
+                // The same version twice (a read and its frame): what is held stays.
+                (Held::Record(h), Some(v)) if **h == v => return,
+                // Two versions in one millisecond: which is newer is unknown.
+                _ => Held::Mark,
+            },
+            _ => value.map_or(Held::Mark, |v| Held::Record(Arc::new(v))),
+        };
+        self.insert(id, updated, held);
+    }
+
+    /// A read of version `updated`: PocketBase's state when it answered, so it also settles a mark of
+    /// its own version; never older than what is held.
+    fn learned(&mut self, id: &str, updated: &str, value: T) {
+        if self.entries.get(id).is_some_and(|e| {
+            e.updated.as_str() > updated || (e.updated == updated && matches!(e.held, Held::Record(_)))
+        }) {
+            return;
+        }
+        self.insert(id, updated, Held::Record(Arc::new(value)));
+    }
+
+    fn announced(&mut self, id: &str, updated: Option<&str>) {
+        let held = self.entries.get(id).map(|e| e.updated.as_str());
+        let mark_at = match (held, updated) {
+            (Some(held), Some(u)) if held > u => return,
+            (_, Some(u)) => u.to_owned(),
+            (Some(held), None) => held.to_owned(),
+            (None, None) => return,
+        };
+        self.insert(id, &mark_at, Held::Mark);
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.order.clear();
+    }
+
+    fn get(&self, id: &str) -> Option<(&str, &Arc<T>)> {
+        match self.entries.get(id)? {
+            Entry {
+                updated,
+                held: Held::Record(v),
+                ..
+            } => Some((updated, v)),
+            _ => None,
+        }
+    }
+}
+
+/// The collections a frame can be of, as [`Latest`] keeps them.
+pub enum Frame {
+    Instance(Option<BotInstance>),
+    Tenant(Option<Tenant>),
+    Template(Option<BotTemplate>),
+}
+
+/// An instance as the stream brought it, with its tenant and template as last seen.
+pub struct Seen {
+    /// The instance's `updated`.
+    pub updated: String,
+    pub instance: BotInstance,
+    pub tenant: Option<Tenant>,
+    pub template: Option<BotTemplate>,
+}
+
+struct Inner {
+    instances: Versions<BotInstance>,
+    tenants: Versions<Tenant>,
+    templates: Versions<BotTemplate>,
 }
 
 /// See the module documentation. Shared by the realtime consumer (which fills it), the intake (which
 /// marks what other sources make uncertain) and the instance executor (which takes from it).
 pub struct Latest {
     inner: Mutex<Inner>,
-    capacity: usize,
 }
 
 impl Default for Latest {
     fn default() -> Self {
-        Latest::with_capacity(CAPACITY)
+        Latest::with_capacity(INSTANCES, TENANTS, TEMPLATES)
+    }
+}
+
+/// Which collection an announcement is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Instance,
+    Tenant,
+    Template,
+}
+
+impl Kind {
+    pub fn of(collection: Collection) -> Kind {
+        match collection {
+            Collection::BotInstances => Kind::Instance,
+            Collection::Tenants => Kind::Tenant,
+        }
     }
 }
 
 impl Latest {
-    pub fn with_capacity(capacity: usize) -> Self {
+    pub fn with_capacity(instances: usize, tenants: usize, templates: usize) -> Self {
         Latest {
-            inner: Mutex::new(Inner::default()),
-            capacity: capacity.max(1),
+            inner: Mutex::new(Inner {
+                instances: Versions::new(instances),
+                tenants: Versions::new(tenants),
+                templates: Versions::new(templates),
+            }),
         }
     }
 
@@ -113,57 +218,71 @@ impl Latest {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The stream brought version `updated` of instance `id`; `seen` is `None` when the frame could not
-    /// be used (no expanded tenant, a field that did not decode): that version is then known to exist
-    /// but is not held.
-    pub fn saw(&self, id: &str, updated: &str, seen: Option<Seen>) {
+    /// The stream brought version `updated` of record `id`; the frame's record is `None` when it could not
+    /// be decoded: that version is then known to exist but is not held.
+    pub fn saw(&self, id: &str, updated: &str, frame: Frame) {
         let mut inner = self.inner();
-        let held = match inner.entries.get(id) {
-            Some(e) if e.updated.as_str() > updated => return,
-            // Two versions in one millisecond (or one version twice): which is newer is unknown.
-            Some(e) if e.updated == updated => Held::Mark,
-            _ => seen.map_or(Held::Mark, |s| Held::Record(Arc::new(s))),
-        };
-        inner.insert(id, updated, held, self.capacity);
+        match frame {
+            Frame::Instance(v) => inner.instances.saw(id, updated, v),
+            Frame::Tenant(v) => inner.tenants.saw(id, updated, v),
+            Frame::Template(v) => inner.templates.saw(id, updated, v),
+        }
     }
 
     /// Something other than a record frame of the stream announced version `updated` of the record (a
     /// webhook, the resync, a delete frame), or, with `None`, that something it depends on changed (its
     /// tenant, its health): its job reads it, and no frame of that version or an older one is held after.
     /// An announcement older than the version held leaves it held: that version is newer.
-    pub fn announced(&self, id: &str, updated: Option<&str>) {
+    pub fn announced(&self, kind: Kind, id: &str, updated: Option<&str>) {
         let mut inner = self.inner();
-        let held = inner.entries.get(id).map(|e| e.updated.as_str());
-        let mark_at = match (held, updated) {
-            (Some(held), Some(u)) if held > u => return,
-            (_, Some(u)) => u.to_owned(),
-            (Some(held), None) => held.to_owned(),
-            (None, None) => return,
-        };
-        inner.insert(id, &mark_at, Held::Mark, self.capacity);
-    }
-
-    /// The stream ended: frames may be missed until the resync, so nothing held is known to be newest.
-    pub fn clear(&self) {
-        let mut inner = self.inner();
-        inner.entries.clear();
-        inner.order.clear();
-    }
-
-    /// The version held for `id` and its `updated`, if one is.
-    pub fn get(&self, id: &str) -> Option<(String, Arc<Seen>)> {
-        match self.inner().entries.get(id) {
-            Some(Entry {
-                updated,
-                held: Held::Record(seen),
-                ..
-            }) => Some((updated.clone(), seen.clone())),
-            _ => None,
+        match kind {
+            Kind::Instance => inner.instances.announced(id, updated),
+            Kind::Tenant => inner.tenants.announced(id, updated),
+            Kind::Template => inner.templates.announced(id, updated),
         }
     }
 
+    /// A job read an instance's tenant and template: kept for the next change of an instance of theirs.
+    pub fn learned(&self, tenant: Option<&Tenant>, template: Option<&BotTemplate>) {
+        let mut inner = self.inner();
+        if let Some(t) = tenant
+            && let Some(u) = &t.updated
+        {
+            inner.tenants.learned(&t.id, &format_pb_date(u), t.clone());
+        }
+        if let Some(t) = template
+            && let Some(u) = &t.updated
+        {
+            inner.templates.learned(&t.id, &format_pb_date(u), t.clone());
+        }
+    }
+
+    /// The stream ended or subscribed anew: frames may have been missed, so nothing held is known to be
+    /// the newest.
+    pub fn clear(&self) {
+        let mut inner = self.inner();
+        inner.instances.clear();
+        inner.tenants.clear();
+        inner.templates.clear();
+    }
+
+    /// The newest instance the stream brought, with the tenant and template it names; `None` unless all
+    /// three are held.
+    pub fn get(&self, id: &str) -> Option<Seen> {
+        let inner = self.inner();
+        let (updated, instance) = inner.instances.get(id)?;
+        Some(Seen {
+            updated: updated.to_owned(),
+            tenant: related(&inner.tenants, &instance.tenant)?,
+            template: related(&inner.templates, &instance.template)?,
+            instance: instance.as_ref().clone(),
+        })
+    }
+
+    /// Records held or marked, in all three collections.
     pub fn len(&self) -> usize {
-        self.inner().entries.len()
+        let inner = self.inner();
+        inner.instances.entries.len() + inner.tenants.entries.len() + inner.templates.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -171,7 +290,15 @@ impl Latest {
     }
 }
 
-/// Whether a version held at `updated` may stand in for a read: the version the journal records as
+/// The relation an instance names: `Some(None)` when it names none, `None` when it is not held.
+fn related<T: PartialEq + Clone>(versions: &Versions<T>, id: &str) -> Option<Option<T>> {
+    if id.is_empty() {
+        return Some(None);
+    }
+    versions.get(id).map(|(_, v)| Some(v.as_ref().clone()))
+}
+
+/// Whether an instance held at `updated` may stand in for a read: the version the journal records as
 /// applied (`applied`, see [`crate::journal::Journal::applied_version`]) must be older. A record the
 /// journal saw deleted is read: a frame of its last life must not bring it back.
 pub fn usable(updated: &str, applied: Option<&AppliedVersion>) -> bool {
@@ -187,114 +314,156 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn seen(id: &str, updated: &str) -> Seen {
-        let instance: BotInstance = serde_json::from_value(json!({
-            "id": id, "tenant": "t1", "template": "tp1", "name": "n", "subdomain": "s",
-            "desired_state": "running", "config": {}, "updated": updated,
+    fn instance(id: &str, tenant: &str, template: &str, state: &str) -> BotInstance {
+        serde_json::from_value(json!({
+            "id": id, "tenant": tenant, "template": template, "name": "n", "subdomain": "s",
+            "desired_state": state, "config": {},
         }))
-        .unwrap();
-        Seen {
-            instance,
-            tenant: None,
-            template: None,
-        }
+        .unwrap()
     }
 
-    fn held(l: &Latest, id: &str) -> Option<String> {
-        l.get(id).map(|(u, _)| u)
+    fn tenant(id: &str, updated: &str, slug: &str) -> Tenant {
+        serde_json::from_value(json!({"id": id, "slug": slug, "updated": updated})).unwrap()
+    }
+
+    fn template(id: &str, updated: &str) -> BotTemplate {
+        serde_json::from_value(json!({"id": id, "name": "base", "updated": updated})).unwrap()
     }
 
     const T1: &str = "2026-12-02 10:00:00.001Z";
     const T2: &str = "2026-12-02 10:00:00.002Z";
     const T3: &str = "2026-12-02 10:00:00.003Z";
 
-    #[test]
-    fn a_newer_frame_replaces_and_an_older_one_is_ignored() {
-        let l = Latest::default();
-        l.saw("a", T2, Some(seen("a", T2)));
-        l.saw("a", T1, Some(seen("a", T1)));
-        assert_eq!(held(&l, "a").as_deref(), Some(T2), "an older frame came late");
-        l.saw("a", T3, Some(seen("a", T3)));
-        assert_eq!(held(&l, "a").as_deref(), Some(T3));
-        assert_eq!(l.get("a").unwrap().1.instance.id, "a");
+    fn versions() -> Versions<String> {
+        Versions::new(16)
+    }
+
+    fn held(v: &Versions<String>, id: &str) -> Option<String> {
+        v.get(id).map(|(u, x)| format!("{u}={x}"))
     }
 
     #[test]
-    fn two_frames_of_one_millisecond_hold_nothing_and_keep_older_ones_out() {
-        let l = Latest::default();
-        l.saw("a", T2, Some(seen("a", T2)));
-        l.saw("a", T2, Some(seen("a", T2)));
-        assert_eq!(held(&l, "a"), None);
-        l.saw("a", T1, Some(seen("a", T1)));
-        assert_eq!(held(&l, "a"), None, "the mark keeps an older frame out");
-        l.saw("a", T3, Some(seen("a", T3)));
-        assert_eq!(held(&l, "a").as_deref(), Some(T3));
+    fn a_newer_frame_replaces_and_an_older_one_is_ignored() {
+        let mut v = versions();
+        v.saw("a", T2, Some("two".into()));
+        v.saw("a", T1, Some("one".into()));
+        assert_eq!(held(&v, "a"), Some(format!("{T2}=two")), "an older frame came late");
+        v.saw("a", T3, Some("three".into()));
+        assert_eq!(held(&v, "a"), Some(format!("{T3}=three")));
+    }
+
+    #[test]
+    fn two_different_frames_of_one_millisecond_hold_nothing_and_keep_older_ones_out() {
+        let mut v = versions();
+        v.saw("a", T2, Some("two".into()));
+        v.saw("a", T2, Some("two".into()));
+        assert_eq!(held(&v, "a"), Some(format!("{T2}=two")), "one version twice");
+        v.saw("a", T2, Some("other".into()));
+        assert_eq!(held(&v, "a"), None);
+        v.saw("a", T1, Some("one".into()));
+        assert_eq!(held(&v, "a"), None, "the mark keeps an older frame out");
+        v.saw("a", T3, Some("three".into()));
+        assert_eq!(held(&v, "a"), Some(format!("{T3}=three")));
     }
 
     #[test]
     fn an_unusable_frame_marks_its_version() {
-        let l = Latest::default();
-        l.saw("a", T1, Some(seen("a", T1)));
-        l.saw("a", T2, None);
-        assert_eq!(held(&l, "a"), None, "the held version is no longer the newest");
-        l.saw("a", T1, Some(seen("a", T1)));
-        assert_eq!(held(&l, "a"), None);
+        let mut v = versions();
+        v.saw("a", T1, Some("one".into()));
+        v.saw("a", T2, None);
+        assert_eq!(held(&v, "a"), None, "the held version is no longer the newest");
+        v.saw("a", T1, Some("one".into()));
+        assert_eq!(held(&v, "a"), None);
     }
 
     #[test]
     fn another_source_s_announcement_makes_the_job_read() {
-        let l = Latest::default();
-        l.saw("a", T2, Some(seen("a", T2)));
-        l.announced("a", Some(T1));
+        let mut v = versions();
+        v.saw("a", T2, Some("two".into()));
+        v.announced("a", Some(T1));
         assert_eq!(
-            held(&l, "a").as_deref(),
-            Some(T2),
+            held(&v, "a"),
+            Some(format!("{T2}=two")),
             "a webhook of an older version came late"
         );
-        l.announced("a", Some(T3));
-        assert_eq!(held(&l, "a"), None);
-        l.saw("a", T2, Some(seen("a", T2)));
-        assert_eq!(held(&l, "a"), None, "a frame older than the webhook's version");
-        l.saw("a", T3, Some(seen("a", T3)));
-        assert_eq!(held(&l, "a"), None, "the webhook's own version, by frame");
+        v.announced("a", Some(T3));
+        assert_eq!(held(&v, "a"), None);
+        v.saw("a", T2, Some("two".into()));
+        assert_eq!(held(&v, "a"), None, "a frame older than the webhook's version");
+        v.saw("a", T3, Some("three".into()));
+        assert_eq!(held(&v, "a"), None, "the webhook's own version, by frame");
 
-        l.saw("b", T1, Some(seen("b", T1)));
-        l.announced("b", None);
-        assert_eq!(held(&l, "b"), None, "its tenant changed");
-        l.saw("b", T1, Some(seen("b", T1)));
-        assert_eq!(held(&l, "b"), None);
-        l.announced("c", None);
-        assert!(l.get("c").is_none() && l.len() == 2, "nothing to mark");
+        v.saw("b", T1, Some("one".into()));
+        v.announced("b", None);
+        assert_eq!(held(&v, "b"), None, "something it depends on changed");
+        v.saw("b", T1, Some("one".into()));
+        assert_eq!(held(&v, "b"), None);
+        v.announced("c", None);
+        assert!(v.get("c").is_none() && v.entries.len() == 2, "nothing to mark");
     }
 
     #[test]
-    fn the_stream_s_end_drops_everything() {
-        let l = Latest::default();
-        l.saw("a", T1, Some(seen("a", T1)));
-        l.saw("b", T1, None);
-        l.clear();
-        assert!(l.is_empty());
-        l.saw("b", T1, Some(seen("b", T1)));
-        assert_eq!(held(&l, "b").as_deref(), Some(T1));
+    fn a_read_is_kept_unless_something_newer_is_known_and_settles_a_mark_of_its_version() {
+        let mut v = versions();
+        v.learned("a", T2, "two".into());
+        assert_eq!(held(&v, "a"), Some(format!("{T2}=two")));
+        v.learned("a", T1, "one".into());
+        assert_eq!(held(&v, "a"), Some(format!("{T2}=two")), "a read older than a frame");
+        v.saw("a", T2, Some("two".into()));
+        assert_eq!(held(&v, "a"), Some(format!("{T2}=two")), "the read's own frame");
+        v.announced("a", Some(T3));
+        v.learned("a", T2, "two".into());
+        assert_eq!(held(&v, "a"), None, "announced newer than the read");
+        v.learned("a", T3, "three".into());
+        assert_eq!(
+            held(&v, "a"),
+            Some(format!("{T3}=three")),
+            "read at the announced version"
+        );
     }
 
     #[test]
     fn the_oldest_entry_goes_first_and_the_size_stays_bounded() {
-        let l = Latest::with_capacity(2);
-        l.saw("a", T1, Some(seen("a", T1)));
-        l.saw("b", T1, Some(seen("b", T1)));
-        l.saw("a", T2, Some(seen("a", T2)));
-        l.saw("c", T1, Some(seen("c", T1)));
-        assert_eq!(l.len(), 2);
-        assert_eq!(held(&l, "b"), None, "b was the oldest entry");
-        assert_eq!(held(&l, "a").as_deref(), Some(T2));
+        let mut v = Versions::<String>::new(2);
+        v.saw("a", T1, Some("a".into()));
+        v.saw("b", T1, Some("b".into()));
+        v.saw("a", T2, Some("a2".into()));
+        v.saw("c", T1, Some("c".into()));
+        assert_eq!(v.entries.len(), 2);
+        assert_eq!(held(&v, "b"), None, "b was the oldest entry");
+        assert_eq!(held(&v, "a"), Some(format!("{T2}=a2")));
         for i in 0..100 {
-            l.announced("a", None);
-            l.saw("a", T3, Some(seen("a", T3)));
-            l.saw(&format!("x{i}"), T1, None);
+            v.announced("a", None);
+            v.saw("a", T3, Some("a3".into()));
+            v.saw(&format!("x{i}"), T1, None);
         }
-        assert_eq!(l.len(), 2);
-        assert_eq!(l.inner().order.len(), 2, "the order holds no ids that left");
+        assert_eq!(v.entries.len(), 2);
+        assert_eq!(v.order.len(), 2, "the order holds no ids that left");
+    }
+
+    #[test]
+    fn an_instance_is_handed_out_only_with_the_relations_it_names() {
+        let l = Latest::default();
+        l.saw("i1", T2, Frame::Instance(Some(instance("i1", "t1", "p1", "running"))));
+        assert!(l.get("i1").is_none(), "its tenant and template are not known");
+        l.saw("t1", T1, Frame::Tenant(Some(tenant("t1", T1, "acme"))));
+        assert!(l.get("i1").is_none(), "its template is not known");
+        l.learned(None, Some(&template("p1", T1)));
+        let seen = l.get("i1").expect("all three held");
+        assert_eq!((seen.updated.as_str(), seen.instance.id.as_str()), (T2, "i1"));
+        assert_eq!(seen.tenant.map(|t| t.slug).as_deref(), Some("acme"));
+        assert_eq!(seen.template.map(|t| t.id).as_deref(), Some("p1"));
+
+        l.saw("i2", T2, Frame::Instance(Some(instance("i2", "t1", "", "running"))));
+        assert!(l.get("i2").expect("no template named").template.is_none());
+
+        // A tenant edit another source announced (the resync) makes its instances read.
+        l.announced(Kind::Tenant, "t1", Some(T2));
+        assert!(l.get("i1").is_none());
+        l.learned(Some(&tenant("t1", T2, "acme")), None);
+        assert!(l.get("i1").is_some());
+        l.clear();
+        assert!(l.is_empty());
     }
 
     #[test]

@@ -34,16 +34,15 @@ use crate::backoff::Backoff;
 use crate::config::PocketBaseSettings;
 use crate::events::{Action, Collection, Ingested, NewEvent, SinkError, Source};
 use crate::intake::{Intake, RecordError, record_event};
-use crate::latest::Seen;
-use crate::pocketbase::records::{BotInstance, BotTemplate, Tenant};
+use crate::latest::{self, Kind};
+use crate::pocketbase::records::{BOT_TEMPLATES, BotInstance, BotTemplate, Tenant};
 use crate::text::UnknownText;
 
-/// Topics the bridge subscribes to. Instances come with their tenant and template expanded
-/// (`?options={"query":{"expand":"tenant,template"}}`, URL-encoded: reference §0.7), so that a job takes
-/// the record from the frame instead of reading it back ([`crate::latest`]).
-pub const TOPICS: [&str; 3] = ["tenants/*", INSTANCES_TOPIC, KEEPALIVE_TOPIC];
-pub const INSTANCES_TOPIC: &str =
-    "bot_instances/*?options=%7B%22query%22%3A%7B%22expand%22%3A%22tenant%2Ctemplate%22%7D%7D";
+/// Topics the bridge subscribes to; plain topics need no URL encoding (reference §0.7). Templates are
+/// watched so that a job can take an instance's template from what the stream brought ([`crate::latest`]);
+/// they make no event.
+pub const TOPICS: [&str; 4] = ["tenants/*", "bot_instances/*", TEMPLATES_TOPIC, KEEPALIVE_TOPIC];
+pub const TEMPLATES_TOPIC: &str = "bot_templates/*";
 pub const KEEPALIVE_TOPIC: &str = "bridge_keepalive";
 
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
@@ -270,51 +269,39 @@ pub enum FrameError {
     Record(#[from] RecordError),
 }
 
-/// A record frame: its event and, for a live instance whose relations came expanded and decode, the
-/// record as the job would read it.
+/// A record frame: its event, and the record as a job would read it (`None`: it did not decode).
 pub struct RecordFrame {
     pub event: NewEvent,
-    pub seen: Option<Seen>,
+    pub seen: latest::Frame,
 }
 
 /// Turns a record frame into an event; `Ok(None)` for frames that carry no record change.
 pub fn frame_event(frame: &Frame) -> Result<Option<RecordFrame>, FrameError> {
-    let topic_collection = frame.event.split(['/', '?']).next().unwrap_or_default();
-    let Ok(collection) = topic_collection.parse::<Collection>() else {
+    let Ok(collection) = frame_collection(frame).parse::<Collection>() else {
         return Ok(None);
     };
-    let mut msg: RecordMessage = serde_json::from_str(&frame.data)?;
+    let msg: RecordMessage = serde_json::from_str(&frame.data)?;
     let action: Action = msg.action.parse()?;
-    // Never journaled: the relations are the job's to take, and the journal keeps records, not their context.
-    let expand = msg.record.remove("expand");
-    let seen = (collection == Collection::BotInstances && action != Action::Delete)
-        .then(|| seen_of(&msg.record, expand))
-        .flatten();
+    let seen = match collection {
+        Collection::BotInstances => latest::Frame::Instance(BotInstance::deserialize(&msg.record).ok()),
+        Collection::Tenants => latest::Frame::Tenant(Tenant::deserialize(&msg.record).ok()),
+    };
     let event = record_event(Source::Realtime, collection, action, msg.record, None)?;
     Ok(Some(RecordFrame { event, seen }))
 }
 
-/// The instance with its relations, when the frame carries all it names and everything decodes.
-fn seen_of(record: &Map<String, Value>, expand: Option<Value>) -> Option<Seen> {
-    let Some(Value::Object(mut expand)) = expand else {
-        return None;
-    };
-    let instance = BotInstance::deserialize(record).ok()?;
-    let mut related = |field: &str, named: &str| -> Option<Option<Value>> {
-        match expand.remove(field) {
-            Some(v) => Some(Some(v)),
-            // A relation named but not expanded may be an expansion that failed: read.
-            None if !named.is_empty() => None,
-            None => Some(None),
-        }
-    };
-    let tenant = related("tenant", &instance.tenant)?;
-    let template = related("template", &instance.template)?;
-    Some(Seen {
-        tenant: Some(Tenant::deserialize(tenant?).ok()?),
-        template: template.map(BotTemplate::deserialize).transpose().ok()?,
-        instance,
-    })
+fn frame_collection(frame: &Frame) -> &str {
+    frame.event.split(['/', '?']).next().unwrap_or_default()
+}
+
+/// A template frame: its record id, `updated` and action, and the record (`None`: it did not decode).
+pub fn template_frame(frame: &Frame) -> Result<(String, Option<String>, Action, Option<BotTemplate>), FrameError> {
+    let msg: RecordMessage = serde_json::from_str(&frame.data)?;
+    let action: Action = msg.action.parse()?;
+    let text = |field: &str| msg.record.get(field).and_then(Value::as_str).filter(|s| !s.is_empty());
+    let id = text("id").ok_or(RecordError::MissingId)?.to_owned();
+    let updated = text("updated").map(str::to_owned);
+    Ok((id, updated, action, BotTemplate::deserialize(&msg.record).ok()))
 }
 
 /// The reconnect delays: jittered, growing from [`MIN_BACKOFF`] to [`MAX_BACKOFF`].
@@ -686,6 +673,8 @@ impl Consumer {
         let metrics = self.intake.metrics();
         metrics.realtime_connected.set(1);
         metrics.realtime_reconnects.inc();
+        // Frames may have been missed since the last session, and reads kept meanwhile may be stale.
+        self.intake.latest().clear();
         self.on_connect.send_modify(|n| *n += 1);
         tracing::info!(topics = ?TOPICS, "PocketBase realtime subscribed");
         Ok(connect.client_id)
@@ -693,6 +682,10 @@ impl Consumer {
 
     async fn record_frame(&self, frame: &Frame) -> Result<(), RealtimeError> {
         if frame.event == KEEPALIVE_TOPIC {
+            return Ok(());
+        }
+        if frame_collection(frame) == BOT_TEMPLATES {
+            self.template_frame(frame);
             return Ok(());
         }
         let RecordFrame { event, seen } = match frame_event(frame) {
@@ -707,12 +700,12 @@ impl Consumer {
             }
         };
         let (record_id, action) = (event.record_id.clone(), event.action);
-        if event.collection == Collection::BotInstances && action != Action::Delete {
-            // Before the event: its job may start as soon as it is journaled.
+        // Before the event, whose job may start as soon as it is journaled; a delete is marked by the intake.
+        if action != Action::Delete {
             let latest = self.intake.latest();
             match &event.record_updated {
                 Some(updated) => latest.saw(&record_id, updated, seen),
-                None => latest.announced(&record_id, None),
+                None => latest.announced(Kind::of(event.collection), &record_id, None),
             }
         }
         // A sink failure ends the session: the reconnect triggers a resync, which recovers the change.
@@ -720,6 +713,20 @@ impl Consumer {
             tracing::debug!(record_id = %record_id, action = action.as_str(), event_id, job_id, "realtime event journaled");
         }
         Ok(())
+    }
+
+    /// A template changed: kept for the jobs of its instances (templates make no event of their own).
+    fn template_frame(&self, frame: &Frame) {
+        let latest = self.intake.latest();
+        match template_frame(frame) {
+            Ok((id, Some(updated), action, template)) if action != Action::Delete => {
+                latest.saw(&id, &updated, latest::Frame::Template(template));
+            }
+            Ok((id, updated, _, _)) => latest.announced(Kind::Template, &id, updated.as_deref()),
+            Err(reason) => {
+                tracing::warn!(event = %frame.event, reason = %reason, "realtime template frame skipped");
+            }
+        }
     }
 
     /// Reconnects until cancelled.
@@ -896,43 +903,37 @@ mod tests {
     }
 
     #[test]
-    fn an_instance_frame_carries_its_record_and_relations_to_the_job_not_to_the_journal() {
-        let frame = |record: Value, action: &str| Frame {
+    fn record_frames_carry_their_record_for_the_jobs_and_templates_make_no_event() {
+        let frame = |event: &str, record: Value, action: &str| Frame {
             id: None,
-            event: INSTANCES_TOPIC.into(),
+            event: event.into(),
             data: json!({"record": record, "action": action}).to_string(),
         };
-        let tenant = json!({"id": "t1", "slug": "acme", "status": "active"});
-        let template = json!({"id": "tp1", "name": "bot", "compose_template": "services: {}"});
         let record = json!({"id": "r1", "tenant": "t1", "template": "tp1", "updated": "2026-01-01 00:00:00.000Z",
-                            "config": {"api_token": "x"}, "expand": {"tenant": tenant, "template": template}});
-        let RecordFrame { event, seen } = frame_event(&frame(record.clone(), "update")).unwrap().unwrap();
-        assert!(event.payload.get("expand").is_none(), "the relations are not journaled");
-        let seen = seen.expect("an expanded instance frame is held");
-        assert_eq!(seen.instance.id, "r1");
-        assert_eq!(seen.tenant.map(|t| t.slug).as_deref(), Some("acme"));
-        assert_eq!(seen.template.map(|t| t.name).as_deref(), Some("bot"));
-
-        let mut no_template = record.clone();
-        no_template["expand"] = json!({"tenant": tenant});
-        let held = |r: Value, action| frame_event(&frame(r, action)).unwrap().unwrap().seen;
-        assert!(
-            held(no_template.clone(), "update").is_none(),
-            "a named relation not expanded: read"
-        );
-        no_template["template"] = json!("");
-        let seen = held(no_template, "update").expect("no template named, none expanded");
-        assert!(seen.template.is_none());
-        let mut bare = record.clone();
-        bare.as_object_mut().unwrap().remove("expand");
-        assert!(held(bare, "update").is_none(), "not expanded");
+                            "config": {"api_token": "x"}});
+        let RecordFrame { seen, .. } = frame_event(&frame("bot_instances/*", record.clone(), "update"))
+            .unwrap()
+            .unwrap();
+        assert!(matches!(seen, latest::Frame::Instance(Some(i)) if i.tenant == "t1"));
         let mut bad = record.clone();
-        bad["expand"]["tenant"]["status"] = json!(7);
-        assert!(held(bad, "update").is_none(), "a relation that does not decode");
-        assert!(held(record.clone(), "delete").is_none(), "a delete is never held");
-        let mut as_tenant = frame(record, "update");
-        as_tenant.event = "tenants/*".into();
-        assert!(frame_event(&as_tenant).unwrap().unwrap().seen.is_none());
+        bad["desired_state"] = json!(7);
+        let RecordFrame { seen, event } = frame_event(&frame("bot_instances/*", bad, "update")).unwrap().unwrap();
+        assert!(matches!(seen, latest::Frame::Instance(None)), "journaled, but not held");
+        assert_eq!(event.record_id, "r1");
+        let tenant = json!({"id": "t1", "slug": "acme", "updated": "2026-01-01 00:00:00.000Z"});
+        let RecordFrame { seen, .. } = frame_event(&frame("tenants/*", tenant, "update")).unwrap().unwrap();
+        assert!(matches!(seen, latest::Frame::Tenant(Some(t)) if t.slug == "acme"));
+
+        let template = json!({"id": "tp1", "name": "bot", "updated": "2026-01-01 00:00:00.000Z"});
+        let topic = frame(TEMPLATES_TOPIC, template.clone(), "update");
+        assert!(matches!(frame_event(&topic), Ok(None)), "no event for a template");
+        let (id, updated, action, t) = template_frame(&topic).unwrap();
+        assert_eq!(
+            (id.as_str(), updated.as_deref(), action),
+            ("tp1", Some("2026-01-01 00:00:00.000Z"), Action::Update)
+        );
+        assert_eq!(t.map(|t| t.name).as_deref(), Some("bot"));
+        assert!(template_frame(&frame(TEMPLATES_TOPIC, json!({"name": "x"}), "update")).is_err());
     }
 
     #[test]

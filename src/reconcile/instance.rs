@@ -163,23 +163,27 @@ pub async fn reconcile(
     Ok(Some(updated))
 }
 
-/// The instance with its tenant and template: from the realtime frame that brought the change when it is
-/// known to be the newest version (see [`crate::latest`]), otherwise read from PocketBase.
+/// The instance with its tenant and template: from what the realtime stream brought when that is known to
+/// be the newest (see [`crate::latest`]), otherwise read from PocketBase.
 async fn instance_with_relations(
     ctx: &Context,
     id: &str,
 ) -> Result<Option<(BotInstance, Option<Tenant>, Option<BotTemplate>)>, ReconcileError> {
     let counted = |from: &str| ctx.intake.metrics().instance_records.with_label_values(&[from]).inc();
-    if let Some((updated, seen)) = ctx.intake.latest().get(id) {
+    let latest = ctx.intake.latest();
+    if let Some(seen) = latest.get(id) {
         let applied = ctx.journal.applied_version(Collection::BotInstances, id).await?;
-        if crate::latest::usable(&updated, applied.as_ref()) {
+        if crate::latest::usable(&seen.updated, applied.as_ref()) {
             counted("frame");
-            let seen = seen.as_ref().clone();
             return Ok(Some((seen.instance, seen.tenant, seen.template)));
         }
     }
     counted("pocketbase");
-    Ok(ctx.pb.get_instance_with_relations(id).await?)
+    let read = ctx.pb.get_instance_with_relations(id).await?;
+    if let Some((_, tenant, template)) = &read {
+        latest.learned(tenant.as_ref(), template.as_ref());
+    }
+    Ok(read)
 }
 
 /// The service this incarnation created (its uuid journaled in the intent and on the record), as

@@ -139,6 +139,9 @@ async fn a_change_the_stream_brought_is_worked_from_its_frame_and_a_tenant_chang
     let tenant = stack.ready_tenant("frames").await;
     let id = stack.create_instance(&tenant, "frames-a").await;
     wait_record(&stack, &id, "the instance running", |r| r["status"] == "running").await;
+    // The template was created before the bridge started: the stream never brought it, so the first job
+    // reads the instance with it (and keeps the template for the next).
+    assert_eq!(instance_reads(&stack, &id), 1, "the first job reads its template");
     stack
         .pb
         .patch("bot_instances", &id, json!({"desired_state": "stopped"}))
@@ -153,30 +156,51 @@ async fn a_change_the_stream_brought_is_worked_from_its_frame_and_a_tenant_chang
     assert_eq!(applied["status"], "stopped");
     assert_eq!(
         instance_reads(&stack, &id),
-        0,
-        "a create, a stop and a config edit by realtime each took the record from their frame"
+        1,
+        "a stop and a config edit by realtime each took the record from their frame"
     );
     let admin = stack.bridge.admin();
-    assert!(admin.metric("cf_bridge_instance_records_total{from=\"frame\"}").await >= 3.0);
+    assert!(admin.metric("cf_bridge_instance_records_total{from=\"frame\"}").await >= 2.0);
 
-    // A plan change wakes the instance through its tenant's job: the frame's tenant is not the new one.
+    // A plan change wakes the instance through its tenant's job, which reads it.
     let upgraded = stack
         .pb
         .patch("tenants", &tenant, json!({"plan_tier": "sovereign"}))
         .await;
     tenant_job_done(&stack, &tenant, &upgraded).await;
-    assert_eq!(
-        instance_reads(&stack, &id),
-        1,
-        "the woken job read the instance and its tenant"
-    );
+    assert_eq!(instance_reads(&stack, &id), 2, "the woken job read the instance");
 
-    // A change after that is taken from its frame again, and carried out.
+    // A change after that is taken from its frame again, with the tenant as its own frame brought it: two
+    // cores are above the business plan's ceiling and within the sovereign plan's.
     stack
         .pb
-        .patch("bot_instances", &id, json!({"desired_state": "running"}))
+        .patch(
+            "bot_instances",
+            &id,
+            json!({"desired_state": "running", "cpu_limit": 2}),
+        )
         .await;
-    wait_record(&stack, &id, "the instance running again", |r| r["status"] == "running").await;
+    let r = wait_record(&stack, &id, "the instance running again", |r| {
+        r["status"] == "running" || r["status"] == "error"
+    })
+    .await;
+    assert_eq!(
+        r["status"], "running",
+        "judged by the tenant as it was before the upgrade: {r}"
+    );
     stack.wait_idle(WAIT).await;
-    assert_eq!(instance_reads(&stack, &id), 1);
+    assert_eq!(instance_reads(&stack, &id), 2);
+
+    // An instance created next takes its template from what the first job kept, and a new tenant's
+    // first instance its tenant from the tenant's own frames.
+    let next = stack.create_instance(&tenant, "frames-b").await;
+    wait_record(&stack, &next, "the next instance running", |r| r["status"] == "running").await;
+    assert_eq!(instance_reads(&stack, &next), 0);
+    let other = stack.ready_tenant("frames-other").await;
+    let first = stack.create_instance(&other, "frames-c").await;
+    wait_record(&stack, &first, "the new tenant's instance running", |r| {
+        r["status"] == "running"
+    })
+    .await;
+    assert_eq!(instance_reads(&stack, &first), 0);
 }

@@ -126,9 +126,9 @@ async fn starts_while_pocketbase_is_down_journals_webhooks_and_converges_when_it
 async fn a_job_that_finds_pocketbase_unavailable_waits_instead_of_dying() {
     let s = ProxiedStack::start(&[("CF_BRIDGE__QUEUE__MAX_ATTEMPTS", "3")]).await;
     let tenant = s.ready_tenant("dep-wait").await;
-    let dropped = s.proxy.add_rule(
-        Rule::new(Fault::Drop, Some("POST"), &["/api/batch"]).times(8),
-    );
+    let dropped = s
+        .proxy
+        .add_rule(Rule::new(Fault::Drop, Some("POST"), &["/api/batch"]).times(8));
     let id = s.create_instance(&tenant, "dep-wait").await;
     eventually(Duration::from_secs(60), "the instance running", || async {
         (s.record("bot_instances", &id).await["status"] == "running").then_some(())
