@@ -154,7 +154,7 @@ impl<T: PartialEq> Versions<T> {
 
 /// The collections a frame can be of, as [`Latest`] keeps them.
 pub enum Frame {
-    Instance(Option<BotInstance>),
+    Instance(Option<Box<BotInstance>>),
     Tenant(Option<Tenant>),
     Template(Option<BotTemplate>),
 }
@@ -223,7 +223,7 @@ impl Latest {
     pub fn saw(&self, id: &str, updated: &str, frame: Frame) {
         let mut inner = self.inner();
         match frame {
-            Frame::Instance(v) => inner.instances.saw(id, updated, v),
+            Frame::Instance(v) => inner.instances.saw(id, updated, v.map(|i| *i)),
             Frame::Tenant(v) => inner.tenants.saw(id, updated, v),
             Frame::Template(v) => inner.templates.saw(id, updated, v),
         }
@@ -444,7 +444,11 @@ mod tests {
     #[test]
     fn an_instance_is_handed_out_only_with_the_relations_it_names() {
         let l = Latest::default();
-        l.saw("i1", T2, Frame::Instance(Some(instance("i1", "t1", "p1", "running"))));
+        l.saw(
+            "i1",
+            T2,
+            Frame::Instance(Some(Box::new(instance("i1", "t1", "p1", "running")))),
+        );
         assert!(l.get("i1").is_none(), "its tenant and template are not known");
         l.saw("t1", T1, Frame::Tenant(Some(tenant("t1", T1, "acme"))));
         assert!(l.get("i1").is_none(), "its template is not known");
@@ -454,7 +458,11 @@ mod tests {
         assert_eq!(seen.tenant.map(|t| t.slug).as_deref(), Some("acme"));
         assert_eq!(seen.template.map(|t| t.id).as_deref(), Some("p1"));
 
-        l.saw("i2", T2, Frame::Instance(Some(instance("i2", "t1", "", "running"))));
+        l.saw(
+            "i2",
+            T2,
+            Frame::Instance(Some(Box::new(instance("i2", "t1", "", "running")))),
+        );
         assert!(l.get("i2").expect("no template named").template.is_none());
 
         // A tenant edit another source announced (the resync) makes its instances read.

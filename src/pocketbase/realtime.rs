@@ -283,7 +283,7 @@ pub fn frame_event(frame: &Frame) -> Result<Option<RecordFrame>, FrameError> {
     let msg: RecordMessage = serde_json::from_str(&frame.data)?;
     let action: Action = msg.action.parse()?;
     let seen = match collection {
-        Collection::BotInstances => latest::Frame::Instance(BotInstance::deserialize(&msg.record).ok()),
+        Collection::BotInstances => latest::Frame::Instance(BotInstance::deserialize(&msg.record).ok().map(Box::new)),
         Collection::Tenants => latest::Frame::Tenant(Tenant::deserialize(&msg.record).ok()),
     };
     let event = record_event(Source::Realtime, collection, action, msg.record, None)?;

@@ -127,7 +127,7 @@ async fn quick_actions_admitted_stacks_and_tenant_renames_spare_pocketbase() {
 /// The bridge's reads of one instance with its relations (the job's read of the record).
 fn instance_reads(stack: &ProxiedStack, id: &str) -> usize {
     requests(
-        &stack,
+        stack,
         &format!("GET /api/collections/bot_instances/records/{id}?"),
         "expand=",
     )
