@@ -182,7 +182,13 @@ pub struct Latest {
 
 impl Default for Latest {
     fn default() -> Self {
-        Latest::with_capacity(INSTANCES, TENANTS, TEMPLATES)
+        Latest {
+            inner: Mutex::new(Inner {
+                instances: Versions::new(INSTANCES),
+                tenants: Versions::new(TENANTS),
+                templates: Versions::new(TEMPLATES),
+            }),
+        }
     }
 }
 
@@ -204,16 +210,6 @@ impl Kind {
 }
 
 impl Latest {
-    pub fn with_capacity(instances: usize, tenants: usize, templates: usize) -> Self {
-        Latest {
-            inner: Mutex::new(Inner {
-                instances: Versions::new(instances),
-                tenants: Versions::new(tenants),
-                templates: Versions::new(templates),
-            }),
-        }
-    }
-
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -277,16 +273,6 @@ impl Latest {
             template: related(&inner.templates, &instance.template)?,
             instance: instance.as_ref().clone(),
         })
-    }
-
-    /// Records held or marked, in all three collections.
-    pub fn len(&self) -> usize {
-        let inner = self.inner();
-        inner.instances.entries.len() + inner.tenants.entries.len() + inner.templates.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -471,7 +457,9 @@ mod tests {
         l.learned(Some(&tenant("t1", T2, "acme")), None);
         assert!(l.get("i1").is_some());
         l.clear();
-        assert!(l.is_empty());
+        let inner = l.inner();
+        assert!(inner.instances.entries.is_empty() && inner.tenants.entries.is_empty());
+        assert!(inner.templates.entries.is_empty());
     }
 
     #[test]
