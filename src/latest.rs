@@ -35,8 +35,9 @@ use crate::pocketbase::records::{BotInstance, BotTemplate, Tenant, format_pb_dat
 /// Instances kept: enough for the changes whose jobs have not run yet at a few hundred changes a second;
 /// a job that comes later reads.
 pub const INSTANCES: usize = 256;
-/// Tenants and templates kept: every one of a large platform's active tenants (a few hundred bytes each).
+/// Tenants kept: every one of a large platform's active tenants (a few hundred bytes each).
 pub const TENANTS: usize = 4096;
+/// Templates kept: far more than a platform publishes.
 pub const TEMPLATES: usize = 256;
 
 enum Held<T> {
