@@ -132,6 +132,15 @@ pub enum RecordError {
     BadUpdated,
 }
 
+/// The id of a record as PocketBase exported it, checked as every source checks it.
+pub fn record_id(record: &Map<String, Value>) -> Result<String, RecordError> {
+    match record.get("id") {
+        Some(Value::String(id)) if valid_record_id(id) => Ok(id.clone()),
+        Some(Value::String(_)) => Err(RecordError::BadId),
+        _ => Err(RecordError::MissingId),
+    }
+}
+
 /// Builds the event for one record change. `record` is the record as PocketBase exported it.
 pub fn record_event(
     source: Source,
@@ -140,13 +149,7 @@ pub fn record_event(
     record: Map<String, Value>,
     delivery_id: Option<String>,
 ) -> Result<NewEvent, RecordError> {
-    let record_id = match record.get("id") {
-        Some(Value::String(id)) => id.clone(),
-        _ => return Err(RecordError::MissingId),
-    };
-    if !valid_record_id(&record_id) {
-        return Err(RecordError::BadId);
-    }
+    let record_id = record_id(&record)?;
     let record_updated = match record.get("updated") {
         None | Some(Value::Null) => None,
         Some(Value::String(u)) if u.is_empty() => None,

@@ -28,6 +28,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use chrono::{DateTime, Utc};
+
 use crate::events::Collection;
 use crate::journal::AppliedVersion;
 use crate::pocketbase::records::{BotInstance, BotTemplate, Tenant, format_pb_date};
@@ -115,14 +117,21 @@ impl<T: PartialEq> Versions<T> {
     }
 
     /// A read of version `updated`: PocketBase's state when it answered, so it also settles a mark of
-    /// its own version; never older than what is held.
-    fn learned(&mut self, id: &str, updated: &str, value: T) {
+    /// its own version; never older than what is held. A record without `updated` is not kept.
+    fn learned(&mut self, id: &str, updated: Option<&DateTime<Utc>>, value: &T)
+    where
+        T: Clone,
+    {
+        let Some(updated) = updated.map(format_pb_date) else {
+            return;
+        };
+        let updated = updated.as_str();
         if self.entries.get(id).is_some_and(|e| {
             e.updated.as_str() > updated || (e.updated == updated && matches!(e.held, Held::Record(_)))
         }) {
             return;
         }
-        self.insert(id, updated, Held::Record(Arc::new(value)));
+        self.insert(id, updated, Held::Record(Arc::new(value.clone())));
     }
 
     fn announced(&mut self, id: &str, updated: Option<&str>) {
@@ -242,15 +251,11 @@ impl Latest {
     /// A job read an instance's tenant and template: kept for the next change of an instance of theirs.
     pub fn learned(&self, tenant: Option<&Tenant>, template: Option<&BotTemplate>) {
         let mut inner = self.inner();
-        if let Some(t) = tenant
-            && let Some(u) = &t.updated
-        {
-            inner.tenants.learned(&t.id, &format_pb_date(u), t.clone());
+        if let Some(t) = tenant {
+            inner.tenants.learned(&t.id, t.updated.as_ref(), t);
         }
-        if let Some(t) = template
-            && let Some(u) = &t.updated
-        {
-            inner.templates.learned(&t.id, &format_pb_date(u), t.clone());
+        if let Some(t) = template {
+            inner.templates.learned(&t.id, t.updated.as_ref(), t);
         }
     }
 
@@ -325,6 +330,12 @@ mod tests {
         Versions::new(16)
     }
 
+    /// A read of record "a" at `updated`.
+    fn learn(v: &mut Versions<String>, updated: &str, value: &str) {
+        let at = chrono::NaiveDateTime::parse_from_str(updated, "%Y-%m-%d %H:%M:%S%.3fZ").unwrap();
+        v.learned("a", Some(&at.and_utc()), &value.to_string());
+    }
+
     fn held(v: &Versions<String>, id: &str) -> Option<String> {
         v.get(id).map(|(u, x)| format!("{u}={x}"))
     }
@@ -392,16 +403,16 @@ mod tests {
     #[test]
     fn a_read_is_kept_unless_something_newer_is_known_and_settles_a_mark_of_its_version() {
         let mut v = versions();
-        v.learned("a", T2, "two".into());
+        learn(&mut v, T2, "two");
         assert_eq!(held(&v, "a"), Some(format!("{T2}=two")));
-        v.learned("a", T1, "one".into());
+        learn(&mut v, T1, "one");
         assert_eq!(held(&v, "a"), Some(format!("{T2}=two")), "a read older than a frame");
         v.saw("a", T2, Some("two".into()));
         assert_eq!(held(&v, "a"), Some(format!("{T2}=two")), "the read's own frame");
         v.announced("a", Some(T3));
-        v.learned("a", T2, "two".into());
+        learn(&mut v, T2, "two");
         assert_eq!(held(&v, "a"), None, "announced newer than the read");
-        v.learned("a", T3, "three".into());
+        learn(&mut v, T3, "three");
         assert_eq!(
             held(&v, "a"),
             Some(format!("{T3}=three")),

@@ -33,7 +33,7 @@ use super::PbError;
 use crate::backoff::Backoff;
 use crate::config::PocketBaseSettings;
 use crate::events::{Action, Collection, Ingested, NewEvent, SinkError, Source};
-use crate::intake::{Intake, RecordError, record_event};
+use crate::intake::{Intake, RecordError, record_event, record_id};
 use crate::latest::{self, Kind};
 use crate::pocketbase::records::{BOT_TEMPLATES, BotInstance, BotTemplate, Tenant};
 use crate::text::UnknownText;
@@ -298,9 +298,13 @@ fn frame_collection(frame: &Frame) -> &str {
 pub fn template_frame(frame: &Frame) -> Result<(String, Option<String>, Action, Option<BotTemplate>), FrameError> {
     let msg: RecordMessage = serde_json::from_str(&frame.data)?;
     let action: Action = msg.action.parse()?;
-    let text = |field: &str| msg.record.get(field).and_then(Value::as_str).filter(|s| !s.is_empty());
-    let id = text("id").ok_or(RecordError::MissingId)?.to_owned();
-    let updated = text("updated").map(str::to_owned);
+    let id = record_id(&msg.record)?;
+    let updated = msg
+        .record
+        .get("updated")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
     Ok((id, updated, action, BotTemplate::deserialize(&msg.record).ok()))
 }
 
@@ -934,6 +938,7 @@ mod tests {
         );
         assert_eq!(t.map(|t| t.name).as_deref(), Some("bot"));
         assert!(template_frame(&frame(TEMPLATES_TOPIC, json!({"name": "x"}), "update")).is_err());
+        assert!(template_frame(&frame(TEMPLATES_TOPIC, json!({"id": "../x"}), "update")).is_err());
     }
 
     #[test]
