@@ -20,7 +20,11 @@
 //!   newest) is acted on once and then corrected by the resync, which finds the record newer than applied.
 //!
 //! A tenant or template read with an instance is kept too ([`Latest::learned`]): while the stream is up,
-//! any later change of it comes as a frame, which replaces it.
+//! any later change of it comes as a frame, which replaces it. A frame may come late, though, and a
+//! tenant's job wakes only the instances it lists: one created after that listing is not woken again, so
+//! its job must not work from a tenant older than the one the tenant's job acted on. Hence the tenant's
+//! job keeps the tenant it read before it lists, and each of the bridge's own writes to a tenant leaves a
+//! mark at the version written.
 //!
 //! Hand-written rather than an LRU crate: the eviction needed is "oldest entry first" over a few hundred
 //! entries, and the rules above are the substance.
@@ -47,6 +51,9 @@ enum Held<T> {
     /// A version exists that is not held (ambiguous, announced by another source, or its frame could not
     /// be used): nothing older may take its place.
     Mark,
+    /// A write of the bridge's own may have made a version that nothing seen shows (its answer was lost):
+    /// no frame may take its place, only a read.
+    Unread,
 }
 
 struct Entry<T> {
@@ -104,7 +111,7 @@ impl<T: PartialEq> Versions<T> {
     /// A frame of version `updated`; `None` when it could not be used.
     fn saw(&mut self, id: &str, updated: &str, value: Option<T>) {
         let held = match self.entries.get(id) {
-            Some(e) if e.updated.as_str() > updated => return,
+            Some(e) if e.updated.as_str() > updated || matches!(e.held, Held::Unread) => return,
             Some(e) if e.updated == updated => match (&e.held, value) {
                 // The same version twice (a read and its frame): what is held stays.
                 (Held::Record(h), Some(v)) if **h == v => return,
@@ -127,14 +134,23 @@ impl<T: PartialEq> Versions<T> {
         };
         let updated = updated.as_str();
         if self.entries.get(id).is_some_and(|e| {
-            e.updated.as_str() > updated || (e.updated == updated && matches!(e.held, Held::Record(_)))
+            !matches!(e.held, Held::Unread)
+                && (e.updated.as_str() > updated || (e.updated == updated && matches!(e.held, Held::Record(_))))
         }) {
             return;
         }
         self.insert(id, updated, Held::Record(Arc::new(value.clone())));
     }
 
+    fn unread(&mut self, id: &str) {
+        let updated = self.entries.get(id).map(|e| e.updated.clone()).unwrap_or_default();
+        self.insert(id, &updated, Held::Unread);
+    }
+
     fn announced(&mut self, id: &str, updated: Option<&str>) {
+        if self.entries.get(id).is_some_and(|e| matches!(e.held, Held::Unread)) {
+            return;
+        }
         let held = self.entries.get(id).map(|e| e.updated.as_str());
         let mark_at = match (held, updated) {
             (Some(held), Some(u)) if held > u => return,
@@ -248,14 +264,37 @@ impl Latest {
         }
     }
 
-    /// A job read an instance's tenant and template: kept for the next change of an instance of theirs.
-    pub fn learned(&self, tenant: Option<&Tenant>, template: Option<&BotTemplate>) {
+    /// A job read an instance, its tenant and its template (PocketBase's state when it answered): the
+    /// tenant and template are kept for the next change of an instance of theirs; the instance settles
+    /// what a write whose answer was lost left unknown.
+    pub fn learned(&self, instance: Option<&BotInstance>, tenant: Option<&Tenant>, template: Option<&BotTemplate>) {
         let mut inner = self.inner();
+        if let Some(i) = instance {
+            inner.instances.learned(&i.id, i.updated.as_ref(), i);
+        }
         if let Some(t) = tenant {
             inner.tenants.learned(&t.id, t.updated.as_ref(), t);
         }
         if let Some(t) = template {
             inner.templates.learned(&t.id, t.updated.as_ref(), t);
+        }
+    }
+
+    /// The bridge wrote the record: `answer` is the record as PocketBase answered the write (its state at
+    /// that version), `None` when the outcome is unknown (a failure, which may have been carried out). The
+    /// write's own frame may come after frames of later versions, and the bridge's earlier writes' frames
+    /// after it: without this, a job could take one of those older records for the newest.
+    pub fn wrote(&self, collection: Collection, id: &str, answer: Option<&serde_json::Value>) {
+        let mut inner = self.inner();
+        match collection {
+            Collection::BotInstances => match parse::<BotInstance>(answer) {
+                Some(i) if i.id == id && i.updated.is_some() => inner.instances.learned(id, i.updated.as_ref(), &i),
+                _ => inner.instances.unread(id),
+            },
+            Collection::Tenants => match parse::<Tenant>(answer) {
+                Some(t) if t.id == id && t.updated.is_some() => inner.tenants.learned(id, t.updated.as_ref(), &t),
+                _ => inner.tenants.unread(id),
+            },
         }
     }
 
@@ -280,6 +319,10 @@ impl Latest {
             instance: instance.as_ref().clone(),
         })
     }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(answer: Option<&serde_json::Value>) -> Option<T> {
+    answer.and_then(|v| serde_json::from_value(v.clone()).ok())
 }
 
 /// The relation an instance names: `Some(None)` when it names none, `None` when it is not held.
@@ -450,7 +493,7 @@ mod tests {
         assert!(l.get("i1").is_none(), "its tenant and template are not known");
         l.saw("t1", T1, Frame::Tenant(Some(tenant("t1", T1, "acme"))));
         assert!(l.get("i1").is_none(), "its template is not known");
-        l.learned(None, Some(&template("p1", T1)));
+        l.learned(None, None, Some(&template("p1", T1)));
         let seen = l.get("i1").expect("all three held");
         assert_eq!((seen.updated.as_str(), seen.instance.id.as_str()), (T2, "i1"));
         assert_eq!(seen.tenant.map(|t| t.slug).as_deref(), Some("acme"));
@@ -466,12 +509,50 @@ mod tests {
         // A tenant edit another source announced (the resync) makes its instances read.
         l.announced(Kind::Tenant, "t1", Some(T2));
         assert!(l.get("i1").is_none());
-        l.learned(Some(&tenant("t1", T2, "acme")), None);
+        l.learned(None, Some(&tenant("t1", T2, "acme")), None);
         assert!(l.get("i1").is_some());
         l.clear();
         let inner = l.inner();
         assert!(inner.instances.entries.is_empty() && inner.tenants.entries.is_empty());
         assert!(inner.templates.entries.is_empty());
+    }
+
+    #[test]
+    fn the_bridges_own_write_is_the_newest_and_a_lost_one_only_a_read_settles() {
+        let l = Latest::default();
+        l.learned(None, Some(&tenant("t1", T1, "acme")), Some(&template("p1", T1)));
+        let frame = |status: &str| Frame::Instance(Some(Box::new(instance("i1", "t1", "p1", status))));
+        l.saw("i1", T1, frame("stopped"));
+        // The job writes T2 then T3; T2's frame comes after PocketBase answered the write of T3.
+        let mut answer = json!({"id": "i1", "tenant": "t1", "template": "p1", "name": "n", "subdomain": "s",
+                                "desired_state": "running", "config": {}, "updated": T3});
+        l.wrote(Collection::BotInstances, "i1", Some(&answer));
+        l.saw("i1", T2, frame("stopped"));
+        let seen = l.get("i1").expect("the written record");
+        assert_eq!((seen.updated.as_str(), seen.instance.updated.is_some()), (T3, true));
+
+        // An answer that is not the record (or no answer: the write failed) leaves only a read to tell.
+        answer["id"] = json!("other");
+        l.wrote(Collection::BotInstances, "i1", Some(&answer));
+        assert!(l.get("i1").is_none());
+        l.saw("i1", "2026-12-02 10:00:00.009Z", frame("running"));
+        l.announced(Kind::Instance, "i1", Some("2026-12-02 10:00:00.009Z"));
+        assert!(l.get("i1").is_none(), "no frame settles a lost write");
+        let mut read = instance("i1", "t1", "p1", "running");
+        read.updated = Some(
+            chrono::NaiveDateTime::parse_from_str(T2, "%Y-%m-%d %H:%M:%S%.3fZ")
+                .unwrap()
+                .and_utc(),
+        );
+        l.learned(Some(&read), None, None);
+        assert_eq!(
+            l.get("i1").expect("read").updated,
+            T2,
+            "a read does, whatever its version"
+        );
+
+        l.wrote(Collection::Tenants, "t1", None);
+        assert!(l.get("i1").is_none(), "its tenant is unknown");
     }
 
     #[test]

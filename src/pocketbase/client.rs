@@ -431,10 +431,11 @@ impl PbClient {
     }
 
     /// Sends `requests` as one `POST /api/batch`: PocketBase carries them out in one transaction, all or
-    /// none. A failed request rolls the whole batch back and comes back as [`PbError::Batch`].
-    pub async fn batch(&self, requests: &[BatchRequest]) -> Result<(), PbError> {
+    /// none. A failed request rolls the whole batch back and comes back as [`PbError::Batch`]. Answers
+    /// each request's answer body (the record it wrote), in request order.
+    pub async fn batch(&self, requests: &[BatchRequest]) -> Result<Vec<serde_json::Value>, PbError> {
         if requests.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let url = self.url(&["api", "batch"], &[])?;
         let body = json!({ "requests": requests });
@@ -451,7 +452,7 @@ impl PbClient {
             })
             .await?;
         if reply.status.is_success() {
-            Ok(())
+            Ok(batch_answers(&reply.body))
         } else {
             Err(PbError::from_batch_response(reply.status.as_u16(), &reply.body))
         }
@@ -768,6 +769,20 @@ fn decode_bytes<T: DeserializeOwned>(status: StatusCode, body: &[u8], what: &str
     serde_json::from_slice(body).map_err(|e| PbError::Decode(format!("{what}: {e}")))
 }
 
+/// The answer body of each request of a successful batch (`[{"status":200,"body":{record}}, ...]`).
+fn batch_answers(body: &[u8]) -> Vec<serde_json::Value> {
+    #[derive(Deserialize)]
+    struct Answer {
+        #[serde(default)]
+        body: serde_json::Value,
+    }
+    serde_json::from_slice::<Vec<Answer>>(body)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| a.body)
+        .collect()
+}
+
 fn from_value<T: DeserializeOwned>(v: serde_json::Value, collection: &str) -> Result<T, PbError> {
     let id = v.get("id").and_then(|i| i.as_str()).unwrap_or("?").to_string();
     serde_json::from_value(v).map_err(|e| PbError::Decode(format!("{collection} record {id}: {e}")))
@@ -788,6 +803,19 @@ impl PbClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_answer_gives_each_written_record() {
+        let answer = br#"[{"status":200,"body":{"id":"t1","updated":"2026-12-02 10:00:00.123Z"}},{"status":204}]"#;
+        assert_eq!(
+            batch_answers(answer),
+            vec![
+                json!({"id": "t1", "updated": "2026-12-02 10:00:00.123Z"}),
+                serde_json::Value::Null
+            ]
+        );
+        assert!(batch_answers(b"not json").is_empty());
+    }
 
     #[test]
     fn urls_keep_a_base_path_and_encode_segments() {

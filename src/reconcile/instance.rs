@@ -163,6 +163,18 @@ pub async fn reconcile(
     Ok(Some(updated))
 }
 
+/// A write of the instance outside `outcome::commit` (no row with it), told to `latest` as that one is.
+async fn patch_instance(ctx: &Context, id: &str, patch: &InstancePatch) -> Result<(), ReconcileError> {
+    let written = ctx.pb.patch_instance(id, patch).await;
+    let latest = ctx.intake.latest();
+    match &written {
+        Ok(inst) => latest.learned(Some(inst), None, None),
+        Err(_) => latest.wrote(Collection::BotInstances, id, None),
+    }
+    written?;
+    Ok(())
+}
+
 /// The instance with its tenant and template: from what the realtime stream brought when that is known to
 /// be the newest (see [`crate::latest`]), otherwise read from PocketBase.
 async fn instance_with_relations(
@@ -180,8 +192,8 @@ async fn instance_with_relations(
     }
     counted("pocketbase");
     let read = ctx.pb.get_instance_with_relations(id).await?;
-    if let Some((_, tenant, template)) = &read {
-        latest.learned(tenant.as_ref(), template.as_ref());
+    if let Some((instance, tenant, template)) = &read {
+        latest.learned(Some(instance), tenant.as_ref(), template.as_ref());
     }
     Ok(read)
 }
@@ -1075,7 +1087,7 @@ async fn run_actions(
                         pending_reason: Some(String::new()),
                         ..Default::default()
                     };
-                    ctx.pb.patch_instance(&inst.id, &patch).await?;
+                    patch_instance(ctx, &inst.id, &patch).await?;
                 }
             }
             Action::CreateService => {
@@ -1172,7 +1184,7 @@ async fn create_service(
         coolify_project_id: Some(desired.project_uuid.clone()),
         ..Default::default()
     };
-    ctx.pb.patch_instance(&inst.id, &patch).await?;
+    patch_instance(ctx, &inst.id, &patch).await?;
     info!(record_id = %inst.id, coolify_uuid = %uuid, "service created");
     Ok(uuid)
 }

@@ -64,26 +64,41 @@ pub async fn commit(
         ctx.journal.put_outbox(row).await?;
     }
     let rows = ctx.journal.outbox_for(collection, record_id, ROWS_PER_BATCH).await?;
-    send(ctx, record_id, patch, rows).await
+    let wrote = patch.is_some();
+    let sent = send(ctx, record_id, patch, rows).await;
+    if wrote {
+        // Jobs take records from `latest`, and this write's frame may come after later ones (and the
+        // frames of the job's earlier writes after it): what PocketBase answered is the newest, and
+        // after a failure, which may have been carried out, only a read tells.
+        let answer = sent.as_ref().ok().and_then(Option::as_ref);
+        ctx.intake.latest().wrote(collection, record_id, answer);
+    }
+    sent.map(drop)
 }
 
+/// Answers the record `patch` wrote, as PocketBase's answer shows it.
 async fn send(
     ctx: &Context,
     record_id: &str,
     patch: Option<BatchRequest>,
     mut rows: Vec<OutboxEntry>,
-) -> Result<(), ReconcileError> {
+) -> Result<Option<serde_json::Value>, ReconcileError> {
     let first_row = usize::from(patch.is_some());
     // Each refused row is settled (dropped, or sent without its gone relations) before the next try.
     for _ in 0..=2 * rows.len() {
         let mut requests: Vec<BatchRequest> = patch.iter().cloned().collect();
         requests.extend(rows.iter().map(|e| BatchRequest::create_deploy_log(&e.id, &body(e))));
         let (index, error) = match ctx.pb.batch(&requests).await {
-            Ok(()) => {
+            Ok(answers) => {
                 ctx.journal
                     .drop_outbox(rows.into_iter().map(|e| e.id).collect())
                     .await?;
-                return Ok(());
+                let written = if first_row == 1 {
+                    answers.into_iter().next()
+                } else {
+                    None
+                };
+                return Ok(written);
             }
             Err(PbError::Batch { index, error }) if index >= first_row && index - first_row < rows.len() => {
                 (index - first_row, error)

@@ -28,6 +28,9 @@ pub async fn reconcile(ctx: &Context, id: &str, run: &RunActor) -> Result<Option
         destroy(ctx, id, run).await?;
         return Ok(None);
     };
+    // Before the instances are listed (`fan_out`): an instance created after that listing is not woken,
+    // so its job must not take an older version of the tenant from `latest` than this one.
+    ctx.intake.latest().learned(None, Some(&tenant), None);
     if tenant.deletion_requested_at.is_some() {
         return retire(ctx, &tenant, run).await;
     }
@@ -200,7 +203,14 @@ async fn settle_domain(ctx: &Context, tenant: &Tenant) -> Result<(), ReconcileEr
         coolify_project_uuid: None,
         bridge_error: Some(problem),
     };
-    ctx.pb.patch_tenant(&tenant.id, &patch).await?;
+    let written = ctx.pb.patch_tenant(&tenant.id, &patch).await;
+    // As for every write of the bridge's (see `outcome::commit`).
+    let latest = ctx.intake.latest();
+    match &written {
+        Ok(t) => latest.learned(None, Some(t), None),
+        Err(_) => latest.wrote(Collection::Tenants, &tenant.id, None),
+    }
+    written?;
     Ok(())
 }
 

@@ -307,7 +307,12 @@ async fn fifty_instances_across_five_tenants_end_as_fifty_services() {
         let project = &project_of[text(inst, "tenant")];
         assert_eq!(text(svc, "project_uuid"), project, "service in its tenant's project");
         assert_eq!(text(inst, "coolify_project_id"), project);
-        assert!(sim_running(svc));
+        assert!(
+            sim_running(svc),
+            "the service of {} is not running: {}",
+            inst["id"],
+            svc["status"]
+        );
     }
     let projects = w.sim.projects().await;
     for slug in tenants.values() {

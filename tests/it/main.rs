@@ -17,6 +17,7 @@ mod footprint_idle;
 mod footprint_status;
 mod footprint_webhook;
 mod footprint_writes;
+mod frames_out_of_order;
 mod health_poller;
 mod in_process;
 mod intake_default;

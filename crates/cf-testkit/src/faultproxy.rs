@@ -1,7 +1,8 @@
 //! An HTTP/1.1-aware TCP proxy between the bridge and PocketBase that injects one precise fault at a time:
 //! drop a matching request before PocketBase sees it, lose the answer to one PocketBase carried out, stall
-//! the realtime streams open now (the socket stays up, nothing arrives: a half-open stream), refuse new
-//! streams, or cut every connection. Each fault hits exactly the requests its rule names, so a test can
+//! the realtime streams open now (the socket stays up, nothing arrives: a half-open stream), hold back
+//! matching realtime frames while later ones pass (PocketBase sends each frame from its own goroutine, so
+//! a frame may come after later ones), refuse new streams, or cut every connection. Each fault hits exactly the requests its rule names, so a test can
 //! reproduce one interleaving deterministically instead of cutting at random and hoping.
 //!
 //! Requests are parsed only as far as needed (request line, `Content-Length` body); answers are copied
@@ -80,9 +81,25 @@ struct ActiveRule {
     hits: Arc<AtomicU32>,
 }
 
+/// Realtime frames held back: those whose text contains every `contains` and no `excludes`.
+struct Hold {
+    contains: Vec<String>,
+    excludes: Vec<String>,
+}
+
+impl Hold {
+    fn matches(&self, frame: &str) -> bool {
+        self.contains.iter().all(|s| frame.contains(s.as_str()))
+            && !self.excludes.iter().any(|s| frame.contains(s.as_str()))
+    }
+}
+
 #[derive(Default)]
 struct Shared {
     rules: Mutex<Vec<ActiveRule>>,
+    hold: Mutex<Option<Hold>>,
+    /// Frames held back so far, over every stream.
+    held: AtomicU32,
     block_streams: AtomicBool,
     /// "METHOD target" of every request forwarded to PocketBase.
     forwarded: Mutex<Vec<String>>,
@@ -109,6 +126,7 @@ pub struct FaultProxy {
     shared: Arc<Shared>,
     cut: watch::Sender<u64>,
     stall: watch::Sender<u64>,
+    release: watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -119,8 +137,9 @@ impl FaultProxy {
         let shared = Arc::new(Shared::default());
         let (cut, _) = watch::channel(0u64);
         let (stall, _) = watch::channel(0u64);
+        let (release, _) = watch::channel(0u64);
         let task = {
-            let (shared, cut, stall) = (shared.clone(), cut.clone(), stall.clone());
+            let (shared, cut, stall, release) = (shared.clone(), cut.clone(), stall.clone(), release.clone());
             tokio::spawn(async move {
                 while let Ok((inbound, _)) = listener.accept().await {
                     let conn = Connection {
@@ -128,6 +147,7 @@ impl FaultProxy {
                         // Subscribing marks the current value seen: only later cuts apply.
                         cut: cut.subscribe(),
                         stall: stall.subscribe(),
+                        release: release.subscribe(),
                     };
                     tokio::spawn(conn.serve(inbound, target_port));
                 }
@@ -138,6 +158,7 @@ impl FaultProxy {
             shared,
             cut,
             stall,
+            release,
             task,
         }
     }
@@ -163,6 +184,27 @@ impl FaultProxy {
         self.stall.send_modify(|v| *v += 1);
     }
 
+    /// From now on, realtime frames whose text (topic and record) contains every `contains` and none of
+    /// `excludes` are held back; the frames after them pass.
+    pub fn hold_frames(&self, contains: &[&str], excludes: &[&str]) {
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        *self.shared.hold.lock().expect("hold lock") = Some(Hold {
+            contains: owned(contains),
+            excludes: owned(excludes),
+        });
+    }
+
+    /// How many frames were held back so far.
+    pub fn held_frames(&self) -> u32 {
+        self.shared.held.load(Ordering::SeqCst)
+    }
+
+    /// Stops holding frames back and delivers those held, in the order they came.
+    pub fn release_frames(&self) {
+        *self.shared.hold.lock().expect("hold lock") = None;
+        self.release.send_modify(|v| *v += 1);
+    }
+
     /// While on, new realtime streams (`GET /api/realtime`) are refused by closing their connection.
     pub fn block_streams(&self, on: bool) {
         self.shared.block_streams.store(on, Ordering::SeqCst);
@@ -186,6 +228,7 @@ struct Connection {
     shared: Arc<Shared>,
     cut: watch::Receiver<u64>,
     stall: watch::Receiver<u64>,
+    release: watch::Receiver<u64>,
 }
 
 /// One request: its head as received, its body, and the parts the rules look at.
@@ -279,21 +322,38 @@ impl Connection {
                 }
             }
         };
+        let mut release = self.release.clone();
         let downstream = async {
             let mut buf = vec![0u8; 16 * 1024];
+            let mut stream = StreamRelay::default();
             loop {
-                let n = match server_read.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
+                let n = tokio::select! {
+                    read = server_read.read(&mut buf) => match read {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    },
+                    _ = release.changed() => {
+                        if client_write.write_all(&stream.released()).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                 };
                 if lose_answer.load(Ordering::SeqCst) {
                     return;
                 }
                 let began = stream_began.load(Ordering::SeqCst);
-                if began != u64::MAX && *stall.borrow() != began {
+                if began == u64::MAX {
+                    if client_write.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
                     continue;
                 }
-                if client_write.write_all(&buf[..n]).await.is_err() {
+                if *stall.borrow() != began {
+                    continue;
+                }
+                let passed = stream.relay(&buf[..n], &shared);
+                if client_write.write_all(&passed).await.is_err() {
                     return;
                 }
             }
@@ -303,6 +363,88 @@ impl Connection {
             _ = downstream => {}
             _ = self.cut.changed() => {}
         }
+    }
+}
+
+/// A realtime stream's answer as it passes: its head as is, then its chunked body decoded into frames,
+/// each passed on as one chunk or held back (see [`FaultProxy::hold_frames`]).
+#[derive(Default)]
+struct StreamRelay {
+    head_done: bool,
+    /// Bytes received and not yet decoded: part of the head or of a chunk.
+    raw: Vec<u8>,
+    /// Decoded text not yet ending a frame.
+    text: Vec<u8>,
+    held: Vec<Vec<u8>>,
+}
+
+/// One HTTP/1.1 chunk.
+fn chunk(data: &[u8]) -> Vec<u8> {
+    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+impl StreamRelay {
+    /// What of `bytes` goes on to the bridge now.
+    fn relay(&mut self, bytes: &[u8], shared: &Shared) -> Vec<u8> {
+        self.raw.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        if !self.head_done {
+            let Some(end) = find(&self.raw, b"\r\n\r\n") else {
+                return out;
+            };
+            let head: Vec<u8> = self.raw.drain(..end + 4).collect();
+            assert!(
+                String::from_utf8_lossy(&head)
+                    .to_ascii_lowercase()
+                    .contains("transfer-encoding: chunked"),
+                "the realtime stream is expected to be chunked"
+            );
+            out.extend_from_slice(&head);
+            self.head_done = true;
+        }
+        // Each complete chunk: "<size hex>\r\n<data>\r\n".
+        while let Some(line) = find(&self.raw, b"\r\n") {
+            let size = std::str::from_utf8(&self.raw[..line])
+                .ok()
+                .and_then(|h| usize::from_str_radix(h.trim(), 16).ok())
+                .expect("a chunk size");
+            if self.raw.len() < line + 2 + size + 2 {
+                break;
+            }
+            if size == 0 {
+                out.append(&mut self.raw);
+                return out;
+            }
+            let data: Vec<u8> = self.raw[line + 2..line + 2 + size].to_vec();
+            self.raw.drain(..line + 2 + size + 2);
+            self.text.extend_from_slice(&data);
+        }
+        while let Some(end) = find(&self.text, b"\n\n") {
+            let frame: Vec<u8> = self.text.drain(..end + 2).collect();
+            let hold = shared.hold.lock().expect("hold lock");
+            if hold
+                .as_ref()
+                .is_some_and(|h| h.matches(&String::from_utf8_lossy(&frame)))
+            {
+                shared.held.fetch_add(1, Ordering::SeqCst);
+                self.held.push(frame);
+            } else {
+                out.extend(chunk(&frame));
+            }
+        }
+        out
+    }
+
+    /// The frames held back, as chunks.
+    fn released(&mut self) -> Vec<u8> {
+        self.held.drain(..).flat_map(|f| chunk(&f)).collect()
     }
 }
 
