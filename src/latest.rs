@@ -17,14 +17,17 @@
 //! - the job takes an instance only when it is newer than the version the journal records as applied
 //!   ([`usable`]), which also covers most late frames that come after their record's entry was evicted.
 //!   What remains (a frame later than [`INSTANCES`] others, of a version between the applied one and the
-//!   newest) is acted on once and then corrected by the resync, which finds the record newer than applied.
+//!   newest) is acted on once and then corrected by the resync, which finds the record newer than applied;
+//!   if it is a frame of the bridge's own earlier write, that one run may send the service its spec again.
+//! - each of the bridge's own writes keeps what PocketBase answered, the record at the version written
+//!   ([`Latest::wrote`]): the frames of the job's earlier writes, and the write's own frame, may come after
+//!   it. A write that failed (it may have been carried out) leaves the record unread: only a read settles it.
 //!
 //! A tenant or template read with an instance is kept too ([`Latest::learned`]): while the stream is up,
-//! any later change of it comes as a frame, which replaces it. A frame may come late, though, and a
-//! tenant's job wakes only the instances it lists: one created after that listing is not woken again, so
-//! its job must not work from a tenant older than the one the tenant's job acted on. Hence the tenant's
-//! job keeps the tenant it read before it lists, and each of the bridge's own writes to a tenant leaves a
-//! mark at the version written.
+//! any later change of it comes as a frame, which replaces it. A tenant's job wakes only the instances it
+//! lists, and one created after that listing is not woken again, so its job must not work from a tenant
+//! older than the one the tenant's job acted on: the tenant's job keeps the tenant it read before it lists
+//! (its own writes are kept as above).
 //!
 //! Hand-written rather than an LRU crate: the eviction needed is "oldest entry first" over a few hundred
 //! entries, and the rules above are the substance.
