@@ -17,12 +17,7 @@ const QUIET_RESYNC: (&str, &str) = ("CF_BRIDGE__POCKETBASE__RESYNC_INTERVAL_SECS
 /// there: its job reads the tenant the bridge wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_created_while_its_tenants_project_frame_is_late_sees_the_project() {
-    let s = ProxiedStack::start(&[QUIET_RESYNC]).await;
-    // A first instance running: its job read the template, which the bridge now holds.
-    let warm = s.ready_tenant("warm").await;
-    let first = s.create_instance(&warm, "warm-a").await;
-    running(&s, &first).await;
-
+    let s = warm_stack().await;
     // Only a tenant frame carrying a project uuid is held back: the new tenant's creation frame passes.
     s.proxy
         .hold_frames(&["coolify_project_uuid"], &[r#""coolify_project_uuid":"""#]);
@@ -45,11 +40,7 @@ async fn an_instance_created_while_its_tenants_project_frame_is_late_sees_the_pr
 /// and a run from it would send the service its compose again and restart it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_frames_of_a_jobs_earlier_writes_do_not_undo_its_last() {
-    let s = ProxiedStack::start(&[QUIET_RESYNC]).await;
-    let warm = s.ready_tenant("warm").await;
-    let first = s.create_instance(&warm, "warm-a").await;
-    running(&s, &first).await;
-
+    let s = warm_stack().await;
     // An instance waiting for its tenant's project is woken by the tenant's job: each of its job's
     // writes then comes back as an event (the frames of `deploying` and of the service's uuid).
     s.sim
@@ -92,6 +83,16 @@ async fn the_frames_of_a_jobs_earlier_writes_do_not_undo_its_last() {
         "the service was sent its compose again: {calls:?}"
     );
     s.proxy.release_frames();
+}
+
+/// A stack with a first instance running: its job read the template, which the bridge now holds, so a
+/// job may work from frames alone.
+async fn warm_stack() -> ProxiedStack {
+    let s = ProxiedStack::start(&[QUIET_RESYNC]).await;
+    let warm = s.ready_tenant("warm").await;
+    let first = s.create_instance(&warm, "warm-a").await;
+    running(&s, &first).await;
+    s
 }
 
 async fn running(s: &ProxiedStack, id: &str) {
