@@ -180,6 +180,7 @@ fn load(cli: &Cli) -> Result<Settings, config::ConfigError> {
 }
 
 fn main() -> ExitCode {
+    cf_bridge::memory::limit_arenas();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,

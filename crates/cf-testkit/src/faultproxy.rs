@@ -332,8 +332,9 @@ impl Connection {
                         Ok(0) | Err(_) => return,
                         Ok(n) => n,
                     },
-                    _ = release.changed() => {
-                        if client_write.write_all(&stream.released()).await.is_err() {
+                    released = release.changed() => {
+                        // An error: the proxy is gone.
+                        if released.is_err() || client_write.write_all(&stream.released()).await.is_err() {
                             return;
                         }
                         continue;
