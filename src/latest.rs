@@ -325,7 +325,7 @@ impl Latest {
 }
 
 fn parse<T: serde::de::DeserializeOwned>(answer: Option<&serde_json::Value>) -> Option<T> {
-    answer.and_then(|v| serde_json::from_value(v.clone()).ok())
+    answer.and_then(|v| T::deserialize(v).ok())
 }
 
 /// The relation an instance names: `Some(None)` when it names none, `None` when it is not held.
