@@ -10,8 +10,9 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::json;
+use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 use tracing::Instrument;
 use url::Url;
@@ -133,9 +134,39 @@ struct AuthAnswer {
     token: SecretString,
 }
 
+/// A list answer with each item left as its text, decoded one at a time into what the caller keeps.
 #[derive(Deserialize)]
-struct ListAnswer {
-    items: Vec<serde_json::Value>,
+struct RawPage<'a> {
+    #[serde(borrow)]
+    items: Vec<&'a RawValue>,
+}
+
+fn raw_page<'a>(body: &'a [u8], collection: &str) -> Result<RawPage<'a>, PbError> {
+    serde_json::from_slice(body).map_err(|e| PbError::Decode(format!("{collection}: {e}")))
+}
+
+/// Whether a list answer has no items (without decoding any).
+fn empty_list(body: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Items {
+        items: Vec<IgnoredAny>,
+    }
+    serde_json::from_slice::<Items>(body).is_ok_and(|l| l.items.is_empty())
+}
+
+fn record_id(raw: &RawValue) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Id {
+        id: String,
+    }
+    serde_json::from_str::<Id>(raw.get()).ok().map(|r| r.id)
+}
+
+fn from_raw<T: DeserializeOwned>(raw: &RawValue, collection: &str) -> Result<T, PbError> {
+    serde_json::from_str(raw.get()).map_err(|e| {
+        let id = record_id(raw).unwrap_or_else(|| "?".into());
+        PbError::Decode(format!("{collection} record {id}: {e}"))
+    })
 }
 
 #[derive(Deserialize)]
@@ -269,11 +300,11 @@ impl PbClient {
         filter: Option<&str>,
         per_page: u32,
     ) -> Result<Vec<T>, PbError> {
-        self.list_page_raw(collection, after_id, filter, per_page, true)
-            .await?
-            .into_iter()
-            .map(|v| from_value(v, collection))
-            .collect()
+        let body = self
+            .list_page_body(collection, after_id, filter, per_page, true)
+            .await?;
+        let page = raw_page(&body, collection)?;
+        page.items.into_iter().map(|raw| from_raw(raw, collection)).collect()
     }
 
     /// Every record matching `filter`, by keyset pagination (stable while records change).
@@ -282,38 +313,42 @@ impl PbClient {
         collection: &str,
         filter: Option<&str>,
     ) -> Result<Vec<T>, PbError> {
-        self.list_keyset(collection, filter, EmptyTail::Confirm).await
+        self.scan_keyset(collection, filter, EmptyTail::Confirm, Some).await
     }
 
+    /// Every record matching `filter` in id order, each decoded as `T` and kept as what `keep` makes of
+    /// it, a page at a time: a fleet is never held whole (a resync that kept 10,000 whole instances
+    /// until it had them all peaked at about 25 MB of heap, docs/BENCHMARKS.md, eleventh session).
+    ///
     /// Whole records, never `fields=`: PocketBase picks fields by encoding the answer, decoding it and
     /// encoding it again, which cost it 1.6x the CPU of the whole records (10,000 instances: 1.18-1.26 s
     /// against 0.72-0.89 s, docs/BENCHMARKS.md); it is the shared resource, the bridge's parse is not.
-    async fn list_keyset<T: DeserializeOwned>(
+    pub async fn scan_keyset<T: DeserializeOwned, U>(
         &self,
         collection: &str,
         filter: Option<&str>,
         tail: EmptyTail,
-    ) -> Result<Vec<T>, PbError> {
+        mut keep: impl FnMut(T) -> Option<U>,
+    ) -> Result<Vec<U>, PbError> {
         let mut out = Vec::new();
         let mut after: Option<String> = None;
         loop {
             let confirm_empty = after.is_none() || tail == EmptyTail::Confirm;
-            let page = self
-                .list_page_raw(collection, after.as_deref(), filter, LIST_ALL_PAGE, confirm_empty)
+            let body = self
+                .list_page_body(collection, after.as_deref(), filter, LIST_ALL_PAGE, confirm_empty)
                 .await?;
-            let full = page.len() == LIST_ALL_PAGE as usize;
-            if let Some(last) = page.last() {
-                let id = last
-                    .get("id")
-                    .and_then(|v| v.as_str())
+            let page = raw_page(&body, collection)?;
+            let full = page.items.len() == LIST_ALL_PAGE as usize;
+            if let Some(last) = page.items.last() {
+                let id = record_id(last)
                     .ok_or_else(|| PbError::Decode(format!("a {collection} record in a list has no id")))?;
-                if after.as_deref().is_some_and(|prev| id <= prev) {
+                if after.as_deref().is_some_and(|prev| id.as_str() <= prev) {
                     return Err(PbError::Decode(format!("{collection} list is not sorted by id")));
                 }
-                after = Some(id.to_string());
+                after = Some(id);
             }
-            for v in page {
-                out.push(from_value(v, collection)?);
+            for raw in page.items {
+                out.extend(keep(from_raw(raw, collection)?));
             }
             if !full {
                 return Ok(out);
@@ -412,7 +447,7 @@ impl PbClient {
         filter: Option<&str>,
         tail: EmptyTail,
     ) -> Result<Vec<T>, PbError> {
-        self.list_keyset(BOT_INSTANCES, filter, tail).await
+        self.scan_keyset(BOT_INSTANCES, filter, tail, Some).await
     }
 
     /// Writes bridge-owned instance fields; over-long error messages are cut to the schema's limit.
@@ -481,7 +516,7 @@ impl PbClient {
         let url = self.url(&["api", "collections", BOT_INSTANCES, "records"], &query)?;
         let reply = self
             .send(Method::GET, &url, None, RECORD_LIMIT, |r| {
-                r.status.is_success() && serde_json::from_slice::<ListAnswer>(&r.body).is_ok_and(|l| l.items.is_empty())
+                r.status.is_success() && empty_list(&r.body)
             })
             .await?;
         let total: CountAnswer = decode(reply, BOT_INSTANCES)?;
@@ -502,21 +537,24 @@ impl PbClient {
         let url = self.url(&["api", "collections", DEPLOY_LOGS, "records"], &query)?;
         let reply = self
             .send(Method::GET, &url, None, LIST_LIMIT, |r| {
-                r.status.is_success() && serde_json::from_slice::<ListAnswer>(&r.body).is_ok_and(|l| l.items.is_empty())
+                r.status.is_success() && empty_list(&r.body)
             })
             .await?;
-        let list: ListAnswer = decode(reply, DEPLOY_LOGS)?;
-        list.items.into_iter().map(|v| from_value(v, DEPLOY_LOGS)).collect()
+        if !reply.status.is_success() {
+            return Err(PbError::from_response(reply.status.as_u16(), &reply.body));
+        }
+        let page = raw_page(&reply.body, DEPLOY_LOGS)?;
+        page.items.into_iter().map(|raw| from_raw(raw, DEPLOY_LOGS)).collect()
     }
 
-    async fn list_page_raw(
+    async fn list_page_body(
         &self,
         collection: &str,
         after_id: Option<&str>,
         filter: Option<&str>,
         per_page: u32,
         confirm_empty: bool,
-    ) -> Result<Vec<serde_json::Value>, PbError> {
+    ) -> Result<Vec<u8>, PbError> {
         let per_page = per_page.clamp(1, MAX_PER_PAGE).to_string();
         let filter = match (after_id, filter) {
             (Some(after), Some(f)) => Some(format!("id > {} && ({f})", filter_quote(after))),
@@ -537,13 +575,13 @@ impl PbClient {
         // An empty page is also what a guest sees, so it must be confirmed with a live token.
         let reply = self
             .send(Method::GET, &url, None, LIST_LIMIT, |r| {
-                confirm_empty
-                    && r.status.is_success()
-                    && serde_json::from_slice::<ListAnswer>(&r.body).is_ok_and(|l| l.items.is_empty())
+                confirm_empty && r.status.is_success() && empty_list(&r.body)
             })
             .await?;
-        let list: ListAnswer = decode(reply, collection)?;
-        Ok(list.items)
+        if !reply.status.is_success() {
+            return Err(PbError::from_response(reply.status.as_u16(), &reply.body));
+        }
+        Ok(reply.body)
     }
 
     /// Sends a request with the superuser token. Answers a live superuser token would not get (401, 403,

@@ -228,17 +228,56 @@ pub struct WatchedInstance {
 impl WatchedInstance {
     /// The instances the health poller watches: with a service, `running` or `error`.
     pub const FILTER: &'static str = "coolify_service_id != '' && (status = 'running' || status = 'error')";
+}
 
-    /// What the poller keeps of `i`, when [`Self::FILTER`] selects it (the same test, on a record already read).
-    pub fn of(i: &BotInstance) -> Option<WatchedInstance> {
-        let service = i.coolify_service_id.as_deref().filter(|s| !s.is_empty())?;
-        matches!(i.status, Some(InstanceStatus::Running | InstanceStatus::Error)).then(|| WatchedInstance {
-            id: i.id.clone(),
-            status: i.status,
+/// What names an instance's incarnation: all the orphan scan keeps of each live instance.
+#[derive(Debug, Deserialize)]
+pub struct InstanceLife {
+    pub id: String,
+    #[serde(default)]
+    pub tenant: String,
+    #[serde(default, with = "pb_date")]
+    pub created: Option<DateTime<Utc>>,
+}
+
+/// A tenant's slug: all the orphan scan keeps of each live tenant.
+#[derive(Debug, Deserialize)]
+pub struct TenantSlug {
+    pub slug: String,
+}
+
+/// What the resync keeps of each instance it lists: the version and the applied spec it compares, and what
+/// the health poller watches. Decoded from the listed record directly: the rest of it (config included)
+/// is skipped, not kept.
+#[derive(Debug, Deserialize)]
+pub struct ListedInstance {
+    pub id: String,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub status: Option<InstanceStatus>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub coolify_service_id: Option<String>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub error_message: Option<String>,
+    #[serde(default, with = "pb_date")]
+    pub last_healthy_at: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "empty_as_none")]
+    pub applied_hash: Option<String>,
+    #[serde(default, with = "pb_date")]
+    pub updated: Option<DateTime<Utc>>,
+}
+
+impl ListedInstance {
+    /// What the poller keeps of it, when [`WatchedInstance::FILTER`] selects it (the same test, on a record
+    /// already listed).
+    pub fn watched(&self) -> Option<WatchedInstance> {
+        let service = self.coolify_service_id.as_deref()?;
+        matches!(self.status, Some(InstanceStatus::Running | InstanceStatus::Error)).then(|| WatchedInstance {
+            id: self.id.clone(),
+            status: self.status,
             coolify_service_id: Some(service.to_owned()),
-            error_message: i.error_message.clone(),
-            last_healthy_at: i.last_healthy_at,
-            updated: i.updated,
+            error_message: self.error_message.clone(),
+            last_healthy_at: self.last_healthy_at,
+            updated: self.updated,
         })
     }
 }
@@ -419,7 +458,7 @@ where
     }
 }
 
-mod pb_date {
+pub(super) mod pb_date {
     use super::*;
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
@@ -499,9 +538,9 @@ mod tests {
             ("running", "", "", false),
         ] {
             let raw = record(status, service, error);
-            let inst: BotInstance = serde_json::from_value(raw.clone()).unwrap();
+            let inst: ListedInstance = serde_json::from_value(raw.clone()).unwrap();
             let as_listed: WatchedInstance = serde_json::from_value(raw).unwrap();
-            let made = WatchedInstance::of(&inst);
+            let made = inst.watched();
             assert_eq!(made.is_some(), listed, "{status} {service:?}");
             if listed {
                 assert_eq!(made, Some(as_listed), "{status} {error:?}");

@@ -1,9 +1,11 @@
 //! The PocketBase client as the token source of the realtime consumer and the lister of the resync; the
 //! resync's listing of instances also serves the health poller (`records::WatchedOffer`).
 
-use super::client::PbClient;
+use serde::Deserialize;
+
+use super::client::{EmptyTail, PbClient};
 use super::realtime::{TokenFuture, TokenSource};
-use super::records::{BotInstance, Tenant, WatchedInstance, format_pb_date};
+use super::records::{BOT_INSTANCES, ListedInstance, TENANTS, format_pb_date, pb_date};
 use crate::events::Collection;
 use crate::intake::Intake;
 use crate::resync::{ListFuture, RecordLister, RecordStamp};
@@ -12,6 +14,14 @@ impl TokenSource for PbClient {
     fn token(&self) -> TokenFuture<'_> {
         Box::pin(PbClient::token(self))
     }
+}
+
+/// A tenant as the resync compares it.
+#[derive(Deserialize)]
+struct TenantVersion {
+    id: String,
+    #[serde(default, with = "pb_date")]
+    updated: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 fn stamp(id: String, updated: Option<chrono::DateTime<chrono::Utc>>) -> RecordStamp {
@@ -25,10 +35,10 @@ fn stamp(id: String, updated: Option<chrono::DateTime<chrono::Utc>>) -> RecordSt
 }
 
 /// An instance's stamp, with what the drift check compares: its service and its applied spec.
-fn instance_stamp(i: BotInstance) -> RecordStamp {
+fn instance_stamp(i: ListedInstance) -> RecordStamp {
     RecordStamp {
-        service: i.coolify_service_id.filter(|s| !s.is_empty()),
-        applied_hash: i.applied_hash.filter(|h| !h.is_empty()),
+        service: i.coolify_service_id,
+        applied_hash: i.applied_hash,
         ..stamp(i.id, i.updated)
     }
 }
@@ -47,17 +57,27 @@ impl RecordLister for ResyncLister {
         Box::pin(async move {
             match c {
                 Collection::Tenants => {
-                    let v: Vec<Tenant> = self.pb.list_tenants().await?;
-                    Ok(v.into_iter().map(|t| stamp(t.id, t.updated)).collect())
+                    let keep = |t: TenantVersion| Some(stamp(t.id, t.updated));
+                    Ok(self.pb.scan_keyset(TENANTS, None, EmptyTail::Confirm, keep).await?)
                 }
                 Collection::BotInstances => {
                     let listed_from = self.offers_to_poller.as_ref().map(Intake::instance_changes);
-                    let v: Vec<BotInstance> = self.pb.list_instances(None).await?;
+                    let mut watched = Vec::new();
+                    // Page by page: only the stamps and the watched instances are kept of the fleet.
+                    let keep = |i: ListedInstance| {
+                        if listed_from.is_some() {
+                            watched.extend(i.watched());
+                        }
+                        Some(instance_stamp(i))
+                    };
+                    let stamps = self
+                        .pb
+                        .scan_keyset(BOT_INSTANCES, None, EmptyTail::Confirm, keep)
+                        .await?;
                     if let Some(listed_from) = listed_from {
-                        let watched = v.iter().filter_map(WatchedInstance::of).collect();
                         self.pb.offer_watched(listed_from, watched);
                     }
-                    Ok(v.into_iter().map(instance_stamp).collect())
+                    Ok(stamps)
                 }
             }
         })

@@ -49,8 +49,12 @@ struct Desired {
 
 /// The incarnation of a live record (see [`crate::incarnation`]).
 pub fn life_of(inst: &BotInstance) -> String {
-    let created = inst.created.as_ref().map(format_pb_date).unwrap_or_default();
-    incarnation::tag(&inst.id, &inst.tenant, &created)
+    life_tag(&inst.id, &inst.tenant, inst.created.as_ref())
+}
+
+/// The incarnation tag of the instance `id` of `tenant` created at `created`.
+pub fn life_tag(id: &str, tenant: &str, created: Option<&chrono::DateTime<chrono::Utc>>) -> String {
+    incarnation::tag(id, tenant, &created.map(format_pb_date).unwrap_or_default())
 }
 
 /// What the job knows about its run beyond the record.

@@ -9,11 +9,12 @@ use tracing::{info, warn};
 
 use super::context::Context;
 use super::error::ReconcileError;
-use super::instance::life_of;
+use super::instance::life_tag;
 use crate::config::OrphanPolicy;
 use crate::coolify::budget::Priority;
 use crate::incarnation;
 use crate::journal::DeletionState;
+use crate::pocketbase::records::{BOT_INSTANCES, InstanceLife, TENANTS, TenantSlug};
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum OrphanKind {
@@ -132,13 +133,21 @@ impl OrphanScanner {
 
     pub async fn scan_once(&mut self) -> Result<Vec<Orphan>, ReconcileError> {
         // Live records first: if PocketBase cannot be read, nothing is judged an orphan.
-        let tenants = self.ctx.pb.list_tenants().await?;
-        let instances = self.ctx.pb.list_instances(None).await?;
+        // Only what names each owner is kept of the records, a page at a time (a fleet's whole records
+        // took tens of MB).
+        let instances = self.ctx.pb.list_all::<InstanceLife>(BOT_INSTANCES, None).await?;
+        let tenants = self.ctx.pb.list_all::<TenantSlug>(TENANTS, None).await?;
         // A pass of the health poller or the drift check serves if it is recent; one read before the records
         // is as safe as one after: a service in it was made before them, so a live owner is among them.
         let fleet = self.ctx.coolify.fleet(self.list_age, None, Priority::Normal).await?;
         let projects = self.ctx.coolify.list_projects().await?;
-        let live_instances: BTreeMap<String, String> = instances.iter().map(|i| (i.id.clone(), life_of(i))).collect();
+        let live_instances: BTreeMap<String, String> = instances
+            .into_iter()
+            .map(|i| {
+                let life = life_tag(&i.id, &i.tenant, i.created.as_ref());
+                (i.id, life)
+            })
+            .collect();
         let live_slugs: BTreeSet<String> = tenants.into_iter().map(|t| t.slug).collect();
         let services: Vec<ServiceSeen> = fleet
             .services
