@@ -856,6 +856,33 @@ mod tests {
     }
 
     #[test]
+    fn a_list_page_is_decoded_one_item_at_a_time_into_what_is_kept() {
+        #[derive(Deserialize, Debug, PartialEq)]
+        struct Slug {
+            slug: String,
+        }
+        let body = br#"{"page":1,"perPage":500,"items":[{"id":"a1","slug":"acme","config":{"big":[1,2,3]}},
+            {"id":"b2","name":"no slug"}]}"#;
+        let page = raw_page(body, "tenants").unwrap();
+        assert_eq!(page.items.len(), 2);
+        assert_eq!(record_id(page.items[1]).as_deref(), Some("b2"));
+        assert_eq!(
+            from_raw::<Slug>(page.items[0], "tenants").unwrap(),
+            Slug { slug: "acme".into() }
+        );
+        let err = from_raw::<Slug>(page.items[1], "tenants").unwrap_err().to_string();
+        assert!(err.contains("tenants record b2") && err.contains("slug"), "{err}");
+        assert!(raw_page(b"{\"items\": 3}", "tenants").is_err());
+
+        assert!(empty_list(br#"{"page":1,"items":[]}"#));
+        assert!(!empty_list(body));
+        assert!(
+            !empty_list(b"not json"),
+            "an answer that is no list is not an empty one"
+        );
+    }
+
+    #[test]
     fn urls_keep_a_base_path_and_encode_segments() {
         let c = PbClient::new(&PocketBaseSettings::with_token(
             Url::parse("http://127.0.0.1:8090/pb/").unwrap(),
