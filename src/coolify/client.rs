@@ -725,18 +725,15 @@ impl CoolifyClient {
     ) -> Result<Vec<U>, CoolifyError> {
         let _under_way = self.inner.fleet.begin();
         let (taken, read_at) = (Instant::now(), chrono::Utc::now());
-        let both = self
+        let mut services = Vec::new();
+        let judged = self
             .scan_services(Priority::Normal, |service: BriefAndCompose| {
                 let (brief, look) = service.split();
-                Some((brief, judge(look)))
+                services.push(brief);
+                judge(look)
             })
             .await?;
-        let mut services = Vec::with_capacity(both.len());
-        let mut judged = Vec::new();
-        for (brief, verdict) in both {
-            services.push(brief);
-            judged.extend(verdict);
-        }
+        services.shrink_to_fit();
         self.inner.fleet.keep(taken, read_at, services);
         Ok(judged)
     }

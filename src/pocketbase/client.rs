@@ -351,6 +351,8 @@ impl PbClient {
                 out.extend(keep(from_raw(raw, collection)?));
             }
             if !full {
+                // Some listings are kept until the next (the health poller's): without their spare room.
+                out.shrink_to_fit();
                 return Ok(out);
             }
         }

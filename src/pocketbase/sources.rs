@@ -75,6 +75,7 @@ impl RecordLister for ResyncLister {
                         .scan_keyset(BOT_INSTANCES, None, EmptyTail::Confirm, keep)
                         .await?;
                     if let Some(listed_from) = listed_from {
+                        watched.shrink_to_fit();
                         self.pb.offer_watched(listed_from, watched);
                     }
                     Ok(stamps)
