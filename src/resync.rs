@@ -44,7 +44,7 @@ pub trait RecordLister: Send + Sync {
 }
 
 /// Finds the instances whose service drifted inside Coolify (one Coolify list call); returns each one's
-/// id and what drifted, already marked for its job.
+/// id and what drifted, already marked for its job. Instances without a service are passed over.
 pub trait DriftCheck: Send + Sync {
     fn drifted<'a>(&'a self, instances: &'a [RecordStamp]) -> ListFuture<'a, Vec<(String, &'static str)>>;
 }
@@ -127,9 +127,6 @@ async fn resync_collection(
     report.listed += listed.len();
     let mut live = HashSet::with_capacity(listed.len());
     let mut events = Vec::new();
-    // Every instance with a service is checked for drift, changed or not: drift happens inside Coolify,
-    // whatever the record does.
-    let mut with_service = Vec::new();
     for stamp in &listed {
         if !valid_record_id(&stamp.id) {
             tracing::warn!(collection = name, record_id = %stamp.id, "resync skipped a record with an invalid id");
@@ -141,16 +138,15 @@ async fn resync_collection(
             let action = if last.is_some() { Action::Update } else { Action::Create };
             events.push(event(collection, &stamp.id, action, &stamp.updated));
         }
-        if stamp.service.is_some() {
-            with_service.push(stamp.clone());
-        }
     }
+    // Every instance with a service is checked for drift, changed or not: drift happens inside Coolify,
+    // whatever the record does.
     if let Some(check) = drift.filter(|_| collection == Collection::BotInstances) {
-        let drifted = check.drifted(&with_service).await.map_err(ResyncError::Drift)?;
+        let drifted = check.drifted(&listed).await.map_err(ResyncError::Drift)?;
         report.drifted += drifted.len();
         let at = chrono::Utc::now().timestamp_millis();
         for (id, what) in drifted {
-            let updated = with_service
+            let updated = listed
                 .iter()
                 .find(|s| s.id == id)
                 .map(|s| s.updated.clone())
