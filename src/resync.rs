@@ -116,7 +116,7 @@ async fn resync_collection(
     report: &mut ResyncReport,
 ) -> Result<(), ResyncError> {
     let name = collection.as_str();
-    let listed = lister.list(collection).await.map_err(|source| ResyncError::List {
+    let mut listed = lister.list(collection).await.map_err(|source| ResyncError::List {
         collection: name,
         source,
     })?;
@@ -125,13 +125,16 @@ async fn resync_collection(
         source,
     })?;
     report.listed += listed.len();
+    listed.retain(|stamp| {
+        let valid = valid_record_id(&stamp.id);
+        if !valid {
+            tracing::warn!(collection = name, record_id = %stamp.id, "resync skipped a record with an invalid id");
+        }
+        valid
+    });
     let mut live = HashSet::with_capacity(listed.len());
     let mut events = Vec::new();
     for stamp in &listed {
-        if !valid_record_id(&stamp.id) {
-            tracing::warn!(collection = name, record_id = %stamp.id, "resync skipped a record with an invalid id");
-            continue;
-        }
         live.insert(stamp.id.as_str());
         let last = known.get(&stamp.id);
         if differs(stamp, last) {
@@ -455,6 +458,40 @@ mod tests {
             }
         );
         assert!(intake.metrics().last_resync_timestamp.get() > 0.0);
+    }
+
+    /// Records which instances it was asked about; finds every one drifted.
+    #[derive(Default)]
+    struct AllDrifted(Mutex<Vec<String>>);
+
+    impl DriftCheck for AllDrifted {
+        fn drifted<'a>(&'a self, instances: &'a [RecordStamp]) -> ListFuture<'a, Vec<(String, &'static str)>> {
+            Box::pin(async move {
+                let asked: Vec<String> = instances.iter().map(|s| s.id.clone()).collect();
+                *self.0.lock().map_err(|_| "poisoned")? = asked.clone();
+                Ok(asked.into_iter().map(|id| (id, "status")).collect())
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_with_an_invalid_id_reaches_neither_the_drift_check_nor_the_journal() {
+        let mut good = stamp("abcdefghijklmno", "u1");
+        good.service = Some("svc1".into());
+        let mut bad = stamp("bad id/../x", "u1");
+        bad.service = Some("svc2".into());
+        let fixed = Fixed(
+            HashMap::from([(Collection::BotInstances, vec![good, bad])]),
+            HashMap::from([(Collection::BotInstances, known(&[("abcdefghijklmno", "u1")]))]),
+        );
+        let sink = Arc::new(Sink::default());
+        let (intake, _) = intake(&sink);
+        let drift = AllDrifted::default();
+        let report = resync_once_with(&fixed, &fixed, Some(&drift), &intake).await.unwrap();
+        assert_eq!(*drift.0.lock().unwrap(), vec!["abcdefghijklmno".to_string()]);
+        assert_eq!((report.listed, report.drifted), (2, 1));
+        let ids: Vec<String> = sink.0.lock().unwrap().iter().map(|e| e.record_id.clone()).collect();
+        assert_eq!(ids, vec!["abcdefghijklmno".to_string()]);
     }
 
     #[tokio::test]

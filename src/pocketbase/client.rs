@@ -162,6 +162,12 @@ fn record_id(raw: &RawValue) -> Option<String> {
     serde_json::from_str::<Id>(raw.get()).ok().map(|r| r.id)
 }
 
+/// Every item of a list answer, each decoded as `T`.
+fn decode_items<T: DeserializeOwned>(body: &[u8], collection: &str) -> Result<Vec<T>, PbError> {
+    let page = raw_page(body, collection)?;
+    page.items.into_iter().map(|raw| from_raw(raw, collection)).collect()
+}
+
 fn from_raw<T: DeserializeOwned>(raw: &RawValue, collection: &str) -> Result<T, PbError> {
     serde_json::from_str(raw.get()).map_err(|e| {
         let id = record_id(raw).unwrap_or_else(|| "?".into());
@@ -303,8 +309,7 @@ impl PbClient {
         let body = self
             .list_page_body(collection, after_id, filter, per_page, true)
             .await?;
-        let page = raw_page(&body, collection)?;
-        page.items.into_iter().map(|raw| from_raw(raw, collection)).collect()
+        decode_items(&body, collection)
     }
 
     /// Every record matching `filter`, by keyset pagination (stable while records change).
@@ -542,11 +547,7 @@ impl PbClient {
                 r.status.is_success() && empty_list(&r.body)
             })
             .await?;
-        if !reply.status.is_success() {
-            return Err(PbError::from_response(reply.status.as_u16(), &reply.body));
-        }
-        let page = raw_page(&reply.body, DEPLOY_LOGS)?;
-        page.items.into_iter().map(|raw| from_raw(raw, DEPLOY_LOGS)).collect()
+        decode_items(&success_body(reply)?, DEPLOY_LOGS)
     }
 
     async fn list_page_body(
@@ -580,10 +581,7 @@ impl PbClient {
                 confirm_empty && r.status.is_success() && empty_list(&r.body)
             })
             .await?;
-        if !reply.status.is_success() {
-            return Err(PbError::from_response(reply.status.as_u16(), &reply.body));
-        }
-        Ok(reply.body)
+        success_body(reply)
     }
 
     /// Sends a request with the superuser token. Answers a live superuser token would not get (401, 403,
@@ -807,6 +805,14 @@ fn decode_bytes<T: DeserializeOwned>(status: StatusCode, body: &[u8], what: &str
         return Err(PbError::from_response(status.as_u16(), body));
     }
     serde_json::from_slice(body).map_err(|e| PbError::Decode(format!("{what}: {e}")))
+}
+
+/// The body of a successful answer; any other is its error.
+fn success_body(reply: Reply) -> Result<Vec<u8>, PbError> {
+    if !reply.status.is_success() {
+        return Err(PbError::from_response(reply.status.as_u16(), &reply.body));
+    }
+    Ok(reply.body)
 }
 
 /// The answer body of each request of a successful batch (`[{"status":200,"body":{record}}, ...]`).

@@ -243,6 +243,7 @@ pub struct InstanceLife {
 /// A tenant's slug: all the orphan scan keeps of each live tenant.
 #[derive(Debug, Deserialize)]
 pub struct TenantSlug {
+    #[serde(default)]
     pub slug: String,
 }
 
