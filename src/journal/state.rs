@@ -1,5 +1,7 @@
 //! What was last applied per record, and the reconciler's intents ("about to create X named Y").
 
+use std::collections::HashMap;
+
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::types::column;
@@ -116,6 +118,28 @@ impl Journal {
                 });
             }
             Ok(out)
+        })
+        .await
+    }
+
+    /// The `updated` stamp of every record of `collection` the journal knows and that is not deleted, by
+    /// id: what the resync compares a listing with. Read straight into the map (not through
+    /// [`Journal::known_records`]), since a resync of the whole fleet holds it beside the listing.
+    pub async fn known_versions(&self, collection: Collection) -> Result<HashMap<String, String>, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.known_versions(collection).await;
+        }
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT record_id, last_updated FROM record_state WHERE collection = ?1 AND NOT deleted",
+            )?;
+            let rows = stmt.query_map([collection.as_str()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                ))
+            })?;
+            Ok(rows.collect::<Result<HashMap<_, _>, _>>()?)
         })
         .await
     }
@@ -414,13 +438,6 @@ fn version_fingerprint(
 
 impl crate::resync::KnownRecords for Journal {
     fn known(&self, c: Collection) -> crate::resync::ListFuture<'_, std::collections::HashMap<String, String>> {
-        Box::pin(async move {
-            let rows = self.known_records(c).await?;
-            Ok(rows
-                .into_iter()
-                .filter(|r| !r.deleted)
-                .map(|r| (r.record_id, r.last_updated.unwrap_or_default()))
-                .collect())
-        })
+        Box::pin(async move { Ok(self.known_versions(c).await?) })
     }
 }

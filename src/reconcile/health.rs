@@ -17,9 +17,7 @@ use tracing::{info, warn};
 
 use super::context::Context;
 use super::error::ReconcileError;
-use super::judgement::{
-    HEALTH_PREFIX, Judgement, LiveHealth, Verdict, health_write, is_health_error, judge, last_seen_healthy,
-};
+use super::judgement::{Judgement, LiveHealth, Verdict, health_write, is_health_error, judge, last_seen_healthy};
 use crate::coolify::ServiceStatus;
 use crate::coolify::budget::Priority;
 use crate::events::{Action as EventAction, Collection, NewEvent, SinkError, Source};
@@ -108,14 +106,7 @@ impl HealthPoller {
             let status = by_uuid.get(service.as_str()).copied();
             let (streak, verdict) = judge(status, self.streaks.get(&inst.id).copied().unwrap_or(0), self.threshold);
             self.streaks.insert(inst.id.clone(), streak);
-            let shown = status.map(ToString::to_string).unwrap_or_default();
-            let judgement = Judgement {
-                verdict,
-                message: format!(
-                    "{HEALTH_PREFIX}service {service} reads {shown} for {} consecutive checks",
-                    self.threshold
-                ),
-            };
+            let judgement = Judgement::of(verdict, &service, status, self.threshold);
             let asks = health_write(inst.status, inst.error_message.as_deref(), Some(&judgement));
             if (asks.is_some() || verdict == Verdict::Missing)
                 && let Err(e) = self.wake(inst, &service, &judgement).await

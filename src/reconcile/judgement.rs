@@ -60,8 +60,22 @@ pub fn judge(status: Option<&ServiceStatus>, bad_streak: u32, threshold: u32) ->
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Judgement {
     pub verdict: Verdict,
-    /// For `Unhealthy`: the `error_message` the record should show.
+    /// For `Unhealthy`: the `error_message` the record should show. Empty otherwise: the board holds a
+    /// judgement for every instance of the fleet, nearly all of them healthy.
     pub message: String,
+}
+
+impl Judgement {
+    /// The judgement of one reading of `service`, which showed `status` (none: not listed).
+    pub fn of(verdict: Verdict, service: &str, status: Option<&ServiceStatus>, threshold: u32) -> Self {
+        let message = if verdict == Verdict::Unhealthy {
+            let shown = status.map(ToString::to_string).unwrap_or_default();
+            format!("{HEALTH_PREFIX}service {service} reads {shown} for {threshold} consecutive checks")
+        } else {
+            String::new()
+        };
+        Judgement { verdict, message }
+    }
 }
 
 /// What a record's job writes for the health judgement of its service.
@@ -201,6 +215,23 @@ mod tests {
                 settled,
                 "{status:?} {message:?} {state:?}"
             );
+        }
+    }
+
+    #[test]
+    fn only_an_unhealthy_judgement_carries_a_message() {
+        let exited = ServiceStatus::parse("exited");
+        let running = ServiceStatus::parse("running:healthy");
+        assert_eq!(
+            Judgement::of(Verdict::Unhealthy, "s1", Some(&exited), 3).message,
+            "health check: service s1 reads exited for 3 consecutive checks"
+        );
+        for (verdict, status) in [
+            (Verdict::Healthy, Some(&running)),
+            (Verdict::Suspect, Some(&exited)),
+            (Verdict::Missing, None),
+        ] {
+            assert_eq!(Judgement::of(verdict, "s1", status, 3).message, "", "{verdict:?}");
         }
     }
 

@@ -30,6 +30,13 @@ cf_testkit::on_both_journals! {
         );
         assert!(known[1].deleted);
         assert_eq!(j.known_records(Collection::Tenants).await.expect("known").len(), 1);
+        // What the resync compares a listing with: the live records' versions only.
+        let versions = j.known_versions(Collection::BotInstances).await.expect("versions");
+        assert_eq!(
+            versions.into_iter().collect::<Vec<_>>(),
+            [("r1".to_string(), "2025-01-01 00:00:00.000Z".to_string())]
+        );
+        assert!(j.known_versions(Collection::Tenants).await.expect("versions").is_empty());
 
         assert!(
             !j.resolve_intent("project:cf-acme", "u1").await.expect("resolve"),

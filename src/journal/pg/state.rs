@@ -106,6 +106,17 @@ impl PgJournal {
             .collect()
     }
 
+    pub(crate) async fn known_versions(&self, collection: Collection) -> Result<HashMap<String, String>, JournalError> {
+        let client = self.conn().await?;
+        let stmt = client
+            .prepare_cached("SELECT record_id, last_updated FROM record_state WHERE collection = $1 AND deleted = 0")
+            .await?;
+        let rows = client.query(&stmt, &[&collection.as_str()]).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get::<_, Option<String>>(1)?.unwrap_or_default())))
+            .collect()
+    }
+
     pub(crate) async fn put_intent_of(
         &self,
         key: &str,
