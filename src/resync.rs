@@ -30,8 +30,8 @@ pub const COLLECTIONS: [Collection; 2] = [Collection::Tenants, Collection::BotIn
 pub struct RecordStamp {
     pub id: String,
     pub updated: String,
+    /// The record's applied spec, for the drift check (instances only).
     pub applied_hash: Option<String>,
-    pub desired_hash: Option<String>,
     /// The record's Coolify service, for the drift check (instances only).
     pub service: Option<String>,
 }
@@ -86,11 +86,6 @@ pub enum ResyncError {
 }
 
 /// Whether a listed record needs a look from the reconciler.
-fn differs(stamp: &RecordStamp, known_updated: Option<&String>) -> bool {
-    let hashes_differ = stamp.desired_hash.is_some() && stamp.applied_hash != stamp.desired_hash;
-    known_updated != Some(&stamp.updated) || hashes_differ
-}
-
 fn event(collection: Collection, id: &str, action: Action, updated: &str) -> NewEvent {
     let updated = (!updated.is_empty()).then_some(updated);
     NewEvent {
@@ -137,7 +132,7 @@ async fn resync_collection(
     for stamp in &listed {
         live.insert(stamp.id.as_str());
         let last = known.get(&stamp.id);
-        if differs(stamp, last) {
+        if last != Some(&stamp.updated) {
             let action = if last.is_some() { Action::Update } else { Action::Create };
             events.push(event(collection, &stamp.id, action, &stamp.updated));
         }
@@ -386,7 +381,6 @@ mod tests {
             id: id.into(),
             updated: updated.into(),
             applied_hash: None,
-            desired_hash: None,
             service: None,
         }
     }
@@ -397,19 +391,16 @@ mod tests {
 
     #[tokio::test]
     async fn enqueues_changed_new_and_gone_but_not_equal() {
-        let mut hashed = stamp("hashdiff", "u1");
-        hashed.applied_hash = Some("a".into());
-        hashed.desired_hash = Some("b".into());
-        let mut hashed_same = stamp("hashsame", "u1");
-        hashed_same.applied_hash = Some("a".into());
-        hashed_same.desired_hash = Some("a".into());
         let fixed = Fixed(
             HashMap::from([
                 (
                     Collection::Tenants,
                     vec![stamp("same", "u1"), stamp("changed", "u2"), stamp("fresh", "u1")],
                 ),
-                (Collection::BotInstances, vec![hashed, hashed_same]),
+                (
+                    Collection::BotInstances,
+                    vec![stamp("instsame", "u1"), stamp("instchanged", "u2")],
+                ),
             ]),
             HashMap::from([
                 (
@@ -418,7 +409,7 @@ mod tests {
                 ),
                 (
                     Collection::BotInstances,
-                    known(&[("hashdiff", "u1"), ("hashsame", "u1")]),
+                    known(&[("instsame", "u1"), ("instchanged", "u1")]),
                 ),
             ]),
         );
@@ -439,7 +430,7 @@ mod tests {
         assert_eq!(
             keys,
             [
-                "bot_instances:hashdiff:update:u1",
+                "bot_instances:instchanged:update:u2",
                 "tenants:changed:update:u2",
                 "tenants:fresh:create:u1",
                 "tenants:gone:delete:u0",

@@ -29,7 +29,6 @@ fn stamp(id: String, updated: Option<chrono::DateTime<chrono::Utc>>) -> RecordSt
         id,
         updated: updated.as_ref().map(format_pb_date).unwrap_or_default(),
         applied_hash: None,
-        desired_hash: None,
         service: None,
     }
 }
