@@ -30,7 +30,6 @@ pub struct HealthPoller {
     ctx: Context,
     interval: Duration,
     threshold: u32,
-    streaks: HashMap<String, u32>,
     /// The fleet pass judged last.
     last_pass: Option<u64>,
     /// The instances last listed, and the intake's count of instance changes taken just before.
@@ -55,7 +54,6 @@ impl HealthPoller {
             ctx,
             interval,
             threshold: threshold.max(1),
-            streaks: HashMap::new(),
             last_pass: None,
             watched: None,
         }
@@ -86,7 +84,7 @@ impl HealthPoller {
             },
         };
         let now = chrono::Utc::now();
-        let mut judged = HashMap::new();
+        let mut judged = HashMap::with_capacity(instances.len());
         for inst in &instances {
             // Only instances the bridge brought up, or that it marked unhealthy, are judged here.
             let health_error = is_health_error(inst.status, inst.error_message.as_deref());
@@ -104,8 +102,9 @@ impl HealthPoller {
                 continue;
             }
             let status = by_uuid.get(service.as_str()).copied();
-            let (streak, verdict) = judge(status, self.streaks.get(&inst.id).copied().unwrap_or(0), self.threshold);
-            self.streaks.insert(inst.id.clone(), streak);
+            let previous = self.ctx.health.live(&inst.id);
+            let bad_streak = previous.as_ref().map_or(0, |l| l.bad_streak);
+            let (bad_streak, verdict) = judge(status, bad_streak, self.threshold);
             let judgement = Judgement::of(verdict, &service, status, self.threshold);
             let asks = health_write(inst.status, inst.error_message.as_deref(), Some(&judgement));
             if (asks.is_some() || verdict == Verdict::Missing)
@@ -113,16 +112,16 @@ impl HealthPoller {
             {
                 warn!(record_id = %inst.id, error = %e, "health judgement not handed to the instance's job");
             }
-            let previous = self.ctx.health.live(&inst.id).and_then(|l| l.last_seen_healthy);
+            let previous = previous.and_then(|l| l.last_seen_healthy);
             let live = LiveHealth {
                 last_seen_healthy: last_seen_healthy(verdict, now, previous, inst.last_healthy_at),
                 judgement,
                 checked_at: now,
+                bad_streak,
             };
             judged.insert(inst.id.clone(), live);
         }
         self.watched = Some((changes, instances));
-        self.streaks.retain(|id, _| judged.contains_key(id));
         self.ctx.health.replace(judged);
         let counts = self.ctx.health.counts();
         let gauge = &self.ctx.intake.metrics().instances_health;

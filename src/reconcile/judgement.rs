@@ -123,13 +123,15 @@ pub fn shows_settled(status: Option<InstanceStatus>, error_message: Option<&str>
     }
 }
 
-/// One instance's live health: the latest judgement, when it was made, and when the service was last
-/// seen healthy (by this process, or as the record last showed it).
+/// One instance's live health: the latest judgement, when it was made, when the service was last seen
+/// healthy (by this process, or as the record last showed it), and how many bad readings in a row led to
+/// it (kept here rather than in a second map of the fleet).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveHealth {
     pub judgement: Judgement,
     pub checked_at: DateTime<Utc>,
     pub last_seen_healthy: Option<DateTime<Utc>>,
+    pub bad_streak: u32,
 }
 
 /// Pure step: when the service was last seen healthy after a reading at `now` with `verdict`.
