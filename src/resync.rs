@@ -85,7 +85,7 @@ pub enum ResyncError {
     Sink(#[from] SinkError),
 }
 
-/// Whether a listed record needs a look from the reconciler.
+/// The resync's event for a listed record whose version the journal has not applied (or that is gone).
 fn event(collection: Collection, id: &str, action: Action, updated: &str) -> NewEvent {
     let updated = (!updated.is_empty()).then_some(updated);
     NewEvent {

@@ -112,9 +112,9 @@ impl HealthPoller {
             {
                 warn!(record_id = %inst.id, error = %e, "health judgement not handed to the instance's job");
             }
-            let previous = previous.and_then(|l| l.last_seen_healthy);
+            let seen_healthy = previous.and_then(|l| l.last_seen_healthy);
             let live = LiveHealth {
-                last_seen_healthy: last_seen_healthy(verdict, now, previous, inst.last_healthy_at),
+                last_seen_healthy: last_seen_healthy(verdict, now, seen_healthy, inst.last_healthy_at),
                 judgement,
                 checked_at: now,
                 bad_streak,
