@@ -97,8 +97,12 @@ impl Drop for UnderWay<'_> {
 }
 
 impl LastPass {
+    /// Starts a pass and lets the last one go: a reader that comes while a pass is under way waits for it
+    /// (see `CoolifyClient::fleet`), so the last one would only sit beside the new one in memory (a fleet's
+    /// worth of names at each poll).
     pub(super) fn begin(&self) -> UnderWay<'_> {
         self.under_way.send_modify(|n| *n += 1);
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = None;
         UnderWay(self)
     }
 
@@ -166,5 +170,9 @@ mod tests {
             kept.fresh(Duration::from_secs(30), None).expect("young").pass,
             second.pass
         );
+        // A new pass lets the last one go; readers wait for it instead.
+        let under_way = kept.begin();
+        assert!(kept.fresh(Duration::from_secs(30), None).is_none(), "let go");
+        drop(under_way);
     }
 }

@@ -101,21 +101,23 @@ impl DriftCheck for Checker {
         Box::pin(async move {
             let ctx = &self.0;
             let composes = ctx.journal.notes_with_prefix(COMPOSE_PREFIX).await?;
-            // Which applied states (stopped, running) each service is judged against.
-            let mut wanted: HashMap<&str, [bool; 2]> = HashMap::new();
+            // Which applied states (stopped, running) each service is judged against, and whether it was listed.
+            let mut wanted: HashMap<&str, ([bool; 2], bool)> = HashMap::new();
             for stamp in instances {
                 if let (Some(service), Some(applied)) =
                     (&stamp.service, stamp.applied_hash.as_deref().and_then(Spec::parse))
                 {
-                    wanted.entry(service.as_str()).or_default()
+                    wanted.entry(service.as_str()).or_default().0
                         [usize::from(applied.state == EffectiveState::Running)] = true;
                 }
             }
-            // Judged as the list is read, one service at a time: only the verdicts are kept, no compose.
+            // Judged as the list is read, one service at a time: only the drifted services' verdicts are kept,
+            // no compose (a verdict for every service of the fleet took a megabyte).
             let judged: HashMap<String, [Option<Drift>; 2]> = ctx
                 .coolify
                 .list_service_looks(|look| {
-                    let asked = wanted.get(look.uuid.as_str())?;
+                    let (asked, listed) = wanted.get_mut(look.uuid.as_str())?;
+                    *listed = true;
                     let compose = composes.get(&look.uuid).map(String::as_str);
                     let verdict = |running: bool| {
                         asked[usize::from(running)]
@@ -123,7 +125,7 @@ impl DriftCheck for Checker {
                             .flatten()
                     };
                     let verdicts = [verdict(false), verdict(true)];
-                    Some((look.uuid, verdicts))
+                    verdicts.iter().any(Option::is_some).then_some((look.uuid, verdicts))
                 })
                 .await?
                 .into_iter()
@@ -135,9 +137,9 @@ impl DriftCheck for Checker {
                     continue;
                 };
                 let applied_running = applied.state == EffectiveState::Running;
-                let drift = match judged.get(service) {
-                    None => drift_of(applied_running, None, None),
-                    Some(verdicts) => verdicts[usize::from(applied_running)],
+                let drift = match wanted.get(service.as_str()) {
+                    Some((_, true)) => judged.get(service).and_then(|v| v[usize::from(applied_running)]),
+                    _ => drift_of(applied_running, None, None),
                 };
                 if let Some(drift) = drift {
                     ctx.journal.note_changed(&drift_note(&stamp.id), drift.as_str()).await?;

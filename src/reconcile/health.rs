@@ -9,7 +9,7 @@
 //! resync pass ([`crate::intake::Intake::instance_changes`]), so an idle fleet is listed once per resync
 //! interval instead of once per poll.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_json::json;
@@ -84,45 +84,56 @@ impl HealthPoller {
             },
         };
         let now = chrono::Utc::now();
-        let mut judged = HashMap::with_capacity(instances.len());
-        for inst in &instances {
-            // Only instances the bridge brought up, or that it marked unhealthy, are judged here.
-            let health_error = is_health_error(inst.status, inst.error_message.as_deref());
-            if inst.status != Some(InstanceStatus::Running) && !health_error {
-                continue;
-            }
-            let Some(service) = inst.coolify_service_id.clone() else {
-                continue;
-            };
-            // A record changed since the reading (a service just created, say) is judged at the next one.
-            if inst.updated.is_some_and(|u| u > fleet.read_at) {
-                if let Some(live) = self.ctx.health.live(&inst.id) {
-                    judged.insert(inst.id.clone(), live);
+        // The board is judged in place, a second board of the fleet each poll being the poll's largest
+        // allocation; the jobs are woken after, the lock released, and find the new judgement there.
+        let mut wakes = Vec::new();
+        self.ctx.health.update(|board| {
+            let mut watched = HashSet::with_capacity(instances.len());
+            for inst in &instances {
+                // Only instances the bridge brought up, or that it marked unhealthy, are judged here.
+                let health_error = is_health_error(inst.status, inst.error_message.as_deref());
+                if inst.status != Some(InstanceStatus::Running) && !health_error {
+                    continue;
                 }
-                continue;
+                let Some(service) = inst.coolify_service_id.as_deref() else {
+                    continue;
+                };
+                watched.insert(inst.id.as_str());
+                // A record changed since the reading (a service just created, say) is judged at the next one.
+                if inst.updated.is_some_and(|u| u > fleet.read_at) {
+                    continue;
+                }
+                let status = by_uuid.get(service).copied();
+                let previous = board.get(&inst.id);
+                let bad_streak = previous.map_or(0, |l| l.bad_streak);
+                let (bad_streak, verdict) = judge(status, bad_streak, self.threshold);
+                let judgement = Judgement::of(verdict, service, status, self.threshold);
+                let asks = health_write(inst.status, inst.error_message.as_deref(), Some(&judgement));
+                if asks.is_some() || verdict == Verdict::Missing {
+                    wakes.push((inst, service, judgement.clone()));
+                }
+                let seen_healthy = previous.and_then(|l| l.last_seen_healthy);
+                let live = LiveHealth {
+                    last_seen_healthy: last_seen_healthy(verdict, now, seen_healthy, inst.last_healthy_at),
+                    judgement,
+                    checked_at: now,
+                    bad_streak,
+                };
+                match board.get_mut(&inst.id) {
+                    Some(entry) => *entry = live,
+                    None => {
+                        board.insert(inst.id.clone(), live);
+                    }
+                }
             }
-            let status = by_uuid.get(service.as_str()).copied();
-            let previous = self.ctx.health.live(&inst.id);
-            let bad_streak = previous.as_ref().map_or(0, |l| l.bad_streak);
-            let (bad_streak, verdict) = judge(status, bad_streak, self.threshold);
-            let judgement = Judgement::of(verdict, &service, status, self.threshold);
-            let asks = health_write(inst.status, inst.error_message.as_deref(), Some(&judgement));
-            if (asks.is_some() || verdict == Verdict::Missing)
-                && let Err(e) = self.wake(inst, &service, &judgement).await
-            {
+            board.retain(|id, _| watched.contains(id.as_str()));
+        });
+        for (inst, service, judgement) in wakes {
+            if let Err(e) = self.wake(inst, service, &judgement).await {
                 warn!(record_id = %inst.id, error = %e, "health judgement not handed to the instance's job");
             }
-            let seen_healthy = previous.and_then(|l| l.last_seen_healthy);
-            let live = LiveHealth {
-                last_seen_healthy: last_seen_healthy(verdict, now, seen_healthy, inst.last_healthy_at),
-                judgement,
-                checked_at: now,
-                bad_streak,
-            };
-            judged.insert(inst.id.clone(), live);
         }
         self.watched = Some((changes, instances));
-        self.ctx.health.replace(judged);
         let counts = self.ctx.health.counts();
         let gauge = &self.ctx.intake.metrics().instances_health;
         for verdict in Verdict::ALL {

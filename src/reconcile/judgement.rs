@@ -177,9 +177,9 @@ impl HealthBoard {
         counts
     }
 
-    /// Replaces every judgement with those of the latest poll.
-    pub fn replace(&self, judged: HashMap<String, LiveHealth>) {
-        *self.lock() = judged;
+    /// Lets the poller judge the fleet in place, under the lock.
+    pub fn update(&self, judge: impl FnOnce(&mut HashMap<String, LiveHealth>)) {
+        judge(&mut self.lock());
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LiveHealth>> {

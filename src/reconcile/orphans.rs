@@ -11,6 +11,7 @@ use super::context::Context;
 use super::error::ReconcileError;
 use super::instance::life_tag;
 use crate::config::OrphanPolicy;
+use crate::coolify::ServiceBrief;
 use crate::coolify::budget::Priority;
 use crate::incarnation;
 use crate::journal::DeletionState;
@@ -29,28 +30,25 @@ pub struct Orphan {
     pub name: String,
 }
 
-/// One Coolify service as the scan sees it: uuid, name, description.
-pub type ServiceSeen = (String, String, Option<String>);
-
 /// Pure step: which `cf-*` resources have no live record. `live_instances` maps each live instance id to
 /// its incarnation tag.
 pub fn find_orphans(
-    services: &[ServiceSeen],
+    services: &[ServiceBrief],
     projects: &[(String, String)],
     live_instances: &BTreeMap<String, String>,
     live_slugs: &BTreeSet<String>,
 ) -> Vec<Orphan> {
     let mut out = Vec::new();
-    for (uuid, name, description) in services {
-        if let Some(id) = name.strip_prefix("cf-")
+    for s in services {
+        if let Some(id) = s.name.strip_prefix("cf-")
             && live_instances
                 .get(id)
-                .is_none_or(|life| incarnation::is_other_life(description.as_deref(), life))
+                .is_none_or(|life| incarnation::is_other_life(s.description.as_deref(), life))
         {
             out.push(Orphan {
                 kind: OrphanKind::Service,
-                uuid: uuid.clone(),
-                name: name.clone(),
+                uuid: s.uuid.clone(),
+                name: s.name.clone(),
             });
         }
     }
@@ -116,7 +114,7 @@ impl OrphanScanner {
     }
 
     /// A deleted instance's service kept for its retention has no live record, and is no orphan.
-    async fn retained(&self, o: &Orphan, services: &[ServiceSeen]) -> Result<bool, ReconcileError> {
+    async fn retained(&self, o: &Orphan, services: &[ServiceBrief]) -> Result<bool, ReconcileError> {
         let Some(id) = o.name.strip_prefix("cf-").filter(|_| o.kind == OrphanKind::Service) else {
             return Ok(false);
         };
@@ -125,8 +123,8 @@ impl OrphanScanner {
         };
         let marked = services
             .iter()
-            .find(|(uuid, _, _)| *uuid == o.uuid)
-            .and_then(|(_, _, d)| incarnation::marked(d.as_deref()));
+            .find(|s| s.uuid == o.uuid)
+            .and_then(|s| incarnation::marked(s.description.as_deref()));
         Ok(row.state != DeletionState::Destroyed
             && (row.coolify_uuid.as_deref() == Some(o.uuid.as_str()) || marked == Some(row.incarnation.as_str())))
     }
@@ -149,15 +147,11 @@ impl OrphanScanner {
             })
             .collect();
         let live_slugs: BTreeSet<String> = tenants.into_iter().map(|t| t.slug).collect();
-        let services: Vec<ServiceSeen> = fleet
-            .services
-            .iter()
-            .map(|s| (s.uuid.clone(), s.name.clone(), s.description.clone()))
-            .collect();
         let projects: Vec<(String, String)> = projects.into_iter().map(|p| (p.uuid, p.name)).collect();
+        // The shared pass is judged where it lies: a copy of the fleet's names took megabytes.
         let mut orphans = Vec::new();
-        for o in find_orphans(&services, &projects, &live_instances, &live_slugs) {
-            if !self.retained(&o, &services).await? {
+        for o in find_orphans(&fleet.services, &projects, &live_instances, &live_slugs) {
+            if !self.retained(&o, &fleet.services).await? {
                 orphans.push(o);
             }
         }
@@ -211,7 +205,7 @@ mod tests {
     fn only_cf_resources_without_records_are_orphans() {
         let life = incarnation::tag("inst1", "t1", "c1");
         let earlier = incarnation::tag("inst2", "t1", "c0");
-        let services: Vec<ServiceSeen> = [
+        let services: Vec<ServiceBrief> = [
             ("s1", "cf-inst1", Some(incarnation::marker(&life))),
             ("s2", "cf-gone", None),
             ("s3", "someone-elses", None),
@@ -219,7 +213,12 @@ mod tests {
             ("s5", "cf-inst3", Some("made before incarnations".to_string())),
         ]
         .into_iter()
-        .map(|(u, n, d)| (u.to_string(), n.to_string(), d))
+        .map(|(u, n, description)| ServiceBrief {
+            uuid: u.to_string(),
+            name: n.to_string(),
+            description,
+            status: Default::default(),
+        })
         .collect();
         let projects = pairs(&[("p1", "cf-acme"), ("p2", "cf-old"), ("p3", "manual")]);
         let live_i = BTreeMap::from([
