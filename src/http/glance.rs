@@ -3,7 +3,7 @@
 //! health poller's verdicts and announces each change on the journal's feed, so the page's rows follow
 //! health without polling PocketBase.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -48,7 +48,6 @@ struct State {
     /// The minute under way and the Coolify request count when it began.
     minute: i64,
     requests_at_start: u64,
-    verdicts: HashMap<String, Verdict>,
 }
 
 fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
@@ -68,17 +67,6 @@ fn coolify_total(metrics: &Metrics) -> u64 {
         .flat_map(|family| family.get_metric())
         .map(|m| m.get_counter().get_value() as u64)
         .sum()
-}
-
-/// Pure step: the verdicts that differ from `before`, new instances included.
-pub fn verdict_changes(before: &HashMap<String, Verdict>, now: &HashMap<String, Verdict>) -> Vec<(String, Verdict)> {
-    let mut changed: Vec<(String, Verdict)> = now
-        .iter()
-        .filter(|(id, v)| before.get(*id) != Some(*v))
-        .map(|(id, v)| (id.clone(), *v))
-        .collect();
-    changed.sort_by(|a, b| a.0.cmp(&b.0));
-    changed
 }
 
 impl Glance {
@@ -155,19 +143,7 @@ impl Glance {
             state.minute = minute;
             state.requests_at_start = total;
         }
-        let now: HashMap<String, Verdict> = self
-            .health
-            .all()
-            .into_iter()
-            .map(|(id, l)| (id, l.judgement.verdict))
-            .collect();
-        let changed = {
-            let mut state = lock(&self.state);
-            let diff = verdict_changes(&state.verdicts, &now);
-            state.verdicts = now;
-            diff
-        };
-        for (record_id, verdict) in changed {
+        for (record_id, verdict) in self.health.take_unannounced() {
             self.journal.announce(Change::Health {
                 record_id,
                 verdict: verdict.as_str(),
@@ -184,27 +160,5 @@ impl Glance {
                 _ = every.tick() => self.tick().await,
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn verdict_changes_name_new_and_changed_instances_only() {
-        let before: HashMap<String, Verdict> = [("a".into(), Verdict::Healthy), ("b".into(), Verdict::Suspect)].into();
-        let now: HashMap<String, Verdict> = [
-            ("a".into(), Verdict::Healthy),
-            ("b".into(), Verdict::Unhealthy),
-            ("c".into(), Verdict::Missing),
-        ]
-        .into();
-        let changed = verdict_changes(&before, &now);
-        assert_eq!(
-            changed,
-            vec![("b".into(), Verdict::Unhealthy), ("c".into(), Verdict::Missing)]
-        );
-        assert!(verdict_changes(&now, &now).is_empty());
     }
 }

@@ -17,7 +17,9 @@ use tracing::{info, warn};
 
 use super::context::Context;
 use super::error::ReconcileError;
-use super::judgement::{Judgement, LiveHealth, Verdict, health_write, is_health_error, judge, last_seen_healthy};
+use super::judgement::{
+    Judgement, LiveHealth, Verdict, announced_already, health_write, is_health_error, judge, last_seen_healthy,
+};
 use crate::coolify::ServiceStatus;
 use crate::coolify::budget::Priority;
 use crate::events::{Action as EventAction, Collection, NewEvent, SinkError, Source};
@@ -113,11 +115,13 @@ impl HealthPoller {
                     wakes.push((inst, service, judgement.clone()));
                 }
                 let seen_healthy = previous.and_then(|l| l.last_seen_healthy);
+                let announced = announced_already(previous, verdict);
                 let live = LiveHealth {
                     last_seen_healthy: last_seen_healthy(verdict, now, seen_healthy, inst.last_healthy_at),
                     judgement,
                     checked_at: now,
                     bad_streak,
+                    announced,
                 };
                 match board.get_mut(&inst.id) {
                     Some(entry) => *entry = live,

@@ -132,6 +132,13 @@ pub struct LiveHealth {
     pub checked_at: DateTime<Utc>,
     pub last_seen_healthy: Option<DateTime<Utc>>,
     pub bad_streak: u32,
+    /// Whether the operator page's feed was told of this verdict ([`HealthBoard::take_unannounced`]).
+    pub announced: bool,
+}
+
+/// Pure step: whether a reading's `verdict` is announced already, being the one the feed was last told of.
+pub fn announced_already(previous: Option<&LiveHealth>, verdict: Verdict) -> bool {
+    previous.is_some_and(|l| l.announced && l.judgement.verdict == verdict)
 }
 
 /// Pure step: when the service was last seen healthy after a reading at `now` with `verdict`.
@@ -175,6 +182,22 @@ impl HealthBoard {
             *counts.entry(l.judgement.verdict).or_insert(0) += 1;
         }
         counts
+    }
+
+    /// The verdicts not yet announced, by id (new instances included), marked announced. The board itself
+    /// carries the mark: a copy of the fleet's verdicts to compare with, every second, cost megabytes.
+    pub fn take_unannounced(&self) -> Vec<(String, Verdict)> {
+        let mut taken: Vec<(String, Verdict)> = self
+            .lock()
+            .iter_mut()
+            .filter(|(_, l)| !l.announced)
+            .map(|(id, l)| {
+                l.announced = true;
+                (id.clone(), l.judgement.verdict)
+            })
+            .collect();
+        taken.sort_by(|a, b| a.0.cmp(&b.0));
+        taken
     }
 
     /// Lets the poller judge the fleet in place, under the lock.
@@ -272,6 +295,44 @@ mod tests {
             None
         );
         assert_eq!(health_write(running, None, None), None, "no judgement yet");
+    }
+
+    #[test]
+    fn the_feed_is_told_of_new_and_changed_verdicts_once() {
+        let board = HealthBoard::default();
+        let judge = |board: &HealthBoard, readings: &[(&str, Verdict)]| {
+            board.update(|b| {
+                for (id, verdict) in readings {
+                    let announced = announced_already(b.get(*id), *verdict);
+                    let live = LiveHealth {
+                        judgement: Judgement::of(*verdict, "svc", None, 3),
+                        checked_at: Utc::now(),
+                        last_seen_healthy: None,
+                        bad_streak: 0,
+                        announced,
+                    };
+                    b.insert((*id).to_string(), live);
+                }
+            })
+        };
+        judge(&board, &[("b", Verdict::Suspect), ("a", Verdict::Healthy)]);
+        assert_eq!(
+            board.take_unannounced(),
+            vec![("a".into(), Verdict::Healthy), ("b".into(), Verdict::Suspect)]
+        );
+        assert!(board.take_unannounced().is_empty(), "told once");
+        judge(
+            &board,
+            &[
+                ("a", Verdict::Healthy),
+                ("b", Verdict::Unhealthy),
+                ("c", Verdict::Missing),
+            ],
+        );
+        assert_eq!(
+            board.take_unannounced(),
+            vec![("b".into(), Verdict::Unhealthy), ("c".into(), Verdict::Missing)]
+        );
     }
 
     #[test]

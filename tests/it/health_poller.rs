@@ -23,6 +23,12 @@ async fn health_poller_needs_consecutive_bad_readings() {
     .await;
     let rec = stack.instance(&id).await;
     let uuid = rec["coolify_service_id"].as_str().expect("service uuid").to_string();
+    // The operator page's stream is told of each verdict that changes, once.
+    let mut stream = crate::ui_stream::Stream::open(&stack.bridge.url).await;
+    let told = |verdict: &'static str| {
+        let id = id.clone();
+        move |c: &serde_json::Value| c["kind"] == "health" && c["record_id"] == id.as_str() && c["verdict"] == verdict
+    };
 
     // One interval of bad readings is not enough.
     stack.sim.force_status(&uuid, Some("exited")).await;
@@ -40,10 +46,22 @@ async fn health_poller_needs_consecutive_bad_readings() {
     );
     let msg = errored["error_message"].as_str().unwrap_or_default();
     assert!(msg.starts_with("health check: ") && msg.contains("exited"), "{msg}");
+    stream.until("the suspect verdict", told("suspect")).await;
+    stream.until("the unhealthy verdict", told("unhealthy")).await;
 
     stack.sim.force_status(&uuid, None).await;
     let recovered = stack.wait_status(&id, "running", Duration::from_secs(20)).await;
     assert_eq!(recovered["error_message"], "", "recovery clears the health error");
+    stream.until("the healthy verdict again", told("healthy")).await;
+    // The first healthy verdict may have been told before the stream opened; every one after, once.
+    let verdicts: Vec<String> = stream
+        .changes()
+        .iter()
+        .filter(|c| c["kind"] == "health" && c["record_id"] == id.as_str())
+        .filter_map(|c| c["verdict"].as_str().map(str::to_string))
+        .skip_while(|v| v == "healthy")
+        .collect();
+    assert_eq!(verdicts, ["suspect", "unhealthy", "healthy"], "each change told once");
     let healthy_again = recovered["last_healthy_at"].as_str().unwrap_or_default();
     assert!(
         healthy_again > first_healthy.as_str(),
