@@ -49,6 +49,7 @@ use crate::reconcile::{Reconciler, run_every};
 use crate::resync;
 use crate::secrets::{SecretBytes, SecretStore, SecretsError};
 use crate::templates::{TemplateError, TemplateSet};
+use crate::turns::FleetTurns;
 use crate::webhook::{SecretError, WebhookSecret};
 
 /// Why the bridge could not start. Each names what it was doing; the cause is the source.
@@ -196,6 +197,7 @@ impl App {
             settings: settings.clone(),
             deps: deps.clone(),
             health: Arc::default(),
+            turns: FleetTurns::default(),
         };
         let readiness = Readiness::new(
             settings.pocketbase.resync_interval * 2,
@@ -611,6 +613,7 @@ fn resyncer(ctx: &Context, for_poller: bool) -> resync::Resyncer {
         known: Arc::new(ctx.journal.clone()),
         drift: Some(Arc::new(crate::reconcile::drift::Checker(ctx.clone()))),
         intake: ctx.intake.clone(),
+        turns: ctx.turns.clone(),
     }
 }
 

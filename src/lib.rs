@@ -29,4 +29,5 @@ pub mod secrets;
 pub mod telemetry;
 pub mod templates;
 pub mod text;
+pub mod turns;
 pub mod webhook;

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::events::{Action, BoxError, Collection, Ingested, NewEvent, SinkError, Source, valid_record_id};
 use crate::intake::Intake;
+use crate::turns::FleetTurns;
 
 pub const COLLECTIONS: [Collection; 2] = [Collection::Tenants, Collection::BotInstances];
 
@@ -206,11 +207,13 @@ pub struct Resyncer {
     /// Looks for drift inside Coolify (none: PocketBase only).
     pub drift: Option<Arc<dyn DriftCheck>>,
     pub intake: Intake,
+    pub turns: FleetTurns,
 }
 
 impl Resyncer {
     /// One pass; false when it failed (and must be retried).
     pub(crate) async fn pass(&self, reason: &'static str) -> bool {
+        let _turn = self.turns.take().await;
         let drift = self.drift.as_deref();
         let outcome = resync_once_with(self.lister.as_ref(), self.known.as_ref(), drift, &self.intake).await;
         self.intake.resync_passed();
@@ -526,6 +529,7 @@ mod tests {
             known,
             drift: None,
             intake,
+            turns: FleetTurns::default(),
         };
         let task = tokio::spawn(run_periodic(
             interval,

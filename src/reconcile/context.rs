@@ -20,6 +20,7 @@ use crate::pocketbase::PbClient;
 use crate::pocketbase::records::{DeployAction, DeployStatus, LOG_MESSAGE_MAX, NewDeployLog, truncate_chars};
 use crate::secrets::SecretStore;
 use crate::templates::TemplateSet;
+use crate::turns::FleetTurns;
 
 /// Service statuses for the waiting reconciles, read in rounds, each as cheaply as the moment allows
 /// (DESIGN.md principle 8): the waiters whose next reading is due are read together, by their own
@@ -279,6 +280,8 @@ pub struct Context {
     pub intake: Intake,
     /// The health poller's judgements, which each instance's job applies to its record.
     pub health: Arc<HealthBoard>,
+    /// The fleet-wide passes' turns (resync, health poll, orphan scan).
+    pub turns: FleetTurns,
 }
 
 /// The deterministic Coolify name of a tenant's project.

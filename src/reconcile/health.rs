@@ -62,6 +62,7 @@ impl HealthPoller {
     }
 
     pub async fn poll_once(&mut self) -> Result<(), ReconcileError> {
+        let _turn = self.ctx.turns.take().await;
         // Another task's pass read within the interval serves as this round's reading, never twice.
         let fleet = self
             .ctx

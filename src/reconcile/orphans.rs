@@ -130,6 +130,7 @@ impl OrphanScanner {
     }
 
     pub async fn scan_once(&mut self) -> Result<Vec<Orphan>, ReconcileError> {
+        let _turn = self.ctx.turns.take().await;
         // Live records first: if PocketBase cannot be read, nothing is judged an orphan.
         // Only what names each owner is kept of the records, a page at a time (a fleet's whole records
         // took tens of MB).
