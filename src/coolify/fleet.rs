@@ -64,7 +64,15 @@ pub struct FleetList {
     /// When the request was sent: every service created before this is in the list.
     pub read_at: DateTime<Utc>,
     taken: Instant,
+    /// By uuid, so that a service is found without an index of the fleet beside it.
     pub services: Vec<ServiceBrief>,
+}
+
+impl FleetList {
+    pub fn service(&self, uuid: &str) -> Option<&ServiceBrief> {
+        let at = self.services.binary_search_by(|s| s.uuid.as_str().cmp(uuid)).ok()?;
+        self.services.get(at)
+    }
 }
 
 /// The last pass, shared by the client's clones.
@@ -126,7 +134,13 @@ impl LastPass {
     }
 
     /// Keeps a finished pass (unless a later-started one was kept already) and returns it.
-    pub(super) fn keep(&self, taken: Instant, read_at: DateTime<Utc>, services: Vec<ServiceBrief>) -> Arc<FleetList> {
+    pub(super) fn keep(
+        &self,
+        taken: Instant,
+        read_at: DateTime<Utc>,
+        mut services: Vec<ServiceBrief>,
+    ) -> Arc<FleetList> {
+        services.sort_unstable_by(|a, b| a.uuid.cmp(&b.uuid));
         let pass = {
             let mut n = self.passes.lock().unwrap_or_else(PoisonError::into_inner);
             *n += 1;
@@ -149,6 +163,29 @@ impl LastPass {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn brief(uuid: &str) -> ServiceBrief {
+        ServiceBrief {
+            uuid: uuid.into(),
+            name: format!("cf-{uuid}"),
+            description: None,
+            status: ServiceStatus::default(),
+        }
+    }
+
+    #[test]
+    fn a_kept_pass_finds_each_service_by_uuid() {
+        let kept = LastPass::default();
+        let list = kept.keep(Instant::now(), Utc::now(), ["m", "b", "z", "a"].map(brief).to_vec());
+        for uuid in ["a", "b", "m", "z"] {
+            assert_eq!(
+                list.service(uuid).map(|s| s.name.as_str()),
+                Some(format!("cf-{uuid}").as_str())
+            );
+        }
+        assert!(list.service("c").is_none());
+        assert!(list.service("").is_none());
+    }
 
     #[test]
     fn a_pass_is_shared_while_young_and_never_twice_with_one_reader() {

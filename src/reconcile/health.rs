@@ -9,7 +9,7 @@
 //! resync pass ([`crate::intake::Intake::instance_changes`]), so an idle fleet is listed once per resync
 //! interval instead of once per poll.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::json;
@@ -20,7 +20,6 @@ use super::error::ReconcileError;
 use super::judgement::{
     Judgement, LiveHealth, Verdict, announced_already, health_write, is_health_error, judge, last_seen_healthy,
 };
-use crate::coolify::ServiceStatus;
 use crate::coolify::budget::Priority;
 use crate::events::{Action as EventAction, Collection, NewEvent, SinkError, Source};
 use crate::pocketbase::EmptyTail;
@@ -70,8 +69,6 @@ impl HealthPoller {
             .fleet(self.interval, self.last_pass, Priority::Urgent)
             .await?;
         self.last_pass = Some(fleet.pass);
-        let by_uuid: HashMap<&str, &ServiceStatus> =
-            fleet.services.iter().map(|s| (s.uuid.as_str(), &s.status)).collect();
         let changes = self.ctx.intake.instance_changes();
         let instances = match self.watched.take() {
             Some((seen, instances)) if seen == changes => instances,
@@ -106,7 +103,7 @@ impl HealthPoller {
                 if inst.updated.is_some_and(|u| u > fleet.read_at) {
                     continue;
                 }
-                let status = by_uuid.get(service).copied();
+                let status = fleet.service(service).map(|s| &s.status);
                 let previous = board.get(&inst.id);
                 let bad_streak = previous.map_or(0, |l| l.bad_streak);
                 let (bad_streak, verdict) = judge(status, bad_streak, self.threshold);

@@ -11,8 +11,8 @@ use super::context::Context;
 use super::error::ReconcileError;
 use super::instance::life_tag;
 use crate::config::OrphanPolicy;
-use crate::coolify::ServiceBrief;
 use crate::coolify::budget::Priority;
+use crate::coolify::{FleetList, ServiceBrief};
 use crate::incarnation;
 use crate::journal::DeletionState;
 use crate::pocketbase::records::{BOT_INSTANCES, InstanceLife, TENANTS, TenantSlug};
@@ -114,16 +114,15 @@ impl OrphanScanner {
     }
 
     /// A deleted instance's service kept for its retention has no live record, and is no orphan.
-    async fn retained(&self, o: &Orphan, services: &[ServiceBrief]) -> Result<bool, ReconcileError> {
+    async fn retained(&self, o: &Orphan, fleet: &FleetList) -> Result<bool, ReconcileError> {
         let Some(id) = o.name.strip_prefix("cf-").filter(|_| o.kind == OrphanKind::Service) else {
             return Ok(false);
         };
         let Some(row) = self.ctx.journal.deletion(id).await? else {
             return Ok(false);
         };
-        let marked = services
-            .iter()
-            .find(|s| s.uuid == o.uuid)
+        let marked = fleet
+            .service(&o.uuid)
             .and_then(|s| incarnation::marked(s.description.as_deref()));
         Ok(row.state != DeletionState::Destroyed
             && (row.coolify_uuid.as_deref() == Some(o.uuid.as_str()) || marked == Some(row.incarnation.as_str())))
@@ -152,7 +151,7 @@ impl OrphanScanner {
         // The shared pass is judged where it lies: a copy of the fleet's names took megabytes.
         let mut orphans = Vec::new();
         for o in find_orphans(&fleet.services, &projects, &live_instances, &live_slugs) {
-            if !self.retained(&o, &fleet.services).await? {
+            if !self.retained(&o, &fleet).await? {
                 orphans.push(o);
             }
         }
