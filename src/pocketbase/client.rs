@@ -64,7 +64,7 @@ struct Inner {
     settings: PocketBaseSettings,
     /// Held across login/refresh so concurrent callers wait for one renewal instead of racing.
     token: Mutex<Option<CachedToken>>,
-    /// The resync's listing of watched instances, for the health poller (see `records::WatchedOffer`).
+    /// The listing of the instances the health poller watches (see `records::WatchedOffer`).
     watched: WatchedOffer,
 }
 
@@ -835,12 +835,19 @@ fn from_value<T: DeserializeOwned>(v: serde_json::Value, collection: &str) -> Re
 }
 
 impl PbClient {
-    pub(super) fn offer_watched(&self, listed_from: u64, instances: Vec<WatchedInstance>) {
-        self.inner.watched.offer(listed_from, instances);
+    /// Keeps a listing of the watched instances, current at count `current_at` (see
+    /// `records::WatchedOffer`).
+    pub fn keep_watched(&self, current_at: u64, instances: Vec<WatchedInstance>) {
+        self.inner.watched.keep(current_at, instances);
     }
 
-    /// The last resync pass's listing of the instances the health poller watches, when no instance
-    /// event came between its start and `changes` but the pass's own end (see `records::WatchedOffer`).
+    pub(super) fn clear_watched(&self) {
+        self.inner.watched.clear();
+    }
+
+    /// The listing of the instances the health poller watches if it is current at `changes`: the poller's
+    /// own, or the last resync pass's when no instance event came between its start and `changes` but the
+    /// pass's own end (see `records::WatchedOffer`).
     pub fn take_watched(&self, changes: u64) -> Option<Vec<WatchedInstance>> {
         self.inner.watched.take(changes)
     }

@@ -283,24 +283,32 @@ impl ListedInstance {
     }
 }
 
-/// The instances the health poller watches, as the last resync pass listed them, with the count of
-/// instance changes ([`crate::intake::Intake::instance_changes`]) when that listing began. The poller
-/// takes it instead of listing PocketBase itself only when the count has moved since by the end of that
-/// pass alone: any instance event between (a change, the pass's own findings) may be missing from it.
+/// The one listing of the instances the health poller watches, with the count of instance changes
+/// ([`crate::intake::Intake::instance_changes`]) at which it is current: the poller's own (current while
+/// the count stands still) or the last resync pass's (current when the count has moved since that listing
+/// began by the end of that pass alone: any instance event between, a change or the pass's own findings,
+/// may be missing from it). One slot for both: a resync pass always moves the count, so it lets the
+/// poller's listing go as it starts listing instead of holding a second copy of the fleet beside its own.
 #[derive(Debug, Default)]
 pub(super) struct WatchedOffer(Mutex<Option<(u64, Vec<WatchedInstance>)>>);
 
 impl WatchedOffer {
-    pub(super) fn offer(&self, listed_from: u64, instances: Vec<WatchedInstance>) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((listed_from, instances));
+    /// Keeps `instances` as current at count `current_at`, in place of what was kept.
+    pub(super) fn keep(&self, current_at: u64, instances: Vec<WatchedInstance>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((current_at, instances));
     }
 
-    /// The offered listing if `changes` is one more than when it began (the pass's end); an offer the
-    /// count has passed is dropped, one whose pass has not ended is kept.
+    /// Lets what is kept go.
+    pub(super) fn clear(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// The listing if it is current at `changes`; one the count has passed is dropped, one not yet current
+    /// (its pass has not ended) is kept.
     pub(super) fn take(&self, changes: u64) -> Option<Vec<WatchedInstance>> {
         let mut offer = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let end = offer.as_ref()?.0.checked_add(1)?;
-        match end.cmp(&changes) {
+        let current_at = offer.as_ref()?.0;
+        match current_at.cmp(&changes) {
             std::cmp::Ordering::Equal => offer.take().map(|(_, instances)| instances),
             std::cmp::Ordering::Less => {
                 *offer = None;
@@ -505,16 +513,23 @@ mod tests {
     }
 
     #[test]
-    fn an_offer_serves_only_the_count_its_own_pass_ended_at() {
+    fn a_listing_serves_only_the_count_it_is_current_at() {
         let offer = WatchedOffer::default();
-        assert_eq!(offer.take(0), None, "nothing offered");
-        offer.offer(5, vec![watched("a")]);
+        assert_eq!(offer.take(0), None, "nothing kept");
+        // A resync pass's listing, begun at 5: current at its end, 6.
+        offer.keep(6, vec![watched("a")]);
         assert_eq!(offer.take(5), None, "the pass has not ended: kept");
         assert_eq!(offer.take(6), Some(vec![watched("a")]), "ended, nothing else came");
         assert_eq!(offer.take(6), None, "taken once");
-        offer.offer(6, vec![watched("b")]);
+        offer.keep(7, vec![watched("b")]);
         assert_eq!(offer.take(8), None, "an instance event came during the pass");
-        assert_eq!(offer.take(7), None, "and the stale offer is gone");
+        assert_eq!(offer.take(7), None, "and the stale listing is gone");
+        // The poller's own listing, current while the count stands still, let go by a pass that starts.
+        offer.keep(8, vec![watched("c")]);
+        assert_eq!(offer.take(8), Some(vec![watched("c")]));
+        offer.keep(8, vec![watched("c")]);
+        offer.clear();
+        assert_eq!(offer.take(8), None, "let go");
     }
 
     #[test]

@@ -61,6 +61,10 @@ impl RecordLister for ResyncLister {
                 }
                 Collection::BotInstances => {
                     let listed_from = self.offers_to_poller.as_ref().map(Intake::instance_changes);
+                    if listed_from.is_some() {
+                        // The pass will move the count: the poller's listing is out of date from here.
+                        self.pb.clear_watched();
+                    }
                     let mut watched = Vec::new();
                     // Page by page: only the stamps and the watched instances are kept of the fleet.
                     let keep = |i: ListedInstance| {
@@ -75,7 +79,8 @@ impl RecordLister for ResyncLister {
                         .await?;
                     if let Some(listed_from) = listed_from {
                         watched.shrink_to_fit();
-                        self.pb.offer_watched(listed_from, watched);
+                        // Current once the pass's end alone has moved the count.
+                        self.pb.keep_watched(listed_from + 1, watched);
                     }
                     Ok(stamps)
                 }

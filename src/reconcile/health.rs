@@ -7,7 +7,8 @@
 //! PocketBase no write: live health (last seen healthy) is in memory, shown by the admin API and metrics.
 //! Nor a read each round: the instances listed are kept until the intake has seen an instance change or a
 //! resync pass ([`crate::intake::Intake::instance_changes`]), so an idle fleet is listed once per resync
-//! interval instead of once per poll.
+//! interval instead of once per poll, by the pass, whose listing the poller takes (one slot in the
+//! PocketBase client holds either).
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -33,8 +34,6 @@ pub struct HealthPoller {
     threshold: u32,
     /// The fleet pass judged last.
     last_pass: Option<u64>,
-    /// The instances last listed, and the intake's count of instance changes taken just before.
-    watched: Option<(u64, Vec<WatchedInstance>)>,
 }
 
 impl super::Periodic for HealthPoller {
@@ -56,7 +55,6 @@ impl HealthPoller {
             interval,
             threshold: threshold.max(1),
             last_pass: None,
-            watched: None,
         }
     }
 
@@ -70,18 +68,15 @@ impl HealthPoller {
             .await?;
         self.last_pass = Some(fleet.pass);
         let changes = self.ctx.intake.instance_changes();
-        let instances = match self.watched.take() {
-            Some((seen, instances)) if seen == changes => instances,
-            // The resync pass that moved the count listed them already.
-            _ => match self.ctx.pb.take_watched(changes) {
-                Some(instances) => instances,
-                None => {
-                    self.ctx
-                        .pb
-                        .list_instances_with(Some(WatchedInstance::FILTER), EmptyTail::Trust)
-                        .await?
-                }
-            },
+        // The last listing, this poller's or the resync pass's that moved the count, if it is current.
+        let instances = match self.ctx.pb.take_watched(changes) {
+            Some(instances) => instances,
+            None => {
+                self.ctx
+                    .pb
+                    .list_instances_with(Some(WatchedInstance::FILTER), EmptyTail::Trust)
+                    .await?
+            }
         };
         let now = chrono::Utc::now();
         // The board is judged in place, a second board of the fleet each poll being the poll's largest
@@ -135,7 +130,7 @@ impl HealthPoller {
                 warn!(record_id = %inst.id, error = %e, "health judgement not handed to the instance's job");
             }
         }
-        self.watched = Some((changes, instances));
+        self.ctx.pb.keep_watched(changes, instances);
         let counts = self.ctx.health.counts();
         let gauge = &self.ctx.intake.metrics().instances_health;
         for verdict in Verdict::ALL {
