@@ -129,7 +129,7 @@ impl OrphanScanner {
     }
 
     pub async fn scan_once(&mut self) -> Result<Vec<Orphan>, ReconcileError> {
-        let _turn = self.ctx.turns.take().await;
+        let turn = self.ctx.turns.take().await;
         // Live records first: if PocketBase cannot be read, nothing is judged an orphan.
         // Only what names each owner is kept of the records, a page at a time (a fleet's whole records
         // took tens of MB).
@@ -155,6 +155,8 @@ impl OrphanScanner {
                 orphans.push(o);
             }
         }
+        // A removal waits on Coolify's budget: the listings, and with them the turn, are let go first.
+        drop((fleet, live_instances, live_slugs, projects, turn));
 
         let mut counts: BTreeMap<&str, i64> = BTreeMap::from([("service", 0), ("project", 0)]);
         for o in &orphans {
