@@ -21,7 +21,7 @@ use super::error::PbError;
 use super::records::{
     BOT_INSTANCES, BOT_TEMPLATES, BRIDGE_ERROR_MAX, BotInstance, BotTemplate, DEPLOY_LOGS, DeployLog,
     ERROR_MESSAGE_MAX, InstancePatch, LOG_MESSAGE_MAX, NewDeployLog, PENDING_REASON_MAX, TENANTS, Tenant, TenantPatch,
-    WatchedInstance, WatchedOffer, filter_quote, truncate_chars,
+    WatchedInstance, WatchedListing, filter_quote, truncate_chars,
 };
 use super::token::CachedToken;
 use crate::bounded;
@@ -64,8 +64,8 @@ struct Inner {
     settings: PocketBaseSettings,
     /// Held across login/refresh so concurrent callers wait for one renewal instead of racing.
     token: Mutex<Option<CachedToken>>,
-    /// The listing of the instances the health poller watches (see `records::WatchedOffer`).
-    watched: WatchedOffer,
+    /// The listing of the instances the health poller watches (see `records::WatchedListing`).
+    watched: WatchedListing,
 }
 
 impl fmt::Debug for PbClient {
@@ -836,7 +836,7 @@ fn from_value<T: DeserializeOwned>(v: serde_json::Value, collection: &str) -> Re
 
 impl PbClient {
     /// Keeps a listing of the watched instances, current at count `current_at` (see
-    /// `records::WatchedOffer`).
+    /// `records::WatchedListing`).
     pub fn keep_watched(&self, current_at: u64, instances: Vec<WatchedInstance>) {
         self.inner.watched.keep(current_at, instances);
     }
@@ -847,7 +847,7 @@ impl PbClient {
 
     /// The listing of the instances the health poller watches if it is current at `changes`: the poller's
     /// own, or the last resync pass's when no instance event came between its start and `changes` but the
-    /// pass's own end (see `records::WatchedOffer`).
+    /// pass's own end (see `records::WatchedListing`).
     pub fn take_watched(&self, changes: u64) -> Option<Vec<WatchedInstance>> {
         self.inner.watched.take(changes)
     }

@@ -290,9 +290,9 @@ impl ListedInstance {
 /// may be missing from it). One slot for both: a resync pass always moves the count, so it lets the
 /// poller's listing go as it starts listing instead of holding a second copy of the fleet beside its own.
 #[derive(Debug, Default)]
-pub(super) struct WatchedOffer(Mutex<Option<(u64, Vec<WatchedInstance>)>>);
+pub(super) struct WatchedListing(Mutex<Option<(u64, Vec<WatchedInstance>)>>);
 
-impl WatchedOffer {
+impl WatchedListing {
     /// Keeps `instances` as current at count `current_at`, in place of what was kept.
     pub(super) fn keep(&self, current_at: u64, instances: Vec<WatchedInstance>) {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((current_at, instances));
@@ -306,12 +306,12 @@ impl WatchedOffer {
     /// The listing if it is current at `changes`; one the count has passed is dropped, one not yet current
     /// (its pass has not ended) is kept.
     pub(super) fn take(&self, changes: u64) -> Option<Vec<WatchedInstance>> {
-        let mut offer = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let current_at = offer.as_ref()?.0;
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let current_at = kept.as_ref()?.0;
         match current_at.cmp(&changes) {
-            std::cmp::Ordering::Equal => offer.take().map(|(_, instances)| instances),
+            std::cmp::Ordering::Equal => kept.take().map(|(_, instances)| instances),
             std::cmp::Ordering::Less => {
-                *offer = None;
+                *kept = None;
                 None
             }
             std::cmp::Ordering::Greater => None,
@@ -514,22 +514,22 @@ mod tests {
 
     #[test]
     fn a_listing_serves_only_the_count_it_is_current_at() {
-        let offer = WatchedOffer::default();
-        assert_eq!(offer.take(0), None, "nothing kept");
+        let listing = WatchedListing::default();
+        assert_eq!(listing.take(0), None, "nothing kept");
         // A resync pass's listing, begun at 5: current at its end, 6.
-        offer.keep(6, vec![watched("a")]);
-        assert_eq!(offer.take(5), None, "the pass has not ended: kept");
-        assert_eq!(offer.take(6), Some(vec![watched("a")]), "ended, nothing else came");
-        assert_eq!(offer.take(6), None, "taken once");
-        offer.keep(7, vec![watched("b")]);
-        assert_eq!(offer.take(8), None, "an instance event came during the pass");
-        assert_eq!(offer.take(7), None, "and the stale listing is gone");
+        listing.keep(6, vec![watched("a")]);
+        assert_eq!(listing.take(5), None, "the pass has not ended: kept");
+        assert_eq!(listing.take(6), Some(vec![watched("a")]), "ended, nothing else came");
+        assert_eq!(listing.take(6), None, "taken once");
+        listing.keep(7, vec![watched("b")]);
+        assert_eq!(listing.take(8), None, "an instance event came during the pass");
+        assert_eq!(listing.take(7), None, "and the stale listing is gone");
         // The poller's own listing, current while the count stands still, let go by a pass that starts.
-        offer.keep(8, vec![watched("c")]);
-        assert_eq!(offer.take(8), Some(vec![watched("c")]));
-        offer.keep(8, vec![watched("c")]);
-        offer.clear();
-        assert_eq!(offer.take(8), None, "let go");
+        listing.keep(8, vec![watched("c")]);
+        assert_eq!(listing.take(8), Some(vec![watched("c")]));
+        listing.keep(8, vec![watched("c")]);
+        listing.clear();
+        assert_eq!(listing.take(8), None, "let go");
     }
 
     #[test]

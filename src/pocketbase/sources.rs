@@ -1,5 +1,5 @@
 //! The PocketBase client as the token source of the realtime consumer and the lister of the resync; the
-//! resync's listing of instances also serves the health poller (`records::WatchedOffer`).
+//! resync's listing of instances also serves the health poller (`records::WatchedListing`).
 
 use serde::Deserialize;
 

@@ -300,7 +300,7 @@ mod tests {
     #[test]
     fn the_feed_is_told_of_new_and_changed_verdicts_once() {
         let board = HealthBoard::default();
-        let judge = |board: &HealthBoard, readings: &[(&str, Verdict)]| {
+        let poll = |board: &HealthBoard, readings: &[(&str, Verdict)]| {
             board.update(|b| {
                 for (id, verdict) in readings {
                     let announced = announced_already(b.get(*id), *verdict);
@@ -315,13 +315,13 @@ mod tests {
                 }
             })
         };
-        judge(&board, &[("b", Verdict::Suspect), ("a", Verdict::Healthy)]);
+        poll(&board, &[("b", Verdict::Suspect), ("a", Verdict::Healthy)]);
         assert_eq!(
             board.take_unannounced(),
             vec![("a".into(), Verdict::Healthy), ("b".into(), Verdict::Suspect)]
         );
         assert!(board.take_unannounced().is_empty(), "told once");
-        judge(
+        poll(
             &board,
             &[
                 ("a", Verdict::Healthy),
