@@ -8,7 +8,7 @@
 //! A lister must never answer an empty list for a token it cannot verify: PocketBase answers a bad
 //! token with an empty list, which would read as "everything was deleted".
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -116,7 +116,7 @@ async fn resync_collection(
         collection: name,
         source,
     })?;
-    let known = known.known(collection).await.map_err(|source| ResyncError::Known {
+    let mut known = known.known(collection).await.map_err(|source| ResyncError::Known {
         collection: name,
         source,
     })?;
@@ -128,15 +128,19 @@ async fn resync_collection(
         }
         valid
     });
-    let mut live = HashSet::with_capacity(listed.len());
     let mut events = Vec::new();
     for stamp in &listed {
-        live.insert(stamp.id.as_str());
-        let last = known.get(&stamp.id);
-        if last != Some(&stamp.updated) {
+        let last = known.remove(&stamp.id);
+        if last.as_ref() != Some(&stamp.updated) {
             let action = if last.is_some() { Action::Update } else { Action::Create };
             events.push(event(collection, &stamp.id, action, &stamp.updated));
         }
+    }
+    // What is left was applied and is no longer listed. Judged before the drift check, so that the
+    // journal's versions are let go before Coolify's fleet is read beside the listing.
+    for (id, updated) in known {
+        report.disappeared += 1;
+        events.push(event(collection, &id, Action::Delete, &updated));
     }
     // Every instance with a service is checked for drift, changed or not: drift happens inside Coolify,
     // whatever the record does.
@@ -155,12 +159,6 @@ async fn resync_collection(
             ev.dedupe_key = format!("drift:{id}:{what}:{at}");
             ev.payload = json!({ "id": id, "updated": updated, "drift": what });
             events.push(ev);
-        }
-    }
-    for (id, updated) in &known {
-        if !live.contains(id.as_str()) {
-            report.disappeared += 1;
-            events.push(event(collection, id, Action::Delete, updated));
         }
     }
     for ev in events {
