@@ -725,7 +725,7 @@ impl CoolifyClient {
     ) -> Result<Vec<U>, CoolifyError> {
         let _under_way = self.inner.fleet.begin();
         let (taken, read_at) = (Instant::now(), chrono::Utc::now());
-        let mut services = Vec::new();
+        let mut services = Vec::with_capacity(self.inner.fleet.room());
         let judged = self
             .scan_services(Priority::Normal, |service: BriefAndCompose| {
                 let (brief, look) = service.split();
@@ -733,7 +733,6 @@ impl CoolifyClient {
                 judge(look)
             })
             .await?;
-        services.shrink_to_fit();
         self.inner.fleet.keep(taken, read_at, services);
         Ok(judged)
     }
@@ -758,7 +757,12 @@ impl CoolifyClient {
         }
         let _under_way = self.inner.fleet.begin();
         let (taken, read_at) = (Instant::now(), chrono::Utc::now());
-        let services: Vec<ServiceBrief> = self.scan_services(priority, Some).await?;
+        let mut services = Vec::with_capacity(self.inner.fleet.room());
+        self.scan_services(priority, |brief: ServiceBrief| {
+            services.push(brief);
+            None::<()>
+        })
+        .await?;
         Ok(self.inner.fleet.keep(taken, read_at, services))
     }
 

@@ -3,6 +3,7 @@
 //! runs to tens of megabytes at scale and counts against Coolify's rate limit, so one pass within a poll
 //! interval serves them all (the drift check's own pass, which also reads composes, included).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -80,6 +81,9 @@ impl FleetList {
 pub(super) struct LastPass {
     last: Mutex<Option<Arc<FleetList>>>,
     passes: Mutex<u64>,
+    /// How many services the last kept pass listed: the next pass's room, so that its list does not
+    /// grow by doubling to half again the fleet's size (and then copy itself to shed the spare room).
+    last_size: AtomicUsize,
     /// How many passes are under way. A reader that comes while one is waits for it: on a loaded machine
     /// a pass takes long enough that a poll tick landing in it would otherwise list the fleet a second time.
     under_way: watch::Sender<usize>,
@@ -90,6 +94,7 @@ impl Default for LastPass {
         LastPass {
             last: Mutex::default(),
             passes: Mutex::default(),
+            last_size: AtomicUsize::default(),
             under_way: watch::Sender::new(0),
         }
     }
@@ -112,6 +117,12 @@ impl LastPass {
         self.under_way.send_modify(|n| *n += 1);
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = None;
         UnderWay(self)
+    }
+
+    /// Room for the services of a new pass: the last pass's count and a little for the fleet's growth.
+    pub(super) fn room(&self) -> usize {
+        let last = self.last_size.load(Ordering::Relaxed);
+        last + last / 32 + 16
     }
 
     /// Waits, at most `limit`, for the passes under way to end; false when there were none.
@@ -140,7 +151,9 @@ impl LastPass {
         read_at: DateTime<Utc>,
         mut services: Vec<ServiceBrief>,
     ) -> Arc<FleetList> {
+        services.shrink_to_fit();
         services.sort_unstable_by(|a, b| a.uuid.cmp(&b.uuid));
+        self.last_size.store(services.len(), Ordering::Relaxed);
         let pass = {
             let mut n = self.passes.lock().unwrap_or_else(PoisonError::into_inner);
             *n += 1;
@@ -185,6 +198,14 @@ mod tests {
         }
         assert!(list.service("c").is_none());
         assert!(list.service("").is_none());
+    }
+
+    #[test]
+    fn a_new_pass_has_room_for_the_last_ones_services() {
+        let kept = LastPass::default();
+        let services: Vec<ServiceBrief> = (0..1000).map(|i| brief(&format!("s{i:04}"))).collect();
+        kept.keep(Instant::now(), Utc::now(), services);
+        assert!((1000..1100).contains(&kept.room()), "room {}", kept.room());
     }
 
     #[test]
