@@ -47,7 +47,7 @@ pub use schema::SCHEMA_VERSION;
 pub use stats::JournalStats;
 pub use types::{
     AppliedVersion, AttemptOutcome, AttemptRow, ClaimedJob, EventFilter, EventRow, EventStatus, Intent, JobRow,
-    JobState, RecordState,
+    JobState, Notes, RecordState,
 };
 pub use versions::StoredTemplate;
 

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::types::column;
-use super::{AppliedVersion, Intent, Journal, JournalError, RecordState, now_ms, write_tx};
+use super::{AppliedVersion, Intent, Journal, JournalError, Notes, RecordState, now_ms, write_tx};
 use crate::events::Collection;
 
 impl Journal {
@@ -343,10 +343,7 @@ impl Journal {
     }
 
     /// Every value recorded under a name that starts with `prefix`, by the rest of the name.
-    pub async fn notes_with_prefix(
-        &self,
-        prefix: &str,
-    ) -> Result<std::collections::HashMap<String, String>, JournalError> {
+    pub async fn notes_with_prefix(&self, prefix: &str) -> Result<Notes, JournalError> {
         if let Some(pg) = self.pg() {
             return pg.notes_with_prefix(prefix).await;
         }
@@ -357,14 +354,14 @@ impl Journal {
             end.push(char::MAX);
             let mut stmt = conn.prepare_cached("SELECT name, value FROM meta WHERE name >= ?1 AND name < ?2")?;
             let rows = stmt.query_map(params![prefix, end], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
-            let mut out = std::collections::HashMap::new();
+            let mut out = Vec::new();
             for row in rows {
                 let (name, value): (String, String) = row?;
                 if let Some(rest) = name.strip_prefix(&prefix) {
-                    out.insert(rest.to_string(), value);
+                    out.push((rest.to_string(), value));
                 }
             }
-            Ok(out)
+            Ok(Notes::new(out))
         })
         .await
     }

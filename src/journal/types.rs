@@ -151,3 +151,44 @@ pub struct EventFilter {
     pub record_id: Option<String>,
     pub since_ms: Option<i64>,
 }
+
+/// Notes under one prefix, by the rest of their names: sorted, so that one is found without a hash table
+/// beside them (the drift check holds one per service of the fleet).
+#[derive(Debug, Default)]
+pub struct Notes(Vec<(String, String)>);
+
+impl Notes {
+    pub fn new(mut notes: Vec<(String, String)>) -> Self {
+        notes.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        notes.shrink_to_fit();
+        Notes(notes)
+    }
+
+    pub fn get(&self, rest: &str) -> Option<&str> {
+        let at = self.0.binary_search_by(|(name, _)| name.as_str().cmp(rest)).ok()?;
+        self.0.get(at).map(|(_, value)| value.as_str())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Notes;
+
+    #[test]
+    fn notes_are_found_by_name_in_any_order_given() {
+        let notes = Notes::new(["m", "b", "z", "a"].map(|n| (n.to_string(), format!("v{n}"))).to_vec());
+        for name in ["a", "b", "m", "z"] {
+            assert_eq!(notes.get(name), Some(format!("v{name}").as_str()));
+        }
+        assert_eq!(notes.get("c"), None);
+        assert_eq!(notes.len(), 4);
+    }
+}

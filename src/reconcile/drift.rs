@@ -118,7 +118,7 @@ impl DriftCheck for Checker {
                 .list_service_looks(|look| {
                     let (asked, listed) = wanted.get_mut(look.uuid.as_str())?;
                     *listed = true;
-                    let compose = composes.get(&look.uuid).map(String::as_str);
+                    let compose = composes.get(&look.uuid);
                     let verdict = |running: bool| {
                         asked[usize::from(running)]
                             .then(|| drift_of(running, Some(&look), compose))

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use super::PgJournal;
 use crate::events::Collection;
 use crate::journal::types::column;
-use crate::journal::{AppliedVersion, Intent, JournalError, RecordState, now_ms};
+use crate::journal::{AppliedVersion, Intent, JournalError, Notes, RecordState, now_ms};
 
 impl PgJournal {
     pub(crate) async fn set_applied(
@@ -254,19 +254,19 @@ impl PgJournal {
         })
     }
 
-    pub(crate) async fn notes_with_prefix(&self, prefix: &str) -> Result<HashMap<String, String>, JournalError> {
+    pub(crate) async fn notes_with_prefix(&self, prefix: &str) -> Result<Notes, JournalError> {
         let client = self.conn().await?;
         let stmt = client
             .prepare_cached("SELECT name, value FROM meta WHERE starts_with(name, $1)")
             .await?;
-        let mut out = HashMap::new();
+        let mut out = Vec::new();
         for r in client.query(&stmt, &[&prefix]).await? {
             let name: String = r.try_get(0)?;
             if let Some(rest) = name.strip_prefix(prefix) {
-                out.insert(rest.to_string(), r.try_get(1)?);
+                out.push((rest.to_string(), r.try_get(1)?));
             }
         }
-        Ok(out)
+        Ok(Notes::new(out))
     }
 
     pub(crate) async fn forget_note(&self, name: &str) -> Result<(), JournalError> {
