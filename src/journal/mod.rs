@@ -121,10 +121,16 @@ fn connect(path: &Path, opts: &JournalOptions, read_only: bool) -> Result<Connec
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(path = %path.display(), mode, "journal is not in WAL mode");
     }
-    // A 1 MiB page cache per connection instead of SQLite's 2 MiB: the journal's hot pages are few (the
-    // tails of its indexes) and the rest is in the OS's page cache anyway; the bridge's memory is not.
-    conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA cache_size=-1024;")
-        .map_err(open_err)?;
+    // Page caches of 1 MiB for the writer and 256 KiB for the reader instead of SQLite's 2 MiB each: the
+    // journal's hot pages are few (the tails of its indexes, the trees' inner pages) and the rest is in the
+    // OS's page cache anyway; the bridge's memory is not. The reader's big reads are fleet-sized scans
+    // (the resync's versions, the drift check's notes), which read each page once: a cache as large as the
+    // writer's only kept the last megabyte of them.
+    let cache_kib = if read_only { 256 } else { 1024 };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA cache_size=-{cache_kib};"
+    ))
+    .map_err(open_err)?;
     Ok(conn)
 }
 
