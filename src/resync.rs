@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use compact_str::CompactString;
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
@@ -27,14 +28,16 @@ use crate::turns::FleetTurns;
 pub const COLLECTIONS: [Collection; 2] = [Collection::Tenants, Collection::BotInstances];
 
 /// What the lister reports for one live record.
+/// Ids, dates and service uuids fit inside a `CompactString` (24 bytes): no allocation of their own, for
+/// every record of the fleet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordStamp {
-    pub id: String,
-    pub updated: String,
+    pub id: CompactString,
+    pub updated: CompactString,
     /// The record's applied spec, for the drift check (instances only).
     pub applied_hash: Option<String>,
     /// The record's Coolify service, for the drift check (instances only).
-    pub service: Option<String>,
+    pub service: Option<CompactString>,
 }
 
 pub type ListFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send + 'a>>;
@@ -130,8 +133,8 @@ async fn resync_collection(
     });
     let mut events = Vec::new();
     for stamp in &listed {
-        let last = known.remove(&stamp.id);
-        if last.as_ref() != Some(&stamp.updated) {
+        let last = known.remove(stamp.id.as_str());
+        if last.as_deref() != Some(stamp.updated.as_str()) {
             let action = if last.is_some() { Action::Update } else { Action::Create };
             events.push(event(collection, &stamp.id, action, &stamp.updated));
         }
@@ -152,9 +155,9 @@ async fn resync_collection(
             let updated = listed
                 .iter()
                 .find(|s| s.id == id)
-                .map(|s| s.updated.clone())
+                .map(|s| s.updated.as_str())
                 .unwrap_or_default();
-            let mut ev = event(collection, &id, Action::Update, &updated);
+            let mut ev = event(collection, &id, Action::Update, updated);
             // Drift is found anew on each pass until repaired: each finding is its own event.
             ev.dedupe_key = format!("drift:{id}:{what}:{at}");
             ev.payload = json!({ "id": id, "updated": updated, "drift": what });
@@ -459,7 +462,7 @@ mod tests {
     impl DriftCheck for AllDrifted {
         fn drifted<'a>(&'a self, instances: &'a [RecordStamp]) -> ListFuture<'a, Vec<(String, &'static str)>> {
             Box::pin(async move {
-                let asked: Vec<String> = instances.iter().map(|s| s.id.clone()).collect();
+                let asked: Vec<String> = instances.iter().map(|s| s.id.to_string()).collect();
                 *self.0.lock().map_err(|_| "poisoned")? = asked.clone();
                 Ok(asked.into_iter().map(|id| (id, "status")).collect())
             })

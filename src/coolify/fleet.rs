@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use compact_str::CompactString;
 use serde::Deserialize;
 use tokio::sync::watch;
 
@@ -17,7 +18,8 @@ use super::types::ServiceLook;
 /// One service as the fleet-wide tasks see it (no containers, no compose).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct ServiceBrief {
-    pub uuid: String,
+    /// A uuid fits inside a `CompactString`: no allocation of its own, for each service of the fleet.
+    pub uuid: CompactString,
     #[serde(default)]
     pub name: String,
     #[serde(default)]
@@ -29,7 +31,7 @@ pub struct ServiceBrief {
 /// A brief and the compose, read together by the drift check's pass.
 #[derive(Debug, Deserialize)]
 pub(super) struct BriefAndCompose {
-    uuid: String,
+    uuid: CompactString,
     #[serde(default)]
     name: String,
     #[serde(default)]
@@ -43,7 +45,7 @@ pub(super) struct BriefAndCompose {
 impl BriefAndCompose {
     pub(super) fn split(self) -> (ServiceBrief, ServiceLook) {
         let look = ServiceLook {
-            uuid: self.uuid.clone(),
+            uuid: self.uuid.to_string(),
             status: self.status.clone(),
             docker_compose_raw: self.docker_compose_raw,
         };

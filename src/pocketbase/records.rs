@@ -5,6 +5,7 @@
 use std::sync::{Mutex, PoisonError};
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use compact_str::CompactString;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -212,11 +213,12 @@ pub struct BotInstance {
 /// bytes where the whole record (config included) can take kilobytes.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct WatchedInstance {
-    pub id: String,
+    /// Ids and uuids fit inside a `CompactString`: no allocation of their own, for each instance watched.
+    pub id: CompactString,
     #[serde(default, deserialize_with = "empty_as_none")]
     pub status: Option<InstanceStatus>,
     #[serde(default, deserialize_with = "empty_as_none")]
-    pub coolify_service_id: Option<String>,
+    pub coolify_service_id: Option<CompactString>,
     #[serde(default, deserialize_with = "empty_as_none")]
     pub error_message: Option<String>,
     #[serde(default, with = "pb_date")]
@@ -273,9 +275,9 @@ impl ListedInstance {
     pub fn watched(&self) -> Option<WatchedInstance> {
         let service = self.coolify_service_id.as_deref()?;
         matches!(self.status, Some(InstanceStatus::Running | InstanceStatus::Error)).then(|| WatchedInstance {
-            id: self.id.clone(),
+            id: self.id.as_str().into(),
             status: self.status,
-            coolify_service_id: Some(service.to_owned()),
+            coolify_service_id: Some(service.into()),
             error_message: self.error_message.clone(),
             last_healthy_at: self.last_healthy_at,
             updated: self.updated,

@@ -26,8 +26,8 @@ struct TenantVersion {
 
 fn stamp(id: String, updated: Option<chrono::DateTime<chrono::Utc>>) -> RecordStamp {
     RecordStamp {
-        id,
-        updated: updated.as_ref().map(format_pb_date).unwrap_or_default(),
+        id: id.into(),
+        updated: updated.as_ref().map(format_pb_date).unwrap_or_default().into(),
         applied_hash: None,
         service: None,
     }
@@ -36,7 +36,7 @@ fn stamp(id: String, updated: Option<chrono::DateTime<chrono::Utc>>) -> RecordSt
 /// An instance's stamp, with what the drift check compares: its service and its applied spec.
 fn instance_stamp(i: ListedInstance) -> RecordStamp {
     RecordStamp {
-        service: i.coolify_service_id,
+        service: i.coolify_service_id.map(Into::into),
         applied_hash: i.applied_hash,
         ..stamp(i.id, i.updated)
     }

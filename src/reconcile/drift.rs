@@ -138,14 +138,16 @@ impl DriftCheck for Checker {
                 };
                 let applied_running = applied.state == EffectiveState::Running;
                 let drift = match wanted.get(service.as_str()) {
-                    Some((_, true)) => judged.get(service).and_then(|v| v[usize::from(applied_running)]),
+                    Some((_, true)) => judged
+                        .get(service.as_str())
+                        .and_then(|v| v[usize::from(applied_running)]),
                     _ => drift_of(applied_running, None, None),
                 };
                 if let Some(drift) = drift {
                     ctx.journal.note_changed(&drift_note(&stamp.id), drift.as_str()).await?;
                     tracing::warn!(record_id = %stamp.id, coolify_uuid = %service, drift = drift.as_str(),
                         "service changed behind the bridge's back");
-                    found.push((stamp.id.clone(), drift.as_str()));
+                    found.push((stamp.id.to_string(), drift.as_str()));
                 }
             }
             Ok(found)

@@ -147,7 +147,7 @@ impl HealthPoller {
         let event = NewEvent {
             source: Source::Health,
             collection: Collection::BotInstances,
-            record_id: inst.id.clone(),
+            record_id: inst.id.to_string(),
             action: EventAction::Update,
             record_updated: Some(updated.clone()),
             dedupe_key: format!("health:{}:{service}:{verdict}:{updated}", inst.id),

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
+use compact_str::CompactString;
 
 use super::plan::EffectiveState;
 use crate::coolify::ServiceStatus;
@@ -157,7 +158,7 @@ pub fn last_seen_healthy(
 
 /// The poller's latest judgements, by instance id. Only the instance's job acts on them.
 #[derive(Debug, Default)]
-pub struct HealthBoard(Mutex<HashMap<String, LiveHealth>>);
+pub struct HealthBoard(Mutex<HashMap<CompactString, LiveHealth>>);
 
 impl HealthBoard {
     pub fn get(&self, instance_id: &str) -> Option<Judgement> {
@@ -170,7 +171,7 @@ impl HealthBoard {
 
     /// Every instance's live health, by id.
     pub fn all(&self) -> Vec<(String, LiveHealth)> {
-        let mut all: Vec<_> = self.lock().iter().map(|(id, l)| (id.clone(), l.clone())).collect();
+        let mut all: Vec<_> = self.lock().iter().map(|(id, l)| (id.to_string(), l.clone())).collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
@@ -193,7 +194,7 @@ impl HealthBoard {
             .filter(|(_, l)| !l.announced)
             .map(|(id, l)| {
                 l.announced = true;
-                (id.clone(), l.judgement.verdict)
+                (id.to_string(), l.judgement.verdict)
             })
             .collect();
         taken.sort_by(|a, b| a.0.cmp(&b.0));
@@ -201,11 +202,11 @@ impl HealthBoard {
     }
 
     /// Lets the poller judge the fleet in place, under the lock.
-    pub fn update(&self, judge: impl FnOnce(&mut HashMap<String, LiveHealth>)) {
+    pub fn update(&self, judge: impl FnOnce(&mut HashMap<CompactString, LiveHealth>)) {
         judge(&mut self.lock());
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, LiveHealth>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CompactString, LiveHealth>> {
         // Plain data: a panic elsewhere cannot leave it half-written in a way that matters.
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -311,7 +312,7 @@ mod tests {
                         bad_streak: 0,
                         announced,
                     };
-                    b.insert((*id).to_string(), live);
+                    b.insert((*id).into(), live);
                 }
             })
         };

@@ -47,7 +47,7 @@ pub fn find_orphans(
         {
             out.push(Orphan {
                 kind: OrphanKind::Service,
-                uuid: s.uuid.clone(),
+                uuid: s.uuid.to_string(),
                 name: s.name.clone(),
             });
         }
@@ -216,7 +216,7 @@ mod tests {
         ]
         .into_iter()
         .map(|(u, n, description)| ServiceBrief {
-            uuid: u.to_string(),
+            uuid: u.into(),
             name: n.to_string(),
             description,
             status: Default::default(),
