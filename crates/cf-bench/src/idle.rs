@@ -83,7 +83,6 @@ pub async fn idle(
     let poll = stack.settings().reconcile.health_poll_interval.as_secs_f64();
     let resync = stack.settings().pocketbase.resync_interval.as_secs_f64();
 
-    stack.sim.clear_requests().await?;
     let webhooks0 = stack
         .bridge
         .metric_sum_where("cf_bridge_events_received_total", "source=\"webhook\"")
@@ -91,9 +90,13 @@ pub async fn idle(
     let journaled0 = stack.bridge.journaled().await?;
     let by_source0 = journaled_by_source(&stack).await?;
     let [pb_pid, bridge_pid, sim_pid] = stack.pids();
+    // The simulator's request log spans the window and no more: the polls fall every interval, so a log
+    // read a few seconds late can hold one more than the window's count of intervals.
+    stack.sim.clear_requests().await?;
     let window = procs::Window::open(&[pb_pid, bridge_pid, sim_pid, Some(std::process::id())]);
     let from = pb_time(chrono::Utc::now());
     tokio::time::sleep(Duration::from_secs(secs)).await;
+    let log = stack.sim.requests().await?;
     let to = pb_time(chrono::Utc::now());
     let usage = window.close();
     let webhooks = stack
@@ -109,7 +112,6 @@ pub async fn idle(
         .filter(|((_, after), (_, before))| after > before)
         .map(|((source, after), (_, before))| format!("{} {source}", after - before))
         .collect();
-    let log = stack.sim.requests().await?;
     let gets = log.iter().filter(|r| r.method == "GET").count();
     let reads = log.iter().filter(|r| STATUS_READS.contains(&r.path.as_str())).count();
     let changed = stack
