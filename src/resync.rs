@@ -27,9 +27,8 @@ use crate::turns::FleetTurns;
 
 pub const COLLECTIONS: [Collection; 2] = [Collection::Tenants, Collection::BotInstances];
 
-/// What the lister reports for one live record.
-/// Ids, dates and service uuids fit inside a `CompactString` (24 bytes): no allocation of their own, for
-/// every record of the fleet.
+/// What the lister reports for one live record. Ids, dates and service uuids fit inside a `CompactString`
+/// (24 bytes): no allocation of their own, for every record of the fleet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordStamp {
     pub id: CompactString,

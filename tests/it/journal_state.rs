@@ -134,7 +134,7 @@ cf_testkit::on_both_journals! {
         assert_eq!(under_a.get("1"), Some("y"));
         assert_eq!(under_a.get("2"), Some(""));
         assert_eq!(under_a.get("b"), None);
-        assert_eq!(j.notes_with_prefix("zz").await.expect("none").len(), 0);
+        assert!(j.notes_with_prefix("zz").await.expect("none").is_empty());
 
         j.forget_note("a:1").await.expect("forget");
         assert_eq!(j.note("a:1").await.expect("note"), None);
