@@ -279,6 +279,7 @@ fn parse_template(
         services: m.services.into_iter().map(|(k, d)| (k, d.share)).collect(),
         compose_source,
         own_env: BTreeMap::new(),
+        parsed: Default::default(),
     };
     parse_liquid(&t)?;
     let ceiling = Ceiling {

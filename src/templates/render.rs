@@ -5,6 +5,7 @@
 //! their values as env vars. The rendered text is then parsed and validated.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use liquid::Object;
 use liquid::model::{KString, Value};
@@ -67,16 +68,21 @@ pub struct Rendered {
     pub env_refs: Vec<String>,
 }
 
-pub(crate) fn parse_liquid(t: &Template) -> Result<liquid::Template, TemplateError> {
+/// `t`'s compose source as liquid, parsed once (see [`super::ParsedCompose`]).
+pub(crate) fn parse_liquid(t: &Template) -> Result<Arc<liquid::Template>, TemplateError> {
+    if let Some(parsed) = t.parsed.0.get() {
+        return Ok(parsed.clone());
+    }
     let syntax = |e: liquid::Error| TemplateError::Syntax {
         template: t.name.clone(),
         detail: e.to_string(),
     };
-    liquid::ParserBuilder::with_stdlib()
+    let parsed = liquid::ParserBuilder::with_stdlib()
         .build()
         .map_err(syntax)?
         .parse(&t.compose_source)
-        .map_err(syntax)
+        .map_err(syntax)?;
+    Ok(t.parsed.0.get_or_init(|| Arc::new(parsed)).clone())
 }
 
 /// Renders `t` for one instance and validates the result against `limits`.
@@ -319,4 +325,41 @@ fn is_dns_label(s: &str) -> bool {
 
 fn is_hostname(s: &str) -> bool {
     s.len() <= 253 && s.contains('.') && s.split('.').all(is_dns_label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::templates::TemplateSet;
+
+    #[test]
+    fn a_template_is_parsed_once_and_its_clones_share_it() {
+        let set = TemplateSet::load_dir(std::path::Path::new("templates")).unwrap();
+        let t = set.get("telegram-bot").unwrap();
+        assert!(t.parsed.0.get().is_some(), "loading renders a sample, which parses");
+        let first = parse_liquid(t).unwrap();
+        assert!(Arc::ptr_eq(&first, &parse_liquid(t).unwrap()));
+        assert!(Arc::ptr_eq(&first, &parse_liquid(&t.clone()).unwrap()));
+
+        let fresh = Template {
+            parsed: Default::default(),
+            ..t.clone()
+        };
+        let parsed = parse_liquid(&fresh).unwrap();
+        assert!(
+            !Arc::ptr_eq(&first, &parsed),
+            "a template built by hand parses its own source"
+        );
+        assert!(Arc::ptr_eq(&parsed, &parse_liquid(&fresh).unwrap()));
+        let input = RenderInput::sample(t);
+        let ceiling = Ceiling {
+            max_stacks: None,
+            cpu: t.cpu_default,
+            mem_mb: t.mem_default_mb,
+        };
+        assert_eq!(
+            render(t, &input, &ceiling).unwrap(),
+            render(&fresh, &input, &ceiling).unwrap()
+        );
+    }
 }

@@ -23,6 +23,7 @@ fn template() -> Template {
         services: BTreeMap::from([("bot".to_string(), 0.5), ("worker".to_string(), 0.5)]),
         compose_source: String::new(),
         own_env: BTreeMap::new(),
+        parsed: Default::default(),
     }
 }
 
