@@ -47,9 +47,15 @@ pub trait RecordLister: Send + Sync {
 }
 
 /// Finds the instances whose service drifted inside Coolify (one Coolify list call); returns each one's
-/// id and what drifted, already marked for its job. Instances without a service are passed over.
+/// id and what drifted, already marked for its job. Instances without a service are passed over, and so
+/// are those a job worked on since `listed_from` (unix ms, when the listing began): their stamps may
+/// predate what the job did in Coolify.
 pub trait DriftCheck: Send + Sync {
-    fn drifted<'a>(&'a self, instances: &'a [RecordStamp]) -> ListFuture<'a, Vec<(String, &'static str)>>;
+    fn drifted<'a>(
+        &'a self,
+        instances: &'a [RecordStamp],
+        listed_from: i64,
+    ) -> ListFuture<'a, Vec<(String, &'static str)>>;
 }
 
 /// What the journal last applied: record id -> the `updated` it was applied at.
@@ -114,6 +120,7 @@ async fn resync_collection(
     report: &mut ResyncReport,
 ) -> Result<(), ResyncError> {
     let name = collection.as_str();
+    let listed_from = chrono::Utc::now().timestamp_millis();
     let mut listed = lister.list(collection).await.map_err(|source| ResyncError::List {
         collection: name,
         source,
@@ -147,7 +154,7 @@ async fn resync_collection(
     // Every instance with a service is checked for drift, changed or not: drift happens inside Coolify,
     // whatever the record does.
     if let Some(check) = drift.filter(|_| collection == Collection::BotInstances) {
-        let drifted = check.drifted(&listed).await.map_err(ResyncError::Drift)?;
+        let drifted = check.drifted(&listed, listed_from).await.map_err(ResyncError::Drift)?;
         report.drifted += drifted.len();
         let at = chrono::Utc::now().timestamp_millis();
         for (id, what) in drifted {
@@ -459,7 +466,7 @@ mod tests {
     struct AllDrifted(Mutex<Vec<String>>);
 
     impl DriftCheck for AllDrifted {
-        fn drifted<'a>(&'a self, instances: &'a [RecordStamp]) -> ListFuture<'a, Vec<(String, &'static str)>> {
+        fn drifted<'a>(&'a self, instances: &'a [RecordStamp], _: i64) -> ListFuture<'a, Vec<(String, &'static str)>> {
             Box::pin(async move {
                 let asked: Vec<String> = instances.iter().map(|s| s.id.to_string()).collect();
                 *self.0.lock().map_err(|_| "poisoned")? = asked.clone();

@@ -1,10 +1,12 @@
 //! The job lifecycle: claim, outcome, crash recovery.
 
+use std::collections::HashSet;
+
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::types::column;
 use super::{AttemptOutcome, ClaimedJob, JobState, Journal, JournalError, now_ms, write_tx};
-use crate::events::{Action, Source};
+use crate::events::{Action, Collection, Source};
 
 /// What the current run of a job needs to record its outcome.
 struct RunningJob {
@@ -336,6 +338,28 @@ impl Journal {
                 ));
             }
             Ok(out)
+        })
+        .await
+    }
+
+    /// Records of `collection` whose job is unsettled (queued, running, retrying, waiting) or settled at or
+    /// after `since_ms`: a listing made at `since_ms` may show them as they were before their run wrote back.
+    pub async fn records_worked_since(
+        &self,
+        collection: Collection,
+        since_ms: i64,
+    ) -> Result<HashSet<String>, JournalError> {
+        if let Some(pg) = self.pg() {
+            return pg.records_worked_since(collection, since_ms).await;
+        }
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT record_id FROM jobs
+                 WHERE collection = ?1 AND (state NOT IN ('succeeded', 'dead') OR updated_at >= ?2)",
+            )?
+            .query_map(params![collection.as_str(), since_ms], |r| r.get(0))?
+            .collect::<Result<_, _>>()
+            .map_err(Into::into)
         })
         .await
     }

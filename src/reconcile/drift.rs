@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use super::context::Context;
 use super::plan::{EffectiveState, Spec};
 use crate::coolify::{ServiceLook, compose_fingerprint};
+use crate::events::Collection;
 use crate::resync::{DriftCheck, ListFuture, RecordStamp};
 
 /// What differs between an instance's applied spec and its service.
@@ -46,6 +47,8 @@ pub fn drift_note(instance_id: &str) -> String {
 }
 
 const DRIFT_PREFIX: &str = "drift:";
+/// How much earlier than the listing a job's last change may be and still keep its record out of the check.
+const WORKED_MARGIN_MS: i64 = 1_000;
 
 /// The journal notes of the compose fingerprint last applied to each service, by service uuid.
 pub const COMPOSE_PREFIX: &str = "compose:";
@@ -97,13 +100,27 @@ pub fn drift_of(applied_running: bool, look: Option<&ServiceLook>, applied_compo
 pub struct Checker(pub Context);
 
 impl DriftCheck for Checker {
-    fn drifted<'a>(&'a self, instances: &'a [RecordStamp]) -> ListFuture<'a, Vec<(String, &'static str)>> {
+    fn drifted<'a>(
+        &'a self,
+        instances: &'a [RecordStamp],
+        listed_from: i64,
+    ) -> ListFuture<'a, Vec<(String, &'static str)>> {
         Box::pin(async move {
             let ctx = &self.0;
+            // A job that ran while the fleet was listed may have changed its service after its record was
+            // listed: judged by the stale stamp, the service looked drifted (hundreds of times in a resync
+            // during a backlog, each a Coolify read to repair nothing). Its own run settles it; the next
+            // pass judges it. The margin covers the clocks of other replicas, which stamp jobs on PostgreSQL;
+            // with one clock, a job settled before the listing wrote back before it.
+            let worked = ctx
+                .journal
+                .records_worked_since(Collection::BotInstances, listed_from - WORKED_MARGIN_MS)
+                .await?;
+            let instances: Vec<&RecordStamp> = instances.iter().filter(|s| !worked.contains(s.id.as_str())).collect();
             let composes = ctx.journal.notes_with_prefix(COMPOSE_PREFIX).await?;
             // Which applied states (stopped, running) each service is judged against, and whether it was listed.
             let mut wanted: HashMap<&str, ([bool; 2], bool)> = HashMap::new();
-            for stamp in instances {
+            for stamp in &instances {
                 if let (Some(service), Some(applied)) =
                     (&stamp.service, stamp.applied_hash.as_deref().and_then(Spec::parse))
                 {

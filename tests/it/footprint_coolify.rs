@@ -263,7 +263,9 @@ async fn a_resync_finds_and_repairs_drift_inside_coolify_with_one_list() {
         "an unchanged fleet costs one list per pass: {unchanged:?}"
     );
 
-    // Behind the bridge's back: one service deleted, one stopped, one given another image.
+    // Behind the bridge's back: one service deleted, one stopped, one given another image. Not in the
+    // second after a job settled: the drift check leaves records worked on that lately to their jobs.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let c = w.sim.client();
     c.delete_service(&uuids[0]).await.expect("delete");
     c.stop_service(&uuids[1]).await.expect("stop");
@@ -338,6 +340,68 @@ async fn a_resync_finds_and_repairs_drift_inside_coolify_with_one_list() {
         !after.is_empty() && after.iter().all(|c| c == "GET /services") && after.len() == passes() - before,
         "repaired: no drift left, one list per pass: {after:?}"
     );
+}
+
+/// A record whose job is still at work is left out of the drift check: its listed stamp may predate what
+/// the job does in Coolify (under a backlog such stamps made hundreds of false drift findings, each a
+/// Coolify read). A settled one beside it with the same drift is found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drift_check_leaves_a_record_whose_job_is_at_work_to_it() {
+    let w = World::start(
+        SIM_QUICK,
+        &[
+            ("CF_BRIDGE__RECONCILE__HEALTH_POLL_INTERVAL_SECS", "3600"),
+            ("CF_BRIDGE__POCKETBASE__RESYNC_INTERVAL_SECS", "3600"),
+        ],
+    )
+    .await;
+    let tenant = w.create_tenant("atwork", "business").await;
+    let busy = w.create_instance(&tenant, "base-llm", "atwork1", "running").await;
+    let settled = w.create_instance(&tenant, "base-llm", "atwork2", "running").await;
+    let mut uuids = Vec::new();
+    for id in [&busy, &settled] {
+        let r = w.wait_status(id, "running", WAIT).await;
+        uuids.push(r["coolify_service_id"].as_str().expect("uuid").to_string());
+    }
+    w.bridge.admin().wait_idle(WAIT).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Both services stopped behind the bridge's back; then a change of `busy` whose job keeps failing.
+    let c = w.sim.client();
+    for uuid in &uuids {
+        c.stop_service(uuid).await.expect("stop");
+    }
+    w.sim
+        .set_fault(json!({"route": "PATCH /services/{uuid}", "error_rate": 1.0}))
+        .await;
+    w.pb.patch("bot_instances", &busy, json!({"config": {"MODEL": "other"}}))
+        .await;
+    let admin = w.bridge.admin();
+    w.wait("the busy record's job failing", WAIT, || async {
+        let (_, body) = admin.get("/admin/jobs?state=failed&limit=50").await;
+        body["jobs"]
+            .as_array()?
+            .iter()
+            .any(|j| j["record_id"] == busy.as_str())
+            .then_some(())
+    })
+    .await;
+
+    let before = w.bridge.log().matches("resync done").count();
+    let (code, body) = admin.send(reqwest::Method::POST, "/admin/resync", json!({})).await;
+    assert_eq!(code, 202, "{body}");
+    w.wait("the resync pass", WAIT, || async {
+        (w.bridge.log().matches("resync done").count() > before).then_some(())
+    })
+    .await;
+    let log = w.bridge.log();
+    let found = |id: &str| {
+        log.lines()
+            .any(|l| l.contains("service changed behind the bridge's back") && l.contains(id))
+    };
+    assert!(found(&settled), "the settled record's drift is found");
+    assert!(!found(&busy), "the record whose job is at work is left to it");
+    w.sim.clear_faults().await;
 }
 
 /// Acting first on the service the journal knows: when it was deleted behind the bridge's back, the

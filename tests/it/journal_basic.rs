@@ -115,6 +115,41 @@ cf_testkit::on_both_journals! {
         assert_eq!(j.job_counts().await.expect("counts")[&JobState::Succeeded], 1);
     }
 
+    async fn records_worked_since_a_time_are_the_unsettled_and_the_lately_settled(t: TestJournal) {
+        let j = &t.journal;
+        let worked = |since: i64| async move {
+            let mut ids: Vec<String> = j
+                .records_worked_since(Collection::BotInstances, since)
+                .await
+                .expect("worked")
+                .into_iter()
+                .collect();
+            ids.sort();
+            ids
+        };
+        for id in ["done", "running", "queued"] {
+            new_ids(j.ingest(event(Source::Realtime, id, "t1")).await.expect("ingest"));
+        }
+        let mut tenant = event(Source::Realtime, "tenant1", "t1");
+        tenant.collection = Collection::Tenants;
+        tenant.dedupe_key = "tenant1".into();
+        new_ids(j.ingest(tenant).await.expect("ingest"));
+        let claimed = j.claim_due(now_ms(), 10).await.expect("claim");
+        let job = |id: &str| claimed.iter().find(|c| c.record_id == id).expect("claimed").job_id;
+        j.complete(job("done")).await.expect("complete");
+        j.complete(job("queued")).await.expect("complete");
+        new_ids(j.ingest(event(Source::Realtime, "queued", "t2")).await.expect("ingest"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let later = now_ms();
+
+        assert_eq!(worked(0).await, ["done", "queued", "running"], "everything settled after the epoch");
+        assert_eq!(worked(later).await, ["queued", "running"], "the settled job only counts if it settled lately");
+        assert!(
+            !worked(0).await.contains(&"tenant1".to_string()),
+            "only the collection asked about"
+        );
+    }
+
     async fn an_event_while_running_makes_the_job_run_again(t: TestJournal) {
         let j = &t.journal;
         new_ids(j.ingest(event(Source::Realtime, "r1", "t1")).await.expect("ingest"));

@@ -7,12 +7,14 @@
 //! locks the job row and counts only under the claim id this replica holds: a replica that lost its claim
 //! changes nothing and is told `NotRunning`.
 
+use std::collections::HashSet;
+
 use deadpool_postgres::Transaction;
 use tokio_postgres::Row;
 
 use super::PgJournal;
 use super::sql::{db_now_ms, exec, notify_jobs, row, rows};
-use crate::events::{Action, Source};
+use crate::events::{Action, Collection, Source};
 use crate::journal::types::column;
 use crate::journal::{AttemptOutcome, ClaimedJob, JobState, JournalError, now_ms};
 
@@ -320,6 +322,26 @@ impl PgJournal {
                 ))
             })
             .collect()
+    }
+
+    pub(crate) async fn records_worked_since(
+        &self,
+        collection: Collection,
+        since_ms: i64,
+    ) -> Result<HashSet<String>, JournalError> {
+        let conn = self.conn().await?;
+        let stmt = conn
+            .prepare_cached(
+                "SELECT record_id FROM jobs
+                 WHERE collection = $1 AND (state NOT IN ('succeeded', 'dead') OR updated_at >= $2)",
+            )
+            .await?;
+        Ok(conn
+            .query(&stmt, &[&collection.as_str(), &since_ms])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
     }
 
     /// When the next job falls due (ms, this process's clock): a queued or retrying one, or a claim of
