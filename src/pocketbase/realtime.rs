@@ -401,16 +401,27 @@ pub enum PingAnswer {
 
 /// The bridge's check of its own stream, as a pure state machine (times are passed in): once the stream
 /// is subscribed, a ping every `interval`; each must come back on the stream before the next is due.
+///
+/// Unless the stream keeps delivering: PocketBase sends each frame on an unbuffered channel and drops
+/// none, so a ping queued behind a backlog of frames is late, not lost. Under a 1,000 changes/s backlog
+/// pings came back after more than 5 s, and each reconnect this caused began a full resync in the middle
+/// of the load. A late ping is awaited while some frame arrived in the last interval, up to
+/// [`MAX_PING_LATENESS`] intervals.
 #[derive(Debug)]
 pub struct StreamCheck {
     interval: Option<Duration>,
     client_id: Option<String>,
     seq: u64,
     next_send: Option<Instant>,
-    /// The ping on its way: its nonce and when it must have arrived.
+    /// The ping on its way: its nonce and when it was sent.
     awaiting: Option<(String, Instant)>,
+    /// When the stream last delivered a frame.
+    last_frame: Option<Instant>,
     failures: u32,
 }
+
+/// How many intervals a ping may take while the stream keeps delivering other frames.
+pub const MAX_PING_LATENESS: u32 = 12;
 
 impl StreamCheck {
     pub fn new(interval: Option<Duration>) -> Self {
@@ -420,6 +431,7 @@ impl StreamCheck {
             seq: 0,
             next_send: None,
             awaiting: None,
+            last_frame: None,
             failures: 0,
         }
     }
@@ -435,9 +447,29 @@ impl StreamCheck {
         self.awaiting.is_none().then_some(self.next_send).flatten()
     }
 
-    /// When the ping on its way must have arrived.
+    /// When the ping on its way must have arrived: an interval after it was sent, or after the last frame
+    /// the stream delivered, whichever is later, but not past [`MAX_PING_LATENESS`] intervals.
     pub fn deadline(&self) -> Option<Instant> {
-        self.awaiting.as_ref().map(|(_, at)| *at)
+        let (interval, (_, sent)) = (self.interval?, self.awaiting.as_ref()?);
+        let delivering = self.last_frame.filter(|at| at > sent).map(|at| at + interval);
+        Some(
+            delivering
+                .unwrap_or(*sent + interval)
+                .max(*sent + interval)
+                .min(*sent + interval * MAX_PING_LATENESS),
+        )
+    }
+
+    /// How long the ping on its way has been awaited at `now`.
+    pub fn awaited_for(&self, now: Instant) -> Duration {
+        self.awaiting
+            .as_ref()
+            .map_or(Duration::ZERO, |(_, sent)| now.saturating_duration_since(*sent))
+    }
+
+    /// The stream delivered a frame (any topic) at `now`.
+    pub fn delivered(&mut self, now: Instant) {
+        self.last_frame = Some(now);
     }
 
     /// Starts a ping; returns the client id and nonce to post.
@@ -445,7 +477,7 @@ impl StreamCheck {
         let (interval, client_id) = (self.interval?, self.client_id.clone()?);
         self.seq += 1;
         let nonce = self.seq.to_string();
-        self.awaiting = Some((nonce.clone(), now + interval));
+        self.awaiting = Some((nonce.clone(), now));
         self.next_send = Some(now + interval);
         Some((client_id, nonce))
     }
@@ -632,6 +664,7 @@ impl Consumer {
                         }
                     };
                     idle_at = Instant::now() + self.idle_timeout;
+                    check.delivered(Instant::now());
                     if frame.event == "PB_CONNECT" {
                         let client_id = self.connected(client, &token, &frame, connected_at).await?;
                         check.subscribed(&client_id, Instant::now());
@@ -652,7 +685,7 @@ impl Consumer {
                     }
                 }
                 _ = until(check.deadline()) => {
-                    return Err(RealtimeError::PingLost(self.ping_interval.unwrap_or_default()));
+                    return Err(RealtimeError::PingLost(check.awaited_for(Instant::now())));
                 }
             }
         }
@@ -963,6 +996,42 @@ mod tests {
         assert!(check.deadline().is_some(), "only our own nonce counts");
         check.frame(&format!(r#"{{"ping":"{nonce}"}}"#));
         assert_eq!((check.deadline(), check.due()), (None, Some(t0 + every * 2)));
+    }
+
+    #[test]
+    fn a_ping_behind_a_backlog_of_frames_is_late_not_lost() {
+        let every = Duration::from_secs(5);
+        let t0 = Instant::now();
+        let mut check = StreamCheck::new(Some(every));
+        check.subscribed("c", t0);
+        check.delivered(t0);
+        check.send(t0);
+        assert_eq!(
+            check.deadline(),
+            Some(t0 + every),
+            "a frame from before the ping does not count"
+        );
+        check.delivered(t0 + Duration::from_secs(4));
+        assert_eq!(check.deadline(), Some(t0 + every + Duration::from_secs(4)));
+        check.delivered(t0 + Duration::from_secs(8));
+        assert_eq!(
+            check.deadline(),
+            Some(t0 + Duration::from_secs(13)),
+            "frames keep it waiting"
+        );
+        check.delivered(t0 + every * 20);
+        assert_eq!(
+            check.deadline(),
+            Some(t0 + every * MAX_PING_LATENESS),
+            "but not for ever"
+        );
+        check.frame(r#"{"ping":"1"}"#);
+        assert_eq!(check.deadline(), None);
+
+        // Silence after the ping: lost one interval after it was sent.
+        let t1 = t0 + every * 30;
+        check.send(t1);
+        assert_eq!(check.deadline(), Some(t1 + every));
     }
 
     #[test]
