@@ -451,13 +451,8 @@ impl StreamCheck {
     /// the stream delivered, whichever is later, but not past [`MAX_PING_LATENESS`] intervals.
     pub fn deadline(&self) -> Option<Instant> {
         let (interval, (_, sent)) = (self.interval?, self.awaiting.as_ref()?);
-        let delivering = self.last_frame.filter(|at| at > sent).map(|at| at + interval);
-        Some(
-            delivering
-                .unwrap_or(*sent + interval)
-                .max(*sent + interval)
-                .min(*sent + interval * MAX_PING_LATENESS),
-        )
+        let after = self.last_frame.filter(|at| at > sent).unwrap_or(*sent);
+        Some((after + interval).min(*sent + interval * MAX_PING_LATENESS))
     }
 
     /// How long the ping on its way has been awaited at `now`.
@@ -663,8 +658,9 @@ impl Consumer {
                             continue;
                         }
                     };
-                    idle_at = Instant::now() + self.idle_timeout;
-                    check.delivered(Instant::now());
+                    let now = Instant::now();
+                    idle_at = now + self.idle_timeout;
+                    check.delivered(now);
                     if frame.event == "PB_CONNECT" {
                         let client_id = self.connected(client, &token, &frame, connected_at).await?;
                         check.subscribed(&client_id, Instant::now());
