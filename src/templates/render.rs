@@ -88,10 +88,13 @@ pub(crate) fn parse_liquid(t: &Template) -> Result<Arc<liquid::Template>, Templa
 /// Renders `t` for one instance and validates the result against `limits`.
 pub fn render(t: &Template, input: &RenderInput, limits: &Ceiling) -> Result<Rendered, TemplateError> {
     let globals = context(t, input)?;
-    let compose_yaml = parse_liquid(t)?.render(&globals).map_err(|e| TemplateError::Render {
+    let mut compose_yaml = parse_liquid(t)?.render(&globals).map_err(|e| TemplateError::Render {
         template: t.name.clone(),
         detail: e.to_string(),
     })?;
+    // liquid renders into a 10 KB buffer; a job keeps its compose until it ends, and a backlog holds
+    // hundreds of jobs.
+    compose_yaml.shrink_to_fit();
     let env_refs = check_compose(t, &compose_yaml, limits)?;
     Ok(Rendered {
         compose_yaml,
@@ -331,6 +334,19 @@ fn is_hostname(s: &str) -> bool {
 mod tests {
     use super::*;
     use crate::templates::TemplateSet;
+
+    #[test]
+    fn a_rendered_compose_holds_no_more_memory_than_its_text() {
+        let set = TemplateSet::load_dir(std::path::Path::new("templates")).unwrap();
+        let t = set.get("telegram-bot").unwrap();
+        let ceiling = Ceiling {
+            max_stacks: None,
+            cpu: t.cpu_default,
+            mem_mb: t.mem_default_mb,
+        };
+        let compose = render(t, &RenderInput::sample(t), &ceiling).unwrap().compose_yaml;
+        assert_eq!(compose.capacity(), compose.len());
+    }
 
     #[test]
     fn a_template_is_parsed_once_and_its_clones_share_it() {
