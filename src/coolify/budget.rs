@@ -18,8 +18,9 @@ tokio::task_local! {
 /// Runs `f` as the work of a job whose oldest pending event arrived at `age_ms`: when the budget is
 /// short, its calls wait behind those of older jobs only, so a burst finishes in arrival order rather
 /// than every job getting a share and all finishing late.
-pub async fn for_job<F: Future>(age_ms: i64, f: F) -> F::Output {
-    JOB_AGE.scope(age_ms, f).await
+/// A plain function, not `async`: an async one would hold `f` twice, as its argument and in the scope.
+pub fn for_job<F: Future>(age_ms: i64, f: F) -> impl Future<Output = F::Output> {
+    JOB_AGE.scope(age_ms, f)
 }
 
 /// A waiting normal call's place: its job's age, then its arrival.
@@ -192,6 +193,18 @@ mod tests {
 
     fn gauge() -> Gauge {
         crate::metrics::Metrics::new().coolify_budget_remaining
+    }
+
+    #[test]
+    fn a_job_scope_holds_the_job_once() {
+        let job = async {
+            let held = [1u8; 4096];
+            tokio::task::yield_now().await;
+            held.len()
+        };
+        let size = std::mem::size_of_val(&job);
+        let scoped = std::mem::size_of_val(&for_job(0, job));
+        assert!(scoped < size + 256, "{scoped} bytes for a job of {size}");
     }
 
     #[tokio::test]

@@ -163,7 +163,7 @@ impl Journal {
         limit: usize,
     ) -> Result<(Vec<EventRow>, Option<i64>), JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.list_events(filter, cursor, limit).await;
+            return Box::pin(pg.list_events(filter, cursor, limit)).await;
         }
         let limit = page_limit(limit);
         self.read(move |conn| {
@@ -204,7 +204,7 @@ impl Journal {
         id: i64,
     ) -> Result<Option<(EventRow, Option<JobRow>, Vec<AttemptRow>)>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.get_event(id).await;
+            return Box::pin(pg.get_event(id)).await;
         }
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1"))?;
@@ -237,7 +237,7 @@ impl Journal {
     /// Jobs in any of `states` (all jobs when empty), most recently changed first.
     pub async fn list_jobs(&self, states: &[JobState], limit: usize) -> Result<Vec<JobRow>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.list_jobs(states, limit).await;
+            return Box::pin(pg.list_jobs(states, limit)).await;
         }
         let states: Vec<Value> = states.iter().map(|s| Value::Text(s.as_str().into())).collect();
         let limit = page_limit(limit);
@@ -269,7 +269,7 @@ impl Journal {
         limit: usize,
     ) -> Result<(Vec<JobRow>, Vec<AttemptRow>), JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.record_jobs(collection, record_id, limit).await;
+            return Box::pin(pg.record_jobs(collection, record_id, limit)).await;
         }
         let record_id = record_id.to_owned();
         let limit = page_limit(limit);
@@ -300,7 +300,7 @@ impl Journal {
     /// The jobs with these ids (those that exist), for the reasons of failed events.
     pub async fn jobs_by_id(&self, ids: &[i64]) -> Result<Vec<JobRow>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.jobs_by_id(ids).await;
+            return Box::pin(pg.jobs_by_id(ids)).await;
         }
         let ids: Vec<i64> = ids
             .iter()
@@ -329,7 +329,7 @@ impl Journal {
     /// Number of jobs in every state (zero included).
     pub async fn job_counts(&self) -> Result<BTreeMap<JobState, i64>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.job_counts().await;
+            return Box::pin(pg.job_counts()).await;
         }
         self.read(|conn| {
             let mut counts: BTreeMap<JobState, i64> = JobState::ALL.iter().map(|s| (*s, 0)).collect();
@@ -351,7 +351,7 @@ impl Journal {
     /// Requeues the records of the given events; returns the number of jobs enqueued.
     pub async fn replay_events(&self, ids: &[i64]) -> Result<usize, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.replay_events(ids).await;
+            return Box::pin(pg.replay_events(ids)).await;
         }
         let ids: Vec<i64> = ids.iter().copied().collect::<BTreeSet<_>>().into_iter().collect();
         let ids_json = serde_json::to_string(&ids)?;
@@ -365,7 +365,7 @@ impl Journal {
     /// Requeues one record, whether or not it was seen before.
     pub async fn replay_record(&self, collection: Collection, record_id: &str) -> Result<usize, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.replay_record(collection, record_id).await;
+            return Box::pin(pg.replay_record(collection, record_id)).await;
         }
         self.replay(
             "SELECT ?1, ?2",
@@ -380,7 +380,7 @@ impl Journal {
     /// Requeues every record with an event received at or after `since_ms`.
     pub async fn replay_since(&self, since_ms: i64) -> Result<usize, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.replay_since(since_ms).await;
+            return Box::pin(pg.replay_since(since_ms)).await;
         }
         self.replay(
             "SELECT DISTINCT collection, record_id FROM events WHERE received_at >= ?1",
@@ -392,7 +392,7 @@ impl Journal {
     /// Requeues every record of `collection` that was applied and not deleted.
     pub async fn replay_live(&self, collection: Collection) -> Result<usize, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.replay_live(collection).await;
+            return Box::pin(pg.replay_live(collection)).await;
         }
         self.replay(
             "SELECT collection, record_id FROM record_state WHERE collection = ?1 AND deleted = 0",
@@ -404,7 +404,7 @@ impl Journal {
     /// Requeues every job that is failed, parked or dead.
     pub async fn replay_failed(&self) -> Result<usize, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.replay_failed().await;
+            return Box::pin(pg.replay_failed()).await;
         }
         self.replay(
             "SELECT collection, record_id FROM jobs WHERE state IN ('failed', 'waiting', 'dead')",

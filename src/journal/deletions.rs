@@ -62,7 +62,7 @@ impl Journal {
     /// The deletion row of an instance id, whatever incarnation it belongs to.
     pub async fn deletion(&self, record_id: &str) -> Result<Option<Deletion>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.deletion(record_id).await;
+            return Box::pin(pg.deletion(record_id)).await;
         }
         let id = record_id.to_owned();
         self.read(move |conn| {
@@ -79,7 +79,7 @@ impl Journal {
     /// retired when the id came back.
     pub async fn begin_deletion(&self, d: Deletion) -> Result<Deletion, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.begin_deletion(d).await;
+            return Box::pin(pg.begin_deletion(d)).await;
         }
         self.write(move |conn| {
             write_tx(conn, |tx| {
@@ -130,9 +130,7 @@ impl Journal {
         record_gone: Option<bool>,
     ) -> Result<bool, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg
-                .update_deletion(record_id, incarnation, state, closed, record_gone)
-                .await;
+            return Box::pin(pg.update_deletion(record_id, incarnation, state, closed, record_gone)).await;
         }
         let (id, life) = (record_id.to_owned(), incarnation.to_owned());
         self.write(move |conn| {
@@ -161,7 +159,7 @@ impl Journal {
     /// the row as it was, so the caller can tell which.
     pub async fn purge_deletion(&self, record_id: &str) -> Result<Option<Deletion>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.purge_deletion(record_id).await;
+            return Box::pin(pg.purge_deletion(record_id)).await;
         }
         let id = record_id.to_owned();
         self.write(move |conn| {
@@ -188,7 +186,7 @@ impl Journal {
     /// when no retained row of that incarnation was there.
     pub async fn end_deletion(&self, record_id: &str, incarnation: &str) -> Result<bool, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.end_deletion(record_id, incarnation).await;
+            return Box::pin(pg.end_deletion(record_id, incarnation)).await;
         }
         let (id, life) = (record_id.to_owned(), incarnation.to_owned());
         self.write(move |conn| {
@@ -207,7 +205,7 @@ impl Journal {
     /// Rows whose retention has run out (or whose purge was asked), oldest first.
     pub async fn due_deletions(&self, now: i64, limit: usize) -> Result<Vec<Deletion>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.due_deletions(now, limit).await;
+            return Box::pin(pg.due_deletions(now, limit)).await;
         }
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
@@ -227,7 +225,7 @@ impl Journal {
     /// How many of a tenant's deleted instances still hold a service.
     pub async fn retained_of_tenant(&self, tenant_id: &str) -> Result<u64, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.retained_of_tenant(tenant_id).await;
+            return Box::pin(pg.retained_of_tenant(tenant_id)).await;
         }
         let id = tenant_id.to_owned();
         self.read(move |conn| {
@@ -243,7 +241,7 @@ impl Journal {
     /// record as it was), for an instance whose record is gone.
     pub async fn last_known_tenant(&self, record_id: &str) -> Result<Option<String>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.last_known_tenant(record_id).await;
+            return Box::pin(pg.last_known_tenant(record_id)).await;
         }
         let id = record_id.to_owned();
         self.read(move |conn| {

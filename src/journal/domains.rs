@@ -15,7 +15,7 @@ impl Journal {
     /// The custom domain the tenant's instances are served under, if any.
     pub async fn tenant_domain(&self, tenant_id: &str) -> Result<Option<String>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.tenant_domain(tenant_id).await;
+            return Box::pin(pg.tenant_domain(tenant_id)).await;
         }
         Ok(self.note(&note(tenant_id)).await?.filter(|d| !d.is_empty()))
     }
@@ -24,7 +24,7 @@ impl Journal {
     /// nothing. Checked and written in one transaction, so two tenants cannot both take a domain.
     pub async fn hold_tenant_domain(&self, tenant_id: &str, domain: Option<&str>) -> Result<bool, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.hold_tenant_domain(tenant_id, domain).await;
+            return Box::pin(pg.hold_tenant_domain(tenant_id, domain)).await;
         }
         let (name, value) = (note(tenant_id), domain.unwrap_or_default().to_owned());
         // Every tenant run asks; most tenants have no custom domain and hold none: no write for them.
@@ -58,7 +58,7 @@ impl Journal {
     /// The tenant is gone: its domain is free.
     pub async fn release_tenant_domain(&self, tenant_id: &str) -> Result<(), JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.release_tenant_domain(tenant_id).await;
+            return Box::pin(pg.release_tenant_domain(tenant_id)).await;
         }
         self.forget_note(&note(tenant_id)).await
     }

@@ -169,7 +169,7 @@ impl Journal {
     /// job is never handed out twice.
     pub async fn claim_due(&self, now: i64, limit: usize) -> Result<Vec<ClaimedJob>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.claim_due(now, limit).await;
+            return Box::pin(pg.claim_due(now, limit)).await;
         }
         if limit == 0 {
             return Ok(Vec::new());
@@ -180,7 +180,7 @@ impl Journal {
     /// The run succeeded: its events are done; the job runs again at once if the record changed meanwhile.
     pub async fn complete(&self, job_id: i64) -> Result<(), JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.complete(job_id).await;
+            return Box::pin(pg.complete(job_id)).await;
         }
         self.write(move |conn| {
             write_tx(conn, |tx| {
@@ -209,7 +209,7 @@ impl Journal {
     /// dead and its events failed, unless the record changed meanwhile, which revives it at once.
     pub async fn fail(&self, job_id: i64, error: &str, retry_at: Option<i64>) -> Result<(), JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.fail(job_id, error, retry_at).await;
+            return Box::pin(pg.fail(job_id, error, retry_at)).await;
         }
         let error = error.to_owned();
         self.write(move |conn| {
@@ -231,7 +231,7 @@ impl Journal {
     /// so an outage of any length never kills a job.
     pub async fn wait_for_dependency(&self, job_id: i64, error: &str, retry_at: i64) -> Result<(), JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.wait_for_dependency(job_id, error, retry_at).await;
+            return Box::pin(pg.wait_for_dependency(job_id, error, retry_at)).await;
         }
         let error = error.to_owned();
         self.write(move |conn| {
@@ -246,7 +246,7 @@ impl Journal {
     /// The run failed in a way retrying cannot fix: park the job until a new event for the record.
     pub async fn defer(&self, job_id: i64, error: &str) -> Result<(), JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.defer(job_id, error).await;
+            return Box::pin(pg.defer(job_id, error)).await;
         }
         let error = error.to_owned();
         self.write(move |conn| {
@@ -272,7 +272,7 @@ impl Journal {
     /// Jobs left running by a crash or an abandoned shutdown go back to the queue.
     pub async fn resume_on_start(&self) -> Result<usize, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.resume_on_start().await;
+            return Box::pin(pg.resume_on_start()).await;
         }
         self.write(|conn| {
             write_tx(conn, |tx| {
@@ -309,7 +309,7 @@ impl Journal {
         limit: usize,
     ) -> Result<Vec<(Source, Action, Option<String>)>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.run_changes(job_id, upto, limit).await;
+            return Box::pin(pg.run_changes(job_id, upto, limit)).await;
         }
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
@@ -350,7 +350,7 @@ impl Journal {
         since_ms: i64,
     ) -> Result<HashSet<String>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.records_worked_since(collection, since_ms).await;
+            return Box::pin(pg.records_worked_since(collection, since_ms)).await;
         }
         self.read(move |conn| {
             conn.prepare_cached(
@@ -367,7 +367,7 @@ impl Journal {
     /// When the next queued or retrying job falls due, if any (lets the dispatcher sleep exactly).
     pub async fn next_due_at(&self) -> Result<Option<i64>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.next_due_at().await;
+            return Box::pin(pg.next_due_at()).await;
         }
         self.read(|conn| {
             Ok(conn

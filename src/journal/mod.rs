@@ -8,6 +8,10 @@
 //! a single writer makes every read-modify-write (dedupe, job upsert, claim) atomic without retries, and
 //! it lets concurrent ingests share one commit. Reads for the admin API use a second connection, behind
 //! a mutex and `spawn_blocking`, so they never wait on the writer.
+//!
+//! Each method hands PostgreSQL's work to `pg` boxed: a pooled PostgreSQL call is a future of about 2 KB,
+//! and unboxed it would sit inside every caller's future on SQLite too. A job's future is as large as
+//! its largest call, and a backlog holds hundreds of jobs waiting for Coolify.
 
 mod admin;
 mod changes;
@@ -276,7 +280,7 @@ impl Journal {
     /// Proves the journal accepts writes right now (for `/readyz`).
     pub async fn check_writable(&self) -> Result<(), JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.check_writable().await;
+            return Box::pin(pg.check_writable()).await;
         }
         self.write(|conn| {
             write_tx(conn, |tx| {
@@ -304,7 +308,7 @@ impl EventSink for Journal {
             strip_secrets(&mut event.payload);
             let payload = serde_json::to_string(&event.payload).map_err(JournalError::from)?;
             let outcome = match self.pg() {
-                Some(pg) => pg.ingest(&event, &payload).await,
+                Some(pg) => Box::pin(pg.ingest(&event, &payload)).await,
                 None => {
                     let (reply, answer) = oneshot::channel();
                     match self.submit(writer::Request::Ingest { event, payload, reply }).await {
@@ -372,5 +376,14 @@ mod tests {
             assert_eq!(rows.len(), usize::try_from(limit).unwrap());
             assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "limit {limit}");
         }
+    }
+
+    #[test]
+    fn a_call_on_sqlite_does_not_carry_the_postgresql_one_in_its_future() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(&dir.path().join("j.db")).unwrap();
+        // PostgreSQL's `note` alone is about 1.9 KB; a job's future holds its largest call's.
+        let size = std::mem::size_of_val(&journal.note("x"));
+        assert!(size < 256, "{size} bytes");
     }
 }

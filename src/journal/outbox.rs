@@ -62,7 +62,7 @@ impl Journal {
     /// Keeps a row until it is confirmed; an entry with the same id is kept as it was.
     pub async fn put_outbox(&self, e: OutboxEntry) -> Result<(), JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.put_outbox(e).await;
+            return Box::pin(pg.put_outbox(e)).await;
         }
         self.write(move |conn| {
             write_tx(conn, |tx| {
@@ -92,7 +92,7 @@ impl Journal {
         limit: usize,
     ) -> Result<Vec<OutboxEntry>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.outbox_for(collection, record_id, limit).await;
+            return Box::pin(pg.outbox_for(collection, record_id, limit)).await;
         }
         let record_id = record_id.to_owned();
         self.read(move |conn| {
@@ -116,7 +116,7 @@ impl Journal {
     /// Forgets rows PocketBase has confirmed.
     pub async fn drop_outbox(&self, ids: Vec<String>) -> Result<(), JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.drop_outbox(ids).await;
+            return Box::pin(pg.drop_outbox(ids)).await;
         }
         if ids.is_empty() {
             return Ok(());
@@ -136,7 +136,7 @@ impl Journal {
     /// Replaces a pending row's body (e.g. without a relation to a record that is gone).
     pub async fn replace_outbox_row(&self, id: &str, row: String) -> Result<(), JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.replace_outbox_row(id, row).await;
+            return Box::pin(pg.replace_outbox_row(id, row)).await;
         }
         let id = id.to_owned();
         self.write(move |conn| {
@@ -158,7 +158,7 @@ impl Journal {
         limit: usize,
     ) -> Result<Vec<(Collection, String)>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.idle_outbox_records(older_than, limit).await;
+            return Box::pin(pg.idle_outbox_records(older_than, limit)).await;
         }
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(

@@ -132,7 +132,7 @@ impl Journal {
         payloads_from: i64,
     ) -> Result<(PruneReport, i64), JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.prune(retention, now, payloads_from).await;
+            return Box::pin(pg.prune(retention, now, payloads_from)).await;
         }
         let (events_cutoff, payloads_cutoff) = retention.cutoffs(now);
         let mut report = PruneReport::default();

@@ -20,7 +20,7 @@ impl Journal {
         updated: &str,
     ) -> Result<(), JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.set_applied(collection, record_id, updated).await;
+            return Box::pin(pg.set_applied(collection, record_id, updated)).await;
         }
         let (record_id, updated) = (record_id.to_owned(), updated.to_owned());
         self.write(move |conn| {
@@ -50,7 +50,7 @@ impl Journal {
     /// Records that the record is gone (its runtime resources were removed).
     pub async fn mark_deleted(&self, collection: Collection, record_id: &str) -> Result<(), JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.mark_deleted(collection, record_id).await;
+            return Box::pin(pg.mark_deleted(collection, record_id)).await;
         }
         let record_id = record_id.to_owned();
         self.write(move |conn| {
@@ -73,7 +73,7 @@ impl Journal {
         record_id: &str,
     ) -> Result<Option<AppliedVersion>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.applied_version(collection, record_id).await;
+            return Box::pin(pg.applied_version(collection, record_id)).await;
         }
         let record_id = record_id.to_owned();
         self.read(move |conn| {
@@ -95,7 +95,7 @@ impl Journal {
     /// Every record of `collection` the bridge has applied or seen deleted, by record id.
     pub async fn known_records(&self, collection: Collection) -> Result<Vec<RecordState>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.known_records(collection).await;
+            return Box::pin(pg.known_records(collection)).await;
         }
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
@@ -127,7 +127,7 @@ impl Journal {
     /// [`Journal::known_records`]), since a resync of the whole fleet holds it beside the listing.
     pub async fn known_versions(&self, collection: Collection) -> Result<HashMap<String, String>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.known_versions(collection).await;
+            return Box::pin(pg.known_versions(collection)).await;
         }
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
@@ -160,7 +160,7 @@ impl Journal {
         incarnation: Option<&str>,
     ) -> Result<(), JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.put_intent_of(key, kind, name, incarnation).await;
+            return Box::pin(pg.put_intent_of(key, kind, name, incarnation)).await;
         }
         let (key, kind, name) = (key.to_owned(), kind.to_owned(), name.to_owned());
         let incarnation = incarnation.map(str::to_owned);
@@ -184,7 +184,7 @@ impl Journal {
     /// Records the Coolify uuid the intent produced; false if there was no such intent.
     pub async fn resolve_intent(&self, key: &str, coolify_uuid: &str) -> Result<bool, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.resolve_intent(key, coolify_uuid).await;
+            return Box::pin(pg.resolve_intent(key, coolify_uuid)).await;
         }
         let (key, uuid) = (key.to_owned(), coolify_uuid.to_owned());
         self.write(move |conn| {
@@ -200,7 +200,7 @@ impl Journal {
 
     pub async fn get_intent(&self, key: &str) -> Result<Option<Intent>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.get_intent(key).await;
+            return Box::pin(pg.get_intent(key)).await;
         }
         let key = key.to_owned();
         self.read(move |conn| {
@@ -229,7 +229,7 @@ impl Journal {
     /// journal has none for this incarnation (a new record, or a record whose id came back).
     pub async fn router_key_id(&self, record_id: &str, incarnation: &str) -> Result<String, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.router_key_id(record_id, incarnation).await;
+            return Box::pin(pg.router_key_id(record_id, incarnation)).await;
         }
         // Read first: every reconcile asks, and only a new incarnation needs a write.
         let (id, life) = (record_id.to_owned(), incarnation.to_owned());
@@ -251,7 +251,7 @@ impl Journal {
     /// issued (the next reconcile pushes the new one).
     pub async fn rotate_router_key(&self, record_id: &str, incarnation: &str) -> Result<String, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.rotate_router_key(record_id, incarnation).await;
+            return Box::pin(pg.rotate_router_key(record_id, incarnation)).await;
         }
         self.set_router_key_id(record_id, incarnation, true).await
     }
@@ -288,7 +288,7 @@ impl Journal {
     /// The value recorded under `name`, if any.
     pub async fn noted(&self, name: &str) -> Result<Option<String>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.noted(name).await;
+            return Box::pin(pg.noted(name)).await;
         }
         let name = name.to_owned();
         self.read(move |conn| {
@@ -304,7 +304,7 @@ impl Journal {
     /// there was none).
     pub async fn note_changed(&self, name: &str, value: &str) -> Result<bool, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.note_changed(name, value).await;
+            return Box::pin(pg.note_changed(name, value)).await;
         }
         let (name, value) = (name.to_owned(), value.to_owned());
         self.write(move |conn| {
@@ -330,7 +330,7 @@ impl Journal {
     /// The value recorded under `name`, if any (see [`Journal::note_changed`]).
     pub async fn note(&self, name: &str) -> Result<Option<String>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.note(name).await;
+            return Box::pin(pg.note(name)).await;
         }
         let name = name.to_owned();
         self.read(move |conn| {
@@ -345,7 +345,7 @@ impl Journal {
     /// Every value recorded under a name that starts with `prefix`, by the rest of the name.
     pub async fn notes_with_prefix(&self, prefix: &str) -> Result<Notes, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.notes_with_prefix(prefix).await;
+            return Box::pin(pg.notes_with_prefix(prefix)).await;
         }
         let prefix = prefix.to_owned();
         self.read(move |conn| {
@@ -369,7 +369,7 @@ impl Journal {
     /// Forgets the value recorded under `name`.
     pub async fn forget_note(&self, name: &str) -> Result<(), JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.forget_note(name).await;
+            return Box::pin(pg.forget_note(name)).await;
         }
         let name = name.to_owned();
         self.write(move |conn| {
@@ -384,7 +384,7 @@ impl Journal {
     /// Forgets an instance's router key id (the record is gone).
     pub async fn forget_router_key(&self, record_id: &str) -> Result<(), JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.forget_router_key(record_id).await;
+            return Box::pin(pg.forget_router_key(record_id)).await;
         }
         let record_id = record_id.to_owned();
         self.write(move |conn| {
@@ -400,7 +400,7 @@ impl Journal {
     /// Forgets an intent (its resource was deleted); false if there was none.
     pub async fn clear_intent(&self, key: &str) -> Result<bool, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.clear_intent(key).await;
+            return Box::pin(pg.clear_intent(key)).await;
         }
         let key = key.to_owned();
         self.write(move |conn| {

@@ -59,7 +59,7 @@ fn file_len(path: &Path) -> u64 {
 impl Journal {
     pub async fn stats(&self) -> Result<JournalStats, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.stats().await;
+            return Box::pin(pg.stats()).await;
         }
         let (rows, payloads_dropped) = self.read(count).await?;
         let path = self.path().ok_or(JournalError::SqliteOnly)?;

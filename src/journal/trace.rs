@@ -10,7 +10,7 @@ impl Journal {
     /// events, among them the echoes of the bridge's own write-backs, start traces of their own).
     pub async fn run_trace_context(&self, job_id: i64, upto: i64) -> Result<Option<String>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.run_trace_context(job_id, upto).await;
+            return Box::pin(pg.run_trace_context(job_id, upto)).await;
         }
         self.read(move |conn| {
             let found: Option<String> = conn

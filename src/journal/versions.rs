@@ -39,7 +39,7 @@ impl Journal {
         stored: &StoredTemplate,
     ) -> Result<bool, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.store_template_version(name, version, stored).await;
+            return Box::pin(pg.store_template_version(name, version, stored)).await;
         }
         self.note_changed(&format!("template:{name}@{version}"), &serde_json::to_string(stored)?)
             .await
@@ -49,7 +49,7 @@ impl Journal {
     /// that stacks applied before versions were recorded run.
     pub async fn note_first_template_version(&self, name: &str, version: &str) -> Result<(), JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.note_first_template_version(name, version).await;
+            return Box::pin(pg.note_first_template_version(name, version)).await;
         }
         let (name, version) = (format!("template_first:{name}"), version.to_owned());
         self.write(move |conn| {
@@ -65,7 +65,7 @@ impl Journal {
     /// Each template's first version (see [`Journal::note_first_template_version`]), by name.
     pub async fn first_template_versions(&self) -> Result<Vec<(String, String)>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.first_template_versions().await;
+            return Box::pin(pg.first_template_versions()).await;
         }
         let rows = self.notes_prefixed("template_first:").await?;
         Ok(rows
@@ -77,7 +77,7 @@ impl Journal {
     /// Every template version kept (see [`Journal::store_template_version`]).
     pub async fn template_versions(&self) -> Result<Vec<StoredTemplate>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.template_versions().await;
+            return Box::pin(pg.template_versions()).await;
         }
         let rows = self.notes_prefixed("template:").await?;
         rows.into_iter()
@@ -88,7 +88,7 @@ impl Journal {
     /// The version a rollout moved the instance's incarnation `life` to, if any.
     pub async fn template_pin(&self, instance_id: &str, life: &str) -> Result<Option<String>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.template_pin(instance_id, life).await;
+            return Box::pin(pg.template_pin(instance_id, life)).await;
         }
         let value = self.note(&format!("template_pin:{instance_id}")).await?;
         Ok(value.and_then(|v| {
@@ -99,7 +99,7 @@ impl Journal {
 
     pub async fn pin_template(&self, instance_id: &str, life: &str, version: &str) -> Result<(), JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.pin_template(instance_id, life, version).await;
+            return Box::pin(pg.pin_template(instance_id, life, version)).await;
         }
         self.note_changed(&format!("template_pin:{instance_id}"), &format!("{life}|{version}"))
             .await
@@ -113,7 +113,7 @@ impl Journal {
         make: impl FnOnce(i64) -> Result<String, serde_json::Error> + Send + 'static,
     ) -> Result<Result<i64, i64>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.begin_rollout(template, make).await;
+            return Box::pin(pg.begin_rollout(template, make)).await;
         }
         let template = template.to_owned();
         self.write(move |conn| {
@@ -146,7 +146,7 @@ impl Journal {
     /// Saves a rollout's state; `finished` ends it as the template's running one.
     pub async fn save_rollout(&self, template: &str, id: i64, state: &str, finished: bool) -> Result<(), JournalError> {
         if let Some(pg) = self.pg() {
-            pg.save_rollout(template, id, state, finished).await?;
+            Box::pin(pg.save_rollout(template, id, state, finished)).await?;
             self.announce(Change::Rollout { rollout_id: id });
             return Ok(());
         }
@@ -169,7 +169,7 @@ impl Journal {
 
     pub async fn rollout(&self, id: i64) -> Result<Option<String>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.rollout(id).await;
+            return Box::pin(pg.rollout(id)).await;
         }
         self.note(&rollout_key(id)).await
     }
@@ -177,7 +177,7 @@ impl Journal {
     /// The latest rollout of `template`, if any.
     pub async fn last_rollout(&self, template: &str) -> Result<Option<i64>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.last_rollout(template).await;
+            return Box::pin(pg.last_rollout(template)).await;
         }
         Ok(self
             .note(&format!("rollout_last:{template}"))
@@ -188,7 +188,7 @@ impl Journal {
     /// The states of the `limit` latest rollouts, newest first.
     pub async fn recent_rollouts(&self, limit: usize) -> Result<Vec<String>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.recent_rollouts(limit).await;
+            return Box::pin(pg.recent_rollouts(limit)).await;
         }
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |conn| {
@@ -205,7 +205,7 @@ impl Journal {
     /// The ids of the rollouts still running (to resume after a restart).
     pub async fn running_rollouts(&self) -> Result<Vec<i64>, JournalError> {
         if let Some(pg) = self.pg() {
-            return pg.running_rollouts().await;
+            return Box::pin(pg.running_rollouts()).await;
         }
         let rows = self.notes_prefixed("rollout_active:").await?;
         Ok(rows.into_iter().filter_map(|(_, v)| v.parse().ok()).collect())

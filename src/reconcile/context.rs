@@ -190,8 +190,9 @@ impl StatusBoard {
             statuses: HashMap::new(),
         };
         let mut own_error = None;
-        let reads: Vec<_> = round.reads.into_iter().map(|read| self.read(read)).collect();
-        let answers = futures_util::stream::iter(reads)
+        // Made as they are sent: a round of a hundred reads would otherwise hold a hundred futures.
+        let answers = futures_util::stream::iter(round.reads)
+            .map(|read| self.read(read))
             .buffer_unordered(READS_AT_ONCE)
             .collect::<Vec<_>>()
             .await;
