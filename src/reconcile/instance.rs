@@ -79,7 +79,9 @@ pub async fn reconcile(
         after_failure,
     } = trust;
     let Some((inst, tenant, template)) = instance_with_relations(ctx, id).await? else {
-        destroy(ctx, id, run).await?;
+        // Boxed, as are the other rare large steps (a failure, a create): a job's future is as large as its
+        // largest step, and a backlog holds hundreds of jobs waiting for Coolify.
+        Box::pin(destroy(ctx, id, run)).await?;
         return Ok(None);
     };
     let applied_before = inst.applied_hash.is_some();
@@ -836,7 +838,7 @@ async fn execute(
             {
                 warn!(record_id = %inst.id, error = %je, "could not note the unconfirmed change");
             }
-            record_failure(ctx, inst, log, &uuid, &e).await;
+            Box::pin(record_failure(ctx, inst, log, &uuid, &e)).await;
             return Err(e);
         }
     };
@@ -1095,7 +1097,7 @@ async fn run_actions(
                 }
             }
             Action::CreateService => {
-                let created = create_service(ctx, inst, life, desired).await?;
+                let created = Box::pin(create_service(ctx, inst, life, desired)).await?;
                 note_compose(ctx, &created, desired).await?;
                 *uuid = Some(created);
             }
