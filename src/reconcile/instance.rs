@@ -147,13 +147,18 @@ pub async fn reconcile(
         } else {
             Seen::Observed
         };
-        plan_and_execute(ctx, &inst, &desired, observed, pending, seen, run).await?;
+        let acted = plan_and_execute(ctx, &inst, &desired, observed, pending, seen, run).await?;
         if unconfirmed {
             ctx.journal.forget_note(&unconfirmed_note(&inst.id)).await?;
         }
         if drift.is_some() {
             ctx.journal.forget_note(&drift_note(&inst.id)).await?;
-            info!(record_id = %inst.id, "drift inside Coolify repaired");
+            if acted {
+                info!(record_id = %inst.id, "drift inside Coolify repaired");
+            } else {
+                // The listing's difference was gone when the job read the service (it came back up, say).
+                info!(record_id = %inst.id, "drift inside Coolify gone by the time it was read; nothing to repair");
+            }
         }
         return Ok(Some(updated));
     };
@@ -164,7 +169,9 @@ pub async fn reconcile(
             let observed = observe(ctx, &inst, &life, intent, &desired.project_uuid).await?;
             plan_and_execute(ctx, &inst, &desired, observed, None, Seen::Observed, run).await?;
         }
-        other => other?,
+        other => {
+            other?;
+        }
     }
     Ok(Some(updated))
 }
@@ -240,7 +247,8 @@ enum Seen {
     Unconfirmed,
 }
 
-/// Plans against the service as `seen` and carries the plan out; `by`: who caused the run.
+/// Plans against the service as `seen` and carries the plan out; `by`: who caused the run. Returns whether
+/// the plan changed the service in Coolify.
 async fn plan_and_execute(
     ctx: &Context,
     inst: &BotInstance,
@@ -249,7 +257,7 @@ async fn plan_and_execute(
     pending: Option<PendingWriteBack>,
     seen: Seen,
     by: &RunActor,
-) -> Result<(), ReconcileError> {
+) -> Result<bool, ReconcileError> {
     // What Coolify runs: a pending outcome's spec when it was applied to the service still there.
     let pending = pending.filter(|p| matches!(&observed, Observed::Present { uuid, .. } if p.uuid == *uuid));
     let applied = match &pending {
@@ -286,7 +294,8 @@ async fn plan_and_execute(
         completing_pending: pending.is_some(),
         assumed: seen == Seen::Assumed,
     };
-    execute(ctx, inst, desired, observed, run, &actor).await
+    execute(ctx, inst, desired, observed, run, &actor).await?;
+    Ok(actions.iter().any(Action::changes_coolify))
 }
 
 /// An action that succeeded in Coolify but whose write-back has not landed (its row is in the outbox).

@@ -163,6 +163,13 @@ pub enum Action {
     WriteBack(EffectiveState),
 }
 
+impl Action {
+    /// Whether the step changes the service in Coolify (rather than the record, or only waiting).
+    pub fn changes_coolify(&self) -> bool {
+        !matches!(self, Action::MarkDeploying | Action::WaitRunning | Action::WriteBack(_))
+    }
+}
+
 /// Plans a live instance.
 pub fn plan_instance(input: &InstanceInput) -> Vec<Action> {
     let desired = &input.desired;
@@ -353,6 +360,27 @@ mod tests {
         ] {
             assert_eq!(Spec::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn a_drift_that_righted_itself_changes_nothing_in_coolify() {
+        let applied = spec(R, "c1", "e1", "");
+        let righted = InstanceInput {
+            desired: applied.clone(),
+            applied: Some(applied.clone()),
+            observed: present(true),
+        };
+        let with_write_back = plan_instance_with_write_back(&righted);
+        assert_eq!(with_write_back, vec![WriteBack(R)]);
+        assert!(!with_write_back.iter().any(Action::changes_coolify));
+        let stopped_behind_our_back = InstanceInput {
+            observed: present(false),
+            ..righted
+        };
+        assert!(plan_instance_with_write_back(&stopped_behind_our_back).iter().any(Action::changes_coolify));
+        let changing = [CreateService, UpdateService { deploy: true }, SetEnv, StartCreated, Start, Stop, Restart];
+        assert!(changing.iter().all(Action::changes_coolify));
+        assert!(![MarkDeploying, WaitRunning, WriteBack(S)].iter().any(Action::changes_coolify));
     }
 
     #[test]
