@@ -12,8 +12,11 @@ use std::time::Duration;
 use crate::reconcile::Periodic;
 use crate::reconcile::error::ReconcileError;
 
-/// How often freed memory is handed back: a burst's memory is returned within this long.
-pub const TRIM_INTERVAL: Duration = Duration::from_secs(10);
+/// How often freed memory is handed back: a burst's memory is returned within this long. Under a backlog
+/// the free memory grew by about 1 MiB a second between trims 10 s apart, and the peak came just before
+/// one (docs/BENCHMARKS.md, "Seventeenth session"). A trim costs about half a millisecond with thousands
+/// of free holes in the heap, a few microseconds with none.
+pub const TRIM_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Hands the allocator's free memory back to the system; true when some was returned.
 pub fn release_free_memory() -> bool {
