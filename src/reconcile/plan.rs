@@ -377,10 +377,26 @@ mod tests {
             observed: present(false),
             ..righted
         };
-        assert!(plan_instance_with_write_back(&stopped_behind_our_back).iter().any(Action::changes_coolify));
-        let changing = [CreateService, UpdateService { deploy: true }, SetEnv, StartCreated, Start, Stop, Restart];
+        assert!(
+            plan_instance_with_write_back(&stopped_behind_our_back)
+                .iter()
+                .any(Action::changes_coolify)
+        );
+        let changing = [
+            CreateService,
+            UpdateService { deploy: true },
+            SetEnv,
+            StartCreated,
+            Start,
+            Stop,
+            Restart,
+        ];
         assert!(changing.iter().all(Action::changes_coolify));
-        assert!(![MarkDeploying, WaitRunning, WriteBack(S)].iter().any(Action::changes_coolify));
+        assert!(
+            ![MarkDeploying, WaitRunning, WriteBack(S)]
+                .iter()
+                .any(Action::changes_coolify)
+        );
     }
 
     #[test]
