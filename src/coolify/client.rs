@@ -695,10 +695,15 @@ impl CoolifyClient {
         decode(endpoint, &reply)
     }
 
-    /// `GET /services` parsed for status polling only. Urgent in the budget: these reads finish work
-    /// already started (see [`Priority::Urgent`]).
-    pub async fn list_service_states(&self) -> Result<Vec<ServiceState>, CoolifyError> {
-        self.scan_services(Priority::Urgent, Some).await
+    /// `GET /services` parsed for status polling only, keeping the services `wanted` accepts: a round
+    /// waits on a few hundred services at most, the list is the whole fleet. Urgent in the budget: these
+    /// reads finish work already started (see [`Priority::Urgent`]).
+    pub async fn list_service_states(
+        &self,
+        wanted: impl Fn(&str) -> bool + Send,
+    ) -> Result<Vec<ServiceState>, CoolifyError> {
+        self.scan_services(Priority::Urgent, move |s: ServiceState| wanted(&s.uuid).then_some(s))
+            .await
     }
 
     /// `GET /services/{uuid}` parsed for status polling only; urgent in the budget like the list.

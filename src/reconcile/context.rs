@@ -80,15 +80,17 @@ struct Reading {
     asked: Instant,
     /// The earliest the next round may start.
     next: Instant,
-    /// Every service (the list), or those whose read answered.
-    all: bool,
+    /// The services the round read: its waiters whose read answered, and every service an environment's
+    /// read listed. A later waiter not among them waits for the next round.
     covered: HashSet<String>,
     statuses: HashMap<String, ServiceStatus>,
 }
 
 impl Reading {
     fn status(&self, service: &str) -> Option<Option<ServiceStatus>> {
-        (self.all || self.covered.contains(service)).then(|| self.statuses.get(service).cloned())
+        self.covered
+            .contains(service)
+            .then(|| self.statuses.get(service).cloned())
     }
 }
 
@@ -185,14 +187,16 @@ impl StatusBoard {
         let mut reading = Reading {
             asked,
             next: asked + round.gap,
-            all: false,
             covered: HashSet::new(),
             statuses: HashMap::new(),
         };
         let mut own_error = None;
+        // The list keeps only these: it used to keep every service of the fleet, each uuid twice, until the
+        // next round replaced it.
+        let wanted: HashSet<&str> = waited.iter().map(|w| w.service).collect();
         // Made as they are sent: a round of a hundred reads would otherwise hold a hundred futures.
         let answers = futures_util::stream::iter(round.reads)
-            .map(|read| self.read(read))
+            .map(|read| self.read(read, &wanted))
             .buffer_unordered(READS_AT_ONCE)
             .collect::<Vec<_>>()
             .await;
@@ -201,7 +205,6 @@ impl StatusBoard {
                 Ok(states) => {
                     if read == Read::List {
                         rounds.last_list = Some(asked.elapsed());
-                        reading.all = true;
                     }
                     let listed: HashSet<&str> = states.iter().map(|s| s.uuid.as_str()).collect();
                     for w in waited.iter().filter(|w| read.serves(w)) {
@@ -247,7 +250,8 @@ impl StatusBoard {
     }
 
     /// One read of a round: the statuses it found (none for a service or project Coolify does not have).
-    async fn read(&self, read: Read) -> (Read, Result<Vec<ServiceState>, CoolifyError>) {
+    /// Carries out one read of a round; the list keeps only the `wanted` services.
+    async fn read(&self, read: Read, wanted: &HashSet<&str>) -> (Read, Result<Vec<ServiceState>, CoolifyError>) {
         let answer = match &read {
             Read::Service(uuid) => self.coolify.get_service_state(uuid).await.map(|s| vec![s]),
             Read::Project(uuid) => self
@@ -255,7 +259,7 @@ impl StatusBoard {
                 .get_environment_states(uuid, &self.environment)
                 .await
                 .map(|e| e.services),
-            Read::List => self.coolify.list_service_states().await,
+            Read::List => self.coolify.list_service_states(|u| wanted.contains(u)).await,
         };
         let answer = match answer {
             Err(CoolifyError::NotFound { .. }) => Ok(Vec::new()),

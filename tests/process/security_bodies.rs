@@ -245,7 +245,7 @@ async fn measure_in_a_process_of_its_own() {
     let mut cfg = CoolifySettings::new(url.parse().expect("url"), SecretString::from("1|token".to_string()));
     cfg.request_timeout = Duration::from_secs(60);
     let coolify = CoolifyClient::new(&cfg, Arc::new(Metrics::new())).expect("client");
-    let (err, grew) = peak_growth(coolify.list_service_states()).await;
+    let (err, grew) = peak_growth(coolify.list_service_states(|_| true)).await;
     match err {
         Err(e @ CoolifyError::TooLarge { .. }) => {
             assert_eq!(
@@ -268,7 +268,7 @@ async fn measure_in_a_process_of_its_own() {
     );
     tokio::spawn(serve_list(fleet, 100 << 20));
     let fleet_client = CoolifyClient::new(&fleet_cfg, Arc::new(Metrics::new())).expect("client");
-    let (states, grew) = peak_growth(fleet_client.list_service_states()).await;
+    let (states, grew) = peak_growth(fleet_client.list_service_states(|_| true)).await;
     let states = states.expect("a 100 MB list is under the cap");
     assert!(states.len() > 1500, "{} services", states.len());
     assert_eq!(
@@ -283,7 +283,7 @@ async fn measure_in_a_process_of_its_own() {
         .expect("url");
     tokio::spawn(serve_list(over, HOSTILE_BYTES));
     let over_client = CoolifyClient::new(&over_cfg, Arc::new(Metrics::new())).expect("client");
-    let (err, grew) = peak_growth(over_client.list_service_states()).await;
+    let (err, grew) = peak_growth(over_client.list_service_states(|_| true)).await;
     match err {
         Err(e @ CoolifyError::TooLarge { .. }) => {
             assert_eq!(
