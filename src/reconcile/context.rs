@@ -249,8 +249,8 @@ impl StatusBoard {
         }
     }
 
-    /// One read of a round: the statuses it found (none for a service or project Coolify does not have).
-    /// Carries out one read of a round; the list keeps only the `wanted` services.
+    /// One read of a round: the statuses it found (none for a service or project Coolify does not have);
+    /// the list keeps only the `wanted` services.
     async fn read(&self, read: Read, wanted: &HashSet<&str>) -> (Read, Result<Vec<ServiceState>, CoolifyError>) {
         let answer = match &read {
             Read::Service(uuid) => self.coolify.get_service_state(uuid).await.map(|s| vec![s]),
