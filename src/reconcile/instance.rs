@@ -1091,60 +1091,107 @@ async fn run_actions(
     uuid: &mut Option<String>,
     actions: &[Action],
 ) -> Result<Option<EffectiveState>, ReconcileError> {
-    for action in actions {
-        match action {
-            Action::MarkDeploying => {
-                // A retry after a failure keeps showing the error until it succeeds, so retries write nothing.
-                if !matches!(inst.status, Some(InstanceStatus::Deploying | InstanceStatus::Error)) {
-                    let patch = InstancePatch {
-                        status: Some(InstanceStatus::Deploying),
-                        error_message: Some(String::new()),
-                        pending_reason: Some(String::new()),
-                        ..Default::default()
-                    };
-                    patch_instance(ctx, &inst.id, &patch).await?;
+    let mut rest = actions;
+    while let Some((action, after)) = rest.split_first() {
+        rest = after;
+        if *action == Action::MarkDeploying {
+            // The `deploying` write goes out beside the Coolify call after it: on a busy PocketBase the
+            // write takes longer than the call, and Coolify need not wait for what the record shows. The
+            // final write-back still comes after both. A create goes first alone: its record write (the
+            // new uuid) must not race this one.
+            match after
+                .first()
+                .filter(|next| next.changes_coolify() && **next != Action::CreateService)
+            {
+                Some(next) => {
+                    rest = &after[1..];
+                    // Boxed: side by side, its state would otherwise widen every job's future while it waits.
+                    let (marked, acted) = tokio::join!(
+                        Box::pin(mark_deploying(ctx, inst)),
+                        run_action(ctx, inst, life, desired, uuid, next, actions)
+                    );
+                    let write_back = acted?;
+                    marked?;
+                    if write_back.is_some() {
+                        return Ok(write_back);
+                    }
                 }
+                None => mark_deploying(ctx, inst).await?,
             }
-            Action::CreateService => {
-                let created = Box::pin(create_service(ctx, inst, life, desired)).await?;
-                note_compose(ctx, &created, desired).await?;
-                *uuid = Some(created);
-            }
-            Action::UpdateService { deploy } => {
-                let patch = ServicePatch {
-                    compose_yaml: Some(desired.rendered.compose_yaml.clone()),
-                    urls: Some(urls(desired)),
-                    instant_deploy: deploy.then_some(true),
-                    ..Default::default()
-                };
-                ctx.coolify.patch_service(need_uuid(uuid)?, &patch).await?;
-                note_compose(ctx, need_uuid(uuid)?, desired).await?;
-            }
-            Action::SetEnv => {
-                let service = need_uuid(uuid)?;
-                // A service created in this run has only the vars its compose references; for one the
-                // bridge pushed to before, the keys it pushed are remembered (no list call).
-                let env = if actions.contains(&Action::CreateService) {
-                    desired.env.clone()
-                } else if let Some(pushed) = ctx.journal.note(&env_keys_note(service)).await? {
-                    with_revoked(&desired.env, pushed.lines())
-                } else {
-                    let existing = ctx.coolify.list_envs(service).await?;
-                    with_revoked(&desired.env, existing.iter().map(|v| v.key.as_str()))
-                };
-                ctx.coolify.bulk_upsert_envs(service, &env).await?;
-                let keys: Vec<&str> = desired.env.iter().map(|e| e.key.as_str()).collect();
-                ctx.journal
-                    .note_changed(&env_keys_note(service), &keys.join("\n"))
-                    .await?;
-            }
-            Action::StartCreated => ctx.coolify.start_stopped_service(need_uuid(uuid)?).await?,
-            Action::Start => ctx.coolify.start_service(need_uuid(uuid)?).await?,
-            Action::Stop => ctx.coolify.stop_service(need_uuid(uuid)?).await?,
-            Action::Restart => ctx.coolify.restart_service(need_uuid(uuid)?).await?,
-            Action::WaitRunning => wait_running(ctx, need_uuid(uuid)?, &desired.project_uuid).await?,
-            Action::WriteBack(state) => return Ok(Some(*state)),
+            continue;
         }
+        if let Some(state) = run_action(ctx, inst, life, desired, uuid, action, actions).await? {
+            return Ok(Some(state));
+        }
+    }
+    Ok(None)
+}
+
+/// Shows `deploying` on the record, unless a retry already shows it or the error it retries.
+async fn mark_deploying(ctx: &Context, inst: &BotInstance) -> Result<(), ReconcileError> {
+    if matches!(inst.status, Some(InstanceStatus::Deploying | InstanceStatus::Error)) {
+        return Ok(());
+    }
+    let patch = InstancePatch {
+        status: Some(InstanceStatus::Deploying),
+        error_message: Some(String::new()),
+        pending_reason: Some(String::new()),
+        ..Default::default()
+    };
+    patch_instance(ctx, &inst.id, &patch).await
+}
+
+/// One step of the plan `actions` other than the `deploying` mark; the write-back's state for the last.
+async fn run_action(
+    ctx: &Context,
+    inst: &BotInstance,
+    life: &str,
+    desired: &Desired,
+    uuid: &mut Option<String>,
+    action: &Action,
+    actions: &[Action],
+) -> Result<Option<EffectiveState>, ReconcileError> {
+    match action {
+        Action::MarkDeploying => mark_deploying(ctx, inst).await?,
+        Action::CreateService => {
+            let created = Box::pin(create_service(ctx, inst, life, desired)).await?;
+            note_compose(ctx, &created, desired).await?;
+            *uuid = Some(created);
+        }
+        Action::UpdateService { deploy } => {
+            let patch = ServicePatch {
+                compose_yaml: Some(desired.rendered.compose_yaml.clone()),
+                urls: Some(urls(desired)),
+                instant_deploy: deploy.then_some(true),
+                ..Default::default()
+            };
+            ctx.coolify.patch_service(need_uuid(uuid)?, &patch).await?;
+            note_compose(ctx, need_uuid(uuid)?, desired).await?;
+        }
+        Action::SetEnv => {
+            let service = need_uuid(uuid)?;
+            // A service created in this run has only the vars its compose references; for one the
+            // bridge pushed to before, the keys it pushed are remembered (no list call).
+            let env = if actions.contains(&Action::CreateService) {
+                desired.env.clone()
+            } else if let Some(pushed) = ctx.journal.note(&env_keys_note(service)).await? {
+                with_revoked(&desired.env, pushed.lines())
+            } else {
+                let existing = ctx.coolify.list_envs(service).await?;
+                with_revoked(&desired.env, existing.iter().map(|v| v.key.as_str()))
+            };
+            ctx.coolify.bulk_upsert_envs(service, &env).await?;
+            let keys: Vec<&str> = desired.env.iter().map(|e| e.key.as_str()).collect();
+            ctx.journal
+                .note_changed(&env_keys_note(service), &keys.join("\n"))
+                .await?;
+        }
+        Action::StartCreated => ctx.coolify.start_stopped_service(need_uuid(uuid)?).await?,
+        Action::Start => ctx.coolify.start_service(need_uuid(uuid)?).await?,
+        Action::Stop => ctx.coolify.stop_service(need_uuid(uuid)?).await?,
+        Action::Restart => ctx.coolify.restart_service(need_uuid(uuid)?).await?,
+        Action::WaitRunning => wait_running(ctx, need_uuid(uuid)?, &desired.project_uuid).await?,
+        Action::WriteBack(state) => return Ok(Some(*state)),
     }
     Ok(None)
 }

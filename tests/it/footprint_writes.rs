@@ -213,3 +213,77 @@ async fn a_change_the_stream_brought_is_worked_from_its_frame_and_a_tenant_chang
     .await;
     assert_reads(&stack, &first, 0, "the tenant came by its frames").await;
 }
+
+/// A slow `deploying` write does not hold up the Coolify call it announces: the start goes while the write
+/// is still on its way to PocketBase, and the final write-back comes after both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_reaches_coolify_while_its_deploying_write_is_on_its_way() {
+    let stack = ProxiedStack::start(&[]).await;
+    let tenant = stack.ready_tenant("beside").await;
+    let id = stack
+        .pb
+        .create_instance(
+            json!({"tenant": tenant, "template": stack.template_id, "name": "beside-a",
+                                "subdomain": "beside-a", "desired_state": "stopped", "config": {}}),
+        )
+        .await["id"]
+        .as_str()
+        .expect("instance id")
+        .to_string();
+    let stopped = wait_record(&stack, &id, "the instance stopped", |r| r["status"] == "stopped").await;
+    let uuid = stopped["coolify_service_id"]
+        .as_str()
+        .expect("service uuid")
+        .to_string();
+    stack.wait_idle(WAIT).await;
+
+    let record_path = format!("/api/collections/bot_instances/records/{id}");
+    let delay = Duration::from_secs(10);
+    let delayed = stack.proxy.add_rule(cf_testkit::faultproxy::Rule::new(
+        cf_testkit::faultproxy::Fault::Delay(delay),
+        Some("PATCH"),
+        &[&record_path, "deploying"],
+    ));
+    let deploying_forwarded = || {
+        stack
+            .proxy
+            .forwarded(|r| r.starts_with(&format!("PATCH {record_path}")))
+    };
+    let patches_before = deploying_forwarded();
+    let asked = std::time::Instant::now();
+    stack
+        .pb
+        .patch("bot_instances", &id, json!({"desired_state": "running"}))
+        .await;
+    cf_testkit::eventually(WAIT, "the start in Coolify", || async {
+        let log = stack.sim.requests().await;
+        log.iter()
+            .any(|r| {
+                r["uri"]
+                    .as_str()
+                    .is_some_and(|u| u.contains(&uuid) && u.contains("/start"))
+            })
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        delayed.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the deploying write was sent"
+    );
+    assert_eq!(
+        deploying_forwarded(),
+        patches_before,
+        "the start waited for the deploying write ({:?} after the change)",
+        asked.elapsed()
+    );
+
+    let running = wait_record(&stack, &id, "the instance running", |r| r["status"] == "running").await;
+    assert!(
+        asked.elapsed() >= delay,
+        "the write-back came before the deploying write"
+    );
+    assert_eq!(running["error_message"], "");
+    stack.wait_idle(WAIT).await;
+    assert_eq!(stack.record("bot_instances", &id).await["status"], "running");
+}

@@ -1,5 +1,6 @@
 //! An HTTP/1.1-aware TCP proxy between the bridge and PocketBase that injects one precise fault at a time:
-//! drop a matching request before PocketBase sees it, lose the answer to one PocketBase carried out, stall
+//! drop a matching request before PocketBase sees it, lose the answer to one PocketBase carried out, delay
+//! one on its way to PocketBase, stall
 //! the realtime streams open now (the socket stays up, nothing arrives: a half-open stream), hold back
 //! matching realtime frames while later ones pass (PocketBase sends each frame from its own goroutine, so
 //! a frame may come after later ones), refuse new streams, or cut every connection. Each fault hits exactly the requests its rule names, so a test can
@@ -27,6 +28,8 @@ pub enum Fault {
     Drop,
     /// PocketBase carries the request out; the connection is closed before its answer reaches the bridge.
     LoseResponse,
+    /// The request reaches PocketBase this much later (a slow write, without failing it).
+    Delay(Duration),
 }
 
 /// Matches requests by method and by substrings of the request target or body (all must occur).
@@ -309,6 +312,7 @@ impl Connection {
                 match shared.fault_for(&req.method, &req.target, &body) {
                     Some(Fault::Drop) => return,
                     Some(Fault::LoseResponse) => lose_answer.store(true, Ordering::SeqCst),
+                    Some(Fault::Delay(by)) => tokio::time::sleep(by).await,
                     None => {}
                 }
                 shared
