@@ -72,6 +72,32 @@ pub async fn read_prefix(resp: reqwest::Response, limit: usize) -> Result<Vec<u8
 pub async fn read_array_each(
     resp: reqwest::Response,
     limit: usize,
+    each: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<(), ElementsError> {
+    split_each(resp, limit, Splitter::Array(ArraySplitter::default()), each).await
+}
+
+/// Like [`read_array_each`] for the array under the key `field` of a JSON object: the object's other
+/// members pass by unkept, and an object without `field` has no elements. A project environment lists
+/// its tenant's services in full, composes and all, under `services`.
+pub async fn read_field_each(
+    resp: reqwest::Response,
+    limit: usize,
+    field: &str,
+    each: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<(), ElementsError> {
+    split_each(resp, limit, Splitter::Field(FieldSplitter::new(field)), each).await
+}
+
+enum Splitter {
+    Array(ArraySplitter),
+    Field(FieldSplitter),
+}
+
+async fn split_each(
+    resp: reqwest::Response,
+    limit: usize,
+    mut split: Splitter,
     mut each: impl FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<(), ElementsError> {
     if resp
@@ -81,7 +107,6 @@ pub async fn read_array_each(
     {
         return Err(ReadError::TooLarge { limit }.into());
     }
-    let mut split = ArraySplitter::default();
     let mut total = 0usize;
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
@@ -90,9 +115,17 @@ pub async fn read_array_each(
         if total > limit {
             return Err(ReadError::TooLarge { limit }.into());
         }
-        split.feed(&chunk, &mut each).map_err(ElementsError::Malformed)?;
+        match &mut split {
+            Splitter::Array(s) => s.feed(&chunk, &mut each),
+            Splitter::Field(s) => s.feed(&chunk, &mut each),
+        }
+        .map_err(ElementsError::Malformed)?;
     }
-    split.finish().map_err(ElementsError::Malformed)
+    match split {
+        Splitter::Array(s) => s.finish(),
+        Splitter::Field(s) => s.finish(),
+    }
+    .map_err(ElementsError::Malformed)
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +163,19 @@ struct ArraySplitter {
 
 impl ArraySplitter {
     fn feed(&mut self, bytes: &[u8], each: &mut impl FnMut(&[u8]) -> Result<(), String>) -> Result<(), String> {
-        for &b in bytes {
+        let used = self.feed_upto(bytes, each)?;
+        match bytes[used..].iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(&b) => Err(format!("unexpected {:?} after the JSON array", char::from(b))),
+            None => Ok(()),
+        }
+    }
+
+    /// Takes bytes until the array closes; returns how many it took (all of them while it is open).
+    fn feed_upto(&mut self, bytes: &[u8], each: &mut impl FnMut(&[u8]) -> Result<(), String>) -> Result<usize, String> {
+        for (i, &b) in bytes.iter().enumerate() {
+            if self.place == Place::Closed {
+                return Ok(i);
+            }
             if self.place == Place::Element {
                 let Some(taken) = self.in_element(b) else {
                     continue;
@@ -157,7 +202,7 @@ impl ArraySplitter {
                 (place, b) => return Err(format!("unexpected {:?} in the JSON array ({place:?})", char::from(b))),
             };
         }
-        Ok(())
+        Ok(bytes.len())
     }
 
     fn start(&mut self, b: u8) {
@@ -207,6 +252,163 @@ impl ArraySplitter {
         match self.place {
             Place::Closed => Ok(()),
             _ => Err("the JSON array ends early".into()),
+        }
+    }
+}
+
+/// Where a [`FieldSplitter`] is in the top-level object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Member {
+    /// Before the opening `{`.
+    Before,
+    /// After `{` or `,`: a key (or, after `{`, the closing `}`).
+    Key,
+    /// Inside a key's quotes.
+    InKey,
+    /// After a key: `:`.
+    Colon,
+    /// After `:`: a value.
+    Value,
+    /// Inside a value passed over.
+    Skipping,
+    /// Inside the wanted field's array.
+    Wanted,
+    /// After a value: `,` or `}`.
+    AfterValue,
+    /// After the closing `}`: whitespace only.
+    Closed,
+}
+
+/// Finds the array under one key of a top-level JSON object and splits it as [`ArraySplitter`] does; the
+/// other members are followed (strings, escapes and nesting) only to find where they end, never kept.
+#[derive(Debug)]
+struct FieldSplitter {
+    field: Vec<u8>,
+    member: Member,
+    key: Vec<u8>,
+    array: ArraySplitter,
+    /// Nesting of the value passed over; 0 inside a number or literal.
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl FieldSplitter {
+    fn new(field: &str) -> FieldSplitter {
+        FieldSplitter {
+            field: field.as_bytes().to_vec(),
+            member: Member::Before,
+            key: Vec::new(),
+            array: ArraySplitter::default(),
+            depth: 0,
+            in_string: false,
+            escaped: false,
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8], each: &mut impl FnMut(&[u8]) -> Result<(), String>) -> Result<(), String> {
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.member == Member::Wanted {
+                i += self.array.feed_upto(&bytes[i..], each)?;
+                if self.array.place == Place::Closed {
+                    self.member = Member::AfterValue;
+                }
+                continue;
+            }
+            self.take(bytes[i])?;
+            i += 1;
+        }
+        Ok(())
+    }
+
+    fn take(&mut self, b: u8) -> Result<(), String> {
+        if self.member == Member::InKey {
+            if self.escaped {
+                self.escaped = false;
+            } else if b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.member = Member::Colon;
+                return Ok(());
+            }
+            self.key.push(b);
+            return Ok(());
+        }
+        if self.member == Member::Skipping {
+            return self.skip(b);
+        }
+        if b.is_ascii_whitespace() {
+            return Ok(());
+        }
+        self.member = match (self.member, b) {
+            (Member::Before, b'{') => Member::Key,
+            (Member::Key, b'"') => {
+                self.key.clear();
+                Member::InKey
+            }
+            (Member::Key | Member::AfterValue, b'}') => Member::Closed,
+            (Member::Colon, b':') => Member::Value,
+            (Member::Value, b'[') if self.key == self.field => {
+                self.array = ArraySplitter::default();
+                self.array.place = Place::Opened;
+                Member::Wanted
+            }
+            (Member::Value, _) if !matches!(b, b',' | b'}' | b']' | b':') => {
+                self.depth = u32::from(matches!(b, b'{' | b'['));
+                self.in_string = b == b'"';
+                Member::Skipping
+            }
+            (Member::AfterValue, b',') => Member::Key,
+            (Member::Before, _) => return Err("the answer is not a JSON object".into()),
+            (member, b) => {
+                return Err(format!(
+                    "unexpected {:?} in the JSON object ({member:?})",
+                    char::from(b)
+                ));
+            }
+        };
+        Ok(())
+    }
+
+    /// One byte of a value passed over.
+    fn skip(&mut self, b: u8) -> Result<(), String> {
+        if self.in_string {
+            if self.escaped {
+                self.escaped = false;
+            } else if b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.in_string = false;
+                if self.depth == 0 {
+                    self.member = Member::AfterValue;
+                }
+            }
+            return Ok(());
+        }
+        match b {
+            b'"' => self.in_string = true,
+            b'{' | b'[' => self.depth += 1,
+            b'}' | b']' if self.depth > 0 => {
+                self.depth -= 1;
+                if self.depth == 0 {
+                    self.member = Member::AfterValue;
+                }
+            }
+            // A number or literal ends at what follows it.
+            _ if self.depth == 0 && (matches!(b, b',' | b'}') || b.is_ascii_whitespace()) => {
+                self.member = Member::AfterValue;
+                return self.take(b);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), String> {
+        match self.member {
+            Member::Closed => Ok(()),
+            _ => Err("the JSON object ends early".into()),
         }
     }
 }
@@ -264,6 +466,58 @@ mod tests {
             "[\"open]",
         ] {
             assert!(split(&[bad]).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    fn field(chunks: &[&str]) -> Result<Vec<String>, String> {
+        let mut out = Vec::new();
+        let mut s = FieldSplitter::new("services");
+        let mut each = |e: &[u8]| {
+            out.push(String::from_utf8_lossy(e).into_owned());
+            Ok(())
+        };
+        for c in chunks {
+            s.feed(c.as_bytes(), &mut each)?;
+        }
+        s.finish()?;
+        Ok(out)
+    }
+
+    #[test]
+    fn an_objects_field_splits_into_its_elements_and_the_rest_passes_by() {
+        // Before and after the field: a string with braces and escapes, a nested "services" that is not
+        // the top-level one, numbers and literals at the object's end.
+        let text = r#" { "name": "p\"}{[", "deep": {"services": [9], "x": [{"y": "]"}]}, "n": -1.5e3,
+            "services" : [ {"uuid": "a", "status": "running:healthy"}, {"uuid": "b\"]"} ] ,
+            "redis": [], "t": true, "z": null } "#;
+        let want = vec![r#"{"uuid": "a", "status": "running:healthy"}"#, r#"{"uuid": "b\"]"}"#];
+        assert_eq!(field(&[text]).unwrap(), want);
+        for at in 0..text.len() {
+            assert_eq!(field(&[&text[..at], &text[at..]]).unwrap(), want, "split at {at}");
+        }
+        assert_eq!(field(&[r#"{"services": []}"#]).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            field(&[r#"{"uuid": "x", "n": 1}"#]).unwrap(),
+            Vec::<String>::new(),
+            "no such field"
+        );
+        assert_eq!(field(&["{}"]).unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn what_is_not_one_whole_object_is_refused() {
+        for bad in [
+            "",
+            "[]",
+            "{",
+            r#"{"services": [1,}"#,
+            r#"{"services": [1] "a": 1}"#,
+            r#"{"a" 1}"#,
+            r#"{"services": [{"a": 1}"#,
+            r#"{"a": "open}"#,
+            r#"{"services": []} x"#,
+        ] {
+            assert!(field(&[bad]).is_err(), "{bad:?} accepted");
         }
     }
 

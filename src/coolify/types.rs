@@ -121,14 +121,6 @@ pub struct ServiceState {
     pub status: ServiceStatus,
 }
 
-/// Just the statuses of a project environment's services (`GET /projects/{uuid}/{environment}`), for
-/// status polling: the environment's other resources and each service's containers are skipped.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct EnvironmentStates {
-    #[serde(default)]
-    pub services: Vec<ServiceState>,
-}
-
 /// What the resync compares of each service: its status and, when the token may read it (Coolify shows
 /// `docker_compose_raw` only to `read:sensitive` or `root` tokens), its compose.
 #[derive(Debug, Clone, Deserialize)]

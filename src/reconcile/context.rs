@@ -254,11 +254,7 @@ impl StatusBoard {
     async fn read(&self, read: Read, wanted: &HashSet<&str>) -> (Read, Result<Vec<ServiceState>, CoolifyError>) {
         let answer = match &read {
             Read::Service(uuid) => self.coolify.get_service_state(uuid).await.map(|s| vec![s]),
-            Read::Project(uuid) => self
-                .coolify
-                .get_environment_states(uuid, &self.environment)
-                .await
-                .map(|e| e.services),
+            Read::Project(uuid) => self.coolify.get_environment_states(uuid, &self.environment).await,
             Read::List => self.coolify.list_service_states(|u| wanted.contains(u)).await,
         };
         let answer = match answer {
