@@ -115,17 +115,25 @@ async fn split_each(
         if total > limit {
             return Err(ReadError::TooLarge { limit }.into());
         }
-        match &mut split {
-            Splitter::Array(s) => s.feed(&chunk, &mut each),
-            Splitter::Field(s) => s.feed(&chunk, &mut each),
+        split.feed(&chunk, &mut each).map_err(ElementsError::Malformed)?;
+    }
+    split.finish().map_err(ElementsError::Malformed)
+}
+
+impl Splitter {
+    fn feed(&mut self, bytes: &[u8], each: &mut impl FnMut(&[u8]) -> Result<(), String>) -> Result<(), String> {
+        match self {
+            Splitter::Array(s) => s.feed(bytes, each),
+            Splitter::Field(s) => s.feed(bytes, each),
         }
-        .map_err(ElementsError::Malformed)?;
     }
-    match split {
-        Splitter::Array(s) => s.finish(),
-        Splitter::Field(s) => s.finish(),
+
+    fn finish(self) -> Result<(), String> {
+        match self {
+            Splitter::Array(s) => s.finish(),
+            Splitter::Field(s) => s.finish(),
+        }
     }
-    .map_err(ElementsError::Malformed)
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -219,11 +227,7 @@ impl ArraySplitter {
     fn in_element(&mut self, b: u8) -> Option<bool> {
         if self.in_string {
             self.element.push(b);
-            if self.escaped {
-                self.escaped = false;
-            } else if b == b'\\' {
-                self.escaped = true;
-            } else if b == b'"' {
+            if closes_string(&mut self.escaped, b) {
                 self.in_string = false;
                 return (self.depth == 0).then_some(true);
             }
@@ -253,6 +257,17 @@ impl ArraySplitter {
             Place::Closed => Ok(()),
             _ => Err("the JSON array ends early".into()),
         }
+    }
+}
+
+/// Takes one byte inside a JSON string: whether it is the closing quote (`escaped` follows backslashes).
+fn closes_string(escaped: &mut bool, b: u8) -> bool {
+    if *escaped {
+        *escaped = false;
+        false
+    } else {
+        *escaped = b == b'\\';
+        b == b'"'
     }
 }
 
@@ -324,15 +339,11 @@ impl FieldSplitter {
 
     fn take(&mut self, b: u8) -> Result<(), String> {
         if self.member == Member::InKey {
-            if self.escaped {
-                self.escaped = false;
-            } else if b == b'\\' {
-                self.escaped = true;
-            } else if b == b'"' {
+            if closes_string(&mut self.escaped, b) {
                 self.member = Member::Colon;
-                return Ok(());
+            } else {
+                self.key.push(b);
             }
-            self.key.push(b);
             return Ok(());
         }
         if self.member == Member::Skipping {
@@ -374,11 +385,7 @@ impl FieldSplitter {
     /// One byte of a value passed over.
     fn skip(&mut self, b: u8) -> Result<(), String> {
         if self.in_string {
-            if self.escaped {
-                self.escaped = false;
-            } else if b == b'\\' {
-                self.escaped = true;
-            } else if b == b'"' {
+            if closes_string(&mut self.escaped, b) {
                 self.in_string = false;
                 if self.depth == 0 {
                     self.member = Member::AfterValue;
@@ -417,9 +424,8 @@ impl FieldSplitter {
 mod tests {
     use super::*;
 
-    fn split(chunks: &[&str]) -> Result<Vec<String>, String> {
+    fn elements(mut s: Splitter, chunks: &[&str]) -> Result<Vec<String>, String> {
         let mut out = Vec::new();
-        let mut s = ArraySplitter::default();
         let mut each = |e: &[u8]| {
             out.push(String::from_utf8_lossy(e).into_owned());
             Ok(())
@@ -429,6 +435,14 @@ mod tests {
         }
         s.finish()?;
         Ok(out)
+    }
+
+    fn split(chunks: &[&str]) -> Result<Vec<String>, String> {
+        elements(Splitter::Array(ArraySplitter::default()), chunks)
+    }
+
+    fn field(chunks: &[&str]) -> Result<Vec<String>, String> {
+        elements(Splitter::Field(FieldSplitter::new("services")), chunks)
     }
 
     #[test]
@@ -467,20 +481,6 @@ mod tests {
         ] {
             assert!(split(&[bad]).is_err(), "{bad:?} accepted");
         }
-    }
-
-    fn field(chunks: &[&str]) -> Result<Vec<String>, String> {
-        let mut out = Vec::new();
-        let mut s = FieldSplitter::new("services");
-        let mut each = |e: &[u8]| {
-            out.push(String::from_utf8_lossy(e).into_owned());
-            Ok(())
-        };
-        for c in chunks {
-            s.feed(c.as_bytes(), &mut each)?;
-        }
-        s.finish()?;
-        Ok(out)
     }
 
     #[test]
