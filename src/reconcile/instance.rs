@@ -1094,34 +1094,29 @@ async fn run_actions(
     let mut rest = actions;
     while let Some((action, after)) = rest.split_first() {
         rest = after;
-        if *action == Action::MarkDeploying {
-            // The `deploying` write goes out beside the Coolify call after it: on a busy PocketBase the
-            // write takes longer than the call, and Coolify need not wait for what the record shows. The
-            // final write-back still comes after both. A create goes first alone: its record write (the
-            // new uuid) must not race this one.
-            match after
-                .first()
-                .filter(|next| next.changes_coolify() && **next != Action::CreateService)
-            {
-                Some(next) => {
-                    rest = &after[1..];
-                    // Boxed: side by side, its state would otherwise widen every job's future while it waits.
-                    let (marked, acted) = tokio::join!(
-                        Box::pin(mark_deploying(ctx, inst)),
-                        run_action(ctx, inst, life, desired, uuid, next, actions)
-                    );
-                    let write_back = acted?;
-                    marked?;
-                    if write_back.is_some() {
-                        return Ok(write_back);
-                    }
-                }
-                None => mark_deploying(ctx, inst).await?,
+        // The `deploying` write goes out beside the Coolify call after it: on a busy PocketBase the write
+        // takes longer than the call, and Coolify need not wait for what the record shows. The final
+        // write-back still comes after both. A create goes after it alone: its record write (the new
+        // uuid) must not race this one.
+        let beside = after.first().filter(|next| {
+            *action == Action::MarkDeploying && next.changes_coolify() && **next != Action::CreateService
+        });
+        let write_back = match beside {
+            Some(next) => {
+                rest = &after[1..];
+                // Boxed: side by side, its state would otherwise widen every job's future while it waits.
+                let (marked, acted) = tokio::join!(
+                    Box::pin(mark_deploying(ctx, inst)),
+                    run_action(ctx, inst, life, desired, uuid, next, actions)
+                );
+                let write_back = acted?;
+                marked?;
+                write_back
             }
-            continue;
-        }
-        if let Some(state) = run_action(ctx, inst, life, desired, uuid, action, actions).await? {
-            return Ok(Some(state));
+            None => run_action(ctx, inst, life, desired, uuid, action, actions).await?,
+        };
+        if write_back.is_some() {
+            return Ok(write_back);
         }
     }
     Ok(None)
@@ -1141,7 +1136,7 @@ async fn mark_deploying(ctx: &Context, inst: &BotInstance) -> Result<(), Reconci
     patch_instance(ctx, &inst.id, &patch).await
 }
 
-/// One step of the plan `actions` other than the `deploying` mark; the write-back's state for the last.
+/// One step of the plan `actions`; the write-back's state for the last.
 async fn run_action(
     ctx: &Context,
     inst: &BotInstance,

@@ -244,12 +244,12 @@ async fn a_start_reaches_coolify_while_its_deploying_write_is_on_its_way() {
         Some("PATCH"),
         &[&record_path, "deploying"],
     ));
-    let deploying_forwarded = || {
+    let record_patches = || {
         stack
             .proxy
             .forwarded(|r| r.starts_with(&format!("PATCH {record_path}")))
     };
-    let patches_before = deploying_forwarded();
+    let patches_before = record_patches();
     let asked = std::time::Instant::now();
     stack
         .pb
@@ -272,7 +272,7 @@ async fn a_start_reaches_coolify_while_its_deploying_write_is_on_its_way() {
         "the deploying write was sent"
     );
     assert_eq!(
-        deploying_forwarded(),
+        record_patches(),
         patches_before,
         "the start waited for the deploying write ({:?} after the change)",
         asked.elapsed()
