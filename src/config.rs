@@ -120,6 +120,9 @@ mod defaults {
     pub fn concurrency() -> usize {
         32
     }
+    pub fn max_waiting() -> usize {
+        128
+    }
     pub fn max_attempts() -> u32 {
         12
     }
@@ -517,6 +520,11 @@ pub struct QueueSettings {
     /// Records reconciled at once; a job waiting for `running:*` gives its slot back.
     #[serde(default = "defaults::concurrency")]
     pub concurrency: usize,
+    /// Jobs that may wait for `running:*` without a slot at once; past it a job waits holding its slot.
+    /// Each waiting job is held in memory, so this bounds the bridge's memory under a backlog: the rest
+    /// stays queued in the journal. 0: every wait holds its slot.
+    #[serde(default = "defaults::max_waiting")]
+    pub max_waiting: usize,
     /// Then the job is dead (replay it from the admin API).
     #[serde(default = "defaults::max_attempts")]
     pub max_attempts: u32,
@@ -539,6 +547,7 @@ impl Default for QueueSettings {
     fn default() -> Self {
         QueueSettings {
             concurrency: defaults::concurrency(),
+            max_waiting: defaults::max_waiting(),
             max_attempts: defaults::max_attempts(),
             base_backoff: defaults::base_backoff(),
             max_backoff: defaults::max_backoff(),
@@ -1411,6 +1420,9 @@ impl Section for QueueSettings {
         if self.concurrency == 0 || self.concurrency > 256 {
             c.fail("queue.concurrency", "must be between 1 and 256");
         }
+        if self.max_waiting > 4096 {
+            c.fail("queue.max_waiting", "must be at most 4096");
+        }
         if self.max_attempts == 0 {
             c.fail("queue.max_attempts", "must be greater than 0");
         }
@@ -1532,8 +1544,9 @@ impl fmt::Display for Settings {
         writeln!(f, "store_path = {:?}", self.secrets.store_path.display().to_string())?;
         writeln!(
             f,
-            "\n[queue]\nconcurrency = {}\nmax_attempts = {}\nbase_backoff_ms = {}\nmax_backoff_secs = {}",
+            "\n[queue]\nconcurrency = {}\nmax_waiting = {}\nmax_attempts = {}\nbase_backoff_ms = {}\nmax_backoff_secs = {}",
             self.queue.concurrency,
+            self.queue.max_waiting,
             self.queue.max_attempts,
             self.queue.base_backoff.as_millis(),
             self.queue.max_backoff.as_secs()
@@ -1896,6 +1909,7 @@ mod tests {
             "level = \"info\"",
             "store_path = \"cf-bridge-secrets.bin\"",
             "concurrency = 32",
+            "max_waiting = 128",
             "max_attempts = 12",
             "base_backoff_ms = 500",
             "max_backoff_secs = 300",
@@ -1944,9 +1958,16 @@ mod tests {
         e.push(("CF_BRIDGE__DOMAINS__BASE_DOMAIN".into(), "Not A Domain".into()));
         e.push(("CF_BRIDGE__LOG__FORMAT".into(), "xml".into()));
         e.push(("CF_BRIDGE__ADMIN__BIND".into(), "nowhere".into()));
+        e.push(("CF_BRIDGE__QUEUE__MAX_WAITING".into(), "100000".into()));
         let err = load_from(Path::new("/nonexistent"), false, &e).expect_err("invalid");
         let text = err.to_string();
-        for key in ["coolify.token", "domains.base_domain", "log.format", "admin.bind"] {
+        for key in [
+            "coolify.token",
+            "domains.base_domain",
+            "log.format",
+            "admin.bind",
+            "queue.max_waiting",
+        ] {
             assert!(text.contains(key), "{key} missing from:\n{text}");
         }
         assert!(!text.contains("admin-canary"));

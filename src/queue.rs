@@ -56,6 +56,8 @@ struct WorkerSlot {
     sem: Arc<Semaphore>,
     permit: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
     notify: Arc<Notify>,
+    /// Places for jobs waiting without a slot (`queue.max_waiting`).
+    waits: Arc<Semaphore>,
     /// Counts jobs waiting without a slot (`jobs_waiting`).
     waiting: IntGauge,
 }
@@ -63,20 +65,22 @@ struct WorkerSlot {
 /// Runs `wait` without holding a worker slot, then takes a slot again before returning. For waits that
 /// need no work from the bridge (a Coolify service starting, an async delete): a burst of such waits
 /// must not hold up other records' jobs. The job still owns its record while it waits, so no second
-/// worker runs it. Outside a queue job it simply runs `wait`.
+/// worker runs it. With `queue.max_waiting` jobs already waiting so, or outside a queue job, it simply
+/// runs `wait`: every waiting job is held in memory, a queued one only in the journal.
 pub async fn without_slot<F: Future>(wait: F) -> F::Output {
     let released = SLOT
         .try_with(|slot| {
+            let place = Arc::clone(&slot.waits).try_acquire_owned().ok()?;
             let permit = slot.permit.lock().unwrap_or_else(|p| p.into_inner()).take();
             permit.map(|p| {
                 drop(p);
                 slot.notify.notify_one();
-                (Arc::clone(&slot.sem), slot.waiting.clone())
+                (Arc::clone(&slot.sem), slot.waiting.clone(), place)
             })
         })
         .ok()
         .flatten();
-    let Some((sem, waiting)) = released else {
+    let Some((sem, waiting, place)) = released else {
         return wait.await;
     };
     waiting.inc();
@@ -85,6 +89,8 @@ pub async fn without_slot<F: Future>(wait: F) -> F::Output {
     // The semaphore is never closed; without a permit the job would only run over the limit.
     let permit = sem.acquire_owned().await.ok();
     let _ = SLOT.try_with(|slot| *slot.permit.lock().unwrap_or_else(|p| p.into_inner()) = permit);
+    // Given up only now: a job waiting for a slot again is still in memory.
+    drop(place);
     out
 }
 
@@ -399,6 +405,7 @@ impl<H: JobHandler> Dispatcher<H> {
         let _wake_ups = self.journal.pg().map(|pg| pg.wake_on_jobs(self.notifier(), &cancel));
         let concurrency = self.cfg.concurrency.max(1);
         let sem = Arc::new(Semaphore::new(concurrency));
+        let waits = Arc::new(Semaphore::new(self.cfg.max_waiting));
         let cfg = Arc::new(self.cfg.clone());
         let mut workers = JoinSet::new();
         let mut gauges = tokio::time::interval(GAUGE_PERIOD);
@@ -433,6 +440,7 @@ impl<H: JobHandler> Dispatcher<H> {
                                 permit: std::sync::Mutex::new(Arc::clone(&sem).acquire_owned().await.ok()),
                                 sem: Arc::clone(&sem),
                                 notify: Arc::clone(&self.notify),
+                                waits: Arc::clone(&waits),
                                 waiting: self.metrics.jobs_waiting.clone(),
                             };
                             let worker = run_job(

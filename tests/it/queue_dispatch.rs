@@ -35,6 +35,7 @@ fn event(record_id: &str, n: usize) -> NewEvent {
 fn cfg(concurrency: usize) -> QueueSettings {
     QueueSettings {
         concurrency,
+        max_waiting: 16,
         base_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(40),
         max_attempts: 4,
@@ -452,6 +453,70 @@ cf_testkit::on_both_journals! {
             "at most one job at work at a time"
         );
         h.stop().await;
+    }
+
+    async fn past_max_waiting_a_job_waits_holding_its_slot(t: TestJournal) {
+        let p = Arc::new(Parker {
+            entered: AtomicUsize::new(0),
+            release: tokio::sync::Semaphore::new(0),
+        });
+        // One slot and one place to wait without it: the first job waits without its slot, the second
+        // waits holding the slot, and the third stays queued in the journal instead of in memory.
+        let h = start(
+            t,
+            p.clone(),
+            QueueSettings {
+                max_waiting: 1,
+                ..cfg(1)
+            },
+            Duration::from_secs(5),
+        );
+        for r in ["w1", "w2", "w3"] {
+            h.ingest(r, 0).await;
+        }
+        let entered = p.clone();
+        wait_for("two jobs waiting", || {
+            let p = entered.clone();
+            async move { p.entered.load(Ordering::SeqCst) >= 2 }
+        })
+        .await;
+        // Without the bound the third job starts within milliseconds of the second's wait.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(p.entered.load(Ordering::SeqCst), 2, "a third job started");
+        assert_eq!(count(&h.journal, JobState::Queued).await, 1, "the third job stays queued");
+        p.release.add_permits(3);
+        let j = h.journal.clone();
+        wait_for("every job done", || {
+            let j = j.clone();
+            async move { count(&j, JobState::Succeeded).await == 3 }
+        })
+        .await;
+        h.stop().await;
+    }
+}
+
+/// Every job waits in `without_slot` until the test releases it.
+struct Parker {
+    entered: AtomicUsize,
+    release: tokio::sync::Semaphore,
+}
+
+impl JobHandler for Parker {
+    type Error = Failure;
+
+    fn error_policy(&self, failure: &Failure) -> ErrorPolicy {
+        policy(failure)
+    }
+
+    fn handle<'a>(&'a self, _job: &'a ClaimedJob) -> JobFuture<'a, Failure> {
+        Box::pin(async move {
+            self.entered.fetch_add(1, Ordering::SeqCst);
+            cf_bridge::queue::without_slot(async {
+                self.release.acquire().await.map(|p| p.forget()).expect("never closed");
+            })
+            .await;
+            Ok(())
+        })
     }
 }
 
