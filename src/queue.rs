@@ -67,7 +67,12 @@ struct WorkerSlot {
 /// must not hold up other records' jobs. The job still owns its record while it waits, so no second
 /// worker runs it. With `queue.max_waiting` jobs already waiting so, or outside a queue job, it simply
 /// runs `wait`: every waiting job is held in memory, a queued one only in the journal.
-pub async fn without_slot<F: Future>(wait: F) -> F::Output {
+pub fn without_slot<F: Future>(wait: F) -> impl Future<Output = F::Output> {
+    // Boxed before the call: an async fn's future holds its argument and, apart, the same value awaited.
+    slotless(Box::pin(wait))
+}
+
+async fn slotless<F: Future>(wait: Pin<Box<F>>) -> F::Output {
     let released = SLOT
         .try_with(|slot| {
             let place = Arc::clone(&slot.waits).try_acquire_owned().ok()?;

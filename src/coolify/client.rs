@@ -381,7 +381,9 @@ impl CoolifyClient {
         reader: &mut R,
     ) -> Result<Reply<R::Out>, CoolifyError> {
         let span = tracing::info_span!("coolify", endpoint, method = %method);
-        self.send_unspanned(priority, method, endpoint, path, body, idem, reader)
+        // Boxed: a call's state (the request, its retries, the budget's wait) lives only while it runs, so
+        // every future that makes a call stays small, and a job waiting for Coolify holds only its wait.
+        Box::pin(self.send_unspanned(priority, method, endpoint, path, body, idem, reader))
             .instrument(span)
             .await
     }

@@ -230,7 +230,8 @@ impl Journal {
         let job = Box::new(move |conn: &mut Connection| {
             let _ = reply.send(f(conn));
         });
-        self.submit(writer::Request::Run(job)).await?;
+        // Boxed: a channel send's state would widen every future that writes to the journal.
+        Box::pin(self.submit(writer::Request::Run(job))).await?;
         answer
             .await
             .map_err(|_| JournalError::Task("the journal writer dropped a request".into()))?

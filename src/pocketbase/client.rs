@@ -602,7 +602,8 @@ impl PbClient {
         } else {
             tracing::info_span!("pocketbase.write", method = %method, path = url.path())
         };
-        self.send_unspanned(method, url, body, limit, suspicious)
+        // Boxed, as Coolify calls are: a request's state lives only while it runs.
+        Box::pin(self.send_unspanned(method, url, body, limit, suspicious))
             .instrument(span)
             .await
     }
