@@ -121,7 +121,7 @@ mod defaults {
         32
     }
     pub fn max_waiting() -> usize {
-        128
+        256
     }
     pub fn max_attempts() -> u32 {
         12
@@ -1909,7 +1909,7 @@ mod tests {
             "level = \"info\"",
             "store_path = \"cf-bridge-secrets.bin\"",
             "concurrency = 32",
-            "max_waiting = 128",
+            "max_waiting = 256",
             "max_attempts = 12",
             "base_backoff_ms = 500",
             "max_backoff_secs = 300",
