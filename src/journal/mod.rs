@@ -15,6 +15,7 @@
 
 mod admin;
 mod changes;
+mod checkpoint;
 mod deletions;
 mod domains;
 mod error;
@@ -171,6 +172,9 @@ impl Journal {
     pub fn open_with(path: &Path, opts: JournalOptions) -> Result<Journal, JournalError> {
         let mut writer = connect(path, &opts, opts.read_only)?;
         schema::migrate(&mut writer)?;
+        if !opts.read_only {
+            checkpoint::spawn(path, &mut writer, opts.busy_timeout)?;
+        }
         let reader = connect(path, &opts, true)?;
         let writer =
             writer::spawn(writer).map_err(|e| JournalError::Task(format!("cannot start the writer thread: {e}")))?;
