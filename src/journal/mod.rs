@@ -7,7 +7,8 @@
 //! through one connection owned by a dedicated thread (see `writer`): SQLite serialises writers anyway,
 //! a single writer makes every read-modify-write (dedupe, job upsert, claim) atomic without retries, and
 //! it lets concurrent ingests share one commit. Reads for the admin API use a second connection, behind
-//! a mutex and `spawn_blocking`, so they never wait on the writer.
+//! a mutex and `spawn_blocking`, so they never wait on the writer. WAL checkpoints run on a third (see
+//! `checkpoint`), so no commit waits for one.
 //!
 //! Each method hands PostgreSQL's work to `pg` boxed: a pooled PostgreSQL call is a future of about 2 KB,
 //! and unboxed it would sit inside every caller's future on SQLite too. A job's future is as large as
