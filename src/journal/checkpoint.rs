@@ -4,22 +4,22 @@
 //! committing connection, and with `synchronous=NORMAL` that commit waits for the checkpoint's fsyncs. On
 //! the journal that connection is the single writer's, so every ingest queued behind such a commit (a
 //! webhook waiting to be acknowledged) waited for the disk too: a commit of one event took 2-8 ms of wall
-//! time for 0.2-2 ms of CPU (docs/BENCHMARKS.md, "Twentieth session"). Here the writer's commit hook only
+//! time for 0.1-2 ms of CPU (docs/BENCHMARKS.md, "Twentieth session"). Here the writer's commit hook only
 //! wakes a thread with a connection of its own, which checkpoints in PASSIVE mode: it never waits for the
 //! writer or a reader, and takes nothing from them but disk time. Once it has copied the whole WAL, the
-//! writer's next transaction starts the WAL from its beginning, as after SQLite's own checkpoints, so the
-//! file stays as small as before.
+//! writer's next transaction starts the WAL from its beginning, as after SQLite's own checkpoints; the
+//! writer's own checkpoint past [`WAL_PAGES_AT_MOST`] bounds it when writes never pause (16 MiB, against
+//! about 4 MiB with SQLite's checkpoint in the commit).
 
 use std::ffi::c_int;
 use std::path::Path;
 use std::sync::mpsc;
-use std::time::Duration;
 
 use rusqlite::hooks::Wal;
 use rusqlite::wal::CheckpointMode;
-use rusqlite::{Connection, ErrorCode, MAIN_DB, OpenFlags};
+use rusqlite::{Connection, ErrorCode, MAIN_DB};
 
-use super::JournalError;
+use super::{JournalError, JournalOptions};
 
 /// WAL pages after a commit that wake the checkpointer: SQLite's own automatic checkpoint threshold.
 pub const WAL_PAGES: c_int = 1000;
@@ -30,12 +30,12 @@ pub const WAL_PAGES_AT_MOST: c_int = 4 * WAL_PAGES;
 
 /// Starts the checkpointer of the journal at `path` and hands it the WAL growth of `writer`'s commits,
 /// which from then on no longer checkpoint themselves. The thread ends when `writer` is dropped.
-pub(crate) fn spawn(path: &Path, writer: &mut Connection, busy_timeout: Duration) -> Result<(), JournalError> {
+pub(crate) fn spawn(path: &Path, writer: &mut Connection, opts: &JournalOptions) -> Result<(), JournalError> {
     let open_err = |source| JournalError::Open {
         path: path.to_path_buf(),
         source,
     };
-    let conn = open(path, busy_timeout).map_err(open_err)?;
+    let conn = super::connect(path, opts, false)?;
     // One pending wake-up is enough: a checkpoint copies everything committed before it starts.
     let (wake, woken) = mpsc::sync_channel::<()>(1);
     hand_over(writer, wake).map_err(open_err)?;
@@ -51,17 +51,6 @@ pub(crate) fn spawn(path: &Path, writer: &mut Connection, busy_timeout: Duration
         })
         .map_err(|e| JournalError::Task(format!("cannot start the checkpoint thread: {e}")))?;
     Ok(())
-}
-
-fn open(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    conn.busy_timeout(busy_timeout)?;
-    // The checkpoint syncs as the writer's commits are synced; it reads frames, not pages through a cache.
-    conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA cache_size=-64;")?;
-    Ok(conn)
 }
 
 /// Has `writer`'s commits send `wake` when they leave the WAL at [`WAL_PAGES`] or more, instead of
@@ -155,7 +144,7 @@ mod tests {
             db_bytes()
         );
 
-        checkpoint(&open(&path, Duration::from_secs(5)).unwrap());
+        checkpoint(&crate::journal::connect(&path, &JournalOptions::default(), false).unwrap());
         assert!(
             db_bytes() >= 1600 * PAGE,
             "the checkpoint did not copy the WAL into the file: {} bytes",

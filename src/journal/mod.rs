@@ -174,7 +174,7 @@ impl Journal {
         let mut writer = connect(path, &opts, opts.read_only)?;
         schema::migrate(&mut writer)?;
         if !opts.read_only {
-            checkpoint::spawn(path, &mut writer, opts.busy_timeout)?;
+            checkpoint::spawn(path, &mut writer, &opts)?;
         }
         let reader = connect(path, &opts, true)?;
         let writer =
