@@ -72,6 +72,9 @@ mod defaults {
     pub fn resync_interval() -> Duration {
         Duration::from_secs(300)
     }
+    pub fn max_writes_in_flight() -> usize {
+        4
+    }
     pub fn environment() -> String {
         "production".into()
     }
@@ -193,6 +196,11 @@ pub struct PocketBaseSettings {
         default = "defaults::resync_interval"
     )]
     pub resync_interval: Duration,
+    /// Record writes (write-backs, `deploy_logs` batches) the bridge has in flight at most. PocketBase
+    /// carries out one write at a time; more in flight only queue inside it, where a person's write waits
+    /// behind all of them and each takes one of PocketBase's JS hook runtimes meanwhile.
+    #[serde(default = "defaults::max_writes_in_flight")]
+    pub max_writes_in_flight: usize,
 }
 
 /// How the bridge authenticates to PocketBase, as `[pocketbase]` gives it.
@@ -229,6 +237,7 @@ impl PocketBaseSettings {
             realtime_idle_timeout: defaults::realtime_idle_timeout(),
             realtime_ping_interval: defaults::realtime_ping_interval(),
             resync_interval: defaults::resync_interval(),
+            max_writes_in_flight: defaults::max_writes_in_flight(),
         }
     }
 
@@ -1266,6 +1275,9 @@ impl Section for PocketBaseSettings {
         }
         c.positive("pocketbase.realtime_idle_timeout_secs", self.realtime_idle_timeout);
         c.positive("pocketbase.resync_interval_secs", self.resync_interval);
+        if self.max_writes_in_flight == 0 || self.max_writes_in_flight > 64 {
+            c.fail("pocketbase.max_writes_in_flight", "must be between 1 and 64");
+        }
     }
 }
 
@@ -1497,6 +1509,7 @@ impl fmt::Display for Settings {
             "resync_interval_secs = {}",
             self.pocketbase.resync_interval.as_secs()
         )?;
+        writeln!(f, "max_writes_in_flight = {}", self.pocketbase.max_writes_in_flight)?;
         writeln!(f, "\n[coolify]")?;
         writeln!(f, "url = {:?}", self.coolify.url.as_str())?;
         writeln!(f, "token = {REDACTED:?}")?;
@@ -1899,6 +1912,7 @@ mod tests {
             "realtime_idle_timeout_secs = 90",
             "realtime_ping_interval_secs = 5",
             "resync_interval_secs = 300",
+            "max_writes_in_flight = 4",
             "environment = \"production\"",
             "requests_per_minute = 180",
             "request_timeout_secs = 30",
@@ -1959,6 +1973,7 @@ mod tests {
         e.push(("CF_BRIDGE__LOG__FORMAT".into(), "xml".into()));
         e.push(("CF_BRIDGE__ADMIN__BIND".into(), "nowhere".into()));
         e.push(("CF_BRIDGE__QUEUE__MAX_WAITING".into(), "100000".into()));
+        e.push(("CF_BRIDGE__POCKETBASE__MAX_WRITES_IN_FLIGHT".into(), "0".into()));
         let err = load_from(Path::new("/nonexistent"), false, &e).expect_err("invalid");
         let text = err.to_string();
         for key in [
@@ -1967,6 +1982,7 @@ mod tests {
             "log.format",
             "admin.bind",
             "queue.max_waiting",
+            "pocketbase.max_writes_in_flight: must be between 1 and 64",
         ] {
             assert!(text.contains(key), "{key} missing from:\n{text}");
         }

@@ -9,7 +9,8 @@
 //! writer or a reader, and takes nothing from them but disk time. Once it has copied the whole WAL, the
 //! writer's next transaction starts the WAL from its beginning, as after SQLite's own checkpoints; the
 //! writer's own checkpoint past [`WAL_PAGES_AT_MOST`] bounds it when writes never pause (16 MiB, against
-//! about 4 MiB with SQLite's checkpoint in the commit).
+//! about 4 MiB with SQLite's checkpoint in the commit). A WAL started over is cut back to
+//! [`WAL_BYTES_KEPT`], so the file stays that large between bursts instead of at the burst's size.
 
 use std::ffi::c_int;
 use std::path::Path;
@@ -27,6 +28,11 @@ pub const WAL_PAGES: c_int = 1000;
 /// checkpoint that copies the whole WAL lets it start over, and under writes that never pause the
 /// checkpointer never finds it at rest: this keeps the file bounded (16 MiB) as SQLite's own did.
 pub const WAL_PAGES_AT_MOST: c_int = 4 * WAL_PAGES;
+/// What the WAL file is cut back to when the writer starts it over (`journal_size_limit`): about the
+/// [`WAL_PAGES`] a checkpoint is asked for at, so a steady flow of commits reuses the file it has (SQLite
+/// overwrites a WAL faster than it appends to one), while a burst's growth up to [`WAL_PAGES_AT_MOST`] is
+/// handed back to the disk.
+pub const WAL_BYTES_KEPT: i64 = 4 << 20;
 
 /// Starts the checkpointer of the journal at `path` and hands it the WAL growth of `writer`'s commits,
 /// which from then on no longer checkpoint themselves. The thread ends when `writer` is dropped.
@@ -57,6 +63,8 @@ pub(crate) fn spawn(path: &Path, writer: &mut Connection, opts: &JournalOptions)
 /// checkpointing on `writer` (SQLite's automatic checkpoint is itself a WAL hook, which this replaces),
 /// unless it reached [`WAL_PAGES_AT_MOST`].
 fn hand_over(writer: &mut Connection, wake: mpsc::SyncSender<()>) -> rusqlite::Result<()> {
+    // SQLite cuts the file back when the connection that starts the WAL over has a limit: the writer.
+    writer.pragma_update(None, "journal_size_limit", WAL_BYTES_KEPT)?;
     writer.wal_hook(Some(move |wal: &mut Wal, pages: c_int| {
         if pages >= WAL_PAGES_AT_MOST {
             report(wal.checkpoint_v2(CheckpointMode::PASSIVE));
@@ -120,6 +128,26 @@ mod tests {
             file_bytes(&path) >= WAL_PAGES_AT_MOST as u64 * PAGE,
             "no checkpoint past {WAL_PAGES_AT_MOST} pages: the file holds {} bytes",
             file_bytes(&path)
+        );
+    }
+
+    #[test]
+    fn a_wal_started_over_is_cut_back_to_what_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.db");
+        let wal = dir.path().join("journal.db-wal");
+        let (mut writer, _woken) = writer_handed_over(&path);
+        insert_pages(&mut writer, WAL_PAGES_AT_MOST as usize + 100);
+        assert!(
+            file_bytes(&wal) > 3 * WAL_BYTES_KEPT as u64,
+            "the burst did not grow the WAL"
+        );
+        // The writer's own checkpoint copied the whole WAL: the next commit starts it over.
+        insert_pages(&mut writer, 10);
+        assert!(
+            file_bytes(&wal) <= WAL_BYTES_KEPT as u64,
+            "the WAL started over still holds {} bytes",
+            file_bytes(&wal)
         );
     }
 

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::json;
 use serde_json::value::RawValue;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 use tracing::Instrument;
 use url::Url;
 
@@ -66,6 +66,11 @@ struct Inner {
     token: Mutex<Option<CachedToken>>,
     /// The listing of the instances the health poller watches (see `records::WatchedListing`).
     watched: WatchedListing,
+    /// One permit per record write in flight (`pocketbase.max_writes_in_flight`). PocketBase runs one
+    /// write transaction at a time, and a batch runs its hooks inside it: a burst of write-backs waking
+    /// together (a status round finds many services running) held up a person's write behind 30 of them
+    /// (docs/BENCHMARKS.md, "Twenty-first session"). Waiting here instead keeps that queue in the bridge.
+    writes: Semaphore,
 }
 
 impl fmt::Debug for PbClient {
@@ -203,6 +208,7 @@ impl PbClient {
                 settings: settings.clone(),
                 token: Mutex::new(None),
                 watched: Default::default(),
+                writes: Semaphore::new(settings.max_writes_in_flight),
             }),
         })
     }
@@ -628,6 +634,14 @@ impl PbClient {
             if let Some(b) = body {
                 req = req.json(b);
             }
+            // Held only for the exchange: a login or refresh after it must not wait for a permit.
+            let permit = if method == Method::GET {
+                None
+            } else {
+                // Never closed: an error here would be a bug, reported as the write not sent.
+                let permit = self.inner.writes.acquire().await;
+                Some(permit.map_err(|_| PbError::Transport("the bridge's PocketBase write gate is closed".into()))?)
+            };
             let resp = req.send().await?;
             let status = resp.status();
             let reply = Reply {
@@ -635,6 +649,7 @@ impl PbClient {
                 body: read_body(resp, limit, &method, url).await?,
                 token,
             };
+            drop(permit);
             let guest_like = matches!(
                 status,
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND

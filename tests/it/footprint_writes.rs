@@ -1,10 +1,11 @@
 //! Issue 17's cheap wins, each counted in PocketBase requests avoided (the requests the bridge sends
 //! through a counting proxy): no `deploying` write for an action that finishes at once, no quota count for
-//! an instance already admitted, no wake-up of a tenant's instances for a tenant edit they do not read.
+//! an instance already admitted, no wake-up of a tenant's instances for a tenant edit they do not read;
+//! and no more record writes in flight than `pocketbase.max_writes_in_flight`.
 
 use std::time::Duration;
 
-use cf_testkit::faultproxy::ProxiedStack;
+use cf_testkit::faultproxy::{Fault, ProxiedStack, Rule};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -286,4 +287,44 @@ async fn a_start_reaches_coolify_while_its_deploying_write_is_on_its_way() {
     assert_eq!(running["error_message"], "");
     stack.wait_idle(WAIT).await;
     assert_eq!(stack.record("bot_instances", &id).await["status"], "running");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_write_backs_keeps_at_most_max_writes_in_flight() {
+    let stack = ProxiedStack::start(&[("CF_BRIDGE__POCKETBASE__MAX_WRITES_IN_FLIGHT", "2")]).await;
+    let tenant = stack.ready_tenant("gate").await;
+    // Every record write is held 300 ms on its way: while one waits for its answer, the bridge's next
+    // writes either wait for a permit or pile up here.
+    let held = Fault::Delay(Duration::from_millis(300));
+    stack
+        .proxy
+        .add_rule(Rule::new(held, Some("PATCH"), &["/api/collections/"]).times(1000));
+    stack
+        .proxy
+        .add_rule(Rule::new(held, Some("POST"), &["/api/batch"]).times(1000));
+    let mut ids = Vec::new();
+    for n in 0..8 {
+        let sub = format!("gate-{n}");
+        let created = stack
+            .pb
+            .create_instance(json!({"tenant": tenant, "template": stack.template_id, "name": sub,
+                "subdomain": sub, "desired_state": "stopped", "config": {}}))
+            .await;
+        ids.push(created["id"].as_str().expect("instance id").to_string());
+    }
+    for id in &ids {
+        let stopped = wait_record(&stack, id, "the instance stopped", |r| r["status"] == "stopped").await;
+        assert!(stopped["coolify_service_id"].as_str().is_some_and(|s| !s.is_empty()));
+    }
+    // Each of the 8 jobs wrote its service's uuid and then its write-back, so at least 16 were held.
+    let writes = stack
+        .proxy
+        .forwarded(|r| r.starts_with("PATCH /api/collections/bot_instances/"))
+        + stack.proxy.forwarded(|r| r.starts_with("POST /api/batch"));
+    assert!(writes >= 16, "only {writes} record writes went out");
+    assert_eq!(
+        stack.proxy.most_delayed_at_once(),
+        2,
+        "the bridge's record writes in flight at once (pocketbase.max_writes_in_flight = 2)"
+    );
 }

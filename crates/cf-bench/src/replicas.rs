@@ -90,7 +90,8 @@ async fn setup(
             free_port(),
         )
         .with(&[("CF_BRIDGE__LOG__LEVEL", "info")])
-        .with(&extra);
+        .with(&extra)
+        .with(&super::stack::settings_from_env());
         others.push(BridgeProcess::try_start(&paths.bin_dir.join("cf-bridge"), &settings).await?);
     }
     let bridges: Vec<Bridge> = std::iter::once(stack.bridge.url.clone())

@@ -153,6 +153,27 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         sizes.rates,
         if cfg!(debug_assertions) { "debug" } else { "release" }
     ));
+    let from_env = super::stack::settings_from_env();
+    if !from_env.is_empty() {
+        // A value that may be a secret (or a URL with a password in it) is not shown.
+        let shown: Vec<String> = from_env
+            .iter()
+            .map(|(k, v)| {
+                let secret = ["TOKEN", "SECRET", "PASSWORD", "KEY", "URL"]
+                    .iter()
+                    .any(|w| k.contains(w));
+                if secret {
+                    format!("{k} (set)")
+                } else {
+                    format!("{k}={v}")
+                }
+            })
+            .collect();
+        report.note(format!(
+            "bridge settings from the bench's environment, after its own: {}",
+            shown.join(", ")
+        ));
+    }
 
     if overrides.hook_cost_only {
         eprintln!("project hooks against PocketBase with no hooks ...");

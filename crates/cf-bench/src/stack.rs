@@ -77,6 +77,17 @@ pub async fn start_stack(
     start_stack_with(paths, dir, sim_args, bridge_extra, true).await
 }
 
+/// `CF_BRIDGE__*` variables of the bench's own environment, which every bridge it starts takes after the
+/// bench's settings: to compare values of a setting with the same binaries. The run's notes name them.
+pub fn settings_from_env() -> Vec<(&'static str, &'static str)> {
+    static FROM_ENV: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    FROM_ENV
+        .get_or_init(|| std::env::vars().filter(|(k, _)| k.starts_with("CF_BRIDGE__")).collect())
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect()
+}
+
 /// Like [`start_stack`]; with `webhook` false the project's hooks deliver no webhook (no
 /// `CF_BRIDGE_WEBHOOK_URL`), so the bridge sees changes by realtime (and resync) only.
 pub async fn start_stack_with(
@@ -110,7 +121,8 @@ pub async fn start_stack_with(
     let extra: Vec<(&str, &str)> = bridge_extra.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let settings = TestSettings::minimal((&pb_proc).into(), &sim_proc.url, SIM_TOKEN, dir, bridge_port)
         .with(&[("CF_BRIDGE__LOG__LEVEL", "info")])
-        .with(&extra);
+        .with(&extra)
+        .with(&settings_from_env());
     let bin = paths.bin_dir.join("cf-bridge");
     let (synced, _, err) = cf_testkit::cli::run_with_env(&bin, &["templates", "sync"], settings.env());
     if !synced {

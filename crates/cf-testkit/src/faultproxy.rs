@@ -106,6 +106,10 @@ struct Shared {
     block_streams: AtomicBool,
     /// "METHOD target" of every request forwarded to PocketBase.
     forwarded: Mutex<Vec<String>>,
+    /// Requests in a [`Fault::Delay`] now, and the most there were at once: a request is held there
+    /// while its sender waits for the answer, so this is how many the sender had in flight.
+    delayed_now: AtomicU32,
+    delayed_most: AtomicU32,
 }
 
 impl Shared {
@@ -213,6 +217,11 @@ impl FaultProxy {
         self.shared.block_streams.store(on, Ordering::SeqCst);
     }
 
+    /// The most requests that were held in a [`Fault::Delay`] at the same time.
+    pub fn most_delayed_at_once(&self) -> u32 {
+        self.shared.delayed_most.load(Ordering::SeqCst)
+    }
+
     /// How many forwarded requests satisfy `pred` (given "METHOD target").
     pub fn forwarded(&self, pred: impl Fn(&str) -> bool) -> usize {
         let seen = self.shared.forwarded.lock().expect("forwarded lock");
@@ -312,7 +321,12 @@ impl Connection {
                 match shared.fault_for(&req.method, &req.target, &body) {
                     Some(Fault::Drop) => return,
                     Some(Fault::LoseResponse) => lose_answer.store(true, Ordering::SeqCst),
-                    Some(Fault::Delay(by)) => tokio::time::sleep(by).await,
+                    Some(Fault::Delay(by)) => {
+                        let now = shared.delayed_now.fetch_add(1, Ordering::SeqCst) + 1;
+                        shared.delayed_most.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(by).await;
+                        shared.delayed_now.fetch_sub(1, Ordering::SeqCst);
+                    }
                     None => {}
                 }
                 shared
