@@ -455,6 +455,56 @@ cf_testkit::on_both_journals! {
         h.stop().await;
     }
 
+    async fn jobs_woken_together_leave_a_quarter_of_the_slots_to_new_changes(t: TestJournal) {
+        let r = Arc::new(Returner {
+            parked: AtomicUsize::new(0),
+            release: tokio::sync::Semaphore::new(0),
+            working: AtomicUsize::new(0),
+            max_working: AtomicUsize::new(0),
+            long: Duration::from_secs(3),
+        });
+        let h = start(t, r.clone(), cfg(4), Duration::from_secs(10));
+        for w in ["w1", "w2", "w3", "w4"] {
+            h.ingest(w, 0).await;
+        }
+        let parked = r.clone();
+        wait_for("four jobs waiting without their slots", || {
+            let r = parked.clone();
+            async move { r.parked.load(Ordering::SeqCst) == 4 }
+        })
+        .await;
+        r.release.add_permits(4);
+        let working = r.clone();
+        wait_for("the woken jobs at work", || {
+            let r = working.clone();
+            async move { r.working.load(Ordering::SeqCst) >= 3 }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(r.working.load(Ordering::SeqCst), 3, "one slot of four is kept for new changes");
+        h.ingest("new", 0).await;
+        let j = h.journal.clone();
+        let started = Instant::now();
+        wait_for("the new change done", || {
+            let j = j.clone();
+            async move { count(&j, JobState::Succeeded).await == 1 }
+        })
+        .await;
+        // Had the woken jobs taken every slot, it would have waited for one of them (3 s).
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "the new change waited {:?} for a slot",
+            started.elapsed()
+        );
+        wait_for("every job done", || {
+            let j = j.clone();
+            async move { count(&j, JobState::Succeeded).await == 5 }
+        })
+        .await;
+        assert!(r.max_working.load(Ordering::SeqCst) <= 4, "never more than the limit at work");
+        h.stop().await;
+    }
+
     async fn past_max_waiting_a_job_waits_holding_its_slot(t: TestJournal) {
         let p = Arc::new(Parker {
             entered: AtomicUsize::new(0),
@@ -492,6 +542,49 @@ cf_testkit::on_both_journals! {
         })
         .await;
         h.stop().await;
+    }
+}
+
+/// Records "w..." wait in `without_slot` until released, then work for `long` holding a slot (a status
+/// round waking the starts it found running); every other record works for 10 ms.
+struct Returner {
+    parked: AtomicUsize,
+    release: tokio::sync::Semaphore,
+    working: AtomicUsize,
+    max_working: AtomicUsize,
+    long: Duration,
+}
+
+impl Returner {
+    async fn work(&self, how_long: Duration) {
+        let now = self.working.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_working.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(how_long).await;
+        self.working.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl JobHandler for Returner {
+    type Error = Failure;
+
+    fn error_policy(&self, failure: &Failure) -> ErrorPolicy {
+        policy(failure)
+    }
+
+    fn handle<'a>(&'a self, job: &'a ClaimedJob) -> JobFuture<'a, Failure> {
+        Box::pin(async move {
+            if !job.record_id.starts_with('w') {
+                self.work(Duration::from_millis(10)).await;
+                return Ok(());
+            }
+            self.parked.fetch_add(1, Ordering::SeqCst);
+            cf_bridge::queue::without_slot(async {
+                self.release.acquire().await.map(|p| p.forget()).expect("never closed");
+            })
+            .await;
+            self.work(self.long).await;
+            Ok(())
+        })
     }
 }
 
