@@ -494,7 +494,7 @@ async fn connect(
             let shared = crate::pg::budget::SharedBudget::new(
                 pg.pool().clone(),
                 settings.coolify.requests_per_minute,
-                crate::coolify::client::BURST,
+                crate::coolify::client::burst(settings.coolify.requests_per_minute),
             )
             .await
             .map_err(StartError::SharedBudget)?;

@@ -24,9 +24,16 @@ use crate::bounded::{self, ElementsError, ReadError};
 use crate::config::CoolifySettings;
 use crate::metrics::Metrics;
 
-/// Bucket size of the request budget: any 60 s window then carries at most `BURST` + the per-minute rate
-/// calls, under Coolify's 200 at the default rate.
-pub const BURST: u32 = 10;
+/// Smallest bucket of the request budget: any 60 s window then carries at most the per-minute rate plus
+/// the bucket, under Coolify's 200 at the default 180.
+pub const MIN_BURST: u32 = 10;
+
+/// Bucket size of the request budget for `requests_per_minute`: a twentieth of it, at least
+/// [`MIN_BURST`]. Measured: a fixed 10 at 100,000/min made a status round's 50 reads queue for tokens for
+/// 24 ms, and the start calls behind them as long, with the minute's budget almost untouched.
+pub fn burst(requests_per_minute: u32) -> u32 {
+    MIN_BURST.max(requests_per_minute / 20)
+}
 /// Retries of a call that is safe to repeat, after a 5xx or a transport error.
 pub const MAX_RETRIES: u32 = 4;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -46,6 +53,8 @@ struct Inner {
     calls: CallLog,
     deploys: DeployBatches,
     fleet: LastPass,
+    /// The budget's bucket size ([`burst`]).
+    burst: u32,
 }
 
 struct Reply<B = Vec<u8>> {
@@ -286,7 +295,7 @@ impl CoolifyClient {
     pub fn new(cfg: &CoolifySettings, metrics: Arc<Metrics>) -> Result<Self, CoolifyError> {
         let budget = Limiter::Local(Budget::new(
             cfg.requests_per_minute,
-            BURST,
+            burst(cfg.requests_per_minute),
             metrics.coolify_budget_remaining.clone(),
         ));
         Self::build(cfg, metrics, budget)
@@ -330,6 +339,7 @@ impl CoolifyClient {
                 calls: CallLog::default(),
                 deploys: DeployBatches::default(),
                 fleet: LastPass::default(),
+                burst: burst(cfg.requests_per_minute),
             }),
         })
     }
@@ -980,7 +990,7 @@ impl CoolifyClient {
     /// other such starts asked for meanwhile (see [`DeployBatches`]); the budget is short when less than
     /// a burst's worth of tokens is left.
     pub async fn start_stopped_service(&self, uuid: &str) -> Result<(), CoolifyError> {
-        let short = || self.inner.budget.remaining() < f64::from(BURST) / 2.0;
+        let short = || self.inner.budget.remaining() < f64::from(self.inner.burst) / 2.0;
         self.inner
             .deploys
             .start(uuid, short, |uuids| async move { self.deploy_services(&uuids).await })

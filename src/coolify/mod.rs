@@ -13,7 +13,7 @@ pub mod status;
 pub mod types;
 
 pub use calls::{CallLog, CoolifyCall};
-pub use client::{BURST, CoolifyClient, MAX_RETRIES, compose_fingerprint, encode_compose};
+pub use client::{CoolifyClient, MAX_RETRIES, compose_fingerprint, encode_compose};
 pub use error::{CoolifyError, DomainConflict};
 pub use fleet::{FleetList, ServiceBrief};
 pub use status::{Health, ServiceStatus};

@@ -421,11 +421,29 @@ async fn storm_of_429_is_waited_out_within_budget() {
     // Never faster than the budget: burst + rate * elapsed.
     let secs = took.as_secs_f64();
     assert!(
-        (log.len() as f64) <= f64::from(BURST) + 4.0 * secs + 1.0,
+        (log.len() as f64) <= f64::from(client::burst(240)) + 4.0 * secs + 1.0,
         "{} requests in {secs:.1} s",
         log.len()
     );
-    assert!(c.budget_remaining() < f64::from(BURST));
+    assert!(c.budget_remaining() < f64::from(client::burst(240)));
+}
+
+#[tokio::test]
+async fn a_high_budget_lets_a_round_of_reads_go_at_once() {
+    let sim = fast_sim(&[]);
+    let mut cfg = sim.settings();
+    cfg.requests_per_minute = 100_000;
+    let c = CoolifyClient::new(&cfg, Arc::new(Metrics::new())).expect("client");
+    let before = c.budget_remaining();
+    let reads = (0..50).map(|_| c.list_projects());
+    for r in futures_util::future::join_all(reads).await {
+        r.expect("list");
+    }
+    // A bucket of a twentieth of the minute's rate: 50 calls at once take 50 of 5,000 tokens, where a
+    // bucket of 10 made 40 of them wait for tokens to trickle in.
+    assert_eq!(before, 5_000.0);
+    assert!(c.budget_remaining() > 4_900.0, "left {}", c.budget_remaining());
+    assert_eq!(client::burst(180), client::MIN_BURST, "the default keeps 10");
 }
 
 #[tokio::test]

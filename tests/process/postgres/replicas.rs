@@ -435,7 +435,7 @@ async fn postgres_restarted_webhooks_get_503_meanwhile_and_replicas_carry_on() {
 async fn three_replicas_together_stay_within_the_coolify_budget() {
     const PER_MINUTE: u64 = 120;
     const OBSERVED: Duration = Duration::from_secs(62);
-    let burst = u64::from(cf_bridge::coolify::client::BURST);
+    let burst = u64::from(cf_bridge::coolify::client::burst(PER_MINUTE as u32));
     let db = Postgres::shared().database().await;
     let per_minute = PER_MINUTE.to_string();
     let f = Fleet::start(
