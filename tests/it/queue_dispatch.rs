@@ -414,8 +414,7 @@ cf_testkit::on_both_journals! {
         let w = Arc::new(Waiter {
             entered: Notify::new(),
             release: Notify::new(),
-            working: AtomicUsize::new(0),
-            max_working: AtomicUsize::new(0),
+            at_work: AtWork::default(),
             work: Duration::from_millis(30),
         });
         let h = start(t, w.clone(), cfg(1), Duration::from_secs(5));
@@ -448,7 +447,7 @@ cf_testkit::on_both_journals! {
         })
         .await;
         assert_eq!(
-            w.max_working.load(Ordering::SeqCst),
+            w.at_work.most.load(Ordering::SeqCst),
             1,
             "at most one job at work at a time"
         );
@@ -459,8 +458,7 @@ cf_testkit::on_both_journals! {
         let r = Arc::new(Returner {
             parked: AtomicUsize::new(0),
             release: tokio::sync::Semaphore::new(0),
-            working: AtomicUsize::new(0),
-            max_working: AtomicUsize::new(0),
+            at_work: AtWork::default(),
             long: Duration::from_secs(3),
         });
         let h = start(t, r.clone(), cfg(4), Duration::from_secs(10));
@@ -477,11 +475,11 @@ cf_testkit::on_both_journals! {
         let working = r.clone();
         wait_for("the woken jobs at work", || {
             let r = working.clone();
-            async move { r.working.load(Ordering::SeqCst) >= 3 }
+            async move { r.at_work.now.load(Ordering::SeqCst) >= 3 }
         })
         .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(r.working.load(Ordering::SeqCst), 3, "one slot of four is kept for new changes");
+        assert_eq!(r.at_work.now.load(Ordering::SeqCst), 3, "one slot of four is kept for new changes");
         h.ingest("new", 0).await;
         let j = h.journal.clone();
         let started = Instant::now();
@@ -501,7 +499,7 @@ cf_testkit::on_both_journals! {
             async move { count(&j, JobState::Succeeded).await == 5 }
         })
         .await;
-        assert!(r.max_working.load(Ordering::SeqCst) <= 4, "never more than the limit at work");
+        assert!(r.at_work.most.load(Ordering::SeqCst) <= 4, "never more than the limit at work");
         h.stop().await;
     }
 
@@ -550,17 +548,23 @@ cf_testkit::on_both_journals! {
 struct Returner {
     parked: AtomicUsize,
     release: tokio::sync::Semaphore,
-    working: AtomicUsize,
-    max_working: AtomicUsize,
+    at_work: AtWork,
     long: Duration,
 }
 
-impl Returner {
+/// Counts handlers doing work (not parked), so the concurrency limit can be checked.
+#[derive(Default)]
+struct AtWork {
+    now: AtomicUsize,
+    most: AtomicUsize,
+}
+
+impl AtWork {
     async fn work(&self, how_long: Duration) {
-        let now = self.working.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_working.fetch_max(now, Ordering::SeqCst);
+        let now = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(how_long).await;
-        self.working.fetch_sub(1, Ordering::SeqCst);
+        self.now.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -574,7 +578,7 @@ impl JobHandler for Returner {
     fn handle<'a>(&'a self, job: &'a ClaimedJob) -> JobFuture<'a, Failure> {
         Box::pin(async move {
             if !job.record_id.starts_with('w') {
-                self.work(Duration::from_millis(10)).await;
+                self.at_work.work(Duration::from_millis(10)).await;
                 return Ok(());
             }
             self.parked.fetch_add(1, Ordering::SeqCst);
@@ -582,7 +586,7 @@ impl JobHandler for Returner {
                 self.release.acquire().await.map(|p| p.forget()).expect("never closed");
             })
             .await;
-            self.work(self.long).await;
+            self.at_work.work(self.long).await;
             Ok(())
         })
     }
@@ -729,22 +733,11 @@ fn gate(slow: Duration) -> Arc<Gate> {
 }
 
 /// Record "waits" parks in `without_slot` until released; every other record works for `work`.
-/// `working` counts handlers doing work (not parked), so the concurrency limit can be checked.
 struct Waiter {
     entered: Notify,
     release: Notify,
-    working: AtomicUsize,
-    max_working: AtomicUsize,
+    at_work: AtWork,
     work: Duration,
-}
-
-impl Waiter {
-    async fn work(&self) {
-        let now = self.working.fetch_add(1, Ordering::SeqCst) + 1;
-        self.max_working.fetch_max(now, Ordering::SeqCst);
-        tokio::time::sleep(self.work).await;
-        self.working.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 impl JobHandler for Waiter {
@@ -757,11 +750,11 @@ impl JobHandler for Waiter {
     fn handle<'a>(&'a self, job: &'a ClaimedJob) -> JobFuture<'a, Failure> {
         Box::pin(async move {
             if job.record_id == "waits" {
-                self.work().await;
+                self.at_work.work(self.work).await;
                 self.entered.notify_one();
                 cf_bridge::queue::without_slot(self.release.notified()).await;
             }
-            self.work().await;
+            self.at_work.work(self.work).await;
             Ok(())
         })
     }
