@@ -180,6 +180,11 @@ impl Budget {
         self.gauge.set(0.0);
     }
 
+    /// The bucket's size: the most tokens it holds.
+    pub fn capacity(&self) -> f64 {
+        self.capacity
+    }
+
     pub fn remaining(&self) -> f64 {
         let mut b = self.lock();
         self.refill(&mut b, Instant::now());

@@ -53,8 +53,6 @@ struct Inner {
     calls: CallLog,
     deploys: DeployBatches,
     fleet: LastPass,
-    /// The budget's bucket size ([`burst`]).
-    burst: u32,
 }
 
 struct Reply<B = Vec<u8>> {
@@ -288,6 +286,13 @@ impl Limiter {
             Limiter::Shared { gauge, .. } => gauge.get(),
         }
     }
+
+    fn capacity(&self) -> f64 {
+        match self {
+            Limiter::Local(b) => b.capacity(),
+            Limiter::Shared { budget, .. } => budget.capacity(),
+        }
+    }
 }
 
 impl CoolifyClient {
@@ -339,7 +344,6 @@ impl CoolifyClient {
                 calls: CallLog::default(),
                 deploys: DeployBatches::default(),
                 fleet: LastPass::default(),
-                burst: burst(cfg.requests_per_minute),
             }),
         })
     }
@@ -990,7 +994,7 @@ impl CoolifyClient {
     /// other such starts asked for meanwhile (see [`DeployBatches`]); the budget is short when less than
     /// a burst's worth of tokens is left.
     pub async fn start_stopped_service(&self, uuid: &str) -> Result<(), CoolifyError> {
-        let short = || self.inner.budget.remaining() < f64::from(self.inner.burst) / 2.0;
+        let short = || self.inner.budget.remaining() < self.inner.budget.capacity() / 2.0;
         self.inner
             .deploys
             .start(uuid, short, |uuids| async move { self.deploy_services(&uuids).await })

@@ -139,6 +139,11 @@ impl SharedBudget {
         Ok(())
     }
 
+    /// The bucket's size: the most tokens it holds.
+    pub fn capacity(&self) -> f64 {
+        self.capacity
+    }
+
     /// The tokens left now, all replicas together.
     pub async fn remaining(&self) -> Result<f64, PgError> {
         let row = self
