@@ -109,7 +109,7 @@ fn ms(d: Duration) -> u64 {
 
 impl Sim {
     pub fn new(cfg: SimConfig) -> io::Result<Self> {
-        let state = match &cfg.state_file {
+        let mut state: SimState = match &cfg.state_file {
             Some(path) if path.exists() => {
                 let text = std::fs::read_to_string(path)?;
                 serde_json::from_str(&text).map_err(|e| {
@@ -121,6 +121,7 @@ impl Sim {
             }
             _ => SimState::default(),
         };
+        state.reindex();
         Ok(Self {
             cfg,
             started: Instant::now(),

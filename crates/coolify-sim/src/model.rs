@@ -1,6 +1,6 @@
 //! The simulator's state and the JSON views Coolify returns for it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -160,6 +160,15 @@ impl ServiceRec {
         }
     }
 
+    /// The hosts its applications answer on, as the domain-conflict check compares them.
+    fn hosts(&self) -> impl Iterator<Item = String> + '_ {
+        self.applications
+            .iter()
+            .filter_map(|a| a.fqdn.as_deref())
+            .flat_map(|f| f.split(','))
+            .filter_map(crate::compose::url_host)
+    }
+
     pub fn domains(&self) -> Vec<String> {
         let mut d: Vec<String> = self.applications.iter().filter_map(|a| a.fqdn.clone()).collect();
         d.sort();
@@ -254,7 +263,17 @@ pub struct SimState {
     pub next_id: i64,
     pub servers: Vec<ServerRec>,
     pub projects: BTreeMap<String, ProjectRec>,
+    /// Changed only through [`SimState::insert_service`], [`SimState::edit_service`] and
+    /// [`SimState::purge`], which keep the two indexes below in step.
     pub services: BTreeMap<String, ServiceRec>,
+    /// Host -> the services whose applications answer on it. Coolify checks a new domain against every
+    /// resource; scanning 10,000 services for it on each create and patch made the simulator the busiest
+    /// process of the benchmark, on the cores the bridge and PocketBase are measured on.
+    #[serde(skip)]
+    hosts: HashMap<String, BTreeSet<String>>,
+    /// Queued deletions by due time, so that finishing them does not walk every service on each request.
+    #[serde(skip)]
+    deletions: BTreeSet<(u64, String)>,
 }
 
 impl Default for SimState {
@@ -271,6 +290,8 @@ impl Default for SimState {
             }],
             projects: BTreeMap::new(),
             services: BTreeMap::new(),
+            hosts: HashMap::new(),
+            deletions: BTreeSet::new(),
         }
     }
 }
@@ -283,7 +304,82 @@ impl SimState {
 
     /// Finishes asynchronous deletions whose time has come.
     pub fn purge(&mut self, now_ms: u64) {
-        self.services.retain(|_, s| s.delete_at_ms.is_none_or(|t| now_ms < t));
+        while let Some((at, uuid)) = self.deletions.first().cloned()
+            && at <= now_ms
+        {
+            self.deletions.pop_first();
+            self.unindex(&uuid);
+            self.services.remove(&uuid);
+        }
+    }
+
+    /// Queues the service's deletion for `at_ms`; a deletion already queued keeps its time.
+    pub fn queue_deletion(&mut self, uuid: &str, at_ms: u64) -> bool {
+        let Some(s) = self.services.get_mut(uuid) else {
+            return false;
+        };
+        if s.delete_at_ms.is_none() {
+            s.delete_at_ms = Some(at_ms);
+            self.deletions.insert((at_ms, uuid.to_string()));
+        }
+        true
+    }
+
+    pub fn insert_service(&mut self, rec: ServiceRec) {
+        let uuid = rec.uuid.clone();
+        self.services.insert(uuid.clone(), rec);
+        self.index(&uuid);
+    }
+
+    /// Applies `edit` to the service, keeping the host index in step with its applications' domains.
+    pub fn edit_service<T>(&mut self, uuid: &str, edit: impl FnOnce(&mut ServiceRec) -> T) -> Option<T> {
+        self.unindex(uuid);
+        let out = self.services.get_mut(uuid).map(edit);
+        self.index(uuid);
+        out
+    }
+
+    /// The services other than `except` whose applications answer on `host` (lower case), in uuid order.
+    pub fn users_of<'a>(&'a self, host: &str, except: Option<&'a str>) -> impl Iterator<Item = &'a ServiceRec> + 'a {
+        self.hosts
+            .get(host)
+            .into_iter()
+            .flatten()
+            .filter(move |u| Some(u.as_str()) != except)
+            .filter_map(|u| self.services.get(u))
+    }
+
+    /// Rebuilds the indexes, which are not saved, after loading a state file.
+    pub fn reindex(&mut self) {
+        self.hosts.clear();
+        self.deletions = self
+            .services
+            .values()
+            .filter_map(|s| s.delete_at_ms.map(|t| (t, s.uuid.clone())))
+            .collect();
+        let uuids: Vec<String> = self.services.keys().cloned().collect();
+        for uuid in &uuids {
+            self.index(uuid);
+        }
+    }
+
+    fn index(&mut self, uuid: &str) {
+        let Some(s) = self.services.get(uuid) else { return };
+        for host in s.hosts() {
+            self.hosts.entry(host).or_default().insert(uuid.to_string());
+        }
+    }
+
+    fn unindex(&mut self, uuid: &str) {
+        let Some(s) = self.services.get(uuid) else { return };
+        for host in s.hosts() {
+            if let Some(users) = self.hosts.get_mut(&host) {
+                users.remove(uuid);
+                if users.is_empty() {
+                    self.hosts.remove(&host);
+                }
+            }
+        }
     }
 
     pub fn environment(&self, project_uuid: &str, name_or_uuid: &str) -> Option<&EnvironmentRec> {
