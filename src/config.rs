@@ -73,7 +73,7 @@ mod defaults {
         Duration::from_secs(300)
     }
     pub fn max_writes_in_flight() -> usize {
-        4
+        1
     }
     pub fn environment() -> String {
         "production".into()
@@ -198,7 +198,8 @@ pub struct PocketBaseSettings {
     pub resync_interval: Duration,
     /// Record writes (write-backs, `deploy_logs` batches) the bridge has in flight at most. PocketBase
     /// carries out one write at a time; more in flight only queue inside it, where a person's write waits
-    /// behind all of them and each takes one of PocketBase's JS hook runtimes meanwhile.
+    /// behind all of them and each takes one of PocketBase's JS hook runtimes meanwhile. One by default: a
+    /// person's write then waits for at most one of the bridge's (docs/BENCHMARKS.md, "Twenty-third session").
     #[serde(default = "defaults::max_writes_in_flight")]
     pub max_writes_in_flight: usize,
 }
@@ -1912,7 +1913,7 @@ mod tests {
             "realtime_idle_timeout_secs = 90",
             "realtime_ping_interval_secs = 5",
             "resync_interval_secs = 300",
-            "max_writes_in_flight = 4",
+            "max_writes_in_flight = 1",
             "environment = \"production\"",
             "requests_per_minute = 180",
             "request_timeout_secs = 30",
