@@ -988,31 +988,18 @@ mod tests {
         let mut st = SimState::default();
         let (_, p) = call(&mut st, 0, Route::CreateProject, json!({"name": "cf-tenant"}));
         let p = uuid(&p);
-        let (s, a) = call(
-            &mut st,
-            0,
-            Route::CreateService,
-            service(&p, "https://Used.Example.com"),
-        );
+        let create = |st: &mut SimState, now: u64, url: &str| call(st, now, Route::CreateService, service(&p, url));
+        let urls = |u: &str| json!({"urls": [{"name": "bot", "url": u}]});
+
+        let (s, a) = create(&mut st, 0, "https://Used.Example.com");
         assert_eq!(s, 201, "{a}");
         let a = uuid(&a);
-        let (s, b) = call(
-            &mut st,
-            0,
-            Route::CreateService,
-            service(&p, "https://used.example.com:8443"),
-        );
+        let (s, b) = create(&mut st, 0, "https://used.example.com:8443");
         assert_eq!(s, 409, "the host is compared without case or port: {b}");
         assert_eq!(b["conflicts"][0]["resource_uuid"], json!(a));
-        let (s, b) = call(
-            &mut st,
-            0,
-            Route::CreateService,
-            service(&p, "https://other.example.com"),
-        );
+        let (s, b) = create(&mut st, 0, "https://other.example.com");
         assert_eq!(s, 201, "{b}");
         let b = uuid(&b);
-        let urls = |u: &str| json!({"urls": [{"name": "bot", "url": u}]});
         let (s, _) = call(
             &mut st,
             0,
@@ -1030,40 +1017,19 @@ mod tests {
 
         // After a save and a load the indexes are rebuilt: the domain is still held and a queued
         // deletion still finishes.
-        let (s, _) = call(&mut st, 0, Route::DeleteService(a.clone()), json!({}));
-        assert_eq!(s, 200);
+        assert_eq!(call(&mut st, 0, Route::DeleteService(a.clone()), json!({})).0, 200);
         let text = serde_json::to_string(&st).expect("state serializes");
         let mut st: SimState = serde_json::from_str(&text).expect("state loads");
         st.reindex();
-        let (s, _) = call(
-            &mut st,
-            500,
-            Route::CreateService,
-            service(&p, "https://used.example.com"),
-        );
+        let (s, _) = create(&mut st, 500, "https://used.example.com");
         assert_eq!(s, 409, "the domain is held until the deletion finishes");
-        let (s, v) = call(
-            &mut st,
-            1000,
-            Route::CreateService,
-            service(&p, "https://used.example.com"),
-        );
+        let (s, v) = create(&mut st, 1000, "https://used.example.com");
         assert_eq!(s, 201, "the deleted service's domain is free: {v}");
         assert_eq!(call(&mut st, 1000, Route::GetService(a), json!({})).0, 404);
 
-        let (s, _) = call(
-            &mut st,
-            1000,
-            Route::PatchService(b.clone()),
-            urls("https://moved.example.com"),
-        );
+        let (s, _) = call(&mut st, 1000, Route::PatchService(b), urls("https://moved.example.com"));
         assert_eq!(s, 200);
-        let (s, v) = call(
-            &mut st,
-            1000,
-            Route::CreateService,
-            service(&p, "https://other.example.com"),
-        );
+        let (s, v) = create(&mut st, 1000, "https://other.example.com");
         assert_eq!(s, 201, "the domain a service moved off is free: {v}");
     }
 }
