@@ -65,7 +65,7 @@ impl Journal {
             return Box::pin(pg.deletion(record_id)).await;
         }
         let id = record_id.to_owned();
-        self.read(move |conn| {
+        self.look_up(move |conn| {
             conn.prepare_cached(&format!("SELECT {COLUMNS} FROM deletions WHERE record_id = ?1"))?
                 .query_row([id], deletion)
                 .optional()?

@@ -311,7 +311,7 @@ impl Journal {
         if let Some(pg) = self.pg() {
             return Box::pin(pg.run_changes(job_id, upto, limit)).await;
         }
-        self.read(move |conn| {
+        self.look_up(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT source, action, payload FROM events WHERE job_id = ?1 AND status = 'queued' AND id <= ?2
                  ORDER BY id DESC LIMIT ?3",
@@ -369,7 +369,7 @@ impl Journal {
         if let Some(pg) = self.pg() {
             return Box::pin(pg.next_due_at()).await;
         }
-        self.read(|conn| {
+        self.look_up(|conn| {
             Ok(conn
                 .prepare_cached("SELECT MIN(next_attempt_at) FROM jobs WHERE state IN ('queued', 'failed')")?
                 .query_row([], |r| r.get(0))?)

@@ -6,8 +6,9 @@
 //! transactions, which is acceptable for hints that the periodic resync re-derives anyway. All writes go
 //! through one connection owned by a dedicated thread (see `writer`): SQLite serialises writers anyway,
 //! a single writer makes every read-modify-write (dedupe, job upsert, claim) atomic without retries, and
-//! it lets concurrent ingests share one commit. Reads for the admin API use a second connection, behind
-//! a mutex and `spawn_blocking`, so they never wait on the writer. WAL checkpoints run on a third (see
+//! it lets concurrent ingests share one commit. Reads use a second connection behind a mutex, so they never
+//! wait on the writer: a point read in place when the connection is free, anything else (and a point read
+//! that finds it busy) on `spawn_blocking`. WAL checkpoints run on a third (see
 //! `checkpoint`), so no commit waits for one.
 //!
 //! Each method hands PostgreSQL's work to `pg` boxed: a pooled PostgreSQL call is a future of about 2 KB,
@@ -249,6 +250,27 @@ impl Journal {
             .map_err(|_| JournalError::WriterGone)
     }
 
+    /// Runs a point read (a few rows found by key, microseconds from the page cache) on the reader
+    /// connection in place. Sent to a blocking thread, each cost two thread wake-ups, and a reconcile makes
+    /// about ten before its first Coolify call; on a busy machine those hand-offs, not the reads, were its
+    /// wait. A reader busy with a long read (the admin API's, the resync's) sends it to [`Journal::read`]
+    /// instead, so a runtime thread never waits for the connection.
+    async fn look_up<T, F>(&self, f: F) -> Result<T, JournalError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, JournalError> + Send + 'static,
+    {
+        let Backend::Sqlite { reader, .. } = &self.inner.backend else {
+            return Err(JournalError::SqliteOnly);
+        };
+        let f = match reader.try_lock() {
+            Ok(conn) => return f(&conn),
+            Err(std::sync::TryLockError::Poisoned(p)) => return f(&p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => f,
+        };
+        self.read(f).await
+    }
+
     /// Runs `f` on the reader connection off the async runtime.
     async fn read<T, F>(&self, f: F) -> Result<T, JournalError>
     where
@@ -382,6 +404,51 @@ mod tests {
             assert_eq!(rows.len(), usize::try_from(limit).unwrap());
             assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "limit {limit}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_point_read_runs_on_the_callers_thread_when_the_reader_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(&dir.path().join("j.db")).unwrap();
+        let ran_on = journal.look_up(|_| Ok(std::thread::current().id())).await.unwrap();
+        assert_eq!(ran_on, std::thread::current().id());
+    }
+
+    #[tokio::test]
+    async fn a_point_read_waits_off_the_runtime_while_the_reader_is_busy() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(&dir.path().join("j.db")).unwrap();
+        let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let busy = tokio::spawn({
+            let journal = journal.clone();
+            async move {
+                journal
+                    .read(move |_| {
+                        let _ = held_tx.send(());
+                        let _ = release_rx.recv();
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        held_rx.await.unwrap();
+        // Releases the reader anyway after a while, so that a point read blocking this (only) runtime
+        // thread on the reader makes the test fail instead of hang.
+        let watchdog = release_tx.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(2));
+            let _ = watchdog.send(());
+        });
+        let point = tokio::spawn({
+            let journal = journal.clone();
+            async move { journal.note("x").await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!point.is_finished(), "the point read ran while the reader was held");
+        release_tx.send(()).unwrap();
+        assert_eq!(point.await.unwrap().unwrap(), None);
+        busy.await.unwrap().unwrap();
     }
 
     #[test]

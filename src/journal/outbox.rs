@@ -95,7 +95,7 @@ impl Journal {
             return Box::pin(pg.outbox_for(collection, record_id, limit)).await;
         }
         let record_id = record_id.to_owned();
-        self.read(move |conn| {
+        self.look_up(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM outbox WHERE collection = ?1 AND record_id = ?2
                  ORDER BY created_at, id LIMIT ?3"

@@ -76,7 +76,7 @@ impl Journal {
             return Box::pin(pg.applied_version(collection, record_id)).await;
         }
         let record_id = record_id.to_owned();
-        self.read(move |conn| {
+        self.look_up(move |conn| {
             Ok(conn
                 .prepare_cached(
                     "SELECT last_updated, deleted FROM record_state WHERE collection = ?1 AND record_id = ?2",
@@ -203,7 +203,7 @@ impl Journal {
             return Box::pin(pg.get_intent(key)).await;
         }
         let key = key.to_owned();
-        self.read(move |conn| {
+        self.look_up(move |conn| {
             Ok(conn
                 .prepare_cached(
                     "SELECT key, kind, name, coolify_uuid, created_at, updated_at, incarnation
@@ -234,7 +234,7 @@ impl Journal {
         // Read first: every reconcile asks, and only a new incarnation needs a write.
         let (id, life) = (record_id.to_owned(), incarnation.to_owned());
         let kept: Option<String> = self
-            .read(move |conn| {
+            .look_up(move |conn| {
                 Ok(conn
                     .prepare_cached("SELECT key_id FROM router_keys WHERE record_id = ?1 AND incarnation = ?2")?
                     .query_row(params![id, life], |r| r.get(0))
@@ -291,7 +291,7 @@ impl Journal {
             return Box::pin(pg.noted(name)).await;
         }
         let name = name.to_owned();
-        self.read(move |conn| {
+        self.look_up(move |conn| {
             Ok(conn
                 .prepare_cached("SELECT value FROM meta WHERE name = ?1")?
                 .query_row([name], |r| r.get(0))
@@ -333,7 +333,7 @@ impl Journal {
             return Box::pin(pg.note(name)).await;
         }
         let name = name.to_owned();
-        self.read(move |conn| {
+        self.look_up(move |conn| {
             Ok(conn
                 .prepare_cached("SELECT value FROM meta WHERE name = ?1")?
                 .query_row([&name], |r| r.get(0))

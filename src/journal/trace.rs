@@ -12,7 +12,7 @@ impl Journal {
         if let Some(pg) = self.pg() {
             return Box::pin(pg.run_trace_context(job_id, upto)).await;
         }
-        self.read(move |conn| {
+        self.look_up(move |conn| {
             let found: Option<String> = conn
                 .prepare_cached(
                     "SELECT trace_context FROM events
