@@ -174,6 +174,21 @@ impl Journal {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        // Most looks find nothing due (a worker finished, a running job's record changed): a read in place
+        // answers those without the writer's hand-off and transaction. A job queued before the look was
+        // committed before it, so the read sees it.
+        let any_due = self
+            .look_up(move |conn| {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM jobs WHERE state IN ('queued', 'failed') AND next_attempt_at <= ?1)",
+                    )?
+                    .query_row([now], |r| r.get::<_, bool>(0))?)
+            })
+            .await?;
+        if !any_due {
+            return Ok(Vec::new());
+        }
         self.write(move |conn| write_tx(conn, |tx| claim(tx, now, limit))).await
     }
 

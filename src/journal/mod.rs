@@ -451,6 +451,31 @@ mod tests {
         busy.await.unwrap().unwrap();
     }
 
+    #[tokio::test]
+    async fn a_look_for_due_jobs_that_finds_none_does_not_wait_for_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = Journal::open(&dir.path().join("j.db")).unwrap();
+        let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let busy = tokio::spawn({
+            let journal = journal.clone();
+            async move {
+                journal
+                    .write(move |_| {
+                        let _ = held_tx.send(());
+                        let _ = release_rx.recv();
+                        Ok(())
+                    })
+                    .await
+            }
+        });
+        held_rx.await.unwrap();
+        let waited = tokio::time::timeout(Duration::from_secs(2), journal.claim_due(now_ms(), 8)).await;
+        release_tx.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        assert!(waited.expect("the look waited for the writer").unwrap().is_empty());
+    }
+
     #[test]
     fn a_call_on_sqlite_does_not_carry_the_postgresql_one_in_its_future() {
         let dir = tempfile::tempdir().unwrap();
