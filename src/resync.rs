@@ -137,19 +137,21 @@ async fn resync_collection(
         }
         valid
     });
-    let mut events = Vec::new();
+    // Each event is submitted as it is judged: gathered first, the events of a fleet whose versions all
+    // differ from the journal's (10,000 at a restart after the bridge's own write-backs, each a duplicate
+    // of the echo already journaled) held 10 MB until the pass's end.
     for stamp in &listed {
         let last = known.remove(stamp.id.as_str());
         if last.as_deref() != Some(stamp.updated.as_str()) {
             let action = if last.is_some() { Action::Update } else { Action::Create };
-            events.push(event(collection, &stamp.id, action, &stamp.updated));
+            submit(intake, event(collection, &stamp.id, action, &stamp.updated), report).await?;
         }
     }
     // What is left was applied and is no longer listed. Judged before the drift check, so that the
     // journal's versions are let go before Coolify's fleet is read beside the listing.
     for (id, updated) in known {
         report.disappeared += 1;
-        events.push(event(collection, &id, Action::Delete, &updated));
+        submit(intake, event(collection, &id, Action::Delete, &updated), report).await?;
     }
     // Every instance with a service is checked for drift, changed or not: drift happens inside Coolify,
     // whatever the record does.
@@ -167,15 +169,17 @@ async fn resync_collection(
             // Drift is found anew on each pass until repaired: each finding is its own event.
             ev.dedupe_key = format!("drift:{id}:{what}:{at}");
             ev.payload = json!({ "id": id, "updated": updated, "drift": what });
-            events.push(ev);
+            submit(intake, ev, report).await?;
         }
     }
-    for ev in events {
-        let record_id = ev.record_id.clone();
-        if let Ingested::New { event_id, .. } = intake.submit(ev).await? {
-            tracing::debug!(collection = name, record_id = %record_id, event_id, "resync enqueued");
-            report.enqueued += 1;
-        }
+    Ok(())
+}
+
+async fn submit(intake: &Intake, ev: NewEvent, report: &mut ResyncReport) -> Result<(), ResyncError> {
+    let (collection, record_id) = (ev.collection, ev.record_id.clone());
+    if let Ingested::New { event_id, .. } = intake.submit(ev).await? {
+        tracing::debug!(collection = collection.as_str(), record_id = %record_id, event_id, "resync enqueued");
+        report.enqueued += 1;
     }
     Ok(())
 }
@@ -493,6 +497,36 @@ mod tests {
         assert_eq!((report.listed, report.drifted), (2, 1));
         let ids: Vec<String> = sink.0.lock().unwrap().iter().map(|e| e.record_id.clone()).collect();
         assert_eq!(ids, vec!["abcdefghijklmno".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn a_changed_record_is_journaled_though_coolify_cannot_be_read_for_drift() {
+        struct Unreadable;
+        impl DriftCheck for Unreadable {
+            fn drifted<'a>(&'a self, _: &'a [RecordStamp], _: i64) -> ListFuture<'a, Vec<(String, &'static str)>> {
+                Box::pin(async { Err("Coolify down".into()) })
+            }
+        }
+        let mut changed = stamp("abcdefghijklmno", "u2");
+        changed.service = Some("svc1".into());
+        let fixed = Fixed(
+            HashMap::from([(Collection::BotInstances, vec![changed])]),
+            HashMap::from([(Collection::BotInstances, known(&[("abcdefghijklmno", "u1")]))]),
+        );
+        let sink = Arc::new(Sink::default());
+        let (intake, _) = intake(&sink);
+        let err = resync_once_with(&fixed, &fixed, Some(&Unreadable), &intake)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("Coolify down"), "{err}");
+        let journaled: Vec<(String, Option<String>)> = sink
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| (e.record_id.clone(), e.record_updated.clone()))
+            .collect();
+        assert_eq!(journaled, vec![("abcdefghijklmno".to_string(), Some("u2".to_string()))]);
     }
 
     #[tokio::test]
