@@ -414,28 +414,48 @@ mod tests {
         assert_eq!(ran_on, std::thread::current().id());
     }
 
+    /// A connection kept busy by a long job until `release` is sent to.
+    struct Held {
+        release: std::sync::mpsc::Sender<()>,
+        job: tokio::task::JoinHandle<Result<(), JournalError>>,
+    }
+
+    impl Held {
+        async fn done(self) {
+            let _ = self.release.send(());
+            self.job.await.unwrap().unwrap();
+        }
+    }
+
+    /// Keeps the reader (or with `writer`, the writer) busy until released.
+    async fn hold(journal: &Journal, writer: bool) -> Held {
+        let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let wait = move || {
+            let _ = held_tx.send(());
+            let _ = release_rx.recv();
+            Ok(())
+        };
+        let journal = journal.clone();
+        let job = tokio::spawn(async move {
+            if writer {
+                journal.write(move |_| wait()).await
+            } else {
+                journal.read(move |_| wait()).await
+            }
+        });
+        held_rx.await.unwrap();
+        Held { release, job }
+    }
+
     #[tokio::test]
     async fn a_point_read_waits_off_the_runtime_while_the_reader_is_busy() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(&dir.path().join("j.db")).unwrap();
-        let (held_tx, held_rx) = tokio::sync::oneshot::channel();
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let busy = tokio::spawn({
-            let journal = journal.clone();
-            async move {
-                journal
-                    .read(move |_| {
-                        let _ = held_tx.send(());
-                        let _ = release_rx.recv();
-                        Ok(())
-                    })
-                    .await
-            }
-        });
-        held_rx.await.unwrap();
+        let held = hold(&journal, false).await;
         // Releases the reader anyway after a while, so that a point read blocking this (only) runtime
         // thread on the reader makes the test fail instead of hang.
-        let watchdog = release_tx.clone();
+        let watchdog = held.release.clone();
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_secs(2));
             let _ = watchdog.send(());
@@ -446,33 +466,17 @@ mod tests {
         });
         tokio::task::yield_now().await;
         assert!(!point.is_finished(), "the point read ran while the reader was held");
-        release_tx.send(()).unwrap();
+        held.done().await;
         assert_eq!(point.await.unwrap().unwrap(), None);
-        busy.await.unwrap().unwrap();
     }
 
     #[tokio::test]
     async fn a_look_for_due_jobs_that_finds_none_does_not_wait_for_the_writer() {
         let dir = tempfile::tempdir().unwrap();
         let journal = Journal::open(&dir.path().join("j.db")).unwrap();
-        let (held_tx, held_rx) = tokio::sync::oneshot::channel();
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let busy = tokio::spawn({
-            let journal = journal.clone();
-            async move {
-                journal
-                    .write(move |_| {
-                        let _ = held_tx.send(());
-                        let _ = release_rx.recv();
-                        Ok(())
-                    })
-                    .await
-            }
-        });
-        held_rx.await.unwrap();
+        let held = hold(&journal, true).await;
         let waited = tokio::time::timeout(Duration::from_secs(2), journal.claim_due(now_ms(), 8)).await;
-        release_tx.send(()).unwrap();
-        busy.await.unwrap().unwrap();
+        held.done().await;
         assert!(waited.expect("the look waited for the writer").unwrap().is_empty());
     }
 
