@@ -176,7 +176,8 @@ impl Journal {
         }
         // Most looks find nothing due (a worker finished, a running job's record changed): a read in place
         // answers those without the writer's hand-off and transaction. A job queued before the look was
-        // committed before it, so the read sees it.
+        // committed before it, so the read sees it. Not `next_due_at`: its MIN reads every queued job's index
+        // entry (a backlog's thousands on each look), where this probe stops at the first due one.
         let any_due = self
             .look_up(move |conn| {
                 Ok(conn
