@@ -148,11 +148,13 @@ impl BareFrames {
 /// `concurrency.pb.js` is in older copies only (its line now runs in `actor.pb.js`).
 const PER_WRITE_HOOKS: &[&str] = &["actor.pb.js", "concurrency.pb.js", "webhook.pb.js"];
 
-/// One PocketBase of the hook comparison: which hooks, and whether they deliver webhooks (to the sink).
+/// One PocketBase of the hook comparison: which hooks, whether they deliver webhooks (to the sink), and
+/// whether a realtime subscriber reads every frame.
 struct Setup {
     name: String,
     hooks: PathBuf,
     deliver: bool,
+    subscribe: bool,
 }
 
 /// A hooks directory holding `only` (a hook file) and every shared module (`*.js` that is not `*.pb.js`)
@@ -169,7 +171,9 @@ fn subset(from: &Path, only: &str, to: &Path) -> Result<()> {
 }
 
 /// The setups for the hooks in `dirs` (label, directory): each per-write hook file alone (delivery off),
-/// all of them with delivery off, and all of them delivering to a sink; first of all, no hooks.
+/// all of them with delivery off, and all of them delivering to a sink; first of all, no hooks. For the
+/// first directory (the project's) also all of them with delivery off and a realtime subscriber that only
+/// reads the frames: what the default intake's stream costs PocketBase before the bridge does anything.
 fn setups(root: &Path, dirs: &[(&str, PathBuf)]) -> Result<Vec<Setup>> {
     let empty = root.join("no-hooks");
     std::fs::create_dir_all(&empty)?;
@@ -177,8 +181,9 @@ fn setups(root: &Path, dirs: &[(&str, PathBuf)]) -> Result<Vec<Setup>> {
         name: "no hooks".into(),
         hooks: empty,
         deliver: false,
+        subscribe: false,
     }];
-    for (label, dir) in dirs {
+    for (n, (label, dir)) in dirs.iter().enumerate() {
         for file in PER_WRITE_HOOKS.iter().filter(|f| dir.join(f).exists()) {
             let to = root.join(format!("{label}-{file}"));
             subset(dir, file, &to)?;
@@ -186,17 +191,30 @@ fn setups(root: &Path, dirs: &[(&str, PathBuf)]) -> Result<Vec<Setup>> {
                 name: format!("{label}: {file} alone, webhook delivery off"),
                 hooks: to,
                 deliver: false,
+                subscribe: false,
             });
         }
         out.push(Setup {
             name: format!("{label}: all project hooks, webhook delivery off (the default)"),
             hooks: dir.clone(),
             deliver: false,
+            subscribe: false,
         });
+        if n == 0 {
+            out.push(Setup {
+                name: format!(
+                    "{label}: all project hooks, webhook delivery off, a realtime subscriber that only reads every frame (no bridge)"
+                ),
+                hooks: dir.clone(),
+                deliver: false,
+                subscribe: true,
+            });
+        }
         out.push(Setup {
             name: format!("{label}: all project hooks delivering to a sink that answers 204"),
             hooks: dir.clone(),
             deliver: true,
+            subscribe: false,
         });
     }
     Ok(out)
@@ -243,6 +261,11 @@ pub async fn compare(
             &format!("s{i}"),
         )
         .await?;
+        if setup.subscribe {
+            let mut frames = super::sse::subscribe(&pb).await?;
+            // Read and dropped; the stream lives as long as this task (PocketBase's), up to the run's end.
+            tokio::spawn(async move { while frames.recv().await.is_some() {} });
+        }
         // Unmeasured: a fresh PocketBase's first writes (and its JS runtimes' first calls) are slower.
         super::writes::timed_patches(&pb, "bot_instances", &instances, 2 * instances.len(), "warm").await;
         running.push((setup, pb, instances, proc, Tally::default()));
@@ -354,4 +377,108 @@ pub async fn compare(
         }
     }
     Ok(())
+}
+
+/// The floor of issue 17's "PocketBase CPU per change": a start's writes made by the bench itself, with no
+/// bridge, paced at `rate` for `n` changes. Per change, on a PocketBase with the project's hooks (delivery
+/// off) and two realtime subscribers (standing for the bridge's stream and the bench's frame watcher, as
+/// in the latency phase): the person's write, then the bridge's two (`deploying`, then the final status
+/// with its `deploy_logs` row in one batch, the same fields as `reconcile::instance` writes). Beside it, the
+/// person's write alone at the same moments on a PocketBase with the same schema, no hooks and one
+/// subscriber: the latency phase's baseline.
+pub async fn start_writes_floor(
+    paths: &Paths,
+    root: &Path,
+    (rate, n): (u32, usize),
+    report: &mut Report,
+) -> Result<()> {
+    let hooks = paths.root.join("hooks/pb_hooks");
+    let (pb, ids, proc) = pb_with_fleet_of(paths, &root.join("floor-hooks"), &hooks, &[], "fl", n).await?;
+    for _ in 0..2 {
+        let mut frames = super::sse::subscribe(&pb).await?;
+        tokio::spawn(async move { while frames.recv().await.is_some() {} });
+    }
+    let bare = BareFrames::start(paths, &root.join("floor-bare"), n).await?;
+    let BareFrames {
+        pb: bare_pb,
+        ids: bare_ids,
+        rx: mut bare_rx,
+        _proc: bare_proc,
+    } = bare;
+    tokio::spawn(async move { while bare_rx.recv().await.is_some() {} });
+
+    let window = procs::Window::open(&[proc.pid(), bare_proc.pid()]);
+    let start = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (k, (id, bare_id)) in ids.iter().zip(&bare_ids).enumerate() {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / f64::from(rate))).await;
+        let (pb, bare_pb, id, bare_id) = (pb.clone(), bare_pb.clone(), id.clone(), bare_id.clone());
+        tasks.spawn(async move {
+            one_start(&pb, &id).await
+                && bare_pb
+                    .patch("bot_instances", &bare_id, &json!({"desired_state": "running"}))
+                    .await
+                    .is_ok_and(|s| s == 200)
+        });
+    }
+    let mut done = 0usize;
+    while let Some(ok) = tasks.join_next().await {
+        done += usize::from(ok.unwrap_or(false));
+    }
+    let usage = window.close();
+    if done < n {
+        anyhow::bail!("start-writes floor: {} of {n} changes failed", n - done);
+    }
+    let per_change = |cpu: f64| cpu * 1000.0 / n as f64;
+    let (hooked, bare_ms) = (per_change(usage.cpu_secs[0]), per_change(usage.cpu_secs[1]));
+    report.add(
+        Figure::new(
+            "1 latency",
+            format!(
+                "PocketBase CPU per change @ {rate}/s, a start's three writes made without the bridge (the person's, `deploying`, the final status and its deploy_logs row in one batch; project hooks, two realtime subscribers)"
+            ),
+            hooked,
+            "ms",
+        )
+        .vs(bare_ms, "no-hook PocketBase, the person's write alone")
+        .saturated(usage.saturated),
+    );
+    report.note(format!(
+        "start-writes floor @ {rate}/s: {n} changes in {:.1} s; PocketBase CPU {:.2} s with the hooks, {:.2} s with none; {:.0}% of the machine busy",
+        usage.wall_secs,
+        usage.cpu_secs[0],
+        usage.cpu_secs[1],
+        100.0 * usage.machine_busy
+    ));
+    Ok(())
+}
+
+/// The person's write and the bridge's two write-backs of one start, one after the other.
+async fn one_start(pb: &Pb, id: &str) -> bool {
+    let path = format!("/api/collections/bot_instances/records/{id}");
+    let deploying = json!({"status": "deploying", "error_message": "", "pending_reason": ""});
+    let running = json!({
+        "status": "running", "error_message": "", "pending_reason": "",
+        "coolify_service_id": format!("svc-{id}"), "coolify_project_id": "proj-floor", "domain": "",
+        "applied_hash": "0123456789abcdef", "secrets_hash": "0123456789abcdef", "router_key_id": "",
+        "template_version": "1", "last_healthy_at": super::client::pb_time(chrono::Utc::now()),
+    });
+    let row = json!({
+        "instance": id, "record_id": id, "collection": "bot_instances", "action": "start",
+        "status": "success", "message": "started", "triggered_by": "floor", "duration_ms": 1,
+    });
+    let batch = json!({"requests": [
+        {"method": "PATCH", "url": path, "body": running},
+        {"method": "POST", "url": "/api/collections/deploy_logs/records", "body": row},
+    ]});
+    let ok = |r: Result<(u16, serde_json::Value)>| r.is_ok_and(|(s, _)| s == 200);
+    ok(pb
+        .request(
+            reqwest::Method::PATCH,
+            &path,
+            Some(&json!({"desired_state": "running"})),
+        )
+        .await)
+        && ok(pb.request(reqwest::Method::PATCH, &path, Some(&deploying)).await)
+        && ok(pb.request(reqwest::Method::POST, "/api/batch", Some(&batch)).await)
 }

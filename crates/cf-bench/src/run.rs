@@ -44,6 +44,11 @@ async fn hook_cost(
     drop(sink);
     let off = hookcost::HookPb::start(paths, &root.join("hooks-off"), None).await?;
     let off_rate = writes::pb_write_rate(&off.pb, &off.instances, secs, "off").await?;
+    // The same PocketBase with a realtime subscriber that reads every frame and does nothing else: what
+    // the default intake's stream costs before the bridge does any work (its ceiling on this machine).
+    let mut frames = super::sse::subscribe(&off.pb).await?;
+    tokio::spawn(async move { while frames.recv().await.is_some() {} });
+    let stream_rate = writes::pb_write_rate(&off.pb, &off.instances, secs, "offrt").await?;
     drop(off);
     for (figure, rate) in [
         (
@@ -51,6 +56,10 @@ async fn hook_cost(
             sink_rate,
         ),
         ("project hooks with webhook delivery off", off_rate),
+        (
+            "project hooks with webhook delivery off and a realtime subscriber that only reads every frame (no bridge)",
+            stream_rate,
+        ),
     ] {
         report.add(
             Figure::new(
@@ -104,7 +113,17 @@ async fn hook_cost_only(
     )
     .await?;
     report.note(format!("hook cost: load average after: {}", procs::load_average()));
-    Ok(())
+    start_writes_floor(paths, root, sizes, report).await
+}
+
+/// [`hookcost::start_writes_floor`] at the first latency rate, as many changes as its phase makes.
+async fn start_writes_floor(paths: &Paths, root: &Path, sizes: &super::Sizes, report: &mut Report) -> Result<()> {
+    let Some(&rate) = sizes.rates.first() else {
+        return Ok(());
+    };
+    let n = ((sizes.phase_secs * f64::from(rate)) as usize).max(sizes.min_samples);
+    eprintln!("a start's writes without the bridge at {rate}/s ({n} changes) ...");
+    hookcost::start_writes_floor(paths, root, (rate, n), report).await
 }
 
 pub fn machine() -> String {
@@ -332,6 +351,7 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
     .await?;
     eprintln!("project hooks without the bridge ...");
     hook_cost(paths, root, sizes.throughput_secs, (bare, bare_bridge), &mut report).await?;
+    start_writes_floor(paths, root, &sizes, &mut report).await?;
     eprintln!("webhook acknowledgement, hook cost and the naive hook ...");
     resources::acks(&a, &pool, sizes.acks, &mut report).await?;
     resources::acks_paced(&a, &pool, (sizes.ack_rate, sizes.paced_acks), full, &mut report).await?;

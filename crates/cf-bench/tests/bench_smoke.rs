@@ -47,6 +47,21 @@ fn tiny_bench_prints_the_table_and_the_json() {
             .any(|l| l.contains("first Coolify call p50") && l.contains(" ms (no-hook frame)") && l.contains(" ms) |")),
         "no measured latency with its overhead:\n{stdout}"
     );
+    // The baselines that bound two of issue 17's targets are measured too: a realtime subscriber that only
+    // reads frames beside the hooks alone, and a start's writes made without the bridge.
+    let measured = |l: &&str| {
+        let ratio = l.split('|').map(str::trim).nth(5).unwrap_or("");
+        ratio.starts_with(|c: char| c.is_ascii_digit()) && ratio.contains('x')
+    };
+    for row in [
+        "a realtime subscriber that only reads every frame (no bridge) vs no hooks | ",
+        "a start's three writes made without the bridge",
+    ] {
+        assert!(
+            stdout.lines().filter(|l| l.contains(row)).any(|l| measured(&l)),
+            "no measured row with {row:?} and its ratio:\n{stdout}"
+        );
+    }
     assert!(
         stdout.contains("| Coolify calls made by that resync (its drift check) | 1 |"),
         "resync of unchanged records made other calls than one list:\n{stdout}"
