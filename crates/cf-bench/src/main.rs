@@ -36,7 +36,7 @@ struct Args {
     /// Measure the stream check's ping only.
     #[arg(long)]
     ping_only: bool,
-    /// Measure the project hooks' cost to PocketBase writes only.
+    /// Measure the project hooks' cost to PocketBase writes and the floor of its CPU per change only.
     #[arg(long)]
     hook_cost_only: bool,
     /// With --hook-cost-only: also measure this hooks directory (e.g. an older hooks/pb_hooks), alternated

@@ -17,7 +17,8 @@ use super::{Mode, Overrides, hookcost, idle, latency, ping, resources, writes};
 const A_BUDGET: u32 = 100_000;
 
 /// Splits the project hook's cost to PocketBase writes: the hooks delivering to a sink that answers at
-/// once, and the hooks with delivery off, each beside the same flood against PocketBase with no hooks.
+/// once, the hooks with delivery off, and those with a realtime subscriber that only reads, each beside
+/// the same flood against PocketBase with no hooks.
 /// Also a write of a bridge-owned field (`error_message`, as the bridge's write-backs make), beside the
 /// same write with no hooks (`bare_bridge`): the hook posts no webhook for it.
 async fn hook_cost(
@@ -85,7 +86,7 @@ async fn hook_cost(
 
 /// `--hook-cost-only`: the project's hooks (each per-write hook file alone, all with webhook delivery off,
 /// all delivering to a sink) and optionally another copy of them, beside a PocketBase with the same schema
-/// and no hooks, alternated in one run.
+/// and no hooks, alternated in one run; then the floor of PocketBase's CPU per change.
 async fn hook_cost_only(
     paths: &Paths,
     root: &Path,
