@@ -384,8 +384,8 @@ pub async fn compare(
 /// off) and two realtime subscribers (standing for the bridge's stream and the bench's frame watcher, as
 /// in the latency phase): the person's write, then the bridge's two (`deploying`, then the final status
 /// with its `deploy_logs` row in one batch, the same fields as `reconcile::instance` writes). Beside it, the
-/// person's write alone at the same moments on a PocketBase with the same schema, no hooks and one
-/// subscriber: the latency phase's baseline.
+/// person's write alone, made once its change's three are answered, on a PocketBase with the same schema, no
+/// hooks and one subscriber: the latency phase's baseline.
 pub async fn start_writes_floor(
     paths: &Paths,
     root: &Path,
