@@ -262,9 +262,7 @@ pub async fn compare(
         )
         .await?;
         if setup.subscribe {
-            let mut frames = super::sse::subscribe(&pb).await?;
-            // Read and dropped; the stream lives as long as this task (PocketBase's), up to the run's end.
-            tokio::spawn(async move { while frames.recv().await.is_some() {} });
+            super::sse::read_and_drop(&pb).await?;
         }
         // Unmeasured: a fresh PocketBase's first writes (and its JS runtimes' first calls) are slower.
         super::writes::timed_patches(&pb, "bot_instances", &instances, 2 * instances.len(), "warm").await;
@@ -395,8 +393,7 @@ pub async fn start_writes_floor(
     let hooks = paths.root.join("hooks/pb_hooks");
     let (pb, ids, proc) = pb_with_fleet_of(paths, &root.join("floor-hooks"), &hooks, &[], "fl", n).await?;
     for _ in 0..2 {
-        let mut frames = super::sse::subscribe(&pb).await?;
-        tokio::spawn(async move { while frames.recv().await.is_some() {} });
+        super::sse::read_and_drop(&pb).await?;
     }
     let bare = BareFrames::start(paths, &root.join("floor-bare"), n).await?;
     let BareFrames {

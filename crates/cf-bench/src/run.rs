@@ -47,8 +47,7 @@ async fn hook_cost(
     let off_rate = writes::pb_write_rate(&off.pb, &off.instances, secs, "off").await?;
     // The same PocketBase with a realtime subscriber that reads every frame and does nothing else: what
     // the default intake's stream costs before the bridge does any work (its ceiling on this machine).
-    let mut frames = super::sse::subscribe(&off.pb).await?;
-    tokio::spawn(async move { while frames.recv().await.is_some() {} });
+    super::sse::read_and_drop(&off.pb).await?;
     let stream_rate = writes::pb_write_rate(&off.pb, &off.instances, secs, "offrt").await?;
     drop(off);
     for (figure, rate) in [

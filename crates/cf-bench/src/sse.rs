@@ -16,6 +16,14 @@ pub struct Seen {
     pub record: Value,
 }
 
+/// A subscriber that reads and parses every frame and keeps none (the least any reader of the stream
+/// costs PocketBase); it reads until PocketBase goes away.
+pub async fn read_and_drop(pb: &Pb) -> Result<()> {
+    let mut frames = subscribe(pb).await?;
+    tokio::spawn(async move { while frames.recv().await.is_some() {} });
+    Ok(())
+}
+
 /// Connects, subscribes to `bot_instances/*` and forwards frames until the stream ends or the receiver
 /// is dropped. Returns once the subscription is active.
 pub async fn subscribe(pb: &Pb) -> Result<mpsc::UnboundedReceiver<Seen>> {
