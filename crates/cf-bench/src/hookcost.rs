@@ -12,7 +12,7 @@ use serde_json::json;
 use super::client::{Pb, http};
 use cf_testkit::TestPb;
 
-use super::procs::{self, Paths};
+use super::procs::{self, POCKETBASE_DEFAULT_HOOKS_POOL, Paths};
 use super::report::{Figure, Goal, Report};
 use super::stack::create_fleet;
 use super::stats::summarize;
@@ -155,6 +155,8 @@ struct Setup {
     hooks: PathBuf,
     deliver: bool,
     subscribe: bool,
+    /// `--hooksPool` instead of the bench's.
+    pool: Option<u32>,
 }
 
 /// A hooks directory holding `only` (a hook file) and every shared module (`*.js` that is not `*.pb.js`)
@@ -173,8 +175,9 @@ fn subset(from: &Path, only: &str, to: &Path) -> Result<()> {
 /// The setups for the hooks in `dirs` (label, directory): each per-write hook file alone (delivery off),
 /// all of them with delivery off, and all of them delivering to a sink; first of all, no hooks. For the
 /// first directory (the project's) also all of them with delivery off and a realtime subscriber that only
-/// reads the frames: what the default intake's stream costs PocketBase before the bridge does anything.
-fn setups(root: &Path, dirs: &[(&str, PathBuf)]) -> Result<Vec<Setup>> {
+/// reads the frames: what the default intake's stream costs PocketBase before the bridge does anything;
+/// and, when the bench's `pool` is not PocketBase's default, those two at the default pool.
+fn setups(root: &Path, dirs: &[(&str, PathBuf)], pool: u32) -> Result<Vec<Setup>> {
     let empty = root.join("no-hooks");
     std::fs::create_dir_all(&empty)?;
     let mut out = vec![Setup {
@@ -182,6 +185,7 @@ fn setups(root: &Path, dirs: &[(&str, PathBuf)]) -> Result<Vec<Setup>> {
         hooks: empty,
         deliver: false,
         subscribe: false,
+        pool: None,
     }];
     for (n, (label, dir)) in dirs.iter().enumerate() {
         for file in PER_WRITE_HOOKS.iter().filter(|f| dir.join(f).exists()) {
@@ -192,6 +196,7 @@ fn setups(root: &Path, dirs: &[(&str, PathBuf)]) -> Result<Vec<Setup>> {
                 hooks: to,
                 deliver: false,
                 subscribe: false,
+                pool: None,
             });
         }
         out.push(Setup {
@@ -199,6 +204,7 @@ fn setups(root: &Path, dirs: &[(&str, PathBuf)]) -> Result<Vec<Setup>> {
             hooks: dir.clone(),
             deliver: false,
             subscribe: false,
+            pool: None,
         });
         if n == 0 {
             out.push(Setup {
@@ -208,13 +214,32 @@ fn setups(root: &Path, dirs: &[(&str, PathBuf)]) -> Result<Vec<Setup>> {
                 hooks: dir.clone(),
                 deliver: false,
                 subscribe: true,
+                pool: None,
             });
+            // The same two at PocketBase's own pool: what the deployment's larger pool is worth.
+            if pool != POCKETBASE_DEFAULT_HOOKS_POOL {
+                for (subscribe, what) in [
+                    (false, ""),
+                    (true, ", a realtime subscriber that only reads every frame (no bridge)"),
+                ] {
+                    out.push(Setup {
+                        name: format!(
+                            "{label}: all project hooks, webhook delivery off{what}, PocketBase's default --hooksPool ({POCKETBASE_DEFAULT_HOOKS_POOL})"
+                        ),
+                        hooks: dir.clone(),
+                        deliver: false,
+                        subscribe,
+                        pool: Some(POCKETBASE_DEFAULT_HOOKS_POOL),
+                    });
+                }
+            }
         }
         out.push(Setup {
             name: format!("{label}: all project hooks delivering to a sink that answers 204"),
             hooks: dir.clone(),
             deliver: true,
             subscribe: false,
+            pool: None,
         });
     }
     Ok(out)
@@ -244,7 +269,7 @@ pub async fn compare(
 ) -> Result<()> {
     let sink = Sink::start()?;
     let mut running = Vec::new();
-    for (i, setup) in setups(root, dirs)?.into_iter().enumerate() {
+    for (i, setup) in setups(root, dirs, paths.hooks_pool)?.into_iter().enumerate() {
         let env = if setup.deliver {
             vec![
                 ("CF_BRIDGE_WEBHOOK_URL", sink.url.clone()),
@@ -253,8 +278,12 @@ pub async fn compare(
         } else {
             Vec::new()
         };
+        let pooled = Paths {
+            hooks_pool: setup.pool.unwrap_or(paths.hooks_pool),
+            ..paths.clone()
+        };
         let (pb, instances, proc) = pb_with_fleet(
-            paths,
+            &pooled,
             &root.join(format!("pb-{i}")),
             &setup.hooks,
             &env,

@@ -18,6 +18,10 @@ struct Args {
     /// The PocketBase binary (default: scripts/install-pocketbase.sh).
     #[arg(long)]
     pocketbase: Option<PathBuf>,
+    /// `--hooksPool` of every PocketBase the bench starts: the JS runtimes it keeps for hook handlers.
+    /// Default: the deployment example's (docs/DEPLOY.md); PocketBase's own default is 15.
+    #[arg(long, default_value_t = cf_bench::procs::DEPLOYED_HOOKS_POOL, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    hooks_pool: u32,
     /// Keep data and logs here instead of a temporary directory.
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -82,7 +86,7 @@ async fn main() -> std::process::ExitCode {
         idle_only: args.idle_only,
     };
     let started = chrono::Utc::now();
-    match run::run(args.mode, overrides, args.pocketbase, args.work_dir).await {
+    match run::run(args.mode, overrides, (args.pocketbase, args.hooks_pool), args.work_dir).await {
         Ok(report) => {
             println!("{}", report.render());
             if let Some(path) = args.json {

@@ -10,24 +10,32 @@ use cf_testkit::{PbOptions, TestPb};
 pub const PB_EMAIL: &str = "bench@bench.local";
 pub const PB_PASSWORD: &str = "bench-superuser-password";
 
-/// Where the binaries and project files are.
+/// The `--hooksPool` of the deployment example (docs/DEPLOY.md): at least the writes PocketBase takes at
+/// once (the floods' 32 writers), since a hook call that finds every runtime busy builds one of its own.
+pub const DEPLOYED_HOOKS_POOL: u32 = 64;
+/// PocketBase's own `--hooksPool` when none is given.
+pub const POCKETBASE_DEFAULT_HOOKS_POOL: u32 = 15;
+
+/// Where the binaries and project files are, and how PocketBase is started.
 #[derive(Debug, Clone)]
 pub struct Paths {
     pub pocketbase: PathBuf,
     pub bin_dir: PathBuf,
     pub root: PathBuf,
+    pub hooks_pool: u32,
 }
 
 impl Paths {
     /// `bin_dir` holds cf-bridge and coolify-sim (the directory of the running cf-bench); PocketBase is
     /// `pocketbase`, else the one the test kit finds.
-    pub fn discover(pocketbase: Option<PathBuf>) -> Result<Paths> {
+    pub fn discover(pocketbase: Option<PathBuf>, hooks_pool: u32) -> Result<Paths> {
         let exe = std::env::current_exe().context("locate cf-bench")?;
         let bin_dir = exe.parent().context("cf-bench has no parent directory")?.to_path_buf();
         Ok(Paths {
             pocketbase: pocketbase.unwrap_or_else(|| cf_testkit::pocketbase::pocketbase_bin().to_path_buf()),
             bin_dir,
             root: cf_testkit::repo_root(),
+            hooks_pool,
         })
     }
 }
@@ -45,6 +53,7 @@ pub async fn start_pocketbase(
         data_dir: Some(data_dir.to_path_buf()),
         superuser: Some((PB_EMAIL.to_string(), PB_PASSWORD.to_string())),
         binary: Some(paths.pocketbase.clone()),
+        hooks_pool: Some(paths.hooks_pool),
         ..PbOptions::default()
     })
     .await

@@ -50,7 +50,30 @@ async fn hook_cost(
     super::sse::read_and_drop(&off.pb).await?;
     let stream_rate = writes::pb_write_rate(&off.pb, &off.instances, secs, "offrt").await?;
     drop(off);
-    for (figure, rate) in [
+    // The same two at PocketBase's own pool, when the bench runs another: what the deployment's pool is worth.
+    let mut at_default_pool = Vec::new();
+    if paths.hooks_pool != procs::POCKETBASE_DEFAULT_HOOKS_POOL {
+        let pooled = Paths {
+            hooks_pool: procs::POCKETBASE_DEFAULT_HOOKS_POOL,
+            ..paths.clone()
+        };
+        let off = hookcost::HookPb::start(&pooled, &root.join("hooks-off-default-pool"), None).await?;
+        let off_rate = writes::pb_write_rate(&off.pb, &off.instances, secs, "off15").await?;
+        super::sse::read_and_drop(&off.pb).await?;
+        let stream_rate = writes::pb_write_rate(&off.pb, &off.instances, secs, "offrt15").await?;
+        let pool = procs::POCKETBASE_DEFAULT_HOOKS_POOL;
+        at_default_pool.push((
+            format!("project hooks with webhook delivery off, PocketBase's default --hooksPool ({pool})"),
+            off_rate,
+        ));
+        at_default_pool.push((
+            format!(
+                "project hooks with webhook delivery off and a realtime subscriber that only reads every frame (no bridge), PocketBase's default --hooksPool ({pool})"
+            ),
+            stream_rate,
+        ));
+    }
+    let rows = [
         (
             "project hooks delivering to a sink that answers 204 (no bridge)",
             sink_rate,
@@ -60,7 +83,9 @@ async fn hook_cost(
             "project hooks with webhook delivery off and a realtime subscriber that only reads every frame (no bridge)",
             stream_rate,
         ),
-    ] {
+    ]
+    .map(|(figure, rate)| (figure.to_string(), rate));
+    for (figure, rate) in rows.into_iter().chain(at_default_pool) {
         report.add(
             Figure::new(
                 "2 throughput",
@@ -147,10 +172,10 @@ pub fn machine() -> String {
 pub async fn run(
     mode: Mode,
     overrides: Overrides,
-    pocketbase: Option<PathBuf>,
+    (pocketbase, hooks_pool): (Option<PathBuf>, u32),
     work_dir: Option<PathBuf>,
 ) -> Result<Report> {
-    let paths = Paths::discover(pocketbase)?;
+    let paths = Paths::discover(pocketbase, hooks_pool)?;
     let keep = work_dir.is_some();
     let root = work_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("cf-bench-{}", std::process::id())));
     let result = scenarios(mode, &overrides, &paths, &root).await;
@@ -165,11 +190,12 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
     let full = mode == Mode::Full;
     let mut report = Report::default();
     report.note(format!(
-        "machine: {}; mode {mode:?} ({} instances, pool {}, rates {:?}); cf-bridge build: {}",
+        "machine: {}; mode {mode:?} ({} instances, pool {}, rates {:?}); every PocketBase started with --hooksPool={}; cf-bridge build: {}",
         machine(),
         sizes.instances,
         sizes.pool,
         sizes.rates,
+        paths.hooks_pool,
         if cfg!(debug_assertions) { "debug" } else { "release" }
     ));
     let from_env = super::stack::settings_from_env();

@@ -37,6 +37,8 @@ pub struct PbOptions {
     pub superuser: Option<(String, String)>,
     /// The binary (default: [`pocketbase_bin`]).
     pub binary: Option<PathBuf>,
+    /// `--hooksPool`: the JS runtimes PocketBase keeps for hook handlers (default: PocketBase's, 15).
+    pub hooks_pool: Option<u32>,
 }
 
 impl PbOptions {
@@ -58,6 +60,7 @@ pub struct TestPb {
     migrations_dir: PathBuf,
     binary: PathBuf,
     watch_hooks: bool,
+    hooks_pool: Option<u32>,
     env: Vec<(String, String)>,
     child: Option<Child>,
     http: reqwest::Client,
@@ -158,6 +161,7 @@ impl TestPb {
             migrations_dir,
             binary: opts.binary.clone().unwrap_or_else(|| pocketbase_bin().to_path_buf()),
             watch_hooks: opts.watch_hooks,
+            hooks_pool: opts.hooks_pool,
             env: opts.env,
             child: None,
             http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
@@ -219,6 +223,7 @@ impl TestPb {
             .arg("--hooksDir")
             .arg(&self.hooks_dir)
             .arg(format!("--hooksWatch={}", self.watch_hooks))
+            .args(self.hooks_pool.map(|n| format!("--hooksPool={n}")))
             .arg("--automigrate=false")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
