@@ -18,7 +18,8 @@ const A_BUDGET: u32 = 100_000;
 
 /// Splits the project hook's cost to PocketBase writes: the hooks delivering to a sink that answers at
 /// once, the hooks with delivery off, and those with a realtime subscriber that only reads, each beside
-/// the same flood against PocketBase with no hooks.
+/// the same flood against PocketBase with no hooks; the last two also at PocketBase's default hook pool
+/// when the bench runs another.
 /// Also a write of a bridge-owned field (`error_message`, as the bridge's write-backs make), beside the
 /// same write with no hooks (`bare_bridge`): the hook posts no webhook for it.
 async fn hook_cost(
