@@ -13,7 +13,9 @@
 //!   different frames of one `updated` make the version ambiguous;
 //! - any other source's event for the record (webhook, resync, tenant fan-out, health) and a delete frame
 //!   leave a mark instead: such a run reads, and no frame of that version or an older one is held after;
-//! - the stream's end, and each new subscription, drop everything (frames may be missed in between);
+//! - the stream's end, and each new subscription, drop everything (frames may be missed in between), and
+//!   nothing is kept while this process holds no stream: a follower replica (only the leader subscribes)
+//!   or one between two sessions would keep a read tenant that nothing tells it has changed since;
 //! - the job takes an instance only when it is newer than the version the journal records as applied
 //!   ([`usable`]), which also covers most late frames that come after their record's entry was evicted.
 //!   What remains (a frame later than [`INSTANCES`] others, of a version between the applied one and the
@@ -23,8 +25,8 @@
 //!   ([`Latest::wrote`]): the frames of the job's earlier writes, and the write's own frame, may come after
 //!   it. A write that failed (it may have been carried out) leaves the record unread: only a read settles it.
 //!
-//! A tenant or template read with an instance is kept too ([`Latest::learned`]): while the stream is up,
-//! any later change of it comes as a frame, which replaces it. A tenant's job wakes only the instances it
+//! A tenant or template read with an instance is kept too ([`Latest::learned`]), only while the stream is
+//! up: any later change of it then comes as a frame, which replaces it. A tenant's job wakes only the instances it
 //! lists, and one created after that listing is not woken again, so its job must not work from a tenant
 //! older than the one the tenant's job acted on: the tenant's job keeps the tenant it read before it lists
 //! (its own writes are kept as above).
@@ -201,6 +203,8 @@ struct Inner {
     instances: Versions<BotInstance>,
     tenants: Versions<Tenant>,
     templates: Versions<BotTemplate>,
+    /// This process's realtime stream is subscribed: only then is anything kept.
+    live: bool,
 }
 
 /// See the module documentation. Shared by the realtime consumer (which fills it), the intake (which
@@ -216,6 +220,7 @@ impl Default for Latest {
                 instances: Versions::new(INSTANCES),
                 tenants: Versions::new(TENANTS),
                 templates: Versions::new(TEMPLATES),
+                live: false,
             }),
         }
     }
@@ -246,7 +251,7 @@ impl Latest {
     /// The stream brought version `updated` of record `id`; the frame's record is `None` when it could not
     /// be decoded: that version is then known to exist but is not held.
     pub fn saw(&self, id: &str, updated: &str, frame: Frame) {
-        let mut inner = self.inner();
+        let Some(mut inner) = self.live() else { return };
         match frame {
             Frame::Instance(v) => inner.instances.saw(id, updated, v.map(|i| *i)),
             Frame::Tenant(v) => inner.tenants.saw(id, updated, v),
@@ -259,7 +264,7 @@ impl Latest {
     /// tenant, its health): its job reads it, and no frame of that version or an older one is held after.
     /// An announcement older than the version held leaves it held: that version is newer.
     pub fn announced(&self, kind: Kind, id: &str, updated: Option<&str>) {
-        let mut inner = self.inner();
+        let Some(mut inner) = self.live() else { return };
         match kind {
             Kind::Instance => inner.instances.announced(id, updated),
             Kind::Tenant => inner.tenants.announced(id, updated),
@@ -271,7 +276,7 @@ impl Latest {
     /// tenant and template are kept for the next change of an instance of theirs; the instance settles
     /// what a write whose answer was lost left unknown.
     pub fn learned(&self, instance: Option<&BotInstance>, tenant: Option<&Tenant>, template: Option<&BotTemplate>) {
-        let mut inner = self.inner();
+        let Some(mut inner) = self.live() else { return };
         if let Some(i) = instance {
             inner.instances.learned(&i.id, i.updated.as_ref(), i);
         }
@@ -288,7 +293,7 @@ impl Latest {
     /// write's own frame may come after frames of later versions, and the bridge's earlier writes' frames
     /// after it: without this, a job could take one of those older records for the newest.
     pub fn wrote(&self, collection: Collection, id: &str, answer: Option<&serde_json::Value>) {
-        let mut inner = self.inner();
+        let Some(mut inner) = self.live() else { return };
         match collection {
             Collection::BotInstances => match parse::<BotInstance>(answer) {
                 Some(i) if i.id == id && i.updated.is_some() => inner.instances.learned(id, i.updated.as_ref(), &i),
@@ -301,13 +306,28 @@ impl Latest {
         }
     }
 
-    /// The stream ended or subscribed anew: frames may have been missed, so nothing held is known to be
-    /// the newest.
-    pub fn clear(&self) {
+    /// The stream is subscribed anew: frames may have been missed before, so nothing held is known to be
+    /// the newest; from now on frames replace what is kept.
+    pub fn subscribed(&self) {
+        self.reset(true);
+    }
+
+    /// The stream ended: frames may be missed until the next subscription, so nothing is kept meanwhile.
+    pub fn stream_ended(&self) {
+        self.reset(false);
+    }
+
+    fn reset(&self, live: bool) {
         let mut inner = self.inner();
         inner.instances.clear();
         inner.tenants.clear();
         inner.templates.clear();
+        inner.live = live;
+    }
+
+    /// The store to change, unless no stream is subscribed (then nothing is kept).
+    fn live(&self) -> Option<std::sync::MutexGuard<'_, Inner>> {
+        Some(self.inner()).filter(|inner| inner.live)
     }
 
     /// The newest instance the stream brought, with the tenant and template it names; `None` unless all
@@ -488,6 +508,7 @@ mod tests {
     #[test]
     fn an_instance_is_handed_out_only_with_the_relations_it_names() {
         let l = Latest::default();
+        l.subscribed();
         l.saw(
             "i1",
             T2,
@@ -514,15 +535,59 @@ mod tests {
         assert!(l.get("i1").is_none());
         l.learned(None, Some(&tenant("t1", T2, "acme")), None);
         assert!(l.get("i1").is_some());
-        l.clear();
-        let inner = l.inner();
-        assert!(inner.instances.entries.is_empty() && inner.tenants.entries.is_empty());
-        assert!(inner.templates.entries.is_empty());
+        l.stream_ended();
+        {
+            let inner = l.inner();
+            assert!(inner.instances.entries.is_empty() && inner.tenants.entries.is_empty());
+            assert!(inner.templates.entries.is_empty());
+        }
+        l.subscribed();
+        assert!(l.get("i1").is_none(), "a new session starts from nothing");
+    }
+
+    /// A follower replica (only the leader subscribes) once kept the tenant it read while the tenant had no
+    /// project yet; the leader's tenant job then created the project and woke the instance, and the
+    /// follower's next run took the kept tenant again and waited for good (a PostgreSQL replica test).
+    #[test]
+    fn nothing_is_kept_while_no_stream_is_subscribed() {
+        let l = Latest::default();
+        let mut read = instance("i1", "t1", "p1", "stopped");
+        read.updated = Some(
+            chrono::NaiveDateTime::parse_from_str(T1, "%Y-%m-%d %H:%M:%S%.3fZ")
+                .unwrap()
+                .and_utc(),
+        );
+        let everything = |l: &Latest| {
+            l.learned(Some(&read), Some(&tenant("t1", T1, "acme")), Some(&template("p1", T1)));
+            l.saw(
+                "i2",
+                T2,
+                Frame::Instance(Some(Box::new(instance("i2", "t1", "p1", "running")))),
+            );
+            let answer = json!({"id": "i3", "tenant": "t1", "template": "p1", "name": "n", "subdomain": "s",
+                                "desired_state": "running", "config": {}, "updated": T3});
+            l.wrote(Collection::BotInstances, "i3", Some(&answer));
+        };
+        everything(&l);
+        for id in ["i1", "i2", "i3"] {
+            assert!(l.get(id).is_none(), "{id} is held though no stream was ever subscribed");
+        }
+        l.subscribed();
+        everything(&l);
+        for id in ["i1", "i2", "i3"] {
+            assert!(l.get(id).is_some(), "{id} is not held while the stream is up");
+        }
+        l.stream_ended();
+        everything(&l);
+        for id in ["i1", "i2", "i3"] {
+            assert!(l.get(id).is_none(), "{id} is held after the stream ended");
+        }
     }
 
     #[test]
     fn the_bridges_own_write_is_the_newest_and_a_lost_one_only_a_read_settles() {
         let l = Latest::default();
+        l.subscribed();
         l.learned(None, Some(&tenant("t1", T1, "acme")), Some(&template("p1", T1)));
         let frame = |status: &str| Frame::Instance(Some(Box::new(instance("i1", "t1", "p1", status))));
         l.saw("i1", T1, frame("stopped"));

@@ -706,8 +706,8 @@ impl Consumer {
         let metrics = self.intake.metrics();
         metrics.realtime_connected.set(1);
         metrics.realtime_reconnects.inc();
-        // Frames may have been missed since the last session, and reads kept meanwhile may be stale.
-        self.intake.latest().clear();
+        // Frames may have been missed since the last session.
+        self.intake.latest().subscribed();
         self.on_connect.send_modify(|n| *n += 1);
         tracing::info!(topics = ?TOPICS, "PocketBase realtime subscribed");
         Ok(connect.client_id)
@@ -784,7 +784,7 @@ impl Consumer {
             let outcome = self.session(&client, &cancel, &mut connected_at).await;
             self.intake.metrics().realtime_connected.set(0);
             // Frames may be missed until the next session's resync: none held is known to be the newest.
-            self.intake.latest().clear();
+            self.intake.latest().stream_ended();
             if connected_at.is_some_and(|t| t.elapsed() >= HEALTHY_AFTER) {
                 backoff.reset();
             }
