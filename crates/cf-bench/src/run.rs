@@ -44,49 +44,34 @@ async fn hook_cost(
         ));
     }
     drop(sink);
-    let off = hookcost::HookPb::start(paths, &root.join("hooks-off"), None).await?;
-    let off_rate = writes::pb_write_rate(&off.pb, &off.instances, secs, "off").await?;
-    // The same PocketBase with a realtime subscriber that reads every frame and does nothing else: what
-    // the default intake's stream costs before the bridge does any work (its ceiling on this machine).
-    super::sse::read_and_drop(&off.pb).await?;
-    let stream_rate = writes::pb_write_rate(&off.pb, &off.instances, secs, "offrt").await?;
-    drop(off);
+    const OFF: &str = "project hooks with webhook delivery off";
+    const READER: &str =
+        "project hooks with webhook delivery off and a realtime subscriber that only reads every frame (no bridge)";
+    let (off_rate, stream_rate) = off_then_read(paths, &root.join("hooks-off"), secs, "off").await?;
+    let mut rows = vec![
+        (
+            "project hooks delivering to a sink that answers 204 (no bridge)".to_string(),
+            sink_rate,
+        ),
+        (OFF.to_string(), off_rate),
+        (READER.to_string(), stream_rate),
+    ];
     // The same two at PocketBase's own pool, when the bench runs another: what the deployment's pool is worth.
-    let mut at_default_pool = Vec::new();
     if paths.hooks_pool != procs::POCKETBASE_DEFAULT_HOOKS_POOL {
         let pooled = Paths {
             hooks_pool: procs::POCKETBASE_DEFAULT_HOOKS_POOL,
             ..paths.clone()
         };
-        let off = hookcost::HookPb::start(&pooled, &root.join("hooks-off-default-pool"), None).await?;
-        let off_rate = writes::pb_write_rate(&off.pb, &off.instances, secs, "off15").await?;
-        super::sse::read_and_drop(&off.pb).await?;
-        let stream_rate = writes::pb_write_rate(&off.pb, &off.instances, secs, "offrt15").await?;
-        let pool = procs::POCKETBASE_DEFAULT_HOOKS_POOL;
-        at_default_pool.push((
-            format!("project hooks with webhook delivery off, PocketBase's default --hooksPool ({pool})"),
-            off_rate,
-        ));
-        at_default_pool.push((
-            format!(
-                "project hooks with webhook delivery off and a realtime subscriber that only reads every frame (no bridge), PocketBase's default --hooksPool ({pool})"
-            ),
-            stream_rate,
-        ));
+        let (off_rate, stream_rate) =
+            off_then_read(&pooled, &root.join("hooks-off-default-pool"), secs, "off15").await?;
+        let at = format!(
+            ", PocketBase's default --hooksPool ({})",
+            procs::POCKETBASE_DEFAULT_HOOKS_POOL
+        );
+        rows.push((format!("{OFF}{at}"), off_rate));
+        rows.push((format!("{READER}{at}"), stream_rate));
     }
-    let rows = [
-        (
-            "project hooks delivering to a sink that answers 204 (no bridge)",
-            sink_rate,
-        ),
-        ("project hooks with webhook delivery off", off_rate),
-        (
-            "project hooks with webhook delivery off and a realtime subscriber that only reads every frame (no bridge)",
-            stream_rate,
-        ),
-    ]
-    .map(|(figure, rate)| (figure.to_string(), rate));
-    for (figure, rate) in rows.into_iter().chain(at_default_pool) {
+    for (figure, rate) in rows {
         report.add(
             Figure::new(
                 "2 throughput",
@@ -107,6 +92,17 @@ async fn hook_cost(
         .vs(bare_bridge, "no hooks"),
     );
     Ok(())
+}
+
+/// The flood against a PocketBase of its own with the project's hooks and webhook delivery off, then
+/// again with a realtime subscriber that reads every frame and does nothing else: what the default
+/// intake's stream costs before the bridge does any work (its ceiling on this machine).
+async fn off_then_read(paths: &Paths, dir: &Path, secs: f64, tag: &str) -> Result<(f64, f64)> {
+    let off = hookcost::HookPb::start(paths, dir, None).await?;
+    let off_rate = writes::pb_write_rate(&off.pb, &off.instances, secs, tag).await?;
+    super::sse::read_and_drop(&off.pb).await?;
+    let stream_rate = writes::pb_write_rate(&off.pb, &off.instances, secs, &format!("{tag}rt")).await?;
+    Ok((off_rate, stream_rate))
 }
 
 /// `--hook-cost-only`: the project's hooks (each per-write hook file alone, all with webhook delivery off,
