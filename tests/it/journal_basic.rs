@@ -66,6 +66,44 @@ cf_testkit::on_both_journals! {
         assert!(jobs.iter().all(|job| job.coalesced == 0));
     }
 
+    async fn two_versions_stamped_in_one_millisecond_are_both_journaled(t: TestJournal) {
+        // PocketBase stamps `updated` to the millisecond: writes of one record within one share it.
+        let j = &t.journal;
+        let version = |source, collection, field: &str, value: &str| {
+            let mut e = event(source, "r1", "t1");
+            e.collection = collection;
+            e.dedupe_key = NewEvent::change_key(collection, "r1", Action::Update, Some("t1"));
+            e.payload = json!({"id": "r1", "updated": "t1", field: value});
+            e
+        };
+        for (collection, field) in [(Collection::BotInstances, "name"), (Collection::Tenants, "status")] {
+            new_ids(j.ingest(version(Source::Realtime, collection, field, "a")).await.expect("ingest"));
+            // A second write in that millisecond: a change, not the first one's duplicate.
+            new_ids(j.ingest(version(Source::Realtime, collection, field, "b")).await.expect("ingest"));
+            // Each version seen again, through the other source or the same one, is a duplicate.
+            for (source, value) in [(Source::Webhook, "b"), (Source::Webhook, "a"), (Source::Realtime, "b")] {
+                let again = j.ingest(version(source, collection, field, value)).await.expect("ingest");
+                assert_eq!(again, Ingested::Duplicate, "{collection:?} {source:?} {value}");
+            }
+        }
+        let events = all_events(j).await;
+        assert_eq!(events.len(), 4, "two versions of each record: {events:?}");
+        // A secret-looking config key is stripped from the stored record, but its change is still seen.
+        let secret = |token: &str| {
+            let mut e = event(Source::Realtime, "r2", "t1");
+            e.payload = json!({"id": "r2", "updated": "t1", "config": {"BOT_TOKEN": token}});
+            e
+        };
+        new_ids(j.ingest(secret("old")).await.expect("ingest"));
+        new_ids(j.ingest(secret("new")).await.expect("ingest"));
+        // A resync hint of that millisecond names no version: what is journaled covers it.
+        let hint = NewEvent {
+            payload: json!({"id": "r2", "updated": "t1"}),
+            ..event(Source::Resync, "r2", "t1")
+        };
+        assert_eq!(j.ingest(hint).await.expect("ingest"), Ingested::Duplicate);
+    }
+
     async fn payload_secrets_are_dropped_before_storage(t: TestJournal) {
         let j = &t.journal;
         let mut e = event(Source::Webhook, "r1", "t1");

@@ -9,6 +9,7 @@ use super::PgJournal;
 use super::sql::{exec, lock_record, row};
 use super::wake::CHANNEL;
 use crate::events::{Action, Collection, Ingested, NewEvent, Source};
+use crate::journal::ingest::other_version_key;
 use crate::journal::types::column;
 use crate::journal::{JobState, JournalError, now_ms};
 
@@ -46,31 +47,20 @@ async fn ingest(tx: &Transaction<'_>, event: &NewEvent, payload: &str, now: i64)
         _ => Echo::No,
     };
     let settled = echo != Echo::No;
-    // Without a conflict target: a known change key and a known delivery id are both duplicates. A
-    // concurrent insert of the same key waits for the other transaction, then counts as a duplicate.
-    let inserted = row(
-        tx,
-        "INSERT INTO events (source, collection, record_id, action, record_updated, received_at,
-                             dedupe_key, delivery_id, payload, status, fingerprint, trace_context)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-         ON CONFLICT DO NOTHING
-         RETURNING id",
-        &[
-            &event.source.as_str(),
-            &event.collection.as_str(),
-            &event.record_id,
-            &event.action.as_str(),
-            &event.record_updated,
-            &now,
-            &event.dedupe_key,
-            &event.delivery_id,
-            &payload,
-            &if settled { "done" } else { "queued" },
-            &event.fingerprint,
-            &event.trace_context,
-        ],
-    )
-    .await?;
+    let status = if settled { "done" } else { "queued" };
+    let mut inserted = insert(tx, event, &event.dedupe_key, payload, status, now).await?;
+    if inserted.is_none() {
+        let held = row(
+            tx,
+            "SELECT source, fingerprint, payload FROM events WHERE dedupe_key = $1",
+            &[&event.dedupe_key],
+        )
+        .await?
+        .map(|r| (r.get(0), r.get(1), r.get(2)));
+        if let Some(key) = other_version_key(event, payload, || Ok(held))? {
+            inserted = insert(tx, event, &key, payload, status, now).await?;
+        }
+    }
     let Some(inserted) = inserted else {
         return Ok(Ingested::Duplicate);
     };
@@ -95,6 +85,42 @@ async fn ingest(tx: &Transaction<'_>, event: &NewEvent, payload: &str, now: i64)
         job_id,
         coalesced,
     })
+}
+
+/// Inserts the event under `key` unless that key or its delivery id is known.
+async fn insert(
+    tx: &Transaction<'_>,
+    event: &NewEvent,
+    key: &str,
+    payload: &str,
+    status: &str,
+    now: i64,
+) -> Result<Option<tokio_postgres::Row>, JournalError> {
+    // Without a conflict target: a known change key and a known delivery id are both duplicates. A
+    // concurrent insert of the same key waits for the other transaction, then counts as a duplicate.
+    row(
+        tx,
+        "INSERT INTO events (source, collection, record_id, action, record_updated, received_at,
+                             dedupe_key, delivery_id, payload, status, fingerprint, trace_context)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         ON CONFLICT DO NOTHING
+         RETURNING id",
+        &[
+            &event.source.as_str(),
+            &event.collection.as_str(),
+            &event.record_id,
+            &event.action.as_str(),
+            &event.record_updated,
+            &now,
+            &key,
+            &event.delivery_id,
+            &payload,
+            &status,
+            &event.fingerprint,
+            &event.trace_context,
+        ],
+    )
+    .await
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
