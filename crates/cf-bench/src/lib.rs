@@ -34,6 +34,8 @@ pub struct Overrides {
     pub pool: Option<usize>,
     pub rates: Option<Vec<u32>>,
     pub latency_only: bool,
+    /// Only the fleet setup and the write flood beside a no-hook PocketBase's (section 2's bridge rows).
+    pub throughput_only: bool,
     /// Only measure the stream check's ping.
     pub ping_only: bool,
     /// Only measure the project hooks' cost to PocketBase writes (against a PocketBase with no hooks).

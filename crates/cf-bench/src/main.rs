@@ -37,6 +37,9 @@ struct Args {
     /// Run the fleet setup and the latency phases only.
     #[arg(long)]
     latency_only: bool,
+    /// Run the fleet setup and the write flood (with the bridge, beside a no-hook PocketBase's) only.
+    #[arg(long)]
+    throughput_only: bool,
     /// Measure the stream check's ping only.
     #[arg(long)]
     ping_only: bool,
@@ -76,6 +79,7 @@ async fn main() -> std::process::ExitCode {
         pool: args.pool,
         rates: args.rates,
         latency_only: args.latency_only,
+        throughput_only: args.throughput_only,
         ping_only: args.ping_only,
         hook_cost_only: args.hook_cost_only,
         compare_hooks: args.compare_hooks,

@@ -317,6 +317,25 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         resources::resources(&a, &ids, (idle_rss, fleet_rss), sizes.events_total, full, &mut report).await?;
         return Ok(report);
     }
+    let empty = root.join("no-hooks");
+    std::fs::create_dir_all(&empty)?;
+    if overrides.throughput_only {
+        let (bare_pb, bare_instances, _bare_proc) =
+            hookcost::pb_with_fleet(paths, &root.join("bare_data"), &empty, &[], "nh").await?;
+        eprintln!("throughput ...");
+        let bare = writes::pb_write_rate(&bare_pb, &bare_instances, sizes.throughput_secs, "bare").await?;
+        latency::throughput(
+            &a,
+            &pool,
+            sizes.throughput_secs,
+            bare,
+            Intake::RealtimeOnly,
+            full,
+            &mut report,
+        )
+        .await?;
+        return Ok(report);
+    }
     eprintln!(
         "no-hook PocketBase for the latency baseline ({} instances) ...",
         pool.len()
@@ -347,8 +366,6 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
     }
 
     eprintln!("PocketBase with the same schema and no hooks, and the naive-hook PocketBase ...");
-    let empty = root.join("no-hooks");
-    std::fs::create_dir_all(&empty)?;
     let (bare_pb, bare_instances, bare_proc) =
         hookcost::pb_with_fleet(paths, &root.join("bare_data"), &empty, &[], "nh").await?;
     let bare_tenant = bare_pb
