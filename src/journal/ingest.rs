@@ -86,6 +86,31 @@ pub(crate) fn ingest(
     })
 }
 
+/// The change keys `(key, after, before)` of an update to version `updated`: the key itself, and the
+/// bounds of those [`other_version_key`] gives other versions of that millisecond (`key:…`).
+pub(crate) fn version_keys(collection: Collection, record_id: &str, updated: &str) -> (String, String, String) {
+    let key = NewEvent::change_key(collection, record_id, Action::Update, Some(updated));
+    let (after, before) = (format!("{key}:"), format!("{key};"));
+    (key, after, before)
+}
+
+/// Whether the journal holds another version of `event`'s update stamped in the same millisecond: one that
+/// asks for something other than `fp` under its key, or any under a key of its own.
+fn other_version_held(tx: &Transaction<'_>, event: &NewEvent, fp: &str) -> Result<bool, JournalError> {
+    let Some(updated) = event.record_updated.as_deref() else {
+        return Ok(false);
+    };
+    let (key, after, before) = version_keys(event.collection, &event.record_id, updated);
+    if let Some((_, Some(held), _)) = held_under_key(tx, &key)?
+        && held != fp
+    {
+        return Ok(true);
+    }
+    Ok(tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM events WHERE dedupe_key > ?1 AND dedupe_key < ?2)")?
+        .query_row(params![after, before], |r| r.get(0))?)
+}
+
 /// What the journal holds under a change key: the event's source, request fingerprint and stored payload.
 pub(crate) type HeldChange = (String, Option<String>, String);
 
@@ -168,8 +193,11 @@ fn asks_nothing_new(tx: &Transaction<'_>, event: &NewEvent, fp: &str) -> Result<
     let echo = match job_of(tx, collection, record_id)? {
         None | Some((JobState::Succeeded, _, _)) => match applied_of(tx, collection, record_id)? {
             Some(Applied { hash, .. }) if hash.as_deref() == Some(fp) => Echo::OfApplied,
-            // The last run read this version: whatever it asks for was applied.
-            Some(Applied { hash: None, version }) if version.is_some() && version == event.record_updated => {
+            // The last run read this version: whatever it asks for was applied, unless the version is one
+            // of several stamped in one millisecond (which one the run read is unknown).
+            Some(Applied { hash: None, version })
+                if version.is_some() && version == event.record_updated && !other_version_held(tx, event, fp)? =>
+            {
                 tx.prepare_cached(
                     "UPDATE record_state SET applied_hash = ?3 WHERE collection = ?1 AND record_id = ?2",
                 )?

@@ -49,6 +49,38 @@ fn is_new(i: &Ingested) -> bool {
 }
 
 cf_testkit::on_both_journals! {
+    async fn a_run_of_a_millisecond_with_two_versions_takes_neither_as_applied(t: TestJournal) {
+        let j = &t.journal;
+        // PocketBase stamped two versions 00:00:01: which one the run read is unknown.
+        for desired in ["running", "stopped"] {
+            let change = j
+                .ingest(change(Source::Realtime, version("01", desired, "pending", "")))
+                .await
+                .expect("ingest");
+            assert!(is_new(&change), "{desired}: {change:?}");
+        }
+        run_job(j, "2026-01-01 00:00:01.000Z").await;
+        let state = j.known_records(Collection::BotInstances).await.expect("records");
+        assert_eq!(state.len(), 1);
+        assert_eq!(state[0].last_updated.as_deref(), Some("2026-01-01 00:00:01.000Z"));
+        assert_eq!(state[0].applied_hash, None, "neither request is known to be applied");
+        // So a later version asking for either one is a change to carry out, not an echo.
+        let later = j
+            .ingest(change(Source::Realtime, version("02", "stopped", "running", "")))
+            .await
+            .expect("ingest");
+        assert!(is_new(&later), "{later:?}");
+        // Nor is a third version of that millisecond taken for what the run read.
+        j.complete(j.claim_due(now_ms(), 10).await.expect("claim")[0].job_id)
+            .await
+            .expect("complete");
+        let third = j
+            .ingest(change(Source::Realtime, version("01", "paused", "pending", "")))
+            .await
+            .expect("ingest");
+        assert!(is_new(&third), "{third:?}");
+    }
+
     async fn echoes_settle_and_real_changes_queue(t: TestJournal) {
         let j = &t.journal;
         let first = j

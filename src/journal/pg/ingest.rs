@@ -9,7 +9,7 @@ use super::PgJournal;
 use super::sql::{exec, lock_record, row};
 use super::wake::CHANNEL;
 use crate::events::{Action, Collection, Ingested, NewEvent, Source};
-use crate::journal::ingest::other_version_key;
+use crate::journal::ingest::{other_version_key, version_keys};
 use crate::journal::types::column;
 use crate::journal::{JobState, JournalError, now_ms};
 
@@ -159,8 +159,13 @@ async fn asks_nothing_new(tx: &Transaction<'_>, event: &NewEvent, fp: &str) -> R
     let echo = match job_of(tx, collection, record_id).await? {
         None | Some((JobState::Succeeded, _, _)) => match applied_of(tx, collection, record_id).await? {
             Some(Applied { hash, .. }) if hash.as_deref() == Some(fp) => Echo::OfApplied,
-            // The last run read this version: whatever it asks for was applied.
-            Some(Applied { hash: None, version }) if version.is_some() && version == event.record_updated => {
+            // The last run read this version: whatever it asks for was applied, unless the version is one
+            // of several stamped in one millisecond (which one the run read is unknown).
+            Some(Applied { hash: None, version })
+                if version.is_some()
+                    && version == event.record_updated
+                    && !other_version_held(tx, event, fp).await? =>
+            {
                 exec(
                     tx,
                     "UPDATE record_state SET applied_hash = $3 WHERE collection = $1 AND record_id = $2",
@@ -179,6 +184,23 @@ async fn asks_nothing_new(tx: &Transaction<'_>, event: &NewEvent, fp: &str) -> R
         _ => Echo::No,
     };
     Ok(echo)
+}
+
+/// Whether the journal holds another version of `event`'s update stamped in the same millisecond (see
+/// `journal/ingest.rs`).
+async fn other_version_held(tx: &Transaction<'_>, event: &NewEvent, fp: &str) -> Result<bool, JournalError> {
+    let Some(updated) = event.record_updated.as_deref() else {
+        return Ok(false);
+    };
+    let (key, after, before) = version_keys(event.collection, &event.record_id, updated);
+    let found = row(
+        tx,
+        "SELECT EXISTS (SELECT 1 FROM events WHERE dedupe_key = $1 AND fingerprint <> $4)
+             OR EXISTS (SELECT 1 FROM events WHERE dedupe_key > $2 AND dedupe_key < $3)",
+        &[&key, &after, &before, &fp],
+    )
+    .await?;
+    Ok(found.is_some_and(|r| r.get::<_, bool>(0)))
 }
 
 /// What the journal holds as applied for a live record.

@@ -19,6 +19,8 @@ impl PgJournal {
         updated: &str,
     ) -> Result<(), JournalError> {
         let client = self.conn().await?;
+        // Several versions of one millisecond: which one the run read is unknown, so none is taken as applied.
+        let (_, after, before) = crate::journal::ingest::version_keys(collection, record_id, updated);
         // One statement: what the version asks for (the fingerprint of its event, when it has arrived) and
         // the upsert, newest event first along the record's index.
         let stmt = client
@@ -28,6 +30,7 @@ impl PgJournal {
                         (SELECT fingerprint FROM events
                          WHERE collection = $1 AND record_id = $2 AND record_updated = $3
                            AND fingerprint IS NOT NULL
+                           AND NOT EXISTS (SELECT 1 FROM events WHERE dedupe_key > $5 AND dedupe_key < $6)
                          ORDER BY id DESC LIMIT 1),
                         0, $4)
                  ON CONFLICT (collection, record_id) DO UPDATE SET
@@ -43,7 +46,10 @@ impl PgJournal {
             )
             .await?;
         client
-            .execute(&stmt, &[&collection.as_str(), &record_id, &updated, &now_ms()])
+            .execute(
+                &stmt,
+                &[&collection.as_str(), &record_id, &updated, &now_ms(), &after, &before],
+            )
             .await?;
         Ok(())
     }
