@@ -139,6 +139,21 @@ async fn hook_cost_only(
 }
 
 /// [`hookcost::start_writes_floor`] at the first latency rate, as many changes as its phase makes.
+/// The no-hook PocketBase's write rate, then the same flood on the bridge's stack beside it (section 2's
+/// bridge rows); returns the no-hook rate.
+async fn flood_beside_bare(
+    a: &super::stack::Stack,
+    pool: &[String],
+    (bare_pb, bare_instances): (&super::client::Pb, &[String]),
+    (secs, full): (f64, bool),
+    report: &mut Report,
+) -> Result<f64> {
+    eprintln!("throughput ...");
+    let bare = writes::pb_write_rate(bare_pb, bare_instances, secs, "bare").await?;
+    latency::throughput(a, pool, secs, bare, Intake::RealtimeOnly, full, report).await?;
+    Ok(bare)
+}
+
 async fn start_writes_floor(paths: &Paths, root: &Path, sizes: &super::Sizes, report: &mut Report) -> Result<()> {
     let Some(&rate) = sizes.rates.first() else {
         return Ok(());
@@ -322,18 +337,8 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
     if overrides.throughput_only {
         let (bare_pb, bare_instances, _bare_proc) =
             hookcost::pb_with_fleet(paths, &root.join("bare_data"), &empty, &[], "nh").await?;
-        eprintln!("throughput ...");
-        let bare = writes::pb_write_rate(&bare_pb, &bare_instances, sizes.throughput_secs, "bare").await?;
-        latency::throughput(
-            &a,
-            &pool,
-            sizes.throughput_secs,
-            bare,
-            Intake::RealtimeOnly,
-            full,
-            &mut report,
-        )
-        .await?;
+        let secs = sizes.throughput_secs;
+        flood_beside_bare(&a, &pool, (&bare_pb, &bare_instances), (secs, full), &mut report).await?;
         return Ok(report);
     }
     eprintln!(
@@ -375,20 +380,9 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         .next()
         .context("tenant of the no-hook PocketBase missing")?;
     let naive = resources::NaivePb::start(paths, &root.join("naive"), &a.sim.url).await?;
-    eprintln!("throughput ...");
-    let bare = writes::pb_write_rate(&bare_pb, &bare_instances, sizes.throughput_secs, "bare").await?;
-    let (bare_bridge, _) =
-        writes::pb_field_writes(&bare_pb, &bare_instances, sizes.throughput_secs, "bwb", "error_message").await?;
-    latency::throughput(
-        &a,
-        &pool,
-        sizes.throughput_secs,
-        bare,
-        Intake::RealtimeOnly,
-        full,
-        &mut report,
-    )
-    .await?;
+    let secs = sizes.throughput_secs;
+    let bare = flood_beside_bare(&a, &pool, (&bare_pb, &bare_instances), (secs, full), &mut report).await?;
+    let (bare_bridge, _) = writes::pb_field_writes(&bare_pb, &bare_instances, secs, "bwb", "error_message").await?;
     eprintln!("project hooks without the bridge ...");
     hook_cost(paths, root, sizes.throughput_secs, (bare, bare_bridge), &mut report).await?;
     start_writes_floor(paths, root, &sizes, &mut report).await?;
