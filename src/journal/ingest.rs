@@ -136,15 +136,16 @@ pub(crate) fn other_version_key(
     payload: &str,
     held: impl FnOnce() -> Result<Option<HeldChange>, JournalError>,
 ) -> Result<Option<String>, JournalError> {
-    let full_record = |source: &str| matches!(source, "realtime" | "webhook");
-    if event.action != Action::Update || event.record_updated.is_none() || !full_record(event.source.as_str()) {
+    let carries_record = |source: Source| matches!(source, Source::Realtime | Source::Webhook);
+    if event.action != Action::Update || event.record_updated.is_none() || !carries_record(event.source) {
         return Ok(None);
     }
     // Nothing under the key: the conflict was a webhook's delivery id, a redelivery.
     let Some((source, fingerprint, stored)) = held()? else {
         return Ok(None);
     };
-    if !full_record(&source) {
+    // A resync or replay hint holds no version of its own.
+    if !source.parse().is_ok_and(carries_record) {
         return Ok(None);
     }
     let this = match (&event.fingerprint, fingerprint) {
