@@ -167,6 +167,12 @@ pub const MIGRATIONS: &[Migration] = &[
                   updated_at  BIGINT NOT NULL
               );",
     },
+    // The events a job still owes (src/journal/schema.rs has the why).
+    Migration {
+        version: 4,
+        name: "queued events by job",
+        sql: "CREATE INDEX events_queued ON events (job_id, id) WHERE status = 'queued';",
+    },
 ];
 
 /// Applies the project's pending migrations; returns the versions applied now.
