@@ -16,7 +16,7 @@ use crate::resync::{DriftCheck, ListFuture, RecordStamp};
 pub enum Drift {
     /// The service is not in Coolify's list.
     Missing,
-    /// Stopped where it was left running, or running where it was left stopped.
+    /// Stopped where it was left running, or not `exited` where it was left stopped.
     State,
     /// Its compose means something else than the one the bridge applied.
     Compose,
@@ -74,10 +74,11 @@ fn same_compose(shown: &str, noted: &str) -> bool {
     text_hash(shown) == sent || compose_fingerprint(shown).is_none_or(|f| f == meaning)
 }
 
-/// Pure step: how a listed service differs from what was applied (`None`: it does not). A service on its
-/// way (starting, restarting) or judged by the health poller (degraded, unhealthy) is not drift; a
-/// compose Coolify does not show (a token without `read:sensitive`) cannot be compared, nor one that is
-/// not YAML.
+/// Pure step: how a listed service differs from what was applied (`None`: it does not). A service left
+/// running that is on its way (starting, restarting) or judged by the health poller (degraded, unhealthy)
+/// is not drift; one left stopped is drift unless it shows `exited`, since any other status runs some of
+/// its containers (or will) and the poller judges only services left running. A compose Coolify does not
+/// show (a token without `read:sensitive`) cannot be compared, nor one that is not YAML.
 pub fn drift_of(applied_running: bool, look: Option<&ServiceLook>, applied_compose: Option<&str>) -> Option<Drift> {
     let Some(look) = look else {
         return Some(Drift::Missing);
@@ -85,7 +86,7 @@ pub fn drift_of(applied_running: bool, look: Option<&ServiceLook>, applied_compo
     let wrong_state = if applied_running {
         look.status.is_stopped()
     } else {
-        look.status.is_running()
+        !look.status.is_stopped()
     };
     if wrong_state {
         return Some(Drift::State);
@@ -232,6 +233,18 @@ mod tests {
             None,
             "compose not shown"
         );
+        for up in [
+            "degraded:unhealthy",
+            "starting:unknown",
+            "restarting:unknown",
+            "paused:unknown",
+        ] {
+            assert_eq!(
+                drift_of(false, Some(&look(up, Some(yaml))), applied),
+                Some(Drift::State),
+                "left stopped, {up}"
+            );
+        }
         assert_eq!(
             drift_of(true, Some(&look("running:unknown", Some(yaml))), None),
             None,

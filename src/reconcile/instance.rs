@@ -12,7 +12,9 @@ use super::drift::{Drift, compose_note, compose_note_value, drift_note};
 use super::error::ReconcileError;
 use super::judgement::{HealthWrite, Judgement, Verdict, health_write, shows_settled};
 use super::outcome;
-use super::plan::{self, Action, Blocked, DeletedInstanceAction, EffectiveState, InstanceInput, Observed, Spec};
+use super::plan::{
+    self, Action, Blocked, DeletedInstanceAction, EffectiveState, InstanceInput, Observed, RunState, Spec,
+};
 use super::retention;
 use crate::coolify::{CoolifyError, CreateService, EnvVarInput, Service, ServicePatch, ServiceStatus, ServiceUrl};
 
@@ -229,7 +231,7 @@ fn known_service(intent: Option<&Intent>, life: &str, inst: &BotInstance) -> Opt
     };
     (shown_running == running).then(|| Observed::Present {
         uuid: uuid.to_string(),
-        running,
+        run: RunState::left(applied.state),
     })
 }
 
@@ -689,7 +691,7 @@ async fn observe(
                 }
                 return Ok(Observed::Present {
                     uuid: svc.uuid,
-                    running: svc.status.is_running(),
+                    run: RunState::of(&svc.status),
                 });
             }
             Err(CoolifyError::NotFound { .. }) => continue,
@@ -722,7 +724,7 @@ async fn observe(
     info!(record_id = %inst.id, coolify_uuid = %first.uuid, "adopted existing service");
     Ok(Observed::Present {
         uuid: first.uuid,
-        running: first.status.is_running(),
+        run: RunState::of(&first.status),
     })
 }
 
@@ -1368,15 +1370,15 @@ mod tests {
             updated_at: 0,
             incarnation: Some("life".into()),
         };
-        let present = |running| {
+        let present = |run| {
             Some(Observed::Present {
                 uuid: "svc1".into(),
-                running,
+                run,
             })
         };
         let known = |status, state| known_service(Some(&intent), "life", &inst(status, state));
-        assert_eq!(known("running", EffectiveState::Running), present(true));
-        assert_eq!(known("stopped", EffectiveState::Stopped), present(false));
+        assert_eq!(known("running", EffectiveState::Running), present(RunState::Running));
+        assert_eq!(known("stopped", EffectiveState::Stopped), present(RunState::Stopped));
         // A failure, an interrupted deploy, or a status that disagrees with the applied spec: read Coolify.
         for (status, state) in [
             ("error", EffectiveState::Running),

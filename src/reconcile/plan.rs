@@ -9,6 +9,8 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
+use crate::coolify::ServiceStatus;
+
 /// What the instance should run as, once the tenant's status is taken into account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EffectiveState {
@@ -125,7 +127,39 @@ pub enum Blocked {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Observed {
     Absent,
-    Present { uuid: String, running: bool },
+    Present { uuid: String, run: RunState },
+}
+
+/// What a service's containers are doing, as far as a plan needs to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// `running:*`.
+    Running,
+    /// `exited`: the only status Coolify refuses a stop for.
+    Stopped,
+    /// Neither: starting, degraded (some containers down, or a crash loop), restarting, paused, or a status
+    /// Coolify added since. Up in part at least, so a stop must still be sent, and not yet running.
+    Between,
+}
+
+impl RunState {
+    pub fn of(status: &ServiceStatus) -> RunState {
+        if status.is_running() {
+            RunState::Running
+        } else if status.is_stopped() {
+            RunState::Stopped
+        } else {
+            RunState::Between
+        }
+    }
+
+    /// The state a service left in `state` by the bridge is in.
+    pub fn left(state: EffectiveState) -> RunState {
+        match state {
+            EffectiveState::Running => RunState::Running,
+            EffectiveState::Stopped => RunState::Stopped,
+        }
+    }
 }
 
 /// Everything the planner needs about one live instance whose spec could be worked out (a blocked one
@@ -174,8 +208,8 @@ impl Action {
 pub fn plan_instance(input: &InstanceInput) -> Vec<Action> {
     let desired = &input.desired;
     if input.applied.as_ref() == Some(desired)
-        && let Observed::Present { running, .. } = input.observed
-        && running == (desired.state == EffectiveState::Running)
+        && let Observed::Present { run, .. } = input.observed
+        && run == RunState::left(desired.state)
     {
         return Vec::new();
     }
@@ -194,7 +228,8 @@ pub fn plan_instance(input: &InstanceInput) -> Vec<Action> {
                 actions.push(Action::WaitRunning);
             }
         }
-        Observed::Present { running, .. } => {
+        Observed::Present { run, .. } => {
+            let running = *run == RunState::Running;
             let applied = input.applied.as_ref();
             let compose_changed = applied.is_none_or(|a| a.compose != desired.compose);
             let env_changed = applied.is_none_or(|a| a.env != desired.env);
@@ -203,8 +238,10 @@ pub fn plan_instance(input: &InstanceInput) -> Vec<Action> {
             if desired.state == EffectiveState::Running && (needs_redeploy || !running) {
                 actions.push(Action::MarkDeploying);
             }
-            // A stop closes the door first (a suspension's domain removal and key rotation follow).
-            if desired.state == EffectiveState::Stopped && *running {
+            // A stop closes the door first (a suspension's domain removal and key rotation follow). A service
+            // that is not running is stopped too unless Coolify shows it `exited`: a degraded one still runs
+            // some of its containers, a starting one will run them all.
+            if desired.state == EffectiveState::Stopped && *run != RunState::Stopped {
                 actions.push(Action::Stop);
             }
             // The env goes first: a compose change deploys in its own call, which must find the new env.
@@ -219,7 +256,7 @@ pub fn plan_instance(input: &InstanceInput) -> Vec<Action> {
                 EffectiveState::Running => {
                     if deploy {
                         actions.push(Action::WaitRunning);
-                    } else if *running && needs_redeploy {
+                    } else if running && needs_redeploy {
                         actions.push(Action::Restart);
                         actions.push(Action::WaitRunning);
                     } else if !running {
@@ -341,7 +378,7 @@ mod tests {
     fn present(running: bool) -> Observed {
         Observed::Present {
             uuid: "svc1".into(),
-            running,
+            run: if running { RunState::Running } else { RunState::Stopped },
         }
     }
 
@@ -607,6 +644,42 @@ mod tests {
             vec![MarkDeploying, Start, WaitRunning, WriteBack(R)]
         );
         assert_eq!(effective_state(false, true), S);
+    }
+
+    #[test]
+    fn a_service_not_shown_exited_is_stopped_when_the_record_asks_for_stopped() {
+        let up_in_part = Observed::Present {
+            uuid: "svc1".into(),
+            run: RunState::Between,
+        };
+        let input = |desired: EffectiveState, applied: EffectiveState, observed: &Observed| InstanceInput {
+            desired: spec(desired, "c", "e", ""),
+            applied: Some(spec(applied, "c", "e", "")),
+            observed: observed.clone(),
+        };
+        // A degraded or starting service runs some of its containers (or will): stopping it is a stop.
+        assert_eq!(plan_instance(&input(S, R, &up_in_part)), vec![Stop, WriteBack(S)]);
+        // Left stopped and found up in part: not what was applied.
+        assert_eq!(plan_instance(&input(S, S, &up_in_part)), vec![Stop, WriteBack(S)]);
+        assert_eq!(plan_instance(&input(S, S, &present(false))), vec![]);
+        // Asked to run: it is started again, as a stopped one is.
+        assert_eq!(
+            plan_instance(&input(R, R, &up_in_part)),
+            vec![MarkDeploying, Start, WaitRunning, WriteBack(R)]
+        );
+        for (status, run) in [
+            ("running:unknown", RunState::Running),
+            ("running:healthy:excluded", RunState::Running),
+            ("exited", RunState::Stopped),
+            ("exited:excluded", RunState::Stopped),
+            ("degraded:unhealthy", RunState::Between),
+            ("starting:unknown", RunState::Between),
+            ("restarting:unknown", RunState::Between),
+            ("paused:unknown", RunState::Between),
+            ("unknown:unknown:excluded", RunState::Between),
+        ] {
+            assert_eq!(RunState::of(&ServiceStatus::parse(status)), run, "{status}");
+        }
     }
 
     #[test]

@@ -254,7 +254,8 @@ async fn close(ctx: &Context, inst: Option<&BotInstance>, row: &Deletion, actor:
     if let Some(uuid) = &row.coolify_uuid {
         match ctx.coolify.get_service(uuid).await {
             Ok(svc) if !incarnation::is_other_life(svc.description.as_deref(), &row.incarnation) => {
-                if svc.status.is_running() {
+                // Anything but `exited` runs some containers or will (degraded, starting): see `plan::RunState`.
+                if !svc.status.is_stopped() {
                     ctx.coolify.stop_service(uuid).await?;
                 }
                 let urls: Vec<ServiceUrl> = svc

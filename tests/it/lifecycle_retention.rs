@@ -403,3 +403,23 @@ async fn the_orphan_scanner_leaves_a_kept_service_alone() {
     .await;
     assert_eq!(live_services(&w, &id).await.len(), 1, "the kept service is no orphan");
 }
+
+/// A crash-looping bot (`degraded:unhealthy` in Coolify: neither running nor stopped) asked for deletion is
+/// stopped in Coolify too, not only shown stopped: the close used to stop only a service shown `running:*`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_up_in_part_is_stopped_when_its_deletion_is_asked_for() {
+    let w = World::start(SIM_QUICK, RETENTION).await;
+    let tenant = w.create_tenant("halfgone", "business").await;
+    let id = w.create_instance(&tenant, "base-llm", "halfgone-one", "running").await;
+    w.wait_status(&id, "running", WAIT).await;
+    let uuid = text(&the_service(&w, &id).await, "uuid").to_string();
+    w.sim.force_status(&uuid, Some("degraded:unhealthy")).await;
+
+    w.pb.patch("bot_instances", &id, json!({"deletion_requested_at": pb_now()}))
+        .await;
+    wait_closed(&w, &id).await;
+    let kept = the_service(&w, &id).await;
+    assert_eq!(text(&kept, "uuid"), uuid, "the same service is kept");
+    assert_eq!(text(&kept, "status"), "exited", "the kept service is stopped");
+    assert!(service_domains(&kept).is_empty(), "no domain routed: {:?}", service_domains(&kept));
+}

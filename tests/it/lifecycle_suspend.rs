@@ -89,3 +89,57 @@ async fn suspend_closes_the_door_and_resume_opens_it_with_fresh_keys() {
     assert!(!text(&svc, "status").starts_with("running"), "{svc}");
     assert_eq!(service_domains(&svc), ["https://doors-parked.bots.test.example:8080"]);
 }
+
+/// A crash-looping bot shows `degraded:unhealthy` in Coolify (some containers up, some restarting), which
+/// is neither running nor stopped. Its own stop and its tenant's suspension must both reach Coolify, not
+/// only the record: before, the plan stopped only a service shown `running:*`, so the record said
+/// `stopped` while Coolify kept the bot's containers up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_up_in_part_is_stopped_by_a_stop_and_by_a_suspension() {
+    let w = World::start(SIM_QUICK, &[]).await;
+    let tenant = w.create_tenant("halfup", "business").await;
+    let own = w.create_instance(&tenant, "base-llm", "halfup-own", "running").await;
+    let other = w.create_instance(&tenant, "base-llm", "halfup-other", "running").await;
+    let mut uuids = Vec::new();
+    for id in [&own, &other] {
+        let r = w.wait_status(id, "running", WAIT).await;
+        let uuid = text(&r, "coolify_service_id").to_string();
+        w.sim.force_status(&uuid, Some("degraded:unhealthy")).await;
+        uuids.push(uuid);
+    }
+    // The health poller's verdict: the record no longer says the service runs as applied, so the next
+    // job reads Coolify.
+    for id in [&own, &other] {
+        w.wait_status(id, "error", WAIT).await;
+    }
+
+    w.pb.patch("bot_instances", &own, json!({"desired_state": "stopped"}))
+        .await;
+    w.wait_status(&own, "stopped", WAIT).await;
+    stopped_in_coolify(&w, &uuids[0]).await;
+
+    w.pb.patch("tenants", &tenant, json!({"status": "suspended"})).await;
+    w.wait_record("bot_instances", &other, "suspended", WAIT, |r| {
+        r["status"] == "stopped" && text(r, "domain").is_empty()
+    })
+    .await;
+    stopped_in_coolify(&w, &uuids[1]).await;
+}
+
+/// Waits until the simulator shows the service `exited`, and checks that the bridge sent it a stop.
+async fn stopped_in_coolify(w: &World, uuid: &str) {
+    w.wait("the service stopped in Coolify", WAIT, || async {
+        let svc = w.sim.service(uuid).await?;
+        (text(&svc, "status") == "exited").then_some(())
+    })
+    .await;
+    let stops = w
+        .sim
+        .requests()
+        .await
+        .iter()
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with("/stop")))
+        .filter(|r| r["uri"].as_str().is_some_and(|u| u.contains(uuid)))
+        .count();
+    assert!(stops >= 1, "no stop sent for {uuid}");
+}
