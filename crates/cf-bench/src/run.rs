@@ -407,7 +407,11 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
 
     eprintln!("webhook configuration (stack W: PocketBase's hooks post webhooks to the bridge) ...");
     let w = start_stack_with(paths, &root.join("w"), &fast_sim, &a_extra, true).await?;
-    let w_ids = create_fleet(&w.pb, "w", 64, "stopped").await?;
+    // As many instances as stack A's pool: with fewer, the phase's changes to one record come faster than
+    // its start's wait for `running` ends (64 at 50/s: every 1.28 s, against about 0.9 s per start), and a
+    // change then waits for the record's job (one per record) while the job's status reads, which name the
+    // service, pass for the change's first call.
+    let w_ids = create_fleet(&w.pb, "w", sizes.pool, "stopped").await?;
     let w_uuids = wait_provisioned(&w.pb, "w", w_ids.len(), Duration::from_secs(120)).await?;
     w.bridge.wait_idle(Duration::from_secs(300)).await?;
     if let Some(&rate) = sizes.rates.first() {
