@@ -421,5 +421,9 @@ async fn a_service_up_in_part_is_stopped_when_its_deletion_is_asked_for() {
     let kept = the_service(&w, &id).await;
     assert_eq!(text(&kept, "uuid"), uuid, "the same service is kept");
     assert_eq!(text(&kept, "status"), "exited", "the kept service is stopped");
-    assert!(service_domains(&kept).is_empty(), "no domain routed: {:?}", service_domains(&kept));
+    assert!(
+        service_domains(&kept).is_empty(),
+        "no domain routed: {:?}",
+        service_domains(&kept)
+    );
 }
