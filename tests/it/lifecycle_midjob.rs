@@ -40,7 +40,7 @@ async fn undo_mid_job_then_stop(w: &World, id: &str, slow_route: &str, begin: se
     w.wait_status(id, "stopped", WAIT).await;
     w.wait("the service stopped in Coolify", WAIT, || async {
         let svc = w.sim.service(&uuid).await?;
-        (!text(&svc, "status").starts_with("running")).then_some(())
+        (text(&svc, "status") == "exited").then_some(())
     })
     .await;
     let rows = w.deploy_logs(id).await;

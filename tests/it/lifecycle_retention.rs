@@ -90,7 +90,7 @@ async fn delete_closes_at_once_restore_brings_the_same_service_back_and_purge_de
     wait_closed(&w, &id).await;
     let kept = the_service(&w, &id).await;
     assert_eq!(text(&kept, "uuid"), uuid, "the same service is kept");
-    assert!(!text(&kept, "status").starts_with("running"), "{kept}");
+    assert_eq!(text(&kept, "status"), "exited", "the kept service is stopped");
     assert!(service_domains(&kept).is_empty(), "no domain routed: {kept}");
     // The close is done for whoever asked (here the superuser who set the field).
     let rows = w.deploy_logs(&id).await;
@@ -265,7 +265,7 @@ async fn a_hard_deleted_record_is_retained_not_restorable_and_its_id_inherits_no
     w.pb.delete("bot_instances", ID).await;
     wait_until(&w, "the retained service closed", async || {
         let found = live_services(&w, ID).await;
-        found.len() == 1 && !text(&found[0], "status").starts_with("running") && service_domains(&found[0]).is_empty()
+        found.len() == 1 && text(&found[0], "status") == "exited" && service_domains(&found[0]).is_empty()
     })
     .await;
     assert_eq!(text(&the_service(&w, ID).await, "uuid"), uuid);
@@ -360,7 +360,7 @@ async fn a_hard_deleted_tenant_keeps_its_instances_services_until_they_go_then_i
     w.pb.delete("tenants", &tenant).await;
     wait_until(&w, "the kept service closed", async || {
         let found = live_services(&w, &id).await;
-        found.len() == 1 && !text(&found[0], "status").starts_with("running") && service_domains(&found[0]).is_empty()
+        found.len() == 1 && text(&found[0], "status") == "exited" && service_domains(&found[0]).is_empty()
     })
     .await;
     assert_eq!(text(&the_service(&w, &id).await, "uuid"), uuid);
@@ -390,7 +390,7 @@ async fn the_orphan_scanner_leaves_a_kept_service_alone() {
     w.pb.delete("bot_instances", &id).await;
     wait_until(&w, "the kept service closed", async || {
         let found = live_services(&w, &id).await;
-        found.len() == 1 && !text(&found[0], "status").starts_with("running")
+        found.len() == 1 && text(&found[0], "status") == "exited"
     })
     .await;
     // A true orphan beside it: its removal shows the scanner ran (twice, as removal needs).

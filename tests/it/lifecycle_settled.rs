@@ -52,7 +52,7 @@ async fn a_failed_start_taken_back_leaves_no_error_behind() {
     let r = settled(&w, &id, "stopped").await;
     assert_eq!(text(&r, "coolify_service_id"), uuid);
     let svc = w.sim.service(&uuid).await.expect("the service is still there");
-    assert!(!text(&svc, "status").starts_with("running"), "{svc}");
+    assert_eq!(text(&svc, "status"), "exited", "the service is stopped");
     let rows = w.deploy_logs(&id).await;
     assert!(
         rows.last()
