@@ -100,12 +100,24 @@ fn other_version_held(tx: &Transaction<'_>, event: &NewEvent, fp: &str) -> Resul
     let Some(updated) = event.record_updated.as_deref() else {
         return Ok(false);
     };
-    let (key, after, before) = version_keys(event.collection, &event.record_id, updated);
+    let (key, ..) = version_keys(event.collection, &event.record_id, updated);
     if let Some((_, Some(held), _)) = held_under_key(tx, &key)?
         && held != fp
     {
         return Ok(true);
     }
+    second_versions_held(tx, event.collection, &event.record_id, updated)
+}
+
+/// Whether the journal holds an update to version `updated` under a key of its own (`key:…`): a second
+/// version stamped in that millisecond.
+pub(crate) fn second_versions_held(
+    tx: &Transaction<'_>,
+    collection: Collection,
+    record_id: &str,
+    updated: &str,
+) -> Result<bool, JournalError> {
+    let (_, after, before) = version_keys(collection, record_id, updated);
     Ok(tx
         .prepare_cached("SELECT EXISTS (SELECT 1 FROM events WHERE dedupe_key > ?1 AND dedupe_key < ?2)")?
         .query_row(params![after, before], |r| r.get(0))?)

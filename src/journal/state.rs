@@ -423,11 +423,7 @@ fn version_fingerprint(
     updated: &str,
 ) -> Result<Option<String>, JournalError> {
     // Several versions of one millisecond: which one the run read is unknown, so none is taken as applied.
-    let (_, after, before) = super::ingest::version_keys(collection, record_id, updated);
-    let several: bool = tx
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM events WHERE dedupe_key > ?1 AND dedupe_key < ?2)")?
-        .query_row(params![after, before], |r| r.get(0))?;
-    if several {
+    if super::ingest::second_versions_held(tx, collection, record_id, updated)? {
         return Ok(None);
     }
     // Newest first along the record's index: the version a run read is among its latest events.
