@@ -69,6 +69,19 @@ async fn wait_closed(w: &World, id: &str) -> Value {
     .await
 }
 
+/// Asks for the instance's deletion and checks the close: the record closed, the same service kept, stopped
+/// (`exited`) and routed at no domain.
+async fn ask_deletion_and_see_it_closed(w: &World, id: &str, uuid: &str) {
+    w.pb.patch("bot_instances", id, json!({"deletion_requested_at": pb_now()}))
+        .await;
+    wait_closed(w, id).await;
+    let kept = the_service(w, id).await;
+    assert_eq!(text(&kept, "uuid"), uuid, "the same service is kept");
+    assert_eq!(text(&kept, "status"), "exited", "the kept service is stopped");
+    let domains = service_domains(&kept);
+    assert!(domains.is_empty(), "no domain routed: {domains:?}");
+}
+
 fn has_row(rows: &[Value], action: &str, by: &str, starts: &str) -> bool {
     rows.iter()
         .any(|r| r["action"] == action && r["triggered_by"] == by && text(r, "message").starts_with(starts))
@@ -85,13 +98,7 @@ async fn delete_closes_at_once_restore_brings_the_same_service_back_and_purge_de
     let key_before = text(&before, "router_key_id").to_string();
 
     // Asked for deletion: stopped, door closed at once, the service and its data kept.
-    w.pb.patch("bot_instances", &id, json!({"deletion_requested_at": pb_now()}))
-        .await;
-    wait_closed(&w, &id).await;
-    let kept = the_service(&w, &id).await;
-    assert_eq!(text(&kept, "uuid"), uuid, "the same service is kept");
-    assert_eq!(text(&kept, "status"), "exited", "the kept service is stopped");
-    assert!(service_domains(&kept).is_empty(), "no domain routed: {kept}");
+    ask_deletion_and_see_it_closed(&w, &id, &uuid).await;
     // The close is done for whoever asked (here the superuser who set the field).
     let rows = w.deploy_logs(&id).await;
     assert!(
@@ -415,15 +422,5 @@ async fn a_service_up_in_part_is_stopped_when_its_deletion_is_asked_for() {
     let uuid = text(&the_service(&w, &id).await, "uuid").to_string();
     w.sim.force_status(&uuid, Some("degraded:unhealthy")).await;
 
-    w.pb.patch("bot_instances", &id, json!({"deletion_requested_at": pb_now()}))
-        .await;
-    wait_closed(&w, &id).await;
-    let kept = the_service(&w, &id).await;
-    assert_eq!(text(&kept, "uuid"), uuid, "the same service is kept");
-    assert_eq!(text(&kept, "status"), "exited", "the kept service is stopped");
-    assert!(
-        service_domains(&kept).is_empty(),
-        "no domain routed: {:?}",
-        service_domains(&kept)
-    );
+    ask_deletion_and_see_it_closed(&w, &id, &uuid).await;
 }
