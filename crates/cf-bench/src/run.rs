@@ -138,7 +138,6 @@ async fn hook_cost_only(
     start_writes_floor(paths, root, sizes, report).await
 }
 
-/// [`hookcost::start_writes_floor`] at the first latency rate, as many changes as its phase makes.
 /// The no-hook PocketBase's write rate, then the same flood on the bridge's stack beside it (section 2's
 /// bridge rows); returns the no-hook rate.
 async fn flood_beside_bare(
@@ -154,6 +153,7 @@ async fn flood_beside_bare(
     Ok(bare)
 }
 
+/// [`hookcost::start_writes_floor`] at the first latency rate, as many changes as its phase makes.
 async fn start_writes_floor(paths: &Paths, root: &Path, sizes: &super::Sizes, report: &mut Report) -> Result<()> {
     let Some(&rate) = sizes.rates.first() else {
         return Ok(());
