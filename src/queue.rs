@@ -30,6 +30,9 @@ pub enum ErrorPolicy {
     /// A dependency (PocketBase, Coolify) is unavailable: retry without using up an attempt, however
     /// long the outage (the dispatcher's gate holds claims meanwhile).
     WaitForDependency,
+    /// The run gave way to a newer change of its record: run again at once, covering it too, without
+    /// using up an attempt (its events stay queued).
+    RunAgain,
 }
 
 pub type JobFuture<'a, E> = Pin<Box<dyn Future<Output = Result<(), E>> + Send + 'a>>;
@@ -186,6 +189,7 @@ enum Outcome {
     Dead { error: String },
     Deferred { error: String },
     Unavailable { error: String, at: i64 },
+    Superseded { error: String },
 }
 
 impl Outcome {
@@ -196,6 +200,7 @@ impl Outcome {
             Outcome::Dead { .. } => "dead",
             Outcome::Deferred { .. } => "failed",
             Outcome::Unavailable { .. } => "unavailable",
+            Outcome::Superseded { .. } => "superseded",
         }
     }
 
@@ -205,7 +210,8 @@ impl Outcome {
             Outcome::Retry { error, .. }
             | Outcome::Dead { error }
             | Outcome::Deferred { error }
-            | Outcome::Unavailable { error, .. } => Some(error),
+            | Outcome::Unavailable { error, .. }
+            | Outcome::Superseded { error } => Some(error),
         }
     }
 
@@ -216,6 +222,7 @@ impl Outcome {
             Outcome::Dead { error } => journal.fail(job_id, error, None).await,
             Outcome::Deferred { error } => journal.defer(job_id, error).await,
             Outcome::Unavailable { error, at } => journal.wait_for_dependency(job_id, error, *at).await,
+            Outcome::Superseded { error } => journal.supersede(job_id, error).await,
         }
     }
 }
@@ -282,6 +289,7 @@ async fn run_job<H: JobHandler>(
         None => Outcome::Succeeded,
         Some((ErrorPolicy::WaitForChange, error)) => Outcome::Deferred { error },
         Some((ErrorPolicy::Dead, error)) => Outcome::Dead { error },
+        Some((ErrorPolicy::RunAgain, error)) => Outcome::Superseded { error },
         Some((ErrorPolicy::WaitForDependency, error)) => {
             let delay = i64::try_from(backoff_delay(&cfg, job.attempts).as_millis()).unwrap_or(i64::MAX);
             Outcome::Unavailable {
@@ -314,6 +322,7 @@ async fn run_job<H: JobHandler>(
         Outcome::Unavailable { error, at } => {
             tracing::info!(retry_at = at, error = %error, "job waits for a dependency; no attempt used")
         }
+        Outcome::Superseded { error } => tracing::info!(reason = %error, "job runs again at once for a newer change"),
     }
     for attempt in 1..=RECORD_TRIES {
         match outcome.record(&journal, job.job_id).await {

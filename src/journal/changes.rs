@@ -25,7 +25,7 @@ pub enum Change {
         action: Action,
     },
     /// A record's job was claimed (`outcome` = "claimed") or an attempt ended ("succeeded", "retry",
-    /// "dead", "failed", "unavailable").
+    /// "dead", "failed", "unavailable", "superseded").
     Job {
         collection: Collection,
         record_id: String,

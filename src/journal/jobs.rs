@@ -38,6 +38,18 @@ fn running_job(tx: &Transaction<'_>, job_id: i64) -> Result<RunningJob, JournalE
     Ok(run)
 }
 
+/// See [`Journal::changed_since_claim`]. What the run carries out is taken to be the request of the newest
+/// event it covers that has one; a later event asking for the same is an echo of its own writes (a run
+/// claimed on a replay, a resync hint or a tenant's fan-out has no request to settle echoes by at ingest).
+const CHANGED_SINCE_CLAIM: &str = "SELECT EXISTS (
+     SELECT 1 FROM jobs j JOIN events e ON e.job_id = j.id
+     WHERE j.id = ?1 AND j.state = 'running' AND j.dirty = 1
+       AND e.status = 'queued' AND e.id > j.claimed_event_id AND e.source <> 'health'
+       AND (e.fingerprint IS NULL OR e.fingerprint IS NOT (
+             SELECT c.fingerprint FROM events c
+             WHERE c.job_id = j.id AND c.id <= j.claimed_event_id AND c.fingerprint IS NOT NULL
+             ORDER BY c.id DESC LIMIT 1)))";
+
 fn finish_attempt(
     tx: &Transaction<'_>,
     attempt_id: Option<i64>,
@@ -255,6 +267,51 @@ impl Journal {
                 let run = running_job(tx, job_id)?;
                 retry(tx, job_id, &run, &error, retry_at, now_ms(), true)
             })
+        })
+        .await
+    }
+
+    /// The run gave way to a newer change of its record (`ErrorPolicy::RunAgain`): its attempt is closed as
+    /// interrupted and given back, and the job runs again at once over every event still queued, its own
+    /// and the newer ones alike.
+    pub async fn supersede(&self, job_id: i64, why: &str) -> Result<(), JournalError> {
+        if let Some(pg) = self.pg() {
+            return Box::pin(pg.supersede(job_id, why)).await;
+        }
+        let why = why.to_owned();
+        self.write(move |conn| {
+            write_tx(conn, |tx| {
+                let now = now_ms();
+                let run = running_job(tx, job_id)?;
+                finish_attempt(tx, run.attempt_id, AttemptOutcome::Interrupted, Some(&why), now)?;
+                tx.prepare_cached(
+                    "UPDATE jobs SET state = 'queued', next_attempt_at = ?2, attempts = MAX(attempts - 1, 0),
+                            first_pending_at = COALESCE(first_pending_at, dirty_since),
+                            dirty = 0, dirty_since = NULL, claimed_event_id = NULL, attempt_id = NULL,
+                            updated_at = ?2
+                     WHERE id = ?1",
+                )?
+                .execute(params![job_id, now])?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Whether the record of `job_id` changed since its current run claimed it: an event came that the run
+    /// does not cover and that asks for something other than the run carries out (echoes of the run's own
+    /// writes do not count). Nor do the health poller's judgements: they tell of the service the run is
+    /// watching, and would otherwise end each wait on a service that keeps exiting before its timeout
+    /// could. Reads by key, past the job only when it is marked dirty: its queued events after the claimed
+    /// one (`events_queued`), and the newest it covers with a request (`events_job`).
+    pub async fn changed_since_claim(&self, job_id: i64) -> Result<bool, JournalError> {
+        if let Some(pg) = self.pg() {
+            return Box::pin(pg.changed_since_claim(job_id)).await;
+        }
+        self.look_up(move |conn| {
+            Ok(conn
+                .prepare_cached(CHANGED_SINCE_CLAIM)?
+                .query_row([job_id], |r| r.get::<_, bool>(0))?)
         })
         .await
     }

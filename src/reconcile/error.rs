@@ -30,6 +30,10 @@ pub enum ReconcileError {
     Blocked(String),
     #[error("service {uuid} did not reach running within {secs} s (last status: {last})")]
     NotRunning { uuid: String, secs: u64, last: String },
+    /// A newer change to the record came while the run waited for its service to reach running: the run
+    /// ends there, and the next one carries out the record as it is now.
+    #[error("a newer change to the record came while service {uuid} was starting; the next run carries it out")]
+    Superseded { uuid: String },
     /// PocketBase kept refusing the record's `deploy_logs` rows (they stay in the outbox).
     #[error("PocketBase: the deploy_logs rows of {record_id} were refused repeatedly")]
     LogsRefused { record_id: String },
@@ -57,6 +61,7 @@ impl ReconcileError {
             )
             | ReconcileError::Blocked(_) => ErrorPolicy::WaitForChange,
             ReconcileError::NoService => ErrorPolicy::Dead,
+            ReconcileError::Superseded { .. } => ErrorPolicy::RunAgain,
             ReconcileError::PocketBase(_)
             | ReconcileError::Coolify(_)
             | ReconcileError::Journal(_)
@@ -152,6 +157,10 @@ mod tests {
             ErrorPolicy::WaitForChange
         );
         assert_eq!(ReconcileError::NoService.policy(), ErrorPolicy::Dead);
+        assert_eq!(
+            ReconcileError::Superseded { uuid: "svc1".into() }.policy(),
+            ErrorPolicy::RunAgain
+        );
         let source = std::error::Error::source(&down).map(ToString::to_string);
         assert_eq!(
             source.as_deref(),

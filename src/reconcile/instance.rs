@@ -839,6 +839,9 @@ async fn execute(
         Ok(write_back) => write_back,
         // A service taken as present is gone: not a failure, the caller observes and plans again.
         Err(e @ ReconcileError::Coolify(CoolifyError::NotFound { .. })) if assumed => return Err(e),
+        Err(e @ ReconcileError::Superseded { .. }) => {
+            return Err(Box::pin(gave_way(ctx, inst, desired, log, &uuid, e)).await);
+        }
         Err(e) => {
             // The change may have landed (a compose PATCH whose service then exited): the record's applied
             // spec no longer tells what Coolify holds, so no later run may take it as applied.
@@ -904,6 +907,43 @@ async fn execute(
         .await?;
     }
     Ok(())
+}
+
+/// A run that gave way to a newer change while its service started. Every call it made succeeded, so the
+/// record takes the spec now in Coolify as applied (the next run plans from it: a start under way is waited
+/// for, not sent again) and keeps `deploying`; the row keeps in the trail what was sent.
+async fn gave_way(
+    ctx: &Context,
+    inst: &BotInstance,
+    desired: &Desired,
+    log: ActionLog,
+    uuid: &Option<String>,
+    e: ReconcileError,
+) -> ReconcileError {
+    let patch = InstancePatch {
+        status: Some(InstanceStatus::Deploying),
+        ..write_back_patch(desired, desired.spec.state, uuid, false, inst.retained_until.is_some())
+    };
+    let mut row = log.row(DeployStatus::Pending, e.tenant_message());
+    // Until the row is confirmed, the next run knows from it what Coolify holds, as from a success row.
+    row.applied_hash = patch.applied_hash.clone();
+    row.service_uuid = uuid.clone();
+    // A run that gave way before (to a replay, say) already wrote it: a write of the same would only come
+    // back as a frame, which the next run, claimed on an event without a fingerprint, takes for a change.
+    let shown = inst.status == Some(InstanceStatus::Deploying)
+        && inst.applied_hash == patch.applied_hash
+        && inst.coolify_service_id == *uuid;
+    let written = match (!shown)
+        .then(|| BatchRequest::patch_instance(&inst.id, &patch))
+        .transpose()
+    {
+        Ok(patch) => outcome::commit(ctx, Collection::BotInstances, &inst.id, patch, Some(row)).await,
+        Err(pe) => Err(pe.into()),
+    };
+    if let Err(ce) = written {
+        warn!(record_id = %inst.id, error = %ce, "could not record what the run that gave way sent");
+    }
+    e
 }
 
 /// The failure on the record (`error`, only when it changed: writing the same failure again would only
@@ -1268,6 +1308,13 @@ async fn wait_running(ctx: &Context, uuid: &str, project_uuid: &str) -> Result<(
                     secs: ctx.settings.reconcile.running_timeout.as_secs(),
                     last: status.map(|s| s.to_string()).unwrap_or_else(|| "not listed".into()),
                 });
+            }
+            // A record has one job at a time: a stop, a fix or a deletion made now would otherwise wait for
+            // this start (up to the timeout, for a service that never runs).
+            if let Some(job) = crate::queue::current_job()
+                && ctx.journal.changed_since_claim(job.job_id).await?
+            {
+                return Err(ReconcileError::Superseded { uuid: uuid.to_string() });
             }
             // The next round's reading: the board paces rounds.
             after = asked + Duration::from_millis(1);

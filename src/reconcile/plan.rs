@@ -137,8 +137,11 @@ pub enum RunState {
     Running,
     /// `exited`: the only status Coolify refuses a stop for.
     Stopped,
-    /// Neither: starting, degraded (some containers down, or a crash loop), restarting, paused, or a status
-    /// Coolify added since. Up in part at least, so a stop must still be sent, and not yet running.
+    /// `starting:*`: a start is queued or under way (reference 4.5). Another start would only force-recreate
+    /// what it is bringing up, so a plan that wants it running waits for it instead.
+    Starting,
+    /// None of these: degraded (some containers down, or a crash loop), restarting, paused, or a status
+    /// Coolify added since. Up in part at least, so a stop must still be sent, and not running.
     Between,
 }
 
@@ -148,6 +151,8 @@ impl RunState {
             RunState::Running
         } else if status.is_stopped() {
             RunState::Stopped
+        } else if matches!(status, ServiceStatus::Starting { .. }) {
+            RunState::Starting
         } else {
             RunState::Between
         }
@@ -258,6 +263,8 @@ pub fn plan_instance(input: &InstanceInput) -> Vec<Action> {
                         actions.push(Action::WaitRunning);
                     } else if running && needs_redeploy {
                         actions.push(Action::Restart);
+                        actions.push(Action::WaitRunning);
+                    } else if *run == RunState::Starting && !needs_redeploy {
                         actions.push(Action::WaitRunning);
                     } else if !running {
                         actions.push(Action::Start);
@@ -659,6 +666,11 @@ mod tests {
         };
         // A degraded or starting service runs some of its containers (or will): stopping it is a stop.
         assert_eq!(plan_instance(&input(S, R, &up_in_part)), vec![Stop, WriteBack(S)]);
+        let starting = Observed::Present {
+            uuid: "svc1".into(),
+            run: RunState::Starting,
+        };
+        assert_eq!(plan_instance(&input(S, R, &starting)), vec![Stop, WriteBack(S)]);
         // Left stopped and found up in part: not what was applied.
         assert_eq!(plan_instance(&input(S, S, &up_in_part)), vec![Stop, WriteBack(S)]);
         assert_eq!(plan_instance(&input(S, S, &present(false))), vec![]);
@@ -673,13 +685,41 @@ mod tests {
             ("exited", RunState::Stopped),
             ("exited:excluded", RunState::Stopped),
             ("degraded:unhealthy", RunState::Between),
-            ("starting:unknown", RunState::Between),
+            ("starting:unknown", RunState::Starting),
+            ("starting:unhealthy", RunState::Starting),
             ("restarting:unknown", RunState::Between),
             ("paused:unknown", RunState::Between),
             ("unknown:unknown:excluded", RunState::Between),
         ] {
             assert_eq!(RunState::of(&ServiceStatus::parse(status)), run, "{status}");
         }
+    }
+
+    #[test]
+    fn a_starting_service_is_waited_for_not_started_again_unless_it_must_take_a_change() {
+        let starting = Observed::Present {
+            uuid: "svc1".into(),
+            run: RunState::Starting,
+        };
+        let asked = |desired: Spec| InstanceInput {
+            desired,
+            applied: Some(spec(S, "c", "e", "")),
+            observed: starting.clone(),
+        };
+        // The start an earlier run sent is under way: a second would force-recreate what it brings up.
+        assert_eq!(
+            plan_instance(&asked(spec(R, "c", "e", ""))),
+            vec![MarkDeploying, WaitRunning, WriteBack(R)]
+        );
+        // New env reaches containers only through a start; a new compose deploys with its update.
+        assert_eq!(
+            plan_instance(&asked(spec(R, "c", "e2", ""))),
+            vec![MarkDeploying, SetEnv, Start, WaitRunning, WriteBack(R)]
+        );
+        assert_eq!(
+            plan_instance(&asked(spec(R, "c2", "e", ""))),
+            vec![MarkDeploying, UpdateService { deploy: true }, WaitRunning, WriteBack(R)]
+        );
     }
 
     #[test]

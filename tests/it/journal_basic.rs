@@ -215,6 +215,51 @@ cf_testkit::on_both_journals! {
         assert!(all_events(j).await.iter().all(|e| e.status == EventStatus::Done));
     }
 
+    // A run that gives way to a newer change (it waited for a start while the record changed): it learns of
+    // the change by a read, and its job runs again at once over every event, the attempt given back. Neither
+    // the health poller's judgements nor the echoes of the run's own writes are a change to give way to.
+    async fn a_run_superseded_by_a_newer_change_runs_again_over_both_events(t: TestJournal) {
+        let j = &t.journal;
+        let asking = |source, updated: &str, fp: &str| NewEvent {
+            fingerprint: Some(fp.into()),
+            ..event(source, "r1", updated)
+        };
+        j.ingest(asking(Source::Realtime, "t0", "a")).await.expect("ingest");
+        let done = j.claim_due(now_ms(), 1).await.expect("claim").remove(0);
+        j.complete(done.job_id).await.expect("complete");
+        // An operator's replay: a claim on an event with no request, so an echo is not settled at ingest.
+        let (first_event, ..) = new_ids(j.ingest(event(Source::Replay, "r1", "t1")).await.expect("ingest"));
+        let first = j.claim_due(now_ms(), 1).await.expect("claim").remove(0);
+        assert!(!j.changed_since_claim(first.job_id).await.expect("look"), "nothing new yet");
+        new_ids(j.ingest(event(Source::Health, "r1", "h1")).await.expect("ingest"));
+        assert!(!j.changed_since_claim(first.job_id).await.expect("look"), "a judgement");
+        new_ids(j.ingest(asking(Source::Realtime, "t2", "a")).await.expect("ingest"));
+        assert!(!j.changed_since_claim(first.job_id).await.expect("look"), "an echo of the run's write");
+        let (newer_event, ..) = new_ids(j.ingest(asking(Source::Webhook, "t3", "b")).await.expect("ingest"));
+        assert!(j.changed_since_claim(first.job_id).await.expect("look"), "the newer change is seen");
+        j.supersede(first.job_id, "a newer change came").await.expect("supersede");
+        assert!(
+            !j.changed_since_claim(first.job_id).await.expect("look"),
+            "a job not running has no run to give way"
+        );
+        let queued = all_events(j).await.into_iter().filter(|e| e.status == EventStatus::Queued).count();
+        assert_eq!(queued, 4, "no event is settled by the run that gave way");
+        let again = j.claim_due(now_ms(), 1).await.expect("claim").remove(0);
+        assert_eq!(again.job_id, first.job_id);
+        assert_eq!(again.last_event_id, newer_event, "the next run covers the newer change");
+        assert_eq!(again.attempts, 1, "the attempt that gave way is given back");
+        assert!(again.after_failure, "the service may have been changed: the next run reads it");
+        assert_eq!(again.first_pending_at, first.first_pending_at, "the wait counts from the first change");
+        let (_, _, attempts) = j.get_event(first_event).await.expect("get").expect("exists");
+        assert!(
+            attempts.iter().any(|a| a.outcome == Some(AttemptOutcome::Interrupted)
+                && a.error.as_deref() == Some("a newer change came")),
+            "{attempts:?}"
+        );
+        j.complete(again.job_id).await.expect("complete");
+        assert!(all_events(j).await.iter().all(|e| e.status == EventStatus::Done));
+    }
+
     async fn failures_retry_then_die_and_a_new_event_revives(t: TestJournal) {
         let j = &t.journal;
         new_ids(j.ingest(event(Source::Realtime, "r1", "t1")).await.expect("ingest"));

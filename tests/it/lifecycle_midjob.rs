@@ -90,3 +90,130 @@ async fn lifecycle_midjob_change_undone_during_a_config_change() {
     let change = json!({"config": {"MODEL": "openai/other"}});
     undo_mid_job_then_stop(&w, &id, "PATCH /services/{uuid}/envs/bulk", change).await;
 }
+
+/// Started services report `starting:unknown` for ten minutes: a start's job waits for `running` the whole
+/// test long, unless a newer change ends its wait.
+const SIM_SLOW_START: &[&str] = &[
+    "--start-delay-ms",
+    "100",
+    "--running-delay-ms",
+    "600000",
+    "--delete-delay-ms",
+    "100",
+    "--rate-limit",
+    "100000",
+];
+
+/// A wait for `running` longer than the test's patience: what the test sees happen is not the timeout.
+const LONG_WAIT: (&str, &str) = ("CF_BRIDGE__RECONCILE__RUNNING_TIMEOUT_SECS", "300");
+
+/// An instance whose start's job waits for its service, which Coolify shows starting; (id, service uuid).
+async fn instance_starting(w: &World, tenant: &str, subdomain: &str) -> (String, String) {
+    let id = w.create_instance(tenant, "base-llm", subdomain, "running").await;
+    let r = w
+        .wait_record("bot_instances", &id, "the service created", WAIT, |r| {
+            r["status"] == "deploying" && !text(r, "coolify_service_id").is_empty()
+        })
+        .await;
+    let uuid = text(&r, "coolify_service_id").to_string();
+    w.wait("the service starting", WAIT, || async {
+        let svc = w.sim.service(&uuid).await?;
+        text(&svc, "status").starts_with("starting").then_some(())
+    })
+    .await;
+    (id, uuid)
+}
+
+/// The row the run that gave way leaves: what it sent, and that the next run carries out the newer change.
+async fn gave_way_row(w: &World, id: &str) -> serde_json::Value {
+    w.wait("the row of the run that gave way", WAIT, || async {
+        w.deploy_logs(id)
+            .await
+            .into_iter()
+            .find(|r| r["status"] == "pending" && text(r, "message").contains("a newer change"))
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_made_while_a_start_waits_for_running_is_carried_out_at_once() {
+    let w = World::start(SIM_SLOW_START, &[LONG_WAIT]).await;
+    let tenant = ready_tenant(&w).await;
+    let (id, uuid) = instance_starting(&w, &tenant, "slowstart1").await;
+    w.pb.patch("bot_instances", &id, json!({"desired_state": "stopped"}))
+        .await;
+    // Without ending the wait, the stop would come after the 300 s timeout.
+    w.wait_status(&id, "stopped", WAIT).await;
+    let svc = w.sim.service(&uuid).await.expect("the service is kept");
+    assert_eq!(text(&svc, "status"), "exited", "{svc}");
+    gave_way_row(&w, &id).await;
+    let rows = w.deploy_logs(&id).await;
+    assert!(
+        rows.iter().any(|r| r["action"] == "stop" && r["status"] == "success"),
+        "{rows:?}"
+    );
+    assert!(
+        rows.iter().all(|r| r["status"] != "failed"),
+        "giving way is not a failure: {rows:?}"
+    );
+
+    // A deletion made during a start is not held up either.
+    let (other, other_uuid) = instance_starting(&w, &tenant, "slowstart2").await;
+    w.pb.delete("bot_instances", &other).await;
+    w.wait("the service destroyed", WAIT, || async {
+        w.sim.service(&other_uuid).await.is_none().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_made_while_a_start_waits_does_not_start_the_service_again() {
+    let w = World::start(SIM_SLOW_START, &[LONG_WAIT]).await;
+    let tenant = ready_tenant(&w).await;
+    let (id, uuid) = instance_starting(&w, &tenant, "slowstart3").await;
+    // An operator replays the create: a newer change of the record that asks for nothing new.
+    let admin = w.bridge.admin();
+    let event_id = admin
+        .events(&format!("bot_instances/{id}"), None)
+        .await
+        .iter()
+        .find(|e| e["job_id"].is_i64())
+        .and_then(|e| e["id"].as_i64())
+        .expect("the create's event");
+    w.sim.clear_requests().await;
+    let (status, answer) = admin
+        .send(reqwest::Method::POST, "/admin/replay", json!({"event_ids": [event_id]}))
+        .await;
+    assert_eq!((status, answer["enqueued"].as_u64()), (200, Some(1)), "{answer}");
+    gave_way_row(&w, &id).await;
+    // The next run reads the service (the run before it may have changed it) and waits for the start under
+    // way: a second start would force-recreate the containers it is bringing up.
+    w.wait("the next run's read of the service", WAIT, || async {
+        let log = w.sim.requests().await;
+        log.iter()
+            .any(|r| r["path"] == "GET /services/{uuid}" && text(r, "uri").contains(&uuid))
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let starts: Vec<_> = w
+        .sim
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| {
+            matches!(
+                r["path"].as_str(),
+                Some("POST /services/{uuid}/start" | "POST /services/{uuid}/restart" | "POST /deploy")
+            ) || (r["path"] == "PATCH /services/{uuid}" && r["request"]["instant_deploy"] == true)
+        })
+        .collect();
+    assert!(starts.is_empty(), "no second start: {starts:?}");
+    assert_eq!(w.instance(&id).await["status"], "deploying");
+
+    // Once Coolify shows it running, the waiting run writes the outcome.
+    w.sim.force_status(&uuid, Some("running:unknown")).await;
+    w.wait_status(&id, "running", WAIT).await;
+    let rows = w.deploy_logs(&id).await;
+    assert!(rows.last().is_some_and(|r| r["status"] == "success"), "{rows:?}");
+}

@@ -228,6 +228,44 @@ impl PgJournal {
         self.commit_outcome(tx, job_id, false).await
     }
 
+    /// The run gave way to a newer change: see `Journal::supersede`.
+    pub(crate) async fn supersede(&self, job_id: i64, why: &str) -> Result<(), JournalError> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await?;
+        let run = self.running_job(&tx, job_id).await?;
+        let now = now_ms();
+        finish_attempt(&tx, run.attempt_id, AttemptOutcome::Interrupted, Some(why), now).await?;
+        exec(
+            &tx,
+            "UPDATE jobs SET state = 'queued', next_attempt_at = $2, attempts = GREATEST(attempts - 1, 0),
+                    first_pending_at = COALESCE(first_pending_at, dirty_since),
+                    dirty = 0, dirty_since = NULL, claimed_event_id = NULL, attempt_id = NULL, updated_at = $2,
+                    claim_id = NULL, claimed_by = NULL, lease_until = NULL
+             WHERE id = $1",
+            &[&job_id, &now],
+        )
+        .await?;
+        self.commit_outcome(tx, job_id, true).await
+    }
+
+    /// See `Journal::changed_since_claim`.
+    pub(crate) async fn changed_since_claim(&self, job_id: i64) -> Result<bool, JournalError> {
+        let conn = self.conn().await?;
+        let stmt = conn
+            .prepare_cached(
+                "SELECT EXISTS (
+                     SELECT 1 FROM jobs j JOIN events e ON e.job_id = j.id
+                     WHERE j.id = $1 AND j.state = 'running' AND j.dirty = 1
+                       AND e.status = 'queued' AND e.id > j.claimed_event_id AND e.source <> 'health'
+                       AND (e.fingerprint IS NULL OR e.fingerprint IS DISTINCT FROM (
+                             SELECT c.fingerprint FROM events c
+                             WHERE c.job_id = j.id AND c.id <= j.claimed_event_id AND c.fingerprint IS NOT NULL
+                             ORDER BY c.id DESC LIMIT 1)))",
+            )
+            .await?;
+        Ok(conn.query_one(&stmt, &[&job_id]).await?.get(0))
+    }
+
     /// The run failed in a way retrying cannot fix: park the job until a new event for the record.
     pub(crate) async fn defer(&self, job_id: i64, error: &str) -> Result<(), JournalError> {
         let mut conn = self.conn().await?;
