@@ -136,7 +136,7 @@ async fn gave_way_row(w: &World, id: &str) -> serde_json::Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stop_made_while_a_start_waits_for_running_is_carried_out_at_once() {
+async fn a_stop_a_deletion_or_a_suspension_made_while_a_start_waits_is_carried_out_at_once() {
     let w = World::start(SIM_SLOW_START, &[LONG_WAIT]).await;
     let tenant = ready_tenant(&w).await;
     let (id, uuid) = instance_starting(&w, &tenant, "slowstart1").await;
@@ -164,6 +164,16 @@ async fn a_stop_made_while_a_start_waits_for_running_is_carried_out_at_once() {
         w.sim.service(&other_uuid).await.is_none().then_some(())
     })
     .await;
+
+    // Nor is a suspension of the tenant: its job's wake of the instance is a newer change too.
+    let (third, third_uuid) = instance_starting(&w, &tenant, "slowstart4").await;
+    w.pb.patch("tenants", &tenant, json!({"status": "suspended"})).await;
+    w.wait_record("bot_instances", &third, "suspended", WAIT, |r| {
+        r["status"] == "stopped" && text(r, "domain").is_empty()
+    })
+    .await;
+    let svc = w.sim.service(&third_uuid).await.expect("the service is kept");
+    assert_eq!(text(&svc, "status"), "exited", "{svc}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
