@@ -1311,10 +1311,13 @@ async fn wait_running(ctx: &Context, uuid: &str, project_uuid: &str) -> Result<(
             }
             // A record has one job at a time: a stop, a fix or a deletion made now would otherwise wait for
             // this start (up to the timeout, for a service that never runs).
-            if let Some(job) = crate::queue::current_job()
-                && ctx.journal.changed_since_claim(job.job_id).await?
-            {
-                return Err(ReconcileError::Superseded { uuid: uuid.to_string() });
+            if let Some(job) = crate::queue::current_job() {
+                match ctx.journal.changed_since_claim(job.job_id).await {
+                    Ok(true) => return Err(ReconcileError::Superseded { uuid: uuid.to_string() }),
+                    Ok(false) => {}
+                    // The start is not at fault: it waits on, and a newer change waits for it as before.
+                    Err(e) => warn!(coolify_uuid = %uuid, error = %e, "cannot tell whether the record changed"),
+                }
             }
             // The next round's reading: the board paces rounds.
             after = asked + Duration::from_millis(1);
