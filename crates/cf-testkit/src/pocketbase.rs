@@ -175,6 +175,17 @@ impl TestPb {
         if !out.status.success() {
             bail!("superuser upsert failed: {}", String::from_utf8_lossy(&out.stderr));
         }
+        // The port was free when looked at, but the ephemeral range is shared with every outgoing connection of
+        // the machine's other tests: one may take it before PocketBase binds it. Another port then.
+        for _ in 0..4 {
+            match pb.spawn().await {
+                Err(e) if format!("{e:#}").contains("address already in use") => {
+                    pb.port = free_port();
+                    pb.url = format!("http://127.0.0.1:{}", pb.port);
+                }
+                done => return done.map(|()| pb),
+            }
+        }
         pb.spawn().await?;
         Ok(pb)
     }
@@ -211,6 +222,7 @@ impl TestPb {
             .create(true)
             .append(true)
             .open(self.log_path())?;
+        let logged_before = log.metadata()?.len();
         let log_err = log.try_clone()?;
         let child = Command::new(&self.binary)
             .arg("serve")
@@ -235,8 +247,12 @@ impl TestPb {
         self.child = Some(child);
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         let health = format!("{}/api/health", self.url);
+        // Only this process's word that it serves on the port: a health answer alone may come from whatever
+        // took the port first.
+        let serving = format!("Server started at {}", self.url);
         loop {
-            if let Ok(r) = self.http.get(&health).timeout(Duration::from_secs(1)).send().await
+            if self.log_since(logged_before).contains(&serving)
+                && let Ok(r) = self.http.get(&health).timeout(Duration::from_secs(1)).send().await
                 && r.status().is_success()
             {
                 return Ok(());
@@ -256,6 +272,14 @@ impl TestPb {
     /// PocketBase's stdout/stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// What PocketBase logged after the first `offset` bytes (those of its earlier runs).
+    fn log_since(&self, offset: u64) -> String {
+        let log = self.log();
+        log.get(usize::try_from(offset).unwrap_or(usize::MAX)..)
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// Whether the process started last is still the one serving (a hooks reload re-execs in place).
