@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """cf-bridge demo: a real PocketBase (schema + hooks), coolify-sim and the bridge, end to end.
 
-Creates a user, a tenant and two bot instances, and shows them go from pending to running with their
+Creates a user, a tenant and two bot instances, and shows them go from deploying to running with their
 Coolify ids and deploy logs. Ctrl-C stops everything.
 
 Changes reach the bridge by realtime and resync (the default); `--webhook` also has PocketBase's hooks post

@@ -64,15 +64,18 @@ async fn tenant_and_instance_lifecycle() {
         "tenant logs: {tlogs:?}"
     );
 
-    // Instance: pending -> deploying -> running, with every bridge-owned field written back.
+    // Instance: deploying (its create asks it to run: hooks/pb_hooks/actor.js) -> running, with every
+    // bridge-owned field written back.
     let created =
         w.pb.create_instance(w.instance_body(&tenant, "base-llm", "alpha", "running"))
             .await;
     let alpha = text(&created, "id").to_string();
-    assert_eq!(created["status"], "pending", "a new instance starts pending");
+    assert_eq!(
+        created["status"], "deploying",
+        "a new instance that runs starts deploying"
+    );
     let (seen, a) = w.statuses_until(&alpha, "running", T).await;
-    let seen: Vec<&str> = seen.iter().map(String::as_str).filter(|s| *s != "pending").collect();
-    assert_eq!(seen, vec!["deploying", "running"], "status sequence after pending");
+    assert_eq!(seen, vec!["deploying", "running"], "status sequence");
     let svc_uuid = text(&a, "coolify_service_id").to_string();
     assert!(!svc_uuid.is_empty(), "coolify_service_id written: {a}");
     assert_eq!(text(&a, "coolify_project_id"), project);

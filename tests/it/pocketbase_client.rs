@@ -43,8 +43,8 @@ async fn typed_helpers_round_trip_and_duplicates_are_validation_errors() {
         "desired_state": "running", "config": {"k": "v"}});
     let created: BotInstance = client.create(BOT_INSTANCES, &body).await.expect("create instance");
     assert_eq!(created.desired_state, Some(DesiredState::Running));
-    // hooks/pb_hooks/defaults.pb.js: a new instance starts pending.
-    assert_eq!(created.status, Some(InstanceStatus::Pending));
+    // hooks/pb_hooks/actor.js: a new instance that is to run starts deploying.
+    assert_eq!(created.status, Some(InstanceStatus::Deploying));
 
     let err = client
         .create::<BotInstance>(BOT_INSTANCES, &body)

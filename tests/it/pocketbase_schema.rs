@@ -318,8 +318,9 @@ async fn users_see_and_write_only_their_own_rows() {
             assert!(stamp.starts_with("users:") && stamp != value, "{field}: {stamp}");
             continue;
         }
-        // status starts as pending (hooks/pb_hooks/defaults.pb.js); the others start empty.
-        let initial = if *field == *"status" { "pending" } else { "" };
+        // The instance was created running, so its status starts as deploying (hooks/pb_hooks/actor.js); the
+        // others start empty.
+        let initial = if *field == *"status" { "deploying" } else { "" };
         assert_eq!(fresh[field], initial, "{field} changed despite the refusal");
     }
 
@@ -383,4 +384,55 @@ async fn users_see_and_write_only_their_own_rows() {
         .superuser_request("GET", &format!("/api/collections/deploy_logs/records/{}", a.log), None)
         .await;
     assert_eq!(log["record_id"], a.instance.as_str(), "logs outlive their instance");
+}
+
+/// A start or a restart shows `deploying` in the write that asks for it (hooks/pb_hooks/actor.js), so the
+/// bridge need not write it; no other write touches the bridge's status.
+#[tokio::test]
+async fn a_start_or_a_restart_shows_deploying_in_its_own_write() {
+    let pb = TestPb::start().await;
+    let (tenant, template) = pb.seed_tenant("marks").await;
+    let running = pb.create_instance_for(&tenant, &template, "marks-run", "running").await;
+    assert_eq!(running["status"], "deploying", "a create that runs: {running}");
+    let stopped = pb
+        .create_instance_for(&tenant, &template, "marks-stop", "stopped")
+        .await;
+    assert_eq!(stopped["status"], "pending", "a create that does not run: {stopped}");
+    let id = cf_testkit::id(&stopped);
+    let patch = |body: Value| pb.patch("bot_instances", &id, body);
+
+    // The bridge's own write-back (bridge-owned fields only) is left as it is.
+    let failed = patch(json!({"status": "error", "error_message": "boom", "pending_reason": "x"})).await;
+    assert_eq!(failed["status"], "error");
+    let started = patch(json!({"desired_state": "running"})).await;
+    assert_eq!(
+        (
+            &started["status"],
+            &started["error_message"],
+            &started["pending_reason"]
+        ),
+        (&json!("deploying"), &json!(""), &json!("")),
+        "a start: {started}"
+    );
+    let shown = patch(json!({"status": "running"})).await;
+    assert_eq!(shown["status"], "running");
+    let edited = patch(json!({"name": "renamed", "config": {"MODEL": "x"}})).await;
+    assert_eq!(edited["status"], "running", "an edit of a running instance: {edited}");
+    let again = patch(json!({"desired_state": "running"})).await;
+    assert_eq!(again["status"], "running", "asking for the state it has: {again}");
+    let restarted = patch(json!({"restart_requested_at": "2026-12-05 10:00:00.000Z"})).await;
+    assert_eq!(restarted["status"], "deploying", "a restart: {restarted}");
+    patch(json!({"status": "running"})).await;
+    let stopping = patch(json!({"desired_state": "stopped"})).await;
+    assert_eq!(
+        stopping["status"], "running",
+        "a stop is the bridge's to show: {stopping}"
+    );
+    let restart_stopped = patch(json!({"restart_requested_at": "2026-12-05 11:00:00.000Z"})).await;
+    assert_eq!(
+        restart_stopped["status"], "running",
+        "a restart of a stopped instance: {restart_stopped}"
+    );
+    let leaving = patch(json!({"desired_state": "running", "deletion_requested_at": "2026-12-05 12:00:00.000Z"})).await;
+    assert_eq!(leaving["status"], "running", "a start with a deletion: {leaving}");
 }

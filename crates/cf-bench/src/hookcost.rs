@@ -461,7 +461,7 @@ pub async fn start_writes_floor(
         Figure::new(
             "1 latency",
             format!(
-                "PocketBase CPU per change @ {rate}/s, a start's three writes made without the bridge (the person's, `deploying`, the final status and its deploy_logs row in one batch; project hooks, two realtime subscribers)"
+                "PocketBase CPU per change @ {rate}/s, a start's writes made without the bridge (the person's, which the project's hook marks `deploying`, then the final status and its deploy_logs row in one batch; project hooks, two realtime subscribers)"
             ),
             hooked,
             "ms",
@@ -479,10 +479,10 @@ pub async fn start_writes_floor(
     Ok(())
 }
 
-/// The person's write and the bridge's two write-backs of one start, one after the other.
+/// The person's write (the project's hook shows `deploying` in it) and the bridge's final write-back of one
+/// start, one after the other.
 async fn one_start(pb: &Pb, id: &str) -> bool {
     let path = format!("/api/collections/bot_instances/records/{id}");
-    let deploying = json!({"status": "deploying", "error_message": "", "pending_reason": ""});
     let running = json!({
         "status": "running", "error_message": "", "pending_reason": "",
         "coolify_service_id": format!("svc-{id}"), "coolify_project_id": "proj-floor", "domain": "",
@@ -505,6 +505,5 @@ async fn one_start(pb: &Pb, id: &str) -> bool {
             Some(&json!({"desired_state": "running"})),
         )
         .await)
-        && ok(pb.request(reqwest::Method::PATCH, &path, Some(&deploying)).await)
         && ok(pb.request(reqwest::Method::POST, "/api/batch", Some(&batch)).await)
 }
