@@ -64,6 +64,29 @@ async fn suspend_closes_the_door_and_resume_opens_it_with_fresh_keys() {
             "{rows:?}"
         );
     }
+    // A start asked for while the tenant is suspended shows `deploying` in its own write
+    // (hooks/pb_hooks/actor.js); the bridge, not starting it, writes `stopped` back.
+    let parked_uuid = text(&w.instance(&parked).await, "coolify_service_id").to_string();
+    let calls = |log: &[serde_json::Value]| {
+        log.iter()
+            .filter(|r| r["method"] != "GET" && text(r, "uri").contains(&parked_uuid))
+            .count()
+    };
+    let before = calls(&w.sim.requests().await);
+    let asked =
+        w.pb.patch("bot_instances", &parked, json!({"desired_state": "running"}))
+            .await;
+    assert_eq!(asked["status"], "deploying", "{asked}");
+    w.wait_status(&parked, "stopped", WAIT).await;
+    assert_eq!(
+        calls(&w.sim.requests().await),
+        before,
+        "a suspended tenant's instance was started"
+    );
+    let back =
+        w.pb.patch("bot_instances", &parked, json!({"desired_state": "stopped"}))
+            .await;
+    assert_eq!(back["status"], "stopped", "{back}");
     let (_, suspended_key, _) = door(&w, &live).await;
 
     w.pb.patch("tenants", &tenant, json!({"status": "active"})).await;
