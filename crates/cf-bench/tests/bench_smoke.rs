@@ -56,7 +56,7 @@ fn tiny_bench_prints_the_table_and_the_json() {
     };
     for row in [
         "a realtime subscriber that only reads every frame (no bridge) vs no hooks | ",
-        "a start's three writes made without the bridge",
+        "a start's writes made without the bridge",
         "project hooks with webhook delivery off, PocketBase's default --hooksPool (15) vs no hooks | ",
         "only reads every frame (no bridge), PocketBase's default --hooksPool (15) vs no hooks | ",
     ] {
