@@ -1,7 +1,7 @@
 //! The single writer: a dedicated thread owns the write connection and group-commits ingests.
 //!
-//! Ingests that queue up while a transaction runs are written together in the next one (each under
-//! its own savepoint, so a bad event fails alone), which turns one commit per event into one per burst.
+//! Ingests that queue up while a transaction runs are written together in the next one, which turns one
+//! commit per event into one per burst; a bad event still fails alone (see [`commit_batch`]).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -60,11 +60,41 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Request>) {
 
 type Pending = (NewEvent, String, oneshot::Sender<Result<Ingested, JournalError>>);
 
+/// Commits `batch` in one transaction. Straight through first: a savepoint per event made SQLite copy
+/// each page an ingest touched into a statement journal, opened and closed with every commit (about 15 %
+/// of the bridge's CPU in a flood, docs/BENCHMARKS.md "Thirty-first session"). Only when that fails is the
+/// batch written again with a savepoint per event, so that a bad event fails alone.
 fn commit_batch(conn: &mut Connection, batch: Vec<Pending>) {
     if batch.is_empty() {
         return;
     }
     let now = now_ms();
+    let straight = catch_unwind(AssertUnwindSafe(|| {
+        write_tx(conn, |tx| {
+            batch
+                .iter()
+                .map(|(event, payload, _)| ingest::ingest(tx, event, payload, now))
+                .collect::<Result<Vec<_>, _>>()
+        })
+    }));
+    match straight {
+        Ok(Ok(results)) => answer(batch, results.into_iter().map(Ok).collect()),
+        Ok(Err(e)) if batch.len() == 1 => answer(batch, vec![Err(e)]),
+        Ok(Err(_)) => commit_each(conn, batch, now),
+        // Dropping the reply senders tells every caller its event was not stored.
+        Err(_) => tracing::error!("journal writer panicked while committing events; they were rolled back"),
+    }
+}
+
+fn answer(batch: Vec<Pending>, results: Vec<Result<Ingested, JournalError>>) {
+    for ((_, _, reply), result) in batch.into_iter().zip(results) {
+        let _ = reply.send(result);
+    }
+}
+
+/// The batch again, each event under a savepoint of its own: the good ones commit, a bad one is answered
+/// with its own error.
+fn commit_each(conn: &mut Connection, batch: Vec<Pending>, now: i64) {
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         write_tx(conn, |tx| {
             let mut results = Vec::with_capacity(batch.len());
@@ -82,19 +112,81 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Pending>) {
         })
     }));
     match outcome {
-        Ok(Ok(results)) => {
-            for ((_, _, reply), result) in batch.into_iter().zip(results) {
-                let _ = reply.send(result);
-            }
-        }
+        Ok(Ok(results)) => answer(batch, results),
         Ok(Err(e)) => {
             let message = e.to_string();
             tracing::error!(error = %message, events = batch.len(), "journal could not commit events");
-            for (_, _, reply) in batch {
-                let _ = reply.send(Err(JournalError::Commit(message.clone())));
-            }
+            let results = batch
+                .iter()
+                .map(|_| Err(JournalError::Commit(message.clone())))
+                .collect();
+            answer(batch, results)
         }
-        // Dropping the reply senders tells every caller its event was not stored.
         Err(_) => tracing::error!("journal writer panicked while committing events; they were rolled back"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Action, Collection, Source};
+    use crate::intake::record_event;
+
+    fn pending(record_id: &str) -> (Pending, oneshot::Receiver<Result<Ingested, JournalError>>) {
+        let Ok(serde_json::Value::Object(record)) = serde_json::from_str(&format!(r#"{{"id": "{record_id}"}}"#)) else {
+            unreachable!("a literal object")
+        };
+        let event =
+            record_event(Source::Realtime, Collection::BotInstances, Action::Create, record, None).expect("event");
+        let (reply, answer) = oneshot::channel();
+        ((event, "{}".to_string(), reply), answer)
+    }
+
+    fn journal() -> Connection {
+        let mut conn = Connection::open_in_memory().expect("db");
+        super::super::schema::migrate(&mut conn).expect("migrate");
+        // Any event of record `bad` is refused, as a broken row would be.
+        conn.execute_batch(
+            "CREATE TRIGGER refuse_bad BEFORE INSERT ON events WHEN NEW.record_id = 'bad'
+             BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+        )
+        .expect("trigger");
+        conn
+    }
+
+    fn stored(conn: &Connection) -> Vec<String> {
+        let mut stmt = conn.prepare("SELECT record_id FROM events ORDER BY id").expect("query");
+        stmt.query_map([], |r| r.get(0))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("ids")
+    }
+
+    #[test]
+    fn a_batch_commits_together_and_a_bad_event_in_it_fails_alone() {
+        let mut conn = journal();
+        let (batch, answers): (Vec<_>, Vec<_>) = ["aaa", "bbb"].into_iter().map(pending).unzip();
+        commit_batch(&mut conn, batch);
+        for mut answer in answers {
+            assert!(matches!(answer.try_recv(), Ok(Ok(Ingested::New { .. }))));
+        }
+        let (batch, answers): (Vec<_>, Vec<_>) = ["ccc", "bad", "ddd"].into_iter().map(pending).unzip();
+        commit_batch(&mut conn, batch);
+        let outcomes: Vec<bool> = answers
+            .into_iter()
+            .map(|mut a| matches!(a.try_recv(), Ok(Ok(Ingested::New { .. }))))
+            .collect();
+        assert_eq!(outcomes, [true, false, true], "only the bad event is refused");
+        assert_eq!(stored(&conn), ["aaa", "bbb", "ccc", "ddd"]);
+        let (batch, mut answers): (Vec<_>, Vec<_>) = ["bad"].into_iter().map(pending).unzip();
+        commit_batch(&mut conn, batch);
+        assert!(
+            matches!(answers.remove(0).try_recv(), Ok(Err(_))),
+            "a lone bad event is refused"
+        );
+        let jobs: i64 = conn
+            .query_row("SELECT count(*) FROM jobs", [], |r| r.get(0))
+            .expect("jobs");
+        assert_eq!((stored(&conn).len(), jobs), (4, 4), "and leaves nothing behind");
     }
 }
