@@ -183,52 +183,10 @@ pub fn encode_compose(yaml: &str) -> Result<String, CoolifyError> {
     Ok(STANDARD.encode(yaml.as_bytes()))
 }
 
-/// A fingerprint of what a compose means, not how it is written: Coolify stores the compose parsed and
-/// dumped again (comments and anchors gone, quoting changed), so the text it shows differs from the text
-/// sent. `None` for text that is not YAML.
+/// [`crate::templates::compose_meaning`] of a compose's text; `None` for text that is not YAML.
 pub fn compose_fingerprint(yaml: &str) -> Option<String> {
-    fn canonical(v: &serde_norway::Value, out: &mut String) {
-        use serde_norway::Value as Y;
-        match v {
-            Y::Null => out.push('~'),
-            Y::Bool(b) => out.push_str(if *b { "T" } else { "F" }),
-            Y::Number(n) => out.push_str(&format!("n{n};")),
-            Y::String(s) => out.push_str(&format!("s{}:{s}", s.len())),
-            Y::Sequence(items) => {
-                out.push('[');
-                items.iter().for_each(|i| canonical(i, out));
-                out.push(']');
-            }
-            Y::Mapping(map) => {
-                let mut entries: Vec<(String, String)> = map
-                    .iter()
-                    .map(|(k, v)| {
-                        let (mut key, mut value) = (String::new(), String::new());
-                        canonical(k, &mut key);
-                        canonical(v, &mut value);
-                        (key, value)
-                    })
-                    .collect();
-                entries.sort();
-                out.push('{');
-                for (k, v) in entries {
-                    out.push_str(&k);
-                    out.push('=');
-                    out.push_str(&v);
-                }
-                out.push('}');
-            }
-            Y::Tagged(t) => {
-                out.push_str(&format!("!{}", t.tag));
-                canonical(&t.value, out);
-            }
-        }
-    }
     let doc: serde_norway::Value = serde_norway::from_str(yaml).ok()?;
-    let mut text = String::new();
-    canonical(&doc, &mut text);
-    let digest = <sha2::Sha256 as sha2::Digest>::digest(text.as_bytes());
-    Some(hex::encode(&digest[..12]))
+    Some(crate::templates::compose_meaning(&doc))
 }
 
 fn urls_json(urls: &[ServiceUrl]) -> Value {

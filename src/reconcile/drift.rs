@@ -57,10 +57,11 @@ pub fn compose_note(service_uuid: &str) -> String {
     format!("{COMPOSE_PREFIX}{service_uuid}")
 }
 
-/// What the compose note holds: a hash of the text sent, then the fingerprint of what it means. Coolify
-/// showing the very text sent is recognised without parsing it.
-pub fn compose_note_value(yaml: &str) -> Option<String> {
-    Some(format!("{} {}", text_hash(yaml), compose_fingerprint(yaml)?))
+/// What the compose note holds: a hash of the text sent, then the fingerprint of what it means (the
+/// render's, [`crate::templates::Rendered::meaning`]). Coolify showing the very text sent is recognised
+/// without parsing it.
+pub fn compose_note_value(yaml: &str, meaning: &str) -> String {
+    format!("{} {meaning}", text_hash(yaml))
 }
 
 fn text_hash(text: &str) -> String {
@@ -189,7 +190,7 @@ mod tests {
     #[test]
     fn drift_is_what_differs_from_the_applied_spec() {
         let yaml = "services:\n  bot:\n    image: x:1\n";
-        let applied = compose_note_value(yaml);
+        let applied = compose_fingerprint(yaml).map(|meaning| compose_note_value(yaml, &meaning));
         let applied = applied.as_deref();
         let redumped = "services:\n    bot:\n        image: 'x:1'\n";
         assert_eq!(

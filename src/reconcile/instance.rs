@@ -1088,9 +1088,9 @@ fn unconfirmed_note(instance_id: &str) -> String {
 
 /// Notes what the compose sent to a service means, for the resync's drift check.
 async fn note_compose(ctx: &Context, service: &str, desired: &Desired) -> Result<(), ReconcileError> {
-    if let Some(noted) = compose_note_value(&desired.rendered.compose_yaml) {
-        ctx.journal.note_changed(&compose_note(service), &noted).await?;
-    }
+    let rendered = &desired.rendered;
+    let noted = compose_note_value(&rendered.compose_yaml, &rendered.meaning);
+    ctx.journal.note_changed(&compose_note(service), &noted).await?;
     Ok(())
 }
 

@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 
 pub use load::TemplateSet;
 pub use render::{RenderInput, Rendered, render};
-pub use validate::validate_compose;
+pub use validate::{compose_meaning, validate_compose};
 
 /// One bot template, as declared by `template.toml` plus its compose source.
 #[derive(Debug, Clone)]

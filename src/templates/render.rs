@@ -66,6 +66,8 @@ pub struct Rendered {
     pub public_port: u16,
     /// Names of the `${VAR}` references in the compose, sorted: Coolify creates an env var for each.
     pub env_refs: Vec<String>,
+    /// What the compose means ([`super::compose_meaning`]), taken from the validation's parse.
+    pub meaning: String,
 }
 
 /// `t`'s compose source as liquid, parsed once (see [`super::ParsedCompose`]).
@@ -95,12 +97,13 @@ pub fn render(t: &Template, input: &RenderInput, limits: &Ceiling) -> Result<Ren
     // liquid renders into a 10 KB buffer; a job keeps its compose until it ends, and a backlog holds
     // hundreds of jobs.
     compose_yaml.shrink_to_fit();
-    let env_refs = check_compose(t, &compose_yaml, limits)?;
+    let checked = check_compose(t, &compose_yaml, limits)?;
     Ok(Rendered {
         compose_yaml,
         public_service: t.public_service.clone(),
         public_port: t.public_port,
-        env_refs,
+        env_refs: checked.env_refs,
+        meaning: checked.meaning,
     })
 }
 
@@ -346,6 +349,34 @@ mod tests {
         };
         let compose = render(t, &RenderInput::sample(t), &ceiling).unwrap().compose_yaml;
         assert_eq!(compose.capacity(), compose.len());
+    }
+
+    #[test]
+    fn a_render_s_meaning_is_what_its_text_means() {
+        let set = TemplateSet::load_dir(std::path::Path::new("templates")).unwrap();
+        for name in ["telegram-bot", "base-llm", "openclaw-agent"] {
+            let t = set.get(name).unwrap();
+            let ceiling = Ceiling {
+                max_stacks: None,
+                cpu: t.cpu_default,
+                mem_mb: t.mem_default_mb,
+            };
+            let mut input = RenderInput::sample(t);
+            let first = render(t, &input, &ceiling).unwrap();
+            // The drift check compares it with the fingerprint of the text Coolify shows.
+            assert_eq!(
+                Some(&first.meaning),
+                crate::coolify::compose_fingerprint(&first.compose_yaml).as_ref(),
+                "{name}"
+            );
+            let key = t.default_config.keys().next().unwrap();
+            input.config = serde_json::json!({ key: "changed" });
+            let changed = render(t, &input, &ceiling).unwrap();
+            assert_ne!(
+                first.meaning, changed.meaning,
+                "{name}: a config change changes what the compose means"
+            );
+        }
     }
 
     #[test]

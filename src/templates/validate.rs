@@ -82,8 +82,16 @@ pub(crate) fn is_service_name(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-' || *c == b'_')
 }
 
-/// Validates and returns the sorted names of the `${VAR}` references in the document.
-pub(crate) fn check_compose(t: &Template, yaml: &str, ceiling: &Ceiling) -> Result<Vec<String>, TemplateError> {
+/// What [`check_compose`] learns from a valid compose.
+pub(crate) struct Checked {
+    /// The sorted names of the `${VAR}` references in the document.
+    pub env_refs: Vec<String>,
+    /// [`compose_meaning`] of the document.
+    pub meaning: String,
+}
+
+/// Validates the document and returns what a job needs of it, from the one parse.
+pub(crate) fn check_compose(t: &Template, yaml: &str, ceiling: &Ceiling) -> Result<Checked, TemplateError> {
     let bad = |reason: String| TemplateError::invalid(t, reason);
     if yaml.len() > MAX_COMPOSE_BYTES {
         return Err(bad(format!(
@@ -185,7 +193,10 @@ pub(crate) fn check_compose(t: &Template, yaml: &str, ceiling: &Ceiling) -> Resu
     }
     check_public(t, services)?;
     check_refs(t, &refs)?;
-    Ok(refs.into_iter().collect())
+    Ok(Checked {
+        env_refs: refs.into_iter().collect(),
+        meaning: compose_meaning(&doc),
+    })
 }
 
 /// Names declared under a top-level `volumes`/`networks` map. Each definition may use only `allowed`
@@ -733,6 +744,52 @@ fn scalar_text(v: &Value) -> String {
 
 fn join(set: &BTreeSet<String>) -> String {
     format!("[{}]", set.iter().cloned().collect::<Vec<_>>().join(", "))
+}
+
+/// A fingerprint of what a compose means, not how it is written: Coolify stores the compose parsed and
+/// dumped again (comments and anchors gone, quoting changed), so the text it shows differs from the text
+/// sent.
+pub fn compose_meaning(doc: &Value) -> String {
+    fn canonical(v: &Value, out: &mut String) {
+        match v {
+            Value::Null => out.push('~'),
+            Value::Bool(b) => out.push_str(if *b { "T" } else { "F" }),
+            Value::Number(n) => out.push_str(&format!("n{n};")),
+            Value::String(s) => out.push_str(&format!("s{}:{s}", s.len())),
+            Value::Sequence(items) => {
+                out.push('[');
+                items.iter().for_each(|i| canonical(i, out));
+                out.push(']');
+            }
+            Value::Mapping(map) => {
+                let mut entries: Vec<(String, String)> = map
+                    .iter()
+                    .map(|(k, v)| {
+                        let (mut key, mut value) = (String::new(), String::new());
+                        canonical(k, &mut key);
+                        canonical(v, &mut value);
+                        (key, value)
+                    })
+                    .collect();
+                entries.sort();
+                out.push('{');
+                for (k, v) in entries {
+                    out.push_str(&k);
+                    out.push('=');
+                    out.push_str(&v);
+                }
+                out.push('}');
+            }
+            Value::Tagged(t) => {
+                out.push_str(&format!("!{}", t.tag));
+                canonical(&t.value, out);
+            }
+        }
+    }
+    let mut text = String::new();
+    canonical(doc, &mut text);
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(text.as_bytes());
+    hex::encode(&digest[..12])
 }
 
 #[cfg(test)]
