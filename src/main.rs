@@ -196,8 +196,19 @@ fn main() -> ExitCode {
 /// seen under load), each with its own malloc arena: memory, no throughput.
 const BLOCKING_THREADS: usize = 4;
 
+/// Async worker threads, unless `TOKIO_WORKER_THREADS` says otherwise. The bridge waits on PocketBase,
+/// Coolify and its journal (whose writer, checkpointer and HTTP servers have threads of their own); its
+/// async work per event is a fraction of a millisecond. A worker per core woke the idle one for each task
+/// spawned or woken, to find nothing to steal: in a flood of realtime frames one worker spent 8 % less CPU
+/// per frame, and PocketBase beside it took 5 % more writes (docs/BENCHMARKS.md, "Thirty-first session").
+const WORKER_THREADS: usize = 1;
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(WORKER_THREADS);
+    }
+    builder
         .max_blocking_threads(BLOCKING_THREADS)
         .enable_all()
         .build()
