@@ -128,6 +128,47 @@ async fn changes_reach_the_sink_within_a_second() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_is_read_on_while_earlier_frames_are_journaled_and_they_stay_in_order() {
+    let pb = intake_pb(&[], false).await;
+    let mut rt = Running::start(&pb, &pb.cached_token().await, Duration::from_secs(90));
+    rt.connections(1, 5 * SECOND).await;
+
+    // The journal is busy: no ingest is answered until the gate opens.
+    let busy = rt.sink.gate.write().await;
+    let tenant = pb.create_record("tenants", json!({"name": "v0"})).await;
+    let id = tenant["id"].as_str().expect("id").to_owned();
+    let mut versions = vec![tenant["updated"].as_str().expect("updated").to_owned()];
+    for n in 1..=10 {
+        // Versions a millisecond apart: PocketBase stamps `updated` to the millisecond.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        let updated = pb.patch("tenants", &id, json!({"name": format!("v{n}")})).await;
+        versions.push(updated["updated"].as_str().expect("updated").to_owned());
+    }
+    // Every frame reaches the sink while the first is still unanswered, so that one commit can take them all.
+    let deadline = tokio::time::Instant::now() + 2 * SECOND;
+    while rt.sink.offered().len() < versions.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the consumer waited for the journal: {} of {} frames offered",
+            rt.sink.offered().len(),
+            versions.len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(rt.sink.events().is_empty(), "an ingest passed the closed gate");
+    drop(busy);
+
+    let events = rt.sink.wait_for(2 * SECOND, |e| e.len() == versions.len()).await;
+    let names: Vec<_> = events.iter().map(|e| e.payload["name"].clone()).collect();
+    let expected: Vec<_> = (0..=10).map(|n| json!(format!("v{n}"))).collect();
+    assert_eq!(names, expected, "journaled out of the stream's order");
+    let stamps: Vec<_> = events.iter().filter_map(|e| e.record_updated.clone()).collect();
+    assert_eq!(stamps, versions);
+    assert_eq!(events[0].action, Action::Create);
+    rt.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_after_pocketbase_restarts() {
     let mut pb = intake_pb(&[], false).await;
     let mut rt = Running::start(&pb, &pb.cached_token().await, Duration::from_secs(90));

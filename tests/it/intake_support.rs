@@ -59,6 +59,9 @@ pub struct MemorySink {
     /// Every event offered, duplicates included.
     offered: Mutex<Vec<NewEvent>>,
     pub unavailable: AtomicBool,
+    /// Every ingest passes through a read guard: a test holding the write guard keeps each ingest
+    /// offered but unanswered, as a journal busy committing would.
+    pub gate: tokio::sync::RwLock<()>,
 }
 
 impl MemorySink {
@@ -91,6 +94,7 @@ impl EventSink for MemorySink {
                 return Err(SinkError::Unavailable("test sink switched off".into()));
             }
             self.offered.lock().expect("sink lock").push(event.clone());
+            let _pass = self.gate.read().await;
             let mut events = self.events.lock().expect("sink lock");
             let dup = events.iter().any(|e| {
                 e.dedupe_key == event.dedupe_key || (e.delivery_id.is_some() && e.delivery_id == event.delivery_id)
