@@ -375,7 +375,7 @@ pub async fn throughput(
     .saturated(sat);
     report.add(intake.target(figure, Goal::AtLeast(0.7 * bare_rate), full_mode));
     report.note(format!(
-        "throughput, {path}: {ok} writes in {:.1} s; {in_window} journaled by the end of the flood, backlog {} then, all {} journaled {:.1} s after it; CPU over the flood ({:.0}% of the machine busy{}): PocketBase {:.1} s, cf-bridge {:.1} s, coolify-sim {:.1} s, cf-bench {:.1} s",
+        "throughput, {path}: {ok} writes in {:.1} s; {in_window} journaled by the end of the flood, backlog {} then, all {} journaled {:.1} s after it; CPU over the flood ({:.0}% of the machine busy{}): PocketBase {:.2} s, cf-bridge {:.2} s ({:.3} ms per write), coolify-sim {:.2} s, cf-bench {:.2} s",
         elapsed.as_secs_f64(),
         ok.saturating_sub(in_window),
         journaled.len(),
@@ -384,6 +384,7 @@ pub async fn throughput(
         if sat { ", saturated" } else { "" },
         usage.cpu_secs[0],
         usage.cpu_secs[1],
+        1000.0 * usage.cpu_secs[1] / ok.max(1) as f64,
         usage.cpu_secs[2],
         usage.cpu_secs[3],
     ));
