@@ -8,7 +8,7 @@
 //! wakes a thread with a connection of its own, which checkpoints in PASSIVE mode: it never waits for the
 //! writer or a reader, and takes nothing from them but disk time. Once it has copied the whole WAL, the
 //! writer's next transaction starts the WAL from its beginning, as after SQLite's own checkpoints; the
-//! writer's own checkpoint past [`WAL_BYTES_AT_MOST`] bounds it when writes never pause (16 MiB, against
+//! writer's own checkpoint past [`WAL_PAGES_AT_MOST`] bounds it when writes never pause (16 MiB, against
 //! about 4 MiB with SQLite's checkpoint in the commit). A WAL started over is cut back to
 //! [`WAL_BYTES_KEPT`], so the file stays that large between bursts instead of at the burst's size.
 
@@ -22,18 +22,17 @@ use rusqlite::{Connection, ErrorCode, MAIN_DB};
 
 use super::{JournalError, JournalOptions};
 
-/// WAL size after a commit that wakes the checkpointer: SQLite's own automatic checkpoint threshold (1,000
-/// pages of 4 KiB), in bytes, as journals of either page size hold (see `PAGE_SIZE` in the module above).
-pub const WAL_BYTES: i64 = 4 << 20;
-/// WAL size after a commit past which the writer checkpoints on its own connection after all. Only a
+/// WAL pages after a commit that wake the checkpointer: SQLite's own automatic checkpoint threshold.
+pub const WAL_PAGES: c_int = 1000;
+/// WAL pages after a commit past which the writer checkpoints on its own connection after all. Only a
 /// checkpoint that copies the whole WAL lets it start over, and under writes that never pause the
 /// checkpointer never finds it at rest: this keeps the file bounded (16 MiB) as SQLite's own did.
-pub const WAL_BYTES_AT_MOST: i64 = 4 * WAL_BYTES;
-/// What the WAL file is cut back to when the writer starts it over (`journal_size_limit`): the
-/// [`WAL_BYTES`] a checkpoint is asked for at, so a steady flow of commits reuses the file it has (SQLite
-/// overwrites a WAL faster than it appends to one), while a burst's growth up to [`WAL_BYTES_AT_MOST`] is
+pub const WAL_PAGES_AT_MOST: c_int = 4 * WAL_PAGES;
+/// What the WAL file is cut back to when the writer starts it over (`journal_size_limit`): about the
+/// [`WAL_PAGES`] a checkpoint is asked for at, so a steady flow of commits reuses the file it has (SQLite
+/// overwrites a WAL faster than it appends to one), while a burst's growth up to [`WAL_PAGES_AT_MOST`] is
 /// handed back to the disk.
-pub const WAL_BYTES_KEPT: i64 = WAL_BYTES;
+pub const WAL_BYTES_KEPT: i64 = 4 << 20;
 
 /// Starts the checkpointer of the journal at `path` and hands it the WAL growth of `writer`'s commits,
 /// which from then on no longer checkpoint themselves. The thread ends when `writer` is dropped.
@@ -60,19 +59,16 @@ pub(crate) fn spawn(path: &Path, writer: &mut Connection, opts: &JournalOptions)
     Ok(())
 }
 
-/// Has `writer`'s commits send `wake` when they leave the WAL at [`WAL_BYTES`] or more, instead of
+/// Has `writer`'s commits send `wake` when they leave the WAL at [`WAL_PAGES`] or more, instead of
 /// checkpointing on `writer` (SQLite's automatic checkpoint is itself a WAL hook, which this replaces),
-/// unless it reached [`WAL_BYTES_AT_MOST`].
+/// unless it reached [`WAL_PAGES_AT_MOST`].
 fn hand_over(writer: &mut Connection, wake: mpsc::SyncSender<()>) -> rusqlite::Result<()> {
     // SQLite cuts the file back when the connection that starts the WAL over has a limit: the writer.
     writer.pragma_update(None, "journal_size_limit", WAL_BYTES_KEPT)?;
-    let page: i64 = writer.pragma_query_value(None, "page_size", |r| r.get(0))?;
-    let pages = |bytes: i64| c_int::try_from(bytes / page.max(512)).unwrap_or(c_int::MAX);
-    let (wake_at, most) = (pages(WAL_BYTES), pages(WAL_BYTES_AT_MOST));
     writer.wal_hook(Some(move |wal: &mut Wal, pages: c_int| {
-        if pages >= most {
+        if pages >= WAL_PAGES_AT_MOST {
             report(wal.checkpoint_v2(CheckpointMode::PASSIVE));
-        } else if pages >= wake_at {
+        } else if pages >= WAL_PAGES {
             let _ = wake.try_send(());
         }
         // An error here would fail the statement whose commit has already happened.
@@ -99,7 +95,6 @@ mod tests {
     use super::*;
 
     const PAGE: u64 = 4096;
-    const MOST_PAGES: usize = (WAL_BYTES_AT_MOST as u64 / PAGE) as usize;
 
     fn insert_pages(writer: &mut Connection, pages: usize) {
         let tx = writer.transaction().unwrap();
@@ -128,10 +123,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.db");
         let (mut writer, _woken) = writer_handed_over(&path);
-        insert_pages(&mut writer, MOST_PAGES + 100);
+        insert_pages(&mut writer, WAL_PAGES_AT_MOST as usize + 100);
         assert!(
-            file_bytes(&path) >= WAL_BYTES_AT_MOST as u64,
-            "no checkpoint past {WAL_BYTES_AT_MOST} bytes: the file holds {} bytes",
+            file_bytes(&path) >= WAL_PAGES_AT_MOST as u64 * PAGE,
+            "no checkpoint past {WAL_PAGES_AT_MOST} pages: the file holds {} bytes",
             file_bytes(&path)
         );
     }
@@ -142,7 +137,7 @@ mod tests {
         let path = dir.path().join("journal.db");
         let wal = dir.path().join("journal.db-wal");
         let (mut writer, _woken) = writer_handed_over(&path);
-        insert_pages(&mut writer, MOST_PAGES + 100);
+        insert_pages(&mut writer, WAL_PAGES_AT_MOST as usize + 100);
         assert!(
             file_bytes(&wal) > 3 * WAL_BYTES_KEPT as u64,
             "the burst did not grow the WAL"
@@ -168,7 +163,7 @@ mod tests {
         insert_pages(&mut writer, 1500);
         assert!(
             woken.try_recv().is_ok(),
-            "a WAL past {WAL_BYTES} bytes did not wake the checkpointer"
+            "a WAL past {WAL_PAGES} pages did not wake the checkpointer"
         );
         // SQLite's own checkpoint would have copied the pages into the file during that commit.
         assert!(

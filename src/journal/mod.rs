@@ -111,13 +111,6 @@ impl std::fmt::Debug for Journal {
     }
 }
 
-/// The page size of a new journal. Each commit writes every page it changed whole, to the WAL and again
-/// at the checkpoint: an ingest changes a leaf of the events table and of each of its indexes, so pages
-/// of 2 KiB instead of SQLite's 4 KiB halve the bytes each event costs the disk. The bridge's CPU per
-/// realtime frame in a flood fell 2-8 % in A/B runs (docs/BENCHMARKS.md, "Thirty-second session"); 1 KiB
-/// pages gained nothing more, as the events' payloads then overflow their pages.
-const PAGE_SIZE: i64 = 2048;
-
 fn connect(path: &Path, opts: &JournalOptions, read_only: bool) -> Result<Connection, JournalError> {
     let open_err = |source| JournalError::Open {
         path: path.to_path_buf(),
@@ -130,10 +123,6 @@ fn connect(path: &Path, opts: &JournalOptions, read_only: bool) -> Result<Connec
     };
     let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
     conn.busy_timeout(opts.busy_timeout).map_err(open_err)?;
-    if !read_only {
-        // Only a journal not yet created takes it (before WAL mode writes its first page).
-        conn.pragma_update(None, "page_size", PAGE_SIZE).map_err(open_err)?;
-    }
     let mode: String = conn
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
         .map_err(open_err)?;
@@ -415,32 +404,6 @@ mod tests {
             assert_eq!(rows.len(), usize::try_from(limit).unwrap());
             assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "limit {limit}");
         }
-    }
-
-    #[test]
-    fn a_new_journal_takes_small_pages_and_one_written_before_keeps_its_own() {
-        let page_size =
-            |conn: &Connection| -> i64 { conn.pragma_query_value(None, "page_size", |r| r.get(0)).unwrap() };
-        let dir = tempfile::tempdir().unwrap();
-        let new = dir.path().join("new.db");
-        drop(Journal::open(&new).unwrap());
-        assert_eq!(
-            page_size(&connect(&new, &JournalOptions::default(), true).unwrap()),
-            PAGE_SIZE
-        );
-
-        let old = dir.path().join("old.db");
-        let conn = Connection::open(&old).unwrap();
-        conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())).unwrap();
-        conn.execute_batch("CREATE TABLE kept (x); INSERT INTO kept VALUES (1);")
-            .unwrap();
-        drop(conn);
-        let journal = Journal::open(&old).unwrap();
-        drop(journal);
-        let conn = connect(&old, &JournalOptions::default(), false).unwrap();
-        assert_eq!(page_size(&conn), 4096);
-        let kept: i64 = conn.query_row("SELECT x FROM kept", [], |r| r.get(0)).unwrap();
-        assert_eq!(kept, 1);
     }
 
     #[tokio::test]
