@@ -44,8 +44,10 @@ use crate::journal::AppliedVersion;
 use crate::pocketbase::records::{BotInstance, BotTemplate, Tenant, format_pb_date};
 
 /// Instances kept: enough for the changes whose jobs have not run yet at a few hundred changes a second;
-/// a job that comes later reads.
-pub const INSTANCES: usize = 256;
+/// a job that comes later reads. At 200 changes a second on 2 cores about 400 records wait for their job at
+/// once, and with 256 kept 0.6 of every change was read back from PocketBase (docs/BENCHMARKS.md,
+/// "Thirty-second session").
+pub const INSTANCES: usize = 1024;
 /// Tenants kept: every one of a large platform's active tenants (a few hundred bytes each).
 pub const TENANTS: usize = 4096;
 /// Templates kept: far more than a platform publishes.
