@@ -679,6 +679,8 @@ impl Consumer {
                     } else if frame.event == KEEPALIVE_TOPIC {
                         check.frame(&frame.data);
                     } else {
+                        // An ingest is sent to the journal at its first poll, and `FuturesOrdered` polls new
+                        // futures in the order they were pushed: the journal gets them in the stream's order.
                         if let Some(event) = self.record_frame(&frame) {
                             journaling.push_back(self.journal(event));
                         }
