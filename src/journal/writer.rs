@@ -4,6 +4,7 @@
 //! commit per event into one per burst; a bad event still fails alone (see [`commit_batch`]).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -13,6 +14,11 @@ use crate::events::{Ingested, NewEvent};
 
 /// Most ingests folded into one transaction.
 const MAX_BATCH: usize = 256;
+/// How long a busy writer waits for more ingests before committing. Under a flood the next frame comes
+/// before the last commit's answer is read, so without a wait nearly every ingest was a commit of its own
+/// (1.9 commits per event), each writing every page it touched whole. Waited only when ingests came
+/// less than this before, so an ingest that comes alone, or among jobs' transactions, is committed at once.
+const LINGER: Duration = Duration::from_millis(2);
 /// Requests waiting for the writer before senders wait (backpressure).
 const QUEUE_DEPTH: usize = 4096;
 
@@ -29,18 +35,36 @@ pub(crate) enum Request {
 
 /// Starts the writer thread; it ends when every sender is dropped.
 pub(crate) fn spawn(conn: Connection) -> Result<mpsc::Sender<Request>, std::io::Error> {
+    start(conn, LINGER)
+}
+
+fn start(conn: Connection, linger: Duration) -> Result<mpsc::Sender<Request>, std::io::Error> {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     // The thread logs where its opener logs (each in-process bridge of a test has its own log).
     let logs = tracing::dispatcher::get_default(Clone::clone);
     std::thread::Builder::new()
         .name("journal-writer".into())
-        .spawn(move || tracing::dispatcher::with_default(&logs, || run(conn, rx)))?;
+        .spawn(move || tracing::dispatcher::with_default(&logs, || run(conn, rx, linger)))?;
     Ok(tx)
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Request>) {
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Request>, linger: Duration) {
     let mut inbox = Vec::with_capacity(MAX_BATCH);
+    let mut last_ingests: Option<Instant> = None;
     while rx.blocking_recv_many(&mut inbox, MAX_BATCH) > 0 {
+        let busy = last_ingests.is_some_and(|at| at.elapsed() < linger);
+        // Only ingests wait: a job's transaction is awaited by a run holding its record.
+        if busy && inbox.len() < MAX_BATCH && inbox.iter().all(|r| matches!(r, Request::Ingest { .. })) {
+            std::thread::sleep(linger);
+            while inbox.len() < MAX_BATCH
+                && let Ok(request) = rx.try_recv()
+            {
+                inbox.push(request);
+            }
+        }
+        if inbox.iter().any(|r| matches!(r, Request::Ingest { .. })) {
+            last_ingests = Some(Instant::now());
+        }
         let mut batch = Vec::new();
         for request in inbox.drain(..) {
             match request {
@@ -160,6 +184,64 @@ mod tests {
             .expect("rows")
             .collect::<Result<_, _>>()
             .expect("ids")
+    }
+
+    /// Sends one ingest of `record_id` to the writer and waits for its answer.
+    fn ingest_now(
+        writer: &mpsc::Sender<Request>,
+        record_id: &str,
+    ) -> oneshot::Receiver<Result<Ingested, JournalError>> {
+        let ((event, payload, reply), answer) = pending(record_id);
+        writer
+            .blocking_send(Request::Ingest { event, payload, reply })
+            .expect("writer running");
+        answer
+    }
+
+    #[test]
+    fn a_busy_writer_waits_for_more_ingests_and_an_idle_one_commits_at_once() {
+        let mut conn = journal();
+        let commits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = commits.clone();
+        conn.commit_hook(Some(move || {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            false
+        }))
+        .expect("hook");
+        // Long enough that the test's own pauses cannot outlast it on a loaded machine.
+        let linger = Duration::from_millis(400);
+        let writer = start(conn, linger).expect("writer");
+        let count = || commits.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(ingest_now(&writer, "aaa").blocking_recv().expect("answer").is_ok());
+        assert_eq!(count(), 1);
+
+        // Right after an ingest: the next one waits, and one sent meanwhile joins its commit.
+        let first = ingest_now(&writer, "bbb");
+        std::thread::sleep(Duration::from_millis(50));
+        let second = ingest_now(&writer, "ccc");
+        assert!(first.blocking_recv().expect("answer").is_ok());
+        assert!(second.blocking_recv().expect("answer").is_ok());
+        assert_eq!(count(), 2, "bbb and ccc in one commit");
+
+        // Idle for longer than the wait: an ingest is committed without it.
+        std::thread::sleep(linger + Duration::from_millis(100));
+        let sent = Instant::now();
+        assert!(ingest_now(&writer, "ddd").blocking_recv().expect("answer").is_ok());
+        assert!(sent.elapsed() < linger, "answered in {:?}", sent.elapsed());
+        assert_eq!(count(), 3);
+
+        // A job's transaction is not a flood: an ingest right after one is committed at once too.
+        std::thread::sleep(linger + Duration::from_millis(100));
+        let (done, ran) = oneshot::channel();
+        let job: Job = Box::new(move |conn: &mut Connection| {
+            let _ = done.send(conn.execute_batch("CREATE TABLE scratch (x INTEGER)").is_ok());
+        });
+        writer.blocking_send(Request::Run(job)).expect("writer running");
+        assert!(ran.blocking_recv().expect("job ran"));
+        let sent = Instant::now();
+        assert!(ingest_now(&writer, "eee").blocking_recv().expect("answer").is_ok());
+        assert!(sent.elapsed() < linger, "answered in {:?}", sent.elapsed());
+        assert_eq!(count(), 5);
     }
 
     #[test]
