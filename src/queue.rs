@@ -14,7 +14,7 @@ use tracing::instrument::WithSubscriber;
 
 use crate::backoff::Backoff;
 use crate::config::QueueSettings;
-use crate::journal::{Change, ClaimedJob, Journal, JournalError, now_ms};
+use crate::journal::{Change, ClaimedJob, Journal, JournalError, RunRecord, now_ms};
 use crate::metrics::Metrics;
 use prometheus::IntGauge;
 
@@ -35,7 +35,8 @@ pub enum ErrorPolicy {
     RunAgain,
 }
 
-pub type JobFuture<'a, E> = Pin<Box<dyn Future<Output = Result<(), E>> + Send + 'a>>;
+/// A run's result: on success, where it left its record, recorded with the job's completion.
+pub type JobFuture<'a, E> = Pin<Box<dyn Future<Output = Result<Option<RunRecord>, E>> + Send + 'a>>;
 
 tokio::task_local! {
     static SLOT: Arc<WorkerSlot>;
@@ -184,7 +185,7 @@ impl<T> Drop for AbortOnDrop<T> {
 
 /// The job's fate once the handler returned.
 enum Outcome {
-    Succeeded,
+    Succeeded(Option<RunRecord>),
     Retry { error: String, at: i64 },
     Dead { error: String },
     Deferred { error: String },
@@ -195,7 +196,7 @@ enum Outcome {
 impl Outcome {
     fn label(&self) -> &'static str {
         match self {
-            Outcome::Succeeded => "succeeded",
+            Outcome::Succeeded(_) => "succeeded",
             Outcome::Retry { .. } => "retry",
             Outcome::Dead { .. } => "dead",
             Outcome::Deferred { .. } => "failed",
@@ -206,7 +207,7 @@ impl Outcome {
 
     fn error(&self) -> Option<&str> {
         match self {
-            Outcome::Succeeded => None,
+            Outcome::Succeeded(_) => None,
             Outcome::Retry { error, .. }
             | Outcome::Dead { error }
             | Outcome::Deferred { error }
@@ -217,7 +218,7 @@ impl Outcome {
 
     async fn record(&self, journal: &Journal, job_id: i64) -> Result<(), JournalError> {
         match self {
-            Outcome::Succeeded => journal.complete(job_id).await,
+            Outcome::Succeeded(record) => journal.complete(job_id, record.clone()).await,
             Outcome::Retry { error, at } => journal.fail(job_id, error, Some(*at)).await,
             Outcome::Dead { error } => journal.fail(job_id, error, None).await,
             Outcome::Deferred { error } => journal.defer(job_id, error).await,
@@ -280,25 +281,25 @@ async fn run_job<H: JobHandler>(
         .with_current_subscriber(),
     ));
     // The handler runs in its own task so that a panic ends only that task; a panic is retried.
-    let failure = match (&mut task.0).await {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some((handler.error_policy(&e), e.to_string())),
-        Err(e) => Some((ErrorPolicy::Retry, panic_message(e))),
+    let result = match (&mut task.0).await {
+        Ok(Ok(record)) => Ok(record),
+        Ok(Err(e)) => Err((handler.error_policy(&e), e.to_string())),
+        Err(e) => Err((ErrorPolicy::Retry, panic_message(e))),
     };
-    let outcome = match failure {
-        None => Outcome::Succeeded,
-        Some((ErrorPolicy::WaitForChange, error)) => Outcome::Deferred { error },
-        Some((ErrorPolicy::Dead, error)) => Outcome::Dead { error },
-        Some((ErrorPolicy::RunAgain, error)) => Outcome::Superseded { error },
-        Some((ErrorPolicy::WaitForDependency, error)) => {
+    let outcome = match result {
+        Ok(record) => Outcome::Succeeded(record),
+        Err((ErrorPolicy::WaitForChange, error)) => Outcome::Deferred { error },
+        Err((ErrorPolicy::Dead, error)) => Outcome::Dead { error },
+        Err((ErrorPolicy::RunAgain, error)) => Outcome::Superseded { error },
+        Err((ErrorPolicy::WaitForDependency, error)) => {
             let delay = i64::try_from(backoff_delay(&cfg, job.attempts).as_millis()).unwrap_or(i64::MAX);
             Outcome::Unavailable {
                 error,
                 at: now_ms().saturating_add(delay),
             }
         }
-        Some((ErrorPolicy::Retry, error)) if job.attempts >= cfg.max_attempts => Outcome::Dead { error },
-        Some((ErrorPolicy::Retry, error)) => {
+        Err((ErrorPolicy::Retry, error)) if job.attempts >= cfg.max_attempts => Outcome::Dead { error },
+        Err((ErrorPolicy::Retry, error)) => {
             let delay = i64::try_from(backoff_delay(&cfg, job.attempts).as_millis()).unwrap_or(i64::MAX);
             Outcome::Retry {
                 error,
@@ -311,7 +312,7 @@ async fn run_job<H: JobHandler>(
         .with_label_values(&[job.collection.as_str(), outcome.label()])
         .observe(started.elapsed().as_secs_f64());
     match &outcome {
-        Outcome::Succeeded => tracing::debug!("job succeeded"),
+        Outcome::Succeeded(_) => tracing::debug!("job succeeded"),
         Outcome::Retry { error, at } => {
             tracing::warn!(retry_at = at, error = %error, "job failed; will retry")
         }

@@ -5,11 +5,13 @@ use std::collections::HashSet;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::types::column;
-use super::{AttemptOutcome, ClaimedJob, JobState, Journal, JournalError, now_ms, write_tx};
+use super::{AttemptOutcome, ClaimedJob, JobState, Journal, JournalError, RunRecord, now_ms, write_tx};
 use crate::events::{Action, Collection, Source};
 
 /// What the current run of a job needs to record its outcome.
 struct RunningJob {
+    collection: String,
+    record_id: String,
     dirty: bool,
     dirty_since: Option<i64>,
     claimed_event_id: i64,
@@ -18,11 +20,16 @@ struct RunningJob {
 
 fn running_job(tx: &Transaction<'_>, job_id: i64) -> Result<RunningJob, JournalError> {
     let row = tx
-        .prepare_cached("SELECT state, dirty, dirty_since, claimed_event_id, attempt_id FROM jobs WHERE id = ?1")?
+        .prepare_cached(
+            "SELECT state, dirty, dirty_since, claimed_event_id, attempt_id, collection, record_id
+             FROM jobs WHERE id = ?1",
+        )?
         .query_row([job_id], |r| {
             let state: String = r.get(0)?;
             let claimed: Option<i64> = r.get(3)?;
             let run = RunningJob {
+                collection: r.get(5)?,
+                record_id: r.get(6)?,
                 dirty: r.get(1)?,
                 dirty_since: r.get(2)?,
                 claimed_event_id: claimed.unwrap_or(i64::MAX),
@@ -41,13 +48,15 @@ fn running_job(tx: &Transaction<'_>, job_id: i64) -> Result<RunningJob, JournalE
 /// See [`Journal::changed_since_claim`]. What the run carries out is taken to be the request of the newest
 /// event it covers that has one; a later event asking for the same is an echo of its own writes (a run
 /// claimed on a replay, a resync hint or a tenant's fan-out has no request to settle echoes by at ingest).
-const CHANGED_SINCE_CLAIM: &str = "SELECT EXISTS (
+/// A job is its record's, so the claimed request is found along the record's history (`events_record`).
+pub(super) const CHANGED_SINCE_CLAIM: &str = "SELECT EXISTS (
      SELECT 1 FROM jobs j JOIN events e ON e.job_id = j.id
      WHERE j.id = ?1 AND j.state = 'running' AND j.dirty = 1
        AND e.status = 'queued' AND e.id > j.claimed_event_id AND e.source <> 'health'
        AND (e.fingerprint IS NULL OR e.fingerprint IS NOT (
              SELECT c.fingerprint FROM events c
-             WHERE c.job_id = j.id AND c.id <= j.claimed_event_id AND c.fingerprint IS NOT NULL
+             WHERE c.collection = j.collection AND c.record_id = j.record_id AND c.job_id = j.id
+               AND c.id <= j.claimed_event_id AND c.fingerprint IS NOT NULL
              ORDER BY c.id DESC LIMIT 1)))";
 
 fn finish_attempt(
@@ -205,19 +214,25 @@ impl Journal {
         self.write(move |conn| write_tx(conn, |tx| claim(tx, now, limit))).await
     }
 
-    /// The run succeeded: its events are done; the job runs again at once if the record changed meanwhile.
-    pub async fn complete(&self, job_id: i64) -> Result<(), JournalError> {
+    /// The run succeeded: its events are done, and where it left its record (`record`) is recorded with
+    /// them; the job runs again at once if the record changed meanwhile.
+    pub async fn complete(&self, job_id: i64, record: Option<RunRecord>) -> Result<(), JournalError> {
         if let Some(pg) = self.pg() {
-            return Box::pin(pg.complete(job_id)).await;
+            return Box::pin(pg.complete(job_id, record)).await;
         }
         self.write(move |conn| {
             write_tx(conn, |tx| {
                 let now = now_ms();
                 let run = running_job(tx, job_id)?;
+                // In the completion's transaction: one commit per run where there were two.
+                if let Some(record) = &record {
+                    let collection = column::<Collection>("jobs.collection", run.collection.clone())?;
+                    super::state::record_run(tx, collection, &run.record_id, record)?;
+                }
                 finish_attempt(tx, run.attempt_id, AttemptOutcome::Succeeded, None, now)?;
                 settle_events(tx, job_id, run.claimed_event_id, "done")?;
-                // What the run applied was recorded by `set_applied` from the version it read: the claimed
-                // event may be older than that version (a change that came back while the run went on).
+                // What the run applied is recorded from the version it read: the claimed event may be
+                // older than that version (a change that came back while the run went on).
                 if run.dirty {
                     return requeue_dirty(tx, job_id, &run, now);
                 }

@@ -55,7 +55,7 @@ pub use schema::SCHEMA_VERSION;
 pub use stats::JournalStats;
 pub use types::{
     AppliedVersion, AttemptOutcome, AttemptRow, ClaimedJob, EventFilter, EventRow, EventStatus, Intent, JobRow,
-    JobState, Notes, RecordState,
+    JobState, Notes, RecordState, RunRecord,
 };
 pub use versions::StoredTemplate;
 

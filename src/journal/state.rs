@@ -5,14 +5,15 @@ use std::collections::HashMap;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::types::column;
-use super::{AppliedVersion, Intent, Journal, JournalError, Notes, RecordState, now_ms, write_tx};
+use super::{AppliedVersion, Intent, Journal, JournalError, Notes, RecordState, RunRecord, now_ms, write_tx};
 use crate::events::Collection;
 
 impl Journal {
     /// Records that the record at `updated` (the version the run read) was applied, and what that version
     /// asks for: the fingerprint of its realtime or webhook event, so that echoes asking for the same thing
     /// need no job. Unknown (no job saved) when that event has not arrived or carries no record. An
-    /// `updated` older than the one recorded (an echo settled since) is kept out.
+    /// `updated` older than the one recorded (an echo settled since) is kept out. A run records this with
+    /// its completion ([`Journal::complete`]).
     pub async fn set_applied(
         &self,
         collection: Collection,
@@ -22,29 +23,10 @@ impl Journal {
         if let Some(pg) = self.pg() {
             return Box::pin(pg.set_applied(collection, record_id, updated)).await;
         }
-        let (record_id, updated) = (record_id.to_owned(), updated.to_owned());
-        self.write(move |conn| {
-            write_tx(conn, |tx| {
-                let asked = version_fingerprint(tx, collection, &record_id, &updated)?;
-                tx.prepare_cached(
-                    "INSERT INTO record_state (collection, record_id, last_updated, applied_hash, deleted, seen_at)
-                     VALUES (?1, ?2, ?3, ?5, 0, ?4)
-                     ON CONFLICT (collection, record_id) DO UPDATE SET
-                        applied_hash = CASE
-                            WHEN record_state.last_updated IS NULL OR record_state.deleted = 1
-                                 OR excluded.last_updated >= record_state.last_updated
-                            THEN excluded.applied_hash ELSE record_state.applied_hash END,
-                        last_updated = CASE
-                            WHEN record_state.last_updated IS NULL OR record_state.deleted = 1
-                                 OR excluded.last_updated > record_state.last_updated
-                            THEN excluded.last_updated ELSE record_state.last_updated END,
-                        deleted = 0, seen_at = excluded.seen_at",
-                )?
-                .execute(params![collection.as_str(), record_id, updated, now_ms(), asked])?;
-                Ok(())
-            })
-        })
-        .await
+        let record = RunRecord::Applied(updated.to_owned());
+        let record_id = record_id.to_owned();
+        self.write(move |conn| write_tx(conn, |tx| record_run(tx, collection, &record_id, &record)))
+            .await
     }
 
     /// Records that the record is gone (its runtime resources were removed).
@@ -53,17 +35,8 @@ impl Journal {
             return Box::pin(pg.mark_deleted(collection, record_id)).await;
         }
         let record_id = record_id.to_owned();
-        self.write(move |conn| {
-            write_tx(conn, |tx| {
-                tx.prepare_cached(
-                    "INSERT INTO record_state (collection, record_id, deleted, seen_at) VALUES (?1, ?2, 1, ?3)
-                     ON CONFLICT (collection, record_id) DO UPDATE SET deleted = 1, seen_at = excluded.seen_at",
-                )?
-                .execute(params![collection.as_str(), record_id, now_ms()])?;
-                Ok(())
-            })
-        })
-        .await
+        self.write(move |conn| write_tx(conn, |tx| record_run(tx, collection, &record_id, &RunRecord::Deleted)))
+            .await
     }
 
     /// The version of the record last applied, or its removal; `None` for a record never applied.
@@ -416,6 +389,43 @@ impl Journal {
 }
 
 /// What the record at `updated` asks for: the fingerprint its create or update event was stored with.
+/// See [`Journal::set_applied`] and [`Journal::mark_deleted`].
+pub(super) fn record_run(
+    tx: &Transaction<'_>,
+    collection: Collection,
+    record_id: &str,
+    record: &RunRecord,
+) -> Result<(), JournalError> {
+    match record {
+        RunRecord::Applied(updated) => {
+            let asked = version_fingerprint(tx, collection, record_id, updated)?;
+            tx.prepare_cached(
+                "INSERT INTO record_state (collection, record_id, last_updated, applied_hash, deleted, seen_at)
+                 VALUES (?1, ?2, ?3, ?5, 0, ?4)
+                 ON CONFLICT (collection, record_id) DO UPDATE SET
+                    applied_hash = CASE
+                        WHEN record_state.last_updated IS NULL OR record_state.deleted = 1
+                             OR excluded.last_updated >= record_state.last_updated
+                        THEN excluded.applied_hash ELSE record_state.applied_hash END,
+                    last_updated = CASE
+                        WHEN record_state.last_updated IS NULL OR record_state.deleted = 1
+                             OR excluded.last_updated > record_state.last_updated
+                        THEN excluded.last_updated ELSE record_state.last_updated END,
+                    deleted = 0, seen_at = excluded.seen_at",
+            )?
+            .execute(params![collection.as_str(), record_id, updated, now_ms(), asked])?;
+        }
+        RunRecord::Deleted => {
+            tx.prepare_cached(
+                "INSERT INTO record_state (collection, record_id, deleted, seen_at) VALUES (?1, ?2, 1, ?3)
+                 ON CONFLICT (collection, record_id) DO UPDATE SET deleted = 1, seen_at = excluded.seen_at",
+            )?
+            .execute(params![collection.as_str(), record_id, now_ms()])?;
+        }
+    }
+    Ok(())
+}
+
 fn version_fingerprint(
     tx: &Transaction<'_>,
     collection: Collection,

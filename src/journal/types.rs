@@ -110,6 +110,15 @@ pub struct AttemptRow {
     pub duration_ms: Option<i64>,
 }
 
+/// Where a successful run left its record: recorded with the run's completion, in its transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunRecord {
+    /// Applied as of this version (the record's `updated` value the run read).
+    Applied(String),
+    /// Gone, and its runtime resources removed.
+    Deleted,
+}
+
 /// The version of a record the journal records as applied, or its removal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppliedVersion {

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::Collection;
-use crate::journal::ClaimedJob;
+use crate::journal::{ClaimedJob, RunRecord};
 use crate::queue::{ErrorPolicy, JobFuture, JobHandler};
 use context::Context;
 use error::ReconcileError;
@@ -66,7 +66,7 @@ impl Reconciler {
         Reconciler { ctx }
     }
 
-    async fn run(&self, job: &ClaimedJob) -> Result<(), ReconcileError> {
+    async fn run(&self, job: &ClaimedJob) -> Result<Option<RunRecord>, ReconcileError> {
         let collection = job.collection;
         let id = job.record_id.as_str();
         // Who asked for what this run carries out, read from the events it covers.
@@ -83,12 +83,12 @@ impl Reconciler {
         };
         // Rows the run kept, or an earlier run could not send: a job ends with its record's rows written.
         outcome::flush(&self.ctx, collection, id).await?;
-        // Resync compares against this to find records that changed while no event reached us.
-        match outcome {
-            Some(updated) => self.ctx.journal.set_applied(collection, id, &updated).await?,
-            None => self.ctx.journal.mark_deleted(collection, id).await?,
-        }
-        Ok(())
+        // Resync compares against this to find records that changed while no event reached us; the queue
+        // records it with the job's completion.
+        Ok(Some(match outcome {
+            Some(updated) => RunRecord::Applied(updated),
+            None => RunRecord::Deleted,
+        }))
     }
 }
 

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use cf_bridge::events::{Action, Collection, EventSink, Ingested, NewEvent, SinkError, Source};
 use cf_bridge::journal::{
-    AttemptOutcome, EventFilter, EventStatus, JobState, Journal, JournalError, JournalOptions, SCHEMA_VERSION, now_ms,
+    AttemptOutcome, EventFilter, EventStatus, JobState, Journal, JournalError, JournalOptions, RunRecord,
+    SCHEMA_VERSION, now_ms,
 };
 use serde_json::json;
 
@@ -147,10 +148,34 @@ cf_testkit::on_both_journals! {
             "a running job is never claimed twice"
         );
 
-        j.complete(claimed[0].job_id).await.expect("complete");
+        j.complete(claimed[0].job_id, None).await.expect("complete");
         let events = all_events(j).await;
         assert!(events.iter().all(|e| e.status == EventStatus::Done));
         assert_eq!(j.job_counts().await.expect("counts")[&JobState::Succeeded], 1);
+    }
+
+    async fn where_a_run_left_its_record_is_recorded_with_its_completion_and_only_with_it(t: TestJournal) {
+        let j = &t.journal;
+        for id in ["r1", "r2"] {
+            j.ingest(event(Source::Realtime, id, "t1")).await.expect("ingest");
+        }
+        let claimed = j.claim_due(now_ms(), 10).await.expect("claim");
+        let job = |id: &str| claimed.iter().find(|c| c.record_id == id).expect("claimed").job_id;
+        j.complete(job("r1"), Some(RunRecord::Applied("t1".into())))
+            .await
+            .expect("complete");
+        j.complete(job("r2"), Some(RunRecord::Deleted)).await.expect("complete");
+        // A completion the journal refuses (the job is no longer running) records nothing either.
+        let refused = j.complete(job("r1"), Some(RunRecord::Applied("t9".into()))).await;
+        assert!(matches!(refused, Err(JournalError::NotRunning { .. })), "{refused:?}");
+
+        let known = j.known_records(Collection::BotInstances).await.expect("known");
+        let state: Vec<_> = known
+            .iter()
+            .map(|r| (r.record_id.as_str(), r.last_updated.as_deref(), r.deleted))
+            .collect();
+        assert_eq!(state, [("r1", Some("t1"), false), ("r2", None, true)]);
+        assert_eq!(j.job_counts().await.expect("counts")[&JobState::Succeeded], 2);
     }
 
     async fn records_worked_since_a_time_are_the_unsettled_and_the_lately_settled(t: TestJournal) {
@@ -174,8 +199,8 @@ cf_testkit::on_both_journals! {
         new_ids(j.ingest(tenant).await.expect("ingest"));
         let claimed = j.claim_due(now_ms(), 10).await.expect("claim");
         let job = |id: &str| claimed.iter().find(|c| c.record_id == id).expect("claimed").job_id;
-        j.complete(job("done")).await.expect("complete");
-        j.complete(job("queued")).await.expect("complete");
+        j.complete(job("done"), None).await.expect("complete");
+        j.complete(job("queued"), None).await.expect("complete");
         new_ids(j.ingest(event(Source::Realtime, "queued", "t2")).await.expect("ingest"));
         tokio::time::sleep(Duration::from_millis(20)).await;
         let later = now_ms();
@@ -196,7 +221,7 @@ cf_testkit::on_both_journals! {
         let running = j.list_jobs(&[JobState::Running], 10).await.expect("jobs");
         assert!(running[0].dirty);
 
-        j.complete(first.job_id).await.expect("complete");
+        j.complete(first.job_id, None).await.expect("complete");
         let events = all_events(j).await;
         let status = |id| events.iter().find(|e| e.id == id).map(|e| e.status);
         assert_eq!(status(first.last_event_id), Some(EventStatus::Done));
@@ -211,7 +236,7 @@ cf_testkit::on_both_journals! {
         assert_eq!(second[0].last_event_id, late_event);
         assert_eq!(second[0].attempts, 1);
         assert!(second[0].first_pending_at.is_some());
-        j.complete(second[0].job_id).await.expect("complete");
+        j.complete(second[0].job_id, None).await.expect("complete");
         assert!(all_events(j).await.iter().all(|e| e.status == EventStatus::Done));
     }
 
@@ -226,7 +251,7 @@ cf_testkit::on_both_journals! {
         };
         j.ingest(asking(Source::Realtime, "t0", "a")).await.expect("ingest");
         let done = j.claim_due(now_ms(), 1).await.expect("claim").remove(0);
-        j.complete(done.job_id).await.expect("complete");
+        j.complete(done.job_id, None).await.expect("complete");
         // An operator's replay: a claim on an event with no request, so an echo is not settled at ingest.
         let (first_event, ..) = new_ids(j.ingest(event(Source::Replay, "r1", "t1")).await.expect("ingest"));
         let first = j.claim_due(now_ms(), 1).await.expect("claim").remove(0);
@@ -256,7 +281,7 @@ cf_testkit::on_both_journals! {
                 && a.error.as_deref() == Some("a newer change came")),
             "{attempts:?}"
         );
-        j.complete(again.job_id).await.expect("complete");
+        j.complete(again.job_id, None).await.expect("complete");
         assert!(all_events(j).await.iter().all(|e| e.status == EventStatus::Done));
     }
 
@@ -310,7 +335,7 @@ cf_testkit::on_both_journals! {
         assert_eq!(j.resume_on_start().await.expect("resume"), 1);
         let third = j.claim_due(now_ms(), 10).await.expect("claim");
         assert!(third[0].after_failure, "after an interrupted attempt");
-        j.complete(third[0].job_id).await.expect("complete");
+        j.complete(third[0].job_id, None).await.expect("complete");
         j.ingest(event(Source::Webhook, "r1", "3")).await.expect("ingest");
         let fourth = j.claim_due(now_ms(), 10).await.expect("claim");
         assert!(!fourth[0].after_failure, "after a success");
@@ -327,7 +352,7 @@ cf_testkit::on_both_journals! {
         );
         assert_eq!(j.job_counts().await.expect("counts")[&JobState::Waiting], 1);
         assert!(matches!(
-            j.complete(job.job_id).await,
+            j.complete(job.job_id, None).await,
             Err(JournalError::NotRunning { .. })
         ));
 
@@ -369,7 +394,7 @@ cf_testkit::on_both_journals! {
         assert_eq!(trace.as_deref(), Some("trace-2"), "a webhook's trace first");
         let trace = j.run_trace_context(job.job_id, e1).await.expect("trace");
         assert_eq!(trace.as_deref(), Some("trace-1"));
-        j.complete(job.job_id).await.expect("complete");
+        j.complete(job.job_id, None).await.expect("complete");
         assert!(j.run_changes(job.job_id, None, 10).await.expect("changes").is_empty());
         assert_eq!(j.run_trace_context(job.job_id, i64::MAX).await.expect("trace"), None);
         j.check_writable().await.expect("writable");
@@ -414,14 +439,14 @@ cf_testkit::on_both_journals! {
             if job.record_id == "r1" {
                 j.fail(job.job_id, "boom", None).await.expect("fail");
             } else {
-                j.complete(job.job_id).await.expect("complete");
+                j.complete(job.job_id, None).await.expect("complete");
             }
         }
         assert_eq!(j.replay_failed().await.expect("replay"), 1);
         let claimed = j.claim_due(now_ms(), 10).await.expect("claim");
         assert_eq!(claimed.len(), 1);
         assert_eq!((claimed[0].record_id.as_str(), claimed[0].attempts), ("r1", 1));
-        j.complete(claimed[0].job_id).await.expect("complete");
+        j.complete(claimed[0].job_id, None).await.expect("complete");
 
         assert_eq!(j.replay_events(&[e1, e1]).await.expect("replay"), 1);
         assert_eq!(j.replay_record(Collection::Tenants, "t-new").await.expect("replay"), 1);

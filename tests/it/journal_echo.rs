@@ -41,7 +41,7 @@ async fn run_job(j: &Journal, updated: &str) {
     j.set_applied(Collection::BotInstances, "r1", updated)
         .await
         .expect("applied");
-    j.complete(jobs[0].job_id).await.expect("complete");
+    j.complete(jobs[0].job_id, None).await.expect("complete");
 }
 
 fn is_new(i: &Ingested) -> bool {
@@ -71,7 +71,7 @@ cf_testkit::on_both_journals! {
             .expect("ingest");
         assert!(is_new(&later), "{later:?}");
         // Nor is a third version of that millisecond taken for what the run read.
-        j.complete(j.claim_due(now_ms(), 10).await.expect("claim")[0].job_id)
+        j.complete(j.claim_due(now_ms(), 10).await.expect("claim")[0].job_id, None)
             .await
             .expect("complete");
         let third = j
@@ -104,7 +104,7 @@ cf_testkit::on_both_journals! {
         j.set_applied(Collection::BotInstances, "r1", "2026-01-01 00:00:01.000Z")
             .await
             .expect("applied");
-        j.complete(jobs[0].job_id).await.expect("complete");
+        j.complete(jobs[0].job_id, None).await.expect("complete");
         assert_eq!(counts(j).await, (0, 0, 1), "the echo did not make the job run again");
 
         // After success: the final write-back and the health poller's refreshes settle too, by either source.
@@ -249,7 +249,7 @@ cf_testkit::on_both_journals! {
         j.set_applied(Collection::BotInstances, "r1", &at("01"))
             .await
             .expect("applied");
-        j.complete(first[0].job_id).await.expect("complete");
+        j.complete(first[0].job_id, None).await.expect("complete");
         // The run again reads version 03 (running): nothing to do.
         run_job(j, &at("03")).await;
         assert_eq!(counts(j).await, (0, 0, 1));
@@ -322,7 +322,7 @@ cf_testkit::on_both_journals! {
         j.set_applied(Collection::BotInstances, "r1", &at("01"))
             .await
             .expect("applied");
-        j.complete(first[0].job_id).await.expect("complete");
+        j.complete(first[0].job_id, None).await.expect("complete");
         // The resync lists version 02 (newer than the journal's 01): its echo asks for what is applied.
         assert_eq!(j.ingest(hint("02")).await.expect("ingest"), Ingested::Duplicate);
         let known = j.known_records(Collection::BotInstances).await.expect("known");

@@ -63,7 +63,7 @@ async fn settled(j: &Journal, record: &str, updated: &str, delivery: Option<&str
     };
     let job = j.claim_due(now_ms(), 1).await.expect("claim").remove(0);
     assert_eq!(job.record_id, record);
-    j.complete(job.job_id).await.expect("complete");
+    j.complete(job.job_id, None).await.expect("complete");
     event_id
 }
 
@@ -287,7 +287,7 @@ async fn journal_size_and_prune_batches_at_100k_events() {
             break;
         }
         for c in claimed {
-            j.complete(c.job_id).await.expect("complete");
+            j.complete(c.job_id, None).await.expect("complete");
         }
     }
     let before = j.stats().await.expect("stats");

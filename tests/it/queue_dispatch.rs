@@ -171,7 +171,7 @@ impl JobHandler for Tracker {
                 .expect("lock")
                 .entry(job.record_id.clone())
                 .or_default() += 1;
-            Ok(())
+            Ok(None)
         })
     }
 }
@@ -579,7 +579,7 @@ impl JobHandler for Returner {
         Box::pin(async move {
             if !job.record_id.starts_with('w') {
                 self.at_work.work(Duration::from_millis(10)).await;
-                return Ok(());
+                return Ok(None);
             }
             self.parked.fetch_add(1, Ordering::SeqCst);
             cf_bridge::queue::without_slot(async {
@@ -587,7 +587,7 @@ impl JobHandler for Returner {
             })
             .await;
             self.at_work.work(self.long).await;
-            Ok(())
+            Ok(None)
         })
     }
 }
@@ -612,7 +612,7 @@ impl JobHandler for Parker {
                 self.release.acquire().await.map(|p| p.forget()).expect("never closed");
             })
             .await;
-            Ok(())
+            Ok(None)
         })
     }
 }
@@ -635,7 +635,7 @@ impl JobHandler for Flaky {
         Box::pin(async move {
             self.calls.fetch_add(1, Ordering::SeqCst);
             match (self.failing.load(Ordering::SeqCst), self.permanent) {
-                (false, _) => Ok(()),
+                (false, _) => Ok(None),
                 (true, false) => Err(Failure::Retryable("coolify unreachable".into())),
                 (true, true) => Err(Failure::Permanent("template missing".into())),
             }
@@ -691,7 +691,7 @@ impl JobHandler for PanicsOnce {
             if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
                 panic!("handler bug");
             }
-            Ok(())
+            Ok(None)
         })
     }
 }
@@ -718,7 +718,7 @@ impl JobHandler for Gate {
                 self.release.notified().await;
             }
             tokio::time::sleep(self.slow).await;
-            Ok(())
+            Ok(None)
         })
     }
 }
@@ -755,7 +755,7 @@ impl JobHandler for Waiter {
                 cf_bridge::queue::without_slot(self.release.notified()).await;
             }
             self.at_work.work(self.work).await;
-            Ok(())
+            Ok(None)
         })
     }
 }

@@ -16,10 +16,12 @@ use super::PgJournal;
 use super::sql::{db_now_ms, exec, notify_jobs, row, rows};
 use crate::events::{Action, Collection, Source};
 use crate::journal::types::column;
-use crate::journal::{AttemptOutcome, ClaimedJob, JobState, JournalError, now_ms};
+use crate::journal::{AttemptOutcome, ClaimedJob, JobState, JournalError, RunRecord, now_ms};
 
 /// What the current run of a job needs to record its outcome.
 struct RunningJob {
+    collection: String,
+    record_id: String,
     dirty: bool,
     dirty_since: Option<i64>,
     claimed_event_id: i64,
@@ -31,8 +33,8 @@ impl PgJournal {
     async fn running_job(&self, tx: &Transaction<'_>, job_id: i64) -> Result<RunningJob, JournalError> {
         let found = row(
             tx,
-            "SELECT state, dirty, dirty_since, claimed_event_id, attempt_id, claim_id FROM jobs
-             WHERE id = $1 FOR UPDATE",
+            "SELECT state, dirty, dirty_since, claimed_event_id, attempt_id, claim_id, collection, record_id
+             FROM jobs WHERE id = $1 FOR UPDATE",
             &[&job_id],
         )
         .await?;
@@ -56,6 +58,8 @@ impl PgJournal {
         }
         let (dirty, claimed): (i64, Option<i64>) = (r.get(1), r.get(3));
         Ok(RunningJob {
+            collection: r.get(6),
+            record_id: r.get(7),
             dirty: dirty != 0,
             dirty_since: r.get(2),
             claimed_event_id: claimed.unwrap_or(i64::MAX),
@@ -171,10 +175,15 @@ impl PgJournal {
     }
 
     /// The run succeeded: its events are done; the job runs again at once if the record changed meanwhile.
-    pub(crate) async fn complete(&self, job_id: i64) -> Result<(), JournalError> {
+    /// Where the run left its record (`record`) is recorded in the same transaction.
+    pub(crate) async fn complete(&self, job_id: i64, record: Option<RunRecord>) -> Result<(), JournalError> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         let run = self.running_job(&tx, job_id).await?;
+        if let Some(record) = &record {
+            let collection = column::<Collection>("jobs.collection", run.collection.clone())?;
+            super::state::record_run(&tx, collection, &run.record_id, record).await?;
+        }
         let now = now_ms();
         finish_attempt(&tx, run.attempt_id, AttemptOutcome::Succeeded, None, now).await?;
         settle_events(&tx, job_id, run.claimed_event_id, "done").await?;

@@ -6,25 +6,30 @@
 
 use std::collections::HashMap;
 
+use deadpool_postgres::Transaction;
+
 use super::PgJournal;
+use super::sql::exec;
 use crate::events::Collection;
 use crate::journal::types::column;
-use crate::journal::{AppliedVersion, Intent, JournalError, Notes, RecordState, now_ms};
+use crate::journal::{AppliedVersion, Intent, JournalError, Notes, RecordState, RunRecord, now_ms};
 
-impl PgJournal {
-    pub(crate) async fn set_applied(
-        &self,
-        collection: Collection,
-        record_id: &str,
-        updated: &str,
-    ) -> Result<(), JournalError> {
-        let client = self.conn().await?;
-        // Several versions of one millisecond: which one the run read is unknown, so none is taken as applied.
-        let (_, after, before) = crate::journal::ingest::version_keys(collection, record_id, updated);
-        // One statement: what the version asks for (the fingerprint of its event, when it has arrived) and
-        // the upsert, newest event first along the record's index.
-        let stmt = client
-            .prepare_cached(
+/// Where a run left its record (see `Journal::set_applied`, `Journal::mark_deleted`), inside `tx`.
+pub(super) async fn record_run(
+    tx: &Transaction<'_>,
+    collection: Collection,
+    record_id: &str,
+    record: &RunRecord,
+) -> Result<(), JournalError> {
+    match record {
+        RunRecord::Applied(updated) => {
+            // Several versions of one millisecond: which one the run read is unknown, so none is taken as
+            // applied.
+            let (_, after, before) = crate::journal::ingest::version_keys(collection, record_id, updated);
+            // One statement: what the version asks for (the fingerprint of its event, when it has arrived)
+            // and the upsert, newest event first along the record's index.
+            exec(
+                tx,
                 "INSERT INTO record_state (collection, record_id, last_updated, applied_hash, deleted, seen_at)
                  VALUES ($1, $2, $3,
                         (SELECT fingerprint FROM events
@@ -43,28 +48,43 @@ impl PgJournal {
                              OR excluded.last_updated COLLATE \"C\" > record_state.last_updated COLLATE \"C\"
                         THEN excluded.last_updated ELSE record_state.last_updated END,
                     deleted = 0, seen_at = excluded.seen_at",
+                &[&collection.as_str(), &record_id, updated, &now_ms(), &after, &before],
             )
             .await?;
-        client
-            .execute(
-                &stmt,
-                &[&collection.as_str(), &record_id, &updated, &now_ms(), &after, &before],
+        }
+        RunRecord::Deleted => {
+            exec(
+                tx,
+                "INSERT INTO record_state (collection, record_id, deleted, seen_at) VALUES ($1, $2, 1, $3)
+                 ON CONFLICT (collection, record_id) DO UPDATE SET deleted = 1, seen_at = excluded.seen_at",
+                &[&collection.as_str(), &record_id, &now_ms()],
             )
             .await?;
-        Ok(())
+        }
+    }
+    Ok(())
+}
+
+impl PgJournal {
+    pub(crate) async fn set_applied(
+        &self,
+        collection: Collection,
+        record_id: &str,
+        updated: &str,
+    ) -> Result<(), JournalError> {
+        self.record(collection, record_id, RunRecord::Applied(updated.to_owned()))
+            .await
     }
 
     pub(crate) async fn mark_deleted(&self, collection: Collection, record_id: &str) -> Result<(), JournalError> {
-        let client = self.conn().await?;
-        let stmt = client
-            .prepare_cached(
-                "INSERT INTO record_state (collection, record_id, deleted, seen_at) VALUES ($1, $2, 1, $3)
-                 ON CONFLICT (collection, record_id) DO UPDATE SET deleted = 1, seen_at = excluded.seen_at",
-            )
-            .await?;
-        client
-            .execute(&stmt, &[&collection.as_str(), &record_id, &now_ms()])
-            .await?;
+        self.record(collection, record_id, RunRecord::Deleted).await
+    }
+
+    async fn record(&self, collection: Collection, record_id: &str, record: RunRecord) -> Result<(), JournalError> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await?;
+        record_run(&tx, collection, record_id, &record).await?;
+        tx.commit().await?;
         Ok(())
     }
 

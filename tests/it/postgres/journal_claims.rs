@@ -92,7 +92,7 @@ async fn replicas_claiming_at_once_never_get_the_same_job() {
                 for job in batch {
                     runs.lock().unwrap().entry(job.job_id).or_default().push(w);
                     tokio::task::yield_now().await;
-                    j.complete(job.job_id).await.expect("complete");
+                    j.complete(job.job_id, None).await.expect("complete");
                 }
             }
         }));
@@ -145,7 +145,7 @@ async fn an_expired_claim_is_taken_over_and_the_late_outcome_changes_nothing() {
 
     // The stalled replica comes back: whatever it writes about its run changes nothing.
     for late in [
-        stalled.complete(held.job_id).await,
+        stalled.complete(held.job_id, None).await,
         stalled.fail(held.job_id, "late", None).await,
         stalled.defer(held.job_id, "late").await,
         stalled.wait_for_dependency(held.job_id, "late", 0).await,
@@ -162,7 +162,10 @@ async fn an_expired_claim_is_taken_over_and_the_late_outcome_changes_nothing() {
         0,
         "not its claim any more"
     );
-    other.complete(taken[0].job_id).await.expect("the holder completes");
+    other
+        .complete(taken[0].job_id, None)
+        .await
+        .expect("the holder completes");
     assert_eq!(the_job(other).await, ("succeeded".into(), 2, None));
 }
 
@@ -181,7 +184,7 @@ async fn the_heartbeat_keeps_a_claim_past_its_lease() {
             "the renewed claim is still held"
         );
     }
-    holder.complete(held.job_id).await.expect("complete");
+    holder.complete(held.job_id, None).await.expect("complete");
     assert_eq!(the_job(other).await, ("succeeded".into(), 1, None));
 }
 
@@ -207,7 +210,7 @@ async fn resume_on_start_leaves_another_replicas_live_claim_alone() {
     let held = js[0].claim_due(now_ms(), 1).await.expect("claim").remove(0);
     assert_eq!(js[1].resume_on_start().await.expect("resume"), 0);
     assert_eq!(the_job(&js[0]).await, ("running".into(), 1, Some(replica_id(&js[0]))));
-    js[0].complete(held.job_id).await.expect("complete");
+    js[0].complete(held.job_id, None).await.expect("complete");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,7 +275,7 @@ impl JobHandler for Counter {
         Box::pin(async move {
             self.runs.fetch_add(1, Ordering::SeqCst);
             self.ran.notify_one();
-            Ok(())
+            Ok(None)
         })
     }
 
