@@ -10,14 +10,16 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{JournalError, ingest, now_ms, write_tx};
-use crate::events::{Ingested, NewEvent};
+use crate::events::{Ingested, NewEvent, Source};
 
 /// Most ingests folded into one transaction.
 const MAX_BATCH: usize = 256;
-/// How long a busy writer waits for more ingests before committing. Under a flood the next frame comes
-/// before the last commit's answer is read, so without a wait nearly every ingest was a commit of its own
-/// (1.9 commits per event), each writing every page it touched whole. Waited only when ingests came
-/// less than this before, so an ingest that comes alone, or among jobs' transactions, is committed at once.
+/// How long the writer waits for more realtime frames before committing one. Under a flood the next frame
+/// came just after each commit, so nearly every frame was a commit of its own (1.9 commits per event),
+/// each writing every page it touched whole. Waited only when frames came less than this before, and only
+/// for frames: the realtime consumer keeps reading while its frames wait, but a webhook's sender (one
+/// delivery at a time, or a person's write behind the hook) waits for the answer, so a wait would gather
+/// nothing and only slow it.
 const LINGER: Duration = Duration::from_millis(2);
 /// Requests waiting for the writer before senders wait (backpressure).
 const QUEUE_DEPTH: usize = 4096;
@@ -50,11 +52,11 @@ fn start(conn: Connection, linger: Duration) -> Result<mpsc::Sender<Request>, st
 
 fn run(mut conn: Connection, mut rx: mpsc::Receiver<Request>, linger: Duration) {
     let mut inbox = Vec::with_capacity(MAX_BATCH);
-    let mut last_ingests: Option<Instant> = None;
+    let mut last_frames: Option<Instant> = None;
     while rx.blocking_recv_many(&mut inbox, MAX_BATCH) > 0 {
-        let busy = last_ingests.is_some_and(|at| at.elapsed() < linger);
-        // Only ingests wait: a job's transaction is awaited by a run holding its record.
-        if busy && inbox.len() < MAX_BATCH && inbox.iter().all(|r| matches!(r, Request::Ingest { .. })) {
+        let busy = last_frames.is_some_and(|at| at.elapsed() < linger);
+        // Only frames wait: a job's transaction is awaited by a run holding its record.
+        if busy && inbox.len() < MAX_BATCH && inbox.iter().all(is_frame) {
             std::thread::sleep(linger);
             while inbox.len() < MAX_BATCH
                 && let Ok(request) = rx.try_recv()
@@ -62,8 +64,8 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Request>, linger: Duration) 
                 inbox.push(request);
             }
         }
-        if inbox.iter().any(|r| matches!(r, Request::Ingest { .. })) {
-            last_ingests = Some(Instant::now());
+        if inbox.iter().any(is_frame) {
+            last_frames = Some(Instant::now());
         }
         let mut batch = Vec::new();
         for request in inbox.drain(..) {
@@ -80,6 +82,11 @@ fn run(mut conn: Connection, mut rx: mpsc::Receiver<Request>, linger: Duration) 
         }
         commit_batch(&mut conn, batch);
     }
+}
+
+/// An ingest of a realtime frame.
+fn is_frame(request: &Request) -> bool {
+    matches!(request, Request::Ingest { event, .. } if event.source == Source::Realtime)
 }
 
 type Pending = (NewEvent, String, oneshot::Sender<Result<Ingested, JournalError>>);
@@ -157,11 +164,14 @@ mod tests {
     use crate::intake::record_event;
 
     fn pending(record_id: &str) -> (Pending, oneshot::Receiver<Result<Ingested, JournalError>>) {
+        pending_from(Source::Realtime, record_id)
+    }
+
+    fn pending_from(source: Source, record_id: &str) -> (Pending, oneshot::Receiver<Result<Ingested, JournalError>>) {
         let Ok(serde_json::Value::Object(record)) = serde_json::from_str(&format!(r#"{{"id": "{record_id}"}}"#)) else {
             unreachable!("a literal object")
         };
-        let event =
-            record_event(Source::Realtime, Collection::BotInstances, Action::Create, record, None).expect("event");
+        let event = record_event(source, Collection::BotInstances, Action::Create, record, None).expect("event");
         let (reply, answer) = oneshot::channel();
         ((event, "{}".to_string(), reply), answer)
     }
@@ -186,12 +196,20 @@ mod tests {
             .expect("ids")
     }
 
-    /// Sends one ingest of `record_id` to the writer and waits for its answer.
+    /// Sends one ingest of `record_id` to the writer; the receiver gets its answer.
     fn ingest_now(
         writer: &mpsc::Sender<Request>,
         record_id: &str,
     ) -> oneshot::Receiver<Result<Ingested, JournalError>> {
-        let ((event, payload, reply), answer) = pending(record_id);
+        ingest_from(writer, Source::Realtime, record_id)
+    }
+
+    fn ingest_from(
+        writer: &mpsc::Sender<Request>,
+        source: Source,
+        record_id: &str,
+    ) -> oneshot::Receiver<Result<Ingested, JournalError>> {
+        let ((event, payload, reply), answer) = pending_from(source, record_id);
         writer
             .blocking_send(Request::Ingest { event, payload, reply })
             .expect("writer running");
@@ -199,7 +217,7 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_writer_waits_for_more_ingests_and_an_idle_one_commits_at_once() {
+    fn frames_in_a_flow_wait_for_more_and_a_lone_frame_a_webhook_or_a_job_does_not() {
         let mut conn = journal();
         let commits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counted = commits.clone();
@@ -215,7 +233,7 @@ mod tests {
         assert!(ingest_now(&writer, "aaa").blocking_recv().expect("answer").is_ok());
         assert_eq!(count(), 1);
 
-        // Right after an ingest: the next one waits, and one sent meanwhile joins its commit.
+        // Right after a frame: the next one waits, and one sent meanwhile joins its commit.
         let first = ingest_now(&writer, "bbb");
         std::thread::sleep(Duration::from_millis(50));
         let second = ingest_now(&writer, "ccc");
@@ -223,12 +241,23 @@ mod tests {
         assert!(second.blocking_recv().expect("answer").is_ok());
         assert_eq!(count(), 2, "bbb and ccc in one commit");
 
-        // Idle for longer than the wait: an ingest is committed without it.
+        // A webhook's sender waits for its answer: right after a frame, one is committed at once.
+        let sent = Instant::now();
+        assert!(
+            ingest_from(&writer, Source::Webhook, "web")
+                .blocking_recv()
+                .expect("answer")
+                .is_ok()
+        );
+        assert!(sent.elapsed() < linger, "answered in {:?}", sent.elapsed());
+        assert_eq!(count(), 3);
+
+        // Idle for longer than the wait: a frame is committed without it.
         std::thread::sleep(linger + Duration::from_millis(100));
         let sent = Instant::now();
         assert!(ingest_now(&writer, "ddd").blocking_recv().expect("answer").is_ok());
         assert!(sent.elapsed() < linger, "answered in {:?}", sent.elapsed());
-        assert_eq!(count(), 3);
+        assert_eq!(count(), 4);
 
         // A job's transaction is not a flood: an ingest right after one is committed at once too.
         std::thread::sleep(linger + Duration::from_millis(100));
@@ -241,7 +270,7 @@ mod tests {
         let sent = Instant::now();
         assert!(ingest_now(&writer, "eee").blocking_recv().expect("answer").is_ok());
         assert!(sent.elapsed() < linger, "answered in {:?}", sent.elapsed());
-        assert_eq!(count(), 5);
+        assert_eq!(count(), 6);
     }
 
     #[test]
