@@ -388,8 +388,7 @@ impl Journal {
     }
 }
 
-/// What the record at `updated` asks for: the fingerprint its create or update event was stored with.
-/// See [`Journal::set_applied`] and [`Journal::mark_deleted`].
+/// Where a run left its record: see [`Journal::set_applied`] and [`Journal::mark_deleted`].
 pub(super) fn record_run(
     tx: &Transaction<'_>,
     collection: Collection,
@@ -426,6 +425,7 @@ pub(super) fn record_run(
     Ok(())
 }
 
+/// What the record at `updated` asks for: the fingerprint its create or update event was stored with.
 fn version_fingerprint(
     tx: &Transaction<'_>,
     collection: Collection,
