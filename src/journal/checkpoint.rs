@@ -8,9 +8,15 @@
 //! wakes a thread with a connection of its own, which checkpoints in PASSIVE mode: it never waits for the
 //! writer or a reader, and takes nothing from them but disk time. Once it has copied the whole WAL, the
 //! writer's next transaction starts the WAL from its beginning, as after SQLite's own checkpoints; the
-//! writer's own checkpoint past [`WAL_PAGES_AT_MOST`] bounds it when writes never pause (16 MiB, against
-//! about 4 MiB with SQLite's checkpoint in the commit). A WAL started over is cut back to
-//! [`WAL_BYTES_KEPT`], so the file stays that large between bursts instead of at the burst's size.
+//! writer's own checkpoint past [`WAL_PAGES_AT_MOST`] bounds it when writes never pause (64 MiB). A WAL
+//! started over is cut back to [`WAL_BYTES_KEPT`], so the file stays that large between bursts instead of
+//! at the burst's size.
+//!
+//! The checkpointer is asked at 4,000 pages, not at SQLite's 1,000. Under a flow of commits it catches up
+//! with the writer (which the WAL's starting over needs) only after several passes, each copying what
+//! the last commits wrote and syncing the WAL and the file: at 1,000 pages a flood of realtime frames
+//! made 42 fsyncs a second, at 4,000 13, and each pass copies a page the flood keeps rewriting once for
+//! all the versions it gathered (docs/BENCHMARKS.md, "Thirty-fourth session").
 
 use std::ffi::c_int;
 use std::path::Path;
@@ -22,17 +28,17 @@ use rusqlite::{Connection, ErrorCode, MAIN_DB};
 
 use super::{JournalError, JournalOptions};
 
-/// WAL pages after a commit that wake the checkpointer: SQLite's own automatic checkpoint threshold.
-pub const WAL_PAGES: c_int = 1000;
+/// WAL pages after a commit that wake the checkpointer (16 MiB; SQLite's own threshold is 1,000).
+pub const WAL_PAGES: c_int = 4000;
 /// WAL pages after a commit past which the writer checkpoints on its own connection after all. Only a
 /// checkpoint that copies the whole WAL lets it start over, and under writes that never pause the
-/// checkpointer never finds it at rest: this keeps the file bounded (16 MiB) as SQLite's own did.
+/// checkpointer never finds it at rest: this keeps the file bounded (64 MiB).
 pub const WAL_PAGES_AT_MOST: c_int = 4 * WAL_PAGES;
 /// What the WAL file is cut back to when the writer starts it over (`journal_size_limit`): about the
 /// [`WAL_PAGES`] a checkpoint is asked for at, so a steady flow of commits reuses the file it has (SQLite
 /// overwrites a WAL faster than it appends to one), while a burst's growth up to [`WAL_PAGES_AT_MOST`] is
 /// handed back to the disk.
-pub const WAL_BYTES_KEPT: i64 = 4 << 20;
+pub const WAL_BYTES_KEPT: i64 = 16 << 20;
 
 /// Starts the checkpointer of the journal at `path` and hands it the WAL growth of `writer`'s commits,
 /// which from then on no longer checkpoint themselves. The thread ends when `writer` is dropped.
@@ -162,6 +168,11 @@ mod tests {
         assert!(woken.try_recv().is_err(), "a WAL of 100 pages woke the checkpointer");
         insert_pages(&mut writer, 1500);
         assert!(
+            woken.try_recv().is_err(),
+            "a WAL of 1,600 pages woke the checkpointer (SQLite's own threshold is 1,000)"
+        );
+        insert_pages(&mut writer, WAL_PAGES as usize);
+        assert!(
             woken.try_recv().is_ok(),
             "a WAL past {WAL_PAGES} pages did not wake the checkpointer"
         );
@@ -174,7 +185,7 @@ mod tests {
 
         checkpoint(&crate::journal::connect(&path, &JournalOptions::default(), false).unwrap());
         assert!(
-            db_bytes() >= 1600 * PAGE,
+            db_bytes() >= (1600 + WAL_PAGES as u64) * PAGE,
             "the checkpoint did not copy the WAL into the file: {} bytes",
             db_bytes()
         );

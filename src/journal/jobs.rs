@@ -318,7 +318,7 @@ impl Journal {
     /// writes do not count). Nor do the health poller's judgements: they tell of the service the run is
     /// watching, and would otherwise end each wait on a service that keeps exiting before its timeout
     /// could. Reads by key, past the job only when it is marked dirty: its queued events after the claimed
-    /// one (`events_queued`), and the newest it covers with a request (`events_job`).
+    /// one (`events_queued`), and the newest it covers with a request (`events_record`).
     pub async fn changed_since_claim(&self, job_id: i64) -> Result<bool, JournalError> {
         if let Some(pg) = self.pg() {
             return Box::pin(pg.changed_since_claim(job_id)).await;

@@ -19,8 +19,9 @@ const MAX_BATCH: usize = 256;
 /// each writing every page it touched whole. Waited only when frames came less than this before, and only
 /// for frames: the realtime consumer keeps reading while its frames wait, but a webhook's sender (one
 /// delivery at a time, or a person's write behind the hook) waits for the answer, so a wait would gather
-/// nothing and only slow it.
-const LINGER: Duration = Duration::from_millis(2);
+/// nothing and only slow it. 4 ms rather than 2 took about 3 % more off the bridge's CPU per frame in a
+/// flood (docs/BENCHMARKS.md, "Thirty-fourth session").
+const LINGER: Duration = Duration::from_millis(4);
 /// Requests waiting for the writer before senders wait (backpressure).
 const QUEUE_DEPTH: usize = 4096;
 

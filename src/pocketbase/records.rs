@@ -4,7 +4,7 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use compact_str::CompactString;
 use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -432,10 +432,9 @@ pub fn parse_pb_date(s: &str) -> Result<Option<DateTime<Utc>>, chrono::ParseErro
     if s.is_empty() {
         return Ok(None);
     }
-    match NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.fZ") {
-        Ok(naive) => Ok(Some(naive.and_utc())),
-        Err(_) => DateTime::parse_from_rfc3339(s).map(|d| Some(d.with_timezone(&Utc))),
-    }
+    // chrono's RFC 3339 parser takes PocketBase's space for the `T`, and reads by position where a format
+    // string (`%Y-%m-%d %H:%M:%S%.fZ`) is interpreted anew on each call: every realtime frame carries dates.
+    DateTime::parse_from_rfc3339(s).map(|d| Some(d.with_timezone(&Utc)))
 }
 
 /// Formats a date the way PocketBase stores it, for writes and for filters such as `updated >= '…'`.
@@ -501,6 +500,11 @@ mod tests {
         assert_eq!(parse_pb_date("").unwrap(), None);
         assert_eq!(parse_pb_date("2026-11-22T15:21:17.216Z").unwrap(), Some(d));
         assert!(parse_pb_date("yesterday").is_err());
+        let whole = parse_pb_date("2026-11-22 15:21:17Z").unwrap().unwrap();
+        assert_eq!((whole.second(), whole.timestamp_subsec_millis()), (17, 0));
+        // A date without its zone is not taken for UTC.
+        assert!(parse_pb_date("2026-11-22 15:21:17.216").is_err());
+        assert!(parse_pb_date("2026-11-22 15:21").is_err());
     }
 
     fn watched(id: &str) -> WatchedInstance {
