@@ -3,6 +3,7 @@
 //! Ingests that queue up while a transaction runs are written together in the next one, which turns one
 //! commit per event into one per burst; a bad event still fails alone (see [`commit_batch`]).
 
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
@@ -16,12 +17,15 @@ use crate::events::{Ingested, NewEvent, Source};
 const MAX_BATCH: usize = 256;
 /// How long the writer waits for more realtime frames before committing one. Under a flood the next frame
 /// came just after each commit, so nearly every frame was a commit of its own (1.9 commits per event),
-/// each writing every page it touched whole. Waited only when frames came less than this before, and only
-/// for frames: the realtime consumer keeps reading while its frames wait, but a webhook's sender (one
-/// delivery at a time, or a person's write behind the hook) waits for the answer, so a wait would gather
-/// nothing and only slow it. 4 ms rather than 2 took about 3 % more off the bridge's CPU per frame in a
-/// flood (docs/BENCHMARKS.md, "Thirty-fourth session").
+/// each writing every page it touched whole. Only frames wait: the realtime consumer keeps reading while
+/// its frames wait, but a webhook's sender (one delivery at a time, or a person's write behind the hook)
+/// waits for the answer, so a wait would gather nothing and only slow it.
 const LINGER: Duration = Duration::from_millis(4);
+/// Frames received within one [`LINGER`] that make a flow worth waiting in (750 frames a second; a flood
+/// brings over 1,000). With one frame enough, a person's change at 50 a second often came just after the
+/// echo of another's write-back and waited too: the first Coolify call's p99 rose by about the wait
+/// (docs/BENCHMARKS.md, "Thirty-fourth session").
+const FLOW_FRAMES: usize = 3;
 /// Requests waiting for the writer before senders wait (backpressure).
 const QUEUE_DEPTH: usize = 4096;
 
@@ -38,36 +42,64 @@ pub(crate) enum Request {
 
 /// Starts the writer thread; it ends when every sender is dropped.
 pub(crate) fn spawn(conn: Connection) -> Result<mpsc::Sender<Request>, std::io::Error> {
-    start(conn, LINGER)
+    start(conn, Flow::new(LINGER, FLOW_FRAMES))
 }
 
-fn start(conn: Connection, linger: Duration) -> Result<mpsc::Sender<Request>, std::io::Error> {
+fn start(conn: Connection, flow: Flow) -> Result<mpsc::Sender<Request>, std::io::Error> {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     // The thread logs where its opener logs (each in-process bridge of a test has its own log).
     let logs = tracing::dispatcher::get_default(Clone::clone);
     std::thread::Builder::new()
         .name("journal-writer".into())
-        .spawn(move || tracing::dispatcher::with_default(&logs, || run(conn, rx, linger)))?;
+        .spawn(move || tracing::dispatcher::with_default(&logs, || run(conn, rx, flow)))?;
     Ok(tx)
 }
 
-fn run(mut conn: Connection, mut rx: mpsc::Receiver<Request>, linger: Duration) {
+/// When realtime frames came to the writer lately: whether they are a flow.
+struct Flow {
+    linger: Duration,
+    /// When each of the last frames was received, oldest first; at most `frames`.
+    received: VecDeque<Instant>,
+    frames: usize,
+}
+
+impl Flow {
+    fn new(linger: Duration, frames: usize) -> Flow {
+        Flow {
+            linger,
+            received: VecDeque::with_capacity(frames),
+            frames,
+        }
+    }
+
+    fn flowing(&self) -> bool {
+        self.received.len() == self.frames && self.received.front().is_some_and(|at| at.elapsed() < self.linger)
+    }
+
+    fn saw(&mut self, frames: usize) {
+        let now = Instant::now();
+        for _ in 0..frames.min(self.frames) {
+            if self.received.len() == self.frames {
+                self.received.pop_front();
+            }
+            self.received.push_back(now);
+        }
+    }
+}
+
+fn run(mut conn: Connection, mut rx: mpsc::Receiver<Request>, mut flow: Flow) {
     let mut inbox = Vec::with_capacity(MAX_BATCH);
-    let mut last_frames: Option<Instant> = None;
     while rx.blocking_recv_many(&mut inbox, MAX_BATCH) > 0 {
-        let busy = last_frames.is_some_and(|at| at.elapsed() < linger);
         // Only frames wait: a job's transaction is awaited by a run holding its record.
-        if busy && inbox.len() < MAX_BATCH && inbox.iter().all(is_frame) {
-            std::thread::sleep(linger);
+        if flow.flowing() && inbox.len() < MAX_BATCH && inbox.iter().all(is_frame) {
+            std::thread::sleep(flow.linger);
             while inbox.len() < MAX_BATCH
                 && let Ok(request) = rx.try_recv()
             {
                 inbox.push(request);
             }
         }
-        if inbox.iter().any(is_frame) {
-            last_frames = Some(Instant::now());
-        }
+        flow.saw(inbox.iter().filter(|r| is_frame(r)).count());
         let mut batch = Vec::new();
         for request in inbox.drain(..) {
             match request {
@@ -229,18 +261,26 @@ mod tests {
         .expect("hook");
         // Long enough that the test's own pauses cannot outlast it on a loaded machine.
         let linger = Duration::from_millis(400);
-        let writer = start(conn, linger).expect("writer");
+        let writer = start(conn, Flow::new(linger, 3)).expect("writer");
         let count = || commits.load(std::sync::atomic::Ordering::SeqCst);
-        assert!(ingest_now(&writer, "aaa").blocking_recv().expect("answer").is_ok());
-        assert_eq!(count(), 1);
 
-        // Right after a frame: the next one waits, and one sent meanwhile joins its commit.
-        let first = ingest_now(&writer, "bbb");
+        // Fewer frames than a flow within the wait: each is committed at once (a person's change right
+        // after the echo of another's).
+        for (n, id) in ["aaa", "bbb", "ccc"].into_iter().enumerate() {
+            let sent = Instant::now();
+            assert!(ingest_now(&writer, id).blocking_recv().expect("answer").is_ok());
+            assert!(sent.elapsed() < linger, "{id} answered in {:?}", sent.elapsed());
+            assert_eq!(count(), n + 1);
+        }
+
+        // Three frames within the wait are a flow: the next one waits, and one sent meanwhile joins its
+        // commit.
+        let first = ingest_now(&writer, "ddd");
         std::thread::sleep(Duration::from_millis(50));
-        let second = ingest_now(&writer, "ccc");
+        let second = ingest_now(&writer, "eee");
         assert!(first.blocking_recv().expect("answer").is_ok());
         assert!(second.blocking_recv().expect("answer").is_ok());
-        assert_eq!(count(), 2, "bbb and ccc in one commit");
+        assert_eq!(count(), 4, "ddd and eee in one commit");
 
         // A webhook's sender waits for its answer: right after a frame, one is committed at once.
         let sent = Instant::now();
@@ -251,17 +291,20 @@ mod tests {
                 .is_ok()
         );
         assert!(sent.elapsed() < linger, "answered in {:?}", sent.elapsed());
-        assert_eq!(count(), 3);
+        assert_eq!(count(), 5);
 
         // Idle for longer than the wait: a frame is committed without it.
         std::thread::sleep(linger + Duration::from_millis(100));
         let sent = Instant::now();
-        assert!(ingest_now(&writer, "ddd").blocking_recv().expect("answer").is_ok());
+        assert!(ingest_now(&writer, "fff").blocking_recv().expect("answer").is_ok());
         assert!(sent.elapsed() < linger, "answered in {:?}", sent.elapsed());
-        assert_eq!(count(), 4);
+        assert_eq!(count(), 6);
 
-        // A job's transaction is not a flood: an ingest right after one is committed at once too.
+        // A job's transaction is not a frame: two frames and a job are not a flow.
         std::thread::sleep(linger + Duration::from_millis(100));
+        for id in ["ggg", "hhh"] {
+            assert!(ingest_now(&writer, id).blocking_recv().expect("answer").is_ok());
+        }
         let (done, ran) = oneshot::channel();
         let job: Job = Box::new(move |conn: &mut Connection| {
             let _ = done.send(conn.execute_batch("CREATE TABLE scratch (x INTEGER)").is_ok());
@@ -269,9 +312,9 @@ mod tests {
         writer.blocking_send(Request::Run(job)).expect("writer running");
         assert!(ran.blocking_recv().expect("job ran"));
         let sent = Instant::now();
-        assert!(ingest_now(&writer, "eee").blocking_recv().expect("answer").is_ok());
+        assert!(ingest_now(&writer, "iii").blocking_recv().expect("answer").is_ok());
         assert!(sent.elapsed() < linger, "answered in {:?}", sent.elapsed());
-        assert_eq!(count(), 6);
+        assert_eq!(count(), 10);
     }
 
     #[test]
