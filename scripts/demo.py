@@ -9,6 +9,7 @@ signed webhooks to it (both sides then share a secret made by `cf-bridge secret`
 """
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -27,10 +28,26 @@ ADMIN_TOKEN = "demo-admin-token-0123456789"
 procs = []
 
 
+def ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    # Below the kernel's ephemeral range: a port from it (what binding port 0 gives) may be handed to any
+    # outgoing connection on the machine before the process that is to listen on it binds it.
+    low = ephemeral_low()
+    candidates = [random.randrange(10000, low) for _ in range(64)] if low > 11000 else []
+    for port in candidates + [0]:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
 
 
 def call(method, url, body=None, token=None, timeout=10):
@@ -56,19 +73,35 @@ def wait_http(url, what, proc, timeout=30):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            sys.exit(f"{what} exited during start-up; see {WORK}")
+            fail(f"{what} exited during start-up; the end of its log ({proc.log_path}):\n"
+                 + log_tail(proc.log_path))
         try:
             with urllib.request.urlopen(url, timeout=1):
                 return
         except Exception:
             time.sleep(0.2)
-    sys.exit(f"{what} did not start within {timeout}s; see {WORK}")
+    fail(f"{what} did not start within {timeout}s; the end of its log ({proc.log_path}):\n"
+         + log_tail(proc.log_path))
+
+
+def fail(message):
+    print(message, file=sys.stderr)
+    stop_all(code=1)
+
+
+def log_tail(path, lines=20):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError as e:
+        return f"(cannot read it: {e})\n"
 
 
 def start(cmd, log, env=None, stdout_pipe=False):
     f = open(os.path.join(WORK, log), "w")
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE if stdout_pipe else f, stderr=f,
                          env={**os.environ, **(env or {})}, cwd=ROOT, start_new_session=True)
+    p.log_path = f.name
     procs.append(p)
     return p
 
@@ -173,7 +206,7 @@ def main():
                           {"tenant": tenant["id"], "template": t["id"], "name": sub, "subdomain": sub,
                            "desired_state": "running", "config": {}}, su)
         if code != 200:
-            sys.exit(f"creating instance {sub} failed: {inst}")
+            fail(f"creating instance {sub} failed: {inst}")
         ids.append(inst["id"])
         print(f"created instance {sub} ({inst['id']}) from template {tname}")
         required = t.get("required_secrets") or []
@@ -230,4 +263,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except subprocess.CalledProcessError as e:
+        fail(f"{' '.join(map(str, e.cmd))} failed with exit status {e.returncode}")

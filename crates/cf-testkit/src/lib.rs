@@ -43,9 +43,28 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
 }
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, for a process to bind, taken below the kernel's ephemeral range
+/// where it can: a port from that range (what binding port 0 gives) may be handed to an outgoing connection of
+/// the machine's other tests before the process binds it. CI saw the demo's bridge exit at start-up once.
 pub fn free_port() -> u16 {
+    let low = ephemeral_low();
+    if low > 11_000 {
+        for _ in 0..64 {
+            let port = rand::random_range(10_000..low);
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     bind_local().local_addr().expect("local addr").port()
+}
+
+/// The first port of the range the kernel picks outgoing connections' ports from (0 where it cannot be read).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A socket bound to a free port of 127.0.0.1, for a bridge that must be reachable before it is built.
