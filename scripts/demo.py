@@ -266,4 +266,6 @@ if __name__ == "__main__":
     try:
         main()
     except subprocess.CalledProcessError as e:
-        fail(f"{' '.join(map(str, e.cmd))} failed with exit status {e.returncode}")
+        # The program and its command, not the whole line: `superuser upsert` carries a password.
+        what = [os.path.basename(e.cmd[0])] + [a for a in e.cmd[1:] if not a.startswith("-") and os.sep not in a][:1]
+        fail(f"{' '.join(what)} failed with exit status {e.returncode}")

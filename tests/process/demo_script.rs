@@ -59,9 +59,7 @@ fn a_bridge_that_exits_at_start_up_is_shown_with_its_log_and_nothing_is_left_run
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
     let metrics = format!("{}", taken.local_addr().expect("its address"));
     let (out, work) = demo(&[("CF_BRIDGE__METRICS__BIND", &metrics)]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     let log = work.path().join("cf-bridge.log");
     assert!(
         stderr.contains(&format!(
@@ -70,6 +68,28 @@ fn a_bridge_that_exits_at_start_up_is_shown_with_its_log_and_nothing_is_left_run
         )) && stderr.contains(&format!("binding metrics.bind {metrics}")),
         "{stderr}"
     );
+    assert_failed_and_stopped(&out);
+}
+
+/// A refused step is named without its command line (the superuser's password is on one), and the demo stops
+/// what it had started.
+#[test]
+fn a_refused_configuration_is_named_and_nothing_is_left_running() {
+    let (out, _work) = demo(&[("CF_BRIDGE__QUEUE__CONCURRENCY", "0")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("queue.concurrency: must be between 1 and 256")
+            && stderr.contains("cf-bridge check-config failed with exit status 2"),
+        "{stderr}"
+    );
+    assert_failed_and_stopped(&out);
+}
+
+/// The demo exited 1, and PocketBase and coolify-sim, whose addresses it showed, no longer answer.
+fn assert_failed_and_stopped(out: &std::process::Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     for (what, prefix) in [
         ("PocketBase", "PocketBase 0.40.6     http://"),
         ("coolify-sim", "coolify-sim           http://"),
