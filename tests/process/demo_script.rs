@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use cf_testkit::pocketbase::pocketbase_bin;
-use cf_testkit::repo_root;
+use cf_testkit::{bind_local, repo_root};
 
 use crate::bridge_bin;
 
@@ -56,8 +56,8 @@ fn the_demo_provisions_a_tenant_and_two_instances_end_to_end() {
 /// A bridge that cannot start is shown with the end of its log, and the demo stops what it had started.
 #[test]
 fn a_bridge_that_exits_at_start_up_is_shown_with_its_log_and_nothing_is_left_running() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
-    let metrics = format!("{}", taken.local_addr().expect("its address"));
+    let taken = bind_local();
+    let metrics = taken.local_addr().expect("its address").to_string();
     let (out, work) = demo(&[("CF_BRIDGE__METRICS__BIND", &metrics)]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let log = work.path().join("cf-bridge.log");

@@ -175,8 +175,8 @@ impl TestPb {
         if !out.status.success() {
             bail!("superuser upsert failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-        // The port was free when looked at, but the ephemeral range is shared with every outgoing connection of
-        // the machine's other tests: one may take it before PocketBase binds it. Another port then.
+        // The port was free when looked at, but another test or process may take it before PocketBase binds
+        // it (see `free_port`). Another port then.
         for _ in 0..4 {
             match pb.spawn().await {
                 Err(e) if format!("{e:#}").contains("address already in use") => {
