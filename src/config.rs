@@ -129,6 +129,10 @@ mod defaults {
     pub fn max_attempts() -> u32 {
         12
     }
+    /// `src/priority.rs`: as started; 10 puts PocketBase's writes first where the two share cores.
+    pub fn nice() -> i32 {
+        0
+    }
     pub fn base_backoff() -> Duration {
         Duration::from_millis(500)
     }
@@ -503,6 +507,23 @@ pub struct MetricsSettings {
     pub bind: Option<SocketAddr>,
 }
 
+/// `[process]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSettings {
+    /// The bridge's CPU priority as a nice value (0 to 19): it runs at least this low. 10 puts
+    /// PocketBase's writes first where the two share cores, for a few milliseconds more per change when
+    /// the cores are busy (`src/priority.rs`). 0: as started.
+    #[serde(default = "defaults::nice")]
+    pub nice: i32,
+}
+
+impl Default for ProcessSettings {
+    fn default() -> Self {
+        ProcessSettings { nice: defaults::nice() }
+    }
+}
+
 /// `[secrets]`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -737,6 +758,7 @@ sections!(
     telemetry: TelemetrySettings,
     metrics: MetricsSettings,
     lifecycle: LifecycleSettings,
+    process: ProcessSettings,
 );
 
 /// Loads the file (if it exists, or fails if `required`), applies environment overrides and validates.
@@ -1428,6 +1450,14 @@ impl Section for SecretsSettings {
     }
 }
 
+impl Section for ProcessSettings {
+    fn check(&self, c: &mut Checks<'_>) {
+        if !(0..=19).contains(&self.nice) {
+            c.fail("process.nice", "must be between 0 and 19");
+        }
+    }
+}
+
 impl Section for QueueSettings {
     fn check(&self, c: &mut Checks<'_>) {
         if self.concurrency == 0 || self.concurrency > 256 {
@@ -1576,6 +1606,7 @@ impl fmt::Display for Settings {
             self.reconcile.sovereign_cpu,
             self.reconcile.sovereign_mem_mb
         )?;
+        writeln!(f, "\n[process]\nnice = {}", self.process.nice)?;
         let l = &self.lifecycle;
         writeln!(
             f,
@@ -1936,6 +1967,7 @@ mod tests {
             "sovereign_cpu = 4",
             "sovereign_mem_mb = 8192",
             "retention_sweep_secs = 60",
+            "nice = 0",
         ] {
             let times = shown.lines().filter(|l| *l == line).count();
             assert_eq!(times, 1, "{line} shown {times} times in:\n{shown}");
@@ -1967,6 +1999,21 @@ mod tests {
     }
 
     #[test]
+    fn a_nice_value_outside_0_to_19_is_refused_by_name() {
+        for bad in ["-1", "20", "high"] {
+            let mut e = full_env();
+            e.push(("CF_BRIDGE__PROCESS__NICE".into(), bad.into()));
+            let err = load_from(Path::new("/nonexistent"), false, &e).expect_err(bad);
+            assert!(err.to_string().contains("process.nice"), "{bad}: {err}");
+        }
+        for good in ["0", "19"] {
+            let mut e = full_env();
+            e.push(("CF_BRIDGE__PROCESS__NICE".into(), good.into()));
+            load_from(Path::new("/nonexistent"), false, &e).expect(good);
+        }
+    }
+
+    #[test]
     fn problems_name_the_key() {
         let mut e = full_env();
         e.retain(|(k, _)| k != "CF_BRIDGE__COOLIFY__TOKEN");
@@ -1975,6 +2022,7 @@ mod tests {
         e.push(("CF_BRIDGE__ADMIN__BIND".into(), "nowhere".into()));
         e.push(("CF_BRIDGE__QUEUE__MAX_WAITING".into(), "100000".into()));
         e.push(("CF_BRIDGE__POCKETBASE__MAX_WRITES_IN_FLIGHT".into(), "0".into()));
+        e.push(("CF_BRIDGE__PROCESS__NICE".into(), "20".into()));
         let err = load_from(Path::new("/nonexistent"), false, &e).expect_err("invalid");
         let text = err.to_string();
         for key in [
@@ -1984,6 +2032,7 @@ mod tests {
             "admin.bind",
             "queue.max_waiting",
             "pocketbase.max_writes_in_flight: must be between 1 and 64",
+            "process.nice: must be between 0 and 19",
         ] {
             assert!(text.contains(key), "{key} missing from:\n{text}");
         }

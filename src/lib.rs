@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod otel;
 pub mod pg;
 pub mod pocketbase;
+pub mod priority;
 pub mod queue;
 pub mod quota;
 pub mod reconcile;

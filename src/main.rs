@@ -284,9 +284,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
+            // Before the runtime starts its threads, which take the main thread's priority.
+            let priority = cf_bridge::priority::lower_to(settings.process.nice);
             runtime()?.block_on(async {
                 let exporter = cf_bridge::otel::Exporter::new(&settings.telemetry)?;
                 cf_bridge::telemetry::init(settings.log.format, &settings.log.level, exporter.as_ref());
+                match priority {
+                    Ok(Some(nice)) => tracing::info!(nice, "CPU priority (nice value)"),
+                    Ok(None) => tracing::info!("process.nice has no effect on this system"),
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        nice = settings.process.nice,
+                        "cannot lower the CPU priority; running as started"
+                    ),
+                }
                 let app = App::build(settings).await?;
                 let ran = app.run(cf_bridge::app::shutdown_signal()).await;
                 if let Some(exporter) = exporter {

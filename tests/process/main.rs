@@ -15,6 +15,7 @@ mod journal_durability;
 mod lifecycle_retention_crash;
 mod lifecycle_suspend_crash;
 mod memory_release;
+mod ops_priority;
 mod ops_shutdown;
 mod postgres;
 mod reliability;
