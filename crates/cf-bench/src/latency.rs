@@ -311,17 +311,32 @@ impl Intake {
     }
 }
 
+/// The write rate of a PocketBase with the same schema and no hooks that a flood is judged by.
+pub enum Bare<'a> {
+    /// Measured already in this run.
+    Rate(f64),
+    /// Measured before the bridge's flood, and again on `pb` after it once the bridge is idle: their mean.
+    /// One flood of the no-hook PocketBase ran from 1,394 to 1,763 writes/s between runs, and in some it
+    /// was slower than the same run's PocketBase with the project's hooks, which flattered the bridge's
+    /// ratio (docs/BENCHMARKS.md, "Thirty-sixth session").
+    Bracket {
+        before: f64,
+        pb: &'a super::client::Pb,
+        pool: &'a [String],
+    },
+}
+
 /// Floods the stack's PocketBase and measures how fast the bridge journals, both beside the write rate of
-/// a PocketBase with the same schema and no hooks (`bare_rate`, measured in the same run).
+/// a PocketBase with the same schema and no hooks, measured in the same run; returns that rate.
 pub async fn throughput(
     stack: &Stack,
     pool: &[String],
     secs: f64,
-    bare_rate: f64,
+    bare: Bare<'_>,
     intake: Intake,
     full_mode: bool,
     report: &mut Report,
-) -> Result<()> {
+) -> Result<f64> {
     let tag = match intake {
         Intake::Webhook => "tpw",
         Intake::RealtimeOnly => "tpr",
@@ -353,6 +368,18 @@ pub async fn throughput(
             "realtime + resync (default, webhook hook off)",
             "project hooks with the webhook hook off (default), the bridge on realtime",
         ),
+    };
+    stack.bridge.wait_idle(Duration::from_secs(300)).await?;
+    let bare_rate = match bare {
+        Bare::Rate(rate) => rate,
+        Bare::Bracket { before, pb, pool } => {
+            let after = super::writes::pb_write_rate(pb, pool, secs, "bare-after").await?;
+            report.note(format!(
+                "no-hook PocketBase write rate: {before:.0}/s before the bridge's flood, {after:.0}/s after it (the bridge idle); the baseline is their mean, {:.0}/s",
+                (before + after) / 2.0
+            ));
+            (before + after) / 2.0
+        }
     };
     let sat = usage.saturated;
     report.add(
@@ -388,6 +415,5 @@ pub async fn throughput(
         usage.cpu_secs[2],
         usage.cpu_secs[3],
     ));
-    stack.bridge.wait_idle(Duration::from_secs(300)).await?;
-    Ok(())
+    Ok(bare_rate)
 }

@@ -139,7 +139,7 @@ async fn hook_cost_only(
 }
 
 /// The no-hook PocketBase's write rate, then the same flood on the bridge's stack beside it (section 2's
-/// bridge rows); returns the no-hook rate.
+/// bridge rows), then the no-hook PocketBase's again; returns the no-hook rate (the mean of the two).
 async fn flood_beside_bare(
     a: &super::stack::Stack,
     pool: &[String],
@@ -148,9 +148,13 @@ async fn flood_beside_bare(
     report: &mut Report,
 ) -> Result<f64> {
     eprintln!("throughput ...");
-    let bare = writes::pb_write_rate(bare_pb, bare_instances, secs, "bare").await?;
-    latency::throughput(a, pool, secs, bare, Intake::RealtimeOnly, full, report).await?;
-    Ok(bare)
+    let before = writes::pb_write_rate(bare_pb, bare_instances, secs, "bare").await?;
+    let bare = latency::Bare::Bracket {
+        before,
+        pb: bare_pb,
+        pool: bare_instances,
+    };
+    latency::throughput(a, pool, secs, bare, Intake::RealtimeOnly, full, report).await
 }
 
 /// [`hookcost::start_writes_floor`] at the first latency rate, as many changes as its phase makes.
@@ -436,7 +440,7 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
         &w,
         &w_ids,
         sizes.throughput_secs,
-        bare,
+        latency::Bare::Rate(bare),
         Intake::Webhook,
         full,
         &mut report,
