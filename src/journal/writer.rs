@@ -19,13 +19,16 @@ const MAX_BATCH: usize = 256;
 /// came just after each commit, so nearly every frame was a commit of its own (1.9 commits per event),
 /// each writing every page it touched whole. Only frames wait: the realtime consumer keeps reading while
 /// its frames wait, but a webhook's sender (one delivery at a time, or a person's write behind the hook)
-/// waits for the answer, so a wait would gather nothing and only slow it.
-const LINGER: Duration = Duration::from_millis(4);
-/// Frames received within one [`LINGER`] that make a flow worth waiting in (750 frames a second; a flood
-/// brings over 1,000). With one frame enough, a person's change at 50 a second often came just after the
-/// echo of another's write-back and waited too: the first Coolify call's p99 rose by about the wait
-/// (docs/BENCHMARKS.md, "Thirty-fourth session").
-const FLOW_FRAMES: usize = 3;
+/// waits for the answer, so a wait would gather nothing and only slow it. 12 ms rather than 4: in a flood
+/// the bridge spent 13 % less CPU per frame, and PocketBase beside it took 3 % more writes
+/// (docs/BENCHMARKS.md, "Thirty-sixth session").
+const LINGER: Duration = Duration::from_millis(12);
+/// Frames received within one [`LINGER`] that make a flow worth waiting in (8 in 12 ms: 667 frames a
+/// second, held for the whole wait; a flood brings over 1,000). With one frame enough, a person's change at
+/// 50 a second often came just after the echo of another's write-back and waited too: the first Coolify
+/// call's p99 rose by about the wait (docs/BENCHMARKS.md, "Thirty-fourth session"). At 50 changes a second
+/// and their echoes (about 100 frames a second) 8 frames come within 12 ms almost never.
+const FLOW_FRAMES: usize = 8;
 /// Requests waiting for the writer before senders wait (backpressure).
 const QUEUE_DEPTH: usize = 4096;
 
@@ -247,6 +250,26 @@ mod tests {
             .blocking_send(Request::Ingest { event, payload, reply })
             .expect("writer running");
         answer
+    }
+
+    #[test]
+    fn a_flow_is_a_flood_not_a_person_s_changes_and_their_echoes() {
+        let mut flow = Flow::new(LINGER, FLOW_FRAMES);
+        // 50 changes a second and the echoes of their write-backs: a frame every 10 ms is never a flow.
+        for _ in 0..2 * FLOW_FRAMES {
+            flow.saw(1);
+            assert!(!flow.flowing());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Seven frames at once are not one either.
+        let mut flow = Flow::new(LINGER, FLOW_FRAMES);
+        flow.saw(FLOW_FRAMES - 1);
+        assert!(!flow.flowing());
+        // Eight are, until a wait has passed without more.
+        flow.saw(1);
+        assert!(flow.flowing());
+        std::thread::sleep(LINGER + Duration::from_millis(5));
+        assert!(!flow.flowing());
     }
 
     #[test]
