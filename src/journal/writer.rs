@@ -20,7 +20,7 @@ const MAX_BATCH: usize = 256;
 /// each writing every page it touched whole. Only frames wait: the realtime consumer keeps reading while
 /// its frames wait, but a webhook's sender (one delivery at a time, or a person's write behind the hook)
 /// waits for the answer, so a wait would gather nothing and only slow it. 12 ms rather than 4: in a flood
-/// the bridge spent 13 % less CPU per frame, and PocketBase beside it took 3 % more writes
+/// the bridge spent 9 % less CPU per frame, and PocketBase beside it took 5 % more writes
 /// (docs/BENCHMARKS.md, "Thirty-sixth session").
 const LINGER: Duration = Duration::from_millis(12);
 /// Frames received within one [`LINGER`] that make a flow worth waiting in (8 in 12 ms: 667 frames a
