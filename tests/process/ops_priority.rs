@@ -1,7 +1,7 @@
 //! `process.nice` (issue 17): every thread of a started bridge has the configured nice value, and the
 //! default (0) leaves the bridge as it was started.
 
-use cf_testkit::{BridgeProcess, TestPb, TestSettings, TestSim, free_port};
+use cf_testkit::{BridgeProcess, TestPb, TestSim};
 
 use crate::bridge_bin;
 
@@ -34,13 +34,11 @@ async fn every_thread_of_the_bridge_runs_at_its_configured_nice_value() {
     let pb = TestPb::start().await;
     let sim = TestSim::start(cf_testkit::world::SIM_FAST);
     for (setting, expected) in [(None, own), (Some("10"), own.max(10)), (Some("15"), own.max(15))] {
-        let dir = tempfile::tempdir().expect("bridge dir");
-        let settings = TestSettings::new((&pb).into(), &sim.url, &sim.token, dir.path(), free_port());
-        let settings = match setting {
-            Some(nice) => settings.with(&[("CF_BRIDGE__PROCESS__NICE", nice)]),
-            None => settings,
-        };
-        let mut bridge = BridgeProcess::start(bridge_bin(), &settings).await;
+        let env: Vec<(&str, &str)> = setting
+            .map(|nice| ("CF_BRIDGE__PROCESS__NICE", nice))
+            .into_iter()
+            .collect();
+        let mut bridge = BridgeProcess::for_stack(bridge_bin(), (&pb).into(), &sim, &env).await;
         let threads = thread_nices(bridge.pid().expect("bridge pid"));
         // The runtime's worker, the journal's writer and the HTTP servers' workers at least.
         assert!(threads.len() >= 4, "{threads:?}");
