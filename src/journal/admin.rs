@@ -32,7 +32,7 @@ fn event_row(r: &Row<'_>) -> Result<EventRow, JournalError> {
         received_at: r.get(6)?,
         dedupe_key: r.get(7)?,
         delivery_id: r.get(8)?,
-        payload: serde_json::from_str(&payload)?,
+        payload: serde_json::value::RawValue::from_string(payload)?,
         status: column("events.status", r.get(10)?)?,
         job_id: r.get(11)?,
     })

@@ -116,7 +116,7 @@ cf_testkit::on_both_journals! {
         let (event_id, _, _) = new_ids(j.ingest(e).await.expect("ingest"));
         let (row, _, _) = j.get_event(event_id).await.expect("get").expect("event exists");
         assert_eq!(
-            row.payload,
+            row.payload_value().expect("payload"),
             json!({"id": "r1", "secrets_hash": "h", "config": {"n": 1}})
         );
     }

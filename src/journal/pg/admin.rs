@@ -23,7 +23,7 @@ pub(crate) fn event_row(r: &Row) -> Result<EventRow, JournalError> {
         received_at: r.try_get(6)?,
         dedupe_key: r.try_get(7)?,
         delivery_id: r.try_get(8)?,
-        payload: serde_json::from_str(&payload)?,
+        payload: serde_json::value::RawValue::from_string(payload)?,
         status: column("events.status", r.try_get(10)?)?,
         job_id: r.try_get(11)?,
     })
