@@ -187,3 +187,44 @@ fn clock_ticks() -> f64 {
         .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
         .unwrap_or(100.0)
 }
+
+/// The phases during which a process's peak (VmHWM) rose, read after each: the resources row gives the
+/// peak, this says what set it (a phase's figures include the bench's own reads at its end, such as the
+/// admin API's event pages of the latency phases).
+#[derive(Debug)]
+pub struct PeakSteps {
+    pid: u32,
+    last_kib: u64,
+    steps: Vec<(String, u64)>,
+}
+
+impl PeakSteps {
+    pub fn new(pid: u32) -> Self {
+        PeakSteps {
+            pid,
+            last_kib: 0,
+            steps: Vec::new(),
+        }
+    }
+
+    /// Reads the peak after `phase`, which is named in the note when the peak rose during it.
+    pub fn after(&mut self, phase: impl Into<String>) {
+        if let Some(kib) = hwm_kib(self.pid).filter(|&k| k > self.last_kib) {
+            self.last_kib = kib;
+            self.steps.push((phase.into(), kib));
+        }
+    }
+
+    /// "cf-bridge's peak resident memory rose during: setup to 21.5 MiB, ...".
+    pub fn note(&self, process: &str) -> String {
+        let steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|(phase, kib)| format!("{phase} to {:.1} MiB", *kib as f64 / 1024.0))
+            .collect();
+        format!(
+            "{process}'s peak resident memory (VmHWM, read after each phase) rose during: {}",
+            steps.join(", ")
+        )
+    }
+}

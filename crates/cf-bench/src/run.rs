@@ -302,6 +302,8 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
     let a = start_stack_with(paths, &root.join("a"), &fast_sim, &a_extra, false).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle_rss = procs::rss_kib(a.bridge_pid()).unwrap_or(0);
+    let mut peaks = procs::PeakSteps::new(a.bridge_pid());
+    peaks.after("the start");
 
     eprintln!("creating {} instances ...", sizes.instances);
     let t = Instant::now();
@@ -316,6 +318,7 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
     a.bridge.wait_idle(Duration::from_secs(300)).await?;
     let provision = t.elapsed();
     let fleet_rss = procs::rss_kib(a.bridge_pid()).unwrap_or(0);
+    peaks.after("setup");
     report.note(format!(
         "setup: {} instances (stopped) created and provisioned in {:.1} s ({:.0}/s) with the bridge's maximum budget of {A_BUDGET} Coolify calls/min",
         ids.len(),
@@ -367,6 +370,7 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
             &mut report,
         )
         .await?;
+        peaks.after(format!("latency @ {rate}/s"));
     }
     drop(rx);
     drop(bare);
@@ -386,6 +390,7 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
     let naive = resources::NaivePb::start(paths, &root.join("naive"), &a.sim.url).await?;
     let secs = sizes.throughput_secs;
     let bare = flood_beside_bare(&a, &pool, (&bare_pb, &bare_instances), (secs, full), &mut report).await?;
+    peaks.after("the flood");
     let (bare_bridge, _) = writes::pb_field_writes(&bare_pb, &bare_instances, secs, "bwb", "error_message").await?;
     eprintln!("project hooks without the bridge ...");
     hook_cost(paths, root, sizes.throughput_secs, (bare, bare_bridge), &mut report).await?;
@@ -403,10 +408,14 @@ async fn scenarios(mode: Mode, overrides: &Overrides, paths: &Paths, root: &Path
     .await?;
     drop(naive);
     drop(bare_proc);
+    peaks.after("webhook acknowledgement and hook cost");
 
     eprintln!("resources ...");
     resources::resources(&a, &ids, (idle_rss, fleet_rss), sizes.events_total, full, &mut report).await?;
+    peaks.after(format!("the injection of {} events", sizes.events_total));
     resources::resync(&a, ids.len(), full, &mut report).await?;
+    peaks.after("the full resync, after the peak row was read");
+    report.note(peaks.note("cf-bridge"));
     drop(a);
 
     eprintln!("webhook configuration (stack W: PocketBase's hooks post webhooks to the bridge) ...");

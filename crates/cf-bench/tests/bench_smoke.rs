@@ -24,6 +24,10 @@ fn tiny_bench_prints_the_table_and_the_json() {
         stdout.starts_with("| section | figure | cf-bridge | baseline | ratio (overhead) | goal | met |"),
         "no table header:\n{stdout}"
     );
+    assert!(
+        stdout.contains("cf-bridge's peak resident memory (VmHWM, read after each phase) rose during: the start to "),
+        "no note of where the bridge's peak rose:\n{stdout}"
+    );
     let sections = [
         "1 latency",
         "2 throughput",
