@@ -194,23 +194,18 @@ fn clock_ticks() -> f64 {
 #[derive(Debug)]
 pub struct PeakSteps {
     pid: u32,
-    last_kib: u64,
     steps: Vec<(String, u64)>,
 }
 
 impl PeakSteps {
     pub fn new(pid: u32) -> Self {
-        PeakSteps {
-            pid,
-            last_kib: 0,
-            steps: Vec::new(),
-        }
+        PeakSteps { pid, steps: Vec::new() }
     }
 
     /// Reads the peak after `phase`, which is named in the note when the peak rose during it.
     pub fn after(&mut self, phase: impl Into<String>) {
-        if let Some(kib) = hwm_kib(self.pid).filter(|&k| k > self.last_kib) {
-            self.last_kib = kib;
+        let last = self.steps.last().map_or(0, |&(_, kib)| kib);
+        if let Some(kib) = hwm_kib(self.pid).filter(|&k| k > last) {
             self.steps.push((phase.into(), kib));
         }
     }
