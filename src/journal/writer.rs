@@ -3,32 +3,17 @@
 //! Ingests that queue up while a transaction runs are written together in the next one, which turns one
 //! commit per event into one per burst; a bad event still fails alone (see [`commit_batch`]).
 
-use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{JournalError, ingest, now_ms, write_tx};
 use crate::events::{Ingested, NewEvent, Source};
+use crate::flow::Flow;
 
 /// Most ingests folded into one transaction.
 const MAX_BATCH: usize = 256;
-/// How long the writer waits for more realtime frames before committing one. Under a flood the next frame
-/// came just after each commit, so nearly every frame was a commit of its own (1.9 commits per event),
-/// each writing every page it touched whole. Only frames wait: the realtime consumer keeps reading while
-/// its frames wait, but a webhook's sender (one delivery at a time, or a person's write behind the hook)
-/// waits for the answer, so a wait would gather nothing and only slow it. 12 ms rather than 4: in a flood
-/// the bridge spent 9 % less CPU per frame, and PocketBase beside it took 5 % more writes
-/// (docs/BENCHMARKS.md, "Thirty-sixth session").
-const LINGER: Duration = Duration::from_millis(12);
-/// Frames received within one [`LINGER`] that make a flow worth waiting in (8 in 12 ms: 667 frames a
-/// second, held for the whole wait; a flood brings over 1,000). With one frame enough, a person's change at
-/// 50 a second often came just after the echo of another's write-back and waited too: the first Coolify
-/// call's p99 rose by about the wait (docs/BENCHMARKS.md, "Thirty-fourth session"). At 50 changes a second
-/// and their echoes (about 100 frames a second) 8 frames come within 12 ms almost never.
-const FLOW_FRAMES: usize = 8;
 /// Requests waiting for the writer before senders wait (backpressure).
 const QUEUE_DEPTH: usize = 4096;
 
@@ -45,7 +30,7 @@ pub(crate) enum Request {
 
 /// Starts the writer thread; it ends when every sender is dropped.
 pub(crate) fn spawn(conn: Connection) -> Result<mpsc::Sender<Request>, std::io::Error> {
-    start(conn, Flow::new(LINGER, FLOW_FRAMES))
+    start(conn, Flow::flood())
 }
 
 fn start(conn: Connection, flow: Flow) -> Result<mpsc::Sender<Request>, std::io::Error> {
@@ -58,44 +43,15 @@ fn start(conn: Connection, flow: Flow) -> Result<mpsc::Sender<Request>, std::io:
     Ok(tx)
 }
 
-/// When realtime frames came to the writer lately: whether they are a flow.
-struct Flow {
-    linger: Duration,
-    /// When each of the last frames was received, oldest first; at most `frames`.
-    received: VecDeque<Instant>,
-    frames: usize,
-}
-
-impl Flow {
-    fn new(linger: Duration, frames: usize) -> Flow {
-        Flow {
-            linger,
-            received: VecDeque::with_capacity(frames),
-            frames,
-        }
-    }
-
-    fn flowing(&self) -> bool {
-        self.received.len() == self.frames && self.received.front().is_some_and(|at| at.elapsed() < self.linger)
-    }
-
-    fn saw(&mut self, frames: usize) {
-        let now = Instant::now();
-        for _ in 0..frames.min(self.frames) {
-            if self.received.len() == self.frames {
-                self.received.pop_front();
-            }
-            self.received.push_back(now);
-        }
-    }
-}
-
 fn run(mut conn: Connection, mut rx: mpsc::Receiver<Request>, mut flow: Flow) {
     let mut inbox = Vec::with_capacity(MAX_BATCH);
     while rx.blocking_recv_many(&mut inbox, MAX_BATCH) > 0 {
-        // Only frames wait: a job's transaction is awaited by a run holding its record.
+        // Only frames wait, one window: the realtime consumer reads on while its frames wait, but a
+        // webhook's sender (one delivery at a time, or a person's write behind the hook) waits for the answer,
+        // so a wait would gather nothing and only slow it; a job's transaction is awaited by a run holding
+        // its record.
         if flow.flowing() && inbox.len() < MAX_BATCH && inbox.iter().all(is_frame) {
-            std::thread::sleep(flow.linger);
+            std::thread::sleep(flow.window);
             while inbox.len() < MAX_BATCH
                 && let Ok(request) = rx.try_recv()
             {
@@ -198,6 +154,7 @@ mod tests {
     use super::*;
     use crate::events::{Action, Collection, Source};
     use crate::intake::record_event;
+    use std::time::{Duration, Instant};
 
     fn pending(record_id: &str) -> (Pending, oneshot::Receiver<Result<Ingested, JournalError>>) {
         pending_from(Source::Realtime, record_id)
@@ -250,26 +207,6 @@ mod tests {
             .blocking_send(Request::Ingest { event, payload, reply })
             .expect("writer running");
         answer
-    }
-
-    #[test]
-    fn a_flow_is_a_flood_not_a_person_s_changes_and_their_echoes() {
-        let mut flow = Flow::new(LINGER, FLOW_FRAMES);
-        // 50 changes a second and the echoes of their write-backs: a frame every 10 ms is never a flow.
-        for _ in 0..2 * FLOW_FRAMES {
-            flow.saw(1);
-            assert!(!flow.flowing());
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        // Seven frames at once are not one either.
-        let mut flow = Flow::new(LINGER, FLOW_FRAMES);
-        flow.saw(FLOW_FRAMES - 1);
-        assert!(!flow.flowing());
-        // Eight are, until a wait has passed without more.
-        flow.saw(1);
-        assert!(flow.flowing());
-        std::thread::sleep(LINGER + Duration::from_millis(5));
-        assert!(!flow.flowing());
     }
 
     #[test]
