@@ -50,8 +50,9 @@ pub const KEEPALIVE_TOPIC: &str = "bridge_keepalive";
 /// Record frames being journaled at once: the stream is read on while earlier frames commit, so that a
 /// burst of frames shares the journal's commits instead of one commit (and its WAL pages) per frame.
 const JOURNALING: usize = 64;
-/// In a flow, how long the reader waits once the stream has nothing ready ([`Pace`]). 2 ms took a third
-/// of the bridge's CPU per frame off, 8 ms two fifths, 16 ms no more than 8.
+/// In a flow, how long the reader waits once the stream has nothing ready ([`Pace`]). In a flood the bridge
+/// spent about a tenth less CPU per frame and journaled every frame as before (docs/BENCHMARKS.md,
+/// "Thirty-eighth session"); a frame waits at most this long, and only in a flow.
 const GATHER: Duration = Duration::from_millis(8);
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -590,14 +591,12 @@ async fn until(at: Option<Instant>) {
     }
 }
 
-/// Everything a session needs besides the HTTP client.
 /// How the stream is read: in a flow of frames, in bursts.
 ///
-/// Read frame by frame, a flood woke the bridge for nearly every frame (a wake-up of this task, a read
-/// from the socket, a hand-over to the journal's writer), on the cores PocketBase needed for the flood's
-/// writes. In a flow, once the stream has nothing ready, the reader waits [`GATHER`] and then takes at once
-/// the frames that came meanwhile: the bridge spent 0.13 ms of CPU per frame instead of 0.21, and PocketBase
-/// beside it took about a tenth more writes (docs/BENCHMARKS.md, "Thirty-eighth session"). Outside a flow a
+/// Read as it came, a flood's stream woke the bridge for every frame or two (a wake-up of this task and of
+/// the connection's, a read from the socket, a hand-over to the journal's writer), on the cores PocketBase
+/// needed for the flood's writes. In a flow, once the stream has nothing ready, the reader waits
+/// [`GATHER`] and then takes at once the frames that came meanwhile, in larger reads. Outside a flow a
 /// frame is read as it comes.
 struct Pace {
     flow: Flow,
@@ -626,6 +625,12 @@ impl Pace {
             if let Some(item) = stream.next().now_or_never() {
                 return item;
             }
+            // The connection's own task reads the socket for the stream: let it run before concluding
+            // that nothing is ready.
+            tokio::task::yield_now().await;
+            if let Some(item) = stream.next().now_or_never() {
+                return item;
+            }
             self.resume_at = Some(Instant::now() + self.wait);
         }
         if let Some(at) = self.resume_at {
@@ -636,6 +641,7 @@ impl Pace {
     }
 }
 
+/// Everything a session needs besides the HTTP client.
 pub struct Consumer {
     pub base_url: url::Url,
     /// Reconnect when no byte arrived for this long. The keepalive cron sends one frame a minute.
@@ -1183,6 +1189,26 @@ mod tests {
             "in a flow the reader took a frame after {took:?}, before its wait"
         );
         assert!(took < 2 * wait, "a dropped read started its wait again: {took:?}");
+
+        // Frames that another task hands over one at a time, as the HTTP connection's task does, are
+        // ready once it has run: a backlog is read through without a wait per frame.
+        let (feed, mut fed) = tokio::sync::mpsc::channel::<u32>(1);
+        let mut stream = futures_util::stream::poll_fn(move |cx| fed.poll_recv(cx));
+        tokio::spawn(async move {
+            for n in 0..20 {
+                feed.send(n).await.expect("stream open");
+            }
+        });
+        (0..3).for_each(|_| pace.saw());
+        let read = Instant::now();
+        for n in 0..20 {
+            assert_eq!(pace.next(&mut stream).await, Some(n));
+        }
+        assert!(
+            read.elapsed() < wait,
+            "a backlog of 20 frames took {:?}",
+            read.elapsed()
+        );
     }
 
     #[test]
