@@ -311,6 +311,10 @@ impl Intake {
     }
 }
 
+/// How soon after a flood the bridge must have journaled all of it for the flood's write rate to count: a
+/// bridge that keeps up is at most a commit's wait and a batch behind its stream.
+const KEPT_UP_SECS: f64 = 1.0;
+
 /// The write rate of a PocketBase with the same schema and no hooks that a flood is judged by.
 pub enum Bare<'a> {
     /// Measured already in this run.
@@ -356,8 +360,11 @@ pub async fn throughput(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    let waited_until = wall_ms();
     let in_window = journaled.values().filter(|at| **at <= end_wall).count();
     let last = journaled.values().copied().max().unwrap_or(end_wall);
+    // Until the last write was journaled, or, with writes never journaled, until the bench stopped waiting.
+    let caught_up_secs = (if journaled.len() >= ok { last } else { waited_until } - end_wall).max(0) as f64 / 1000.0;
     let journal_rate = journaled.len() as f64 / ((last.max(end_wall) - start_wall) as f64 / 1000.0);
     let (path, hooks) = match intake {
         Intake::Webhook => (
@@ -401,12 +408,23 @@ pub async fn throughput(
     .vs(bare_rate, "no hooks")
     .saturated(sat);
     report.add(intake.target(figure, Goal::AtLeast(0.7 * bare_rate), full_mode));
+    // The write rate counts only with the bridge keeping up: a bridge that falls behind its stream spends
+    // its CPU after the flood instead of during it, which flatters the rate (docs/BENCHMARKS.md,
+    // "Thirty-eighth session").
+    let kept_up = Figure::new(
+        "2 throughput",
+        format!("time from the end of the flood until the bridge had journaled all of it, {path} (the write rate counts only if it kept up)"),
+        caught_up_secs,
+        "s",
+    )
+    .saturated(sat);
+    report.add(intake.target(kept_up, Goal::AtMost(KEPT_UP_SECS), full_mode));
     report.note(format!(
         "throughput, {path}: {ok} writes in {:.1} s; {in_window} journaled by the end of the flood, backlog {} then, all {} journaled {:.1} s after it; CPU over the flood ({:.0}% of the machine busy{}): PocketBase {:.2} s, cf-bridge {:.2} s ({:.3} ms per write), coolify-sim {:.2} s, cf-bench {:.2} s",
         elapsed.as_secs_f64(),
         ok.saturating_sub(in_window),
         journaled.len(),
-        (last - end_wall).max(0) as f64 / 1000.0,
+        caught_up_secs,
         100.0 * usage.machine_busy,
         if sat { ", saturated" } else { "" },
         usage.cpu_secs[0],

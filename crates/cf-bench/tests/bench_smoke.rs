@@ -73,6 +73,14 @@ fn tiny_bench_prints_the_table_and_the_json() {
         stdout.contains("| Coolify calls made by that resync (its drift check) | 1 |"),
         "resync of unchanged records made other calls than one list:\n{stdout}"
     );
+    // A flood's write rate counts only with the bridge keeping up, so how far behind it ended is measured.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("until the bridge had journaled all of it")
+                && l.split('|').nth(3).is_some_and(|v| v.trim().ends_with(" s"))),
+        "no measured row of how long after the flood the bridge had journaled it:\n{stdout}"
+    );
 
     // The JSON: one object per table row, each with the fields docs/BENCHMARKS.md names.
     let text = std::fs::read_to_string(&json_path).expect("cf-bench wrote no JSON");
