@@ -581,13 +581,16 @@ async fn operator_resyncs(resyncer: resync::Resyncer, trigger: resync::Trigger, 
 fn spawn_sources(tasks: &mut JoinSet<()>, ctx: &Context, trigger: resync::Trigger, cancel: &CancellationToken) {
     let (connected_tx, connected_rx) = watch::channel(0u64);
     let (doubt_tx, doubt_rx) = watch::channel(0u64);
-    let consumer = Consumer::new(
-        &ctx.settings.pocketbase,
-        Arc::new(ctx.pb.clone()),
-        ctx.intake.clone(),
-        connected_tx,
-        doubt_tx,
-    );
+    let consumer = Consumer {
+        flood: ctx.pb.flood_sign(),
+        ..Consumer::new(
+            &ctx.settings.pocketbase,
+            Arc::new(ctx.pb.clone()),
+            ctx.intake.clone(),
+            connected_tx,
+            doubt_tx,
+        )
+    };
     tasks.spawn(consumer.run(cancel.clone()).with_current_subscriber());
     tasks.spawn(
         resync::run_periodic(

@@ -1,8 +1,11 @@
 //! Whether realtime frames arrive as a flow (a flood), shared by the stream's reader and the journal's
 //! writer: both do less work per frame by waiting for more of them, but only where a flow makes the wait
-//! gather something; a person's change must not wait.
+//! gather something; a person's change must not wait. The reader also raises a [`FloodSign`] for the
+//! PocketBase client, which spaces the bridge's own writes while PocketBase takes a flood.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The window of a flow, and how long the journal's writer waits in one for more frames before it commits.
@@ -56,9 +59,56 @@ impl Flow {
     }
 }
 
+/// How long after the last frame of a flow the [`FloodSign`] stays up: longer than the pauses between the
+/// bursts a flood's stream is read in (8 ms), so the sign does not drop between two of them.
+const LINGER: Duration = Duration::from_millis(100);
+
+/// Whether PocketBase is taking a flood of writes, as the realtime reader saw it last; shared by clones.
+#[derive(Clone, Debug, Default)]
+pub struct FloodSign {
+    /// When a flow was last seen, in milliseconds after [`epoch`] plus one; 0 before any.
+    seen: Arc<AtomicU64>,
+}
+
+/// The instant sign times count from: the first use in the process.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl FloodSign {
+    /// Frames are coming as a flow now.
+    pub fn raise(&self) {
+        let ms = u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
+        self.seen.store(ms, Ordering::Relaxed);
+    }
+
+    /// Whether a flow was seen within the last [`LINGER`].
+    pub fn up(&self) -> bool {
+        match self.seen.load(Ordering::Relaxed) {
+            0 => false,
+            seen => {
+                let now = u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
+                now.saturating_sub(seen) < LINGER.as_millis() as u64
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_flood_sign_is_up_from_a_flow_until_a_linger_without_one() {
+        let sign = FloodSign::default();
+        let seen_by_another = sign.clone();
+        assert!(!sign.up(), "up before any flow");
+        seen_by_another.raise();
+        assert!(sign.up(), "a clone's raise is not seen");
+        std::thread::sleep(LINGER + Duration::from_millis(20));
+        assert!(!sign.up(), "still up a linger after the last flow");
+    }
 
     #[test]
     fn a_flow_is_a_flood_not_a_person_s_changes_and_their_echoes() {

@@ -9,7 +9,7 @@ pub mod coolify;
 pub mod dependencies;
 pub mod doctor;
 pub mod events;
-mod flow;
+pub mod flow;
 pub mod hostname;
 pub mod http;
 pub mod incarnation;

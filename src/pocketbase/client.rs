@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde_json::json;
 use serde_json::value::RawValue;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Mutex;
 use tracing::Instrument;
 use url::Url;
 
@@ -24,8 +24,10 @@ use super::records::{
     WatchedInstance, WatchedListing, filter_quote, truncate_chars,
 };
 use super::token::CachedToken;
+use super::write_gate::WriteGate;
 use crate::bounded;
 use crate::config::{PocketBaseAuth, PocketBaseSettings, Problem};
+use crate::flow::FloodSign;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -70,7 +72,8 @@ struct Inner {
     /// write transaction at a time, and a batch runs its hooks inside it: a burst of write-backs waking
     /// together (a status round finds many services running) held up a person's write behind 30 of them
     /// (docs/BENCHMARKS.md, "Twenty-first session"). Waiting here instead keeps that queue in the bridge.
-    writes: Semaphore,
+    /// In a flood the gate also spaces the writes (`write_gate`).
+    writes: WriteGate,
 }
 
 impl fmt::Debug for PbClient {
@@ -208,13 +211,18 @@ impl PbClient {
                 settings: settings.clone(),
                 token: Mutex::new(None),
                 watched: Default::default(),
-                writes: Semaphore::new(settings.max_writes_in_flight),
+                writes: WriteGate::new(settings.max_writes_in_flight, FloodSign::default()),
             }),
         })
     }
 
     pub fn base_url(&self) -> &Url {
         &self.inner.settings.url
+    }
+
+    /// The sign that spaces this client's writes while PocketBase takes a flood, for the realtime reader.
+    pub fn flood_sign(&self) -> FloodSign {
+        self.inner.writes.flood_sign()
     }
 
     fn auth(&self) -> Result<PocketBaseAuth<'_>, PbError> {
@@ -639,8 +647,8 @@ impl PbClient {
                 None
             } else {
                 // Never closed: an error here would be a bug, reported as the write not sent.
-                let permit = self.inner.writes.acquire().await;
-                Some(permit.map_err(|_| PbError::Transport("the bridge's PocketBase write gate is closed".into()))?)
+                let pass = self.inner.writes.enter().await;
+                Some(pass.ok_or_else(|| PbError::Transport("the bridge's PocketBase write gate is closed".into()))?)
             };
             let resp = req.send().await?;
             let status = resp.status();
@@ -649,7 +657,9 @@ impl PbClient {
                 body: read_body(resp, limit, &method, url).await?,
                 token,
             };
-            drop(permit);
+            if let Some(pass) = permit {
+                self.inner.writes.leave(pass);
+            }
             let guest_like = matches!(
                 status,
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND

@@ -6,6 +6,7 @@ pub mod realtime;
 pub mod records;
 mod sources;
 mod token;
+pub mod write_gate;
 
 pub use client::{BatchRequest, EmptyTail, PbClient};
 pub use error::{FieldError, FieldErrors, PbError};

@@ -34,7 +34,7 @@ use super::PbError;
 use crate::backoff::Backoff;
 use crate::config::PocketBaseSettings;
 use crate::events::{Action, Collection, Ingested, NewEvent, SinkError, Source};
-use crate::flow::Flow;
+use crate::flow::{FloodSign, Flow};
 use crate::intake::{Intake, RecordError, record_event, record_id};
 use crate::latest::{self, Kind};
 use crate::pocketbase::records::{BOT_TEMPLATES, BotInstance, BotTemplate, Tenant};
@@ -615,8 +615,10 @@ impl Pace {
         }
     }
 
-    fn saw(&mut self) {
+    /// Counts a frame; whether frames now come as a flow.
+    fn saw(&mut self) -> bool {
         self.flow.saw(1);
+        self.flow.flowing()
     }
 
     /// The stream's next item; in a flow, after a wait whenever nothing is ready.
@@ -655,6 +657,8 @@ pub struct Consumer {
     /// Counts streams that ended after a subscription: changes may have been missed since (the resync
     /// task runs a pass when the reconnect does not come soon).
     pub in_doubt: watch::Sender<u64>,
+    /// Raised while frames come as a flow: the PocketBase client spaces the bridge's writes meanwhile.
+    pub flood: FloodSign,
 }
 
 impl Consumer {
@@ -675,6 +679,7 @@ impl Consumer {
             intake,
             on_connect,
             in_doubt,
+            flood: FloodSign::default(),
         }
     }
 
@@ -738,7 +743,9 @@ impl Consumer {
                         // An ingest is sent to the journal at its first poll, and `FuturesOrdered` polls new
                         // futures in the order they were pushed: the journal gets them in the stream's order.
                         if let Some(event) = self.record_frame(&frame) {
-                            pace.saw();
+                            if pace.saw() {
+                                self.flood.raise();
+                            }
                             journaling.push_back(self.journal(event));
                         }
                     }
@@ -1169,7 +1176,8 @@ mod tests {
         );
 
         // A flow: frames that are ready are taken at once...
-        (0..3).for_each(|_| pace.saw());
+        assert!(!pace.saw() && !pace.saw(), "two frames of three were taken for a flow");
+        assert!(pace.saw(), "three frames within the window were not taken for a flow");
         tx.send(2).expect("stream open");
         tx.send(3).expect("stream open");
         let read = Instant::now();
@@ -1199,7 +1207,9 @@ mod tests {
                 feed.send(n).await.expect("stream open");
             }
         });
-        (0..3).for_each(|_| pace.saw());
+        (0..3).for_each(|_| {
+            pace.saw();
+        });
         let read = Instant::now();
         for n in 0..20 {
             assert_eq!(pace.next(&mut stream).await, Some(n));

@@ -175,6 +175,7 @@ async fn a_change_seen_by_webhook_and_realtime_is_journaled_once() {
             intake: Intake::new(sink.clone(), Arc::new(Notify::new()), Arc::new(Metrics::new())),
             on_connect,
             in_doubt: watch::channel(0u64).0,
+            flood: Default::default(),
         }
         .run(cancel.clone()),
     );

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::intake_support::{MemorySink, intake_pb};
 use cf_bridge::config::DEFAULT_PING_INTERVAL;
 use cf_bridge::events::{Action, Collection, Source};
+use cf_bridge::flow::FloodSign;
 use cf_bridge::intake::Intake;
 use cf_bridge::metrics::Metrics;
 use cf_bridge::pocketbase::realtime::{Consumer, RealtimeError, TokenFuture, TokenSource};
@@ -37,6 +38,10 @@ struct Running {
 
 impl Running {
     fn start(pb: &TestPb, token: &str, idle_timeout: Duration) -> Running {
+        Running::start_with(pb, token, idle_timeout, FloodSign::default())
+    }
+
+    fn start_with(pb: &TestPb, token: &str, idle_timeout: Duration, flood: FloodSign) -> Running {
         let sink = Arc::new(MemorySink::default());
         let notify = Arc::new(Notify::new());
         let (on_connect, connected) = watch::channel(0u64);
@@ -50,6 +55,7 @@ impl Running {
                 intake: Intake::new(sink.clone(), notify.clone(), Arc::new(Metrics::new())),
                 on_connect,
                 in_doubt: watch::channel(0u64).0,
+                flood,
             }
             .run(cancel.clone()),
         );
@@ -195,6 +201,59 @@ async fn reconnects_after_a_hooks_reload() {
     rt.stop().await;
 }
 
+/// Whether `flood` is up at any moment within `within` (it stays up 100 ms after a flow's last frame).
+async fn raised_within(flood: &FloodSign, within: Duration) -> bool {
+    tokio::time::timeout(within, async {
+        while !flood.up() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_changes_raises_the_flood_sign_and_changes_one_at_a_time_do_not() {
+    let pb = intake_pb(&[], false).await;
+    let flood = FloodSign::default();
+    let mut rt = Running::start_with(&pb, &pb.cached_token().await, Duration::from_secs(90), flood.clone());
+    rt.connections(1, 5 * SECOND).await;
+
+    // A person's pace: one change every 50 ms is never a flood.
+    let watcher = {
+        let flood = flood.clone();
+        tokio::spawn(async move { raised_within(&flood, 2 * SECOND).await })
+    };
+    for i in 0..10 {
+        pb.create_record("tenants", json!({"name": format!("one {i}")})).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rt.sink.wait_for(5 * SECOND, |e| e.len() == 10).await;
+    assert!(
+        !watcher.await.expect("watcher"),
+        "the flood sign went up for changes 50 ms apart"
+    );
+
+    // 100 creates at once: their frames come a millisecond or so apart, as in a flood.
+    let watcher = {
+        let flood = flood.clone();
+        tokio::spawn(async move { raised_within(&flood, 5 * SECOND).await })
+    };
+    let names: Vec<String> = (0..100).map(|i| format!("burst {i}")).collect();
+    futures_util::future::join_all(
+        names
+            .iter()
+            .map(|name| pb.create_record("tenants", json!({ "name": name }))),
+    )
+    .await;
+    rt.sink.wait_for(5 * SECOND, |e| e.len() == 110).await;
+    assert!(
+        watcher.await.expect("watcher"),
+        "100 frames at once did not raise the flood sign"
+    );
+    rt.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_stream_trips_the_watchdog() {
     let pb = intake_pb(&[], false).await;
@@ -236,6 +295,7 @@ async fn wrong_token_is_a_clear_auth_error() {
         ),
         on_connect,
         in_doubt: watch::channel(0u64).0,
+        flood: Default::default(),
     };
     let client = reqwest::Client::new();
     let mut connected_at = None;
