@@ -1,11 +1,11 @@
 //! Whether realtime frames arrive as a flow (a flood), shared by the stream's reader and the journal's
 //! writer: both do less work per frame by waiting for more of them, but only where a flow makes the wait
-//! gather something; a person's change must not wait. The reader also raises a [`FloodSign`] for the
-//! PocketBase client, which spaces the bridge's own writes while PocketBase takes a flood.
+//! gather something; a person's change must not wait. The reader also counts its frames on a [`FloodSign`],
+//! with a stricter rule of its own, for the PocketBase client, which spaces the bridge's writes in a flood.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The window of a flow, and how long the journal's writer waits in one for more frames before it commits.
@@ -22,6 +22,7 @@ pub(crate) const WINDOW: Duration = Duration::from_millis(12);
 pub(crate) const FRAMES: usize = 8;
 
 /// When frames came lately: whether they are a flow.
+#[derive(Debug)]
 pub(crate) struct Flow {
     pub(crate) window: Duration,
     /// When each of the last frames was received, oldest first; at most `frames`.
@@ -59,15 +60,40 @@ impl Flow {
     }
 }
 
-/// How long after the last frame of a flow the [`FloodSign`] stays up: longer than the pauses between the
-/// bursts a flood's stream is read in (8 ms), so the sign does not drop between two of them.
+/// The flood the [`FloodSign`] is raised for: 160 frames within 250 ms (640 a second, held for a quarter of a
+/// second). Not the reader's and writer's flow of 8 within 12 ms: frames read together after a pause of the
+/// reader count as one instant, and at 200 changes a second with their echoes (about 400 frames a second)
+/// that rule saw flows often enough to space the bridge's writes where nothing was flooded, its jobs reading
+/// records again behind the delayed write-backs (PocketBase's CPU per change at 200/s 2.84x -> 3.32x of a
+/// bare write, goal 3x; docs/BENCHMARKS.md, "Thirty-ninth session"). A quarter second holds a pause of the
+/// reader's many times over, and 640 a second is below what the hooked PocketBase takes in a flood on this
+/// machine even on its slowest hours (864 writes a second).
+const FLOOD_WINDOW: Duration = Duration::from_millis(250);
+const FLOOD_FRAMES: usize = 160;
+
+/// How long after the last frame of a flood the [`FloodSign`] stays up: long enough that the pauses
+/// between the bursts a flood's stream is read in (8 ms) do not drop it.
 const LINGER: Duration = Duration::from_millis(100);
 
-/// Whether PocketBase is taking a flood of writes, as the realtime reader saw it last; shared by clones.
-#[derive(Clone, Debug, Default)]
+/// Whether PocketBase is taking a flood of writes, as the realtime reader's frames show; shared by clones.
+/// The reader counts its frames here; the PocketBase client's write gate looks.
+#[derive(Clone, Debug)]
 pub struct FloodSign {
-    /// When a flow was last seen, in milliseconds after [`epoch`] plus one; 0 before any.
-    seen: Arc<AtomicU64>,
+    inner: Arc<SignInner>,
+}
+
+#[derive(Debug)]
+struct SignInner {
+    /// When a flood was last seen, in milliseconds after [`epoch`] plus one; 0 before any.
+    seen: AtomicU64,
+    /// Only the reader counts, so the lock is never waited for.
+    flow: Mutex<Flow>,
+}
+
+impl Default for FloodSign {
+    fn default() -> FloodSign {
+        FloodSign::with_rule(FLOOD_WINDOW, FLOOD_FRAMES)
+    }
 }
 
 /// The instant sign times count from: the first use in the process.
@@ -76,21 +102,39 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
+fn now_ms() -> u64 {
+    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+}
+
 impl FloodSign {
-    /// Frames are coming as a flow now.
-    pub fn raise(&self) {
-        let ms = u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
-        self.seen.store(ms, Ordering::Relaxed);
+    /// A sign raised by `frames` within `window`.
+    pub fn with_rule(window: Duration, frames: usize) -> FloodSign {
+        FloodSign {
+            inner: Arc::new(SignInner {
+                seen: AtomicU64::new(0),
+                flow: Mutex::new(Flow::new(window, frames)),
+            }),
+        }
     }
 
-    /// Whether a flow was seen within the last [`LINGER`].
+    /// Counts a frame received now.
+    pub fn saw(&self) {
+        let mut flow = self
+            .inner
+            .flow
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        flow.saw(1);
+        if flow.flowing() {
+            self.inner.seen.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a flood was seen within the last [`LINGER`].
     pub fn up(&self) -> bool {
-        match self.seen.load(Ordering::Relaxed) {
+        match self.inner.seen.load(Ordering::Relaxed) {
             0 => false,
-            seen => {
-                let now = u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1;
-                now.saturating_sub(seen) < LINGER.as_millis() as u64
-            }
+            seen => now_ms().saturating_sub(seen) < LINGER.as_millis() as u64,
         }
     }
 }
@@ -100,14 +144,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_flood_sign_is_up_from_a_flow_until_a_linger_without_one() {
+    fn the_flood_sign_is_up_in_a_flood_until_a_linger_without_one_and_not_at_a_person_s_pace() {
+        // 200 changes a second and their echoes, read in bursts of 8 every 20 ms: no flood.
         let sign = FloodSign::default();
-        let seen_by_another = sign.clone();
-        assert!(!sign.up(), "up before any flow");
-        seen_by_another.raise();
-        assert!(sign.up(), "a clone's raise is not seen");
+        let looking = sign.clone();
+        for _ in 0..25 {
+            (0..8).for_each(|_| sign.saw());
+            assert!(!looking.up(), "400 frames a second raised the sign");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // A flood's pace: 13 frames every 10 ms.
+        let sign = FloodSign::default();
+        let looking = sign.clone();
+        for _ in 0..30 {
+            (0..13).for_each(|_| sign.saw());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(looking.up(), "1,300 frames a second did not raise the sign");
         std::thread::sleep(LINGER + Duration::from_millis(20));
-        assert!(!sign.up(), "still up a linger after the last flow");
+        assert!(!looking.up(), "still up a linger after the last frame");
     }
 
     #[test]
