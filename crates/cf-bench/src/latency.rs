@@ -377,6 +377,8 @@ pub async fn throughput(
         ),
     };
     stack.bridge.wait_idle(Duration::from_secs(300)).await?;
+    // What the bridge put off during the flood it does after it: how long that took shows it.
+    let idle_secs = (wall_ms() - end_wall).max(0) as f64 / 1000.0;
     let bare_rate = match bare {
         Bare::Rate(rate) => rate,
         Bare::Bracket { before, pb, pool } => {
@@ -420,7 +422,7 @@ pub async fn throughput(
     .saturated(sat);
     report.add(intake.target(kept_up, Goal::AtMost(KEPT_UP_SECS), full_mode));
     report.note(format!(
-        "throughput, {path}: {ok} writes in {:.1} s; {in_window} journaled by the end of the flood, backlog {} then, all {} journaled {:.1} s after it; CPU over the flood ({:.0}% of the machine busy{}): PocketBase {:.2} s, cf-bridge {:.2} s ({:.3} ms per write), coolify-sim {:.2} s, cf-bench {:.2} s",
+        "throughput, {path}: {ok} writes in {:.1} s; {in_window} journaled by the end of the flood, backlog {} then, all {} journaled {:.1} s after it, its jobs done {idle_secs:.1} s after it; CPU over the flood ({:.0}% of the machine busy{}): PocketBase {:.2} s, cf-bridge {:.2} s ({:.3} ms per write), coolify-sim {:.2} s, cf-bench {:.2} s",
         elapsed.as_secs_f64(),
         ok.saturating_sub(in_window),
         journaled.len(),
