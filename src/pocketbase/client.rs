@@ -642,13 +642,14 @@ impl PbClient {
             if let Some(b) = body {
                 req = req.json(b);
             }
-            // Held only for the exchange: a login or refresh after it must not wait for a permit.
-            let permit = if method == Method::GET {
+            // Held by this call for the exchange only (in a flood the gate keeps it a while longer without the
+            // call): a login or refresh after it must not wait for a pass.
+            let pass = if method == Method::GET {
                 None
             } else {
                 // Never closed: an error here would be a bug, reported as the write not sent.
-                let pass = self.inner.writes.enter().await;
-                Some(pass.ok_or_else(|| PbError::Transport("the bridge's PocketBase write gate is closed".into()))?)
+                let entered = self.inner.writes.enter().await;
+                Some(entered.ok_or_else(|| PbError::Transport("the bridge's PocketBase write gate is closed".into()))?)
             };
             let resp = req.send().await?;
             let status = resp.status();
@@ -657,7 +658,7 @@ impl PbClient {
                 body: read_body(resp, limit, &method, url).await?,
                 token,
             };
-            if let Some(pass) = permit {
+            if let Some(pass) = pass {
                 self.inner.writes.leave(pass);
             }
             let guest_like = matches!(

@@ -48,7 +48,7 @@ impl WriteGate {
         }
     }
 
-    /// The sign the gate watches, for the realtime reader to raise.
+    /// The sign the gate watches, for the realtime reader to count its frames on.
     pub fn flood_sign(&self) -> FloodSign {
         self.flood.clone()
     }
