@@ -4,8 +4,7 @@
 //! with a stricter rule of its own, for the PocketBase client, which spaces the bridge's writes in a flood.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The window of a flow, and how long the journal's writer waits in one for more frames before it commits.
@@ -76,18 +75,18 @@ const FLOOD_FRAMES: usize = 160;
 const LINGER: Duration = Duration::from_millis(100);
 
 /// Whether PocketBase is taking a flood of writes, as the realtime reader's frames show; shared by clones.
-/// The reader counts its frames here; the PocketBase client's write gate looks.
+/// The reader counts its frames here (one lock per frame), the PocketBase client's write gate looks (one per
+/// write): neither waits long for the other.
 #[derive(Clone, Debug)]
 pub struct FloodSign {
-    inner: Arc<SignInner>,
+    inner: Arc<Mutex<Sign>>,
 }
 
 #[derive(Debug)]
-struct SignInner {
-    /// When a flood was last seen, in milliseconds after [`epoch`] plus one; 0 before any.
-    seen: AtomicU64,
-    /// Only the reader counts, so the lock is never waited for.
-    flow: Mutex<Flow>,
+struct Sign {
+    flow: Flow,
+    /// When the frames last were a flood.
+    seen: Option<Instant>,
 }
 
 impl Default for FloodSign {
@@ -96,46 +95,33 @@ impl Default for FloodSign {
     }
 }
 
-/// The instant sign times count from: the first use in the process.
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
-}
-
 impl FloodSign {
     /// A sign raised by `frames` within `window`.
     pub fn with_rule(window: Duration, frames: usize) -> FloodSign {
         FloodSign {
-            inner: Arc::new(SignInner {
-                seen: AtomicU64::new(0),
-                flow: Mutex::new(Flow::new(window, frames)),
-            }),
+            inner: Arc::new(Mutex::new(Sign {
+                flow: Flow::new(window, frames),
+                seen: None,
+            })),
         }
+    }
+
+    fn sign(&self) -> std::sync::MutexGuard<'_, Sign> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Counts a frame received now.
     pub fn saw(&self) {
-        let mut flow = self
-            .inner
-            .flow
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        flow.saw(1);
-        if flow.flowing() {
-            self.inner.seen.store(now_ms(), Ordering::Relaxed);
+        let mut sign = self.sign();
+        sign.flow.saw(1);
+        if sign.flow.flowing() {
+            sign.seen = Some(Instant::now());
         }
     }
 
     /// Whether a flood was seen within the last [`LINGER`].
     pub fn up(&self) -> bool {
-        match self.inner.seen.load(Ordering::Relaxed) {
-            0 => false,
-            seen => now_ms().saturating_sub(seen) < LINGER.as_millis() as u64,
-        }
+        self.sign().seen.is_some_and(|at| at.elapsed() < LINGER)
     }
 }
 
