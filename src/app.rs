@@ -27,6 +27,7 @@ use crate::config::Settings;
 use crate::coolify::CoolifyClient;
 use crate::dependencies::{self, CoolifyCheckError, Dependencies, Dependency};
 use crate::events::{Collection, Replay, SinkError};
+use crate::flow::FloodCounters;
 use crate::http;
 use crate::http::auth::{AdminToken, PageOrigin, Sessions};
 use crate::http::glance::Glance;
@@ -165,6 +166,10 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let deps = Dependencies::new(metrics.dependency_up.clone());
         let (pb, coolify) = connect(&settings, &metrics, &deps, journal.pg()).await?;
+        pb.flood_sign().count_on(FloodCounters {
+            floods: metrics.pocketbase_floods.clone(),
+            writes_spaced: metrics.pocketbase_writes_spaced.clone(),
+        });
         let templates =
             TemplateSet::load_dir(&settings.reconcile.templates_dir).map_err(|source| StartError::Templates {
                 path: settings.reconcile.templates_dir.display().to_string(),

@@ -7,6 +7,8 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus::IntCounter;
+
 /// The window of a flow, and how long the journal's writer waits in one for more frames before it commits.
 /// Under a flood the next frame came just after each commit, so nearly every frame was a commit of its own
 /// (1.9 commits per event), each writing every page it touched whole. 12 ms rather than 4: in a flood the
@@ -87,6 +89,17 @@ struct Sign {
     flow: Flow,
     /// When the frames last were a flood.
     seen: Option<Instant>,
+    counters: Option<FloodCounters>,
+}
+
+/// Where a [`FloodSign`] counts, for `/metrics`: whether floods were seen, and what they held back, is
+/// otherwise visible nowhere.
+#[derive(Clone, Debug)]
+pub struct FloodCounters {
+    /// Times the sign went up after being down.
+    pub floods: IntCounter,
+    /// Writes after which the next one was held back because the sign was up.
+    pub writes_spaced: IntCounter,
 }
 
 impl Default for FloodSign {
@@ -102,6 +115,7 @@ impl FloodSign {
             inner: Arc::new(Mutex::new(Sign {
                 flow: Flow::new(window, frames),
                 seen: None,
+                counters: None,
             })),
         }
     }
@@ -110,18 +124,42 @@ impl FloodSign {
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Counts on `counters` from now on.
+    pub fn count_on(&self, counters: FloodCounters) {
+        self.sign().counters = Some(counters);
+    }
+
     /// Counts a frame received now.
     pub fn saw(&self) {
         let mut sign = self.sign();
         sign.flow.saw(1);
         if sign.flow.flowing() {
-            sign.seen = Some(Instant::now());
+            let now = Instant::now();
+            if !sign.up_at(now)
+                && let Some(counters) = &sign.counters
+            {
+                counters.floods.inc();
+            }
+            sign.seen = Some(now);
         }
     }
 
     /// Whether a flood was seen within the last [`LINGER`].
     pub fn up(&self) -> bool {
-        self.sign().seen.is_some_and(|at| at.elapsed() < LINGER)
+        self.sign().up_at(Instant::now())
+    }
+
+    /// Counts a write after which the next one is held back.
+    pub fn held_back(&self) {
+        if let Some(counters) = &self.sign().counters {
+            counters.writes_spaced.inc();
+        }
+    }
+}
+
+impl Sign {
+    fn up_at(&self, now: Instant) -> bool {
+        self.seen.is_some_and(|at| now.saturating_duration_since(at) < LINGER)
     }
 }
 
@@ -149,6 +187,29 @@ mod tests {
         assert!(looking.up(), "1,300 frames a second did not raise the sign");
         std::thread::sleep(LINGER + Duration::from_millis(20));
         assert!(!looking.up(), "still up a linger after the last frame");
+    }
+
+    #[test]
+    fn a_flood_is_counted_once_however_many_frames_it_brings_and_again_after_a_linger() {
+        let sign = FloodSign::default();
+        let counters = FloodCounters {
+            floods: IntCounter::new("floods", "floods").expect("a valid name"),
+            writes_spaced: IntCounter::new("spaced", "spaced").expect("a valid name"),
+        };
+        sign.count_on(counters.clone());
+        let flood = |sign: &FloodSign| {
+            for _ in 0..30 {
+                (0..13).for_each(|_| sign.saw());
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        flood(&sign);
+        assert_eq!(counters.floods.get(), 1, "one flood of 390 frames");
+        std::thread::sleep(LINGER + Duration::from_millis(20));
+        flood(&sign);
+        assert_eq!(counters.floods.get(), 2, "a second flood after a linger without one");
+        sign.held_back();
+        assert_eq!(counters.writes_spaced.get(), 1);
     }
 
     #[test]

@@ -63,6 +63,10 @@ pub struct Metrics {
     pub instance_records: IntCounterVec,
     /// 1 while this replica runs the fleet-wide tasks (always, on SQLite; the elected one on PostgreSQL).
     pub leader: IntGauge,
+    /// Floods of PocketBase writes the realtime stream showed: the flood sign raised after being down.
+    pub pocketbase_floods: IntCounter,
+    /// The bridge's PocketBase writes after which the next one was held back because of a flood.
+    pub pocketbase_writes_spaced: IntCounter,
 }
 
 impl Metrics {
@@ -197,6 +201,16 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "1 while this replica leads: runs realtime, resync, the health poller, orphan scan and retention",
     )?;
     registry.register(Box::new(leader.clone()))?;
+    let pocketbase_floods = IntCounter::new(
+        "pocketbase_floods_total",
+        "Floods of PocketBase writes seen on the realtime stream (640 record frames a second or more)",
+    )?;
+    registry.register(Box::new(pocketbase_floods.clone()))?;
+    let pocketbase_writes_spaced = IntCounter::new(
+        "pocketbase_writes_spaced_total",
+        "The bridge's PocketBase writes after which the next one waited 100 ms because of a flood",
+    )?;
+    registry.register(Box::new(pocketbase_writes_spaced.clone()))?;
     let instance_records = IntCounterVec::new(
         Opts::new(
             "instance_records_total",
@@ -245,6 +259,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         dependency_up,
         instance_records,
         leader,
+        pocketbase_floods,
+        pocketbase_writes_spaced,
     })
 }
 

@@ -67,6 +67,7 @@ impl WriteGate {
     /// after [`SPACING`] (the writer itself goes on meanwhile).
     pub fn leave(&self, pass: Pass) {
         if self.flood.up() {
+            self.flood.held_back();
             let spacing = self.spacing;
             tokio::spawn(async move {
                 tokio::time::sleep(spacing).await;
@@ -82,13 +83,21 @@ impl WriteGate {
 mod tests {
     use std::time::Instant;
 
+    use prometheus::IntCounter;
+
     use super::*;
+    use crate::flow::FloodCounters;
 
     #[tokio::test]
     async fn in_a_flood_writes_are_spaced_and_outside_one_they_follow_at_once() {
         let spacing = Duration::from_millis(150);
-        // A sign up from a single frame, for as long as the test runs.
+        // A sign raised by a single frame, for a linger after each.
         let gate = WriteGate::with_spacing(1, FloodSign::with_rule(Duration::from_secs(60), 1), spacing);
+        let counters = FloodCounters {
+            floods: IntCounter::new("floods", "floods").expect("a valid name"),
+            writes_spaced: IntCounter::new("spaced", "spaced").expect("a valid name"),
+        };
+        gate.flood_sign().count_on(counters.clone());
 
         let started = Instant::now();
         for _ in 0..3 {
@@ -99,6 +108,11 @@ mod tests {
             started.elapsed() < spacing,
             "without a flood three writes took {:?}",
             started.elapsed()
+        );
+        assert_eq!(
+            counters.writes_spaced.get(),
+            0,
+            "a write outside a flood was counted as spaced"
         );
 
         gate.flood_sign().saw();
@@ -114,5 +128,9 @@ mod tests {
             started.elapsed()
         );
         gate.leave(pass);
+        // The second frame came while the sign was up: one flood. Only the write whose successor waited
+        // counts; the last one left after the linger, without a flood.
+        assert_eq!(counters.floods.get(), 1);
+        assert_eq!(counters.writes_spaced.get(), 1);
     }
 }

@@ -269,6 +269,24 @@ pub struct Bridge {
     pub http: reqwest::Client,
 }
 
+/// The bridge's flood counters at one moment ([`Bridge::floods`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Floods {
+    raised: f64,
+    spaced: f64,
+}
+
+impl Floods {
+    /// What the bridge counted between `self` and `later`, for a phase's note.
+    pub fn until(self, later: Floods) -> String {
+        format!(
+            "the flood sign went up {:.0} times and held back {:.0} of the bridge's PocketBase writes",
+            later.raised - self.raised,
+            later.spaced - self.spaced
+        )
+    }
+}
+
 impl Bridge {
     pub async fn admin(&self, method: reqwest::Method, path: &str) -> Result<Value> {
         let r = self
@@ -332,6 +350,15 @@ impl Bridge {
             .filter(|l| l.contains(label))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum())
+    }
+
+    /// The bridge's flood counters so far: the floods its realtime stream showed, and its PocketBase
+    /// writes after which the next was held back because of one.
+    pub async fn floods(&self) -> Result<Floods> {
+        Ok(Floods {
+            raised: self.metric_sum("cf_bridge_pocketbase_floods_total").await?,
+            spaced: self.metric_sum("cf_bridge_pocketbase_writes_spaced_total").await?,
+        })
     }
 
     /// Events the journal accepted as new (received minus duplicates).

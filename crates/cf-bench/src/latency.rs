@@ -82,6 +82,7 @@ pub async fn phase(
     let sem = Arc::new(Semaphore::new(256));
     let mut tasks = tokio::task::JoinSet::new();
     let mut writes = Vec::with_capacity(n);
+    let floods = stack.bridge.floods().await?;
     let [pb_pid, bridge_pid, sim_pid] = stack.pids();
     let window = procs::Window::open(&[pb_pid, bridge_pid, sim_pid, bare.pid(), Some(std::process::id())]);
     let start = Instant::now();
@@ -130,6 +131,7 @@ pub async fn phase(
     let achieved = ok as f64 / start.elapsed().as_secs_f64();
     let idle = stack.bridge.wait_idle(Duration::from_secs(300)).await;
     let usage = window.close();
+    let floods = floods.until(stack.bridge.floods().await?);
     let to = pb_time(chrono::Utc::now());
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -261,7 +263,7 @@ pub async fn phase(
         .saturated(sat),
     );
     report.note(format!(
-        "latency @ {rate}/s, {}: {n} writes ({ok} accepted), {} realtime frames, {} no-hook frames, {} journaled, {} with a Coolify call before the record's next write (the rest were absorbed by a later change of the same record){}",
+        "latency @ {rate}/s, {}: {n} writes ({ok} accepted), {} realtime frames, {} no-hook frames, {} journaled, {} with a Coolify call before the record's next write (the rest were absorbed by a later change of the same record); {floods}{}",
         intake.label(),
         f.n,
         b.n,
@@ -345,6 +347,7 @@ pub async fn throughput(
         Intake::Webhook => "tpw",
         Intake::RealtimeOnly => "tpr",
     };
+    let floods = stack.bridge.floods().await?;
     let [pb_pid, bridge_pid, sim_pid] = stack.pids();
     let window = procs::Window::open(&[pb_pid, bridge_pid, sim_pid, Some(std::process::id())]);
     let start_wall = wall_ms();
@@ -379,6 +382,7 @@ pub async fn throughput(
     stack.bridge.wait_idle(Duration::from_secs(300)).await?;
     // What the bridge put off during the flood it does after it: how long that took shows it.
     let idle_secs = (wall_ms() - end_wall).max(0) as f64 / 1000.0;
+    let floods = floods.until(stack.bridge.floods().await?);
     let bare_rate = match bare {
         Bare::Rate(rate) => rate,
         Bare::Bracket { before, pb, pool } => {
@@ -422,7 +426,7 @@ pub async fn throughput(
     .saturated(sat);
     report.add(intake.target(kept_up, Goal::AtMost(KEPT_UP_SECS), full_mode));
     report.note(format!(
-        "throughput, {path}: {ok} writes in {:.1} s; {in_window} journaled by the end of the flood, backlog {} then, all {} journaled {:.1} s after it, its jobs done {idle_secs:.1} s after it; CPU over the flood ({:.0}% of the machine busy{}): PocketBase {:.2} s, cf-bridge {:.2} s ({:.3} ms per write), coolify-sim {:.2} s, cf-bench {:.2} s",
+        "throughput, {path}: {ok} writes in {:.1} s; {in_window} journaled by the end of the flood, backlog {} then, all {} journaled {:.1} s after it, its jobs done {idle_secs:.1} s after it; {floods}; CPU over the flood ({:.0}% of the machine busy{}): PocketBase {:.2} s, cf-bridge {:.2} s ({:.3} ms per write), coolify-sim {:.2} s, cf-bench {:.2} s",
         elapsed.as_secs_f64(),
         ok.saturating_sub(in_window),
         journaled.len(),
