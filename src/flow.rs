@@ -197,14 +197,10 @@ mod tests {
             writes_spaced: IntCounter::new("spaced", "spaced").expect("a valid name"),
         };
         sign.count_on(counters.clone());
-        let flood = |sign: &FloodSign| {
-            for _ in 0..30 {
-                (0..13).for_each(|_| sign.saw());
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        };
+        // All at once, so that a stalled test thread cannot make one flood look like two.
+        let flood = |sign: &FloodSign| (0..400).for_each(|_| sign.saw());
         flood(&sign);
-        assert_eq!(counters.floods.get(), 1, "one flood of 390 frames");
+        assert_eq!(counters.floods.get(), 1, "one flood of 400 frames");
         std::thread::sleep(LINGER + Duration::from_millis(20));
         flood(&sign);
         assert_eq!(counters.floods.get(), 2, "a second flood after a linger without one");
