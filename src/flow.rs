@@ -149,11 +149,14 @@ impl FloodSign {
         self.sign().up_at(Instant::now())
     }
 
-    /// Counts a write after which the next one is held back.
-    pub fn held_back(&self) {
-        if let Some(counters) = &self.sign().counters {
+    /// Whether a write that ended now holds back the next one: the sign is up. Such a write is counted.
+    pub fn holds_back(&self) -> bool {
+        let sign = self.sign();
+        let up = sign.up_at(Instant::now());
+        if up && let Some(counters) = &sign.counters {
             counters.writes_spaced.inc();
         }
+        up
     }
 }
 
@@ -204,7 +207,7 @@ mod tests {
         std::thread::sleep(LINGER + Duration::from_millis(20));
         flood(&sign);
         assert_eq!(counters.floods.get(), 2, "a second flood after a linger without one");
-        sign.held_back();
+        assert!(sign.holds_back(), "a write in a flood did not hold back the next");
         assert_eq!(counters.writes_spaced.get(), 1);
     }
 

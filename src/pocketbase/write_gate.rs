@@ -66,8 +66,7 @@ impl WriteGate {
     /// Gives the pass back once the write's exchange is over: at once, or while the flood sign is up,
     /// after [`SPACING`] (the writer itself goes on meanwhile).
     pub fn leave(&self, pass: Pass) {
-        if self.flood.up() {
-            self.flood.held_back();
+        if self.flood.holds_back() {
             let spacing = self.spacing;
             tokio::spawn(async move {
                 tokio::time::sleep(spacing).await;
