@@ -44,10 +44,12 @@ use crate::journal::AppliedVersion;
 use crate::pocketbase::records::{BotInstance, BotTemplate, Tenant, format_pb_date};
 
 /// Instances kept: enough for the changes whose jobs have not run yet at a few hundred changes a second;
-/// a job that comes later reads. At 200 changes a second on 2 cores about 400 records wait for their job at
-/// once, and with 256 kept 0.6 of every change was read back from PocketBase (docs/BENCHMARKS.md,
-/// "Thirty-second session").
-pub const INSTANCES: usize = 1024;
+/// a job that comes later reads. Each change is kept twice over (its frame, then the answer to the bridge's
+/// write-back, which must outlive the write's late frames), so at 200 changes a second 1,024 held a frame
+/// for 2.5 s, and the full runs' jobs there start 1.5-4 s after their change: 0.16 of every change was
+/// read back from PocketBase, at about a bare write's CPU each (docs/BENCHMARKS.md, "Thirty-second session",
+/// "Forty-first session"). 2,048 hold 5 s, for about a megabyte.
+pub const INSTANCES: usize = 2048;
 /// Tenants kept: every one of a large platform's active tenants (a few hundred bytes each).
 pub const TENANTS: usize = 4096;
 /// Templates kept: far more than a platform publishes.

@@ -17,6 +17,7 @@ use tokio::sync::Mutex;
 use tracing::Instrument;
 use url::Url;
 
+use super::batches::{self, Combiner, Waiting};
 use super::error::PbError;
 use super::records::{
     BOT_INSTANCES, BOT_TEMPLATES, BRIDGE_ERROR_MAX, BotInstance, BotTemplate, DEPLOY_LOGS, DeployLog,
@@ -74,6 +75,8 @@ struct Inner {
     /// (docs/BENCHMARKS.md, "Twenty-first session"). Waiting here instead keeps that queue in the bridge.
     /// In a flood the gate also spaces the writes (`write_gate`).
     writes: WriteGate,
+    /// Batches queued behind the gate, sent together (`batches`).
+    batches: Combiner,
 }
 
 impl fmt::Debug for PbClient {
@@ -212,6 +215,7 @@ impl PbClient {
                 token: Mutex::new(None),
                 watched: Default::default(),
                 writes: WriteGate::new(settings.max_writes_in_flight, FloodSign::default()),
+                batches: Combiner::new(settings.max_writes_in_flight),
             }),
         })
     }
@@ -490,10 +494,48 @@ impl PbClient {
     /// Sends `requests` as one `POST /api/batch`: PocketBase carries them out in one transaction, all or
     /// none. A failed request rolls the whole batch back and comes back as [`PbError::Batch`]. Answers
     /// each request's answer body (the record it wrote), in request order.
+    ///
+    /// Behind a write in flight, the batch waits and may go out in one request with others (`batches`);
+    /// what it is answered is the same.
     pub async fn batch(&self, requests: &[BatchRequest]) -> Result<Vec<serde_json::Value>, PbError> {
         if requests.is_empty() {
             return Ok(Vec::new());
         }
+        let mut waiter = self.inner.batches.wait(requests.to_vec());
+        loop {
+            let turn = tokio::select! {
+                biased;
+                answer = waiter.answer() => return answer,
+                turn = self.inner.batches.turn() => turn?,
+            };
+            let alone = self.inner.writes.flood_sign().up();
+            let Some(group) = self.inner.batches.take(waiter.id(), alone) else {
+                drop(turn);
+                return waiter.answer().await;
+            };
+            // Sent on its own task: the other callers' batches in it must not go with this caller if it
+            // gives up waiting. The caller's span goes with it, so its trace shows the write.
+            let client = self.clone();
+            tokio::spawn(
+                async move {
+                    client.send_group(group).await;
+                    drop(turn);
+                }
+                .instrument(tracing::Span::current()),
+            );
+        }
+    }
+
+    /// Sends the batches of `group` as one request, and again without one whose request failed.
+    async fn send_group(&self, mut group: Vec<Waiting>) {
+        while !group.is_empty() {
+            let requests: Vec<&BatchRequest> = group.iter().flat_map(|w| w.requests.iter()).collect();
+            let result = self.send_batch(&requests).await;
+            group = batches::share(group, result);
+        }
+    }
+
+    async fn send_batch(&self, requests: &[&BatchRequest]) -> Result<Vec<serde_json::Value>, PbError> {
         let url = self.url(&["api", "batch"], &[])?;
         let body = json!({ "requests": requests });
         // A dead token makes every request a guest's, which fails as a 401, 403 or 404 inside the batch.

@@ -31,8 +31,9 @@ impl fmt::Display for FieldErrors {
     }
 }
 
-/// Errors from the PocketBase client. None of them carries a token or password.
-#[derive(Debug, thiserror::Error)]
+/// Errors from the PocketBase client. None of them carries a token or password. Cloned when one combined
+/// batch fails for every caller in it (`batches`).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PbError {
     /// Login refused, or the token is invalid, expired or revoked.
     #[error("PocketBase authentication failed: {message}")]

@@ -1,5 +1,6 @@
 //! PocketBase: REST client with superuser auth, record types and typed errors; realtime SSE consumer.
 
+pub mod batches;
 pub mod client;
 pub mod error;
 pub mod realtime;

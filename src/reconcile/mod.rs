@@ -100,8 +100,10 @@ impl JobHandler for Reconciler {
         let age = job
             .first_pending_at
             .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+        // A job that starts late may send its write-back with others' (`pocketbase::batches`).
+        let late = chrono::Utc::now().timestamp_millis() - age >= crate::pocketbase::batches::BEHIND.as_millis() as i64;
         Box::pin(crate::coolify::budget::for_job(age, async move {
-            let result = self.run(job).await;
+            let result = crate::pocketbase::batches::behind(late, self.run(job)).await;
             if let Some(dependency) = result.as_ref().err().and_then(ReconcileError::unavailable) {
                 self.ctx.deps.suspect(dependency);
             }

@@ -4,7 +4,13 @@
 
 use cf_bridge::pocketbase::records::{InstancePatch, InstanceStatus, TenantPatch};
 use cf_bridge::pocketbase::{BatchRequest, PbError};
+use std::time::Duration;
+
+use cf_bridge::pocketbase::PbClient;
+use cf_bridge::pocketbase::batches::behind;
 use cf_testkit::TestPb;
+use cf_testkit::faultproxy::{Fault, FaultProxy, Rule};
+use futures_util::future::join_all;
 use serde_json::{Value, json};
 
 const ROW_ID: &str = "rowaaaaaaaaaaa1";
@@ -135,4 +141,86 @@ async fn a_write_back_and_its_row_commit_together_and_a_resent_row_is_recognised
         }
         other => panic!("expected the missing relation to be named, got {other:?}"),
     }
+}
+
+/// Batches of late jobs that wait behind one in flight go out together, and one that fails inside the combined request
+/// gets its own failure while the others are carried out: what each caller is answered is what it would
+/// have been answered alone.
+#[tokio::test]
+async fn batches_waiting_behind_one_in_flight_are_answered_as_if_sent_alone() {
+    let pb = TestPb::start().await;
+    let (tenant, first) = seed(&pb).await;
+    let template = pb
+        .superuser_request("GET", &format!("/api/collections/bot_instances/records/{first}"), None)
+        .await["template"]
+        .as_str()
+        .expect("template id")
+        .to_string();
+    let mut instances = vec![first];
+    for n in 0..5 {
+        let sub = format!("batch-c{n}");
+        let created = pb
+            .create_instance(
+                json!({"tenant": tenant, "template": template, "name": sub, "subdomain": sub,
+                "desired_state": "running"}),
+            )
+            .await;
+        instances.push(created["id"].as_str().expect("instance id").to_string());
+    }
+    // Through a proxy that counts the batches and holds each 300 ms: with one write in flight (the
+    // default), the first call goes at once and the others queue behind it.
+    let proxy = FaultProxy::start(pb.port).await;
+    proxy.add_rule(Rule::new(Fault::Delay(Duration::from_millis(300)), Some("POST"), &["/api/batch"]).times(100));
+    let mut settings = pb.settings();
+    settings.url = url::Url::parse(&proxy.url).expect("proxy url");
+    let client = PbClient::new(&settings).expect("client");
+
+    let calls = instances.iter().enumerate().map(|(n, inst)| {
+        let requests = vec![
+            status(InstanceStatus::Running, inst),
+            BatchRequest::create_deploy_log(
+                &format!("rowcombined{n:04}"),
+                &row(&tenant, inst, &format!("combined {n}")),
+            ),
+        ];
+        let client = client.clone();
+        // Sent as jobs that started late do: those may go out together.
+        async move { behind(true, client.batch(&requests)).await }
+    });
+    let gone = {
+        let client = client.clone();
+        let tenant_patch = TenantPatch {
+            bridge_error: Some("x".into()),
+            ..Default::default()
+        };
+        async move {
+            let requests = [BatchRequest::patch_tenant("aaaaaaaaaaaaaaa", &tenant_patch).expect("patch body")];
+            behind(true, client.batch(&requests)).await
+        }
+    };
+    let (answers, gone) = tokio::join!(join_all(calls), gone);
+
+    assert!(
+        matches!(&gone, Err(PbError::Batch { index: 0, error }) if matches!(**error, PbError::NotFound)),
+        "the batch whose record is gone is told so, at its own index: {gone:?}"
+    );
+    for (n, (inst, answer)) in instances.iter().zip(answers).enumerate() {
+        let answer = answer.unwrap_or_else(|e| panic!("batch {n} failed with the other's failure: {e}"));
+        assert_eq!(answer.len(), 2, "batch {n} is answered its own two requests");
+        assert_eq!(
+            answer[0]["id"],
+            inst.as_str(),
+            "batch {n}'s first answer is its own record"
+        );
+        assert_eq!(answer[1]["message"], format!("combined {n}"));
+        let record = pb
+            .superuser_request("GET", &format!("/api/collections/bot_instances/records/{inst}"), None)
+            .await;
+        assert_eq!(record["status"], "running", "batch {n} was carried out");
+    }
+    // Seven batches: the first alone, the six behind it in fewer requests (and those that went with the
+    // failed one again without it). Sent alone they would have been seven requests.
+    let sent = proxy.forwarded(|r| r.starts_with("POST /api/batch"));
+    assert!(sent < 7, "{sent} batch requests for seven batches");
+    assert_eq!(proxy.most_delayed_at_once(), 1, "one write in flight at a time");
 }
