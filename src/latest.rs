@@ -45,11 +45,11 @@ use crate::pocketbase::records::{BotInstance, BotTemplate, Tenant, format_pb_dat
 
 /// Instances kept: enough for the changes whose jobs have not run yet at a few hundred changes a second;
 /// a job that comes later reads. Each change is kept twice over (its frame, then the answer to the bridge's
-/// write-back, which must outlive the write's late frames), so at 200 changes a second 1,024 held a frame
-/// for 2.5 s, and the full runs' jobs there start 1.5-4 s after their change: 0.16 of every change was
-/// read back from PocketBase, at about a bare write's CPU each (docs/BENCHMARKS.md, "Thirty-second session",
-/// "Forty-first session"). 2,048 hold 5 s, for about a megabyte.
-pub const INSTANCES: usize = 2048;
+/// write-back, which must outlive the write's late frames), so at 200 changes a second 1,024 hold a frame
+/// for 2.5 s, and the full runs' jobs there start 1.5-4 s after their change: 0.16-0.20 of every change is
+/// read back from PocketBase. 2,048 read none, but cost 2.3 MiB, which took the bridge's peak over a full
+/// run to 32.1 MiB (docs/BENCHMARKS.md, "Thirty-second session", "Forty-first session").
+pub const INSTANCES: usize = 1024;
 /// Tenants kept: every one of a large platform's active tenants (a few hundred bytes each).
 pub const TENANTS: usize = 4096;
 /// Templates kept: far more than a platform publishes.
