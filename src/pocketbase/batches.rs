@@ -7,8 +7,9 @@
 //! seconds after their change, the write-backs waited for the one write in flight
 //! (`pocketbase.max_writes_in_flight`) and each went out alone, one request per change. But PocketBase holds
 //! its write lock for a whole batch, and a person's write that comes meanwhile waits behind all of it: sent
-//! together at 50 changes a second, the write-backs a status round finds at once put 5-10 ms on the p99 of a
-//! person's change reaching Coolify (docs/BENCHMARKS.md, "Forty-first session"). So only the write-back of a
+//! together at 50 changes a second, the write-backs a status round finds at once took the p99 overhead of a
+//! person's change reaching Coolify from +5-7 ms to +19-25 ms, and to +12-16 ms with at most four requests in
+//! a batch (docs/BENCHMARKS.md, "Forty-first session"). So only the write-back of a
 //! job that started [`BEHIND`] or more after its change may join others ([`behind`]): when changes wait that
 //! long for the bridge, the requests saved are worth more than a few milliseconds of a person's write. A
 //! batch that finds the gate free goes at once, and while the flood sign is up each goes alone: the gate then
