@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
-use super::client::BatchRequest;
 use super::error::PbError;
 
 /// Requests in one combined batch: the project's migration allows 50, and PocketBase holds its write lock
@@ -53,25 +52,25 @@ fn late() -> bool {
 
 type Answer = Result<Vec<serde_json::Value>, PbError>;
 
-/// One caller's batch, waiting to be sent.
-pub(super) struct Waiting {
+/// One caller's batch (its requests `R`), waiting to be sent.
+pub(super) struct Waiting<R> {
     id: u64,
     /// It may go out with others (see [`behind`]).
     joins: bool,
-    pub(super) requests: Vec<BatchRequest>,
+    pub(super) requests: Vec<R>,
     answer: oneshot::Sender<Answer>,
 }
 
 /// See the module documentation.
-pub(super) struct Combiner {
-    waiting: Mutex<VecDeque<Waiting>>,
+pub(super) struct Combiner<R> {
+    waiting: Mutex<VecDeque<Waiting<R>>>,
     /// One permit per combined batch in flight: as many as the write gate lets through.
     senders: Arc<Semaphore>,
     next_id: AtomicU64,
 }
 
-impl Combiner {
-    pub(super) fn new(in_flight: usize) -> Combiner {
+impl<R> Combiner<R> {
+    pub(super) fn new(in_flight: usize) -> Combiner<R> {
         Combiner {
             waiting: Mutex::new(VecDeque::new()),
             senders: Arc::new(Semaphore::new(in_flight.max(1))),
@@ -79,17 +78,17 @@ impl Combiner {
         }
     }
 
-    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiting>> {
+    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiting<R>>> {
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Queues `requests` (to go out with others if the calling job is late, see [`behind`]); the waiter
     /// answers them (see [`Waiter::answer`]) and, dropped first, takes them back out of the queue.
-    pub(super) fn wait(&self, requests: Vec<BatchRequest>) -> Waiter<'_> {
+    pub(super) fn wait(&self, requests: Vec<R>) -> Waiter<'_, R> {
         self.wait_joining(requests, late())
     }
 
-    fn wait_joining(&self, requests: Vec<BatchRequest>, joins: bool) -> Waiter<'_> {
+    fn wait_joining(&self, requests: Vec<R>, joins: bool) -> Waiter<'_, R> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (answer, rx) = oneshot::channel();
         self.queue().push_back(Waiting {
@@ -112,12 +111,12 @@ impl Combiner {
 
     /// The oldest waiting batch, with those after it that may join it and fit in one request (none when
     /// `alone`), if `id` still waits: otherwise a sender before took it, and its answer is on its way.
-    pub(super) fn take(&self, id: u64, alone: bool) -> Option<Vec<Waiting>> {
+    pub(super) fn take(&self, id: u64, alone: bool) -> Option<Vec<Waiting<R>>> {
         let mut queue = self.queue();
         if !queue.iter().any(|w| w.id == id) {
             return None;
         }
-        let mut group: Vec<Waiting> = Vec::new();
+        let mut group: Vec<Waiting<R>> = Vec::new();
         let mut requests = 0;
         while let Some(next) = queue.front() {
             let fits = requests + next.requests.len() <= MAX_REQUESTS;
@@ -132,13 +131,13 @@ impl Combiner {
 }
 
 /// A caller's place in the queue.
-pub(super) struct Waiter<'a> {
-    combiner: &'a Combiner,
+pub(super) struct Waiter<'a, R> {
+    combiner: &'a Combiner<R>,
     id: u64,
     rx: oneshot::Receiver<Answer>,
 }
 
-impl Waiter<'_> {
+impl<R> Waiter<'_, R> {
     pub(super) fn id(&self) -> u64 {
         self.id
     }
@@ -151,7 +150,7 @@ impl Waiter<'_> {
     }
 }
 
-impl Drop for Waiter<'_> {
+impl<R> Drop for Waiter<'_, R> {
     fn drop(&mut self) {
         self.combiner.queue().retain(|w| w.id != self.id);
     }
@@ -159,7 +158,7 @@ impl Drop for Waiter<'_> {
 
 /// Gives each batch of `group` its part of the combined request's `result`; answers the batches to send
 /// again: those rolled back only because another's request failed.
-pub(super) fn share(group: Vec<Waiting>, result: Answer) -> Vec<Waiting> {
+pub(super) fn share<R>(group: Vec<Waiting<R>>, result: Answer) -> Vec<Waiting<R>> {
     match result {
         Ok(answers) => {
             let mut answers = answers.into_iter();
@@ -214,20 +213,17 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::pocketbase::records::InstancePatch;
 
-    fn requests(n: usize) -> Vec<BatchRequest> {
-        (0..n)
-            .map(|_| BatchRequest::patch_instance("aaaaaaaaaaaaaaa", &InstancePatch::default()).expect("a patch"))
-            .collect()
+    fn requests(n: usize) -> Vec<u32> {
+        vec![0; n]
     }
 
     #[test]
     fn the_oldest_batches_that_fit_go_together_and_alone_in_a_flood() {
         let c = Combiner::new(1);
         let sizes = [1, 1, MAX_REQUESTS - 2, 1, 2];
-        let waiters: Vec<Waiter<'_>> = sizes.iter().map(|&n| c.wait_joining(requests(n), true)).collect();
-        let ids: Vec<u64> = waiters.iter().map(Waiter::id).collect();
+        let waiters: Vec<Waiter<'_, u32>> = sizes.iter().map(|&n| c.wait_joining(requests(n), true)).collect();
+        let ids: Vec<u64> = waiters.iter().map(|w| w.id()).collect();
 
         let first = c.take(ids[4], false).expect("still waiting");
         assert_eq!(
@@ -262,7 +258,7 @@ mod tests {
         let on_time = c.wait(requests(1));
         let late_ones = behind(true, async { [c.wait(requests(1)), c.wait(requests(1))] }).await;
         let after = c.wait(requests(1));
-        let ids = |group: Vec<Waiting>| group.iter().map(|w| w.id).collect::<Vec<_>>();
+        let ids = |group: Vec<Waiting<u32>>| group.iter().map(|w| w.id).collect::<Vec<_>>();
 
         assert_eq!(ids(c.take(on_time.id(), false).expect("waiting")), [on_time.id()]);
         assert_eq!(
@@ -279,7 +275,7 @@ mod tests {
         let mut a = c.wait(requests(2));
         let mut b = c.wait(requests(3));
         let mut d = c.wait(requests(1));
-        let group: Vec<Waiting> = c.queue().drain(..).collect();
+        let group: Vec<Waiting<u32>> = c.queue().drain(..).collect();
         let answers = (0..6).map(|i| json!({ "n": i })).collect();
         assert!(share(group, Ok(answers)).is_empty());
         assert_eq!(a.answer().await.expect("answered"), [json!({"n": 0}), json!({"n": 1})]);
@@ -293,7 +289,7 @@ mod tests {
         let mut a = c.wait(requests(2));
         let mut b = c.wait(requests(3));
         let d = c.wait(requests(1));
-        let group: Vec<Waiting> = c.queue().drain(..).collect();
+        let group: Vec<Waiting<u32>> = c.queue().drain(..).collect();
         let failed = PbError::Batch {
             index: 3,
             error: Box::new(PbError::NotFound),

@@ -76,7 +76,7 @@ struct Inner {
     /// In a flood the gate also spaces the writes (`write_gate`).
     writes: WriteGate,
     /// Batches queued behind the gate, sent together (`batches`).
-    batches: Combiner,
+    batches: Combiner<BatchRequest>,
 }
 
 impl fmt::Debug for PbClient {
@@ -527,7 +527,7 @@ impl PbClient {
     }
 
     /// Sends the batches of `group` as one request, and again without one whose request failed.
-    async fn send_group(&self, mut group: Vec<Waiting>) {
+    async fn send_group(&self, mut group: Vec<Waiting<BatchRequest>>) {
         while !group.is_empty() {
             let requests: Vec<&BatchRequest> = group.iter().flat_map(|w| w.requests.iter()).collect();
             let result = self.send_batch(&requests).await;
